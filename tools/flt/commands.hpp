@@ -1,6 +1,12 @@
-// The table of flt subcommands. Each subcommand is a function taking its own arguments (argv
-// without the program and subcommand names) and returning an exit code; it may throw flt::Error,
-// which main() reports on stderr and turns into kExitError.
+// The registry of flt subcommands. Each subcommand lives in its own file tools/flt/cmd_<name>.cpp
+// (picked up by tools/CMakeLists.txt) and registers itself at static-initialisation time:
+//
+//   static const bool registered = flt::cli::register_command(
+//       {"convert", "convert between molecule file formats", 20, &run_convert});
+//
+// A subcommand takes its own arguments (argv without the program and subcommand names) and returns
+// an exit code; it may throw flt::Error (exit 1) or UsageError / boost::program_options::error
+// (exit 2), which main() reports on stderr.
 #pragma once
 
 #include "core/error.hpp"
@@ -21,10 +27,13 @@ using CommandFn = int (*)(const std::vector<std::string>& args);
 struct Command {
   const char* name;
   const char* summary;
+  int order;  // position in `flt --help` (ascending)
   CommandFn run;
 };
 
-// Every registered subcommand, in the order `flt --help` lists them.
-const std::vector<Command>& commands();
+bool register_command(const Command& command);
+
+// Every registered subcommand, sorted by order then name.
+std::vector<Command> commands();
 
 }  // namespace flt::cli

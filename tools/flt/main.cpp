@@ -23,12 +23,13 @@ void print_help(std::ostream& out) {
          "Usage: flt <command> [options]\n"
          "       flt --help | --version\n\n"
          "Commands:\n";
-  for (const auto& command : flt::cli::commands()) {
+  const auto table = flt::cli::commands();
+  for (const auto& command : table) {
     std::string name = command.name;
     name.resize(std::max<std::size_t>(name.size(), 10), ' ');
     out << "  " << name << "  " << command.summary << "\n";
   }
-  if (flt::cli::commands().empty()) out << "  (none yet)\n";
+  if (table.empty()) out << "  (none yet)\n";
   out << "\nRun 'flt <command> --help' for the options of one command.\n"
          "Exit status: 0 success, 1 error, 2 usage error, 3 finished but skipped input records.\n";
 }
