@@ -69,6 +69,16 @@ class ParameterStore {
     return {grads_.data() + r.offset, r.rows, r.cols};
   }
 
+  // Flat views of one tensor (row-major order), e.g. for bias vectors passed to kernels.
+  std::span<T> value_span(const ParamRef& r) { return {values_.data() + r.offset, r.size()}; }
+  std::span<const T> value_span(const ParamRef& r) const {
+    return {values_.data() + r.offset, r.size()};
+  }
+  std::span<T> grad_span(const ParamRef& r) { return {grads_.data() + r.offset, r.size()}; }
+  std::span<const T> grad_span(const ParamRef& r) const {
+    return {grads_.data() + r.offset, r.size()};
+  }
+
   void zero_grad() { std::fill(grads_.begin(), grads_.end(), T(0)); }
 
   const std::vector<ParamInfo>& infos() const noexcept { return infos_; }
