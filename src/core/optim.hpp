@@ -154,6 +154,15 @@ template <class T>
 double global_grad_norm(std::span<const T> grads);
 template <class T>
 double clip_grad_norm(std::span<T> grads, double max_norm);
+// Store overloads (deduce T): the norm of / clipping of store.grads().
+template <class T>
+double global_grad_norm(const ParameterStore<T>& store) {
+  return global_grad_norm<T>(store.grads());
+}
+template <class T>
+double clip_grad_norm(ParameterStore<T>& store, double max_norm) {
+  return clip_grad_norm<T>(store.grads(), max_norm);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Exponential moving average of the weights:  shadow_i <- d shadow_i + (1 - d) p_i  (in double)

@@ -1,0 +1,642 @@
+// N rows (atoms/tokens), I input width, O output width, D feature width, H MLP hidden width,
+// V embedding vocabulary, S sets. See layers.hpp for the equations of every kernel.
+#include "core/layers.hpp"
+
+#include "core/error.hpp"
+#include "core/parallel.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <string>
+
+namespace flt {
+namespace {
+
+std::string shape(Index rows, Index cols) {
+  return std::to_string(rows) + "x" + std::to_string(cols);
+}
+
+void check_shape(const char* what, Index rows, Index cols, Index want_rows, Index want_cols) {
+  if (rows != want_rows || cols != want_cols)
+    throw InvalidArgument(std::string(what) + ": expected shape " + shape(want_rows, want_cols) +
+                          ", got " + shape(rows, cols));
+}
+
+// Parameter-gradient reductions over rows: chunks of kRowChunk rows are processed in waves of
+// kWave chunks; the partials of one wave are computed in parallel, then added into the
+// accumulator serially in chunk order. Both the chunking and the wave size are independent of the
+// thread count, so the summation order is fixed; the wave bounds the scratch memory to
+// kWave partials.
+constexpr Index kWave = 16;
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------- Linear
+
+template <class T>
+void linear_forward(ConstMatRef<T> x, ConstMatRef<T> W, std::span<const T> b, MatRef<T> y) {
+  const Index n = x.rows();
+  require(x.cols() == W.rows(), "linear_forward: x has " + std::to_string(x.cols()) +
+                                    " columns but W has " + std::to_string(W.rows()) + " rows");
+  check_shape("linear_forward: y", y.rows(), y.cols(), n, W.cols());
+  require(b.empty() || static_cast<Index>(b.size()) == W.cols(),
+          "linear_forward: bias length does not match W columns");
+  const Eigen::Map<const RowVec<T>> bias(b.data(), static_cast<Index>(b.size()));
+  parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+    auto yb = y.middleRows(r0, r1 - r0);
+    yb.noalias() = x.middleRows(r0, r1 - r0) * W;
+    if (!b.empty()) yb.rowwise() += bias;
+  });
+}
+
+template <class T>
+void linear_forward_reference(ConstMatRef<T> x, ConstMatRef<T> W, std::span<const T> b,
+                              MatRef<T> y) {
+  require(x.cols() == W.rows(), "linear_forward_reference: inner dimensions differ");
+  check_shape("linear_forward_reference: y", y.rows(), y.cols(), x.rows(), W.cols());
+  require(b.empty() || static_cast<Index>(b.size()) == W.cols(),
+          "linear_forward_reference: bias length does not match W columns");
+  for (Index n = 0; n < x.rows(); ++n)
+    for (Index o = 0; o < W.cols(); ++o) {
+      double acc = b.empty() ? 0.0 : static_cast<double>(b[static_cast<std::size_t>(o)]);
+      for (Index i = 0; i < x.cols(); ++i)
+        acc += static_cast<double>(x(n, i)) * static_cast<double>(W(i, o));
+      y(n, o) = static_cast<T>(acc);
+    }
+}
+
+template <class T>
+void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatRef<T> dx,
+                     MatRef<T> dW, std::span<T> db) {
+  const Index n = x.rows();
+  const Index in = W.rows();
+  const Index out = W.cols();
+  check_shape("linear_backward: x", x.rows(), x.cols(), n, in);
+  check_shape("linear_backward: dy", dy.rows(), dy.cols(), n, out);
+  check_shape("linear_backward: dW", dW.rows(), dW.cols(), in, out);
+  if (dx.size() != 0) check_shape("linear_backward: dx", dx.rows(), dx.cols(), n, in);
+  require(db.empty() || static_cast<Index>(db.size()) == out,
+          "linear_backward: bias gradient length does not match W columns");
+
+  // dx += dy W^T, independent rows.
+  if (dx.size() != 0) {
+    parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+      dx.middleRows(r0, r1 - r0).noalias() += dy.middleRows(r0, r1 - r0) * W.transpose();
+    });
+  }
+
+  // dW += x^T dy and db += sum_n dy_n, reduced over fixed row chunks in a fixed order.
+  const Index chunks = chunk_count(n, kRowChunk);
+  if (chunks == 0) return;
+  std::vector<Mat<T>> partial_w(static_cast<std::size_t>(std::min(chunks, kWave)));
+  std::vector<std::vector<double>> partial_b(partial_w.size());
+  Mat<T> acc_w = Mat<T>::Zero(in, out);
+  std::vector<double> acc_b(static_cast<std::size_t>(out), 0.0);
+  for (Index wave0 = 0; wave0 < chunks; wave0 += kWave) {
+    const Index wave_chunks = std::min(kWave, chunks - wave0);
+#pragma omp parallel for schedule(static) if (wave_chunks > 1)
+    for (Index k = 0; k < wave_chunks; ++k) {
+      const Index r0 = (wave0 + k) * kRowChunk;
+      const Index rows = std::min(n, r0 + kRowChunk) - r0;
+      auto& pw = partial_w[static_cast<std::size_t>(k)];
+      pw.noalias() = x.middleRows(r0, rows).transpose() * dy.middleRows(r0, rows);
+      if (!db.empty()) {
+        auto& pb = partial_b[static_cast<std::size_t>(k)];
+        pb.assign(static_cast<std::size_t>(out), 0.0);
+        for (Index r = r0; r < r0 + rows; ++r)
+          for (Index o = 0; o < out; ++o) pb[static_cast<std::size_t>(o)] += dy(r, o);
+      }
+    }
+    for (Index k = 0; k < wave_chunks; ++k) {
+      acc_w += partial_w[static_cast<std::size_t>(k)];
+      if (!db.empty())
+        for (Index o = 0; o < out; ++o)
+          acc_b[static_cast<std::size_t>(o)] +=
+              partial_b[static_cast<std::size_t>(k)][static_cast<std::size_t>(o)];
+    }
+  }
+  dW += acc_w;
+  for (std::size_t o = 0; o < db.size(); ++o) db[o] += static_cast<T>(acc_b[o]);
+}
+
+// ---------------------------------------------------------------------------------- LayerNorm
+
+template <class T>
+void layernorm_forward(ConstMatRef<T> x, std::span<const T> gamma, std::span<const T> beta,
+                       double eps, MatRef<T> y, MatRef<T> xhat, std::span<T> rstd) {
+  const Index n = x.rows();
+  const Index d = x.cols();
+  require(d > 0, "layernorm_forward: zero feature width");
+  require(eps > 0.0, "layernorm_forward: eps must be > 0");
+  require(static_cast<Index>(gamma.size()) == d && static_cast<Index>(beta.size()) == d,
+          "layernorm_forward: gamma/beta length must equal the feature width " +
+              std::to_string(d));
+  check_shape("layernorm_forward: y", y.rows(), y.cols(), n, d);
+  check_shape("layernorm_forward: xhat", xhat.rows(), xhat.cols(), n, d);
+  require(static_cast<Index>(rstd.size()) == n, "layernorm_forward: rstd length must equal rows");
+  parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index r = r0; r < r1; ++r) {
+      double mean = 0.0;
+      for (Index c = 0; c < d; ++c) mean += static_cast<double>(x(r, c));
+      mean /= static_cast<double>(d);
+      double var = 0.0;
+      for (Index c = 0; c < d; ++c) {
+        const double dev = static_cast<double>(x(r, c)) - mean;
+        var += dev * dev;
+      }
+      var /= static_cast<double>(d);
+      const double rs = 1.0 / std::sqrt(var + eps);
+      rstd[static_cast<std::size_t>(r)] = static_cast<T>(rs);
+      for (Index c = 0; c < d; ++c) {
+        const double h = (static_cast<double>(x(r, c)) - mean) * rs;
+        xhat(r, c) = static_cast<T>(h);
+        y(r, c) = static_cast<T>(h * static_cast<double>(gamma[static_cast<std::size_t>(c)]) +
+                                 static_cast<double>(beta[static_cast<std::size_t>(c)]));
+      }
+    }
+  });
+}
+
+template <class T>
+void layernorm_forward_reference(ConstMatRef<T> x, std::span<const T> gamma,
+                                 std::span<const T> beta, double eps, MatRef<T> y) {
+  const Index d = x.cols();
+  require(static_cast<Index>(gamma.size()) == d && static_cast<Index>(beta.size()) == d,
+          "layernorm_forward_reference: gamma/beta length mismatch");
+  check_shape("layernorm_forward_reference: y", y.rows(), y.cols(), x.rows(), d);
+  for (Index r = 0; r < x.rows(); ++r) {
+    const Eigen::VectorXd row = x.row(r).template cast<double>().transpose();
+    const double mean = row.mean();
+    const double var = (row.array() - mean).square().mean();
+    for (Index c = 0; c < d; ++c)
+      y(r, c) = static_cast<T>((row(c) - mean) / std::sqrt(var + eps) *
+                                   static_cast<double>(gamma[static_cast<std::size_t>(c)]) +
+                               static_cast<double>(beta[static_cast<std::size_t>(c)]));
+  }
+}
+
+template <class T>
+void layernorm_backward(ConstMatRef<T> xhat, std::span<const T> rstd, std::span<const T> gamma,
+                        ConstMatRef<T> dy, MatRef<T> dx, std::span<T> dgamma,
+                        std::span<T> dbeta) {
+  const Index n = xhat.rows();
+  const Index d = xhat.cols();
+  check_shape("layernorm_backward: dy", dy.rows(), dy.cols(), n, d);
+  if (dx.size() != 0) check_shape("layernorm_backward: dx", dx.rows(), dx.cols(), n, d);
+  require(static_cast<Index>(rstd.size()) == n, "layernorm_backward: rstd length must equal rows");
+  require(static_cast<Index>(gamma.size()) == d && static_cast<Index>(dgamma.size()) == d &&
+              static_cast<Index>(dbeta.size()) == d,
+          "layernorm_backward: gamma/dgamma/dbeta length must equal the feature width");
+  const Index chunks = chunk_count(n, kRowChunk);
+  // Per-chunk partial sums of dgamma and dbeta (double), summed serially below.
+  std::vector<double> partial(static_cast<std::size_t>(chunks * 2 * d), 0.0);
+  parallel_chunks(n, kRowChunk, [&](Index chunk, Index r0, Index r1) {
+    double* pg = partial.data() + chunk * 2 * d;
+    double* pb = pg + d;
+    for (Index r = r0; r < r1; ++r) {
+      double mean_g = 0.0;
+      double mean_gx = 0.0;
+      for (Index c = 0; c < d; ++c) {
+        const double g = static_cast<double>(dy(r, c)) *
+                         static_cast<double>(gamma[static_cast<std::size_t>(c)]);
+        mean_g += g;
+        mean_gx += g * static_cast<double>(xhat(r, c));
+        pg[c] += static_cast<double>(dy(r, c)) * static_cast<double>(xhat(r, c));
+        pb[c] += static_cast<double>(dy(r, c));
+      }
+      if (dx.size() == 0) continue;
+      mean_g /= static_cast<double>(d);
+      mean_gx /= static_cast<double>(d);
+      const double rs = static_cast<double>(rstd[static_cast<std::size_t>(r)]);
+      for (Index c = 0; c < d; ++c) {
+        const double g = static_cast<double>(dy(r, c)) *
+                         static_cast<double>(gamma[static_cast<std::size_t>(c)]);
+        dx(r, c) += static_cast<T>(rs * (g - mean_g - static_cast<double>(xhat(r, c)) * mean_gx));
+      }
+    }
+  });
+  for (Index c = 0; c < d; ++c) {
+    double sg = 0.0;
+    double sb = 0.0;
+    for (Index k = 0; k < chunks; ++k) {
+      sg += partial[static_cast<std::size_t>(k * 2 * d + c)];
+      sb += partial[static_cast<std::size_t>(k * 2 * d + d + c)];
+    }
+    dgamma[static_cast<std::size_t>(c)] += static_cast<T>(sg);
+    dbeta[static_cast<std::size_t>(c)] += static_cast<T>(sb);
+  }
+}
+
+// -------------------------------------------------------------------------------- Activations
+
+Activation parse_activation(std::string_view name) {
+  if (name == "identity") return Activation::identity;
+  if (name == "silu") return Activation::silu;
+  if (name == "gelu" || name == "gelu_tanh") return Activation::gelu_tanh;
+  if (name == "gelu_erf") return Activation::gelu_erf;
+  throw ConfigError("unknown activation '" + std::string(name) +
+                    "' (expected identity, silu, gelu_tanh, gelu or gelu_erf)");
+}
+
+const char* to_string(Activation activation) noexcept {
+  switch (activation) {
+    case Activation::identity: return "identity";
+    case Activation::silu: return "silu";
+    case Activation::gelu_tanh: return "gelu_tanh";
+    case Activation::gelu_erf: return "gelu_erf";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr double kSqrt2OverPi = 0.79788456080286535588;  // sqrt(2/pi)
+constexpr double kGeluCubic = 0.044715;
+constexpr double kInvSqrt2 = 0.70710678118654752440;    // 1/sqrt(2)
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/sqrt(2 pi), normal density at 0
+
+template <class T>
+inline T act_value(Activation a, T x) {
+  switch (a) {
+    case Activation::identity: return x;
+    case Activation::silu: return x / (T(1) + std::exp(-x));
+    case Activation::gelu_tanh: {
+      const T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
+      return T(0.5) * x * (T(1) + std::tanh(u));
+    }
+    case Activation::gelu_erf:
+      return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+  }
+  return x;
+}
+
+template <class T>
+inline T act_derivative(Activation a, T x) {
+  switch (a) {
+    case Activation::identity: return T(1);
+    case Activation::silu: {
+      const T s = T(1) / (T(1) + std::exp(-x));
+      return s * (T(1) + x * (T(1) - s));
+    }
+    case Activation::gelu_tanh: {
+      const T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
+      const T t = std::tanh(u);
+      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x * x);
+      return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
+    }
+    case Activation::gelu_erf: {
+      const T cdf = T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2)));
+      const T pdf = T(kInvSqrt2Pi) * std::exp(-x * x / T(2));
+      return cdf + x * pdf;
+    }
+  }
+  return T(1);
+}
+
+}  // namespace
+
+template <class T>
+void activation_forward(Activation activation, ConstMatRef<T> x, MatRef<T> y) {
+  check_shape("activation_forward: y", y.rows(), y.cols(), x.rows(), x.cols());
+  const Index cols = x.cols();
+  parallel_chunks(x.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index r = r0; r < r1; ++r)
+      for (Index c = 0; c < cols; ++c) y(r, c) = act_value<T>(activation, x(r, c));
+  });
+}
+
+template <class T>
+void activation_backward(Activation activation, ConstMatRef<T> x, ConstMatRef<T> dy,
+                         MatRef<T> dx) {
+  check_shape("activation_backward: dy", dy.rows(), dy.cols(), x.rows(), x.cols());
+  if (dx.size() == 0) return;
+  check_shape("activation_backward: dx", dx.rows(), dx.cols(), x.rows(), x.cols());
+  const Index cols = x.cols();
+  parallel_chunks(x.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index r = r0; r < r1; ++r)
+      for (Index c = 0; c < cols; ++c) dx(r, c) += act_derivative<T>(activation, x(r, c)) * dy(r, c);
+  });
+}
+
+// ---------------------------------------------------------------------------------- Embedding
+
+namespace {
+void check_ids(const char* what, std::span<const std::int32_t> ids, Index vocab) {
+  for (std::size_t n = 0; n < ids.size(); ++n)
+    if (ids[n] < 0 || ids[n] >= vocab)
+      throw InvalidArgument(std::string(what) + ": id " + std::to_string(ids[n]) + " at row " +
+                            std::to_string(n) + " is outside the table [0, " +
+                            std::to_string(vocab) + ")");
+}
+}  // namespace
+
+template <class T>
+void embedding_forward(std::span<const std::int32_t> ids, ConstMatRef<T> table, MatRef<T> y) {
+  const Index n = static_cast<Index>(ids.size());
+  check_shape("embedding_forward: y", y.rows(), y.cols(), n, table.cols());
+  check_ids("embedding_forward", ids, table.rows());
+  parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index r = r0; r < r1; ++r) y.row(r) = table.row(ids[static_cast<std::size_t>(r)]);
+  });
+}
+
+template <class T>
+void embedding_backward(std::span<const std::int32_t> ids, ConstMatRef<T> dy, MatRef<T> dtable) {
+  const Index n = static_cast<Index>(ids.size());
+  check_shape("embedding_backward: dy", dy.rows(), dy.cols(), n, dtable.cols());
+  check_ids("embedding_backward", ids, dtable.rows());
+  // Serial scatter in row order: rows sharing an id are added in a fixed order.
+  for (Index r = 0; r < n; ++r) dtable.row(ids[static_cast<std::size_t>(r)]) += dy.row(r);
+}
+
+// ----------------------------------------------------------------------------------- Residual
+
+template <class T>
+void residual_forward(ConstMatRef<T> a, ConstMatRef<T> b, MatRef<T> y) {
+  check_shape("residual_forward: b", b.rows(), b.cols(), a.rows(), a.cols());
+  check_shape("residual_forward: y", y.rows(), y.cols(), a.rows(), a.cols());
+  parallel_chunks(a.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
+    y.middleRows(r0, r1 - r0) = a.middleRows(r0, r1 - r0) + b.middleRows(r0, r1 - r0);
+  });
+}
+
+template <class T>
+void residual_backward(ConstMatRef<T> dy, MatRef<T> da, MatRef<T> db) {
+  if (da.size() != 0) check_shape("residual_backward: da", da.rows(), da.cols(), dy.rows(), dy.cols());
+  if (db.size() != 0) check_shape("residual_backward: db", db.rows(), db.cols(), dy.rows(), dy.cols());
+  parallel_chunks(dy.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
+    if (da.size() != 0) da.middleRows(r0, r1 - r0) += dy.middleRows(r0, r1 - r0);
+    if (db.size() != 0) db.middleRows(r0, r1 - r0) += dy.middleRows(r0, r1 - r0);
+  });
+}
+
+// ------------------------------------------------------------------------------------ Pooling
+
+Pooling parse_pooling(std::string_view name) {
+  if (name == "sum") return Pooling::sum;
+  if (name == "mean") return Pooling::mean;
+  throw ConfigError("unknown pooling '" + std::string(name) + "' (expected sum or mean)");
+}
+
+const char* to_string(Pooling pooling) noexcept {
+  switch (pooling) {
+    case Pooling::sum: return "sum";
+    case Pooling::mean: return "mean";
+  }
+  return "unknown";
+}
+
+namespace {
+constexpr Index kSetChunk = 64;  // sets per parallel chunk
+}
+
+template <class T>
+void segment_pool_forward(Pooling pooling, const RaggedIndex& index, ConstMatRef<T> x,
+                          MatRef<T> y) {
+  const Index d = x.cols();
+  require(x.rows() == index.total_rows(),
+          "segment_pool_forward: x has " + std::to_string(x.rows()) +
+              " rows but the ragged index covers " + std::to_string(index.total_rows()));
+  check_shape("segment_pool_forward: y", y.rows(), y.cols(), index.num_sets(), d);
+  parallel_chunks(index.num_sets(), kSetChunk, [&](Index, Index s0, Index s1) {
+    std::vector<double> acc(static_cast<std::size_t>(d));
+    for (Index s = s0; s < s1; ++s) {
+      const Index count = index.size(s);
+      if (count == 0) {  // empty set: defined output 0 (sum and mean alike)
+        y.row(s).setZero();
+        continue;
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (Index r = index.begin(s); r < index.end(s); ++r)
+        for (Index c = 0; c < d; ++c) acc[static_cast<std::size_t>(c)] += x(r, c);
+      const double scale = pooling == Pooling::mean ? 1.0 / static_cast<double>(count) : 1.0;
+      for (Index c = 0; c < d; ++c) y(s, c) = static_cast<T>(acc[static_cast<std::size_t>(c)] * scale);
+    }
+  });
+}
+
+template <class T>
+void segment_pool_backward(Pooling pooling, const RaggedIndex& index, ConstMatRef<T> dy,
+                           MatRef<T> dx) {
+  const Index d = dy.cols();
+  require(dy.rows() == index.num_sets(), "segment_pool_backward: dy rows must equal the set count");
+  if (dx.size() == 0) return;
+  check_shape("segment_pool_backward: dx", dx.rows(), dx.cols(), index.total_rows(), d);
+  parallel_chunks(index.num_sets(), kSetChunk, [&](Index, Index s0, Index s1) {
+    for (Index s = s0; s < s1; ++s) {
+      const Index count = index.size(s);
+      if (count == 0) continue;
+      const T scale = pooling == Pooling::mean ? T(1.0 / static_cast<double>(count)) : T(1);
+      for (Index r = index.begin(s); r < index.end(s); ++r) dx.row(r) += scale * dy.row(s);
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------ Layer structs
+
+template <class T>
+Linear<T> Linear<T>::create(ParameterStore<T>& store, const std::string& prefix, Index in_,
+                            Index out_, bool bias_) {
+  require(in_ > 0 && out_ > 0, "Linear::create(" + prefix + "): widths must be positive");
+  Linear layer;
+  layer.in = in_;
+  layer.out = out_;
+  layer.has_bias = bias_;
+  layer.weight = store.add(prefix + ".weight", in_, out_);
+  if (bias_) layer.bias = store.add(prefix + ".bias", out_, 1);
+  return layer;
+}
+
+template <class T>
+void Linear<T>::init(ParameterStore<T>& store, Rng& rng) const {
+  require(store.allocated(), "Linear::init: allocate the parameter store first");
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  for (T& w : store.value_span(weight)) w = static_cast<T>(rng.uniform(-bound, bound));
+  if (has_bias)
+    for (T& b : store.value_span(bias)) b = static_cast<T>(rng.uniform(-bound, bound));
+}
+
+template <class T>
+Mat<T> Linear<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> x) const {
+  Mat<T> y(x.rows(), out);
+  linear_forward<T>(x, store.value(weight),
+                    has_bias ? store.value_span(bias) : std::span<const T>{}, y);
+  return y;
+}
+
+template <class T>
+Mat<T> Linear<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> x,
+                          LinearCache<T>& cache) const {
+  cache.x = x;
+  return forward(store, x);
+}
+
+template <class T>
+void Linear<T>::backward(ParameterStore<T>& store, const LinearCache<T>& cache, ConstMatRef<T> dy,
+                         MatRef<T> dx) const {
+  linear_backward<T>(cache.x, store.value(weight), dy, dx, store.grad(weight),
+                     has_bias ? store.grad_span(bias) : std::span<T>{});
+}
+
+template <class T>
+LayerNorm<T> LayerNorm<T>::create(ParameterStore<T>& store, const std::string& prefix, Index dim_,
+                                  double eps_) {
+  require(dim_ > 0, "LayerNorm::create(" + prefix + "): width must be positive");
+  require(eps_ > 0.0, "LayerNorm::create(" + prefix + "): eps must be positive");
+  LayerNorm layer;
+  layer.dim = dim_;
+  layer.eps = eps_;
+  layer.weight = store.add(prefix + ".weight", dim_, 1);
+  layer.bias = store.add(prefix + ".bias", dim_, 1);
+  return layer;
+}
+
+template <class T>
+void LayerNorm<T>::init(ParameterStore<T>& store) const {
+  require(store.allocated(), "LayerNorm::init: allocate the parameter store first");
+  for (T& g : store.value_span(weight)) g = T(1);
+  for (T& b : store.value_span(bias)) b = T(0);
+}
+
+template <class T>
+Mat<T> LayerNorm<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> x,
+                             LayerNormCache<T>& cache) const {
+  Mat<T> y(x.rows(), x.cols());
+  cache.xhat.resize(x.rows(), x.cols());
+  cache.rstd.resize(x.rows());
+  layernorm_forward<T>(x, store.value_span(weight), store.value_span(bias), eps, y, cache.xhat,
+                       std::span<T>(cache.rstd.data(), static_cast<std::size_t>(x.rows())));
+  return y;
+}
+
+template <class T>
+Mat<T> LayerNorm<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> x) const {
+  LayerNormCache<T> cache;
+  return forward(store, x, cache);
+}
+
+template <class T>
+void LayerNorm<T>::backward(ParameterStore<T>& store, const LayerNormCache<T>& cache,
+                            ConstMatRef<T> dy, MatRef<T> dx) const {
+  layernorm_backward<T>(
+      cache.xhat,
+      std::span<const T>(cache.rstd.data(), static_cast<std::size_t>(cache.rstd.size())),
+      store.value_span(weight), dy, dx, store.grad_span(weight), store.grad_span(bias));
+}
+
+template <class T>
+Mlp<T> Mlp<T>::create(ParameterStore<T>& store, const std::string& prefix, Index in, Index hidden,
+                      Index out, Activation activation_) {
+  Mlp mlp;
+  mlp.fc1 = Linear<T>::create(store, prefix + ".fc1", in, hidden);
+  mlp.fc2 = Linear<T>::create(store, prefix + ".fc2", hidden, out);
+  mlp.activation = activation_;
+  return mlp;
+}
+
+template <class T>
+void Mlp<T>::init(ParameterStore<T>& store, Rng& rng) const {
+  fc1.init(store, rng);
+  fc2.init(store, rng);
+}
+
+template <class T>
+Mat<T> Mlp<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> x, MlpCache<T>& cache) const {
+  cache.pre = fc1.forward(store, x, cache.fc1);
+  cache.fc2.x.resize(cache.pre.rows(), cache.pre.cols());
+  activation_forward<T>(activation, cache.pre, cache.fc2.x);
+  return fc2.forward(store, cache.fc2.x);
+}
+
+template <class T>
+Mat<T> Mlp<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> x) const {
+  const Mat<T> pre = fc1.forward(store, x);
+  Mat<T> act(pre.rows(), pre.cols());
+  activation_forward<T>(activation, pre, act);
+  return fc2.forward(store, act);
+}
+
+template <class T>
+void Mlp<T>::backward(ParameterStore<T>& store, const MlpCache<T>& cache, ConstMatRef<T> dy,
+                      MatRef<T> dx) const {
+  Mat<T> dact = Mat<T>::Zero(cache.pre.rows(), cache.pre.cols());
+  fc2.backward(store, cache.fc2, dy, dact);
+  Mat<T> dpre = Mat<T>::Zero(cache.pre.rows(), cache.pre.cols());
+  activation_backward<T>(activation, cache.pre, dact, dpre);
+  fc1.backward(store, cache.fc1, dpre, dx);
+}
+
+template <class T>
+Embedding<T> Embedding<T>::create(ParameterStore<T>& store, const std::string& prefix,
+                                  Index num_embeddings_, Index dim_, double init_std_) {
+  require(num_embeddings_ > 0 && dim_ > 0,
+          "Embedding::create(" + prefix + "): sizes must be positive");
+  require(init_std_ >= 0.0, "Embedding::create(" + prefix + "): init_std must be >= 0");
+  Embedding e;
+  e.num_embeddings = num_embeddings_;
+  e.dim = dim_;
+  e.init_std = init_std_;
+  e.weight = store.add(prefix + ".weight", num_embeddings_, dim_);
+  return e;
+}
+
+template <class T>
+void Embedding<T>::init(ParameterStore<T>& store, Rng& rng) const {
+  require(store.allocated(), "Embedding::init: allocate the parameter store first");
+  for (T& w : store.value_span(weight)) w = static_cast<T>(init_std * rng.normal());
+}
+
+template <class T>
+Mat<T> Embedding<T>::forward(const ParameterStore<T>& store, std::span<const std::int32_t> ids) const {
+  Mat<T> y(static_cast<Index>(ids.size()), dim);
+  embedding_forward<T>(ids, store.value(weight), y);
+  return y;
+}
+
+template <class T>
+Mat<T> Embedding<T>::forward(const ParameterStore<T>& store, std::span<const std::int32_t> ids,
+                             EmbeddingCache<T>& cache) const {
+  Mat<T> y = forward(store, ids);
+  cache.ids.assign(ids.begin(), ids.end());
+  return y;
+}
+
+template <class T>
+void Embedding<T>::backward(ParameterStore<T>& store, const EmbeddingCache<T>& cache,
+                            ConstMatRef<T> dy) const {
+  embedding_backward<T>(cache.ids, dy, store.grad(weight));
+}
+
+// ------------------------------------------------------------------- Explicit instantiations
+
+#define FLT_INSTANTIATE_LAYERS(T)                                                                \
+  template void linear_forward<T>(ConstMatRef<T>, ConstMatRef<T>, std::span<const T>, MatRef<T>); \
+  template void linear_forward_reference<T>(ConstMatRef<T>, ConstMatRef<T>, std::span<const T>,  \
+                                            MatRef<T>);                                          \
+  template void linear_backward<T>(ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, MatRef<T>,    \
+                                   MatRef<T>, std::span<T>);                                     \
+  template void layernorm_forward<T>(ConstMatRef<T>, std::span<const T>, std::span<const T>,     \
+                                     double, MatRef<T>, MatRef<T>, std::span<T>);                \
+  template void layernorm_forward_reference<T>(ConstMatRef<T>, std::span<const T>,               \
+                                               std::span<const T>, double, MatRef<T>);           \
+  template void layernorm_backward<T>(ConstMatRef<T>, std::span<const T>, std::span<const T>,    \
+                                      ConstMatRef<T>, MatRef<T>, std::span<T>, std::span<T>);    \
+  template void activation_forward<T>(Activation, ConstMatRef<T>, MatRef<T>);                   \
+  template void activation_backward<T>(Activation, ConstMatRef<T>, ConstMatRef<T>, MatRef<T>);  \
+  template void embedding_forward<T>(std::span<const std::int32_t>, ConstMatRef<T>, MatRef<T>);  \
+  template void embedding_backward<T>(std::span<const std::int32_t>, ConstMatRef<T>, MatRef<T>); \
+  template void residual_forward<T>(ConstMatRef<T>, ConstMatRef<T>, MatRef<T>);                  \
+  template void residual_backward<T>(ConstMatRef<T>, MatRef<T>, MatRef<T>);                      \
+  template void segment_pool_forward<T>(Pooling, const RaggedIndex&, ConstMatRef<T>, MatRef<T>); \
+  template void segment_pool_backward<T>(Pooling, const RaggedIndex&, ConstMatRef<T>, MatRef<T>); \
+  template struct Linear<T>;                                                                     \
+  template struct LayerNorm<T>;                                                                  \
+  template struct Mlp<T>;                                                                        \
+  template struct Embedding<T>;
+
+FLT_INSTANTIATE_LAYERS(float)
+FLT_INSTANTIATE_LAYERS(double)
+#undef FLT_INSTANTIATE_LAYERS
+
+}  // namespace flt
