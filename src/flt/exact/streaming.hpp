@@ -1,0 +1,119 @@
+// Fast exact softmax attention with a learned radial distance mask: streaming key blocks with an
+// online softmax (flash-attention style), never storing an L x L matrix, built from GEMM-shaped
+// Eigen block products. It is the exact O(L^2) baseline of the FLT benchmark and the attention of
+// the "exact softmax attention with a learned distance bias" ablation (as in Graphormer-3D).
+//
+// Shapes: L tokens (a ragged batch of sets), H heads, d query/key width and dv value width per head,
+// dc coordinate dimension, K radial basis functions.
+//   Q, K: L x (H d);  V: L x (H dv);  coords: L x dc;  coeffs: H x K;  out: L x (H dv).
+//   Head h owns columns [h d, (h+1) d) of Q and K and [h dv, (h+1) dv) of V and out.
+//
+// Per head h, with rho_ij = |r_i - r_j| and s_ij = q_i.k_j / sqrt(d) (E1):
+//   radial function  u_h(rho) = sum_k a_hk phi_k(rho),  phi_k(rho) = exp(-(rho - mu_k)^2 / (2 w^2))
+//     (Gaussian radial-basis expansion with fixed centres mu_k and one width w; a_hk = coeffs(h, k)
+//      are learned)
+//   mask = none:            out_i = sum_j exp(s_ij) v_j / sum_j exp(s_ij)
+//   mask = additive:        out_i = sum_j exp(s_ij + u_h(rho_ij)) v_j / sum_j exp(s_ij + u_h(rho_ij))
+//   mask = multiplicative:  out_i = sum_j exp(s_ij) u_h(rho_ij) v_j / sum_j exp(s_ij) u_h(rho_ij)  (E4)
+// Attention is only within each set of the RaggedIndex; all keys of the set (bidirectional).
+//
+// Algorithm (forward): for each (set, query block) and each head, keep the running row maximum m_i
+// of the logits, the running denominator l_i = sum_j exp(logit_ij - m_i) mask_ij and the running
+// numerator; each key block rescales them by exp(m_old - m_new) (online softmax). The radial basis
+// of a (query block, key block) tile is computed once for all heads, and the per-head masks come
+// from one GEMM: U (pairs x H) = Phi (pairs x K) A^T.
+// Backward recomputes the score tiles from Q, K and the saved m_i, l_i (never L x L storage), in two
+// passes so that every gradient row has exactly one writer: pass 1 over key blocks accumulates dK,
+// dV, the key side of dcoords and per-key-block partials of dcoeffs; pass 2 over query blocks
+// accumulates dQ and the query side of dcoords. With P_ij the attention weight, G = dLoss/dout and
+// D_i = G_i . out_i:
+//   dP_ij = G_i . v_j;  dlogit_ij = P_ij (dP_ij - D_i);  dV_j = sum_i P_ij G_i;
+//   dq_i = sum_j dlogit_ij k_j / sqrt(d);  dk_j = sum_i dlogit_ij q_i / sqrt(d);
+//   additive:       du_ij = dlogit_ij
+//   multiplicative: du_ij = exp(s_ij - m_i) / l_i (dP_ij - D_i)
+//   da_hk = sum_ij du_ij phi_k(rho_ij);
+//   drho_ij = sum_h du_ij,h sum_k a_hk phi_k(rho_ij) (mu_k - rho_ij) / w^2;
+//   dr_i += drho_ij (r_i - r_j) / rho_ij,  dr_j -= the same.
+// The term of a coincident pair (rho_ij = 0, e.g. i = j) is taken as zero: for i = j the offset is
+// identically zero, so it truly does not depend on the coordinates.
+//
+// Threads: OpenMP over (set, block) tasks, heads inside a task (they share the radial basis).
+// Every output row is written by one task in a fixed order and the dcoeffs partials are summed
+// serially in block order, so results are bitwise identical for any number of threads.
+// The multiplicative mask can make a denominator non-positive (u_h is signed): such rows are
+// counted in the cache (nonpositive_denominators) and reported through the log, never hidden.
+#pragma once
+
+#include "core/ragged.hpp"
+#include "core/tensor.hpp"
+
+#include <vector>
+
+namespace flt::exact {
+
+enum class DistanceMask { none, additive, multiplicative };
+
+// Gaussian radial basis phi_k(rho) = exp(-(rho - mu_k)^2 / (2 w^2)); rho in the coordinates' unit
+// (Angstrom for molecules).
+struct RadialBasis {
+  std::vector<double> centres;  // mu_k
+  double width = 1.0;           // w (> 0)
+
+  // `count` centres evenly spaced on [0, r_max] (count >= 2), width = their spacing.
+  static RadialBasis uniform(Index count, double r_max);
+  Index size() const noexcept { return static_cast<Index>(centres.size()); }
+  double phi(Index k, double rho) const;
+  // u(rho) = sum_k coeffs[k] phi_k(rho) for one head's coefficient row.
+  template <class Row>
+  double evaluate(const Row& coeffs, double rho) const {
+    double u = 0.0;
+    for (Index k = 0; k < size(); ++k) u += static_cast<double>(coeffs(k)) * phi(k, rho);
+    return u;
+  }
+};
+
+struct StreamingAttentionConfig {
+  Index heads = 1;
+  DistanceMask mask = DistanceMask::none;
+  RadialBasis basis;       // used unless mask == none
+  Index query_block = 64;  // rows per query block (tile height)
+  Index key_block = 64;    // rows per key block (tile width)
+};
+
+// What the backward pass needs besides the inputs.
+template <class T>
+struct StreamingAttentionCache {
+  Mat<T> out;        // L x (H dv)
+  Mat<T> row_max;    // L x H: m_i, the maximum logit of row i
+  Mat<T> row_sum;    // L x H: l_i = sum_j exp(logit_ij - m_i) mask_ij (the denominator / exp(m_i))
+  Index nonpositive_denominators = 0;  // (row, head) pairs with l_i <= 0 (multiplicative mask only)
+};
+
+// Forward. coords (L x dc) and coeffs (H x K) are read only when config.mask != none (pass empty
+// matrices otherwise).
+template <class T>
+void streaming_attention_forward(const StreamingAttentionConfig& config, const RaggedIndex& sets,
+                                 ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
+                                 ConstMatRef<T> coords, ConstMatRef<T> coeffs,
+                                 StreamingAttentionCache<T>& cache);
+
+// Backward: ACCUMULATES dLoss/d{Q, K, V, coords, coeffs} given dout = dLoss/dout. dcoords and
+// dcoeffs are touched only when config.mask != none (pass empty matrices otherwise).
+template <class T>
+void streaming_attention_backward(const StreamingAttentionConfig& config, const RaggedIndex& sets,
+                                  ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
+                                  ConstMatRef<T> coords, ConstMatRef<T> coeffs,
+                                  const StreamingAttentionCache<T>& cache, ConstMatRef<T> dout,
+                                  MatRef<T> dQ, MatRef<T> dK, MatRef<T> dV, MatRef<T> dcoords,
+                                  MatRef<T> dcoeffs);
+
+// Multiply-add counts of the GEMM-shaped products (2 flops per multiply-add), for benchmarks:
+// forward and backward over all heads and all (i, j) pairs within sets.
+struct StreamingAttentionFlops {
+  double forward = 0.0;   // Q K^T and P V
+  double backward = 0.0;  // pass 1: Q K^T, G V^T, P^T G, dS^T Q; pass 2: Q K^T, G V^T, dS K
+};
+StreamingAttentionFlops streaming_attention_flops(const StreamingAttentionConfig& config,
+                                                  const RaggedIndex& sets, Index d, Index dv);
+
+}  // namespace flt::exact
