@@ -1,0 +1,71 @@
+#include "chem/format.hpp"
+
+#include "core/error.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+namespace flt::chem {
+namespace {
+
+std::string lower(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+bool ends_with(const std::string& text, std::string_view suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+Format format_from_name(std::string_view name) {
+  const std::string n = lower(name);
+  if (n == "sdf" || n == "mol" || n == "sd" || n == "mdl") return Format::sdf;
+  if (n == "xyz") return Format::xyz;
+  if (n == "extxyz" || n == "exyz") return Format::extxyz;
+  if (n == "qm9") return Format::qm9;
+  if (n == "csv") return Format::csv;
+  throw InvalidArgument("unknown molecule format '" + std::string(name) +
+                        "' (known: sdf, mol, xyz, extxyz, qm9, csv)");
+}
+
+std::string_view format_name(Format format) {
+  switch (format) {
+    case Format::sdf: return "sdf";
+    case Format::xyz: return "xyz";
+    case Format::extxyz: return "extxyz";
+    case Format::qm9: return "qm9";
+    case Format::csv: return "csv";
+    case Format::unknown: break;
+  }
+  return "unknown";
+}
+
+Format format_from_path(std::string_view path) {
+  std::string p = lower(path);
+  if (ends_with(p, ".gz")) p.resize(p.size() - 3);
+  const auto slash = p.find_last_of('/');
+  const auto dot = p.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) {
+    return Format::unknown;
+  }
+  const std::string ext = p.substr(dot + 1);
+  if (ext == "sdf" || ext == "mol" || ext == "sd" || ext == "mdl") return Format::sdf;
+  if (ext == "xyz") return Format::xyz;
+  if (ext == "extxyz" || ext == "exyz") return Format::extxyz;
+  if (ext == "csv") return Format::csv;
+  return Format::unknown;
+}
+
+bool is_tar_archive(std::string_view path) {
+  const std::string p = lower(path);
+  return ends_with(p, ".tar") || ends_with(p, ".tar.bz2") || ends_with(p, ".tbz2") ||
+         ends_with(p, ".tbz") || ends_with(p, ".tar.gz") || ends_with(p, ".tgz");
+}
+
+}  // namespace flt::chem

@@ -1,0 +1,29 @@
+// Molecule file formats and how flt tells them apart.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace flt::chem {
+
+enum class Format {
+  unknown,  // "decide from the file name"
+  sdf,      // SDF / MOL, V2000 and V3000 (.sdf .sd .mol .mdl), read through RDKit
+  xyz,      // XYZ; on reading, each record is recognised as plain, extended (ASE) or QM9
+  extxyz,   // extended XYZ (ASE convention); written with Properties=species:S:1:pos:R:3...
+  qm9,      // QM9 dsgdb9nsd_*.xyz (15 properties in the comment line), reading only
+  csv,      // writing only
+};
+
+// "sdf", "mol", "xyz", "extxyz", "qm9", "csv" -> Format; throws flt::InvalidArgument otherwise.
+Format format_from_name(std::string_view name);
+std::string_view format_name(Format format);
+
+// The format of `path` from its extension, looking through a trailing ".gz" ("a.sdf.gz" -> sdf).
+// Format::unknown when the extension is not one flt reads or writes.
+Format format_from_path(std::string_view path);
+
+// True for ".tar", ".tar.bz2", ".tbz2", ".tbz", ".tar.gz", ".tgz" names.
+bool is_tar_archive(std::string_view path);
+
+}  // namespace flt::chem

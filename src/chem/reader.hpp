@@ -1,0 +1,124 @@
+// Streaming molecule readers: SDF/MOL (V2000, V3000; through RDKit's ForwardSDMolSupplier), XYZ,
+// extended XYZ (ASE) and QM9 (original dsgdb9nsd_*.xyz and the shared subset's variant) from a
+// file, a `.gz` file, a directory of files, a `.tar` / `.tar.bz2` / `.tar.gz` archive, or standard
+// input ("-"). Memory does not depend on the input size: one record is parsed at a time.
+//
+// Typical use (the trainer, `flt predict`):
+//
+//   flt::chem::ReadOptions options;                // defaults: see below
+//   auto reader = flt::chem::MoleculeReader::open({"train.sdf", "more/"}, options);
+//   for (;;) {
+//     try {
+//       std::optional<flt::chem::PointSet> points = reader->next();
+//       if (!points) break;                        // end of every input
+//       use(*points);
+//     } catch (const flt::InputError& e) {         // one bad record; next() continues after it
+//       skip_or_rethrow(e);
+//     }
+//   }
+//
+// or, with the error policy applied for you: read_molecules(inputs, options, policy, callback).
+#pragma once
+
+#include "chem/format.hpp"
+#include "chem/point_set.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace flt::chem {
+
+// What to do with an SDF/MOL record that has no 3-D coordinates: RDKit reads it as 2-D (the
+// header's "2D" flag, or no flag and every z = 0), or it has more than one atom and every z = 0.
+// A single atom is always 3-D; XYZ records are 3-D by definition.
+enum class Missing3D {
+  error,     // the record is bad (default): InputError "no 3-D coordinates"
+  generate,  // generate a conformer with RDKit ETKDG (v3), seeded with ReadOptions::seed
+  accept,    // keep the flat coordinates; PointSet::coordinates_3d = false (inspection/conversion)
+};
+
+struct ReadOptions {
+  // Format of every input; Format::unknown = from each file's extension (also inside directories
+  // and archives). Standard input needs an explicit format. Format::xyz recognises plain,
+  // extended and QM9 records by their comment line; extxyz and qm9 insist on that flavour.
+  Format format = Format::unknown;
+  // SDF/MOL: a record whose hydrogens are all implicit gets them as atoms with 3-D coordinates
+  // (RDKit AddHs(addCoords=true)); logged at info level. Records with explicit H are kept as given.
+  bool add_hydrogens = true;
+  Missing3D missing_3d = Missing3D::error;
+  std::uint32_t seed = 42;  // ETKDG random seed (Missing3D::generate)
+  // SDF/MOL: RDKit sanitization (valence checks, aromaticity). RDKit's default; off accepts
+  // records such as 5-valent carbon.
+  bool sanitize = true;
+  // Two atoms closer than this (Angstrom) make the record bad; 0 disables the check.
+  double min_distance = 0.1;
+  // Keep the RDKit molecule in PointSet::molecule (the SDF writer needs it to write bonds).
+  bool keep_molecule = true;
+};
+
+class MoleculeReader {
+ public:
+  // Opens inputs in order: files, directories (their readable files sorted by name, not
+  // recursive), archives, "-" for standard input. Throws flt::IoError for a missing or unreadable
+  // input and flt::InvalidArgument for an unknown format; nothing is read yet.
+  static std::unique_ptr<MoleculeReader> open(const std::vector<std::string>& inputs,
+                                              const ReadOptions& options = {});
+  static std::unique_ptr<MoleculeReader> open(const std::string& input,
+                                              const ReadOptions& options = {});
+  // Reads from a stream the caller owns (must outlive the reader); `name` is used in errors.
+  // `options.format` must be given (not Format::unknown).
+  static std::unique_ptr<MoleculeReader> from_stream(std::istream& stream, std::string name,
+                                                     const ReadOptions& options);
+
+  ~MoleculeReader();
+  MoleculeReader(const MoleculeReader&) = delete;
+  MoleculeReader& operator=(const MoleculeReader&) = delete;
+
+  // The next record as a point set, or nullopt after the last record of the last input.
+  // Throws flt::InputError (file, 1-based record, reason) for a bad record; the reader stays
+  // usable and the following call continues with the next record. Throws flt::IoError when an
+  // input cannot be opened or read (the reader then moves on to the next input).
+  std::optional<PointSet> next();
+
+  // Number of records delivered or rejected so far (across all inputs).
+  std::size_t records_seen() const noexcept;
+
+  class Impl;
+
+ private:
+  explicit MoleculeReader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+enum class ErrorPolicy {
+  skip,  // log each bad record, carry on, report them in ReadSummary (default)
+  fail,  // rethrow the first InputError
+};
+
+struct SkippedRecord {
+  std::string file;
+  std::size_t record = 0;  // 0: the whole file (e.g. it could not be opened)
+  std::string reason;
+};
+
+struct ReadSummary {
+  std::size_t read = 0;                // point sets handed to the callback
+  std::vector<SkippedRecord> skipped;  // in input order
+  bool ok() const noexcept { return skipped.empty(); }
+  // "read 120 records, skipped 2: a.sdf record 7: ...; b.xyz record 1: ..." (at most 10 listed).
+  std::string describe() const;
+};
+
+// Reads every record of `inputs`, handing each point set to `sink`. With ErrorPolicy::skip a bad
+// record (InputError) or an unreadable input (IoError) is logged as a warning and listed in the
+// summary; with ErrorPolicy::fail the first one is rethrown. Exceptions thrown by `sink` pass
+// through.
+ReadSummary read_molecules(const std::vector<std::string>& inputs, const ReadOptions& options,
+                           ErrorPolicy policy, const std::function<void(PointSet&&)>& sink);
+
+}  // namespace flt::chem

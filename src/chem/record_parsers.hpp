@@ -1,0 +1,30 @@
+// Internal: the per-format record parsers behind MoleculeReader. Each parses one stream (one
+// file, one archive member) record by record. Not part of the public API.
+#pragma once
+
+#include "chem/reader.hpp"
+
+#include <istream>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace flt::chem::detail {
+
+class RecordParser {
+ public:
+  virtual ~RecordParser() = default;
+  // Next record, nullopt at the end of the stream; throws InputError for a bad record after
+  // moving past it, so the next call continues with the following record.
+  virtual std::optional<PointSet> next() = 0;
+  // Records seen so far (good and bad).
+  virtual std::size_t records() const noexcept = 0;
+};
+
+std::unique_ptr<RecordParser> make_sdf_parser(std::istream& in, std::string source,
+                                              const ReadOptions& options);
+// `flavour` is Format::xyz (recognise each record), Format::extxyz or Format::qm9.
+std::unique_ptr<RecordParser> make_xyz_parser(std::istream& in, std::string source,
+                                              Format flavour, const ReadOptions& options);
+
+}  // namespace flt::chem::detail

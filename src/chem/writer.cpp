@@ -1,0 +1,339 @@
+#include "chem/writer.hpp"
+
+#include "chem/elements.hpp"
+#include "core/error.hpp"
+
+#include <GraphMol/Conformer.h>
+#include <GraphMol/FileParsers/FileParsers.h>
+#include <GraphMol/ROMol.h>
+#include <GraphMol/RWMol.h>
+
+#include <atomic>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <unistd.h>
+
+namespace flt::chem {
+namespace {
+
+std::atomic<unsigned> g_temp_counter{0};
+
+}  // namespace
+
+std::string format_number(double value) {
+  char buffer[64];
+  auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
+  return std::string(buffer, result.ptr);
+}
+
+OutputFile::OutputFile(std::string path) : path_(std::move(path)) {
+  if (path_ == "-") return;
+  temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." +
+          std::to_string(g_temp_counter.fetch_add(1));
+  auto file = std::make_unique<std::ofstream>(temp_, std::ios::binary | std::ios::trunc);
+  if (!*file) {
+    throw IoError(path_, "cannot create the temporary file " + temp_ + ": " +
+                             std::strerror(errno));
+  }
+  file_ = std::move(file);
+}
+
+OutputFile::~OutputFile() {
+  if (!committed_ && !temp_.empty()) {
+    file_.reset();
+    std::error_code ec;
+    std::filesystem::remove(temp_, ec);
+  }
+}
+
+std::ostream& OutputFile::stream() { return file_ ? *file_ : std::cout; }
+
+void OutputFile::commit() {
+  if (committed_) return;
+  stream().flush();
+  if (!stream()) throw IoError(path_, "write error");
+  if (file_) {
+    auto* f = static_cast<std::ofstream*>(file_.get());
+    f->close();
+    if (!*f) throw IoError(path_, "write error while closing " + temp_);
+    std::error_code ec;
+    std::filesystem::rename(temp_, path_, ec);
+    if (ec) throw IoError(path_, "cannot rename " + temp_ + " into place: " + ec.message());
+  }
+  committed_ = true;
+}
+
+void MoleculeWriter::close() {
+  finish();
+  out_->commit();
+}
+
+namespace {
+
+// An SD data value must not contain an empty line (it ends the value).
+std::string sd_value(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    if (value[i] == '\r') continue;
+    if (value[i] == '\n' && (out.empty() || out.back() == '\n')) continue;
+    out += value[i];
+  }
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+class SdfWriter final : public MoleculeWriter {
+ public:
+  using MoleculeWriter::MoleculeWriter;
+
+  void write(const PointSet& points, const std::vector<PredictedValue>& predictions) override {
+    std::ostream& o = out();
+    o << mol_block(points);
+    for (const auto& p : points.properties) {
+      bool replaced = false;
+      for (const auto& pred : predictions) replaced = replaced || pred.name == p.key;
+      if (replaced) continue;
+      o << ">  <" << p.key << ">\n" << sd_value(p.value) << "\n\n";
+    }
+    for (const auto& pred : predictions) {
+      o << ">  <" << pred.name << ">";
+      if (!pred.unit.empty()) o << "  [" << pred.unit << "]";
+      o << "\n" << format_number(pred.value) << "\n\n";
+    }
+    o << "$$$$\n";
+    ++written_;
+  }
+
+ private:
+  static std::string mol_block(const PointSet& points) {
+    const auto n = static_cast<unsigned>(points.size());
+    std::unique_ptr<RDKit::RWMol> copy;
+    const RDKit::ROMol* mol = points.molecule.get();
+    if (mol != nullptr && mol->getNumAtoms() == n && mol->getNumConformers() > 0) {
+      // Write the point set's coordinates (a caller may have changed them).
+      const auto& conf = mol->getConformer();
+      bool same = true;
+      for (unsigned i = 0; i < n && same; ++i) {
+        const auto& p = conf.getAtomPos(i);
+        same = p.x == points.positions(i, 0) && p.y == points.positions(i, 1) &&
+               p.z == points.positions(i, 2);
+      }
+      if (!same) {
+        copy = std::make_unique<RDKit::RWMol>(*mol);
+        auto& c = copy->getConformer();
+        for (unsigned i = 0; i < n; ++i) {
+          c.setAtomPos(i, RDGeom::Point3D(points.positions(i, 0), points.positions(i, 1),
+                                          points.positions(i, 2)));
+        }
+        mol = copy.get();
+      }
+    } else {
+      // No molecule (XYZ input): atoms without bonds, charges and coordinates as given.
+      copy = std::make_unique<RDKit::RWMol>();
+      auto* conf = new RDKit::Conformer(n);
+      conf->set3D(points.coordinates_3d);
+      for (unsigned i = 0; i < n; ++i) {
+        auto* atom = new RDKit::Atom(points.atomic_numbers[i]);
+        if (i < points.formal_charges.size()) atom->setFormalCharge(points.formal_charges[i]);
+        atom->setNoImplicit(true);
+        copy->addAtom(atom, false, true);
+        conf->setAtomPos(i, RDGeom::Point3D(points.positions(i, 0), points.positions(i, 1),
+                                            points.positions(i, 2)));
+      }
+      copy->addConformer(conf, true);
+      copy->updatePropertyCache(false);
+      copy->setProp(RDKit::common_properties::_Name, points.title);
+      mol = copy.get();
+    }
+    try {
+      return RDKit::MolToMolBlock(*mol, true, -1, true);
+    } catch (const std::exception&) {
+      // Aromatic systems RDKit cannot kekulize are written with aromatic bonds.
+      return RDKit::MolToMolBlock(*mol, true, -1, false);
+    }
+  }
+};
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+class CsvWriter final : public MoleculeWriter {
+ public:
+  CsvWriter(std::unique_ptr<OutputFile> out, const WriteOptions& options)
+      : MoleculeWriter(std::move(out)), labels_(options.label_columns) {}
+
+  void write(const PointSet& points, const std::vector<PredictedValue>& predictions) override {
+    std::ostream& o = out();
+    if (written_ == 0) {
+      if (labels_.empty()) {
+        for (const auto& p : points.properties) labels_.push_back(p.key);
+      }
+      o << "id,source,record,title";
+      for (const auto& key : labels_) {
+        const Property* p = points.property(key);
+        std::string header = key;
+        if (p != nullptr && !p->unit.empty()) header += " [" + p->unit + "]";
+        o << ',' << csv_field(header);
+      }
+      for (const auto& pred : predictions) {
+        std::string header = pred.name;
+        if (!pred.unit.empty()) header += " [" + pred.unit + "]";
+        o << ',' << csv_field(header);
+        predictions_.emplace_back(pred.name, pred.unit);
+      }
+      o << '\n';
+    } else {
+      bool same = predictions.size() == predictions_.size();
+      for (std::size_t k = 0; same && k < predictions.size(); ++k) {
+        same = predictions[k].name == predictions_[k].first &&
+               predictions[k].unit == predictions_[k].second;
+      }
+      if (!same) {
+        throw InvalidArgument("CSV output " + out_->path() +
+                              ": every record needs the same predicted targets and units");
+      }
+    }
+    o << (written_ + 1) << ',' << csv_field(points.source) << ',' << points.record << ','
+      << csv_field(points.title);
+    for (const auto& key : labels_) {
+      const Property* p = points.property(key);
+      o << ',';
+      if (p != nullptr) o << csv_field(p->value);
+    }
+    for (const auto& pred : predictions) o << ',' << format_number(pred.value);
+    o << '\n';
+    ++written_;
+  }
+
+ private:
+  std::vector<std::string> labels_;
+  std::vector<std::pair<std::string, std::string>> predictions_;
+};
+
+std::string xyz_value(const std::string& value) {
+  bool plain = !value.empty();
+  for (char c : value) {
+    if (c == ' ' || c == '\t' || c == '"' || c == '=' || c == '\n' || c == '\r' || c == '{' ||
+        c == '}' || c == '\\') {
+      plain = false;
+    }
+  }
+  if (plain) return value;
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '\n' || c == '\r') {
+      out += ' ';
+      continue;
+    }
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string xyz_key(const std::string& key) {
+  std::string out;
+  for (char c : key) out += (c == ' ' || c == '\t' || c == '=' || c == '"') ? '_' : c;
+  return out.empty() ? "_" : out;
+}
+
+class ExtXyzWriter final : public MoleculeWriter {
+ public:
+  using MoleculeWriter::MoleculeWriter;
+
+  void write(const PointSet& points, const std::vector<PredictedValue>& predictions) override {
+    std::ostream& o = out();
+    const std::size_t n = points.size();
+    o << n << '\n' << "Properties=species:S:1:pos:R:3";
+    std::vector<const AtomColumn*> columns;
+    for (const auto& c : points.atom_columns) {
+      const std::size_t expected = n * static_cast<std::size_t>(c.width);
+      const std::size_t have = c.type == 'S' ? c.strings.size() : c.values.size();
+      if (have != expected || c.name == "species" || c.name == "pos") continue;
+      o << ':' << xyz_key(c.name) << ':' << c.type << ':' << c.width;
+      columns.push_back(&c);
+    }
+    if (!points.title.empty() && points.property("title") == nullptr) {
+      o << " title=" << xyz_value(points.title);
+    }
+    for (const auto& p : points.properties) {
+      bool replaced = false;
+      for (const auto& pred : predictions) replaced = replaced || pred.name == p.key;
+      if (replaced || p.key == "Properties") continue;
+      o << ' ' << xyz_key(p.key) << '=' << xyz_value(p.value);
+    }
+    for (const auto& pred : predictions) {
+      o << ' ' << xyz_key(pred.name) << '=' << format_number(pred.value);
+      if (!pred.unit.empty()) o << ' ' << xyz_key(pred.name) << "_unit=" << xyz_value(pred.unit);
+    }
+    o << '\n';
+    for (std::size_t i = 0; i < n; ++i) {
+      o << element_symbol(points.atomic_numbers[i]);
+      for (Index c = 0; c < 3; ++c) {
+        o << ' ' << format_number(points.positions(static_cast<Index>(i), c));
+      }
+      for (const AtomColumn* col : columns) {
+        for (int k = 0; k < col->width; ++k) {
+          const std::size_t at = i * static_cast<std::size_t>(col->width) +
+                                 static_cast<std::size_t>(k);
+          if (col->type == 'S') {
+            std::string s = col->strings[at];
+            for (char& ch : s) {
+              if (ch == ' ' || ch == '\t') ch = '_';
+            }
+            o << ' ' << (s.empty() ? "_" : s);
+          } else if (col->type == 'L') {
+            o << ' ' << (col->values[at] != 0.0 ? 'T' : 'F');
+          } else if (col->type == 'I') {
+            o << ' ' << static_cast<long long>(col->values[at]);
+          } else {
+            o << ' ' << format_number(col->values[at]);
+          }
+        }
+      }
+      o << '\n';
+    }
+    ++written_;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<MoleculeWriter> MoleculeWriter::open(const std::string& path,
+                                                     const WriteOptions& options) {
+  Format format = options.format != Format::unknown ? options.format : format_from_path(path);
+  if (format == Format::unknown) {
+    throw InvalidArgument(path + ": cannot tell the output format from the name; give it "
+                                 "explicitly (sdf, xyz, extxyz, csv)");
+  }
+  if (format == Format::qm9) {
+    throw InvalidArgument(path + ": flt reads QM9 files but does not write them");
+  }
+  if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
+    throw InvalidArgument(path + ": compressed output is not supported");
+  }
+  auto out = std::make_unique<OutputFile>(path);
+  switch (format) {
+    case Format::sdf: return std::unique_ptr<MoleculeWriter>(new SdfWriter(std::move(out)));
+    case Format::csv: return std::unique_ptr<MoleculeWriter>(new CsvWriter(std::move(out), options));
+    case Format::xyz:
+    case Format::extxyz: return std::unique_ptr<MoleculeWriter>(new ExtXyzWriter(std::move(out)));
+    default: break;
+  }
+  throw InvalidArgument(path + ": unsupported output format");
+}
+
+}  // namespace flt::chem

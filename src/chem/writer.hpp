@@ -1,0 +1,86 @@
+// Molecule writers: annotated SDF, CSV and extended XYZ. Every writer writes to a temporary file
+// beside the target and renames it over the target in close(), so a crash or an exception never
+// leaves a half-written output; "-" writes to standard output (the caller asked for it).
+//
+//   auto writer = flt::chem::MoleculeWriter::open("out.sdf");      // format from the name
+//   writer->write(points, {{"U0", -40.47, "Hartree"}});             // any number of times
+//   writer->close();                                                // flush + rename; required
+#pragma once
+
+#include "chem/format.hpp"
+#include "chem/point_set.hpp"
+
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace flt::chem {
+
+// One predicted value added to a record: an SD tag `>  <name>  [unit]`, a CSV column
+// "name [unit]", an extended-XYZ comment pair name=value (plus name_unit=unit).
+struct PredictedValue {
+  std::string name;
+  double value = 0.0;
+  std::string unit;  // empty: dimensionless / unknown
+};
+
+struct WriteOptions {
+  Format format = Format::unknown;  // unknown: from the output name (sdf, xyz/extxyz, csv)
+  // CSV: the input label columns, in order. Empty: the property keys of the first record written
+  // (later records fill the columns they have; a label they lack is left empty).
+  std::vector<std::string> label_columns;
+};
+
+// Writes `path` through a temporary file renamed into place by commit(); "-" is standard output.
+// The destructor of an uncommitted file removes the temporary file.
+class OutputFile {
+ public:
+  explicit OutputFile(std::string path);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  std::ostream& stream();
+  // Flushes, checks for write errors, closes and renames. Throws flt::IoError.
+  void commit();
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+  std::string temp_;
+  std::unique_ptr<std::ostream> file_;
+  bool committed_ = false;
+};
+
+class MoleculeWriter {
+ public:
+  // Throws flt::InvalidArgument for a format flt cannot write, flt::IoError when the temporary
+  // file cannot be created.
+  static std::unique_ptr<MoleculeWriter> open(const std::string& path,
+                                              const WriteOptions& options = {});
+  virtual ~MoleculeWriter() = default;
+
+  // Appends one record. SDF: the record's molecule block (its RDKit molecule when it has one,
+  // else atoms without bonds) with coordinates from `points.positions`, its properties as SD tags
+  // in input order, then the predictions (a prediction replaces an input tag of the same name).
+  // CSV: a row id, source, record, title, label columns, predictions; the predictions' names and
+  // units must be the same for every record. Extended XYZ: Properties=species:S:1:pos:R:3 plus
+  // the record's atom columns; properties and predictions as key=value pairs.
+  virtual void write(const PointSet& points, const std::vector<PredictedValue>& predictions = {}) = 0;
+
+  // Finishes the output and renames it into place. Without close() nothing is written.
+  void close();
+  std::size_t written() const noexcept { return written_; }
+
+ protected:
+  explicit MoleculeWriter(std::unique_ptr<OutputFile> out) : out_(std::move(out)) {}
+  virtual void finish() {}
+  std::ostream& out() { return out_->stream(); }
+  std::unique_ptr<OutputFile> out_;
+  std::size_t written_ = 0;
+};
+
+// Shortest text that reads back as exactly `value` ("0.1", "-40.47893", "1e-05").
+std::string format_number(double value);
+
+}  // namespace flt::chem

@@ -1,0 +1,579 @@
+// XYZ, extended XYZ (ASE convention) and QM9 record parsers.
+//
+// XYZ record:      N / comment line / N lines "El x y z [...]" (Angstrom).
+// Extended XYZ:    comment = key=value pairs (values may be "quoted" or {braced}); the key
+//                  Properties=name:type:ncols:... describes the atom columns (species:S:1 or
+//                  Z:I:1, pos:R:3, then e.g. forces:R:3). Without Properties=, species:S:1:pos:R:3.
+// QM9:             comment = "gdb N" + 15 numbers (kQm9Properties order); atom lines may carry a
+//                  5th column (Mulliken charge, e); numbers may use Mathematica "*^" exponents;
+//                  after the atoms, optional trailer lines: harmonic frequencies (cm^-1), the two
+//                  SMILES (GDB-17, B3LYP-relaxed), the two InChI strings.
+#include "chem/elements.hpp"
+#include "chem/qm9.hpp"
+#include "chem/record_parsers.hpp"
+#include "core/error.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <sstream>
+#include <string_view>
+
+namespace flt::chem::detail {
+namespace {
+
+constexpr std::size_t kReserveCap = 4096;  // never trust a count line for allocation sizes
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+void split_ws(std::string_view s, std::vector<std::string_view>& out) {
+  out.clear();
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    const std::size_t start = i;
+    while (i < s.size() && !std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    if (i > start) out.push_back(s.substr(start, i - start));
+  }
+}
+
+std::optional<std::size_t> parse_count(std::string_view s) {
+  s = trim(s);
+  if (s.empty() || s.size() > 12) return std::nullopt;
+  std::size_t n = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<std::size_t>(c - '0');
+  }
+  return n;
+}
+
+std::string quote(std::string_view s) {
+  constexpr std::size_t kMax = 60;
+  std::string out = "'";
+  out += s.size() > kMax ? std::string(s.substr(0, kMax)) + "..." : std::string(s);
+  out += "'";
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Lines with '\r' stripped, a line counter and one line of look-ahead.
+class LineReader {
+ public:
+  explicit LineReader(std::istream& in) : in_(in) {}
+  bool get(std::string& line) {
+    if (has_peeked_) {
+      line.swap(peeked_);
+      has_peeked_ = false;
+      ++line_;
+      return true;
+    }
+    if (!std::getline(in_, line)) {
+      if (in_.bad()) throw Error("read error");
+      return false;
+    }
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    ++line_;
+    return true;
+  }
+  const std::string* peek() {
+    if (!has_peeked_) {
+      if (!std::getline(in_, peeked_)) {
+        if (in_.bad()) throw Error("read error");
+        return nullptr;
+      }
+      if (!peeked_.empty() && peeked_.back() == '\r') peeked_.pop_back();
+      has_peeked_ = true;
+    }
+    return &peeked_;
+  }
+  std::size_t line() const noexcept { return line_; }
+
+ private:
+  std::istream& in_;
+  std::string peeked_;
+  bool has_peeked_ = false;
+  std::size_t line_ = 0;
+};
+
+struct ColumnSpec {
+  std::string name;
+  char type;
+  int width;
+};
+
+// Parses an extended-XYZ comment line into key/value pairs. Returns false (with `error`) for an
+// unterminated quote or brace.
+bool parse_key_values(std::string_view s, std::vector<std::pair<std::string, std::string>>& out,
+                      std::string& error, bool& all_pairs) {
+  out.clear();
+  all_pairs = true;
+  std::size_t i = 0;
+  while (true) {
+    while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+    if (i >= s.size()) break;
+    std::string key;
+    if (s[i] == '"') {
+      ++i;
+      while (i < s.size() && s[i] != '"') key += s[i++];
+      if (i >= s.size()) {
+        error = "unterminated quote in the comment line";
+        return false;
+      }
+      ++i;
+    } else {
+      while (i < s.size() && s[i] != '=' && !std::isspace(static_cast<unsigned char>(s[i]))) {
+        key += s[i++];
+      }
+    }
+    std::size_t j = i;
+    while (j < s.size() && (s[j] == ' ' || s[j] == '\t')) ++j;
+    if (j < s.size() && s[j] == '=') {
+      i = j + 1;
+      while (i < s.size() && (s[i] == ' ' || s[i] == '\t')) ++i;
+      std::string value;
+      if (i < s.size() && s[i] == '"') {
+        ++i;
+        bool closed = false;
+        while (i < s.size()) {
+          if (s[i] == '\\' && i + 1 < s.size()) {
+            value += s[i + 1];
+            i += 2;
+            continue;
+          }
+          if (s[i] == '"') {
+            closed = true;
+            ++i;
+            break;
+          }
+          value += s[i++];
+        }
+        if (!closed) {
+          error = "unterminated quote in the value of '" + key + "'";
+          return false;
+        }
+      } else if (i < s.size() && s[i] == '{') {
+        ++i;
+        bool closed = false;
+        while (i < s.size()) {
+          if (s[i] == '}') {
+            closed = true;
+            ++i;
+            break;
+          }
+          value += s[i++];
+        }
+        if (!closed) {
+          error = "unterminated '{' in the value of '" + key + "'";
+          return false;
+        }
+      } else {
+        while (i < s.size() && !std::isspace(static_cast<unsigned char>(s[i]))) value += s[i++];
+      }
+      if (key.empty()) {
+        error = "a value without a key in the comment line";
+        return false;
+      }
+      out.emplace_back(std::move(key), std::move(value));
+    } else {
+      // A bare word is a flag (ASE reads it as True).
+      all_pairs = false;
+      out.emplace_back(std::move(key), "T");
+    }
+  }
+  return true;
+}
+
+bool parse_properties_spec(std::string_view spec, std::vector<ColumnSpec>& columns,
+                           std::string& error) {
+  columns.clear();
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i <= spec.size(); ++i) {
+    if (i == spec.size() || spec[i] == ':') {
+      parts.push_back(spec.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (parts.size() % 3 != 0) {
+    error = "Properties=" + std::string(spec) + " is not a list of name:type:columns triples";
+    return false;
+  }
+  for (std::size_t k = 0; k < parts.size(); k += 3) {
+    ColumnSpec c;
+    c.name = std::string(parts[k]);
+    if (parts[k + 1].size() != 1 || std::string_view("SRIL").find(parts[k + 1][0]) ==
+                                        std::string_view::npos) {
+      error = "Properties: column '" + c.name + "' has type " + quote(parts[k + 1]) +
+              " (expected S, R, I or L)";
+      return false;
+    }
+    c.type = parts[k + 1][0];
+    const auto width = parse_count(parts[k + 2]);
+    if (!width || *width == 0 || *width > 64 || c.name.empty()) {
+      error = "Properties: column '" + c.name + "' has a bad column count " + quote(parts[k + 2]);
+      return false;
+    }
+    c.width = static_cast<int>(*width);
+    columns.push_back(std::move(c));
+  }
+  return true;
+}
+
+enum class Flavour { plain, extended, qm9 };
+
+class XyzParser final : public RecordParser {
+ public:
+  XyzParser(std::istream& in, std::string source, Format flavour, const ReadOptions& options)
+      : lines_(in), source_(std::move(source)), forced_(flavour), options_(options) {}
+
+  std::size_t records() const noexcept override { return record_; }
+
+  std::optional<PointSet> next() override {
+    std::string line;
+    // Skip blank lines between records; a file that ends in blank lines has no more records.
+    for (;;) {
+      const std::string* p = lines_.peek();
+      if (p == nullptr) {
+        if (record_ == 0 && !empty_reported_) {
+          empty_reported_ = true;
+          throw InputError(source_, 0, "no molecule records in the file");
+        }
+        return std::nullopt;
+      }
+      if (!trim(*p).empty()) break;
+      lines_.get(line);
+    }
+    ++record_;
+    lines_.get(line);
+    const auto count = parse_count(line);
+    if (!count) {
+      const std::size_t bad_line = lines_.line();
+      resync();
+      fail("line " + std::to_string(bad_line) + ": expected the atom count, found " +
+           quote(trim(line)));
+    }
+    std::string comment;
+    if (!lines_.get(comment)) {
+      fail("the file ends before the comment line");
+    }
+    const Flavour flavour = detect(comment);
+
+    PointSet points;
+    points.source = source_;
+    points.record = record_;
+    std::string error;
+    std::vector<ColumnSpec> columns;
+    std::vector<std::pair<std::string, std::string>> pairs;
+    parse_comment(flavour, comment, points, columns, pairs, error);
+
+    // Per-atom storage; sized as lines arrive so a bogus count cannot exhaust memory.
+    std::vector<double> xyz;
+    xyz.reserve(3 * std::min(*count, kReserveCap));
+    points.atomic_numbers.reserve(std::min(*count, kReserveCap));
+    std::vector<AtomColumn> extra;
+    for (const auto& c : columns) {
+      if (c.name == "species" || c.name == "pos" || c.name == "Z") continue;
+      AtomColumn col;
+      col.name = c.name;
+      col.type = c.type;
+      col.width = c.width;
+      extra.push_back(std::move(col));
+    }
+    int mulliken_seen = -1;  // QM9: -1 unknown, 0 no 5th column, 1 a 5th column
+    std::vector<double> mulliken;
+    std::vector<std::string_view> tokens;
+    for (std::size_t i = 0; i < *count; ++i) {
+      if (!lines_.get(line)) {
+        fail("the file ends after " + std::to_string(i) + " of " + std::to_string(*count) +
+             " atom lines");
+      }
+      if (!error.empty()) continue;  // keep consuming the record's lines to stay aligned
+      split_ws(line, tokens);
+      const std::string where = "line " + std::to_string(lines_.line()) + ": ";
+      if (flavour == Flavour::extended) {
+        parse_extended_atom(tokens, columns, points, xyz, extra, error);
+        if (!error.empty()) error = where + error;
+        continue;
+      }
+      if (tokens.size() < 4) {
+        error = where + "an atom line needs a symbol and 3 coordinates, found " + quote(line);
+        continue;
+      }
+      if (!add_species(tokens[0], points, error)) {
+        error = where + error;
+        continue;
+      }
+      for (int c = 0; c < 3; ++c) {
+        const auto v = parse_number(tokens[static_cast<std::size_t>(1 + c)]);
+        if (!v) {
+          error = where + "bad coordinate " + quote(tokens[static_cast<std::size_t>(1 + c)]);
+          break;
+        }
+        xyz.push_back(*v);
+      }
+      if (!error.empty()) continue;
+      if (flavour == Flavour::qm9) {
+        const int has5 = tokens.size() >= 5 ? 1 : 0;
+        if (mulliken_seen >= 0 && has5 != mulliken_seen) {
+          error = where + "some atom lines have a Mulliken charge column and some do not";
+          continue;
+        }
+        mulliken_seen = has5;
+        if (has5 == 1) {
+          const auto q = parse_number(tokens[4]);
+          if (!q) {
+            error = where + "bad Mulliken charge " + quote(tokens[4]);
+            continue;
+          }
+          mulliken.push_back(*q);
+        }
+      }
+    }
+    if (flavour == Flavour::qm9) read_qm9_trailer(points);
+    if (!error.empty()) fail(error);
+    if (*count == 0) fail("the record has no atoms");
+
+    const std::size_t n = points.atomic_numbers.size();
+    points.positions.resize(static_cast<Index>(n), 3);
+    for (std::size_t i = 0; i < n; ++i) {
+      for (std::size_t c = 0; c < 3; ++c) {
+        points.positions(static_cast<Index>(i), static_cast<Index>(c)) = xyz[3 * i + c];
+      }
+    }
+    points.formal_charges.assign(n, 0);
+    for (auto& col : extra) points.atom_columns.push_back(std::move(col));
+    if (mulliken_seen == 1) {
+      AtomColumn col;
+      col.name = "mulliken_charge";
+      col.unit = "e";
+      col.values = std::move(mulliken);
+      points.atom_columns.push_back(std::move(col));
+    }
+    if (auto problem = check_geometry(points, options_.min_distance)) fail(*problem);
+    return points;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& reason) const {
+    throw InputError(source_, record_, reason);
+  }
+
+  // After a line that should have been an atom count: skip to the next line that is one, so the
+  // following record can still be read.
+  void resync() {
+    std::string skipped;
+    for (;;) {
+      const std::string* p = lines_.peek();
+      if (p == nullptr || parse_count(*p)) return;
+      lines_.get(skipped);
+    }
+  }
+
+  Flavour detect(const std::string& comment) const {
+    if (forced_ == Format::qm9) return Flavour::qm9;
+    if (forced_ == Format::extxyz) return Flavour::extended;
+    std::vector<std::string_view> tokens;
+    split_ws(comment, tokens);
+    if (tokens.size() >= 17 && tokens[0] == "gdb" && parse_count(tokens[1])) return Flavour::qm9;
+    if (tokens.empty()) return Flavour::plain;
+    std::vector<std::pair<std::string, std::string>> pairs;
+    std::string error;
+    bool all_pairs = false;
+    if (!parse_key_values(comment, pairs, error, all_pairs)) {
+      // A broken quote in a line that declares Properties= is a broken extended XYZ record.
+      return comment.find("Properties=") != std::string::npos ? Flavour::extended
+                                                              : Flavour::plain;
+    }
+    for (const auto& kv : pairs) {
+      if (iequals(kv.first, "Properties")) return Flavour::extended;
+    }
+    return all_pairs ? Flavour::extended : Flavour::plain;
+  }
+
+  void parse_comment(Flavour flavour, const std::string& comment, PointSet& points,
+                     std::vector<ColumnSpec>& columns,
+                     std::vector<std::pair<std::string, std::string>>& pairs,
+                     std::string& error) const {
+    const std::string where = "line " + std::to_string(lines_.line()) + ": ";
+    if (flavour == Flavour::plain) {
+      points.title = std::string(trim(comment));
+      return;
+    }
+    if (flavour == Flavour::qm9) {
+      std::vector<std::string_view> tokens;
+      split_ws(comment, tokens);
+      if (tokens.size() < 2 + kQm9Properties.size() || tokens[0] != "gdb" ||
+          !parse_count(tokens[1])) {
+        error = where + "a QM9 comment line is 'gdb N' and 15 numbers, found " + quote(comment);
+        return;
+      }
+      points.title = "gdb " + std::string(tokens[1]);
+      points.set_property("index", std::string(tokens[1]));
+      for (std::size_t k = 0; k < kQm9Properties.size(); ++k) {
+        const std::string_view text = tokens[2 + k];
+        const auto value = parse_number(text);
+        if (!value) {
+          error = where + "QM9 property " + std::string(kQm9Properties[k].key) +
+                  " is not a number: " + quote(text);
+          return;
+        }
+        Property p;
+        p.key = std::string(kQm9Properties[k].key);
+        p.value = std::string(text);
+        p.number = value;
+        p.unit = std::string(kQm9Properties[k].unit);
+        points.properties.push_back(std::move(p));
+      }
+      return;
+    }
+    // Extended XYZ.
+    bool all_pairs = false;
+    std::string kv_error;
+    if (!parse_key_values(comment, pairs, kv_error, all_pairs)) {
+      error = where + kv_error;
+      return;
+    }
+    std::string spec = "species:S:1:pos:R:3";
+    for (auto& kv : pairs) {
+      if (iequals(kv.first, "Properties")) {
+        spec = kv.second;
+        continue;
+      }
+      if (iequals(kv.first, "title") || iequals(kv.first, "name")) {
+        if (points.title.empty()) points.title = kv.second;
+      }
+      points.set_property(kv.first, kv.second);
+    }
+    std::string spec_error;
+    if (!parse_properties_spec(spec, columns, spec_error)) {
+      error = where + spec_error;
+      return;
+    }
+    bool has_species = false, has_pos = false;
+    for (const auto& c : columns) {
+      if ((c.name == "species" && c.type == 'S' && c.width == 1) ||
+          (c.name == "Z" && c.type == 'I' && c.width == 1)) {
+        has_species = true;
+      }
+      if (c.name == "pos" && c.type == 'R' && c.width == 3) has_pos = true;
+    }
+    if (!has_species || !has_pos) {
+      error = where + "Properties=" + spec + " lacks species:S:1 (or Z:I:1) or pos:R:3";
+    }
+  }
+
+  bool add_species(std::string_view symbol, PointSet& points, std::string& error) const {
+    const auto z = atomic_number(symbol);
+    if (!z) {
+      error = "unknown element symbol " + quote(symbol);
+      return false;
+    }
+    points.atomic_numbers.push_back(*z);
+    return true;
+  }
+
+  void parse_extended_atom(const std::vector<std::string_view>& tokens,
+                           const std::vector<ColumnSpec>& columns, PointSet& points,
+                           std::vector<double>& xyz, std::vector<AtomColumn>& extra,
+                           std::string& error) const {
+    std::size_t expected = 0;
+    for (const auto& c : columns) expected += static_cast<std::size_t>(c.width);
+    if (tokens.size() != expected) {
+      error = "expected " + std::to_string(expected) + " columns (Properties=), found " +
+              std::to_string(tokens.size());
+      return;
+    }
+    std::size_t t = 0;
+    std::size_t e = 0;
+    for (const auto& c : columns) {
+      const bool is_extra = !(c.name == "species" || c.name == "pos" || c.name == "Z");
+      for (int k = 0; k < c.width; ++k, ++t) {
+        const std::string_view tok = tokens[t];
+        if (c.name == "species" || c.name == "Z") {
+          if (!add_species(tok, points, error)) return;
+          continue;
+        }
+        if (c.type == 'S') {
+          extra[e].strings.emplace_back(tok);
+          continue;
+        }
+        std::optional<double> v;
+        if (c.type == 'L') {
+          if (tok == "T" || tok == "True" || tok == "true" || tok == "1") v = 1.0;
+          if (tok == "F" || tok == "False" || tok == "false" || tok == "0") v = 0.0;
+        } else {
+          v = parse_number(tok);
+          if (v && c.type == 'I' && *v != static_cast<double>(static_cast<long long>(*v))) {
+            v.reset();
+          }
+        }
+        if (!v) {
+          error = "column '" + c.name + "' has a bad value " + quote(tok);
+          return;
+        }
+        if (c.name == "pos") {
+          xyz.push_back(*v);
+        } else {
+          extra[e].values.push_back(*v);
+        }
+      }
+      if (is_extra) ++e;
+    }
+  }
+
+  void read_qm9_trailer(PointSet& points) {
+    // Up to three lines that are not the next record's atom count: frequencies, SMILES, InChI.
+    std::string line;
+    std::vector<std::string_view> tokens;
+    for (int k = 0; k < 3; ++k) {
+      const std::string* p = lines_.peek();
+      if (p == nullptr || trim(*p).empty() || parse_count(*p)) return;
+      lines_.get(line);
+      split_ws(line, tokens);
+      if (k == 0) {
+        std::string joined;
+        for (const auto& tok : tokens) {
+          if (!joined.empty()) joined += ' ';
+          joined += tok;
+        }
+        points.set_property("frequencies", joined, "cm^-1");
+      } else {
+        const char* base = k == 1 ? "smiles" : "inchi";
+        if (!tokens.empty()) points.set_property(std::string(base) + "_gdb17",
+                                                 std::string(tokens[0]));
+        if (tokens.size() > 1) points.set_property(std::string(base) + "_b3lyp",
+                                                   std::string(tokens[1]));
+      }
+    }
+  }
+
+  LineReader lines_;
+  std::string source_;
+  Format forced_;
+  ReadOptions options_;
+  std::size_t record_ = 0;
+  bool empty_reported_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<RecordParser> make_xyz_parser(std::istream& in, std::string source,
+                                              Format flavour, const ReadOptions& options) {
+  return std::make_unique<XyzParser>(in, std::move(source), flavour, options);
+}
+
+}  // namespace flt::chem::detail
