@@ -1,0 +1,41 @@
+// Atomic file replacement: write to a temporary file in the destination's directory, fsync it,
+// rename it over the destination, then fsync the directory. A reader (or a run killed with SIGKILL
+// half-way) therefore sees either the complete old file or the complete new one, never a mix.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
+
+namespace flt::train {
+
+// Writes `bytes` to `path` atomically (see above). Throws flt::IoError naming `path` and the
+// operating-system reason (directory missing, permission denied, disk full, ...).
+void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
+
+// Reads a whole file into a string. Throws flt::IoError when it cannot be opened or read.
+std::string read_file(const std::filesystem::path& path);
+
+// A text/binary stream whose content replaces `path` atomically on commit(). If the object is
+// destroyed without commit() (an exception unwound past it), nothing is written and `path` is left
+// as it was. Usage: AtomicFileWriter out(path); out.stream() << ...; out.commit();
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::filesystem::path path);
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  ~AtomicFileWriter() = default;
+
+  std::ostream& stream() noexcept { return buffer_; }
+  const std::filesystem::path& path() const noexcept { return path_; }
+  void commit();  // write_file_atomic(path, content); at most once
+
+ private:
+  std::filesystem::path path_;
+  std::ostringstream buffer_;
+  bool committed_ = false;
+};
+
+}  // namespace flt::train

@@ -1,0 +1,271 @@
+#include "train/options.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace flt::train {
+namespace {
+
+// Throws ConfigError (message prefixed by `where`) if `value` is not a valid `spec` value.
+void validate(const OptionSpec& spec, const std::string& value, const std::string& where) {
+  const std::string w = where + ": option '" + spec.name + "'";
+  switch (spec.type) {
+    case OptionType::integer: (void)parse_int_value(value, w); break;
+    case OptionType::real: (void)parse_real_value(value, w); break;
+    case OptionType::boolean: (void)parse_bool_value(value, w); break;
+    case OptionType::list: (void)parse_list_value(value, w); break;
+    case OptionType::path:
+      if (value.empty()) throw ConfigError(w + ": empty path");
+      break;
+    case OptionType::string: break;
+  }
+  if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), value) == spec.choices.end()) {
+    std::string list;
+    for (const auto& c : spec.choices) list += (list.empty() ? "" : ", ") + c;
+    throw ConfigError(w + ": '" + value + "' is not one of: " + list);
+  }
+}
+
+// Edit distance for "did you mean" suggestions.
+std::size_t distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string suggestion(const OptionSchema& schema, std::string_view name) {
+  const OptionSpec* best = nullptr;
+  std::size_t best_d = 3;
+  for (const auto& o : schema.options()) {
+    const std::size_t d = distance(o.name, name);
+    if (d < best_d) {
+      best_d = d;
+      best = &o;
+    }
+  }
+  return best ? " (did you mean --" + best->name + "?)" : "";
+}
+
+}  // namespace
+
+const char* to_string(OptionType type) noexcept {
+  switch (type) {
+    case OptionType::string: return "STRING";
+    case OptionType::integer: return "INT";
+    case OptionType::real: return "REAL";
+    case OptionType::boolean: return "BOOL";
+    case OptionType::list: return "LIST";
+    case OptionType::path: return "PATH";
+  }
+  return "?";
+}
+
+OptionSchema& OptionSchema::add(OptionSpec spec) {
+  if (!is_valid_ini_key(spec.name) || spec.name.rfind("no-", 0) == 0)
+    throw InvalidArgument("invalid option name '" + spec.name + "'");
+  if (find(spec.name)) throw InvalidArgument("duplicate option '" + spec.name + "'");
+  if (spec.default_value) {
+    try {
+      validate(spec, *spec.default_value, "default");
+    } catch (const ConfigError& e) {
+      throw InvalidArgument(std::string("bad default: ") + e.what());
+    }
+  }
+  options_.push_back(std::move(spec));
+  return *this;
+}
+
+const OptionSpec* OptionSchema::find(std::string_view name) const {
+  for (const auto& o : options_)
+    if (o.name == name) return &o;
+  return nullptr;
+}
+
+std::string OptionSchema::help() const {
+  std::vector<std::string> sections;
+  for (const auto& o : options_)
+    if (std::find(sections.begin(), sections.end(), o.section) == sections.end()) sections.push_back(o.section);
+  std::string out;
+  for (const auto& s : sections) {
+    out += (s.empty() ? std::string("options") : "[" + s + "] options") + ":\n";
+    for (const auto& o : options_) {
+      if (o.section != s) continue;
+      std::string left = "  --" + o.name + (o.type == OptionType::boolean ? "" : std::string(" ") + to_string(o.type));
+      if (left.size() < 28) left.resize(28, ' ');
+      else left += "  ";
+      out += left + o.help;
+      if (!o.choices.empty()) {
+        out += " (";
+        for (std::size_t i = 0; i < o.choices.size(); ++i) out += (i ? "|" : "") + o.choices[i];
+        out += ")";
+      }
+      if (o.default_value && !o.default_value->empty()) out += " [default: " + *o.default_value + "]";
+      out += "\n";
+    }
+  }
+  return out;
+}
+
+CommandLine parse_command_line(const OptionSchema& schema, const std::vector<std::string>& args) {
+  CommandLine cl;
+  std::set<std::string> seen;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") {
+      cl.positional.insert(cl.positional.end(), args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+      break;
+    }
+    if (a.size() < 3 || a.rfind("--", 0) != 0) {
+      if (a.size() > 1 && a[0] == '-' && a != "-")
+        throw ConfigError("command line: unknown option '" + a + "' (options are spelled --name)");
+      cl.positional.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2);
+    std::optional<std::string> value;
+    if (const auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name.resize(eq);
+    }
+    const OptionSpec* spec = schema.find(name);
+    if (spec == nullptr && name.rfind("no-", 0) == 0 && !value) {
+      const OptionSpec* neg = schema.find(name.substr(3));
+      if (neg && neg->type == OptionType::boolean) {
+        spec = neg;
+        name = neg->name;
+        value = "false";
+      }
+    }
+    if (spec == nullptr) throw ConfigError("command line: unknown option --" + name + suggestion(schema, name));
+    if (!value) {
+      if (spec->type == OptionType::boolean) {
+        value = "true";
+      } else {
+        if (i + 1 >= args.size()) throw ConfigError("command line: option --" + name + " needs a value");
+        value = args[++i];
+      }
+    }
+    if (spec->type == OptionType::list) {
+      auto it = std::find_if(cl.options.begin(), cl.options.end(), [&](const auto& p) { return p.first == name; });
+      if (it != cl.options.end()) {
+        it->second += "," + *value;
+        continue;
+      }
+    } else if (seen.contains(name)) {
+      throw ConfigError("command line: option --" + name + " given more than once");
+    }
+    seen.insert(name);
+    cl.options.emplace_back(name, *value);
+  }
+  return cl;
+}
+
+ResolvedOptions resolve_options(const OptionSchema& schema, const IniFile* file,
+                                const std::vector<std::pair<std::string, std::string>>& command_line) {
+  ResolvedOptions r;
+  r.schema_ = &schema;
+  for (const auto& o : schema.options())
+    if (o.default_value) {
+      r.values_[o.name] = *o.default_value;
+      r.sources_[o.name] = {OptionSource::Kind::default_value, "default"};
+    }
+  if (file != nullptr) {
+    std::string problems;
+    for (const IniSection& s : file->sections()) {
+      for (const IniEntry& e : s.entries) {
+        const OptionSpec* spec = schema.find(e.key);
+        const std::string at = file->source() + ":" + std::to_string(e.line);
+        if (spec == nullptr || !spec->persist) {
+          problems += "\n  " + at + ": unknown option '" + e.key + "' in [" + s.name + "]" +
+                      (spec ? " (only allowed on the command line)" : suggestion(schema, e.key));
+          continue;
+        }
+        if (spec->section != s.name) {
+          problems += "\n  " + at + ": option '" + e.key + "' belongs in [" + spec->section + "], not [" + s.name + "]";
+          continue;
+        }
+        validate(*spec, e.value, at);
+        r.values_[spec->name] = e.value;
+        r.sources_[spec->name] = {OptionSource::Kind::file, at};
+      }
+    }
+    if (!problems.empty()) throw ConfigError(file->source() + ": configuration errors:" + problems);
+  }
+  for (const auto& [name, value] : command_line) {
+    const OptionSpec* spec = schema.find(name);
+    if (spec == nullptr) throw ConfigError("command line: unknown option --" + name + suggestion(schema, name));
+    validate(*spec, value, "command line");
+    r.values_[spec->name] = value;
+    r.sources_[spec->name] = {OptionSource::Kind::command_line, "command line"};
+  }
+  std::string missing;
+  for (const auto& o : schema.options())
+    if (!o.optional && !r.values_.contains(o.name)) missing += (missing.empty() ? "--" : ", --") + o.name;
+  if (!missing.empty()) throw ConfigError("missing required option(s): " + missing);
+  return r;
+}
+
+bool ResolvedOptions::has(std::string_view name) const { return values_.find(name) != values_.end(); }
+
+const OptionSpec& ResolvedOptions::spec(std::string_view name, std::initializer_list<OptionType> types) const {
+  const OptionSpec* s = schema_ ? schema_->find(name) : nullptr;
+  if (s == nullptr) throw InvalidArgument("no option named '" + std::string(name) + "' in the schema");
+  if (std::find(types.begin(), types.end(), s->type) == types.end())
+    throw InvalidArgument("option '" + std::string(name) + "' is of type " + to_string(s->type));
+  if (!has(name)) throw ConfigError("option --" + std::string(name) + " is not set");
+  return *s;
+}
+
+const std::string& ResolvedOptions::raw(std::string_view name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) throw ConfigError("option --" + std::string(name) + " is not set");
+  return it->second;
+}
+
+const std::string& ResolvedOptions::get_string(std::string_view name) const {
+  spec(name, {OptionType::string, OptionType::path});
+  return raw(name);
+}
+std::int64_t ResolvedOptions::get_int(std::string_view name) const {
+  spec(name, {OptionType::integer});
+  return parse_int_value(raw(name), source(name).where);
+}
+double ResolvedOptions::get_real(std::string_view name) const {
+  spec(name, {OptionType::real, OptionType::integer});
+  return parse_real_value(raw(name), source(name).where);
+}
+bool ResolvedOptions::get_bool(std::string_view name) const {
+  spec(name, {OptionType::boolean});
+  return parse_bool_value(raw(name), source(name).where);
+}
+std::vector<std::string> ResolvedOptions::get_list(std::string_view name) const {
+  spec(name, {OptionType::list});
+  return parse_list_value(raw(name), source(name).where);
+}
+
+const OptionSource& ResolvedOptions::source(std::string_view name) const {
+  static const OptionSource unset{};
+  auto it = sources_.find(name);
+  return it == sources_.end() ? unset : it->second;
+}
+
+IniFile ResolvedOptions::to_ini() const {
+  IniFile ini("<resolved>");
+  for (const auto& o : schema_->options()) {
+    if (!o.persist) continue;
+    auto it = values_.find(o.name);
+    if (it != values_.end()) ini.set(o.section, o.name, it->second);
+  }
+  return ini;
+}
+
+}  // namespace flt::train

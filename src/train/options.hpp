@@ -1,0 +1,102 @@
+// Options of a subcommand that come from the command line or an INI file, the command line
+// overriding the file, with defaults below both. The resolved configuration is written back as an
+// INI file that --config reads again (same values, same types). No Boost here: the library stays
+// free of Boost.Program_options; the program may use this parser directly or feed it the options
+// it parsed itself (resolve() takes name/value pairs).
+//
+// Naming: an option `batch-size` in section `train` is `--batch-size` on the command line and
+// `batch-size = 32` under `[train]` in the file. Names are unique across sections.
+#pragma once
+
+#include "train/ini.hpp"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace flt::train {
+
+enum class OptionType { string, integer, real, boolean, list, path };
+const char* to_string(OptionType type) noexcept;
+
+struct OptionSpec {
+  std::string name;       // "batch-size"
+  std::string section;    // "train"
+  OptionType type = OptionType::string;
+  std::optional<std::string> default_value;  // nullopt: no default (required unless `optional`)
+  std::string help;
+  bool optional = false;  // may stay unset (no default, not required)
+  bool persist = true;    // written to the resolved INI and accepted in files (false for
+                          // --config, --resume, --overwrite: run actions, not configuration)
+  std::vector<std::string> choices;  // allowed values (string options), empty = any
+};
+
+class OptionSchema {
+ public:
+  // Adds an option; throws InvalidArgument on a duplicate or invalid name or a default that does
+  // not parse as `type`.
+  OptionSchema& add(OptionSpec spec);
+  const std::vector<OptionSpec>& options() const noexcept { return options_; }
+  const OptionSpec* find(std::string_view name) const;
+  // "--name TYPE   help [default: x]" lines, grouped by section.
+  std::string help() const;
+
+ private:
+  std::vector<OptionSpec> options_;
+};
+
+// The command line split into options and positional arguments. Accepted forms: --name value,
+// --name=value, --flag (booleans: true), --no-flag (booleans: false), and "--" ending options.
+// Unknown options, missing values and repeated non-list options throw ConfigError.
+// A repeated list option appends (--targets U0 --targets gap == --targets U0,gap).
+struct CommandLine {
+  std::vector<std::pair<std::string, std::string>> options;  // in order given
+  std::vector<std::string> positional;
+};
+CommandLine parse_command_line(const OptionSchema& schema, const std::vector<std::string>& args);
+
+// Where a resolved value came from.
+struct OptionSource {
+  enum class Kind { unset, default_value, file, command_line } kind = Kind::unset;
+  std::string where;  // "default", "run.ini:12", "command line"
+};
+
+class ResolvedOptions {
+ public:
+  bool has(std::string_view name) const;  // set by default, file or command line
+  // Typed getters: throw ConfigError when unset (naming the option) and InvalidArgument when the
+  // option is not in the schema or has another type. Values were validated by resolve().
+  const std::string& get_string(std::string_view name) const;  // string and path options
+  std::int64_t get_int(std::string_view name) const;
+  double get_real(std::string_view name) const;
+  bool get_bool(std::string_view name) const;
+  std::vector<std::string> get_list(std::string_view name) const;
+  const OptionSource& source(std::string_view name) const;
+  const std::string& raw(std::string_view name) const;
+
+  // The persisted options as INI (one section per option section, schema order); unset optional
+  // options are omitted. Reading it back with resolve() gives the same values.
+  IniFile to_ini() const;
+
+  const OptionSchema& schema() const noexcept { return *schema_; }
+
+ private:
+  friend ResolvedOptions resolve_options(const OptionSchema&, const IniFile*,
+                                         const std::vector<std::pair<std::string, std::string>>&);
+  const OptionSpec& spec(std::string_view name, std::initializer_list<OptionType> types) const;
+  const OptionSchema* schema_ = nullptr;
+  std::map<std::string, std::string, std::less<>> values_;
+  std::map<std::string, OptionSource, std::less<>> sources_;
+};
+
+// Resolves: defaults, then `file` (may be null), then `command_line` (name without dashes, value).
+// The file must only hold known sections and keys of persisted options (unknown entries are
+// errors naming file:line). Every value is type-checked with a message naming its source. Options
+// with no default that are neither optional nor given are reported together.
+// The schema must outlive the result.
+ResolvedOptions resolve_options(const OptionSchema& schema, const IniFile* file,
+                                const std::vector<std::pair<std::string, std::string>>& command_line);
+
+}  // namespace flt::train

@@ -1,0 +1,112 @@
+#include "train/progress.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <unistd.h>
+
+namespace flt::train {
+
+bool is_terminal(std::FILE* stream) noexcept { return stream != nullptr && ::isatty(::fileno(stream)) == 1; }
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  char buf[32];
+  if (seconds < 10) {
+    std::snprintf(buf, sizeof buf, "%.1fs", seconds);
+  } else if (seconds < 60) {
+    std::snprintf(buf, sizeof buf, "%ds", static_cast<int>(seconds));
+  } else if (seconds < 3600) {
+    const int s = static_cast<int>(seconds);
+    std::snprintf(buf, sizeof buf, "%dm%02ds", s / 60, s % 60);
+  } else {
+    const long m = static_cast<long>(seconds / 60);
+    std::snprintf(buf, sizeof buf, "%ldh%02ldm", m / 60, m % 60);
+  }
+  return buf;
+}
+
+double ProgressBar::steady_seconds() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+ProgressBar::ProgressBar(std::ostream& out, bool terminal, std::string label, std::size_t total, Clock clock,
+                         double plain_interval)
+    : out_(out), terminal_(terminal), label_(std::move(label)), total_(total), clock_(std::move(clock)),
+      plain_interval_(plain_interval), start_(clock_()) {}
+
+std::string ProgressBar::line(std::size_t done, std::string_view status, bool with_bar) const {
+  const double elapsed = clock_() - start_;
+  const double fraction = total_ == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total_);
+  std::string s = label_;
+  if (with_bar) {
+    constexpr int kWidth = 24;
+    const int filled = static_cast<int>(fraction * kWidth);
+    s += " [";
+    s.append(static_cast<std::size_t>(std::min(filled, kWidth)), '#');
+    s.append(static_cast<std::size_t>(kWidth - std::min(filled, kWidth)), '.');
+    s += "]";
+  }
+  char buf[128];
+  std::snprintf(buf, sizeof buf, " %3d%% %zu/%zu", static_cast<int>(fraction * 100.0), done, total_);
+  s += buf;
+  if (elapsed > 0 && done > 0) {
+    const double rate = static_cast<double>(done) / elapsed;
+    std::snprintf(buf, sizeof buf, " %.3g/s", rate);
+    s += buf;
+    if (done < total_) s += " ETA " + format_duration(static_cast<double>(total_ - done) / rate);
+  }
+  s += " elapsed " + format_duration(elapsed);
+  if (!status.empty()) {
+    s += "  ";
+    s += status;
+  }
+  return s;
+}
+
+void ProgressBar::update(std::size_t done, std::string_view status) {
+  if (finished_) return;
+  if (done > total_) done = total_;
+  last_done_ = done;
+  const double now = clock_();
+  if (terminal_) {
+    if (now - last_draw_ < 0.1 && done != total_) return;
+    last_draw_ = now;
+    const std::string text = line(done, status, true);
+    out_ << '\r' << text;
+    // Blank out what remains of a longer previous line.
+    if (text.size() < drawn_width_) out_ << std::string(drawn_width_ - text.size(), ' ');
+    drawn_width_ = text.size();
+    out_.flush();
+    return;
+  }
+  const int decile = total_ == 0 ? 10 : static_cast<int>(10 * done / total_);
+  if (decile > last_decile_ || now - last_draw_ >= plain_interval_) {
+    if (decile > last_decile_ || last_draw_ > -1e299) {
+      out_ << line(done, status, false) << '\n';
+      out_.flush();
+    }
+    last_decile_ = std::max(decile, last_decile_);
+    last_draw_ = now;
+  }
+}
+
+void ProgressBar::finish(std::string_view summary) {
+  if (finished_) return;
+  finished_ = true;
+  std::string text = line(last_done_, {}, terminal_);
+  if (!summary.empty()) {
+    text += "  ";
+    text += summary;
+  }
+  if (terminal_) {
+    out_ << '\r' << text;
+    if (text.size() < drawn_width_) out_ << std::string(drawn_width_ - text.size(), ' ');
+  } else {
+    out_ << text;
+  }
+  out_ << '\n';
+  out_.flush();
+}
+
+}  // namespace flt::train

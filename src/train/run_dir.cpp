@@ -1,0 +1,82 @@
+#include "train/run_dir.hpp"
+
+#include "core/error.hpp"
+#include "core/version.hpp"
+#include "train/atomic_file.hpp"
+
+#include <cstdio>
+#include <system_error>
+
+namespace flt::train {
+namespace fs = std::filesystem;
+namespace {
+
+void write_marker(const fs::path& dir) {
+  write_file_atomic(dir / kRunMarker, std::string("flt run directory (flt ") + version() + ")\n");
+}
+
+bool is_empty_dir(const fs::path& dir) {
+  std::error_code ec;
+  const bool empty = fs::is_empty(dir, ec);
+  if (ec) throw IoError(dir.string(), "cannot list the directory: " + ec.message());
+  return empty;
+}
+
+}  // namespace
+
+bool is_run_directory(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_directory(dir, ec) && fs::is_regular_file(dir / kRunMarker, ec);
+}
+
+fs::path prepare_run_directory(const fs::path& dir, RunMode mode) {
+  std::error_code ec;
+  const bool exists = fs::exists(dir, ec);
+  if (ec) throw IoError(dir.string(), "cannot access: " + ec.message());
+  if (exists && !fs::is_directory(dir, ec)) throw ConfigError(dir.string() + ": exists and is not a directory");
+  if (mode == RunMode::resume) {
+    if (!exists) throw ConfigError(dir.string() + ": no such run directory to resume");
+    if (!is_run_directory(dir))
+      throw ConfigError(dir.string() + ": not an flt run directory (no " + kRunMarker + "), nothing to resume");
+    return dir;
+  }
+  if (!exists) {
+    fs::create_directories(dir, ec);
+    if (ec) throw IoError(dir.string(), "cannot create the run directory: " + ec.message());
+  } else if (!is_empty_dir(dir)) {
+    if (mode == RunMode::fresh)
+      throw ConfigError(dir.string() + ": run directory exists and is not empty (use --overwrite to replace it or "
+                                       "--resume to continue it)");
+    if (!is_run_directory(dir))
+      throw ConfigError(dir.string() + ": not an flt run directory (no " + kRunMarker +
+                        "); refusing to delete its contents");
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      fs::remove_all(entry.path(), ec);
+      if (ec) throw IoError(entry.path().string(), "cannot remove: " + ec.message());
+    }
+  }
+  write_marker(dir);
+  return dir;
+}
+
+fs::path new_run_directory(const fs::path& parent, std::string_view prefix) {
+  std::error_code ec;
+  fs::create_directories(parent, ec);
+  if (ec) throw IoError(parent.string(), "cannot create: " + ec.message());
+  for (int i = 1; i < 100000; ++i) {
+    char number[16];
+    std::snprintf(number, sizeof number, "%03d", i);
+    std::string leaf(prefix);
+    leaf += '-';
+    leaf += number;
+    const fs::path dir = parent / leaf;
+    if (fs::create_directory(dir, ec)) {  // false (no error) if it already exists
+      write_marker(dir);
+      return dir;
+    }
+    if (ec) throw IoError(dir.string(), "cannot create: " + ec.message());
+  }
+  throw IoError(parent.string(), "no free run directory name");
+}
+
+}  // namespace flt::train

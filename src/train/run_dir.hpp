@@ -1,0 +1,31 @@
+// Run directories: every training run writes into its own directory (--out). An existing
+// non-empty directory is never reused unless the caller asks: --resume continues the run in it,
+// --overwrite replaces it, and only if it is an flt run directory (it holds the marker file
+// ".flt-run"), so a mistyped --out can never wipe an unrelated folder.
+#pragma once
+
+#include <filesystem>
+#include <string_view>
+
+namespace flt::train {
+
+inline constexpr const char* kRunMarker = ".flt-run";
+
+enum class RunMode { fresh, overwrite, resume };
+
+// Prepares `dir` for a run and returns it:
+//   fresh:     create it (with parents) if missing; an existing empty directory is used; an
+//              existing non-empty one is a ConfigError suggesting --overwrite or --resume.
+//   overwrite: like fresh, but an existing flt run directory is emptied first; a non-empty
+//              directory without the marker is refused (ConfigError).
+//   resume:    the directory must exist and hold the marker (ConfigError otherwise); untouched.
+// The marker is written in fresh and overwrite modes. OS failures throw flt::IoError.
+std::filesystem::path prepare_run_directory(const std::filesystem::path& dir, RunMode mode);
+
+// Creates and returns a new directory parent/<prefix>-NNN (001, 002, ...: the first number not yet
+// taken; creation is atomic, so two concurrent runs never share one), with the marker.
+std::filesystem::path new_run_directory(const std::filesystem::path& parent, std::string_view prefix = "run");
+
+bool is_run_directory(const std::filesystem::path& dir);
+
+}  // namespace flt::train

@@ -1,0 +1,49 @@
+// Standalone SVG pictures of a run, written without any plotting dependency: the learning curve
+// (train and validation MAE per epoch, logarithmic y axis) and a parity plot (predicted against
+// true with the y = x line and the MAE in the legend). Units are on the axes. Open them in any
+// browser; `rsvg-convert -o x.png x.svg` makes a PNG.
+#pragma once
+
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace flt::train {
+
+struct PlotSeries {
+  std::string label;
+  std::vector<double> x, y;  // same length; non-finite points are skipped
+  std::string color;         // SVG colour, e.g. "#1f77b4"
+  bool line = true;          // polyline through the points
+  bool markers = false;      // a dot at each point
+};
+
+struct PlotOptions {
+  std::string title;
+  std::string x_label, y_label;
+  bool log_y = false;
+  int width = 640, height = 480;
+};
+
+// A generic x-y plot (lines and/or markers) with axes, ticks, grid and a legend.
+std::string line_plot_svg(const std::vector<PlotSeries>& series, const PlotOptions& options);
+
+// Learning curve for one target: MAE per epoch in `unit`, train and validation, log y axis.
+std::string learning_curve_svg(const std::string& target, const std::string& unit, std::span<const double> epochs,
+                               std::span<const double> train_mae, std::span<const double> val_mae);
+// Parity plot for one target; pairs with a NaN are skipped. The legend shows n and the MAE.
+std::string parity_svg(const std::string& target, const std::string& unit, std::span<const double> truth,
+                       std::span<const double> predicted, const std::string& subset = "test");
+
+// Atomic writers of the above.
+void write_svg(const std::filesystem::path& path, const std::string& svg);
+
+// "Nice" tick positions covering [lo, hi] (about `target` ticks, steps of 1, 2 or 5 x 10^k).
+std::vector<double> nice_ticks(double lo, double hi, int target = 6);
+// Tick positions for a log axis over [lo, hi] (lo > 0): decades, plus 2 and 5 when few decades.
+std::vector<double> log_ticks(double lo, double hi);
+// Escapes &, <, >, " for SVG text and attributes.
+std::string xml_escape(std::string_view text);
+
+}  // namespace flt::train
