@@ -10,6 +10,14 @@
 
 namespace flt::train {
 
+InputError csv_error(const std::string& source, std::size_t line, const std::string& reason) {
+  if (line == 0) return InputError(source, 0, reason);
+  std::string where = source;
+  where += ':';
+  where += std::to_string(line);
+  return InputError(where, 0, reason);
+}
+
 std::optional<std::size_t> CsvTable::column(std::string_view name) const {
   for (std::size_t i = 0; i < header.size(); ++i)
     if (header[i] == name) return i;
@@ -20,7 +28,7 @@ std::size_t CsvTable::require_column(std::string_view name) const {
   if (auto c = column(name)) return *c;
   std::string cols;
   for (const auto& h : header) cols += (cols.empty() ? "" : ", ") + h;
-  throw InputError(source, 0, "no column '" + std::string(name) + "' (columns: " + cols + ")");
+  throw csv_error(source, 0, "no column '" + std::string(name) + "' (columns: " + cols + ")");
 }
 
 std::string CsvTable::where(std::size_t row) const {
@@ -31,7 +39,7 @@ CsvTable parse_csv(std::string_view text, const std::string& source) {
   CsvTable table;
   table.source = source;
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
-  if (!is_valid_utf8(text)) throw InputError(source, 0, "not valid UTF-8 text");
+  if (!is_valid_utf8(text)) throw csv_error(source, 0, "not valid UTF-8 text");
   std::size_t line = 1;
   std::size_t i = 0;
   bool have_header = false;
@@ -48,7 +56,7 @@ CsvTable parse_csv(std::string_view text, const std::string& source) {
         any_content = true;
         ++i;
         while (true) {
-          if (i >= text.size()) throw InputError(source, row_line, "unterminated quoted field (opened on line " +
+          if (i >= text.size()) throw csv_error(source, row_line, "unterminated quoted field (opened on line " +
                                                                        std::to_string(row_line) + ")");
           const char c = text[i++];
           if (c == '"') {
@@ -65,14 +73,14 @@ CsvTable parse_csv(std::string_view text, const std::string& source) {
         // After a closing quote: separator, end of line or end of input.
         if (i < text.size() && text[i] != ',' && text[i] != '\n' && !(text[i] == '\r' && i + 1 < text.size() && text[i + 1] == '\n') &&
             !(text[i] == '\r' && i + 1 == text.size()))
-          throw InputError(source, line, "text after a closing quote");
+          throw csv_error(source, line, "text after a closing quote");
       } else {
         while (i < text.size() && text[i] != ',' && text[i] != '\n' && text[i] != '\r') {
-          if (text[i] == '"') throw InputError(source, line, "quote inside an unquoted field (quote the whole field)");
+          if (text[i] == '"') throw csv_error(source, line, "quote inside an unquoted field (quote the whole field)");
           field.push_back(text[i++]);
         }
         if (i < text.size() && text[i] == '\r' && !(i + 1 == text.size() || text[i + 1] == '\n'))
-          throw InputError(source, line, "bare carriage return inside a field");
+          throw csv_error(source, line, "bare carriage return inside a field");
         if (!field.empty()) any_content = true;
       }
       fields.push_back(field);
@@ -94,20 +102,20 @@ CsvTable parse_csv(std::string_view text, const std::string& source) {
     if (!have_header) {
       std::set<std::string> names;
       for (const auto& h : fields) {
-        if (h.empty()) throw InputError(source, row_line, "empty column name in the header");
-        if (!names.insert(h).second) throw InputError(source, row_line, "duplicate column '" + h + "' in the header");
+        if (h.empty()) throw csv_error(source, row_line, "empty column name in the header");
+        if (!names.insert(h).second) throw csv_error(source, row_line, "duplicate column '" + h + "' in the header");
       }
       table.header = std::move(fields);
       have_header = true;
       continue;
     }
     if (fields.size() != table.header.size())
-      throw InputError(source, row_line, "row has " + std::to_string(fields.size()) + " fields, the header has " +
+      throw csv_error(source, row_line, "row has " + std::to_string(fields.size()) + " fields, the header has " +
                                              std::to_string(table.header.size()));
     table.rows.push_back(std::move(fields));
     table.row_lines.push_back(row_line);
   }
-  if (!have_header) throw InputError(source, 0, "empty CSV file (no header row)");
+  if (!have_header) throw csv_error(source, 0, "empty CSV file (no header row)");
   return table;
 }
 
@@ -127,7 +135,7 @@ double parse_csv_number(std::string_view field, const CsvTable& table, std::size
   if (res.ec != std::errc() || res.ptr != field.data() + field.size() || !std::isfinite(v)) {
     const std::size_t line = row < table.row_lines.size() ? table.row_lines[row] : 0;
     const std::string col = column < table.header.size() ? table.header[column] : "?";
-    throw InputError(table.source, line, "column '" + col + "': '" + std::string(field) + "' is not a number");
+    throw csv_error(table.source, line, "column '" + col + "': '" + std::string(field) + "' is not a number");
   }
   return v;
 }

@@ -1,7 +1,7 @@
 // CSV (RFC 4180) reading and writing: comma-separated, fields optionally quoted with '"' (a quote
 // inside a quoted field is doubled), quoted fields may hold commas and line breaks, lines end in
 // LF or CRLF, an initial UTF-8 BOM is skipped, blank lines are skipped. The first row is the header.
-// Errors are flt::InputError naming the file and the 1-based line.
+// Errors are flt::InputError naming the file and the 1-based line ("labels.csv:12: reason").
 #pragma once
 
 #include "core/error.hpp"
@@ -15,6 +15,10 @@
 #include <vector>
 
 namespace flt::train {
+
+// The error for a problem at a line of a text file: InputError whose file() is "source:line" (just
+// "source" when line is 0) and whose message reads "source:line: reason".
+InputError csv_error(const std::string& source, std::size_t line, const std::string& reason);
 
 struct CsvTable {
   std::string source;

@@ -25,7 +25,7 @@ const double* LabelTable::find(std::string_view key) const {
 
 const double* LabelTable::require(std::string_view key) const {
   if (const double* v = find(key)) return v;
-  throw InputError(source, 0, "no labels for '" + std::string(key) + "' (key column '" + key_column + "')");
+  throw csv_error(source, 0, "no labels for '" + std::string(key) + "' (key column '" + key_column + "')");
 }
 
 std::size_t LabelTable::line_of(std::string_view key) const {
@@ -35,9 +35,9 @@ std::size_t LabelTable::line_of(std::string_view key) const {
 
 void LabelTable::add_row(std::string key, std::vector<double> values, std::size_t line) {
   if (values.size() != targets.size()) throw InvalidArgument("LabelTable::add_row: wrong number of values");
-  if (key.empty()) throw InputError(source, line, "empty key in column '" + key_column + "'");
+  if (key.empty()) throw csv_error(source, line, "empty key in column '" + key_column + "'");
   if (auto it = index_.find(key); it != index_.end())
-    throw InputError(source, line, "duplicate key '" + key + "' (first on line " + std::to_string(lines_[it->second]) + ")");
+    throw csv_error(source, line, "duplicate key '" + key + "' (first on line " + std::to_string(lines_[it->second]) + ")");
   index_.emplace(key, keys_.size());
   keys_.push_back(std::move(key));
   lines_.push_back(line);
@@ -59,7 +59,7 @@ LabelTable parse_label_csv(std::string_view text, const std::string& source, con
         table.key_column = k;
         break;
       }
-    if (table.key_column.empty()) throw InputError(source, 1, "no key column: expected one named id, title or name");
+    if (table.key_column.empty()) throw csv_error(source, 1, "no key column: expected one named id, title or name");
   }
   const std::size_t key_col = csv.require_column(table.key_column);
   // Target columns, with units.
@@ -73,33 +73,38 @@ LabelTable parse_label_csv(std::string_view text, const std::string& source, con
       try {
         parts = split_unit_suffix(csv.header[c]);
       } catch (const ConfigError& e) {
-        throw InputError(source, 1, e.what());
+        throw csv_error(source, 1, e.what());
       }
       if (parts.first != target) continue;
-      if (found) throw InputError(source, 1, "two columns for target '" + target + "'");
+      if (found) throw csv_error(source, 1, "two columns for target '" + target + "'");
       found = c;
       unit = parts.second;
     }
     if (!found) {
       std::string cols_text;
       for (const auto& h : csv.header) cols_text += (cols_text.empty() ? "" : ", ") + h;
-      throw InputError(source, 1, "no column for target '" + target + "' (columns: " + cols_text + ")");
+      throw csv_error(source, 1, "no column for target '" + target + "' (columns: " + cols_text + ")");
     }
     if (unit.empty()) {
       if (auto it = options.source_units.find(target); it != options.source_units.end()) unit = it->second;
       else if (const TargetInfo* t = find_qm9_target(target)) unit = std::string(t->source_unit);
       else
-        throw InputError(source, 1, "column '" + csv.header[*found] + "' has no unit: write it as '" + target +
+        throw csv_error(source, 1, "column '" + csv.header[*found] + "' has no unit: write it as '" + target +
                                         " [unit]' or give the unit explicitly");
     }
     std::string train_unit;
     try {
-      (void)find_unit(unit);
+      const Unit& src = find_unit(unit);
+      if (const TargetInfo* info = find_qm9_target(target))
+        if (find_unit(info->source_unit).dimension != src.dimension)
+          throw ConfigError("QM9 property '" + target + "' is a quantity of dimension " +
+                            to_string(find_unit(info->source_unit).dimension) + ", the column's unit " + unit +
+                            " is a " + to_string(src.dimension));
       if (auto it = options.training_units.find(target); it != options.training_units.end()) train_unit = it->second;
       else train_unit = default_training_unit(target, unit);
       factors.push_back(conversion_factor(find_unit(unit), find_unit(train_unit)));
     } catch (const ConfigError& e) {
-      throw InputError(source, 1, "target '" + target + "': " + e.what());
+      throw csv_error(source, 1, "target '" + target + "': " + e.what());
     }
     cols.push_back(*found);
     table.source_units.push_back(std::string(find_unit(unit).name));

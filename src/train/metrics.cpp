@@ -112,13 +112,13 @@ LearningCurve LearningCurve::read(const std::filesystem::path& path, std::vector
   const CsvTable csv = read_csv(path);
   const CsvTable expected = parse_csv(lc_header(lc.targets_), "<expected>");
   if (csv.header != expected.header)
-    throw InputError(path.string(), 1, "learning-curve columns do not match the run's targets and units");
+    throw csv_error(path.string(), 1, "learning-curve columns do not match the run's targets and units");
   for (std::size_t r = 0; r < csv.rows.size(); ++r) {
     auto num = [&](std::size_t c) { return parse_csv_number(csv.rows[r][c], csv, r, c); };
     EpochRecord rec;
     const double epoch = num(0), step = num(1);
     if (!(epoch == std::floor(epoch)) || !(step == std::floor(step)))
-      throw InputError(path.string(), csv.row_lines[r], "epoch and step must be integers");
+      throw csv_error(path.string(), csv.row_lines[r], "epoch and step must be integers");
     rec.epoch = static_cast<std::int64_t>(epoch);
     rec.step = static_cast<std::int64_t>(step);
     rec.learning_rate = num(2);

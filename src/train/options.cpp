@@ -84,6 +84,18 @@ OptionSchema& OptionSchema::add(OptionSpec spec) {
   return *this;
 }
 
+OptionSpec& OptionSchema::option(std::string name, std::string section, OptionType type,
+                                 std::optional<std::string> default_value, std::string help) {
+  OptionSpec spec;
+  spec.name = std::move(name);
+  spec.section = std::move(section);
+  spec.type = type;
+  spec.default_value = std::move(default_value);
+  spec.help = std::move(help);
+  add(std::move(spec));
+  return options_.back();
+}
+
 const OptionSpec* OptionSchema::find(std::string_view name) const {
   for (const auto& o : options_)
     if (o.name == name) return &o;
@@ -175,6 +187,7 @@ ResolvedOptions resolve_options(const OptionSchema& schema, const IniFile* file,
   r.schema_ = &schema;
   for (const auto& o : schema.options())
     if (o.default_value) {
+      validate(o, *o.default_value, "default");
       r.values_[o.name] = *o.default_value;
       r.sources_[o.name] = {OptionSource::Kind::default_value, "default"};
     }

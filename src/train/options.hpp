@@ -38,6 +38,12 @@ class OptionSchema {
   // Adds an option; throws InvalidArgument on a duplicate or invalid name or a default that does
   // not parse as `type`.
   OptionSchema& add(OptionSpec spec);
+  // Shorthand: adds {name, section, type, default_value, help} and returns the new spec for
+  // further settings (valid until the next add), e.g.
+  //   schema.option("schedule", "train", OptionType::string, "cosine", "...").choices = {"cosine", "plateau"};
+  //   schema.option("config", "", OptionType::path, std::nullopt, "INI file").persist = false;
+  OptionSpec& option(std::string name, std::string section, OptionType type,
+                     std::optional<std::string> default_value, std::string help);
   const std::vector<OptionSpec>& options() const noexcept { return options_; }
   const OptionSpec* find(std::string_view name) const;
   // "--name TYPE   help [default: x]" lines, grouped by section.

@@ -94,10 +94,10 @@ void validate_split(const Split& split, std::size_t n, const std::string& source
   for (int s = 0; s < 3; ++s)
     for (const std::size_t i : *subsets[s]) {
       if (i >= n)
-        throw InputError(source, 0, std::string(subset_name(s)) + " index " + std::to_string(i) +
+        throw csv_error(source, 0, std::string(subset_name(s)) + " index " + std::to_string(i) +
                                         " out of range (dataset has " + std::to_string(n) + " records)");
       if (owner[i] >= 0)
-        throw InputError(source, 0, "record " + std::to_string(i) + " is in " + subset_name(owner[i]) +
+        throw csv_error(source, 0, "record " + std::to_string(i) + " is in " + subset_name(owner[i]) +
                                         (owner[i] == s ? " twice" : std::string(" and in ") + subset_name(s)));
       owner[i] = static_cast<signed char>(s);
     }
@@ -132,8 +132,8 @@ Split parse_split_csv(std::string_view text, const std::string& source, std::siz
   const std::size_t subset_col = csv.require_column("subset");
   const auto index_col = csv.column("index");
   const auto id_col = csv.column("id");
-  if (!index_col && !id_col) throw InputError(source, 1, "split file needs an 'index' or an 'id' column");
-  if (!index_col && ids.empty()) throw InputError(source, 1, "split file has ids only, but the dataset has no ids");
+  if (!index_col && !id_col) throw csv_error(source, 1, "split file needs an 'index' or an 'id' column");
+  if (!index_col && ids.empty()) throw csv_error(source, 1, "split file has ids only, but the dataset has no ids");
   std::unordered_map<std::string, std::size_t> by_id;
   if (id_col && !ids.empty())
     for (std::size_t i = 0; i < ids.size(); ++i) by_id.emplace(ids[i], i);  // first occurrence wins
@@ -147,7 +147,7 @@ Split parse_split_csv(std::string_view text, const std::string& source, std::siz
     if (subset == "train") s = 0;
     else if (subset == "validation" || subset == "val" || subset == "valid") s = 1;
     else if (subset == "test") s = 2;
-    else throw InputError(source, line, "unknown subset '" + subset + "' (train, validation or test)");
+    else throw csv_error(source, line, "unknown subset '" + subset + "' (train, validation or test)");
     std::optional<std::size_t> index;
     if (index_col && !csv.rows[r][*index_col].empty()) {
       const std::string& t = csv.rows[r][*index_col];
@@ -155,27 +155,27 @@ Split parse_split_csv(std::string_view text, const std::string& source, std::siz
       try {
         v = parse_int_value(t, "index");
       } catch (const ConfigError&) {
-        throw InputError(source, line, "index '" + t + "' is not an integer");
+        throw csv_error(source, line, "index '" + t + "' is not an integer");
       }
       if (v < 0 || static_cast<std::uint64_t>(v) >= n)
-        throw InputError(source, line, "index " + t + " out of range (dataset has " + std::to_string(n) + " records)");
+        throw csv_error(source, line, "index " + t + " out of range (dataset has " + std::to_string(n) + " records)");
       index = static_cast<std::size_t>(v);
     }
     if (id_col && !ids.empty()) {
       const std::string& id = csv.rows[r][*id_col];
       if (index) {
         if (!id.empty() && ids[*index] != id)
-          throw InputError(source, line, "record " + std::to_string(*index) + " has id '" + ids[*index] +
+          throw csv_error(source, line, "record " + std::to_string(*index) + " has id '" + ids[*index] +
                                              "', the split file says '" + id + "' (a split for another dataset?)");
       } else {
         auto it = by_id.find(id);
-        if (it == by_id.end()) throw InputError(source, line, "no record with id '" + id + "'");
+        if (it == by_id.end()) throw csv_error(source, line, "no record with id '" + id + "'");
         index = it->second;
       }
     }
-    if (!index) throw InputError(source, line, "row gives neither an index nor an id");
+    if (!index) throw csv_error(source, line, "row gives neither an index nor an id");
     if (owner[*index] >= 0)
-      throw InputError(source, line, "record " + std::to_string(*index) + " already listed on line " +
+      throw csv_error(source, line, "record " + std::to_string(*index) + " already listed on line " +
                                          std::to_string(first_line[*index]) + " (in " + subset_name(owner[*index]) + ")");
     owner[*index] = static_cast<signed char>(s);
     first_line[*index] = line;
