@@ -1,0 +1,683 @@
+// bench_flt: the issue-3 scaling benchmark. Forward + backward time and peak memory of one FLT
+// attention layer (flt::attn, 3-D coordinates, width 128 = 8 heads x 16, the layer's default m and
+// R) next to the streaming exact O(L^2) attention (flt::exact, additive learned radial bias) and
+// the FFTW Toeplitz path, plus this machine's FMA peak measured in the same run.
+//
+// Usage:
+//   bench_flt all [--quick] [--output FILE] [--command TEXT] [--timeout SECONDS]
+//       runs every configuration in its own child process (so peak RSS is per configuration and a
+//       run that exceeds its time limit is killed and reported as not run) and writes a Markdown
+//       report (temp file + rename) to FILE (default: stdout).
+//   bench_flt run METHOD TOKENS THREADS      one configuration; prints one "RESULT key=value ..." line
+//       METHOD: flt-kronecker | flt-bias | exact-bias | exact-plain | toeplitz-1d
+//   bench_flt peak THREADS                   FMA-loop peak; prints one RESULT line
+//
+// Workload (float32, one set of L tokens): Q, K, V ~ 0.5 N(0, 1), L x 128; coordinates uniform in
+// a cube of volume L / 0.1 Angstrom^3 (0.1 atoms per A^3, about liquid-water density); dLoss/dout
+// ~ N(0, 1). Backward computes every input gradient including coordinates (forces need them).
+//
+// Counted flops (2 per multiply-add) are those of the GEMM-shaped products only, per token and head:
+//   FLT (m features, F = P (dv + 1) accumulator width, P = 2R kronecker or 1 bias, D = Performer
+//        input width, d kronecker or d + 2R bias):
+//        forward  2 x 2 m F (key sums, query contraction) + 2 x 2 D m (feature maps of q and k),
+//        backward 5 x 2 m F + 4 x 2 D m (feature maps recomputed and differentiated);
+//   exact: flt::exact::streaming_attention_flops (per pair and head 2(d + dv) forward, 8d + 6dv
+//        backward, plus the radial-basis GEMMs).
+// GFLOP/s = counted flops / measured wall time, so it is a lower bound on the GEMM kernels' rate
+// (exp, feature construction and memory traffic are included in the time, not in the flops).
+#include "core/error.hpp"
+#include "core/params.hpp"
+#include "core/random.hpp"
+#include "core/version.hpp"
+#include "flt/attention.hpp"
+#include "flt/exact/streaming.hpp"
+#include "flt/exact/toeplitz.hpp"
+
+#include <immintrin.h>
+#include <omp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/select.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace {
+
+using flt::Index;
+using flt::Mat;
+using Clock = std::chrono::steady_clock;
+
+constexpr Index kHeads = 8, kHeadDim = 16, kValueDim = 16, kWidth = kHeads * kHeadDim;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+Mat<float> normal_matrix(flt::Rng& rng, Index rows, Index cols, double scale) {
+  Mat<float> m(rows, cols);
+  float* p = m.data();
+  for (Index i = 0; i < m.size(); ++i) p[i] = static_cast<float>(scale * rng.normal());
+  return m;
+}
+
+Mat<float> cube_coordinates(flt::Rng& rng, Index L) {
+  const double side = std::cbrt(static_cast<double>(L) / 0.1);  // Angstrom
+  Mat<float> r(L, 3);
+  for (Index i = 0; i < L; ++i)
+    for (Index a = 0; a < 3; ++a) r(i, a) = static_cast<float>(side * rng.uniform());
+  return r;
+}
+
+struct Timing {
+  double forward = 0.0, backward = 0.0;
+  int reps = 0;
+};
+
+// Runs fwd() then bwd(); repeats (keeping the fastest repetition) while the total stays short.
+template <class F, class B>
+Timing time_pair(F&& fwd, B&& bwd) {
+  Timing best;
+  const auto start = Clock::now();
+  for (int rep = 0; rep < 20; ++rep) {
+    auto t0 = Clock::now();
+    fwd();
+    const double tf = seconds_since(t0);
+    t0 = Clock::now();
+    bwd();
+    const double tb = seconds_since(t0);
+    if (rep == 0 || tf + tb < best.forward + best.backward) best = {tf, tb, 0};
+    best.reps = rep + 1;
+    if (seconds_since(start) > 1.5) break;
+  }
+  return best;
+}
+
+struct Result {
+  std::string method;
+  Index tokens = 0;
+  int threads = 0;
+  double forward_s = 0, backward_s = 0, rss_inputs_mib = 0, peak_rss_mib = 0, gflop = 0;
+  double gflops = 0;  // peak runs
+  int reps = 0;
+  std::string note;
+};
+
+void print_result(const Result& r) {
+  std::cout << std::setprecision(9) << "RESULT method=" << r.method << " tokens=" << r.tokens
+            << " threads=" << r.threads << " forward_s=" << r.forward_s
+            << " backward_s=" << r.backward_s << " rss_inputs_mib=" << r.rss_inputs_mib
+            << " peak_rss_mib=" << r.peak_rss_mib << " gflop=" << r.gflop << " gflops=" << r.gflops
+            << " reps=" << r.reps << "\n";
+}
+
+// ---------------------------------------------------------------------------------------------
+// FMA peak: per thread 12 independent 8-wide FMA chains (latency 4, 2 FMA pipes on Zen 3 need >= 8).
+double fma_peak_gflops(int threads) {
+  const long iters = 40'000'000;
+  double sink = 0.0;
+  const auto t0 = Clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+  {
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc[12];
+    for (int k = 0; k < 12; ++k) acc[k] = _mm256_set1_ps(static_cast<float>(k) * 1e-3f);
+    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+    for (long i = 0; i < iters; ++i) {
+      for (int k = 0; k < 12; ++k) acc[k] = _mm256_fmadd_ps(acc[k], a, b);
+    }
+    float lanes[8];
+    __m256 total = acc[0];
+    for (int k = 1; k < 12; ++k) total = _mm256_add_ps(total, acc[k]);
+    _mm256_storeu_ps(lanes, total);
+    for (float v : lanes) sink += v;
+#else
+    float acc[96];
+    for (int k = 0; k < 96; ++k) acc[k] = static_cast<float>(k) * 1e-3f;
+    for (long i = 0; i < iters; ++i)
+      for (int k = 0; k < 96; ++k) acc[k] = acc[k] * 0.999999f + 1e-7f;
+    for (float v : acc) sink += v;
+#endif
+  }
+  const double t = seconds_since(t0);
+  if (sink == 12345.0) std::cerr << "";  // keep the loop alive
+  return static_cast<double>(threads) * static_cast<double>(iters) * 12.0 * 8.0 * 2.0 / t / 1e9;
+}
+
+// ---------------------------------------------------------------------------------------------
+Result run_flt(flt::attn::Variant variant, Index L) {
+  flt::attn::AttentionConfig cfg;
+  cfg.heads = kHeads;
+  cfg.head_dim = kHeadDim;
+  cfg.value_dim = kValueDim;
+  cfg.variant = variant;
+  cfg.spectrum.coord_dim = 3;
+  cfg.validate();
+  flt::ParameterStore<float> store;
+  flt::attn::FltAttention<float> layer(cfg, store, "attn");
+  store.allocate();
+  layer.init_parameters(store);
+  layer.draw_features(store, 0);
+
+  flt::Rng rng(7);
+  const Mat<float> Q = normal_matrix(rng, L, kWidth, 0.5), K = normal_matrix(rng, L, kWidth, 0.5);
+  const Mat<float> V = normal_matrix(rng, L, kHeads * kValueDim, 0.5);
+  const Mat<float> R = cube_coordinates(rng, L);
+  const Mat<float> G = normal_matrix(rng, L, kHeads * kValueDim, 1.0);
+  Mat<float> out(L, kHeads * kValueDim), dQ = Mat<float>::Zero(L, kWidth), dK = dQ;
+  Mat<float> dV = Mat<float>::Zero(L, kHeads * kValueDim), dR = Mat<float>::Zero(L, 3);
+  const flt::RaggedIndex batch = flt::RaggedIndex::single(L);
+  flt::attn::AttentionCache<float> cache;
+
+  Result r;
+  r.method = variant == flt::attn::Variant::kronecker ? "flt-kronecker" : "flt-bias";
+  r.tokens = L;
+  r.rss_inputs_mib = peak_rss_mib();
+  const Timing t = time_pair(
+      [&] { layer.forward(store, Q, K, V, R, batch, out, cache); },
+      [&] { layer.backward(store, Q, K, V, R, batch, cache, G, dQ, dK, dV, dR); });
+  r.forward_s = t.forward;
+  r.backward_s = t.backward;
+  r.reps = t.reps;
+  const double m = static_cast<double>(cfg.features()), Rf = static_cast<double>(cfg.frequencies());
+  const double P = variant == flt::attn::Variant::kronecker ? 2.0 * Rf : 1.0;
+  const double F = P * static_cast<double>(kValueDim + 1);
+  const double D = variant == flt::attn::Variant::kronecker ? static_cast<double>(kHeadDim)
+                                                           : static_cast<double>(kHeadDim) + 2.0 * Rf;
+  const double per_token_head = (2 * 2 * m * F + 2 * 2 * D * m) + (5 * 2 * m * F + 4 * 2 * D * m);
+  r.gflop = per_token_head * static_cast<double>(L) * kHeads / 1e9;
+  if (!out.allFinite() || !dQ.allFinite()) throw flt::NumericalError("FLT benchmark: non-finite output");
+  return r;
+}
+
+Result run_exact(bool masked, Index L) {
+  flt::exact::StreamingAttentionConfig cfg;
+  cfg.heads = kHeads;
+  cfg.mask = masked ? flt::exact::DistanceMask::additive : flt::exact::DistanceMask::none;
+  cfg.basis = flt::exact::RadialBasis::uniform(16, 8.0);  // 16 Gaussians on [0, 8] A
+  flt::Rng rng(7);
+  const Mat<float> Q = normal_matrix(rng, L, kWidth, 0.5), K = normal_matrix(rng, L, kWidth, 0.5);
+  const Mat<float> V = normal_matrix(rng, L, kHeads * kValueDim, 0.5);
+  const Mat<float> R = cube_coordinates(rng, L);
+  const Mat<float> G = normal_matrix(rng, L, kHeads * kValueDim, 1.0);
+  const Mat<float> A = normal_matrix(rng, kHeads, cfg.basis.size(), 0.5);
+  Mat<float> dQ = Mat<float>::Zero(L, kWidth), dK = dQ;
+  Mat<float> dV = Mat<float>::Zero(L, kHeads * kValueDim), dR = Mat<float>::Zero(L, 3);
+  Mat<float> dA = Mat<float>::Zero(kHeads, cfg.basis.size());
+  const flt::RaggedIndex sets = flt::RaggedIndex::single(L);
+  flt::exact::StreamingAttentionCache<float> cache;
+
+  Result r;
+  r.method = masked ? "exact-bias" : "exact-plain";
+  r.tokens = L;
+  r.rss_inputs_mib = peak_rss_mib();
+  const Timing t = time_pair(
+      [&] { flt::exact::streaming_attention_forward<float>(cfg, sets, Q, K, V, R, A, cache); },
+      [&] {
+        flt::exact::streaming_attention_backward<float>(cfg, sets, Q, K, V, R, A, cache, G, dQ, dK,
+                                                        dV, dR, dA);
+      });
+  r.forward_s = t.forward;
+  r.backward_s = t.backward;
+  r.reps = t.reps;
+  const auto flops = flt::exact::streaming_attention_flops(cfg, sets, kHeadDim, kValueDim);
+  r.gflop = (flops.forward + flops.backward) / 1e9;
+  if (!cache.out.allFinite() || !dQ.allFinite())
+    throw flt::NumericalError("exact benchmark: non-finite output");
+  return r;
+}
+
+// 8 heads of the exact 1-D Toeplitz path, m = 32 positive features, dv = 16, f(n) = exp(-|n|/64).
+Result run_toeplitz(Index L) {
+  const Index m = 32;
+  flt::Rng rng(7);
+  std::vector<Mat<float>> phq, phk, v, g;
+  for (Index h = 0; h < kHeads; ++h) {
+    phq.push_back(normal_matrix(rng, L, m, 0.5).array().exp().matrix());
+    phk.push_back(normal_matrix(rng, L, m, 0.5).array().exp().matrix());
+    v.push_back(normal_matrix(rng, L, kValueDim, 0.5));
+    g.push_back(normal_matrix(rng, L, kValueDim, 1.0));
+  }
+  const flt::exact::ToeplitzGrid grid = flt::exact::ToeplitzGrid::sequence(L);
+  std::vector<float> mask(static_cast<std::size_t>(grid.mask_size()));
+  for (Index n = -(L - 1); n <= L - 1; ++n)
+    mask[static_cast<std::size_t>(n + L - 1)] = static_cast<float>(std::exp(-std::abs(static_cast<double>(n)) / 64.0));
+  std::vector<flt::exact::ToeplitzForward<float>> fwd(static_cast<std::size_t>(kHeads));
+  Mat<float> dq = Mat<float>::Zero(L, m), dk = dq, dv = Mat<float>::Zero(L, kValueDim);
+  std::vector<float> dmask(mask.size(), 0.0f);
+  Result r;
+  r.method = "toeplitz-1d";
+  r.tokens = L;
+  r.rss_inputs_mib = peak_rss_mib();
+  const Timing t = time_pair(
+      [&] {
+        for (std::size_t h = 0; h < phq.size(); ++h)
+          flt::exact::toeplitz_attention_forward<float>(grid, phq[h], phk[h], v[h], mask, fwd[h]);
+      },
+      [&] {
+        for (std::size_t h = 0; h < phq.size(); ++h)
+          flt::exact::toeplitz_attention_backward<float>(grid, phq[h], phk[h], v[h], mask, fwd[h],
+                                                         g[h], dq, dk, dv, dmask);
+      });
+  r.forward_s = t.forward;
+  r.backward_s = t.backward;
+  r.reps = t.reps;
+  r.gflop = 0.0;  // FFT-bound; no GEMM flops to count
+  return r;
+}
+
+int run_one(const std::string& method, Index L, int threads) {
+  omp_set_num_threads(threads);
+  Result r;
+  if (method == "flt-kronecker")
+    r = run_flt(flt::attn::Variant::kronecker, L);
+  else if (method == "flt-bias")
+    r = run_flt(flt::attn::Variant::bias, L);
+  else if (method == "exact-bias")
+    r = run_exact(true, L);
+  else if (method == "exact-plain")
+    r = run_exact(false, L);
+  else if (method == "toeplitz-1d")
+    r = run_toeplitz(L);
+  else
+    throw flt::InvalidArgument("unknown method '" + method + "'");
+  r.threads = threads;
+  r.peak_rss_mib = peak_rss_mib();
+  print_result(r);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver: one child process per configuration.
+
+struct Job {
+  std::string method;
+  Index tokens;
+  int threads;
+};
+
+std::map<std::string, std::string> parse_result_line(const std::string& text) {
+  std::map<std::string, std::string> kv;
+  const auto pos = text.find("RESULT ");
+  if (pos == std::string::npos) return kv;
+  std::istringstream line(text.substr(pos + 7, text.find('\n', pos) - pos - 7));
+  std::string item;
+  while (line >> item) {
+    const auto eq = item.find('=');
+    if (eq != std::string::npos) kv[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return kv;
+}
+
+// Spawns this executable with `args`, waits at most timeout_s; returns the parsed RESULT line, or
+// nullopt (with `why`) when the child failed or was killed.
+std::optional<Result> run_child(const std::vector<std::string>& args, double timeout_s,
+                                std::string& why) {
+  int fds[2];
+  if (pipe(fds) != 0) throw flt::Error("bench_flt: pipe failed");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  std::vector<std::string> argv_s = {"/proc/self/exe"};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
+  const int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  if (rc != 0) {
+    close(fds[0]);
+    why = "spawn failed";
+    return std::nullopt;
+  }
+  // Read while waiting (the output is one line, but never let a full pipe block the child).
+  std::string output;
+  const auto t0 = Clock::now();
+  int status = 0;
+  bool done = false, killed = false;
+  while (!done) {
+    char buffer[4096];
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(fds[0], &set);
+    timeval tv{0, 100000};
+    if (select(fds[0] + 1, &set, nullptr, nullptr, &tv) > 0) {
+      const ssize_t n = read(fds[0], buffer, sizeof buffer);
+      if (n > 0) output.append(buffer, static_cast<std::size_t>(n));
+    }
+    const pid_t w = waitpid(pid, &status, WNOHANG);
+    if (w == pid) done = true;
+    if (!done && seconds_since(t0) > timeout_s) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      killed = true;
+      done = true;
+    }
+  }
+  char buffer[4096];
+  ssize_t n = 0;
+  while ((n = read(fds[0], buffer, sizeof buffer)) > 0) output.append(buffer, static_cast<std::size_t>(n));
+  close(fds[0]);
+  if (killed) {
+    std::ostringstream s;
+    s << "not run to completion: killed after the " << timeout_s << " s limit";
+    why = s.str();
+    return std::nullopt;
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    why = "child failed (status " + std::to_string(status) + ")";
+    return std::nullopt;
+  }
+  const auto kv = parse_result_line(output);
+  if (kv.empty()) {
+    why = "no RESULT line";
+    return std::nullopt;
+  }
+  Result r;
+  r.method = kv.at("method");
+  r.tokens = std::stol(kv.at("tokens"));
+  r.threads = std::stoi(kv.at("threads"));
+  r.forward_s = std::stod(kv.at("forward_s"));
+  r.backward_s = std::stod(kv.at("backward_s"));
+  r.rss_inputs_mib = std::stod(kv.at("rss_inputs_mib"));
+  r.peak_rss_mib = std::stod(kv.at("peak_rss_mib"));
+  r.gflop = std::stod(kv.at("gflop"));
+  r.gflops = std::stod(kv.at("gflops"));
+  r.reps = std::stoi(kv.at("reps"));
+  return r;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+std::string memory_total() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  double kib = 0;
+  in >> key >> kib >> unit;
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(1) << kib / 1024.0 / 1024.0 << " GiB";
+  return s.str();
+}
+
+std::string fmt(double v, int precision = 3) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(precision) << v;
+  return s.str();
+}
+
+std::string sci(Index L) {
+  const int e = static_cast<int>(std::lround(std::log10(static_cast<double>(L))));
+  const double mant = static_cast<double>(L) / std::pow(10.0, e);
+  if (std::abs(mant - 1.0) < 1e-9) return "1e" + std::to_string(e);
+  return fmt(mant, 0) + "e" + std::to_string(e);
+}
+
+int run_all(bool quick, const std::string& output, const std::string& command, double timeout_s) {
+  const auto started = std::chrono::system_clock::now();
+  const auto wall0 = Clock::now();
+  std::ostringstream log;
+  std::vector<Job> jobs;
+  const std::vector<Index> flt_sizes =
+      quick ? std::vector<Index>{1000, 10000, 100000} : std::vector<Index>{1000, 10000, 100000, 1000000};
+  const std::vector<Index> exact_sizes =
+      quick ? std::vector<Index>{1000, 3000, 10000} : std::vector<Index>{1000, 3000, 10000, 30000, 100000};
+  for (Index L : flt_sizes) jobs.push_back({"flt-kronecker", L, 2});
+  for (Index L : flt_sizes) jobs.push_back({"flt-bias", L, 2});
+  for (Index L : exact_sizes) jobs.push_back({"exact-bias", L, 2});
+  jobs.push_back({"exact-plain", 10000, 2});
+  // Thread scaling: the default variant at 1e5 and the exact attention at 1e4, 1 thread.
+  jobs.push_back({"flt-kronecker", quick ? Index(10000) : Index(100000), 1});
+  jobs.push_back({"exact-bias", 10000, 1});
+  for (Index L : quick ? std::vector<Index>{1000, 10000} : std::vector<Index>{1000, 10000, 100000})
+    jobs.push_back({"toeplitz-1d", L, 2});
+
+  std::vector<Result> results;
+  std::vector<std::string> failures;
+  std::map<int, double> peaks;
+  for (int threads : {1, 2}) {
+    std::string why;
+    auto r = run_child({"peak", std::to_string(threads)}, 120, why);
+    if (r) peaks[threads] = r->gflops;
+    std::cerr << "[bench_flt] peak " << threads << " thread(s): " << (r ? fmt(r->gflops, 1) : why) << "\n";
+  }
+  for (const Job& job : jobs) {
+    std::string why;
+    auto r = run_child({"run", job.method, std::to_string(job.tokens), std::to_string(job.threads)},
+                       timeout_s, why);
+    std::cerr << "[bench_flt] " << job.method << " L=" << job.tokens << " threads=" << job.threads
+              << ": " << (r ? fmt(r->forward_s + r->backward_s) + " s" : why) << "\n";
+    if (r)
+      results.push_back(*r);
+    else
+      failures.push_back(job.method + " at L = " + sci(job.tokens) + ", " +
+                         std::to_string(job.threads) + " thread(s): " + why);
+  }
+  const double total_minutes = seconds_since(wall0) / 60.0;
+
+  auto find = [&](const std::string& method, Index L, int threads) -> const Result* {
+    for (const auto& r : results)
+      if (r.method == method && r.tokens == L && r.threads == threads) return &r;
+    return nullptr;
+  };
+  auto total = [](const Result* r) { return r->forward_s + r->backward_s; };
+
+  std::ostringstream md;
+  const std::time_t tt = std::chrono::system_clock::to_time_t(started);
+  char date[64];
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&tt));
+  md << "# FLT attention scaling benchmark (issue 3)\n\n"
+     << "Produced by `" << command << "` on " << date << " (commit " << flt::git_commit()
+     << ", " << (quick ? "quick" : "full") << " mode, " << fmt(total_minutes, 1) << " min).\n\n"
+     << "- Machine: " << cpu_model() << ", " << std::thread::hardware_concurrency()
+     << " logical CPUs, " << memory_total() << " RAM (shared with other jobs; the second vCPU is noisy)\n"
+     << "- Compiler: " << FLT_BENCH_COMPILER << "; flags: `" << FLT_BENCH_FLAGS << "`\n"
+     << "- Workload: float32, one set of L tokens, width 128 = 8 heads x 16 (d = dv = 16), 3-D "
+        "coordinates uniform in a cube at 0.1 atoms/A^3; forward then backward with every input "
+        "gradient (Q, K, V, coordinates, mask parameters). FLT at its defaults: kronecker m = "
+     << flt::attn::kDefaultFeaturesKronecker << ", R = " << flt::attn::kDefaultFrequencies
+     << "; bias m = " << flt::attn::kDefaultFeaturesBias << ", R = " << flt::attn::kDefaultFrequencies
+     << "; radial Gaussian spectrum. Exact: streaming (flash-style) softmax attention with a "
+        "learned additive radial bias (16 Gaussians on [0, 8] A), flt::exact.\n"
+     << "- Each configuration runs in its own process; time = fastest of up to 20 repetitions within "
+        "~1.5 s (one repetition for long runs, no warm-up then); peak RSS = getrusage ru_maxrss of "
+        "that process (inputs, outputs and gradients included; \"inputs\" = RSS before the layer "
+        "ran).\n"
+     << "- GFLOP/s counts only the GEMM-shaped products (formulas in tools/bench/bench_flt.cpp) "
+        "over the whole wall time: a lower bound on the kernels' rate.\n\n";
+
+  md << "## Machine peak (FMA loop, float32 AVX2, measured in this run)\n\n| threads | GFLOP/s |\n|---|---|\n";
+  for (auto [t, g] : peaks) md << "| " << t << " | " << fmt(g, 1) << " |\n";
+
+  md << "\n## Forward + backward\n\n"
+     << "| method | L | threads | forward s | backward s | total s | us/token | peak RSS MiB | "
+        "inputs MiB | GFLOP/s | % of peak |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const auto& r : results) {
+    const double t = r.forward_s + r.backward_s;
+    const double g = r.gflop > 0 ? r.gflop / t : 0.0;
+    const double pk = peaks.count(r.threads) ? peaks[r.threads] : 0.0;
+    md << "| " << r.method << " | " << sci(r.tokens) << " | " << r.threads << " | "
+       << fmt(r.forward_s, 4) << " | " << fmt(r.backward_s, 4) << " | " << fmt(t, 4) << " | "
+       << fmt(t / static_cast<double>(r.tokens) * 1e6, 3) << " | " << fmt(r.peak_rss_mib, 0)
+       << " | " << fmt(r.rss_inputs_mib, 0) << " | " << (g > 0 ? fmt(g, 1) : "-") << " | "
+       << (g > 0 && pk > 0 ? fmt(100.0 * g / pk, 0) + "%" : "-") << " |\n";
+  }
+  if (!failures.empty()) {
+    md << "\nNot run to completion (nothing extrapolated):\n\n";
+    for (const auto& f : failures) md << "- " << f << "\n";
+  }
+
+  // Acceptance summary.
+  md << "\n## Targets\n\n";
+  const std::string def = "flt-kronecker";  // the layer's default variant (AttentionConfig)
+  {
+    // Crossover: smallest measured L where the FLT default is faster than the exact attention.
+    std::string cross = "not reached at the measured sizes";
+    Index prev_L = 0;
+    for (Index L : exact_sizes) {
+      const Result *f = find(def, L, 2), *e = find("exact-bias", L, 2);
+      if (!e) continue;
+      const Result* f2 = f;
+      if (!f2) continue;
+      if (total(f2) < total(e)) {
+        cross = prev_L == 0 ? "at or below L = " + sci(L) + " (FLT already faster at the smallest size)"
+                            : "between L = " + sci(prev_L) + " and " + sci(L);
+        break;
+      }
+      prev_L = L;
+    }
+    // exact_sizes with no FLT point (3e3, 3e4): compare only where both ran.
+    md << "- Crossover (FLT " << def << " vs exact, 2 threads, both measured): " << cross << ".\n";
+  }
+  for (Index L : {Index(10000), Index(100000)}) {
+    const Result *f = find(def, L, 2), *e = find("exact-bias", L, 2);
+    const double target = L == 10000 ? 10.0 : 100.0;
+    if (f && e) {
+      const double s = total(e) / total(f);
+      md << "- Speed-up of " << def << " over exact at L = " << sci(L) << ": " << fmt(s, 1)
+         << "x (target >= " << fmt(target, 0) << "x): " << (s >= target ? "met" : "NOT met") << ".\n";
+    } else {
+      md << "- Speed-up at L = " << sci(L) << ": not measured (" << (e ? "FLT" : "exact")
+         << " run missing).\n";
+    }
+    const Result* fb = find("flt-bias", L, 2);
+    if (fb && e)
+      md << "  (bias variant: " << fmt(total(e) / total(fb), 1) << "x)\n";
+  }
+  {
+    const Result *a = find(def, 10000, 2), *b = find(def, 1000000, 2);
+    if (a && b) {
+      const double ratio = (total(b) / 1e6) / (total(a) / 1e4);
+      md << "- Time per token at 1e6 / at 1e4 (" << def << "): " << fmt(ratio, 2)
+         << " (target <= 1.3): " << (ratio <= 1.3 ? "met" : "NOT met") << ".";
+      const Result *ab = find("flt-bias", 10000, 2), *bb = find("flt-bias", 1000000, 2);
+      if (ab && bb) md << " Bias variant: " << fmt((total(bb) / 1e6) / (total(ab) / 1e4), 2) << ".";
+      md << "\n";
+    } else {
+      md << "- Time per token at 1e6 vs 1e4: not measured (quick mode or a run missing).\n";
+    }
+  }
+  {
+    md << "- Fraction of the 2-thread FMA peak at L >= 1e4 (target >= 40%):";
+    for (const auto& r : results) {
+      if (r.threads != 2 || r.tokens < 10000 || r.gflop <= 0 || !peaks.count(2)) continue;
+      const double frac = r.gflop / (r.forward_s + r.backward_s) / peaks[2];
+      md << " " << r.method << " " << sci(r.tokens) << ": " << fmt(100 * frac, 0) << "%"
+         << (frac >= 0.4 ? " (met);" : " (not met);");
+    }
+    md << "\n";
+  }
+  {
+    const Index L1 = quick ? 10000 : 100000;
+    const Result *one = find(def, L1, 1), *two = find(def, L1, 2);
+    if (one && two) {
+      const double s = total(one) / total(two);
+      md << "- Thread speed-up 1 -> 2 (" << def << ", L = " << sci(L1) << "): " << fmt(s, 2)
+         << "x (target >= 1.8x): " << (s >= 1.8 ? "met" : "NOT met") << ".";
+    }
+    const Result *e1 = find("exact-bias", 10000, 1), *e2 = find("exact-bias", 10000, 2);
+    if (e1 && e2) md << " Exact attention at 1e4: " << fmt(total(e1) / total(e2), 2) << "x.";
+    md << "\n";
+  }
+
+  const std::string text = md.str();
+  if (output.empty()) {
+    std::cout << text;
+  } else {
+    const std::string tmp = output + ".tmp";
+    {
+      std::ofstream out(tmp);
+      if (!out) throw flt::IoError(tmp, "cannot open for writing");
+      out << text;
+      if (!out) throw flt::IoError(tmp, "write failed");
+    }
+    std::filesystem::rename(tmp, output);
+    std::cerr << "[bench_flt] wrote " << output << "\n";
+  }
+  return 0;
+}
+
+int usage() {
+  std::cerr << "usage: bench_flt all [--quick] [--output FILE] [--command TEXT] [--timeout SECONDS]\n"
+               "       bench_flt run METHOD TOKENS THREADS   (flt-kronecker | flt-bias | exact-bias |"
+               " exact-plain | toeplitz-1d)\n"
+               "       bench_flt peak THREADS\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.empty()) return usage();
+    if (args[0] == "run" && args.size() == 4)
+      return run_one(args[1], std::stol(args[2]), std::stoi(args[3]));
+    if (args[0] == "peak" && args.size() == 2) {
+      Result r;
+      r.method = "peak";
+      r.threads = std::stoi(args[1]);
+      fma_peak_gflops(r.threads);  // warm-up (clock ramp)
+      r.gflops = fma_peak_gflops(r.threads);
+      print_result(r);
+      return 0;
+    }
+    if (args[0] == "all") {
+      bool quick = false;
+      std::string output, command = "bench_flt all";
+      double timeout = 420.0;
+      for (std::size_t i = 1; i < args.size(); ++i) {
+        if (args[i] == "--quick") {
+          quick = true;
+        } else if (args[i] == "--output" && i + 1 < args.size()) {
+          output = args[++i];
+        } else if (args[i] == "--command" && i + 1 < args.size()) {
+          command = args[++i];
+        } else if (args[i] == "--timeout" && i + 1 < args.size()) {
+          timeout = std::stod(args[++i]);
+        } else {
+          return usage();
+        }
+      }
+      return run_all(quick, output, command, timeout);
+    }
+    return usage();
+  } catch (const std::exception& e) {
+    std::cerr << "bench_flt: " << e.what() << "\n";
+    return 1;
+  }
+}
