@@ -197,7 +197,7 @@ std::string line_plot_svg(const std::vector<PlotSeries>& series, const PlotOptio
   std::size_t longest = 0;
   for (const auto& s : series) longest = std::max(longest, s.label.size());
   const double lw = 40 + 7.2 * static_cast<double>(longest), lh = 8 + 20.0 * static_cast<double>(series.size());
-  const double lx = left + pw - lw - 8, ly = top + 8;
+  const double lx = o.legend_left ? left + 8 : left + pw - lw - 8, ly = top + 8;
   if (!series.empty()) {
     svg += "<rect x=\"" + num(lx) + "\" y=\"" + num(ly) + "\" width=\"" + num(lw) + "\" height=\"" + num(lh) +
            "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#999\"/>\n";
@@ -258,9 +258,28 @@ std::string parity_svg(const std::string& target, const std::string& unit, std::
   o.y_label = "predicted " + target + u;
   o.width = 560;
   o.height = 560;
+  o.legend_left = true;  // the points lie along the diagonal: the top-left corner is free
   return line_plot_svg({diagonal, points}, o);
 }
 
 void write_svg(const std::filesystem::path& path, const std::string& svg) { write_file_atomic(path, svg); }
+
+std::vector<std::filesystem::path> write_learning_curve_plots(const std::filesystem::path& dir, const LearningCurve& curve) {
+  std::vector<std::filesystem::path> written;
+  std::vector<double> epochs;
+  for (const auto& r : curve.records()) epochs.push_back(static_cast<double>(r.epoch));
+  for (std::size_t t = 0; t < curve.targets().size(); ++t) {
+    std::vector<double> train, val;
+    for (const auto& r : curve.records()) {
+      train.push_back(r.train_mae[t]);
+      val.push_back(r.val_mae[t]);
+    }
+    const auto& target = curve.targets()[t];
+    const auto path = dir / ("learning_curve_" + target.name + ".svg");
+    write_svg(path, learning_curve_svg(target.name, target.unit, epochs, train, val));
+    written.push_back(path);
+  }
+  return written;
+}
 
 }  // namespace flt::train

@@ -23,6 +23,7 @@ struct PlotOptions {
   std::string title;
   std::string x_label, y_label;
   bool log_y = false;
+  bool legend_left = false;  // legend in the top-left corner instead of the top-right
   int width = 640, height = 480;
 };
 
@@ -35,6 +36,11 @@ std::string learning_curve_svg(const std::string& target, const std::string& uni
 // Parity plot for one target; pairs with a NaN are skipped. The legend shows n and the MAE.
 std::string parity_svg(const std::string& target, const std::string& unit, std::span<const double> truth,
                        std::span<const double> predicted, const std::string& subset = "test");
+
+class LearningCurve;
+// Writes dir/learning_curve_<target>.svg for every target of `curve` (one picture per target, as
+// targets have different units); returns the paths written.
+std::vector<std::filesystem::path> write_learning_curve_plots(const std::filesystem::path& dir, const LearningCurve& curve);
 
 // Atomic writers of the above.
 void write_svg(const std::filesystem::path& path, const std::string& svg);
