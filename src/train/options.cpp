@@ -281,4 +281,22 @@ IniFile ResolvedOptions::to_ini() const {
   return ini;
 }
 
+ResolvedOptions resolve_command_line(const OptionSchema& schema, const std::vector<std::string>& args,
+                                     std::vector<std::string>* positional, const std::string& config_option) {
+  const OptionSpec* config = schema.find(config_option);
+  require(config != nullptr && !config->persist && config->type == OptionType::path,
+          "resolve_command_line: the schema needs a non-persisted path option --" + config_option);
+  CommandLine cl = parse_command_line(schema, args);
+  if (positional != nullptr) *positional = cl.positional;
+  std::optional<IniFile> file;
+  for (const auto& [name, value] : cl.options)
+    if (name == config_option) file = IniFile::load(value);
+  return resolve_options(schema, file ? &*file : nullptr, cl.options);
+}
+
+void write_resolved_config(const std::filesystem::path& path, const ResolvedOptions& options,
+                           std::string_view header_comment) {
+  options.to_ini().save(path, header_comment);
+}
+
 }  // namespace flt::train

@@ -11,6 +11,7 @@
 #include "train/ini.hpp"
 
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
@@ -104,5 +105,18 @@ class ResolvedOptions {
 // The schema must outlive the result.
 ResolvedOptions resolve_options(const OptionSchema& schema, const IniFile* file,
                                 const std::vector<std::pair<std::string, std::string>>& command_line);
+
+// The whole scheme in one call: parses `args` (the subcommand's arguments), loads the INI file named
+// by the option `config_option` if given (on the command line only), and resolves defaults < file <
+// command line. Positional arguments are returned in `positional` (if not null). The schema must
+// have `config_option` as a non-persisted path option.
+ResolvedOptions resolve_command_line(const OptionSchema& schema, const std::vector<std::string>& args,
+                                     std::vector<std::string>* positional = nullptr,
+                                     const std::string& config_option = "config");
+
+// Writes the resolved configuration (to_ini()) atomically with a comment header, e.g. the run's
+// config.ini, which `--config` reads back.
+void write_resolved_config(const std::filesystem::path& path, const ResolvedOptions& options,
+                           std::string_view header_comment = "flt resolved configuration: read it back with --config");
 
 }  // namespace flt::train

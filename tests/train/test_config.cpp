@@ -135,6 +135,24 @@ TEST_CASE("options: command line overrides the file, which overrides defaults", 
     CHECK(again.get_list("targets") == std::vector<std::string>{"homo", "lumo"});
     CHECK(again.to_ini().dump() == written.dump());
   }
+
+  SECTION("resolve_command_line: --config file plus overrides, and the written config reads back") {
+    flt::train::testing::TempDir dir("cl");
+    file.save(dir / "base.ini");
+    std::vector<std::string> positional;
+    const ResolvedOptions a = resolve_command_line(
+        schema, {"--config", (dir / "base.ini").string(), "in.sdf", "--epochs", "7"}, &positional);
+    CHECK(positional == std::vector<std::string>{"in.sdf"});
+    CHECK(a.get_int("epochs") == 7);
+    CHECK(a.get_real("lr") == 0.01);
+    CHECK(a.get_string("config") == (dir / "base.ini").string());
+    write_resolved_config(dir / "config.ini", a);
+    const ResolvedOptions b = resolve_command_line(schema, {"--config", (dir / "config.ini").string()});
+    CHECK(b.get_int("epochs") == 7);
+    CHECK(b.get_list("targets") == a.get_list("targets"));
+    CHECK(b.to_ini().dump() == a.to_ini().dump());
+    CHECK_THROWS_AS(resolve_command_line(schema, {"--config", (dir / "missing.ini").string()}), flt::IoError);
+  }
 }
 
 TEST_CASE("options: clear errors for unknown, misplaced, mistyped and missing options", "[train][options]") {
