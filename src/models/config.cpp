@@ -1,0 +1,211 @@
+// ModelConfig validation and its key/value (INI) form. See molecule_model.hpp.
+#include "models/molecule_model.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <set>
+#include <sstream>
+
+namespace flt::models {
+
+const char* to_string(AttentionKind kind) noexcept {
+  switch (kind) {
+    case AttentionKind::kronecker: return "kronecker";
+    case AttentionKind::bias: return "bias";
+    case AttentionKind::performer: return "performer";
+    case AttentionKind::exact: return "exact";
+  }
+  return "?";
+}
+
+AttentionKind attention_kind_from_string(const std::string& name) {
+  if (name == "kronecker") return AttentionKind::kronecker;
+  if (name == "bias") return AttentionKind::bias;
+  if (name == "performer") return AttentionKind::performer;
+  if (name == "exact") return AttentionKind::exact;
+  throw ConfigError("model: unknown attention '" + name + "' (kronecker, bias, performer, exact)");
+}
+
+void ModelConfig::validate() const {
+  auto fail = [](const std::string& key, const std::string& why) {
+    throw ConfigError("model configuration: " + key + ": " + why);
+  };
+  if (targets.empty()) fail("targets", "at least one target is required");
+  std::set<std::string> names;
+  for (const auto& t : targets) {
+    if (t.name.empty()) fail("targets", "empty target name");
+    if (t.name.find_first_of(",= \t\n") != std::string::npos)
+      fail("targets", "target name '" + t.name + "' contains a separator");
+    if (t.unit.find_first_of(",\n") != std::string::npos)
+      fail("target_units", "unit '" + t.unit + "' contains a separator");
+    if (!names.insert(t.name).second) fail("targets", "duplicate target '" + t.name + "'");
+  }
+  if (width <= 0) fail("width", "must be positive");
+  if (heads <= 0) fail("heads", "must be positive");
+  if (width % heads != 0) fail("width", "must be divisible by heads");
+  if (blocks < 0) fail("blocks", "must be >= 0");
+  if (mlp_hidden <= 0) fail("mlp_hidden", "must be positive");
+  if (head_hidden <= 0) fail("head_hidden", "must be positive");
+  if (max_z < 1 || max_z > 118) fail("max_z", "must be in [1, 118]");
+  if (max_charge < 0 || max_charge > 8) fail("max_charge", "must be in [0, 8]");
+  if (num_features <= 0) fail("num_features", "must be positive");
+  if (num_frequencies <= 0) fail("num_frequencies", "must be positive");
+  if (spectrum == attn::SpectrumKind::local_window || spectrum == attn::SpectrumKind::gaussian_mixture)
+    fail("spectrum", "molecules need a rotation-invariant spectrum (radial_gaussian, radial_shells)");
+  if (spectrum_components <= 0) fail("spectrum_components", "must be positive");
+  if (!(proposal_scale > 0) || !std::isfinite(proposal_scale)) fail("proposal_scale", "must be > 0");
+  if (!(init_sigma_min > 0) || !(init_sigma_max >= init_sigma_min) || !std::isfinite(init_sigma_max))
+    fail("init_sigma_min", "need 0 < init_sigma_min <= init_sigma_max");
+  if (!std::isfinite(init_beta)) fail("init_beta", "must be finite");
+  if (exact_rbf < 2) fail("exact_rbf", "must be >= 2");
+  if (!(exact_cutoff > 0) || !std::isfinite(exact_cutoff)) fail("exact_cutoff", "must be > 0");
+}
+
+namespace {
+
+std::string fmt(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round-trip form
+  return std::string(buf, r.ptr);
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == ',') {
+      out.push_back(cur);
+      cur.clear();
+    } else if (c != ' ' && c != '\t') {
+      cur += c;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+template <class Int>
+Int parse_int(const std::string& key, const std::string& v) {
+  Int out{};
+  auto r = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty())
+    throw ConfigError("model configuration: " + key + ": '" + v + "' is not an integer");
+  return out;
+}
+
+double parse_double(const std::string& key, const std::string& v) {
+  double out = 0;
+  auto r = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty() || !std::isfinite(out))
+    throw ConfigError("model configuration: " + key + ": '" + v + "' is not a finite number");
+  return out;
+}
+
+bool parse_bool(const std::string& key, const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
+  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
+  throw ConfigError("model configuration: " + key + ": '" + v + "' is not a boolean");
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelConfig& c) {
+  std::string names, units, pooling;
+  for (std::size_t i = 0; i < c.targets.size(); ++i) {
+    const char* sep = i ? "," : "";
+    names += sep + c.targets[i].name;
+    units += sep + c.targets[i].unit;
+    pooling += std::string(sep) + (c.targets[i].extensive ? "sum" : "mean");
+  }
+  return {
+      {"targets", names},
+      {"target_units", units},
+      {"target_pooling", pooling},
+      {"width", std::to_string(c.width)},
+      {"heads", std::to_string(c.heads)},
+      {"blocks", std::to_string(c.blocks)},
+      {"mlp_hidden", std::to_string(c.mlp_hidden)},
+      {"head_hidden", std::to_string(c.head_hidden)},
+      {"activation", to_string(c.activation)},
+      {"max_z", std::to_string(c.max_z)},
+      {"use_charges", c.use_charges ? "true" : "false"},
+      {"max_charge", std::to_string(c.max_charge)},
+      {"attention", to_string(c.attention)},
+      {"num_features", std::to_string(c.num_features)},
+      {"num_frequencies", std::to_string(c.num_frequencies)},
+      {"spectrum", attn::to_string(c.spectrum)},
+      {"spectrum_components", std::to_string(c.spectrum_components)},
+      {"proposal_scale", fmt(c.proposal_scale)},
+      {"init_sigma_min", fmt(c.init_sigma_min)},
+      {"init_sigma_max", fmt(c.init_sigma_max)},
+      {"init_beta", fmt(c.init_beta)},
+      {"redraw_features", c.redraw_features ? "true" : "false"},
+      {"exact_rbf", std::to_string(c.exact_rbf)},
+      {"exact_cutoff", fmt(c.exact_cutoff)},
+      {"seed", std::to_string(c.seed)},
+  };
+}
+
+ModelConfig config_from_strings(const std::map<std::string, std::string>& values) {
+  ModelConfig c;
+  auto get = [&](const char* key) -> const std::string* {
+    auto it = values.find(key);
+    return it == values.end() ? nullptr : &it->second;
+  };
+  // Targets: names first, then units and pooling aligned with them.
+  if (const auto* v = get("targets")) {
+    c.targets.clear();
+    for (const auto& n : split(*v)) c.targets.push_back({n, "", true});
+  }
+  if (const auto* v = get("target_units")) {
+    const auto u = split(*v);
+    if (u.size() != c.targets.size())
+      throw ConfigError("model configuration: target_units: need one unit per target");
+    for (std::size_t i = 0; i < u.size(); ++i) c.targets[i].unit = u[i];
+  }
+  if (const auto* v = get("target_pooling")) {
+    const auto p = split(*v);
+    if (p.size() != c.targets.size())
+      throw ConfigError("model configuration: target_pooling: need one of sum/mean per target");
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      if (p[i] != "sum" && p[i] != "mean")
+        throw ConfigError("model configuration: target_pooling: '" + p[i] + "' (sum, mean)");
+      c.targets[i].extensive = p[i] == "sum";
+    }
+  }
+  static const std::set<std::string> known = {
+      "targets", "target_units", "target_pooling", "width", "heads", "blocks", "mlp_hidden",
+      "head_hidden", "activation", "max_z", "use_charges", "max_charge", "attention",
+      "num_features", "num_frequencies", "spectrum", "spectrum_components", "proposal_scale",
+      "init_sigma_min", "init_sigma_max", "init_beta", "redraw_features", "exact_rbf",
+      "exact_cutoff", "seed"};
+  for (const auto& [key, v] : values) {
+    if (!known.contains(key)) throw ConfigError("model configuration: unknown key '" + key + "'");
+    if (key == "width") c.width = parse_int<Index>(key, v);
+    else if (key == "heads") c.heads = parse_int<Index>(key, v);
+    else if (key == "blocks") c.blocks = parse_int<Index>(key, v);
+    else if (key == "mlp_hidden") c.mlp_hidden = parse_int<Index>(key, v);
+    else if (key == "head_hidden") c.head_hidden = parse_int<Index>(key, v);
+    else if (key == "activation") c.activation = parse_activation(v);
+    else if (key == "max_z") c.max_z = parse_int<int>(key, v);
+    else if (key == "use_charges") c.use_charges = parse_bool(key, v);
+    else if (key == "max_charge") c.max_charge = parse_int<int>(key, v);
+    else if (key == "attention") c.attention = attention_kind_from_string(v);
+    else if (key == "num_features") c.num_features = parse_int<Index>(key, v);
+    else if (key == "num_frequencies") c.num_frequencies = parse_int<Index>(key, v);
+    else if (key == "spectrum") c.spectrum = attn::spectrum_kind_from_string(v);
+    else if (key == "spectrum_components") c.spectrum_components = parse_int<Index>(key, v);
+    else if (key == "proposal_scale") c.proposal_scale = parse_double(key, v);
+    else if (key == "init_sigma_min") c.init_sigma_min = parse_double(key, v);
+    else if (key == "init_sigma_max") c.init_sigma_max = parse_double(key, v);
+    else if (key == "init_beta") c.init_beta = parse_double(key, v);
+    else if (key == "redraw_features") c.redraw_features = parse_bool(key, v);
+    else if (key == "exact_rbf") c.exact_rbf = parse_int<Index>(key, v);
+    else if (key == "exact_cutoff") c.exact_cutoff = parse_double(key, v);
+    else if (key == "seed") c.seed = parse_int<std::uint64_t>(key, v);
+  }
+  c.validate();
+  return c;
+}
+
+}  // namespace flt::models

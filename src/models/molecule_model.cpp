@@ -1,0 +1,689 @@
+// S molecules, N atoms, D width, H heads, d = D/H, F block-MLP hidden width, G head hidden width,
+// P targets. The FLT molecule model: forward, backward, normalisation maps, serialisation hooks.
+// Equations in molecule_model.hpp.
+#include "models/molecule_model.hpp"
+
+#include "core/log.hpp"
+#include "flt/performer.hpp"
+#include "models/performer_attention.hpp"
+
+#include <Eigen/Geometry>
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <set>
+
+namespace flt::models {
+
+namespace {
+
+// Independent, documented seed streams derived from config.seed.
+constexpr std::uint64_t kWeightStream = 1;
+constexpr std::uint64_t kFeatureStream = 2;
+
+std::uint64_t block_feature_seed(std::uint64_t seed, Index block) {
+  return Rng(seed).fork(kFeatureStream).fork(static_cast<std::uint64_t>(block)).next_u64();
+}
+
+template <class T>
+std::span<const T> span_of(const ParameterStore<T>& store, const ParamRef& r) {
+  return store.value_span(r);
+}
+
+}  // namespace
+
+template <class T>
+MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config)) {
+  config_.validate();
+  const Index D = config_.width, H = config_.heads, d = config_.head_dim();
+  const Index P = config_.num_targets();
+  embed_z_ = Embedding<T>::create(store_, "embed.element", config_.max_z + 1, D);
+  if (config_.use_charges)
+    embed_charge_ = Embedding<T>::create(store_, "embed.charge", 2 * config_.max_charge + 1, D);
+  if (config_.attention == AttentionKind::exact) {
+    exact_config_.heads = H;
+    exact_config_.mask = exact::DistanceMask::additive;
+    exact_config_.basis = exact::RadialBasis::uniform(config_.exact_rbf, config_.exact_cutoff);
+    exact_config_.query_block = 64;
+    exact_config_.key_block = 64;
+  }
+  blocks_.resize(static_cast<std::size_t>(config_.blocks));
+  for (Index b = 0; b < config_.blocks; ++b) {
+    Block& blk = blocks_[static_cast<std::size_t>(b)];
+    const std::string p = "block" + std::to_string(b);
+    blk.ln1 = LayerNorm<T>::create(store_, p + ".ln1", D);
+    blk.q = Linear<T>::create(store_, p + ".attn.q", D, D);
+    blk.k = Linear<T>::create(store_, p + ".attn.k", D, D);
+    blk.v = Linear<T>::create(store_, p + ".attn.v", D, D);
+    blk.o = Linear<T>::create(store_, p + ".attn.o", D, D);
+    switch (config_.attention) {
+      case AttentionKind::kronecker:
+      case AttentionKind::bias: {
+        attn::AttentionConfig ac;
+        ac.heads = H;
+        ac.head_dim = d;
+        ac.value_dim = d;
+        ac.num_features = config_.num_features;
+        ac.num_frequencies = config_.num_frequencies;
+        ac.variant = config_.attention == AttentionKind::kronecker ? attn::Variant::kronecker
+                                                                   : attn::Variant::bias;
+        ac.spectrum.kind = config_.spectrum;
+        ac.spectrum.coord_dim = 3;
+        ac.spectrum.components = config_.spectrum_components;
+        ac.spectrum.proposal = attn::ProposalKind::gaussian;
+        ac.spectrum.proposal_scale = config_.proposal_scale;
+        ac.spectrum.init_sigma_min = config_.init_sigma_min;
+        ac.spectrum.init_sigma_max = config_.init_sigma_max;
+        ac.seed = block_feature_seed(config_.seed, b);
+        ac.redraw_each_step = config_.redraw_features;
+        ac.init_beta = config_.init_beta;
+        ac.denominator_policy = attn::DenominatorPolicy::clamp_and_count;
+        blk.flt = std::make_unique<attn::FltAttention<T>>(ac, store_, p + ".attn.rpe");
+        break;
+      }
+      case AttentionKind::exact:
+        blk.rbf = store_.add(p + ".attn.rbf", H, config_.exact_rbf);
+        break;
+      case AttentionKind::performer:
+        break;
+    }
+    blk.ln2 = LayerNorm<T>::create(store_, p + ".ln2", D);
+    blk.mlp = Mlp<T>::create(store_, p + ".mlp", D, config_.mlp_hidden, D, config_.activation);
+  }
+  ln_out_ = LayerNorm<T>::create(store_, "head.ln", D);
+  head_ = Mlp<T>::create(store_, "head.mlp", D, config_.head_hidden, P, config_.activation);
+  store_.allocate();
+  init_weights();
+  draw_all_features(0);
+
+  norm_.elements.clear();
+  for (int z = 1; z <= config_.max_z; ++z) norm_.elements.push_back(z);
+  norm_.mean.assign(static_cast<std::size_t>(P), 0.0);
+  norm_.scale.assign(static_cast<std::size_t>(P), 1.0);
+  norm_.reference = Mat<double>::Zero(P, config_.max_z + 1);
+  set_normalisation(norm_);
+}
+
+template <class T>
+void MoleculeModel<T>::init_weights() {
+  Rng rng = Rng(config_.seed).fork(kWeightStream);
+  embed_z_.init(store_, rng);
+  if (config_.use_charges) {
+    embed_charge_.init(store_, rng);
+    // Neutral atoms start with no charge offset, so use_charges changes nothing until trained.
+    store_.value(embed_charge_.weight).row(config_.max_charge).setZero();
+  }
+  const Index H = config_.heads;
+  for (Index b = 0; b < config_.blocks; ++b) {
+    Block& blk = blocks_[static_cast<std::size_t>(b)];
+    blk.ln1.init(store_);
+    blk.q.init(store_, rng);
+    blk.k.init(store_, rng);
+    blk.v.init(store_, rng);
+    blk.o.init(store_, rng);
+    if (blk.flt) blk.flt->init_parameters(store_);
+    if (config_.attention == AttentionKind::exact) {
+      // Start local, like the FLT radial spectra: u_h(rho) ~ -rho^2 / (2 l_h^2) with length
+      // scales l_h geometric in [0.75, 3] Angstrom, expanded on the Gaussian basis (a sum of
+      // unit Gaussians spaced by their width is ~ sqrt(2 pi) everywhere, hence the division),
+      // floored at -20 (exp(-20) is already negligible next to the nearest atoms).
+      auto coeffs = store_.value(blk.rbf);
+      const auto& basis = exact_config_.basis;
+      for (Index h = 0; h < H; ++h) {
+        const double t = H > 1 ? static_cast<double>(h) / static_cast<double>(H - 1) : 0.0;
+        const double ell = 0.75 * std::pow(4.0, t);
+        for (Index k = 0; k < basis.size(); ++k) {
+          const double mu = basis.centres[static_cast<std::size_t>(k)];
+          const double u = std::max(-20.0, -mu * mu / (2 * ell * ell));
+          coeffs(h, k) = static_cast<T>(u / std::sqrt(2 * std::numbers::pi));
+        }
+      }
+    }
+    blk.ln2.init(store_);
+    blk.mlp.init(store_, rng);
+  }
+  ln_out_.init(store_);
+  head_.init(store_, rng);
+}
+
+template <class T>
+void MoleculeModel<T>::draw_all_features(std::uint64_t draw) {
+  draw_ = draw;
+  const Index H = config_.heads, d = config_.head_dim(), m = config_.num_features;
+  for (Index b = 0; b < config_.blocks; ++b) {
+    Block& blk = blocks_[static_cast<std::size_t>(b)];
+    if (blk.flt) blk.flt->draw_features(store_, draw);
+    if (config_.attention == AttentionKind::performer) {
+      blk.perf_omega.clear();
+      blk.perf_omega_t.clear();
+      const Rng stream = Rng(block_feature_seed(config_.seed, b)).fork(draw);
+      for (Index h = 0; h < H; ++h) {
+        Rng rng = stream.fork(static_cast<std::uint64_t>(h));
+        blk.perf_omega.push_back(
+            attn::draw_performer_frequencies(m, d, true, attn::FeatureNorms::chi, rng));
+        blk.perf_omega_t.push_back(blk.perf_omega.back().template cast<T>());
+      }
+    }
+  }
+}
+
+template <class T>
+void MoleculeModel<T>::begin_step(std::uint64_t step) {
+  if (config_.redraw_features) draw_all_features(step);
+}
+
+template <class T>
+void MoleculeModel<T>::set_normalisation(Normalisation norm) {
+  const Index P = config_.num_targets();
+  require(static_cast<Index>(norm.mean.size()) == P && static_cast<Index>(norm.scale.size()) == P,
+          "set_normalisation: mean and scale need one value per target");
+  for (Index t = 0; t < P; ++t)
+    require(std::isfinite(norm.mean[static_cast<std::size_t>(t)]) &&
+                std::isfinite(norm.scale[static_cast<std::size_t>(t)]) &&
+                norm.scale[static_cast<std::size_t>(t)] > 0,
+            "set_normalisation: mean must be finite and scale finite and positive");
+  require(norm.reference.rows() == P && norm.reference.cols() == config_.max_z + 1,
+          "set_normalisation: reference energies must be P x (max_z + 1)");
+  require(norm.reference.allFinite(), "set_normalisation: non-finite reference energy");
+  require(!norm.elements.empty(), "set_normalisation: empty element set");
+  element_ok_.assign(static_cast<std::size_t>(config_.max_z + 1), 0);
+  for (std::size_t i = 0; i < norm.elements.size(); ++i) {
+    const int z = norm.elements[i];
+    require(z >= 1 && z <= config_.max_z, "set_normalisation: element " + std::to_string(z) +
+                                               " outside 1..max_z");
+    require(i == 0 || z > norm.elements[i - 1], "set_normalisation: elements must be sorted and unique");
+    element_ok_[static_cast<std::size_t>(z)] = 1;
+  }
+  norm_ = std::move(norm);
+}
+
+template <class T>
+bool MoleculeModel<T>::supports_element(int z) const noexcept {
+  return z >= 1 && z <= config_.max_z && element_ok_[static_cast<std::size_t>(z)];
+}
+
+namespace {
+std::string element_list(const std::vector<std::int32_t>& elements) {
+  std::string s;
+  for (std::size_t i = 0; i < elements.size(); ++i) {
+    if (i) s += ",";
+    s += std::to_string(elements[i]);
+  }
+  return s;
+}
+}  // namespace
+
+template <class T>
+std::optional<std::string> MoleculeModel<T>::unsupported_reason(const Molecule& m) const {
+  if (m.atomic_numbers.empty()) return std::string("empty molecule (no atoms)");
+  if (m.positions.size() != m.atomic_numbers.size()) return std::string("atom and position counts differ");
+  for (std::size_t i = 0; i < m.atomic_numbers.size(); ++i) {
+    const int z = m.atomic_numbers[i];
+    if (!supports_element(z))
+      return "atom " + std::to_string(i + 1) + ": element Z=" + std::to_string(z) +
+             " was not in the model's training set (known Z: " + element_list(norm_.elements) + ")";
+    for (double c : m.positions[i])
+      if (!std::isfinite(c)) return "atom " + std::to_string(i + 1) + ": non-finite coordinate";
+    if (!m.formal_charges.empty()) {
+      const int q = m.formal_charges[i];
+      if (config_.use_charges && (q < -config_.max_charge || q > config_.max_charge))
+        return "atom " + std::to_string(i + 1) + ": formal charge " + std::to_string(q) +
+               " outside +-" + std::to_string(config_.max_charge);
+    }
+  }
+  return std::nullopt;
+}
+
+template <class T>
+void MoleculeModel<T>::check_batch(const MoleculeBatch& batch) const {
+  const Index N = batch.num_atoms();
+  require(static_cast<Index>(batch.atomic_numbers.size()) == N && batch.coords.rows() == N &&
+              batch.coords.cols() == 3 && static_cast<Index>(batch.formal_charges.size()) == N,
+          "MoleculeModel: inconsistent batch arrays");
+  for (Index s = 0; s < batch.num_molecules(); ++s) {
+    if (batch.index.size(s) == 0)
+      throw InvalidArgument("molecule " + std::to_string(s) + " of the batch is empty (no atoms)");
+    for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) {
+      const int z = batch.atomic_numbers[static_cast<std::size_t>(i)];
+      const std::string where = "molecule " + std::to_string(s) + " of the batch, atom " +
+                                std::to_string(i - batch.index.begin(s) + 1) + ": ";
+      if (!supports_element(z))
+        throw InvalidArgument(where + "element Z=" + std::to_string(z) +
+                              " was not in the model's training set (known Z: " +
+                              element_list(norm_.elements) + ")");
+      if (!batch.coords.row(i).allFinite()) throw InvalidArgument(where + "non-finite coordinate");
+      const int q = batch.formal_charges[static_cast<std::size_t>(i)];
+      if (config_.use_charges && (q < -config_.max_charge || q > config_.max_charge))
+        throw InvalidArgument(where + "formal charge " + std::to_string(q) + " outside +-" +
+                              std::to_string(config_.max_charge));
+    }
+  }
+}
+
+template <class T>
+Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cache) {
+  check_batch(batch);
+  const Index N = batch.num_atoms(), S = batch.num_molecules(), D = config_.width;
+  const Index P = config_.num_targets();
+  cache.index = batch.index;
+  cache.z = batch.atomic_numbers;
+  cache.coords = batch.coords.cast<T>();
+  Mat<T> x = embed_z_.forward(store_, cache.z);
+  if (config_.use_charges) {
+    cache.charge_ids.resize(static_cast<std::size_t>(N));
+    for (Index i = 0; i < N; ++i)
+      cache.charge_ids[static_cast<std::size_t>(i)] =
+          batch.formal_charges[static_cast<std::size_t>(i)] + config_.max_charge;
+    x += embed_charge_.forward(store_, cache.charge_ids);
+  }
+  cache.blocks.resize(blocks_.size());
+  Mat<T> tmp(N, D);
+  for (std::size_t b = 0; b < blocks_.size(); ++b) {
+    Block& blk = blocks_[b];
+    BlockCache<T>& bc = cache.blocks[b];
+    // x += Attn(LN1(x)) Wo + bo
+    bc.u = blk.ln1.forward(store_, x, bc.ln1);
+    bc.q.resize(N, D);
+    bc.k.resize(N, D);
+    bc.v.resize(N, D);
+    linear_forward<T>(bc.u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), bc.q);
+    linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), bc.k);
+    linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), bc.v);
+    bc.a.resize(N, D);
+    switch (config_.attention) {
+      case AttentionKind::kronecker:
+      case AttentionKind::bias:
+        blk.flt->forward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.a, bc.flt);
+        break;
+      case AttentionKind::exact:
+        exact::streaming_attention_forward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
+                                              cache.coords, store_.value(blk.rbf), bc.exact);
+        bc.a = bc.exact.out;
+        break;
+      case AttentionKind::performer:
+        detail::performer_attention_forward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
+                                               bc.perf_out, bc.perf_den, bc.perf_stab);
+        bc.a = bc.perf_out;
+        break;
+    }
+    linear_forward<T>(bc.a, store_.value(blk.o.weight), span_of(store_, blk.o.bias), tmp);
+    x += tmp;
+    // x += MLP(LN2(x))
+    const Mat<T> u2 = blk.ln2.forward(store_, x, bc.ln2);
+    x += blk.mlp.forward(store_, u2, bc.mlp);
+  }
+  const Mat<T> u = ln_out_.forward(store_, x, cache.ln_out);
+  cache.y = head_.forward(store_, u, cache.head);
+  // Per-target pooling: sum (extensive) or mean (intensive), rows summed in order in double.
+  Mat<T> out(S, P);
+  for (Index s = 0; s < S; ++s)
+    for (Index t = 0; t < P; ++t) {
+      double acc = 0.0;
+      for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) acc += static_cast<double>(cache.y(i, t));
+      if (!config_.targets[static_cast<std::size_t>(t)].extensive)
+        acc /= static_cast<double>(batch.index.size(s));
+      out(s, t) = static_cast<T>(acc);
+    }
+  return out;
+}
+
+template <class T>
+void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>& cache,
+                                ConstMatRef<T> dout, Mat<T>* dcoords) {
+  const Index N = batch.num_atoms(), S = batch.num_molecules(), D = config_.width;
+  const Index P = config_.num_targets();
+  require(cache.y.rows() == N && cache.index.offsets() == batch.index.offsets() &&
+              cache.blocks.size() == blocks_.size(),
+          "MoleculeModel::backward: cache from another batch");
+  require(dout.rows() == S && dout.cols() == P, "MoleculeModel::backward: dout must be S x P");
+  Mat<T> dy(N, P);
+  for (Index s = 0; s < S; ++s)
+    for (Index t = 0; t < P; ++t) {
+      T g = dout(s, t);
+      if (!config_.targets[static_cast<std::size_t>(t)].extensive)
+        g /= static_cast<T>(batch.index.size(s));
+      for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) dy(i, t) = g;
+    }
+  Mat<T> du = Mat<T>::Zero(N, D);
+  head_.backward(store_, cache.head, dy, du);
+  Mat<T> dx = Mat<T>::Zero(N, D);
+  ln_out_.backward(store_, cache.ln_out, du, dx);
+
+  const bool want_dr = dcoords != nullptr;
+  Mat<T> dr = Mat<T>::Zero(N, 3);
+  Mat<T> no_dr(0, 3);
+  Mat<T> dq(N, D), dk(N, D), dv(N, D), da(N, D);
+  for (std::size_t bi = blocks_.size(); bi-- > 0;) {
+    const Block& blk = blocks_[bi];
+    const BlockCache<T>& bc = cache.blocks[bi];
+    // x_out = x_mid + MLP(LN2(x_mid)): dx (dL/dx_out) already holds the residual path.
+    du.setZero();
+    blk.mlp.backward(store_, bc.mlp, dx, du);
+    blk.ln2.backward(store_, bc.ln2, du, dx);
+    // x_mid = x_in + a Wo + bo.
+    da.setZero();
+    linear_backward<T>(bc.a, store_.value(blk.o.weight), dx, da, store_.grad(blk.o.weight),
+                       store_.grad_span(blk.o.bias));
+    dq.setZero();
+    dk.setZero();
+    dv.setZero();
+    switch (config_.attention) {
+      case AttentionKind::kronecker:
+      case AttentionKind::bias:
+        blk.flt->backward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.flt, da, dq, dk,
+                          dv, want_dr ? MatRef<T>(dr) : MatRef<T>(no_dr));
+        break;
+      case AttentionKind::exact:
+        exact::streaming_attention_backward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
+                                               cache.coords, store_.value(blk.rbf), bc.exact, da,
+                                               dq, dk, dv, dr, store_.grad(blk.rbf));
+        break;
+      case AttentionKind::performer:
+        detail::performer_attention_backward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
+                                                bc.perf_out, bc.perf_den, bc.perf_stab, da, dq, dk,
+                                                dv);
+        break;
+    }
+    du.setZero();
+    linear_backward<T>(bc.u, store_.value(blk.q.weight), dq, du, store_.grad(blk.q.weight),
+                       store_.grad_span(blk.q.bias));
+    linear_backward<T>(bc.u, store_.value(blk.k.weight), dk, du, store_.grad(blk.k.weight),
+                       store_.grad_span(blk.k.bias));
+    linear_backward<T>(bc.u, store_.value(blk.v.weight), dv, du, store_.grad(blk.v.weight),
+                       store_.grad_span(blk.v.bias));
+    blk.ln1.backward(store_, bc.ln1, du, dx);
+  }
+  embedding_backward<T>(cache.z, dx, store_.grad(embed_z_.weight));
+  if (config_.use_charges) embedding_backward<T>(cache.charge_ids, dx, store_.grad(embed_charge_.weight));
+  if (want_dr) *dcoords = std::move(dr);
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::denormalise(const MoleculeBatch& batch, const Mat<double>& z) const {
+  const Index S = batch.num_molecules(), P = config_.num_targets();
+  require(z.rows() == S && z.cols() == P, "denormalise: values must be S x P");
+  Mat<double> y(S, P);
+  for (Index s = 0; s < S; ++s)
+    for (Index t = 0; t < P; ++t) {
+      const auto ts = static_cast<std::size_t>(t);
+      if (config_.targets[ts].extensive) {
+        double ref = 0.0;
+        for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i)
+          ref += norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]);
+        y(s, t) = ref + static_cast<double>(batch.index.size(s)) * norm_.mean[ts] + norm_.scale[ts] * z(s, t);
+      } else {
+        y(s, t) = norm_.mean[ts] + norm_.scale[ts] * z(s, t);
+      }
+    }
+  return y;
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const {
+  const Index S = batch.num_molecules(), P = config_.num_targets();
+  require(labels.rows() == S && labels.cols() == P, "normalise_labels: labels must be S x P");
+  // The exact inverse of denormalise (NaN stays NaN: missing labels).
+  const Mat<double> zero = denormalise(batch, Mat<double>::Zero(S, P));
+  Mat<double> z(S, P);
+  for (Index s = 0; s < S; ++s)
+    for (Index t = 0; t < P; ++t)
+      z(s, t) = (labels(s, t) - zero(s, t)) / norm_.scale[static_cast<std::size_t>(t)];
+  return z;
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch) {
+  ModelCache<T> cache;
+  const Mat<T> out = forward(batch, cache);
+  return denormalise(batch, out.template cast<double>());
+}
+
+template <class T>
+attn::AttentionStats MoleculeModel<T>::attention_stats() const {
+  attn::AttentionStats total;
+  total.min_relative_denominator = 1.0;
+  for (const auto& blk : blocks_)
+    if (blk.flt) total.merge(blk.flt->stats());
+  return total;
+}
+
+template <class T>
+void MoleculeModel<T>::reset_attention_stats() {
+  for (auto& blk : blocks_)
+    if (blk.flt) blk.flt->reset_stats();
+}
+
+template <class T>
+std::vector<double> MoleculeModel<T>::rpe_function(Index block, Index head,
+                                                   std::span<const double> rho) const {
+  require(block >= 0 && block < config_.blocks && head >= 0 && head < config_.heads,
+          "rpe_function: block or head out of range");
+  const Block& blk = blocks_[static_cast<std::size_t>(block)];
+  std::vector<double> f(rho.size());
+  switch (config_.attention) {
+    case AttentionKind::kronecker:
+    case AttentionKind::bias: {
+      const auto p = blk.flt->head_spectrum_params(store_, head);
+      Mat<double> zz = Mat<double>::Zero(static_cast<Index>(rho.size()), 3);
+      for (std::size_t i = 0; i < rho.size(); ++i) zz(static_cast<Index>(i), 0) = rho[i];
+      blk.flt->spectrum().mask(p, zz, f);
+      if (config_.attention == AttentionKind::bias) {
+        const double beta = static_cast<double>(store_.value(blk.flt->beta_param())(head, 0));
+        for (double& v : f) v *= beta;
+      }
+      break;
+    }
+    case AttentionKind::exact: {
+      const auto coeffs = store_.value(blk.rbf);
+      for (std::size_t i = 0; i < rho.size(); ++i)
+        f[i] = exact_config_.basis.evaluate(coeffs.row(head), rho[i]);
+      break;
+    }
+    case AttentionKind::performer:
+      throw InvalidArgument("rpe_function: the performer attention has no RPE");
+  }
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serialisation hooks.
+
+namespace {
+
+NamedArray array_of(std::string name, const Mat<double>& m) {
+  NamedArray a;
+  a.name = std::move(name);
+  a.shape = {static_cast<std::size_t>(m.rows()), static_cast<std::size_t>(m.cols())};
+  a.values.assign(m.data(), m.data() + m.size());  // row-major
+  return a;
+}
+
+NamedArray array_of(std::string name, std::vector<double> v) {
+  NamedArray a;
+  a.name = std::move(name);
+  a.shape = {v.size()};
+  a.values = std::move(v);
+  return a;
+}
+
+Mat<double> matrix_of(const NamedArray& a) {
+  Mat<double> m(static_cast<Index>(a.shape.at(0)), static_cast<Index>(a.shape.at(1)));
+  std::copy(a.values.begin(), a.values.end(), m.data());
+  return m;
+}
+
+}  // namespace
+
+template <class T>
+std::vector<NamedArray> MoleculeModel<T>::export_arrays() const {
+  std::vector<NamedArray> out;
+  for (const auto& info : store_.infos())
+    out.push_back(array_of("param." + info.name, store_.value(info.ref).template cast<double>()));
+  std::vector<double> el(norm_.elements.begin(), norm_.elements.end());
+  out.push_back(array_of("norm.elements", el));
+  out.push_back(array_of("norm.mean", norm_.mean));
+  out.push_back(array_of("norm.scale", norm_.scale));
+  out.push_back(array_of("norm.reference", norm_.reference));
+  out.push_back(array_of("features.draw", std::vector<double>{static_cast<double>(draw_)}));
+  for (Index b = 0; b < config_.blocks; ++b) {
+    const Block& blk = blocks_[static_cast<std::size_t>(b)];
+    const std::string p = "features.block" + std::to_string(b) + ".h";
+    for (Index h = 0; h < config_.heads; ++h) {
+      const auto hs = static_cast<std::size_t>(h);
+      const std::string ph = p + std::to_string(h);
+      if (blk.flt) {
+        const auto& f = blk.flt->features();
+        out.push_back(array_of(ph + ".omega", f.omega[hs]));
+        out.push_back(array_of(ph + ".xi", f.xi[hs]));
+        out.push_back(array_of(ph + ".pdf", std::vector<double>(f.pdf[hs].data(), f.pdf[hs].data() + f.pdf[hs].size())));
+      } else if (config_.attention == AttentionKind::performer) {
+        out.push_back(array_of(ph + ".omega", blk.perf_omega[hs]));
+      }
+    }
+  }
+  return out;
+}
+
+template <class T>
+void MoleculeModel<T>::import_arrays(const std::vector<NamedArray>& arrays) {
+  // The expected names and shapes are those this configuration exports (norm.elements may have
+  // any length >= 1).
+  std::map<std::string, const NamedArray*> given;
+  for (const auto& a : arrays) {
+    std::size_t n = 1;
+    for (auto s : a.shape) n *= s;
+    if (n != a.values.size())
+      throw InvalidArgument("model arrays: '" + a.name + "' has " + std::to_string(a.values.size()) +
+                            " values for its shape");
+    for (double v : a.values)
+      if (!std::isfinite(v)) throw InvalidArgument("model arrays: '" + a.name + "' holds a non-finite value");
+    if (!given.emplace(a.name, &a).second)
+      throw InvalidArgument("model arrays: duplicate array '" + a.name + "'");
+  }
+  const auto expected = export_arrays();
+  for (const auto& e : expected) {
+    auto it = given.find(e.name);
+    if (it == given.end()) throw InvalidArgument("model arrays: missing array '" + e.name + "'");
+    if (e.name == "norm.elements") {
+      if (it->second->shape.size() != 1 || it->second->shape[0] == 0)
+        throw InvalidArgument("model arrays: 'norm.elements' must be a non-empty vector");
+    } else if (it->second->shape != e.shape) {
+      auto str = [](const std::vector<std::size_t>& s) {
+        std::string r = "[";
+        for (std::size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
+        return r + "]";
+      };
+      throw InvalidArgument("model arrays: '" + e.name + "' has shape " + str(it->second->shape) +
+                            ", the configuration needs " + str(e.shape));
+    }
+  }
+  if (given.size() != expected.size()) {
+    std::set<std::string> names;
+    for (const auto& e : expected) names.insert(e.name);
+    for (const auto& [name, a] : given)
+      if (!names.contains(name)) throw InvalidArgument("model arrays: unexpected array '" + name + "'");
+  }
+  // Normalisation first (validated), then parameters and features.
+  Normalisation n;
+  for (double v : given["norm.elements"]->values) {
+    if (v != std::floor(v)) throw InvalidArgument("model arrays: 'norm.elements' must hold integers");
+    n.elements.push_back(static_cast<std::int32_t>(v));
+  }
+  n.mean = given["norm.mean"]->values;
+  n.scale = given["norm.scale"]->values;
+  n.reference = matrix_of(*given["norm.reference"]);
+  set_normalisation(std::move(n));
+  for (const auto& info : store_.infos()) {
+    const auto& a = *given["param." + info.name];
+    auto v = store_.value(info.ref);
+    for (Index r = 0; r < info.ref.rows; ++r)
+      for (Index c = 0; c < info.ref.cols; ++c)
+        v(r, c) = static_cast<T>(a.values[static_cast<std::size_t>(r * info.ref.cols + c)]);
+  }
+  const double draw = given["features.draw"]->values[0];
+  if (draw < 0 || draw != std::floor(draw)) throw InvalidArgument("model arrays: bad 'features.draw'");
+  draw_ = static_cast<std::uint64_t>(draw);
+  for (Index b = 0; b < config_.blocks; ++b) {
+    Block& blk = blocks_[static_cast<std::size_t>(b)];
+    const std::string p = "features.block" + std::to_string(b) + ".h";
+    if (blk.flt) {
+      attn::RandomFeatures f;
+      f.seed = blk.flt->config().seed;
+      f.draw = draw_;
+      for (Index h = 0; h < config_.heads; ++h) {
+        const std::string ph = p + std::to_string(h);
+        f.omega.push_back(matrix_of(*given[ph + ".omega"]));
+        f.xi.push_back(matrix_of(*given[ph + ".xi"]));
+        const auto& pdf = given[ph + ".pdf"]->values;
+        f.pdf.push_back(Eigen::Map<const Vec<double>>(pdf.data(), static_cast<Index>(pdf.size())));
+      }
+      blk.flt->set_features(std::move(f));
+    } else if (config_.attention == AttentionKind::performer) {
+      blk.perf_omega.clear();
+      blk.perf_omega_t.clear();
+      for (Index h = 0; h < config_.heads; ++h) {
+        blk.perf_omega.push_back(matrix_of(*given[p + std::to_string(h) + ".omega"]));
+        blk.perf_omega_t.push_back(blk.perf_omega.back().template cast<T>());
+      }
+    }
+  }
+}
+
+template <class To, class From>
+void copy_model_state(const MoleculeModel<From>& from, MoleculeModel<To>& to) {
+  require(config_to_strings(from.config()) == config_to_strings(to.config()),
+          "copy_model_state: the two models have different configurations");
+  to.import_arrays(from.export_arrays());
+}
+
+// ---------------------------------------------------------------------------------------------
+
+Eigen::Matrix3d random_rotation(Rng& rng) {
+  // A normalised vector of four independent normals is a uniformly random unit quaternion, and
+  // its rotation matrix is uniformly distributed on SO(3) (Haar measure).
+  // (Sequenced draws: the evaluation order of constructor arguments is unspecified.)
+  const double w = rng.normal(), x = rng.normal(), y = rng.normal(), z = rng.normal();
+  Eigen::Quaterniond q(w, x, y, z);
+  q.normalize();
+  return q.toRotationMatrix();
+}
+
+template <class T>
+std::vector<double> rotation_sensitivity(MoleculeModel<T>& model, const Molecule& molecule,
+                                         int n_rotations, std::uint64_t seed) {
+  require(n_rotations >= 2, "rotation_sensitivity: need at least 2 rotations");
+  require(!molecule.atomic_numbers.empty(), "rotation_sensitivity: empty molecule");
+  Eigen::Vector3d centre = Eigen::Vector3d::Zero();
+  for (const auto& p : molecule.positions) centre += Eigen::Vector3d(p[0], p[1], p[2]);
+  centre /= static_cast<double>(molecule.positions.size());
+  Rng rng(seed);
+  std::vector<Molecule> copies(static_cast<std::size_t>(n_rotations), molecule);
+  for (auto& c : copies) {
+    const Eigen::Matrix3d R = random_rotation(rng);
+    for (auto& p : c.positions) {
+      const Eigen::Vector3d r = R * (Eigen::Vector3d(p[0], p[1], p[2]) - centre) + centre;
+      p = {r(0), r(1), r(2)};
+    }
+  }
+  const Mat<double> y = model.predict(MoleculeBatch::from(std::span<const Molecule>(copies)));
+  std::vector<double> sd(static_cast<std::size_t>(y.cols()));
+  for (Index t = 0; t < y.cols(); ++t) {
+    const double mean = y.col(t).mean();
+    sd[static_cast<std::size_t>(t)] = std::sqrt((y.col(t).array() - mean).square().mean());
+  }
+  return sd;
+}
+
+template class MoleculeModel<float>;
+template class MoleculeModel<double>;
+template void copy_model_state<float, double>(const MoleculeModel<double>&, MoleculeModel<float>&);
+template void copy_model_state<double, float>(const MoleculeModel<float>&, MoleculeModel<double>&);
+template void copy_model_state<float, float>(const MoleculeModel<float>&, MoleculeModel<float>&);
+template void copy_model_state<double, double>(const MoleculeModel<double>&, MoleculeModel<double>&);
+template std::vector<double> rotation_sensitivity<float>(MoleculeModel<float>&, const Molecule&, int,
+                                                         std::uint64_t);
+template std::vector<double> rotation_sensitivity<double>(MoleculeModel<double>&, const Molecule&, int,
+                                                          std::uint64_t);
+
+}  // namespace flt::models

@@ -1,0 +1,310 @@
+// The FLT molecule model (issue 5): per-atom embeddings, a stack of pre-norm encoder blocks whose
+// attention is FLT attention with the rotation-invariant 3-D radial RPE (or one of the ablation
+// kinds of issue 6), and a per-atom output head pooled per molecule. Documented in
+// docs/molecule-model.md.
+//
+// Shapes (one ragged batch): S molecules, N atoms in all (RaggedIndex over molecules), D width,
+// H heads, d = D / H per-head query/key/value width, F hidden width of the block MLP, G hidden width
+// of the output head, P targets.
+//
+//   x0      = E_Z[z_n] (+ E_q[q_n + max_charge] when use_charges)                     N x D
+//   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
+//            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, coords)   N x (H d)
+//   head:   y_n   = MLP_head(LN_out(x_n))                                                N x P
+//   pool:   out_s = sum_{n in s} y_n (extensive targets) or (1/|s|) sum_{n in s} y_n (intensive)
+//
+// `out` is in normalised units. With the Normalisation of the model (per target mean m_t, scale
+// sigma_t, per-element reference energies e_t[Z]) the physical prediction of molecule s is
+//   extensive: y_st = sum_{n in s} e_t[Z_n] + |s| m_t + sigma_t out_st
+//   intensive: y_st = m_t + sigma_t out_st
+// and the training target in normalised units is the inverse of that map (normalise_labels).
+//
+// Attention kinds (AttentionKind):
+//   kronecker  FLT variant A (flt::attn, E9/E10): Performer features kron RPE features, f learned.
+//   bias       FLT variant B (E12/E13): additive learned RPE logit bias beta f(r_i - r_j).
+//   performer  Performer (FAVOR+, E2) with no positional information at all: the ablation that
+//              shows what the RPE contributes (the model then only sees composition).
+//   exact      exact softmax attention with a learned radial Gaussian-RBF logit bias
+//              u_h(|r_i - r_j|) (flt::exact streaming kernel; quadratic, Graphormer-3D style).
+// With the radial spectrum (radial_gaussian / radial_shells) the RPE depends on |r_i - r_j| only,
+// so predictions are exactly invariant to permutations and translations and invariant to
+// rotations up to the Monte-Carlo error of the random RPE frequencies (rotation_sensitivity
+// measures it); the performer and exact kinds are exactly rotation invariant.
+//
+// Units: coordinates in Angstrom; targets in whatever unit the caller uses (recorded as strings in
+// TargetSpec::unit; the trainer converts to eV for energies at its boundary).
+//
+// Molecules: a single atom is a valid molecule (it attends to itself only); an empty molecule is
+// rejected with flt::InvalidArgument (there is nothing to predict from). Atomic numbers must lie
+// in the model's element set (Normalisation::elements, fixed from the training set); anything else
+// is an flt::InvalidArgument naming the molecule, the atom and the element.
+//
+// Threads and determinism: every kernel is a batched kernel over the whole ragged batch
+// (row-chunked Linear/LayerNorm, attention over (molecule, head) pairs), each with fixed-order
+// reductions, so outputs and gradients are bitwise identical for a given seed whatever the
+// OpenMP thread count (tested: 1 vs 2 threads).
+#pragma once
+
+#include "core/error.hpp"
+#include "core/layers.hpp"
+#include "core/params.hpp"
+#include "core/ragged.hpp"
+#include "core/tensor.hpp"
+#include "flt/attention.hpp"
+#include "flt/exact/streaming.hpp"
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flt::models {
+
+// Largest atomic number the element embedding covers by default (Rn).
+inline constexpr int kDefaultMaxZ = 86;
+
+enum class AttentionKind { kronecker, bias, performer, exact };
+const char* to_string(AttentionKind kind) noexcept;
+AttentionKind attention_kind_from_string(const std::string& name);  // throws ConfigError
+
+// One predicted quantity. extensive: summed over atoms (energies, ZPVE, Cv, alpha, ...) and
+// eligible for per-element reference energies; intensive: averaged (HOMO, LUMO, gap, mu, ...).
+struct TargetSpec {
+  std::string name;     // e.g. "U0"
+  std::string unit;     // e.g. "eV" (informational; the model never converts)
+  bool extensive = true;
+};
+
+// Every hyper-parameter of the architecture. INI keys = the field names (config_to_strings).
+struct ModelConfig {
+  // Targets (P >= 1).
+  std::vector<TargetSpec> targets{{"U0", "eV", true}};
+  // Architecture.
+  Index width = 128;               // D (divisible by heads)
+  Index heads = 8;                 // H; per-head width d = D / H
+  Index blocks = 3;                // encoder blocks
+  Index mlp_hidden = 256;          // F, hidden width of each block's MLP
+  Index head_hidden = 128;         // G, hidden width of the output head
+  Activation activation = Activation::silu;
+  int max_z = kDefaultMaxZ;        // element embedding rows 0..max_z (row 0 unused)
+  bool use_charges = false;        // add a formal-charge embedding
+  int max_charge = 2;              // charges in [-max_charge, max_charge]
+  // Attention.
+  AttentionKind attention = AttentionKind::kronecker;
+  Index num_features = 16;         // m, Performer features per head (kronecker, bias, performer)
+  Index num_frequencies = 16;      // R, RPE frequencies per head (kronecker, bias)
+  attn::SpectrumKind spectrum = attn::SpectrumKind::radial_gaussian;
+  Index spectrum_components = 4;   // T of the spectrum per head
+  double proposal_scale = 1.0;     // s0 of the gaussian proposal, cycles per Angstrom
+  double init_sigma_min = 0.15;    // spectrum init ladder (cycles per Angstrom)
+  double init_sigma_max = 0.6;
+  double init_beta = 1.0;          // bias variant: initial RPE scale per head
+  bool redraw_features = false;    // redraw random features at every step (begin_step)
+  Index exact_rbf = 32;            // exact kind: radial basis functions K
+  double exact_cutoff = 10.0;      // exact kind: basis centres evenly on [0, cutoff] Angstrom
+  // Randomness: initial weights and every random feature derive from this seed.
+  std::uint64_t seed = 0;
+
+  Index head_dim() const noexcept { return heads > 0 ? width / heads : 0; }
+  Index num_targets() const noexcept { return static_cast<Index>(targets.size()); }
+  void validate() const;  // throws ConfigError naming the key
+};
+
+// Key/value strings (INI-ready, stable order) and back. config_from_strings starts from the
+// defaults, overrides each given key and validates; an unknown key or a malformed value throws
+// ConfigError naming it. Lists are comma separated: targets = U0,gap; target_units = eV,eV;
+// target_pooling = sum,mean (sum: extensive, mean: intensive).
+std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelConfig& config);
+ModelConfig config_from_strings(const std::map<std::string, std::string>& values);
+
+// ---------------------------------------------------------------------------------------------
+// Input.
+
+// One molecule as plain arrays. positions in Angstrom; formal_charges empty means all zero.
+struct Molecule {
+  std::vector<std::int32_t> atomic_numbers;
+  std::vector<std::array<double, 3>> positions;
+  std::vector<std::int32_t> formal_charges;
+};
+
+// A ragged batch: atoms of all molecules stacked, molecule s owning rows index.begin(s)..end(s).
+struct MoleculeBatch {
+  RaggedIndex index;
+  std::vector<std::int32_t> atomic_numbers;  // N
+  Mat<double> coords;                        // N x 3, Angstrom
+  std::vector<std::int32_t> formal_charges;  // N (zeros when the input had none)
+
+  Index num_molecules() const noexcept { return index.num_sets(); }
+  Index num_atoms() const noexcept { return index.total_rows(); }
+  // Builds a batch; throws InvalidArgument for an empty molecule, mismatched array lengths or a
+  // non-finite coordinate (naming the molecule's position in `molecules`).
+  static MoleculeBatch from(std::span<const Molecule> molecules);
+  static MoleculeBatch from(std::span<const Molecule* const> molecules);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Normalisation and reference energies.
+
+struct Normalisation {
+  std::vector<std::int32_t> elements;  // sorted atomic numbers the model accepts
+  std::vector<double> mean;            // P: m_t (per atom for extensive targets)
+  std::vector<double> scale;           // P: sigma_t > 0
+  Mat<double> reference;               // P x (max_z + 1): e_t[Z] (zero rows for intensive targets)
+};
+
+// Least-squares per-element reference values: minimises sum_m (sum_e counts(m,e) r_e - y_m)^2.
+// counts: M x E atom counts, labels: M. Rank-deficient columns (e.g. an element that never varies
+// independently) get the minimum-norm solution (complete orthogonal decomposition), in double.
+Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>& labels);
+
+// Fits the normalisation on a training set: the element set; for extensive targets reference
+// energies by least squares (when fit_reference), or the given `reference` (P x (max_z+1)), then
+// m_t = mean over molecules of (y - sum e[Z]) / |s| and sigma_t = std of (y - sum e[Z] - |s| m_t);
+// for intensive targets m_t, sigma_t = mean and std of y. labels: S x P, NaN = missing (skipped).
+// sigma_t below 1e-12 (constant target) becomes 1.
+Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
+                                const Mat<double>& labels, bool fit_reference = true,
+                                const std::optional<Mat<double>>& reference = std::nullopt);
+
+// ---------------------------------------------------------------------------------------------
+// Serialisation hooks: a flat, named, double array with its shape (row-major).
+struct NamedArray {
+  std::string name;
+  std::vector<std::size_t> shape;
+  std::vector<double> values;
+};
+
+// What forward keeps for backward (opaque to callers; reuse one per batch).
+template <class T>
+struct BlockCache {
+  LayerNormCache<T> ln1;
+  Mat<T> u;                       // N x D LN1 output
+  Mat<T> q, k, v;                 // N x D
+  attn::AttentionCache<T> flt;    // kronecker / bias
+  exact::StreamingAttentionCache<T> exact;  // exact
+  Mat<T> perf_out, perf_den;      // performer: N x D output, N x H denominators
+  std::vector<double> perf_stab;  // performer: per (molecule, head) key stabiliser
+  Mat<T> a;                       // N x D attention output (input of Wo)
+  LayerNormCache<T> ln2;
+  MlpCache<T> mlp;                // holds the LN2 output
+};
+
+template <class T>
+struct ModelCache {
+  std::vector<std::int32_t> z, charge_ids;
+  Mat<T> coords;                  // N x 3 in T
+  std::vector<BlockCache<T>> blocks;
+  LayerNormCache<T> ln_out;
+  MlpCache<T> head;               // holds the final LN output
+  Mat<T> y;                       // N x P per-atom outputs
+  RaggedIndex index;
+};
+
+template <class T>
+class MoleculeModel {
+ public:
+  // Validates the configuration, registers every parameter, allocates, initialises from
+  // config.seed and draws the random features (draw 0). The element set starts as 1..max_z and
+  // the normalisation as identity (mean 0, scale 1, no reference energies) until
+  // set_normalisation.
+  explicit MoleculeModel(ModelConfig config);
+
+  const ModelConfig& config() const noexcept { return config_; }
+  ParameterStore<T>& parameters() noexcept { return store_; }
+  const ParameterStore<T>& parameters() const noexcept { return store_; }
+
+  const Normalisation& normalisation() const noexcept { return norm_; }
+  void set_normalisation(Normalisation norm);  // validates sizes; throws InvalidArgument
+  bool supports_element(int z) const noexcept;
+  // Throws InvalidArgument naming the first molecule (0-based batch position), atom and element
+  // the model cannot handle. The CLI may call it per record to skip bad records.
+  void check_batch(const MoleculeBatch& batch) const;
+  // The reason a molecule cannot be predicted, or nullopt if it can.
+  std::optional<std::string> unsupported_reason(const Molecule& molecule) const;
+
+  // Normalised predictions (S x P). Fills `cache` for backward. Updates attention statistics.
+  Mat<T> forward(const MoleculeBatch& batch, ModelCache<T>& cache);
+  // Accumulates parameter gradients into parameters().grads() from dout = dLoss/dout (S x P);
+  // if dcoords is non-null it is resized to N x 3 and receives dLoss/dcoords (Angstrom^-1 units of
+  // the loss) -- with dout = 1 for an energy target this is dE/dr, i.e. minus the forces.
+  void backward(const MoleculeBatch& batch, const ModelCache<T>& cache, ConstMatRef<T> dout,
+                Mat<T>* dcoords = nullptr);
+
+  // Physical-unit predictions (S x P) with the normalisation applied.
+  Mat<double> predict(const MoleculeBatch& batch);
+  // Maps between physical labels (S x P, NaN kept) and normalised units for this batch.
+  Mat<double> normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const;
+  Mat<double> denormalise(const MoleculeBatch& batch, const Mat<double>& normalised) const;
+
+  // Random features: redraw with draw index `step` when config.redraw_features (call at each
+  // optimisation step); features are a pure function of (seed, draw, parameters for the
+  // "spectrum" proposal), so a model file may store either the arrays or the seed and draw.
+  void begin_step(std::uint64_t step);
+  std::uint64_t feature_draw() const noexcept { return draw_; }
+
+  // Attention statistics summed over blocks (FLT kinds; zero for the others).
+  attn::AttentionStats attention_stats() const;
+  void reset_attention_stats();
+
+  // The learned RPE of block b, head h at distances `rho` (Angstrom): f(rho) of the spectrum for
+  // kronecker/bias (times beta for bias), u_h(rho) for exact; throws for performer.
+  std::vector<double> rpe_function(Index block, Index head, std::span<const double> rho) const;
+
+  // Serialisation: every parameter as "param.<name>" (shape rows x cols), the normalisation as
+  // "norm.elements" (E), "norm.mean", "norm.scale" (P), "norm.reference" (P x (max_z+1)), and
+  // the random features as "features.block<b>.h<h>.omega|xi|pdf". import_arrays checks that exactly
+  // these names are present with exactly these shapes (InvalidArgument otherwise) and restores the
+  // model bit for bit (float parameters are exactly representable in double).
+  std::vector<NamedArray> export_arrays() const;
+  void import_arrays(const std::vector<NamedArray>& arrays);
+
+  // Internal layer handles (public for tests and tools that inspect the model).
+  struct Block {
+    LayerNorm<T> ln1, ln2;
+    Linear<T> q, k, v, o;
+    Mlp<T> mlp;
+    std::unique_ptr<attn::FltAttention<T>> flt;  // kronecker / bias
+    ParamRef rbf;                                // exact: H x K coefficients
+    std::vector<Mat<double>> perf_omega;         // performer: H of m x d
+    std::vector<Mat<T>> perf_omega_t;            // the same in T
+  };
+  const std::vector<Block>& layers() const noexcept { return blocks_; }
+
+ private:
+  void init_weights();
+  void draw_all_features(std::uint64_t draw);
+
+  ModelConfig config_;
+  ParameterStore<T> store_;
+  Embedding<T> embed_z_;
+  Embedding<T> embed_charge_;
+  std::vector<Block> blocks_;
+  LayerNorm<T> ln_out_;
+  Mlp<T> head_;
+  exact::StreamingAttentionConfig exact_config_;
+  Normalisation norm_;
+  std::vector<unsigned char> element_ok_;  // max_z + 1 flags
+  std::uint64_t draw_ = 0;
+};
+
+// Copies parameters, normalisation and random features from `from` into `to` (same
+// configuration; throws InvalidArgument otherwise), converting the scalar type.
+template <class To, class From>
+void copy_model_state(const MoleculeModel<From>& from, MoleculeModel<To>& to);
+
+// Rotation sensitivity: the standard deviation (physical units, per target, population std over
+// the rotations) of the predictions for `molecule` over n_rotations uniformly random rotations
+// about its centroid (Rng(seed)).
+template <class T>
+std::vector<double> rotation_sensitivity(MoleculeModel<T>& model, const Molecule& molecule,
+                                         int n_rotations, std::uint64_t seed);
+
+// A uniformly random 3-D rotation matrix (unit quaternion from four normals).
+Eigen::Matrix3d random_rotation(Rng& rng);
+
+}  // namespace flt::models

@@ -1,0 +1,162 @@
+// Molecule batches, per-element reference energies (least squares) and target normalisation.
+// See molecule_model.hpp for the maps between physical and normalised units.
+#include "models/molecule_model.hpp"
+
+#include <Eigen/QR>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace flt::models {
+
+namespace {
+
+template <class Get>
+MoleculeBatch build_batch(std::size_t count, Get get) {
+  MoleculeBatch b;
+  std::vector<Index> sizes;
+  sizes.reserve(count);
+  std::size_t total = 0;
+  for (std::size_t s = 0; s < count; ++s) {
+    const Molecule& m = get(s);
+    const std::string where = "molecule " + std::to_string(s) + " of the batch: ";
+    if (m.atomic_numbers.empty())
+      throw InvalidArgument(where + "empty molecule (no atoms): nothing to predict from");
+    if (m.positions.size() != m.atomic_numbers.size())
+      throw InvalidArgument(where + std::to_string(m.atomic_numbers.size()) + " atomic numbers but " +
+                            std::to_string(m.positions.size()) + " positions");
+    if (!m.formal_charges.empty() && m.formal_charges.size() != m.atomic_numbers.size())
+      throw InvalidArgument(where + "formal charges must be empty or one per atom");
+    for (std::size_t i = 0; i < m.positions.size(); ++i)
+      for (double c : m.positions[i])
+        if (!std::isfinite(c))
+          throw InvalidArgument(where + "atom " + std::to_string(i + 1) + " has a non-finite coordinate");
+    sizes.push_back(static_cast<Index>(m.atomic_numbers.size()));
+    total += m.atomic_numbers.size();
+  }
+  b.index = RaggedIndex::from_sizes(sizes);
+  b.atomic_numbers.reserve(total);
+  b.formal_charges.reserve(total);
+  b.coords.resize(static_cast<Index>(total), 3);
+  Index row = 0;
+  for (std::size_t s = 0; s < count; ++s) {
+    const Molecule& m = get(s);
+    for (std::size_t i = 0; i < m.atomic_numbers.size(); ++i, ++row) {
+      b.atomic_numbers.push_back(m.atomic_numbers[i]);
+      b.formal_charges.push_back(m.formal_charges.empty() ? 0 : m.formal_charges[i]);
+      for (Index a = 0; a < 3; ++a) b.coords(row, a) = m.positions[i][static_cast<std::size_t>(a)];
+    }
+  }
+  return b;
+}
+
+}  // namespace
+
+MoleculeBatch MoleculeBatch::from(std::span<const Molecule> molecules) {
+  return build_batch(molecules.size(), [&](std::size_t s) -> const Molecule& { return molecules[s]; });
+}
+
+MoleculeBatch MoleculeBatch::from(std::span<const Molecule* const> molecules) {
+  return build_batch(molecules.size(), [&](std::size_t s) -> const Molecule& { return *molecules[s]; });
+}
+
+Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>& labels) {
+  require(counts.rows() == labels.size(), "fit_reference_energies: one label per row of counts");
+  require(counts.rows() > 0 && counts.cols() > 0, "fit_reference_energies: empty problem");
+  require(counts.allFinite() && labels.allFinite(), "fit_reference_energies: non-finite input");
+  // min ||C r - y||_2: complete orthogonal decomposition gives the minimum-norm least-squares
+  // solution, so an element whose count is collinear with others still gets a finite value.
+  Eigen::MatrixXd C = counts;  // column-major copy for the decomposition
+  Eigen::CompleteOrthogonalDecomposition<Eigen::MatrixXd> cod(C);
+  Eigen::VectorXd r = cod.solve(Eigen::VectorXd(labels));
+  return r;
+}
+
+Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
+                                const Mat<double>& labels, bool fit_reference,
+                                const std::optional<Mat<double>>& reference) {
+  config.validate();
+  const Index S = train.num_molecules(), P = config.num_targets(), V = config.max_z + 1;
+  require(S > 0, "fit_normalisation: empty training set");
+  require(labels.rows() == S && labels.cols() == P, "fit_normalisation: labels must be S x P");
+  Normalisation n;
+  std::vector<unsigned char> seen(static_cast<std::size_t>(V), 0);
+  for (std::size_t i = 0; i < train.atomic_numbers.size(); ++i) {
+    const int z = train.atomic_numbers[i];
+    if (z < 1 || z > config.max_z)
+      throw InvalidArgument("fit_normalisation: atomic number " + std::to_string(z) +
+                            " outside 1.." + std::to_string(config.max_z));
+    seen[static_cast<std::size_t>(z)] = 1;
+  }
+  for (int z = 1; z < V; ++z)
+    if (seen[static_cast<std::size_t>(z)]) n.elements.push_back(z);
+  const Index E = static_cast<Index>(n.elements.size());
+  std::vector<Index> column(static_cast<std::size_t>(V), -1);
+  for (Index e = 0; e < E; ++e) column[static_cast<std::size_t>(n.elements[static_cast<std::size_t>(e)])] = e;
+
+  Mat<double> counts = Mat<double>::Zero(S, E);
+  for (Index s = 0; s < S; ++s)
+    for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
+      counts(s, column[static_cast<std::size_t>(train.atomic_numbers[static_cast<std::size_t>(i)])]) += 1.0;
+
+  n.reference = Mat<double>::Zero(P, V);
+  if (reference) {
+    require(reference->rows() == P && reference->cols() == V,
+            "fit_normalisation: given reference energies must be P x (max_z + 1)");
+    require(reference->allFinite(), "fit_normalisation: non-finite reference energy");
+  }
+  n.mean.assign(static_cast<std::size_t>(P), 0.0);
+  n.scale.assign(static_cast<std::size_t>(P), 1.0);
+  for (Index t = 0; t < P; ++t) {
+    const bool ext = config.targets[static_cast<std::size_t>(t)].extensive;
+    std::vector<Index> rows;
+    for (Index s = 0; s < S; ++s)
+      if (std::isfinite(labels(s, t))) rows.push_back(s);
+    if (rows.empty())
+      throw InvalidArgument("fit_normalisation: target '" + config.targets[static_cast<std::size_t>(t)].name +
+                            "' has no finite label in the training set");
+    const auto M = static_cast<Index>(rows.size());
+    if (ext) {
+      if (reference) {
+        n.reference.row(t) = reference->row(t);
+      } else if (fit_reference) {
+        Mat<double> C(M, E);
+        Vec<double> y(M);
+        for (Index r = 0; r < M; ++r) {
+          C.row(r) = counts.row(rows[static_cast<std::size_t>(r)]);
+          y(r) = labels(rows[static_cast<std::size_t>(r)], t);
+        }
+        const Vec<double> ref = fit_reference_energies(C, y);
+        for (Index e = 0; e < E; ++e) n.reference(t, n.elements[static_cast<std::size_t>(e)]) = ref(e);
+      }
+    }
+    // Residuals after the reference energies; extensive: per-atom mean, then std of the
+    // molecule-level residual so the normalised target has unit variance.
+    std::vector<double> res(static_cast<std::size_t>(M)), natoms(static_cast<std::size_t>(M));
+    for (Index r = 0; r < M; ++r) {
+      const Index s = rows[static_cast<std::size_t>(r)];
+      double y = labels(s, t);
+      if (ext)
+        for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
+          y -= n.reference(t, train.atomic_numbers[static_cast<std::size_t>(i)]);
+      res[static_cast<std::size_t>(r)] = y;
+      natoms[static_cast<std::size_t>(r)] = ext ? static_cast<double>(train.index.size(s)) : 1.0;
+    }
+    double mean = 0.0;
+    for (Index r = 0; r < M; ++r) mean += res[static_cast<std::size_t>(r)] / natoms[static_cast<std::size_t>(r)];
+    mean /= static_cast<double>(M);
+    double var = 0.0;
+    for (Index r = 0; r < M; ++r) {
+      const double d = res[static_cast<std::size_t>(r)] - natoms[static_cast<std::size_t>(r)] * mean;
+      var += d * d;
+    }
+    var /= static_cast<double>(M);
+    const double sd = std::sqrt(var);
+    n.mean[static_cast<std::size_t>(t)] = mean;
+    n.scale[static_cast<std::size_t>(t)] = sd > 1e-12 ? sd : 1.0;
+  }
+  return n;
+}
+
+}  // namespace flt::models
