@@ -63,7 +63,9 @@ void Checkpoint::set_rng(const std::string& name, const Rng& rng) {
 
 void Checkpoint::get_rng(const std::string& name, Rng& rng) const {
   const auto words = file_.values<std::int64_t>("rng/" + name, Shape{kRngWords});
-  if (words[5] != 0 && words[5] != 1) throw ModelFileError(source(), "rng/" + name + ": malformed generator state");
+  // xoshiro256** never reaches the all-zero state (it would then output zeros forever).
+  if ((words[5] != 0 && words[5] != 1) || (words[0] == 0 && words[1] == 0 && words[2] == 0 && words[3] == 0))
+    throw ModelFileError(source(), "rng/" + name + ": malformed generator state");
   rng_from_words(words, rng);
 }
 
@@ -83,8 +85,7 @@ Checkpoint Checkpoint::from_model_file(ModelFile file) {
   c.step = file.values<std::int64_t>("step", Shape{})[0];
   if (c.epoch < 0 || c.step < 0) throw ModelFileError(file.source(), "negative epoch or step");
   const auto order = file.values<std::int64_t>("data_order");
-  if (order.size() != file.tensor("data_order").shape().at(0) || file.tensor("data_order").shape().size() != 1)
-    throw ModelFileError(file.source(), "data_order must be a vector");
+  if (file.tensor("data_order").shape().size() != 1) throw ModelFileError(file.source(), "data_order must be a vector");
   c.data_order.assign(order.begin(), order.end());
   c.file_ = std::move(file);
   return c;

@@ -83,6 +83,19 @@ TEST_CASE("checkpoint round trip is bit-exact, including RNG state", "[train][ch
   std::vector<double> as_double(4);
   CHECK_THROWS_WITH(r.get_array<double>("params", as_double), Catch::Contains("expected F64"));
   CHECK_THROWS_WITH(r.scalar("nope"), Catch::Contains("missing tensor 'scalar/nope'"));
+  // Malformed bookkeeping tensors.
+  ModelFile bad = c.to_model_file();
+  bad.set_tensor("data_order", Tensor::scalar(std::int64_t{1}));
+  CHECK_THROWS_WITH(Checkpoint::from_model_file(bad), Catch::Contains("data_order must be a vector"));
+  bad = c.to_model_file();
+  bad.set_tensor("epoch", Tensor::scalar(-1.0));
+  CHECK_THROWS_WITH(Checkpoint::from_model_file(bad), Catch::Contains("'epoch' has dtype F64, expected I64"));
+  bad = c.to_model_file();
+  bad.set_tensor("rng/shuffle", Tensor::vector(std::vector<std::int64_t>{1, 2, 3, 4, 5, 7}));
+  flt::Rng scratch;
+  CHECK_THROWS_WITH(Checkpoint::from_model_file(bad).get_rng("shuffle", scratch), Catch::Contains("malformed generator state"));
+  bad.set_tensor("rng/shuffle", Tensor::vector(std::vector<std::int64_t>{0, 0, 0, 0, 5, 0}));
+  CHECK_THROWS_WITH(Checkpoint::from_model_file(bad).get_rng("shuffle", scratch), Catch::Contains("malformed generator state"));
   // A model file is not a checkpoint.
   write_model_file(tmp / "m.flt", ModelFile());
   CHECK_THROWS_AS(read_checkpoint(tmp / "m.flt"), flt::ModelFileError);
