@@ -1,0 +1,125 @@
+// Datasets for training and evaluation: molecules read from any input the flt::chem readers handle
+// (files, directories, .gz, tar archives, "-"), with per-molecule labels taken either from the
+// records themselves (QM9 header values, extended-XYZ comment keys, SD tags) or from a CSV file
+// keyed by record id or title, converted AT THIS BOUNDARY into each target's training unit
+// (energies in eV by default; QM9's Hartree, Bohr^3, ... understood via train/units.hpp).
+// Missing labels are NaN (masked in losses and metrics) and counted per target.
+//
+// Shapes: S molecules, P targets; labels S x P (row-major, training units, NaN = missing).
+//
+// Record identity: `ids[s]` is the record's id: the QM9 title ("gdb 17") or the title of any other
+// record, or "<source>:<record>" when the title is empty; `titles[s]` is the title as read (possibly
+// empty); `sources[s]` is "<file>:<record>" for messages.
+//
+// Bad records (unparsable, non-finite coordinates, atoms on top of each other, no atoms, fewer
+// than min_atoms atoms, elements outside max_z, a label that is not a number) follow the error
+// policy: ErrorPolicy::skip logs a warning, lists the record in Dataset::summary and carries on;
+// ErrorPolicy::fail throws the first as flt::InputError naming file, record and reason.
+#pragma once
+
+#include "chem/reader.hpp"
+#include "core/tensor.hpp"
+#include "models/molecule_model.hpp"
+
+#include <cstddef>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace flt::pipeline {
+
+// One target column of a dataset.
+struct DatasetTarget {
+  std::string name;         // as asked for, e.g. "U0", "gap", "energy"
+  std::string unit;         // training unit (labels are stored in it), e.g. "eV"
+  std::string source_unit;  // unit of the input ("Hartree" for QM9 U0); "" if no label was read
+  bool extensive = true;    // summed over atoms (energies, zpve, Cv, alpha, ...) or averaged
+};
+
+// What to do with a molecule that lacks a label for some requested target.
+enum class MissingLabels {
+  mask,   // keep it; the label is NaN and masked (default); counted per target
+  skip,   // drop the molecule (listed in the summary as skipped)
+  error,  // throw InputError naming the record and the target
+};
+MissingLabels missing_labels_from_string(const std::string& name);  // ConfigError otherwise
+const char* to_string(MissingLabels policy) noexcept;
+
+struct DatasetOptions {
+  std::vector<std::string> inputs;   // files, directories, archives, "-"
+  chem::ReadOptions read;            // format, hydrogens, 3-D policy, min distance
+  chem::ErrorPolicy policy = chem::ErrorPolicy::skip;
+
+  // Targets (may be empty: a dataset of unlabelled molecules, e.g. for prediction).
+  std::vector<std::string> targets;
+  // Training unit per target; default: train::default_training_unit (QM9 training unit, eV for any
+  // energy, else the source unit).
+  std::map<std::string, std::string> units;
+  // Unit of labels whose input gives none (extended-XYZ keys, SD tags, CSV columns without
+  // "[unit]"); a QM9 property name defaults to its QM9 unit; otherwise a missing unit is an error.
+  std::map<std::string, std::string> source_units;
+  // Pooling per target ("sum" = extensive, "mean" = intensive); default: the QM9 table's extent,
+  // else extensive for energies and intensive for everything else.
+  std::map<std::string, std::string> pooling;
+
+  // Labels from a CSV instead of the records: path ("" = from the records) and key column
+  // ("" = the first of id, title, name). A key column named "title" or "name" is matched against
+  // record titles, any other against record ids.
+  std::string labels_csv;
+  std::string label_key;
+
+  MissingLabels missing = MissingLabels::mask;
+  std::size_t min_atoms = 1;  // molecules with fewer atoms are bad records (0 atoms always are)
+  int max_z = models::kDefaultMaxZ;
+  std::size_t limit = 0;      // read at most this many good molecules (0 = all)
+};
+
+struct Dataset {
+  std::vector<DatasetTarget> targets;            // P
+  std::vector<models::Molecule> molecules;       // S
+  std::vector<std::string> ids, titles, sources; // S each
+  Mat<double> labels;                            // S x P, training units, NaN = missing
+  std::vector<std::size_t> missing_per_target;   // P: molecules kept with a NaN label
+  chem::ReadSummary summary;                     // records read and skipped (with reasons)
+
+  std::size_t size() const noexcept { return molecules.size(); }
+  std::size_t num_targets() const noexcept { return targets.size(); }
+  std::vector<std::string> target_names() const;
+  std::vector<std::string> target_units() const;
+  // The model's target specs (name, training unit, extensive).
+  std::vector<models::TargetSpec> target_specs() const;
+  // Labels of molecule s (P values).
+  std::span<const double> label_row(std::size_t s) const;
+  // "read 13023 molecules from a.xyz; skipped 2 (...); U0: 3 labels missing (masked)".
+  std::string describe() const;
+};
+
+// Reads the inputs and labels as above. Throws ConfigError for an unknown target / unit /
+// pooling, IoError for an unreadable input or CSV, InputError for bad records under
+// ErrorPolicy::fail or MissingLabels::error, and InputError("no molecules") when nothing is left.
+Dataset load_dataset(const DatasetOptions& options);
+
+// Builds a dataset from point sets already in memory (same label rules; `where` names the
+// collection in messages). Bad point sets follow options.policy.
+Dataset dataset_from_point_sets(std::vector<chem::PointSet> points, const DatasetOptions& options);
+
+// The subset of `data` at `indices` (same targets; summary copied).
+Dataset subset(const Dataset& data, std::span<const std::size_t> indices);
+
+// A ragged mini-batch of molecules and their labels.
+struct Batch {
+  std::vector<std::size_t> indices;  // positions in the dataset
+  models::MoleculeBatch molecules;   // atoms stacked (RaggedIndex over molecules)
+  Mat<double> labels;                // size x P, training units, NaN = missing
+};
+
+// The batch of `data` at `indices` (in that order).
+Batch make_batch(const Dataset& data, std::span<const std::size_t> indices);
+
+// Cuts `order` into consecutive mini-batches of at most batch_size indices (the last may be
+// smaller); batch_size >= 1.
+std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t> order,
+                                                    std::size_t batch_size);
+
+}  // namespace flt::pipeline
