@@ -464,7 +464,14 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::vector<std::stri
   for (const auto& path : inputs) {
     if (path == "-") continue;
     std::error_code ec;
-    if (!fs::exists(path, ec)) throw IoError(path, "no such file or directory");
+    const auto status = fs::status(path, ec);
+    if (ec || !fs::exists(status)) throw IoError(path, "no such file or directory");
+    if (!fs::is_directory(status) && !is_tar_archive(path) &&
+        (options.format == Format::unknown ? format_from_path(path) : options.format) ==
+            Format::unknown) {
+      throw InvalidArgument(path + ": cannot tell the format from the file name; give it "
+                                   "explicitly (sdf, mol, xyz, extxyz, qm9)");
+    }
   }
   return std::unique_ptr<MoleculeReader>(
       new MoleculeReader(std::make_unique<Impl>(inputs, options)));

@@ -14,6 +14,8 @@
 #include <GraphMol/RWMol.h>
 
 #include <cmath>
+#include <cstring>
+#include <streambuf>
 
 namespace flt::chem::detail {
 namespace {
@@ -23,6 +25,89 @@ class Supplier final : public RDKit::ForwardSDMolSupplier {
  public:
   using RDKit::ForwardSDMolSupplier::ForwardSDMolSupplier;
   int line() const noexcept { return d_line; }
+};
+
+// Hands the upstream stream to RDKit one line per underflow() and counts the "$$$$" lines RDKit
+// has consumed, so record numbers follow the file's records even where RDKit silently skips some
+// (after a data-field error it moves on to the next "$$$$", or stops reading altogether).
+class LineFeed final : public std::streambuf {
+ public:
+  explicit LineFeed(std::istream& up) : up_(up), buffer_(1 << 16) {}
+
+  // "$$$$" lines fully read by the consumer so far.
+  std::size_t consumed_delimiters() const noexcept {
+    return delimiters_before_ + (current_is_delimiter_ && gptr() == egptr() ? 1 : 0);
+  }
+  // Lines other than blank and "$$$$" fully read by the consumer so far.
+  std::size_t consumed_content_lines() const noexcept {
+    return content_before_ + (current_is_content_ && gptr() == egptr() ? 1 : 0);
+  }
+  // 1-based number of the line the consumer is in (or has just finished).
+  std::size_t line() const noexcept { return lines_; }
+  bool upstream_bad() const noexcept { return up_.bad(); }
+
+ protected:
+  int_type underflow() override {
+    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    if (current_is_delimiter_) ++delimiters_before_;
+    if (current_is_content_) ++content_before_;
+    current_is_delimiter_ = false;
+    current_is_content_ = false;
+    begin_ = end_;
+    for (;;) {
+      const char* nl = static_cast<const char*>(
+          std::memchr(buffer_.data() + begin_, '\n', filled_ - begin_));
+      if (nl != nullptr) {
+        end_ = static_cast<std::size_t>(nl - buffer_.data()) + 1;
+        break;
+      }
+      if (eof_) {
+        end_ = filled_;
+        break;
+      }
+      // Move the partial line to the front, grow if a single line fills the buffer, refill.
+      if (begin_ > 0) {
+        std::memmove(buffer_.data(), buffer_.data() + begin_, filled_ - begin_);
+        filled_ -= begin_;
+        begin_ = 0;
+      }
+      if (filled_ == buffer_.size()) buffer_.resize(buffer_.size() * 2);
+      up_.read(buffer_.data() + filled_, static_cast<std::streamsize>(buffer_.size() - filled_));
+      const auto got = up_.gcount();
+      if (got <= 0) eof_ = true;
+      filled_ += static_cast<std::size_t>(std::max<std::streamsize>(got, 0));
+    }
+    if (end_ == begin_) {
+      setg(buffer_.data() + begin_, buffer_.data() + begin_, buffer_.data() + begin_);
+      return traits_type::eof();
+    }
+    ++lines_;
+    current_is_delimiter_ =
+        end_ - begin_ >= 4 && std::memcmp(buffer_.data() + begin_, "$$$$", 4) == 0;
+    current_is_content_ = false;
+    if (!current_is_delimiter_) {
+      for (std::size_t i = begin_; i < end_; ++i) {
+        const char c = buffer_[i];
+        if (c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+          current_is_content_ = true;
+          break;
+        }
+      }
+    }
+    setg(buffer_.data() + begin_, buffer_.data() + begin_, buffer_.data() + end_);
+    return traits_type::to_int_type(*gptr());
+  }
+
+ private:
+  std::istream& up_;
+  std::vector<char> buffer_;
+  std::size_t begin_ = 0, end_ = 0, filled_ = 0;
+  bool eof_ = false;
+  bool current_is_delimiter_ = false;
+  bool current_is_content_ = false;
+  std::size_t delimiters_before_ = 0;
+  std::size_t content_before_ = 0;
+  std::size_t lines_ = 0;
 };
 
 std::string join_errors(const std::vector<RdkitMessage>& messages) {
@@ -39,8 +124,8 @@ std::string join_errors(const std::vector<RdkitMessage>& messages) {
 }
 
 bool is_flat(const RDKit::Conformer& conf) {
+  if (conf.getNumAtoms() < 2) return false;  // one point is a valid 3-D geometry
   if (!conf.is3D()) return true;
-  if (conf.getNumAtoms() < 2) return false;
   for (const auto& p : conf.getPositions()) {
     if (p.z != 0.0) return false;
   }
@@ -52,49 +137,125 @@ class SdfParser final : public RecordParser {
   SdfParser(std::istream& in, std::string source, const ReadOptions& options)
       : source_(std::move(source)),
         options_(options),
-        // takeOwnership=false: the caller owns the stream. removeHs=false: hydrogens are atoms
+        feed_(in),
+        feed_stream_(&feed_),
+        // takeOwnership=false: this parser owns the stream. removeHs=false: hydrogens are atoms
         // of the point set. strictParsing=true: as SDMolSupplier (RDKit's file default).
-        supplier_(&in, false, options.sanitize, false, true) {
+        supplier_(&feed_stream_, false, options.sanitize, false, true) {
     route_rdkit_logs();
   }
 
   std::size_t records() const noexcept override { return record_; }
 
   std::optional<PointSet> next() override {
-    std::vector<RdkitMessage> messages;
-    std::unique_ptr<RDKit::ROMol> mol;
-    const int first_line = supplier_.line() + 1;
-    {
-      RdkitLogCapture capture(messages);
-      if (supplier_.atEnd()) {
-        if (record_ == 0 && !empty_reported_) {
-          empty_reported_ = true;
-          throw InputError(source_, 0, "no molecule records in the file");
+    if (pending_) {
+      InputError error = *pending_;
+      pending_.reset();
+      throw error;
+    }
+    for (;;) {
+      std::vector<RdkitMessage> messages;
+      std::unique_ptr<RDKit::ROMol> mol;
+      const std::size_t before = feed_.consumed_delimiters();
+      const std::size_t first_line = feed_.line() + 1;
+      const std::size_t content_before = feed_.consumed_content_lines();
+      {
+        RdkitLogCapture capture(messages);
+        if (supplier_.atEnd()) return finish();
+        try {
+          mol.reset(supplier_.next());
+        } catch (const std::exception& e) {
+          messages.push_back({LogLevel::error, e.what()});
         }
-        return std::nullopt;
       }
-      ++record_;
-      try {
-        mol.reset(supplier_.next());
-      } catch (const std::exception& e) {
-        messages.push_back({LogLevel::error, e.what()});
+      const std::size_t after = feed_.consumed_delimiters();
+      record_ = before + 1;
+      if (after > before + 1) {
+        std::string why = join_errors(messages);
+        if (why.empty()) {
+          // No error: RDKit read a "$$$$" line as the value of a data field (e.g. "> <price>"
+          // directly followed by "$$$$"); the records it merged are reported, not dropped.
+          log_warning(source_, ": record ", record_, ": RDKit read ", after - before - 1,
+                      " \"$$$$\" line(s) as part of a data field (up to line ", feed_.line(),
+                      ")");
+        } else {
+          // RDKit skipped from this record to a later "$$$$": records before+2 .. after are lost.
+          pending_ = InputError(
+              source_, before + 2,
+              (after == before + 2 ? std::string("record not read")
+                                   : "records " + std::to_string(before + 2) + "-" +
+                                         std::to_string(after) + " not read") +
+                  ": RDKit skipped to line " + std::to_string(feed_.line()) +
+                  " after an error in record " + std::to_string(record_) + " (" + why + ")");
+        }
       }
+      max_record_ = std::max(max_record_, std::max(after, record_));
+      if (!mol) {
+        std::string reason = join_errors(messages);
+        if (reason.empty()) {
+          if (feed_.consumed_content_lines() == content_before) {
+            // An empty record (blank lines before "$$$$", or a blank tail): not a molecule.
+            if (after > before) {
+              log_warning(source_, ": record ", record_, ": empty record ignored");
+            } else {
+              log_debug(source_, ": blank lines after the last record ignored");
+            }
+            if (pending_) {
+              InputError error = *pending_;
+              pending_.reset();
+              throw error;
+            }
+            continue;
+          }
+          reason = "RDKit could not read the record";
+        }
+        fail(reason + " (lines " + std::to_string(first_line) + "-" +
+             std::to_string(feed_.line()) + ")");
+      }
+      ++good_;
+      for (const auto& m : messages) {
+        if (m.text.find("moving to the beginning of the next molecule") != std::string::npos) continue;
+        log_at(LogLevel::warning, source_, ": record ", record_, ": RDKit: ", m.text);
+      }
+      return convert(std::move(mol));
     }
-    if (!mol) {
-      std::string reason = join_errors(messages);
-      if (reason.empty()) reason = "RDKit could not read the record";
-      fail(reason + " (record starts at line " + std::to_string(first_line) + ")");
-    }
-    for (const auto& m : messages) {
-      log_at(m.level == LogLevel::error ? LogLevel::warning : m.level, source_, ": record ",
-             record_, ": RDKit: ", m.text);
-    }
-    return convert(std::move(mol));
   }
 
  private:
   [[noreturn]] void fail(const std::string& reason) const {
     throw InputError(source_, record_, reason);
+  }
+
+  // End of RDKit's reading: report records it never reached, and files without any record.
+  std::optional<PointSet> finish() {
+    if (finished_) return std::nullopt;
+    finished_ = true;
+    // Whatever RDKit left unread (it stops early after some errors): count the records in it.
+    std::size_t delimiters = 0;
+    bool content_after_last = false;
+    std::string line;
+    while (std::getline(feed_stream_, line)) {
+      if (line.rfind("$$$$", 0) == 0) {
+        ++delimiters;
+        content_after_last = false;
+      } else if (line.find_first_not_of(" \t\r") != std::string::npos) {
+        content_after_last = true;
+      }
+    }
+    const std::size_t unread = delimiters + (content_after_last ? 1 : 0);
+    if (unread > 0) {
+      const std::size_t first = max_record_ + 1;
+      record_ = first + unread - 1;
+      throw InputError(source_, first,
+                       (unread == 1 ? std::string("record not read")
+                                    : "records " + std::to_string(first) + "-" +
+                                          std::to_string(first + unread - 1) + " not read") +
+                           ": RDKit stopped reading the file early");
+    }
+    if (good_ == 0 && max_record_ == 0) {
+      throw InputError(source_, 0, "no molecule records in the file");
+    }
+    return std::nullopt;
   }
 
   PointSet convert(std::unique_ptr<RDKit::ROMol> mol) {
@@ -109,6 +270,12 @@ class SdfParser final : public RecordParser {
       points.set_property(key, std::move(value));
     }
 
+    for (const auto* atom : mol->atoms()) {
+      if (atom->getAtomicNum() < 1 || atom->getAtomicNum() > 118) {
+        fail("atom " + std::to_string(atom->getIdx() + 1) + " is a dummy or query atom (" +
+             atom->getSymbol() + "), not an element");
+      }
+    }
     bool flat = mol->getNumConformers() == 0 || is_flat(mol->getConformer());
     if (!options_.sanitize) mol->updatePropertyCache(false);
     unsigned explicit_h = 0;
@@ -182,10 +349,6 @@ class SdfParser final : public RecordParser {
       const auto* atom = final_mol->getAtomWithIdx(i);
       points.atomic_numbers[i] = static_cast<int>(atom->getAtomicNum());
       points.formal_charges[i] = atom->getFormalCharge();
-      if (points.atomic_numbers[i] < 1 || points.atomic_numbers[i] > 118) {
-        fail("atom " + std::to_string(i + 1) + " is a dummy or query atom (" +
-             atom->getSymbol() + "), not an element");
-      }
       const RDGeom::Point3D p =
           has_conf ? final_mol->getConformer().getAtomPos(i) : RDGeom::Point3D(0, 0, 0);
       points.positions(static_cast<Index>(i), 0) = p.x;
@@ -201,9 +364,14 @@ class SdfParser final : public RecordParser {
 
   std::string source_;
   ReadOptions options_;
+  LineFeed feed_;
+  std::istream feed_stream_;
   Supplier supplier_;
-  std::size_t record_ = 0;
-  bool empty_reported_ = false;
+  std::size_t record_ = 0;      // the record being read / just read (1-based, by "$$$$")
+  std::size_t max_record_ = 0;  // highest record number accounted for
+  std::size_t good_ = 0;
+  std::optional<InputError> pending_;
+  bool finished_ = false;
 };
 
 }  // namespace

@@ -1,0 +1,75 @@
+// Helpers shared by the chem tests: data paths and reading everything with a policy.
+#pragma once
+
+#include "chem/reader.hpp"
+#include "core/error.hpp"
+
+#include <filesystem>
+#include <unistd.h>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace flt::chem::test {
+
+inline std::string shared_data(const std::string& relative) {
+  return std::string(FLT_SHARED_DIR) + "/data/" + relative;
+}
+inline std::string parser_case(const std::string& relative) {
+  return shared_data("parser-cases/" + relative);
+}
+inline std::string test_data(const std::string& relative) {
+  return std::string(FLT_CHEM_TEST_DATA) + "/" + relative;
+}
+
+struct ReadAll {
+  std::vector<PointSet> records;
+  ReadSummary summary;
+};
+
+inline ReadAll read_all(const std::vector<std::string>& inputs, const ReadOptions& options = {}) {
+  ReadAll out;
+  out.summary = read_molecules(inputs, options, ErrorPolicy::skip,
+                               [&](PointSet&& p) { out.records.push_back(std::move(p)); });
+  return out;
+}
+
+inline ReadAll read_text(const std::string& text, Format format, const ReadOptions& base = {}) {
+  ReadOptions options = base;
+  options.format = format;
+  std::istringstream in(text);
+  auto reader = MoleculeReader::from_stream(in, "text", options);
+  ReadAll out;
+  for (;;) {
+    try {
+      auto p = reader->next();
+      if (!p) break;
+      ++out.summary.read;
+      out.records.push_back(std::move(*p));
+    } catch (const flt::InputError& e) {
+      out.summary.skipped.push_back({e.file(), e.record(), e.reason()});
+    }
+  }
+  return out;
+}
+
+// A fresh empty directory under the system temp dir, removed by the destructor.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("flt_chem_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace flt::chem::test

@@ -1,0 +1,162 @@
+// SDF/MOL through RDKit: explicit hydrogens kept, implicit-only records get H with 3-D
+// coordinates, 2-D records (error / ETKDG / accept), consecutive conformers, V3000, charges, tags.
+#include "chem_test_util.hpp"
+
+#include "core/error.hpp"
+
+#include <GraphMol/ROMol.h>
+
+#include <catch2/catch.hpp>
+
+using namespace flt::chem;
+using namespace flt::chem::test;
+
+namespace {
+double distance(const PointSet& p, unsigned i, unsigned j) {
+  return (p.positions.row(i) - p.positions.row(j)).norm();
+}
+}  // namespace
+
+TEST_CASE("SDF: explicit hydrogens are kept as given", "[chem][sdf]") {
+  const auto r = read_all({parser_case("rdkit-data-deb/cdk2.sdf")});
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 47);
+  for (const auto& p : r.records) {
+    CHECK(p.hydrogens_added == 0);
+    REQUIRE(p.molecule);
+    CHECK(p.molecule->getNumAtoms() == p.size());
+    CHECK(p.coordinates_3d);
+  }
+  CHECK(r.records[0].property("Cluster") != nullptr);
+}
+
+TEST_CASE("SDF: implicit-only records get hydrogens with 3-D coordinates", "[chem][sdf]") {
+  const std::string file = parser_case("rdkit-data-deb/bzr.sdf");
+  const auto with_h = read_all({file});
+  ReadOptions no_add;
+  no_add.add_hydrogens = false;
+  const auto without = read_all({file}, no_add);
+  CHECK(with_h.summary.ok());
+  CHECK(without.summary.ok());
+  REQUIRE(with_h.records.size() == 163);
+  REQUIRE(without.records.size() == 163);
+  for (std::size_t k = 0; k < with_h.records.size(); ++k) {
+    const PointSet& a = with_h.records[k];
+    const PointSet& b = without.records[k];
+    REQUIRE(a.hydrogens_added > 0);
+    CHECK(b.hydrogens_added == 0);
+    CHECK(a.size() == b.size() + static_cast<std::size_t>(a.hydrogens_added));
+    // Heavy atoms unchanged, first and in order.
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      CHECK(a.atomic_numbers[i] == b.atomic_numbers[i]);
+      CHECK(a.positions.row(static_cast<flt::Index>(i)) ==
+            b.positions.row(static_cast<flt::Index>(i)));
+    }
+    // Each added H sits at a bond length (0.9-1.2 A) from its heavy atom, in 3-D.
+    for (std::size_t i = b.size(); i < a.size(); ++i) {
+      CHECK(a.atomic_numbers[i] == 1);
+      const auto* atom = a.molecule->getAtomWithIdx(static_cast<unsigned>(i));
+      REQUIRE(atom->getDegree() == 1);
+      const unsigned heavy = (*a.molecule->atomNeighbors(atom).begin())->getIdx();
+      const double d = distance(a, static_cast<unsigned>(i), heavy);
+      CHECK(d > 0.9);
+      CHECK(d < 1.2);
+    }
+  }
+}
+
+TEST_CASE("SDF: 2-D records: error by default, ETKDG conformer on request, deterministic",
+          "[chem][sdf]") {
+  const std::string file = parser_case("rdkit-src/FileParsers/esters.sdf");
+  const auto def = read_all({file});
+  CHECK(def.records.empty());
+  REQUIRE(def.summary.skipped.size() == 6);
+  CHECK(def.summary.skipped[2].record == 3);
+  CHECK(def.summary.skipped[2].reason.find("no 3-D coordinates") != std::string::npos);
+
+  ReadOptions gen;
+  gen.missing_3d = Missing3D::generate;
+  gen.seed = 11;
+  const auto a = read_all({file}, gen);
+  const auto b = read_all({file}, gen);
+  CHECK(a.summary.ok());
+  REQUIRE(a.records.size() == 6);
+  for (std::size_t k = 0; k < a.records.size(); ++k) {
+    const PointSet& p = a.records[k];
+    CHECK(p.conformer_generated);
+    CHECK(p.coordinates_3d);
+    CHECK(p.hydrogens_added > 0);
+    CHECK(p.positions == b.records[k].positions);  // same seed, same conformer
+    CHECK(p.positions.col(2).cwiseAbs().maxCoeff() > 0.1);  // really 3-D
+    for (const auto* bond : p.molecule->bonds()) {
+      // Organic bonds only: ETKDG has no good parameters for the yttrium these esters carry.
+      if (bond->getBeginAtom()->getAtomicNum() > 10 || bond->getEndAtom()->getAtomicNum() > 10) {
+        continue;
+      }
+      const double d = distance(p, bond->getBeginAtomIdx(), bond->getEndAtomIdx());
+      CHECK(d > 0.9);
+      CHECK(d < 1.7);
+    }
+  }
+  ReadOptions accept;
+  accept.missing_3d = Missing3D::accept;
+  const auto flat = read_all({file}, accept);
+  REQUIRE(flat.records.size() == 6);
+  CHECK_FALSE(flat.records[0].coordinates_3d);
+}
+
+TEST_CASE("SDF: consecutive conformer records are separate point sets", "[chem][sdf]") {
+  const auto r = read_all({parser_case("rdkit-src/Descriptors/EGFR_first10_10confs.sdf")});
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 100);
+  for (std::size_t m = 0; m < 10; ++m) {
+    for (std::size_t c = 1; c < 10; ++c) {
+      const PointSet& first = r.records[m * 10];
+      const PointSet& other = r.records[m * 10 + c];
+      CHECK(other.record == m * 10 + c + 1);
+      CHECK(other.atomic_numbers == first.atomic_numbers);
+      CHECK((other.positions - first.positions).norm() > 1e-3);
+    }
+  }
+}
+
+TEST_CASE("SDF: V3000 records, charges and tags", "[chem][sdf]") {
+  ReadOptions accept;
+  accept.missing_3d = Missing3D::accept;
+  const auto multi = read_all({parser_case("rdkit-src/Wrap/github3553.sdf")}, accept);
+  CHECK(multi.summary.ok());
+  REQUIRE(multi.records.size() == 4);
+  std::size_t tags = 0;
+  for (const auto& p : multi.records) tags += p.properties.size();
+  CHECK(tags == 20);
+
+  // V3000 3-D with CHG= charges, but an R-group dummy atom: refused, and the reason says so.
+  const auto chebi = read_all({parser_case("rdkit-src/FileParsers/chebi_57262.v3k.mol")});
+  REQUIRE(chebi.summary.skipped.size() == 1);
+  CHECK(chebi.summary.skipped[0].reason.find("dummy or query atom (R)") != std::string::npos);
+
+  const auto v3 = read_all({parser_case("rdkit-src/FileParsers/v3k.3.mol")}, accept);
+  REQUIRE(v3.records.size() == 1);
+  int nonzero = 0;
+  for (int q : v3.records[0].formal_charges) nonzero += q != 0 ? 1 : 0;
+  CHECK(nonzero > 0);
+
+  const auto tagged = read_all({parser_case("rdkit-src/ForceFieldHelpers_MMFF/bulk.sdf")});
+  CHECK(tagged.summary.ok());
+  REQUIRE(tagged.records.size() == 32);
+  CHECK(tagged.records[0].properties.size() == 2);
+}
+
+TEST_CASE("SDF: unsanitizable records fail, or pass with sanitize off", "[chem][sdf]") {
+  ReadOptions accept;
+  accept.missing_3d = Missing3D::accept;
+  const std::string file = parser_case("rdkit-src/FileParsers/unsanitary.mol");
+  const auto strict = read_all({file}, accept);
+  CHECK(strict.records.empty());
+  REQUIRE(strict.summary.skipped.size() == 1);
+  CHECK(strict.summary.skipped[0].reason.find("valence") != std::string::npos);
+  accept.sanitize = false;
+  const auto lax = read_all({file}, accept);
+  CHECK(lax.summary.ok());
+  CHECK(lax.records.size() == 1);
+}

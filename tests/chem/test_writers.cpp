@@ -1,0 +1,143 @@
+// Writers: SDF round trip (atoms, coordinates, tags plus predictions), CSV (units in the header),
+// extended XYZ round trip, temporary file + rename.
+#include "chem_test_util.hpp"
+
+#include "chem/writer.hpp"
+#include "core/error.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace flt::chem;
+using namespace flt::chem::test;
+
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+TEST_CASE("SDF round trip: same atoms, coordinates and tags plus the added ones",
+          "[chem][writer]") {
+  TempDir dir;
+  const std::string out = dir.file("annotated.sdf");
+  const auto input = read_all({parser_case("rdkit-data-deb/cdk2.sdf"),
+                               parser_case("rdkit-data-deb/bzr.sdf")});
+  REQUIRE(input.summary.ok());
+  {
+    auto writer = MoleculeWriter::open(out);
+    for (const auto& p : input.records) {
+      writer->write(p, {{"U0_pred", -1.5 * static_cast<double>(p.record), "eV"},
+                        {"gap_pred", 0.25, "Hartree"}});
+    }
+    CHECK_FALSE(std::filesystem::exists(out));  // only the temporary file so far
+    writer->close();
+  }
+  CHECK(std::filesystem::exists(out));
+  const auto again = read_all({out});
+  CHECK(again.summary.ok());
+  REQUIRE(again.records.size() == input.records.size());
+  for (std::size_t k = 0; k < input.records.size(); ++k) {
+    const PointSet& a = input.records[k];
+    const PointSet& b = again.records[k];
+    CHECK(b.atomic_numbers == a.atomic_numbers);
+    CHECK(b.formal_charges == a.formal_charges);
+    CHECK(b.hydrogens_added == 0);  // written with all hydrogens explicit
+    CHECK((b.positions - a.positions).cwiseAbs().maxCoeff() < 1e-4);  // 4 decimals in V2000
+    CHECK(b.title == a.title);
+    REQUIRE(b.properties.size() == a.properties.size() + 2);
+    for (std::size_t i = 0; i < a.properties.size(); ++i) {
+      CHECK(b.properties[i].key == a.properties[i].key);
+      CHECK(b.properties[i].value == a.properties[i].value);
+    }
+    CHECK(*b.number("U0_pred") == -1.5 * static_cast<double>(a.record));
+    CHECK(*b.number("gap_pred") == 0.25);
+  }
+  CHECK(slurp(out).find(">  <U0_pred>  [eV]") != std::string::npos);
+}
+
+TEST_CASE("SDF writer: XYZ input is written as atoms without bonds", "[chem][writer]") {
+  TempDir dir;
+  const std::string out = dir.file("qm9.sdf");
+  const auto input = read_all({test_data("qm9_original")});
+  auto writer = MoleculeWriter::open(out);
+  for (const auto& p : input.records) writer->write(p);
+  writer->close();
+  const auto again = read_all({out});
+  CHECK(again.summary.ok());
+  REQUIRE(again.records.size() == 3);
+  CHECK(again.records[0].atomic_numbers == input.records[0].atomic_numbers);
+  CHECK(again.records[0].hydrogens_added == 0);
+  CHECK(again.records[0].title == "gdb 1");
+  CHECK(again.records[0].property("U0")->value == "-40.47893");
+}
+
+TEST_CASE("CSV writer: id, source, record, title, labels with units, predictions",
+          "[chem][writer]") {
+  TempDir dir;
+  const std::string out = dir.file("pred.csv");
+  const auto input = read_all({test_data("qm9_original")});
+  WriteOptions options;
+  options.label_columns = {"U0", "gap", "smiles_gdb17"};
+  auto writer = MoleculeWriter::open(out, options);
+  for (const auto& p : input.records) writer->write(p, {{"U0", -40.0, "eV"}});
+  CHECK_THROWS_AS(writer->write(input.records[0], {{"U0", -40.0, "Hartree"}}),
+                  flt::InvalidArgument);
+  writer->close();
+  const std::string text = slurp(out);
+  std::istringstream lines(text);
+  std::string header, row1;
+  std::getline(lines, header);
+  std::getline(lines, row1);
+  CHECK(header == "id,source,record,title,U0 [Hartree],gap [Hartree],smiles_gdb17,U0 [eV]");
+  CHECK(row1 == "1," + test_data("qm9_original") + "/dsgdb9nsd_000001.xyz,1,gdb 1,-40.47893,0.5048,C,-40");
+  std::size_t rows = 0;
+  for (std::string l; std::getline(lines, l);) ++rows;
+  CHECK(rows == 2);
+}
+
+TEST_CASE("extended XYZ writer: round trip with labels, Mulliken column and predictions",
+          "[chem][writer]") {
+  TempDir dir;
+  const std::string out = dir.file("out.extxyz");
+  const auto input = read_all({test_data("qm9_original")});
+  auto writer = MoleculeWriter::open(out);
+  for (const auto& p : input.records) writer->write(p, {{"energy", 0.1, "eV"}});
+  writer->close();
+  const auto again = read_all({out});
+  CHECK(again.summary.ok());
+  REQUIRE(again.records.size() == 3);
+  for (std::size_t k = 0; k < 3; ++k) {
+    const PointSet& a = input.records[k];
+    const PointSet& b = again.records[k];
+    CHECK(b.atomic_numbers == a.atomic_numbers);
+    CHECK(b.positions == a.positions);  // shortest round-trip text: exact
+    CHECK(b.title == a.title);
+    CHECK(*b.number("U0") == *a.number("U0"));
+    CHECK(b.property("frequencies")->value == a.property("frequencies")->value);
+    CHECK(b.column("mulliken_charge")->values == a.column("mulliken_charge")->values);
+    CHECK(*b.number("energy") == 0.1);
+    CHECK(b.property("energy_unit")->value == "eV");
+  }
+}
+
+TEST_CASE("writers: nothing appears without close(); bad formats are refused", "[chem][writer]") {
+  TempDir dir;
+  const std::string out = dir.file("never.sdf");
+  {
+    auto writer = MoleculeWriter::open(out);
+    const auto input = read_all({test_data("qm9_original")});
+    writer->write(input.records[0]);
+  }
+  CHECK_FALSE(std::filesystem::exists(out));
+  CHECK(std::filesystem::is_empty(std::filesystem::path(out).parent_path()));
+  CHECK_THROWS_AS(MoleculeWriter::open(dir.file("x.unknown")), flt::InvalidArgument);
+  CHECK_THROWS_AS(MoleculeWriter::open(dir.file("x.sdf.gz")), flt::InvalidArgument);
+  CHECK_THROWS_AS(MoleculeWriter::open("/nonexistent-dir/x.sdf"), flt::IoError);
+  WriteOptions qm9;
+  qm9.format = Format::qm9;
+  CHECK_THROWS_AS(MoleculeWriter::open(dir.file("x.xyz"), qm9), flt::InvalidArgument);
+}

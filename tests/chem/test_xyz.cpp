@@ -1,0 +1,201 @@
+// Plain and multi-frame XYZ, extended XYZ (ASE), malformed records, inputs (.gz, stdin,
+// directories) and the error policy on XYZ.
+#include "chem_test_util.hpp"
+
+#include "core/error.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <iostream>
+
+using namespace flt::chem;
+using namespace flt::chem::test;
+
+TEST_CASE("XYZ: plain single records from the parser cases", "[chem][xyz]") {
+  const auto r = read_all({parser_case("rdkit-src/FileParsers/acetate.xyz")});
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 1);
+  CHECK(r.records[0].size() == 7);
+  // Its comment line "charge=-1=" is a key=value pair, so it becomes a label.
+  REQUIRE(r.records[0].properties.size() == 1);
+  CHECK(r.records[0].property("charge")->value == "-1=");
+  CHECK(r.records[0].atomic_numbers == std::vector<int>{6, 6, 1, 1, 1, 8, 8});
+  const auto big = read_all({parser_case("rdkit-src/DetermineBonds_charged_fragments/test37.xyz")});
+  REQUIRE(big.records.size() == 1);
+  CHECK(big.records[0].size() == 61);
+}
+
+TEST_CASE("XYZ: multi-frame file, titles, extra columns ignored, CRLF", "[chem][xyz]") {
+  const std::string text =
+      "3\r\nwater frame 1\r\nO 0.0 0.0 0.0\r\nH 0.96 0.0 0.0 extra\r\nH -0.24 0.93 0.0\r\n"
+      "\r\n"
+      "3\nwater frame 2\nO 0.0 0.0 0.1\nH 0.97 0.0 0.1\nh -0.24 0.93 0.1\n";
+  const auto r = read_text(text, Format::xyz);
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 2);
+  CHECK(r.records[0].title == "water frame 1");
+  CHECK(r.records[1].title == "water frame 2");
+  CHECK(r.records[1].record == 2);
+  CHECK(r.records[1].atomic_numbers == std::vector<int>{8, 1, 1});
+  CHECK(r.records[1].positions(2, 2) == 0.1);
+  CHECK(r.records[0].positions(1, 0) == 0.96);
+}
+
+TEST_CASE("extended XYZ: Properties, key=value labels, per-atom forces", "[chem][xyz]") {
+  const std::string text =
+      "2\n"
+      "Lattice=\"10 0 0 0 10 0 0 0 10\" Properties=species:S:1:pos:R:3:forces:R:3:tag:I:1 "
+      "energy=-1.25 config_type=dimer pbc=\"F F F\" name=\"my dimer\"\n"
+      "H 0 0 0 0.1 0.2 0.3 1\n"
+      "H 0 0 0.74 -0.1 -0.2 -0.3 2\n"
+      "1\n"
+      "energy=-0.5\n"
+      "He 1 2 3\n";
+  const auto r = read_text(text, Format::xyz);
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 2);
+  const PointSet& p = r.records[0];
+  CHECK(p.atomic_numbers == std::vector<int>{1, 1});
+  CHECK(p.positions(1, 2) == 0.74);
+  CHECK(*p.number("energy") == -1.25);
+  CHECK(p.property("config_type")->value == "dimer");
+  CHECK(p.property("pbc")->value == "F F F");
+  CHECK(p.property("Lattice")->value == "10 0 0 0 10 0 0 0 10");
+  CHECK(p.property("Properties") == nullptr);
+  CHECK(p.title == "my dimer");
+  const AtomColumn* forces = p.column("forces");
+  REQUIRE(forces != nullptr);
+  CHECK(forces->width == 3);
+  CHECK(forces->values == std::vector<double>{0.1, 0.2, 0.3, -0.1, -0.2, -0.3});
+  const AtomColumn* tag = p.column("tag");
+  REQUIRE(tag != nullptr);
+  CHECK(tag->type == 'I');
+  CHECK(tag->values == std::vector<double>{1, 2});
+  // Without Properties=, key=value comment lines are extended XYZ with species and pos only.
+  CHECK(r.records[1].atomic_numbers == std::vector<int>{2});
+  CHECK(*r.records[1].number("energy") == -0.5);
+}
+
+TEST_CASE("XYZ: bad records are reported with file, record and reason; reading goes on",
+          "[chem][xyz][errors]") {
+  const std::string text =
+      "2\nok 1\nC 0 0 0\nO 0 0 1.2\n"
+      "2\nbad element\nC 0 0 0\nXx 0 0 1.2\n"
+      "2\nbad number\nC 0 0 0\nO 0 0 1.2abc\n"
+      "2\nnan\nC 0 0 0\nO nan 0 1.2\n"
+      "2\ninf\nC 0 0 0\nO 0 inf 1.2\n"
+      "2\nclose atoms\nC 0 0 0\nO 0 0 0.05\n"
+      "2\ntoo few columns\nC 0 0\nO 0 0 1\n"
+      "garbage line\nmore garbage\n"
+      "2\nok 2\nC 0 0 0\nO 0 0 1.2\n"
+      "3\ntruncated\nC 0 0 0\n";
+  const auto r = read_text(text, Format::xyz);
+  REQUIRE(r.records.size() == 2);
+  CHECK(r.records[0].title == "ok 1");
+  CHECK(r.records[1].title == "ok 2");
+  CHECK(r.records[1].record == 9);
+  REQUIRE(r.summary.skipped.size() == 8);
+  const auto& s = r.summary.skipped;
+  CHECK(s[0].file == "text");
+  CHECK(s[0].record == 2);
+  CHECK(s[0].reason.find("unknown element symbol 'Xx'") != std::string::npos);
+  CHECK(s[0].reason.find("line 8") != std::string::npos);
+  CHECK(s[1].record == 3);
+  CHECK(s[1].reason.find("bad coordinate '1.2abc'") != std::string::npos);
+  CHECK(s[2].record == 4);
+  CHECK(s[2].reason.find("non-finite") != std::string::npos);
+  CHECK(s[3].record == 5);
+  CHECK(s[3].reason.find("non-finite") != std::string::npos);
+  CHECK(s[4].record == 6);
+  CHECK(s[4].reason.find("closer than 0.1") != std::string::npos);
+  CHECK(s[5].record == 7);
+  CHECK(s[5].reason.find("needs a symbol and 3 coordinates") != std::string::npos);
+  CHECK(s[6].record == 8);
+  CHECK(s[6].reason.find("expected the atom count, found 'garbage line'") != std::string::npos);
+  CHECK(s[7].record == 10);
+  CHECK(s[7].reason.find("ends after 1 of 3 atom lines") != std::string::npos);
+}
+
+TEST_CASE("XYZ: minimum distance can be switched off", "[chem][xyz]") {
+  ReadOptions options;
+  options.min_distance = 0.0;
+  const auto r = read_text("2\nclose\nC 0 0 0\nO 0 0 0.05\n", Format::xyz, options);
+  CHECK(r.summary.ok());
+  CHECK(r.records.size() == 1);
+}
+
+TEST_CASE("extended XYZ: malformed headers and rows", "[chem][xyz][errors]") {
+  const std::string text =
+      "1\nProperties=species:S:1:pos:R:3:forces:R:3 e=1\nH 0 0 0 1 2\n"
+      "1\nProperties=species:S:1:pos:R:2\nH 0 0\n"
+      "1\nProperties=species:S:1:pos:R:3 note=\"unterminated\nH 0 0 0\n"
+      "1\nProperties=species:S:1:pos:Q:3\nH 0 0 0\n"
+      "1\nProperties=species:S:1:pos:R:3\nH 0 0 0\n";
+  const auto r = read_text(text, Format::xyz);
+  REQUIRE(r.records.size() == 1);
+  CHECK(r.records[0].record == 5);
+  REQUIRE(r.summary.skipped.size() == 4);
+  CHECK(r.summary.skipped[0].reason.find("expected 7 columns") != std::string::npos);
+  CHECK(r.summary.skipped[1].reason.find("lacks species") != std::string::npos);
+  CHECK(r.summary.skipped[2].reason.find("unterminated quote") != std::string::npos);
+  CHECK(r.summary.skipped[3].reason.find("type 'Q'") != std::string::npos);
+}
+
+TEST_CASE("inputs: empty files, zero-atom records, missing files", "[chem][errors]") {
+  auto r = read_text("", Format::xyz);
+  REQUIRE(r.summary.skipped.size() == 1);
+  CHECK(r.summary.skipped[0].record == 0);
+  CHECK(r.summary.skipped[0].reason == "no molecule records in the file");
+  r = read_text("0\nnothing\n", Format::xyz);
+  REQUIRE(r.summary.skipped.size() == 1);
+  CHECK(r.summary.skipped[0].reason == "the record has no atoms");
+  CHECK_THROWS_AS(MoleculeReader::open("/nonexistent/file.sdf"), flt::IoError);
+  CHECK_THROWS_AS(MoleculeReader::open(test_data("README.md")), flt::InvalidArgument);
+}
+
+TEST_CASE("inputs: .gz files read like the plain file", "[chem][io]") {
+  const auto gz = read_all({test_data("bzr_data.sdf.gz")});
+  const auto plain = read_all({parser_case("rdkit-src/MolAlign/bzr_data.sdf")});
+  CHECK(gz.summary.ok());
+  REQUIRE(gz.records.size() == 10);
+  REQUIRE(plain.records.size() == 10);
+  for (std::size_t i = 0; i < 10; ++i) {
+    CHECK(gz.records[i].atomic_numbers == plain.records[i].atomic_numbers);
+    CHECK(gz.records[i].positions == plain.records[i].positions);
+    CHECK(gz.records[i].source == test_data("bzr_data.sdf.gz"));
+  }
+}
+
+TEST_CASE("inputs: '-' reads standard input in the given format", "[chem][io]") {
+  std::istringstream fake("1\nfrom stdin\nNe 0 0 0\n");
+  auto* saved = std::cin.rdbuf(fake.rdbuf());
+  ReadOptions options;
+  std::vector<PointSet> got;
+  try {
+    CHECK_THROWS_AS(read_molecules({"-"}, options, ErrorPolicy::fail, [](PointSet&&) {}),
+                    flt::InvalidArgument);
+    options.format = Format::xyz;
+    read_molecules({"-"}, options, ErrorPolicy::fail,
+                   [&](PointSet&& p) { got.push_back(std::move(p)); });
+  } catch (...) {
+    std::cin.rdbuf(saved);
+    throw;
+  }
+  std::cin.rdbuf(saved);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].source == "-");
+  CHECK(got[0].title == "from stdin");
+  CHECK(got[0].atomic_numbers == std::vector<int>{10});
+}
+
+TEST_CASE("inputs: several inputs in order; a directory's files sorted by name", "[chem][io]") {
+  const auto r = read_all({parser_case("rdkit-src/FileParsers/ethane.xyz"), test_data("qm9_original"),
+                           parser_case("rdkit-src/FileParsers/acetate.xyz")});
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 5);
+  CHECK(r.records[0].size() == 8);
+  CHECK(r.records[1].title == "gdb 1");
+  CHECK(r.records[3].title == "gdb 3");
+  CHECK(r.records[4].size() == 7);
+}
