@@ -216,3 +216,27 @@ TEST_CASE("streaming attention counts non-positive multiplicative denominators a
                                                       p.R, p.A, c),
                   InvalidArgument);
 }
+
+TEST_CASE("streaming attention radial basis: recurrence and direct paths agree with the reference "
+          "over short and very long distances",
+          "[flt_exact][streaming]") {
+  RadialBasis uneven;
+  uneven.centres = {0.0, 0.7, 1.1, 2.9, 4.0};
+  uneven.width = 0.8;
+  // 20 even centres (groups of 8 with a partial last group) and an uneven set (direct exps).
+  for (const RadialBasis& basis : {RadialBasis::uniform(20, 8.0), uneven}) {
+    for (double spread : {1.0, 40.0}) {  // 40: many pairs far beyond the last centre
+      INFO("centres " << basis.size() << ", spread " << spread);
+      Problem p = make_problem(DistanceMask::additive, 61, {9, 14}, 2, 3, 2, 3, 4, 6);
+      p.cfg.basis = basis;
+      Rng rng(62);
+      p.A = random_mat(rng, 2, basis.size());
+      p.R *= spread;
+      const Mat<double> ref = direct_reference(p);
+      CHECK((run_forward<double>(p).out - ref).cwiseAbs().maxCoeff() < 1e-12);
+      const auto c32 = run_forward<float>(p);
+      REQUIRE(c32.out.allFinite());
+      CHECK((c32.out.cast<double>() - ref).cwiseAbs().maxCoeff() < 2e-5 * ref.cwiseAbs().maxCoeff());
+    }
+  }
+}

@@ -215,8 +215,12 @@ Result run_flt(flt::attn::Variant variant, Index L) {
   return r;
 }
 
+Index g_query_block = 0, g_key_block = 0;  // 0: library defaults (bench_flt run ... QB KB)
+
 Result run_exact(bool masked, Index L) {
   flt::exact::StreamingAttentionConfig cfg;
+  if (g_query_block > 0) cfg.query_block = g_query_block;
+  if (g_key_block > 0) cfg.key_block = g_key_block;
   cfg.heads = kHeads;
   cfg.mask = masked ? flt::exact::DistanceMask::additive : flt::exact::DistanceMask::none;
   cfg.basis = flt::exact::RadialBasis::uniform(16, 8.0);  // 16 Gaussians on [0, 8] A
@@ -645,6 +649,11 @@ int main(int argc, char** argv) {
   try {
     const std::vector<std::string> args(argv + 1, argv + argc);
     if (args.empty()) return usage();
+    if (args[0] == "run" && args.size() == 6) {
+      g_query_block = std::stol(args[4]);
+      g_key_block = std::stol(args[5]);
+      return run_one(args[1], std::stol(args[2]), std::stoi(args[3]));
+    }
     if (args[0] == "run" && args.size() == 4)
       return run_one(args[1], std::stol(args[2]), std::stoi(args[3]));
     if (args[0] == "peak" && args.size() == 2) {

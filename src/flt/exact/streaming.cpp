@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 namespace flt::exact {
 namespace {
@@ -57,14 +58,66 @@ struct MaskTile {
     }
     rho = rho.sqrt();
     const Index K = basis.size();
-    const T inv_two_w2 = static_cast<T>(1.0 / (2.0 * basis.width * basis.width));
     phi.resize(P, K);
-    for (Index k = 0; k < K; ++k) {
-      const T mu = static_cast<T>(basis.centres[static_cast<std::size_t>(k)]);
-      phi.col(k) = (-(rho - mu).square() * inv_two_w2).exp().matrix();
-    }
+    if (uniform_step > 0.0)
+      fill_phi_recurrence(basis);
+    else
+      for (Index k = 0; k < K; ++k) {
+        const T mu = static_cast<T>(basis.centres[static_cast<std::size_t>(k)]);
+        phi.col(k) = (-(rho - mu).square() * inv_two_w2(basis)).exp().matrix();
+      }
     u.noalias() = phi * coeffs.transpose();
   }
+
+  static T inv_two_w2(const RadialBasis& basis) {
+    return static_cast<T>(1.0 / (2.0 * basis.width * basis.width));
+  }
+
+  // Evenly spaced centres (mu_{k+1} - mu_k = Delta, delta = Delta / w <= 1) allow a recurrence that
+  // needs 2 exp per group of 8 centres instead of one per centre. With z_k = (rho - mu_k) / w:
+  //   phi_{k+1} = phi_k r_k,  r_k = exp(delta z_k - delta^2 / 2),  r_{k+1} = r_k exp(-delta^2).
+  // Each group restarts from an exactly computed phi_k0. Where phi_k0 is flushed to 0
+  // (-z_k0^2 / 2 < -80 in float, -700 in double), every phi_k of its group is below
+  // exp(-(12.6 - 7 delta)^2 / 2) < 2e-7 (float) anyway; the exponent of r_k0 is capped (far below
+  // overflow) so that 0 * r stays 0.
+  double uniform_step = 0.0;  // delta, or 0 when the recurrence does not apply
+  static double recurrence_step(const RadialBasis& basis) {
+    const Index K = basis.size();
+    if (K < 2) return 0.0;
+    const double spacing = basis.centres[1] - basis.centres[0];
+    if (!(spacing > 0.0)) return 0.0;
+    for (Index k = 1; k < K; ++k) {
+      const double step = basis.centres[static_cast<std::size_t>(k)] -
+                          basis.centres[static_cast<std::size_t>(k - 1)];
+      if (std::abs(step - spacing) > 1e-9 * spacing) return 0.0;
+    }
+    const double delta = spacing / basis.width;
+    return delta <= 1.0 ? delta : 0.0;
+  }
+  void fill_phi_recurrence(const RadialBasis& basis) {
+    const Index K = basis.size();
+    const double delta = uniform_step;
+    const T inv_w = static_cast<T>(1.0 / basis.width);
+    const T decay = static_cast<T>(std::exp(-delta * delta));
+    const T cap = static_cast<T>(std::is_same_v<T, float> ? 80.0 : 700.0);
+    const T floor_arg = -cap;  // exp below this is flushed to 0 (|z| > 12.6 float, 37.4 double)
+    constexpr Index group = 8;
+    for (Index k0 = 0; k0 < K; k0 += group) {
+      const T mu = static_cast<T>(basis.centres[static_cast<std::size_t>(k0)]);
+      z = (rho - mu) * inv_w;
+      // Eigen's vectorised exp clamps very negative arguments to a tiny non-zero value instead of
+      // 0, which the recurrence would then amplify: flush those to exactly 0.
+      ratio = -T(0.5) * z.square();
+      phi.col(k0) = ratio.exp().matrix();  // plain operand: vectorised exp
+      phi.col(k0) = (ratio < floor_arg).select(T(0), phi.col(k0).array()).matrix();
+      ratio = (static_cast<T>(delta) * z - static_cast<T>(0.5 * delta * delta)).min(cap).exp();
+      for (Index k = k0 + 1; k < std::min(K, k0 + group); ++k) {
+        phi.col(k) = (phi.col(k - 1).array() * ratio).matrix();
+        ratio *= decay;
+      }
+    }
+  }
+  Arr<T> z, ratio;  // recurrence scratch
 
   Eigen::Map<const Mat<T>> u_head(Index h, Index nq, Index nk) const {
     return {u.col(h).data(), nq, nk};
@@ -142,6 +195,7 @@ void streaming_attention_forward(const StreamingAttentionConfig& cfg, const Ragg
 #pragma omp parallel
   {
     MaskTile<T> tile;
+    if (masked) tile.uniform_step = MaskTile<T>::recurrence_step(cfg.basis);
     Mat<T> Qs, S, acc, m, l;
     Vec<T> m_new, corr;
 #pragma omp for schedule(dynamic, 1)
@@ -162,7 +216,10 @@ void streaming_attention_forward(const StreamingAttentionConfig& cfg, const Ragg
           // Online softmax: m_new = max(m, max_j logit); rescale old sums by exp(m - m_new).
           m_new = m.col(h).cwiseMax(S.rowwise().maxCoeff());
           corr = (m.col(h) - m_new).array().exp().matrix();
-          S = (S.array().colwise() - m_new.array()).exp().matrix();
+          // In place, then exp on a plain array: Eigen vectorises exp only on contiguous
+          // operands, not on broadcast (colwise) expressions.
+          S.array().colwise() -= m_new.array();
+          S.array() = S.array().exp();
           if (masked && !additive) S.array() *= tile.u_head(h, nq, nk).array();
           l.col(h) = l.col(h).cwiseProduct(corr) + S.rowwise().sum();
           auto acc_h = acc.middleCols(h * dv, dv);
@@ -199,6 +256,7 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
   const Index L = Q.rows(), H = cfg.heads, d = Q.cols() / H, dv = V.cols() / H;
   const bool masked = cfg.mask != DistanceMask::none;
   const bool additive = cfg.mask == DistanceMask::additive;
+  const bool multiplicative = cfg.mask == DistanceMask::multiplicative;
   require(cache.out.rows() == L && cache.out.cols() == H * dv && cache.row_max.rows() == L &&
               cache.row_sum.rows() == L && cache.row_max.cols() == H,
           "streaming attention backward: the cache does not match the inputs");
@@ -225,22 +283,21 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
   struct Work {
     MaskTile<T> tile;
     Mat<T> S, E, P, Tm, dS, acc;
-    Mat<T> grad_r;  // coordinate gradient rows of this task
+    bool multiplicative = false;
+    // The attention weights P of the current head (E itself unless the mask multiplies).
+    const Mat<T>& weights() const { return multiplicative ? P : E; }
   };
   auto recompute = [&](Work& w, Index h, Index i0, Index nq, Index j0, Index nk) {
     w.S.noalias() = Q.block(i0, h * d, nq, d) * K.block(j0, h * d, nk, d).transpose();
     w.S *= scale;
     if (additive) w.S += w.tile.u_head(h, nq, nk);
-    w.E = ((w.S.array().colwise() - cache.row_max.col(h).segment(i0, nq).array()).exp().colwise() *
-           inv_l.col(h).segment(i0, nq).array())
-              .matrix();
-    if (masked && !additive)
-      w.P = w.E.cwiseProduct(w.tile.u_head(h, nq, nk));
-    else
-      w.P = w.E;
+    w.S.array().colwise() -= cache.row_max.col(h).segment(i0, nq).array();
+    w.S.array() = w.S.array().exp();  // contiguous: vectorised exp
+    w.E.noalias() = inv_l.col(h).segment(i0, nq).asDiagonal() * w.S;
+    if (multiplicative) w.P = w.E.cwiseProduct(w.tile.u_head(h, nq, nk));
     w.Tm.noalias() = dout.block(i0, h * dv, nq, dv) * V.block(j0, h * dv, nk, dv).transpose();
     w.Tm.array().colwise() -= Dvec.col(h).segment(i0, nq).array();
-    w.dS = w.P.cwiseProduct(w.Tm);
+    w.dS = w.weights().cwiseProduct(w.Tm);
     if (masked) w.tile.du_head(h, nq, nk) = additive ? w.dS : w.E.cwiseProduct(w.Tm);
   };
 
@@ -251,6 +308,8 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
 #pragma omp parallel
   {
     Work w;
+    w.multiplicative = multiplicative;
+    if (masked) w.tile.uniform_step = MaskTile<T>::recurrence_step(cfg.basis);
     Mat<T> dKacc, dVacc;
 #pragma omp for schedule(dynamic, 1)
     for (Index t = 0; t < num_key_tasks; ++t) {
@@ -272,7 +331,7 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
         }
         for (Index h = 0; h < H; ++h) {
           recompute(w, h, i0, nq, j0, nk);
-          dVacc.middleCols(h * dv, dv).noalias() += w.P.transpose() * dout.block(i0, h * dv, nq, dv);
+          dVacc.middleCols(h * dv, dv).noalias() += w.weights().transpose() * dout.block(i0, h * dv, nq, dv);
           dKacc.middleCols(h * d, d).noalias() += w.dS.transpose() * Q.block(i0, h * d, nq, d);
         }
         if (masked) {
@@ -304,6 +363,8 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
 #pragma omp parallel
   {
     Work w;
+    w.multiplicative = multiplicative;
+    if (masked) w.tile.uniform_step = MaskTile<T>::recurrence_step(cfg.basis);
     Mat<T> dQacc, grad_q;
 #pragma omp for schedule(dynamic, 1)
     for (Index t = 0; t < num_query_tasks; ++t) {
