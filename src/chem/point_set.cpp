@@ -9,6 +9,10 @@
 
 namespace flt::chem {
 
+namespace {
+constexpr Index kAllPairsMaxAtoms = 96;
+}  // namespace
+
 const Property* PointSet::property(std::string_view key) const noexcept {
   for (const auto& p : properties) {
     if (p.key == key) return &p;
@@ -97,10 +101,26 @@ std::optional<std::string> check_geometry(const PointSet& points, double min_dis
     }
   }
   if (!(min_distance > 0.0) || n < 2) return std::nullopt;
+  const double min2 = min_distance * min_distance;
+  auto too_close = [&](Index i, Index j, double d2) {
+    std::ostringstream out;
+    out << "atoms " << (j + 1) << " and " << (i + 1) << " are " << std::sqrt(d2)
+        << " Angstrom apart (closer than " << min_distance << ")";
+    return out.str();
+  };
+  if (n <= kAllPairsMaxAtoms) {
+    // Small molecules: all pairs is cheaper than building the grid.
+    for (Index i = 1; i < n; ++i) {
+      for (Index j = 0; j < i; ++j) {
+        const double d2 = (points.positions.row(i) - points.positions.row(j)).squaredNorm();
+        if (d2 < min2) return too_close(i, j, d2);
+      }
+    }
+    return std::nullopt;
+  }
   // Cell grid with cell edge min_distance: two atoms closer than min_distance lie in the same or
   // neighbouring cells, so each atom is compared with the atoms of 27 cells only.
   const double inv = 1.0 / min_distance;
-  const double min2 = min_distance * min_distance;
   auto cell_of = [&](Index i, int axis) {
     // Clamped so that huge (finite) coordinates cannot overflow the integer conversion.
     const double cell = std::clamp(std::floor(points.positions(i, axis) * inv), -4e18, 4e18);
@@ -123,12 +143,7 @@ std::optional<std::string> check_geometry(const PointSet& points, double min_dis
           for (auto it = range.first; it != range.second; ++it) {
             const Index j = it->second;
             const double d2 = (points.positions.row(i) - points.positions.row(j)).squaredNorm();
-            if (d2 < min2) {
-              std::ostringstream out;
-              out << "atoms " << (j + 1) << " and " << (i + 1) << " are " << std::sqrt(d2)
-                  << " Angstrom apart (closer than " << min_distance << ")";
-              return out.str();
-            }
+            if (d2 < min2) return too_close(i, j, d2);
           }
         }
       }

@@ -75,7 +75,7 @@ std::optional<double> parse_number(std::string_view text);
 
 // Checks a point set's geometry: every coordinate finite, no two atoms closer than `min_distance`
 // Angstrom (0 disables). Returns the reason of the first problem found, or nullopt when fine.
-// Uses a cell grid, so it is O(N) for molecules of any size.
+// All pairs up to 96 atoms; above, a cell grid (O(N) for molecules of any size).
 std::optional<std::string> check_geometry(const PointSet& points, double min_distance);
 
 }  // namespace flt::chem

@@ -97,18 +97,23 @@ std::optional<std::string> brute_force(const PointSet& p, double min_distance) {
 
 TEST_CASE("geometry check: grid agrees with the all-pairs reference", "[chem]") {
   flt::Rng rng(7);
-  for (int trial = 0; trial < 200; ++trial) {
+  int close_grid = 0, fine_grid = 0;
+  for (int trial = 0; trial < 300; ++trial) {
     PointSet p;
-    const int n = 2 + trial % 40;
+    // Small molecules take the all-pairs path, n > 96 the cell grid.
+    const int n = 2 + (trial * 37) % 400;
     p.positions.resize(n, 3);
-    const double box = 0.05 + 0.02 * (trial % 25);  // dense to sparse
+    const double side = std::cbrt(static_cast<double>(n)) * (0.3 + 0.1 * (trial % 20));
     for (int i = 0; i < n; ++i) {
-      for (int c = 0; c < 3; ++c) p.positions(i, c) = (rng.uniform() - 0.5) * box * n;
+      for (int c = 0; c < 3; ++c) p.positions(i, c) = (rng.uniform() - 0.5) * side;
     }
     const bool fast = check_geometry(p, 0.1).has_value();
     const bool slow = brute_force(p, 0.1).has_value();
     CHECK(fast == slow);
+    if (n > 96) (fast ? close_grid : fine_grid) += 1;
   }
+  CHECK(close_grid > 10);  // both outcomes exercised on the grid path
+  CHECK(fine_grid > 10);
   PointSet p;
   p.positions.resize(3, 3);
   p.positions << 0, 0, 0, 1, 0, 0, 1.05, 0, 0;
