@@ -124,7 +124,7 @@ TEST_CASE("extended XYZ writer: round trip with labels, Mulliken column and pred
   }
 }
 
-TEST_CASE("writers: nothing appears without close(); bad formats are refused", "[chem][writer]") {
+TEST_CASE("writers: nothing appears without close(), bad formats are refused", "[chem][writer]") {
   TempDir dir;
   const std::string out = dir.file("never.sdf");
   {

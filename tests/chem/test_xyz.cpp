@@ -77,7 +77,7 @@ TEST_CASE("extended XYZ: Properties, key=value labels, per-atom forces", "[chem]
   CHECK(*r.records[1].number("energy") == -0.5);
 }
 
-TEST_CASE("XYZ: bad records are reported with file, record and reason; reading goes on",
+TEST_CASE("XYZ: bad records are reported with file, record and reason, reading goes on",
           "[chem][xyz][errors]") {
   const std::string text =
       "2\nok 1\nC 0 0 0\nO 0 0 1.2\n"
@@ -189,7 +189,7 @@ TEST_CASE("inputs: '-' reads standard input in the given format", "[chem][io]") 
   CHECK(got[0].atomic_numbers == std::vector<int>{10});
 }
 
-TEST_CASE("inputs: several inputs in order; a directory's files sorted by name", "[chem][io]") {
+TEST_CASE("inputs: several inputs in order, a directory's files sorted by name", "[chem][io]") {
   const auto r = read_all({parser_case("rdkit-src/FileParsers/ethane.xyz"), test_data("qm9_original"),
                            parser_case("rdkit-src/FileParsers/acetate.xyz")});
   CHECK(r.summary.ok());
