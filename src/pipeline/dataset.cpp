@@ -1,0 +1,441 @@
+// Dataset loading: point sets from flt::chem readers plus labels (from the records or a CSV),
+// converted to training units here, at the boundary. S molecules, P targets, labels S x P.
+#include "pipeline/dataset.hpp"
+
+#include "chem/point_set.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "train/labels.hpp"
+#include "train/units.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <utility>
+
+namespace flt::pipeline {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+// "HOMO" -> "homo", "u0" -> "U0": the QM9 spelling of a QM9 property, any other name unchanged.
+std::string canonical_target_name(const std::string& name) {
+  if (train::find_qm9_target(name)) return name;
+  for (const auto& t : train::qm9_targets())
+    if (iequals(t.name, name)) return std::string(t.name);
+  return name;
+}
+
+// A property of the record named like the target (exact spelling first, then any case).
+const chem::Property* find_label(const chem::PointSet& p, const std::string& name) {
+  if (const chem::Property* prop = p.property(name)) return prop;
+  for (const auto& prop : p.properties)
+    if (iequals(prop.key, name)) return &prop;
+  return nullptr;
+}
+
+std::string lookup(const std::map<std::string, std::string>& m, const std::string& key) {
+  auto it = m.find(key);
+  return it == m.end() ? std::string() : it->second;
+}
+
+// Resolves the per-target settings that do not depend on the data: canonical name, training unit
+// when it is fixed up front (asked for, or a QM9 property), pooling when asked for.
+struct TargetPlan {
+  DatasetTarget target;
+  bool unit_fixed = false;
+  std::string fallback_source_unit;  // for labels given without a unit
+  std::optional<bool> extensive;     // from --pooling
+};
+
+std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
+  std::vector<TargetPlan> plans;
+  for (const std::string& raw : options.targets) {
+    if (raw.empty()) throw ConfigError("empty target name in --targets");
+    TargetPlan plan;
+    plan.target.name = canonical_target_name(raw);
+    for (const auto& other : plans)
+      if (other.target.name == plan.target.name)
+        throw ConfigError("target '" + plan.target.name + "' is listed twice");
+    const train::TargetInfo* qm9 = train::find_qm9_target(plan.target.name);
+    std::string src = lookup(options.source_units, raw);
+    if (src.empty()) src = lookup(options.source_units, plan.target.name);
+    if (src.empty() && qm9) src = std::string(qm9->source_unit);
+    if (!src.empty()) plan.fallback_source_unit = std::string(train::find_unit(src).name);
+    std::string unit = lookup(options.units, raw);
+    if (unit.empty()) unit = lookup(options.units, plan.target.name);
+    if (!unit.empty()) {
+      plan.target.unit = std::string(train::find_unit(unit).name);
+      plan.unit_fixed = true;
+    } else if (qm9) {
+      plan.target.unit = std::string(qm9->training_unit);
+      plan.unit_fixed = true;
+    }
+    if (plan.unit_fixed && !plan.fallback_source_unit.empty() &&
+        train::find_unit(plan.fallback_source_unit).dimension != train::find_unit(plan.target.unit).dimension)
+      throw ConfigError("target '" + plan.target.name + "': unit '" + plan.target.unit +
+                        "' does not match the source unit '" + plan.fallback_source_unit + "'");
+    std::string pooling = lookup(options.pooling, raw);
+    if (pooling.empty()) pooling = lookup(options.pooling, plan.target.name);
+    if (pooling == "sum" || pooling == "extensive") plan.extensive = true;
+    else if (pooling == "mean" || pooling == "intensive") plan.extensive = false;
+    else if (!pooling.empty())
+      throw ConfigError("target '" + plan.target.name + "': pooling '" + pooling +
+                        "' is not one of sum, mean");
+    plans.push_back(std::move(plan));
+  }
+  for (const auto& [key, value] : options.pooling) {
+    (void)value;
+    const std::string name = canonical_target_name(key);
+    if (std::none_of(plans.begin(), plans.end(), [&](const TargetPlan& p) { return p.target.name == name; }))
+      throw ConfigError("pooling given for '" + key + "', which is not a target");
+  }
+  return plans;
+}
+
+void finish_targets(std::vector<TargetPlan>& plans) {
+  for (auto& plan : plans) {
+    DatasetTarget& t = plan.target;
+    if (t.unit.empty() && !plan.fallback_source_unit.empty())
+      t.unit = train::default_training_unit(t.name, plan.fallback_source_unit);
+    if (plan.extensive) {
+      t.extensive = *plan.extensive;
+    } else if (const train::TargetInfo* qm9 = train::find_qm9_target(t.name)) {
+      t.extensive = qm9->extent == train::Extent::extensive;
+    } else {
+      // Energies are sums of atomic contributions; anything else (dipoles, orbital energies
+      // given under other names, ...) is averaged unless --pooling says otherwise.
+      t.extensive = !t.unit.empty() && train::find_unit(t.unit).dimension == train::Dimension::energy;
+    }
+  }
+}
+
+class DatasetBuilder {
+ public:
+  DatasetBuilder(const DatasetOptions& options, std::optional<train::LabelTable> csv)
+      : options_(options), plans_(plan_targets(options)), csv_(std::move(csv)) {
+    const std::size_t p = plans_.size();
+    missing_.assign(p, 0);
+    if (csv_) {
+      // The CSV reader already converted to its training units; adopt them.
+      for (std::size_t t = 0; t < p; ++t) {
+        plans_[t].target.unit = csv_->units[t];
+        plans_[t].target.source_unit = csv_->source_units[t];
+        plans_[t].unit_fixed = true;
+      }
+      by_title_ = csv_->key_column == "title" || csv_->key_column == "name";
+    }
+  }
+
+  bool full() const { return options_.limit > 0 && molecules_.size() >= options_.limit; }
+
+  // Adds a record or returns the reason it is bad (labels that are not numbers, geometry, ...).
+  // InputError is thrown only for MissingLabels::error.
+  std::optional<std::string> add(chem::PointSet&& p) {
+    if (p.size() == 0) return "molecule has no atoms";
+    if (p.size() < options_.min_atoms)
+      return "molecule has " + std::to_string(p.size()) + " atom(s), fewer than min-atoms = " +
+             std::to_string(options_.min_atoms);
+    for (std::size_t i = 0; i < p.size(); ++i) {
+      const int z = p.atomic_numbers[i];
+      if (z < 1 || z > options_.max_z)
+        return "atom " + std::to_string(i + 1) + ": atomic number " + std::to_string(z) +
+               " outside 1.." + std::to_string(options_.max_z);
+    }
+    if (auto problem = chem::check_geometry(p, 0.0)) return *problem;
+
+    const std::string where = p.source + ": record " + std::to_string(p.record);
+    std::string id = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
+    std::vector<double> row(plans_.size(), kNaN);
+    if (csv_) {
+      const double* values = nullptr;
+      if (by_title_) values = csv_->find(p.title);
+      else values = csv_->find(id);
+      if (!values && !by_title_ && !p.title.empty()) values = csv_->find(p.title);
+      if (!values) {
+        if (const chem::Property* index = p.property("index")) values = csv_->find(index->value);
+      }
+      if (values) std::copy(values, values + plans_.size(), row.begin());
+    } else {
+      for (std::size_t t = 0; t < plans_.size(); ++t) {
+        const chem::Property* prop = find_label(p, plans_[t].target.name);
+        if (!prop) continue;
+        if (!prop->number) {
+          if (is_missing_text(prop->value)) continue;
+          return "label '" + prop->key + "' = '" + prop->value + "' is not a number";
+        }
+        std::string unit = prop->unit.empty() ? plans_[t].fallback_source_unit : prop->unit;
+        if (unit.empty()) {
+          throw ConfigError(where + ": label '" + prop->key +
+                            "' has no unit; give it with --source-units " + plans_[t].target.name +
+                            "=<unit> (units are never guessed)");
+        }
+        row[t] = *prop->number * factor(t, unit);
+      }
+    }
+    for (std::size_t t = 0; t < plans_.size(); ++t) {
+      if (!std::isnan(row[t]) && !std::isfinite(row[t]))
+        return "label '" + plans_[t].target.name + "' is not finite";
+    }
+    for (std::size_t t = 0; t < plans_.size(); ++t) {
+      if (!std::isnan(row[t])) continue;
+      if (options_.missing == MissingLabels::error)
+        throw InputError(p.source, p.record, "no label for target '" + plans_[t].target.name + "'");
+      if (options_.missing == MissingLabels::skip)
+        return "no label for target '" + plans_[t].target.name + "'";
+    }
+    for (std::size_t t = 0; t < plans_.size(); ++t)
+      if (std::isnan(row[t])) ++missing_[t];
+
+    models::Molecule m;
+    m.atomic_numbers.assign(p.atomic_numbers.begin(), p.atomic_numbers.end());
+    m.positions.resize(p.size());
+    for (std::size_t i = 0; i < p.size(); ++i)
+      m.positions[i] = {p.positions(static_cast<Index>(i), 0), p.positions(static_cast<Index>(i), 1),
+                        p.positions(static_cast<Index>(i), 2)};
+    const bool any_charge = std::any_of(p.formal_charges.begin(), p.formal_charges.end(),
+                                        [](int q) { return q != 0; });
+    if (any_charge) m.formal_charges.assign(p.formal_charges.begin(), p.formal_charges.end());
+    molecules_.push_back(std::move(m));
+    ids_.push_back(std::move(id));
+    titles_.push_back(p.title);
+    sources_.push_back(p.source + ":" + std::to_string(p.record));
+    labels_.insert(labels_.end(), row.begin(), row.end());
+    return std::nullopt;
+  }
+
+  Dataset finish(chem::ReadSummary summary) {
+    finish_targets(plans_);
+    Dataset d;
+    for (auto& plan : plans_) d.targets.push_back(plan.target);
+    const Index s = static_cast<Index>(molecules_.size());
+    const Index p = static_cast<Index>(plans_.size());
+    d.labels.resize(s, p);
+    for (Index i = 0; i < s; ++i)
+      for (Index t = 0; t < p; ++t) d.labels(i, t) = labels_[static_cast<std::size_t>(i * p + t)];
+    d.molecules = std::move(molecules_);
+    d.ids = std::move(ids_);
+    d.titles = std::move(titles_);
+    d.sources = std::move(sources_);
+    d.missing_per_target = missing_;
+    summary.read = d.molecules.size();
+    d.summary = std::move(summary);
+    return d;
+  }
+
+ private:
+  static bool is_missing_text(std::string_view v) {
+    return v.empty() || iequals(v, "na") || iequals(v, "nan") || iequals(v, "none");
+  }
+
+  // Factor from `unit` to the target's training unit; fixes the training unit on first use.
+  double factor(std::size_t t, const std::string& unit) {
+    TargetPlan& plan = plans_[t];
+    const train::Unit& from = train::find_unit(unit);
+    if (plan.target.unit.empty()) plan.target.unit = train::default_training_unit(plan.target.name, from.name);
+    if (plan.target.source_unit.empty()) plan.target.source_unit = std::string(from.name);
+    const train::Unit& to = train::find_unit(plan.target.unit);
+    if (from.dimension != to.dimension)
+      throw ConfigError("target '" + plan.target.name + "': the input gives unit '" + std::string(from.name) +
+                        "', which cannot be converted to '" + plan.target.unit + "'");
+    return train::conversion_factor(from, to);
+  }
+
+  const DatasetOptions& options_;
+  std::vector<TargetPlan> plans_;
+  std::optional<train::LabelTable> csv_;
+  bool by_title_ = false;
+  std::vector<std::size_t> missing_;
+  std::vector<models::Molecule> molecules_;
+  std::vector<std::string> ids_, titles_, sources_;
+  std::vector<double> labels_;
+};
+
+std::optional<train::LabelTable> load_csv(const DatasetOptions& options) {
+  if (options.labels_csv.empty()) return std::nullopt;
+  if (options.targets.empty()) throw ConfigError("--labels needs --targets");
+  train::LabelCsvOptions csv;
+  csv.key_column = options.label_key;
+  for (const auto& t : options.targets) csv.targets.push_back(canonical_target_name(t));
+  for (const auto& [k, v] : options.source_units) csv.source_units[canonical_target_name(k)] = v;
+  for (const auto& [k, v] : options.units) csv.training_units[canonical_target_name(k)] = v;
+  return train::read_label_csv(options.labels_csv, csv);
+}
+
+void reject(chem::ReadSummary& summary, const DatasetOptions& options, const std::string& file,
+            std::size_t record, const std::string& reason) {
+  if (options.policy == chem::ErrorPolicy::fail) throw InputError(file, record, reason);
+  log_warning("skipping ", InputError(file, record, reason).what());
+  summary.skipped.push_back({file, record, reason});
+}
+
+Dataset finish_or_throw(DatasetBuilder& builder, chem::ReadSummary summary, const std::string& what) {
+  Dataset d = builder.finish(std::move(summary));
+  if (d.size() == 0) {
+    std::string reason = "no usable molecules";
+    if (!d.summary.skipped.empty()) reason += " (" + d.summary.describe() + ")";
+    throw InputError(what, 0, reason);
+  }
+  return d;
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+}  // namespace
+
+MissingLabels missing_labels_from_string(const std::string& name) {
+  if (name == "mask") return MissingLabels::mask;
+  if (name == "skip") return MissingLabels::skip;
+  if (name == "error") return MissingLabels::error;
+  throw ConfigError("missing-labels '" + name + "' is not one of mask, skip, error");
+}
+
+const char* to_string(MissingLabels policy) noexcept {
+  switch (policy) {
+    case MissingLabels::mask: return "mask";
+    case MissingLabels::skip: return "skip";
+    case MissingLabels::error: return "error";
+  }
+  return "?";
+}
+
+std::vector<std::string> Dataset::target_names() const {
+  std::vector<std::string> out;
+  for (const auto& t : targets) out.push_back(t.name);
+  return out;
+}
+
+std::vector<std::string> Dataset::target_units() const {
+  std::vector<std::string> out;
+  for (const auto& t : targets) out.push_back(t.unit);
+  return out;
+}
+
+std::vector<models::TargetSpec> Dataset::target_specs() const {
+  std::vector<models::TargetSpec> out;
+  for (const auto& t : targets) out.push_back({t.name, t.unit, t.extensive});
+  return out;
+}
+
+std::span<const double> Dataset::label_row(std::size_t s) const {
+  require(s < size(), "Dataset::label_row: index out of range");
+  return {labels.data() + s * num_targets(), num_targets()};
+}
+
+std::string Dataset::describe() const {
+  std::ostringstream out;
+  out << "read " << size() << " molecule" << (size() == 1 ? "" : "s");
+  if (!summary.skipped.empty()) {
+    out << "; skipped " << summary.skipped.size() << " record" << (summary.skipped.size() == 1 ? "" : "s") << " ("
+        << summary.describe() << ")";
+  }
+  for (std::size_t t = 0; t < targets.size(); ++t)
+    if (missing_per_target[t] > 0)
+      out << "; " << targets[t].name << ": " << missing_per_target[t] << " label"
+          << (missing_per_target[t] == 1 ? "" : "s") << " missing (masked)";
+  return out.str();
+}
+
+Dataset load_dataset(const DatasetOptions& options) {
+  if (options.inputs.empty()) throw ConfigError("no input files given");
+  DatasetBuilder builder(options, load_csv(options));
+  chem::ReadSummary summary;
+  auto reader = chem::MoleculeReader::open(options.inputs, options.read);
+  while (!builder.full()) {
+    std::optional<chem::PointSet> p;
+    try {
+      p = reader->next();
+    } catch (const InputError& e) {
+      reject(summary, options, e.file(), e.record(), e.reason());
+      continue;
+    } catch (const IoError& e) {
+      if (options.policy == chem::ErrorPolicy::fail) throw;
+      log_warning("skipping ", e.what());
+      summary.skipped.push_back({e.path(), 0, e.what()});
+      continue;
+    }
+    if (!p) break;
+    const std::string file = p->source;
+    const std::size_t record = p->record;
+    if (auto problem = builder.add(std::move(*p))) reject(summary, options, file, record, *problem);
+  }
+  return finish_or_throw(builder, std::move(summary), join(options.inputs));
+}
+
+Dataset dataset_from_point_sets(std::vector<chem::PointSet> points, const DatasetOptions& options) {
+  DatasetBuilder builder(options, load_csv(options));
+  chem::ReadSummary summary;
+  for (auto& p : points) {
+    if (builder.full()) break;
+    const std::string file = p.source.empty() ? "<memory>" : p.source;
+    const std::size_t record = p.record;
+    if (auto problem = builder.add(std::move(p))) reject(summary, options, file, record, *problem);
+  }
+  return finish_or_throw(builder, std::move(summary), "<memory>");
+}
+
+Dataset subset(const Dataset& data, std::span<const std::size_t> indices) {
+  Dataset d;
+  d.targets = data.targets;
+  d.summary = data.summary;
+  const Index p = static_cast<Index>(data.num_targets());
+  d.labels.resize(static_cast<Index>(indices.size()), p);
+  d.missing_per_target.assign(data.num_targets(), 0);
+  for (std::size_t k = 0; k < indices.size(); ++k) {
+    const std::size_t i = indices[k];
+    require(i < data.size(), "subset: index out of range");
+    d.molecules.push_back(data.molecules[i]);
+    d.ids.push_back(data.ids[i]);
+    d.titles.push_back(data.titles[i]);
+    d.sources.push_back(data.sources[i]);
+    for (Index t = 0; t < p; ++t) {
+      d.labels(static_cast<Index>(k), t) = data.labels(static_cast<Index>(i), t);
+      if (std::isnan(data.labels(static_cast<Index>(i), t))) ++d.missing_per_target[static_cast<std::size_t>(t)];
+    }
+  }
+  return d;
+}
+
+Batch make_batch(const Dataset& data, std::span<const std::size_t> indices) {
+  Batch b;
+  b.indices.assign(indices.begin(), indices.end());
+  std::vector<const models::Molecule*> ptrs;
+  ptrs.reserve(indices.size());
+  const Index p = static_cast<Index>(data.num_targets());
+  b.labels.resize(static_cast<Index>(indices.size()), p);
+  for (std::size_t k = 0; k < indices.size(); ++k) {
+    require(indices[k] < data.size(), "make_batch: index out of range");
+    ptrs.push_back(&data.molecules[indices[k]]);
+    for (Index t = 0; t < p; ++t) b.labels(static_cast<Index>(k), t) = data.labels(static_cast<Index>(indices[k]), t);
+  }
+  b.molecules = models::MoleculeBatch::from(std::span<const models::Molecule* const>(ptrs));
+  return b;
+}
+
+std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t> order, std::size_t batch_size) {
+  require(batch_size >= 1, "batch_indices: batch size must be at least 1");
+  std::vector<std::vector<std::size_t>> out;
+  for (std::size_t begin = 0; begin < order.size(); begin += batch_size) {
+    const std::size_t end = std::min(order.size(), begin + batch_size);
+    out.emplace_back(order.begin() + static_cast<std::ptrdiff_t>(begin), order.begin() + static_cast<std::ptrdiff_t>(end));
+  }
+  return out;
+}
+
+}  // namespace flt::pipeline

@@ -1,0 +1,801 @@
+// `flt train` workflow (see train.hpp for the algorithm and its determinism/resume contract).
+// Shapes: S molecules in a batch, N atoms, P targets; predictions and labels S x P.
+#include "pipeline/train.hpp"
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/optim.hpp"
+#include "core/random.hpp"
+#include "core/version.hpp"
+#include "pipeline/dataset_model_io.hpp"
+#include "train/atomic_file.hpp"
+#include "train/checkpoint.hpp"
+#include "train/csv.hpp"
+#include "train/data_checksum.hpp"
+#include "train/ini.hpp"
+#include "train/progress.hpp"
+#include "train/run_dir.hpp"
+#include "train/split.hpp"
+#include "train/svg_plot.hpp"
+#include "train/units.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <sstream>
+
+namespace flt::pipeline {
+
+namespace fs = std::filesystem;
+using train::OptionType;
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// Model-configuration keys that the trainer sets itself (from the data and --seed).
+bool is_trainer_owned_model_key(const std::string& key) {
+  return key == "targets" || key == "target_units" || key == "target_pooling" || key == "seed";
+}
+
+std::string dashed(std::string key) {
+  std::replace(key.begin(), key.end(), '_', '-');
+  return key;
+}
+
+std::string join(const std::vector<std::string>& items, const char* sep = ",") {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
+  return out;
+}
+
+// "name=value" list items -> map (for --units, --source-units, --pooling).
+std::map<std::string, std::string> parse_assignments(const std::vector<std::string>& items, const std::string& option) {
+  std::map<std::string, std::string> out;
+  for (const auto& item : items) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == item.size())
+      throw ConfigError("--" + option + ": '" + item + "' is not of the form target=value");
+    out[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return out;
+}
+
+std::string format_number(double v, int precision = 4) {
+  if (std::isnan(v)) return "nan";
+  std::ostringstream s;
+  s << std::setprecision(precision) << v;
+  return s.str();
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The configuration that must not change between an interrupted run and its --resume: the
+// resolved INI without the [run] section and without the thread count.
+std::string resume_fingerprint(const std::string& ini_text) {
+  const train::IniFile ini = train::IniFile::parse(ini_text, "config");
+  train::IniFile out;
+  for (const auto& section : ini.sections()) {
+    if (section.name == "run") continue;
+    for (const auto& e : section.entries) {
+      if (section.name == "train" && e.key == "threads") continue;
+      out.set(section.name, e.key, e.value);
+    }
+  }
+  return out.dump();
+}
+
+// Predictions of the molecules at `indices` (physical units, rows in that order); `normalised`
+// (optional) receives the normalised outputs.
+Mat<double> predict_indices(models::MoleculeModel<float>& model, const Dataset& data,
+                            std::span<const std::size_t> indices, std::size_t batch_size,
+                            Mat<double>* normalised = nullptr) {
+  const Index p = static_cast<Index>(data.num_targets());
+  Mat<double> out(static_cast<Index>(indices.size()), p);
+  if (normalised) normalised->resize(static_cast<Index>(indices.size()), p);
+  models::ModelCache<float> cache;
+  for (std::size_t begin = 0; begin < indices.size(); begin += batch_size) {
+    const std::size_t end = std::min(indices.size(), begin + batch_size);
+    const Batch b = make_batch(data, indices.subspan(begin, end - begin));
+    const Mat<double> norm = model.forward(b.molecules, cache).cast<double>();
+    const Mat<double> phys = model.denormalise(b.molecules, norm);
+    out.middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = phys;
+    if (normalised) normalised->middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = norm;
+  }
+  return out;
+}
+
+Mat<double> labels_at(const Dataset& data, std::span<const std::size_t> indices) {
+  Mat<double> out(static_cast<Index>(indices.size()), static_cast<Index>(data.num_targets()));
+  for (std::size_t k = 0; k < indices.size(); ++k)
+    out.row(static_cast<Index>(k)) = data.labels.row(static_cast<Index>(indices[k]));
+  return out;
+}
+
+std::vector<train::Metrics> metrics_of(const Mat<double>& predicted, const Mat<double>& truth) {
+  return train::compute_metrics(std::span<const double>(predicted.data(), static_cast<std::size_t>(predicted.size())),
+                                std::span<const double>(truth.data(), static_cast<std::size_t>(truth.size())),
+                                static_cast<std::size_t>(truth.cols()));
+}
+
+std::vector<double> maes(const std::vector<train::Metrics>& m) {
+  std::vector<double> out;
+  for (const auto& x : m) out.push_back(x.mae);
+  return out;
+}
+
+// mean_t MAE_t / sigma_t over targets with labels (NaN if none).
+double selection_metric(const std::vector<double>& mae, const models::Normalisation& norm) {
+  double sum = 0;
+  int n = 0;
+  for (std::size_t t = 0; t < mae.size(); ++t) {
+    if (std::isnan(mae[t])) continue;
+    sum += mae[t] / norm.scale[t];
+    ++n;
+  }
+  return n ? sum / n : kNaN;
+}
+
+void write_test_predictions(const fs::path& path, const Dataset& data, std::span<const std::size_t> indices,
+                            const Mat<double>& predicted) {
+  train::AtomicFileWriter out(path);
+  std::vector<std::string> header{"id", "title"};
+  for (const auto& t : data.targets) {
+    header.push_back(train::with_unit_suffix(t.name + "_true", t.unit));
+    header.push_back(train::with_unit_suffix(t.name + "_pred", t.unit));
+  }
+  train::write_csv_row(out.stream(), header);
+  for (std::size_t k = 0; k < indices.size(); ++k) {
+    const std::size_t i = indices[k];
+    std::vector<std::string> row{data.ids[i], data.titles[i]};
+    for (std::size_t t = 0; t < data.num_targets(); ++t) {
+      row.push_back(train::csv_number(data.labels(static_cast<Index>(i), static_cast<Index>(t))));
+      row.push_back(train::csv_number(predicted(static_cast<Index>(k), static_cast<Index>(t))));
+    }
+    train::write_csv_row(out.stream(), row);
+  }
+  out.commit();
+}
+
+// Per-epoch attention denominator statistics (FLT variant A/B), one row per epoch.
+void append_attention_csv(const fs::path& path, std::int64_t epoch, const attn::AttentionStats& s,
+                          bool truncate_first) {
+  std::string text;
+  if (!truncate_first && fs::exists(path)) {
+    // Keep rows of earlier epochs only (a resumed run rewrites the epochs after its checkpoint).
+    const train::CsvTable table = train::read_csv(path);
+    text = join(table.header) + "\n";
+    for (const auto& row : table.rows)
+      if (!row.empty() && std::stoll(row[0]) < epoch) text += join(row) + "\n";
+  } else {
+    text = "epoch,forward_calls,denominators,nonpositive,tiny,clamped,min_relative_denominator\n";
+  }
+  std::ostringstream line;
+  line << epoch << ',' << s.forward_calls << ',' << s.denominators << ',' << s.nonpositive_denominators << ','
+       << s.tiny_denominators << ',' << s.clamped_denominators << ',' << train::csv_number(s.min_relative_denominator)
+       << '\n';
+  text += line.str();
+  train::write_file_atomic(path, text);
+}
+
+template <class T>
+std::vector<T> to_vector(std::span<const T> s) {
+  return {s.begin(), s.end()};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Options.
+
+train::OptionSchema train_option_schema() {
+  train::OptionSchema s;
+  // [data]
+  s.option("inputs", "data", OptionType::list, std::nullopt,
+           "molecule files, directories or archives (positional arguments are appended)")
+      .optional = true;
+  s.option("targets", "data", OptionType::list, "U0", "targets to learn, e.g. U0,gap,homo (QM9 names or label keys)");
+  s.option("units", "data", OptionType::list, std::nullopt,
+           "training unit per target, e.g. U0=kcal/mol (default: eV for energies, else natural)")
+      .optional = true;
+  s.option("source-units", "data", OptionType::list, std::nullopt,
+           "unit of labels given without one, e.g. energy=eV (QM9 names default to QM9 units)")
+      .optional = true;
+  s.option("pooling", "data", OptionType::list, std::nullopt,
+           "sum (extensive) or mean (intensive) per target, e.g. dipole=mean")
+      .optional = true;
+  s.option("labels", "data", OptionType::path, std::nullopt,
+           "CSV file of labels keyed by id or title (columns 'U0 [Hartree]', ...)")
+      .optional = true;
+  s.option("label-key", "data", OptionType::string, "", "key column of --labels (default: id, title or name)");
+  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9").choices = {
+      "auto", "sdf", "mol", "xyz", "extxyz", "qm9"};
+  s.option("on-error", "data", OptionType::string, "skip", "bad records: skip (with a summary) or fail").choices = {
+      "skip", "fail"};
+  s.option("missing-labels", "data", OptionType::string, "mask",
+           "molecules without a label: mask (default), skip or error")
+      .choices = {"mask", "skip", "error"};
+  s.option("min-atoms", "data", OptionType::integer, "1", "molecules with fewer atoms are bad records");
+  s.option("min-distance", "data", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad");
+  s.option("add-hydrogens", "data", OptionType::boolean, "true", "SDF: make implicit hydrogens explicit (3-D)");
+  s.option("limit", "data", OptionType::integer, "0", "read at most this many molecules (0: all)");
+  // [split]
+  s.option("split", "split", OptionType::string, "0.8,0.1,rest",
+           "random split sizes train,validation,test: counts, fractions or rest");
+  s.option("split-file", "split", OptionType::path, std::nullopt, "split CSV (subset,index,id) instead of --split")
+      .optional = true;
+  s.option("split-seed", "split", OptionType::integer, "0", "seed of the random split");
+  // [train]
+  s.option("epochs", "train", OptionType::integer, "100", "training epochs");
+  s.option("batch-size", "train", OptionType::integer, "32", "molecules per mini-batch");
+  s.option("lr", "train", OptionType::real, "0.0005", "peak learning rate (AdamW)");
+  s.option("min-lr", "train", OptionType::real, "1e-06", "final learning rate (cosine) / floor (plateau)");
+  s.option("weight-decay", "train", OptionType::real, "0.01", "AdamW decoupled weight decay (matrices only)");
+  s.option("schedule", "train", OptionType::string, "cosine", "warmup-cosine (cosine) or reduce-on-plateau (plateau)")
+      .choices = {"cosine", "warmup-cosine", "plateau"};
+  s.option("warmup-steps", "train", OptionType::integer, "-1", "linear warm-up steps (-1: one epoch)");
+  s.option("plateau-factor", "train", OptionType::real, "0.5", "plateau: learning-rate factor");
+  s.option("plateau-patience", "train", OptionType::integer, "10", "plateau: epochs without improvement");
+  s.option("clip-norm", "train", OptionType::real, "10", "clip gradients to this global norm (0: off)");
+  s.option("ema-decay", "train", OptionType::real, "0", "exponential moving average of weights (0: off)");
+  s.option("patience", "train", OptionType::integer, "0",
+           "early stopping: epochs without validation improvement (0: off)");
+  s.option("loss", "train", OptionType::string, "mse", "loss on standardised targets: mse, l1, huber").choices = {
+      "mse", "l1", "huber"};
+  s.option("huber-delta", "train", OptionType::real, "1", "huber loss threshold (standardised units)");
+  s.option("fit-reference", "train", OptionType::boolean, "true",
+           "fit per-element reference energies by least squares (extensive targets)");
+  s.option("seed", "train", OptionType::integer, "0", "seed of initialisation, random features and shuffling");
+  s.option("threads", "train", OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.option("eval-batch-size", "train", OptionType::integer, "256", "molecules per batch when evaluating");
+  // [model]: every ModelConfig key except those the trainer sets.
+  for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) {
+    if (is_trainer_owned_model_key(key)) continue;
+    std::string help = "model hyper-parameter " + key;
+    if (key == "num_features") help = "Performer random features per head (m)";
+    else if (key == "num_frequencies") help = "RPE random frequencies per head (R)";
+    else if (key == "attention") help = "attention kind: kronecker, bias, performer, exact";
+    else if (key == "width") help = "model width D";
+    else if (key == "heads") help = "attention heads H";
+    else if (key == "blocks") help = "encoder blocks";
+    train::OptionSpec& spec = s.option(dashed(key), "model", OptionType::string, value, help);
+    if (key == "attention") spec.choices = {"kronecker", "bias", "performer", "exact"};
+  }
+  // [run]
+  s.option("out", "run", OptionType::path, std::nullopt, "run directory (new or empty; see --overwrite, --resume)");
+  s.option("overwrite", "run", OptionType::boolean, "false", "replace an existing flt run directory").persist = false;
+  s.option("resume", "run", OptionType::boolean, "false", "continue the interrupted run in --out").persist = false;
+  {
+    train::OptionSpec& c = s.option("config", "run", OptionType::path, std::nullopt,
+                                    "INI file of options (command line overrides)");
+    c.optional = true;
+    c.persist = false;
+  }
+  s.option("stop-after-epoch", "run", OptionType::integer, "0",
+           "testing: stop after this epoch's checkpoint as if interrupted (0: off)")
+      .persist = false;
+  return s;
+}
+
+TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vector<std::string>& positional) {
+  TrainConfig c;
+  DatasetOptions& d = c.data;
+  if (o.has("inputs")) d.inputs = o.get_list("inputs");
+  d.inputs.insert(d.inputs.end(), positional.begin(), positional.end());
+  if (d.inputs.empty()) throw ConfigError("no input files: give them as arguments or with --inputs");
+  d.targets = o.get_list("targets");
+  if (d.targets.empty()) throw ConfigError("--targets: at least one target is required");
+  if (o.has("units")) d.units = parse_assignments(o.get_list("units"), "units");
+  if (o.has("source-units")) d.source_units = parse_assignments(o.get_list("source-units"), "source-units");
+  if (o.has("pooling")) d.pooling = parse_assignments(o.get_list("pooling"), "pooling");
+  if (o.has("labels")) d.labels_csv = o.get_string("labels");
+  d.label_key = o.get_string("label-key");
+  const std::string format = o.get_string("format");
+  d.read.format = format == "auto" ? chem::Format::unknown : chem::format_from_name(format);
+  d.read.add_hydrogens = o.get_bool("add-hydrogens");
+  d.read.min_distance = o.get_real("min-distance");
+  d.read.keep_molecule = false;
+  d.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  d.missing = missing_labels_from_string(o.get_string("missing-labels"));
+  const auto min_atoms = o.get_int("min-atoms");
+  if (min_atoms < 1) throw ConfigError("--min-atoms must be at least 1");
+  d.min_atoms = static_cast<std::size_t>(min_atoms);
+  const auto limit = o.get_int("limit");
+  if (limit < 0) throw ConfigError("--limit must be >= 0");
+  d.limit = static_cast<std::size_t>(limit);
+
+  if (o.has("split-file")) c.split_file = o.get_string("split-file");
+  c.split = o.get_string("split");
+  train::parse_split_sizes(c.split);  // validates early
+  c.split_seed = static_cast<std::uint64_t>(o.get_int("split-seed"));
+
+  auto positive = [&](const char* name) {
+    const auto v = o.get_int(name);
+    if (v < 1) throw ConfigError(std::string("--") + name + " must be at least 1");
+    return v;
+  };
+  c.epochs = positive("epochs");
+  c.batch_size = static_cast<std::size_t>(positive("batch-size"));
+  c.eval_batch_size = static_cast<std::size_t>(positive("eval-batch-size"));
+  c.lr = o.get_real("lr");
+  c.min_lr = o.get_real("min-lr");
+  if (!(c.lr > 0)) throw ConfigError("--lr must be > 0");
+  if (c.min_lr < 0 || c.min_lr > c.lr) throw ConfigError("--min-lr must lie in [0, lr]");
+  c.weight_decay = o.get_real("weight-decay");
+  if (c.weight_decay < 0) throw ConfigError("--weight-decay must be >= 0");
+  c.schedule = o.get_string("schedule") == "plateau" ? ScheduleKind::plateau : ScheduleKind::cosine;
+  c.warmup_steps = o.get_int("warmup-steps");
+  if (c.warmup_steps < -1) throw ConfigError("--warmup-steps must be >= 0 (or -1: one epoch)");
+  c.plateau_factor = o.get_real("plateau-factor");
+  if (!(c.plateau_factor > 0 && c.plateau_factor < 1)) throw ConfigError("--plateau-factor must lie in (0, 1)");
+  c.plateau_patience = o.get_int("plateau-patience");
+  if (c.plateau_patience < 0) throw ConfigError("--plateau-patience must be >= 0");
+  c.clip_norm = o.get_real("clip-norm");
+  if (c.clip_norm < 0) throw ConfigError("--clip-norm must be >= 0 (0: off)");
+  c.ema_decay = o.get_real("ema-decay");
+  if (c.ema_decay < 0 || c.ema_decay >= 1) throw ConfigError("--ema-decay must lie in [0, 1)");
+  c.patience = o.get_int("patience");
+  if (c.patience < 0) throw ConfigError("--patience must be >= 0 (0: off)");
+  c.loss.kind = parse_regression_loss(o.get_string("loss"));
+  c.loss.huber_delta = o.get_real("huber-delta");
+  if (!(c.loss.huber_delta > 0)) throw ConfigError("--huber-delta must be > 0");
+  c.fit_reference = o.get_bool("fit-reference");
+  c.seed = static_cast<std::uint64_t>(o.get_int("seed"));
+  const auto threads = o.get_int("threads");
+  if (threads < 0) throw ConfigError("--threads must be >= 0");
+  c.threads = static_cast<int>(threads);
+
+  std::map<std::string, std::string> model;
+  for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) {
+    (void)value;
+    if (is_trainer_owned_model_key(key)) continue;
+    model[key] = o.get_string(dashed(key));
+  }
+  try {
+    c.model = models::config_from_strings(model);
+  } catch (const ConfigError& e) {
+    throw ConfigError(std::string("model options: ") + e.what());
+  }
+  d.max_z = c.model.max_z;
+
+  c.out = o.get_string("out");
+  c.overwrite = o.get_bool("overwrite");
+  c.resume = o.get_bool("resume");
+  if (c.overwrite && c.resume) throw ConfigError("--overwrite and --resume exclude each other");
+  c.stop_after_epoch = o.get_int("stop-after-epoch");
+
+  train::IniFile ini = o.to_ini();
+  ini.set("data", "inputs", join(d.inputs));
+  c.resolved_ini = ini.dump("flt train configuration (resolved; read it back with flt train --config FILE)");
+  return c;
+}
+
+TrainConfig parse_train_command_line(const std::vector<std::string>& args) {
+  static const train::OptionSchema schema = train_option_schema();
+  const train::CommandLine cl = train::parse_command_line(schema, args);
+  std::optional<train::IniFile> file;
+  bool resume = false;
+  std::string out;
+  for (const auto& [name, value] : cl.options) {
+    if (name == "config") file = train::IniFile::load(value);
+    if (name == "resume") resume = train::parse_bool_value(value, "--resume");
+    if (name == "out") out = value;
+  }
+  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini"))
+    file = train::IniFile::load(fs::path(out) / "config.ini");
+  const train::ResolvedOptions resolved = train::resolve_options(schema, file ? &*file : nullptr, cl.options);
+  return config_from_options(resolved, cl.positional);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+namespace {
+
+struct RunState {
+  std::int64_t epoch = 0;  // completed epochs
+  std::int64_t step = 0;
+  std::int64_t bad_epochs = 0;
+  std::int64_t best_epoch = 0;
+  bool stopped_early = false;
+  double seconds = 0;  // wall time of earlier sessions
+};
+
+void save_state(train::Checkpoint& ck, const RunState& st, const models::MoleculeModel<float>& model,
+                const AdamW<float>& opt, const ExponentialMovingAverage<float>* ema, const ReduceLROnPlateau* plateau,
+                const std::string& fingerprint, const std::string& checksum) {
+  ck.epoch = st.epoch;
+  ck.step = st.step;
+  ck.set_array<float>("params", to_vector(model.parameters().values()));
+  ck.set_array<float>("adam_m", opt.state().m);
+  ck.set_array<float>("adam_v", opt.state().v);
+  ck.set_integer("adam_step", opt.state().step);
+  if (ema) {
+    ck.set_array<float>("ema_shadow", ema->state().shadow);
+    ck.set_integer("ema_updates", ema->state().num_updates);
+  }
+  if (plateau) {
+    const PlateauState& p = plateau->state();
+    ck.set_scalar("plateau_lr", p.lr);
+    ck.set_scalar("plateau_best", p.best);
+    ck.set_integer("plateau_bad", p.num_bad_epochs);
+    ck.set_integer("plateau_cooldown", p.cooldown_counter);
+    ck.set_integer("plateau_last_epoch", p.last_epoch);
+  }
+  ck.set_integer("bad_epochs", st.bad_epochs);
+  ck.set_integer("best_epoch", st.best_epoch);
+  ck.set_integer("stopped_early", st.stopped_early ? 1 : 0);
+  ck.set_integer("feature_draw", static_cast<std::int64_t>(model.feature_draw()));
+  ck.set_scalar("seconds", st.seconds);
+  ck.set_text("config", fingerprint);
+  ck.set_text("data_checksum", checksum);
+}
+
+// The weights to evaluate and ship: the EMA shadow when averaging, else the live parameters.
+std::vector<float> eval_weights(const train::Checkpoint& ck) {
+  return ck.has_array("ema_shadow") ? ck.array<float>("ema_shadow") : ck.array<float>("params");
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
+  if (cfg.out.empty()) throw ConfigError("--out: a run directory is required");
+  if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
+  const train::RunMode mode =
+      cfg.resume ? train::RunMode::resume : cfg.overwrite ? train::RunMode::overwrite : train::RunMode::fresh;
+  const fs::path dir = train::prepare_run_directory(cfg.out, mode);
+  std::ostream* progress = output.progress;
+  auto say = [&](const std::string& line) {
+    log_info(line);
+    if (progress) *progress << line << '\n' << std::flush;
+  };
+
+  // 1. Data and split.
+  const Dataset data = load_dataset(cfg.data);
+  say(data.describe());
+  train::Split split;
+  if (!cfg.split_file.empty()) {
+    split = train::read_split_file(cfg.split_file, data.size(), data.ids);
+  } else {
+    split = train::random_split(data.size(), train::parse_split_sizes(cfg.split), cfg.split_seed);
+  }
+  if (split.train.empty()) throw ConfigError("the split leaves no training molecules");
+  train::write_split_file(dir / "split.csv", split, data.ids);
+  if (!cfg.resume) train::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+  say("split: " + std::to_string(split.train.size()) + " train, " + std::to_string(split.validation.size()) +
+      " validation, " + std::to_string(split.test.size()) + " test molecules");
+
+  // 2. Model and normalisation (fitted on the training subset only).
+  models::ModelConfig mc = cfg.model;
+  mc.targets = data.target_specs();
+  mc.seed = cfg.seed;
+  models::MoleculeModel<float> model(mc);
+  {
+    const Batch train_all = make_batch(data, split.train);
+    model.set_normalisation(models::fit_normalisation(mc, train_all.molecules, train_all.labels, cfg.fit_reference));
+  }
+  train::DataFingerprint fingerprint;
+  for (std::size_t i : split.train) {
+    const auto& m = data.molecules[i];
+    std::vector<int> z(m.atomic_numbers.begin(), m.atomic_numbers.end());
+    std::vector<double> xyz;
+    for (const auto& r : m.positions) xyz.insert(xyz.end(), r.begin(), r.end());
+    fingerprint.add_molecule(z, std::span<const double>(xyz), data.label_row(i));
+  }
+  const std::string checksum = fingerprint.hex();
+  const std::string config_fingerprint = resume_fingerprint(cfg.resolved_ini);
+
+  // 3. Optimiser, schedule, averaging.
+  ParameterStore<float>& store = model.parameters();
+  AdamW<float> opt(store.size(), AdamWConfig{0.9, 0.999, 1e-8, cfg.weight_decay});
+  opt.set_decay_mask(decay_mask_matrices_only(store));
+  const std::int64_t steps_per_epoch =
+      static_cast<std::int64_t>((split.train.size() + cfg.batch_size - 1) / cfg.batch_size);
+  WarmupCosineSchedule cosine;
+  cosine.base_lr = cfg.lr;
+  cosine.min_lr = cfg.min_lr;
+  cosine.total_steps = steps_per_epoch * cfg.epochs;
+  cosine.warmup_steps = std::min(cosine.total_steps, cfg.warmup_steps < 0 ? steps_per_epoch : cfg.warmup_steps);
+  cosine.validate();
+  std::unique_ptr<ReduceLROnPlateau> plateau;
+  if (cfg.schedule == ScheduleKind::plateau) {
+    PlateauConfig pc;
+    pc.factor = cfg.plateau_factor;
+    pc.patience = cfg.plateau_patience;
+    pc.min_lr = cfg.min_lr;
+    plateau = std::make_unique<ReduceLROnPlateau>(cfg.lr, pc);
+  }
+  std::unique_ptr<ExponentialMovingAverage<float>> ema;
+  if (cfg.ema_decay > 0) ema = std::make_unique<ExponentialMovingAverage<float>>(store.values(), cfg.ema_decay, true);
+
+  std::vector<train::TargetColumn> columns;
+  for (const auto& t : data.targets) columns.push_back({t.name, t.unit});
+  train::LearningCurve curve(columns);
+  train::CheckpointSlots slots(dir);
+  RunState st;
+
+  if (cfg.resume) {
+    if (!slots.has_last())
+      throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from (start the run again without --resume)");
+    const train::Checkpoint ck = slots.load_last();
+    if (ck.text("config") != config_fingerprint)
+      throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's "
+                        "(only --threads may change); use the run's config.ini");
+    if (ck.text("data_checksum") != checksum)
+      throw ConfigError(dir.string() + ": --resume with different training data (checksum " + checksum + ", run " +
+                        ck.text("data_checksum") + ")");
+    ck.get_array<float>("params", store.values());
+    AdamWState<float> as;
+    as.step = ck.integer("adam_step");
+    as.m = ck.array<float>("adam_m");
+    as.v = ck.array<float>("adam_v");
+    opt.load_state(std::move(as));
+    if (ema) {
+      EmaState<float> es;
+      es.shadow = ck.array<float>("ema_shadow");
+      es.num_updates = ck.integer("ema_updates");
+      ema->load_state(std::move(es));
+    }
+    if (plateau) {
+      PlateauState ps;
+      ps.lr = ck.scalar("plateau_lr");
+      ps.best = ck.scalar("plateau_best");
+      ps.num_bad_epochs = ck.integer("plateau_bad");
+      ps.cooldown_counter = ck.integer("plateau_cooldown");
+      ps.last_epoch = ck.integer("plateau_last_epoch");
+      plateau->load_state(ps);
+    }
+    st.epoch = ck.epoch;
+    st.step = ck.step;
+    st.bad_epochs = ck.integer("bad_epochs");
+    st.best_epoch = ck.integer("best_epoch");
+    st.stopped_early = ck.integer("stopped_early") != 0;
+    st.seconds = ck.scalar("seconds");
+    if (mc.redraw_features) model.begin_step(static_cast<std::uint64_t>(ck.integer("feature_draw")));
+    if (fs::exists(dir / "learning_curve.csv")) {
+      curve = train::LearningCurve::read(dir / "learning_curve.csv", columns);
+      curve.truncate(st.epoch);
+    }
+    say("resuming " + dir.string() + " after epoch " + std::to_string(st.epoch) + " (step " +
+        std::to_string(st.step) + ")");
+  }
+
+  const std::size_t p = data.num_targets();
+  const Mat<double> train_truth = labels_at(data, split.train);
+  const Mat<double> val_truth = labels_at(data, split.validation);
+  const double session_start = now_seconds();
+  const double seconds_before = st.seconds;
+  TrainResult result;
+  result.run_dir = dir;
+  result.targets = data.targets;
+  result.train_size = split.train.size();
+  result.validation_size = split.validation.size();
+  result.test_size = split.test.size();
+  result.data_checksum = checksum;
+  result.dataset_summary = data.describe();
+
+  models::ModelCache<float> cache;
+  std::vector<std::size_t> order = split.train;
+  while (st.epoch < cfg.epochs && !st.stopped_early) {
+    const std::int64_t epoch = st.epoch + 1;
+    // The epoch's order is a pure function of (seed, epoch): a resumed run draws the same.
+    order = split.train;
+    Rng shuffle_rng = Rng(cfg.seed ^ 0x7368756666ULL).fork(static_cast<std::uint64_t>(epoch));
+    shuffle_rng.shuffle(order);
+    const auto batches = batch_indices(order, cfg.batch_size);
+    // Training-time predictions (physical units, before each batch's update) in split.train order.
+    Mat<double> train_pred = Mat<double>::Constant(static_cast<Index>(split.train.size()), static_cast<Index>(p), kNaN);
+    std::vector<Index> position_in_train(data.size(), -1);
+    for (std::size_t k = 0; k < split.train.size(); ++k) position_in_train[split.train[k]] = static_cast<Index>(k);
+    double loss_sum = 0;
+    std::size_t loss_count = 0;
+    double lr = 0;
+    model.reset_attention_stats();
+    std::unique_ptr<train::ProgressBar> bar;
+    if (progress)
+      bar = std::make_unique<train::ProgressBar>(*progress, output.terminal,
+                                                 "epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs),
+                                                 batches.size());
+    for (std::size_t bi = 0; bi < batches.size(); ++bi) {
+      const Batch b = make_batch(data, batches[bi]);
+      if (mc.redraw_features) model.begin_step(static_cast<std::uint64_t>(st.step));
+      store.zero_grad();
+      const Mat<float> out = model.forward(b.molecules, cache);
+      const Mat<float> target = model.normalise_labels(b.molecules, b.labels).cast<float>();
+      const LossValue lv = regression_loss_forward<float>(cfg.loss, out, target);
+      if (!std::isfinite(lv.value))
+        throw NumericalError("training diverged: non-finite loss (" + format_number(lv.value) + ") at epoch " +
+                             std::to_string(epoch) + ", step " + std::to_string(st.step + 1) +
+                             "; lower --lr or set --clip-norm");
+      Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
+      regression_loss_backward<float>(cfg.loss, out, target, dout);
+      model.backward(b.molecules, cache, dout);
+      const double norm = cfg.clip_norm > 0 ? clip_grad_norm(store, cfg.clip_norm) : global_grad_norm(store);
+      if (!std::isfinite(norm))
+        throw NumericalError("training diverged: non-finite gradient norm at epoch " + std::to_string(epoch) +
+                             ", step " + std::to_string(st.step + 1) + "; lower --lr or set --clip-norm");
+      lr = plateau ? plateau->lr() : cosine.lr_at(st.step);
+      opt.step(store, lr);
+      ++st.step;
+      if (ema) ema->update(store.values());
+      const Mat<double> phys = model.denormalise(b.molecules, out.cast<double>());
+      for (std::size_t k = 0; k < b.indices.size(); ++k)
+        train_pred.row(position_in_train[b.indices[k]]) = phys.row(static_cast<Index>(k));
+      loss_sum += lv.value * static_cast<double>(b.indices.size());
+      loss_count += b.indices.size();
+      if (bar) bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)));
+    }
+    const attn::AttentionStats attention = model.attention_stats();
+
+    // Validation with the evaluation weights.
+    if (ema) ema->swap(store.values());
+    Mat<double> val_norm;
+    const Mat<double> val_pred = predict_indices(model, data, split.validation, cfg.eval_batch_size, &val_norm);
+    if (ema) ema->swap(store.values());
+    double val_loss = kNaN;
+    if (!split.validation.empty()) {
+      const Batch vb = make_batch(data, split.validation);
+      const Mat<double> vt = model.normalise_labels(vb.molecules, vb.labels);
+      val_loss = regression_loss_forward<double>(cfg.loss, val_norm, vt).value;
+    }
+    const auto train_metrics = metrics_of(train_pred, train_truth);
+    const auto val_metrics = metrics_of(val_pred, val_truth);
+    EpochReport report;
+    report.record.epoch = epoch;
+    report.record.step = st.step;
+    report.record.learning_rate = lr;
+    report.record.train_loss = loss_count ? loss_sum / static_cast<double>(loss_count) : kNaN;
+    report.record.val_loss = val_loss;
+    report.record.train_mae = maes(train_metrics);
+    report.record.val_mae = split.validation.empty() ? std::vector<double>(p, kNaN) : maes(val_metrics);
+    // Without a validation set, select on the training MAE.
+    report.selection_metric = selection_metric(split.validation.empty() ? report.record.train_mae : report.record.val_mae,
+                                               model.normalisation());
+    report.attention = attention;
+    st.seconds = seconds_before + (now_seconds() - session_start);
+    if (plateau && std::isfinite(report.selection_metric)) plateau->step(report.selection_metric);
+
+    st.epoch = epoch;
+    const std::optional<double> best_before = slots.best_metric();
+    report.improved = std::isfinite(report.selection_metric) && (!best_before || report.selection_metric < *best_before);
+    if (report.improved) {
+      st.bad_epochs = 0;
+      st.best_epoch = epoch;
+    } else {
+      ++st.bad_epochs;
+    }
+    if (cfg.patience > 0 && st.bad_epochs >= cfg.patience) st.stopped_early = true;
+    const double elapsed = st.seconds;
+    report.record.seconds = elapsed;
+    curve.append(report.record);
+    curve.write(dir / "learning_curve.csv");
+    append_attention_csv(dir / "attention_stats.csv", epoch, attention, epoch == 1);
+
+    train::Checkpoint ck;
+    ck.data_order.assign(order.begin(), order.end());
+    save_state(ck, st, model, opt, ema.get(), plateau.get(), config_fingerprint, checksum);
+    if (report.improved) slots.save_if_best(ck, report.selection_metric);
+    slots.save_last(ck);
+
+    if (bar) {
+      std::string summary;
+      for (std::size_t t = 0; t < p; ++t)
+        summary += (t ? ", " : "") + data.targets[t].name + " train " + format_number(report.record.train_mae[t]) +
+                   " val " + format_number(report.record.val_mae[t]) + " " + data.targets[t].unit;
+      summary += "; lr " + format_number(lr, 3);
+      if (attention.denominators > 0)
+        summary += "; attention min den/scale " + format_number(attention.min_relative_denominator, 3) + ", " +
+                   std::to_string(attention.nonpositive_denominators) + " nonpositive of " +
+                   std::to_string(attention.denominators);
+      if (report.improved) summary += " *";
+      bar->finish(summary);
+    }
+    if (output.on_epoch) output.on_epoch(report);
+    if (st.stopped_early) say("early stopping: no validation improvement for " + std::to_string(cfg.patience) + " epochs");
+    if (cfg.stop_after_epoch > 0 && epoch == cfg.stop_after_epoch && st.epoch < cfg.epochs && !st.stopped_early) {
+      result.stopped_by_hook = true;
+      result.epochs_run = st.epoch;
+      result.best_epoch = st.best_epoch;
+      result.seconds = st.seconds;
+      say("stopped after epoch " + std::to_string(epoch) + " (--stop-after-epoch); continue with --resume");
+      return result;
+    }
+  }
+
+  // 4. Final model: the best checkpoint's evaluation weights.
+  const train::Checkpoint best = slots.load_best();
+  {
+    const std::vector<float> w = eval_weights(best);
+    if (w.size() != store.size()) throw ModelFileError(best.source(), "parameter count differs from the model");
+    std::copy(w.begin(), w.end(), store.values().begin());
+  }
+  const Mat<double> test_pred = predict_indices(model, data, split.test, cfg.eval_batch_size);
+  const Mat<double> test_truth = labels_at(data, split.test);
+  result.test_metrics = split.test.empty() ? std::vector<train::Metrics>{} : metrics_of(test_pred, test_truth);
+  result.epochs_run = st.epoch;
+  result.best_epoch = best.integer("best_epoch");
+  result.stopped_early = st.stopped_early;
+  result.seconds = st.seconds;
+
+  std::map<std::string, std::string> meta;
+  meta["training.data_checksum"] = checksum;
+  meta["training.seed"] = std::to_string(cfg.seed);
+  meta["training.code_version"] = std::string(flt::version()) + " (" + flt::git_commit() + ")";
+  meta["training.epochs"] = std::to_string(st.epoch);
+  meta["training.best_epoch"] = std::to_string(result.best_epoch);
+  meta["training.steps"] = std::to_string(best.step);
+  meta["training.train_molecules"] = std::to_string(split.train.size());
+  meta["training.validation_molecules"] = std::to_string(split.validation.size());
+  meta["training.test_molecules"] = std::to_string(split.test.size());
+  meta["training.config"] = config_fingerprint;
+  meta["training.weights"] = ema ? "ema" : "final";
+  for (std::size_t t = 0; t < result.test_metrics.size(); ++t) {
+    meta["training.test_mae." + data.targets[t].name] = train::csv_number(result.test_metrics[t].mae);
+    meta["training.test_rmse." + data.targets[t].name] = train::csv_number(result.test_metrics[t].rmse);
+  }
+  result.model_path = dir / "model.flt";
+  save_model_file(result.model_path, model, meta);
+
+  if (!split.test.empty()) {
+    train::write_metrics_csv(dir / "test_metrics.csv", columns, result.test_metrics);
+    write_test_predictions(dir / "test_predictions.csv", data, split.test, test_pred);
+  }
+  std::vector<double> epochs;
+  for (const auto& r : curve.records()) epochs.push_back(static_cast<double>(r.epoch));
+  for (std::size_t t = 0; t < p; ++t) {
+    std::vector<double> tr, va;
+    for (const auto& r : curve.records()) {
+      tr.push_back(r.train_mae[t]);
+      va.push_back(r.val_mae[t]);
+    }
+    train::write_svg(dir / ("learning_curve_" + data.targets[t].name + ".svg"),
+                     train::learning_curve_svg(data.targets[t].name, data.targets[t].unit, epochs, tr, va));
+    if (!split.test.empty()) {
+      std::vector<double> yt(static_cast<std::size_t>(test_truth.rows())), yp(yt.size());
+      for (Index i = 0; i < test_truth.rows(); ++i) {
+        yt[static_cast<std::size_t>(i)] = test_truth(i, static_cast<Index>(t));
+        yp[static_cast<std::size_t>(i)] = test_pred(i, static_cast<Index>(t));
+      }
+      train::write_svg(dir / ("parity_" + data.targets[t].name + ".svg"),
+                       train::parity_svg(data.targets[t].name, data.targets[t].unit, yt, yp, "test"));
+    }
+  }
+  return result;
+}
+
+std::string format_summary(const TrainResult& r) {
+  std::ostringstream out;
+  out << "run directory: " << r.run_dir.string() << '\n';
+  if (r.stopped_by_hook) {
+    out << "stopped after epoch " << r.epochs_run << " (continue with --resume)\n";
+    return out.str();
+  }
+  out << "model: " << r.model_path.string() << '\n';
+  out << "data: " << r.dataset_summary << '\n';
+  out << "molecules: " << r.train_size << " train, " << r.validation_size << " validation, " << r.test_size
+      << " test; data checksum " << r.data_checksum << '\n';
+  out << "epochs: " << r.epochs_run << " (best " << r.best_epoch << ")" << (r.stopped_early ? ", stopped early" : "")
+      << "; training time " << train::format_duration(r.seconds) << '\n';
+  if (!r.test_metrics.empty()) {
+    out << "test metrics:\n";
+    out << "  " << std::left << std::setw(10) << "target" << std::setw(14) << "unit" << std::right << std::setw(8)
+        << "n" << std::setw(14) << "MAE" << std::setw(14) << "RMSE" << std::setw(10) << "R^2" << '\n';
+    for (std::size_t t = 0; t < r.test_metrics.size(); ++t) {
+      const auto& m = r.test_metrics[t];
+      out << "  " << std::left << std::setw(10) << r.targets[t].name << std::setw(14) << r.targets[t].unit << std::right
+          << std::setw(8) << m.count << std::setw(14) << format_number(m.mae, 5) << std::setw(14)
+          << format_number(m.rmse, 5) << std::setw(10) << format_number(m.r2, 4) << '\n';
+    }
+  }
+  return out.str();
+}
+
+}  // namespace flt::pipeline

@@ -1,0 +1,145 @@
+// `flt train`: the training workflow of issue 5 on top of the dataset loader (dataset.hpp), the FLT
+// molecule model (models/molecule_model.hpp) and the training utilities (train/*.hpp).
+//
+// One run (run_training):
+//   1. read the dataset (labels in training units), split it (random with a seed, counts or
+//      fractions, or a split file) and write split.csv;
+//   2. fit the normalisation (per-element reference energies by least squares for extensive
+//      targets, mean/scale per target) on the training subset only;
+//   3. for each epoch: shuffle the training indices with Rng(seed).fork(epoch) (a pure function of
+//      seed and epoch, so a resumed run draws the same order), cut them into ragged mini-batches,
+//      and per batch: forward (the model's batched OpenMP kernels), masked loss on standardised
+//      targets, backward, global-norm clipping, AdamW with the scheduled learning rate (linear
+//      warm-up then cosine, or reduce-on-plateau per epoch), optional EMA of the weights;
+//      then validation MAE per target in physical units (with the EMA weights when enabled),
+//      learning_curve.csv, attention denominator statistics, checkpoint-last.flt and, when the
+//      selection metric improved, checkpoint-best.flt; early stopping after `patience` epochs
+//      without improvement;
+//   4. the final model is the best checkpoint's evaluation weights: model.flt, test metrics
+//      (MAE, RMSE, R^2 per target: test_metrics.csv and stdout), test_predictions.csv, parity and
+//      learning-curve SVGs, and config.ini (the resolved configuration; --config reads it back).
+//
+// Selection metric (best checkpoint, early stopping, plateau schedule): the mean over targets of
+// the validation MAE divided by the target's normalisation scale sigma_t (so targets in different
+// units weigh alike; with one target it ranks epochs exactly like its MAE).
+//
+// Determinism: with the same configuration, data and thread count the model file is bitwise
+// identical (the model's kernels use fixed-order reductions; every random draw comes from the
+// seed). --resume restarts from checkpoint-last.flt (parameters, AdamW moments, EMA, plateau and
+// early-stopping state, best metric, step and epoch) and reaches the same final model, bit for bit,
+// as a run that was never interrupted; only the thread count may differ from the original run
+// (then bitwise equality still holds since the kernels are thread-count independent).
+#pragma once
+
+#include "core/losses.hpp"
+#include "models/molecule_model.hpp"
+#include "pipeline/dataset.hpp"
+#include "train/metrics.hpp"
+#include "train/options.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace flt::pipeline {
+
+enum class ScheduleKind { cosine, plateau };
+
+struct TrainConfig {
+  // Data.
+  DatasetOptions data;  // inputs, targets, units, labels CSV, error policy
+
+  // Split: a split file, or random sizes "train,validation,test" (counts, fractions or "rest").
+  std::string split_file;
+  std::string split = "0.8,0.1,rest";
+  std::uint64_t split_seed = 0;
+
+  // Optimisation.
+  std::int64_t epochs = 100;
+  std::size_t batch_size = 32;
+  double lr = 5e-4;
+  double min_lr = 1e-6;
+  double weight_decay = 0.01;
+  ScheduleKind schedule = ScheduleKind::cosine;
+  std::int64_t warmup_steps = -1;     // -1: one epoch of warm-up (cosine schedule)
+  double plateau_factor = 0.5;
+  std::int64_t plateau_patience = 10;
+  double clip_norm = 10.0;            // 0: no clipping
+  double ema_decay = 0.0;             // 0: no weight averaging
+  std::int64_t patience = 0;          // early stopping: epochs without improvement (0: off)
+  RegressionLoss loss{RegressionLossKind::mse, 1.0};
+  bool fit_reference = true;          // per-element reference energies by least squares
+  std::uint64_t seed = 0;             // model initialisation, features, shuffling
+  int threads = 0;                    // OpenMP threads (0: the OpenMP default)
+  std::size_t eval_batch_size = 256;
+
+  models::ModelConfig model;          // targets are filled from the dataset
+
+  // Run directory.
+  std::filesystem::path out;
+  bool overwrite = false;
+  bool resume = false;
+  std::int64_t stop_after_epoch = 0;  // test hook: stop (as if killed) after this epoch's checkpoint
+
+  // The resolved configuration, written as config.ini (set by config_from_options).
+  std::string resolved_ini;
+};
+
+// Per-epoch numbers, also passed to the observer.
+struct EpochReport {
+  train::EpochRecord record;          // epoch, step, lr, losses, MAEs (physical units)
+  double selection_metric = 0;        // see header comment
+  bool improved = false;
+  attn::AttentionStats attention;     // summed over the epoch's training forwards
+};
+
+struct TrainResult {
+  std::filesystem::path run_dir;
+  std::filesystem::path model_path;         // run_dir / "model.flt" (empty if stopped by the hook)
+  std::vector<DatasetTarget> targets;
+  std::vector<train::Metrics> test_metrics;  // per target (empty when no test molecules)
+  std::size_t train_size = 0, validation_size = 0, test_size = 0;
+  std::int64_t epochs_run = 0;               // completed epochs (including resumed ones)
+  std::int64_t best_epoch = 0;
+  bool stopped_early = false;                // early stopping (patience)
+  bool stopped_by_hook = false;              // stop_after_epoch
+  double seconds = 0;                        // training wall time (all sessions of the run)
+  std::string data_checksum;                 // fnv1a64 of the training subset
+  std::string dataset_summary;               // Dataset::describe()
+};
+
+// The options of `flt train` (sections data, split, train, model, run): every option is accepted
+// on the command line (--name) and in an INI file ([section] name = ...), the command line
+// overriding the file. Model hyper-parameters are the keys of models::config_to_strings with '_'
+// written '-' (--width, --heads, --blocks, --num-features (m), --num-frequencies (R), ...).
+train::OptionSchema train_option_schema();
+
+// Builds a TrainConfig from resolved options (throws ConfigError naming the option) and records
+// the resolved INI text. Positional arguments are inputs (added to --inputs).
+TrainConfig config_from_options(const train::ResolvedOptions& options,
+                                const std::vector<std::string>& positional = {});
+
+// Parses a command line (args without "flt train") the way the program does: --config FILE, or on
+// --resume without --config the run directory's config.ini, below the command line.
+TrainConfig parse_train_command_line(const std::vector<std::string>& args);
+
+// Where the run writes progress (a bar with ETA on a terminal, plain lines otherwise) and an
+// optional observer called after each epoch.
+struct TrainOutput {
+  std::ostream* progress = nullptr;  // null: silent
+  bool terminal = false;
+  std::function<void(const EpochReport&)> on_epoch;
+};
+
+// Runs the whole workflow. Throws ConfigError (bad options, non-empty --out without --overwrite),
+// IoError, InputError, NumericalError (non-finite loss or gradient, naming epoch and step).
+TrainResult run_training(const TrainConfig& config, const TrainOutput& output = {});
+
+// The final summary (targets, sizes, test MAE/RMSE/R^2 with units, files) as text for stdout.
+std::string format_summary(const TrainResult& result);
+
+}  // namespace flt::pipeline
