@@ -73,6 +73,7 @@ struct Head {
   const Mat<T>* W;          // m x D
   const Mat<double>* xi;    // R x dc
   RowVec<T> a;              // query-side scale of the basis columns (length 2R)
+  RowVec<T> b;              // key-side scale (bias variant; kronecker uses psiK = cs)
   T qscale;                 // d^(-1/4)
   std::span<const double> centre;
 };
@@ -103,7 +104,7 @@ void build_input(const Head<T>& hd, ConstMatRef<T> QK, ConstMatRef<T> coords, In
     if (query)
       s.X.rightCols(2 * hd.R) = s.cs.array().rowwise() * hd.a.array();
     else
-      s.X.rightCols(2 * hd.R) = s.cs;
+      s.X.rightCols(2 * hd.R) = s.cs.array().rowwise() * hd.b.array();
     s.psi.setOnes(n, 1);
   }
 }
@@ -129,7 +130,7 @@ void backward_side(const Head<T>& hd, const Side<T>& s, const Mat<T>& dphi, cons
     dQK_block += hd.qscale * dX;
     if (query) {
       // psiQ = a o cs: da += colsum(dpsi o cs), dcs = dpsi o a
-      da += dpsi->cwiseProduct(s.cs).colwise().sum().transpose().template cast<double>();
+      da.head(2 * hd.R) += dpsi->cwiseProduct(s.cs).colwise().sum().transpose().template cast<double>();
       dcs = dpsi->array().rowwise() * hd.a.array();
     } else {
       dcs = *dpsi;
@@ -138,10 +139,12 @@ void backward_side(const Head<T>& hd, const Side<T>& s, const Mat<T>& dphi, cons
     dQK_block += hd.qscale * dX.leftCols(hd.d);
     if (query) {
       const auto dpart = dX.rightCols(2 * hd.R);
-      da += dpart.cwiseProduct(s.cs).colwise().sum().transpose().template cast<double>();
+      da.head(2 * hd.R) += dpart.cwiseProduct(s.cs).colwise().sum().transpose().template cast<double>();
       dcs = dpart.array().rowwise() * hd.a.array();
     } else {
-      dcs = dX.rightCols(2 * hd.R);
+      const auto dpart = dX.rightCols(2 * hd.R);
+      da.tail(2 * hd.R) += dpart.cwiseProduct(s.cs).colwise().sum().transpose().template cast<double>();
+      dcs = dpart.array().rowwise() * hd.b.array();
     }
   }
   rpe_basis_backward<T>(*hd.xi, s.cs, dcs, dr_block);
@@ -183,6 +186,30 @@ template <class T>
 void lower_triangle(Mat<T>& A) {
   for (Index i = 0; i < A.rows(); ++i)
     for (Index j = i + 1; j < A.cols(); ++j) A(i, j) = T(0);
+}
+
+// Query- and key-side scales of the RPE basis columns (E8, E12). kronecker: a = c~ (one side),
+// b unused. bias (clean one-sided form, balanced): a_k = beta sqrt(R) c~_k, b_k = 1/sqrt(R), so
+// a_k b_k = beta c~_k while |psiK|^2 = 1 and |psiQ|^2 = beta^2 mean_k c_k^2 stay bounded as R
+// grows (unbalanced, |psiK|^2 = R and the Performer variance exp(|x^ + y^|^2) would grow like
+// exp(R)). Smooth in c~ (a sqrt|c~| split on both sides has unbounded curvature where a signed
+// spectrum such as the Dirichlet kernel crosses zero).
+template <class T>
+void head_scales(bool kron, const std::vector<double>& ct, double beta, RowVec<T>& a, RowVec<T>& b) {
+  const Index R = static_cast<Index>(ct.size());
+  const double root = std::sqrt(static_cast<double>(R));
+  a.resize(2 * R);
+  b.resize(2 * R);
+  for (Index k = 0; k < R; ++k) {
+    const double c = ct[static_cast<std::size_t>(k)];
+    if (kron) {
+      a(k) = a(R + k) = static_cast<T>(c);
+      b(k) = b(R + k) = T(1);
+    } else {
+      a(k) = a(R + k) = static_cast<T>(beta * root * c);
+      b(k) = b(R + k) = static_cast<T>(1.0 / root);
+    }
+  }
 }
 
 struct PairError {
@@ -342,13 +369,11 @@ void FltAttention<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> Q, 
   const Index F = P * (dv + 1);
 
   // Per-head estimate weights and query-side scales (cheap: R values per head).
-  std::vector<RowVec<T>> scale(static_cast<std::size_t>(H));
+  std::vector<RowVec<T>> scale(static_cast<std::size_t>(H)), kscale(scale.size());
   for (Index h = 0; h < H; ++h) {
     const auto ct = head_ctilde(store, h);
     const double beta = kron ? 1.0 : static_cast<double>(store.value(beta_ref_)(h, 0));
-    RowVec<T> a(2 * R);
-    for (Index k = 0; k < R; ++k) a(k) = a(R + k) = static_cast<T>(beta * ct[static_cast<std::size_t>(k)]);
-    scale[static_cast<std::size_t>(h)] = a;
+    head_scales(kron, ct, beta, scale[static_cast<std::size_t>(h)], kscale[static_cast<std::size_t>(h)]);
   }
 
   cache.rows = L;
@@ -359,7 +384,7 @@ void FltAttention<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> Q, 
   cache.sums.assign(config_.causal ? 0 : static_cast<std::size_t>(S * H), Mat<double>());
   cache.centres.assign(static_cast<std::size_t>(S), Vec<double>::Zero(dc));
   for (Index s = 0; s < S; ++s) {
-    if (!config_.centre_coordinates || batch.size(s) == 0) continue;
+    if (!config_.centring() || batch.size(s) == 0) continue;
     Vec<double> c = Vec<double>::Zero(dc);
     for (Index i = batch.begin(s); i < batch.end(s); ++i)
       for (Index a = 0; a < dc; ++a) c(a) += static_cast<double>(coords(i, a));
@@ -382,6 +407,7 @@ void FltAttention<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> Q, 
     Head<T> hd{config_.variant, h, config_.head_dim, dv, config_.features(), R, P,
                omega_t_[static_cast<std::size_t>(h)].cols(), &omega_t_[static_cast<std::size_t>(h)],
                &features_.xi[static_cast<std::size_t>(h)], scale[static_cast<std::size_t>(h)],
+               kscale[static_cast<std::size_t>(h)],
                static_cast<T>(std::pow(static_cast<double>(config_.head_dim), -0.25)),
                std::span<const double>(centre.data(), static_cast<std::size_t>(dc))};
     AttentionStats& st = pair_stats[ps];
@@ -515,21 +541,19 @@ void FltAttention<T>::backward(ParameterStore<T>& store, ConstMatRef<T> Q, Const
   const bool kron = config_.variant == Variant::kronecker;
   const Index P = kron ? 2 * R : 1;
 
-  std::vector<RowVec<T>> scale(static_cast<std::size_t>(H));
+  std::vector<RowVec<T>> scale(static_cast<std::size_t>(H)), kscale(scale.size());
   std::vector<std::vector<double>> ctilde(static_cast<std::size_t>(H));
   std::vector<double> betas(static_cast<std::size_t>(H), 1.0);
   for (Index h = 0; h < H; ++h) {
     const auto hs = static_cast<std::size_t>(h);
     ctilde[hs] = head_ctilde(store, h);
     if (!kron) betas[hs] = static_cast<double>(store.value(beta_ref_)(h, 0));
-    RowVec<T> a(2 * R);
-    for (Index k = 0; k < R; ++k) a(k) = a(R + k) = static_cast<T>(betas[hs] * ctilde[hs][static_cast<std::size_t>(k)]);
-    scale[hs] = a;
+    head_scales(kron, ctilde[hs], betas[hs], scale[hs], kscale[hs]);
   }
 
   const Index pairs = S * H;
   Mat<T> dr_heads = Mat<T>::Zero(want_dr ? L : 0, H * dc);
-  std::vector<Vec<double>> da_pairs(static_cast<std::size_t>(pairs), Vec<double>::Zero(2 * R));
+  std::vector<Vec<double>> da_pairs(static_cast<std::size_t>(pairs), Vec<double>::Zero(4 * R));
 
 #pragma omp parallel for schedule(dynamic, 1)
   for (Index pair = 0; pair < pairs; ++pair) {
@@ -541,6 +565,7 @@ void FltAttention<T>::backward(ParameterStore<T>& store, ConstMatRef<T> Q, Const
     Head<T> hd{config_.variant, h, d, dv, config_.features(), R, P,
                omega_t_[static_cast<std::size_t>(h)].cols(), &omega_t_[static_cast<std::size_t>(h)],
                &features_.xi[static_cast<std::size_t>(h)], scale[static_cast<std::size_t>(h)],
+               kscale[static_cast<std::size_t>(h)],
                static_cast<T>(std::pow(static_cast<double>(d), -0.25)),
                std::span<const double>(centre.data(), static_cast<std::size_t>(dc))};
     const double stab = cache.key_stab[ps];
@@ -659,17 +684,25 @@ void FltAttention<T>::backward(ParameterStore<T>& store, ConstMatRef<T> Q, Const
   // Fixed-order reductions over pairs: spectral parameters and beta per head.
   for (Index h = 0; h < H; ++h) {
     const auto hs = static_cast<std::size_t>(h);
-    Vec<double> da = Vec<double>::Zero(2 * R);
+    Vec<double> da = Vec<double>::Zero(4 * R);
     for (Index s = 0; s < S; ++s) da += da_pairs[static_cast<std::size_t>(s * H + h)];
     const auto& pdf = features_.pdf[hs];
     std::vector<double> dg(static_cast<std::size_t>(R));
     double dbeta = 0;
     for (Index k = 0; k < R; ++k) {
-      const double dak = da(k) + da(R + k);  // c~_k scales both the cos and the sin column
+      // Each scale multiplies both the cos and the sin column of frequency k.
+      // (the key-side scale b_k = 1/sqrt(R) is a constant: da's tail is not needed)
+      const double dak = da(k) + da(R + k);
       const double ck = ctilde[hs][static_cast<std::size_t>(k)];
-      dbeta += dak * ck;
+      double dck = dak;  // kronecker: a_k = c~_k
+      if (!kron) {
+        // bias: a_k = beta sqrt(R) c~_k: dc~_k = beta sqrt(R) da_k, dbeta = sum_k da_k sqrt(R) c~_k
+        const double root = std::sqrt(static_cast<double>(R));
+        dbeta += dak * root * ck;
+        dck = betas[hs] * root * dak;
+      }
       // E28: dparams = sum_k dc~_k / (R p_k) dg(xi_k)/dparams
-      dg[static_cast<std::size_t>(k)] = betas[hs] * dak / (static_cast<double>(R) * pdf(k));
+      dg[static_cast<std::size_t>(k)] = dck / (static_cast<double>(R) * pdf(k));
     }
     std::vector<double> dp(static_cast<std::size_t>(spectrum_.num_params()), 0.0);
     spectrum_.evaluate_backward(head_spectrum_params(store, h), features_.xi[hs], dg, dp);
@@ -690,7 +723,7 @@ void FltAttention<T>::backward(ParameterStore<T>& store, ConstMatRef<T> Q, Const
       Mat<double> g = Mat<double>::Zero(n, dc);
       for (Index h = 0; h < H; ++h)
         g += dr_heads.block(b0, h * dc, n, dc).template cast<double>();
-      if (config_.centre_coordinates) g.rowwise() -= g.colwise().mean();
+      if (config_.centring()) g.rowwise() -= g.colwise().mean();
       dcoords.middleRows(b0, n) += g.template cast<T>();
     }
   }

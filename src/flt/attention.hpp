@@ -11,8 +11,11 @@
 //   Q~_i = phi(q_i) kron psiQ(r_i),  K~_j = phi(k_j) kron psiK(r_j)
 //   out_i = Q~_i S / Q~_i . z,  S = sum_j K~_j v_j^T,  z = sum_j K~_j
 //   estimates out_i = sum_j exp(q_i.k_j/sqrt d) f(r_i-r_j) v_j / sum_j (same)     (E4)
-// Variant "bias" (B, E12, E13), clean form: c~ on the query side and a learned scale beta per head,
-//   x^_i = [q_i / d^(1/4); beta psiQ(r_i)],  y^_j = [k_j / d^(1/4); psiK(r_j)],
+// Variant "bias" (B, E12, E13), clean one-sided form with a learned scale beta per head:
+//   x^_i = [q_i / d^(1/4); beta sqrt(R) c~ o cs(r_i)],  y^_j = [k_j / d^(1/4); cs(r_j) / sqrt(R)],
+//   so x^.y^ = q.k/sqrt d + beta psiQ.psiK (E8 estimate of f), with |y^ rpe part|^2 = 1 and
+//   |x^ rpe part|^2 = beta^2 mean_k c_k^2 bounded as R grows (the unbalanced form has
+//   |psiK|^2 = R, and the Performer variance exp(|x^ + y^|^2) would grow like exp(R)).
 //   out_i = sum_j phi(x^_i).phi(y^_j) v_j / sum_j phi(x^_i).phi(y^_j)
 //   estimates softmax_j(q_i.k_j/sqrt d + beta f(r_i - r_j)) v_j (additive logit bias).
 //   All features positive; Performer width D = d + 2R.
@@ -47,6 +50,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace flt::attn {
@@ -77,7 +81,11 @@ struct AttentionConfig {
   FeatureNorms feature_norms = FeatureNorms::chi;
   std::uint64_t seed = 0;            // random features: Rng(seed).fork(draw index), per head forks
   bool redraw_each_step = false;     // begin_step() redraws W and xi from (seed, step)
-  bool centre_coordinates = true;    // subtract each set's centroid before the phases
+  // Subtract each set's centroid before the phases (bidirectional only: in causal mode the
+  // centroid would depend on future tokens, so positions are used as given). Kronecker outputs
+  // are exactly translation invariant either way; the bias variant's Performer realisation is not
+  // (w . x^ sees absolute phases), so centring is what makes it invariant for point sets.
+  bool centre_coordinates = true;
   double init_beta = 1.0;            // bias variant: initial per-head scale
   Index block_size = 0;              // tokens per streamed block (0: kDefaultBlockSize)
   DenominatorPolicy denominator_policy = DenominatorPolicy::clamp_and_count;
@@ -87,6 +95,7 @@ struct AttentionConfig {
   Index features() const noexcept;     // m, default resolved
   Index frequencies() const noexcept;  // R, default resolved
   Index block() const noexcept;        // block size, default resolved
+  bool centring() const noexcept { return centre_coordinates && !causal; }
   void validate() const;               // throws ConfigError
 };
 
@@ -188,7 +197,10 @@ class FltAttention {
 // j <= i when causal. No blocking, no threads, no clamping. Returns L x (H dv).
 template <class T>
 Mat<T> flt_attention_reference(const FltAttention<T>& layer, const ParameterStore<T>& store,
-                               ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
-                               ConstMatRef<T> coords, const RaggedIndex& batch);
+                               std::type_identity_t<ConstMatRef<T>> Q,
+                               std::type_identity_t<ConstMatRef<T>> K,
+                               std::type_identity_t<ConstMatRef<T>> V,
+                               std::type_identity_t<ConstMatRef<T>> coords,
+                               const RaggedIndex& batch);
 
 }  // namespace flt::attn

@@ -26,8 +26,11 @@ Vec<double> performer_phi(const Vec<double>& x, const Mat<double>& W) {
 
 template <class T>
 Mat<T> flt_attention_reference(const FltAttention<T>& layer, const ParameterStore<T>& store,
-                               ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
-                               ConstMatRef<T> coords, const RaggedIndex& batch) {
+                               std::type_identity_t<ConstMatRef<T>> Q,
+                               std::type_identity_t<ConstMatRef<T>> K,
+                               std::type_identity_t<ConstMatRef<T>> V,
+                               std::type_identity_t<ConstMatRef<T>> coords,
+                               const RaggedIndex& batch) {
   const auto& c = layer.config();
   require(layer.has_features(), "flt_attention_reference: features not drawn");
   const Index H = c.heads, d = c.head_dim, dv = c.value_dim, dc = c.coord_dim(),
@@ -45,7 +48,7 @@ Mat<T> flt_attention_reference(const FltAttention<T>& layer, const ParameterStor
       const Index b0 = batch.begin(s), n = batch.size(s);
       if (n == 0) continue;
       Vec<double> centre = Vec<double>::Zero(dc);
-      if (c.centre_coordinates) {
+      if (c.centring()) {
         for (Index i = 0; i < n; ++i)
           for (Index a = 0; a < dc; ++a) centre(a) += static_cast<double>(coords(b0 + i, a));
         centre /= static_cast<double>(n);
@@ -85,8 +88,10 @@ Mat<T> flt_attention_reference(const FltAttention<T>& layer, const ParameterStor
           Vec<double> xq(d + 2 * R), yk(d + 2 * R);
           xq.head(d) = q;
           yk.head(d) = k;
-          xq.tail(2 * R) = beta * psiQ.row(i).transpose();  // (E12)
-          yk.tail(2 * R) = psiK.row(i).transpose();
+          // clean one-sided form balanced by sqrt(R): beta sqrt(R) c~ on queries, 1/sqrt(R) on keys
+          const double root = std::sqrt(static_cast<double>(R));
+          xq.tail(2 * R) = beta * root * psiQ.row(i).transpose();
+          yk.tail(2 * R) = psiK.row(i).transpose() / root;
           fq = performer_phi(xq, W);
           fk = performer_phi(yk, W);
         }

@@ -136,8 +136,6 @@ Spectrum::Spectrum(SpectrumConfig config) : config_(std::move(config)) {
       break;
     case SpectrumKind::radial_shells:
       if (dc != 3) throw ConfigError("spectrum: radial_shells needs 3-D coordinates (E19)");
-      if (c.proposal != ProposalKind::gaussian)
-        throw ConfigError("spectrum: radial_shells supports only the gaussian proposal");
       tensors_ = {{"logw", T, 1}, {"kappa", T, 1}, {"lambda", T, 1}};
       break;
     case SpectrumKind::local_window:
@@ -150,10 +148,9 @@ Spectrum::Spectrum(SpectrumConfig config) : config_(std::move(config)) {
       tensors_ = {{"loga", T, 1}};
       break;
   }
-  if (c.proposal == ProposalKind::spectrum && c.kind != SpectrumKind::gaussian_mixture &&
-      c.kind != SpectrumKind::radial_gaussian)
-    throw ConfigError("spectrum: sampling from |g| is implemented for gaussian_mixture and "
-                      "radial_gaussian only");
+  if (c.proposal == ProposalKind::spectrum && c.kind == SpectrumKind::local_window)
+    throw ConfigError("spectrum: local_window cannot be sampled from |g| (signed Dirichlet "
+                      "spectrum); use uniform_box");
   for (const auto& t : tensors_) num_params_ += t.rows * t.cols;
   sigma2_max_ = std::numeric_limits<double>::infinity();
   if (c.proposal == ProposalKind::gaussian) {
@@ -466,22 +463,60 @@ void Spectrum::sample(std::span<const double> p, Index R, Rng& rng, Mat<double>&
       return;
     case ProposalKind::spectrum: {
       // Blob masses: w_t prod_a sqrt(pi sigma_ta^2); g >= 0 so p = g / total mass.
+      // Shells: mass_t = 4 pi w_t int_0^inf exp(-(s - kappa_t)^2/sigma_t^2) s^2 ds.
       std::vector<double> mass(static_cast<std::size_t>(T));
       double total = 0;
       const bool gm = c.kind == SpectrumKind::gaussian_mixture;
+      const bool shells = c.kind == SpectrumKind::radial_shells;
       auto sigma_at = [&](Index t, Index a) {
         const double lam = gm ? p[static_cast<std::size_t>(T + T * dc + t * dc + a)]
-                              : p[static_cast<std::size_t>(T + t)];
+                              : p[static_cast<std::size_t>((shells ? 2 * T : T) + t)];
         return std::exp(0.5 * clamped_log_sigma2(lam));
       };
       for (Index t = 0; t < T; ++t) {
         double m = std::exp(p[static_cast<std::size_t>(t)]);
-        for (Index a = 0; a < dc; ++a) m *= std::sqrt(kPi) * sigma_at(t, a);
+        if (shells)
+          m *= 4.0 * kPi * shell_second_moment(p[static_cast<std::size_t>(T + t)], sigma_at(t, 0));
+        else
+          for (Index a = 0; a < dc; ++a) m *= std::sqrt(kPi) * sigma_at(t, a);
         mass[static_cast<std::size_t>(t)] = m;
         total += m;
       }
+      // Radius of shell t: density prop. to (u + kappa)^2 exp(-u^2/sigma^2), u = s - kappa >= -kappa,
+      // by rejection from the envelope (2u^2 + 2 kappa^2) exp(-u^2/sigma^2), a mixture of a
+      // Maxwell (|u| = sigma/sqrt2 chi_3, random sign) and a Gaussian N(0, sigma^2/2) with weights
+      // sigma^2 : 2 kappa^2; accept with probability (u + kappa)^2 / (2u^2 + 2kappa^2).
+      auto shell_radius = [&](Index t) {
+        const double kappa = p[static_cast<std::size_t>(T + t)], sigma = sigma_at(t, 0);
+        const double tau = sigma / std::sqrt(2.0);
+        const double p_maxwell = sigma * sigma / (sigma * sigma + 2.0 * kappa * kappa);
+        for (int iter = 0; iter < 1000000; ++iter) {
+          double u;
+          if (rng.uniform() < p_maxwell) {
+            double q = 0;
+            for (int a = 0; a < 3; ++a) {
+              const double x = rng.normal();
+              q += x * x;
+            }
+            u = tau * std::sqrt(q) * (rng.uniform() < 0.5 ? -1.0 : 1.0);
+          } else {
+            u = tau * rng.normal();
+          }
+          if (u < -kappa) continue;
+          const double accept = (u + kappa) * (u + kappa) / (2.0 * u * u + 2.0 * kappa * kappa);
+          if (rng.uniform() < accept) return u + kappa;
+        }
+        throw NumericalError("Spectrum::sample: radial shell sampler did not converge");
+      };
       Mat<double> u;
       if (!gm && c.spread_directions && dc >= 2) u = spread_directions(R, dc, rng);
+      if (shells && u.rows() == 0) {
+        u.resize(R, dc);
+        for (Index k = 0; k < R; ++k) {
+          for (Index a = 0; a < dc; ++a) u(k, a) = rng.normal();
+          u.row(k).normalize();
+        }
+      }
       for (Index k = 0; k < R; ++k) {
         double target = rng.uniform() * total;
         Index t = 0;
@@ -493,6 +528,8 @@ void Spectrum::sample(std::span<const double> p, Index R, Rng& rng, Mat<double>&
           for (Index a = 0; a < dc; ++a)
             xi(k, a) = p[static_cast<std::size_t>(T + t * dc + a)] +
                        sigma_at(t, a) / std::sqrt(2.0) * rng.normal();
+        } else if (shells) {
+          xi.row(k) = shell_radius(t) * u.row(k);
         } else if (u.rows() > 0) {
           xi.row(k) = chi(sigma_at(t, 0) / std::sqrt(2.0)) * u.row(k);
         } else {
