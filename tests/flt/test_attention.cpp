@@ -236,15 +236,20 @@ TEST_CASE("Radial spectra: the output change under random rotations shrinks as R
   for (Variant v : {Variant::kronecker, Variant::bias})
     for (SpectrumKind kind : {SpectrumKind::radial_gaussian, SpectrumKind::radial_shells}) {
       std::vector<double> change;
-      for (Index R : {4, 32, 256}) {
+      const std::vector<Index> Rs = v == Variant::bias ? std::vector<Index>{1, 4, 16}
+                                                       : std::vector<Index>{4, 32, 256};
+      for (Index R : Rs) {
         double total = 0;
         for (std::uint64_t seed = 0; seed < 4; ++seed) {
           auto c = small_config(v, kind, ProposalKind::spectrum, 3, false);
           c.denominator_policy = DenominatorPolicy::clamp_and_count;
           c.num_frequencies = R;
-          c.num_features = 16;
+          // bias: the Performer sees absolute phases, so its own noise also moves under rotation;
+          // use many features so the RPE (R-dependent) part of the change dominates
+          c.num_features = v == Variant::bias ? 4096 : 16;
           c.seed = 100 + seed;
           auto s = make_setup<double>(c, {12}, 50 + seed, 0.5, 1.5);
+          if (v == Variant::bias) s->store.value(s->layer->beta_param()).setConstant(0.3);
           AttentionCache<double> cache;
           const Mat<double> a = run_forward(*s, cache);
           Rng rng(seed);
@@ -258,8 +263,9 @@ TEST_CASE("Radial spectra: the output change under random rotations shrinks as R
         }
         change.push_back(total / 4);
       }
-      INFO(to_string(v) << " " << to_string(kind) << ": relative change R=4: " << change[0]
-                        << ", R=32: " << change[1] << ", R=256: " << change[2]);
+      INFO(to_string(v) << " " << to_string(kind) << ": relative change R=" << Rs[0] << ": "
+                        << change[0] << ", R=" << Rs[1] << ": " << change[1] << ", R=" << Rs[2]
+                        << ": " << change[2]);
       CHECK(change[1] < 0.7 * change[0]);
       CHECK(change[2] < 0.7 * change[1]);
       CHECK(change[0] > 0);  // finite R is not exactly invariant: the measurement is real
@@ -317,8 +323,8 @@ TEST_CASE("A non-positive kronecker denominator is detected, never silently divi
 
 namespace {
 
-// Mean over seeds of the max-abs error of FLT vs the exact O(L^2) attention (E4 or additive bias).
-double exact_error(Variant v, Index m, Index R, int seeds) {
+// Mean over seeds of the RMS error of FLT vs the exact O(L^2) attention (E4 or additive bias).
+double exact_error(Variant v, Index m, Index R, int seeds, double beta) {
   double total = 0;
   for (int seed = 0; seed < seeds; ++seed) {
     AttentionConfig c;
@@ -333,21 +339,22 @@ double exact_error(Variant v, Index m, Index R, int seeds) {
     c.spectrum.coord_dim = 3;
     c.spectrum.components = 2;
     c.denominator_policy = DenominatorPolicy::clamp_and_count;
-    auto s = make_setup<double>(c, {10, 6}, 300 + static_cast<std::uint64_t>(seed), 0.4, 1.0);
-    if (v == Variant::bias) s->store.value(s->layer->beta_param()).setConstant(0.8);
+    auto s = make_setup<double>(c, {10, 6}, 300 + static_cast<std::uint64_t>(seed), 0.4, 0.4);
+    if (v == Variant::bias) s->store.value(s->layer->beta_param()).setConstant(beta);
     AttentionCache<double> cache;
     const Mat<double> out = run_forward(*s, cache);
     std::vector<exact::OffsetFunction> fs;
     for (Index h = 0; h < c.heads; ++h) {
       const auto p = s->layer->head_spectrum_params(s->store, h);
-      const double beta = v == Variant::bias ? 0.8 : 1.0;
+      const double scale = v == Variant::bias ? beta : 1.0;
       const Spectrum sp = s->layer->spectrum();
-      fs.push_back([sp, p, beta](std::span<const double> z) { return beta * sp.mask_at(p, z); });
+      fs.push_back([sp, p, scale](std::span<const double> z) { return scale * sp.mask_at(p, z); });
     }
     const Mat<double> ref = exact::multihead_attention_direct<double>(
         s->Q, s->K, s->V, s->coords, s->batch, fs,
         v == Variant::kronecker ? exact::MaskKind::multiplicative : exact::MaskKind::additive);
-    total += (out - ref).cwiseAbs().maxCoeff();
+    // RMS over all outputs (the max is a heavy-tailed statistic of a few near-cancelling rows)
+    total += std::sqrt((out - ref).squaredNorm() / static_cast<double>(out.size()));
   }
   return total / seeds;
 }
@@ -357,11 +364,14 @@ double exact_error(Variant v, Index m, Index R, int seeds) {
 TEST_CASE("FLT approaches the exact O(L^2) attention like 1/sqrt(features)", "[flt][attention][exact]") {
   for (Variant v : {Variant::kronecker, Variant::bias}) {
     // m and R both grow 4x per step: the Monte Carlo error should fall ~2x (slope -1/2 in log m).
-    const std::vector<Index> ms = {8, 32, 128}, Rs = {4, 16, 64};
+    // (the bias variant's Performer works on |x^ + y^|^2 ~ 4 beta f(0): it needs more features)
+    const std::vector<Index> ms = v == Variant::bias ? std::vector<Index>{32, 128, 512}
+                                                     : std::vector<Index>{16, 64, 256};
+    const std::vector<Index> Rs = {16, 64, 256};
     std::vector<double> x, y;
     for (std::size_t i = 0; i < ms.size(); ++i) {
       x.push_back(std::log(static_cast<double>(ms[i])));
-      y.push_back(std::log(exact_error(v, ms[i], Rs[i], 12)));
+      y.push_back(std::log(exact_error(v, ms[i], Rs[i], 8, 0.5)));
     }
     const double xm = (x[0] + x[1] + x[2]) / 3, ym = (y[0] + y[1] + y[2]) / 3;
     double sxy = 0, sxx = 0;
@@ -373,7 +383,7 @@ TEST_CASE("FLT approaches the exact O(L^2) attention like 1/sqrt(features)", "[f
     INFO(to_string(v) << ": errors " << std::exp(y[0]) << ", " << std::exp(y[1]) << ", " << std::exp(y[2])
                       << "; slope " << slope);
     CHECK(slope < -0.3);
-    CHECK(slope > -0.9);
+    CHECK(slope > -0.75);
     CHECK(std::exp(y[2]) < 0.1);
   }
 }
