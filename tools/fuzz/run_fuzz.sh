@@ -28,21 +28,33 @@ for target in $targets; do
     fuzz_xyz) pattern='*.xyz' ;;
     fuzz_sdf) pattern='*.sd[f]' ;;
   esac
-  # Seeds: the first byte selects the reader options, so prefix each file with one.
+  # Seeds: the first byte selects the reader options, so prefix each file with one. SDF files are
+  # split into single records (at most 20 per file): small inputs keep the executions fast.
   for dir in tests/chem/data "$shared/data/parser-cases"; do
     [ -d "$dir" ] || continue
-    find "$dir" -name "$pattern" -size -64k | while read -r f; do
-      seed="$corpus/seed_$(echo "$f" | tr '/' '_')"
-      [ -e "$seed" ] || { printf '\000'; cat "$f"; } > "$seed"
+    find "$dir" -name "$pattern" | while read -r f; do
+      name="$corpus/seed_$(echo "$f" | tr '/' '_')"
+      [ -e "$name" ] || [ -e "${name}_1" ] && continue
+      if [ "$target" = fuzz_sdf ]; then
+        awk -v base="$name" 'BEGIN { n = 1; printf "%c", 0 > (base "_" n) }
+             { print > (base "_" n) }
+             /^\$\$\$\$/ { close(base "_" n); n++; if (n > 20) exit; printf "%c", 0 > (base "_" n) }' "$f"
+      elif [ "$(wc -c < "$f")" -le 65536 ]; then
+        { printf '\000'; cat "$f"; } > "$name"
+      fi
     done
   done
-  [ "$target" = fuzz_sdf ] && find "$shared/data/parser-cases" -name '*.mol' | while read -r f; do
-    seed="$corpus/seed_$(echo "$f" | tr '/' '_')"
-    [ -e "$seed" ] || { printf '\000'; cat "$f"; } > "$seed"
-  done
+  if [ "$target" = fuzz_sdf ]; then
+    find "$shared/data/parser-cases" -name '*.mol' | while read -r f; do
+      name="$corpus/seed_$(echo "$f" | tr '/' '_')"
+      [ -e "$name" ] || { printf '\000'; cat "$f"; } > "$name"
+    done
+  fi
+  max_len=65536
+  [ "$target" = fuzz_sdf ] && max_len=16384
   echo "run_fuzz.sh: $target for $seconds s"
   if ! ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
-       "$build/tools/fuzz/$target" -max_total_time="$seconds" -max_len=65536 -timeout=30 \
+       "$build/tools/fuzz/$target" -max_total_time="$seconds" -max_len="$max_len" -timeout=30 \
        -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$work/$target/artifacts/" \
        "$corpus" > "$work/$target/log.txt" 2>&1; then
     echo "run_fuzz.sh: $target FAILED, see $work/$target/log.txt and $work/$target/artifacts/" >&2
