@@ -1,0 +1,251 @@
+// S molecules, P evaluated targets, N rotations. Metrics against labels and rotation sensitivity
+// (definitions in eval.hpp).
+#include "pipeline/eval.hpp"
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "core/random.hpp"
+#include "train/atomic_file.hpp"
+#include "train/csv.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+namespace flt::pipeline {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// N copies of `m` rotated about its centroid by uniformly random rotations from `rng`.
+void append_rotations(const models::Molecule& m, int n, Rng rng, std::vector<models::Molecule>& out) {
+  Eigen::Vector3d c = Eigen::Vector3d::Zero();
+  for (const auto& p : m.positions) c += Eigen::Vector3d(p[0], p[1], p[2]);
+  c /= static_cast<double>(m.positions.size());
+  for (int k = 0; k < n; ++k) {
+    const Eigen::Matrix3d R = models::random_rotation(rng);
+    models::Molecule copy = m;
+    for (auto& p : copy.positions) {
+      const Eigen::Vector3d r = R * (Eigen::Vector3d(p[0], p[1], p[2]) - c) + c;
+      p = {r(0), r(1), r(2)};
+    }
+    out.push_back(std::move(copy));
+  }
+}
+
+std::string number(double v, int precision = 4) {
+  if (!std::isfinite(v)) return "n/a";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+  return buf;
+}
+
+}  // namespace
+
+EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
+  require(options.rotations >= 0, "eval: the number of rotations must be >= 0");
+  require(options.rotations != 1, "eval: the rotation sensitivity needs at least 2 rotations");
+  require(options.batch_size >= 1, "eval: the batch size must be at least 1");
+  const auto& model_targets = predictor.targets();
+
+  // Which model outputs are evaluated, in the order asked for.
+  std::vector<std::size_t> columns;
+  if (options.targets.empty()) {
+    for (std::size_t t = 0; t < model_targets.size(); ++t) columns.push_back(t);
+  } else {
+    for (const auto& name : options.targets) {
+      std::size_t found = model_targets.size();
+      for (std::size_t t = 0; t < model_targets.size(); ++t) {
+        const auto& mt = model_targets[t].name;
+        bool same = mt.size() == name.size();
+        for (std::size_t i = 0; same && i < mt.size(); ++i)
+          same = std::tolower(static_cast<unsigned char>(mt[i])) ==
+                 std::tolower(static_cast<unsigned char>(name[i]));
+        if (same) found = t;
+      }
+      if (found == model_targets.size()) {
+        std::string known;
+        for (const auto& t : model_targets) known += (known.empty() ? "" : ", ") + t.name;
+        throw ConfigError("the model does not predict '" + name + "' (it predicts " + known + ")");
+      }
+      columns.push_back(found);
+    }
+  }
+
+  // Labels converted into the model's unit of each target, at the dataset boundary.
+  DatasetOptions data = options.data;
+  data.targets.clear();
+  data.units.clear();
+  data.pooling.clear();
+  for (std::size_t c : columns) {
+    const auto& t = model_targets[c];
+    data.targets.push_back(t.name);
+    data.units[t.name] = t.unit;
+    data.pooling[t.name] = t.extensive ? "sum" : "mean";
+  }
+  data.max_z = predictor.members().front()->config().max_z;
+  Dataset dataset = load_dataset(data);
+
+  EvalResult result;
+  result.rotations = options.rotations;
+  result.ensemble_size = predictor.ensemble_size();
+  result.summary = dataset.summary;
+  for (std::size_t k = 0; k < columns.size(); ++k) {
+    TargetEvaluation te;
+    te.name = model_targets[columns[k]].name;
+    te.unit = model_targets[columns[k]].unit;
+    result.targets.push_back(std::move(te));
+  }
+
+  // Molecules the model cannot handle are skipped (or fail) with file and record.
+  std::vector<std::size_t> keep;
+  for (std::size_t s = 0; s < dataset.size(); ++s) {
+    auto reason = predictor.unsupported_reason(dataset.molecules[s]);
+    if (!reason) {
+      keep.push_back(s);
+      continue;
+    }
+    // dataset.sources[s] is "<file>:<record>".
+    const std::string& where = dataset.sources[s];
+    const auto colon = where.rfind(':');
+    std::string file = where;
+    std::size_t record = 0;
+    if (colon != std::string::npos) {
+      try {
+        record = std::stoul(where.substr(colon + 1));
+        file = where.substr(0, colon);
+      } catch (const std::exception&) {
+        record = 0;
+      }
+    }
+    if (options.data.policy == chem::ErrorPolicy::fail) throw InputError(file, record, *reason);
+    log_warning("skipped ", where, ": ", *reason);
+    result.summary.skipped.push_back({file, record, *reason});
+  }
+  if (keep.empty()) throw InputError(dataset.sources.empty() ? std::string("input") : dataset.sources.front(), 0,
+                                     "no molecules the model can evaluate");
+
+  const auto S = static_cast<Index>(keep.size());
+  const auto P = static_cast<Index>(columns.size());
+  const auto PM = static_cast<Index>(model_targets.size());
+  result.predicted.resize(S, P);
+  result.stddev.resize(S, P);
+  result.truth.resize(S, P);
+  result.rotation_sd = Mat<double>::Zero(options.rotations > 0 ? S : 0, P);
+  const int N = options.rotations;
+
+  for (Index begin = 0; begin < S; begin += static_cast<Index>(options.batch_size)) {
+    const Index end = std::min(S, begin + static_cast<Index>(options.batch_size));
+    std::vector<const models::Molecule*> ptrs;
+    for (Index s = begin; s < end; ++s) ptrs.push_back(&dataset.molecules[keep[static_cast<std::size_t>(s)]]);
+    const auto batch = models::MoleculeBatch::from(std::span<const models::Molecule* const>(ptrs));
+    Mat<double> mean, sd;
+    predictor.predict_batch(batch, mean, sd, options.threads);
+    for (Index s = begin; s < end; ++s) {
+      const auto row = dataset.label_row(keep[static_cast<std::size_t>(s)]);
+      result.ids.push_back(dataset.ids[keep[static_cast<std::size_t>(s)]]);
+      for (Index k = 0; k < P; ++k) {
+        const auto c = static_cast<Index>(columns[static_cast<std::size_t>(k)]);
+        result.predicted(s, k) = mean(s - begin, c);
+        result.stddev(s, k) = sd(s - begin, c);
+        result.truth(s, k) = row[static_cast<std::size_t>(k)];
+      }
+    }
+    if (N == 0) continue;
+    // N rotated copies of each molecule of this batch, predicted in one call per member.
+    std::vector<models::Molecule> rotated;
+    rotated.reserve(ptrs.size() * static_cast<std::size_t>(N));
+    for (Index s = begin; s < end; ++s)
+      append_rotations(*ptrs[static_cast<std::size_t>(s - begin)], N,
+                       Rng(options.seed).fork(static_cast<std::uint64_t>(keep[static_cast<std::size_t>(s)])),
+                       rotated);
+    const auto rbatch = models::MoleculeBatch::from(std::span<const models::Molecule>(rotated));
+    Mat<double> rmean, rsd;
+    predictor.predict_batch(rbatch, rmean, rsd, options.threads);
+    (void)PM;
+    for (Index s = begin; s < end; ++s) {
+      const Index first = (s - begin) * N;
+      for (Index k = 0; k < P; ++k) {
+        const auto c = static_cast<Index>(columns[static_cast<std::size_t>(k)]);
+        double m = 0;
+        for (Index r = 0; r < N; ++r) m += rmean(first + r, c);
+        m /= N;
+        double v = 0;
+        for (Index r = 0; r < N; ++r) v += (rmean(first + r, c) - m) * (rmean(first + r, c) - m);
+        result.rotation_sd(s, k) = std::sqrt(v / N);
+      }
+    }
+  }
+
+  for (Index k = 0; k < P; ++k) {
+    std::vector<double> pred(static_cast<std::size_t>(S)), truth(static_cast<std::size_t>(S));
+    for (Index s = 0; s < S; ++s) {
+      pred[static_cast<std::size_t>(s)] = result.predicted(s, k);
+      truth[static_cast<std::size_t>(s)] = result.truth(s, k);
+    }
+    auto& te = result.targets[static_cast<std::size_t>(k)];
+    te.metrics = train::compute_metrics(pred, truth);
+    if (N > 0) {
+      double acc = 0;  // fixed order: molecules in input order
+      for (Index s = 0; s < S; ++s) acc += result.rotation_sd(s, k);
+      te.rotation_std = acc / static_cast<double>(S);
+      te.rotation_fraction = te.metrics.count > 0 && te.metrics.mae > 0 ? te.rotation_std / te.metrics.mae : kNaN;
+    }
+  }
+  return result;
+}
+
+std::string format_eval_table(const EvalResult& result) {
+  std::ostringstream o;
+  o << "evaluated " << result.ids.size() << " molecule" << (result.ids.size() == 1 ? "" : "s");
+  if (result.ensemble_size > 1) o << " with an ensemble of " << result.ensemble_size << " models";
+  if (result.rotations > 0) o << "; rotation sensitivity over " << result.rotations << " random rotations";
+  o << "\n";
+  char line[512];
+  std::snprintf(line, sizeof line, "%-10s %-12s %7s %12s %12s %9s %14s %12s\n", "target", "unit",
+                "count", "MAE", "RMSE", "R^2", "rotation std", "std/MAE");
+  o << line;
+  for (const auto& t : result.targets) {
+    const std::string frac =
+        std::isfinite(t.rotation_fraction) ? number(100.0 * t.rotation_fraction, 3) + " %" : "n/a";
+    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %12s %12s %9s %14s %12s\n", t.name.c_str(),
+                  t.unit.c_str(), t.metrics.count, number(t.metrics.mae).c_str(),
+                  number(t.metrics.rmse).c_str(), number(t.metrics.r2).c_str(),
+                  number(t.rotation_std).c_str(), frac.c_str());
+    o << line;
+  }
+  return o.str();
+}
+
+void write_eval_csv(const std::filesystem::path& path, const EvalResult& result) {
+  train::AtomicFileWriter out(path);
+  train::write_csv_row(out.stream(), {"target", "unit", "count", "MAE", "RMSE", "R2", "max_abs_error",
+                                      "rotations", "rotation_std", "rotation_std_over_MAE"});
+  for (const auto& t : result.targets)
+    train::write_csv_row(out.stream(),
+                         {t.name, t.unit, std::to_string(t.metrics.count), train::csv_number(t.metrics.mae),
+                          train::csv_number(t.metrics.rmse), train::csv_number(t.metrics.r2),
+                          train::csv_number(t.metrics.max_abs_error), std::to_string(result.rotations),
+                          train::csv_number(t.rotation_std), train::csv_number(t.rotation_fraction)});
+  out.commit();
+}
+
+void write_eval_predictions_csv(const std::filesystem::path& path, const EvalResult& result) {
+  std::vector<train::TargetColumn> columns;
+  for (const auto& t : result.targets) columns.push_back({t.name, t.unit});
+  const std::size_t n = static_cast<std::size_t>(result.predicted.size());
+  // Row-major [S x P] copies (Mat is row-major already, but be explicit about the layout).
+  std::vector<double> pred(n), truth(n), sd(n);
+  for (Index s = 0; s < result.predicted.rows(); ++s)
+    for (Index k = 0; k < result.predicted.cols(); ++k) {
+      const auto i = static_cast<std::size_t>(s * result.predicted.cols() + k);
+      pred[i] = result.predicted(s, k);
+      truth[i] = result.truth(s, k);
+      sd[i] = result.stddev(s, k);
+    }
+  train::write_predictions_csv(path, "id", result.ids, columns, pred, truth,
+                               result.ensemble_size > 1 ? std::span<const double>(sd)
+                                                        : std::span<const double>());
+}
+
+}  // namespace flt::pipeline

@@ -1,0 +1,341 @@
+// S molecules, P targets, M ensemble members. Loading, replica lending, ensemble statistics and
+// streaming prediction (equations in predict.hpp).
+#include "pipeline/predict.hpp"
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "pipeline/dataset_model_io.hpp"
+#include "train/model_file.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+namespace flt::pipeline {
+
+// ---------------------------------------------------------------------------------------------
+// Threads.
+
+ScopedThreads::ScopedThreads(int threads) {
+  if (threads <= 0) return;
+  // nthreads-var is a per-thread (data environment) setting: this changes the team size of
+  // parallel regions started by the calling thread only, not by other threads of the process.
+  previous_ = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  active_ = true;
+}
+
+ScopedThreads::~ScopedThreads() {
+  if (active_) omp_set_num_threads(previous_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoadedModel.
+
+// A replica borrowed for the duration of one call, returned to the idle list afterwards (also
+// when the call throws).
+class LoadedModel::Lease {
+ public:
+  Lease(const LoadedModel& owner, std::unique_ptr<models::MoleculeModel<float>> model)
+      : owner_(&owner), model_(std::move(model)) {}
+  Lease(Lease&&) = default;
+  ~Lease() {
+    if (!model_) return;
+    model_->reset_attention_stats();
+    std::lock_guard<std::mutex> lock(owner_->idle_mutex_);
+    owner_->idle_.push_back(std::move(model_));
+  }
+  models::MoleculeModel<float>& operator*() const { return *model_; }
+  models::MoleculeModel<float>* operator->() const { return model_.get(); }
+
+ private:
+  const LoadedModel* owner_;
+  std::unique_ptr<models::MoleculeModel<float>> model_;
+};
+
+LoadedModel::~LoadedModel() = default;
+
+std::unique_ptr<models::MoleculeModel<float>> LoadedModel::make_replica() const {
+  auto model = std::make_unique<models::MoleculeModel<float>>(config_);
+  model->import_arrays(arrays_);
+  return model;
+}
+
+LoadedModel::Lease LoadedModel::lease() const {
+  {
+    std::lock_guard<std::mutex> lock(idle_mutex_);
+    if (!idle_.empty()) {
+      auto model = std::move(idle_.back());
+      idle_.pop_back();
+      return Lease(*this, std::move(model));
+    }
+  }
+  // No idle replica: build one outside the lock (other calls proceed meanwhile).
+  return Lease(*this, make_replica());
+}
+
+void LoadedModel::init(models::ModelConfig config, std::vector<models::NamedArray> arrays,
+                       std::map<std::string, std::string> metadata, std::string source) {
+  source_ = std::move(source);
+  config_ = std::move(config);
+  arrays_ = std::move(arrays);
+  metadata_ = std::move(metadata);
+  try {
+    prototype_ = make_replica();
+  } catch (const ModelFileError&) {
+    throw;
+  } catch (const Error& e) {
+    throw ModelFileError(source_, std::string("inconsistent model: ") + e.what());
+  }
+  norm_ = prototype_->normalisation();
+  parameter_count_ = static_cast<std::size_t>(prototype_->parameters().size());
+}
+
+std::shared_ptr<const LoadedModel> LoadedModel::from_model(const models::MoleculeModel<float>& model,
+                                                           std::string name,
+                                                           std::map<std::string, std::string> metadata) {
+  std::shared_ptr<LoadedModel> loaded(new LoadedModel());
+  loaded->init(model.config(), model.export_arrays(), std::move(metadata), std::move(name));
+  return loaded;
+}
+
+std::shared_ptr<const LoadedModel> LoadedModel::load(const std::filesystem::path& path) {
+  // IoError (unreadable) and ModelFileError (corrupt, unknown version, inconsistent) pass through.
+  LoadedModelFile file = load_model_file(path);
+  // The container's reserved entries (the reader accepts only this format and version).
+  file.metadata["format"] = kModelFileFormat;
+  file.metadata["format_version"] = std::to_string(train::kModelFormatVersion);
+  std::shared_ptr<LoadedModel> loaded(new LoadedModel());
+  loaded->init(file.model->config(), file.model->export_arrays(), std::move(file.metadata),
+               path.string());
+  return loaded;
+}
+
+bool LoadedModel::supports_element(int z) const noexcept { return prototype_->supports_element(z); }
+
+std::optional<std::string> LoadedModel::unsupported_reason(const models::Molecule& molecule) const {
+  return prototype_->unsupported_reason(molecule);
+}
+
+Mat<double> LoadedModel::predict(const models::MoleculeBatch& batch, int threads) const {
+  prototype_->check_batch(batch);  // clear error before borrowing anything
+  ScopedThreads scoped(threads);
+  Lease model = lease();
+  return model->predict(batch);
+}
+
+std::vector<double> LoadedModel::rpe_function(Index block, Index head,
+                                              std::span<const double> rho) const {
+  return prototype_->rpe_function(block, head, rho);
+}
+
+std::vector<models::NamedArray> LoadedModel::arrays() const { return arrays_; }
+
+models::Molecule to_molecule(const chem::PointSet& points) {
+  models::Molecule m;
+  const std::size_t n = points.size();
+  m.atomic_numbers.assign(points.atomic_numbers.begin(), points.atomic_numbers.end());
+  m.positions.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto r = static_cast<Index>(i);
+    m.positions[i] = {points.positions(r, 0), points.positions(r, 1), points.positions(r, 2)};
+  }
+  if (points.formal_charges.size() == n)
+    m.formal_charges.assign(points.formal_charges.begin(), points.formal_charges.end());
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Predictor.
+
+Predictor::Predictor(std::vector<std::shared_ptr<const LoadedModel>> members)
+    : members_(std::move(members)) {
+  require(!members_.empty(), "Predictor: no model given");
+  for (const auto& m : members_) require(m != nullptr, "Predictor: null model");
+  const auto& first = members_.front()->targets();
+  for (std::size_t k = 1; k < members_.size(); ++k) {
+    const auto& other = members_[k]->targets();
+    bool same = other.size() == first.size();
+    for (std::size_t t = 0; same && t < first.size(); ++t)
+      same = other[t].name == first[t].name && other[t].unit == first[t].unit &&
+             other[t].extensive == first[t].extensive;
+    if (!same) {
+      auto list = [](const std::vector<models::TargetSpec>& ts) {
+        std::string s;
+        for (const auto& t : ts) s += (s.empty() ? "" : ", ") + t.name + " [" + t.unit + "]";
+        return s;
+      };
+      throw InvalidArgument("ensemble members predict different targets: " +
+                            members_.front()->source() + " has " + list(first) + ", " +
+                            members_[k]->source() + " has " + list(other));
+    }
+  }
+}
+
+Predictor Predictor::load(const std::vector<std::filesystem::path>& paths) {
+  std::vector<std::shared_ptr<const LoadedModel>> members;
+  members.reserve(paths.size());
+  for (const auto& p : paths) members.push_back(LoadedModel::load(p));
+  return Predictor(std::move(members));
+}
+
+const std::vector<models::TargetSpec>& Predictor::targets() const noexcept {
+  return members_.front()->targets();
+}
+
+std::optional<std::string> Predictor::unsupported_reason(const models::Molecule& molecule) const {
+  for (const auto& m : members_) {
+    auto reason = m->unsupported_reason(molecule);
+    if (reason) {
+      if (members_.size() > 1) *reason += " (model " + m->source() + ")";
+      return reason;
+    }
+  }
+  return std::nullopt;
+}
+
+void Predictor::predict_batch(const models::MoleculeBatch& batch, Mat<double>& mean,
+                              Mat<double>& stddev, int threads) const {
+  const Index S = batch.num_molecules();
+  const auto P = static_cast<Index>(targets().size());
+  const auto M = static_cast<double>(members_.size());
+  // Members in order; the mean and the spread are summed in member order (fixed), two passes.
+  std::vector<Mat<double>> y;
+  y.reserve(members_.size());
+  for (const auto& m : members_) y.push_back(m->predict(batch, threads));
+  mean = Mat<double>::Zero(S, P);
+  for (const auto& ym : y) mean += ym;
+  mean /= M;
+  stddev = Mat<double>::Zero(S, P);
+  if (members_.size() > 1) {
+    for (const auto& ym : y) stddev.array() += (ym - mean).array().square();
+    stddev = (stddev / M).array().sqrt().matrix();
+  }
+}
+
+std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Molecule> molecules,
+                                                     int threads) const {
+  std::vector<MoleculeResult> results(molecules.size());
+  std::vector<const models::Molecule*> good;
+  std::vector<std::size_t> where;
+  for (std::size_t i = 0; i < molecules.size(); ++i) {
+    if (auto reason = unsupported_reason(molecules[i])) {
+      results[i].error = *reason;
+    } else {
+      good.push_back(&molecules[i]);
+      where.push_back(i);
+    }
+  }
+  if (good.empty()) return results;
+  const auto batch = models::MoleculeBatch::from(std::span<const models::Molecule* const>(good));
+  Mat<double> mean, stddev;
+  predict_batch(batch, mean, stddev, threads);
+  const auto P = static_cast<std::size_t>(mean.cols());
+  for (std::size_t k = 0; k < good.size(); ++k) {
+    MoleculePrediction p;
+    p.mean.resize(P);
+    p.stddev.resize(P);
+    for (std::size_t t = 0; t < P; ++t) {
+      p.mean[t] = mean(static_cast<Index>(k), static_cast<Index>(t));
+      p.stddev[t] = stddev(static_cast<Index>(k), static_cast<Index>(t));
+    }
+    results[where[k]].prediction = std::move(p);
+  }
+  return results;
+}
+
+MoleculePrediction Predictor::predict(const models::Molecule& molecule, int threads) const {
+  if (auto reason = unsupported_reason(molecule)) throw InvalidArgument(*reason);
+  auto results = predict_batch(std::span<const models::Molecule>(&molecule, 1), threads);
+  return std::move(*results.front().prediction);
+}
+
+MoleculePrediction Predictor::predict(const chem::PointSet& points, int threads) const {
+  const models::Molecule molecule = to_molecule(points);
+  if (auto reason = unsupported_reason(molecule))
+    throw InputError(points.source, points.record, *reason);
+  return predict(molecule, threads);
+}
+
+std::string PredictSummary::describe() const {
+  std::string s = "predicted " + std::to_string(predicted) + " of " + std::to_string(read) +
+                  " record" + (read == 1 ? "" : "s");
+  if (skipped.empty()) return s;
+  s += "; skipped " + std::to_string(skipped.size()) + ":";
+  for (std::size_t i = 0; i < skipped.size() && i < 10; ++i) {
+    const auto& k = skipped[i];
+    s += (i == 0 ? " " : "; ") + k.file;
+    if (k.record > 0) s += " record " + std::to_string(k.record);
+    s += ": " + k.reason;
+  }
+  if (skipped.size() > 10) s += "; ... (" + std::to_string(skipped.size() - 10) + " more)";
+  return s;
+}
+
+PredictSummary Predictor::predict_inputs(
+    const std::vector<std::string>& inputs, const chem::ReadOptions& read,
+    const PredictOptions& options,
+    const std::function<void(chem::PointSet&&, const MoleculePrediction&)>& sink) const {
+  require(options.batch_size >= 1, "predict: the batch size must be at least 1");
+  PredictSummary summary;
+  std::vector<chem::PointSet> pending;
+  std::vector<models::Molecule> molecules;
+  pending.reserve(options.batch_size);
+  molecules.reserve(options.batch_size);
+
+  auto skip = [&](std::string file, std::size_t record, std::string reason) {
+    if (options.on_error == chem::ErrorPolicy::fail) throw InputError(file, record, reason);
+    log_warning("skipped ", file, record > 0 ? " record " + std::to_string(record) : "", ": ",
+                reason);
+    summary.skipped.push_back({std::move(file), record, std::move(reason)});
+  };
+  auto flush = [&] {
+    if (pending.empty()) return;
+    const auto results = predict_batch(std::span<const models::Molecule>(molecules), options.threads);
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      if (results[i].ok()) {
+        ++summary.predicted;
+        sink(std::move(pending[i]), *results[i].prediction);
+      } else {
+        // Only a check that unsupported_reason missed can land here (it checks every member).
+        skip(pending[i].source, pending[i].record, results[i].error);
+      }
+    }
+    pending.clear();
+    molecules.clear();
+  };
+
+  auto reader = chem::MoleculeReader::open(inputs, read);
+  for (;;) {
+    std::optional<chem::PointSet> points;
+    try {
+      points = reader->next();
+    } catch (const InputError& e) {
+      skip(e.file(), e.record(), e.reason());
+      continue;
+    } catch (const IoError& e) {
+      std::string reason = e.what();
+      const std::string prefix = e.path() + ": ";
+      if (reason.rfind(prefix, 0) == 0) reason.erase(0, prefix.size());
+      skip(e.path(), 0, reason);
+      continue;
+    }
+    if (!points) break;
+    models::Molecule molecule = to_molecule(*points);
+    if (auto reason = unsupported_reason(molecule)) {
+      // Checked here, record by record, so the error names the file and the record.
+      skip(points->source, points->record, *reason);
+      continue;
+    }
+    molecules.push_back(std::move(molecule));
+    pending.push_back(std::move(*points));
+    if (pending.size() >= options.batch_size) flush();
+  }
+  flush();
+  summary.read = reader->records_seen();
+  return summary;
+}
+
+}  // namespace flt::pipeline

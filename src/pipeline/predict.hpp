@@ -1,0 +1,246 @@
+// Prediction with trained FLT molecule models: loading .flt model files, single models and
+// ensembles, physical units, streaming over any input the flt::chem readers handle, the bundled
+// default model. This is what `flt predict` and `flt eval` call, and what the public C++ API
+// (issue 8: flt::Model::load, predict from a point set / an RDKit molecule / a file, batches,
+// thread control, the default model) wraps as a thin facade.
+//
+// Shapes: S molecules, P targets, M ensemble members. Every returned value is in the unit of its
+// target, ModelTargets()[t].unit (energies in eV for models trained by `flt train` by default),
+// coordinates are in Angstrom.
+//
+//   auto predictor = flt::pipeline::Predictor::load({"a.flt", "b.flt"});   // M = 2: an ensemble
+//   flt::pipeline::PredictOptions options;                               // batch 64, all cores
+//   auto summary = predictor.predict_inputs({"mols.sdf"}, {}, options,
+//       [](flt::chem::PointSet&& points, const flt::pipeline::MoleculePrediction& p) {
+//         // p.mean[t] in predictor.targets()[t].unit; p.stddev[t] the ensemble spread
+//       });
+//
+// Ensembles: the members must predict the same targets in the same units (checked at
+// construction). mean_t = (1/M) sum_m y_mt and stddev_t = sqrt((1/M) sum_m (y_mt - mean_t)^2)
+// (the population standard deviation of the members, the usual deep-ensemble spread; 0 for M = 1).
+//
+// Threads: a LoadedModel or Predictor is immutable after construction and every method is const
+// and safe to call from several threads at once. MoleculeModel::forward is not const (it counts
+// attention statistics for the trainer), so a LoadedModel keeps identical replicas of its network
+// and lends one exclusively to each call in flight (a mutex guards only the list of idle replicas,
+// never the computation); results do not depend on which replica a call gets. Inside one call the
+// batch runs on OpenMP threads across molecules (the model's batched kernels: rows of all
+// molecules' atoms for the dense layers, (molecule, head) pairs for attention); `threads` sets the
+// team size for the calling thread only (omp_set_num_threads is a per-thread setting), 0 = the
+// OpenMP default (all cores, or OMP_NUM_THREADS). Results are bitwise identical for any thread
+// count (the model's fixed-order reductions) and agree within float rounding across batch
+// compositions (a molecule predicted alone or inside a batch).
+//
+// Errors: a molecule the model cannot handle (an element it never saw in training, an empty
+// molecule, a non-finite coordinate, a formal charge out of range) is not guessed at: batch and
+// streaming calls report it per record (MoleculeResult::error, PredictSummary::skipped naming the
+// file, the record and the reason) and go on; single-molecule calls throw.
+#pragma once
+
+#include "chem/point_set.hpp"
+#include "chem/reader.hpp"
+#include "core/tensor.hpp"
+#include "models/molecule_model.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace flt::pipeline {
+
+// One trained model, loaded and validated, immutable. Predicts in float (the network) with the
+// normalisation and reference energies applied in double.
+class LoadedModel {
+ public:
+  // Reads a .flt model file (written by `flt train`, save_model_file; layout in
+  // dataset_model_io.hpp). Throws flt::IoError when it cannot be read and flt::ModelFileError
+  // (naming the file and the reason) when it is corrupt, truncated, of an unknown format version
+  // or inconsistent with its own configuration.
+  static std::shared_ptr<const LoadedModel> load(const std::filesystem::path& path);
+  // A copy of an in-memory model's state (the trainer, tests). `metadata` is what `flt info`
+  // shows as training metadata; `name` is used in messages.
+  static std::shared_ptr<const LoadedModel> from_model(
+      const models::MoleculeModel<float>& model, std::string name,
+      std::map<std::string, std::string> metadata = {});
+
+  ~LoadedModel();
+  LoadedModel(const LoadedModel&) = delete;
+  LoadedModel& operator=(const LoadedModel&) = delete;
+
+  // The file it was read from, or the name given to from_model.
+  const std::string& source() const noexcept { return source_; }
+  const models::ModelConfig& config() const noexcept { return config_; }
+  const std::vector<models::TargetSpec>& targets() const noexcept { return config_.targets; }
+  // Element set, per-target mean/scale (normalised units -> target unit) and reference energies.
+  const models::Normalisation& normalisation() const noexcept { return norm_; }
+  // Every string metadata entry of the model file (format version, training data checksum, seed,
+  // code version, ...), including the reserved format entries.
+  const std::map<std::string, std::string>& metadata() const noexcept { return metadata_; }
+  // Number of trainable scalars.
+  std::size_t parameter_count() const noexcept { return parameter_count_; }
+  bool supports_element(int z) const noexcept;
+
+  // Why `molecule` cannot be predicted (unknown element, empty, non-finite coordinate, charge out
+  // of range), or nullopt.
+  std::optional<std::string> unsupported_reason(const models::Molecule& molecule) const;
+
+  // Predictions S x P in the targets' units. Throws InvalidArgument for a molecule the model
+  // cannot handle (naming its position in the batch, the atom and the element). `threads` as
+  // described at the top (0 = OpenMP default). Thread-safe.
+  Mat<double> predict(const models::MoleculeBatch& batch, int threads = 0) const;
+
+  // The learned RPE function f(rho) of block `block`, head `head` at distances `rho` (Angstrom);
+  // dimensionless (a multiplicative attention mask for "kronecker", a logit bias including the
+  // learned scale beta for "bias", the radial logit bias for "exact"). InvalidArgument for the
+  // "performer" kind (no RPE) or an index out of range.
+  std::vector<double> rpe_function(Index block, Index head, std::span<const double> rho) const;
+
+  // The model's own state as named arrays (what the model file stores), e.g. for copying it into
+  // a MoleculeModel<double>.
+  std::vector<models::NamedArray> arrays() const;
+
+ private:
+  LoadedModel() = default;
+  void init(models::ModelConfig config, std::vector<models::NamedArray> arrays,
+            std::map<std::string, std::string> metadata, std::string source);
+
+  struct ReplicaDeleter;
+  class Lease;
+  std::unique_ptr<models::MoleculeModel<float>> make_replica() const;
+  Lease lease() const;
+
+  std::string source_;
+  models::ModelConfig config_;
+  models::Normalisation norm_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<models::NamedArray> arrays_;
+  std::size_t parameter_count_ = 0;
+  std::unique_ptr<models::MoleculeModel<float>> prototype_;  // never run, only read
+  mutable std::mutex idle_mutex_;
+  mutable std::vector<std::unique_ptr<models::MoleculeModel<float>>> idle_;
+};
+
+// The point set as the model's plain input (atomic numbers, positions in Angstrom, charges).
+models::Molecule to_molecule(const chem::PointSet& points);
+
+// One molecule's prediction: P values each.
+struct MoleculePrediction {
+  std::vector<double> mean;    // ensemble mean (the model's value for M = 1), target units
+  std::vector<double> stddev;  // ensemble standard deviation (population, 1/M); zeros for M = 1
+};
+
+// A molecule of a batch: its prediction, or why it could not be predicted.
+struct MoleculeResult {
+  std::optional<MoleculePrediction> prediction;
+  std::string error;  // empty when predicted
+  bool ok() const noexcept { return prediction.has_value(); }
+};
+
+struct PredictOptions {
+  std::size_t batch_size = 64;  // molecules per model call when streaming (>= 1)
+  int threads = 0;              // OpenMP threads per call, 0 = OpenMP default (all cores)
+  // Bad input records and molecules the model cannot handle: skip (listed in the summary) or
+  // fail (the first one is thrown as flt::InputError naming the file, record and reason).
+  chem::ErrorPolicy on_error = chem::ErrorPolicy::skip;
+};
+
+struct PredictSummary {
+  std::size_t read = 0;       // records read from the inputs
+  std::size_t predicted = 0;  // records handed to the sink with a prediction
+  // Unreadable records and records the model(s) cannot handle, in input order (file, 1-based
+  // record, reason).
+  std::vector<chem::SkippedRecord> skipped;
+  bool ok() const noexcept { return skipped.empty(); }
+  // "predicted 45 of 47 records; skipped 2: cdk2.sdf record 3: ...; ..." (at most 10 listed).
+  std::string describe() const;
+};
+
+// A single model or an ensemble of models predicting the same targets.
+class Predictor {
+ public:
+  // Throws InvalidArgument when `members` is empty or the members' targets (names, units,
+  // pooling) differ.
+  explicit Predictor(std::vector<std::shared_ptr<const LoadedModel>> members);
+  // LoadedModel::load for each path (errors name the file).
+  static Predictor load(const std::vector<std::filesystem::path>& paths);
+
+  std::size_t ensemble_size() const noexcept { return members_.size(); }
+  const std::vector<std::shared_ptr<const LoadedModel>>& members() const noexcept {
+    return members_;
+  }
+  // The targets, with the unit every predicted value is in.
+  const std::vector<models::TargetSpec>& targets() const noexcept;
+
+  // Why a member cannot predict `molecule` (the first such reason), or nullopt.
+  std::optional<std::string> unsupported_reason(const models::Molecule& molecule) const;
+
+  // One molecule. Throws InvalidArgument with the reason when it cannot be predicted; the
+  // PointSet overload throws InputError naming points.source and points.record instead.
+  MoleculePrediction predict(const models::Molecule& molecule, int threads = 0) const;
+  MoleculePrediction predict(const chem::PointSet& points, int threads = 0) const;
+
+  // A batch of molecules in one model call per member; a molecule that cannot be predicted gets
+  // its error and does not disturb the others. Thread-safe.
+  std::vector<MoleculeResult> predict_batch(std::span<const models::Molecule> molecules,
+                                            int threads = 0) const;
+
+  // Mean and standard deviation (S x P each) for a batch every member can handle (throws
+  // InvalidArgument otherwise).
+  void predict_batch(const models::MoleculeBatch& batch, Mat<double>& mean, Mat<double>& stddev,
+                     int threads = 0) const;
+
+  // Streams `inputs` (files, directories, .gz, tar archives, "-") through the reader, predicts in
+  // batches of options.batch_size and calls `sink` once per predicted record, in input order, with
+  // the point set and its prediction. Bad records and molecules the model cannot handle follow
+  // options.on_error. Exceptions thrown by `sink` pass through. Memory: one batch.
+  PredictSummary predict_inputs(
+      const std::vector<std::string>& inputs, const chem::ReadOptions& read,
+      const PredictOptions& options,
+      const std::function<void(chem::PointSet&&, const MoleculePrediction&)>& sink) const;
+
+ private:
+  std::vector<std::shared_ptr<const LoadedModel>> members_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The bundled default model.
+
+// The environment variable that names the default model file (checked first).
+inline constexpr const char* kDefaultModelEnv = "FLT_DEFAULT_MODEL";
+
+// Where the default model is looked for, in this order:
+//   1. $FLT_DEFAULT_MODEL, when set and non-empty (then it must exist: no fallback);
+//   2. <source tree>/models/default.flt (the checkout this library was built from);
+//   3. <install data dir>/flt/models/default.flt: FLT_INSTALL_DATADIR when the build defines it
+//      (CMake: ${CMAKE_INSTALL_FULL_DATADIR}), and <prefix>/share/flt/models/default.flt with
+//      <prefix> the parent of the directory of the running program (a relocated installation).
+std::vector<std::filesystem::path> default_model_candidates();
+
+// The first existing candidate. Throws ConfigError listing every place looked in and how to train
+// a default model when none exists (or when $FLT_DEFAULT_MODEL names a missing file).
+std::filesystem::path default_model_path();
+
+// ---------------------------------------------------------------------------------------------
+// Scoped OpenMP team size for the calling thread (restored on destruction); threads <= 0 leaves
+// the setting alone.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int threads);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_ = 0;
+  bool active_ = false;
+};
+
+}  // namespace flt::pipeline

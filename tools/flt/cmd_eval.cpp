@@ -1,0 +1,133 @@
+// flt eval: metrics (MAE, RMSE, R^2 per target, physical units) of a model or an ensemble against
+// the labels of the inputs, and the rotation sensitivity next to the MAE. See docs/prediction.md.
+#include "chem/reader.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "flt/commands.hpp"
+#include "flt/exit_codes.hpp"
+#include "pipeline/eval.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace flt::cli {
+namespace {
+
+namespace po = boost::program_options;
+
+const char* kUsage =
+    "Usage: flt eval [--model MODEL.flt ...] INPUT... [options]\n\n"
+    "Evaluates a model (several --model: an ensemble mean; none: the default model) against the\n"
+    "labels of the inputs (QM9 header values, extended-XYZ keys, SD tags) or of --labels CSV,\n"
+    "converted into the model's units: MAE, RMSE and R^2 per target, and the rotation\n"
+    "sensitivity (the standard deviation of the predictions over --rotations random rotations of\n"
+    "each molecule, averaged over molecules, and its fraction of the MAE).\n\n"
+    "Options";
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto b = item.find_first_not_of(' ');
+    const auto e = item.find_last_not_of(' ');
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+int run_eval(const std::vector<std::string>& args) {
+  std::vector<std::string> inputs, model_paths, source_units;
+  std::string targets, in_format, on_error = "skip", csv, predictions, labels, label_key;
+  int rotations = 8, threads = 0;
+  std::uint64_t seed = 0;
+  std::size_t batch_size = 64, limit = 0;
+  po::options_description options(kUsage);
+  options.add_options()
+      ("help,h", "show this help")
+      ("model,m", po::value(&model_paths), "model file (.flt); repeat for an ensemble (default: the default model)")
+      ("targets,t", po::value(&targets), "comma-separated targets to evaluate (default: every target of the model)")
+      ("rotations", po::value(&rotations), "random rotations per molecule for the rotation sensitivity (default 8; 0: off)")
+      ("seed", po::value(&seed), "seed of the random rotations (default 0)")
+      ("csv", po::value(&csv), "write the metrics table as CSV to this file")
+      ("predictions", po::value(&predictions), "write per-molecule predictions and labels as CSV to this file")
+      ("labels", po::value(&labels), "labels from this CSV (keyed by id/title/name) instead of the records")
+      ("label-key", po::value(&label_key), "key column of --labels (default: the first of id, title, name)")
+      ("source-unit", po::value(&source_units), "NAME=UNIT: unit of labels given without one (repeatable)")
+      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
+      ("on-error", po::value(&on_error), "skip (default) or fail")
+      ("limit", po::value(&limit), "evaluate at most this many molecules (default 0: all)")
+      ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
+      ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
+      ("quiet,q", "log errors only")
+      ("verbose,v", "log every step");
+  po::options_description hidden;
+  hidden.add_options()("input", po::value(&inputs));
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("input", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") != 0) {
+    std::cout << options << "\n";
+    return kExitOk;
+  }
+  if (vm.count("verbose") != 0) {
+    set_log_sink(stderr_log_sink(LogLevel::info));
+  } else if (vm.count("quiet") != 0) {
+    set_log_sink(stderr_log_sink(LogLevel::error));
+  }
+  if (inputs.empty()) throw UsageError("no input given");
+  if (on_error != "skip" && on_error != "fail")
+    throw UsageError("--on-error must be skip or fail, not '" + on_error + "'");
+  if (rotations < 0 || rotations == 1) throw UsageError("--rotations must be 0 or at least 2");
+  if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
+  if (threads < 0) throw UsageError("--threads must be >= 0");
+
+  pipeline::EvalOptions eval;
+  eval.data.inputs = inputs;
+  try {
+    if (!in_format.empty()) eval.data.read.format = chem::format_from_name(in_format);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+  eval.data.read.keep_molecule = false;
+  eval.data.policy = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  eval.data.labels_csv = labels;
+  eval.data.label_key = label_key;
+  eval.data.limit = limit;
+  for (const auto& item : source_units) {
+    const auto eq = item.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw UsageError("--source-unit needs NAME=UNIT, not '" + item + "'");
+    eval.data.source_units[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  eval.targets = split_list(targets);
+  eval.rotations = rotations;
+  eval.seed = seed;
+  eval.threads = threads;
+  eval.batch_size = batch_size;
+
+  if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
+  const pipeline::Predictor predictor =
+      pipeline::Predictor::load(std::vector<std::filesystem::path>(model_paths.begin(), model_paths.end()));
+  const pipeline::EvalResult result = pipeline::evaluate(predictor, eval);
+  std::cout << pipeline::format_eval_table(result);
+  if (!csv.empty()) pipeline::write_eval_csv(csv, result);
+  if (!predictions.empty()) pipeline::write_eval_predictions_csv(predictions, result);
+  std::cerr << "flt eval: " << result.summary.describe() << "\n";
+  return result.summary.ok() ? kExitOk : kExitSkipped;
+}
+
+const bool registered = register_command(
+    {"eval", "evaluate a model against labels: MAE, RMSE, R^2 and rotation sensitivity", 45,
+     &run_eval});
+
+}  // namespace
+}  // namespace flt::cli

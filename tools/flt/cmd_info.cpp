@@ -1,0 +1,52 @@
+// flt info: prints a model file's metadata (format version, configuration, elements, targets with
+// units, normalisation, reference energies, parameter count, training metadata).
+#include "core/error.hpp"
+#include "flt/commands.hpp"
+#include "flt/exit_codes.hpp"
+#include "pipeline/info.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace flt::cli {
+namespace {
+
+namespace po = boost::program_options;
+
+int run_info(const std::vector<std::string>& args) {
+  std::vector<std::string> models;
+  po::options_description options(
+      "Usage: flt info [MODEL.flt ...]\n\n"
+      "Prints each model's metadata; without a model, the default model's (and where it is).\n\n"
+      "Options");
+  options.add_options()("help,h", "show this help");
+  po::options_description hidden;
+  hidden.add_options()("model", po::value(&models));
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("model", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") != 0) {
+    std::cout << options << "\n";
+    return kExitOk;
+  }
+  if (models.empty()) models.push_back(pipeline::default_model_path().string());
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    if (i > 0) std::cout << "\n";
+    std::cout << pipeline::describe_model(*pipeline::LoadedModel::load(models[i]));
+  }
+  return kExitOk;
+}
+
+const bool registered =
+    register_command({"info", "print a model file's metadata (configuration, targets, units, ...)", 50,
+                      &run_info});
+
+}  // namespace
+}  // namespace flt::cli

@@ -1,0 +1,214 @@
+// flt predict: predicts molecular properties for every record of the inputs with one model or an
+// ensemble (--model given several times), and writes them as annotated SDF, CSV or extended XYZ,
+// or as a table on standard output. See docs/prediction.md.
+#include "chem/reader.hpp"
+#include "chem/writer.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "flt/commands.hpp"
+#include "flt/exit_codes.hpp"
+#include "pipeline/predict.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace flt::cli {
+namespace {
+
+namespace po = boost::program_options;
+
+const char* kUsage =
+    "Usage: flt predict [--model MODEL.flt ...] INPUT... [-o OUTPUT] [options]\n\n"
+    "Predicts the model's targets for every molecule of the inputs (SDF/MOL, XYZ, extended XYZ,\n"
+    "QM9; files, .gz, directories, tar archives, '-' for standard input with --format).\n"
+    "Several --model options form an ensemble: the mean, and the standard deviation as an\n"
+    "uncertainty (<target>_std). Without --model the default model is used: $FLT_DEFAULT_MODEL,\n"
+    "then <source tree>/models/default.flt, then <prefix>/share/flt/models/default.flt.\n"
+    "OUTPUT .sdf keeps every input record with its tags and adds one tag per prediction,\n"
+    "'flt_<target> [unit]'; .csv writes id, source, record, title, the input's label columns and\n"
+    "one column per prediction with its unit; .xyz/.extxyz writes extended XYZ. Without -o a\n"
+    "table is printed. Records that cannot be read or predicted (e.g. an element the model never\n"
+    "saw) are skipped and listed (exit status 3), or stop the run with --on-error fail.\n\n"
+    "Options";
+
+std::string pad(std::string s, std::size_t width) {
+  if (s.size() < width) s.resize(width, ' ');
+  return s;
+}
+
+std::string short_number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+// The readable table: one line per molecule, columns sized from the header.
+class TablePrinter {
+ public:
+  TablePrinter(std::ostream& out, const std::vector<models::TargetSpec>& targets, bool ensemble)
+      : out_(out), targets_(targets), ensemble_(ensemble) {}
+
+  void row(const chem::PointSet& p, const pipeline::MoleculePrediction& pred) {
+    if (!header_done_) header();
+    std::string name = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
+    if (name.size() > 24) name = name.substr(0, 21) + "...";
+    out_ << pad(std::to_string(++count_), 6) << pad(name, 26) << pad(std::to_string(p.size()), 6);
+    for (std::size_t t = 0; t < targets_.size(); ++t) {
+      std::string cell = short_number(pred.mean[t]);
+      if (ensemble_) cell += " +- " + short_number(pred.stddev[t]);
+      out_ << "  " << pad(cell, widths_[t]);
+    }
+    out_ << "\n";
+  }
+
+ private:
+  void header() {
+    header_done_ = true;
+    out_ << pad("#", 6) << pad("molecule", 26) << pad("atoms", 6);
+    for (const auto& t : targets_) {
+      const std::string h = t.name + " [" + t.unit + "]";
+      widths_.push_back(std::max<std::size_t>(h.size(), ensemble_ ? 26 : 13));
+      out_ << "  " << pad(h, widths_.back());
+    }
+    out_ << "\n";
+  }
+  std::ostream& out_;
+  const std::vector<models::TargetSpec>& targets_;
+  bool ensemble_;
+  bool header_done_ = false;
+  std::size_t count_ = 0;
+  std::vector<std::size_t> widths_;
+};
+
+int run_predict(const std::vector<std::string>& args) {
+  std::vector<std::string> inputs, model_paths;
+  std::string output, in_format, out_format, on_error = "skip", missing_3d = "error";
+  std::size_t batch_size = 64;
+  int threads = 0;
+  double min_distance = 0.1;
+  po::options_description options(kUsage);
+  options.add_options()
+      ("help,h", "show this help")
+      ("model,m", po::value(&model_paths), "model file (.flt); repeat for an ensemble (default: the default model)")
+      ("output,o", po::value(&output), "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format)")
+      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
+      ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
+      ("table", "also print the table of predictions to standard output when -o is given")
+      ("on-error", po::value(&on_error), "skip (default) or fail")
+      ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
+      ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
+      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default) or generate (RDKit ETKDG)")
+      ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
+      ("quiet,q", "log errors only")
+      ("verbose,v", "log every step");
+  po::options_description hidden;
+  hidden.add_options()("input", po::value(&inputs));
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("input", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") != 0) {
+    std::cout << options << "\n";
+    return kExitOk;
+  }
+  if (vm.count("verbose") != 0) {
+    set_log_sink(stderr_log_sink(LogLevel::info));
+  } else if (vm.count("quiet") != 0) {
+    set_log_sink(stderr_log_sink(LogLevel::error));
+  }
+  if (inputs.empty()) throw UsageError("no input given");
+  if (on_error != "skip" && on_error != "fail")
+    throw UsageError("--on-error must be skip or fail, not '" + on_error + "'");
+  if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
+  if (threads < 0) throw UsageError("--threads must be >= 0");
+
+  chem::ReadOptions read;
+  try {
+    if (!in_format.empty()) read.format = chem::format_from_name(in_format);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+  if (missing_3d == "error") {
+    read.missing_3d = chem::Missing3D::error;
+  } else if (missing_3d == "generate") {
+    read.missing_3d = chem::Missing3D::generate;
+  } else {
+    throw UsageError("--missing-3d must be error or generate, not '" + missing_3d + "'");
+  }
+  read.min_distance = min_distance;
+
+  chem::WriteOptions write;
+  try {
+    if (!out_format.empty()) write.format = chem::format_from_name(out_format);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(e.what());
+  }
+  if (output == "-" && write.format == chem::Format::unknown)
+    throw UsageError("writing to standard output needs --out-format");
+  chem::Format format = write.format;
+  if (!output.empty() && format == chem::Format::unknown) {
+    format = chem::format_from_path(output);
+    if (format == chem::Format::unknown || format == chem::Format::qm9)
+      throw UsageError("cannot tell the output format from '" + output +
+                       "' (use .sdf, .csv, .xyz or --out-format)");
+  }
+  read.keep_molecule = format == chem::Format::sdf;  // bonds are only needed to write SDF
+
+  if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
+  std::vector<std::filesystem::path> paths(model_paths.begin(), model_paths.end());
+  const pipeline::Predictor predictor = pipeline::Predictor::load(paths);
+  const auto& targets = predictor.targets();
+  const bool ensemble = predictor.ensemble_size() > 1;
+
+  // Open the output before reading anything: an unwritable path fails at once.
+  std::unique_ptr<chem::MoleculeWriter> writer;
+  if (!output.empty()) writer = chem::MoleculeWriter::open(output, write);
+  const bool table = output.empty() || (vm.count("table") != 0 && output != "-");
+  TablePrinter printer(std::cout, targets, ensemble);
+
+  pipeline::PredictOptions popts;
+  popts.batch_size = batch_size;
+  popts.threads = threads;
+  popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  std::vector<chem::PredictedValue> values;
+  const auto summary = predictor.predict_inputs(
+      inputs, read, popts, [&](chem::PointSet&& points, const pipeline::MoleculePrediction& p) {
+        if (writer) {
+          values.clear();
+          for (std::size_t t = 0; t < targets.size(); ++t) {
+            const std::string name = "flt_" + targets[t].name;
+            if (format == chem::Format::sdf || format == chem::Format::csv) {
+              // The unit is part of the SD tag name / CSV header: "flt_U0 [eV]".
+              values.push_back({name + " [" + targets[t].unit + "]", p.mean[t], ""});
+              if (ensemble)
+                values.push_back({name + "_std [" + targets[t].unit + "]", p.stddev[t], ""});
+            } else {
+              values.push_back({name, p.mean[t], targets[t].unit});
+              if (ensemble) values.push_back({name + "_std", p.stddev[t], targets[t].unit});
+            }
+          }
+          writer->write(points, values);
+        }
+        if (table) printer.row(points, p);
+      });
+  if (writer) writer->close();
+  std::cerr << "flt predict: " << summary.describe();
+  if (writer && output != "-") std::cerr << "; wrote " << output;
+  std::cerr << "\n";
+  return summary.ok() ? kExitOk : kExitSkipped;
+}
+
+const bool registered = register_command(
+    {"predict", "predict molecular properties (SDF/XYZ/QM9 in; annotated SDF, CSV or a table out)",
+     40, &run_predict});
+
+}  // namespace
+}  // namespace flt::cli

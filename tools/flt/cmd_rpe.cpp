@@ -1,0 +1,73 @@
+// flt rpe: writes a model's learned RPE functions f(distance) per block and head as CSV and an SVG
+// plot (see src/pipeline/rpe.hpp).
+#include "core/error.hpp"
+#include "flt/commands.hpp"
+#include "flt/exit_codes.hpp"
+#include "pipeline/rpe.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace flt::cli {
+namespace {
+
+namespace po = boost::program_options;
+
+int run_rpe(const std::vector<std::string>& args) {
+  std::string model, output, plot;
+  double max_distance = 10.0;
+  int points = 200;
+  po::options_description options(
+      "Usage: flt rpe [MODEL.flt] [-o OUT.csv] [--plot OUT.svg] [options]\n\n"
+      "Samples the learned relative positional encoding f(distance) of every block and head on\n"
+      "[0, --max-distance] Angstrom and writes it as CSV (distance [Angstrom], then one column\n"
+      "block<b>.head<h> per block and head; standard output without -o or with -o -) and,\n"
+      "with --plot, as an SVG with one panel per block. Without MODEL: the default model.\n\n"
+      "Options");
+  options.add_options()
+      ("help,h", "show this help")
+      ("output,o", po::value(&output), "CSV output file ('-': standard output, the default)")
+      ("plot", po::value(&plot), "SVG plot output file")
+      ("max-distance", po::value(&max_distance), "largest distance in Angstrom (default 10)")
+      ("points", po::value(&points), "number of distances, 0 to max-distance inclusive (default 200)");
+  po::options_description hidden;
+  hidden.add_options()("model", po::value(&model));
+  po::options_description all;
+  all.add(options).add(hidden);
+  po::positional_options_description positional;
+  positional.add("model", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") != 0) {
+    std::cout << options << "\n";
+    return kExitOk;
+  }
+  if (!(max_distance > 0)) throw UsageError("--max-distance must be positive");
+  if (points < 2) throw UsageError("--points must be at least 2");
+  if (model.empty()) model = pipeline::default_model_path().string();
+  const auto loaded = pipeline::LoadedModel::load(model);
+  const pipeline::RpeTable table = pipeline::rpe_table(*loaded, max_distance, points);
+  if (output.empty() || output == "-") {
+    std::cout << pipeline::rpe_csv_text(table);
+  } else {
+    pipeline::write_rpe_csv(output, table);
+  }
+  if (!plot.empty())
+    pipeline::write_rpe_svg(plot, table, std::filesystem::path(model).filename().string());
+  if (!output.empty() && output != "-")
+    std::cerr << "flt rpe: wrote " << table.curves.size() << " functions (" << table.distances.size()
+              << " distances) to " << output << (plot.empty() ? "" : " and " + plot) << "\n";
+  return kExitOk;
+}
+
+const bool registered = register_command(
+    {"rpe", "write a model's learned RPE functions f(distance) per layer and head (CSV, SVG)", 55,
+     &run_rpe});
+
+}  // namespace
+}  // namespace flt::cli
