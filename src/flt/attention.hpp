@@ -21,8 +21,8 @@
 //   All features positive; Performer width D = d + 2R.
 //
 // Both variants run through one streaming kernel over blocks of `block_size` tokens: nothing of
-// size L x L or L x (m 2R) is formed; per (set, head) only m x 2R(dv+1) accumulators (double) and
-// block-sized temporaries exist. The dominant work is GEMMs on blocks. Causal (prefix sums, rows
+// size L x L or L x (m 2R) is formed; per (set, head) only (dv+1) x m 2R accumulators (double) and
+// block-sized temporaries (B x m 2R) exist. The dominant work is GEMMs on blocks. Causal (prefix sums, rows
 // in order within each set): inter-block terms use the running accumulator, intra-block terms a
 // masked block x block product. OpenMP over (set, head) pairs; each pair is sequential, so results
 // do not depend on the thread count (parameter gradients are summed over pairs in a fixed order).
@@ -129,7 +129,7 @@ struct AttentionCache {
   Mat<T> den;                        // L x H, the denominators actually used
   std::vector<unsigned char> clamped;  // L x H, 1 where den was clamped
   std::vector<double> key_stab;      // per (set, head) pair: global key stabiliser
-  std::vector<Mat<double>> sums;     // bidirectional: per pair S|z, m x 2R (dv+1) (P = 1 for bias)
+  std::vector<Mat<double>> sums;     // bidirectional: per pair [S z]^T, (dv+1) x (m P), P = 2R or 1
   std::vector<Vec<double>> centres;  // per set, length dc
   Index rows = 0;
 };
