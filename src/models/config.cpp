@@ -70,17 +70,18 @@ std::string fmt(double v) {
 }
 
 std::vector<std::string> split(const std::string& s) {
+  // Comma-separated, each item trimmed of surrounding blanks (inner blanks kept: "cal/(mol K)").
   std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == ',') {
-      out.push_back(cur);
-      cur.clear();
-    } else if (c != ' ' && c != '\t') {
-      cur += c;
-    }
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t comma = s.find(',', start);
+    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const auto b = item.find_first_not_of(" \t");
+    const auto e = item.find_last_not_of(" \t");
+    out.push_back(b == std::string::npos ? std::string() : item.substr(b, e - b + 1));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
   }
-  out.push_back(cur);
   return out;
 }
 

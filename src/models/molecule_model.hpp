@@ -95,12 +95,12 @@ struct ModelConfig {
   bool use_charges = false;        // add a formal-charge embedding
   int max_charge = 2;              // charges in [-max_charge, max_charge]
   // Attention.
-  AttentionKind attention = AttentionKind::kronecker;
+  AttentionKind attention = AttentionKind::bias;
   Index num_features = 16;         // m, Performer features per head (kronecker, bias, performer)
   Index num_frequencies = 16;      // R, RPE frequencies per head (kronecker, bias)
   attn::SpectrumKind spectrum = attn::SpectrumKind::radial_gaussian;
   Index spectrum_components = 4;   // T of the spectrum per head
-  double proposal_scale = 1.0;     // s0 of the gaussian proposal, cycles per Angstrom
+  double proposal_scale = 0.4;     // s0 of the gaussian proposal, cycles per Angstrom (see docs)
   double init_sigma_min = 0.15;    // spectrum init ladder (cycles per Angstrom)
   double init_sigma_max = 0.6;
   double init_beta = 1.0;          // bias variant: initial RPE scale per head
