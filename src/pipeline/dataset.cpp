@@ -156,6 +156,9 @@ class DatasetBuilder {
     }
     if (auto problem = chem::check_geometry(p, 0.0)) return *problem;
 
+    if (!csv_ && seen_keys_.size() < 64)
+      for (const auto& prop : p.properties)
+        if (std::find(seen_keys_.begin(), seen_keys_.end(), prop.key) == seen_keys_.end()) seen_keys_.push_back(prop.key);
     const std::string where = p.source + ": record " + std::to_string(p.record);
     std::string id = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
     std::vector<double> row(plans_.size(), kNaN);
@@ -217,6 +220,18 @@ class DatasetBuilder {
   }
 
   Dataset finish(chem::ReadSummary summary) {
+    // A target that no record carries is a mistake (a typo, or labels in another file), not a
+    // column of missing values.
+    if (!molecules_.empty() && options_.missing == MissingLabels::mask)
+      for (std::size_t t = 0; t < plans_.size(); ++t)
+        if (missing_[t] == molecules_.size()) {
+          std::string known;
+          for (const auto& k : seen_keys_) known += (known.empty() ? "" : ", ") + k;
+          throw ConfigError("unknown target '" + plans_[t].target.name + "': none of the " +
+                            std::to_string(molecules_.size()) + " molecules has a label of that name" +
+                            (csv_ ? std::string(" in ") + csv_->source
+                                  : std::string(" (labels in the input: ") + (known.empty() ? "none" : known) + ")"));
+        }
     finish_targets(plans_);
     Dataset d;
     for (auto& plan : plans_) d.targets.push_back(plan.target);
@@ -258,6 +273,7 @@ class DatasetBuilder {
   std::optional<train::LabelTable> csv_;
   bool by_title_ = false;
   std::vector<std::size_t> missing_;
+  std::vector<std::string> seen_keys_;  // label keys met in the records (for messages)
   std::vector<models::Molecule> molecules_;
   std::vector<std::string> ids_, titles_, sources_;
   std::vector<double> labels_;

@@ -279,6 +279,9 @@ train::OptionSchema train_option_schema() {
     c.optional = true;
     c.persist = false;
   }
+  s.option("split-only", "run", OptionType::boolean, "false",
+           "read the data, write split.csv and config.ini to --out and stop (no training)")
+      .persist = false;
   s.option("stop-after-epoch", "run", OptionType::integer, "0",
            "testing: stop after this epoch's checkpoint as if interrupted (0: off)")
       .persist = false;
@@ -371,6 +374,7 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   c.resume = o.get_bool("resume");
   if (c.overwrite && c.resume) throw ConfigError("--overwrite and --resume exclude each other");
   c.stop_after_epoch = o.get_int("stop-after-epoch");
+  c.split_only = o.get_bool("split-only");
 
   train::IniFile ini = o.to_ini();
   ini.set("data", "inputs", join(d.inputs));
@@ -470,6 +474,18 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   if (split.train.empty()) throw ConfigError("the split leaves no training molecules");
   train::write_split_file(dir / "split.csv", split, data.ids);
   if (!cfg.resume) train::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+  if (cfg.split_only) {
+    TrainResult r;
+    r.run_dir = dir;
+    r.targets = data.targets;
+    r.train_size = split.train.size();
+    r.validation_size = split.validation.size();
+    r.test_size = split.test.size();
+    r.dataset_summary = data.describe();
+    r.skipped_records = data.summary.skipped.size();
+    r.split_only = true;
+    return r;
+  }
   say("split: " + std::to_string(split.train.size()) + " train, " + std::to_string(split.validation.size()) +
       " validation, " + std::to_string(split.test.size()) + " test molecules");
 
@@ -581,6 +597,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.test_size = split.test.size();
   result.data_checksum = checksum;
   result.dataset_summary = data.describe();
+  result.skipped_records = data.summary.skipped.size();
 
   models::ModelCache<float> cache;
   std::vector<std::size_t> order = split.train;
@@ -599,8 +616,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     std::size_t loss_count = 0;
     double lr = 0;
     model.reset_attention_stats();
+    const double epoch_start = now_seconds();
     std::unique_ptr<train::ProgressBar> bar;
-    if (progress)
+    if (progress && output.terminal)
       bar = std::make_unique<train::ProgressBar>(*progress, output.terminal,
                                                  "epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs),
                                                  batches.size());
@@ -631,6 +649,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         train_pred.row(position_in_train[b.indices[k]]) = phys.row(static_cast<Index>(k));
       loss_sum += lv.value * static_cast<double>(b.indices.size());
       loss_count += b.indices.size();
+      // Plain (non-terminal) output: one line per epoch (bar->finish), no per-batch lines.
       if (bar) bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)));
     }
     const attn::AttentionStats attention = model.attention_stats();
@@ -685,7 +704,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     if (report.improved) slots.save_if_best(ck, report.selection_metric);
     slots.save_last(ck);
 
-    if (bar) {
+    if (progress) {
       std::string summary;
       for (std::size_t t = 0; t < p; ++t)
         summary += (t ? ", " : "") + data.targets[t].name + " train " + format_number(report.record.train_mae[t]) +
@@ -696,7 +715,13 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
                    std::to_string(attention.nonpositive_denominators) + " nonpositive of " +
                    std::to_string(attention.denominators);
       if (report.improved) summary += " *";
-      bar->finish(summary);
+      if (bar) {
+        bar->finish(summary);
+      } else {
+        *progress << "epoch " << epoch << "/" << cfg.epochs << " (" << batches.size() << " batches, "
+                  << train::format_duration(now_seconds() - epoch_start) << "): " << summary << '\n'
+                  << std::flush;
+      }
     }
     if (output.on_epoch) output.on_epoch(report);
     if (st.stopped_early) say("early stopping: no validation improvement for " + std::to_string(cfg.patience) + " epochs");
@@ -774,6 +799,12 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
 std::string format_summary(const TrainResult& r) {
   std::ostringstream out;
   out << "run directory: " << r.run_dir.string() << '\n';
+  if (r.split_only) {
+    out << "data: " << r.dataset_summary << '\n';
+    out << "split: " << r.train_size << " train, " << r.validation_size << " validation, " << r.test_size
+        << " test molecules -> " << (r.run_dir / "split.csv").string() << '\n';
+    return out.str();
+  }
   if (r.stopped_by_hook) {
     out << "stopped after epoch " << r.epochs_run << " (continue with --resume)\n";
     return out.str();

@@ -84,6 +84,7 @@ struct TrainConfig {
   bool overwrite = false;
   bool resume = false;
   std::int64_t stop_after_epoch = 0;  // test hook: stop (as if killed) after this epoch's checkpoint
+  bool split_only = false;            // write split.csv and config.ini, then return (no training)
 
   // The resolved configuration, written as config.ini (set by config_from_options).
   std::string resolved_ini;
@@ -107,9 +108,11 @@ struct TrainResult {
   std::int64_t best_epoch = 0;
   bool stopped_early = false;                // early stopping (patience)
   bool stopped_by_hook = false;              // stop_after_epoch
+  bool split_only = false;                   // TrainConfig::split_only: nothing was trained
   double seconds = 0;                        // training wall time (all sessions of the run)
   std::string data_checksum;                 // fnv1a64 of the training subset
   std::string dataset_summary;               // Dataset::describe()
+  std::size_t skipped_records = 0;           // bad input records skipped while reading
 };
 
 // The options of `flt train` (sections data, split, train, model, run): every option is accepted

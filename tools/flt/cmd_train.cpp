@@ -1,0 +1,65 @@
+// flt train: trains an FLT molecule model (issue 5). Options come from the command line and an INI
+// file (--config), the command line overriding; the run directory receives the model, checkpoints,
+// split, learning curve, metrics, predictions, plots and the resolved configuration
+// (see docs/training.md). Progress goes to stderr, the final summary to stdout.
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "flt/commands.hpp"
+#include "flt/exit_codes.hpp"
+#include "pipeline/train.hpp"
+#include "train/progress.hpp"
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace flt::cli {
+namespace {
+
+const char* kUsage =
+    "Usage: flt train INPUT... --out RUN_DIR [options]\n"
+    "       flt train --config FILE [INPUT...] [options]\n"
+    "       flt train --resume --out RUN_DIR\n\n"
+    "Trains an FLT molecule model on molecules with labels (QM9 files, extended XYZ keys, SD tags,\n"
+    "or a CSV file with --labels). Every option may also be given in an INI file read with --config\n"
+    "(section [data], [split], [train], [model] or [run]; 'name = value'); the command line\n"
+    "overrides the file. RUN_DIR/config.ini holds the resolved configuration of a run.\n"
+    "Exit status: 0 success, 1 error, 2 usage error, 3 trained but skipped bad input records.\n\n"
+    "Options (also: -h/--help, -q/--quiet: errors only, -v/--verbose: log every step):\n";
+
+int run_train(const std::vector<std::string>& raw_args) {
+  std::vector<std::string> args;
+  for (const auto& a : raw_args) {
+    if (a == "-h" || a == "--help") {
+      std::cout << kUsage << flt::pipeline::train_option_schema().help();
+      return kExitOk;
+    }
+    if (a == "-q" || a == "--quiet") {
+      set_log_sink(stderr_log_sink(LogLevel::error));
+      continue;
+    }
+    if (a == "-v" || a == "--verbose") {
+      set_log_sink(stderr_log_sink(LogLevel::info));
+      continue;
+    }
+    args.push_back(a);
+  }
+  flt::pipeline::TrainConfig config;
+  try {
+    config = flt::pipeline::parse_train_command_line(args);
+  } catch (const ConfigError& e) {
+    throw UsageError(e.what());
+  }
+  flt::pipeline::TrainOutput output;
+  output.progress = &std::cerr;
+  output.terminal = flt::train::is_terminal(stderr);
+  const flt::pipeline::TrainResult result = flt::pipeline::run_training(config, output);
+  std::cout << flt::pipeline::format_summary(result) << std::flush;
+  return result.skipped_records > 0 ? kExitSkipped : kExitOk;
+}
+
+const bool registered = register_command({"train", "train a molecule model (FLT) on labelled molecules", 30, &run_train});
+
+}  // namespace
+}  // namespace flt::cli
