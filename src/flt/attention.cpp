@@ -158,15 +158,26 @@ void backward_side(const Head<T>& hd, const Side<T>& s, const Mat<T>& dphi, cons
 template <class T>
 void kron_features(const Mat<T>& phi, const Mat<T>& psi, Mat<T>& xt) {
   const Index n = phi.rows(), m = phi.cols(), P = psi.cols();
+  if (P == 1) {  // bias variant: psi is a column (of ones)
+    xt = phi.array().colwise() * psi.col(0).array();
+    return;
+  }
   xt.resize(n, m * P);
-  for (Index i = 0; i < n; ++i)
-    MatMap<T>(xt.row(i).data(), m, P).noalias() = phi.row(i).transpose() * psi.row(i);
+  for (Index i = 0; i < n; ++i) {
+    const auto p = psi.row(i);
+    for (Index a = 0; a < m; ++a) xt.row(i).segment(a * P, P) = phi(i, a) * p;
+  }
 }
 // E26 split of dXt: dphi_i = M_i psi_i, dpsi_i = M_i^T phi_i, M_i = dXt_i as m x P.
 // dphi is overwritten; dpsi is overwritten.
 template <class T>
 void kron_split(const Mat<T>& dxt, const Mat<T>& phi, const Mat<T>& psi, Mat<T>& dphi, Mat<T>& dpsi) {
   const Index n = phi.rows(), m = phi.cols(), P = psi.cols();
+  if (P == 1) {
+    dphi = dxt.array().colwise() * psi.col(0).array();
+    dpsi = dxt.cwiseProduct(phi).rowwise().sum();
+    return;
+  }
   dphi.resize(n, m);
   dpsi.resize(n, P);
   for (Index i = 0; i < n; ++i) {
