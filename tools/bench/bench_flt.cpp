@@ -533,8 +533,8 @@ int run_all(bool quick, const std::string& output, const std::string& command, d
      << " logical CPUs, " << memory_total()
      << " RAM, shared with other engineers' builds and tests; load average (1 / 5 / 15 min) "
      << load_before << " at the start, " << load_after
-     << " at the end: with a load above the 2 CPUs every time and the thread speed-up are "
-        "inflated by time-sharing\n"
+     << " at the end: with a load above the CPU count, times are inflated and the thread "
+        "speed-up is deflated by time-sharing\n"
      << "- Compiler: " << FLT_BENCH_COMPILER << "; flags: `" << FLT_BENCH_FLAGS << "`\n"
      << "- Workload: float32, one set of L tokens, width 128 = 8 heads x 16 (d = dv = 16), 3-D "
         "coordinates uniform in a cube at 0.1 atoms/A^3; forward then backward with every input "
