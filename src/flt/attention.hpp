@@ -22,9 +22,10 @@
 //
 // Both variants run through one streaming kernel over blocks of `block_size` tokens: nothing of
 // size L x L or L x (m 2R) is formed; per (set, head) only (dv+1) x m 2R accumulators (double) and
-// block-sized temporaries (B x m 2R) exist. The dominant work is GEMMs on blocks. Causal (prefix sums, rows
-// in order within each set): inter-block terms use the running accumulator, intra-block terms a
-// masked block x block product. OpenMP over (set, head) pairs; each pair is sequential, so results
+// block-sized temporaries (B x m 2R) exist. The dominant work is GEMMs on blocks (7 passes of
+// 2 m P (dv+1) flops per token and head for forward + backward, P = 2R or 1). Causal (prefix
+// sums, rows in order within each set): inter-block terms use the running accumulator,
+// intra-block terms a masked block x block product. OpenMP over (set, head) pairs; each pair is sequential, so results
 // do not depend on the thread count (parameter gradients are summed over pairs in a fixed order).
 //
 // Memory (document of what forward caches for backward): out (L x H dv) and the used denominators
@@ -38,7 +39,19 @@
 // scale_i as tiny. Policy throw_error: NumericalError naming the set, head and row. Policy
 // clamp_and_count: den_i is replaced by max(den_i, tiny_denominator * scale_i) (treated as a
 // constant in backward: no gradient flows through a clamped denominator) and counted in
-// AttentionStats. Never a silent division.
+// AttentionStats. Never a silent division. Variance note (measured, see tests): variant A's
+// denominator noise grows like sqrt(L / R) f(0) while its signal is the local mass of f, so for
+// long sets with a narrow f most rows can be flagged; the statistics show it, more frequencies
+// (R) or a broader f cure it.
+//
+// Life cycle:
+//   ParameterStore<float> store;
+//   FltAttention<float> attn(config, store, "enc.0.attn");  // registers parameters
+//   store.allocate();
+//   attn.init_parameters(store);      // f(0) = 1 per head, beta = init_beta
+//   attn.draw_features(store);        // W and xi (seeded); or set_features(saved) from a model file
+//   per step: attn.begin_step(store, step); attn.forward(...); attn.backward(...);
+// forward is not thread-safe on one layer object (it updates stats()); backward is const.
 #pragma once
 
 #include "core/params.hpp"

@@ -388,7 +388,7 @@ TEST_CASE("FLT approaches the exact O(L^2) attention like 1/sqrt(features)", "[f
   }
 }
 
-TEST_CASE("Exported random features reproduce the outputs; redraws are seeded", "[flt][attention][features]") {
+TEST_CASE("Exported random features reproduce the outputs and redraws are seeded", "[flt][attention][features]") {
   auto c = small_config(Variant::kronecker, SpectrumKind::radial_gaussian, ProposalKind::gaussian, 3, false);
   c.denominator_policy = DenominatorPolicy::clamp_and_count;
   c.redraw_each_step = true;
