@@ -5,13 +5,17 @@
 #include "core/gradcheck.hpp"
 #include "core/optim.hpp"
 #include "core/random.hpp"
+#include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
 #include "models/performer_attention.hpp"
 
 #include <catch2/catch.hpp>
 #include <omp.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -482,4 +486,49 @@ TEST_CASE("molecule model: overfits 20 real QM9 molecules with AdamW", "[models]
   const double mae_u0 = (pred.col(0) - labels.col(0)).cwiseAbs().mean();
   INFO("U0 training MAE " << mae_u0 << " eV, before training " << mae_before << " eV");
   CHECK(mae_u0 < mae_before / 10);
+}
+
+TEST_CASE("molecule model: save and load a .flt model file", "[models]") {
+  auto cfg = tiny_config(AttentionKind::bias, 4);
+  cfg.targets = {TargetSpec{std::string("U0"), std::string("eV"), true},
+                 TargetSpec{std::string("Cv"), std::string("cal/(mol K)"), true}};
+  MoleculeModel<float> model(cfg);
+  const auto mols = random_molecules({7, 3, 10}, 13);
+  const auto batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+  Mat<double> labels(3, 2);
+  labels << -100, 20, -40, 10, -150, 30;
+  model.set_normalisation(fit_normalisation(cfg, batch, labels));
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("flt-models-test-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "model.flt";
+  save_model(path, model, {{"seed", "4"}, {"data_fingerprint", "fnv1a64:0123456789abcdef"}});
+  std::map<std::string, std::string> meta;
+  const auto loaded = load_model(path, &meta);
+  CHECK(meta.at("data_fingerprint") == "fnv1a64:0123456789abcdef");
+  CHECK(config_to_strings(loaded->config()) == config_to_strings(cfg));
+  CHECK(loaded->normalisation().elements == model.normalisation().elements);
+  const Mat<double> a = model.predict(batch), b = loaded->predict(batch);
+  CHECK((a.array() == b.array()).all());
+
+  // A configuration that disagrees with the tensors, a missing tensor, a foreign kind.
+  auto file = to_model_file(model);
+  file.set_metadata("model.width", "32");
+  CHECK_THROWS_AS(from_model_file<float>(file), ModelFileError);
+  train::ModelFile partial("flt-model");
+  const auto full = to_model_file(model);
+  for (const auto& [k, v] : full.all_metadata()) partial.set_metadata(k, v);
+  bool skipped = false;
+  for (const auto& [name, t] : full.tensors()) {
+    if (!skipped && name.rfind("param.", 0) == 0) {
+      skipped = true;
+      continue;
+    }
+    partial.set_tensor(name, t);
+  }
+  CHECK_THROWS_AS(from_model_file<float>(partial), ModelFileError);
+  auto foreign = to_model_file(model);
+  foreign.set_metadata("model.kind", "something-else");
+  CHECK_THROWS_AS(from_model_file<float>(foreign), ModelFileError);
+  std::filesystem::remove_all(dir);
 }
