@@ -125,7 +125,7 @@ def main():
                     rec = run_child(cmd(impl, mode, t), t, loads)
                     results.setdefault((impl, mode, t), []).append(rec)
                     print(f"round {r + 1}/{a.repeats} {mode:7s} {impl:5s} threads={t}: "
-                          f"{rec['mol_per_s']:9.1f} mol/s, peak RSS {rec['peak_rss_mib']:.0f} MiB, "
+                          f"{rec['mol_per_s']:9.1f} mol/s ({rec['molecules'] / rec['cpu_seconds']:.1f} per CPU-s), peak RSS {rec['peak_rss_mib']:.0f} MiB, "
                           f"load {loads[-1]:.1f}", flush=True)
     finished = datetime.datetime.now(datetime.timezone.utc)
 
@@ -169,6 +169,17 @@ def main():
             lines.append(f"| {'training' if mode == 'train' else 'prediction'} | {t} | {c:.1f} | {p:.1f} | "
                          f"{ratio:.2f}x | >= {target:g}x ({ok}) | {med(('cpp', mode, t), 'peak_rss_mib'):.0f} | "
                          f"{med(('torch', mode, t), 'peak_rss_mib'):.0f} |")
+    lines.append("")
+    lines.append("The same runs measured in CPU time of the timed loop (molecules per CPU-second, all threads of the"
+                 " process; on an oversubscribed machine this is the work each side needed, less disturbed by"
+                 " waiting for a core; with 2 threads it includes OpenMP spin-waiting):\n")
+    lines.append("| mode | threads | C++ mol/CPU-s | PyTorch mol/CPU-s | ratio C++/PyTorch |")
+    lines.append("|---|---|---|---|---|")
+    for mode in ("train", "predict"):
+        for t in threads:
+            cc = statistics.median(x["molecules"] / x["cpu_seconds"] for x in results[("cpp", mode, t)])
+            pc = statistics.median(x["molecules"] / x["cpu_seconds"] for x in results[("torch", mode, t)])
+            lines.append(f"| {'training' if mode == 'train' else 'prediction'} | {t} | {cc:.1f} | {pc:.1f} | {cc / pc:.2f}x |")
     lines.append("")
     lines.append("Every run (mol/s):\n")
     lines.append("| configuration | runs |")
