@@ -1,0 +1,32 @@
+// RDKit interoperability: predict an RDKit molecule (one of its conformers) with an flt::Model.
+// Kept apart from flt/model.hpp so that programs which do not use RDKit need not see its headers;
+// linking flt::flt brings RDKit's include directories and libraries (fltConfig.cmake finds them).
+//
+//   std::unique_ptr<RDKit::ROMol> mol(RDKit::MolFileToMol("ligand.mol", true, false));
+//   flt::Prediction p = flt::predict(model, *mol);             // default conformer
+//   flt::Prediction q = flt::predict(model, *mol, 3);          // conformer with id 3
+#pragma once
+
+#include "export.hpp"
+#include "model.hpp"
+#include "molecule.hpp"
+
+#include <GraphMol/ROMol.h>
+
+namespace flt {
+
+// The atoms (atomic numbers, formal charges) and the coordinates of conformer `conf_id` (-1 = the
+// default conformer) of `mol` as an flt::Molecule; positions in Angstrom as RDKit stores them;
+// title = the "_Name" property when set. When every hydrogen of `mol` is implicit and
+// add_hydrogens is true, the hydrogens are added as atoms with coordinates (RDKit AddHs with
+// addCoords), as the SDF reader does; molecules with some explicit hydrogens are taken as they
+// are. Throws flt::InvalidArgument when `mol` has no atoms, no conformer or no conformer
+// `conf_id`, or a 2-D conformer.
+FLT_API Molecule to_molecule(const RDKit::ROMol& mol, int conf_id = -1, bool add_hydrogens = true);
+
+// model.predict(to_molecule(mol, conf_id)): values in the unit of each target
+// (model.targets()[t].unit). Throws flt::InvalidArgument as to_molecule and Model::predict do.
+// Thread-safe.
+FLT_API Prediction predict(const Model& model, const RDKit::ROMol& mol, int conf_id = -1);
+
+}  // namespace flt
