@@ -1,6 +1,7 @@
 // ModelConfig validation and its key/value (INI) form. See molecule_model.hpp.
 #include "models/molecule_model.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <set>
@@ -147,7 +148,15 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
   };
 }
 
-ModelConfig config_from_strings(const std::map<std::string, std::string>& values) {
+ModelConfig config_from_strings(const std::map<std::string, std::string>& given) {
+  // INI files spell keys with hyphens (mlp-hidden); the canonical form uses underscores.
+  std::map<std::string, std::string> values;
+  for (const auto& [key, v] : given) {
+    std::string k = key;
+    std::replace(k.begin(), k.end(), '-', '_');
+    if (!values.emplace(k, v).second)
+      throw ConfigError("model configuration: key '" + k + "' given twice (with - and _)");
+  }
   ModelConfig c;
   auto get = [&](const char* key) -> const std::string* {
     auto it = values.find(key);

@@ -117,7 +117,7 @@ struct ModelConfig {
 
 // Key/value strings (INI-ready, stable order) and back. config_from_strings starts from the
 // defaults, overrides each given key and validates; an unknown key or a malformed value throws
-// ConfigError naming it. Lists are comma separated: targets = U0,gap; target_units = eV,eV;
+// ConfigError naming it; keys may use '-' for '_' (mlp-hidden = mlp_hidden). Lists are comma separated: targets = U0,gap; target_units = eV,eV;
 // target_pooling = sum,mean (sum: extensive, mean: intensive).
 std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelConfig& config);
 ModelConfig config_from_strings(const std::map<std::string, std::string>& values);

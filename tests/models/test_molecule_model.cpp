@@ -412,6 +412,10 @@ TEST_CASE("molecule model: configuration strings and array export round trip", "
     return copy;
   };
   CHECK_THROWS_AS(config_from_strings(with("widht", std::string(1, '3'))), ConfigError);
+  auto hyphen = with("mlp-hidden", std::string("24"));
+  CHECK_THROWS_AS(config_from_strings(hyphen), ConfigError);  // mlp_hidden given twice
+  hyphen.erase("mlp_hidden");
+  CHECK(config_from_strings(hyphen).mlp_hidden == 24);
   CHECK_THROWS_AS(config_from_strings(with("heads", std::string(1, '3'))), ConfigError);  // 16 % 3
   CHECK_THROWS_AS(config_from_strings(with("attention", std::string("softmax"))), ConfigError);
 
