@@ -471,6 +471,9 @@ TEST_CASE("molecule model: overfits 20 real QM9 molecules with AdamW", "[models]
   AdamW<float> opt(model.parameters().size(), AdamWConfig{0.9, 0.999, 1e-8, 0.0});
   auto mse = [&](const Mat<float>& out) { return static_cast<double>((out - target).squaredNorm()) / static_cast<double>(out.size()); };
   const double mae_before = (model.predict(batch).col(0) - labels.col(0)).cwiseAbs().mean();
+  // One thread: 120 small steps; OpenMP barriers on a busy 2-core machine only add waiting.
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
   double first = 0, last = 0;
   for (int step = 0; step < 120; ++step) {
     ModelCache<float> cache;
@@ -483,6 +486,7 @@ TEST_CASE("molecule model: overfits 20 real QM9 molecules with AdamW", "[models]
     model.backward(batch, cache, dout);
     opt.step(model.parameters(), 3e-3);
   }
+  omp_set_num_threads(saved_threads);
   INFO("normalised MSE: first " << first << " last " << last);
   CHECK(last < first / 50);
   // In physical units the U0 error is far below the spread of the labels.
