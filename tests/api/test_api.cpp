@@ -427,7 +427,7 @@ TEST_CASE("default model: FLT_DEFAULT_MODEL, then the installation, clear error 
   if (saved) ::setenv("FLT_DEFAULT_MODEL", saved_value.c_str(), 1);
 }
 
-TEST_CASE("copies share the loaded model; the thread setting is per object", "[api]") {
+TEST_CASE("copies share the loaded model, the thread setting is per object", "[api]") {
   flt::Model a = flt::Model::load(fixture().model1);
   flt::Model b = a;
   b.set_threads(1);
