@@ -30,7 +30,8 @@ install(FILES ${PROJECT_SOURCE_DIR}/models/default.flt
 install(EXPORT fltTargets NAMESPACE flt:: DESTINATION ${FLT_INSTALL_CMAKEDIR})
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/fltConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/fltConfig.cmake
-  INSTALL_DESTINATION ${FLT_INSTALL_CMAKEDIR})
+  INSTALL_DESTINATION ${FLT_INSTALL_CMAKEDIR}
+  PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_DATADIR)
 # Semantic versioning: a request for 0.1 accepts any 0.x >= 0.1 (same major version).
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/fltConfigVersion.cmake
   VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion)
