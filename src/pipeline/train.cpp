@@ -82,15 +82,17 @@ double now_seconds() {
 // resolved INI without the [run] section and without the thread count.
 std::string resume_fingerprint(const std::string& ini_text) {
   const train::IniFile ini = train::IniFile::parse(ini_text, "config");
-  train::IniFile out;
+  std::map<std::string, std::string> sorted;  // "section.key" -> value: independent of key order
   for (const auto& section : ini.sections()) {
     if (section.name == "run") continue;
     for (const auto& e : section.entries) {
       if (section.name == "train" && e.key == "threads") continue;
-      out.set(section.name, e.key, e.value);
+      sorted[section.name + "." + e.key] = e.value;
     }
   }
-  return out.dump();
+  std::string out;
+  for (const auto& [key, value] : sorted) out += key + " = " + value + "\n";
+  return out;
 }
 
 // Predictions of the molecules at `indices` (physical units, rows in that order); `normalised`
@@ -376,8 +378,14 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   c.stop_after_epoch = o.get_int("stop-after-epoch");
   c.split_only = o.get_bool("split-only");
 
-  train::IniFile ini = o.to_ini();
+  // The resolved INI in schema order, with the inputs (file and positional) first in [data], so
+  // the same configuration always gives the same text however it was given.
+  const train::IniFile base = o.to_ini();
+  train::IniFile ini;
   ini.set("data", "inputs", join(d.inputs));
+  for (const auto& section : base.sections())
+    for (const auto& e : section.entries)
+      if (!(section.name == "data" && e.key == "inputs")) ini.set(section.name, e.key, e.value);
   c.resolved_ini = ini.dump("flt train configuration (resolved; read it back with flt train --config FILE)");
   return c;
 }
@@ -675,9 +683,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     report.record.val_loss = val_loss;
     report.record.train_mae = maes(train_metrics);
     report.record.val_mae = split.validation.empty() ? std::vector<double>(p, kNaN) : maes(val_metrics);
-    // Without a validation set, select on the training MAE.
-    report.selection_metric = selection_metric(split.validation.empty() ? report.record.train_mae : report.record.val_mae,
-                                               model.normalisation());
+    // Without a (labelled) validation set, select on the training MAE.
+    report.selection_metric = selection_metric(report.record.val_mae, model.normalisation());
+    if (std::isnan(report.selection_metric))
+      report.selection_metric = selection_metric(report.record.train_mae, model.normalisation());
     report.attention = attention;
     st.seconds = seconds_before + (now_seconds() - session_start);
     if (plateau && std::isfinite(report.selection_metric)) plateau->step(report.selection_metric);
@@ -736,7 +745,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   }
 
   // 4. Final model: the best checkpoint's evaluation weights.
-  const train::Checkpoint best = slots.load_best();
+  // (No best checkpoint only if no epoch had a finite metric: then the last one.)
+  const train::Checkpoint best = fs::exists(slots.best_path()) ? slots.load_best() : slots.load_last();
   {
     const std::vector<float> w = eval_weights(best);
     if (w.size() != store.size()) throw ModelFileError(best.source(), "parameter count differs from the model");

@@ -1,0 +1,184 @@
+// Dataset loading: labels from QM9 headers, extended-XYZ keys and CSV files, units converted at the
+// boundary, missing labels masked and counted, bad records skipped with reasons or fatal, batches.
+#include "pipeline/dataset.hpp"
+#include "test_train_util.hpp"
+
+#include "core/error.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+
+using namespace flt;
+using namespace flt::pipeline;
+using flt::pipeline::testing::ScratchDir;
+
+namespace {
+
+constexpr double kHartreeEv = 27.211386245988;
+
+std::string qm9_subset() { return std::string(FLT_SOURCE_DIR) + "/datasets/qm9/qm9_subset.xyz.gz"; }
+
+void write_text(const std::filesystem::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+// Five extended-XYZ records: good, label missing, NaN coordinate, no atoms, one atom.
+std::string mixed_extxyz() {
+  return "3\nProperties=species:S:1:pos:R:3 energy=-10.5 title=water\n"
+         "O 0.0 0.0 0.0\nH 0.96 0.0 0.0\nH -0.24 0.93 0.0\n"
+         "2\nProperties=species:S:1:pos:R:3 title=nolabel\n"
+         "H 0.0 0.0 0.0\nH 0.74 0.0 0.0\n"
+         "2\nProperties=species:S:1:pos:R:3 energy=-1.0 title=nancoord\n"
+         "H 0.0 0.0 0.0\nH nan 0.0 0.0\n"
+         "0\nProperties=species:S:1:pos:R:3 energy=-2.0 title=empty\n"
+         "1\nProperties=species:S:1:pos:R:3 energy=-0.5 title=atom\n"
+         "H 0.0 0.0 0.0\n";
+}
+
+}  // namespace
+
+TEST_CASE("QM9 labels are read from the header and converted from Hartree to eV", "[dataset]") {
+  DatasetOptions o;
+  o.inputs = {qm9_subset()};
+  o.targets = {"U0", "GAP", "mu"};  // any case is accepted for QM9 names
+  o.limit = 20;
+  const Dataset d = load_dataset(o);
+  REQUIRE(d.size() == 20);
+  REQUIRE(d.num_targets() == 3);
+  CHECK(d.targets[0].name == "U0");
+  CHECK(d.targets[1].name == "gap");
+  CHECK(d.targets[0].unit == "eV");
+  CHECK(d.targets[0].source_unit == "Hartree");
+  CHECK(d.targets[2].unit == "Debye");
+  CHECK(d.targets[0].extensive);
+  CHECK_FALSE(d.targets[1].extensive);
+  CHECK_FALSE(d.targets[2].extensive);
+  // Record 1 is methane: "gdb 1", U0 = -40.47893 Ha, gap = 0.5048 Ha, mu = 0 D.
+  CHECK(d.ids[0] == "gdb 1");
+  CHECK(d.titles[0] == "gdb 1");
+  CHECK(d.molecules[0].atomic_numbers == std::vector<std::int32_t>{6, 1, 1, 1, 1});
+  CHECK(d.labels(0, 0) == Approx(-40.47893 * kHartreeEv).epsilon(1e-14));
+  CHECK(d.labels(0, 1) == Approx(0.5048 * kHartreeEv).epsilon(1e-14));
+  CHECK(d.labels(0, 2) == 0.0);
+  CHECK(d.molecules[0].positions[1][1] == Approx(-0.0060313176));
+  CHECK(d.missing_per_target == std::vector<std::size_t>{0, 0, 0});
+
+  // A training unit may be asked for: kcal/mol.
+  o.units = {{"U0", "kcal/mol"}};
+  const Dataset k = load_dataset(o);
+  CHECK(k.targets[0].unit == "kcal/mol");
+  CHECK(k.labels(0, 0) == Approx(-40.47893 * 627.509474).epsilon(1e-8));
+}
+
+TEST_CASE("extended XYZ: missing labels masked and counted, bad records skipped with reasons", "[dataset]") {
+  ScratchDir dir("mixed");
+  write_text(dir / "mixed.xyz", mixed_extxyz());
+  DatasetOptions o;
+  o.inputs = {(dir / "mixed.xyz").string()};
+  o.targets = {"energy"};
+  o.source_units = {{"energy", "eV"}};
+  const Dataset d = load_dataset(o);
+  // water, nolabel, atom kept (a single atom is a valid molecule by default).
+  REQUIRE(d.size() == 3);
+  CHECK(d.titles == std::vector<std::string>{"water", "nolabel", "atom"});
+  CHECK(d.labels(0, 0) == -10.5);
+  CHECK(std::isnan(d.labels(1, 0)));
+  CHECK(d.labels(2, 0) == -0.5);
+  CHECK(d.missing_per_target == std::vector<std::size_t>{1});
+  CHECK(d.targets[0].unit == "eV");
+  CHECK(d.targets[0].extensive);  // an energy
+  // The NaN-coordinate and the empty record are skipped, each with file, record and reason.
+  REQUIRE(d.summary.skipped.size() == 2);
+  CHECK(d.summary.skipped[0].record == 3);
+  CHECK(d.summary.skipped[1].record == 4);
+  CHECK_THAT(d.describe(), Catch::Contains("energy: 1 label missing"));
+
+  SECTION("min-atoms 2 rejects the single atom") {
+    o.min_atoms = 2;
+    const Dataset e = load_dataset(o);
+    CHECK(e.size() == 2);
+    REQUIRE(e.summary.skipped.size() == 3);
+    CHECK_THAT(e.summary.skipped[2].reason, Catch::Contains("fewer than min-atoms"));
+  }
+  SECTION("missing labels: skip drops the molecule, error throws naming the record") {
+    o.missing = MissingLabels::skip;
+    CHECK(load_dataset(o).size() == 2);
+    o.missing = MissingLabels::error;
+    try {
+      load_dataset(o);
+      FAIL("expected an InputError");
+    } catch (const InputError& e) {
+      CHECK(e.record() == 2);
+      CHECK_THAT(std::string(e.what()), Catch::Contains("no label for target 'energy'"));
+    }
+  }
+  SECTION("error policy fail: the first bad record is fatal") {
+    o.policy = chem::ErrorPolicy::fail;
+    try {
+      load_dataset(o);
+      FAIL("expected an InputError");
+    } catch (const InputError& e) {
+      CHECK(e.record() == 3);
+      CHECK_THAT(e.file(), Catch::Contains("mixed.xyz"));
+    }
+  }
+  SECTION("a label without a unit is an error unless --source-units gives it") {
+    o.source_units.clear();
+    CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("has no unit"));
+  }
+  SECTION("an unknown target is an error listing the labels present") {
+    o.targets = {"enrgy"};
+    CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("unknown target 'enrgy'") && Catch::Contains("energy"));
+  }
+}
+
+TEST_CASE("labels from a CSV keyed by title, with units in the header", "[dataset]") {
+  ScratchDir dir("csv");
+  write_text(dir / "mixed.xyz", mixed_extxyz());
+  write_text(dir / "labels.csv", "title,E [kcal/mol],dipole [D]\nwater,-100,1.85\natom,,0\nnolabel,-10,NA\n");
+  DatasetOptions o;
+  o.inputs = {(dir / "mixed.xyz").string()};
+  o.targets = {"E", "dipole"};
+  o.labels_csv = (dir / "labels.csv").string();
+  const Dataset d = load_dataset(o);
+  REQUIRE(d.size() == 3);
+  CHECK(d.targets[0].unit == "eV");
+  CHECK(d.targets[0].source_unit == "kcal/mol");
+  CHECK(d.targets[1].unit == "Debye");
+  CHECK(d.targets[0].extensive);
+  CHECK_FALSE(d.targets[1].extensive);
+  CHECK(d.labels(0, 0) == Approx(-100 * 0.0433641043).epsilon(1e-8));
+  CHECK(d.labels(0, 1) == 1.85);
+  CHECK(std::isnan(d.labels(1, 1)));  // "nolabel": dipole NA
+  CHECK(std::isnan(d.labels(2, 0)));  // "atom": E empty
+  CHECK(d.missing_per_target == std::vector<std::size_t>{1, 1});
+  o.targets = {"missing_column"};
+  CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("no column for target 'missing_column'"));
+}
+
+TEST_CASE("subsets and ragged mini-batches", "[dataset]") {
+  DatasetOptions o;
+  o.inputs = {qm9_subset()};
+  o.targets = {"U0"};
+  o.limit = 10;
+  const Dataset d = load_dataset(o);
+  const std::vector<std::size_t> order{7, 2, 9, 0, 4};
+  const auto batches = batch_indices(order, 2);
+  REQUIRE(batches.size() == 3);
+  CHECK(batches[2] == std::vector<std::size_t>{4});
+  const Batch b = make_batch(d, batches[0]);
+  CHECK(b.molecules.num_molecules() == 2);
+  CHECK(b.molecules.num_atoms() ==
+        static_cast<Index>(d.molecules[7].atomic_numbers.size() + d.molecules[2].atomic_numbers.size()));
+  CHECK(b.labels(0, 0) == d.labels(7, 0));
+  CHECK(b.labels(1, 0) == d.labels(2, 0));
+  CHECK(b.molecules.coords(0, 0) == d.molecules[7].positions[0][0]);
+  const Dataset s = subset(d, order);
+  CHECK(s.size() == 5);
+  CHECK(s.ids[0] == d.ids[7]);
+  CHECK(s.labels(4, 0) == d.labels(4, 0));
+  CHECK_THROWS_AS(batch_indices(order, 0), InvalidArgument);
+}
