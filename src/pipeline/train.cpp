@@ -232,7 +232,7 @@ train::OptionSchema train_option_schema() {
   // [split]
   s.option("split", "split", OptionType::string, "0.8,0.1,rest",
            "random split sizes train,validation,test: counts, fractions or rest");
-  s.option("split-file", "split", OptionType::path, std::nullopt, "split CSV (subset,index,id) instead of --split")
+  s.option("split-file", "split", OptionType::path, std::nullopt, "split CSV (subset,index,id) instead of --split; none: use --split")
       .optional = true;
   s.option("split-seed", "split", OptionType::integer, "0", "seed of the random split");
   // [train]
@@ -317,7 +317,8 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   if (limit < 0) throw ConfigError("--limit must be >= 0");
   d.limit = static_cast<std::size_t>(limit);
 
-  if (o.has("split-file")) c.split_file = o.get_string("split-file");
+  // "none" switches off a split file given in a --config file (use --split instead).
+  if (o.has("split-file") && o.get_string("split-file") != "none") c.split_file = o.get_string("split-file");
   c.split = o.get_string("split");
   train::parse_split_sizes(c.split);  // validates early
   c.split_seed = static_cast<std::uint64_t>(o.get_int("split-seed"));
