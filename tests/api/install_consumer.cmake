@@ -75,7 +75,7 @@ foreach(expected "flt::Model::load(" "flt::Model::predict_file(" "flt::version()
   endif()
 endforeach()
 foreach(internal "flt::chem::" "flt::pipeline::" "flt::models::" "flt::train::" "flt::attn::"
-    "Eigen::" "flt::Model::Impl")
+    "Eigen::" "flt::Model::Impl::")
   string(FIND "${symbols}" "${internal}" at)
   if(NOT at EQUAL -1)
     message(FATAL_ERROR "libflt exports internal symbols (${internal}):\n${symbols}")
