@@ -1,0 +1,132 @@
+// flt eval: metrics against QM9 labels in the model's units, rotation sensitivity, CSV outputs.
+#include "pipeline/eval.hpp"
+#include "test_predict_util.hpp"
+#include "train/csv.hpp"
+#include "train/units.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+
+using namespace flt;
+using namespace flt::pipeline;
+using namespace flt::pipeline::testing;
+
+TEST_CASE("flt eval: MAE, RMSE, R^2 in eV against QM9 Hartree labels, and rotation sensitivity",
+          "[eval][program]") {
+  TempDir dir("eval");
+  const std::string model = save_small_model(dir, "m.flt", 11);
+  const std::string qm9 = qm9_records(dir, 20);
+  const std::string csv = dir / "metrics.csv", preds = dir / "predictions.csv";
+  const auto run = run_flt("eval -m " + quoted(model) + " " + quoted(qm9) + " --rotations 4 --csv " + quoted(csv) +
+                               " --predictions " + quoted(preds),
+                           dir);
+  INFO(run.err);
+  REQUIRE(run.status == 0);
+  CHECK(run.out.find("evaluated 20 molecules") != std::string::npos);
+  CHECK(run.out.find("rotation std") != std::string::npos);
+
+  // Independent computation: the library's predictions against the labels converted by hand.
+  const auto predictor = Predictor::load({model});
+  const auto points = read_all(qm9);
+  REQUIRE(points.size() == 20);
+  const double hartree = train::convert(1.0, "Hartree", "eV");
+  double abs_u0 = 0, abs_gap = 0, sq_u0 = 0;
+  for (const auto& p : points) {
+    const auto y = predictor.predict(p);
+    const double u0 = *p.number("U0") * hartree, gap = *p.number("gap") * hartree;
+    abs_u0 += std::abs(y.mean[0] - u0);
+    sq_u0 += (y.mean[0] - u0) * (y.mean[0] - u0);
+    abs_gap += std::abs(y.mean[1] - gap);
+  }
+  const auto table = train::read_csv(csv);
+  REQUIRE(table.rows.size() == 2);
+  const auto col = [&](std::size_t r, const char* name) { return std::stod(table.rows[r][table.require_column(name)]); };
+  CHECK(table.rows[0][0] == "U0");
+  CHECK(table.rows[0][table.require_column("unit")] == "eV");
+  CHECK(table.rows[1][0] == "gap");
+  CHECK(col(0, "count") == 20);
+  CHECK(col(0, "MAE") == Approx(abs_u0 / 20).epsilon(1e-6));
+  CHECK(col(0, "RMSE") == Approx(std::sqrt(sq_u0 / 20)).epsilon(1e-6));
+  CHECK(col(1, "MAE") == Approx(abs_gap / 20).epsilon(1e-6));
+  CHECK(col(0, "rotations") == 4);
+  // The kronecker RPE is rotation invariant only up to its Monte-Carlo error: a small, finite
+  // spread, reported as a fraction of the MAE.
+  const double rot = col(0, "rotation_std");
+  CHECK(rot >= 0);
+  CHECK(std::isfinite(rot));
+  CHECK(col(0, "rotation_std_over_MAE") == Approx(rot / col(0, "MAE")).epsilon(1e-9));
+
+  const auto per_molecule = train::read_csv(preds);
+  CHECK(per_molecule.rows.size() == 20);
+  CHECK(per_molecule.column("U0_true [eV]").has_value());
+  CHECK(per_molecule.column("U0_pred [eV]").has_value());
+  CHECK(per_molecule.rows[0][0] == "gdb 1");
+
+  // --targets selects; an unknown target is a clear error.
+  const auto only_gap = run_flt("eval -m " + quoted(model) + " " + quoted(qm9) + " --targets gap --rotations 0", dir);
+  REQUIRE(only_gap.status == 0);
+  CHECK(only_gap.out.find("U0") == std::string::npos);
+  const auto unknown = run_flt("eval -m " + quoted(model) + " " + quoted(qm9) + " --targets mu", dir);
+  CHECK(unknown.status == 1);
+  CHECK(unknown.err.find("does not predict 'mu'") != std::string::npos);
+}
+
+TEST_CASE("eval: an exactly rotation-invariant model has zero rotation sensitivity", "[eval]") {
+  TempDir dir("rotation");
+  // The "exact" kind (softmax with a radial distance bias) sees distances only: rotations change
+  // its predictions by float rounding alone; the kronecker model's random RPE features do more.
+  const auto exact = Predictor::load({save_small_model(dir, "exact.flt", 12, models::AttentionKind::exact)});
+  const auto kron = Predictor::load({save_small_model(dir, "kron.flt", 12)});
+  EvalOptions options;
+  options.data.inputs = {qm9_records(dir, 10)};
+  options.rotations = 6;
+  const auto re = evaluate(exact, options);
+  const auto rk = evaluate(kron, options);
+  REQUIRE(re.targets.size() == 2);
+  for (std::size_t t = 0; t < 2; ++t) {
+    CHECK(re.targets[t].rotation_std < 1e-4);
+    CHECK(re.targets[t].rotation_std < rk.targets[t].rotation_std);
+  }
+  // Deterministic: the same seed gives the same rotations.
+  const auto again = evaluate(kron, options);
+  CHECK(again.targets[0].rotation_std == rk.targets[0].rotation_std);
+}
+
+TEST_CASE("eval: molecules the model cannot handle are skipped and listed", "[eval]") {
+  TempDir dir("eval-skip");
+  const auto predictor = Predictor::load({save_small_model(dir, "m.flt", 13)});
+  // Three QM9 records and a copy of the first with its carbon replaced by sulphur (record 4).
+  const std::string qm9 = qm9_records(dir, 3);
+  std::string text = slurp(qm9);
+  std::istringstream lines(text);
+  std::string line, extra;
+  for (int i = 0; i < 7 && std::getline(lines, line); ++i) {  // gdb 1: 5 atoms + 2 lines
+    if (i == 2) line[0] = 'S';
+    extra += line + "\n";
+  }
+  std::ofstream(qm9, std::ios::app) << extra;
+  EvalOptions options;
+  options.data.inputs = {qm9};
+  options.rotations = 0;
+  const auto result = evaluate(predictor, options);
+  REQUIRE(result.summary.skipped.size() == 1);
+  const auto& s = result.summary.skipped.front();
+  CHECK(s.file == qm9);
+  CHECK(s.record == 4);
+  CHECK(s.reason.find("Z=16 was not in the model's training set") != std::string::npos);
+  CHECK(result.ids.size() == 3);
+  CHECK(result.targets[0].metrics.count == 3);
+  // With --on-error fail the same record stops the evaluation with file and record.
+  options.data.policy = chem::ErrorPolicy::fail;
+  try {
+    (void)evaluate(predictor, options);
+    FAIL("expected an InputError");
+  } catch (const InputError& e) {
+    CHECK(e.record() == 4);
+  }
+  // Through the program: exit status 3 and the record named on stderr.
+  const auto run = run_flt("eval -m " + quoted(dir / "m.flt") + " " + quoted(qm9) + " --rotations 0", dir);
+  CHECK(run.status == 3);
+  CHECK(run.err.find("record 4") != std::string::npos);
+}

@@ -1,0 +1,144 @@
+// Shared helpers of the prediction tests: small models built with the model API and saved with the
+// model-file writer, scratch directories, running the real flt program, QM9 records.
+#pragma once
+
+#include "chem/reader.hpp"
+#include "models/molecule_model.hpp"
+#include "pipeline/dataset_model_io.hpp"
+#include "pipeline/predict.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace flt::pipeline::testing {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() /
+            ("flt-predict-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+  std::string operator/(const std::string& leaf) const { return (path_ / leaf).string(); }
+
+ private:
+  fs::path path_;
+};
+
+inline std::string slurp(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct RunResult {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `FLT_EXE args` through the shell (args are shell words; quote paths yourself), with
+// `env` ("NAME=value ...") in front; captures stdout and stderr.
+inline RunResult run_flt(const std::string& args, const TempDir& dir, const std::string& env = "") {
+  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd = env + " '" + std::string(FLT_EXE) + "' " + args + " >'" + out + "' 2>'" + err + "'";
+  const int rc = std::system(cmd.c_str());
+  RunResult r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+inline std::string quoted(const std::string& s) { return "'" + s + "'"; }
+
+// A small FLT model with random weights (fixed seed) predicting U0 (extensive) and gap
+// (intensive) in eV for H, C, N, O, with non-trivial normalisation and reference energies.
+inline models::MoleculeModel<float> small_model(std::uint64_t seed,
+                                                models::AttentionKind kind = models::AttentionKind::kronecker) {
+  models::ModelConfig c;
+  c.targets = {{"U0", "eV", true}, {"gap", "eV", false}};
+  c.width = 16;
+  c.heads = 2;
+  c.blocks = 2;
+  c.mlp_hidden = 16;
+  c.head_hidden = 16;
+  c.num_features = 8;
+  c.num_frequencies = 8;
+  c.spectrum_components = 2;
+  c.exact_rbf = 8;
+  c.attention = kind;
+  c.seed = seed;
+  models::MoleculeModel<float> model(c);
+  models::Normalisation n;
+  n.elements = {1, 6, 7, 8};
+  n.mean = {-0.5, 6.8};
+  n.scale = {0.7, 1.3};
+  n.reference = Mat<double>::Zero(2, c.max_z + 1);
+  n.reference(0, 1) = -13.6;
+  n.reference(0, 6) = -1027.4;
+  n.reference(0, 7) = -1484.2;
+  n.reference(0, 8) = -2039.8;
+  model.set_normalisation(n);
+  return model;
+}
+
+inline std::string save_small_model(const TempDir& dir, const std::string& name, std::uint64_t seed,
+                                    models::AttentionKind kind = models::AttentionKind::kronecker) {
+  const std::string path = dir / name;
+  save_model_file(path, small_model(seed, kind), {{"seed", std::to_string(seed)}, {"note", "test model"}});
+  return path;
+}
+
+// The first `count` records of the bundled QM9 subset, written as a QM9-format .xyz file.
+inline std::string qm9_records(const TempDir& dir, std::size_t count, const std::string& name = "qm9.xyz") {
+  const std::string source = std::string(FLT_SOURCE_DIR) + "/datasets/qm9/qm9_subset.xyz.gz";
+  const std::string path = dir / name;
+  const std::string cmd = "gzip -dc '" + source + "'";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr) throw std::runtime_error("cannot run " + cmd);
+  std::ofstream out(path);
+  char buf[4096];
+  std::size_t records = 0, remaining = 0;
+  while (records < count && std::fgets(buf, sizeof buf, pipe) != nullptr) {
+    out << buf;
+    if (remaining == 0) {  // a count line starts a record: count + comment + atoms
+      remaining = std::stoul(buf) + 1;
+    } else if (--remaining == 0) {
+      ++records;
+    }
+  }
+  ::pclose(pipe);
+  return path;
+}
+
+inline std::vector<chem::PointSet> read_all(const std::string& path, bool keep_molecule = false) {
+  chem::ReadOptions o;
+  o.keep_molecule = keep_molecule;
+  std::vector<chem::PointSet> out;
+  chem::read_molecules({path}, o, chem::ErrorPolicy::skip, [&](chem::PointSet&& p) { out.push_back(std::move(p)); });
+  return out;
+}
+
+inline const std::string kCdk2 = std::string(FLT_SHARED_DIR) + "/data/parser-cases/rdkit-data-deb/cdk2.sdf";
+
+}  // namespace flt::pipeline::testing
