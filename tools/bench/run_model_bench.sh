@@ -10,7 +10,9 @@
 # configured only when it does not exist yet), then runs tools/bench/torch/run_model_bench.py,
 # which prints the table and writes it to <build>/model_bench/table.md (raw runs: results.json).
 # docs/benchmarks/model_throughput.md quotes a full run. Full mode (3 rounds, 200 steps, 4096
-# molecules) takes about 10-20 minutes on 2 shared cores; --quick (1 round, 30 steps) about 2.
+# molecules) takes tens of minutes on 2 cores, far longer when they are shared (2-thread runs slow
+# down about 8x under oversubscription); --quick (1 round, 30 steps, 512 molecules) about 6-10 min
+# on the loaded machine of the first measurement.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
