@@ -224,7 +224,7 @@ TEST_CASE("flt predict rejects corrupted and missing model files and unwritable 
   CHECK_FALSE(fs::exists(dir / "f.sdf"));
 }
 
-TEST_CASE("default model lookup: environment, source tree, installation; clear error", "[predict][program]") {
+TEST_CASE("default model lookup: environment, source tree, installation, clear error", "[predict][program]") {
   TempDir dir("default");
   const std::string model = save_small_model(dir, "m.flt", 6);
   const std::string qm9 = qm9_records(dir, 2);
