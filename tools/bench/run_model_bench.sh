@@ -9,7 +9,7 @@
 # Builds bench_model in Release (build dir: $FLT_BENCH_BUILD_DIR, default build-bench-model/,
 # configured only when it does not exist yet), then runs tools/bench/torch/run_model_bench.py,
 # which prints the table and writes it to <build>/model_bench/table.md (raw runs: results.json).
-# docs/benchmarks/model_throughput.md quotes a full run. Full mode (3 rounds, 200 steps, 4096
+# docs/benchmarks/model_throughput.md quotes runs with reduced settings (named there). Full mode (3 rounds, 200 steps, 4096
 # molecules) takes tens of minutes on 2 cores, far longer when they are shared (2-thread runs slow
 # down about 8x under oversubscription); --quick (1 round, 30 steps, 512 molecules) about 6-10 min
 # on the loaded machine of the first measurement.
