@@ -6,6 +6,7 @@
 #include "core/log.hpp"
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
+#include "flt/options_util.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -47,24 +48,12 @@ int run_convert(const std::vector<std::string>& args) {
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
       ("quiet,q", "log errors only")
       ("verbose,v", "log every step (hydrogens added, conformers generated)");
-  po::options_description hidden;
-  hidden.add_options()("input", po::value(&inputs));
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("input", -1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
     return kExitOk;
   }
-  if (vm.count("verbose") != 0) {
-    set_log_sink(stderr_log_sink(LogLevel::info));
-  } else if (vm.count("quiet") != 0) {
-    set_log_sink(stderr_log_sink(LogLevel::error));
-  }
+  apply_verbosity(vm);
   const bool stats = vm.count("stats") != 0;
   if (inputs.empty()) throw UsageError("no input given");
   if (stats == !output.empty()) throw UsageError("give either -o OUTPUT or --stats");

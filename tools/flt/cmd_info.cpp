@@ -3,6 +3,7 @@
 #include "core/error.hpp"
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
+#include "flt/options_util.hpp"
 #include "pipeline/info.hpp"
 
 #include <boost/program_options.hpp>
@@ -23,15 +24,7 @@ int run_info(const std::vector<std::string>& args) {
       "Prints each model's metadata; without a model, the default model's (and where it is).\n\n"
       "Options");
   options.add_options()("help,h", "show this help");
-  po::options_description hidden;
-  hidden.add_options()("model", po::value(&models));
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("model", -1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  const po::variables_map vm = parse_arguments(args, options, "model", po::value(&models));
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
     return kExitOk;

@@ -7,6 +7,7 @@
 #include "core/log.hpp"
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
+#include "flt/options_util.hpp"
 #include "pipeline/predict.hpp"
 
 #include <boost/program_options.hpp>
@@ -106,24 +107,12 @@ int run_predict(const std::vector<std::string>& args) {
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
       ("quiet,q", "log errors only")
       ("verbose,v", "log every step");
-  po::options_description hidden;
-  hidden.add_options()("input", po::value(&inputs));
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("input", -1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
     return kExitOk;
   }
-  if (vm.count("verbose") != 0) {
-    set_log_sink(stderr_log_sink(LogLevel::info));
-  } else if (vm.count("quiet") != 0) {
-    set_log_sink(stderr_log_sink(LogLevel::error));
-  }
+  apply_verbosity(vm);
   if (inputs.empty()) throw UsageError("no input given");
   if (on_error != "skip" && on_error != "fail")
     throw UsageError("--on-error must be skip or fail, not '" + on_error + "'");

@@ -3,6 +3,7 @@
 #include "core/error.hpp"
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
+#include "flt/options_util.hpp"
 #include "pipeline/rpe.hpp"
 
 #include <boost/program_options.hpp>
@@ -34,15 +35,7 @@ int run_rpe(const std::vector<std::string>& args) {
       ("plot", po::value(&plot), "SVG plot output file")
       ("max-distance", po::value(&max_distance), "largest distance in Angstrom (default 10)")
       ("points", po::value(&points), "number of distances, 0 to max-distance inclusive (default 200)");
-  po::options_description hidden;
-  hidden.add_options()("model", po::value(&model));
-  po::options_description all;
-  all.add(options).add(hidden);
-  po::positional_options_description positional;
-  positional.add("model", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  po::notify(vm);
+  const po::variables_map vm = parse_arguments(args, options, "model", po::value(&model), 1);
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
     return kExitOk;

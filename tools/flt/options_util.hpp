@@ -1,0 +1,24 @@
+// Command-line parsing shared by the flt subcommands (Boost.Program_options stays in tools/).
+#pragma once
+
+#include <boost/program_options.hpp>
+
+#include <string>
+#include <vector>
+
+namespace flt::cli {
+
+// Parses `args` against the documented `visible` options plus one hidden option named
+// `positional_name` that receives the positional arguments (at most `max_positional`, -1: all)
+// through `positional_value` (e.g. po::value(&inputs); ownership passes to the parser).
+// Throws boost::program_options::error on a bad command line (main() turns it into exit 2).
+boost::program_options::variables_map parse_arguments(
+    const std::vector<std::string>& args, const boost::program_options::options_description& visible,
+    const char* positional_name, const boost::program_options::value_semantic* positional_value,
+    int max_positional = -1);
+
+// Installs the stderr log sink chosen by -v/--verbose (info) or -q/--quiet (errors only);
+// leaves the default (warnings) otherwise.
+void apply_verbosity(const boost::program_options::variables_map& vm);
+
+}  // namespace flt::cli
