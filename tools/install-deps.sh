@@ -5,7 +5,8 @@ set -eu
 
 PACKAGES="g++ cmake make pkg-config git ca-certificates
 libeigen3-dev libfftw3-dev libboost-dev libboost-program-options-dev libboost-iostreams-dev
-zlib1g-dev librdkit-dev catch2 python3 python3-numpy"
+zlib1g-dev librdkit-dev catch2 python3 python3-numpy
+dataset-fashion-mnist"
 
 missing=""
 for package in $PACKAGES; do
