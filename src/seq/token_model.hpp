@@ -1,0 +1,267 @@
+// The sequence (1-D) and image (2-D) FLT model of issue 7: a token or patch embedding, a stack of
+// pre-norm encoder blocks whose attention is FLT attention with a 1-D or 2-D grid RPE (or one of
+// the two baselines in the same code), and a pooled or per-token output head. Documented in
+// docs/token-model.md.
+//
+// Shapes (one ragged batch): S sequences or images, N tokens in all (RaggedIndex over sets),
+// D width, H heads, d = D / H per-head width, F hidden width of the block MLP, G hidden width of
+// the pooled head, P outputs (classes or regression targets), V vocabulary size.
+//
+//   input kind tokens:  x0_n = E[id_n]                                  ids: N,  x0: N x D
+//                       token n of sequence s sits at position n - begin(s) = 0 .. L_s - 1 (dc = 1)
+//   input kind patches: image s (image_height x image_width pixels, one channel, row-major) is
+//                       cut into a (image_height/p) x (image_width/p) grid of p x p patches; patch
+//                       (y, x) is token y Wg + x at grid position (y, x) (dc = 2), its p*p pixels
+//                       (row-major inside the patch) form u_n and x0_n = u_n We + be     N x D
+//   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
+//            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, positions)
+//   head pooled:    h_s = (1/|s|) sum_{n in s} x_n;  out_s = MLP_head(LN_out(h_s))      S x P
+//   head per_token: out_n = LN_out(x_n) Wlm + blm                                       N x V
+//                   (language model: out_n holds the logits of the token AFTER n; the caller
+//                    shifts the targets; with causal attention out_n depends on ids <= n only)
+//
+// Attention kinds (all share the Performer FAVOR+ features phi of E2 with m features per head):
+//   flt        FLT (flt::attn::FltAttention, method sections 2-5): the RPE mask f(pos_i - pos_j)
+//              is estimated with R random Fourier features of a learned spectrum on the 1-D or
+//              2-D grid. variant kronecker (E9/E10, multiplicative mask f) or bias (E12/E13,
+//              additive logit bias beta f). spectrum gaussian_mixture (E15/E16) or local_window
+//              (local RPE, E22: f(n) = sum_t a_t 1[|n| <= v_t]).
+//   performer  the same FAVOR+ kernel with no RPE and no positional information at all:
+//              out_i = phi(q_i) sum_j phi(k_j) v_j^T / phi(q_i) . sum_j phi(k_j)   (E3)
+//   toeplitz   the same FAVOR+ kernel with the EXACT RPE mask evaluated on the integer grid and
+//              applied in O(L log L) by the FFTW Toeplitz path (flt/exact/toeplitz.hpp, method
+//              section 6). The mask is the closed form of the SAME learned spectrum as flt:
+//              variant kronecker: N_ij = f(pos_i - pos_j); variant bias: N_ij = exp(beta f(.)),
+//              the multiplicative form of the additive bias. So flt vs toeplitz isolates the
+//              random-feature estimate of the RPE: the two differ only in how the mask is applied.
+//              The gradient reaches the spectral parameters (and beta) through the closed form f.
+// Causal (tokens only): every kind attends to keys j <= i within the sequence.
+//
+// Random features: per block, Performer frequencies (and for flt the RPE frequencies xi with their
+// proposal density) are drawn from Rng(seed) forks; begin_step(step) redraws them with draw index
+// `step` when config.redraw_features (needed with the "spectrum" proposal as the spectrum learns).
+// A model file stores the arrays themselves, so a loaded model reproduces outputs bit for bit.
+//
+// Threads and determinism: batched Linear/LayerNorm kernels (row chunks, fixed-order reductions)
+// and attention over (set, head) pairs with per-pair partial parameter gradients summed serially:
+// outputs and gradients are bitwise identical for a given seed whatever the OpenMP thread count.
+#pragma once
+
+#include "core/error.hpp"
+#include "core/layers.hpp"
+#include "core/params.hpp"
+#include "core/ragged.hpp"
+#include "core/tensor.hpp"
+#include "flt/attention.hpp"
+#include "flt/exact/toeplitz.hpp"
+#include "flt/spectrum.hpp"
+#include "train/model_file.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flt::seq {
+
+enum class InputKind { tokens, patches };
+enum class TokenAttention { flt, performer, toeplitz };
+enum class OutputHead { pooled, per_token };
+
+const char* to_string(InputKind kind) noexcept;
+const char* to_string(TokenAttention kind) noexcept;
+const char* to_string(OutputHead head) noexcept;
+InputKind input_kind_from_string(const std::string& name);          // "tokens" | "patches"
+TokenAttention token_attention_from_string(const std::string& name);  // "flt" | "performer" | "toeplitz"
+OutputHead output_head_from_string(const std::string& name);        // "pooled" | "per_token"
+
+// Every hyper-parameter of the architecture. Keys of config_to_strings = the field names.
+struct TokenModelConfig {
+  // Input.
+  InputKind input = InputKind::tokens;
+  Index vocab_size = 0;            // V (tokens): ids in [0, V)
+  Index image_height = 28;         // patches: pixels per image row count
+  Index image_width = 28;          //          pixels per image column count
+  Index patch = 4;                 // p: patch side (must divide image_height and image_width)
+  // Architecture.
+  Index width = 64;                // D (divisible by heads)
+  Index heads = 4;                 // H; per-head width d = D / H
+  Index blocks = 2;                // encoder blocks
+  Index mlp_hidden = 128;          // F
+  Index head_hidden = 64;          // G (pooled head)
+  Activation activation = Activation::gelu_tanh;
+  OutputHead head = OutputHead::pooled;
+  Index num_outputs = 1;           // P (pooled head); per_token outputs V logits
+  // Attention.
+  TokenAttention attention = TokenAttention::flt;
+  attn::Variant variant = attn::Variant::bias;   // flt and toeplitz (mask f or exp(beta f))
+  bool causal = false;             // tokens only
+  Index num_features = 32;         // m, Performer features per head (all kinds)
+  Index num_frequencies = 16;      // R, RPE frequencies per head (flt)
+  attn::SpectrumKind spectrum = attn::SpectrumKind::gaussian_mixture;  // or local_window
+  Index spectrum_components = 2;   // T per head
+  std::vector<Index> window_radii; // local_window: v_t per component (empty: 1, 3, 7, ... ladder)
+  attn::ProposalKind proposal = attn::ProposalKind::spectrum;  // local_window: uniform_box
+  double proposal_scale = 0.5;     // s0 of the gaussian proposal (cycles per position)
+  double init_sigma_min = 0.02;    // gaussian_mixture init ladder (cycles per position): mask
+  double init_sigma_max = 0.3;     //   widths 1/(pi sigma) from about 1 to 16 positions
+  double init_beta = 1.0;          // bias variant: initial RPE scale per head
+  bool redraw_features = false;    // redraw random features at every step (begin_step)
+  Index block_size = 0;            // flt streaming block (0: attn::kDefaultBlockSize)
+  // Randomness: initial weights and every random feature derive from this seed.
+  std::uint64_t seed = 0;
+
+  Index head_dim() const noexcept { return heads > 0 ? width / heads : 0; }
+  Index coord_dim() const noexcept { return input == InputKind::patches ? 2 : 1; }
+  Index grid_height() const noexcept { return patch > 0 ? image_height / patch : 0; }
+  Index grid_width() const noexcept { return patch > 0 ? image_width / patch : 0; }
+  Index patch_dim() const noexcept { return patch * patch; }
+  Index tokens_per_image() const noexcept { return grid_height() * grid_width(); }
+  Index output_width() const noexcept { return head == OutputHead::per_token ? vocab_size : num_outputs; }
+  void validate() const;  // throws ConfigError naming the key
+};
+
+// Key/value strings (stable order) and back; from_strings starts from the defaults, overrides the
+// given keys ('-' accepted for '_') and validates. Unknown key or malformed value: ConfigError.
+// window_radii is comma separated.
+std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenModelConfig& config);
+TokenModelConfig config_from_strings(const std::map<std::string, std::string>& values);
+
+// One ragged batch. tokens: `ids` holds the N token ids of all sequences, `sets` the sequences.
+// patches: `pixels` holds one image per row (S x image_height*image_width, row-major pixels,
+// already scaled as the caller wants, e.g. to [0, 1]); `sets` is filled by the model (every image
+// has tokens_per_image() tokens) and may be left empty.
+struct TokenBatch {
+  RaggedIndex sets;
+  std::vector<std::int32_t> ids;
+  Mat<float> pixels;
+
+  static TokenBatch sequences(std::span<const std::vector<std::int32_t>> seqs);
+  static TokenBatch images(Mat<float> pixels);  // sets filled later from the configuration
+  Index num_sets() const noexcept;              // S (images: pixels.rows())
+};
+
+// What forward keeps for backward (opaque; reuse one per batch).
+template <class T>
+struct TokenBlockCache {
+  LayerNormCache<T> ln1;
+  Mat<T> u;                          // N x D LN1 output
+  Mat<T> q, k, v;                    // N x D
+  attn::AttentionCache<T> flt;       // flt kind
+  Mat<T> phi_q, phi_k;               // performer / toeplitz: N x (H m) features (stabilised)
+  Mat<T> den;                        // performer / toeplitz: N x H denominators
+  std::vector<double> key_stab;      // performer / toeplitz: per (set, head) key stabiliser
+  std::vector<Vec<T>> masks;         // toeplitz: per head the mask on every offset
+  Mat<T> a;                          // N x D attention output (input of Wo)
+  LayerNormCache<T> ln2;
+  MlpCache<T> mlp;
+};
+
+template <class T>
+struct TokenCache {
+  RaggedIndex sets;
+  std::vector<std::int32_t> ids;     // tokens
+  Mat<T> coords;                     // N x dc positions
+  LinearCache<T> patch_embed;        // patches (holds the N x p*p patch matrix)
+  EmbeddingCache<T> token_embed;     // tokens
+  std::vector<TokenBlockCache<T>> blocks;
+  LayerNormCache<T> ln_out;
+  Mat<T> pooled;                     // pooled head: S x D (input of LN_out)
+  MlpCache<T> head_mlp;              // pooled head
+  LinearCache<T> lm;                 // per_token head
+  Index rows = 0;
+};
+
+template <class T>
+class TokenModel {
+ public:
+  // Builds, initialises (seeded) and draws features (draw 0). Throws ConfigError.
+  explicit TokenModel(TokenModelConfig config);
+
+  const TokenModelConfig& config() const noexcept { return config_; }
+  ParameterStore<T>& params() noexcept { return store_; }
+  const ParameterStore<T>& params() const noexcept { return store_; }
+
+  // Fills batch.sets for an image batch (no-op for tokens) and validates the batch against the
+  // configuration: id range, pixel columns, empty sequences, per_token needs tokens. Throws
+  // InvalidArgument naming the set and row.
+  void prepare(TokenBatch& batch) const;
+
+  // Forward: pooled: S x P; per_token: N x V. Fills `cache` for backward. The batch must have been
+  // prepare()d (forward calls it on a copy of the RaggedIndex if sets is empty for images).
+  Mat<T> forward(const TokenBatch& batch, TokenCache<T>& cache);
+  // Accumulates dLoss/dparams into params().grads() from dout = dLoss/dout (shape of forward's
+  // result). Zero the gradients with params().zero_grad() before.
+  void backward(const TokenCache<T>& cache, ConstMatRef<T> dout);
+  // Evaluation: forward with a private cache.
+  Mat<T> predict(const TokenBatch& batch);
+
+  // Random features: redraw with draw index `step` when config.redraw_features.
+  void begin_step(std::uint64_t step);
+  std::uint64_t feature_draw() const noexcept { return draw_; }
+  void redraw_features(std::uint64_t draw);  // unconditional redraw (tests, tools)
+
+  // FLT attention statistics summed over blocks (zero for the other kinds).
+  attn::AttentionStats attention_stats() const;
+  void reset_attention_stats();
+
+  // The exact mask of block b, head h on every grid offset (layout of exact::ToeplitzGrid: 1-D
+  // (2L-1) values for offsets -(L-1)..L-1, 2-D (2Hg-1)(2Wg-1)) for the given grid: f for variant
+  // kronecker, exp(beta f) for bias. Valid for kinds flt and toeplitz.
+  std::vector<double> exact_mask(Index block, Index head, const exact::ToeplitzGrid& grid) const;
+
+  // Model file (.flt, train/model_file.hpp): metadata "model.kind" = "flt-token-model",
+  // "model.version" = "1", "model.<key>" for every config key, "model.feature_draw", plus the
+  // caller's entries (keys must not start with "model."); tensors "param.<name>" (F32 for float,
+  // F64 for double) and the random features "features.block<b>.h<h>.omega|xi|pdf" (F64).
+  train::ModelFile to_model_file(const std::map<std::string, std::string>& metadata = {}) const;
+  static std::unique_ptr<TokenModel> from_model_file(
+      const train::ModelFile& file, std::map<std::string, std::string>* metadata = nullptr);
+  void save(const std::filesystem::path& path,
+            const std::map<std::string, std::string>& metadata = {}) const;  // atomic
+  static std::unique_ptr<TokenModel> load(const std::filesystem::path& path,
+                                          std::map<std::string, std::string>* metadata = nullptr);
+
+  // Internal layer handles (public for tests).
+  struct Block {
+    LayerNorm<T> ln1, ln2;
+    Linear<T> q, k, v, o;
+    Mlp<T> mlp;
+    std::unique_ptr<attn::FltAttention<T>> flt;  // flt kind
+    // performer / toeplitz: Performer frequencies per head (m x d), double and T copies.
+    std::vector<Mat<double>> omega;
+    std::vector<Mat<T>> omega_t;
+    // toeplitz: spectral parameters per head and tensor, and beta (bias variant).
+    std::vector<std::vector<ParamRef>> spectrum_refs;
+    ParamRef beta;
+  };
+  const std::vector<Block>& layers() const noexcept { return blocks_; }
+
+ private:
+  void init_weights();
+  void draw_all(std::uint64_t draw);
+
+  TokenModelConfig config_;
+  std::unique_ptr<attn::Spectrum> spectrum_;  // flt and toeplitz
+  ParameterStore<T> store_;
+  Embedding<T> embed_;
+  Linear<T> patch_embed_;
+  std::vector<Block> blocks_;
+  LayerNorm<T> ln_out_;
+  Mlp<T> head_mlp_;
+  Linear<T> lm_;
+  std::uint64_t draw_ = 0;
+};
+
+inline constexpr const char* kTokenModelKind = "flt-token-model";
+inline constexpr const char* kTokenModelVersion = "1";
+
+// Extracts the N x p*p patch matrix of an image batch (S x H*W pixels) in token order.
+template <class T>
+Mat<T> image_patches(const TokenModelConfig& config, const Mat<float>& pixels);
+
+}  // namespace flt::seq
