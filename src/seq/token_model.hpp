@@ -55,6 +55,7 @@
 #include "flt/attention.hpp"
 #include "flt/exact/toeplitz.hpp"
 #include "flt/spectrum.hpp"
+#include "seq/kernel_attention.hpp"
 #include "train/model_file.hpp"
 
 #include <cstdint>
@@ -152,10 +153,9 @@ struct TokenBlockCache {
   Mat<T> u;                          // N x D LN1 output
   Mat<T> q, k, v;                    // N x D
   attn::AttentionCache<T> flt;       // flt kind
-  Mat<T> phi_q, phi_k;               // performer / toeplitz: N x (H m) features (stabilised)
-  Mat<T> den;                        // performer / toeplitz: N x H denominators
-  std::vector<double> key_stab;      // performer / toeplitz: per (set, head) key stabiliser
-  std::vector<Vec<T>> masks;         // toeplitz: per head the mask on every offset
+  KernelAttentionCache<T> kernel;    // performer / toeplitz: features, denominators
+  std::vector<Vec<T>> masks;         // toeplitz: per head the mask on every offset of the grid
+  std::vector<Vec<double>> f;        // toeplitz: per head f on every offset (before exp for bias)
   Mat<T> a;                          // N x D attention output (input of Wo)
   LayerNormCache<T> ln2;
   MlpCache<T> mlp;
@@ -166,6 +166,7 @@ struct TokenCache {
   RaggedIndex sets;
   std::vector<std::int32_t> ids;     // tokens
   Mat<T> coords;                     // N x dc positions
+  KernelGrid grid;                   // performer / toeplitz: causal flag and mask layout
   LinearCache<T> patch_embed;        // patches (holds the N x p*p patch matrix)
   EmbeddingCache<T> token_embed;     // tokens
   std::vector<TokenBlockCache<T>> blocks;
@@ -191,8 +192,8 @@ class TokenModel {
   // InvalidArgument naming the set and row.
   void prepare(TokenBatch& batch) const;
 
-  // Forward: pooled: S x P; per_token: N x V. Fills `cache` for backward. The batch must have been
-  // prepare()d (forward calls it on a copy of the RaggedIndex if sets is empty for images).
+  // Forward: pooled: S x P; per_token: N x V. Fills `cache` for backward. Validates the batch like
+  // prepare() (an image batch's own `sets` is ignored: the index follows from the configuration).
   Mat<T> forward(const TokenBatch& batch, TokenCache<T>& cache);
   // Accumulates dLoss/dparams into params().grads() from dout = dLoss/dout (shape of forward's
   // result). Zero the gradients with params().zero_grad() before.
@@ -244,6 +245,7 @@ class TokenModel {
  private:
   void init_weights();
   void draw_all(std::uint64_t draw);
+  RaggedIndex checked_sets(const TokenBatch& batch) const;  // validates; the batch's index
 
   TokenModelConfig config_;
   std::unique_ptr<attn::Spectrum> spectrum_;  // flt and toeplitz

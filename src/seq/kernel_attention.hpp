@@ -1,0 +1,92 @@
+// Multi-head Performer (FAVOR+) attention on a ragged batch of sequences or image grids, with no
+// positional information ("performer" kind of the token model) or with an exact RPE mask applied
+// by the FFTW Toeplitz path ("toeplitz" kind, method section 6). Internal to flt_seq.
+//
+// Shapes: N tokens over all sets, H heads, d per-head width (dv = d), m features per head.
+//   Q, K, V, out: N x (H d);  omega: H of m x d (Performer frequencies);  den: N x H;
+//   phi_q, phi_k: N x (H m) (the stabilised features, kept for backward).
+// Per set and head, X = q / d^(1/4), Y = k / d^(1/4), phi of E2 (flt/performer.hpp) with a per-row
+// query stabiliser and one key stabiliser per (set, head) (both cancel in the ratio below):
+//   no mask:   out_i = sum_j (phiQ_i . phiK_j) v_j / sum_j (phiQ_i . phiK_j)                (E3)
+//   mask:      out_i = sum_j (phiQ_i . phiK_j) N(pos_i - pos_j) v_j / (same without v_j)    (E4)
+//   causal:    j <= i only (sequences).
+// The no-mask form runs as linear attention with the value matrix extended by a column of ones,
+// V' = [V 1]: N' = phiQ (phiK^T V') bidirectional, or blockwise prefix sums when causal:
+//   N'_b = phiQ_b S_<b + tril(phiQ_b phiK_b^T) V'_b,   S_<b = sum_{blocks c < b} phiK_c^T V'_c
+// (S accumulated in double), out = N'[:, :d] / N'[:, d], den = N'[:, d]. Backward with
+// dN' = [G / den, -(G . out) / den]:
+//   dphiQ_b = dN'_b S_<b^T + tril(dN'_b V'_b^T) phiK_b
+//   dphiK_b = V'_b U_>b^T + tril(dN'_b V'_b^T)^T phiQ_b,  U_>b = sum_{c > b} phiQ_c^T dN'_c
+//   dV'_b   = phiK_b U_>b + tril(phiQ_b phiK_b^T)^T dN'_b
+// (bidirectional: the same with every block "earlier and later" and no tril). E27 then maps dphi
+// to dQ, dK. The masked form calls exact::toeplitz_attention_forward / _backward per (set, head);
+// a 1-D set of n tokens uses the central 2n - 1 entries of a mask built for the longest set, a 2-D
+// set must have the full grid. The mask gradient is summed over (set, head) pairs in a fixed order.
+//
+// Threads: OpenMP over (set, head) pairs, each writing only its own rows and columns; parameter
+// (mask) gradients per pair are summed serially: bitwise identical for any thread count.
+#pragma once
+
+#include "core/ragged.hpp"
+#include "core/tensor.hpp"
+#include "flt/exact/toeplitz.hpp"
+
+#include <vector>
+
+namespace flt::seq {
+
+// How the sets of a batch map onto a Toeplitz grid.
+struct KernelGrid {
+  bool image = false;   // false: 1-D sequences (any length <= max_length); true: Hg x Wg grids
+  Index max_length = 0; // 1-D: the longest set the masks were built for
+  Index height = 0;     // 2-D: Hg
+  Index width = 0;      // 2-D: Wg
+  bool causal = false;  // 1-D only
+
+  exact::ToeplitzGrid full() const;      // the grid the masks are laid out for
+  Index mask_size() const { return full().mask_size(); }
+};
+
+template <class T>
+struct KernelAttentionCache {
+  Mat<T> out;                    // N x (H d)
+  Mat<T> den;                    // N x H
+  Mat<T> phi_q, phi_k;           // N x (H m)
+  std::vector<double> key_stab;  // per (set, head)
+  Index nonpositive_denominators = 0;  // masked form with a signed mask (counted, not hidden)
+};
+
+// masks: empty (no RPE) or H vectors of grid.mask_size() values (layout of exact::ToeplitzGrid).
+template <class T>
+void kernel_attention_forward(const std::vector<Mat<T>>& omega, const RaggedIndex& sets,
+                              const KernelGrid& grid, ConstMatRef<T> Q, ConstMatRef<T> K,
+                              ConstMatRef<T> V, const std::vector<Vec<T>>& masks,
+                              KernelAttentionCache<T>& cache);
+
+// Accumulates dQ, dK, dV (N x H d) and, with masks, dmasks (H vectors of mask_size()).
+template <class T>
+void kernel_attention_backward(const std::vector<Mat<T>>& omega, const RaggedIndex& sets,
+                               const KernelGrid& grid, ConstMatRef<T> Q, ConstMatRef<T> K,
+                               ConstMatRef<T> V, const std::vector<Vec<T>>& masks,
+                               const KernelAttentionCache<T>& cache, ConstMatRef<T> dout,
+                               MatRef<T> dQ, MatRef<T> dK, MatRef<T> dV,
+                               std::vector<Vec<T>>& dmasks);
+
+// Readable reference (tests): phi features of whole sets, double sums over all pairs (i, j),
+// j <= i when causal, weight (phiQ_i . phiK_j) N(pos_i - pos_j) (N = 1 without masks).
+template <class T>
+Mat<T> kernel_attention_reference(const std::vector<Mat<T>>& omega, const RaggedIndex& sets,
+                                  const KernelGrid& grid, ConstMatRef<T> Q, ConstMatRef<T> K,
+                                  ConstMatRef<T> V, const std::vector<Vec<T>>& masks);
+
+// Linear (kernelised) attention numerators N' = tril?(PhiQ PhiK^T) Vp for one set, and backward
+// (accumulating dPhiQ, dPhiK, dVp). Exposed for tests and the benchmark.
+template <class T>
+void linear_attention_forward(ConstMatRef<T> PhiQ, ConstMatRef<T> PhiK, ConstMatRef<T> Vp,
+                              bool causal, MatRef<T> out);
+template <class T>
+void linear_attention_backward(ConstMatRef<T> PhiQ, ConstMatRef<T> PhiK, ConstMatRef<T> Vp,
+                               ConstMatRef<T> dN, bool causal, MatRef<T> dPhiQ, MatRef<T> dPhiK,
+                               MatRef<T> dVp);
+
+}  // namespace flt::seq
