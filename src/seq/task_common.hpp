@@ -1,0 +1,164 @@
+// The training engine shared by the three tasks of the token model (image classification,
+// SMILES property regression, SMILES language model): the same loop, options, run directory,
+// checkpoints, resume, progress and outputs as `flt train` (src/pipeline/train.hpp), on top of
+// src/train and src/core. A task supplies its data and loss through the TrainableTask interface.
+//
+// One run (run_task):
+//   1. prepare the run directory (train/run_dir.hpp: fresh, --overwrite or --resume) and write
+//      config.ini (the resolved configuration; --config reads it back);
+//   2. AdamW (decoupled weight decay on matrices only), linear warm-up then cosine decay of the
+//      learning rate over the PLANNED steps = epochs x ceil(train_size / batch_size);
+//   3. per epoch: the training examples are shuffled by Rng(seed).fork(epoch) (a pure function of
+//      seed and epoch, so a resumed run draws the same order) and cut into mini-batches; per
+//      batch: zero gradients, task forward + loss + backward, global-norm clipping, AdamW step
+//      (each batch's random augmentation draws from Rng(seed).fork(step)); then the validation
+//      pass, learning_curve.csv, checkpoint-last.flt and, when the validation selection metric
+//      (lower is better) improved, checkpoint-best.flt;
+//   4. --time-budget MINUTES: training stops after the first step at which the training wall
+//      time (all sessions of the run) reaches the budget; that partial epoch is validated and
+//      checkpointed like a full one and the run ends. The schedule is NOT shortened: the cosine
+//      is defined over the planned steps, so a run cut by the budget stops at a higher learning
+//      rate than planned. Choose --epochs so that the planned steps fit the budget (the budget
+//      is a guard against a slower machine, not a schedule);
+//   5. the final model is the best checkpoint's weights: model.flt (with the task's metadata:
+//      vocabulary, normalisation, ...), learning-curve SVGs; the task then writes test metrics.
+//
+// Determinism: with the same configuration, data and thread count the model file is bitwise
+// identical (the model's kernels use fixed-order reductions and every random draw comes from
+// the seed). --resume continues from checkpoint-last.flt (parameters, AdamW moments, step, epoch,
+// best metric) and reaches the same final model as an uninterrupted run; it refuses a changed
+// configuration (only threads and the [run] section may change) or changed training data.
+#pragma once
+
+#include "core/random.hpp"
+#include "seq/token_model.hpp"
+#include "train/options.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <ostream>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace flt::seq {
+
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct TaskRunConfig {
+  std::int64_t epochs = 10;
+  std::size_t batch_size = 64;
+  std::size_t eval_batch_size = 256;
+  double lr = 1e-3;
+  double min_lr = 1e-5;
+  double weight_decay = 0.05;
+  std::int64_t warmup_steps = -1;  // -1: 5% of the planned steps (at least 1)
+  double clip_norm = 1.0;          // 0: no clipping
+  std::uint64_t seed = 0;
+  int threads = 0;                 // OpenMP threads (0: the OpenMP default)
+  double time_budget_minutes = 0;  // 0: no budget
+  std::filesystem::path out;
+  bool overwrite = false;
+  bool resume = false;
+  std::int64_t stop_after_epoch = 0;  // test hook: stop after this epoch's checkpoint (as if killed)
+  std::string resolved_ini;           // config.ini text
+};
+
+// One evaluation pass (validation or test).
+struct EvalResult {
+  double loss = kNaN;            // the training loss on the subset
+  std::vector<double> metrics;   // one per TrainableTask::metric_columns()
+  double selection = kNaN;       // lower is better: picks the best checkpoint
+  std::size_t count = 0;         // examples evaluated
+};
+
+struct StepResult {
+  double loss = 0;    // mean loss of the batch (the value whose gradient was accumulated)
+  double weight = 0;  // its weight in the epoch mean (examples, or predicted tokens for the LM)
+};
+
+class TrainableTask {
+ public:
+  virtual ~TrainableTask() = default;
+  virtual std::size_t train_size() const = 0;
+  // Column names of EvalResult::metrics with units, e.g. "accuracy", "MAE_U0 [eV]", "bpc".
+  virtual std::vector<std::string> metric_columns() const = 0;
+  // Forward, loss and backward of training examples `examples` (0-based positions in the training
+  // subset) into model.params().grads() (zeroed by the caller). `rng` is this step's own stream.
+  virtual StepResult train_batch(TokenModel<float>& model, std::span<const std::size_t> examples, Rng& rng) = 0;
+  virtual EvalResult validate(TokenModel<float>& model) = 0;
+  // A fingerprint of the training data ("crc32:xxxxxxxx"); --resume refuses other data.
+  virtual std::string data_fingerprint() const = 0;
+  // Metadata stored in model.flt (keys not starting with "model."): vocabulary, normalisation...
+  virtual std::map<std::string, std::string> model_metadata() const = 0;
+};
+
+struct TaskOutput {
+  std::ostream* progress = nullptr;  // null: silent
+  bool terminal = false;
+};
+
+struct TaskRunResult {
+  std::filesystem::path run_dir;
+  std::filesystem::path model_path;   // empty when stopped by the test hook
+  std::int64_t epochs_run = 0;        // completed (or budget-cut) epochs, resumed ones included
+  std::int64_t planned_epochs = 0;
+  std::int64_t steps = 0;
+  std::int64_t planned_steps = 0;
+  std::int64_t best_epoch = 0;
+  bool stopped_by_budget = false;
+  bool stopped_by_hook = false;
+  double seconds = 0;                 // training wall time, all sessions
+  EvalResult best_validation;
+};
+
+// Runs steps 1-5 above on `model` (freshly built with the configuration's seed). On return the
+// model holds the best checkpoint's weights. Throws ConfigError, IoError, NumericalError (a
+// non-finite loss or gradient norm, naming epoch and step).
+TaskRunResult run_task(const TaskRunConfig& config, TokenModel<float>& model, TrainableTask& task,
+                       const TaskOutput& output = {});
+
+// ---------------------------------------------------------------------------------------------
+// Options shared by the subcommands (flt image, flt seq): sections [train], [model], [run].
+
+// Adds the [train] and [run] options (epochs, batch-size, lr, min-lr, weight-decay, warmup-steps,
+// clip-norm, seed, threads, time-budget, eval-batch-size; out, overwrite, resume, config,
+// stop-after-epoch) with the given defaults for epochs, batch size and lr.
+void add_run_options(train::OptionSchema& schema, std::int64_t epochs, std::size_t batch_size, double lr);
+// Adds every TokenModelConfig key as a [model] option ('_' written '-'), defaults from `defaults`,
+// except the keys in `owned` (set by the task from its data).
+void add_model_options(train::OptionSchema& schema, const TokenModelConfig& defaults,
+                       const std::vector<std::string>& owned);
+TaskRunConfig run_config_from_options(const train::ResolvedOptions& options);
+// The [model] options over `base` (whose owned keys are kept). ConfigError naming the option.
+TokenModelConfig model_config_from_options(const train::ResolvedOptions& options, const TokenModelConfig& base,
+                                           const std::vector<std::string>& owned);
+// Parses a subcommand's arguments like `flt train`: --config FILE, or on --resume without
+// --config the run directory's config.ini, below the command line. Positional arguments go to
+// `positional`.
+train::ResolvedOptions parse_task_command_line(const train::OptionSchema& schema, const std::vector<std::string>& args,
+                                               std::vector<std::string>* positional = nullptr);
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers shared by the tasks.
+
+// Contiguous batches of `order`.
+std::vector<std::span<const std::size_t>> batch_spans(std::span<const std::size_t> order, std::size_t batch_size);
+// "crc32:xxxxxxxx" of bytes.
+std::string fingerprint_bytes(std::string_view bytes);
+// Shortest round-trip text of a double / a list of doubles ("1.5,2,-3e-05") and back (InputError
+// naming `what` when malformed).
+std::string format_doubles(std::span<const double> values);
+std::vector<double> parse_doubles(std::string_view text, const std::string& what);
+// Metadata lookup with a clear error (ModelFileError naming the model file and the key).
+const std::string& require_metadata(const std::map<std::string, std::string>& metadata, const std::string& key,
+                                    const std::string& source);
+// Writes a small JSON object of name -> number/string pairs atomically (numbers: shortest
+// round-trip; NaN written as null).
+void write_metrics_json(const std::filesystem::path& path, const std::vector<std::pair<std::string, double>>& numbers,
+                        const std::vector<std::pair<std::string, std::string>>& strings = {});
+
+}  // namespace flt::seq

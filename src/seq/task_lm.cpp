@@ -1,0 +1,297 @@
+// SMILES character language-model task (see task_lm.hpp). Shapes: S strings per batch, N = sum
+// (L_s + 1) positions, V vocabulary; logits N x V.
+#include "seq/task_lm.hpp"
+
+#include "core/error.hpp"
+#include "core/losses.hpp"
+#include "train/atomic_file.hpp"
+#include "train/csv.hpp"
+#include "train/progress.hpp"
+
+#include <omp.h>
+
+#include <cmath>
+#include <iomanip>
+#include <numbers>
+#include <sstream>
+
+namespace flt::seq {
+
+namespace fs = std::filesystem;
+using train::OptionType;
+
+namespace {
+
+const std::vector<std::string>& owned_keys() {
+  static const std::vector<std::string> k = {"input", "vocab_size", "image_height", "image_width", "patch",
+                                             "head", "num_outputs", "causal", "seed", "head_hidden"};
+  return k;
+}
+
+TokenModelConfig lm_model_defaults() {
+  TokenModelConfig c;
+  c.input = InputKind::tokens;
+  c.head = OutputHead::per_token;
+  c.causal = true;
+  c.vocab_size = Vocabulary::kNumSpecial + 1;
+  c.width = 64;
+  c.heads = 4;
+  c.blocks = 2;
+  c.mlp_hidden = 128;
+  c.num_features = 32;
+  c.num_frequencies = 16;
+  return c;
+}
+
+std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
+  if (limit > 0 && v.size() > limit) v.resize(limit);
+  return v;
+}
+
+std::vector<std::vector<std::int32_t>> encode_rows(const SmilesDataset& d, const Vocabulary& vocab, std::span<const std::size_t> rows) {
+  std::vector<std::vector<std::int32_t>> out;
+  for (std::size_t i : rows) out.push_back(vocab.encode(tokenize_smiles(d.smiles[i], Tokenization::character, d.ids[i])));
+  return out;
+}
+
+// Forward of a batch of strings: logits N x V and the flat targets.
+TokenBatch lm_batch(const std::vector<const std::vector<std::int32_t>*>& strings, std::vector<std::int32_t>& targets) {
+  std::vector<std::vector<std::int32_t>> inputs(strings.size());
+  targets.clear();
+  for (std::size_t s = 0; s < strings.size(); ++s) {
+    std::vector<std::int32_t> t;
+    lm_sequences(*strings[s], inputs[s], t);
+    targets.insert(targets.end(), t.begin(), t.end());
+  }
+  return TokenBatch::sequences(inputs);
+}
+
+class LmTask final : public TrainableTask {
+ public:
+  LmTask(std::vector<std::vector<std::int32_t>> train, std::vector<std::vector<std::int32_t>> val, const LmTrainConfig& cfg,
+         const Vocabulary& vocab)
+      : train_(std::move(train)), val_(std::move(val)), cfg_(cfg), vocab_(vocab) {}
+
+  std::size_t train_size() const override { return train_.size(); }
+  std::vector<std::string> metric_columns() const override { return {"bpc"}; }
+
+  StepResult train_batch(TokenModel<float>& model, std::span<const std::size_t> examples, Rng&) override {
+    std::vector<const std::vector<std::int32_t>*> strings;
+    for (std::size_t k : examples) strings.push_back(&train_[k]);
+    std::vector<std::int32_t> targets;
+    const TokenBatch batch = lm_batch(strings, targets);
+    const Mat<float> logits = model.forward(batch, cache_);
+    const LossValue lv = cross_entropy_forward<float>(logits, targets);
+    Mat<float> d = Mat<float>::Zero(logits.rows(), logits.cols());
+    cross_entropy_backward<float>(logits, targets, d);
+    model.backward(cache_, d);
+    return {lv.value, static_cast<double>(targets.size())};
+  }
+
+  EvalResult validate(TokenModel<float>& model) override {
+    EvalResult r;
+    if (val_.empty()) return r;
+    const LmEvaluation e = evaluate_lm(model, val_, cfg_.run.eval_batch_size);
+    r.loss = e.nll_nats;
+    r.metrics = {e.bits_per_character};
+    r.selection = e.bits_per_character;
+    r.count = e.strings;
+    return r;
+  }
+
+  std::string data_fingerprint() const override {
+    std::string bytes;
+    for (const auto& s : train_) {
+      for (auto id : s) bytes += vocab_.token(id);
+      bytes += '\n';
+    }
+    return fingerprint_bytes(bytes);
+  }
+
+  std::map<std::string, std::string> model_metadata() const override {
+    return {{"task.kind", "lm"}, {"task.tokenization", "character"}, {"task.vocabulary", vocab_.to_text()}};
+  }
+
+ private:
+  std::vector<std::vector<std::int32_t>> train_, val_;
+  const LmTrainConfig& cfg_;
+  const Vocabulary& vocab_;
+  TokenCache<float> cache_;
+};
+
+}  // namespace
+
+void lm_sequences(const std::vector<std::int32_t>& ids, std::vector<std::int32_t>& input, std::vector<std::int32_t>& target) {
+  input.clear();
+  target.clear();
+  input.push_back(Vocabulary::kBos);
+  input.insert(input.end(), ids.begin(), ids.end());
+  target.insert(target.end(), ids.begin(), ids.end());
+  target.push_back(Vocabulary::kEos);
+}
+
+LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded, std::size_t batch_size) {
+  require(batch_size > 0, "evaluate_lm: batch size must be positive");
+  LmEvaluation e;
+  e.strings = encoded.size();
+  double nll = 0;
+  for (std::size_t b = 0; b < encoded.size(); b += batch_size) {
+    std::vector<const std::vector<std::int32_t>*> strings;
+    for (std::size_t k = b; k < std::min(encoded.size(), b + batch_size); ++k) strings.push_back(&encoded[k]);
+    std::vector<std::int32_t> targets;
+    const Mat<float> logits = model.predict(lm_batch(strings, targets));
+    // Summed in double per batch in a fixed order: cross_entropy_forward's mean times its count.
+    nll += cross_entropy_forward<float>(logits, targets).value * static_cast<double>(targets.size());
+    e.positions += targets.size();
+    for (auto t : targets) e.unknown += t == Vocabulary::kUnk ? 1 : 0;
+  }
+  if (e.positions > 0) {
+    e.nll_nats = nll / static_cast<double>(e.positions);
+    e.bits_per_character = e.nll_nats / std::numbers::ln2;
+  }
+  return e;
+}
+
+train::OptionSchema lm_option_schema() {
+  train::OptionSchema s;
+  s.option("task", "data", OptionType::string, "lm", "property (regression from SMILES) or lm (language model)").choices = {"property", "lm"};
+  s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
+  s.option("split-file", "data", OptionType::path, "datasets/qm9/split.csv", "fixed split of the 3-D model (subset,index,id)");
+  s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training strings (0: all)");
+  s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
+  add_run_options(s, 10, 32, 1e-3);
+  add_model_options(s, lm_model_defaults(), owned_keys());
+  return s;
+}
+
+LmTrainConfig lm_config_from_options(const train::ResolvedOptions& o) {
+  LmTrainConfig c;
+  if (o.get_string("task") != "lm") throw ConfigError("--task: this configuration is for task lm");
+  c.index = o.get_string("index");
+  c.split_file = o.get_string("split-file");
+  const auto limit = o.get_int("train-limit");
+  const auto tlimit = o.get_int("test-limit");
+  if (limit < 0 || tlimit < 0) throw ConfigError("--train-limit and --test-limit must be >= 0");
+  c.train_limit = static_cast<std::size_t>(limit);
+  c.test_limit = static_cast<std::size_t>(tlimit);
+  c.run = run_config_from_options(o);
+  c.model = model_config_from_options(o, lm_model_defaults(), owned_keys());
+  c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
+  return c;
+}
+
+LmTrainResult run_lm_training(const LmTrainConfig& cfg, const TaskOutput& output) {
+  if (cfg.run.threads > 0) omp_set_num_threads(cfg.run.threads);
+  // Labels are not used, but loading U0 keeps the reader's checks (and the molecule set) identical
+  // to the property task's.
+  const SmilesDataset d = load_qm9_smiles(cfg.index, {"U0"});
+  const train::Split split = read_qm9_split(cfg.split_file, d);
+  const auto train_rows = first_n(split.train, cfg.train_limit);
+  const auto val_rows = first_n(split.validation, cfg.test_limit);
+  const auto test_rows = first_n(split.test, cfg.test_limit);
+  if (train_rows.empty()) throw ConfigError("the split leaves no training strings");
+  std::vector<std::vector<std::string>> train_tokens;
+  for (std::size_t i : train_rows) train_tokens.push_back(tokenize_smiles(d.smiles[i], Tokenization::character, d.ids[i]));
+  const Vocabulary vocab = Vocabulary::build(train_tokens);
+
+  TokenModelConfig mc = cfg.model;
+  mc.input = InputKind::tokens;
+  mc.vocab_size = static_cast<Index>(vocab.size());
+  mc.head = OutputHead::per_token;
+  mc.causal = true;
+  mc.seed = cfg.run.seed;
+  TokenModel<float> model(mc);
+  if (output.progress)
+    *output.progress << "QM9 SMILES " << cfg.index.string() << ": " << train_rows.size() << " train, " << val_rows.size()
+                     << " validation, " << test_rows.size() << " test strings; " << vocab.size()
+                     << " character tokens; causal model " << to_string(mc.attention) << ", " << model.params().size()
+                     << " parameters\n"
+                     << std::flush;
+  LmTask task(encode_rows(d, vocab, train_rows), encode_rows(d, vocab, val_rows), cfg, vocab);
+  LmTrainResult r;
+  r.train_size = train_rows.size();
+  r.validation_size = val_rows.size();
+  r.vocabulary = vocab.size();
+  r.parameters = model.params().size();
+  r.run = run_task(cfg.run, model, task, output);
+  if (r.run.stopped_by_hook) return r;
+  r.test_size = test_rows.size();
+  r.test = evaluate_lm(model, encode_rows(d, vocab, test_rows), cfg.run.eval_batch_size);
+  write_lm_evaluation(r.run.run_dir, r.test,
+                      {{"validation_bpc", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
+                       {"epochs", static_cast<double>(r.run.epochs_run)},
+                       {"best_epoch", static_cast<double>(r.run.best_epoch)},
+                       {"steps", static_cast<double>(r.run.steps)},
+                       {"planned_steps", static_cast<double>(r.run.planned_steps)},
+                       {"training_seconds", r.run.seconds},
+                       {"parameters", static_cast<double>(r.parameters)},
+                       {"train_strings", static_cast<double>(r.train_size)}});
+  return r;
+}
+
+void write_lm_evaluation(const fs::path& dir, const LmEvaluation& e, const std::vector<std::pair<std::string, double>>& extra) {
+  std::vector<std::pair<std::string, double>> numbers{{"test_bpc", e.bits_per_character},
+                                                      {"test_nll_nats", e.nll_nats},
+                                                      {"test_strings", static_cast<double>(e.strings)},
+                                                      {"test_positions", static_cast<double>(e.positions)},
+                                                      {"test_unknown_characters", static_cast<double>(e.unknown)}};
+  numbers.insert(numbers.end(), extra.begin(), extra.end());
+  write_metrics_json(dir / "test_metrics.json", numbers, {{"task", "lm"}});
+  train::AtomicFileWriter out(dir / "test_metrics.csv");
+  train::write_csv_row(out.stream(), {"strings", "positions", "unknown", "nll [nats/char]", "bpc [bits/char]"});
+  train::write_csv_row(out.stream(), {std::to_string(e.strings), std::to_string(e.positions), std::to_string(e.unknown),
+                                      train::csv_number(e.nll_nats), train::csv_number(e.bits_per_character)});
+  out.commit();
+}
+
+LmEvaluation evaluate_lm_model(const fs::path& model_path, const fs::path& index, const fs::path& split_file,
+                               const std::string& subset, std::size_t batch_size) {
+  std::map<std::string, std::string> meta;
+  auto model = TokenModel<float>::load(model_path, &meta);
+  const std::string src = model_path.string();
+  if (require_metadata(meta, "task.kind", src) != "lm")
+    throw ModelFileError(src, "a model of task '" + meta["task.kind"] + "', not a SMILES language model");
+  Vocabulary vocab;
+  try {
+    vocab = Vocabulary::from_text(require_metadata(meta, "task.vocabulary", src));
+  } catch (const InvalidArgument& e) {
+    throw ModelFileError(src, std::string("task.vocabulary: ") + e.what());
+  }
+  if (static_cast<Index>(vocab.size()) != model->config().vocab_size)
+    throw ModelFileError(src, "vocabulary size differs from the model's vocab_size");
+  const SmilesDataset d = load_qm9_smiles(index, {"U0"});
+  const train::Split split = read_qm9_split(split_file, d);
+  const std::vector<std::size_t>* rows = nullptr;
+  if (subset == "train") rows = &split.train;
+  else if (subset == "validation") rows = &split.validation;
+  else if (subset == "test") rows = &split.test;
+  else throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
+  return evaluate_lm(*model, encode_rows(d, vocab, *rows), batch_size);
+}
+
+std::string format_lm_evaluation(const LmEvaluation& e) {
+  std::ostringstream out;
+  out << "strings: " << e.strings << ", predicted positions: " << e.positions << " (characters + one end token each)";
+  if (e.unknown) out << ", " << e.unknown << " unknown characters";
+  out << "\n" << std::fixed << std::setprecision(4) << "bits per character: " << e.bits_per_character
+      << "\nnll: " << e.nll_nats << " nats per character\n";
+  return out.str();
+}
+
+std::string format_lm_summary(const LmTrainResult& r) {
+  std::ostringstream out;
+  out << "run directory: " << r.run.run_dir.string() << "\n";
+  if (r.run.stopped_by_hook) {
+    out << "stopped after epoch " << r.run.epochs_run << " (continue with --resume)\n";
+    return out.str();
+  }
+  out << "model: " << r.run.model_path.string() << " (" << r.parameters << " parameters, vocabulary " << r.vocabulary << ")\n";
+  out << "strings: " << r.train_size << " train, " << r.validation_size << " validation, " << r.test_size << " test\n";
+  out << "epochs: " << r.run.epochs_run << " of " << r.run.planned_epochs << " (best " << r.run.best_epoch << "), steps "
+      << r.run.steps << " of " << r.run.planned_steps << (r.run.stopped_by_budget ? ", stopped by the time budget" : "")
+      << "; training time " << train::format_duration(r.run.seconds) << "\n";
+  out << "test: " << format_lm_evaluation(r.test);
+  return out.str();
+}
+
+}  // namespace flt::seq

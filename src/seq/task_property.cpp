@@ -1,0 +1,404 @@
+// SMILES property-prediction task (see task_property.hpp). Shapes: S molecules per batch, N
+// tokens in all, P targets; predictions S x P (standardised inside, physical units outside).
+#include "seq/task_property.hpp"
+
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "train/atomic_file.hpp"
+#include "train/csv.hpp"
+#include "train/progress.hpp"
+#include "train/svg_plot.hpp"
+#include "train/units.hpp"
+
+#include <omp.h>
+
+#include <cmath>
+#include <iomanip>
+#include <sstream>
+
+namespace flt::seq {
+
+namespace fs = std::filesystem;
+using train::OptionType;
+
+namespace {
+
+const std::vector<std::string>& owned_keys() {
+  static const std::vector<std::string> k = {"input", "vocab_size", "image_height", "image_width", "patch",
+                                             "head", "num_outputs", "causal", "seed"};
+  return k;
+}
+
+TokenModelConfig property_model_defaults() {
+  TokenModelConfig c;
+  c.input = InputKind::tokens;
+  c.head = OutputHead::pooled;
+  c.vocab_size = Vocabulary::kNumSpecial + 1;  // replaced by the data's vocabulary
+  c.width = 64;
+  c.heads = 4;
+  c.blocks = 2;
+  c.mlp_hidden = 128;
+  c.head_hidden = 64;
+  c.num_features = 32;
+  c.num_frequencies = 16;
+  return c;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) out += ',';
+    out += v[i];
+  }
+  return out;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const std::size_t c = text.find(',', pos);
+    out.push_back(text.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
+    if (c == std::string::npos) break;
+    pos = c + 1;
+  }
+  return out;
+}
+
+std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
+  if (limit > 0 && v.size() > limit) v.resize(limit);
+  return v;
+}
+
+std::vector<std::vector<std::int32_t>> encode_all(const SmilesDataset& d, const Vocabulary& vocab, Tokenization level) {
+  std::vector<std::vector<std::int32_t>> out(d.size());
+  for (std::size_t i = 0; i < d.size(); ++i) out[i] = vocab.encode(tokenize_smiles(d.smiles[i], level, d.ids[i]));
+  return out;
+}
+
+// Normalised predictions (S x P) of molecules `rows`, in batches.
+Mat<double> predict_rows(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded,
+                         std::span<const std::size_t> rows, std::size_t batch_size, Index P) {
+  Mat<double> out(static_cast<Index>(rows.size()), P);
+  for (std::size_t b = 0; b < rows.size(); b += batch_size) {
+    const std::size_t e = std::min(rows.size(), b + batch_size);
+    std::vector<std::vector<std::int32_t>> seqs;
+    for (std::size_t k = b; k < e; ++k) seqs.push_back(encoded[rows[k]]);
+    out.middleRows(static_cast<Index>(b), static_cast<Index>(e - b)) = model.predict(TokenBatch::sequences(seqs)).cast<double>();
+  }
+  return out;
+}
+
+PropertyEvaluation evaluate_rows(TokenModel<float>& model, const SmilesDataset& d, const std::vector<std::vector<std::int32_t>>& encoded,
+                                 const TargetNormalisation& norm, const RegressionLoss& loss, std::span<const std::size_t> rows,
+                                 std::size_t batch_size) {
+  PropertyEvaluation e;
+  const auto P = static_cast<Index>(d.targets.size());
+  e.targets = d.columns();
+  for (std::size_t r : rows) e.ids.push_back(d.ids[r]);
+  const Mat<double> z = predict_rows(model, encoded, rows, batch_size, P);
+  const Mat<double> comp = take_rows(d.composition, rows);
+  e.truth = take_rows(d.labels, rows);
+  e.predicted = norm.denormalise(z, comp);
+  e.metrics = train::compute_metrics(std::span<const double>(e.predicted.data(), static_cast<std::size_t>(e.predicted.size())),
+                                     std::span<const double>(e.truth.data(), static_cast<std::size_t>(e.truth.size())),
+                                     static_cast<std::size_t>(P));
+  if (!rows.empty()) e.loss = regression_loss_forward<double>(loss, z, norm.normalise(e.truth, comp)).value;
+  return e;
+}
+
+class PropertyTask final : public TrainableTask {
+ public:
+  PropertyTask(const SmilesDataset& d, const std::vector<std::vector<std::int32_t>>& encoded, const TargetNormalisation& norm,
+               std::vector<std::size_t> train, std::vector<std::size_t> val, const PropertyTrainConfig& cfg,
+               const Vocabulary& vocab)
+      : d_(d), enc_(encoded), norm_(norm), train_(std::move(train)), val_(std::move(val)), cfg_(cfg), vocab_(vocab) {
+    z_ = norm_.normalise(d_.labels, d_.composition);
+  }
+
+  std::size_t train_size() const override { return train_.size(); }
+  std::vector<std::string> metric_columns() const override {
+    std::vector<std::string> c;
+    for (const auto& t : d_.targets) c.push_back(train::with_unit_suffix("MAE_" + t.name, t.unit));
+    return c;
+  }
+
+  StepResult train_batch(TokenModel<float>& model, std::span<const std::size_t> examples, Rng&) override {
+    std::vector<std::vector<std::int32_t>> seqs;
+    std::vector<std::size_t> rows;
+    for (std::size_t k : examples) {
+      rows.push_back(train_[k]);
+      seqs.push_back(enc_[train_[k]]);
+    }
+    const TokenBatch batch = TokenBatch::sequences(seqs);
+    const Mat<float> out = model.forward(batch, cache_);
+    const Mat<float> target = take_rows(z_, rows).cast<float>();
+    const LossValue lv = regression_loss_forward<float>(cfg_.loss, out, target);
+    Mat<float> d = Mat<float>::Zero(out.rows(), out.cols());
+    regression_loss_backward<float>(cfg_.loss, out, target, d);
+    model.backward(cache_, d);
+    return {lv.value, static_cast<double>(examples.size())};
+  }
+
+  EvalResult validate(TokenModel<float>& model) override {
+    EvalResult r;
+    if (val_.empty()) return r;
+    const PropertyEvaluation e = evaluate_rows(model, d_, enc_, norm_, cfg_.loss, val_, cfg_.run.eval_batch_size);
+    r.loss = e.loss;
+    double sel = 0;
+    int n = 0;
+    for (std::size_t t = 0; t < e.metrics.size(); ++t) {
+      r.metrics.push_back(e.metrics[t].mae);
+      if (!std::isnan(e.metrics[t].mae)) {
+        sel += e.metrics[t].mae / norm_.scale[t];
+        ++n;
+      }
+    }
+    r.selection = n ? sel / n : kNaN;
+    r.count = val_.size();
+    return r;
+  }
+
+  std::string data_fingerprint() const override {
+    std::string bytes;
+    for (std::size_t i : train_) {
+      bytes += d_.smiles[i] + "\n";
+      const auto row = d_.labels.row(static_cast<Index>(i));
+      for (Index t = 0; t < row.size(); ++t) bytes += train::csv_number(row(t)) + ",";
+    }
+    return fingerprint_bytes(bytes);
+  }
+
+  std::map<std::string, std::string> model_metadata() const override {
+    std::map<std::string, std::string> m;
+    m["task.kind"] = "property";
+    m["task.tokenization"] = to_string(cfg_.tokenization);
+    m["task.vocabulary"] = vocab_.to_text();
+    std::vector<std::string> names, units, ext;
+    for (const auto& t : d_.targets) {
+      names.push_back(t.name);
+      units.push_back(t.unit);
+      ext.push_back(t.extensive ? "1" : "0");
+    }
+    m["task.targets"] = join(names);
+    m["task.units"] = join(units);
+    m["task.extensive"] = join(ext);
+    m["task.elements"] = join(norm_.elements);
+    m["task.reference"] = format_doubles(std::span<const double>(norm_.reference.data(), static_cast<std::size_t>(norm_.reference.size())));
+    m["task.mean"] = format_doubles(norm_.mean);
+    m["task.scale"] = format_doubles(norm_.scale);
+    m["task.loss"] = to_string(cfg_.loss.kind);
+    return m;
+  }
+
+ private:
+  const SmilesDataset& d_;
+  const std::vector<std::vector<std::int32_t>>& enc_;
+  const TargetNormalisation& norm_;
+  std::vector<std::size_t> train_, val_;
+  const PropertyTrainConfig& cfg_;
+  const Vocabulary& vocab_;
+  Mat<double> z_;
+  TokenCache<float> cache_;
+};
+
+}  // namespace
+
+train::OptionSchema property_option_schema() {
+  train::OptionSchema s;
+  s.option("task", "data", OptionType::string, "property", "property (regression from SMILES) or lm (language model)").choices = {
+      "property", "lm"};
+  s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
+  s.option("split-file", "data", OptionType::path, "datasets/qm9/split.csv", "fixed split of the 3-D model (subset,index,id)");
+  s.option("targets", "data", OptionType::list, "U0,homo,lumo,gap,mu,alpha,zpve,Cv", "QM9 targets (units as the 3-D model)");
+  s.option("tokenization", "data", OptionType::string, "atom", "SMILES tokens: atom (regex) or character").choices = {"atom", "character"};
+  s.option("fit-reference", "data", OptionType::boolean, "true", "per-element reference values for extensive targets");
+  s.option("loss", "data", OptionType::string, "mse", "loss on standardised targets: mse, l1, huber").choices = {"mse", "l1", "huber"};
+  s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training molecules (0: all)");
+  s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
+  add_run_options(s, 20, 32, 1e-3);
+  add_model_options(s, property_model_defaults(), owned_keys());
+  return s;
+}
+
+PropertyTrainConfig property_config_from_options(const train::ResolvedOptions& o) {
+  PropertyTrainConfig c;
+  if (o.get_string("task") != "property") throw ConfigError("--task: this configuration is for task property");
+  c.index = o.get_string("index");
+  c.split_file = o.get_string("split-file");
+  c.targets = o.get_list("targets");
+  if (c.targets.empty()) throw ConfigError("--targets: at least one target is required");
+  c.tokenization = parse_tokenization(o.get_string("tokenization"));
+  c.fit_reference = o.get_bool("fit-reference");
+  c.loss.kind = parse_regression_loss(o.get_string("loss"));
+  const auto limit = o.get_int("train-limit");
+  if (limit < 0) throw ConfigError("--train-limit must be >= 0");
+  c.train_limit = static_cast<std::size_t>(limit);
+  const auto tlimit = o.get_int("test-limit");
+  if (tlimit < 0) throw ConfigError("--test-limit must be >= 0");
+  c.test_limit = static_cast<std::size_t>(tlimit);
+  c.run = run_config_from_options(o);
+  c.model = model_config_from_options(o, property_model_defaults(), owned_keys());
+  c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
+  return c;
+}
+
+PropertyTrainResult run_property_training(const PropertyTrainConfig& cfg, const TaskOutput& output) {
+  if (cfg.run.threads > 0) omp_set_num_threads(cfg.run.threads);
+  const SmilesDataset d = load_qm9_smiles(cfg.index, cfg.targets);
+  const train::Split split = read_qm9_split(cfg.split_file, d);
+  const std::vector<std::size_t> train_rows = first_n(split.train, cfg.train_limit);
+  const std::vector<std::size_t> val_rows = first_n(split.validation, cfg.test_limit);
+  const std::vector<std::size_t> test_rows = first_n(split.test, cfg.test_limit);
+  if (train_rows.empty()) throw ConfigError("the split leaves no training molecules");
+  std::vector<std::vector<std::string>> train_tokens;
+  for (std::size_t i : train_rows) train_tokens.push_back(tokenize_smiles(d.smiles[i], cfg.tokenization, d.ids[i]));
+  const Vocabulary vocab = Vocabulary::build(train_tokens);
+  const auto encoded = encode_all(d, vocab, cfg.tokenization);
+  const TargetNormalisation norm = fit_target_normalisation(d, train_rows, cfg.fit_reference);
+
+  TokenModelConfig mc = cfg.model;
+  mc.input = InputKind::tokens;
+  mc.vocab_size = static_cast<Index>(vocab.size());
+  mc.head = OutputHead::pooled;
+  mc.num_outputs = static_cast<Index>(d.targets.size());
+  mc.causal = false;
+  mc.seed = cfg.run.seed;
+  TokenModel<float> model(mc);
+  if (output.progress)
+    *output.progress << "QM9 SMILES " << cfg.index.string() << ": " << train_rows.size() << " train, " << val_rows.size()
+                     << " validation, " << test_rows.size() << " test molecules; " << vocab.size() << " "
+                     << to_string(cfg.tokenization) << " tokens; model " << to_string(mc.attention) << ", "
+                     << model.params().size() << " parameters\n"
+                     << std::flush;
+  PropertyTask task(d, encoded, norm, train_rows, val_rows, cfg, vocab);
+  PropertyTrainResult r;
+  r.train_size = train_rows.size();
+  r.validation_size = val_rows.size();
+  r.vocabulary = vocab.size();
+  r.parameters = model.params().size();
+  r.run = run_task(cfg.run, model, task, output);
+  if (r.run.stopped_by_hook) return r;
+  r.test_size = test_rows.size();
+  r.test = evaluate_rows(model, d, encoded, norm, cfg.loss, test_rows, cfg.run.eval_batch_size);
+  write_property_evaluation(r.run.run_dir, r.test,
+                            {{"epochs", static_cast<double>(r.run.epochs_run)},
+                             {"best_epoch", static_cast<double>(r.run.best_epoch)},
+                             {"steps", static_cast<double>(r.run.steps)},
+                             {"planned_steps", static_cast<double>(r.run.planned_steps)},
+                             {"training_seconds", r.run.seconds},
+                             {"parameters", static_cast<double>(r.parameters)},
+                             {"train_molecules", static_cast<double>(r.train_size)}});
+  return r;
+}
+
+void write_property_evaluation(const fs::path& dir, const PropertyEvaluation& e,
+                               const std::vector<std::pair<std::string, double>>& extra) {
+  if (e.ids.empty()) return;
+  train::write_metrics_csv(dir / "test_metrics.csv", e.targets, e.metrics);
+  train::write_predictions_csv(dir / "test_predictions.csv", "id", e.ids, e.targets,
+                               std::span<const double>(e.predicted.data(), static_cast<std::size_t>(e.predicted.size())),
+                               std::span<const double>(e.truth.data(), static_cast<std::size_t>(e.truth.size())));
+  std::vector<std::pair<std::string, double>> numbers{{"test_molecules", static_cast<double>(e.ids.size())}, {"test_loss", e.loss}};
+  std::vector<std::pair<std::string, std::string>> strings{{"task", "property"}};
+  for (std::size_t t = 0; t < e.targets.size(); ++t) {
+    numbers.push_back({"test_mae." + e.targets[t].name, e.metrics[t].mae});
+    numbers.push_back({"test_rmse." + e.targets[t].name, e.metrics[t].rmse});
+    numbers.push_back({"test_r2." + e.targets[t].name, e.metrics[t].r2});
+    strings.push_back({"unit." + e.targets[t].name, e.targets[t].unit});
+    std::vector<double> yt(e.ids.size()), yp(e.ids.size());
+    for (std::size_t i = 0; i < e.ids.size(); ++i) {
+      yt[i] = e.truth(static_cast<Index>(i), static_cast<Index>(t));
+      yp[i] = e.predicted(static_cast<Index>(i), static_cast<Index>(t));
+    }
+    train::write_svg(dir / ("parity_" + e.targets[t].name + ".svg"), train::parity_svg(e.targets[t].name, e.targets[t].unit, yt, yp, "test"));
+  }
+  numbers.insert(numbers.end(), extra.begin(), extra.end());
+  write_metrics_json(dir / "test_metrics.json", numbers, strings);
+}
+
+PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs::path& index, const fs::path& split_file,
+                                           const std::string& subset, std::size_t batch_size) {
+  std::map<std::string, std::string> meta;
+  auto model = TokenModel<float>::load(model_path, &meta);
+  const std::string src = model_path.string();
+  if (require_metadata(meta, "task.kind", src) != "property")
+    throw ModelFileError(src, "a model of task '" + meta["task.kind"] + "', not a SMILES property model");
+  const Tokenization level = parse_tokenization(require_metadata(meta, "task.tokenization", src));
+  Vocabulary vocab;
+  try {
+    vocab = Vocabulary::from_text(require_metadata(meta, "task.vocabulary", src));
+  } catch (const InvalidArgument& e) {
+    throw ModelFileError(src, std::string("task.vocabulary: ") + e.what());
+  }
+  if (static_cast<Index>(vocab.size()) != model->config().vocab_size)
+    throw ModelFileError(src, "vocabulary size differs from the model's vocab_size");
+  const std::vector<std::string> targets = split_list(require_metadata(meta, "task.targets", src));
+  const std::vector<std::string> elements = split_list(require_metadata(meta, "task.elements", src));
+  TargetNormalisation norm;
+  norm.elements = elements;
+  norm.mean = parse_doubles(require_metadata(meta, "task.mean", src), src + " task.mean");
+  norm.scale = parse_doubles(require_metadata(meta, "task.scale", src), src + " task.scale");
+  const std::vector<double> ref = parse_doubles(require_metadata(meta, "task.reference", src), src + " task.reference");
+  const auto P = static_cast<Index>(targets.size()), E = static_cast<Index>(elements.size());
+  if (norm.mean.size() != targets.size() || norm.scale.size() != targets.size() || ref.size() != static_cast<std::size_t>(P * E) ||
+      model->config().num_outputs != P)
+    throw ModelFileError(src, "normalisation sizes do not match the targets and elements");
+  norm.reference = Eigen::Map<const Mat<double>>(ref.data(), P, E);
+  const RegressionLoss loss{parse_regression_loss(meta.count("task.loss") ? meta["task.loss"] : "mse"), 1.0};
+
+  SmilesDataset d = load_qm9_smiles(index, targets);
+  // The data's composition columns in the model's element order (an element the model never saw
+  // has no reference value: an error rather than a silent zero).
+  Mat<double> comp = Mat<double>::Zero(static_cast<Index>(d.size()), E);
+  for (std::size_t c = 0; c < d.elements.size(); ++c) {
+    const auto it = std::find(elements.begin(), elements.end(), d.elements[c]);
+    if (it == elements.end()) {
+      if (d.composition.col(static_cast<Index>(c)).any()) throw InputError(index.string(), 0, "element " + d.elements[c] + " unknown to the model");
+      continue;
+    }
+    comp.col(static_cast<Index>(it - elements.begin())) = d.composition.col(static_cast<Index>(c));
+  }
+  d.composition = comp;
+  d.elements = elements;
+  const train::Split split = read_qm9_split(split_file, d);
+  const std::vector<std::size_t>* rows = nullptr;
+  if (subset == "train") rows = &split.train;
+  else if (subset == "validation") rows = &split.validation;
+  else if (subset == "test") rows = &split.test;
+  else throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
+  const auto encoded = encode_all(d, vocab, level);
+  return evaluate_rows(*model, d, encoded, norm, loss, *rows, batch_size);
+}
+
+std::string format_property_evaluation(const PropertyEvaluation& e) {
+  std::ostringstream out;
+  out << "molecules: " << e.ids.size() << "\n";
+  out << "  " << std::left << std::setw(10) << "target" << std::setw(14) << "unit" << std::right << std::setw(8) << "n"
+      << std::setw(14) << "MAE" << std::setw(14) << "RMSE" << std::setw(10) << "R^2" << '\n';
+  for (std::size_t t = 0; t < e.metrics.size(); ++t) {
+    const auto& m = e.metrics[t];
+    out << "  " << std::left << std::setw(10) << e.targets[t].name << std::setw(14) << e.targets[t].unit << std::right
+        << std::setw(8) << m.count << std::setw(14) << std::setprecision(5) << m.mae << std::setw(14) << m.rmse << std::setw(10)
+        << std::setprecision(4) << m.r2 << '\n';
+  }
+  return out.str();
+}
+
+std::string format_property_summary(const PropertyTrainResult& r) {
+  std::ostringstream out;
+  out << "run directory: " << r.run.run_dir.string() << "\n";
+  if (r.run.stopped_by_hook) {
+    out << "stopped after epoch " << r.run.epochs_run << " (continue with --resume)\n";
+    return out.str();
+  }
+  out << "model: " << r.run.model_path.string() << " (" << r.parameters << " parameters, vocabulary " << r.vocabulary << ")\n";
+  out << "molecules: " << r.train_size << " train, " << r.validation_size << " validation, " << r.test_size << " test\n";
+  out << "epochs: " << r.run.epochs_run << " of " << r.run.planned_epochs << " (best " << r.run.best_epoch << "), steps "
+      << r.run.steps << " of " << r.run.planned_steps << (r.run.stopped_by_budget ? ", stopped by the time budget" : "")
+      << "; training time " << train::format_duration(r.run.seconds) << "\n";
+  out << "test metrics:\n" << format_property_evaluation(r.test);
+  return out.str();
+}
+
+}  // namespace flt::seq

@@ -1,0 +1,124 @@
+// flt image: trains and evaluates the image model (patch embedding + FLT encoder with 2-D RPE) on
+// Fashion-MNIST IDX files (issue 7; docs/sequence-image.md). Options come from the command line
+// and an INI file (--config), the command line overriding; progress goes to stderr, the summary
+// to stdout.
+#include "core/error.hpp"
+#include "core/log.hpp"
+#include "flt/commands.hpp"
+#include "flt/exit_codes.hpp"
+#include "seq/task_image.hpp"
+#include "train/progress.hpp"
+
+#include <omp.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace flt::cli {
+namespace {
+
+const char* kUsage =
+    "Usage: flt image train --out RUN_DIR [options]\n"
+    "       flt image train --config FILE [options]\n"
+    "       flt image train --resume --out RUN_DIR\n"
+    "       flt image eval --model RUN_DIR/model.flt [--subset test|train] [--limit N] [--out DIR]\n\n"
+    "Trains the FLT image classifier (patches on a 2-D grid, FLT attention with a 2-D RPE, or the\n"
+    "performer / toeplitz baselines with --attention) on Fashion-MNIST (IDX files of the Debian\n"
+    "package dataset-fashion-mnist, or --data-dir). Every option may also be given in an INI file\n"
+    "read with --config (sections [data], [train], [model], [run]); the command line overrides the\n"
+    "file. RUN_DIR/config.ini holds the resolved configuration of a run.\n"
+    "Exit status: 0 success, 1 error, 2 usage error.\n\n";
+
+train::OptionSchema eval_schema() {
+  train::OptionSchema s;
+  s.option("model", "eval", train::OptionType::path, std::nullopt, "model file written by flt image train");
+  s.option("data-dir", "eval", train::OptionType::path, std::nullopt, "IDX directory (default: Fashion-MNIST)").optional = true;
+  s.option("subset", "eval", train::OptionType::string, "test", "test or train").choices = {"test", "train"};
+  s.option("limit", "eval", train::OptionType::integer, "0", "evaluate the first n images (0: all)");
+  s.option("batch-size", "eval", train::OptionType::integer, "256", "images per batch");
+  s.option("threads", "eval", train::OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.option("out", "eval", train::OptionType::path, std::nullopt, "directory for test_metrics.json/.csv and confusion.csv")
+      .optional = true;
+  return s;
+}
+
+// Strips -h/-q/-v (handled here like flt train); returns true when help was asked for.
+bool common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args) {
+  for (const auto& a : raw) {
+    if (a == "-h" || a == "--help") return true;
+    if (a == "-q" || a == "--quiet") {
+      set_log_sink(stderr_log_sink(LogLevel::error));
+      continue;
+    }
+    if (a == "-v" || a == "--verbose") {
+      set_log_sink(stderr_log_sink(LogLevel::info));
+      continue;
+    }
+    args.push_back(a);
+  }
+  return false;
+}
+
+int run_image(const std::vector<std::string>& raw_args) {
+  if (raw_args.empty() || raw_args[0] == "-h" || raw_args[0] == "--help") {
+    std::cout << kUsage << "train options:\n" << seq::image_option_schema().help() << "\neval options:\n" << eval_schema().help();
+    return raw_args.empty() ? kExitUsage : kExitOk;
+  }
+  const std::string action = raw_args[0];
+  std::vector<std::string> args;
+  const bool help = common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args);
+  if (action == "train") {
+    if (help) {
+      std::cout << kUsage << "train options:\n" << seq::image_option_schema().help();
+      return kExitOk;
+    }
+    seq::ImageTrainConfig config;
+    try {
+      config = seq::parse_image_train_command_line(args);
+    } catch (const ConfigError& e) {
+      throw UsageError(e.what());
+    }
+    seq::TaskOutput output;
+    output.progress = &std::cerr;
+    output.terminal = train::is_terminal(stderr);
+    const seq::ImageTrainResult result = seq::run_image_training(config, output);
+    std::cout << seq::format_image_summary(result) << std::flush;
+    return kExitOk;
+  }
+  if (action == "eval") {
+    static const train::OptionSchema schema = eval_schema();
+    if (help) {
+      std::cout << kUsage << "eval options:\n" << schema.help();
+      return kExitOk;
+    }
+    train::ResolvedOptions o;
+    try {
+      const train::CommandLine cl = train::parse_command_line(schema, args);
+      if (!cl.positional.empty()) throw ConfigError("unexpected argument '" + cl.positional.front() + "'");
+      o = train::resolve_options(schema, nullptr, cl.options);
+      if (o.get_int("limit") < 0 || o.get_int("batch-size") < 1 || o.get_int("threads") < 0)
+        throw ConfigError("--limit and --threads must be >= 0, --batch-size >= 1");
+    } catch (const ConfigError& e) {
+      throw UsageError(e.what());
+    }
+    if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
+    const seq::ImageEvaluation e =
+        seq::evaluate_image_model(o.get_string("model"), o.has("data-dir") ? o.get_string("data-dir") : std::string(), o.get_string("subset"),
+                                  static_cast<std::size_t>(o.get_int("limit")), static_cast<std::size_t>(o.get_int("batch-size")));
+    if (o.has("out")) {
+      std::filesystem::create_directories(o.get_string("out"));
+      seq::write_image_evaluation(o.get_string("out"), e);
+    }
+    std::cout << seq::format_image_evaluation(e) << std::flush;
+    return kExitOk;
+  }
+  throw UsageError("unknown action '" + action + "' (expected train or eval)");
+}
+
+const bool registered =
+    register_command({"image", "train or evaluate the FLT image classifier (Fashion-MNIST, 2-D RPE)", 40, &run_image});
+
+}  // namespace
+}  // namespace flt::cli
