@@ -1,0 +1,455 @@
+// Tests of the sequence/image token model (src/seq/token_model): finite-difference gradients of
+// the whole model for every attention kind, input kind, causal/bidirectional and both heads;
+// fast attention paths against their O(L^2) references with the same random features; causality;
+// determinism (seed, threads); model-file round trip and bad inputs.
+#include "core/gradcheck.hpp"
+#include "core/random.hpp"
+#include "flt/attention.hpp"
+#include "flt/exact/toeplitz.hpp"
+#include "seq/kernel_attention.hpp"
+#include "seq/token_model.hpp"
+
+#include <catch2/catch.hpp>
+#include <omp.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <string>
+
+using namespace flt;
+using namespace flt::seq;
+
+namespace {
+
+struct Case {
+  const char* name;
+  TokenAttention attention;
+  attn::Variant variant;
+  attn::SpectrumKind spectrum;
+};
+
+const Case kCases[] = {
+    {"flt-bias-gm", TokenAttention::flt, attn::Variant::bias, attn::SpectrumKind::gaussian_mixture},
+    {"flt-kron-gm", TokenAttention::flt, attn::Variant::kronecker,
+     attn::SpectrumKind::gaussian_mixture},
+    {"flt-bias-local", TokenAttention::flt, attn::Variant::bias, attn::SpectrumKind::local_window},
+    {"performer", TokenAttention::performer, attn::Variant::bias,
+     attn::SpectrumKind::gaussian_mixture},
+    {"toeplitz-bias-gm", TokenAttention::toeplitz, attn::Variant::bias,
+     attn::SpectrumKind::gaussian_mixture},
+    {"toeplitz-kron-gm", TokenAttention::toeplitz, attn::Variant::kronecker,
+     attn::SpectrumKind::gaussian_mixture},
+    {"toeplitz-kron-local", TokenAttention::toeplitz, attn::Variant::kronecker,
+     attn::SpectrumKind::local_window},
+};
+
+enum class Setup { tokens_pooled, tokens_causal_lm, tokens_bidir_lm, patches_pooled };
+
+TokenModelConfig tiny(const Case& c, Setup setup, std::uint64_t seed = 11) {
+  TokenModelConfig cfg;
+  cfg.width = 8;
+  cfg.heads = 2;
+  cfg.blocks = 2;
+  cfg.mlp_hidden = 8;
+  cfg.head_hidden = 6;
+  cfg.num_features = 6;
+  cfg.num_frequencies = 6;
+  cfg.spectrum_components = 2;
+  cfg.attention = c.attention;
+  cfg.variant = c.variant;
+  cfg.spectrum = c.spectrum;
+  cfg.seed = seed;
+  cfg.init_sigma_min = 0.1;
+  cfg.init_sigma_max = 0.4;
+  if (c.variant == attn::Variant::kronecker && c.attention == TokenAttention::flt) {
+    // Variant A's signed RPE estimate needs enough features to keep every denominator positive
+    // (otherwise rows are clamped, which the reference comparison would flag).
+    cfg.num_features = 16;
+    cfg.num_frequencies = 32;
+  }
+  switch (setup) {
+    case Setup::tokens_pooled:
+      cfg.input = InputKind::tokens;
+      cfg.vocab_size = 7;
+      cfg.num_outputs = 3;
+      break;
+    case Setup::tokens_causal_lm:
+    case Setup::tokens_bidir_lm:
+      cfg.input = InputKind::tokens;
+      cfg.vocab_size = 7;
+      cfg.head = OutputHead::per_token;
+      cfg.causal = setup == Setup::tokens_causal_lm;
+      break;
+    case Setup::patches_pooled:
+      cfg.input = InputKind::patches;
+      cfg.image_height = 6;  // 3 x 2 grid of 2 x 2 patches: unequal axes catch transposes
+      cfg.image_width = 4;
+      cfg.patch = 2;
+      cfg.num_outputs = 4;
+      break;
+  }
+  return cfg;
+}
+
+TokenBatch make_batch(const TokenModelConfig& cfg, std::uint64_t seed, Index sets = 3) {
+  Rng rng(seed);
+  if (cfg.input == InputKind::patches) {
+    Mat<float> px(sets, cfg.image_height * cfg.image_width);
+    for (Index i = 0; i < px.size(); ++i) px.data()[i] = static_cast<float>(rng.uniform());
+    return TokenBatch::images(px);
+  }
+  std::vector<std::vector<std::int32_t>> seqs;
+  for (Index s = 0; s < sets; ++s) {
+    std::vector<std::int32_t> seq;
+    const Index n = 3 + 2 * s;  // 3, 5, 7 tokens
+    for (Index i = 0; i < n; ++i)
+      seq.push_back(static_cast<std::int32_t>(rng.next_u64() % static_cast<std::uint64_t>(cfg.vocab_size)));
+    seqs.push_back(seq);
+  }
+  return TokenBatch::sequences(seqs);
+}
+
+// Moves every parameter off its initial value (mu = 0 and equal LayerNorm gains make several
+// gradient components vanish by symmetry, which would hide errors).
+template <class T>
+void perturb(TokenModel<T>& model, std::uint64_t seed, double scale = 0.1) {
+  Rng rng(seed);
+  for (auto& v : model.params().values()) v += static_cast<T>(scale * rng.normal());
+}
+
+std::string describe(const Case& c, Setup s) {
+  static const char* names[] = {"tokens_pooled", "tokens_causal_lm", "tokens_bidir_lm",
+                                "patches_pooled"};
+  return std::string(c.name) + " / " + names[static_cast<int>(s)];
+}
+
+}  // namespace
+
+TEST_CASE("token model: configuration strings round trip and bad values are named",
+          "[seq][token_model]") {
+  TokenModelConfig c = tiny(kCases[2], Setup::tokens_causal_lm);
+  c.window_radii = {1, 4};
+  c.seed = 0xFFFFFFFFFFFFFFFFULL;
+  c.init_beta = 0.1;  // not exactly representable: the shortest round-trip form must survive
+  std::map<std::string, std::string> kv;
+  for (const auto& [k, v] : config_to_strings(c)) kv[k] = v;
+  const TokenModelConfig d = config_from_strings(kv);
+  CHECK(config_to_strings(d) == config_to_strings(c));
+  CHECK(d.window_radii == std::vector<Index>{1, 4});
+  CHECK(d.init_beta == 0.1);
+  CHECK(d.seed == c.seed);
+
+  auto expect_error = [&](const std::string& key, const std::string& value, const char* needle) {
+    auto kv2 = kv;
+    kv2[key] = value;
+    CHECK_THROWS_WITH(config_from_strings(kv2), Catch::Contains(needle));
+  };
+  expect_error("width", "9", "width");            // not divisible by heads
+  expect_error("attention", "softmax", "attention");
+  expect_error("patch", "x", "patch");
+  expect_error("spectrum", "radial_shells", "spectrum");
+  expect_error("window_radii", "1", "window_radii");
+  kv["colour"] = "red";
+  CHECK_THROWS_WITH(config_from_strings(kv), Catch::Contains("colour"));
+  TokenModelConfig img = tiny(kCases[0], Setup::patches_pooled);
+  img.causal = true;
+  CHECK_THROWS_AS(img.validate(), ConfigError);
+  img.causal = false;
+  img.patch = 4;  // does not divide 6
+  CHECK_THROWS_AS(img.validate(), ConfigError);
+}
+
+TEST_CASE("token model: finite-difference gradients of every parameter, all kinds and inputs",
+          "[seq][token_model][gradcheck]") {
+  // One thread: thousands of tiny forwards, where OpenMP start-up on a loaded machine would
+  // dominate (thread independence is tested separately, bitwise).
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  for (const Case& c : kCases)
+    for (Setup s : {Setup::tokens_pooled, Setup::tokens_causal_lm, Setup::tokens_bidir_lm,
+                    Setup::patches_pooled}) {
+      if (c.spectrum == attn::SpectrumKind::local_window && s == Setup::tokens_bidir_lm) continue;
+      const TokenModelConfig cfg = tiny(c, s);
+      TokenModel<double> model(cfg);
+      perturb(model, 5);
+      const TokenBatch batch = make_batch(cfg, 3);
+      TokenCache<double> cache;
+      const Mat<double> out0 = model.forward(batch, cache);
+      Rng rng(17);
+      Mat<double> G(out0.rows(), out0.cols());
+      for (Index i = 0; i < G.size(); ++i) G.data()[i] = rng.normal();
+      model.params().zero_grad();
+      model.backward(cache, G);
+      // Every tensor, up to 4 of its components (chosen at random): all code paths are covered
+      // while the test stays fast. check_gradient perturbs the sampled copy `x`, which the loss
+      // writes back into the parameters before each evaluation.
+      const auto grads = model.params().grads();
+      auto values = model.params().values();
+      std::vector<std::size_t> idx;
+      Rng pick(29);
+      for (const auto& info : model.params().infos()) {
+        const std::size_t n = info.ref.size();
+        if (n <= 4) {
+          for (std::size_t i = 0; i < n; ++i) idx.push_back(info.ref.offset + i);
+        } else {
+          std::set<std::size_t> chosen;  // distinct: a repeated index would be written twice
+          while (chosen.size() < 4) chosen.insert(info.ref.offset + pick.next_u64() % n);
+          idx.insert(idx.end(), chosen.begin(), chosen.end());
+        }
+      }
+      std::vector<double> x, analytic;
+      for (std::size_t i : idx) {
+        x.push_back(values[i]);
+        analytic.push_back(grads[i]);
+      }
+      auto loss = [&]() {
+        for (std::size_t k = 0; k < idx.size(); ++k) values[idx[k]] = x[k];
+        TokenCache<double> c2;
+        return model.forward(batch, c2).cwiseProduct(G).sum();
+      };
+      const auto r = check_gradient(loss, x, analytic);
+      INFO(describe(c, s) << ": worst sampled component " << idx[r.worst_index] << " analytic "
+                          << r.worst_analytic << " numeric " << r.worst_numeric);
+      CHECK(r.max_rel_error < 2e-5);
+      // A real check: the loss depends on the parameters (no all-zero gradient).
+      double norm = 0;
+      for (double g : analytic) norm += g * g;
+      CHECK(norm > 1e-6);
+    }
+  omp_set_num_threads(saved_threads);
+}
+
+TEST_CASE("token model: FLT attention equals its O(L^2) reference with the same features",
+          "[seq][token_model]") {
+  for (Setup s : {Setup::tokens_pooled, Setup::tokens_causal_lm, Setup::patches_pooled})
+    for (int ci : {0, 1, 2}) {
+      const TokenModelConfig cfg = tiny(kCases[ci], s);
+      TokenModel<double> model(cfg);
+      perturb(model, 8, 0.05);
+      const TokenBatch batch = make_batch(cfg, 4);
+      TokenCache<double> cache;
+      model.reset_attention_stats();
+      model.forward(batch, cache);
+      REQUIRE(model.attention_stats().clamped_denominators == 0);
+      for (std::size_t b = 0; b < model.layers().size(); ++b) {
+        const auto& bc = cache.blocks[b];
+        const Mat<double> ref = attn::flt_attention_reference<double>(
+            *model.layers()[b].flt, model.params(), bc.q, bc.k, bc.v, cache.coords, cache.sets);
+        INFO(describe(kCases[ci], s) << " block " << b);
+        CHECK((bc.a - ref).cwiseAbs().maxCoeff() < 1e-10 * (1.0 + ref.cwiseAbs().maxCoeff()));
+      }
+    }
+}
+
+TEST_CASE("token model: performer and toeplitz attention equal the direct masked computation",
+          "[seq][token_model]") {
+  for (Setup s : {Setup::tokens_pooled, Setup::tokens_causal_lm, Setup::patches_pooled})
+    for (int ci : {3, 4, 5, 6}) {
+      const TokenModelConfig cfg = tiny(kCases[ci], s);
+      TokenModel<double> model(cfg);
+      perturb(model, 9, 0.05);
+      const TokenBatch batch = make_batch(cfg, 6);
+      TokenCache<double> cache;
+      model.forward(batch, cache);
+      for (std::size_t b = 0; b < model.layers().size(); ++b) {
+        const auto& bc = cache.blocks[b];
+        const auto& blk = model.layers()[b];
+        // Masks rebuilt from the public exact_mask (closed form of the spectrum) for toeplitz.
+        std::vector<Vec<double>> masks;
+        if (cfg.attention == TokenAttention::toeplitz)
+          for (Index h = 0; h < cfg.heads; ++h) {
+            const auto f = model.exact_mask(static_cast<Index>(b), h, cache.grid.full());
+            masks.push_back(Eigen::Map<const Vec<double>>(f.data(), static_cast<Index>(f.size())));
+          }
+        const Mat<double> ref = kernel_attention_reference<double>(
+            blk.omega_t, cache.sets, cache.grid, bc.q, bc.k, bc.v, masks);
+        INFO(describe(kCases[ci], s) << " block " << b);
+        CHECK((bc.a - ref).cwiseAbs().maxCoeff() < 1e-10 * (1.0 + ref.cwiseAbs().maxCoeff()));
+      }
+    }
+}
+
+TEST_CASE("token model: one set through the kernel equals exact::toeplitz_attention_direct",
+          "[seq][token_model]") {
+  // Independent of kernel_attention_reference: features from flt::attn, mask arbitrary positive.
+  const Index n = 150, d = 4, m = 5;  // n > the causal block (64) to cross block boundaries
+  Rng rng(3);
+  Mat<double> Q(n, d), K(n, d), V(n, d);
+  for (Mat<double>* M : {&Q, &K, &V})
+    for (Index i = 0; i < M->size(); ++i) M->data()[i] = 0.5 * rng.normal();
+  std::vector<Mat<double>> omega{attn::draw_performer_frequencies(m, d, true, attn::FeatureNorms::chi, rng)};
+  for (bool causal : {false, true}) {
+    KernelGrid grid;
+    grid.max_length = n;
+    grid.causal = causal;
+    Vec<double> mask(2 * n - 1);
+    for (Index i = 0; i < mask.size(); ++i) mask(i) = std::exp(-std::abs(static_cast<double>(i - (n - 1))) / 9.0);
+    for (bool masked : {false, true}) {
+      std::vector<Vec<double>> masks;
+      if (masked) masks.push_back(mask);
+      KernelAttentionCache<double> cache;
+      kernel_attention_forward<double>(omega, RaggedIndex::single(n), grid, Q, K, V, masks, cache);
+      const double scale = std::pow(static_cast<double>(d), -0.25);
+      Mat<double> pq, pk;
+      attn::performer_features<double>(Q * scale, omega[0], true, 0.0, pq);
+      attn::performer_features<double>(K * scale, omega[0], false, 0.0, pk);
+      Vec<double> ones = Vec<double>::Ones(2 * n - 1);
+      const Vec<double>& mk = masked ? mask : ones;
+      const Mat<double> ref = exact::toeplitz_attention_direct<double>(
+          exact::ToeplitzGrid::sequence(n, causal), pq, pk, V,
+          std::span<const double>(mk.data(), static_cast<std::size_t>(mk.size())));
+      INFO("causal " << causal << " masked " << masked);
+      CHECK((cache.out - ref).cwiseAbs().maxCoeff() < 1e-10);
+    }
+  }
+}
+
+TEST_CASE("token model: causal outputs at position i ignore tokens after i", "[seq][token_model]") {
+  for (int ci : {0, 1, 3, 4, 6}) {
+    const TokenModelConfig cfg = tiny(kCases[ci], Setup::tokens_causal_lm);
+    TokenModel<double> model(cfg);
+    perturb(model, 2, 0.05);
+    TokenBatch a = make_batch(cfg, 21);
+    TokenBatch b = a;
+    const Index s = 2, cut = 3;  // change tokens 4.. of the third sequence
+    for (Index i = a.sets.begin(s) + cut + 1; i < a.sets.end(s); ++i)
+      b.ids[static_cast<std::size_t>(i)] = (a.ids[static_cast<std::size_t>(i)] + 1) % 7;
+    const Mat<double> ya = model.predict(a), yb = model.predict(b);
+    INFO(kCases[ci].name);
+    const Index r0 = a.sets.begin(s);
+    // Up to and including position `cut` (and every other sequence): unchanged (up to rounding:
+    // the key stabiliser is a set-wide maximum that cancels exactly only in exact arithmetic).
+    CHECK((ya.topRows(r0 + cut + 1) - yb.topRows(r0 + cut + 1)).cwiseAbs().maxCoeff() < 1e-12);
+    // After it: changed (the test can fail).
+    CHECK((ya.bottomRows(ya.rows() - r0 - cut - 1) - yb.bottomRows(yb.rows() - r0 - cut - 1))
+              .cwiseAbs()
+              .maxCoeff() > 1e-6);
+  }
+}
+
+TEST_CASE("token model: bidirectional outputs do see later tokens", "[seq][token_model]") {
+  const TokenModelConfig cfg = tiny(kCases[0], Setup::tokens_bidir_lm);
+  TokenModel<double> model(cfg);
+  TokenBatch a = make_batch(cfg, 21);
+  TokenBatch b = a;
+  b.ids.back() = (b.ids.back() + 1) % 7;
+  const Mat<double> ya = model.predict(a), yb = model.predict(b);
+  const Index r0 = a.sets.begin(2);
+  CHECK((ya.row(r0) - yb.row(r0)).cwiseAbs().maxCoeff() > 1e-6);
+}
+
+TEST_CASE("token model: same seed bitwise, 1 vs 2 threads bitwise, other seed differs",
+          "[seq][token_model][determinism]") {
+  const int saved = omp_get_max_threads();
+  for (int ci : {0, 3, 4})
+    for (Setup s : {Setup::tokens_causal_lm, Setup::patches_pooled}) {
+      TokenModelConfig cfg = tiny(kCases[ci], s);
+      cfg.width = 16;
+      cfg.heads = 4;
+      const TokenBatch batch = make_batch(cfg, 5, 6);
+      auto run = [&](std::uint64_t seed, int threads) {
+        omp_set_num_threads(threads);
+        TokenModelConfig c2 = cfg;
+        c2.seed = seed;
+        TokenModel<float> model(c2);
+        TokenCache<float> cache;
+        const Mat<float> y = model.forward(batch, cache);
+        Mat<float> G = Mat<float>::Ones(y.rows(), y.cols());
+        model.params().zero_grad();
+        model.backward(cache, G);
+        std::vector<float> g(model.params().grads().begin(), model.params().grads().end());
+        return std::make_pair(y, g);
+      };
+      const auto a = run(1, 1), b = run(1, 1), c = run(1, 2), e = run(2, 1);
+      INFO(describe(kCases[ci], s));
+      CHECK(a.first == b.first);
+      CHECK(a.second == b.second);
+      CHECK(a.first == c.first);
+      CHECK(a.second == c.second);
+      CHECK(a.first != e.first);
+    }
+  omp_set_num_threads(saved);
+}
+
+TEST_CASE("token model: flt and toeplitz models of one seed share their RPE exactly",
+          "[seq][token_model]") {
+  TokenModel<float> f(tiny(kCases[0], Setup::tokens_pooled));
+  TokenModel<float> t(tiny(kCases[4], Setup::tokens_pooled));
+  const auto grid = exact::ToeplitzGrid::sequence(9);
+  for (Index b = 0; b < 2; ++b)
+    for (Index h = 0; h < 2; ++h) CHECK(f.exact_mask(b, h, grid) == t.exact_mask(b, h, grid));
+  CHECK(f.params().ref("block1.attn.rpe.h1.lambda").size() == 2);
+  CHECK_THROWS_AS(TokenModel<float>(tiny(kCases[3], Setup::tokens_pooled)).exact_mask(0, 0, grid),
+                  InvalidArgument);
+  // The exact mask of a bias model is exp(beta f) with f(0) = 1 at initialisation.
+  const auto m = f.exact_mask(0, 0, grid);
+  CHECK(m[8] == Approx(std::exp(1.0)).epsilon(1e-6));
+}
+
+TEST_CASE("token model: model file round trip restores outputs bit for bit",
+          "[seq][token_model][io]") {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("flt_token_model_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (int ci : {0, 2, 3, 5})
+    for (Setup s : {Setup::tokens_causal_lm, Setup::patches_pooled}) {
+      TokenModelConfig cfg = tiny(kCases[ci], s);
+      TokenModel<float> model(cfg);
+      perturb(model, 4, 0.05);
+      model.redraw_features(7);  // the file must carry the features, not draw 0
+      const TokenBatch batch = make_batch(cfg, 8);
+      const Mat<float> y = model.predict(batch);
+      const auto path = dir / (std::string(kCases[ci].name) + ".flt");
+      model.save(path, {{"task", "unit test"}, {"units", "logits"}});
+      std::map<std::string, std::string> meta;
+      auto loaded = TokenModel<float>::load(path, &meta);
+      INFO(describe(kCases[ci], s));
+      CHECK(loaded->predict(batch) == y);
+      CHECK(loaded->feature_draw() == 7);
+      CHECK(meta.at("task") == "unit test");
+      CHECK(meta.at("units") == "logits");
+      CHECK(config_to_strings(loaded->config()) == config_to_strings(cfg));
+    }
+  // Bad files: wrong kind, missing tensor, reserved caller key.
+  TokenModel<float> model(tiny(kCases[0], Setup::tokens_pooled));
+  auto file = model.to_model_file();
+  file.set_metadata("model.kind", "flt-molecule-model");
+  CHECK_THROWS_AS(TokenModel<float>::from_model_file(file), ModelFileError);
+  train::ModelFile partial("flt-model");
+  const train::ModelFile full = model.to_model_file();
+  for (const auto& [k, v] : full.all_metadata()) partial.set_metadata(k, v);
+  CHECK_THROWS_WITH(TokenModel<float>::from_model_file(partial), Catch::Contains("param."));
+  CHECK_THROWS_AS(model.to_model_file({{"model.seed", "1"}}), InvalidArgument);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("token model: bad batches are rejected with the set and token named",
+          "[seq][token_model]") {
+  TokenModel<float> model(tiny(kCases[0], Setup::tokens_pooled));
+  TokenBatch b = make_batch(model.config(), 1);
+  b.ids[4] = 7;  // vocab is 7: ids 0..6
+  CHECK_THROWS_WITH(model.predict(b), Catch::Contains("sequence 1") && Catch::Contains("id 7"));
+  std::vector<std::vector<std::int32_t>> seqs{{1, 2}, {}};
+  CHECK_THROWS_WITH(model.predict(TokenBatch::sequences(seqs)), Catch::Contains("empty"));
+  TokenModel<float> img(tiny(kCases[0], Setup::patches_pooled));
+  CHECK_THROWS_WITH(img.predict(TokenBatch::images(Mat<float>::Zero(2, 23))),
+                    Catch::Contains("24 pixels"));
+  Mat<float> px = Mat<float>::Zero(2, 24);
+  px(1, 5) = std::nanf("");
+  CHECK_THROWS_WITH(img.predict(TokenBatch::images(px)), Catch::Contains("image 1"));
+}
+
+TEST_CASE("token model: image patches are cut in row-major grid order", "[seq][token_model]") {
+  TokenModelConfig cfg = tiny(kCases[0], Setup::patches_pooled);  // 6 x 4 pixels, 2 x 2 patches
+  Mat<float> px(1, 24);
+  for (Index i = 0; i < 24; ++i) px(0, i) = static_cast<float>(i);
+  const Mat<double> P = image_patches<double>(cfg, px);
+  REQUIRE(P.rows() == 6);
+  REQUIRE(P.cols() == 4);
+  // Token 3 = grid (1, 1): pixel rows 2-3, columns 2-3 -> 10, 11, 14, 15.
+  CHECK(P.row(3) == (RowVec<double>(4) << 10, 11, 14, 15).finished());
+  CHECK(P.row(0) == (RowVec<double>(4) << 0, 1, 4, 5).finished());
+}
