@@ -94,7 +94,7 @@ struct TokenModelConfig {
   Index blocks = 2;                // encoder blocks
   Index mlp_hidden = 128;          // F
   Index head_hidden = 64;          // G (pooled head)
-  Activation activation = Activation::gelu_tanh;
+  Activation activation = Activation::silu;
   OutputHead head = OutputHead::pooled;
   Index num_outputs = 1;           // P (pooled head); per_token outputs V logits
   // Attention.
