@@ -453,3 +453,24 @@ TEST_CASE("token model: image patches are cut in row-major grid order", "[seq][t
   CHECK(P.row(3) == (RowVec<double>(4) << 10, 11, 14, 15).finished());
   CHECK(P.row(0) == (RowVec<double>(4) << 0, 1, 4, 5).finished());
 }
+
+TEST_CASE("token model: exact local-RPE masks on 1-D and 2-D grids (E22)", "[seq][token_model]") {
+  // Default radii 1, 3 and a_t = 1/2 at initialisation: f(n) = 1/2 1[|n| <= 1] + 1/2 1[|n| <= 3]
+  // (2-D: the window is the square max(|dy|, |dx|) <= v_t).
+  TokenModel<double> seq_model(tiny(kCases[6], Setup::tokens_pooled));
+  const auto f = seq_model.exact_mask(0, 1, exact::ToeplitzGrid::sequence(6));
+  REQUIRE(f.size() == 11u);
+  const double expect1d[11] = {0, 0, 0.5, 0.5, 1, 1, 1, 0.5, 0.5, 0, 0};  // n = -5 .. 5
+  for (int i = 0; i < 11; ++i) CHECK(f[static_cast<std::size_t>(i)] == Approx(expect1d[i]).margin(1e-12));
+  TokenModel<double> img_model(tiny(kCases[6], Setup::patches_pooled));
+  const auto grid = exact::ToeplitzGrid::image(3, 2);  // the model's 3 x 2 patch grid
+  const auto g = img_model.exact_mask(1, 0, grid);
+  REQUIRE(g.size() == 15u);  // (2*3 - 1) x (2*2 - 1)
+  auto at = [&](int dy, int dx) { return g[static_cast<std::size_t>((dy + 2) * 3 + (dx + 1))]; };
+  CHECK(at(0, 0) == Approx(1.0));
+  CHECK(at(1, -1) == Approx(1.0));
+  CHECK(at(2, 0) == Approx(0.5));
+  CHECK(at(-2, 1) == Approx(0.5));
+  // Layout agrees with exact::ToeplitzGrid::mask_index: token 5 = (2, 1), token 0 = (0, 0).
+  CHECK(grid.mask_index(5, 0) == (2 + 2) * 3 + (1 + 1));
+}
