@@ -16,6 +16,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <set>
@@ -584,4 +585,34 @@ TEST_CASE("token model: FLT kronecker converges to the exact toeplitz model as R
   INFO("relative error R = 8: " << coarse << ", R = 2048: " << fine);
   CHECK(fine < coarse / 5);
   CHECK(fine < 0.05);
+}
+
+TEST_CASE("token model: bidirectional pooled models cannot tell a sequence from its reverse",
+          "[seq][token_model]") {
+  // Documented limitation (docs/token-model.md): every RPE here is even, f(n) = f(-n) (cosine
+  // spectra, symmetric windows), and there is no absolute position, so reversing a sequence (for
+  // images: reflecting the patch grid through its centre, i.e. reversing the token order) leaves
+  // the exact-mask models' pooled outputs unchanged; FLT is invariant in expectation only.
+  for (int ci : {3, 4, 6}) {
+    const TokenModelConfig cfg = tiny(kCases[ci], Setup::tokens_pooled);
+    TokenModel<double> model(cfg);
+    perturb(model, 3, 0.05);
+    const TokenBatch a = make_batch(cfg, 31);
+    TokenBatch b = a;
+    for (Index s = 0; s < a.sets.num_sets(); ++s)
+      std::reverse(b.ids.begin() + a.sets.begin(s), b.ids.begin() + a.sets.end(s));
+    REQUIRE(a.ids != b.ids);
+    INFO(kCases[ci].name);
+    CHECK((model.predict(a) - model.predict(b)).cwiseAbs().maxCoeff() < 1e-12);
+  }
+  // Causal models do see the order (same pooled head, only causal switched on).
+  TokenModelConfig cfg = tiny(kCases[4], Setup::tokens_pooled);
+  cfg.causal = true;
+  TokenModel<double> model(cfg);
+  const TokenBatch a = make_batch(cfg, 31);
+  TokenBatch b = a;
+  std::reverse(b.ids.begin() + a.sets.begin(2), b.ids.begin() + a.sets.end(2));
+  const Mat<double> ya = model.predict(a), yb = model.predict(b);
+  CHECK((ya.row(2) - yb.row(2)).cwiseAbs().maxCoeff() > 1e-6);
+  CHECK((ya.topRows(2) - yb.topRows(2)).cwiseAbs().maxCoeff() == 0.0);
 }
