@@ -106,7 +106,7 @@ struct TokenModelConfig {
   attn::SpectrumKind spectrum = attn::SpectrumKind::gaussian_mixture;  // or local_window
   Index spectrum_components = 2;   // T per head
   std::vector<Index> window_radii; // local_window: v_t per component (empty: 1, 3, 7, ... ladder)
-  attn::ProposalKind proposal = attn::ProposalKind::spectrum;  // local_window: uniform_box
+  attn::ProposalKind proposal = attn::ProposalKind::spectrum;  // ignored for local_window (always uniform_box)
   double proposal_scale = 0.5;     // s0 of the gaussian proposal (cycles per position)
   double init_sigma_min = 0.02;    // gaussian_mixture init ladder (cycles per position): mask
   double init_sigma_max = 0.3;     //   widths 1/(pi sigma) from about 1 to 16 positions
