@@ -137,6 +137,25 @@ struct MoleculePrediction {
   std::vector<double> stddev;  // ensemble standard deviation (population, 1/M); zeros for M = 1
 };
 
+// Atomization energies (issue 6). A target that is one of QM9's total energies (U0, U, H, G) in an
+// energy unit also gives the molecule's atomization energy
+//   E_atomization = E - sum_i E_free(Z_i)
+// with QM9's free-atom energies at the same level of theory (train::qm9_free_atom_energy),
+// converted to the target's unit. It is offered only when every element the model accepts has a
+// free-atom energy (H, C, N, O, F), so it exists for every molecule the model can predict. The
+// ensemble spread is the total energy's: the subtracted sum is a constant of the molecule.
+struct AtomizationOutput {
+  std::size_t target = 0;  // index of the total-energy target
+  std::string name;        // "<target>_atom", e.g. "U0_atom" (QM9's u0_atom)
+  std::string unit;        // the target's unit, e.g. "eV"
+};
+std::vector<AtomizationOutput> atomization_outputs(const std::vector<models::TargetSpec>& targets,
+                                                   std::span<const std::int32_t> model_elements);
+// E - sum_i E_free(Z_i) in output.unit. Throws InvalidArgument naming the element when one has no
+// QM9 free-atom energy (cannot happen for molecules the model accepted).
+double atomization_energy(const AtomizationOutput& output, double total_energy,
+                          std::span<const int> atomic_numbers);
+
 // A molecule of a batch: its prediction, or why it could not be predicted.
 struct MoleculeResult {
   std::optional<MoleculePrediction> prediction;
@@ -178,6 +197,10 @@ class Predictor {
   }
   // The targets, with the unit every predicted value is in.
   const std::vector<models::TargetSpec>& targets() const noexcept;
+
+  // The atomization energies this predictor can add to its targets (see AtomizationOutput): the
+  // members' element sets are joined.
+  std::vector<AtomizationOutput> atomization_outputs() const;
 
   // Why a member cannot predict `molecule` (the first such reason), or nullopt.
   std::optional<std::string> unsupported_reason(const models::Molecule& molecule) const;

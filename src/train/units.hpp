@@ -14,6 +14,7 @@
 
 #include "core/error.hpp"
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +64,14 @@ struct TargetInfo {
 const std::vector<TargetInfo>& qm9_targets();
 // nullptr if `name` is not a QM9 property. Case-sensitive ("U0", "homo", "Cv").
 const TargetInfo* find_qm9_target(std::string_view name);
+
+// Energy of the free atom of element `atomic_number` for the QM9 energy property `name` (U0, U,
+// H or G), in Hartree, at QM9's level of theory (B3LYP/6-31G(2df,p); the "atomref" table of
+// Ramakrishnan et al., Sci. Data 1, 140022 (2014)). nullopt for other properties and for elements
+// outside H, C, N, O, F. The atomization energy of a molecule is then
+//   E_atomization = E - sum_i E_free(Z_i)      (negative for a bound molecule),
+// which is what QM9's derived columns u0_atom ... g298_atom hold (in kcal/mol).
+std::optional<double> qm9_free_atom_energy(std::string_view name, int atomic_number);
 
 // Splits a CSV header like "U0 [Hartree]" or "gap_pred [eV]" into name and unit; no brackets gives
 // an empty unit. Throws ConfigError for an unbalanced bracket.

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,21 +49,48 @@ std::string short_number(double v) {
   return buf;
 }
 
+// One output column: a model target, or the atomization energy derived from a total-energy target
+// (pipeline::AtomizationOutput). The ensemble spread of a derived column is its target's.
+struct OutputColumn {
+  std::string name;  // "U0", "U0_atom"
+  std::string unit;
+  std::size_t target = 0;
+  std::optional<pipeline::AtomizationOutput> atomization;
+
+  double mean(const chem::PointSet& points, const pipeline::MoleculePrediction& p) const {
+    if (!atomization) return p.mean[target];
+    return pipeline::atomization_energy(*atomization, p.mean[target], points.atomic_numbers);
+  }
+  double stddev(const pipeline::MoleculePrediction& p) const { return p.stddev[target]; }
+};
+
+std::vector<OutputColumn> output_columns(const pipeline::Predictor& predictor) {
+  std::vector<OutputColumn> columns;
+  const auto& targets = predictor.targets();
+  const auto derived = predictor.atomization_outputs();
+  for (std::size_t t = 0; t < targets.size(); ++t) {
+    columns.push_back({targets[t].name, targets[t].unit, t, std::nullopt});
+    for (const auto& a : derived)
+      if (a.target == t) columns.push_back({a.name, a.unit, t, a});
+  }
+  return columns;
+}
+
 // The readable table: one line per molecule, columns sized from the header.
 class TablePrinter {
  public:
-  TablePrinter(std::ostream& out, const std::vector<models::TargetSpec>& targets, bool ensemble)
-      : out_(out), targets_(targets), ensemble_(ensemble) {}
+  TablePrinter(std::ostream& out, const std::vector<OutputColumn>& columns, bool ensemble)
+      : out_(out), columns_(columns), ensemble_(ensemble) {}
 
   void row(const chem::PointSet& p, const pipeline::MoleculePrediction& pred) {
     if (!header_done_) header();
     std::string name = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
     if (name.size() > 24) name = name.substr(0, 21) + "...";
     out_ << pad(std::to_string(++count_), 6) << pad(name, 26) << pad(std::to_string(p.size()), 6);
-    for (std::size_t t = 0; t < targets_.size(); ++t) {
-      std::string cell = short_number(pred.mean[t]);
-      if (ensemble_) cell += " +- " + short_number(pred.stddev[t]);
-      out_ << "  " << pad(cell, widths_[t]);
+    for (std::size_t c = 0; c < columns_.size(); ++c) {
+      std::string cell = short_number(columns_[c].mean(p, pred));
+      if (ensemble_) cell += " +- " + short_number(columns_[c].stddev(pred));
+      out_ << "  " << pad(cell, widths_[c]);
     }
     out_ << "\n";
   }
@@ -71,15 +99,15 @@ class TablePrinter {
   void header() {
     header_done_ = true;
     out_ << pad("#", 6) << pad("molecule", 26) << pad("atoms", 6);
-    for (const auto& t : targets_) {
-      const std::string h = t.name + " [" + t.unit + "]";
+    for (const auto& c : columns_) {
+      const std::string h = c.name + " [" + c.unit + "]";
       widths_.push_back(std::max<std::size_t>(h.size(), ensemble_ ? 26 : 13));
       out_ << "  " << pad(h, widths_.back());
     }
     out_ << "\n";
   }
   std::ostream& out_;
-  const std::vector<models::TargetSpec>& targets_;
+  const std::vector<OutputColumn>& columns_;
   bool ensemble_;
   bool header_done_ = false;
   std::size_t count_ = 0;
@@ -154,14 +182,14 @@ int run_predict(const std::vector<std::string>& args) {
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   std::vector<std::filesystem::path> paths(model_paths.begin(), model_paths.end());
   const pipeline::Predictor predictor = pipeline::Predictor::load(paths);
-  const auto& targets = predictor.targets();
+  const std::vector<OutputColumn> columns = output_columns(predictor);
   const bool ensemble = predictor.ensemble_size() > 1;
 
   // Open the output before reading anything: an unwritable path fails at once.
   std::unique_ptr<chem::MoleculeWriter> writer;
   if (!output.empty()) writer = chem::MoleculeWriter::open(output, write);
   const bool table = output.empty() || (vm.count("table") != 0 && output != "-");
-  TablePrinter printer(std::cout, targets, ensemble);
+  TablePrinter printer(std::cout, columns, ensemble);
 
   pipeline::PredictOptions popts;
   popts.batch_size = batch_size;
@@ -172,16 +200,17 @@ int run_predict(const std::vector<std::string>& args) {
       inputs, read, popts, [&](chem::PointSet&& points, const pipeline::MoleculePrediction& p) {
         if (writer) {
           values.clear();
-          for (std::size_t t = 0; t < targets.size(); ++t) {
-            const std::string name = "flt_" + targets[t].name;
+          for (const auto& column : columns) {
+            const std::string name = "flt_" + column.name;
+            const double mean = column.mean(points, p);
             if (format == chem::Format::sdf || format == chem::Format::csv) {
               // The unit is part of the SD tag name / CSV header: "flt_U0 [eV]".
-              values.push_back({name + " [" + targets[t].unit + "]", p.mean[t], ""});
+              values.push_back({name + " [" + column.unit + "]", mean, ""});
               if (ensemble)
-                values.push_back({name + "_std [" + targets[t].unit + "]", p.stddev[t], ""});
+                values.push_back({name + "_std [" + column.unit + "]", column.stddev(p), ""});
             } else {
-              values.push_back({name, p.mean[t], targets[t].unit});
-              if (ensemble) values.push_back({name + "_std", p.stddev[t], targets[t].unit});
+              values.push_back({name, mean, column.unit});
+              if (ensemble) values.push_back({name + "_std", column.stddev(p), column.unit});
             }
           }
           writer->write(points, values);
