@@ -7,6 +7,7 @@
 #include "core/random.hpp"
 #include "train/atomic_file.hpp"
 #include "train/csv.hpp"
+#include "train/split.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -85,6 +86,18 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   }
   data.max_z = predictor.members().front()->config().max_z;
   Dataset dataset = load_dataset(data);
+  if (!options.split_file.empty()) {
+    const train::Split split = train::read_split_file(options.split_file, dataset.size(), dataset.ids);
+    const std::vector<std::size_t>* chosen = nullptr;
+    if (options.subset == "train") chosen = &split.train;
+    if (options.subset == "validation") chosen = &split.validation;
+    if (options.subset == "test") chosen = &split.test;
+    if (chosen == nullptr)
+      throw ConfigError("subset must be train, validation or test, not '" + options.subset + "'");
+    if (chosen->empty())
+      throw InputError(options.split_file, 0, "the " + options.subset + " subset is empty");
+    dataset = subset(dataset, *chosen);
+  }
 
   EvalResult result;
   result.rotations = options.rotations;

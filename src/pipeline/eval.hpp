@@ -42,6 +42,12 @@ struct EvalOptions {
   std::uint64_t seed = 0;      // rotations' random seed
   int threads = 0;             // OpenMP threads per call, 0 = OpenMP default
   std::size_t batch_size = 64; // molecules per model call
+  // Evaluate one subset of a split file (subset,index,id as `flt train` writes it, e.g.
+  // datasets/qm9/split.csv): `subset` is train, validation or test. The split is validated
+  // against the loaded records (indices in range, ids equal), so a split of other data is an
+  // error rather than a silent mismatch. Empty split_file: every record.
+  std::string split_file;
+  std::string subset = "test";
 };
 
 struct TargetEvaluation {

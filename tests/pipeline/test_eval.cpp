@@ -130,3 +130,38 @@ TEST_CASE("eval: molecules the model cannot handle are skipped and listed", "[ev
   CHECK(run.status == 3);
   CHECK(run.err.find("record 4") != std::string::npos);
 }
+
+TEST_CASE("eval: --split-file evaluates one subset, and a split of other data is an error", "[eval]") {
+  TempDir dir("eval-split");
+  const auto predictor = Predictor::load({save_small_model(dir, "m.flt", 14)});
+  const std::string qm9 = qm9_records(dir, 6);
+  EvalOptions all;
+  all.data.inputs = {qm9};
+  all.rotations = 0;
+  const auto every = evaluate(predictor, all);
+  REQUIRE(every.ids.size() == 6);
+  const auto& id = every.ids;
+  const fs::path split = dir / "split.csv";
+  std::ofstream(split) << "subset,index,id\ntrain,0," << id[0] << "\ntrain,1," << id[1] << "\ntest,2,"
+                       << id[2] << "\nvalidation,3," << id[3] << "\ntest,5," << id[5] << "\ntrain,4,"
+                       << id[4] << "\n";
+  EvalOptions options = all;
+  options.split_file = split.string();
+  const auto test = evaluate(predictor, options);
+  CHECK(test.ids == std::vector<std::string>{id[2], id[5]});
+  CHECK(test.targets[0].metrics.count == 2);
+  // The same predictions as evaluating everything and picking the rows.
+  CHECK(every.predicted(2, 0) == test.predicted(0, 0));
+  CHECK(every.predicted(5, 0) == test.predicted(1, 0));
+  options.subset = "validation";
+  CHECK(evaluate(predictor, options).ids == std::vector<std::string>{id[3]});
+  // A split whose ids do not match the records names the split file.
+  std::ofstream(split) << "subset,index,id\ntrain,0," << id[0] << "\ntest,1,gdb 999999\n";
+  options.subset = "test";
+  CHECK_THROWS_WITH(evaluate(predictor, options), Catch::Contains("split.csv"));
+  // Through the program: --subset without --split-file is a usage error.
+  const auto run = run_flt("eval -m " + quoted(dir / "m.flt") + " " + quoted(qm9) +
+                               " --rotations 0 --subset test",
+                           dir);
+  CHECK(run.status == 2);
+}

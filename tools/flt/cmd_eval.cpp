@@ -44,6 +44,7 @@ std::vector<std::string> split_list(const std::string& text) {
 int run_eval(const std::vector<std::string>& args) {
   std::vector<std::string> inputs, model_paths, source_units;
   std::string targets, in_format, on_error = "skip", csv, predictions, labels, label_key;
+  std::string split_file, subset = "test";
   int rotations = 8, threads = 0;
   std::uint64_t seed = 0;
   std::size_t batch_size = 64, limit = 0;
@@ -62,6 +63,8 @@ int run_eval(const std::vector<std::string>& args) {
       ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
       ("on-error", po::value(&on_error), "skip (default) or fail")
       ("limit", po::value(&limit), "evaluate at most this many molecules (default 0: all)")
+      ("split-file", po::value(&split_file), "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)")
+      ("subset", po::value(&subset), "with --split-file: train, validation or test (default test)")
       ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
       ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
       ("quiet,q", "log errors only")
@@ -102,6 +105,13 @@ int run_eval(const std::vector<std::string>& args) {
   eval.seed = seed;
   eval.threads = threads;
   eval.batch_size = batch_size;
+  if (subset != "train" && subset != "validation" && subset != "test")
+    throw UsageError("--subset must be train, validation or test, not '" + subset + "'");
+  if (vm.count("subset") != 0 && split_file.empty()) throw UsageError("--subset needs --split-file");
+  if (!split_file.empty() && limit != 0)
+    throw UsageError("--limit cannot be combined with --split-file (the split indexes every record)");
+  eval.split_file = split_file;
+  eval.subset = subset;
 
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   const pipeline::Predictor predictor =
