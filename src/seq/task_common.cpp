@@ -131,9 +131,14 @@ void write_curve_plots(const fs::path& dir, const std::vector<std::string>& metr
     om.x_label = "epoch";
     om.y_label = metrics[m];
     std::string stem = metrics[m];
-    for (char& c : stem)
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') c = '_';
-    while (!stem.empty() && stem.back() == '_') stem.pop_back();
+    // "MAE_U0 [eV]" -> "MAE_U0_eV": other characters become '_', runs of '_' collapse.
+    std::string clean;
+    for (char c : stem) {
+      const char k = std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '_';
+      if (k != '_' || (!clean.empty() && clean.back() != '_')) clean += k;
+    }
+    while (!clean.empty() && clean.back() == '_') clean.pop_back();
+    stem = clean;
     train::write_svg(dir / ("learning_curve_" + stem + ".svg"), train::line_plot_svg({{"validation", x, y, "#d62728", true, true}}, om));
   }
 }
@@ -343,7 +348,6 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
   meta["training.steps"] = std::to_string(best.step);
   meta["training.planned_steps"] = std::to_string(cosine.total_steps);
   meta["training.stopped_by_budget"] = st.stopped_by_budget ? "true" : "false";
-  meta["training.seconds"] = train::csv_number(st.seconds);
   meta["training.config"] = fingerprint;
   result.model_path = dir / "model.flt";
   model.save(result.model_path, meta);

@@ -24,7 +24,7 @@ namespace {
 
 const std::vector<std::string>& owned_keys() {
   static const std::vector<std::string> k = {"input", "vocab_size", "image_height", "image_width", "patch",
-                                             "head", "num_outputs", "causal", "seed", "head_hidden"};
+                                             "head", "num_outputs", "causal", "seed"};
   return k;
 }
 

@@ -1,0 +1,123 @@
+// End to end: the flt program's `image` and `seq` subcommands (tiny models, a few hundred
+// examples): train, eval, --config round trip, --resume, exit codes and messages.
+#include "seq_test_util.hpp"
+#include "train/atomic_file.hpp"
+#include "train/json.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+
+using namespace flt;
+using flt::seq::testing::Scratch;
+using flt::seq::testing::run_flt;
+namespace fs = std::filesystem;
+using namespace std::string_literals;
+
+namespace {
+
+std::string q(const fs::path& p) {
+  std::string s = "'";
+  s += p.string();
+  s += "'";
+  return s;
+}
+
+const char* kTinyModel =
+    " --width 16 --heads 2 --blocks 1 --mlp-hidden 32 --head-hidden 16 --num-features 8 --num-frequencies 8 --threads 1";
+
+}  // namespace
+
+TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][program]") {
+  Scratch dir("prog-image");
+  seq::testing::write_synthetic_idx(dir / "data", 320, 64, /*gz=*/false);
+  const std::string common = " --data-dir "s + q(dir / "data") + " --validation 64 --epochs 6 --batch-size 16 --lr 1e-2"s + kTinyModel;
+  auto r = run_flt("image train --out "s + q(dir / "a") + common, dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("test accuracy:") != std::string::npos);
+  CHECK(r.err.find("epoch 6/6") != std::string::npos);  // progress on stderr
+  const train::Json m = train::Json::parse(train::read_file(dir / "a" / "test_metrics.json"));
+  const double acc = m.find("test_accuracy")->as_double();
+  CHECK(acc > 0.8);
+
+  // eval of the saved model gives the same accuracy; it writes metrics files with --out.
+  r = run_flt("image eval --model "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data") + " --out "s + q(dir / "ev"),
+              dir.path());
+  REQUIRE(r.status == 0);
+  CHECK(train::Json::parse(train::read_file(dir / "ev" / "test_metrics.json")).find("test_accuracy")->as_double() == acc);
+
+  // The run's config.ini repeats the run exactly.
+  r = run_flt("image train --config "s + q(dir / "a" / "config.ini") + " --out "s + q(dir / "b"), dir.path());
+  REQUIRE(r.status == 0);
+  CHECK(train::read_file(dir / "a" / "model.flt") == train::read_file(dir / "b" / "model.flt"));
+
+  // Interrupted after epoch 1, resumed (configuration read from the run directory).
+  r = run_flt("image train --out "s + q(dir / "c") + common + " --stop-after-epoch 1", dir.path());
+  REQUIRE(r.status == 0);
+  r = run_flt("image train --resume --out "s + q(dir / "c"), dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(train::read_file(dir / "a" / "model.flt") == train::read_file(dir / "c" / "model.flt"));
+
+  // Usage errors exit 2, run-time errors exit 1, each with a message.
+  r = run_flt("image train --out "s + q(dir / "d") + " --attention softmax", dir.path());
+  CHECK(r.status == 2);
+  CHECK(r.err.find("softmax") != std::string::npos);
+  r = run_flt("image frobnicate", dir.path());
+  CHECK(r.status == 2);
+  r = run_flt("image train --out "s + q(dir / "a") + common, dir.path());  // existing run directory
+  CHECK(r.status == 1);
+  CHECK(r.err.find("--overwrite") != std::string::npos);
+  r = run_flt("image train --out "s + q(dir / "e") + " --data-dir "s + q(dir / "nowhere") + kTinyModel, dir.path());
+  CHECK(r.status == 1);
+  CHECK(r.err.find("nowhere") != std::string::npos);
+  r = run_flt("image eval --model "s + q(dir / "nowhere.flt"), dir.path());
+  CHECK(r.status == 1);
+  r = run_flt("image --help", dir.path());
+  CHECK(r.status == 0);
+  CHECK(r.out.find("--time-budget") != std::string::npos);
+}
+
+TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES; task checks", "[seq][program]") {
+  Scratch dir("prog-seq");
+  const std::string data = " --index "s + q(seq::testing::qm9_index()) + " --split-file "s + q(seq::testing::qm9_split());
+  auto r = run_flt("seq train --task lm --out "s + q(dir / "lm") + data + " --train-limit 200 --test-limit 100 --epochs 1"s + kTinyModel,
+                   dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("bits per character:") != std::string::npos);
+  const train::Json lm = train::Json::parse(train::read_file(dir / "lm" / "test_metrics.json"));
+  CHECK(lm.find("test_bpc")->as_double() > 0.5);
+  r = run_flt("seq eval --task lm --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("strings: 1000") != std::string::npos);
+
+  r = run_flt("seq train --task property --targets gap,mu --out "s + q(dir / "p") + data +
+                  " --train-limit 200 --test-limit 100 --epochs 1 --attention performer"s + kTinyModel,
+              dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("gap") != std::string::npos);
+  CHECK(r.out.find("Debye") != std::string::npos);
+  r = run_flt("seq eval --task property --model "s + q(dir / "p" / "model.flt") + data, dir.path());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("molecules: 1000") != std::string::npos);
+  // The task is read back from the run's config.ini on --resume (nothing left to do: same model).
+  const std::string before = train::read_file(dir / "p" / "model.flt");
+  r = run_flt("seq train --resume --out "s + q(dir / "p"), dir.path());
+  REQUIRE(r.status == 0);
+  CHECK(train::read_file(dir / "p" / "model.flt") == before);
+
+  // Wrong task for a model file, unknown target, option of the other task.
+  r = run_flt("seq eval --task lm --model "s + q(dir / "p" / "model.flt") + data, dir.path());
+  CHECK(r.status == 1);
+  CHECK(r.err.find("not a SMILES language model") != std::string::npos);
+  r = run_flt("seq train --task property --targets nonsense --out "s + q(dir / "x") + data + kTinyModel, dir.path());
+  CHECK(r.status == 1);
+  CHECK(r.err.find("unknown QM9 target 'nonsense'") != std::string::npos);
+  r = run_flt("seq train --task lm --targets gap --out "s + q(dir / "y") + data, dir.path());
+  CHECK(r.status == 2);
+  r = run_flt("seq train --task words --out "s + q(dir / "z"), dir.path());
+  CHECK(r.status == 2);
+}
