@@ -49,7 +49,7 @@ def table(task, title, metrics, digits):
             sep += "---|"
         head += f" {col} mean |"
         sep += "---|"
-    head += " wall / CPU per run (s) | load after |"
+    head += " wall (CPU) s per seed | load after |"
     sep += "---|---|"
     out += [head, sep]
     for kind in KINDS:
@@ -60,8 +60,8 @@ def table(task, title, metrics, digits):
             row += "".join(f" {fmt(v, digits)} |" for v in vals)
             have = [v for v in vals if v is not None]
             row += f" {fmt(sum(have) / len(have), digits) if have else '-'} |"
-        times = " / ".join(
-            "-" if r is None or r["_wall"] is None else f"{r['_wall']:.0f} / {r['_user']:.0f}" for r in runs)
+        times = ", ".join(
+            "-" if r is None or r["_wall"] is None else f"{r['_wall']:.0f} ({r['_user']:.0f})" for r in runs)
         loads = ", ".join("-" if r is None or r["_load"] is None else r["_load"] for r in runs)
         row += f" {times} | {loads} |"
         out.append(row)
