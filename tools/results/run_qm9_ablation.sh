@@ -1,0 +1,45 @@
+#!/bin/sh
+# The QM9 attention ablation of issue 6 (docs/results/qm9.md): the default configuration with
+# targets U0 and gap, 10 epochs, for each attention kind and seed; then a Markdown table of the
+# test MAE (mean and half the range over the seeds).
+#   tools/results/run_qm9_ablation.sh [--threads N] [--seeds "1 2"] [--kinds "bias kronecker performer exact"]
+#                                     [--epochs 10] [--flt PATH] [--out runs]
+# Existing finished runs (runs/abl-KIND-SEED/test_metrics.csv) are reused, not retrained.
+set -eu
+cd "$(dirname "$0")/../.."
+threads=1 seeds="1 2" kinds="bias kronecker performer exact" epochs=10 out=runs
+flt=${FLT_BUILD_DIR:-build}/tools/flt
+while [ $# -gt 0 ]; do
+  case $1 in
+    --threads) threads=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --kinds) kinds=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --flt) flt=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$flt" ] || { echo "no flt program at $flt: build it first" >&2; exit 1; }
+for kind in $kinds; do
+  for seed in $seeds; do
+    run=$out/abl-$kind-$seed
+    [ -f "$run/test_metrics.csv" ] && continue
+    start=$(date +%s)
+    OMP_WAIT_POLICY=passive "$flt" train --config datasets/qm9/default_model.ini --targets U0,gap \
+      --attention "$kind" --seed "$seed" --threads "$threads" --epochs "$epochs" --out "$run" --overwrite -q
+    echo "$kind seed $seed: $(( $(date +%s) - start )) s wall" >&2
+  done
+done
+echo "| attention | seeds | U0 test MAE [eV] | gap test MAE [eV] |"
+echo "|---|---|---|---|"
+for kind in $kinds; do
+  files=""
+  for seed in $seeds; do files="$files $out/abl-$kind-$seed/test_metrics.csv"; done
+  # mean and half the range over the seeds, per target
+  awk -F, -v kind="$kind" -v seeds="$seeds" '
+    FNR == 1 { next }
+    { n[$1]++; s[$1] += $4; if (!($1 in lo) || $4 < lo[$1]) lo[$1] = $4; if (!($1 in hi) || $4 > hi[$1]) hi[$1] = $4 }
+    END { printf "| %s | %s | %.3f +- %.3f | %.3f +- %.3f |\n", kind, seeds,
+          s["U0"] / n["U0"], (hi["U0"] - lo["U0"]) / 2, s["gap"] / n["gap"], (hi["gap"] - lo["gap"]) / 2 }' $files
+done
