@@ -12,7 +12,7 @@ import os
 import sys
 
 RUNS = sys.argv[1] if len(sys.argv) > 1 else "runs/issue7"
-KINDS = ["flt", "performer", "toeplitz"]
+KINDS = ["flt", "flt_local", "performer", "toeplitz"]  # flt_local: FLT with the local RPE
 SEEDS = [1, 2]
 
 
@@ -54,6 +54,8 @@ def table(task, title, metrics, digits):
     out += [head, sep]
     for kind in KINDS:
         runs = [load(f"{task}-{kind}-s{s}") for s in SEEDS]
+        if all(r is None for r in runs):
+            continue
         row = f"| {kind} |"
         for _, key, scale in metrics:
             vals = [None if r is None or r.get(key) is None else r[key] * scale for r in runs]

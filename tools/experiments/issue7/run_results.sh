@@ -5,7 +5,7 @@
 #
 #   tools/experiments/issue7/run_results.sh [FLT_BINARY] [PART...]
 #
-# PART: headline, headline12, image, property, lm (default: headline image property lm). Run from the repository root. Each run
+# PART: headline, headline12, image, property, lm, local (default: headline image property lm). Run from the repository root. Each run
 # writes runs/issue7/<part>-<attention>-s<seed>/ (model.flt, learning_curve.csv, test_metrics.json,
 # config.ini, SVGs) and its stderr log next to it; tools/experiments/issue7/make_table.py turns
 # them into the tables of docs/results/sequence-image.md. One OpenMP thread per run (the machine
@@ -64,6 +64,15 @@ for part in $PARTS; do
         run lm-$att-s$seed seq train --task lm --attention $att --seed $seed \
           --epochs 3 --batch-size 32 --lr 1e-3
       done; done ;;
+    local)
+      # FLT with the local RPE (local_window spectrum, E22) instead of the Gaussian mixture, at the
+      # image and property budgets above.
+      for seed in 1 2; do
+        run image-flt_local-s$seed image train "${IMAGE_MODEL[@]}" --attention flt --spectrum local_window --seed $seed \
+          --train-limit 10000 --validation 2000 --test-limit 5000 --epochs 1 --batch-size 64 --lr 2e-3
+        run property-flt_local-s$seed seq train --task property --attention flt --spectrum local_window --seed $seed \
+          --epochs 4 --batch-size 32 --lr 1e-3
+      done ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
 done
