@@ -521,4 +521,20 @@ void write_metrics_json(const fs::path& path, const std::vector<std::pair<std::s
   train::write_file_atomic(path, j.dump() + "\n");
 }
 
+bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::string& model_note,
+                       const std::string& examples, std::size_t train, std::size_t validation,
+                       std::size_t test) {
+  out << "run directory: " << run.run_dir.string() << "\n";
+  if (run.stopped_by_hook) {
+    out << "stopped after epoch " << run.epochs_run << " (continue with --resume)\n";
+    return false;
+  }
+  out << "model: " << run.model_path.string() << " (" << model_note << ")\n";
+  out << examples << ": " << train << " train, " << validation << " validation, " << test << " test\n";
+  out << "epochs: " << run.epochs_run << " of " << run.planned_epochs << " (best " << run.best_epoch << "), steps "
+      << run.steps << " of " << run.planned_steps << (run.stopped_by_budget ? ", stopped by the time budget" : "")
+      << "; training time " << train::format_duration(run.seconds) << "\n";
+  return true;
+}
+
 }  // namespace flt::seq

@@ -121,6 +121,14 @@ struct TaskRunResult {
 TaskRunResult run_task(const TaskRunConfig& config, TokenModel<float>& model, TrainableTask& task,
                        const TaskOutput& output = {});
 
+// The lines every task's summary starts with: the run directory, then either "stopped after epoch
+// N (continue with --resume)" (returns false: nothing more to report) or the model file with
+// `model_note` (e.g. "106574 parameters"), the example counts ("images: 55000 train, ...") and the
+// epochs/steps/training-time line (returns true).
+bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::string& model_note,
+                       const std::string& examples, std::size_t train, std::size_t validation,
+                       std::size_t test);
+
 // ---------------------------------------------------------------------------------------------
 // Options shared by the subcommands (flt image, flt seq): sections [train], [model], [run].
 

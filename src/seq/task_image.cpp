@@ -382,16 +382,9 @@ std::string format_image_evaluation(const ImageEvaluation& e) {
 
 std::string format_image_summary(const ImageTrainResult& r) {
   std::ostringstream out;
-  out << "run directory: " << r.run.run_dir.string() << "\n";
-  if (r.run.stopped_by_hook) {
-    out << "stopped after epoch " << r.run.epochs_run << " (continue with --resume)\n";
+  if (!write_run_summary(out, r.run, std::to_string(r.parameters) + " parameters", "images",
+                         r.train_size, r.validation_size, r.test_size))
     return out.str();
-  }
-  out << "model: " << r.run.model_path.string() << " (" << r.parameters << " parameters)\n";
-  out << "images: " << r.train_size << " train, " << r.validation_size << " validation, " << r.test_size << " test\n";
-  out << "epochs: " << r.run.epochs_run << " of " << r.run.planned_epochs << " (best " << r.run.best_epoch << "), steps "
-      << r.run.steps << " of " << r.run.planned_steps << (r.run.stopped_by_budget ? ", stopped by the time budget" : "")
-      << "; training time " << train::format_duration(r.run.seconds) << "\n";
   out << std::fixed << std::setprecision(4);
   if (!r.run.best_validation.metrics.empty()) out << "validation accuracy (best epoch): " << r.run.best_validation.metrics[0] << "\n";
   out << "test accuracy: " << r.test.accuracy << " (" << r.test.count << " images), test loss " << r.test.loss << "\n";

@@ -387,16 +387,11 @@ std::string format_property_evaluation(const PropertyEvaluation& e) {
 
 std::string format_property_summary(const PropertyTrainResult& r) {
   std::ostringstream out;
-  out << "run directory: " << r.run.run_dir.string() << "\n";
-  if (r.run.stopped_by_hook) {
-    out << "stopped after epoch " << r.run.epochs_run << " (continue with --resume)\n";
+  const std::string note =
+      std::to_string(r.parameters) + " parameters, vocabulary " + std::to_string(r.vocabulary);
+  if (!write_run_summary(out, r.run, note, "molecules",
+                         r.train_size, r.validation_size, r.test_size))
     return out.str();
-  }
-  out << "model: " << r.run.model_path.string() << " (" << r.parameters << " parameters, vocabulary " << r.vocabulary << ")\n";
-  out << "molecules: " << r.train_size << " train, " << r.validation_size << " validation, " << r.test_size << " test\n";
-  out << "epochs: " << r.run.epochs_run << " of " << r.run.planned_epochs << " (best " << r.run.best_epoch << "), steps "
-      << r.run.steps << " of " << r.run.planned_steps << (r.run.stopped_by_budget ? ", stopped by the time budget" : "")
-      << "; training time " << train::format_duration(r.run.seconds) << "\n";
   out << "test metrics:\n" << format_property_evaluation(r.test);
   return out.str();
 }

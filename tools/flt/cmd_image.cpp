@@ -6,6 +6,7 @@
 #include "core/log.hpp"
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
+#include "flt/options_util.hpp"
 #include "seq/task_image.hpp"
 #include "train/progress.hpp"
 
@@ -44,23 +45,6 @@ train::OptionSchema eval_schema() {
   return s;
 }
 
-// Strips -h/-q/-v (handled here like flt train); returns true when help was asked for.
-bool common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args) {
-  for (const auto& a : raw) {
-    if (a == "-h" || a == "--help") return true;
-    if (a == "-q" || a == "--quiet") {
-      set_log_sink(stderr_log_sink(LogLevel::error));
-      continue;
-    }
-    if (a == "-v" || a == "--verbose") {
-      set_log_sink(stderr_log_sink(LogLevel::info));
-      continue;
-    }
-    args.push_back(a);
-  }
-  return false;
-}
-
 int run_image(const std::vector<std::string>& raw_args) {
   if (raw_args.empty() || raw_args[0] == "-h" || raw_args[0] == "--help") {
     std::cout << kUsage << "train options:\n" << seq::image_option_schema().help() << "\neval options:\n" << eval_schema().help();
@@ -68,7 +52,7 @@ int run_image(const std::vector<std::string>& raw_args) {
   }
   const std::string action = raw_args[0];
   std::vector<std::string> args;
-  const bool help = common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args);
+  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args);
   if (action == "train") {
     if (help) {
       std::cout << kUsage << "train options:\n" << seq::image_option_schema().help();

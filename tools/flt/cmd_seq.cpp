@@ -7,6 +7,7 @@
 #include "core/log.hpp"
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
+#include "flt/options_util.hpp"
 #include "seq/task_lm.hpp"
 #include "seq/task_property.hpp"
 #include "train/ini.hpp"
@@ -51,22 +52,6 @@ train::OptionSchema eval_schema() {
   return s;
 }
 
-bool common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args) {
-  for (const auto& a : raw) {
-    if (a == "-h" || a == "--help") return true;
-    if (a == "-q" || a == "--quiet") {
-      set_log_sink(stderr_log_sink(LogLevel::error));
-      continue;
-    }
-    if (a == "-v" || a == "--verbose") {
-      set_log_sink(stderr_log_sink(LogLevel::info));
-      continue;
-    }
-    args.push_back(a);
-  }
-  return false;
-}
-
 // The task of a `train` command line: --task on the command line, else [data] task of the
 // --config file, else of RUN_DIR/config.ini on --resume, else property.
 std::string task_of(const std::vector<std::string>& args) {
@@ -99,7 +84,7 @@ int run_seq(const std::vector<std::string>& raw_args) {
   }
   const std::string action = raw_args[0];
   std::vector<std::string> args;
-  const bool help = common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args);
+  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args);
   seq::TaskOutput output;
   output.progress = &std::cerr;
   output.terminal = train::is_terminal(stderr);

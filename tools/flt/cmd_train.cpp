@@ -6,6 +6,7 @@
 #include "core/log.hpp"
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
+#include "flt/options_util.hpp"
 #include "pipeline/train.hpp"
 #include "train/progress.hpp"
 
@@ -30,20 +31,9 @@ const char* kUsage =
 
 int run_train(const std::vector<std::string>& raw_args) {
   std::vector<std::string> args;
-  for (const auto& a : raw_args) {
-    if (a == "-h" || a == "--help") {
-      std::cout << kUsage << flt::pipeline::train_option_schema().help();
-      return kExitOk;
-    }
-    if (a == "-q" || a == "--quiet") {
-      set_log_sink(stderr_log_sink(LogLevel::error));
-      continue;
-    }
-    if (a == "-v" || a == "--verbose") {
-      set_log_sink(stderr_log_sink(LogLevel::info));
-      continue;
-    }
-    args.push_back(a);
+  if (strip_common_flags(raw_args, args)) {
+    std::cout << kUsage << flt::pipeline::train_option_schema().help();
+    return kExitOk;
   }
   flt::pipeline::TrainConfig config;
   try {

@@ -30,4 +30,20 @@ void apply_verbosity(const po::variables_map& vm) {
   }
 }
 
+bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args) {
+  for (const auto& a : raw) {
+    if (a == "-h" || a == "--help") return true;
+    if (a == "-q" || a == "--quiet") {
+      set_log_sink(stderr_log_sink(LogLevel::error));
+      continue;
+    }
+    if (a == "-v" || a == "--verbose") {
+      set_log_sink(stderr_log_sink(LogLevel::info));
+      continue;
+    }
+    args.push_back(a);
+  }
+  return false;
+}
+
 }  // namespace flt::cli

@@ -21,4 +21,10 @@ boost::program_options::variables_map parse_arguments(
 // leaves the default (warnings) otherwise.
 void apply_verbosity(const boost::program_options::variables_map& vm);
 
+// For the subcommands whose options come from a train::OptionSchema rather than
+// Program_options (flt train, image, seq): copies `raw` into `args` without -q/--quiet and
+// -v/--verbose (installing the matching log sink, as apply_verbosity does) and returns true as
+// soon as -h/--help is seen.
+bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args);
+
 }  // namespace flt::cli
