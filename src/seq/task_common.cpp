@@ -537,4 +537,10 @@ bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::s
   return true;
 }
 
+const std::vector<std::string>& sequence_task_owned_keys() {
+  static const std::vector<std::string> keys = {"input", "vocab_size", "image_height", "image_width", "patch",
+                                                "head", "num_outputs", "causal", "seed"};
+  return keys;
+}
+
 }  // namespace flt::seq

@@ -22,12 +22,6 @@ using train::OptionType;
 
 namespace {
 
-const std::vector<std::string>& owned_keys() {
-  static const std::vector<std::string> k = {"input", "vocab_size", "image_height", "image_width", "patch",
-                                             "head", "num_outputs", "causal", "seed"};
-  return k;
-}
-
 TokenModelConfig lm_model_defaults() {
   TokenModelConfig c;
   c.input = InputKind::tokens;
@@ -160,7 +154,7 @@ train::OptionSchema lm_option_schema() {
   s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training strings (0: all)");
   s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
   add_run_options(s, 10, 32, 1e-3);
-  add_model_options(s, lm_model_defaults(), owned_keys());
+  add_model_options(s, lm_model_defaults(), sequence_task_owned_keys());
   return s;
 }
 
@@ -175,7 +169,7 @@ LmTrainConfig lm_config_from_options(const train::ResolvedOptions& o) {
   c.train_limit = static_cast<std::size_t>(limit);
   c.test_limit = static_cast<std::size_t>(tlimit);
   c.run = run_config_from_options(o);
-  c.model = model_config_from_options(o, lm_model_defaults(), owned_keys());
+  c.model = model_config_from_options(o, lm_model_defaults(), sequence_task_owned_keys());
   c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
   return c;
 }

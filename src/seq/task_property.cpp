@@ -23,12 +23,6 @@ using train::OptionType;
 
 namespace {
 
-const std::vector<std::string>& owned_keys() {
-  static const std::vector<std::string> k = {"input", "vocab_size", "image_height", "image_width", "patch",
-                                             "head", "num_outputs", "causal", "seed"};
-  return k;
-}
-
 TokenModelConfig property_model_defaults() {
   TokenModelConfig c;
   c.input = InputKind::tokens;
@@ -217,7 +211,7 @@ train::OptionSchema property_option_schema() {
   s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training molecules (0: all)");
   s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
   add_run_options(s, 20, 32, 1e-3);
-  add_model_options(s, property_model_defaults(), owned_keys());
+  add_model_options(s, property_model_defaults(), sequence_task_owned_keys());
   return s;
 }
 
@@ -238,7 +232,7 @@ PropertyTrainConfig property_config_from_options(const train::ResolvedOptions& o
   if (tlimit < 0) throw ConfigError("--test-limit must be >= 0");
   c.test_limit = static_cast<std::size_t>(tlimit);
   c.run = run_config_from_options(o);
-  c.model = model_config_from_options(o, property_model_defaults(), owned_keys());
+  c.model = model_config_from_options(o, property_model_defaults(), sequence_task_owned_keys());
   c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
   return c;
 }
