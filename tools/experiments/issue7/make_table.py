@@ -94,8 +94,42 @@ if full is not None:
             cells.append(fmt(sum(vals) / len(vals), 4) if vals else "-")
         print(f"| {kind} | " + " | ".join(cells) + " |")
     print()
-h = load("headline-flt-s1")
-if h is not None:
-    print(f"Headline: FLT 2-D RPE, test accuracy {100 * h['test_accuracy']:.2f}% on all "
-          f"{int(h['test_images'])} test images, {int(h['epochs'])} epochs / {int(h['steps'])} steps, "
-          f"training time {h['training_seconds'] / 60:.1f} min (wall {h['_wall']:.0f} s, CPU {h['_user']:.0f} s).")
+# Headline runs (every runs/issue7/headline*-s<seed> directory): planned epochs, threads and
+# augmentation from the run's config.ini, validation accuracy per epoch from learning_curve.csv.
+def ini_values(path):
+    vals = {}
+    if os.path.exists(path):
+        for line in open(path):
+            if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+                k, v = line.split("=", 1)
+                vals[k.strip()] = v.strip()
+    return vals
+
+
+heads = sorted(d for d in os.listdir(RUNS) if d.startswith("headline") and load(d) is not None) \
+    if os.path.isdir(RUNS) else []
+if heads:
+    print("| run | planned epochs | threads | augmentation | epochs / steps done | training time |"
+          " wall, CPU of the process | load after | validation accuracy (best epoch) | test accuracy |"
+          " validation accuracy per epoch |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for d in heads:
+        m = load(d)
+        cfg = ini_values(os.path.join(RUNS, d, "config.ini"))
+        aug = []
+        if cfg.get("flip") == "true":
+            aug.append("flips")
+        if cfg.get("shift", "0") != "0":
+            aug.append(f"shifts <= {cfg['shift']} px")
+        curve = []
+        lc = os.path.join(RUNS, d, "learning_curve.csv")
+        if os.path.exists(lc):
+            rows = [l.strip().split(",") for l in open(lc)]
+            col = rows[0].index("val_accuracy")
+            curve = [f"{r[0]}: {100 * float(r[col]):.2f}%" for r in rows[1:]]
+        wall = f"{m['_wall']:.2f} s wall, {m['_user']:.2f} s user" if m["_wall"] is not None else "-"
+        print(f"| `{d}` | {cfg.get('epochs', '-')} | {cfg.get('threads', '-')} | {', '.join(aug) or 'none'} | "
+              f"{int(m['epochs'])} / {int(m['steps'])} of {int(m['planned_steps'])} | "
+              f"{m['training_seconds'] / 60:.1f} min | {wall} | {m['_load'] or '-'} | "
+              f"{100 * m['validation_accuracy']:.2f}% | **{100 * m['test_accuracy']:.2f}%** | {', '.join(curve)} |")
+    print()
