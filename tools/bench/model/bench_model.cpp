@@ -2,30 +2,37 @@
 // runs it next to the PyTorch implementation in tools/bench/torch/flt_torch.py). One process = one
 // measurement (the harness reads this process's peak RSS from wait4), printing one JSON line.
 //
-// Shapes: S molecules per batch, N atoms per batch; the model is the default MoleculeModel<float>
-// (models::ModelConfig defaults: D = 128, H = 8, 3 blocks, bias FLT attention, m = 16, R = 16,
-// radial_gaussian spectrum with T = 4), one extensive target.
+// Shapes: S molecules per batch, N atoms per batch, P targets. The model is the bundled default
+// model (`--model`, models/default.flt): its configuration (exact attention with a learned radial
+// bias, D = 128, H = 8, 3 blocks, F = 256, G = 128, P = 8 targets with sum/mean pooling) and, for
+// prediction, its trained weights and normalisation.
 //
 // Input (written by tools/bench/torch/prepare_data.py from datasets/qm9/qm9_subset.xyz.gz, so
-// both sides see identical molecules and targets): first line M; per molecule a line "n y" (y =
-// the standardised U0 target, dimensionless) followed by n lines "Z x y z" (Angstrom).
+// both sides see identical molecules and targets): first line "M P"; per molecule a line
+// "n y_1 .. y_P" (the standardised targets, dimensionless) followed by n lines "Z x y z"
+// (Angstrom).
 //
 // Modes:
 //   train    `--steps` optimisation steps after `--warmup` untimed ones, batches of `--batch-size`
-//            consecutive molecules (cycling): zero grads, forward, MSE on the standardised target,
-//            backward, global-norm clipping at 10, AdamW (lr 5e-4 constant, betas 0.9/0.999,
-//            eps 1e-8, weight decay 0.01 on matrices only) -- the per-step work of
-//            pipeline/train.cpp with its defaults (the learning-rate schedule is left out: it is
-//            one scalar per step on both sides).
-//   predict  physical-unit predictions (MoleculeModel::predict) of `--molecules` molecules in
-//            batches of `--batch-size` (64: the predictor's default), after one untimed batch.
-//   export   writes the freshly initialised model (`--model-out`, a .flt file) and its predictions
-//            (normalised output, one line per molecule, %.9g) for the first `--molecules`
-//            molecules to `--predictions-out`: the parity check of the PyTorch forward.
+//            consecutive molecules (cycling), from a fresh model with the default model's
+//            configuration and seed -- the per-step work of `flt train --config
+//            datasets/qm9/default_model.ini` (pipeline/train.cpp): zero grads, forward, L1 loss on
+//            the standardised targets, backward, global-norm clipping at 10, AdamW (lr 5e-4,
+//            betas 0.9/0.999, eps 1e-8, weight decay 0.05 on matrices only), then the weights'
+//            exponential moving average (decay 0.999 with warm-up). The learning-rate schedule is
+//            left out on both sides (one scalar per step).
+//   predict  physical-unit predictions (MoleculeModel::predict) of the trained default model for
+//            `--molecules` molecules in batches of `--batch-size` (64: the predictor's default),
+//            after one untimed batch.
+//   export   writes the fresh model that `train` starts from (`--model-out`, a .flt file) and the
+//            trained default model's normalised outputs (one line per molecule, P values, %.9g)
+//            for the first `--molecules` molecules to `--predictions-out`: the parity check of the
+//            PyTorch forward.
 #include "core/losses.hpp"
 #include "core/optim.hpp"
 #include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
+#include "pipeline/dataset_model_io.hpp"
 
 #include <omp.h>
 
@@ -45,7 +52,7 @@ using flt::Index;
 using flt::models::Molecule;
 
 struct Args {
-  std::string mode, data, model_out, predictions_out;
+  std::string mode, data, model, model_out, predictions_out;
   int threads = 1;
   int steps = 200;
   int warmup = 5;
@@ -70,28 +77,31 @@ Args parse(int argc, char** argv) {
     else if (k == "--batch-size") a.batch_size = std::stoi(val());
     else if (k == "--molecules") a.molecules = std::stoi(val());
     else if (k == "--seed") a.seed = std::stoull(val());
+    else if (k == "--model") a.model = val();
     else if (k == "--model-out") a.model_out = val();
     else if (k == "--predictions-out") a.predictions_out = val();
     else throw std::runtime_error("unknown option " + k);
   }
   if (a.mode != "train" && a.mode != "predict" && a.mode != "export")
     throw std::runtime_error("--mode must be train, predict or export");
-  if (a.data.empty()) throw std::runtime_error("--data is required");
+  if (a.data.empty() || a.model.empty()) throw std::runtime_error("--data and --model are required");
   if (a.threads < 1 || a.steps < 1 || a.warmup < 0 || a.batch_size < 1 || a.molecules < 1)
     throw std::runtime_error("--threads, --steps, --batch-size, --molecules must be >= 1");
   return a;
 }
 
-void read_data(const std::string& path, std::vector<Molecule>& mols, std::vector<double>& y) {
+// y: M x P targets, row-major.
+void read_data(const std::string& path, std::vector<Molecule>& mols, std::vector<double>& y, std::size_t& p) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot open " + path);
   std::size_t m = 0;
-  in >> m;
+  in >> m >> p;
   mols.resize(m);
-  y.resize(m);
+  y.resize(m * p);
   for (std::size_t s = 0; s < m; ++s) {
     std::size_t n = 0;
-    in >> n >> y[s];
+    in >> n;
+    for (std::size_t t = 0; t < p; ++t) in >> y[s * p + t];
     auto& mol = mols[s];
     mol.atomic_numbers.resize(n);
     mol.positions.resize(n);
@@ -113,15 +123,17 @@ double cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-// Batch b of size B over the data, cycling (consecutive molecules, as the torch side).
+// Batch b of size B over the data, cycling (consecutive molecules, as the torch side); labels
+// (count x p, row-major) when asked.
 flt::models::MoleculeBatch batch_at(const std::vector<Molecule>& mols, std::size_t first,
                                     std::size_t count, std::vector<double>* labels_out = nullptr,
-                                    const std::vector<double>* y = nullptr) {
+                                    const std::vector<double>* y = nullptr, std::size_t p = 0) {
   std::vector<const Molecule*> ptrs;
   for (std::size_t k = 0; k < count; ++k) {
     const std::size_t s = (first + k) % mols.size();
     ptrs.push_back(&mols[s]);
-    if (labels_out) labels_out->push_back((*y)[s]);
+    if (labels_out)
+      for (std::size_t t = 0; t < p; ++t) labels_out->push_back((*y)[s * p + t]);
   }
   return flt::models::MoleculeBatch::from(std::span<const Molecule* const>(ptrs));
 }
@@ -134,47 +146,61 @@ int main(int argc, char** argv) {
     omp_set_num_threads(a.threads);
     std::vector<Molecule> mols;
     std::vector<double> y;
-    read_data(a.data, mols, y);
-    flt::models::ModelConfig config;  // the documented defaults
-    config.seed = a.seed;
-    flt::models::MoleculeModel<float> model(config);
-    auto& store = model.parameters();
+    std::size_t p = 0;
+    read_data(a.data, mols, y, p);
+    // The bundled default model: its configuration for training (fresh weights from its seed), its
+    // trained weights and normalisation for prediction.
+    flt::pipeline::LoadedModelFile trained = flt::pipeline::load_model_file(a.model);
+    flt::models::MoleculeModel<float>& default_model = *trained.model;
+    if (static_cast<std::size_t>(default_model.config().num_targets()) != p)
+      throw std::runtime_error("the data file has " + std::to_string(p) + " targets, the model " +
+                               std::to_string(default_model.config().num_targets()));
     std::size_t atoms = 0;
 
     if (a.mode == "export") {
-      flt::models::save_model(a.model_out, model);
+      flt::models::MoleculeModel<float> fresh(default_model.config());
+      flt::models::save_model(a.model_out, fresh);
       std::ofstream out(a.predictions_out);
       for (int s = 0; s < a.molecules; ++s) {
         flt::models::ModelCache<float> cache;
         const auto b = batch_at(mols, static_cast<std::size_t>(s), 1);
-        const flt::Mat<float> o = model.forward(b, cache);
-        char line[64];
-        std::snprintf(line, sizeof line, "%.9g\n", static_cast<double>(o(0, 0)));
-        out << line;
+        const flt::Mat<float> o = default_model.forward(b, cache);
+        for (flt::Index t = 0; t < o.cols(); ++t) {
+          char v[32];
+          std::snprintf(v, sizeof v, "%s%.9g", t ? " " : "", static_cast<double>(o(0, t)));
+          out << v;
+        }
+        out << "\n";
       }
       std::printf("{\"mode\":\"export\",\"molecules\":%d}\n", a.molecules);
       return 0;
     }
 
     if (a.mode == "train") {
-      flt::AdamW<float> opt(store.size(), flt::AdamWConfig{0.9, 0.999, 1e-8, 0.01});
+      flt::models::MoleculeModel<float> model(default_model.config());
+      auto& store = model.parameters();
+      flt::AdamW<float> opt(store.size(), flt::AdamWConfig{0.9, 0.999, 1e-8, 0.05});
       opt.set_decay_mask(flt::decay_mask_matrices_only(store));
+      flt::ExponentialMovingAverage<float> ema(store.values(), 0.999, true);
       flt::models::ModelCache<float> cache;
       double loss = 0;
       auto step = [&](int k) {
         std::vector<double> labels;
         const std::size_t first = static_cast<std::size_t>(k) * static_cast<std::size_t>(a.batch_size);
-        const auto b = batch_at(mols, first, static_cast<std::size_t>(a.batch_size), &labels, &y);
+        const auto b = batch_at(mols, first, static_cast<std::size_t>(a.batch_size), &labels, &y, p);
         store.zero_grad();
         const flt::Mat<float> out = model.forward(b, cache);
-        flt::Mat<float> target(out.rows(), 1);
-        for (Index s = 0; s < out.rows(); ++s) target(s, 0) = static_cast<float>(labels[static_cast<std::size_t>(s)]);
-        const flt::LossValue lv = flt::mse_loss_forward<float>(out, target);
+        flt::Mat<float> target(out.rows(), out.cols());
+        for (Index s = 0; s < out.rows(); ++s)
+          for (Index t = 0; t < out.cols(); ++t)
+            target(s, t) = static_cast<float>(labels[static_cast<std::size_t>(s * out.cols() + t)]);
+        const flt::LossValue lv = flt::l1_loss_forward<float>(out, target);
         flt::Mat<float> dout = flt::Mat<float>::Zero(out.rows(), out.cols());
-        flt::mse_loss_backward<float>(out, target, dout);
+        flt::l1_loss_backward<float>(out, target, dout);
         model.backward(b, cache, dout);
         flt::clip_grad_norm(store, 10.0);
         opt.step(store, 5e-4);
+        ema.update(store.values());
         loss = lv.value;
         return static_cast<std::size_t>(b.num_atoms());
       };
@@ -196,7 +222,7 @@ int main(int argc, char** argv) {
     double checksum = 0;
     {
       const auto b = batch_at(mols, 0, static_cast<std::size_t>(a.batch_size));
-      checksum += model.predict(b).sum();
+      checksum += default_model.predict(b).sum();
     }
     const auto t0 = std::chrono::steady_clock::now();
     const double c0 = cpu_seconds();
@@ -204,7 +230,7 @@ int main(int argc, char** argv) {
       const int count = std::min(a.batch_size, a.molecules - first);
       const auto b = batch_at(mols, static_cast<std::size_t>(first), static_cast<std::size_t>(count));
       atoms += static_cast<std::size_t>(b.num_atoms());
-      checksum += model.predict(b).sum();
+      checksum += default_model.predict(b).sum();
     }
     const double t = seconds_since(t0);
     const double cpu = cpu_seconds() - c0;

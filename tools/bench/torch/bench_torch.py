@@ -2,15 +2,19 @@
 """PyTorch side of the issue-5 model benchmark: one measurement per process (the harness reads
 the peak RSS of this process), one JSON line on stdout. Mirrors tools/bench/model/bench_model.cpp.
 
-  bench_torch.py train   --data F --threads N [--steps 200 --warmup 5 --batch-size 32] [--model M.flt]
-  bench_torch.py predict --data F --threads N [--molecules 2048 --batch-size 64] [--model M.flt]
+  bench_torch.py train   --data F --threads N --model INIT.flt [--steps 200 --warmup 5 --batch-size 32]
+  bench_torch.py predict --data F --threads N --model M.flt [--molecules 2048 --batch-size 64]
   bench_torch.py parity  --data F --model M.flt --predictions P.txt [--molecules K]
 
-train: zero grads, forward, MSE on the standardised target, backward, clip_grad_norm_(10), AdamW
-(lr 5e-4, betas 0.9/0.999, eps 1e-8, weight decay 0.01 on matrices only), batches of consecutive
-molecules, as the C++ driver. predict: forward under torch.inference_mode in batches of 64 plus the
-same denormalisation work as the C++ predict (identity normalisation here: a sum of zeros).
-parity: loads the C++ model (.flt) and compares its per-molecule outputs with the C++ ones.
+train: one optimisation step of `flt train --config datasets/qm9/default_model.ini` per batch of
+consecutive molecules, as the C++ driver: zero grads, forward, L1 loss on the standardised
+targets, backward, clip_grad_norm_(10), AdamW (lr 5e-4, betas 0.9/0.999, eps 1e-8, weight decay
+0.05 on matrices only; the foreach implementation), then the weights' exponential moving average
+(decay min(0.999, (1 + n) / (10 + n)) after n updates; torch._foreach ops). The learning-rate
+schedule is left out on both sides (one scalar per step).
+predict: forward under torch.inference_mode in batches of 64 plus the denormalisation to physical
+units (MoleculeModel::predict does both).
+parity: loads a C++ model (.flt) and compares its normalised per-molecule outputs with the C++ ones.
 """
 import argparse
 import json
@@ -33,7 +37,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--molecules", type=int, default=2048)
-    ap.add_argument("--model", default=None, help="C++ .flt model to start from (default: own init)")
+    ap.add_argument("--model", required=True, help="C++ .flt model (the initial weights for train)")
     ap.add_argument("--predictions", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -42,7 +46,7 @@ def main():
     except RuntimeError:
         pass
     mols = flt_torch.read_molecules(a.data)
-    model = flt_torch.load_flt(a.model) if a.model else flt_torch.MoleculeModel(seed=0)
+    model = flt_torch.load_flt(a.model)
 
     if a.mode == "parity":
         cpp = [float(x) for x in open(a.predictions).read().split()]
@@ -51,14 +55,18 @@ def main():
         worst_abs, worst_rel, rows = 0.0, 0.0, []
         with torch.inference_mode():
             # One molecule per call (as the C++ export) and the same molecules as one padded batch.
-            single = [model(*flt_torch.make_batch(mols, s, 1)[:3])[0, 0].item() for s in range(K)]
-            batched = model(*flt_torch.make_batch(mols, 0, K)[:3])[:, 0].tolist()
+            single = [model(*flt_torch.make_batch(mols, s, 1)[:3])[0].tolist() for s in range(K)]
+            batched = model(*flt_torch.make_batch(mols, 0, K)[:3]).tolist()
+        P = len(single[0])
+        cpp = [cpp[s * P:(s + 1) * P] for s in range(len(cpp) // P)]
+        K = min(K, len(cpp))
         for s in range(K):
-            d = abs(single[s] - cpp[s])
-            worst_abs = max(worst_abs, d)
-            worst_rel = max(worst_rel, d / max(abs(cpp[s]), 1e-6))
-            rows.append((s, len(mols[s][0]), cpp[s], single[s], batched[s]))
-        pad = max(abs(x - y) for x, y in zip(single, batched))
+            for t in range(P):
+                d = abs(single[s][t] - cpp[s][t])
+                worst_abs = max(worst_abs, d)
+                worst_rel = max(worst_rel, d / max(abs(cpp[s][t]), 1e-6))
+            rows.append((s, len(mols[s][0]), cpp[s][0], single[s][0], batched[s][0]))
+        pad = max(abs(x - y) for xs, ys in zip(single, batched) for x, y in zip(xs, ys))
         print(json.dumps({"mode": "parity", "molecules": K, "max_abs_diff": worst_abs,
                           "max_rel_diff": worst_rel, "max_abs_single_vs_padded": pad,
                           "rows": rows[:8]}))
@@ -67,8 +75,11 @@ def main():
     bs = a.batch_size or (32 if a.mode == "train" else 64)
     if a.mode == "train":
         model.train()
-        opt = torch.optim.AdamW(model.param_groups(0.01), lr=5e-4, betas=(0.9, 0.999), eps=1e-8)
+        opt = torch.optim.AdamW(model.param_groups(0.05), lr=5e-4, betas=(0.9, 0.999), eps=1e-8,
+                                foreach=True)
         params = [p for p in model.parameters()]
+        shadow = [p.detach().clone() for p in params]
+        ema_updates = [0]
         atoms = 0
         loss = None
 
@@ -76,10 +87,16 @@ def main():
             z, pos, mask, y = flt_torch.make_batch(mols, k * bs, bs)
             opt.zero_grad(set_to_none=False)
             out = model(z, pos, mask)
-            lv = torch.nn.functional.mse_loss(out, y)
+            lv = torch.nn.functional.l1_loss(out, y)
             lv.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
+            n = ema_updates[0]
+            d = min(0.999, (1.0 + n) / (10.0 + n))
+            with torch.no_grad():
+                torch._foreach_mul_(shadow, d)
+                torch._foreach_add_(shadow, [p.detach() for p in params], alpha=1.0 - d)
+            ema_updates[0] += 1
             return int(mask.sum()), lv.item()
 
         for k in range(a.warmup):
@@ -99,13 +116,14 @@ def main():
     checksum = 0.0
     atoms = 0
     with torch.inference_mode():
-        checksum += model(*flt_torch.make_batch(mols, 0, bs)[:3]).sum().item()
+        z, pos, mask, _ = flt_torch.make_batch(mols, 0, bs)
+        checksum += model.denormalise(z, mask, model(z, pos, mask)).sum().item()
         t0, c0 = time.perf_counter(), time.process_time()
         for first in range(0, a.molecules, bs):
             count = min(bs, a.molecules - first)
             z, pos, mask, _ = flt_torch.make_batch(mols, first, count)
             atoms += int(mask.sum())
-            out = model(z, pos, mask).double()
+            out = model.denormalise(z, mask, model(z, pos, mask))
             checksum += out.sum().item()
         t, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({"mode": "predict", "impl": "torch", "threads": a.threads, "batch_size": bs,

@@ -1,34 +1,31 @@
 #!/usr/bin/env python3
-"""PyTorch implementation of the default FLT molecule model (issue-5 benchmark reference).
+"""PyTorch implementation of the FLT molecule model (issue-5 benchmark reference).
 
 Never part of the test suite. Same architecture and hyper-parameters as flt::models::MoleculeModel
-with the defaults of models::ModelConfig (src/models/molecule_model.hpp):
+(src/models/molecule_model.hpp) for the two attention kinds the benchmark uses:
 
-  x0   = E_Z[z]                                                   (embedding, 87 x 128)
-  3 pre-norm blocks:  x += Wo Attn(LN1 x);  x += MLP(LN2 x)       (D = 128, H = 8, d = 16, F = 256)
-  head: y_n = MLP(LN x_n) (G = 128, SiLU), summed over the atoms (extensive target)
-  Attn: FLT attention, variant "bias" (E12/E13) with the radial_gaussian spectrum (T = 4),
-        m = 16 Performer features, R = 16 RPE frequencies per head, gaussian proposal s0 = 0.4:
-        x^_i = [q_i / d^(1/4); beta sqrt(R) c~ o cs(r_i - c)],  y^_j = [k_j / d^(1/4); cs(r_j - c) / sqrt(R)]
-        phi(x) = m^(-1/2) exp(W x - |x|^2/2 - stab)    (FAVOR+, E2)
-        out_i = sum_j phi(x^_i).phi(y^_j) v_j / sum_j phi(x^_i).phi(y^_j)
-        cs = [cos 2 pi xi.r, sin 2 pi xi.r],  c~_k = g(xi_k) / (R p(xi_k)),
-        g(xi) = sum_t exp(logw_t) exp(-|xi|^2 / sigma_t^2),  sigma_t^2 = exp(lmax - softplus(lmax - lambda_t)),
-        lmax = log(2 s0^2); c = the molecule's centroid; stab: per-row max for queries, per
-        (molecule, head) max over keys (detached: it cancels).
-  Training: MSE on the standardised target, global-norm clipping at 10, AdamW (lr 5e-4, betas
-  0.9/0.999, eps 1e-8, weight decay 0.01 on matrices only), batch size 32, float32.
+  * "exact" -- the configuration of the bundled default model (models/default.flt, trained with
+    datasets/qm9/default_model.ini): exact softmax attention with a learned radial logit bias,
+        out_i = sum_j softmax_j(q_i.k_j / sqrt(d) + u_h(|r_i - r_j|)) v_j,
+        u_h(rho) = sum_k a_hk exp(-(rho - mu_k)^2 / (2 w^2)),  K = 32 centres mu_k evenly on
+        [0, 10] Angstrom, w = their spacing (flt::exact::RadialBasis::uniform); a_hk learned (H x K).
+    Padded keys get a logit of -inf. The radial basis depends on the coordinates only, so it is
+    computed once per forward and shared by the blocks (the C++ kernel recomputes it per tile).
+  * "bias" -- FLT variant B (E12/E13) with the radial_gaussian spectrum, the earlier benchmark
+    configuration (ModelConfig defaults): see FltBiasAttention.
+
+  x0   = E_Z[z]                                                   (embedding, 87 x D)
+  pre-norm blocks:  x += Wo Attn(LN1 x);  x += MLP(LN2 x)          (D = 128, H = 8, d = 16, F = 256)
+  head: y_n = MLP(LN x_n) (G = 128, SiLU), P targets, each summed over the atoms (extensive) or
+        averaged (intensive) -- the default model has 8 targets, U0 homo lumo gap mu alpha zpve Cv
+        with pooling sum mean mean mean mean sum sum sum.
 
 Ragged batches: padding with masks. A batch of S molecules is padded to its largest molecule
-(S x Nmax); padded keys get phi = 0 (they add nothing to the sums), padded atoms are excluded from
-the centroid, the key stabiliser and the pooling. Attention is linear (the FLT estimator), so no
-Nmax x Nmax matrix is formed, as in the C++ kernel.
+(S x Nmax); padded atoms are excluded from attention (as keys), the centroid and the pooling.
 
-The random features (Performer frequencies W: m x (d + 2R) per head, RPE frequencies xi: R x 3 and
-their proposal density) are buffers, fixed as in the C++ default (redraw_features = false). They
-are either drawn here from the same distributions (orthogonal Gaussian blocks with chi norms; xi
-with spread directions and s0 chi(3) radii) or loaded with every weight from a C++ .flt file
-(load_flt), which is how the forward is checked against the C++ model (parity mode).
+load_flt reads a C++ .flt model file (either key prefix: "config." as written by `flt train`,
+"model." as written by models::save_model) with every weight, random feature and the
+normalisation, which is how the forward is checked against the C++ model (parity mode).
 """
 import json
 import math
@@ -40,8 +37,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 DEFAULTS = dict(width=128, heads=8, blocks=3, mlp_hidden=256, head_hidden=128, max_z=86,
-                num_features=16, num_frequencies=16, spectrum_components=4, proposal_scale=0.4,
-                init_sigma_min=0.15, init_sigma_max=0.6, init_beta=1.0, targets=1)
+                attention="bias", num_features=16, num_frequencies=16, spectrum_components=4,
+                proposal_scale=0.4, init_sigma_min=0.15, init_sigma_max=0.6, init_beta=1.0,
+                exact_rbf=32, exact_cutoff=10.0, pooling=["sum"])
 
 
 class Mlp(nn.Module):
@@ -137,19 +135,59 @@ class FltBiasAttention(nn.Module):
         return out.transpose(1, 2).reshape(S, N, H * d)
 
 
+class ExactRbfAttention(nn.Module):
+    """Multi-head exact softmax attention with the learned radial logit bias (kind "exact")."""
+
+    def __init__(self, c):
+        super().__init__()
+        H, K = c["heads"], c["exact_rbf"]
+        self.H, self.d = H, c["width"] // H
+        # The C++ initialisation (u_h(rho) ~ -rho^2 / (2 l_h^2), l_h geometric in [0.75, 3] A);
+        # the benchmark loads the C++ weights anyway.
+        spacing = c["exact_cutoff"] / (K - 1)
+        mu = [spacing * k for k in range(K)]
+        a = []
+        for h in range(H):
+            ell = 0.75 * 4.0 ** (h / (H - 1) if H > 1 else 0.0)
+            a.append([max(-20.0, -m * m / (2 * ell * ell)) / math.sqrt(2 * math.pi) for m in mu])
+        self.rbf = nn.Parameter(torch.tensor(a, dtype=torch.float32))            # H x K
+        self.register_buffer("centres", torch.tensor(mu, dtype=torch.float32))  # K
+        self.width = spacing
+
+    def basis(self, pos):
+        """Phi: S x N x N x K radial basis of the pairwise distances (shared by all blocks)."""
+        rho = torch.cdist(pos, pos)                                                # S N N
+        z = rho[..., None] - self.centres
+        return torch.exp(z * z * (-0.5 / (self.width * self.width)))
+
+    def forward(self, q, k, v, phi, mask):
+        # q, k, v: S x N x D; phi: S x N x N x K; mask: S x N (bool)
+        S, N, _ = q.shape
+        H, d = self.H, self.d
+        q = q.view(S, N, H, d).transpose(1, 2)                                     # S H N d
+        k = k.view(S, N, H, d).transpose(1, 2)
+        v = v.view(S, N, H, d).transpose(1, 2)
+        bias = (phi @ self.rbf.T).permute(0, 3, 1, 2)                              # S H N N
+        logits = (q @ k.transpose(2, 3)) * d ** -0.5 + bias
+        logits = logits.masked_fill(~mask[:, None, None, :], -math.inf)
+        out = torch.softmax(logits, dim=-1) @ v                                    # S H N d
+        return out.transpose(1, 2).reshape(S, N, H * d)
+
+
 class Block(nn.Module):
     def __init__(self, c, gen):
         super().__init__()
         D = c["width"]
         self.ln1 = nn.LayerNorm(D)
         self.q, self.k, self.v, self.o = (nn.Linear(D, D) for _ in range(4))
-        self.attn = FltBiasAttention(c, gen)
+        self.attn = ExactRbfAttention(c) if c["attention"] == "exact" else FltBiasAttention(c, gen)
         self.ln2 = nn.LayerNorm(D)
         self.mlp = Mlp(D, c["mlp_hidden"], D)
 
-    def forward(self, x, pos, mask):
+    def forward(self, x, geom, mask):
+        # geom: the centred positions (bias kind) or the radial basis Phi (exact kind)
         u = self.ln1(x)
-        x = x + self.o(self.attn(self.q(u), self.k(u), self.v(u), pos, mask))
+        x = x + self.o(self.attn(self.q(u), self.k(u), self.v(u), geom, mask))
         return x + self.mlp(self.ln2(x))
 
 
@@ -163,25 +201,46 @@ class MoleculeModel(nn.Module):
         self.embed = nn.Embedding(c["max_z"] + 1, c["width"])
         self.blocks = nn.ModuleList(Block(c, gen) for _ in range(c["blocks"]))
         self.ln_out = nn.LayerNorm(c["width"])
-        self.head = Mlp(c["width"], c["head_hidden"], c["targets"])
+        self.head = Mlp(c["width"], c["head_hidden"], len(c["pooling"]))
+        self.register_buffer("intensive", torch.tensor([p == "mean" for p in c["pooling"]]))
+        # Normalisation (identity until load_flt): per target mean m_t, scale sigma_t and
+        # per-element reference values e_t[Z] (P x (max_z + 1)).
+        P = len(c["pooling"])
+        self.register_buffer("norm_mean", torch.zeros(P, dtype=torch.float64))
+        self.register_buffer("norm_scale", torch.ones(P, dtype=torch.float64))
+        self.register_buffer("norm_reference", torch.zeros(P, c["max_z"] + 1, dtype=torch.float64))
 
     def forward(self, z, pos, mask):
         """z: S x N (long, 0 = padding), pos: S x N x 3 Angstrom, mask: S x N bool -> S x P
-        (normalised units, summed over atoms)."""
+        (normalised units, summed or averaged over the atoms per target)."""
         maskf = mask.to(pos.dtype)[..., None]
         n = maskf.sum(dim=1, keepdim=True)
-        pos = (pos - (pos * maskf).sum(dim=1, keepdim=True) / n) * maskf          # centred
+        if self.c["attention"] == "exact":
+            geom = self.blocks[0].attn.basis(pos)
+        else:
+            geom = (pos - (pos * maskf).sum(dim=1, keepdim=True) / n) * maskf     # centred
         x = self.embed(z)
         for b in self.blocks:
-            x = b(x, pos, mask)
+            x = b(x, geom, mask)
         y = self.head(self.ln_out(x))
-        return (y * maskf).sum(dim=1)
+        pooled = (y * maskf).sum(dim=1)                                            # S x P
+        return torch.where(self.intensive, pooled / n[:, 0], pooled)
+
+    def denormalise(self, z, mask, out):
+        """Physical units (float64, S x P), as MoleculeModel::denormalise: extensive
+        y = sum_n e[Z_n] + |s| m + sigma out; intensive y = m + sigma out."""
+        n = mask.sum(dim=1, keepdim=True).double()
+        ref = self.norm_reference[:, z].sum(dim=-1).T                              # S x P (row 0 = 0)
+        ext = ref + n * self.norm_mean + self.norm_scale * out.double()
+        inten = self.norm_mean + self.norm_scale * out.double()
+        return torch.where(self.intensive, inten, ext)
 
     def param_groups(self, weight_decay):
         """AdamW groups as the C++ decay_mask_matrices_only: decay tensors that are matrices in the
         C++ layout (Linear weights, the embedding), not vectors (biases, LayerNorm, spectra, beta)."""
         decay, no = [], []
         for name, p in self.named_parameters():
+            # (the exact kind's H x K radial coefficients are a matrix in C++ too: decayed)
             is_matrix = p.dim() == 2 and not (name.endswith(".logw") or name.endswith(".lam"))
             (decay if is_matrix else no).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no, "weight_decay": 0.0}]
@@ -208,20 +267,23 @@ def read_flt(path):
 
 
 def load_flt(path):
-    """A MoleculeModel holding exactly the weights and random features of a C++ .flt model
-    (default configuration; C++ Linear weights are in x out, torch's out x in)."""
+    """A MoleculeModel holding exactly the weights, random features and normalisation of a C++
+    .flt model (C++ Linear weights are in x out, torch's out x in)."""
     meta, A = read_flt(path)
+    prefix = "config." if "config.width" in meta else "model."
+    cfg = lambda key: meta[prefix + key]
     c = {}
     for key in ("width", "heads", "blocks", "mlp_hidden", "head_hidden", "max_z", "num_features",
-                "num_frequencies", "spectrum_components"):
-        c[key] = int(meta["model." + key])
-    for key in ("proposal_scale", "init_sigma_min", "init_sigma_max", "init_beta"):
-        c[key] = float(meta["model." + key])
-    c["targets"] = len(meta["model.targets"].split(","))
-    assert meta["model.attention"] == "bias" and meta["model.spectrum"] == "radial_gaussian"
-    assert meta["model.activation"] == "silu" and meta["model.use_charges"] == "false"
-    for t in meta["model.target_pooling"].split(","):
-        assert t == "sum", "this reference implements sum pooling (the default U0 target)"
+                "num_frequencies", "spectrum_components", "exact_rbf"):
+        c[key] = int(cfg(key))
+    for key in ("proposal_scale", "init_sigma_min", "init_sigma_max", "init_beta", "exact_cutoff"):
+        c[key] = float(cfg(key))
+    c["attention"] = cfg("attention")
+    c["pooling"] = cfg("target_pooling").split(",")
+    assert c["attention"] in ("bias", "exact"), "this reference implements the bias and exact kinds"
+    assert c["attention"] == "exact" or cfg("spectrum") == "radial_gaussian"
+    assert cfg("activation") == "silu" and cfg("use_charges") == "false"
+    assert all(t in ("sum", "mean") for t in c["pooling"])
     model = MoleculeModel(c)
     P = lambda name: torch.from_numpy(A["param." + name].astype(np.float32))
 
@@ -243,6 +305,9 @@ def load_flt(path):
         lin(blk.mlp.fc1, p + ".mlp.fc1")
         lin(blk.mlp.fc2, p + ".mlp.fc2")
         at = blk.attn
+        if c["attention"] == "exact":
+            at.rbf.data.copy_(P(f"{p}.attn.rbf"))
+            continue
         at.logw.data.copy_(torch.stack([P(f"{p}.attn.rpe.h{h}.logw").reshape(-1) for h in range(at.H)]))
         at.lam.data.copy_(torch.stack([P(f"{p}.attn.rpe.h{h}.lambda").reshape(-1) for h in range(at.H)]))
         at.beta.data.copy_(P(f"{p}.attn.rpe.beta").reshape(-1))
@@ -253,6 +318,9 @@ def load_flt(path):
     ln(model.ln_out, "head.ln")
     lin(model.head.fc1, "head.mlp.fc1")
     lin(model.head.fc2, "head.mlp.fc2")
+    model.norm_mean.copy_(torch.from_numpy(A["norm.mean"].reshape(-1)))
+    model.norm_scale.copy_(torch.from_numpy(A["norm.scale"].reshape(-1)))
+    model.norm_reference.copy_(torch.from_numpy(A["norm.reference"]))
     return model
 
 
@@ -260,14 +328,15 @@ def load_flt(path):
 # Data (the file of prepare_data.py) and padded batches.
 
 def read_molecules(path):
+    """The file of prepare_data.py: "M P", then per molecule "n y_1 .. y_P" and n "Z x y z" lines."""
     with open(path) as f:
         tok = f.read().split()
-    M = int(tok[0])
-    i = 1
+    M, P = int(tok[0]), int(tok[1])
+    i = 2
     mols = []
     for _ in range(M):
-        n, y = int(tok[i]), float(tok[i + 1])
-        i += 2
+        n, y = int(tok[i]), [float(t) for t in tok[i + 1:i + 1 + P]]
+        i += 1 + P
         arr = np.array(tok[i:i + 4 * n], dtype=np.float64).reshape(n, 4)
         i += 4 * n
         mols.append((arr[:, 0].astype(np.int64), arr[:, 1:], y))
@@ -286,5 +355,5 @@ def make_batch(mols, first, count):
         z[s, :n] = torch.from_numpy(zz)
         pos[s, :n] = torch.from_numpy(pp).float()
         mask[s, :n] = True
-    y = torch.tensor([[m[2]] for m in sel], dtype=torch.float32)
+    y = torch.tensor([m[2] for m in sel], dtype=torch.float32)
     return z, pos, mask, y

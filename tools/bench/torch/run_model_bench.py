@@ -88,27 +88,30 @@ def main():
     os.makedirs(work, exist_ok=True)
     data = os.path.join(work, "qm9_molecules.txt")
     src = os.path.join(ROOT, "datasets", "qm9", "qm9_subset.xyz.gz")
-    if not os.path.exists(data) or os.path.getmtime(data) < os.path.getmtime(src):
+    if not os.path.exists(data) or os.path.getmtime(data) < max(os.path.getmtime(src), os.path.getmtime(os.path.join(HERE, "prepare_data.py"))):
         subprocess.check_call([PY, os.path.join(HERE, "prepare_data.py"), src, data])
     cpp = os.path.join(a.build_dir, "tools", "bench", "model", "bench_model")
     torch_py = os.path.join(HERE, "bench_torch.py")
+    default_model = os.path.join(ROOT, "models", "default.flt")
     init = os.path.join(work, "init.flt")
     pred = os.path.join(work, "init_predictions.txt")
     started = datetime.datetime.now(datetime.timezone.utc)
 
-    # Parity: the C++ model's initial weights and outputs on 64 molecules, then the torch forward.
-    subprocess.check_call([cpp, "--mode", "export", "--data", data, "--molecules", "64",
+    # Parity: the trained default model's outputs on 64 molecules in C++, then the torch forward
+    # of the same file; the export also writes the fresh model both training runs start from.
+    subprocess.check_call([cpp, "--mode", "export", "--data", data, "--model", default_model, "--molecules", "64",
                            "--model-out", init, "--predictions-out", pred], stdout=subprocess.DEVNULL)
-    par = json.loads(subprocess.check_output([PY, torch_py, "parity", "--data", data, "--model", init,
+    par = json.loads(subprocess.check_output([PY, torch_py, "parity", "--data", data, "--model", default_model,
                                               "--predictions", pred, "--molecules", "64"]).decode().splitlines()[-1])
     print(f"parity: max |torch - C++| = {par['max_abs_diff']:.3g} (relative {par['max_rel_diff']:.3g}) "
           f"over {par['molecules']} molecules; padded vs single {par['max_abs_single_vs_padded']:.3g}", flush=True)
 
     def cmd(impl, mode, t):
         if impl == "cpp":
-            c = [cpp, "--mode", mode, "--data", data, "--threads", str(t)]
+            c = [cpp, "--mode", mode, "--data", data, "--threads", str(t), "--model", default_model]
         else:
-            c = [PY, torch_py, mode, "--data", data, "--threads", str(t), "--model", init]
+            c = [PY, torch_py, mode, "--data", data, "--threads", str(t),
+                 "--model", init if mode == "train" else default_model]
         if mode == "train":
             c += ["--steps", str(a.steps)]
         else:
@@ -153,8 +156,12 @@ def main():
                  f" training {a.steps} steps of 32 molecules after 5 warm-up steps; prediction {a.pred_molecules}"
                  f" molecules in batches of 64 after one warm-up batch; every measurement a fresh process.")
     lines.append(f"* Data: `datasets/qm9/qm9_subset.xyz.gz` (13,023 QM9 molecules, 18.1 atoms on average, fixed shuffle),"
-                 f" target U0 standardised after per-element reference energies.")
-    lines.append(f"* Parity (same weights, torch loads the C++ `.flt`): max |torch − C++| of the normalised output"
+                 f" the default model's 8 targets (U0 homo lumo gap mu alpha zpve Cv), standardised.")
+    lines.append("* Model: the bundled default model `models/default.flt` (exact attention with a learned radial"
+                 " bias, width 128, 8 heads, 3 blocks); training starts from fresh weights of its configuration"
+                 " (L1 loss, AdamW with weight decay 0.05, clipping at 10, weight EMA 0.999), prediction uses"
+                 " its trained weights and returns physical units.")
+    lines.append(f"* Parity (the trained default model, torch loads the C++ `.flt`): max |torch − C++| of the normalised outputs"
                  f" = {par['max_abs_diff']:.3g} (max relative {par['max_rel_diff']:.3g}) over {par['molecules']} molecules;"
                  f" padded batch vs one molecule at a time in torch: {par['max_abs_single_vs_padded']:.3g}.\n")
     lines.append("| mode | threads | C++ mol/s | PyTorch mol/s | ratio C++/PyTorch | target | C++ peak RSS (MiB) | PyTorch peak RSS (MiB) |")
