@@ -23,6 +23,21 @@ void check_shape(const char* what, Index rows, Index cols, Index want_rows, Inde
                           ", got " + shape(rows, cols));
 }
 
+template <class T>
+using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+
+// One row (contiguous: MatRef is row-major with unit inner stride) as an Eigen array, so that
+// element-wise expressions on it vectorise (Eigen's packet exp instead of one libm call per
+// element: SiLU was about a tenth of the molecule model's forward time with the scalar loop).
+template <class T>
+Eigen::Map<const Arr<T>> row_array(const ConstMatRef<T>& m, Index r) {
+  return {m.data() + r * m.outerStride(), m.cols()};
+}
+template <class T>
+Eigen::Map<Arr<T>> row_array(MatRef<T>& m, Index r) {
+  return {m.data() + r * m.outerStride(), m.cols()};
+}
+
 // Parameter-gradient reductions over rows: chunks of kRowChunk rows are processed in waves of
 // kWave chunks; the partials of one wave are computed in parallel, then added into the
 // accumulator serially in chunk order. Both the chunking and the wave size are independent of the
@@ -135,25 +150,23 @@ void layernorm_forward(ConstMatRef<T> x, std::span<const T> gamma, std::span<con
   check_shape("layernorm_forward: y", y.rows(), y.cols(), n, d);
   check_shape("layernorm_forward: xhat", xhat.rows(), xhat.cols(), n, d);
   require(static_cast<Index>(rstd.size()) == n, "layernorm_forward: rstd length must equal rows");
+  // Row statistics in T with Eigen's vectorised reductions (two passes: mean, then the mean
+  // squared deviation, which avoids the cancellation of E[x^2] - E[x]^2). For float rows of a
+  // few hundred entries the relative error of the mean and variance is ~1e-7, the precision of
+  // the stored values; the scalar double loop this replaces cost about 8% of the molecule
+  // model's forward time.
+  const auto g = Eigen::Map<const Arr<T>>(gamma.data(), d);
+  const auto b = Eigen::Map<const Arr<T>>(beta.data(), d);
   parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
     for (Index r = r0; r < r1; ++r) {
-      double mean = 0.0;
-      for (Index c = 0; c < d; ++c) mean += static_cast<double>(x(r, c));
-      mean /= static_cast<double>(d);
-      double var = 0.0;
-      for (Index c = 0; c < d; ++c) {
-        const double dev = static_cast<double>(x(r, c)) - mean;
-        var += dev * dev;
-      }
-      var /= static_cast<double>(d);
-      const double rs = 1.0 / std::sqrt(var + eps);
-      rstd[static_cast<std::size_t>(r)] = static_cast<T>(rs);
-      for (Index c = 0; c < d; ++c) {
-        const double h = (static_cast<double>(x(r, c)) - mean) * rs;
-        xhat(r, c) = static_cast<T>(h);
-        y(r, c) = static_cast<T>(h * static_cast<double>(gamma[static_cast<std::size_t>(c)]) +
-                                 static_cast<double>(beta[static_cast<std::size_t>(c)]));
-      }
+      const auto xr = row_array<T>(x, r);
+      const T mean = xr.sum() / static_cast<T>(d);
+      const T var = (xr - mean).square().sum() / static_cast<T>(d);
+      const T rs = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + eps));
+      rstd[static_cast<std::size_t>(r)] = rs;
+      auto h = row_array<T>(xhat, r);
+      h = (xr - mean) * rs;
+      row_array<T>(y, r) = h * g + b;
     }
   });
 }
@@ -300,6 +313,16 @@ template <class T>
 void activation_forward(Activation activation, ConstMatRef<T> x, MatRef<T> y) {
   check_shape("activation_forward: y", y.rows(), y.cols(), x.rows(), x.cols());
   const Index cols = x.cols();
+  if (activation == Activation::silu) {
+    // silu(x) = x / (1 + exp(-x)); for x -> -inf exp(-x) -> inf and the quotient -> -0.
+    parallel_chunks(x.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
+      for (Index r = r0; r < r1; ++r) {
+        const auto xr = row_array<T>(x, r);
+        row_array<T>(y, r) = xr / (T(1) + (-xr).exp());
+      }
+    });
+    return;
+  }
   parallel_chunks(x.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
     for (Index r = r0; r < r1; ++r)
       for (Index c = 0; c < cols; ++c) y(r, c) = act_value<T>(activation, x(r, c));
@@ -313,6 +336,17 @@ void activation_backward(Activation activation, ConstMatRef<T> x, ConstMatRef<T>
   if (dx.size() == 0) return;
   check_shape("activation_backward: dx", dx.rows(), dx.cols(), x.rows(), x.cols());
   const Index cols = x.cols();
+  if (activation == Activation::silu) {
+    // silu'(x) = s (1 + x (1 - s)), s = 1 / (1 + exp(-x)); vectorised as in activation_forward.
+    parallel_chunks(x.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
+      for (Index r = r0; r < r1; ++r) {
+        const auto xr = row_array<T>(x, r);
+        const Arr<T> sig = T(1) / (T(1) + (-xr).exp());
+        row_array<T>(dx, r) += sig * (T(1) + xr * (T(1) - sig)) * row_array<T>(dy, r);
+      }
+    });
+    return;
+  }
   parallel_chunks(x.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
     for (Index r = r0; r < r1; ++r)
       for (Index c = 0; c < cols; ++c) dx(r, c) += act_derivative<T>(activation, x(r, c)) * dy(r, c);

@@ -64,7 +64,8 @@ void linear_forward_reference(ConstMatRef<T> x, ConstMatRef<T> W, std::span<cons
 //   mu_n = (1/D) sum_d x_nd,   var_n = (1/D) sum_d (x_nd - mu_n)^2   (biased variance)
 //   rstd_n = 1 / sqrt(var_n + eps),   xhat_nd = (x_nd - mu_n) rstd_n
 //   y_nd = xhat_nd gamma_d + beta_d
-// eps is added to the variance (default 1e-5, as torch). Row statistics are accumulated in double.
+// eps is added to the variance (default 1e-5, as torch). Row statistics are computed in T with
+// vectorised two-pass reductions (mean, then the mean squared deviation).
 // The forward writes the cache: xhat (N x D) and rstd (N).
 // Backward (g = dy * gamma):
 //   dx_n += rstd_n (g_n - mean_d(g_n) - xhat_n mean_d(g_n * xhat_n))

@@ -47,22 +47,30 @@ void AdamW<T>::step(std::span<T> params, std::span<const T> grads, double lr) {
   const double step_size = lr / bc1;
   const double decay_factor = 1.0 - lr * config_.weight_decay;
   const bool masked = !decay_mask_.empty();
-  T* m = state_.m.data();
-  T* v = state_.v.data();
-  // Element-wise: no reduction, so the result is independent of the partition.
+  // Element-wise: no reduction, so the result is independent of the partition. Evaluated in T
+  // in a plain loop that the compiler vectorises (the per-element double loop this replaces was
+  // 7% of a training step of the default molecule model). Deliberately not Eigen array
+  // expressions: on a std::vector buffer (16-byte aligned) Eigen peels a data-dependent number of
+  // leading elements into its scalar path, whose rounding (FMA contraction) differs from its
+  // packet path, so results would depend on the buffer's address; the compiler's own
+  // vectorisation applies the same contraction to the vector body and the remainder.
+  const T b1t = static_cast<T>(b1), b2t = static_cast<T>(b2);
+  const T one_minus_b1 = static_cast<T>(1.0 - b1), one_minus_b2 = static_cast<T>(1.0 - b2);
+  const T inv_bc2 = static_cast<T>(1.0 / bc2_sqrt), eps = static_cast<T>(config_.eps);
+  const T step_t = static_cast<T>(step_size), decay_t = static_cast<T>(decay_factor);
+  T* const w = params.data();
+  const T* const g = grads.data();
+  T* const m = state_.m.data();
+  T* const v = state_.v.data();
+  const std::uint8_t* const flag = masked ? decay_mask_.data() : nullptr;
   parallel_chunks(static_cast<Index>(p), kFlatChunk, [&](Index, Index i0, Index i1) {
-    for (Index ii = i0; ii < i1; ++ii) {
-      const auto i = static_cast<std::size_t>(ii);
-      const double g = static_cast<double>(grads[i]);
-      double w = static_cast<double>(params[i]);
-      if (!masked || decay_mask_[i] != 0) w *= decay_factor;
-      const double mi = b1 * static_cast<double>(m[i]) + (1.0 - b1) * g;
-      const double vi = b2 * static_cast<double>(v[i]) + (1.0 - b2) * g * g;
-      m[i] = static_cast<T>(mi);
-      v[i] = static_cast<T>(vi);
-      const double denom = std::sqrt(static_cast<double>(v[i])) / bc2_sqrt + config_.eps;
-      w -= step_size * static_cast<double>(m[i]) / denom;
-      params[i] = static_cast<T>(w);
+    for (Index i = i0; i < i1; ++i) {
+      const T decay = (flag == nullptr || flag[i] != 0) ? decay_t : T(1);
+      const T mi = b1t * m[i] + one_minus_b1 * g[i];
+      const T vi = b2t * v[i] + one_minus_b2 * g[i] * g[i];
+      m[i] = mi;
+      v[i] = vi;
+      w[i] = w[i] * decay - step_t * mi / (std::sqrt(vi) * inv_bc2 + eps);
     }
   });
 }

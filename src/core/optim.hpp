@@ -22,7 +22,7 @@ namespace flt {
 // ---------------------------------------------------------------------------------------------
 // AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"; identical update to
 // torch.optim.AdamW with amsgrad=False, maximize=False). At step t = 1, 2, ... with learning rate
-// lr, for every element i (computed in double, stored back as T):
+// lr, for every element i (computed in T, vectorised; the bias corrections in double):
 //   p_i <- p_i (1 - lr * wd_i)                     decoupled decay; wd_i = weight_decay or 0 (mask)
 //   m_i <- beta1 m_i + (1 - beta1) g_i
 //   v_i <- beta2 v_i + (1 - beta2) g_i^2

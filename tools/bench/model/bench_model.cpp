@@ -28,6 +28,7 @@
 //            trained default model's normalised outputs (one line per molecule, P values, %.9g)
 //            for the first `--molecules` molecules to `--predictions-out`: the parity check of the
 //            PyTorch forward.
+#include "core/allocator.hpp"
 #include "core/losses.hpp"
 #include "core/optim.hpp"
 #include "models/model_io.hpp"
@@ -144,6 +145,9 @@ int main(int argc, char** argv) {
   try {
     const Args a = parse(argc, argv);
     omp_set_num_threads(a.threads);
+    // As the flt command does (core/allocator.hpp); the harness gives the PyTorch child the
+    // same glibc thresholds through GLIBC_TUNABLES.
+    if (!flt::tune_allocator_for_batches()) throw std::runtime_error("mallopt refused the allocator settings");
     std::vector<Molecule> mols;
     std::vector<double> y;
     std::size_t p = 0;

@@ -29,12 +29,16 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 PY = sys.executable
+GLIBC_TUNABLES = f"glibc.malloc.mmap_threshold={32 << 20}:glibc.malloc.trim_threshold={512 << 20}"
 
 
 def run_child(cmd, threads, loads):
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(threads)
+    # The glibc malloc thresholds the C++ driver sets with mallopt (src/core/allocator.hpp), so
+    # that both sides run with the same allocator settings.
+    env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
     loads.append(os.getloadavg()[0])
     with tempfile.TemporaryFile(mode="w+") as errf:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, env=env, text=True)
