@@ -45,6 +45,9 @@ Eigen::Map<Arr<T>> row_array(MatRef<T>& m, Index r) {
 // kWave partials.
 constexpr Index kWave = 16;
 
+// Output columns per block of linear_backward's weight-gradient product.
+constexpr Index kGradColBlock = 64;
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------- Linear
@@ -101,38 +104,25 @@ void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatR
     });
   }
 
-  // dW += x^T dy and db += sum_n dy_n, reduced over fixed row chunks in a fixed order.
-  const Index chunks = chunk_count(n, kRowChunk);
-  if (chunks == 0) return;
-  std::vector<Mat<T>> partial_w(static_cast<std::size_t>(std::min(chunks, kWave)));
-  std::vector<std::vector<double>> partial_b(partial_w.size());
-  Mat<T> acc_w = Mat<T>::Zero(in, out);
-  std::vector<double> acc_b(static_cast<std::size_t>(out), 0.0);
-  for (Index wave0 = 0; wave0 < chunks; wave0 += kWave) {
-    const Index wave_chunks = std::min(kWave, chunks - wave0);
-#pragma omp parallel for schedule(static) if (wave_chunks > 1)
-    for (Index k = 0; k < wave_chunks; ++k) {
-      const Index r0 = (wave0 + k) * kRowChunk;
-      const Index rows = std::min(n, r0 + kRowChunk) - r0;
-      auto& pw = partial_w[static_cast<std::size_t>(k)];
-      pw.noalias() = x.middleRows(r0, rows).transpose() * dy.middleRows(r0, rows);
-      if (!db.empty()) {
-        auto& pb = partial_b[static_cast<std::size_t>(k)];
-        pb.assign(static_cast<std::size_t>(out), 0.0);
-        for (Index r = r0; r < r0 + rows; ++r)
-          for (Index o = 0; o < out; ++o) pb[static_cast<std::size_t>(o)] += dy(r, o);
-      }
-    }
-    for (Index k = 0; k < wave_chunks; ++k) {
-      acc_w += partial_w[static_cast<std::size_t>(k)];
-      if (!db.empty())
-        for (Index o = 0; o < out; ++o)
-          acc_b[static_cast<std::size_t>(o)] +=
-              partial_b[static_cast<std::size_t>(k)][static_cast<std::size_t>(o)];
+  // dW += x^T dy and db += sum_n dy_n. Parallel over fixed blocks of kGradColBlock output
+  // columns, each reduced over all n rows by one matrix product (its summation order depends on
+  // the sizes only: Eigen runs single-threaded here), so the result does not depend on the
+  // thread count. One deep product per block instead of one per row chunk plus a serial sum of
+  // the partials: fewer packings and no scratch matrices.
+  if (n == 0) return;
+  const Index col_blocks = chunk_count(out, kGradColBlock);
+#pragma omp parallel for schedule(static) if (col_blocks > 1)
+  for (Index cb = 0; cb < col_blocks; ++cb) {
+    const Index c0 = cb * kGradColBlock;
+    const Index nc = std::min(out, c0 + kGradColBlock) - c0;
+    dW.middleCols(c0, nc).noalias() += x.transpose() * dy.middleCols(c0, nc);
+    if (!db.empty()) {
+      std::vector<double> acc(static_cast<std::size_t>(nc), 0.0);
+      for (Index r = 0; r < n; ++r)
+        for (Index c = 0; c < nc; ++c) acc[static_cast<std::size_t>(c)] += static_cast<double>(dy(r, c0 + c));
+      for (Index c = 0; c < nc; ++c) db[static_cast<std::size_t>(c0 + c)] += static_cast<T>(acc[static_cast<std::size_t>(c)]);
     }
   }
-  dW += acc_w;
-  for (std::size_t o = 0; o < db.size(); ++o) db[o] += static_cast<T>(acc_b[o]);
 }
 
 // ---------------------------------------------------------------------------------- LayerNorm

@@ -138,6 +138,19 @@ struct MaskTile {
   }
 };
 
+// Query side of dcoords for one tile (after MaskTile::pair_weights):
+//   dr_i += sum_j w_ij (r_i - r_j) = r_i sum_j w_ij - sum_j w_ij r_j.
+template <class T>
+void accumulate_query_coords(const MaskTile<T>& tile, ConstMatRef<T> coords, Index i0, Index nq,
+                             Index nk, Mat<T>& grad_q) {
+  for (Index r = 0; r < nq; ++r) {
+    const auto wr = tile.w.segment(r * nk, nk);
+    const T wsum = wr.sum();
+    for (Index a = 0; a < coords.cols(); ++a)
+      grad_q(r, a) += coords(i0 + r, a) * wsum - (wr * tile.keys_t.row(a).array().transpose()).sum();
+  }
+}
+
 template <class T>
 void validate(const StreamingAttentionConfig& cfg, const RaggedIndex& sets, ConstMatRef<T> Q,
               ConstMatRef<T> K, ConstMatRef<T> V, ConstMatRef<T> coords, ConstMatRef<T> coeffs) {
@@ -301,7 +314,16 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
     if (masked) w.tile.du_head(h, nq, nk) = additive ? w.dS : w.E.cwiseProduct(w.Tm);
   };
 
-  // Pass 1: key blocks -> dK, dV, key side of dcoords, partial dcoeffs per key block.
+  // A set that fits in one query block and one key block (every QM9 molecule with the default
+  // 64-row blocks) is a single tile: pass 1 then also computes its dQ and the query side of its
+  // dcoords from the same recomputed tile, and pass 2 skips it. Same operations in the same
+  // order as the two-pass path, so the results are bitwise the same; it saves one tile build
+  // and one recomputation per head.
+  const Index single_tile_rows = std::min(cfg.query_block, cfg.key_block);
+  auto single_tile = [&](Index set) { return sets.size(set) <= single_tile_rows; };
+
+  // Pass 1: key blocks -> dK, dV, key side of dcoords, partial dcoeffs per key block (and dQ,
+  // query side of dcoords for single-tile sets).
   const std::vector<Task> key_tasks = make_tasks(sets, cfg.key_block);
   const auto num_key_tasks = static_cast<Index>(key_tasks.size());
   std::vector<Mat<T>> dcoeff_parts(masked ? key_tasks.size() : 0);
@@ -310,14 +332,19 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
     Work w;
     w.multiplicative = multiplicative;
     if (masked) w.tile.uniform_step = MaskTile<T>::recurrence_step(cfg.basis);
-    Mat<T> dKacc, dVacc;
+    Mat<T> dKacc, dVacc, dQacc, grad_q;
 #pragma omp for schedule(dynamic, 1)
     for (Index t = 0; t < num_key_tasks; ++t) {
       const Task& task = key_tasks[static_cast<std::size_t>(t)];
       const Index j0 = task.begin, nk = task.end - task.begin;
       const Index s0 = sets.begin(task.set), s1 = sets.end(task.set);
+      const bool also_queries = single_tile(task.set);  // then i0 = j0 = s0, nq = nk
       dKacc.setZero(nk, H * d);
       dVacc.setZero(nk, H * dv);
+      if (also_queries) {
+        dQacc.setZero(nk, H * d);
+        if (masked) grad_q.setZero(nk, dc);
+      }
       Mat<T> grad_keys_t;  // dc x nk
       if (masked) {
         grad_keys_t.setZero(dc, nk);
@@ -333,6 +360,7 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
           recompute(w, h, i0, nq, j0, nk);
           dVacc.middleCols(h * dv, dv).noalias() += w.weights().transpose() * dout.block(i0, h * dv, nq, dv);
           dKacc.middleCols(h * d, d).noalias() += w.dS.transpose() * Q.block(i0, h * d, nq, d);
+          if (also_queries) dQacc.middleCols(h * d, d).noalias() += w.dS * K.block(j0, h * d, nk, d);
         }
         if (masked) {
           dcoeff_parts[static_cast<std::size_t>(t)].noalias() += w.tile.du.transpose() * w.tile.phi;
@@ -344,11 +372,16 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
               grad_keys_t.row(a).array() -=
                   wr * (coords(i0 + r, a) - w.tile.keys_t.row(a).array());
           }
+          if (also_queries) accumulate_query_coords(w.tile, coords, i0, nq, nk, grad_q);
         }
       }
       dK.middleRows(j0, nk) += scale * dKacc;
       dV.middleRows(j0, nk) += dVacc;
       if (masked) dcoords.middleRows(j0, nk) += grad_keys_t.transpose();
+      if (also_queries) {
+        dQ.middleRows(j0, nk) += scale * dQacc;
+        if (masked) dcoords.middleRows(j0, nk) += grad_q;
+      }
     }
   }
   if (masked) {
@@ -369,6 +402,7 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
 #pragma omp for schedule(dynamic, 1)
     for (Index t = 0; t < num_query_tasks; ++t) {
       const Task& task = query_tasks[static_cast<std::size_t>(t)];
+      if (single_tile(task.set)) continue;  // done in pass 1
       const Index i0 = task.begin, nq = task.end - task.begin;
       const Index s0 = sets.begin(task.set), s1 = sets.end(task.set);
       dQacc.setZero(nq, H * d);
@@ -385,14 +419,7 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
         }
         if (masked) {
           w.tile.pair_weights(cfg.basis, coeffs);
-          // dr_i += sum_j w_ij (r_i - r_j) = r_i sum_j w_ij - sum_j w_ij r_j
-          for (Index r = 0; r < nq; ++r) {
-            const auto wr = w.tile.w.segment(r * nk, nk);
-            const T wsum = wr.sum();
-            for (Index a = 0; a < dc; ++a)
-              grad_q(r, a) += coords(i0 + r, a) * wsum -
-                              (wr * w.tile.keys_t.row(a).array().transpose()).sum();
-          }
+          accumulate_query_coords(w.tile, coords, i0, nq, nk, grad_q);
         }
       }
       dQ.middleRows(i0, nq) += scale * dQacc;
