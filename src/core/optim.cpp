@@ -32,6 +32,36 @@ void AdamW<T>::set_decay_mask(std::vector<std::uint8_t> mask) {
   decay_mask_ = std::move(mask);
 }
 
+namespace {
+
+template <class T>
+struct AdamWCoefficients {
+  T b1, b2, one_minus_b1, one_minus_b2, inv_bc2, eps, step, decay;
+};
+
+// The AdamW update of n consecutive elements (see AdamW::step). A free function with restrict
+// pointers and the coefficients by value, so the compiler can prove that the stores do not
+// alias the inputs and vectorises both loops; the flag is read unconditionally in the masked
+// loop (a short-circuit test would keep it from vectorising).
+template <class T>
+void adamw_update(Index n, const AdamWCoefficients<T> k, T* __restrict w, const T* __restrict g,
+                  T* __restrict m, T* __restrict v, const std::uint8_t* __restrict flag) {
+  const auto one = [&](Index i, T decay) {
+    const T mi = k.b1 * m[i] + k.one_minus_b1 * g[i];
+    const T vi = k.b2 * v[i] + k.one_minus_b2 * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = w[i] * decay - k.step * mi / (std::sqrt(vi) * k.inv_bc2 + k.eps);
+  };
+  if (flag != nullptr) {
+    for (Index i = 0; i < n; ++i) one(i, flag[i] != 0 ? k.decay : T(1));
+  } else {
+    for (Index i = 0; i < n; ++i) one(i, k.decay);
+  }
+}
+
+}  // namespace
+
 template <class T>
 void AdamW<T>::step(std::span<T> params, std::span<const T> grads, double lr) {
   const std::size_t p = state_.m.size();
@@ -63,15 +93,9 @@ void AdamW<T>::step(std::span<T> params, std::span<const T> grads, double lr) {
   T* const m = state_.m.data();
   T* const v = state_.v.data();
   const std::uint8_t* const flag = masked ? decay_mask_.data() : nullptr;
+  const AdamWCoefficients<T> k{b1t, b2t, one_minus_b1, one_minus_b2, inv_bc2, eps, step_t, decay_t};
   parallel_chunks(static_cast<Index>(p), kFlatChunk, [&](Index, Index i0, Index i1) {
-    for (Index i = i0; i < i1; ++i) {
-      const T decay = (flag == nullptr || flag[i] != 0) ? decay_t : T(1);
-      const T mi = b1t * m[i] + one_minus_b1 * g[i];
-      const T vi = b2t * v[i] + one_minus_b2 * g[i] * g[i];
-      m[i] = mi;
-      v[i] = vi;
-      w[i] = w[i] * decay - step_t * mi / (std::sqrt(vi) * inv_bc2 + eps);
-    }
+    adamw_update<T>(i1 - i0, k, w + i0, g + i0, m + i0, v + i0, flag != nullptr ? flag + i0 : nullptr);
   });
 }
 
