@@ -1,24 +1,35 @@
 // .flt save/load of the molecule model. See model_io.hpp.
 #include "models/model_io.hpp"
 
+#include "core/error.hpp"
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
 namespace flt::models {
+
+namespace {
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+}  // namespace
 
 template <class T>
 train::ModelFile to_model_file(const MoleculeModel<T>& model,
                                const std::map<std::string, std::string>& metadata) {
-  train::ModelFile file("flt-model");
-  file.set_metadata("model.kind", kModelKind);
-  file.set_metadata("model.version", kModelVersion);
-  for (const auto& [key, value] : config_to_strings(model.config())) file.set_metadata("model." + key, value);
-  for (const auto& [key, value] : metadata) {
-    if (key.rfind("model.", 0) == 0)
-      throw InvalidArgument("save_model: metadata key '" + key + "' is reserved for the model");
-    file.set_metadata(key, value);
-  }
-  for (auto& a : model.export_arrays()) {
+  train::ModelFile file(kModelFileFormat);
+  for (const auto& [key, value] : config_to_strings(model.config())) file.set_metadata("config." + key, value);
+  for (const auto& [key, value] : metadata)
+    file.set_metadata(starts_with(key, "training.") ? key : "training." + key, value);
+  for (NamedArray& a : model.export_arrays()) {
     train::Shape shape(a.shape.begin(), a.shape.end());
-    if (a.name.rfind("param.", 0) == 0) {
-      std::vector<T> v(a.values.begin(), a.values.end());  // exact: the values came from T
+    if (starts_with(a.name, "param.")) {
+      // The weights are exactly representable in T: store them in their own precision.
+      std::vector<T> v(a.values.begin(), a.values.end());
+      file.set_tensor(a.name, train::Tensor(std::move(v), std::move(shape)));
+    } else if (a.name == "norm.elements") {
+      std::vector<std::int32_t> v(a.values.begin(), a.values.end());
       file.set_tensor(a.name, train::Tensor(std::move(v), std::move(shape)));
     } else {
       file.set_tensor(a.name, train::Tensor(std::move(a.values), std::move(shape)));
@@ -30,27 +41,21 @@ train::ModelFile to_model_file(const MoleculeModel<T>& model,
 template <class T>
 std::unique_ptr<MoleculeModel<T>> from_model_file(const train::ModelFile& file,
                                                   std::map<std::string, std::string>* metadata) {
-  const std::string& src = file.source();
-  if (file.format() != "flt-model") throw ModelFileError(src, "not a model file (format '" + file.format() + "')");
-  if (!file.has_metadata("model.kind") || file.metadata("model.kind") != kModelKind)
-    throw ModelFileError(src, "not an flt molecule model (metadata model.kind)");
-  if (file.metadata("model.version") != kModelVersion)
-    throw ModelFileError(src, "unsupported molecule-model version '" + file.metadata("model.version") +
-                                  "' (this build reads version " + kModelVersion + ")");
-  std::map<std::string, std::string> config_values;
-  if (metadata) metadata->clear();
-  for (const auto& [key, value] : file.all_metadata()) {
-    if (key.rfind("model.", 0) == 0) {
-      if (key != "model.kind" && key != "model.version") config_values[key.substr(6)] = value;
-    } else if (metadata) {
-      (*metadata)[key] = value;
-    }
-  }
+  const std::string& source = file.source();
+  if (file.format() != kModelFileFormat)
+    throw ModelFileError(source, "not a model file (format '" + file.format() + "')");
+  if (file.has_metadata("model.kind"))
+    throw ModelFileError(source, "a '" + file.metadata("model.kind") +
+                                     "' file (flt image/seq), not a molecule model (flt train writes those)");
+  std::map<std::string, std::string> config;
+  for (const auto& [key, value] : file.all_metadata())
+    if (starts_with(key, "config.")) config[key.substr(7)] = value;
+  if (config.empty()) throw ModelFileError(source, "no model configuration (config.* metadata entries)");
   std::unique_ptr<MoleculeModel<T>> model;
   try {
-    model = std::make_unique<MoleculeModel<T>>(config_from_strings(config_values));
-  } catch (const ConfigError& e) {
-    throw ModelFileError(src, std::string("invalid model configuration: ") + e.what());
+    model = std::make_unique<MoleculeModel<T>>(config_from_strings(config));
+  } catch (const Error& e) {
+    throw ModelFileError(source, std::string("invalid model configuration: ") + e.what());
   }
   std::vector<NamedArray> arrays;
   for (const auto& [name, tensor] : file.tensors()) {
@@ -68,17 +73,22 @@ std::unique_ptr<MoleculeModel<T>> from_model_file(const train::ModelFile& file,
         a.values.assign(v.begin(), v.end());
         break;
       }
+      case train::DType::I32: {
+        const auto v = tensor.template values<std::int32_t>();
+        a.values.assign(v.begin(), v.end());
+        break;
+      }
       default:
-        throw ModelFileError(src, "tensor '" + name + "' has dtype " + train::dtype_name(tensor.dtype()) +
-                                      " (the model stores F32 or F64)");
+        throw ModelFileError(source, "tensor '" + name + "' has unexpected dtype " + train::dtype_name(tensor.dtype()));
     }
     arrays.push_back(std::move(a));
   }
   try {
     model->import_arrays(arrays);
-  } catch (const InvalidArgument& e) {
-    throw ModelFileError(src, e.what());
+  } catch (const Error& e) {
+    throw ModelFileError(source, std::string("inconsistent model arrays: ") + e.what());
   }
+  if (metadata) *metadata = file.all_metadata();
   return model;
 }
 
@@ -90,7 +100,7 @@ void save_model(const std::filesystem::path& path, const MoleculeModel<T>& model
 
 std::unique_ptr<MoleculeModel<float>> load_model(const std::filesystem::path& path,
                                                  std::map<std::string, std::string>* metadata) {
-  return from_model_file<float>(train::read_model_file(path, "flt-model"), metadata);
+  return from_model_file<float>(train::read_model_file(path, kModelFileFormat), metadata);
 }
 
 template train::ModelFile to_model_file<float>(const MoleculeModel<float>&, const std::map<std::string, std::string>&);

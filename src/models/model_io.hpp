@@ -1,18 +1,20 @@
-// Saving and loading a MoleculeModel as a .flt model file (docs/model-format.md: safetensors layout,
-// format "flt-model", version 1, CRC-32), on top of flt::train::ModelFile.
-//
-// Content written by the model:
-//   metadata  "model.kind" = "flt-molecule-model", "model.version" = "1",
-//             "model.<key>" for every configuration key of config_to_strings (targets, units,
-//             pooling, architecture, attention kind, seed, ...), plus any caller entries
-//             (training metadata: data fingerprint, training seed, code version, ...), whose keys
-//             must not start with "model.".
-//   tensors   the arrays of MoleculeModel::export_arrays(): "param.<name>" in the model's scalar
-//             type (F32 for a float model), everything else (normalisation, element set, random
-//             features, feature draw index) in F64.
-// Loading rebuilds the configuration from the metadata, constructs the model and imports the
-// arrays; every problem (unknown kind or version, bad configuration, missing or mis-shaped
-// tensor, wrong dtype) is an flt::ModelFileError naming the file and the reason.
+// Saving and loading a MoleculeModel as a .flt model file: the file `flt train` writes and
+// `flt predict/eval/info/rpe` and the public API read (models/default.flt is one). Container:
+// train::ModelFile (docs/model-format.md: safetensors layout, format "flt-model", version 1,
+// CRC-32). Content (docs/training.md):
+//   metadata  "config.<key>"   every config_to_strings entry (architecture, targets with units and
+//                              pooling, attention kind, seed): the model is rebuilt from these alone
+//             "training.<key>" the caller's metadata (data checksum, seed, code version, epochs,
+//                              test MAE, ...); keys without the prefix get it
+//   tensors   every MoleculeModel::export_arrays() entry under its own name:
+//             "param.<name>"   the weights in the model's scalar type (F32 for a float model)
+//             "norm.elements"  I32 [E]; "norm.mean", "norm.scale" F64 [P];
+//             "norm.reference" F64 [P, max_z + 1] (per-element reference energies)
+//             "features.*"     F64 random features (Performer / RPE frequencies and densities)
+// Loading validates everything: the container (magic, version, checksum; read_model_file), the
+// configuration, and every array's name and shape (import_arrays); any problem is an
+// flt::ModelFileError naming the file and the reason. A file of another kind of flt model (the
+// sequence and image token models write "model.kind") is refused with a message saying so.
 #pragma once
 
 #include "models/molecule_model.hpp"
@@ -25,14 +27,14 @@
 
 namespace flt::models {
 
-inline constexpr const char* kModelKind = "flt-molecule-model";
-inline constexpr const char* kModelVersion = "1";
+inline constexpr const char* kModelFileFormat = "flt-model";
 
-// In memory (also used to embed a model in a checkpoint).
+// In memory. metadata: the caller's entries, stored as "training.<key>".
 template <class T>
 train::ModelFile to_model_file(const MoleculeModel<T>& model,
                                const std::map<std::string, std::string>& metadata = {});
-// `source` names the file in errors. metadata (optional) receives every non-"model." entry.
+// `file.source()` names the file in errors. metadata (optional) receives every metadata entry of
+// the file ("config.*", "training.*" and the container's own).
 template <class T>
 std::unique_ptr<MoleculeModel<T>> from_model_file(const train::ModelFile& file,
                                                   std::map<std::string, std::string>* metadata = nullptr);

@@ -4,7 +4,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "pipeline/dataset_model_io.hpp"
+#include "models/model_io.hpp"
 #include "train/model_file.hpp"
 
 #include <omp.h>
@@ -103,13 +103,13 @@ std::shared_ptr<const LoadedModel> LoadedModel::from_model(const models::Molecul
 
 std::shared_ptr<const LoadedModel> LoadedModel::load(const std::filesystem::path& path) {
   // IoError (unreadable) and ModelFileError (corrupt, unknown version, inconsistent) pass through.
-  LoadedModelFile file = load_model_file(path);
+  std::map<std::string, std::string> metadata;
+  const std::unique_ptr<models::MoleculeModel<float>> model = models::load_model(path, &metadata);
   // The container's reserved entries (the reader accepts only this format and version).
-  file.metadata["format"] = kModelFileFormat;
-  file.metadata["format_version"] = std::to_string(train::kModelFormatVersion);
+  metadata["format"] = models::kModelFileFormat;
+  metadata["format_version"] = std::to_string(train::kModelFormatVersion);
   std::shared_ptr<LoadedModel> loaded(new LoadedModel());
-  loaded->init(file.model->config(), file.model->export_arrays(), std::move(file.metadata),
-               path.string());
+  loaded->init(model->config(), model->export_arrays(), std::move(metadata), path.string());
   return loaded;
 }
 

@@ -60,8 +60,8 @@ namespace flt::pipeline {
 // normalisation and reference energies applied in double.
 class LoadedModel {
  public:
-  // Reads a .flt model file (written by `flt train`, save_model_file; layout in
-  // dataset_model_io.hpp). Throws flt::IoError when it cannot be read and flt::ModelFileError
+  // Reads a .flt model file (written by `flt train` with models::save_model; layout in
+  // models/model_io.hpp). Throws flt::IoError when it cannot be read and flt::ModelFileError
   // (naming the file and the reason) when it is corrupt, truncated, of an unknown format version
   // or inconsistent with its own configuration.
   static std::shared_ptr<const LoadedModel> load(const std::filesystem::path& path);

@@ -7,7 +7,7 @@
 #include "core/optim.hpp"
 #include "core/random.hpp"
 #include "core/version.hpp"
-#include "pipeline/dataset_model_io.hpp"
+#include "models/model_io.hpp"
 #include "train/atomic_file.hpp"
 #include "train/checkpoint.hpp"
 #include "train/csv.hpp"
@@ -778,7 +778,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     meta["training.test_rmse." + data.targets[t].name] = train::csv_number(result.test_metrics[t].rmse);
   }
   result.model_path = dir / "model.flt";
-  save_model_file(result.model_path, model, meta);
+  models::save_model(result.model_path, model, meta);
 
   if (!split.test.empty()) {
     train::write_metrics_csv(dir / "test_metrics.csv", columns, result.test_metrics);

@@ -5,7 +5,7 @@
 // example consumer test until a trained models/default.flt exists: the tests check the API's
 // plumbing (loading, units, batching, threads, files, RDKit, installation), not chemistry.
 #include "models/molecule_model.hpp"
-#include "pipeline/dataset_model_io.hpp"
+#include "models/model_io.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
     n.reference(0, 8) = -2039.8;
     n.reference(0, 9) = -2713.0;
     model.set_normalisation(n);
-    flt::pipeline::save_model_file(argv[1], model,
+    flt::models::save_model(argv[1], model,
                                    {{"seed", std::to_string(seed)},
                                     {"note", "random-initialised test model, not trained"}});
   } catch (const std::exception& e) {

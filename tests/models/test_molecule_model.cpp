@@ -513,7 +513,9 @@ TEST_CASE("molecule model: save and load a .flt model file", "[models]") {
   save_model(path, model, {{"seed", "4"}, {"data_fingerprint", "fnv1a64:0123456789abcdef"}});
   std::map<std::string, std::string> meta;
   const auto loaded = load_model(path, &meta);
-  CHECK(meta.at("data_fingerprint") == "fnv1a64:0123456789abcdef");
+  CHECK(meta.at("training.data_fingerprint") == "fnv1a64:0123456789abcdef");
+  CHECK(meta.at("training.seed") == "4");
+  CHECK(meta.at("config.width") == std::to_string(cfg.width));
   CHECK(config_to_strings(loaded->config()) == config_to_strings(cfg));
   CHECK(loaded->normalisation().elements == model.normalisation().elements);
   const Mat<double> a = model.predict(batch), b = loaded->predict(batch);
@@ -521,8 +523,8 @@ TEST_CASE("molecule model: save and load a .flt model file", "[models]") {
 
   // A configuration that disagrees with the tensors, a missing tensor, a foreign kind.
   auto file = to_model_file(model);
-  file.set_metadata("model.width", "32");
-  CHECK_THROWS_AS(from_model_file<float>(file), ModelFileError);
+  file.set_metadata("config.width", "32");
+  CHECK_THROWS_WITH(from_model_file<float>(file), Catch::Contains("inconsistent model arrays"));
   train::ModelFile partial("flt-model");
   const auto full = to_model_file(model);
   for (const auto& [k, v] : full.all_metadata()) partial.set_metadata(k, v);
@@ -535,8 +537,12 @@ TEST_CASE("molecule model: save and load a .flt model file", "[models]") {
     partial.set_tensor(name, t);
   }
   CHECK_THROWS_AS(from_model_file<float>(partial), ModelFileError);
+  // A token model's file (flt image / flt seq) and a file without any configuration.
   auto foreign = to_model_file(model);
-  foreign.set_metadata("model.kind", "something-else");
-  CHECK_THROWS_AS(from_model_file<float>(foreign), ModelFileError);
+  foreign.set_metadata("model.kind", "flt-token-model");
+  CHECK_THROWS_WITH(from_model_file<float>(foreign), Catch::Contains("not a molecule model"));
+  train::ModelFile bare("flt-model");
+  for (const auto& [name, t] : full.tensors()) bare.set_tensor(name, t);
+  CHECK_THROWS_WITH(from_model_file<float>(bare), Catch::Contains("no model configuration"));
   std::filesystem::remove_all(dir);
 }

@@ -4,7 +4,7 @@
 
 #include "chem/reader.hpp"
 #include "models/molecule_model.hpp"
-#include "pipeline/dataset_model_io.hpp"
+#include "models/model_io.hpp"
 #include "pipeline/predict.hpp"
 
 #include <sys/wait.h>
@@ -105,7 +105,7 @@ inline models::MoleculeModel<float> small_model(std::uint64_t seed,
 inline std::string save_small_model(const TempDir& dir, const std::string& name, std::uint64_t seed,
                                     models::AttentionKind kind = models::AttentionKind::kronecker) {
   const std::string path = dir / name;
-  save_model_file(path, small_model(seed, kind), {{"seed", std::to_string(seed)}, {"note", "test model"}});
+  models::save_model(path, small_model(seed, kind), {{"seed", std::to_string(seed)}, {"note", "test model"}});
   return path;
 }
 

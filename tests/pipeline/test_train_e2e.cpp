@@ -6,7 +6,7 @@
 #include "test_train_util.hpp"
 
 #include "pipeline/dataset.hpp"
-#include "pipeline/dataset_model_io.hpp"
+#include "models/model_io.hpp"
 #include "train/csv.hpp"
 #include "train/metrics.hpp"
 #include "train/split.hpp"
@@ -103,15 +103,16 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
 
   // Model file: loads, carries targets with units and training metadata, and reproduces the test
   // predictions written by the run.
-  const LoadedModelFile loaded = load_model_file(run1 / "model.flt");
-  REQUIRE(loaded.model->config().targets.size() == 2);
-  CHECK(loaded.model->config().targets[0].name == "U0");
-  CHECK(loaded.model->config().targets[0].unit == "eV");
-  CHECK(loaded.model->config().targets[0].extensive);
-  CHECK_FALSE(loaded.model->config().targets[1].extensive);
-  CHECK(loaded.metadata.at("training.seed") == "7");
-  CHECK_THAT(loaded.metadata.at("training.data_checksum"), Catch::StartsWith("fnv1a64:"));
-  CHECK(loaded.metadata.count("training.code_version") == 1);
+  std::map<std::string, std::string> loaded_metadata;
+  const auto loaded_model = models::load_model(run1 / "model.flt", &loaded_metadata);
+  REQUIRE(loaded_model->config().targets.size() == 2);
+  CHECK(loaded_model->config().targets[0].name == "U0");
+  CHECK(loaded_model->config().targets[0].unit == "eV");
+  CHECK(loaded_model->config().targets[0].extensive);
+  CHECK_FALSE(loaded_model->config().targets[1].extensive);
+  CHECK(loaded_metadata.at("training.seed") == "7");
+  CHECK_THAT(loaded_metadata.at("training.data_checksum"), Catch::StartsWith("fnv1a64:"));
+  CHECK(loaded_metadata.count("training.code_version") == 1);
   const train::CsvTable preds = train::read_csv(run1 / "test_predictions.csv");
   REQUIRE(preds.rows.size() == 50);
   CHECK(preds.header[0] == "id");
@@ -120,7 +121,7 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
   const std::size_t true_col = preds.require_column("U0_true [eV]");
   CHECK_THAT(preds.rows[0][0], Catch::StartsWith("gdb "));
   const Batch b = make_batch(ds, std::vector<std::size_t>(split.test.begin(), split.test.begin() + 5));
-  const Mat<double> p = loaded.model->predict(b.molecules);
+  const Mat<double> p = loaded_model->predict(b.molecules);
   for (Index i = 0; i < 5; ++i) {
     CHECK(p(i, 0) == Approx(train::parse_csv_number(preds.rows[static_cast<std::size_t>(i)][pred_col], preds,
                                                     static_cast<std::size_t>(i), pred_col))

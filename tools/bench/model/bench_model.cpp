@@ -33,7 +33,6 @@
 #include "core/optim.hpp"
 #include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
-#include "pipeline/dataset_model_io.hpp"
 
 #include <omp.h>
 
@@ -154,8 +153,8 @@ int main(int argc, char** argv) {
     read_data(a.data, mols, y, p);
     // The bundled default model: its configuration for training (fresh weights from its seed), its
     // trained weights and normalisation for prediction.
-    flt::pipeline::LoadedModelFile trained = flt::pipeline::load_model_file(a.model);
-    flt::models::MoleculeModel<float>& default_model = *trained.model;
+    const std::unique_ptr<flt::models::MoleculeModel<float>> trained = flt::models::load_model(a.model);
+    flt::models::MoleculeModel<float>& default_model = *trained;
     if (static_cast<std::size_t>(default_model.config().num_targets()) != p)
       throw std::runtime_error("the data file has " + std::to_string(p) + " targets, the model " +
                                std::to_string(default_model.config().num_targets()));
