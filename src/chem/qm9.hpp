@@ -1,7 +1,7 @@
 // The 15 QM9 properties (Ramakrishnan et al., Sci. Data 1, 140022 (2014)) in the order of the
 // dsgdb9nsd_*.xyz comment line, with their units. The QM9 reader stores each as a Property with
-// this key and unit; convert with units::factor(), e.g. U0 in eV = number("U0") *
-// units::factor("Hartree", "eV").
+// this key and unit (the unit names are those of train/units.hpp, which converts them at the
+// training boundary, and which also holds QM9's free-atom energies for atomization energies).
 #pragma once
 
 #include <array>
@@ -33,18 +33,5 @@ inline constexpr std::array<Qm9Property, 15> kQm9Properties = {{
     {"G", "Hartree", "free energy at 298.15 K"},
     {"Cv", "cal/(mol K)", "heat capacity at 298.15 K"},
 }};
-
-// B3LYP/6-31G(2df,p) energies of the free atoms (Hartree, QM9 atomref table, U0 column), for
-// atomization energies: E_atomization = U0 - sum_i E_free(Z_i). nullopt for elements QM9 lacks.
-inline constexpr std::optional<double> qm9_free_atom_energy(int z) {
-  switch (z) {
-    case 1: return -0.500273;
-    case 6: return -37.846772;
-    case 7: return -54.583861;
-    case 8: return -75.064579;
-    case 9: return -99.718730;
-    default: return std::nullopt;
-  }
-}
 
 }  // namespace flt::chem

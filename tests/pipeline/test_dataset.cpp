@@ -3,7 +3,9 @@
 #include "pipeline/dataset.hpp"
 #include "test_train_util.hpp"
 
+#include "chem/qm9.hpp"
 #include "core/error.hpp"
+#include "train/units.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -181,4 +183,18 @@ TEST_CASE("subsets and ragged mini-batches", "[dataset]") {
   CHECK(s.ids[0] == d.ids[7]);
   CHECK(s.labels(4, 0) == d.labels(4, 0));
   CHECK_THROWS_AS(batch_indices(order, 0), InvalidArgument);
+}
+
+TEST_CASE("The QM9 reader's property units are the training unit table's, property by property",
+          "[pipeline][units]") {
+  // chem stores each QM9 property with a unit name (chem/qm9.hpp); training converts with
+  // train/units.hpp. The two must agree on every key and spelling, or a label would be refused.
+  const auto& targets = train::qm9_targets();
+  REQUIRE(targets.size() == chem::kQm9Properties.size());
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    INFO("property " << chem::kQm9Properties[i].key);
+    CHECK(chem::kQm9Properties[i].key == targets[i].name);
+    CHECK(chem::kQm9Properties[i].unit == targets[i].source_unit);
+    CHECK(train::is_known_unit(chem::kQm9Properties[i].unit));
+  }
 }

@@ -1,10 +1,9 @@
-// Formats by name, element symbols, number parsing, units, and the geometry check (grid fast path
+// Formats by name, element symbols, number parsing and the geometry check (grid fast path
 // against the all-pairs reference).
 #include "chem/elements.hpp"
 #include "chem/format.hpp"
 #include "chem/point_set.hpp"
 #include "chem/qm9.hpp"
-#include "chem/units.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
 
@@ -61,22 +60,6 @@ TEST_CASE("numbers, including Mathematica *^ exponents", "[chem]") {
   CHECK_FALSE(parse_number(""));
   CHECK_FALSE(parse_number("++1"));
   CHECK(std::isnan(*parse_number("nan")));
-}
-
-TEST_CASE("units: factors and dimension checks", "[chem][units]") {
-  CHECK(units::factor("Hartree", "eV") == Approx(27.211386).epsilon(1e-12));
-  CHECK(units::factor("kcal/mol", "eV") == Approx(0.0433641).epsilon(1e-12));
-  CHECK(units::factor("Hartree", "kcal/mol") == Approx(627.5095).epsilon(1e-6));
-  CHECK(units::factor("Bohr^3", "Angstrom^3") == Approx(0.148184711).epsilon(1e-8));
-  CHECK(units::factor("Bohr^2", "Angstrom^2") == Approx(0.280028521).epsilon(1e-8));
-  CHECK(units::factor("e*Bohr", "Debye") == Approx(2.541746).epsilon(1e-6));
-  CHECK(units::factor("cal/(mol K)", "J/(mol K)") == Approx(4.184));
-  CHECK(units::convert(2.0, "eV", "Hartree") * units::kHartreeToEv == Approx(2.0));
-  CHECK_THROWS_AS(units::factor("Hartree", "Debye"), flt::InvalidArgument);
-  CHECK_THROWS_AS(units::factor("furlong", "Angstrom"), flt::InvalidArgument);
-  for (const auto& p : kQm9Properties) CHECK(units::is_known(p.unit));
-  CHECK(qm9_free_atom_energy(6) == -37.846772);
-  CHECK_FALSE(qm9_free_atom_energy(16));
 }
 
 namespace {
