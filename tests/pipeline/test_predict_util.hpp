@@ -4,6 +4,7 @@
 
 #include "chem/reader.hpp"
 #include "models/molecule_model.hpp"
+#include "../common/small_model.hpp"
 #include "models/model_io.hpp"
 #include "pipeline/predict.hpp"
 
@@ -71,35 +72,10 @@ inline RunResult run_flt(const std::string& args, const TempDir& dir, const std:
 
 inline std::string quoted(const std::string& s) { return "'" + s + "'"; }
 
-// A small FLT model with random weights (fixed seed) predicting U0 (extensive) and gap
-// (intensive) in eV for H, C, N, O, with non-trivial normalisation and reference energies.
+// The shared small test model (tests/common/small_model.hpp): U0 and gap in eV for H, C, N, O.
 inline models::MoleculeModel<float> small_model(std::uint64_t seed,
                                                 models::AttentionKind kind = models::AttentionKind::kronecker) {
-  models::ModelConfig c;
-  c.targets = {{"U0", "eV", true}, {"gap", "eV", false}};
-  c.width = 16;
-  c.heads = 2;
-  c.blocks = 2;
-  c.mlp_hidden = 16;
-  c.head_hidden = 16;
-  c.num_features = 8;
-  c.num_frequencies = 8;
-  c.spectrum_components = 2;
-  c.exact_rbf = 8;
-  c.attention = kind;
-  c.seed = seed;
-  models::MoleculeModel<float> model(c);
-  models::Normalisation n;
-  n.elements = {1, 6, 7, 8};
-  n.mean = {-0.5, 6.8};
-  n.scale = {0.7, 1.3};
-  n.reference = Mat<double>::Zero(2, c.max_z + 1);
-  n.reference(0, 1) = -13.6;
-  n.reference(0, 6) = -1027.4;
-  n.reference(0, 7) = -1484.2;
-  n.reference(0, 8) = -2039.8;
-  model.set_normalisation(n);
-  return model;
+  return flt::testing::small_molecule_model(seed, kind, {1, 6, 7, 8});
 }
 
 inline std::string save_small_model(const TempDir& dir, const std::string& name, std::uint64_t seed,
