@@ -29,6 +29,10 @@ using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
 // One row (contiguous: MatRef is row-major with unit inner stride) as an Eigen array, so that
 // element-wise expressions on it vectorise (Eigen's packet exp instead of one libm call per
 // element: SiLU was about a tenth of the molecule model's forward time with the scalar loop).
+// Eigen handles the elements before the first aligned address with scalar code, so a row
+// reduction's summation order depends on the row's address modulo the vector size. Activations
+// live in Eigen matrices, whose storage Eigen always aligns, so a given row has the same alignment
+// in every run and with any thread count (the bitwise 1-vs-2-thread and resume tests check it).
 template <class T>
 Eigen::Map<const Arr<T>> row_array(const ConstMatRef<T>& m, Index r) {
   return {m.data() + r * m.outerStride(), m.cols()};
