@@ -384,9 +384,21 @@ void add_run_options(train::OptionSchema& s, std::int64_t epochs, std::size_t ba
       .persist = false;
 }
 
+namespace {
+
+// A key the task sets itself rather than from a [model] option: one of `owned`, or a key the
+// model's output head does not use (head_hidden sizes the pooled head's MLP only; a per-token head
+// is one Linear layer), which would otherwise be an option that changes nothing.
+bool task_owns(const std::string& key, const std::vector<std::string>& owned, const TokenModelConfig& base) {
+  if (std::find(owned.begin(), owned.end(), key) != owned.end()) return true;
+  return key == "head_hidden" && base.head == OutputHead::per_token;
+}
+
+}  // namespace
+
 void add_model_options(train::OptionSchema& s, const TokenModelConfig& defaults, const std::vector<std::string>& owned) {
   for (const auto& [key, value] : config_to_strings(defaults)) {
-    if (std::find(owned.begin(), owned.end(), key) != owned.end()) continue;
+    if (task_owns(key, owned, defaults)) continue;
     std::string help = "model hyper-parameter " + key;
     if (key == "attention") help = "attention: flt (FLT with RPE), performer (no RPE), toeplitz (exact RPE by FFT)";
     else if (key == "num_features") help = "Performer random features per head (m)";
@@ -440,7 +452,7 @@ TokenModelConfig model_config_from_options(const train::ResolvedOptions& o, cons
                                            const std::vector<std::string>& owned) {
   std::map<std::string, std::string> values;
   for (const auto& [key, value] : config_to_strings(base)) {
-    if (std::find(owned.begin(), owned.end(), key) != owned.end()) values[key] = value;
+    if (task_owns(key, owned, base)) values[key] = value;
     else values[key] = o.get_string(dashed(key));
   }
   try {

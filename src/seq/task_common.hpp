@@ -141,7 +141,8 @@ void add_run_options(train::OptionSchema& schema, std::int64_t epochs, std::size
 void add_model_options(train::OptionSchema& schema, const TokenModelConfig& defaults,
                        const std::vector<std::string>& owned);
 // The TokenModelConfig keys the two SMILES tasks (property, lm) set from their data and run
-// rather than from [model] options. (The image task also lets the user choose `patch`.)
+// rather than from [model] options. (The image task also lets the user choose `patch`.) Keys the
+// model's output head does not use (head_hidden with a per-token head) are never options either.
 const std::vector<std::string>& sequence_task_owned_keys();
 TaskRunConfig run_config_from_options(const train::ResolvedOptions& options);
 // The [model] options over `base` (whose owned keys are kept). ConfigError naming the option.

@@ -23,8 +23,11 @@ std::string q(const fs::path& p) {
   return s;
 }
 
-const char* kTinyModel =
-    " --width 16 --heads 2 --blocks 1 --mlp-hidden 32 --head-hidden 16 --num-features 8 --num-frequencies 8 --threads 1";
+// The per-token (LM) head has no hidden layer, so --head-hidden is an option of the pooled-head
+// tasks (image, property) only.
+const std::string kTinyTokenModel =
+    " --width 16 --heads 2 --blocks 1 --mlp-hidden 32 --num-features 8 --num-frequencies 8 --threads 1";
+const std::string kTinyModel = kTinyTokenModel + " --head-hidden 16";
 
 }  // namespace
 
@@ -82,7 +85,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
 TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES; task checks", "[seq][program]") {
   Scratch dir("prog-seq");
   const std::string data = " --index "s + q(seq::testing::qm9_index()) + " --split-file "s + q(seq::testing::qm9_split());
-  auto r = run_flt("seq train --task lm --out "s + q(dir / "lm") + data + " --train-limit 200 --test-limit 100 --epochs 1"s + kTinyModel,
+  auto r = run_flt("seq train --task lm --out "s + q(dir / "lm") + data + " --train-limit 200 --test-limit 100 --epochs 1"s + kTinyTokenModel,
                    dir.path());
   INFO(r.err);
   REQUIRE(r.status == 0);
@@ -118,6 +121,10 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES; task check
   CHECK(r.err.find("unknown QM9 target 'nonsense'") != std::string::npos);
   r = run_flt("seq train --task lm --targets gap --out "s + q(dir / "y") + data, dir.path());
   CHECK(r.status == 2);
+  // An option the LM's per-token head would ignore is refused, not silently accepted.
+  r = run_flt("seq train --task lm --head-hidden 16 --out "s + q(dir / "y2") + data, dir.path());
+  CHECK(r.status == 2);
+  CHECK(r.err.find("head-hidden") != std::string::npos);
   r = run_flt("seq train --task words --out "s + q(dir / "z"), dir.path());
   CHECK(r.status == 2);
 }
