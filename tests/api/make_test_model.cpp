@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
     const std::uint64_t seed = argc == 3 ? std::stoull(argv[2]) : 1;
     // H, C, N, O and F (the API tests read fluorinated molecules too).
     const flt::models::MoleculeModel<float> model =
-        flt::testing::small_molecule_model(seed, flt::models::AttentionKind::kronecker, {1, 6, 7, 8, 9});
+        flt::test_support::small_molecule_model(seed, flt::models::AttentionKind::kronecker, {1, 6, 7, 8, 9});
     flt::models::save_model(argv[1], model,
                                    {{"seed", std::to_string(seed)},
                                     {"note", "random-initialised test model, not trained"}});

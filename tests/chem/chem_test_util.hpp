@@ -3,9 +3,9 @@
 
 #include "chem/reader.hpp"
 #include "core/error.hpp"
+#include "../common/scratch_dir.hpp"
 
 #include <filesystem>
-#include <unistd.h>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -54,22 +54,10 @@ inline ReadAll read_text(const std::string& text, Format format, const ReadOptio
 }
 
 // A fresh empty directory under the system temp dir, removed by the destructor.
-class TempDir {
+class TempDir : public flt::test_support::ScratchDir {
  public:
-  TempDir() {
-    static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("flt_chem_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
+  TempDir() : ScratchDir("chem-test") {}
+  std::string file(const std::string& name) const { return (path() / name).string(); }
 };
 
 }  // namespace flt::chem::test

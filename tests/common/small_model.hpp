@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace flt::testing {
+namespace flt::test_support {
 
 // `elements`: the atomic numbers the model accepts (each of H, C, N, O, F gets its reference
 // energy; others none).
@@ -43,4 +43,4 @@ inline models::MoleculeModel<float> small_molecule_model(
   return model;
 }
 
-}  // namespace flt::testing
+}  // namespace flt::test_support

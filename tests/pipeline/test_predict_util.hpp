@@ -4,12 +4,10 @@
 
 #include "chem/reader.hpp"
 #include "models/molecule_model.hpp"
+#include "../common/scratch_dir.hpp"
 #include "../common/small_model.hpp"
 #include "models/model_io.hpp"
 #include "pipeline/predict.hpp"
-
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -23,51 +21,14 @@ namespace flt::pipeline::testing {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("flt-predict-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  std::string operator/(const std::string& leaf) const { return (path_ / leaf).string(); }
-
- private:
-  fs::path path_;
-};
-
-inline std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-struct RunResult {
-  int status = -1;
-  std::string out, err;
-};
+using TempDir = flt::test_support::ScratchDir;
+using flt::test_support::RunResult;
+using flt::test_support::slurp;
 
 // Runs `FLT_EXE args` through the shell (args are shell words; quote paths yourself), with
 // `env` ("NAME=value ...") in front; captures stdout and stderr.
 inline RunResult run_flt(const std::string& args, const TempDir& dir, const std::string& env = "") {
-  const std::string out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = env + " '" + std::string(FLT_EXE) + "' " + args + " >'" + out + "' 2>'" + err + "'";
-  const int rc = std::system(cmd.c_str());
-  RunResult r;
-  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
+  return flt::test_support::run_program(FLT_EXE, args, dir.path(), env);
 }
 
 inline std::string quoted(const std::string& s) { return "'" + s + "'"; }
@@ -75,7 +36,7 @@ inline std::string quoted(const std::string& s) { return "'" + s + "'"; }
 // The shared small test model (tests/common/small_model.hpp): U0 and gap in eV for H, C, N, O.
 inline models::MoleculeModel<float> small_model(std::uint64_t seed,
                                                 models::AttentionKind kind = models::AttentionKind::kronecker) {
-  return flt::testing::small_molecule_model(seed, kind, {1, 6, 7, 8});
+  return flt::test_support::small_molecule_model(seed, kind, {1, 6, 7, 8});
 }
 
 inline std::string save_small_model(const TempDir& dir, const std::string& name, std::uint64_t seed,

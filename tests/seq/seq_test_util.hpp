@@ -5,8 +5,7 @@
 #include "seq/data_idx.hpp"
 #include "train/atomic_file.hpp"
 
-#include <sys/wait.h>
-#include <unistd.h>
+#include "../common/scratch_dir.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -16,27 +15,7 @@
 
 namespace flt::seq::testing {
 
-class Scratch {
- public:
-  explicit Scratch(const std::string& tag) {
-    static int counter = 0;
-    path_ = std::filesystem::temp_directory_path() /
-            ("flt-seq-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~Scratch() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& leaf) const { return path_ / leaf; }
-
- private:
-  std::filesystem::path path_;
-};
+using Scratch = flt::test_support::ScratchDir;
 
 inline std::filesystem::path source_dir() { return FLT_SOURCE_DIR; }
 inline std::filesystem::path qm9_index() { return source_dir() / "datasets/qm9/qm9_subset_index.csv.gz"; }
@@ -74,20 +53,10 @@ inline void write_synthetic_idx(const std::filesystem::path& dir, std::size_t n_
 }
 
 #ifdef FLT_EXE
-struct ProgramResult {
-  int status = -1;
-  std::string out, err;
-};
+using ProgramResult = flt::test_support::RunResult;
 // Runs `flt <args>` through the shell (args are shell words; quote paths yourself).
 inline ProgramResult run_flt(const std::string& args, const std::filesystem::path& dir) {
-  const auto out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = std::string("'") + FLT_EXE + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
-  const int raw = std::system(cmd.c_str());
-  ProgramResult r;
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  r.out = train::read_file(out);
-  r.err = train::read_file(err);
-  return r;
+  return flt::test_support::run_program(FLT_EXE, args, dir);
 }
 #endif
 
