@@ -159,8 +159,8 @@ def main():
     lines.append(f"* Rounds: {a.repeats} (median reported), configurations interleaved, implementation order alternating;"
                  f" training {a.steps} steps of 32 molecules after 5 warm-up steps; prediction {a.pred_molecules}"
                  f" molecules in batches of 64 after one warm-up batch; every measurement a fresh process.")
-    lines.append(f"* Data: `datasets/qm9/qm9_subset.xyz.gz` (13,023 QM9 molecules, 18.1 atoms on average, fixed shuffle),"
-                 f" the default model's 8 targets (U0 homo lumo gap mu alpha zpve Cv), standardised.")
+    lines.append("* Data: `datasets/qm9/qm9_subset.xyz.gz` (13,023 QM9 molecules, 18.1 atoms on average, fixed shuffle),"
+                 " the default model's 8 targets (U0 homo lumo gap mu alpha zpve Cv), standardised.")
     lines.append("* Model: the bundled default model `models/default.flt` (exact attention with a learned radial"
                  " bias, width 128, 8 heads, 3 blocks); training starts from fresh weights of its configuration"
                  " (L1 loss, AdamW with weight decay 0.05, clipping at 10, weight EMA 0.999), prediction uses"
