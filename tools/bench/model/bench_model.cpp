@@ -58,7 +58,6 @@ struct Args {
   int warmup = 5;
   int batch_size = 32;
   int molecules = 2048;
-  std::uint64_t seed = 0;
 };
 
 Args parse(int argc, char** argv) {
@@ -76,7 +75,6 @@ Args parse(int argc, char** argv) {
     else if (k == "--warmup") a.warmup = std::stoi(val());
     else if (k == "--batch-size") a.batch_size = std::stoi(val());
     else if (k == "--molecules") a.molecules = std::stoi(val());
-    else if (k == "--seed") a.seed = std::stoull(val());
     else if (k == "--model") a.model = val();
     else if (k == "--model-out") a.model_out = val();
     else if (k == "--predictions-out") a.predictions_out = val();
