@@ -18,7 +18,7 @@
 namespace flt {
 
 // The thresholds set by tune_allocator_for_batches (bytes).
-inline constexpr std::size_t kBatchMmapThreshold = std::size_t{32} << 20;    // 32 MiB (glibc maximum)
+inline constexpr std::size_t kBatchMmapThreshold = std::size_t{32} << 20;    // 32 MiB
 inline constexpr std::size_t kBatchTrimThreshold = std::size_t{512} << 20;   // 512 MiB
 
 // Sets glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD to the values above. Returns false (and

@@ -1,6 +1,12 @@
+#include "core/allocator.hpp"
 #include "core/params.hpp"
 
 #include <catch2/catch.hpp>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+#include <vector>
 
 using namespace flt;
 
@@ -26,4 +32,19 @@ TEST_CASE("ParameterStore rejects duplicate names and unknown lookups", "[core][
   store.add("a", 2, 2);
   REQUIRE_THROWS_AS(store.add("a", 1, 1), InvalidArgument);
   REQUIRE_THROWS_AS(store.ref("missing"), InvalidArgument);
+}
+
+TEST_CASE("tune_allocator_for_batches: batch-sized blocks come from the heap, not from mmap", "[core][allocator]") {
+#if defined(__GLIBC__)
+  REQUIRE(flt::tune_allocator_for_batches());
+  // A block of 16 MiB (a large batch's activations) is below the raised mmap threshold, so glibc
+  // serves it from the heap: the count of mmapped blocks does not change. With glibc's default
+  // threshold (128 KiB, rising only to the largest block freed so far) it would be mmapped.
+  const std::size_t mmapped_before = mallinfo2().hblks;
+  std::vector<float> batch(std::size_t{4} << 20, 1.0f);
+  CHECK(mallinfo2().hblks == mmapped_before);
+  CHECK(batch.back() == 1.0f);
+#else
+  CHECK_FALSE(flt::tune_allocator_for_batches());
+#endif
 }
