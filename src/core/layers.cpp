@@ -3,12 +3,14 @@
 #include "core/layers.hpp"
 
 #include "core/error.hpp"
+#include "core/gemm.hpp"
 #include "core/parallel.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <string>
+#include <type_traits>
 
 namespace flt {
 namespace {
@@ -64,12 +66,20 @@ void linear_forward(ConstMatRef<T> x, ConstMatRef<T> W, std::span<const T> b, Ma
   check_shape("linear_forward: y", y.rows(), y.cols(), n, W.cols());
   require(b.empty() || static_cast<Index>(b.size()) == W.cols(),
           "linear_forward: bias length does not match W columns");
-  const Eigen::Map<const RowVec<T>> bias(b.data(), static_cast<Index>(b.size()));
-  parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
-    auto yb = y.middleRows(r0, r1 - r0);
-    yb.noalias() = x.middleRows(r0, r1 - r0) * W;
-    if (!b.empty()) yb.rowwise() += bias;
-  });
+  if constexpr (std::is_same_v<T, float> && gemm::kFastKernelAvailable) {
+    // W packed once for all row chunks; the bias is added in the kernel (gemm.hpp).
+    const gemm::PackedMatrix packed = gemm::PackedMatrix::pack(W);
+    parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+      gemm::multiply(x.middleRows(r0, r1 - r0), packed, b, y.middleRows(r0, r1 - r0), false);
+    });
+  } else {
+    const Eigen::Map<const RowVec<T>> bias(b.data(), static_cast<Index>(b.size()));
+    parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+      auto yb = y.middleRows(r0, r1 - r0);
+      yb.noalias() = x.middleRows(r0, r1 - r0) * W;
+      if (!b.empty()) yb.rowwise() += bias;
+    });
+  }
 }
 
 template <class T>
@@ -103,9 +113,16 @@ void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatR
 
   // dx += dy W^T, independent rows.
   if (dx.size() != 0) {
-    parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
-      dx.middleRows(r0, r1 - r0).noalias() += dy.middleRows(r0, r1 - r0) * W.transpose();
-    });
+    if constexpr (std::is_same_v<T, float> && gemm::kFastKernelAvailable) {
+      const gemm::PackedMatrix packed = gemm::PackedMatrix::pack_transposed(W);
+      parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+        gemm::multiply(dy.middleRows(r0, r1 - r0), packed, {}, dx.middleRows(r0, r1 - r0), true);
+      });
+    } else {
+      parallel_chunks(n, kRowChunk, [&](Index, Index r0, Index r1) {
+        dx.middleRows(r0, r1 - r0).noalias() += dy.middleRows(r0, r1 - r0) * W.transpose();
+      });
+    }
   }
 
   // dW += x^T dy and db += sum_n dy_n. Parallel over fixed blocks of kGradColBlock output

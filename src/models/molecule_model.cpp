@@ -31,6 +31,43 @@ std::span<const T> span_of(const ParameterStore<T>& store, const ParamRef& r) {
   return store.value_span(r);
 }
 
+// Types in order of first appearance, keyed by (element, charge-embedding row).
+AtomTypes find_atom_types(const std::vector<std::int32_t>& z, const std::vector<std::int32_t>& charge_ids,
+                          int max_z, int charge_rows) {
+  AtomTypes types;
+  const auto n = z.size();
+  std::vector<Index> type_of_key(static_cast<std::size_t>((max_z + 1) * charge_rows), -1);
+  types.of_atom.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::int32_t c = charge_ids.empty() ? 0 : charge_ids[i];
+    Index& t = type_of_key[static_cast<std::size_t>(z[i] * charge_rows + c)];
+    if (t < 0) {
+      t = static_cast<Index>(types.z.size());
+      types.z.push_back(z[i]);
+      types.charge_ids.push_back(c);
+      types.first_atom.push_back(static_cast<Index>(i));
+    }
+    types.of_atom[i] = t;
+  }
+  return types;
+}
+
+// out.row(i) = table.row(of_atom[i]).
+template <class T>
+void gather_rows(const Mat<T>& table, const std::vector<Index>& of_atom, Mat<T>& out) {
+  out.resize(static_cast<Index>(of_atom.size()), table.cols());
+  for (std::size_t i = 0; i < of_atom.size(); ++i) out.row(static_cast<Index>(i)) = table.row(of_atom[i]);
+}
+
+// sums.row(t) = sum of the rows of the atoms of type t, in atom order.
+template <class T>
+Mat<T> sum_rows_by_type(ConstMatRef<T> per_atom, const AtomTypes& types) {
+  Mat<T> sums = Mat<T>::Zero(static_cast<Index>(types.z.size()), per_atom.cols());
+  for (std::size_t i = 0; i < types.of_atom.size(); ++i)
+    sums.row(types.of_atom[i]) += per_atom.row(static_cast<Index>(i));
+  return sums;
+}
+
 }  // namespace
 
 template <class T>
@@ -277,19 +314,38 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
           batch.formal_charges[static_cast<std::size_t>(i)] + config_.max_charge;
     x += embed_charge_.forward(store_, cache.charge_ids);
   }
+  if (!config_.use_charges) cache.charge_ids.clear();
+  cache.types = find_atom_types(cache.z, cache.charge_ids, config_.max_z,
+                                config_.use_charges ? 2 * config_.max_charge + 1 : 1);
   cache.blocks.resize(blocks_.size());
   Mat<T> tmp(N, D);
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
     Block& blk = blocks_[b];
     BlockCache<T>& bc = cache.blocks[b];
     // x += Attn(LN1(x)) Wo + bo
-    bc.u = blk.ln1.forward(store_, x, bc.ln1);
-    bc.q.resize(N, D);
-    bc.k.resize(N, D);
-    bc.v.resize(N, D);
-    linear_forward<T>(bc.u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), bc.q);
-    linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), bc.k);
-    linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), bc.v);
+    if (b == 0) {
+      // Block 0: LN1 and the projections once per atom type, then gathered (see AtomTypes).
+      const auto& types = cache.types;
+      Mat<T> x_types(static_cast<Index>(types.first_atom.size()), D);
+      for (std::size_t t = 0; t < types.first_atom.size(); ++t)
+        x_types.row(static_cast<Index>(t)) = x.row(types.first_atom[t]);
+      bc.u = blk.ln1.forward(store_, x_types, bc.ln1);
+      Mat<T> proj(x_types.rows(), D);
+      linear_forward<T>(bc.u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), proj);
+      gather_rows(proj, types.of_atom, bc.q);
+      linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), proj);
+      gather_rows(proj, types.of_atom, bc.k);
+      linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), proj);
+      gather_rows(proj, types.of_atom, bc.v);
+    } else {
+      bc.u = blk.ln1.forward(store_, x, bc.ln1);
+      bc.q.resize(N, D);
+      bc.k.resize(N, D);
+      bc.v.resize(N, D);
+      linear_forward<T>(bc.u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), bc.q);
+      linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), bc.k);
+      linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), bc.v);
+    }
     bc.a.resize(N, D);
     switch (config_.attention) {
       case AttentionKind::kronecker:
@@ -385,15 +441,35 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
                                                 dv);
         break;
     }
-    du.setZero();
-    linear_backward<T>(bc.u, store_.value(blk.q.weight), dq, du, store_.grad(blk.q.weight),
-                       store_.grad_span(blk.q.bias));
-    linear_backward<T>(bc.u, store_.value(blk.k.weight), dk, du, store_.grad(blk.k.weight),
-                       store_.grad_span(blk.k.bias));
-    linear_backward<T>(bc.u, store_.value(blk.v.weight), dv, du, store_.grad(blk.v.weight),
-                       store_.grad_span(blk.v.bias));
-    blk.ln1.backward(store_, bc.ln1, du, dx);
+    if (bi == 0) {
+      // Block 0 ran per atom type: the weight gradients u_t^T (sum of the type's dq rows) equal
+      // the per-atom sums, and the input gradient of a type goes to its embedding rows once.
+      const auto& types = cache.types;
+      const Index nt = static_cast<Index>(types.z.size());
+      Mat<T> du_types = Mat<T>::Zero(nt, D);
+      linear_backward<T>(bc.u, store_.value(blk.q.weight), sum_rows_by_type<T>(dq, types), du_types,
+                         store_.grad(blk.q.weight), store_.grad_span(blk.q.bias));
+      linear_backward<T>(bc.u, store_.value(blk.k.weight), sum_rows_by_type<T>(dk, types), du_types,
+                         store_.grad(blk.k.weight), store_.grad_span(blk.k.bias));
+      linear_backward<T>(bc.u, store_.value(blk.v.weight), sum_rows_by_type<T>(dv, types), du_types,
+                         store_.grad(blk.v.weight), store_.grad_span(blk.v.bias));
+      Mat<T> dx_types = Mat<T>::Zero(nt, D);
+      blk.ln1.backward(store_, bc.ln1, du_types, dx_types);
+      embedding_backward<T>(types.z, dx_types, store_.grad(embed_z_.weight));
+      if (config_.use_charges)
+        embedding_backward<T>(types.charge_ids, dx_types, store_.grad(embed_charge_.weight));
+    } else {
+      du.setZero();
+      linear_backward<T>(bc.u, store_.value(blk.q.weight), dq, du, store_.grad(blk.q.weight),
+                         store_.grad_span(blk.q.bias));
+      linear_backward<T>(bc.u, store_.value(blk.k.weight), dk, du, store_.grad(blk.k.weight),
+                         store_.grad_span(blk.k.bias));
+      linear_backward<T>(bc.u, store_.value(blk.v.weight), dv, du, store_.grad(blk.v.weight),
+                         store_.grad_span(blk.v.bias));
+      blk.ln1.backward(store_, bc.ln1, du, dx);
+    }
   }
+  // The residual path of every atom (block 0's LN1 path was added per type above).
   embedding_backward<T>(cache.z, dx, store_.grad(embed_z_.weight));
   if (config_.use_charges) embedding_backward<T>(cache.charge_ids, dx, store_.grad(embed_charge_.weight));
   if (want_dr) *dcoords = std::move(dr);

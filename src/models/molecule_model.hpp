@@ -183,7 +183,7 @@ struct NamedArray {
 template <class T>
 struct BlockCache {
   LayerNormCache<T> ln1;
-  Mat<T> u;                       // N x D LN1 output
+  Mat<T> u;                       // N x D LN1 output; block 0: one row per atom type (see below)
   Mat<T> q, k, v;                 // N x D
   attn::AttentionCache<T> flt;    // kronecker / bias
   exact::StreamingAttentionCache<T> exact;  // exact
@@ -194,9 +194,22 @@ struct BlockCache {
   MlpCache<T> mlp;                // holds the LN2 output
 };
 
+// Block 0's input is the embedding, a function of the atom's type (element, and formal charge
+// when use_charges) only, so its LN1 and q/k/v projections are computed once per type present in
+// the batch and gathered to the atoms (bitwise the same rows as per atom: every kernel computes a
+// row independently of the others); in backward, dq/dk/dv are summed per type first. For QM9
+// (5 types, ~18 atoms per molecule) this removes 3 of the 13 weight products per atom of a
+// forward pass and 6 of the 26 of a backward pass.
+struct AtomTypes {
+  std::vector<Index> of_atom;                      // N: type of each atom, 0..T-1
+  std::vector<std::int32_t> z, charge_ids;         // T: element and charge-embedding row of each type
+  std::vector<Index> first_atom;                   // T: an atom of each type (types in order of first appearance)
+};
+
 template <class T>
 struct ModelCache {
   std::vector<std::int32_t> z, charge_ids;
+  AtomTypes types;
   Mat<T> coords;                  // N x 3 in T
   std::vector<BlockCache<T>> blocks;
   LayerNormCache<T> ln_out;

@@ -109,7 +109,10 @@ TEST_CASE("streaming attention equals the direct reference (all masks, ragged, m
 
 TEST_CASE("streaming attention survives large logits (online softmax rescaling)",
           "[flt_exact][streaming]") {
-  Problem p = make_problem(DistanceMask::additive, 12, {20}, 2, 4, 2, 3, 3, 4);
+  // Blocks 3 x 4: several key blocks rescale the running sums; 64: one tile.
+  for (Index block : {Index(3), Index(64)}) {
+  INFO("query block " << block);
+  Problem p = make_problem(DistanceMask::additive, 12, {20}, 2, 4, 2, 3, block, block == 3 ? 4 : 64);
   p.Q *= 12.0;  // logits of order 100: exp() would overflow without the running maximum
   p.K *= 12.0;
   const Mat<double> ref = direct_reference(p);
@@ -119,13 +122,41 @@ TEST_CASE("streaming attention survives large logits (online softmax rescaling)"
   const auto c32 = run_forward<float>(p);
   REQUIRE(c32.out.allFinite());
   CHECK((c32.out.cast<double>() - ref).cwiseAbs().maxCoeff() < 1e-3);
+  }
+}
+
+TEST_CASE("streaming attention: one tile per set and many tiles per set agree, cache included",
+          "[flt_exact][streaming]") {
+  // Sets of 1..17 rows (one tile with 64-row blocks) and one of 70 rows (several tiles either
+  // way); the cache (m_i, l_i) feeds the backward pass, so it must agree too.
+  for (DistanceMask mask : {DistanceMask::none, DistanceMask::additive, DistanceMask::multiplicative}) {
+    INFO("mask " << name(mask));
+    const Problem small = make_problem(mask, 13, {1, 7, 8, 9, 16, 17, 70}, 3, 4, 5, 3, 64, 64);
+    Problem tiled = small;
+    tiled.cfg.query_block = 5;  // every set but the first is several tiles
+    tiled.cfg.key_block = 6;
+    const auto a = run_forward<double>(small), b = run_forward<double>(tiled);
+    CHECK((a.out - b.out).cwiseAbs().maxCoeff() < 1e-12);
+    CHECK((a.row_max - b.row_max).cwiseAbs().maxCoeff() < 1e-12);
+    // l_i is relative to m_i: compare the denominators exp(m_i) l_i.
+    const Mat<double> da = (a.row_max.array().exp() * a.row_sum.array()).matrix();
+    const Mat<double> db = (b.row_max.array().exp() * b.row_sum.array()).matrix();
+    CHECK(((da - db).array().abs() / db.array().abs()).maxCoeff() < 1e-12);
+    const Mat<double> ref = direct_reference(small);
+    CHECK((a.out - ref).cwiseAbs().maxCoeff() < 1e-12);
+    const auto f = run_forward<float>(small);
+    CHECK((f.out.cast<double>() - ref).cwiseAbs().maxCoeff() < 2e-5 * ref.cwiseAbs().maxCoeff());
+  }
 }
 
 TEST_CASE("streaming attention gradients pass finite-difference checks in double",
           "[flt_exact][streaming][gradcheck]") {
+  // Blocks 4 x 3 cut both sets into several tiles; blocks of 64 make each set a single tile (the
+  // one-pass backward).
+  for (Index block : {Index(0), Index(64)})
   for (DistanceMask mask : {DistanceMask::none, DistanceMask::additive, DistanceMask::multiplicative}) {
-    INFO("mask " << name(mask));
-    Problem p = make_problem(mask, 21, {6, 5}, 2, 3, 2, 3, 4, 3);
+    INFO("mask " << name(mask) << ", blocks " << (block ? "64" : "4 x 3"));
+    Problem p = make_problem(mask, 21, {6, 5}, 2, 3, 2, 3, block ? block : 4, block ? block : 3);
     const Index L = p.sets.total_rows();
     Rng rng(99);
     const Mat<double> G = random_mat(rng, L, p.V.cols());  // loss = sum(G o out)
@@ -178,7 +209,9 @@ TEST_CASE("streaming attention backward accumulates into the gradient buffers",
 
 TEST_CASE("streaming attention is bitwise identical for 1 and 2 threads",
           "[flt_exact][streaming][threads]") {
-  const Problem p = make_problem(DistanceMask::additive, 41, {40, 9, 33}, 2, 4, 4, 3, 8, 8);
+  for (Index block : {Index(8), Index(64)}) {  // tiled sets; single-tile sets
+  INFO("block " << block);
+  const Problem p = make_problem(DistanceMask::additive, 41, {40, 9, 33}, 2, 4, 4, 3, block, block);
   const Index L = p.sets.total_rows();
   Rng rng(5);
   const Mat<float> G = random_mat(rng, L, p.V.cols()).cast<float>();
@@ -198,6 +231,7 @@ TEST_CASE("streaming attention is bitwise identical for 1 and 2 threads",
   };
   const auto one = run(1), two = run(2);
   for (std::size_t i = 0; i < one.size(); ++i) CHECK(one[i] == two[i]);
+  }
 }
 
 TEST_CASE("streaming attention counts non-positive multiplicative denominators and rejects bad shapes",

@@ -14,6 +14,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -195,6 +196,50 @@ TEST_CASE("molecule model: float forward matches double forward", "[models]") {
     copy_model_state(mf, md2);
     for (std::size_t i = 0; i < mf.parameters().size(); ++i)
       REQUIRE(md2.parameters().values()[i] == static_cast<double>(mf.parameters().values()[i]));
+  }
+}
+
+TEST_CASE("molecule model: block 0 computed per atom type equals the per-atom computation", "[models]") {
+  // Block 0's LN1 and q/k/v run once per (element, charge) type and are gathered to the atoms
+  // (AtomTypes); they must be bitwise the rows a per-atom computation gives.
+  for (bool charges : {true, false}) {
+    INFO("use_charges " << charges);
+    auto cfg = tiny_config(AttentionKind::exact);
+    cfg.use_charges = charges;
+    MoleculeModel<float> model(cfg);
+    Rng rng(5);
+    for (float& p : model.parameters().values()) p += static_cast<float>(0.05 * rng.normal());
+    const auto mols = random_molecules({7, 1, 12, 5}, 21);
+    const auto batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+    ModelCache<float> cache;
+    model.forward(batch, cache);
+    const Index N = batch.num_atoms(), D = cfg.width;
+    // Types: (Z, q) pairs (or Z alone) of the batch, in order of first appearance.
+    std::vector<std::pair<int, int>> seen;
+    for (Index i = 0; i < N; ++i) {
+      const std::pair<int, int> key{batch.atomic_numbers[static_cast<std::size_t>(i)],
+                                    charges ? batch.formal_charges[static_cast<std::size_t>(i)] : 0};
+      if (std::find(seen.begin(), seen.end(), key) == seen.end()) seen.push_back(key);
+    }
+    REQUIRE(cache.types.z.size() == seen.size());
+    REQUIRE(seen.size() < static_cast<std::size_t>(N));  // the test needs repeated types
+    // Per-atom reference: embedding rows, LN1 of all N rows, the three projections.
+    const auto& store = model.parameters();
+    const auto& blk = model.layers()[0];
+    Mat<float> x(N, D);
+    for (Index i = 0; i < N; ++i) {
+      x.row(i) = store.value(store.ref("embed.element.weight")).row(batch.atomic_numbers[static_cast<std::size_t>(i)]);
+      if (charges)
+        x.row(i) += store.value(store.ref("embed.charge.weight"))
+                        .row(batch.formal_charges[static_cast<std::size_t>(i)] + cfg.max_charge);
+    }
+    LayerNormCache<float> ln;
+    const Mat<float> u = blk.ln1.forward(store, x, ln);
+    const Mat<float> q = blk.q.forward(store, u), k = blk.k.forward(store, u), v = blk.v.forward(store, u);
+    CHECK(cache.blocks[0].q == q);
+    CHECK(cache.blocks[0].k == k);
+    CHECK(cache.blocks[0].v == v);
+    CHECK(cache.blocks[0].u.rows() == static_cast<Index>(seen.size()));
   }
 }
 

@@ -56,7 +56,8 @@ struct Args {
   int threads = 1;
   int steps = 200;
   int warmup = 5;
-  int batch_size = 32;
+  int batch_size = 0;  // 0: the mode's default, 32 for train (the default model's training batch),
+                      // 64 for predict (flt predict's batch)
   int molecules = 2048;
 };
 
@@ -83,6 +84,7 @@ Args parse(int argc, char** argv) {
   if (a.mode != "train" && a.mode != "predict" && a.mode != "export")
     throw std::runtime_error("--mode must be train, predict or export");
   if (a.data.empty() || a.model.empty()) throw std::runtime_error("--data and --model are required");
+  if (a.batch_size == 0) a.batch_size = a.mode == "predict" ? 64 : 32;
   if (a.threads < 1 || a.steps < 1 || a.warmup < 0 || a.batch_size < 1 || a.molecules < 1)
     throw std::runtime_error("--threads, --steps, --batch-size, --molecules must be >= 1");
   return a;

@@ -1,0 +1,64 @@
+// Float matrix products for the Linear layers: C = [C +] A B [+ 1 bias^T] with A (M x K) and C
+// (M x N) row-major views and B (K x N) pre-packed into panels of 16 columns.
+//
+// Why not Eigen's product: Eigen packs both operands on every call. For the Linear layers of the
+// FLT models (K, N = 64..384, M = a few hundred rows per chunk) that packing is 10-20% of the
+// product, and linear_forward calls the product once per 256-row chunk, packing the weights again
+// each time. Here the weights are packed once per call and the activations are read in place: the
+// 6 x 16 micro-kernel broadcasts A(i, k) straight from the row-major rows (6 rows of K floats stay
+// in L1) and keeps the 6 x 16 block of C in 12 AVX registers. tools/bench/model/bench_gemm
+// measures both side by side.
+//
+// Summation order: C(i, j) = bias(j) + sum_k A(i, k) B(k, j), accumulated one k at a time from
+// k = 0 (fused multiply-adds), whatever M, the row range or the thread count -- so results are
+// bitwise independent of how callers cut the rows into chunks. linear_forward_reference (double
+// accumulation) is the readable reference; tests/core/test_gemm.cpp compares the two.
+//
+// The fast kernel needs AVX2 and FMA (the default x86-64-v3 build). Without them
+// kFastKernelAvailable is false and multiply() runs a plain loop with the same summation order;
+// linear_forward then keeps using Eigen.
+#pragma once
+
+#include "core/tensor.hpp"
+
+#include <span>
+#include <vector>
+
+namespace flt::gemm {
+
+#if defined(__AVX2__) && defined(__FMA__)
+inline constexpr bool kFastKernelAvailable = true;
+#else
+inline constexpr bool kFastKernelAvailable = false;
+#endif
+
+// Columns per packed panel (two 8-float AVX registers).
+inline constexpr Index kPanelWidth = 16;
+
+// B (K x N) as ceil(N / 16) panels, each K rows of 16 floats (columns past N are zero).
+class PackedMatrix {
+ public:
+  PackedMatrix() = default;
+  // Packs B (K x N).
+  static PackedMatrix pack(ConstMatRef<float> b);
+  // Packs B = W^T for W (N x K): the operand of dx = dy W^T.
+  static PackedMatrix pack_transposed(ConstMatRef<float> w);
+
+  Index rows() const noexcept { return rows_; }  // K
+  Index cols() const noexcept { return cols_; }  // N
+  Index panels() const noexcept { return (cols_ + kPanelWidth - 1) / kPanelWidth; }
+  const float* panel(Index p) const noexcept { return data_.data() + p * rows_ * kPanelWidth; }
+
+ private:
+  Index rows_ = 0, cols_ = 0;
+  std::vector<float> data_;
+};
+
+// C = A B + 1 bias^T (accumulate false) or C += A B + 1 bias^T (accumulate true); bias empty
+// means zero. A: M x K, C: M x N, both row-major with unit inner stride; B.rows() == K,
+// B.cols() == N. Single-threaded: callers parallelise over row chunks. Throws InvalidArgument on a
+// shape mismatch.
+void multiply(ConstMatRef<float> a, const PackedMatrix& b, std::span<const float> bias, MatRef<float> c,
+              bool accumulate);
+
+}  // namespace flt::gemm
