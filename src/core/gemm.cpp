@@ -46,9 +46,15 @@ PackedMatrix PackedMatrix::pack_transposed(ConstMatRef<float> w) {
 
 namespace {
 
-// Rows of A per outer block: 24 rows of K <= 256 floats (24 KiB) plus one 16-column panel
-// (16 KiB at K = 256) stay within L1 while the panel is reused by the four 6-row micro-kernels.
-constexpr Index kRowBlock = 24;
+// Rows of A per outer block: the block's rows of A (K floats each) and one 16-column panel of B
+// (16 K floats) should stay within L1 (32 KiB; budget 24 KiB) while the panel is reused by the
+// block's 6-row micro-kernels: 30 rows at K = 128, 6 at K = 256 and beyond.
+constexpr Index kL1Budget = 24 * 1024;
+Index row_block(Index k_len) {
+  const Index row_bytes = std::max<Index>(1, k_len) * static_cast<Index>(sizeof(float));
+  const Index rows = (kL1Budget - kPanelWidth * row_bytes) / row_bytes;
+  return std::max<Index>(6, rows / 6 * 6);
+}
 constexpr int kMicroRows = 6;
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -117,7 +123,55 @@ void plain_kernel(int rows, const float* a, Index lda, const float* panel, Index
 
 #endif
 
+#if defined(__AVX2__) && defined(__FMA__)
+// Transposes the 8 x 8 block at src (row stride lds) into dst (row stride ldd).
+inline void transpose8x8(const float* src, Index lds, float* dst, Index ldd) {
+  const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + lds);
+  const __m256 r2 = _mm256_loadu_ps(src + 2 * lds), r3 = _mm256_loadu_ps(src + 3 * lds);
+  const __m256 r4 = _mm256_loadu_ps(src + 4 * lds), r5 = _mm256_loadu_ps(src + 5 * lds);
+  const __m256 r6 = _mm256_loadu_ps(src + 6 * lds), r7 = _mm256_loadu_ps(src + 7 * lds);
+  const __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+  const __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+  const __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+  const __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+#endif
+
 }  // namespace
+
+void transpose(ConstMatRef<float> in, Mat<float>& out) {
+  const Index rows = in.rows(), cols = in.cols(), lds = in.outerStride();
+  out.resize(cols, rows);
+  const float* src = in.data();
+  float* dst = out.data();
+  Index i0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  for (; i0 + 8 <= rows; i0 += 8) {
+    Index j0 = 0;
+    for (; j0 + 8 <= cols; j0 += 8) transpose8x8(src + i0 * lds + j0, lds, dst + j0 * rows + i0, rows);
+    for (Index j = j0; j < cols; ++j)
+      for (Index i = i0; i < i0 + 8; ++i) dst[j * rows + i] = src[i * lds + j];
+  }
+#endif
+  for (Index j = 0; j < cols; ++j)
+    for (Index i = i0; i < rows; ++i) dst[j * rows + i] = src[i * lds + j];
+}
 
 void multiply(ConstMatRef<float> a, const PackedMatrix& b, std::span<const float> bias, MatRef<float> c,
               bool accumulate) {
@@ -130,8 +184,9 @@ void multiply(ConstMatRef<float> a, const PackedMatrix& b, std::span<const float
           "gemm::multiply: bias length does not match the output columns");
   if (m == 0 || n == 0) return;
   const Index lda = a.outerStride(), ldc = c.outerStride();
-  for (Index i0 = 0; i0 < m; i0 += kRowBlock) {
-    const Index i1 = std::min(m, i0 + kRowBlock);
+  const Index block_rows = row_block(k_len);
+  for (Index i0 = 0; i0 < m; i0 += block_rows) {
+    const Index i1 = std::min(m, i0 + block_rows);
     for (Index q = 0; q < b.panels(); ++q) {
       const Index c0 = q * kPanelWidth, nc = std::min(kPanelWidth, n - c0);
       alignas(32) float bias16[kPanelWidth] = {};

@@ -54,6 +54,10 @@ class PackedMatrix {
   std::vector<float> data_;
 };
 
+// out (cols x rows) = in^T, 8 x 8 blocks through AVX registers (a scalar row-major to row-major
+// transpose costs several cycles per element: every element is a strided access).
+void transpose(ConstMatRef<float> in, Mat<float>& out);
+
 // C = A B + 1 bias^T (accumulate false) or C += A B + 1 bias^T (accumulate true); bias empty
 // means zero. A: M x K, C: M x N, both row-major with unit inner stride; B.rows() == K,
 // B.cols() == N. Single-threaded: callers parallelise over row chunks. Throws InvalidArgument on a

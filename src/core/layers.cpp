@@ -53,6 +53,9 @@ constexpr Index kWave = 16;
 
 // Output columns per block of linear_backward's weight-gradient product.
 constexpr Index kGradColBlock = 64;
+// Batch rows per packed weight-gradient product (float): a 16-column panel of dy of this depth
+// (16 KiB) stays in L1 while the micro-kernel sweeps the rows of x^T.
+constexpr Index kGradDepth = 256;
 
 }  // namespace
 
@@ -126,22 +129,46 @@ void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatR
   }
 
   // dW += x^T dy and db += sum_n dy_n. Parallel over fixed blocks of kGradColBlock output
-  // columns, each reduced over all n rows by one matrix product (its summation order depends on
-  // the sizes only: Eigen runs single-threaded here), so the result does not depend on the
-  // thread count. One deep product per block instead of one per row chunk plus a serial sum of
-  // the partials: fewer packings and no scratch matrices.
+  // columns; every element is reduced over the n rows in an order fixed by the sizes, so the
+  // result does not depend on the thread count.
   if (n == 0) return;
   const Index col_blocks = chunk_count(out, kGradColBlock);
+  if constexpr (std::is_same_v<T, float> && gemm::kFastKernelAvailable) {
+    // x^T once, shared by the column blocks (Eigen's product packed x again for every block),
+    // then per block and per kGradDepth batch rows one packed product accumulated into dW:
+    // dW(i, j) += sum_{k in chunk} x(k, i) dy(k, j), chunks in order. db is the same product
+    // with a row of ones for x^T, on the same packed panel of dy.
+    Mat<T> x_t;
+    gemm::transpose(x, x_t);
+    const Mat<T> ones = Mat<T>::Ones(1, std::min(n, kGradDepth));
 #pragma omp parallel for schedule(static) if (col_blocks > 1)
-  for (Index cb = 0; cb < col_blocks; ++cb) {
-    const Index c0 = cb * kGradColBlock;
-    const Index nc = std::min(out, c0 + kGradColBlock) - c0;
-    dW.middleCols(c0, nc).noalias() += x.transpose() * dy.middleCols(c0, nc);
-    if (!db.empty()) {
-      std::vector<double> acc(static_cast<std::size_t>(nc), 0.0);
-      for (Index r = 0; r < n; ++r)
-        for (Index c = 0; c < nc; ++c) acc[static_cast<std::size_t>(c)] += static_cast<double>(dy(r, c0 + c));
-      for (Index c = 0; c < nc; ++c) db[static_cast<std::size_t>(c0 + c)] += static_cast<T>(acc[static_cast<std::size_t>(c)]);
+    for (Index cb = 0; cb < col_blocks; ++cb) {
+      const Index c0 = cb * kGradColBlock;
+      const Index nc = std::min(out, c0 + kGradColBlock) - c0;
+      Mat<T> db_block = Mat<T>::Zero(1, nc);
+      for (Index k0 = 0; k0 < n; k0 += kGradDepth) {
+        const Index kc = std::min(kGradDepth, n - k0);
+        const auto packed = gemm::PackedMatrix::pack(dy.block(k0, c0, kc, nc));
+        gemm::multiply(x_t.middleCols(k0, kc), packed, {}, dW.middleCols(c0, nc), true);
+        if (!db.empty()) gemm::multiply(ones.leftCols(kc), packed, {}, db_block, true);
+      }
+      if (!db.empty())
+        for (Index c = 0; c < nc; ++c) db[static_cast<std::size_t>(c0 + c)] += db_block(0, c);
+    }
+  } else {
+    // One deep Eigen product per block (its summation order depends on the sizes only: Eigen
+    // runs single-threaded here); db summed in double.
+#pragma omp parallel for schedule(static) if (col_blocks > 1)
+    for (Index cb = 0; cb < col_blocks; ++cb) {
+      const Index c0 = cb * kGradColBlock;
+      const Index nc = std::min(out, c0 + kGradColBlock) - c0;
+      dW.middleCols(c0, nc).noalias() += x.transpose() * dy.middleCols(c0, nc);
+      if (!db.empty()) {
+        std::vector<double> acc(static_cast<std::size_t>(nc), 0.0);
+        for (Index r = 0; r < n; ++r)
+          for (Index c = 0; c < nc; ++c) acc[static_cast<std::size_t>(c)] += static_cast<double>(dy(r, c0 + c));
+        for (Index c = 0; c < nc; ++c) db[static_cast<std::size_t>(c0 + c)] += static_cast<T>(acc[static_cast<std::size_t>(c)]);
+      }
     }
   }
 }

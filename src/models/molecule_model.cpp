@@ -317,6 +317,8 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   if (!config_.use_charges) cache.charge_ids.clear();
   cache.types = find_atom_types(cache.z, cache.charge_ids, config_.max_z,
                                 config_.use_charges ? 2 * config_.max_charge + 1 : 1);
+  if (config_.attention == AttentionKind::exact)
+    exact::radial_basis_table<T>(exact_config_, batch.index, cache.coords, cache.radial);
   cache.blocks.resize(blocks_.size());
   Mat<T> tmp(N, D);
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
@@ -354,7 +356,8 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
         break;
       case AttentionKind::exact:
         exact::streaming_attention_forward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
-                                              cache.coords, store_.value(blk.rbf), bc.exact);
+                                              cache.coords, store_.value(blk.rbf), bc.exact,
+                                              &cache.radial);
         bc.a = bc.exact.out;
         break;
       case AttentionKind::performer:
@@ -433,7 +436,8 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
       case AttentionKind::exact:
         exact::streaming_attention_backward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
                                                cache.coords, store_.value(blk.rbf), bc.exact, da,
-                                               dq, dk, dv, dr, store_.grad(blk.rbf));
+                                               dq, dk, dv, dr, store_.grad(blk.rbf),
+                                               &cache.radial);
         break;
       case AttentionKind::performer:
         detail::performer_attention_backward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,

@@ -210,6 +210,7 @@ template <class T>
 struct ModelCache {
   std::vector<std::int32_t> z, charge_ids;
   AtomTypes types;
+  exact::RadialBasisTable<T> radial;  // exact kind: distances and radial basis, shared by the blocks
   Mat<T> coords;                  // N x 3 in T
   std::vector<BlockCache<T>> blocks;
   LayerNormCache<T> ln_out;

@@ -112,6 +112,18 @@ TEST_CASE("gemm: pack_transposed packs W^T", "[core][gemm]") {
     for (Index i = 0; i < p1.rows() * gemm::kPanelWidth; ++i) REQUIRE(p1.panel(q)[i] == p2.panel(q)[i]);
 }
 
+TEST_CASE("gemm: transpose of views with ragged edges", "[core][gemm]") {
+  Rng rng(106);
+  for (Index rows : {1, 7, 8, 9, 16, 23})
+    for (Index cols : {1, 5, 8, 17, 24}) {
+      const Mat<float> wide = random_mat(rng, rows, cols + 3).cast<float>();
+      Mat<float> t;
+      gemm::transpose(wide.middleCols(2, cols), t);
+      INFO(rows << " x " << cols);
+      REQUIRE(t == Mat<float>(wide.middleCols(2, cols).transpose()));
+    }
+}
+
 TEST_CASE("gemm: shape mismatches are errors", "[core][gemm]") {
   const auto packed = gemm::PackedMatrix::pack(Mat<float>::Zero(4, 3));
   Mat<float> a = Mat<float>::Zero(2, 5), c(2, 3), c_bad(2, 4);
@@ -147,4 +159,27 @@ TEST_CASE("Linear float forward and input gradient match the double reference", 
   const Mat<double> dW_ref = x.transpose() * dy;
   REQUIRE((dW.cast<double>() - dW_ref).cwiseAbs().maxCoeff() <=
           (n + 3) * kFloatU * (x.cwiseAbs().transpose() * dy.cwiseAbs()).maxCoeff());
+  for (Index o = 0; o < out; ++o)
+    REQUIRE(std::abs(db[static_cast<std::size_t>(o)] - dy.col(o).sum()) <= (n + 3) * kFloatU * dy.col(o).cwiseAbs().sum());
+}
+
+TEST_CASE("Linear float weight gradient: many batch chunks and column blocks, accumulated", "[core][layers][gemm][reference]") {
+  Rng rng(105);
+  // 700 rows: three chunks of the weight-gradient depth; 150 outputs: three column blocks, the
+  // last one partial and not a multiple of 16; dW and db start non-zero (accumulation).
+  const Index n = 700, in = 21, out = 150;
+  const Mat<double> x = random_mat(rng, n, in), dy = random_mat(rng, n, out), W = random_mat(rng, in, out);
+  const Mat<double> dW0 = random_mat(rng, in, out), db0 = random_mat(rng, 1, out);
+  Mat<float> dW = dW0.cast<float>(), none;
+  std::vector<float> db(static_cast<std::size_t>(out));
+  for (Index o = 0; o < out; ++o) db[static_cast<std::size_t>(o)] = static_cast<float>(db0(0, o));
+  linear_backward<float>(x.cast<float>(), W.cast<float>(), dy.cast<float>(), none, dW, db);
+  const Mat<double> ref = dW0 + x.transpose() * dy;
+  const Mat<double> mag = dW0.cwiseAbs() + x.cwiseAbs().transpose() * dy.cwiseAbs();
+  REQUIRE(((dW.cast<double>() - ref).array().abs() / mag.array()).maxCoeff() <= (n + 3) * kFloatU);
+  for (Index o = 0; o < out; ++o) {
+    const double want = db0(0, o) + dy.col(o).sum();
+    REQUIRE(std::abs(db[static_cast<std::size_t>(o)] - want) <=
+            (n + 3) * kFloatU * (std::abs(db0(0, o)) + dy.col(o).cwiseAbs().sum()));
+  }
 }

@@ -207,6 +207,43 @@ TEST_CASE("streaming attention backward accumulates into the gradient buffers",
   CHECK((dR2 - 2 * dR1).cwiseAbs().maxCoeff() < 1e-14);
 }
 
+TEST_CASE("streaming attention: a radial basis table gives bitwise the same forward and backward",
+          "[flt_exact][streaming]") {
+  // Sets of 1, 5 and 8 rows fit one 8 x 8 tile (tabulated); 19 rows span several (not tabulated).
+  for (DistanceMask mask : {DistanceMask::additive, DistanceMask::multiplicative}) {
+    INFO("mask " << name(mask));
+    const Problem p = make_problem(mask, 71, {5, 19, 1, 8}, 2, 4, 3, 3, 8, 8);
+    const Index L = p.sets.total_rows();
+    const Mat<float> Q = p.Q.cast<float>(), K = p.K.cast<float>(), V = p.V.cast<float>();
+    const Mat<float> R = p.R.cast<float>(), A = p.A.cast<float>();
+    RadialBasisTable<float> table;
+    radial_basis_table<float>(p.cfg, p.sets, R, table);
+    REQUIRE(table.first_pair == std::vector<Index>{0, -1, 25, 26});
+    REQUIRE(table.rho.size() == 25 + 1 + 64);
+    Rng rng(72);
+    const Mat<float> G = random_mat(rng, L, p.V.cols()).cast<float>();
+    auto run = [&](const RadialBasisTable<float>* t) {
+      StreamingAttentionCache<float> cache;
+      streaming_attention_forward<float>(p.cfg, p.sets, Q, K, V, R, A, cache, t);
+      std::vector<Mat<float>> g = {Mat<float>::Zero(L, Q.cols()), Mat<float>::Zero(L, K.cols()),
+                                   Mat<float>::Zero(L, V.cols()), Mat<float>::Zero(L, R.cols()),
+                                   Mat<float>::Zero(A.rows(), A.cols())};
+      streaming_attention_backward<float>(p.cfg, p.sets, Q, K, V, R, A, cache, G, g[0], g[1], g[2], g[3],
+                                          g[4], t);
+      g.push_back(cache.out);
+      return g;
+    };
+    const auto with = run(&table), without = run(nullptr);
+    for (std::size_t i = 0; i < with.size(); ++i) CHECK(with[i] == without[i]);
+    // A table for other sets is rejected.
+    RadialBasisTable<float> other;
+    radial_basis_table<float>(p.cfg, RaggedIndex::from_sizes(std::vector<Index>{5, 19, 9}), R, other);
+    StreamingAttentionCache<float> cache;
+    CHECK_THROWS_AS(streaming_attention_forward<float>(p.cfg, p.sets, Q, K, V, R, A, cache, &other),
+                    InvalidArgument);
+  }
+}
+
 TEST_CASE("streaming attention is bitwise identical for 1 and 2 threads",
           "[flt_exact][streaming][threads]") {
   for (Index block : {Index(8), Index(64)}) {  // tiled sets; single-tile sets

@@ -34,6 +34,7 @@
 #include "flt/attention.hpp"
 #include "flt/exact/streaming.hpp"
 #include "flt/exact/toeplitz.hpp"
+#include "fma_peak.hpp"
 
 #include <immintrin.h>
 #include <omp.h>
@@ -139,38 +140,6 @@ void print_result(const Result& r) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// FMA peak: per thread 12 independent 8-wide FMA chains (latency 4, 2 FMA pipes on Zen 3 need >= 8).
-double fma_peak_gflops(int threads) {
-  const long iters = 40'000'000;
-  double sink = 0.0;
-  const auto t0 = Clock::now();
-#pragma omp parallel num_threads(threads) reduction(+ : sink)
-  {
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 acc[12];
-    for (int k = 0; k < 12; ++k) acc[k] = _mm256_set1_ps(static_cast<float>(k) * 1e-3f);
-    const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    for (long i = 0; i < iters; ++i) {
-      for (int k = 0; k < 12; ++k) acc[k] = _mm256_fmadd_ps(acc[k], a, b);
-    }
-    float lanes[8];
-    __m256 total = acc[0];
-    for (int k = 1; k < 12; ++k) total = _mm256_add_ps(total, acc[k]);
-    _mm256_storeu_ps(lanes, total);
-    for (float v : lanes) sink += v;
-#else
-    float acc[96];
-    for (int k = 0; k < 96; ++k) acc[k] = static_cast<float>(k) * 1e-3f;
-    for (long i = 0; i < iters; ++i)
-      for (int k = 0; k < 96; ++k) acc[k] = acc[k] * 0.999999f + 1e-7f;
-    for (float v : acc) sink += v;
-#endif
-  }
-  const double t = seconds_since(t0);
-  if (sink == 12345.0) std::cerr << "";  // keep the loop alive
-  return static_cast<double>(threads) * static_cast<double>(iters) * 12.0 * 8.0 * 2.0 / t / 1e9;
-}
-
 // ---------------------------------------------------------------------------------------------
 Result run_flt(flt::attn::Variant variant, Index L) {
   flt::attn::AttentionConfig cfg;
@@ -689,8 +658,8 @@ int main(int argc, char** argv) {
       Result r;
       r.method = "peak";
       r.threads = std::stoi(args[1]);
-      fma_peak_gflops(r.threads);  // warm-up (clock ramp)
-      r.gflops = fma_peak_gflops(r.threads);
+      flt_bench::fma_peak_gflops(r.threads);  // warm-up (clock ramp)
+      r.gflops = flt_bench::fma_peak_gflops(r.threads);
       print_result(r);
       return 0;
     }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <new>
 #include <string>
 #include <type_traits>
 
@@ -38,34 +39,51 @@ std::vector<Task> make_tasks(const RaggedIndex& sets, Index block) {
 template <class T>
 struct MaskTile {
   Mat<T> keys_t;  // dc x nk: key coordinates, one contiguous row per dimension
-  Arr<T> rho;     // P: |r_i - r_j|
-  ColMat<T> phi;  // P x K: phi_k(rho_p)
+  // rho (P: |r_i - r_j|) and phi (P x K: phi_k(rho_p)) view either this tile's own storage or a
+  // RadialBasisTable's block for the set (reseated with placement new, the Eigen idiom).
+  Eigen::Map<const Arr<T>> rho{nullptr, 0};
+  Eigen::Map<const ColMat<T>> phi{nullptr, 0, 0};
+  Arr<T> rho_own;
+  ColMat<T> phi_own;
   ColMat<T> u;    // P x H: u_h(rho_p) = sum_k a_hk phi_k(rho_p)  (column h = nq x nk row-major tile)
   ColMat<T> du;   // P x H: dLoss/du_h(rho_p)
   ColMat<T> c;    // P x K: sum_h du_ph a_hk
   Arr<T> w;       // P: dLoss/drho_p / rho_p (0 where rho_p = 0)
 
-  void build(const RadialBasis& basis, ConstMatRef<T> coords, ConstMatRef<T> coeffs, Index i0,
-             Index nq, Index j0, Index nk) {
+  // The geometry of the tile (keys_t, rho, phi): from the table when it holds the tile's set
+  // (table_rho / table_phi non-null), else computed here.
+  void build_geometry(const RadialBasis& basis, ConstMatRef<T> coords, Index i0, Index nq, Index j0,
+                      Index nk, const T* table_rho = nullptr, const T* table_phi = nullptr) {
     const Index dc = coords.cols();
-    const Index P = nq * nk;
+    const Index P = nq * nk, K = basis.size();
     keys_t = coords.middleRows(j0, nk).transpose();
-    rho.setZero(P);
+    if (table_rho != nullptr) {
+      new (&rho) Eigen::Map<const Arr<T>>(table_rho, P);
+      new (&phi) Eigen::Map<const ColMat<T>>(table_phi, P, K);
+      return;
+    }
+    rho_own.setZero(P);
     for (Index r = 0; r < nq; ++r) {
-      auto seg = rho.segment(r * nk, nk);
+      auto seg = rho_own.segment(r * nk, nk);
       for (Index a = 0; a < dc; ++a)
         seg += (keys_t.row(a).array().transpose() - coords(i0 + r, a)).square();
     }
-    rho = rho.sqrt();
-    const Index K = basis.size();
-    phi.resize(P, K);
+    rho_own = rho_own.sqrt();
+    phi_own.resize(P, K);
     if (uniform_step > 0.0)
       fill_phi_recurrence(basis);
     else
       for (Index k = 0; k < K; ++k) {
         const T mu = static_cast<T>(basis.centres[static_cast<std::size_t>(k)]);
-        phi.col(k) = (-(rho - mu).square() * inv_two_w2(basis)).exp().matrix();
+        phi_own.col(k) = (-(rho_own - mu).square() * inv_two_w2(basis)).exp().matrix();
       }
+    new (&rho) Eigen::Map<const Arr<T>>(rho_own.data(), P);
+    new (&phi) Eigen::Map<const ColMat<T>>(phi_own.data(), P, K);
+  }
+
+  void build(const RadialBasis& basis, ConstMatRef<T> coords, ConstMatRef<T> coeffs, Index i0,
+             Index nq, Index j0, Index nk, const T* table_rho = nullptr, const T* table_phi = nullptr) {
+    build_geometry(basis, coords, i0, nq, j0, nk, table_rho, table_phi);
     u.noalias() = phi * coeffs.transpose();
   }
 
@@ -104,15 +122,15 @@ struct MaskTile {
     constexpr Index group = 8;
     for (Index k0 = 0; k0 < K; k0 += group) {
       const T mu = static_cast<T>(basis.centres[static_cast<std::size_t>(k0)]);
-      z = (rho - mu) * inv_w;
+      z = (rho_own - mu) * inv_w;
       // Eigen's vectorised exp clamps very negative arguments to a tiny non-zero value instead of
       // 0, which the recurrence would then amplify: flush those to exactly 0.
       ratio = -T(0.5) * z.square();
-      phi.col(k0) = ratio.exp().matrix();  // plain operand: vectorised exp
-      phi.col(k0) = (ratio < floor_arg).select(T(0), phi.col(k0).array()).matrix();
+      phi_own.col(k0) = ratio.exp().matrix();  // plain operand: vectorised exp
+      phi_own.col(k0) = (ratio < floor_arg).select(T(0), phi_own.col(k0).array()).matrix();
       ratio = (static_cast<T>(delta) * z - static_cast<T>(0.5 * delta * delta)).min(cap).exp();
       for (Index k = k0 + 1; k < std::min(K, k0 + group); ++k) {
-        phi.col(k) = (phi.col(k - 1).array() * ratio).matrix();
+        phi_own.col(k) = (phi_own.col(k - 1).array() * ratio).matrix();
         ratio *= decay;
       }
     }
@@ -175,6 +193,73 @@ void validate(const StreamingAttentionConfig& cfg, const RaggedIndex& sets, Cons
 
 }  // namespace
 
+namespace {
+
+// Rows of the largest set that is a single tile.
+Index single_tile_limit(const StreamingAttentionConfig& cfg) { return std::min(cfg.query_block, cfg.key_block); }
+
+// The table's (rho, phi) pointers for `set`, or nulls when the table does not hold it.
+template <class T>
+std::pair<const T*, const T*> table_block(const RadialBasisTable<T>* table, Index set) {
+  if (table == nullptr || table->first_pair[static_cast<std::size_t>(set)] < 0) return {nullptr, nullptr};
+  const Index first = table->first_pair[static_cast<std::size_t>(set)];
+  return {table->rho.data() + first, table->phi.data() + first * table->basis_size};
+}
+
+template <class T>
+void validate_table(const StreamingAttentionConfig& cfg, const RaggedIndex& sets,
+                    const RadialBasisTable<T>* table) {
+  if (table == nullptr) return;
+  require(cfg.mask != DistanceMask::none && table->basis_size == cfg.basis.size() &&
+              static_cast<Index>(table->first_pair.size()) == sets.num_sets() &&
+              table->phi.size() == table->rho.size() * table->basis_size,
+          "streaming attention: the radial basis table does not match the configuration and sets");
+  for (Index s = 0; s < sets.num_sets(); ++s) {
+    const Index first = table->first_pair[static_cast<std::size_t>(s)];
+    const Index n = sets.size(s);
+    require(first < 0 ? n > single_tile_limit(cfg) : (n <= single_tile_limit(cfg) && first + n * n <= table->rho.size()),
+            "streaming attention: the radial basis table does not match the sets");
+  }
+}
+
+}  // namespace
+
+template <class T>
+void radial_basis_table(const StreamingAttentionConfig& cfg, const RaggedIndex& sets,
+                        ConstMatRef<T> coords, RadialBasisTable<T>& table) {
+  require(cfg.mask != DistanceMask::none, "radial_basis_table: the configuration has no distance mask");
+  require(coords.rows() == sets.total_rows() && coords.cols() >= 1,
+          "radial_basis_table: coords must be L x dc (dc >= 1)");
+  require(cfg.basis.size() >= 1 && cfg.basis.width > 0.0,
+          "radial_basis_table: the radial basis needs at least one centre and a positive width");
+  const Index K = cfg.basis.size(), limit = single_tile_limit(cfg);
+  table.basis_size = K;
+  table.first_pair.assign(static_cast<std::size_t>(sets.num_sets()), -1);
+  Index pairs = 0;
+  for (Index s = 0; s < sets.num_sets(); ++s)
+    if (sets.size(s) <= limit) {
+      table.first_pair[static_cast<std::size_t>(s)] = pairs;
+      pairs += sets.size(s) * sets.size(s);
+    }
+  table.rho.resize(pairs);
+  table.phi.resize(pairs * K);
+  // Each set's block is computed by the same tile code as without the table (bitwise equal).
+#pragma omp parallel
+  {
+    MaskTile<T> tile;
+    tile.uniform_step = MaskTile<T>::recurrence_step(cfg.basis);
+#pragma omp for schedule(dynamic, 8)
+    for (Index s = 0; s < sets.num_sets(); ++s) {
+      const Index first = table.first_pair[static_cast<std::size_t>(s)];
+      if (first < 0 || sets.size(s) == 0) continue;
+      const Index s0 = sets.begin(s), n = sets.size(s);
+      tile.build_geometry(cfg.basis, coords, s0, n, s0, n);
+      table.rho.segment(first, n * n) = tile.rho;
+      Eigen::Map<ColMat<T>>(table.phi.data() + first * K, n * n, K) = tile.phi;
+    }
+  }
+}
+
 RadialBasis RadialBasis::uniform(Index count, double r_max) {
   require(count >= 2 && r_max > 0.0, "RadialBasis::uniform: need count >= 2 and r_max > 0");
   RadialBasis b;
@@ -193,8 +278,9 @@ template <class T>
 void streaming_attention_forward(const StreamingAttentionConfig& cfg, const RaggedIndex& sets,
                                  ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
                                  ConstMatRef<T> coords, ConstMatRef<T> coeffs,
-                                 StreamingAttentionCache<T>& cache) {
+                                 StreamingAttentionCache<T>& cache, const RadialBasisTable<T>* table) {
   validate<T>(cfg, sets, Q, K, V, coords, coeffs);
+  validate_table<T>(cfg, sets, table);
   const Index L = Q.rows(), H = cfg.heads, d = Q.cols() / H, dv = V.cols() / H;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
   const bool masked = cfg.mask != DistanceMask::none;
@@ -222,7 +308,10 @@ void streaming_attention_forward(const StreamingAttentionConfig& cfg, const Ragg
       l.setZero(nq, H);
       for (Index j0 = s0; j0 < s1; j0 += cfg.key_block) {
         const Index nk = std::min(cfg.key_block, s1 - j0);
-        if (masked) tile.build(cfg.basis, coords, coeffs, i0, nq, j0, nk);
+        if (masked) {
+          const auto [trho, tphi] = table_block(table, task.set);
+          tile.build(cfg.basis, coords, coeffs, i0, nq, j0, nk, trho, tphi);
+        }
         for (Index h = 0; h < H; ++h) {
           S.noalias() = Qs.middleCols(h * d, d) * K.block(j0, h * d, nk, d).transpose();
           if (additive) S += tile.u_head(h, nq, nk);
@@ -264,8 +353,9 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
                                   ConstMatRef<T> coords, ConstMatRef<T> coeffs,
                                   const StreamingAttentionCache<T>& cache, ConstMatRef<T> dout,
                                   MatRef<T> dQ, MatRef<T> dK, MatRef<T> dV, MatRef<T> dcoords,
-                                  MatRef<T> dcoeffs) {
+                                  MatRef<T> dcoeffs, const RadialBasisTable<T>* table) {
   validate<T>(cfg, sets, Q, K, V, coords, coeffs);
+  validate_table<T>(cfg, sets, table);
   const Index L = Q.rows(), H = cfg.heads, d = Q.cols() / H, dv = V.cols() / H;
   const bool masked = cfg.mask != DistanceMask::none;
   const bool additive = cfg.mask == DistanceMask::additive;
@@ -353,7 +443,8 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
       for (Index i0 = s0; i0 < s1; i0 += cfg.query_block) {
         const Index nq = std::min(cfg.query_block, s1 - i0);
         if (masked) {
-          w.tile.build(cfg.basis, coords, coeffs, i0, nq, j0, nk);
+          const auto [trho, tphi] = table_block(table, task.set);
+          w.tile.build(cfg.basis, coords, coeffs, i0, nq, j0, nk, trho, tphi);
           w.tile.du.resize(nq * nk, H);
         }
         for (Index h = 0; h < H; ++h) {
@@ -446,13 +537,17 @@ StreamingAttentionFlops streaming_attention_flops(const StreamingAttentionConfig
 }
 
 #define FLT_EXACT_STREAMING_INSTANTIATE(T)                                                        \
+  template void radial_basis_table<T>(const StreamingAttentionConfig&, const RaggedIndex&,        \
+                                      ConstMatRef<T>, RadialBasisTable<T>&);                       \
   template void streaming_attention_forward<T>(                                                   \
       const StreamingAttentionConfig&, const RaggedIndex&, ConstMatRef<T>, ConstMatRef<T>,        \
-      ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, StreamingAttentionCache<T>&);               \
+      ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, StreamingAttentionCache<T>&,                \
+      const RadialBasisTable<T>*);                                                                 \
   template void streaming_attention_backward<T>(                                                  \
       const StreamingAttentionConfig&, const RaggedIndex&, ConstMatRef<T>, ConstMatRef<T>,        \
       ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, const StreamingAttentionCache<T>&,          \
-      ConstMatRef<T>, MatRef<T>, MatRef<T>, MatRef<T>, MatRef<T>, MatRef<T>);
+      ConstMatRef<T>, MatRef<T>, MatRef<T>, MatRef<T>, MatRef<T>, MatRef<T>,                      \
+      const RadialBasisTable<T>*);
 
 FLT_EXACT_STREAMING_INSTANTIATE(float)
 FLT_EXACT_STREAMING_INSTANTIATE(double)

@@ -89,13 +89,37 @@ struct StreamingAttentionCache {
   Index nonpositive_denominators = 0;  // (row, head) pairs with l_i <= 0 (multiplicative mask only)
 };
 
+// The geometry of the radial mask -- distances rho_ij and basis values phi_k(rho_ij) -- of every
+// set that fits one tile (at most min(query_block, key_block) rows: every molecule of up to 64
+// atoms with the default blocks). It depends on the coordinates only, so a model whose layers all
+// attend over the same coordinates (the molecule model's blocks) computes it once per batch and
+// passes it to every forward and backward call, which would otherwise each recompute it.
+// Results are bitwise the same with or without it. Memory: (K + 1) values per pair of the
+// tabulated sets, at most L min(query_block, key_block) (K + 1) values.
+template <class T>
+struct RadialBasisTable {
+  std::vector<Index> first_pair;                  // per set: offset of its n x n pairs (row-major
+                                                  // i n + j) in rho, or -1 for a set of several tiles
+  Eigen::Array<T, Eigen::Dynamic, 1> rho;         // all tabulated pairs
+  Eigen::Array<T, Eigen::Dynamic, 1> phi;         // per set its n^2 x K block, column-major, at
+                                                  // first_pair * K
+  Index basis_size = 0;                           // K
+};
+
+// Fills `table` for these sets and coordinates (L x dc); config.mask must not be none.
+template <class T>
+void radial_basis_table(const StreamingAttentionConfig& config, const RaggedIndex& sets,
+                        ConstMatRef<T> coords, RadialBasisTable<T>& table);
+
 // Forward. coords (L x dc) and coeffs (H x K) are read only when config.mask != none (pass empty
-// matrices otherwise).
+// matrices otherwise). `table`, if given, must come from radial_basis_table with the same
+// configuration, sets and coordinates.
 template <class T>
 void streaming_attention_forward(const StreamingAttentionConfig& config, const RaggedIndex& sets,
                                  ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
                                  ConstMatRef<T> coords, ConstMatRef<T> coeffs,
-                                 StreamingAttentionCache<T>& cache);
+                                 StreamingAttentionCache<T>& cache,
+                                 const RadialBasisTable<T>* table = nullptr);
 
 // Backward: ACCUMULATES dLoss/d{Q, K, V, coords, coeffs} given dout = dLoss/dout. dcoords and
 // dcoeffs are touched only when config.mask != none (pass empty matrices otherwise).
@@ -105,7 +129,7 @@ void streaming_attention_backward(const StreamingAttentionConfig& config, const 
                                   ConstMatRef<T> coords, ConstMatRef<T> coeffs,
                                   const StreamingAttentionCache<T>& cache, ConstMatRef<T> dout,
                                   MatRef<T> dQ, MatRef<T> dK, MatRef<T> dV, MatRef<T> dcoords,
-                                  MatRef<T> dcoeffs);
+                                  MatRef<T> dcoeffs, const RadialBasisTable<T>* table = nullptr);
 
 // Multiply-add counts of the GEMM-shaped products (2 flops per multiply-add), for benchmarks:
 // forward and backward over all heads and all (i, j) pairs within sets.
