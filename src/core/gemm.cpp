@@ -46,15 +46,10 @@ PackedMatrix PackedMatrix::pack_transposed(ConstMatRef<float> w) {
 
 namespace {
 
-// Rows of A per outer block: the block's rows of A (K floats each) and one 16-column panel of B
-// (16 K floats) should stay within L1 (32 KiB; budget 24 KiB) while the panel is reused by the
-// block's 6-row micro-kernels: 30 rows at K = 128, 6 at K = 256 and beyond.
-constexpr Index kL1Budget = 24 * 1024;
-Index row_block(Index k_len) {
-  const Index row_bytes = std::max<Index>(1, k_len) * static_cast<Index>(sizeof(float));
-  const Index rows = (kL1Budget - kPanelWidth * row_bytes) / row_bytes;
-  return std::max<Index>(6, rows / 6 * 6);
-}
+// Rows of A per outer block: the 16-column panel of B is reused by the block's four 6-row
+// micro-kernels. (Sizing the block to keep rows and panel within L1 at every depth -- 6 rows at
+// K = 256 -- measured slower in bench_gemm, so the block is fixed.)
+constexpr Index kRowBlock = 24;
 constexpr int kMicroRows = 6;
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -184,9 +179,8 @@ void multiply(ConstMatRef<float> a, const PackedMatrix& b, std::span<const float
           "gemm::multiply: bias length does not match the output columns");
   if (m == 0 || n == 0) return;
   const Index lda = a.outerStride(), ldc = c.outerStride();
-  const Index block_rows = row_block(k_len);
-  for (Index i0 = 0; i0 < m; i0 += block_rows) {
-    const Index i1 = std::min(m, i0 + block_rows);
+  for (Index i0 = 0; i0 < m; i0 += kRowBlock) {
+    const Index i1 = std::min(m, i0 + kRowBlock);
     for (Index q = 0; q < b.panels(); ++q) {
       const Index c0 = q * kPanelWidth, nc = std::min(kPanelWidth, n - c0);
       alignas(32) float bias16[kPanelWidth] = {};
