@@ -547,7 +547,13 @@ Mat<T> Linear<T>::forward(const ParameterStore<T>& store, ConstMatRef<T> x,
 template <class T>
 void Linear<T>::backward(ParameterStore<T>& store, const LinearCache<T>& cache, ConstMatRef<T> dy,
                          MatRef<T> dx) const {
-  linear_backward<T>(cache.x, store.value(weight), dy, dx, store.grad(weight),
+  backward(store, cache.x, dy, dx);
+}
+
+template <class T>
+void Linear<T>::backward(ParameterStore<T>& store, ConstMatRef<T> x, ConstMatRef<T> dy,
+                         MatRef<T> dx) const {
+  linear_backward<T>(x, store.value(weight), dy, dx, store.grad(weight),
                      has_bias ? store.grad_span(bias) : std::span<T>{});
 }
 

@@ -185,6 +185,8 @@ struct Linear {
   // dx (N x I) may be empty (skipped). Accumulates into store.grads().
   void backward(ParameterStore<T>& store, const LinearCache<T>& cache, ConstMatRef<T> dy,
                 MatRef<T> dx) const;
+  // The same with the forward input x given directly (callers that keep it themselves).
+  void backward(ParameterStore<T>& store, ConstMatRef<T> x, ConstMatRef<T> dy, MatRef<T> dx) const;
 };
 
 template <class T>

@@ -422,8 +422,7 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
     blk.ln2.backward(store_, bc.ln2, du, dx);
     // x_mid = x_in + a Wo + bo.
     da.setZero();
-    linear_backward<T>(bc.a, store_.value(blk.o.weight), dx, da, store_.grad(blk.o.weight),
-                       store_.grad_span(blk.o.bias));
+    blk.o.backward(store_, bc.a, dx, da);
     dq.setZero();
     dk.setZero();
     dv.setZero();
@@ -451,12 +450,9 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
       const auto& types = cache.types;
       const Index nt = static_cast<Index>(types.z.size());
       Mat<T> du_types = Mat<T>::Zero(nt, D);
-      linear_backward<T>(bc.u, store_.value(blk.q.weight), sum_rows_by_type<T>(dq, types), du_types,
-                         store_.grad(blk.q.weight), store_.grad_span(blk.q.bias));
-      linear_backward<T>(bc.u, store_.value(blk.k.weight), sum_rows_by_type<T>(dk, types), du_types,
-                         store_.grad(blk.k.weight), store_.grad_span(blk.k.bias));
-      linear_backward<T>(bc.u, store_.value(blk.v.weight), sum_rows_by_type<T>(dv, types), du_types,
-                         store_.grad(blk.v.weight), store_.grad_span(blk.v.bias));
+      blk.q.backward(store_, bc.u, sum_rows_by_type<T>(dq, types), du_types);
+      blk.k.backward(store_, bc.u, sum_rows_by_type<T>(dk, types), du_types);
+      blk.v.backward(store_, bc.u, sum_rows_by_type<T>(dv, types), du_types);
       Mat<T> dx_types = Mat<T>::Zero(nt, D);
       blk.ln1.backward(store_, bc.ln1, du_types, dx_types);
       embedding_backward<T>(types.z, dx_types, store_.grad(embed_z_.weight));
@@ -464,12 +460,9 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
         embedding_backward<T>(types.charge_ids, dx_types, store_.grad(embed_charge_.weight));
     } else {
       du.setZero();
-      linear_backward<T>(bc.u, store_.value(blk.q.weight), dq, du, store_.grad(blk.q.weight),
-                         store_.grad_span(blk.q.bias));
-      linear_backward<T>(bc.u, store_.value(blk.k.weight), dk, du, store_.grad(blk.k.weight),
-                         store_.grad_span(blk.k.bias));
-      linear_backward<T>(bc.u, store_.value(blk.v.weight), dv, du, store_.grad(blk.v.weight),
-                         store_.grad_span(blk.v.bias));
+      blk.q.backward(store_, bc.u, dq, du);
+      blk.k.backward(store_, bc.u, dk, du);
+      blk.v.backward(store_, bc.u, dv, du);
       blk.ln1.backward(store_, bc.ln1, du, dx);
     }
   }

@@ -521,8 +521,7 @@ void TokenModel<T>::backward(const TokenCache<T>& cache, ConstMatRef<T> dout) {
     blk.mlp.backward(store_, bc.mlp, dx, du);
     blk.ln2.backward(store_, bc.ln2, du, dx);
     da.setZero();
-    linear_backward<T>(bc.a, store_.value(blk.o.weight), dx, da, store_.grad(blk.o.weight),
-                       store_.grad_span(blk.o.bias));
+    blk.o.backward(store_, bc.a, dx, da);
     dq.setZero();
     dk.setZero();
     dv.setZero();
@@ -572,12 +571,9 @@ void TokenModel<T>::backward(const TokenCache<T>& cache, ConstMatRef<T> dout) {
       }
     }
     du.setZero();
-    linear_backward<T>(bc.u, store_.value(blk.q.weight), dq, du, store_.grad(blk.q.weight),
-                       store_.grad_span(blk.q.bias));
-    linear_backward<T>(bc.u, store_.value(blk.k.weight), dk, du, store_.grad(blk.k.weight),
-                       store_.grad_span(blk.k.bias));
-    linear_backward<T>(bc.u, store_.value(blk.v.weight), dv, du, store_.grad(blk.v.weight),
-                       store_.grad_span(blk.v.bias));
+    blk.q.backward(store_, bc.u, dq, du);
+    blk.k.backward(store_, bc.u, dk, du);
+    blk.v.backward(store_, bc.u, dv, du);
     blk.ln1.backward(store_, bc.ln1, du, dx);
   }
   if (config_.input == InputKind::tokens) {
