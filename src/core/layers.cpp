@@ -58,7 +58,8 @@ constexpr Index kGradColBlock = 64;
 // embedding lookup, residual adds): the chunking cannot change any result, so the chunks are
 // small enough to balance two threads on a training batch (580 rows: 7 chunks instead of 3 of
 // kRowChunk, which left one thread idle a third of the time); a multiple of the product
-// kernel's 24-row blocks. Kernels that reduce over rows keep kRowChunk.
+// kernel's 24-row blocks. LayerNorm backward uses the same chunks for its per-chunk partial
+// parameter gradients (summed in chunk order: fixed by the sizes).
 constexpr Index kRowwiseChunk = 96;
 // Batch rows per packed weight-gradient product (float): a 16-column panel of dy of this depth
 // (16 KiB) stays in L1 while the micro-kernel sweeps the rows of x^T.
@@ -246,10 +247,11 @@ void layernorm_backward(ConstMatRef<T> xhat, std::span<const T> rstd, std::span<
   require(static_cast<Index>(gamma.size()) == d && static_cast<Index>(dgamma.size()) == d &&
               static_cast<Index>(dbeta.size()) == d,
           "layernorm_backward: gamma/dgamma/dbeta length must equal the feature width");
-  const Index chunks = chunk_count(n, kRowChunk);
-  // Per-chunk partial sums of dgamma and dbeta (double), summed serially below.
+  // Per-chunk partial sums of dgamma and dbeta (double), summed serially below in chunk order
+  // (the small row-wise chunks balance two threads; the order stays fixed by n).
+  const Index chunks = chunk_count(n, kRowwiseChunk);
   std::vector<double> partial(static_cast<std::size_t>(chunks * 2 * d), 0.0);
-  parallel_chunks(n, kRowChunk, [&](Index chunk, Index r0, Index r1) {
+  parallel_chunks(n, kRowwiseChunk, [&](Index chunk, Index r0, Index r1) {
     double* pg = partial.data() + chunk * 2 * d;
     double* pb = pg + d;
     for (Index r = r0; r < r1; ++r) {
