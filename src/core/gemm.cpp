@@ -14,34 +14,35 @@
 
 namespace flt::gemm {
 
-PackedMatrix PackedMatrix::pack(ConstMatRef<float> b) {
+// Packs B (rows x cols) with B(k, j) = src[k * row_step + j * col_step].
+PackedMatrix PackedMatrix::pack_strided(const float* src, Index rows, Index cols, Index row_step,
+                                        Index col_step) {
   PackedMatrix p;
-  p.rows_ = b.rows();
-  p.cols_ = b.cols();
-  p.data_.assign(static_cast<std::size_t>(p.panels() * p.rows_ * kPanelWidth), 0.0f);
+  p.rows_ = rows;
+  p.cols_ = cols;
+  p.data_.assign(static_cast<std::size_t>(p.panels() * rows * kPanelWidth), 0.0f);
   for (Index q = 0; q < p.panels(); ++q) {
-    const Index c0 = q * kPanelWidth, nc = std::min(kPanelWidth, p.cols_ - c0);
-    float* dst = p.data_.data() + q * p.rows_ * kPanelWidth;
-    for (Index k = 0; k < p.rows_; ++k)
-      std::copy_n(b.data() + k * b.outerStride() + c0, nc, dst + k * kPanelWidth);
+    const Index c0 = q * kPanelWidth, nc = std::min(kPanelWidth, cols - c0);
+    float* dst = p.data_.data() + q * rows * kPanelWidth;
+    for (Index k = 0; k < rows; ++k) {
+      const float* from = src + k * row_step + c0 * col_step;
+      float* to = dst + k * kPanelWidth;
+      if (col_step == 1)
+        std::copy_n(from, nc, to);  // rows of B contiguous: the common case of pack()
+      else
+        for (Index j = 0; j < nc; ++j) to[j] = from[j * col_step];
+    }
   }
   return p;
 }
 
+PackedMatrix PackedMatrix::pack(ConstMatRef<float> b) {
+  return pack_strided(b.data(), b.rows(), b.cols(), b.outerStride(), 1);
+}
+
 PackedMatrix PackedMatrix::pack_transposed(ConstMatRef<float> w) {
-  PackedMatrix p;
-  p.rows_ = w.cols();
-  p.cols_ = w.rows();
-  p.data_.assign(static_cast<std::size_t>(p.panels() * p.rows_ * kPanelWidth), 0.0f);
-  for (Index q = 0; q < p.panels(); ++q) {
-    const Index c0 = q * kPanelWidth, nc = std::min(kPanelWidth, p.cols_ - c0);
-    float* dst = p.data_.data() + q * p.rows_ * kPanelWidth;
-    for (Index j = 0; j < nc; ++j) {
-      const float* src = w.data() + (c0 + j) * w.outerStride();  // row c0 + j of W = column of B
-      for (Index k = 0; k < p.rows_; ++k) dst[k * kPanelWidth + j] = src[k];
-    }
-  }
-  return p;
+  // B(k, j) = W(j, k): row j of W is column j of B.
+  return pack_strided(w.data(), w.cols(), w.rows(), 1, w.outerStride());
 }
 
 namespace {

@@ -50,6 +50,8 @@ class PackedMatrix {
   const float* panel(Index p) const noexcept { return data_.data() + p * rows_ * kPanelWidth; }
 
  private:
+  static PackedMatrix pack_strided(const float* src, Index rows, Index cols, Index row_step,
+                                   Index col_step);
   Index rows_ = 0, cols_ = 0;
   std::vector<float> data_;
 };

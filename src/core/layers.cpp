@@ -44,13 +44,6 @@ Eigen::Map<Arr<T>> row_array(MatRef<T>& m, Index r) {
   return {m.data() + r * m.outerStride(), m.cols()};
 }
 
-// Parameter-gradient reductions over rows: chunks of kRowChunk rows are processed in waves of
-// kWave chunks; the partials of one wave are computed in parallel, then added into the
-// accumulator serially in chunk order. Both the chunking and the wave size are independent of the
-// thread count, so the summation order is fixed; the wave bounds the scratch memory to
-// kWave partials.
-constexpr Index kWave = 16;
-
 // Output columns per block of linear_backward's weight-gradient product.
 constexpr Index kGradColBlock = 64;
 // Rows per parallel chunk of the row-wise kernels, whose rows are computed independently of one

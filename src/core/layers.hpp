@@ -13,9 +13,10 @@
 //     with ParameterStore::zero_grad() before a step.
 //   * An input-gradient argument `dx` with size() == 0 (e.g. a default-constructed Mat<T>) means
 //     "not needed" and is skipped (the first layer after the data needs no dx).
-//   * Determinism: row-parallel work and parameter-gradient reductions use flt::parallel_chunks
-//     (core/parallel.hpp): fixed chunks of kRowChunk rows, per-chunk partial sums added serially
-//     in chunk order. Results are bitwise identical for any OpenMP thread count.
+//   * Determinism: row-parallel work uses flt::parallel_chunks (core/parallel.hpp) over chunks
+//     whose bounds depend on the sizes only; parameter gradients are reduced per fixed chunk (or
+//     per fixed column block) and added serially in chunk order. Results are bitwise identical
+//     for any OpenMP thread count.
 //
 // Layer structs (Linear, LayerNorm, Mlp, Embedding) hold ParamRefs into a flt::ParameterStore<T>.
 // Life cycle:

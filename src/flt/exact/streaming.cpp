@@ -191,10 +191,6 @@ void validate(const StreamingAttentionConfig& cfg, const RaggedIndex& sets, Cons
   }
 }
 
-}  // namespace
-
-namespace {
-
 // Rows of the largest set that is a single tile.
 Index single_tile_limit(const StreamingAttentionConfig& cfg) { return std::min(cfg.query_block, cfg.key_block); }
 
@@ -243,7 +239,10 @@ void radial_basis_table(const StreamingAttentionConfig& cfg, const RaggedIndex& 
     }
   table.rho.resize(pairs);
   table.phi.resize(pairs * K);
-  // Each set's block is computed by the same tile code as without the table (bitwise equal).
+  // Each set's block is computed by the same tile code as without the table, in the tile's own
+  // aligned storage, and copied: computing in place at the table's offsets would let Eigen peel
+  // unaligned leading elements into its scalar exp, whose rounding differs from the packet exp,
+  // and the table would no longer be bitwise what the tile path computes.
 #pragma omp parallel
   {
     MaskTile<T> tile;
@@ -409,8 +408,7 @@ void streaming_attention_backward(const StreamingAttentionConfig& cfg, const Rag
   // dcoords from the same recomputed tile, and pass 2 skips it. Same operations in the same
   // order as the two-pass path, so the results are bitwise the same; it saves one tile build
   // and one recomputation per head.
-  const Index single_tile_rows = std::min(cfg.query_block, cfg.key_block);
-  auto single_tile = [&](Index set) { return sets.size(set) <= single_tile_rows; };
+  auto single_tile = [&](Index set) { return sets.size(set) <= single_tile_limit(cfg); };
 
   // Pass 1: key blocks -> dK, dV, key side of dcoords, partial dcoeffs per key block (and dQ,
   // query side of dcoords for single-tile sets).

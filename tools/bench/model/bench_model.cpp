@@ -74,7 +74,10 @@ Args parse(int argc, char** argv) {
     else if (k == "--threads") a.threads = std::stoi(val());
     else if (k == "--steps") a.steps = std::stoi(val());
     else if (k == "--warmup") a.warmup = std::stoi(val());
-    else if (k == "--batch-size") a.batch_size = std::stoi(val());
+    else if (k == "--batch-size") {
+      a.batch_size = std::stoi(val());
+      if (a.batch_size < 1) throw std::runtime_error("--batch-size must be >= 1");
+    }
     else if (k == "--molecules") a.molecules = std::stoi(val());
     else if (k == "--model") a.model = val();
     else if (k == "--model-out") a.model_out = val();
