@@ -1,0 +1,57 @@
+// Neighbour lists within a cutoff for ragged batches of point sets (molecules, clusters).
+//
+// For every row i (destination atom) of the batch, the pairs p in [offsets[i], offsets[i+1])
+// name the sources j of the same set with |r_i - r_j| < cutoff, in increasing j, including i
+// itself (the self pair, distance 0) when include_self. Coordinates in Angstrom. The distance is
+// computed in double from the given coordinates, the same way for every path, and the test is
+// strict: a pair exactly at the cutoff is not in the list; coincident atoms (distance 0) are.
+// The list is symmetric: j is a source of row i iff i is a source of row j.
+//
+// Cost: sets of up to brute_force_limit atoms are searched pair by pair (O(n^2), fastest for
+// molecules); larger sets use a cell list (cells of side >= cutoff, so a neighbour lies in the
+// 27 cells around an atom's cell: O(n k) time for k neighbours per atom, O(n + pairs) memory; the
+// number of cells is bounded by the number of atoms, so sparse sets cost no more: a dense table
+// of at most 4n + 64 cells over the bounding box, or only the occupied cells when the box is
+// sparse). Both give exactly the list of build_neighbour_list_reference.
+//
+// Determinism: the list is a pure function of the inputs (sorted sources), whatever the thread
+// count; OpenMP over work units fixed by the input (runs of small sets, runs of cells of a large
+// set): counts first, then the fill at known offsets, each row written by one unit.
+#pragma once
+
+#include "core/ragged.hpp"
+#include "core/tensor.hpp"
+
+#include <cstdint>
+#include <vector>
+
+namespace flt::attn {
+
+struct NeighbourList {
+  double cutoff = 0.0;
+  bool include_self = true;
+  std::vector<std::int64_t> offsets;  // N + 1: pairs of row i are [offsets[i], offsets[i + 1])
+  std::vector<std::int32_t> source;   // P: j of each pair (global row of the batch)
+  std::vector<std::int32_t> target;   // P: i of each pair (the row that owns it)
+
+  Index num_rows() const noexcept { return offsets.empty() ? 0 : static_cast<Index>(offsets.size()) - 1; }
+  Index num_pairs() const noexcept { return static_cast<Index>(source.size()); }
+};
+
+// coords: N x 3 (N = sets.total_rows()). Throws InvalidArgument for a non-positive or non-finite
+// cutoff, a shape mismatch, a non-finite coordinate (naming the row and its set), more than
+// 2^31 - 1 rows or a negative brute_force_limit (0: every set of 2 or more atoms uses cells).
+NeighbourList build_neighbour_list(const RaggedIndex& sets, ConstMatRef<double> coords, double cutoff,
+                                   bool include_self = true, Index brute_force_limit = 64);
+
+// The readable O(n^2)-per-set reference the tests compare the cell list with.
+NeighbourList build_neighbour_list_reference(const RaggedIndex& sets, ConstMatRef<double> coords,
+                                             double cutoff, bool include_self = true);
+
+// True when every pair of the set (self pairs included when the list has them) is in the list:
+// the set fits within the cutoff, so attention restricted to the list is attention over the set.
+// An empty set is complete. Throws InvalidArgument for a set out of range or a list whose row
+// count is not sets.total_rows().
+bool set_is_complete(const NeighbourList& list, const RaggedIndex& sets, Index set);
+
+}  // namespace flt::attn
