@@ -1,0 +1,119 @@
+// The near field of the geometric FLT attention: exact attention over the pairs of a neighbour list
+// (|r_i - r_j| < r_c), with distance-dependent filters on keys and values (continuous filters, as
+// in SchNet and TorchMD-Net's equivariant transformer) and equivariant vector messages (PaiNN).
+//
+// Shapes: N rows (atoms of a ragged batch), D = H d channels in H heads of width d, K radial
+// nodes, P pairs of the neighbour list (destination i, source j; self pairs included).
+//   q, k: N x D;  v: N x 3D = [v^s | v^a | v^b];  vec: N x 3D = [x | y | z] components of the
+//   atoms' vector features;  coords: N x 3 (Angstrom, double).
+//   Filter weights: Wk: K x D, bk: D, Wv: K x 3D, bv: 3D (D and K x D without vectors);  sink: H.
+//   Outputs: out: N x D (scalar messages), dvec: N x 3D (vector messages).
+//
+// Per pair p = (i, j), rho = |r_j - r_i|, unit vector u = (r_j - r_i) / rho (0 for the self pair):
+//   b = radial_basis(rho) (K values, radial.hpp), e = envelope(rho)
+//   F^k = act(b Wk + bk) (D),  F^v = act(b Wv + bv) (3D) = [F^s | F^a | F^b]
+//   logit_h = sum_{c in h} q_ic k_jc F^k_c / sqrt(d)
+// Scalar messages, softmax over the neighbours with the envelope and a learned sink per head:
+//   m_ih = max(sink_h, max_j logit_ijh);  w_ijh = e_ij exp(logit_ijh - m_ih)
+//   den_ih = exp(sink_h - m_ih) + sum_j w_ijh
+//   out_ic = sum_j (w_ijh / den_ih) v^s_jc F^s_ijc                       (c in head h)
+// The sink is a key with logit sink_h and a zero value: with it a row can attend to (almost)
+// nothing, so the output can also be an un-normalised sum, and no denominator falls below
+// exp(sink_h - m_ih) > 0. Pairs at the cutoff get weight 0 (e = 0), smoothly.
+// Vector messages (equivariant: rotate with the coordinates):
+//   dvec_i[x] = sum_j e_ij (v^a_j o F^a_ij o vec_j[x] + v^b_j o F^b_ij u_ij[x])
+//
+// Backward (G = dLoss/dout, Gv = dLoss/ddvec; alpha = w / den):
+//   D_ih = sum_{c in h} G_ic out_ic;  dlogit_ijh = alpha_ijh (sum_{c in h} G_ic v^s_jc F^s_ijc - D_ih)
+//   dq_ic += sum_j dlogit_ijh k_jc F^k_c / sqrt d;  dk_jc += sum_i dlogit_ijh q_ic F^k_c / sqrt d
+//   dF^k_c = dlogit_h q_ic k_jc / sqrt d;  dv^s_jc += alpha G_ic F^s_c;  dF^s_c = alpha G_ic v^s_jc
+//   dsink_h += -sum_i exp(sink_h - m_ih) / den_ih D_ih
+//   vector parts by the product rule; d/d rho through b and e, d/d u through u = (r_j - r_i)/rho.
+// The backward runs in two passes so that every gradient row has one writer: pass 1 over
+// destinations (dq, the filter-weight partials, the destination side of dcoords), pass 2 over
+// sources (dk, dv, dvec, the source side of dcoords), using that the neighbour relation is
+// symmetric; per-pair filters are recomputed in both passes (nothing of size P x D is kept), so
+// memory is O(N D) plus a row chunk's pairs.
+//
+// Threads: OpenMP over fixed row chunks; the filter-weight gradients are summed per chunk and the
+// partials added in chunk order, so results are bitwise identical for any thread count.
+#pragma once
+
+#include "core/layers.hpp"
+#include "core/ragged.hpp"
+#include "core/tensor.hpp"
+#include "flt/neighbours.hpp"
+#include "flt/radial.hpp"
+
+#include <span>
+#include <vector>
+
+namespace flt::attn {
+
+struct NearFieldConfig {
+  Index heads = 8;
+  Index head_dim = 16;          // d; D = heads * head_dim
+  RadialNodes nodes;            // K nodes of the filters' radial basis
+  double cutoff = 5.0;          // r_c (the neighbour list's cutoff)
+  Activation filter_activation = Activation::silu;
+  bool vectors = true;          // vector messages (v has 3D columns; otherwise D and no dvec)
+
+  Index width() const noexcept { return heads * head_dim; }
+  Index value_width() const noexcept { return vectors ? 3 * width() : width(); }
+  void validate() const;        // throws ConfigError
+};
+
+// Parameters of the near field (views into a ParameterStore or plain matrices).
+template <class T>
+struct NearFieldWeights {
+  ConstMatRef<T> Wk;           // K x D
+  std::span<const T> bk;       // D
+  ConstMatRef<T> Wv;           // K x value_width
+  std::span<const T> bv;       // value_width
+  std::span<const T> sink;     // H
+};
+template <class T>
+struct NearFieldGrads {
+  MatRef<T> Wk;
+  std::span<T> bk;
+  MatRef<T> Wv;
+  std::span<T> bv;
+  std::span<T> sink;
+};
+
+// What backward needs besides the inputs: per (row, head) the logit maximum m_ih and the
+// denominator den_ih, and the scalar output.
+template <class T>
+struct NearFieldCache {
+  Mat<T> row_max;  // N x H
+  Mat<T> den;      // N x H
+  Mat<T> out;      // N x D
+};
+
+// Forward. `out` (N x D) and `dvec` (N x 3D, or empty without vectors) are overwritten.
+// vec may be empty without vectors.
+template <class T>
+void near_field_forward(const NearFieldConfig& config, const NeighbourList& neighbours,
+                        ConstMatRef<double> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                        ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& weights,
+                        MatRef<T> out, MatRef<T> dvec, NearFieldCache<T>& cache);
+
+// Backward: ACCUMULATES into dq, dk, dv, dvec_in (N x 3D: d/d vec), dcoords (N x 3; may be
+// empty: skipped) and grads. dout: N x D; ddvec: N x 3D (or empty).
+template <class T>
+void near_field_backward(const NearFieldConfig& config, const NeighbourList& neighbours,
+                         ConstMatRef<double> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                         ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& weights,
+                         const NearFieldCache<T>& cache, ConstMatRef<T> dout, ConstMatRef<T> ddvec,
+                         MatRef<T> dq, MatRef<T> dk, MatRef<T> dv, MatRef<T> dvec_in,
+                         MatRef<T> dcoords, NearFieldGrads<T>& grads);
+
+// Readable reference: the same forward computed pair by pair in double, materialising every
+// pair quantity (for tests).
+void near_field_forward_reference(const NearFieldConfig& config, const NeighbourList& neighbours,
+                                  ConstMatRef<double> coords, ConstMatRef<double> q,
+                                  ConstMatRef<double> k, ConstMatRef<double> v,
+                                  ConstMatRef<double> vec, const NearFieldWeights<double>& weights,
+                                  MatRef<double> out, MatRef<double> dvec);
+
+}  // namespace flt::attn

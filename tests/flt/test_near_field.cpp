@@ -1,0 +1,288 @@
+// The exact near field of the geometric attention (flt/near_field.hpp): equal to the readable pair
+// by pair reference, float against double, gradient checks in double for every input and weight
+// (coordinates included), rotation invariance of the scalar output and equivariance of the vector
+// messages, continuity at the cutoff, and bitwise determinism across thread counts.
+#include "flt/near_field.hpp"
+
+#include "core/error.hpp"
+#include "core/gradcheck.hpp"
+#include "core/random.hpp"
+
+#include <Eigen/Geometry>
+#include <catch2/catch.hpp>
+#include <omp.h>
+
+#include <cmath>
+#include <vector>
+
+using namespace flt;
+using namespace flt::attn;
+
+namespace {
+
+Mat<double> random_mat(Rng& rng, Index rows, Index cols, double scale = 1.0) {
+  Mat<double> m(rows, cols);
+  for (Index i = 0; i < rows; ++i)
+    for (Index j = 0; j < cols; ++j) m(i, j) = scale * rng.normal();
+  return m;
+}
+
+struct Problem {
+  NearFieldConfig config;
+  RaggedIndex sets;
+  NeighbourList list;
+  Mat<double> coords, q, k, v, vec;
+  Mat<double> Wk, bk, Wv, bv, sink;  // biases and sink as column vectors
+
+  NearFieldWeights<double> weights() const {
+    return {Wk, {bk.data(), static_cast<std::size_t>(bk.size())}, Wv,
+            {bv.data(), static_cast<std::size_t>(bv.size())},
+            {sink.data(), static_cast<std::size_t>(sink.size())}};
+  }
+  void rebuild_list() { list = build_neighbour_list_reference(sets, coords, config.cutoff); }
+};
+
+// Sets of the given sizes with atoms ~ N(0, spread^2) per axis, so that some pairs lie beyond
+// the cutoff (2.5 A) and some sets are complete.
+Problem make_problem(std::uint64_t seed, std::vector<Index> sizes, bool vectors, double spread = 1.6) {
+  Rng rng(seed);
+  Problem p;
+  p.config.heads = 2;
+  p.config.head_dim = 3;
+  p.config.cutoff = 2.5;
+  p.config.nodes = RadialNodes::bessel(5, p.config.cutoff);
+  p.config.vectors = vectors;
+  p.sets = RaggedIndex::from_sizes(sizes);
+  const Index N = p.sets.total_rows(), D = p.config.width(), V = p.config.value_width();
+  const Index K = p.config.nodes.count;
+  p.coords = random_mat(rng, N, 3, spread);
+  p.q = random_mat(rng, N, D);
+  p.k = random_mat(rng, N, D);
+  p.v = random_mat(rng, N, V);
+  p.vec = vectors ? random_mat(rng, N, 3 * D) : Mat<double>(0, 0);
+  p.Wk = random_mat(rng, K, D, 0.7);
+  p.bk = random_mat(rng, D, 1, 0.3);
+  p.Wv = random_mat(rng, K, V, 0.7);
+  p.bv = random_mat(rng, V, 1, 0.3);
+  p.sink = random_mat(rng, p.config.heads, 1, 0.5);
+  p.rebuild_list();
+  return p;
+}
+
+template <class T>
+struct Outputs {
+  Mat<T> out, dvec;
+  NearFieldCache<T> cache;
+};
+
+template <class T>
+Outputs<T> forward(const Problem& p) {
+  const Index N = p.q.rows(), D = p.config.width();
+  Outputs<T> o;
+  o.out.resize(N, D);
+  o.dvec.resize(p.config.vectors ? N : 0, p.config.vectors ? 3 * D : 0);
+  const Mat<T> q = p.q.cast<T>(), k = p.k.cast<T>(), v = p.v.cast<T>(), vec = p.vec.cast<T>();
+  const Mat<T> Wk = p.Wk.cast<T>(), bk = p.bk.cast<T>(), Wv = p.Wv.cast<T>(), bv = p.bv.cast<T>(),
+               sink = p.sink.cast<T>();
+  const NearFieldWeights<T> w{Wk, {bk.data(), static_cast<std::size_t>(bk.size())}, Wv,
+                              {bv.data(), static_cast<std::size_t>(bv.size())},
+                              {sink.data(), static_cast<std::size_t>(sink.size())}};
+  near_field_forward<T>(p.config, p.list, p.coords, q, k, v, vec, w, o.out, o.dvec, o.cache);
+  return o;
+}
+
+// Loss = sum(R1 o out) + sum(R2 o dvec) with fixed random R1, R2, and every gradient.
+struct Gradients {
+  Mat<double> q, k, v, vec, coords, Wk, bk, Wv, bv, sink;
+};
+
+Gradients backward(const Problem& p, const Mat<double>& R1, const Mat<double>& R2) {
+  Outputs<double> o = forward<double>(p);
+  const Index N = p.q.rows();
+  Gradients g;
+  g.q = Mat<double>::Zero(N, p.q.cols());
+  g.k = Mat<double>::Zero(N, p.k.cols());
+  g.v = Mat<double>::Zero(N, p.v.cols());
+  g.vec = Mat<double>::Zero(p.vec.rows(), p.vec.cols());
+  g.coords = Mat<double>::Zero(N, 3);
+  g.Wk = Mat<double>::Zero(p.Wk.rows(), p.Wk.cols());
+  g.bk = Mat<double>::Zero(p.bk.rows(), 1);
+  g.Wv = Mat<double>::Zero(p.Wv.rows(), p.Wv.cols());
+  g.bv = Mat<double>::Zero(p.bv.rows(), 1);
+  g.sink = Mat<double>::Zero(p.sink.rows(), 1);
+  NearFieldGrads<double> grads{g.Wk, {g.bk.data(), static_cast<std::size_t>(g.bk.size())}, g.Wv,
+                                     {g.bv.data(), static_cast<std::size_t>(g.bv.size())},
+                                     {g.sink.data(), static_cast<std::size_t>(g.sink.size())}};
+  near_field_backward<double>(p.config, p.list, p.coords, p.q, p.k, p.v, p.vec, p.weights(), o.cache,
+                              R1, R2, g.q, g.k, g.v, g.vec, g.coords, grads);
+  return g;
+}
+
+double loss_of(const Problem& p, const Mat<double>& R1, const Mat<double>& R2) {
+  const Outputs<double> o = forward<double>(p);
+  double s = (o.out.array() * R1.array()).sum();
+  if (p.config.vectors) s += (o.dvec.array() * R2.array()).sum();
+  return s;
+}
+
+void check_all_gradients(Problem& p) {
+  Rng rng(99);
+  const Index N = p.q.rows(), D = p.config.width();
+  const Mat<double> R1 = random_mat(rng, N, D);
+  const Mat<double> R2 = p.config.vectors ? random_mat(rng, N, 3 * D) : Mat<double>(0, 0);
+  const Gradients g = backward(p, R1, R2);
+  auto check = [&](const char* name, Mat<double>& x, const Mat<double>& analytic, bool geometry) {
+    INFO("gradient of " << name);
+    REQUIRE(analytic.size() == x.size());
+    std::span<double> xs(x.data(), static_cast<std::size_t>(x.size()));
+    const auto result = check_gradient(
+        [&] {
+          // Distances change with the coordinates but the list must not: the test sets keep
+          // every pair away from the cutoff by more than the finite-difference step.
+          if (geometry) {
+            const NeighbourList fresh = build_neighbour_list_reference(p.sets, p.coords, p.config.cutoff);
+            REQUIRE(fresh.source == p.list.source);
+          }
+          return loss_of(p, R1, R2);
+        },
+        xs, std::span<const double>(analytic.data(), static_cast<std::size_t>(analytic.size())));
+    INFO("worst component " << result.worst_index << ": analytic " << result.worst_analytic
+                            << ", numeric " << result.worst_numeric);
+    CHECK(result.max_rel_error < 1e-6);
+  };
+  check("q", p.q, g.q, false);
+  check("k", p.k, g.k, false);
+  check("v", p.v, g.v, false);
+  if (p.config.vectors) check("vec", p.vec, g.vec, false);
+  check("coords", p.coords, g.coords, true);
+  check("Wk", p.Wk, g.Wk, false);
+  check("bk", p.bk, g.bk, false);
+  check("Wv", p.Wv, g.Wv, false);
+  check("bv", p.bv, g.bv, false);
+  check("sink", p.sink, g.sink, false);
+}
+
+}  // namespace
+
+TEST_CASE("near field: equal to the pair-by-pair reference, float close to double", "[near_field]") {
+  for (bool vectors : {true, false}) {
+    // Sets: one atom, a small complete set, and sets with pairs beyond the cutoff.
+    const Problem p = make_problem(3, {1, 4, 17, 40}, vectors);
+    INFO("vectors " << vectors);
+    Index beyond = 0;
+    for (Index s = 0; s < p.sets.num_sets(); ++s) beyond += set_is_complete(p.list, p.sets, s) ? 0 : 1;
+    REQUIRE(beyond >= 2);  // the cutoff matters in this test
+    const Outputs<double> fast = forward<double>(p);
+    Mat<double> ref_out(fast.out.rows(), fast.out.cols()), ref_vec(fast.dvec.rows(), fast.dvec.cols());
+    near_field_forward_reference(p.config, p.list, p.coords, p.q, p.k, p.v, p.vec, p.weights(), ref_out,
+                                 ref_vec);
+    CHECK((fast.out - ref_out).cwiseAbs().maxCoeff() < 1e-12 * (1 + ref_out.cwiseAbs().maxCoeff()));
+    if (vectors) CHECK((fast.dvec - ref_vec).cwiseAbs().maxCoeff() < 1e-12 * (1 + ref_vec.cwiseAbs().maxCoeff()));
+    const Outputs<float> single = forward<float>(p);
+    CHECK((single.out.cast<double>() - ref_out).cwiseAbs().maxCoeff() < 2e-5 * (1 + ref_out.cwiseAbs().maxCoeff()));
+    if (vectors)
+      CHECK((single.dvec.cast<double>() - ref_vec).cwiseAbs().maxCoeff() <
+            2e-5 * (1 + ref_vec.cwiseAbs().maxCoeff()));
+  }
+}
+
+TEST_CASE("near field: gradients of every input and weight match finite differences", "[near_field]") {
+  for (bool vectors : {true, false}) {
+    INFO("vectors " << vectors);
+    Problem p = make_problem(5, {1, 3, 9}, vectors, 1.3);
+    check_all_gradients(p);
+  }
+}
+
+TEST_CASE("near field: scalar output invariant, vector messages equivariant under rotation", "[near_field]") {
+  Problem p = make_problem(7, {6, 11}, true);
+  const Outputs<double> before = forward<double>(p);
+  Rng rng(1);
+  Eigen::Quaterniond quat(rng.normal(), rng.normal(), rng.normal(), rng.normal());
+  quat.normalize();
+  const Eigen::Matrix3d R = quat.toRotationMatrix();
+  const Index N = p.q.rows(), D = p.config.width();
+  Problem r = p;
+  for (Index i = 0; i < N; ++i) {
+    r.coords.row(i) = (R * p.coords.row(i).transpose()).transpose() + Eigen::RowVector3d(3.0, -1.0, 0.5);
+    for (Index c = 0; c < D; ++c) {
+      const Eigen::Vector3d x(p.vec(i, c), p.vec(i, D + c), p.vec(i, 2 * D + c));
+      const Eigen::Vector3d y = R * x;
+      for (Index a = 0; a < 3; ++a) r.vec(i, a * D + c) = y(a);
+    }
+  }
+  r.rebuild_list();
+  REQUIRE(r.list.source == p.list.source);
+  const Outputs<double> after = forward<double>(r);
+  CHECK((after.out - before.out).cwiseAbs().maxCoeff() < 1e-11);
+  double worst = 0;
+  for (Index i = 0; i < N; ++i)
+    for (Index c = 0; c < D; ++c) {
+      const Eigen::Vector3d x(before.dvec(i, c), before.dvec(i, D + c), before.dvec(i, 2 * D + c));
+      const Eigen::Vector3d y(after.dvec(i, c), after.dvec(i, D + c), after.dvec(i, 2 * D + c));
+      worst = std::max(worst, (R * x - y).cwiseAbs().maxCoeff());
+    }
+  CHECK(worst < 1e-11);
+}
+
+TEST_CASE("near field: an atom crossing the cutoff changes the output continuously", "[near_field]") {
+  // Two atoms on the x axis at distance rc -+ eps: the pair enters the list only on one side, and
+  // its weight goes to zero with the envelope, so the outputs agree to O(eps^3).
+  Problem p = make_problem(11, {2}, true);
+  p.coords.setZero();
+  const double rc = p.config.cutoff, eps = 1e-4;
+  p.coords(1, 0) = rc - eps;
+  p.rebuild_list();
+  REQUIRE(p.list.num_pairs() == 4);
+  const Outputs<double> inside = forward<double>(p);
+  p.coords(1, 0) = rc + eps;
+  p.rebuild_list();
+  REQUIRE(p.list.num_pairs() == 2);
+  const Outputs<double> outside = forward<double>(p);
+  CHECK((inside.out - outside.out).cwiseAbs().maxCoeff() < 1e-9);
+  CHECK((inside.dvec - outside.dvec).cwiseAbs().maxCoeff() < 1e-9);
+}
+
+TEST_CASE("near field: forward and backward bitwise equal for 1 and 2 threads", "[near_field]") {
+  // Enough rows for several row groups (the group size is max(32, N / 64)).
+  Problem p = make_problem(13, {150, 3, 90}, true, 2.5);
+  Rng rng(5);
+  const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
+  const Mat<double> R2 = random_mat(rng, p.q.rows(), 3 * p.config.width());
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const Outputs<float> f1 = forward<float>(p);
+  const Gradients g1 = backward(p, R1, R2);
+  omp_set_num_threads(2);
+  const Outputs<float> f2 = forward<float>(p);
+  const Gradients g2 = backward(p, R1, R2);
+  omp_set_num_threads(saved);
+  CHECK(f1.out == f2.out);
+  CHECK(f1.dvec == f2.dvec);
+  CHECK(g1.q == g2.q);
+  CHECK(g1.k == g2.k);
+  CHECK(g1.v == g2.v);
+  CHECK(g1.vec == g2.vec);
+  CHECK(g1.coords == g2.coords);
+  CHECK(g1.Wk == g2.Wk);
+  CHECK(g1.Wv == g2.Wv);
+  CHECK(g1.sink == g2.sink);
+}
+
+TEST_CASE("near field: shape and configuration errors", "[near_field]") {
+  Problem p = make_problem(17, {4}, true);
+  NearFieldConfig bad = p.config;
+  bad.heads = 0;
+  CHECK_THROWS_AS(bad.validate(), ConfigError);
+  Mat<double> out(4, p.config.width()), dvec(4, 3 * p.config.width());
+  NearFieldCache<double> cache;
+  const Mat<double> short_q = p.q.topRows(3);
+  CHECK_THROWS_AS(near_field_forward<double>(p.config, p.list, p.coords, short_q, p.k, p.v, p.vec,
+                                             p.weights(), out, dvec, cache),
+                  InvalidArgument);
+  NearFieldConfig other = p.config;
+  other.cutoff = 3.0;
+  CHECK_THROWS_AS(near_field_forward<double>(other, p.list, p.coords, p.q, p.k, p.v, p.vec, p.weights(),
+                                             out, dvec, cache),
+                  InvalidArgument);
+}
