@@ -15,8 +15,25 @@ const char* to_string(AttentionKind kind) noexcept {
     case AttentionKind::bias: return "bias";
     case AttentionKind::performer: return "performer";
     case AttentionKind::exact: return "exact";
+    case AttentionKind::near_far: return "near_far";
   }
   return "?";
+}
+
+const char* to_string(FarField far) noexcept {
+  switch (far) {
+    case FarField::flt: return "flt";
+    case FarField::exact: return "exact";
+    case FarField::none: return "none";
+  }
+  return "?";
+}
+
+FarField far_field_from_string(const std::string& name) {
+  if (name == "flt") return FarField::flt;
+  if (name == "exact") return FarField::exact;
+  if (name == "none") return FarField::none;
+  throw ConfigError("model: unknown far_field '" + name + "' (flt, exact, none)");
 }
 
 AttentionKind attention_kind_from_string(const std::string& name) {
@@ -24,7 +41,9 @@ AttentionKind attention_kind_from_string(const std::string& name) {
   if (name == "bias") return AttentionKind::bias;
   if (name == "performer") return AttentionKind::performer;
   if (name == "exact") return AttentionKind::exact;
-  throw ConfigError("model: unknown attention '" + name + "' (kronecker, bias, performer, exact)");
+  if (name == "near_far") return AttentionKind::near_far;
+  throw ConfigError("model: unknown attention '" + name +
+                    "' (near_far, kronecker, bias, performer, exact)");
 }
 
 void ModelConfig::validate() const {
@@ -59,6 +78,14 @@ void ModelConfig::validate() const {
     fail("init_sigma_min", "need 0 < init_sigma_min <= init_sigma_max");
   if (!std::isfinite(init_beta)) fail("init_beta", "must be finite");
   if (exact_rbf < 2) fail("exact_rbf", "must be >= 2");
+  if (!(cutoff > 0) || !std::isfinite(cutoff)) fail("cutoff", "must be > 0");
+  if (radial_nodes < 1) fail("radial_nodes", "must be >= 1");
+  if (far_nodes < 1) fail("far_nodes", "must be >= 1");
+  if (!(far_spacing > 0) || !std::isfinite(far_spacing)) fail("far_spacing", "must be > 0");
+  if (far_degree < 1 || far_degree > 200) fail("far_degree", "must be in [1, 200]");
+  if (far_directions < 1) fail("far_directions", "must be >= 1");
+  if (!(far_init > 0) || !std::isfinite(far_init)) fail("far_init", "must be > 0");
+  if (!(kronecker_floor > 0) || !(kronecker_floor < 1)) fail("kronecker_floor", "must be in (0, 1)");
   if (!(exact_cutoff > 0) || !std::isfinite(exact_cutoff)) fail("exact_cutoff", "must be > 0");
 }
 
@@ -133,14 +160,26 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
       {"use_charges", c.use_charges ? "true" : "false"},
       {"max_charge", std::to_string(c.max_charge)},
       {"attention", to_string(c.attention)},
+      {"cutoff", fmt(c.cutoff)},
+      {"radial_nodes", std::to_string(c.radial_nodes)},
+      {"vectors", c.vectors ? "true" : "false"},
+      {"far_field", to_string(c.far_field)},
+      {"far_nodes", std::to_string(c.far_nodes)},
+      {"far_spacing", fmt(c.far_spacing)},
+      {"far_design", attn::to_string(c.far_design)},
+      {"far_degree", std::to_string(c.far_degree)},
+      {"far_directions", std::to_string(c.far_directions)},
+      {"far_init", fmt(c.far_init)},
       {"num_features", std::to_string(c.num_features)},
       {"num_frequencies", std::to_string(c.num_frequencies)},
       {"spectrum", attn::to_string(c.spectrum)},
       {"spectrum_components", std::to_string(c.spectrum_components)},
+      {"proposal", attn::to_string(c.proposal)},
       {"proposal_scale", fmt(c.proposal_scale)},
       {"init_sigma_min", fmt(c.init_sigma_min)},
       {"init_sigma_max", fmt(c.init_sigma_max)},
       {"init_beta", fmt(c.init_beta)},
+      {"kronecker_floor", fmt(c.kronecker_floor)},
       {"redraw_features", c.redraw_features ? "true" : "false"},
       {"exact_rbf", std::to_string(c.exact_rbf)},
       {"exact_cutoff", fmt(c.exact_cutoff)},
@@ -188,7 +227,9 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
       "head_hidden", "activation", "max_z", "use_charges", "max_charge", "attention",
       "num_features", "num_frequencies", "spectrum", "spectrum_components", "proposal_scale",
       "init_sigma_min", "init_sigma_max", "init_beta", "redraw_features", "exact_rbf",
-      "exact_cutoff", "seed"};
+      "exact_cutoff", "seed", "cutoff", "radial_nodes", "vectors", "far_field", "far_nodes",
+      "far_spacing", "far_design", "far_degree", "far_directions", "far_init", "proposal",
+      "kronecker_floor"};
   for (const auto& [key, v] : values) {
     if (!known.contains(key)) throw ConfigError("model configuration: unknown key '" + key + "'");
     if (key == "width") c.width = parse_int<Index>(key, v);
@@ -213,6 +254,18 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
     else if (key == "exact_rbf") c.exact_rbf = parse_int<Index>(key, v);
     else if (key == "exact_cutoff") c.exact_cutoff = parse_double(key, v);
     else if (key == "seed") c.seed = parse_int<std::uint64_t>(key, v);
+    else if (key == "cutoff") c.cutoff = parse_double(key, v);
+    else if (key == "radial_nodes") c.radial_nodes = parse_int<Index>(key, v);
+    else if (key == "vectors") c.vectors = parse_bool(key, v);
+    else if (key == "far_field") c.far_field = far_field_from_string(v);
+    else if (key == "far_nodes") c.far_nodes = parse_int<Index>(key, v);
+    else if (key == "far_spacing") c.far_spacing = parse_double(key, v);
+    else if (key == "far_design") c.far_design = attn::design_kind_from_string(v);
+    else if (key == "far_degree") c.far_degree = parse_int<Index>(key, v);
+    else if (key == "far_directions") c.far_directions = parse_int<Index>(key, v);
+    else if (key == "far_init") c.far_init = parse_double(key, v);
+    else if (key == "proposal") c.proposal = attn::proposal_kind_from_string(v);
+    else if (key == "kronecker_floor") c.kronecker_floor = parse_double(key, v);
   }
   c.validate();
   return c;

@@ -85,6 +85,20 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
     exact_config_.query_block = 64;
     exact_config_.key_block = 64;
   }
+  if (config_.attention == AttentionKind::near_far) {
+    near_config_.heads = H;
+    near_config_.head_dim = d;
+    near_config_.cutoff = config_.cutoff;
+    near_config_.nodes = attn::RadialNodes::bessel(config_.radial_nodes, config_.cutoff);
+    near_config_.filter_activation = Activation::silu;
+    near_config_.vectors = config_.vectors;
+    far_config_.heads = H;
+    far_config_.value_dim = d;
+    far_config_.cutoff = config_.cutoff;
+    far_config_.nodes.count = config_.far_nodes;
+    far_config_.nodes.first = 0.0;
+    far_config_.nodes.spacing = config_.far_spacing;
+  }
   blocks_.resize(static_cast<std::size_t>(config_.blocks));
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
@@ -92,7 +106,8 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
     blk.ln1 = LayerNorm<T>::create(store_, p + ".ln1", D);
     blk.q = Linear<T>::create(store_, p + ".attn.q", D, D);
     blk.k = Linear<T>::create(store_, p + ".attn.k", D, D);
-    blk.v = Linear<T>::create(store_, p + ".attn.v", D, D);
+    const bool vectors = config_.attention == AttentionKind::near_far && config_.vectors;
+    blk.v = Linear<T>::create(store_, p + ".attn.v", D, vectors ? 3 * D : D);
     blk.o = Linear<T>::create(store_, p + ".attn.o", D, D);
     switch (config_.attention) {
       case AttentionKind::kronecker:
@@ -108,7 +123,7 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
         ac.spectrum.kind = config_.spectrum;
         ac.spectrum.coord_dim = 3;
         ac.spectrum.components = config_.spectrum_components;
-        ac.spectrum.proposal = attn::ProposalKind::gaussian;
+        ac.spectrum.proposal = config_.proposal;
         ac.spectrum.proposal_scale = config_.proposal_scale;
         ac.spectrum.init_sigma_min = config_.init_sigma_min;
         ac.spectrum.init_sigma_max = config_.init_sigma_max;
@@ -116,6 +131,7 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
         ac.redraw_each_step = config_.redraw_features;
         ac.init_beta = config_.init_beta;
         ac.denominator_policy = attn::DenominatorPolicy::clamp_and_count;
+        ac.tiny_denominator = config_.kronecker_floor;
         blk.flt = std::make_unique<attn::FltAttention<T>>(ac, store_, p + ".attn.rpe");
         break;
       }
@@ -124,9 +140,25 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
         break;
       case AttentionKind::performer:
         break;
+      case AttentionKind::near_far: {
+        const Index K = config_.radial_nodes, V = near_config_.value_width();
+        blk.near_wk = store_.add(p + ".attn.filter_k.weight", K, D);
+        blk.near_bk = store_.add(p + ".attn.filter_k.bias", D);
+        blk.near_wv = store_.add(p + ".attn.filter_v.weight", K, V);
+        blk.near_bv = store_.add(p + ".attn.filter_v.bias", V);
+        blk.near_sink = store_.add(p + ".attn.sink", H);
+        if (config_.far_field != FarField::none)
+          blk.far_theta = store_.add(p + ".attn.far.log_coeffs", H, config_.far_nodes);
+        break;
+      }
     }
-    blk.ln2 = LayerNorm<T>::create(store_, p + ".ln2", D);
-    blk.mlp = Mlp<T>::create(store_, p + ".mlp", D, config_.mlp_hidden, D, config_.activation);
+    if (vectors) {
+      blk.update = EquivariantUpdate<T>::create(store_, p + ".update", D, config_.mlp_hidden,
+                                                config_.activation);
+    } else {
+      blk.ln2 = LayerNorm<T>::create(store_, p + ".ln2", D);
+      blk.mlp = Mlp<T>::create(store_, p + ".mlp", D, config_.mlp_hidden, D, config_.activation);
+    }
   }
   ln_out_ = LayerNorm<T>::create(store_, "head.ln", D);
   head_ = Mlp<T>::create(store_, "head.mlp", D, config_.head_hidden, P, config_.activation);
@@ -177,8 +209,25 @@ void MoleculeModel<T>::init_weights() {
         }
       }
     }
-    blk.ln2.init(store_);
-    blk.mlp.init(store_, rng);
+    if (config_.attention == AttentionKind::near_far) {
+      // Filters as torch's nn.Linear(K, .): uniform(-1/sqrt(K), 1/sqrt(K)); the sink starts at
+      // logit 0; the far-field mask at a_hn = far_init (small: far sums grow with the atoms).
+      const double bound = 1.0 / std::sqrt(static_cast<double>(config_.radial_nodes));
+      for (const ParamRef* r : {&blk.near_wk, &blk.near_bk, &blk.near_wv, &blk.near_bv}) {
+        auto m = store_.value(*r);
+        for (Index i = 0; i < m.rows(); ++i)
+          for (Index j = 0; j < m.cols(); ++j) m(i, j) = static_cast<T>(rng.uniform(-bound, bound));
+      }
+      store_.value(blk.near_sink).setZero();
+      if (config_.far_field != FarField::none)
+        store_.value(blk.far_theta).setConstant(static_cast<T>(std::log(config_.far_init)));
+    }
+    if (config_.attention == AttentionKind::near_far && config_.vectors) {
+      blk.update.init(store_, rng);
+    } else {
+      blk.ln2.init(store_);
+      blk.mlp.init(store_, rng);
+    }
   }
   ln_out_.init(store_);
   head_.init(store_, rng);
@@ -191,6 +240,8 @@ void MoleculeModel<T>::draw_all_features(std::uint64_t draw) {
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
     if (blk.flt) blk.flt->draw_features(store_, draw);
+    if (config_.attention == AttentionKind::near_far && config_.far_field == FarField::flt)
+      blk.far_design = far_design_for_draw(b, draw);
     if (config_.attention == AttentionKind::performer) {
       blk.perf_omega.clear();
       blk.perf_omega_t.clear();
@@ -203,6 +254,25 @@ void MoleculeModel<T>::draw_all_features(std::uint64_t draw) {
       }
     }
   }
+}
+
+template <class T>
+attn::SphericalDesign MoleculeModel<T>::far_design_for_draw(Index block, std::uint64_t draw) const {
+  // Draw 0 is the design as built (product grid: its canonical orientation); every other draw
+  // a uniformly random rotation of it (product grid) or fresh directions (iid), from the block's
+  // feature stream.
+  Rng rng = Rng(block_feature_seed(config_.seed, block)).fork(draw);
+  if (config_.far_design == attn::DesignKind::iid)
+    return attn::SphericalDesign::iid(config_.far_directions, rng);
+  const auto grid = attn::SphericalDesign::product_grid(static_cast<int>(config_.far_degree));
+  if (draw == 0) return grid;
+  return grid.rotated(random_rotation(rng));
+}
+
+template <class T>
+attn::NearFieldWeights<T> MoleculeModel<T>::near_weights(const Block& blk) const {
+  return {store_.value(blk.near_wk), store_.value_span(blk.near_bk), store_.value(blk.near_wv),
+          store_.value_span(blk.near_bv), store_.value_span(blk.near_sink)};
 }
 
 template <class T>
@@ -303,6 +373,8 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   check_batch(batch);
   const Index N = batch.num_atoms(), S = batch.num_molecules(), D = config_.width;
   const Index P = config_.num_targets();
+  const bool near_far = config_.attention == AttentionKind::near_far;
+  const bool vectors = near_far && config_.vectors;
   cache.index = batch.index;
   cache.z = batch.atomic_numbers;
   cache.coords = batch.coords.cast<T>();
@@ -319,11 +391,18 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
                                 config_.use_charges ? 2 * config_.max_charge + 1 : 1);
   if (config_.attention == AttentionKind::exact)
     exact::radial_basis_table<T>(exact_config_, batch.index, cache.coords, cache.radial);
+  if (near_far) {
+    cache.coords_double = batch.coords;
+    cache.neighbours = attn::build_neighbour_list(batch.index, cache.coords_double, config_.cutoff);
+  }
   cache.blocks.resize(blocks_.size());
   Mat<T> tmp(N, D);
+  Mat<T> vec;  // N x 3D vector features (near_far with vectors)
+  if (vectors) vec = Mat<T>::Zero(N, 3 * D);
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
     Block& blk = blocks_[b];
     BlockCache<T>& bc = cache.blocks[b];
+    const Index V = blk.v.out;
     // x += Attn(LN1(x)) Wo + bo
     if (b == 0) {
       // Block 0: LN1 and the projections once per atom type, then gathered (see AtomTypes).
@@ -337,13 +416,14 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
       gather_rows(proj, types.of_atom, bc.q);
       linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), proj);
       gather_rows(proj, types.of_atom, bc.k);
-      linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), proj);
-      gather_rows(proj, types.of_atom, bc.v);
+      Mat<T> projv(x_types.rows(), V);
+      linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), projv);
+      gather_rows(projv, types.of_atom, bc.v);
     } else {
       bc.u = blk.ln1.forward(store_, x, bc.ln1);
       bc.q.resize(N, D);
       bc.k.resize(N, D);
-      bc.v.resize(N, D);
+      bc.v.resize(N, V);
       linear_forward<T>(bc.u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), bc.q);
       linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), bc.k);
       linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), bc.v);
@@ -365,12 +445,39 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
                                                bc.perf_out, bc.perf_den, bc.perf_stab);
         bc.a = bc.perf_out;
         break;
+      case AttentionKind::near_far: {
+        if (vectors) {
+          bc.vec_in = vec;
+          bc.vec_msg.resize(N, 3 * D);
+        }
+        attn::near_field_forward<T>(near_config_, cache.neighbours, cache.coords_double, bc.q, bc.k,
+                                    bc.v, bc.vec_in, near_weights(blk), bc.a, bc.vec_msg, bc.near);
+        if (config_.far_field != FarField::none) {
+          bc.far_coeffs = store_.value(blk.far_theta).array().exp().matrix();
+          Mat<T> far(N, D);
+          if (config_.far_field == FarField::flt)
+            attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                       cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far,
+                                       bc.far);
+          else
+            attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
+                                             bc.v.leftCols(D), bc.far_coeffs, far);
+          bc.a += far;
+        }
+        break;
+      }
     }
     linear_forward<T>(bc.a, store_.value(blk.o.weight), span_of(store_, blk.o.bias), tmp);
     x += tmp;
-    // x += MLP(LN2(x))
-    const Mat<T> u2 = blk.ln2.forward(store_, x, bc.ln2);
-    x += blk.mlp.forward(store_, u2, bc.mlp);
+    if (vectors) {
+      // vec += vector messages; then the gated equivariant update of x and vec.
+      vec += bc.vec_msg;
+      blk.update.forward(store_, x, vec, bc.update);
+    } else {
+      // x += MLP(LN2(x))
+      const Mat<T> u2 = blk.ln2.forward(store_, x, bc.ln2);
+      x += blk.mlp.forward(store_, u2, bc.mlp);
+    }
   }
   const Mat<T> u = ln_out_.forward(store_, x, cache.ln_out);
   cache.y = head_.forward(store_, u, cache.head);
@@ -392,6 +499,8 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
                                 ConstMatRef<T> dout, Mat<T>* dcoords) {
   const Index N = batch.num_atoms(), S = batch.num_molecules(), D = config_.width;
   const Index P = config_.num_targets();
+  const bool near_far = config_.attention == AttentionKind::near_far;
+  const bool vectors = near_far && config_.vectors;
   require(cache.y.rows() == N && cache.index.offsets() == batch.index.offsets() &&
               cache.blocks.size() == blocks_.size(),
           "MoleculeModel::backward: cache from another batch");
@@ -412,20 +521,29 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
   const bool want_dr = dcoords != nullptr;
   Mat<T> dr = Mat<T>::Zero(N, 3);
   Mat<T> no_dr(0, 3);
-  Mat<T> dq(N, D), dk(N, D), dv(N, D), da(N, D);
+  Mat<double> dr_near = want_dr && near_far ? Mat<double>::Zero(N, 3) : Mat<double>(0, 3);
+  Mat<T> dvec;  // dLoss/dvec after the block being processed (near_far with vectors)
+  if (vectors) dvec = Mat<T>::Zero(N, 3 * D);
+  Mat<T> dq(N, D), dk(N, D), dv, da(N, D);
   for (std::size_t bi = blocks_.size(); bi-- > 0;) {
     const Block& blk = blocks_[bi];
     const BlockCache<T>& bc = cache.blocks[bi];
-    // x_out = x_mid + MLP(LN2(x_mid)): dx (dL/dx_out) already holds the residual path.
-    du.setZero();
-    blk.mlp.backward(store_, bc.mlp, dx, du);
-    blk.ln2.backward(store_, bc.ln2, du, dx);
+    const Index V = blk.v.out;
+    if (vectors) {
+      // x_out, vec_out = update(x_mid, vec_mid): dx, dvec become dLoss/d(x_mid, vec_mid).
+      blk.update.backward(store_, bc.update, dx, dvec);
+    } else {
+      // x_out = x_mid + MLP(LN2(x_mid)): dx (dL/dx_out) already holds the residual path.
+      du.setZero();
+      blk.mlp.backward(store_, bc.mlp, dx, du);
+      blk.ln2.backward(store_, bc.ln2, du, dx);
+    }
     // x_mid = x_in + a Wo + bo.
     da.setZero();
     blk.o.backward(store_, bc.a, dx, da);
     dq.setZero();
     dk.setZero();
-    dv.setZero();
+    dv.setZero(N, V);
     switch (config_.attention) {
       case AttentionKind::kronecker:
       case AttentionKind::bias:
@@ -443,6 +561,35 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
                                                 bc.perf_out, bc.perf_den, bc.perf_stab, da, dq, dk,
                                                 dv);
         break;
+      case AttentionKind::near_far: {
+        Mat<T> dr_block = want_dr ? Mat<T>::Zero(N, 3) : Mat<T>(0, 3);
+        if (config_.far_field != FarField::none) {
+          Mat<T> dcoeffs = Mat<T>::Zero(config_.heads, config_.far_nodes);
+          auto dv_far = dv.leftCols(D);
+          if (config_.far_field == FarField::flt)
+            attn::far_field_backward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                        cache.coords_double, bc.v.leftCols(D), bc.far_coeffs,
+                                        bc.far, da, dv_far, dr_block, dcoeffs);
+          else
+            attn::far_field_exact_backward<T>(far_config_, batch.index, cache.coords_double,
+                                              bc.v.leftCols(D), bc.far_coeffs, da, dv_far,
+                                              dr_block, dcoeffs);
+          // a_hn = exp(theta_hn): dtheta = da_hn a_hn.
+          store_.grad(blk.far_theta).array() += dcoeffs.array() * bc.far_coeffs.array();
+        }
+        // vec_mid = vec_in + messages: the messages get dvec, and dvec keeps the identity path.
+        Mat<T> dvec_in;
+        if (vectors) dvec_in = dvec;
+        attn::NearFieldGrads<T> grads{store_.grad(blk.near_wk), store_.grad_span(blk.near_bk),
+                                      store_.grad(blk.near_wv), store_.grad_span(blk.near_bv),
+                                      store_.grad_span(blk.near_sink)};
+        attn::near_field_backward<T>(near_config_, cache.neighbours, cache.coords_double, bc.q, bc.k,
+                                     bc.v, bc.vec_in, near_weights(blk), bc.near, da, dvec, dq, dk, dv,
+                                     dvec_in, dr_block, grads);
+        if (vectors) dvec = std::move(dvec_in);
+        if (want_dr) dr_near += dr_block.template cast<double>();
+        break;
+      }
     }
     if (bi == 0) {
       // Block 0 ran per atom type: the weight gradients u_t^T (sum of the type's dq rows) equal
@@ -469,7 +616,10 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
   // The residual path of every atom (block 0's LN1 path was added per type above).
   embedding_backward<T>(cache.z, dx, store_.grad(embed_z_.weight));
   if (config_.use_charges) embedding_backward<T>(cache.charge_ids, dx, store_.grad(embed_charge_.weight));
-  if (want_dr) *dcoords = std::move(dr);
+  if (want_dr) {
+    if (near_far) dr = dr_near.template cast<T>();
+    *dcoords = std::move(dr);
+  }
 }
 
 template <class T>
@@ -555,6 +705,22 @@ std::vector<double> MoleculeModel<T>::rpe_function(Index block, Index head,
     }
     case AttentionKind::performer:
       throw InvalidArgument("rpe_function: the performer attention has no RPE");
+    case AttentionKind::near_far: {
+      // The far-field mask f_h(rho) = sum_n a_hn j0(2 pi kappa_n rho) (the FLT mask; inside the
+      // cutoff it is weighted by 1 - e(rho) and taken exactly).
+      if (config_.far_field == FarField::none)
+        throw InvalidArgument("rpe_function: this near_far model has no far field (far_field = none)");
+      const auto theta = store_.value(blk.far_theta);
+      std::vector<double> basis(static_cast<std::size_t>(config_.far_nodes));
+      for (std::size_t i = 0; i < rho.size(); ++i) {
+        attn::radial_basis(far_config_.nodes, rho[i], basis.data(), nullptr);
+        double v = 0;
+        for (Index n = 0; n < config_.far_nodes; ++n)
+          v += std::exp(static_cast<double>(theta(head, n))) * basis[static_cast<std::size_t>(n)];
+        f[i] = v;
+      }
+      break;
+    }
   }
   return f;
 }
@@ -613,6 +779,11 @@ std::vector<NamedArray> MoleculeModel<T>::export_arrays() const {
       } else if (config_.attention == AttentionKind::performer) {
         out.push_back(array_of(ph + ".omega", blk.perf_omega[hs]));
       }
+    }
+    if (config_.attention == AttentionKind::near_far && config_.far_field == FarField::flt) {
+      const std::string pb = "features.block" + std::to_string(b);
+      out.push_back(array_of(pb + ".far_directions", blk.far_design.directions));
+      out.push_back(array_of(pb + ".far_weights", blk.far_design.weights));
     }
   }
   return out;
@@ -699,6 +870,22 @@ void MoleculeModel<T>::import_arrays(const std::vector<NamedArray>& arrays) {
         blk.perf_omega.push_back(matrix_of(*given[p + std::to_string(h) + ".omega"]));
         blk.perf_omega_t.push_back(blk.perf_omega.back().template cast<T>());
       }
+    } else if (config_.attention == AttentionKind::near_far && config_.far_field == FarField::flt) {
+      // The design of the draw the model was saved at (directions, weights), as stored.
+      const std::string pb = "features.block" + std::to_string(b);
+      attn::SphericalDesign design = blk.far_design;
+      design.directions = matrix_of(*given[pb + ".far_directions"]);
+      design.weights = given[pb + ".far_weights"]->values;
+      double total = 0;
+      for (Index m = 0; m < design.size(); ++m) {
+        const double len = design.directions.row(m).norm();
+        if (std::abs(len - 1.0) > 1e-9)
+          throw InvalidArgument("model arrays: '" + pb + ".far_directions' holds a non-unit direction");
+        total += design.weights[static_cast<std::size_t>(m)];
+      }
+      if (std::abs(total - 1.0) > 1e-9)
+        throw InvalidArgument("model arrays: '" + pb + ".far_weights' do not sum to 1");
+      blk.far_design = std::move(design);
     }
   }
 }

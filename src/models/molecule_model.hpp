@@ -52,6 +52,10 @@
 #include "core/tensor.hpp"
 #include "flt/attention.hpp"
 #include "flt/exact/streaming.hpp"
+#include "flt/far_field.hpp"
+#include "flt/near_field.hpp"
+#include "flt/neighbours.hpp"
+#include "models/equivariant_update.hpp"
 
 #include <array>
 #include <cstdint>
@@ -68,9 +72,15 @@ namespace flt::models {
 // Largest atomic number the element embedding covers by default (Rn).
 inline constexpr int kDefaultMaxZ = 86;
 
-enum class AttentionKind { kronecker, bias, performer, exact };
+enum class AttentionKind { kronecker, bias, performer, exact, near_far };
 const char* to_string(AttentionKind kind) noexcept;
 AttentionKind attention_kind_from_string(const std::string& name);  // throws ConfigError
+
+// The far field of the near_far kind: FLT features (linear cost), the closed-form mask over all
+// pairs (quadratic; the reference and an ablation), or none (near field only).
+enum class FarField { flt, exact, none };
+const char* to_string(FarField far) noexcept;
+FarField far_field_from_string(const std::string& name);  // throws ConfigError
 
 // One predicted quantity. extensive: summed over atoms (energies, ZPVE, Cv, alpha, ...) and
 // eligible for per-element reference energies; intensive: averaged (HOMO, LUMO, gap, mu, ...).
@@ -95,16 +105,33 @@ struct ModelConfig {
   bool use_charges = false;        // add a formal-charge embedding
   int max_charge = 2;              // charges in [-max_charge, max_charge]
   // Attention.
-  AttentionKind attention = AttentionKind::bias;
+  AttentionKind attention = AttentionKind::near_far;
+  // near_far: exact near field within the cutoff, FLT far field beyond it (flt/near_field.hpp,
+  // flt/far_field.hpp), equivariant vector features (equivariant_update.hpp).
+  double cutoff = 5.0;             // r_c, Angstrom
+  Index radial_nodes = 16;         // K, Bessel nodes kappa_n = (n + 1) / (2 r_c) of the filters
+  bool vectors = true;             // vector features and messages
+  FarField far_field = FarField::flt;
+  Index far_nodes = 4;             // mask nodes kappa_n = n far_spacing, n = 0..far_nodes-1
+  double far_spacing = 0.025;      // cycles per Angstrom
+  attn::DesignKind far_design = attn::DesignKind::product_grid;
+  Index far_degree = 12;           // product grid: exact for spherical polynomials to this degree
+  Index far_directions = 64;       // iid design: directions
+  double far_init = 1e-3;          // initial mask coefficients a_hn
+  // FLT kinds (kronecker, bias) and performer.
   Index num_features = 16;         // m, Performer features per head (kronecker, bias, performer)
   Index num_frequencies = 16;      // R, RPE frequencies per head (kronecker, bias)
   attn::SpectrumKind spectrum = attn::SpectrumKind::radial_gaussian;
   Index spectrum_components = 4;   // T of the spectrum per head
+  attn::ProposalKind proposal = attn::ProposalKind::spectrum;  // where frequencies are drawn
   double proposal_scale = 0.4;     // s0 of the gaussian proposal, cycles per Angstrom (see docs)
   double init_sigma_min = 0.15;    // spectrum init ladder (cycles per Angstrom)
   double init_sigma_max = 0.6;
   double init_beta = 1.0;          // bias variant: initial RPE scale per head
-  bool redraw_features = false;    // redraw random features at every step (begin_step)
+  double kronecker_floor = 0.1;    // kronecker: denominators below this share of their bound are raised to it
+  // Redraw random features (FLT kinds, performer) or rotate the far-field design (near_far) at
+  // every training step (begin_step); inference keeps the features of the model file.
+  bool redraw_features = true;
   Index exact_rbf = 32;            // exact kind: radial basis functions K
   double exact_cutoff = 10.0;      // exact kind: basis centres evenly on [0, cutoff] Angstrom
   // Randomness: initial weights and every random feature derive from this seed.
@@ -192,6 +219,13 @@ struct BlockCache {
   Mat<T> a;                       // N x D attention output (input of Wo)
   LayerNormCache<T> ln2;
   MlpCache<T> mlp;                // holds the LN2 output
+  // near_far
+  attn::NearFieldCache<T> near;
+  attn::FarFieldCache<T> far;
+  Mat<T> far_coeffs;              // H x K_f mask coefficients a_hn = exp(theta_hn)
+  Mat<T> vec_in;                  // N x 3D vector features entering the block
+  Mat<T> vec_msg;                 // N x 3D vector messages of the near field
+  EquivariantUpdateCache<T> update;
 };
 
 // Block 0's input is the embedding, a function of the atom's type (element, and formal charge
@@ -211,6 +245,8 @@ struct ModelCache {
   std::vector<std::int32_t> z, charge_ids;
   AtomTypes types;
   exact::RadialBasisTable<T> radial;  // exact kind: distances and radial basis, shared by the blocks
+  attn::NeighbourList neighbours;     // near_far: pairs within the cutoff, shared by the blocks
+  Mat<double> coords_double;          // near_far: N x 3 coordinates (Angstrom)
   Mat<T> coords;                  // N x 3 in T
   std::vector<BlockCache<T>> blocks;
   LayerNormCache<T> ln_out;
@@ -286,12 +322,19 @@ class MoleculeModel {
     ParamRef rbf;                                // exact: H x K coefficients
     std::vector<Mat<double>> perf_omega;         // performer: H of m x d
     std::vector<Mat<T>> perf_omega_t;            // the same in T
+    // near_far
+    ParamRef near_wk, near_bk, near_wv, near_bv, near_sink;  // K x D, D, K x V, V, H
+    ParamRef far_theta;                          // H x K_f: a_hn = exp(theta_hn)
+    attn::SphericalDesign far_design;            // rotated for the current draw
+    EquivariantUpdate<T> update;                 // with vectors (replaces ln2 + mlp)
   };
   const std::vector<Block>& layers() const noexcept { return blocks_; }
 
  private:
   void init_weights();
   void draw_all_features(std::uint64_t draw);
+  attn::SphericalDesign far_design_for_draw(Index block, std::uint64_t draw) const;
+  attn::NearFieldWeights<T> near_weights(const Block& blk) const;
 
   ModelConfig config_;
   ParameterStore<T> store_;
@@ -301,6 +344,8 @@ class MoleculeModel {
   LayerNorm<T> ln_out_;
   Mlp<T> head_;
   exact::StreamingAttentionConfig exact_config_;
+  attn::NearFieldConfig near_config_;
+  attn::FarFieldConfig far_config_;
   Normalisation norm_;
   std::vector<unsigned char> element_ok_;  // max_z + 1 flags
   std::uint64_t draw_ = 0;

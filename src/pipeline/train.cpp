@@ -22,6 +22,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <map>
 #include <chrono>
 #include <cmath>
 #include <iomanip>
@@ -261,15 +262,49 @@ train::OptionSchema train_option_schema() {
   // [model]: every ModelConfig key except those the trainer sets.
   for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) {
     if (is_trainer_owned_model_key(key)) continue;
-    std::string help = "model hyper-parameter " + key;
-    if (key == "num_features") help = "Performer random features per head (m)";
-    else if (key == "num_frequencies") help = "RPE random frequencies per head (R)";
-    else if (key == "attention") help = "attention kind: kronecker, bias, performer, exact";
-    else if (key == "width") help = "model width D";
-    else if (key == "heads") help = "attention heads H";
-    else if (key == "blocks") help = "encoder blocks";
+    static const std::map<std::string, std::string> helps = {
+        {"width", "model width D"},
+        {"heads", "attention heads H"},
+        {"blocks", "encoder blocks"},
+        {"mlp_hidden", "hidden width of each block's MLP (the gated update with vectors)"},
+        {"head_hidden", "hidden width of the output head"},
+        {"activation", "activation: silu, gelu_tanh, gelu_erf, identity"},
+        {"max_z", "largest atomic number the element embedding covers"},
+        {"use_charges", "add a formal-charge embedding"},
+        {"max_charge", "formal charges in [-max_charge, max_charge]"},
+        {"attention", "attention kind: near_far, kronecker, bias, performer, exact"},
+        {"cutoff", "near_far: cutoff r_c of the exact near field (Angstrom)"},
+        {"radial_nodes", "near_far: Bessel radial nodes of the near-field filters"},
+        {"vectors", "near_far: equivariant vector features"},
+        {"far_field", "near_far: far field flt (linear), exact (quadratic) or none"},
+        {"far_nodes", "near_far: radial nodes of the far-field mask (n = 0..far_nodes-1)"},
+        {"far_spacing", "near_far: spacing of the far-field mask nodes (cycles/Angstrom)"},
+        {"far_design", "near_far: far-field directions product_grid or iid"},
+        {"far_degree", "near_far: product-grid degree (exact spherical polynomials)"},
+        {"far_directions", "near_far: directions of the iid design"},
+        {"far_init", "near_far: initial far-field mask coefficients"},
+        {"num_features", "Performer random features per head (m)"},
+        {"num_frequencies", "RPE random frequencies per head (R)"},
+        {"spectrum", "FLT kinds: RPE spectrum radial_gaussian or radial_shells"},
+        {"spectrum_components", "FLT kinds: components of the spectrum"},
+        {"proposal", "FLT kinds: frequency proposal spectrum or gaussian"},
+        {"proposal_scale", "FLT kinds: scale of the gaussian proposal (cycles/Angstrom)"},
+        {"init_sigma_min", "FLT kinds: smallest initial spectrum width"},
+        {"init_sigma_max", "FLT kinds: largest initial spectrum width"},
+        {"init_beta", "bias kind: initial RPE scale"},
+        {"kronecker_floor", "kronecker kind: denominators are raised to this share of their bound"},
+        {"redraw_features", "redraw random features / rotate the far-field design every step"},
+        {"exact_rbf", "exact kind: radial basis functions"},
+        {"exact_cutoff", "exact kind: range of the radial basis (Angstrom)"},
+        {"seed", "model seed"},
+    };
+    const auto it = helps.find(key);
+    const std::string help = it != helps.end() ? it->second : "model hyper-parameter " + key;
     train::OptionSpec& spec = s.option(dashed(key), "model", OptionType::string, value, help);
-    if (key == "attention") spec.choices = {"kronecker", "bias", "performer", "exact"};
+    if (key == "attention") spec.choices = {"near_far", "kronecker", "bias", "performer", "exact"};
+    if (key == "far_field") spec.choices = {"flt", "exact", "none"};
+    if (key == "far_design") spec.choices = {"product_grid", "iid"};
+    if (key == "proposal") spec.choices = {"spectrum", "gaussian"};
   }
   // [run]
   s.option("out", "run", OptionType::path, std::nullopt, "run directory (new or empty; see --overwrite, --resume)");

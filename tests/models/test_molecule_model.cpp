@@ -47,6 +47,13 @@ ModelConfig tiny_config(AttentionKind kind, std::uint64_t seed = 7) {
   if (kind == AttentionKind::kronecker) c.proposal_scale = 0.3;
   c.exact_rbf = 6;
   c.exact_cutoff = 5.0;
+  // near_far: a cutoff shorter than the test molecules, so both fields and the partition matter.
+  c.cutoff = 2.5;
+  c.radial_nodes = 4;
+  c.far_nodes = 3;
+  c.far_spacing = 0.05;
+  c.far_degree = 16;
+  c.far_init = 0.2;  // large enough that the far field matters in every test
   c.seed = seed;
   return c;
 }
@@ -112,7 +119,8 @@ std::vector<Qm9Record> read_qm9(std::size_t every, std::size_t count) {
 }
 
 const AttentionKind kAllKinds[] = {AttentionKind::kronecker, AttentionKind::bias,
-                                   AttentionKind::performer, AttentionKind::exact};
+                                   AttentionKind::performer, AttentionKind::exact,
+                                   AttentionKind::near_far};
 
 // Random-weighted sum of the outputs: a scalar whose gradient exercises every output.
 Mat<double> loss_weights(Index S, Index P) {
@@ -129,9 +137,24 @@ TEST_CASE("molecule model: double gradient check of all parameters and coordinat
   // Thousands of tiny forward passes: one thread avoids OpenMP start-up costs dominating.
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(1);
-  for (AttentionKind kind : kAllKinds) {
-    INFO("attention " << to_string(kind));
-    auto cfg = tiny_config(kind);
+  std::vector<ModelConfig> configs;
+  for (AttentionKind kind : kAllKinds) configs.push_back(tiny_config(kind));
+  for (FarField far : {FarField::exact, FarField::none})
+    for (bool vectors : {true, false}) {
+      auto c = tiny_config(AttentionKind::near_far);
+      c.far_field = far;
+      c.vectors = vectors;
+      configs.push_back(c);
+    }
+  {
+    auto c = tiny_config(AttentionKind::near_far);
+    c.vectors = false;
+    configs.push_back(c);
+  }
+  for (ModelConfig cfg : configs) {
+    const AttentionKind kind = cfg.attention;
+    INFO("attention " << to_string(kind) << " far field " << to_string(cfg.far_field) << " vectors "
+                      << cfg.vectors);
     cfg.width = 8;
     cfg.mlp_hidden = 8;
     cfg.head_hidden = 4;
@@ -162,8 +185,12 @@ TEST_CASE("molecule model: double gradient check of all parameters and coordinat
     CHECK(gp.max_rel_error <= 1e-6);
 
     std::vector<double> analytic_r(dr.data(), dr.data() + dr.size());
+    // The coordinate check runs at the finite-difference noise floor of the near_far models
+    // (|error| ~ 1e-11 = eps |loss| / h); a slightly larger step keeps it below 1e-6 relative.
+    GradCheckOptions coord_options;
+    if (kind == AttentionKind::near_far) coord_options.step = 3e-5;
     const auto gr = check_gradient(loss, std::span<double>(batch.coords.data(), static_cast<std::size_t>(batch.coords.size())),
-                                   analytic_r);
+                                   analytic_r, coord_options);
     INFO("coordinates: worst index " << gr.worst_index << " analytic " << gr.worst_analytic
                                      << " numeric " << gr.worst_numeric);
     CHECK(gr.max_rel_error <= 1e-6);
@@ -291,8 +318,17 @@ TEST_CASE("molecule model: permutation and translation invariance and rotation s
     REQUIRE(sd.size() == 2);
     if (kind == AttentionKind::performer || kind == AttentionKind::exact) {
       for (double v : sd) CHECK(v <= 1e-5 * (1 + y.cwiseAbs().maxCoeff()));
+    } else if (kind == AttentionKind::near_far) {
+      // The near field is exact and the far-field design integrates the mask's plane waves
+      // exactly at these distances: only float rounding remains.
+      for (double v : sd) CHECK(v <= 1e-5 * (1 + y.cwiseAbs().maxCoeff()));
     } else {
+      // The Gaussian proposal: its RPE estimate dominates the rotation dependence. (With the
+      // default spectrum proposal the RPE part is already accurate at R = 8 and the remaining
+      // dependence comes from the Performer features of the rotated RPE features, which more
+      // frequencies do not reduce.)
       auto cfg = tiny_config(kind);
+      cfg.proposal = attn::ProposalKind::gaussian;
       cfg.num_frequencies = 8;
       MoleculeModel<float> few(cfg);
       cfg.num_frequencies = 128;

@@ -1,0 +1,60 @@
+// The gated equivariant update of the geometric encoder block (PaiNN's update block): mixes an
+// atom's scalar features x with its vector features vec, keeping vec equivariant (it rotates with
+// the molecule) and x invariant.
+//
+// Shapes: N atoms, D channels, F hidden width. x: N x D; vec: N x 3D = [x | y | z] components
+// (vec[i, a D + c] is component a of channel c); viewed as a 3N x D matrix for the channel maps.
+//
+//   u = LN(x);  U = vec Wu,  W = vec Wv      (channel maps, applied to each component alike)
+//   n_ic = sqrt(sum_a W_iac^2 + eps)          (rotation-invariant norms)
+//   [a^vv | a^sv | a^ss] = MLP([u | n])       (MLP: 2D -> F -> 3D)
+//   vec += a^vv o U                           (a^vv broadcast over the components)
+//   x   += a^sv o sum_a (U_a o W_a) + a^ss
+// Backward (G = dLoss/dx_out, Gv = dLoss/dvec_out):
+//   da^ss = G, da^sv = G o <U, W>, g = G o a^sv, da^vv = sum_a Gv_a o U_a
+//   dU_a = Gv_a o a^vv + g o W_a,  dW_a = g o U_a + dn o W_a / n
+//   dx += G + LN^T(du);  dvec += Gv + dU Wu^T + dW Wv^T;  dWu += vec^T dU;  dWv += vec^T dW.
+#pragma once
+
+#include "core/layers.hpp"
+#include "core/params.hpp"
+#include "core/random.hpp"
+#include "core/tensor.hpp"
+
+#include <string>
+
+namespace flt::models {
+
+inline constexpr double kVectorNormEps = 1e-8;
+
+template <class T>
+struct EquivariantUpdateCache {
+  LayerNormCache<T> ln;
+  Mat<T> vec_in;     // N x 3D
+  Mat<T> U, W;       // N x 3D
+  Mat<T> norms;      // N x D
+  Mat<T> mlp_in;     // N x 2D: [u | n]
+  MlpCache<T> mlp;
+  Mat<T> gates;      // N x 3D: [a^vv | a^sv | a^ss]
+};
+
+template <class T>
+struct EquivariantUpdate {
+  LayerNorm<T> ln;
+  Linear<T> u_map, w_map;  // D x D, no bias
+  Mlp<T> mlp;              // 2D -> F -> 3D
+  Index dim = 0;
+
+  static EquivariantUpdate create(ParameterStore<T>& store, const std::string& prefix, Index dim,
+                                  Index hidden, Activation activation);
+  void init(ParameterStore<T>& store, Rng& rng) const;
+  // Updates x and vec in place; fills the cache.
+  void forward(const ParameterStore<T>& store, Mat<T>& x, Mat<T>& vec,
+               EquivariantUpdateCache<T>& cache) const;
+  // On entry dx, dvec hold dLoss/d(outputs); on return dLoss/d(inputs) (the identity paths
+  // included). Accumulates parameter gradients.
+  void backward(ParameterStore<T>& store, const EquivariantUpdateCache<T>& cache, Mat<T>& dx,
+                Mat<T>& dvec) const;
+};
+
+}  // namespace flt::models
