@@ -18,6 +18,11 @@ void NearFieldConfig::validate() const {
   nodes.validate();
   if (!(cutoff > 0) || !std::isfinite(cutoff))
     throw ConfigError("near field: the cutoff must be positive and finite");
+  if (table_intervals < 8 || table_intervals > 65536)
+    throw ConfigError("near field: table_intervals must be in [8, 65536], got " +
+                      std::to_string(table_intervals));
+  if (filter_activation != Activation::silu && filter_activation != Activation::identity)
+    throw ConfigError("near field: the filter activation must be silu or identity");
 }
 
 namespace {
@@ -32,35 +37,110 @@ auto row_ptr(M& m, Index i) {
 constexpr Index kPairsPerPiece = 512;
 
 // Row groups: each group is processed by one thread, in order, and owns one partial sum of the
-// filter-weight gradients. The group size depends on N only (never on the thread count).
-Index group_rows(Index n) { return std::max<Index>(32, (n + 63) / 64); }
+// filter-table gradients. The group size depends on N only (never on the thread count).
+Index group_rows(Index n) { return std::max<Index>(64, (n + 31) / 32); }
 
-// Geometry, radial basis and filters of the consecutive pairs [p0, p0 + np).
+// The activation of the filters and its first two derivatives.
+struct FilterActivation {
+  Activation kind;
+  double value(double z) const { return kind == Activation::silu ? z / (1.0 + std::exp(-z)) : z; }
+  double first(double z) const {
+    if (kind != Activation::silu) return 1.0;
+    const double s = 1.0 / (1.0 + std::exp(-z));
+    return s * (1.0 + z * (1.0 - s));
+  }
+  double second(double z) const {
+    if (kind != Activation::silu) return 0.0;
+    const double s = 1.0 / (1.0 + std::exp(-z));
+    return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s));
+  }
+};
+
+// Cubic Hermite basis on [0, 1]: value weights (h00, h10, h01, h11) and their derivatives.
+struct Hermite {
+  double w[4];   // F(t) = w0 F_g + w1 S_g + w2 F_g+1 + w3 S_g+1   (S = h dF/drho)
+  double dw[4];  // dF/dt with the same layout (divide by h for d/drho)
+  explicit Hermite(double t) {
+    const double t2 = t * t, t3 = t2 * t;
+    w[0] = 2 * t3 - 3 * t2 + 1;
+    w[1] = t3 - 2 * t2 + t;
+    w[2] = -2 * t3 + 3 * t2;
+    w[3] = t3 - t2;
+    dw[0] = 6 * t2 - 6 * t;
+    dw[1] = 3 * t2 - 4 * t + 1;
+    dw[2] = -6 * t2 + 6 * t;
+    dw[3] = 3 * t2 - 2 * t;
+  }
+};
+
+// The interval g and position t in it of a distance (pairs lie below the cutoff; a distance
+// rounded onto it lands at the end of the last interval).
+void locate(const NearFieldConfig& config, double rho, Index& g, double& t) {
+  const double x = rho / config.table_step();
+  const double fl = std::floor(x);
+  g = static_cast<Index>(fl);
+  t = x - fl;
+  if (g >= config.table_intervals) {
+    g = config.table_intervals - 1;
+    t = 1.0;
+  }
+}
+
+// Filters at the table nodes, in double: value F = act(z), z = b W + bias, slope S = h act'(z) (b' W).
+template <class T>
+void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, FilterTable<T>& table) {
+  const Index G = config.table_intervals, K = config.nodes.count, D = config.width();
+  const Index V = config.value_width(), W = D + V;
+  const double h = config.table_step();
+  const FilterActivation act{config.filter_activation};
+  table.basis.resize(G + 1, K);
+  table.dbasis.resize(G + 1, K);
+  for (Index g = 0; g <= G; ++g)
+    radial_basis(config.nodes, static_cast<double>(g) * h, table.basis.row(g).data(),
+                 table.dbasis.row(g).data());
+  Mat<double> Wcat(K, W);
+  for (Index n = 0; n < K; ++n) {
+    for (Index c = 0; c < D; ++c) Wcat(n, c) = static_cast<double>(w.Wk(n, c));
+    for (Index c = 0; c < V; ++c) Wcat(n, D + c) = static_cast<double>(w.Wv(n, c));
+  }
+  table.z.noalias() = table.basis * Wcat;
+  for (Index c = 0; c < D; ++c) table.z.col(c).array() += static_cast<double>(w.bk[static_cast<std::size_t>(c)]);
+  for (Index c = 0; c < V; ++c) table.z.col(D + c).array() += static_cast<double>(w.bv[static_cast<std::size_t>(c)]);
+  table.zslope.noalias() = table.dbasis * Wcat;
+  table.value.resize(G + 1, W);
+  table.slope.resize(G + 1, W);
+  for (Index g = 0; g <= G; ++g)
+    for (Index c = 0; c < W; ++c) {
+      const double z = table.z(g, c);
+      table.value(g, c) = static_cast<T>(act.value(z));
+      table.slope(g, c) = static_cast<T>(h * act.first(z) * table.zslope(g, c));
+    }
+}
+
+// Geometry and interpolated filters of the consecutive pairs [p0, p0 + np).
 template <class T>
 struct PairBlock {
   Index p0 = 0, np = 0;
   std::vector<double> rho, env, denv;  // np
+  std::vector<Index> interval;         // np: table interval g
+  std::vector<double> position;        // np: t in [0, 1]
   Mat<double> unit;                    // np x 3: (r_source - r_target) / rho (0 when rho = 0)
-  Mat<T> basis, dbasis;                // np x K (dbasis only when derivatives are wanted)
-  Mat<T> zk, fk;                       // np x D: pre-activation and filter
-  Mat<T> zv, fv;                       // np x V
-  std::vector<double> tmp_b, tmp_db;
+  Mat<T> filt;                         // np x W: [F^k | F^v]
 };
 
 template <class T>
 void build_pairs(const NearFieldConfig& config, const NeighbourList& list, ConstMatRef<double> coords,
-                 const NearFieldWeights<T>& w, Index p0, Index p1, bool derivatives, PairBlock<T>& b) {
-  const Index np = p1 - p0, K = config.nodes.count;
+                 const FilterTable<T>& table, Index p0, Index p1, PairBlock<T>& b) {
+  const Index np = p1 - p0, W = table.value.cols();
   b.p0 = p0;
   b.np = np;
   b.rho.resize(static_cast<std::size_t>(np));
   b.env.resize(static_cast<std::size_t>(np));
   b.denv.resize(static_cast<std::size_t>(np));
+  b.interval.resize(static_cast<std::size_t>(np));
+  b.position.resize(static_cast<std::size_t>(np));
   b.unit.resize(np, 3);
-  b.basis.resize(np, K);
-  if (derivatives) b.dbasis.resize(np, K);
-  b.tmp_b.resize(static_cast<std::size_t>(K));
-  b.tmp_db.resize(static_cast<std::size_t>(K));
+  b.filt.resize(np, W);
   for (Index p = 0; p < np; ++p) {
     const auto pi = static_cast<std::size_t>(p0 + p);
     const Index i = list.target[pi], j = list.source[pi];
@@ -78,23 +158,21 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list, Const
     }
     b.env[ps] = envelope(rho, config.cutoff);
     b.denv[ps] = envelope_derivative(rho, config.cutoff);
-    radial_basis(config.nodes, rho, b.tmp_b.data(), derivatives ? b.tmp_db.data() : nullptr);
-    for (Index n = 0; n < K; ++n) {
-      b.basis(p, n) = static_cast<T>(b.tmp_b[static_cast<std::size_t>(n)]);
-      if (derivatives) b.dbasis(p, n) = static_cast<T>(b.tmp_db[static_cast<std::size_t>(n)]);
-    }
+    Index g;
+    double t;
+    locate(config, rho, g, t);
+    b.interval[ps] = g;
+    b.position[ps] = t;
+    const Hermite hm(t);
+    const T w0 = static_cast<T>(hm.w[0]), w1 = static_cast<T>(hm.w[1]), w2 = static_cast<T>(hm.w[2]),
+            w3 = static_cast<T>(hm.w[3]);
+    const T* f0 = table.value.row(g).data();
+    const T* s0 = table.slope.row(g).data();
+    const T* f1 = table.value.row(g + 1).data();
+    const T* s1 = table.slope.row(g + 1).data();
+    T* out = b.filt.row(p).data();
+    for (Index c = 0; c < W; ++c) out[c] = w0 * f0[c] + w1 * s0[c] + w2 * f1[c] + w3 * s1[c];
   }
-  const Index D = config.width(), V = config.value_width();
-  b.zk.resize(np, D);
-  b.zk.noalias() = b.basis * w.Wk;
-  b.zk.rowwise() += Eigen::Map<const RowVec<T>>(w.bk.data(), D);
-  b.fk.resize(np, D);
-  activation_forward<T>(config.filter_activation, b.zk, b.fk);
-  b.zv.resize(np, V);
-  b.zv.noalias() = b.basis * w.Wv;
-  b.zv.rowwise() += Eigen::Map<const RowVec<T>>(w.bv.data(), V);
-  b.fv.resize(np, V);
-  activation_forward<T>(config.filter_activation, b.zv, b.fv);
 }
 
 // Pieces of consecutive rows [r0, r1) of the group [g0, g1) with about kPairsPerPiece pairs each.
@@ -154,13 +232,14 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
   cache.row_max.resize(N, H);
   cache.den.resize(N, H);
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
+  build_table<T>(config, w, cache.table);
   parallel_chunks(N, group_rows(N), [&](Index, Index g0, Index g1) {
     PairBlock<T> b;
     std::vector<T> logit, ex;
     for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
       const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
       const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
-      build_pairs<T>(config, list, coords, w, p0, p1, false, b);
+      build_pairs<T>(config, list, coords, cache.table, p0, p1, b);
       logit.resize(static_cast<std::size_t>((p1 - p0) * H));
       ex.resize(logit.size());
       for (Index i = r0; i < r1; ++i) {
@@ -170,7 +249,7 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
         for (Index p = a0; p < a1; ++p) {
           const Index j = list.source[static_cast<std::size_t>(p0 + p)];
           const T* kj = row_ptr(k, j);
-          const T* fk = row_ptr(b.fk, p);
+          const T* fk = row_ptr(b.filt, p);
           for (Index h = 0; h < H; ++h) {
             T s = 0;
             for (Index c = h * d; c < (h + 1) * d; ++c) s += qi[c] * kj[c] * fk[c];
@@ -195,7 +274,7 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
             const Index j = list.source[static_cast<std::size_t>(p0 + p)];
             const T alpha = ex[static_cast<std::size_t>(p * H + h)] * inv;
             const T* vs = row_ptr(v, j);
-            const T* fs = row_ptr(b.fv, p);
+            const T* fs = row_ptr(b.filt, p) + D;
             for (Index c = h * d; c < (h + 1) * d; ++c) oi[c] += alpha * vs[c] * fs[c];
           }
         }
@@ -207,8 +286,8 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
             const T e = static_cast<T>(b.env[static_cast<std::size_t>(p)]);
             const T* va = row_ptr(v, j) + D;
             const T* vb = row_ptr(v, j) + 2 * D;
-            const T* fa = row_ptr(b.fv, p) + D;
-            const T* fb = row_ptr(b.fv, p) + 2 * D;
+            const T* fa = row_ptr(b.filt, p) + 2 * D;
+            const T* fb = row_ptr(b.filt, p) + 3 * D;
             const T* vj = row_ptr(vec, j);
             for (Index x = 0; x < 3; ++x) {
               const T ux = static_cast<T>(b.unit(p, x));
@@ -257,44 +336,37 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       Dg(i, h) = s;
     }
 
-  // The gradient of one pair (i -> j) with respect to its filters, envelope and direction, given
-  // the pair's geometry and filters. Accumulates the pair's share of dq_i (pass 1) or of
-  // dk_j, dv_j, dvec_j (pass 2) as requested.
-  struct PairGrad {
-    std::vector<T> dfk, dfv;  // D, V
-    double de = 0;
-    double du[3] = {0, 0, 0};
-  };
-
-  const Index G = group_rows(N);
-  const Index groups = chunk_count(N, G);
-  std::vector<Mat<T>> part_Wk(static_cast<std::size_t>(groups)), part_Wv(static_cast<std::size_t>(groups));
-  std::vector<Vec<T>> part_bk(static_cast<std::size_t>(groups)), part_bv(static_cast<std::size_t>(groups));
+  const Index groups = chunk_count(N, group_rows(N));
+  const Index GT = config.table_intervals, W = D + V;
+  const double step = config.table_step();
+  const FilterTable<T>& table = cache.table;
+  require(table.value.rows() == GT + 1 && table.value.cols() == W,
+          "near field backward: the cache's filter table does not match the configuration");
+  // Per row group: d Loss / d(table values) and d Loss / d(table slopes), summed in group order.
+  std::vector<Mat<double>> part_value(static_cast<std::size_t>(groups)),
+      part_slope(static_cast<std::size_t>(groups));
   Mat<T> dsink_rows = Mat<T>::Zero(N, H);
 
   // pass == 1: destinations (rows are i); pass == 2: sources (rows are j, pairs listed as j -> i
   // stand for their reverse i -> j, which has the same distance and the opposite direction).
   auto run_pass = [&](int pass) {
-    parallel_chunks(N, G, [&](Index g, Index g0, Index g1) {
+    parallel_chunks(N, group_rows(N), [&](Index g, Index g0, Index g1) {
       PairBlock<T> b;
-      Mat<T> dfk, dfv, dzk, dzv, dB;
+      Mat<T> dfilt;
       std::vector<double> de;
       Mat<double> du;
       if (pass == 1) {
-        part_Wk[static_cast<std::size_t>(g)] = Mat<T>::Zero(K, D);
-        part_Wv[static_cast<std::size_t>(g)] = Mat<T>::Zero(K, V);
-        part_bk[static_cast<std::size_t>(g)] = Vec<T>::Zero(D);
-        part_bv[static_cast<std::size_t>(g)] = Vec<T>::Zero(V);
+        part_value[static_cast<std::size_t>(g)] = Mat<double>::Zero(GT + 1, W);
+        part_slope[static_cast<std::size_t>(g)] = Mat<double>::Zero(GT + 1, W);
       }
       const bool need_dfilter = pass == 1 || want_coords;
       for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
         const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
         const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
         const Index np = p1 - p0;
-        build_pairs<T>(config, list, coords, w, p0, p1, want_coords, b);
+        build_pairs<T>(config, list, coords, table, p0, p1, b);
         if (need_dfilter) {
-          dfk.setZero(np, D);
-          dfv.setZero(np, V);
+          dfilt.setZero(np, W);
           de.assign(static_cast<std::size_t>(np), 0.0);
           du.setZero(np, 3);
         }
@@ -311,8 +383,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const T* qi = row_ptr(q, i);
             const T* kj = row_ptr(k, j);
             const T* vs = row_ptr(v, j);
-            const T* fk = row_ptr(b.fk, p);
-            const T* fs = row_ptr(b.fv, p);
+            const T* fk = row_ptr(b.filt, p);
+            const T* fs = row_ptr(b.filt, p) + D;
             const T* Gi = row_ptr(dout, i);
             double de_p = 0.0;
             for (Index h = 0; h < H; ++h) {
@@ -339,8 +411,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                 }
               }
               if (need_dfilter) {
-                T* dfkp = row_ptr(dfk, p);
-                T* dfsp = row_ptr(dfv, p);
+                T* dfkp = row_ptr(dfilt, p);
+                T* dfsp = row_ptr(dfilt, p) + D;
                 for (Index c = h * d; c < (h + 1) * d; ++c) {
                   dfkp[c] = dlogit * qi[c] * kj[c] * scale;
                   dfsp[c] = alpha * Gi[c] * vs[c];
@@ -350,8 +422,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             if (vectors) {
               const T* va = row_ptr(v, j) + D;
               const T* vb = row_ptr(v, j) + 2 * D;
-              const T* fa = row_ptr(b.fv, p) + D;
-              const T* fb = row_ptr(b.fv, p) + 2 * D;
+              const T* fa = row_ptr(b.filt, p) + 2 * D;
+              const T* fb = row_ptr(b.filt, p) + 3 * D;
               const T* vj = row_ptr(vec, j);
               const T* Gv = row_ptr(ddvec, i);
               const T ux[3] = {static_cast<T>(sign * b.unit(p, 0)), static_cast<T>(sign * b.unit(p, 1)),
@@ -359,8 +431,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               T* dva = pass == 2 ? row_ptr(dv, j) + D : nullptr;
               T* dvb = pass == 2 ? row_ptr(dv, j) + 2 * D : nullptr;
               T* dvj = pass == 2 ? row_ptr(dvec_in, j) : nullptr;
-              T* dfa = need_dfilter ? row_ptr(dfv, p) + D : nullptr;
-              T* dfb = need_dfilter ? row_ptr(dfv, p) + 2 * D : nullptr;
+              T* dfa = need_dfilter ? row_ptr(dfilt, p) + 2 * D : nullptr;
+              T* dfb = need_dfilter ? row_ptr(dfilt, p) + 3 * D : nullptr;
               double du0 = 0, du1 = 0, du2 = 0, dev = 0;
               for (Index c = 0; c < D; ++c) {
                 const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
@@ -400,30 +472,47 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           }
         }
         if (!need_dfilter) return;
-        dzk.resize(np, D);
-        dzk.setZero();
-        activation_backward<T>(config.filter_activation, b.zk, dfk, dzk);
-        dzv.resize(np, V);
-        dzv.setZero();
-        activation_backward<T>(config.filter_activation, b.zv, dfv, dzv);
         if (pass == 1) {
-          const auto gs = static_cast<std::size_t>(g);
-          part_Wk[gs].noalias() += b.basis.transpose() * dzk;
-          part_Wv[gs].noalias() += b.basis.transpose() * dzv;
-          part_bk[gs] += dzk.colwise().sum().transpose();
-          part_bv[gs] += dzv.colwise().sum().transpose();
+          // The interpolant's weights scatter each pair's filter gradient onto its two nodes.
+          Mat<double>& pv = part_value[static_cast<std::size_t>(g)];
+          Mat<double>& ps = part_slope[static_cast<std::size_t>(g)];
+          for (Index p = 0; p < np; ++p) {
+            const Index gi = b.interval[static_cast<std::size_t>(p)];
+            const Hermite hm(b.position[static_cast<std::size_t>(p)]);
+            const T* df = row_ptr(dfilt, p);
+            double* v0 = pv.row(gi).data();
+            double* v1 = pv.row(gi + 1).data();
+            double* s0 = ps.row(gi).data();
+            double* s1 = ps.row(gi + 1).data();
+            for (Index c = 0; c < W; ++c) {
+              const double x = static_cast<double>(df[c]);
+              v0[c] += hm.w[0] * x;
+              s0[c] += hm.w[1] * x;
+              v1[c] += hm.w[2] * x;
+              s1[c] += hm.w[3] * x;
+            }
+          }
         }
         if (!want_coords) return;
-        dB.resize(np, K);
-        dB.noalias() = dzk * w.Wk.transpose();
-        dB.noalias() += dzv * w.Wv.transpose();
         for (Index p = 0; p < np; ++p) {
           const auto pi = static_cast<std::size_t>(p0 + p);
           const Index tgt = list.target[pi], src = list.source[pi];
           const double rho = b.rho[static_cast<std::size_t>(p)];
           if (tgt == src || rho <= 0) continue;  // the self pair does not depend on the coordinates
-          double drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)];
-          for (Index n = 0; n < K; ++n) drho += static_cast<double>(dB(p, n) * b.dbasis(p, n));
+          // d filter / d rho of the interpolant: (dw0 F_g + dw1 S_g + dw2 F_g+1 + dw3 S_g+1) / h.
+          const Index gi = b.interval[static_cast<std::size_t>(p)];
+          const Hermite hm(b.position[static_cast<std::size_t>(p)]);
+          const T* df = row_ptr(dfilt, p);
+          const T* f0 = table.value.row(gi).data();
+          const T* s0 = table.slope.row(gi).data();
+          const T* f1 = table.value.row(gi + 1).data();
+          const T* s1 = table.slope.row(gi + 1).data();
+          const T d0 = static_cast<T>(hm.dw[0]), d1 = static_cast<T>(hm.dw[1]), d2 = static_cast<T>(hm.dw[2]),
+                  d3 = static_cast<T>(hm.dw[3]);
+          T acc = 0;
+          for (Index c = 0; c < W; ++c) acc += df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]);
+          const double drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
+                              static_cast<double>(acc) / step;
           // Pair i -> j: rvec = r_j - r_i, u = rvec / rho; dL/drvec = drho u + (du - (du.u) u) / rho.
           const double sign = pass == 1 ? 1.0 : -1.0;
           const double u[3] = {sign * b.unit(p, 0), sign * b.unit(p, 1), sign * b.unit(p, 2)};
@@ -439,18 +528,90 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   };
   run_pass(1);
   run_pass(2);
+  // Table gradients to the filter weights. F = act(z), S = h act'(z) s with z = b W + bias and
+  // s = b' W:  dz = act'(z) dF + h act''(z) s dS;  ds = h act'(z) dS;
+  // dW = b^T dz + b'^T ds;  dbias = sum_g dz.
+  Mat<double> dvalue = Mat<double>::Zero(GT + 1, W), dslope = Mat<double>::Zero(GT + 1, W);
   for (Index g = 0; g < groups; ++g) {
-    const auto gs = static_cast<std::size_t>(g);
-    grads.Wk += part_Wk[gs];
-    grads.Wv += part_Wv[gs];
-    for (Index c = 0; c < D; ++c) grads.bk[static_cast<std::size_t>(c)] += part_bk[gs](c);
-    for (Index c = 0; c < V; ++c) grads.bv[static_cast<std::size_t>(c)] += part_bv[gs](c);
+    dvalue += part_value[static_cast<std::size_t>(g)];
+    dslope += part_slope[static_cast<std::size_t>(g)];
   }
+  const FilterActivation act{config.filter_activation};
+  Mat<double> dz(GT + 1, W), ds(GT + 1, W);
+  for (Index g = 0; g <= GT; ++g)
+    for (Index c = 0; c < W; ++c) {
+      const double z = table.z(g, c), a1 = act.first(z);
+      dz(g, c) = a1 * dvalue(g, c) + step * act.second(z) * table.zslope(g, c) * dslope(g, c);
+      ds(g, c) = step * a1 * dslope(g, c);
+    }
+  const Mat<double> dW = table.basis.transpose() * dz + table.dbasis.transpose() * ds;
+  const RowVec<double> db = dz.colwise().sum();
+  for (Index n = 0; n < K; ++n) {
+    for (Index c = 0; c < D; ++c) grads.Wk(n, c) += static_cast<T>(dW(n, c));
+    for (Index c = 0; c < V; ++c) grads.Wv(n, c) += static_cast<T>(dW(n, D + c));
+  }
+  for (Index c = 0; c < D; ++c) grads.bk[static_cast<std::size_t>(c)] += static_cast<T>(db(c));
+  for (Index c = 0; c < V; ++c) grads.bv[static_cast<std::size_t>(c)] += static_cast<T>(db(D + c));
   for (Index h = 0; h < H; ++h) {
     double s = 0;
     for (Index i = 0; i < N; ++i) s += static_cast<double>(dsink_rows(i, h));
     grads.sink[static_cast<std::size_t>(h)] += static_cast<T>(s);
   }
+}
+
+namespace {
+
+// Exact filters [F^k | F^v] and their derivative in rho at one distance, in double, directly.
+void exact_filters(const NearFieldConfig& config, const NearFieldWeights<double>& w, double rho,
+                   std::vector<double>& value, std::vector<double>& slope) {
+  const Index K = config.nodes.count, D = config.width(), V = config.value_width();
+  std::vector<double> b(static_cast<std::size_t>(K)), db(static_cast<std::size_t>(K));
+  radial_basis(config.nodes, rho, b.data(), db.data());
+  const FilterActivation act{config.filter_activation};
+  value.assign(static_cast<std::size_t>(D + V), 0.0);
+  slope.assign(static_cast<std::size_t>(D + V), 0.0);
+  for (Index c = 0; c < D + V; ++c) {
+    double z = c < D ? w.bk[static_cast<std::size_t>(c)] : w.bv[static_cast<std::size_t>(c - D)];
+    double dz = 0;
+    for (Index n = 0; n < K; ++n) {
+      const double weight = c < D ? w.Wk(n, c) : w.Wv(n, c - D);
+      z += b[static_cast<std::size_t>(n)] * weight;
+      dz += db[static_cast<std::size_t>(n)] * weight;
+    }
+    value[static_cast<std::size_t>(c)] = act.value(z);
+    slope[static_cast<std::size_t>(c)] = act.first(z) * dz;
+  }
+}
+
+// The model's filters at rho: the cubic Hermite interpolant between the two table nodes around
+// rho of the exact values and derivatives there.
+std::vector<double> interpolated_filters(const NearFieldConfig& config, const NearFieldWeights<double>& w,
+                                         double rho) {
+  Index g;
+  double t;
+  locate(config, rho, g, t);
+  const double h = config.table_step();
+  std::vector<double> f0, d0, f1, d1;
+  exact_filters(config, w, static_cast<double>(g) * h, f0, d0);
+  exact_filters(config, w, static_cast<double>(g + 1) * h, f1, d1);
+  const double h00 = 2 * t * t * t - 3 * t * t + 1, h10 = t * t * t - 2 * t * t + t;
+  const double h01 = -2 * t * t * t + 3 * t * t, h11 = t * t * t - t * t;
+  std::vector<double> f(f0.size());
+  for (std::size_t c = 0; c < f.size(); ++c)
+    f[c] = h00 * f0[c] + h10 * h * d0[c] + h01 * f1[c] + h11 * h * d1[c];
+  return f;
+}
+
+}  // namespace
+
+FilterValues near_field_filters(const NearFieldConfig& config, const NearFieldWeights<double>& w,
+                                double rho) {
+  config.validate();
+  FilterValues out;
+  std::vector<double> slope;
+  exact_filters(config, w, rho, out.exact, slope);
+  out.interpolated = interpolated_filters(config, w, rho);
+  return out;
 }
 
 void near_field_forward_reference(const NearFieldConfig& config, const NeighbourList& list,
@@ -460,22 +621,14 @@ void near_field_forward_reference(const NearFieldConfig& config, const Neighbour
                                   MatRef<double> out, MatRef<double> dvec) {
   check_inputs<double>(config, list, coords, q, k, v, vec, w);
   const Index N = q.rows(), H = config.heads, d = config.head_dim, D = config.width();
-  const Index V = config.value_width(), K = config.nodes.count;
-  auto act = [&](double z) {
-    Mat<double> x(1, 1), y(1, 1);
-    x(0, 0) = z;
-    activation_forward<double>(config.filter_activation, x, y);
-    return y(0, 0);
-  };
   out.setZero();
   if (config.vectors) dvec.setZero();
-  std::vector<double> basis(static_cast<std::size_t>(K));
   for (Index i = 0; i < N; ++i) {
     const auto i0 = static_cast<std::size_t>(list.offsets[static_cast<std::size_t>(i)]);
     const auto i1 = static_cast<std::size_t>(list.offsets[static_cast<std::size_t>(i) + 1]);
     // Every pair quantity of row i, materialised.
     std::vector<double> env, logits;  // logits: pair-major, H per pair
-    std::vector<std::vector<double>> fk, fv;
+    std::vector<std::vector<double>> filters;
     std::vector<Eigen::Vector3d> unit;
     for (std::size_t p = i0; p < i1; ++p) {
       const Index j = list.source[p];
@@ -483,48 +636,38 @@ void near_field_forward_reference(const NearFieldConfig& config, const Neighbour
       const double rho = r.norm();
       unit.push_back(rho > 0 ? Eigen::Vector3d(r / rho) : Eigen::Vector3d::Zero());
       env.push_back(envelope(rho, config.cutoff));
-      radial_basis(config.nodes, rho, basis.data(), nullptr);
-      std::vector<double> a(static_cast<std::size_t>(D)), b(static_cast<std::size_t>(V));
-      for (Index c = 0; c < D; ++c) {
-        double z = w.bk[static_cast<std::size_t>(c)];
-        for (Index n = 0; n < K; ++n) z += basis[static_cast<std::size_t>(n)] * w.Wk(n, c);
-        a[static_cast<std::size_t>(c)] = act(z);
-      }
-      for (Index c = 0; c < V; ++c) {
-        double z = w.bv[static_cast<std::size_t>(c)];
-        for (Index n = 0; n < K; ++n) z += basis[static_cast<std::size_t>(n)] * w.Wv(n, c);
-        b[static_cast<std::size_t>(c)] = act(z);
-      }
+      std::vector<double> f = interpolated_filters(config, w, rho);
       for (Index h = 0; h < H; ++h) {
         double s = 0;
-        for (Index c = h * d; c < (h + 1) * d; ++c) s += q(i, c) * k(j, c) * a[static_cast<std::size_t>(c)];
+        for (Index c = h * d; c < (h + 1) * d; ++c) s += q(i, c) * k(j, c) * f[static_cast<std::size_t>(c)];
         logits.push_back(s / std::sqrt(static_cast<double>(d)));
       }
-      fk.push_back(std::move(a));
-      fv.push_back(std::move(b));
+      filters.push_back(std::move(f));
     }
     const std::size_t n = i1 - i0;
+    const auto hs = static_cast<std::size_t>(H);
     for (Index h = 0; h < H; ++h) {
       // softmax over the pairs and the sink (a zero value), weights e_ij exp(logit)
-      double m = w.sink[static_cast<std::size_t>(h)];
-      for (std::size_t p = 0; p < n; ++p) m = std::max(m, logits[p * static_cast<std::size_t>(H) + static_cast<std::size_t>(h)]);
-      double den = std::exp(w.sink[static_cast<std::size_t>(h)] - m);
-      for (std::size_t p = 0; p < n; ++p)
-        den += env[p] * std::exp(logits[p * static_cast<std::size_t>(H) + static_cast<std::size_t>(h)] - m);
+      const auto hh = static_cast<std::size_t>(h);
+      double m = w.sink[hh];
+      for (std::size_t p = 0; p < n; ++p) m = std::max(m, logits[p * hs + hh]);
+      double den = std::exp(w.sink[hh] - m);
+      for (std::size_t p = 0; p < n; ++p) den += env[p] * std::exp(logits[p * hs + hh] - m);
       for (std::size_t p = 0; p < n; ++p) {
         const Index j = list.source[i0 + p];
-        const double alpha =
-            env[p] * std::exp(logits[p * static_cast<std::size_t>(H) + static_cast<std::size_t>(h)] - m) / den;
-        for (Index c = h * d; c < (h + 1) * d; ++c) out(i, c) += alpha * v(j, c) * fv[p][static_cast<std::size_t>(c)];
+        const double alpha = env[p] * std::exp(logits[p * hs + hh] - m) / den;
+        for (Index c = h * d; c < (h + 1) * d; ++c)
+          out(i, c) += alpha * v(j, c) * filters[p][static_cast<std::size_t>(D + c)];
       }
     }
     if (!config.vectors) continue;
     for (std::size_t p = 0; p < n; ++p) {
       const Index j = list.source[i0 + p];
+      const auto& f = filters[p];
       for (Index x = 0; x < 3; ++x)
         for (Index c = 0; c < D; ++c)
-          dvec(i, x * D + c) += env[p] * (v(j, D + c) * fv[p][static_cast<std::size_t>(D + c)] * vec(j, x * D + c) +
-                                          v(j, 2 * D + c) * fv[p][static_cast<std::size_t>(2 * D + c)] * unit[p](x));
+          dvec(i, x * D + c) += env[p] * (v(j, D + c) * f[static_cast<std::size_t>(2 * D + c)] * vec(j, x * D + c) +
+                                          v(j, 2 * D + c) * f[static_cast<std::size_t>(3 * D + c)] * unit[p](x));
     }
   }
 }

@@ -12,6 +12,8 @@
 // Per pair p = (i, j), rho = |r_j - r_i|, unit vector u = (r_j - r_i) / rho (0 for the self pair):
 //   b = radial_basis(rho) (K values, radial.hpp), e = envelope(rho)
 //   F^k = act(b Wk + bk) (D),  F^v = act(b Wv + bv) (3D) = [F^s | F^a | F^b]
+//   (evaluated as the cubic Hermite interpolant of a table on G intervals of [0, r_c]; see
+//   FilterTable: per pair 4 multiply-adds per filter value instead of K)
 //   logit_h = sum_{c in h} q_ic k_jc F^k_c / sqrt(d)
 // Scalar messages, softmax over the neighbours with the envelope and a learned sink per head:
 //   m_ih = max(sink_h, max_j logit_ijh);  w_ijh = e_ij exp(logit_ijh - m_ih)
@@ -55,10 +57,12 @@ struct NearFieldConfig {
   Index head_dim = 16;          // d; D = heads * head_dim
   RadialNodes nodes;            // K nodes of the filters' radial basis
   double cutoff = 5.0;          // r_c (the neighbour list's cutoff)
-  Activation filter_activation = Activation::silu;
+  Activation filter_activation = Activation::silu;  // silu or identity
   bool vectors = true;          // vector messages (v has 3D columns; otherwise D and no dvec)
+  Index table_intervals = 256;  // G: the filters are cubic Hermite interpolants on G intervals
 
   Index width() const noexcept { return heads * head_dim; }
+  double table_step() const noexcept { return cutoff / static_cast<double>(table_intervals); }
   Index value_width() const noexcept { return vectors ? 3 * width() : width(); }
   void validate() const;        // throws ConfigError
 };
@@ -81,10 +85,23 @@ struct NearFieldGrads {
   std::span<T> sink;
 };
 
+// The filters as functions of the distance, tabulated: at the nodes rho_g = g h (g = 0..G,
+// h = r_c / G) the exact values F_g = act(z_g), z_g = b(rho_g) W + bias, and slopes
+// S_g = h dF/drho(rho_g) = h act'(z_g) (b'(rho_g) W); between nodes the cubic Hermite
+// interpolant, which is C1 in rho (continuous forces) and within O(h^4) of the exact filter.
+// Columns: [F^k (D) | F^v (V)].
+template <class T>
+struct FilterTable {
+  Mat<T> value, slope;          // (G + 1) x (D + V)
+  Mat<double> z, zslope;        // pre-activations z_g and dz/drho at the nodes
+  Mat<double> basis, dbasis;    // (G + 1) x K: b(rho_g), b'(rho_g)
+};
+
 // What backward needs besides the inputs: per (row, head) the logit maximum m_ih and the
-// denominator den_ih, and the scalar output.
+// denominator den_ih, the scalar output, and the filter table of the forward's weights.
 template <class T>
 struct NearFieldCache {
+  FilterTable<T> table;
   Mat<T> row_max;  // N x H
   Mat<T> den;      // N x H
   Mat<T> out;      // N x D
@@ -109,11 +126,20 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& nei
                          MatRef<T> dcoords, NearFieldGrads<T>& grads);
 
 // Readable reference: the same forward computed pair by pair in double, materialising every
-// pair quantity (for tests).
+// pair quantity (for tests); its filters are the Hermite interpolants of the exact filters at the
+// two table nodes around each distance, computed directly.
 void near_field_forward_reference(const NearFieldConfig& config, const NeighbourList& neighbours,
                                   ConstMatRef<double> coords, ConstMatRef<double> q,
                                   ConstMatRef<double> k, ConstMatRef<double> v,
                                   ConstMatRef<double> vec, const NearFieldWeights<double>& weights,
                                   MatRef<double> out, MatRef<double> dvec);
+
+// The filters [F^k | F^v] at one distance, exactly (act(b W + bias)) and as the model uses them
+// (the table's interpolant), in double: for tests of the table's accuracy.
+struct FilterValues {
+  std::vector<double> exact, interpolated;
+};
+FilterValues near_field_filters(const NearFieldConfig& config, const NearFieldWeights<double>& weights,
+                                double rho);
 
 }  // namespace flt::attn

@@ -286,3 +286,39 @@ TEST_CASE("near field: shape and configuration errors", "[near_field]") {
                                              out, dvec, cache),
                   InvalidArgument);
 }
+
+TEST_CASE("near field: the tabulated filters are within O(h^4) of the exact filters", "[near_field]") {
+  // The default table (256 intervals of a 5 A cutoff) against act(b W + bias) computed directly,
+  // at the model's default sizes (16 Bessel nodes), on a fine grid of distances; and a coarse
+  // table whose error is visibly larger (the comparison can fail).
+  Rng rng(23);
+  NearFieldConfig config;
+  config.heads = 2;
+  config.head_dim = 4;
+  config.cutoff = 5.0;
+  config.nodes = RadialNodes::bessel(16, config.cutoff);
+  const Index K = 16, D = config.width(), V = config.value_width();
+  const double bound = 1.0 / std::sqrt(static_cast<double>(K));
+  Mat<double> Wk = random_mat(rng, K, D, bound), Wv = random_mat(rng, K, V, bound);
+  Mat<double> bk = random_mat(rng, D, 1, bound), bv = random_mat(rng, V, 1, bound), sink = Mat<double>::Zero(2, 1);
+  const NearFieldWeights<double> w{Wk, {bk.data(), static_cast<std::size_t>(D)}, Wv,
+                                   {bv.data(), static_cast<std::size_t>(V)}, {sink.data(), 2}};
+  auto worst_error = [&](Index intervals) {
+    NearFieldConfig c = config;
+    c.table_intervals = intervals;
+    double worst = 0, scale = 0;
+    for (int i = 0; i <= 5000; ++i) {
+      const double rho = 5.0 * i / 5000.0 * 0.99999;
+      const FilterValues f = near_field_filters(c, w, rho);
+      for (std::size_t x = 0; x < f.exact.size(); ++x) {
+        worst = std::max(worst, std::abs(f.exact[x] - f.interpolated[x]));
+        scale = std::max(scale, std::abs(f.exact[x]));
+      }
+    }
+    return worst / scale;
+  };
+  const double fine = worst_error(256), coarse = worst_error(16);
+  INFO("relative filter error: 256 intervals " << fine << ", 16 intervals " << coarse);
+  CHECK(fine < 1e-5);
+  CHECK(coarse > 100 * fine);  // ~h^4: 16x coarser is ~6e4 times worse
+}
