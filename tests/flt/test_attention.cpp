@@ -321,6 +321,47 @@ TEST_CASE("A non-positive kronecker denominator is detected, never silently divi
   CHECK(layer2.stats().denominators == 2);
 }
 
+TEST_CASE("Kronecker denominators: a bounded floor caps every row's amplification", "[flt][attention][denominator]") {
+  // At the molecule model's settings (m = R = 16, the spectrum proposal, QM9-sized sets of ~18
+  // atoms about 1.4 A apart) many kronecker denominators are tiny or non-positive. The floor rule
+  // den_used = max(den, floor * scale), with scale_i >= sum_j |Q~_i . K~_j| (a bound on every
+  // |den| and |num| / max|v|), keeps |out_i| <= max|v| / floor. With the model's floor 0.1 no
+  // output exceeds 10 max|v|; with the former floor of 1e-6 rows are amplified by far more (so
+  // the check can fail), and the clamped rows are counted either way.
+  auto measure = [](double floor, std::uint64_t& clamped, std::uint64_t& checked) {
+    AttentionConfig c;
+    c.heads = 8;
+    c.head_dim = 16;
+    c.value_dim = 16;
+    c.num_features = 16;
+    c.num_frequencies = 16;
+    c.variant = Variant::kronecker;
+    c.spectrum.kind = SpectrumKind::radial_gaussian;
+    c.spectrum.coord_dim = 3;
+    c.spectrum.components = 4;
+    c.spectrum.proposal = ProposalKind::spectrum;
+    c.denominator_policy = DenominatorPolicy::clamp_and_count;
+    c.tiny_denominator = floor;
+    auto s = make_setup<double>(c, {18, 18, 18, 18}, 41, 1.0, 1.4);
+    AttentionCache<double> cache;
+    const Mat<double> out = run_forward(*s, cache);
+    clamped = s->layer->stats().clamped_denominators;
+    checked = s->layer->stats().denominators;
+    return out.cwiseAbs().maxCoeff() / s->V.cwiseAbs().maxCoeff();
+  };
+  std::uint64_t clamped = 0, checked = 0, clamped_old = 0, checked_old = 0;
+  const double amplification = measure(0.1, clamped, checked);
+  const double amplification_old = measure(1e-6, clamped_old, checked_old);
+  INFO("max |out| / max |v|: floor 0.1 " << amplification << " (" << clamped << " of " << checked
+                                         << " clamped), floor 1e-6 " << amplification_old << " ("
+                                         << clamped_old << " clamped)");
+  CHECK(checked == 4 * 18 * 8);
+  CHECK(clamped > 0);                  // the rule is exercised at these settings
+  CHECK(clamped >= clamped_old);       // a higher floor clamps at least the same rows
+  CHECK(amplification <= 10.0 + 1e-9);
+  CHECK(amplification_old > 10.0);
+}
+
 namespace {
 
 // Mean over seeds of the RMS error of FLT vs the exact O(L^2) attention (E4 or additive bias).
