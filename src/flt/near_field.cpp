@@ -21,6 +21,8 @@ void NearFieldConfig::validate() const {
   if (table_intervals < 8 || table_intervals > 65536)
     throw ConfigError("near field: table_intervals must be in [8, 65536], got " +
                       std::to_string(table_intervals));
+  if (single_pass_max_pairs < 0)
+    throw ConfigError("near field: single_pass_max_pairs must be >= 0");
   if (filter_activation != Activation::silu && filter_activation != Activation::identity)
     throw ConfigError("near field: the filter activation must be silu or identity");
 }
@@ -36,8 +38,8 @@ auto row_ptr(M& m, Index i) {
 // Pairs per piece of work: the filters of a piece (pairs x (K + 4D) values, twice) stay in L2.
 constexpr Index kPairsPerPiece = 512;
 
-// Row groups: each group is processed by one thread, in order, and owns one partial sum of the
-// filter-table gradients. The group size depends on N only (never on the thread count).
+// Row groups of the forward and of large closed runs in the backward: each group is processed by
+// one thread, in order. The group size depends on the row count only (never on the threads).
 Index group_rows(Index n) { return std::max<Index>(64, (n + 31) / 32); }
 
 // The activation of the filters and its first two derivatives.
@@ -189,6 +191,49 @@ void for_each_piece(const NeighbourList& list, Index g0, Index g1, F&& f) {
   }
 }
 
+// Work units of the backward. A run of rows closed under the neighbour relation (a molecule, or
+// consecutive molecules) with few pairs is done in one pass that writes both ends of every pair
+// (each pair's filters and weights computed once); the rows of a large closed run are cut into
+// groups done in two passes, destinations then sources, so that every gradient row has one
+// writer. The units depend on the list only, never on the thread count.
+struct BackwardTask {
+  Index begin = 0, end = 0;
+  bool closed = false;  // one pass over both ends
+};
+constexpr Index kClosedTaskRows = 64;  // rows gathered into one closed task
+
+std::vector<BackwardTask> backward_tasks(const NeighbourList& list, Index single_pass_max_pairs) {
+  const Index N = list.num_rows();
+  std::vector<BackwardTask> tasks;
+  BackwardTask open{0, 0, true};
+  auto flush = [&] {
+    if (open.end > open.begin) tasks.push_back(open);
+    open = {open.end, open.end, true};
+  };
+  Index start = 0, reach = -1;
+  for (Index r = 0; r < N; ++r) {
+    const auto e = static_cast<std::size_t>(list.offsets[static_cast<std::size_t>(r) + 1]);
+    const auto b = static_cast<std::size_t>(list.offsets[static_cast<std::size_t>(r)]);
+    reach = std::max(reach, e > b ? static_cast<Index>(list.source[e - 1]) : r);  // sources sorted
+    reach = std::max(reach, r);
+    if (reach != r) continue;
+    // Rows [start, r] are closed: no pair leaves them (the list is symmetric).
+    const Index pairs = list.offsets[static_cast<std::size_t>(r) + 1] - list.offsets[static_cast<std::size_t>(start)];
+    if (pairs <= single_pass_max_pairs) {
+      open.end = r + 1;
+      if (open.end - open.begin >= kClosedTaskRows) flush();
+    } else {
+      flush();
+      const Index n = r + 1 - start, G = group_rows(n);
+      for (Index g0 = start; g0 <= r; g0 += G) tasks.push_back({g0, std::min(r + 1, g0 + G), false});
+      open = {r + 1, r + 1, true};
+    }
+    start = r + 1;
+  }
+  flush();
+  return tasks;
+}
+
 template <class T>
 void check_inputs(const NearFieldConfig& config, const NeighbourList& list, ConstMatRef<double> coords,
                   ConstMatRef<T> q, ConstMatRef<T> k, ConstMatRef<T> v, ConstMatRef<T> vec,
@@ -336,30 +381,39 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       Dg(i, h) = s;
     }
 
-  const Index groups = chunk_count(N, group_rows(N));
+  const std::vector<BackwardTask> tasks = backward_tasks(list, config.single_pass_max_pairs);
+  const auto ntasks = static_cast<Index>(tasks.size());
   const Index GT = config.table_intervals, W = D + V;
   const double step = config.table_step();
   const FilterTable<T>& table = cache.table;
   require(table.value.rows() == GT + 1 && table.value.cols() == W,
           "near field backward: the cache's filter table does not match the configuration");
-  // Per row group: d Loss / d(table values) and d Loss / d(table slopes), summed in group order.
-  std::vector<Mat<double>> part_value(static_cast<std::size_t>(groups)),
-      part_slope(static_cast<std::size_t>(groups));
+  // Per task of phase 1: d Loss / d(table values) and d Loss / d(table slopes), summed in task order.
+  std::vector<Mat<double>> part_value(static_cast<std::size_t>(ntasks)),
+      part_slope(static_cast<std::size_t>(ntasks));
   Mat<T> dsink_rows = Mat<T>::Zero(N, H);
 
-  // pass == 1: destinations (rows are i); pass == 2: sources (rows are j, pairs listed as j -> i
-  // stand for their reverse i -> j, which has the same distance and the opposite direction).
-  auto run_pass = [&](int pass) {
-    parallel_chunks(N, group_rows(N), [&](Index g, Index g0, Index g1) {
+  // Phase 1: closed tasks (both ends of every pair) and the destination pass of the others (rows
+  // are i); phase 2: the source pass of the others (rows are j; a pair listed as j -> i stands for
+  // its reverse i -> j, which has the same distance and the opposite direction).
+  auto run_phase = [&](int phase) {
+#pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
+    for (Index task = 0; task < ntasks; ++task) {
+      const BackwardTask& tk = tasks[static_cast<std::size_t>(task)];
+      if (phase == 2 && tk.closed) continue;
+      const bool dest_side = phase == 1;                 // writes dq_i, the table, dr_i
+      const bool source_side = phase == 2 || tk.closed;  // writes dk_j, dv_j, dvec_j, dr_j
+      const bool reversed = phase == 2;                  // rows are sources
+      const Index g = task, g0 = tk.begin, g1 = tk.end;
       PairBlock<T> b;
       Mat<T> dfilt;
       std::vector<double> de;
       Mat<double> du;
-      if (pass == 1) {
+      if (dest_side) {
         part_value[static_cast<std::size_t>(g)] = Mat<double>::Zero(GT + 1, W);
         part_slope[static_cast<std::size_t>(g)] = Mat<double>::Zero(GT + 1, W);
       }
-      const bool need_dfilter = pass == 1 || want_coords;
+      const bool need_dfilter = dest_side || want_coords;
       for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
         const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
         const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
@@ -376,9 +430,9 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           for (Index p = a0; p < a1; ++p) {
             const Index other = list.source[static_cast<std::size_t>(p0 + p)];
             // The pair i -> j in the notation of the header.
-            const Index i = pass == 1 ? row : other;
-            const Index j = pass == 1 ? other : row;
-            const double sign = pass == 1 ? 1.0 : -1.0;  // unit vector of i -> j
+            const Index i = reversed ? other : row;
+            const Index j = reversed ? row : other;
+            const double sign = reversed ? -1.0 : 1.0;  // unit vector of i -> j
             const T e = static_cast<T>(b.env[static_cast<std::size_t>(p)]);
             const T* qi = row_ptr(q, i);
             const T* kj = row_ptr(k, j);
@@ -399,10 +453,11 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               const T delta = gx - Dg(i, h);
               const T dlogit = alpha * delta;
               de_p += static_cast<double>(ex * delta);
-              if (pass == 1) {
+              if (dest_side) {
                 T* dqi = row_ptr(dq, i);
                 for (Index c = h * d; c < (h + 1) * d; ++c) dqi[c] += dlogit * kj[c] * fk[c] * scale;
-              } else {
+              }
+              if (source_side) {
                 T* dkj = row_ptr(dk, j);
                 T* dvs = row_ptr(dv, j);
                 for (Index c = h * d; c < (h + 1) * d; ++c) {
@@ -428,9 +483,9 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               const T* Gv = row_ptr(ddvec, i);
               const T ux[3] = {static_cast<T>(sign * b.unit(p, 0)), static_cast<T>(sign * b.unit(p, 1)),
                                static_cast<T>(sign * b.unit(p, 2))};
-              T* dva = pass == 2 ? row_ptr(dv, j) + D : nullptr;
-              T* dvb = pass == 2 ? row_ptr(dv, j) + 2 * D : nullptr;
-              T* dvj = pass == 2 ? row_ptr(dvec_in, j) : nullptr;
+              T* dva = source_side ? row_ptr(dv, j) + D : nullptr;
+              T* dvb = source_side ? row_ptr(dv, j) + 2 * D : nullptr;
+              T* dvj = source_side ? row_ptr(dvec_in, j) : nullptr;
               T* dfa = need_dfilter ? row_ptr(dfilt, p) + 2 * D : nullptr;
               T* dfb = need_dfilter ? row_ptr(dfilt, p) + 3 * D : nullptr;
               double du0 = 0, du1 = 0, du2 = 0, dev = 0;
@@ -438,7 +493,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                 const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
                 const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
                 const T gb = gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2];
-                if (pass == 2) {
+                if (source_side) {
                   dva[c] += e * ga * fa[c];
                   dvb[c] += e * gb * fb[c];
                   const T s = e * va[c] * fa[c];
@@ -465,14 +520,14 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             }
             if (need_dfilter) de[static_cast<std::size_t>(p)] = de_p;
           }
-          if (pass == 1) {
+          if (dest_side) {
             for (Index h = 0; h < H; ++h)
               dsink_rows(row, h) = -std::exp(w.sink[static_cast<std::size_t>(h)] - cache.row_max(row, h)) /
                                    cache.den(row, h) * Dg(row, h);
           }
         }
         if (!need_dfilter) return;
-        if (pass == 1) {
+        if (dest_side) {
           // The interpolant's weights scatter each pair's filter gradient onto its two nodes.
           Mat<double>& pv = part_value[static_cast<std::size_t>(g)];
           Mat<double>& ps = part_slope[static_cast<std::size_t>(g)];
@@ -514,27 +569,30 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           const double drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
                               static_cast<double>(acc) / step;
           // Pair i -> j: rvec = r_j - r_i, u = rvec / rho; dL/drvec = drho u + (du - (du.u) u) / rho.
-          const double sign = pass == 1 ? 1.0 : -1.0;
+          const double sign = reversed ? -1.0 : 1.0;
           const double u[3] = {sign * b.unit(p, 0), sign * b.unit(p, 1), sign * b.unit(p, 2)};
           const double dudot = du(p, 0) * u[0] + du(p, 1) * u[1] + du(p, 2) * u[2];
           for (Index x = 0; x < 3; ++x) {
             const double gr = drho * u[x] + (du(p, x) - dudot * u[x]) / rho;
-            // Pass 1 owns row i (= tgt): dr_i -= g; pass 2 owns row j (= tgt): dr_j += g.
-            dcoords(tgt, x) += static_cast<T>(pass == 1 ? -gr : gr);
+            // dr_i -= g (destination side, row tgt = i), dr_j += g (source side, j = src; in
+            // phase 2 the row tgt is j).
+            if (dest_side) dcoords(tgt, x) -= static_cast<T>(gr);
+            if (source_side) dcoords(reversed ? tgt : src, x) += static_cast<T>(gr);
           }
         }
       });
-    });
+    }
   };
-  run_pass(1);
-  run_pass(2);
+  run_phase(1);
+  run_phase(2);
   // Table gradients to the filter weights. F = act(z), S = h act'(z) s with z = b W + bias and
   // s = b' W:  dz = act'(z) dF + h act''(z) s dS;  ds = h act'(z) dS;
   // dW = b^T dz + b'^T ds;  dbias = sum_g dz.
   Mat<double> dvalue = Mat<double>::Zero(GT + 1, W), dslope = Mat<double>::Zero(GT + 1, W);
-  for (Index g = 0; g < groups; ++g) {
-    dvalue += part_value[static_cast<std::size_t>(g)];
-    dslope += part_slope[static_cast<std::size_t>(g)];
+  for (Index task = 0; task < ntasks; ++task) {
+    if (part_value[static_cast<std::size_t>(task)].size() == 0) continue;  // a phase-2-only task
+    dvalue += part_value[static_cast<std::size_t>(task)];
+    dslope += part_slope[static_cast<std::size_t>(task)];
   }
   const FilterActivation act{config.filter_activation};
   Mat<double> dz(GT + 1, W), ds(GT + 1, W);

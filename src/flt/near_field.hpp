@@ -31,14 +31,17 @@
 //   dF^k_c = dlogit_h q_ic k_jc / sqrt d;  dv^s_jc += alpha G_ic F^s_c;  dF^s_c = alpha G_ic v^s_jc
 //   dsink_h += -sum_i exp(sink_h - m_ih) / den_ih D_ih
 //   vector parts by the product rule; d/d rho through b and e, d/d u through u = (r_j - r_i)/rho.
-// The backward runs in two passes so that every gradient row has one writer: pass 1 over
-// destinations (dq, the filter-weight partials, the destination side of dcoords), pass 2 over
-// sources (dk, dv, dvec, the source side of dcoords), using that the neighbour relation is
-// symmetric; per-pair filters are recomputed in both passes (nothing of size P x D is kept), so
-// memory is O(N D) plus a row chunk's pairs.
+// Backward: every gradient row has one writer. Rows closed under the neighbour relation with few
+// pairs (molecules) are done by one task that writes both ends of each pair, computing the pair's
+// filters and weights once. The rows of a large set are cut into groups done in two passes, using
+// that the neighbour relation is symmetric: destinations (dq, the filter-table gradients, the
+// destination side of dcoords), then sources (dk, dv, dvec, the source side of dcoords), with the
+// per-pair filters recomputed (nothing of size P x D is kept, so memory is O(N D) plus a row
+// chunk's pairs).
 //
-// Threads: OpenMP over fixed row chunks; the filter-weight gradients are summed per chunk and the
-// partials added in chunk order, so results are bitwise identical for any thread count.
+// Threads: OpenMP over tasks fixed by the neighbour list; the filter-table gradients are summed per
+// task and the partials added in task order, so results are bitwise identical for any thread
+// count.
 #pragma once
 
 #include "core/layers.hpp"
@@ -60,6 +63,9 @@ struct NearFieldConfig {
   Activation filter_activation = Activation::silu;  // silu or identity
   bool vectors = true;          // vector messages (v has 3D columns; otherwise D and no dvec)
   Index table_intervals = 256;  // G: the filters are cubic Hermite interpolants on G intervals
+  // Backward: closed runs of rows (molecules) with at most this many pairs in one pass, larger
+  // ones in two (0: always two passes; the results agree to rounding).
+  Index single_pass_max_pairs = 16384;
 
   Index width() const noexcept { return heads * head_dim; }
   double table_step() const noexcept { return cutoff / static_cast<double>(table_intervals); }

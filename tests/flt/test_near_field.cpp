@@ -187,11 +187,37 @@ TEST_CASE("near field: equal to the pair-by-pair reference, float close to doubl
 }
 
 TEST_CASE("near field: gradients of every input and weight match finite differences", "[near_field]") {
-  for (bool vectors : {true, false}) {
-    INFO("vectors " << vectors);
-    Problem p = make_problem(5, {1, 3, 9}, vectors, 1.3);
-    check_all_gradients(p);
-  }
+  // Both backward schedules: molecules in one pass (the default) and the two passes of large sets.
+  for (Index single_pass : {Index(16384), Index(0)})
+    for (bool vectors : {true, false}) {
+      INFO("vectors " << vectors << ", single_pass_max_pairs " << single_pass);
+      Problem p = make_problem(5, {1, 3, 9}, vectors, 1.3);
+      p.config.single_pass_max_pairs = single_pass;
+      check_all_gradients(p);
+    }
+}
+
+TEST_CASE("near field: the one-pass and two-pass backward agree", "[near_field]") {
+  Problem p = make_problem(19, {120, 7, 60}, true, 2.2);
+  Rng rng(8);
+  const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
+  const Mat<double> R2 = random_mat(rng, p.q.rows(), 3 * p.config.width());
+  const Gradients one = backward(p, R1, R2);
+  p.config.single_pass_max_pairs = 0;
+  const Gradients two = backward(p, R1, R2);
+  auto close = [](const Mat<double>& a, const Mat<double>& b) {
+    return (a - b).cwiseAbs().maxCoeff() <= 1e-12 * (1 + a.cwiseAbs().maxCoeff());
+  };
+  CHECK(close(one.q, two.q));
+  CHECK(close(one.k, two.k));
+  CHECK(close(one.v, two.v));
+  CHECK(close(one.vec, two.vec));
+  CHECK(close(one.coords, two.coords));
+  CHECK(close(one.Wk, two.Wk));
+  CHECK(close(one.Wv, two.Wv));
+  CHECK(close(one.bk, two.bk));
+  CHECK(close(one.bv, two.bv));
+  CHECK(close(one.sink, two.sink));
 }
 
 TEST_CASE("near field: scalar output invariant, vector messages equivariant under rotation", "[near_field]") {
@@ -244,8 +270,11 @@ TEST_CASE("near field: an atom crossing the cutoff changes the output continuous
 }
 
 TEST_CASE("near field: forward and backward bitwise equal for 1 and 2 threads", "[near_field]") {
-  // Enough rows for several row groups (the group size is max(32, N / 64)).
+  // Enough rows for several tasks; once with the sets in one pass, once in two.
+  for (Index single_pass : {Index(16384), Index(0)}) {
+  INFO("single_pass_max_pairs " << single_pass);
   Problem p = make_problem(13, {150, 3, 90}, true, 2.5);
+  p.config.single_pass_max_pairs = single_pass;
   Rng rng(5);
   const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
   const Mat<double> R2 = random_mat(rng, p.q.rows(), 3 * p.config.width());
@@ -267,6 +296,7 @@ TEST_CASE("near field: forward and backward bitwise equal for 1 and 2 threads", 
   CHECK(g1.Wk == g2.Wk);
   CHECK(g1.Wv == g2.Wv);
   CHECK(g1.sink == g2.sink);
+  }
 }
 
 TEST_CASE("near field: shape and configuration errors", "[near_field]") {
