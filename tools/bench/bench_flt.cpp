@@ -34,25 +34,18 @@
 #include "flt/attention.hpp"
 #include "flt/exact/streaming.hpp"
 #include "flt/exact/toeplitz.hpp"
+
+#include "bench_runner.hpp"
 #include "fma_peak.hpp"
 
 #include <immintrin.h>
 #include <omp.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/resource.h>
-#include <sys/select.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -62,25 +55,18 @@
 #include <thread>
 #include <vector>
 
-extern char** environ;
-
 namespace {
 
 using flt::Index;
 using flt::Mat;
-using Clock = std::chrono::steady_clock;
+using flt_bench::Clock;
+using flt_bench::fmt;
+using flt_bench::load_average;
+using flt_bench::peak_rss_mib;
+using flt_bench::sci;
+using flt_bench::seconds_since;
 
 constexpr Index kHeads = 8, kHeadDim = 16, kValueDim = 16, kWidth = kHeads * kHeadDim;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-double peak_rss_mib() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
 
 Mat<float> normal_matrix(flt::Rng& rng, Index rows, Index cols, double scale) {
   Mat<float> m(rows, cols);
@@ -95,30 +81,6 @@ Mat<float> cube_coordinates(flt::Rng& rng, Index L) {
   for (Index i = 0; i < L; ++i)
     for (Index a = 0; a < 3; ++a) r(i, a) = static_cast<float>(side * rng.uniform());
   return r;
-}
-
-struct Timing {
-  double forward = 0.0, backward = 0.0;
-  int reps = 0;
-};
-
-// Runs fwd() then bwd(); repeats (keeping the fastest repetition) while the total stays short.
-template <class F, class B>
-Timing time_pair(F&& fwd, B&& bwd) {
-  Timing best;
-  const auto start = Clock::now();
-  for (int rep = 0; rep < 20; ++rep) {
-    auto t0 = Clock::now();
-    fwd();
-    const double tf = seconds_since(t0);
-    t0 = Clock::now();
-    bwd();
-    const double tb = seconds_since(t0);
-    if (rep == 0 || tf + tb < best.forward + best.backward) best = {tf, tb, 0};
-    best.reps = rep + 1;
-    if (seconds_since(start) > 1.5) break;
-  }
-  return best;
 }
 
 struct Result {
@@ -169,7 +131,7 @@ Result run_flt(flt::attn::Variant variant, Index L) {
   r.method = variant == flt::attn::Variant::kronecker ? "flt-kronecker" : "flt-bias";
   r.tokens = L;
   r.rss_inputs_mib = peak_rss_mib();
-  const Timing t = time_pair(
+  const flt_bench::PairTiming t = flt_bench::time_pair(
       [&] { layer.forward(store, Q, K, V, R, batch, out, cache); },
       [&] { layer.backward(store, Q, K, V, R, batch, cache, G, dQ, dK, dV, dR); });
   r.forward_s = t.forward;
@@ -211,7 +173,7 @@ Result run_exact(bool masked, Index L) {
   r.method = masked ? "exact-bias" : "exact-plain";
   r.tokens = L;
   r.rss_inputs_mib = peak_rss_mib();
-  const Timing t = time_pair(
+  const flt_bench::PairTiming t = flt_bench::time_pair(
       [&] { flt::exact::streaming_attention_forward<float>(cfg, sets, Q, K, V, R, A, cache); },
       [&] {
         flt::exact::streaming_attention_backward<float>(cfg, sets, Q, K, V, R, A, cache, G, dQ, dK,
@@ -249,7 +211,7 @@ Result run_toeplitz(Index L) {
   r.method = "toeplitz-1d";
   r.tokens = L;
   r.rss_inputs_mib = peak_rss_mib();
-  const Timing t = time_pair(
+  const flt_bench::PairTiming t = flt_bench::time_pair(
       [&] {
         for (std::size_t h = 0; h < phq.size(); ++h)
           flt::exact::toeplitz_attention_forward<float>(grid, phq[h], phk[h], v[h], mask, fwd[h]);
@@ -296,137 +258,24 @@ struct Job {
   int threads;
 };
 
-std::map<std::string, std::string> parse_result_line(const std::string& text) {
-  std::map<std::string, std::string> kv;
-  const auto pos = text.find("RESULT ");
-  if (pos == std::string::npos) return kv;
-  std::istringstream line(text.substr(pos + 7, text.find('\n', pos) - pos - 7));
-  std::string item;
-  while (line >> item) {
-    const auto eq = item.find('=');
-    if (eq != std::string::npos) kv[item.substr(0, eq)] = item.substr(eq + 1);
-  }
-  return kv;
-}
-
-// Spawns this executable with `args`, waits at most timeout_s; returns the parsed RESULT line, or
+// Spawns this executable with `args` (flt_bench::run_child); returns the parsed RESULT line, or
 // nullopt (with `why`) when the child failed or was killed.
 std::optional<Result> run_child(const std::vector<std::string>& args, double timeout_s,
                                 std::string& why) {
-  int fds[2];
-  if (pipe(fds) != 0) throw flt::Error("bench_flt: pipe failed");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&actions, fds[0]);
-  std::vector<std::string> argv_s = {"/proc/self/exe"};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  const std::string exe = std::filesystem::read_symlink("/proc/self/exe").string();
-  const int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (rc != 0) {
-    close(fds[0]);
-    why = "spawn failed";
-    return std::nullopt;
-  }
-  // Read while waiting (the output is one line, but never let a full pipe block the child).
-  std::string output;
-  const auto t0 = Clock::now();
-  int status = 0;
-  bool done = false, killed = false;
-  while (!done) {
-    char buffer[4096];
-    fd_set set;
-    FD_ZERO(&set);
-    FD_SET(fds[0], &set);
-    timeval tv{0, 100000};
-    if (select(fds[0] + 1, &set, nullptr, nullptr, &tv) > 0) {
-      const ssize_t n = read(fds[0], buffer, sizeof buffer);
-      if (n > 0) output.append(buffer, static_cast<std::size_t>(n));
-    }
-    const pid_t w = waitpid(pid, &status, WNOHANG);
-    if (w == pid) done = true;
-    if (!done && seconds_since(t0) > timeout_s) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      killed = true;
-      done = true;
-    }
-  }
-  char buffer[4096];
-  ssize_t n = 0;
-  while ((n = read(fds[0], buffer, sizeof buffer)) > 0) output.append(buffer, static_cast<std::size_t>(n));
-  close(fds[0]);
-  if (killed) {
-    std::ostringstream s;
-    s << "not run to completion: killed after the " << timeout_s << " s limit";
-    why = s.str();
-    return std::nullopt;
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    why = "child failed (status " + std::to_string(status) + ")";
-    return std::nullopt;
-  }
-  const auto kv = parse_result_line(output);
-  if (kv.empty()) {
-    why = "no RESULT line";
-    return std::nullopt;
-  }
+  const auto kv = flt_bench::run_child(args, timeout_s, why);
+  if (!kv) return std::nullopt;
   Result r;
-  r.method = kv.at("method");
-  r.tokens = std::stol(kv.at("tokens"));
-  r.threads = std::stoi(kv.at("threads"));
-  r.forward_s = std::stod(kv.at("forward_s"));
-  r.backward_s = std::stod(kv.at("backward_s"));
-  r.rss_inputs_mib = std::stod(kv.at("rss_inputs_mib"));
-  r.peak_rss_mib = std::stod(kv.at("peak_rss_mib"));
-  r.gflop = std::stod(kv.at("gflop"));
-  r.gflops = std::stod(kv.at("gflops"));
-  r.reps = std::stoi(kv.at("reps"));
+  r.method = kv->at("method");
+  r.tokens = std::stol(kv->at("tokens"));
+  r.threads = std::stoi(kv->at("threads"));
+  r.forward_s = std::stod(kv->at("forward_s"));
+  r.backward_s = std::stod(kv->at("backward_s"));
+  r.rss_inputs_mib = std::stod(kv->at("rss_inputs_mib"));
+  r.peak_rss_mib = std::stod(kv->at("peak_rss_mib"));
+  r.gflop = std::stod(kv->at("gflop"));
+  r.gflops = std::stod(kv->at("gflops"));
+  r.reps = std::stoi(kv->at("reps"));
   return r;
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
-  return "unknown CPU";
-}
-
-std::string memory_total() {
-  std::ifstream in("/proc/meminfo");
-  std::string key, unit;
-  double kib = 0;
-  in >> key >> kib >> unit;
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(1) << kib / 1024.0 / 1024.0 << " GiB";
-  return s.str();
-}
-
-std::string fmt(double v, int precision = 3) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(precision) << v;
-  return s.str();
-}
-
-std::string sci(Index L) {
-  const int e = static_cast<int>(std::lround(std::log10(static_cast<double>(L))));
-  const double mant = static_cast<double>(L) / std::pow(10.0, e);
-  if (std::abs(mant - 1.0) < 1e-9) return "1e" + std::to_string(e);
-  return fmt(mant, 0) + "e" + std::to_string(e);
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  double one = 0, five = 0, fifteen = 0;
-  in >> one >> five >> fifteen;
-  return fmt(one, 2) + " / " + fmt(five, 2) + " / " + fmt(fifteen, 2);
 }
 
 int run_all(bool quick, const std::string& output, const std::string& command, double timeout_s,
@@ -491,15 +340,12 @@ int run_all(bool quick, const std::string& output, const std::string& command, d
   auto total = [](const Result* r) { return r->forward_s + r->backward_s; };
 
   std::ostringstream md;
-  const std::time_t tt = std::chrono::system_clock::to_time_t(started);
-  char date[64];
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&tt));
   md << "# FLT attention scaling benchmark (issue 3)\n\n"
-     << "Produced by `" << command << "` on " << date << " (commit "
+     << "Produced by `" << command << "` on " << flt_bench::utc_date(started) << " (commit "
      << (commit.empty() ? std::string(flt::git_commit()) : commit)
      << ", " << (quick ? "quick" : "full") << " mode, " << fmt(total_minutes, 1) << " min).\n\n"
-     << "- Machine: " << cpu_model() << ", " << std::thread::hardware_concurrency()
-     << " logical CPUs, " << memory_total()
+     << "- Machine: " << flt_bench::cpu_model() << ", " << std::thread::hardware_concurrency()
+     << " logical CPUs, " << flt_bench::memory_total()
      << " RAM, shared with other engineers' builds and tests; load average (1 / 5 / 15 min) "
      << load_before << " at the start, " << load_after
      << " at the end: with a load above the CPU count, times are inflated and the thread "
@@ -615,20 +461,7 @@ int run_all(bool quick, const std::string& output, const std::string& command, d
     md << "\n";
   }
 
-  const std::string text = md.str();
-  if (output.empty()) {
-    std::cout << text;
-  } else {
-    const std::string tmp = output + ".tmp";
-    {
-      std::ofstream out(tmp);
-      if (!out) throw flt::IoError(tmp, "cannot open for writing");
-      out << text;
-      if (!out) throw flt::IoError(tmp, "write failed");
-    }
-    std::filesystem::rename(tmp, output);
-    std::cerr << "[bench_flt] wrote " << output << "\n";
-  }
+  flt_bench::write_report(output, md.str(), "bench_flt");
   return 0;
 }
 
