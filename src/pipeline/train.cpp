@@ -237,21 +237,21 @@ train::OptionSchema train_option_schema() {
       .optional = true;
   s.option("split-seed", "split", OptionType::integer, "0", "seed of the random split");
   // [train]
-  s.option("epochs", "train", OptionType::integer, "100", "training epochs");
+  s.option("epochs", "train", OptionType::integer, "120", "training epochs");
   s.option("batch-size", "train", OptionType::integer, "32", "molecules per mini-batch");
   s.option("lr", "train", OptionType::real, "0.0005", "peak learning rate (AdamW)");
   s.option("min-lr", "train", OptionType::real, "1e-06", "final learning rate (cosine) / floor (plateau)");
-  s.option("weight-decay", "train", OptionType::real, "0.01", "AdamW decoupled weight decay (matrices only)");
+  s.option("weight-decay", "train", OptionType::real, "0.05", "AdamW decoupled weight decay (matrices only)");
   s.option("schedule", "train", OptionType::string, "cosine", "warmup-cosine (cosine) or reduce-on-plateau (plateau)")
       .choices = {"cosine", "warmup-cosine", "plateau"};
   s.option("warmup-steps", "train", OptionType::integer, "-1", "linear warm-up steps (-1: one epoch)");
   s.option("plateau-factor", "train", OptionType::real, "0.5", "plateau: learning-rate factor");
   s.option("plateau-patience", "train", OptionType::integer, "10", "plateau: epochs without improvement");
   s.option("clip-norm", "train", OptionType::real, "10", "clip gradients to this global norm (0: off)");
-  s.option("ema-decay", "train", OptionType::real, "0", "exponential moving average of weights (0: off)");
+  s.option("ema-decay", "train", OptionType::real, "0.999", "exponential moving average of weights (0: off)");
   s.option("patience", "train", OptionType::integer, "0",
            "early stopping: epochs without validation improvement (0: off)");
-  s.option("loss", "train", OptionType::string, "mse", "loss on standardised targets: mse, l1, huber").choices = {
+  s.option("loss", "train", OptionType::string, "l1", "loss on standardised targets: mse, l1, huber").choices = {
       "mse", "l1", "huber"};
   s.option("huber-delta", "train", OptionType::real, "1", "huber loss threshold (standardised units)");
   s.option("fit-reference", "train", OptionType::boolean, "true",
