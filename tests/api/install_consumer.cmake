@@ -145,3 +145,16 @@ message(STATUS "README example (installed default model):\n${RUN_OUTPUT}")
 if(NOT RUN_OUTPUT MATCHES "moved-prefix/share/flt/models/default\\.flt")
   message(FATAL_ERROR "the moved installation did not use its own share/flt/models/default.flt")
 endif()
+
+# The installed Python package (when built): imports from the moved prefix without
+# LD_LIBRARY_PATH (its module finds libflt through a relative RUNPATH) and uses the same model.
+if(PYTHON)
+  unset(ENV{LD_LIBRARY_PATH})
+  set(ENV{PYTHONPATH} ${WORK_DIR}/moved-prefix/${PYTHON_INSTALL_DIR})
+  # (no semicolons in the code: CMake would split the argument there)
+  run(${PYTHON} -c "import flt\nm = flt.Model.load_default()\nprint(flt.__file__, m.default_model_path(), m.names)")
+  message(STATUS "Python package (moved installation):\n${RUN_OUTPUT}")
+  if(NOT RUN_OUTPUT MATCHES "moved-prefix/.*/flt/__init__\\.py.*moved-prefix/share/flt/models/default\\.flt")
+    message(FATAL_ERROR "the installed Python package did not load from the moved prefix")
+  endif()
+endif()

@@ -1,0 +1,283 @@
+"""flt: FourierLearner-Transformer models of molecular properties, from Python.
+
+    import flt
+    from rdkit import Chem
+
+    model = flt.Model.load_default()            # or flt.Model.load("my.flt")
+    mols = [m for m in Chem.SDMolSupplier("ligands.sdf", removeHs=False)]
+    table = model.predict(mols)                  # one row per molecule
+    table.values                                 # numpy array (molecules x targets), NaN if not predicted
+    table.errors                                 # None, or the reason a molecule was not predicted
+    table.units                                  # unit of each column, e.g. ["eV", "eV", ...]
+
+Molecules are RDKit ``Chem.Mol`` objects with a 3-D conformer, ``flt.Molecule`` (atomic numbers
+and coordinates in Angstrom), or ``(atomic_numbers, coordinates)`` pairs. The compiled module
+``flt._flt`` wraps the C++ library (libflt); prediction releases the GIL and one Model may be used
+from several threads at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from . import _flt
+from ._flt import (  # noqa: F401  (re-exported)
+    ConfigError,
+    Error,
+    InputError,
+    InvalidInput,
+    IoError,
+    ModelFileError,
+    NumericalError,
+)
+
+__version__ = _flt.__version__
+
+__all__ = [
+    "Model", "Molecule", "Target", "PredictionTable", "Record",
+    "Error", "InvalidInput", "ConfigError", "IoError", "InputError", "ModelFileError",
+    "NumericalError", "__version__",
+]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One predicted quantity: its name, the unit of every predicted value, and whether it is a sum
+    over atoms (extensive, e.g. energies) or a per-molecule mean (intensive, e.g. the gap)."""
+
+    name: str
+    unit: str
+    extensive: bool
+
+
+@dataclass
+class Molecule:
+    """One 3-D structure as arrays: atomic numbers (N,), coordinates (N, 3) in Angstrom, optional
+    formal charges (N,) in e. Every atom, hydrogens included, must be listed."""
+
+    atomic_numbers: Any
+    coordinates: Any
+    formal_charges: Any = None
+    title: str = ""
+
+
+@dataclass
+class PredictionTable:
+    """Predictions for a batch, one row per input molecule in input order.
+
+    values, stddev: float arrays (molecules x targets) in the unit of each target; NaN in the rows
+    of molecules that could not be predicted. stddev is the ensemble spread (0 for one model).
+    errors: None for a predicted molecule, else the reason (unknown element, no 3-D conformer...).
+    """
+
+    targets: list[Target]
+    values: np.ndarray
+    stddev: np.ndarray
+    errors: list[Optional[str]]
+    titles: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    @property
+    def units(self) -> list[str]:
+        return [t.unit for t in self.targets]
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Boolean mask of the predicted rows."""
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+    def column(self, name: str) -> np.ndarray:
+        """The values of target `name` (in its unit), one per molecule."""
+        return self.values[:, self.names.index(name)]
+
+    def to_pandas(self):
+        """A pandas DataFrame with columns "NAME [UNIT]" and "error" (needs pandas)."""
+        import pandas as pd  # optional dependency
+
+        data = {f"{t.name} [{t.unit}]": self.values[:, i] for i, t in enumerate(self.targets)}
+        frame = pd.DataFrame(data)
+        if self.titles:
+            frame.insert(0, "title", self.titles)
+        frame["error"] = self.errors
+        return frame
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+
+@dataclass
+class Record:
+    """One record of a molecule file (predict_file), in input order."""
+
+    file: str
+    record: int  # 1-based within `file`
+    title: str
+    values: np.ndarray  # one per target, NaN when not predicted
+    stddev: np.ndarray
+    error: Optional[str]  # None when predicted
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _is_rdkit_mol(obj: Any) -> bool:
+    try:
+        from rdkit import Chem
+    except ImportError:
+        return False
+    return isinstance(obj, Chem.Mol)
+
+
+def _rdkit_item(mol: Any, conf_id: int, add_hydrogens: bool) -> tuple:
+    from rdkit import Chem
+
+    # RDKit's own binary pickle (same RDKit release as libflt), with doubles for the coordinates
+    # and the properties (the title is "_Name"); libflt converts it as flt::to_molecule does.
+    flags = Chem.PropertyPickleOptions.AllProps | Chem.PropertyPickleOptions.CoordsAsDouble
+    title = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
+    return ("rdkit", mol.ToBinary(flags), int(conf_id), bool(add_hydrogens), title)
+
+
+def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
+    if obj is None:
+        # What RDKit's suppliers yield for a record they could not read.
+        return ("invalid", "", "", None, "")
+    if _is_rdkit_mol(obj):
+        return _rdkit_item(obj, conf_id, add_hydrogens)
+    if isinstance(obj, Molecule):
+        return ("arrays", obj.atomic_numbers, obj.coordinates, obj.formal_charges, obj.title)
+    if isinstance(obj, tuple) and len(obj) in (2, 3):
+        charges = obj[2] if len(obj) == 3 else None
+        return ("arrays", obj[0], obj[1], charges, "")
+    raise TypeError(
+        "flt: a molecule must be an RDKit Chem.Mol, an flt.Molecule or an "
+        f"(atomic_numbers, coordinates) pair, not {type(obj).__name__}")
+
+
+class Model:
+    """A trained flt model, or an ensemble of models predicting the same targets."""
+
+    def __init__(self, native: "_flt.Model"):
+        self._native = native
+        self.targets = [Target(*t) for t in native.targets]
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path) -> "Model":
+        """Loads a .flt file (flt.IoError if unreadable, flt.ModelFileError if corrupt)."""
+        return cls(_flt.Model.load(str(path)))
+
+    @classmethod
+    def load_ensemble(cls, paths: Iterable) -> "Model":
+        """Loads several .flt files as an ensemble: mean prediction, stddev = spread."""
+        return cls(_flt.Model.load_ensemble([str(p) for p in paths]))
+
+    @classmethod
+    def load_default(cls) -> "Model":
+        """Loads the bundled default model ($FLT_DEFAULT_MODEL overrides where it is)."""
+        return cls(_flt.Model.load_default())
+
+    @staticmethod
+    def default_model_path() -> str:
+        return str(_flt.Model.default_model_path())
+
+    # -- description -------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    @property
+    def units(self) -> list[str]:
+        return [t.unit for t in self.targets]
+
+    @property
+    def elements(self) -> list[int]:
+        """Atomic numbers the model accepts."""
+        return list(self._native.elements)
+
+    @property
+    def ensemble_size(self) -> int:
+        return self._native.ensemble_size
+
+    @property
+    def files(self) -> list[str]:
+        return [str(f) for f in self._native.files]
+
+    @property
+    def parameter_count(self) -> int:
+        return self._native.parameter_count
+
+    def metadata(self) -> dict[str, str]:
+        """The first member's stored metadata (training data checksum, seed, configuration...)."""
+        return dict(self._native.metadata())
+
+    @property
+    def threads(self) -> int:
+        """OpenMP threads per call (0: all cores / OMP_NUM_THREADS)."""
+        return self._native.threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        self._native.threads = int(value)
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict(self, molecules, conf_id: int = -1, add_hydrogens: bool = True,
+                threads: int = 0, batch_size: int = 64) -> PredictionTable:
+        """Predicts every target for each molecule, one row per molecule in input order.
+
+        molecules: one molecule or a sequence of them (RDKit Chem.Mol with a 3-D conformer,
+        flt.Molecule, or (atomic_numbers, coordinates) in Angstrom; None entries, as RDKit's
+        suppliers give for unreadable records, become rows with an error). conf_id selects the
+        RDKit conformer (-1: the default). RDKit molecules whose hydrogens are all implicit get
+        them added with coordinates when add_hydrogens is true. Molecules that cannot be
+        predicted get NaN and the reason in `errors`; the others are unaffected.
+        """
+        if molecules is None or _is_rdkit_mol(molecules) or isinstance(molecules, Molecule) or (
+                isinstance(molecules, tuple) and len(molecules) in (2, 3)
+                and not _is_rdkit_mol(molecules[0]) and np.ndim(molecules[0]) == 1):
+            molecules = [molecules]
+        items = [_item(m, conf_id, add_hydrogens) for m in molecules]
+        titles = [item[4] for item in items]
+        values, stddev, errors = self._native.predict_batch(items, int(threads), int(batch_size))
+        for k, item in enumerate(items):
+            if item[0] == "invalid":
+                errors[k] = "no molecule (None: a record the RDKit supplier could not read)"
+        return PredictionTable(self.targets, values, stddev, errors, titles)
+
+    def predict_file(self, path, callback: Optional[Callable[[Record], Any]] = None, *,
+                     format: str = "", add_hydrogens: bool = True,
+                     generate_conformers: bool = False, seed: int = 42, sanitize: bool = True,
+                     min_distance: float = 0.1, threads: int = 0, batch_size: int = 64):
+        """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9; .gz, directories and tar
+        archives too) and predicts every record, in input order.
+
+        With a callback: calls it with each Record as soon as its batch is predicted (memory: one
+        batch) and returns (read, predicted, failed); an exception raised by the callback stops
+        the run and propagates. Without: returns the list of all Records.
+        """
+        options = dict(format=format, add_hydrogens=add_hydrogens,
+                       generate_conformers=generate_conformers, seed=seed, sanitize=sanitize,
+                       min_distance=min_distance, threads=threads, batch_size=batch_size)
+        if callback is not None:
+            def sink(file, record, title, values, stddev, error):
+                callback(Record(file, record, title, values, stddev, error))
+            return self._native.predict_file(str(path), sink, **options)
+        records: list[Record] = []
+
+        def collect(file, record, title, values, stddev, error):
+            records.append(Record(file, record, title, values, stddev, error))
+
+        self._native.predict_file(str(path), collect, **options)
+        return records
+
+    def __repr__(self) -> str:
+        members = f", {self.ensemble_size} members" if self.ensemble_size > 1 else ""
+        targets = ", ".join(f"{t.name} [{t.unit}]" for t in self.targets)
+        return f"flt.Model({targets}{members})"

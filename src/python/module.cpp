@@ -1,0 +1,252 @@
+// flt._flt: the compiled part of the Python package `flt` (src/python/flt/__init__.py is the
+// user-facing layer). A thin pybind11 binding of the public C++ API (flt/flt.hpp, flt/rdkit.hpp)
+// and nothing else, so Python sees exactly what C++ callers see:
+//   - Model: load / load_ensemble / load_default, targets, elements, metadata, threads, and
+//     batch prediction of molecules given as arrays or as RDKit molecules (passed as RDKit's own
+//     binary pickle, rebuilt here with the same RDKit release, then flt::to_molecule), returning
+//     numpy arrays with NaN and a reason for each molecule that cannot be predicted;
+//   - predict_file: streams a molecule file, calling back into Python once per record;
+//   - flt::Error and its subclasses as Python exceptions (flt.Error, flt.InvalidInput, ...).
+// The GIL is released while the network runs; flt::Model is thread-safe, so several Python threads
+// may predict with one Model at once.
+#include <flt/flt.hpp>
+#include <flt/rdkit.hpp>
+
+#include <GraphMol/MolPickler.h>
+#include <GraphMol/ROMol.h>
+
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+// One molecule handed over from Python: arrays, or an RDKit pickle to convert here.
+struct MoleculeInput {
+  std::optional<flt::Molecule> molecule;  // converted (or given as arrays)
+  std::string error;                      // why it could not be converted
+};
+
+// Arrays -> flt::Molecule. z: (N,) integers; xyz: (N, 3) Angstrom; charges: (N,) or None.
+flt::Molecule molecule_from_arrays(const py::array_t<long long, py::array::c_style | py::array::forcecast>& z,
+                                   const py::array_t<double, py::array::c_style | py::array::forcecast>& xyz,
+                                   const py::object& charges, std::string title) {
+  if (z.ndim() != 1) throw flt::InvalidArgument("atomic numbers must be a 1-D array");
+  if (xyz.ndim() != 2 || xyz.shape(1) != 3)
+    throw flt::InvalidArgument("coordinates must be an (N, 3) array in Angstrom");
+  if (xyz.shape(0) != z.shape(0))
+    throw flt::InvalidArgument(std::to_string(z.shape(0)) + " atomic numbers but " +
+                               std::to_string(xyz.shape(0)) + " coordinate rows");
+  flt::Molecule m;
+  m.title = std::move(title);
+  const auto zs = z.unchecked<1>();
+  const auto rs = xyz.unchecked<2>();
+  for (py::ssize_t i = 0; i < z.shape(0); ++i) {
+    m.atomic_numbers.push_back(static_cast<int>(zs(i)));
+    m.positions.push_back({rs(i, 0), rs(i, 1), rs(i, 2)});
+  }
+  if (!charges.is_none()) {
+    const auto q = py::array_t<long long, py::array::c_style | py::array::forcecast>::ensure(charges);
+    if (!q || q.ndim() != 1 || q.shape(0) != z.shape(0))
+      throw flt::InvalidArgument("formal charges must be a 1-D integer array with one entry per atom");
+    const auto qs = q.unchecked<1>();
+    for (py::ssize_t i = 0; i < q.shape(0); ++i) m.formal_charges.push_back(static_cast<int>(qs(i)));
+  }
+  return m;
+}
+
+// RDKit pickle -> flt::Molecule through the C++ API's own conversion (hydrogen policy, 2-D check).
+flt::Molecule molecule_from_rdkit_pickle(const std::string& pickle, int conf_id, bool add_hydrogens) {
+  RDKit::ROMol mol;
+  try {
+    RDKit::MolPickler::molFromPickle(pickle, mol);
+  } catch (const std::exception& e) {
+    throw flt::InvalidArgument(std::string("cannot read the RDKit molecule: ") + e.what());
+  }
+  return flt::to_molecule(mol, conf_id, add_hydrogens);
+}
+
+// Predictions of a batch as numpy arrays: values and stddev (S x T, NaN where not predicted) and
+// the reason per molecule (None where predicted).
+py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t targets) {
+  const auto S = static_cast<py::ssize_t>(results.size());
+  const auto T = static_cast<py::ssize_t>(targets);
+  py::array_t<double> values({S, T});
+  py::array_t<double> stddev({S, T});
+  auto v = values.mutable_unchecked<2>();
+  auto s = stddev.mutable_unchecked<2>();
+  py::list errors;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (py::ssize_t i = 0; i < S; ++i) {
+    const flt::Result& r = results[static_cast<std::size_t>(i)];
+    for (py::ssize_t t = 0; t < T; ++t) {
+      v(i, t) = r.ok() ? r.prediction->values[static_cast<std::size_t>(t)] : nan;
+      s(i, t) = r.ok() ? r.prediction->stddev[static_cast<std::size_t>(t)] : nan;
+    }
+    if (r.ok()) errors.append(py::none());
+    else errors.append(r.error);
+  }
+  return py::make_tuple(values, stddev, errors);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_flt, m) {
+  m.doc() = "Compiled core of the flt package (use `import flt`).";
+  m.attr("__version__") = flt::version();
+
+  // Exceptions: the C++ hierarchy, with Python's built-in bases where they apply.
+  static py::exception<flt::Error> error(m, "Error");
+  static py::exception<flt::InvalidArgument> invalid(m, "InvalidInput",
+                                                     py::make_tuple(error, py::handle(PyExc_ValueError)).ptr());
+  static py::exception<flt::ConfigError> config(m, "ConfigError", error.ptr());
+  static py::exception<flt::IoError> io(m, "IoError", py::make_tuple(error, py::handle(PyExc_OSError)).ptr());
+  static py::exception<flt::InputError> input(m, "InputError",
+                                              py::make_tuple(error, py::handle(PyExc_ValueError)).ptr());
+  static py::exception<flt::ModelFileError> model_file(m, "ModelFileError", error.ptr());
+  static py::exception<flt::NumericalError> numerical(m, "NumericalError",
+                                                     py::make_tuple(error, py::handle(PyExc_ArithmeticError)).ptr());
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const flt::InvalidArgument& e) {
+      invalid(e.what());
+    } catch (const flt::ConfigError& e) {
+      config(e.what());
+    } catch (const flt::IoError& e) {
+      io(e.what());
+    } catch (const flt::InputError& e) {
+      input(e.what());
+    } catch (const flt::ModelFileError& e) {
+      model_file(e.what());
+    } catch (const flt::NumericalError& e) {
+      numerical(e.what());
+    } catch (const flt::Error& e) {
+      error(e.what());
+    }
+  });
+
+  py::class_<flt::Model>(m, "Model")
+      .def_static("load", &flt::Model::load, py::arg("path"), py::call_guard<py::gil_scoped_release>())
+      .def_static("load_ensemble", &flt::Model::load_ensemble, py::arg("paths"),
+                  py::call_guard<py::gil_scoped_release>())
+      .def_static("load_default", &flt::Model::load_default, py::call_guard<py::gil_scoped_release>())
+      .def_static("default_model_path", &flt::Model::default_model_path)
+      .def_property_readonly("targets",
+                             [](const flt::Model& model) {
+                               py::list out;
+                               for (const auto& t : model.targets())
+                                 out.append(py::make_tuple(t.name, t.unit, t.extensive));
+                               return out;
+                             })
+      .def_property_readonly("elements", &flt::Model::elements)
+      .def_property_readonly("ensemble_size", &flt::Model::ensemble_size)
+      .def_property_readonly("files", &flt::Model::files)
+      .def_property_readonly("parameter_count", &flt::Model::parameter_count)
+      .def("metadata", &flt::Model::metadata)
+      .def_property("threads", &flt::Model::threads, &flt::Model::set_threads)
+      // items: list of ("arrays", z, xyz, charges, title) or ("rdkit", pickle, conf_id, add_h, title)
+      .def(
+          "predict_batch",
+          [](const flt::Model& model, const py::list& items, int threads, std::size_t batch_size) {
+            // Convert under the GIL (numpy and bytes access), predict without it.
+            std::vector<MoleculeInput> inputs(items.size());
+            for (std::size_t i = 0; i < items.size(); ++i) {
+              const py::tuple item = items[i].cast<py::tuple>();
+              const std::string kind = item[0].cast<std::string>();
+              try {
+                if (kind == "arrays") {
+                  inputs[i].molecule = molecule_from_arrays(
+                      item[1].cast<py::array_t<long long, py::array::c_style | py::array::forcecast>>(),
+                      item[2].cast<py::array_t<double, py::array::c_style | py::array::forcecast>>(),
+                      item[3], item[4].cast<std::string>());
+                } else if (kind == "rdkit") {
+                  const std::string pickle = item[1].cast<std::string>();
+                  const int conf_id = item[2].cast<int>();
+                  const bool add_h = item[3].cast<bool>();
+                  py::gil_scoped_release release;
+                  inputs[i].molecule = molecule_from_rdkit_pickle(pickle, conf_id, add_h);
+                } else {
+                  throw flt::InvalidArgument("unknown molecule kind '" + kind + "'");
+                }
+              } catch (const flt::Error& e) {
+                inputs[i].error = e.what();
+              } catch (const py::cast_error& e) {
+                inputs[i].error = std::string("not a molecule: ") + e.what();
+              }
+            }
+            std::vector<flt::Result> results;
+            {
+              py::gil_scoped_release release;
+              // Molecules that could not be converted stay in place as empty placeholders (their
+              // result is replaced by the conversion error), so messages number molecules as the
+              // caller's list does.
+              std::vector<flt::Molecule> molecules(inputs.size());
+              for (std::size_t i = 0; i < inputs.size(); ++i)
+                if (inputs[i].molecule) molecules[i] = std::move(*inputs[i].molecule);
+              flt::PredictOptions options;
+              options.threads = threads;
+              options.batch_size = batch_size;
+              results = model.predict(std::span<const flt::Molecule>(molecules), options);
+              for (std::size_t i = 0; i < inputs.size(); ++i)
+                if (!inputs[i].molecule) results[i] = flt::Result{std::nullopt, inputs[i].error};
+            }
+            return results_to_arrays(results, model.targets().size());
+          },
+          py::arg("items"), py::arg("threads") = 0, py::arg("batch_size") = 64)
+      .def(
+          "predict_file",
+          [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,
+             const std::string& format, bool add_hydrogens, bool generate_conformers, unsigned seed,
+             bool sanitize, double min_distance, int threads, std::size_t batch_size) {
+            flt::FileOptions options;
+            options.threads = threads;
+            options.batch_size = batch_size;
+            options.format = format;
+            options.add_hydrogens = add_hydrogens;
+            options.generate_conformers = generate_conformers;
+            options.seed = seed;
+            options.sanitize = sanitize;
+            options.min_distance = min_distance;
+            const double nan = std::numeric_limits<double>::quiet_NaN();
+            const std::size_t T = model.targets().size();
+            flt::FileSummary summary;
+            {
+              py::gil_scoped_release release;  // re-acquired by the sink and when the block ends
+              summary = model.predict_file(
+                path,
+                [&](const flt::RecordResult& r) {
+                  py::gil_scoped_acquire acquire;
+                  py::array_t<double> values(static_cast<py::ssize_t>(T));
+                  py::array_t<double> stddev(static_cast<py::ssize_t>(T));
+                  auto v = values.mutable_unchecked<1>();
+                  auto s = stddev.mutable_unchecked<1>();
+                  for (std::size_t t = 0; t < T; ++t) {
+                    v(static_cast<py::ssize_t>(t)) = r.ok() ? r.prediction->values[t] : nan;
+                    s(static_cast<py::ssize_t>(t)) = r.ok() ? r.prediction->stddev[t] : nan;
+                  }
+                  // An exception raised by the Python callback propagates as error_already_set.
+                  sink(r.file, r.record, r.title, values, stddev,
+                       r.ok() ? py::object(py::none()) : py::object(py::str(r.error)));
+                },
+                options);
+            }
+            return py::make_tuple(summary.read, summary.predicted, summary.failed);
+          },
+          py::arg("path"), py::arg("sink"), py::arg("format") = "", py::arg("add_hydrogens") = true,
+          py::arg("generate_conformers") = false, py::arg("seed") = 42u, py::arg("sanitize") = true,
+          py::arg("min_distance") = 0.1, py::arg("threads") = 0, py::arg("batch_size") = 64);
+}

@@ -1,0 +1,185 @@
+"""Tests of the Python package flt (src/python), run by ctest through pytest.
+
+Environment (set by tests/python/CMakeLists.txt): PYTHONPATH = <build>/python, FLT_EXE = the flt
+program, FLT_SOURCE_DIR = the source tree, FLT_DEFAULT_MODEL = its models/default.flt.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rdkit import Chem
+
+import flt
+
+SOURCE = Path(os.environ["FLT_SOURCE_DIR"])
+FLT_EXE = os.environ["FLT_EXE"]
+LIGANDS = SOURCE / "molecules" / "cdk2_ligands.sdf"
+QM9_EXAMPLES = SOURCE / "molecules" / "qm9_test_examples.xyz"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return flt.Model.load_default()
+
+
+def cli_predictions(tmp_path, path):
+    """flt predict's CSV for `path`: {record: {column: value}}."""
+    out = tmp_path / "cli.csv"
+    subprocess.run([FLT_EXE, "predict", str(path), "-o", str(out), "-q", "-j", "1"], check=True)
+    with open(out, newline="") as f:
+        return {int(row["record"]): row for row in csv.DictReader(f)}
+
+
+def test_model_description(model):
+    assert model.ensemble_size == 1
+    assert model.names[0] == "U0" and model.units[0] == "eV"
+    assert model.elements == [1, 6, 7, 8]
+    assert model.parameter_count > 0
+    assert "U0 [eV]" in repr(model)
+    assert flt.__version__
+
+
+def test_rdkit_molecules_match_flt_predict(model, tmp_path):
+    mols = list(Chem.SDMolSupplier(str(LIGANDS), removeHs=False))
+    assert len(mols) == 3 and all(m is not None for m in mols)
+    table = model.predict(mols, threads=1)
+    assert table.errors == [None, None, None]
+    assert table.titles == [m.GetProp("_Name") for m in mols]
+    cli = cli_predictions(tmp_path, LIGANDS)
+    for k in range(3):
+        for t, target in enumerate(model.targets):
+            expected = float(cli[k + 1][f"flt_{target.name} [{target.unit}]"])
+            got = table.values[k, t]
+            assert abs(got - expected) <= 1e-6, (k, target.name, got - expected)  # in its unit
+
+
+def test_arrays_and_conformer_choice(model):
+    mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
+    conf = mol.GetConformer()
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    xyz = conf.GetPositions()
+    from_rdkit = model.predict(mol).values[0]
+    from_arrays = model.predict((z, xyz)).values[0]
+    from_molecule = model.predict(flt.Molecule(z, xyz)).values[0]
+    np.testing.assert_allclose(from_arrays, from_rdkit, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(from_molecule, from_arrays)
+    # A second conformer, moved rigidly: the same prediction for conf_id 1, an error for 7.
+    moved = Chem.Mol(mol)
+    second = Chem.Conformer(conf)
+    for i in range(mol.GetNumAtoms()):
+        p = conf.GetAtomPosition(i)
+        second.SetAtomPosition(i, (p.x + 3.0, p.y - 1.0, p.z))
+    second.SetId(1)
+    moved.AddConformer(second, assignId=False)
+    np.testing.assert_allclose(model.predict(moved, conf_id=1).values[0], from_rdkit, rtol=1e-5)
+    missing = model.predict(moved, conf_id=7)
+    assert np.isnan(missing.values).all() and "conformer" in missing.errors[0]
+
+
+def test_bad_molecules_are_marked_and_the_others_predicted(model):
+    good = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[1]
+    gold = (np.array([6, 79]), np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 2.0]]))
+    flat = Chem.MolFromSmiles("CCO")  # no conformer at all
+    table = model.predict([good, gold, None, flat, good])
+    assert table.ok.tolist() == [True, False, False, False, True]
+    assert np.isnan(table.values[1:4]).all()
+    assert "Z=79" in table.errors[1]
+    assert "None" in table.errors[2]
+    assert "conformer" in table.errors[3]
+    np.testing.assert_array_equal(table.values[0], table.values[4])
+    np.testing.assert_array_equal(table.values[0], model.predict(good).values[0])
+    with pytest.raises(TypeError):
+        model.predict(["not a molecule"])
+    bad_shape = model.predict((np.array([1, 1]), np.zeros((3, 3))))
+    assert "2 atomic numbers but 3" in bad_shape.errors[0]
+
+
+def test_predict_file_streams_every_record_in_order(model):
+    seen = []
+    summary = model.predict_file(QM9_EXAMPLES, seen.append)
+    assert summary == (5, 5, 0)
+    assert [r.record for r in seen] == [1, 2, 3, 4, 5]
+    assert all(r.ok for r in seen)
+    direct = model.predict_file(QM9_EXAMPLES)
+    np.testing.assert_array_equal(np.array([r.values for r in direct]),
+                                  np.array([r.values for r in seen]))
+
+    def stop(record):
+        raise KeyError("stop here")
+
+    with pytest.raises(KeyError):
+        model.predict_file(QM9_EXAMPLES, stop)
+
+
+def test_errors_are_typed(tmp_path):
+    with pytest.raises(flt.IoError) as missing:
+        flt.Model.load(tmp_path / "missing.flt")
+    assert isinstance(missing.value, OSError) and "missing.flt" in str(missing.value)
+    corrupt = tmp_path / "corrupt.flt"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(flt.ModelFileError) as bad:
+        flt.Model.load(corrupt)
+    assert "corrupt.flt" in str(bad.value)
+    assert issubclass(flt.ModelFileError, flt.Error)
+    with pytest.raises(flt.IoError):
+        flt.Model.load_default().predict_file(tmp_path / "nothing.sdf")
+
+
+def test_threads_share_one_model(model):
+    mols = list(Chem.SDMolSupplier(str(LIGANDS), removeHs=False))
+    expected = model.predict(mols, threads=1).values
+    results = [None] * 4
+
+    def work(i):
+        results[i] = model.predict(mols, threads=1).values
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for r in results:
+        np.testing.assert_array_equal(r, expected)
+
+
+def test_ase_calculator(model):
+    ase = pytest.importorskip("ase")
+    from ase.calculators.calculator import PropertyNotImplementedError
+    from flt.ase import FLTCalculator
+
+    mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
+    atoms = ase.Atoms(numbers=[a.GetAtomicNum() for a in mol.GetAtoms()],
+                      positions=mol.GetConformer().GetPositions())
+    atoms.calc = FLTCalculator(model)
+    assert atoms.calc.target == "U0"
+    energy = atoms.get_potential_energy()
+    assert energy == pytest.approx(model.predict(mol).column("U0")[0], rel=1e-12)
+    with pytest.raises(PropertyNotImplementedError):
+        atoms.get_forces()
+    atoms.pbc = True
+    atoms.cell = [30, 30, 30]
+    with pytest.raises(flt.InvalidInput):
+        atoms.get_potential_energy()
+    with pytest.raises(flt.InvalidInput):
+        FLTCalculator(model, target="gap_squared")
+    with pytest.raises(flt.InvalidInput):
+        FLTCalculator(model, target="mu")  # Debye is not an energy
+
+
+def test_readme_example_runs_verbatim():
+    readme = (SOURCE / "README.md").read_text()
+    begin = readme.index("<!-- python-example:begin -->")
+    end = readme.index("<!-- python-example:end -->")
+    block = readme[begin:end]
+    code = block[block.index("```python") + len("```python"):block.rindex("```")]
+    result = subprocess.run([sys.executable, "-c", code], cwd=SOURCE,
+                            capture_output=True, text=True, check=True)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("ZINC03814457 U0 = ") and " eV" in lines[0]
