@@ -695,6 +695,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       loss_count += b.indices.size();
       // Plain (non-terminal) output: one line per epoch (bar->finish), no per-batch lines.
       if (bar) bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)));
+      if (output.on_step) output.on_step();
     }
     const attn::AttentionStats attention = model.attention_stats();
 
@@ -724,6 +725,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     if (std::isnan(report.selection_metric))
       report.selection_metric = selection_metric(report.record.train_mae, model.normalisation());
     report.attention = attention;
+    report.targets = &data.targets;
     st.seconds = seconds_before + (now_seconds() - session_start);
     if (plateau && std::isfinite(report.selection_metric)) plateau->step(report.selection_metric);
 

@@ -96,6 +96,7 @@ struct EpochReport {
   double selection_metric = 0;        // see header comment
   bool improved = false;
   attn::AttentionStats attention;     // summed over the epoch's training forwards
+  const std::vector<DatasetTarget>* targets = nullptr;  // the run's targets, in MAE order
 };
 
 struct TrainResult {
@@ -136,6 +137,10 @@ struct TrainOutput {
   std::ostream* progress = nullptr;  // null: silent
   bool terminal = false;
   std::function<void(const EpochReport&)> on_epoch;
+  // Called after every optimiser step (e.g. to poll for an interrupt). An exception it throws
+  // stops the run and propagates; the run directory keeps the last completed epoch's checkpoint,
+  // from which --resume continues.
+  std::function<void()> on_step;
 };
 
 // Runs the whole workflow. Throws ConfigError (bad options, non-empty --out without --overwrite),

@@ -1,6 +1,6 @@
 // flt._flt: the compiled part of the Python package `flt` (src/python/flt/__init__.py is the
 // user-facing layer). A thin pybind11 binding of the public C++ API (flt/flt.hpp, flt/rdkit.hpp)
-// and nothing else, so Python sees exactly what C++ callers see:
+// (train.cpp adds training through the pipeline library), so Python sees what C++ callers see:
 //   - Model: load / load_ensemble / load_default, targets, elements, metadata, threads, and
 //     batch prediction of molecules given as arrays or as RDKit molecules (passed as RDKit's own
 //     binary pickle, rebuilt here with the same RDKit release, then flt::to_molecule), returning
@@ -31,6 +31,8 @@
 #include <vector>
 
 namespace py = pybind11;
+
+void register_training(py::module_& m);  // train.cpp
 
 namespace {
 
@@ -107,6 +109,7 @@ py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t
 PYBIND11_MODULE(_flt, m) {
   m.doc() = "Compiled core of the flt package (use `import flt`).";
   m.attr("__version__") = flt::version();
+  register_training(m);
 
   // Exceptions: the C++ hierarchy, with Python's built-in bases where they apply.
   static py::exception<flt::Error> error(m, "Error");

@@ -8,6 +8,7 @@ import csv
 import os
 import subprocess
 import sys
+import signal
 import threading
 from pathlib import Path
 
@@ -183,3 +184,47 @@ def test_readme_example_runs_verbatim():
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3
     assert lines[0].startswith("ZINC03814457 U0 = ") and " eV" in lines[0]
+
+
+TINY = dict(limit=120, targets=["U0", "gap"], epochs=3, batch_size=16, width=32, heads=4,
+            blocks=1, mlp_hidden=64, head_hidden=32, split="100,10,rest", threads=1, seed=3)
+QM9 = SOURCE / "datasets" / "qm9" / "qm9_subset.xyz.gz"
+
+
+def test_train_from_python_with_callback_interrupt_and_resume(tmp_path, caplog):
+    epochs = []
+    with caplog.at_level("INFO", logger="flt"):
+        result = flt.train(QM9, out=tmp_path / "full", callback=epochs.append, **TINY)
+    assert "read 120 molecules" in caplog.text  # library log -> logging.getLogger("flt")
+    assert result.epochs_run == 3 and (result.train_size, result.validation_size) == (100, 10)
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert epochs[0]["units"] == {"U0": "eV", "gap": "eV"}
+    assert set(epochs[-1]["val_mae"]) == {"U0", "gap"}
+    assert [m["target"] for m in result.test_metrics] == ["U0", "gap"]
+    assert all(np.isfinite(m["mae"]) for m in result.test_metrics)
+    trained = result.model()
+    assert trained.names == ["U0", "gap"]
+    assert np.isfinite(trained.predict_file(QM9_EXAMPLES)[0].values).all()
+
+    # Ctrl-C after the first epoch: KeyboardInterrupt within a step, checkpoint of epoch 1 kept;
+    # resuming finishes the same model, bit for bit.
+    def interrupt(epoch):
+        if epoch["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        flt.train(QM9, out=tmp_path / "cut", callback=interrupt, **TINY)
+    assert (tmp_path / "cut" / "checkpoint-last.flt").exists()
+    assert not (tmp_path / "cut" / "model.flt").exists()
+    resumed = flt.train(out=tmp_path / "cut", resume=True, threads=1)
+    assert resumed.epochs_run == 3
+    assert (tmp_path / "cut" / "model.flt").read_bytes() == (tmp_path / "full" / "model.flt").read_bytes()
+
+
+def test_train_option_errors(tmp_path):
+    with pytest.raises(flt.ConfigError, match="did you mean --width"):
+        flt.train(QM9, out=tmp_path / "x", widht=3)
+    flt.train(QM9, out=tmp_path / "run", **TINY)
+    with pytest.raises(flt.ConfigError, match="use --overwrite"):
+        flt.train(QM9, out=tmp_path / "run", **TINY)  # an existing run is never silently reused
+    assert flt.train(QM9, out=tmp_path / "run", overwrite=True, **TINY).epochs_run == 3

@@ -39,7 +39,7 @@ __version__ = _flt.__version__
 __all__ = [
     "Model", "Molecule", "Target", "PredictionTable", "Record",
     "Error", "InvalidInput", "ConfigError", "IoError", "InputError", "ModelFileError",
-    "NumericalError", "__version__",
+    "NumericalError", "__version__", "train", "TrainResult",
 ]
 
 
@@ -281,3 +281,70 @@ class Model:
         members = f", {self.ensemble_size} members" if self.ensemble_size > 1 else ""
         targets = ", ".join(f"{t.name} [{t.unit}]" for t in self.targets)
         return f"flt.Model({targets}{members})"
+
+
+@dataclass
+class TrainResult:
+    """What flt.train did: the run directory (model.flt, checkpoints, learning curve, split,
+    config.ini), sizes, epochs, wall time, and the test metrics per target (in its unit)."""
+
+    run_dir: str
+    model_path: str
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    train_size: int
+    validation_size: int
+    test_size: int
+    data_checksum: str
+    skipped_records: int
+    test_metrics: list[dict]
+    summary: str
+
+    def model(self) -> Model:
+        """The trained model (run_dir/model.flt)."""
+        return Model.load(self.model_path)
+
+
+def _option_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def train(*inputs, config=None, callback: Optional[Callable[[dict], Any]] = None,
+          progress: bool = False, resume: bool = False, overwrite: bool = False,
+          **options) -> TrainResult:
+    """Trains a molecule model exactly as `flt train` does, with the same options.
+
+        result = flt.train("datasets/qm9/qm9_subset.xyz.gz", targets=["U0", "gap"],
+                           epochs=10, out="runs/u0", callback=print)
+        model = result.model()
+
+    inputs: molecule files (as the positional arguments of `flt train`). config: an INI file
+    (`--config`); keyword options override it, written with underscores (batch_size=16 for
+    --batch-size; lists as Python lists, booleans as True/False); `flt train --help` lists them.
+    Without config, the defaults are the default model's recipe. callback(epoch) is called after
+    every epoch with a dict (epoch, step, lr, train_loss, val_loss, seconds, improved, train_mae,
+    val_mae and units per target). progress=True also prints flt's progress lines to stderr.
+    Ctrl-C raises KeyboardInterrupt within one optimiser step; the run directory keeps the last
+    completed epoch's checkpoint, and train(out=..., resume=True) continues from it.
+    Errors: flt.ConfigError for bad options, flt.IoError / flt.InputError for data, ...
+    """
+    args: list[str] = []
+    if config is not None:
+        args += ["--config", str(config)]
+    if resume:
+        args.append("--resume")
+    if overwrite:
+        args.append("--overwrite")
+    for key, value in options.items():
+        if value is None:
+            continue
+        args += ["--" + key.replace("_", "-"), _option_value(value)]
+    args += [str(i) for i in inputs]
+    raw = _flt.train(args, callback, progress)
+    return TrainResult(**{**raw, "run_dir": str(raw["run_dir"]), "model_path": str(raw["model_path"])})
