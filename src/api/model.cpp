@@ -67,12 +67,31 @@ class Model::Impl {
     return std::nullopt;
   }
 
-  Prediction to_public(pipeline::MoleculePrediction&& p) const {
+  Prediction to_public(pipeline::MoleculePrediction&& p,
+                       std::optional<std::size_t> forces_target = {}) const {
     Prediction out;
     out.values = std::move(p.mean);
     out.stddev = std::move(p.stddev);
     out.targets = targets;
+    if (forces_target) {
+      const auto rows = [](const Mat<double>& f) {
+        std::vector<std::array<double, 3>> v(static_cast<std::size_t>(f.rows()));
+        for (Index i = 0; i < f.rows(); ++i) v[static_cast<std::size_t>(i)] = {f(i, 0), f(i, 1), f(i, 2)};
+        return v;
+      };
+      out.forces = rows(p.forces);
+      out.forces_stddev = rows(p.forces_stddev);
+      out.forces_target = (*targets)[*forces_target].name;
+      out.forces_unit = (*targets)[*forces_target].unit + "/A";
+    }
     return out;
+  }
+
+  // The forces target for options asking for forces, or nullopt (InvalidArgument when the model
+  // has no such target).
+  std::optional<std::size_t> forces_target(bool forces, const std::string& name) const {
+    if (!forces) return std::nullopt;
+    return predictor.forces_target(name);
   }
 
   pipeline::Predictor predictor;
@@ -241,21 +260,36 @@ Prediction Model::predict(const Molecule& molecule) const {
   return impl_->to_public(impl_->predictor.predict(m, threads_));
 }
 
+Prediction Model::predict_with_forces(const Molecule& molecule, const std::string& target) const {
+  models::Molecule m;
+  std::optional<std::string> bad = Impl::convert(molecule, m);
+  if (!bad) bad = impl_->predictor.unsupported_reason(m);
+  if (bad) throw InvalidArgument("flt::Model::predict_with_forces: molecule" + titled(molecule.title) +
+                                 " cannot be predicted: " + *bad);
+  const auto forces_target = impl_->forces_target(true, target);
+  auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(&m, 1), threads_,
+                                                forces_target);
+  if (!results.front().ok()) throw InvalidArgument(results.front().error);
+  return impl_->to_public(std::move(*results.front().prediction), forces_target);
+}
+
 std::vector<Result> Model::predict(std::span<const Molecule> molecules,
                                    const PredictOptions& options) const {
   if (options.batch_size == 0) throw InvalidArgument("flt::PredictOptions: batch_size must be >= 1");
   if (options.threads < 0) throw InvalidArgument("flt::PredictOptions: threads must be >= 0");
   const int threads = options.threads > 0 ? options.threads : threads_;
+  const auto forces_target = impl_->forces_target(options.forces, options.forces_target);
   std::vector<Result> out(molecules.size());
   std::vector<models::Molecule> batch;
   std::vector<std::size_t> where;  // position in `molecules` of each batch entry
   auto flush = [&] {
     if (batch.empty()) return;
-    auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(batch), threads);
+    auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(batch), threads,
+                                                  forces_target);
     for (std::size_t k = 0; k < results.size(); ++k) {
       Result& r = out[where[k]];
       if (results[k].ok()) {
-        r.prediction = impl_->to_public(std::move(*results[k].prediction));
+        r.prediction = impl_->to_public(std::move(*results[k].prediction), forces_target);
       } else {
         r.error = "molecule " + std::to_string(where[k]) + titled(molecules[where[k]].title) +
                   ": " + results[k].error;
@@ -293,6 +327,7 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
   read.min_distance = options.min_distance;
   read.keep_molecule = false;  // only coordinates are needed here
   const int threads = options.threads > 0 ? options.threads : threads_;
+  const auto forces_target = impl_->forces_target(options.forces, options.forces_target);
 
   // Records wait here, in input order, until their batch is predicted; failed records are queued
   // too so that the sink sees every record in order.
@@ -311,9 +346,11 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
   };
   auto flush = [&] {
     if (!batch.empty()) {
-      auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(batch), threads);
+      auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(batch), threads,
+                                                    forces_target);
       for (std::size_t k = 0; k < results.size(); ++k) {
-        if (results[k].ok()) slots[k]->prediction = impl_->to_public(std::move(*results[k].prediction));
+        if (results[k].ok())
+          slots[k]->prediction = impl_->to_public(std::move(*results[k].prediction), forces_target);
         else slots[k]->error = results[k].error;
       }
       batch.clear();

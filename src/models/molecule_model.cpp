@@ -663,6 +663,25 @@ Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch) {
 }
 
 template <class T>
+Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, Index target,
+                                                  Mat<double>& forces) {
+  const Index S = batch.num_molecules(), P = config_.num_targets();
+  require(target >= 0 && target < P, "predict_with_forces: target index out of range");
+  const TargetSpec& spec = config_.targets[static_cast<std::size_t>(target)];
+  require(spec.extensive, "forces need an extensive (energy) target; '" + spec.name +
+                              "' is a per-molecule mean");
+  ModelCache<T> cache;
+  const Mat<T> out = forward(batch, cache);
+  Mat<T> dout = Mat<T>::Zero(S, P);
+  dout.col(target).setOnes();
+  store_.zero_grad();
+  Mat<T> dcoords;
+  backward(batch, cache, dout, &dcoords);
+  forces = dcoords.template cast<double>() * -norm_.scale[static_cast<std::size_t>(target)];
+  return denormalise(batch, out.template cast<double>());
+}
+
+template <class T>
 attn::AttentionStats MoleculeModel<T>::attention_stats() const {
   attn::AttentionStats total;
   total.min_relative_denominator = 1.0;

@@ -287,6 +287,12 @@ class MoleculeModel {
 
   // Physical-unit predictions (S x P) with the normalisation applied.
   Mat<double> predict(const MoleculeBatch& batch);
+  // The same predictions, and the forces of the extensive target `target` (an energy):
+  // F_i = -dE/dr_i (N x 3, in the target's unit per Angstrom), by one forward and one backward
+  // pass with dE/dout = 1 (E = reference + n mean + scale out, so dE/dr = scale dout/dr). The
+  // parameter gradients are overwritten (not for use inside a training step). InvalidArgument
+  // for an intensive target (a per-atom mean is not an energy) or an index out of range.
+  Mat<double> predict_with_forces(const MoleculeBatch& batch, Index target, Mat<double>& forces);
   // Maps between physical labels (S x P, NaN kept) and normalised units for this batch.
   Mat<double> normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const;
   Mat<double> denormalise(const MoleculeBatch& batch, const Mat<double>& normalised) const;

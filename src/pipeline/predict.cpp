@@ -6,6 +6,7 @@
 #include "core/log.hpp"
 #include "models/model_io.hpp"
 #include "train/model_file.hpp"
+#include "train/units.hpp"
 
 #include <omp.h>
 
@@ -126,6 +127,14 @@ Mat<double> LoadedModel::predict(const models::MoleculeBatch& batch, int threads
   return model->predict(batch);
 }
 
+Mat<double> LoadedModel::predict_with_forces(const models::MoleculeBatch& batch, Index target,
+                                             Mat<double>& forces, int threads) const {
+  prototype_->check_batch(batch);
+  ScopedThreads scoped(threads);
+  Lease model = lease();
+  return model->predict_with_forces(batch, target, forces);
+}
+
 std::vector<double> LoadedModel::rpe_function(Index block, Index head,
                                               std::span<const double> rho) const {
   return prototype_->rpe_function(block, head, rho);
@@ -185,6 +194,31 @@ const std::vector<models::TargetSpec>& Predictor::targets() const noexcept {
   return members_.front()->targets();
 }
 
+std::size_t Predictor::forces_target(const std::string& name) const {
+  const auto& t = targets();
+  const auto is_energy = [](const models::TargetSpec& spec) {
+    return spec.extensive && train::is_known_unit(spec.unit) &&
+           train::find_unit(spec.unit).dimension == train::Dimension::energy;
+  };
+  std::string energies;
+  for (const auto& spec : t)
+    if (is_energy(spec)) energies += (energies.empty() ? "" : ", ") + spec.name;
+  for (std::size_t k = 0; k < t.size(); ++k) {
+    if (name.empty() ? is_energy(t[k]) : t[k].name == name) {
+      if (!is_energy(t[k]))
+        throw InvalidArgument("forces: target '" + name + "' is not an extensive energy (" +
+                              (t[k].extensive ? "unit " + t[k].unit : "a per-molecule mean") +
+                              "); energy targets of this model: " +
+                              (energies.empty() ? "none" : energies));
+      return k;
+    }
+  }
+  if (name.empty())
+    throw InvalidArgument("forces: the model has no extensive energy target to differentiate");
+  throw InvalidArgument("forces: the model has no target '" + name + "'; energy targets: " +
+                        (energies.empty() ? "none" : energies));
+}
+
 std::optional<std::string> Predictor::unsupported_reason(const models::Molecule& molecule) const {
   for (const auto& m : members_) {
     auto reason = m->unsupported_reason(molecule);
@@ -197,14 +231,34 @@ std::optional<std::string> Predictor::unsupported_reason(const models::Molecule&
 }
 
 void Predictor::predict_batch(const models::MoleculeBatch& batch, Mat<double>& mean,
-                              Mat<double>& stddev, int threads) const {
+                              Mat<double>& stddev, int threads,
+                              std::optional<std::size_t> forces_target, Mat<double>* forces,
+                              Mat<double>* forces_stddev) const {
   const Index S = batch.num_molecules();
   const auto P = static_cast<Index>(targets().size());
   const auto M = static_cast<double>(members_.size());
   // Members in order; the mean and the spread are summed in member order (fixed), two passes.
-  std::vector<Mat<double>> y;
+  std::vector<Mat<double>> y, f;
   y.reserve(members_.size());
-  for (const auto& m : members_) y.push_back(m->predict(batch, threads));
+  for (const auto& m : members_) {
+    if (forces_target) {
+      f.emplace_back();
+      y.push_back(m->predict_with_forces(batch, static_cast<Index>(*forces_target), f.back(), threads));
+    } else {
+      y.push_back(m->predict(batch, threads));
+    }
+  }
+  if (forces_target) {
+    require(forces != nullptr && forces_stddev != nullptr, "predict_batch: no place for the forces");
+    *forces = Mat<double>::Zero(batch.num_atoms(), 3);
+    for (const auto& fm : f) *forces += fm;
+    *forces /= M;
+    *forces_stddev = Mat<double>::Zero(batch.num_atoms(), 3);
+    if (members_.size() > 1) {
+      for (const auto& fm : f) forces_stddev->array() += (fm - *forces).array().square();
+      *forces_stddev = (*forces_stddev / M).array().sqrt().matrix();
+    }
+  }
   mean = Mat<double>::Zero(S, P);
   for (const auto& ym : y) mean += ym;
   mean /= M;
@@ -216,7 +270,8 @@ void Predictor::predict_batch(const models::MoleculeBatch& batch, Mat<double>& m
 }
 
 std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Molecule> molecules,
-                                                     int threads) const {
+                                                     int threads,
+                                                     std::optional<std::size_t> forces_target) const {
   std::vector<MoleculeResult> results(molecules.size());
   std::vector<const models::Molecule*> good;
   std::vector<std::size_t> where;
@@ -230,8 +285,8 @@ std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Mol
   }
   if (good.empty()) return results;
   const auto batch = models::MoleculeBatch::from(std::span<const models::Molecule* const>(good));
-  Mat<double> mean, stddev;
-  predict_batch(batch, mean, stddev, threads);
+  Mat<double> mean, stddev, forces, forces_stddev;
+  predict_batch(batch, mean, stddev, threads, forces_target, &forces, &forces_stddev);
   const auto P = static_cast<std::size_t>(mean.cols());
   for (std::size_t k = 0; k < good.size(); ++k) {
     MoleculePrediction p;
@@ -240,6 +295,11 @@ std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Mol
     for (std::size_t t = 0; t < P; ++t) {
       p.mean[t] = mean(static_cast<Index>(k), static_cast<Index>(t));
       p.stddev[t] = stddev(static_cast<Index>(k), static_cast<Index>(t));
+    }
+    if (forces_target) {
+      const auto atoms = static_cast<Index>(k);
+      p.forces = forces.middleRows(batch.index.begin(atoms), batch.index.size(atoms));
+      p.forces_stddev = forces_stddev.middleRows(batch.index.begin(atoms), batch.index.size(atoms));
     }
     results[where[k]].prediction = std::move(p);
   }
@@ -293,7 +353,8 @@ PredictSummary Predictor::predict_inputs(
   };
   auto flush = [&] {
     if (pending.empty()) return;
-    const auto results = predict_batch(std::span<const models::Molecule>(molecules), options.threads);
+    const auto results = predict_batch(std::span<const models::Molecule>(molecules), options.threads,
+                                       options.forces_target);
     for (std::size_t i = 0; i < pending.size(); ++i) {
       if (results[i].ok()) {
         ++summary.predicted;

@@ -96,6 +96,10 @@ class LoadedModel {
   // cannot handle (naming its position in the batch, the atom and the element). `threads` as
   // described at the top (0 = OpenMP default). Thread-safe.
   Mat<double> predict(const models::MoleculeBatch& batch, int threads = 0) const;
+  // The same predictions and the forces F = -dE/dr (N x 3, the target's unit per Angstrom) of
+  // the extensive target `target` (MoleculeModel::predict_with_forces). Thread-safe.
+  Mat<double> predict_with_forces(const models::MoleculeBatch& batch, Index target,
+                                  Mat<double>& forces, int threads = 0) const;
 
   // The learned RPE function f(rho) of block `block`, head `head` at distances `rho` (Angstrom);
   // dimensionless (a multiplicative attention mask for "kronecker", a logit bias including the
@@ -135,6 +139,10 @@ models::Molecule to_molecule(const chem::PointSet& points);
 struct MoleculePrediction {
   std::vector<double> mean;    // ensemble mean (the model's value for M = 1), target units
   std::vector<double> stddev;  // ensemble standard deviation (population, 1/M); zeros for M = 1
+  // When forces were asked for (PredictOptions::forces_target): F_i = -dE/dr_i of that target,
+  // n x 3 in its unit per Angstrom, the ensemble mean, and the members' standard deviation per
+  // component (population, zeros for M = 1). Empty otherwise.
+  Mat<double> forces, forces_stddev;
 };
 
 // Atomization energies (issue 6). A target that is one of QM9's total energies (U0, U, H, G) in an
@@ -169,6 +177,9 @@ struct PredictOptions {
   // Bad input records and molecules the model cannot handle: skip (listed in the summary) or
   // fail (the first one is thrown as flt::InputError naming the file, record and reason).
   chem::ErrorPolicy on_error = chem::ErrorPolicy::skip;
+  // Also compute the forces of this target (an extensive energy target; Predictor::forces_target
+  // finds the default one). nullopt: no forces (prediction then costs one forward pass only).
+  std::optional<std::size_t> forces_target;
 };
 
 struct PredictSummary {
@@ -202,6 +213,11 @@ class Predictor {
   // members' element sets are joined.
   std::vector<AtomizationOutput> atomization_outputs() const;
 
+  // The target whose forces `flt predict --forces` reports: `name` when given (InvalidArgument
+  // when it is not an extensive target with an energy unit), else the first such target
+  // (InvalidArgument when there is none, e.g. a model of the gap only).
+  std::size_t forces_target(const std::string& name = {}) const;
+
   // Why a member cannot predict `molecule` (the first such reason), or nullopt.
   std::optional<std::string> unsupported_reason(const models::Molecule& molecule) const;
 
@@ -212,13 +228,17 @@ class Predictor {
 
   // A batch of molecules in one model call per member; a molecule that cannot be predicted gets
   // its error and does not disturb the others. Thread-safe.
+  // With forces_target, each prediction carries the forces of that target.
   std::vector<MoleculeResult> predict_batch(std::span<const models::Molecule> molecules,
-                                            int threads = 0) const;
+                                            int threads = 0,
+                                            std::optional<std::size_t> forces_target = {}) const;
 
   // Mean and standard deviation (S x P each) for a batch every member can handle (throws
   // InvalidArgument otherwise).
+  // With forces_target, also the forces' mean and standard deviation (N x 3 each).
   void predict_batch(const models::MoleculeBatch& batch, Mat<double>& mean, Mat<double>& stddev,
-                     int threads = 0) const;
+                     int threads = 0, std::optional<std::size_t> forces_target = {},
+                     Mat<double>* forces = nullptr, Mat<double>* forces_stddev = nullptr) const;
 
   // Streams `inputs` (files, directories, .gz, tar archives, "-") through the reader, predicts in
   // batches of options.batch_size and calls `sink` once per predicted record, in input order, with

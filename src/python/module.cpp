@@ -83,14 +83,25 @@ flt::Molecule molecule_from_rdkit_pickle(const std::string& pickle, int conf_id,
 
 // Predictions of a batch as numpy arrays: values and stddev (S x T, NaN where not predicted) and
 // the reason per molecule (None where predicted).
-py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t targets) {
+// The forces of a prediction as an (n, 3) array, or None when there are none.
+py::object forces_array(const std::vector<std::array<double, 3>>& forces, bool asked) {
+  if (!asked) return py::none();
+  py::array_t<double> out({static_cast<py::ssize_t>(forces.size()), py::ssize_t{3}});
+  auto f = out.mutable_unchecked<2>();
+  for (std::size_t i = 0; i < forces.size(); ++i)
+    for (py::ssize_t c = 0; c < 3; ++c) f(static_cast<py::ssize_t>(i), c) = forces[i][static_cast<std::size_t>(c)];
+  return out;
+}
+
+py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t targets,
+                            bool forces) {
   const auto S = static_cast<py::ssize_t>(results.size());
   const auto T = static_cast<py::ssize_t>(targets);
   py::array_t<double> values({S, T});
   py::array_t<double> stddev({S, T});
   auto v = values.mutable_unchecked<2>();
   auto s = stddev.mutable_unchecked<2>();
-  py::list errors;
+  py::list errors, force_list, force_std_list;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (py::ssize_t i = 0; i < S; ++i) {
     const flt::Result& r = results[static_cast<std::size_t>(i)];
@@ -100,8 +111,12 @@ py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t
     }
     if (r.ok()) errors.append(py::none());
     else errors.append(r.error);
+    force_list.append(forces_array(r.ok() ? r.prediction->forces : std::vector<std::array<double, 3>>{},
+                                   forces && r.ok()));
+    force_std_list.append(forces_array(
+        r.ok() ? r.prediction->forces_stddev : std::vector<std::array<double, 3>>{}, forces && r.ok()));
   }
-  return py::make_tuple(values, stddev, errors);
+  return py::make_tuple(values, stddev, errors, force_list, force_std_list);
 }
 
 }  // namespace
@@ -164,7 +179,8 @@ PYBIND11_MODULE(_flt, m) {
       // items: list of ("arrays", z, xyz, charges, title) or ("rdkit", pickle, conf_id, add_h, title)
       .def(
           "predict_batch",
-          [](const flt::Model& model, const py::list& items, int threads, std::size_t batch_size) {
+          [](const flt::Model& model, const py::list& items, int threads, std::size_t batch_size,
+             bool forces, const std::string& forces_target) {
             // Convert under the GIL (numpy and bytes access), predict without it.
             std::vector<MoleculeInput> inputs(items.size());
             for (std::size_t i = 0; i < items.size(); ++i) {
@@ -203,18 +219,22 @@ PYBIND11_MODULE(_flt, m) {
               flt::PredictOptions options;
               options.threads = threads;
               options.batch_size = batch_size;
+              options.forces = forces;
+              options.forces_target = forces_target;
               results = model.predict(std::span<const flt::Molecule>(molecules), options);
               for (std::size_t i = 0; i < inputs.size(); ++i)
                 if (!inputs[i].molecule) results[i] = flt::Result{std::nullopt, inputs[i].error};
             }
-            return results_to_arrays(results, model.targets().size());
+            return results_to_arrays(results, model.targets().size(), forces);
           },
-          py::arg("items"), py::arg("threads") = 0, py::arg("batch_size") = 64)
+          py::arg("items"), py::arg("threads") = 0, py::arg("batch_size") = 64,
+          py::arg("forces") = false, py::arg("forces_target") = "")
       .def(
           "predict_file",
           [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,
              const std::string& format, bool add_hydrogens, bool generate_conformers, unsigned seed,
-             bool sanitize, double min_distance, int threads, std::size_t batch_size) {
+             bool sanitize, double min_distance, int threads, std::size_t batch_size, bool forces,
+             const std::string& forces_target) {
             flt::FileOptions options;
             options.threads = threads;
             options.batch_size = batch_size;
@@ -224,6 +244,8 @@ PYBIND11_MODULE(_flt, m) {
             options.seed = seed;
             options.sanitize = sanitize;
             options.min_distance = min_distance;
+            options.forces = forces;
+            options.forces_target = forces_target;
             const double nan = std::numeric_limits<double>::quiet_NaN();
             const std::size_t T = model.targets().size();
             flt::FileSummary summary;
@@ -243,7 +265,9 @@ PYBIND11_MODULE(_flt, m) {
                   }
                   // An exception raised by the Python callback propagates as error_already_set.
                   sink(r.file, r.record, r.title, values, stddev,
-                       r.ok() ? py::object(py::none()) : py::object(py::str(r.error)));
+                       r.ok() ? py::object(py::none()) : py::object(py::str(r.error)),
+                       forces_array(r.ok() ? r.prediction->forces : std::vector<std::array<double, 3>>{},
+                                    forces && r.ok()));
                 },
                 options);
             }
@@ -251,5 +275,6 @@ PYBIND11_MODULE(_flt, m) {
           },
           py::arg("path"), py::arg("sink"), py::arg("format") = "", py::arg("add_hydrogens") = true,
           py::arg("generate_conformers") = false, py::arg("seed") = 42u, py::arg("sanitize") = true,
-          py::arg("min_distance") = 0.1, py::arg("threads") = 0, py::arg("batch_size") = 64);
+          py::arg("min_distance") = 0.1, py::arg("threads") = 0, py::arg("batch_size") = 64,
+          py::arg("forces") = false, py::arg("forces_target") = "");
 }

@@ -14,15 +14,17 @@
 #include <string>
 
 int main(int argc, char** argv) {
-  if (argc < 2 || argc > 3) {
-    std::fprintf(stderr, "usage: make_test_model OUT.flt [SEED]\n");
+  if (argc < 2 || argc > 4) {
+    std::fprintf(stderr, "usage: make_test_model OUT.flt [SEED [ATTENTION_KIND]]\n");
     return 2;
   }
   try {
-    const std::uint64_t seed = argc == 3 ? std::stoull(argv[2]) : 1;
+    const std::uint64_t seed = argc >= 3 ? std::stoull(argv[2]) : 1;
+    const flt::models::AttentionKind kind =
+        argc == 4 ? flt::models::attention_kind_from_string(argv[3]) : flt::models::AttentionKind::kronecker;
     // H, C, N, O and F (the API tests read fluorinated molecules too).
     const flt::models::MoleculeModel<float> model =
-        flt::test_support::small_molecule_model(seed, flt::models::AttentionKind::kronecker, {1, 6, 7, 8, 9});
+        flt::test_support::small_molecule_model(seed, kind, {1, 6, 7, 8, 9});
     flt::models::save_model(argv[1], model,
                                    {{"seed", std::to_string(seed)},
                                     {"note", "random-initialised test model, not trained"}});

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -31,14 +32,18 @@ namespace {
 struct Fixture {
   fs::path dir;
   fs::path model1, model2;
+  fs::path near_far1, near_far2;  // the default attention kind (forces tests)
   Fixture() {
     dir = fs::temp_directory_path() / ("flt_api_test_" + std::to_string(::getpid()));
     fs::create_directories(dir);
     model1 = dir / "m1.flt";
     model2 = dir / "m2.flt";
-    for (auto [path, seed] : {std::pair{model1, 1}, std::pair{model2, 2}}) {
+    near_far1 = dir / "n1.flt";
+    near_far2 = dir / "n2.flt";
+    for (auto [path, seed, kind] : {std::tuple{model1, 1, "kronecker"}, std::tuple{model2, 2, "kronecker"},
+                                    std::tuple{near_far1, 1, "near_far"}, std::tuple{near_far2, 2, "near_far"}}) {
       const std::string cmd = std::string("'") + FLT_MAKE_TEST_MODEL + "' '" + path.string() +
-                              "' " + std::to_string(seed);
+                              "' " + std::to_string(seed) + " " + kind;
       if (std::system(cmd.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
     }
   }
@@ -437,4 +442,63 @@ TEST_CASE("copies share the loaded model, the thread setting is per object", "[a
   flt::Model c = std::move(b);
   CHECK(c.threads() == 1);
   CHECK(c.predict(water()).values == a.predict(water()).values);
+}
+
+TEST_CASE("forces: -dE/dr of the energy target, by batch, file and ensemble", "[api][forces]") {
+  const flt::Model model = flt::Model::load(fixture().near_far1);
+  const flt::Molecule m = many(3)[1];  // a distorted methane
+  const flt::Prediction p = model.predict_with_forces(m);
+  CHECK(p.forces_target == "U0");
+  CHECK(p.forces_unit == "eV/A");
+  REQUIRE(p.forces.size() == m.size());
+  CHECK(p.values == model.predict(m).values);
+  // Central differences of the predicted energy; the network runs in float, so the step is
+  // large and the tolerance loose (the double-precision check is in tests/models). (A kronecker
+  // model with clamped denominators would fail this: the floor's dependence on the features is
+  // not differentiated.)
+  const double h = 1e-3;
+  double fmax = 0, worst = 0;
+  for (std::size_t a = 0; a < m.size(); ++a)
+    for (int c = 0; c < 3; ++c) {
+      flt::Molecule plus = m, minus = m;
+      plus.positions[a][c] += h;
+      minus.positions[a][c] -= h;
+      const double fd = -(model.predict(plus).value("U0") - model.predict(minus).value("U0")) / (2 * h);
+      fmax = std::max(fmax, std::abs(p.forces[a][c]));
+      worst = std::max(worst, std::abs(p.forces[a][c] - fd));
+    }
+  INFO("max |F - central difference| " << worst << " eV/A, max |F| " << fmax);
+  CHECK(fmax > 1e-3);
+  CHECK(worst <= 2e-2 * (1 + fmax));
+  for (int c = 0; c < 3; ++c) {
+    double sum = 0;
+    for (const auto& f : p.forces) sum += f[c];
+    CHECK(std::abs(sum) <= 1e-3 * (1 + fmax));  // no net force (float rounding only)
+  }
+  // Batches carry the same forces; without the option, none.
+  flt::PredictOptions options;
+  options.forces = true;
+  const auto batch = model.predict(std::span<const flt::Molecule>(many(3)), options);
+  REQUIRE(batch[1].ok());
+  REQUIRE(batch[1].value().forces.size() == m.size());
+  for (std::size_t a = 0; a < m.size(); ++a)
+    for (int c = 0; c < 3; ++c) CHECK(batch[1].value().forces[a][c] == Approx(p.forces[a][c]).margin(1e-4));
+  CHECK(model.predict(std::span<const flt::Molecule>(many(3)))[1].value().forces.empty());
+  // Files: every record gets its forces.
+  flt::FileOptions file_options;
+  file_options.forces = true;
+  std::size_t with_forces = 0;
+  model.predict_file(kSdf, [&](const flt::RecordResult& r) {
+    if (r.ok() && !r.prediction->forces.empty()) ++with_forces;
+  }, file_options);
+  CHECK(with_forces > 0);
+  // Ensembles: the members' mean and spread.
+  const flt::Model ensemble = flt::Model::load_ensemble({fixture().near_far1, fixture().near_far2});
+  const flt::Prediction pb = flt::Model::load(fixture().near_far2).predict_with_forces(m);
+  const flt::Prediction pe = ensemble.predict_with_forces(m);
+  CHECK(pe.forces[0][2] == Approx(0.5 * (p.forces[0][2] + pb.forces[0][2])).margin(1e-9));
+  CHECK(pe.forces_stddev[0][2] == Approx(0.5 * std::abs(p.forces[0][2] - pb.forces[0][2])).margin(1e-9));
+  // Only extensive energy targets have forces.
+  CHECK_THROWS_WITH(model.predict_with_forces(m, "gap"), Catch::Contains("not an extensive energy"));
+  CHECK_THROWS_WITH(model.predict_with_forces(m, "nothing"), Catch::Contains("no target 'nothing'"));
 }

@@ -627,3 +627,65 @@ TEST_CASE("molecule model: save and load a .flt model file", "[models]") {
   CHECK_THROWS_WITH(from_model_file<float>(bare), Catch::Contains("no model configuration"));
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("molecule model: forces are minus the gradient of the predicted energy, rotate with the molecule and sum to zero",
+          "[models][forces]") {
+  for (AttentionKind kind : {AttentionKind::near_far, AttentionKind::exact, AttentionKind::bias}) {
+    INFO("attention " << to_string(kind));
+    MoleculeModel<double> model(tiny_config(kind));
+    Normalisation norm = model.normalisation();
+    norm.scale[0] = 2.5;  // dE/dr = scale dout/dr: a wrong factor fails the comparison below
+    norm.mean[0] = -0.3;
+    model.set_normalisation(norm);
+    std::vector<Molecule> mols = random_molecules({7, 11}, 5);
+    const auto batch_of = [](const std::vector<Molecule>& m) {
+      return MoleculeBatch::from(std::span<const Molecule>(m));
+    };
+    Mat<double> forces;
+    const Mat<double> y = model.predict_with_forces(batch_of(mols), 0, forces);
+    REQUIRE(forces.rows() == 18);
+    REQUIRE(forces.cols() == 3);
+    CHECK((y - model.predict(batch_of(mols))).cwiseAbs().maxCoeff() == 0.0);
+    const double fmax = forces.cwiseAbs().maxCoeff();
+    REQUIRE(fmax > 1e-3);  // a model whose energy ignores geometry would pass trivially
+
+    // Central differences of the predicted energy (double precision throughout).
+    const double h = 3e-5;
+    double worst = 0;
+    Index row = 0;
+    for (std::size_t s = 0; s < mols.size(); ++s)
+      for (std::size_t i = 0; i < mols[s].positions.size(); ++i, ++row)
+        for (int c = 0; c < 3; ++c) {
+          std::vector<Molecule> plus = mols, minus = mols;
+          plus[s].positions[i][static_cast<std::size_t>(c)] += h;
+          minus[s].positions[i][static_cast<std::size_t>(c)] -= h;
+          const double e_plus = model.predict(batch_of(plus))(static_cast<Index>(s), 0);
+          const double e_minus = model.predict(batch_of(minus))(static_cast<Index>(s), 0);
+          worst = std::max(worst, std::abs(forces(row, c) + (e_plus - e_minus) / (2 * h)));
+        }
+    INFO("max |F + dE/dr (central differences)| = " << worst << ", max |F| = " << fmax);
+    CHECK(worst <= 1e-6 * (1 + fmax));
+
+    // No net force on an isolated molecule (translation invariance).
+    CHECK(forces.topRows(7).colwise().sum().cwiseAbs().maxCoeff() <= 1e-10 * (1 + fmax));
+    CHECK(forces.bottomRows(11).colwise().sum().cwiseAbs().maxCoeff() <= 1e-10 * (1 + fmax));
+
+    // Rotating the molecule rotates its forces: F(R r) = R F(r) (rows: F R^T).
+    Rng rng(17);
+    const Eigen::Matrix3d rot = random_rotation(rng);
+    std::vector<Molecule> rotated = mols;
+    for (auto& m : rotated)
+      for (auto& p : m.positions) {
+        const Eigen::Vector3d q = rot * Eigen::Vector3d(p[0], p[1], p[2]);
+        p = {q[0], q[1], q[2]};
+      }
+    Mat<double> rotated_forces;
+    model.predict_with_forces(batch_of(rotated), 0, rotated_forces);
+    const double tol = kind == AttentionKind::bias ? 0.5 : 1e-6;  // bias: random-feature RPE
+    CHECK((rotated_forces - forces * rot.transpose()).cwiseAbs().maxCoeff() <= tol * (1 + fmax));
+
+    // An intensive target is not an energy.
+    CHECK_THROWS_WITH(model.predict_with_forces(batch_of(mols), 1, forces),
+                      Catch::Contains("extensive"));
+  }
+}

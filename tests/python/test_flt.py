@@ -151,7 +151,6 @@ def test_threads_share_one_model(model):
 
 def test_ase_calculator(model):
     ase = pytest.importorskip("ase")
-    from ase.calculators.calculator import PropertyNotImplementedError
     from flt.ase import FLTCalculator
 
     mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
@@ -161,8 +160,8 @@ def test_ase_calculator(model):
     assert atoms.calc.target == "U0"
     energy = atoms.get_potential_energy()
     assert energy == pytest.approx(model.predict(mol).column("U0")[0], rel=1e-12)
-    with pytest.raises(PropertyNotImplementedError):
-        atoms.get_forces()
+    forces = atoms.get_forces()
+    np.testing.assert_allclose(forces, model.predict(mol, forces=True).forces[0], rtol=0, atol=1e-12)
     atoms.pbc = True
     atoms.cell = [30, 30, 30]
     with pytest.raises(flt.InvalidInput):
@@ -228,3 +227,34 @@ def test_train_option_errors(tmp_path):
     with pytest.raises(flt.ConfigError, match="use --overwrite"):
         flt.train(QM9, out=tmp_path / "run", **TINY)  # an existing run is never silently reused
     assert flt.train(QM9, out=tmp_path / "run", overwrite=True, **TINY).epochs_run == 3
+
+
+def test_forces_match_flt_predict_and_the_energy_gradient(model, tmp_path):
+    table = model.predict_file(QM9_EXAMPLES, forces=True)
+    out = tmp_path / "forces.xyz"
+    subprocess.run([FLT_EXE, "predict", str(QM9_EXAMPLES), "-o", str(out), "--forces", "-q", "-j", "1"],
+                   check=True)
+    lines = out.read_text().splitlines()
+    n = int(lines[0])
+    assert "flt_forces:R:3" in lines[1] and "flt_forces_unit=eV/A" in lines[1]
+    cli = np.array([[float(v) for v in line.split()[4:7]] for line in lines[2:2 + n]])
+    np.testing.assert_allclose(table[0].forces, cli, rtol=0, atol=1e-9)
+
+    # -dE/dr by central differences of the predicted energy (float network: loose tolerance).
+    mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    xyz = mol.GetConformer().GetPositions()
+    pred = model.predict((z, xyz), forces=True)
+    assert pred.forces_target == "U0" and pred.forces_unit == "eV/A"
+    forces = pred.forces[0]
+    h = 1e-3
+    for atom in (0, 7, 20):
+        for c in range(3):
+            plus, minus = xyz.copy(), xyz.copy()
+            plus[atom, c] += h
+            minus[atom, c] -= h
+            fd = -(model.predict((z, plus)).column("U0")[0] - model.predict((z, minus)).column("U0")[0]) / (2 * h)
+            assert abs(forces[atom, c] - fd) <= 2e-2 * (1 + np.abs(forces).max()), (atom, c)
+    np.testing.assert_allclose(forces.sum(axis=0), 0, atol=1e-3 * (1 + np.abs(forces).max()))
+    with pytest.raises(flt.InvalidInput, match="not an extensive energy"):
+        model.predict((z, xyz), forces=True, forces_target="gap")

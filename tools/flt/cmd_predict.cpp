@@ -35,7 +35,11 @@ const char* kUsage =
     "'flt_<target> [unit]'; .csv writes id, source, record, title, the input's label columns and\n"
     "one column per prediction with its unit; .xyz/.extxyz writes extended XYZ. Without -o a\n"
     "table is printed. Records that cannot be read or predicted (e.g. an element the model never\n"
-    "saw) are skipped and listed (exit status 3), or stop the run with --on-error fail.\n\n"
+    "saw) are skipped and listed (exit status 3), or stop the run with --on-error fail.\n"
+    "--forces adds F = -dE/dr of an energy target (default: the model's first extensive energy\n"
+    "target, e.g. U0 or energy) per atom, in its unit per Angstrom: the extended-XYZ column\n"
+    "flt_forces:R:3 (with flt_forces_unit) or the SD tag 'flt_forces [eV/A]' (one 'Fx Fy Fz'\n"
+    "line per atom); ensembles add flt_forces_std.\n\n"
     "Options";
 
 std::string pad(std::string s, std::size_t width) {
@@ -114,9 +118,35 @@ class TablePrinter {
   std::vector<std::size_t> widths_;
 };
 
+// The forces of a prediction as the output's per-atom data: an extended-XYZ column
+// (flt_forces:R:3, unit in flt_forces_unit) or an SD tag with one "Fx Fy Fz" line per atom.
+void attach_forces(chem::PointSet& points, const pipeline::MoleculePrediction& p, chem::Format format,
+                   const std::string& unit, bool ensemble) {
+  const auto add = [&](const std::string& name, const Mat<double>& f) {
+    if (format == chem::Format::sdf) {
+      std::string text;
+      for (Index i = 0; i < f.rows(); ++i)
+        text += chem::format_number(f(i, 0)) + " " + chem::format_number(f(i, 1)) + " " + chem::format_number(f(i, 2)) + "\n";
+      points.set_property(name + " [" + unit + "]", text);
+    } else {
+      chem::AtomColumn column;
+      column.name = name;
+      column.type = 'R';
+      column.width = 3;
+      column.unit = unit;
+      for (Index i = 0; i < f.rows(); ++i)
+        for (Index c = 0; c < 3; ++c) column.values.push_back(f(i, c));
+      points.atom_columns.push_back(std::move(column));
+      points.set_property(name + "_unit", unit);
+    }
+  };
+  add("flt_forces", p.forces);
+  if (ensemble) add("flt_forces_std", p.forces_stddev);
+}
+
 int run_predict(const std::vector<std::string>& args) {
   std::vector<std::string> inputs, model_paths;
-  std::string output, in_format, out_format, on_error = "skip", missing_3d = "error";
+  std::string output, in_format, out_format, on_error = "skip", missing_3d = "error", forces_name;
   std::size_t batch_size = 64;
   int threads = 0;
   double min_distance = 0.1;
@@ -133,6 +163,7 @@ int run_predict(const std::vector<std::string>& args) {
       ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
       ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default) or generate (RDKit ETKDG)")
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
+      ("forces", po::value(&forces_name)->implicit_value(""), "also write the forces -dE/dr of this energy target (default: the first extensive energy target; needs SDF or extended-XYZ output)")
       ("quiet,q", "log errors only")
       ("verbose,v", "log every step");
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
@@ -191,7 +222,23 @@ int run_predict(const std::vector<std::string>& args) {
   const bool table = output.empty() || (vm.count("table") != 0 && output != "-");
   TablePrinter printer(std::cout, columns, ensemble);
 
+  const bool want_forces = vm.count("forces") != 0;
+  std::size_t forces_target = 0;
+  std::string forces_unit;
+  if (want_forces) {
+    if (!writer || (format != chem::Format::sdf && format != chem::Format::xyz &&
+                    format != chem::Format::extxyz))
+      throw UsageError("--forces writes per-atom values: give -o FILE.sdf or FILE.xyz");
+    try {
+      forces_target = predictor.forces_target(forces_name);
+    } catch (const InvalidArgument& e) {
+      throw UsageError(e.what());
+    }
+    forces_unit = predictor.targets()[forces_target].unit + "/A";
+  }
+
   pipeline::PredictOptions popts;
+  if (want_forces) popts.forces_target = forces_target;
   popts.batch_size = batch_size;
   popts.threads = threads;
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
@@ -213,6 +260,7 @@ int run_predict(const std::vector<std::string>& args) {
               if (ensemble) values.push_back({name + "_std", column.stddev(p), column.unit});
             }
           }
+          if (want_forces) attach_forces(points, p, format, forces_unit, ensemble);
           writer->write(points, values);
         }
         if (table) printer.row(points, p);

@@ -55,6 +55,12 @@ struct FLT_API Prediction {
   // The model's targets (shared by every prediction of one model; never null for predictions
   // returned by flt).
   std::shared_ptr<const std::vector<Target>> targets;
+  // When forces were asked for (PredictOptions::forces): F_i = -dE/dr_i of the energy target
+  // `forces_target`, one {Fx, Fy, Fz} per atom in the molecule's atom order, in `forces_unit`
+  // (the target's unit per Angstrom, e.g. "eV/A"); for an ensemble the members' mean, with their
+  // standard deviation per component in forces_stddev. Empty otherwise.
+  std::vector<std::array<double, 3>> forces, forces_stddev;
+  std::string forces_target, forces_unit;
 
   // Number of targets.
   std::size_t size() const noexcept { return values.size(); }
@@ -88,6 +94,11 @@ struct PredictOptions {
   // Molecules per network call (>= 1). Larger batches use more memory (one batch's atoms and
   // attention work space at a time), smaller ones leave cores idle.
   std::size_t batch_size = 64;
+  // Also compute forces F = -dE/dr (one backward pass per batch, about 3-4x the cost of the
+  // prediction alone) of `forces_target`: an extensive energy target of the model, or empty for
+  // the first one (e.g. "U0", "energy"). flt::InvalidArgument when the model has none.
+  bool forces = false;
+  std::string forces_target;
 };
 
 // Options of Model::predict_file.
@@ -108,6 +119,8 @@ struct FileOptions {
   bool sanitize = true;
   // Records with two atoms closer than this (Angstrom) are errors; 0 disables the check.
   double min_distance = 0.1;
+  bool forces = false;          // as PredictOptions::forces
+  std::string forces_target;    // as PredictOptions::forces_target
 };
 
 // One record of a molecule file, as handed to predict_file's callback in input order.
@@ -190,6 +203,10 @@ class FLT_API Model {
   // Predicts one molecule, values in targets()[t].unit. Throws flt::InvalidArgument with the
   // reason (and the title) when the molecule cannot be predicted. Thread-safe.
   Prediction predict(const Molecule& molecule) const;
+  // The same with the forces of an energy target (PredictOptions::forces_target; empty: the
+  // first extensive energy target). Throws flt::InvalidArgument as predict() does, or when the
+  // model has no such target. Thread-safe.
+  Prediction predict_with_forces(const Molecule& molecule, const std::string& target = {}) const;
   // Predicts a batch, results in input order; a molecule that cannot be predicted gets its error
   // in its Result and does not disturb the others. Values as for predict(). Thread-safe.
   std::vector<Result> predict(std::span<const Molecule> molecules,

@@ -71,6 +71,9 @@ class PredictionTable:
     values, stddev: float arrays (molecules x targets) in the unit of each target; NaN in the rows
     of molecules that could not be predicted. stddev is the ensemble spread (0 for one model).
     errors: None for a predicted molecule, else the reason (unknown element, no 3-D conformer...).
+    forces, forces_stddev: with predict(..., forces=True), per molecule an (n_atoms, 3) array of
+    F = -dE/dr of the energy target `forces_target` in `forces_unit` (e.g. eV/A; ensemble mean and
+    spread), None for a molecule that was not predicted; None when forces were not asked for.
     """
 
     targets: list[Target]
@@ -78,6 +81,10 @@ class PredictionTable:
     stddev: np.ndarray
     errors: list[Optional[str]]
     titles: list[str] = field(default_factory=list)
+    forces: Optional[list] = None
+    forces_stddev: Optional[list] = None
+    forces_target: Optional[str] = None
+    forces_unit: Optional[str] = None
 
     @property
     def names(self) -> list[str]:
@@ -121,6 +128,7 @@ class Record:
     values: np.ndarray  # one per target, NaN when not predicted
     stddev: np.ndarray
     error: Optional[str]  # None when predicted
+    forces: Optional[np.ndarray] = None  # (n_atoms, 3) with forces=True, else None
 
     @property
     def ok(self) -> bool:
@@ -159,6 +167,10 @@ def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
     raise TypeError(
         "flt: a molecule must be an RDKit Chem.Mol, an flt.Molecule or an "
         f"(atomic_numbers, coordinates) pair, not {type(obj).__name__}")
+
+
+# Energy units of flt's unit table (src/train/units.hpp): targets in these can have forces.
+_ENERGY_UNITS = ("eV", "meV", "Hartree", "kcal/mol", "kJ/mol")
 
 
 class Model:
@@ -228,8 +240,24 @@ class Model:
         self._native.threads = int(value)
 
     # -- prediction --------------------------------------------------------------------------
+    def forces_target(self, name: str = "") -> Target:
+        """The energy target whose forces predict(..., forces=True) returns: `name`, or the
+        first extensive target in an energy unit (flt.InvalidInput when there is none)."""
+        candidates = [t for t in self.targets if t.extensive and t.unit in _ENERGY_UNITS]
+        if name:
+            match = [t for t in self.targets if t.name == name]
+            if not match:
+                raise InvalidInput(f"forces: the model has no target '{name}'")
+            if match[0] not in candidates:
+                raise InvalidInput(f"forces: target '{name}' is not an extensive energy")
+            return match[0]
+        if not candidates:
+            raise InvalidInput("forces: the model has no extensive energy target to differentiate")
+        return candidates[0]
+
     def predict(self, molecules, conf_id: int = -1, add_hydrogens: bool = True,
-                threads: int = 0, batch_size: int = 64) -> PredictionTable:
+                threads: int = 0, batch_size: int = 64, forces: bool = False,
+                forces_target: str = "") -> PredictionTable:
         """Predicts every target for each molecule, one row per molecule in input order.
 
         molecules: one molecule or a sequence of them (RDKit Chem.Mol with a 3-D conformer,
@@ -238,6 +266,8 @@ class Model:
         RDKit conformer (-1: the default). RDKit molecules whose hydrogens are all implicit get
         them added with coordinates when add_hydrogens is true. Molecules that cannot be
         predicted get NaN and the reason in `errors`; the others are unaffected.
+        forces=True adds F = -dE/dr of the energy target `forces_target` (default: the first
+        extensive energy target, e.g. U0 or energy) per atom; it costs one backward pass.
         """
         if molecules is None or _is_rdkit_mol(molecules) or isinstance(molecules, Molecule) or (
                 isinstance(molecules, tuple) and len(molecules) in (2, 3)
@@ -245,16 +275,23 @@ class Model:
             molecules = [molecules]
         items = [_item(m, conf_id, add_hydrogens) for m in molecules]
         titles = [item[4] for item in items]
-        values, stddev, errors = self._native.predict_batch(items, int(threads), int(batch_size))
+        target = self.forces_target(forces_target) if forces else None
+        values, stddev, errors, force_list, force_std = self._native.predict_batch(
+            items, int(threads), int(batch_size), bool(forces), target.name if target else "")
         for k, item in enumerate(items):
             if item[0] == "invalid":
                 errors[k] = "no molecule (None: a record the RDKit supplier could not read)"
-        return PredictionTable(self.targets, values, stddev, errors, titles)
+        table = PredictionTable(self.targets, values, stddev, errors, titles)
+        if target is not None:
+            table.forces, table.forces_stddev = force_list, force_std
+            table.forces_target, table.forces_unit = target.name, target.unit + "/A"
+        return table
 
     def predict_file(self, path, callback: Optional[Callable[[Record], Any]] = None, *,
                      format: str = "", add_hydrogens: bool = True,
                      generate_conformers: bool = False, seed: int = 42, sanitize: bool = True,
-                     min_distance: float = 0.1, threads: int = 0, batch_size: int = 64):
+                     min_distance: float = 0.1, threads: int = 0, batch_size: int = 64,
+                     forces: bool = False, forces_target: str = ""):
         """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9; .gz, directories and tar
         archives too) and predicts every record, in input order.
 
@@ -262,17 +299,19 @@ class Model:
         batch) and returns (read, predicted, failed); an exception raised by the callback stops
         the run and propagates. Without: returns the list of all Records.
         """
+        target = self.forces_target(forces_target) if forces else None
         options = dict(format=format, add_hydrogens=add_hydrogens,
                        generate_conformers=generate_conformers, seed=seed, sanitize=sanitize,
-                       min_distance=min_distance, threads=threads, batch_size=batch_size)
+                       min_distance=min_distance, threads=threads, batch_size=batch_size,
+                       forces=bool(forces), forces_target=target.name if target else "")
         if callback is not None:
-            def sink(file, record, title, values, stddev, error):
-                callback(Record(file, record, title, values, stddev, error))
+            def sink(file, record, title, values, stddev, error, record_forces):
+                callback(Record(file, record, title, values, stddev, error, record_forces))
             return self._native.predict_file(str(path), sink, **options)
         records: list[Record] = []
 
-        def collect(file, record, title, values, stddev, error):
-            records.append(Record(file, record, title, values, stddev, error))
+        def collect(file, record, title, values, stddev, error, record_forces):
+            records.append(Record(file, record, title, values, stddev, error, record_forces))
 
         self._native.predict_file(str(path), collect, **options)
         return records

@@ -8,9 +8,9 @@
     atoms.get_potential_energy()                      # eV, as ASE expects
 
 The calculator predicts one energy target of the model (``target``; default: "energy" when the
-model has it, else "U0") and converts it to eV. Atoms are an isolated molecule: periodic cells are
-rejected (flt models have no periodic images). Forces are not implemented by flt models yet, so ASE
-raises PropertyNotImplementedError when they are requested.
+model has it, else "U0") and converts it to eV, and its forces F = -dE/dr in eV/A (one backward
+pass of the model; conservative by construction). Atoms are an isolated molecule: periodic cells
+are rejected (flt models have no periodic images).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _EV_PER_UNIT = {
 class FLTCalculator(Calculator):
     """Energy of an ASE Atoms object from an flt model (eV)."""
 
-    implemented_properties = ["energy", "free_energy"]
+    implemented_properties = ["energy", "free_energy", "forces"]
 
     def __init__(self, model: Union[None, str, Model] = None, target: Optional[str] = None,
                  threads: int = 0, **kwargs):
@@ -56,9 +56,9 @@ class FLTCalculator(Calculator):
             raise InvalidInput(f"flt.ase: the model has no target '{target}' ({', '.join(names)})")
         self.target = target
         unit = model.units[names.index(target)]
-        if unit not in _EV_PER_UNIT:
-            raise InvalidInput(f"flt.ase: target '{target}' is in '{unit}', not an energy unit "
-                               f"({', '.join(_EV_PER_UNIT)})")
+        if unit not in _EV_PER_UNIT or not model.targets[names.index(target)].extensive:
+            raise InvalidInput(f"flt.ase: target '{target}' ({unit}) is not an extensive energy "
+                               f"(units {', '.join(_EV_PER_UNIT)})")
         self._index = names.index(target)
         self._to_ev = _EV_PER_UNIT[unit]
         self.threads = threads
@@ -68,11 +68,15 @@ class FLTCalculator(Calculator):
         if self.atoms.pbc.any():
             raise InvalidInput("flt.ase: periodic cells are not supported (flt models see an "
                                "isolated molecule); set atoms.pbc = False")
+        want_forces = "forces" in properties
         table = self.model.predict(
             Molecule(self.atoms.numbers, self.atoms.positions, None,
-                     self.atoms.get_chemical_formula()), threads=self.threads)
+                     self.atoms.get_chemical_formula()), threads=self.threads,
+            forces=want_forces, forces_target=self.target)
         if table.errors[0] is not None:
             raise InvalidInput(f"flt.ase: {table.errors[0]}")
         energy = float(table.values[0, self._index]) * self._to_ev
         self.results["energy"] = energy
         self.results["free_energy"] = energy
+        if want_forces:
+            self.results["forces"] = table.forces[0] * self._to_ev  # (target unit)/A -> eV/A
