@@ -1,9 +1,17 @@
 // XYZ, extended XYZ (ASE convention) and QM9 record parsers.
 //
 // XYZ record:      N / comment line / N lines "El x y z [...]" (Angstrom).
-// Extended XYZ:    comment = key=value pairs (values may be "quoted" or {braced}); the key
+// Extended XYZ:    comment = key=value pairs anywhere on the line (values may be "quoted" or
+//                  {braced}; bare words are flags, True in ASE); the key
 //                  Properties=name:type:ncols:... describes the atom columns (species:S:1 or
 //                  Z:I:1, pos:R:3, then e.g. forces:R:3). Without Properties=, species:S:1:pos:R:3.
+//                  A line with at least one key=value pair is extended XYZ (ASE's rule), so
+//                  QM7's "qm7/0001.xyz E_PBE0_kcal_per_mol=-417.031 charge=0" has labels; a bare
+//                  word before the first pair is the record's title. Units of labels: a key's
+//                  own "<key>_unit=U" (what flt writes), a unit spelled in the key's name
+//                  (E_PBE0_kcal_per_mol, energy_eV, U0_Hartree), else, in files that declare
+//                  Properties= (ASE extended XYZ), ASE's definitions: energy and free_energy in eV,
+//                  forces in eV/A (logged once per file as an assumption); otherwise none.
 // QM9:             comment = "gdb N" + 15 numbers (kQm9Properties order); atom lines may carry a
 //                  5th column (Mulliken charge, e); numbers may use Mathematica "*^" exponents;
 //                  after the atoms, optional trailer lines: harmonic frequencies (cm^-1), the two
@@ -12,6 +20,7 @@
 #include "chem/qm9.hpp"
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -115,12 +124,13 @@ struct ColumnSpec {
   int width;
 };
 
-// Parses an extended-XYZ comment line into key/value pairs. Returns false (with `error`) for an
-// unterminated quote or brace.
+// Parses an extended-XYZ comment line into key/value pairs; a bare word becomes (word, "T") and
+// its position in `out` is listed in `flags`. Returns false (with `error`) for an unterminated
+// quote or brace.
 bool parse_key_values(std::string_view s, std::vector<std::pair<std::string, std::string>>& out,
-                      std::string& error, bool& all_pairs) {
+                      std::string& error, std::vector<std::size_t>& flags) {
   out.clear();
-  all_pairs = true;
+  flags.clear();
   std::size_t i = 0;
   while (true) {
     while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
@@ -190,7 +200,7 @@ bool parse_key_values(std::string_view s, std::vector<std::pair<std::string, std
       out.emplace_back(std::move(key), std::move(value));
     } else {
       // A bare word is a flag (ASE reads it as True).
-      all_pairs = false;
+      flags.push_back(out.size());
       out.emplace_back(std::move(key), "T");
     }
   }
@@ -291,6 +301,8 @@ class XyzParser final : public RecordParser {
       col.name = c.name;
       col.type = c.type;
       col.width = c.width;
+      // Only a Properties= declaration makes a forces column: ASE's unit.
+      if (c.name == "forces" && c.type == 'R' && c.width == 3) col.unit = "eV/A";
       extra.push_back(std::move(col));
     }
     int mulliken_seen = -1;  // QM9: -1 unknown, 0 no 5th column, 1 a 5th column
@@ -392,16 +404,14 @@ class XyzParser final : public RecordParser {
     if (tokens.empty()) return Flavour::plain;
     std::vector<std::pair<std::string, std::string>> pairs;
     std::string error;
-    bool all_pairs = false;
-    if (!parse_key_values(comment, pairs, error, all_pairs)) {
+    std::vector<std::size_t> flags;
+    if (!parse_key_values(comment, pairs, error, flags)) {
       // A broken quote in a line that declares Properties= is a broken extended XYZ record.
       return comment.find("Properties=") != std::string::npos ? Flavour::extended
                                                               : Flavour::plain;
     }
-    for (const auto& kv : pairs) {
-      if (iequals(kv.first, "Properties")) return Flavour::extended;
-    }
-    return all_pairs ? Flavour::extended : Flavour::plain;
+    // Extended as soon as one key=value pair is present (ASE's parser reads every such line).
+    return pairs.size() > flags.size() ? Flavour::extended : Flavour::plain;
   }
 
   void parse_comment(Flavour flavour, const std::string& comment, PointSet& points,
@@ -441,14 +451,27 @@ class XyzParser final : public RecordParser {
       return;
     }
     // Extended XYZ.
-    bool all_pairs = false;
+    std::vector<std::size_t> flags;
     std::string kv_error;
-    if (!parse_key_values(comment, pairs, kv_error, all_pairs)) {
+    if (!parse_key_values(comment, pairs, kv_error, flags)) {
       error = where + kv_error;
       return;
     }
     std::string spec = "species:S:1:pos:R:3";
-    for (auto& kv : pairs) {
+    bool declares_properties = false;
+    bool has_title_key = false;
+    for (const auto& kv : pairs) {
+      declares_properties = declares_properties || iequals(kv.first, "Properties");
+      has_title_key = has_title_key || iequals(kv.first, "title") || iequals(kv.first, "name");
+    }
+    // A bare word before the first key=value pair names the record (QM7: the file name).
+    const bool leading_title = !has_title_key && !flags.empty() && flags.front() == 0;
+    for (std::size_t k = 0; k < pairs.size(); ++k) {
+      const auto& kv = pairs[k];
+      if (leading_title && k == 0) {
+        points.title = kv.first;
+        continue;
+      }
       if (iequals(kv.first, "Properties")) {
         spec = kv.second;
         continue;
@@ -458,6 +481,7 @@ class XyzParser final : public RecordParser {
       }
       points.set_property(kv.first, kv.second);
     }
+    assign_label_units(points, declares_properties);
     std::string spec_error;
     if (!parse_properties_spec(spec, columns, spec_error)) {
       error = where + spec_error;
@@ -473,6 +497,37 @@ class XyzParser final : public RecordParser {
     }
     if (!has_species || !has_pos) {
       error = where + "Properties=" + spec + " lacks species:S:1 (or Z:I:1) or pos:R:3";
+    }
+  }
+
+  // Units of the comment line's labels (see the head of this file): the key's own
+  // "<key>_unit=U", a unit spelled at the end of the key, else ASE's definitions in ASE files.
+  void assign_label_units(PointSet& points, bool ase_file) const {
+    static constexpr std::pair<std::string_view, std::string_view> kSuffixes[] = {
+        {"_kcal_per_mol", "kcal/mol"}, {"_kcalmol", "kcal/mol"}, {"_kJ_per_mol", "kJ/mol"},
+        {"_kJmol", "kJ/mol"},          {"_meV", "meV"},          {"_eV", "eV"},
+        {"_Hartree", "Hartree"},       {"_hartree", "Hartree"},  {"_Ha", "Hartree"},
+        {"_Debye", "Debye"}};
+    for (auto& p : points.properties) {
+      if (!p.unit.empty() || !p.number) continue;
+      if (const Property* declared = points.property(p.key + "_unit")) {
+        p.unit = declared->value;
+        continue;
+      }
+      for (const auto& [suffix, unit] : kSuffixes) {
+        if (p.key.size() > suffix.size() && p.key.ends_with(suffix)) {
+          p.unit = std::string(unit);
+          break;
+        }
+      }
+      if (p.unit.empty() && ase_file && (p.key == "energy" || p.key == "free_energy")) {
+        p.unit = "eV";
+        if (!ase_units_logged_) {
+          ase_units_logged_ = true;
+          log_warning(source_, ": ASE extended XYZ (Properties=): '", p.key,
+                   "' taken in eV and forces in eV/A, ASE's units (give --source-units to override)");
+        }
+      }
     }
   }
 
@@ -567,6 +622,7 @@ class XyzParser final : public RecordParser {
   ReadOptions options_;
   std::size_t record_ = 0;
   bool empty_reported_ = false;
+  mutable bool ase_units_logged_ = false;
 };
 
 }  // namespace

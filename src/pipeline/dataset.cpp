@@ -57,6 +57,7 @@ struct TargetPlan {
   DatasetTarget target;
   bool unit_fixed = false;
   std::string fallback_source_unit;  // for labels given without a unit
+  bool source_unit_given = false;    // --source-units named it: it overrides units in the files
   std::optional<bool> extensive;     // from --pooling
 };
 
@@ -72,6 +73,7 @@ std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
     const train::TargetInfo* qm9 = train::find_qm9_target(plan.target.name);
     std::string src = lookup(options.source_units, raw);
     if (src.empty()) src = lookup(options.source_units, plan.target.name);
+    plan.source_unit_given = !src.empty();
     if (src.empty() && qm9) src = std::string(qm9->source_unit);
     if (!src.empty()) plan.fallback_source_unit = std::string(train::find_unit(src).name);
     std::string unit = lookup(options.units, raw);
@@ -179,7 +181,10 @@ class DatasetBuilder {
           if (is_missing_text(prop->value)) continue;
           return "label '" + prop->key + "' = '" + prop->value + "' is not a number";
         }
-        std::string unit = prop->unit.empty() ? plans_[t].fallback_source_unit : prop->unit;
+        // --source-units, else the unit the file gives (or the reader's convention), else QM9's.
+        std::string unit = plans_[t].source_unit_given || prop->unit.empty()
+                               ? plans_[t].fallback_source_unit
+                               : prop->unit;
         if (unit.empty()) {
           throw ConfigError(where + ": label '" + prop->key +
                             "' has no unit; give it with --source-units " + plans_[t].target.name +

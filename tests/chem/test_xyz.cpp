@@ -75,6 +75,47 @@ TEST_CASE("extended XYZ: Properties, key=value labels, per-atom forces", "[chem]
   // Without Properties=, key=value comment lines are extended XYZ with species and pos only.
   CHECK(r.records[1].atomic_numbers == std::vector<int>{2});
   CHECK(*r.records[1].number("energy") == -0.5);
+  // Units: a file declaring Properties= is ASE extended XYZ, whose energy is in eV and forces in
+  // eV/A; without Properties= nothing says so, and no unit is assumed.
+  CHECK(p.property("energy")->unit == "eV");
+  CHECK(forces->unit == "eV/A");
+  CHECK(tag->unit.empty());
+  CHECK(r.records[1].property("energy")->unit.empty());
+}
+
+TEST_CASE("extended XYZ: labels anywhere on the line (QM7), units from key names and <key>_unit",
+          "[chem][xyz]") {
+  // QM7 as the qml tutorial distributes it: the file name, then key=value pairs.
+  const std::string text =
+      "3\n"
+      "qm7/0001.xyz E_PBE0_kcal_per_mol=-417.031 E_DFTB3_kcal_per_mol=-431.79 charge=0\n"
+      "O 0.0 0.0 0.1173\nH 0.0 0.7572 -0.4692\nH 0.0 -0.7572 -0.4692\n"
+      "1\n"
+      "U0=-0.5 U0_unit=Hartree gap_eV=4.5 converged dipole_Debye=1.5 note=x\n"
+      "He 1 2 3\n"
+      "1\n"
+      "benzene, optimised at B3LYP\n"
+      "He 0 0 0\n";
+  const auto r = read_text(text, Format::xyz);
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 3);
+  const PointSet& q = r.records[0];
+  CHECK(q.title == "qm7/0001.xyz");
+  CHECK(q.property("qm7/0001.xyz") == nullptr);  // the title, not a flag
+  CHECK(*q.number("E_PBE0_kcal_per_mol") == -417.031);
+  CHECK(q.property("E_PBE0_kcal_per_mol")->unit == "kcal/mol");
+  CHECK(q.property("E_DFTB3_kcal_per_mol")->unit == "kcal/mol");
+  CHECK(q.property("charge")->unit.empty());
+  const PointSet& u = r.records[1];
+  CHECK(u.property("U0")->unit == "Hartree");   // its own U0_unit
+  CHECK(u.property("gap_eV")->unit == "eV");
+  CHECK(u.property("dipole_Debye")->unit == "Debye");
+  CHECK(u.property("converged")->value == "T");  // a bare word after the pairs: a flag, as in ASE
+  CHECK(u.property("note")->unit.empty());
+  CHECK(u.title.empty());
+  // No key=value pair: a plain XYZ title, however it reads.
+  CHECK(r.records[2].title == "benzene, optimised at B3LYP");
+  CHECK(r.records[2].properties.empty());
 }
 
 TEST_CASE("XYZ: bad records are reported with file, record and reason, reading goes on",

@@ -127,7 +127,20 @@ TEST_CASE("extended XYZ: missing labels masked and counted, bad records skipped 
       CHECK_THAT(e.file(), Catch::Contains("mixed.xyz"));
     }
   }
+  SECTION("ASE extended XYZ (Properties=): energy in eV without --source-units; they override it") {
+    o.source_units.clear();
+    const Dataset ase = load_dataset(o);
+    CHECK(ase.labels(0, 0) == -10.5);
+    CHECK(ase.targets[0].source_unit == "eV");
+    o.source_units = {{"energy", "kcal/mol"}};
+    const Dataset kcal = load_dataset(o);
+    CHECK(kcal.labels(0, 0) == Approx(-10.5 * 4184.0 / 96485.33212331001).epsilon(1e-12));
+    CHECK(kcal.targets[0].source_unit == "kcal/mol");
+  }
   SECTION("a label without a unit is an error unless --source-units gives it") {
+    // Without Properties= nothing defines the unit of 'energy'.
+    write_text(dir / "plain.xyz", "1\nenergy=-0.5 title=atom\nH 0.0 0.0 0.0\n");
+    o.inputs = {(dir / "plain.xyz").string()};
     o.source_units.clear();
     CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("has no unit"));
   }
@@ -135,6 +148,26 @@ TEST_CASE("extended XYZ: missing labels masked and counted, bad records skipped 
     o.targets = {"enrgy"};
     CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("unknown target 'enrgy'") && Catch::Contains("energy"));
   }
+}
+
+TEST_CASE("QM7 as distributed: labels after the file name, kcal/mol from the key, no unit option", "[dataset]") {
+  ScratchDir dir("qm7");
+  write_text(dir / "qm7.xyz",
+             "3\nqm7/0001.xyz E_PBE0_kcal_per_mol=-417.031 E_DFTB3_kcal_per_mol=-431.79 charge=0\n"
+             "O 0.0 0.0 0.1173\nH 0.0 0.7572 -0.4692\nH 0.0 -0.7572 -0.4692\n"
+             "5\nqm7/0002.xyz E_PBE0_kcal_per_mol=-712.42 E_DFTB3_kcal_per_mol=-700.10 charge=0\n"
+             "C 0 0 0\nH 0.6291 0.6291 0.6291\nH -0.6291 -0.6291 0.6291\n"
+             "H -0.6291 0.6291 -0.6291\nH 0.6291 -0.6291 -0.6291\n");
+  DatasetOptions o;
+  o.inputs = {(dir / "qm7.xyz").string()};
+  o.targets = {"E_PBE0_kcal_per_mol"};
+  const Dataset d = load_dataset(o);
+  REQUIRE(d.size() == 2);
+  CHECK(d.titles == std::vector<std::string>{"qm7/0001.xyz", "qm7/0002.xyz"});
+  CHECK(d.targets[0].source_unit == "kcal/mol");
+  CHECK(d.targets[0].unit == "eV");  // energies train in eV
+  CHECK(d.targets[0].extensive);
+  CHECK(d.labels(0, 0) == Approx(-417.031 * 4184.0 / 96485.33212331001).epsilon(1e-12));
 }
 
 TEST_CASE("labels from a CSV keyed by title, with units in the header", "[dataset]") {

@@ -59,7 +59,8 @@ int run_eval(const std::vector<std::string>& args) {
       ("predictions", po::value(&predictions), "write per-molecule predictions and labels as CSV to this file")
       ("labels", po::value(&labels), "labels from this CSV (keyed by id/title/name) instead of the records")
       ("label-key", po::value(&label_key), "key column of --labels (default: the first of id, title, name)")
-      ("source-unit", po::value(&source_units), "NAME=UNIT: unit of labels given without one (repeatable)")
+      ("source-units", po::value(&source_units), "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)")
+      ("source-unit", po::value(&source_units), "the same as --source-units (older spelling)")
       ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
       ("on-error", po::value(&on_error), "skip (default) or fail")
       ("limit", po::value(&limit), "evaluate at most this many molecules (default 0: all)")
@@ -94,12 +95,13 @@ int run_eval(const std::vector<std::string>& args) {
   eval.data.labels_csv = labels;
   eval.data.label_key = label_key;
   eval.data.limit = limit;
-  for (const auto& item : source_units) {
-    const auto eq = item.find('=');
-    if (eq == std::string::npos || eq == 0)
-      throw UsageError("--source-unit needs NAME=UNIT, not '" + item + "'");
-    eval.data.source_units[item.substr(0, eq)] = item.substr(eq + 1);
-  }
+  for (const auto& group : source_units)
+    for (const auto& item : split_list(group)) {
+      const auto eq = item.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw UsageError("--source-units needs NAME=UNIT, not '" + item + "'");
+      eval.data.source_units[item.substr(0, eq)] = item.substr(eq + 1);
+    }
   eval.targets = split_list(targets);
   eval.rotations = rotations;
   eval.seed = seed;
