@@ -8,6 +8,7 @@
 #include <GraphMol/ROMol.h>
 #include <GraphMol/RWMol.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <cstring>
@@ -181,16 +182,33 @@ class CsvWriter final : public MoleculeWriter {
         for (const auto& p : points.properties) labels_.push_back(p.key);
       }
       o << "id,source,record,title";
+      // Column names stay unique: an input tag that repeats a name already written (e.g. a tag
+      // called "id") becomes "input_<tag>" (then "input_<tag>_2", ...); a prediction that
+      // repeats one becomes "<name>_2", "<name>_3", ...
+      std::vector<std::string> used = {"id", "source", "record", "title"};
+      const auto unique = [&used](const std::string& name, const std::string& unit, bool input) {
+        const auto with_unit = [&unit](const std::string& n) {
+          return unit.empty() ? n : n + " [" + unit + "]";
+        };
+        std::string header = with_unit(name);
+        for (int k = 1; std::find(used.begin(), used.end(), header) != used.end(); ++k) {
+          std::string renamed = input ? "input_" : "";
+          renamed += name;
+          if (!input || k > 1) {  // (appended piecewise: GCC 12 -Wrestrict false positive)
+            renamed += '_';
+            renamed += std::to_string(input ? k : k + 1);
+          }
+          header = with_unit(renamed);
+        }
+        used.push_back(header);
+        return header;
+      };
       for (const auto& key : labels_) {
         const Property* p = points.property(key);
-        std::string header = key;
-        if (p != nullptr && !p->unit.empty()) header += " [" + p->unit + "]";
-        o << ',' << csv_field(header);
+        o << ',' << csv_field(unique(key, p != nullptr ? p->unit : std::string(), true));
       }
       for (const auto& pred : predictions) {
-        std::string header = pred.name;
-        if (!pred.unit.empty()) header += " [" + pred.unit + "]";
-        o << ',' << csv_field(header);
+        o << ',' << csv_field(unique(pred.name, pred.unit, false));
         predictions_.emplace_back(pred.name, pred.unit);
       }
       o << '\n';

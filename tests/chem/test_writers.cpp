@@ -99,6 +99,30 @@ TEST_CASE("CSV writer: id, source, record, title, labels with units, predictions
   CHECK(rows == 2);
 }
 
+TEST_CASE("CSV writer: column names stay unique when input tags repeat them", "[chem][writer]") {
+  TempDir dir;
+  const std::string out = dir.file("dup.csv");
+  PointSet p;
+  p.atomic_numbers = {1};
+  p.positions = flt::Mat<double>::Zero(1, 3);
+  p.title = "h";
+  p.source = "in.sdf";
+  p.record = 1;
+  p.set_property("id", "ZINC1");
+  p.set_property("title", "other");
+  p.set_property("input_id", "x");
+  p.set_property("score", "1.5");
+  auto writer = MoleculeWriter::open(out);
+  writer->write(p, {{"score", 2.0, ""}, {"flt_U0", -1.0, "eV"}});
+  writer->close();
+  std::istringstream lines(slurp(out));
+  std::string header, row;
+  std::getline(lines, header);
+  std::getline(lines, row);
+  CHECK(header == "id,source,record,title,input_id,input_title,input_input_id,score,score_2,flt_U0 [eV]");
+  CHECK(row == "1,in.sdf,1,h,ZINC1,other,x,1.5,2,-1");
+}
+
 TEST_CASE("extended XYZ writer: round trip with labels, Mulliken column and predictions",
           "[chem][writer]") {
   TempDir dir;
