@@ -260,6 +260,10 @@ Prediction Model::predict(const Molecule& molecule) const {
   return impl_->to_public(impl_->predictor.predict(m, threads_));
 }
 
+std::string Model::forces_target(const std::string& name) const {
+  return (*impl_->targets)[impl_->predictor.forces_target(name)].name;
+}
+
 Prediction Model::predict_with_forces(const Molecule& molecule, const std::string& target) const {
   models::Molecule m;
   std::optional<std::string> bad = Impl::convert(molecule, m);

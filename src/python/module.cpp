@@ -176,6 +176,7 @@ PYBIND11_MODULE(_flt, m) {
       .def_property_readonly("parameter_count", &flt::Model::parameter_count)
       .def("metadata", &flt::Model::metadata)
       .def_property("threads", &flt::Model::threads, &flt::Model::set_threads)
+      .def("forces_target", &flt::Model::forces_target, py::arg("name") = "")
       // items: list of ("arrays", z, xyz, charges, title) or ("rdkit", pickle, conf_id, add_h, title)
       .def(
           "predict_batch",

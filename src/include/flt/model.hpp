@@ -207,6 +207,9 @@ class FLT_API Model {
   // first extensive energy target). Throws flt::InvalidArgument as predict() does, or when the
   // model has no such target. Thread-safe.
   Prediction predict_with_forces(const Molecule& molecule, const std::string& target = {}) const;
+  // The target whose forces PredictOptions::forces gives: `name` when it is an extensive energy
+  // target, else (name empty) the first such target. flt::InvalidArgument otherwise.
+  std::string forces_target(const std::string& name = {}) const;
   // Predicts a batch, results in input order; a molecule that cannot be predicted gets its error
   // in its Result and does not disturb the others. Values as for predict(). Thread-safe.
   std::vector<Result> predict(std::span<const Molecule> molecules,

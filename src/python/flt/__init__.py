@@ -169,10 +169,6 @@ def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
         f"(atomic_numbers, coordinates) pair, not {type(obj).__name__}")
 
 
-# Energy units of flt's unit table (src/train/units.hpp): targets in these can have forces.
-_ENERGY_UNITS = ("eV", "meV", "Hartree", "kcal/mol", "kJ/mol")
-
-
 class Model:
     """A trained flt model, or an ensemble of models predicting the same targets."""
 
@@ -243,17 +239,7 @@ class Model:
     def forces_target(self, name: str = "") -> Target:
         """The energy target whose forces predict(..., forces=True) returns: `name`, or the
         first extensive target in an energy unit (flt.InvalidInput when there is none)."""
-        candidates = [t for t in self.targets if t.extensive and t.unit in _ENERGY_UNITS]
-        if name:
-            match = [t for t in self.targets if t.name == name]
-            if not match:
-                raise InvalidInput(f"forces: the model has no target '{name}'")
-            if match[0] not in candidates:
-                raise InvalidInput(f"forces: target '{name}' is not an extensive energy")
-            return match[0]
-        if not candidates:
-            raise InvalidInput("forces: the model has no extensive energy target to differentiate")
-        return candidates[0]
+        return self.targets[self.names.index(self._native.forces_target(name))]
 
     def predict(self, molecules, conf_id: int = -1, add_hydrogens: bool = True,
                 threads: int = 0, batch_size: int = 64, forces: bool = False,
