@@ -1,5 +1,5 @@
-// Every file of shared/data/parser-cases gives the record and failure counts that MANIFEST.tsv
-// lists for RDKit 2022.09 (SDMolSupplier sanitize=true removeHs=false; MolFromXYZFile), except the
+// Every file of tests/data/parser-cases gives the record and failure counts that MANIFEST.tsv lists
+// for RDKit 2022.09 (SDMolSupplier sanitize=true removeHs=false; MolFromXYZFile), except the
 // documented better behaviours below (docs/chem-io.md, "Parser cases").
 #include "chem_test_util.hpp"
 
