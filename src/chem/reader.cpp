@@ -87,7 +87,7 @@ class FileInput final : public Input {
       : path_(std::move(path)), format_(resolve_format(path_, options)) {
     if (format_ == Format::unknown) {
       throw InvalidArgument(path_ + ": cannot tell the format from the file name; give it "
-                                    "explicitly (sdf, mol, xyz, extxyz, qm9)");
+                                    "explicitly (sdf, mol, xyz, extxyz, qm9, pdb)");
     }
     file_ = std::make_unique<OpenFile>(path_);
   }
@@ -425,6 +425,7 @@ class MoleculeReader::Impl {
       case Format::extxyz:
       case Format::qm9:
         return detail::make_xyz_parser(*source.stream, source.name, source.format, options_);
+      case Format::pdb: return detail::make_pdb_parser(*source.stream, source.name, options_);
       case Format::csv:
         throw InvalidArgument(source.name + ": CSV is an output format; flt cannot read it");
       case Format::unknown: break;
@@ -470,7 +471,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::vector<std::stri
         (options.format == Format::unknown ? format_from_path(path) : options.format) ==
             Format::unknown) {
       throw InvalidArgument(path + ": cannot tell the format from the file name; give it "
-                                   "explicitly (sdf, mol, xyz, extxyz, qm9)");
+                                   "explicitly (sdf, mol, xyz, extxyz, qm9, pdb)");
     }
   }
   return std::unique_ptr<MoleculeReader>(

@@ -42,12 +42,19 @@ enum class Missing3D {
   accept,    // keep the flat coordinates; PointSet::coordinates_3d = false (inspection/conversion)
 };
 
+// PDB: what to do with waters and with other HETATM groups (ligands, ions, cofactors).
+enum class PdbPart {
+  keep,  // read them as atoms of the structure
+  drop,  // leave them out (counted in the log)
+  fail,  // the record is bad (InputError naming the first such atom)
+};
+
 struct ReadOptions {
   // Format of every input; Format::unknown = from each file's extension (also inside directories
   // and archives). Standard input needs an explicit format. Format::xyz recognises plain,
   // extended and QM9 records by their comment line; extxyz and qm9 insist on that flavour.
   Format format = Format::unknown;
-  // SDF/MOL: a record whose hydrogens are all implicit gets them as atoms with 3-D coordinates
+  // SDF/MOL and PDB: a record whose hydrogens are all implicit gets them as atoms with 3-D coordinates
   // (RDKit AddHs(addCoords=true)); logged at info level. Records with explicit H are kept as given.
   bool add_hydrogens = true;
   Missing3D missing_3d = Missing3D::error;
@@ -57,6 +64,11 @@ struct ReadOptions {
   bool sanitize = true;
   // Two atoms closer than this (Angstrom) make the record bad; 0 disables the check.
   double min_distance = 0.1;
+  // PDB: waters are dropped and other HETATM groups kept by default; of alternate locations only
+  // the blank one and the first ID in each record are read. Hydrogens: add_hydrogens above (only
+  // when the structure has none).
+  PdbPart pdb_water = PdbPart::drop;
+  PdbPart pdb_hetero = PdbPart::keep;
   // Keep the RDKit molecule in PointSet::molecule (the SDF writer needs it to write bonds).
   bool keep_molecule = true;
 };

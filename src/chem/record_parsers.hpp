@@ -23,6 +23,8 @@ class RecordParser {
 
 std::unique_ptr<RecordParser> make_sdf_parser(std::istream& in, std::string source,
                                               const ReadOptions& options);
+std::unique_ptr<RecordParser> make_pdb_parser(std::istream& in, std::string source,
+                                              const ReadOptions& options);
 // `flavour` is Format::xyz (recognise each record), Format::extxyz or Format::qm9.
 std::unique_ptr<RecordParser> make_xyz_parser(std::istream& in, std::string source,
                                               Format flavour, const ReadOptions& options);

@@ -337,8 +337,9 @@ std::unique_ptr<MoleculeWriter> MoleculeWriter::open(const std::string& path,
     throw InvalidArgument(path + ": cannot tell the output format from the name; give it "
                                  "explicitly (sdf, xyz, extxyz, csv)");
   }
-  if (format == Format::qm9) {
-    throw InvalidArgument(path + ": flt reads QM9 files but does not write them");
+  if (format == Format::qm9 || format == Format::pdb) {
+    throw InvalidArgument(path + ": flt reads " + std::string(format_name(format)) +
+                          " files but does not write them");
   }
   if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
     throw InvalidArgument(path + ": compressed output is not supported");
