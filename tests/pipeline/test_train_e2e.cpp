@@ -160,6 +160,28 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
     REQUIRE(curve3.records().size() == 3);
     CHECK(curve3.records()[2].train_loss == curve.records()[2].train_loss);
   }
+  SECTION("the original command line with --resume added resumes like --resume --out alone") {
+    const fs::path run5 = dir / "run5";
+    const std::string command = "train " + tiny_args() + " --out '" + run5.string() + "'";
+    const auto r5 = run_flt(command + " --stop-after-epoch 1", dir.path());
+    INFO(r5.err);
+    REQUIRE(r5.status == 0);
+    // A changed setting is named, not just "differs".
+    const auto changed = run_flt("train " + tiny_args(4) + " -o '" + run5.string() + "' --resume", dir.path());
+    CHECK(changed.status != 0);
+    CHECK_THAT(changed.err, Catch::Contains("train.epochs = '4' (the run has '3')"));
+    // The inputs are given again (positionally): they replace the run's list, not extend it.
+    const auto r6 = run_flt(command + " --resume", dir.path());
+    INFO(r6.err);
+    REQUIRE(r6.status == 0);
+    CHECK_THAT(r6.err, Catch::Contains("resuming"));
+    CHECK(slurp(run5 / "model.flt") == slurp(run1 / "model.flt"));
+    const std::string config = slurp(run5 / "config.ini");
+    CHECK(config.find("qm9_subset.xyz.gz") == config.rfind("qm9_subset.xyz.gz"));  // listed once
+    const auto curve5 = train::LearningCurve::read(run5 / "learning_curve.csv", {{"U0", "eV"}, {"gap", "eV"}});
+    REQUIRE(curve5.records().size() == 3);
+    CHECK(curve5.records()[2].train_loss == curve.records()[2].train_loss);
+  }
   SECTION("an existing non-empty run directory is never overwritten without --overwrite") {
     const auto r = run_flt("train " + tiny_args(1) + " --out '" + run1.string() + "'", dir.path());
     CHECK(r.status != 0);
