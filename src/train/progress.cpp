@@ -127,6 +127,7 @@ void ProgressBar::update(std::size_t done, std::string_view status) {
   if (finished_) return;
   if (total_ > 0 && done > total_) done = total_;
   last_done_ = done;
+  last_status_.assign(status);
   const double now = clock_();
   if (terminal_) {
     if (now - last_draw_ < 0.1 && (total_ == 0 || done != total_)) return;
@@ -166,7 +167,8 @@ void ProgressBar::finish(std::string_view summary) {
   finished_ = true;
   // A plain log already ends with this state's line: nothing to add.
   if (!terminal_ && summary.empty() && printed_done_ == last_done_) return;
-  std::string text = line(last_done_, {}, terminal_);
+  // Without a summary the final line keeps the last status (e.g. the record count).
+  std::string text = line(last_done_, summary.empty() ? std::string_view(last_status_) : std::string_view(), terminal_);
   if (!summary.empty()) {
     text += "  ";
     text += summary;

@@ -73,6 +73,7 @@ class ProgressBar {
   bool finished_ = false;
   ProgressUnit unit_ = ProgressUnit::items;
   std::size_t printed_done_ = static_cast<std::size_t>(-1);  // plain mode: count of the last line
+  std::string last_status_;
 };
 
 }  // namespace flt::train
