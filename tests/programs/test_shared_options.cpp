@@ -125,6 +125,13 @@ TEST_CASE("flt subcommands: short flags and the old spellings both work", "[prog
   CHECK(slurp(dir / "pred4.csv") == slurp(dir / "pred1.csv"));
   CHECK_FALSE(fs::exists(dir / "ignored.csv"));
   CHECK(flt_run("predict --config '" + (dir / "missing.ini").string() + "'", dir).status == 1);
+  {
+    std::ofstream bad(dir / "bad.ini");
+    bad << "threads = 1\nnonsense = 2\n";
+  }
+  const RunResult bad = flt_run("predict --config '" + (dir / "bad.ini").string() + "' " + qm9, dir);
+  CHECK(bad.status == 2);
+  CHECK_THAT(bad.err, Catch::Contains("bad.ini: unrecognised option 'nonsense'"));
 
   // train: -o, -j, -t, -f with --split-only (reads the data, writes the split and stops).
   const RunResult t = flt_run("train " + qm9 + " -f qm9 -t U0 -j 1 --split 3,1,rest -o '" + (dir / "run").string() + "' --split-only", dir);

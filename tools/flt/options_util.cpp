@@ -28,7 +28,11 @@ po::variables_map parse_arguments(const std::vector<std::string>& args,
     std::ifstream file(path);
     if (!file) throw IoError(path, "cannot open the --config file");
     // Values already given on the command line win: store() keeps the first value of a name.
-    po::store(po::parse_config_file(file, all), vm);
+    try {
+      po::store(po::parse_config_file(file, all), vm);
+    } catch (const po::error& e) {
+      throw po::error(path + ": " + e.what());
+    }
   }
   po::notify(vm);
   return vm;
