@@ -98,7 +98,7 @@ std::string resume_fingerprint(const std::string& ini_text) {
   return out;
 }
 
-// The entries that differ between two resume fingerprints, e.g. "train.epochs = 4 (the run has 2)".
+// The entries that differ between two resume fingerprints, e.g. "train.epochs = '4' (the run has '2')".
 std::string fingerprint_difference(const std::string& now, const std::string& run) {
   const auto entries = [](const std::string& text) {
     std::map<std::string, std::string> out;
