@@ -73,6 +73,14 @@ struct ReadOptions {
   bool keep_molecule = true;
 };
 
+// How far a reader is through its inputs, for progress bars: bytes of the input files consumed
+// (compressed bytes for .gz and compressed archives) against their total size on disk.
+struct ReadProgress {
+  std::uint64_t bytes_read = 0;
+  std::uint64_t bytes_total = 0;  // 0: unknown (standard input or a stream)
+  std::size_t records = 0;        // records delivered or rejected so far
+};
+
 class MoleculeReader {
  public:
   // Opens inputs in order: files, directories (their readable files sorted by name, not
@@ -99,6 +107,8 @@ class MoleculeReader {
 
   // Number of records delivered or rejected so far (across all inputs).
   std::size_t records_seen() const noexcept;
+  // Bytes consumed of the inputs so far and their total size (see ReadProgress).
+  ReadProgress progress() const;
 
   class Impl;
 
@@ -129,8 +139,9 @@ struct ReadSummary {
 // Reads every record of `inputs`, handing each point set to `sink`. With ErrorPolicy::skip a bad
 // record (InputError) or an unreadable input (IoError) is logged as a warning and listed in the
 // summary; with ErrorPolicy::fail the first one is rethrown. Exceptions thrown by `sink` pass
-// through.
+// through. `on_progress`, if set, is called after every record (e.g. to draw a progress bar).
 ReadSummary read_molecules(const std::vector<std::string>& inputs, const ReadOptions& options,
-                           ErrorPolicy policy, const std::function<void(PointSet&&)>& sink);
+                           ErrorPolicy policy, const std::function<void(PointSet&&)>& sink,
+                           const std::function<void(const ReadProgress&)>& on_progress = {});
 
 }  // namespace flt::chem

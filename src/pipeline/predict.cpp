@@ -392,9 +392,13 @@ PredictSummary Predictor::predict_inputs(
     }
     molecules.push_back(std::move(molecule));
     pending.push_back(std::move(*points));
-    if (pending.size() >= options.batch_size) flush();
+    if (pending.size() >= options.batch_size) {
+      flush();
+      if (options.on_progress) options.on_progress(reader->progress());
+    }
   }
   flush();
+  if (options.on_progress) options.on_progress(reader->progress());
   summary.read = reader->records_seen();
   return summary;
 }

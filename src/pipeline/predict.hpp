@@ -180,6 +180,9 @@ struct PredictOptions {
   // Also compute the forces of this target (an extensive energy target; Predictor::forces_target
   // finds the default one). nullopt: no forces (prediction then costs one forward pass only).
   std::optional<std::size_t> forces_target;
+  // predict_inputs: called after every batch with how far reading the inputs has got (e.g. a
+  // ReadProgressBar, dataset_progress.hpp); may be empty.
+  std::function<void(const chem::ReadProgress&)> on_progress;
 };
 
 struct PredictSummary {

@@ -8,6 +8,8 @@
 #include "core/random.hpp"
 #include "core/version.hpp"
 #include "models/model_io.hpp"
+#include "pipeline/dataset_progress.hpp"
+#include "pipeline/train_plots.hpp"
 #include "train/atomic_file.hpp"
 #include "train/checkpoint.hpp"
 #include "train/csv.hpp"
@@ -94,6 +96,30 @@ std::string resume_fingerprint(const std::string& ini_text) {
   std::string out;
   for (const auto& [key, value] : sorted) out += key + " = " + value + "\n";
   return out;
+}
+
+// The entries that differ between two resume fingerprints, e.g. "train.epochs = '4' (the run has '2')".
+std::string fingerprint_difference(const std::string& now, const std::string& run) {
+  const auto entries = [](const std::string& text) {
+    std::map<std::string, std::string> out;
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);)
+      if (const auto eq = line.find(" = "); eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
+    return out;
+  };
+  const auto a = entries(now), b = entries(run);
+  std::string diff;
+  const auto add = [&](const std::string& key) {
+    if (diff.size() > 400) return;
+    const auto x = a.find(key), y = b.find(key);
+    diff += (diff.empty() ? "" : "; ") + key + " = " + (x == a.end() ? std::string("(unset)") : "'" + x->second + "'") +
+            " (the run has " + (y == b.end() ? std::string("it unset") : "'" + y->second + "'") + ")";
+  };
+  for (const auto& [key, value] : a)
+    if (!b.contains(key) || b.at(key) != value) add(key);
+  for (const auto& [key, value] : b)
+    if (!a.contains(key)) add(key);
+  return diff.empty() ? "the stored configuration is unreadable" : diff;
 }
 
 // Predictions of the molecules at `indices` (physical units, rows in that order); `normalised`
@@ -322,6 +348,11 @@ train::OptionSchema train_option_schema() {
   s.option("stop-after-epoch", "run", OptionType::integer, "0",
            "testing: stop after this epoch's checkpoint as if interrupted (0: off)")
       .persist = false;
+  // The spellings every flt subcommand shares.
+  s.add_spellings("out", 'o', {"output"});
+  s.add_spellings("threads", 'j');
+  s.add_spellings("targets", 't');
+  s.add_spellings("format", 'f');
   return s;
 }
 
@@ -437,10 +468,23 @@ TrainConfig parse_train_command_line(const std::vector<std::string>& args) {
     if (name == "resume") resume = train::parse_bool_value(value, "--resume");
     if (name == "out") out = value;
   }
-  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini"))
+  std::vector<std::pair<std::string, std::string>> options = cl.options;
+  std::vector<std::string> positional = cl.positional;
+  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini")) {
     file = train::IniFile::load(fs::path(out) / "config.ini");
-  const train::ResolvedOptions resolved = train::resolve_options(schema, file ? &*file : nullptr, cl.options);
-  return config_from_options(resolved, cl.positional);
+    // The run's config.ini already lists every input of the run, positional ones included: inputs
+    // given again (the original command line with --resume added) replace that list instead of
+    // being appended to it.
+    if (!positional.empty()) {
+      auto given = std::find_if(options.begin(), options.end(), [](const auto& o) { return o.first == "inputs"; });
+      const std::string listed = join(positional);
+      if (given == options.end()) options.emplace_back("inputs", listed);
+      else given->second += "," + listed;
+      positional.clear();
+    }
+  }
+  const train::ResolvedOptions resolved = train::resolve_options(schema, file ? &*file : nullptr, options);
+  return config_from_options(resolved, positional);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,7 +551,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   };
 
   // 1. Data and split.
-  const Dataset data = load_dataset(cfg.data);
+  ReadProgressBar reading({progress, output.terminal}, "reading", cfg.data.limit);
+  DatasetOptions data_options = cfg.data;
+  data_options.on_progress = reading.callback();
+  const Dataset data = load_dataset(data_options);
+  reading.finish();
   say(data.describe());
   train::Split split;
   if (!cfg.split_file.empty()) {
@@ -587,8 +635,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from (start the run again without --resume)");
     const train::Checkpoint ck = slots.load_last();
     if (ck.text("config") != config_fingerprint)
-      throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's "
-                        "(only --threads may change); use the run's config.ini");
+      throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's (" +
+                        fingerprint_difference(config_fingerprint, ck.text("config")) +
+                        "; only --threads may change); resume with 'flt train --resume --out " + dir.string() +
+                        "' alone to use the run's config.ini");
     if (ck.text("data_checksum") != checksum)
       throw ConfigError(dir.string() + ": --resume with different training data (checksum " + checksum + ", run " +
                         ck.text("data_checksum") + ")");
@@ -632,6 +682,15 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   const Mat<double> train_truth = labels_at(data, split.train);
   const Mat<double> val_truth = labels_at(data, split.validation);
   const double session_start = now_seconds();
+  const std::int64_t session_first_epoch = st.epoch;
+  // Whole-run ETA from this session's pace: `fraction` of the current epoch is done.
+  const auto run_eta_text = [&](double fraction) -> std::string {
+    const double left = static_cast<double>(cfg.epochs - st.epoch) - fraction;
+    const auto eta = train::run_eta(now_seconds() - session_start,
+                                    static_cast<double>(st.epoch - session_first_epoch) + fraction, left);
+    if (!eta || left <= 0) return {};
+    return std::string("run ETA ") + (cfg.patience > 0 ? "<= " : "") + train::format_duration(*eta);
+  };
   const double seconds_before = st.seconds;
   TrainResult result;
   result.run_dir = dir;
@@ -694,7 +753,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       loss_sum += lv.value * static_cast<double>(b.indices.size());
       loss_count += b.indices.size();
       // Plain (non-terminal) output: one line per epoch (bar->finish), no per-batch lines.
-      if (bar) bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)));
+      if (bar) {
+        const std::string eta = run_eta_text(static_cast<double>(bi + 1) / static_cast<double>(batches.size()));
+        bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)) +
+                                (eta.empty() ? "" : ", " + eta));
+      }
       if (output.on_step) output.on_step();
     }
     const attn::AttentionStats attention = model.attention_stats();
@@ -762,6 +825,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
                    std::to_string(attention.nonpositive_denominators) + " nonpositive of " +
                    std::to_string(attention.denominators);
       if (report.improved) summary += " *";
+      if (const std::string eta = run_eta_text(0.0); !eta.empty() && !st.stopped_early) summary += "; " + eta;
       if (bar) {
         bar->finish(summary);
       } else {
@@ -837,8 +901,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         yt[static_cast<std::size_t>(i)] = test_truth(i, static_cast<Index>(t));
         yp[static_cast<std::size_t>(i)] = test_pred(i, static_cast<Index>(t));
       }
+      const auto reference = parity_reference(data, split.test, t, model.normalisation());
       train::write_svg(dir / ("parity_" + data.targets[t].name + ".svg"),
-                       train::parity_svg(data.targets[t].name, data.targets[t].unit, yt, yp, "test"));
+                       train::readable_parity_svg(data.targets[t].name, data.targets[t].unit, yt, yp,
+                                                  reference ? &*reference : nullptr, "test"));
     }
   }
   return result;

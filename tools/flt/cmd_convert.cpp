@@ -7,6 +7,7 @@
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
+#include "pipeline/dataset_progress.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -25,7 +26,8 @@ const char* kUsage =
     "Reads molecules from files, .gz files, directories, .tar/.tar.bz2 archives or '-' (standard\n"
     "input, needs --format) and writes them to OUTPUT (.sdf, .csv, .xyz/.extxyz; '-' for standard\n"
     "output, needs --out-format). Bad records are skipped and listed (exit status 3), or stop the\n"
-    "conversion with --on-error fail (exit status 1, no output written).\n\n"
+    "conversion with --on-error fail (exit status 1, no output written). Progress (bytes of the\n"
+    "inputs, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n\n"
     "Options";
 
 int run_convert(const std::vector<std::string>& args) {
@@ -36,7 +38,8 @@ int run_convert(const std::vector<std::string>& args) {
   po::options_description options(kUsage);
   options.add_options()
       ("help,h", "show this help")
-      ("output,o", po::value(&output), "output file ('-' for standard output)")
+      ("out,output,o", po::value(&output), "output file ('-' for standard output); also spelled --output")
+      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
       ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
       ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
       ("on-error", po::value(&on_error), "skip (default) or fail")
@@ -46,7 +49,7 @@ int run_convert(const std::vector<std::string>& args) {
       ("no-add-hydrogens", "do not add implicit hydrogens to records that have no explicit ones")
       ("no-sanitize", "skip RDKit sanitization of SDF/MOL records")
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
-      ("quiet,q", "log errors only")
+      ("quiet,q", "log errors only, no progress")
       ("verbose,v", "log every step (hydrogens added, conformers generated)");
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
@@ -83,6 +86,7 @@ int run_convert(const std::vector<std::string>& args) {
   const auto policy = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
 
   chem::ReadSummary summary;
+  pipeline::ReadProgressBar progress(progress_output(is_quiet(vm)), stats ? "reading" : "converting");
   if (stats) {
     read.keep_molecule = false;
     std::cout << "source\trecord\tatoms\theavy_atoms\ttitle\tlabels\n";
@@ -101,7 +105,7 @@ int run_convert(const std::vector<std::string>& args) {
         if (!prop.unit.empty()) std::cout << ' ' << prop.unit;
       }
       std::cout << '\n';
-    });
+    }, progress.callback());
   } else {
     chem::WriteOptions write;
     try {
@@ -114,9 +118,10 @@ int run_convert(const std::vector<std::string>& args) {
     }
     auto writer = chem::MoleculeWriter::open(output, write);
     summary = chem::read_molecules(inputs, read, policy,
-                                   [&](chem::PointSet&& p) { writer->write(p); });
+                                   [&](chem::PointSet&& p) { writer->write(p); }, progress.callback());
     writer->close();
   }
+  progress.finish();
   std::cerr << "flt convert: " << summary.describe() << "\n";
   return summary.ok() ? kExitOk : kExitSkipped;
 }

@@ -8,6 +8,7 @@
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
+#include "pipeline/dataset_progress.hpp"
 #include "pipeline/predict.hpp"
 
 #include <boost/program_options.hpp>
@@ -25,7 +26,7 @@ namespace {
 namespace po = boost::program_options;
 
 const char* kUsage =
-    "Usage: flt predict [--model MODEL.flt ...] INPUT... [-o OUTPUT] [options]\n\n"
+    "Usage: flt predict [-m MODEL.flt ...] INPUT... [-o OUTPUT] [options]\n\n"
     "Predicts the model's targets for every molecule of the inputs (SDF/MOL, XYZ, extended XYZ,\n"
     "QM9; files, .gz, directories, tar archives, '-' for standard input with --format).\n"
     "Several --model options form an ensemble: the mean, and the standard deviation as an\n"
@@ -39,7 +40,9 @@ const char* kUsage =
     "--forces adds F = -dE/dr of an energy target (default: the model's first extensive energy\n"
     "target, e.g. U0 or energy) per atom, in its unit per Angstrom: the extended-XYZ column\n"
     "flt_forces:R:3 (with flt_forces_unit) or the SD tag 'flt_forces [eV/A]' (one 'Fx Fy Fz'\n"
-    "line per atom); ensembles add flt_forces_std.\n\n"
+    "line per atom); ensembles add flt_forces_std.\n"
+    "Progress (bytes of the inputs read and predicted, ETA) goes to stderr: a bar on a terminal,\n"
+    "plain lines otherwise, nothing with -q.\n\n"
     "Options";
 
 std::string pad(std::string s, std::size_t width) {
@@ -154,7 +157,8 @@ int run_predict(const std::vector<std::string>& args) {
   options.add_options()
       ("help,h", "show this help")
       ("model,m", po::value(&model_paths), "model file (.flt); repeat for an ensemble (default: the default model)")
-      ("output,o", po::value(&output), "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format)")
+      ("out,output,o", po::value(&output), "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format); also spelled --output")
+      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
       ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
       ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
       ("table", "also print the table of predictions to standard output when -o is given")
@@ -164,7 +168,7 @@ int run_predict(const std::vector<std::string>& args) {
       ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default) or generate (RDKit ETKDG)")
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
       ("forces", po::value(&forces_name)->implicit_value(""), "also write the forces -dE/dr of this energy target (default: the first extensive energy target; needs SDF or extended-XYZ output)")
-      ("quiet,q", "log errors only")
+      ("quiet,q", "log errors only, no progress")
       ("verbose,v", "log every step");
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
@@ -242,6 +246,11 @@ int run_predict(const std::vector<std::string>& args) {
   popts.batch_size = batch_size;
   popts.threads = threads;
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  train::ProgressOutput progress_to = progress_output(is_quiet(vm));
+  // A bar redrawn on the terminal that also shows the table would cut through its rows.
+  if (table && progress_to.terminal && train::is_terminal(stdout)) progress_to = {};
+  pipeline::ReadProgressBar progress(progress_to, "predicting");
+  popts.on_progress = progress.callback();
   std::vector<chem::PredictedValue> values;
   const auto summary = predictor.predict_inputs(
       inputs, read, popts, [&](chem::PointSet&& points, const pipeline::MoleculePrediction& p) {
@@ -266,6 +275,7 @@ int run_predict(const std::vector<std::string>& args) {
         if (table) printer.row(points, p);
       });
   if (writer) writer->close();
+  progress.finish();
   std::cerr << "flt predict: " << summary.describe();
   if (writer && output != "-") std::cerr << "; wrote " << output;
   std::cerr << "\n";

@@ -1,6 +1,11 @@
 #include "flt/options_util.hpp"
 
+#include "core/error.hpp"
 #include "core/log.hpp"
+#include "train/progress.hpp"
+
+#include <fstream>
+#include <iostream>
 
 namespace flt::cli {
 
@@ -18,6 +23,17 @@ po::variables_map parse_arguments(const std::vector<std::string>& args,
   positional.add(positional_name, max_positional);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  if (visible.find_nothrow("config", false) != nullptr && vm.count("config") != 0) {
+    const std::string path = vm["config"].as<std::string>();
+    std::ifstream file(path);
+    if (!file) throw IoError(path, "cannot open the --config file");
+    // Values already given on the command line win: store() keeps the first value of a name.
+    try {
+      po::store(po::parse_config_file(file, all), vm);
+    } catch (const po::error& e) {
+      throw po::error(path + ": " + e.what());
+    }
+  }
   po::notify(vm);
   return vm;
 }
@@ -30,11 +46,19 @@ void apply_verbosity(const po::variables_map& vm) {
   }
 }
 
-bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args) {
+bool is_quiet(const po::variables_map& vm) { return vm.count("quiet") != 0 && vm.count("verbose") == 0; }
+
+train::ProgressOutput progress_output(bool quiet) {
+  if (quiet) return {};
+  return {&std::cerr, train::is_terminal(stderr)};
+}
+
+bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args, bool* quiet) {
   for (const auto& a : raw) {
     if (a == "-h" || a == "--help") return true;
     if (a == "-q" || a == "--quiet") {
       set_log_sink(stderr_log_sink(LogLevel::error));
+      if (quiet != nullptr) *quiet = true;
       continue;
     }
     if (a == "-v" || a == "--verbose") {
