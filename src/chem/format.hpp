@@ -12,7 +12,7 @@ enum class Format {
   xyz,      // XYZ; on reading, each record is recognised as plain, extended (ASE) or QM9
   extxyz,   // extended XYZ (ASE convention); written with Properties=species:S:1:pos:R:3...
   qm9,      // QM9 dsgdb9nsd_*.xyz (15 properties in the comment line), reading only
-  csv,      // writing only
+  csv,      // writing; reading: a CSV with a SMILES column (Chemprop layout), conformers generated
 };
 
 // "sdf", "mol", "xyz", "extxyz", "qm9", "csv" -> Format; throws flt::InvalidArgument otherwise.

@@ -87,7 +87,7 @@ class FileInput final : public Input {
       : path_(std::move(path)), format_(resolve_format(path_, options)) {
     if (format_ == Format::unknown) {
       throw InvalidArgument(path_ + ": cannot tell the format from the file name; give it "
-                                    "explicitly (sdf, mol, xyz, extxyz, qm9)");
+                                    "explicitly (sdf, mol, xyz, extxyz, qm9, csv)");
     }
     file_ = std::make_unique<OpenFile>(path_);
   }
@@ -370,6 +370,10 @@ class MoleculeReader::Impl {
           }
         } catch (const InputError& e) {
           if (e.record() != 0) ++seen_;
+          last_rejected_ = parser_->rejected();
+          if (last_rejected_.partial.record != e.record()) last_rejected_ = RejectedRecord{};
+          last_rejected_.partial.source = e.file();
+          last_rejected_.partial.record = e.record();
           if (source_.stream != nullptr && source_.stream->bad()) drop_source();
           throw;
         } catch (const IoError&) {
@@ -411,6 +415,7 @@ class MoleculeReader::Impl {
   }
 
   std::size_t seen() const noexcept { return seen_; }
+  const RejectedRecord& last_rejected() const noexcept { return last_rejected_; }
 
  private:
   void drop_source() {
@@ -425,8 +430,7 @@ class MoleculeReader::Impl {
       case Format::extxyz:
       case Format::qm9:
         return detail::make_xyz_parser(*source.stream, source.name, source.format, options_);
-      case Format::csv:
-        throw InvalidArgument(source.name + ": CSV is an output format; flt cannot read it");
+      case Format::csv: return detail::make_smiles_parser(*source.stream, source.name, options_);
       case Format::unknown: break;
     }
     throw InvalidArgument(source.name + ": unknown format");
@@ -454,6 +458,7 @@ class MoleculeReader::Impl {
   Source source_;
   std::unique_ptr<detail::RecordParser> parser_;
   std::size_t seen_ = 0;
+  RejectedRecord last_rejected_;
 };
 
 MoleculeReader::MoleculeReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -470,7 +475,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::vector<std::stri
         (options.format == Format::unknown ? format_from_path(path) : options.format) ==
             Format::unknown) {
       throw InvalidArgument(path + ": cannot tell the format from the file name; give it "
-                                   "explicitly (sdf, mol, xyz, extxyz, qm9)");
+                                   "explicitly (sdf, mol, xyz, extxyz, qm9, csv)");
     }
   }
   return std::unique_ptr<MoleculeReader>(
@@ -484,7 +489,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::string& input,
 
 std::unique_ptr<MoleculeReader> MoleculeReader::from_stream(std::istream& stream, std::string name,
                                                             const ReadOptions& options) {
-  if (options.format == Format::unknown || options.format == Format::csv) {
+  if (options.format == Format::unknown) {
     throw InvalidArgument(name + ": reading a stream needs an explicit input format");
   }
   return std::unique_ptr<MoleculeReader>(
@@ -494,6 +499,18 @@ std::unique_ptr<MoleculeReader> MoleculeReader::from_stream(std::istream& stream
 std::optional<PointSet> MoleculeReader::next() { return impl_->next(); }
 
 std::size_t MoleculeReader::records_seen() const noexcept { return impl_->seen(); }
+
+const RejectedRecord& MoleculeReader::last_rejected() const noexcept {
+  return impl_->last_rejected();
+}
+
+ConformerOptions conformer_options(const ReadOptions& options) {
+  ConformerOptions conformer;
+  conformer.seed = options.seed;
+  conformer.max_attempts = options.conformer_attempts;
+  conformer.optimize = options.optimize;
+  return conformer;
+}
 
 std::string ReadSummary::describe() const {
   std::ostringstream out;

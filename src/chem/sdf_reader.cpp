@@ -2,12 +2,12 @@
 // streaming). RDKit delimits the records ("$$$$"), parses and sanitizes them; this file turns each
 // molecule into a PointSet: hydrogens (explicit kept, implicit-only added with 3-D coordinates),
 // 3-D check (error / ETKDG conformer / accept), SD tags as properties, geometry check.
+#include "chem/conformer.hpp"
 #include "chem/rdkit_log.hpp"
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 
-#include <GraphMol/DistGeomHelpers/Embedder.h>
 #include <GraphMol/FileParsers/MolSupplier.h>
 #include <GraphMol/MolOps.h>
 #include <GraphMol/ROMol.h>
@@ -46,6 +46,11 @@ class LineFeed final : public std::streambuf {
   std::size_t line() const noexcept { return lines_; }
   bool upstream_bad() const noexcept { return up_.bad(); }
 
+  // Starts recording the text handed out: the unread rest of the current line, then every line
+  // the consumer moves on to (whole lines). Keeps a rejected record's text for the output.
+  void begin_capture() { captured_.assign(gptr(), egptr()); }
+  const std::string& captured() const noexcept { return captured_; }
+
  protected:
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
@@ -82,6 +87,7 @@ class LineFeed final : public std::streambuf {
       return traits_type::eof();
     }
     ++lines_;
+    captured_.append(buffer_.data() + begin_, end_ - begin_);
     current_is_delimiter_ =
         end_ - begin_ >= 4 && std::memcmp(buffer_.data() + begin_, "$$$$", 4) == 0;
     current_is_content_ = false;
@@ -108,7 +114,20 @@ class LineFeed final : public std::streambuf {
   std::size_t delimiters_before_ = 0;
   std::size_t content_before_ = 0;
   std::size_t lines_ = 0;
+  std::string captured_;
 };
+
+// Splits SD text after its first "$$$$" line: {the first record, the rest}.
+std::pair<std::string, std::string> split_first_record(const std::string& text) {
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    end = end == std::string::npos ? text.size() : end + 1;
+    if (text.compare(pos, 4, "$$$$") == 0) return {text.substr(0, end), text.substr(end)};
+    pos = end;
+  }
+  return {text, std::string()};
+}
 
 std::string join_errors(const std::vector<RdkitMessage>& messages) {
   std::string out;
@@ -148,17 +167,14 @@ class SdfParser final : public RecordParser {
   std::size_t records() const noexcept override { return record_; }
 
   std::optional<PointSet> next() override {
-    if (pending_) {
-      InputError error = *pending_;
-      pending_.reset();
-      throw error;
-    }
+    if (pending_) throw_pending();
     for (;;) {
       std::vector<RdkitMessage> messages;
       std::unique_ptr<RDKit::ROMol> mol;
       const std::size_t before = feed_.consumed_delimiters();
       const std::size_t first_line = feed_.line() + 1;
       const std::size_t content_before = feed_.consumed_content_lines();
+      feed_.begin_capture();
       {
         RdkitLogCapture capture(messages);
         if (supplier_.atEnd()) return finish();
@@ -170,6 +186,7 @@ class SdfParser final : public RecordParser {
       }
       const std::size_t after = feed_.consumed_delimiters();
       record_ = before + 1;
+      record_text_ = feed_.captured();
       if (after > before + 1) {
         std::string why = join_errors(messages);
         if (why.empty()) {
@@ -180,6 +197,9 @@ class SdfParser final : public RecordParser {
                       ")");
         } else {
           // RDKit skipped from this record to a later "$$$$": records before+2 .. after are lost.
+          auto [first, rest] = split_first_record(record_text_);
+          record_text_ = std::move(first);
+          pending_text_ = std::move(rest);
           pending_ = InputError(
               source_, before + 2,
               (after == before + 2 ? std::string("record not read")
@@ -200,11 +220,7 @@ class SdfParser final : public RecordParser {
             } else {
               log_debug(source_, ": blank lines after the last record ignored");
             }
-            if (pending_) {
-              InputError error = *pending_;
-              pending_.reset();
-              throw error;
-            }
+            if (pending_) throw_pending();
             continue;
           }
           reason = "RDKit could not read the record";
@@ -222,8 +238,32 @@ class SdfParser final : public RecordParser {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& reason) const {
+  RejectedRecord rejected() const override { return rejected_; }
+
+  // Rejects the current record, keeping its text (and its title and tags when RDKit read them).
+  [[noreturn]] void fail(const std::string& reason, const PointSet* partial = nullptr) {
+    rejected_ = RejectedRecord{};
+    if (partial != nullptr) {
+      rejected_.partial.title = partial->title;
+      rejected_.partial.properties = partial->properties;
+    }
+    rejected_.partial.source = source_;
+    rejected_.partial.record = record_;
+    rejected_.format = Format::sdf;
+    rejected_.text = record_text_;
     throw InputError(source_, record_, reason);
+  }
+
+  [[noreturn]] void throw_pending() {
+    InputError error = *pending_;
+    pending_.reset();
+    rejected_ = RejectedRecord{};
+    rejected_.partial.source = source_;
+    rejected_.partial.record = error.record();
+    rejected_.format = Format::sdf;
+    rejected_.text = std::move(pending_text_);
+    pending_text_.clear();
+    throw error;
   }
 
   // End of RDKit's reading: report records it never reached, and files without any record.
@@ -246,6 +286,11 @@ class SdfParser final : public RecordParser {
     if (unread > 0) {
       const std::size_t first = max_record_ + 1;
       record_ = first + unread - 1;
+      rejected_ = RejectedRecord{};
+      rejected_.partial.source = source_;
+      rejected_.partial.record = first;
+      rejected_.format = Format::sdf;
+      rejected_.text = feed_.captured();
       throw InputError(source_, first,
                        (unread == 1 ? std::string("record not read")
                                     : "records " + std::to_string(first) + "-" +
@@ -262,7 +307,7 @@ class SdfParser final : public RecordParser {
     PointSet points;
     points.source = source_;
     points.record = record_;
-    if (mol->getNumAtoms() == 0) fail("the record has no atoms");
+    if (mol->getNumAtoms() == 0) fail("the record has no atoms", &points);
     mol->getPropIfPresent(RDKit::common_properties::_Name, points.title);
     for (const auto& key : mol->getPropList(false, false)) {
       std::string value;
@@ -273,7 +318,7 @@ class SdfParser final : public RecordParser {
     for (const auto* atom : mol->atoms()) {
       if (atom->getAtomicNum() < 1 || atom->getAtomicNum() > 118) {
         fail("atom " + std::to_string(atom->getIdx() + 1) + " is a dummy or query atom (" +
-             atom->getSymbol() + "), not an element");
+             atom->getSymbol() + "), not an element", &points);
       }
     }
     bool flat = mol->getNumConformers() == 0 || is_flat(mol->getConformer());
@@ -295,31 +340,20 @@ class SdfParser final : public RecordParser {
     }
     if (flat) {
       if (options_.missing_3d == Missing3D::error) {
-        fail("no 3-D coordinates (2-D record); generate a conformer or accept 2-D explicitly");
+        fail("no 3-D coordinates (2-D record); generate a conformer or accept 2-D explicitly",
+             &points);
       }
       if (options_.missing_3d == Missing3D::generate) {
         if (add_h) RDKit::MolOps::addHs(*rw, false, false);
-        RDKit::DGeomHelpers::EmbedParameters params = RDKit::DGeomHelpers::ETKDGv3;
-        params.randomSeed = static_cast<int>(options_.seed & 0x7fffffffU);
-        std::vector<RdkitMessage> messages;
-        int conf_id = -1;
-        {
-          RdkitLogCapture capture(messages);
-          try {
-            conf_id = RDKit::DGeomHelpers::EmbedMolecule(*rw, params);
-          } catch (const std::exception& e) {
-            messages.push_back({LogLevel::error, e.what()});
-          }
-        }
-        if (conf_id < 0) {
-          const std::string why = join_errors(messages);
-          fail("no 3-D coordinates and ETKDG could not generate a conformer" +
-               (why.empty() ? std::string() : ": " + why));
+        if (auto why = generate_conformer(*rw, conformer_options(options_),
+                                          source_ + ": record " + std::to_string(record_))) {
+          fail("no 3-D coordinates and no conformer: " + *why, &points);
         }
         points.conformer_generated = true;
         flat = false;
-        log_info(source_, ": record ", record_, ": generated a 3-D conformer (ETKDG, seed ",
-                 options_.seed, ")");
+        log_info(source_, ": record ", record_, ": generated a 3-D conformer (ETKDGv3, seed ",
+                 options_.seed, options_.optimize == Optimize::mmff ? ", MMFF94 clean-up" : "",
+                 ")");
       } else {
         points.coordinates_3d = false;
       }
@@ -356,7 +390,7 @@ class SdfParser final : public RecordParser {
       points.positions(static_cast<Index>(i), 2) = p.z;
     }
     if (auto problem = check_geometry(points, points.coordinates_3d ? options_.min_distance : 0.0)) {
-      fail(*problem);
+      fail(*problem, &points);
     }
     if (options_.keep_molecule) points.molecule = std::move(final_mol);
     return points;
@@ -372,6 +406,9 @@ class SdfParser final : public RecordParser {
   std::size_t good_ = 0;
   std::optional<InputError> pending_;
   bool finished_ = false;
+  std::string record_text_;   // the text of the record being read
+  std::string pending_text_;  // the text of the records behind pending_
+  RejectedRecord rejected_;
 };
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Command-line parsing shared by the flt subcommands (Boost.Program_options stays in tools/).
 #pragma once
 
+#include "chem/reader.hpp"
+
 #include <boost/program_options.hpp>
 
 #include <string>
@@ -26,5 +28,17 @@ void apply_verbosity(const boost::program_options::variables_map& vm);
 // -v/--verbose (installing the matching log sink, as apply_verbosity does) and returns true as
 // soon as -h/--help is seen.
 bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args);
+
+// Conformer generation and SMILES input options shared by flt predict and flt convert:
+// --optimize none|mmff, --conformer-attempts N, --smiles-column NAME.
+struct ConformerFlags {
+  std::string optimize = "none";
+  int attempts = 0;
+  std::string smiles_column;
+};
+void add_conformer_options(boost::program_options::options_description& options,
+                           ConformerFlags& flags);
+// Copies the flags into `read`; throws UsageError for a bad value.
+void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read);
 
 }  // namespace flt::cli
