@@ -47,8 +47,13 @@ class LineFeed final : public std::streambuf {
   bool upstream_bad() const noexcept { return up_.bad(); }
 
   // Starts recording the text handed out: the unread rest of the current line, then every line
-  // the consumer moves on to (whole lines). Keeps a rejected record's text for the output.
-  void begin_capture() { captured_.assign(gptr(), egptr()); }
+  // the consumer moves on to (whole lines). Keeps a rejected record's text for the output; text
+  // beyond kMaxCapture bytes (e.g. the rest of a file RDKit stopped reading) is not kept, so
+  // memory stays bounded, and captured() is then empty.
+  void begin_capture() {
+    captured_.assign(gptr(), egptr());
+    capture_overflow_ = false;
+  }
   const std::string& captured() const noexcept { return captured_; }
 
  protected:
@@ -87,7 +92,15 @@ class LineFeed final : public std::streambuf {
       return traits_type::eof();
     }
     ++lines_;
-    captured_.append(buffer_.data() + begin_, end_ - begin_);
+    if (!capture_overflow_) {
+      if (captured_.size() + (end_ - begin_) > kMaxCapture) {
+        capture_overflow_ = true;
+        captured_.clear();
+        captured_.shrink_to_fit();
+      } else {
+        captured_.append(buffer_.data() + begin_, end_ - begin_);
+      }
+    }
     current_is_delimiter_ =
         end_ - begin_ >= 4 && std::memcmp(buffer_.data() + begin_, "$$$$", 4) == 0;
     current_is_content_ = false;
@@ -114,7 +127,9 @@ class LineFeed final : public std::streambuf {
   std::size_t delimiters_before_ = 0;
   std::size_t content_before_ = 0;
   std::size_t lines_ = 0;
+  static constexpr std::size_t kMaxCapture = std::size_t{1} << 24;
   std::string captured_;
+  bool capture_overflow_ = false;
 };
 
 // Splits SD text after its first "$$$$" line: {the first record, the rest}.

@@ -97,7 +97,7 @@ TEST_CASE("flt predict keeps every record: SDF and CSV record counts equal the i
   CHECK(table.rows[47][error].find("Cannot convert") != std::string::npos);  // the broken record
 }
 
-TEST_CASE("SMILES CSV end to end: train a tiny model, predict, convert; bad SMILES kept and marked",
+TEST_CASE("SMILES CSV end to end: train a tiny model, predict, convert, bad SMILES kept and marked",
           "[predict][program][smiles]") {
   TempDir dir("smiles");
   const std::string data = chemprop_csv(dir, 40);  // 42 rows, 2 unparsable
