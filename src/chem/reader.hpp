@@ -80,8 +80,8 @@ struct RejectedRecord {
   // other columns, an SD record's tags when RDKit parsed it).
   PointSet partial;
   Format format = Format::unknown;  // format of `text`
-  // The record as the input spelled it: for SDF its lines up to and including "$$$$" (several
-  // records when RDKit skipped several), for SMILES CSV the row; empty when not available.
+  // The record as the input spelled it: for SDF its lines up to and including "$$$$", for SMILES
+  // CSV the row; empty when not available (other formats, or a record over 16 MiB).
   std::string text;
 };
 

@@ -212,16 +212,16 @@ class SdfParser final : public RecordParser {
                       ")");
         } else {
           // RDKit skipped from this record to a later "$$$$": records before+2 .. after are lost.
+          // Each is reported on its own (with its text), so every record reaches an output.
           auto [first, rest] = split_first_record(record_text_);
           record_text_ = std::move(first);
-          pending_text_ = std::move(rest);
-          pending_ = InputError(
-              source_, before + 2,
-              (after == before + 2 ? std::string("record not read")
-                                   : "records " + std::to_string(before + 2) + "-" +
-                                         std::to_string(after) + " not read") +
-                  ": RDKit skipped to line " + std::to_string(feed_.line()) +
-                  " after an error in record " + std::to_string(record_) + " (" + why + ")");
+          Skipped lost;
+          lost.next = before + 2;
+          lost.last = after;
+          lost.reason = "record not read: RDKit skipped to line " + std::to_string(feed_.line()) +
+                        " after an error in record " + std::to_string(record_) + " (" + why + ")";
+          lost.text = std::move(rest);
+          pending_ = std::move(lost);
         }
       }
       max_record_ = std::max(max_record_, std::max(after, record_));
@@ -269,49 +269,53 @@ class SdfParser final : public RecordParser {
     throw InputError(source_, record_, reason);
   }
 
+  // Reports the next record of pending_ (records RDKit skipped over).
   [[noreturn]] void throw_pending() {
-    InputError error = *pending_;
-    pending_.reset();
+    Skipped& lost = *pending_;
+    auto [text, rest] = split_first_record(lost.text);
+    lost.text = std::move(rest);
+    const std::size_t record = lost.next++;
+    const std::string reason = lost.reason;
+    if (lost.next > lost.last) pending_.reset();
     rejected_ = RejectedRecord{};
     rejected_.partial.source = source_;
-    rejected_.partial.record = error.record();
+    rejected_.partial.record = record;
     rejected_.format = Format::sdf;
-    rejected_.text = std::move(pending_text_);
-    pending_text_.clear();
-    throw error;
+    rejected_.text = std::move(text);
+    throw InputError(source_, record, reason);
   }
 
-  // End of RDKit's reading: report records it never reached, and files without any record.
+  // End of RDKit's reading: report the records it never reached (it stops early after some
+  // errors), one per call as the rest of the file is read, then files without any record.
   std::optional<PointSet> finish() {
     if (finished_) return std::nullopt;
-    finished_ = true;
-    // Whatever RDKit left unread (it stops early after some errors): count the records in it.
-    std::size_t delimiters = 0;
-    bool content_after_last = false;
-    std::string line;
-    while (std::getline(feed_stream_, line)) {
-      if (line.rfind("$$$$", 0) == 0) {
-        ++delimiters;
-        content_after_last = false;
-      } else if (line.find_first_not_of(" \t\r") != std::string::npos) {
-        content_after_last = true;
-      }
+    if (!reading_rest_) {
+      reading_rest_ = true;
+      unread_next_ = max_record_ + 1;
     }
-    const std::size_t unread = delimiters + (content_after_last ? 1 : 0);
-    if (unread > 0) {
-      const std::size_t first = max_record_ + 1;
-      record_ = first + unread - 1;
+    // The next record of the unread rest: up to and including a "$$$$" line, or a last stretch
+    // with content but no "$$$$".
+    std::string text, line;
+    bool delimited = false, content = false;
+    while (std::getline(feed_stream_, line)) {
+      if (text.size() < kMaxRejectedText) text += line + "\n";
+      if (line.rfind("$$$$", 0) == 0) {
+        delimited = true;
+        break;
+      }
+      if (line.find_first_not_of(" \t\r") != std::string::npos) content = true;
+    }
+    if (delimited || content) {
+      record_ = unread_next_++;
+      max_record_ = std::max(max_record_, record_);
       rejected_ = RejectedRecord{};
       rejected_.partial.source = source_;
-      rejected_.partial.record = first;
+      rejected_.partial.record = record_;
       rejected_.format = Format::sdf;
-      rejected_.text = feed_.captured();
-      throw InputError(source_, first,
-                       (unread == 1 ? std::string("record not read")
-                                    : "records " + std::to_string(first) + "-" +
-                                          std::to_string(first + unread - 1) + " not read") +
-                           ": RDKit stopped reading the file early");
+      if (text.size() < kMaxRejectedText) rejected_.text = std::move(text);
+      throw InputError(source_, record_, "record not read: RDKit stopped reading the file early");
     }
+    finished_ = true;
     if (good_ == 0 && max_record_ == 0) {
       throw InputError(source_, 0, "no molecule records in the file");
     }
@@ -419,10 +423,18 @@ class SdfParser final : public RecordParser {
   std::size_t record_ = 0;      // the record being read / just read (1-based, by "$$$$")
   std::size_t max_record_ = 0;  // highest record number accounted for
   std::size_t good_ = 0;
-  std::optional<InputError> pending_;
+  // Records RDKit skipped over after an error, still to be reported: next..last, their text.
+  struct Skipped {
+    std::size_t next = 0, last = 0;
+    std::string reason;
+    std::string text;
+  };
+  static constexpr std::size_t kMaxRejectedText = std::size_t{1} << 24;
+  std::optional<Skipped> pending_;
   bool finished_ = false;
-  std::string record_text_;   // the text of the record being read
-  std::string pending_text_;  // the text of the records behind pending_
+  bool reading_rest_ = false;    // RDKit is done; finish() walks the unread rest of the file
+  std::size_t unread_next_ = 0;  // the next record number in that rest
+  std::string record_text_;      // the text of the record being read
   RejectedRecord rejected_;
 };
 

@@ -74,13 +74,16 @@ void MoleculeWriter::close() {
 
 namespace {
 
-// An SD data value must not contain an empty line (it ends the value).
+// An SD data value must not contain an empty line (it ends the value) nor a line starting with
+// "$$$$" (it ends the record; RDKit can read one into a value when a record lacks the blank line
+// before its "$$$$"): such a line is written with a leading blank.
 std::string sd_value(const std::string& value) {
   std::string out;
   out.reserve(value.size());
   for (std::size_t i = 0; i < value.size(); ++i) {
     if (value[i] == '\r') continue;
     if (value[i] == '\n' && (out.empty() || out.back() == '\n')) continue;
+    if ((out.empty() || out.back() == '\n') && value.compare(i, 4, "$$$$") == 0) out += ' ';
     out += value[i];
   }
   while (!out.empty() && out.back() == '\n') out.pop_back();

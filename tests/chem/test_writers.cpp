@@ -252,3 +252,43 @@ TEST_CASE("Writers keep rejected and unpredicted records, marked with the reason
   auto plain = MoleculeWriter::open(dir.file("plain.csv"));
   CHECK_THROWS_AS(plain->write_error(*records[0].first, "x"), flt::InvalidArgument);
 }
+
+TEST_CASE("SDF writer: files with records RDKit skips or cannot read come back record for record",
+          "[chem][writer]") {
+  ReadOptions options;
+  options.missing_3d = Missing3D::accept;
+  const auto delimiters = [](const std::string& text) {
+    std::size_t n = 0;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) n += line.rfind("$$$$", 0) == 0 ? 1 : 0;
+    return n;
+  };
+  for (const char* name : {"rdkit-src/FileParsers/strictLax2.sdf",
+                           "rdkit-src/FileParsers/esters.prop_name_trunc.sdf",
+                           "rdkit-src/FileParsers/Issue3525673.sdf",
+                           "rdkit-src/FileParsers/sdErrors2.sdf"}) {
+    INFO(name);
+    TempDir dir;
+    const std::string out = dir.file("out.sdf");
+    auto writer = MoleculeWriter::open(out);
+    auto reader = MoleculeReader::open(parser_case(name), options);
+    std::size_t errors = 0;
+    for (;;) {
+      try {
+        auto p = reader->next();
+        if (!p) break;
+        writer->write(*p);
+      } catch (const flt::InputError& e) {
+        REQUIRE(e.record() > 0);
+        REQUIRE(!reader->last_rejected().text.empty());
+        writer->write_error(reader->last_rejected().partial, e.reason(), &reader->last_rejected());
+        ++errors;
+      }
+    }
+    writer->close();
+    CHECK(errors > 0);
+    const std::string text = slurp(out);
+    CHECK(delimiters(text) == delimiters(slurp(parser_case(name))));
+    CHECK(writer->written() == delimiters(text));
+  }
+}
