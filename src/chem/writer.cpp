@@ -228,11 +228,12 @@ class CsvWriter final : public MoleculeWriter {
   }
 
   void write(const PointSet& points, const std::vector<PredictedValue>& predictions) override {
-    if (written_ == 0) {
+    if (!header_written_) {
       if (!columns_given_) {
         for (const auto& pred : predictions) predictions_.emplace_back(pred.name, pred.unit);
       }
       header(points);
+      write_held();
     }
     bool same = predictions.size() == predictions_.size();
     for (std::size_t k = 0; same && k < predictions.size(); ++k) {
@@ -257,7 +258,28 @@ class CsvWriter final : public MoleculeWriter {
       throw InvalidArgument("CSV output " + out_->path() +
                             ": records without a prediction need the error column");
     }
-    if (written_ == 0) header(points);
+    if (!header_written_) {
+      if (points.properties.empty() && labels_.empty()) {
+        // A record the reader rejected before any label was seen: the label columns come from
+        // the first record that has them, so it waits for that record (or for close()).
+        held_.emplace_back(points, reason);
+        return;
+      }
+      header(points);
+      write_held();
+    }
+    error_row(points, reason);
+  }
+
+ protected:
+  void finish() override {
+    if (header_written_) return;
+    header(held_.empty() ? PointSet{} : held_.front().first);
+    write_held();
+  }
+
+ private:
+  void error_row(const PointSet& points, const std::string& reason) {
     std::ostream& o = out();
     row_start(points);
     for (std::size_t k = 0; k < predictions_.size(); ++k) o << ',';
@@ -265,8 +287,13 @@ class CsvWriter final : public MoleculeWriter {
     ++written_;
   }
 
- private:
+  void write_held() {
+    for (const auto& [points, reason] : held_) error_row(points, reason);
+    held_.clear();
+  }
+
   void header(const PointSet& points) {
+    header_written_ = true;
     std::ostream& o = out();
     if (labels_.empty()) {
       for (const auto& p : points.properties) labels_.push_back(p.key);
@@ -318,6 +345,8 @@ class CsvWriter final : public MoleculeWriter {
   std::vector<std::pair<std::string, std::string>> predictions_;
   bool columns_given_ = false;
   bool error_column_ = false;
+  bool header_written_ = false;
+  std::vector<std::pair<PointSet, std::string>> held_;  // rejected records before the header
 };
 
 std::string xyz_value(const std::string& value) {

@@ -292,3 +292,34 @@ TEST_CASE("SDF writer: files with records RDKit skips or cannot read come back r
     CHECK(writer->written() == delimiters(text));
   }
 }
+
+TEST_CASE("CSV writer: a rejected first record does not hide the label columns", "[chem][writer]") {
+  TempDir dir;
+  WriteOptions options;
+  options.error_column = true;
+  options.prediction_columns = {{"flt_y", 0.0, "eV"}};
+  PointSet rejected;  // what a reader keeps of a record it could not parse: no labels
+  rejected.source = "in.sdf";
+  rejected.record = 1;
+  PointSet good;
+  good.atomic_numbers = {1};
+  good.positions = flt::Mat<double>::Zero(1, 3);
+  good.source = "in.sdf";
+  good.record = 2;
+  good.title = "h";
+  good.set_property("label", "4.5");
+  const std::string out = dir.file("first_rejected.csv"), only = dir.file("only_rejected.csv");
+  auto writer = MoleculeWriter::open(out, options);
+  writer->write_error(rejected, "unreadable");
+  writer->write(good, {{"flt_y", 1.0, "eV"}});
+  writer->close();
+  CHECK(writer->written() == 2);
+  CHECK(slurp(out) ==
+        "id,source,record,title,label,flt_y [eV],error\n"
+        "1,in.sdf,1,,,,unreadable\n"
+        "2,in.sdf,2,h,4.5,1,\n");
+  auto lonely = MoleculeWriter::open(only, options);
+  lonely->write_error(rejected, "unreadable");
+  lonely->close();
+  CHECK(slurp(only) == "id,source,record,title,flt_y [eV],error\n1,in.sdf,1,,,unreadable\n");
+}
