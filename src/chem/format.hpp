@@ -13,7 +13,7 @@ enum class Format {
   extxyz,   // extended XYZ (ASE convention); written with Properties=species:S:1:pos:R:3...
   qm9,      // QM9 dsgdb9nsd_*.xyz (15 properties in the comment line), reading only
   pdb,      // Protein Data Bank (.pdb .ent), read through RDKit; reading only
-  csv,      // writing only
+  csv,      // writing; reading: a CSV with a SMILES column (Chemprop layout), conformers generated
 };
 
 // "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv" -> Format; throws flt::InvalidArgument otherwise.

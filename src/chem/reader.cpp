@@ -100,7 +100,7 @@ class FileInput final : public Input {
       : path_(std::move(path)), format_(resolve_format(path_, options)) {
     if (format_ == Format::unknown) {
       throw InvalidArgument(path_ + ": cannot tell the format from the file name; give it "
-                                    "explicitly (sdf, mol, xyz, extxyz, qm9, pdb)");
+                                    "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv)");
     }
     file_ = std::make_unique<OpenFile>(path_);
   }
@@ -399,6 +399,10 @@ class MoleculeReader::Impl {
           }
         } catch (const InputError& e) {
           if (e.record() != 0) ++seen_;
+          last_rejected_ = parser_->rejected();
+          if (last_rejected_.partial.record != e.record()) last_rejected_ = RejectedRecord{};
+          last_rejected_.partial.source = e.file();
+          last_rejected_.partial.record = e.record();
           if (source_.stream != nullptr && source_.stream->bad()) drop_source();
           throw;
         } catch (const IoError&) {
@@ -440,6 +444,7 @@ class MoleculeReader::Impl {
   }
 
   std::size_t seen() const noexcept { return seen_; }
+  const RejectedRecord& last_rejected() const noexcept { return last_rejected_; }
 
   ReadProgress progress() {
     if (!total_) {
@@ -483,8 +488,7 @@ class MoleculeReader::Impl {
       case Format::qm9:
         return detail::make_xyz_parser(*source.stream, source.name, source.format, options_);
       case Format::pdb: return detail::make_pdb_parser(*source.stream, source.name, options_);
-      case Format::csv:
-        throw InvalidArgument(source.name + ": CSV is an output format; flt cannot read it");
+      case Format::csv: return detail::make_smiles_parser(*source.stream, source.name, options_);
       case Format::unknown: break;
     }
     throw InvalidArgument(source.name + ": unknown format");
@@ -514,6 +518,7 @@ class MoleculeReader::Impl {
   std::size_t seen_ = 0;
   std::uint64_t finished_bytes_ = 0;
   std::optional<std::uint64_t> total_;
+  RejectedRecord last_rejected_;
 };
 
 namespace {
@@ -553,7 +558,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::vector<std::stri
         (options.format == Format::unknown ? format_from_path(path) : options.format) ==
             Format::unknown) {
       throw InvalidArgument(path + ": cannot tell the format from the file name; give it "
-                                   "explicitly (sdf, mol, xyz, extxyz, qm9, pdb)");
+                                   "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv)");
     }
   }
   return std::unique_ptr<MoleculeReader>(
@@ -567,7 +572,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::string& input,
 
 std::unique_ptr<MoleculeReader> MoleculeReader::from_stream(std::istream& stream, std::string name,
                                                             const ReadOptions& options) {
-  if (options.format == Format::unknown || options.format == Format::csv) {
+  if (options.format == Format::unknown) {
     throw InvalidArgument(name + ": reading a stream needs an explicit input format");
   }
   return std::unique_ptr<MoleculeReader>(
@@ -579,6 +584,17 @@ std::optional<PointSet> MoleculeReader::next() { return impl_->next(); }
 std::size_t MoleculeReader::records_seen() const noexcept { return impl_->seen(); }
 
 ReadProgress MoleculeReader::progress() const { return impl_->progress(); }
+const RejectedRecord& MoleculeReader::last_rejected() const noexcept {
+  return impl_->last_rejected();
+}
+
+ConformerOptions conformer_options(const ReadOptions& options) {
+  ConformerOptions conformer;
+  conformer.seed = options.seed;
+  conformer.max_attempts = options.conformer_attempts;
+  conformer.optimize = options.optimize;
+  return conformer;
+}
 
 std::string ReadSummary::describe() const {
   std::ostringstream out;

@@ -20,6 +20,7 @@
 // or, with the error policy applied for you: read_molecules(inputs, options, policy, callback).
 #pragma once
 
+#include "chem/conformer.hpp"
 #include "chem/format.hpp"
 #include "chem/point_set.hpp"
 
@@ -38,7 +39,8 @@ namespace flt::chem {
 // A single atom is always 3-D; XYZ records are 3-D by definition.
 enum class Missing3D {
   error,     // the record is bad (default): InputError "no 3-D coordinates"
-  generate,  // generate a conformer with RDKit ETKDG (v3), seeded with ReadOptions::seed
+  generate,  // generate a conformer (chem/conformer.hpp: ETKDGv3, random-coordinate fallback,
+             // ReadOptions::seed, conformer_attempts, optional MMFF94 clean-up)
   accept,    // keep the flat coordinates; PointSet::coordinates_3d = false (inspection/conversion)
 };
 
@@ -58,7 +60,14 @@ struct ReadOptions {
   // (RDKit AddHs(addCoords=true)); logged at info level. Records with explicit H are kept as given.
   bool add_hydrogens = true;
   Missing3D missing_3d = Missing3D::error;
-  std::uint32_t seed = 42;  // ETKDG random seed (Missing3D::generate)
+  std::uint32_t seed = 42;  // ETKDG random seed (Missing3D::generate, SMILES)
+  // ETKDG attempts per try (ConformerOptions::max_attempts; 0 = RDKit's bound, 10 x atoms).
+  int conformer_attempts = 0;
+  Optimize optimize = Optimize::none;  // force-field clean-up of generated conformers
+  // SMILES CSV (Format::csv): the column holding the SMILES; "" = the column named "smiles" in
+  // any case (Chemprop's layout). Every other column is a property of the record; a header
+  // "name [unit]" gives the property "name" with that unit.
+  std::string smiles_column;
   // SDF/MOL: RDKit sanitization (valence checks, aromaticity). RDKit's default; off accepts
   // records such as 5-valent carbon.
   bool sanitize = true;
@@ -79,6 +88,21 @@ struct ReadProgress {
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_total = 0;  // 0: unknown (standard input or a stream)
   std::size_t records = 0;        // records delivered or rejected so far
+};
+
+// The conformer settings of `options` (seed, attempts, clean-up; random-coordinate fallback on).
+ConformerOptions conformer_options(const ReadOptions& options);
+
+// What the reader kept of a record it rejected (the one behind the InputError just thrown), so
+// that an output can keep the record in place, marked with the reason.
+struct RejectedRecord {
+  // source and record always; title and properties when the reader got that far (a SMILES row's
+  // other columns, an SD record's tags when RDKit parsed it).
+  PointSet partial;
+  Format format = Format::unknown;  // format of `text`
+  // The record as the input spelled it: for SDF its lines up to and including "$$$$", for SMILES
+  // CSV the row; empty when not available (other formats, or a record over 16 MiB).
+  std::string text;
 };
 
 class MoleculeReader {
@@ -109,6 +133,10 @@ class MoleculeReader {
   std::size_t records_seen() const noexcept;
   // Bytes consumed of the inputs so far and their total size (see ReadProgress).
   ReadProgress progress() const;
+
+  // After next() threw InputError for a record (record() > 0): what is known of that record.
+  // Valid until the next call of next().
+  const RejectedRecord& last_rejected() const noexcept;
 
   class Impl;
 

@@ -245,8 +245,17 @@ train::OptionSchema train_option_schema() {
            "CSV file of labels keyed by id or title (columns 'U0 [Hartree]', ...)")
       .optional = true;
   s.option("label-key", "data", OptionType::string, "", "key column of --labels (default: id, title or name)");
-  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9").choices = {
-      "auto", "sdf", "mol", "xyz", "extxyz", "qm9"};
+  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9, csv (SMILES)").choices = {
+      "auto", "sdf", "mol", "xyz", "extxyz", "qm9", "csv"};
+  s.option("smiles-column", "data", OptionType::string, "", "CSV input: the column holding the SMILES (default: the column named smiles)");
+  s.option("missing-3d", "data", OptionType::string, "error",
+           "records without 3-D coordinates: error or generate (RDKit ETKDGv3, random-coordinate fallback); SMILES always get one")
+      .choices = {"error", "generate"};
+  s.option("optimize", "data", OptionType::string, "none", "clean-up of generated conformers: none or mmff (MMFF94)").choices = {
+      "none", "mmff"};
+  s.option("conformer-seed", "data", OptionType::integer, "42", "random seed of generated conformers");
+  s.option("conformer-attempts", "data", OptionType::integer, "0",
+           "ETKDG attempts per try (0: RDKit's bound, 10 x atoms)");
   s.option("on-error", "data", OptionType::string, "skip", "bad records: skip (with a summary) or fail").choices = {
       "skip", "fail"};
   s.option("missing-labels", "data", OptionType::string, "mask",
@@ -374,6 +383,15 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   d.read.add_hydrogens = o.get_bool("add-hydrogens");
   d.read.min_distance = o.get_real("min-distance");
   d.read.keep_molecule = false;
+  d.read.smiles_column = o.get_string("smiles-column");
+  d.read.missing_3d = o.get_string("missing-3d") == "generate" ? chem::Missing3D::generate : chem::Missing3D::error;
+  d.read.optimize = chem::optimize_from_name(o.get_string("optimize"));
+  const auto conformer_seed = o.get_int("conformer-seed");
+  if (conformer_seed < 0 || conformer_seed > 0x7fffffff) throw ConfigError("--conformer-seed must be in 0..2147483647");
+  d.read.seed = static_cast<std::uint32_t>(conformer_seed);
+  const auto attempts = o.get_int("conformer-attempts");
+  if (attempts < 0 || attempts > 1000000) throw ConfigError("--conformer-attempts must be in 0..1000000");
+  d.read.conformer_attempts = static_cast<int>(attempts);
   d.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
   d.missing = missing_labels_from_string(o.get_string("missing-labels"));
   const auto min_atoms = o.get_int("min-atoms");

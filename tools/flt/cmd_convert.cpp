@@ -35,22 +35,24 @@ int run_convert(const std::vector<std::string>& args) {
   std::string output, in_format, out_format, on_error = "skip", missing_3d = "error";
   std::uint32_t seed = 42;
   double min_distance = 0.1;
+  ConformerFlags conformer;
   po::options_description options(kUsage);
   options.add_options()
       ("help,h", "show this help")
       ("out,output,o", po::value(&output), "output file ('-' for standard output); also spelled --output")
       ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
-      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
+      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)")
       ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
       ("on-error", po::value(&on_error), "skip (default) or fail")
       ("stats", "print per-record atom counts and labels instead of converting")
-      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default), generate (RDKit ETKDG), accept")
-      ("seed", po::value(&seed), "random seed for --missing-3d generate (default 42)")
+      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default), generate (RDKit ETKDGv3, random-coordinate fallback), accept")
+      ("seed", po::value(&seed), "random seed of generated conformers (default 42)")
       ("no-add-hydrogens", "do not add implicit hydrogens to records that have no explicit ones")
       ("no-sanitize", "skip RDKit sanitization of SDF/MOL records")
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
       ("quiet,q", "log errors only, no progress")
       ("verbose,v", "log every step (hydrogens added, conformers generated)");
+  add_conformer_options(options, conformer);
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
@@ -80,6 +82,7 @@ int run_convert(const std::vector<std::string>& args) {
     throw UsageError("--missing-3d must be error, generate or accept, not '" + missing_3d + "'");
   }
   read.seed = seed;
+  apply_conformer_options(conformer, read);
   read.add_hydrogens = vm.count("no-add-hydrogens") == 0;
   read.sanitize = vm.count("no-sanitize") == 0;
   read.min_distance = min_distance;

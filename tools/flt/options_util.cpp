@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "flt/commands.hpp"
 #include "train/progress.hpp"
 
 #include <fstream>
@@ -68,6 +69,24 @@ bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::st
     args.push_back(a);
   }
   return false;
+}
+
+void add_conformer_options(po::options_description& options, ConformerFlags& flags) {
+  options.add_options()
+      ("optimize", po::value(&flags.optimize), "clean-up of generated conformers: none (default) or mmff (MMFF94)")
+      ("conformer-attempts", po::value(&flags.attempts), "ETKDG attempts per try, before and after the random-coordinate fallback (default 0: RDKit's bound, 10 x atoms)")
+      ("smiles-column", po::value(&flags.smiles_column), "CSV input: the column holding the SMILES (default: the column named smiles)");
+}
+
+void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read) {
+  try {
+    read.optimize = chem::optimize_from_name(flags.optimize);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(std::string("--optimize: ") + e.what());
+  }
+  if (flags.attempts < 0) throw UsageError("--conformer-attempts must be >= 0");
+  read.conformer_attempts = flags.attempts;
+  read.smiles_column = flags.smiles_column;
 }
 
 }  // namespace flt::cli

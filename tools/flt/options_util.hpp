@@ -1,6 +1,7 @@
 // Command-line parsing shared by the flt subcommands (Boost.Program_options stays in tools/).
 #pragma once
 
+#include "chem/reader.hpp"
 #include "train/progress.hpp"
 
 #include <boost/program_options.hpp>
@@ -39,5 +40,17 @@ bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::st
 // Where a subcommand's progress goes: stderr (a redrawn bar on a terminal, plain lines
 // otherwise), or nowhere with -q/--quiet. Never standard output.
 train::ProgressOutput progress_output(bool quiet);
+
+// Conformer generation and SMILES input options shared by flt predict and flt convert:
+// --optimize none|mmff, --conformer-attempts N, --smiles-column NAME.
+struct ConformerFlags {
+  std::string optimize = "none";
+  int attempts = 0;
+  std::string smiles_column;
+};
+void add_conformer_options(boost::program_options::options_description& options,
+                           ConformerFlags& flags);
+// Copies the flags into `read`; throws UsageError for a bad value.
+void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read);
 
 }  // namespace flt::cli
