@@ -46,6 +46,9 @@
 
 namespace flt::seq {
 
+// Progress of an evaluation: called after each batch with the examples done and the total.
+using EvalProgress = std::function<void(std::size_t done, std::size_t total)>;
+
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 struct TaskRunConfig {

@@ -151,7 +151,8 @@ std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) 
 }  // namespace
 
 ImageEvaluation evaluate_images(TokenModel<float>& model, const ImageSet& set, const PixelScaling& sc,
-                                const std::vector<std::size_t>& indices_in, std::size_t batch_size) {
+                                const std::vector<std::size_t>& indices_in, std::size_t batch_size,
+                                const EvalProgress& progress) {
   std::vector<std::size_t> indices = indices_in;
   if (indices.empty()) {
     indices.resize(set.count);
@@ -173,6 +174,7 @@ ImageEvaluation evaluate_images(TokenModel<float>& model, const ImageSet& set, c
     const Mat<float> logits = model.predict(TokenBatch::images(image_rows(set, idx, sc, 0, false, nullptr)));
     if (logits.cols() != static_cast<Index>(C))
       throw InvalidArgument("the model has " + std::to_string(logits.cols()) + " outputs, the data " + std::to_string(C) + " classes");
+    if (progress) progress(b + idx.size(), indices.size());
     loss_sum += cross_entropy_forward<float>(logits, labels).value * static_cast<double>(idx.size());
     for (std::size_t k = 0; k < idx.size(); ++k) {
       Index best = 0;
@@ -347,7 +349,7 @@ void write_image_evaluation(const fs::path& dir, const ImageEvaluation& e,
 }
 
 ImageEvaluation evaluate_image_model(const fs::path& model_path, const fs::path& data_dir, const std::string& subset,
-                                     std::size_t limit, std::size_t batch_size) {
+                                     std::size_t limit, std::size_t batch_size, const EvalProgress& progress) {
   std::map<std::string, std::string> meta;
   auto model = TokenModel<float>::load(model_path, &meta);
   const std::string src = model_path.string();
@@ -363,7 +365,7 @@ ImageEvaluation evaluate_image_model(const fs::path& model_path, const fs::path&
                                                std::to_string(model->config().image_width));
   std::vector<std::size_t> idx(limit ? std::min(limit, set.count) : set.count);
   for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-  return evaluate_images(*model, set, sc, idx, batch_size);
+  return evaluate_images(*model, set, sc, idx, batch_size, progress);
 }
 
 std::string format_image_evaluation(const ImageEvaluation& e) {

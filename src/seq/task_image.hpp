@@ -67,13 +67,15 @@ struct PixelScaling {
 // Evaluates `model` on images `indices` of `set` (all when empty) in batches, with `threads`
 // (0: unchanged).
 ImageEvaluation evaluate_images(TokenModel<float>& model, const ImageSet& set, const PixelScaling& scaling,
-                                const std::vector<std::size_t>& indices, std::size_t batch_size);
+                                const std::vector<std::size_t>& indices, std::size_t batch_size,
+                                const EvalProgress& progress = {});
 
 // `flt image eval`: loads a model file written by run_image_training and evaluates it on a subset
 // ("test" or "train") of the IDX data in `data_dir` (limit 0: all). ModelFileError for a model file
 // of another task.
 ImageEvaluation evaluate_image_model(const std::filesystem::path& model_path, const std::filesystem::path& data_dir,
-                                     const std::string& subset, std::size_t limit, std::size_t batch_size);
+                                     const std::string& subset, std::size_t limit, std::size_t batch_size,
+                                     const EvalProgress& progress = {});
 
 std::string format_image_summary(const ImageTrainResult& result);
 std::string format_image_evaluation(const ImageEvaluation& e);

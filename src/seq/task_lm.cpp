@@ -124,7 +124,8 @@ void lm_sequences(const std::vector<std::int32_t>& ids, std::vector<std::int32_t
   target.push_back(Vocabulary::kEos);
 }
 
-LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded, std::size_t batch_size) {
+LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded, std::size_t batch_size,
+                         const EvalProgress& progress) {
   require(batch_size > 0, "evaluate_lm: batch size must be positive");
   LmEvaluation e;
   e.strings = encoded.size();
@@ -138,6 +139,7 @@ LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector
     nll += cross_entropy_forward<float>(logits, targets).value * static_cast<double>(targets.size());
     e.positions += targets.size();
     for (auto t : targets) e.unknown += t == Vocabulary::kUnk ? 1 : 0;
+    if (progress) progress(std::min(encoded.size(), b + batch_size), encoded.size());
   }
   if (e.positions > 0) {
     e.nll_nats = nll / static_cast<double>(e.positions);
@@ -239,7 +241,7 @@ void write_lm_evaluation(const fs::path& dir, const LmEvaluation& e, const std::
 }
 
 LmEvaluation evaluate_lm_model(const fs::path& model_path, const fs::path& index, const fs::path& split_file,
-                               const std::string& subset, std::size_t batch_size) {
+                               const std::string& subset, std::size_t batch_size, const EvalProgress& progress) {
   std::map<std::string, std::string> meta;
   auto model = TokenModel<float>::load(model_path, &meta);
   const std::string src = model_path.string();
@@ -260,7 +262,7 @@ LmEvaluation evaluate_lm_model(const fs::path& model_path, const fs::path& index
   else if (subset == "validation") rows = &split.validation;
   else if (subset == "test") rows = &split.test;
   else throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
-  return evaluate_lm(*model, encode_rows(d, vocab, *rows), batch_size);
+  return evaluate_lm(*model, encode_rows(d, vocab, *rows), batch_size, progress);
 }
 
 std::string format_lm_evaluation(const LmEvaluation& e) {

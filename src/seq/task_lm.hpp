@@ -51,11 +51,13 @@ LmTrainConfig lm_config_from_options(const train::ResolvedOptions& options);
 void lm_sequences(const std::vector<std::int32_t>& ids, std::vector<std::int32_t>& input, std::vector<std::int32_t>& target);
 
 // Evaluates bits per character of `model` on `strings` (each already tokenized and encoded).
-LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded, std::size_t batch_size);
+LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded, std::size_t batch_size,
+                         const EvalProgress& progress = {});
 
 LmTrainResult run_lm_training(const LmTrainConfig& config, const TaskOutput& output = {});
 LmEvaluation evaluate_lm_model(const std::filesystem::path& model_path, const std::filesystem::path& index,
-                               const std::filesystem::path& split_file, const std::string& subset, std::size_t batch_size);
+                               const std::filesystem::path& split_file, const std::string& subset, std::size_t batch_size,
+                               const EvalProgress& progress = {});
 
 std::string format_lm_summary(const LmTrainResult& result);
 std::string format_lm_evaluation(const LmEvaluation& e);

@@ -72,25 +72,27 @@ std::vector<std::vector<std::int32_t>> encode_all(const SmilesDataset& d, const 
 
 // Normalised predictions (S x P) of molecules `rows`, in batches.
 Mat<double> predict_rows(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded,
-                         std::span<const std::size_t> rows, std::size_t batch_size, Index P) {
+                         std::span<const std::size_t> rows, std::size_t batch_size, Index P,
+                         const EvalProgress& progress = {}) {
   Mat<double> out(static_cast<Index>(rows.size()), P);
   for (std::size_t b = 0; b < rows.size(); b += batch_size) {
     const std::size_t e = std::min(rows.size(), b + batch_size);
     std::vector<std::vector<std::int32_t>> seqs;
     for (std::size_t k = b; k < e; ++k) seqs.push_back(encoded[rows[k]]);
     out.middleRows(static_cast<Index>(b), static_cast<Index>(e - b)) = model.predict(TokenBatch::sequences(seqs)).cast<double>();
+    if (progress) progress(e, rows.size());
   }
   return out;
 }
 
 PropertyEvaluation evaluate_rows(TokenModel<float>& model, const SmilesDataset& d, const std::vector<std::vector<std::int32_t>>& encoded,
                                  const TargetNormalisation& norm, const RegressionLoss& loss, std::span<const std::size_t> rows,
-                                 std::size_t batch_size) {
+                                 std::size_t batch_size, const EvalProgress& progress = {}) {
   PropertyEvaluation e;
   const auto P = static_cast<Index>(d.targets.size());
   e.targets = d.columns();
   for (std::size_t r : rows) e.ids.push_back(d.ids[r]);
-  const Mat<double> z = predict_rows(model, encoded, rows, batch_size, P);
+  const Mat<double> z = predict_rows(model, encoded, rows, batch_size, P, progress);
   const Mat<double> comp = take_rows(d.composition, rows);
   e.truth = take_rows(d.labels, rows);
   e.predicted = norm.denormalise(z, comp);
@@ -312,7 +314,8 @@ void write_property_evaluation(const fs::path& dir, const PropertyEvaluation& e,
 }
 
 PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs::path& index, const fs::path& split_file,
-                                           const std::string& subset, std::size_t batch_size) {
+                                           const std::string& subset, std::size_t batch_size,
+                                           const EvalProgress& progress) {
   std::map<std::string, std::string> meta;
   auto model = TokenModel<float>::load(model_path, &meta);
   const std::string src = model_path.string();
@@ -362,7 +365,7 @@ PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs:
   else if (subset == "test") rows = &split.test;
   else throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
   const auto encoded = encode_all(d, vocab, level);
-  return evaluate_rows(*model, d, encoded, norm, loss, *rows, batch_size);
+  return evaluate_rows(*model, d, encoded, norm, loss, *rows, batch_size, progress);
 }
 
 std::string format_property_evaluation(const PropertyEvaluation& e) {

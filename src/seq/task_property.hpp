@@ -63,7 +63,7 @@ PropertyTrainResult run_property_training(const PropertyTrainConfig& config, con
 // ("train", "validation" or "test") of the index and split given. ModelFileError for another task.
 PropertyEvaluation evaluate_property_model(const std::filesystem::path& model_path, const std::filesystem::path& index,
                                            const std::filesystem::path& split_file, const std::string& subset,
-                                           std::size_t batch_size);
+                                           std::size_t batch_size, const EvalProgress& progress = {});
 
 std::string format_property_summary(const PropertyTrainResult& result);
 std::string format_property_evaluation(const PropertyEvaluation& e);

@@ -51,6 +51,11 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
               dir.path());
   REQUIRE(r.status == 0);
   CHECK(train::Json::parse(train::read_file(dir / "ev" / "test_metrics.json")).find("test_accuracy")->as_double() == acc);
+  CHECK(r.err.find("evaluating") != std::string::npos);  // progress of the evaluation on stderr
+  CHECK(r.out.find("evaluating") == std::string::npos);
+  r = run_flt("image eval -q -m "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data"), dir.path());
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("evaluating") == std::string::npos);
 
   // The run's config.ini repeats the run exactly (here quietly: -q leaves no progress on stderr).
   r = run_flt("image train -q --config "s + q(dir / "a" / "config.ini") + " --output "s + q(dir / "b"), dir.path());

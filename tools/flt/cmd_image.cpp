@@ -94,9 +94,12 @@ int run_image(const std::vector<std::string>& raw_args) {
       throw UsageError(e.what());
     }
     if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
+    EvalProgressBar progress(progress_output(quiet));
     const seq::ImageEvaluation e =
         seq::evaluate_image_model(o.get_string("model"), o.has("data-dir") ? o.get_string("data-dir") : std::string(), o.get_string("subset"),
-                                  static_cast<std::size_t>(o.get_int("limit")), static_cast<std::size_t>(o.get_int("batch-size")));
+                                  static_cast<std::size_t>(o.get_int("limit")), static_cast<std::size_t>(o.get_int("batch-size")),
+                                  progress.callback());
+    progress.finish();
     if (o.has("out")) {
       std::filesystem::create_directories(o.get_string("out"));
       seq::write_image_evaluation(o.get_string("out"), e);

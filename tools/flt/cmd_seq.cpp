@@ -154,9 +154,12 @@ int run_seq(const std::vector<std::string>& raw_args) {
     }
     if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
     const auto batch = static_cast<std::size_t>(o.get_int("batch-size"));
+    EvalProgressBar progress(progress_output(quiet));
     if (o.get_string("task") == "property") {
       const seq::PropertyEvaluation e = seq::evaluate_property_model(o.get_string("model"), o.get_string("index"),
-                                                                     o.get_string("split-file"), o.get_string("subset"), batch);
+                                                                     o.get_string("split-file"), o.get_string("subset"), batch,
+                                                                     progress.callback());
+      progress.finish();
       if (o.has("out")) {
         std::filesystem::create_directories(o.get_string("out"));
         seq::write_property_evaluation(o.get_string("out"), e);
@@ -164,7 +167,8 @@ int run_seq(const std::vector<std::string>& raw_args) {
       std::cout << seq::format_property_evaluation(e) << std::flush;
     } else {
       const seq::LmEvaluation e = seq::evaluate_lm_model(o.get_string("model"), o.get_string("index"), o.get_string("split-file"),
-                                                         o.get_string("subset"), batch);
+                                                         o.get_string("subset"), batch, progress.callback());
+      progress.finish();
       if (o.has("out")) {
         std::filesystem::create_directories(o.get_string("out"));
         seq::write_lm_evaluation(o.get_string("out"), e);

@@ -6,6 +6,8 @@
 
 #include <boost/program_options.hpp>
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,27 @@ bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::st
 // Where a subcommand's progress goes: stderr (a redrawn bar on a terminal, plain lines
 // otherwise), or nowhere with -q/--quiet. Never standard output.
 train::ProgressOutput progress_output(bool quiet);
+
+// A progress bar for an evaluation loop ("evaluating" N examples) on `output` (silent when its
+// stream is null), as a seq::EvalProgress-style callback; finish() completes the line.
+class EvalProgressBar {
+ public:
+  explicit EvalProgressBar(const train::ProgressOutput& output) : output_(output) {}
+  std::function<void(std::size_t, std::size_t)> callback() {
+    return [this](std::size_t done, std::size_t total) {
+      if (output_.stream == nullptr) return;
+      if (!bar_) bar_ = std::make_unique<train::ProgressBar>(*output_.stream, output_.terminal, "evaluating", total);
+      bar_->update(done);
+    };
+  }
+  void finish() {
+    if (bar_) bar_->finish();
+  }
+
+ private:
+  train::ProgressOutput output_;
+  std::unique_ptr<train::ProgressBar> bar_;
+};
 
 // Conformer generation, SMILES and PDB input options shared by flt predict and flt convert:
 // --optimize none|mmff, --conformer-attempts N, --smiles-column NAME, --pdb-water and
