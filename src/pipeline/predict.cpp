@@ -351,10 +351,25 @@ PredictSummary Predictor::predict_inputs(
                 reason);
     summary.skipped.push_back({std::move(file), record, std::move(reason)});
   };
+  std::size_t batch_number = 0;
   auto flush = [&] {
     if (pending.empty()) return;
-    const auto results = predict_batch(std::span<const models::Molecule>(molecules), options.threads,
-                                       options.forces_target);
+    auto compute = [&] {
+      return predict_batch(std::span<const models::Molecule>(molecules), options.threads, options.forces_target);
+    };
+    std::vector<MoleculeResult> results;
+    if (options.distribution) {
+      auto shared = options.distribution->run(batch_number++, compute);
+      if (!shared) {  // rank 0's sink hands these records on
+        pending.clear();
+        molecules.clear();
+        return;
+      }
+      results = std::move(*shared);
+      require(results.size() == pending.size(), "predict: a rank sent the results of a different batch");
+    } else {
+      results = compute();
+    }
     for (std::size_t i = 0; i < pending.size(); ++i) {
       if (results[i].ok()) {
         ++summary.predicted;

@@ -39,6 +39,7 @@
 
 #include "chem/point_set.hpp"
 #include "chem/reader.hpp"
+#include "comm/communicator.hpp"
 #include "core/tensor.hpp"
 #include "models/molecule_model.hpp"
 
@@ -171,6 +172,8 @@ struct MoleculeResult {
   bool ok() const noexcept { return prediction.has_value(); }
 };
 
+class BatchDistribution;
+
 struct PredictOptions {
   std::size_t batch_size = 64;  // molecules per model call when streaming (>= 1)
   int threads = 0;              // OpenMP threads per call, 0 = OpenMP default (all cores)
@@ -180,6 +183,8 @@ struct PredictOptions {
   // Also compute the forces of this target (an extensive energy target; Predictor::forces_target
   // finds the default one). nullopt: no forces (prediction then costs one forward pass only).
   std::optional<std::size_t> forces_target;
+  // Streaming over the ranks of an MPI job (distribute_batches); null: every batch runs here.
+  std::shared_ptr<BatchDistribution> distribution;
 };
 
 struct PredictSummary {
@@ -252,6 +257,24 @@ class Predictor {
  private:
   std::vector<std::shared_ptr<const LoadedModel>> members_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Prediction over the ranks of a job (`mpirun -np P flt predict`; predict_distributed.cpp).
+// Every rank reads the whole input stream (so all agree on the records, the bad ones and the
+// batches); the stream's batch b is predicted on rank b mod P, and rank 0 receives each batch's
+// results in turn and hands every record to the sink in input order. The batches are exactly
+// those of a one-rank run, so the output is the same record for record, bit for bit. The sinks of
+// the other ranks see nothing.
+class BatchDistribution {
+ public:
+  virtual ~BatchDistribution() = default;
+  // Batch `number` of the stream (0, 1, ... in order on every rank): runs `compute` when the
+  // batch is this rank's, and returns its results on rank 0 (nullopt elsewhere).
+  virtual std::optional<std::vector<MoleculeResult>> run(
+      std::size_t number, const std::function<std::vector<MoleculeResult>()>& compute) = 0;
+};
+// Null for a communicator of one rank.
+std::shared_ptr<BatchDistribution> distribute_batches(comm::Communicator& world);
 
 // ---------------------------------------------------------------------------------------------
 // The bundled default model.

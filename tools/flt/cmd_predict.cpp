@@ -3,6 +3,7 @@
 // or as a table on standard output. See docs/prediction.md.
 #include "chem/reader.hpp"
 #include "chem/writer.hpp"
+#include "comm/communicator.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "flt/commands.hpp"
@@ -216,17 +217,20 @@ int run_predict(const std::vector<std::string>& args) {
   const std::vector<OutputColumn> columns = output_columns(predictor);
   const bool ensemble = predictor.ensemble_size() > 1;
 
+  // Under mpirun rank 0 writes everything; the other ranks only predict their batches.
+  comm::Communicator& world = comm::world();
+  const bool lead = world.rank() == 0;
   // Open the output before reading anything: an unwritable path fails at once.
   std::unique_ptr<chem::MoleculeWriter> writer;
-  if (!output.empty()) writer = chem::MoleculeWriter::open(output, write);
-  const bool table = output.empty() || (vm.count("table") != 0 && output != "-");
+  if (!output.empty() && lead) writer = chem::MoleculeWriter::open(output, write);
+  const bool table = lead && (output.empty() || (vm.count("table") != 0 && output != "-"));
   TablePrinter printer(std::cout, columns, ensemble);
 
   const bool want_forces = vm.count("forces") != 0;
   std::size_t forces_target = 0;
   std::string forces_unit;
   if (want_forces) {
-    if (!writer || (format != chem::Format::sdf && format != chem::Format::xyz &&
+    if (output.empty() || (format != chem::Format::sdf && format != chem::Format::xyz &&
                     format != chem::Format::extxyz))
       throw UsageError("--forces writes per-atom values: give -o FILE.sdf or FILE.xyz");
     try {
@@ -242,6 +246,7 @@ int run_predict(const std::vector<std::string>& args) {
   popts.batch_size = batch_size;
   popts.threads = threads;
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  popts.distribution = pipeline::distribute_batches(world);
   std::vector<chem::PredictedValue> values;
   const auto summary = predictor.predict_inputs(
       inputs, read, popts, [&](chem::PointSet&& points, const pipeline::MoleculePrediction& p) {
@@ -266,6 +271,7 @@ int run_predict(const std::vector<std::string>& args) {
         if (table) printer.row(points, p);
       });
   if (writer) writer->close();
+  if (!lead) return summary.ok() ? kExitOk : kExitSkipped;
   std::cerr << "flt predict: " << summary.describe();
   if (writer && output != "-") std::cerr << "; wrote " << output;
   std::cerr << "\n";
