@@ -32,6 +32,21 @@ models::Molecule get_molecule(comm::ByteReader& in) {
   return m;
 }
 
+// max_j |values[j]|, or NaN/infinity when an entry is not finite.
+float largest_magnitude(std::span<const float> values) {
+  float largest = 0.0f;
+  bool finite = true;
+  const float* v = values.data();
+  const auto n = static_cast<std::ptrdiff_t>(values.size());
+#pragma omp parallel for schedule(static) reduction(max : largest) reduction(&& : finite)
+  for (std::ptrdiff_t j = 0; j < n; ++j) {
+    const float a = std::abs(v[j]);
+    finite = finite && a <= std::numeric_limits<float>::max();
+    largest = a > largest ? a : largest;
+  }
+  return finite ? largest : std::numeric_limits<float>::infinity();
+}
+
 }  // namespace
 
 int fixed_point_exponent(double max_abs, std::size_t terms) {
@@ -43,16 +58,30 @@ int fixed_point_exponent(double max_abs, std::size_t terms) {
   return 62 - term_bits - e;
 }
 
+// A float times 2^s is exact in double for the exponents fixed_point_exponent gives (|s| < 300),
+// so multiplying by the power of two and rounding once (llrint: to nearest, ties to even, the
+// default rounding mode) is the exact round(x 2^s). Compiled with -fno-math-errno so llrint is one
+// instruction.
 void add_fixed_point(std::span<const float> values, int s, std::span<std::int64_t> sums) {
   require(values.size() == sums.size(), "add_fixed_point: sizes differ");
-  for (std::size_t j = 0; j < values.size(); ++j)
-    sums[j] += static_cast<std::int64_t>(std::nearbyint(std::ldexp(static_cast<double>(values[j]), s)));
+  require(s > -900 && s < 900, "add_fixed_point: exponent out of range");
+  const double scale = std::ldexp(1.0, s);
+  const float* v = values.data();
+  std::int64_t* out = sums.data();
+  const auto n = static_cast<std::ptrdiff_t>(values.size());
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t j = 0; j < n; ++j) out[j] += std::llrint(static_cast<double>(v[j]) * scale);
 }
 
 void from_fixed_point(std::span<const std::int64_t> sums, int s, std::span<float> out) {
   require(out.size() == sums.size(), "from_fixed_point: sizes differ");
-  for (std::size_t j = 0; j < sums.size(); ++j)
-    out[j] = static_cast<float>(std::ldexp(static_cast<double>(sums[j]), -s));
+  require(s > -900 && s < 900, "from_fixed_point: exponent out of range");
+  const double scale = std::ldexp(1.0, -s);
+  const std::int64_t* q = sums.data();
+  float* o = out.data();
+  const auto n = static_cast<std::ptrdiff_t>(sums.size());
+#pragma omp parallel for schedule(static)
+  for (std::ptrdiff_t j = 0; j < n; ++j) o[j] = static_cast<float>(static_cast<double>(q[j]) * scale);
 }
 
 std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::size_t> train,
@@ -157,10 +186,9 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
       }
     model.backward(b.molecules, cache, dout);
     chunk_grads_[m].assign(store.grads().begin(), store.grads().end());
-    for (float g : chunk_grads_[m]) {
-      if (!std::isfinite(g)) local_max[1] = 1.0;
-      else local_max[0] = std::max(local_max[0], static_cast<double>(std::abs(g)));
-    }
+    const float largest = largest_magnitude(chunk_grads_[m]);
+    if (!std::isfinite(largest)) local_max[1] = 1.0;
+    else local_max[0] = std::max(local_max[0], static_cast<double>(largest));
     for (std::size_t t = 0; t < p; ++t) {
       if (!std::isfinite(loss_sum[t])) local_max[1] = 1.0;
       loss_slots[k * p + t] = std::bit_cast<std::int64_t>(loss_sum[t]);
