@@ -495,6 +495,13 @@ void save_state(train::Checkpoint& ck, const RunState& st, const models::Molecul
   ck.set_text("data_checksum", checksum);
 }
 
+void record_times(const distributed::DataParallelGradient::Times& times, TrainResult& result) {
+  result.exchange_seconds = times.exchange;
+  result.wait_seconds = times.wait;
+  result.convert_seconds = times.convert;
+  result.reduce_seconds = times.reduce;
+}
+
 // The weights to evaluate and ship: the EMA shadow when averaging, else the live parameters.
 std::vector<float> eval_weights(const train::Checkpoint& ck) {
   return ck.has_array("ema_shadow") ? ck.array<float>("ema_shadow") : ck.array<float>("params");
@@ -865,10 +872,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       result.best_epoch = st.best_epoch;
       result.seconds = st.seconds;
       result.session_train_seconds = step_seconds;
-      if (parallel) {
-        result.reduce_seconds = parallel->reduce_seconds();
-        result.exchange_seconds = parallel->exchange_seconds();
-      }
+      if (parallel) record_times(parallel->times(), result);
       say("stopped after epoch " + std::to_string(epoch) + " (--stop-after-epoch); continue with --resume");
       return result;
     }
@@ -893,10 +897,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.stopped_early = st.stopped_early;
   result.seconds = st.seconds;
   result.session_train_seconds = step_seconds;
-  if (parallel) {
-    result.reduce_seconds = parallel->reduce_seconds();
-    result.exchange_seconds = parallel->exchange_seconds();
-  }
+  if (parallel) record_times(parallel->times(), result);
   result.model_path = dir / "model.flt";
   if (!lead) return result;
 
@@ -970,9 +971,11 @@ std::string format_summary(const TrainResult& r) {
         << " molecules/s (" << r.session_steps << " steps this session)";
     if (r.gradient_chunk > 0)
       out << "; data-parallel: " << r.ranks << " rank" << (r.ranks > 1 ? "s" : "") << " (" << r.communicator
-          << "), gradient chunks of " << r.gradient_chunk << " molecules, all-reduce "
-          << format_number(1e3 * r.reduce_seconds / steps, 3) << " ms/step, molecule exchange "
-          << format_number(1e3 * r.exchange_seconds / steps, 3) << " ms/step";
+          << "), gradient chunks of " << r.gradient_chunk << " molecules; per step: all-reduce "
+          << format_number(1e3 * r.reduce_seconds / steps, 3) << " ms, waiting for the slowest rank "
+          << format_number(1e3 * r.wait_seconds / steps, 3) << " ms, fixed-point conversion "
+          << format_number(1e3 * r.convert_seconds / steps, 3) << " ms, molecule exchange "
+          << format_number(1e3 * r.exchange_seconds / steps, 3) << " ms";
     out << '\n';
   }
   if (!r.test_metrics.empty()) {

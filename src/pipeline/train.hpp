@@ -129,7 +129,9 @@ struct TrainResult {
   std::int64_t session_steps = 0;
   std::size_t session_molecules = 0;         // training molecules processed (forward + backward)
   double session_train_seconds = 0;          // wall time of the optimiser steps of this session
-  double reduce_seconds = 0;                 // in the gradient all-reduce (waiting included)
+  double reduce_seconds = 0;                 // in the integer all-reduce of the gradient
+  double wait_seconds = 0;                   // waiting for the slowest rank before it
+  double convert_seconds = 0;                // converting gradients to and from fixed point
   double exchange_seconds = 0;               // in the per-step exchange of molecules
 };
 

@@ -152,7 +152,7 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
         }
       }
     }
-    exchange_seconds_ += now_seconds() - start;
+    times_.exchange += now_seconds() - start;
   }
 
   // This rank's chunks: gradient and per-target loss sums of each.
@@ -198,15 +198,20 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
   }
   for (std::size_t i : borrowed) data.molecules[i] = models::Molecule();
 
-  const double start = now_seconds();
+  double t0 = now_seconds();
   world_.allreduce_max(std::span<double>(local_max, 2));
+  double t1 = now_seconds();
+  times_.wait += t1 - t0;
   const bool finite = local_max[1] == 0.0;
   const int s = finite ? fixed_point_exponent(local_max[0], chunks) : 0;
   if (finite)
     for (std::size_t m = 0; m < mine.size(); ++m)
       add_fixed_point(chunk_grads_[m], s, std::span<std::int64_t>(sums_.data(), store.size()));
+  t0 = now_seconds();
+  times_.convert += t0 - t1;
   world_.allreduce_sum(sums_);
-  reduce_seconds_ += now_seconds() - start;
+  t1 = now_seconds();
+  times_.reduce += t1 - t0;
   ++steps_;
 
   double loss = 0;
@@ -221,6 +226,7 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
     throw NumericalError(std::string("training diverged: non-finite ") + (std::isfinite(loss) ? "gradient" : "loss") +
                          " in a batch");
   from_fixed_point(std::span<const std::int64_t>(sums_.data(), store.size()), s, store.grads());
+  times_.convert += now_seconds() - t1;
   return loss;
 }
 

@@ -71,10 +71,14 @@ class DataParallelGradient {
                  const std::function<void(std::size_t, const Mat<double>&)>& on_prediction);
 
   std::size_t chunk() const noexcept { return chunk_; }
-  // Wall time spent in the gradient's all-reduce (including waiting for the slowest rank) and in
-  // the exchange of molecules, summed over compute() calls.
-  double reduce_seconds() const noexcept { return reduce_seconds_; }
-  double exchange_seconds() const noexcept { return exchange_seconds_; }
+  // Wall time summed over compute() calls, by phase.
+  struct Times {
+    double exchange = 0;  // gathering the molecules of this rank's chunks
+    double wait = 0;      // the scalar MPI_MAX: absorbs waiting for the slowest rank
+    double convert = 0;   // to and from fixed point
+    double reduce = 0;    // the integer MPI_Allreduce of the flat gradient
+  };
+  const Times& times() const noexcept { return times_; }
   std::int64_t steps() const noexcept { return steps_; }
 
  private:
@@ -83,7 +87,7 @@ class DataParallelGradient {
   RegressionLoss loss_;
   std::vector<std::vector<float>> chunk_grads_;
   std::vector<std::int64_t> sums_;
-  double reduce_seconds_ = 0, exchange_seconds_ = 0;
+  Times times_;
   std::int64_t steps_ = 0;
 };
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel training benchmark: training throughput (molecules/s through forward + backward +
 # optimiser, validation excluded) of `mpiexec -n P flt train` for each P, with the efficiency
-# throughput(P) / (P * throughput(1)) and the gradient all-reduce time per step (waiting for the
-# slowest rank included), next to the plain serial engine (one backward per batch). The recipe is
+# throughput(P) / (P * throughput(1)) and, per step, the time in the integer all-reduce of the
+# gradient, waiting for the slowest rank (the scalar MPI_MAX before it), the fixed-point conversion
+# and the exchange of molecules; next to the plain serial engine (one backward per batch). The recipe is
 # the default model's (datasets/qm9/default_model.ini: near_far, batch 32), on a subset of the
 # bundled QM9 data, each rank with --threads T. Not part of ctest.
 #
@@ -61,7 +62,7 @@ args=(train --config "$root/datasets/qm9/default_model.ini" --inputs "$root/data
       --epochs "$epochs" --threads "$threads")
 
 # measure LABEL CHUNK LAUNCHER... : runs one configuration; prints "throughput allreduce_ms
-# exchange_ms" from flt's summary.
+# wait_ms conversion_ms exchange_ms" from flt's summary.
 measure() {
   local label="$1" gradient_chunk="$2"; shift 2
   local log="$work/$label.log"
@@ -71,13 +72,15 @@ measure() {
     exit 1
   fi
   awk '/^throughput:/ {
-         tp = $2; ar = "-"; ex = "-"
+         tp = $2; ar = "-"; wt = "-"; cv = "-"; ex = "-"
          for (i = 1; i <= NF; ++i) {
            if ($(i) == "all-reduce") ar = $(i + 1)
+           if ($(i) == "slowest") wt = $(i + 2)
+           if ($(i) == "conversion") cv = $(i + 1)
            if ($(i) == "exchange") ex = $(i + 1)
          }
        }
-       END { if (tp == "") exit 1; print tp, ar, ex }' "$log"
+       END { if (tp == "") exit 1; print tp, ar, wt, cv, ex }' "$log"
 }
 
 # Rounds interleave the configurations (so a change in machine load hits all alike); each
@@ -98,24 +101,24 @@ for ((round = 1; round <= repeats; ++round)); do
     echo "round $round, $c: $line" >&2
   done
 done
-# The median line by throughput: "throughput allreduce exchange".
+# The median line by throughput.
 median() { printf '%s' "${results[$1]}" | sort -g -k1,1 | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'; }
 
-header="| engine | ranks x threads | molecules/s | speed-up | efficiency | all-reduce [ms/step] | molecule exchange [ms/step] |"
+header="| engine | ranks x threads | molecules/s | speed-up | efficiency | all-reduce [ms/step] | waiting for the slowest rank [ms/step] | fixed-point conversion [ms/step] | molecule exchange [ms/step] |"
 rows=()
-read -r tp ar ex <<<"$(median serial)"
-rows+=("| serial engine (whole batch) | 1 x $threads | $tp | | | $ar | $ex |")
+read -r tp ar wt cv ex <<<"$(median serial)"
+rows+=("| serial engine (whole batch) | 1 x $threads | $tp | | | $ar | $wt | $cv | $ex |")
 base=""
 for p in "${ranks_array[@]}"; do
-  read -r tp ar ex <<<"$(median "p$p")"
+  read -r tp ar wt cv ex <<<"$(median "p$p")"
   [[ -z "$base" ]] && base="$tp"
   speedup=$(awk -v a="$tp" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
   eff=$(awk -v a="$tp" -v b="$base" -v p="$p" 'BEGIN { printf "%.0f%%", 100 * a / (b * p) }')
-  rows+=("| MPI, chunks of $chunk | $p x $threads | $tp | $speedup | $eff | $ar | $ex |")
+  rows+=("| MPI, chunks of $chunk | $p x $threads | $tp | $speedup | $eff | $ar | $wt | $cv | $ex |")
 done
 
 table="$header
-|---|---|---|---|---|---|---|"
+|---|---|---|---|---|---|---|---|---|"
 for r in "${rows[@]}"; do table="$table
 $r"; done
 about="Command: \`tools/bench/run_mpi_train.sh --ranks $ranks_list --threads $threads --molecules $molecules --epochs $epochs --chunk $chunk --repeats $repeats\`
