@@ -84,9 +84,9 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
   const RunResult r2 = run_flt(2, tiny_args() + " --out " + quoted(two), dir.path());
   INFO(r2.err);
   REQUIRE(r2.status == 0);
-  // One summary (rank 0), naming the ranks and the all-reduce time.
+  // One summary (rank 0), naming the ranks and the time per step of the all-reduce.
   CHECK_THAT(r2.out, Catch::Contains("data-parallel: 2 ranks (MPI"));
-  CHECK_THAT(r2.out, Catch::Contains("ms/step"));
+  CHECK_THAT(r2.out, Catch::Contains("per step: all-reduce"));
   CHECK(r2.out.find("run directory:") == r2.out.rfind("run directory:"));
 
   const std::string model = slurp(serial / "model.flt");
@@ -165,7 +165,8 @@ TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for rec
   CHECK(b.err.find("flt predict: predicted") == b.err.rfind("flt predict: predicted"));
 }
 
-TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job, naming the rank", "[mpi][faults]") {
+TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job, naming the rank",
+          "[mpi][faults]") {
   ScratchDir dir("mpi-faults");
   const std::string flt = std::string("'") + FLT_EXE + "'";
   const std::string common = " --limit 60 --targets U0 --epochs 50 --batch-size 8 --width 16 --heads 2 --blocks 1"
@@ -190,6 +191,12 @@ TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job
     CHECK(r.status != 124);  // ended, not killed by the guard
     CHECK_THAT(r.err, Catch::Contains("rank 1 of 2: error"));
     CHECK_THAT(r.err, Catch::Contains("missing.xyz"));
+  }
+  SECTION("commands other than train and predict refuse to run as several copies") {
+    const RunResult r = run_flt(2, "info '" + std::string(FLT_SOURCE_DIR) + "/models/default.flt'", dir.path());
+    CHECK(r.status != 0);
+    CHECK(r.status != 124);
+    CHECK_THAT(r.err, Catch::Contains("only train and predict run under mpirun"));
   }
   SECTION("rank 1 dies") {
     // Rank 1 is killed (SIGKILL) a second into training.
