@@ -40,6 +40,8 @@ Communicator* g_world = nullptr;  // set by MpiSession
 
 void set_world(Communicator* communicator) noexcept { g_world = communicator; }
 
+bool in_mpi_job() noexcept { return g_world != nullptr; }
+
 Communicator& world() {
   static SerialCommunicator serial;
   return g_world ? *g_world : serial;

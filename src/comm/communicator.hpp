@@ -46,6 +46,9 @@ class Communicator {
 // The communicator of this process: the MPI world while an MpiSession is alive, else a serial one.
 Communicator& world();
 
+// True while world() is an MPI world (an MpiSession is active), whatever its size.
+bool in_mpi_job() noexcept;
+
 // Used by MpiSession: makes `communicator` (null: the serial one) the world.
 void set_world(Communicator* communicator) noexcept;
 

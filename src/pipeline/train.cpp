@@ -604,7 +604,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   RunState st;
   // Gradient chunks: see TrainConfig::gradient_chunk.
   std::size_t chunk = cfg.gradient_chunk;
-  if (chunk == 0 && (ranks > 1 || comm::launcher_world_size() > 0)) chunk = distributed::kDefaultGradientChunk;
+  if (chunk == 0 && comm::in_mpi_job()) chunk = distributed::kDefaultGradientChunk;
 
   if (cfg.resume) {
     if (!slots.has_last())

@@ -80,8 +80,8 @@ struct TrainConfig {
   int threads = 0;                    // OpenMP threads (0: the OpenMP default)
   // Molecules per gradient chunk: > 0 sums the batch gradient exactly over chunks of this size
   // (train_distributed.hpp), so any number of MPI ranks gives the same model; 0: one backward
-  // pass over the whole batch in a plain run, kDefaultGradientChunk under an MPI launcher (or the
-  // interrupted run's value on --resume).
+  // pass over the whole batch in a plain run, kDefaultGradientChunk in an MPI job of any size
+  // (comm::in_mpi_job), or the interrupted run's value on --resume.
   std::size_t gradient_chunk = 0;
   std::size_t eval_batch_size = 256;
 

@@ -37,7 +37,7 @@
 
 namespace flt::pipeline::distributed {
 
-// The chunk size used under an MPI launcher when the configuration leaves it at 0 (automatic).
+// The chunk size used in an MPI job when the configuration leaves it at 0 (automatic).
 inline constexpr std::size_t kDefaultGradientChunk = 8;
 
 // Fixed-point exponent s for adding `terms` vectors whose largest magnitude is max_abs (finite,
