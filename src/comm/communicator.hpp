@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -86,15 +87,13 @@ class ByteWriter {
   template <class T>
   void put(const T& value) {
     static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const std::byte*>(&value);
-    bytes_.insert(bytes_.end(), p, p + sizeof(T));
+    append(&value, sizeof(T));
   }
   template <class T>
   void put_span(std::span<const T> values) {
     static_assert(std::is_trivially_copyable_v<T>);
     put<std::uint64_t>(values.size());
-    const auto* p = reinterpret_cast<const std::byte*>(values.data());
-    bytes_.insert(bytes_.end(), p, p + values.size_bytes());
+    append(values.data(), values.size_bytes());
   }
   void put_string(const std::string& s) {
     put_span(std::span<const char>(s.data(), s.size()));
@@ -102,6 +101,11 @@ class ByteWriter {
   Bytes& bytes() noexcept { return bytes_; }
 
  private:
+  void append(const void* data, std::size_t n) {
+    const std::size_t at = bytes_.size();
+    bytes_.resize(at + n);
+    if (n) std::memcpy(bytes_.data() + at, data, n);
+  }
   Bytes bytes_;
 };
 

@@ -39,7 +39,6 @@
 
 #include "chem/point_set.hpp"
 #include "chem/reader.hpp"
-#include "comm/communicator.hpp"
 #include "core/tensor.hpp"
 #include "models/molecule_model.hpp"
 
@@ -54,6 +53,10 @@
 #include <span>
 #include <string>
 #include <vector>
+
+namespace flt::comm {
+class Communicator;
+}
 
 namespace flt::pipeline {
 

@@ -1,6 +1,7 @@
 // Streaming prediction over the ranks of a job (see BatchDistribution in predict.hpp).
 #include "pipeline/predict.hpp"
 
+#include "comm/communicator.hpp"
 #include "core/error.hpp"
 
 namespace flt::pipeline {

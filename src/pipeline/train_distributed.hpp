@@ -40,6 +40,9 @@ namespace flt::pipeline::distributed {
 // The chunk size used in an MPI job when the configuration leaves it at 0 (automatic).
 inline constexpr std::size_t kDefaultGradientChunk = 8;
 
+// max_j |values[j]|, or infinity when an entry is infinite or NaN.
+float largest_magnitude(std::span<const float> values);
+
 // Fixed-point exponent s for adding `terms` vectors whose largest magnitude is max_abs (finite,
 // >= 0): every |round(x 2^s)| < 2^(62 - bits(terms)), so the sum of `terms` of them stays below
 // 2^62 in magnitude.

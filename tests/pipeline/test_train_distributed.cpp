@@ -4,6 +4,7 @@
 // ranks is in tests/mpi.
 #include "pipeline/train_distributed.hpp"
 
+#include "comm/communicator.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
 
@@ -109,10 +110,44 @@ TEST_CASE("exact gradient sum: no overflow at large magnitudes, zero and non-fin
   CHECK_THROWS_AS(fixed_point_exponent(std::numeric_limits<double>::infinity(), 4), InvalidArgument);
 }
 
+TEST_CASE("largest gradient magnitude, and non-finite entries flagged", "[train][distributed]") {
+  std::vector<float> v(1001, 0.5f);
+  v[17] = -3.0f;
+  CHECK(largest_magnitude(v) == 3.0f);
+  CHECK(largest_magnitude(std::vector<float>{}) == 0.0f);
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> w = v;
+    w[500] = bad;
+    CHECK(std::isinf(largest_magnitude(w)));
+  }
+}
+
 TEST_CASE("molecule owners: training round robin, evaluation by batch", "[train][distributed]") {
   const std::vector<std::size_t> train{5, 0, 3, 7}, validation{1, 2, 6}, test{4};
   const auto owners = molecule_owners(9, train, validation, test, 2, 2);
   CHECK(owners == std::vector<int>{1, 0, 0, 0, 0, 0, 1, 1, -1});
   const auto one = molecule_owners(9, train, validation, test, 2, 1);
   for (std::size_t i = 0; i < 8; ++i) CHECK(one[i] == 0);
+}
+
+TEST_CASE("byte messages: what the writer packs the reader unpacks; a short message throws", "[train][distributed]") {
+  comm::ByteWriter out;
+  out.put<std::int64_t>(-7);
+  const std::vector<double> numbers{1.5, -2.25};
+  out.put_span(std::span<const double>(numbers));
+  out.put_string("gdb 17");
+  comm::ByteReader in(out.bytes());
+  CHECK(in.get<std::int64_t>() == -7);
+  CHECK(in.get_vector<double>() == numbers);
+  CHECK(in.get_string() == "gdb 17");
+  CHECK(in.done());
+  CHECK_THROWS_AS(in.get<std::int32_t>(), InvalidArgument);
+  // The serial communicator: collectives are the identity, a gather returns this rank's block.
+  comm::Communicator& world = comm::world();
+  CHECK(world.size() == 1);
+  std::int64_t values[2] = {3, 4};
+  world.allreduce_sum(values);
+  CHECK(values[1] == 4);
+  CHECK(world.allgather(out.bytes()).at(0) == out.bytes());
 }
