@@ -131,7 +131,7 @@ TEST_CASE("molecule owners: training round robin, evaluation by batch", "[train]
   for (std::size_t i = 0; i < 8; ++i) CHECK(one[i] == 0);
 }
 
-TEST_CASE("byte messages: what the writer packs the reader unpacks; a short message throws", "[train][distributed]") {
+TEST_CASE("byte messages: what the writer packs the reader unpacks, a short message throws", "[train][distributed]") {
   comm::ByteWriter out;
   out.put<std::int64_t>(-7);
   const std::vector<double> numbers{1.5, -2.25};
