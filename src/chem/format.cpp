@@ -29,9 +29,10 @@ Format format_from_name(std::string_view name) {
   if (n == "xyz") return Format::xyz;
   if (n == "extxyz" || n == "exyz") return Format::extxyz;
   if (n == "qm9") return Format::qm9;
+  if (n == "pdb" || n == "ent") return Format::pdb;
   if (n == "csv") return Format::csv;
   throw InvalidArgument("unknown molecule format '" + std::string(name) +
-                        "' (known: sdf, mol, xyz, extxyz, qm9, csv)");
+                        "' (known: sdf, mol, xyz, extxyz, qm9, pdb, csv)");
 }
 
 std::string_view format_name(Format format) {
@@ -40,6 +41,7 @@ std::string_view format_name(Format format) {
     case Format::xyz: return "xyz";
     case Format::extxyz: return "extxyz";
     case Format::qm9: return "qm9";
+    case Format::pdb: return "pdb";
     case Format::csv: return "csv";
     case Format::unknown: break;
   }
@@ -58,6 +60,7 @@ Format format_from_path(std::string_view path) {
   if (ext == "sdf" || ext == "mol" || ext == "sd" || ext == "mdl") return Format::sdf;
   if (ext == "xyz") return Format::xyz;
   if (ext == "extxyz" || ext == "exyz") return Format::extxyz;
+  if (ext == "pdb" || ext == "ent") return Format::pdb;
   if (ext == "csv") return Format::csv;
   return Format::unknown;
 }

@@ -12,10 +12,11 @@ enum class Format {
   xyz,      // XYZ; on reading, each record is recognised as plain, extended (ASE) or QM9
   extxyz,   // extended XYZ (ASE convention); written with Properties=species:S:1:pos:R:3...
   qm9,      // QM9 dsgdb9nsd_*.xyz (15 properties in the comment line), reading only
-  csv,      // writing only
+  pdb,      // Protein Data Bank (.pdb .ent), read through RDKit; reading only
+  csv,      // writing; reading: a CSV with a SMILES column (Chemprop layout), conformers generated
 };
 
-// "sdf", "mol", "xyz", "extxyz", "qm9", "csv" -> Format; throws flt::InvalidArgument otherwise.
+// "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv" -> Format; throws flt::InvalidArgument otherwise.
 Format format_from_name(std::string_view name);
 std::string_view format_name(Format format);
 

@@ -88,13 +88,19 @@ std::optional<double> parse_number(std::string_view text) {
   return value;
 }
 
-std::optional<std::string> check_geometry(const PointSet& points, double min_distance) {
+std::optional<std::string> check_geometry(const PointSet& points, double min_distance,
+                                          const std::function<std::string(Index)>& atom_name) {
   const Index n = points.positions.rows();
+  auto atom = [&](Index i) {
+    std::string text = std::to_string(i + 1);
+    if (atom_name) text += " (" + atom_name(i) + ")";
+    return text;
+  };
   for (Index i = 0; i < n; ++i) {
     for (Index c = 0; c < 3; ++c) {
       if (!std::isfinite(points.positions(i, c))) {
         std::ostringstream out;
-        out << "atom " << (i + 1) << " has a non-finite coordinate (" << points.positions(i, c)
+        out << "atom " << atom(i) << " has a non-finite coordinate (" << points.positions(i, c)
             << ")";
         return out.str();
       }
@@ -104,7 +110,7 @@ std::optional<std::string> check_geometry(const PointSet& points, double min_dis
   const double min2 = min_distance * min_distance;
   auto too_close = [&](Index i, Index j, double d2) {
     std::ostringstream out;
-    out << "atoms " << (j + 1) << " and " << (i + 1) << " are " << std::sqrt(d2)
+    out << "atoms " << atom(j) << " and " << atom(i) << " are " << std::sqrt(d2)
         << " Angstrom apart (closer than " << min_distance << ")";
     return out.str();
   };

@@ -7,6 +7,7 @@
 #include "core/tensor.hpp"
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,7 +76,10 @@ std::optional<double> parse_number(std::string_view text);
 
 // Checks a point set's geometry: every coordinate finite, no two atoms closer than `min_distance`
 // Angstrom (0 disables). Returns the reason of the first problem found, or nullopt when fine.
-// All pairs up to 96 atoms; above, a cell grid (O(N) for molecules of any size).
-std::optional<std::string> check_geometry(const PointSet& points, double min_distance);
+// All pairs up to 96 atoms; above, a cell grid (O(N) for molecules of any size). Atoms are named
+// by 1-based index, followed by atom_name(0-based index) in parentheses when given (e.g. the PDB
+// residue and atom name).
+std::optional<std::string> check_geometry(const PointSet& points, double min_distance,
+                                          const std::function<std::string(Index)>& atom_name = {});
 
 }  // namespace flt::chem

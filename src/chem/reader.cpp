@@ -50,7 +50,19 @@ class Input {
  public:
   virtual ~Input() = default;
   virtual std::optional<Source> next_source() = 0;
+  // Bytes of the input's file(s) consumed so far (0 for streams).
+  virtual std::uint64_t bytes_read() const { return 0; }
 };
+
+// Position of the next byte a file buffer hands out (what was read from disk minus what is still
+// buffered), without moving it; 0 if unknown.
+std::uint64_t buffer_position(std::filebuf* buffer) {
+  const auto pos = buffer->pubseekoff(0, std::ios_base::cur, std::ios_base::in);
+  return pos < 0 ? 0 : static_cast<std::uint64_t>(pos);
+}
+
+// Total size of the molecule files an input path stands for; nullopt for standard input.
+std::optional<std::uint64_t> input_size(const std::string& path, const ReadOptions& options);
 
 // A file, decompressed when its name ends in .gz; keeps the file and filter chain alive.
 class OpenFile {
@@ -68,6 +80,7 @@ class OpenFile {
     }
   }
   std::istream& stream() { return *stream_; }
+  std::uint64_t bytes_read() { return buffer_position(file_.rdbuf()); }
 
  private:
   std::vector<char> buffer_;
@@ -87,7 +100,7 @@ class FileInput final : public Input {
       : path_(std::move(path)), format_(resolve_format(path_, options)) {
     if (format_ == Format::unknown) {
       throw InvalidArgument(path_ + ": cannot tell the format from the file name; give it "
-                                    "explicitly (sdf, mol, xyz, extxyz, qm9)");
+                                    "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv)");
     }
     file_ = std::make_unique<OpenFile>(path_);
   }
@@ -96,6 +109,7 @@ class FileInput final : public Input {
     done_ = true;
     return Source{path_, &file_->stream(), format_};
   }
+  std::uint64_t bytes_read() const override { return file_->bytes_read(); }
 
  private:
   std::string path_;
@@ -123,37 +137,51 @@ class StreamInput final : public Input {
 
 class DirectoryInput final : public Input {
  public:
-  DirectoryInput(const std::string& path, const ReadOptions& options) : options_(options) {
+  DirectoryInput(const std::string& path, const ReadOptions& options)
+      : options_(options), files_(molecule_files(path, options, true)) {
+    if (files_.empty()) log_warning(path, ": the directory holds no molecule files");
+  }
+  // The molecule files of a directory, sorted by name (not recursive; hidden files and files that
+  // are not molecule files by their name left out).
+  static std::vector<std::string> molecule_files(const std::string& path, const ReadOptions& options, bool log) {
+    std::vector<std::string> files;
     std::error_code ec;
     for (const auto& entry : fs::directory_iterator(path, ec)) {
       const std::string name = entry.path().filename().string();
       if (name.empty() || name[0] == '.') continue;
       std::error_code ec2;
       if (!entry.is_regular_file(ec2)) continue;
-      const Format f = resolve_format(name, options_);
+      const Format f = resolve_format(name, options);
       if (f == Format::unknown || f == Format::csv) {
-        log_debug(path, ": skipping ", name, " (not a molecule file by its name)");
+        if (log) log_debug(path, ": skipping ", name, " (not a molecule file by its name)");
         continue;
       }
-      files_.push_back(entry.path().string());
+      files.push_back(entry.path().string());
     }
     if (ec) throw IoError(path, "cannot list the directory: " + ec.message());
-    std::sort(files_.begin(), files_.end());
-    if (files_.empty()) log_warning(path, ": the directory holds no molecule files");
+    std::sort(files.begin(), files.end());
+    return files;
   }
   std::optional<Source> next_source() override {
     file_.reset();
     if (next_ == files_.size()) return std::nullopt;
     const std::string& path = files_[next_++];
+    if (next_ > 1) {
+      std::error_code ec;
+      const auto size = fs::file_size(files_[next_ - 2], ec);
+      if (!ec) finished_bytes_ += size;
+    }
     file_ = std::make_unique<OpenFile>(path);
     return Source{path, &file_->stream(), resolve_format(path, options_)};
   }
+  std::uint64_t bytes_read() const override { return finished_bytes_ + (file_ ? file_->bytes_read() : 0); }
 
  private:
   ReadOptions options_;
   std::vector<std::string> files_;
   std::size_t next_ = 0;
   std::unique_ptr<OpenFile> file_;
+  std::uint64_t finished_bytes_ = 0;
 };
 
 // Reads at most `size` bytes of an upstream stream: one tar member.
@@ -261,6 +289,7 @@ class TarInput final : public Input {
       return Source{path_ + ":" + name, member_.get(), format};
     }
   }
+  std::uint64_t bytes_read() const override { return buffer_position(file_.rdbuf()); }
 
  private:
   static bool checksum_ok(const std::array<char, 512>& h) {
@@ -370,6 +399,10 @@ class MoleculeReader::Impl {
           }
         } catch (const InputError& e) {
           if (e.record() != 0) ++seen_;
+          last_rejected_ = parser_->rejected();
+          if (last_rejected_.partial.record != e.record()) last_rejected_ = RejectedRecord{};
+          last_rejected_.partial.source = e.file();
+          last_rejected_.partial.record = e.record();
           if (source_.stream != nullptr && source_.stream->bad()) drop_source();
           throw;
         } catch (const IoError&) {
@@ -403,7 +436,7 @@ class MoleculeReader::Impl {
           parser_ = make_parser(source_);
           continue;
         }
-        input_.reset();
+        finish_input();
       }
       if (next_input_ == inputs_.size()) return std::nullopt;
       input_ = open_input(inputs_[next_input_++]);
@@ -411,11 +444,40 @@ class MoleculeReader::Impl {
   }
 
   std::size_t seen() const noexcept { return seen_; }
+  const RejectedRecord& last_rejected() const noexcept { return last_rejected_; }
+
+  ReadProgress progress() {
+    if (!total_) {
+      // Measured once, on first use: only callers that draw progress pay for it.
+      std::uint64_t total = 0;
+      bool known = !inputs_.empty();
+      for (const auto& path : inputs_) {
+        const auto size = input_size(path, options_);
+        if (!size) known = false;
+        else total += *size;
+      }
+      total_ = known ? total : 0;
+    }
+    ReadProgress p;
+    p.bytes_total = *total_;
+    p.bytes_read = finished_bytes_ + (input_ ? input_->bytes_read() : 0);
+    if (p.bytes_total > 0) p.bytes_read = std::min(p.bytes_read, p.bytes_total);
+    p.records = seen_;
+    return p;
+  }
 
  private:
   void drop_source() {
     parser_.reset();
     source_ = Source{};
+  }
+  void finish_input() {
+    if (input_ && next_input_ > 0) {
+      // Count the whole input as read (its size, not the position: a reader may stop early).
+      const auto size = input_size(inputs_[next_input_ - 1], options_);
+      finished_bytes_ += size ? *size : input_->bytes_read();
+    }
+    input_.reset();
   }
 
   std::unique_ptr<detail::RecordParser> make_parser(const Source& source) const {
@@ -425,8 +487,8 @@ class MoleculeReader::Impl {
       case Format::extxyz:
       case Format::qm9:
         return detail::make_xyz_parser(*source.stream, source.name, source.format, options_);
-      case Format::csv:
-        throw InvalidArgument(source.name + ": CSV is an output format; flt cannot read it");
+      case Format::pdb: return detail::make_pdb_parser(*source.stream, source.name, options_);
+      case Format::csv: return detail::make_smiles_parser(*source.stream, source.name, options_);
       case Format::unknown: break;
     }
     throw InvalidArgument(source.name + ": unknown format");
@@ -454,7 +516,33 @@ class MoleculeReader::Impl {
   Source source_;
   std::unique_ptr<detail::RecordParser> parser_;
   std::size_t seen_ = 0;
+  std::uint64_t finished_bytes_ = 0;
+  std::optional<std::uint64_t> total_;
+  RejectedRecord last_rejected_;
 };
+
+namespace {
+
+std::optional<std::uint64_t> input_size(const std::string& path, const ReadOptions& options) {
+  if (path == "-") return std::nullopt;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    std::uint64_t total = 0;
+    try {
+      for (const auto& file : DirectoryInput::molecule_files(path, options, false)) {
+        const auto size = fs::file_size(file, ec);
+        if (!ec) total += size;
+      }
+    } catch (const Error&) {
+      // An unreadable directory adds nothing; reading it reports the error.
+    }
+    return total;
+  }
+  const auto size = fs::file_size(path, ec);
+  return ec ? 0 : size;
+}
+
+}  // namespace
 
 MoleculeReader::MoleculeReader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 MoleculeReader::~MoleculeReader() = default;
@@ -470,7 +558,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::vector<std::stri
         (options.format == Format::unknown ? format_from_path(path) : options.format) ==
             Format::unknown) {
       throw InvalidArgument(path + ": cannot tell the format from the file name; give it "
-                                   "explicitly (sdf, mol, xyz, extxyz, qm9)");
+                                   "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv)");
     }
   }
   return std::unique_ptr<MoleculeReader>(
@@ -484,7 +572,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::string& input,
 
 std::unique_ptr<MoleculeReader> MoleculeReader::from_stream(std::istream& stream, std::string name,
                                                             const ReadOptions& options) {
-  if (options.format == Format::unknown || options.format == Format::csv) {
+  if (options.format == Format::unknown) {
     throw InvalidArgument(name + ": reading a stream needs an explicit input format");
   }
   return std::unique_ptr<MoleculeReader>(
@@ -494,6 +582,19 @@ std::unique_ptr<MoleculeReader> MoleculeReader::from_stream(std::istream& stream
 std::optional<PointSet> MoleculeReader::next() { return impl_->next(); }
 
 std::size_t MoleculeReader::records_seen() const noexcept { return impl_->seen(); }
+
+ReadProgress MoleculeReader::progress() const { return impl_->progress(); }
+const RejectedRecord& MoleculeReader::last_rejected() const noexcept {
+  return impl_->last_rejected();
+}
+
+ConformerOptions conformer_options(const ReadOptions& options) {
+  ConformerOptions conformer;
+  conformer.seed = options.seed;
+  conformer.max_attempts = options.conformer_attempts;
+  conformer.optimize = options.optimize;
+  return conformer;
+}
 
 std::string ReadSummary::describe() const {
   std::ostringstream out;
@@ -512,10 +613,12 @@ std::string ReadSummary::describe() const {
 }
 
 ReadSummary read_molecules(const std::vector<std::string>& inputs, const ReadOptions& options,
-                           ErrorPolicy policy, const std::function<void(PointSet&&)>& sink) {
+                           ErrorPolicy policy, const std::function<void(PointSet&&)>& sink,
+                           const std::function<void(const ReadProgress&)>& on_progress) {
   ReadSummary summary;
   auto reader = MoleculeReader::open(inputs, options);
   for (;;) {
+    if (on_progress) on_progress(reader->progress());
     std::optional<PointSet> points;
     try {
       points = reader->next();
@@ -534,6 +637,7 @@ ReadSummary read_molecules(const std::vector<std::string>& inputs, const ReadOpt
     ++summary.read;
     sink(std::move(*points));
   }
+  if (on_progress) on_progress(reader->progress());
   return summary;
 }
 

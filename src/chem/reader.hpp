@@ -20,6 +20,7 @@
 // or, with the error policy applied for you: read_molecules(inputs, options, policy, callback).
 #pragma once
 
+#include "chem/conformer.hpp"
 #include "chem/format.hpp"
 #include "chem/point_set.hpp"
 
@@ -38,8 +39,16 @@ namespace flt::chem {
 // A single atom is always 3-D; XYZ records are 3-D by definition.
 enum class Missing3D {
   error,     // the record is bad (default): InputError "no 3-D coordinates"
-  generate,  // generate a conformer with RDKit ETKDG (v3), seeded with ReadOptions::seed
+  generate,  // generate a conformer (chem/conformer.hpp: ETKDGv3, random-coordinate fallback,
+             // ReadOptions::seed, conformer_attempts, optional MMFF94 clean-up)
   accept,    // keep the flat coordinates; PointSet::coordinates_3d = false (inspection/conversion)
+};
+
+// PDB: what to do with waters and with other HETATM groups (ligands, ions, cofactors).
+enum class PdbPart {
+  keep,  // read them as atoms of the structure
+  drop,  // leave them out (counted in the log)
+  fail,  // the record is bad (InputError naming the first such atom)
 };
 
 struct ReadOptions {
@@ -47,18 +56,53 @@ struct ReadOptions {
   // and archives). Standard input needs an explicit format. Format::xyz recognises plain,
   // extended and QM9 records by their comment line; extxyz and qm9 insist on that flavour.
   Format format = Format::unknown;
-  // SDF/MOL: a record whose hydrogens are all implicit gets them as atoms with 3-D coordinates
+  // SDF/MOL and PDB: a record whose hydrogens are all implicit gets them as atoms with 3-D coordinates
   // (RDKit AddHs(addCoords=true)); logged at info level. Records with explicit H are kept as given.
   bool add_hydrogens = true;
   Missing3D missing_3d = Missing3D::error;
-  std::uint32_t seed = 42;  // ETKDG random seed (Missing3D::generate)
+  std::uint32_t seed = 42;  // ETKDG random seed (Missing3D::generate, SMILES)
+  // ETKDG attempts per try (ConformerOptions::max_attempts; 0 = RDKit's bound, 10 x atoms).
+  int conformer_attempts = 0;
+  Optimize optimize = Optimize::none;  // force-field clean-up of generated conformers
+  // SMILES CSV (Format::csv): the column holding the SMILES; "" = the column named "smiles" in
+  // any case (Chemprop's layout). Every other column is a property of the record; a header
+  // "name [unit]" gives the property "name" with that unit.
+  std::string smiles_column;
   // SDF/MOL: RDKit sanitization (valence checks, aromaticity). RDKit's default; off accepts
   // records such as 5-valent carbon.
   bool sanitize = true;
   // Two atoms closer than this (Angstrom) make the record bad; 0 disables the check.
   double min_distance = 0.1;
+  // PDB: waters are dropped and other HETATM groups kept by default; of alternate locations only
+  // the blank one and the first ID in each record are read. Hydrogens: add_hydrogens above (only
+  // when the structure has none).
+  PdbPart pdb_water = PdbPart::drop;
+  PdbPart pdb_hetero = PdbPart::keep;
   // Keep the RDKit molecule in PointSet::molecule (the SDF writer needs it to write bonds).
   bool keep_molecule = true;
+};
+
+// How far a reader is through its inputs, for progress bars: bytes of the input files consumed
+// (compressed bytes for .gz and compressed archives) against their total size on disk.
+struct ReadProgress {
+  std::uint64_t bytes_read = 0;
+  std::uint64_t bytes_total = 0;  // 0: unknown (standard input or a stream)
+  std::size_t records = 0;        // records delivered or rejected so far
+};
+
+// The conformer settings of `options` (seed, attempts, clean-up; random-coordinate fallback on).
+ConformerOptions conformer_options(const ReadOptions& options);
+
+// What the reader kept of a record it rejected (the one behind the InputError just thrown), so
+// that an output can keep the record in place, marked with the reason.
+struct RejectedRecord {
+  // source and record always; title and properties when the reader got that far (a SMILES row's
+  // other columns, an SD record's tags when RDKit parsed it).
+  PointSet partial;
+  Format format = Format::unknown;  // format of `text`
+  // The record as the input spelled it: for SDF its lines up to and including "$$$$", for SMILES
+  // CSV the row; empty when not available (other formats, or a record over 16 MiB).
+  std::string text;
 };
 
 class MoleculeReader {
@@ -87,6 +131,12 @@ class MoleculeReader {
 
   // Number of records delivered or rejected so far (across all inputs).
   std::size_t records_seen() const noexcept;
+  // Bytes consumed of the inputs so far and their total size (see ReadProgress).
+  ReadProgress progress() const;
+
+  // After next() threw InputError for a record (record() > 0): what is known of that record.
+  // Valid until the next call of next().
+  const RejectedRecord& last_rejected() const noexcept;
 
   class Impl;
 
@@ -117,8 +167,9 @@ struct ReadSummary {
 // Reads every record of `inputs`, handing each point set to `sink`. With ErrorPolicy::skip a bad
 // record (InputError) or an unreadable input (IoError) is logged as a warning and listed in the
 // summary; with ErrorPolicy::fail the first one is rethrown. Exceptions thrown by `sink` pass
-// through.
+// through. `on_progress`, if set, is called after every record (e.g. to draw a progress bar).
 ReadSummary read_molecules(const std::vector<std::string>& inputs, const ReadOptions& options,
-                           ErrorPolicy policy, const std::function<void(PointSet&&)>& sink);
+                           ErrorPolicy policy, const std::function<void(PointSet&&)>& sink,
+                           const std::function<void(const ReadProgress&)>& on_progress = {});
 
 }  // namespace flt::chem

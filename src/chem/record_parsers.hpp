@@ -19,12 +19,20 @@ class RecordParser {
   virtual std::optional<PointSet> next() = 0;
   // Records seen so far (good and bad).
   virtual std::size_t records() const noexcept = 0;
+  // What is known of the record behind the InputError next() threw last (source and record are
+  // filled in by the reader when a parser leaves them empty).
+  virtual RejectedRecord rejected() const { return {}; }
 };
 
 std::unique_ptr<RecordParser> make_sdf_parser(std::istream& in, std::string source,
                                               const ReadOptions& options);
+std::unique_ptr<RecordParser> make_pdb_parser(std::istream& in, std::string source,
+                                              const ReadOptions& options);
 // `flavour` is Format::xyz (recognise each record), Format::extxyz or Format::qm9.
 std::unique_ptr<RecordParser> make_xyz_parser(std::istream& in, std::string source,
                                               Format flavour, const ReadOptions& options);
+// CSV with a SMILES column (Chemprop's layout); conformers from chem/conformer.hpp.
+std::unique_ptr<RecordParser> make_smiles_parser(std::istream& in, std::string source,
+                                                 const ReadOptions& options);
 
 }  // namespace flt::chem::detail

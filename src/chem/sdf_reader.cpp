@@ -2,12 +2,12 @@
 // streaming). RDKit delimits the records ("$$$$"), parses and sanitizes them; this file turns each
 // molecule into a PointSet: hydrogens (explicit kept, implicit-only added with 3-D coordinates),
 // 3-D check (error / ETKDG conformer / accept), SD tags as properties, geometry check.
+#include "chem/conformer.hpp"
 #include "chem/rdkit_log.hpp"
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 
-#include <GraphMol/DistGeomHelpers/Embedder.h>
 #include <GraphMol/FileParsers/MolSupplier.h>
 #include <GraphMol/MolOps.h>
 #include <GraphMol/ROMol.h>
@@ -46,6 +46,16 @@ class LineFeed final : public std::streambuf {
   std::size_t line() const noexcept { return lines_; }
   bool upstream_bad() const noexcept { return up_.bad(); }
 
+  // Starts recording the text handed out: the unread rest of the current line, then every line
+  // the consumer moves on to (whole lines). Keeps a rejected record's text for the output; text
+  // beyond kMaxCapture bytes (e.g. the rest of a file RDKit stopped reading) is not kept, so
+  // memory stays bounded, and captured() is then empty.
+  void begin_capture() {
+    captured_.assign(gptr(), egptr());
+    capture_overflow_ = false;
+  }
+  const std::string& captured() const noexcept { return captured_; }
+
  protected:
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
@@ -82,6 +92,15 @@ class LineFeed final : public std::streambuf {
       return traits_type::eof();
     }
     ++lines_;
+    if (!capture_overflow_) {
+      if (captured_.size() + (end_ - begin_) > kMaxCapture) {
+        capture_overflow_ = true;
+        captured_.clear();
+        captured_.shrink_to_fit();
+      } else {
+        captured_.append(buffer_.data() + begin_, end_ - begin_);
+      }
+    }
     current_is_delimiter_ =
         end_ - begin_ >= 4 && std::memcmp(buffer_.data() + begin_, "$$$$", 4) == 0;
     current_is_content_ = false;
@@ -108,7 +127,22 @@ class LineFeed final : public std::streambuf {
   std::size_t delimiters_before_ = 0;
   std::size_t content_before_ = 0;
   std::size_t lines_ = 0;
+  static constexpr std::size_t kMaxCapture = std::size_t{1} << 24;
+  std::string captured_;
+  bool capture_overflow_ = false;
 };
+
+// Splits SD text after its first "$$$$" line: {the first record, the rest}.
+std::pair<std::string, std::string> split_first_record(const std::string& text) {
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    end = end == std::string::npos ? text.size() : end + 1;
+    if (text.compare(pos, 4, "$$$$") == 0) return {text.substr(0, end), text.substr(end)};
+    pos = end;
+  }
+  return {text, std::string()};
+}
 
 std::string join_errors(const std::vector<RdkitMessage>& messages) {
   std::string out;
@@ -148,17 +182,14 @@ class SdfParser final : public RecordParser {
   std::size_t records() const noexcept override { return record_; }
 
   std::optional<PointSet> next() override {
-    if (pending_) {
-      InputError error = *pending_;
-      pending_.reset();
-      throw error;
-    }
+    if (pending_) throw_pending();
     for (;;) {
       std::vector<RdkitMessage> messages;
       std::unique_ptr<RDKit::ROMol> mol;
       const std::size_t before = feed_.consumed_delimiters();
       const std::size_t first_line = feed_.line() + 1;
       const std::size_t content_before = feed_.consumed_content_lines();
+      feed_.begin_capture();
       {
         RdkitLogCapture capture(messages);
         if (supplier_.atEnd()) return finish();
@@ -170,6 +201,7 @@ class SdfParser final : public RecordParser {
       }
       const std::size_t after = feed_.consumed_delimiters();
       record_ = before + 1;
+      record_text_ = feed_.captured();
       if (after > before + 1) {
         std::string why = join_errors(messages);
         if (why.empty()) {
@@ -180,13 +212,16 @@ class SdfParser final : public RecordParser {
                       ")");
         } else {
           // RDKit skipped from this record to a later "$$$$": records before+2 .. after are lost.
-          pending_ = InputError(
-              source_, before + 2,
-              (after == before + 2 ? std::string("record not read")
-                                   : "records " + std::to_string(before + 2) + "-" +
-                                         std::to_string(after) + " not read") +
-                  ": RDKit skipped to line " + std::to_string(feed_.line()) +
-                  " after an error in record " + std::to_string(record_) + " (" + why + ")");
+          // Each is reported on its own (with its text), so every record reaches an output.
+          auto [first, rest] = split_first_record(record_text_);
+          record_text_ = std::move(first);
+          Skipped lost;
+          lost.next = before + 2;
+          lost.last = after;
+          lost.reason = "record not read: RDKit skipped to line " + std::to_string(feed_.line()) +
+                        " after an error in record " + std::to_string(record_) + " (" + why + ")";
+          lost.text = std::move(rest);
+          pending_ = std::move(lost);
         }
       }
       max_record_ = std::max(max_record_, std::max(after, record_));
@@ -200,11 +235,7 @@ class SdfParser final : public RecordParser {
             } else {
               log_debug(source_, ": blank lines after the last record ignored");
             }
-            if (pending_) {
-              InputError error = *pending_;
-              pending_.reset();
-              throw error;
-            }
+            if (pending_) throw_pending();
             continue;
           }
           reason = "RDKit could not read the record";
@@ -222,36 +253,69 @@ class SdfParser final : public RecordParser {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& reason) const {
+  RejectedRecord rejected() const override { return rejected_; }
+
+  // Rejects the current record, keeping its text (and its title and tags when RDKit read them).
+  [[noreturn]] void fail(const std::string& reason, const PointSet* partial = nullptr) {
+    rejected_ = RejectedRecord{};
+    if (partial != nullptr) {
+      rejected_.partial.title = partial->title;
+      rejected_.partial.properties = partial->properties;
+    }
+    rejected_.partial.source = source_;
+    rejected_.partial.record = record_;
+    rejected_.format = Format::sdf;
+    rejected_.text = record_text_;
     throw InputError(source_, record_, reason);
   }
 
-  // End of RDKit's reading: report records it never reached, and files without any record.
+  // Reports the next record of pending_ (records RDKit skipped over).
+  [[noreturn]] void throw_pending() {
+    Skipped& lost = *pending_;
+    auto [text, rest] = split_first_record(lost.text);
+    lost.text = std::move(rest);
+    const std::size_t record = lost.next++;
+    const std::string reason = lost.reason;
+    if (lost.next > lost.last) pending_.reset();
+    rejected_ = RejectedRecord{};
+    rejected_.partial.source = source_;
+    rejected_.partial.record = record;
+    rejected_.format = Format::sdf;
+    rejected_.text = std::move(text);
+    throw InputError(source_, record, reason);
+  }
+
+  // End of RDKit's reading: report the records it never reached (it stops early after some
+  // errors), one per call as the rest of the file is read, then files without any record.
   std::optional<PointSet> finish() {
     if (finished_) return std::nullopt;
-    finished_ = true;
-    // Whatever RDKit left unread (it stops early after some errors): count the records in it.
-    std::size_t delimiters = 0;
-    bool content_after_last = false;
-    std::string line;
+    if (!reading_rest_) {
+      reading_rest_ = true;
+      unread_next_ = max_record_ + 1;
+    }
+    // The next record of the unread rest: up to and including a "$$$$" line, or a last stretch
+    // with content but no "$$$$".
+    std::string text, line;
+    bool delimited = false, content = false;
     while (std::getline(feed_stream_, line)) {
+      if (text.size() < kMaxRejectedText) text += line + "\n";
       if (line.rfind("$$$$", 0) == 0) {
-        ++delimiters;
-        content_after_last = false;
-      } else if (line.find_first_not_of(" \t\r") != std::string::npos) {
-        content_after_last = true;
+        delimited = true;
+        break;
       }
+      if (line.find_first_not_of(" \t\r") != std::string::npos) content = true;
     }
-    const std::size_t unread = delimiters + (content_after_last ? 1 : 0);
-    if (unread > 0) {
-      const std::size_t first = max_record_ + 1;
-      record_ = first + unread - 1;
-      throw InputError(source_, first,
-                       (unread == 1 ? std::string("record not read")
-                                    : "records " + std::to_string(first) + "-" +
-                                          std::to_string(first + unread - 1) + " not read") +
-                           ": RDKit stopped reading the file early");
+    if (delimited || content) {
+      record_ = unread_next_++;
+      max_record_ = std::max(max_record_, record_);
+      rejected_ = RejectedRecord{};
+      rejected_.partial.source = source_;
+      rejected_.partial.record = record_;
+      rejected_.format = Format::sdf;
+      if (text.size() < kMaxRejectedText) rejected_.text = std::move(text);
+      throw InputError(source_, record_, "record not read: RDKit stopped reading the file early");
     }
+    finished_ = true;
     if (good_ == 0 && max_record_ == 0) {
       throw InputError(source_, 0, "no molecule records in the file");
     }
@@ -262,7 +326,7 @@ class SdfParser final : public RecordParser {
     PointSet points;
     points.source = source_;
     points.record = record_;
-    if (mol->getNumAtoms() == 0) fail("the record has no atoms");
+    if (mol->getNumAtoms() == 0) fail("the record has no atoms", &points);
     mol->getPropIfPresent(RDKit::common_properties::_Name, points.title);
     for (const auto& key : mol->getPropList(false, false)) {
       std::string value;
@@ -273,7 +337,7 @@ class SdfParser final : public RecordParser {
     for (const auto* atom : mol->atoms()) {
       if (atom->getAtomicNum() < 1 || atom->getAtomicNum() > 118) {
         fail("atom " + std::to_string(atom->getIdx() + 1) + " is a dummy or query atom (" +
-             atom->getSymbol() + "), not an element");
+             atom->getSymbol() + "), not an element", &points);
       }
     }
     bool flat = mol->getNumConformers() == 0 || is_flat(mol->getConformer());
@@ -295,31 +359,20 @@ class SdfParser final : public RecordParser {
     }
     if (flat) {
       if (options_.missing_3d == Missing3D::error) {
-        fail("no 3-D coordinates (2-D record); generate a conformer or accept 2-D explicitly");
+        fail("no 3-D coordinates (2-D record); generate a conformer or accept 2-D explicitly",
+             &points);
       }
       if (options_.missing_3d == Missing3D::generate) {
         if (add_h) RDKit::MolOps::addHs(*rw, false, false);
-        RDKit::DGeomHelpers::EmbedParameters params = RDKit::DGeomHelpers::ETKDGv3;
-        params.randomSeed = static_cast<int>(options_.seed & 0x7fffffffU);
-        std::vector<RdkitMessage> messages;
-        int conf_id = -1;
-        {
-          RdkitLogCapture capture(messages);
-          try {
-            conf_id = RDKit::DGeomHelpers::EmbedMolecule(*rw, params);
-          } catch (const std::exception& e) {
-            messages.push_back({LogLevel::error, e.what()});
-          }
-        }
-        if (conf_id < 0) {
-          const std::string why = join_errors(messages);
-          fail("no 3-D coordinates and ETKDG could not generate a conformer" +
-               (why.empty() ? std::string() : ": " + why));
+        if (auto why = generate_conformer(*rw, conformer_options(options_),
+                                          source_ + ": record " + std::to_string(record_))) {
+          fail("no 3-D coordinates and no conformer: " + *why, &points);
         }
         points.conformer_generated = true;
         flat = false;
-        log_info(source_, ": record ", record_, ": generated a 3-D conformer (ETKDG, seed ",
-                 options_.seed, ")");
+        log_info(source_, ": record ", record_, ": generated a 3-D conformer (ETKDGv3, seed ",
+                 options_.seed, options_.optimize == Optimize::mmff ? ", MMFF94 clean-up" : "",
+                 ")");
       } else {
         points.coordinates_3d = false;
       }
@@ -356,7 +409,7 @@ class SdfParser final : public RecordParser {
       points.positions(static_cast<Index>(i), 2) = p.z;
     }
     if (auto problem = check_geometry(points, points.coordinates_3d ? options_.min_distance : 0.0)) {
-      fail(*problem);
+      fail(*problem, &points);
     }
     if (options_.keep_molecule) points.molecule = std::move(final_mol);
     return points;
@@ -370,8 +423,19 @@ class SdfParser final : public RecordParser {
   std::size_t record_ = 0;      // the record being read / just read (1-based, by "$$$$")
   std::size_t max_record_ = 0;  // highest record number accounted for
   std::size_t good_ = 0;
-  std::optional<InputError> pending_;
+  // Records RDKit skipped over after an error, still to be reported: next..last, their text.
+  struct Skipped {
+    std::size_t next = 0, last = 0;
+    std::string reason;
+    std::string text;
+  };
+  static constexpr std::size_t kMaxRejectedText = std::size_t{1} << 24;
+  std::optional<Skipped> pending_;
   bool finished_ = false;
+  bool reading_rest_ = false;    // RDKit is done; finish() walks the unread rest of the file
+  std::size_t unread_next_ = 0;  // the next record number in that rest
+  std::string record_text_;      // the text of the record being read
+  RejectedRecord rejected_;
 };
 
 }  // namespace

@@ -74,13 +74,16 @@ void MoleculeWriter::close() {
 
 namespace {
 
-// An SD data value must not contain an empty line (it ends the value).
+// An SD data value must not contain an empty line (it ends the value) nor a line starting with
+// "$$$$" (it ends the record; RDKit can read one into a value when a record lacks the blank line
+// before its "$$$$"): such a line is written with a leading blank.
 std::string sd_value(const std::string& value) {
   std::string out;
   out.reserve(value.size());
   for (std::size_t i = 0; i < value.size(); ++i) {
     if (value[i] == '\r') continue;
     if (value[i] == '\n' && (out.empty() || out.back() == '\n')) continue;
+    if ((out.empty() || out.back() == '\n') && value.compare(i, 4, "$$$$") == 0) out += ' ';
     out += value[i];
   }
   while (!out.empty() && out.back() == '\n') out.pop_back();
@@ -109,7 +112,51 @@ class SdfWriter final : public MoleculeWriter {
     ++written_;
   }
 
+  void write_error(const PointSet& points, const std::string& reason,
+                   const RejectedRecord* rejected) override {
+    if (rejected != nullptr && rejected->format == Format::sdf && !rejected->text.empty()) {
+      write_marked_text(rejected->text, reason);
+      return;
+    }
+    PointSet marked = points;
+    marked.set_property(kErrorTag, reason);
+    write(marked, {});
+  }
+
  private:
+  // The input's SD text, record by record, each with the tag flt_error added before its "$$$$".
+  void write_marked_text(const std::string& text, const std::string& reason) {
+    std::ostream& o = out();
+    const std::string tag = ">  <" + std::string(kErrorTag) + ">\n" + sd_value(reason) + "\n\n";
+    std::size_t pos = 0;
+    std::string record;
+    const auto finish_record = [&] {
+      // A data value runs to the next blank line: end an unterminated one before the tag.
+      if (!record.empty() && record.back() != '\n') record += '\n';
+      const std::size_t last = record.rfind('\n', record.size() >= 2 ? record.size() - 2 : 0);
+      const std::string last_line =
+          record.substr(last == std::string::npos ? 0 : last + 1);
+      const bool blank = last_line.find_first_not_of(" \t\r\n") == std::string::npos;
+      if (!record.empty() && !blank && last_line.rfind("M  END", 0) != 0) {
+        record += '\n';
+      }
+      o << record << tag << "$$$$\n";
+      ++written_;
+      record.clear();
+    };
+    while (pos < text.size()) {
+      std::size_t end = text.find('\n', pos);
+      end = end == std::string::npos ? text.size() : end + 1;
+      if (text.compare(pos, 4, "$$$$") == 0) {
+        finish_record();
+      } else {
+        record.append(text, pos, end - pos);
+      }
+      pos = end;
+    }
+    if (record.find_first_not_of(" \t\r\n") != std::string::npos) finish_record();
+  }
+
   static std::string mol_block(const PointSet& points) {
     const auto n = static_cast<unsigned>(points.size());
     std::unique_ptr<RDKit::RWMol> copy;
@@ -173,56 +220,118 @@ std::string csv_field(const std::string& text) {
 class CsvWriter final : public MoleculeWriter {
  public:
   CsvWriter(std::unique_ptr<OutputFile> out, const WriteOptions& options)
-      : MoleculeWriter(std::move(out)), labels_(options.label_columns) {}
+      : MoleculeWriter(std::move(out)),
+        labels_(options.label_columns),
+        error_column_(options.error_column) {
+    for (const auto& p : options.prediction_columns) predictions_.emplace_back(p.name, p.unit);
+    columns_given_ = !options.prediction_columns.empty();
+  }
 
   void write(const PointSet& points, const std::vector<PredictedValue>& predictions) override {
-    std::ostream& o = out();
-    if (written_ == 0) {
-      if (labels_.empty()) {
-        for (const auto& p : points.properties) labels_.push_back(p.key);
+    if (!header_written_) {
+      if (!columns_given_) {
+        for (const auto& pred : predictions) predictions_.emplace_back(pred.name, pred.unit);
       }
-      o << "id,source,record,title";
-      // Column names stay unique: an input tag that repeats a name already written (e.g. a tag
-      // called "id") becomes "input_<tag>" (then "input_<tag>_2", ...); a prediction that
-      // repeats one becomes "<name>_2", "<name>_3", ...
-      std::vector<std::string> used = {"id", "source", "record", "title"};
-      const auto unique = [&used](const std::string& name, const std::string& unit, bool input) {
-        const auto with_unit = [&unit](const std::string& n) {
-          return unit.empty() ? n : n + " [" + unit + "]";
-        };
-        std::string header = with_unit(name);
-        for (int k = 1; std::find(used.begin(), used.end(), header) != used.end(); ++k) {
-          std::string renamed = input ? "input_" : "";
-          renamed += name;
-          if (!input || k > 1) {  // (appended piecewise: GCC 12 -Wrestrict false positive)
-            renamed += '_';
-            renamed += std::to_string(input ? k : k + 1);
-          }
-          header = with_unit(renamed);
-        }
-        used.push_back(header);
-        return header;
-      };
-      for (const auto& key : labels_) {
-        const Property* p = points.property(key);
-        o << ',' << csv_field(unique(key, p != nullptr ? p->unit : std::string(), true));
-      }
-      for (const auto& pred : predictions) {
-        o << ',' << csv_field(unique(pred.name, pred.unit, false));
-        predictions_.emplace_back(pred.name, pred.unit);
-      }
-      o << '\n';
-    } else {
-      bool same = predictions.size() == predictions_.size();
-      for (std::size_t k = 0; same && k < predictions.size(); ++k) {
-        same = predictions[k].name == predictions_[k].first &&
-               predictions[k].unit == predictions_[k].second;
-      }
-      if (!same) {
-        throw InvalidArgument("CSV output " + out_->path() +
-                              ": every record needs the same predicted targets and units");
-      }
+      header(points);
+      write_held();
     }
+    bool same = predictions.size() == predictions_.size();
+    for (std::size_t k = 0; same && k < predictions.size(); ++k) {
+      same = predictions[k].name == predictions_[k].first &&
+             predictions[k].unit == predictions_[k].second;
+    }
+    if (!same) {
+      throw InvalidArgument("CSV output " + out_->path() +
+                            ": every record needs the same predicted targets and units");
+    }
+    std::ostream& o = out();
+    row_start(points);
+    for (const auto& pred : predictions) o << ',' << format_number(pred.value);
+    if (error_column_) o << ',';
+    o << '\n';
+    ++written_;
+  }
+
+  void write_error(const PointSet& points, const std::string& reason,
+                   const RejectedRecord*) override {
+    if (!error_column_) {
+      throw InvalidArgument("CSV output " + out_->path() +
+                            ": records without a prediction need the error column");
+    }
+    if (!header_written_) {
+      if (points.properties.empty() && labels_.empty()) {
+        // A record the reader rejected before any label was seen: the label columns come from
+        // the first record that has them, so it waits for that record (or for close()).
+        held_.emplace_back(points, reason);
+        return;
+      }
+      header(points);
+      write_held();
+    }
+    error_row(points, reason);
+  }
+
+ protected:
+  void finish() override {
+    if (header_written_) return;
+    header(held_.empty() ? PointSet{} : held_.front().first);
+    write_held();
+  }
+
+ private:
+  void error_row(const PointSet& points, const std::string& reason) {
+    std::ostream& o = out();
+    row_start(points);
+    for (std::size_t k = 0; k < predictions_.size(); ++k) o << ',';
+    o << ',' << csv_field(reason) << '\n';
+    ++written_;
+  }
+
+  void write_held() {
+    for (const auto& [points, reason] : held_) error_row(points, reason);
+    held_.clear();
+  }
+
+  void header(const PointSet& points) {
+    header_written_ = true;
+    std::ostream& o = out();
+    if (labels_.empty()) {
+      for (const auto& p : points.properties) labels_.push_back(p.key);
+    }
+    o << "id,source,record,title";
+    // Column names stay unique: an input tag that repeats a name already written (e.g. a tag
+    // called "id") becomes "input_<tag>" (then "input_<tag>_2", ...); a prediction that
+    // repeats one becomes "<name>_2", "<name>_3", ...
+    std::vector<std::string> used = {"id", "source", "record", "title"};
+    if (error_column_) used.emplace_back("error");
+    const auto unique = [&used](const std::string& name, const std::string& unit, bool input) {
+      const auto with_unit = [&unit](const std::string& n) {
+        return unit.empty() ? n : n + " [" + unit + "]";
+      };
+      std::string header = with_unit(name);
+      for (int k = 1; std::find(used.begin(), used.end(), header) != used.end(); ++k) {
+        std::string renamed = input ? "input_" : "";
+        renamed += name;
+        if (!input || k > 1) {  // (appended piecewise: GCC 12 -Wrestrict false positive)
+          renamed += '_';
+          renamed += std::to_string(input ? k : k + 1);
+        }
+        header = with_unit(renamed);
+      }
+      used.push_back(header);
+      return header;
+    };
+    for (const auto& key : labels_) {
+      const Property* p = points.property(key);
+      o << ',' << csv_field(unique(key, p != nullptr ? p->unit : std::string(), true));
+    }
+    for (const auto& [name, unit] : predictions_) o << ',' << csv_field(unique(name, unit, false));
+    if (error_column_) o << ",error";
+    o << '\n';
+  }
+
+  void row_start(const PointSet& points) {
+    std::ostream& o = out();
     o << (written_ + 1) << ',' << csv_field(points.source) << ',' << points.record << ','
       << csv_field(points.title);
     for (const auto& key : labels_) {
@@ -230,14 +339,14 @@ class CsvWriter final : public MoleculeWriter {
       o << ',';
       if (p != nullptr) o << csv_field(p->value);
     }
-    for (const auto& pred : predictions) o << ',' << format_number(pred.value);
-    o << '\n';
-    ++written_;
   }
 
- private:
   std::vector<std::string> labels_;
   std::vector<std::pair<std::string, std::string>> predictions_;
+  bool columns_given_ = false;
+  bool error_column_ = false;
+  bool header_written_ = false;
+  std::vector<std::pair<PointSet, std::string>> held_;  // rejected records before the header
 };
 
 std::string xyz_value(const std::string& value) {
@@ -326,6 +435,13 @@ class ExtXyzWriter final : public MoleculeWriter {
     }
     ++written_;
   }
+
+  void write_error(const PointSet& points, const std::string& reason,
+                   const RejectedRecord*) override {
+    PointSet marked = points;
+    marked.set_property(kErrorTag, reason);
+    write(marked, {});
+  }
 };
 
 }  // namespace
@@ -337,8 +453,9 @@ std::unique_ptr<MoleculeWriter> MoleculeWriter::open(const std::string& path,
     throw InvalidArgument(path + ": cannot tell the output format from the name; give it "
                                  "explicitly (sdf, xyz, extxyz, csv)");
   }
-  if (format == Format::qm9) {
-    throw InvalidArgument(path + ": flt reads QM9 files but does not write them");
+  if (format == Format::qm9 || format == Format::pdb) {
+    throw InvalidArgument(path + ": flt reads " + std::string(format_name(format)) +
+                          " files but does not write them");
   }
   if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
     throw InvalidArgument(path + ": compressed output is not supported");

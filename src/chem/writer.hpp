@@ -9,6 +9,7 @@
 
 #include "chem/format.hpp"
 #include "chem/point_set.hpp"
+#include "chem/reader.hpp"
 
 #include <memory>
 #include <ostream>
@@ -30,6 +31,12 @@ struct WriteOptions {
   // CSV: the input label columns, in order. Empty: the property keys of the first record written
   // (later records fill the columns they have; a label they lack is left empty).
   std::vector<std::string> label_columns;
+  // CSV: the prediction columns (names and units; values ignored) every record gets, so that the
+  // header is right even when the first record has no prediction. Empty: the first record's.
+  std::vector<PredictedValue> prediction_columns;
+  // CSV: a last column "error", empty for predicted records and the reason for records written
+  // with write_error() (which needs it).
+  bool error_column = false;
 };
 
 // Writes `path` through a temporary file renamed into place by commit(); "-" is standard output.
@@ -68,6 +75,17 @@ class MoleculeWriter {
   // the record's atom columns; properties and predictions as key=value pairs.
   virtual void write(const PointSet& points, const std::vector<PredictedValue>& predictions = {}) = 0;
 
+  // Appends a record that has no prediction, marked with `reason`, so that every input record
+  // reaches the output. `points` is the record as read, or for a record the reader rejected the
+  // part it kept (RejectedRecord::partial: no atoms). SDF: when `rejected` holds the input's own
+  // SD text, that text unchanged; otherwise the atoms as write() does (none for a rejected
+  // record); then the tags and a tag `flt_error` with the reason. CSV: the row with its labels,
+  // empty predictions and the reason in the "error" column (WriteOptions::error_column; throws
+  // InvalidArgument without it). Extended XYZ: the atoms (none for a rejected record) with
+  // flt_error="reason" in the comment line.
+  virtual void write_error(const PointSet& points, const std::string& reason,
+                           const RejectedRecord* rejected = nullptr) = 0;
+
   // Finishes the output and renames it into place. Without close() nothing is written.
   void close();
   std::size_t written() const noexcept { return written_; }
@@ -79,6 +97,9 @@ class MoleculeWriter {
   std::unique_ptr<OutputFile> out_;
   std::size_t written_ = 0;
 };
+
+// The SD tag, CSV column and extended-XYZ key that carry the reason a record was not predicted.
+inline constexpr const char* kErrorTag = "flt_error";
 
 // Shortest text that reads back as exactly `value` ("0.1", "-40.47893", "1e-05").
 std::string format_number(double value);

@@ -395,7 +395,9 @@ Dataset load_dataset(const DatasetOptions& options) {
     const std::string file = p->source;
     const std::size_t record = p->record;
     if (auto problem = builder.add(std::move(*p))) reject(summary, options, file, record, *problem);
+    if (options.on_progress) options.on_progress(reader->progress());
   }
+  if (options.on_progress) options.on_progress(reader->progress());
   return finish_or_throw(builder, std::move(summary), join(options.inputs));
 }
 

@@ -22,6 +22,7 @@
 #include "models/molecule_model.hpp"
 
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -73,6 +74,8 @@ struct DatasetOptions {
   std::size_t min_atoms = 1;  // molecules with fewer atoms are bad records (0 atoms always are)
   int max_z = models::kDefaultMaxZ;
   std::size_t limit = 0;      // read at most this many good molecules (0 = all)
+  // Called after every record read (e.g. a ReadProgressBar, dataset_progress.hpp); may be empty.
+  std::function<void(const chem::ReadProgress&)> on_progress;
 };
 
 struct Dataset {

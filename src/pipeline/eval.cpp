@@ -147,6 +147,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   result.rotation_sd = Mat<double>::Zero(options.rotations > 0 ? S : 0, P);
   const int N = options.rotations;
 
+  if (options.on_progress) options.on_progress(0, static_cast<std::size_t>(S));
   for (Index begin = 0; begin < S; begin += static_cast<Index>(options.batch_size)) {
     const Index end = std::min(S, begin + static_cast<Index>(options.batch_size));
     std::vector<const models::Molecule*> ptrs;
@@ -164,7 +165,10 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
         result.truth(s, k) = row[static_cast<std::size_t>(k)];
       }
     }
-    if (N == 0) continue;
+    if (N == 0) {
+      if (options.on_progress) options.on_progress(static_cast<std::size_t>(end), static_cast<std::size_t>(S));
+      continue;
+    }
     // N rotated copies of each molecule of this batch, predicted in one call per member.
     std::vector<models::Molecule> rotated;
     rotated.reserve(ptrs.size() * static_cast<std::size_t>(N));
@@ -188,6 +192,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
         result.rotation_sd(s, k) = std::sqrt(v / N);
       }
     }
+    if (options.on_progress) options.on_progress(static_cast<std::size_t>(end), static_cast<std::size_t>(S));
   }
 
   for (Index k = 0; k < P; ++k) {

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -48,6 +49,9 @@ struct EvalOptions {
   // error rather than a silent mismatch. Empty split_file: every record.
   std::string split_file;
   std::string subset = "test";
+  // Called before the first batch (done = 0) and after every batch with the molecules evaluated
+  // so far and their number (after reading; data.on_progress reports the reading); may be empty.
+  std::function<void(std::size_t done, std::size_t total)> on_progress;
 };
 
 struct TargetEvaluation {

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <utility>
 
 namespace flt::pipeline {
@@ -338,49 +339,71 @@ PredictSummary Predictor::predict_inputs(
     const std::vector<std::string>& inputs, const chem::ReadOptions& read,
     const PredictOptions& options,
     const std::function<void(chem::PointSet&&, const MoleculePrediction&)>& sink) const {
+  return predict_records(inputs, read, options, [&](RecordOutcome&& outcome) {
+    if (outcome.ok()) sink(std::move(outcome.points), *outcome.prediction);
+  });
+}
+
+PredictSummary Predictor::predict_records(const std::vector<std::string>& inputs,
+                                          const chem::ReadOptions& read,
+                                          const PredictOptions& options,
+                                          const std::function<void(RecordOutcome&&)>& sink) const {
   require(options.batch_size >= 1, "predict: the batch size must be at least 1");
   PredictSummary summary;
-  std::vector<chem::PointSet> pending;
+  // Records wait here in input order until their batch is predicted; failed records queue too,
+  // so the sink sees every record in order. A deque keeps the addresses of queued outcomes.
+  std::deque<RecordOutcome> queue;
   std::vector<models::Molecule> molecules;
-  pending.reserve(options.batch_size);
+  std::vector<RecordOutcome*> slots;  // queue entry of each molecule of the batch
   molecules.reserve(options.batch_size);
 
-  auto skip = [&](std::string file, std::size_t record, std::string reason) {
+  auto skip = [&](const std::string& file, std::size_t record, const std::string& reason) {
     if (options.on_error == chem::ErrorPolicy::fail) throw InputError(file, record, reason);
     log_warning("skipped ", file, record > 0 ? " record " + std::to_string(record) : "", ": ",
                 reason);
-    summary.skipped.push_back({std::move(file), record, std::move(reason)});
+    summary.skipped.push_back({file, record, reason});
+  };
+  auto emit = [&] {
+    while (!queue.empty()) {
+      RecordOutcome& front = queue.front();
+      if (front.ok()) ++summary.predicted;
+      sink(std::move(front));
+      queue.pop_front();
+    }
   };
   std::size_t batch_number = 0;
   auto flush = [&] {
-    if (pending.empty()) return;
-    auto compute = [&] {
-      return predict_batch(std::span<const models::Molecule>(molecules), options.threads, options.forces_target);
-    };
-    std::vector<MoleculeResult> results;
-    if (options.distribution) {
-      auto shared = options.distribution->run(batch_number++, compute);
-      if (!shared) {  // rank 0's sink hands these records on
-        pending.clear();
-        molecules.clear();
-        return;
-      }
-      results = std::move(*shared);
-      require(results.size() == pending.size(), "predict: a rank sent the results of a different batch");
-    } else {
-      results = compute();
-    }
-    for (std::size_t i = 0; i < pending.size(); ++i) {
-      if (results[i].ok()) {
-        ++summary.predicted;
-        sink(std::move(pending[i]), *results[i].prediction);
+    if (!molecules.empty()) {
+      auto compute = [&] {
+        return predict_batch(std::span<const models::Molecule>(molecules), options.threads, options.forces_target);
+      };
+      std::vector<MoleculeResult> results;
+      if (options.distribution) {
+        auto shared = options.distribution->run(batch_number++, compute);
+        if (!shared) {  // not rank 0: rank 0's sink hands these records on
+          queue.clear();
+          molecules.clear();
+          slots.clear();
+          return;
+        }
+        results = std::move(*shared);
+        require(results.size() == slots.size(), "predict: a rank sent the results of a different batch");
       } else {
-        // Only a check that unsupported_reason missed can land here (it checks every member).
-        skip(pending[i].source, pending[i].record, results[i].error);
+        results = compute();
       }
+      for (std::size_t i = 0; i < results.size(); ++i) {
+        if (results[i].ok()) {
+          slots[i]->prediction = std::move(results[i].prediction);
+        } else {
+          // Only a check that unsupported_reason missed can land here (it checks every member).
+          skip(slots[i]->points.source, slots[i]->points.record, results[i].error);
+          slots[i]->error = results[i].error;
+        }
+      }
+      molecules.clear();
+      slots.clear();
     }
-    pending.clear();
-    molecules.clear();
+    emit();
   };
 
   auto reader = chem::MoleculeReader::open(inputs, read);
@@ -390,6 +413,13 @@ PredictSummary Predictor::predict_inputs(
       points = reader->next();
     } catch (const InputError& e) {
       skip(e.file(), e.record(), e.reason());
+      if (e.record() == 0) continue;  // about a file as a whole (e.g. no records): no record
+      RecordOutcome outcome;
+      outcome.rejected = reader->last_rejected();
+      outcome.points = outcome.rejected->partial;
+      outcome.error = e.reason();
+      queue.push_back(std::move(outcome));
+      if (molecules.empty()) emit();
       continue;
     } catch (const IoError& e) {
       std::string reason = e.what();
@@ -400,16 +430,26 @@ PredictSummary Predictor::predict_inputs(
     }
     if (!points) break;
     models::Molecule molecule = to_molecule(*points);
+    RecordOutcome outcome;
+    outcome.points = std::move(*points);
     if (auto reason = unsupported_reason(molecule)) {
       // Checked here, record by record, so the error names the file and the record.
-      skip(points->source, points->record, *reason);
+      skip(outcome.points.source, outcome.points.record, *reason);
+      outcome.error = *reason;
+      queue.push_back(std::move(outcome));
+      if (molecules.empty()) emit();
       continue;
     }
+    queue.push_back(std::move(outcome));
     molecules.push_back(std::move(molecule));
-    pending.push_back(std::move(*points));
-    if (pending.size() >= options.batch_size) flush();
+    slots.push_back(&queue.back());
+    if (molecules.size() >= options.batch_size) {
+      flush();
+      if (options.on_progress) options.on_progress(reader->progress());
+    }
   }
   flush();
+  if (options.on_progress) options.on_progress(reader->progress());
   summary.read = reader->records_seen();
   return summary;
 }

@@ -186,6 +186,9 @@ struct PredictOptions {
   // Also compute the forces of this target (an extensive energy target; Predictor::forces_target
   // finds the default one). nullopt: no forces (prediction then costs one forward pass only).
   std::optional<std::size_t> forces_target;
+  // predict_inputs: called after every batch with how far reading the inputs has got (e.g. a
+  // ReadProgressBar, dataset_progress.hpp); may be empty.
+  std::function<void(const chem::ReadProgress&)> on_progress;
   // Streaming over the ranks of an MPI job (distribute_batches); null: every batch runs here.
   std::shared_ptr<BatchDistribution> distribution;
 };
@@ -199,6 +202,19 @@ struct PredictSummary {
   bool ok() const noexcept { return skipped.empty(); }
   // "predicted 45 of 47 records; skipped 2: cdk2.sdf record 3: ...; ..." (at most 10 listed).
   std::string describe() const;
+};
+
+// One input record after prediction: predicted, or why not (every record of the input gets one,
+// in input order, so that an output can keep them all).
+struct RecordOutcome {
+  // The record as read; for a record the reader rejected, what it kept (source, record, and when
+  // known title and properties; no atoms).
+  chem::PointSet points;
+  std::optional<MoleculePrediction> prediction;  // set when predicted
+  std::string error;                             // the reason otherwise
+  // For a record the reader rejected: its input text when known (chem::RejectedRecord).
+  std::optional<chem::RejectedRecord> rejected;
+  bool ok() const noexcept { return prediction.has_value(); }
 };
 
 // A single model or an ensemble of models predicting the same targets.
@@ -256,6 +272,15 @@ class Predictor {
       const std::vector<std::string>& inputs, const chem::ReadOptions& read,
       const PredictOptions& options,
       const std::function<void(chem::PointSet&&, const MoleculePrediction&)>& sink) const;
+
+  // As predict_inputs, but `sink` gets every record in input order: predicted ones, records the
+  // model cannot handle and records the reader rejected (with their reason, and for the latter
+  // what the reader kept of them). With ErrorPolicy::fail the first bad record is thrown instead.
+  // An input that cannot be opened or read at all (IoError) has no records: it is listed in the
+  // summary only.
+  PredictSummary predict_records(const std::vector<std::string>& inputs,
+                                 const chem::ReadOptions& read, const PredictOptions& options,
+                                 const std::function<void(RecordOutcome&&)>& sink) const;
 
  private:
   std::vector<std::shared_ptr<const LoadedModel>> members_;

@@ -9,7 +9,9 @@
 #include "core/random.hpp"
 #include "core/version.hpp"
 #include "models/model_io.hpp"
+#include "pipeline/dataset_progress.hpp"
 #include "pipeline/train_distributed.hpp"
+#include "pipeline/train_plots.hpp"
 #include "train/atomic_file.hpp"
 #include "train/checkpoint.hpp"
 #include "train/csv.hpp"
@@ -96,6 +98,30 @@ std::string resume_fingerprint(const std::string& ini_text) {
   std::string out;
   for (const auto& [key, value] : sorted) out += key + " = " + value + "\n";
   return out;
+}
+
+// The entries that differ between two resume fingerprints, e.g. "train.epochs = '4' (the run has '2')".
+std::string fingerprint_difference(const std::string& now, const std::string& run) {
+  const auto entries = [](const std::string& text) {
+    std::map<std::string, std::string> out;
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);)
+      if (const auto eq = line.find(" = "); eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
+    return out;
+  };
+  const auto a = entries(now), b = entries(run);
+  std::string diff;
+  const auto add = [&](const std::string& key) {
+    if (diff.size() > 400) return;
+    const auto x = a.find(key), y = b.find(key);
+    diff += (diff.empty() ? "" : "; ") + key + " = " + (x == a.end() ? std::string("(unset)") : "'" + x->second + "'") +
+            " (the run has " + (y == b.end() ? std::string("it unset") : "'" + y->second + "'") + ")";
+  };
+  for (const auto& [key, value] : a)
+    if (!b.contains(key) || b.at(key) != value) add(key);
+  for (const auto& [key, value] : b)
+    if (!a.contains(key)) add(key);
+  return diff.empty() ? "the stored configuration is unreadable" : diff;
 }
 
 // Predictions of the molecules at `indices` (physical units, rows in that order); `normalised`
@@ -221,8 +247,17 @@ train::OptionSchema train_option_schema() {
            "CSV file of labels keyed by id or title (columns 'U0 [Hartree]', ...)")
       .optional = true;
   s.option("label-key", "data", OptionType::string, "", "key column of --labels (default: id, title or name)");
-  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9").choices = {
-      "auto", "sdf", "mol", "xyz", "extxyz", "qm9"};
+  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9, csv (SMILES)").choices = {
+      "auto", "sdf", "mol", "xyz", "extxyz", "qm9", "csv"};
+  s.option("smiles-column", "data", OptionType::string, "", "CSV input: the column holding the SMILES (default: the column named smiles)");
+  s.option("missing-3d", "data", OptionType::string, "error",
+           "records without 3-D coordinates: error or generate (RDKit ETKDGv3, random-coordinate fallback); SMILES always get one")
+      .choices = {"error", "generate"};
+  s.option("optimize", "data", OptionType::string, "none", "clean-up of generated conformers: none or mmff (MMFF94)").choices = {
+      "none", "mmff"};
+  s.option("conformer-seed", "data", OptionType::integer, "42", "random seed of generated conformers");
+  s.option("conformer-attempts", "data", OptionType::integer, "0",
+           "ETKDG attempts per try (0: RDKit's bound, 10 x atoms)");
   s.option("on-error", "data", OptionType::string, "skip", "bad records: skip (with a summary) or fail").choices = {
       "skip", "fail"};
   s.option("missing-labels", "data", OptionType::string, "mask",
@@ -327,6 +362,11 @@ train::OptionSchema train_option_schema() {
   s.option("stop-after-epoch", "run", OptionType::integer, "0",
            "testing: stop after this epoch's checkpoint as if interrupted (0: off)")
       .persist = false;
+  // The spellings every flt subcommand shares.
+  s.add_spellings("out", 'o', {"output"});
+  s.add_spellings("threads", 'j');
+  s.add_spellings("targets", 't');
+  s.add_spellings("format", 'f');
   return s;
 }
 
@@ -348,6 +388,15 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   d.read.add_hydrogens = o.get_bool("add-hydrogens");
   d.read.min_distance = o.get_real("min-distance");
   d.read.keep_molecule = false;
+  d.read.smiles_column = o.get_string("smiles-column");
+  d.read.missing_3d = o.get_string("missing-3d") == "generate" ? chem::Missing3D::generate : chem::Missing3D::error;
+  d.read.optimize = chem::optimize_from_name(o.get_string("optimize"));
+  const auto conformer_seed = o.get_int("conformer-seed");
+  if (conformer_seed < 0 || conformer_seed > 0x7fffffff) throw ConfigError("--conformer-seed must be in 0..2147483647");
+  d.read.seed = static_cast<std::uint32_t>(conformer_seed);
+  const auto attempts = o.get_int("conformer-attempts");
+  if (attempts < 0 || attempts > 1000000) throw ConfigError("--conformer-attempts must be in 0..1000000");
+  d.read.conformer_attempts = static_cast<int>(attempts);
   d.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
   d.missing = missing_labels_from_string(o.get_string("missing-labels"));
   const auto min_atoms = o.get_int("min-atoms");
@@ -445,10 +494,23 @@ TrainConfig parse_train_command_line(const std::vector<std::string>& args) {
     if (name == "resume") resume = train::parse_bool_value(value, "--resume");
     if (name == "out") out = value;
   }
-  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini"))
+  std::vector<std::pair<std::string, std::string>> options = cl.options;
+  std::vector<std::string> positional = cl.positional;
+  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini")) {
     file = train::IniFile::load(fs::path(out) / "config.ini");
-  const train::ResolvedOptions resolved = train::resolve_options(schema, file ? &*file : nullptr, cl.options);
-  return config_from_options(resolved, cl.positional);
+    // The run's config.ini already lists every input of the run, positional ones included: inputs
+    // given again (the original command line with --resume added) replace that list instead of
+    // being appended to it.
+    if (!positional.empty()) {
+      auto given = std::find_if(options.begin(), options.end(), [](const auto& o) { return o.first == "inputs"; });
+      const std::string listed = join(positional);
+      if (given == options.end()) options.emplace_back("inputs", listed);
+      else given->second += "," + listed;
+      positional.clear();
+    }
+  }
+  const train::ResolvedOptions resolved = train::resolve_options(schema, file ? &*file : nullptr, options);
+  return config_from_options(resolved, positional);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -528,7 +590,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   };
 
   // 1. Data and split.
-  Dataset data = load_dataset(cfg.data);
+  ReadProgressBar reading({progress, output.terminal}, "reading", cfg.data.limit);
+  DatasetOptions data_options = cfg.data;
+  data_options.on_progress = reading.callback();
+  Dataset data = load_dataset(data_options);
+  reading.finish();
   say(data.describe());
   train::Split split;
   if (!cfg.split_file.empty()) {
@@ -611,8 +677,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from (start the run again without --resume)");
     const train::Checkpoint ck = slots.load_last();
     if (ck.text("config") != config_fingerprint)
-      throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's "
-                        "(only --threads may change); use the run's config.ini");
+      throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's (" +
+                        fingerprint_difference(config_fingerprint, ck.text("config")) +
+                        "; only --threads may change); resume with 'flt train --resume --out " + dir.string() +
+                        "' alone to use the run's config.ini");
     if (ck.text("data_checksum") != checksum)
       throw ConfigError(dir.string() + ": --resume with different training data (checksum " + checksum + ", run " +
                         ck.text("data_checksum") + ")");
@@ -667,6 +735,15 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   const Mat<double> train_truth = labels_at(data, split.train);
   const Mat<double> val_truth = labels_at(data, split.validation);
   const double session_start = now_seconds();
+  const std::int64_t session_first_epoch = st.epoch;
+  // Whole-run ETA from this session's pace: `fraction` of the current epoch is done.
+  const auto run_eta_text = [&](double fraction) -> std::string {
+    const double left = static_cast<double>(cfg.epochs - st.epoch) - fraction;
+    const auto eta = train::run_eta(now_seconds() - session_start,
+                                    static_cast<double>(st.epoch - session_first_epoch) + fraction, left);
+    if (!eta || left <= 0) return {};
+    return std::string("run ETA ") + (cfg.patience > 0 ? "<= " : "") + train::format_duration(*eta);
+  };
   const double seconds_before = st.seconds;
   TrainResult result;
   result.run_dir = dir;
@@ -770,7 +847,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       ++result.session_steps;
       result.session_molecules += batches[bi].size();
       // Plain (non-terminal) output: one line per epoch (bar->finish), no per-batch lines.
-      if (bar) bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)));
+      if (bar) {
+        const std::string eta = run_eta_text(static_cast<double>(bi + 1) / static_cast<double>(batches.size()));
+        bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)) +
+                                (eta.empty() ? "" : ", " + eta));
+      }
       if (output.on_step) output.on_step();
     }
     const attn::AttentionStats attention =
@@ -856,6 +937,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
                    std::to_string(attention.nonpositive_denominators) + " nonpositive of " +
                    std::to_string(attention.denominators);
       if (report.improved) summary += " *";
+      if (const std::string eta = run_eta_text(0.0); !eta.empty() && !st.stopped_early) summary += "; " + eta;
       if (bar) {
         bar->finish(summary);
       } else {
@@ -939,8 +1021,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         yt[static_cast<std::size_t>(i)] = test_truth(i, static_cast<Index>(t));
         yp[static_cast<std::size_t>(i)] = test_pred(i, static_cast<Index>(t));
       }
+      const auto reference = parity_reference(data, split.test, t, model.normalisation());
       train::write_svg(dir / ("parity_" + data.targets[t].name + ".svg"),
-                       train::parity_svg(data.targets[t].name, data.targets[t].unit, yt, yp, "test"));
+                       train::readable_parity_svg(data.targets[t].name, data.targets[t].unit, yt, yp,
+                                                  reference ? &*reference : nullptr, "test"));
     }
   }
   return result;

@@ -99,7 +99,11 @@ std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::
 
 void drop_foreign_molecules(Dataset& data, std::span<const int> owners, int rank) {
   for (std::size_t i = 0; i < data.molecules.size(); ++i)
-    if (owners[i] != rank) data.molecules[i] = models::Molecule();
+    if (owners[i] != rank) {
+      // The atomic numbers stay (compositions for the parity plots' references; 4 bytes an atom).
+      data.molecules[i].positions = {};
+      data.molecules[i].formal_charges = {};
+    }
 }
 
 DataParallelGradient::DataParallelGradient(comm::Communicator& world, std::size_t chunk, RegressionLoss loss)
@@ -196,7 +200,10 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
     const Mat<double> physical = model.denormalise(b.molecules, out.cast<double>());
     for (std::size_t j = 0; j < indices.size(); ++j) on_prediction(indices[j], physical.row(static_cast<Index>(j)));
   }
-  for (std::size_t i : borrowed) data.molecules[i] = models::Molecule();
+  for (std::size_t i : borrowed) {
+    data.molecules[i].positions = {};
+    data.molecules[i].formal_charges = {};
+  }
 
   double t0 = now_seconds();
   world_.allreduce_max(std::span<double>(local_max, 2));

@@ -20,8 +20,8 @@
 // the coordinates of the molecules it owns only: training molecule at position k of the split on
 // rank k mod P, validation and test molecules by evaluation batch (batch b on rank b mod P). The
 // molecules of a step's chunks that live on other ranks arrive by one gather of the batch's
-// owned molecules per step (a few kB). Labels, ids and titles (O(S) small values) stay on every
-// rank.
+// owned molecules per step (a few kB). Labels, ids, titles and atomic numbers (O(S) small values)
+// stay on every rank.
 #pragma once
 
 #include "comm/communicator.hpp"
@@ -56,7 +56,8 @@ void from_fixed_point(std::span<const std::int64_t> sums, int s, std::span<float
 std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::size_t> train,
                                  std::span<const std::size_t> validation, std::span<const std::size_t> test,
                                  std::size_t eval_batch_size, int ranks);
-// Frees the coordinates of the molecules this rank does not own (ranks > 1).
+// Frees the coordinates and charges of the molecules this rank does not own (ranks > 1); their
+// atomic numbers stay.
 void drop_foreign_molecules(Dataset& data, std::span<const int> owners, int rank);
 
 // One optimiser step's gradient of a global batch, as described above.

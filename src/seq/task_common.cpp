@@ -243,6 +243,17 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
   const double session_start = now_seconds();
   const double seconds_before = st.seconds;
   auto elapsed = [&] { return seconds_before + (now_seconds() - session_start); };
+  const std::int64_t session_first_epoch = st.epoch;
+  // Whole-run ETA from this session's pace (`fraction` of the current epoch done), capped by the
+  // time budget.
+  const auto run_eta_text = [&](double fraction) -> std::string {
+    const double left = static_cast<double>(cfg.epochs - st.epoch) - fraction;
+    auto eta = train::run_eta(now_seconds() - session_start, static_cast<double>(st.epoch - session_first_epoch) + fraction,
+                              left);
+    if (!eta || left <= 0) return {};
+    if (budget_seconds > 0) eta = std::min(*eta, std::max(0.0, budget_seconds - elapsed()));
+    return "run ETA " + train::format_duration(*eta);
+  };
 
   std::vector<std::size_t> order(n);
   while (st.epoch < cfg.epochs && !st.stopped_by_budget) {
@@ -275,7 +286,10 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
       ++st.step;
       loss_sum += sr.loss * sr.weight;
       weight_sum += sr.weight;
-      if (bar) bar->update(bi + 1, "loss " + format_number(loss_sum / weight_sum));
+      if (bar) {
+        const std::string eta = run_eta_text(static_cast<double>(bi + 1) / static_cast<double>(batches.size()));
+        bar->update(bi + 1, "loss " + format_number(loss_sum / weight_sum) + (eta.empty() ? "" : ", " + eta));
+      }
       if (budget_seconds > 0 && elapsed() >= budget_seconds) {
         st.stopped_by_budget = true;
         break;
@@ -304,6 +318,7 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
       summary += "; lr " + format_number(lr, 3) + "; " + train::format_duration(now_seconds() - epoch_start);
       if (st.stopped_by_budget) summary += " (time budget reached)";
       if (improved) summary += " *";
+      if (const std::string eta = run_eta_text(0.0); !eta.empty() && !st.stopped_by_budget) summary += "; " + eta;
       bar->finish(summary);
       if (!output.terminal) *progress << std::flush;
     }
@@ -382,6 +397,9 @@ void add_run_options(train::OptionSchema& s, std::int64_t epochs, std::size_t ba
   }
   s.option("stop-after-epoch", "run", OptionType::integer, "0", "testing: stop after this epoch's checkpoint as if interrupted (0: off)")
       .persist = false;
+  // The spellings every flt subcommand shares.
+  s.add_spellings("out", 'o', {"output"});
+  s.add_spellings("threads", 'j');
 }
 
 namespace {

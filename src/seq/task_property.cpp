@@ -305,7 +305,7 @@ void write_property_evaluation(const fs::path& dir, const PropertyEvaluation& e,
       yt[i] = e.truth(static_cast<Index>(i), static_cast<Index>(t));
       yp[i] = e.predicted(static_cast<Index>(i), static_cast<Index>(t));
     }
-    train::write_svg(dir / ("parity_" + e.targets[t].name + ".svg"), train::parity_svg(e.targets[t].name, e.targets[t].unit, yt, yp, "test"));
+    train::write_svg(dir / ("parity_" + e.targets[t].name + ".svg"), train::readable_parity_svg(e.targets[t].name, e.targets[t].unit, yt, yp, nullptr, "test"));
   }
   numbers.insert(numbers.end(), extra.begin(), extra.end());
   write_metrics_json(dir / "test_metrics.json", numbers, strings);

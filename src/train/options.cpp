@@ -1,6 +1,7 @@
 #include "train/options.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 namespace flt::train {
@@ -80,7 +81,42 @@ OptionSchema& OptionSchema::add(OptionSpec spec) {
       throw InvalidArgument(std::string("bad default: ") + e.what());
     }
   }
+  std::vector<std::string> aliases = std::move(spec.aliases);
+  const char short_name = spec.short_name;
+  spec.aliases.clear();
+  spec.short_name = 0;
   options_.push_back(std::move(spec));
+  if (short_name != 0 || !aliases.empty()) {
+    try {
+      add_spellings(options_.back().name, short_name, std::move(aliases));
+    } catch (...) {
+      options_.pop_back();
+      throw;
+    }
+  }
+  return *this;
+}
+
+OptionSchema& OptionSchema::add_spellings(std::string_view name, char short_name, std::vector<std::string> aliases) {
+  auto it = std::find_if(options_.begin(), options_.end(), [&](const OptionSpec& o) { return o.name == name; });
+  if (it == options_.end()) throw InvalidArgument("add_spellings: no option named '" + std::string(name) + "'");
+  if (short_name != 0) {
+    if (!std::isalpha(static_cast<unsigned char>(short_name)))
+      throw InvalidArgument("invalid short flag for option '" + it->name + "'");
+    const OptionSpec* other = find_short(short_name);
+    if (other != nullptr && other != &*it)
+      throw InvalidArgument(std::string("short flag -") + short_name + " of '" + it->name + "' is taken by '" +
+                            other->name + "'");
+    it->short_name = short_name;
+  }
+  for (auto& alias : aliases) {
+    if (!is_valid_ini_key(alias) || alias.rfind("no-", 0) == 0)
+      throw InvalidArgument("invalid alias '" + alias + "' of option '" + it->name + "'");
+    const OptionSpec* other = find(alias);
+    if (other == &*it) continue;
+    if (other != nullptr) throw InvalidArgument("alias '" + alias + "' of '" + it->name + "' is taken by '" + other->name + "'");
+    it->aliases.push_back(std::move(alias));
+  }
   return *this;
 }
 
@@ -99,6 +135,14 @@ OptionSpec& OptionSchema::option(std::string name, std::string section, OptionTy
 const OptionSpec* OptionSchema::find(std::string_view name) const {
   for (const auto& o : options_)
     if (o.name == name) return &o;
+  for (const auto& o : options_)
+    if (std::find(o.aliases.begin(), o.aliases.end(), name) != o.aliases.end()) return &o;
+  return nullptr;
+}
+
+const OptionSpec* OptionSchema::find_short(char short_name) const {
+  for (const auto& o : options_)
+    if (short_name != 0 && o.short_name == short_name) return &o;
   return nullptr;
 }
 
@@ -111,7 +155,8 @@ std::string OptionSchema::help() const {
     out += (s.empty() ? std::string("options") : "[" + s + "] options") + ":\n";
     for (const auto& o : options_) {
       if (o.section != s) continue;
-      std::string left = "  --" + o.name + (o.type == OptionType::boolean ? "" : std::string(" ") + to_string(o.type));
+      std::string left = o.short_name != 0 ? std::string("  -") + o.short_name + ", --" : std::string("  --");
+      left += o.name + (o.type == OptionType::boolean ? "" : std::string(" ") + to_string(o.type));
       if (left.size() < 28) left.resize(28, ' ');
       else left += "  ";
       out += left + o.help;
@@ -121,6 +166,8 @@ std::string OptionSchema::help() const {
         out += ")";
       }
       if (o.default_value && !o.default_value->empty()) out += " [default: " + *o.default_value + "]";
+      for (std::size_t i = 0; i < o.aliases.size(); ++i) out += (i ? ", --" : " (also --") + o.aliases[i];
+      if (!o.aliases.empty()) out += ")";
       out += "\n";
     }
   }
@@ -136,19 +183,36 @@ CommandLine parse_command_line(const OptionSchema& schema, const std::vector<std
       cl.positional.insert(cl.positional.end(), args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
       break;
     }
-    if (a.size() < 3 || a.rfind("--", 0) != 0) {
-      if (a.size() > 1 && a[0] == '-' && a != "-")
-        throw ConfigError("command line: unknown option '" + a + "' (options are spelled --name)");
+    std::string name;
+    std::optional<std::string> value;
+    const OptionSpec* spec = nullptr;
+    if (a.size() >= 2 && a[0] == '-' && a[1] != '-') {
+      // A short flag: -x, -x value or -xvalue.
+      spec = schema.find_short(a[1]);
+      if (spec == nullptr) {
+        std::string known;
+        for (const auto& o : schema.options())
+          if (o.short_name != 0) known += std::string(known.empty() ? "" : ", ") + "-" + o.short_name;
+        throw ConfigError("command line: unknown option '" + a + "'" +
+                          (known.empty() ? std::string(" (options are spelled --name)") : " (short flags: " + known + ")"));
+      }
+      name = spec->name;
+      if (a.size() > 2) {
+        if (spec->type == OptionType::boolean) throw ConfigError("command line: -" + std::string(1, a[1]) + " takes no value");
+        value = a.substr(2);
+      }
+    } else if (a.size() < 3 || a.rfind("--", 0) != 0) {
       cl.positional.push_back(a);
       continue;
+    } else {
+      name = a.substr(2);
+      if (const auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name.resize(eq);
+      }
+      spec = schema.find(name);
+      if (spec != nullptr) name = spec->name;
     }
-    std::string name = a.substr(2);
-    std::optional<std::string> value;
-    if (const auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name.resize(eq);
-    }
-    const OptionSpec* spec = schema.find(name);
     if (spec == nullptr && name.rfind("no-", 0) == 0 && !value) {
       const OptionSpec* neg = schema.find(name.substr(3));
       if (neg && neg->type == OptionType::boolean) {
@@ -227,7 +291,12 @@ ResolvedOptions resolve_options(const OptionSchema& schema, const IniFile* file,
   return r;
 }
 
-bool ResolvedOptions::has(std::string_view name) const { return values_.find(name) != values_.end(); }
+std::string_view ResolvedOptions::canonical(std::string_view name) const {
+  const OptionSpec* s = schema_ ? schema_->find(name) : nullptr;
+  return s ? std::string_view(s->name) : name;
+}
+
+bool ResolvedOptions::has(std::string_view name) const { return values_.find(canonical(name)) != values_.end(); }
 
 const OptionSpec& ResolvedOptions::spec(std::string_view name, std::initializer_list<OptionType> types) const {
   const OptionSpec* s = schema_ ? schema_->find(name) : nullptr;
@@ -239,7 +308,7 @@ const OptionSpec& ResolvedOptions::spec(std::string_view name, std::initializer_
 }
 
 const std::string& ResolvedOptions::raw(std::string_view name) const {
-  auto it = values_.find(name);
+  auto it = values_.find(canonical(name));
   if (it == values_.end()) throw ConfigError("option --" + std::string(name) + " is not set");
   return it->second;
 }
@@ -267,7 +336,7 @@ std::vector<std::string> ResolvedOptions::get_list(std::string_view name) const 
 
 const OptionSource& ResolvedOptions::source(std::string_view name) const {
   static const OptionSource unset{};
-  auto it = sources_.find(name);
+  auto it = sources_.find(canonical(name));
   return it == sources_.end() ? unset : it->second;
 }
 

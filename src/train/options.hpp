@@ -32,6 +32,11 @@ struct OptionSpec {
   bool persist = true;    // written to the resolved INI and accepted in files (false for
                           // --config, --resume, --overwrite: run actions, not configuration)
   std::vector<std::string> choices;  // allowed values (string options), empty = any
+  // Other spellings: a one-letter command-line flag ('o' for -o) and further long names (older
+  // or shared spellings such as "output" for "out"), accepted on the command line and as INI
+  // keys; the resolved configuration always uses `name`.
+  char short_name = 0;
+  std::vector<std::string> aliases;
 };
 
 class OptionSchema {
@@ -46,7 +51,12 @@ class OptionSchema {
   OptionSpec& option(std::string name, std::string section, OptionType type,
                      std::optional<std::string> default_value, std::string help);
   const std::vector<OptionSpec>& options() const noexcept { return options_; }
+  // The option named `name` or having it as an alias.
   const OptionSpec* find(std::string_view name) const;
+  const OptionSpec* find_short(char short_name) const;
+  // Adds a short flag and/or aliases to an existing option (e.g. a shared spelling given by the
+  // program to a schema the library builds). Throws InvalidArgument on a clash or unknown option.
+  OptionSchema& add_spellings(std::string_view name, char short_name, std::vector<std::string> aliases = {});
   // "--name TYPE   help [default: x]" lines, grouped by section.
   std::string help() const;
 
@@ -55,7 +65,8 @@ class OptionSchema {
 };
 
 // The command line split into options and positional arguments. Accepted forms: --name value,
-// --name=value, --flag (booleans: true), --no-flag (booleans: false), and "--" ending options.
+// --name=value, -x value, -xvalue (short flags), --flag / -x (booleans: true), --no-flag (booleans:
+// false), and "--" ending options. Aliases are reported under the option's name.
 // Unknown options, missing values and repeated non-list options throw ConfigError.
 // A repeated list option appends (--targets U0 --targets gap == --targets U0,gap).
 struct CommandLine {
@@ -93,6 +104,7 @@ class ResolvedOptions {
   friend ResolvedOptions resolve_options(const OptionSchema&, const IniFile*,
                                          const std::vector<std::pair<std::string, std::string>>&);
   const OptionSpec& spec(std::string_view name, std::initializer_list<OptionType> types) const;
+  std::string_view canonical(std::string_view name) const;  // an alias's option name
   const OptionSchema* schema_ = nullptr;
   std::map<std::string, std::string, std::less<>> values_;
   std::map<std::string, OptionSource, std::less<>> sources_;

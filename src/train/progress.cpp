@@ -1,5 +1,6 @@
 #include "train/progress.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <unistd.h>
@@ -25,6 +26,26 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
+std::string format_bytes(double bytes) {
+  char buf[32];
+  if (!std::isfinite(bytes) || bytes < 0) return "?";
+  if (bytes < 1000) {
+    std::snprintf(buf, sizeof buf, "%.0f B", bytes);
+  } else if (bytes < 1e6) {
+    std::snprintf(buf, sizeof buf, "%.1f kB", bytes / 1e3);
+  } else if (bytes < 1e9) {
+    std::snprintf(buf, sizeof buf, "%.1f MB", bytes / 1e6);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  }
+  return buf;
+}
+
+std::optional<double> run_eta(double session_seconds, double session_epochs, double epochs_left) {
+  if (!(session_seconds > 0) || !(session_epochs > 0) || !(epochs_left >= 0)) return std::nullopt;
+  return session_seconds / session_epochs * epochs_left;
+}
+
 double ProgressBar::steady_seconds() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
@@ -37,8 +58,33 @@ ProgressBar::ProgressBar(std::ostream& out, bool terminal, std::string label, st
 
 std::string ProgressBar::line(std::size_t done, std::string_view status, bool with_bar) const {
   const double elapsed = clock_() - start_;
-  const double fraction = total_ == 0 ? 1.0 : static_cast<double>(done) / static_cast<double>(total_);
+  const bool known = total_ > 0;
+  const double fraction = known ? static_cast<double>(done) / static_cast<double>(total_) : 0.0;
   std::string s = label_;
+  const bool bytes = unit_ == ProgressUnit::bytes;
+  char buf[128];
+  if (!known) {
+    s += ' ';
+    s += bytes ? format_bytes(static_cast<double>(done)) : std::to_string(done);
+    if (elapsed > 0 && done > 0) {
+      const double rate = static_cast<double>(done) / elapsed;
+      if (bytes) {
+        s += ' ';
+        s += format_bytes(rate);
+        s += "/s";
+      } else {
+        std::snprintf(buf, sizeof buf, " %.3g/s", rate);
+        s += buf;
+      }
+    }
+    s += " elapsed ";
+    s += format_duration(elapsed);
+    if (!status.empty()) {
+      s += "  ";
+      s += status;
+    }
+    return s;
+  }
   if (with_bar) {
     constexpr int kWidth = 24;
     const int filled = static_cast<int>(fraction * kWidth);
@@ -47,13 +93,26 @@ std::string ProgressBar::line(std::size_t done, std::string_view status, bool wi
     s.append(static_cast<std::size_t>(kWidth - std::min(filled, kWidth)), '.');
     s += "]";
   }
-  char buf[128];
-  std::snprintf(buf, sizeof buf, " %3d%% %zu/%zu", static_cast<int>(fraction * 100.0), done, total_);
-  s += buf;
+  if (bytes) {
+    std::snprintf(buf, sizeof buf, " %3d%% ", static_cast<int>(fraction * 100.0));
+    s += buf;
+    s += format_bytes(static_cast<double>(done));
+    s += '/';
+    s += format_bytes(static_cast<double>(total_));
+  } else {
+    std::snprintf(buf, sizeof buf, " %3d%% %zu/%zu", static_cast<int>(fraction * 100.0), done, total_);
+    s += buf;
+  }
   if (elapsed > 0 && done > 0) {
     const double rate = static_cast<double>(done) / elapsed;
-    std::snprintf(buf, sizeof buf, " %.3g/s", rate);
-    s += buf;
+    if (bytes) {
+      s += ' ';
+      s += format_bytes(rate);
+      s += "/s";
+    } else {
+      std::snprintf(buf, sizeof buf, " %.3g/s", rate);
+      s += buf;
+    }
     if (done < total_) s += " ETA " + format_duration(static_cast<double>(total_ - done) / rate);
   }
   s += " elapsed " + format_duration(elapsed);
@@ -66,11 +125,12 @@ std::string ProgressBar::line(std::size_t done, std::string_view status, bool wi
 
 void ProgressBar::update(std::size_t done, std::string_view status) {
   if (finished_) return;
-  if (done > total_) done = total_;
+  if (total_ > 0 && done > total_) done = total_;
   last_done_ = done;
+  last_status_.assign(status);
   const double now = clock_();
   if (terminal_) {
-    if (now - last_draw_ < 0.1 && done != total_) return;
+    if (now - last_draw_ < 0.1 && (total_ == 0 || done != total_)) return;
     last_draw_ = now;
     const std::string text = line(done, status, true);
     out_ << '\r' << text;
@@ -80,21 +140,35 @@ void ProgressBar::update(std::size_t done, std::string_view status) {
     out_.flush();
     return;
   }
-  const int decile = total_ == 0 ? 10 : static_cast<int>(10 * done / total_);
-  if (decile > last_decile_ || now - last_draw_ >= plain_interval_) {
-    if (decile > last_decile_ || last_draw_ > -1e299) {
-      out_ << line(done, status, false) << '\n';
-      out_.flush();
-    }
+  // Unknown total: no deciles, a line per interval (the first one interval after the start).
+  if (total_ == 0 && last_draw_ < -1e299) last_draw_ = start_;
+  const int decile = total_ == 0 ? 0 : static_cast<int>(10 * done / total_);
+  const bool new_decile = decile > last_decile_;
+  const bool due = now - last_draw_ >= plain_interval_;
+  if (!new_decile && !due) return;
+  // Deciles of quick work would only repeat each other: a decile line needs kMinPlainGap seconds
+  // since the last line, except the one that reaches 100%.
+  constexpr double kMinPlainGap = 0.5;
+  const bool complete = total_ > 0 && done >= total_;
+  const bool print = (new_decile && (complete || now - last_draw_ >= kMinPlainGap)) || (due && last_draw_ > -1e299);
+  if (print) {
+    printed_done_ = done;
+    out_ << line(done, status, false) << '\n';
+    out_.flush();
     last_decile_ = std::max(decile, last_decile_);
     last_draw_ = now;
+  } else if (last_draw_ < -1e299) {
+    last_draw_ = now;  // the interval and the gap count from the first report
   }
 }
 
 void ProgressBar::finish(std::string_view summary) {
   if (finished_) return;
   finished_ = true;
-  std::string text = line(last_done_, {}, terminal_);
+  // A plain log already ends with this state's line: nothing to add.
+  if (!terminal_ && summary.empty() && printed_done_ == last_done_) return;
+  // Without a summary the final line keeps the last status (e.g. the record count).
+  std::string text = line(last_done_, summary.empty() ? std::string_view(last_status_) : std::string_view(), terminal_);
   if (!summary.empty()) {
     text += "  ";
     text += summary;

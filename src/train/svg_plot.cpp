@@ -194,15 +194,22 @@ std::string line_plot_svg(const std::vector<PlotSeries>& series, const PlotOptio
   }
   svg += "</g>\n";
   // Legend (top right inside the plot).
+  // Series without a label (e.g. the second of a pair of lines) stay out of the legend.
+  std::vector<std::size_t> listed;
   std::size_t longest = 0;
-  for (const auto& s : series) longest = std::max(longest, s.label.size());
-  const double lw = 40 + 7.2 * static_cast<double>(longest), lh = 8 + 20.0 * static_cast<double>(series.size());
+  for (std::size_t i = 0; i < series.size(); ++i) {
+    if (series[i].label.empty()) continue;
+    listed.push_back(i);
+    longest = std::max(longest, series[i].label.size());
+  }
+  const double lw = 40 + 7.2 * static_cast<double>(longest), lh = 8 + 20.0 * static_cast<double>(listed.size());
   const double lx = o.legend_left ? left + 8 : left + pw - lw - 8, ly = top + 8;
-  if (!series.empty()) {
+  if (!listed.empty()) {
     svg += "<rect x=\"" + num(lx) + "\" y=\"" + num(ly) + "\" width=\"" + num(lw) + "\" height=\"" + num(lh) +
            "\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#999\"/>\n";
-    for (std::size_t i = 0; i < series.size(); ++i) {
-      const double y = ly + 16 + 20.0 * static_cast<double>(i);
+    for (std::size_t k = 0; k < listed.size(); ++k) {
+      const std::size_t i = listed[k];
+      const double y = ly + 16 + 20.0 * static_cast<double>(k);
       if (series[i].line)
         svg += "<line x1=\"" + num(lx + 6) + "\" y1=\"" + num(y - 4) + "\" x2=\"" + num(lx + 28) + "\" y2=\"" + num(y - 4) +
                "\" stroke=\"" + xml_escape(series[i].color) + "\" stroke-width=\"2\"/>\n";
@@ -260,6 +267,107 @@ std::string parity_svg(const std::string& target, const std::string& unit, std::
   o.height = 560;
   o.legend_left = true;  // the points lie along the diagonal: the top-left corner is free
   return line_plot_svg({diagonal, points}, o);
+}
+
+std::string residual_svg(const std::string& target, const std::string& unit, std::span<const double> truth,
+                         std::span<const double> predicted, const std::string& subset) {
+  require(truth.size() == predicted.size(), "residual_svg: truth and predicted differ in length");
+  const Metrics m = compute_metrics(predicted, truth);
+  PlotSeries points{"", {}, {}, "#1f77b4", false, true};
+  Range r;
+  for (std::size_t i = 0; i < truth.size(); ++i) {
+    if (!std::isfinite(truth[i]) || !std::isfinite(predicted[i])) continue;
+    points.x.push_back(truth[i]);
+    points.y.push_back(predicted[i] - truth[i]);
+    r.add(truth[i]);
+  }
+  pad_range(r, false);
+  const double margin = 0.04 * (r.hi - r.lo);
+  char mae[64];
+  std::snprintf(mae, sizeof mae, "%.4g", m.mae);
+  const std::string u = unit.empty() ? std::string() : " " + unit;
+  points.label = subset + ": n = " + std::to_string(points.x.size()) + ", MAE = " + mae + u;
+  const std::vector<double> span_x = {r.lo - margin, r.hi + margin};
+  PlotSeries zero{"zero error", span_x, {0.0, 0.0}, "#555555", true, false};
+  std::vector<PlotSeries> series = {zero};
+  if (std::isfinite(m.mae) && m.mae > 0) {
+    series.push_back({std::string("+-MAE (") + mae + u + ")", span_x, {m.mae, m.mae}, "#d62728", true, false});
+    series.push_back({"", span_x, {-m.mae, -m.mae}, "#d62728", true, false});
+  }
+  series.push_back(points);
+  PlotOptions o;
+  o.title = "Residuals: " + target;
+  const std::string bracket = unit.empty() ? std::string() : " [" + unit + "]";
+  o.x_label = "true " + target + bracket;
+  o.y_label = "predicted - true " + target + bracket;
+  o.width = 640;
+  o.height = 480;
+  return line_plot_svg(series, o);
+}
+
+const char* to_string(ParityView view) noexcept {
+  switch (view) {
+    case ParityView::values: return "values";
+    case ParityView::referenced: return "referenced";
+    case ParityView::residuals: return "residuals";
+  }
+  return "?";
+}
+
+namespace {
+
+// Standard deviation of the true values over the pairs where both are finite / RMSE there.
+double spread_to_error(std::span<const double> truth, std::span<const double> predicted) {
+  double n = 0, mean = 0, m2 = 0, se = 0;
+  for (std::size_t i = 0; i < truth.size(); ++i) {
+    if (!std::isfinite(truth[i]) || !std::isfinite(predicted[i])) continue;
+    n += 1;
+    const double d = truth[i] - mean;
+    mean += d / n;
+    m2 += d * (truth[i] - mean);
+    se += (predicted[i] - truth[i]) * (predicted[i] - truth[i]);
+  }
+  if (n < 2) return 0.0;
+  const double rmse = std::sqrt(se / n);
+  const double sd = std::sqrt(m2 / n);
+  if (rmse == 0) return sd == 0 ? 0.0 : std::numeric_limits<double>::infinity();
+  return sd / rmse;
+}
+
+std::vector<double> minus(std::span<const double> a, const std::vector<double>& b) {
+  std::vector<double> out(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) out[i] = a[i] - b[i];
+  return out;
+}
+
+}  // namespace
+
+ParityView choose_parity_view(std::span<const double> truth, std::span<const double> predicted,
+                              const ParityReference* reference) {
+  require(truth.size() == predicted.size(), "choose_parity_view: truth and predicted differ in length");
+  if (spread_to_error(truth, predicted) <= kParityReadableRatio) return ParityView::values;
+  if (reference != nullptr) {
+    require(reference->values.size() == truth.size(), "choose_parity_view: one reference value per molecule");
+    if (spread_to_error(minus(truth, reference->values), minus(predicted, reference->values)) <= kParityReadableRatio)
+      return ParityView::referenced;
+  }
+  return ParityView::residuals;
+}
+
+std::string readable_parity_svg(const std::string& target, const std::string& unit, std::span<const double> truth,
+                                std::span<const double> predicted, const ParityReference* reference,
+                                const std::string& subset) {
+  switch (choose_parity_view(truth, predicted, reference)) {
+    case ParityView::values: return parity_svg(target, unit, truth, predicted, subset);
+    case ParityView::referenced:
+      return parity_svg(reference->name, unit, minus(truth, reference->values), minus(predicted, reference->values), subset);
+    case ParityView::residuals:
+      if (reference != nullptr)
+        return residual_svg(reference->name, unit, minus(truth, reference->values), minus(predicted, reference->values),
+                            subset);
+      return residual_svg(target, unit, truth, predicted, subset);
+  }
+  return parity_svg(target, unit, truth, predicted, subset);
 }
 
 void write_svg(const std::filesystem::path& path, const std::string& svg) { write_file_atomic(path, svg); }

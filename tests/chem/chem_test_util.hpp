@@ -12,11 +12,13 @@
 
 namespace flt::chem::test {
 
-inline std::string shared_data(const std::string& relative) {
-  return std::string(FLT_SHARED_DIR) + "/data/" + relative;
-}
+// Real files from Debian packages (tests/data/parser-cases/SOURCE.md, MANIFEST.tsv).
 inline std::string parser_case(const std::string& relative) {
-  return shared_data("parser-cases/" + relative);
+  return std::string(FLT_TEST_DATA_DIR) + "/parser-cases/" + relative;
+}
+// The bundled QM9 subset (datasets/qm9/SOURCE.md), gzip-compressed.
+inline std::string qm9_dataset(const std::string& file) {
+  return std::string(FLT_DATASETS_DIR) + "/qm9/" + file;
 }
 inline std::string test_data(const std::string& relative) {
   return std::string(FLT_CHEM_TEST_DATA) + "/" + relative;

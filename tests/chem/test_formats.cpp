@@ -23,7 +23,9 @@ TEST_CASE("formats from names and paths", "[chem]") {
   CHECK(format_from_path("out.csv") == Format::csv);
   CHECK(format_from_path("dir.v1/noext") == Format::unknown);
   CHECK(format_from_name("QM9") == Format::qm9);
-  CHECK_THROWS_AS(format_from_name("pdb"), flt::InvalidArgument);
+  CHECK(format_from_name("PDB") == Format::pdb);
+  CHECK(format_from_path("1abc.ent") == Format::pdb);
+  CHECK_THROWS_AS(format_from_name("mmcif"), flt::InvalidArgument);
   CHECK(is_tar_archive("dsgdb9nsd.xyz.tar.bz2"));
   CHECK(is_tar_archive("x.tgz"));
   CHECK_FALSE(is_tar_archive("x.sdf.gz"));

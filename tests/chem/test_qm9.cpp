@@ -1,7 +1,8 @@
-// QM9: the shared subset (13,023 records, 15 properties with units, cross-checked against the
+// QM9: the bundled subset (13,023 records, 15 properties with units, cross-checked against the
 // index CSV), schnetpack's first 20, and the original dsgdb9nsd_*.xyz layout (`*^` exponents,
 // Mulliken column, trailer lines) from a directory and from a .tar.bz2 archive.
 #include "chem_test_util.hpp"
+#include "../common/text_input.hpp"
 
 #include "chem/qm9.hpp"
 #include "core/error.hpp"
@@ -23,8 +24,8 @@ struct IndexRow {
 };
 
 std::unordered_map<std::size_t, IndexRow> read_index() {
-  std::ifstream in(shared_data("qm9-subset/qm9_subset_index.csv"));
-  REQUIRE(in);
+  flt::test::TextInput in(qm9_dataset("qm9_subset_index.csv.gz"));
+  REQUIRE(in.opened());
   std::string line;
   std::getline(in, line);
   std::unordered_map<std::size_t, IndexRow> rows;
@@ -52,7 +53,7 @@ TEST_CASE("QM9 subset: all 13,023 records parse with the 15 properties", "[chem]
   std::size_t count = 0;
   std::size_t mismatches = 0;
   const auto summary = read_molecules(
-      {shared_data("qm9-subset/qm9_subset.xyz")}, options, ErrorPolicy::fail, [&](PointSet&& p) {
+      {qm9_dataset("qm9_subset.xyz.gz")}, options, ErrorPolicy::fail, [&](PointSet&& p) {
         ++count;
         // 1 index + 15 properties, in QM9 order, each with its unit.
         if (p.properties.size() != 16 || p.properties[0].key != "index") {
@@ -83,7 +84,7 @@ TEST_CASE("QM9 subset: all 13,023 records parse with the 15 properties", "[chem]
 }
 
 TEST_CASE("QM9: first record values and unit conversion", "[chem][qm9]") {
-  const auto r = read_all({shared_data("qm9-subset/qm9_first20_schnetpack.xyz")});
+  const auto r = read_all({std::string(FLT_TEST_DATA_DIR) + "/qm9/qm9_first20_schnetpack.xyz"});
   CHECK(r.summary.ok());
   REQUIRE(r.records.size() == 20);
   const PointSet& ch4 = r.records[0];

@@ -165,3 +165,161 @@ TEST_CASE("writers: nothing appears without close(), bad formats are refused", "
   qm9.format = Format::qm9;
   CHECK_THROWS_AS(MoleculeWriter::open(dir.file("x.xyz"), qm9), flt::InvalidArgument);
 }
+
+TEST_CASE("Writers keep rejected and unpredicted records, marked with the reason",
+          "[chem][writer]") {
+  TempDir dir;
+  // An SD file whose record 2 RDKit cannot parse (a bad counts line) between two good ones.
+  const std::string good =
+      "water\n  test          3D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n"
+      "    0.0000    0.0000    0.1173 O   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "    0.0000    0.7572   -0.4692 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "    0.0000   -0.7572   -0.4692 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "  1  2  1  0\n  1  3  1  0\nM  END\n>  <label>\n1.5\n\n$$$$\n";
+  const std::string bad = "broken\n  test\n\n  x  0  0  0  0  0  0  0  0  0999 V2000\n"
+                          "M  END\n>  <label>\n2.5\n$$$$\n";  // the value lacks its blank line
+  const std::string input = dir.file("in.sdf");
+  std::ofstream(input) << good << bad << good;
+
+  ReadOptions options;
+  auto reader = MoleculeReader::open(input, options);
+  std::vector<std::pair<std::optional<PointSet>, std::string>> records;
+  std::optional<RejectedRecord> rejected;
+  for (;;) {
+    try {
+      auto p = reader->next();
+      if (!p) break;
+      records.emplace_back(std::move(*p), "");
+    } catch (const flt::InputError& e) {
+      rejected = reader->last_rejected();
+      records.emplace_back(std::nullopt, e.reason());
+    }
+  }
+  REQUIRE(records.size() == 3);
+  REQUIRE(rejected);
+  CHECK(rejected->partial.record == 2);
+  CHECK(rejected->text == bad);
+
+  const std::string sdf = dir.file("out.sdf"), csv = dir.file("out.csv"), xyz = dir.file("out.xyz");
+  WriteOptions csv_options;
+  csv_options.error_column = true;
+  csv_options.prediction_columns = {{"flt_U0 [eV]", 0.0, ""}};
+  auto sdf_writer = MoleculeWriter::open(sdf);
+  auto csv_writer = MoleculeWriter::open(csv, csv_options);
+  auto xyz_writer = MoleculeWriter::open(xyz);
+  // Record 1 "not predicted" (as a model would refuse it), 2 rejected by the reader, 3 predicted.
+  for (auto* writer : {sdf_writer.get(), csv_writer.get(), xyz_writer.get()}) {
+    writer->write_error(*records[0].first, "unsupported element O");
+    writer->write_error(rejected->partial, records[1].second, &*rejected);
+    writer->write(*records[2].first, {{"flt_U0 [eV]", -2.0, ""}});
+    writer->close();
+    CHECK(writer->written() == 3);
+  }
+
+  // SDF: three records; the rejected one is its input text with the tag added.
+  const std::string sdf_text = slurp(sdf);
+  CHECK(sdf_text.find("broken\n  test\n\n  x  0  0") != std::string::npos);
+  CHECK(sdf_text.find(">  <label>\n2.5\n\n>  <flt_error>\n" + records[1].second + "\n\n$$$$\n") !=
+        std::string::npos);
+  const ReadAll back = read_all({sdf});
+  REQUIRE(back.records.size() == 2);  // record 2 is still unreadable, and still in place
+  REQUIRE(back.summary.skipped.size() == 1);
+  CHECK(back.summary.skipped[0].record == 2);
+  REQUIRE(back.records[0].property(kErrorTag) != nullptr);
+  CHECK(back.records[0].property(kErrorTag)->value == "unsupported element O");
+  CHECK(back.records[0].number("label") == 1.5);
+  CHECK(back.records[1].property(kErrorTag) == nullptr);
+  CHECK(back.records[1].record == 3);
+
+  // CSV: one row per record, empty predictions and the reason where not predicted.
+  std::istringstream lines(slurp(csv));
+  std::vector<std::string> rows;
+  for (std::string l; std::getline(lines, l);) rows.push_back(l);
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[0] == "id,source,record,title,label,flt_U0 [eV],error");
+  CHECK(rows[1] == "1," + input + ",1,water,1.5,,unsupported element O");
+  CHECK(rows[2].rfind("2," + input + ",2,,,,", 0) == 0);
+  CHECK(rows[2].find(records[1].second.substr(0, 20)) != std::string::npos);
+  CHECK(rows[3] == "3," + input + ",3,water,1.5,-2,");
+
+  // Extended XYZ: every record, flt_error in the comment line.
+  const std::string xyz_text = slurp(xyz);
+  CHECK(xyz_text.find("flt_error=\"unsupported element O\"") != std::string::npos);
+  CHECK(xyz_text.rfind("0\nProperties=species:S:1:pos:R:3 flt_error=", std::string::npos) !=
+        std::string::npos);
+
+  // A CSV writer without the error column refuses records without predictions.
+  auto plain = MoleculeWriter::open(dir.file("plain.csv"));
+  CHECK_THROWS_AS(plain->write_error(*records[0].first, "x"), flt::InvalidArgument);
+}
+
+TEST_CASE("SDF writer: files with records RDKit skips or cannot read come back record for record",
+          "[chem][writer]") {
+  ReadOptions options;
+  options.missing_3d = Missing3D::accept;
+  const auto delimiters = [](const std::string& text) {
+    std::size_t n = 0;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) n += line.rfind("$$$$", 0) == 0 ? 1 : 0;
+    return n;
+  };
+  for (const char* name : {"rdkit-src/FileParsers/strictLax2.sdf",
+                           "rdkit-src/FileParsers/esters.prop_name_trunc.sdf",
+                           "rdkit-src/FileParsers/Issue3525673.sdf",
+                           "rdkit-src/FileParsers/sdErrors2.sdf"}) {
+    INFO(name);
+    TempDir dir;
+    const std::string out = dir.file("out.sdf");
+    auto writer = MoleculeWriter::open(out);
+    auto reader = MoleculeReader::open(parser_case(name), options);
+    std::size_t errors = 0;
+    for (;;) {
+      try {
+        auto p = reader->next();
+        if (!p) break;
+        writer->write(*p);
+      } catch (const flt::InputError& e) {
+        REQUIRE(e.record() > 0);
+        REQUIRE(!reader->last_rejected().text.empty());
+        writer->write_error(reader->last_rejected().partial, e.reason(), &reader->last_rejected());
+        ++errors;
+      }
+    }
+    writer->close();
+    CHECK(errors > 0);
+    const std::string text = slurp(out);
+    CHECK(delimiters(text) == delimiters(slurp(parser_case(name))));
+    CHECK(writer->written() == delimiters(text));
+  }
+}
+
+TEST_CASE("CSV writer: a rejected first record does not hide the label columns", "[chem][writer]") {
+  TempDir dir;
+  WriteOptions options;
+  options.error_column = true;
+  options.prediction_columns = {{"flt_y", 0.0, "eV"}};
+  PointSet rejected;  // what a reader keeps of a record it could not parse: no labels
+  rejected.source = "in.sdf";
+  rejected.record = 1;
+  PointSet good;
+  good.atomic_numbers = {1};
+  good.positions = flt::Mat<double>::Zero(1, 3);
+  good.source = "in.sdf";
+  good.record = 2;
+  good.title = "h";
+  good.set_property("label", "4.5");
+  const std::string out = dir.file("first_rejected.csv"), only = dir.file("only_rejected.csv");
+  auto writer = MoleculeWriter::open(out, options);
+  writer->write_error(rejected, "unreadable");
+  writer->write(good, {{"flt_y", 1.0, "eV"}});
+  writer->close();
+  CHECK(writer->written() == 2);
+  CHECK(slurp(out) ==
+        "id,source,record,title,label,flt_y [eV],error\n"
+        "1,in.sdf,1,,,,unreadable\n"
+        "2,in.sdf,2,h,4.5,1,\n");
+  auto lonely = MoleculeWriter::open(only, options);
+  lonely->write_error(rejected, "unreadable");
+  lonely->close();
+  CHECK(slurp(only) == "id,source,record,title,flt_y [eV],error\n1,in.sdf,1,,,unreadable\n");
+}

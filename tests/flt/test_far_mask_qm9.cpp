@@ -12,10 +12,11 @@
 // product_grid(far_degree) or iid(far_directions) after far_design. A change of those defaults is
 // therefore tested as it is made.
 //
-// Geometries: the shared QM9 subset (../shared/data/qm9-subset/qm9_subset.xyz), every 65th record
+// Geometries: the bundled QM9 subset (datasets/qm9/qm9_subset.xyz.gz), every 65th record
 // (200 molecules spread over the whole subset, which is sorted by QM9 index and so roughly by size).
 #include "core/random.hpp"
 #include "flt/far_field.hpp"
+#include "../common/text_input.hpp"
 #include "models/molecule_model.hpp"
 
 #include <catch2/catch.hpp>
@@ -33,12 +34,12 @@ using namespace flt::attn;
 
 namespace {
 
-// Coordinates (Angstrom) of every `every`-th record of the shared QM9 subset, `count` of them.
+// Coordinates (Angstrom) of every `every`-th record of the bundled QM9 subset, `count` of them.
 std::vector<Mat<double>> read_qm9_coords(std::size_t every, std::size_t count) {
-  const std::string path = std::string(FLT_SHARED_DIR) + "/data/qm9-subset/qm9_subset.xyz";
-  std::ifstream in(path);
+  const std::string path = std::string(FLT_DATASETS_DIR) + "/qm9/qm9_subset.xyz.gz";
+  flt::test::TextInput in(path);
   INFO("QM9 subset: " << path);
-  REQUIRE(in.good());
+  REQUIRE(in.opened());
   std::vector<Mat<double>> out;
   std::string line;
   std::size_t record = 0;

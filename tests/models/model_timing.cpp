@@ -8,6 +8,7 @@
 // Example (docs/molecule-model.md): flt_model_timing --threads 1 attention=kronecker width=128
 #include "core/optim.hpp"
 #include "models/molecule_model.hpp"
+#include "../common/text_input.hpp"
 
 #include <omp.h>
 
@@ -25,8 +26,8 @@ using namespace flt::models;
 namespace {
 
 std::vector<Molecule> read_qm9(const std::string& path, std::size_t count) {
-  std::ifstream in(path);
-  if (!in) throw IoError(path, "cannot open");
+  flt::test::TextInput in(path);
+  if (!in.opened()) throw IoError(path, "cannot open");
   std::vector<Molecule> out;
   std::string line;
   while (out.size() < count && std::getline(in, line)) {
@@ -52,7 +53,7 @@ std::vector<Molecule> read_qm9(const std::string& path, std::size_t count) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::string path = std::string(FLT_SHARED_DIR) + "/data/qm9-subset/qm9_subset.xyz";
+  std::string path = std::string(FLT_DATASETS_DIR) + "/qm9/qm9_subset.xyz.gz";
   std::size_t count = 512, batch_size = 32;
   int repeats = 3, threads = omp_get_max_threads();
   std::map<std::string, std::string> kv;

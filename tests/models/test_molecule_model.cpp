@@ -8,6 +8,7 @@
 #include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
 #include "models/performer_attention.hpp"
+#include "../common/text_input.hpp"
 
 #include <catch2/catch.hpp>
 #include <omp.h>
@@ -80,11 +81,11 @@ struct Qm9Record {
   double u0_ev = 0, gap_ev = 0;
 };
 
-// The shared QM9 subset: count line, "gdb N" + 15 tab-separated values, then El x y z lines.
+// The bundled QM9 subset: count line, "gdb N" + 15 tab-separated values, then El x y z lines.
 std::vector<Qm9Record> read_qm9(std::size_t every, std::size_t count) {
-  const std::string path = std::string(FLT_SHARED_DIR) + "/data/qm9-subset/qm9_subset.xyz";
-  std::ifstream in(path);
-  REQUIRE(in.good());
+  const std::string path = std::string(FLT_DATASETS_DIR) + "/qm9/qm9_subset.xyz.gz";
+  flt::test::TextInput in(path);
+  REQUIRE(in.opened());
   std::vector<Qm9Record> out;
   std::string line;
   std::size_t record = 0;

@@ -96,6 +96,8 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
   CHECK(slurp(two / "split.csv") == slurp(serial / "split.csv"));
   CHECK(curve_without_seconds(two / "learning_curve.csv") == curve_without_seconds(serial / "learning_curve.csv"));
   CHECK(slurp(two / "attention_stats.csv") == slurp(serial / "attention_stats.csv"));
+  for (const char* plot : {"parity_U0.svg", "parity_gap.svg", "learning_curve_U0.svg"})
+    CHECK(slurp(two / plot) == slurp(serial / plot));
 
   SECTION("stopped after epoch 1 on 2 ranks, resumed on 1 rank: the same model") {
     const fs::path resumed = dir / "resumed";
@@ -169,7 +171,8 @@ TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job
           "[mpi][faults]") {
   ScratchDir dir("mpi-faults");
   const std::string flt = std::string("'") + FLT_EXE + "'";
-  const std::string common = " --limit 60 --targets U0 --epochs 50 --batch-size 8 --width 16 --heads 2 --blocks 1"
+  // Thousands of epochs: the job must end by the fault, long before training would.
+  const std::string common = " --limit 60 --targets U0 --epochs 5000 --batch-size 8 --width 16 --heads 2 --blocks 1"
                              " --mlp-hidden 16 --head-hidden 16 --num-features 4 --num-frequencies 4 --threads 1";
   SECTION("rank 1 cannot read its input") {
     // Rank 1 is given a file that does not exist; rank 0 the real data.

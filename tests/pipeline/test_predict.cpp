@@ -29,7 +29,7 @@ double csv_value(const train::CsvTable& t, std::size_t row, const std::string& c
 
 }  // namespace
 
-TEST_CASE("flt predict writes annotated SDF keeping every tag, skips unknown elements with exit 3",
+TEST_CASE("flt predict writes annotated SDF keeping every tag and every record, marks unknown elements, exit 3",
           "[predict][program]") {
   TempDir dir("sdf");
   const std::string model = save_small_model(dir, "m.flt", 7);
@@ -56,22 +56,33 @@ TEST_CASE("flt predict writes annotated SDF keeping every tag, skips unknown ele
   CHECK(run.err.find("predicted " + std::to_string(good.size()) + " of " + std::to_string(inputs.size())) !=
         std::string::npos);
 
+  // Every input record is in the output, in input order; the unpredicted ones unchanged (atoms,
+  // tags) with the reason in the tag flt_error and no prediction.
   const auto written = read_all(out, true);
-  REQUIRE(written.size() == good.size());
+  REQUIRE(written.size() == inputs.size());
   const auto predictor = Predictor::load({model});
   std::vector<models::Molecule> molecules;
   for (const auto& p : good) molecules.push_back(to_molecule(p));
   const auto direct = predictor.predict_batch(std::span<const models::Molecule>(molecules));
-  for (std::size_t i = 0; i < good.size(); ++i) {
-    const auto& w = written[i];
-    CHECK(w.title == good[i].title);
-    CHECK(w.atomic_numbers == good[i].atomic_numbers);
-    // Every input tag is kept with its value, then the predictions with their units.
-    for (const auto& prop : good[i].properties) {
+  std::size_t i = 0;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const auto& w = written[k];
+    CHECK(w.title == inputs[k].title);
+    CHECK(w.atomic_numbers == inputs[k].atomic_numbers);
+    // Every input tag is kept with its value.
+    for (const auto& prop : inputs[k].properties) {
       const chem::Property* q = w.property(prop.key);
       REQUIRE(q != nullptr);
       CHECK(q->value == prop.value);
     }
+    if (bad_records.count(inputs[k].record) != 0) {
+      const chem::Property* error = w.property(chem::kErrorTag);
+      REQUIRE(error != nullptr);
+      CHECK(error->value.find("was not in the model's training set") != std::string::npos);
+      CHECK(w.property("flt_U0 [eV]") == nullptr);
+      continue;
+    }
+    CHECK(w.property(chem::kErrorTag) == nullptr);
     const auto u0 = w.number("flt_U0 [eV]");
     const auto gap = w.number("flt_gap [eV]");
     REQUIRE(u0.has_value());
@@ -81,7 +92,10 @@ TEST_CASE("flt predict writes annotated SDF keeping every tag, skips unknown ele
     CHECK(*u0 == Approx(direct[i].prediction->mean[0]).epsilon(1e-12));
     CHECK(*gap == Approx(direct[i].prediction->mean[1]).epsilon(1e-12));
     CHECK(w.property("flt_U0_std [eV]") == nullptr);  // a single model has no spread column
+    ++i;
   }
+  CHECK(i == good.size());
+  CHECK(run.err.find("wrote " + std::to_string(inputs.size()) + " records") != std::string::npos);
 }
 
 TEST_CASE("flt predict CSV: titles, label columns with units, ensemble mean and std", "[predict][program]") {

@@ -76,6 +76,6 @@ inline std::vector<chem::PointSet> read_all(const std::string& path, bool keep_m
   return out;
 }
 
-inline const std::string kCdk2 = std::string(FLT_SHARED_DIR) + "/data/parser-cases/rdkit-data-deb/cdk2.sdf";
+inline const std::string kCdk2 = std::string(FLT_TEST_DATA_DIR) + "/parser-cases/rdkit-data-deb/cdk2.sdf";
 
 }  // namespace flt::pipeline::testing

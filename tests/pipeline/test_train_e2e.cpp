@@ -61,6 +61,11 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
   CHECK_THAT(r1.out, Catch::Contains("test metrics") && Catch::Contains("U0") && Catch::Contains("eV"));
   // Plain progress lines (stderr is not a terminal): one per epoch with per-target MAE.
   CHECK_THAT(r1.err, Catch::Contains("epoch 3/3") && Catch::Contains("val"));
+  // Reading progress, and the whole run's ETA on every epoch line but the last.
+  CHECK_THAT(r1.err, Catch::Contains("reading 100% ") && Catch::Contains("run ETA"));
+  CHECK(r1.err.find("run ETA") < r1.err.find("epoch 3/3"));
+  CHECK(r1.err.find("run ETA", r1.err.find("epoch 3/3")) == std::string::npos);
+  CHECK(r1.out.find("reading") == std::string::npos);  // progress never on stdout
 
   for (const char* f : {"model.flt", "checkpoint-best.flt", "checkpoint-last.flt", "config.ini", "split.csv",
                         "learning_curve.csv", "attention_stats.csv", "test_metrics.csv", "test_predictions.csv",
@@ -68,6 +73,10 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
     CHECK(fs::exists(run1 / f));
   for (const char* f : {"learning_curve_U0.svg", "learning_curve_gap.svg", "parity_U0.svg", "parity_gap.svg"})
     CHECK(is_svg(run1 / f));
+  // U0 spans thousands of eV: its plot shows the atomization energy (or its residuals), not U0
+  // itself; the gap keeps the ordinary parity plot.
+  CHECK_THAT(slurp(run1 / "parity_U0.svg"), Catch::Contains("U0_atom (atomization energy)") && !Catch::Contains("Parity: U0<"));
+  CHECK_THAT(slurp(run1 / "parity_gap.svg"), Catch::Contains("Parity: gap<"));
 
   // Learning curve: 3 epochs, finite values, the loss went down.
   const auto curve = train::LearningCurve::read(run1 / "learning_curve.csv", {{"U0", "eV"}, {"gap", "eV"}});
@@ -159,6 +168,28 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
     const auto curve3 = train::LearningCurve::read(run3 / "learning_curve.csv", {{"U0", "eV"}, {"gap", "eV"}});
     REQUIRE(curve3.records().size() == 3);
     CHECK(curve3.records()[2].train_loss == curve.records()[2].train_loss);
+  }
+  SECTION("the original command line with --resume added resumes like --resume --out alone") {
+    const fs::path run5 = dir / "run5";
+    const std::string command = "train " + tiny_args() + " --out '" + run5.string() + "'";
+    const auto r5 = run_flt(command + " --stop-after-epoch 1", dir.path());
+    INFO(r5.err);
+    REQUIRE(r5.status == 0);
+    // A changed setting is named, not just "differs".
+    const auto changed = run_flt("train " + tiny_args(4) + " -o '" + run5.string() + "' --resume", dir.path());
+    CHECK(changed.status != 0);
+    CHECK_THAT(changed.err, Catch::Contains("train.epochs = '4' (the run has '3')"));
+    // The inputs are given again (positionally): they replace the run's list, not extend it.
+    const auto r6 = run_flt(command + " --resume", dir.path());
+    INFO(r6.err);
+    REQUIRE(r6.status == 0);
+    CHECK_THAT(r6.err, Catch::Contains("resuming"));
+    CHECK(slurp(run5 / "model.flt") == slurp(run1 / "model.flt"));
+    const std::string config = slurp(run5 / "config.ini");
+    CHECK(config.find("qm9_subset.xyz.gz") == config.rfind("qm9_subset.xyz.gz"));  // listed once
+    const auto curve5 = train::LearningCurve::read(run5 / "learning_curve.csv", {{"U0", "eV"}, {"gap", "eV"}});
+    REQUIRE(curve5.records().size() == 3);
+    CHECK(curve5.records()[2].train_loss == curve.records()[2].train_loss);
   }
   SECTION("an existing non-empty run directory is never overwritten without --overwrite") {
     const auto r = run_flt("train " + tiny_args(1) + " --out '" + run1.string() + "'", dir.path());

@@ -40,19 +40,22 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   REQUIRE(r.status == 0);
   CHECK(r.out.find("test accuracy:") != std::string::npos);
   CHECK(r.err.find("epoch 6/6") != std::string::npos);  // progress on stderr
+  CHECK(r.err.find("run ETA") != std::string::npos);    // with the whole run's ETA
   const train::Json m = train::Json::parse(train::read_file(dir / "a" / "test_metrics.json"));
   const double acc = m.find("test_accuracy")->as_double();
   CHECK(acc > 0.8);
 
   // eval of the saved model gives the same accuracy; it writes metrics files with --out.
-  r = run_flt("image eval --model "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data") + " --out "s + q(dir / "ev"),
+  // (Short spellings -m and -o, shared with the other subcommands.)
+  r = run_flt("image eval -m "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data") + " -o "s + q(dir / "ev"),
               dir.path());
   REQUIRE(r.status == 0);
   CHECK(train::Json::parse(train::read_file(dir / "ev" / "test_metrics.json")).find("test_accuracy")->as_double() == acc);
 
-  // The run's config.ini repeats the run exactly.
-  r = run_flt("image train --config "s + q(dir / "a" / "config.ini") + " --out "s + q(dir / "b"), dir.path());
+  // The run's config.ini repeats the run exactly (here quietly: -q leaves no progress on stderr).
+  r = run_flt("image train -q --config "s + q(dir / "a" / "config.ini") + " --output "s + q(dir / "b"), dir.path());
   REQUIRE(r.status == 0);
+  CHECK(r.err.find("epoch") == std::string::npos);
   CHECK(train::read_file(dir / "a" / "model.flt") == train::read_file(dir / "b" / "model.flt"));
 
   // Interrupted after epoch 1, resumed (configuration read from the run directory).

@@ -185,3 +185,48 @@ TEST_CASE("options: clear errors for unknown, misplaced, mistyped and missing op
   CHECK_THAT(schema.help(), Catch::Contains("--batch-size INT") && Catch::Contains("[default: 32]") &&
                                 Catch::Contains("(cosine|plateau)"));
 }
+
+TEST_CASE("options: short flags and aliases are other spellings of one option", "[train][options]") {
+  OptionSchema schema = train_schema();
+  schema.option("out", "run", OptionType::path, std::nullopt, "run directory").optional = true;
+  schema.option("threads", "train", OptionType::integer, "0", "threads");
+  schema.add_spellings("out", 'o', {"output"});
+  schema.add_spellings("threads", 'j');
+  schema.add_spellings("swa", 's');
+
+  const CommandLine cl = parse_command_line(schema, {"-o", "run1", "-j2", "-s", "in.sdf", "-"});
+  REQUIRE(cl.options.size() == 3);
+  CHECK(cl.options[0] == std::pair<std::string, std::string>{"out", "run1"});
+  CHECK(cl.options[1] == std::pair<std::string, std::string>{"threads", "2"});
+  CHECK(cl.options[2] == std::pair<std::string, std::string>{"swa", "true"});
+  CHECK(cl.positional == std::vector<std::string>{"in.sdf", "-"});
+  // The alias is reported under the option's name, and counts as the same option.
+  CHECK(parse_command_line(schema, {"--output=run2"}).options.at(0) == std::pair<std::string, std::string>{"out", "run2"});
+  CHECK_THROWS_WITH(parse_command_line(schema, {"--out", "a", "--output", "b"}), Catch::Contains("more than once"));
+  CHECK_THROWS_WITH(parse_command_line(schema, {"-o", "a", "--out", "b"}), Catch::Contains("more than once"));
+  CHECK_THROWS_WITH(parse_command_line(schema, {"-x"}), Catch::Contains("unknown option '-x'") && Catch::Contains("-s, -o, -j"));
+  CHECK_THROWS_WITH(parse_command_line(schema, {"-strue"}), Catch::Contains("takes no value"));
+  CHECK_THROWS_WITH(parse_command_line(schema, {"-o"}), Catch::Contains("needs a value"));
+
+  // An INI file may use the alias as key; the resolved configuration writes the option's name.
+  const IniFile file = IniFile::parse("[data]\ninput = x\n[run]\noutput = from-file\n", "a.ini");
+  const ResolvedOptions r = resolve_options(schema, &file, {});
+  CHECK(r.get_string("out") == "from-file");
+  CHECK(r.get_string("output") == "from-file");
+  CHECK(r.to_ini().find("run", "out") != nullptr);
+  CHECK(r.to_ini().find("run", "output") == nullptr);
+
+  // Help shows both spellings.
+  CHECK_THAT(schema.help(), Catch::Contains("-o, --out PATH") && Catch::Contains("(also --output)") &&
+                                Catch::Contains("-j, --threads INT"));
+  // Clashes are refused.
+  CHECK_THROWS_AS(schema.add_spellings("epochs", 'o'), flt::InvalidArgument);
+  CHECK_THROWS_AS(schema.add_spellings("epochs", 'x', {"lr"}), flt::InvalidArgument);
+  CHECK_THROWS_AS(schema.add_spellings("epochs", '1'), flt::InvalidArgument);
+  CHECK_THROWS_AS(schema.add_spellings("nope", 'n'), flt::InvalidArgument);
+  OptionSpec clash;
+  clash.name = "output-dir";
+  clash.aliases = {"output"};
+  CHECK_THROWS_AS(schema.add(clash), flt::InvalidArgument);
+  CHECK(schema.find("output-dir") == nullptr);
+}

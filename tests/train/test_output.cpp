@@ -1,4 +1,5 @@
 #include "core/error.hpp"
+#include "core/random.hpp"
 #include "temp_dir.hpp"
 #include "train/atomic_file.hpp"
 #include "train/data_checksum.hpp"
@@ -150,4 +151,119 @@ TEST_CASE("data fingerprint depends on every coordinate, label and the order", "
   c4.add_molecule(std::vector<int>{}, std::vector<double>{}, {});
   for (const auto* other : {&c1, &c2, &c3, &c4}) CHECK(other->digest() != a.digest());
   CHECK_THROWS_AS(a.add_molecule(z, std::vector<double>{0, 0}, labels), flt::InvalidArgument);
+}
+
+TEST_CASE("progress: plain lines for bytes and unknown totals, no repeated final line, run ETA", "[train][progress]") {
+  double now = 0;
+  auto clock = [&] { return now; };
+  SECTION("bytes: sizes and rate in B/kB/MB, one line per 10%") {
+    std::ostringstream out;
+    ProgressBar bar(out, false, "reading", 2'000'000, clock, 30.0);
+    bar.set_unit(ProgressUnit::bytes);
+    for (int i = 1; i <= 20; ++i) {
+      now += 0.5;
+      bar.update(static_cast<std::size_t>(i) * 100'000, "12 records");
+    }
+    bar.finish();
+    const std::string s = out.str();
+    CHECK(count(s, "\n") == 10);  // the 100% line is the last one: finish() adds nothing
+    CHECK_THAT(s, Catch::Contains("reading  10% 200.0 kB/2.0 MB 200.0 kB/s ETA 9.0s elapsed 1.0s  12 records"));
+    CHECK_THAT(s, Catch::Contains("reading 100% 2.0 MB/2.0 MB"));
+  }
+  SECTION("a summary still gets its own final line") {
+    std::ostringstream out;
+    ProgressBar bar(out, false, "predicting", 10, clock, 30.0);
+    now = 1;
+    bar.update(10);
+    bar.finish("done");
+    CHECK(count(out.str(), "\n") == 2);
+    CHECK_THAT(out.str(), Catch::EndsWith("done\n"));
+  }
+  SECTION("unknown total (standard input): count and rate every interval, no percentage or ETA") {
+    std::ostringstream out;
+    ProgressBar bar(out, false, "reading", 0, clock, 30.0);
+    bar.set_unit(ProgressUnit::bytes);
+    for (int i = 1; i <= 100; ++i) {
+      now += 1;
+      bar.update(static_cast<std::size_t>(i) * 1000);
+    }
+    const std::string s = out.str();
+    CHECK(count(s, "\n") == 3);  // at 30, 60 and 90 s
+    CHECK_THAT(s, Catch::Contains("reading 30.0 kB 1.0 kB/s elapsed 30s"));
+    CHECK_THAT(s, !Catch::Contains("%") && !Catch::Contains("ETA"));
+  }
+  SECTION("terminal with an unknown total: redrawn, no bar") {
+    std::ostringstream out;
+    ProgressBar bar(out, true, "reading", 0, clock);
+    now = 1;
+    bar.update(5);
+    bar.finish();
+    CHECK(count(out.str(), "\n") == 1);
+    CHECK_THAT(out.str(), Catch::Contains("\rreading 5 5/s") && !Catch::Contains("["));
+  }
+  CHECK(format_bytes(512) == "512 B");
+  CHECK(format_bytes(12345) == "12.3 kB");
+  CHECK(format_bytes(4.5e6) == "4.5 MB");
+  CHECK(format_bytes(1.234e9) == "1.23 GB");
+  // The whole run's ETA: 2.5 epochs took 50 s, 7.5 remain.
+  REQUIRE(run_eta(50, 2.5, 7.5).has_value());
+  CHECK(*run_eta(50, 2.5, 7.5) == Approx(150));
+  CHECK_FALSE(run_eta(0, 0, 10).has_value());
+  CHECK_FALSE(run_eta(10, 0, 10).has_value());
+  CHECK(*run_eta(10, 1, 0) == 0);
+}
+
+TEST_CASE("parity plots: the rule for targets whose spread dwarfs their error", "[train][plot]") {
+  // QM9-like totals: thousands of eV from the number of atoms, errors of 0.3 eV (a small model).
+  std::vector<double> truth, predicted, per_atom_reference;
+  flt::Rng rng(3);
+  for (int i = 0; i < 200; ++i) {
+    const int atoms = 5 + i % 20;
+    const double reference = -1000.0 * atoms;        // what the composition explains
+    const double rest = -2.0 * atoms + rng.normal();  // "atomization energy": a few eV of spread
+    truth.push_back(reference + rest);
+    predicted.push_back(reference + rest + 0.3 * rng.normal());
+    per_atom_reference.push_back(reference);
+  }
+  const ParityReference reference{"U0_atom (atomization energy)", per_atom_reference};
+  // Spread / RMSE about 2e4: the raw parity plot shows nothing; minus the reference (spread about
+  // 11 eV) it is readable.
+  CHECK(choose_parity_view(truth, predicted, nullptr) == ParityView::residuals);
+  CHECK(choose_parity_view(truth, predicted, &reference) == ParityView::referenced);
+  const std::string referenced = readable_parity_svg("U0", "eV", truth, predicted, &reference);
+  CHECK_THAT(referenced, Catch::Contains("Parity: U0_atom (atomization energy)") &&
+                             Catch::Contains("true U0_atom (atomization energy) [eV]"));
+  const std::string residuals = readable_parity_svg("U0", "eV", truth, predicted, nullptr);
+  CHECK_THAT(residuals, Catch::Contains("Residuals: U0") && Catch::Contains("predicted - true U0 [eV]") &&
+                            Catch::Contains("zero error") && Catch::Contains("+-MAE"));
+  CHECK(count(residuals, "<circle") == 200 + 1);  // every point and the legend marker
+
+  // A target whose spread is comparable with its error keeps the ordinary parity plot.
+  std::vector<double> gap_truth, gap_pred;
+  for (int i = 0; i < 200; ++i) {
+    gap_truth.push_back(6.0 + 1.3 * rng.normal());
+    gap_pred.push_back(gap_truth.back() + 0.1 * rng.normal());
+  }
+  CHECK(choose_parity_view(gap_truth, gap_pred, nullptr) == ParityView::values);
+  CHECK_THAT(readable_parity_svg("gap", "eV", gap_truth, gap_pred, nullptr), Catch::Contains("Parity: gap") &&
+                                                                                   Catch::Contains("y = x"));
+
+  // Minus the reference still too spread (a good model: 0.05 eV, like QM9's atomization energy
+  // against the default model's error): residuals of the referenced value.
+  std::vector<double> sharp = truth;
+  for (std::size_t i = 0; i < sharp.size(); ++i) sharp[i] = truth[i] + 0.05 * (i % 2 == 0 ? 1 : -1);
+  CHECK(choose_parity_view(truth, sharp, &reference) == ParityView::residuals);
+  CHECK_THAT(readable_parity_svg("U0", "eV", truth, sharp, &reference),
+             Catch::Contains("Residuals: U0_atom (atomization energy)"));
+
+  // The threshold itself: a ratio of exactly kParityReadableRatio is readable, just above is not.
+  const std::vector<double> two = {-1.0, 1.0};  // standard deviation 1
+  CHECK(choose_parity_view(two, std::vector<double>{-1.0 + 1.0 / kParityReadableRatio, 1.0 - 1.0 / kParityReadableRatio},
+                           nullptr) == ParityView::values);
+  CHECK(choose_parity_view(two, std::vector<double>{-1.0 + 0.9 / kParityReadableRatio, 1.0 - 0.9 / kParityReadableRatio},
+                           nullptr) == ParityView::residuals);
+  // Degenerate inputs: no pairs, or a perfect constant prediction, keep the ordinary plot.
+  CHECK(choose_parity_view(std::vector<double>{}, std::vector<double>{}, nullptr) == ParityView::values);
+  CHECK(choose_parity_view(std::vector<double>{1, 1}, std::vector<double>{1, 1}, nullptr) == ParityView::values);
+  CHECK_THROWS_AS(choose_parity_view(two, two, &reference), flt::InvalidArgument);  // 2 values, 200 references
 }

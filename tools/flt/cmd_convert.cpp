@@ -7,6 +7,7 @@
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
+#include "pipeline/dataset_progress.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -25,7 +26,8 @@ const char* kUsage =
     "Reads molecules from files, .gz files, directories, .tar/.tar.bz2 archives or '-' (standard\n"
     "input, needs --format) and writes them to OUTPUT (.sdf, .csv, .xyz/.extxyz; '-' for standard\n"
     "output, needs --out-format). Bad records are skipped and listed (exit status 3), or stop the\n"
-    "conversion with --on-error fail (exit status 1, no output written).\n\n"
+    "conversion with --on-error fail (exit status 1, no output written). Progress (bytes of the\n"
+    "inputs, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n\n"
     "Options";
 
 int run_convert(const std::vector<std::string>& args) {
@@ -33,21 +35,24 @@ int run_convert(const std::vector<std::string>& args) {
   std::string output, in_format, out_format, on_error = "skip", missing_3d = "error";
   std::uint32_t seed = 42;
   double min_distance = 0.1;
+  ConformerFlags conformer;
   po::options_description options(kUsage);
   options.add_options()
       ("help,h", "show this help")
-      ("output,o", po::value(&output), "output file ('-' for standard output)")
-      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
+      ("out,output,o", po::value(&output), "output file ('-' for standard output); also spelled --output")
+      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
+      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)")
       ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
       ("on-error", po::value(&on_error), "skip (default) or fail")
       ("stats", "print per-record atom counts and labels instead of converting")
-      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default), generate (RDKit ETKDG), accept")
-      ("seed", po::value(&seed), "random seed for --missing-3d generate (default 42)")
+      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default), generate (RDKit ETKDGv3, random-coordinate fallback), accept")
+      ("seed", po::value(&seed), "random seed of generated conformers (default 42)")
       ("no-add-hydrogens", "do not add implicit hydrogens to records that have no explicit ones")
       ("no-sanitize", "skip RDKit sanitization of SDF/MOL records")
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
-      ("quiet,q", "log errors only")
+      ("quiet,q", "log errors only, no progress")
       ("verbose,v", "log every step (hydrogens added, conformers generated)");
+  add_conformer_options(options, conformer);
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
@@ -77,12 +82,14 @@ int run_convert(const std::vector<std::string>& args) {
     throw UsageError("--missing-3d must be error, generate or accept, not '" + missing_3d + "'");
   }
   read.seed = seed;
+  apply_conformer_options(conformer, read);
   read.add_hydrogens = vm.count("no-add-hydrogens") == 0;
   read.sanitize = vm.count("no-sanitize") == 0;
   read.min_distance = min_distance;
   const auto policy = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
 
   chem::ReadSummary summary;
+  pipeline::ReadProgressBar progress(progress_output(is_quiet(vm)), stats ? "reading" : "converting");
   if (stats) {
     read.keep_molecule = false;
     std::cout << "source\trecord\tatoms\theavy_atoms\ttitle\tlabels\n";
@@ -101,7 +108,7 @@ int run_convert(const std::vector<std::string>& args) {
         if (!prop.unit.empty()) std::cout << ' ' << prop.unit;
       }
       std::cout << '\n';
-    });
+    }, progress.callback());
   } else {
     chem::WriteOptions write;
     try {
@@ -114,9 +121,10 @@ int run_convert(const std::vector<std::string>& args) {
     }
     auto writer = chem::MoleculeWriter::open(output, write);
     summary = chem::read_molecules(inputs, read, policy,
-                                   [&](chem::PointSet&& p) { writer->write(p); });
+                                   [&](chem::PointSet&& p) { writer->write(p); }, progress.callback());
     writer->close();
   }
+  progress.finish();
   std::cerr << "flt convert: " << summary.describe() << "\n";
   return summary.ok() ? kExitOk : kExitSkipped;
 }

@@ -6,6 +6,10 @@
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
+#include "pipeline/dataset_progress.hpp"
+#include "train/progress.hpp"
+
+#include <memory>
 #include "pipeline/eval.hpp"
 
 #include <boost/program_options.hpp>
@@ -21,12 +25,13 @@ namespace {
 namespace po = boost::program_options;
 
 const char* kUsage =
-    "Usage: flt eval [--model MODEL.flt ...] INPUT... [options]\n\n"
+    "Usage: flt eval [-m MODEL.flt ...] INPUT... [-o METRICS.csv] [options]\n\n"
     "Evaluates a model (several --model: an ensemble mean; none: the default model) against the\n"
     "labels of the inputs (QM9 header values, extended-XYZ keys, SD tags) or of --labels CSV,\n"
     "converted into the model's units: MAE, RMSE and R^2 per target, and the rotation\n"
     "sensitivity (the standard deviation of the predictions over --rotations random rotations of\n"
-    "each molecule, averaged over molecules, and its fraction of the MAE).\n\n"
+    "each molecule, averaged over molecules, and its fraction of the MAE). Progress (reading,\n"
+    "evaluating, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n\n"
     "Options";
 
 std::vector<std::string> split_list(const std::string& text) {
@@ -55,12 +60,14 @@ int run_eval(const std::vector<std::string>& args) {
       ("targets,t", po::value(&targets), "comma-separated targets to evaluate (default: every target of the model)")
       ("rotations", po::value(&rotations), "random rotations per molecule for the rotation sensitivity (default 8; 0: off)")
       ("seed", po::value(&seed), "seed of the random rotations (default 0)")
-      ("csv", po::value(&csv), "write the metrics table as CSV to this file")
+      ("out,output,o", po::value(&csv), "write the metrics table as CSV to this file (also spelled --output; older spelling: --csv)")
+      ("csv", po::value(&csv), "the same as --out")
       ("predictions", po::value(&predictions), "write per-molecule predictions and labels as CSV to this file")
       ("labels", po::value(&labels), "labels from this CSV (keyed by id/title/name) instead of the records")
       ("label-key", po::value(&label_key), "key column of --labels (default: the first of id, title, name)")
       ("source-units", po::value(&source_units), "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)")
       ("source-unit", po::value(&source_units), "the same as --source-units (older spelling)")
+      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
       ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
       ("on-error", po::value(&on_error), "skip (default) or fail")
       ("limit", po::value(&limit), "evaluate at most this many molecules (default 0: all)")
@@ -68,7 +75,7 @@ int run_eval(const std::vector<std::string>& args) {
       ("subset", po::value(&subset), "with --split-file: train, validation or test (default test)")
       ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
       ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
-      ("quiet,q", "log errors only")
+      ("quiet,q", "log errors only, no progress")
       ("verbose,v", "log every step");
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
@@ -118,7 +125,22 @@ int run_eval(const std::vector<std::string>& args) {
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   const pipeline::Predictor predictor =
       pipeline::Predictor::load(std::vector<std::filesystem::path>(model_paths.begin(), model_paths.end()));
+  const train::ProgressOutput progress = progress_output(is_quiet(vm));
+  pipeline::ReadProgressBar reading(progress, "reading", limit);
+  eval.data.on_progress = reading.callback();
+  std::unique_ptr<train::ProgressBar> evaluating;
+  eval.on_progress = [&](std::size_t done, std::size_t total) {
+    if (!progress.stream) return;
+    if (!evaluating) {
+      reading.finish();
+      evaluating = std::make_unique<train::ProgressBar>(*progress.stream, progress.terminal,
+                                                        rotations > 0 ? "evaluating (with rotations)" : "evaluating", total);
+    }
+    evaluating->update(done);
+  };
   const pipeline::EvalResult result = pipeline::evaluate(predictor, eval);
+  reading.finish();
+  if (evaluating) evaluating->finish();
   std::cout << pipeline::format_eval_table(result);
   if (!csv.empty()) pipeline::write_eval_csv(csv, result);
   if (!predictions.empty()) pipeline::write_eval_predictions_csv(predictions, result);

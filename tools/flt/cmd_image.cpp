@@ -30,6 +30,7 @@ const char* kUsage =
     "package dataset-fashion-mnist, or --data-dir). Every option may also be given in an INI file\n"
     "read with --config (sections [data], [train], [model], [run]); the command line overrides the\n"
     "file. RUN_DIR/config.ini holds the resolved configuration of a run.\n"
+    "Also: -h/--help, -q/--quiet (errors only, no progress), -v/--verbose (log every step).\n"
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
 train::OptionSchema eval_schema() {
@@ -42,6 +43,10 @@ train::OptionSchema eval_schema() {
   s.option("threads", "eval", train::OptionType::integer, "0", "OpenMP threads (0: all cores)");
   s.option("out", "eval", train::OptionType::path, std::nullopt, "directory for test_metrics.json/.csv and confusion.csv")
       .optional = true;
+  // The spellings every flt subcommand shares.
+  s.add_spellings("model", 'm');
+  s.add_spellings("threads", 'j');
+  s.add_spellings("out", 'o', {"output"});
   return s;
 }
 
@@ -52,7 +57,8 @@ int run_image(const std::vector<std::string>& raw_args) {
   }
   const std::string action = raw_args[0];
   std::vector<std::string> args;
-  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args);
+  bool quiet = false;
+  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args, &quiet);
   if (action == "train") {
     if (help) {
       std::cout << kUsage << "train options:\n" << seq::image_option_schema().help();
@@ -65,8 +71,8 @@ int run_image(const std::vector<std::string>& raw_args) {
       throw UsageError(e.what());
     }
     seq::TaskOutput output;
-    output.progress = &std::cerr;
-    output.terminal = train::is_terminal(stderr);
+    output.progress = progress_output(quiet).stream;
+    output.terminal = progress_output(quiet).terminal;
     const seq::ImageTrainResult result = seq::run_image_training(config, output);
     std::cout << seq::format_image_summary(result) << std::flush;
     return kExitOk;

@@ -20,15 +20,22 @@ namespace po = boost::program_options;
 int run_info(const std::vector<std::string>& args) {
   std::vector<std::string> models;
   po::options_description options(
-      "Usage: flt info [MODEL.flt ...]\n\n"
+      "Usage: flt info [-m] [MODEL.flt ...]\n\n"
       "Prints each model's metadata; without a model, the default model's (and where it is).\n\n"
       "Options");
-  options.add_options()("help,h", "show this help");
-  const po::variables_map vm = parse_arguments(args, options, "model", po::value(&models));
+  std::vector<std::string> named;
+  options.add_options()
+      ("help,h", "show this help")
+      ("model,m", po::value(&named), "model file (.flt), as a positional argument; repeatable")
+      ("quiet,q", "log errors only")
+      ("verbose,v", "log every step");
+  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&models));
+  models.insert(models.begin(), named.begin(), named.end());
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
     return kExitOk;
   }
+  apply_verbosity(vm);
   if (models.empty()) models.push_back(pipeline::default_model_path().string());
   for (std::size_t i = 0; i < models.size(); ++i) {
     if (i > 0) std::cout << "\n";

@@ -9,11 +9,13 @@
 #include "flt/commands.hpp"
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
+#include "pipeline/dataset_progress.hpp"
 #include "pipeline/predict.hpp"
 
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -26,21 +28,26 @@ namespace {
 namespace po = boost::program_options;
 
 const char* kUsage =
-    "Usage: flt predict [--model MODEL.flt ...] INPUT... [-o OUTPUT] [options]\n\n"
+    "Usage: flt predict [-m MODEL.flt ...] INPUT... [-o OUTPUT] [options]\n\n"
     "Predicts the model's targets for every molecule of the inputs (SDF/MOL, XYZ, extended XYZ,\n"
-    "QM9; files, .gz, directories, tar archives, '-' for standard input with --format).\n"
+    "QM9, CSV with a SMILES column; files, .gz, directories, tar archives, '-' for standard input\n"
+    "with --format). SMILES get a 3-D conformer from RDKit (ETKDGv3).\n"
     "Several --model options form an ensemble: the mean, and the standard deviation as an\n"
     "uncertainty (<target>_std). Without --model the default model is used: $FLT_DEFAULT_MODEL,\n"
     "then <source tree>/models/default.flt, then <prefix>/share/flt/models/default.flt.\n"
     "OUTPUT .sdf keeps every input record with its tags and adds one tag per prediction,\n"
-    "'flt_<target> [unit]'; .csv writes id, source, record, title, the input's label columns and\n"
-    "one column per prediction with its unit; .xyz/.extxyz writes extended XYZ. Without -o a\n"
-    "table is printed. Records that cannot be read or predicted (e.g. an element the model never\n"
-    "saw) are skipped and listed (exit status 3), or stop the run with --on-error fail.\n"
+    "'flt_<target> [unit]'; .csv writes id, source, record, title, the input's label columns,\n"
+    "one column per prediction with its unit and an error column; .xyz/.extxyz writes extended\n"
+    "XYZ. Without -o a table is printed. Records that cannot be read or predicted (e.g. an\n"
+    "element the model never saw) stay in the output without predictions, marked with the reason\n"
+    "(SD tag / extended-XYZ key flt_error, CSV column error), and are listed (exit status 3);\n"
+    "--on-error fail stops the run at the first one instead.\n"
     "--forces adds F = -dE/dr of an energy target (default: the model's first extensive energy\n"
     "target, e.g. U0 or energy) per atom, in its unit per Angstrom: the extended-XYZ column\n"
     "flt_forces:R:3 (with flt_forces_unit) or the SD tag 'flt_forces [eV/A]' (one 'Fx Fy Fz'\n"
-    "line per atom); ensembles add flt_forces_std.\n\n"
+    "line per atom); ensembles add flt_forces_std.\n"
+    "Progress (bytes of the inputs read and predicted, ETA) goes to stderr: a bar on a terminal,\n"
+    "plain lines otherwise, nothing with -q.\n\n"
     "Options";
 
 std::string pad(std::string s, std::size_t width) {
@@ -100,6 +107,16 @@ class TablePrinter {
     out_ << "\n";
   }
 
+  // A record without a prediction: its place in the table and the reason.
+  void error_row(const chem::PointSet& p, const std::string& reason) {
+    if (!header_done_) header();
+    std::string name = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
+    if (name.size() > 24) name = name.substr(0, 21) + "...";
+    out_ << pad(std::to_string(++count_), 6) << pad(name, 26)
+         << pad(p.size() > 0 ? std::to_string(p.size()) : "-", 6) << "  not predicted: " << reason
+         << "\n";
+  }
+
  private:
   void header() {
     header_done_ = true;
@@ -145,28 +162,56 @@ void attach_forces(chem::PointSet& points, const pipeline::MoleculePrediction& p
   if (ensemble) add("flt_forces_std", p.forces_stddev);
 }
 
+// The output values of one record in column order: "flt_<name> [unit]" for SDF and CSV (the unit
+// is part of the tag / header), name and unit apart for extended XYZ. Without a prediction the
+// values are 0 (used for the column names only).
+std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColumn>& columns,
+                                                   chem::Format format, bool ensemble,
+                                                   const chem::PointSet& points,
+                                                   const pipeline::MoleculePrediction* p) {
+  std::vector<chem::PredictedValue> values;
+  for (const auto& column : columns) {
+    const std::string name = "flt_" + column.name;
+    const double mean = p != nullptr ? column.mean(points, *p) : 0.0;
+    const double stddev = p != nullptr ? column.stddev(*p) : 0.0;
+    if (format == chem::Format::sdf || format == chem::Format::csv) {
+      values.push_back({name + " [" + column.unit + "]", mean, ""});
+      if (ensemble) values.push_back({name + "_std [" + column.unit + "]", stddev, ""});
+    } else {
+      values.push_back({name, mean, column.unit});
+      if (ensemble) values.push_back({name + "_std", stddev, column.unit});
+    }
+  }
+  return values;
+}
+
 int run_predict(const std::vector<std::string>& args) {
   std::vector<std::string> inputs, model_paths;
   std::string output, in_format, out_format, on_error = "skip", missing_3d = "error", forces_name;
   std::size_t batch_size = 64;
   int threads = 0;
   double min_distance = 0.1;
+  std::uint32_t seed = 42;
+  ConformerFlags conformer;
   po::options_description options(kUsage);
   options.add_options()
       ("help,h", "show this help")
       ("model,m", po::value(&model_paths), "model file (.flt); repeat for an ensemble (default: the default model)")
-      ("output,o", po::value(&output), "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format)")
-      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
+      ("out,output,o", po::value(&output), "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format); also spelled --output")
+      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
+      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)")
       ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
       ("table", "also print the table of predictions to standard output when -o is given")
       ("on-error", po::value(&on_error), "skip (default) or fail")
       ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
       ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
-      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default) or generate (RDKit ETKDG)")
+      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default) or generate (RDKit ETKDGv3, random-coordinate fallback)")
+      ("seed", po::value(&seed), "random seed of generated conformers (default 42)")
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
       ("forces", po::value(&forces_name)->implicit_value(""), "also write the forces -dE/dr of this energy target (default: the first extensive energy target; needs SDF or extended-XYZ output)")
-      ("quiet,q", "log errors only")
+      ("quiet,q", "log errors only, no progress")
       ("verbose,v", "log every step");
+  add_conformer_options(options, conformer);
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
@@ -193,6 +238,8 @@ int run_predict(const std::vector<std::string>& args) {
     throw UsageError("--missing-3d must be error or generate, not '" + missing_3d + "'");
   }
   read.min_distance = min_distance;
+  read.seed = seed;
+  apply_conformer_options(conformer, read);
 
   chem::WriteOptions write;
   try {
@@ -217,6 +264,9 @@ int run_predict(const std::vector<std::string>& args) {
   const std::vector<OutputColumn> columns = output_columns(predictor);
   const bool ensemble = predictor.ensemble_size() > 1;
 
+  // CSV: every record gets a row, those without a prediction an empty one with the reason.
+  write.error_column = true;
+  write.prediction_columns = predicted_values(columns, format, ensemble, chem::PointSet{}, nullptr);
   // Under mpirun rank 0 writes everything; the other ranks only predict their batches.
   comm::Communicator& world = comm::world();
   const bool lead = world.rank() == 0;
@@ -247,33 +297,32 @@ int run_predict(const std::vector<std::string>& args) {
   popts.threads = threads;
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
   popts.distribution = pipeline::distribute_batches(world);
-  std::vector<chem::PredictedValue> values;
-  const auto summary = predictor.predict_inputs(
-      inputs, read, popts, [&](chem::PointSet&& points, const pipeline::MoleculePrediction& p) {
-        if (writer) {
-          values.clear();
-          for (const auto& column : columns) {
-            const std::string name = "flt_" + column.name;
-            const double mean = column.mean(points, p);
-            if (format == chem::Format::sdf || format == chem::Format::csv) {
-              // The unit is part of the SD tag name / CSV header: "flt_U0 [eV]".
-              values.push_back({name + " [" + column.unit + "]", mean, ""});
-              if (ensemble)
-                values.push_back({name + "_std [" + column.unit + "]", column.stddev(p), ""});
-            } else {
-              values.push_back({name, mean, column.unit});
-              if (ensemble) values.push_back({name + "_std", column.stddev(p), column.unit});
-            }
-          }
-          if (want_forces) attach_forces(points, p, format, forces_unit, ensemble);
-          writer->write(points, values);
-        }
-        if (table) printer.row(points, p);
-      });
+  // Under mpirun only rank 0 shows progress.
+  train::ProgressOutput progress_to = lead ? progress_output(is_quiet(vm)) : train::ProgressOutput{};
+  // A bar redrawn on the terminal that also shows the table would cut through its rows.
+  if (table && progress_to.terminal && train::is_terminal(stdout)) progress_to = {};
+  pipeline::ReadProgressBar progress(progress_to, "predicting");
+  popts.on_progress = progress.callback();
+  const auto summary = predictor.predict_records(inputs, read, popts, [&](pipeline::RecordOutcome&& r) {
+    if (!r.ok()) {
+      if (writer) writer->write_error(r.points, r.error, r.rejected ? &*r.rejected : nullptr);
+      if (table) printer.error_row(r.points, r.error);
+      return;
+    }
+    const pipeline::MoleculePrediction& p = *r.prediction;
+    if (writer) {
+      if (want_forces) attach_forces(r.points, p, format, forces_unit, ensemble);
+      writer->write(r.points, predicted_values(columns, format, ensemble, r.points, &p));
+    }
+    if (table) printer.row(r.points, p);
+  });
   if (writer) writer->close();
+  progress.finish();
   if (!lead) return summary.ok() ? kExitOk : kExitSkipped;
   std::cerr << "flt predict: " << summary.describe();
-  if (writer && output != "-") std::cerr << "; wrote " << output;
+  if (writer && output != "-")
+    std::cerr << "; wrote " << writer->written() << " record" << (writer->written() == 1 ? "" : "s")
+              << " to " << output;
   std::cerr << "\n";
   return summary.ok() ? kExitOk : kExitSkipped;
 }

@@ -19,11 +19,11 @@ namespace {
 namespace po = boost::program_options;
 
 int run_rpe(const std::vector<std::string>& args) {
-  std::string model, output, plot;
+  std::string model, named_model, output, plot;
   double max_distance = 10.0;
   int points = 200;
   po::options_description options(
-      "Usage: flt rpe [MODEL.flt] [-o OUT.csv] [--plot OUT.svg] [options]\n\n"
+      "Usage: flt rpe [[-m] MODEL.flt] [-o OUT.csv] [--plot OUT.svg] [options]\n\n"
       "Samples the learned relative positional encoding f(distance) of every block and head on\n"
       "[0, --max-distance] Angstrom and writes it as CSV (distance [Angstrom], then one column\n"
       "block<b>.head<h> per block and head; standard output without -o or with -o -) and,\n"
@@ -31,14 +31,22 @@ int run_rpe(const std::vector<std::string>& args) {
       "Options");
   options.add_options()
       ("help,h", "show this help")
-      ("output,o", po::value(&output), "CSV output file ('-': standard output, the default)")
+      ("model,m", po::value(&named_model), "model file (.flt), or as the positional argument (default: the default model)")
+      ("out,output,o", po::value(&output), "CSV output file ('-': standard output, the default); also spelled --output")
       ("plot", po::value(&plot), "SVG plot output file")
       ("max-distance", po::value(&max_distance), "largest distance in Angstrom (default 10)")
-      ("points", po::value(&points), "number of distances, 0 to max-distance inclusive (default 200)");
-  const po::variables_map vm = parse_arguments(args, options, "model", po::value(&model), 1);
+      ("points", po::value(&points), "number of distances, 0 to max-distance inclusive (default 200)")
+      ("quiet,q", "log errors only")
+      ("verbose,v", "log every step");
+  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&model), 1);
   if (vm.count("help") != 0) {
     std::cout << options << "\n";
     return kExitOk;
+  }
+  apply_verbosity(vm);
+  if (!named_model.empty()) {
+    if (!model.empty()) throw UsageError("give the model once: as -m MODEL or as the argument");
+    model = named_model;
   }
   if (!(max_distance > 0)) throw UsageError("--max-distance must be positive");
   if (points < 2) throw UsageError("--points must be at least 2");
@@ -52,7 +60,7 @@ int run_rpe(const std::vector<std::string>& args) {
   }
   if (!plot.empty())
     pipeline::write_rpe_svg(plot, table, std::filesystem::path(model).filename().string());
-  if (!output.empty() && output != "-")
+  if (!output.empty() && output != "-" && !is_quiet(vm))
     std::cerr << "flt rpe: wrote " << table.curves.size() << " functions (" << table.distances.size()
               << " distances) to " << output << (plot.empty() ? "" : " and " + plot) << "\n";
   return kExitOk;

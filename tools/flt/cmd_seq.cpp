@@ -37,6 +37,7 @@ const char* kUsage =
     "Every option may also be given in an INI file read with --config (sections [data], [train],\n"
     "[model], [run]); the command line overrides the file. RUN_DIR/config.ini holds the resolved\n"
     "configuration. Run from the repository root (default data paths are relative to it).\n"
+    "Also: -h/--help, -q/--quiet (errors only, no progress), -v/--verbose (log every step).\n"
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
 train::OptionSchema eval_schema() {
@@ -49,6 +50,10 @@ train::OptionSchema eval_schema() {
   s.option("batch-size", "eval", train::OptionType::integer, "256", "sequences per batch");
   s.option("threads", "eval", train::OptionType::integer, "0", "OpenMP threads (0: all cores)");
   s.option("out", "eval", train::OptionType::path, std::nullopt, "directory for the test_metrics files").optional = true;
+  // The spellings every flt subcommand shares.
+  s.add_spellings("model", 'm');
+  s.add_spellings("threads", 'j');
+  s.add_spellings("out", 'o', {"output"});
   return s;
 }
 
@@ -66,6 +71,9 @@ std::string task_of(const std::vector<std::string>& args) {
     if (auto v = value("task")) task = v;
     if (auto v = value("config")) config = v;
     if (auto v = value("out")) out = v;
+    if (auto v = value("output")) out = v;
+    if (args[i] == "-o" && i + 1 < args.size()) out = args[i + 1];
+    else if (args[i].size() > 2 && args[i].rfind("-o", 0) == 0) out = args[i].substr(2);
     if (args[i] == "--resume" || args[i] == "--resume=true") resume = true;
   }
   if (task) return *task;
@@ -84,10 +92,11 @@ int run_seq(const std::vector<std::string>& raw_args) {
   }
   const std::string action = raw_args[0];
   std::vector<std::string> args;
-  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args);
+  bool quiet = false;
+  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args, &quiet);
   seq::TaskOutput output;
-  output.progress = &std::cerr;
-  output.terminal = train::is_terminal(stderr);
+  output.progress = progress_output(quiet).stream;
+  output.terminal = progress_output(quiet).terminal;
   if (action == "train") {
     std::string task;
     try {

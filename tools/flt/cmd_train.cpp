@@ -28,11 +28,14 @@ const char* kUsage =
     "(section [data], [split], [train], [model] or [run]; 'name = value'); the command line\n"
     "overrides the file. RUN_DIR/config.ini holds the resolved configuration of a run.\n"
     "Exit status: 0 success, 1 error, 2 usage error, 3 trained but skipped bad input records.\n\n"
-    "Options (also: -h/--help, -q/--quiet: errors only, -v/--verbose: log every step):\n";
+    "Progress (reading, epochs with the whole run's ETA) goes to stderr: a bar on a terminal, plain\n"
+    "lines otherwise, nothing with -q.\n\n"
+    "Options (also: -h/--help, -q/--quiet: errors only, no progress, -v/--verbose: log every step):\n";
 
 int run_train(const std::vector<std::string>& raw_args) {
   std::vector<std::string> args;
-  if (strip_common_flags(raw_args, args)) {
+  bool quiet = false;
+  if (strip_common_flags(raw_args, args, &quiet)) {
     std::cout << kUsage << flt::pipeline::train_option_schema().help();
     return kExitOk;
   }
@@ -43,8 +46,9 @@ int run_train(const std::vector<std::string>& raw_args) {
     throw UsageError(e.what());
   }
   flt::pipeline::TrainOutput output;
-  output.progress = &std::cerr;
-  output.terminal = flt::train::is_terminal(stderr);
+  const flt::train::ProgressOutput progress = progress_output(quiet);
+  output.progress = progress.stream;
+  output.terminal = progress.terminal;
   const flt::pipeline::TrainResult result = flt::pipeline::run_training(config, output);
   if (flt::comm::world().rank() == 0) std::cout << flt::pipeline::format_summary(result) << std::flush;
   return result.skipped_records > 0 ? kExitSkipped : kExitOk;

@@ -1,6 +1,12 @@
 #include "flt/options_util.hpp"
 
+#include "core/error.hpp"
 #include "core/log.hpp"
+#include "flt/commands.hpp"
+#include "train/progress.hpp"
+
+#include <fstream>
+#include <iostream>
 
 namespace flt::cli {
 
@@ -18,6 +24,17 @@ po::variables_map parse_arguments(const std::vector<std::string>& args,
   positional.add(positional_name, max_positional);
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+  if (visible.find_nothrow("config", false) != nullptr && vm.count("config") != 0) {
+    const std::string path = vm["config"].as<std::string>();
+    std::ifstream file(path);
+    if (!file) throw IoError(path, "cannot open the --config file");
+    // Values already given on the command line win: store() keeps the first value of a name.
+    try {
+      po::store(po::parse_config_file(file, all), vm);
+    } catch (const po::error& e) {
+      throw po::error(path + ": " + e.what());
+    }
+  }
   po::notify(vm);
   return vm;
 }
@@ -30,11 +47,19 @@ void apply_verbosity(const po::variables_map& vm) {
   }
 }
 
-bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args) {
+bool is_quiet(const po::variables_map& vm) { return vm.count("quiet") != 0 && vm.count("verbose") == 0; }
+
+train::ProgressOutput progress_output(bool quiet) {
+  if (quiet) return {};
+  return {&std::cerr, train::is_terminal(stderr)};
+}
+
+bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args, bool* quiet) {
   for (const auto& a : raw) {
     if (a == "-h" || a == "--help") return true;
     if (a == "-q" || a == "--quiet") {
       set_log_sink(stderr_log_sink(LogLevel::error));
+      if (quiet != nullptr) *quiet = true;
       continue;
     }
     if (a == "-v" || a == "--verbose") {
@@ -44,6 +69,24 @@ bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::st
     args.push_back(a);
   }
   return false;
+}
+
+void add_conformer_options(po::options_description& options, ConformerFlags& flags) {
+  options.add_options()
+      ("optimize", po::value(&flags.optimize), "clean-up of generated conformers: none (default) or mmff (MMFF94)")
+      ("conformer-attempts", po::value(&flags.attempts), "ETKDG attempts per try, before and after the random-coordinate fallback (default 0: RDKit's bound, 10 x atoms)")
+      ("smiles-column", po::value(&flags.smiles_column), "CSV input: the column holding the SMILES (default: the column named smiles)");
+}
+
+void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read) {
+  try {
+    read.optimize = chem::optimize_from_name(flags.optimize);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(std::string("--optimize: ") + e.what());
+  }
+  if (flags.attempts < 0) throw UsageError("--conformer-attempts must be >= 0");
+  read.conformer_attempts = flags.attempts;
+  read.smiles_column = flags.smiles_column;
 }
 
 }  // namespace flt::cli

@@ -1,6 +1,9 @@
 // Command-line parsing shared by the flt subcommands (Boost.Program_options stays in tools/).
 #pragma once
 
+#include "chem/reader.hpp"
+#include "train/progress.hpp"
+
 #include <boost/program_options.hpp>
 
 #include <string>
@@ -11,7 +14,11 @@ namespace flt::cli {
 // Parses `args` against the documented `visible` options plus one hidden option named
 // `positional_name` that receives the positional arguments (at most `max_positional`, -1: all)
 // through `positional_value` (e.g. po::value(&inputs); ownership passes to the parser).
-// Throws boost::program_options::error on a bad command line (main() turns it into exit 2).
+// If `visible` has an option "config" and it is given, that file is read too ("name = value"
+// lines, '#' comments, a repeated name for repeatable options, the positional arguments under
+// `positional_name`); the command line overrides it.
+// Throws boost::program_options::error on a bad command line (main() turns it into exit 2) and
+// flt::IoError when the --config file cannot be read.
 boost::program_options::variables_map parse_arguments(
     const std::vector<std::string>& args, const boost::program_options::options_description& visible,
     const char* positional_name, const boost::program_options::value_semantic* positional_value,
@@ -21,10 +28,29 @@ boost::program_options::variables_map parse_arguments(
 // leaves the default (warnings) otherwise.
 void apply_verbosity(const boost::program_options::variables_map& vm);
 
+// True if -q/--quiet was given (progress output is then off as well).
+bool is_quiet(const boost::program_options::variables_map& vm);
+
 // For the subcommands whose options come from a train::OptionSchema rather than
 // Program_options (flt train, image, seq): copies `raw` into `args` without -q/--quiet and
-// -v/--verbose (installing the matching log sink, as apply_verbosity does) and returns true as
-// soon as -h/--help is seen.
-bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args);
+// -v/--verbose (installing the matching log sink, as apply_verbosity does; `quiet`, if given,
+// is set when -q/--quiet was seen) and returns true as soon as -h/--help is seen.
+bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args, bool* quiet = nullptr);
+
+// Where a subcommand's progress goes: stderr (a redrawn bar on a terminal, plain lines
+// otherwise), or nowhere with -q/--quiet. Never standard output.
+train::ProgressOutput progress_output(bool quiet);
+
+// Conformer generation and SMILES input options shared by flt predict and flt convert:
+// --optimize none|mmff, --conformer-attempts N, --smiles-column NAME.
+struct ConformerFlags {
+  std::string optimize = "none";
+  int attempts = 0;
+  std::string smiles_column;
+};
+void add_conformer_options(boost::program_options::options_description& options,
+                           ConformerFlags& flags);
+// Copies the flags into `read`; throws UsageError for a bad value.
+void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read);
 
 }  // namespace flt::cli

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Builds the libFuzzer targets with clang (AddressSanitizer + UndefinedBehaviorSanitizer) and runs
-# each for SECONDS seconds, one after the other, seeded with the repository's and shared/ test
+# each for SECONDS seconds, one after the other, seeded with the repository's test
 # files. Usage: tools/fuzz/run_fuzz.sh SECONDS [TARGET...]   (targets: fuzz_xyz fuzz_sdf)
 # Environment: FLT_FUZZ_BUILD_DIR (default build-fuzz), FLT_FUZZ_WORK (default $BUILD/fuzz-work),
 # FLT_JOBS (default 2). Needs clang and libclang-rt-14-dev (Debian). Exit status non-zero when a
@@ -12,7 +12,7 @@ shift
 targets="${*:-fuzz_xyz fuzz_sdf}"
 build="${FLT_FUZZ_BUILD_DIR:-build-fuzz}"
 work="${FLT_FUZZ_WORK:-$build/fuzz-work}"
-shared="${FLT_SHARED:-$(pwd)/../shared}"
+cases="$(pwd)/tests/data/parser-cases"
 command -v clang++ >/dev/null || { echo "run_fuzz.sh: clang++ not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
@@ -30,7 +30,7 @@ for target in $targets; do
   esac
   # Seeds: the first byte selects the reader options, so prefix each file with one. SDF files are
   # split into single records (at most 20 per file): small inputs keep the executions fast.
-  for dir in tests/chem/data "$shared/data/parser-cases"; do
+  for dir in tests/chem/data "$cases"; do
     [ -d "$dir" ] || continue
     find "$dir" -name "$pattern" | while read -r f; do
       name="$corpus/seed_$(echo "$f" | tr '/' '_')"
@@ -45,7 +45,7 @@ for target in $targets; do
     done
   done
   if [ "$target" = fuzz_sdf ]; then
-    find "$shared/data/parser-cases" -name '*.mol' | while read -r f; do
+    find "$cases" -name '*.mol' | while read -r f; do
       name="$corpus/seed_$(echo "$f" | tr '/' '_')"
       [ -e "$name" ] || { printf '\000'; cat "$f"; } > "$name"
     done

@@ -105,14 +105,16 @@ struct PredictOptions {
 struct FileOptions {
   int threads = 0;              // as PredictOptions::threads
   std::size_t batch_size = 64;  // as PredictOptions::batch_size
-  // "sdf", "mol", "xyz", "extxyz" or "qm9"; empty = from the file name (.sdf, .sd, .mol, .xyz,
-  // also inside .gz files, directories and .tar/.tar.gz/.tar.bz2 archives).
+  // "sdf", "mol", "xyz", "extxyz", "qm9" or "csv" (SMILES in Chemprop's layout, each row given a
+  // generated 3-D conformer); empty = from the file name (.sdf, .sd, .mol, .xyz, .csv, also inside
+  // .gz files; directories and .tar/.tar.gz/.tar.bz2 archives for the molecule formats).
   std::string format;
   // SDF/MOL records whose hydrogens are all implicit get them added as atoms with 3-D
   // coordinates (RDKit AddHs with addCoords).
   bool add_hydrogens = true;
   // SDF/MOL records without 3-D coordinates: false = reported as errors; true = a conformer is
-  // generated with RDKit ETKDG (seeded with `seed`, reproducible).
+  // generated with RDKit ETKDGv3, retried from random coordinates when that fails (seeded with
+  // `seed`, reproducible).
   bool generate_conformers = false;
   unsigned seed = 42;
   // RDKit sanitization of SDF/MOL records (valence checks); false accepts e.g. 5-valent carbon.

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The chem I/O benchmark: generates SDF files of 20,000 and 200,000 records by cycling the 3-D,
-# explicit-hydrogen records of shared/data/parser-cases (cdk2, EGFR conformers, bzr_data), then
+# explicit-hydrogen records of tests/data/parser-cases (cdk2, EGFR conformers, bzr_data), then
 # reads each with flt's MoleculeReader and with RDKit's ForwardSDMolSupplier, one process per
 # measurement (peak RSS = VmHWM of that process), REPEATS times (default 3, best time kept).
 # Usage: tools/bench/chem/run_bench_sdf.sh [BUILD_DIR] [WORK_DIR]   (prints a Markdown table)
@@ -9,12 +9,12 @@ cd "$(dirname "$0")/../../.."
 build="${1:-build}"
 work="${2:-/tmp/flt_bench_chem}"
 repeats="${REPEATS:-3}"
-shared="${FLT_SHARED:-$(pwd)/../shared}"
+pc="${FLT_PARSER_CASES:-$(pwd)/tests/data/parser-cases}"
 bench="$build/tools/bench/chem/bench_sdf_reader"
 cmake --build "$build" --target bench_sdf_reader -j "${FLT_JOBS:-2}" >/dev/null
 mkdir -p "$work"
 rm -f "$work"/runs_*.txt
-pc="$shared/data/parser-cases"
+
 for n in 20000 200000; do
   [ -s "$work/gen_$n.sdf" ] || "$bench" generate "$work/gen_$n.sdf" "$n" \
     "$pc/rdkit-data-deb/cdk2.sdf" "$pc/rdkit-src/Descriptors/EGFR_first10_10confs.sdf" \

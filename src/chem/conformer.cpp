@@ -1,0 +1,100 @@
+#include "chem/conformer.hpp"
+
+#include "chem/rdkit_log.hpp"
+#include "core/error.hpp"
+#include "core/log.hpp"
+
+#include <GraphMol/DistGeomHelpers/Embedder.h>
+#include <GraphMol/ForceFieldHelpers/MMFF/MMFF.h>
+#include <GraphMol/RWMol.h>
+
+#include <vector>
+
+namespace flt::chem {
+namespace {
+
+std::string error_text(const std::vector<detail::RdkitMessage>& messages) {
+  std::string out;
+  for (const auto& m : messages) {
+    if (m.level != LogLevel::error && m.level != LogLevel::warning) continue;
+    std::string text = m.text;
+    for (const char* prefix : {"ERROR: ", "WARNING: "}) {
+      if (text.rfind(prefix, 0) == 0) text.erase(0, std::string(prefix).size());
+    }
+    if (!out.empty()) out += "; ";
+    out += text;
+  }
+  return out;
+}
+
+// One EmbedMolecule call with RDKit's messages captured; the conformer id (-1 on failure).
+int embed(RDKit::RWMol& mol, const RDKit::DGeomHelpers::EmbedParameters& params,
+          std::vector<detail::RdkitMessage>& messages) {
+  detail::RdkitLogCapture capture(messages);
+  try {
+    return RDKit::DGeomHelpers::EmbedMolecule(mol, params);
+  } catch (const std::exception& e) {
+    messages.push_back({LogLevel::error, e.what()});
+    return -1;
+  }
+}
+
+}  // namespace
+
+Optimize optimize_from_name(const std::string& name) {
+  if (name == "none") return Optimize::none;
+  if (name == "mmff" || name == "mmff94") return Optimize::mmff;
+  throw InvalidArgument("conformer optimisation must be none or mmff, not '" + name + "'");
+}
+
+std::optional<std::string> generate_conformer(RDKit::RWMol& mol, const ConformerOptions& options,
+                                              const std::string& context) {
+  const std::string where = context.empty() ? std::string() : context + ": ";
+  detail::route_rdkit_logs();
+  if (options.max_attempts < 0) throw InvalidArgument("conformer attempts must be >= 0");
+  RDKit::DGeomHelpers::EmbedParameters params = RDKit::DGeomHelpers::ETKDGv3;
+  params.randomSeed = static_cast<int>(options.seed & 0x7fffffffU);
+  params.maxIterations = static_cast<unsigned>(options.max_attempts);
+  std::vector<detail::RdkitMessage> messages;
+  int conf_id = embed(mol, params, messages);
+  if (conf_id < 0 && options.random_coords_fallback) {
+    params.useRandomCoords = true;
+    std::vector<detail::RdkitMessage> retry;
+    conf_id = embed(mol, params, retry);
+    if (conf_id >= 0) {
+      log_info(where, "ETKDGv3 needed random starting coordinates for this molecule");
+    } else {
+      messages.insert(messages.end(), retry.begin(), retry.end());
+    }
+  }
+  if (conf_id < 0) {
+    const std::string why = error_text(messages);
+    return "ETKDGv3 could not embed the molecule" +
+           std::string(options.random_coords_fallback ? " (also from random coordinates)" : "") +
+           (why.empty() ? std::string() : ": " + why);
+  }
+  if (options.optimize == Optimize::mmff) {
+    std::vector<detail::RdkitMessage> mmff_messages;
+    std::pair<int, double> result{-1, 0.0};
+    {
+      detail::RdkitLogCapture capture(mmff_messages);
+      try {
+        result = RDKit::MMFF::MMFFOptimizeMolecule(mol, options.mmff_max_iterations, "MMFF94",
+                                                   10.0, conf_id);
+      } catch (const std::exception& e) {
+        mmff_messages.push_back({LogLevel::error, e.what()});
+      }
+    }
+    if (result.first == -1) {
+      const std::string why = error_text(mmff_messages);
+      log_warning(where, "MMFF94 clean-up not possible (no MMFF94 parameters for the molecule",
+                  why.empty() ? std::string() : ": " + why, "); the ETKDG geometry is kept");
+    } else if (result.first == 1) {
+      log_warning(where, "MMFF94 clean-up did not converge in ", options.mmff_max_iterations,
+                  " iterations; the partly minimised geometry is kept");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace flt::chem
