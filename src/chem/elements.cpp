@@ -2,6 +2,8 @@
 
 #include "core/error.hpp"
 
+#include <GraphMol/PeriodicTable.h>
+
 #include <array>
 #include <cctype>
 #include <string>
@@ -51,6 +53,11 @@ std::optional<int> atomic_number(std::string_view symbol) {
     if (kSymbols[static_cast<std::size_t>(z)] == normal) return z;
   }
   return std::nullopt;
+}
+
+double standard_atomic_weight(int z) {
+  (void)element_symbol(z);  // validates z
+  return RDKit::PeriodicTable::getTable()->getAtomicWeight(static_cast<unsigned>(z));
 }
 
 }  // namespace flt::chem

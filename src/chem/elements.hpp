@@ -16,4 +16,9 @@ std::string_view element_symbol(int z);
 // and a plain atomic number written as digits ("6" -> 6), as some XYZ files use.
 std::optional<int> atomic_number(std::string_view symbol);
 
+// The standard atomic weight of element `z` in amu (RDKit's periodic table, IUPAC values; for
+// elements without a stable isotope the mass number of the longest-lived one). Throws
+// flt::InvalidArgument outside 1..118.
+double standard_atomic_weight(int z);
+
 }  // namespace flt::chem

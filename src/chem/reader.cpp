@@ -596,6 +596,13 @@ ConformerOptions conformer_options(const ReadOptions& options) {
   return conformer;
 }
 
+PdbPart pdb_part_from_name(const std::string& name) {
+  if (name == "keep") return PdbPart::keep;
+  if (name == "drop") return PdbPart::drop;
+  if (name == "fail") return PdbPart::fail;
+  throw InvalidArgument("'" + name + "' is not keep, drop or fail");
+}
+
 std::string ReadSummary::describe() const {
   std::ostringstream out;
   out << "read " << read << " record" << (read == 1 ? "" : "s");

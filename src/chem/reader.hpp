@@ -51,6 +51,9 @@ enum class PdbPart {
   fail,  // the record is bad (InputError naming the first such atom)
 };
 
+// "keep", "drop", "fail" -> PdbPart; throws flt::InvalidArgument otherwise.
+PdbPart pdb_part_from_name(const std::string& name);
+
 struct ReadOptions {
   // Format of every input; Format::unknown = from each file's extension (also inside directories
   // and archives). Standard input needs an explicit format. Format::xyz recognises plain,

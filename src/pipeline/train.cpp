@@ -247,8 +247,12 @@ train::OptionSchema train_option_schema() {
            "CSV file of labels keyed by id or title (columns 'U0 [Hartree]', ...)")
       .optional = true;
   s.option("label-key", "data", OptionType::string, "", "key column of --labels (default: id, title or name)");
-  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9, csv (SMILES)").choices = {
-      "auto", "sdf", "mol", "xyz", "extxyz", "qm9", "csv"};
+  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9, pdb, csv (SMILES)").choices = {
+      "auto", "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv"};
+  s.option("pdb-water", "data", OptionType::string, "drop", "PDB input: waters keep, drop or fail (the record is bad)").choices = {
+      "keep", "drop", "fail"};
+  s.option("pdb-hetero", "data", OptionType::string, "keep", "PDB input: other HETATM groups (ligands, ions) keep, drop or fail").choices = {
+      "keep", "drop", "fail"};
   s.option("smiles-column", "data", OptionType::string, "", "CSV input: the column holding the SMILES (default: the column named smiles)");
   s.option("missing-3d", "data", OptionType::string, "error",
            "records without 3-D coordinates: error or generate (RDKit ETKDGv3, random-coordinate fallback); SMILES always get one")
@@ -389,6 +393,8 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   d.read.min_distance = o.get_real("min-distance");
   d.read.keep_molecule = false;
   d.read.smiles_column = o.get_string("smiles-column");
+  d.read.pdb_water = chem::pdb_part_from_name(o.get_string("pdb-water"));
+  d.read.pdb_hetero = chem::pdb_part_from_name(o.get_string("pdb-hetero"));
   d.read.missing_3d = o.get_string("missing-3d") == "generate" ? chem::Missing3D::generate : chem::Missing3D::error;
   d.read.optimize = chem::optimize_from_name(o.get_string("optimize"));
   const auto conformer_seed = o.get_int("conformer-seed");

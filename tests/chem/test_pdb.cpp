@@ -121,7 +121,7 @@ TEST_CASE("PDB: hydrogens added as RDKit adds them, on CONECT bonds", "[chem][pd
   CHECK(heavy == 21);
 }
 
-TEST_CASE("PDB: MODEL blocks are records; a bad model is reported and the next one read",
+TEST_CASE("PDB: MODEL blocks are records, a bad model is reported and the next one read",
           "[chem][pdb]") {
   const std::string atoms = atom_lines(pdb_file("docked_2c6e_JVE_pH74_netcharge1.pdb"));
   // Model 2: the first atom moved onto the second (0.01 A apart).
@@ -154,7 +154,7 @@ TEST_CASE("PDB: MODEL blocks are records; a bad model is reported and the next o
   CHECK(why.find("(LIG d 1 C7)") != std::string::npos);
 }
 
-TEST_CASE("PDB: unknown element and empty input are bad records; pdb is not an output format",
+TEST_CASE("PDB: unknown element and empty input are bad records, pdb is not an output format",
           "[chem][pdb]") {
   const std::string good = atom_lines(pdb_file("4uzh_JVE.pdb"));
   std::string bad = good.substr(0, good.find('\n') + 1);

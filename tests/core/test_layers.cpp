@@ -384,7 +384,7 @@ TEST_CASE("Embedding rejects out-of-range ids and its float forward is exact", "
 
 // ----------------------------------------------------------------------------------- Residual
 
-TEST_CASE("Residual add gradients match finite differences; float agrees", "[core][layers][gradcheck][float]") {
+TEST_CASE("Residual add gradients match finite differences, float agrees", "[core][layers][gradcheck][float]") {
   Rng rng(61);
   Mat<double> a = random_mat(rng, 4, 3);
   Mat<double> b = random_mat(rng, 4, 3);

@@ -111,7 +111,7 @@ TEST_CASE("Regression losses take hand-computed values with per-target normalisa
   CHECK(g3.isZero(0.0));
 }
 
-TEST_CASE("L1 uses the subgradient 0 at d = 0; Huber is continuous at delta", "[core][losses]") {
+TEST_CASE("L1 uses the subgradient 0 at d = 0, Huber is continuous at delta", "[core][losses]") {
   const RegressionLoss l1{RegressionLossKind::l1, 1.0};
   CHECK(regression_element_grad(l1, 0.0) == 0.0);
   CHECK(regression_element_grad(l1, 1e-300) == 1.0);

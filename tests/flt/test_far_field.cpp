@@ -229,7 +229,7 @@ TEST_CASE("i.i.d. and rotated designs", "[far_field]") {
   CHECK(design_kind_from_string(to_string(DesignKind::product_grid)) == DesignKind::product_grid);
 }
 
-TEST_CASE("Mask estimate of the product grid is within the quadrature bound; i.i.d. error ~ 1/sqrt(M)",
+TEST_CASE("Mask estimate of the product grid is within the quadrature bound, i.i.d. error ~ 1/sqrt(M)",
           "[far_field]") {
   // random cluster of radius 6 A (pair distances up to 12 A), nodes kappa = 0 .. 0.1 cycles/A
   const Batch b = make_batch({60}, {6.0}, 11);
@@ -391,7 +391,7 @@ TEST_CASE("Far field gradients match central differences (fast and exact paths)"
   omp_set_num_threads(threads);
 }
 
-TEST_CASE("Rotations change the output only by the quadrature error; translations not at all", "[far_field]") {
+TEST_CASE("Rotations change the output only by the quadrature error, translations not at all", "[far_field]") {
   const Batch b = make_batch({150}, {7.0}, 41);
   const FarFieldConfig c = make_config(2, 4, 4, 0.0, 0.015, 4.0);  // 2 pi 0.045 14 = 4 rad
   Rng rng(9);

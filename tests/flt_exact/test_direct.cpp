@@ -111,7 +111,7 @@ TEST_CASE("direct causal attention equals non-causal attention on each prefix",
   CHECK((full.row(0) - causal.row(0)).cwiseAbs().maxCoeff() > 1e-6);  // causality matters
 }
 
-TEST_CASE("direct ragged batch equals separate calls per set; multi-head equals per-head calls",
+TEST_CASE("direct ragged batch equals separate calls per set, multi-head equals per-head calls",
           "[flt_exact][direct]") {
   Rng rng(4);
   const std::vector<Index> sizes = {3, 0, 5, 1, 4};

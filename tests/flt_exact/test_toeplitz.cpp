@@ -161,7 +161,7 @@ TEST_CASE("toeplitz FFT gradients pass finite-difference checks in double",
   }
 }
 
-TEST_CASE("toeplitz FFT path is bitwise identical for 1 and 2 threads; float plans reused",
+TEST_CASE("toeplitz FFT path is bitwise identical for 1 and 2 threads, float plans reused",
           "[flt_exact][toeplitz][threads]") {
   const Case c = make_case(ToeplitzGrid::image(12, 10), 20, 5, 9);
   const Index L = c.grid.tokens();

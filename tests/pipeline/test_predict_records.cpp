@@ -2,6 +2,7 @@
 // predict (elements it never saw) and records the reader cannot parse writes as many SD records
 // and CSV rows as the input has, in input order, the unpredicted ones marked with the reason.
 // SMILES CSV end to end: train a tiny model on a Chemprop-style file and predict with it.
+#include "../common/text_input.hpp"
 #include "chem/writer.hpp"
 #include "test_predict_util.hpp"
 #include "train/csv.hpp"
@@ -26,10 +27,16 @@ std::size_t count_lines_starting(const std::string& text, const std::string& pre
 std::string default_model() { return std::string(FLT_SOURCE_DIR) + "/models/default.flt"; }
 
 // "smiles,U0,gap" rows (Hartree, no units in the header as Chemprop writes them) for the first
-// `count` molecules of the shared QM9 subset, with two unparsable SMILES after rows 3 and 10.
+// `count` molecules of the bundled QM9 subset, with two unparsable SMILES after rows 3 and 10.
 std::string chemprop_csv(const TempDir& dir, std::size_t count) {
-  const train::CsvTable index =
-      train::read_csv(std::string(FLT_SHARED_DIR) + "/data/qm9-subset/qm9_subset_index.csv");
+  const std::string index_path = std::string(FLT_DATASETS_DIR) + "/qm9/qm9_subset_index.csv.gz";
+  flt::test::TextInput index_file(index_path);
+  REQUIRE(index_file.opened());
+  std::string index_text;
+  for (std::string line; std::getline(index_file, line) && index_text.size() < (1u << 20);) {
+    index_text += line + "\n";
+  }
+  const train::CsvTable index = train::parse_csv(index_text, index_path);
   const std::size_t smiles = index.require_column("smiles"), u0 = index.require_column("u0"),
                     gap = index.require_column("gap");
   const std::string path = dir / "chemprop.csv";

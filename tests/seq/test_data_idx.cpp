@@ -66,7 +66,7 @@ TEST_CASE("IDX: the real Fashion-MNIST files read with the documented sizes and 
   CHECK(fashion_mnist_classes()[9] == "Ankle boot");
 }
 
-TEST_CASE("IDX: gzip and plain files give the same array; round trip of idx_bytes", "[seq][idx]") {
+TEST_CASE("IDX: gzip and plain files give the same array, round trip of idx_bytes", "[seq][idx]") {
   Scratch dir("idx-roundtrip");
   const std::vector<std::uint8_t> data = {1, 2, 3, 4, 5, 6, 250, 0, 9, 10, 11, 12};
   const std::string bytes = idx_bytes({2, 3, 2}, data);

@@ -30,7 +30,7 @@ std::map<std::string, int> composition(const std::string& smiles) {
 
 }  // namespace
 
-TEST_CASE("SMILES tokenizers: atom level keeps bracket atoms, Cl, Br and %nn whole; both partition the string", "[seq][smiles]") {
+TEST_CASE("SMILES tokenizers: atom level keeps bracket atoms, Cl, Br and %nn whole, both partition the string", "[seq][smiles]") {
   const std::string s = "C[NH3+]CCl.Br%12c1cc[nH]c1%12";
   const auto atom = tokenize_smiles(s, Tokenization::atom);
   const std::vector<std::string> expected = {"C", "[NH3+]", "C", "Cl", ".", "Br", "%12", "c", "1", "c",

@@ -85,7 +85,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   CHECK(r.out.find("--time-budget") != std::string::npos);
 }
 
-TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES; task checks", "[seq][program]") {
+TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task checks", "[seq][program]") {
   Scratch dir("prog-seq");
   const std::string data = " --index "s + q(seq::testing::qm9_index()) + " --split-file "s + q(seq::testing::qm9_split());
   auto r = run_flt("seq train --task lm --out "s + q(dir / "lm") + data + " --train-limit 200 --test-limit 100 --epochs 1"s + kTinyTokenModel,

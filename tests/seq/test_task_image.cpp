@@ -43,7 +43,7 @@ ImageTrainConfig tiny_config(const fs::path& data, const fs::path& out) {
 
 }  // namespace
 
-TEST_CASE("image task: learns a separable synthetic set; outputs; determinism; evaluation counts", "[seq][task][image]") {
+TEST_CASE("image task: learns a separable synthetic set, outputs, determinism, evaluation counts", "[seq][task][image]") {
   Scratch dir("task-image");
   testing::write_synthetic_idx(dir / "data", 320, 100);
   ImageTrainConfig cfg = tiny_config(dir / "data", dir / "run1");
@@ -92,7 +92,7 @@ TEST_CASE("image task: learns a separable synthetic set; outputs; determinism; e
   CHECK(train::read_file(dir / "run1" / "model.flt") == train::read_file(dir / "run2" / "model.flt"));
 }
 
-TEST_CASE("image task: --resume after an interruption reproduces the uninterrupted run; time budget", "[seq][task][image]") {
+TEST_CASE("image task: --resume after an interruption reproduces the uninterrupted run, time budget", "[seq][task][image]") {
   Scratch dir("task-image-resume");
   testing::write_synthetic_idx(dir / "data", 192, 40);
   ImageTrainConfig full = tiny_config(dir / "data", dir / "full");
@@ -134,7 +134,7 @@ TEST_CASE("image task: --resume after an interruption reproduces the uninterrupt
   CHECK(fs::exists(dir / "budget" / "model.flt"));
 }
 
-TEST_CASE("image options: command line over INI file over defaults; resolved config reads back", "[seq][task][image]") {
+TEST_CASE("image options: command line over INI file over defaults, resolved config reads back", "[seq][task][image]") {
   Scratch dir("task-image-options");
   train::write_file_atomic(dir / "c.ini", "[train]\nepochs = 7\nlr = 0.01\n[model]\nattention = performer\nwidth = 32\n");
   const ImageTrainConfig c = parse_image_train_command_line(

@@ -249,6 +249,9 @@ def main():
                     log(f"{c + 1}/{args.count} clusters ({n} atoms, {len(placed)} molecules, "
                         f"density {achieved:.3f}/A^3, E = {energy:.2f} eV), {elapsed:.0f} s, "
                         f"ETA {elapsed / (c + 1) * (args.count - c - 1):.0f} s")
+        mask = os.umask(0)  # mkstemp creates 0600; give the file the user's usual mode
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, args.out)
     except BaseException:
         os.unlink(tmp)

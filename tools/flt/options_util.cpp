@@ -75,7 +75,9 @@ void add_conformer_options(po::options_description& options, ConformerFlags& fla
   options.add_options()
       ("optimize", po::value(&flags.optimize), "clean-up of generated conformers: none (default) or mmff (MMFF94)")
       ("conformer-attempts", po::value(&flags.attempts), "ETKDG attempts per try, before and after the random-coordinate fallback (default 0: RDKit's bound, 10 x atoms)")
-      ("smiles-column", po::value(&flags.smiles_column), "CSV input: the column holding the SMILES (default: the column named smiles)");
+      ("smiles-column", po::value(&flags.smiles_column), "CSV input: the column holding the SMILES (default: the column named smiles)")
+      ("pdb-water", po::value(&flags.pdb_water), "PDB input: waters keep, drop (default) or fail (the record is bad)")
+      ("pdb-hetero", po::value(&flags.pdb_hetero), "PDB input: other HETATM groups (ligands, ions) keep (default), drop or fail");
 }
 
 void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read) {
@@ -87,6 +89,16 @@ void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& rea
   if (flags.attempts < 0) throw UsageError("--conformer-attempts must be >= 0");
   read.conformer_attempts = flags.attempts;
   read.smiles_column = flags.smiles_column;
+  try {
+    read.pdb_water = chem::pdb_part_from_name(flags.pdb_water);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(std::string("--pdb-water: ") + e.what());
+  }
+  try {
+    read.pdb_hetero = chem::pdb_part_from_name(flags.pdb_hetero);
+  } catch (const InvalidArgument& e) {
+    throw UsageError(std::string("--pdb-hetero: ") + e.what());
+  }
 }
 
 }  // namespace flt::cli

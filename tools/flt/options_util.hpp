@@ -41,12 +41,16 @@ bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::st
 // otherwise), or nowhere with -q/--quiet. Never standard output.
 train::ProgressOutput progress_output(bool quiet);
 
-// Conformer generation and SMILES input options shared by flt predict and flt convert:
-// --optimize none|mmff, --conformer-attempts N, --smiles-column NAME.
+// Conformer generation, SMILES and PDB input options shared by flt predict and flt convert:
+// --optimize none|mmff, --conformer-attempts N, --smiles-column NAME, --pdb-water and
+// --pdb-hetero keep|drop|fail.
 struct ConformerFlags {
   std::string optimize = "none";
   int attempts = 0;
   std::string smiles_column;
+  // PDB input: --pdb-water, --pdb-hetero (keep|drop|fail).
+  std::string pdb_water = "drop";
+  std::string pdb_hetero = "keep";
 };
 void add_conformer_options(boost::program_options::options_description& options,
                            ConformerFlags& flags);
