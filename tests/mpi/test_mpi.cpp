@@ -52,13 +52,14 @@ RunResult run_flt(int ranks, const std::string& args, const fs::path& dir) {
 std::string qm9_subset() { return std::string(FLT_SOURCE_DIR) + "/datasets/qm9/qm9_subset.xyz.gz"; }
 
 // 240 molecules (160/40/40), a small model, 3 epochs, 1 thread per rank; batches of 16 in
-// gradient chunks of 4 (4 chunks per batch: 2 per rank).
+// gradient chunks of 4 (4 chunks per batch: 2 per rank); validation and test in evaluation
+// batches of 16 (3 each, so both ranks predict some and the rows are gathered).
 std::string tiny_args() {
   std::string args = "train '";
   args.append(qm9_subset());
   args.append("' --limit 240 --targets U0,gap --epochs 3 --batch-size 16 --gradient-chunk 4 --width 32 --heads 4"
               " --blocks 1 --mlp-hidden 32 --head-hidden 32 --num-features 8 --num-frequencies 8"
-              " --split 160,40,rest --lr 2e-3 --threads 1 --seed 5");
+              " --split 160,40,rest --eval-batch-size 16 --lr 2e-3 --threads 1 --seed 5");
   return args;
 }
 
