@@ -371,10 +371,26 @@ PredictSummary Predictor::predict_records(const std::vector<std::string>& inputs
       queue.pop_front();
     }
   };
+  std::size_t batch_number = 0;
   auto flush = [&] {
     if (!molecules.empty()) {
-      auto results = predict_batch(std::span<const models::Molecule>(molecules), options.threads,
-                                   options.forces_target);
+      auto compute = [&] {
+        return predict_batch(std::span<const models::Molecule>(molecules), options.threads, options.forces_target);
+      };
+      std::vector<MoleculeResult> results;
+      if (options.distribution) {
+        auto shared = options.distribution->run(batch_number++, compute);
+        if (!shared) {  // not rank 0: rank 0's sink hands these records on
+          queue.clear();
+          molecules.clear();
+          slots.clear();
+          return;
+        }
+        results = std::move(*shared);
+        require(results.size() == slots.size(), "predict: a rank sent the results of a different batch");
+      } else {
+        results = compute();
+      }
       for (std::size_t i = 0; i < results.size(); ++i) {
         if (results[i].ok()) {
           slots[i]->prediction = std::move(results[i].prediction);

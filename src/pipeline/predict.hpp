@@ -54,6 +54,10 @@
 #include <string>
 #include <vector>
 
+namespace flt::comm {
+class Communicator;
+}
+
 namespace flt::pipeline {
 
 // One trained model, loaded and validated, immutable. Predicts in float (the network) with the
@@ -171,6 +175,8 @@ struct MoleculeResult {
   bool ok() const noexcept { return prediction.has_value(); }
 };
 
+class BatchDistribution;
+
 struct PredictOptions {
   std::size_t batch_size = 64;  // molecules per model call when streaming (>= 1)
   int threads = 0;              // OpenMP threads per call, 0 = OpenMP default (all cores)
@@ -183,6 +189,8 @@ struct PredictOptions {
   // predict_inputs: called after every batch with how far reading the inputs has got (e.g. a
   // ReadProgressBar, dataset_progress.hpp); may be empty.
   std::function<void(const chem::ReadProgress&)> on_progress;
+  // Streaming over the ranks of an MPI job (distribute_batches); null: every batch runs here.
+  std::shared_ptr<BatchDistribution> distribution;
 };
 
 struct PredictSummary {
@@ -277,6 +285,24 @@ class Predictor {
  private:
   std::vector<std::shared_ptr<const LoadedModel>> members_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Prediction over the ranks of a job (`mpirun -np P flt predict`; predict_distributed.cpp).
+// Every rank reads the whole input stream (so all agree on the records, the bad ones and the
+// batches); the stream's batch b is predicted on rank b mod P, and rank 0 receives each batch's
+// results in turn and hands every record to the sink in input order. The batches are exactly
+// those of a one-rank run, so the output is the same record for record, bit for bit. The sinks of
+// the other ranks see nothing.
+class BatchDistribution {
+ public:
+  virtual ~BatchDistribution() = default;
+  // Batch `number` of the stream (0, 1, ... in order on every rank): runs `compute` when the
+  // batch is this rank's, and returns its results on rank 0 (nullopt elsewhere).
+  virtual std::optional<std::vector<MoleculeResult>> run(
+      std::size_t number, const std::function<std::vector<MoleculeResult>()>& compute) = 0;
+};
+// Null for a communicator of one rank.
+std::shared_ptr<BatchDistribution> distribute_batches(comm::Communicator& world);
 
 // ---------------------------------------------------------------------------------------------
 // The bundled default model.

@@ -2,6 +2,7 @@
 // Shapes: S molecules in a batch, N atoms, P targets; predictions and labels S x P.
 #include "pipeline/train.hpp"
 
+#include "comm/communicator.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/optim.hpp"
@@ -9,6 +10,7 @@
 #include "core/version.hpp"
 #include "models/model_io.hpp"
 #include "pipeline/dataset_progress.hpp"
+#include "pipeline/train_distributed.hpp"
 #include "pipeline/train_plots.hpp"
 #include "train/atomic_file.hpp"
 #include "train/checkpoint.hpp"
@@ -298,6 +300,9 @@ train::OptionSchema train_option_schema() {
   s.option("seed", "train", OptionType::integer, "0", "seed of initialisation, random features and shuffling");
   s.option("threads", "train", OptionType::integer, "0", "OpenMP threads (0: all cores)");
   s.option("eval-batch-size", "train", OptionType::integer, "256", "molecules per batch when evaluating");
+  s.option("gradient-chunk", "train", OptionType::integer, "0",
+           "molecules per chunk of the exact gradient sum that makes any number of MPI ranks give the same "
+           "model (0: whole batch in a plain run, 8 under mpirun)");
   // [model]: every ModelConfig key except those the trainer sets.
   for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) {
     if (is_trainer_owned_model_key(key)) continue;
@@ -448,6 +453,9 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   const auto threads = o.get_int("threads");
   if (threads < 0) throw ConfigError("--threads must be >= 0");
   c.threads = static_cast<int>(threads);
+  const auto gradient_chunk = o.get_int("gradient-chunk");
+  if (gradient_chunk < 0) throw ConfigError("--gradient-chunk must be >= 0 (0: automatic)");
+  c.gradient_chunk = static_cast<std::size_t>(gradient_chunk);
 
   std::map<std::string, std::string> model;
   for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) {
@@ -555,6 +563,13 @@ void save_state(train::Checkpoint& ck, const RunState& st, const models::Molecul
   ck.set_text("data_checksum", checksum);
 }
 
+void record_times(const distributed::DataParallelGradient::Times& times, TrainResult& result) {
+  result.exchange_seconds = times.exchange;
+  result.wait_seconds = times.wait;
+  result.convert_seconds = times.convert;
+  result.reduce_seconds = times.reduce;
+}
+
 // The weights to evaluate and ship: the EMA shadow when averaging, else the live parameters.
 std::vector<float> eval_weights(const train::Checkpoint& ck) {
   return ck.has_array("ema_shadow") ? ck.array<float>("ema_shadow") : ck.array<float>("params");
@@ -567,8 +582,14 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
   const train::RunMode mode =
       cfg.resume ? train::RunMode::resume : cfg.overwrite ? train::RunMode::overwrite : train::RunMode::fresh;
-  const fs::path dir = train::prepare_run_directory(cfg.out, mode);
-  std::ostream* progress = output.progress;
+  // Rank 0 owns the run directory and every file in it; the others read the inputs (and, on
+  // --resume, the checkpoint) and compute.
+  comm::Communicator& world = comm::world();
+  const int ranks = world.size();
+  const bool lead = world.rank() == 0;
+  const fs::path dir = lead ? train::prepare_run_directory(cfg.out, mode) : fs::path(cfg.out);
+  world.barrier();  // the directory is ready (a failure on rank 0 ends the whole job instead)
+  std::ostream* progress = lead ? output.progress : nullptr;
   auto say = [&](const std::string& line) {
     log_info(line);
     if (progress) *progress << line << '\n' << std::flush;
@@ -578,7 +599,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   ReadProgressBar reading({progress, output.terminal}, "reading", cfg.data.limit);
   DatasetOptions data_options = cfg.data;
   data_options.on_progress = reading.callback();
-  const Dataset data = load_dataset(data_options);
+  Dataset data = load_dataset(data_options);
   reading.finish();
   say(data.describe());
   train::Split split;
@@ -588,8 +609,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     split = train::random_split(data.size(), train::parse_split_sizes(cfg.split), cfg.split_seed);
   }
   if (split.train.empty()) throw ConfigError("the split leaves no training molecules");
-  train::write_split_file(dir / "split.csv", split, data.ids);
-  if (!cfg.resume) train::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+  if (lead) train::write_split_file(dir / "split.csv", split, data.ids);
+  if (lead && !cfg.resume) train::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
   if (cfg.split_only) {
     TrainResult r;
     r.run_dir = dir;
@@ -653,6 +674,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   train::LearningCurve curve(columns);
   train::CheckpointSlots slots(dir);
   RunState st;
+  // Gradient chunks: see TrainConfig::gradient_chunk.
+  std::size_t chunk = cfg.gradient_chunk;
+  if (chunk == 0 && comm::in_mpi_job()) chunk = distributed::kDefaultGradientChunk;
 
   if (cfg.resume) {
     if (!slots.has_last())
@@ -694,6 +718,17 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     st.stopped_early = ck.integer("stopped_early") != 0;
     st.seconds = ck.scalar("seconds");
     if (mc.redraw_features) model.begin_step(static_cast<std::uint64_t>(ck.integer("feature_draw")));
+    // Continue with the interrupted run's gradient chunks (a run that summed whole batches
+    // continues whole-batch when serial; on several ranks it must switch to chunks).
+    const std::size_t saved_chunk =
+        ck.has_integer("gradient_chunk") ? static_cast<std::size_t>(ck.integer("gradient_chunk")) : 0;
+    if (cfg.gradient_chunk == 0 && (saved_chunk > 0 || ranks == 1)) chunk = saved_chunk;
+    if (chunk != saved_chunk) {
+      const std::string before =
+          saved_chunk ? "in chunks of " + std::to_string(saved_chunk) + " molecules" : "over whole batches";
+      say("note: the interrupted run summed gradients " + before + "; this session uses chunks of " +
+          std::to_string(chunk) + " molecules (the result differs in rounding from an uninterrupted run)");
+    }
     if (fs::exists(dir / "learning_curve.csv")) {
       curve = train::LearningCurve::read(dir / "learning_curve.csv", columns);
       curve.truncate(st.epoch);
@@ -726,6 +761,27 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.dataset_summary = data.describe();
   result.skipped_records = data.summary.skipped.size();
 
+  // Data-parallel set-up: which rank keeps which molecule (the others' coordinates are freed).
+  std::vector<int> owners;
+  std::optional<distributed::DataParallelGradient> parallel;
+  if (chunk > 0) {
+    owners = distributed::molecule_owners(data.size(), split.train, split.validation, split.test, cfg.eval_batch_size,
+                                          ranks);
+    if (ranks > 1) distributed::drop_foreign_molecules(data, owners, world.rank());
+    parallel.emplace(world, chunk, cfg.loss);
+    const std::size_t chunks_per_batch = (cfg.batch_size + chunk - 1) / chunk;
+    say("data-parallel: " + std::to_string(ranks) + " rank" + (ranks > 1 ? "s" : "") + " (" + world.description() +
+        "), batches of " + std::to_string(cfg.batch_size) + " in chunks of " + std::to_string(chunk) + " molecules");
+    if (chunks_per_batch < static_cast<std::size_t>(ranks))
+      say("warning: a batch has only " + std::to_string(chunks_per_batch) + " chunks for " + std::to_string(ranks) +
+          " ranks: some ranks idle; raise --batch-size or lower --gradient-chunk");
+  }
+  result.ranks = ranks;
+  result.communicator = world.description();
+  result.gradient_chunk = chunk;
+  double step_seconds = 0;
+  std::optional<double> follower_best = slots.best_metric();  // ranks other than 0 write no slots
+
   models::ModelCache<float> cache;
   std::vector<std::size_t> order = split.train;
   while (st.epoch < cfg.epochs && !st.stopped_early) {
@@ -749,20 +805,40 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       bar = std::make_unique<train::ProgressBar>(*progress, output.terminal,
                                                  "epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs),
                                                  batches.size());
+    std::vector<Index> my_train_rows;  // rows of train_pred this rank computed
     for (std::size_t bi = 0; bi < batches.size(); ++bi) {
-      const Batch b = make_batch(data, batches[bi]);
+      const double step_start = now_seconds();
       if (mc.redraw_features) model.begin_step(static_cast<std::uint64_t>(st.step));
-      store.zero_grad();
-      const Mat<float> out = model.forward(b.molecules, cache);
-      const Mat<float> target = model.normalise_labels(b.molecules, b.labels).cast<float>();
-      const LossValue lv = regression_loss_forward<float>(cfg.loss, out, target);
-      if (!std::isfinite(lv.value))
-        throw NumericalError("training diverged: non-finite loss (" + format_number(lv.value) + ") at epoch " +
-                             std::to_string(epoch) + ", step " + std::to_string(st.step + 1) +
-                             "; lower --lr or set --clip-norm");
-      Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
-      regression_loss_backward<float>(cfg.loss, out, target, dout);
-      model.backward(b.molecules, cache, dout);
+      LossValue lv;
+      if (parallel) {
+        try {
+          const auto keep_prediction = [&](std::size_t i, const Mat<double>& row) {
+            const Index k = position_in_train[i];
+            train_pred.row(k) = row;
+            my_train_rows.push_back(k);
+          };
+          lv.value = parallel->compute(model, cache, data, batches[bi], owners, keep_prediction);
+        } catch (const NumericalError& e) {
+          throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch) + ", step " +
+                               std::to_string(st.step + 1) + "; lower --lr or set --clip-norm");
+        }
+      } else {
+        const Batch b = make_batch(data, batches[bi]);
+        store.zero_grad();
+        const Mat<float> out = model.forward(b.molecules, cache);
+        const Mat<float> target = model.normalise_labels(b.molecules, b.labels).cast<float>();
+        lv = regression_loss_forward<float>(cfg.loss, out, target);
+        if (!std::isfinite(lv.value))
+          throw NumericalError("training diverged: non-finite loss (" + format_number(lv.value) + ") at epoch " +
+                               std::to_string(epoch) + ", step " + std::to_string(st.step + 1) +
+                               "; lower --lr or set --clip-norm");
+        Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
+        regression_loss_backward<float>(cfg.loss, out, target, dout);
+        model.backward(b.molecules, cache, dout);
+        const Mat<double> phys = model.denormalise(b.molecules, out.cast<double>());
+        for (std::size_t k = 0; k < b.indices.size(); ++k)
+          train_pred.row(position_in_train[b.indices[k]]) = phys.row(static_cast<Index>(k));
+      }
       const double norm = cfg.clip_norm > 0 ? clip_grad_norm(store, cfg.clip_norm) : global_grad_norm(store);
       if (!std::isfinite(norm))
         throw NumericalError("training diverged: non-finite gradient norm at epoch " + std::to_string(epoch) +
@@ -771,11 +847,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       opt.step(store, lr);
       ++st.step;
       if (ema) ema->update(store.values());
-      const Mat<double> phys = model.denormalise(b.molecules, out.cast<double>());
-      for (std::size_t k = 0; k < b.indices.size(); ++k)
-        train_pred.row(position_in_train[b.indices[k]]) = phys.row(static_cast<Index>(k));
-      loss_sum += lv.value * static_cast<double>(b.indices.size());
-      loss_count += b.indices.size();
+      loss_sum += lv.value * static_cast<double>(batches[bi].size());
+      loss_count += batches[bi].size();
+      step_seconds += now_seconds() - step_start;
+      ++result.session_steps;
+      result.session_molecules += batches[bi].size();
       // Plain (non-terminal) output: one line per epoch (bar->finish), no per-batch lines.
       if (bar) {
         const std::string eta = run_eta_text(static_cast<double>(bi + 1) / static_cast<double>(batches.size()));
@@ -784,18 +860,29 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       }
       if (output.on_step) output.on_step();
     }
-    const attn::AttentionStats attention = model.attention_stats();
+    const attn::AttentionStats attention =
+        parallel ? distributed::share_attention_stats(world, model.attention_stats()) : model.attention_stats();
+    if (parallel) distributed::share_rows(world, train_pred, my_train_rows);
 
     // Validation with the evaluation weights.
     if (ema) ema->swap(store.values());
-    Mat<double> val_norm;
-    const Mat<double> val_pred = predict_indices(model, data, split.validation, cfg.eval_batch_size, &val_norm);
+    Mat<double> val_norm, val_pred, val_targets;
+    if (parallel) {
+      auto shared = distributed::predict_shared(world, model, data, split.validation, cfg.eval_batch_size);
+      val_pred = std::move(shared.physical);
+      val_norm = std::move(shared.normalised);
+      val_targets = std::move(shared.normalised_labels);
+    } else {
+      val_pred = predict_indices(model, data, split.validation, cfg.eval_batch_size, &val_norm);
+    }
     if (ema) ema->swap(store.values());
     double val_loss = kNaN;
     if (!split.validation.empty()) {
-      const Batch vb = make_batch(data, split.validation);
-      const Mat<double> vt = model.normalise_labels(vb.molecules, vb.labels);
-      val_loss = regression_loss_forward<double>(cfg.loss, val_norm, vt).value;
+      if (!parallel) {
+        const Batch vb = make_batch(data, split.validation);
+        val_targets = model.normalise_labels(vb.molecules, vb.labels);
+      }
+      val_loss = regression_loss_forward<double>(cfg.loss, val_norm, val_targets).value;
     }
     const auto train_metrics = metrics_of(train_pred, train_truth);
     const auto val_metrics = metrics_of(val_pred, val_truth);
@@ -817,7 +904,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     if (plateau && std::isfinite(report.selection_metric)) plateau->step(report.selection_metric);
 
     st.epoch = epoch;
-    const std::optional<double> best_before = slots.best_metric();
+    const std::optional<double> best_before = lead ? slots.best_metric() : follower_best;
     report.improved = std::isfinite(report.selection_metric) && (!best_before || report.selection_metric < *best_before);
     if (report.improved) {
       st.bad_epochs = 0;
@@ -829,14 +916,21 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     const double elapsed = st.seconds;
     report.record.seconds = elapsed;
     curve.append(report.record);
-    curve.write(dir / "learning_curve.csv");
-    append_attention_csv(dir / "attention_stats.csv", epoch, attention, epoch == 1);
+    if (lead) {
+      curve.write(dir / "learning_curve.csv");
+      append_attention_csv(dir / "attention_stats.csv", epoch, attention, epoch == 1);
+    }
 
     train::Checkpoint ck;
     ck.data_order.assign(order.begin(), order.end());
     save_state(ck, st, model, opt, ema.get(), plateau.get(), config_fingerprint, checksum);
-    if (report.improved) slots.save_if_best(ck, report.selection_metric);
-    slots.save_last(ck);
+    ck.set_integer("gradient_chunk", static_cast<std::int64_t>(chunk));
+    if (lead) {
+      if (report.improved) slots.save_if_best(ck, report.selection_metric);
+      slots.save_last(ck);
+    } else if (report.improved) {
+      follower_best = report.selection_metric;
+    }
 
     if (progress) {
       std::string summary;
@@ -865,6 +959,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       result.epochs_run = st.epoch;
       result.best_epoch = st.best_epoch;
       result.seconds = st.seconds;
+      result.session_train_seconds = step_seconds;
+      if (parallel) record_times(parallel->times(), result);
       say("stopped after epoch " + std::to_string(epoch) + " (--stop-after-epoch); continue with --resume");
       return result;
     }
@@ -872,19 +968,26 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
 
   // 4. Final model: the best checkpoint's evaluation weights.
   // (No best checkpoint only if no epoch had a finite metric: then the last one.)
+  world.barrier();  // rank 0 has written the last epoch's checkpoints
   const train::Checkpoint best = fs::exists(slots.best_path()) ? slots.load_best() : slots.load_last();
   {
     const std::vector<float> w = eval_weights(best);
     if (w.size() != store.size()) throw ModelFileError(best.source(), "parameter count differs from the model");
     std::copy(w.begin(), w.end(), store.values().begin());
   }
-  const Mat<double> test_pred = predict_indices(model, data, split.test, cfg.eval_batch_size);
+  const Mat<double> test_pred =
+      parallel ? distributed::predict_shared(world, model, data, split.test, cfg.eval_batch_size).physical
+               : predict_indices(model, data, split.test, cfg.eval_batch_size);
   const Mat<double> test_truth = labels_at(data, split.test);
   result.test_metrics = split.test.empty() ? std::vector<train::Metrics>{} : metrics_of(test_pred, test_truth);
   result.epochs_run = st.epoch;
   result.best_epoch = best.integer("best_epoch");
   result.stopped_early = st.stopped_early;
   result.seconds = st.seconds;
+  result.session_train_seconds = step_seconds;
+  if (parallel) record_times(parallel->times(), result);
+  result.model_path = dir / "model.flt";
+  if (!lead) return result;
 
   std::map<std::string, std::string> meta;
   meta["training.data_checksum"] = checksum;
@@ -902,7 +1005,6 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     meta["training.test_mae." + data.targets[t].name] = train::csv_number(result.test_metrics[t].mae);
     meta["training.test_rmse." + data.targets[t].name] = train::csv_number(result.test_metrics[t].rmse);
   }
-  result.model_path = dir / "model.flt";
   models::save_model(result.model_path, model, meta);
 
   if (!split.test.empty()) {
@@ -953,6 +1055,19 @@ std::string format_summary(const TrainResult& r) {
       << " test; data checksum " << r.data_checksum << '\n';
   out << "epochs: " << r.epochs_run << " (best " << r.best_epoch << ")" << (r.stopped_early ? ", stopped early" : "")
       << "; training time " << train::format_duration(r.seconds) << '\n';
+  if (r.session_steps > 0) {
+    const double steps = static_cast<double>(r.session_steps);
+    out << "throughput: " << format_number(static_cast<double>(r.session_molecules) / r.session_train_seconds, 4)
+        << " molecules/s (" << r.session_steps << " steps this session)";
+    if (r.gradient_chunk > 0)
+      out << "; data-parallel: " << r.ranks << " rank" << (r.ranks > 1 ? "s" : "") << " (" << r.communicator
+          << "), gradient chunks of " << r.gradient_chunk << " molecules; per step: all-reduce "
+          << format_number(1e3 * r.reduce_seconds / steps, 3) << " ms, waiting for the slowest rank "
+          << format_number(1e3 * r.wait_seconds / steps, 3) << " ms, fixed-point conversion "
+          << format_number(1e3 * r.convert_seconds / steps, 3) << " ms, molecule exchange "
+          << format_number(1e3 * r.exchange_seconds / steps, 3) << " ms";
+    out << '\n';
+  }
   if (!r.test_metrics.empty()) {
     out << "test metrics:\n";
     out << "  " << std::left << std::setw(10) << "target" << std::setw(14) << "unit" << std::right << std::setw(8)

@@ -25,7 +25,10 @@
 //
 // Determinism: with the same configuration, data and thread count the model file is bitwise
 // identical (the model's kernels use fixed-order reductions; every random draw comes from the
-// seed). --resume restarts from checkpoint-last.flt (parameters, AdamW moments, EMA, plateau and
+// seed). With gradient_chunk > 0 (always under mpirun) the same holds for any number of MPI ranks:
+// the gradient is an exact fixed-point sum over rank-independent chunks (train_distributed.hpp);
+// rank 0 writes every file, every rank reads the inputs and, on --resume, the same checkpoint.
+// --resume restarts from checkpoint-last.flt (parameters, AdamW moments, EMA, plateau and
 // early-stopping state, best metric, step and epoch) and reaches the same final model, bit for bit,
 // as a run that was never interrupted; only the thread count may differ from the original run
 // (then bitwise equality still holds since the kernels are thread-count independent).
@@ -75,6 +78,11 @@ struct TrainConfig {
   bool fit_reference = true;          // per-element reference energies by least squares
   std::uint64_t seed = 0;             // model initialisation, features, shuffling
   int threads = 0;                    // OpenMP threads (0: the OpenMP default)
+  // Molecules per gradient chunk: > 0 sums the batch gradient exactly over chunks of this size
+  // (train_distributed.hpp), so any number of MPI ranks gives the same model; 0: one backward
+  // pass over the whole batch in a plain run, kDefaultGradientChunk in an MPI job of any size
+  // (comm::in_mpi_job), or the interrupted run's value on --resume.
+  std::size_t gradient_chunk = 0;
   std::size_t eval_batch_size = 256;
 
   models::ModelConfig model;          // targets are filled from the dataset
@@ -114,6 +122,17 @@ struct TrainResult {
   std::string data_checksum;                 // fnv1a64 of the training subset
   std::string dataset_summary;               // Dataset::describe()
   std::size_t skipped_records = 0;           // bad input records skipped while reading
+  // Data-parallel numbers of this session (gradient_chunk 0: the plain serial engine).
+  int ranks = 1;
+  std::string communicator = "serial";
+  std::size_t gradient_chunk = 0;
+  std::int64_t session_steps = 0;
+  std::size_t session_molecules = 0;         // training molecules processed (forward + backward)
+  double session_train_seconds = 0;          // wall time of the optimiser steps of this session
+  double reduce_seconds = 0;                 // in the integer all-reduce of the gradient
+  double wait_seconds = 0;                   // waiting for the slowest rank before it
+  double convert_seconds = 0;                // converting gradients to and from fixed point
+  double exchange_seconds = 0;               // in the per-step exchange of molecules
 };
 
 // The options of `flt train` (sections data, split, train, model, run): every option is accepted

@@ -3,6 +3,7 @@
 // or as a table on standard output. See docs/prediction.md.
 #include "chem/reader.hpp"
 #include "chem/writer.hpp"
+#include "comm/communicator.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "flt/commands.hpp"
@@ -266,17 +267,20 @@ int run_predict(const std::vector<std::string>& args) {
   // CSV: every record gets a row, those without a prediction an empty one with the reason.
   write.error_column = true;
   write.prediction_columns = predicted_values(columns, format, ensemble, chem::PointSet{}, nullptr);
+  // Under mpirun rank 0 writes everything; the other ranks only predict their batches.
+  comm::Communicator& world = comm::world();
+  const bool lead = world.rank() == 0;
   // Open the output before reading anything: an unwritable path fails at once.
   std::unique_ptr<chem::MoleculeWriter> writer;
-  if (!output.empty()) writer = chem::MoleculeWriter::open(output, write);
-  const bool table = output.empty() || (vm.count("table") != 0 && output != "-");
+  if (!output.empty() && lead) writer = chem::MoleculeWriter::open(output, write);
+  const bool table = lead && (output.empty() || (vm.count("table") != 0 && output != "-"));
   TablePrinter printer(std::cout, columns, ensemble);
 
   const bool want_forces = vm.count("forces") != 0;
   std::size_t forces_target = 0;
   std::string forces_unit;
   if (want_forces) {
-    if (!writer || (format != chem::Format::sdf && format != chem::Format::xyz &&
+    if (output.empty() || (format != chem::Format::sdf && format != chem::Format::xyz &&
                     format != chem::Format::extxyz))
       throw UsageError("--forces writes per-atom values: give -o FILE.sdf or FILE.xyz");
     try {
@@ -292,7 +296,9 @@ int run_predict(const std::vector<std::string>& args) {
   popts.batch_size = batch_size;
   popts.threads = threads;
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
-  train::ProgressOutput progress_to = progress_output(is_quiet(vm));
+  popts.distribution = pipeline::distribute_batches(world);
+  // Under mpirun only rank 0 shows progress.
+  train::ProgressOutput progress_to = lead ? progress_output(is_quiet(vm)) : train::ProgressOutput{};
   // A bar redrawn on the terminal that also shows the table would cut through its rows.
   if (table && progress_to.terminal && train::is_terminal(stdout)) progress_to = {};
   pipeline::ReadProgressBar progress(progress_to, "predicting");
@@ -312,6 +318,7 @@ int run_predict(const std::vector<std::string>& args) {
   });
   if (writer) writer->close();
   progress.finish();
+  if (!lead) return summary.ok() ? kExitOk : kExitSkipped;
   std::cerr << "flt predict: " << summary.describe();
   if (writer && output != "-")
     std::cerr << "; wrote " << writer->written() << " record" << (writer->written() == 1 ? "" : "s")

@@ -2,6 +2,7 @@
 // file (--config), the command line overriding; the run directory receives the model, checkpoints,
 // split, learning curve, metrics, predictions, plots and the resolved configuration
 // (see docs/training.md). Progress goes to stderr, the final summary to stdout.
+#include "comm/communicator.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "flt/commands.hpp"
@@ -49,7 +50,7 @@ int run_train(const std::vector<std::string>& raw_args) {
   output.progress = progress.stream;
   output.terminal = progress.terminal;
   const flt::pipeline::TrainResult result = flt::pipeline::run_training(config, output);
-  std::cout << flt::pipeline::format_summary(result) << std::flush;
+  if (flt::comm::world().rank() == 0) std::cout << flt::pipeline::format_summary(result) << std::flush;
   return result.skipped_records > 0 ? kExitSkipped : kExitOk;
 }
 

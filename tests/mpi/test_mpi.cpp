@@ -1,0 +1,225 @@
+// `mpiexec -n 2 flt train|predict` against one rank (the built programs FLT_EXE and FLT_MPIEXEC).
+// Training with the same global batch, gradient chunks and seed must give the same model file,
+// byte for byte, for 1 and 2 ranks (the exact fixed-point gradient sum, train_distributed.hpp);
+// prediction must write the same output, record for record.
+#include "../common/scratch_dir.hpp"
+
+#include "train/csv.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace fs = std::filesystem;
+using flt::test_support::RunResult;
+using flt::test_support::ScratchDir;
+using flt::test_support::slurp;
+
+namespace {
+
+// Built with append() (GCC 12 -Wrestrict false positive on chained operator+ here).
+std::string quoted(const fs::path& p) {
+  std::string s = "'";
+  s.append(p.string());
+  s.push_back('\'');
+  return s;
+}
+
+// "mpiexec -n <ranks> [flags]": Open MPI refuses root without --allow-run-as-root (CI runs as
+// root) and more ranks than cores without --oversubscribe (CI machines have 2 cores).
+std::string launcher_flags(int ranks) {
+  std::string flags = "-n " + std::to_string(ranks);
+#if FLT_MPIEXEC_IS_OPEN_MPI
+  flags += " --oversubscribe";
+  if (::geteuid() == 0) flags += " --allow-run-as-root";
+#endif
+  return flags;
+}
+
+// `flt <args>` on `ranks` MPI ranks (0: plain, without the launcher); a guard ends a hung job.
+RunResult run_flt(int ranks, const std::string& args, const fs::path& dir) {
+  if (ranks == 0) return flt::test_support::run_program(FLT_EXE, args, dir);
+  return flt::test_support::run_program("timeout", "240 '" + std::string(FLT_MPIEXEC) + "' " + launcher_flags(ranks) +
+                                                       " '" + FLT_EXE + "' " + args,
+                                        dir);
+}
+
+std::string qm9_subset() { return std::string(FLT_SOURCE_DIR) + "/datasets/qm9/qm9_subset.xyz.gz"; }
+
+// 240 molecules (160/40/40), a small model, 3 epochs, 1 thread per rank; batches of 16 in
+// gradient chunks of 4 (4 chunks per batch: 2 per rank); validation and test in evaluation
+// batches of 16 (3 each, so both ranks predict some and the rows are gathered).
+std::string tiny_args() {
+  std::string args = "train '";
+  args.append(qm9_subset());
+  args.append("' --limit 240 --targets U0,gap --epochs 3 --batch-size 16 --gradient-chunk 4 --width 32 --heads 4"
+              " --blocks 1 --mlp-hidden 32 --head-hidden 32 --num-features 8 --num-frequencies 8"
+              " --split 160,40,rest --eval-batch-size 16 --lr 2e-3 --threads 1 --seed 5");
+  return args;
+}
+
+// The learning curve without its wall-time column.
+std::string curve_without_seconds(const fs::path& path) {
+  const flt::train::CsvTable table = flt::train::read_csv(path);
+  std::string out;
+  for (const auto& row : table.rows)
+    for (std::size_t c = 0; c < row.size(); ++c)
+      if (table.header[c].find("seconds") == std::string::npos) out += row[c] + (c + 1 < row.size() ? "," : "\n");
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with another rank count", "[mpi][train]") {
+  ScratchDir dir("mpi-train");
+  const fs::path serial = dir / "serial", two = dir / "two";
+  const RunResult r1 = run_flt(0, tiny_args() + " --out " + quoted(serial), dir.path());
+  INFO(r1.err);
+  REQUIRE(r1.status == 0);
+  CHECK_THAT(r1.out, Catch::Contains("data-parallel: 1 rank (serial), gradient chunks of 4 molecules"));
+  const RunResult r2 = run_flt(2, tiny_args() + " --out " + quoted(two), dir.path());
+  INFO(r2.err);
+  REQUIRE(r2.status == 0);
+  // One summary (rank 0), naming the ranks and the time per step of the all-reduce.
+  CHECK_THAT(r2.out, Catch::Contains("data-parallel: 2 ranks (MPI"));
+  CHECK_THAT(r2.out, Catch::Contains("per step: all-reduce"));
+  CHECK(r2.out.find("run directory:") == r2.out.rfind("run directory:"));
+
+  const std::string model = slurp(serial / "model.flt");
+  REQUIRE(!model.empty());
+  CHECK(slurp(two / "model.flt") == model);
+  CHECK(slurp(two / "test_predictions.csv") == slurp(serial / "test_predictions.csv"));
+  CHECK(slurp(two / "split.csv") == slurp(serial / "split.csv"));
+  CHECK(curve_without_seconds(two / "learning_curve.csv") == curve_without_seconds(serial / "learning_curve.csv"));
+  CHECK(slurp(two / "attention_stats.csv") == slurp(serial / "attention_stats.csv"));
+  for (const char* plot : {"parity_U0.svg", "parity_gap.svg", "learning_curve_U0.svg"})
+    CHECK(slurp(two / plot) == slurp(serial / plot));
+
+  SECTION("stopped after epoch 1 on 2 ranks, resumed on 1 rank: the same model") {
+    const fs::path resumed = dir / "resumed";
+    const RunResult a = run_flt(2, tiny_args() + " --stop-after-epoch 1 --out " + quoted(resumed), dir.path());
+    INFO(a.err);
+    REQUIRE(a.status == 0);
+    CHECK_FALSE(fs::exists(resumed / "model.flt"));
+    const RunResult b = run_flt(0, "train --resume --out " + quoted(resumed), dir.path());
+    INFO(b.err);
+    REQUIRE(b.status == 0);
+    CHECK(slurp(resumed / "model.flt") == model);
+  }
+  SECTION("stopped after epoch 2 on 1 rank, resumed on 2 ranks: the same model") {
+    const fs::path resumed = dir / "resumed2";
+    const RunResult a = run_flt(0, tiny_args() + " --stop-after-epoch 2 --out " + quoted(resumed), dir.path());
+    INFO(a.err);
+    REQUIRE(a.status == 0);
+    const RunResult b = run_flt(2, "train --resume --out " + quoted(resumed), dir.path());
+    INFO(b.err);
+    REQUIRE(b.status == 0);
+    CHECK(slurp(resumed / "model.flt") == model);
+  }
+}
+
+TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for record", "[mpi][predict]") {
+  ScratchDir dir("mpi-predict");
+  // The example molecules in batches of 2, so both ranks predict several batches; and 300 QM9
+  // molecules with a bad record spliced in.
+  const std::string molecules = quoted(fs::path(FLT_SOURCE_DIR) / "molecules");
+  for (const char* ext : {"sdf", "csv"}) {
+    const fs::path one = dir / (std::string("one.") + ext), two = dir / (std::string("two.") + ext);
+    const RunResult a = run_flt(0, "predict " + molecules + " --batch-size 2 --threads 1 -o " + quoted(one), dir.path());
+    const RunResult b = run_flt(2, "predict " + molecules + " --batch-size 2 --threads 1 -o " + quoted(two), dir.path());
+    INFO(a.err);
+    INFO(b.err);
+    CHECK((a.status == 0 || a.status == 3));
+    CHECK(b.status == a.status);
+    REQUIRE(!slurp(one).empty());
+    CHECK(slurp(two) == slurp(one));
+  }
+  const fs::path one = dir / "qm9-one.xyz", two = dir / "qm9-two.xyz";
+  const fs::path input = dir / "qm9.xyz";
+  // The first 300 records of the bundled QM9 subset (a record: atom count, comment, atoms) with a
+  // bad record (two atoms on top of each other) after the 150th: reported and skipped alike.
+  const RunResult unzipped = flt::test_support::run_program("gzip", "-dc '" + qm9_subset() + "'", dir.path());
+  REQUIRE(unzipped.status == 0);
+  {
+    std::istringstream in(unzipped.out);
+    std::ofstream out(input);
+    std::string line;
+    for (int record = 1; record <= 300 && std::getline(in, line); ++record) {
+      if (record == 151) out << "2\nbad\nC 0 0 0\nC 0 0 0\n";
+      const int atoms = std::stoi(line);
+      out << line << '\n';
+      for (int k = 0; k < atoms + 1 && std::getline(in, line); ++k) out << line << '\n';
+    }
+  }
+  const RunResult a = run_flt(0, "predict " + quoted(input) + " --batch-size 32 -o " + quoted(one), dir.path());
+  const RunResult b = run_flt(2, "predict " + quoted(input) + " --batch-size 32 -o " + quoted(two), dir.path());
+  INFO(a.err);
+  INFO(b.err);
+  REQUIRE(a.status == 3);  // the bad record
+  REQUIRE(b.status == 3);
+  CHECK_THAT(b.err, Catch::Contains("predicted 300 of 301 records"));
+  CHECK(slurp(two) == slurp(one));
+  // rank 0 alone reports.
+  CHECK(b.err.find("flt predict: predicted") == b.err.rfind("flt predict: predicted"));
+}
+
+TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job, naming the rank",
+          "[mpi][faults]") {
+  ScratchDir dir("mpi-faults");
+  const std::string flt = std::string("'") + FLT_EXE + "'";
+  // Thousands of epochs: the job must end by the fault, long before training would.
+  const std::string common = " --limit 60 --targets U0 --epochs 5000 --batch-size 8 --width 16 --heads 2 --blocks 1"
+                             " --mlp-hidden 16 --head-hidden 16 --num-features 4 --num-frequencies 4 --threads 1";
+  SECTION("rank 1 cannot read its input") {
+    // Rank 1 is given a file that does not exist; rank 0 the real data.
+    const std::string script = "if [ \"$OMPI_COMM_WORLD_RANK$PMI_RANK\" = 1 ]; then exec " + flt + " train " +
+                               quoted(dir / "missing.xyz") + common + " --out " + quoted(dir / "run1") + "; else exec " +
+                               flt + " train '" + qm9_subset() + "'" + common + " --out " + quoted(dir / "run1") + "; fi";
+    const RunResult r = flt::test_support::run_program(
+        "timeout", "240 '" + std::string(FLT_MPIEXEC) + "' " + launcher_flags(2) + " sh -c " + "\"" + [&] {
+          std::string escaped;
+          for (char c : script) {
+            if (c == '"' || c == '$' || c == '\\') escaped += '\\';
+            escaped += c;
+          }
+          return escaped;
+        }() + "\"",
+        dir.path());
+    INFO(r.err);
+    CHECK(r.status != 0);
+    CHECK(r.status != 124);  // ended, not killed by the guard
+    CHECK_THAT(r.err, Catch::Contains("rank 1 of 2: error"));
+    CHECK_THAT(r.err, Catch::Contains("missing.xyz"));
+  }
+  SECTION("commands other than train and predict refuse to run as several copies") {
+    const RunResult r = run_flt(2, "info '" + std::string(FLT_SOURCE_DIR) + "/models/default.flt'", dir.path());
+    CHECK(r.status != 0);
+    CHECK(r.status != 124);
+    CHECK_THAT(r.err, Catch::Contains("only train and predict run under mpirun"));
+  }
+  SECTION("rank 1 dies") {
+    // Rank 1 is killed (SIGKILL) a second into training.
+    const std::string script = "if [ \"$OMPI_COMM_WORLD_RANK$PMI_RANK\" = 1 ]; then (sleep 1; kill -9 $$) & fi; exec " + flt +
+                               " train '" + qm9_subset() + "'" + common + " --out " + quoted(dir / "run2");
+    std::string escaped;
+    for (char c : script) {
+      if (c == '"' || c == '$' || c == '\\') escaped += '\\';
+      escaped += c;
+    }
+    const RunResult r = flt::test_support::run_program(
+        "timeout", "240 '" + std::string(FLT_MPIEXEC) + "' " + launcher_flags(2) + " sh -c \"" + escaped + "\"",
+        dir.path());
+    INFO(r.err);
+    CHECK(r.status != 0);
+    CHECK(r.status != 124);
+    CHECK_FALSE(fs::exists(dir / "run2" / "model.flt"));
+#if FLT_MPIEXEC_IS_OPEN_MPI
+    CHECK_THAT(r.err, Catch::Contains("rank 1"));
+#endif
+  }
+}
