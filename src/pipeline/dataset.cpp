@@ -185,10 +185,11 @@ class DatasetBuilder {
         std::string unit = plans_[t].source_unit_given || prop->unit.empty()
                                ? plans_[t].fallback_source_unit
                                : prop->unit;
-        if (unit.empty()) {
+        // An empty unit given with --source-units is the dimensionless one ("1").
+        if (unit.empty() && !plans_[t].source_unit_given) {
           throw ConfigError(where + ": label '" + prop->key +
                             "' has no unit; give it with --source-units " + plans_[t].target.name +
-                            "=<unit> (units are never guessed)");
+                            "=<unit> (units are never guessed; 1 for a dimensionless label such as logP)");
         }
         row[t] = *prop->number * factor(t, unit);
       }

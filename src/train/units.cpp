@@ -28,7 +28,7 @@ const std::vector<Alias>& aliases() {
       {"Bohr**2", "Bohr^2"}, {"a0^2", "Bohr^2"}, {"Bohr**3", "Bohr^3"}, {"a0^3", "Bohr^3"}, {"A^2", "Angstrom^2"},
       {"\xC3\x85^2", "Angstrom^2"}, {"A^3", "Angstrom^3"}, {"\xC3\x85^3", "Angstrom^3"}, {"cal/mol/K", "cal/(mol K)"},
       {"cal/molK", "cal/(mol K)"}, {"cal/(mol*K)", "cal/(mol K)"}, {"J/mol/K", "J/(mol K)"}, {"J/(mol*K)", "J/(mol K)"},
-      {"cm-1", "cm^-1"}, {"1/cm", "cm^-1"}, {"ghz", "GHz"}, {"1", ""}};
+      {"cm-1", "cm^-1"}, {"1/cm", "cm^-1"}, {"ghz", "GHz"}, {"1", ""}, {"dimensionless", ""}};
   return table;
 }
 
@@ -189,8 +189,7 @@ std::pair<std::string, std::string> split_unit_suffix(std::string_view header) {
 }
 
 std::string with_unit_suffix(std::string_view name, std::string_view unit) {
-  if (unit.empty()) return std::string(name);
-  return std::string(name) + " [" + std::string(unit) + "]";
+  return std::string(name) + " [" + (unit.empty() ? std::string("1") : std::string(unit)) + "]";
 }
 
 }  // namespace flt::train

@@ -76,7 +76,7 @@ std::optional<double> qm9_free_atom_energy(std::string_view name, int atomic_num
 // Splits a CSV header like "U0 [Hartree]" or "gap_pred [eV]" into name and unit; no brackets gives
 // an empty unit. Throws ConfigError for an unbalanced bracket.
 std::pair<std::string, std::string> split_unit_suffix(std::string_view header);
-// "U0 [eV]" (or just "U0" when the unit is empty).
+// "U0 [eV]"; a dimensionless quantity (empty unit) gets "[1]", so every column states its unit.
 std::string with_unit_suffix(std::string_view name, std::string_view unit);
 
 }  // namespace flt::train

@@ -143,6 +143,17 @@ TEST_CASE("extended XYZ: missing labels masked and counted, bad records skipped 
     o.inputs = {(dir / "plain.xyz").string()};
     o.source_units.clear();
     CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("has no unit"));
+    // A dimensionless label (logP, pIC50 in Chemprop files) is declared with unit 1.
+    write_text(dir / "logp.xyz", "1\nlogP=1.25 title=atom\nH 0.0 0.0 0.0\n");
+    o.inputs = {(dir / "logp.xyz").string()};
+    o.targets = {"logP"};
+    CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("has no unit"));
+    o.source_units = {{"logP", "1"}};
+    const Dataset logp = load_dataset(o);
+    CHECK(logp.labels(0, 0) == 1.25);
+    CHECK(logp.targets[0].unit.empty());  // dimensionless
+    o.source_units = {{"logP", "dimensionless"}};
+    CHECK(load_dataset(o).labels(0, 0) == 1.25);
   }
   SECTION("an unknown target is an error listing the labels present") {
     o.targets = {"enrgy"};

@@ -105,6 +105,7 @@ TEST_CASE("QM9 target table: 15 properties with units and extent", "[train][unit
   CHECK(split_unit_suffix("gap") == std::pair<std::string, std::string>{"gap", ""});
   CHECK_THROWS_AS(split_unit_suffix("gap [eV"), flt::ConfigError);
   CHECK(with_unit_suffix("U0_pred", "eV") == "U0_pred [eV]");
+  CHECK(with_unit_suffix("logP_pred", "") == "logP_pred [1]");
 }
 
 TEST_CASE("labels from CSV are keyed, unit-converted and masked", "[train][labels]") {
