@@ -1,0 +1,62 @@
+#!/bin/sh
+# The long-range benchmark: clusters of QM9 molecules with MMFF94 energies (inter-fragment van der
+# Waals and electrostatics; tools/datasets/mmff_clusters.py). Trains the near_far model
+# (datasets/mmff-clusters/cluster_model.ini) with the FLT far field and with the near field only
+# on clusters of 50-500 atoms, two seeds each, and tests both on clusters of 500-5,000 atoms
+# (size extrapolation): MAE of the total energy per atom.
+#   tools/results/long_range.sh [--train-count 800] [--test-count 30] [--seeds "1 2"]
+#                               [--epochs 30] [--out runs/long-range] [--flt PATH]
+# Generated data and runs go to OUT (data files are reused when present).
+set -eu
+cd "$(dirname "$0")/../.."
+train_count=800 test_count=30 seeds="1 2" epochs=30 out=runs/long-range
+flt=${FLT_BUILD_DIR:-build}/tools/flt
+while [ $# -gt 0 ]; do
+  case $1 in
+    --train-count) train_count=$2; shift 2 ;;
+    --test-count) test_count=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    --epochs) epochs=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --flt) flt=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+[ -x "$flt" ] || { echo "no flt program at $flt: build it first" >&2; exit 1; }
+mkdir -p "$out"
+train="$out/train_${train_count}.xyz" test="$out/test_${test_count}.xyz"
+[ -s "$train" ] || tools/datasets/mmff_clusters.py --out "$train" --count "$train_count" \
+  --min-atoms 50 --max-atoms 500 --seed 1 -q
+[ -s "$test" ] || tools/datasets/mmff_clusters.py --out "$test" --count "$test_count" \
+  --min-atoms 500 --max-atoms 5000 --seed 2 -q
+# Atoms per cluster, one line per record in file order.
+atoms() { awk 'skip == 0 { print $1; skip = $1 + 2 } { skip-- }' "$1"; }
+atoms "$test" > "$out/test_atoms.txt"
+atoms "$train" > "$out/train_atoms.txt"
+# MAE per atom (meV/atom) and MAE of the total (eV) of flt eval's predictions; the id column is
+# FILE:RECORD, the atom count of RECORD is line RECORD of the atoms file.
+per_atom_mae() {
+  awk -F, 'NR == FNR { atoms[FNR] = $1; next }
+    FNR == 1 { for (i = 1; i <= NF; ++i) { if ($i ~ /_true/) t = i; if ($i ~ /_pred/) p = i } next }
+    { k = $1; sub(/.*:/, "", k); e = $p - $t; if (e < 0) e = -e; s += e / atoms[k]; tot += e; n++ }
+    END { printf "%.3f %.4f", 1000 * s / n, tot / n }' "$1" "$2"
+}
+echo "| far field | seed | training time [s] | validation MAE (50-500 atoms) [meV/atom] | test MAE (500-5,000 atoms) [meV/atom] | test MAE total [eV] |"
+echo "|---|---|---|---|---|---|"
+for far in flt none; do
+  for seed in $seeds; do
+    run="$out/$far-s$seed"
+    start=$(date +%s)
+    if [ ! -f "$run/model.flt" ]; then
+      OMP_WAIT_POLICY=passive "$flt" train --config datasets/mmff-clusters/cluster_model.ini "$train" \
+        --far-field "$far" --seed "$seed" --epochs "$epochs" --out "$run" --overwrite -q
+    fi
+    seconds=$(( $(date +%s) - start ))
+    "$flt" eval -m "$run/model.flt" "$test" --rotations 0 --predictions "$run/test_predictions.csv" -q > /dev/null
+    "$flt" eval -m "$run/model.flt" "$train" --split-file "$run/split.csv" --subset validation \
+      --rotations 0 --predictions "$run/val_predictions.csv" -q > /dev/null
+    test_mae=$(per_atom_mae "$out/test_atoms.txt" "$run/test_predictions.csv")
+    val_mae=$(per_atom_mae "$out/train_atoms.txt" "$run/val_predictions.csv")
+    echo "| $far | $seed | $seconds | ${val_mae% *} | ${test_mae% *} | ${test_mae#* } |"
+  done
+done
