@@ -165,6 +165,33 @@ TEST_CASE("SMILES CSV end to end: train a tiny model, predict, convert, bad SMIL
   CHECK(count_lines_starting(slurp(mols), "$$$$") == 40);
 }
 
+TEST_CASE("A dimensionless SMILES label (logP) trains with unit 1, and every output column states it",
+          "[predict][program][smiles]") {
+  TempDir dir("logp");
+  const std::string data = dir / "logp.csv";
+  {
+    std::ofstream out(data);
+    out << "smiles,logP\n";
+    const char* smiles[] = {"C", "CC", "CCC", "CCO", "CO", "CN", "CCN", "OCCO", "CC=O", "C=C", "CC#N", "NC=O"};
+    for (std::size_t i = 0; i < 12; ++i) out << smiles[i] << "," << 0.1 * static_cast<double>(i) << "\n";
+  }
+  const fs::path run_dir = dir / "run";
+  const std::string common = " --targets logP --epochs 2 --batch-size 4 --width 16 --heads 2 --blocks 1"
+                             " --mlp-hidden 16 --head-hidden 16 --split 8,2,rest --threads 1 --out " +
+                             quoted(run_dir.string());
+  auto run = run_flt("train " + quoted(data) + common, dir);
+  CHECK(run.status != 0);  // no unit: refused, and the message says how to declare one
+  CHECK(run.err.find("1 for a dimensionless label") != std::string::npos);
+  run = run_flt("train " + quoted(data) + common + " --source-units logP=1 --overwrite", dir);
+  INFO(run.err);
+  REQUIRE(run.status == 0);
+  CHECK(train::read_csv(run_dir / "test_predictions.csv").column("logP_true [1]").has_value());
+  const std::string pred = dir / "pred.csv";
+  run = run_flt("predict -m " + quoted((run_dir / "model.flt").string()) + " " + quoted(data) + " -o " + quoted(pred), dir);
+  REQUIRE(run.status == 0);
+  CHECK(train::read_csv(pred).column("flt_logP [1]").has_value());
+}
+
 TEST_CASE("flt train --missing-3d generate trains on a 2-D SD file", "[predict][program][smiles]") {
   TempDir dir("train2d");
   const std::string data = std::string(FLT_SOURCE_DIR) + "/tests/chem/data/drug_like_2d.sdf";
