@@ -22,6 +22,16 @@ bool is_empty_dir(const fs::path& dir) {
   return empty;
 }
 
+// A run directory that holds nothing but its marker: a run that stopped before writing anything
+// (e.g. on bad input). Reusing it loses nothing.
+bool holds_only_marker(const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().filename() != kRunMarker) return false;
+  }
+  return !ec;
+}
+
 }  // namespace
 
 bool is_run_directory(const fs::path& dir) {
@@ -43,7 +53,7 @@ fs::path prepare_run_directory(const fs::path& dir, RunMode mode) {
   if (!exists) {
     fs::create_directories(dir, ec);
     if (ec) throw IoError(dir.string(), "cannot create the run directory: " + ec.message());
-  } else if (!is_empty_dir(dir)) {
+  } else if (!is_empty_dir(dir) && !holds_only_marker(dir)) {
     if (mode == RunMode::fresh)
       throw ConfigError(dir.string() + ": run directory exists and is not empty (use --overwrite to replace it or "
                                        "--resume to continue it)");

@@ -14,8 +14,9 @@ inline constexpr const char* kRunMarker = ".flt-run";
 enum class RunMode { fresh, overwrite, resume };
 
 // Prepares `dir` for a run and returns it:
-//   fresh:     create it (with parents) if missing; an existing empty directory is used; an
-//              existing non-empty one is a ConfigError suggesting --overwrite or --resume.
+//   fresh:     create it (with parents) if missing; an existing empty directory, or a run
+//              directory holding only its marker (a run that stopped before writing anything),
+//              is used; any other non-empty one is a ConfigError suggesting --overwrite or --resume.
 //   overwrite: like fresh, but an existing flt run directory is emptied first; a non-empty
 //              directory without the marker is refused (ConfigError).
 //   resume:    the directory must exist and hold the marker (ConfigError otherwise); untouched.

@@ -19,6 +19,9 @@ TEST_CASE("run directories are never silently reused", "[train][run_dir]") {
   const fs::path run = tmp / "runs" / "a";
   CHECK(prepare_run_directory(run, RunMode::fresh) == run);
   CHECK(is_run_directory(run));
+  // A run that stopped before writing anything (bad input) leaves only the marker: the same
+  // command can be run again without --overwrite.
+  CHECK_NOTHROW(prepare_run_directory(run, RunMode::fresh));
   write_file_atomic(run / "model.flt", "x");
   CHECK_THROWS_WITH(prepare_run_directory(run, RunMode::fresh), Catch::Contains("--overwrite") && Catch::Contains("--resume"));
   CHECK_NOTHROW(prepare_run_directory(run, RunMode::resume));
