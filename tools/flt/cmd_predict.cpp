@@ -11,6 +11,7 @@
 #include "flt/options_util.hpp"
 #include "pipeline/dataset_progress.hpp"
 #include "pipeline/predict.hpp"
+#include "train/units.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -122,7 +123,7 @@ class TablePrinter {
     header_done_ = true;
     out_ << pad("#", 6) << pad("molecule", 26) << pad("atoms", 6);
     for (const auto& c : columns_) {
-      const std::string h = c.name + " [" + (c.unit.empty() ? "1" : c.unit) + "]";
+      const std::string h = train::with_unit_suffix(c.name, c.unit);
       widths_.push_back(std::max<std::size_t>(h.size(), ensemble_ ? 26 : 13));
       out_ << "  " << pad(h, widths_.back());
     }
@@ -175,10 +176,9 @@ std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColum
     const double mean = p != nullptr ? column.mean(points, *p) : 0.0;
     const double stddev = p != nullptr ? column.stddev(*p) : 0.0;
     if (format == chem::Format::sdf || format == chem::Format::csv) {
-      // The unit is part of the SD tag name / CSV header; "1" for a dimensionless target.
-      const std::string unit = column.unit.empty() ? "1" : column.unit;
-      values.push_back({name + " [" + unit + "]", mean, ""});
-      if (ensemble) values.push_back({name + "_std [" + unit + "]", stddev, ""});
+      // The unit is part of the SD tag name / CSV header ("[1]" for a dimensionless target).
+      values.push_back({train::with_unit_suffix(name, column.unit), mean, ""});
+      if (ensemble) values.push_back({train::with_unit_suffix(name + "_std", column.unit), stddev, ""});
     } else {
       values.push_back({name, mean, column.unit});
       if (ensemble) values.push_back({name + "_std", stddev, column.unit});
