@@ -41,6 +41,21 @@ std::string format_bytes(double bytes) {
   return buf;
 }
 
+namespace {
+// " 1.2 MB/s" or " 340/s": a rate of bytes or of items per second.
+void append_rate(std::string& s, double rate, bool bytes) {
+  if (bytes) {
+    s += ' ';
+    s += format_bytes(rate);
+    s += "/s";
+  } else {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, " %.3g/s", rate);
+    s += buf;
+  }
+}
+}  // namespace
+
 std::optional<double> run_eta(double session_seconds, double session_epochs, double epochs_left) {
   if (!(session_seconds > 0) || !(session_epochs > 0) || !(epochs_left >= 0)) return std::nullopt;
   return session_seconds / session_epochs * epochs_left;
@@ -66,17 +81,7 @@ std::string ProgressBar::line(std::size_t done, std::string_view status, bool wi
   if (!known) {
     s += ' ';
     s += bytes ? format_bytes(static_cast<double>(done)) : std::to_string(done);
-    if (elapsed > 0 && done > 0) {
-      const double rate = static_cast<double>(done) / elapsed;
-      if (bytes) {
-        s += ' ';
-        s += format_bytes(rate);
-        s += "/s";
-      } else {
-        std::snprintf(buf, sizeof buf, " %.3g/s", rate);
-        s += buf;
-      }
-    }
+    if (elapsed > 0 && done > 0) append_rate(s, static_cast<double>(done) / elapsed, bytes);
     s += " elapsed ";
     s += format_duration(elapsed);
     if (!status.empty()) {
@@ -105,14 +110,7 @@ std::string ProgressBar::line(std::size_t done, std::string_view status, bool wi
   }
   if (elapsed > 0 && done > 0) {
     const double rate = static_cast<double>(done) / elapsed;
-    if (bytes) {
-      s += ' ';
-      s += format_bytes(rate);
-      s += "/s";
-    } else {
-      std::snprintf(buf, sizeof buf, " %.3g/s", rate);
-      s += buf;
-    }
+    append_rate(s, rate, bytes);
     if (done < total_) s += " ETA " + format_duration(static_cast<double>(total_ - done) / rate);
   }
   s += " elapsed " + format_duration(elapsed);
