@@ -48,8 +48,7 @@ bool starts_with(const std::string& line, std::string_view prefix) {
 }
 
 bool is_atom_line(const std::string& line) {
-  return starts_with(line, "ATOM  ") || starts_with(line, "HETATM") || line == "ATOM" ||
-         line == "HETATM";
+  return starts_with(line, "ATOM  ") || starts_with(line, "HETATM");
 }
 
 // Residue names of water models: crystallographic (HOH, DOD) and common MD names.

@@ -28,16 +28,9 @@ int count_z(const PointSet& p, int z) {
   return static_cast<int>(std::count(p.atomic_numbers.begin(), p.atomic_numbers.end(), z));
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // The ATOM/HETATM lines of a file.
 std::string atom_lines(const std::string& path) {
-  std::istringstream in(slurp(path));
+  std::istringstream in(flt::test_support::slurp(path));
   std::string line, out;
   while (std::getline(in, line)) {
     if (line.rfind("ATOM", 0) == 0 || line.rfind("HETATM", 0) == 0) out += line + "\n";
