@@ -227,7 +227,7 @@ std::size_t Model::ensemble_size() const noexcept { return impl_->predictor.ense
 
 std::vector<std::filesystem::path> Model::files() const {
   std::vector<std::filesystem::path> out;
-  for (const auto& m : impl_->predictor.members()) out.emplace_back(m->source());
+  for (const auto& m : impl_->predictor.members()) out.push_back(m->file().empty() ? std::filesystem::path(m->source()) : m->file());
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include "core/error.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -101,6 +102,84 @@ void save_model(const std::filesystem::path& path, const MoleculeModel<T>& model
 std::unique_ptr<MoleculeModel<float>> load_model(const std::filesystem::path& path,
                                                  std::map<std::string, std::string>* metadata) {
   return from_model_file<float>(train::read_model_file(path, kModelFileFormat), metadata);
+}
+
+namespace {
+
+constexpr const char* kMembersKey = "ensemble.members";
+
+std::string member_prefix(std::size_t k) { return "member." + std::to_string(k) + "."; }
+
+// Parses "member.<k>.<rest>" into k (1..members) and rest; nullopt when `key` is not of that form.
+std::optional<std::pair<std::size_t, std::string>> split_member_key(const std::string& key,
+                                                                    std::size_t members) {
+  if (!starts_with(key, "member.")) return std::nullopt;
+  const std::size_t dot = key.find('.', 7);
+  if (dot == std::string::npos || dot == 7 || dot + 1 == key.size()) return std::nullopt;
+  std::size_t k = 0;
+  for (std::size_t i = 7; i < dot; ++i) {
+    if (key[i] < '0' || key[i] > '9' || (i == 7 && key[i] == '0') || k > members) return std::nullopt;
+    k = 10 * k + static_cast<std::size_t>(key[i] - '0');
+  }
+  if (k < 1 || k > members) return std::nullopt;
+  return std::make_pair(k, key.substr(dot + 1));
+}
+
+}  // namespace
+
+train::ModelFile to_ensemble_file(std::span<const train::ModelFile> files) {
+  std::vector<train::ModelFile> members;
+  for (const train::ModelFile& f : files) {
+    if (f.format() != kModelFileFormat && f.format() != kEnsembleFileFormat)
+      throw InvalidArgument(f.source() + ": holds '" + f.format() + "', not a model or an ensemble");
+    for (train::ModelFile& m : member_files(f)) members.push_back(std::move(m));
+  }
+  if (members.size() < 2)
+    throw InvalidArgument("an ensemble needs at least two models (given " + std::to_string(members.size()) + ")");
+  train::ModelFile out(kEnsembleFileFormat);
+  out.set_metadata(kMembersKey, std::to_string(members.size()));
+  for (std::size_t k = 0; k < members.size(); ++k) {
+    const std::string prefix = member_prefix(k + 1);
+    for (const auto& [key, value] : members[k].all_metadata()) out.set_metadata(prefix + key, value);
+    for (const auto& [name, tensor] : members[k].tensors()) out.set_tensor(prefix + name, tensor);
+  }
+  return out;
+}
+
+std::vector<train::ModelFile> member_files(const train::ModelFile& file) {
+  const std::string& source = file.source();
+  if (file.format() == kModelFileFormat) return {file};
+  if (file.format() != kEnsembleFileFormat)
+    throw ModelFileError(source, "holds '" + file.format() + "', not a model ('" + kModelFileFormat +
+                                     "') or an ensemble ('" + kEnsembleFileFormat + "')");
+  if (!file.has_metadata(kMembersKey)) throw ModelFileError(source, "ensemble without its member count ('ensemble.members')");
+  const std::string& count = file.metadata(kMembersKey);
+  std::size_t members = 0;
+  if (count.empty() || count.size() > 6 || count.find_first_not_of("0123456789") != std::string::npos ||
+      (members = std::stoul(count)) < 2)
+    throw ModelFileError(source, "ensemble member count '" + count + "' is not a whole number of at least 2");
+  std::vector<train::ModelFile> out(members, train::ModelFile(kModelFileFormat));
+  for (std::size_t k = 0; k < members; ++k)
+    out[k].set_source(source + " [member " + std::to_string(k + 1) + " of " + count + "]");
+  for (const auto& [key, value] : file.all_metadata()) {
+    if (key == kMembersKey) continue;
+    const auto parsed = split_member_key(key, members);
+    if (!parsed) throw ModelFileError(source, "metadata entry '" + key + "' belongs to no ensemble member");
+    out[parsed->first - 1].set_metadata(parsed->second, value);
+  }
+  for (const auto& [name, tensor] : file.tensors()) {
+    const auto parsed = split_member_key(name, members);
+    if (!parsed) throw ModelFileError(source, "tensor '" + name + "' belongs to no ensemble member");
+    out[parsed->first - 1].set_tensor(parsed->second, tensor);
+  }
+  for (std::size_t k = 0; k < members; ++k)
+    if (out[k].tensors().empty())
+      throw ModelFileError(source, "ensemble member " + std::to_string(k + 1) + " of " + count + " is empty");
+  return out;
+}
+
+std::vector<train::ModelFile> read_member_files(const std::filesystem::path& path) {
+  return member_files(train::read_model_file(path, {}));
 }
 
 template train::ModelFile to_model_file<float>(const MoleculeModel<float>&, const std::map<std::string, std::string>&);

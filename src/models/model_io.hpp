@@ -23,11 +23,30 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace flt::models {
 
 inline constexpr const char* kModelFileFormat = "flt-model";
+
+// An ensemble file: M >= 2 trained models in one container, format "flt-ensemble"
+// (docs/model-format.md). Member k (1-based) keeps its own model file's content under a prefix:
+// metadata "member.<k>.<key>" and tensors "member.<k>.<name>"; "ensemble.members" holds M. A
+// predictor loads it as the M members' mean, exactly as it loads the M model files.
+inline constexpr const char* kEnsembleFileFormat = "flt-ensemble";
+
+// Packs model files ("flt-model") into one ensemble file, in the given order; ensemble files among
+// them are flattened into their members. InvalidArgument for fewer than two models in all or a
+// member of another format.
+train::ModelFile to_ensemble_file(std::span<const train::ModelFile> files);
+// The members of a model file: the file itself for "flt-model", the M member model files (named
+// "<source> [member k of M]" in errors) for "flt-ensemble". ModelFileError naming the file for
+// any other format, a missing or inconsistent member count, or an entry outside every member.
+std::vector<train::ModelFile> member_files(const train::ModelFile& file);
+// read_model_file accepting either format, then member_files. IoError / ModelFileError.
+std::vector<train::ModelFile> read_member_files(const std::filesystem::path& path);
 
 // In memory. metadata: the caller's entries, stored as "training.<key>".
 template <class T>

@@ -103,16 +103,38 @@ std::shared_ptr<const LoadedModel> LoadedModel::from_model(const models::Molecul
   return loaded;
 }
 
-std::shared_ptr<const LoadedModel> LoadedModel::load(const std::filesystem::path& path) {
-  // IoError (unreadable) and ModelFileError (corrupt, unknown version, inconsistent) pass through.
+std::shared_ptr<LoadedModel> LoadedModel::from_member_file(const train::ModelFile& file,
+                                                          std::filesystem::path path) {
+  // ModelFileError (inconsistent configuration or arrays) passes through, naming file.source().
   std::map<std::string, std::string> metadata;
-  const std::unique_ptr<models::MoleculeModel<float>> model = models::load_model(path, &metadata);
+  const std::unique_ptr<models::MoleculeModel<float>> model = models::from_model_file<float>(file, &metadata);
   // The container's reserved entries (the reader accepts only this format and version).
   metadata["format"] = models::kModelFileFormat;
   metadata["format_version"] = std::to_string(train::kModelFormatVersion);
   std::shared_ptr<LoadedModel> loaded(new LoadedModel());
-  loaded->init(model->config(), model->export_arrays(), std::move(metadata), path.string());
+  loaded->init(model->config(), model->export_arrays(), std::move(metadata), file.source());
+  loaded->file_ = std::move(path);
   return loaded;
+}
+
+std::shared_ptr<const LoadedModel> LoadedModel::from_file(const train::ModelFile& file) {
+  return from_member_file(file, {});
+}
+
+std::vector<std::shared_ptr<const LoadedModel>> LoadedModel::load_members(const std::filesystem::path& path) {
+  // IoError (unreadable) and ModelFileError (corrupt, unknown version, inconsistent) pass through.
+  std::vector<std::shared_ptr<const LoadedModel>> members;
+  for (const train::ModelFile& file : models::read_member_files(path))
+    members.push_back(from_member_file(file, path));
+  return members;
+}
+
+std::shared_ptr<const LoadedModel> LoadedModel::load(const std::filesystem::path& path) {
+  auto members = load_members(path);
+  if (members.size() != 1)
+    throw ModelFileError(path.string(), "an ensemble of " + std::to_string(members.size()) +
+                                            " models, where one model is expected");
+  return std::move(members.front());
 }
 
 bool LoadedModel::supports_element(int z) const noexcept { return prototype_->supports_element(z); }
@@ -142,6 +164,20 @@ std::vector<double> LoadedModel::rpe_function(Index block, Index head,
 }
 
 std::vector<models::NamedArray> LoadedModel::arrays() const { return arrays_; }
+
+std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out) {
+  std::vector<train::ModelFile> files;
+  std::vector<std::shared_ptr<const LoadedModel>> members;
+  for (const auto& path : inputs)
+    for (train::ModelFile& file : models::read_member_files(path)) {
+      members.push_back(LoadedModel::from_file(file));
+      files.push_back(std::move(file));
+    }
+  const train::ModelFile ensemble = models::to_ensemble_file(files);  // refuses fewer than two
+  const Predictor check(std::move(members));                           // refuses differing targets
+  train::write_model_file(out, ensemble);
+  return files.size();
+}
 
 models::Molecule to_molecule(const chem::PointSet& points) {
   models::Molecule m;
@@ -187,7 +223,8 @@ Predictor::Predictor(std::vector<std::shared_ptr<const LoadedModel>> members)
 Predictor Predictor::load(const std::vector<std::filesystem::path>& paths) {
   std::vector<std::shared_ptr<const LoadedModel>> members;
   members.reserve(paths.size());
-  for (const auto& p : paths) members.push_back(LoadedModel::load(p));
+  for (const auto& p : paths)
+    for (auto& member : LoadedModel::load_members(p)) members.push_back(std::move(member));
   return Predictor(std::move(members));
 }
 

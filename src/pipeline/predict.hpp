@@ -57,6 +57,9 @@
 namespace flt::comm {
 class Communicator;
 }
+namespace flt::train {
+class ModelFile;
+}
 
 namespace flt::pipeline {
 
@@ -68,7 +71,14 @@ class LoadedModel {
   // models/model_io.hpp). Throws flt::IoError when it cannot be read and flt::ModelFileError
   // (naming the file and the reason) when it is corrupt, truncated, of an unknown format version
   // or inconsistent with its own configuration.
+  // An ensemble file (models::kEnsembleFileFormat) is refused here: see load_members.
   static std::shared_ptr<const LoadedModel> load(const std::filesystem::path& path);
+  // The models of a model file (one) or of an ensemble file (its M members, in order; each named
+  // "<path> [member k of M]"). Errors as for load.
+  static std::vector<std::shared_ptr<const LoadedModel>> load_members(const std::filesystem::path& path);
+  // A model from one in-memory model file ("flt-model"; models::member_files gives those of an
+  // ensemble), named file.source(). ModelFileError when it is inconsistent.
+  static std::shared_ptr<const LoadedModel> from_file(const train::ModelFile& file);
   // A copy of an in-memory model's state (the trainer, tests). `metadata` is what `flt info`
   // shows as training metadata; `name` is used in messages.
   static std::shared_ptr<const LoadedModel> from_model(
@@ -79,8 +89,11 @@ class LoadedModel {
   LoadedModel(const LoadedModel&) = delete;
   LoadedModel& operator=(const LoadedModel&) = delete;
 
-  // The file it was read from, or the name given to from_model.
+  // The file it was read from ("FILE [member k of M]" for an ensemble member), or the name given
+  // to from_model; used in messages.
   const std::string& source() const noexcept { return source_; }
+  // The file it was read from (for an ensemble member: the ensemble file); empty for from_model.
+  const std::filesystem::path& file() const noexcept { return file_; }
   const models::ModelConfig& config() const noexcept { return config_; }
   const std::vector<models::TargetSpec>& targets() const noexcept { return config_.targets; }
   // Element set, per-target mean/scale (normalised units -> target unit) and reference energies.
@@ -117,6 +130,7 @@ class LoadedModel {
 
  private:
   LoadedModel() = default;
+  static std::shared_ptr<LoadedModel> from_member_file(const train::ModelFile& file, std::filesystem::path path);
   void init(models::ModelConfig config, std::vector<models::NamedArray> arrays,
             std::map<std::string, std::string> metadata, std::string source);
 
@@ -126,6 +140,7 @@ class LoadedModel {
   Lease lease() const;
 
   std::string source_;
+  std::filesystem::path file_;
   models::ModelConfig config_;
   models::Normalisation norm_;
   std::map<std::string, std::string> metadata_;
@@ -135,6 +150,12 @@ class LoadedModel {
   mutable std::mutex idle_mutex_;
   mutable std::vector<std::unique_ptr<models::MoleculeModel<float>>> idle_;
 };
+
+// Packs model files (or ensemble files, flattened) into one ensemble file at `out` (written
+// atomically), after loading every member and checking that they predict the same targets
+// (Predictor's rule). Returns the number of members. IoError / ModelFileError naming the file,
+// InvalidArgument for fewer than two models or differing targets.
+std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out);
 
 // The point set as the model's plain input (atomic numbers, positions in Angstrom, charges).
 models::Molecule to_molecule(const chem::PointSet& points);
@@ -223,7 +244,8 @@ class Predictor {
   // Throws InvalidArgument when `members` is empty or the members' targets (names, units,
   // pooling) differ.
   explicit Predictor(std::vector<std::shared_ptr<const LoadedModel>> members);
-  // LoadedModel::load for each path (errors name the file).
+  // LoadedModel::load_members for each path (errors name the file): an ensemble file contributes
+  // all its members.
   static Predictor load(const std::vector<std::filesystem::path>& paths);
 
   std::size_t ensemble_size() const noexcept { return members_.size(); }

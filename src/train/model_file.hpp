@@ -104,6 +104,8 @@ class ModelFile {
   const std::string& format() const noexcept { return format_; }
   // Where this file was read from ("<memory>" for one built in memory); used in error messages.
   const std::string& source() const noexcept { return source_; }
+  // For a file taken apart from another (an ensemble member): how errors name it.
+  void set_source(std::string source) { source_ = std::move(source); }
 
   // Metadata: UTF-8 strings. The reserved keys format, format_version and checksum_crc32 are
   // managed by the writer and rejected here (flt::InvalidArgument).

@@ -21,7 +21,8 @@ int run_info(const std::vector<std::string>& args) {
   std::vector<std::string> models;
   po::options_description options(
       "Usage: flt info [-m] [MODEL.flt ...]\n\n"
-      "Prints each model's metadata; without a model, the default model's (and where it is).\n\n"
+      "Prints each model's metadata (every member's, for an ensemble file); without a model, the\n"
+      "default model's (and where it is).\n\n"
       "Options");
   std::vector<std::string> named;
   options.add_options()
@@ -39,7 +40,12 @@ int run_info(const std::vector<std::string>& args) {
   if (models.empty()) models.push_back(pipeline::default_model_path().string());
   for (std::size_t i = 0; i < models.size(); ++i) {
     if (i > 0) std::cout << "\n";
-    std::cout << pipeline::describe_model(*pipeline::LoadedModel::load(models[i]));
+    const auto members = pipeline::LoadedModel::load_members(models[i]);
+    if (members.size() > 1) std::cout << models[i] << ": an ensemble of " << members.size() << " models\n\n";
+    for (std::size_t k = 0; k < members.size(); ++k) {
+      if (k > 0) std::cout << "\n";
+      std::cout << pipeline::describe_model(*members[k]);
+    }
   }
   return kExitOk;
 }

@@ -22,6 +22,7 @@ int run_rpe(const std::vector<std::string>& args) {
   std::string model, named_model, output, plot;
   double max_distance = 10.0;
   int points = 200;
+  int member = 1;
   po::options_description options(
       "Usage: flt rpe [[-m] MODEL.flt] [-o OUT.csv] [--plot OUT.svg] [options]\n\n"
       "Samples the learned relative positional encoding f(distance) of every block and head on\n"
@@ -36,6 +37,7 @@ int run_rpe(const std::vector<std::string>& args) {
       ("plot", po::value(&plot), "SVG plot output file")
       ("max-distance", po::value(&max_distance), "largest distance in Angstrom (default 10)")
       ("points", po::value(&points), "number of distances, 0 to max-distance inclusive (default 200)")
+      ("member", po::value(&member), "for an ensemble file: which member, 1 to M (default 1)")
       ("quiet,q", "log errors only")
       ("verbose,v", "log every step");
   const po::variables_map vm = parse_arguments(args, options, "input", po::value(&model), 1);
@@ -51,7 +53,11 @@ int run_rpe(const std::vector<std::string>& args) {
   if (!(max_distance > 0)) throw UsageError("--max-distance must be positive");
   if (points < 2) throw UsageError("--points must be at least 2");
   if (model.empty()) model = pipeline::default_model_path().string();
-  const auto loaded = pipeline::LoadedModel::load(model);
+  const auto members = pipeline::LoadedModel::load_members(model);
+  if (member < 1 || static_cast<std::size_t>(member) > members.size())
+    throw UsageError("--member " + std::to_string(member) + ": " + model + " holds " +
+                     std::to_string(members.size()) + (members.size() == 1 ? " model" : " models"));
+  const auto& loaded = members[static_cast<std::size_t>(member - 1)];
   const pipeline::RpeTable table = pipeline::rpe_table(*loaded, max_distance, points);
   if (output.empty() || output == "-") {
     std::cout << pipeline::rpe_csv_text(table);

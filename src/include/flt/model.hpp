@@ -153,7 +153,8 @@ struct FLT_API FileSummary {
 // file for threads, units and errors.
 class FLT_API Model {
  public:
-  // Loads a .flt model file (written by `flt train`). Throws flt::IoError when it cannot be read
+  // Loads a .flt model file (written by `flt train`), or an ensemble file (written by
+  // `flt ensemble`; then as load_ensemble of its members). Throws flt::IoError when it cannot be read
   // and flt::ModelFileError naming the file and the reason when it is corrupt, truncated, of an
   // unknown format version or inconsistent.
   static Model load(const std::filesystem::path& path);
@@ -185,7 +186,7 @@ class FLT_API Model {
   const std::vector<int>& elements() const noexcept;
   // Number of ensemble members (1 for a single model).
   std::size_t ensemble_size() const noexcept;
-  // The model file(s) loaded, in member order.
+  // The file each member was loaded from, in member order (an ensemble file once per member).
   std::vector<std::filesystem::path> files() const;
   // The first member's metadata as stored in its file: format version, training data checksum,
   // seed, code version, architecture ("config.*") and training ("training.*") entries.
