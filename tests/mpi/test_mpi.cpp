@@ -89,6 +89,11 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
   CHECK_THAT(r2.out, Catch::Contains("data-parallel: 2 ranks (MPI"));
   CHECK_THAT(r2.out, Catch::Contains("per step: all-reduce"));
   CHECK(r2.out.find("run directory:") == r2.out.rfind("run directory:"));
+  // Each rank held the coordinates of its own molecules only, never the whole set: 80 training
+  // molecules each, and the evaluation batches of 16 of validation and test (rank 0: 16 + 8 of
+  // each, rank 1: 16 of each).
+  CHECK_THAT(r2.err, Catch::Contains("coordinates held after loading, per rank: 128, 112 of 240 molecules"));
+  CHECK_THAT(r1.err, !Catch::Contains("coordinates held after loading"));
 
   const std::string model = slurp(serial / "model.flt");
   REQUIRE(!model.empty());
@@ -195,6 +200,14 @@ TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job
     CHECK(r.status != 124);  // ended, not killed by the guard
     CHECK_THAT(r.err, Catch::Contains("rank 1 of 2: error"));
     CHECK_THAT(r.err, Catch::Contains("missing.xyz"));
+  }
+  SECTION("training from standard input is refused on several ranks (it cannot be read twice)") {
+    const std::string input = std::string(FLT_SOURCE_DIR) + "/tests/data/qm9/qm9_first20_schnetpack.xyz";
+    const RunResult r = run_flt(2, "train -" + common + " --out " + quoted(dir / "run3") + " < '" + input + "'",
+                                dir.path());
+    CHECK(r.status != 0);
+    CHECK(r.status != 124);
+    CHECK_THAT(r.err, Catch::Contains("standard input ('-') cannot be read under mpirun with several ranks"));
   }
   SECTION("commands other than train and predict refuse to run as several copies") {
     const RunResult r = run_flt(2, "info '" + std::string(FLT_SOURCE_DIR) + "/models/default.flt'", dir.path());
