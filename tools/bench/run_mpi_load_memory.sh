@@ -8,7 +8,10 @@
 # program without a launcher. Not part of ctest.
 #
 #   tools/bench/run_mpi_load_memory.sh [--ranks 0,1,2] [--input datasets/qm9/qm9_subset.xyz.gz]
-#                                      [--out FILE]
+#                                      [--copies 1] [--out FILE]
+#
+# --copies N trains on N copies of the input concatenated into one gzip file (a larger dataset:
+# 10 copies of the QM9 subset are 130k molecules).
 #
 # Needs an flt built with -DFLT_WITH_MPI=ON: FLT_EXE names it (default build/tools/flt). Prints a
 # markdown table and, with --out, writes it there.
@@ -18,10 +21,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 ranks_list="0,1,2"
 input="$root/datasets/qm9/qm9_subset.xyz.gz"
 out=""
+copies=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --ranks) ranks_list="$2"; shift 2 ;;
     --input) input="$2"; shift 2 ;;
+    --copies) copies="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     *) echo "run_mpi_load_memory.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -38,6 +43,10 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+if [[ "$copies" -gt 1 ]]; then
+  for ((c = 0; c < copies; ++c)); do gzip -dc -f "$input"; done | gzip -1 > "$work/input.xyz.gz"
+  input="$work/input.xyz.gz"
+fi
 args=(train "$input" --targets U0 --split 64,64,rest --epochs 1 --batch-size 32 --gradient-chunk 8
       --width 8 --heads 2 --blocks 1 --mlp-hidden 8 --head-hidden 8 --num-features 4 --num-frequencies 4
       --eval-batch-size 256 --threads 1 --seed 1)
