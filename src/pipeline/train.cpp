@@ -659,7 +659,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   }
   say("split: " + std::to_string(split.train.size()) + " train, " + std::to_string(split.validation.size()) +
       " validation, " + std::to_string(split.test.size()) + " test molecules");
-  // Which rank keeps which molecule's coordinates (every rank, when the gradient is summed in chunks).
+  // Which rank holds which molecule's coordinates (train_distributed.hpp); one rank holds all.
   const std::vector<int> shard_owners = distributed::molecule_owners(data.size(), split.train, split.validation,
                                                                      split.test, cfg.eval_batch_size, ranks);
   if (sharded) {
@@ -745,9 +745,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         throw ConfigError(dir.string() + ": the run was started by an earlier flt, whose data checksum (" + run_checksum +
                           ") needs every training molecule's coordinates on one rank; resume it once without mpirun "
                           "(or with -np 1), then on any number of ranks");
-      if (legacy_data_fingerprint(data, split.train) != run_checksum)
-        throw ConfigError(dir.string() + ": --resume with different training data (checksum " +
-                          legacy_data_fingerprint(data, split.train) + ", run " + run_checksum + ")");
+      const std::string legacy = legacy_data_fingerprint(data, split.train);
+      if (legacy != run_checksum)
+        throw ConfigError(dir.string() + ": --resume with different training data (checksum " + legacy + ", run " +
+                          run_checksum + ")");
       say("note: the run's data checksum is of the earlier kind; the data match, and the checkpoints from now on carry " +
           checksum);
     } else if (run_checksum != checksum) {
