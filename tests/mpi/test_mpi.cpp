@@ -4,6 +4,7 @@
 // prediction must write the same output, record for record.
 #include "../common/scratch_dir.hpp"
 
+#include "train/checkpoint.hpp"
 #include "train/csv.hpp"
 
 #include <catch2/catch.hpp>
@@ -115,6 +116,20 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
     INFO(b.err);
     REQUIRE(b.status == 0);
     CHECK(slurp(resumed / "model.flt") == model);
+  }
+  SECTION("a run with the earlier whole-set data checksum is not resumed on 2 ranks, which cannot compute it") {
+    const fs::path earlier = dir / "earlier";
+    const RunResult a = run_flt(0, tiny_args() + " --stop-after-epoch 1 --out " + quoted(earlier), dir.path());
+    INFO(a.err);
+    REQUIRE(a.status == 0);
+    flt::train::Checkpoint ck = flt::train::read_checkpoint(earlier / "checkpoint-last.flt");
+    REQUIRE_THAT(ck.text("data_checksum"), Catch::StartsWith("fnv1a64-mol:"));
+    ck.set_text("data_checksum", "fnv1a64:0123456789abcdef");
+    flt::train::write_checkpoint(earlier / "checkpoint-last.flt", ck);
+    const RunResult b = run_flt(2, "train --resume --out " + quoted(earlier), dir.path());
+    CHECK(b.status != 0);
+    CHECK(b.status != 124);
+    CHECK_THAT(b.err, Catch::Contains("resume it once without mpirun"));
   }
   SECTION("stopped after epoch 2 on 1 rank, resumed on 2 ranks: the same model") {
     const fs::path resumed = dir / "resumed2";
