@@ -5,6 +5,7 @@
 #include "chem/point_set.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "train/data_checksum.hpp"
 #include "train/labels.hpp"
 #include "train/units.hpp"
 
@@ -141,7 +142,20 @@ class DatasetBuilder {
     }
   }
 
-  bool full() const { return options_.limit > 0 && molecules_.size() >= options_.limit; }
+  bool full() const { return options_.limit > 0 && added_ >= options_.limit; }
+  std::size_t added() const noexcept { return added_; }
+
+  // The second read of a sharded load: instead of collecting molecules, check each against
+  // `target` (same position, id and digest) and put the coordinates of those options.keep_coordinates
+  // selects into it. `inputs` names the inputs in errors.
+  void refill(Dataset& target, std::string inputs) {
+    refill_ = &target;
+    inputs_ = std::move(inputs);
+  }
+  IoError changed_between_reads(const std::string& what) const {
+    return IoError(inputs_, what + " on the second read than on the first: an input changed between the reads, or "
+                                   "cannot be read twice (a pipe); a sharded load under mpirun reads every input twice");
+  }
 
   // Adds a record or returns the reason it is bad (labels that are not numbers, geometry, ...).
   // InputError is thrown only for MissingLabels::error.
@@ -210,13 +224,33 @@ class DatasetBuilder {
 
     models::Molecule m;
     m.atomic_numbers.assign(p.atomic_numbers.begin(), p.atomic_numbers.end());
-    m.positions.resize(p.size());
+    std::vector<double> xyz(3 * p.size());
     for (std::size_t i = 0; i < p.size(); ++i)
-      m.positions[i] = {p.positions(static_cast<Index>(i), 0), p.positions(static_cast<Index>(i), 1),
-                        p.positions(static_cast<Index>(i), 2)};
-    const bool any_charge = std::any_of(p.formal_charges.begin(), p.formal_charges.end(),
-                                        [](int q) { return q != 0; });
-    if (any_charge) m.formal_charges.assign(p.formal_charges.begin(), p.formal_charges.end());
+      for (std::size_t k = 0; k < 3; ++k) xyz[3 * i + k] = p.positions(static_cast<Index>(i), static_cast<Index>(k));
+    const std::uint64_t digest = train::molecule_digest(m.atomic_numbers, xyz, row);
+    const std::size_t position = added_++;
+    const bool keep = !options_.keep_coordinates || options_.keep_coordinates(position);
+    if (refill_) {
+      if (position >= refill_->size())
+        throw changed_between_reads("gave more than " + std::to_string(refill_->size()) + " good molecules");
+      if (digest != refill_->digests[position] || id != refill_->ids[position])
+        throw changed_between_reads("molecule " + std::to_string(position + 1) + " (" + refill_->sources[position] +
+                                    ", id '" + refill_->ids[position] + "') has other content");
+    }
+    Dataset* into = refill_;
+    if (keep) {
+      m.positions.resize(p.size());
+      for (std::size_t i = 0; i < p.size(); ++i) m.positions[i] = {xyz[3 * i], xyz[3 * i + 1], xyz[3 * i + 2]};
+      const bool any_charge = std::any_of(p.formal_charges.begin(), p.formal_charges.end(),
+                                          [](int q) { return q != 0; });
+      if (any_charge) m.formal_charges.assign(p.formal_charges.begin(), p.formal_charges.end());
+      if (into) {
+        into->molecules[position].positions = std::move(m.positions);
+        into->molecules[position].formal_charges = std::move(m.formal_charges);
+      }
+    }
+    if (into) return std::nullopt;
+    digests_.push_back(digest);
     molecules_.push_back(std::move(m));
     ids_.push_back(std::move(id));
     titles_.push_back(p.title);
@@ -250,6 +284,7 @@ class DatasetBuilder {
     d.ids = std::move(ids_);
     d.titles = std::move(titles_);
     d.sources = std::move(sources_);
+    d.digests = std::move(digests_);
     d.missing_per_target = missing_;
     summary.read = d.molecules.size();
     d.summary = std::move(summary);
@@ -283,6 +318,10 @@ class DatasetBuilder {
   std::vector<models::Molecule> molecules_;
   std::vector<std::string> ids_, titles_, sources_;
   std::vector<double> labels_;
+  std::vector<std::uint64_t> digests_;
+  std::size_t added_ = 0;  // good molecules so far
+  Dataset* refill_ = nullptr;
+  std::string inputs_;
 };
 
 std::optional<train::LabelTable> load_csv(const DatasetOptions& options) {
@@ -299,7 +338,7 @@ std::optional<train::LabelTable> load_csv(const DatasetOptions& options) {
 void reject(chem::ReadSummary& summary, const DatasetOptions& options, const std::string& file,
             std::size_t record, const std::string& reason) {
   if (options.policy == chem::ErrorPolicy::fail) throw InputError(file, record, reason);
-  log_warning("skipping ", InputError(file, record, reason).what());
+  if (options.warn_skipped) log_warning("skipping ", InputError(file, record, reason).what());
   summary.skipped.push_back({file, record, reason});
 }
 
@@ -355,6 +394,12 @@ std::vector<models::TargetSpec> Dataset::target_specs() const {
   return out;
 }
 
+std::size_t Dataset::coordinates_held() const noexcept {
+  return static_cast<std::size_t>(std::count_if(molecules.begin(), molecules.end(), [](const models::Molecule& m) {
+    return !m.positions.empty();
+  }));
+}
+
 std::span<const double> Dataset::label_row(std::size_t s) const {
   require(s < size(), "Dataset::label_row: index out of range");
   return {labels.data() + s * num_targets(), num_targets()};
@@ -374,9 +419,10 @@ std::string Dataset::describe() const {
   return out.str();
 }
 
-Dataset load_dataset(const DatasetOptions& options) {
-  if (options.inputs.empty()) throw ConfigError("no input files given");
-  DatasetBuilder builder(options, load_csv(options));
+namespace {
+
+// Reads every record of options.inputs into `builder` (bad records per the error policy).
+chem::ReadSummary read_records(DatasetBuilder& builder, const DatasetOptions& options) {
   chem::ReadSummary summary;
   auto reader = chem::MoleculeReader::open(options.inputs, options.read);
   while (!builder.full()) {
@@ -388,7 +434,7 @@ Dataset load_dataset(const DatasetOptions& options) {
       continue;
     } catch (const IoError& e) {
       if (options.policy == chem::ErrorPolicy::fail) throw;
-      log_warning("skipping ", e.what());
+      if (options.warn_skipped) log_warning("skipping ", e.what());
       summary.skipped.push_back({e.path(), 0, e.what()});
       continue;
     }
@@ -399,7 +445,30 @@ Dataset load_dataset(const DatasetOptions& options) {
     if (options.on_progress) options.on_progress(reader->progress());
   }
   if (options.on_progress) options.on_progress(reader->progress());
+  return summary;
+}
+
+}  // namespace
+
+Dataset load_dataset(const DatasetOptions& options) {
+  if (options.inputs.empty()) throw ConfigError("no input files given");
+  DatasetBuilder builder(options, load_csv(options));
+  chem::ReadSummary summary = read_records(builder, options);
   return finish_or_throw(builder, std::move(summary), join(options.inputs));
+}
+
+void load_coordinates(Dataset& data, DatasetOptions options, std::function<bool(std::size_t)> keep) {
+  if (options.inputs.empty()) throw ConfigError("no input files given");
+  options.keep_coordinates = std::move(keep);
+  options.warn_skipped = false;
+  require(data.digests.size() == data.size(), "load_coordinates: the dataset has no molecule digests");
+  // Only the kept coordinates are stored: the records are checked against `data` as they are read.
+  DatasetBuilder builder(options, load_csv(options));
+  builder.refill(data, join(options.inputs));
+  read_records(builder, options);
+  if (builder.added() != data.size())
+    throw builder.changed_between_reads("gave " + std::to_string(builder.added()) + " good molecules instead of " +
+                                        std::to_string(data.size()));
 }
 
 Dataset dataset_from_point_sets(std::vector<chem::PointSet> points, const DatasetOptions& options) {
@@ -428,6 +497,7 @@ Dataset subset(const Dataset& data, std::span<const std::size_t> indices) {
     d.ids.push_back(data.ids[i]);
     d.titles.push_back(data.titles[i]);
     d.sources.push_back(data.sources[i]);
+    if (i < data.digests.size()) d.digests.push_back(data.digests[i]);
     for (Index t = 0; t < p; ++t) {
       d.labels(static_cast<Index>(k), t) = data.labels(static_cast<Index>(i), t);
       if (std::isnan(data.labels(static_cast<Index>(i), t))) ++d.missing_per_target[static_cast<std::size_t>(t)];

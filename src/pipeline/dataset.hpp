@@ -22,6 +22,7 @@
 #include "models/molecule_model.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <span>
@@ -76,6 +77,14 @@ struct DatasetOptions {
   std::size_t limit = 0;      // read at most this many good molecules (0 = all)
   // Called after every record read (e.g. a ReadProgressBar, dataset_progress.hpp); may be empty.
   std::function<void(const chem::ReadProgress&)> on_progress;
+
+  // Which good molecules keep their coordinates and formal charges, by position in the dataset
+  // (reading order); empty: all. The others keep their atomic numbers, ids, labels and digest only
+  // (the first read of a sharded load under mpirun: see load_coordinates).
+  std::function<bool(std::size_t)> keep_coordinates;
+  // Log a warning for each bad record (off for the second read of a sharded load, whose bad
+  // records the first read reported).
+  bool warn_skipped = true;
 };
 
 struct Dataset {
@@ -85,9 +94,15 @@ struct Dataset {
   Mat<double> labels;                            // S x P, training units, NaN = missing
   std::vector<std::size_t> missing_per_target;   // P: molecules kept with a NaN label
   chem::ReadSummary summary;                     // records read and skipped (with reasons)
+  // S: train::molecule_digest of each molecule's atoms, coordinates and labels, taken when it was
+  // read (also for molecules whose coordinates were not kept).
+  std::vector<std::uint64_t> digests;
 
   std::size_t size() const noexcept { return molecules.size(); }
   std::size_t num_targets() const noexcept { return targets.size(); }
+  // Molecules whose coordinates are in memory (all of them unless keep_coordinates said otherwise
+  // or they were dropped).
+  std::size_t coordinates_held() const noexcept;
   std::vector<std::string> target_names() const;
   std::vector<std::string> target_units() const;
   // The model's target specs (name, training unit, extensive).
@@ -102,6 +117,14 @@ struct Dataset {
 // pooling, IoError for an unreadable input or CSV, InputError for bad records under
 // ErrorPolicy::fail or MissingLabels::error, and InputError("no molecules") when nothing is left.
 Dataset load_dataset(const DatasetOptions& options);
+
+// The second read of a sharded load. `data` came from load_dataset(options) with
+// keep_coordinates selecting none or some molecules; this reads options.inputs again and puts
+// the coordinates and formal charges of the molecules `keep` selects (by position in `data`) into
+// `data`, holding no others. The inputs must give the same good molecules again, digest for digest:
+// otherwise (a file changed between the reads, or an input that cannot be read twice such as a
+// pipe) it throws IoError naming the inputs and the first molecule that differs.
+void load_coordinates(Dataset& data, DatasetOptions options, std::function<bool(std::size_t)> keep);
 
 // Builds a dataset from point sets already in memory (same label rules; `where` names the
 // collection in messages). Bad point sets follow options.policy.

@@ -217,6 +217,34 @@ void append_attention_csv(const fs::path& path, std::int64_t epoch, const attn::
   train::write_file_atomic(path, text);
 }
 
+// The atomic numbers of the molecules at `indices` as a batch without coordinates: all that
+// fit_normalisation reads, available on every rank of a sharded load.
+models::MoleculeBatch composition_batch(const Dataset& data, std::span<const std::size_t> indices) {
+  models::MoleculeBatch b;
+  std::vector<Index> sizes;
+  for (std::size_t i : indices) {
+    const auto& z = data.molecules[i].atomic_numbers;
+    sizes.push_back(static_cast<Index>(z.size()));
+    b.atomic_numbers.insert(b.atomic_numbers.end(), z.begin(), z.end());
+  }
+  b.index = RaggedIndex::from_sizes(sizes);
+  return b;
+}
+
+// The data checksum of runs started before the per-molecule form (train::DataFingerprint), for
+// resuming them; needs the coordinates of every training molecule.
+std::string legacy_data_fingerprint(const Dataset& data, std::span<const std::size_t> train_indices) {
+  train::DataFingerprint fingerprint;
+  for (std::size_t i : train_indices) {
+    const auto& m = data.molecules[i];
+    std::vector<int> z(m.atomic_numbers.begin(), m.atomic_numbers.end());
+    std::vector<double> xyz;
+    for (const auto& r : m.positions) xyz.insert(xyz.end(), r.begin(), r.end());
+    fingerprint.add_molecule(z, std::span<const double>(xyz), data.label_row(i));
+  }
+  return fingerprint.hex();
+}
+
 template <class T>
 std::vector<T> to_vector(std::span<const T> s) {
   return {s.begin(), s.end()};
@@ -595,10 +623,16 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     if (progress) *progress << line << '\n' << std::flush;
   };
 
-  // 1. Data and split.
+  // 1. Data and split. On several ranks the load is sharded (train_distributed.hpp): the first read
+  // keeps no coordinates, the second keeps this rank's molecules' only.
+  const bool sharded = ranks > 1;
+  if (sharded && std::find(cfg.data.inputs.begin(), cfg.data.inputs.end(), "-") != cfg.data.inputs.end())
+    throw ConfigError("standard input ('-') cannot be read under mpirun with several ranks: every rank reads the "
+                      "inputs twice (once for the split, once for its own molecules' coordinates); give a file");
   ReadProgressBar reading({progress, output.terminal}, "reading", cfg.data.limit);
   DatasetOptions data_options = cfg.data;
   data_options.on_progress = reading.callback();
+  if (sharded) data_options.keep_coordinates = [](std::size_t) { return false; };
   Dataset data = load_dataset(data_options);
   reading.finish();
   say(data.describe());
@@ -625,25 +659,42 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   }
   say("split: " + std::to_string(split.train.size()) + " train, " + std::to_string(split.validation.size()) +
       " validation, " + std::to_string(split.test.size()) + " test molecules");
+  // Which rank holds which molecule's coordinates (train_distributed.hpp); one rank holds all.
+  const std::vector<int> shard_owners = distributed::molecule_owners(data.size(), split.train, split.validation,
+                                                                     split.test, cfg.eval_batch_size, ranks);
+  if (sharded) {
+    ReadProgressBar second({progress, output.terminal}, "reading this rank's coordinates", cfg.data.limit);
+    DatasetOptions again = cfg.data;
+    again.on_progress = second.callback();
+    const int rank = world.rank();
+    load_coordinates(data, again, [&](std::size_t s) { return shard_owners[s] == rank; });
+    second.finish();
+  }
+  if (ranks > 1) {
+    // Reported by rank 0 for all ranks: the coordinates each rank held after loading.
+    comm::ByteWriter mine;
+    mine.put<std::uint64_t>(data.coordinates_held());
+    const auto held = world.allgather(mine.bytes());
+    std::string line = "coordinates held after loading, per rank:";
+    for (int r = 0; r < ranks; ++r) {
+      comm::ByteReader in(held[static_cast<std::size_t>(r)]);
+      line += (r ? ", " : " ") + std::to_string(in.get<std::uint64_t>());
+    }
+    say(line + " of " + std::to_string(data.size()) + " molecules");
+  }
 
   // 2. Model and normalisation (fitted on the training subset only).
   models::ModelConfig mc = cfg.model;
   mc.targets = data.target_specs();
   mc.seed = cfg.seed;
   models::MoleculeModel<float> model(mc);
-  {
-    const Batch train_all = make_batch(data, split.train);
-    model.set_normalisation(models::fit_normalisation(mc, train_all.molecules, train_all.labels, cfg.fit_reference));
-  }
-  train::DataFingerprint fingerprint;
-  for (std::size_t i : split.train) {
-    const auto& m = data.molecules[i];
-    std::vector<int> z(m.atomic_numbers.begin(), m.atomic_numbers.end());
-    std::vector<double> xyz;
-    for (const auto& r : m.positions) xyz.insert(xyz.end(), r.begin(), r.end());
-    fingerprint.add_molecule(z, std::span<const double>(xyz), data.label_row(i));
-  }
-  const std::string checksum = fingerprint.hex();
+  model.set_normalisation(
+      models::fit_normalisation(mc, composition_batch(data, split.train), labels_at(data, split.train), cfg.fit_reference));
+  // From the per-molecule digests taken while reading, so ranks that hold different molecules'
+  // coordinates agree, for any number of ranks.
+  std::vector<std::uint64_t> train_digests;
+  for (std::size_t i : split.train) train_digests.push_back(data.digests[i]);
+  const std::string checksum = train::training_data_checksum(train_digests);
   const std::string config_fingerprint = resume_fingerprint(cfg.resolved_ini);
 
   // 3. Optimiser, schedule, averaging.
@@ -687,9 +738,23 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
                         fingerprint_difference(config_fingerprint, ck.text("config")) +
                         "; only --threads may change); resume with 'flt train --resume --out " + dir.string() +
                         "' alone to use the run's config.ini");
-    if (ck.text("data_checksum") != checksum)
+    const std::string run_checksum = ck.text("data_checksum");
+    if (!run_checksum.starts_with(train::kTrainingDataChecksumPrefix)) {
+      // A run of an flt that wrote the whole-set fingerprint: it needs every training coordinate.
+      if (sharded)
+        throw ConfigError(dir.string() + ": the run was started by an earlier flt, whose data checksum (" + run_checksum +
+                          ") needs every training molecule's coordinates on one rank; resume it once without mpirun "
+                          "(or with -np 1), then on any number of ranks");
+      const std::string legacy = legacy_data_fingerprint(data, split.train);
+      if (legacy != run_checksum)
+        throw ConfigError(dir.string() + ": --resume with different training data (checksum " + legacy + ", run " +
+                          run_checksum + ")");
+      say("note: the run's data checksum is of the earlier kind; the data match, and the checkpoints from now on carry " +
+          checksum);
+    } else if (run_checksum != checksum) {
       throw ConfigError(dir.string() + ": --resume with different training data (checksum " + checksum + ", run " +
-                        ck.text("data_checksum") + ")");
+                        run_checksum + ")");
+    }
     ck.get_array<float>("params", store.values());
     AdamWState<float> as;
     as.step = ck.integer("adam_step");
@@ -761,13 +826,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.dataset_summary = data.describe();
   result.skipped_records = data.summary.skipped.size();
 
-  // Data-parallel set-up: which rank keeps which molecule (the others' coordinates are freed).
+  // Data-parallel set-up (each rank already holds only its own molecules' coordinates).
   std::vector<int> owners;
   std::optional<distributed::DataParallelGradient> parallel;
   if (chunk > 0) {
-    owners = distributed::molecule_owners(data.size(), split.train, split.validation, split.test, cfg.eval_batch_size,
-                                          ranks);
-    if (ranks > 1) distributed::drop_foreign_molecules(data, owners, world.rank());
+    owners = shard_owners;
     parallel.emplace(world, chunk, cfg.loss);
     const std::size_t chunks_per_batch = (cfg.batch_size + chunk - 1) / chunk;
     say("data-parallel: " + std::to_string(ranks) + " rank" + (ranks > 1 ? "s" : "") + " (" + world.description() +

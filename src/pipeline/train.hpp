@@ -27,7 +27,8 @@
 // identical (the model's kernels use fixed-order reductions; every random draw comes from the
 // seed). With gradient_chunk > 0 (always under mpirun) the same holds for any number of MPI ranks:
 // the gradient is an exact fixed-point sum over rank-independent chunks (train_distributed.hpp);
-// rank 0 writes every file, every rank reads the inputs and, on --resume, the same checkpoint.
+// rank 0 writes every file, every rank reads the inputs (on several ranks twice: the second read
+// keeps only the rank's own molecules' coordinates) and, on --resume, the same checkpoint.
 // --resume restarts from checkpoint-last.flt (parameters, AdamW moments, EMA, plateau and
 // early-stopping state, best metric, step and epoch) and reaches the same final model, bit for bit,
 // as a run that was never interrupted; only the thread count may differ from the original run
@@ -119,7 +120,7 @@ struct TrainResult {
   bool stopped_by_hook = false;              // stop_after_epoch
   bool split_only = false;                   // TrainConfig::split_only: nothing was trained
   double seconds = 0;                        // training wall time (all sessions of the run)
-  std::string data_checksum;                 // fnv1a64 of the training subset
+  std::string data_checksum;                 // of the training subset (train::training_data_checksum)
   std::string dataset_summary;               // Dataset::describe()
   std::size_t skipped_records = 0;           // bad input records skipped while reading
   // Data-parallel numbers of this session (gradient_chunk 0: the plain serial engine).

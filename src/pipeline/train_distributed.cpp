@@ -97,15 +97,6 @@ std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::
   return owners;
 }
 
-void drop_foreign_molecules(Dataset& data, std::span<const int> owners, int rank) {
-  for (std::size_t i = 0; i < data.molecules.size(); ++i)
-    if (owners[i] != rank) {
-      // The atomic numbers stay (compositions for the parity plots' references; 4 bytes an atom).
-      data.molecules[i].positions = {};
-      data.molecules[i].formal_charges = {};
-    }
-}
-
 DataParallelGradient::DataParallelGradient(comm::Communicator& world, std::size_t chunk, RegressionLoss loss)
     : world_(world), chunk_(chunk), loss_(loss) {
   require(chunk_ >= 1, "DataParallelGradient: the chunk size must be at least 1");

@@ -15,13 +15,17 @@
 // 2^-(62-bits(K)) of the largest gradient entry per chunk (about 1e-17 relative for K < 64), far
 // below the float rounding of the chunk gradients themselves.
 //
-// Data. Every rank parses all records (the split needs the count and ids of all good molecules;
-// the normalisation and the data checksum read every training molecule); then each rank keeps
-// the coordinates of the molecules it owns only: training molecule at position k of the split on
-// rank k mod P, validation and test molecules by evaluation batch (batch b on rank b mod P). The
-// molecules of a step's chunks that live on other ranks arrive by one gather of the batch's
-// owned molecules per step (a few kB). Labels, ids, titles and atomic numbers (O(S) small values)
-// stay on every rank.
+// Data. The load is sharded: the first read of the inputs keeps, for every good molecule, what
+// the split, the normalisation and the data checksum need (id, title, source, labels, atomic
+// numbers and a 64-bit digest of the record's atoms, coordinates and labels) and no coordinates;
+// the split then fixes the owners (training molecule at position k of the split on rank k mod P,
+// validation and test molecules by evaluation batch: batch b on rank b mod P), and a second read
+// keeps the coordinates of the rank's own molecules only, checking every digest against the first
+// (load_coordinates in dataset.hpp). So no rank ever holds the coordinates of the whole dataset;
+// the O(S) small values above (about a hundred bytes a molecule) stay on every rank. The data
+// checksum is combined from the digests in split order (train/data_checksum.hpp), identical on
+// every rank and for every P. The molecules of a step's chunks that live on other ranks arrive by
+// one gather of the batch's owned molecules per step (a few kB).
 #pragma once
 
 #include "comm/communicator.hpp"
@@ -56,9 +60,6 @@ void from_fixed_point(std::span<const std::int64_t> sums, int s, std::span<float
 std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::size_t> train,
                                  std::span<const std::size_t> validation, std::span<const std::size_t> test,
                                  std::size_t eval_batch_size, int ranks);
-// Frees the coordinates and charges of the molecules this rank does not own (ranks > 1); their
-// atomic numbers stay.
-void drop_foreign_molecules(Dataset& data, std::span<const int> owners, int rank);
 
 // One optimiser step's gradient of a global batch, as described above.
 class DataParallelGradient {

@@ -35,6 +35,19 @@ std::uint64_t DataFingerprint::digest() const noexcept {
   return h.digest();
 }
 
+std::uint64_t molecule_digest(std::span<const int> z, std::span<const double> xyz, std::span<const double> labels) {
+  Fnv1a64 h;
+  add(h, z, xyz, labels);
+  return h.digest();
+}
+
+std::string training_data_checksum(std::span<const std::uint64_t> molecule_digests) {
+  Fnv1a64 h;
+  h.update_u64(molecule_digests.size());
+  for (const std::uint64_t d : molecule_digests) h.update_u64(d);
+  return std::string(kTrainingDataChecksumPrefix) + hex64(h.digest());
+}
+
 std::string DataFingerprint::hex() const { return "fnv1a64:" + hex64(digest()); }
 
 }  // namespace flt::train

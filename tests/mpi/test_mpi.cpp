@@ -4,6 +4,7 @@
 // prediction must write the same output, record for record.
 #include "../common/scratch_dir.hpp"
 
+#include "train/checkpoint.hpp"
 #include "train/csv.hpp"
 
 #include <catch2/catch.hpp>
@@ -89,6 +90,11 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
   CHECK_THAT(r2.out, Catch::Contains("data-parallel: 2 ranks (MPI"));
   CHECK_THAT(r2.out, Catch::Contains("per step: all-reduce"));
   CHECK(r2.out.find("run directory:") == r2.out.rfind("run directory:"));
+  // Each rank held the coordinates of its own molecules only, never the whole set: 80 training
+  // molecules each, and the evaluation batches of 16 of validation and test (rank 0: 16 + 8 of
+  // each, rank 1: 16 of each).
+  CHECK_THAT(r2.err, Catch::Contains("coordinates held after loading, per rank: 128, 112 of 240 molecules"));
+  CHECK_THAT(r1.err, !Catch::Contains("coordinates held after loading"));
 
   const std::string model = slurp(serial / "model.flt");
   REQUIRE(!model.empty());
@@ -110,6 +116,20 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
     INFO(b.err);
     REQUIRE(b.status == 0);
     CHECK(slurp(resumed / "model.flt") == model);
+  }
+  SECTION("a run with the earlier whole-set data checksum is not resumed on 2 ranks, which cannot compute it") {
+    const fs::path earlier = dir / "earlier";
+    const RunResult a = run_flt(0, tiny_args() + " --stop-after-epoch 1 --out " + quoted(earlier), dir.path());
+    INFO(a.err);
+    REQUIRE(a.status == 0);
+    flt::train::Checkpoint ck = flt::train::read_checkpoint(earlier / "checkpoint-last.flt");
+    REQUIRE_THAT(ck.text("data_checksum"), Catch::StartsWith("fnv1a64-mol:"));
+    ck.set_text("data_checksum", "fnv1a64:0123456789abcdef");
+    flt::train::write_checkpoint(earlier / "checkpoint-last.flt", ck);
+    const RunResult b = run_flt(2, "train --resume --out " + quoted(earlier), dir.path());
+    CHECK(b.status != 0);
+    CHECK(b.status != 124);
+    CHECK_THAT(b.err, Catch::Contains("resume it once without mpirun"));
   }
   SECTION("stopped after epoch 2 on 1 rank, resumed on 2 ranks: the same model") {
     const fs::path resumed = dir / "resumed2";
@@ -195,6 +215,14 @@ TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job
     CHECK(r.status != 124);  // ended, not killed by the guard
     CHECK_THAT(r.err, Catch::Contains("rank 1 of 2: error"));
     CHECK_THAT(r.err, Catch::Contains("missing.xyz"));
+  }
+  SECTION("training from standard input is refused on several ranks (it cannot be read twice)") {
+    const std::string input = std::string(FLT_SOURCE_DIR) + "/tests/data/qm9/qm9_first20_schnetpack.xyz";
+    const RunResult r = run_flt(2, "train -" + common + " --out " + quoted(dir / "run3") + " < '" + input + "'",
+                                dir.path());
+    CHECK(r.status != 0);
+    CHECK(r.status != 124);
+    CHECK_THAT(r.err, Catch::Contains("standard input ('-') cannot be read under mpirun with several ranks"));
   }
   SECTION("commands other than train and predict refuse to run as several copies") {
     const RunResult r = run_flt(2, "info '" + std::string(FLT_SOURCE_DIR) + "/models/default.flt'", dir.path());

@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
+#include <sstream>
 
 using namespace flt;
 using namespace flt::pipeline;
@@ -227,6 +229,81 @@ TEST_CASE("subsets and ragged mini-batches", "[dataset]") {
   CHECK(s.ids[0] == d.ids[7]);
   CHECK(s.labels(4, 0) == d.labels(4, 0));
   CHECK_THROWS_AS(batch_indices(order, 0), InvalidArgument);
+}
+
+TEST_CASE("sharded load: the first read keeps no coordinates, the second only the selected ones", "[dataset][shard]") {
+  ScratchDir dir("dataset-shard");
+  // The first 40 QM9 molecules with a bad record among them (atoms on top of each other).
+  DatasetOptions full_options;
+  full_options.inputs = {qm9_subset()};
+  full_options.targets = {"U0", "gap"};
+  full_options.limit = 40;
+  const Dataset full = load_dataset(full_options);
+  REQUIRE(full.size() == 40);
+  REQUIRE(full.coordinates_held() == 40);
+  const std::map<int, const char*> symbols{{1, "H"}, {6, "C"}, {7, "N"}, {8, "O"}, {9, "F"}};
+  std::ostringstream written;
+  for (std::size_t s = 0; s < full.size(); ++s) {
+    if (s == 11) written << "2\nbad\nC 0 0 0\nC 0 0 0\n";
+    const auto& m = full.molecules[s];
+    written << m.atomic_numbers.size() << "\nProperties=species:S:1:pos:R:3 energy="
+            << full.labels(static_cast<Index>(s), 0) << " title=m" << s << "\n";
+    for (std::size_t i = 0; i < m.atomic_numbers.size(); ++i) {
+      written << symbols.at(m.atomic_numbers[i]);
+      for (double c : m.positions[i]) written << ' ' << c;
+      written << '\n';
+    }
+  }
+  const std::string text = written.str();
+  const auto path = dir.path() / "shard.xyz";
+  write_text(path, text);
+  DatasetOptions o;
+  o.inputs = {path.string()};
+  o.targets = {"energy"};
+  o.source_units = {{"energy", "eV"}};
+  const Dataset whole = load_dataset(o);
+  REQUIRE(whole.size() == 40);
+  REQUIRE(whole.summary.skipped.size() == 1);
+
+  o.keep_coordinates = [](std::size_t) { return false; };
+  Dataset first = load_dataset(o);
+  CHECK(first.size() == 40);
+  CHECK(first.coordinates_held() == 0);
+  CHECK(first.digests == whole.digests);  // taken from the coordinates before they were dropped
+  CHECK(first.ids == whole.ids);
+  CHECK(first.molecules[5].atomic_numbers == whole.molecules[5].atomic_numbers);
+  CHECK(first.summary.skipped.size() == 1);
+
+  // The molecules of "rank 1 of 3".
+  const auto mine = [](std::size_t s) { return s % 3 == 1; };
+  DatasetOptions again = o;
+  again.keep_coordinates = nullptr;
+  load_coordinates(first, again, mine);
+  CHECK(first.coordinates_held() == 13);
+  for (std::size_t s = 0; s < first.size(); ++s) {
+    INFO(s);
+    if (mine(s)) CHECK(first.molecules[s].positions == whole.molecules[s].positions);
+    else CHECK(first.molecules[s].positions.empty());
+  }
+
+  SECTION("an input that changed between the reads is an error naming the molecule") {
+    Dataset other = load_dataset(o);
+    std::string changed = text;
+    const auto at = changed.find("title=m7");
+    REQUIRE(at != std::string::npos);
+    changed[changed.find('\n', at) + 3] = '9';  // a digit of molecule m7's first coordinate
+    write_text(path, changed);
+    try {
+      load_coordinates(other, again, mine);
+      FAIL("no error");
+    } catch (const IoError& e) {
+      CHECK_THAT(e.what(), Catch::Contains("molecule 8"));
+      CHECK_THAT(e.what(), Catch::Contains("'m7'"));
+      CHECK_THAT(e.what(), Catch::Contains("second read"));
+    }
+    write_text(path, text.substr(0, text.find("title=m30")));
+    CHECK_THROWS_AS(load_coordinates(other, again, mine), IoError);
+  }
 }
 
 TEST_CASE("The QM9 reader's property units are the training unit table's, property by property",

@@ -7,7 +7,9 @@
 
 #include "pipeline/dataset.hpp"
 #include "models/model_io.hpp"
+#include "train/checkpoint.hpp"
 #include "train/csv.hpp"
+#include "train/data_checksum.hpp"
 #include "train/metrics.hpp"
 #include "train/split.hpp"
 
@@ -120,7 +122,7 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
   CHECK(loaded_model->config().targets[0].extensive);
   CHECK_FALSE(loaded_model->config().targets[1].extensive);
   CHECK(loaded_metadata.at("training.seed") == "7");
-  CHECK_THAT(loaded_metadata.at("training.data_checksum"), Catch::StartsWith("fnv1a64:"));
+  CHECK_THAT(loaded_metadata.at("training.data_checksum"), Catch::StartsWith("fnv1a64-mol:"));
   CHECK(loaded_metadata.count("training.code_version") == 1);
   const train::CsvTable preds = train::read_csv(run1 / "test_predictions.csv");
   REQUIRE(preds.rows.size() == 50);
@@ -168,6 +170,36 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
     const auto curve3 = train::LearningCurve::read(run3 / "learning_curve.csv", {{"U0", "eV"}, {"gap", "eV"}});
     REQUIRE(curve3.records().size() == 3);
     CHECK(curve3.records()[2].train_loss == curve.records()[2].train_loss);
+  }
+  SECTION("a run whose checkpoint has the earlier data checksum resumes after the data are checked against it") {
+    const fs::path run7 = dir / "run7";
+    const auto r7 = run_flt("train " + tiny_args() + " --out '" + run7.string() + "' --stop-after-epoch 1", dir.path());
+    INFO(r7.err);
+    REQUIRE(r7.status == 0);
+    // The whole-set fingerprint of the training molecules (split order), as earlier runs wrote it.
+    CHECK(slurp(run7 / "split.csv") == slurp(run1 / "split.csv"));
+    train::DataFingerprint legacy;
+    for (std::size_t i : split.train) {
+      std::vector<double> xyz;
+      for (const auto& r : ds.molecules[i].positions) xyz.insert(xyz.end(), r.begin(), r.end());
+      legacy.add_molecule(ds.molecules[i].atomic_numbers, xyz, ds.label_row(i));
+    }
+    const auto set_checksum = [&](const std::string& value) {
+      train::Checkpoint ck = train::read_checkpoint(run7 / "checkpoint-last.flt");
+      REQUIRE_THAT(ck.text("data_checksum"), Catch::StartsWith("fnv1a64"));
+      ck.set_text("data_checksum", value);
+      train::write_checkpoint(run7 / "checkpoint-last.flt", ck);
+    };
+    set_checksum("fnv1a64:0123456789abcdef");
+    const auto wrong = run_flt("train --resume --out '" + run7.string() + "'", dir.path());
+    CHECK(wrong.status != 0);
+    CHECK_THAT(wrong.err, Catch::Contains("different training data"));
+    set_checksum(legacy.hex());
+    const auto resumed = run_flt("train --resume --out '" + run7.string() + "'", dir.path());
+    INFO(resumed.err);
+    REQUIRE(resumed.status == 0);
+    CHECK_THAT(resumed.err, Catch::Contains("the run's data checksum is of the earlier kind; the data match"));
+    CHECK(slurp(run7 / "model.flt") == slurp(run1 / "model.flt"));
   }
   SECTION("the original command line with --resume added resumes like --resume --out alone") {
     const fs::path run5 = dir / "run5";

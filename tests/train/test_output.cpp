@@ -153,6 +153,42 @@ TEST_CASE("data fingerprint depends on every coordinate, label and the order", "
   CHECK_THROWS_AS(a.add_molecule(z, std::vector<double>{0, 0}, labels), flt::InvalidArgument);
 }
 
+TEST_CASE("training data checksum: per-molecule digests combined in order", "[train][checksum]") {
+  const std::vector<int> z = {6, 1, 1, 1, 1};
+  const std::vector<double> xyz = {0, 0, 0, 0.63, 0.63, 0.63, -0.63, -0.63, 0.63, -0.63, 0.63, -0.63, 0.63, -0.63, -0.63};
+  const std::vector<double> labels = {-40.47, 0.5};
+  const std::uint64_t methane = molecule_digest(z, xyz, labels);
+  const std::uint64_t oxygen = molecule_digest(std::vector<int>{8}, std::vector<double>{0, 0, 0}, labels);
+  // A molecule's digest is the earlier fingerprint's hash of that molecule alone (the same encoding).
+  DataFingerprint alone;
+  alone.add_molecule(z, xyz, labels);
+  Fnv1a64 expected;
+  expected.update_u64(z.size());
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    expected.update_i64(z[i]);
+    for (std::size_t k = 0; k < 3; ++k) expected.update_f64(xyz[3 * i + k]);
+  }
+  expected.update_u64(labels.size());
+  for (double v : labels) expected.update_f64(v);
+  CHECK(methane == expected.digest());
+  // The checksum: FNV-1a of the count and the digests, with its own prefix.
+  const std::vector<std::uint64_t> both{methane, oxygen};
+  Fnv1a64 combined;
+  combined.update_u64(2);
+  combined.update_u64(methane);
+  combined.update_u64(oxygen);
+  CHECK(training_data_checksum(both) == "fnv1a64-mol:" + combined.hex());
+  // Any change is seen: a coordinate, a label, the order, a molecule more.
+  auto moved = xyz;
+  moved[7] = std::nextafter(moved[7], 1.0);
+  CHECK(molecule_digest(z, moved, labels) != methane);
+  CHECK(molecule_digest(z, xyz, std::vector<double>{-40.47, 0.50000001}) != methane);
+  CHECK(training_data_checksum(std::vector<std::uint64_t>{oxygen, methane}) != training_data_checksum(both));
+  CHECK(training_data_checksum(std::vector<std::uint64_t>{methane, oxygen, oxygen}) != training_data_checksum(both));
+  CHECK(training_data_checksum(std::vector<std::uint64_t>{}) != training_data_checksum(both));
+  CHECK_THROWS_AS(molecule_digest(z, std::vector<double>{0, 0}, labels), flt::InvalidArgument);
+}
+
 TEST_CASE("progress: plain lines for bytes and unknown totals, no repeated final line, run ETA", "[train][progress]") {
   double now = 0;
   auto clock = [&] { return now; };
