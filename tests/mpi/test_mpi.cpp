@@ -186,6 +186,16 @@ TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for rec
   CHECK(slurp(two) == slurp(one));
   // rank 0 alone reports.
   CHECK(b.err.find("flt predict: predicted") == b.err.rfind("flt predict: predicted"));
+  // Per-atom contributions travel with the other ranks' results.
+  const fs::path per_atom_one = dir / "per-atom-one.xyz", per_atom_two = dir / "per-atom-two.xyz";
+  const RunResult c = run_flt(0, "predict " + quoted(input) + " --batch-size 32 --per-atom -o " + quoted(per_atom_one), dir.path());
+  const RunResult d = run_flt(2, "predict " + quoted(input) + " --batch-size 32 --per-atom -o " + quoted(per_atom_two), dir.path());
+  INFO(c.err);
+  INFO(d.err);
+  REQUIRE(c.status == 3);
+  REQUIRE(d.status == 3);
+  CHECK_THAT(slurp(per_atom_one), Catch::Contains("flt_U0_contribution:R:1"));
+  CHECK(slurp(per_atom_two) == slurp(per_atom_one));
 }
 
 TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job, naming the rank",
