@@ -1110,10 +1110,11 @@ std::string format_summary(const TrainResult& r) {
   if (r.session_steps > 0) {
     const double steps = static_cast<double>(r.session_steps);
     out << "throughput: " << format_number(static_cast<double>(r.session_molecules) / r.session_train_seconds, 4)
-        << " molecules/s (" << r.session_steps << " steps this session, at most " << r.largest_step_atoms
-        << " atoms in one pass";
+        << " molecules/s (" << r.session_steps << " step" << (r.session_steps == 1 ? "" : "s")
+        << " this session, at most " << r.largest_step_atoms << " atoms in one pass";
     if (r.session_batches_over_budget > 0)
-      out << "; " << r.session_batches_over_budget << " steps of one molecule above --batch-atoms";
+      out << "; " << r.session_batches_over_budget << " step" << (r.session_batches_over_budget == 1 ? "" : "s")
+          << " of one molecule above --batch-atoms";
     out << ")";
     if (r.gradient_chunk > 0)
       out << "; data-parallel: " << r.ranks << " rank" << (r.ranks > 1 ? "s" : "") << " (" << r.communicator
