@@ -68,8 +68,20 @@ class Model::Impl {
   }
 
   Prediction to_public(pipeline::MoleculePrediction&& p,
-                       std::optional<std::size_t> forces_target = {}) const {
+                       std::optional<std::size_t> forces_target = {}, bool per_atom = false) const {
     Prediction out;
+    if (per_atom) {
+      // Columns of intensive targets (NaN in the pipeline) become empty lists.
+      const auto columns = [&](const Mat<double>& c) {
+        std::vector<std::vector<double>> v(targets->size());
+        for (std::size_t t = 0; t < v.size(); ++t)
+          if ((*targets)[t].extensive)
+            for (Index i = 0; i < c.rows(); ++i) v[t].push_back(c(i, static_cast<Index>(t)));
+        return v;
+      };
+      out.contributions = columns(p.contributions);
+      out.contributions_stddev = columns(p.contributions_stddev);
+    }
     out.values = std::move(p.mean);
     out.stddev = std::move(p.stddev);
     out.targets = targets;
@@ -92,6 +104,13 @@ class Model::Impl {
   std::optional<std::size_t> forces_target(bool forces, const std::string& name) const {
     if (!forces) return std::nullopt;
     return predictor.forces_target(name);
+  }
+
+  // Checks that per-atom contributions can be given (InvalidArgument when the model has no
+  // extensive target) and passes the flag on.
+  bool per_atom(bool wanted) const {
+    if (wanted) predictor.contribution_targets();
+    return wanted;
   }
 
   pipeline::Predictor predictor;
@@ -283,17 +302,18 @@ std::vector<Result> Model::predict(std::span<const Molecule> molecules,
   if (options.threads < 0) throw InvalidArgument("flt::PredictOptions: threads must be >= 0");
   const int threads = options.threads > 0 ? options.threads : threads_;
   const auto forces_target = impl_->forces_target(options.forces, options.forces_target);
+  const bool per_atom = impl_->per_atom(options.per_atom);
   std::vector<Result> out(molecules.size());
   std::vector<models::Molecule> batch;
   std::vector<std::size_t> where;  // position in `molecules` of each batch entry
   auto flush = [&] {
     if (batch.empty()) return;
     auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(batch), threads,
-                                                  forces_target);
+                                                  forces_target, per_atom);
     for (std::size_t k = 0; k < results.size(); ++k) {
       Result& r = out[where[k]];
       if (results[k].ok()) {
-        r.prediction = impl_->to_public(std::move(*results[k].prediction), forces_target);
+        r.prediction = impl_->to_public(std::move(*results[k].prediction), forces_target, per_atom);
       } else {
         r.error = "molecule " + std::to_string(where[k]) + titled(molecules[where[k]].title) +
                   ": " + results[k].error;
@@ -332,6 +352,7 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
   read.keep_molecule = false;  // only coordinates are needed here
   const int threads = options.threads > 0 ? options.threads : threads_;
   const auto forces_target = impl_->forces_target(options.forces, options.forces_target);
+  const bool per_atom = impl_->per_atom(options.per_atom);
 
   // Records wait here, in input order, until their batch is predicted; failed records are queued
   // too so that the sink sees every record in order.
@@ -351,10 +372,11 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
   auto flush = [&] {
     if (!batch.empty()) {
       auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(batch), threads,
-                                                    forces_target);
+                                                    forces_target, per_atom);
       for (std::size_t k = 0; k < results.size(); ++k) {
         if (results[k].ok())
-          slots[k]->prediction = impl_->to_public(std::move(*results[k].prediction), forces_target);
+          slots[k]->prediction =
+              impl_->to_public(std::move(*results[k].prediction), forces_target, per_atom);
         else slots[k]->error = results[k].error;
       }
       batch.clear();

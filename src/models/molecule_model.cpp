@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <set>
 
@@ -656,15 +657,36 @@ Mat<double> MoleculeModel<T>::normalise_labels(const MoleculeBatch& batch, const
 }
 
 template <class T>
-Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch) {
+Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
+                                                 const ModelCache<T>& cache) const {
+  const Index N = batch.num_atoms(), P = config_.num_targets();
+  require(cache.y.rows() == N && cache.y.cols() == P,
+          "atom_contributions: the cache is not of a forward pass over this batch");
+  Mat<double> c(N, P);
+  for (Index t = 0; t < P; ++t) {
+    const auto ts = static_cast<std::size_t>(t);
+    if (!config_.targets[ts].extensive) {
+      c.col(t).setConstant(std::numeric_limits<double>::quiet_NaN());
+      continue;
+    }
+    for (Index i = 0; i < N; ++i)
+      c(i, t) = norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]) + norm_.mean[ts] +
+                norm_.scale[ts] * static_cast<double>(cache.y(i, t));
+  }
+  return c;
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch, Mat<double>* contributions) {
   ModelCache<T> cache;
   const Mat<T> out = forward(batch, cache);
+  if (contributions != nullptr) *contributions = atom_contributions(batch, cache);
   return denormalise(batch, out.template cast<double>());
 }
 
 template <class T>
 Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, Index target,
-                                                  Mat<double>& forces) {
+                                                  Mat<double>& forces, Mat<double>* contributions) {
   const Index S = batch.num_molecules(), P = config_.num_targets();
   require(target >= 0 && target < P, "predict_with_forces: target index out of range");
   const TargetSpec& spec = config_.targets[static_cast<std::size_t>(target)];
@@ -678,6 +700,7 @@ Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, In
   Mat<T> dcoords;
   backward(batch, cache, dout, &dcoords);
   forces = dcoords.template cast<double>() * -norm_.scale[static_cast<std::size_t>(target)];
+  if (contributions != nullptr) *contributions = atom_contributions(batch, cache);
   return denormalise(batch, out.template cast<double>());
 }
 

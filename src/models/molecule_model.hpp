@@ -285,14 +285,24 @@ class MoleculeModel {
   void backward(const MoleculeBatch& batch, const ModelCache<T>& cache, ConstMatRef<T> dout,
                 Mat<T>* dcoords = nullptr);
 
-  // Physical-unit predictions (S x P) with the normalisation applied.
-  Mat<double> predict(const MoleculeBatch& batch);
+  // Physical-unit predictions (S x P) with the normalisation applied. With `contributions`, also
+  // each atom's share of each extensive target (N x P, see atom_contributions).
+  Mat<double> predict(const MoleculeBatch& batch, Mat<double>* contributions = nullptr);
   // The same predictions, and the forces of the extensive target `target` (an energy):
   // F_i = -dE/dr_i (N x 3, in the target's unit per Angstrom), by one forward and one backward
   // pass with dE/dout = 1 (E = reference + n mean + scale out, so dE/dr = scale dout/dr). The
   // parameter gradients are overwritten (not for use inside a training step). InvalidArgument
   // for an intensive target (a per-atom mean is not an energy) or an index out of range.
-  Mat<double> predict_with_forces(const MoleculeBatch& batch, Index target, Mat<double>& forces);
+  Mat<double> predict_with_forces(const MoleculeBatch& batch, Index target, Mat<double>& forces,
+                                  Mat<double>* contributions = nullptr);
+  // Per-atom contributions (N x P, physical units) of the extensive targets from the per-atom
+  // outputs y_nt of a forward pass (cache.y):
+  //   c_nt = e_t[Z_n] + m_t + sigma_t y_nt,
+  // so sum_{n in s} c_nt is the prediction of molecule s (to rounding: the pooled sum is taken
+  // in double and rounded to T once). The reference energy of an element goes to the atoms of
+  // that element, the per-atom mean m_t to every atom equally. Columns of intensive targets are
+  // NaN: a per-molecule mean has no additive per-atom decomposition.
+  Mat<double> atom_contributions(const MoleculeBatch& batch, const ModelCache<T>& cache) const;
   // Maps between physical labels (S x P, NaN kept) and normalised units for this batch.
   Mat<double> normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const;
   Mat<double> denormalise(const MoleculeBatch& batch, const Mat<double>& normalised) const;

@@ -532,4 +532,34 @@ std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t>
   return out;
 }
 
+std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t> order,
+                                                    std::size_t max_molecules,
+                                                    std::span<const std::size_t> atom_counts,
+                                                    std::size_t max_atoms) {
+  require(max_molecules >= 1, "batch_indices: batch size must be at least 1");
+  if (max_atoms == 0) return batch_indices(order, max_molecules);
+  std::vector<std::vector<std::size_t>> out;
+  std::vector<std::size_t> current;
+  std::size_t atoms = 0;
+  for (const std::size_t i : order) {
+    require(i < atom_counts.size(), "batch_indices: index without an atom count");
+    const std::size_t n = atom_counts[i];
+    if (!current.empty() && (current.size() >= max_molecules || atoms + n > max_atoms)) {
+      out.push_back(std::move(current));
+      current.clear();
+      atoms = 0;
+    }
+    current.push_back(i);
+    atoms += n;
+  }
+  if (!current.empty()) out.push_back(std::move(current));
+  return out;
+}
+
+std::vector<std::size_t> atom_counts(const Dataset& data) {
+  std::vector<std::size_t> counts(data.size());
+  for (std::size_t i = 0; i < data.size(); ++i) counts[i] = data.molecules[i].atomic_numbers.size();
+  return counts;
+}
+
 }  // namespace flt::pipeline

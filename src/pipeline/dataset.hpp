@@ -148,4 +148,19 @@ Batch make_batch(const Dataset& data, std::span<const std::size_t> indices);
 std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t> order,
                                                     std::size_t batch_size);
 
+// Cuts `order` into consecutive mini-batches under two bounds: at most max_molecules molecules
+// (>= 1) and, when max_atoms > 0, at most max_atoms atoms, where atom_counts[i] is the number of
+// atoms of dataset molecule i. A batch is closed before the molecule that would break either
+// bound, so the order is kept and the cut is a pure function of (order, atom counts, bounds). A
+// molecule of more than max_atoms atoms goes alone in its batch (the only batches above the
+// budget). max_atoms = 0 gives batch_indices(order, max_molecules).
+std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t> order,
+                                                    std::size_t max_molecules,
+                                                    std::span<const std::size_t> atom_counts,
+                                                    std::size_t max_atoms);
+
+// Atoms of each molecule of `data` (what the atom-budget batching reads; the atomic numbers stay
+// on every rank of a data-parallel run, so every rank computes the same counts).
+std::vector<std::size_t> atom_counts(const Dataset& data);
+
 }  // namespace flt::pipeline

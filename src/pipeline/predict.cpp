@@ -143,19 +143,21 @@ std::optional<std::string> LoadedModel::unsupported_reason(const models::Molecul
   return prototype_->unsupported_reason(molecule);
 }
 
-Mat<double> LoadedModel::predict(const models::MoleculeBatch& batch, int threads) const {
+Mat<double> LoadedModel::predict(const models::MoleculeBatch& batch, int threads,
+                                 Mat<double>* contributions) const {
   prototype_->check_batch(batch);  // clear error before borrowing anything
   ScopedThreads scoped(threads);
   Lease model = lease();
-  return model->predict(batch);
+  return model->predict(batch, contributions);
 }
 
 Mat<double> LoadedModel::predict_with_forces(const models::MoleculeBatch& batch, Index target,
-                                             Mat<double>& forces, int threads) const {
+                                             Mat<double>& forces, int threads,
+                                             Mat<double>* contributions) const {
   prototype_->check_batch(batch);
   ScopedThreads scoped(threads);
   Lease model = lease();
-  return model->predict_with_forces(batch, target, forces);
+  return model->predict_with_forces(batch, target, forces, contributions);
 }
 
 std::vector<double> LoadedModel::rpe_function(Index block, Index head,
@@ -257,6 +259,37 @@ std::size_t Predictor::forces_target(const std::string& name) const {
                         (energies.empty() ? "none" : energies));
 }
 
+std::vector<std::size_t> Predictor::contribution_targets(const std::vector<std::string>& names) const {
+  const auto& t = targets();
+  std::string extensive;
+  for (const auto& spec : t)
+    if (spec.extensive) extensive += (extensive.empty() ? "" : ", ") + spec.name;
+  if (extensive.empty()) extensive = "none";
+  std::vector<std::size_t> chosen;
+  if (names.empty()) {
+    for (std::size_t k = 0; k < t.size(); ++k)
+      if (t[k].extensive) chosen.push_back(k);
+    if (chosen.empty())
+      throw InvalidArgument("per-atom contributions: the model has no extensive (sum-pooled) target; "
+                            "its targets are per-molecule means, which do not split into atoms");
+    return chosen;
+  }
+  for (const auto& name : names) {
+    const auto it = std::find_if(t.begin(), t.end(), [&](const auto& spec) { return spec.name == name; });
+    if (it == t.end())
+      throw InvalidArgument("per-atom contributions: the model has no target '" + name +
+                            "'; extensive targets: " + extensive);
+    if (!it->extensive)
+      throw InvalidArgument("per-atom contributions: target '" + name +
+                            "' is intensive (a per-molecule mean), which does not split into atoms; "
+                            "extensive targets: " + extensive);
+    const auto k = static_cast<std::size_t>(it - t.begin());
+    if (std::find(chosen.begin(), chosen.end(), k) == chosen.end()) chosen.push_back(k);
+  }
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
 std::optional<std::string> Predictor::unsupported_reason(const models::Molecule& molecule) const {
   for (const auto& m : members_) {
     auto reason = m->unsupported_reason(molecule);
@@ -271,20 +304,34 @@ std::optional<std::string> Predictor::unsupported_reason(const models::Molecule&
 void Predictor::predict_batch(const models::MoleculeBatch& batch, Mat<double>& mean,
                               Mat<double>& stddev, int threads,
                               std::optional<std::size_t> forces_target, Mat<double>* forces,
-                              Mat<double>* forces_stddev) const {
+                              Mat<double>* forces_stddev, Mat<double>* contributions,
+                              Mat<double>* contributions_stddev) const {
   const Index S = batch.num_molecules();
   const auto P = static_cast<Index>(targets().size());
   const auto M = static_cast<double>(members_.size());
   // Members in order; the mean and the spread are summed in member order (fixed), two passes.
-  std::vector<Mat<double>> y, f;
+  std::vector<Mat<double>> y, f, c;
   y.reserve(members_.size());
   for (const auto& m : members_) {
+    Mat<double>* member_contributions = nullptr;
+    if (contributions != nullptr) member_contributions = &c.emplace_back();
     if (forces_target) {
       f.emplace_back();
-      y.push_back(m->predict_with_forces(batch, static_cast<Index>(*forces_target), f.back(), threads));
+      y.push_back(m->predict_with_forces(batch, static_cast<Index>(*forces_target), f.back(), threads,
+                                         member_contributions));
     } else {
-      y.push_back(m->predict(batch, threads));
+      y.push_back(m->predict(batch, threads, member_contributions));
     }
+  }
+  if (contributions != nullptr) {
+    require(contributions_stddev != nullptr, "predict_batch: no place for the contributions' spread");
+    // Member order, two passes, as for the predictions (NaN columns of intensive targets stay NaN).
+    *contributions = Mat<double>::Zero(batch.num_atoms(), P);
+    for (const auto& cm : c) *contributions += cm;
+    *contributions /= M;
+    *contributions_stddev = Mat<double>::Zero(batch.num_atoms(), P);
+    for (const auto& cm : c) contributions_stddev->array() += (cm - *contributions).array().square();
+    *contributions_stddev = (*contributions_stddev / M).array().sqrt().matrix();
   }
   if (forces_target) {
     require(forces != nullptr && forces_stddev != nullptr, "predict_batch: no place for the forces");
@@ -309,7 +356,8 @@ void Predictor::predict_batch(const models::MoleculeBatch& batch, Mat<double>& m
 
 std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Molecule> molecules,
                                                      int threads,
-                                                     std::optional<std::size_t> forces_target) const {
+                                                     std::optional<std::size_t> forces_target,
+                                                     bool contributions) const {
   std::vector<MoleculeResult> results(molecules.size());
   std::vector<const models::Molecule*> good;
   std::vector<std::size_t> where;
@@ -323,8 +371,9 @@ std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Mol
   }
   if (good.empty()) return results;
   const auto batch = models::MoleculeBatch::from(std::span<const models::Molecule* const>(good));
-  Mat<double> mean, stddev, forces, forces_stddev;
-  predict_batch(batch, mean, stddev, threads, forces_target, &forces, &forces_stddev);
+  Mat<double> mean, stddev, forces, forces_stddev, atom_values, atom_values_stddev;
+  predict_batch(batch, mean, stddev, threads, forces_target, &forces, &forces_stddev,
+                contributions ? &atom_values : nullptr, contributions ? &atom_values_stddev : nullptr);
   const auto P = static_cast<std::size_t>(mean.cols());
   for (std::size_t k = 0; k < good.size(); ++k) {
     MoleculePrediction p;
@@ -338,6 +387,12 @@ std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Mol
       const auto atoms = static_cast<Index>(k);
       p.forces = forces.middleRows(batch.index.begin(atoms), batch.index.size(atoms));
       p.forces_stddev = forces_stddev.middleRows(batch.index.begin(atoms), batch.index.size(atoms));
+    }
+    if (contributions) {
+      const auto atoms = static_cast<Index>(k);
+      p.contributions = atom_values.middleRows(batch.index.begin(atoms), batch.index.size(atoms));
+      p.contributions_stddev =
+          atom_values_stddev.middleRows(batch.index.begin(atoms), batch.index.size(atoms));
     }
     results[where[k]].prediction = std::move(p);
   }
@@ -412,7 +467,8 @@ PredictSummary Predictor::predict_records(const std::vector<std::string>& inputs
   auto flush = [&] {
     if (!molecules.empty()) {
       auto compute = [&] {
-        return predict_batch(std::span<const models::Molecule>(molecules), options.threads, options.forces_target);
+        return predict_batch(std::span<const models::Molecule>(molecules), options.threads,
+                             options.forces_target, options.contributions);
       };
       std::vector<MoleculeResult> results;
       if (options.distribution) {

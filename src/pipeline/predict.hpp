@@ -111,12 +111,16 @@ class LoadedModel {
 
   // Predictions S x P in the targets' units. Throws InvalidArgument for a molecule the model
   // cannot handle (naming its position in the batch, the atom and the element). `threads` as
-  // described at the top (0 = OpenMP default). Thread-safe.
-  Mat<double> predict(const models::MoleculeBatch& batch, int threads = 0) const;
+  // described at the top (0 = OpenMP default). With `contributions`, also the per-atom
+  // contributions N x P of the extensive targets (MoleculeModel::atom_contributions; NaN columns
+  // for intensive targets). Thread-safe.
+  Mat<double> predict(const models::MoleculeBatch& batch, int threads = 0,
+                      Mat<double>* contributions = nullptr) const;
   // The same predictions and the forces F = -dE/dr (N x 3, the target's unit per Angstrom) of
   // the extensive target `target` (MoleculeModel::predict_with_forces). Thread-safe.
   Mat<double> predict_with_forces(const models::MoleculeBatch& batch, Index target,
-                                  Mat<double>& forces, int threads = 0) const;
+                                  Mat<double>& forces, int threads = 0,
+                                  Mat<double>* contributions = nullptr) const;
 
   // The learned RPE function f(rho) of block `block`, head `head` at distances `rho` (Angstrom);
   // dimensionless (a multiplicative attention mask for "kronecker", a logit bias including the
@@ -168,6 +172,14 @@ struct MoleculePrediction {
   // n x 3 in its unit per Angstrom, the ensemble mean, and the members' standard deviation per
   // component (population, zeros for M = 1). Empty otherwise.
   Mat<double> forces, forces_stddev;
+  // When contributions were asked for (PredictOptions::contributions): each atom's contribution to
+  // each extensive target, n x P in the target's unit, c_it = e_t[Z_i] + m_t + sigma_t y_it (the
+  // atom's element reference energy, the per-atom mean shared equally by all atoms, and the
+  // atom's network output; MoleculeModel::atom_contributions), so that sum_i c_it = mean[t] to
+  // rounding. The ensemble mean of the members' contributions (which sums to the ensemble mean),
+  // and the members' standard deviation per atom (zeros for M = 1). Columns of intensive targets
+  // are NaN. Empty otherwise.
+  Mat<double> contributions, contributions_stddev;
 };
 
 // Atomization energies (issue 6). A target that is one of QM9's total energies (U0, U, H, G) in an
@@ -207,6 +219,9 @@ struct PredictOptions {
   // Also compute the forces of this target (an extensive energy target; Predictor::forces_target
   // finds the default one). nullopt: no forces (prediction then costs one forward pass only).
   std::optional<std::size_t> forces_target;
+  // Also compute the per-atom contributions of the extensive targets (MoleculePrediction::
+  // contributions); costs nothing beyond the forward pass.
+  bool contributions = false;
   // predict_inputs: called after every batch with how far reading the inputs has got (e.g. a
   // ReadProgressBar, dataset_progress.hpp); may be empty.
   std::function<void(const chem::ReadProgress&)> on_progress;
@@ -264,6 +279,12 @@ class Predictor {
   // (InvalidArgument when there is none, e.g. a model of the gap only).
   std::size_t forces_target(const std::string& name = {}) const;
 
+  // The targets whose per-atom contributions `flt predict --per-atom` writes: the named ones
+  // (InvalidArgument for an unknown name or an intensive target: a per-molecule mean has no
+  // per-atom decomposition), or every extensive target when `names` is empty (InvalidArgument
+  // when there is none). In target order.
+  std::vector<std::size_t> contribution_targets(const std::vector<std::string>& names = {}) const;
+
   // Why a member cannot predict `molecule` (the first such reason), or nullopt.
   std::optional<std::string> unsupported_reason(const models::Molecule& molecule) const;
 
@@ -274,17 +295,22 @@ class Predictor {
 
   // A batch of molecules in one model call per member; a molecule that cannot be predicted gets
   // its error and does not disturb the others. Thread-safe.
-  // With forces_target, each prediction carries the forces of that target.
+  // With forces_target, each prediction carries the forces of that target; with contributions,
+  // the per-atom contributions.
   std::vector<MoleculeResult> predict_batch(std::span<const models::Molecule> molecules,
                                             int threads = 0,
-                                            std::optional<std::size_t> forces_target = {}) const;
+                                            std::optional<std::size_t> forces_target = {},
+                                            bool contributions = false) const;
 
   // Mean and standard deviation (S x P each) for a batch every member can handle (throws
   // InvalidArgument otherwise).
-  // With forces_target, also the forces' mean and standard deviation (N x 3 each).
+  // With forces_target, also the forces' mean and standard deviation (N x 3 each); with
+  // contributions non-null, the per-atom contributions' mean and standard deviation (N x P each).
   void predict_batch(const models::MoleculeBatch& batch, Mat<double>& mean, Mat<double>& stddev,
                      int threads = 0, std::optional<std::size_t> forces_target = {},
-                     Mat<double>* forces = nullptr, Mat<double>* forces_stddev = nullptr) const;
+                     Mat<double>* forces = nullptr, Mat<double>* forces_stddev = nullptr,
+                     Mat<double>* contributions = nullptr,
+                     Mat<double>* contributions_stddev = nullptr) const;
 
   // Streams `inputs` (files, directories, .gz, tar archives, "-") through the reader, predicts in
   // batches of options.batch_size and calls `sink` once per predicted record, in input order, with

@@ -40,6 +40,8 @@ comm::Bytes pack(const std::vector<MoleculeResult>& results) {
     out.put_span(std::span<const double>(r.prediction->stddev));
     put_matrix(out, r.prediction->forces);
     put_matrix(out, r.prediction->forces_stddev);
+    put_matrix(out, r.prediction->contributions);
+    put_matrix(out, r.prediction->contributions_stddev);
   }
   return std::move(out.bytes());
 }
@@ -57,6 +59,8 @@ std::vector<MoleculeResult> unpack(const comm::Bytes& bytes) {
     p.stddev = in.get_vector<double>();
     p.forces = get_matrix(in);
     p.forces_stddev = get_matrix(in);
+    p.contributions = get_matrix(in);
+    p.contributions_stddev = get_matrix(in);
     r.prediction = std::move(p);
   }
   return results;

@@ -128,13 +128,15 @@ std::string fingerprint_difference(const std::string& now, const std::string& ru
 // (optional) receives the normalised outputs.
 Mat<double> predict_indices(models::MoleculeModel<float>& model, const Dataset& data,
                             std::span<const std::size_t> indices, std::size_t batch_size,
-                            Mat<double>* normalised = nullptr) {
+                            std::size_t max_atoms, Mat<double>* normalised = nullptr) {
   const Index p = static_cast<Index>(data.num_targets());
   Mat<double> out(static_cast<Index>(indices.size()), p);
   if (normalised) normalised->resize(static_cast<Index>(indices.size()), p);
   models::ModelCache<float> cache;
-  for (std::size_t begin = 0; begin < indices.size(); begin += batch_size) {
-    const std::size_t end = std::min(indices.size(), begin + batch_size);
+  // Consecutive runs of `indices` (batch_indices keeps the order), under the atom budget.
+  const auto batches = batch_indices(indices, batch_size, atom_counts(data), max_atoms);
+  for (std::size_t k = 0, begin = 0; k < batches.size(); begin += batches[k].size(), ++k) {
+    const std::size_t end = begin + batches[k].size();
     const Batch b = make_batch(data, indices.subspan(begin, end - begin));
     const Mat<double> norm = model.forward(b.molecules, cache).cast<double>();
     const Mat<double> phys = model.denormalise(b.molecules, norm);
@@ -308,6 +310,9 @@ train::OptionSchema train_option_schema() {
   // [train]
   s.option("epochs", "train", OptionType::integer, "120", "training epochs");
   s.option("batch-size", "train", OptionType::integer, "32", "molecules per mini-batch");
+  s.option("batch-atoms", "train", OptionType::integer, "0",
+           "atom budget of a mini-batch (and of an evaluation batch): batches hold at most batch-size molecules "
+           "and at most this many atoms; a larger molecule trains alone (0: no atom budget)");
   s.option("lr", "train", OptionType::real, "0.0005", "peak learning rate (AdamW)");
   s.option("min-lr", "train", OptionType::real, "1e-06", "final learning rate (cosine) / floor (plateau)");
   s.option("weight-decay", "train", OptionType::real, "0.05", "AdamW decoupled weight decay (matrices only)");
@@ -454,6 +459,9 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   c.epochs = positive("epochs");
   c.batch_size = static_cast<std::size_t>(positive("batch-size"));
   c.eval_batch_size = static_cast<std::size_t>(positive("eval-batch-size"));
+  const auto batch_atoms = o.get_int("batch-atoms");
+  if (batch_atoms < 0) throw ConfigError("--batch-atoms must be >= 0 (0: no atom budget)");
+  c.batch_atoms = static_cast<std::size_t>(batch_atoms);
   c.lr = o.get_real("lr");
   c.min_lr = o.get_real("min-lr");
   if (!(c.lr > 0)) throw ConfigError("--lr must be > 0");
@@ -659,9 +667,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   }
   say("split: " + std::to_string(split.train.size()) + " train, " + std::to_string(split.validation.size()) +
       " validation, " + std::to_string(split.test.size()) + " test molecules");
+  // Atom counts come from the atomic numbers, which every rank keeps for every molecule.
+  const std::vector<std::size_t> atoms_of = atom_counts(data);
   // Which rank holds which molecule's coordinates (train_distributed.hpp); one rank holds all.
-  const std::vector<int> shard_owners = distributed::molecule_owners(data.size(), split.train, split.validation,
-                                                                     split.test, cfg.eval_batch_size, ranks);
+  const std::vector<int> shard_owners = distributed::molecule_owners(
+      data.size(), split.train, split.validation, split.test, cfg.eval_batch_size, ranks, atoms_of, cfg.batch_atoms);
   if (sharded) {
     ReadProgressBar second({progress, output.terminal}, "reading this rank's coordinates", cfg.data.limit);
     DatasetOptions again = cfg.data;
@@ -697,16 +707,57 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   const std::string checksum = train::training_data_checksum(train_digests);
   const std::string config_fingerprint = resume_fingerprint(cfg.resolved_ini);
 
+  // Mini-batches. An epoch's order is a pure function of (seed, epoch), and its batches of that
+  // order and the molecules' atom counts (identical on every rank: the atomic numbers stay
+  // everywhere), so a resumed run and every rank of a job draw the same ones.
+  const auto epoch_batches = [&](std::int64_t epoch) {
+    std::vector<std::size_t> order = split.train;
+    Rng shuffle_rng = Rng(cfg.seed ^ 0x7368756666ULL).fork(static_cast<std::uint64_t>(epoch));
+    shuffle_rng.shuffle(order);
+    return batch_indices(order, cfg.batch_size, atoms_of, cfg.batch_atoms);
+  };
+  if (cfg.batch_atoms > 0) {
+    std::size_t largest = 0;
+    std::vector<std::size_t> over;
+    for (const std::size_t i : split.train) {
+      largest = std::max(largest, atoms_of[i]);
+      if (atoms_of[i] > cfg.batch_atoms) over.push_back(i);
+    }
+    std::string line = "batches: at most " + std::to_string(cfg.batch_size) + " molecules and " +
+                       std::to_string(cfg.batch_atoms) + " atoms (largest training molecule: " +
+                       std::to_string(largest) + " atoms)";
+    if (!over.empty()) {
+      line += "; " + std::to_string(over.size()) + " training molecule" + (over.size() == 1 ? " is" : "s are") +
+              " larger than the budget and train" + (over.size() == 1 ? "s" : "") + " alone in a batch:";
+      for (std::size_t k = 0; k < over.size() && k < 5; ++k)
+        line += (k == 0 ? " " : ", ") + data.ids[over[k]] + " (" + std::to_string(atoms_of[over[k]]) + " atoms)";
+      if (over.size() > 5) line += ", ... (" + std::to_string(over.size() - 5) + " more)";
+    }
+    say(line);
+  }
+
   // 3. Optimiser, schedule, averaging.
   ParameterStore<float>& store = model.parameters();
   AdamW<float> opt(store.size(), AdamWConfig{0.9, 0.999, 1e-8, cfg.weight_decay});
   opt.set_decay_mask(decay_mask_matrices_only(store));
-  const std::int64_t steps_per_epoch =
+  // Steps: by molecule count, ceil(train / batch-size) per epoch; under an atom budget the count
+  // depends on the epoch's order, so the schedule's length is the sum over the epochs' batches
+  // and the default warm-up the first epoch's.
+  std::int64_t steps_per_epoch =
       static_cast<std::int64_t>((split.train.size() + cfg.batch_size - 1) / cfg.batch_size);
+  std::int64_t total_steps = steps_per_epoch * cfg.epochs;
+  if (cfg.batch_atoms > 0) {
+    total_steps = 0;
+    for (std::int64_t e = 1; e <= cfg.epochs; ++e) {
+      const auto n = static_cast<std::int64_t>(epoch_batches(e).size());
+      if (e == 1) steps_per_epoch = n;
+      total_steps += n;
+    }
+  }
   WarmupCosineSchedule cosine;
   cosine.base_lr = cfg.lr;
   cosine.min_lr = cfg.min_lr;
-  cosine.total_steps = steps_per_epoch * cfg.epochs;
+  cosine.total_steps = total_steps;
   cosine.warmup_steps = std::min(cosine.total_steps, cfg.warmup_steps < 0 ? steps_per_epoch : cfg.warmup_steps);
   cosine.validate();
   std::unique_ptr<ReduceLROnPlateau> plateau;
@@ -846,14 +897,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   std::optional<double> follower_best = slots.best_metric();  // ranks other than 0 write no slots
 
   models::ModelCache<float> cache;
-  std::vector<std::size_t> order = split.train;
   while (st.epoch < cfg.epochs && !st.stopped_early) {
     const std::int64_t epoch = st.epoch + 1;
-    // The epoch's order is a pure function of (seed, epoch): a resumed run draws the same.
-    order = split.train;
-    Rng shuffle_rng = Rng(cfg.seed ^ 0x7368756666ULL).fork(static_cast<std::uint64_t>(epoch));
-    shuffle_rng.shuffle(order);
-    const auto batches = batch_indices(order, cfg.batch_size);
+    const auto batches = epoch_batches(epoch);
     // Training-time predictions (physical units, before each batch's update) in split.train order.
     Mat<double> train_pred = Mat<double>::Constant(static_cast<Index>(split.train.size()), static_cast<Index>(p), kNaN);
     std::vector<Index> position_in_train(data.size(), -1);
@@ -887,6 +933,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         }
       } else {
         const Batch b = make_batch(data, batches[bi]);
+        result.largest_step_atoms =
+            std::max(result.largest_step_atoms, static_cast<std::size_t>(b.molecules.num_atoms()));
         store.zero_grad();
         const Mat<float> out = model.forward(b.molecules, cache);
         const Mat<float> target = model.normalise_labels(b.molecules, b.labels).cast<float>();
@@ -915,6 +963,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       step_seconds += now_seconds() - step_start;
       ++result.session_steps;
       result.session_molecules += batches[bi].size();
+      if (cfg.batch_atoms > 0 && batches[bi].size() == 1 && atoms_of[batches[bi][0]] > cfg.batch_atoms)
+        ++result.session_batches_over_budget;
       // Plain (non-terminal) output: one line per epoch (bar->finish), no per-batch lines.
       if (bar) {
         const std::string eta = run_eta_text(static_cast<double>(bi + 1) / static_cast<double>(batches.size()));
@@ -931,12 +981,13 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     if (ema) ema->swap(store.values());
     Mat<double> val_norm, val_pred, val_targets;
     if (parallel) {
-      auto shared = distributed::predict_shared(world, model, data, split.validation, cfg.eval_batch_size);
+      auto shared = distributed::predict_shared(world, model, data, split.validation, cfg.eval_batch_size,
+                                                cfg.batch_atoms);
       val_pred = std::move(shared.physical);
       val_norm = std::move(shared.normalised);
       val_targets = std::move(shared.normalised_labels);
     } else {
-      val_pred = predict_indices(model, data, split.validation, cfg.eval_batch_size, &val_norm);
+      val_pred = predict_indices(model, data, split.validation, cfg.eval_batch_size, cfg.batch_atoms, &val_norm);
     }
     if (ema) ema->swap(store.values());
     double val_loss = kNaN;
@@ -985,7 +1036,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     }
 
     train::Checkpoint ck;
-    ck.data_order.assign(order.begin(), order.end());
+    for (const auto& b : batches) ck.data_order.insert(ck.data_order.end(), b.begin(), b.end());  // the epoch's order
     save_state(ck, st, model, opt, ema.get(), plateau.get(), config_fingerprint, checksum);
     ck.set_integer("gradient_chunk", static_cast<std::int64_t>(chunk));
     if (lead) {
@@ -1024,6 +1075,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       result.seconds = st.seconds;
       result.session_train_seconds = step_seconds;
       if (parallel) record_times(parallel->times(), result);
+      if (parallel) result.largest_step_atoms = std::max(result.largest_step_atoms, parallel->largest_chunk_atoms());
       say("stopped after epoch " + std::to_string(epoch) + " (--stop-after-epoch); continue with --resume");
       return result;
     }
@@ -1039,8 +1091,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     std::copy(w.begin(), w.end(), store.values().begin());
   }
   const Mat<double> test_pred =
-      parallel ? distributed::predict_shared(world, model, data, split.test, cfg.eval_batch_size).physical
-               : predict_indices(model, data, split.test, cfg.eval_batch_size);
+      parallel ? distributed::predict_shared(world, model, data, split.test, cfg.eval_batch_size, cfg.batch_atoms).physical
+               : predict_indices(model, data, split.test, cfg.eval_batch_size, cfg.batch_atoms);
   const Mat<double> test_truth = labels_at(data, split.test);
   result.test_metrics = split.test.empty() ? std::vector<train::Metrics>{} : metrics_of(test_pred, test_truth);
   result.epochs_run = st.epoch;
@@ -1049,6 +1101,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.seconds = st.seconds;
   result.session_train_seconds = step_seconds;
   if (parallel) record_times(parallel->times(), result);
+  if (parallel) result.largest_step_atoms = std::max(result.largest_step_atoms, parallel->largest_chunk_atoms());
   result.model_path = dir / "model.flt";
   if (!lead) return result;
 
@@ -1121,7 +1174,12 @@ std::string format_summary(const TrainResult& r) {
   if (r.session_steps > 0) {
     const double steps = static_cast<double>(r.session_steps);
     out << "throughput: " << format_number(static_cast<double>(r.session_molecules) / r.session_train_seconds, 4)
-        << " molecules/s (" << r.session_steps << " steps this session)";
+        << " molecules/s (" << r.session_steps << " step" << (r.session_steps == 1 ? "" : "s")
+        << " this session, at most " << r.largest_step_atoms << " atoms in one pass";
+    if (r.session_batches_over_budget > 0)
+      out << "; " << r.session_batches_over_budget << " step" << (r.session_batches_over_budget == 1 ? "" : "s")
+          << " of one molecule above --batch-atoms";
+    out << ")";
     if (r.gradient_chunk > 0)
       out << "; data-parallel: " << r.ranks << " rank" << (r.ranks > 1 ? "s" : "") << " (" << r.communicator
           << "), gradient chunks of " << r.gradient_chunk << " molecules; per step: all-reduce "

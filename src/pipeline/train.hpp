@@ -65,6 +65,11 @@ struct TrainConfig {
   // Optimisation.
   std::int64_t epochs = 100;
   std::size_t batch_size = 32;
+  // Atom budget of a mini-batch (0: none): batches hold at most batch_size molecules AND at most
+  // batch_atoms atoms (batch_indices with an atom budget), so the memory of a step is bounded
+  // whatever the molecules' sizes; a molecule larger than the budget trains alone. Evaluation
+  // batches (eval_batch_size molecules) obey the same budget.
+  std::size_t batch_atoms = 0;
   double lr = 5e-4;
   double min_lr = 1e-6;
   double weight_decay = 0.01;
@@ -129,6 +134,10 @@ struct TrainResult {
   std::size_t gradient_chunk = 0;
   std::int64_t session_steps = 0;
   std::size_t session_molecules = 0;         // training molecules processed (forward + backward)
+  // The most atoms one forward and backward pass of a training step held on this rank in this
+  // session (a whole batch, or a gradient chunk): what a step's memory grows with.
+  std::size_t largest_step_atoms = 0;
+  std::size_t session_batches_over_budget = 0;  // steps of one molecule larger than batch_atoms
   double session_train_seconds = 0;          // wall time of the optimiser steps of this session
   double reduce_seconds = 0;                 // in the integer all-reduce of the gradient
   double wait_seconds = 0;                   // waiting for the slowest rank before it

@@ -86,14 +86,18 @@ void from_fixed_point(std::span<const std::int64_t> sums, int s, std::span<float
 
 std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::size_t> train,
                                  std::span<const std::size_t> validation, std::span<const std::size_t> test,
-                                 std::size_t eval_batch_size, int ranks) {
+                                 std::size_t eval_batch_size, int ranks,
+                                 std::span<const std::size_t> atom_counts, std::size_t eval_atoms) {
   require(ranks >= 1 && eval_batch_size >= 1, "molecule_owners: bad rank count or batch size");
   std::vector<int> owners(dataset_size, -1);
   const auto p = static_cast<std::size_t>(ranks);
   for (std::size_t k = 0; k < train.size(); ++k) owners[train[k]] = static_cast<int>(k % p);
-  for (std::size_t k = 0; k < validation.size(); ++k)
-    owners[validation[k]] = static_cast<int>((k / eval_batch_size) % p);
-  for (std::size_t k = 0; k < test.size(); ++k) owners[test[k]] = static_cast<int>((k / eval_batch_size) % p);
+  // Evaluation batch b on rank b mod P, the batches cut as predict_shared cuts them.
+  for (const auto subset : {validation, test}) {
+    const auto batches = batch_indices(subset, eval_batch_size, atom_counts, eval_atoms);
+    for (std::size_t b = 0; b < batches.size(); ++b)
+      for (const std::size_t i : batches[b]) owners[i] = static_cast<int>(b % p);
+  }
   return owners;
 }
 
@@ -165,6 +169,7 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
     const std::size_t k = mine[m];
     const auto indices = batch.subspan(k * chunk_, std::min(chunk_, batch.size() - k * chunk_));
     const Batch b = make_batch(data, indices);
+    largest_chunk_atoms_ = std::max(largest_chunk_atoms_, static_cast<std::size_t>(b.molecules.num_atoms()));
     store.zero_grad();
     const Mat<float> out = model.forward(b.molecules, cache);
     const Mat<double> target = model.normalise_labels(b.molecules, b.labels);
@@ -230,16 +235,19 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
 
 SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeModel<float>& model,
                                  const Dataset& data, std::span<const std::size_t> indices,
-                                 std::size_t batch_size) {
+                                 std::size_t batch_size, std::size_t max_atoms) {
   const Index p = static_cast<Index>(data.num_targets());
   const Index n = static_cast<Index>(indices.size());
   SharedPredictions out{Mat<double>(n, p), Mat<double>(n, p), Mat<double>(n, p)};
   models::ModelCache<float> cache;
   const auto ranks = static_cast<std::size_t>(world.size());
   std::vector<Index> mine;
-  for (std::size_t begin = 0, b = 0; begin < indices.size(); begin += batch_size, ++b) {
+  // Batches are consecutive runs of `indices` (batch_indices keeps the order): batch b starts at
+  // the sum of the sizes before it.
+  const auto batches = batch_indices(indices, batch_size, atom_counts(data), max_atoms);
+  for (std::size_t b = 0, begin = 0; b < batches.size(); begin += batches[b].size(), ++b) {
     if (b % ranks != static_cast<std::size_t>(world.rank())) continue;
-    const std::size_t end = std::min(indices.size(), begin + batch_size);
+    const std::size_t end = begin + batches[b].size();
     const Batch batch = make_batch(data, indices.subspan(begin, end - begin));
     const Mat<double> norm = model.forward(batch.molecules, cache).cast<double>();
     const auto rows = static_cast<Index>(end - begin);

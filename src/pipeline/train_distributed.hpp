@@ -57,9 +57,12 @@ void add_fixed_point(std::span<const float> values, int s, std::span<std::int64_
 void from_fixed_point(std::span<const std::int64_t> sums, int s, std::span<float> out);
 
 // Which rank keeps which molecule (see the header comment); -1 for molecules in no subset.
+// Evaluation batches are cut by batch_indices(subset, eval_batch_size, atom_counts, eval_atoms)
+// (eval_atoms = 0: by molecule count alone), as predict_shared cuts them.
 std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::size_t> train,
                                  std::span<const std::size_t> validation, std::span<const std::size_t> test,
-                                 std::size_t eval_batch_size, int ranks);
+                                 std::size_t eval_batch_size, int ranks,
+                                 std::span<const std::size_t> atom_counts = {}, std::size_t eval_atoms = 0);
 
 // One optimiser step's gradient of a global batch, as described above.
 class DataParallelGradient {
@@ -85,6 +88,8 @@ class DataParallelGradient {
   };
   const Times& times() const noexcept { return times_; }
   std::int64_t steps() const noexcept { return steps_; }
+  // The most atoms of one chunk this rank ran forward and backward (a step's memory on a rank).
+  std::size_t largest_chunk_atoms() const noexcept { return largest_chunk_atoms_; }
 
  private:
   comm::Communicator& world_;
@@ -94,17 +99,19 @@ class DataParallelGradient {
   std::vector<std::int64_t> sums_;
   Times times_;
   std::int64_t steps_ = 0;
+  std::size_t largest_chunk_atoms_ = 0;
 };
 
 // Rows computed by the evaluation batches of `indices` (batch b on rank b mod P, like
-// predict_indices' batching), on every rank: physical predictions, normalised outputs and the
-// normalised labels, each |indices| x P.
+// predict_indices' batching: batch_size molecules and, when max_atoms > 0, at most max_atoms
+// atoms), on every rank: physical predictions, normalised outputs and the normalised labels,
+// each |indices| x P.
 struct SharedPredictions {
   Mat<double> physical, normalised, normalised_labels;
 };
 SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeModel<float>& model,
                                  const Dataset& data, std::span<const std::size_t> indices,
-                                 std::size_t batch_size);
+                                 std::size_t batch_size, std::size_t max_atoms = 0);
 
 // Every rank's rows of `rows` (those listed in `mine` on each rank) on every rank.
 void share_rows(comm::Communicator& world, Mat<double>& rows, std::span<const Index> mine);

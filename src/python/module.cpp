@@ -93,15 +93,32 @@ py::object forces_array(const std::vector<std::array<double, 3>>& forces, bool a
   return out;
 }
 
+// Per-atom contributions of a prediction as an (n, T) array (NaN columns for intensive targets,
+// which have none), or None when there are none.
+py::object contributions_array(const flt::Result& r, std::size_t targets, bool asked,
+                               bool spread) {
+  if (!asked || !r.ok()) return py::none();
+  const auto& c = spread ? r.prediction->contributions_stddev : r.prediction->contributions;
+  std::size_t n = 0;
+  for (const auto& column : c) n = std::max(n, column.size());
+  py::array_t<double> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(targets)});
+  auto a = out.mutable_unchecked<2>();
+  for (std::size_t t = 0; t < targets; ++t)
+    for (std::size_t i = 0; i < n; ++i)
+      a(static_cast<py::ssize_t>(i), static_cast<py::ssize_t>(t)) =
+          t < c.size() && i < c[t].size() ? c[t][i] : std::numeric_limits<double>::quiet_NaN();
+  return out;
+}
+
 py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t targets,
-                            bool forces) {
+                            bool forces, bool per_atom) {
   const auto S = static_cast<py::ssize_t>(results.size());
   const auto T = static_cast<py::ssize_t>(targets);
   py::array_t<double> values({S, T});
   py::array_t<double> stddev({S, T});
   auto v = values.mutable_unchecked<2>();
   auto s = stddev.mutable_unchecked<2>();
-  py::list errors, force_list, force_std_list;
+  py::list errors, force_list, force_std_list, contribution_list, contribution_std_list;
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (py::ssize_t i = 0; i < S; ++i) {
     const flt::Result& r = results[static_cast<std::size_t>(i)];
@@ -115,8 +132,11 @@ py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t
                                    forces && r.ok()));
     force_std_list.append(forces_array(
         r.ok() ? r.prediction->forces_stddev : std::vector<std::array<double, 3>>{}, forces && r.ok()));
+    contribution_list.append(contributions_array(r, targets, per_atom, false));
+    contribution_std_list.append(contributions_array(r, targets, per_atom, true));
   }
-  return py::make_tuple(values, stddev, errors, force_list, force_std_list);
+  return py::make_tuple(values, stddev, errors, force_list, force_std_list, contribution_list,
+                        contribution_std_list);
 }
 
 }  // namespace
@@ -181,7 +201,7 @@ PYBIND11_MODULE(_flt, m) {
       .def(
           "predict_batch",
           [](const flt::Model& model, const py::list& items, int threads, std::size_t batch_size,
-             bool forces, const std::string& forces_target) {
+             bool forces, const std::string& forces_target, bool per_atom) {
             // Convert under the GIL (numpy and bytes access), predict without it.
             std::vector<MoleculeInput> inputs(items.size());
             for (std::size_t i = 0; i < items.size(); ++i) {
@@ -222,14 +242,15 @@ PYBIND11_MODULE(_flt, m) {
               options.batch_size = batch_size;
               options.forces = forces;
               options.forces_target = forces_target;
+              options.per_atom = per_atom;
               results = model.predict(std::span<const flt::Molecule>(molecules), options);
               for (std::size_t i = 0; i < inputs.size(); ++i)
                 if (!inputs[i].molecule) results[i] = flt::Result{std::nullopt, inputs[i].error};
             }
-            return results_to_arrays(results, model.targets().size(), forces);
+            return results_to_arrays(results, model.targets().size(), forces, per_atom);
           },
           py::arg("items"), py::arg("threads") = 0, py::arg("batch_size") = 64,
-          py::arg("forces") = false, py::arg("forces_target") = "")
+          py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false)
       .def(
           "predict_file",
           [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,

@@ -502,3 +502,31 @@ TEST_CASE("forces: -dE/dr of the energy target, by batch, file and ensemble", "[
   CHECK_THROWS_WITH(model.predict_with_forces(m, "gap"), Catch::Contains("not an extensive energy"));
   CHECK_THROWS_WITH(model.predict_with_forces(m, "nothing"), Catch::Contains("no target 'nothing'"));
 }
+
+TEST_CASE("per-atom contributions: sum to the prediction, only for extensive targets, by batch and file", "[api][contributions]") {
+  const flt::Model model = flt::Model::load(fixture().near_far1);
+  const auto molecules = many(4);
+  flt::PredictOptions options;
+  options.per_atom = true;
+  const auto results = model.predict(std::span<const flt::Molecule>(molecules), options);
+  for (std::size_t k = 0; k < molecules.size(); ++k) {
+    REQUIRE(results[k].ok());
+    const flt::Prediction& p = results[k].value();
+    const std::size_t u0 = *p.index("U0"), gap = *p.index("gap");
+    REQUIRE(p.contributions.size() == p.size());
+    REQUIRE(p.contributions[u0].size() == molecules[k].size());
+    CHECK(p.contributions[gap].empty());  // a per-molecule mean does not split into atoms
+    double sum = 0;
+    for (double c : p.contributions[u0]) sum += c;
+    CHECK(sum == Approx(p.value("U0")).margin(2e-3).epsilon(0));
+    CHECK(p.contributions_stddev[u0] == std::vector<double>(molecules[k].size(), 0.0));
+  }
+  CHECK(model.predict(std::span<const flt::Molecule>(molecules))[0].value().contributions.empty());
+  flt::FileOptions file_options;
+  file_options.per_atom = true;
+  std::size_t with_contributions = 0;
+  model.predict_file(kSdf, [&](const flt::RecordResult& r) {
+    if (r.ok() && !r.prediction->contributions.empty()) ++with_contributions;
+  }, file_options);
+  CHECK(with_contributions > 0);
+}

@@ -690,3 +690,72 @@ TEST_CASE("molecule model: forces are minus the gradient of the predicted energy
                       Catch::Contains("extensive"));
   }
 }
+
+TEST_CASE("molecule model: per-atom contributions sum to the prediction, carry the reference energies and are rotation invariant",
+          "[models][contributions]") {
+  for (AttentionKind kind : {AttentionKind::near_far, AttentionKind::exact}) {
+    INFO("attention " << to_string(kind));
+    for (bool double_precision : {true, false}) {
+      INFO((double_precision ? "double" : "float"));
+      const auto check = [&](auto& model) {
+        Normalisation norm = model.normalisation();
+        norm.scale[0] = 2.5;  // c = e[Z] + m + sigma y: a wrong factor or term breaks the sum
+        norm.mean[0] = -0.3;
+        norm.reference(0, 1) = -13.6;
+        norm.reference(0, 6) = -1029.8;
+        norm.reference(0, 7) = -1485.3;
+        norm.reference(0, 8) = -2042.6;
+        model.set_normalisation(norm);
+        std::vector<Molecule> mols = random_molecules({7, 11, 1}, 9);
+        const auto batch_of = [](const std::vector<Molecule>& m) {
+          return MoleculeBatch::from(std::span<const Molecule>(m));
+        };
+        const MoleculeBatch batch = batch_of(mols);
+        Mat<double> c;
+        const Mat<double> y = model.predict(batch, &c);
+        REQUIRE(c.rows() == 19);
+        REQUIRE(c.cols() == 2);
+        CHECK((y - model.predict(batch)).cwiseAbs().maxCoeff() == 0.0);
+        // Float rounds the pooled sum to float once (relative 6e-8 of a ~1e4 eV total).
+        const double tol = double_precision ? 1e-9 : 5e-3;
+        for (Index s = 0; s < 3; ++s) {
+          const double sum = c.middleRows(batch.index.begin(s), batch.index.size(s)).col(0).sum();
+          CHECK(std::abs(sum - y(s, 0)) <= tol);
+        }
+        // Each atom carries its own element's reference energy (not an even share of the total):
+        // the network part c - e[Z] - m = sigma y_n is small next to the reference energies.
+        for (Index i = 0; i < c.rows(); ++i)
+          CHECK(std::abs(c(i, 0) - norm.reference(0, batch.atomic_numbers[static_cast<std::size_t>(i)]) -
+                         norm.mean[0]) < 50.0);
+        // The intensive target (a mean) has no per-atom decomposition.
+        CHECK(c.col(1).array().isNaN().all());
+        // Forces and contributions from one pass agree with the separate calls.
+        Mat<double> forces, c_with_forces;
+        model.predict_with_forces(batch, 0, forces, &c_with_forces);
+        CHECK((c_with_forces - c).col(0).cwiseAbs().maxCoeff() == 0.0);
+
+        // Rotation invariance per atom (the near_far and exact kinds are exactly invariant).
+        Rng rng(23);
+        const Eigen::Matrix3d rot = random_rotation(rng);
+        std::vector<Molecule> rotated = mols;
+        for (auto& m : rotated)
+          for (auto& p : m.positions) {
+            const Eigen::Vector3d q = rot * Eigen::Vector3d(p[0], p[1], p[2]);
+            p = {q[0], q[1], q[2]};
+          }
+        Mat<double> c_rotated;
+        model.predict(batch_of(rotated), &c_rotated);
+        const double spread = (c.col(0).array() - c.col(0).mean()).abs().maxCoeff();
+        REQUIRE(spread > 1.0);
+        CHECK((c_rotated - c).col(0).cwiseAbs().maxCoeff() <= (double_precision ? 1e-9 : 2e-3));
+      };
+      if (double_precision) {
+        MoleculeModel<double> model(tiny_config(kind));
+        check(model);
+      } else {
+        MoleculeModel<float> model(tiny_config(kind));
+        check(model);
+      }
+    }
+  }
+}

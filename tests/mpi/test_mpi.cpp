@@ -143,6 +143,26 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
   }
 }
 
+TEST_CASE("mpiexec -n 2 flt train --batch-atoms: the same model as one rank", "[mpi][train][batch-atoms]") {
+  // An atom budget below the 16 molecules of a batch (about 200 atoms): batches of varying
+  // molecule counts, cut identically on every rank from the atom counts, then into the same
+  // chunks; the evaluation batches obey the budget too.
+  ScratchDir dir("mpi-batch-atoms");
+  const fs::path serial = dir / "serial", two = dir / "two";
+  const RunResult r1 = run_flt(0, tiny_args() + " --batch-atoms 150 --out " + quoted(serial), dir.path());
+  INFO(r1.err);
+  REQUIRE(r1.status == 0);
+  CHECK_THAT(r1.err, Catch::Contains("batches: at most 16 molecules and 150 atoms"));
+  const RunResult r2 = run_flt(2, tiny_args() + " --batch-atoms 150 --out " + quoted(two), dir.path());
+  INFO(r2.err);
+  REQUIRE(r2.status == 0);
+  const std::string model = slurp(serial / "model.flt");
+  REQUIRE(!model.empty());
+  CHECK(slurp(two / "model.flt") == model);
+  CHECK(slurp(two / "test_predictions.csv") == slurp(serial / "test_predictions.csv"));
+  CHECK(curve_without_seconds(two / "learning_curve.csv") == curve_without_seconds(serial / "learning_curve.csv"));
+}
+
 TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for record", "[mpi][predict]") {
   ScratchDir dir("mpi-predict");
   // The example molecules in batches of 2, so both ranks predict several batches; and 300 QM9
@@ -186,6 +206,16 @@ TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for rec
   CHECK(slurp(two) == slurp(one));
   // rank 0 alone reports.
   CHECK(b.err.find("flt predict: predicted") == b.err.rfind("flt predict: predicted"));
+  // Per-atom contributions travel with the other ranks' results.
+  const fs::path per_atom_one = dir / "per-atom-one.xyz", per_atom_two = dir / "per-atom-two.xyz";
+  const RunResult c = run_flt(0, "predict " + quoted(input) + " --batch-size 32 --per-atom -o " + quoted(per_atom_one), dir.path());
+  const RunResult d = run_flt(2, "predict " + quoted(input) + " --batch-size 32 --per-atom -o " + quoted(per_atom_two), dir.path());
+  INFO(c.err);
+  INFO(d.err);
+  REQUIRE(c.status == 3);
+  REQUIRE(d.status == 3);
+  CHECK_THAT(slurp(per_atom_one), Catch::Contains("flt_U0_contribution:R:1"));
+  CHECK(slurp(per_atom_two) == slurp(per_atom_one));
 }
 
 TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job, naming the rank",

@@ -5,6 +5,7 @@
 
 #include "chem/qm9.hpp"
 #include "core/error.hpp"
+#include "core/random.hpp"
 #include "train/units.hpp"
 
 #include <catch2/catch.hpp>
@@ -303,6 +304,66 @@ TEST_CASE("sharded load: the first read keeps no coordinates, the second only th
     }
     write_text(path, text.substr(0, text.find("title=m30")));
     CHECK_THROWS_AS(load_coordinates(other, again, mine), IoError);
+  }
+}
+
+TEST_CASE("atom-budget mini-batches: within both bounds, every molecule once in order, oversize alone", "[dataset][batch-atoms]") {
+  // Sizes like a dataset of small molecules with a few large structures among them.
+  Rng rng(11);
+  std::vector<std::size_t> atoms(500);
+  for (auto& n : atoms) n = 3 + rng.below(27);
+  atoms[17] = 50000;
+  atoms[230] = 401;
+  atoms[499] = 400;
+  std::vector<std::size_t> order(atoms.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  Rng(3).shuffle(order);
+  for (const std::size_t budget : {std::size_t{29}, std::size_t{100}, std::size_t{400}, std::size_t{5000}}) {
+    INFO("budget " << budget);
+    const auto batches = batch_indices(order, 32, atoms, budget);
+    std::vector<std::size_t> joined;
+    std::size_t alone = 0;
+    for (const auto& b : batches) {
+      REQUIRE(!b.empty());
+      CHECK(b.size() <= 32);
+      std::size_t total = 0;
+      for (std::size_t i : b) total += atoms[i];
+      // Over the budget only as a single molecule that is larger than the budget by itself.
+      if (total > budget) {
+        CHECK(b.size() == 1);
+        ++alone;
+      }
+      joined.insert(joined.end(), b.begin(), b.end());
+    }
+    CHECK(joined == order);  // each molecule once per epoch, in the epoch's order
+    std::size_t larger = 0;
+    for (std::size_t n : atoms) larger += n > budget ? 1 : 0;
+    CHECK(alone == larger);
+    // Closed only when the next molecule would break a bound (greedy, no needless small batches).
+    for (std::size_t b = 0; b + 1 < batches.size(); ++b) {
+      std::size_t total = 0;
+      for (std::size_t i : batches[b]) total += atoms[i];
+      CHECK((batches[b].size() == 32 || total + atoms[batches[b + 1].front()] > budget));
+    }
+    CHECK(batch_indices(order, 32, atoms, budget) == batches);  // a pure function of its inputs
+  }
+  // No budget: the molecule-count batches.
+  CHECK(batch_indices(order, 32, atoms, 0) == batch_indices(order, 32));
+  CHECK(batch_indices(order, 32, {}, 0) == batch_indices(order, 32));
+  CHECK_THROWS_AS(batch_indices(order, 32, std::span<const std::size_t>(atoms).first(10), 100), InvalidArgument);
+
+  // On real molecules: a batch's atoms (what the model's memory grows with) within the budget.
+  DatasetOptions o;
+  o.inputs = {qm9_subset()};
+  o.targets = {"U0"};
+  o.limit = 64;
+  const Dataset d = load_dataset(o);
+  const auto counts = atom_counts(d);
+  std::vector<std::size_t> all(d.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+  for (const auto& b : batch_indices(all, 64, counts, 60)) {
+    const Batch batch = make_batch(d, b);
+    CHECK(batch.molecules.num_atoms() <= 60);
   }
 }
 

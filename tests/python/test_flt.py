@@ -258,3 +258,30 @@ def test_forces_match_flt_predict_and_the_energy_gradient(model, tmp_path):
     np.testing.assert_allclose(forces.sum(axis=0), 0, atol=1e-3 * (1 + np.abs(forces).max()))
     with pytest.raises(flt.InvalidInput, match="not an extensive energy"):
         model.predict((z, xyz), forces=True, forces_target="gap")
+
+
+def test_per_atom_contributions_sum_to_the_prediction_and_match_flt_predict(model, tmp_path):
+    mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()])
+    xyz = mol.GetConformer().GetPositions()
+    table = model.predict((z, xyz), per_atom=True)
+    c = table.contributions[0]
+    assert c.shape == (len(z), len(model.targets))
+    for t, target in enumerate(model.targets):
+        if target.extensive:
+            assert abs(c[:, t].sum() - table.values[0, t]) <= 1e-3 * (1 + abs(table.values[0, t]))
+        else:
+            assert np.isnan(c[:, t]).all()  # a per-molecule mean does not split into atoms
+    assert model.predict((z, xyz)).contributions is None
+    # The extended-XYZ column of flt predict --per-atom holds the same numbers.
+    out = tmp_path / "per_atom.xyz"
+    subprocess.run([FLT_EXE, "predict", str(QM9_EXAMPLES), "-o", str(out), "--per-atom=U0", "-q", "-j", "1"],
+                   check=True)
+    lines = out.read_text().splitlines()
+    n = int(lines[0])
+    assert "flt_U0_contribution:R:1" in lines[1] and "flt_U0_contribution_unit=eV" in lines[1]
+    atoms = [line.split() for line in lines[2:2 + n]]
+    cli = np.array([float(a[4]) for a in atoms])
+    table = model.predict((np.array([Chem.GetPeriodicTable().GetAtomicNumber(a[0]) for a in atoms]),
+                           np.array([[float(v) for v in a[1:4]] for a in atoms])), per_atom=True)
+    np.testing.assert_allclose(table.contributions[0][:, model.names.index("U0")], cli, rtol=0, atol=1e-4)

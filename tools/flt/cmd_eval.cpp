@@ -34,18 +34,6 @@ const char* kUsage =
     "evaluating, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n\n"
     "Options";
 
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto b = item.find_first_not_of(' ');
-    const auto e = item.find_last_not_of(' ');
-    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
-  }
-  return out;
-}
-
 int run_eval(const std::vector<std::string>& args) {
   std::vector<std::string> inputs, model_paths, source_units;
   std::string targets, in_format, on_error = "skip", csv, predictions, labels, label_key;

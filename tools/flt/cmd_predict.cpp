@@ -47,6 +47,12 @@ const char* kUsage =
     "target, e.g. U0 or energy) per atom, in its unit per Angstrom: the extended-XYZ column\n"
     "flt_forces:R:3 (with flt_forces_unit) or the SD tag 'flt_forces [eV/A]' (one 'Fx Fy Fz'\n"
     "line per atom); ensembles add flt_forces_std.\n"
+    "--per-atom adds each atom's contribution to the extensive targets (default: all of them), in\n"
+    "the target's unit: c_i = e[Z_i] + m + sigma y_i (the element's reference energy, the model's\n"
+    "per-atom mean shared equally, the atom's network output), summing to the prediction. Extended\n"
+    "XYZ gets the column flt_<target>_contribution:R:1 (with flt_<target>_contribution_unit), SDF\n"
+    "the tag 'flt_<target>_contribution [unit]' (one value per line per atom); ensembles add\n"
+    "flt_<target>_contribution_std. Intensive targets (per-molecule means) are refused.\n"
     "Progress (bytes of the inputs read and predicted, ETA) goes to stderr: a bar on a terminal,\n"
     "plain lines otherwise, nothing with -q.\n\n"
     "Options";
@@ -137,6 +143,18 @@ class TablePrinter {
   std::vector<std::size_t> widths_;
 };
 
+// Adds an extended-XYZ per-atom column, replacing one of the same name (a column of the input, e.g.
+// an earlier run's output being predicted again), with its unit as the "<name>_unit" key.
+void set_atom_column(chem::PointSet& points, chem::AtomColumn column) {
+  points.set_property(column.name + "_unit", column.unit);
+  for (auto& existing : points.atom_columns)
+    if (existing.name == column.name) {
+      existing = std::move(column);
+      return;
+    }
+  points.atom_columns.push_back(std::move(column));
+}
+
 // The forces of a prediction as the output's per-atom data: an extended-XYZ column
 // (flt_forces:R:3, unit in flt_forces_unit) or an SD tag with one "Fx Fy Fz" line per atom.
 void attach_forces(chem::PointSet& points, const pipeline::MoleculePrediction& p, chem::Format format,
@@ -155,12 +173,41 @@ void attach_forces(chem::PointSet& points, const pipeline::MoleculePrediction& p
       column.unit = unit;
       for (Index i = 0; i < f.rows(); ++i)
         for (Index c = 0; c < 3; ++c) column.values.push_back(f(i, c));
-      points.atom_columns.push_back(std::move(column));
-      points.set_property(name + "_unit", unit);
+      set_atom_column(points, std::move(column));
     }
   };
   add("flt_forces", p.forces);
   if (ensemble) add("flt_forces_std", p.forces_stddev);
+}
+
+// The per-atom contributions of a prediction to the chosen extensive targets: an extended-XYZ
+// column flt_<target>_contribution:R:1 (unit in flt_<target>_contribution_unit) or an SD tag
+// 'flt_<target>_contribution [unit]' with one value per line, in the record's atom order.
+void attach_contributions(chem::PointSet& points, const pipeline::MoleculePrediction& p,
+                          chem::Format format, const std::vector<models::TargetSpec>& targets,
+                          const std::vector<std::size_t>& chosen, bool ensemble) {
+  const auto add = [&](const std::string& name, const std::string& unit, const Mat<double>& c,
+                       std::size_t t) {
+    const auto col = static_cast<Index>(t);
+    if (format == chem::Format::sdf) {
+      std::string text;
+      for (Index i = 0; i < c.rows(); ++i) text += chem::format_number(c(i, col)) + "\n";
+      points.set_property(train::with_unit_suffix(name, unit), text);
+    } else {
+      chem::AtomColumn column;
+      column.name = name;
+      column.type = 'R';
+      column.width = 1;
+      column.unit = unit;
+      for (Index i = 0; i < c.rows(); ++i) column.values.push_back(c(i, col));
+      set_atom_column(points, std::move(column));
+    }
+  };
+  for (const std::size_t t : chosen) {
+    const std::string name = "flt_" + targets[t].name + "_contribution";
+    add(name, targets[t].unit, p.contributions, t);
+    if (ensemble) add(name + "_std", targets[t].unit, p.contributions_stddev, t);
+  }
 }
 
 // The output values of one record in column order: "flt_<name> [unit]" for SDF and CSV (the unit
@@ -189,7 +236,8 @@ std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColum
 
 int run_predict(const std::vector<std::string>& args) {
   std::vector<std::string> inputs, model_paths;
-  std::string output, in_format, out_format, on_error = "skip", missing_3d = "error", forces_name;
+  std::string output, in_format, out_format, on_error = "skip", missing_3d = "error", forces_name,
+              per_atom_names;
   std::size_t batch_size = 64;
   int threads = 0;
   double min_distance = 0.1;
@@ -211,6 +259,7 @@ int run_predict(const std::vector<std::string>& args) {
       ("seed", po::value(&seed), "random seed of generated conformers (default 42)")
       ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
       ("forces", po::value(&forces_name)->implicit_value(""), "also write the forces -dE/dr of this energy target (default: the first extensive energy target; needs SDF or extended-XYZ output)")
+      ("per-atom", po::value(&per_atom_names)->implicit_value(""), "also write each atom's contribution to these extensive targets (comma-separated; default: all extensive targets), summing to the prediction; needs SDF or extended-XYZ output")
       ("quiet,q", "log errors only, no progress")
       ("verbose,v", "log every step");
   add_conformer_options(options, conformer);
@@ -293,8 +342,23 @@ int run_predict(const std::vector<std::string>& args) {
     forces_unit = predictor.targets()[forces_target].unit + "/A";
   }
 
+  const bool want_per_atom = vm.count("per-atom") != 0;
+  std::vector<std::size_t> per_atom_targets;
+  if (want_per_atom) {
+    if (output.empty() || (format != chem::Format::sdf && format != chem::Format::xyz &&
+                           format != chem::Format::extxyz))
+      throw UsageError("--per-atom writes a value per atom, which CSV and the table have no place "
+                       "for: give -o FILE.sdf or FILE.xyz");
+    try {
+      per_atom_targets = predictor.contribution_targets(split_list(per_atom_names));
+    } catch (const InvalidArgument& e) {
+      throw UsageError(e.what());
+    }
+  }
+
   pipeline::PredictOptions popts;
   if (want_forces) popts.forces_target = forces_target;
+  popts.contributions = want_per_atom;
   popts.batch_size = batch_size;
   popts.threads = threads;
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
@@ -314,6 +378,8 @@ int run_predict(const std::vector<std::string>& args) {
     const pipeline::MoleculePrediction& p = *r.prediction;
     if (writer) {
       if (want_forces) attach_forces(r.points, p, format, forces_unit, ensemble);
+      if (want_per_atom)
+        attach_contributions(r.points, p, format, predictor.targets(), per_atom_targets, ensemble);
       writer->write(r.points, predicted_values(columns, format, ensemble, r.points, &p));
     }
     if (table) printer.row(r.points, p);

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 namespace flt::cli {
 
@@ -48,6 +49,18 @@ void apply_verbosity(const po::variables_map& vm) {
 }
 
 bool is_quiet(const po::variables_map& vm) { return vm.count("quiet") != 0 && vm.count("verbose") == 0; }
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const auto b = item.find_first_not_of(' ');
+    const auto e = item.find_last_not_of(' ');
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
 
 train::ProgressOutput progress_output(bool quiet) {
   if (quiet) return {};

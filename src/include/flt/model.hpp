@@ -61,6 +61,14 @@ struct FLT_API Prediction {
   // standard deviation per component in forces_stddev. Empty otherwise.
   std::vector<std::array<double, 3>> forces, forces_stddev;
   std::string forces_target, forces_unit;
+  // When per-atom contributions were asked for (PredictOptions::per_atom): contributions[t][i] is
+  // atom i's share of target t, in the target's unit, c_i = e[Z_i] + m + sigma y_i (the element's
+  // reference energy, the model's per-atom mean shared equally by all atoms, and the atom's
+  // network output), so that the contributions of target t sum to values[t] (to rounding). Only
+  // extensive targets split into atoms: contributions[t] is empty for an intensive one. For an
+  // ensemble the members' mean, with their standard deviation per atom in contributions_stddev.
+  // Empty otherwise.
+  std::vector<std::vector<double>> contributions, contributions_stddev;
 
   // Number of targets.
   std::size_t size() const noexcept { return values.size(); }
@@ -99,6 +107,9 @@ struct PredictOptions {
   // the first one (e.g. "U0", "energy"). flt::InvalidArgument when the model has none.
   bool forces = false;
   std::string forces_target;
+  // Also give each atom's contribution to the extensive targets (Prediction::contributions; no
+  // extra network pass). flt::InvalidArgument when the model has no extensive target.
+  bool per_atom = false;
 };
 
 // Options of Model::predict_file.
@@ -123,6 +134,7 @@ struct FileOptions {
   double min_distance = 0.1;
   bool forces = false;          // as PredictOptions::forces
   std::string forces_target;    // as PredictOptions::forces_target
+  bool per_atom = false;        // as PredictOptions::per_atom
 };
 
 // One record of a molecule file, as handed to predict_file's callback in input order.

@@ -74,6 +74,11 @@ class PredictionTable:
     forces, forces_stddev: with predict(..., forces=True), per molecule an (n_atoms, 3) array of
     F = -dE/dr of the energy target `forces_target` in `forces_unit` (e.g. eV/A; ensemble mean and
     spread), None for a molecule that was not predicted; None when forces were not asked for.
+    contributions, contributions_stddev: with predict(..., per_atom=True), per molecule an
+    (n_atoms, n_targets) array of each atom's contribution to each extensive target in its unit
+    (the element's reference energy + the per-atom mean + the atom's scaled network output;
+    summing over atoms gives `values`), NaN columns for intensive targets; ensemble mean and
+    spread; None for a molecule that was not predicted, or when not asked for.
     """
 
     targets: list[Target]
@@ -85,6 +90,8 @@ class PredictionTable:
     forces_stddev: Optional[list] = None
     forces_target: Optional[str] = None
     forces_unit: Optional[str] = None
+    contributions: Optional[list] = None
+    contributions_stddev: Optional[list] = None
 
     @property
     def names(self) -> list[str]:
@@ -243,7 +250,7 @@ class Model:
 
     def predict(self, molecules, conf_id: int = -1, add_hydrogens: bool = True,
                 threads: int = 0, batch_size: int = 64, forces: bool = False,
-                forces_target: str = "") -> PredictionTable:
+                forces_target: str = "", per_atom: bool = False) -> PredictionTable:
         """Predicts every target for each molecule, one row per molecule in input order.
 
         molecules: one molecule or a sequence of them (RDKit Chem.Mol with a 3-D conformer,
@@ -254,6 +261,8 @@ class Model:
         predicted get NaN and the reason in `errors`; the others are unaffected.
         forces=True adds F = -dE/dr of the energy target `forces_target` (default: the first
         extensive energy target, e.g. U0 or energy) per atom; it costs one backward pass.
+        per_atom=True adds each atom's contribution to the extensive targets (`contributions`;
+        no extra pass; flt.InvalidInput when the model has no extensive target).
         """
         if molecules is None or _is_rdkit_mol(molecules) or isinstance(molecules, Molecule) or (
                 isinstance(molecules, tuple) and len(molecules) in (2, 3)
@@ -262,8 +271,9 @@ class Model:
         items = [_item(m, conf_id, add_hydrogens) for m in molecules]
         titles = [item[4] for item in items]
         target = self.forces_target(forces_target) if forces else None
-        values, stddev, errors, force_list, force_std = self._native.predict_batch(
-            items, int(threads), int(batch_size), bool(forces), target.name if target else "")
+        values, stddev, errors, force_list, force_std, contribution_list, contribution_std = \
+            self._native.predict_batch(items, int(threads), int(batch_size), bool(forces),
+                                       target.name if target else "", bool(per_atom))
         for k, item in enumerate(items):
             if item[0] == "invalid":
                 errors[k] = "no molecule (None: a record the RDKit supplier could not read)"
@@ -271,6 +281,8 @@ class Model:
         if target is not None:
             table.forces, table.forces_stddev = force_list, force_std
             table.forces_target, table.forces_unit = target.name, target.unit + "/A"
+        if per_atom:
+            table.contributions, table.contributions_stddev = contribution_list, contribution_std
         return table
 
     def predict_file(self, path, callback: Optional[Callable[[Record], Any]] = None, *,
