@@ -291,7 +291,9 @@ int main(int argc, char** argv) {
     read_data(a.data, mols, y, p);
     // The trained model: its configuration for training (fresh weights from its seed), its
     // trained weights, designs and normalisation for prediction.
-    const std::unique_ptr<flt::models::MoleculeModel<float>> trained = flt::models::load_model(a.model);
+    // For an ensemble file its first member: the benchmark times one network.
+    const std::unique_ptr<flt::models::MoleculeModel<float>> trained =
+        flt::models::from_model_file<float>(flt::models::read_member_files(a.model).front());
     flt::models::MoleculeModel<float>& trained_model = *trained;
     if (static_cast<std::size_t>(trained_model.config().num_targets()) != p)
       throw std::runtime_error("the data file has " + std::to_string(p) + " targets, the model " +

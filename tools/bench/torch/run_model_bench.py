@@ -88,7 +88,9 @@ def model_attention(path):
     process's resident memory at the fork.)"""
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(n))["__metadata__"].get("config.attention")
+        metadata = json.loads(f.read(n))["__metadata__"]
+    # An ensemble file keeps each member's entries under "member.<k>."; bench_model times member 1.
+    return metadata.get("config.attention", metadata.get("member.1.config.attention"))
 
 
 def trained_model(a, work):
