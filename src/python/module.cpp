@@ -95,10 +95,10 @@ py::object forces_array(const std::vector<std::array<double, 3>>& forces, bool a
 
 // Per-atom contributions of a prediction as an (n, T) array (NaN columns for intensive targets,
 // which have none), or None when there are none.
-py::object contributions_array(const flt::Result& r, std::size_t targets, bool asked,
-                               bool spread) {
-  if (!asked || !r.ok()) return py::none();
-  const auto& c = spread ? r.prediction->contributions_stddev : r.prediction->contributions;
+py::object contributions_array(const std::optional<flt::Prediction>& prediction, std::size_t targets,
+                               bool asked, bool spread) {
+  if (!asked || !prediction) return py::none();
+  const auto& c = spread ? prediction->contributions_stddev : prediction->contributions;
   std::size_t n = 0;
   for (const auto& column : c) n = std::max(n, column.size());
   py::array_t<double> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(targets)});
@@ -132,8 +132,8 @@ py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t
                                    forces && r.ok()));
     force_std_list.append(forces_array(
         r.ok() ? r.prediction->forces_stddev : std::vector<std::array<double, 3>>{}, forces && r.ok()));
-    contribution_list.append(contributions_array(r, targets, per_atom, false));
-    contribution_std_list.append(contributions_array(r, targets, per_atom, true));
+    contribution_list.append(contributions_array(r.prediction, targets, per_atom, false));
+    contribution_std_list.append(contributions_array(r.prediction, targets, per_atom, true));
   }
   return py::make_tuple(values, stddev, errors, force_list, force_std_list, contribution_list,
                         contribution_std_list);
@@ -256,7 +256,7 @@ PYBIND11_MODULE(_flt, m) {
           [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,
              const std::string& format, bool add_hydrogens, bool generate_conformers, unsigned seed,
              bool sanitize, double min_distance, int threads, std::size_t batch_size, bool forces,
-             const std::string& forces_target) {
+             const std::string& forces_target, bool per_atom) {
             flt::FileOptions options;
             options.threads = threads;
             options.batch_size = batch_size;
@@ -268,6 +268,7 @@ PYBIND11_MODULE(_flt, m) {
             options.min_distance = min_distance;
             options.forces = forces;
             options.forces_target = forces_target;
+            options.per_atom = per_atom;
             const double nan = std::numeric_limits<double>::quiet_NaN();
             const std::size_t T = model.targets().size();
             flt::FileSummary summary;
@@ -289,7 +290,9 @@ PYBIND11_MODULE(_flt, m) {
                   sink(r.file, r.record, r.title, values, stddev,
                        r.ok() ? py::object(py::none()) : py::object(py::str(r.error)),
                        forces_array(r.ok() ? r.prediction->forces : std::vector<std::array<double, 3>>{},
-                                    forces && r.ok()));
+                                    forces && r.ok()),
+                       contributions_array(r.prediction, T, per_atom, false),
+                       contributions_array(r.prediction, T, per_atom, true));
                 },
                 options);
             }
@@ -298,5 +301,5 @@ PYBIND11_MODULE(_flt, m) {
           py::arg("path"), py::arg("sink"), py::arg("format") = "", py::arg("add_hydrogens") = true,
           py::arg("generate_conformers") = false, py::arg("seed") = 42u, py::arg("sanitize") = true,
           py::arg("min_distance") = 0.1, py::arg("threads") = 0, py::arg("batch_size") = 64,
-          py::arg("forces") = false, py::arg("forces_target") = "");
+          py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false);
 }

@@ -285,3 +285,10 @@ def test_per_atom_contributions_sum_to_the_prediction_and_match_flt_predict(mode
     table = model.predict((np.array([Chem.GetPeriodicTable().GetAtomicNumber(a[0]) for a in atoms]),
                            np.array([[float(v) for v in a[1:4]] for a in atoms])), per_atom=True)
     np.testing.assert_allclose(table.contributions[0][:, model.names.index("U0")], cli, rtol=0, atol=1e-4)
+    # predict_file gives each record the same contributions (and none without per_atom).
+    records = model.predict_file(QM9_EXAMPLES, per_atom=True, threads=1)
+    np.testing.assert_allclose(records[0].contributions[:, model.names.index("U0")], cli, rtol=0, atol=1e-4)
+    for r in records:
+        assert r.contributions.shape[1] == len(model.targets)
+        assert abs(np.nansum(r.contributions[:, model.names.index("U0")]) - r.values[model.names.index("U0")]) <= 1e-3
+    assert model.predict_file(QM9_EXAMPLES, threads=1)[0].contributions is None

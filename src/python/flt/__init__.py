@@ -136,6 +136,10 @@ class Record:
     stddev: np.ndarray
     error: Optional[str]  # None when predicted
     forces: Optional[np.ndarray] = None  # (n_atoms, 3) with forces=True, else None
+    # With per_atom=True: (n_atoms, n_targets) contributions to the extensive targets in their
+    # units (NaN columns for intensive ones; rows sum to `values`), and the ensemble spread.
+    contributions: Optional[np.ndarray] = None
+    contributions_stddev: Optional[np.ndarray] = None
 
     @property
     def ok(self) -> bool:
@@ -289,27 +293,29 @@ class Model:
                      format: str = "", add_hydrogens: bool = True,
                      generate_conformers: bool = False, seed: int = 42, sanitize: bool = True,
                      min_distance: float = 0.1, threads: int = 0, batch_size: int = 64,
-                     forces: bool = False, forces_target: str = ""):
+                     forces: bool = False, forces_target: str = "", per_atom: bool = False):
         """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9; .gz, directories and tar
         archives too) and predicts every record, in input order.
 
         With a callback: calls it with each Record as soon as its batch is predicted (memory: one
         batch) and returns (read, predicted, failed); an exception raised by the callback stops
-        the run and propagates. Without: returns the list of all Records.
+        the run and propagates. Without: returns the list of all Records. per_atom=True fills
+        each Record's `contributions` as predict(..., per_atom=True) does.
         """
         target = self.forces_target(forces_target) if forces else None
         options = dict(format=format, add_hydrogens=add_hydrogens,
                        generate_conformers=generate_conformers, seed=seed, sanitize=sanitize,
                        min_distance=min_distance, threads=threads, batch_size=batch_size,
-                       forces=bool(forces), forces_target=target.name if target else "")
+                       forces=bool(forces), forces_target=target.name if target else "",
+                       per_atom=bool(per_atom))
         if callback is not None:
-            def sink(file, record, title, values, stddev, error, record_forces):
-                callback(Record(file, record, title, values, stddev, error, record_forces))
+            def sink(*fields):
+                callback(Record(*fields))
             return self._native.predict_file(str(path), sink, **options)
         records: list[Record] = []
 
-        def collect(file, record, title, values, stddev, error, record_forces):
-            records.append(Record(file, record, title, values, stddev, error, record_forces))
+        def collect(*fields):
+            records.append(Record(*fields))
 
         self._native.predict_file(str(path), collect, **options)
         return records
