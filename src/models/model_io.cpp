@@ -158,6 +158,11 @@ std::vector<train::ModelFile> member_files(const train::ModelFile& file) {
   if (count.empty() || count.size() > 6 || count.find_first_not_of("0123456789") != std::string::npos ||
       (members = std::stoul(count)) < 2)
     throw ModelFileError(source, "ensemble member count '" + count + "' is not a whole number of at least 2");
+  // Every member holds at least one tensor: a count beyond the tensors is malformed, and is refused
+  // before anything is allocated for it.
+  if (members > file.tensors().size())
+    throw ModelFileError(source, "ensemble member count " + count + " exceeds its " +
+                                     std::to_string(file.tensors().size()) + " tensors");
   std::vector<train::ModelFile> out(members, train::ModelFile(kModelFileFormat));
   for (std::size_t k = 0; k < members; ++k)
     out[k].set_source(source + " [member " + std::to_string(k + 1) + " of " + count + "]");
@@ -175,6 +180,13 @@ std::vector<train::ModelFile> member_files(const train::ModelFile& file) {
   for (std::size_t k = 0; k < members; ++k)
     if (out[k].tensors().empty())
       throw ModelFileError(source, "ensemble member " + std::to_string(k + 1) + " of " + count + " is empty");
+  return out;
+}
+
+std::vector<train::ModelFile> member_files(train::ModelFile&& file) {
+  if (file.format() != kModelFileFormat) return member_files(static_cast<const train::ModelFile&>(file));
+  std::vector<train::ModelFile> out;
+  out.push_back(std::move(file));  // a model file is its own only member: no copy of its tensors
   return out;
 }
 

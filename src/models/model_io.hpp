@@ -45,6 +45,7 @@ train::ModelFile to_ensemble_file(std::span<const train::ModelFile> files);
 // "<source> [member k of M]" in errors) for "flt-ensemble". ModelFileError naming the file for
 // any other format, a missing or inconsistent member count, or an entry outside every member.
 std::vector<train::ModelFile> member_files(const train::ModelFile& file);
+std::vector<train::ModelFile> member_files(train::ModelFile&& file);  // moves a model file's tensors
 // read_model_file accepting either format, then member_files. IoError / ModelFileError.
 std::vector<train::ModelFile> read_member_files(const std::filesystem::path& path);
 

@@ -153,8 +153,9 @@ class DatasetBuilder {
     inputs_ = std::move(inputs);
   }
   IoError changed_between_reads(const std::string& what) const {
-    return IoError(inputs_, what + " on the second read than on the first: an input changed between the reads, or "
-                                   "cannot be read twice (a pipe); a sharded load under mpirun reads every input twice");
+    return IoError(inputs_, "the second read of a sharded load " + what +
+                                ": an input changed between the reads, or cannot be read twice (a pipe); under "
+                                "mpirun every rank reads each input twice");
   }
 
   // Adds a record or returns the reason it is bad (labels that are not numbers, geometry, ...).
@@ -229,14 +230,15 @@ class DatasetBuilder {
       for (std::size_t k = 0; k < 3; ++k) xyz[3 * i + k] = p.positions(static_cast<Index>(i), static_cast<Index>(k));
     const std::uint64_t digest = train::molecule_digest(m.atomic_numbers, xyz, row);
     const std::size_t position = added_++;
-    const bool keep = !options_.keep_coordinates || options_.keep_coordinates(position);
+    // Checked before keep_coordinates is asked: its selection covers the first read's molecules only.
     if (refill_) {
       if (position >= refill_->size())
-        throw changed_between_reads("gave more than " + std::to_string(refill_->size()) + " good molecules");
+        throw changed_between_reads("gave more good molecules than the first read's " + std::to_string(refill_->size()));
       if (digest != refill_->digests[position] || id != refill_->ids[position])
-        throw changed_between_reads("molecule " + std::to_string(position + 1) + " (" + refill_->sources[position] +
-                                    ", id '" + refill_->ids[position] + "') has other content");
+        throw changed_between_reads("found other content for molecule " + std::to_string(position + 1) + " (" +
+                                    refill_->sources[position] + ", id '" + refill_->ids[position] + "')");
     }
+    const bool keep = !options_.keep_coordinates || options_.keep_coordinates(position);
     Dataset* into = refill_;
     if (keep) {
       m.positions.resize(p.size());
@@ -467,7 +469,7 @@ void load_coordinates(Dataset& data, DatasetOptions options, std::function<bool(
   builder.refill(data, join(options.inputs));
   read_records(builder, options);
   if (builder.added() != data.size())
-    throw builder.changed_between_reads("gave " + std::to_string(builder.added()) + " good molecules instead of " +
+    throw builder.changed_between_reads("gave " + std::to_string(builder.added()) + " good molecules, the first read " +
                                         std::to_string(data.size()));
 }
 
@@ -497,7 +499,7 @@ Dataset subset(const Dataset& data, std::span<const std::size_t> indices) {
     d.ids.push_back(data.ids[i]);
     d.titles.push_back(data.titles[i]);
     d.sources.push_back(data.sources[i]);
-    if (i < data.digests.size()) d.digests.push_back(data.digests[i]);
+    if (data.digests.size() == data.size()) d.digests.push_back(data.digests[i]);
     for (Index t = 0; t < p; ++t) {
       d.labels(static_cast<Index>(k), t) = data.labels(static_cast<Index>(i), t);
       if (std::isnan(data.labels(static_cast<Index>(i), t))) ++d.missing_per_target[static_cast<std::size_t>(t)];

@@ -83,6 +83,14 @@ double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// Options added after runs became resumable, each with the value that behaves as before it existed.
+// At that value the option is left out of the fingerprint, so a run started by an flt without it
+// (whose checkpoint has no entry) resumes; any other value is compared as usual.
+const std::map<std::string, std::string>& later_options_neutral_values() {
+  static const std::map<std::string, std::string> values{{"train.batch-atoms", "0"}};
+  return values;
+}
+
 // The configuration that must not change between an interrupted run and its --resume: the
 // resolved INI without the [run] section and without the thread count.
 std::string resume_fingerprint(const std::string& ini_text) {
@@ -92,7 +100,10 @@ std::string resume_fingerprint(const std::string& ini_text) {
     if (section.name == "run") continue;
     for (const auto& e : section.entries) {
       if (section.name == "train" && e.key == "threads") continue;
-      sorted[section.name + "." + e.key] = e.value;
+      const std::string key = section.name + "." + e.key;
+      const auto later = later_options_neutral_values().find(key);
+      if (later != later_options_neutral_values().end() && later->second == e.value) continue;
+      sorted[key] = e.value;
     }
   }
   std::string out;
@@ -703,6 +714,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   // From the per-molecule digests taken while reading, so ranks that hold different molecules'
   // coordinates agree, for any number of ranks.
   std::vector<std::uint64_t> train_digests;
+  require(data.digests.size() == data.size(), "run_training: the dataset has no molecule digests");
   for (std::size_t i : split.train) train_digests.push_back(data.digests[i]);
   const std::string checksum = train::training_data_checksum(train_digests);
   const std::string config_fingerprint = resume_fingerprint(cfg.resolved_ini);
@@ -993,8 +1005,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     double val_loss = kNaN;
     if (!split.validation.empty()) {
       if (!parallel) {
-        const Batch vb = make_batch(data, split.validation);
-        val_targets = model.normalise_labels(vb.molecules, vb.labels);
+        val_targets = model.normalise_labels(composition_batch(data, split.validation),
+                                             labels_at(data, split.validation));
       }
       val_loss = regression_loss_forward<double>(cfg.loss, val_norm, val_targets).value;
     }
@@ -1175,7 +1187,8 @@ std::string format_summary(const TrainResult& r) {
     const double steps = static_cast<double>(r.session_steps);
     out << "throughput: " << format_number(static_cast<double>(r.session_molecules) / r.session_train_seconds, 4)
         << " molecules/s (" << r.session_steps << " step" << (r.session_steps == 1 ? "" : "s")
-        << " this session, at most " << r.largest_step_atoms << " atoms in one pass";
+        << " this session, at most " << r.largest_step_atoms << " atoms in one pass"
+        << (r.ranks > 1 ? " on rank 0" : "");
     if (r.session_batches_over_budget > 0)
       out << "; " << r.session_batches_over_budget << " step" << (r.session_batches_over_budget == 1 ? "" : "s")
           << " of one molecule above --batch-atoms";

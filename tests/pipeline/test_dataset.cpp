@@ -304,6 +304,16 @@ TEST_CASE("sharded load: the first read keeps no coordinates, the second only th
     }
     write_text(path, text.substr(0, text.find("title=m30")));
     CHECK_THROWS_AS(load_coordinates(other, again, mine), IoError);
+    // A file that grew: the error, before the selection is asked about a molecule it never saw.
+    const std::size_t first_count = other.size();
+    const std::size_t comment_m1 = text.rfind('\n', text.find("title=m1\n")) + 1;
+    const std::size_t record_m1 = text.rfind('\n', comment_m1 - 2) + 1;  // its atom-count line
+    write_text(path, text + text.substr(0, record_m1));                 // molecule m0 once more
+    const auto bounded = [&](std::size_t s) {
+      REQUIRE(s < first_count);
+      return mine(s);
+    };
+    CHECK_THROWS_WITH(load_coordinates(other, again, bounded), Catch::Contains("more good molecules than the first read's"));
   }
 }
 

@@ -117,6 +117,8 @@ TEST_CASE("ensemble file: refused inputs and malformed files name the file and t
   CHECK_THAT(error_of(one), Catch::Contains("member count '1'"));
   const std::string three = write_variant("count3.flt", [](train::ModelFile& f) { f.set_metadata("ensemble.members", "3"); });
   CHECK_THAT(error_of(three), Catch::Contains("member 3 of 3 is empty"));
+  const std::string huge = write_variant("huge.flt", [](train::ModelFile& f) { f.set_metadata("ensemble.members", "999999"); });
+  CHECK_THAT(error_of(huge), Catch::Contains("member count 999999 exceeds its"));
   const std::string zero_padded = write_variant("padded.flt", [&](train::ModelFile& f) {
     f.set_metadata("member.01.config.width", good.metadata("member.1.config.width"));
   });

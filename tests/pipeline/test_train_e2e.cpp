@@ -194,6 +194,10 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
     const auto wrong = run_flt("train --resume --out '" + run7.string() + "'", dir.path());
     CHECK(wrong.status != 0);
     CHECK_THAT(wrong.err, Catch::Contains("different training data"));
+    // An earlier flt had no --batch-atoms: at its neutral value the option is not in the compared
+    // configuration, which is then what that flt wrote.
+    CHECK_THAT(train::read_checkpoint(run7 / "checkpoint-last.flt").text("config"),
+               !Catch::Contains("batch-atoms"));
     set_checksum(legacy.hex());
     const auto resumed = run_flt("train --resume --out '" + run7.string() + "'", dir.path());
     INFO(resumed.err);

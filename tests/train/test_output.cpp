@@ -159,9 +159,8 @@ TEST_CASE("training data checksum: per-molecule digests combined in order", "[tr
   const std::vector<double> labels = {-40.47, 0.5};
   const std::uint64_t methane = molecule_digest(z, xyz, labels);
   const std::uint64_t oxygen = molecule_digest(std::vector<int>{8}, std::vector<double>{0, 0, 0}, labels);
-  // A molecule's digest is the earlier fingerprint's hash of that molecule alone (the same encoding).
-  DataFingerprint alone;
-  alone.add_molecule(z, xyz, labels);
+  // A molecule's digest is the FNV-1a of its encoding (the one the earlier whole-set fingerprint
+  // concatenated).
   Fnv1a64 expected;
   expected.update_u64(z.size());
   for (std::size_t i = 0; i < z.size(); ++i) {
