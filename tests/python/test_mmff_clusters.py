@@ -136,3 +136,21 @@ def test_a_bad_extra_smiles_stops_the_run_naming_file_and_line(tmp_path):
     assert run.returncode != 0
     assert f"{extras}:2" in run.stderr and "C1CC" in run.stderr
     assert not (tmp_path / "x.xyz").exists()
+
+
+def test_extra_smiles_formats(tmp_path):
+    gen = load_generator()
+    text = tmp_path / "a.smi"
+    text.write_text("# header comment\n\nCSC dimethyl sulfide\n  CCS\n")
+    assert gen.read_extra_smiles(str(text)) == [("CSC", f"{text}:3"), ("CCS", f"{text}:4")]
+    one_column = tmp_path / "b.csv"
+    one_column.write_text("SMILES\nCSC\nCCS\n")
+    assert [s for s, _ in gen.read_extra_smiles(str(one_column))] == ["CSC", "CCS"]
+    two_columns = tmp_path / "c.csv"
+    two_columns.write_text("id,smiles\n1,CSC\n2,\n")
+    with pytest.raises(ValueError, match=f"{two_columns}:3: no value"):
+        gen.read_extra_smiles(str(two_columns))
+    empty = tmp_path / "d.smi"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no SMILES"):
+        gen.read_extra_smiles(str(empty))

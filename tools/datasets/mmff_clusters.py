@@ -64,7 +64,7 @@ def read_extra_smiles(path):
         raise ValueError(f"{path}: no SMILES")
     first = content[0][1]
     header = [h.strip().lower() for h in next(csv.reader([first]))]
-    if "," in first and "smiles" in header:
+    if "smiles" in header:  # a CSV header (a one-column CSV has no comma)
         col = header.index("smiles")
         entries = []
         for n, line in content[1:]:
