@@ -81,3 +81,76 @@ def test_flt_reads_the_clusters_as_ase_extended_xyz(tmp_path):
                           "--stats"], check=True, capture_output=True, text=True)
     text = out.stdout + out.stderr
     assert "energy" in text and "eV" in text
+
+
+def generate_with_extras(path, extras, fraction=None, seed=1):
+    args = [sys.executable, SCRIPT, "--out", str(path), "--count", "3", "--min-atoms", "40",
+            "--max-atoms", "90", "--pool", "30", "--seed", str(seed), "--extra-smiles", str(extras),
+            "-q"]
+    if fraction is not None:
+        args += ["--extra-fraction", str(fraction)]
+    subprocess.run(args, check=True)
+    return path.read_bytes()
+
+
+def test_extra_smiles_join_the_clusters_reproducibly(tmp_path):
+    # Sulfur molecules and a neutral ion pair, none of them in QM9 (no S, no charges).
+    extras = tmp_path / "extras.smi"
+    extras.write_text("# comment\nCSC dimethyl_sulfide\n\nCCS ethanethiol\n"
+                      "C[NH3+].CC(=O)[O-] methylammonium_acetate\n")
+    only_extras = generate_with_extras(tmp_path / "a.xyz", extras, fraction=1.0)
+    assert generate_with_extras(tmp_path / "b.xyz", extras, fraction=1.0) == only_extras
+    # Every molecule drawn is an extra: sulfur or the ion pair's nitrogen in each, no QM9 molecule.
+    for comment, atoms in read_frames(only_extras):
+        molecules = int(comment.split("molecules=")[1].split()[0])
+        symbols = [a[0] for a in atoms]
+        assert symbols.count("S") + symbols.count("N") == molecules
+        assert set(symbols) <= {"C", "H", "N", "O", "S"}
+    # Mixed with QM9 (uniform draw over 30 + 3 molecules): a file other than without extras.
+    mixed = generate_with_extras(tmp_path / "c.xyz", extras)
+    assert generate_with_extras(tmp_path / "d.xyz", extras) == mixed
+    assert mixed != generate(tmp_path / "e.xyz")
+    # A CSV with a smiles column gives the same molecules, hence the same file.
+    csv_extras = tmp_path / "extras.csv"
+    csv_extras.write_text("name,smiles\nsulfide,CSC\nthiol,CCS\npair,C[NH3+].CC(=O)[O-]\n")
+    assert generate_with_extras(tmp_path / "f.xyz", csv_extras, fraction=1.0) == only_extras
+
+
+def test_an_ion_pair_is_one_rigid_neutral_entry_in_contact():
+    gen = load_generator()
+    extras = gen.build_extras([("C[NH3+].CC(=O)[O-]", "pairs.smi:1")], lambda msg: None)
+    mol, xyz = extras[0]
+    assert sum(a.GetFormalCharge() for a in mol.GetAtoms()) == 0
+    from rdkit import Chem
+    first, second = Chem.GetMolFrags(mol)
+    gap = np.linalg.norm(xyz[list(first)][:, None] - xyz[list(second)][None], axis=-1).min()
+    assert gap < 2.2  # optimised with the inter-fragment terms: a hydrogen bond, not apart
+
+
+def test_a_bad_extra_smiles_stops_the_run_naming_file_and_line(tmp_path):
+    extras = tmp_path / "bad.smi"
+    extras.write_text("CSC\nC1CC not_a_ring\n")
+    run = subprocess.run([sys.executable, SCRIPT, "--out", str(tmp_path / "x.xyz"), "--count", "1",
+                          "--pool", "5", "--extra-smiles", str(extras), "-q"],
+                         capture_output=True, text=True)
+    assert run.returncode != 0
+    assert f"{extras}:2" in run.stderr and "C1CC" in run.stderr
+    assert not (tmp_path / "x.xyz").exists()
+
+
+def test_extra_smiles_formats(tmp_path):
+    gen = load_generator()
+    text = tmp_path / "a.smi"
+    text.write_text("# header comment\n\nCSC dimethyl sulfide\n  CCS\n")
+    assert gen.read_extra_smiles(str(text)) == [("CSC", f"{text}:3"), ("CCS", f"{text}:4")]
+    one_column = tmp_path / "b.csv"
+    one_column.write_text("SMILES\nCSC\nCCS\n")
+    assert [s for s, _ in gen.read_extra_smiles(str(one_column))] == ["CSC", "CCS"]
+    two_columns = tmp_path / "c.csv"
+    two_columns.write_text("id,smiles\n1,CSC\n2,\n")
+    with pytest.raises(ValueError, match=f"{two_columns}:3: no value"):
+        gen.read_extra_smiles(str(two_columns))
+    empty = tmp_path / "d.smi"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no SMILES"):
+        gen.read_extra_smiles(str(empty))

@@ -14,6 +14,13 @@ The inter-fragment electrostatics decay as 1/r between molecular dipoles' partia
 model must see beyond a short cutoff to get a large cluster's energy right: train on small
 clusters, test on large ones (size extrapolation).
 
+Extra molecules (--extra-smiles FILE: one SMILES per line, or a CSV with a smiles column) join the
+pool, for chemistry QM9 lacks (sulfur, the ions of a protein's side chains; the protein fragments
+of datasets/mmff-clusters/protein_fragments.smi). A SMILES with several fragments (an ion pair such
+as "C[NH3+].CC(=O)[O-]") is one rigid entry, optimised with its inter-fragment terms on, so that
+charged species enter the clusters as neutral pairs. --extra-fraction sets the share of the drawn
+molecules that come from the extras (default: uniform over the whole pool).
+
 Reproducible: the same arguments give the same file byte for byte (RDKit 2022.09, NumPy seeded
 generator). The benchmark's two files (datasets/README.md):
   tools/datasets/mmff_clusters.py --out train.xyz --count 1000 --min-atoms 50 --max-atoms 500 --seed 1
@@ -44,6 +51,66 @@ def read_smiles(index_path):
     opener = gzip.open if index_path.endswith(".gz") else open
     with opener(index_path, "rt", newline="") as f:
         return [row["smiles"] for row in csv.DictReader(f) if row["smiles"]]
+
+
+def read_extra_smiles(path):
+    """(SMILES, "FILE:LINE") of the extra molecules: a CSV whose header has a smiles column, or one
+    SMILES per line (anything after the first whitespace, blank lines and # comments ignored)."""
+    with open(path, newline="") as f:
+        lines = f.read().splitlines()
+    content = [(n, line) for n, line in enumerate(lines, 1)
+               if line.strip() and not line.lstrip().startswith("#")]
+    if not content:
+        raise ValueError(f"{path}: no SMILES")
+    first = content[0][1]
+    header = [h.strip().lower() for h in next(csv.reader([first]))]
+    if "smiles" in header:  # a CSV header (a one-column CSV has no comma)
+        col = header.index("smiles")
+        entries = []
+        for n, line in content[1:]:
+            row = next(csv.reader([line]))
+            if col >= len(row) or not row[col].strip():
+                raise ValueError(f"{path}:{n}: no value in the smiles column")
+            entries.append((row[col].strip(), f"{path}:{n}"))
+        return entries
+    return [(line.split()[0], f"{path}:{n}") for n, line in content]
+
+
+def build_extras(entries, log):
+    """The extra molecules with a 3-D MMFF94 geometry (centred), in file order; a SMILES that RDKit
+    cannot parse, embed or parametrise with MMFF94 stops the run, naming its file and line."""
+    extras = []
+    params = AllChem.ETKDGv3()
+    for k, (smi, where) in enumerate(entries):
+        mol = Chem.MolFromSmiles(smi)
+        if mol is None:
+            raise ValueError(f"{where}: RDKit cannot parse the SMILES {smi!r}")
+        mol = Chem.AddHs(mol)
+        params.randomSeed = k + 1
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise ValueError(f"{where}: {smi}: no 3-D embedding (ETKDGv3)")
+        if not AllChem.MMFFHasAllMoleculeParams(mol):
+            raise ValueError(f"{where}: {smi}: MMFF94 has no parameters for some atom")
+        # Inter-fragment terms on: the ions of a pair settle into contact.
+        AllChem.MMFFOptimizeMolecule(mol, maxIters=2000, ignoreInterfragInteractions=False)
+        xyz = mol.GetConformer().GetPositions()
+        extras.append((mol, xyz - xyz.mean(axis=0)))
+    charge = sum(Chem.GetFormalCharge(mol) for mol, _ in extras)
+    log(f"extras: {len(extras)} molecules embedded and MMFF94-optimised (formal charges sum to {charge})")
+    return extras
+
+
+def pool_picker(qm9_count, extra_count, extra_fraction):
+    """Draws a pool index: uniform over the whole pool, or from the extras (appended after the QM9
+    molecules) with probability extra_fraction."""
+    if extra_fraction is None or extra_count == 0:
+        return lambda rng: int(rng.integers(qm9_count + extra_count))
+
+    def pick(rng):
+        if rng.uniform() < extra_fraction:
+            return qm9_count + int(rng.integers(extra_count))
+        return int(rng.integers(qm9_count))
+    return pick
 
 
 def build_pool(smiles, size, rng, log):
@@ -100,7 +167,7 @@ def clashing_molecules(points, owner, min_distance):
     return np.unique(np.concatenate([a[other], b[other]]))
 
 
-def make_cluster(pool, target_atoms, density, min_distance, rng, max_repair_sweeps=40):
+def make_cluster(pool, target_atoms, density, min_distance, rng, max_repair_sweeps=40, pick=None):
     """Molecules drawn from the pool until about target_atoms atoms, packed in a sphere.
 
     Random sequential insertion of rigid molecules jams far below liquid density (about 0.04
@@ -111,10 +178,13 @@ def make_cluster(pool, target_atoms, density, min_distance, rng, max_repair_swee
     step that cannot be repaired is retried at half the size. The packing stops at the target
     density or when steps of 0.02 A cannot be repaired (then the last overlap-free configuration is
     kept and its density, atoms per volume of the sphere of the molecular centres, reported).
+    pick(rng) draws a pool index (default: uniform).
     """
+    if pick is None:
+        pick = pool_picker(len(pool), 0, None)
     chosen, n = [], 0
     while n < target_atoms:
-        k = int(rng.integers(len(pool)))
+        k = pick(rng)
         chosen.append(k)
         n += pool[k][0].GetNumAtoms()
     target_radius = (3.0 * n / (4.0 * math.pi * density)) ** (1.0 / 3.0)
@@ -213,15 +283,32 @@ def main():
                         help="smallest distance between atoms of different molecules (Angstrom)")
     parser.add_argument("--pool", type=int, default=400, help="distinct QM9 molecules used")
     parser.add_argument("--index", default=DEFAULT_INDEX, help="QM9 index CSV with a smiles column")
+    parser.add_argument("--extra-smiles", metavar="FILE",
+                        help="extra molecules for the pool: one SMILES per line, or a CSV with a "
+                             "smiles column (datasets/mmff-clusters/protein_fragments.smi)")
+    parser.add_argument("--extra-fraction", type=float, default=None,
+                        help="share of the drawn molecules taken from the extras "
+                             "(default: uniform over QM9 and extra molecules)")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
     if not 0 < args.min_atoms <= args.max_atoms or args.count < 1:
         parser.error("need 0 < --min-atoms <= --max-atoms and --count >= 1")
+    if args.extra_fraction is not None and (args.extra_smiles is None or
+                                            not 0.0 <= args.extra_fraction <= 1.0):
+        parser.error("--extra-fraction needs --extra-smiles and a value in [0, 1]")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     RDLogger.DisableLog("rdApp.*")
 
     rng = np.random.default_rng(args.seed)
     pool = build_pool(read_smiles(args.index), args.pool, rng, log)
+    extras = []
+    if args.extra_smiles:
+        try:
+            extras = build_extras(read_extra_smiles(args.extra_smiles), log)
+        except (OSError, ValueError) as e:
+            sys.exit(f"mmff_clusters: {e}")
+    pick = pool_picker(len(pool), len(extras), args.extra_fraction)
+    pool = pool + extras
     out_dir = os.path.dirname(os.path.abspath(args.out))
     fd, tmp = tempfile.mkstemp(prefix=".mmff_clusters.", dir=out_dir)
     start = time.time()
@@ -232,7 +319,7 @@ def main():
                 target = int(round(math.exp(rng.uniform(math.log(args.min_atoms),
                                                         math.log(args.max_atoms)))))
                 placed, radius, extent = make_cluster(pool, target, args.density,
-                                                      args.min_distance, rng)
+                                                      args.min_distance, rng, pick=pick)
                 symbols, xyz, energy, forces = cluster_energy(placed)
                 n = len(symbols)
                 achieved = n / (4.0 / 3.0 * math.pi * radius ** 3)
