@@ -155,26 +155,35 @@ void set_atom_column(chem::PointSet& points, chem::AtomColumn column) {
   points.atom_columns.push_back(std::move(column));
 }
 
+// Per-atom values (n x width, row-major) as an extended-XYZ column name:R:width with its unit, or
+// for SDF a tag 'name [unit]' with one atom's values per line, in the record's atom order.
+void attach_atom_values(chem::PointSet& points, chem::Format format, const std::string& name,
+                        const std::string& unit, int width, std::vector<double> values) {
+  if (format == chem::Format::sdf) {
+    std::string text;
+    for (std::size_t k = 0; k < values.size(); ++k)
+      text += chem::format_number(values[k]) + ((k + 1) % static_cast<std::size_t>(width) == 0 ? "\n" : " ");
+    points.set_property(train::with_unit_suffix(name, unit), text);
+  } else {
+    chem::AtomColumn column;
+    column.name = name;
+    column.type = 'R';
+    column.width = width;
+    column.unit = unit;
+    column.values = std::move(values);
+    set_atom_column(points, std::move(column));
+  }
+}
+
 // The forces of a prediction as the output's per-atom data: an extended-XYZ column
 // (flt_forces:R:3, unit in flt_forces_unit) or an SD tag with one "Fx Fy Fz" line per atom.
 void attach_forces(chem::PointSet& points, const pipeline::MoleculePrediction& p, chem::Format format,
                    const std::string& unit, bool ensemble) {
   const auto add = [&](const std::string& name, const Mat<double>& f) {
-    if (format == chem::Format::sdf) {
-      std::string text;
-      for (Index i = 0; i < f.rows(); ++i)
-        text += chem::format_number(f(i, 0)) + " " + chem::format_number(f(i, 1)) + " " + chem::format_number(f(i, 2)) + "\n";
-      points.set_property(name + " [" + unit + "]", text);
-    } else {
-      chem::AtomColumn column;
-      column.name = name;
-      column.type = 'R';
-      column.width = 3;
-      column.unit = unit;
-      for (Index i = 0; i < f.rows(); ++i)
-        for (Index c = 0; c < 3; ++c) column.values.push_back(f(i, c));
-      set_atom_column(points, std::move(column));
-    }
+    std::vector<double> values;
+    for (Index i = 0; i < f.rows(); ++i)
+      for (Index c = 0; c < 3; ++c) values.push_back(f(i, c));
+    attach_atom_values(points, format, name, unit, 3, std::move(values));
   };
   add("flt_forces", p.forces);
   if (ensemble) add("flt_forces_std", p.forces_stddev);
@@ -188,20 +197,9 @@ void attach_contributions(chem::PointSet& points, const pipeline::MoleculePredic
                           const std::vector<std::size_t>& chosen, bool ensemble) {
   const auto add = [&](const std::string& name, const std::string& unit, const Mat<double>& c,
                        std::size_t t) {
-    const auto col = static_cast<Index>(t);
-    if (format == chem::Format::sdf) {
-      std::string text;
-      for (Index i = 0; i < c.rows(); ++i) text += chem::format_number(c(i, col)) + "\n";
-      points.set_property(train::with_unit_suffix(name, unit), text);
-    } else {
-      chem::AtomColumn column;
-      column.name = name;
-      column.type = 'R';
-      column.width = 1;
-      column.unit = unit;
-      for (Index i = 0; i < c.rows(); ++i) column.values.push_back(c(i, col));
-      set_atom_column(points, std::move(column));
-    }
+    std::vector<double> values;
+    for (Index i = 0; i < c.rows(); ++i) values.push_back(c(i, static_cast<Index>(t)));
+    attach_atom_values(points, format, name, unit, 1, std::move(values));
   };
   for (const std::size_t t : chosen) {
     const std::string name = "flt_" + targets[t].name + "_contribution";
