@@ -2,6 +2,7 @@
 // V embedding vocabulary, S sets. See layers.hpp for the equations of every kernel.
 #include "core/layers.hpp"
 
+#include "core/dual.hpp"
 #include "core/error.hpp"
 #include "core/gemm.hpp"
 #include "core/parallel.hpp"
@@ -70,7 +71,17 @@ void linear_forward(ConstMatRef<T> x, ConstMatRef<T> W, std::span<const T> b, Ma
   check_shape("linear_forward: y", y.rows(), y.cols(), n, W.cols());
   require(b.empty() || static_cast<Index>(b.size()) == W.cols(),
           "linear_forward: bias length does not match W columns");
-  if constexpr (std::is_same_v<T, float> && gemm::kFastKernelAvailable) {
+  if constexpr (is_dual_v<T>) {
+    // y = x W + b through double GEMMs on the value and tangent parts (core/dual.hpp).
+    const RealMat xv = dual_values(x), xd = dual_tangents(x), Wv = dual_values(W), Wd = dual_tangents(W);
+    RealMat yv = xv * Wv;
+    RealMat yd = dual_product_tangent(xv, xd, Wv, Wd);
+    for (std::size_t o = 0; o < b.size(); ++o) {
+      yv.col(static_cast<Index>(o)).array() += b[o].v;
+      yd.col(static_cast<Index>(o)).array() += b[o].d;
+    }
+    dual_store(yv, yd, y, false);
+  } else if constexpr (std::is_same_v<T, float> && gemm::kFastKernelAvailable) {
     // W packed once for all row chunks; the bias is added in the kernel (gemm.hpp).
     const gemm::PackedMatrix packed = gemm::PackedMatrix::pack(W);
     parallel_chunks(n, kRowwiseChunk, [&](Index, Index r0, Index r1) {
@@ -95,9 +106,9 @@ void linear_forward_reference(ConstMatRef<T> x, ConstMatRef<T> W, std::span<cons
           "linear_forward_reference: bias length does not match W columns");
   for (Index n = 0; n < x.rows(); ++n)
     for (Index o = 0; o < W.cols(); ++o) {
-      double acc = b.empty() ? 0.0 : static_cast<double>(b[static_cast<std::size_t>(o)]);
+      Accum<T> acc = b.empty() ? Accum<T>(0.0) : static_cast<Accum<T>>(b[static_cast<std::size_t>(o)]);
       for (Index i = 0; i < x.cols(); ++i)
-        acc += static_cast<double>(x(n, i)) * static_cast<double>(W(i, o));
+        acc += static_cast<Accum<T>>(x(n, i)) * static_cast<Accum<T>>(W(i, o));
       y(n, o) = static_cast<T>(acc);
     }
 }
@@ -114,6 +125,25 @@ void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatR
   if (dx.size() != 0) check_shape("linear_backward: dx", dx.rows(), dx.cols(), n, in);
   require(db.empty() || static_cast<Index>(db.size()) == out,
           "linear_backward: bias gradient length does not match W columns");
+
+  if constexpr (is_dual_v<T>) {
+    // Through double GEMMs on the value and tangent parts (core/dual.hpp).
+    const RealMat xv = dual_values(x), xd = dual_tangents(x), Wv = dual_values(W), Wd = dual_tangents(W);
+    const RealMat gv = dual_values(dy), gd = dual_tangents(dy);
+    if (dx.size() != 0) {
+      const RealMat Wtv = Wv.transpose(), Wtd = Wd.transpose();
+      dual_store(gv * Wtv, dual_product_tangent(gv, gd, Wtv, Wtd), dx, true);
+    }
+    const RealMat xtv = xv.transpose(), xtd = xd.transpose();
+    dual_store(xtv * gv, dual_product_tangent(xtv, xtd, gv, gd), dW, true);
+    if (!db.empty())
+      for (Index c = 0; c < out; ++c) {
+        Dual acc = 0.0;
+        for (Index r = 0; r < n; ++r) acc += dy(r, c);
+        db[static_cast<std::size_t>(c)] += acc;
+      }
+    return;
+  }
 
   // dx += dy W^T, independent rows.
   if (dx.size() != 0) {
@@ -165,9 +195,9 @@ void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatR
       const Index nc = std::min(out, c0 + kGradColBlock) - c0;
       dW.middleCols(c0, nc).noalias() += x.transpose() * dy.middleCols(c0, nc);
       if (!db.empty()) {
-        std::vector<double> acc(static_cast<std::size_t>(nc), 0.0);
+        std::vector<Accum<T>> acc(static_cast<std::size_t>(nc), Accum<T>(0.0));
         for (Index r = 0; r < n; ++r)
-          for (Index c = 0; c < nc; ++c) acc[static_cast<std::size_t>(c)] += static_cast<double>(dy(r, c0 + c));
+          for (Index c = 0; c < nc; ++c) acc[static_cast<std::size_t>(c)] += static_cast<Accum<T>>(dy(r, c0 + c));
         for (Index c = 0; c < nc; ++c) db[static_cast<std::size_t>(c0 + c)] += static_cast<T>(acc[static_cast<std::size_t>(c)]);
       }
     }
@@ -201,7 +231,8 @@ void layernorm_forward(ConstMatRef<T> x, std::span<const T> gamma, std::span<con
       const auto xr = row_array<T>(x, r);
       const T mean = xr.sum() / static_cast<T>(d);
       const T var = (xr - mean).square().sum() / static_cast<T>(d);
-      const T rs = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + eps));
+      using std::sqrt;
+      const T rs = static_cast<T>(1.0 / sqrt(static_cast<Accum<T>>(var) + eps));
       rstd[static_cast<std::size_t>(r)] = rs;
       auto h = row_array<T>(xhat, r);
       h = (xr - mean) * rs;
@@ -243,35 +274,36 @@ void layernorm_backward(ConstMatRef<T> xhat, std::span<const T> rstd, std::span<
   // Per-chunk partial sums of dgamma and dbeta (double), summed serially below in chunk order
   // (the small row-wise chunks balance two threads; the order stays fixed by n).
   const Index chunks = chunk_count(n, kRowwiseChunk);
-  std::vector<double> partial(static_cast<std::size_t>(chunks * 2 * d), 0.0);
+  using A = Accum<T>;
+  std::vector<A> partial(static_cast<std::size_t>(chunks * 2 * d), A(0.0));
   parallel_chunks(n, kRowwiseChunk, [&](Index chunk, Index r0, Index r1) {
-    double* pg = partial.data() + chunk * 2 * d;
-    double* pb = pg + d;
+    A* pg = partial.data() + chunk * 2 * d;
+    A* pb = pg + d;
     for (Index r = r0; r < r1; ++r) {
-      double mean_g = 0.0;
-      double mean_gx = 0.0;
+      A mean_g = 0.0;
+      A mean_gx = 0.0;
       for (Index c = 0; c < d; ++c) {
-        const double g = static_cast<double>(dy(r, c)) *
-                         static_cast<double>(gamma[static_cast<std::size_t>(c)]);
+        const A g = static_cast<A>(dy(r, c)) *
+                         static_cast<A>(gamma[static_cast<std::size_t>(c)]);
         mean_g += g;
-        mean_gx += g * static_cast<double>(xhat(r, c));
-        pg[c] += static_cast<double>(dy(r, c)) * static_cast<double>(xhat(r, c));
-        pb[c] += static_cast<double>(dy(r, c));
+        mean_gx += g * static_cast<A>(xhat(r, c));
+        pg[c] += static_cast<A>(dy(r, c)) * static_cast<A>(xhat(r, c));
+        pb[c] += static_cast<A>(dy(r, c));
       }
       if (dx.size() == 0) continue;
       mean_g /= static_cast<double>(d);
       mean_gx /= static_cast<double>(d);
-      const double rs = static_cast<double>(rstd[static_cast<std::size_t>(r)]);
+      const A rs = static_cast<A>(rstd[static_cast<std::size_t>(r)]);
       for (Index c = 0; c < d; ++c) {
-        const double g = static_cast<double>(dy(r, c)) *
-                         static_cast<double>(gamma[static_cast<std::size_t>(c)]);
-        dx(r, c) += static_cast<T>(rs * (g - mean_g - static_cast<double>(xhat(r, c)) * mean_gx));
+        const A g = static_cast<A>(dy(r, c)) *
+                         static_cast<A>(gamma[static_cast<std::size_t>(c)]);
+        dx(r, c) += static_cast<T>(rs * (g - mean_g - static_cast<A>(xhat(r, c)) * mean_gx));
       }
     }
   });
   for (Index c = 0; c < d; ++c) {
-    double sg = 0.0;
-    double sb = 0.0;
+    A sg = 0.0;
+    A sb = 0.0;
     for (Index k = 0; k < chunks; ++k) {
       sg += partial[static_cast<std::size_t>(k * 2 * d + c)];
       sb += partial[static_cast<std::size_t>(k * 2 * d + d + c)];
@@ -311,36 +343,42 @@ constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1/sqrt(2 pi), normal 
 
 template <class T>
 inline T act_value(Activation a, T x) {
+  using std::erf;
+  using std::exp;
+  using std::tanh;
   switch (a) {
     case Activation::identity: return x;
-    case Activation::silu: return x / (T(1) + std::exp(-x));
+    case Activation::silu: return x / (T(1) + exp(-x));
     case Activation::gelu_tanh: {
       const T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
-      return T(0.5) * x * (T(1) + std::tanh(u));
+      return T(0.5) * x * (T(1) + tanh(u));
     }
     case Activation::gelu_erf:
-      return T(0.5) * x * (T(1) + std::erf(x * T(kInvSqrt2)));
+      return T(0.5) * x * (T(1) + erf(x * T(kInvSqrt2)));
   }
   return x;
 }
 
 template <class T>
 inline T act_derivative(Activation a, T x) {
+  using std::erf;
+  using std::exp;
+  using std::tanh;
   switch (a) {
     case Activation::identity: return T(1);
     case Activation::silu: {
-      const T s = T(1) / (T(1) + std::exp(-x));
+      const T s = T(1) / (T(1) + exp(-x));
       return s * (T(1) + x * (T(1) - s));
     }
     case Activation::gelu_tanh: {
       const T u = T(kSqrt2OverPi) * (x + T(kGeluCubic) * x * x * x);
-      const T t = std::tanh(u);
+      const T t = tanh(u);
       const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * x * x);
       return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du;
     }
     case Activation::gelu_erf: {
-      const T cdf = T(0.5) * (T(1) + std::erf(x * T(kInvSqrt2)));
-      const T pdf = T(kInvSqrt2Pi) * std::exp(-x * x / T(2));
+      const T cdf = T(0.5) * (T(1) + erf(x * T(kInvSqrt2)));
+      const T pdf = T(kInvSqrt2Pi) * exp(-x * x / T(2));
       return cdf + x * pdf;
     }
   }
@@ -474,14 +512,14 @@ void segment_pool_forward(Pooling pooling, const RaggedIndex& index, ConstMatRef
               " rows but the ragged index covers " + std::to_string(index.total_rows()));
   check_shape("segment_pool_forward: y", y.rows(), y.cols(), index.num_sets(), d);
   parallel_chunks(index.num_sets(), kSetChunk, [&](Index, Index s0, Index s1) {
-    std::vector<double> acc(static_cast<std::size_t>(d));
+    std::vector<Accum<T>> acc(static_cast<std::size_t>(d));
     for (Index s = s0; s < s1; ++s) {
       const Index count = index.size(s);
       if (count == 0) {  // empty set: defined output 0 (sum and mean alike)
         y.row(s).setZero();
         continue;
       }
-      std::fill(acc.begin(), acc.end(), 0.0);
+      std::fill(acc.begin(), acc.end(), Accum<T>(0.0));
       for (Index r = index.begin(s); r < index.end(s); ++r)
         for (Index c = 0; c < d; ++c) acc[static_cast<std::size_t>(c)] += x(r, c);
       const double scale = pooling == Pooling::mean ? 1.0 / static_cast<double>(count) : 1.0;
@@ -698,8 +736,6 @@ void Embedding<T>::backward(ParameterStore<T>& store, const EmbeddingCache<T>& c
                                    MatRef<T>, std::span<T>);                                     \
   template void layernorm_forward<T>(ConstMatRef<T>, std::span<const T>, std::span<const T>,     \
                                      double, MatRef<T>, MatRef<T>, std::span<T>);                \
-  template void layernorm_forward_reference<T>(ConstMatRef<T>, std::span<const T>,               \
-                                               std::span<const T>, double, MatRef<T>);           \
   template void layernorm_backward<T>(ConstMatRef<T>, std::span<const T>, std::span<const T>,    \
                                       ConstMatRef<T>, MatRef<T>, std::span<T>, std::span<T>);    \
   template void activation_forward<T>(Activation, ConstMatRef<T>, MatRef<T>);                   \
@@ -717,6 +753,11 @@ void Embedding<T>::backward(ParameterStore<T>& store, const EmbeddingCache<T>& c
 
 FLT_INSTANTIATE_LAYERS(float)
 FLT_INSTANTIATE_LAYERS(double)
+FLT_INSTANTIATE_LAYERS(Dual)
 #undef FLT_INSTANTIATE_LAYERS
+template void layernorm_forward_reference<float>(ConstMatRef<float>, std::span<const float>,
+                                                 std::span<const float>, double, MatRef<float>);
+template void layernorm_forward_reference<double>(ConstMatRef<double>, std::span<const double>,
+                                                  std::span<const double>, double, MatRef<double>);
 
 }  // namespace flt

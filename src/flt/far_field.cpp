@@ -25,6 +25,8 @@
 // alone, so the (mathematically zero) gradient through c is not propagated.
 #include "flt/far_field.hpp"
 
+#include "core/dual.hpp"
+
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 
@@ -514,9 +516,9 @@ void validate_design(const SphericalDesign& design) {
   require(design.directions.allFinite(), "far field: design directions must be finite");
 }
 
-template <class T>
+template <class T, class C = double>
 void validate_inputs(const char* what, const FarFieldConfig& cfg, const RaggedIndex& sets,
-                     ConstMatRef<double> coords, ConstMatRef<T> V, ConstMatRef<T> coeffs) {
+                     ConstMatRef<C> coords, ConstMatRef<T> V, ConstMatRef<T> coeffs) {
   cfg.validate();
   const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
   const std::string w = what;
@@ -531,7 +533,8 @@ void validate_inputs(const char* what, const FarFieldConfig& cfg, const RaggedIn
               std::to_string(coeffs.rows()) + " x " + std::to_string(coeffs.cols()));
   require(N <= std::numeric_limits<std::int32_t>::max(), w + ": more than 2^31 - 1 rows");
   for (Index i = 0; i < N; ++i)
-    if (!(std::isfinite(coords(i, 0)) && std::isfinite(coords(i, 1)) && std::isfinite(coords(i, 2))))
+    if (!(std::isfinite(value_of(coords(i, 0))) && std::isfinite(value_of(coords(i, 1))) &&
+          std::isfinite(value_of(coords(i, 2)))))
       throw InvalidArgument(w + ": non-finite coordinate in row " + std::to_string(i));
 }
 
@@ -1025,7 +1028,7 @@ void far_field_backward(const FarFieldConfig& cfg, const SphericalDesign& design
 // ---------------------------------------------------------------------------------------------
 
 template <class T>
-void far_field_exact_forward(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMatRef<double> coords,
+void far_field_exact_forward(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMatRef<Accum<T>> coords,
                              ConstMatRef<T> V, ConstMatRef<T> coeffs, MatRef<T> out) {
   validate_inputs<T>("far field exact forward", cfg, sets, coords, V, coeffs);
   const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, Hdv = H * dv, K = cfg.nodes.count;
@@ -1052,7 +1055,7 @@ void far_field_exact_forward(const FarFieldConfig& cfg, const RaggedIndex& sets,
 }
 
 template <class T>
-void far_field_exact_backward(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMatRef<double> coords,
+void far_field_exact_backward(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMatRef<Accum<T>> coords,
                               ConstMatRef<T> V, ConstMatRef<T> coeffs, ConstMatRef<T> dout, MatRef<T> dV,
                               MatRef<T> dcoords, MatRef<T> dcoeffs) {
   validate_inputs<T>("far field exact backward", cfg, sets, coords, V, coeffs);
@@ -1132,6 +1135,118 @@ Mat<double> mask_exact(const FarFieldConfig& cfg, ConstMatRef<double> coords, st
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// T = Dual: the pair sums (F1) written out pair by pair, every quantity carrying its tangent.
+// Forward, per pair (i, j) of a set, d = r_i - r_j, rho = |d|:
+//   g_n = w(rho) b_n(rho),  c_h = sum_n a_hn g_n,  out_i,h += c_h v_j,h
+// Backward (G = dLoss/dout; gc_h(i, j) = G_i,h . v_j,h):
+//   dV_j,h += c_h G_i,h;  da_hn += gc_h g_n;
+//   dr_i += sum_h gc_h sum_n a_hn g_n'(rho) d / rho,  dr_j -= the same.
+// The distance's tangent reaches b_n and b_n' through b_n' and b_n'' (radial_basis with
+// spherical_j0_second_derivative), and the envelope's through e' and e''.
+
+namespace {
+
+void radial_basis_dual(const RadialNodes& nodes, const Dual& rho, std::vector<Dual>& b,
+                       std::vector<Dual>& db) {
+  const auto K = static_cast<std::size_t>(nodes.count);
+  std::vector<double> v(K), dv(K), ddv(K);
+  radial_basis(nodes, rho.v, v.data(), dv.data());
+  radial_basis_second_derivative(nodes, rho.v, ddv.data());
+  b.resize(K);
+  db.resize(K);
+  for (std::size_t n = 0; n < K; ++n) {
+    b[n] = {v[n], dv[n] * rho.d};
+    db[n] = {dv[n], ddv[n] * rho.d};
+  }
+}
+
+struct DualPair {
+  Dual d[3], rho, wt, dwt;  // wt = w(rho) = 1 - e(rho), dwt = w'(rho)
+  std::vector<Dual> b, db;
+};
+
+void dual_pair(const FarFieldConfig& cfg, ConstMatRef<Dual> coords, Index i, Index j, DualPair& p) {
+  for (int a = 0; a < 3; ++a) p.d[a] = coords(i, a) - coords(j, a);
+  p.rho = sqrt(p.d[0] * p.d[0] + p.d[1] * p.d[1] + p.d[2] * p.d[2]);
+  radial_basis_dual(cfg.nodes, p.rho, p.b, p.db);
+  const double e1 = envelope_derivative(p.rho.v, cfg.cutoff);
+  p.wt = {1.0 - envelope(p.rho.v, cfg.cutoff), -e1 * p.rho.d};
+  p.dwt = {-e1, -envelope_second_derivative(p.rho.v, cfg.cutoff) * p.rho.d};
+}
+
+}  // namespace
+
+template <>
+void far_field_exact_forward<Dual>(const FarFieldConfig& cfg, const RaggedIndex& sets,
+                                   ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                                   ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
+  validate_inputs<Dual, Dual>("far field exact forward", cfg, sets, coords, V, coeffs);
+  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  require(out.rows() == N && out.cols() == H * dv, "far field exact forward: out must be N x (heads * value_dim)");
+  out.setZero();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (Index s = 0; s < sets.num_sets(); ++s) {
+    DualPair p;
+    for (Index i = sets.begin(s); i < sets.end(s); ++i)
+      for (Index j = sets.begin(s); j < sets.end(s); ++j) {
+        dual_pair(cfg, coords, i, j, p);
+        for (Index h = 0; h < H; ++h) {
+          Dual c = 0.0;
+          for (Index n = 0; n < K; ++n) c += coeffs(h, n) * p.wt * p.b[static_cast<std::size_t>(n)];
+          for (Index x = h * dv; x < (h + 1) * dv; ++x) out(i, x) += c * V(j, x);
+        }
+      }
+  }
+}
+
+template <>
+void far_field_exact_backward<Dual>(const FarFieldConfig& cfg, const RaggedIndex& sets,
+                                    ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                                    ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout,
+                                    MatRef<Dual> dV, MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
+  validate_inputs<Dual, Dual>("far field exact backward", cfg, sets, coords, V, coeffs);
+  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  require(dout.rows() == N && dout.cols() == H * dv && dV.rows() == N && dV.cols() == H * dv,
+          "far field exact backward: dout and dV must be N x (heads * value_dim)");
+  require(dcoords.size() == 0 || (dcoords.rows() == N && dcoords.cols() == 3),
+          "far field exact backward: dcoords must be N x 3 or empty");
+  require(dcoeffs.rows() == H && dcoeffs.cols() == K, "far field exact backward: dcoeffs must be heads x nodes");
+  const bool want_coords = dcoords.size() > 0;
+  std::vector<Mat<Dual>> da_part(static_cast<std::size_t>(sets.num_sets()));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (Index s = 0; s < sets.num_sets(); ++s) {
+    DualPair p;
+    Mat<Dual>& da = da_part[static_cast<std::size_t>(s)];
+    da = Mat<Dual>::Zero(H, K);
+    for (Index i = sets.begin(s); i < sets.end(s); ++i)
+      for (Index j = sets.begin(s); j < sets.end(s); ++j) {
+        dual_pair(cfg, coords, i, j, p);
+        Dual radial = 0.0;  // sum_h gc_h sum_n a_hn g_n'
+        for (Index h = 0; h < H; ++h) {
+          Dual gc = 0.0, c = 0.0, dc = 0.0;
+          for (Index x = h * dv; x < (h + 1) * dv; ++x) gc += dout(i, x) * V(j, x);
+          for (Index n = 0; n < K; ++n) {
+            const auto nn = static_cast<std::size_t>(n);
+            const Dual g = p.wt * p.b[nn];
+            c += coeffs(h, n) * g;
+            dc += coeffs(h, n) * (p.dwt * p.b[nn] + p.wt * p.db[nn]);
+            da(h, n) += gc * g;
+          }
+          for (Index x = h * dv; x < (h + 1) * dv; ++x) dV(j, x) += c * dout(i, x);
+          radial += gc * dc;
+        }
+        if (want_coords && p.rho > 0.0)
+          for (int a = 0; a < 3; ++a) {
+            const Dual g = radial * p.d[a] / p.rho;
+            dcoords(i, a) += g;
+            dcoords(j, a) -= g;
+          }
+      }
+  }
+  for (const auto& part : da_part) dcoeffs += part;
+}
+
 #define FLT_FAR_FIELD_INSTANTIATE(T)                                                                      \
   template void far_field_forward<T>(const FarFieldConfig&, const SphericalDesign&, const RaggedIndex&,   \
                                      const NeighbourList&, ConstMatRef<double>, ConstMatRef<T>,           \
@@ -1140,9 +1255,9 @@ Mat<double> mask_exact(const FarFieldConfig& cfg, ConstMatRef<double> coords, st
                                       const NeighbourList&, ConstMatRef<double>, ConstMatRef<T>,          \
                                       ConstMatRef<T>, const FarFieldCache<T>&, ConstMatRef<T>, MatRef<T>, \
                                       MatRef<T>, MatRef<T>);                                              \
-  template void far_field_exact_forward<T>(const FarFieldConfig&, const RaggedIndex&, ConstMatRef<double>, \
+  template void far_field_exact_forward<T>(const FarFieldConfig&, const RaggedIndex&, ConstMatRef<Accum<T>>, \
                                            ConstMatRef<T>, ConstMatRef<T>, MatRef<T>);                    \
-  template void far_field_exact_backward<T>(const FarFieldConfig&, const RaggedIndex&, ConstMatRef<double>, \
+  template void far_field_exact_backward<T>(const FarFieldConfig&, const RaggedIndex&, ConstMatRef<Accum<T>>, \
                                             ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, MatRef<T>,    \
                                             MatRef<T>, MatRef<T>);
 

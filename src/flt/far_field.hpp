@@ -66,6 +66,7 @@
 // (the code does not need a_hn >= 0; positive definiteness does).
 #pragma once
 
+#include "core/dual.hpp"
 #include "core/random.hpp"
 #include "core/ragged.hpp"
 #include "core/tensor.hpp"
@@ -137,13 +138,15 @@ void far_field_backward(const FarFieldConfig& config, const SphericalDesign& des
 
 // The O(n^2) closed form (F1) and its backward: the reference of the fast path, and the
 // "exact far field" of the ablation. dcoords may be empty here too.
+// T = Dual (core/dual.hpp: coordinates with tangents, for exact second derivatives) runs a
+// readable pair-by-pair version of the same sums, serial within each set.
 template <class T>
 void far_field_exact_forward(const FarFieldConfig& config, const RaggedIndex& sets,
-                             ConstMatRef<double> coords, ConstMatRef<T> V, ConstMatRef<T> coeffs,
+                             ConstMatRef<Accum<T>> coords, ConstMatRef<T> V, ConstMatRef<T> coeffs,
                              MatRef<T> out);
 template <class T>
 void far_field_exact_backward(const FarFieldConfig& config, const RaggedIndex& sets,
-                              ConstMatRef<double> coords, ConstMatRef<T> V, ConstMatRef<T> coeffs,
+                              ConstMatRef<Accum<T>> coords, ConstMatRef<T> V, ConstMatRef<T> coeffs,
                               ConstMatRef<T> dout, MatRef<T> dV, MatRef<T> dcoords,
                               MatRef<T> dcoeffs);
 

@@ -1,6 +1,7 @@
 // N rows, D = H d channels, K radial nodes, P pairs; the equations are in near_field.hpp.
 #include "flt/near_field.hpp"
 
+#include "core/dual.hpp"
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 
@@ -45,25 +46,35 @@ Index group_rows(Index n) { return std::max<Index>(64, (n + 31) / 32); }
 // The activation of the filters and its first two derivatives.
 struct FilterActivation {
   Activation kind;
-  double value(double z) const { return kind == Activation::silu ? z / (1.0 + std::exp(-z)) : z; }
-  double first(double z) const {
-    if (kind != Activation::silu) return 1.0;
-    const double s = 1.0 / (1.0 + std::exp(-z));
+  template <class A>
+  A value(A z) const {
+    using std::exp;
+    return kind == Activation::silu ? A(z / (1.0 + exp(-z))) : z;
+  }
+  template <class A>
+  A first(A z) const {
+    using std::exp;
+    if (kind != Activation::silu) return A(1.0);
+    const A s = 1.0 / (1.0 + exp(-z));
     return s * (1.0 + z * (1.0 - s));
   }
-  double second(double z) const {
-    if (kind != Activation::silu) return 0.0;
-    const double s = 1.0 / (1.0 + std::exp(-z));
+  template <class A>
+  A second(A z) const {
+    using std::exp;
+    if (kind != Activation::silu) return A(0.0);
+    const A s = 1.0 / (1.0 + exp(-z));
     return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s));
   }
 };
 
 // Cubic Hermite basis on [0, 1]: value weights (h00, h10, h01, h11) and their derivatives.
+// A = double, or Dual when the distance carries a tangent.
+template <class A = double>
 struct Hermite {
-  double w[4];   // F(t) = w0 F_g + w1 S_g + w2 F_g+1 + w3 S_g+1   (S = h dF/drho)
-  double dw[4];  // dF/dt with the same layout (divide by h for d/drho)
-  explicit Hermite(double t) {
-    const double t2 = t * t, t3 = t2 * t;
+  A w[4];   // F(t) = w0 F_g + w1 S_g + w2 F_g+1 + w3 S_g+1   (S = h dF/drho)
+  A dw[4];  // dF/dt with the same layout (divide by h for d/drho)
+  explicit Hermite(A t) {
+    const A t2 = t * t, t3 = t2 * t;
     w[0] = 2 * t3 - 3 * t2 + 1;
     w[1] = t3 - 2 * t2 + t;
     w[2] = -2 * t3 + 3 * t2;
@@ -77,9 +88,11 @@ struct Hermite {
 
 // The interval g and position t in it of a distance (pairs lie below the cutoff; a distance
 // rounded onto it lands at the end of the last interval).
-void locate(const NearFieldConfig& config, double rho, Index& g, double& t) {
-  const double x = rho / config.table_step();
-  const double fl = std::floor(x);
+// The interval is chosen by the value; t carries the distance's tangent.
+template <class A>
+void locate(const NearFieldConfig& config, A rho, Index& g, A& t) {
+  const A x = rho / config.table_step();
+  const double fl = std::floor(value_of(x));
   g = static_cast<Index>(fl);
   t = x - fl;
   if (g >= config.table_intervals) {
@@ -88,11 +101,37 @@ void locate(const NearFieldConfig& config, double rho, Index& g, double& t) {
   }
 }
 
+// The envelope e(rho) and its derivative, with their tangents when rho is a Dual (e' and e'').
+template <class A>
+void envelope_with_derivative(A rho, double cutoff, A& env, A& denv) {
+  if constexpr (is_dual_v<A>) {
+    env = {envelope(rho.v, cutoff), envelope_derivative(rho.v, cutoff) * rho.d};
+    denv = {envelope_derivative(rho.v, cutoff), envelope_second_derivative(rho.v, cutoff) * rho.d};
+  } else {
+    env = envelope(rho, cutoff);
+    denv = envelope_derivative(rho, cutoff);
+  }
+}
+
+// The product real m of a double matrix and a matrix of A (double, or Dual through double
+// GEMMs on its value and tangent parts: the Dual path's products stay vectorised).
+template <class A, class L>
+Mat<A> times(const L& real, const Mat<A>& m) {
+  if constexpr (is_dual_v<A>) {
+    Mat<A> out(real.rows(), m.cols());
+    dual_store(RealMat(real * dual_values(m)), RealMat(real * dual_tangents(m)), out, false);
+    return out;
+  } else {
+    return real * m;
+  }
+}
+
 // Filters at the table nodes, in double: value F = act(z), z = b W + bias, slope S = h act'(z) (b' W).
 template <class T>
 void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, FilterTable<T>& table) {
   const Index G = config.table_intervals, K = config.nodes.count, D = config.width();
   const Index V = config.value_width(), W = D + V;
+  using A = Accum<T>;
   const double h = config.table_step();
   const FilterActivation act{config.filter_activation};
   table.basis.resize(G + 1, K);
@@ -100,20 +139,20 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
   for (Index g = 0; g <= G; ++g)
     radial_basis(config.nodes, static_cast<double>(g) * h, table.basis.row(g).data(),
                  table.dbasis.row(g).data());
-  Mat<double> Wcat(K, W);
+  Mat<A> Wcat(K, W);
   for (Index n = 0; n < K; ++n) {
-    for (Index c = 0; c < D; ++c) Wcat(n, c) = static_cast<double>(w.Wk(n, c));
-    for (Index c = 0; c < V; ++c) Wcat(n, D + c) = static_cast<double>(w.Wv(n, c));
+    for (Index c = 0; c < D; ++c) Wcat(n, c) = static_cast<A>(w.Wk(n, c));
+    for (Index c = 0; c < V; ++c) Wcat(n, D + c) = static_cast<A>(w.Wv(n, c));
   }
-  table.z.noalias() = table.basis * Wcat;
-  for (Index c = 0; c < D; ++c) table.z.col(c).array() += static_cast<double>(w.bk[static_cast<std::size_t>(c)]);
-  for (Index c = 0; c < V; ++c) table.z.col(D + c).array() += static_cast<double>(w.bv[static_cast<std::size_t>(c)]);
-  table.zslope.noalias() = table.dbasis * Wcat;
+  table.z = times<A>(table.basis, Wcat);
+  for (Index c = 0; c < D; ++c) table.z.col(c).array() += static_cast<A>(w.bk[static_cast<std::size_t>(c)]);
+  for (Index c = 0; c < V; ++c) table.z.col(D + c).array() += static_cast<A>(w.bv[static_cast<std::size_t>(c)]);
+  table.zslope = times<A>(table.dbasis, Wcat);
   table.value.resize(G + 1, W);
   table.slope.resize(G + 1, W);
   for (Index g = 0; g <= G; ++g)
     for (Index c = 0; c < W; ++c) {
-      const double z = table.z(g, c);
+      const A z = table.z(g, c);
       table.value(g, c) = static_cast<T>(act.value(z));
       table.slope(g, c) = static_cast<T>(h * act.first(z) * table.zslope(g, c));
     }
@@ -123,16 +162,19 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
 template <class T>
 struct PairBlock {
   Index p0 = 0, np = 0;
-  std::vector<double> rho, env, denv;  // np
-  std::vector<Index> interval;         // np: table interval g
-  std::vector<double> position;        // np: t in [0, 1]
-  Mat<double> unit;                    // np x 3: (r_source - r_target) / rho (0 when rho = 0)
+  std::vector<Accum<T>> rho, env, denv;  // np
+  std::vector<Index> interval;            // np: table interval g
+  std::vector<Accum<T>> position;         // np: t in [0, 1]
+  Mat<Accum<T>> unit;                     // np x 3: (r_source - r_target) / rho (0 when rho = 0)
   Mat<T> filt;                         // np x W: [F^k | F^v]
 };
 
 template <class T>
-void build_pairs(const NearFieldConfig& config, const NeighbourList& list, ConstMatRef<double> coords,
-                 const FilterTable<T>& table, Index p0, Index p1, PairBlock<T>& b) {
+void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
+                 ConstMatRef<Accum<T>> coords, const FilterTable<T>& table, Index p0, Index p1,
+                 PairBlock<T>& b) {
+  using A = Accum<T>;
+  using std::sqrt;
   const Index np = p1 - p0, W = table.value.cols();
   b.p0 = p0;
   b.np = np;
@@ -146,9 +188,9 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list, Const
   for (Index p = 0; p < np; ++p) {
     const auto pi = static_cast<std::size_t>(p0 + p);
     const Index i = list.target[pi], j = list.source[pi];
-    const double dx = coords(j, 0) - coords(i, 0), dy = coords(j, 1) - coords(i, 1),
-                 dz = coords(j, 2) - coords(i, 2);
-    const double rho = std::sqrt(dx * dx + dy * dy + dz * dz);
+    const A dx = coords(j, 0) - coords(i, 0), dy = coords(j, 1) - coords(i, 1),
+            dz = coords(j, 2) - coords(i, 2);
+    const A rho = sqrt(dx * dx + dy * dy + dz * dz);
     const auto ps = static_cast<std::size_t>(p);
     b.rho[ps] = rho;
     if (rho > 0) {
@@ -158,14 +200,13 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list, Const
     } else {
       b.unit.row(p).setZero();
     }
-    b.env[ps] = envelope(rho, config.cutoff);
-    b.denv[ps] = envelope_derivative(rho, config.cutoff);
+    envelope_with_derivative(rho, config.cutoff, b.env[ps], b.denv[ps]);
     Index g;
-    double t;
+    A t;
     locate(config, rho, g, t);
     b.interval[ps] = g;
     b.position[ps] = t;
-    const Hermite hm(t);
+    const Hermite<A> hm(t);
     const T w0 = static_cast<T>(hm.w[0]), w1 = static_cast<T>(hm.w[1]), w2 = static_cast<T>(hm.w[2]),
             w3 = static_cast<T>(hm.w[3]);
     const T* f0 = table.value.row(g).data();
@@ -235,7 +276,7 @@ std::vector<BackwardTask> backward_tasks(const NeighbourList& list, Index single
 }
 
 template <class T>
-void check_inputs(const NearFieldConfig& config, const NeighbourList& list, ConstMatRef<double> coords,
+void check_inputs(const NearFieldConfig& config, const NeighbourList& list, ConstMatRef<Accum<T>> coords,
                   ConstMatRef<T> q, ConstMatRef<T> k, ConstMatRef<T> v, ConstMatRef<T> vec,
                   const NearFieldWeights<T>& w) {
   config.validate();
@@ -267,13 +308,14 @@ void check_inputs(const NearFieldConfig& config, const NeighbourList& list, Cons
 
 template <class T>
 void near_field_forward(const NearFieldConfig& config, const NeighbourList& list,
-                        ConstMatRef<double> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                        ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,
                         ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& w,
                         MatRef<T> out, MatRef<T> dvec, NearFieldCache<T>& cache) {
   check_inputs<T>(config, list, coords, q, k, v, vec, w);
   const Index N = q.rows(), H = config.heads, d = config.head_dim, D = config.width();
   require(out.rows() == N && out.cols() == D, "near field: out must be N x D");
   if (config.vectors) require(dvec.rows() == N && dvec.cols() == 3 * D, "near field: dvec must be N x 3D");
+  using std::exp;
   cache.row_max.resize(N, H);
   cache.den.resize(N, H);
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
@@ -306,10 +348,10 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
         for (Index h = 0; h < H; ++h) {
           T m = w.sink[static_cast<std::size_t>(h)];
           for (Index p = a0; p < a1; ++p) m = std::max(m, logit[static_cast<std::size_t>(p * H + h)]);
-          T den = std::exp(w.sink[static_cast<std::size_t>(h)] - m);
+          T den = exp(w.sink[static_cast<std::size_t>(h)] - m);
           for (Index p = a0; p < a1; ++p) {
             const auto ph = static_cast<std::size_t>(p * H + h);
-            ex[ph] = static_cast<T>(b.env[static_cast<std::size_t>(p)]) * std::exp(logit[ph] - m);
+            ex[ph] = static_cast<T>(b.env[static_cast<std::size_t>(p)]) * exp(logit[ph] - m);
             den += ex[ph];
           }
           cache.row_max(i, h) = m;
@@ -350,7 +392,7 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
 
 template <class T>
 void near_field_backward(const NearFieldConfig& config, const NeighbourList& list,
-                         ConstMatRef<double> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                         ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,
                          ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& w,
                          const NearFieldCache<T>& cache, ConstMatRef<T> dout, ConstMatRef<T> ddvec,
                          MatRef<T> dq, MatRef<T> dk, MatRef<T> dv, MatRef<T> dvec_in,
@@ -370,6 +412,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   require(dq.rows() == N && dk.rows() == N && dv.rows() == N && dv.cols() == V,
           "near field backward: gradient shapes");
   if (want_coords) require(dcoords.rows() == N && dcoords.cols() == 3, "near field backward: dcoords must be N x 3");
+  using A = Accum<T>;
+  using std::exp;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
 
   // D_ih = sum_{c in h} G_ic out_ic, for every row (pass 2 reads other rows' values).
@@ -389,7 +433,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   require(table.value.rows() == GT + 1 && table.value.cols() == W,
           "near field backward: the cache's filter table does not match the configuration");
   // Per task of phase 1: d Loss / d(table values) and d Loss / d(table slopes), summed in task order.
-  std::vector<Mat<double>> part_value(static_cast<std::size_t>(ntasks)),
+  std::vector<Mat<A>> part_value(static_cast<std::size_t>(ntasks)),
       part_slope(static_cast<std::size_t>(ntasks));
   Mat<T> dsink_rows = Mat<T>::Zero(N, H);
 
@@ -407,11 +451,11 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       const Index g = task, g0 = tk.begin, g1 = tk.end;
       PairBlock<T> b;
       Mat<T> dfilt;
-      std::vector<double> de;
-      Mat<double> du;
+      std::vector<A> de;
+      Mat<A> du;
       if (dest_side) {
-        part_value[static_cast<std::size_t>(g)] = Mat<double>::Zero(GT + 1, W);
-        part_slope[static_cast<std::size_t>(g)] = Mat<double>::Zero(GT + 1, W);
+        part_value[static_cast<std::size_t>(g)] = Mat<A>::Zero(GT + 1, W);
+        part_slope[static_cast<std::size_t>(g)] = Mat<A>::Zero(GT + 1, W);
       }
       const bool need_dfilter = dest_side || want_coords;
       for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
@@ -421,7 +465,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
         build_pairs<T>(config, list, coords, table, p0, p1, b);
         if (need_dfilter) {
           dfilt.setZero(np, W);
-          de.assign(static_cast<std::size_t>(np), 0.0);
+          de.assign(static_cast<std::size_t>(np), A(0.0));
           du.setZero(np, 3);
         }
         for (Index row = r0; row < r1; ++row) {
@@ -440,7 +484,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const T* fk = row_ptr(b.filt, p);
             const T* fs = row_ptr(b.filt, p) + D;
             const T* Gi = row_ptr(dout, i);
-            double de_p = 0.0;
+            A de_p = 0.0;
             for (Index h = 0; h < H; ++h) {
               T lg = 0, gx = 0;
               for (Index c = h * d; c < (h + 1) * d; ++c) {
@@ -448,11 +492,11 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                 gx += Gi[c] * vs[c] * fs[c];
               }
               lg *= scale;
-              const T ex = std::exp(lg - cache.row_max(i, h)) / cache.den(i, h);
+              const T ex = exp(lg - cache.row_max(i, h)) / cache.den(i, h);
               const T alpha = e * ex;
               const T delta = gx - Dg(i, h);
               const T dlogit = alpha * delta;
-              de_p += static_cast<double>(ex * delta);
+              de_p += static_cast<A>(ex * delta);
               if (dest_side) {
                 T* dqi = row_ptr(dq, i);
                 for (Index c = h * d; c < (h + 1) * d; ++c) dqi[c] += dlogit * kj[c] * fk[c] * scale;
@@ -488,7 +532,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               T* dvj = source_side ? row_ptr(dvec_in, j) : nullptr;
               T* dfa = need_dfilter ? row_ptr(dfilt, p) + 2 * D : nullptr;
               T* dfb = need_dfilter ? row_ptr(dfilt, p) + 3 * D : nullptr;
-              double du0 = 0, du1 = 0, du2 = 0, dev = 0;
+              A du0 = 0, du1 = 0, du2 = 0, dev = 0;
               for (Index c = 0; c < D; ++c) {
                 const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
                 const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
@@ -504,11 +548,11 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                 if (need_dfilter) {
                   dfa[c] = e * ga * va[c];
                   dfb[c] = e * gb * vb[c];
-                  dev += static_cast<double>(ga * va[c] * fa[c] + gb * vb[c] * fb[c]);
+                  dev += static_cast<A>(ga * va[c] * fa[c] + gb * vb[c] * fb[c]);
                   const T t = e * vb[c] * fb[c];
-                  du0 += static_cast<double>(t * gx0);
-                  du1 += static_cast<double>(t * gx1);
-                  du2 += static_cast<double>(t * gx2);
+                  du0 += static_cast<A>(t * gx0);
+                  du1 += static_cast<A>(t * gx1);
+                  du2 += static_cast<A>(t * gx2);
                 }
               }
               de_p += dev;
@@ -522,25 +566,25 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           }
           if (dest_side) {
             for (Index h = 0; h < H; ++h)
-              dsink_rows(row, h) = -std::exp(w.sink[static_cast<std::size_t>(h)] - cache.row_max(row, h)) /
+              dsink_rows(row, h) = -exp(w.sink[static_cast<std::size_t>(h)] - cache.row_max(row, h)) /
                                    cache.den(row, h) * Dg(row, h);
           }
         }
         if (!need_dfilter) return;
         if (dest_side) {
           // The interpolant's weights scatter each pair's filter gradient onto its two nodes.
-          Mat<double>& pv = part_value[static_cast<std::size_t>(g)];
-          Mat<double>& ps = part_slope[static_cast<std::size_t>(g)];
+          Mat<A>& pv = part_value[static_cast<std::size_t>(g)];
+          Mat<A>& ps = part_slope[static_cast<std::size_t>(g)];
           for (Index p = 0; p < np; ++p) {
             const Index gi = b.interval[static_cast<std::size_t>(p)];
-            const Hermite hm(b.position[static_cast<std::size_t>(p)]);
+            const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
             const T* df = row_ptr(dfilt, p);
-            double* v0 = pv.row(gi).data();
-            double* v1 = pv.row(gi + 1).data();
-            double* s0 = ps.row(gi).data();
-            double* s1 = ps.row(gi + 1).data();
+            A* v0 = pv.row(gi).data();
+            A* v1 = pv.row(gi + 1).data();
+            A* s0 = ps.row(gi).data();
+            A* s1 = ps.row(gi + 1).data();
             for (Index c = 0; c < W; ++c) {
-              const double x = static_cast<double>(df[c]);
+              const A x = static_cast<A>(df[c]);
               v0[c] += hm.w[0] * x;
               s0[c] += hm.w[1] * x;
               v1[c] += hm.w[2] * x;
@@ -552,11 +596,11 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
         for (Index p = 0; p < np; ++p) {
           const auto pi = static_cast<std::size_t>(p0 + p);
           const Index tgt = list.target[pi], src = list.source[pi];
-          const double rho = b.rho[static_cast<std::size_t>(p)];
+          const A rho = b.rho[static_cast<std::size_t>(p)];
           if (tgt == src || rho <= 0) continue;  // the self pair does not depend on the coordinates
           // d filter / d rho of the interpolant: (dw0 F_g + dw1 S_g + dw2 F_g+1 + dw3 S_g+1) / h.
           const Index gi = b.interval[static_cast<std::size_t>(p)];
-          const Hermite hm(b.position[static_cast<std::size_t>(p)]);
+          const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
           const T* df = row_ptr(dfilt, p);
           const T* f0 = table.value.row(gi).data();
           const T* s0 = table.slope.row(gi).data();
@@ -566,14 +610,14 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                   d3 = static_cast<T>(hm.dw[3]);
           T acc = 0;
           for (Index c = 0; c < W; ++c) acc += df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]);
-          const double drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
-                              static_cast<double>(acc) / step;
+          const A drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
+                         static_cast<A>(acc) / step;
           // Pair i -> j: rvec = r_j - r_i, u = rvec / rho; dL/drvec = drho u + (du - (du.u) u) / rho.
           const double sign = reversed ? -1.0 : 1.0;
-          const double u[3] = {sign * b.unit(p, 0), sign * b.unit(p, 1), sign * b.unit(p, 2)};
-          const double dudot = du(p, 0) * u[0] + du(p, 1) * u[1] + du(p, 2) * u[2];
+          const A u[3] = {sign * b.unit(p, 0), sign * b.unit(p, 1), sign * b.unit(p, 2)};
+          const A dudot = du(p, 0) * u[0] + du(p, 1) * u[1] + du(p, 2) * u[2];
           for (Index x = 0; x < 3; ++x) {
-            const double gr = drho * u[x] + (du(p, x) - dudot * u[x]) / rho;
+            const A gr = drho * u[x] + (du(p, x) - dudot * u[x]) / rho;
             // dr_i -= g (destination side, row tgt = i), dr_j += g (source side, j = src; in
             // phase 2 the row tgt is j).
             if (dest_side) dcoords(tgt, x) -= static_cast<T>(gr);
@@ -588,22 +632,22 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   // Table gradients to the filter weights. F = act(z), S = h act'(z) s with z = b W + bias and
   // s = b' W:  dz = act'(z) dF + h act''(z) s dS;  ds = h act'(z) dS;
   // dW = b^T dz + b'^T ds;  dbias = sum_g dz.
-  Mat<double> dvalue = Mat<double>::Zero(GT + 1, W), dslope = Mat<double>::Zero(GT + 1, W);
+  Mat<A> dvalue = Mat<A>::Zero(GT + 1, W), dslope = Mat<A>::Zero(GT + 1, W);
   for (Index task = 0; task < ntasks; ++task) {
     if (part_value[static_cast<std::size_t>(task)].size() == 0) continue;  // a phase-2-only task
     dvalue += part_value[static_cast<std::size_t>(task)];
     dslope += part_slope[static_cast<std::size_t>(task)];
   }
   const FilterActivation act{config.filter_activation};
-  Mat<double> dz(GT + 1, W), ds(GT + 1, W);
+  Mat<A> dz(GT + 1, W), ds(GT + 1, W);
   for (Index g = 0; g <= GT; ++g)
     for (Index c = 0; c < W; ++c) {
-      const double z = table.z(g, c), a1 = act.first(z);
+      const A z = table.z(g, c), a1 = act.first(z);
       dz(g, c) = a1 * dvalue(g, c) + step * act.second(z) * table.zslope(g, c) * dslope(g, c);
       ds(g, c) = step * a1 * dslope(g, c);
     }
-  const Mat<double> dW = table.basis.transpose() * dz + table.dbasis.transpose() * ds;
-  const RowVec<double> db = dz.colwise().sum();
+  const Mat<A> dW = times<A>(table.basis.transpose(), dz) + times<A>(table.dbasis.transpose(), ds);
+  const RowVec<A> db = dz.colwise().sum();
   for (Index n = 0; n < K; ++n) {
     for (Index c = 0; c < D; ++c) grads.Wk(n, c) += static_cast<T>(dW(n, c));
     for (Index c = 0; c < V; ++c) grads.Wv(n, c) += static_cast<T>(dW(n, D + c));
@@ -611,8 +655,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   for (Index c = 0; c < D; ++c) grads.bk[static_cast<std::size_t>(c)] += static_cast<T>(db(c));
   for (Index c = 0; c < V; ++c) grads.bv[static_cast<std::size_t>(c)] += static_cast<T>(db(D + c));
   for (Index h = 0; h < H; ++h) {
-    double s = 0;
-    for (Index i = 0; i < N; ++i) s += static_cast<double>(dsink_rows(i, h));
+    A s = 0;
+    for (Index i = 0; i < N; ++i) s += static_cast<A>(dsink_rows(i, h));
     grads.sink[static_cast<std::size_t>(h)] += static_cast<T>(s);
   }
 }
@@ -732,16 +776,17 @@ void near_field_forward_reference(const NearFieldConfig& config, const Neighbour
 
 #define FLT_NEAR_FIELD_INSTANTIATE(T)                                                              \
   template void near_field_forward<T>(const NearFieldConfig&, const NeighbourList&,                \
-                                      ConstMatRef<double>, ConstMatRef<T>, ConstMatRef<T>,         \
+                                      ConstMatRef<Accum<T>>, ConstMatRef<T>, ConstMatRef<T>,         \
                                       ConstMatRef<T>, ConstMatRef<T>, const NearFieldWeights<T>&,  \
                                       MatRef<T>, MatRef<T>, NearFieldCache<T>&);                   \
   template void near_field_backward<T>(                                                            \
-      const NearFieldConfig&, const NeighbourList&, ConstMatRef<double>, ConstMatRef<T>,           \
+      const NearFieldConfig&, const NeighbourList&, ConstMatRef<Accum<T>>, ConstMatRef<T>,         \
       ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, const NearFieldWeights<T>&,                  \
       const NearFieldCache<T>&, ConstMatRef<T>, ConstMatRef<T>, MatRef<T>, MatRef<T>, MatRef<T>,   \
       MatRef<T>, MatRef<T>, NearFieldGrads<T>&);
 FLT_NEAR_FIELD_INSTANTIATE(float)
 FLT_NEAR_FIELD_INSTANTIATE(double)
+FLT_NEAR_FIELD_INSTANTIATE(Dual)
 #undef FLT_NEAR_FIELD_INSTANTIATE
 
 }  // namespace flt::attn

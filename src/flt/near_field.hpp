@@ -5,7 +5,8 @@
 // Shapes: N rows (atoms of a ragged batch), D = H d channels in H heads of width d, K radial
 // nodes, P pairs of the neighbour list (destination i, source j; self pairs included).
 //   q, k: N x D;  v: N x 3D = [v^s | v^a | v^b];  vec: N x 3D = [x | y | z] components of the
-//   atoms' vector features;  coords: N x 3 (Angstrom, double).
+//   atoms' vector features;  coords: N x 3 (Angstrom; double, or Dual for T = Dual, see
+//   core/dual.hpp: distances, envelopes and accumulations are kept in Accum<T>).
 //   Filter weights: Wk: K x D, bk: D, Wv: K x 3D, bv: 3D (D and K x D without vectors);  sink: H.
 //   Outputs: out: N x D (scalar messages), dvec: N x 3D (vector messages).
 //
@@ -44,6 +45,7 @@
 // count.
 #pragma once
 
+#include "core/dual.hpp"
 #include "core/layers.hpp"
 #include "core/ragged.hpp"
 #include "core/tensor.hpp"
@@ -99,7 +101,7 @@ struct NearFieldGrads {
 template <class T>
 struct FilterTable {
   Mat<T> value, slope;          // (G + 1) x (D + V)
-  Mat<double> z, zslope;        // pre-activations z_g and dz/drho at the nodes
+  Mat<Accum<T>> z, zslope;      // pre-activations z_g and dz/drho at the nodes
   Mat<double> basis, dbasis;    // (G + 1) x K: b(rho_g), b'(rho_g)
 };
 
@@ -117,7 +119,7 @@ struct NearFieldCache {
 // vec may be empty without vectors.
 template <class T>
 void near_field_forward(const NearFieldConfig& config, const NeighbourList& neighbours,
-                        ConstMatRef<double> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                        ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,
                         ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& weights,
                         MatRef<T> out, MatRef<T> dvec, NearFieldCache<T>& cache);
 
@@ -125,7 +127,7 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& neig
 // empty: skipped) and grads. dout: N x D; ddvec: N x 3D (or empty).
 template <class T>
 void near_field_backward(const NearFieldConfig& config, const NeighbourList& neighbours,
-                         ConstMatRef<double> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                         ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,
                          ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& weights,
                          const NearFieldCache<T>& cache, ConstMatRef<T> dout, ConstMatRef<T> ddvec,
                          MatRef<T> dq, MatRef<T> dk, MatRef<T> dv, MatRef<T> dvec_in,

@@ -45,6 +45,16 @@ double spherical_j0_derivative(double x) noexcept {
   return (x * std::cos(x) - std::sin(x)) / (x * x);
 }
 
+double spherical_j0_second_derivative(double x) noexcept {
+  // From j0'' + (2 / x) j0' + j0 = 0; near 0 the series -1/3 + x^2 / 10 - x^4 / 168.
+  const double ax = std::abs(x);
+  if (ax < 1e-2) {
+    const double x2 = x * x;
+    return -1.0 / 3.0 + x2 / 10.0 - x2 * x2 / 168.0;  // next term x^6 / 6480 < 2e-16
+  }
+  return -spherical_j0(x) - 2.0 * spherical_j0_derivative(x) / x;
+}
+
 double envelope(double rho, double cutoff) noexcept {
   const double x = rho / cutoff;
   if (x >= 1.0) return 0.0;
@@ -58,6 +68,14 @@ double envelope_derivative(double rho, double cutoff) noexcept {
   const double x2 = x * x, x5 = x2 * x2 * x;
   // d/dx (1 - 28 x^6 + 48 x^7 - 21 x^8) = -168 x^5 + 336 x^6 - 168 x^7 = -168 x^5 (1 - x)^2
   return -168.0 * x5 * (1.0 - x) * (1.0 - x) / cutoff;
+}
+
+double envelope_second_derivative(double rho, double cutoff) noexcept {
+  const double x = rho / cutoff;
+  if (x >= 1.0) return 0.0;
+  const double x2 = x * x, x4 = x2 * x2;
+  // d/dx (-168 x^5 (1 - x)^2) = -168 x^4 (1 - x) (5 - 7 x)
+  return -168.0 * x4 * (1.0 - x) * (5.0 - 7.0 * x) / (cutoff * cutoff);
 }
 
 void radial_basis(const RadialNodes& nodes, double rho, double* values, double* derivatives) {
@@ -81,6 +99,14 @@ void radial_basis(const RadialNodes& nodes, double rho, double* values, double* 
     const double s_next = s * cd + c * sd;
     c = c * cd - s * sd;
     s = s_next;
+  }
+}
+
+void radial_basis_second_derivative(const RadialNodes& nodes, double rho, double* second) {
+  const double two_pi = 2.0 * std::numbers::pi;
+  for (Index n = 0; n < nodes.count; ++n) {
+    const double k = two_pi * nodes.kappa(n);
+    second[n] = k * k * spherical_j0_second_derivative(k * rho);
   }
 }
 

@@ -33,14 +33,19 @@ struct RadialNodes {
 // j0(x) = sin(x) / x with j0(0) = 1, and its derivative (accurate near 0 by a series).
 double spherical_j0(double x) noexcept;
 double spherical_j0_derivative(double x) noexcept;
+double spherical_j0_second_derivative(double x) noexcept;
 
 // Envelope value and derivative d e / d rho (zero for rho >= cutoff).
 double envelope(double rho, double cutoff) noexcept;
 double envelope_derivative(double rho, double cutoff) noexcept;
+double envelope_second_derivative(double rho, double cutoff) noexcept;
 
 // b_n(rho) for every node into `values` (count entries) and, if `derivatives` is non-null,
 // d b_n / d rho. Uses the Chebyshev recurrence for sin(n t) when the nodes are equally spaced
 // from first = spacing (the Bessel nodes), direct sin otherwise.
 void radial_basis(const RadialNodes& nodes, double rho, double* values, double* derivatives);
+// Second derivatives b_n''(rho) = (2 pi kappa_n)^2 j0''(2 pi kappa_n rho) (for exact second
+// derivatives of the model, core/dual.hpp).
+void radial_basis_second_derivative(const RadialNodes& nodes, double rho, double* second);
 
 }  // namespace flt::attn

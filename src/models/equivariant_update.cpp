@@ -1,6 +1,8 @@
 // N atoms, D channels; the equations are in equivariant_update.hpp.
 #include "models/equivariant_update.hpp"
 
+#include "core/dual.hpp"
+
 #include "core/error.hpp"
 
 #include <cmath>
@@ -58,10 +60,11 @@ void EquivariantUpdate<T>::forward(const ParameterStore<T>& store, Mat<T>& x, Ma
   cache.mlp_in.resize(N, 2 * D);
   cache.mlp_in.leftCols(D) = ln.forward(store, x, cache.ln);
   cache.norms.resize(N, D);
+  using std::sqrt;
   for (Index i = 0; i < N; ++i)
     for (Index c = 0; c < D; ++c) {
       const T w0 = cache.W(i, c), w1 = cache.W(i, D + c), w2 = cache.W(i, 2 * D + c);
-      cache.norms(i, c) = std::sqrt(w0 * w0 + w1 * w1 + w2 * w2 + static_cast<T>(kVectorNormEps));
+      cache.norms(i, c) = sqrt(w0 * w0 + w1 * w1 + w2 * w2 + static_cast<T>(kVectorNormEps));
     }
   cache.mlp_in.rightCols(D) = cache.norms;
   cache.gates = mlp.forward(store, cache.mlp_in, cache.mlp);
@@ -120,5 +123,6 @@ void EquivariantUpdate<T>::backward(ParameterStore<T>& store, const EquivariantU
 
 template struct EquivariantUpdate<float>;
 template struct EquivariantUpdate<double>;
+template struct EquivariantUpdate<Dual>;
 
 }  // namespace flt::models

@@ -3,6 +3,7 @@
 // Equations in molecule_model.hpp.
 #include "models/molecule_model.hpp"
 
+#include "core/dual.hpp"
 #include "core/log.hpp"
 #include "flt/performer.hpp"
 #include "models/performer_attention.hpp"
@@ -25,6 +26,12 @@ constexpr std::uint64_t kFeatureStream = 2;
 
 std::uint64_t block_feature_seed(std::uint64_t seed, Index block) {
   return Rng(seed).fork(kFeatureStream).fork(static_cast<std::uint64_t>(block)).next_u64();
+}
+
+// The values of a matrix of any kernel scalar as doubles (a Dual's tangent is dropped).
+template <class T>
+Mat<double> values_of(ConstMatRef<T> m) {
+  return m.unaryExpr([](const T& x) { return value_of(x); });
 }
 
 template <class T>
@@ -74,6 +81,11 @@ Mat<T> sum_rows_by_type(ConstMatRef<T> per_atom, const AtomTypes& types) {
 template <class T>
 MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config)) {
   config_.validate();
+  if constexpr (is_dual_v<T>)
+    if (config_.attention != AttentionKind::near_far)
+      throw ConfigError(std::string("exact second derivatives (training on forces) need the near_far "
+                                    "attention; this model's attention is ") +
+                        to_string(config_.attention));
   const Index D = config_.width, H = config_.heads, d = config_.head_dim();
   const Index P = config_.num_targets();
   embed_z_ = Embedding<T>::create(store_, "embed.element", config_.max_z + 1, D);
@@ -133,7 +145,8 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
         ac.init_beta = config_.init_beta;
         ac.denominator_policy = attn::DenominatorPolicy::clamp_and_count;
         ac.tiny_denominator = config_.kronecker_floor;
-        blk.flt = std::make_unique<attn::FltAttention<T>>(ac, store_, p + ".attn.rpe");
+        if constexpr (!is_dual_v<T>)
+          blk.flt = std::make_unique<attn::FltAttention<T>>(ac, store_, p + ".attn.rpe");
         break;
       }
       case AttentionKind::exact:
@@ -192,7 +205,8 @@ void MoleculeModel<T>::init_weights() {
     blk.k.init(store_, rng);
     blk.v.init(store_, rng);
     blk.o.init(store_, rng);
-    if (blk.flt) blk.flt->init_parameters(store_);
+    if constexpr (!is_dual_v<T>)
+      if (blk.flt) blk.flt->init_parameters(store_);
     if (config_.attention == AttentionKind::exact) {
       // Start local, like the FLT radial spectra: u_h(rho) ~ -rho^2 / (2 l_h^2) with length
       // scales l_h geometric in [0.75, 3] Angstrom, expanded on the Gaussian basis (a sum of
@@ -240,7 +254,8 @@ void MoleculeModel<T>::draw_all_features(std::uint64_t draw) {
   const Index H = config_.heads, d = config_.head_dim(), m = config_.num_features;
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
-    if (blk.flt) blk.flt->draw_features(store_, draw);
+    if constexpr (!is_dual_v<T>)
+      if (blk.flt) blk.flt->draw_features(store_, draw);
     if (config_.attention == AttentionKind::near_far && config_.far_field == FarField::flt)
       blk.far_design = far_design_for_draw(b, draw);
     if (config_.attention == AttentionKind::performer) {
@@ -370,8 +385,15 @@ void MoleculeModel<T>::check_batch(const MoleculeBatch& batch) const {
 }
 
 template <class T>
-Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cache) {
+Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cache,
+                                 const Mat<double>* coordinate_tangent) {
   check_batch(batch);
+  if constexpr (!is_dual_v<T>)
+    require(coordinate_tangent == nullptr,
+            "MoleculeModel::forward: coordinate tangents need the Dual scalar type");
+  if (coordinate_tangent != nullptr)
+    require(coordinate_tangent->rows() == batch.num_atoms() && coordinate_tangent->cols() == 3,
+            "MoleculeModel::forward: the coordinate tangent must be N x 3");
   const Index N = batch.num_atoms(), S = batch.num_molecules(), D = config_.width;
   const Index P = config_.num_targets();
   const bool near_far = config_.attention == AttentionKind::near_far;
@@ -379,6 +401,10 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   cache.index = batch.index;
   cache.z = batch.atomic_numbers;
   cache.coords = batch.coords.cast<T>();
+  if constexpr (is_dual_v<T>)
+    if (coordinate_tangent != nullptr)
+      for (Index i = 0; i < N; ++i)
+        for (Index a = 0; a < 3; ++a) cache.coords(i, a).d = (*coordinate_tangent)(i, a);
   Mat<T> x = embed_z_.forward(store_, cache.z);
   if (config_.use_charges) {
     cache.charge_ids.resize(static_cast<std::size_t>(N));
@@ -390,11 +416,28 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   if (!config_.use_charges) cache.charge_ids.clear();
   cache.types = find_atom_types(cache.z, cache.charge_ids, config_.max_z,
                                 config_.use_charges ? 2 * config_.max_charge + 1 : 1);
-  if (config_.attention == AttentionKind::exact)
-    exact::radial_basis_table<T>(exact_config_, batch.index, cache.coords, cache.radial);
+  if constexpr (!is_dual_v<T>)
+    if (config_.attention == AttentionKind::exact)
+      exact::radial_basis_table<T>(exact_config_, batch.index, cache.coords, cache.radial);
   if (near_far) {
-    cache.coords_double = batch.coords;
-    cache.neighbours = attn::build_neighbour_list(batch.index, cache.coords_double, config_.cutoff);
+    if constexpr (is_dual_v<T>)
+      cache.coords_double = cache.coords;  // with the tangents
+    else
+      cache.coords_double = batch.coords;
+    cache.neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
+    if constexpr (is_dual_v<T>) {
+      // The FLT far field of a set whose pairs all lie within the cutoff is the closed form
+      // (far_field.hpp), which the Dual path evaluates pair by pair; larger sets would need the
+      // features' second derivatives.
+      if (config_.far_field == FarField::flt)
+        for (Index s = 0; s < batch.num_molecules(); ++s)
+          if (!attn::set_is_complete(cache.neighbours, batch.index, s))
+            throw InvalidArgument(
+                "molecule " + std::to_string(s) + " of the batch has atom pairs farther apart than "
+                "the cutoff (" + std::to_string(config_.cutoff) + " A): exact second derivatives "
+                "(training on forces) with the FLT far field are implemented for structures whose "
+                "pairs all lie within the cutoff; use far_field = exact or none for larger ones");
+    }
   }
   cache.blocks.resize(blocks_.size());
   Mat<T> tmp(N, D);
@@ -433,18 +476,23 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
     switch (config_.attention) {
       case AttentionKind::kronecker:
       case AttentionKind::bias:
-        blk.flt->forward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.a, bc.flt);
+        if constexpr (!is_dual_v<T>)
+          blk.flt->forward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.a, bc.flt);
         break;
       case AttentionKind::exact:
-        exact::streaming_attention_forward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
-                                              cache.coords, store_.value(blk.rbf), bc.exact,
-                                              &cache.radial);
-        bc.a = bc.exact.out;
+        if constexpr (!is_dual_v<T>) {
+          exact::streaming_attention_forward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
+                                                cache.coords, store_.value(blk.rbf), bc.exact,
+                                                &cache.radial);
+          bc.a = bc.exact.out;
+        }
         break;
       case AttentionKind::performer:
-        detail::performer_attention_forward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
-                                               bc.perf_out, bc.perf_den, bc.perf_stab);
-        bc.a = bc.perf_out;
+        if constexpr (!is_dual_v<T>) {
+          detail::performer_attention_forward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
+                                                 bc.perf_out, bc.perf_den, bc.perf_stab);
+          bc.a = bc.perf_out;
+        }
         break;
       case AttentionKind::near_far: {
         if (vectors) {
@@ -456,7 +504,10 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
         if (config_.far_field != FarField::none) {
           bc.far_coeffs = store_.value(blk.far_theta).array().exp().matrix();
           Mat<T> far(N, D);
-          if (config_.far_field == FarField::flt)
+          if constexpr (is_dual_v<T>)
+            attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
+                                             bc.v.leftCols(D), bc.far_coeffs, far);
+          else if (config_.far_field == FarField::flt)
             attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
                                        cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far,
                                        bc.far);
@@ -486,8 +537,8 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   Mat<T> out(S, P);
   for (Index s = 0; s < S; ++s)
     for (Index t = 0; t < P; ++t) {
-      double acc = 0.0;
-      for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) acc += static_cast<double>(cache.y(i, t));
+      Accum<T> acc = 0.0;
+      for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) acc += static_cast<Accum<T>>(cache.y(i, t));
       if (!config_.targets[static_cast<std::size_t>(t)].extensive)
         acc /= static_cast<double>(batch.index.size(s));
       out(s, t) = static_cast<T>(acc);
@@ -522,7 +573,7 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
   const bool want_dr = dcoords != nullptr;
   Mat<T> dr = Mat<T>::Zero(N, 3);
   Mat<T> no_dr(0, 3);
-  Mat<double> dr_near = want_dr && near_far ? Mat<double>::Zero(N, 3) : Mat<double>(0, 3);
+  Mat<Accum<T>> dr_near = want_dr && near_far ? Mat<Accum<T>>::Zero(N, 3) : Mat<Accum<T>>(0, 3);
   Mat<T> dvec;  // dLoss/dvec after the block being processed (near_far with vectors)
   if (vectors) dvec = Mat<T>::Zero(N, 3 * D);
   Mat<T> dq(N, D), dk(N, D), dv, da(N, D);
@@ -548,26 +599,33 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
     switch (config_.attention) {
       case AttentionKind::kronecker:
       case AttentionKind::bias:
-        blk.flt->backward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.flt, da, dq, dk,
-                          dv, want_dr ? MatRef<T>(dr) : MatRef<T>(no_dr));
+        if constexpr (!is_dual_v<T>)
+          blk.flt->backward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.flt, da, dq, dk,
+                            dv, want_dr ? MatRef<T>(dr) : MatRef<T>(no_dr));
         break;
       case AttentionKind::exact:
-        exact::streaming_attention_backward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
-                                               cache.coords, store_.value(blk.rbf), bc.exact, da,
-                                               dq, dk, dv, dr, store_.grad(blk.rbf),
-                                               &cache.radial);
+        if constexpr (!is_dual_v<T>)
+          exact::streaming_attention_backward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
+                                                 cache.coords, store_.value(blk.rbf), bc.exact, da,
+                                                 dq, dk, dv, dr, store_.grad(blk.rbf),
+                                                 &cache.radial);
         break;
       case AttentionKind::performer:
-        detail::performer_attention_backward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
-                                                bc.perf_out, bc.perf_den, bc.perf_stab, da, dq, dk,
-                                                dv);
+        if constexpr (!is_dual_v<T>)
+          detail::performer_attention_backward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
+                                                  bc.perf_out, bc.perf_den, bc.perf_stab, da, dq, dk,
+                                                  dv);
         break;
       case AttentionKind::near_far: {
         Mat<T> dr_block = want_dr ? Mat<T>::Zero(N, 3) : Mat<T>(0, 3);
         if (config_.far_field != FarField::none) {
           Mat<T> dcoeffs = Mat<T>::Zero(config_.heads, config_.far_nodes);
           auto dv_far = dv.leftCols(D);
-          if (config_.far_field == FarField::flt)
+          if constexpr (is_dual_v<T>)
+            attn::far_field_exact_backward<T>(far_config_, batch.index, cache.coords_double,
+                                              bc.v.leftCols(D), bc.far_coeffs, da, dv_far,
+                                              dr_block, dcoeffs);
+          else if (config_.far_field == FarField::flt)
             attn::far_field_backward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
                                         cache.coords_double, bc.v.leftCols(D), bc.far_coeffs,
                                         bc.far, da, dv_far, dr_block, dcoeffs);
@@ -588,7 +646,7 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
                                      bc.v, bc.vec_in, near_weights(blk), bc.near, da, dvec, dq, dk, dv,
                                      dvec_in, dr_block, grads);
         if (vectors) dvec = std::move(dvec_in);
-        if (want_dr) dr_near += dr_block.template cast<double>();
+        if (want_dr) dr_near += dr_block.template cast<Accum<T>>();
         break;
       }
     }
@@ -671,7 +729,7 @@ Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
     }
     for (Index i = 0; i < N; ++i)
       c(i, t) = norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]) + norm_.mean[ts] +
-                norm_.scale[ts] * static_cast<double>(cache.y(i, t));
+                norm_.scale[ts] * value_of(cache.y(i, t));
   }
   return c;
 }
@@ -681,7 +739,7 @@ Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch, Mat<double>* c
   ModelCache<T> cache;
   const Mat<T> out = forward(batch, cache);
   if (contributions != nullptr) *contributions = atom_contributions(batch, cache);
-  return denormalise(batch, out.template cast<double>());
+  return denormalise(batch, values_of<T>(out));
 }
 
 template <class T>
@@ -699,9 +757,9 @@ Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, In
   store_.zero_grad();
   Mat<T> dcoords;
   backward(batch, cache, dout, &dcoords);
-  forces = dcoords.template cast<double>() * -norm_.scale[static_cast<std::size_t>(target)];
+  forces = values_of<T>(dcoords) * -norm_.scale[static_cast<std::size_t>(target)];
   if (contributions != nullptr) *contributions = atom_contributions(batch, cache);
-  return denormalise(batch, out.template cast<double>());
+  return denormalise(batch, values_of<T>(out));
 }
 
 template <class T>
@@ -709,14 +767,16 @@ attn::AttentionStats MoleculeModel<T>::attention_stats() const {
   attn::AttentionStats total;
   total.min_relative_denominator = 1.0;
   for (const auto& blk : blocks_)
-    if (blk.flt) total.merge(blk.flt->stats());
+    if constexpr (!is_dual_v<T>)
+      if (blk.flt) total.merge(blk.flt->stats());
   return total;
 }
 
 template <class T>
 void MoleculeModel<T>::reset_attention_stats() {
   for (auto& blk : blocks_)
-    if (blk.flt) blk.flt->reset_stats();
+    if constexpr (!is_dual_v<T>)
+      if (blk.flt) blk.flt->reset_stats();
 }
 
 template <class T>
@@ -729,20 +789,24 @@ std::vector<double> MoleculeModel<T>::rpe_function(Index block, Index head,
   switch (config_.attention) {
     case AttentionKind::kronecker:
     case AttentionKind::bias: {
-      const auto p = blk.flt->head_spectrum_params(store_, head);
-      Mat<double> zz = Mat<double>::Zero(static_cast<Index>(rho.size()), 3);
-      for (std::size_t i = 0; i < rho.size(); ++i) zz(static_cast<Index>(i), 0) = rho[i];
-      blk.flt->spectrum().mask(p, zz, f);
-      if (config_.attention == AttentionKind::bias) {
-        const double beta = static_cast<double>(store_.value(blk.flt->beta_param())(head, 0));
-        for (double& v : f) v *= beta;
+      if constexpr (!is_dual_v<T>) {
+        const auto p = blk.flt->head_spectrum_params(store_, head);
+        Mat<double> zz = Mat<double>::Zero(static_cast<Index>(rho.size()), 3);
+        for (std::size_t i = 0; i < rho.size(); ++i) zz(static_cast<Index>(i), 0) = rho[i];
+        blk.flt->spectrum().mask(p, zz, f);
+        if (config_.attention == AttentionKind::bias) {
+          const double beta = value_of(store_.value(blk.flt->beta_param())(head, 0));
+          for (double& v : f) v *= beta;
+        }
       }
       break;
     }
     case AttentionKind::exact: {
-      const auto coeffs = store_.value(blk.rbf);
-      for (std::size_t i = 0; i < rho.size(); ++i)
-        f[i] = exact_config_.basis.evaluate(coeffs.row(head), rho[i]);
+      if constexpr (!is_dual_v<T>) {
+        const auto coeffs = store_.value(blk.rbf);
+        for (std::size_t i = 0; i < rho.size(); ++i)
+          f[i] = exact_config_.basis.evaluate(coeffs.row(head), rho[i]);
+      }
       break;
     }
     case AttentionKind::performer:
@@ -758,7 +822,7 @@ std::vector<double> MoleculeModel<T>::rpe_function(Index block, Index head,
         attn::radial_basis(far_config_.nodes, rho[i], basis.data(), nullptr);
         double v = 0;
         for (Index n = 0; n < config_.far_nodes; ++n)
-          v += std::exp(static_cast<double>(theta(head, n))) * basis[static_cast<std::size_t>(n)];
+          v += std::exp(value_of(theta(head, n))) * basis[static_cast<std::size_t>(n)];
         f[i] = v;
       }
       break;
@@ -800,7 +864,7 @@ template <class T>
 std::vector<NamedArray> MoleculeModel<T>::export_arrays() const {
   std::vector<NamedArray> out;
   for (const auto& info : store_.infos())
-    out.push_back(array_of("param." + info.name, store_.value(info.ref).template cast<double>()));
+    out.push_back(array_of("param." + info.name, values_of<T>(store_.value(info.ref))));
   std::vector<double> el(norm_.elements.begin(), norm_.elements.end());
   out.push_back(array_of("norm.elements", el));
   out.push_back(array_of("norm.mean", norm_.mean));
@@ -813,7 +877,9 @@ std::vector<NamedArray> MoleculeModel<T>::export_arrays() const {
     for (Index h = 0; h < config_.heads; ++h) {
       const auto hs = static_cast<std::size_t>(h);
       const std::string ph = p + std::to_string(h);
-      if (blk.flt) {
+      if constexpr (is_dual_v<T>) {
+        // near_far only (the constructor refuses the others): no per-head features.
+      } else if (blk.flt) {
         const auto& f = blk.flt->features();
         out.push_back(array_of(ph + ".omega", f.omega[hs]));
         out.push_back(array_of(ph + ".xi", f.xi[hs]));
@@ -893,7 +959,9 @@ void MoleculeModel<T>::import_arrays(const std::vector<NamedArray>& arrays) {
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
     const std::string p = "features.block" + std::to_string(b) + ".h";
-    if (blk.flt) {
+    if constexpr (is_dual_v<T>) {
+      // near_far only (the constructor refuses the others): the far-field design below.
+    } else if (blk.flt) {
       attn::RandomFeatures f;
       f.seed = blk.flt->config().seed;
       f.draw = draw_;
@@ -979,6 +1047,9 @@ std::vector<double> rotation_sensitivity(MoleculeModel<T>& model, const Molecule
 
 template class MoleculeModel<float>;
 template class MoleculeModel<double>;
+template class MoleculeModel<Dual>;
+template void copy_model_state<Dual, float>(const MoleculeModel<float>&, MoleculeModel<Dual>&);
+template void copy_model_state<Dual, double>(const MoleculeModel<double>&, MoleculeModel<Dual>&);
 template void copy_model_state<float, double>(const MoleculeModel<double>&, MoleculeModel<float>&);
 template void copy_model_state<double, float>(const MoleculeModel<float>&, MoleculeModel<double>&);
 template void copy_model_state<float, float>(const MoleculeModel<float>&, MoleculeModel<float>&);

@@ -45,6 +45,7 @@
 // OpenMP thread count (tested: 1 vs 2 threads).
 #pragma once
 
+#include "core/dual.hpp"
 #include "core/error.hpp"
 #include "core/layers.hpp"
 #include "core/params.hpp"
@@ -246,7 +247,8 @@ struct ModelCache {
   AtomTypes types;
   exact::RadialBasisTable<T> radial;  // exact kind: distances and radial basis, shared by the blocks
   attn::NeighbourList neighbours;     // near_far: pairs within the cutoff, shared by the blocks
-  Mat<double> coords_double;          // near_far: N x 3 coordinates (Angstrom)
+  Mat<Accum<T>> coords_double;        // near_far: N x 3 coordinates (Angstrom; double, or Dual
+                                      // with the coordinate tangents for T = Dual)
   Mat<T> coords;                  // N x 3 in T
   std::vector<BlockCache<T>> blocks;
   LayerNormCache<T> ln_out;
@@ -278,7 +280,12 @@ class MoleculeModel {
   std::optional<std::string> unsupported_reason(const Molecule& molecule) const;
 
   // Normalised predictions (S x P). Fills `cache` for backward. Updates attention statistics.
-  Mat<T> forward(const MoleculeBatch& batch, ModelCache<T>& cache);
+  // T = Dual (core/dual.hpp; near_far attention only): the coordinates get the tangents
+  // `coordinate_tangent` (N x 3; none: zero), so forward and backward return the directional
+  // derivatives of the outputs and of every gradient along it: a Hessian-vector product
+  // d^2 Loss / (dtheta dr) u in the tangents of the parameter gradients (force training).
+  Mat<T> forward(const MoleculeBatch& batch, ModelCache<T>& cache,
+                 const Mat<double>* coordinate_tangent = nullptr);
   // Accumulates parameter gradients into parameters().grads() from dout = dLoss/dout (S x P);
   // if dcoords is non-null it is resized to N x 3 and receives dLoss/dcoords (Angstrom^-1 units of
   // the loss) -- with dout = 1 for an energy target this is dE/dr, i.e. minus the forces.

@@ -223,12 +223,42 @@ class DatasetBuilder {
     for (std::size_t t = 0; t < plans_.size(); ++t)
       if (std::isnan(row[t])) ++missing_[t];
 
+    // Reference forces (eV/Angstrom), when asked for: a record without the column keeps its
+    // molecule (forces missing, masked); a column of another shape is a bad record.
+    Mat<double> forces(0, 3);
+    if (!options_.forces_column.empty()) {
+      if (const chem::AtomColumn* col = p.column(options_.forces_column)) {
+        if (col->width != 3 || col->type != 'R' || col->values.size() != 3 * p.size())
+          return "forces column '" + col->name + "' has " + std::to_string(col->width) +
+                 " component(s) of type " + std::string(1, col->type) + "; forces need 3 real components per atom";
+        const std::string unit = !options_.forces_source_unit.empty() ? options_.forces_source_unit : col->unit;
+        if (unit.empty())
+          throw ConfigError(where + ": the forces column '" + col->name +
+                            "' has no unit; give it with --forces-unit (e.g. eV/A, Hartree/Bohr)");
+        const double f = force_unit_to_ev_per_angstrom(unit);
+        forces.resize(static_cast<Index>(p.size()), 3);
+        for (std::size_t i = 0; i < 3 * p.size(); ++i) {
+          if (!std::isfinite(col->values[i]))
+            return "forces column '" + col->name + "': atom " + std::to_string(i / 3 + 1) + " has a non-finite component";
+          forces.data()[i] = col->values[i] * f;
+        }
+      } else {
+        ++forces_missing_;
+      }
+    }
+
     models::Molecule m;
     m.atomic_numbers.assign(p.atomic_numbers.begin(), p.atomic_numbers.end());
     std::vector<double> xyz(3 * p.size());
     for (std::size_t i = 0; i < p.size(); ++i)
       for (std::size_t k = 0; k < 3; ++k) xyz[3 * i + k] = p.positions(static_cast<Index>(i), static_cast<Index>(k));
-    const std::uint64_t digest = train::molecule_digest(m.atomic_numbers, xyz, row);
+    // The digest covers the forces only when they are read (older runs' digests stay valid).
+    std::vector<double> digested = row;
+    if (!options_.forces_column.empty()) {
+      digested.push_back(static_cast<double>(forces.rows()));
+      digested.insert(digested.end(), forces.data(), forces.data() + forces.size());
+    }
+    const std::uint64_t digest = train::molecule_digest(m.atomic_numbers, xyz, digested);
     const std::size_t position = added_++;
     // Checked before keep_coordinates is asked: its selection covers the first read's molecules only.
     if (refill_) {
@@ -249,9 +279,13 @@ class DatasetBuilder {
       if (into) {
         into->molecules[position].positions = std::move(m.positions);
         into->molecules[position].formal_charges = std::move(m.formal_charges);
+        if (into->has_forces()) into->forces[position] = forces;
       }
+    } else {
+      forces.resize(0, 3);  // per-atom data goes with the coordinates
     }
     if (into) return std::nullopt;
+    if (!options_.forces_column.empty()) forces_.push_back(std::move(forces));
     digests_.push_back(digest);
     molecules_.push_back(std::move(m));
     ids_.push_back(std::move(id));
@@ -288,6 +322,8 @@ class DatasetBuilder {
     d.sources = std::move(sources_);
     d.digests = std::move(digests_);
     d.missing_per_target = missing_;
+    d.forces = std::move(forces_);
+    d.forces_missing = forces_missing_;
     summary.read = d.molecules.size();
     d.summary = std::move(summary);
     return d;
@@ -321,6 +357,8 @@ class DatasetBuilder {
   std::vector<std::string> ids_, titles_, sources_;
   std::vector<double> labels_;
   std::vector<std::uint64_t> digests_;
+  std::vector<Mat<double>> forces_;
+  std::size_t forces_missing_ = 0;
   std::size_t added_ = 0;  // good molecules so far
   Dataset* refill_ = nullptr;
   std::string inputs_;
@@ -418,6 +456,9 @@ std::string Dataset::describe() const {
     if (missing_per_target[t] > 0)
       out << "; " << targets[t].name << ": " << missing_per_target[t] << " label"
           << (missing_per_target[t] == 1 ? "" : "s") << " missing (masked)";
+  if (has_forces() && forces_missing > 0)
+    out << "; forces: " << forces_missing << " molecule" << (forces_missing == 1 ? "" : "s")
+        << " without (masked)";
   return out.str();
 }
 
@@ -500,6 +541,10 @@ Dataset subset(const Dataset& data, std::span<const std::size_t> indices) {
     d.titles.push_back(data.titles[i]);
     d.sources.push_back(data.sources[i]);
     if (data.digests.size() == data.size()) d.digests.push_back(data.digests[i]);
+    if (data.has_forces()) {
+      d.forces.push_back(data.forces[i]);
+      if (data.forces[i].rows() == 0) ++d.forces_missing;
+    }
     for (Index t = 0; t < p; ++t) {
       d.labels(static_cast<Index>(k), t) = data.labels(static_cast<Index>(i), t);
       if (std::isnan(data.labels(static_cast<Index>(i), t))) ++d.missing_per_target[static_cast<std::size_t>(t)];
@@ -521,7 +566,26 @@ Batch make_batch(const Dataset& data, std::span<const std::size_t> indices) {
     for (Index t = 0; t < p; ++t) b.labels(static_cast<Index>(k), t) = data.labels(static_cast<Index>(indices[k]), t);
   }
   b.molecules = models::MoleculeBatch::from(std::span<const models::Molecule* const>(ptrs));
+  if (data.has_forces()) {
+    b.forces = Mat<double>::Constant(b.molecules.num_atoms(), 3, std::numeric_limits<double>::quiet_NaN());
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+      const Mat<double>& f = data.forces[indices[k]];
+      const auto s = static_cast<Index>(k);
+      if (f.rows() == b.molecules.index.size(s)) b.forces.middleRows(b.molecules.index.begin(s), f.rows()) = f;
+    }
+  }
   return b;
+}
+
+double force_unit_to_ev_per_angstrom(const std::string& unit) {
+  const auto slash = unit.rfind('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == unit.size())
+    throw ConfigError("force unit '" + unit + "' is not of the form <energy>/<length> (e.g. eV/A, Hartree/Bohr)");
+  const train::Unit& energy = train::find_unit(unit.substr(0, slash));
+  const train::Unit& length = train::find_unit(unit.substr(slash + 1));
+  if (energy.dimension != train::Dimension::energy || length.dimension != train::Dimension::length)
+    throw ConfigError("force unit '" + unit + "' is not an energy per length (e.g. eV/A, Hartree/Bohr)");
+  return energy.to_base / length.to_base;
 }
 
 std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t> order, std::size_t batch_size) {

@@ -72,6 +72,14 @@ struct DatasetOptions {
   std::string label_key;
 
   MissingLabels missing = MissingLabels::mask;
+  // Per-atom reference forces (for training on energies and forces): the name of the per-atom
+  // column holding them (extended XYZ `forces:R:3`, ASE's eV/Angstrom), "" for none. A record
+  // without the column keeps its molecule with its forces missing (counted in forces_missing,
+  // masked in the loss); a column of another width is a bad record. Stored in eV/Angstrom.
+  std::string forces_column;
+  // Unit of the forces column when the input gives none, or to override it: "<energy>/<length>",
+  // e.g. "eV/A", "Hartree/Bohr", "kcal/mol/A" ("" = the column's own unit; none is an error).
+  std::string forces_source_unit;
   std::size_t min_atoms = 1;  // molecules with fewer atoms are bad records (0 atoms always are)
   int max_z = models::kDefaultMaxZ;
   std::size_t limit = 0;      // read at most this many good molecules (0 = all)
@@ -93,6 +101,12 @@ struct Dataset {
   std::vector<std::string> ids, titles, sources; // S each
   Mat<double> labels;                            // S x P, training units, NaN = missing
   std::vector<std::size_t> missing_per_target;   // P: molecules kept with a NaN label
+  // With DatasetOptions::forces_column: per molecule its atoms' reference forces (N_s x 3,
+  // eV/Angstrom), empty (0 x 3) when the record had none (or its coordinates were not kept);
+  // otherwise empty.
+  std::vector<Mat<double>> forces;
+  std::size_t forces_missing = 0;                // molecules read without forces
+  bool has_forces() const noexcept { return !forces.empty(); }
   chem::ReadSummary summary;                     // records read and skipped (with reasons)
   // S: train::molecule_digest of each molecule's atoms, coordinates and labels, taken when it was
   // read (also for molecules whose coordinates were not kept).
@@ -138,7 +152,14 @@ struct Batch {
   std::vector<std::size_t> indices;  // positions in the dataset
   models::MoleculeBatch molecules;   // atoms stacked (RaggedIndex over molecules)
   Mat<double> labels;                // size x P, training units, NaN = missing
+  // When the dataset has forces: N x 3 reference forces (eV/Angstrom) of the stacked atoms, NaN
+  // rows for molecules without forces; otherwise empty.
+  Mat<double> forces;
 };
+
+// Factor from a force unit "<energy>/<length>" (e.g. "Hartree/Bohr", "kcal/mol/A") to
+// eV/Angstrom; ConfigError naming the unit otherwise.
+double force_unit_to_ev_per_angstrom(const std::string& unit);
 
 // The batch of `data` at `indices` (in that order).
 Batch make_batch(const Dataset& data, std::span<const std::size_t> indices);

@@ -8,6 +8,7 @@
 #include "core/optim.hpp"
 #include "core/random.hpp"
 #include "core/version.hpp"
+#include "models/force_training.hpp"
 #include "models/model_io.hpp"
 #include "pipeline/dataset_progress.hpp"
 #include "pipeline/train_distributed.hpp"
@@ -87,7 +88,11 @@ double now_seconds() {
 // At that value the option is left out of the fingerprint, so a run started by an flt without it
 // (whose checkpoint has no entry) resumes; any other value is compared as usual.
 const std::map<std::string, std::string>& later_options_neutral_values() {
-  static const std::map<std::string, std::string> values{{"train.batch-atoms", "0"}};
+  static const std::map<std::string, std::string> values{{"train.batch-atoms", "0"},
+                                                         {"train.force-weight", "0"},
+                                                         {"train.force-target", ""},
+                                                         {"data.forces-column", "forces"},
+                                                         {"data.forces-unit", ""}};
   return values;
 }
 
@@ -162,6 +167,46 @@ Mat<double> labels_at(const Dataset& data, std::span<const std::size_t> indices)
   for (std::size_t k = 0; k < indices.size(); ++k)
     out.row(static_cast<Index>(k)) = data.labels.row(static_cast<Index>(indices[k]));
   return out;
+}
+
+// The target the forces belong to: `name`, or the first extensive target with an energy unit.
+Index find_force_target(const std::vector<DatasetTarget>& targets, const std::string& name) {
+  for (std::size_t t = 0; t < targets.size(); ++t) {
+    const bool energy = !targets[t].unit.empty() &&
+                        train::find_unit(targets[t].unit).dimension == train::Dimension::energy;
+    if (!name.empty() && targets[t].name != name) continue;
+    if (!targets[t].extensive || !energy) {
+      if (name.empty()) continue;
+      throw ConfigError("--force-target " + name + ": forces are the gradient of an extensive energy; '" + name +
+                        "' is " + (targets[t].extensive ? "not an energy (unit '" + targets[t].unit + "')"
+                                                        : std::string("a per-molecule mean")));
+    }
+    return static_cast<Index>(t);
+  }
+  throw ConfigError(name.empty() ? std::string("--force-weight > 0 needs an extensive energy target (e.g. --targets energy)")
+                                 : "--force-target " + name + " is not one of the targets");
+}
+
+// Predicted and reference forces (the target's unit per Angstrom) of the molecules at `indices`
+// that have reference forces, as metrics over force components. `factor` converts the dataset's
+// eV/Angstrom into the target's unit per Angstrom.
+train::Metrics force_metrics(models::MoleculeModel<float>& model, const Dataset& data,
+                             std::span<const std::size_t> indices, Index target, double factor,
+                             std::size_t batch_size, std::size_t max_atoms) {
+  std::vector<double> predicted, reference;
+  const auto batches = batch_indices(indices, batch_size, atom_counts(data), max_atoms);
+  for (const auto& idx : batches) {
+    const Batch b = make_batch(data, idx);
+    Mat<double> forces;
+    model.predict_with_forces(b.molecules, target, forces);
+    for (Index i = 0; i < forces.rows(); ++i)
+      for (Index a = 0; a < 3; ++a)
+        if (std::isfinite(b.forces(i, a))) {
+          predicted.push_back(forces(i, a));
+          reference.push_back(b.forces(i, a) * factor);
+        }
+  }
+  return train::compute_metrics(predicted, reference);  // NaN metrics when there are none
 }
 
 std::vector<train::Metrics> metrics_of(const Mat<double>& predicted, const Mat<double>& truth) {
@@ -308,6 +353,10 @@ train::OptionSchema train_option_schema() {
   s.option("missing-labels", "data", OptionType::string, "mask",
            "molecules without a label: mask (default), skip or error")
       .choices = {"mask", "skip", "error"};
+  s.option("forces-column", "data", OptionType::string, "forces",
+           "per-atom column of reference forces (extended XYZ forces:R:3), read when --force-weight > 0");
+  s.option("forces-unit", "data", OptionType::string, "",
+           "unit of the forces column when the input gives none, e.g. eV/A, Hartree/Bohr (extended XYZ: eV/A)");
   s.option("min-atoms", "data", OptionType::integer, "1", "molecules with fewer atoms are bad records");
   s.option("min-distance", "data", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad");
   s.option("add-hydrogens", "data", OptionType::boolean, "true", "SDF: make implicit hydrogens explicit (3-D)");
@@ -339,6 +388,11 @@ train::OptionSchema train_option_schema() {
   s.option("loss", "train", OptionType::string, "l1", "loss on standardised targets: mse, l1, huber").choices = {
       "mse", "l1", "huber"};
   s.option("huber-delta", "train", OptionType::real, "1", "huber loss threshold (standardised units)");
+  s.option("force-weight", "train", OptionType::real, "0",
+           "weight of the force term (mean squared force error in standardised units) next to the energy loss "
+           "(0: energies only; needs --attention near_far)");
+  s.option("force-target", "train", OptionType::string, "",
+           "energy target whose forces are trained (default: the first extensive energy target)");
   s.option("fit-reference", "train", OptionType::boolean, "true",
            "fit per-element reference energies by least squares (extensive targets)");
   s.option("seed", "train", OptionType::integer, "0", "seed of initialisation, random features and shuffling");
@@ -496,6 +550,15 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
   c.loss.huber_delta = o.get_real("huber-delta");
   if (!(c.loss.huber_delta > 0)) throw ConfigError("--huber-delta must be > 0");
   c.fit_reference = o.get_bool("fit-reference");
+  c.force_weight = o.get_real("force-weight");
+  if (!(c.force_weight >= 0) || !std::isfinite(c.force_weight)) throw ConfigError("--force-weight must be >= 0");
+  c.force_target = o.get_string("force-target");
+  if (c.force_weight > 0) {
+    d.forces_column = o.get_string("forces-column");
+    if (d.forces_column.empty()) throw ConfigError("--force-weight > 0 needs --forces-column");
+    d.forces_source_unit = o.get_string("forces-unit");
+    if (!d.forces_source_unit.empty()) force_unit_to_ev_per_angstrom(d.forces_source_unit);  // validates
+  }
   c.seed = static_cast<std::uint64_t>(o.get_int("seed"));
   const auto threads = o.get_int("threads");
   if (threads < 0) throw ConfigError("--threads must be >= 0");
@@ -908,6 +971,30 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   double step_seconds = 0;
   std::optional<double> follower_best = slots.best_metric();  // ranks other than 0 write no slots
 
+  // Training on energies and forces (models/force_training.hpp).
+  Index force_target = -1;
+  double force_factor = 1.0;  // eV/Angstrom (the dataset's) -> the target's unit per Angstrom
+  std::unique_ptr<models::MoleculeModel<Dual>> dual;
+  if (cfg.force_weight > 0) {
+    if (parallel)
+      throw ConfigError("--force-weight: training on forces runs in one process with whole-batch gradients "
+                        "(no mpirun, --gradient-chunk 0)");
+    force_target = find_force_target(data.targets, cfg.force_target);
+    const DatasetTarget& ft = data.targets[static_cast<std::size_t>(force_target)];
+    force_factor = train::conversion_factor(train::find_unit("eV"), train::find_unit(ft.unit));
+    dual = std::make_unique<models::MoleculeModel<Dual>>(mc);
+    std::size_t with_forces = 0;
+    for (const std::size_t i : split.train) with_forces += data.forces[i].rows() > 0 ? 1 : 0;
+    if (with_forces == 0)
+      throw ConfigError("--force-weight > 0: no training molecule has forces in column '" + cfg.data.forces_column +
+                        "'");
+    result.force_target = ft.name;
+    result.force_unit = ft.unit + "/A";
+    say("training on energies and forces: target " + ft.name + ", force weight " + format_number(cfg.force_weight) +
+        ", " + std::to_string(with_forces) + " of " + std::to_string(split.train.size()) +
+        " training molecules with forces (the others: energies only)");
+  }
+
   models::ModelCache<float> cache;
   while (st.epoch < cfg.epochs && !st.stopped_early) {
     const std::int64_t epoch = st.epoch + 1;
@@ -948,17 +1035,28 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         result.largest_step_atoms =
             std::max(result.largest_step_atoms, static_cast<std::size_t>(b.molecules.num_atoms()));
         store.zero_grad();
-        const Mat<float> out = model.forward(b.molecules, cache);
-        const Mat<float> target = model.normalise_labels(b.molecules, b.labels).cast<float>();
-        lv = regression_loss_forward<float>(cfg.loss, out, target);
+        Mat<double> out_norm;
+        if (dual) {
+          const models::EnergyForceLoss efl = models::energy_force_gradient(
+              model, *dual, b.molecules, model.normalise_labels(b.molecules, b.labels), b.forces * force_factor,
+              force_target, cfg.force_weight, cfg.loss, cache);
+          lv = efl.energy;
+          lv.value = efl.value();
+          out_norm = efl.out;
+        } else {
+          const Mat<float> out = model.forward(b.molecules, cache);
+          const Mat<float> target = model.normalise_labels(b.molecules, b.labels).cast<float>();
+          lv = regression_loss_forward<float>(cfg.loss, out, target);
+          Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
+          regression_loss_backward<float>(cfg.loss, out, target, dout);
+          model.backward(b.molecules, cache, dout);
+          out_norm = out.cast<double>();
+        }
         if (!std::isfinite(lv.value))
           throw NumericalError("training diverged: non-finite loss (" + format_number(lv.value) + ") at epoch " +
                                std::to_string(epoch) + ", step " + std::to_string(st.step + 1) +
                                "; lower --lr or set --clip-norm");
-        Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
-        regression_loss_backward<float>(cfg.loss, out, target, dout);
-        model.backward(b.molecules, cache, dout);
-        const Mat<double> phys = model.denormalise(b.molecules, out.cast<double>());
+        const Mat<double> phys = model.denormalise(b.molecules, out_norm);
         for (std::size_t k = 0; k < b.indices.size(); ++k)
           train_pred.row(position_in_train[b.indices[k]]) = phys.row(static_cast<Index>(k));
       }
@@ -1001,6 +1099,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     } else {
       val_pred = predict_indices(model, data, split.validation, cfg.eval_batch_size, cfg.batch_atoms, &val_norm);
     }
+    double val_force_mae = kNaN;
+    if (dual && !split.validation.empty())
+      val_force_mae = force_metrics(model, data, split.validation, force_target, force_factor, cfg.eval_batch_size,
+                                    cfg.batch_atoms)
+                          .mae;
     if (ema) ema->swap(store.values());
     double val_loss = kNaN;
     if (!split.validation.empty()) {
@@ -1026,6 +1129,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       report.selection_metric = selection_metric(report.record.train_mae, model.normalisation());
     report.attention = attention;
     report.targets = &data.targets;
+    report.val_force_mae = val_force_mae;
     st.seconds = seconds_before + (now_seconds() - session_start);
     if (plateau && std::isfinite(report.selection_metric)) plateau->step(report.selection_metric);
 
@@ -1063,6 +1167,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       for (std::size_t t = 0; t < p; ++t)
         summary += (t ? ", " : "") + data.targets[t].name + " train " + format_number(report.record.train_mae[t]) +
                    " val " + format_number(report.record.val_mae[t]) + " " + data.targets[t].unit;
+      if (dual)
+        summary += ", forces val " + format_number(val_force_mae) + " " + result.force_unit;
       summary += "; lr " + format_number(lr, 3);
       if (attention.denominators > 0)
         summary += "; attention min den/scale " + format_number(attention.min_relative_denominator, 3) + ", " +
@@ -1107,6 +1213,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
                : predict_indices(model, data, split.test, cfg.eval_batch_size, cfg.batch_atoms);
   const Mat<double> test_truth = labels_at(data, split.test);
   result.test_metrics = split.test.empty() ? std::vector<train::Metrics>{} : metrics_of(test_pred, test_truth);
+  if (dual && !split.test.empty())
+    result.test_force_metrics =
+        force_metrics(model, data, split.test, force_target, force_factor, cfg.eval_batch_size, cfg.batch_atoms);
   result.epochs_run = st.epoch;
   result.best_epoch = best.integer("best_epoch");
   result.stopped_early = st.stopped_early;
@@ -1133,10 +1242,21 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     meta["training.test_mae." + data.targets[t].name] = train::csv_number(result.test_metrics[t].mae);
     meta["training.test_rmse." + data.targets[t].name] = train::csv_number(result.test_metrics[t].rmse);
   }
+  if (result.test_force_metrics) {
+    meta["training.force_weight"] = train::csv_number(cfg.force_weight);
+    meta["training.test_force_mae." + result.force_target] = train::csv_number(result.test_force_metrics->mae);
+    meta["training.test_force_rmse." + result.force_target] = train::csv_number(result.test_force_metrics->rmse);
+  }
   models::save_model(result.model_path, model, meta);
 
   if (!split.test.empty()) {
-    train::write_metrics_csv(dir / "test_metrics.csv", columns, result.test_metrics);
+    std::vector<train::TargetColumn> metric_columns = columns;
+    std::vector<train::Metrics> metric_rows = result.test_metrics;
+    if (result.test_force_metrics) {
+      metric_columns.push_back({result.force_target + "_forces", result.force_unit});
+      metric_rows.push_back(*result.test_force_metrics);
+    }
+    train::write_metrics_csv(dir / "test_metrics.csv", metric_columns, metric_rows);
     write_test_predictions(dir / "test_predictions.csv", data, split.test, test_pred);
   }
   std::vector<double> epochs;
@@ -1211,6 +1331,13 @@ std::string format_summary(const TrainResult& r) {
       out << "  " << std::left << std::setw(10) << r.targets[t].name << std::setw(14) << r.targets[t].unit << std::right
           << std::setw(8) << m.count << std::setw(14) << format_number(m.mae, 5) << std::setw(14)
           << format_number(m.rmse, 5) << std::setw(10) << format_number(m.r2, 4) << '\n';
+    }
+    if (r.test_force_metrics) {
+      const auto& m = *r.test_force_metrics;
+      out << "  " << std::left << std::setw(10) << "forces" << std::setw(14) << r.force_unit << std::right
+          << std::setw(8) << m.count << std::setw(14) << format_number(m.mae, 5) << std::setw(14)
+          << format_number(m.rmse, 5) << std::setw(10) << format_number(m.r2, 4)
+          << "   (per component, " << r.force_target << " forces)\n";
     }
   }
   return out.str();

@@ -81,6 +81,11 @@ struct TrainConfig {
   double ema_decay = 0.0;             // 0: no weight averaging
   std::int64_t patience = 0;          // early stopping: epochs without improvement (0: off)
   RegressionLoss loss{RegressionLossKind::mse, 1.0};
+  // Training on energies and forces (models/force_training.hpp): the weight w of the force term
+  // (0: energies only; data.forces_column names the forces' column) and the energy target the
+  // forces belong to ("": the first extensive target with an energy unit).
+  double force_weight = 0;
+  std::string force_target;
   bool fit_reference = true;          // per-element reference energies by least squares
   std::uint64_t seed = 0;             // model initialisation, features, shuffling
   int threads = 0;                    // OpenMP threads (0: the OpenMP default)
@@ -107,6 +112,7 @@ struct TrainConfig {
 // Per-epoch numbers, also passed to the observer.
 struct EpochReport {
   train::EpochRecord record;          // epoch, step, lr, losses, MAEs (physical units)
+  double val_force_mae = 0;           // with forces: validation force MAE per component (NaN: none)
   double selection_metric = 0;        // see header comment
   bool improved = false;
   attn::AttentionStats attention;     // summed over the epoch's training forwards
@@ -118,6 +124,10 @@ struct TrainResult {
   std::filesystem::path model_path;         // run_dir / "model.flt" (empty if stopped by the hook)
   std::vector<DatasetTarget> targets;
   std::vector<train::Metrics> test_metrics;  // per target (empty when no test molecules)
+  // Training on forces: the energy target they belong to, their unit (the target's per Angstrom)
+  // and the test metrics over force components (count = components with reference forces).
+  std::string force_target, force_unit;
+  std::optional<train::Metrics> test_force_metrics;
   std::size_t train_size = 0, validation_size = 0, test_size = 0;
   std::int64_t epochs_run = 0;               // completed epochs (including resumed ones)
   std::int64_t best_epoch = 0;
