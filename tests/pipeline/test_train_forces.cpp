@@ -1,0 +1,193 @@
+// `flt train --force-weight`: training on energies and forces read from extended XYZ (rMD17
+// ethanol frames). Forces are read, converted and masked where a frame has none; the run reports
+// force metrics; the same seed gives the same model; bad inputs and settings are refused clearly.
+// (The gradient itself: tests/models/test_second_derivatives.cpp.)
+#include "pipeline/dataset.hpp"
+#include "test_train_util.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using flt::pipeline::testing::ScratchDir;
+using flt::pipeline::testing::run_flt;
+using flt::pipeline::testing::slurp;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The first `count` frames of the bundled rMD17 ethanol file, as text blocks.
+std::vector<std::string> ethanol_frames(std::size_t count) {
+  std::ifstream in(std::string(FLT_SOURCE_DIR) + "/datasets/rmd17-ethanol/train.xyz");
+  REQUIRE(in);
+  std::vector<std::string> frames;
+  std::string line;
+  while (frames.size() < count && std::getline(in, line)) {
+    const int n = std::stoi(line);
+    std::string frame = line + "\n";
+    for (int i = 0; i < n + 1; ++i) {
+      REQUIRE(std::getline(in, line));
+      frame += line + "\n";
+    }
+    frames.push_back(frame);
+  }
+  REQUIRE(frames.size() == count);
+  return frames;
+}
+
+// A frame without its forces column (species and positions only).
+std::string without_forces(const std::string& frame) {
+  std::istringstream in(frame);
+  std::string line, out;
+  std::getline(in, line);
+  out += line + "\n";
+  std::getline(in, line);
+  const auto at = line.find("Properties=species:S:1:pos:R:3:forces:R:3");
+  REQUIRE(at != std::string::npos);
+  line.replace(at, std::string("Properties=species:S:1:pos:R:3:forces:R:3").size(), "Properties=species:S:1:pos:R:3");
+  out += line + "\n";
+  while (std::getline(in, line)) {
+    std::istringstream atom(line);
+    std::string el, x, y, z;
+    atom >> el >> x >> y >> z;
+    out += el + " " + x + " " + y + " " + z + "\n";
+  }
+  return out;
+}
+
+// A frame whose forces column declares 2 components (the last force component dropped).
+std::string two_component_forces(const std::string& frame) {
+  std::istringstream in(frame);
+  std::string line, out;
+  std::getline(in, line);
+  out += line + "\n";
+  std::getline(in, line);
+  const auto at = line.find("forces:R:3");
+  REQUIRE(at != std::string::npos);
+  line.replace(at, 10, "forces:R:2");
+  out += line + "\n";
+  while (std::getline(in, line)) {
+    std::istringstream atom(line);
+    std::string el, x, y, z, fx, fy;
+    atom >> el >> x >> y >> z >> fx >> fy;
+    out += el + " " + x + " " + y + " " + z + " " + fx + " " + fy + "\n";
+  }
+  return out;
+}
+
+void write(const fs::path& path, const std::vector<std::string>& frames) {
+  std::ofstream out(path);
+  for (const auto& f : frames) out << f;
+}
+
+std::string args(const fs::path& input, const std::string& extra, const fs::path& out) {
+  return "train '" + input.string() + "' --targets energy --epochs 2 --batch-size 8 --width 16 --heads 2 --blocks 1"
+         " --mlp-hidden 16 --head-hidden 16 --radial-nodes 8 --split 40,10,rest --threads 1"
+         " --seed 1 --lr 1e-3 " + extra + " --out '" + out.string() + "'";
+}
+
+}  // namespace
+
+TEST_CASE("flt train --force-weight: forces read and masked, force metrics reported, deterministic",
+          "[train][forces]") {
+  ScratchDir dir("train_forces");
+  auto frames = ethanol_frames(60);
+  for (std::size_t i = 5; i < 10; ++i) frames[i] = without_forces(frames[i]);  // 5 frames without forces
+  const fs::path input = dir / "ethanol.xyz";
+  write(input, frames);
+
+  const auto run = run_flt(args(input, "--force-weight 10", dir / "ef"), dir.path());
+  INFO(run.err);
+  REQUIRE(run.status == 0);
+  CHECK_THAT(run.err, Catch::Contains("forces: 5 molecules without (masked)"));
+  CHECK_THAT(run.err, Catch::Contains("training on energies and forces: target energy, force weight 10"));
+  CHECK_THAT(run.err, Catch::Contains("forces val "));
+  CHECK_THAT(run.out, Catch::Contains("forces    eV/A"));
+  CHECK_THAT(slurp(dir / "ef" / "test_metrics.csv"), Catch::Contains("energy_forces"));
+  CHECK_THAT(slurp(dir / "ef" / "config.ini"), Catch::Contains("force-weight = 10"));
+
+  // The same configuration again: the same model, bit for bit.
+  const auto again = run_flt("train --config '" + (dir / "ef" / "config.ini").string() + "' --out '" +
+                                 (dir / "again").string() + "'",
+                             dir.path());
+  INFO(again.err);
+  REQUIRE(again.status == 0);
+  CHECK(slurp(dir / "again" / "model.flt") == slurp(dir / "ef" / "model.flt"));
+
+  // Energies only: another model, and no force lines.
+  const auto energy = run_flt(args(input, "", dir / "e"), dir.path());
+  INFO(energy.err);
+  REQUIRE(energy.status == 0);
+  CHECK(energy.err.find("training on energies and forces") == std::string::npos);
+  CHECK(slurp(dir / "e" / "model.flt") != slurp(dir / "ef" / "model.flt"));
+}
+
+TEST_CASE("flt train --force-weight: bad forces columns and settings are refused clearly", "[train][forces]") {
+  ScratchDir dir("train_forces_bad");
+  auto frames = ethanol_frames(60);
+  frames[3] = two_component_forces(frames[3]);
+  const fs::path input = dir / "ethanol.xyz";
+  write(input, frames);
+
+  // A forces column of the wrong shape: the record is bad (skipped and reported, or the run stops).
+  const auto skip = run_flt(args(input, "--force-weight 1", dir / "skip"), dir.path());
+  INFO(skip.err);
+  REQUIRE(skip.status == 3);  // completed, with skipped records
+  CHECK_THAT(skip.err, Catch::Contains("record 4"));
+  CHECK_THAT(skip.err, Catch::Contains("forces need 3 real components per atom"));
+  const auto fail = run_flt(args(input, "--force-weight 1 --on-error fail", dir / "fail"), dir.path());
+  CHECK(fail.status != 0);
+  CHECK_THAT(fail.err, Catch::Contains("record 4"));
+
+  write(input, ethanol_frames(60));
+  // No energy target to take forces of.
+  const auto intensive = run_flt(args(input, "--force-weight 1 --pooling energy=mean", dir / "intensive"), dir.path());
+  CHECK(intensive.status != 0);
+  CHECK_THAT(intensive.err, Catch::Contains("needs an extensive energy target"));
+  // Attention kinds without exact second derivatives.
+  const auto exact = run_flt(args(input, "--force-weight 1 --attention exact", dir / "exact"), dir.path());
+  CHECK(exact.status != 0);
+  CHECK_THAT(exact.err, Catch::Contains("near_far"));
+  // Units that are not a force, a column that is not there.
+  const auto unit = run_flt(args(input, "--force-weight 1 --forces-unit eV", dir / "unit"), dir.path());
+  CHECK(unit.status != 0);
+  CHECK_THAT(unit.err, Catch::Contains("<energy>/<length>"));
+  const auto column = run_flt(args(input, "--force-weight 1 --forces-column grad", dir / "column"), dir.path());
+  CHECK(column.status != 0);
+  CHECK_THAT(column.err, Catch::Contains("no training molecule has forces in column 'grad'"));
+  const auto negative = run_flt(args(input, "--force-weight -1", dir / "negative"), dir.path());
+  CHECK(negative.status != 0);
+  CHECK_THAT(negative.err, Catch::Contains("--force-weight must be >= 0"));
+}
+
+TEST_CASE("dataset: forces converted to eV/A from the unit given, masked when missing", "[dataset][forces]") {
+  ScratchDir dir("dataset_forces");
+  auto frames = ethanol_frames(3);
+  frames[1] = without_forces(frames[1]);
+  const fs::path input = dir / "ethanol.xyz";
+  write(input, frames);
+  flt::pipeline::DatasetOptions options;
+  options.inputs = {input.string()};
+  options.targets = {"energy"};
+  options.forces_column = "forces";
+  const auto ev = flt::pipeline::load_dataset(options);
+  REQUIRE(ev.has_forces());
+  CHECK(ev.forces_missing == 1);
+  CHECK(ev.forces[0].rows() == 9);
+  CHECK(ev.forces[1].rows() == 0);
+  CHECK(ev.forces[0](0, 0) == Approx(-4.15950961));  // the file's first component, eV/A
+  options.forces_source_unit = "Hartree/Bohr";
+  const auto au = flt::pipeline::load_dataset(options);
+  CHECK(au.forces[0](0, 0) == Approx(-4.15950961 * 27.211386245988 / 0.529177210903).epsilon(1e-9));
+  // A batch carries NaN rows for the molecule without forces.
+  const std::vector<std::size_t> all{0, 1, 2};
+  const auto batch = flt::pipeline::make_batch(ev, all);
+  CHECK(batch.forces.rows() == 27);
+  CHECK(std::isnan(batch.forces(9, 0)));
+  CHECK(batch.forces(0, 0) == Approx(-4.15950961));
+  CHECK_THROWS_WITH(flt::pipeline::force_unit_to_ev_per_angstrom("Hartree"), Catch::Contains("<energy>/<length>"));
+  CHECK_THROWS_WITH(flt::pipeline::force_unit_to_ev_per_angstrom("Debye/A"), Catch::Contains("energy per length"));
+}
