@@ -8,6 +8,7 @@
 #include "train/atomic_file.hpp"
 #include "train/csv.hpp"
 #include "train/split.hpp"
+#include "train/units.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -147,14 +148,42 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   result.rotation_sd = Mat<double>::Zero(options.rotations > 0 ? S : 0, P);
   const int N = options.rotations;
 
+  // Forces of an energy target against the reference forces (eV/Angstrom in the dataset).
+  std::optional<std::size_t> force_column;
+  double force_factor = 1.0;
+  std::vector<double> force_pred, force_true;
+  if (!options.data.forces_column.empty()) {
+    force_column = predictor.forces_target(options.forces_target);
+    const models::TargetSpec& ft = model_targets[*force_column];
+    force_factor = train::conversion_factor(train::find_unit("eV"), train::find_unit(ft.unit));
+    TargetEvaluation te;
+    te.name = ft.name + " forces";
+    te.unit = ft.unit + "/A";
+    result.forces = std::move(te);
+  }
+
   if (options.on_progress) options.on_progress(0, static_cast<std::size_t>(S));
   for (Index begin = 0; begin < S; begin += static_cast<Index>(options.batch_size)) {
     const Index end = std::min(S, begin + static_cast<Index>(options.batch_size));
     std::vector<const models::Molecule*> ptrs;
     for (Index s = begin; s < end; ++s) ptrs.push_back(&dataset.molecules[keep[static_cast<std::size_t>(s)]]);
     const auto batch = models::MoleculeBatch::from(std::span<const models::Molecule* const>(ptrs));
-    Mat<double> mean, sd;
-    predictor.predict_batch(batch, mean, sd, options.threads);
+    Mat<double> mean, sd, forces, forces_sd;
+    if (force_column) {
+      predictor.predict_batch(batch, mean, sd, options.threads, force_column, &forces, &forces_sd);
+      for (Index s = begin; s < end; ++s) {
+        const Mat<double>& ref = dataset.forces[keep[static_cast<std::size_t>(s)]];
+        if (ref.rows() == 0) continue;  // no reference forces for this molecule
+        const Index first = batch.index.begin(s - begin);
+        for (Index i = 0; i < ref.rows(); ++i)
+          for (Index a = 0; a < 3; ++a) {
+            force_pred.push_back(forces(first + i, a));
+            force_true.push_back(ref(i, a) * force_factor);
+          }
+      }
+    } else {
+      predictor.predict_batch(batch, mean, sd, options.threads);
+    }
     for (Index s = begin; s < end; ++s) {
       const auto row = dataset.label_row(keep[static_cast<std::size_t>(s)]);
       result.ids.push_back(dataset.ids[keep[static_cast<std::size_t>(s)]]);
@@ -195,6 +224,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
     if (options.on_progress) options.on_progress(static_cast<std::size_t>(end), static_cast<std::size_t>(S));
   }
 
+  if (result.forces) result.forces->metrics = train::compute_metrics(force_pred, force_true);
   for (Index k = 0; k < P; ++k) {
     std::vector<double> pred(static_cast<std::size_t>(S)), truth(static_cast<std::size_t>(S));
     for (Index s = 0; s < S; ++s) {
@@ -232,6 +262,13 @@ std::string format_eval_table(const EvalResult& result) {
                   number(t.rotation_std).c_str(), frac.c_str());
     o << line;
   }
+  if (result.forces) {
+    const auto& f = *result.forces;
+    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %12s %12s %9s   (per force component of %s)\n", "forces",
+                  f.unit.c_str(), f.metrics.count, number(f.metrics.mae).c_str(), number(f.metrics.rmse).c_str(),
+                  number(f.metrics.r2).c_str(), f.name.c_str());
+    o << line;
+  }
   return o.str();
 }
 
@@ -245,6 +282,13 @@ void write_eval_csv(const std::filesystem::path& path, const EvalResult& result)
                           train::csv_number(t.metrics.rmse), train::csv_number(t.metrics.r2),
                           train::csv_number(t.metrics.max_abs_error), std::to_string(result.rotations),
                           train::csv_number(t.rotation_std), train::csv_number(t.rotation_fraction)});
+  if (result.forces) {
+    const auto& f = *result.forces;
+    train::write_csv_row(out.stream(),
+                         {f.name, f.unit, std::to_string(f.metrics.count), train::csv_number(f.metrics.mae),
+                          train::csv_number(f.metrics.rmse), train::csv_number(f.metrics.r2),
+                          train::csv_number(f.metrics.max_abs_error), "0", "", ""});
+  }
   out.commit();
 }
 

@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,10 @@ struct EvalOptions {
   // error rather than a silent mismatch. Empty split_file: every record.
   std::string split_file;
   std::string subset = "test";
+  // Forces: compare the model's forces F = -dE/dr of an energy target with the reference forces
+  // of data.forces_column (dataset.hpp; "": no force evaluation). forces_target: the energy
+  // target ("": Predictor::forces_target()).
+  std::string forces_target;
   // Called before the first batch (done = 0) and after every batch with the molecules evaluated
   // so far and their number (after reading; data.on_progress reports the reading); may be empty.
   std::function<void(std::size_t done, std::size_t total)> on_progress;
@@ -64,6 +69,9 @@ struct TargetEvaluation {
 
 struct EvalResult {
   std::vector<TargetEvaluation> targets;  // P
+  // With EvalOptions::data.forces_column: the force components of the molecules with reference
+  // forces (name "<target> forces", unit "<target unit>/A"); rotation fields unused.
+  std::optional<TargetEvaluation> forces;
   std::vector<std::string> ids;           // S evaluated molecules (dataset ids: "gdb 17", ...)
   Mat<double> predicted;                  // S x P, ensemble mean
   Mat<double> stddev;                     // S x P, ensemble spread (zeros for one model)

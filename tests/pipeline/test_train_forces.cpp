@@ -109,6 +109,35 @@ TEST_CASE("flt train --force-weight: forces read and masked, force metrics repor
   CHECK_THAT(slurp(dir / "ef" / "test_metrics.csv"), Catch::Contains("energy_forces"));
   CHECK_THAT(slurp(dir / "ef" / "config.ini"), Catch::Contains("force-weight = 10"));
 
+  // flt eval --forces on the test subset reproduces the run's test force metrics.
+  const auto eval = run_flt("eval -m '" + (dir / "ef" / "model.flt").string() + "' '" + input.string() +
+                                "' --split-file '" + (dir / "ef" / "split.csv").string() +
+                                "' --forces --rotations 0 -q -o '" + (dir / "eval.csv").string() + "'",
+                            dir.path());
+  INFO(eval.err);
+  REQUIRE(eval.status == 0);
+  CHECK_THAT(eval.out, Catch::Contains("per force component of energy forces"));
+  const std::string metrics = slurp(dir / "eval.csv");
+  CHECK_THAT(metrics, Catch::Contains("energy forces,eV/A,"));
+  {
+    // The MAE of the forces row of both files (test_metrics.csv: target,unit,count,MAE,...).
+    auto mae_of = [](const std::string& text, const std::string& row_start) {
+      const auto at = text.find(row_start);
+      REQUIRE(at != std::string::npos);
+      std::istringstream row(text.substr(at, text.find('\n', at) - at));
+      std::string field;
+      for (int k = 0; k < 4; ++k) std::getline(row, field, ',');
+      return std::stod(field);
+    };
+    CHECK(mae_of(metrics, "energy forces,") ==
+          Approx(mae_of(slurp(dir / "ef" / "test_metrics.csv"), "energy_forces,")).epsilon(1e-6));
+  }
+  const auto no_forces = run_flt("eval -m '" + (dir / "ef" / "model.flt").string() + "' '" + input.string() +
+                                     "' --forces-unit eV/A",
+                                 dir.path());
+  CHECK(no_forces.status != 0);
+  CHECK_THAT(no_forces.err, Catch::Contains("need --forces"));
+
   // The same configuration again: the same model, bit for bit.
   const auto again = run_flt("train --config '" + (dir / "ef" / "config.ini").string() + "' --out '" +
                                  (dir / "again").string() + "'",

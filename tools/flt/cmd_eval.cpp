@@ -38,6 +38,7 @@ int run_eval(const std::vector<std::string>& args) {
   std::vector<std::string> inputs, model_paths, source_units;
   std::string targets, in_format, on_error = "skip", csv, predictions, labels, label_key;
   std::string split_file, subset = "test";
+  std::string forces_column, forces_unit, force_target;
   int rotations = 8, threads = 0;
   std::uint64_t seed = 0;
   std::size_t batch_size = 64, limit = 0;
@@ -61,6 +62,10 @@ int run_eval(const std::vector<std::string>& args) {
       ("limit", po::value(&limit), "evaluate at most this many molecules (default 0: all)")
       ("split-file", po::value(&split_file), "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)")
       ("subset", po::value(&subset), "with --split-file: train, validation or test (default test)")
+      ("forces", po::value(&forces_column)->implicit_value("forces"),
+       "also compare forces F = -dE/dr with the reference forces of this per-atom column (default column: forces, extended XYZ forces:R:3)")
+      ("forces-unit", po::value(&forces_unit), "unit of the forces column when the input gives none, e.g. eV/A, Hartree/Bohr")
+      ("force-target", po::value(&force_target), "energy target whose forces are compared (default: the first extensive energy target)")
       ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
       ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
       ("quiet,q", "log errors only, no progress")
@@ -109,6 +114,11 @@ int run_eval(const std::vector<std::string>& args) {
     throw UsageError("--limit cannot be combined with --split-file (the split indexes every record)");
   eval.split_file = split_file;
   eval.subset = subset;
+  if (forces_column.empty() && (!forces_unit.empty() || !force_target.empty()))
+    throw UsageError("--forces-unit and --force-target need --forces");
+  eval.data.forces_column = forces_column;
+  eval.data.forces_source_unit = forces_unit;
+  eval.forces_target = force_target;
 
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   const pipeline::Predictor predictor =
