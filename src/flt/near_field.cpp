@@ -119,7 +119,10 @@ template <class A, class L>
 Mat<A> times(const L& real, const Mat<A>& m) {
   if constexpr (is_dual_v<A>) {
     Mat<A> out(real.rows(), m.cols());
-    dual_store(RealMat(real * dual_values(m)), RealMat(real * dual_tangents(m)), out, false);
+    const RealMat tangents = dual_tangents(m);  // zero for the weights of a Hessian-vector product
+    dual_store(RealMat(real * dual_values(m)),
+               tangents.isZero(0.0) ? RealMat(RealMat::Zero(real.rows(), m.cols())) : RealMat(real * tangents),
+               out, false);
     return out;
   } else {
     return real * m;

@@ -13,7 +13,7 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
                                       const MoleculeBatch& batch, const Mat<double>& labels,
                                       const Mat<double>& reference_forces, Index target,
                                       double force_weight, const RegressionLoss& loss,
-                                      ModelCache<T>& cache) {
+                                      ModelCache<T>& cache, ModelCache<Dual>& dual_cache) {
   const Index S = batch.num_molecules(), N = batch.num_atoms(), P = model.config().num_targets();
   require(target >= 0 && target < P, "energy_force_gradient: target index out of range");
   const TargetSpec& spec = model.config().targets[static_cast<std::size_t>(target)];
@@ -56,7 +56,6 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
 
   // Pass 2: the Dual copy, coordinate tangent u, dout = e_t + eps dL_E/dout.
   copy_model_state(model, dual);
-  ModelCache<Dual> dual_cache;
   dual.forward(batch, dual_cache, &u);
   Mat<Dual> dout(S, P);
   for (Index s = 0; s < S; ++s)
@@ -73,10 +72,12 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
 template EnergyForceLoss energy_force_gradient<float>(MoleculeModel<float>&, MoleculeModel<Dual>&,
                                                       const MoleculeBatch&, const Mat<double>&,
                                                       const Mat<double>&, Index, double,
-                                                      const RegressionLoss&, ModelCache<float>&);
+                                                      const RegressionLoss&, ModelCache<float>&,
+                                                      ModelCache<Dual>&);
 template EnergyForceLoss energy_force_gradient<double>(MoleculeModel<double>&, MoleculeModel<Dual>&,
                                                        const MoleculeBatch&, const Mat<double>&,
                                                        const Mat<double>&, Index, double,
-                                                       const RegressionLoss&, ModelCache<double>&);
+                                                       const RegressionLoss&, ModelCache<double>&,
+                                                       ModelCache<Dual>&);
 
 }  // namespace flt::models

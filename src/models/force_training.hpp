@@ -41,12 +41,12 @@ struct EnergyForceLoss {
 // rows of NaN for atoms without reference forces. `dual` must have model's configuration; its
 // state is overwritten with the model's (parameters, normalisation, features). force_weight >= 0.
 // InvalidArgument for an intensive target, shapes that do not match, or a model kind the Dual path
-// does not implement.
+// does not implement. `cache` and `dual_cache` are reused between calls (their buffers).
 template <class T>
 EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dual>& dual,
                                       const MoleculeBatch& batch, const Mat<double>& labels,
                                       const Mat<double>& reference_forces, Index target,
                                       double force_weight, const RegressionLoss& loss,
-                                      ModelCache<T>& cache);
+                                      ModelCache<T>& cache, ModelCache<Dual>& dual_cache);
 
 }  // namespace flt::models

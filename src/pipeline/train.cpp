@@ -996,6 +996,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   }
 
   models::ModelCache<float> cache;
+  models::ModelCache<Dual> dual_cache;
   while (st.epoch < cfg.epochs && !st.stopped_early) {
     const std::int64_t epoch = st.epoch + 1;
     const auto batches = epoch_batches(epoch);
@@ -1039,7 +1040,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         if (dual) {
           const models::EnergyForceLoss efl = models::energy_force_gradient(
               model, *dual, b.molecules, model.normalise_labels(b.molecules, b.labels), b.forces * force_factor,
-              force_target, cfg.force_weight, cfg.loss, cache);
+              force_target, cfg.force_weight, cfg.loss, cache, dual_cache);
           lv = efl.energy;
           lv.value = efl.value();
           out_norm = efl.out;

@@ -266,7 +266,9 @@ TEST_CASE("second derivatives: the energy and force loss gradient matches finite
     const RegressionLoss loss{RegressionLossKind::mse, 1.0};
 
     ModelCache<double> cache;
-    const EnergyForceLoss lv = energy_force_gradient(model, dual, batch, labels, ref, 0, weight, loss, cache);
+    ModelCache<Dual> dual_cache;
+    const EnergyForceLoss lv =
+        energy_force_gradient(model, dual, batch, labels, ref, 0, weight, loss, cache, dual_cache);
     CHECK(lv.force_atoms == N - batch.index.size(S - 1));
     CHECK(lv.force > 0);
     const std::vector<double> analytic(model.parameters().grads().begin(), model.parameters().grads().end());
@@ -296,7 +298,7 @@ TEST_CASE("second derivatives: the energy and force loss gradient matches finite
     CHECK(check.max_rel_error <= 1e-6);
 
     // With weight 0 the gradient is the energy loss's alone.
-    energy_force_gradient(model, dual, batch, labels, ref, 0, 0.0, loss, cache);
+    energy_force_gradient(model, dual, batch, labels, ref, 0, 0.0, loss, cache, dual_cache);
     const std::vector<double> energy_only(model.parameters().grads().begin(), model.parameters().grads().end());
     ModelCache<double> c;
     const Mat<double> out = model.forward(batch, c);
@@ -320,9 +322,11 @@ TEST_CASE("second derivatives: the energy and force gradient refuses an intensiv
   const Mat<double> labels = Mat<double>::Zero(1, 2);
   const Mat<double> ref = Mat<double>::Zero(3, 3);
   ModelCache<double> cache;
+  ModelCache<Dual> dual_cache;
   const RegressionLoss loss{};
-  CHECK_THROWS_WITH(energy_force_gradient(model, dual, batch, labels, ref, 1, 1.0, loss, cache),
+  CHECK_THROWS_WITH(energy_force_gradient(model, dual, batch, labels, ref, 1, 1.0, loss, cache, dual_cache),
                     Catch::Contains("extensive"));
-  CHECK_THROWS_WITH(energy_force_gradient(model, dual, batch, labels, Mat<double>::Zero(2, 3), 0, 1.0, loss, cache),
-                    Catch::Contains("N x 3"));
+  CHECK_THROWS_WITH(
+      energy_force_gradient(model, dual, batch, labels, Mat<double>::Zero(2, 3), 0, 1.0, loss, cache, dual_cache),
+      Catch::Contains("N x 3"));
 }

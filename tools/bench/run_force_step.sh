@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Cost of a training step on energies and forces against the energy-only step, side by side in
+# one run: `flt train` with the rMD17 ethanol recipe (datasets/rmd17-ethanol/energy_model.ini, or
+# --config) for --epochs epochs, energy-only and with --force-weight, alternated --reps times, one
+# thread each (--threads). A step's time is the optimiser steps' wall time of the run (the
+# summary's throughput: validation and I/O are not counted) divided by its steps; the table gives
+# the fastest of the repetitions and the ratio. The force step is the float forward and backward
+# with coordinate gradients plus the Dual (forward-mode) forward and backward of
+# models/force_training.hpp. Not part of ctest.
+#
+#   tools/bench/run_force_step.sh [--epochs 5] [--reps 3] [--threads 1] [--config FILE]
+#
+# Needs a built flt (FLT_EXE, default build/tools/flt). Prints a markdown table.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+epochs=5
+reps=3
+threads=1
+config="$root/datasets/rmd17-ethanol/energy_model.ini"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --epochs) epochs="$2"; shift 2 ;;
+    --reps) reps="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --config) config="$2"; shift 2 ;;
+    *) echo "run_force_step.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+flt="${FLT_EXE:-$root/build/tools/flt}"
+[[ -x "$flt" ]] || { echo "run_force_step.sh: no flt at $flt (build it or set FLT_EXE)" >&2; exit 1; }
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$root"
+
+step_ms() {  # extra options -> milliseconds per optimiser step
+  rm -rf "$work/run"
+  OMP_NUM_THREADS="$threads" "$flt" train --config "$config" --epochs "$epochs" --threads "$threads" -q \
+    --out "$work/run" "$@" > "$work/summary"
+  # "throughput: X molecules/s (S steps this session, ...)" and "molecules: T train, ..."
+  local rate steps train
+  rate="$(sed -n 's/^throughput: \([0-9.e+-]*\) molecules\/s.*/\1/p' "$work/summary")"
+  steps="$(sed -n 's/.*(\([0-9]*\) steps\{0,1\} this session.*/\1/p' "$work/summary")"
+  train="$(sed -n 's/^molecules: \([0-9]*\) train.*/\1/p' "$work/summary")"
+  awk -v r="$rate" -v s="$steps" -v t="$train" -v e="$epochs" 'BEGIN { printf "%.3f", 1000 * t * e / r / s }'
+}
+
+best_e=""
+best_f=""
+for ((k = 1; k <= reps; ++k)); do
+  e="$(step_ms)"
+  f="$(step_ms --force-weight 10)"
+  best_e="$(awk -v a="$e" -v b="$best_e" 'BEGIN { print (b == "" || a < b) ? a : b }')"
+  best_f="$(awk -v a="$f" -v b="$best_f" 'BEGIN { print (b == "" || a < b) ? a : b }')"
+  echo "repetition $k: energy-only $e ms, energies and forces $f ms per step" >&2
+done
+echo "Config: \`${config#$root/}\`, $epochs epochs, $threads thread(s), fastest of $reps alternated runs each;"
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)."
+echo
+echo "| step | ms per step | ratio to energy-only |"
+echo "|---|---|---|"
+echo "| energy only | $best_e | 1 |"
+echo "| energies and forces (--force-weight 10) | $best_f | $(awk -v a="$best_f" -v b="$best_e" 'BEGIN { printf "%.2f", a / b }') |"
