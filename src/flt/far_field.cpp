@@ -31,6 +31,7 @@
 #include "core/parallel.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -1136,14 +1137,18 @@ Mat<double> mask_exact(const FarFieldConfig& cfg, ConstMatRef<double> coords, st
 }
 
 // ---------------------------------------------------------------------------------------------
-// T = Dual: the pair sums (F1) written out pair by pair, every quantity carrying its tangent.
-// Forward, per pair (i, j) of a set, d = r_i - r_j, rho = |d|:
-//   g_n = w(rho) b_n(rho),  c_h = sum_n a_hn g_n,  out_i,h += c_h v_j,h
-// Backward (G = dLoss/dout; gc_h(i, j) = G_i,h . v_j,h):
-//   dV_j,h += c_h G_i,h;  da_hn += gc_h g_n;
-//   dr_i += sum_h gc_h sum_n a_hn g_n'(rho) d / rho,  dr_j -= the same.
-// The distance's tangent reaches b_n and b_n' through b_n' and b_n'' (radial_basis with
-// spherical_j0_second_derivative), and the envelope's through e' and e''.
+// T = Dual: the far field written out pair by pair, every quantity carrying its tangent. For each
+// pair (i, j) of a set, d = r_i - r_j, rho = |d|, a per-node term g_n(d) and its gradient in d:
+//   the closed form (F1), and the fast path's pairs in the neighbour list or the self pair:
+//     g_n = w(rho) b_n(rho),  dg_n/dd = (w' b_n + w b_n') d / rho
+//   the fast path's other pairs, the features' estimate (E30):
+//     g_n = E_n(d) = sum_m lam_m cos(2 pi kappa_n u_m.d),  dE_n/dd = -2 pi kappa_n sum_m lam_m sin(.) u_m
+// Forward: c_h = sum_n a_hn g_n;  out_i,h += c_h v_j,h. Backward (G = dLoss/dout; gc_h = G_i,h . v_j,h):
+//   dV_j,h += c_h G_i,h;  da_hn += gc_h g_n;  dr_i += sum_h gc_h sum_n a_hn dg_n/dd;  dr_j -= the same.
+// The fast path equals this sum (it adds the features' estimate over all pairs and replaces the
+// near pairs' share by the exact terms); only the rounding differs. The distance's tangent reaches
+// b_n and b_n' through b_n' and b_n'' (spherical_j0_second_derivative), the envelope's through e'
+// and e''.
 
 namespace {
 
@@ -1161,18 +1166,114 @@ void radial_basis_dual(const RadialNodes& nodes, const Dual& rho, std::vector<Du
   }
 }
 
-struct DualPair {
-  Dual d[3], rho, wt, dwt;  // wt = w(rho) = 1 - e(rho), dwt = w'(rho)
-  std::vector<Dual> b, db;
+// The terms g_n and their gradients dg_n/dd (K x 3) of one pair.
+struct DualPairTerms {
+  Dual d[3];
+  std::vector<Dual> g, b, db;
+  std::vector<std::array<Dual, 3>> grad;
 };
 
-void dual_pair(const FarFieldConfig& cfg, ConstMatRef<Dual> coords, Index i, Index j, DualPair& p) {
-  for (int a = 0; a < 3; ++a) p.d[a] = coords(i, a) - coords(j, a);
-  p.rho = sqrt(p.d[0] * p.d[0] + p.d[1] * p.d[1] + p.d[2] * p.d[2]);
-  radial_basis_dual(cfg.nodes, p.rho, p.b, p.db);
-  const double e1 = envelope_derivative(p.rho.v, cfg.cutoff);
-  p.wt = {1.0 - envelope(p.rho.v, cfg.cutoff), -e1 * p.rho.d};
-  p.dwt = {-e1, -envelope_second_derivative(p.rho.v, cfg.cutoff) * p.rho.d};
+void exact_terms(const FarFieldConfig& cfg, DualPairTerms& p) {
+  const Dual rho = sqrt(p.d[0] * p.d[0] + p.d[1] * p.d[1] + p.d[2] * p.d[2]);
+  radial_basis_dual(cfg.nodes, rho, p.b, p.db);
+  const double e1 = envelope_derivative(rho.v, cfg.cutoff);
+  const Dual wt{1.0 - envelope(rho.v, cfg.cutoff), -e1 * rho.d};
+  const Dual dwt{-e1, -envelope_second_derivative(rho.v, cfg.cutoff) * rho.d};
+  const auto K = p.b.size();
+  p.g.resize(K);
+  p.grad.resize(K);
+  for (std::size_t n = 0; n < K; ++n) {
+    p.g[n] = wt * p.b[n];
+    const Dual radial = rho > 0.0 ? Dual((dwt * p.b[n] + wt * p.db[n]) / rho) : Dual(0.0);
+    for (int a = 0; a < 3; ++a) p.grad[n][static_cast<std::size_t>(a)] = radial * p.d[a];
+  }
+}
+
+void estimate_terms(const FarFieldConfig& cfg, const SphericalDesign& design, DualPairTerms& p) {
+  const auto K = static_cast<std::size_t>(cfg.nodes.count);
+  p.g.assign(K, Dual(0.0));
+  p.grad.assign(K, {Dual(0.0), Dual(0.0), Dual(0.0)});
+  for (Index m = 0; m < design.size(); ++m) {
+    const double u[3] = {design.directions(m, 0), design.directions(m, 1), design.directions(m, 2)};
+    const Dual proj = u[0] * p.d[0] + u[1] * p.d[1] + u[2] * p.d[2];
+    const double lam = design.weights[static_cast<std::size_t>(m)];
+    for (std::size_t n = 0; n < K; ++n) {
+      const double k = kTwoPi * cfg.nodes.kappa(static_cast<Index>(n));
+      const Dual theta = k * proj;
+      p.g[n] += lam * cos(theta);
+      const Dual slope = -lam * k * sin(theta);
+      for (int a = 0; a < 3; ++a) p.grad[n][static_cast<std::size_t>(a)] += slope * u[a];
+    }
+  }
+}
+
+// Calls terms(i, j, p) for every ordered pair of every set (after filling p.d) and accumulates
+// the forward (out) or the backward (dV, dcoords, dcoeffs); serial within a set, parallel over sets.
+template <class Terms>
+void dual_pair_sums(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMatRef<Dual> coords,
+                    ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs, const Terms& terms, MatRef<Dual>* out,
+                    ConstMatRef<Dual>* dout, MatRef<Dual>* dV, MatRef<Dual>* dcoords, MatRef<Dual>* dcoeffs) {
+  const Index H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  std::vector<Mat<Dual>> da_part(static_cast<std::size_t>(sets.num_sets()));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (Index s = 0; s < sets.num_sets(); ++s) {
+    DualPairTerms p;
+    Mat<Dual>& da = da_part[static_cast<std::size_t>(s)];
+    if (dcoeffs) da = Mat<Dual>::Zero(H, K);
+    for (Index i = sets.begin(s); i < sets.end(s); ++i)
+      for (Index j = sets.begin(s); j < sets.end(s); ++j) {
+        for (int a = 0; a < 3; ++a) p.d[a] = coords(i, a) - coords(j, a);
+        terms(i, j, p);
+        Dual grad_sum[3] = {0.0, 0.0, 0.0};  // sum_h gc_h sum_n a_hn dg_n/dd
+        for (Index h = 0; h < H; ++h) {
+          Dual c = 0.0;
+          for (Index n = 0; n < K; ++n) c += coeffs(h, n) * p.g[static_cast<std::size_t>(n)];
+          if (out) {
+            for (Index x = h * dv; x < (h + 1) * dv; ++x) (*out)(i, x) += c * V(j, x);
+            continue;
+          }
+          Dual gc = 0.0;
+          for (Index x = h * dv; x < (h + 1) * dv; ++x) gc += (*dout)(i, x) * V(j, x);
+          for (Index x = h * dv; x < (h + 1) * dv; ++x) (*dV)(j, x) += c * (*dout)(i, x);
+          for (Index n = 0; n < K; ++n) {
+            const auto nn = static_cast<std::size_t>(n);
+            da(h, n) += gc * p.g[nn];
+            for (int a = 0; a < 3; ++a) grad_sum[a] += gc * coeffs(h, n) * p.grad[nn][static_cast<std::size_t>(a)];
+          }
+        }
+        if (dcoords && dcoords->size() > 0)
+          for (int a = 0; a < 3; ++a) {
+            (*dcoords)(i, a) += grad_sum[a];
+            (*dcoords)(j, a) -= grad_sum[a];
+          }
+      }
+  }
+  if (dcoeffs)
+    for (const auto& part : da_part) *dcoeffs += part;
+}
+
+void check_dual_shapes(const char* what, const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMatRef<Dual> coords,
+                       ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs) {
+  validate_inputs<Dual, Dual>(what, cfg, sets, coords, V, coeffs);
+}
+
+void check_dual_backward(const FarFieldConfig& cfg, Index N, ConstMatRef<Dual> dout, MatRef<Dual> dV,
+                         MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
+  const Index Hdv = cfg.heads * cfg.value_dim;
+  require(dout.rows() == N && dout.cols() == Hdv && dV.rows() == N && dV.cols() == Hdv,
+          "far field backward: dout and dV must be N x (heads * value_dim)");
+  require(dcoords.size() == 0 || (dcoords.rows() == N && dcoords.cols() == 3),
+          "far field backward: dcoords must be N x 3 or empty");
+  require(dcoeffs.rows() == cfg.heads && dcoeffs.cols() == cfg.nodes.count,
+          "far field backward: dcoeffs must be heads x nodes");
+}
+
+// Whether j is the self pair or in the neighbour list of i (sources sorted per row).
+bool near_pair(const NeighbourList& nb, Index i, Index j) {
+  if (i == j) return true;
+  const auto b = nb.source.begin() + nb.offsets[static_cast<std::size_t>(i)];
+  const auto e = nb.source.begin() + nb.offsets[static_cast<std::size_t>(i) + 1];
+  return std::binary_search(b, e, static_cast<std::int32_t>(j));
 }
 
 }  // namespace
@@ -1181,23 +1282,12 @@ template <>
 void far_field_exact_forward<Dual>(const FarFieldConfig& cfg, const RaggedIndex& sets,
                                    ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                                    ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
-  validate_inputs<Dual, Dual>("far field exact forward", cfg, sets, coords, V, coeffs);
-  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
-  require(out.rows() == N && out.cols() == H * dv, "far field exact forward: out must be N x (heads * value_dim)");
+  check_dual_shapes("far field exact forward", cfg, sets, coords, V, coeffs);
+  require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
+          "far field exact forward: out must be N x (heads * value_dim)");
   out.setZero();
-#pragma omp parallel for schedule(dynamic, 1)
-  for (Index s = 0; s < sets.num_sets(); ++s) {
-    DualPair p;
-    for (Index i = sets.begin(s); i < sets.end(s); ++i)
-      for (Index j = sets.begin(s); j < sets.end(s); ++j) {
-        dual_pair(cfg, coords, i, j, p);
-        for (Index h = 0; h < H; ++h) {
-          Dual c = 0.0;
-          for (Index n = 0; n < K; ++n) c += coeffs(h, n) * p.wt * p.b[static_cast<std::size_t>(n)];
-          for (Index x = h * dv; x < (h + 1) * dv; ++x) out(i, x) += c * V(j, x);
-        }
-      }
-  }
+  const auto terms = [&](Index, Index, DualPairTerms& p) { exact_terms(cfg, p); };
+  dual_pair_sums(cfg, sets, coords, V, coeffs, terms, &out, nullptr, nullptr, nullptr, nullptr);
 }
 
 template <>
@@ -1205,46 +1295,41 @@ void far_field_exact_backward<Dual>(const FarFieldConfig& cfg, const RaggedIndex
                                     ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                                     ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout,
                                     MatRef<Dual> dV, MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
-  validate_inputs<Dual, Dual>("far field exact backward", cfg, sets, coords, V, coeffs);
-  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
-  require(dout.rows() == N && dout.cols() == H * dv && dV.rows() == N && dV.cols() == H * dv,
-          "far field exact backward: dout and dV must be N x (heads * value_dim)");
-  require(dcoords.size() == 0 || (dcoords.rows() == N && dcoords.cols() == 3),
-          "far field exact backward: dcoords must be N x 3 or empty");
-  require(dcoeffs.rows() == H && dcoeffs.cols() == K, "far field exact backward: dcoeffs must be heads x nodes");
-  const bool want_coords = dcoords.size() > 0;
-  std::vector<Mat<Dual>> da_part(static_cast<std::size_t>(sets.num_sets()));
-#pragma omp parallel for schedule(dynamic, 1)
-  for (Index s = 0; s < sets.num_sets(); ++s) {
-    DualPair p;
-    Mat<Dual>& da = da_part[static_cast<std::size_t>(s)];
-    da = Mat<Dual>::Zero(H, K);
-    for (Index i = sets.begin(s); i < sets.end(s); ++i)
-      for (Index j = sets.begin(s); j < sets.end(s); ++j) {
-        dual_pair(cfg, coords, i, j, p);
-        Dual radial = 0.0;  // sum_h gc_h sum_n a_hn g_n'
-        for (Index h = 0; h < H; ++h) {
-          Dual gc = 0.0, c = 0.0, dc = 0.0;
-          for (Index x = h * dv; x < (h + 1) * dv; ++x) gc += dout(i, x) * V(j, x);
-          for (Index n = 0; n < K; ++n) {
-            const auto nn = static_cast<std::size_t>(n);
-            const Dual g = p.wt * p.b[nn];
-            c += coeffs(h, n) * g;
-            dc += coeffs(h, n) * (p.dwt * p.b[nn] + p.wt * p.db[nn]);
-            da(h, n) += gc * g;
-          }
-          for (Index x = h * dv; x < (h + 1) * dv; ++x) dV(j, x) += c * dout(i, x);
-          radial += gc * dc;
-        }
-        if (want_coords && p.rho > 0.0)
-          for (int a = 0; a < 3; ++a) {
-            const Dual g = radial * p.d[a] / p.rho;
-            dcoords(i, a) += g;
-            dcoords(j, a) -= g;
-          }
-      }
-  }
-  for (const auto& part : da_part) dcoeffs += part;
+  check_dual_shapes("far field exact backward", cfg, sets, coords, V, coeffs);
+  check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);
+  const auto terms = [&](Index, Index, DualPairTerms& p) { exact_terms(cfg, p); };
+  dual_pair_sums(cfg, sets, coords, V, coeffs, terms, nullptr, &dout, &dV, &dcoords, &dcoeffs);
+}
+
+void far_field_pairs_forward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
+                             const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                             ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
+  check_dual_shapes("far field forward", cfg, sets, coords, V, coeffs);
+  validate_design(design);
+  validate_neighbours("far field forward", neighbours, sets, cfg.cutoff, false);
+  require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
+          "far field forward: out must be N x (heads * value_dim)");
+  out.setZero();
+  const auto terms = [&](Index i, Index j, DualPairTerms& p) {
+    if (near_pair(neighbours, i, j)) exact_terms(cfg, p);
+    else estimate_terms(cfg, design, p);
+  };
+  dual_pair_sums(cfg, sets, coords, V, coeffs, terms, &out, nullptr, nullptr, nullptr, nullptr);
+}
+
+void far_field_pairs_backward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
+                              const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                              ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout, MatRef<Dual> dV,
+                              MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
+  check_dual_shapes("far field backward", cfg, sets, coords, V, coeffs);
+  validate_design(design);
+  validate_neighbours("far field backward", neighbours, sets, cfg.cutoff, false);
+  check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);
+  const auto terms = [&](Index i, Index j, DualPairTerms& p) {
+    if (near_pair(neighbours, i, j)) exact_terms(cfg, p);
+    else estimate_terms(cfg, design, p);
+  };
+  dual_pair_sums(cfg, sets, coords, V, coeffs, terms, nullptr, &dout, &dV, &dcoords, &dcoeffs);
 }
 
 #define FLT_FAR_FIELD_INSTANTIATE(T)                                                                      \

@@ -136,6 +136,20 @@ void far_field_backward(const FarFieldConfig& config, const SphericalDesign& des
                         const FarFieldCache<T>& cache, ConstMatRef<T> dout, MatRef<T> dV,
                         MatRef<T> dcoords, MatRef<T> dcoeffs);
 
+// T = Dual (core/dual.hpp; exact second derivatives): the fast path's function written out pair
+// by pair, O(n^2) per set: the features' estimate E30 for pairs outside the neighbour list, the
+// exact terms for the list's pairs and the self pair (the same sum as far_field_forward, to
+// rounding), every quantity with its tangent. Backward accumulates like far_field_backward.
+void far_field_pairs_forward(const FarFieldConfig& config, const SphericalDesign& design,
+                             const RaggedIndex& sets, const NeighbourList& neighbours,
+                             ConstMatRef<Dual> coords, ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs,
+                             MatRef<Dual> out);
+void far_field_pairs_backward(const FarFieldConfig& config, const SphericalDesign& design,
+                              const RaggedIndex& sets, const NeighbourList& neighbours,
+                              ConstMatRef<Dual> coords, ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs,
+                              ConstMatRef<Dual> dout, MatRef<Dual> dV, MatRef<Dual> dcoords,
+                              MatRef<Dual> dcoeffs);
+
 // The O(n^2) closed form (F1) and its backward: the reference of the fast path, and the
 // "exact far field" of the ablation. dcoords may be empty here too.
 // T = Dual (core/dual.hpp: coordinates with tangents, for exact second derivatives) runs a

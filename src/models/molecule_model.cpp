@@ -425,19 +425,6 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
     else
       cache.coords_double = batch.coords;
     cache.neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
-    if constexpr (is_dual_v<T>) {
-      // The FLT far field of a set whose pairs all lie within the cutoff is the closed form
-      // (far_field.hpp), which the Dual path evaluates pair by pair; larger sets would need the
-      // features' second derivatives.
-      if (config_.far_field == FarField::flt)
-        for (Index s = 0; s < batch.num_molecules(); ++s)
-          if (!attn::set_is_complete(cache.neighbours, batch.index, s))
-            throw InvalidArgument(
-                "molecule " + std::to_string(s) + " of the batch has atom pairs farther apart than "
-                "the cutoff (" + std::to_string(config_.cutoff) + " A): exact second derivatives "
-                "(training on forces) with the FLT far field are implemented for structures whose "
-                "pairs all lie within the cutoff; use far_field = exact or none for larger ones");
-    }
   }
   cache.blocks.resize(blocks_.size());
   Mat<T> tmp(N, D);
@@ -504,10 +491,15 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
         if (config_.far_field != FarField::none) {
           bc.far_coeffs = store_.value(blk.far_theta).array().exp().matrix();
           Mat<T> far(N, D);
-          if constexpr (is_dual_v<T>)
-            attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
-                                             bc.v.leftCols(D), bc.far_coeffs, far);
-          else if (config_.far_field == FarField::flt)
+          if constexpr (is_dual_v<T>) {
+            // The same functions written out pair by pair (far_field.hpp), with tangents.
+            if (config_.far_field == FarField::flt)
+              attn::far_field_pairs_forward(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                            cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far);
+            else
+              attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
+                                               bc.v.leftCols(D), bc.far_coeffs, far);
+          } else if (config_.far_field == FarField::flt)
             attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
                                        cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far,
                                        bc.far);
@@ -621,11 +613,16 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
         if (config_.far_field != FarField::none) {
           Mat<T> dcoeffs = Mat<T>::Zero(config_.heads, config_.far_nodes);
           auto dv_far = dv.leftCols(D);
-          if constexpr (is_dual_v<T>)
-            attn::far_field_exact_backward<T>(far_config_, batch.index, cache.coords_double,
-                                              bc.v.leftCols(D), bc.far_coeffs, da, dv_far,
-                                              dr_block, dcoeffs);
-          else if (config_.far_field == FarField::flt)
+          if constexpr (is_dual_v<T>) {
+            if (config_.far_field == FarField::flt)
+              attn::far_field_pairs_backward(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                             cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, da,
+                                             dv_far, dr_block, dcoeffs);
+            else
+              attn::far_field_exact_backward<T>(far_config_, batch.index, cache.coords_double,
+                                                bc.v.leftCols(D), bc.far_coeffs, da, dv_far, dr_block,
+                                                dcoeffs);
+          } else if (config_.far_field == FarField::flt)
             attn::far_field_backward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
                                         cache.coords_double, bc.v.leftCols(D), bc.far_coeffs,
                                         bc.far, da, dv_far, dr_block, dcoeffs);

@@ -158,9 +158,10 @@ TEST_CASE("second derivatives: Dual forward and backward give the directional de
     bool vectors;
     double cutoff;
   };
-  // flt: every pair within the cutoff (the closed form of the FLT far field); exact and none: a
-  // cutoff shorter than the molecules, so the partition matters.
+  // Cutoff 5 A: every pair in the neighbour list (the FLT far field is its closed form); 2 A:
+  // shorter than the molecules, so the partition and the FLT features' estimate matter.
   const Case cases[] = {{FarField::flt, true, 5.0},   {FarField::flt, false, 5.0},
+                        {FarField::flt, true, 2.0},   {FarField::flt, false, 2.0},
                         {FarField::exact, true, 2.0}, {FarField::exact, false, 2.0},
                         {FarField::none, true, 2.0}};
   for (const Case& cs : cases) {
@@ -220,14 +221,10 @@ TEST_CASE("second derivatives: the Dual path refuses what it does not implement"
   ModelConfig exact = small_near_far(FarField::flt, true, 5.0);
   exact.attention = AttentionKind::exact;
   CHECK_THROWS_WITH(MoleculeModel<Dual>(exact), Catch::Contains("near_far"));
-  // FLT far field with pairs beyond the cutoff.
+  // A tangent on a model without Dual numbers.
   const ModelConfig cfg = small_near_far(FarField::flt, true, 1.5);
-  MoleculeModel<Dual> dual(cfg);
   const auto mols = molecules_within({6}, 2.2, 3);
   const MoleculeBatch batch = MoleculeBatch::from(std::span<const Molecule>(mols));
-  ModelCache<Dual> cache;
-  CHECK_THROWS_WITH(dual.forward(batch, cache), Catch::Contains("within the cutoff"));
-  // A tangent on a model without Dual numbers.
   MoleculeModel<double> plain(cfg);
   ModelCache<double> plain_cache;
   const Mat<double> u = Mat<double>::Zero(batch.num_atoms(), 3);
@@ -238,9 +235,10 @@ TEST_CASE("second derivatives: the energy and force loss gradient matches finite
           "[models][dual]") {
   const int saved_threads = omp_get_max_threads();
   omp_set_num_threads(1);
-  for (const FarField far : {FarField::flt, FarField::none}) {
-    INFO("far field " << to_string(far));
-    ModelConfig cfg = small_near_far(far, true, 5.0);
+  for (const auto& [far, cutoff] : {std::pair{FarField::flt, 5.0}, std::pair{FarField::flt, 2.0},
+                                    std::pair{FarField::none, 5.0}}) {
+    INFO("far field " << to_string(far) << " cutoff " << cutoff);
+    ModelConfig cfg = small_near_far(far, true, cutoff);
     cfg.targets = {{"E", "eV", true}, {"gap", "eV", false}};
     MoleculeModel<double> model(cfg);
     Rng rng(17);
