@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -112,7 +113,7 @@ struct TrainConfig {
 // Per-epoch numbers, also passed to the observer.
 struct EpochReport {
   train::EpochRecord record;          // epoch, step, lr, losses, MAEs (physical units)
-  double val_force_mae = 0;           // with forces: validation force MAE per component (NaN: none)
+  double val_force_mae = std::numeric_limits<double>::quiet_NaN();  // with forces: validation force MAE per component
   double selection_metric = 0;        // see header comment
   bool improved = false;
   attn::AttentionStats attention;     // summed over the epoch's training forwards

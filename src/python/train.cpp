@@ -13,6 +13,7 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <cmath>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -66,6 +67,7 @@ py::dict epoch_to_dict(const flt::pipeline::EpochReport& report) {
   d["train_mae"] = train_mae;
   d["val_mae"] = val_mae;
   d["units"] = units;
+  if (!std::isnan(report.val_force_mae)) d["val_force_mae"] = report.val_force_mae;
   return d;
 }
 
@@ -113,6 +115,17 @@ void register_training(py::module_& m) {
           py::dict row;
           row["target"] = result.targets[t].name;
           row["unit"] = result.targets[t].unit;
+          row["count"] = mt.count;
+          row["mae"] = mt.mae;
+          row["rmse"] = mt.rmse;
+          row["r2"] = mt.r2;
+          metrics.append(row);
+        }
+        if (result.test_force_metrics) {
+          const auto& mt = *result.test_force_metrics;
+          py::dict row;
+          row["target"] = result.force_target + " forces";
+          row["unit"] = result.force_unit;
           row["count"] = mt.count;
           row["mae"] = mt.mae;
           row["rmse"] = mt.rmse;

@@ -229,6 +229,18 @@ def test_train_option_errors(tmp_path):
     assert flt.train(QM9, out=tmp_path / "run", overwrite=True, **TINY).epochs_run == 3
 
 
+def test_train_on_energies_and_forces(tmp_path):
+    ethanol = SOURCE / "datasets" / "rmd17-ethanol" / "train.xyz"
+    epochs = []
+    result = flt.train(ethanol, out=tmp_path / "ef", callback=epochs.append, targets=["energy"],
+                       limit=60, split="40,10,rest", epochs=2, batch_size=8, width=16, heads=2,
+                       blocks=1, mlp_hidden=16, head_hidden=16, threads=1, seed=1, force_weight=10)
+    assert all(np.isfinite(e["val_force_mae"]) for e in epochs)
+    rows = {m["target"]: m for m in result.test_metrics}
+    assert rows["energy forces"]["unit"] == "eV/A" and rows["energy forces"]["count"] == 10 * 9 * 3
+    assert np.isfinite(rows["energy forces"]["mae"])
+
+
 def test_forces_match_flt_predict_and_the_energy_gradient(model, tmp_path):
     table = model.predict_file(QM9_EXAMPLES, forces=True)
     out = tmp_path / "forces.xyz"
