@@ -146,6 +146,15 @@ TEST_CASE("flt train --force-weight: forces read and masked, force metrics repor
   REQUIRE(again.status == 0);
   CHECK(slurp(dir / "again" / "model.flt") == slurp(dir / "ef" / "model.flt"));
 
+  // Interrupted after epoch 1 and resumed: the same model as the uninterrupted run.
+  const auto cut = run_flt(args(input, "--force-weight 10 --stop-after-epoch 1", dir / "cut"), dir.path());
+  INFO(cut.err);
+  REQUIRE(cut.status == 0);
+  const auto resumed = run_flt("train --out '" + (dir / "cut").string() + "' --resume", dir.path());
+  INFO(resumed.err);
+  REQUIRE(resumed.status == 0);
+  CHECK(slurp(dir / "cut" / "model.flt") == slurp(dir / "ef" / "model.flt"));
+
   // Energies only: another model, and no force lines.
   const auto energy = run_flt(args(input, "", dir / "e"), dir.path());
   INFO(energy.err);
