@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <iomanip>
 #include <limits>
 #include <numbers>
 #include <set>
+#include <sstream>
 
 namespace flt::models {
 
@@ -509,8 +511,12 @@ void for_row_blocks(Index n, Index rows, F&& f) {
   for (Index r0 = 0; r0 < n; r0 += rows) f(r0, std::min(n, r0 + rows));
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+// Seconds since `start`, to three significant digits (for progress lines).
+std::string seconds_since(std::chrono::steady_clock::time_point start) {
+  std::ostringstream text;
+  text << std::setprecision(3)
+       << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+  return text.str();
 }
 
 }  // namespace
@@ -541,8 +547,8 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
     neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
     if (report)
       log_info("predicting ", N, " atoms: neighbour list of ", neighbours.num_pairs(), " pairs (",
-               static_cast<double>(neighbours.num_pairs()) / static_cast<double>(N),
-               " per atom) in ", seconds_since(clock), " s");
+               std::setprecision(3), static_cast<double>(neighbours.num_pairs()) / static_cast<double>(N),
+               " per atom) in ", seconds_since(clock));
   }
   exact::RadialBasisTable<T> radial;
   Mat<T> coords;  // the kinds other than near_far take the coordinates in T
@@ -641,14 +647,14 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
     });
     if (report)
       log_info("predicting ", N, " atoms: block ", b + 1, " of ", B, " in ",
-               seconds_since(block_start), " s");
+               seconds_since(block_start));
   }
   Mat<T> y(N, P);
   for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
     const Mat<T> u = ln_out_.forward(store_, x.middleRows(r0, r1 - r0));
     y.middleRows(r0, r1 - r0) = head_.forward(store_, u);
   });
-  if (report) log_info("predicting ", N, " atoms: done in ", seconds_since(clock), " s");
+  if (report) log_info("predicting ", N, " atoms: done in ", seconds_since(clock));
   Mat<T> out = pool(batch, y);
   if (per_atom != nullptr) *per_atom = std::move(y);
   return out;

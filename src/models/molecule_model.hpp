@@ -294,7 +294,7 @@ class MoleculeModel {
   // A multiple of the kernels' row chunks (96 and 256 rows), so that in double too (Eigen's
   // products) every row sees the same chunk as in forward.
   static constexpr Index infer_rows = 4608;
-  static constexpr Index progress_atoms = 20000;
+  static constexpr Index progress_atoms = 10000;
   // Accumulates parameter gradients into parameters().grads() from dout = dLoss/dout (S x P);
   // if dcoords is non-null it is resized to N x 3 and receives dLoss/dcoords (Angstrom^-1 units of
   // the loss) -- with dout = 1 for an energy target this is dE/dr, i.e. minus the forces.

@@ -182,6 +182,6 @@ TEST_CASE("molecule model inference: a progress line per block for large structu
   for (const auto& line : captured->lines)
     if (line.find(" atoms: block ") != std::string::npos) blocks.push_back(line);
   REQUIRE(blocks.size() == 2);
-  CHECK(blocks[0].find("predicting 20000 atoms: block 1 of 2 in ") == 0);
-  CHECK(blocks[1].find("predicting 20000 atoms: block 2 of 2 in ") == 0);
+  CHECK(blocks[0].find("predicting 10000 atoms: block 1 of 2 in ") == 0);
+  CHECK(blocks[1].find("predicting 10000 atoms: block 2 of 2 in ") == 0);
 }
