@@ -505,10 +505,16 @@ Mat<T> MoleculeModel<T>::pool(const MoleculeBatch& batch, const Mat<T>& y) const
 
 namespace {
 
-// Calls f(r0, r1) for consecutive row ranges of at most `rows` rows covering [0, n).
+// Calls f(r0, r1) for the row ranges [b rows, min(n, (b + 1) rows)) covering [0, n), one OpenMP
+// team over the ranges: f must write only its own rows. The kernels f calls open no team of their
+// own inside (nested regions are inactive) and compute each row independently of the others, so
+// the results do not depend on which thread takes which range; dynamic scheduling keeps both
+// threads busy when a core is shared with other work. One range: the kernels' own teams.
 template <class F>
 void for_row_blocks(Index n, Index rows, F&& f) {
-  for (Index r0 = 0; r0 < n; r0 += rows) f(r0, std::min(n, r0 + rows));
+  const Index ranges = (n + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic, 1) if (ranges > 1)
+  for (Index b = 0; b < ranges; ++b) f(b * rows, std::min(n, (b + 1) * rows));
 }
 
 // Seconds since `start`, to three significant digits (for progress lines).
@@ -628,8 +634,6 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
     }
     // x += a Wo + bo; then the equivariant update, or x += MLP(LN2(x)): row-local, by row blocks.
     if (vectors) vec += vec_msg;
-    EquivariantUpdateCache<T> update_rows;
-    MlpCache<T> mlp_rows;
     for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
       const Index n = r1 - r0;
       Mat<T> tmp(n, D);
@@ -637,6 +641,7 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
       x.middleRows(r0, n) += tmp;
       if (vectors) {
         Mat<T> x_rows = x.middleRows(r0, n), vec_rows = vec.middleRows(r0, n);
+        EquivariantUpdateCache<T> update_rows;
         blk.update.forward(store_, x_rows, vec_rows, update_rows);
         x.middleRows(r0, n) = x_rows;
         vec.middleRows(r0, n) = vec_rows;

@@ -286,14 +286,16 @@ class MoleculeModel {
   // block at a time, reused block to block (x, q, k, v, the attention output and, with vectors,
   // vec and the vector messages: 10 D values per atom with vectors, 5 D without), the neighbour
   // list built once and shared by the blocks, and the row-local layers (LayerNorms, projections,
-  // MLPs, the equivariant update) streamed over blocks of infer_rows atoms; nothing of size
+  // MLPs, the equivariant update) streamed over blocks of infer_rows atoms, one OpenMP team over
+  // the blocks; nothing of size
   // N x N or pairs x D. per_atom, if given, receives the per-atom outputs y (N x P) for
   // atom_contributions. A structure of at least progress_atoms atoms logs (info) the neighbour
   // list and each block as it finishes, with its time.
   Mat<T> infer(const MoleculeBatch& batch, Mat<T>* per_atom = nullptr);
   // A multiple of the kernels' row chunks (96 and 256 rows), so that in double too (Eigen's
-  // products) every row sees the same chunk as in forward.
-  static constexpr Index infer_rows = 4608;
+  // products) every row sees the same chunk as in forward; the blocks are shared out among the
+  // threads.
+  static constexpr Index infer_rows = 768;
   static constexpr Index progress_atoms = 10000;
   // Accumulates parameter gradients into parameters().grads() from dout = dLoss/dout (S x P);
   // if dcoords is non-null it is resized to N x 3 and receives dLoss/dcoords (Angstrom^-1 units of

@@ -123,7 +123,7 @@ TEST_CASE("molecule model inference: infer equals forward bitwise for every atte
 TEST_CASE("molecule model inference: a 5,000-atom structure, bitwise equal to forward at 1 and 2 threads",
           "[models][inference]") {
   // Width 32 with vectors and the FLT far field, cutoff 5 A (about 52 neighbours per atom), one
-  // set of 5,000 atoms: two row blocks of infer_rows, the far field's chunked sums, the cell list.
+  // set of 5,000 atoms: several row blocks of infer_rows, the far field's chunked sums, the cell list.
   ModelConfig config = small_config(AttentionKind::near_far);
   config.width = 32;
   config.heads = 4;
