@@ -309,27 +309,27 @@ void check_inputs(const NearFieldConfig& config, const NeighbourList& list, Cons
 
 }  // namespace
 
+namespace {
+
+// The forward of near_field_forward and near_field_infer: the same arithmetic; the row maxima
+// and denominators are kept only when row_max and den are given (N x H).
 template <class T>
-void near_field_forward(const NearFieldConfig& config, const NeighbourList& list,
-                        ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,
-                        ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& w,
-                        MatRef<T> out, MatRef<T> dvec, NearFieldCache<T>& cache) {
-  check_inputs<T>(config, list, coords, q, k, v, vec, w);
+void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
+                     ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                     ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& w, const FilterTable<T>& table,
+                     MatRef<T> out, MatRef<T> dvec, Mat<T>* row_max, Mat<T>* den_kept) {
   const Index N = q.rows(), H = config.heads, d = config.head_dim, D = config.width();
   require(out.rows() == N && out.cols() == D, "near field: out must be N x D");
   if (config.vectors) require(dvec.rows() == N && dvec.cols() == 3 * D, "near field: dvec must be N x 3D");
   using std::exp;
-  cache.row_max.resize(N, H);
-  cache.den.resize(N, H);
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
-  build_table<T>(config, w, cache.table);
   parallel_chunks(N, group_rows(N), [&](Index, Index g0, Index g1) {
     PairBlock<T> b;
     std::vector<T> logit, ex;
     for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
       const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
       const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
-      build_pairs<T>(config, list, coords, cache.table, p0, p1, b);
+      build_pairs<T>(config, list, coords, table, p0, p1, b);
       logit.resize(static_cast<std::size_t>((p1 - p0) * H));
       ex.resize(logit.size());
       for (Index i = r0; i < r1; ++i) {
@@ -357,8 +357,10 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
             ex[ph] = static_cast<T>(b.env[static_cast<std::size_t>(p)]) * exp(logit[ph] - m);
             den += ex[ph];
           }
-          cache.row_max(i, h) = m;
-          cache.den(i, h) = den;
+          if (row_max != nullptr) {
+            (*row_max)(i, h) = m;
+            (*den_kept)(i, h) = den;
+          }
           const T inv = T(1) / den;
           for (Index p = a0; p < a1; ++p) {
             const Index j = list.source[static_cast<std::size_t>(p0 + p)];
@@ -390,7 +392,32 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& list
       }
     });
   });
+}
+
+}  // namespace
+
+template <class T>
+void near_field_forward(const NearFieldConfig& config, const NeighbourList& list,
+                        ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,
+                        ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& w,
+                        MatRef<T> out, MatRef<T> dvec, NearFieldCache<T>& cache) {
+  check_inputs<T>(config, list, coords, q, k, v, vec, w);
+  cache.row_max.resize(q.rows(), config.heads);
+  cache.den.resize(q.rows(), config.heads);
+  build_table<T>(config, w, cache.table);
+  near_field_rows<T>(config, list, coords, q, k, v, vec, w, cache.table, out, dvec, &cache.row_max,
+                     &cache.den);
   cache.out = out;
+}
+
+template <class T>
+void near_field_infer(const NearFieldConfig& config, const NeighbourList& list,
+                      ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k, ConstMatRef<T> v,
+                      ConstMatRef<T> vec, const NearFieldWeights<T>& w, MatRef<T> out, MatRef<T> dvec) {
+  check_inputs<T>(config, list, coords, q, k, v, vec, w);
+  FilterTable<T> table;
+  build_table<T>(config, w, table);
+  near_field_rows<T>(config, list, coords, q, k, v, vec, w, table, out, dvec, nullptr, nullptr);
 }
 
 template <class T>
@@ -782,6 +809,10 @@ void near_field_forward_reference(const NearFieldConfig& config, const Neighbour
                                       ConstMatRef<Accum<T>>, ConstMatRef<T>, ConstMatRef<T>,         \
                                       ConstMatRef<T>, ConstMatRef<T>, const NearFieldWeights<T>&,  \
                                       MatRef<T>, MatRef<T>, NearFieldCache<T>&);                   \
+  template void near_field_infer<T>(const NearFieldConfig&, const NeighbourList&,                  \
+                                    ConstMatRef<Accum<T>>, ConstMatRef<T>, ConstMatRef<T>,         \
+                                    ConstMatRef<T>, ConstMatRef<T>, const NearFieldWeights<T>&,    \
+                                    MatRef<T>, MatRef<T>);                                         \
   template void near_field_backward<T>(                                                            \
       const NearFieldConfig&, const NeighbourList&, ConstMatRef<Accum<T>>, ConstMatRef<T>,         \
       ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, const NearFieldWeights<T>&,                  \

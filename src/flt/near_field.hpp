@@ -123,6 +123,14 @@ void near_field_forward(const NearFieldConfig& config, const NeighbourList& neig
                         ConstMatRef<T> v, ConstMatRef<T> vec, const NearFieldWeights<T>& weights,
                         MatRef<T> out, MatRef<T> dvec, NearFieldCache<T>& cache);
 
+// The same forward without anything for backward (bitwise the same out and dvec): for inference,
+// where the cache's N x D copy of out and N x H maxima and denominators are not needed.
+template <class T>
+void near_field_infer(const NearFieldConfig& config, const NeighbourList& neighbours,
+                      ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k, ConstMatRef<T> v,
+                      ConstMatRef<T> vec, const NearFieldWeights<T>& weights, MatRef<T> out,
+                      MatRef<T> dvec);
+
 // Backward: ACCUMULATES into dq, dk, dv, dvec_in (N x 3D: d/d vec), dcoords (N x 3; may be
 // empty: skipped) and grads. dout: N x D; ddvec: N x 3D (or empty).
 template <class T>

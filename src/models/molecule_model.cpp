@@ -11,10 +11,13 @@
 #include <Eigen/Geometry>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <iomanip>
 #include <limits>
 #include <numbers>
 #include <set>
+#include <sstream>
 
 namespace flt::models {
 
@@ -394,8 +397,7 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   if (coordinate_tangent != nullptr)
     require(coordinate_tangent->rows() == batch.num_atoms() && coordinate_tangent->cols() == 3,
             "MoleculeModel::forward: the coordinate tangent must be N x 3");
-  const Index N = batch.num_atoms(), S = batch.num_molecules(), D = config_.width;
-  const Index P = config_.num_targets();
+  const Index N = batch.num_atoms(), D = config_.width;
   const bool near_far = config_.attention == AttentionKind::near_far;
   const bool vectors = near_far && config_.vectors;
   cache.index = batch.index;
@@ -525,17 +527,193 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   }
   const Mat<T> u = ln_out_.forward(store_, x, cache.ln_out);
   cache.y = head_.forward(store_, u, cache.head);
+  return pool(batch, cache.y);
+}
+
+template <class T>
+Mat<T> MoleculeModel<T>::pool(const MoleculeBatch& batch, const Mat<T>& y) const {
   // Per-target pooling: sum (extensive) or mean (intensive), rows summed in order in double.
+  const Index S = batch.num_molecules(), P = config_.num_targets();
   Mat<T> out(S, P);
   for (Index s = 0; s < S; ++s)
     for (Index t = 0; t < P; ++t) {
       Accum<T> acc = 0.0;
-      for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) acc += static_cast<Accum<T>>(cache.y(i, t));
+      for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) acc += static_cast<Accum<T>>(y(i, t));
       if (!config_.targets[static_cast<std::size_t>(t)].extensive)
         acc /= static_cast<double>(batch.index.size(s));
       out(s, t) = static_cast<T>(acc);
     }
   return out;
+}
+
+namespace {
+
+// Calls f(r0, r1) for the row ranges [b rows, min(n, (b + 1) rows)) covering [0, n), one OpenMP
+// team over the ranges: f must write only its own rows. The kernels f calls open no team of their
+// own inside (nested regions are inactive) and compute each row independently of the others, so
+// the results do not depend on which thread takes which range; dynamic scheduling keeps both
+// threads busy when a core is shared with other work. One range: the kernels' own teams.
+template <class F>
+void for_row_blocks(Index n, Index rows, F&& f) {
+  const Index ranges = (n + rows - 1) / rows;
+#pragma omp parallel for schedule(dynamic, 1) if (ranges > 1)
+  for (Index b = 0; b < ranges; ++b) f(b * rows, std::min(n, (b + 1) * rows));
+}
+
+// Seconds since `start`, to three significant digits (for progress lines).
+std::string seconds_since(std::chrono::steady_clock::time_point start) {
+  std::ostringstream text;
+  text << std::setprecision(3)
+       << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s";
+  return text.str();
+}
+
+}  // namespace
+
+template <class T>
+Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
+  if constexpr (is_dual_v<T>) {
+    // Dual numbers serve derivatives, which need the caches: the forward, the same outputs.
+    ModelCache<T> cache;
+    Mat<T> out = forward(batch, cache);
+    if (per_atom != nullptr) *per_atom = cache.y;
+    return out;
+  } else {
+    check_batch(batch);
+    const Index N = batch.num_atoms(), D = config_.width, P = config_.num_targets();
+    const Index B = static_cast<Index>(blocks_.size());
+    const bool near_far = config_.attention == AttentionKind::near_far;
+    const bool vectors = near_far && config_.vectors;
+    const bool report = N >= progress_atoms;
+    auto clock = std::chrono::steady_clock::now();
+
+    std::vector<std::int32_t> charge_ids;
+    Mat<T> x = embed_z_.forward(store_, batch.atomic_numbers);
+    if (config_.use_charges) {
+      charge_ids.resize(static_cast<std::size_t>(N));
+      for (Index i = 0; i < N; ++i)
+        charge_ids[static_cast<std::size_t>(i)] =
+            batch.formal_charges[static_cast<std::size_t>(i)] + config_.max_charge;
+      x += embed_charge_.forward(store_, charge_ids);
+    }
+    const AtomTypes types = find_atom_types(batch.atomic_numbers, charge_ids, config_.max_z,
+                                            config_.use_charges ? 2 * config_.max_charge + 1 : 1);
+    attn::NeighbourList neighbours;
+    if (near_far) {
+      neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
+      if (report)
+        log_info("predicting ", N, " atoms: neighbour list of ", neighbours.num_pairs(), " pairs (",
+                 std::setprecision(3), static_cast<double>(neighbours.num_pairs()) / static_cast<double>(N),
+                 " per atom) in ", seconds_since(clock));
+    }
+    exact::RadialBasisTable<T> radial;
+    Mat<T> coords;  // the kinds other than near_far take the coordinates in T
+    if (!near_far) coords = batch.coords.cast<T>();
+    if (config_.attention == AttentionKind::exact)
+      exact::radial_basis_table<T>(exact_config_, batch.index, coords, radial);
+
+    // One block's activations, reused by every block.
+    Mat<T> q(N, D), k(N, D), v, a(N, D);
+    Mat<T> vec, vec_msg;  // N x 3D with vectors
+    if (vectors) {
+      vec = Mat<T>::Zero(N, 3 * D);
+      vec_msg.resize(N, 3 * D);
+    }
+    BlockCache<T> scratch;  // the kernels of the kinds other than near_far fill a cache
+    for (Index b = 0; b < B; ++b) {
+      const auto block_start = std::chrono::steady_clock::now();
+      Block& blk = blocks_[static_cast<std::size_t>(b)];
+      const Index V = blk.v.out;
+      v.resize(N, V);
+      // q, k, v = LN1(x) W + bias; block 0 per atom type (as forward), the others by row blocks.
+      if (b == 0) {
+        Mat<T> x_types(static_cast<Index>(types.first_atom.size()), D);
+        for (std::size_t t = 0; t < types.first_atom.size(); ++t)
+          x_types.row(static_cast<Index>(t)) = x.row(types.first_atom[t]);
+        const Mat<T> u = blk.ln1.forward(store_, x_types);
+        Mat<T> proj(x_types.rows(), D);
+        linear_forward<T>(u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), proj);
+        gather_rows(proj, types.of_atom, q);
+        linear_forward<T>(u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), proj);
+        gather_rows(proj, types.of_atom, k);
+        Mat<T> projv(x_types.rows(), V);
+        linear_forward<T>(u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), projv);
+        gather_rows(projv, types.of_atom, v);
+      } else {
+        for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
+          const Index n = r1 - r0;
+          const Mat<T> u = blk.ln1.forward(store_, x.middleRows(r0, n));
+          linear_forward<T>(u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), q.middleRows(r0, n));
+          linear_forward<T>(u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), k.middleRows(r0, n));
+          linear_forward<T>(u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), v.middleRows(r0, n));
+        });
+      }
+      switch (config_.attention) {
+        case AttentionKind::kronecker:
+        case AttentionKind::bias:
+          blk.flt->forward(store_, q, k, v, coords, batch.index, a, scratch.flt);
+          break;
+        case AttentionKind::exact:
+          exact::streaming_attention_forward<T>(exact_config_, batch.index, q, k, v, coords,
+                                                store_.value(blk.rbf), scratch.exact, &radial);
+          a = scratch.exact.out;
+          break;
+        case AttentionKind::performer:
+          detail::performer_attention_forward<T>(blk.perf_omega_t, batch.index, q, k, v,
+                                                 scratch.perf_out, scratch.perf_den, scratch.perf_stab);
+          a = scratch.perf_out;
+          break;
+        case AttentionKind::near_far: {
+          attn::near_field_infer<T>(near_config_, neighbours, batch.coords, q, k, v, vec,
+                                    near_weights(blk), a, vec_msg);
+          if (config_.far_field != FarField::none) {
+            // q is spent: its rows take the far field.
+            const Mat<T> coeffs = store_.value(blk.far_theta).array().exp().matrix();
+            if (config_.far_field == FarField::flt) {
+              attn::FarFieldCache<T> far_sums;
+              attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, neighbours,
+                                         batch.coords, v.leftCols(D), coeffs, q, far_sums);
+            } else {
+              attn::far_field_exact_forward<T>(far_config_, batch.index, batch.coords, v.leftCols(D),
+                                               coeffs, q);
+            }
+            a += q;
+          }
+          break;
+        }
+      }
+      // x += a Wo + bo; then the equivariant update, or x += MLP(LN2(x)): row-local, by row blocks.
+      if (vectors) vec += vec_msg;
+      for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
+        const Index n = r1 - r0;
+        Mat<T> tmp(n, D);
+        linear_forward<T>(a.middleRows(r0, n), store_.value(blk.o.weight), span_of(store_, blk.o.bias), tmp);
+        x.middleRows(r0, n) += tmp;
+        if (vectors) {
+          Mat<T> x_rows = x.middleRows(r0, n), vec_rows = vec.middleRows(r0, n);
+          EquivariantUpdateCache<T> update_rows;
+          blk.update.forward(store_, x_rows, vec_rows, update_rows);
+          x.middleRows(r0, n) = x_rows;
+          vec.middleRows(r0, n) = vec_rows;
+        } else {
+          const Mat<T> u2 = blk.ln2.forward(store_, x.middleRows(r0, n));
+          x.middleRows(r0, n) += blk.mlp.forward(store_, u2);
+        }
+      });
+      if (report)
+        log_info("predicting ", N, " atoms: block ", b + 1, " of ", B, " in ",
+                 seconds_since(block_start));
+    }
+    Mat<T> y(N, P);
+    for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
+      const Mat<T> u = ln_out_.forward(store_, x.middleRows(r0, r1 - r0));
+      y.middleRows(r0, r1 - r0) = head_.forward(store_, u);
+    });
+    if (report) log_info("predicting ", N, " atoms: done in ", seconds_since(clock));
+    Mat<T> out = pool(batch, y);
+    if (per_atom != nullptr) *per_atom = std::move(y);
+    return out;
+  }
 }
 
 template <class T>
@@ -714,9 +892,17 @@ Mat<double> MoleculeModel<T>::normalise_labels(const MoleculeBatch& batch, const
 template <class T>
 Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
                                                  const ModelCache<T>& cache) const {
-  const Index N = batch.num_atoms(), P = config_.num_targets();
-  require(cache.y.rows() == N && cache.y.cols() == P,
+  require(cache.y.rows() == batch.num_atoms() && cache.y.cols() == config_.num_targets(),
           "atom_contributions: the cache is not of a forward pass over this batch");
+  return atom_contributions(batch, cache.y);
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
+                                                 ConstMatRef<T> y) const {
+  const Index N = batch.num_atoms(), P = config_.num_targets();
+  require(y.rows() == N && y.cols() == P,
+          "atom_contributions: the per-atom outputs are not of this batch");
   Mat<double> c(N, P);
   for (Index t = 0; t < P; ++t) {
     const auto ts = static_cast<std::size_t>(t);
@@ -726,16 +912,16 @@ Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
     }
     for (Index i = 0; i < N; ++i)
       c(i, t) = norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]) + norm_.mean[ts] +
-                norm_.scale[ts] * value_of(cache.y(i, t));
+                norm_.scale[ts] * value_of(y(i, t));
   }
   return c;
 }
 
 template <class T>
 Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch, Mat<double>* contributions) {
-  ModelCache<T> cache;
-  const Mat<T> out = forward(batch, cache);
-  if (contributions != nullptr) *contributions = atom_contributions(batch, cache);
+  Mat<T> per_atom;
+  const Mat<T> out = infer(batch, contributions != nullptr ? &per_atom : nullptr);
+  if (contributions != nullptr) *contributions = atom_contributions(batch, per_atom);
   return denormalise(batch, values_of<T>(out));
 }
 

@@ -286,6 +286,24 @@ class MoleculeModel {
   // d^2 Loss / (dtheta dr) u in the tangents of the parameter gradients (force training).
   Mat<T> forward(const MoleculeBatch& batch, ModelCache<T>& cache,
                  const Mat<double>* coordinate_tangent = nullptr);
+  // The same predictions without anything for backward: the inference path of predict. Bitwise
+  // the same outputs as forward in float (every kernel is the same call on the same values; the
+  // row-local layers run on blocks of rows, and their products sum each row in the same order
+  // whatever the row range: gemm.hpp), for any thread count. Memory: the activations of one
+  // block at a time, reused block to block (x, q, k, v, the attention output and, with vectors,
+  // vec and the vector messages: 10 D values per atom with vectors, 5 D without), the neighbour
+  // list built once and shared by the blocks, and the row-local layers (LayerNorms, projections,
+  // MLPs, the equivariant update) streamed over blocks of infer_rows atoms, one OpenMP team over
+  // the blocks; nothing of size
+  // N x N or pairs x D. per_atom, if given, receives the per-atom outputs y (N x P) for
+  // atom_contributions. A structure of at least progress_atoms atoms logs (info) the neighbour
+  // list and each block as it finishes, with its time.
+  Mat<T> infer(const MoleculeBatch& batch, Mat<T>* per_atom = nullptr);
+  // A multiple of the kernels' row chunks (96 and 256 rows), so that in double too (Eigen's
+  // products) every row sees the same chunk as in forward; the blocks are shared out among the
+  // threads.
+  static constexpr Index infer_rows = 768;
+  static constexpr Index progress_atoms = 10000;
   // Accumulates parameter gradients into parameters().grads() from dout = dLoss/dout (S x P);
   // if dcoords is non-null it is resized to N x 3 and receives dLoss/dcoords (Angstrom^-1 units of
   // the loss) -- with dout = 1 for an energy target this is dE/dr, i.e. minus the forces.
@@ -310,6 +328,8 @@ class MoleculeModel {
   // that element, the per-atom mean m_t to every atom equally. Columns of intensive targets are
   // NaN: a per-molecule mean has no additive per-atom decomposition.
   Mat<double> atom_contributions(const MoleculeBatch& batch, const ModelCache<T>& cache) const;
+  // The same from the per-atom outputs of infer (N x P).
+  Mat<double> atom_contributions(const MoleculeBatch& batch, ConstMatRef<T> per_atom) const;
   // Maps between physical labels (S x P, NaN kept) and normalised units for this batch.
   Mat<double> normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const;
   Mat<double> denormalise(const MoleculeBatch& batch, const Mat<double>& normalised) const;
@@ -355,6 +375,8 @@ class MoleculeModel {
 
  private:
   void init_weights();
+  // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
+  Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
   void draw_all_features(std::uint64_t draw);
   attn::SphericalDesign far_design_for_draw(Index block, std::uint64_t draw) const;
   attn::NearFieldWeights<T> near_weights(const Block& blk) const;
