@@ -64,7 +64,7 @@ int run_eval(const std::vector<std::string>& args) {
       ("subset", po::value(&subset), "with --split-file: train, validation or test (default test)")
       ("forces", po::value(&forces_column)->implicit_value("forces"),
        "also compare forces F = -dE/dr with the reference forces of this per-atom column (default column: forces, extended XYZ forces:R:3)")
-      ("forces-unit", po::value(&forces_unit), "unit of the forces column when the input gives none, e.g. eV/A, Hartree/Bohr")
+      ("forces-unit", po::value(&forces_unit), "unit of the forces column when the input gives none, or to override it, e.g. eV/A, Hartree/Bohr")
       ("force-target", po::value(&force_target), "energy target whose forces are compared (default: the first extensive energy target)")
       ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
       ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
