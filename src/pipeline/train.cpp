@@ -148,13 +148,13 @@ Mat<double> predict_indices(models::MoleculeModel<float>& model, const Dataset& 
   const Index p = static_cast<Index>(data.num_targets());
   Mat<double> out(static_cast<Index>(indices.size()), p);
   if (normalised) normalised->resize(static_cast<Index>(indices.size()), p);
-  models::ModelCache<float> cache;
-  // Consecutive runs of `indices` (batch_indices keeps the order), under the atom budget.
+  // Consecutive runs of `indices` (batch_indices keeps the order), under the atom budget; the
+  // inference path (no activation caches; bitwise the forward's outputs).
   const auto batches = batch_indices(indices, batch_size, atom_counts(data), max_atoms);
   for (std::size_t k = 0, begin = 0; k < batches.size(); begin += batches[k].size(), ++k) {
     const std::size_t end = begin + batches[k].size();
     const Batch b = make_batch(data, indices.subspan(begin, end - begin));
-    const Mat<double> norm = model.forward(b.molecules, cache).cast<double>();
+    const Mat<double> norm = model.infer(b.molecules).cast<double>();
     const Mat<double> phys = model.denormalise(b.molecules, norm);
     out.middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = phys;
     if (normalised) normalised->middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = norm;

@@ -239,7 +239,6 @@ SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeMode
   const Index p = static_cast<Index>(data.num_targets());
   const Index n = static_cast<Index>(indices.size());
   SharedPredictions out{Mat<double>(n, p), Mat<double>(n, p), Mat<double>(n, p)};
-  models::ModelCache<float> cache;
   const auto ranks = static_cast<std::size_t>(world.size());
   std::vector<Index> mine;
   // Batches are consecutive runs of `indices` (batch_indices keeps the order): batch b starts at
@@ -249,7 +248,7 @@ SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeMode
     if (b % ranks != static_cast<std::size_t>(world.rank())) continue;
     const std::size_t end = begin + batches[b].size();
     const Batch batch = make_batch(data, indices.subspan(begin, end - begin));
-    const Mat<double> norm = model.forward(batch.molecules, cache).cast<double>();
+    const Mat<double> norm = model.infer(batch.molecules).cast<double>();  // no activation caches
     const auto rows = static_cast<Index>(end - begin);
     out.normalised.middleRows(static_cast<Index>(begin), rows) = norm;
     out.physical.middleRows(static_cast<Index>(begin), rows) = model.denormalise(batch.molecules, norm);
