@@ -1252,11 +1252,6 @@ void dual_pair_sums(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMat
     for (const auto& part : da_part) *dcoeffs += part;
 }
 
-void check_dual_shapes(const char* what, const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMatRef<Dual> coords,
-                       ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs) {
-  validate_inputs<Dual, Dual>(what, cfg, sets, coords, V, coeffs);
-}
-
 void check_dual_backward(const FarFieldConfig& cfg, Index N, ConstMatRef<Dual> dout, MatRef<Dual> dV,
                          MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
   const Index Hdv = cfg.heads * cfg.value_dim;
@@ -1282,7 +1277,7 @@ template <>
 void far_field_exact_forward<Dual>(const FarFieldConfig& cfg, const RaggedIndex& sets,
                                    ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                                    ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
-  check_dual_shapes("far field exact forward", cfg, sets, coords, V, coeffs);
+  validate_inputs<Dual, Dual>("far field exact forward", cfg, sets, coords, V, coeffs);
   require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
           "far field exact forward: out must be N x (heads * value_dim)");
   out.setZero();
@@ -1295,7 +1290,7 @@ void far_field_exact_backward<Dual>(const FarFieldConfig& cfg, const RaggedIndex
                                     ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                                     ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout,
                                     MatRef<Dual> dV, MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
-  check_dual_shapes("far field exact backward", cfg, sets, coords, V, coeffs);
+  validate_inputs<Dual, Dual>("far field exact backward", cfg, sets, coords, V, coeffs);
   check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);
   const auto terms = [&](Index, Index, DualPairTerms& p) { exact_terms(cfg, p); };
   dual_pair_sums(cfg, sets, coords, V, coeffs, terms, nullptr, &dout, &dV, &dcoords, &dcoeffs);
@@ -1304,7 +1299,7 @@ void far_field_exact_backward<Dual>(const FarFieldConfig& cfg, const RaggedIndex
 void far_field_pairs_forward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
                              const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                              ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
-  check_dual_shapes("far field forward", cfg, sets, coords, V, coeffs);
+  validate_inputs<Dual, Dual>("far field forward", cfg, sets, coords, V, coeffs);
   validate_design(design);
   validate_neighbours("far field forward", neighbours, sets, cfg.cutoff, false);
   require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
@@ -1321,7 +1316,7 @@ void far_field_pairs_backward(const FarFieldConfig& cfg, const SphericalDesign& 
                               const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                               ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout, MatRef<Dual> dV,
                               MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
-  check_dual_shapes("far field backward", cfg, sets, coords, V, coeffs);
+  validate_inputs<Dual, Dual>("far field backward", cfg, sets, coords, V, coeffs);
   validate_design(design);
   validate_neighbours("far field backward", neighbours, sets, cfg.cutoff, false);
   check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);

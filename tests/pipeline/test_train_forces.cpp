@@ -38,44 +38,36 @@ std::vector<std::string> ethanol_frames(std::size_t count) {
   return frames;
 }
 
-// A frame without its forces column (species and positions only).
-std::string without_forces(const std::string& frame) {
+// The frame with its Properties declaration `from` replaced by `to` and each atom line cut to its
+// first `columns` fields.
+std::string rewrite_frame(const std::string& frame, const std::string& from, const std::string& to,
+                          int columns) {
   std::istringstream in(frame);
   std::string line, out;
   std::getline(in, line);
   out += line + "\n";
   std::getline(in, line);
-  const auto at = line.find("Properties=species:S:1:pos:R:3:forces:R:3");
+  const auto at = line.find(from);
   REQUIRE(at != std::string::npos);
-  line.replace(at, std::string("Properties=species:S:1:pos:R:3:forces:R:3").size(), "Properties=species:S:1:pos:R:3");
+  line.replace(at, from.size(), to);
   out += line + "\n";
   while (std::getline(in, line)) {
     std::istringstream atom(line);
-    std::string el, x, y, z;
-    atom >> el >> x >> y >> z;
-    out += el + " " + x + " " + y + " " + z + "\n";
+    std::string field, cut;
+    for (int k = 0; k < columns && atom >> field; ++k) cut += (k ? " " : "") + field;
+    out += cut + "\n";
   }
   return out;
 }
 
+// A frame without its forces column (species and positions only).
+std::string without_forces(const std::string& frame) {
+  return rewrite_frame(frame, "Properties=species:S:1:pos:R:3:forces:R:3", "Properties=species:S:1:pos:R:3", 4);
+}
+
 // A frame whose forces column declares 2 components (the last force component dropped).
 std::string two_component_forces(const std::string& frame) {
-  std::istringstream in(frame);
-  std::string line, out;
-  std::getline(in, line);
-  out += line + "\n";
-  std::getline(in, line);
-  const auto at = line.find("forces:R:3");
-  REQUIRE(at != std::string::npos);
-  line.replace(at, 10, "forces:R:2");
-  out += line + "\n";
-  while (std::getline(in, line)) {
-    std::istringstream atom(line);
-    std::string el, x, y, z, fx, fy;
-    atom >> el >> x >> y >> z >> fx >> fy;
-    out += el + " " + x + " " + y + " " + z + " " + fx + " " + fy + "\n";
-  }
-  return out;
+  return rewrite_frame(frame, "forces:R:3", "forces:R:2", 6);
 }
 
 void write(const fs::path& path, const std::vector<std::string>& frames) {
