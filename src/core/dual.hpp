@@ -32,7 +32,12 @@ struct Dual {
 
   constexpr Dual& operator+=(const Dual& o) { v += o.v; d += o.d; return *this; }
   constexpr Dual& operator-=(const Dual& o) { v -= o.v; d -= o.d; return *this; }
-  constexpr Dual& operator*=(const Dual& o) { d = d * o.v + v * o.d; v *= o.v; return *this; }
+  // The tangent as one fused multiply-add (the project builds without FP contraction).
+  Dual& operator*=(const Dual& o) {
+    d = std::fma(d, o.v, v * o.d);
+    v *= o.v;
+    return *this;
+  }
   constexpr Dual& operator/=(const Dual& o) {
     const double inv = 1.0 / o.v;
     v *= inv;
@@ -41,9 +46,11 @@ struct Dual {
   }
 };
 
+static_assert(std::is_trivially_copyable_v<Dual>);
+
 constexpr Dual operator+(Dual a, const Dual& b) { return a += b; }
 constexpr Dual operator-(Dual a, const Dual& b) { return a -= b; }
-constexpr Dual operator*(Dual a, const Dual& b) { return a *= b; }
+inline Dual operator*(Dual a, const Dual& b) { return a *= b; }
 constexpr Dual operator/(Dual a, const Dual& b) { return a /= b; }
 constexpr Dual operator+(const Dual& a) { return a; }
 constexpr Dual operator-(const Dual& a) { return {-a.v, -a.d}; }
@@ -102,10 +109,48 @@ inline bool isnan(const Dual& a) { return std::isnan(a.v) || std::isnan(a.d); }
 template <class T>
 inline constexpr bool is_dual_v = std::is_same_v<T, Dual>;
 
+// How the calling thread's derivative passes compute. The defaults compute everything, to double
+// rounding in Dual passes (the gradient checks). The training step on forces asks for less:
+//   float_products: a Dual pass runs the matrix products of its linear layers and filter tables
+//     in float (the float kernels of core/gemm.hpp) on the value and tangent parts -- the
+//     precision a float model's own gradient has; sums, geometry and elementwise rules stay in
+//     double.
+//   parameter_gradient_values: false: the value parts of the parameter gradients are not
+//     wanted. A float or double backward then accumulates no parameter gradient at all (it gives
+//     input and coordinate gradients only); a Dual backward computes the tangents as always and
+//     leaves the value parts (dE/dtheta) unspecified: the costly ones (linear layers) are skipped.
+struct PassOptions {
+  bool float_products = false;
+  bool parameter_gradient_values = true;
+};
+// The calling thread's options (read by the layers before they start threads of their own).
+inline PassOptions& pass_options() {
+  thread_local PassOptions options;
+  return options;
+}
+// Sets the calling thread's options for a scope and restores the previous ones.
+class ScopedPassOptions {
+ public:
+  explicit ScopedPassOptions(PassOptions options) : saved_(pass_options()) {
+    pass_options() = options;
+  }
+  ~ScopedPassOptions() { pass_options() = saved_; }
+  ScopedPassOptions(const ScopedPassOptions&) = delete;
+  ScopedPassOptions& operator=(const ScopedPassOptions&) = delete;
+
+ private:
+  PassOptions saved_;
+};
+
 // The scalar kernels accumulate sums and hold geometry in: double for float and double models,
 // Dual for Dual models (so tangents are never dropped).
 template <class T>
 using Accum = std::conditional_t<is_dual_v<T>, Dual, double>;
+
+// The real type of a kernel's constants: T itself for float and double, double for Dual (a
+// constant carries no tangent, and Dual x double costs two multiplications instead of three).
+template <class T>
+using RealOf = std::conditional_t<is_dual_v<T>, double, T>;
 
 // The value part of a scalar of any kernel type, as double (logging, statistics, tests).
 inline double value_of(double x) { return x; }
@@ -128,7 +173,9 @@ struct NumTraits<flt::Dual> : GenericNumTraits<flt::Dual> {
     IsComplex = 0,
     IsInteger = 0,
     IsSigned = 1,
-    RequireInitialization = 1,
+    // Trivially copyable, and like float and double not zeroed by Eigen's constructors: code
+    // generic over T never reads a coefficient it has not written.
+    RequireInitialization = 0,
     ReadCost = 2,
     AddCost = 2,
     MulCost = 3

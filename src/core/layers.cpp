@@ -45,6 +45,18 @@ Eigen::Map<Arr<T>> row_array(MatRef<T>& m, Index r) {
   return {m.data() + r * m.outerStride(), m.cols()};
 }
 
+// The value (part 0) or tangent (part 1) parts of row r of a Dual matrix as a strided real array
+// (Dual is two doubles, value first).
+using DualPart = Eigen::Map<const Eigen::ArrayXd, 0, Eigen::InnerStride<2>>;
+using MutableDualPart = Eigen::Map<Eigen::ArrayXd, 0, Eigen::InnerStride<2>>;
+DualPart dual_part(const ConstMatRef<Dual>& m, Index r, int part) {
+  return {reinterpret_cast<const double*>(m.data() + r * m.outerStride()) + part, m.cols()};
+}
+MutableDualPart dual_part(MatRef<Dual>& m, Index r, int part) {
+  return {reinterpret_cast<double*>(m.data() + r * m.outerStride()) + part, m.cols()};
+}
+static_assert(sizeof(Dual) == 2 * sizeof(double) && std::is_standard_layout_v<Dual>);
+
 // Output columns per block of linear_backward's weight-gradient product.
 constexpr Index kGradColBlock = 64;
 // Rows per parallel chunk of the row-wise kernels, whose rows are computed independently of one
@@ -59,6 +71,131 @@ constexpr Index kRowwiseChunk = 96;
 // (16 KiB) stays in L1 while the micro-kernel sweeps the rows of x^T.
 constexpr Index kGradDepth = 256;
 
+// ------------------------------------------------------------------------ Dual linear layers
+// A Dual product splits into real ones, (A + eps A')(B + eps B') = A B + eps (A' B + A B'), run
+// in S (double, or float under PassOptions::float_products) on stacked parts so that each
+// weight matrix is packed once per call: [x_v; x_d] W gives the value and tangent rows of x W
+// together. Weights carry no tangent in a Hessian-vector product (the terms with W' are skipped
+// then); the sums and the results are Dual in double.
+
+// The rows of a Dual matrix as one real matrix [values; tangents] (2n x cols), or
+// [tangents; values] when tangents_first.
+template <class S>
+Mat<S> stacked_parts(ConstMatRef<Dual> m, bool tangents_first) {
+  const Index n = m.rows(), c = m.cols();
+  Mat<S> out(2 * n, c);
+  const Index value_row = tangents_first ? n : 0, tangent_row = tangents_first ? 0 : n;
+  for (Index r = 0; r < n; ++r) {
+    const Dual* src = m.data() + r * m.outerStride();
+    S* v = out.row(value_row + r).data();
+    S* t = out.row(tangent_row + r).data();
+    for (Index k = 0; k < c; ++k) {
+      v[k] = static_cast<S>(src[k].v);
+      t[k] = static_cast<S>(src[k].d);
+    }
+  }
+  return out;
+}
+
+// One part of a Dual matrix: the values, or the tangents.
+template <class S>
+Mat<S> real_part(ConstMatRef<Dual> m, bool tangent) {
+  Mat<S> out(m.rows(), m.cols());
+  for (Index r = 0; r < m.rows(); ++r) {
+    const Dual* src = m.data() + r * m.outerStride();
+    S* dst = out.row(r).data();
+    for (Index c = 0; c < m.cols(); ++c) dst[c] = static_cast<S>(tangent ? src[c].d : src[c].v);
+  }
+  return out;
+}
+
+bool has_tangent(ConstMatRef<Dual> m) {
+  for (Index r = 0; r < m.rows(); ++r)
+    for (Index c = 0; c < m.cols(); ++c)
+      if (m(r, c).d != 0.0) return true;
+  return false;
+}
+
+// c = a b, or a b^T when b_transposed, in S: the packed float kernel, or Eigen in double.
+template <class S>
+Mat<S> real_product(ConstMatRef<S> a, ConstMatRef<S> b, bool b_transposed = false) {
+  Mat<S> c(a.rows(), b_transposed ? b.rows() : b.cols());
+  if constexpr (std::is_same_v<S, float> && gemm::kFastKernelAvailable) {
+    const auto packed = b_transposed ? gemm::PackedMatrix::pack_transposed(b) : gemm::PackedMatrix::pack(b);
+    gemm::multiply(a, packed, {}, c, false);
+  } else if (b_transposed) {
+    c.noalias() = a * b.transpose();
+  } else {
+    c.noalias() = a * b;
+  }
+  return c;
+}
+
+template <class S>
+Mat<S> real_transpose(const Mat<S>& m) {
+  Mat<S> t;
+  if constexpr (std::is_same_v<S, float> && gemm::kFastKernelAvailable) gemm::transpose(m, t);
+  else t = m.transpose();
+  return t;
+}
+
+// y = x W + b.
+template <class S>
+void dual_linear_forward(ConstMatRef<Dual> x, ConstMatRef<Dual> W, std::span<const Dual> b, MatRef<Dual> y) {
+  const Index n = x.rows(), out = W.cols();
+  const Mat<S> xs = stacked_parts<S>(x, false);
+  const Mat<S> ys = real_product<S>(xs, real_part<S>(W, false));  // [x_v W; x_d W]
+  Mat<S> weight_term;                                                     // x_v W'
+  if (has_tangent(W)) weight_term = real_product<S>(xs.topRows(n), real_part<S>(W, true));
+  for (Index r = 0; r < n; ++r)
+    for (Index c = 0; c < out; ++c) {
+      Dual value{static_cast<double>(ys(r, c)), static_cast<double>(ys(n + r, c))};
+      if (weight_term.size() != 0) value.d += static_cast<double>(weight_term(r, c));
+      if (!b.empty()) value += b[static_cast<std::size_t>(c)];
+      y(r, c) = value;
+    }
+}
+
+// dx += dy W^T, dW += x^T dy, db += sum_rows dy. The tangent of dW is x_d^T dy_v + x_v^T dy_d =
+// [x_d; x_v]^T [dy_v; dy_d], one product of depth 2n; its value x_v^T dy_v only when asked for.
+template <class S>
+void dual_linear_backward(ConstMatRef<Dual> x, ConstMatRef<Dual> W, ConstMatRef<Dual> dy, MatRef<Dual> dx,
+                          MatRef<Dual> dW, std::span<Dual> db) {
+  const Index n = x.rows(), in = W.rows(), out = W.cols();
+  const bool values = pass_options().parameter_gradient_values;
+  const Mat<S> gs = stacked_parts<S>(dy, false);  // [dy_v; dy_d]
+  if (dx.size() != 0) {
+    const Mat<S> dxs = real_product<S>(gs, real_part<S>(W, false), true);  // [dy_v W^T; dy_d W^T]
+    Mat<S> weight_term;                                                          // dy_v W'^T
+    if (has_tangent(W)) weight_term = real_product<S>(gs.topRows(n), real_part<S>(W, true), true);
+    for (Index r = 0; r < n; ++r)
+      for (Index c = 0; c < in; ++c) {
+        Dual g{static_cast<double>(dxs(r, c)), static_cast<double>(dxs(n + r, c))};
+        if (weight_term.size() != 0) g.d += static_cast<double>(weight_term(r, c));
+        dx(r, c) += g;
+      }
+  }
+  if (n == 0) return;
+  const Mat<S> xt = real_transpose<S>(stacked_parts<S>(x, true));  // in x 2n: [x_d; x_v]^T
+  const Mat<S> dw_tangent = real_product<S>(xt, gs);
+  Mat<S> dw_value;
+  if (values) dw_value = real_product<S>(xt.rightCols(n), gs.topRows(n));
+  for (Index r = 0; r < in; ++r)
+    for (Index c = 0; c < out; ++c)
+      dW(r, c) += Dual(values ? static_cast<double>(dw_value(r, c)) : 0.0, static_cast<double>(dw_tangent(r, c)));
+  if (!db.empty()) {
+    std::vector<Dual> acc(static_cast<std::size_t>(out), Dual(0.0));  // rows in order, per column
+    for (Index r = 0; r < n; ++r) {
+      const Dual* g = dy.data() + r * dy.outerStride();
+      for (Index c = 0; c < out; ++c) acc[static_cast<std::size_t>(c)] += g[c];
+    }
+    for (Index c = 0; c < out; ++c) {
+      if (!values) acc[static_cast<std::size_t>(c)].v = 0.0;
+      db[static_cast<std::size_t>(c)] += acc[static_cast<std::size_t>(c)];
+    }
+  }
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------------------------- Linear
@@ -72,15 +209,8 @@ void linear_forward(ConstMatRef<T> x, ConstMatRef<T> W, std::span<const T> b, Ma
   require(b.empty() || static_cast<Index>(b.size()) == W.cols(),
           "linear_forward: bias length does not match W columns");
   if constexpr (is_dual_v<T>) {
-    // y = x W + b through double GEMMs on the value and tangent parts (core/dual.hpp).
-    const RealMat xv = dual_values(x), xd = dual_tangents(x), Wv = dual_values(W), Wd = dual_tangents(W);
-    RealMat yv = xv * Wv;
-    RealMat yd = dual_product_tangent(xv, xd, Wv, Wd);
-    for (std::size_t o = 0; o < b.size(); ++o) {
-      yv.col(static_cast<Index>(o)).array() += b[o].v;
-      yd.col(static_cast<Index>(o)).array() += b[o].d;
-    }
-    dual_store(yv, yd, y, false);
+    if (pass_options().float_products) dual_linear_forward<float>(x, W, b, y);
+    else dual_linear_forward<double>(x, W, b, y);
   } else if constexpr (std::is_same_v<T, float> && gemm::kFastKernelAvailable) {
     // W packed once for all row chunks; the bias is added in the kernel (gemm.hpp).
     const gemm::PackedMatrix packed = gemm::PackedMatrix::pack(W);
@@ -127,21 +257,8 @@ void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatR
           "linear_backward: bias gradient length does not match W columns");
 
   if constexpr (is_dual_v<T>) {
-    // Through double GEMMs on the value and tangent parts (core/dual.hpp).
-    const RealMat xv = dual_values(x), xd = dual_tangents(x), Wv = dual_values(W), Wd = dual_tangents(W);
-    const RealMat gv = dual_values(dy), gd = dual_tangents(dy);
-    if (dx.size() != 0) {
-      const RealMat Wtv = Wv.transpose(), Wtd = Wd.transpose();
-      dual_store(gv * Wtv, dual_product_tangent(gv, gd, Wtv, Wtd), dx, true);
-    }
-    const RealMat xtv = xv.transpose(), xtd = xd.transpose();
-    dual_store(xtv * gv, dual_product_tangent(xtv, xtd, gv, gd), dW, true);
-    if (!db.empty())
-      for (Index c = 0; c < out; ++c) {
-        Dual acc = 0.0;
-        for (Index r = 0; r < n; ++r) acc += dy(r, c);
-        db[static_cast<std::size_t>(c)] += acc;
-      }
+    if (pass_options().float_products) dual_linear_backward<float>(x, W, dy, dx, dW, db);
+    else dual_linear_backward<double>(x, W, dy, dx, dW, db);
     return;
   }
 
@@ -159,10 +276,10 @@ void linear_backward(ConstMatRef<T> x, ConstMatRef<T> W, ConstMatRef<T> dy, MatR
     }
   }
 
-  // dW += x^T dy and db += sum_n dy_n. Parallel over fixed blocks of kGradColBlock output
-  // columns; every element is reduced over the n rows in an order fixed by the sizes, so the
-  // result does not depend on the thread count.
-  if (n == 0) return;
+  // dW += x^T dy and db += sum_n dy_n (unless only input gradients are wanted). Parallel over
+  // fixed blocks of kGradColBlock output columns; every element is reduced over the n rows in an
+  // order fixed by the sizes, so the result does not depend on the thread count.
+  if (n == 0 || !pass_options().parameter_gradient_values) return;
   const Index col_blocks = chunk_count(out, kGradColBlock);
   if constexpr (std::is_same_v<T, float> && gemm::kFastKernelAvailable) {
     // x^T once, shared by the column blocks (Eigen's product packed x again for every block),
@@ -301,6 +418,7 @@ void layernorm_backward(ConstMatRef<T> xhat, std::span<const T> rstd, std::span<
       }
     }
   });
+  if (!is_dual_v<T> && !pass_options().parameter_gradient_values) return;  // input gradients only
   for (Index c = 0; c < d; ++c) {
     A sg = 0.0;
     A sb = 0.0;
@@ -393,6 +511,18 @@ void activation_forward(Activation activation, ConstMatRef<T> x, MatRef<T> y) {
   const Index cols = x.cols();
   if (activation == Activation::silu) {
     // silu(x) = x / (1 + exp(-x)); for x -> -inf exp(-x) -> inf and the quotient -> -0.
+    if constexpr (is_dual_v<T>) {
+      // Value parts vectorised; tangent silu'(x_v) x_d, silu' = s (1 + x (1 - s)).
+      parallel_chunks(x.rows(), kRowwiseChunk, [&](Index, Index r0, Index r1) {
+        for (Index r = r0; r < r1; ++r) {
+          const Eigen::ArrayXd xv = dual_part(x, r, 0), xd = dual_part(x, r, 1);  // contiguous: vectorised
+          const Eigen::ArrayXd e = (-xv).exp(), s = (1.0 + e).inverse();
+          dual_part(y, r, 0) = xv / (1.0 + e);
+          dual_part(y, r, 1) = s * (1.0 + xv * (1.0 - s)) * xd;
+        }
+      });
+      return;
+    }
     parallel_chunks(x.rows(), kRowwiseChunk, [&](Index, Index r0, Index r1) {
       for (Index r = r0; r < r1; ++r) {
         const auto xr = row_array<T>(x, r);
@@ -416,6 +546,22 @@ void activation_backward(Activation activation, ConstMatRef<T> x, ConstMatRef<T>
   const Index cols = x.cols();
   if (activation == Activation::silu) {
     // silu'(x) = s (1 + x (1 - s)), s = 1 / (1 + exp(-x)); vectorised as in activation_forward.
+    if constexpr (is_dual_v<T>) {
+      // dx += silu'(x) dy: value silu'(x_v) dy_v, tangent silu'(x_v) dy_d + silu''(x_v) x_d dy_v,
+      // silu'' = s (1 - s) (2 + x (1 - 2 s)).
+      parallel_chunks(x.rows(), kRowwiseChunk, [&](Index, Index r0, Index r1) {
+        for (Index r = r0; r < r1; ++r) {
+          const Eigen::ArrayXd xv = dual_part(x, r, 0), xd = dual_part(x, r, 1);  // contiguous: vectorised
+          const Eigen::ArrayXd gv = dual_part(dy, r, 0), gd = dual_part(dy, r, 1);
+          const Eigen::ArrayXd s = (1.0 + (-xv).exp()).inverse();
+          const Eigen::ArrayXd first = s * (1.0 + xv * (1.0 - s));
+          const Eigen::ArrayXd second = s * (1.0 - s) * (2.0 + xv * (1.0 - 2.0 * s));
+          dual_part(dx, r, 0) += first * gv;
+          dual_part(dx, r, 1) += first * gd + second * xd * gv;
+        }
+      });
+      return;
+    }
     parallel_chunks(x.rows(), kRowwiseChunk, [&](Index, Index r0, Index r1) {
       for (Index r = r0; r < r1; ++r) {
         const auto xr = row_array<T>(x, r);
@@ -458,6 +604,7 @@ void embedding_backward(std::span<const std::int32_t> ids, ConstMatRef<T> dy, Ma
   const Index n = static_cast<Index>(ids.size());
   check_shape("embedding_backward: dy", dy.rows(), dy.cols(), n, dtable.cols());
   check_ids("embedding_backward", ids, dtable.rows());
+  if (!is_dual_v<T> && !pass_options().parameter_gradient_values) return;  // input gradients only
   // Serial scatter in row order: rows sharing an id are added in a fixed order.
   for (Index r = 0; r < n; ++r) dtable.row(ids[static_cast<std::size_t>(r)]) += dy.row(r);
 }

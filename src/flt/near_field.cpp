@@ -45,6 +45,7 @@ Index group_rows(Index n) { return std::max<Index>(64, (n + 31) / 32); }
 
 // The activation of the filters and its first two derivatives.
 struct FilterActivation {
+  using RealArray = Eigen::Array<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   Activation kind;
   template <class A>
   A value(A z) const {
@@ -64,6 +65,60 @@ struct FilterActivation {
     if (kind != Activation::silu) return A(0.0);
     const A s = 1.0 / (1.0 + exp(-z));
     return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s));
+  }
+  // value and first, or first and second, from one exponential (the table loops); the same
+  // arithmetic as value(), first() and second().
+  template <class A>
+  void value_and_first(A z, A& f, A& f1) const {
+    using std::exp;
+    if (kind != Activation::silu) {
+      f = z;
+      f1 = A(1.0);
+      return;
+    }
+    const A e = exp(-z), s = 1.0 / (1.0 + e);
+    f = z / (1.0 + e);
+    f1 = s * (1.0 + z * (1.0 - s));
+  }
+  // Over a whole table of pre-activations, vectorised: F = act(z) and F' = act'(z), and for silu
+  // the sigmoid s(z) that F'' needs (kept for the backward, which then needs no exponential).
+  void table_value_and_first(const Mat<double>& z, Mat<double>& f, Mat<double>& f1, Mat<double>& sigmoid) const {
+    if (kind != Activation::silu) {
+      f = z;
+      f1.setOnes(z.rows(), z.cols());
+      sigmoid.resize(0, 0);
+      return;
+    }
+    const auto x = z.array();
+    const RealArray e = (-x).exp(), s = (1.0 + e).inverse();
+    f = (x / (1.0 + e)).matrix();
+    f1 = (s * (1.0 + x * (1.0 - s))).matrix();
+    sigmoid = s.matrix();
+  }
+  // F' and F'' from z and the sigmoid of table_value_and_first.
+  void table_first_and_second(const Mat<double>& z, const Mat<double>& sigmoid, Mat<double>& f1,
+                              Mat<double>& f2) const {
+    if (kind != Activation::silu) {
+      f1.setOnes(z.rows(), z.cols());
+      f2.setZero(z.rows(), z.cols());
+      return;
+    }
+    const auto x = z.array();
+    const auto s = sigmoid.array();
+    f1 = (s * (1.0 + x * (1.0 - s))).matrix();
+    f2 = (s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))).matrix();
+  }
+  template <class A>
+  void first_and_second(A z, A& f1, A& f2) const {
+    using std::exp;
+    if (kind != Activation::silu) {
+      f1 = A(1.0);
+      f2 = A(0.0);
+      return;
+    }
+    const A s = 1.0 / (1.0 + exp(-z));
+    f1 = s * (1.0 + z * (1.0 - s));
+    f2 = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s));
   }
 };
 
@@ -137,11 +192,64 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
   using A = Accum<T>;
   const double h = config.table_step();
   const FilterActivation act{config.filter_activation};
-  table.basis.resize(G + 1, K);
-  table.dbasis.resize(G + 1, K);
-  for (Index g = 0; g <= G; ++g)
-    radial_basis(config.nodes, static_cast<double>(g) * h, table.basis.row(g).data(),
-                 table.dbasis.row(g).data());
+  // The basis at the nodes depends on the configuration only: kept from the last build.
+  if (table.basis.rows() != G + 1 || table.basis.cols() != K || table.basis_step != h ||
+      table.basis_first != config.nodes.first || table.basis_spacing != config.nodes.spacing) {
+    table.basis.resize(G + 1, K);
+    table.dbasis.resize(G + 1, K);
+    for (Index g = 0; g <= G; ++g)
+      radial_basis(config.nodes, static_cast<double>(g) * h, table.basis.row(g).data(),
+                   table.dbasis.row(g).data());
+    table.basis_step = h;
+    table.basis_first = config.nodes.first;
+    table.basis_spacing = config.nodes.spacing;
+  }
+  table.real_value.resize(0, 0);
+  table.real_slope.resize(0, 0);
+  table.real_z.resize(0, 0);
+  table.real_zslope.resize(0, 0);
+  table.sigmoid.resize(0, 0);
+  // Weights without tangents (float and double models; a Dual model differentiated along
+  // coordinates): the table is real, computed with vectorised exponentials.
+  bool weight_tangents = false;
+  Mat<double> Wreal(K, W);
+  RowVec<double> bias(W);
+  for (Index n = 0; n < K; ++n) {
+    for (Index c = 0; c < D; ++c) Wreal(n, c) = value_of(w.Wk(n, c));
+    for (Index c = 0; c < V; ++c) Wreal(n, D + c) = value_of(w.Wv(n, c));
+    for (Index c = 0; c < D; ++c) weight_tangents |= tangent_of(w.Wk(n, c)) != 0.0;
+    for (Index c = 0; c < V; ++c) weight_tangents |= tangent_of(w.Wv(n, c)) != 0.0;
+  }
+  for (Index c = 0; c < D; ++c) bias(c) = value_of(w.bk[static_cast<std::size_t>(c)]);
+  for (Index c = 0; c < V; ++c) bias(D + c) = value_of(w.bv[static_cast<std::size_t>(c)]);
+  for (Index c = 0; c < W; ++c) {
+    const double t = tangent_of(c < D ? w.bk[static_cast<std::size_t>(c)] : w.bv[static_cast<std::size_t>(c - D)]);
+    weight_tangents |= t != 0.0;
+  }
+  if (!weight_tangents) {
+    Mat<double> z = table.basis * Wreal;
+    z.rowwise() += bias;
+    const Mat<double> zslope = table.dbasis * Wreal;
+    Mat<double> f, f1;
+    act.table_value_and_first(z, f, f1, table.sigmoid);
+    Mat<double> slope = (h * f1.array() * zslope.array()).matrix();
+    if constexpr (is_dual_v<T>) {
+      table.value.resize(0, 0);
+      table.slope.resize(0, 0);
+      table.z.resize(0, 0);
+      table.zslope.resize(0, 0);
+      table.real_value = std::move(f);
+      table.real_slope = std::move(slope);
+      table.real_z = std::move(z);
+      table.real_zslope = zslope;
+    } else {
+      table.value = f.template cast<T>();
+      table.slope = slope.template cast<T>();
+      table.z = std::move(z);
+      table.zslope = zslope;
+    }
+    return;
+  }
   Mat<A> Wcat(K, W);
   for (Index n = 0; n < K; ++n) {
     for (Index c = 0; c < D; ++c) Wcat(n, c) = static_cast<A>(w.Wk(n, c));
@@ -155,9 +263,10 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
   table.slope.resize(G + 1, W);
   for (Index g = 0; g <= G; ++g)
     for (Index c = 0; c < W; ++c) {
-      const A z = table.z(g, c);
-      table.value(g, c) = static_cast<T>(act.value(z));
-      table.slope(g, c) = static_cast<T>(h * act.first(z) * table.zslope(g, c));
+      A f, f1;
+      act.value_and_first(table.z(g, c), f, f1);
+      table.value(g, c) = static_cast<T>(f);
+      table.slope(g, c) = static_cast<T>(h * f1 * table.zslope(g, c));
     }
 }
 
@@ -178,7 +287,7 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
                  PairBlock<T>& b) {
   using A = Accum<T>;
   using std::sqrt;
-  const Index np = p1 - p0, W = table.value.cols();
+  const Index np = p1 - p0, W = table.columns();
   b.p0 = p0;
   b.np = np;
   b.rho.resize(static_cast<std::size_t>(np));
@@ -210,6 +319,21 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
     b.interval[ps] = g;
     b.position[ps] = t;
     const Hermite<A> hm(t);
+    if constexpr (is_dual_v<T>) {
+      if (table.real()) {
+        // A table without tangents: value and tangent parts are real sums over the table's values.
+        const double* f0 = table.real_value.row(g).data();
+        const double* s0 = table.real_slope.row(g).data();
+        const double* f1 = table.real_value.row(g + 1).data();
+        const double* s1 = table.real_slope.row(g + 1).data();
+        const Dual* w = hm.w;
+        Dual* out = b.filt.row(p).data();
+        for (Index c = 0; c < W; ++c)
+          out[c] = {w[0].v * f0[c] + w[1].v * s0[c] + w[2].v * f1[c] + w[3].v * s1[c],
+                    w[0].d * f0[c] + w[1].d * s0[c] + w[2].d * f1[c] + w[3].d * s1[c]};
+        continue;
+      }
+    }
     const T w0 = static_cast<T>(hm.w[0]), w1 = static_cast<T>(hm.w[1]), w2 = static_cast<T>(hm.w[2]),
             w3 = static_cast<T>(hm.w[3]);
     const T* f0 = table.value.row(g).data();
@@ -322,10 +446,11 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
   require(out.rows() == N && out.cols() == D, "near field: out must be N x D");
   if (config.vectors) require(dvec.rows() == N && dvec.cols() == 3 * D, "near field: dvec must be N x 3D");
   using std::exp;
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
+  const RealOf<T> scale = static_cast<RealOf<T>>(1.0 / std::sqrt(static_cast<double>(d)));
   parallel_chunks(N, group_rows(N), [&](Index, Index g0, Index g1) {
     PairBlock<T> b;
     std::vector<T> logit, ex;
+    std::vector<T> ea(static_cast<std::size_t>(config.vectors ? D : 0)), eb(ea.size());
     for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
       const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
       const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
@@ -381,11 +506,16 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
             const T* fa = row_ptr(b.filt, p) + 2 * D;
             const T* fb = row_ptr(b.filt, p) + 3 * D;
             const T* vj = row_ptr(vec, j);
+            for (Index c = 0; c < D; ++c) {  // the filtered values, shared by the 3 components
+              ea[static_cast<std::size_t>(c)] = e * (va[c] * fa[c]);
+              eb[static_cast<std::size_t>(c)] = e * (vb[c] * fb[c]);
+            }
             for (Index x = 0; x < 3; ++x) {
               const T ux = static_cast<T>(b.unit(p, x));
               T* gx = gi + x * D;
               const T* vjx = vj + x * D;
-              for (Index c = 0; c < D; ++c) gx[c] += e * (va[c] * fa[c] * vjx[c] + vb[c] * fb[c] * ux);
+              for (Index c = 0; c < D; ++c)
+                gx[c] += ea[static_cast<std::size_t>(c)] * vjx[c] + eb[static_cast<std::size_t>(c)] * ux;
             }
           }
         }
@@ -432,6 +562,9 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   const Index V = config.value_width(), K = config.nodes.count;
   const bool vectors = config.vectors;
   const bool want_coords = dcoords.size() != 0;
+  // A float or double pass asked for input gradients only skips the filter weights' gradients (a
+  // Dual pass still needs their tangents).
+  const bool want_parameters = is_dual_v<T> || pass_options().parameter_gradient_values;
   require(cache.out.rows() == N && cache.row_max.rows() == N && cache.den.rows() == N,
           "near field backward: cache from another forward");
   require(dout.rows() == N && dout.cols() == D, "near field backward: dout must be N x D");
@@ -444,7 +577,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   if (want_coords) require(dcoords.rows() == N && dcoords.cols() == 3, "near field backward: dcoords must be N x 3");
   using A = Accum<T>;
   using std::exp;
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
+  const RealOf<T> scale = static_cast<RealOf<T>>(1.0 / std::sqrt(static_cast<double>(d)));
 
   // D_ih = sum_{c in h} G_ic out_ic, for every row (pass 2 reads other rows' values).
   Mat<T> Dg(N, H);
@@ -460,11 +593,13 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   const Index GT = config.table_intervals, W = D + V;
   const double step = config.table_step();
   const FilterTable<T>& table = cache.table;
-  require(table.value.rows() == GT + 1 && table.value.cols() == W,
+  require(table.nodes() == GT + 1 && table.columns() == W,
           "near field backward: the cache's filter table does not match the configuration");
-  // Per task of phase 1: d Loss / d(table values) and d Loss / d(table slopes), summed in task order.
+  // Per task of phase 1: d Loss / d(table values) and d Loss / d(table slopes), summed in task
+  // order. A task's pairs touch few of the G + 1 nodes: only those rows are zeroed and summed.
   std::vector<Mat<A>> part_value(static_cast<std::size_t>(ntasks)),
       part_slope(static_cast<std::size_t>(ntasks));
+  std::vector<std::vector<char>> part_rows(static_cast<std::size_t>(ntasks));
   Mat<T> dsink_rows = Mat<T>::Zero(N, H);
 
   // Phase 1: closed tasks (both ends of every pair) and the destination pass of the others (rows
@@ -482,19 +617,23 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       PairBlock<T> b;
       Mat<T> dfilt;
       std::vector<A> de;
+      std::vector<T> qk(static_cast<std::size_t>(d)), gv(static_cast<std::size_t>(d));  // per head
+      std::vector<T> egav(static_cast<std::size_t>(D)), egbv(static_cast<std::size_t>(D));  // per pair
       Mat<A> du;
-      if (dest_side) {
-        part_value[static_cast<std::size_t>(g)] = Mat<A>::Zero(GT + 1, W);
-        part_slope[static_cast<std::size_t>(g)] = Mat<A>::Zero(GT + 1, W);
+      const bool table_side = dest_side && want_parameters;  // writes the table's gradients
+      if (table_side) {
+        part_value[static_cast<std::size_t>(g)].resize(GT + 1, W);
+        part_slope[static_cast<std::size_t>(g)].resize(GT + 1, W);
+        part_rows[static_cast<std::size_t>(g)].assign(static_cast<std::size_t>(GT + 1), 0);
       }
-      const bool need_dfilter = dest_side || want_coords;
+      const bool need_dfilter = table_side || want_coords;
       for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
         const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
         const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
         const Index np = p1 - p0;
         build_pairs<T>(config, list, coords, table, p0, p1, b);
-        if (need_dfilter) {
-          dfilt.setZero(np, W);
+        if (need_dfilter) dfilt.resize(np, W);  // every entry is written below
+        if (want_coords) {  // d Loss / d envelope and d Loss / d unit vector, per pair
           de.assign(static_cast<std::size_t>(np), A(0.0));
           du.setZero(np, 3);
         }
@@ -516,35 +655,44 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const T* Gi = row_ptr(dout, i);
             A de_p = 0.0;
             for (Index h = 0; h < H; ++h) {
+              // The products q_i k_j and G_i v_j are shared by the logit and the filter gradients.
+              const Index c0 = h * d;
               T lg = 0, gx = 0;
-              for (Index c = h * d; c < (h + 1) * d; ++c) {
-                lg += qi[c] * kj[c] * fk[c];
-                gx += Gi[c] * vs[c] * fs[c];
+              for (Index c = 0; c < d; ++c) {
+                const auto cs = static_cast<std::size_t>(c);
+                qk[cs] = qi[c0 + c] * kj[c0 + c];
+                gv[cs] = Gi[c0 + c] * vs[c0 + c];
+                lg += qk[cs] * fk[c0 + c];
+                gx += gv[cs] * fs[c0 + c];
               }
               lg *= scale;
               const T ex = exp(lg - cache.row_max(i, h)) / cache.den(i, h);
               const T alpha = e * ex;
               const T delta = gx - Dg(i, h);
               const T dlogit = alpha * delta;
-              de_p += static_cast<A>(ex * delta);
+              const T dscaled = dlogit * scale;  // d Loss / d (q k f) of each component
+              if (want_coords) de_p += static_cast<A>(ex * delta);
               if (dest_side) {
                 T* dqi = row_ptr(dq, i);
-                for (Index c = h * d; c < (h + 1) * d; ++c) dqi[c] += dlogit * kj[c] * fk[c] * scale;
+#pragma GCC ivdep
+                for (Index c = c0; c < c0 + d; ++c) dqi[c] += dscaled * (kj[c] * fk[c]);
               }
               if (source_side) {
                 T* dkj = row_ptr(dk, j);
                 T* dvs = row_ptr(dv, j);
-                for (Index c = h * d; c < (h + 1) * d; ++c) {
-                  dkj[c] += dlogit * qi[c] * fk[c] * scale;
-                  dvs[c] += alpha * Gi[c] * fs[c];
+#pragma GCC ivdep
+                for (Index c = c0; c < c0 + d; ++c) {
+                  dkj[c] += dscaled * (qi[c] * fk[c]);
+                  dvs[c] += alpha * (Gi[c] * fs[c]);
                 }
               }
               if (need_dfilter) {
                 T* dfkp = row_ptr(dfilt, p);
                 T* dfsp = row_ptr(dfilt, p) + D;
-                for (Index c = h * d; c < (h + 1) * d; ++c) {
-                  dfkp[c] = dlogit * qi[c] * kj[c] * scale;
-                  dfsp[c] = alpha * Gi[c] * vs[c];
+#pragma GCC ivdep
+                for (Index c = 0; c < d; ++c) {
+                  dfkp[c0 + c] = dscaled * qk[static_cast<std::size_t>(c)];
+                  dfsp[c0 + c] = alpha * gv[static_cast<std::size_t>(c)];
                 }
               }
             }
@@ -562,37 +710,57 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               T* dvj = source_side ? row_ptr(dvec_in, j) : nullptr;
               T* dfa = need_dfilter ? row_ptr(dfilt, p) + 2 * D : nullptr;
               T* dfb = need_dfilter ? row_ptr(dfilt, p) + 3 * D : nullptr;
-              A du0 = 0, du1 = 0, du2 = 0, dev = 0;
-              for (Index c = 0; c < D; ++c) {
-                const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
-                const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
-                const T gb = gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2];
+              // The element-wise updates (rows of different matrices: no aliasing, vectorisable),
+              // then the reductions that only the coordinate gradient needs.
+              if (source_side || need_dfilter) {
+                T* ea = egav.data();
+                T* eb = egbv.data();
+#pragma GCC ivdep
+                for (Index c = 0; c < D; ++c) {
+                  const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
+                  ea[c] = e * (gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c]);
+                  eb[c] = e * (gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2]);
+                }
                 if (source_side) {
-                  dva[c] += e * ga * fa[c];
-                  dvb[c] += e * gb * fb[c];
-                  const T s = e * va[c] * fa[c];
-                  dvj[c] += s * gx0;
-                  dvj[D + c] += s * gx1;
-                  dvj[2 * D + c] += s * gx2;
+#pragma GCC ivdep
+                  for (Index c = 0; c < D; ++c) {
+                    dva[c] += ea[c] * fa[c];
+                    dvb[c] += eb[c] * fb[c];
+                    const T s = e * (va[c] * fa[c]);
+                    dvj[c] += s * Gv[c];
+                    dvj[D + c] += s * Gv[D + c];
+                    dvj[2 * D + c] += s * Gv[2 * D + c];
+                  }
                 }
                 if (need_dfilter) {
-                  dfa[c] = e * ga * va[c];
-                  dfb[c] = e * gb * vb[c];
-                  dev += static_cast<A>(ga * va[c] * fa[c] + gb * vb[c] * fb[c]);
-                  const T t = e * vb[c] * fb[c];
+#pragma GCC ivdep
+                  for (Index c = 0; c < D; ++c) {
+                    dfa[c] = ea[c] * va[c];
+                    dfb[c] = eb[c] * vb[c];
+                  }
+                }
+              }
+              A du0 = 0, du1 = 0, du2 = 0, dev = 0;
+              if (want_coords)
+                for (Index c = 0; c < D; ++c) {
+                  const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
+                  const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
+                  const T gb = gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2];
+                  const T vafa = va[c] * fa[c], vbfb = vb[c] * fb[c];
+                  dev += static_cast<A>(ga * vafa + gb * vbfb);
+                  const T t = e * vbfb;
                   du0 += static_cast<A>(t * gx0);
                   du1 += static_cast<A>(t * gx1);
                   du2 += static_cast<A>(t * gx2);
                 }
-              }
-              de_p += dev;
-              if (need_dfilter) {
+              if (want_coords) {
+                de_p += dev;
                 du(p, 0) = du0;
                 du(p, 1) = du1;
                 du(p, 2) = du2;
               }
             }
-            if (need_dfilter) de[static_cast<std::size_t>(p)] = de_p;
+            if (want_coords) de[static_cast<std::size_t>(p)] = de_p;
           }
           if (dest_side) {
             for (Index h = 0; h < H; ++h)
@@ -601,12 +769,19 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           }
         }
         if (!need_dfilter) return;
-        if (dest_side) {
+        if (table_side) {
           // The interpolant's weights scatter each pair's filter gradient onto its two nodes.
           Mat<A>& pv = part_value[static_cast<std::size_t>(g)];
           Mat<A>& ps = part_slope[static_cast<std::size_t>(g)];
+          std::vector<char>& touched = part_rows[static_cast<std::size_t>(g)];
           for (Index p = 0; p < np; ++p) {
             const Index gi = b.interval[static_cast<std::size_t>(p)];
+            for (const Index node : {gi, gi + 1})
+              if (!touched[static_cast<std::size_t>(node)]) {
+                touched[static_cast<std::size_t>(node)] = 1;
+                pv.row(node).setZero();
+                ps.row(node).setZero();
+              }
             const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
             const T* df = row_ptr(dfilt, p);
             A* v0 = pv.row(gi).data();
@@ -632,14 +807,30 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           const Index gi = b.interval[static_cast<std::size_t>(p)];
           const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
           const T* df = row_ptr(dfilt, p);
-          const T* f0 = table.value.row(gi).data();
-          const T* s0 = table.slope.row(gi).data();
-          const T* f1 = table.value.row(gi + 1).data();
-          const T* s1 = table.slope.row(gi + 1).data();
-          const T d0 = static_cast<T>(hm.dw[0]), d1 = static_cast<T>(hm.dw[1]), d2 = static_cast<T>(hm.dw[2]),
-                  d3 = static_cast<T>(hm.dw[3]);
           T acc = 0;
-          for (Index c = 0; c < W; ++c) acc += df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]);
+          bool summed = false;
+          if constexpr (is_dual_v<T>) {
+            if (table.real()) {  // a table without tangents, as in build_pairs
+              const double* f0 = table.real_value.row(gi).data();
+              const double* s0 = table.real_slope.row(gi).data();
+              const double* f1 = table.real_value.row(gi + 1).data();
+              const double* s1 = table.real_slope.row(gi + 1).data();
+              const Dual* dw = hm.dw;
+              for (Index c = 0; c < W; ++c)
+                acc += df[c] * Dual{dw[0].v * f0[c] + dw[1].v * s0[c] + dw[2].v * f1[c] + dw[3].v * s1[c],
+                                    dw[0].d * f0[c] + dw[1].d * s0[c] + dw[2].d * f1[c] + dw[3].d * s1[c]};
+              summed = true;
+            }
+          }
+          if (!summed) {
+            const T* f0 = table.value.row(gi).data();
+            const T* s0 = table.slope.row(gi).data();
+            const T* f1 = table.value.row(gi + 1).data();
+            const T* s1 = table.slope.row(gi + 1).data();
+            const T d0 = static_cast<T>(hm.dw[0]), d1 = static_cast<T>(hm.dw[1]), d2 = static_cast<T>(hm.dw[2]),
+                    d3 = static_cast<T>(hm.dw[3]);
+            for (Index c = 0; c < W; ++c) acc += df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]);
+          }
           const A drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
                          static_cast<A>(acc) / step;
           // Pair i -> j: rvec = r_j - r_i, u = rvec / rho; dL/drvec = drho u + (du - (du.u) u) / rho.
@@ -659,23 +850,51 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   };
   run_phase(1);
   run_phase(2);
+  if (!want_parameters) return;
   // Table gradients to the filter weights. F = act(z), S = h act'(z) s with z = b W + bias and
   // s = b' W:  dz = act'(z) dF + h act''(z) s dS;  ds = h act'(z) dS;
   // dW = b^T dz + b'^T ds;  dbias = sum_g dz.
   Mat<A> dvalue = Mat<A>::Zero(GT + 1, W), dslope = Mat<A>::Zero(GT + 1, W);
   for (Index task = 0; task < ntasks; ++task) {
-    if (part_value[static_cast<std::size_t>(task)].size() == 0) continue;  // a phase-2-only task
-    dvalue += part_value[static_cast<std::size_t>(task)];
-    dslope += part_slope[static_cast<std::size_t>(task)];
+    const std::vector<char>& touched = part_rows[static_cast<std::size_t>(task)];  // empty: phase 2 only
+    for (std::size_t node = 0; node < touched.size(); ++node) {
+      if (!touched[node]) continue;
+      const auto row = static_cast<Index>(node);
+      dvalue.row(row) += part_value[static_cast<std::size_t>(task)].row(row);
+      dslope.row(row) += part_slope[static_cast<std::size_t>(task)].row(row);
+    }
   }
   const FilterActivation act{config.filter_activation};
   Mat<A> dz(GT + 1, W), ds(GT + 1, W);
-  for (Index g = 0; g <= GT; ++g)
-    for (Index c = 0; c < W; ++c) {
-      const A z = table.z(g, c), a1 = act.first(z);
-      dz(g, c) = a1 * dvalue(g, c) + step * act.second(z) * table.zslope(g, c) * dslope(g, c);
-      ds(g, c) = step * a1 * dslope(g, c);
+  if (!is_dual_v<T> || table.real()) {
+    // A real table: act' and act'' of its pre-activations, vectorised.
+    const Mat<double>* zp;
+    const Mat<double>* zslopep;
+    if constexpr (is_dual_v<T>) {
+      zp = &table.real_z;
+      zslopep = &table.real_zslope;
+    } else {
+      zp = &table.z;
+      zslopep = &table.zslope;
     }
+    const Mat<double>& z = *zp;
+    const Mat<double>& zslope = *zslopep;
+    Mat<double> a1, a2;
+    act.table_first_and_second(z, table.sigmoid, a1, a2);
+    for (Index g = 0; g <= GT; ++g)
+      for (Index c = 0; c < W; ++c) {
+        dz(g, c) = a1(g, c) * dvalue(g, c) + step * a2(g, c) * zslope(g, c) * dslope(g, c);
+        ds(g, c) = step * a1(g, c) * dslope(g, c);
+      }
+  } else {
+    for (Index g = 0; g <= GT; ++g)
+      for (Index c = 0; c < W; ++c) {
+        A a1, a2;
+        act.first_and_second(table.z(g, c), a1, a2);
+        dz(g, c) = a1 * dvalue(g, c) + step * a2 * table.zslope(g, c) * dslope(g, c);
+        ds(g, c) = step * a1 * dslope(g, c);
+      }
+  }
   const Mat<A> dW = times<A>(table.basis.transpose(), dz) + times<A>(table.dbasis.transpose(), ds);
   const RowVec<A> db = dz.colwise().sum();
   for (Index n = 0; n < K; ++n) {

@@ -103,6 +103,14 @@ struct FilterTable {
   Mat<T> value, slope;          // (G + 1) x (D + V)
   Mat<Accum<T>> z, zslope;      // pre-activations z_g and dz/drho at the nodes
   Mat<double> basis, dbasis;    // (G + 1) x K: b(rho_g), b'(rho_g)
+  double basis_step = 0, basis_first = 0, basis_spacing = 0;  // what basis was computed for
+  // A Dual table whose weights carry no tangent (a Hessian-vector product along coordinates) is
+  // real: it holds these instead of value, slope, z and zslope (which stay empty).
+  Mat<double> real_value, real_slope, real_z, real_zslope;
+  Mat<double> sigmoid;  // silu tables built from real weights: s(z) at every entry, else empty
+  bool real() const noexcept { return real_value.size() != 0; }
+  Index columns() const noexcept { return real() ? real_value.cols() : value.cols(); }
+  Index nodes() const noexcept { return real() ? real_value.rows() : value.rows(); }
 };
 
 // What backward needs besides the inputs: per (row, head) the logit maximum m_ih and the

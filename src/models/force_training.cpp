@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 namespace flt::models {
 
@@ -33,9 +34,13 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
   regression_loss_backward<T>(loss, out, y, dout_energy);
   Mat<T> select = Mat<T>::Zero(S, P);
   select.col(target).setOnes();
+  // Its parameter gradient (dE/dtheta) is not needed: pass 2 gives the whole gradient.
   model.parameters().zero_grad();
   Mat<T> dout_dr;
-  model.backward(batch, cache, select, &dout_dr);
+  {
+    const ScopedPassOptions coordinates_only({.parameter_gradient_values = false});
+    model.backward(batch, cache, select, &dout_dr);
+  }
   result.out = out.template cast<double>();
   result.forces = dout_dr.template cast<double>() * -sigma;
 
@@ -54,7 +59,10 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
     u = residual * (-2.0 * force_weight / components);
   }
 
-  // Pass 2: the Dual copy, coordinate tangent u, dout = e_t + eps dL_E/dout.
+  // Pass 2: the Dual copy, coordinate tangent u, dout = e_t + eps dL_E/dout. Only the tangents
+  // of its parameter gradients are read; a float model's are computed with float products.
+  const ScopedPassOptions options({.float_products = std::is_same_v<T, float>,
+                                       .parameter_gradient_values = false});
   copy_model_state(model, dual);
   dual.forward(batch, dual_cache, &u);
   Mat<Dual> dout(S, P);

@@ -809,7 +809,8 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
                                               bc.v.leftCols(D), bc.far_coeffs, da, dv_far,
                                               dr_block, dcoeffs);
           // a_hn = exp(theta_hn): dtheta = da_hn a_hn.
-          store_.grad(blk.far_theta).array() += dcoeffs.array() * bc.far_coeffs.array();
+          if (is_dual_v<T> || pass_options().parameter_gradient_values)
+            store_.grad(blk.far_theta).array() += dcoeffs.array() * bc.far_coeffs.array();
         }
         // vec_mid = vec_in + messages: the messages get dvec, and dvec keeps the identity path.
         Mat<T> dvec_in;
@@ -1187,7 +1188,20 @@ template <class To, class From>
 void copy_model_state(const MoleculeModel<From>& from, MoleculeModel<To>& to) {
   require(config_to_strings(from.config()) == config_to_strings(to.config()),
           "copy_model_state: the two models have different configurations");
-  to.import_arrays(from.export_arrays());
+  if constexpr (is_dual_v<To>) {
+    // A Dual model (near_far only) is refreshed at every step of training on forces: its whole
+    // state is the parameters, the normalisation, the draw and the far-field designs, copied
+    // directly (the parameter layout follows the configuration).
+    const auto source = from.store_.values();
+    const auto target = to.store_.values();
+    require(source.size() == target.size(), "copy_model_state: the two models have another parameter layout");
+    for (std::size_t k = 0; k < source.size(); ++k) target[k] = Dual(static_cast<double>(source[k]));
+    to.set_normalisation(from.norm_);
+    to.draw_ = from.draw_;
+    for (std::size_t b = 0; b < to.blocks_.size(); ++b) to.blocks_[b].far_design = from.blocks_[b].far_design;
+  } else {
+    to.import_arrays(from.export_arrays());
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

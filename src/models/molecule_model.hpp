@@ -394,6 +394,9 @@ class MoleculeModel {
   Normalisation norm_;
   std::vector<unsigned char> element_ok_;  // max_z + 1 flags
   std::uint64_t draw_ = 0;
+
+  template <class To, class From>
+  friend void copy_model_state(const MoleculeModel<From>& from, MoleculeModel<To>& to);
 };
 
 // Copies parameters, normalisation and random features from `from` into `to` (same

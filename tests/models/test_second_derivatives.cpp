@@ -68,6 +68,13 @@ std::vector<Molecule> molecules_within(std::vector<int> sizes, double radius, st
   return out;
 }
 
+// Parameters moved off their initial values (no derivative vanishes by symmetry) and the far-field
+// design of a training step.
+void perturb(MoleculeModel<double>& model, Rng& rng, std::uint64_t step) {
+  for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
+  model.begin_step(step);
+}
+
 struct Derivatives {
   Mat<double> out;                // S x P
   std::vector<double> grads;      // parameter gradients
@@ -169,8 +176,7 @@ TEST_CASE("second derivatives: Dual forward and backward give the directional de
     const ModelConfig cfg = small_near_far(cs.far, cs.vectors, cs.cutoff);
     MoleculeModel<double> model(cfg);
     Rng rng(11);
-    for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
-    model.begin_step(3);  // a rotated far-field design, as in training
+    perturb(model, rng, 3);  // a rotated far-field design, as in training
     MoleculeModel<Dual> dual(cfg);
     copy_model_state(model, dual);
 
@@ -327,4 +333,144 @@ TEST_CASE("second derivatives: the energy and force gradient refuses an intensiv
   CHECK_THROWS_WITH(
       energy_force_gradient(model, dual, batch, labels, Mat<double>::Zero(2, 3), 0, 1.0, loss, cache, dual_cache),
       Catch::Contains("N x 3"));
+}
+
+TEST_CASE("second derivatives: a tangent on the weights gives the parameter directional derivatives",
+          "[models][dual]") {
+  // Weights that carry tangents take the general paths of the Dual layers (linear layers with
+  // W', filter tables built in Dual arithmetic) that a Hessian-vector product along coordinates
+  // never reaches: the output tangent is grad . w and the gradient tangents are the parameter
+  // Hessian times w, against central differences along w.
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  for (const auto& [far, cutoff] : {std::pair{FarField::flt, 2.0}, std::pair{FarField::none, 5.0}}) {
+    INFO("far field " << to_string(far) << " cutoff " << cutoff);
+    const ModelConfig cfg = small_near_far(far, true, cutoff);
+    MoleculeModel<double> model(cfg);
+    Rng rng(23);
+    perturb(model, rng, 4);
+    MoleculeModel<Dual> dual(cfg);
+    copy_model_state(model, dual);
+    std::vector<double> w(model.parameters().size());
+    for (double& x : w) x = rng.normal();
+    for (std::size_t k = 0; k < w.size(); ++k) dual.parameters().values()[k].d = w[k];
+
+    const auto mols = molecules_within({4, 6}, 2.2, 41);
+    const MoleculeBatch batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+    Mat<double> dout(batch.num_molecules(), 2);
+    for (Index i = 0; i < dout.size(); ++i) dout.data()[i] = rng.normal();
+    const DualDerivatives d = run_dual(dual, batch, dout, Mat<double>::Zero(batch.num_atoms(), 3));
+
+    const Derivatives at = run_double(model, batch, dout);
+    double directional = 0;
+    for (std::size_t k = 0; k < w.size(); ++k) directional += at.grads[k] * w[k];
+    double tangent = 0;
+    for (Index s = 0; s < dout.rows(); ++s)
+      for (Index t = 0; t < dout.cols(); ++t) tangent += dout(s, t) * d.tangent.out(s, t);
+    CHECK(tangent == Approx(directional).epsilon(1e-10));
+
+    const double h = 2e-6;
+    auto shifted = [&](double sign) {
+      MoleculeModel<double> m(cfg);
+      copy_model_state(model, m);
+      for (std::size_t k = 0; k < w.size(); ++k) m.parameters().values()[k] += sign * h * w[k];
+      return run_double(m, batch, dout);
+    };
+    const Derivatives fp = shifted(1.0), fm = shifted(-1.0);
+    std::vector<double> num_grads(fp.grads.size());
+    for (std::size_t k = 0; k < num_grads.size(); ++k) num_grads[k] = (fp.grads[k] - fm.grads[k]) / (2 * h);
+    const double e = relative_error(d.tangent.grads, num_grads);
+    INFO("gradient tangents (parameter Hessian times w) vs finite differences: " << e);
+    CHECK(e <= 1e-6);
+    CHECK(relative_error(d.tangent.dcoords, Mat<double>((fp.dcoords - fm.dcoords) / (2 * h))) <= 1e-6);
+  }
+  omp_set_num_threads(saved_threads);
+}
+
+TEST_CASE("second derivatives: passes without parameter-gradient values change nothing else",
+          "[models][dual]") {
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const ModelConfig cfg = small_near_far(FarField::flt, true, 2.0);
+  MoleculeModel<double> model(cfg);
+  Rng rng(29);
+  perturb(model, rng, 1);
+  MoleculeModel<Dual> dual(cfg);
+  copy_model_state(model, dual);
+  const auto mols = molecules_within({5, 7}, 2.2, 43);
+  const MoleculeBatch batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+  Mat<double> dout(batch.num_molecules(), 2);
+  for (Index i = 0; i < dout.size(); ++i) dout.data()[i] = rng.normal();
+  Mat<double> u(batch.num_atoms(), 3);
+  for (Index i = 0; i < u.size(); ++i) u.data()[i] = rng.normal();
+
+  // A double backward for its coordinate gradient only: the same coordinate gradient, bit for
+  // bit, and no parameter gradient.
+  const Derivatives full = run_double(model, batch, dout);
+  Derivatives coords_only;
+  {
+    const ScopedPassOptions options({.parameter_gradient_values = false});
+    coords_only = run_double(model, batch, dout);
+  }
+  CHECK(coords_only.dcoords == full.dcoords);
+  for (const auto& info : model.parameters().infos()) {
+    const auto g = model.parameters().grad_span(info.ref);
+    INFO(info.name);
+    CHECK(std::all_of(g.begin(), g.end(), [](double x) { return x == 0.0; }));
+  }
+
+  // A Dual pass without the values dE/dtheta: the same tangents, bit for bit.
+  const DualDerivatives all = run_dual(dual, batch, dout, u);
+  DualDerivatives tangents_only;
+  {
+    const ScopedPassOptions options({.parameter_gradient_values = false});
+    tangents_only = run_dual(dual, batch, dout, u);
+  }
+  CHECK(tangents_only.tangent.grads == all.tangent.grads);
+  CHECK(tangents_only.tangent.dcoords == all.tangent.dcoords);
+  CHECK(tangents_only.value.dcoords == all.value.dcoords);
+  omp_set_num_threads(saved_threads);
+}
+
+TEST_CASE("second derivatives: a float model's force-training gradient (float products) matches the double model's",
+          "[models][dual]") {
+  // energy_force_gradient on a float model runs its Dual pass with float products and without
+  // parameter-gradient values; the gradient must be the double model's to float precision.
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  ModelConfig cfg = small_near_far(FarField::flt, true, 2.0);
+  cfg.width = 16;  // products deep enough to show float rounding
+  cfg.mlp_hidden = 32;
+  MoleculeModel<double> model(cfg);
+  Rng rng(37);
+  perturb(model, rng, 2);
+  MoleculeModel<float> single(cfg);
+  copy_model_state(model, single);
+  MoleculeModel<Dual> dual(cfg);
+
+  const auto mols = molecules_within({6, 9, 4}, 2.2, 47);
+  const MoleculeBatch batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+  Mat<double> labels(batch.num_molecules(), 2);
+  for (Index i = 0; i < labels.size(); ++i) labels.data()[i] = rng.normal();
+  Mat<double> ref(batch.num_atoms(), 3);
+  for (Index i = 0; i < ref.size(); ++i) ref.data()[i] = rng.normal();
+  const RegressionLoss loss{RegressionLossKind::mse, 1.0};
+
+  ModelCache<double> cache;
+  ModelCache<float> single_cache;
+  ModelCache<Dual> dual_cache;
+  const EnergyForceLoss ld = energy_force_gradient(model, dual, batch, labels, ref, 0, 5.0, loss, cache, dual_cache);
+  const EnergyForceLoss lf =
+      energy_force_gradient(single, dual, batch, labels, ref, 0, 5.0, loss, single_cache, dual_cache);
+  CHECK(lf.value() == Approx(ld.value()).epsilon(1e-5));
+  const std::vector<double> gd(model.parameters().grads().begin(), model.parameters().grads().end());
+  std::vector<double> gf;
+  for (float g : single.parameters().grads()) gf.push_back(static_cast<double>(g));
+  const double e = relative_error(gf, gd);
+  INFO("float against double training gradient: " << e);
+  CHECK(e <= 1e-4);
+  // The options are restored after the step.
+  CHECK(pass_options().parameter_gradient_values);
+  CHECK_FALSE(pass_options().float_products);
+  omp_set_num_threads(saved_threads);
 }
