@@ -4,7 +4,8 @@
 # --config) for --epochs epochs, energy-only and with --force-weight, alternated --reps times, one
 # thread each (--threads). A step's time is the optimiser steps' wall time of the run (the
 # summary's throughput: validation and I/O are not counted) divided by its steps; the table gives
-# the fastest of the repetitions and the ratio. The force step is the float forward and backward
+# the fastest of the repetitions and their ratio, then the ratio of each alternated pair and the
+# median (the spread is the machine's noise). The force step is the float forward and backward
 # with coordinate gradients plus the Dual (forward-mode) forward and backward of
 # models/force_training.hpp. Not part of ctest.
 #
@@ -47,13 +48,17 @@ step_ms() {  # extra options -> milliseconds per optimiser step
 
 best_e=""
 best_f=""
+ratios=""
 for ((k = 1; k <= reps; ++k)); do
   e="$(step_ms)"
   f="$(step_ms --force-weight 10)"
   best_e="$(awk -v a="$e" -v b="$best_e" 'BEGIN { print (b == "" || a < b) ? a : b }')"
   best_f="$(awk -v a="$f" -v b="$best_f" 'BEGIN { print (b == "" || a < b) ? a : b }')"
+  ratios="$ratios $(awk -v a="$f" -v b="$e" 'BEGIN { printf "%.2f", a / b }')"
   echo "repetition $k: energy-only $e ms, energies and forces $f ms per step" >&2
 done
+# The ratio of each side-by-side pair, and their median: the spread shows the machine's noise.
+median="$(printf '%s\n' $ratios | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')"
 echo "Config: \`${config#$root/}\`, $epochs epochs, $threads thread(s), fastest of $reps alternated runs each;"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg)."
 echo
@@ -61,3 +66,5 @@ echo "| step | ms per step | ratio to energy-only |"
 echo "|---|---|---|"
 echo "| energy only | $best_e | 1 |"
 echo "| energies and forces (--force-weight 10) | $best_f | $(awk -v a="$best_f" -v b="$best_e" 'BEGIN { printf "%.2f", a / b }') |"
+echo
+echo "Ratio of each alternated pair:$ratios (median $median)."
