@@ -296,7 +296,7 @@ TEST_CASE("charge energy: size consistent (two far-apart copies of a structure c
   }
 }
 
-TEST_CASE("charge energy: the mask starts as a decaying 1/rho; no mask without the term", "[models][charge]") {
+TEST_CASE("charge energy: the initial mask is a decaying 1/rho (and absent without the term)", "[models][charge]") {
   ModelConfig cfg;
   cfg.targets = {{"energy", "eV", true}};
   cfg.charge_energy = ChargeEnergy::flt;
