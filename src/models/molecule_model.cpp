@@ -598,11 +598,30 @@ void MoleculeModel<T>::charge_potential(const MoleculeBatch& batch,
   if constexpr (is_dual_v<T>) {
     throw ConfigError("charge_energy: not available with dual numbers");  // refused at construction
   } else {
-    if (config_.charge_energy == ChargeEnergy::flt)
+    if (config_.charge_energy == ChargeEnergy::flt) {
+      // The design resolves the mask for pairs with 2 pi kappa_max rho below about its degree
+      // (docs/molecule-model.md); a wider structure gets a less accurate estimate: say so once.
+      if (!charge_range_warned_) {
+        const double kappa_max = charge_config_.nodes.kappa(config_.charge_nodes - 1);
+        for (Index s = 0; s < batch.num_molecules(); ++s) {
+          const auto rows = coords.middleRows(batch.index.begin(s), batch.index.size(s));
+          const double extent = values_of<Accum<T>>(rows.colwise().maxCoeff() - rows.colwise().minCoeff()).norm();
+          if (2 * std::numbers::pi * kappa_max * extent > static_cast<double>(config_.charge_degree) - 4) {
+            log_warning("charge energy: a structure of ", batch.index.size(s), " atoms spans ", extent,
+                        " A, beyond the ", (static_cast<double>(config_.charge_degree) - 4) /
+                                                (2 * std::numbers::pi * kappa_max),
+                        " A that charge_degree = ", config_.charge_degree,
+                        " resolves accurately; the charge energy of its far pairs is approximate");
+            charge_range_warned_ = true;
+            break;
+          }
+        }
+      }
       attn::far_field_forward<T>(charge_config_, charge_design_, batch.index, neighbours, coords,
                                  charges, coeffs, potential, far);
-    else
+    } else {
       attn::far_field_exact_forward<T>(charge_config_, batch.index, coords, charges, coeffs, potential);
+    }
   }
 }
 

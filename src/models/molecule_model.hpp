@@ -428,6 +428,7 @@ class MoleculeModel {
   ParamRef charge_theta_;           // charge_energy: 1 x charge_nodes, c_n = exp(theta_n)
   attn::FarFieldConfig charge_config_;
   attn::SphericalDesign charge_design_;
+  mutable bool charge_range_warned_ = false;  // a structure wider than the design resolves was logged
   exact::StreamingAttentionConfig exact_config_;
   attn::NearFieldConfig near_config_;
   attn::FarFieldConfig far_config_;
