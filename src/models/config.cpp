@@ -36,6 +36,22 @@ FarField far_field_from_string(const std::string& name) {
   throw ConfigError("model: unknown far_field '" + name + "' (flt, exact, none)");
 }
 
+const char* to_string(ChargeEnergy charge) noexcept {
+  switch (charge) {
+    case ChargeEnergy::none: return "none";
+    case ChargeEnergy::flt: return "flt";
+    case ChargeEnergy::exact: return "exact";
+  }
+  return "?";
+}
+
+ChargeEnergy charge_energy_from_string(const std::string& name) {
+  if (name == "none") return ChargeEnergy::none;
+  if (name == "flt") return ChargeEnergy::flt;
+  if (name == "exact") return ChargeEnergy::exact;
+  throw ConfigError("model: unknown charge_energy '" + name + "' (none, flt, exact)");
+}
+
 AttentionKind attention_kind_from_string(const std::string& name) {
   if (name == "kronecker") return AttentionKind::kronecker;
   if (name == "bias") return AttentionKind::bias;
@@ -86,6 +102,20 @@ void ModelConfig::validate() const {
   if (far_directions < 1) fail("far_directions", "must be >= 1");
   if (!(far_init > 0) || !std::isfinite(far_init)) fail("far_init", "must be > 0");
   if (!(kronecker_floor > 0) || !(kronecker_floor < 1)) fail("kronecker_floor", "must be in (0, 1)");
+  if (charge_nodes < 1) fail("charge_nodes", "must be >= 1");
+  if (!(charge_spacing > 0) || !std::isfinite(charge_spacing)) fail("charge_spacing", "must be > 0");
+  if (charge_degree < 1 || charge_degree > 200) fail("charge_degree", "must be in [1, 200]");
+  if (!(charge_init > 0) || !std::isfinite(charge_init)) fail("charge_init", "must be > 0");
+  if (charge_energy != ChargeEnergy::none) {
+    // The charge energy is an energy: one extensive target that it adds to, and the near_far
+    // model's neighbour list for the pairs inside the cutoff.
+    if (attention != AttentionKind::near_far)
+      fail("charge_energy", std::string("needs attention = near_far (this model's attention is ") +
+                                to_string(attention) + ")");
+    if (targets.size() != 1 || !targets.front().extensive)
+      fail("charge_energy", "needs exactly one extensive (summed) target, an energy; set "
+                            "charge_energy = none for other targets");
+  }
   if (!(exact_cutoff > 0) || !std::isfinite(exact_cutoff)) fail("exact_cutoff", "must be > 0");
 }
 
@@ -170,6 +200,11 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
       {"far_degree", std::to_string(c.far_degree)},
       {"far_directions", std::to_string(c.far_directions)},
       {"far_init", fmt(c.far_init)},
+      {"charge_energy", to_string(c.charge_energy)},
+      {"charge_nodes", std::to_string(c.charge_nodes)},
+      {"charge_spacing", fmt(c.charge_spacing)},
+      {"charge_degree", std::to_string(c.charge_degree)},
+      {"charge_init", fmt(c.charge_init)},
       {"num_features", std::to_string(c.num_features)},
       {"num_frequencies", std::to_string(c.num_frequencies)},
       {"spectrum", attn::to_string(c.spectrum)},
@@ -229,7 +264,8 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
       "init_sigma_min", "init_sigma_max", "init_beta", "redraw_features", "exact_rbf",
       "exact_cutoff", "seed", "cutoff", "radial_nodes", "vectors", "far_field", "far_nodes",
       "far_spacing", "far_design", "far_degree", "far_directions", "far_init", "proposal",
-      "kronecker_floor"};
+      "kronecker_floor", "charge_energy", "charge_nodes", "charge_spacing", "charge_degree",
+      "charge_init"};
   for (const auto& [key, v] : values) {
     if (!known.contains(key)) throw ConfigError("model configuration: unknown key '" + key + "'");
     if (key == "width") c.width = parse_int<Index>(key, v);
@@ -266,6 +302,11 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
     else if (key == "far_init") c.far_init = parse_double(key, v);
     else if (key == "proposal") c.proposal = attn::proposal_kind_from_string(v);
     else if (key == "kronecker_floor") c.kronecker_floor = parse_double(key, v);
+    else if (key == "charge_energy") c.charge_energy = charge_energy_from_string(v);
+    else if (key == "charge_nodes") c.charge_nodes = parse_int<Index>(key, v);
+    else if (key == "charge_spacing") c.charge_spacing = parse_double(key, v);
+    else if (key == "charge_degree") c.charge_degree = parse_int<Index>(key, v);
+    else if (key == "charge_init") c.charge_init = parse_double(key, v);
   }
   c.validate();
   return c;

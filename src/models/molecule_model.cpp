@@ -79,6 +79,25 @@ Mat<T> sum_rows_by_type(ConstMatRef<T> per_atom, const AtomTypes& types) {
   return sums;
 }
 
+// Charges made neutral per structure, in place: q_i -= mean over the structure (the mean summed in
+// Accum<T>, in row order). The map is an orthogonal projection, so it is also its own adjoint:
+// backward applies it to dLoss/dq.
+template <class T>
+void neutralise(const RaggedIndex& sets, MatRef<T> q) {
+  for (Index s = 0; s < sets.num_sets(); ++s) {
+    Accum<T> total = 0.0;
+    for (Index i = sets.begin(s); i < sets.end(s); ++i) total += static_cast<Accum<T>>(q(i, 0));
+    const T mean = static_cast<T>(total / static_cast<double>(sets.size(s)));
+    for (Index i = sets.begin(s); i < sets.end(s); ++i) q(i, 0) -= mean;
+  }
+}
+
+// y(i, 0) += q_i phi_i / 2: atom i's share of the charge energy (sums to E_q per structure).
+template <class T>
+void add_charge_energy(ConstMatRef<T> charges, ConstMatRef<T> potential, MatRef<T> y) {
+  for (Index i = 0; i < y.rows(); ++i) y(i, 0) += static_cast<T>(0.5) * charges(i, 0) * potential(i, 0);
+}
+
 }  // namespace
 
 template <class T>
@@ -89,6 +108,11 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
       throw ConfigError(std::string("exact second derivatives (training on forces) need the near_far "
                                     "attention; this model's attention is ") +
                         to_string(config_.attention));
+  if constexpr (is_dual_v<T>)
+    if (config_.charge_energy != ChargeEnergy::none)
+      throw ConfigError(std::string("charge_energy = ") + to_string(config_.charge_energy) +
+                        ": exact second derivatives (training on forces) are not available with the "
+                        "charge energy; train on energies only, or set charge_energy = none");
   const Index D = config_.width, H = config_.heads, d = config_.head_dim();
   const Index P = config_.num_targets();
   embed_z_ = Embedding<T>::create(store_, "embed.element", config_.max_z + 1, D);
@@ -179,6 +203,21 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
   }
   ln_out_ = LayerNorm<T>::create(store_, "head.ln", D);
   head_ = Mlp<T>::create(store_, "head.mlp", D, config_.head_hidden, P, config_.activation);
+  if (config_.charge_energy != ChargeEnergy::none) {
+    charge_mlp_ = Mlp<T>::create(store_, "charge.mlp", D, config_.head_hidden, 1, config_.activation);
+    charge_theta_ = store_.add("charge.log_coeffs", 1, config_.charge_nodes);
+    charge_config_.heads = 1;
+    charge_config_.value_dim = 1;
+    charge_config_.cutoff = config_.cutoff;
+    charge_config_.nodes.count = config_.charge_nodes;
+    charge_config_.nodes.first = 0.0;
+    charge_config_.nodes.spacing = config_.charge_spacing;
+    charge_config_.validate();
+    // Fixed (never rotated): at the default degree the estimate is exact to ~1e-5 of the mask for
+    // pairs up to 2 pi kappa_max rho ~ degree, so there is no bias for rotations to average out.
+    if (config_.charge_energy == ChargeEnergy::flt)
+      charge_design_ = attn::SphericalDesign::product_grid(static_cast<int>(config_.charge_degree));
+  }
   store_.allocate();
   init_weights();
   draw_all_features(0);
@@ -249,6 +288,15 @@ void MoleculeModel<T>::init_weights() {
   }
   ln_out_.init(store_);
   head_.init(store_, rng);
+  if (config_.charge_energy != ChargeEnergy::none) {
+    // After every other parameter, so that the rest of the model starts as without the charges.
+    charge_mlp_.init(store_, rng);
+    // c_n = c for n >= 1 and c_0 = c / 2: the mask starts as a smoothed c / (4 spacing rho)
+    // (sum_{n>=1} j0(n t) = pi / (2 t) - 1/2 for 0 < t < 2 pi).
+    auto theta = store_.value(charge_theta_);
+    theta.setConstant(static_cast<T>(std::log(config_.charge_init)));
+    theta(0, 0) = static_cast<T>(std::log(config_.charge_init / 2));
+  }
 }
 
 template <class T>
@@ -527,7 +575,54 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   }
   const Mat<T> u = ln_out_.forward(store_, x, cache.ln_out);
   cache.y = head_.forward(store_, u, cache.head);
+  if constexpr (!is_dual_v<T>) {
+    if (config_.charge_energy != ChargeEnergy::none) {
+      cache.charges = charge_mlp_.forward(store_, u, cache.charge_mlp);
+      neutralise<T>(batch.index, cache.charges);
+      cache.charge_coeffs = store_.value(charge_theta_).array().exp().matrix();
+      cache.potential.resize(N, 1);
+      charge_potential(batch, cache.neighbours, cache.coords_double, cache.charges,
+                       cache.charge_coeffs, cache.potential, cache.charge_far);
+      add_charge_energy<T>(cache.charges, cache.potential, cache.y);
+    }
+  }
   return pool(batch, cache.y);
+}
+
+template <class T>
+void MoleculeModel<T>::charge_potential(const MoleculeBatch& batch,
+                                        const attn::NeighbourList& neighbours,
+                                        ConstMatRef<Accum<T>> coords, ConstMatRef<T> charges,
+                                        ConstMatRef<T> coeffs, MatRef<T> potential,
+                                        attn::FarFieldCache<T>& far) const {
+  if constexpr (is_dual_v<T>) {
+    throw ConfigError("charge_energy: not available with dual numbers");  // refused at construction
+  } else {
+    if (config_.charge_energy == ChargeEnergy::flt) {
+      // The design resolves the mask for pairs with 2 pi kappa_max rho below about its degree
+      // (docs/molecule-model.md); a wider structure gets a less accurate estimate: say so once.
+      if (!charge_range_warned_) {
+        const double kappa_max = charge_config_.nodes.kappa(config_.charge_nodes - 1);
+        for (Index s = 0; s < batch.num_molecules(); ++s) {
+          const auto rows = coords.middleRows(batch.index.begin(s), batch.index.size(s));
+          const double extent = values_of<Accum<T>>(rows.colwise().maxCoeff() - rows.colwise().minCoeff()).norm();
+          if (2 * std::numbers::pi * kappa_max * extent > static_cast<double>(config_.charge_degree) - 4) {
+            log_warning("charge energy: a structure of ", batch.index.size(s), " atoms spans ", extent,
+                        " A, beyond the ", (static_cast<double>(config_.charge_degree) - 4) /
+                                                (2 * std::numbers::pi * kappa_max),
+                        " A that charge_degree = ", config_.charge_degree,
+                        " resolves accurately; the charge energy of its far pairs is approximate");
+            charge_range_warned_ = true;
+            break;
+          }
+        }
+      }
+      attn::far_field_forward<T>(charge_config_, charge_design_, batch.index, neighbours, coords,
+                                 charges, coeffs, potential, far);
+    } else {
+      attn::far_field_exact_forward<T>(charge_config_, batch.index, coords, charges, coeffs, potential);
+    }
+  }
 }
 
 template <class T>
@@ -705,10 +800,21 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
                  seconds_since(block_start));
     }
     Mat<T> y(N, P);
+    const bool charges = config_.charge_energy != ChargeEnergy::none;
+    Mat<T> atom_charges(charges ? N : 0, 1);
     for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
       const Mat<T> u = ln_out_.forward(store_, x.middleRows(r0, r1 - r0));
       y.middleRows(r0, r1 - r0) = head_.forward(store_, u);
+      if (charges) atom_charges.middleRows(r0, r1 - r0) = charge_mlp_.forward(store_, u);
     });
+    if (charges) {
+      neutralise<T>(batch.index, atom_charges);
+      const Mat<T> coeffs = store_.value(charge_theta_).array().exp().matrix();
+      Mat<T> potential(N, 1);
+      attn::FarFieldCache<T> far_sums;
+      charge_potential(batch, neighbours, batch.coords, atom_charges, coeffs, potential, far_sums);
+      add_charge_energy<T>(atom_charges, potential, y);
+    }
     if (report) log_info("predicting ", N, " atoms: done in ", seconds_since(clock));
     Mat<T> out = pool(batch, y);
     if (per_atom != nullptr) *per_atom = std::move(y);
@@ -735,12 +841,36 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
         g /= static_cast<T>(batch.index.size(s));
       for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) dy(i, t) = g;
     }
+  const bool want_dr = dcoords != nullptr;
   Mat<T> du = Mat<T>::Zero(N, D);
   head_.backward(store_, cache.head, dy, du);
+  Mat<T> dr_charge = want_dr ? Mat<T>::Zero(N, 3) : Mat<T>(0, 3);
+  if constexpr (!is_dual_v<T>) {
+    if (config_.charge_energy != ChargeEnergy::none) {
+      // y_i0 += q_i phi_i / 2 with phi = M q (M symmetric, the masked pairs): the far field's
+      // backward with dout = dy q / 2 gives M^T (dy q / 2) into dq, plus the direct dy phi / 2.
+      Mat<T> dphi(N, 1), dq(N, 1);
+      for (Index i = 0; i < N; ++i) {
+        dphi(i, 0) = static_cast<T>(0.5) * dy(i, 0) * cache.charges(i, 0);
+        dq(i, 0) = static_cast<T>(0.5) * dy(i, 0) * cache.potential(i, 0);
+      }
+      Mat<T> dcoeffs = Mat<T>::Zero(1, config_.charge_nodes);
+      if (config_.charge_energy == ChargeEnergy::flt)
+        attn::far_field_backward<T>(charge_config_, charge_design_, batch.index, cache.neighbours,
+                                    cache.coords_double, cache.charges, cache.charge_coeffs,
+                                    cache.charge_far, dphi, dq, dr_charge, dcoeffs);
+      else
+        attn::far_field_exact_backward<T>(charge_config_, batch.index, cache.coords_double,
+                                          cache.charges, cache.charge_coeffs, dphi, dq, dr_charge,
+                                          dcoeffs);
+      store_.grad(charge_theta_).array() += dcoeffs.array() * cache.charge_coeffs.array();
+      neutralise<T>(batch.index, dq);
+      charge_mlp_.backward(store_, cache.charge_mlp, dq, du);
+    }
+  }
   Mat<T> dx = Mat<T>::Zero(N, D);
   ln_out_.backward(store_, cache.ln_out, du, dx);
 
-  const bool want_dr = dcoords != nullptr;
   Mat<T> dr = Mat<T>::Zero(N, 3);
   Mat<T> no_dr(0, 3);
   Mat<Accum<T>> dr_near = want_dr && near_far ? Mat<Accum<T>>::Zero(N, 3) : Mat<Accum<T>>(0, 3);
@@ -852,6 +982,7 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
   embedding_backward<T>(cache.z, dx, store_.grad(embed_z_.weight));
   if (config_.use_charges) embedding_backward<T>(cache.charge_ids, dx, store_.grad(embed_charge_.weight));
   if (want_dr) {
+    if (config_.charge_energy != ChargeEnergy::none) dr_near += dr_charge.template cast<Accum<T>>();
     if (near_far) dr = dr_near.template cast<T>();
     *dcoords = std::move(dr);
   }
@@ -1011,6 +1142,23 @@ std::vector<double> MoleculeModel<T>::rpe_function(Index block, Index head,
       }
       break;
     }
+  }
+  return f;
+}
+
+template <class T>
+std::vector<double> MoleculeModel<T>::charge_mask(std::span<const double> rho) const {
+  if (config_.charge_energy == ChargeEnergy::none)
+    throw InvalidArgument("charge_mask: this model has no charge energy (charge_energy = none)");
+  const auto theta = store_.value(charge_theta_);
+  std::vector<double> basis(static_cast<std::size_t>(config_.charge_nodes));
+  std::vector<double> f(rho.size());
+  for (std::size_t i = 0; i < rho.size(); ++i) {
+    attn::radial_basis(charge_config_.nodes, rho[i], basis.data(), nullptr);
+    double v = 0;
+    for (Index n = 0; n < config_.charge_nodes; ++n)
+      v += std::exp(value_of(theta(0, n))) * basis[static_cast<std::size_t>(n)];
+    f[i] = v;
   }
   return f;
 }

@@ -83,6 +83,15 @@ enum class FarField { flt, exact, none };
 const char* to_string(FarField far) noexcept;
 FarField far_field_from_string(const std::string& name);  // throws ConfigError
 
+// The charge energy of the near_far kind (docs/molecule-model.md): per-atom charges from the
+// final features, made neutral per structure, and the energy
+//   E_q = 1/2 sum_i q_i sum_{j != i} w(rho_ij) f(rho_ij) q_j,  f(rho) = sum_n c_n j0(2 pi kappa_n rho)
+// added to the (single, extensive) target: through the FLT far-field machinery (flt, linear cost),
+// over all pairs in closed form (exact, quadratic), or none (the default; models before it).
+enum class ChargeEnergy { none, flt, exact };
+const char* to_string(ChargeEnergy charge) noexcept;
+ChargeEnergy charge_energy_from_string(const std::string& name);  // throws ConfigError
+
 // One predicted quantity. extensive: summed over atoms (energies, ZPVE, Cv, alpha, ...) and
 // eligible for per-element reference energies; intensive: averaged (HOMO, LUMO, gap, mu, ...).
 struct TargetSpec {
@@ -119,6 +128,17 @@ struct ModelConfig {
   Index far_degree = 12;           // product grid: exact for spherical polynomials to this degree
   Index far_directions = 64;       // iid design: directions
   double far_init = 1e-3;          // initial mask coefficients a_hn
+  // near_far, one extensive target: the charge energy E_q (ChargeEnergy above). With equal
+  // coefficients c_n = c (n >= 1) and c_0 = c/2 the mask is c / (4 charge_spacing rho) for
+  // rho < 1 / charge_spacing up to the truncation at charge_nodes (a smoothed 1/rho): the
+  // initial shape. The features' design is the product grid of charge_degree, fixed.
+  ChargeEnergy charge_energy = ChargeEnergy::none;
+  Index charge_nodes = 8;          // kappa_n = n charge_spacing, n = 0..charge_nodes-1
+  double charge_spacing = 0.01;    // cycles per Angstrom: 1/rho shape up to 100 A
+  Index charge_degree = 32;        // exact spherical polynomials up to this degree: the estimate
+                                   // holds to ~5e-4 of the mask for 2 pi kappa_max rho < ~27,
+                                   // structures up to ~60 A across at the default nodes
+  double charge_init = 0.01;       // initial c_n (c_0 = c/2)
   // FLT kinds (kronecker, bias) and performer.
   Index num_features = 16;         // m, Performer features per head (kronecker, bias, performer)
   Index num_frequencies = 16;      // R, RPE frequencies per head (kronecker, bias)
@@ -253,8 +273,14 @@ struct ModelCache {
   std::vector<BlockCache<T>> blocks;
   LayerNormCache<T> ln_out;
   MlpCache<T> head;               // holds the final LN output
-  Mat<T> y;                       // N x P per-atom outputs
+  Mat<T> y;                       // N x P per-atom outputs (with the charge energy's share)
   RaggedIndex index;
+  // charge_energy: the charge head (its input is the head's LN output), the neutral charges q
+  // (N x 1), the potentials phi_i = sum_{j != i} w(rho_ij) f(rho_ij) q_j (N x 1), the mask
+  // coefficients c_n (1 x charge_nodes) and the far-field sums of the flt path.
+  MlpCache<T> charge_mlp;
+  Mat<T> charges, potential, charge_coeffs;
+  attn::FarFieldCache<T> charge_far;
 };
 
 template <class T>
@@ -348,6 +374,11 @@ class MoleculeModel {
   // kronecker/bias (times beta for bias), u_h(rho) for exact; throws for performer.
   std::vector<double> rpe_function(Index block, Index head, std::span<const double> rho) const;
 
+  // The charge energy's mask f(rho) = sum_n c_n j0(2 pi kappa_n rho) at distances `rho`
+  // (Angstrom; in normalised energy units per charge^2, without the partition w, which is 0 at
+  // rho = 0 and 1 from the cutoff on). InvalidArgument when charge_energy = none.
+  std::vector<double> charge_mask(std::span<const double> rho) const;
+
   // Serialisation: every parameter as "param.<name>" (shape rows x cols), the normalisation as
   // "norm.elements" (E), "norm.mean", "norm.scale" (P), "norm.reference" (P x (max_z+1)), and
   // the random features as "features.block<b>.h<h>.omega|xi|pdf". import_arrays checks that exactly
@@ -380,6 +411,11 @@ class MoleculeModel {
   void draw_all_features(std::uint64_t draw);
   attn::SphericalDesign far_design_for_draw(Index block, std::uint64_t draw) const;
   attn::NearFieldWeights<T> near_weights(const Block& blk) const;
+  // charge_energy: phi = the masked pair sum of the neutral charges q over each structure (flt or
+  // exact path), and y(:, 0) += q o phi / 2.
+  void charge_potential(const MoleculeBatch& batch, const attn::NeighbourList& neighbours,
+                        ConstMatRef<Accum<T>> coords, ConstMatRef<T> charges, ConstMatRef<T> coeffs,
+                        MatRef<T> potential, attn::FarFieldCache<T>& far) const;
 
   ModelConfig config_;
   ParameterStore<T> store_;
@@ -388,6 +424,11 @@ class MoleculeModel {
   std::vector<Block> blocks_;
   LayerNorm<T> ln_out_;
   Mlp<T> head_;
+  Mlp<T> charge_mlp_;               // charge_energy: D -> head_hidden -> 1
+  ParamRef charge_theta_;           // charge_energy: 1 x charge_nodes, c_n = exp(theta_n)
+  attn::FarFieldConfig charge_config_;
+  attn::SphericalDesign charge_design_;
+  mutable bool charge_range_warned_ = false;  // a structure wider than the design resolves was logged
   exact::StreamingAttentionConfig exact_config_;
   attn::NearFieldConfig near_config_;
   attn::FarFieldConfig far_config_;

@@ -425,6 +425,13 @@ train::OptionSchema train_option_schema() {
         {"far_degree", "near_far: product-grid degree (exact spherical polynomials)"},
         {"far_directions", "near_far: directions of the iid design"},
         {"far_init", "near_far: initial far-field mask coefficients"},
+        {"charge_energy", "near_far, one energy target: learned neutral charges per structure with the energy "
+                          "1/2 sum q_i q_j w f(r_ij) over pairs, f a learned decaying radial mask: flt "
+                          "(linear), exact (quadratic) or none"},
+        {"charge_nodes", "charge_energy: nodes of the charge mask (n = 0..charge_nodes-1)"},
+        {"charge_spacing", "charge_energy: spacing of the charge mask nodes (cycles/Angstrom)"},
+        {"charge_degree", "charge_energy = flt: product-grid degree of the charge mask's features"},
+        {"charge_init", "charge_energy: initial charge mask coefficients"},
         {"num_features", "Performer random features per head (m)"},
         {"num_frequencies", "RPE random frequencies per head (R)"},
         {"spectrum", "FLT kinds: RPE spectrum radial_gaussian or radial_shells"},
@@ -445,6 +452,7 @@ train::OptionSchema train_option_schema() {
     train::OptionSpec& spec = s.option(dashed(key), "model", OptionType::string, value, help);
     if (key == "attention") spec.choices = {"near_far", "kronecker", "bias", "performer", "exact"};
     if (key == "far_field") spec.choices = {"flt", "exact", "none"};
+    if (key == "charge_energy") spec.choices = {"none", "flt", "exact"};
     if (key == "far_design") spec.choices = {"product_grid", "iid"};
     if (key == "proposal") spec.choices = {"spectrum", "gaussian"};
   }
