@@ -863,7 +863,8 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
         attn::far_field_exact_backward<T>(charge_config_, batch.index, cache.coords_double,
                                           cache.charges, cache.charge_coeffs, dphi, dq, dr_charge,
                                           dcoeffs);
-      store_.grad(charge_theta_).array() += dcoeffs.array() * cache.charge_coeffs.array();
+      if (pass_options().parameter_gradient_values)
+        store_.grad(charge_theta_).array() += dcoeffs.array() * cache.charge_coeffs.array();
       neutralise<T>(batch.index, dq);
       charge_mlp_.backward(store_, cache.charge_mlp, dq, du);
     }
