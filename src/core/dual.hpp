@@ -190,9 +190,8 @@ struct NumTraits<flt::Dual> : GenericNumTraits<flt::Dual> {
 
 namespace flt {
 
-// Dual matrices as a value part and a tangent part, so that products run as double GEMMs:
+// Dual matrices as a value part and a tangent part, so that products run as real GEMMs:
 //   (A + eps A')(B + eps B') = A B + eps (A' B + A B').
-using DualMat = Eigen::Matrix<Dual, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using RealMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <class Derived>
@@ -212,14 +211,6 @@ void dual_store(const RealMat& value, const RealMat& tangent, Out&& out, bool ac
       if (accumulate) out(i, j) += x;
       else out(i, j) = x;
     }
-}
-// The tangent part of the product a b from the parts of a and b (a tangent that is all zero,
-// e.g. the parameters' in a Hessian-vector product, skips its term).
-inline RealMat dual_product_tangent(const RealMat& av, const RealMat& ad, const RealMat& bv, const RealMat& bd) {
-  RealMat t = RealMat::Zero(av.rows(), bv.cols());
-  if (!ad.isZero(0.0)) t.noalias() += ad * bv;
-  if (!bd.isZero(0.0)) t.noalias() += av * bd;
-  return t;
 }
 
 }  // namespace flt

@@ -59,15 +59,8 @@ struct FilterActivation {
     const A s = 1.0 / (1.0 + exp(-z));
     return s * (1.0 + z * (1.0 - s));
   }
-  template <class A>
-  A second(A z) const {
-    using std::exp;
-    if (kind != Activation::silu) return A(0.0);
-    const A s = 1.0 / (1.0 + exp(-z));
-    return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s));
-  }
-  // value and first, or first and second, from one exponential (the table loops); the same
-  // arithmetic as value(), first() and second().
+  // value and first, or first and second, from one exponential (the tables built from weights
+  // with tangents); value and first with the arithmetic of value() and first().
   template <class A>
   void value_and_first(A z, A& f, A& f1) const {
     using std::exp;

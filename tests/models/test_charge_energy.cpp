@@ -7,6 +7,7 @@
 #include "core/random.hpp"
 #include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
+#include "../common/force_check.hpp"
 
 #include <catch2/catch.hpp>
 #include <omp.h>
@@ -80,7 +81,7 @@ Molecule grid_structure(int n, std::uint64_t seed) {
   return m;
 }
 
-MoleculeBatch batch_of(const std::vector<Molecule>& m) { return MoleculeBatch::from(std::span<const Molecule>(m)); }
+using test_support::batch_of;
 
 // The charge energy alone (normalised units): the model's output minus the same model's output
 // with the charge coefficients set to ~0 (exp(-200)).
@@ -324,20 +325,9 @@ TEST_CASE("charge energy: forces are minus the gradient of the predicted energy"
   Mat<double> forces;
   const Mat<double> y = model.predict_with_forces(batch_of(mols), 0, forces);
   CHECK((y - model.predict(batch_of(mols))).cwiseAbs().maxCoeff() <= 1e-12 * (1 + y.cwiseAbs().maxCoeff()));
-  const double h = 3e-5, fmax = forces.cwiseAbs().maxCoeff();
+  const double fmax = forces.cwiseAbs().maxCoeff();
   REQUIRE(fmax > 1e-3);
-  double worst = 0;
-  Index row = 0;
-  for (std::size_t s = 0; s < mols.size(); ++s)
-    for (std::size_t i = 0; i < mols[s].positions.size(); ++i, ++row)
-      for (int c = 0; c < 3; ++c) {
-        std::vector<Molecule> plus = mols, minus = mols;
-        plus[s].positions[i][static_cast<std::size_t>(c)] += h;
-        minus[s].positions[i][static_cast<std::size_t>(c)] -= h;
-        const double ep = model.predict(batch_of(plus))(static_cast<Index>(s), 0);
-        const double em = model.predict(batch_of(minus))(static_cast<Index>(s), 0);
-        worst = std::max(worst, std::abs(forces(row, c) + (ep - em) / (2 * h)));
-      }
+  const double worst = test_support::worst_force_error(model, mols, forces, 3e-5);
   INFO("max |F + dE/dr| = " << worst << ", max |F| = " << fmax);
   CHECK(worst <= 1e-6 * (1 + fmax));
   CHECK(forces.topRows(9).colwise().sum().cwiseAbs().maxCoeff() <= 1e-10 * (1 + fmax));

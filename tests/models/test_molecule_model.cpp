@@ -8,6 +8,7 @@
 #include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
 #include "models/performer_attention.hpp"
+#include "../common/force_check.hpp"
 #include "../common/text_input.hpp"
 
 #include <catch2/catch.hpp>
@@ -639,9 +640,7 @@ TEST_CASE("molecule model: forces are minus the gradient of the predicted energy
     norm.mean[0] = -0.3;
     model.set_normalisation(norm);
     std::vector<Molecule> mols = random_molecules({7, 11}, 5);
-    const auto batch_of = [](const std::vector<Molecule>& m) {
-      return MoleculeBatch::from(std::span<const Molecule>(m));
-    };
+    using test_support::batch_of;
     Mat<double> forces;
     const Mat<double> y = model.predict_with_forces(batch_of(mols), 0, forces);
     REQUIRE(forces.rows() == 18);
@@ -651,19 +650,7 @@ TEST_CASE("molecule model: forces are minus the gradient of the predicted energy
     REQUIRE(fmax > 1e-3);  // a model whose energy ignores geometry would pass trivially
 
     // Central differences of the predicted energy (double precision throughout).
-    const double h = 3e-5;
-    double worst = 0;
-    Index row = 0;
-    for (std::size_t s = 0; s < mols.size(); ++s)
-      for (std::size_t i = 0; i < mols[s].positions.size(); ++i, ++row)
-        for (int c = 0; c < 3; ++c) {
-          std::vector<Molecule> plus = mols, minus = mols;
-          plus[s].positions[i][static_cast<std::size_t>(c)] += h;
-          minus[s].positions[i][static_cast<std::size_t>(c)] -= h;
-          const double e_plus = model.predict(batch_of(plus))(static_cast<Index>(s), 0);
-          const double e_minus = model.predict(batch_of(minus))(static_cast<Index>(s), 0);
-          worst = std::max(worst, std::abs(forces(row, c) + (e_plus - e_minus) / (2 * h)));
-        }
+    const double worst = test_support::worst_force_error(model, mols, forces, 3e-5);
     INFO("max |F + dE/dr (central differences)| = " << worst << ", max |F| = " << fmax);
     CHECK(worst <= 1e-6 * (1 + fmax));
 

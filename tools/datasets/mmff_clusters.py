@@ -241,8 +241,8 @@ def make_cluster(pool, target_atoms, density, min_distance, rng, max_repair_swee
     return placed, max(scale * radius, 1e-9), extent
 
 
-def cluster_force_field(placed):
-    """RDKit MMFF94 force field of the combined cluster (every pair, inter-fragment terms on)."""
+def combined_molecule(placed):
+    """The cluster as one RDKit molecule with its coordinates, and the coordinates (N x 3)."""
     combined = placed[0][0]
     for mol, _ in placed[1:]:
         combined = Chem.CombineMols(combined, mol)
@@ -254,6 +254,12 @@ def cluster_force_field(placed):
         conf.SetAtomPosition(i, p.tolist())
     combined.RemoveAllConformers()
     combined.AddConformer(conf, assignId=True)
+    return combined, xyz
+
+
+def cluster_force_field(placed):
+    """RDKit MMFF94 force field of the combined cluster (every pair, inter-fragment terms on)."""
+    combined, xyz = combined_molecule(placed)
     props = AllChem.MMFFGetMoleculeProperties(combined)
     ff = AllChem.MMFFGetMoleculeForceField(combined, props, nonBondedThresh=1.0e6,
                                            ignoreInterfragInteractions=False)

@@ -53,25 +53,9 @@ def labels_of(path):
     return out
 
 
-def combined_molecule(placed):
-    """The cluster as one RDKit molecule with its coordinates, as the generator builds it."""
-    combined = placed[0][0]
-    for mol, _ in placed[1:]:
-        combined = Chem.CombineMols(combined, mol)
-    combined = Chem.Mol(combined)
-    Chem.SanitizeMol(combined)
-    conf = Chem.Conformer(combined.GetNumAtoms())
-    xyz = np.concatenate([pts for _, pts in placed])
-    for i, p in enumerate(xyz):
-        conf.SetAtomPosition(i, p.tolist())
-    combined.RemoveAllConformers()
-    combined.AddConformer(conf, assignId=True)
-    return combined, xyz
-
-
 def energy(placed, ele=True, thresh=1.0e6):
     """MMFF94 energy (eV) of the combined cluster, as the generator computes it, with options."""
-    combined, _ = combined_molecule(placed)
+    combined, _ = gen.combined_molecule(placed)
     props = AllChem.MMFFGetMoleculeProperties(combined)
     props.SetMMFFEleTerm(ele)
     ff = AllChem.MMFFGetMoleculeForceField(combined, props, nonBondedThresh=thresh,
@@ -81,7 +65,7 @@ def energy(placed, ele=True, thresh=1.0e6):
 
 def far_electrostatics(placed, beyond):
     """X_>r (eV) for each r: MMFF94 electrostatics between molecules more than r apart."""
-    combined, xyz = combined_molecule(placed)
+    combined, xyz = gen.combined_molecule(placed)
     props = AllChem.MMFFGetMoleculeProperties(combined)
     q = np.array([props.GetMMFFPartialCharge(i) for i in range(combined.GetNumAtoms())])
     start = np.cumsum([0] + [len(p) for _, p in placed])
