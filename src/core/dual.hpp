@@ -32,7 +32,7 @@ struct Dual {
 
   constexpr Dual& operator+=(const Dual& o) { v += o.v; d += o.d; return *this; }
   constexpr Dual& operator-=(const Dual& o) { v -= o.v; d -= o.d; return *this; }
-  // The tangent as one fused multiply-add (the project builds without FP contraction).
+  // The tangent as one fused multiply-add, explicitly (not left to the compiler's contraction).
   Dual& operator*=(const Dual& o) {
     d = std::fma(d, o.v, v * o.d);
     v *= o.v;

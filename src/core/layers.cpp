@@ -514,9 +514,12 @@ void activation_forward(Activation activation, ConstMatRef<T> x, MatRef<T> y) {
     if constexpr (is_dual_v<T>) {
       // Value parts vectorised; tangent silu'(x_v) x_d, silu' = s (1 + x (1 - s)).
       parallel_chunks(x.rows(), kRowwiseChunk, [&](Index, Index r0, Index r1) {
+        Eigen::ArrayXd xv(cols), xd(cols), e(cols), s(cols);  // one row's parts, reused across rows
         for (Index r = r0; r < r1; ++r) {
-          const Eigen::ArrayXd xv = dual_part(x, r, 0), xd = dual_part(x, r, 1);  // contiguous: vectorised
-          const Eigen::ArrayXd e = (-xv).exp(), s = (1.0 + e).inverse();
+          xv = dual_part(x, r, 0);  // contiguous: vectorised
+          xd = dual_part(x, r, 1);
+          e = (-xv).exp();
+          s = (1.0 + e).inverse();
           dual_part(y, r, 0) = xv / (1.0 + e);
           dual_part(y, r, 1) = s * (1.0 + xv * (1.0 - s)) * xd;
         }
@@ -550,12 +553,16 @@ void activation_backward(Activation activation, ConstMatRef<T> x, ConstMatRef<T>
       // dx += silu'(x) dy: value silu'(x_v) dy_v, tangent silu'(x_v) dy_d + silu''(x_v) x_d dy_v,
       // silu'' = s (1 - s) (2 + x (1 - 2 s)).
       parallel_chunks(x.rows(), kRowwiseChunk, [&](Index, Index r0, Index r1) {
+        // One row's parts, reused across rows.
+        Eigen::ArrayXd xv(cols), xd(cols), gv(cols), gd(cols), s(cols), first(cols), second(cols);
         for (Index r = r0; r < r1; ++r) {
-          const Eigen::ArrayXd xv = dual_part(x, r, 0), xd = dual_part(x, r, 1);  // contiguous: vectorised
-          const Eigen::ArrayXd gv = dual_part(dy, r, 0), gd = dual_part(dy, r, 1);
-          const Eigen::ArrayXd s = (1.0 + (-xv).exp()).inverse();
-          const Eigen::ArrayXd first = s * (1.0 + xv * (1.0 - s));
-          const Eigen::ArrayXd second = s * (1.0 - s) * (2.0 + xv * (1.0 - 2.0 * s));
+          xv = dual_part(x, r, 0);  // contiguous: vectorised
+          xd = dual_part(x, r, 1);
+          gv = dual_part(dy, r, 0);
+          gd = dual_part(dy, r, 1);
+          s = (1.0 + (-xv).exp()).inverse();
+          first = s * (1.0 + xv * (1.0 - s));
+          second = s * (1.0 - s) * (2.0 + xv * (1.0 - 2.0 * s));
           dual_part(dx, r, 0) += first * gv;
           dual_part(dx, r, 1) += first * gd + second * xd * gv;
         }

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 namespace flt::attn {
 
@@ -36,8 +38,106 @@ auto row_ptr(M& m, Index i) {
   return m.data() + i * m.outerStride();
 }
 
-// Pairs per piece of work: the filters of a piece (pairs x (K + 4D) values, twice) stay in L2.
-constexpr Index kPairsPerPiece = 512;
+// A Dual matrix as the pair loops hold it: value and tangent parts apart (structure of arrays),
+// so that the loops over a row's channels vectorise. Elements read back as Dual and are written
+// through DualRef, and the loops run the same Dual arithmetic on them: the results are bitwise
+// those of the same loops over a Mat<Dual>.
+struct DualRef {
+  double& v;
+  double& d;
+  operator Dual() const { return {v, d}; }  // NOLINT: reads as the Dual it holds
+  const DualRef& operator=(const Dual& x) const {
+    v = x.v;
+    d = x.d;
+    return *this;
+  }
+  const DualRef& operator+=(const Dual& x) const {
+    v += x.v;
+    d += x.d;
+    return *this;
+  }
+};
+template <class P>  // double* (writable rows) or const double*
+struct SplitRow {
+  P v, d;
+  auto operator[](Index c) const {
+    if constexpr (std::is_const_v<std::remove_pointer_t<P>>) return Dual{v[c], d[c]};
+    else return DualRef{v[c], d[c]};
+  }
+  SplitRow operator+(Index offset) const { return {v + offset, d + offset}; }
+};
+struct SplitMat {
+  Mat<double> value, tangent;
+  SplitMat() = default;
+  SplitMat(Index rows, Index cols) : value(rows, cols), tangent(rows, cols) {}
+  void resize(Index rows, Index cols) {
+    value.resize(rows, cols);
+    tangent.resize(rows, cols);
+  }
+  void load(ConstMatRef<Dual> m) {
+    resize(m.rows(), m.cols());
+    for (Index r = 0; r < m.rows(); ++r) {
+      const Dual* src = row_ptr(m, r);
+      double* v = value.row(r).data();
+      double* d = tangent.row(r).data();
+      for (Index c = 0; c < m.cols(); ++c) {
+        v[c] = src[c].v;
+        d[c] = src[c].d;
+      }
+    }
+  }
+  void store(MatRef<Dual> m) const {
+    for (Index r = 0; r < m.rows(); ++r) {
+      Dual* dst = row_ptr(m, r);
+      const double* v = value.row(r).data();
+      const double* d = tangent.row(r).data();
+      for (Index c = 0; c < m.cols(); ++c) dst[c] = {v[c], d[c]};
+    }
+  }
+};
+SplitRow<double*> row_ptr(SplitMat& m, Index i) { return {m.value.row(i).data(), m.tangent.row(i).data()}; }
+SplitRow<const double*> row_ptr(const SplitMat& m, Index i) {
+  return {m.value.row(i).data(), m.tangent.row(i).data()};
+}
+
+// Matrices the pair loops own (filters, their gradients, per-pair scratch): split for Dual.
+template <class T>
+using PairMat = std::conditional_t<is_dual_v<T>, SplitMat, Mat<T>>;
+
+// The inputs and outputs of the pair loops: for Dual, split copies (loaded from the arguments;
+// outputs stored back after the loops), else the arguments themselves.
+template <class T, class Ref>
+class PairView {
+ public:
+  // overwritten: an output the loops write before reading (not loaded).
+  explicit PairView(Ref m, bool overwritten = false) : ref_(m) {
+    if constexpr (is_dual_v<T>) {
+      if (overwritten) split_.resize(m.rows(), m.cols());
+      else split_.load(m);
+    }
+  }
+  // Copies the split accumulations back into the argument (outputs only).
+  void store() {
+    if constexpr (is_dual_v<T>) split_.store(ref_);
+  }
+  auto row(Index i) {
+    if constexpr (is_dual_v<T>) return row_ptr(split_, i);
+    else return row_ptr(ref_, i);
+  }
+  auto crow(Index i) const {
+    if constexpr (is_dual_v<T>) return row_ptr(split_, i);
+    else return row_ptr(ref_, i);
+  }
+
+ private:
+  Ref ref_;
+  [[no_unique_address]] std::conditional_t<is_dual_v<T>, SplitMat, char> split_{};
+};
+
+// Pairs per piece of work: the filters of a piece and their gradients (pairs x 4D values each)
+// stay in L2: 512 pairs in float, fewer for wider scalars (a Dual is four floats wide).
+template <class T>
+constexpr Index kPairsPerPiece = 512 * static_cast<Index>(sizeof(float)) / static_cast<Index>(sizeof(T));
 
 // Row groups of the forward and of large closed runs in the backward: each group is processed by
 // one thread, in order. The group size depends on the row count only (never on the threads).
@@ -271,7 +371,7 @@ struct PairBlock {
   std::vector<Index> interval;            // np: table interval g
   std::vector<Accum<T>> position;         // np: t in [0, 1]
   Mat<Accum<T>> unit;                     // np x 3: (r_source - r_target) / rho (0 when rho = 0)
-  Mat<T> filt;                         // np x W: [F^k | F^v]
+  PairMat<T> filt;                        // np x W: [F^k | F^v]
 };
 
 template <class T>
@@ -319,11 +419,12 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
         const double* s0 = table.real_slope.row(g).data();
         const double* f1 = table.real_value.row(g + 1).data();
         const double* s1 = table.real_slope.row(g + 1).data();
-        const Dual* w = hm.w;
-        Dual* out = b.filt.row(p).data();
-        for (Index c = 0; c < W; ++c)
-          out[c] = {w[0].v * f0[c] + w[1].v * s0[c] + w[2].v * f1[c] + w[3].v * s1[c],
-                    w[0].d * f0[c] + w[1].d * s0[c] + w[2].d * f1[c] + w[3].d * s1[c]};
+        const double wv0 = hm.w[0].v, wv1 = hm.w[1].v, wv2 = hm.w[2].v, wv3 = hm.w[3].v;
+        const double wd0 = hm.w[0].d, wd1 = hm.w[1].d, wd2 = hm.w[2].d, wd3 = hm.w[3].d;
+        double* value = b.filt.value.row(p).data();
+        double* tangent = b.filt.tangent.row(p).data();
+        for (Index c = 0; c < W; ++c) value[c] = wv0 * f0[c] + wv1 * s0[c] + wv2 * f1[c] + wv3 * s1[c];
+        for (Index c = 0; c < W; ++c) tangent[c] = wd0 * f0[c] + wd1 * s0[c] + wd2 * f1[c] + wd3 * s1[c];
         continue;
       }
     }
@@ -333,19 +434,20 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
     const T* s0 = table.slope.row(g).data();
     const T* f1 = table.value.row(g + 1).data();
     const T* s1 = table.slope.row(g + 1).data();
-    T* out = b.filt.row(p).data();
+    const auto out = row_ptr(b.filt, p);
     for (Index c = 0; c < W; ++c) out[c] = w0 * f0[c] + w1 * s0[c] + w2 * f1[c] + w3 * s1[c];
   }
 }
 
-// Pieces of consecutive rows [r0, r1) of the group [g0, g1) with about kPairsPerPiece pairs each.
-template <class F>
+// Pieces of consecutive rows [r0, r1) of the group [g0, g1) with about kPairsPerPiece<T> pairs
+// each (how rows are grouped into pieces changes no result).
+template <class T, class F>
 void for_each_piece(const NeighbourList& list, Index g0, Index g1, F&& f) {
   Index r0 = g0;
   while (r0 < g1) {
     Index r1 = r0 + 1;
     while (r1 < g1 && list.offsets[static_cast<std::size_t>(r1 + 1)] -
-                              list.offsets[static_cast<std::size_t>(r0)] <= kPairsPerPiece)
+                              list.offsets[static_cast<std::size_t>(r0)] <= kPairsPerPiece<T>)
       ++r1;
     f(r0, r1);
     r0 = r1;
@@ -440,11 +542,13 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
   if (config.vectors) require(dvec.rows() == N && dvec.cols() == 3 * D, "near field: dvec must be N x 3D");
   using std::exp;
   const RealOf<T> scale = static_cast<RealOf<T>>(1.0 / std::sqrt(static_cast<double>(d)));
+  const PairView<T, ConstMatRef<T>> q_rows(q), k_rows(k), v_rows(v), vec_rows(vec);
+  PairView<T, MatRef<T>> out_rows(out, true), dvec_rows(dvec, true);
   parallel_chunks(N, group_rows(N), [&](Index, Index g0, Index g1) {
     PairBlock<T> b;
     std::vector<T> logit, ex;
-    std::vector<T> ea(static_cast<std::size_t>(config.vectors ? D : 0)), eb(ea.size());
-    for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
+    PairMat<T> filtered(config.vectors ? 2 : 0, D);  // e (v^a o F^a), e (v^b o F^b) of a pair
+    for_each_piece<T>(list, g0, g1, [&](Index r0, Index r1) {
       const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
       const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
       build_pairs<T>(config, list, coords, table, p0, p1, b);
@@ -453,19 +557,19 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
       for (Index i = r0; i < r1; ++i) {
         const Index a0 = list.offsets[static_cast<std::size_t>(i)] - p0;
         const Index a1 = list.offsets[static_cast<std::size_t>(i) + 1] - p0;
-        const T* qi = row_ptr(q, i);
+        const auto qi = q_rows.crow(i);
         for (Index p = a0; p < a1; ++p) {
           const Index j = list.source[static_cast<std::size_t>(p0 + p)];
-          const T* kj = row_ptr(k, j);
-          const T* fk = row_ptr(b.filt, p);
+          const auto kj = k_rows.crow(j);
+          const auto fk = row_ptr(std::as_const(b.filt), p);
           for (Index h = 0; h < H; ++h) {
             T s = 0;
             for (Index c = h * d; c < (h + 1) * d; ++c) s += qi[c] * kj[c] * fk[c];
             logit[static_cast<std::size_t>(p * H + h)] = s * scale;
           }
         }
-        T* oi = row_ptr(out, i);
-        std::fill(oi, oi + D, T(0));
+        const auto oi = out_rows.row(i);
+        for (Index c = 0; c < D; ++c) oi[c] = T(0);
         for (Index h = 0; h < H; ++h) {
           T m = w.sink[static_cast<std::size_t>(h)];
           for (Index p = a0; p < a1; ++p) m = std::max(m, logit[static_cast<std::size_t>(p * H + h)]);
@@ -483,38 +587,42 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
           for (Index p = a0; p < a1; ++p) {
             const Index j = list.source[static_cast<std::size_t>(p0 + p)];
             const T alpha = ex[static_cast<std::size_t>(p * H + h)] * inv;
-            const T* vs = row_ptr(v, j);
-            const T* fs = row_ptr(b.filt, p) + D;
+            const auto vs = v_rows.crow(j);
+            const auto fs = row_ptr(std::as_const(b.filt), p) + D;
             for (Index c = h * d; c < (h + 1) * d; ++c) oi[c] += alpha * vs[c] * fs[c];
           }
         }
         if (config.vectors) {
-          T* gi = row_ptr(dvec, i);
-          std::fill(gi, gi + 3 * D, T(0));
+          const auto gi = dvec_rows.row(i);
+          for (Index c = 0; c < 3 * D; ++c) gi[c] = T(0);
+          const auto ea = row_ptr(filtered, 0), eb = row_ptr(filtered, 1);
           for (Index p = a0; p < a1; ++p) {
             const Index j = list.source[static_cast<std::size_t>(p0 + p)];
             const T e = static_cast<T>(b.env[static_cast<std::size_t>(p)]);
-            const T* va = row_ptr(v, j) + D;
-            const T* vb = row_ptr(v, j) + 2 * D;
-            const T* fa = row_ptr(b.filt, p) + 2 * D;
-            const T* fb = row_ptr(b.filt, p) + 3 * D;
-            const T* vj = row_ptr(vec, j);
+            const auto va = v_rows.crow(j) + D;
+            const auto vb = v_rows.crow(j) + 2 * D;
+            const auto fa = row_ptr(std::as_const(b.filt), p) + 2 * D;
+            const auto fb = row_ptr(std::as_const(b.filt), p) + 3 * D;
+            const auto vj = vec_rows.crow(j);
+#pragma GCC ivdep
             for (Index c = 0; c < D; ++c) {  // the filtered values, shared by the 3 components
-              ea[static_cast<std::size_t>(c)] = e * (va[c] * fa[c]);
-              eb[static_cast<std::size_t>(c)] = e * (vb[c] * fb[c]);
+              ea[c] = e * (va[c] * fa[c]);
+              eb[c] = e * (vb[c] * fb[c]);
             }
             for (Index x = 0; x < 3; ++x) {
               const T ux = static_cast<T>(b.unit(p, x));
-              T* gx = gi + x * D;
-              const T* vjx = vj + x * D;
-              for (Index c = 0; c < D; ++c)
-                gx[c] += ea[static_cast<std::size_t>(c)] * vjx[c] + eb[static_cast<std::size_t>(c)] * ux;
+              const auto gx = gi + x * D;
+              const auto vjx = vj + x * D;
+#pragma GCC ivdep
+              for (Index c = 0; c < D; ++c) gx[c] += ea[c] * vjx[c] + eb[c] * ux;
             }
           }
         }
       }
     });
   });
+  out_rows.store();
+  if (config.vectors) dvec_rows.store();
 }
 
 }  // namespace
@@ -590,10 +698,20 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           "near field backward: the cache's filter table does not match the configuration");
   // Per task of phase 1: d Loss / d(table values) and d Loss / d(table slopes), summed in task
   // order. A task's pairs touch few of the G + 1 nodes: only those rows are zeroed and summed.
-  std::vector<Mat<A>> part_value(static_cast<std::size_t>(ntasks)),
-      part_slope(static_cast<std::size_t>(ntasks));
-  std::vector<std::vector<char>> part_rows(static_cast<std::size_t>(ntasks));
+  // The parts are real (a Dual's value and tangent apart), so the scatter runs in vectorised
+  // real arithmetic. A Dual pass that wants no parameter-gradient values and has a real table
+  // needs the tangents only: dz' = act'(z) dF' + h act''(z) s dS' (act', act'', s real).
+  const bool table_values = !is_dual_v<T> || pass_options().parameter_gradient_values || !table.real();
+  struct TablePart {
+    Mat<double> value, slope;                  // value parts (when table_values)
+    Mat<double> value_tangent, slope_tangent;  // tangent parts (Dual)
+    std::vector<char> touched;                 // G + 1: nodes whose rows are zeroed and used
+  };
+  std::vector<TablePart> parts(static_cast<std::size_t>(ntasks));
   Mat<T> dsink_rows = Mat<T>::Zero(N, H);
+  const PairView<T, ConstMatRef<T>> q_rows(q), k_rows(k), v_rows(v), vec_rows(vec), dout_rows(dout),
+      ddvec_rows(ddvec);
+  PairView<T, MatRef<T>> dq_rows(dq), dk_rows(dk), dv_rows(dv), dvec_in_rows(dvec_in);
 
   // Phase 1: closed tasks (both ends of every pair) and the destination pass of the others (rows
   // are i); phase 2: the source pass of the others (rows are j; a pair listed as j -> i stands for
@@ -608,19 +726,30 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       const bool reversed = phase == 2;                  // rows are sources
       const Index g = task, g0 = tk.begin, g1 = tk.end;
       PairBlock<T> b;
-      Mat<T> dfilt;
+      PairMat<T> dfilt;
       std::vector<A> de;
-      std::vector<T> qk(static_cast<std::size_t>(d)), gv(static_cast<std::size_t>(d));  // per head
-      std::vector<T> egav(static_cast<std::size_t>(D)), egbv(static_cast<std::size_t>(D));  // per pair
+      PairMat<T> head_products(2, d);  // per head: q_i o k_j, G_i o v_j
+      PairMat<T> pair_products(2, D);  // per pair: the gradients of the vector messages' filters
+      const auto qk = row_ptr(head_products, 0), gv = row_ptr(head_products, 1);
+      const auto egav = row_ptr(pair_products, 0), egbv = row_ptr(pair_products, 1);
       Mat<A> du;
       const bool table_side = dest_side && want_parameters;  // writes the table's gradients
+      std::vector<double> df_value;  // W: one pair's filter gradient in double (float and double T)
       if (table_side) {
-        part_value[static_cast<std::size_t>(g)].resize(GT + 1, W);
-        part_slope[static_cast<std::size_t>(g)].resize(GT + 1, W);
-        part_rows[static_cast<std::size_t>(g)].assign(static_cast<std::size_t>(GT + 1), 0);
+        TablePart& part = parts[static_cast<std::size_t>(g)];
+        if (table_values) {
+          part.value.resize(GT + 1, W);
+          part.slope.resize(GT + 1, W);
+        }
+        if constexpr (is_dual_v<T>) {
+          part.value_tangent.resize(GT + 1, W);
+          part.slope_tangent.resize(GT + 1, W);
+        }
+        part.touched.assign(static_cast<std::size_t>(GT + 1), 0);
+        if constexpr (!is_dual_v<T>) df_value.resize(static_cast<std::size_t>(W));
       }
       const bool need_dfilter = table_side || want_coords;
-      for_each_piece(list, g0, g1, [&](Index r0, Index r1) {
+      for_each_piece<T>(list, g0, g1, [&](Index r0, Index r1) {
         const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
         const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
         const Index np = p1 - p0;
@@ -640,23 +769,25 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const Index j = reversed ? row : other;
             const double sign = reversed ? -1.0 : 1.0;  // unit vector of i -> j
             const T e = static_cast<T>(b.env[static_cast<std::size_t>(p)]);
-            const T* qi = row_ptr(q, i);
-            const T* kj = row_ptr(k, j);
-            const T* vs = row_ptr(v, j);
-            const T* fk = row_ptr(b.filt, p);
-            const T* fs = row_ptr(b.filt, p) + D;
-            const T* Gi = row_ptr(dout, i);
+            const auto qi = q_rows.crow(i);
+            const auto kj = k_rows.crow(j);
+            const auto vs = v_rows.crow(j);
+            const auto fk = row_ptr(std::as_const(b.filt), p);
+            const auto fs = row_ptr(std::as_const(b.filt), p) + D;
+            const auto Gi = dout_rows.crow(i);
             A de_p = 0.0;
             for (Index h = 0; h < H; ++h) {
               // The products q_i k_j and G_i v_j are shared by the logit and the filter gradients.
               const Index c0 = h * d;
               T lg = 0, gx = 0;
+#pragma GCC ivdep
               for (Index c = 0; c < d; ++c) {
-                const auto cs = static_cast<std::size_t>(c);
-                qk[cs] = qi[c0 + c] * kj[c0 + c];
-                gv[cs] = Gi[c0 + c] * vs[c0 + c];
-                lg += qk[cs] * fk[c0 + c];
-                gx += gv[cs] * fs[c0 + c];
+                qk[c] = qi[c0 + c] * kj[c0 + c];
+                gv[c] = Gi[c0 + c] * vs[c0 + c];
+              }
+              for (Index c = 0; c < d; ++c) {
+                lg += qk[c] * fk[c0 + c];
+                gx += gv[c] * fs[c0 + c];
               }
               lg *= scale;
               const T ex = exp(lg - cache.row_max(i, h)) / cache.den(i, h);
@@ -666,13 +797,13 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               const T dscaled = dlogit * scale;  // d Loss / d (q k f) of each component
               if (want_coords) de_p += static_cast<A>(ex * delta);
               if (dest_side) {
-                T* dqi = row_ptr(dq, i);
+                const auto dqi = dq_rows.row(i);
 #pragma GCC ivdep
                 for (Index c = c0; c < c0 + d; ++c) dqi[c] += dscaled * (kj[c] * fk[c]);
               }
               if (source_side) {
-                T* dkj = row_ptr(dk, j);
-                T* dvs = row_ptr(dv, j);
+                const auto dkj = dk_rows.row(j);
+                const auto dvs = dv_rows.row(j);
 #pragma GCC ivdep
                 for (Index c = c0; c < c0 + d; ++c) {
                   dkj[c] += dscaled * (qi[c] * fk[c]);
@@ -680,34 +811,33 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                 }
               }
               if (need_dfilter) {
-                T* dfkp = row_ptr(dfilt, p);
-                T* dfsp = row_ptr(dfilt, p) + D;
+                const auto dfkp = row_ptr(dfilt, p);
+                const auto dfsp = row_ptr(dfilt, p) + D;
 #pragma GCC ivdep
                 for (Index c = 0; c < d; ++c) {
-                  dfkp[c0 + c] = dscaled * qk[static_cast<std::size_t>(c)];
-                  dfsp[c0 + c] = alpha * gv[static_cast<std::size_t>(c)];
+                  dfkp[c0 + c] = dscaled * qk[c];
+                  dfsp[c0 + c] = alpha * gv[c];
                 }
               }
             }
             if (vectors) {
-              const T* va = row_ptr(v, j) + D;
-              const T* vb = row_ptr(v, j) + 2 * D;
-              const T* fa = row_ptr(b.filt, p) + 2 * D;
-              const T* fb = row_ptr(b.filt, p) + 3 * D;
-              const T* vj = row_ptr(vec, j);
-              const T* Gv = row_ptr(ddvec, i);
+              const auto va = v_rows.crow(j) + D;
+              const auto vb = v_rows.crow(j) + 2 * D;
+              const auto fa = row_ptr(std::as_const(b.filt), p) + 2 * D;
+              const auto fb = row_ptr(std::as_const(b.filt), p) + 3 * D;
+              const auto vj = vec_rows.crow(j);
+              const auto Gv = ddvec_rows.crow(i);
               const T ux[3] = {static_cast<T>(sign * b.unit(p, 0)), static_cast<T>(sign * b.unit(p, 1)),
                                static_cast<T>(sign * b.unit(p, 2))};
-              T* dva = source_side ? row_ptr(dv, j) + D : nullptr;
-              T* dvb = source_side ? row_ptr(dv, j) + 2 * D : nullptr;
-              T* dvj = source_side ? row_ptr(dvec_in, j) : nullptr;
-              T* dfa = need_dfilter ? row_ptr(dfilt, p) + 2 * D : nullptr;
-              T* dfb = need_dfilter ? row_ptr(dfilt, p) + 3 * D : nullptr;
+              // Rows written below only when source_side (dv, dvec_in) or need_dfilter (dfilt).
+              const auto dva = dv_rows.row(j) + D;
+              const auto dvb = dv_rows.row(j) + 2 * D;
+              const auto dvj = dvec_in_rows.row(j);
               // The element-wise updates (rows of different matrices: no aliasing, vectorisable),
               // then the reductions that only the coordinate gradient needs.
               if (source_side || need_dfilter) {
-                T* ea = egav.data();
-                T* eb = egbv.data();
+                const auto ea = egav;
+                const auto eb = egbv;
 #pragma GCC ivdep
                 for (Index c = 0; c < D; ++c) {
                   const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
@@ -726,6 +856,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                   }
                 }
                 if (need_dfilter) {
+                  const auto dfa = row_ptr(dfilt, p) + 2 * D;
+                  const auto dfb = row_ptr(dfilt, p) + 3 * D;
 #pragma GCC ivdep
                   for (Index c = 0; c < D; ++c) {
                     dfa[c] = ea[c] * va[c];
@@ -763,30 +895,55 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
         }
         if (!need_dfilter) return;
         if (table_side) {
-          // The interpolant's weights scatter each pair's filter gradient onto its two nodes.
-          Mat<A>& pv = part_value[static_cast<std::size_t>(g)];
-          Mat<A>& ps = part_slope[static_cast<std::size_t>(g)];
-          std::vector<char>& touched = part_rows[static_cast<std::size_t>(g)];
+          // The interpolant's weights scatter each pair's filter gradient onto its two nodes:
+          // value parts w x, tangent parts w' x + w x' (the rounding of Dual products).
+          TablePart& part = parts[static_cast<std::size_t>(g)];
           for (Index p = 0; p < np; ++p) {
             const Index gi = b.interval[static_cast<std::size_t>(p)];
             for (const Index node : {gi, gi + 1})
-              if (!touched[static_cast<std::size_t>(node)]) {
-                touched[static_cast<std::size_t>(node)] = 1;
-                pv.row(node).setZero();
-                ps.row(node).setZero();
+              if (!part.touched[static_cast<std::size_t>(node)]) {
+                part.touched[static_cast<std::size_t>(node)] = 1;
+                for (Mat<double>* m : {&part.value, &part.slope, &part.value_tangent, &part.slope_tangent})
+                  if (m->size() != 0) m->row(node).setZero();
               }
             const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
-            const T* df = row_ptr(dfilt, p);
-            A* v0 = pv.row(gi).data();
-            A* v1 = pv.row(gi + 1).data();
-            A* s0 = ps.row(gi).data();
-            A* s1 = ps.row(gi + 1).data();
-            for (Index c = 0; c < W; ++c) {
-              const A x = static_cast<A>(df[c]);
-              v0[c] += hm.w[0] * x;
-              s0[c] += hm.w[1] * x;
-              v1[c] += hm.w[2] * x;
-              s1[c] += hm.w[3] * x;
+            const double* xv;  // the pair's filter gradient (value parts)
+            if constexpr (is_dual_v<T>) {
+              xv = dfilt.value.row(p).data();
+            } else {
+              const T* df = row_ptr(dfilt, p);
+              for (Index c = 0; c < W; ++c) df_value[static_cast<std::size_t>(c)] = static_cast<double>(df[c]);
+              xv = df_value.data();
+            }
+            const double w0 = value_of(hm.w[0]), w1 = value_of(hm.w[1]), w2 = value_of(hm.w[2]),
+                         w3 = value_of(hm.w[3]);
+            if (table_values) {
+              double* v0 = part.value.row(gi).data();
+              double* v1 = part.value.row(gi + 1).data();
+              double* s0 = part.slope.row(gi).data();
+              double* s1 = part.slope.row(gi + 1).data();
+#pragma GCC ivdep
+              for (Index c = 0; c < W; ++c) {
+                v0[c] += w0 * xv[c];
+                s0[c] += w1 * xv[c];
+                v1[c] += w2 * xv[c];
+                s1[c] += w3 * xv[c];
+              }
+            }
+            if constexpr (is_dual_v<T>) {
+              const double* xd = dfilt.tangent.row(p).data();
+              const double t0 = hm.w[0].d, t1 = hm.w[1].d, t2 = hm.w[2].d, t3 = hm.w[3].d;
+              double* v0 = part.value_tangent.row(gi).data();
+              double* v1 = part.value_tangent.row(gi + 1).data();
+              double* s0 = part.slope_tangent.row(gi).data();
+              double* s1 = part.slope_tangent.row(gi + 1).data();
+#pragma GCC ivdep
+              for (Index c = 0; c < W; ++c) {
+                v0[c] += std::fma(t0, xv[c], w0 * xd[c]);
+                s0[c] += std::fma(t1, xv[c], w1 * xd[c]);
+                v1[c] += std::fma(t2, xv[c], w2 * xd[c]);
+                s1[c] += std::fma(t3, xv[c], w3 * xd[c]);
+              }
             }
           }
         }
@@ -799,7 +956,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           // d filter / d rho of the interpolant: (dw0 F_g + dw1 S_g + dw2 F_g+1 + dw3 S_g+1) / h.
           const Index gi = b.interval[static_cast<std::size_t>(p)];
           const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
-          const T* df = row_ptr(dfilt, p);
+          const auto df = row_ptr(std::as_const(dfilt), p);
           T acc = 0;
           bool summed = false;
           if constexpr (is_dual_v<T>) {
@@ -843,24 +1000,37 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   };
   run_phase(1);
   run_phase(2);
+  dq_rows.store();
+  dk_rows.store();
+  dv_rows.store();
+  if (vectors) dvec_in_rows.store();
   if (!want_parameters) return;
   // Table gradients to the filter weights. F = act(z), S = h act'(z) s with z = b W + bias and
   // s = b' W:  dz = act'(z) dF + h act''(z) s dS;  ds = h act'(z) dS;
   // dW = b^T dz + b'^T ds;  dbias = sum_g dz.
-  Mat<A> dvalue = Mat<A>::Zero(GT + 1, W), dslope = Mat<A>::Zero(GT + 1, W);
-  for (Index task = 0; task < ntasks; ++task) {
-    const std::vector<char>& touched = part_rows[static_cast<std::size_t>(task)];  // empty: phase 2 only
-    for (std::size_t node = 0; node < touched.size(); ++node) {
-      if (!touched[node]) continue;
-      const auto row = static_cast<Index>(node);
-      dvalue.row(row) += part_value[static_cast<std::size_t>(task)].row(row);
-      dslope.row(row) += part_slope[static_cast<std::size_t>(task)].row(row);
+  // One real part of the table gradients summed over the tasks in task order (0: values,
+  // 1: tangents).
+  auto summed_part = [&](int which, Mat<double>& dvalue, Mat<double>& dslope) {
+    dvalue.setZero(GT + 1, W);
+    dslope.setZero(GT + 1, W);
+    for (Index task = 0; task < ntasks; ++task) {
+      const TablePart& part = parts[static_cast<std::size_t>(task)];  // touched empty: phase 2 only
+      const Mat<double>& pv = which == 0 ? part.value : part.value_tangent;
+      const Mat<double>& ps = which == 0 ? part.slope : part.slope_tangent;
+      for (std::size_t node = 0; node < part.touched.size(); ++node) {
+        if (!part.touched[node]) continue;
+        const auto row = static_cast<Index>(node);
+        dvalue.row(row) += pv.row(row);
+        dslope.row(row) += ps.row(row);
+      }
     }
-  }
+  };
   const FilterActivation act{config.filter_activation};
-  Mat<A> dz(GT + 1, W), ds(GT + 1, W);
+  Mat<A> dW = Mat<A>::Zero(K, W);
+  RowVec<A> db = RowVec<A>::Zero(W);
   if (!is_dual_v<T> || table.real()) {
-    // A real table: act' and act'' of its pre-activations, vectorised.
+    // A real table: act' and act'' of its pre-activations are real, so the value and tangent
+    // parts map on their own, through real products.
     const Mat<double>* zp;
     const Mat<double>* zslopep;
     if constexpr (is_dual_v<T>) {
@@ -874,22 +1044,47 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
     const Mat<double>& zslope = *zslopep;
     Mat<double> a1, a2;
     act.table_first_and_second(z, table.sigmoid, a1, a2);
-    for (Index g = 0; g <= GT; ++g)
-      for (Index c = 0; c < W; ++c) {
-        dz(g, c) = a1(g, c) * dvalue(g, c) + step * a2(g, c) * zslope(g, c) * dslope(g, c);
-        ds(g, c) = step * a1(g, c) * dslope(g, c);
+    Mat<double> dvalue, dslope, dz(GT + 1, W), ds(GT + 1, W);
+    for (int which = 0; which < (is_dual_v<T> ? 2 : 1); ++which) {
+      if (which == 0 && !table_values) continue;
+      summed_part(which, dvalue, dslope);
+      for (Index g = 0; g <= GT; ++g)
+        for (Index c = 0; c < W; ++c) {
+          dz(g, c) = a1(g, c) * dvalue(g, c) + step * a2(g, c) * zslope(g, c) * dslope(g, c);
+          ds(g, c) = step * a1(g, c) * dslope(g, c);
+        }
+      const Mat<double> dW_part = table.basis.transpose() * dz + table.dbasis.transpose() * ds;
+      const RowVec<double> db_part = dz.colwise().sum();
+      if constexpr (is_dual_v<T>) {
+        double Dual::*member = which == 0 ? &Dual::v : &Dual::d;
+        for (Index n = 0; n < K; ++n)
+          for (Index c = 0; c < W; ++c) dW(n, c).*member = dW_part(n, c);
+        for (Index c = 0; c < W; ++c) db(c).*member = db_part(c);
+      } else {
+        dW = dW_part;
+        db = db_part;
       }
+    }
   } else {
-    for (Index g = 0; g <= GT; ++g)
-      for (Index c = 0; c < W; ++c) {
-        A a1, a2;
-        act.first_and_second(table.z(g, c), a1, a2);
-        dz(g, c) = a1 * dvalue(g, c) + step * a2 * table.zslope(g, c) * dslope(g, c);
-        ds(g, c) = step * a1 * dslope(g, c);
-      }
+    if constexpr (is_dual_v<T>) {
+      // Weights with tangents: act' and act'' carry tangents too.
+      Mat<double> parts_of[2][2];  // [values, tangents][dF, dS]
+      summed_part(0, parts_of[0][0], parts_of[0][1]);
+      summed_part(1, parts_of[1][0], parts_of[1][1]);
+      Mat<A> dz(GT + 1, W), ds(GT + 1, W);
+      for (Index g = 0; g <= GT; ++g)
+        for (Index c = 0; c < W; ++c) {
+          A a1, a2;
+          act.first_and_second(table.z(g, c), a1, a2);
+          const A dvalue{parts_of[0][0](g, c), parts_of[1][0](g, c)};
+          const A dslope{parts_of[0][1](g, c), parts_of[1][1](g, c)};
+          dz(g, c) = a1 * dvalue + step * a2 * table.zslope(g, c) * dslope;
+          ds(g, c) = step * a1 * dslope;
+        }
+      dW = times<A>(table.basis.transpose(), dz) + times<A>(table.dbasis.transpose(), ds);
+      db = dz.colwise().sum();
+    }
   }
-  const Mat<A> dW = times<A>(table.basis.transpose(), dz) + times<A>(table.dbasis.transpose(), ds);
-  const RowVec<A> db = dz.colwise().sum();
   for (Index n = 0; n < K; ++n) {
     for (Index c = 0; c < D; ++c) grads.Wk(n, c) += static_cast<T>(dW(n, c));
     for (Index c = 0; c < V; ++c) grads.Wv(n, c) += static_cast<T>(dW(n, D + c));

@@ -4,6 +4,7 @@
 // messages, continuity at the cutoff, and bitwise determinism across thread counts.
 #include "flt/near_field.hpp"
 
+#include "core/dual.hpp"
 #include "core/error.hpp"
 #include "core/gradcheck.hpp"
 #include "core/random.hpp"
@@ -12,7 +13,9 @@
 #include <catch2/catch.hpp>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 using namespace flt;
@@ -351,4 +354,198 @@ TEST_CASE("near field: the tabulated filters are within O(h^4) of the exact filt
   INFO("relative filter error: 256 intervals " << fine << ", 16 intervals " << coarse);
   CHECK(fine < 1e-5);
   CHECK(coarse > 100 * fine);  // ~h^4: 16x coarser is ~6e4 times worse
+}
+
+namespace {
+
+// A Dual matrix with value m and tangent t (zero tangents where t is empty).
+Mat<Dual> dual_of(const Mat<double>& m, const Mat<double>& t) {
+  Mat<Dual> out(m.rows(), m.cols());
+  for (Index i = 0; i < m.rows(); ++i)
+    for (Index j = 0; j < m.cols(); ++j) out(i, j) = Dual(m(i, j), t.size() != 0 ? t(i, j) : 0.0);
+  return out;
+}
+Mat<double> part_of(const Mat<Dual>& m, bool tangent) {
+  return m.unaryExpr([tangent](const Dual& x) { return tangent ? x.d : x.v; });
+}
+
+// A direction in everything the near field depends on: coordinates, inputs, weights (left empty:
+// no weight tangents, the training pass's case) and the output gradients R1, R2.
+struct Direction {
+  Mat<double> coords, q, k, v, vec, Wk, bk, Wv, bv, sink, R1, R2;
+};
+
+Direction random_direction(const Problem& p, std::uint64_t seed, bool weights) {
+  Rng rng(seed);
+  Direction u;
+  const Index N = p.q.rows(), D = p.config.width();
+  u.coords = random_mat(rng, N, 3);
+  u.q = random_mat(rng, N, D);
+  u.k = random_mat(rng, N, D);
+  u.v = random_mat(rng, N, p.v.cols());
+  u.vec = random_mat(rng, p.vec.rows(), p.vec.cols());
+  if (weights) {
+    u.Wk = random_mat(rng, p.Wk.rows(), p.Wk.cols());
+    u.bk = random_mat(rng, p.bk.rows(), 1);
+    u.Wv = random_mat(rng, p.Wv.rows(), p.Wv.cols());
+    u.bv = random_mat(rng, p.bv.rows(), 1);
+    u.sink = random_mat(rng, p.sink.rows(), 1);
+  }
+  u.R1 = random_mat(rng, N, D);
+  u.R2 = random_mat(rng, p.config.vectors ? N : 0, p.config.vectors ? 3 * D : 0);
+  return u;
+}
+
+// p moved by h along u (the neighbour list kept: callers check that it does not change).
+Problem moved(const Problem& p, const Direction& u, double h) {
+  Problem m = p;
+  m.coords += h * u.coords;
+  m.q += h * u.q;
+  m.k += h * u.k;
+  m.v += h * u.v;
+  m.vec += h * u.vec;
+  if (u.Wk.size() != 0) {
+    m.Wk += h * u.Wk;
+    m.bk += h * u.bk;
+    m.Wv += h * u.Wv;
+    m.bv += h * u.bv;
+    m.sink += h * u.sink;
+  }
+  return m;
+}
+
+// Outputs and every gradient of the Dual near field seeded with u, as value and tangent parts.
+struct DualResult {
+  Mat<double> out[2], dvec[2];
+  Gradients grads[2];  // [0] values, [1] tangents
+};
+
+DualResult dual_pass(const Problem& p, const Direction& u, const Mat<double>& R1, const Mat<double>& R2) {
+  const Index N = p.q.rows(), D = p.config.width();
+  const Mat<Dual> coords = dual_of(p.coords, u.coords), q = dual_of(p.q, u.q), k = dual_of(p.k, u.k),
+                  v = dual_of(p.v, u.v), vec = dual_of(p.vec, u.vec);
+  const Mat<Dual> Wk = dual_of(p.Wk, u.Wk), bk = dual_of(p.bk, u.bk), Wv = dual_of(p.Wv, u.Wv),
+                  bv = dual_of(p.bv, u.bv), sink = dual_of(p.sink, u.sink);
+  const NearFieldWeights<Dual> w{Wk, {bk.data(), static_cast<std::size_t>(bk.size())}, Wv,
+                                 {bv.data(), static_cast<std::size_t>(bv.size())},
+                                 {sink.data(), static_cast<std::size_t>(sink.size())}};
+  Mat<Dual> out(N, D), dvec(p.config.vectors ? N : 0, p.config.vectors ? 3 * D : 0);
+  NearFieldCache<Dual> cache;
+  near_field_forward<Dual>(p.config, p.list, coords, q, k, v, vec, w, out, dvec, cache);
+  const Mat<Dual> dout = dual_of(R1, u.R1), ddvec = dual_of(R2, u.R2);
+  Mat<Dual> gq = Mat<Dual>::Zero(N, D), gk = Mat<Dual>::Zero(N, D), gv = Mat<Dual>::Zero(N, p.v.cols()),
+            gvec = Mat<Dual>::Zero(p.vec.rows(), p.vec.cols()), gcoords = Mat<Dual>::Zero(N, 3);
+  Mat<Dual> gWk = Mat<Dual>::Zero(p.Wk.rows(), p.Wk.cols()), gbk = Mat<Dual>::Zero(p.bk.rows(), 1),
+            gWv = Mat<Dual>::Zero(p.Wv.rows(), p.Wv.cols()), gbv = Mat<Dual>::Zero(p.bv.rows(), 1),
+            gsink = Mat<Dual>::Zero(p.sink.rows(), 1);
+  NearFieldGrads<Dual> grads{gWk, {gbk.data(), static_cast<std::size_t>(gbk.size())}, gWv,
+                             {gbv.data(), static_cast<std::size_t>(gbv.size())},
+                             {gsink.data(), static_cast<std::size_t>(gsink.size())}};
+  near_field_backward<Dual>(p.config, p.list, coords, q, k, v, vec, w, cache, dout, ddvec, gq, gk, gv, gvec,
+                            gcoords, grads);
+  DualResult r;
+  for (int t = 0; t < 2; ++t) {
+    r.out[t] = part_of(out, t == 1);
+    r.dvec[t] = part_of(dvec, t == 1);
+    r.grads[t] = {part_of(gq, t == 1),  part_of(gk, t == 1),  part_of(gv, t == 1),   part_of(gvec, t == 1),
+                  part_of(gcoords, t == 1), part_of(gWk, t == 1), part_of(gbk, t == 1), part_of(gWv, t == 1),
+                  part_of(gbv, t == 1), part_of(gsink, t == 1)};
+  }
+  return r;
+}
+
+// Applies f(name, a, b) to every gradient of a and b.
+template <class F>
+void for_each_gradient(const Gradients& a, const Gradients& b, F&& f) {
+  f("q", a.q, b.q);
+  f("k", a.k, b.k);
+  f("v", a.v, b.v);
+  f("vec", a.vec, b.vec);
+  f("coords", a.coords, b.coords);
+  f("Wk", a.Wk, b.Wk);
+  f("bk", a.bk, b.bk);
+  f("Wv", a.Wv, b.Wv);
+  f("bv", a.bv, b.bv);
+  f("sink", a.sink, b.sink);
+}
+
+// (plus - minus) / (2 h) for every gradient.
+Gradients central_difference(const Gradients& plus, const Gradients& minus, double h) {
+  const auto d = [h](const Mat<double>& a, const Mat<double>& b) { return Mat<double>((a - b) / (2 * h)); };
+  return {d(plus.q, minus.q),   d(plus.k, minus.k),   d(plus.v, minus.v),   d(plus.vec, minus.vec),
+          d(plus.coords, minus.coords), d(plus.Wk, minus.Wk), d(plus.bk, minus.bk), d(plus.Wv, minus.Wv),
+          d(plus.bv, minus.bv), d(plus.sink, minus.sink)};
+}
+
+double relative_difference(const Mat<double>& a, const Mat<double>& b) {
+  if (a.size() == 0 && b.size() == 0) return 0.0;
+  return (a - b).cwiseAbs().maxCoeff() / std::max(1e-300, b.cwiseAbs().maxCoeff());
+}
+
+}  // namespace
+
+TEST_CASE("near field: Dual forward and backward give the directional derivatives of outputs and gradients",
+          "[near_field][dual]") {
+  // Forward over reverse, as force training runs it: the tangents of the outputs and of every
+  // gradient are the derivatives along u (coordinates, inputs, output gradients; weights too in
+  // the second case), checked against central differences of the double forward and backward;
+  // the value parts are the double results. Both backward schedules; with and without vectors.
+  for (const bool weight_tangents : {false, true})
+    for (const Index single_pass : {Index(16384), Index(0)})
+      for (const bool vectors : {true, false}) {
+        INFO("weight tangents " << weight_tangents << ", single_pass_max_pairs " << single_pass << ", vectors "
+                                << vectors);
+        Problem p = make_problem(5, {1, 3, 9}, vectors, 1.3);
+        p.config.single_pass_max_pairs = single_pass;
+        Rng rng(99);
+        const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
+        const Mat<double> R2 = vectors ? random_mat(rng, p.q.rows(), 3 * p.config.width()) : Mat<double>(0, 0);
+        const Direction u = random_direction(p, 17, weight_tangents);
+        const DualResult r = dual_pass(p, u, R1, R2);
+
+        const Gradients at = backward(p, R1, R2);
+        const Outputs<double> out = forward<double>(p);
+        CHECK(relative_difference(r.out[0], out.out) <= 1e-12);
+        CHECK(relative_difference(r.dvec[0], out.dvec) <= 1e-12);
+        for_each_gradient(r.grads[0], at, [](const char* name, const Mat<double>& a, const Mat<double>& b) {
+          INFO("value of the gradient of " << name);
+          CHECK(relative_difference(a, b) <= 1e-12);
+        });
+
+        const double h = 1e-5;
+        const Problem plus = moved(p, u, h), minus = moved(p, u, -h);
+        REQUIRE(build_neighbour_list_reference(plus.sets, plus.coords, p.config.cutoff).source == p.list.source);
+        REQUIRE(build_neighbour_list_reference(minus.sets, minus.coords, p.config.cutoff).source == p.list.source);
+        const Gradients gp = backward(plus, R1 + h * u.R1, R2 + h * u.R2);
+        const Gradients gm = backward(minus, R1 - h * u.R1, R2 - h * u.R2);
+        const Outputs<double> op = forward<double>(plus), om = forward<double>(minus);
+        CHECK(relative_difference(r.out[1], (op.out - om.out) / (2 * h)) <= 1e-7);
+        CHECK(relative_difference(r.dvec[1], (op.dvec - om.dvec) / (2 * h)) <= 1e-7);
+        const Gradients numeric = central_difference(gp, gm, h);
+        for_each_gradient(r.grads[1], numeric, [](const char* name, const Mat<double>& a, const Mat<double>& b) {
+          INFO("tangent of the gradient of " << name << " vs central differences");
+          CHECK(relative_difference(a, b) <= 1e-6);
+          if (b.size() != 0) CHECK(a.cwiseAbs().maxCoeff() > 0.0);
+        });
+
+        // The training pass asks for no parameter-gradient values: every tangent and every input
+        // gradient is bitwise the same.
+        DualResult lean;
+        {
+          const ScopedPassOptions options({.parameter_gradient_values = false});
+          lean = dual_pass(p, u, R1, R2);
+        }
+        CHECK(lean.grads[1].Wk == r.grads[1].Wk);
+        CHECK(lean.grads[1].Wv == r.grads[1].Wv);
+        CHECK(lean.grads[1].bk == r.grads[1].bk);
+        CHECK(lean.grads[1].bv == r.grads[1].bv);
+        CHECK(lean.grads[1].sink == r.grads[1].sink);
+        for (int t = 0; t < 2; ++t) {
+          CHECK(lean.grads[t].q == r.grads[t].q);
+          CHECK(lean.grads[t].k == r.grads[t].k);
+          CHECK(lean.grads[t].v == r.grads[t].v);
+          CHECK(lean.grads[t].vec == r.grads[t].vec);
+          CHECK(lean.grads[t].coords == r.grads[t].coords);
+        }
+      }
 }
