@@ -286,6 +286,7 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
   const double h = config.table_step();
   const FilterActivation act{config.filter_activation};
   // The basis at the nodes depends on the configuration only: kept from the last build.
+  bool same_configuration = true;
   if (table.basis.rows() != G + 1 || table.basis.cols() != K || table.basis_step != h ||
       table.basis_first != config.nodes.first || table.basis_spacing != config.nodes.spacing) {
     table.basis.resize(G + 1, K);
@@ -296,30 +297,37 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
     table.basis_step = h;
     table.basis_first = config.nodes.first;
     table.basis_spacing = config.nodes.spacing;
+    same_configuration = false;
   }
+  // Weights without tangents (float and double models; a Dual model differentiated along
+  // coordinates): the table is real, computed with vectorised exponentials.
+  bool weight_tangents = false;
+  Mat<double> weights(K + 1, W);  // [W; bias]
+  for (Index n = 0; n < K; ++n) {
+    for (Index c = 0; c < D; ++c) weights(n, c) = value_of(w.Wk(n, c));
+    for (Index c = 0; c < V; ++c) weights(n, D + c) = value_of(w.Wv(n, c));
+    for (Index c = 0; c < D; ++c) weight_tangents |= tangent_of(w.Wk(n, c)) != 0.0;
+    for (Index c = 0; c < V; ++c) weight_tangents |= tangent_of(w.Wv(n, c)) != 0.0;
+  }
+  for (Index c = 0; c < D; ++c) weights(K, c) = value_of(w.bk[static_cast<std::size_t>(c)]);
+  for (Index c = 0; c < V; ++c) weights(K, D + c) = value_of(w.bv[static_cast<std::size_t>(c)]);
+  for (Index c = 0; c < W; ++c) {
+    const double t = tangent_of(c < D ? w.bk[static_cast<std::size_t>(c)] : w.bv[static_cast<std::size_t>(c - D)]);
+    weight_tangents |= t != 0.0;
+  }
+  const bool built = is_dual_v<T> ? table.real() : table.value.rows() == G + 1;
+  if (!weight_tangents && same_configuration && built && table.built_activation == config.filter_activation &&
+      table.built_from.rows() == K + 1 && table.built_from.cols() == W && table.built_from == weights)
+    return;
   table.real_value.resize(0, 0);
   table.real_slope.resize(0, 0);
   table.real_z.resize(0, 0);
   table.real_zslope.resize(0, 0);
   table.sigmoid.resize(0, 0);
-  // Weights without tangents (float and double models; a Dual model differentiated along
-  // coordinates): the table is real, computed with vectorised exponentials.
-  bool weight_tangents = false;
-  Mat<double> Wreal(K, W);
-  RowVec<double> bias(W);
-  for (Index n = 0; n < K; ++n) {
-    for (Index c = 0; c < D; ++c) Wreal(n, c) = value_of(w.Wk(n, c));
-    for (Index c = 0; c < V; ++c) Wreal(n, D + c) = value_of(w.Wv(n, c));
-    for (Index c = 0; c < D; ++c) weight_tangents |= tangent_of(w.Wk(n, c)) != 0.0;
-    for (Index c = 0; c < V; ++c) weight_tangents |= tangent_of(w.Wv(n, c)) != 0.0;
-  }
-  for (Index c = 0; c < D; ++c) bias(c) = value_of(w.bk[static_cast<std::size_t>(c)]);
-  for (Index c = 0; c < V; ++c) bias(D + c) = value_of(w.bv[static_cast<std::size_t>(c)]);
-  for (Index c = 0; c < W; ++c) {
-    const double t = tangent_of(c < D ? w.bk[static_cast<std::size_t>(c)] : w.bv[static_cast<std::size_t>(c - D)]);
-    weight_tangents |= t != 0.0;
-  }
+  table.built_from.resize(0, 0);
   if (!weight_tangents) {
+    const auto Wreal = weights.topRows(K);
+    const auto bias = weights.row(K);
     Mat<double> z = table.basis * Wreal;
     z.rowwise() += bias;
     const Mat<double> zslope = table.dbasis * Wreal;
@@ -341,6 +349,8 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
       table.z = std::move(z);
       table.zslope = zslope;
     }
+    table.built_from = std::move(weights);
+    table.built_activation = config.filter_activation;
     return;
   }
   Mat<A> Wcat(K, W);
@@ -362,6 +372,33 @@ void build_table(const NearFieldConfig& config, const NearFieldWeights<T>& w, Fi
       table.slope(g, c) = static_cast<T>(h * f1 * table.zslope(g, c));
     }
 }
+
+}  // namespace
+
+template <class T>
+void lend_filter_table(const FilterTable<T>& from, FilterTable<Dual>& to) {
+  static_assert(!is_dual_v<T>);
+  to.value.resize(0, 0);
+  to.slope.resize(0, 0);
+  to.z.resize(0, 0);
+  to.zslope.resize(0, 0);
+  to.real_value = from.value.template cast<double>();
+  to.real_slope = from.slope.template cast<double>();
+  to.real_z = from.z;
+  to.real_zslope = from.zslope;
+  to.sigmoid = from.sigmoid;
+  to.basis = from.basis;
+  to.dbasis = from.dbasis;
+  to.basis_step = from.basis_step;
+  to.basis_first = from.basis_first;
+  to.basis_spacing = from.basis_spacing;
+  to.built_from = from.built_from;
+  to.built_activation = from.built_activation;
+}
+template void lend_filter_table<float>(const FilterTable<float>&, FilterTable<Dual>&);
+template void lend_filter_table<double>(const FilterTable<double>&, FilterTable<Dual>&);
+
+namespace {
 
 // Geometry and interpolated filters of the consecutive pairs [p0, p0 + np).
 template <class T>

@@ -108,10 +108,20 @@ struct FilterTable {
   // real: it holds these instead of value, slope, z and zslope (which stay empty).
   Mat<double> real_value, real_slope, real_z, real_zslope;
   Mat<double> sigmoid;  // silu tables built from real weights: s(z) at every entry, else empty
+  // The weights the table was built from, (K + 1) x (D + V): [W; bias] (values; empty when they
+  // carried tangents). A build for the same weights keeps the table.
+  Mat<double> built_from;
+  Activation built_activation = Activation::identity;
   bool real() const noexcept { return real_value.size() != 0; }
   Index columns() const noexcept { return real() ? real_value.cols() : value.cols(); }
   Index nodes() const noexcept { return real() ? real_value.rows() : value.rows(); }
 };
+
+// The table of a float or double forward handed to a Dual pass over the same weights without
+// tangents (a Hessian-vector product along coordinates) as its real table, so that the Dual
+// forward does not rebuild it: the filters are the float or double model's own.
+template <class T>
+void lend_filter_table(const FilterTable<T>& from, FilterTable<Dual>& to);
 
 // What backward needs besides the inputs: per (row, head) the logit maximum m_ih and the
 // denominator den_ih, the scalar output, and the filter table of the forward's weights.

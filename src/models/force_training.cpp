@@ -34,8 +34,8 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
   regression_loss_backward<T>(loss, out, y, dout_energy);
   Mat<T> select = Mat<T>::Zero(S, P);
   select.col(target).setOnes();
-  // Its parameter gradient (dE/dtheta) is not needed: pass 2 gives the whole gradient.
-  model.parameters().zero_grad();
+  // Its parameter gradient (dE/dtheta) is not needed: pass 2 gives the whole gradient (and
+  // overwrites every entry at the end).
   Mat<T> dout_dr;
   {
     const ScopedPassOptions coordinates_only({.parameter_gradient_values = false});
@@ -64,6 +64,11 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
   const ScopedPassOptions options({.float_products = std::is_same_v<T, float>,
                                        .parameter_gradient_values = false});
   copy_model_state(model, dual);
+  // The dual forward's filter tables are the float pass's (same weights, no tangents).
+  dual_cache.blocks.resize(cache.blocks.size());
+  for (std::size_t b = 0; b < cache.blocks.size(); ++b)
+    if (cache.blocks[b].near.table.nodes() != 0)
+      attn::lend_filter_table(cache.blocks[b].near.table, dual_cache.blocks[b].near.table);
   dual.forward(batch, dual_cache, &u);
   Mat<Dual> dout(S, P);
   for (Index s = 0; s < S; ++s)

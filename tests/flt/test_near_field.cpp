@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace flt;
@@ -548,4 +549,47 @@ TEST_CASE("near field: Dual forward and backward give the directional derivative
           CHECK(lean.grads[t].coords == r.grads[t].coords);
         }
       }
+}
+
+TEST_CASE("near field: a Dual forward keeps a table lent by a forward over the same weights, rebuilds otherwise",
+          "[near_field][dual]") {
+  Problem p = make_problem(5, {1, 3, 9}, true, 1.3);
+  const Direction u = random_direction(p, 17, false);
+  const Index N = p.q.rows(), D = p.config.width();
+  const auto dual_forward = [&](const Problem& at, NearFieldCache<Dual>& cache) {
+    const Mat<Dual> coords = dual_of(at.coords, u.coords), q = dual_of(at.q, u.q), k = dual_of(at.k, u.k),
+                    v = dual_of(at.v, u.v), vec = dual_of(at.vec, u.vec);
+    const Mat<Dual> Wk = at.Wk.cast<Dual>(), bk = at.bk.cast<Dual>(), Wv = at.Wv.cast<Dual>(),
+                    bv = at.bv.cast<Dual>(), sink = at.sink.cast<Dual>();
+    const NearFieldWeights<Dual> w{Wk, {bk.data(), static_cast<std::size_t>(bk.size())}, Wv,
+                                   {bv.data(), static_cast<std::size_t>(bv.size())},
+                                   {sink.data(), static_cast<std::size_t>(sink.size())}};
+    Mat<Dual> out(N, D), dvec(N, 3 * D);
+    near_field_forward<Dual>(at.config, at.list, coords, q, k, v, vec, w, out, dvec, cache);
+    return std::pair{part_of(out, false), part_of(out, true)};
+  };
+  NearFieldCache<Dual> fresh;
+  const auto expected = dual_forward(p, fresh);
+
+  // Lent by a double forward over the same weights: the same table, bitwise the same results.
+  NearFieldCache<Dual> lent;
+  lend_filter_table(forward<double>(p).cache.table, lent.table);
+  REQUIRE(lent.table.built_from.size() != 0);
+  CHECK(dual_forward(p, lent) == expected);
+
+  // Lent by a float forward: the float model's filters, equal to float rounding.
+  NearFieldCache<Dual> lent_float;
+  lend_filter_table(forward<float>(p).cache.table, lent_float.table);
+  const auto from_float = dual_forward(p, lent_float);
+  CHECK(relative_difference(from_float.first, expected.first) <= 1e-6);
+  CHECK(relative_difference(from_float.second, expected.second) <= 1e-6);
+
+  // Lent for other weights (one weight changed): rebuilt, as if fresh.
+  Problem other = p;
+  other.Wv(2, 5) += 0.25;
+  NearFieldCache<Dual> stale;
+  lend_filter_table(forward<double>(p).cache.table, stale.table);
+  NearFieldCache<Dual> fresh_other;
+  CHECK(dual_forward(other, stale) == dual_forward(other, fresh_other));
+  CHECK(dual_forward(other, fresh_other) != expected);
 }
