@@ -119,9 +119,12 @@ inline constexpr bool is_dual_v = std::is_same_v<T, Dual>;
 //     wanted. A float or double backward then accumulates no parameter gradient at all (it gives
 //     input and coordinate gradients only); a Dual backward computes the tangents as always and
 //     leaves the value parts (dE/dtheta) unspecified: the costly ones (linear layers) are skipped.
+//   parameter_tangents: false: the caller guarantees that no parameter of a Dual pass carries a
+//     tangent (a Hessian-vector product along coordinates), so layers need not look for one.
 struct PassOptions {
   bool float_products = false;
   bool parameter_gradient_values = true;
+  bool parameter_tangents = true;
 };
 // The calling thread's options (read by the layers before they start threads of their own).
 inline PassOptions& pass_options() {

@@ -146,7 +146,8 @@ void dual_linear_forward(ConstMatRef<Dual> x, ConstMatRef<Dual> W, std::span<con
   const Mat<S> xs = stacked_parts<S>(x, false);
   const Mat<S> ys = real_product<S>(xs, real_part<S>(W, false));  // [x_v W; x_d W]
   Mat<S> weight_term;                                                     // x_v W'
-  if (has_tangent(W)) weight_term = real_product<S>(xs.topRows(n), real_part<S>(W, true));
+  if (pass_options().parameter_tangents && has_tangent(W))
+    weight_term = real_product<S>(xs.topRows(n), real_part<S>(W, true));
   for (Index r = 0; r < n; ++r)
     for (Index c = 0; c < out; ++c) {
       Dual value{static_cast<double>(ys(r, c)), static_cast<double>(ys(n + r, c))};
@@ -167,7 +168,8 @@ void dual_linear_backward(ConstMatRef<Dual> x, ConstMatRef<Dual> W, ConstMatRef<
   if (dx.size() != 0) {
     const Mat<S> dxs = real_product<S>(gs, real_part<S>(W, false), true);  // [dy_v W^T; dy_d W^T]
     Mat<S> weight_term;                                                          // dy_v W'^T
-    if (has_tangent(W)) weight_term = real_product<S>(gs.topRows(n), real_part<S>(W, true), true);
+    if (pass_options().parameter_tangents && has_tangent(W))
+      weight_term = real_product<S>(gs.topRows(n), real_part<S>(W, true), true);
     for (Index r = 0; r < n; ++r)
       for (Index c = 0; c < in; ++c) {
         Dual g{static_cast<double>(dxs(r, c)), static_cast<double>(dxs(n + r, c))};

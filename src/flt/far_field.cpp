@@ -1152,12 +1152,16 @@ Mat<double> mask_exact(const FarFieldConfig& cfg, ConstMatRef<double> coords, st
 
 namespace {
 
+// scratch: 3K doubles (kept by the caller across pairs).
 void radial_basis_dual(const RadialNodes& nodes, const Dual& rho, std::vector<Dual>& b,
-                       std::vector<Dual>& db) {
+                       std::vector<Dual>& db, std::vector<double>& scratch) {
   const auto K = static_cast<std::size_t>(nodes.count);
-  std::vector<double> v(K), dv(K), ddv(K);
-  radial_basis(nodes, rho.v, v.data(), dv.data());
-  radial_basis_second_derivative(nodes, rho.v, ddv.data());
+  scratch.resize(3 * K);
+  double* v = scratch.data();
+  double* dv = v + K;
+  double* ddv = dv + K;
+  radial_basis(nodes, rho.v, v, dv);
+  radial_basis_second_derivative(nodes, rho.v, ddv);
   b.resize(K);
   db.resize(K);
   for (std::size_t n = 0; n < K; ++n) {
@@ -1166,16 +1170,19 @@ void radial_basis_dual(const RadialNodes& nodes, const Dual& rho, std::vector<Du
   }
 }
 
-// The terms g_n and their gradients dg_n/dd (K x 3) of one pair.
+// The terms g_n and their gradients dg_n/dd (K x 3) of one pair; the gradients only when
+// want_grad (the backward with coordinate gradients).
 struct DualPairTerms {
   Dual d[3];
+  bool want_grad = true;
   std::vector<Dual> g, b, db;
   std::vector<std::array<Dual, 3>> grad;
+  std::vector<double> scratch;
 };
 
 void exact_terms(const FarFieldConfig& cfg, DualPairTerms& p) {
   const Dual rho = sqrt(p.d[0] * p.d[0] + p.d[1] * p.d[1] + p.d[2] * p.d[2]);
-  radial_basis_dual(cfg.nodes, rho, p.b, p.db);
+  radial_basis_dual(cfg.nodes, rho, p.b, p.db, p.scratch);
   const double e1 = envelope_derivative(rho.v, cfg.cutoff);
   const Dual wt{1.0 - envelope(rho.v, cfg.cutoff), -e1 * rho.d};
   const Dual dwt{-e1, -envelope_second_derivative(rho.v, cfg.cutoff) * rho.d};
@@ -1184,6 +1191,7 @@ void exact_terms(const FarFieldConfig& cfg, DualPairTerms& p) {
   p.grad.resize(K);
   for (std::size_t n = 0; n < K; ++n) {
     p.g[n] = wt * p.b[n];
+    if (!p.want_grad) continue;
     const Dual radial = rho > 0.0 ? Dual((dwt * p.b[n] + wt * p.db[n]) / rho) : Dual(0.0);
     for (int a = 0; a < 3; ++a) p.grad[n][static_cast<std::size_t>(a)] = radial * p.d[a];
   }
@@ -1201,6 +1209,7 @@ void estimate_terms(const FarFieldConfig& cfg, const SphericalDesign& design, Du
       const double k = kTwoPi * cfg.nodes.kappa(static_cast<Index>(n));
       const Dual theta = k * proj;
       p.g[n] += lam * cos(theta);
+      if (!p.want_grad) continue;
       const Dual slope = -lam * k * sin(theta);
       for (int a = 0; a < 3; ++a) p.grad[n][static_cast<std::size_t>(a)] += slope * u[a];
     }
@@ -1218,6 +1227,7 @@ void dual_pair_sums(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMat
 #pragma omp parallel for schedule(dynamic, 1)
   for (Index s = 0; s < sets.num_sets(); ++s) {
     DualPairTerms p;
+    p.want_grad = dcoords && dcoords->size() > 0;
     Mat<Dual>& da = da_part[static_cast<std::size_t>(s)];
     if (dcoeffs) da = Mat<Dual>::Zero(H, K);
     for (Index i = sets.begin(s); i < sets.end(s); ++i)
@@ -1238,10 +1248,11 @@ void dual_pair_sums(const FarFieldConfig& cfg, const RaggedIndex& sets, ConstMat
           for (Index n = 0; n < K; ++n) {
             const auto nn = static_cast<std::size_t>(n);
             da(h, n) += gc * p.g[nn];
-            for (int a = 0; a < 3; ++a) grad_sum[a] += gc * coeffs(h, n) * p.grad[nn][static_cast<std::size_t>(a)];
+            if (p.want_grad)
+              for (int a = 0; a < 3; ++a) grad_sum[a] += gc * coeffs(h, n) * p.grad[nn][static_cast<std::size_t>(a)];
           }
         }
-        if (dcoords && dcoords->size() > 0)
+        if (p.want_grad)
           for (int a = 0; a < 3; ++a) {
             (*dcoords)(i, a) += grad_sum[a];
             (*dcoords)(j, a) -= grad_sum[a];

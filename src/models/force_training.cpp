@@ -62,7 +62,8 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
   // Pass 2: the Dual copy, coordinate tangent u, dout = e_t + eps dL_E/dout. Only the tangents
   // of its parameter gradients are read; a float model's are computed with float products.
   const ScopedPassOptions options({.float_products = std::is_same_v<T, float>,
-                                       .parameter_gradient_values = false});
+                                   .parameter_gradient_values = false,
+                                   .parameter_tangents = false});  // copy_model_state gives none
   copy_model_state(model, dual);
   // The dual forward's filter tables are the float pass's (same weights, no tangents).
   dual_cache.blocks.resize(cache.blocks.size());

@@ -429,6 +429,14 @@ TEST_CASE("second derivatives: passes without parameter-gradient values change n
   CHECK(tangents_only.tangent.grads == all.tangent.grads);
   CHECK(tangents_only.tangent.dcoords == all.tangent.dcoords);
   CHECK(tangents_only.value.dcoords == all.value.dcoords);
+  // Parameters promised to carry no tangent (as after copy_model_state): the same again.
+  DualDerivatives promised;
+  {
+    const ScopedPassOptions options({.parameter_gradient_values = false, .parameter_tangents = false});
+    promised = run_dual(dual, batch, dout, u);
+  }
+  CHECK(promised.tangent.grads == all.tangent.grads);
+  CHECK(promised.tangent.dcoords == all.tangent.dcoords);
   omp_set_num_threads(saved_threads);
 }
 
