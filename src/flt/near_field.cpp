@@ -40,8 +40,8 @@ auto row_ptr(M& m, Index i) {
 
 // A Dual matrix as the pair loops hold it: value and tangent parts apart (structure of arrays),
 // so that the loops over a row's channels vectorise. Elements read back as Dual and are written
-// through DualRef, and the loops run the same Dual arithmetic on them: the results are bitwise
-// those of the same loops over a Mat<Dual>.
+// through DualRef: the loops run the same Dual arithmetic as on a Mat<Dual> (only the compiler's
+// contraction into FMAs may differ).
 struct DualRef {
   double& v;
   double& d;
