@@ -363,6 +363,12 @@ def read_flt(path):
     for name, t in header.items():
         b, e = t["data_offsets"]
         arrays[name] = np.frombuffer(buf[b:e], dtype=DTYPES[t["dtype"]]).reshape(t["shape"]).copy()
+    if meta.get("format") == "flt-ensemble":
+        # An ensemble keeps each member's entries under "member.<k>."; the benchmark (bench_model
+        # too) uses member 1.
+        prefix = "member.1."
+        meta = {k[len(prefix):]: v for k, v in meta.items() if k.startswith(prefix)}
+        arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     return meta, arrays
 
 

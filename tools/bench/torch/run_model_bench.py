@@ -93,6 +93,12 @@ def model_attention(path):
     return metadata.get("config.attention", metadata.get("member.1.config.attention"))
 
 
+def model_is_ensemble(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n))["__metadata__"].get("format") == "flt-ensemble"
+
+
 def trained_model(a, work):
     """The trained near_far model the benchmark predicts with (see the module docstring)."""
     if a.model:
@@ -222,7 +228,8 @@ def main():
                  f" pairs and {cfg['far_pairs_per_molecule']:.1f} far pairs per molecule on average. Training"
                  f" starts from fresh weights (L1 loss, AdamW with weight decay 0.05, clipping at 10, weight EMA"
                  f" 0.999, far-field designs rotated every step); prediction uses the trained model"
-                 f" `{shown_model}` and returns physical units.")
+                 f" `{shown_model}`{' (its first member: the file is an ensemble)' if model_is_ensemble(model) else ''}"
+                 f" and returns physical units.")
     lines.append(f"* Parity (torch loads the C++ `.flt`): {parity_text}.\n")
     lines.append("| mode | threads | C++ mol/s | PyTorch mol/s | ratio of the medians | per-round ratios (median) | target | C++ peak RSS (MiB) | PyTorch peak RSS (MiB) |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
