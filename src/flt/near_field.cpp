@@ -75,25 +75,10 @@ struct SplitMat {
     tangent.resize(rows, cols);
   }
   void load(ConstMatRef<Dual> m) {
-    resize(m.rows(), m.cols());
-    for (Index r = 0; r < m.rows(); ++r) {
-      const Dual* src = row_ptr(m, r);
-      double* v = value.row(r).data();
-      double* d = tangent.row(r).data();
-      for (Index c = 0; c < m.cols(); ++c) {
-        v[c] = src[c].v;
-        d[c] = src[c].d;
-      }
-    }
+    value = dual_values(m);
+    tangent = dual_tangents(m);
   }
-  void store(MatRef<Dual> m) const {
-    for (Index r = 0; r < m.rows(); ++r) {
-      Dual* dst = row_ptr(m, r);
-      const double* v = value.row(r).data();
-      const double* d = tangent.row(r).data();
-      for (Index c = 0; c < m.cols(); ++c) dst[c] = {v[c], d[c]};
-    }
-  }
+  void store(MatRef<Dual> m) const { dual_store(value, tangent, m, false); }
 };
 SplitRow<double*> row_ptr(SplitMat& m, Index i) { return {m.value.row(i).data(), m.tangent.row(i).data()}; }
 SplitRow<const double*> row_ptr(const SplitMat& m, Index i) {
@@ -399,6 +384,14 @@ template void lend_filter_table<float>(const FilterTable<float>&, FilterTable<Du
 template void lend_filter_table<double>(const FilterTable<double>&, FilterTable<Dual>&);
 
 namespace {
+
+// The rows of nodes g and g + 1 in one part of the table gradients (values, slopes).
+struct NodeRows {
+  double *v0, *s0, *v1, *s1;
+};
+NodeRows node_rows(Mat<double>& value, Mat<double>& slope, Index g) {
+  return {value.row(g).data(), slope.row(g).data(), value.row(g + 1).data(), slope.row(g + 1).data()};
+}
 
 // Geometry and interpolated filters of the consecutive pairs [p0, p0 + np).
 template <class T>
@@ -955,31 +948,25 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const double w0 = value_of(hm.w[0]), w1 = value_of(hm.w[1]), w2 = value_of(hm.w[2]),
                          w3 = value_of(hm.w[3]);
             if (table_values) {
-              double* v0 = part.value.row(gi).data();
-              double* v1 = part.value.row(gi + 1).data();
-              double* s0 = part.slope.row(gi).data();
-              double* s1 = part.slope.row(gi + 1).data();
+              const NodeRows r = node_rows(part.value, part.slope, gi);
 #pragma GCC ivdep
               for (Index c = 0; c < W; ++c) {
-                v0[c] += w0 * xv[c];
-                s0[c] += w1 * xv[c];
-                v1[c] += w2 * xv[c];
-                s1[c] += w3 * xv[c];
+                r.v0[c] += w0 * xv[c];
+                r.s0[c] += w1 * xv[c];
+                r.v1[c] += w2 * xv[c];
+                r.s1[c] += w3 * xv[c];
               }
             }
             if constexpr (is_dual_v<T>) {
               const double* xd = dfilt.tangent.row(p).data();
               const double t0 = hm.w[0].d, t1 = hm.w[1].d, t2 = hm.w[2].d, t3 = hm.w[3].d;
-              double* v0 = part.value_tangent.row(gi).data();
-              double* v1 = part.value_tangent.row(gi + 1).data();
-              double* s0 = part.slope_tangent.row(gi).data();
-              double* s1 = part.slope_tangent.row(gi + 1).data();
+              const NodeRows r = node_rows(part.value_tangent, part.slope_tangent, gi);
 #pragma GCC ivdep
               for (Index c = 0; c < W; ++c) {
-                v0[c] += std::fma(t0, xv[c], w0 * xd[c]);
-                s0[c] += std::fma(t1, xv[c], w1 * xd[c]);
-                v1[c] += std::fma(t2, xv[c], w2 * xd[c]);
-                s1[c] += std::fma(t3, xv[c], w3 * xd[c]);
+                r.v0[c] += std::fma(t0, xv[c], w0 * xd[c]);
+                r.s0[c] += std::fma(t1, xv[c], w1 * xd[c]);
+                r.v1[c] += std::fma(t2, xv[c], w2 * xd[c]);
+                r.s1[c] += std::fma(t3, xv[c], w3 * xd[c]);
               }
             }
           }

@@ -48,13 +48,16 @@ struct Problem {
 
 // Sets of the given sizes with atoms ~ N(0, spread^2) per axis, so that some pairs lie beyond
 // the cutoff (2.5 A) and some sets are complete.
-Problem make_problem(std::uint64_t seed, std::vector<Index> sizes, bool vectors, double spread = 1.6) {
+// head_dim and node_count: 16 and 16 are the settings models run at (3 and 5 keep the
+// finite-difference checks over every weight fast).
+Problem make_problem(std::uint64_t seed, std::vector<Index> sizes, bool vectors, double spread = 1.6,
+                     Index head_dim = 3, Index node_count = 5) {
   Rng rng(seed);
   Problem p;
   p.config.heads = 2;
-  p.config.head_dim = 3;
+  p.config.head_dim = head_dim;
   p.config.cutoff = 2.5;
-  p.config.nodes = RadialNodes::bessel(5, p.config.cutoff);
+  p.config.nodes = RadialNodes::bessel(node_count, p.config.cutoff);
   p.config.vectors = vectors;
   p.sets = RaggedIndex::from_sizes(sizes);
   const Index N = p.sets.total_rows(), D = p.config.width(), V = p.config.value_width();
@@ -490,13 +493,23 @@ TEST_CASE("near field: Dual forward and backward give the directional derivative
   // Forward over reverse, as force training runs it: the tangents of the outputs and of every
   // gradient are the derivatives along u (coordinates, inputs, output gradients; weights too in
   // the second case), checked against central differences of the double forward and backward;
-  // the value parts are the double results. Both backward schedules; with and without vectors.
+  // the value parts are the double results. Both backward schedules; with and without vectors;
+  // small sets and heads, and the settings models run at (heads of 16 channels, 16 radial nodes,
+  // a batch of nine-atom structures and a larger one: vectorised loops, many pieces and tasks).
+  struct Size {
+    std::vector<Index> sets;
+    Index head_dim, nodes;
+  };
+  std::vector<Index> batch(12, 9);
+  batch.push_back(30);
+  const Size sizes[] = {{{1, 3, 9}, 3, 5}, {batch, 16, 16}};
+  for (const Size& size : sizes)
   for (const bool weight_tangents : {false, true})
     for (const Index single_pass : {Index(16384), Index(0)})
       for (const bool vectors : {true, false}) {
-        INFO("weight tangents " << weight_tangents << ", single_pass_max_pairs " << single_pass << ", vectors "
-                                << vectors);
-        Problem p = make_problem(5, {1, 3, 9}, vectors, 1.3);
+        INFO("head_dim " << size.head_dim << ", " << size.sets.size() << " sets, weight tangents "
+                         << weight_tangents << ", single_pass_max_pairs " << single_pass << ", vectors " << vectors);
+        Problem p = make_problem(5, size.sets, vectors, 1.3, size.head_dim, size.nodes);
         p.config.single_pass_max_pairs = single_pass;
         Rng rng(99);
         const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
