@@ -2,6 +2,7 @@
 
 #include "chem/elements.hpp"
 #include "core/error.hpp"
+#include "io/csv.hpp"
 
 #include <GraphMol/Conformer.h>
 #include <GraphMol/FileParsers/FileParsers.h>
@@ -9,62 +10,14 @@
 #include <GraphMol/RWMol.h>
 
 #include <algorithm>
-#include <atomic>
 #include <charconv>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iostream>
-#include <unistd.h>
 
 namespace flt::chem {
-namespace {
-
-std::atomic<unsigned> g_temp_counter{0};
-
-}  // namespace
 
 std::string format_number(double value) {
   char buffer[64];
   auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
   return std::string(buffer, result.ptr);
-}
-
-OutputFile::OutputFile(std::string path) : path_(std::move(path)) {
-  if (path_ == "-") return;
-  temp_ = path_ + ".tmp." + std::to_string(::getpid()) + "." +
-          std::to_string(g_temp_counter.fetch_add(1));
-  auto file = std::make_unique<std::ofstream>(temp_, std::ios::binary | std::ios::trunc);
-  if (!*file) {
-    throw IoError(path_, "cannot create the temporary file " + temp_ + ": " +
-                             std::strerror(errno));
-  }
-  file_ = std::move(file);
-}
-
-OutputFile::~OutputFile() {
-  if (!committed_ && !temp_.empty()) {
-    file_.reset();
-    std::error_code ec;
-    std::filesystem::remove(temp_, ec);
-  }
-}
-
-std::ostream& OutputFile::stream() { return file_ ? *file_ : std::cout; }
-
-void OutputFile::commit() {
-  if (committed_) return;
-  stream().flush();
-  if (!stream()) throw IoError(path_, "write error");
-  if (file_) {
-    auto* f = static_cast<std::ofstream*>(file_.get());
-    f->close();
-    if (!*f) throw IoError(path_, "write error while closing " + temp_);
-    std::error_code ec;
-    std::filesystem::rename(temp_, path_, ec);
-    if (ec) throw IoError(path_, "cannot rename " + temp_ + " into place: " + ec.message());
-  }
-  committed_ = true;
 }
 
 void MoleculeWriter::close() {
@@ -206,20 +159,9 @@ class SdfWriter final : public MoleculeWriter {
   }
 };
 
-std::string csv_field(const std::string& text) {
-  if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  out += '"';
-  return out;
-}
-
 class CsvWriter final : public MoleculeWriter {
  public:
-  CsvWriter(std::unique_ptr<OutputFile> out, const WriteOptions& options)
+  CsvWriter(std::unique_ptr<io::AtomicOutputFile> out, const WriteOptions& options)
       : MoleculeWriter(std::move(out)),
         labels_(options.label_columns),
         error_column_(options.error_column) {
@@ -283,7 +225,7 @@ class CsvWriter final : public MoleculeWriter {
     std::ostream& o = out();
     row_start(points);
     for (std::size_t k = 0; k < predictions_.size(); ++k) o << ',';
-    o << ',' << csv_field(reason) << '\n';
+    o << ',' << io::csv_escape(reason) << '\n';
     ++written_;
   }
 
@@ -323,21 +265,21 @@ class CsvWriter final : public MoleculeWriter {
     };
     for (const auto& key : labels_) {
       const Property* p = points.property(key);
-      o << ',' << csv_field(unique(key, p != nullptr ? p->unit : std::string(), true));
+      o << ',' << io::csv_escape(unique(key, p != nullptr ? p->unit : std::string(), true));
     }
-    for (const auto& [name, unit] : predictions_) o << ',' << csv_field(unique(name, unit, false));
+    for (const auto& [name, unit] : predictions_) o << ',' << io::csv_escape(unique(name, unit, false));
     if (error_column_) o << ",error";
     o << '\n';
   }
 
   void row_start(const PointSet& points) {
     std::ostream& o = out();
-    o << (written_ + 1) << ',' << csv_field(points.source) << ',' << points.record << ','
-      << csv_field(points.title);
+    o << (written_ + 1) << ',' << io::csv_escape(points.source) << ',' << points.record << ','
+      << io::csv_escape(points.title);
     for (const auto& key : labels_) {
       const Property* p = points.property(key);
       o << ',';
-      if (p != nullptr) o << csv_field(p->value);
+      if (p != nullptr) o << io::csv_escape(p->value);
     }
   }
 
@@ -460,7 +402,7 @@ std::unique_ptr<MoleculeWriter> MoleculeWriter::open(const std::string& path,
   if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
     throw InvalidArgument(path + ": compressed output is not supported");
   }
-  auto out = std::make_unique<OutputFile>(path);
+  auto out = std::make_unique<io::AtomicOutputFile>(path);
   switch (format) {
     case Format::sdf: return std::unique_ptr<MoleculeWriter>(new SdfWriter(std::move(out)));
     case Format::csv: return std::unique_ptr<MoleculeWriter>(new CsvWriter(std::move(out), options));

@@ -10,6 +10,7 @@
 #include "chem/format.hpp"
 #include "chem/point_set.hpp"
 #include "chem/reader.hpp"
+#include "io/atomic_file.hpp"
 
 #include <memory>
 #include <ostream>
@@ -37,26 +38,6 @@ struct WriteOptions {
   // CSV: a last column "error", empty for predicted records and the reason for records written
   // with write_error() (which needs it).
   bool error_column = false;
-};
-
-// Writes `path` through a temporary file renamed into place by commit(); "-" is standard output.
-// The destructor of an uncommitted file removes the temporary file.
-class OutputFile {
- public:
-  explicit OutputFile(std::string path);
-  ~OutputFile();
-  OutputFile(const OutputFile&) = delete;
-  OutputFile& operator=(const OutputFile&) = delete;
-  std::ostream& stream();
-  // Flushes, checks for write errors, closes and renames. Throws flt::IoError.
-  void commit();
-  const std::string& path() const noexcept { return path_; }
-
- private:
-  std::string path_;
-  std::string temp_;
-  std::unique_ptr<std::ostream> file_;
-  bool committed_ = false;
 };
 
 class MoleculeWriter {
@@ -91,10 +72,10 @@ class MoleculeWriter {
   std::size_t written() const noexcept { return written_; }
 
  protected:
-  explicit MoleculeWriter(std::unique_ptr<OutputFile> out) : out_(std::move(out)) {}
+  explicit MoleculeWriter(std::unique_ptr<io::AtomicOutputFile> out) : out_(std::move(out)) {}
   virtual void finish() {}
   std::ostream& out() { return out_->stream(); }
-  std::unique_ptr<OutputFile> out_;
+  std::unique_ptr<io::AtomicOutputFile> out_;
   std::size_t written_ = 0;
 };
 

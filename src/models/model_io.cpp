@@ -17,30 +17,30 @@ bool starts_with(const std::string& s, const char* prefix) { return s.rfind(pref
 }  // namespace
 
 template <class T>
-train::ModelFile to_model_file(const MoleculeModel<T>& model,
+io::ModelFile to_model_file(const MoleculeModel<T>& model,
                                const std::map<std::string, std::string>& metadata) {
-  train::ModelFile file(kModelFileFormat);
+  io::ModelFile file(kModelFileFormat);
   for (const auto& [key, value] : config_to_strings(model.config())) file.set_metadata("config." + key, value);
   for (const auto& [key, value] : metadata)
     file.set_metadata(starts_with(key, "training.") ? key : "training." + key, value);
   for (NamedArray& a : model.export_arrays()) {
-    train::Shape shape(a.shape.begin(), a.shape.end());
+    io::Shape shape(a.shape.begin(), a.shape.end());
     if (starts_with(a.name, "param.")) {
       // The weights are exactly representable in T: store them in their own precision.
       std::vector<T> v(a.values.begin(), a.values.end());
-      file.set_tensor(a.name, train::Tensor(std::move(v), std::move(shape)));
+      file.set_tensor(a.name, io::Tensor(std::move(v), std::move(shape)));
     } else if (a.name == "norm.elements") {
       std::vector<std::int32_t> v(a.values.begin(), a.values.end());
-      file.set_tensor(a.name, train::Tensor(std::move(v), std::move(shape)));
+      file.set_tensor(a.name, io::Tensor(std::move(v), std::move(shape)));
     } else {
-      file.set_tensor(a.name, train::Tensor(std::move(a.values), std::move(shape)));
+      file.set_tensor(a.name, io::Tensor(std::move(a.values), std::move(shape)));
     }
   }
   return file;
 }
 
 template <class T>
-std::unique_ptr<MoleculeModel<T>> from_model_file(const train::ModelFile& file,
+std::unique_ptr<MoleculeModel<T>> from_model_file(const io::ModelFile& file,
                                                   std::map<std::string, std::string>* metadata) {
   const std::string& source = file.source();
   if (file.format() != kModelFileFormat)
@@ -64,23 +64,23 @@ std::unique_ptr<MoleculeModel<T>> from_model_file(const train::ModelFile& file,
     a.name = name;
     a.shape.assign(tensor.shape().begin(), tensor.shape().end());
     switch (tensor.dtype()) {
-      case train::DType::F32: {
+      case io::DType::F32: {
         const auto v = tensor.template values<float>();
         a.values.assign(v.begin(), v.end());
         break;
       }
-      case train::DType::F64: {
+      case io::DType::F64: {
         const auto v = tensor.template values<double>();
         a.values.assign(v.begin(), v.end());
         break;
       }
-      case train::DType::I32: {
+      case io::DType::I32: {
         const auto v = tensor.template values<std::int32_t>();
         a.values.assign(v.begin(), v.end());
         break;
       }
       default:
-        throw ModelFileError(source, "tensor '" + name + "' has unexpected dtype " + train::dtype_name(tensor.dtype()));
+        throw ModelFileError(source, "tensor '" + name + "' has unexpected dtype " + io::dtype_name(tensor.dtype()));
     }
     arrays.push_back(std::move(a));
   }
@@ -96,12 +96,12 @@ std::unique_ptr<MoleculeModel<T>> from_model_file(const train::ModelFile& file,
 template <class T>
 void save_model(const std::filesystem::path& path, const MoleculeModel<T>& model,
                 const std::map<std::string, std::string>& metadata) {
-  train::write_model_file(path, to_model_file(model, metadata));
+  io::write_model_file(path, to_model_file(model, metadata));
 }
 
 std::unique_ptr<MoleculeModel<float>> load_model(const std::filesystem::path& path,
                                                  std::map<std::string, std::string>* metadata) {
-  return from_model_file<float>(train::read_model_file(path, kModelFileFormat), metadata);
+  return from_model_file<float>(io::read_model_file(path, kModelFileFormat), metadata);
 }
 
 namespace {
@@ -127,16 +127,16 @@ std::optional<std::pair<std::size_t, std::string>> split_member_key(const std::s
 
 }  // namespace
 
-train::ModelFile to_ensemble_file(std::span<const train::ModelFile> files) {
-  std::vector<train::ModelFile> members;
-  for (const train::ModelFile& f : files) {
+io::ModelFile to_ensemble_file(std::span<const io::ModelFile> files) {
+  std::vector<io::ModelFile> members;
+  for (const io::ModelFile& f : files) {
     if (f.format() != kModelFileFormat && f.format() != kEnsembleFileFormat)
       throw InvalidArgument(f.source() + ": holds '" + f.format() + "', not a model or an ensemble");
-    for (train::ModelFile& m : member_files(f)) members.push_back(std::move(m));
+    for (io::ModelFile& m : member_files(f)) members.push_back(std::move(m));
   }
   if (members.size() < 2)
     throw InvalidArgument("an ensemble needs at least two models (given " + std::to_string(members.size()) + ")");
-  train::ModelFile out(kEnsembleFileFormat);
+  io::ModelFile out(kEnsembleFileFormat);
   out.set_metadata(kMembersKey, std::to_string(members.size()));
   for (std::size_t k = 0; k < members.size(); ++k) {
     const std::string prefix = member_prefix(k + 1);
@@ -146,7 +146,7 @@ train::ModelFile to_ensemble_file(std::span<const train::ModelFile> files) {
   return out;
 }
 
-std::vector<train::ModelFile> member_files(const train::ModelFile& file) {
+std::vector<io::ModelFile> member_files(const io::ModelFile& file) {
   const std::string& source = file.source();
   if (file.format() == kModelFileFormat) return {file};
   if (file.format() != kEnsembleFileFormat)
@@ -163,7 +163,7 @@ std::vector<train::ModelFile> member_files(const train::ModelFile& file) {
   if (members > file.tensors().size())
     throw ModelFileError(source, "ensemble member count " + count + " exceeds its " +
                                      std::to_string(file.tensors().size()) + " tensors");
-  std::vector<train::ModelFile> out(members, train::ModelFile(kModelFileFormat));
+  std::vector<io::ModelFile> out(members, io::ModelFile(kModelFileFormat));
   for (std::size_t k = 0; k < members; ++k)
     out[k].set_source(source + " [member " + std::to_string(k + 1) + " of " + count + "]");
   for (const auto& [key, value] : file.all_metadata()) {
@@ -183,21 +183,21 @@ std::vector<train::ModelFile> member_files(const train::ModelFile& file) {
   return out;
 }
 
-std::vector<train::ModelFile> member_files(train::ModelFile&& file) {
-  if (file.format() != kModelFileFormat) return member_files(static_cast<const train::ModelFile&>(file));
-  std::vector<train::ModelFile> out;
+std::vector<io::ModelFile> member_files(io::ModelFile&& file) {
+  if (file.format() != kModelFileFormat) return member_files(static_cast<const io::ModelFile&>(file));
+  std::vector<io::ModelFile> out;
   out.push_back(std::move(file));  // a model file is its own only member: no copy of its tensors
   return out;
 }
 
-std::vector<train::ModelFile> read_member_files(const std::filesystem::path& path) {
-  return member_files(train::read_model_file(path, {}));
+std::vector<io::ModelFile> read_member_files(const std::filesystem::path& path) {
+  return member_files(io::read_model_file(path, {}));
 }
 
-template train::ModelFile to_model_file<float>(const MoleculeModel<float>&, const std::map<std::string, std::string>&);
-template train::ModelFile to_model_file<double>(const MoleculeModel<double>&, const std::map<std::string, std::string>&);
-template std::unique_ptr<MoleculeModel<float>> from_model_file<float>(const train::ModelFile&, std::map<std::string, std::string>*);
-template std::unique_ptr<MoleculeModel<double>> from_model_file<double>(const train::ModelFile&, std::map<std::string, std::string>*);
+template io::ModelFile to_model_file<float>(const MoleculeModel<float>&, const std::map<std::string, std::string>&);
+template io::ModelFile to_model_file<double>(const MoleculeModel<double>&, const std::map<std::string, std::string>&);
+template std::unique_ptr<MoleculeModel<float>> from_model_file<float>(const io::ModelFile&, std::map<std::string, std::string>*);
+template std::unique_ptr<MoleculeModel<double>> from_model_file<double>(const io::ModelFile&, std::map<std::string, std::string>*);
 template void save_model<float>(const std::filesystem::path&, const MoleculeModel<float>&, const std::map<std::string, std::string>&);
 template void save_model<double>(const std::filesystem::path&, const MoleculeModel<double>&, const std::map<std::string, std::string>&);
 

@@ -1,6 +1,6 @@
 // Saving and loading a MoleculeModel as a .flt model file: the file `flt train` writes and
 // `flt predict/eval/info/rpe` and the public API read (models/default.flt is one). Container:
-// train::ModelFile (docs/model-format.md: safetensors layout, format "flt-model", version 1,
+// io::ModelFile (docs/model-format.md: safetensors layout, format "flt-model", version 1,
 // CRC-32). Content (docs/training.md):
 //   metadata  "config.<key>"   every config_to_strings entry (architecture, targets with units and
 //                              pooling, attention kind, seed): the model is rebuilt from these alone
@@ -18,7 +18,7 @@
 #pragma once
 
 #include "models/molecule_model.hpp"
-#include "train/model_file.hpp"
+#include "io/model_file.hpp"
 
 #include <filesystem>
 #include <map>
@@ -40,23 +40,23 @@ inline constexpr const char* kEnsembleFileFormat = "flt-ensemble";
 // Packs model files ("flt-model") into one ensemble file, in the given order; ensemble files among
 // them are flattened into their members. InvalidArgument for fewer than two models in all or a
 // member of another format.
-train::ModelFile to_ensemble_file(std::span<const train::ModelFile> files);
+io::ModelFile to_ensemble_file(std::span<const io::ModelFile> files);
 // The members of a model file: the file itself for "flt-model", the M member model files (named
 // "<source> [member k of M]" in errors) for "flt-ensemble". ModelFileError naming the file for
 // any other format, a missing or inconsistent member count, or an entry outside every member.
-std::vector<train::ModelFile> member_files(const train::ModelFile& file);
-std::vector<train::ModelFile> member_files(train::ModelFile&& file);  // moves a model file's tensors
+std::vector<io::ModelFile> member_files(const io::ModelFile& file);
+std::vector<io::ModelFile> member_files(io::ModelFile&& file);  // moves a model file's tensors
 // read_model_file accepting either format, then member_files. IoError / ModelFileError.
-std::vector<train::ModelFile> read_member_files(const std::filesystem::path& path);
+std::vector<io::ModelFile> read_member_files(const std::filesystem::path& path);
 
 // In memory. metadata: the caller's entries, stored as "training.<key>".
 template <class T>
-train::ModelFile to_model_file(const MoleculeModel<T>& model,
+io::ModelFile to_model_file(const MoleculeModel<T>& model,
                                const std::map<std::string, std::string>& metadata = {});
 // `file.source()` names the file in errors. metadata (optional) receives every metadata entry of
 // the file ("config.*", "training.*" and the container's own).
 template <class T>
-std::unique_ptr<MoleculeModel<T>> from_model_file(const train::ModelFile& file,
+std::unique_ptr<MoleculeModel<T>> from_model_file(const io::ModelFile& file,
                                                   std::map<std::string, std::string>* metadata = nullptr);
 
 // Atomic write (temporary file + rename). Throws flt::IoError.

@@ -5,9 +5,9 @@
 #include "chem/point_set.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "train/data_checksum.hpp"
+#include "io/data_checksum.hpp"
 #include "train/labels.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -33,8 +33,8 @@ bool iequals(std::string_view a, std::string_view b) {
 
 // "HOMO" -> "homo", "u0" -> "U0": the QM9 spelling of a QM9 property, any other name unchanged.
 std::string canonical_target_name(const std::string& name) {
-  if (train::find_qm9_target(name)) return name;
-  for (const auto& t : train::qm9_targets())
+  if (io::find_qm9_target(name)) return name;
+  for (const auto& t : io::qm9_targets())
     if (iequals(t.name, name)) return std::string(t.name);
   return name;
 }
@@ -71,23 +71,23 @@ std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
     for (const auto& other : plans)
       if (other.target.name == plan.target.name)
         throw ConfigError("target '" + plan.target.name + "' is listed twice");
-    const train::TargetInfo* qm9 = train::find_qm9_target(plan.target.name);
+    const io::TargetInfo* qm9 = io::find_qm9_target(plan.target.name);
     std::string src = lookup(options.source_units, raw);
     if (src.empty()) src = lookup(options.source_units, plan.target.name);
     plan.source_unit_given = !src.empty();
     if (src.empty() && qm9) src = std::string(qm9->source_unit);
-    if (!src.empty()) plan.fallback_source_unit = std::string(train::find_unit(src).name);
+    if (!src.empty()) plan.fallback_source_unit = std::string(io::find_unit(src).name);
     std::string unit = lookup(options.units, raw);
     if (unit.empty()) unit = lookup(options.units, plan.target.name);
     if (!unit.empty()) {
-      plan.target.unit = std::string(train::find_unit(unit).name);
+      plan.target.unit = std::string(io::find_unit(unit).name);
       plan.unit_fixed = true;
     } else if (qm9) {
       plan.target.unit = std::string(qm9->training_unit);
       plan.unit_fixed = true;
     }
     if (plan.unit_fixed && !plan.fallback_source_unit.empty() &&
-        train::find_unit(plan.fallback_source_unit).dimension != train::find_unit(plan.target.unit).dimension)
+        io::find_unit(plan.fallback_source_unit).dimension != io::find_unit(plan.target.unit).dimension)
       throw ConfigError("target '" + plan.target.name + "': unit '" + plan.target.unit +
                         "' does not match the source unit '" + plan.fallback_source_unit + "'");
     std::string pooling = lookup(options.pooling, raw);
@@ -115,12 +115,12 @@ void finish_targets(std::vector<TargetPlan>& plans) {
       t.unit = train::default_training_unit(t.name, plan.fallback_source_unit);
     if (plan.extensive) {
       t.extensive = *plan.extensive;
-    } else if (const train::TargetInfo* qm9 = train::find_qm9_target(t.name)) {
-      t.extensive = qm9->extent == train::Extent::extensive;
+    } else if (const io::TargetInfo* qm9 = io::find_qm9_target(t.name)) {
+      t.extensive = qm9->extent == io::Extent::extensive;
     } else {
       // Energies are sums of atomic contributions; anything else (dipoles, orbital energies
       // given under other names, ...) is averaged unless --pooling says otherwise.
-      t.extensive = !t.unit.empty() && train::find_unit(t.unit).dimension == train::Dimension::energy;
+      t.extensive = !t.unit.empty() && io::find_unit(t.unit).dimension == io::Dimension::energy;
     }
   }
 }
@@ -258,7 +258,7 @@ class DatasetBuilder {
       digested.push_back(static_cast<double>(forces.rows()));
       digested.insert(digested.end(), forces.data(), forces.data() + forces.size());
     }
-    const std::uint64_t digest = train::molecule_digest(m.atomic_numbers, xyz, digested);
+    const std::uint64_t digest = io::molecule_digest(m.atomic_numbers, xyz, digested);
     const std::size_t position = added_++;
     // Checked before keep_coordinates is asked: its selection covers the first read's molecules only.
     if (refill_) {
@@ -337,14 +337,14 @@ class DatasetBuilder {
   // Factor from `unit` to the target's training unit; fixes the training unit on first use.
   double factor(std::size_t t, const std::string& unit) {
     TargetPlan& plan = plans_[t];
-    const train::Unit& from = train::find_unit(unit);
+    const io::Unit& from = io::find_unit(unit);
     if (plan.target.unit.empty()) plan.target.unit = train::default_training_unit(plan.target.name, from.name);
     if (plan.target.source_unit.empty()) plan.target.source_unit = std::string(from.name);
-    const train::Unit& to = train::find_unit(plan.target.unit);
+    const io::Unit& to = io::find_unit(plan.target.unit);
     if (from.dimension != to.dimension)
       throw ConfigError("target '" + plan.target.name + "': the input gives unit '" + std::string(from.name) +
                         "', which cannot be converted to '" + plan.target.unit + "'");
-    return train::conversion_factor(from, to);
+    return io::conversion_factor(from, to);
   }
 
   const DatasetOptions& options_;
@@ -581,9 +581,9 @@ double force_unit_to_ev_per_angstrom(const std::string& unit) {
   const auto slash = unit.rfind('/');
   if (slash == std::string::npos || slash == 0 || slash + 1 == unit.size())
     throw ConfigError("force unit '" + unit + "' is not of the form <energy>/<length> (e.g. eV/A, Hartree/Bohr)");
-  const train::Unit& energy = train::find_unit(unit.substr(0, slash));
-  const train::Unit& length = train::find_unit(unit.substr(slash + 1));
-  if (energy.dimension != train::Dimension::energy || length.dimension != train::Dimension::length)
+  const io::Unit& energy = io::find_unit(unit.substr(0, slash));
+  const io::Unit& length = io::find_unit(unit.substr(slash + 1));
+  if (energy.dimension != io::Dimension::energy || length.dimension != io::Dimension::length)
     throw ConfigError("force unit '" + unit + "' is not an energy per length (e.g. eV/A, Hartree/Bohr)");
   return energy.to_base / length.to_base;
 }

@@ -108,7 +108,7 @@ struct Dataset {
   std::size_t forces_missing = 0;                // molecules read without forces
   bool has_forces() const noexcept { return !forces.empty(); }
   chem::ReadSummary summary;                     // records read and skipped (with reasons)
-  // S: train::molecule_digest of each molecule's atoms, coordinates and labels, taken when it was
+  // S: io::molecule_digest of each molecule's atoms, coordinates and labels, taken when it was
   // read (also for molecules whose coordinates were not kept).
   std::vector<std::uint64_t> digests;
 

@@ -2,11 +2,11 @@
 
 namespace flt::pipeline {
 
-ReadProgressBar::ReadProgressBar(const train::ProgressOutput& output, std::string label, std::size_t record_limit)
+ReadProgressBar::ReadProgressBar(const io::ProgressOutput& output, std::string label, std::size_t record_limit)
     : record_limit_(record_limit) {
   if (output.stream == nullptr) return;
-  bar_ = std::make_unique<train::ProgressBar>(*output.stream, output.terminal, std::move(label), record_limit);
-  if (record_limit == 0) bar_->set_unit(train::ProgressUnit::bytes);
+  bar_ = std::make_unique<io::ProgressBar>(*output.stream, output.terminal, std::move(label), record_limit);
+  if (record_limit == 0) bar_->set_unit(io::ProgressUnit::bytes);
 }
 
 void ReadProgressBar::update(const chem::ReadProgress& progress) {

@@ -5,10 +5,10 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/random.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
 #include "train/split.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <cmath>
 #include <cstdio>
@@ -155,7 +155,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   if (!options.data.forces_column.empty()) {
     force_column = predictor.forces_target(options.forces_target);
     const models::TargetSpec& ft = model_targets[*force_column];
-    force_factor = train::conversion_factor(train::find_unit("eV"), train::find_unit(ft.unit));
+    force_factor = io::conversion_factor(io::find_unit("eV"), io::find_unit(ft.unit));
     TargetEvaluation te;
     te.name = ft.name + " forces";
     te.unit = ft.unit + "/A";
@@ -273,21 +273,21 @@ std::string format_eval_table(const EvalResult& result) {
 }
 
 void write_eval_csv(const std::filesystem::path& path, const EvalResult& result) {
-  train::AtomicFileWriter out(path);
-  train::write_csv_row(out.stream(), {"target", "unit", "count", "MAE", "RMSE", "R2", "max_abs_error",
+  io::AtomicFileWriter out(path);
+  io::write_csv_row(out.stream(), {"target", "unit", "count", "MAE", "RMSE", "R2", "max_abs_error",
                                       "rotations", "rotation_std", "rotation_std_over_MAE"});
   for (const auto& t : result.targets)
-    train::write_csv_row(out.stream(),
-                         {t.name, t.unit, std::to_string(t.metrics.count), train::csv_number(t.metrics.mae),
-                          train::csv_number(t.metrics.rmse), train::csv_number(t.metrics.r2),
-                          train::csv_number(t.metrics.max_abs_error), std::to_string(result.rotations),
-                          train::csv_number(t.rotation_std), train::csv_number(t.rotation_fraction)});
+    io::write_csv_row(out.stream(),
+                         {t.name, t.unit, std::to_string(t.metrics.count), io::csv_number(t.metrics.mae),
+                          io::csv_number(t.metrics.rmse), io::csv_number(t.metrics.r2),
+                          io::csv_number(t.metrics.max_abs_error), std::to_string(result.rotations),
+                          io::csv_number(t.rotation_std), io::csv_number(t.rotation_fraction)});
   if (result.forces) {
     const auto& f = *result.forces;
-    train::write_csv_row(out.stream(),
-                         {f.name, f.unit, std::to_string(f.metrics.count), train::csv_number(f.metrics.mae),
-                          train::csv_number(f.metrics.rmse), train::csv_number(f.metrics.r2),
-                          train::csv_number(f.metrics.max_abs_error), "0", "", ""});
+    io::write_csv_row(out.stream(),
+                         {f.name, f.unit, std::to_string(f.metrics.count), io::csv_number(f.metrics.mae),
+                          io::csv_number(f.metrics.rmse), io::csv_number(f.metrics.r2),
+                          io::csv_number(f.metrics.max_abs_error), "0", "", ""});
   }
   out.commit();
 }

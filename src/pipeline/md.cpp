@@ -3,7 +3,7 @@
 #include "chem/elements.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <cmath>
 #include <sstream>
@@ -61,7 +61,7 @@ MdSummary run_nve(const Predictor& predictor, const models::Molecule& start,
   const std::size_t target = predictor.forces_target(options.target);
   const models::TargetSpec& spec = predictor.targets()[target];
   // The model's energy unit to eV (throws InvalidArgument naming the unit when it is no energy).
-  const double to_ev = train::convert(1.0, spec.unit, "eV");
+  const double to_ev = io::convert(1.0, spec.unit, "eV");
 
   models::Molecule molecule = start;
   const Index n = static_cast<Index>(molecule.atomic_numbers.size());

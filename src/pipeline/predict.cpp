@@ -5,8 +5,8 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "models/model_io.hpp"
-#include "train/model_file.hpp"
-#include "train/units.hpp"
+#include "io/model_file.hpp"
+#include "io/units.hpp"
 
 #include <omp.h>
 
@@ -103,28 +103,28 @@ std::shared_ptr<const LoadedModel> LoadedModel::from_model(const models::Molecul
   return loaded;
 }
 
-std::shared_ptr<LoadedModel> LoadedModel::from_member_file(const train::ModelFile& file,
+std::shared_ptr<LoadedModel> LoadedModel::from_member_file(const io::ModelFile& file,
                                                           std::filesystem::path path) {
   // ModelFileError (inconsistent configuration or arrays) passes through, naming file.source().
   std::map<std::string, std::string> metadata;
   const std::unique_ptr<models::MoleculeModel<float>> model = models::from_model_file<float>(file, &metadata);
   // The container's reserved entries (the reader accepts only this format and version).
   metadata["format"] = models::kModelFileFormat;
-  metadata["format_version"] = std::to_string(train::kModelFormatVersion);
+  metadata["format_version"] = std::to_string(io::kModelFormatVersion);
   std::shared_ptr<LoadedModel> loaded(new LoadedModel());
   loaded->init(model->config(), model->export_arrays(), std::move(metadata), file.source());
   loaded->file_ = std::move(path);
   return loaded;
 }
 
-std::shared_ptr<const LoadedModel> LoadedModel::from_file(const train::ModelFile& file) {
+std::shared_ptr<const LoadedModel> LoadedModel::from_file(const io::ModelFile& file) {
   return from_member_file(file, {});
 }
 
 std::vector<std::shared_ptr<const LoadedModel>> LoadedModel::load_members(const std::filesystem::path& path) {
   // IoError (unreadable) and ModelFileError (corrupt, unknown version, inconsistent) pass through.
   std::vector<std::shared_ptr<const LoadedModel>> members;
-  for (const train::ModelFile& file : models::read_member_files(path))
+  for (const io::ModelFile& file : models::read_member_files(path))
     members.push_back(from_member_file(file, path));
   return members;
 }
@@ -168,16 +168,16 @@ std::vector<double> LoadedModel::rpe_function(Index block, Index head,
 std::vector<models::NamedArray> LoadedModel::arrays() const { return arrays_; }
 
 std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out) {
-  std::vector<train::ModelFile> files;
+  std::vector<io::ModelFile> files;
   std::vector<std::shared_ptr<const LoadedModel>> members;
   for (const auto& path : inputs)
-    for (train::ModelFile& file : models::read_member_files(path)) {
+    for (io::ModelFile& file : models::read_member_files(path)) {
       members.push_back(LoadedModel::from_file(file));
       files.push_back(std::move(file));
     }
-  const train::ModelFile ensemble = models::to_ensemble_file(files);  // refuses fewer than two
+  const io::ModelFile ensemble = models::to_ensemble_file(files);  // refuses fewer than two
   const Predictor check(std::move(members));                           // refuses differing targets
-  train::write_model_file(out, ensemble);
+  io::write_model_file(out, ensemble);
   return files.size();
 }
 
@@ -237,8 +237,8 @@ const std::vector<models::TargetSpec>& Predictor::targets() const noexcept {
 std::size_t Predictor::forces_target(const std::string& name) const {
   const auto& t = targets();
   const auto is_energy = [](const models::TargetSpec& spec) {
-    return spec.extensive && train::is_known_unit(spec.unit) &&
-           train::find_unit(spec.unit).dimension == train::Dimension::energy;
+    return spec.extensive && io::is_known_unit(spec.unit) &&
+           io::find_unit(spec.unit).dimension == io::Dimension::energy;
   };
   std::string energies;
   for (const auto& spec : t)

@@ -57,7 +57,7 @@
 namespace flt::comm {
 class Communicator;
 }
-namespace flt::train {
+namespace flt::io {
 class ModelFile;
 }
 
@@ -78,7 +78,7 @@ class LoadedModel {
   static std::vector<std::shared_ptr<const LoadedModel>> load_members(const std::filesystem::path& path);
   // A model from one in-memory model file ("flt-model"; models::member_files gives those of an
   // ensemble), named file.source(). ModelFileError when it is inconsistent.
-  static std::shared_ptr<const LoadedModel> from_file(const train::ModelFile& file);
+  static std::shared_ptr<const LoadedModel> from_file(const io::ModelFile& file);
   // A copy of an in-memory model's state (the trainer, tests). `metadata` is what `flt info`
   // shows as training metadata; `name` is used in messages.
   static std::shared_ptr<const LoadedModel> from_model(
@@ -134,7 +134,7 @@ class LoadedModel {
 
  private:
   LoadedModel() = default;
-  static std::shared_ptr<LoadedModel> from_member_file(const train::ModelFile& file, std::filesystem::path path);
+  static std::shared_ptr<LoadedModel> from_member_file(const io::ModelFile& file, std::filesystem::path path);
   void init(models::ModelConfig config, std::vector<models::NamedArray> arrays,
             std::map<std::string, std::string> metadata, std::string source);
 
@@ -185,7 +185,7 @@ struct MoleculePrediction {
 // Atomization energies (issue 6). A target that is one of QM9's total energies (U0, U, H, G) in an
 // energy unit also gives the molecule's atomization energy
 //   E_atomization = E - sum_i E_free(Z_i)
-// with QM9's free-atom energies at the same level of theory (train::qm9_free_atom_energy),
+// with QM9's free-atom energies at the same level of theory (io::qm9_free_atom_energy),
 // converted to the target's unit. It is offered only when every element the model accepts has a
 // free-atom energy (H, C, N, O, F), so it exists for every molecule the model can predict. The
 // ensemble spread is the total energy's: the subtracted sum is a constant of the molecule.

@@ -1,10 +1,10 @@
 // Atomization energies from predicted total energies: E_atomization = E - sum_i E_free(Z_i), with
-// QM9's free-atom energies (declared in predict.hpp; the table is train::qm9_free_atom_energy).
+// QM9's free-atom energies (declared in predict.hpp; the table is io::qm9_free_atom_energy).
 
 #include "pipeline/predict.hpp"
 
 #include "core/error.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <algorithm>
 #include <set>
@@ -17,13 +17,13 @@ std::vector<AtomizationOutput> atomization_outputs(const std::vector<models::Tar
   std::vector<AtomizationOutput> outputs;
   for (std::size_t t = 0; t < targets.size(); ++t) {
     const auto& spec = targets[t];
-    if (!train::qm9_free_atom_energy(spec.name, 1)) continue;  // not U0, U, H or G
-    if (!train::is_known_unit(spec.unit) ||
-        train::find_unit(spec.unit).dimension != train::Dimension::energy)
+    if (!io::qm9_free_atom_energy(spec.name, 1)) continue;  // not U0, U, H or G
+    if (!io::is_known_unit(spec.unit) ||
+        io::find_unit(spec.unit).dimension != io::Dimension::energy)
       continue;
     const bool every_element_has_reference =
         std::all_of(model_elements.begin(), model_elements.end(), [&](std::int32_t z) {
-          return train::qm9_free_atom_energy(spec.name, z).has_value();
+          return io::qm9_free_atom_energy(spec.name, z).has_value();
         });
     if (!every_element_has_reference) continue;
     outputs.push_back({t, spec.name + "_atom", spec.unit});
@@ -37,13 +37,13 @@ double atomization_energy(const AtomizationOutput& output, double total_energy,
   // Sum in Hartree (the table's unit), convert once.
   double free_atoms_hartree = 0.0;
   for (int z : atomic_numbers) {
-    const auto e = train::qm9_free_atom_energy(property, z);
+    const auto e = io::qm9_free_atom_energy(property, z);
     if (!e)
       throw InvalidArgument("no QM9 free-atom energy for element Z=" + std::to_string(z) + " (" +
                             output.name + " is defined for H, C, N, O and F only)");
     free_atoms_hartree += *e;
   }
-  return total_energy - train::convert(free_atoms_hartree, "Hartree", output.unit);
+  return total_energy - io::convert(free_atoms_hartree, "Hartree", output.unit);
 }
 
 std::vector<AtomizationOutput> Predictor::atomization_outputs() const {

@@ -2,9 +2,9 @@
 #include "pipeline/rpe.hpp"
 
 #include "core/error.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
-#include "train/svg_plot.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
+#include "io/svg_plot.hpp"
 
 #include <sstream>
 
@@ -33,17 +33,17 @@ std::string rpe_csv_text(const RpeTable& table) {
   std::vector<std::string> header{"distance [Angstrom]"};
   for (const auto& c : table.curves)
     header.push_back("block" + std::to_string(c.block) + ".head" + std::to_string(c.head));
-  train::write_csv_row(o, header);
+  io::write_csv_row(o, header);
   for (std::size_t i = 0; i < table.distances.size(); ++i) {
-    std::vector<std::string> row{train::csv_number(table.distances[i])};
-    for (const auto& c : table.curves) row.push_back(train::csv_number(c.values[i]));
-    train::write_csv_row(o, row);
+    std::vector<std::string> row{io::csv_number(table.distances[i])};
+    for (const auto& c : table.curves) row.push_back(io::csv_number(c.values[i]));
+    io::write_csv_row(o, row);
   }
   return o.str();
 }
 
 void write_rpe_csv(const std::filesystem::path& path, const RpeTable& table) {
-  train::write_file_atomic(path, rpe_csv_text(table));
+  io::write_file_atomic(path, rpe_csv_text(table));
 }
 
 std::string rpe_svg(const RpeTable& table, const std::string& title) {
@@ -55,17 +55,17 @@ std::string rpe_svg(const RpeTable& table, const std::string& title) {
   std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(panel_w) +
                     "\" height=\"" + std::to_string(panel_h * blocks) + "\">\n";
   for (Index b = 0; b < blocks; ++b) {
-    std::vector<train::PlotSeries> series;
+    std::vector<io::PlotSeries> series;
     for (const auto& c : table.curves) {
       if (c.block != b) continue;
-      train::PlotSeries s;
+      io::PlotSeries s;
       s.label = "head " + std::to_string(c.head);
       s.x = table.distances;
       s.y = c.values;
       s.color = kColors[static_cast<std::size_t>(c.head) % (sizeof kColors / sizeof kColors[0])];
       series.push_back(std::move(s));
     }
-    train::PlotOptions options;
+    io::PlotOptions options;
     options.title = title + " - block " + std::to_string(b) + " (" + table.attention + ")";
     options.x_label = "distance [Angstrom]";
     options.y_label = table.attention == "kronecker" ? "f(distance) (attention mask)"
@@ -74,7 +74,7 @@ std::string rpe_svg(const RpeTable& table, const std::string& title) {
     options.height = panel_h;
     // Each panel is a complete <svg>, nested at its offset (nested svg elements are positioned by
     // their x/y attributes).
-    std::string panel = train::line_plot_svg(series, options);
+    std::string panel = io::line_plot_svg(series, options);
     const auto at = panel.find("<svg");
     if (at != std::string::npos)
       panel.insert(at + 4, " x=\"0\" y=\"" + std::to_string(panel_h * b) + "\"");
@@ -85,7 +85,7 @@ std::string rpe_svg(const RpeTable& table, const std::string& title) {
 }
 
 void write_rpe_svg(const std::filesystem::path& path, const RpeTable& table, const std::string& title) {
-  train::write_svg(path, rpe_svg(table, title));
+  io::write_svg(path, rpe_svg(table, title));
 }
 
 }  // namespace flt::pipeline

@@ -13,16 +13,17 @@
 #include "pipeline/dataset_progress.hpp"
 #include "pipeline/train_distributed.hpp"
 #include "pipeline/train_plots.hpp"
-#include "train/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 #include "train/checkpoint.hpp"
-#include "train/csv.hpp"
-#include "train/data_checksum.hpp"
-#include "train/ini.hpp"
-#include "train/progress.hpp"
+#include "io/csv.hpp"
+#include "io/data_checksum.hpp"
+#include "io/ini.hpp"
+#include "io/progress.hpp"
 #include "train/run_dir.hpp"
 #include "train/split.hpp"
-#include "train/svg_plot.hpp"
-#include "train/units.hpp"
+#include "io/svg_plot.hpp"
+#include "train/report_plots.hpp"
+#include "io/units.hpp"
 
 #include <omp.h>
 
@@ -39,7 +40,7 @@
 namespace flt::pipeline {
 
 namespace fs = std::filesystem;
-using train::OptionType;
+using io::OptionType;
 
 namespace {
 
@@ -99,7 +100,7 @@ const std::map<std::string, std::string>& later_options_neutral_values() {
 // The configuration that must not change between an interrupted run and its --resume: the
 // resolved INI without the [run] section and without the thread count.
 std::string resume_fingerprint(const std::string& ini_text) {
-  const train::IniFile ini = train::IniFile::parse(ini_text, "config");
+  const io::IniFile ini = io::IniFile::parse(ini_text, "config");
   std::map<std::string, std::string> sorted;  // "section.key" -> value: independent of key order
   for (const auto& section : ini.sections()) {
     if (section.name == "run") continue;
@@ -173,7 +174,7 @@ Mat<double> labels_at(const Dataset& data, std::span<const std::size_t> indices)
 Index find_force_target(const std::vector<DatasetTarget>& targets, const std::string& name) {
   for (std::size_t t = 0; t < targets.size(); ++t) {
     const bool energy = !targets[t].unit.empty() &&
-                        train::find_unit(targets[t].unit).dimension == train::Dimension::energy;
+                        io::find_unit(targets[t].unit).dimension == io::Dimension::energy;
     if (!name.empty() && targets[t].name != name) continue;
     if (!targets[t].extensive || !energy) {
       if (name.empty()) continue;
@@ -235,21 +236,21 @@ double selection_metric(const std::vector<double>& mae, const models::Normalisat
 
 void write_test_predictions(const fs::path& path, const Dataset& data, std::span<const std::size_t> indices,
                             const Mat<double>& predicted) {
-  train::AtomicFileWriter out(path);
+  io::AtomicFileWriter out(path);
   std::vector<std::string> header{"id", "title"};
   for (const auto& t : data.targets) {
-    header.push_back(train::with_unit_suffix(t.name + "_true", t.unit));
-    header.push_back(train::with_unit_suffix(t.name + "_pred", t.unit));
+    header.push_back(io::with_unit_suffix(t.name + "_true", t.unit));
+    header.push_back(io::with_unit_suffix(t.name + "_pred", t.unit));
   }
-  train::write_csv_row(out.stream(), header);
+  io::write_csv_row(out.stream(), header);
   for (std::size_t k = 0; k < indices.size(); ++k) {
     const std::size_t i = indices[k];
     std::vector<std::string> row{data.ids[i], data.titles[i]};
     for (std::size_t t = 0; t < data.num_targets(); ++t) {
-      row.push_back(train::csv_number(data.labels(static_cast<Index>(i), static_cast<Index>(t))));
-      row.push_back(train::csv_number(predicted(static_cast<Index>(k), static_cast<Index>(t))));
+      row.push_back(io::csv_number(data.labels(static_cast<Index>(i), static_cast<Index>(t))));
+      row.push_back(io::csv_number(predicted(static_cast<Index>(k), static_cast<Index>(t))));
     }
-    train::write_csv_row(out.stream(), row);
+    io::write_csv_row(out.stream(), row);
   }
   out.commit();
 }
@@ -260,7 +261,7 @@ void append_attention_csv(const fs::path& path, std::int64_t epoch, const attn::
   std::string text;
   if (!truncate_first && fs::exists(path)) {
     // Keep rows of earlier epochs only (a resumed run rewrites the epochs after its checkpoint).
-    const train::CsvTable table = train::read_csv(path);
+    const io::CsvTable table = io::read_csv(path);
     text = join(table.header) + "\n";
     for (const auto& row : table.rows)
       if (!row.empty() && std::stoll(row[0]) < epoch) text += join(row) + "\n";
@@ -269,10 +270,10 @@ void append_attention_csv(const fs::path& path, std::int64_t epoch, const attn::
   }
   std::ostringstream line;
   line << epoch << ',' << s.forward_calls << ',' << s.denominators << ',' << s.nonpositive_denominators << ','
-       << s.tiny_denominators << ',' << s.clamped_denominators << ',' << train::csv_number(s.min_relative_denominator)
+       << s.tiny_denominators << ',' << s.clamped_denominators << ',' << io::csv_number(s.min_relative_denominator)
        << '\n';
   text += line.str();
-  train::write_file_atomic(path, text);
+  io::write_file_atomic(path, text);
 }
 
 // The atomic numbers of the molecules at `indices` as a batch without coordinates: all that
@@ -289,10 +290,10 @@ models::MoleculeBatch composition_batch(const Dataset& data, std::span<const std
   return b;
 }
 
-// The data checksum of runs started before the per-molecule form (train::DataFingerprint), for
+// The data checksum of runs started before the per-molecule form (io::DataFingerprint), for
 // resuming them; needs the coordinates of every training molecule.
 std::string legacy_data_fingerprint(const Dataset& data, std::span<const std::size_t> train_indices) {
-  train::DataFingerprint fingerprint;
+  io::DataFingerprint fingerprint;
   for (std::size_t i : train_indices) {
     const auto& m = data.molecules[i];
     std::vector<int> z(m.atomic_numbers.begin(), m.atomic_numbers.end());
@@ -313,8 +314,8 @@ std::vector<T> to_vector(std::span<const T> s) {
 // ---------------------------------------------------------------------------------------------
 // Options.
 
-train::OptionSchema train_option_schema() {
-  train::OptionSchema s;
+io::OptionSchema train_option_schema() {
+  io::OptionSchema s;
   // [data]
   s.option("inputs", "data", OptionType::list, std::nullopt,
            "molecule files, directories or archives (positional arguments are appended)")
@@ -449,7 +450,7 @@ train::OptionSchema train_option_schema() {
     };
     const auto it = helps.find(key);
     const std::string help = it != helps.end() ? it->second : "model hyper-parameter " + key;
-    train::OptionSpec& spec = s.option(dashed(key), "model", OptionType::string, value, help);
+    io::OptionSpec& spec = s.option(dashed(key), "model", OptionType::string, value, help);
     if (key == "attention") spec.choices = {"near_far", "kronecker", "bias", "performer", "exact"};
     if (key == "far_field") spec.choices = {"flt", "exact", "none"};
     if (key == "charge_energy") spec.choices = {"none", "flt", "exact"};
@@ -461,7 +462,7 @@ train::OptionSchema train_option_schema() {
   s.option("overwrite", "run", OptionType::boolean, "false", "replace an existing flt run directory").persist = false;
   s.option("resume", "run", OptionType::boolean, "false", "continue the interrupted run in --out").persist = false;
   {
-    train::OptionSpec& c = s.option("config", "run", OptionType::path, std::nullopt,
+    io::OptionSpec& c = s.option("config", "run", OptionType::path, std::nullopt,
                                     "INI file of options (command line overrides)");
     c.optional = true;
     c.persist = false;
@@ -480,7 +481,7 @@ train::OptionSchema train_option_schema() {
   return s;
 }
 
-TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vector<std::string>& positional) {
+TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<std::string>& positional) {
   TrainConfig c;
   DatasetOptions& d = c.data;
   if (o.has("inputs")) d.inputs = o.get_list("inputs");
@@ -597,8 +598,8 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
 
   // The resolved INI in schema order, with the inputs (file and positional) first in [data], so
   // the same configuration always gives the same text however it was given.
-  const train::IniFile base = o.to_ini();
-  train::IniFile ini;
+  const io::IniFile base = o.to_ini();
+  io::IniFile ini;
   ini.set("data", "inputs", join(d.inputs));
   for (const auto& section : base.sections())
     for (const auto& e : section.entries)
@@ -608,20 +609,20 @@ TrainConfig config_from_options(const train::ResolvedOptions& o, const std::vect
 }
 
 TrainConfig parse_train_command_line(const std::vector<std::string>& args) {
-  static const train::OptionSchema schema = train_option_schema();
-  const train::CommandLine cl = train::parse_command_line(schema, args);
-  std::optional<train::IniFile> file;
+  static const io::OptionSchema schema = train_option_schema();
+  const io::CommandLine cl = io::parse_command_line(schema, args);
+  std::optional<io::IniFile> file;
   bool resume = false;
   std::string out;
   for (const auto& [name, value] : cl.options) {
-    if (name == "config") file = train::IniFile::load(value);
-    if (name == "resume") resume = train::parse_bool_value(value, "--resume");
+    if (name == "config") file = io::IniFile::load(value);
+    if (name == "resume") resume = io::parse_bool_value(value, "--resume");
     if (name == "out") out = value;
   }
   std::vector<std::pair<std::string, std::string>> options = cl.options;
   std::vector<std::string> positional = cl.positional;
   if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini")) {
-    file = train::IniFile::load(fs::path(out) / "config.ini");
+    file = io::IniFile::load(fs::path(out) / "config.ini");
     // The run's config.ini already lists every input of the run, positional ones included: inputs
     // given again (the original command line with --resume added) replace that list instead of
     // being appended to it.
@@ -633,7 +634,7 @@ TrainConfig parse_train_command_line(const std::vector<std::string>& args) {
       positional.clear();
     }
   }
-  const train::ResolvedOptions resolved = train::resolve_options(schema, file ? &*file : nullptr, options);
+  const io::ResolvedOptions resolved = io::resolve_options(schema, file ? &*file : nullptr, options);
   return config_from_options(resolved, positional);
 }
 
@@ -734,7 +735,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   }
   if (split.train.empty()) throw ConfigError("the split leaves no training molecules");
   if (lead) train::write_split_file(dir / "split.csv", split, data.ids);
-  if (lead && !cfg.resume) train::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+  if (lead && !cfg.resume) io::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
   if (cfg.split_only) {
     TrainResult r;
     r.run_dir = dir;
@@ -787,7 +788,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   std::vector<std::uint64_t> train_digests;
   require(data.digests.size() == data.size(), "run_training: the dataset has no molecule digests");
   for (std::size_t i : split.train) train_digests.push_back(data.digests[i]);
-  const std::string checksum = train::training_data_checksum(train_digests);
+  const std::string checksum = io::training_data_checksum(train_digests);
   const std::string config_fingerprint = resume_fingerprint(cfg.resolved_ini);
 
   // Mini-batches. An epoch's order is a pure function of (seed, epoch), and its batches of that
@@ -873,7 +874,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
                         "; only --threads may change); resume with 'flt train --resume --out " + dir.string() +
                         "' alone to use the run's config.ini");
     const std::string run_checksum = ck.text("data_checksum");
-    if (!run_checksum.starts_with(train::kTrainingDataChecksumPrefix)) {
+    if (!run_checksum.starts_with(io::kTrainingDataChecksumPrefix)) {
       // A run of an flt that wrote the whole-set fingerprint: it needs every training coordinate.
       if (sharded)
         throw ConfigError(dir.string() + ": the run was started by an earlier flt, whose data checksum (" + run_checksum +
@@ -944,10 +945,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   // Whole-run ETA from this session's pace: `fraction` of the current epoch is done.
   const auto run_eta_text = [&](double fraction) -> std::string {
     const double left = static_cast<double>(cfg.epochs - st.epoch) - fraction;
-    const auto eta = train::run_eta(now_seconds() - session_start,
+    const auto eta = io::run_eta(now_seconds() - session_start,
                                     static_cast<double>(st.epoch - session_first_epoch) + fraction, left);
     if (!eta || left <= 0) return {};
-    return std::string("run ETA ") + (cfg.patience > 0 ? "<= " : "") + train::format_duration(*eta);
+    return std::string("run ETA ") + (cfg.patience > 0 ? "<= " : "") + io::format_duration(*eta);
   };
   const double seconds_before = st.seconds;
   TrainResult result;
@@ -989,7 +990,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
                         "(no mpirun, --gradient-chunk 0)");
     force_target = find_force_target(data.targets, cfg.force_target);
     const DatasetTarget& ft = data.targets[static_cast<std::size_t>(force_target)];
-    force_factor = train::conversion_factor(train::find_unit("eV"), train::find_unit(ft.unit));
+    force_factor = io::conversion_factor(io::find_unit("eV"), io::find_unit(ft.unit));
     dual = std::make_unique<models::MoleculeModel<Dual>>(mc);
     std::size_t with_forces = 0;
     for (const std::size_t i : split.train) with_forces += data.forces[i].rows() > 0 ? 1 : 0;
@@ -1017,9 +1018,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     double lr = 0;
     model.reset_attention_stats();
     const double epoch_start = now_seconds();
-    std::unique_ptr<train::ProgressBar> bar;
+    std::unique_ptr<io::ProgressBar> bar;
     if (progress && output.terminal)
-      bar = std::make_unique<train::ProgressBar>(*progress, output.terminal,
+      bar = std::make_unique<io::ProgressBar>(*progress, output.terminal,
                                                  "epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs),
                                                  batches.size());
     std::vector<Index> my_train_rows;  // rows of train_pred this rank computed
@@ -1189,7 +1190,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         bar->finish(summary);
       } else {
         *progress << "epoch " << epoch << "/" << cfg.epochs << " (" << batches.size() << " batches, "
-                  << train::format_duration(now_seconds() - epoch_start) << "): " << summary << '\n'
+                  << io::format_duration(now_seconds() - epoch_start) << "): " << summary << '\n'
                   << std::flush;
       }
     }
@@ -1248,13 +1249,13 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   meta["training.config"] = config_fingerprint;
   meta["training.weights"] = ema ? "ema" : "final";
   for (std::size_t t = 0; t < result.test_metrics.size(); ++t) {
-    meta["training.test_mae." + data.targets[t].name] = train::csv_number(result.test_metrics[t].mae);
-    meta["training.test_rmse." + data.targets[t].name] = train::csv_number(result.test_metrics[t].rmse);
+    meta["training.test_mae." + data.targets[t].name] = io::csv_number(result.test_metrics[t].mae);
+    meta["training.test_rmse." + data.targets[t].name] = io::csv_number(result.test_metrics[t].rmse);
   }
   if (result.test_force_metrics) {
-    meta["training.force_weight"] = train::csv_number(cfg.force_weight);
-    meta["training.test_force_mae." + result.force_target] = train::csv_number(result.test_force_metrics->mae);
-    meta["training.test_force_rmse." + result.force_target] = train::csv_number(result.test_force_metrics->rmse);
+    meta["training.force_weight"] = io::csv_number(cfg.force_weight);
+    meta["training.test_force_mae." + result.force_target] = io::csv_number(result.test_force_metrics->mae);
+    meta["training.test_force_rmse." + result.force_target] = io::csv_number(result.test_force_metrics->rmse);
   }
   models::save_model(result.model_path, model, meta);
 
@@ -1276,7 +1277,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       tr.push_back(r.train_mae[t]);
       va.push_back(r.val_mae[t]);
     }
-    train::write_svg(dir / ("learning_curve_" + data.targets[t].name + ".svg"),
+    io::write_svg(dir / ("learning_curve_" + data.targets[t].name + ".svg"),
                      train::learning_curve_svg(data.targets[t].name, data.targets[t].unit, epochs, tr, va));
     if (!split.test.empty()) {
       std::vector<double> yt(static_cast<std::size_t>(test_truth.rows())), yp(yt.size());
@@ -1285,7 +1286,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         yp[static_cast<std::size_t>(i)] = test_pred(i, static_cast<Index>(t));
       }
       const auto reference = parity_reference(data, split.test, t, model.normalisation());
-      train::write_svg(dir / ("parity_" + data.targets[t].name + ".svg"),
+      io::write_svg(dir / ("parity_" + data.targets[t].name + ".svg"),
                        train::readable_parity_svg(data.targets[t].name, data.targets[t].unit, yt, yp,
                                                   reference ? &*reference : nullptr, "test"));
     }
@@ -1311,7 +1312,7 @@ std::string format_summary(const TrainResult& r) {
   out << "molecules: " << r.train_size << " train, " << r.validation_size << " validation, " << r.test_size
       << " test; data checksum " << r.data_checksum << '\n';
   out << "epochs: " << r.epochs_run << " (best " << r.best_epoch << ")" << (r.stopped_early ? ", stopped early" : "")
-      << "; training time " << train::format_duration(r.seconds) << '\n';
+      << "; training time " << io::format_duration(r.seconds) << '\n';
   if (r.session_steps > 0) {
     const double steps = static_cast<double>(r.session_steps);
     out << "throughput: " << format_number(static_cast<double>(r.session_molecules) / r.session_train_seconds, 4)

@@ -39,7 +39,7 @@
 #include "models/molecule_model.hpp"
 #include "pipeline/dataset.hpp"
 #include "train/metrics.hpp"
-#include "train/options.hpp"
+#include "io/options.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -136,7 +136,7 @@ struct TrainResult {
   bool stopped_by_hook = false;              // stop_after_epoch
   bool split_only = false;                   // TrainConfig::split_only: nothing was trained
   double seconds = 0;                        // training wall time (all sessions of the run)
-  std::string data_checksum;                 // of the training subset (train::training_data_checksum)
+  std::string data_checksum;                 // of the training subset (io::training_data_checksum)
   std::string dataset_summary;               // Dataset::describe()
   std::size_t skipped_records = 0;           // bad input records skipped while reading
   // Data-parallel numbers of this session (gradient_chunk 0: the plain serial engine).
@@ -160,11 +160,11 @@ struct TrainResult {
 // on the command line (--name) and in an INI file ([section] name = ...), the command line
 // overriding the file. Model hyper-parameters are the keys of models::config_to_strings with '_'
 // written '-' (--width, --heads, --blocks, --num-features (m), --num-frequencies (R), ...).
-train::OptionSchema train_option_schema();
+io::OptionSchema train_option_schema();
 
 // Builds a TrainConfig from resolved options (throws ConfigError naming the option) and records
 // the resolved INI text. Positional arguments are inputs (added to --inputs).
-TrainConfig config_from_options(const train::ResolvedOptions& options,
+TrainConfig config_from_options(const io::ResolvedOptions& options,
                                 const std::vector<std::string>& positional = {});
 
 // Parses a command line (args without "flt train") the way the program does: --config FILE, or on

@@ -1,6 +1,6 @@
 #include "pipeline/train_plots.hpp"
 
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 namespace flt::pipeline {
 
@@ -8,14 +8,14 @@ std::optional<train::ParityReference> parity_reference(const Dataset& data, std:
                                                        std::size_t t, const models::Normalisation& normalisation) {
   const DatasetTarget& target = data.targets.at(t);
   // QM9's free atoms: the atomization energy, in the target's training unit.
-  if (train::qm9_free_atom_energy(target.name, 1)) {
+  if (io::qm9_free_atom_energy(target.name, 1)) {
     train::ParityReference ref;
     ref.name = target.name + "_atom (atomization energy)";
     bool complete = true;
     for (std::size_t i : indices) {
       double hartree = 0.0;
       for (const auto z : data.molecules[i].atomic_numbers) {
-        const auto e = train::qm9_free_atom_energy(target.name, z);
+        const auto e = io::qm9_free_atom_energy(target.name, z);
         if (!e) {
           complete = false;
           break;
@@ -23,7 +23,7 @@ std::optional<train::ParityReference> parity_reference(const Dataset& data, std:
         hartree += *e;
       }
       if (!complete) break;
-      ref.values.push_back(train::convert(hartree, "Hartree", target.unit));
+      ref.values.push_back(io::convert(hartree, "Hartree", target.unit));
     }
     if (complete) return ref;
   }

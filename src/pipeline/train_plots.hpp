@@ -6,7 +6,7 @@
 
 #include "models/molecule_model.hpp"
 #include "pipeline/dataset.hpp"
-#include "train/svg_plot.hpp"
+#include "train/report_plots.hpp"
 
 #include <optional>
 #include <span>

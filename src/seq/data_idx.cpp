@@ -1,7 +1,7 @@
 // IDX reader (see data_idx.hpp for the format and the checks).
 #include "seq/data_idx.hpp"
 
-#include "train/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 
 #include <zlib.h>
 
@@ -123,7 +123,7 @@ IdxArray parse_idx(std::string_view bytes, const std::string& source, int expect
 }
 
 std::string read_maybe_gzip(const fs::path& path) {
-  std::string bytes = train::read_file(path);  // IoError when unreadable
+  std::string bytes = io::read_file(path);  // IoError when unreadable
   if (is_gzip(bytes)) return gunzip(bytes, path.string());
   return bytes;
 }

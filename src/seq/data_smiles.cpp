@@ -3,8 +3,8 @@
 
 #include "models/molecule_model.hpp"
 #include "seq/data_idx.hpp"
-#include "train/csv.hpp"
-#include "train/units.hpp"
+#include "io/csv.hpp"
+#include "io/units.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -244,7 +244,7 @@ std::vector<train::TargetColumn> SmilesDataset::columns() const {
 
 SmilesDataset load_qm9_smiles(const fs::path& index_csv, const std::vector<std::string>& targets, bool geometry_only) {
   if (targets.empty()) throw ConfigError("SMILES dataset: at least one target is required");
-  const train::CsvTable table = train::parse_csv(read_maybe_gzip(index_csv), index_csv.string());
+  const io::CsvTable table = io::parse_csv(read_maybe_gzip(index_csv), index_csv.string());
   const std::size_t c_index = table.require_column("gdb_index");
   const std::size_t c_geom = table.require_column("has_geometry");
   const std::size_t c_atoms = table.require_column("n_atoms");
@@ -255,15 +255,15 @@ SmilesDataset load_qm9_smiles(const fs::path& index_csv, const std::vector<std::
   std::vector<std::size_t> target_cols;
   std::vector<double> factors;
   for (const auto& name : targets) {
-    const train::TargetInfo* info = train::find_qm9_target(name);
+    const io::TargetInfo* info = io::find_qm9_target(name);
     if (!info) {
       std::string known;
-      for (const auto& t : train::qm9_targets()) known += (known.empty() ? "" : ", ") + std::string(t.name);
+      for (const auto& t : io::qm9_targets()) known += (known.empty() ? "" : ", ") + std::string(t.name);
       throw ConfigError("unknown QM9 target '" + name + "' (known: " + known + ")");
     }
-    d.targets.push_back({std::string(info->name), std::string(info->training_unit), info->extent == train::Extent::extensive});
+    d.targets.push_back({std::string(info->name), std::string(info->training_unit), info->extent == io::Extent::extensive});
     target_cols.push_back(table.require_column(index_column(info->name)));
-    factors.push_back(train::conversion_factor(train::find_unit(info->source_unit), train::find_unit(info->training_unit)));
+    factors.push_back(io::conversion_factor(io::find_unit(info->source_unit), io::find_unit(info->training_unit)));
   }
 
   struct Row {
@@ -273,11 +273,11 @@ SmilesDataset load_qm9_smiles(const fs::path& index_csv, const std::vector<std::
   std::vector<Row> rows;
   std::set<long long> seen;
   for (std::size_t r = 0; r < table.rows.size(); ++r) {
-    const double g = train::parse_csv_number(table.rows[r][c_index], table, r, c_index);
-    if (!(g >= 1) || g != std::floor(g)) throw train::csv_error(table.source, table.row_lines[r], "gdb_index must be a positive integer");
+    const double g = io::parse_csv_number(table.rows[r][c_index], table, r, c_index);
+    if (!(g >= 1) || g != std::floor(g)) throw io::csv_error(table.source, table.row_lines[r], "gdb_index must be a positive integer");
     if (!seen.insert(static_cast<long long>(g)).second)
-      throw train::csv_error(table.source, table.row_lines[r], "duplicate gdb_index " + table.rows[r][c_index]);
-    const double geom = train::parse_csv_number(table.rows[r][c_geom], table, r, c_geom);
+      throw io::csv_error(table.source, table.row_lines[r], "duplicate gdb_index " + table.rows[r][c_index]);
+    const double geom = io::parse_csv_number(table.rows[r][c_geom], table, r, c_geom);
     if (geometry_only && geom != 1) continue;
     rows.push_back({static_cast<long long>(g), r});
   }
@@ -297,7 +297,7 @@ SmilesDataset load_qm9_smiles(const fs::path& index_csv, const std::vector<std::
     try {
       atoms = smiles_heavy_atoms(smi, "SMILES '" + smi + "'");
     } catch (const InvalidArgument& e) {
-      throw train::csv_error(table.source, table.row_lines[r], e.what());
+      throw io::csv_error(table.source, table.row_lines[r], e.what());
     }
     int nheavy = 0;
     for (const auto& [sym, n] : atoms) {
@@ -305,17 +305,17 @@ SmilesDataset load_qm9_smiles(const fs::path& index_csv, const std::vector<std::
       nheavy += n;
       elements_z.insert(atomic_number(sym));
     }
-    const double n_atoms = train::parse_csv_number(table.rows[r][c_atoms], table, r, c_atoms);
-    const double n_heavy = train::parse_csv_number(table.rows[r][c_heavy], table, r, c_heavy);
+    const double n_atoms = io::parse_csv_number(table.rows[r][c_atoms], table, r, c_atoms);
+    const double n_heavy = io::parse_csv_number(table.rows[r][c_heavy], table, r, c_heavy);
     if (n_heavy != nheavy)
-      throw train::csv_error(table.source, table.row_lines[r],
+      throw io::csv_error(table.source, table.row_lines[r],
                              "SMILES '" + smi + "' has " + std::to_string(nheavy) + " heavy atoms, n_heavy says " +
                                  table.rows[r][c_heavy]);
-    if (!(n_atoms >= n_heavy)) throw train::csv_error(table.source, table.row_lines[r], "n_atoms < n_heavy");
+    if (!(n_atoms >= n_heavy)) throw io::csv_error(table.source, table.row_lines[r], "n_atoms < n_heavy");
     hydrogens[k] = n_atoms - n_heavy;
     for (Index t = 0; t < P; ++t) {
       const std::size_t c = target_cols[static_cast<std::size_t>(t)];
-      d.labels(static_cast<Index>(k), t) = train::parse_csv_number(table.rows[r][c], table, r, c) * factors[static_cast<std::size_t>(t)];
+      d.labels(static_cast<Index>(k), t) = io::parse_csv_number(table.rows[r][c], table, r, c) * factors[static_cast<std::size_t>(t)];
     }
     d.ids.push_back("gdb " + std::to_string(rows[k].gdb));
     d.smiles.push_back(smi);

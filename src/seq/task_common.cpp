@@ -6,15 +6,15 @@
 #include "core/log.hpp"
 #include "core/optim.hpp"
 #include "core/version.hpp"
-#include "train/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 #include "train/checkpoint.hpp"
-#include "train/checksum.hpp"
-#include "train/csv.hpp"
-#include "train/ini.hpp"
-#include "train/json.hpp"
-#include "train/progress.hpp"
+#include "io/checksum.hpp"
+#include "io/csv.hpp"
+#include "io/ini.hpp"
+#include "io/json.hpp"
+#include "io/progress.hpp"
 #include "train/run_dir.hpp"
-#include "train/svg_plot.hpp"
+#include "io/svg_plot.hpp"
 
 #include <omp.h>
 
@@ -28,7 +28,7 @@
 namespace flt::seq {
 
 namespace fs = std::filesystem;
-using train::OptionType;
+using io::OptionType;
 
 namespace {
 
@@ -51,7 +51,7 @@ std::string format_number(double v, int precision = 4) {
 // The configuration that must not change between an interrupted run and its --resume: the
 // resolved INI without the [run] section and the thread count.
 std::string resume_fingerprint(const std::string& ini_text) {
-  const train::IniFile ini = train::IniFile::parse(ini_text, "config");
+  const io::IniFile ini = io::IniFile::parse(ini_text, "config");
   std::map<std::string, std::string> sorted;
   for (const auto& section : ini.sections()) {
     if (section.name == "run") continue;
@@ -79,31 +79,31 @@ std::vector<std::string> curve_header(const std::vector<std::string>& metrics) {
 }
 
 void write_curve(const fs::path& path, const std::vector<std::string>& metrics, const std::vector<CurveRow>& rows) {
-  train::AtomicFileWriter out(path);
-  train::write_csv_row(out.stream(), curve_header(metrics));
+  io::AtomicFileWriter out(path);
+  io::write_csv_row(out.stream(), curve_header(metrics));
   for (const auto& r : rows) {
-    std::vector<std::string> f{std::to_string(r.epoch), std::to_string(r.step), train::csv_number(r.lr),
-                               train::csv_number(r.train_loss), train::csv_number(r.val_loss), train::csv_number(r.seconds)};
-    for (double v : r.val) f.push_back(train::csv_number(v));
-    train::write_csv_row(out.stream(), f);
+    std::vector<std::string> f{std::to_string(r.epoch), std::to_string(r.step), io::csv_number(r.lr),
+                               io::csv_number(r.train_loss), io::csv_number(r.val_loss), io::csv_number(r.seconds)};
+    for (double v : r.val) f.push_back(io::csv_number(v));
+    io::write_csv_row(out.stream(), f);
   }
   out.commit();
 }
 
 std::vector<CurveRow> read_curve(const fs::path& path, const std::vector<std::string>& metrics) {
-  const train::CsvTable t = train::read_csv(path);
+  const io::CsvTable t = io::read_csv(path);
   if (t.header != curve_header(metrics))
-    throw train::csv_error(t.source, 1, "learning-curve columns differ from this task's (" + std::to_string(t.header.size()) + " columns)");
+    throw io::csv_error(t.source, 1, "learning-curve columns differ from this task's (" + std::to_string(t.header.size()) + " columns)");
   std::vector<CurveRow> rows;
   for (std::size_t r = 0; r < t.rows.size(); ++r) {
     CurveRow c;
-    c.epoch = static_cast<std::int64_t>(train::parse_csv_number(t.rows[r][0], t, r, 0));
-    c.step = static_cast<std::int64_t>(train::parse_csv_number(t.rows[r][1], t, r, 1));
-    c.lr = train::parse_csv_number(t.rows[r][2], t, r, 2);
-    c.train_loss = train::parse_csv_number(t.rows[r][3], t, r, 3);
-    c.val_loss = train::parse_csv_number(t.rows[r][4], t, r, 4);
-    c.seconds = train::parse_csv_number(t.rows[r][5], t, r, 5);
-    for (std::size_t m = 0; m < metrics.size(); ++m) c.val.push_back(train::parse_csv_number(t.rows[r][6 + m], t, r, 6 + m));
+    c.epoch = static_cast<std::int64_t>(io::parse_csv_number(t.rows[r][0], t, r, 0));
+    c.step = static_cast<std::int64_t>(io::parse_csv_number(t.rows[r][1], t, r, 1));
+    c.lr = io::parse_csv_number(t.rows[r][2], t, r, 2);
+    c.train_loss = io::parse_csv_number(t.rows[r][3], t, r, 3);
+    c.val_loss = io::parse_csv_number(t.rows[r][4], t, r, 4);
+    c.seconds = io::parse_csv_number(t.rows[r][5], t, r, 5);
+    for (std::size_t m = 0; m < metrics.size(); ++m) c.val.push_back(io::parse_csv_number(t.rows[r][6 + m], t, r, 6 + m));
     rows.push_back(std::move(c));
   }
   return rows;
@@ -116,17 +116,17 @@ void write_curve_plots(const fs::path& dir, const std::vector<std::string>& metr
     tl.push_back(r.train_loss);
     vl.push_back(r.val_loss);
   }
-  train::PlotOptions o;
+  io::PlotOptions o;
   o.title = "training and validation loss";
   o.x_label = "epoch";
   o.y_label = "loss";
   o.log_y = true;
-  train::write_svg(dir / "learning_curve_loss.svg",
-                   train::line_plot_svg({{"train", x, tl, "#1f77b4", true, true}, {"validation", x, vl, "#d62728", true, true}}, o));
+  io::write_svg(dir / "learning_curve_loss.svg",
+                   io::line_plot_svg({{"train", x, tl, "#1f77b4", true, true}, {"validation", x, vl, "#d62728", true, true}}, o));
   for (std::size_t m = 0; m < metrics.size(); ++m) {
     std::vector<double> y;
     for (const auto& r : rows) y.push_back(r.val[m]);
-    train::PlotOptions om;
+    io::PlotOptions om;
     om.title = "validation " + metrics[m];
     om.x_label = "epoch";
     om.y_label = metrics[m];
@@ -139,7 +139,7 @@ void write_curve_plots(const fs::path& dir, const std::vector<std::string>& metr
     }
     while (!clean.empty() && clean.back() == '_') clean.pop_back();
     stem = clean;
-    train::write_svg(dir / ("learning_curve_" + stem + ".svg"), train::line_plot_svg({{"validation", x, y, "#d62728", true, true}}, om));
+    io::write_svg(dir / ("learning_curve_" + stem + ".svg"), io::line_plot_svg({{"validation", x, y, "#d62728", true, true}}, om));
   }
 }
 
@@ -184,7 +184,7 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
     log_info(line);
     if (progress) *progress << line << '\n' << std::flush;
   };
-  if (!cfg.resume && !cfg.resolved_ini.empty()) train::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+  if (!cfg.resume && !cfg.resolved_ini.empty()) io::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
 
   const std::size_t n = task.train_size();
   if (n == 0) throw ConfigError("no training examples");
@@ -248,11 +248,11 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
   // time budget.
   const auto run_eta_text = [&](double fraction) -> std::string {
     const double left = static_cast<double>(cfg.epochs - st.epoch) - fraction;
-    auto eta = train::run_eta(now_seconds() - session_start, static_cast<double>(st.epoch - session_first_epoch) + fraction,
+    auto eta = io::run_eta(now_seconds() - session_start, static_cast<double>(st.epoch - session_first_epoch) + fraction,
                               left);
     if (!eta || left <= 0) return {};
     if (budget_seconds > 0) eta = std::min(*eta, std::max(0.0, budget_seconds - elapsed()));
-    return "run ETA " + train::format_duration(*eta);
+    return "run ETA " + io::format_duration(*eta);
   };
 
   std::vector<std::size_t> order(n);
@@ -264,9 +264,9 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
     double loss_sum = 0, weight_sum = 0, lr = 0;
     model.reset_attention_stats();
     const double epoch_start = now_seconds();
-    std::unique_ptr<train::ProgressBar> bar;
+    std::unique_ptr<io::ProgressBar> bar;
     if (progress)
-      bar = std::make_unique<train::ProgressBar>(*progress, output.terminal,
+      bar = std::make_unique<io::ProgressBar>(*progress, output.terminal,
                                                  "epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs),
                                                  batches.size());
     for (std::size_t bi = 0; bi < batches.size(); ++bi) {
@@ -315,7 +315,7 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
       std::string summary = "train loss " + format_number(row.train_loss) + ", val loss " + format_number(val.loss);
       for (std::size_t m = 0; m < metrics.size() && m < val.metrics.size(); ++m)
         summary += ", " + metrics[m] + " " + format_number(val.metrics[m]);
-      summary += "; lr " + format_number(lr, 3) + "; " + train::format_duration(now_seconds() - epoch_start);
+      summary += "; lr " + format_number(lr, 3) + "; " + io::format_duration(now_seconds() - epoch_start);
       if (st.stopped_by_budget) summary += " (time budget reached)";
       if (improved) summary += " *";
       if (const std::string eta = run_eta_text(0.0); !eta.empty() && !st.stopped_by_budget) summary += "; " + eta;
@@ -373,10 +373,10 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
 // ---------------------------------------------------------------------------------------------
 // Options.
 
-void add_run_options(train::OptionSchema& s, std::int64_t epochs, std::size_t batch_size, double lr) {
+void add_run_options(io::OptionSchema& s, std::int64_t epochs, std::size_t batch_size, double lr) {
   s.option("epochs", "train", OptionType::integer, std::to_string(epochs), "training epochs (the schedule is planned over them)");
   s.option("batch-size", "train", OptionType::integer, std::to_string(batch_size), "examples per mini-batch");
-  s.option("lr", "train", OptionType::real, train::csv_number(lr), "peak learning rate (AdamW)");
+  s.option("lr", "train", OptionType::real, io::csv_number(lr), "peak learning rate (AdamW)");
   s.option("min-lr", "train", OptionType::real, "1e-05", "final learning rate of the cosine schedule");
   s.option("weight-decay", "train", OptionType::real, "0.05", "AdamW decoupled weight decay (matrices only)");
   s.option("warmup-steps", "train", OptionType::integer, "-1", "linear warm-up steps (-1: 5% of the planned steps)");
@@ -391,7 +391,7 @@ void add_run_options(train::OptionSchema& s, std::int64_t epochs, std::size_t ba
   s.option("overwrite", "run", OptionType::boolean, "false", "replace an existing flt run directory").persist = false;
   s.option("resume", "run", OptionType::boolean, "false", "continue the interrupted run in --out").persist = false;
   {
-    train::OptionSpec& c = s.option("config", "run", OptionType::path, std::nullopt, "INI file of options (command line overrides)");
+    io::OptionSpec& c = s.option("config", "run", OptionType::path, std::nullopt, "INI file of options (command line overrides)");
     c.optional = true;
     c.persist = false;
   }
@@ -414,7 +414,7 @@ bool task_owns(const std::string& key, const std::vector<std::string>& owned, co
 
 }  // namespace
 
-void add_model_options(train::OptionSchema& s, const TokenModelConfig& defaults, const std::vector<std::string>& owned) {
+void add_model_options(io::OptionSchema& s, const TokenModelConfig& defaults, const std::vector<std::string>& owned) {
   for (const auto& [key, value] : config_to_strings(defaults)) {
     if (task_owns(key, owned, defaults)) continue;
     std::string help = "model hyper-parameter " + key;
@@ -427,12 +427,12 @@ void add_model_options(train::OptionSchema& s, const TokenModelConfig& defaults,
     else if (key == "blocks") help = "encoder blocks";
     else if (key == "patch") help = "patch side p in pixels (images)";
     else if (key == "causal") help = "causal attention (tokens only)";
-    train::OptionSpec& spec = s.option(dashed(key), "model", OptionType::string, value, help);
+    io::OptionSpec& spec = s.option(dashed(key), "model", OptionType::string, value, help);
     if (key == "attention") spec.choices = {"flt", "performer", "toeplitz"};
   }
 }
 
-TaskRunConfig run_config_from_options(const train::ResolvedOptions& o) {
+TaskRunConfig run_config_from_options(const io::ResolvedOptions& o) {
   TaskRunConfig c;
   auto positive = [&](const char* name) {
     const auto v = o.get_int(name);
@@ -466,7 +466,7 @@ TaskRunConfig run_config_from_options(const train::ResolvedOptions& o) {
   return c;
 }
 
-TokenModelConfig model_config_from_options(const train::ResolvedOptions& o, const TokenModelConfig& base,
+TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const TokenModelConfig& base,
                                            const std::vector<std::string>& owned) {
   std::map<std::string, std::string> values;
   for (const auto& [key, value] : config_to_strings(base)) {
@@ -480,20 +480,20 @@ TokenModelConfig model_config_from_options(const train::ResolvedOptions& o, cons
   }
 }
 
-train::ResolvedOptions parse_task_command_line(const train::OptionSchema& schema, const std::vector<std::string>& args,
+io::ResolvedOptions parse_task_command_line(const io::OptionSchema& schema, const std::vector<std::string>& args,
                                                std::vector<std::string>* positional) {
-  const train::CommandLine cl = train::parse_command_line(schema, args);
-  std::optional<train::IniFile> file;
+  const io::CommandLine cl = io::parse_command_line(schema, args);
+  std::optional<io::IniFile> file;
   bool resume = false;
   std::string out;
   for (const auto& [name, value] : cl.options) {
-    if (name == "config") file = train::IniFile::load(value);
-    if (name == "resume") resume = train::parse_bool_value(value, "--resume");
+    if (name == "config") file = io::IniFile::load(value);
+    if (name == "resume") resume = io::parse_bool_value(value, "--resume");
     if (name == "out") out = value;
   }
-  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini")) file = train::IniFile::load(fs::path(out) / "config.ini");
+  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini")) file = io::IniFile::load(fs::path(out) / "config.ini");
   if (positional) *positional = cl.positional;
-  return train::resolve_options(schema, file ? &*file : nullptr, cl.options);
+  return io::resolve_options(schema, file ? &*file : nullptr, cl.options);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,14 +506,14 @@ std::vector<std::span<const std::size_t>> batch_spans(std::span<const std::size_
   return out;
 }
 
-std::string fingerprint_bytes(std::string_view bytes) { return "crc32:" + train::hex32(train::crc32(bytes)); }
+std::string fingerprint_bytes(std::string_view bytes) { return "crc32:" + io::hex32(io::crc32(bytes)); }
 
 std::string format_doubles(std::span<const double> values) {
   std::string out;
   for (std::size_t i = 0; i < values.size(); ++i) {
     if (std::isnan(values[i])) throw InvalidArgument("format_doubles: NaN");
     if (i) out += ',';
-    out += train::csv_number(values[i]);
+    out += io::csv_number(values[i]);
   }
   return out;
 }
@@ -545,10 +545,10 @@ const std::string& require_metadata(const std::map<std::string, std::string>& me
 
 void write_metrics_json(const fs::path& path, const std::vector<std::pair<std::string, double>>& numbers,
                         const std::vector<std::pair<std::string, std::string>>& strings) {
-  train::Json j = train::Json::object();
-  for (const auto& [k, v] : numbers) j.set(k, std::isfinite(v) ? train::Json::number(v) : train::Json());
-  for (const auto& [k, v] : strings) j.set(k, train::Json::string(v));
-  train::write_file_atomic(path, j.dump() + "\n");
+  io::Json j = io::Json::object();
+  for (const auto& [k, v] : numbers) j.set(k, std::isfinite(v) ? io::Json::number(v) : io::Json());
+  for (const auto& [k, v] : strings) j.set(k, io::Json::string(v));
+  io::write_file_atomic(path, j.dump() + "\n");
 }
 
 bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::string& model_note,
@@ -563,7 +563,7 @@ bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::s
   out << examples << ": " << train << " train, " << validation << " validation, " << test << " test\n";
   out << "epochs: " << run.epochs_run << " of " << run.planned_epochs << " (best " << run.best_epoch << "), steps "
       << run.steps << " of " << run.planned_steps << (run.stopped_by_budget ? ", stopped by the time budget" : "")
-      << "; training time " << train::format_duration(run.seconds) << "\n";
+      << "; training time " << io::format_duration(run.seconds) << "\n";
   return true;
 }
 

@@ -32,7 +32,7 @@
 
 #include "core/random.hpp"
 #include "seq/token_model.hpp"
-#include "train/options.hpp"
+#include "io/options.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -138,23 +138,23 @@ bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::s
 // Adds the [train] and [run] options (epochs, batch-size, lr, min-lr, weight-decay, warmup-steps,
 // clip-norm, seed, threads, time-budget, eval-batch-size; out, overwrite, resume, config,
 // stop-after-epoch) with the given defaults for epochs, batch size and lr.
-void add_run_options(train::OptionSchema& schema, std::int64_t epochs, std::size_t batch_size, double lr);
+void add_run_options(io::OptionSchema& schema, std::int64_t epochs, std::size_t batch_size, double lr);
 // Adds every TokenModelConfig key as a [model] option ('_' written '-'), defaults from `defaults`,
 // except the keys in `owned` (set by the task from its data).
-void add_model_options(train::OptionSchema& schema, const TokenModelConfig& defaults,
+void add_model_options(io::OptionSchema& schema, const TokenModelConfig& defaults,
                        const std::vector<std::string>& owned);
 // The TokenModelConfig keys the two SMILES tasks (property, lm) set from their data and run
 // rather than from [model] options. (The image task also lets the user choose `patch`.) Keys the
 // model's output head does not use (head_hidden with a per-token head) are never options either.
 const std::vector<std::string>& sequence_task_owned_keys();
-TaskRunConfig run_config_from_options(const train::ResolvedOptions& options);
+TaskRunConfig run_config_from_options(const io::ResolvedOptions& options);
 // The [model] options over `base` (whose owned keys are kept). ConfigError naming the option.
-TokenModelConfig model_config_from_options(const train::ResolvedOptions& options, const TokenModelConfig& base,
+TokenModelConfig model_config_from_options(const io::ResolvedOptions& options, const TokenModelConfig& base,
                                            const std::vector<std::string>& owned);
 // Parses a subcommand's arguments like `flt train`: --config FILE, or on --resume without
 // --config the run directory's config.ini, below the command line. Positional arguments go to
 // `positional`.
-train::ResolvedOptions parse_task_command_line(const train::OptionSchema& schema, const std::vector<std::string>& args,
+io::ResolvedOptions parse_task_command_line(const io::OptionSchema& schema, const std::vector<std::string>& args,
                                                std::vector<std::string>* positional = nullptr);
 
 // ---------------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/losses.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
-#include "train/progress.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
+#include "io/progress.hpp"
 #include "train/split.hpp"
 
 #include <omp.h>
@@ -20,7 +20,7 @@
 namespace flt::seq {
 
 namespace fs = std::filesystem;
-using train::OptionType;
+using io::OptionType;
 
 namespace {
 
@@ -128,8 +128,8 @@ class ImageTask final : public TrainableTask {
   std::map<std::string, std::string> model_metadata() const override {
     std::map<std::string, std::string> m;
     m["task.kind"] = "image";
-    m["task.pixel_mean"] = train::csv_number(sc_.mean);
-    m["task.pixel_std"] = train::csv_number(sc_.sd);
+    m["task.pixel_mean"] = io::csv_number(sc_.mean);
+    m["task.pixel_std"] = io::csv_number(sc_.sd);
     m["task.num_classes"] = std::to_string(set_.num_classes);
     m["task.data"] = set_.images_source;
     return m;
@@ -194,8 +194,8 @@ ImageEvaluation evaluate_images(TokenModel<float>& model, const ImageSet& set, c
   return e;
 }
 
-train::OptionSchema image_option_schema() {
-  train::OptionSchema s;
+io::OptionSchema image_option_schema() {
+  io::OptionSchema s;
   s.option("data-dir", "data", OptionType::path, std::nullopt,
            "directory of the IDX files (default: $FLT_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)")
       .optional = true;
@@ -210,7 +210,7 @@ train::OptionSchema image_option_schema() {
   return s;
 }
 
-ImageTrainConfig image_config_from_options(const train::ResolvedOptions& o) {
+ImageTrainConfig image_config_from_options(const io::ResolvedOptions& o) {
   ImageTrainConfig c;
   if (o.has("data-dir")) c.data_dir = o.get_string("data-dir");
   auto nonneg = [&](const char* name) {
@@ -232,9 +232,9 @@ ImageTrainConfig image_config_from_options(const train::ResolvedOptions& o) {
 }
 
 ImageTrainConfig parse_image_train_command_line(const std::vector<std::string>& args) {
-  static const train::OptionSchema schema = image_option_schema();
+  static const io::OptionSchema schema = image_option_schema();
   std::vector<std::string> positional;
-  const train::ResolvedOptions o = parse_task_command_line(schema, args, &positional);
+  const io::ResolvedOptions o = parse_task_command_line(schema, args, &positional);
   if (!positional.empty()) throw ConfigError("unexpected argument '" + positional.front() + "'");
   return image_config_from_options(o);
 }
@@ -321,28 +321,28 @@ void write_image_evaluation(const fs::path& dir, const ImageEvaluation& e,
   write_metrics_json(dir / "test_metrics.json", numbers, {{"task", "image"}});
   const auto& names = fashion_mnist_classes();
   {
-    train::AtomicFileWriter out(dir / "test_metrics.csv");
-    train::write_csv_row(out.stream(), {"class", "name", "count", "correct", "accuracy"});
+    io::AtomicFileWriter out(dir / "test_metrics.csv");
+    io::write_csv_row(out.stream(), {"class", "name", "count", "correct", "accuracy"});
     std::size_t total = 0, correct = 0;
     for (std::size_t c = 0; c < e.per_class_count.size(); ++c) {
       const double acc = e.per_class_count[c] ? static_cast<double>(e.per_class_correct[c]) / static_cast<double>(e.per_class_count[c]) : kNaN;
-      train::write_csv_row(out.stream(), {std::to_string(c), c < names.size() ? names[c] : "", std::to_string(e.per_class_count[c]),
-                                          std::to_string(e.per_class_correct[c]), train::csv_number(acc)});
+      io::write_csv_row(out.stream(), {std::to_string(c), c < names.size() ? names[c] : "", std::to_string(e.per_class_count[c]),
+                                          std::to_string(e.per_class_correct[c]), io::csv_number(acc)});
       total += e.per_class_count[c];
       correct += e.per_class_correct[c];
     }
-    train::write_csv_row(out.stream(), {"all", "", std::to_string(total), std::to_string(correct), train::csv_number(e.accuracy)});
+    io::write_csv_row(out.stream(), {"all", "", std::to_string(total), std::to_string(correct), io::csv_number(e.accuracy)});
     out.commit();
   }
   {
-    train::AtomicFileWriter out(dir / "confusion.csv");
+    io::AtomicFileWriter out(dir / "confusion.csv");
     std::vector<std::string> header{"true\\predicted"};
     for (std::size_t c = 0; c < e.confusion.size(); ++c) header.push_back(std::to_string(c));
-    train::write_csv_row(out.stream(), header);
+    io::write_csv_row(out.stream(), header);
     for (std::size_t c = 0; c < e.confusion.size(); ++c) {
       std::vector<std::string> row{std::to_string(c)};
       for (auto v : e.confusion[c]) row.push_back(std::to_string(v));
-      train::write_csv_row(out.stream(), row);
+      io::write_csv_row(out.stream(), row);
     }
     out.commit();
   }

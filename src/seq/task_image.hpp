@@ -51,8 +51,8 @@ struct ImageTrainResult {
   std::size_t parameters = 0;
 };
 
-train::OptionSchema image_option_schema();
-ImageTrainConfig image_config_from_options(const train::ResolvedOptions& options);
+io::OptionSchema image_option_schema();
+ImageTrainConfig image_config_from_options(const io::ResolvedOptions& options);
 ImageTrainConfig parse_image_train_command_line(const std::vector<std::string>& args);
 
 // Trains, then evaluates the best model on the test images; writes into the run directory

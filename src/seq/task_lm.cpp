@@ -4,9 +4,9 @@
 
 #include "core/error.hpp"
 #include "core/losses.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
-#include "train/progress.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
+#include "io/progress.hpp"
 
 #include <omp.h>
 
@@ -18,7 +18,7 @@
 namespace flt::seq {
 
 namespace fs = std::filesystem;
-using train::OptionType;
+using io::OptionType;
 
 namespace {
 
@@ -148,8 +148,8 @@ LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector
   return e;
 }
 
-train::OptionSchema lm_option_schema() {
-  train::OptionSchema s;
+io::OptionSchema lm_option_schema() {
+  io::OptionSchema s;
   s.option("task", "data", OptionType::string, "lm", "property (regression from SMILES) or lm (language model)").choices = {"property", "lm"};
   s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
   s.option("split-file", "data", OptionType::path, "datasets/qm9/split.csv", "fixed split of the 3-D model (subset,index,id)");
@@ -160,7 +160,7 @@ train::OptionSchema lm_option_schema() {
   return s;
 }
 
-LmTrainConfig lm_config_from_options(const train::ResolvedOptions& o) {
+LmTrainConfig lm_config_from_options(const io::ResolvedOptions& o) {
   LmTrainConfig c;
   if (o.get_string("task") != "lm") throw ConfigError("--task: this configuration is for task lm");
   c.index = o.get_string("index");
@@ -233,10 +233,10 @@ void write_lm_evaluation(const fs::path& dir, const LmEvaluation& e, const std::
                                                       {"test_unknown_characters", static_cast<double>(e.unknown)}};
   numbers.insert(numbers.end(), extra.begin(), extra.end());
   write_metrics_json(dir / "test_metrics.json", numbers, {{"task", "lm"}});
-  train::AtomicFileWriter out(dir / "test_metrics.csv");
-  train::write_csv_row(out.stream(), {"strings", "positions", "unknown", "nll [nats/char]", "bpc [bits/char]"});
-  train::write_csv_row(out.stream(), {std::to_string(e.strings), std::to_string(e.positions), std::to_string(e.unknown),
-                                      train::csv_number(e.nll_nats), train::csv_number(e.bits_per_character)});
+  io::AtomicFileWriter out(dir / "test_metrics.csv");
+  io::write_csv_row(out.stream(), {"strings", "positions", "unknown", "nll [nats/char]", "bpc [bits/char]"});
+  io::write_csv_row(out.stream(), {std::to_string(e.strings), std::to_string(e.positions), std::to_string(e.unknown),
+                                      io::csv_number(e.nll_nats), io::csv_number(e.bits_per_character)});
   out.commit();
 }
 

@@ -44,8 +44,8 @@ struct LmTrainResult {
   LmEvaluation test;
 };
 
-train::OptionSchema lm_option_schema();
-LmTrainConfig lm_config_from_options(const train::ResolvedOptions& options);
+io::OptionSchema lm_option_schema();
+LmTrainConfig lm_config_from_options(const io::ResolvedOptions& options);
 
 // Input and target ids of one string (see above).
 void lm_sequences(const std::vector<std::int32_t>& ids, std::vector<std::int32_t>& input, std::vector<std::int32_t>& target);

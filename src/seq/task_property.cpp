@@ -4,11 +4,12 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
-#include "train/progress.hpp"
-#include "train/svg_plot.hpp"
-#include "train/units.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
+#include "io/progress.hpp"
+#include "io/svg_plot.hpp"
+#include "train/report_plots.hpp"
+#include "io/units.hpp"
 
 #include <omp.h>
 
@@ -19,7 +20,7 @@
 namespace flt::seq {
 
 namespace fs = std::filesystem;
-using train::OptionType;
+using io::OptionType;
 
 namespace {
 
@@ -115,7 +116,7 @@ class PropertyTask final : public TrainableTask {
   std::size_t train_size() const override { return train_.size(); }
   std::vector<std::string> metric_columns() const override {
     std::vector<std::string> c;
-    for (const auto& t : d_.targets) c.push_back(train::with_unit_suffix("MAE_" + t.name, t.unit));
+    for (const auto& t : d_.targets) c.push_back(io::with_unit_suffix("MAE_" + t.name, t.unit));
     return c;
   }
 
@@ -160,7 +161,7 @@ class PropertyTask final : public TrainableTask {
     for (std::size_t i : train_) {
       bytes += d_.smiles[i] + "\n";
       const auto row = d_.labels.row(static_cast<Index>(i));
-      for (Index t = 0; t < row.size(); ++t) bytes += train::csv_number(row(t)) + ",";
+      for (Index t = 0; t < row.size(); ++t) bytes += io::csv_number(row(t)) + ",";
     }
     return fingerprint_bytes(bytes);
   }
@@ -200,8 +201,8 @@ class PropertyTask final : public TrainableTask {
 
 }  // namespace
 
-train::OptionSchema property_option_schema() {
-  train::OptionSchema s;
+io::OptionSchema property_option_schema() {
+  io::OptionSchema s;
   s.option("task", "data", OptionType::string, "property", "property (regression from SMILES) or lm (language model)").choices = {
       "property", "lm"};
   s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
@@ -217,7 +218,7 @@ train::OptionSchema property_option_schema() {
   return s;
 }
 
-PropertyTrainConfig property_config_from_options(const train::ResolvedOptions& o) {
+PropertyTrainConfig property_config_from_options(const io::ResolvedOptions& o) {
   PropertyTrainConfig c;
   if (o.get_string("task") != "property") throw ConfigError("--task: this configuration is for task property");
   c.index = o.get_string("index");
@@ -307,7 +308,7 @@ void write_property_evaluation(const fs::path& dir, const PropertyEvaluation& e,
       yt[i] = e.truth(static_cast<Index>(i), static_cast<Index>(t));
       yp[i] = e.predicted(static_cast<Index>(i), static_cast<Index>(t));
     }
-    train::write_svg(dir / ("parity_" + e.targets[t].name + ".svg"), train::readable_parity_svg(e.targets[t].name, e.targets[t].unit, yt, yp, nullptr, "test"));
+    io::write_svg(dir / ("parity_" + e.targets[t].name + ".svg"), train::readable_parity_svg(e.targets[t].name, e.targets[t].unit, yt, yp, nullptr, "test"));
   }
   numbers.insert(numbers.end(), extra.begin(), extra.end());
   write_metrics_json(dir / "test_metrics.json", numbers, strings);

@@ -51,8 +51,8 @@ struct PropertyTrainResult {
   PropertyEvaluation test;
 };
 
-train::OptionSchema property_option_schema();
-PropertyTrainConfig property_config_from_options(const train::ResolvedOptions& options);
+io::OptionSchema property_option_schema();
+PropertyTrainConfig property_config_from_options(const io::ResolvedOptions& options);
 
 // Trains, then evaluates the best model on the test subset; writes test_metrics.csv (per target:
 // count, MAE, RMSE, R^2, max error with units), test_metrics.json, test_predictions.csv and

@@ -596,26 +596,26 @@ Mat<T> TokenModel<T>::predict(const TokenBatch& batch) {
 namespace {
 
 template <class T>
-train::Tensor matrix_tensor(const Mat<T>& m) {
+io::Tensor matrix_tensor(const Mat<T>& m) {
   std::vector<T> v(m.data(), m.data() + m.size());
-  return train::Tensor(std::move(v), train::Shape{static_cast<std::uint64_t>(m.rows()),
+  return io::Tensor(std::move(v), io::Shape{static_cast<std::uint64_t>(m.rows()),
                                                   static_cast<std::uint64_t>(m.cols())});
 }
 
 // Values of a tensor in double, whatever its floating dtype, with the expected 2-D shape.
-std::vector<double> read_matrix(const train::ModelFile& file, const std::string& name, Index rows,
+std::vector<double> read_matrix(const io::ModelFile& file, const std::string& name, Index rows,
                                 Index cols) {
-  const train::Tensor& t = file.tensor(name);
-  const train::Shape want{static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols)};
+  const io::Tensor& t = file.tensor(name);
+  const io::Shape want{static_cast<std::uint64_t>(rows), static_cast<std::uint64_t>(cols)};
   if (t.shape() != want)
     throw ModelFileError(file.source(), "tensor '" + name + "' has the wrong shape (expected " +
                                             std::to_string(rows) + " x " + std::to_string(cols) +
                                             ")");
-  if (t.dtype() == train::DType::F32) {
+  if (t.dtype() == io::DType::F32) {
     const auto v = t.values<float>();
     return {v.begin(), v.end()};
   }
-  if (t.dtype() == train::DType::F64) {
+  if (t.dtype() == io::DType::F64) {
     const auto v = t.values<double>();
     return {v.begin(), v.end()};
   }
@@ -631,9 +631,9 @@ Mat<double> to_mat(const std::vector<double>& v, Index rows, Index cols) {
 }  // namespace
 
 template <class T>
-train::ModelFile TokenModel<T>::to_model_file(
+io::ModelFile TokenModel<T>::to_model_file(
     const std::map<std::string, std::string>& metadata) const {
-  train::ModelFile file("flt-model");
+  io::ModelFile file("flt-model");
   for (const auto& [k, v] : metadata) {
     if (k.rfind("model.", 0) == 0)
       throw InvalidArgument("TokenModel::to_model_file: caller metadata key '" + k +
@@ -666,7 +666,7 @@ train::ModelFile TokenModel<T>::to_model_file(
 
 template <class T>
 std::unique_ptr<TokenModel<T>> TokenModel<T>::from_model_file(
-    const train::ModelFile& file, std::map<std::string, std::string>* metadata) {
+    const io::ModelFile& file, std::map<std::string, std::string>* metadata) {
   const std::string& src = file.source();
   if (!file.has_metadata("model.kind") || file.metadata("model.kind") != kTokenModelKind)
     throw ModelFileError(src, std::string("not a token model (model.kind must be '") +
@@ -752,13 +752,13 @@ std::unique_ptr<TokenModel<T>> TokenModel<T>::from_model_file(
 template <class T>
 void TokenModel<T>::save(const std::filesystem::path& path,
                          const std::map<std::string, std::string>& metadata) const {
-  train::write_model_file(path, to_model_file(metadata));
+  io::write_model_file(path, to_model_file(metadata));
 }
 
 template <class T>
 std::unique_ptr<TokenModel<T>> TokenModel<T>::load(const std::filesystem::path& path,
                                                    std::map<std::string, std::string>* metadata) {
-  return from_model_file(train::read_model_file(path, "flt-model"), metadata);
+  return from_model_file(io::read_model_file(path, "flt-model"), metadata);
 }
 
 template class TokenModel<float>;

@@ -56,7 +56,7 @@
 #include "flt/exact/toeplitz.hpp"
 #include "flt/spectrum.hpp"
 #include "seq/kernel_attention.hpp"
-#include "train/model_file.hpp"
+#include "io/model_file.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -219,9 +219,9 @@ class TokenModel {
   // "model.version" = "1", "model.<key>" for every config key, "model.feature_draw", plus the
   // caller's entries (keys must not start with "model."); tensors "param.<name>" (F32 for float,
   // F64 for double) and the random features "features.block<b>.h<h>.omega|xi|pdf" (F64).
-  train::ModelFile to_model_file(const std::map<std::string, std::string>& metadata = {}) const;
+  io::ModelFile to_model_file(const std::map<std::string, std::string>& metadata = {}) const;
   static std::unique_ptr<TokenModel> from_model_file(
-      const train::ModelFile& file, std::map<std::string, std::string>* metadata = nullptr);
+      const io::ModelFile& file, std::map<std::string, std::string>* metadata = nullptr);
   void save(const std::filesystem::path& path,
             const std::map<std::string, std::string>& metadata = {}) const;  // atomic
   static std::unique_ptr<TokenModel> load(const std::filesystem::path& path,

@@ -6,6 +6,12 @@
 #include <type_traits>
 
 namespace flt::train {
+
+using io::ModelFile;
+using io::Shape;
+using io::Tensor;
+using io::read_model_file;
+using io::write_model_file;
 namespace {
 
 // flt::Rng keeps its state private and has no accessor; it is trivially copyable and standard

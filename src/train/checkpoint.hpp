@@ -4,12 +4,12 @@
 // state as named scalars (F64) and integers (I64), RNG states, epoch, step and the data order of
 // the current epoch, plus free-form text entries (e.g. the resolved configuration).
 //
-// Tensor names inside the file: "array/<name>", "scalar/<name>", "int/<name>", "rng/<name>",
+// io::Tensor names inside the file: "array/<name>", "scalar/<name>", "int/<name>", "rng/<name>",
 // "epoch", "step", "data_order"; text entries are metadata "text/<name>".
 #pragma once
 
 #include "core/random.hpp"
-#include "train/model_file.hpp"
+#include "io/model_file.hpp"
 
 #include <filesystem>
 #include <optional>
@@ -28,7 +28,7 @@ class Checkpoint {
   // Arrays: T is float, double, std::int64_t, std::int32_t or std::uint8_t.
   template <class T>
   void set_array(const std::string& name, std::span<const T> values) {
-    file_.set_tensor("array/" + name, Tensor::vector(values));
+    file_.set_tensor("array/" + name, io::Tensor::vector(values));
   }
   template <class T>
   void set_array(const std::string& name, const std::vector<T>& values) {
@@ -38,7 +38,7 @@ class Checkpoint {
   // its dtype or length differs (e.g. a checkpoint of another model size).
   template <class T>
   void get_array(const std::string& name, std::span<T> out) const {
-    const auto v = file_.values<T>("array/" + name, Shape{static_cast<std::uint64_t>(out.size())});
+    const auto v = file_.values<T>("array/" + name, io::Shape{static_cast<std::uint64_t>(out.size())});
     std::copy(v.begin(), v.end(), out.begin());
   }
   template <class T>
@@ -65,11 +65,11 @@ class Checkpoint {
 
   const std::string& source() const noexcept { return file_.source(); }
 
-  ModelFile to_model_file() const;
-  static Checkpoint from_model_file(ModelFile file);  // ModelFileError if epoch/step/data_order are bad
+  io::ModelFile to_model_file() const;
+  static Checkpoint from_model_file(io::ModelFile file);  // ModelFileError if epoch/step/data_order are bad
 
  private:
-  ModelFile file_{"flt-checkpoint"};
+  io::ModelFile file_{"flt-checkpoint"};
 };
 
 void write_checkpoint(const std::filesystem::path& path, const Checkpoint& checkpoint);  // atomic

@@ -1,11 +1,25 @@
 #include "train/labels.hpp"
 
-#include "train/atomic_file.hpp"
-#include "train/units.hpp"
+#include "io/atomic_file.hpp"
+#include "io/units.hpp"
 
 #include <cmath>
 
 namespace flt::train {
+
+using io::CsvTable;
+using io::Dimension;
+using io::TargetInfo;
+using io::Unit;
+using io::conversion_factor;
+using io::csv_error;
+using io::find_qm9_target;
+using io::find_unit;
+using io::parse_csv;
+using io::parse_csv_number;
+using io::read_file;
+using io::split_unit_suffix;
+using io::to_string;
 
 std::string default_training_unit(std::string_view target, std::string_view source_unit) {
   const Unit& src = find_unit(source_unit);

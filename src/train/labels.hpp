@@ -5,7 +5,7 @@
 // Missing values (empty, NA, NaN) are NaN and masked in losses and metrics.
 #pragma once
 
-#include "train/csv.hpp"
+#include "io/csv.hpp"
 
 #include <map>
 #include <string>

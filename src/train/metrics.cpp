@@ -1,15 +1,25 @@
 #include "train/metrics.hpp"
 
 #include "core/error.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
-#include "train/units.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
+#include "io/units.hpp"
 
 #include <cmath>
 #include <limits>
 #include <sstream>
 
 namespace flt::train {
+
+using io::CsvTable;
+using io::csv_error;
+using io::csv_number;
+using io::parse_csv;
+using io::parse_csv_number;
+using io::read_csv;
+using io::with_unit_suffix;
+using io::write_csv_row;
+using io::write_file_atomic;
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();

@@ -2,12 +2,14 @@
 
 #include "core/error.hpp"
 #include "core/version.hpp"
-#include "train/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 
 #include <cstdio>
 #include <system_error>
 
 namespace flt::train {
+
+using io::write_file_atomic;
 namespace fs = std::filesystem;
 namespace {
 

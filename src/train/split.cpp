@@ -1,9 +1,9 @@
 #include "train/split.hpp"
 
 #include "core/random.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
-#include "train/ini.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
+#include "io/ini.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +12,16 @@
 #include <unordered_map>
 
 namespace flt::train {
+
+using io::CsvTable;
+using io::csv_error;
+using io::parse_csv;
+using io::parse_int_value;
+using io::parse_list_value;
+using io::parse_real_value;
+using io::read_file;
+using io::write_csv_row;
+using io::write_file_atomic;
 namespace {
 
 SubsetSize parse_subset(std::string_view item, const std::string& where) {

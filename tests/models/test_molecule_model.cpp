@@ -608,7 +608,7 @@ TEST_CASE("molecule model: save and load a .flt model file", "[models]") {
   auto file = to_model_file(model);
   file.set_metadata("config.width", "32");
   CHECK_THROWS_WITH(from_model_file<float>(file), Catch::Contains("inconsistent model arrays"));
-  train::ModelFile partial("flt-model");
+  io::ModelFile partial("flt-model");
   const auto full = to_model_file(model);
   for (const auto& [k, v] : full.all_metadata()) partial.set_metadata(k, v);
   bool skipped = false;
@@ -624,7 +624,7 @@ TEST_CASE("molecule model: save and load a .flt model file", "[models]") {
   auto foreign = to_model_file(model);
   foreign.set_metadata("model.kind", "flt-token-model");
   CHECK_THROWS_WITH(from_model_file<float>(foreign), Catch::Contains("not a molecule model"));
-  train::ModelFile bare("flt-model");
+  io::ModelFile bare("flt-model");
   for (const auto& [name, t] : full.tensors()) bare.set_tensor(name, t);
   CHECK_THROWS_WITH(from_model_file<float>(bare), Catch::Contains("no model configuration"));
   std::filesystem::remove_all(dir);

@@ -5,7 +5,7 @@
 #include "../common/scratch_dir.hpp"
 
 #include "train/checkpoint.hpp"
-#include "train/csv.hpp"
+#include "io/csv.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -66,7 +66,7 @@ std::string tiny_args() {
 
 // The learning curve without its wall-time column.
 std::string curve_without_seconds(const fs::path& path) {
-  const flt::train::CsvTable table = flt::train::read_csv(path);
+  const flt::io::CsvTable table = flt::io::read_csv(path);
   std::string out;
   for (const auto& row : table.rows)
     for (std::size_t c = 0; c < row.size(); ++c)

@@ -6,7 +6,7 @@
 #include "chem/qm9.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -381,12 +381,12 @@ TEST_CASE("The QM9 reader's property units are the training unit table's, proper
           "[pipeline][units]") {
   // chem stores each QM9 property with a unit name (chem/qm9.hpp); training converts with
   // train/units.hpp. The two must agree on every key and spelling, or a label would be refused.
-  const auto& targets = train::qm9_targets();
+  const auto& targets = io::qm9_targets();
   REQUIRE(targets.size() == chem::kQm9Properties.size());
   for (std::size_t i = 0; i < targets.size(); ++i) {
     INFO("property " << chem::kQm9Properties[i].key);
     CHECK(chem::kQm9Properties[i].key == targets[i].name);
     CHECK(chem::kQm9Properties[i].unit == targets[i].source_unit);
-    CHECK(train::is_known_unit(chem::kQm9Properties[i].unit));
+    CHECK(io::is_known_unit(chem::kQm9Properties[i].unit));
   }
 }

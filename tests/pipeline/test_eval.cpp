@@ -1,8 +1,8 @@
 // flt eval: metrics against QM9 labels in the model's units, rotation sensitivity, CSV outputs.
 #include "pipeline/eval.hpp"
 #include "test_predict_util.hpp"
-#include "train/csv.hpp"
-#include "train/units.hpp"
+#include "io/csv.hpp"
+#include "io/units.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -30,7 +30,7 @@ TEST_CASE("flt eval: MAE, RMSE, R^2 in eV against QM9 Hartree labels, and rotati
   const auto predictor = Predictor::load({model});
   const auto points = read_all(qm9);
   REQUIRE(points.size() == 20);
-  const double hartree = train::convert(1.0, "Hartree", "eV");
+  const double hartree = io::convert(1.0, "Hartree", "eV");
   double abs_u0 = 0, abs_gap = 0, sq_u0 = 0;
   for (const auto& p : points) {
     const auto y = predictor.predict(p);
@@ -39,7 +39,7 @@ TEST_CASE("flt eval: MAE, RMSE, R^2 in eV against QM9 Hartree labels, and rotati
     sq_u0 += (y.mean[0] - u0) * (y.mean[0] - u0);
     abs_gap += std::abs(y.mean[1] - gap);
   }
-  const auto table = train::read_csv(csv);
+  const auto table = io::read_csv(csv);
   REQUIRE(table.rows.size() == 2);
   const auto col = [&](std::size_t r, const char* name) { return std::stod(table.rows[r][table.require_column(name)]); };
   CHECK(table.rows[0][0] == "U0");
@@ -57,7 +57,7 @@ TEST_CASE("flt eval: MAE, RMSE, R^2 in eV against QM9 Hartree labels, and rotati
   CHECK(std::isfinite(rot));
   CHECK(col(0, "rotation_std_over_MAE") == Approx(rot / col(0, "MAE")).epsilon(1e-9));
 
-  const auto per_molecule = train::read_csv(preds);
+  const auto per_molecule = io::read_csv(preds);
   CHECK(per_molecule.rows.size() == 20);
   CHECK(per_molecule.column("U0_true [eV]").has_value());
   CHECK(per_molecule.column("U0_pred [eV]").has_value());

@@ -2,7 +2,7 @@
 #include "pipeline/info.hpp"
 #include "pipeline/rpe.hpp"
 #include "test_predict_util.hpp"
-#include "train/csv.hpp"
+#include "io/csv.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -45,7 +45,7 @@ TEST_CASE("flt rpe writes f(distance) per block and head as CSV and SVG", "[rpe]
                            dir);
   INFO(run.err);
   REQUIRE(run.status == 0);
-  const auto table = train::read_csv(dir / "rpe.csv");
+  const auto table = io::read_csv(dir / "rpe.csv");
   const std::vector<std::string> header{"distance [Angstrom]", "block0.head0", "block0.head1", "block1.head0",
                                         "block1.head1"};
   CHECK(table.header == header);

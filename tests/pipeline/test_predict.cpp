@@ -3,7 +3,7 @@
 #include "chem/elements.hpp"
 #include "chem/writer.hpp"
 #include "test_predict_util.hpp"
-#include "train/csv.hpp"
+#include "io/csv.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -23,7 +23,7 @@ bool hcno_only(const chem::PointSet& p) {
   return true;
 }
 
-double csv_value(const train::CsvTable& t, std::size_t row, const std::string& column) {
+double csv_value(const io::CsvTable& t, std::size_t row, const std::string& column) {
   return std::stod(t.rows[row][t.require_column(column)]);
 }
 
@@ -106,7 +106,7 @@ TEST_CASE("flt predict CSV: titles, label columns with units, ensemble mean and 
   const auto run = run_flt("predict -m " + quoted(a) + " -m " + quoted(b) + " " + quoted(qm9) + " -o " + quoted(out), dir);
   INFO(run.err);
   REQUIRE(run.status == 0);
-  const auto table = train::read_csv(out);
+  const auto table = io::read_csv(out);
   REQUIRE(table.rows.size() == 12);
   const std::vector<std::string> expected_first{"id", "source", "record", "title"};
   REQUIRE(table.header.size() > 4);
@@ -150,7 +150,7 @@ TEST_CASE("flt predict table on stdout, standard output CSV, 1 and 2 threads agr
   const auto two = run_flt("predict -m " + quoted(model) + " " + quoted(qm9) + " -o - --out-format csv --threads 2 --batch-size 7", dir);
   REQUIRE(one.status == 0);
   REQUIRE(two.status == 0);
-  const auto c1 = train::parse_csv(one.out, "threads1"), c2 = train::parse_csv(two.out, "threads2");
+  const auto c1 = io::parse_csv(one.out, "threads1"), c2 = io::parse_csv(two.out, "threads2");
   REQUIRE(c1.rows.size() == 30);
   REQUIRE(c2.rows.size() == 30);
   for (std::size_t i = 0; i < 30; ++i) {
@@ -191,7 +191,7 @@ TEST_CASE("flt predict is invariant to atom permutations and translations", "[pr
   const auto run = run_flt("predict -m " + quoted(model) + " " + quoted(dir / "three.xyz") + " -o " + quoted(dir / "p.csv"), dir);
   INFO(run.err);
   REQUIRE(run.status == 0);
-  const auto table = train::read_csv(dir / "p.csv");
+  const auto table = io::read_csv(dir / "p.csv");
   REQUIRE(table.rows.size() == 3);
   for (const char* col : {"flt_U0 [eV]", "flt_gap [eV]"}) {
     const double y0 = csv_value(table, 0, col);

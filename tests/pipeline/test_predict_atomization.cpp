@@ -3,7 +3,7 @@
 // the bundled subset.
 #include "chem/reader.hpp"
 #include "pipeline/predict.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <boost/iostreams/filter/gzip.hpp>
 #include <boost/iostreams/filtering_stream.hpp>
@@ -100,10 +100,10 @@ TEST_CASE("atomization energies reproduce QM9's u0_atom ... g298_atom for every 
                          for (std::size_t k = 0; k < 4; ++k) {
                            const auto total_hartree = p.number(labels[k]);
                            REQUIRE(total_hartree);
-                           const double total = train::convert(*total_hartree, "Hartree", outputs[k].unit);
+                           const double total = io::convert(*total_hartree, "Hartree", outputs[k].unit);
                            const double atomization =
                                atomization_energy(outputs[k], total, p.atomic_numbers);
-                           const double kcal = train::convert(atomization, outputs[k].unit, "kcal/mol");
+                           const double kcal = io::convert(atomization, outputs[k].unit, "kcal/mol");
                            worst_kcal = std::max(worst_kcal, std::abs(kcal - row.at(columns[k])));
                          }
                          ++checked;

@@ -1,7 +1,7 @@
 // Ensemble files (format "flt-ensemble"): packing, loading as the members' mean, flattening, and
 // every malformed case a reader must refuse.
 #include "test_predict_util.hpp"
-#include "train/model_file.hpp"
+#include "io/model_file.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -99,27 +99,27 @@ TEST_CASE("ensemble file: refused inputs and malformed files name the file and t
   CHECK_FALSE(fs::exists(dir / "ad.flt"));
 
   // Hand-made malformed ensembles.
-  const train::ModelFile good = train::read_model_file(ab, models::kEnsembleFileFormat);
+  const io::ModelFile good = io::read_model_file(ab, models::kEnsembleFileFormat);
   auto write_variant = [&](const std::string& name, auto&& change) {
-    train::ModelFile f(models::kEnsembleFileFormat);
+    io::ModelFile f(models::kEnsembleFileFormat);
     for (const auto& [k, v] : good.all_metadata()) f.set_metadata(k, v);
     for (const auto& [k, t] : good.tensors()) f.set_tensor(k, t);
     change(f);
     const std::string path = dir / name;
-    train::write_model_file(path, f);
+    io::write_model_file(path, f);
     return path;
   };
-  const std::string stray = write_variant("stray.flt", [](train::ModelFile& f) {
-    f.set_tensor("member.3.param.x", train::Tensor::vector(std::vector<float>{1}));
+  const std::string stray = write_variant("stray.flt", [](io::ModelFile& f) {
+    f.set_tensor("member.3.param.x", io::Tensor::vector(std::vector<float>{1}));
   });
   CHECK_THAT(error_of(stray), Catch::Contains("stray.flt") && Catch::Contains("'member.3.param.x' belongs to no ensemble member"));
-  const std::string one = write_variant("count1.flt", [](train::ModelFile& f) { f.set_metadata("ensemble.members", "1"); });
+  const std::string one = write_variant("count1.flt", [](io::ModelFile& f) { f.set_metadata("ensemble.members", "1"); });
   CHECK_THAT(error_of(one), Catch::Contains("member count '1'"));
-  const std::string three = write_variant("count3.flt", [](train::ModelFile& f) { f.set_metadata("ensemble.members", "3"); });
+  const std::string three = write_variant("count3.flt", [](io::ModelFile& f) { f.set_metadata("ensemble.members", "3"); });
   CHECK_THAT(error_of(three), Catch::Contains("member 3 of 3 is empty"));
-  const std::string huge = write_variant("huge.flt", [](train::ModelFile& f) { f.set_metadata("ensemble.members", "999999"); });
+  const std::string huge = write_variant("huge.flt", [](io::ModelFile& f) { f.set_metadata("ensemble.members", "999999"); });
   CHECK_THAT(error_of(huge), Catch::Contains("member count 999999 exceeds its"));
-  const std::string zero_padded = write_variant("padded.flt", [&](train::ModelFile& f) {
+  const std::string zero_padded = write_variant("padded.flt", [&](io::ModelFile& f) {
     f.set_metadata("member.01.config.width", good.metadata("member.1.config.width"));
   });
   CHECK_THAT(error_of(zero_padded), Catch::Contains("'member.01.config.width' belongs to no ensemble member"));
@@ -127,18 +127,18 @@ TEST_CASE("ensemble file: refused inputs and malformed files name the file and t
   const std::string broken_path = dir / "broken.flt";
   std::size_t dropped = 0;
   {
-    train::ModelFile f(models::kEnsembleFileFormat);
+    io::ModelFile f(models::kEnsembleFileFormat);
     for (const auto& [k, v] : good.all_metadata()) f.set_metadata(k, v);
     for (const auto& [k, t] : good.tensors())
       if (k.rfind("member.2.param.", 0) == 0 && dropped == 0) ++dropped;
       else f.set_tensor(k, t);
-    train::write_model_file(broken_path, f);
+    io::write_model_file(broken_path, f);
   }
   REQUIRE(dropped == 1);
   CHECK_THAT(error_of(broken_path), Catch::Contains("broken.flt [member 2 of 2]"));
   // A checkpoint is neither a model nor an ensemble.
-  train::ModelFile checkpoint("flt-checkpoint");
-  checkpoint.set_tensor("epoch", train::Tensor::scalar<std::int64_t>(1));
-  train::write_model_file(dir / "ck.flt", checkpoint);
+  io::ModelFile checkpoint("flt-checkpoint");
+  checkpoint.set_tensor("epoch", io::Tensor::scalar<std::int64_t>(1));
+  io::write_model_file(dir / "ck.flt", checkpoint);
   CHECK_THAT(error_of(dir / "ck.flt"), Catch::Contains("holds 'flt-checkpoint', not a model"));
 }

@@ -5,7 +5,7 @@
 #include "../common/text_input.hpp"
 #include "chem/writer.hpp"
 #include "test_predict_util.hpp"
-#include "train/csv.hpp"
+#include "io/csv.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -36,7 +36,7 @@ std::string chemprop_csv(const TempDir& dir, std::size_t count) {
   for (std::string line; std::getline(index_file, line) && index_text.size() < (1u << 20);) {
     index_text += line + "\n";
   }
-  const train::CsvTable index = train::parse_csv(index_text, index_path);
+  const io::CsvTable index = io::parse_csv(index_text, index_path);
   const std::size_t smiles = index.require_column("smiles"), u0 = index.require_column("u0"),
                     gap = index.require_column("gap");
   const std::string path = dir / "chemprop.csv";
@@ -88,7 +88,7 @@ TEST_CASE("flt predict keeps every record: SDF and CSV record counts equal the i
 
   run = run_flt("predict -m " + quoted(default_model()) + " " + quoted(input) + " -o " + quoted(csv), dir);
   CHECK(run.status == 3);
-  const train::CsvTable table = train::read_csv(csv);
+  const io::CsvTable table = io::read_csv(csv);
   REQUIRE(table.rows.size() == records_in);
   const std::size_t error = table.require_column("error");
   const std::size_t u0 = table.require_column("flt_U0 [eV]");
@@ -127,7 +127,7 @@ TEST_CASE("SMILES CSV end to end: train a tiny model, predict, convert, bad SMIL
                     " -o " + quoted(pred),
                 dir);
   CHECK(run.status == 3);
-  const train::CsvTable table = train::read_csv(pred);
+  const io::CsvTable table = io::read_csv(pred);
   REQUIRE(table.rows.size() == 42);
   const std::size_t error = table.require_column("error"), title = table.require_column("title");
   const std::size_t label = table.require_column("U0"), u0 = table.require_column("flt_U0 [eV]");
@@ -186,11 +186,11 @@ TEST_CASE("A dimensionless SMILES label (logP) trains with unit 1, and every out
   run = run_flt("train " + quoted(data) + common + " --source-units logP=1", dir);
   INFO(run.err);
   REQUIRE(run.status == 0);
-  CHECK(train::read_csv(run_dir / "test_predictions.csv").column("logP_true [1]").has_value());
+  CHECK(io::read_csv(run_dir / "test_predictions.csv").column("logP_true [1]").has_value());
   const std::string pred = dir / "pred.csv";
   run = run_flt("predict -m " + quoted((run_dir / "model.flt").string()) + " " + quoted(data) + " -o " + quoted(pred), dir);
   REQUIRE(run.status == 0);
-  CHECK(train::read_csv(pred).column("flt_logP [1]").has_value());
+  CHECK(io::read_csv(pred).column("flt_logP [1]").has_value());
 }
 
 TEST_CASE("flt train --missing-3d generate trains on a 2-D SD file", "[predict][program][smiles]") {

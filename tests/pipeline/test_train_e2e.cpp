@@ -8,8 +8,8 @@
 #include "pipeline/dataset.hpp"
 #include "models/model_io.hpp"
 #include "train/checkpoint.hpp"
-#include "train/csv.hpp"
-#include "train/data_checksum.hpp"
+#include "io/csv.hpp"
+#include "io/data_checksum.hpp"
 #include "train/metrics.hpp"
 #include "train/split.hpp"
 
@@ -103,11 +103,11 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
   CHECK(split.test.size() == 50);
 
   // Test metrics: finite, one row per target.
-  const train::CsvTable metrics = train::read_csv(run1 / "test_metrics.csv");
+  const io::CsvTable metrics = io::read_csv(run1 / "test_metrics.csv");
   REQUIRE(metrics.rows.size() == 2);
   const std::size_t mae_col = metrics.require_column("MAE");
   for (std::size_t r = 0; r < 2; ++r) {
-    const double mae = train::parse_csv_number(metrics.rows[r][mae_col], metrics, r, mae_col);
+    const double mae = io::parse_csv_number(metrics.rows[r][mae_col], metrics, r, mae_col);
     CHECK(std::isfinite(mae));
     CHECK(mae > 0);
   }
@@ -124,7 +124,7 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
   CHECK(loaded_metadata.at("training.seed") == "7");
   CHECK_THAT(loaded_metadata.at("training.data_checksum"), Catch::StartsWith("fnv1a64-mol:"));
   CHECK(loaded_metadata.count("training.code_version") == 1);
-  const train::CsvTable preds = train::read_csv(run1 / "test_predictions.csv");
+  const io::CsvTable preds = io::read_csv(run1 / "test_predictions.csv");
   REQUIRE(preds.rows.size() == 50);
   CHECK(preds.header[0] == "id");
   CHECK(preds.header[1] == "title");
@@ -134,10 +134,10 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
   const Batch b = make_batch(ds, std::vector<std::size_t>(split.test.begin(), split.test.begin() + 5));
   const Mat<double> p = loaded_model->predict(b.molecules);
   for (Index i = 0; i < 5; ++i) {
-    CHECK(p(i, 0) == Approx(train::parse_csv_number(preds.rows[static_cast<std::size_t>(i)][pred_col], preds,
+    CHECK(p(i, 0) == Approx(io::parse_csv_number(preds.rows[static_cast<std::size_t>(i)][pred_col], preds,
                                                     static_cast<std::size_t>(i), pred_col))
                          .margin(1e-5));  // float network, batch composition may change the last bit
-    CHECK(train::parse_csv_number(preds.rows[static_cast<std::size_t>(i)][true_col], preds, static_cast<std::size_t>(i),
+    CHECK(io::parse_csv_number(preds.rows[static_cast<std::size_t>(i)][true_col], preds, static_cast<std::size_t>(i),
                                   true_col) == b.labels(i, 0));
   }
 
@@ -178,7 +178,7 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
     REQUIRE(r7.status == 0);
     // The whole-set fingerprint of the training molecules (split order), as earlier runs wrote it.
     CHECK(slurp(run7 / "split.csv") == slurp(run1 / "split.csv"));
-    train::DataFingerprint legacy;
+    io::DataFingerprint legacy;
     for (std::size_t i : split.train) {
       std::vector<double> xyz;
       for (const auto& r : ds.molecules[i].positions) xyz.insert(xyz.end(), r.begin(), r.end());

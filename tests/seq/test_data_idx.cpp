@@ -3,7 +3,7 @@
 // message naming the file and the reason).
 #include "seq/data_idx.hpp"
 #include "seq_test_util.hpp"
-#include "train/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -71,10 +71,10 @@ TEST_CASE("IDX: gzip and plain files give the same array, round trip of idx_byte
   const std::vector<std::uint8_t> data = {1, 2, 3, 4, 5, 6, 250, 0, 9, 10, 11, 12};
   const std::string bytes = idx_bytes({2, 3, 2}, data);
   CHECK(bytes.size() == 4 + 12 + 12);
-  train::write_file_atomic(dir / "a.idx", bytes);
-  train::write_file_atomic(dir / "a.idx.gz", gzip_bytes(bytes));
+  io::write_file_atomic(dir / "a.idx", bytes);
+  io::write_file_atomic(dir / "a.idx.gz", gzip_bytes(bytes));
   // A gzip file of two members (RFC 1952 allows concatenation).
-  train::write_file_atomic(dir / "two.gz", gzip_bytes(bytes.substr(0, 10)) + gzip_bytes(bytes.substr(10)));
+  io::write_file_atomic(dir / "two.gz", gzip_bytes(bytes.substr(0, 10)) + gzip_bytes(bytes.substr(10)));
   const IdxArray plain = read_idx(dir / "a.idx", 3);
   const IdxArray gz = read_idx(dir / "a.idx.gz", 3);
   const IdxArray two = read_idx(dir / "two.gz", 3);
@@ -97,7 +97,7 @@ TEST_CASE("IDX: corrupted copies of the real files give typed errors naming file
   const std::string labels = read_maybe_gzip(fashion_dir() / "t10k-labels-idx1-ubyte.gz");
   const std::string images = read_maybe_gzip(fashion_dir() / "t10k-images-idx3-ubyte.gz");
   auto write = [&](const std::string& name, const std::string& bytes) {
-    train::write_file_atomic(dir / name, bytes);
+    io::write_file_atomic(dir / name, bytes);
     return dir / name;
   };
 

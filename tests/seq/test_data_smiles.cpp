@@ -3,7 +3,7 @@
 #include "core/random.hpp"
 #include "seq/data_smiles.hpp"
 #include "seq_test_util.hpp"
-#include "train/atomic_file.hpp"
+#include "io/atomic_file.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -126,7 +126,7 @@ TEST_CASE("QM9 SMILES index: malformed rows give InputError naming file and line
   Scratch dir("smiles-bad");
   const std::string header = "gdb_index,has_geometry,n_atoms,n_heavy,smiles,u0,gap\n";
   auto expect = [&](const std::string& body, const std::string& fragment) {
-    train::write_file_atomic(dir / "x.csv", header + body);
+    io::write_file_atomic(dir / "x.csv", header + body);
     try {
       load_qm9_smiles(dir / "x.csv", {"U0"});
       FAIL("no error for " + body);
@@ -140,7 +140,7 @@ TEST_CASE("QM9 SMILES index: malformed rows give InputError naming file and line
   expect("1,1,5,1,C,-40.5,0.5\n2,1,4,1,N[,-56.5,0.3\n", "unterminated bracket");
   expect("1,1,5,1,C,-40.5,0.5\n1,1,4,1,N,-56.5,0.3\n", "duplicate gdb_index");
   expect("1,1,5,1,C,-40.5,0.5\n2,1,4,1,N,abc,0.3\n", "u0");
-  train::write_file_atomic(dir / "y.csv", "gdb_index,has_geometry,n_atoms,n_heavy,smiles\n1,1,5,1,C\n");
+  io::write_file_atomic(dir / "y.csv", "gdb_index,has_geometry,n_atoms,n_heavy,smiles\n1,1,5,1,C\n");
   CHECK_THROWS_AS(load_qm9_smiles(dir / "y.csv", {"U0"}), InputError);  // no u0 column
 }
 

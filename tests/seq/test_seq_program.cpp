@@ -1,8 +1,8 @@
 // End to end: the flt program's `image` and `seq` subcommands (tiny models, a few hundred
 // examples): train, eval, --config round trip, --resume, exit codes and messages.
 #include "seq_test_util.hpp"
-#include "train/atomic_file.hpp"
-#include "train/json.hpp"
+#include "io/atomic_file.hpp"
+#include "io/json.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -41,7 +41,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   CHECK(r.out.find("test accuracy:") != std::string::npos);
   CHECK(r.err.find("epoch 6/6") != std::string::npos);  // progress on stderr
   CHECK(r.err.find("run ETA") != std::string::npos);    // with the whole run's ETA
-  const train::Json m = train::Json::parse(train::read_file(dir / "a" / "test_metrics.json"));
+  const io::Json m = io::Json::parse(io::read_file(dir / "a" / "test_metrics.json"));
   const double acc = m.find("test_accuracy")->as_double();
   CHECK(acc > 0.8);
 
@@ -50,7 +50,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   r = run_flt("image eval -m "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data") + " -o "s + q(dir / "ev"),
               dir.path());
   REQUIRE(r.status == 0);
-  CHECK(train::Json::parse(train::read_file(dir / "ev" / "test_metrics.json")).find("test_accuracy")->as_double() == acc);
+  CHECK(io::Json::parse(io::read_file(dir / "ev" / "test_metrics.json")).find("test_accuracy")->as_double() == acc);
   CHECK(r.err.find("evaluating") != std::string::npos);  // progress of the evaluation on stderr
   CHECK(r.out.find("evaluating") == std::string::npos);
   r = run_flt("image eval -q -m "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data"), dir.path());
@@ -61,7 +61,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   r = run_flt("image train -q --config "s + q(dir / "a" / "config.ini") + " --output "s + q(dir / "b"), dir.path());
   REQUIRE(r.status == 0);
   CHECK(r.err.find("epoch") == std::string::npos);
-  CHECK(train::read_file(dir / "a" / "model.flt") == train::read_file(dir / "b" / "model.flt"));
+  CHECK(io::read_file(dir / "a" / "model.flt") == io::read_file(dir / "b" / "model.flt"));
 
   // Interrupted after epoch 1, resumed (configuration read from the run directory).
   r = run_flt("image train --out "s + q(dir / "c") + common + " --stop-after-epoch 1", dir.path());
@@ -69,7 +69,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   r = run_flt("image train --resume --out "s + q(dir / "c"), dir.path());
   INFO(r.err);
   REQUIRE(r.status == 0);
-  CHECK(train::read_file(dir / "a" / "model.flt") == train::read_file(dir / "c" / "model.flt"));
+  CHECK(io::read_file(dir / "a" / "model.flt") == io::read_file(dir / "c" / "model.flt"));
 
   // Usage errors exit 2, run-time errors exit 1, each with a message.
   r = run_flt("image train --out "s + q(dir / "d") + " --attention softmax", dir.path());
@@ -98,7 +98,7 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out.find("bits per character:") != std::string::npos);
-  const train::Json lm = train::Json::parse(train::read_file(dir / "lm" / "test_metrics.json"));
+  const io::Json lm = io::Json::parse(io::read_file(dir / "lm" / "test_metrics.json"));
   CHECK(lm.find("test_bpc")->as_double() > 0.5);
   r = run_flt("seq eval --task lm --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
   REQUIRE(r.status == 0);
@@ -115,10 +115,10 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   REQUIRE(r.status == 0);
   CHECK(r.out.find("molecules: 1000") != std::string::npos);
   // The task is read back from the run's config.ini on --resume (nothing left to do: same model).
-  const std::string before = train::read_file(dir / "p" / "model.flt");
+  const std::string before = io::read_file(dir / "p" / "model.flt");
   r = run_flt("seq train --resume --out "s + q(dir / "p"), dir.path());
   REQUIRE(r.status == 0);
-  CHECK(train::read_file(dir / "p" / "model.flt") == before);
+  CHECK(io::read_file(dir / "p" / "model.flt") == before);
 
   // Wrong task for a model file, unknown target, option of the other task.
   r = run_flt("seq eval --task lm --model "s + q(dir / "p" / "model.flt") + data, dir.path());

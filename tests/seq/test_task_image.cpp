@@ -4,9 +4,9 @@
 // argmax.
 #include "seq/task_image.hpp"
 #include "seq_test_util.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
-#include "train/json.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
+#include "io/json.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -62,10 +62,10 @@ TEST_CASE("image task: learns a separable synthetic set, outputs, determinism, e
                         "test_metrics.json", "test_metrics.csv", "confusion.csv", "learning_curve_loss.svg",
                         "learning_curve_accuracy.svg"})
     CHECK(fs::exists(dir / "run1" / f));
-  const train::CsvTable curve = train::read_csv(dir / "run1" / "learning_curve.csv");
+  const io::CsvTable curve = io::read_csv(dir / "run1" / "learning_curve.csv");
   CHECK(curve.rows.size() == 3);
   CHECK(curve.header.back() == "val_accuracy");
-  const train::Json j = train::Json::parse(train::read_file(dir / "run1" / "test_metrics.json"));
+  const io::Json j = io::Json::parse(io::read_file(dir / "run1" / "test_metrics.json"));
   CHECK(j.find("test_accuracy")->as_double() == Approx(r.test.accuracy));
 
   // Confusion matrix and per-class counts agree with the accuracy.
@@ -89,7 +89,7 @@ TEST_CASE("image task: learns a separable synthetic set, outputs, determinism, e
   // Same configuration, same thread count: a byte-identical model file.
   cfg.run.out = dir / "run2";
   run_image_training(cfg);
-  CHECK(train::read_file(dir / "run1" / "model.flt") == train::read_file(dir / "run2" / "model.flt"));
+  CHECK(io::read_file(dir / "run1" / "model.flt") == io::read_file(dir / "run2" / "model.flt"));
 }
 
 TEST_CASE("image task: --resume after an interruption reproduces the uninterrupted run, time budget", "[seq][task][image]") {
@@ -110,8 +110,8 @@ TEST_CASE("image task: --resume after an interruption reproduces the uninterrupt
   part.run.resume = true;
   const ImageTrainResult resumed = run_image_training(part);
   CHECK(resumed.run.epochs_run == 3);
-  CHECK(train::read_file(dir / "full" / "model.flt") == train::read_file(dir / "part" / "model.flt"));
-  CHECK(train::read_csv(dir / "part" / "learning_curve.csv").rows.size() == 3);
+  CHECK(io::read_file(dir / "full" / "model.flt") == io::read_file(dir / "part" / "model.flt"));
+  CHECK(io::read_csv(dir / "part" / "learning_curve.csv").rows.size() == 3);
 
   // A changed configuration is refused on resume.
   ImageTrainConfig changed = part;
@@ -136,7 +136,7 @@ TEST_CASE("image task: --resume after an interruption reproduces the uninterrupt
 
 TEST_CASE("image options: command line over INI file over defaults, resolved config reads back", "[seq][task][image]") {
   Scratch dir("task-image-options");
-  train::write_file_atomic(dir / "c.ini", "[train]\nepochs = 7\nlr = 0.01\n[model]\nattention = performer\nwidth = 32\n");
+  io::write_file_atomic(dir / "c.ini", "[train]\nepochs = 7\nlr = 0.01\n[model]\nattention = performer\nwidth = 32\n");
   const ImageTrainConfig c = parse_image_train_command_line(
       {"--config", (dir / "c.ini").string(), "--lr", "0.002", "--out", (dir / "o").string(), "--shift", "2"});
   CHECK(c.run.epochs == 7);
@@ -144,7 +144,7 @@ TEST_CASE("image options: command line over INI file over defaults, resolved con
   CHECK(c.model.attention == TokenAttention::performer);
   CHECK(c.model.width == 32);
   CHECK(c.shift == 2);
-  train::write_file_atomic(dir / "resolved.ini", c.run.resolved_ini);
+  io::write_file_atomic(dir / "resolved.ini", c.run.resolved_ini);
   const ImageTrainConfig d = parse_image_train_command_line({"--config", (dir / "resolved.ini").string()});
   CHECK(d.run.resolved_ini == c.run.resolved_ini);
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--attention", "softmax"}), ConfigError);

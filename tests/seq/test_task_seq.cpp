@@ -6,8 +6,8 @@
 #include "seq/task_lm.hpp"
 #include "seq/task_property.hpp"
 #include "seq_test_util.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -80,7 +80,7 @@ TEST_CASE("property task: trains on QM9 SMILES, metrics in physical units, saved
   for (const char* f : {"model.flt", "test_metrics.csv", "test_predictions.csv", "test_metrics.json", "parity_U0.svg",
                         "learning_curve_MAE_U0_eV.svg"})
     CHECK(fs::exists(dir / "run" / f));
-  const train::CsvTable metrics = train::read_csv(dir / "run" / "test_metrics.csv");
+  const io::CsvTable metrics = io::read_csv(dir / "run" / "test_metrics.csv");
   CHECK(metrics.rows.size() == 2);
 
   // The model file carries vocabulary and normalisation: re-evaluation gives the same numbers.

@@ -421,8 +421,8 @@ TEST_CASE("token model: model file round trip restores outputs bit for bit",
   auto file = model.to_model_file();
   file.set_metadata("model.kind", "flt-molecule-model");
   CHECK_THROWS_AS(TokenModel<float>::from_model_file(file), ModelFileError);
-  train::ModelFile partial("flt-model");
-  const train::ModelFile full = model.to_model_file();
+  io::ModelFile partial("flt-model");
+  const io::ModelFile full = model.to_model_file();
   for (const auto& [k, v] : full.all_metadata()) partial.set_metadata(k, v);
   CHECK_THROWS_WITH(TokenModel<float>::from_model_file(partial), Catch::Contains("param."));
   CHECK_THROWS_AS(model.to_model_file({{"model.seed", "1"}}), InvalidArgument);
@@ -561,8 +561,8 @@ TEST_CASE("token model: FLT kronecker converges to the exact toeplitz model as R
     c.num_frequencies = R;
     c.num_features = 8;
     TokenModel<double> flt_model(c);
-    const train::ModelFile flt_file = flt_model.to_model_file();
-    train::ModelFile toe_file("flt-model");
+    const io::ModelFile flt_file = flt_model.to_model_file();
+    io::ModelFile toe_file("flt-model");
     for (const auto& [k, v] : flt_file.all_metadata())
       if (k != "model.attention") toe_file.set_metadata(k, v);
     toe_file.set_metadata("model.attention", "toeplitz");

@@ -1,14 +1,15 @@
-#include "temp_dir.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
+#include "../common/scratch_dir.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
 #include "train/labels.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <sstream>
 
+using namespace flt::io;
 using namespace flt::train;
 using flt::InputError;
 

@@ -1,6 +1,6 @@
-#include "temp_dir.hpp"
-#include "train/atomic_file.hpp"
-#include "train/csv.hpp"
+#include "../common/scratch_dir.hpp"
+#include "io/atomic_file.hpp"
+#include "io/csv.hpp"
 #include "train/metrics.hpp"
 #include "train/split.hpp"
 
@@ -12,6 +12,7 @@
 #include <limits>
 #include <numeric>
 
+using namespace flt::io;
 using namespace flt::train;
 
 namespace {
@@ -74,7 +75,7 @@ TEST_CASE("metrics accumulate in index order (bitwise equal to a plain serial lo
 }
 
 TEST_CASE("learning curve and prediction CSVs carry units and read back", "[train][metrics]") {
-  testing::TempDir dir("lc");
+  flt::test_support::ScratchDir dir("lc");
   const std::vector<TargetColumn> targets = {{"U0", "eV"}, {"mu", "Debye"}};
   LearningCurve lc(targets);
   for (int e = 1; e <= 3; ++e)
@@ -145,7 +146,7 @@ TEST_CASE("random splits: sizes, determinism, disjointness", "[train][split]") {
 }
 
 TEST_CASE("split files round trip and are validated", "[train][split]") {
-  testing::TempDir dir("split");
+  flt::test_support::ScratchDir dir("split");
   const Split s = random_split(20, parse_split_sizes("10,5,5"), 3);
   std::vector<std::string> ids;
   for (int i = 0; i < 20; ++i) ids.push_back("gdb " + std::to_string(i + 1));

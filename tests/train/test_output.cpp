@@ -1,17 +1,19 @@
 #include "core/error.hpp"
 #include "core/random.hpp"
-#include "temp_dir.hpp"
-#include "train/atomic_file.hpp"
-#include "train/data_checksum.hpp"
+#include "../common/scratch_dir.hpp"
+#include "io/atomic_file.hpp"
+#include "io/data_checksum.hpp"
 #include "train/metrics.hpp"
-#include "train/progress.hpp"
-#include "train/svg_plot.hpp"
+#include "io/progress.hpp"
+#include "io/svg_plot.hpp"
+#include "train/report_plots.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
 #include <sstream>
 
+using namespace flt::io;
 using namespace flt::train;
 
 namespace {
@@ -84,7 +86,7 @@ TEST_CASE("ticks: nice linear steps and log decades", "[train][plot]") {
 }
 
 TEST_CASE("learning-curve and parity SVGs hold the data, units and MAE", "[train][plot]") {
-  testing::TempDir tmp("svg");
+  flt::test_support::ScratchDir tmp("svg");
   const std::vector<double> epochs = {1, 2, 3, 4, 5};
   const std::vector<double> train = {1.0, 0.5, 0.25, 0.12, 0.06};
   const std::vector<double> val = {1.2, 0.6, 0.4, std::nan(""), 0.3};

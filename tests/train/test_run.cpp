@@ -1,6 +1,6 @@
 #include "core/random.hpp"
-#include "temp_dir.hpp"
-#include "train/atomic_file.hpp"
+#include "../common/scratch_dir.hpp"
+#include "io/atomic_file.hpp"
 #include "train/checkpoint.hpp"
 #include "train/run_dir.hpp"
 
@@ -11,11 +11,12 @@
 #include <fstream>
 #include <numeric>
 
+using namespace flt::io;
 using namespace flt::train;
 namespace fs = std::filesystem;
 
 TEST_CASE("run directories are never silently reused", "[train][run_dir]") {
-  testing::TempDir tmp("rd");
+  flt::test_support::ScratchDir tmp("rd");
   const fs::path run = tmp / "runs" / "a";
   CHECK(prepare_run_directory(run, RunMode::fresh) == run);
   CHECK(is_run_directory(run));
@@ -47,7 +48,7 @@ TEST_CASE("run directories are never silently reused", "[train][run_dir]") {
 }
 
 TEST_CASE("checkpoint round trip is bit-exact, including RNG state", "[train][checkpoint]") {
-  testing::TempDir tmp("ck");
+  flt::test_support::ScratchDir tmp("ck");
   Checkpoint c;
   c.epoch = 3;
   c.step = 1234;
@@ -180,7 +181,7 @@ struct ToyTrainer {
 }  // namespace
 
 TEST_CASE("resuming from the last checkpoint continues bit-exactly", "[train][checkpoint]") {
-  testing::TempDir tmp("resume");
+  flt::test_support::ScratchDir tmp("resume");
   ToyTrainer full;
   for (int e = 0; e < 10; ++e) full.run_epoch();
 

@@ -7,7 +7,7 @@
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
 #include "pipeline/dataset_progress.hpp"
-#include "train/progress.hpp"
+#include "io/progress.hpp"
 
 #include <memory>
 #include "pipeline/eval.hpp"
@@ -123,15 +123,15 @@ int run_eval(const std::vector<std::string>& args) {
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   const pipeline::Predictor predictor =
       pipeline::Predictor::load(std::vector<std::filesystem::path>(model_paths.begin(), model_paths.end()));
-  const train::ProgressOutput progress = progress_output(is_quiet(vm));
+  const io::ProgressOutput progress = progress_output(is_quiet(vm));
   pipeline::ReadProgressBar reading(progress, "reading", limit);
   eval.data.on_progress = reading.callback();
-  std::unique_ptr<train::ProgressBar> evaluating;
+  std::unique_ptr<io::ProgressBar> evaluating;
   eval.on_progress = [&](std::size_t done, std::size_t total) {
     if (!progress.stream) return;
     if (!evaluating) {
       reading.finish();
-      evaluating = std::make_unique<train::ProgressBar>(*progress.stream, progress.terminal,
+      evaluating = std::make_unique<io::ProgressBar>(*progress.stream, progress.terminal,
                                                         rotations > 0 ? "evaluating (with rotations)" : "evaluating", total);
     }
     evaluating->update(done);

@@ -8,7 +8,7 @@
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
 #include "seq/task_image.hpp"
-#include "train/progress.hpp"
+#include "io/progress.hpp"
 
 #include <omp.h>
 
@@ -33,15 +33,15 @@ const char* kUsage =
     "Also: -h/--help, -q/--quiet (errors only, no progress), -v/--verbose (log every step).\n"
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
-train::OptionSchema eval_schema() {
-  train::OptionSchema s;
-  s.option("model", "eval", train::OptionType::path, std::nullopt, "model file written by flt image train");
-  s.option("data-dir", "eval", train::OptionType::path, std::nullopt, "IDX directory (default: Fashion-MNIST)").optional = true;
-  s.option("subset", "eval", train::OptionType::string, "test", "test or train").choices = {"test", "train"};
-  s.option("limit", "eval", train::OptionType::integer, "0", "evaluate the first n images (0: all)");
-  s.option("batch-size", "eval", train::OptionType::integer, "256", "images per batch");
-  s.option("threads", "eval", train::OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("out", "eval", train::OptionType::path, std::nullopt, "directory for test_metrics.json/.csv and confusion.csv")
+io::OptionSchema eval_schema() {
+  io::OptionSchema s;
+  s.option("model", "eval", io::OptionType::path, std::nullopt, "model file written by flt image train");
+  s.option("data-dir", "eval", io::OptionType::path, std::nullopt, "IDX directory (default: Fashion-MNIST)").optional = true;
+  s.option("subset", "eval", io::OptionType::string, "test", "test or train").choices = {"test", "train"};
+  s.option("limit", "eval", io::OptionType::integer, "0", "evaluate the first n images (0: all)");
+  s.option("batch-size", "eval", io::OptionType::integer, "256", "images per batch");
+  s.option("threads", "eval", io::OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.option("out", "eval", io::OptionType::path, std::nullopt, "directory for test_metrics.json/.csv and confusion.csv")
       .optional = true;
   // The spellings every flt subcommand shares.
   s.add_spellings("model", 'm');
@@ -78,16 +78,16 @@ int run_image(const std::vector<std::string>& raw_args) {
     return kExitOk;
   }
   if (action == "eval") {
-    static const train::OptionSchema schema = eval_schema();
+    static const io::OptionSchema schema = eval_schema();
     if (help) {
       std::cout << kUsage << "eval options:\n" << schema.help();
       return kExitOk;
     }
-    train::ResolvedOptions o;
+    io::ResolvedOptions o;
     try {
-      const train::CommandLine cl = train::parse_command_line(schema, args);
+      const io::CommandLine cl = io::parse_command_line(schema, args);
       if (!cl.positional.empty()) throw ConfigError("unexpected argument '" + cl.positional.front() + "'");
-      o = train::resolve_options(schema, nullptr, cl.options);
+      o = io::resolve_options(schema, nullptr, cl.options);
       if (o.get_int("limit") < 0 || o.get_int("batch-size") < 1 || o.get_int("threads") < 0)
         throw ConfigError("--limit and --threads must be >= 0, --batch-size >= 1");
     } catch (const ConfigError& e) {

@@ -11,7 +11,7 @@
 #include "flt/options_util.hpp"
 #include "pipeline/dataset_progress.hpp"
 #include "pipeline/predict.hpp"
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -129,7 +129,7 @@ class TablePrinter {
     header_done_ = true;
     out_ << pad("#", 6) << pad("molecule", 26) << pad("atoms", 6);
     for (const auto& c : columns_) {
-      const std::string h = train::with_unit_suffix(c.name, c.unit);
+      const std::string h = io::with_unit_suffix(c.name, c.unit);
       widths_.push_back(std::max<std::size_t>(h.size(), ensemble_ ? 26 : 13));
       out_ << "  " << pad(h, widths_.back());
     }
@@ -163,7 +163,7 @@ void attach_atom_values(chem::PointSet& points, chem::Format format, const std::
     std::string text;
     for (std::size_t k = 0; k < values.size(); ++k)
       text += chem::format_number(values[k]) + ((k + 1) % static_cast<std::size_t>(width) == 0 ? "\n" : " ");
-    points.set_property(train::with_unit_suffix(name, unit), text);
+    points.set_property(io::with_unit_suffix(name, unit), text);
   } else {
     chem::AtomColumn column;
     column.name = name;
@@ -222,8 +222,8 @@ std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColum
     const double stddev = p != nullptr ? column.stddev(*p) : 0.0;
     if (format == chem::Format::sdf || format == chem::Format::csv) {
       // The unit is part of the SD tag name / CSV header ("[1]" for a dimensionless target).
-      values.push_back({train::with_unit_suffix(name, column.unit), mean, ""});
-      if (ensemble) values.push_back({train::with_unit_suffix(name + "_std", column.unit), stddev, ""});
+      values.push_back({io::with_unit_suffix(name, column.unit), mean, ""});
+      if (ensemble) values.push_back({io::with_unit_suffix(name + "_std", column.unit), stddev, ""});
     } else {
       values.push_back({name, mean, column.unit});
       if (ensemble) values.push_back({name + "_std", stddev, column.unit});
@@ -362,9 +362,9 @@ int run_predict(const std::vector<std::string>& args) {
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
   popts.distribution = pipeline::distribute_batches(world);
   // Under mpirun only rank 0 shows progress.
-  train::ProgressOutput progress_to = lead ? progress_output(is_quiet(vm)) : train::ProgressOutput{};
+  io::ProgressOutput progress_to = lead ? progress_output(is_quiet(vm)) : io::ProgressOutput{};
   // A bar redrawn on the terminal that also shows the table would cut through its rows.
-  if (table && progress_to.terminal && train::is_terminal(stdout)) progress_to = {};
+  if (table && progress_to.terminal && io::is_terminal(stdout)) progress_to = {};
   pipeline::ReadProgressBar progress(progress_to, "predicting");
   popts.on_progress = progress.callback();
   const auto summary = predictor.predict_records(inputs, read, popts, [&](pipeline::RecordOutcome&& r) {

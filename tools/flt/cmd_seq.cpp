@@ -10,8 +10,8 @@
 #include "flt/options_util.hpp"
 #include "seq/task_lm.hpp"
 #include "seq/task_property.hpp"
-#include "train/ini.hpp"
-#include "train/progress.hpp"
+#include "io/ini.hpp"
+#include "io/progress.hpp"
 
 #include <omp.h>
 
@@ -40,16 +40,16 @@ const char* kUsage =
     "Also: -h/--help, -q/--quiet (errors only, no progress), -v/--verbose (log every step).\n"
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
-train::OptionSchema eval_schema() {
-  train::OptionSchema s;
-  s.option("task", "eval", train::OptionType::string, "property", "property or lm").choices = {"property", "lm"};
-  s.option("model", "eval", train::OptionType::path, std::nullopt, "model file written by flt seq train");
-  s.option("index", "eval", train::OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index");
-  s.option("split-file", "eval", train::OptionType::path, "datasets/qm9/split.csv", "split file (subset,index,id)");
-  s.option("subset", "eval", train::OptionType::string, "test", "train, validation or test").choices = {"train", "validation", "test"};
-  s.option("batch-size", "eval", train::OptionType::integer, "256", "sequences per batch");
-  s.option("threads", "eval", train::OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("out", "eval", train::OptionType::path, std::nullopt, "directory for the test_metrics files").optional = true;
+io::OptionSchema eval_schema() {
+  io::OptionSchema s;
+  s.option("task", "eval", io::OptionType::string, "property", "property or lm").choices = {"property", "lm"};
+  s.option("model", "eval", io::OptionType::path, std::nullopt, "model file written by flt seq train");
+  s.option("index", "eval", io::OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index");
+  s.option("split-file", "eval", io::OptionType::path, "datasets/qm9/split.csv", "split file (subset,index,id)");
+  s.option("subset", "eval", io::OptionType::string, "test", "train, validation or test").choices = {"train", "validation", "test"};
+  s.option("batch-size", "eval", io::OptionType::integer, "256", "sequences per batch");
+  s.option("threads", "eval", io::OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.option("out", "eval", io::OptionType::path, std::nullopt, "directory for the test_metrics files").optional = true;
   // The spellings every flt subcommand shares.
   s.add_spellings("model", 'm');
   s.add_spellings("threads", 'j');
@@ -80,7 +80,7 @@ std::string task_of(const std::vector<std::string>& args) {
   std::optional<std::filesystem::path> file;
   if (config) file = *config;
   else if (resume && out && std::filesystem::exists(std::filesystem::path(*out) / "config.ini")) file = std::filesystem::path(*out) / "config.ini";
-  if (file) return train::IniFile::load(*file).get_string("data", "task", "property");
+  if (file) return io::IniFile::load(*file).get_string("data", "task", "property");
   return "property";
 }
 
@@ -111,7 +111,7 @@ int run_seq(const std::vector<std::string>& raw_args) {
       return kExitOk;
     }
     if (task == "property") {
-      static const train::OptionSchema schema = seq::property_option_schema();
+      static const io::OptionSchema schema = seq::property_option_schema();
       seq::PropertyTrainConfig config;
       try {
         std::vector<std::string> positional;
@@ -124,7 +124,7 @@ int run_seq(const std::vector<std::string>& raw_args) {
       std::cout << seq::format_property_summary(r) << std::flush;
       return kExitOk;
     }
-    static const train::OptionSchema schema = seq::lm_option_schema();
+    static const io::OptionSchema schema = seq::lm_option_schema();
     seq::LmTrainConfig config;
     try {
       std::vector<std::string> positional;
@@ -138,16 +138,16 @@ int run_seq(const std::vector<std::string>& raw_args) {
     return kExitOk;
   }
   if (action == "eval") {
-    static const train::OptionSchema schema = eval_schema();
+    static const io::OptionSchema schema = eval_schema();
     if (help) {
       std::cout << kUsage << "eval options:\n" << schema.help();
       return kExitOk;
     }
-    train::ResolvedOptions o;
+    io::ResolvedOptions o;
     try {
-      const train::CommandLine cl = train::parse_command_line(schema, args);
+      const io::CommandLine cl = io::parse_command_line(schema, args);
       if (!cl.positional.empty()) throw ConfigError("unexpected argument '" + cl.positional.front() + "'");
-      o = train::resolve_options(schema, nullptr, cl.options);
+      o = io::resolve_options(schema, nullptr, cl.options);
       if (o.get_int("batch-size") < 1 || o.get_int("threads") < 0) throw ConfigError("--batch-size must be >= 1, --threads >= 0");
     } catch (const ConfigError& e) {
       throw UsageError(e.what());

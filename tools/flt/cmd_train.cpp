@@ -9,7 +9,7 @@
 #include "flt/exit_codes.hpp"
 #include "flt/options_util.hpp"
 #include "pipeline/train.hpp"
-#include "train/progress.hpp"
+#include "io/progress.hpp"
 
 #include <cstdio>
 #include <iostream>
@@ -46,7 +46,7 @@ int run_train(const std::vector<std::string>& raw_args) {
     throw UsageError(e.what());
   }
   flt::pipeline::TrainOutput output;
-  const flt::train::ProgressOutput progress = progress_output(quiet);
+  const flt::io::ProgressOutput progress = progress_output(quiet);
   output.progress = progress.stream;
   output.terminal = progress.terminal;
   const flt::pipeline::TrainResult result = flt::pipeline::run_training(config, output);

@@ -3,7 +3,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "flt/commands.hpp"
-#include "train/progress.hpp"
+#include "io/progress.hpp"
 
 #include <fstream>
 #include <iostream>
@@ -62,9 +62,9 @@ std::vector<std::string> split_list(const std::string& text) {
   return out;
 }
 
-train::ProgressOutput progress_output(bool quiet) {
+io::ProgressOutput progress_output(bool quiet) {
   if (quiet) return {};
-  return {&std::cerr, train::is_terminal(stderr)};
+  return {&std::cerr, io::is_terminal(stderr)};
 }
 
 bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args, bool* quiet) {

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "chem/reader.hpp"
-#include "train/progress.hpp"
+#include "io/progress.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -33,7 +33,7 @@ void apply_verbosity(const boost::program_options::variables_map& vm);
 // True if -q/--quiet was given (progress output is then off as well).
 bool is_quiet(const boost::program_options::variables_map& vm);
 
-// For the subcommands whose options come from a train::OptionSchema rather than
+// For the subcommands whose options come from a io::OptionSchema rather than
 // Program_options (flt train, image, seq): copies `raw` into `args` without -q/--quiet and
 // -v/--verbose (installing the matching log sink, as apply_verbosity does; `quiet`, if given,
 // is set when -q/--quiet was seen) and returns true as soon as -h/--help is seen.
@@ -44,17 +44,17 @@ std::vector<std::string> split_list(const std::string& text);
 
 // Where a subcommand's progress goes: stderr (a redrawn bar on a terminal, plain lines
 // otherwise), or nowhere with -q/--quiet. Never standard output.
-train::ProgressOutput progress_output(bool quiet);
+io::ProgressOutput progress_output(bool quiet);
 
 // A progress bar for an evaluation loop ("evaluating" N examples) on `output` (silent when its
 // stream is null), as a seq::EvalProgress-style callback; finish() completes the line.
 class EvalProgressBar {
  public:
-  explicit EvalProgressBar(const train::ProgressOutput& output) : output_(output) {}
+  explicit EvalProgressBar(const io::ProgressOutput& output) : output_(output) {}
   std::function<void(std::size_t, std::size_t)> callback() {
     return [this](std::size_t done, std::size_t total) {
       if (output_.stream == nullptr) return;
-      if (!bar_) bar_ = std::make_unique<train::ProgressBar>(*output_.stream, output_.terminal, "evaluating", total);
+      if (!bar_) bar_ = std::make_unique<io::ProgressBar>(*output_.stream, output_.terminal, "evaluating", total);
       bar_->update(done);
     };
   }
@@ -63,8 +63,8 @@ class EvalProgressBar {
   }
 
  private:
-  train::ProgressOutput output_;
-  std::unique_ptr<train::ProgressBar> bar_;
+  io::ProgressOutput output_;
+  std::unique_ptr<io::ProgressBar> bar_;
 };
 
 // Conformer generation, SMILES and PDB input options shared by flt predict and flt convert:

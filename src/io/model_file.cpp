@@ -1,15 +1,15 @@
-#include "train/model_file.hpp"
+#include "io/model_file.hpp"
 
-#include "train/atomic_file.hpp"
-#include "train/checksum.hpp"
-#include "train/json.hpp"
+#include "io/atomic_file.hpp"
+#include "io/checksum.hpp"
+#include "io/json.hpp"
 
 #include <algorithm>
 #include <bit>
 #include <cstring>
 #include <limits>
 
-namespace flt::train {
+namespace flt::io {
 namespace {
 
 constexpr const char* kMetaKey = "__metadata__";
@@ -380,4 +380,4 @@ ModelFile read_model_file(const std::filesystem::path& path, std::string_view ex
   return parse_model_file(bytes, path.string(), expected_format);
 }
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace flt::train {
+namespace flt::io {
 
 // Writes `bytes` to `path` atomically (see above). Throws flt::IoError naming `path` and the
 // operating-system reason (directory missing, permission denied, disk full, ...).
@@ -38,4 +38,27 @@ class AtomicFileWriter {
   bool committed_ = false;
 };
 
-}  // namespace flt::train
+// A stream whose content replaces `path` atomically on commit(), written to its temporary file as
+// it goes (for outputs too large to hold in memory): commit() flushes and checks the stream, then
+// fsyncs, renames and fsyncs the directory as write_file_atomic does. Destroyed without commit(),
+// the temporary file is removed and `path` is left as it was. The path "-" is standard output
+// (commit() only flushes). Throws flt::IoError naming `path`.
+class AtomicOutputFile {
+ public:
+  explicit AtomicOutputFile(std::string path);
+  AtomicOutputFile(const AtomicOutputFile&) = delete;
+  AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
+  ~AtomicOutputFile();
+
+  std::ostream& stream() noexcept;
+  const std::string& path() const noexcept { return path_; }
+  void commit();  // idempotent
+
+ private:
+  struct Temporary;
+  std::string path_;
+  std::unique_ptr<Temporary> temp_;
+  bool committed_ = false;
+};
+
+}  // namespace flt::io

@@ -17,14 +17,14 @@
 // replaced it; it remains to recognise the checkpoints of those runs.
 #pragma once
 
-#include "train/checksum.hpp"
+#include "io/checksum.hpp"
 
 #include <cstdint>
 #include <span>
 #include <string>
 #include <string_view>
 
-namespace flt::train {
+namespace flt::io {
 
 // FNV-1a of one molecule's encoding. coordinates: 3 * atomic_numbers.size() values, x y z per atom.
 std::uint64_t molecule_digest(std::span<const int> atomic_numbers, std::span<const double> coordinates,
@@ -50,4 +50,4 @@ class DataFingerprint {
   std::size_t count_ = 0;
 };
 
-}  // namespace flt::train
+}  // namespace flt::io

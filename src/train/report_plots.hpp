@@ -1,7 +1,7 @@
-// Standalone SVG pictures of a run, written without any plotting dependency: the learning curve
-// (train and validation MAE per epoch, logarithmic y axis) and a parity plot (predicted against
-// true with the y = x line and the MAE in the legend). Units are on the axes. Open them in any
-// browser; `rsvg-convert -o x.png x.svg` makes a PNG.
+// Pictures of a training run on io/svg_plot.hpp: the learning curve (train and validation MAE per
+// epoch, logarithmic y axis) and parity plots (predicted against true with the y = x line and the
+// MAE in the legend, or residuals where the spread of the target dwarfs its error). Units are on
+// the axes.
 #pragma once
 
 #include <filesystem>
@@ -10,25 +10,6 @@
 #include <vector>
 
 namespace flt::train {
-
-struct PlotSeries {
-  std::string label;
-  std::vector<double> x, y;  // same length; non-finite points are skipped
-  std::string color;         // SVG colour, e.g. "#1f77b4"
-  bool line = true;          // polyline through the points
-  bool markers = false;      // a dot at each point
-};
-
-struct PlotOptions {
-  std::string title;
-  std::string x_label, y_label;
-  bool log_y = false;
-  bool legend_left = false;  // legend in the top-left corner instead of the top-right
-  int width = 640, height = 480;
-};
-
-// A generic x-y plot (lines and/or markers) with axes, ticks, grid and a legend.
-std::string line_plot_svg(const std::vector<PlotSeries>& series, const PlotOptions& options);
 
 // Learning curve for one target: MAE per epoch in `unit`, train and validation, log y axis.
 std::string learning_curve_svg(const std::string& target, const std::string& unit, std::span<const double> epochs,
@@ -71,15 +52,5 @@ class LearningCurve;
 // Writes dir/learning_curve_<target>.svg for every target of `curve` (one picture per target, as
 // targets have different units); returns the paths written.
 std::vector<std::filesystem::path> write_learning_curve_plots(const std::filesystem::path& dir, const LearningCurve& curve);
-
-// Atomic writers of the above.
-void write_svg(const std::filesystem::path& path, const std::string& svg);
-
-// "Nice" tick positions covering [lo, hi] (about `target` ticks, steps of 1, 2 or 5 x 10^k).
-std::vector<double> nice_ticks(double lo, double hi, int target = 6);
-// Tick positions for a log axis over [lo, hi] (lo > 0): decades, plus 2 and 5 when few decades.
-std::vector<double> log_ticks(double lo, double hi);
-// Escapes &, <, >, " for SVG text and attributes.
-std::string xml_escape(std::string_view text);
 
 }  // namespace flt::train

@@ -24,7 +24,7 @@
 #include <variant>
 #include <vector>
 
-namespace flt::train {
+namespace flt::io {
 
 inline constexpr int kModelFormatVersion = 1;
 inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;  // same limit as safetensors
@@ -158,4 +158,4 @@ void write_model_file(const std::filesystem::path& path, const ModelFile& file);
 // Reads and validates. Throws flt::IoError (cannot read) or ModelFileError.
 ModelFile read_model_file(const std::filesystem::path& path, std::string_view expected_format = "flt-model");
 
-}  // namespace flt::train
+}  // namespace flt::io

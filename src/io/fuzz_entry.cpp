@@ -1,10 +1,10 @@
-#include "train/fuzz_entry.hpp"
+#include "io/fuzz_entry.hpp"
 
 #include "core/error.hpp"
-#include "train/csv.hpp"
-#include "train/ini.hpp"
-#include "train/json.hpp"
-#include "train/model_file.hpp"
+#include "io/csv.hpp"
+#include "io/ini.hpp"
+#include "io/json.hpp"
+#include "io/model_file.hpp"
 
 #include <cstdlib>
 #include <string_view>
@@ -19,9 +19,9 @@ std::string_view as_text(const std::uint8_t* data, std::size_t size) {
 
 extern "C" int flt_fuzz_model_file(const std::uint8_t* data, std::size_t size) {
   try {
-    const auto file = flt::train::parse_model_file(as_text(data, size), "<fuzz>");
+    const auto file = flt::io::parse_model_file(as_text(data, size), "<fuzz>");
     // Whatever parses must serialise and parse back to the same content.
-    const auto again = flt::train::parse_model_file(flt::train::serialize_model_file(file), "<fuzz>");
+    const auto again = flt::io::parse_model_file(flt::io::serialize_model_file(file), "<fuzz>");
     if (!(again == file)) std::abort();
   } catch (const flt::ModelFileError&) {
   }
@@ -30,18 +30,18 @@ extern "C" int flt_fuzz_model_file(const std::uint8_t* data, std::size_t size) {
 
 extern "C" int flt_fuzz_json(const std::uint8_t* data, std::size_t size) {
   try {
-    const auto value = flt::train::Json::parse(as_text(data, size));
+    const auto value = flt::io::Json::parse(as_text(data, size));
     const std::string text = value.dump();
-    if (!(flt::train::Json::parse(text) == value) || flt::train::Json::parse(text).dump() != text) std::abort();
-  } catch (const flt::train::JsonError&) {
+    if (!(flt::io::Json::parse(text) == value) || flt::io::Json::parse(text).dump() != text) std::abort();
+  } catch (const flt::io::JsonError&) {
   }
   return 0;
 }
 
 extern "C" int flt_fuzz_ini(const std::uint8_t* data, std::size_t size) {
   try {
-    const auto ini = flt::train::IniFile::parse(as_text(data, size), "<fuzz>");
-    const auto again = flt::train::IniFile::parse(ini.dump(), "<fuzz>");
+    const auto ini = flt::io::IniFile::parse(as_text(data, size), "<fuzz>");
+    const auto again = flt::io::IniFile::parse(ini.dump(), "<fuzz>");
     if (again.dump() != ini.dump()) std::abort();
   } catch (const flt::ConfigError&) {
   }
@@ -50,7 +50,7 @@ extern "C" int flt_fuzz_ini(const std::uint8_t* data, std::size_t size) {
 
 extern "C" int flt_fuzz_csv(const std::uint8_t* data, std::size_t size) {
   try {
-    (void)flt::train::parse_csv(as_text(data, size), "<fuzz>");
+    (void)flt::io::parse_csv(as_text(data, size), "<fuzz>");
   } catch (const flt::InputError&) {
   }
   return 0;

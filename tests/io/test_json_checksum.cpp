@@ -1,13 +1,13 @@
-#include "train/checksum.hpp"
-#include "train/json.hpp"
+#include "io/checksum.hpp"
+#include "io/json.hpp"
 
 #include <catch2/catch.hpp>
 
-using flt::train::Json;
-using flt::train::JsonError;
+using flt::io::Json;
+using flt::io::JsonError;
 
 TEST_CASE("CRC-32 and FNV-1a match their published check values", "[train][checksum]") {
-  using namespace flt::train;
+  using namespace flt::io;
   // CRC-32/ISO-HDLC check value; Python: zlib.crc32(b"123456789") == 0xcbf43926.
   CHECK(crc32("123456789") == 0xCBF43926U);
   CHECK(crc32("") == 0U);

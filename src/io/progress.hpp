@@ -15,7 +15,7 @@
 #include <string>
 #include <string_view>
 
-namespace flt::train {
+namespace flt::io {
 
 // True if `stream` is a terminal (isatty). Programs pass is_terminal(stderr).
 bool is_terminal(std::FILE* stream) noexcept;
@@ -76,4 +76,4 @@ class ProgressBar {
   std::string last_status_;
 };
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -8,7 +8,7 @@
 // `batch-size = 32` under `[train]` in the file. Names are unique across sections.
 #pragma once
 
-#include "train/ini.hpp"
+#include "io/ini.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace flt::train {
+namespace flt::io {
 
 enum class OptionType { string, integer, real, boolean, list, path };
 const char* to_string(OptionType type) noexcept;
@@ -131,4 +131,4 @@ ResolvedOptions resolve_command_line(const OptionSchema& schema, const std::vect
 void write_resolved_config(const std::filesystem::path& path, const ResolvedOptions& options,
                            std::string_view header_comment = "flt resolved configuration: read it back with --config");
 
-}  // namespace flt::train
+}  // namespace flt::io

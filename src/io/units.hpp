@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-namespace flt::train {
+namespace flt::io {
 
 enum class Dimension { dimensionless, energy, dipole, length, area, volume, frequency, heat_capacity };
 const char* to_string(Dimension d) noexcept;
@@ -79,4 +79,4 @@ std::pair<std::string, std::string> split_unit_suffix(std::string_view header);
 // "U0 [eV]"; a dimensionless quantity (empty unit) gets "[1]", so every column states its unit.
 std::string with_unit_suffix(std::string_view name, std::string_view unit);
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -1,9 +1,9 @@
-#include "train/units.hpp"
+#include "io/units.hpp"
 
 #include <cmath>
 #include <utility>
 
-namespace flt::train {
+namespace flt::io {
 namespace {
 
 constexpr double kHartreeEv = 27.211386245988;
@@ -192,4 +192,4 @@ std::string with_unit_suffix(std::string_view name, std::string_view unit) {
   return std::string(name) + " [" + (unit.empty() ? std::string("1") : std::string(unit)) + "]";
 }
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace flt::train {
+namespace flt::io {
 
 // Incremental CRC-32: crc32_update(crc32_update(0, a), b) == crc32(a + b). Start with 0.
 std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t size) noexcept;
@@ -41,4 +41,4 @@ class Fnv1a64 {
   std::uint64_t hash_ = 0xCBF29CE484222325ULL;
 };
 
-}  // namespace flt::train
+}  // namespace flt::io

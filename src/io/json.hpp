@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-namespace flt::train {
+namespace flt::io {
 
 // Malformed JSON text: `offset` is the 0-based byte offset of the problem.
 class JsonError : public Error {
@@ -100,4 +100,4 @@ void json_escape_to(std::string& out, std::string_view text);
 // True if `text` is well-formed UTF-8 (no overlong forms, no surrogates, <= U+10FFFF).
 bool is_valid_utf8(std::string_view text) noexcept;
 
-}  // namespace flt::train
+}  // namespace flt::io

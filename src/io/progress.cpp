@@ -1,11 +1,11 @@
-#include "train/progress.hpp"
+#include "io/progress.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <unistd.h>
 
-namespace flt::train {
+namespace flt::io {
 
 bool is_terminal(std::FILE* stream) noexcept { return stream != nullptr && ::isatty(::fileno(stream)) == 1; }
 
@@ -181,4 +181,4 @@ void ProgressBar::finish(std::string_view summary) {
   out_.flush();
 }
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-namespace flt::train {
+namespace flt::io {
 
 // The error for a problem at a line of a text file: InputError whose file() is "source:line" (just
 // "source" when line is 0) and whose message reads "source:line: reason".
@@ -52,4 +52,4 @@ void write_csv_row(std::ostream& out, const std::vector<std::string>& fields);
 // A double for CSV: shortest round-trip text; NaN as an empty field.
 std::string csv_number(double value);
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -1,10 +1,10 @@
-#include "train/options.hpp"
+#include "io/options.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <set>
 
-namespace flt::train {
+namespace flt::io {
 namespace {
 
 // Throws ConfigError (message prefixed by `where`) if `value` is not a valid `spec` value.
@@ -368,4 +368,4 @@ void write_resolved_config(const std::filesystem::path& path, const ResolvedOpti
   options.to_ini().save(path, header_comment);
 }
 
-}  // namespace flt::train
+}  // namespace flt::io

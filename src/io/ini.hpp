@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-namespace flt::train {
+namespace flt::io {
 
 struct IniEntry {
   std::string key;
@@ -93,4 +93,4 @@ class IniFile {
 
 bool is_valid_ini_key(std::string_view key) noexcept;
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -1,4 +1,4 @@
-#include "train/checksum.hpp"
+#include "io/checksum.hpp"
 
 #include <array>
 #include <bit>
@@ -6,7 +6,7 @@
 #include <cstring>
 #include <limits>
 
-namespace flt::train {
+namespace flt::io {
 namespace {
 
 // Byte-wise table for the reflected polynomial 0xEDB88320 (CRC-32/ISO-HDLC).
@@ -70,4 +70,4 @@ void Fnv1a64::update_string(std::string_view text) noexcept {
   update(text);
 }
 
-}  // namespace flt::train
+}  // namespace flt::io

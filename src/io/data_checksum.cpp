@@ -1,8 +1,8 @@
-#include "train/data_checksum.hpp"
+#include "io/data_checksum.hpp"
 
 #include "core/error.hpp"
 
-namespace flt::train {
+namespace flt::io {
 namespace {
 
 template <class C>
@@ -50,4 +50,4 @@ std::string training_data_checksum(std::span<const std::uint64_t> molecule_diges
 
 std::string DataFingerprint::hex() const { return "fnv1a64:" + hex64(digest()); }
 
-}  // namespace flt::train
+}  // namespace flt::io

@@ -1,11 +1,11 @@
-#include "train/json.hpp"
+#include "io/json.hpp"
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
 
-namespace flt::train {
+namespace flt::io {
 namespace {
 
 // Decodes one UTF-8 sequence at text[i]; returns its length or 0 if invalid (overlong,
@@ -503,4 +503,4 @@ bool is_valid_utf8(std::string_view text) noexcept {
   return true;
 }
 
-}  // namespace flt::train
+}  // namespace flt::io

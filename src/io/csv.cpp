@@ -1,14 +1,14 @@
-#include "train/csv.hpp"
+#include "io/csv.hpp"
 
-#include "train/atomic_file.hpp"
-#include "train/json.hpp"
+#include "io/atomic_file.hpp"
+#include "io/json.hpp"
 
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <set>
 
-namespace flt::train {
+namespace flt::io {
 
 InputError csv_error(const std::string& source, std::size_t line, const std::string& reason) {
   if (line == 0) return InputError(source, 0, reason);
@@ -167,4 +167,4 @@ std::string csv_number(double value) {
   return std::string(buf, res.ptr);
 }
 
-}  // namespace flt::train
+}  // namespace flt::io

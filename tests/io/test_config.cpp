@@ -1,10 +1,10 @@
-#include "temp_dir.hpp"
-#include "train/ini.hpp"
-#include "train/options.hpp"
+#include "../common/scratch_dir.hpp"
+#include "io/ini.hpp"
+#include "io/options.hpp"
 
 #include <catch2/catch.hpp>
 
-using namespace flt::train;
+using namespace flt::io;
 using flt::ConfigError;
 
 TEST_CASE("INI parser reads sections, comments, quotes and CRLF", "[train][ini]") {
@@ -118,7 +118,7 @@ TEST_CASE("options: command line overrides the file, which overrides defaults", 
   CHECK_THROWS_AS(r.get_string("note"), ConfigError);       // unset
 
   SECTION("the resolved configuration written as INI reads back to the same values") {
-    flt::train::testing::TempDir dir("opt");
+    flt::test_support::ScratchDir dir("opt");
     const IniFile written = r.to_ini();
     written.save(dir / "config.ini", "flt train configuration");
     const IniFile reread = IniFile::load(dir / "config.ini");
@@ -137,7 +137,7 @@ TEST_CASE("options: command line overrides the file, which overrides defaults", 
   }
 
   SECTION("resolve_command_line: --config file plus overrides, and the written config reads back") {
-    flt::train::testing::TempDir dir("cl");
+    flt::test_support::ScratchDir dir("cl");
     file.save(dir / "base.ini");
     std::vector<std::string> positional;
     const ResolvedOptions a = resolve_command_line(

@@ -1,9 +1,9 @@
 #include "core/random.hpp"
-#include "temp_dir.hpp"
-#include "train/checksum.hpp"
-#include "train/fuzz_entry.hpp"
-#include "train/json.hpp"
-#include "train/model_file.hpp"
+#include "../common/scratch_dir.hpp"
+#include "io/checksum.hpp"
+#include "io/fuzz_entry.hpp"
+#include "io/json.hpp"
+#include "io/model_file.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -13,7 +13,7 @@
 #include <fstream>
 #include <limits>
 
-using namespace flt::train;
+using namespace flt::io;
 using flt::ModelFileError;
 
 namespace {
@@ -88,7 +88,7 @@ std::string expect_error(const std::string& bytes) {
 }  // namespace
 
 TEST_CASE("model file round trip keeps every dtype, shape and metadata entry bit-exactly", "[train][model_file]") {
-  testing::TempDir dir("mf");
+  flt::test_support::ScratchDir dir("mf");
   const ModelFile f = sample_file();
   const auto path = dir / "model.flt";
   write_model_file(path, f);

@@ -1,13 +1,13 @@
-#include "train/ini.hpp"
+#include "io/ini.hpp"
 
-#include "train/atomic_file.hpp"
-#include "train/json.hpp"
+#include "io/atomic_file.hpp"
+#include "io/json.hpp"
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 
-namespace flt::train {
+namespace flt::io {
 namespace {
 
 std::string_view trim(std::string_view s) {
@@ -308,4 +308,4 @@ void IniFile::require_known(const std::set<std::string>& known_sections, std::st
   if (!message.empty()) throw ConfigError(source_ + ": unknown configuration entries:" + message);
 }
 
-}  // namespace flt::train
+}  // namespace flt::io
