@@ -5,7 +5,7 @@
 
 #include "core/dual.hpp"
 #include "core/log.hpp"
-#include "flt/performer.hpp"
+#include "attention/performer.hpp"
 #include "models/performer_attention.hpp"
 
 #include <Eigen/Geometry>

@@ -1,6 +1,6 @@
-// The FLT molecule model (issue 5): per-atom embeddings, a stack of pre-norm encoder blocks whose
+// The FLT molecule model: per-atom embeddings, a stack of pre-norm encoder blocks whose
 // attention is FLT attention with the rotation-invariant 3-D radial RPE (or one of the ablation
-// kinds of issue 6), and a per-atom output head pooled per molecule. Documented in
+// kinds), and a per-atom output head pooled per molecule. Documented in
 // docs/molecule-model.md.
 //
 // Shapes (one ragged batch): S molecules, N atoms in all (RaggedIndex over molecules), D width,
@@ -51,11 +51,11 @@
 #include "core/params.hpp"
 #include "core/ragged.hpp"
 #include "core/tensor.hpp"
-#include "flt/attention.hpp"
-#include "flt/exact/streaming.hpp"
-#include "flt/far_field.hpp"
-#include "flt/near_field.hpp"
-#include "flt/neighbours.hpp"
+#include "attention/attention.hpp"
+#include "attention/exact/streaming.hpp"
+#include "attention/far_field.hpp"
+#include "attention/near_field.hpp"
+#include "attention/neighbours.hpp"
 #include "models/equivariant_update.hpp"
 
 #include <array>
@@ -116,8 +116,8 @@ struct ModelConfig {
   int max_charge = 2;              // charges in [-max_charge, max_charge]
   // Attention.
   AttentionKind attention = AttentionKind::near_far;
-  // near_far: exact near field within the cutoff, FLT far field beyond it (flt/near_field.hpp,
-  // flt/far_field.hpp), equivariant vector features (equivariant_update.hpp).
+  // near_far: exact near field within the cutoff, FLT far field beyond it (attention/near_field.hpp,
+  // attention/far_field.hpp), equivariant vector features (equivariant_update.hpp).
   double cutoff = 5.0;             // r_c, Angstrom
   Index radial_nodes = 16;         // K, Bessel nodes kappa_n = (n + 1) / (2 r_c) of the filters
   bool vectors = true;             // vector features and messages

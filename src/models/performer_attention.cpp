@@ -2,7 +2,7 @@
 #include "models/performer_attention.hpp"
 
 #include "core/error.hpp"
-#include "flt/performer.hpp"
+#include "attention/performer.hpp"
 
 #include <cmath>
 

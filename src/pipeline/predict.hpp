@@ -1,7 +1,7 @@
 // Prediction with trained FLT molecule models: loading .flt model files, single models and
 // ensembles, physical units, streaming over any input the flt::chem readers handle, the bundled
 // default model. This is what `flt predict` and `flt eval` call, and what the public C++ API
-// (issue 8: flt::Model::load, predict from a point set / an RDKit molecule / a file, batches,
+// (flt::Model::load, predict from a point set / an RDKit molecule / a file, batches,
 // thread control, the default model) wraps as a thin facade.
 //
 // Shapes: S molecules, P targets, M ensemble members. Every returned value is in the unit of its
@@ -182,7 +182,7 @@ struct MoleculePrediction {
   Mat<double> contributions, contributions_stddev;
 };
 
-// Atomization energies (issue 6). A target that is one of QM9's total energies (U0, U, H, G) in an
+// Atomization energies. A target that is one of QM9's total energies (U0, U, H, G) in an
 // energy unit also gives the molecule's atomization energy
 //   E_atomization = E - sum_i E_free(Z_i)
 // with QM9's free-atom energies at the same level of theory (io::qm9_free_atom_energy),

@@ -13,13 +13,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The source tree this library was built from: CMake compiles sources by absolute path, so
-// __FILE__ is <repo>/src/pipeline/predict_default.cpp. Empty when the compiler was told to strip
-// paths (then only the other places are searched).
+// The source tree this library was built from (FLT_SOURCE_TREE, set by CMake).
 fs::path source_tree() {
-  const fs::path here(__FILE__);
-  if (!here.is_absolute()) return {};
-  return here.parent_path().parent_path().parent_path();
+#ifdef FLT_SOURCE_TREE
+  return fs::path(FLT_SOURCE_TREE);
+#else
+  return {};
+#endif
 }
 
 // <prefix> of the running program (<prefix>/bin/flt), from /proc/self/exe; empty if unknown.

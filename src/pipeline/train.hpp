@@ -1,4 +1,4 @@
-// `flt train`: the training workflow of issue 5 on top of the dataset loader (dataset.hpp), the FLT
+// `flt train`: the training workflow on top of the dataset loader (dataset.hpp), the FLT
 // molecule model (models/molecule_model.hpp) and the training utilities (train/*.hpp).
 //
 // One run (run_training):

@@ -4,7 +4,7 @@
 #include "seq/kernel_attention.hpp"
 
 #include "core/error.hpp"
-#include "flt/performer.hpp"
+#include "attention/performer.hpp"
 
 #include <algorithm>
 #include <cmath>

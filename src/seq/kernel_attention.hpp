@@ -5,7 +5,7 @@
 // Shapes: N tokens over all sets, H heads, d per-head width (dv = d), m features per head.
 //   Q, K, V, out: N x (H d);  omega: H of m x d (Performer frequencies);  den: N x H;
 //   phi_q, phi_k: N x (H m) (the stabilised features, kept for backward).
-// Per set and head, X = q / d^(1/4), Y = k / d^(1/4), phi of E2 (flt/performer.hpp) with a per-row
+// Per set and head, X = q / d^(1/4), Y = k / d^(1/4), phi of E2 (attention/performer.hpp) with a per-row
 // query stabiliser and one key stabiliser per (set, head) (both cancel in the ratio below):
 //   no mask:   out_i = sum_j (phiQ_i . phiK_j) v_j / sum_j (phiQ_i . phiK_j)                (E3)
 //   mask:      out_i = sum_j (phiQ_i . phiK_j) N(pos_i - pos_j) v_j / (same without v_j)    (E4)
@@ -29,7 +29,7 @@
 
 #include "core/ragged.hpp"
 #include "core/tensor.hpp"
-#include "flt/exact/toeplitz.hpp"
+#include "attention/exact/toeplitz.hpp"
 
 #include <vector>
 

@@ -5,7 +5,7 @@
 #include "seq/token_model.hpp"
 
 #include "core/log.hpp"
-#include "flt/performer.hpp"
+#include "attention/performer.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-// The sequence (1-D) and image (2-D) FLT model of issue 7: a token or patch embedding, a stack of
+// The sequence (1-D) and image (2-D) FLT model: a token or patch embedding, a stack of
 // pre-norm encoder blocks whose attention is FLT attention with a 1-D or 2-D grid RPE (or one of
 // the two baselines in the same code), and a pooled or per-token output head. Documented in
 // docs/token-model.md.
@@ -29,7 +29,7 @@
 //   performer  the same FAVOR+ kernel with no RPE and no positional information at all:
 //              out_i = phi(q_i) sum_j phi(k_j) v_j^T / phi(q_i) . sum_j phi(k_j)   (E3)
 //   toeplitz   the same FAVOR+ kernel with the EXACT RPE mask evaluated on the integer grid and
-//              applied in O(L log L) by the FFTW Toeplitz path (flt/exact/toeplitz.hpp, method
+//              applied in O(L log L) by the FFTW Toeplitz path (attention/exact/toeplitz.hpp, method
 //              section 6). The mask is the closed form of the SAME learned spectrum as flt:
 //              variant kronecker: N_ij = f(pos_i - pos_j); variant bias: N_ij = exp(beta f(.)),
 //              the multiplicative form of the additive bias. So flt vs toeplitz isolates the
@@ -52,9 +52,9 @@
 #include "core/params.hpp"
 #include "core/ragged.hpp"
 #include "core/tensor.hpp"
-#include "flt/attention.hpp"
-#include "flt/exact/toeplitz.hpp"
-#include "flt/spectrum.hpp"
+#include "attention/attention.hpp"
+#include "attention/exact/toeplitz.hpp"
+#include "attention/spectrum.hpp"
 #include "seq/kernel_attention.hpp"
 #include "io/model_file.hpp"
 

@@ -1,6 +1,6 @@
 // flt info and flt rpe on a model built with the model API.
 #include "pipeline/info.hpp"
-#include "pipeline/rpe.hpp"
+#include "pipeline/rpe_export.hpp"
 #include "test_predict_util.hpp"
 #include "io/csv.hpp"
 

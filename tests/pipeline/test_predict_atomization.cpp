@@ -1,4 +1,4 @@
-// Atomization energies derived from total-energy predictions (issue 6): which targets get one, and
+// Atomization energies derived from total-energy predictions: which targets get one, and
 // the QM9 free-atom energies checked against QM9's own atomization columns for every molecule of
 // the bundled subset.
 #include "chem/reader.hpp"

@@ -6,8 +6,8 @@
 #include "core/losses.hpp"
 #include "core/optim.hpp"
 #include "core/random.hpp"
-#include "flt/attention.hpp"
-#include "flt/exact/toeplitz.hpp"
+#include "attention/attention.hpp"
+#include "attention/exact/toeplitz.hpp"
 #include "seq/kernel_attention.hpp"
 #include "seq/token_model.hpp"
 

@@ -1,8 +1,8 @@
-// bench_far_mask: fidelity of the FLT far-field mask estimate (flt/far_field.hpp, method notes
+// bench_far_mask: fidelity of the FLT far-field mask estimate (attention/far_field.hpp, method notes
 // E29-E31) and the rotation sensitivity it causes, at the molecule model's far-field settings on
 // real QM9 geometries; the measurement behind the default (far_design, far_degree) of
 // models::ModelConfig. Run it through tools/bench/run_far_mask.sh, which writes
-// docs/benchmarks/far_field_mask.md. Not part of ctest (tests/flt/test_far_mask_qm9.cpp asserts the
+// docs/benchmarks/far_field_mask.md. Not part of ctest (tests/attention/test_far_mask_qm9.cpp asserts the
 // criterion at the defaults).
 //
 // Far-field settings: a default-constructed models::ModelConfig (far_nodes K nodes kappa_n =
@@ -48,9 +48,9 @@
 #include "chem/reader.hpp"
 #include "core/random.hpp"
 #include "core/ragged.hpp"
-#include "flt/far_field.hpp"
-#include "flt/neighbours.hpp"
-#include "flt/radial.hpp"
+#include "attention/far_field.hpp"
+#include "attention/neighbours.hpp"
+#include "attention/radial.hpp"
 #include "models/molecule_model.hpp"
 
 #include <omp.h>

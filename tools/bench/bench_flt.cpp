@@ -31,9 +31,9 @@
 #include "core/params.hpp"
 #include "core/random.hpp"
 #include "core/version.hpp"
-#include "flt/attention.hpp"
-#include "flt/exact/streaming.hpp"
-#include "flt/exact/toeplitz.hpp"
+#include "attention/attention.hpp"
+#include "attention/exact/streaming.hpp"
+#include "attention/exact/toeplitz.hpp"
 
 #include "bench_runner.hpp"
 #include "fma_peak.hpp"
@@ -340,7 +340,7 @@ int run_all(bool quick, const std::string& output, const std::string& command, d
   auto total = [](const Result* r) { return r->forward_s + r->backward_s; };
 
   std::ostringstream md;
-  md << "# FLT attention scaling benchmark (issue 3)\n\n"
+  md << "# FLT attention scaling benchmark\n\n"
      << "Produced by `" << command << "` on " << flt_bench::utc_date(started) << " (commit "
      << (commit.empty() ? std::string(flt::git_commit()) : commit)
      << ", " << (quick ? "quick" : "full") << " mode, " << fmt(total_minutes, 1) << " min).\n\n"

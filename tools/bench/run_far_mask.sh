@@ -2,7 +2,7 @@
 # Far-field mask fidelity and rotation sensitivity at the molecule model's far-field settings on
 # the bundled QM9 subset: builds bench_far_mask (tools/bench/bench_far_mask.cpp) and writes its
 # tables to docs/benchmarks/far_field_mask.md (with --output elsewhere, there). Not part of ctest;
-# tests/flt/test_far_mask_qm9.cpp asserts the criterion at the defaults.
+# tests/attention/test_far_mask_qm9.cpp asserts the criterion at the defaults.
 #
 #   tools/bench/run_far_mask.sh [--molecules N] [--rotations R] [--sens-molecules N]
 #                               [--sens-rotations R] [--raised A] [--threads T] [--no-sensitivity]

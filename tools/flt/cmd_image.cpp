@@ -1,5 +1,5 @@
 // flt image: trains and evaluates the image model (patch embedding + FLT encoder with 2-D RPE) on
-// Fashion-MNIST IDX files (issue 7; docs/sequence-image.md). Options come from the command line
+// Fashion-MNIST IDX files (docs/sequence-image.md). Options come from the command line
 // and an INI file (--config), the command line overriding; progress goes to stderr, the summary
 // to stdout.
 #include "core/error.hpp"

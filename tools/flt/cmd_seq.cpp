@@ -1,5 +1,5 @@
 // flt seq: trains and evaluates the sequence models (token embedding + FLT encoder with 1-D RPE)
-// on the SMILES of the bundled QM9 index (issue 7; docs/sequence-image.md): --task property
+// on the SMILES of the bundled QM9 index (docs/sequence-image.md): --task property
 // (regression of the 3-D model's targets) or --task lm (causal character language model, bits per
 // character). Options come from the command line and an INI file (--config), the command line
 // overriding; progress goes to stderr, the summary to stdout.

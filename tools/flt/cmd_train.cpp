@@ -1,4 +1,4 @@
-// flt train: trains an FLT molecule model (issue 5). Options come from the command line and an INI
+// flt train: trains an FLT molecule model. Options come from the command line and an INI
 // file (--config), the command line overriding; the run directory receives the model, checkpoints,
 // split, learning curve, metrics, predictions, plots and the resolved configuration
 // (see docs/training.md). Progress goes to stderr, the final summary to stdout.

@@ -40,7 +40,7 @@
 //            molecules in batches of `--batch-size` (no timing).
 //
 // Multiply-add count (count_forward): what MoleculeModel<float>::forward executes, read off
-// src/models/molecule_model.cpp, src/flt/near_field.cpp, src/flt/far_field.cpp and
+// src/models/molecule_model.cpp, src/attention/near_field.cpp, src/attention/far_field.cpp and
 // src/models/equivariant_update.cpp, in multiply-adds (an FMA, or a lone multiply or add, is
 // one; GFLOP/s = 2 x multiply-adds per second, the unit of the FMA peak). Transcendental
 // functions (exp, sin, cos, sqrt, division) and data movement are not counted: the count is a
@@ -63,7 +63,7 @@
 #include "core/losses.hpp"
 #include "core/optim.hpp"
 #include "fma_peak.hpp"
-#include "flt/neighbours.hpp"
+#include "attention/neighbours.hpp"
 #include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
 

@@ -3,7 +3,7 @@
 //   flt-bias       FLT variant B (flt::attn::FltAttention, E12/E13), 1-D Gaussian-mixture RPE
 //   flt-kronecker  FLT variant A (E9/E10), same spectrum
 //   toeplitz       the same FAVOR+ kernel (m features) with the EXACT mask exp(beta f(n)) of the
-//                  same spectrum applied by the FFTW Toeplitz path (flt/exact/toeplitz.hpp, method
+//                  same spectrum applied by the FFTW Toeplitz path (attention/exact/toeplitz.hpp, method
 //                  section 6) through the token model's multi-head wrapper (seq/kernel_attention)
 // Shapes: H heads, d = dv = 16 per head, m = 32 Performer features, R = 16 RPE frequencies (FLT),
 // float32, bidirectional. Backward computes dQ, dK, dV and the RPE parameter gradient (dmask for
@@ -15,8 +15,8 @@
 // use 1 for the largest L).
 #include "core/params.hpp"
 #include "core/random.hpp"
-#include "flt/attention.hpp"
-#include "flt/spectrum.hpp"
+#include "attention/attention.hpp"
+#include "attention/spectrum.hpp"
 #include "seq/kernel_attention.hpp"
 
 #include <omp.h>

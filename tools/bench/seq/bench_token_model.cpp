@@ -1,4 +1,4 @@
-// bench_token_model: training throughput of the token model (issue 7) on image batches: one
+// bench_token_model: training throughput of the token model on image batches: one
 // training step = forward + softmax cross-entropy + backward + AdamW update, float32, timed over
 // whole steps after warm-up. Throughput does not depend on the pixel values, so the images are
 // seeded uniform noise of the Fashion-MNIST shape (28 x 28, one channel) with random labels.

@@ -66,7 +66,7 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 
 tmp="$out.tmp.$$"
 {
-  echo "# 1-D FLT attention vs the exact FFTW Toeplitz path (issue 7)"
+  echo "# 1-D FLT attention vs the exact FFTW Toeplitz path"
   echo
   echo "Measured by \`$command\` (bench_seq_toeplitz, tools/bench/seq/), started $start,"
   echo "commit $commit, $threads thread(s), CPU: $cpu."

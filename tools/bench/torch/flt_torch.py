@@ -74,7 +74,7 @@ VECTOR_NORM_EPS = 1e-8
 
 
 # ---------------------------------------------------------------------------------------------
-# Radial functions (src/flt/radial.hpp), float64.
+# Radial functions (src/attention/radial.hpp), float64.
 
 def j0_and_derivative(x):
     """j0(x) = sin(x)/x and dj0/dx, with the series below |x| = 1e-3 (as flt::attn)."""
