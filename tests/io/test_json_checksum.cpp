@@ -57,6 +57,46 @@ TEST_CASE("JSON parses valid documents and dumps them canonically", "[train][jso
   CHECK(Json::number(std::uint64_t{42}).dump() == "42");
 }
 
+TEST_CASE("JSON canonical text is fixed: escapes, key order, integers, doubles", "[train][json]") {
+  // Strings: escaped as Python's json.dumps(..., ensure_ascii=False) does (checked with Python 3.11).
+  const std::string all_controls =
+      std::string("\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0A\x0B\x0C\x0D\x0E\x0F", 16) +
+      "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1A\x1B\x1C\x1D\x1E\x1F\x7F\"\\/ caf\xC3\xA9 \xE2\x82\xAC "
+      "\xF0\x9F\x98\x80 \xEF\xBF\xBF";
+  CHECK(Json::string(all_controls).dump() ==
+        "\"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\b\\t\\n\\u000b\\f\\r\\u000e\\u000f"
+        "\\u0010\\u0011\\u0012\\u0013\\u0014\\u0015\\u0016\\u0017\\u0018\\u0019\\u001a\\u001b\\u001c\\u001d"
+        "\\u001e\\u001f\x7F\\\"\\\\/ caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xEF\xBF\xBF\"");
+  // Keys sorted by their UTF-8 bytes, no whitespace.
+  Json o = Json::object();
+  o.set("b", Json::number(std::uint64_t{1}));
+  o.set("a", Json::number(std::uint64_t{2}));
+  o.set("\xC3\xA9", Json::string("x"));
+  o.set("Z", Json::array());
+  o.set("", Json::object());
+  o.set(std::string("a\x01", 2), Json());
+  o.set("\xF0\x9F\x98\x80", Json::boolean(true));
+  o.set("\xEF\xBF\xBF", Json::boolean(false));
+  CHECK(o.dump() == "{\"\":{},\"Z\":[],\"a\":2,\"a\\u0001\":null,\"b\":1,\"\xC3\xA9\":\"x\","
+                    "\"\xEF\xBF\xBF\":false,\"\xF0\x9F\x98\x80\":true}");
+  // Integers exactly, including the 64-bit extremes.
+  CHECK(Json::number(std::uint64_t{18446744073709551615ULL}).dump() == "18446744073709551615");
+  CHECK(Json::number(std::int64_t{INT64_MIN}).dump() == "-9223372036854775808");
+  CHECK(Json::number(std::int64_t{-42}).dump() == "-42");
+  // Doubles: shortest text that reads back to the same value.
+  CHECK(Json::number(0.1).dump() == "0.1");
+  CHECK(Json::number(1e-06).dump() == "1e-06");
+  CHECK(Json::number(1e300).dump() == "1e+300");
+  CHECK(Json::number(-2.5).dump() == "-2.5");
+  CHECK(Json::number(0.3333333333333333).dump() == "0.3333333333333333");
+  CHECK(Json::number(1.7976931348623157e308).dump() == "1.7976931348623157e+308");
+  CHECK(Json::number(5e-324).dump() == "5e-324");
+  CHECK(Json::number(1.0).dump() == "1");
+  CHECK(Json::number(-0.0).dump() == "-0");
+  CHECK(Json::number(100.0).dump() == "100");
+  CHECK(Json::number(0.0001).dump() == "1e-04");
+}
+
 TEST_CASE("JSON parser rejects malformed input with a byte offset", "[train][json]") {
   const char* bad[] = {
       "",  "{",        "{\"a\":1,}", "[1,]",      "{\"a\" 1}",   "01",       "1.",        "-",          ".5",

@@ -108,6 +108,26 @@ TEST_CASE("model file round trip keeps every dtype, shape and metadata entry bit
   CHECK(files == 1);
 }
 
+TEST_CASE("model file bytes do not change: golden header text and file checksum", "[train][model_file]") {
+  // Written by the original hand-written JSON writer; any JSON library behind the model file must
+  // reproduce these bytes exactly (the checksum covers the canonical header text).
+  const std::string bytes = serialize_model_file(sample_file());
+  const std::uint64_t n = header_length(bytes);
+  CHECK(n == 608);
+  CHECK(bytes.substr(8, n) ==
+        "{\"__metadata__\":{\"checksum_crc32\":\"9d459521\",\"format\":\"flt-model\",\"format_version\":\"1\","
+        "\"targets\":\"U0,gap\",\"title\":\"caf\xC3\xA9 \\\"quoted\\\"\\nline\",\"units\":\"eV,eV\"},"
+        "\"counts\":{\"data_offsets\":[80,88],\"dtype\":\"I32\",\"shape\":[2]},"
+        "\"elements\":{\"data_offsets\":[0,48],\"dtype\":\"I64\",\"shape\":[6]},"
+        "\"empty\":{\"data_offsets\":[88,88],\"dtype\":\"F32\",\"shape\":[0,4]},"
+        "\"encoder.0.weight\":{\"data_offsets\":[88,112],\"dtype\":\"F32\",\"shape\":[2,3]},"
+        "\"mask\":{\"data_offsets\":[112,115],\"dtype\":\"U8\",\"shape\":[3,1]},"
+        "\"reference_energies\":{\"data_offsets\":[48,72],\"dtype\":\"F64\",\"shape\":[3]},"
+        "\"scalar\":{\"data_offsets\":[72,80],\"dtype\":\"F64\",\"shape\":[]}}     ");
+  CHECK(bytes.size() == 731);
+  CHECK(hex32(crc32(bytes)) == "821dac30");
+}
+
 TEST_CASE("model file layout follows the safetensors rules", "[train][model_file]") {
   const std::string bytes = serialize_model_file(sample_file());
   const std::uint64_t n = header_length(bytes);
