@@ -141,8 +141,8 @@ json parse_json(std::string_view text, std::size_t max_depth) {
   StrictHandler handler(root, text, last_read, max_depth);
   bool ok = false;
   try {
-    ok = json::sax_parse(TrackingIterator(text.data(), &last_read), TrackingIterator(text.data() + text.size(), &last_read),
-                         &handler, json::input_format_t::json, /*strict=*/true, /*ignore_comments=*/false);
+    const TrackingIterator begin(text.data(), &last_read), end(text.data() + text.size(), &last_read);
+    ok = json::sax_parse(begin, end, &handler, json::input_format_t::json, /*strict=*/true, /*ignore_comments=*/false);
   } catch (const json::exception& e) {
     throw JsonError(0, syntax_reason(e.what()));
   }

@@ -8,7 +8,8 @@
 // anything after the value (nlohmann alone would stop at a NUL byte). Every failure is a
 // JsonError carrying the byte offset; no nlohmann exception leaves it. Integer literals keep their
 // exact 64-bit value (non-negative ones as number_unsigned, negative ones as number_integer), so
-// 64-bit offsets never pass through a double; other numbers (fractions, exponents, integers beyond 64 bits) are doubles.
+// 64-bit offsets never pass through a double; other numbers (fractions, exponents, integers
+// beyond 64 bits) are doubles.
 //
 // dump_json(): the canonical text (the model-file checksum covers it): no whitespace, object keys
 // sorted by their UTF-8 bytes, strings escaped as Python's json.dumps(..., ensure_ascii=False)

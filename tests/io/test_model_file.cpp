@@ -188,11 +188,13 @@ TEST_CASE("model file reader rejects each kind of malformed header with a reason
     json info = tensor_info("F32", {4}, 0, 16);
     for (const json& bad : {json(-4.0), json(4.0), json(-4), json("4"), json(nullptr)}) {
       info["shape"] = json::array({bad});
-      CHECK_THAT(expect_error(craft(with("w", info), data)), Catch::Contains("shape entries must be non-negative integers"));
+      CHECK_THAT(expect_error(craft(with("w", info), data)),
+                 Catch::Contains("shape entries must be non-negative integers"));
     }
     info = tensor_info("F32", {4}, 0, 16);
     info["data_offsets"] = {0.0, 16};
-    CHECK_THAT(expect_error(craft(with("w", info), data)), Catch::Contains("data_offsets must be non-negative integers"));
+    CHECK_THAT(expect_error(craft(with("w", info), data)),
+               Catch::Contains("data_offsets must be non-negative integers"));
   }
   {
     json h = base_header();
