@@ -10,7 +10,7 @@
 
 extern "C" {
 int flt_fuzz_model_file(const std::uint8_t* data, std::size_t size);  // parse_model_file
-int flt_fuzz_json(const std::uint8_t* data, std::size_t size);        // Json::parse + dump round trip
+int flt_fuzz_json(const std::uint8_t* data, std::size_t size);        // parse_json + dump_json round trip
 int flt_fuzz_ini(const std::uint8_t* data, std::size_t size);         // IniFile::parse + dump round trip
 int flt_fuzz_csv(const std::uint8_t* data, std::size_t size);         // parse_csv
 }

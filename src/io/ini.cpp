@@ -1,7 +1,7 @@
 #include "io/ini.hpp"
 
 #include "io/atomic_file.hpp"
-#include "io/json.hpp"
+#include "io/utf8.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -3,6 +3,7 @@
 #include "io/atomic_file.hpp"
 #include "io/checksum.hpp"
 #include "io/json.hpp"
+#include "io/utf8.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -206,34 +207,30 @@ bool operator==(const ModelFile& a, const ModelFile& b) {
 
 std::string serialize_model_file(const ModelFile& file) {
   const auto order = storage_order(file);
-  Json header = Json::object();
-  Json meta = Json::object();
-  for (const auto& [k, v] : file.all_metadata()) meta.set(k, Json::string(v));
-  meta.set(kFormatKey, Json::string(file.format()));
-  meta.set(kVersionKey, Json::string(std::to_string(kModelFormatVersion)));
+  nlohmann::json header = nlohmann::json::object();
+  nlohmann::json meta = nlohmann::json::object();
+  for (const auto& [k, v] : file.all_metadata()) meta[k] = v;
+  meta[kFormatKey] = file.format();
+  meta[kVersionKey] = std::to_string(kModelFormatVersion);
   std::uint64_t offset = 0;
   std::string data;
   for (const auto* entry : order) {
     const Tensor& t = entry->second;
-    Json info = Json::object();
-    info.set("dtype", Json::string(dtype_name(t.dtype())));
-    Json shape = Json::array();
-    for (const std::uint64_t d : t.shape()) shape.push_back(Json::number(d));
-    info.set("shape", std::move(shape));
     const std::uint64_t end = offset + t.byte_size();
-    info.set("data_offsets", Json::array({Json::number(offset), Json::number(end)}));
-    header.set(entry->first, std::move(info));
+    header[entry->first] = {{"dtype", dtype_name(t.dtype())},
+                            {"shape", t.shape()},
+                            {"data_offsets", {offset, end}}};
     append_tensor_bytes(data, t);
     offset = end;
   }
-  header.set(kMetaKey, meta);
+  header[kMetaKey] = meta;
   // The checksum covers the canonical header without itself, then the data.
-  const std::string canonical = header.dump();
+  const std::string canonical = dump_json(header);
   std::uint32_t crc = crc32_update(0, canonical.data(), canonical.size());
   crc = crc32_update(crc, data.data(), data.size());
-  meta.set(kChecksumKey, Json::string(hex32(crc)));
-  header.set(kMetaKey, std::move(meta));
-  std::string text = header.dump();
+  meta[kChecksumKey] = hex32(crc);
+  header[kMetaKey] = std::move(meta);
+  std::string text = dump_json(header);
   text.append((8 - text.size() % 8) % 8, ' ');  // data starts on an 8-byte boundary
   std::string out;
   out.reserve(8 + text.size() + data.size());
@@ -259,22 +256,23 @@ ModelFile parse_model_file(std::string_view bytes, const std::string& source,
                " bytes follow");
   const std::string_view header_text = bytes.substr(8, static_cast<std::size_t>(n));
   if (header_text.empty() || header_text[0] != '{') throw fail("header does not start with '{' (not a model file)");
-  Json header;
+  nlohmann::json header;
   try {
-    header = Json::parse(header_text, 16);
+    header = parse_json(header_text, 16);
   } catch (const JsonError& e) {
     throw fail(std::string("header is not valid JSON: ") + e.what());
   }
   if (!header.is_object()) throw fail("header is not a JSON object");
-  const Json* meta = header.find(kMetaKey);
-  if (meta == nullptr) throw fail("no __metadata__ in the header (not an flt model file)");
-  if (!meta->is_object()) throw fail("__metadata__ is not an object");
-  for (const auto& [k, v] : meta->as_object())
+  const auto meta_it = header.find(kMetaKey);
+  if (meta_it == header.end()) throw fail("no __metadata__ in the header (not an flt model file)");
+  const nlohmann::json& meta = *meta_it;
+  if (!meta.is_object()) throw fail("__metadata__ is not an object");
+  for (const auto& [k, v] : meta.items())
     if (!v.is_string()) throw fail("__metadata__ entry '" + k + "' is not a string");
   auto meta_string = [&](const char* key) -> const std::string& {
-    const Json* v = meta->find(key);
-    if (v == nullptr) throw fail(std::string("__metadata__ has no '") + key + "' entry (not an flt model file)");
-    return v->as_string();
+    const auto v = meta.find(key);
+    if (v == meta.end()) throw fail(std::string("__metadata__ has no '") + key + "' entry (not an flt model file)");
+    return v->get_ref<const std::string&>();
   };
   const std::string& format = meta_string(kFormatKey);
   if (format.rfind("flt-", 0) != 0) throw fail("unknown format '" + format + "' (expected flt-*)");
@@ -295,44 +293,44 @@ ModelFile parse_model_file(std::string_view bytes, const std::string& source,
     std::uint64_t count, begin, end;
   };
   std::vector<Entry> entries;
-  for (const auto& [name, info] : header.as_object()) {
+  for (auto it = header.cbegin(); it != header.cend(); ++it) {
+    const std::string& name = it.key();  // Entry keeps a pointer to it: the header outlives entries
+    const nlohmann::json& info = it.value();
     if (name == kMetaKey) continue;
     const std::string where = "tensor '" + name + "': ";
     if (name.empty()) throw fail("empty tensor name");
     if (!info.is_object()) throw fail(where + "entry is not an object");
-    for (const auto& [k, v] : info.as_object()) {
-      (void)v;
-      if (k != "dtype" && k != "shape" && k != "data_offsets") throw fail(where + "unknown field '" + k + "'");
-    }
-    const Json* dt = info.find("dtype");
-    const Json* sh = info.find("shape");
-    const Json* off = info.find("data_offsets");
-    if (!dt || !sh || !off) throw fail(where + "needs dtype, shape and data_offsets");
+    for (const auto& field : info.items())
+      if (field.key() != "dtype" && field.key() != "shape" && field.key() != "data_offsets")
+        throw fail(where + "unknown field '" + field.key() + "'");
+    const auto dt = info.find("dtype");
+    const auto sh = info.find("shape");
+    const auto off = info.find("data_offsets");
+    if (dt == info.end() || sh == info.end() || off == info.end())
+      throw fail(where + "needs dtype, shape and data_offsets");
     if (!dt->is_string()) throw fail(where + "dtype is not a string");
-    const auto dtype = parse_dtype(dt->as_string());
-    if (!dtype) throw fail(where + "unsupported dtype '" + dt->as_string() + "' (F64, F32, I64, I32, U8)");
+    const std::string& dtype_text = dt->get_ref<const std::string&>();
+    const auto dtype = parse_dtype(dtype_text);
+    if (!dtype) throw fail(where + "unsupported dtype '" + dtype_text + "' (F64, F32, I64, I32, U8)");
     if (!sh->is_array()) throw fail(where + "shape is not an array");
-    if (sh->as_array().size() > kMaxTensorRank) throw fail(where + "rank above " + std::to_string(kMaxTensorRank));
+    if (sh->size() > kMaxTensorRank) throw fail(where + "rank above " + std::to_string(kMaxTensorRank));
+    // Integer literals without sign, fraction or exponent only (parse_json keeps them as uint64).
     Shape shape;
-    try {
-      for (const Json& d : sh->as_array()) shape.push_back(d.as_u64());
-    } catch (const JsonError&) {
-      throw fail(where + "shape entries must be non-negative integers");
+    for (const nlohmann::json& d : *sh) {
+      if (!d.is_number_unsigned()) throw fail(where + "shape entries must be non-negative integers");
+      shape.push_back(d.get<std::uint64_t>());
     }
     const auto count = element_count(shape);
     if (!count || *count > std::numeric_limits<std::uint64_t>::max() / dtype_size(*dtype))
       throw fail(where + "shape " + shape_text(shape) + " overflows");
-    if (!off->is_array() || off->as_array().size() != 2) throw fail(where + "data_offsets must be [begin, end]");
-    std::uint64_t begin = 0, end = 0;
-    try {
-      begin = off->as_array()[0].as_u64();
-      end = off->as_array()[1].as_u64();
-    } catch (const JsonError&) {
+    if (!off->is_array() || off->size() != 2) throw fail(where + "data_offsets must be [begin, end]");
+    if (!(*off)[0].is_number_unsigned() || !(*off)[1].is_number_unsigned())
       throw fail(where + "data_offsets must be non-negative integers");
-    }
+    const auto begin = (*off)[0].get<std::uint64_t>();
+    const auto end = (*off)[1].get<std::uint64_t>();
     if (end < begin) throw fail(where + "data_offsets end before begin");
     if (end - begin != *count * dtype_size(*dtype))
-      throw fail(where + "data_offsets span " + std::to_string(end - begin) + " bytes but " + dt->as_string() +
+      throw fail(where + "data_offsets span " + std::to_string(end - begin) + " bytes but " + dtype_text +
                  " " + shape_text(shape) + " needs " + std::to_string(*count * dtype_size(*dtype)));
     entries.push_back({&name, *dtype, std::move(shape), *count, begin, end});
   }
@@ -352,11 +350,9 @@ ModelFile parse_model_file(std::string_view bytes, const std::string& source,
   if (expected_begin < data.size())
     throw fail(std::to_string(data.size() - expected_begin) + " trailing bytes after the last tensor");
 
-  Json canonical = header;
-  Json canonical_meta = *meta;
-  canonical_meta.erase(kChecksumKey);
-  canonical.set(kMetaKey, std::move(canonical_meta));
-  const std::string canonical_text = canonical.dump();
+  nlohmann::json canonical = header;
+  canonical[kMetaKey].erase(kChecksumKey);
+  const std::string canonical_text = dump_json(canonical);
   std::uint32_t crc = crc32_update(0, canonical_text.data(), canonical_text.size());
   crc = crc32_update(crc, data.data(), data.size());
   if (hex32(crc) != checksum)
@@ -364,8 +360,8 @@ ModelFile parse_model_file(std::string_view bytes, const std::string& source,
 
   ModelFile file(format);
   file.source_ = source;
-  for (const auto& [k, v] : meta->as_object())
-    if (!is_reserved_meta(k)) file.metadata_[k] = v.as_string();
+  for (const auto& [k, v] : meta.items())
+    if (!is_reserved_meta(k)) file.metadata_[k] = v.get<std::string>();
   for (const Entry& e : entries)
     file.tensors_.emplace(*e.name, decode_tensor(e.dtype, e.shape, data.data() + e.begin, e.count));
   return file;

@@ -545,10 +545,15 @@ const std::string& require_metadata(const std::map<std::string, std::string>& me
 
 void write_metrics_json(const fs::path& path, const std::vector<std::pair<std::string, double>>& numbers,
                         const std::vector<std::pair<std::string, std::string>>& strings) {
-  io::Json j = io::Json::object();
-  for (const auto& [k, v] : numbers) j.set(k, std::isfinite(v) ? io::Json::number(v) : io::Json());
-  for (const auto& [k, v] : strings) j.set(k, io::Json::string(v));
-  io::write_file_atomic(path, j.dump() + "\n");
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : numbers) {
+    // Counts arrive as doubles: integral values are written as JSON integers (6, not 6.0).
+    if (!std::isfinite(v)) j[k] = nullptr;
+    else if (v == std::trunc(v) && std::fabs(v) < 0x1p53) j[k] = static_cast<std::int64_t>(v);
+    else j[k] = v;
+  }
+  for (const auto& [k, v] : strings) j[k] = v;
+  io::write_file_atomic(path, io::dump_json(j) + "\n");
 }
 
 bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::string& model_note,

@@ -15,6 +15,7 @@
 
 using namespace flt::io;
 using flt::ModelFileError;
+using nlohmann::json;
 
 namespace {
 
@@ -41,37 +42,26 @@ std::uint64_t header_length(const std::string& bytes) {
 
 // Builds a file from a header (without checksum) and data, stamping the correct checksum, so each
 // test below exercises exactly one validation rule.
-std::string craft(Json header, const std::string& data) {
-  Json meta = header.find("__metadata__") ? *header.find("__metadata__") : Json::object();
+std::string craft(json header, const std::string& data) {
+  json meta = header.contains("__metadata__") ? header["__metadata__"] : json::object();
   meta.erase("checksum_crc32");
-  header.set("__metadata__", meta);
-  std::uint32_t crc = crc32(header.dump());
+  header["__metadata__"] = meta;
+  std::uint32_t crc = crc32(dump_json(header));
   crc = crc32_update(crc, data.data(), data.size());
-  meta.set("checksum_crc32", Json::string(hex32(crc)));
-  header.set("__metadata__", meta);
-  std::string text = header.dump();
+  meta["checksum_crc32"] = hex32(crc);
+  header["__metadata__"] = meta;
+  std::string text = dump_json(header);
   std::string out;
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((text.size() >> (8 * i)) & 0xFF));
   return out + text + data;
 }
 
-Json tensor_info(const char* dtype, std::vector<std::uint64_t> shape, std::uint64_t begin, std::uint64_t end) {
-  Json info = Json::object();
-  info.set("dtype", Json::string(dtype));
-  Json s = Json::array();
-  for (auto d : shape) s.push_back(Json::number(d));
-  info.set("shape", s);
-  info.set("data_offsets", Json::array({Json::number(begin), Json::number(end)}));
-  return info;
+json tensor_info(const char* dtype, std::vector<std::uint64_t> shape, std::uint64_t begin, std::uint64_t end) {
+  return {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {begin, end}}};
 }
 
-Json base_header(const char* version = "1") {
-  Json h = Json::object();
-  Json meta = Json::object();
-  meta.set("format", Json::string("flt-model"));
-  meta.set("format_version", Json::string(version));
-  h.set("__metadata__", meta);
-  return h;
+json base_header(const char* version = "1") {
+  return {{"__metadata__", {{"format", "flt-model"}, {"format_version", version}}}};
 }
 
 std::string expect_error(const std::string& bytes) {
@@ -108,24 +98,44 @@ TEST_CASE("model file round trip keeps every dtype, shape and metadata entry bit
   CHECK(files == 1);
 }
 
+TEST_CASE("model file bytes do not change: golden header text and file checksum", "[train][model_file]") {
+  // Written by the original hand-written JSON writer; any JSON library behind the model file must
+  // reproduce these bytes exactly (the checksum covers the canonical header text).
+  const std::string bytes = serialize_model_file(sample_file());
+  const std::uint64_t n = header_length(bytes);
+  CHECK(n == 608);
+  CHECK(bytes.substr(8, n) ==
+        "{\"__metadata__\":{\"checksum_crc32\":\"9d459521\",\"format\":\"flt-model\",\"format_version\":\"1\","
+        "\"targets\":\"U0,gap\",\"title\":\"caf\xC3\xA9 \\\"quoted\\\"\\nline\",\"units\":\"eV,eV\"},"
+        "\"counts\":{\"data_offsets\":[80,88],\"dtype\":\"I32\",\"shape\":[2]},"
+        "\"elements\":{\"data_offsets\":[0,48],\"dtype\":\"I64\",\"shape\":[6]},"
+        "\"empty\":{\"data_offsets\":[88,88],\"dtype\":\"F32\",\"shape\":[0,4]},"
+        "\"encoder.0.weight\":{\"data_offsets\":[88,112],\"dtype\":\"F32\",\"shape\":[2,3]},"
+        "\"mask\":{\"data_offsets\":[112,115],\"dtype\":\"U8\",\"shape\":[3,1]},"
+        "\"reference_energies\":{\"data_offsets\":[48,72],\"dtype\":\"F64\",\"shape\":[3]},"
+        "\"scalar\":{\"data_offsets\":[72,80],\"dtype\":\"F64\",\"shape\":[]}}     ");
+  CHECK(bytes.size() == 731);
+  CHECK(hex32(crc32(bytes)) == "821dac30");
+}
+
 TEST_CASE("model file layout follows the safetensors rules", "[train][model_file]") {
   const std::string bytes = serialize_model_file(sample_file());
   const std::uint64_t n = header_length(bytes);
   CHECK((8 + n) % 8 == 0);  // data starts 8-byte aligned; header padded with spaces
   CHECK(bytes[8] == '{');
-  const Json header = Json::parse(std::string_view(bytes).substr(8, n));
-  const Json& meta = *header.find("__metadata__");
-  CHECK(meta.find("format")->as_string() == "flt-model");
-  CHECK(meta.find("format_version")->as_string() == "1");
+  const json header = parse_json(std::string_view(bytes).substr(8, n));
+  const json& meta = header.at("__metadata__");
+  CHECK(meta.at("format") == "flt-model");
+  CHECK(meta.at("format_version") == "1");
   // Offsets are relative to the data start, contiguous from 0 and cover the buffer exactly.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> spans;
-  for (const auto& [name, info] : header.as_object()) {
+  for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") continue;
-    const auto& off = info.find("data_offsets")->as_array();
-    spans.emplace_back(off[0].as_u64(), off[1].as_u64());
+    const json& off = info.at("data_offsets");
+    spans.emplace_back(off[0].get<std::uint64_t>(), off[1].get<std::uint64_t>());
     // Every tensor naturally aligned (elements never straddle their size).
-    const auto dtype = parse_dtype(info.find("dtype")->as_string());
-    CHECK(off[0].as_u64() % dtype_size(*dtype) == 0);
+    const auto dtype = parse_dtype(info.at("dtype").get<std::string>());
+    CHECK(off[0].get<std::uint64_t>() % dtype_size(*dtype) == 0);
   }
   std::sort(spans.begin(), spans.end());
   std::uint64_t pos = 0;
@@ -135,24 +145,22 @@ TEST_CASE("model file layout follows the safetensors rules", "[train][model_file
   }
   CHECK(pos == bytes.size() - 8 - n);
   // The checksum is CRC-32 of the canonical header without it, then the data (documented formula).
-  Json stripped = header;
-  Json m2 = meta;
-  m2.erase("checksum_crc32");
-  stripped.set("__metadata__", m2);
-  std::uint32_t crc = crc32(stripped.dump());
+  json stripped = header;
+  stripped["__metadata__"].erase("checksum_crc32");
+  std::uint32_t crc = crc32(dump_json(stripped));
   crc = crc32_update(crc, bytes.data() + 8 + n, bytes.size() - 8 - n);
-  CHECK(meta.find("checksum_crc32")->as_string() == hex32(crc));
+  CHECK(meta.at("checksum_crc32").get<std::string>() == hex32(crc));
   // Little-endian F32 values at their offsets.
-  const auto& w = *header.find("encoder.0.weight")->find("data_offsets");
+  const json& w = header.at("encoder.0.weight").at("data_offsets");
   float first = 0;
-  std::memcpy(&first, bytes.data() + 8 + n + w.as_array()[0].as_u64(), 4);
+  std::memcpy(&first, bytes.data() + 8 + n + w[0].get<std::uint64_t>(), 4);
   CHECK(first == 1.5f);
 }
 
 TEST_CASE("model file reader rejects each kind of malformed header with a reason", "[train][model_file]") {
   const std::string data(16, '\0');  // room for one F32 [4] or F64 [2]
-  auto with = [&](const char* name, Json info, Json h = base_header()) {
-    h.set(name, std::move(info));
+  auto with = [&](const char* name, json info, json h = base_header()) {
+    h[name] = std::move(info);
     return h;
   };
   CHECK_THAT(expect_error(craft(with("w", tensor_info("F32", {4}, 0, 16), base_header("2")), data)),
@@ -167,39 +175,53 @@ TEST_CASE("model file reader rejects each kind of malformed header with a reason
              Catch::Contains("overflows"));
   CHECK_THAT(expect_error(craft(with("w", tensor_info("F32", {4}, 16, 0)), data)), Catch::Contains("end before begin"));
   {
-    Json h = with("a", tensor_info("F32", {4}, 0, 16));
-    h.set("b", tensor_info("F32", {2}, 8, 16));
+    json h = with("a", tensor_info("F32", {4}, 0, 16));
+    h["b"] = tensor_info("F32", {2}, 8, 16);
     CHECK_THAT(expect_error(craft(h, data)), Catch::Contains("overlaps"));
   }
   {
-    Json info = tensor_info("F32", {4}, 0, 16);
-    info.set("extra", Json::number(std::uint64_t{1}));
+    json info = tensor_info("F32", {4}, 0, 16);
+    info["extra"] = 1;
     CHECK_THAT(expect_error(craft(with("w", info), data)), Catch::Contains("unknown field 'extra'"));
   }
   {
-    Json info = tensor_info("F32", {4}, 0, 16);
-    info.set("shape", Json::array({Json::number(-4.0)}));
-    CHECK_THAT(expect_error(craft(with("w", info), data)), Catch::Contains("non-negative integers"));
+    json info = tensor_info("F32", {4}, 0, 16);
+    for (const json& bad : {json(-4.0), json(4.0), json(-4), json("4"), json(nullptr)}) {
+      info["shape"] = json::array({bad});
+      CHECK_THAT(expect_error(craft(with("w", info), data)),
+                 Catch::Contains("shape entries must be non-negative integers"));
+    }
+    info = tensor_info("F32", {4}, 0, 16);
+    info["data_offsets"] = {0.0, 16};
+    CHECK_THAT(expect_error(craft(with("w", info), data)),
+               Catch::Contains("data_offsets must be non-negative integers"));
   }
   {
-    Json h = base_header();
-    Json meta = *h.find("__metadata__");
-    meta.set("format", Json::string("gguf"));
-    h.set("__metadata__", meta);
+    json h = base_header();
+    h["__metadata__"]["format"] = "gguf";
     CHECK_THAT(expect_error(craft(h, "")), Catch::Contains("unknown format"));
-    meta.set("format", Json::string("flt-model"));
-    meta.set("count", Json::number(std::uint64_t{3}));
-    h.set("__metadata__", meta);
+    h["__metadata__"]["format"] = "flt-model";
+    h["__metadata__"]["count"] = 3;
     CHECK_THAT(expect_error(craft(h, "")), Catch::Contains("is not a string"));
   }
   {
-    Json h = Json::object();
-    h.set("w", tensor_info("F32", {4}, 0, 16));
-    std::string text = h.dump();  // a plain safetensors file without flt metadata
+    json h = json::object();
+    h["w"] = tensor_info("F32", {4}, 0, 16);
+    std::string text = dump_json(h);  // a plain safetensors file without flt metadata
     std::string bytes;
     for (int i = 0; i < 8; ++i) bytes.push_back(static_cast<char>((text.size() >> (8 * i)) & 0xFF));
     CHECK_THAT(expect_error(bytes + text + data), Catch::Contains("no __metadata__"));
   }
+  // Strict JSON: duplicate keys and deep nesting are rejected before anything else.
+  auto with_header_text = [](const std::string& text) {
+    std::string out;
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((text.size() >> (8 * i)) & 0xFF));
+    return out + text;
+  };
+  CHECK_THAT(expect_error(with_header_text("{\"a\":1,\"a\":2}")),
+             Catch::Contains("not valid JSON") && Catch::Contains("duplicate key \"a\""));
+  CHECK_THAT(expect_error(with_header_text("{\"a\":" + std::string(16, '[') + std::string(16, ']') + "}")),
+             Catch::Contains("not valid JSON") && Catch::Contains("nesting deeper than 16"));
   // Not JSON at all, a header length beyond the file, a huge header length, a tiny file.
   CHECK_THAT(expect_error(std::string("\x05\0\0\0\0\0\0\0{abc}", 13)), Catch::Contains("not valid JSON"));
   CHECK_THAT(expect_error(std::string("\xff\0\0\0\0\0\0\0{}", 10)), Catch::Contains("truncated"));

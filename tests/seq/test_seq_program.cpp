@@ -41,8 +41,8 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   CHECK(r.out.find("test accuracy:") != std::string::npos);
   CHECK(r.err.find("epoch 6/6") != std::string::npos);  // progress on stderr
   CHECK(r.err.find("run ETA") != std::string::npos);    // with the whole run's ETA
-  const io::Json m = io::Json::parse(io::read_file(dir / "a" / "test_metrics.json"));
-  const double acc = m.find("test_accuracy")->as_double();
+  const nlohmann::json m = io::parse_json(io::read_file(dir / "a" / "test_metrics.json"));
+  const double acc = m.at("test_accuracy").get<double>();
   CHECK(acc > 0.8);
 
   // eval of the saved model gives the same accuracy; it writes metrics files with --out.
@@ -50,7 +50,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   r = run_flt("image eval -m "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data") + " -o "s + q(dir / "ev"),
               dir.path());
   REQUIRE(r.status == 0);
-  CHECK(io::Json::parse(io::read_file(dir / "ev" / "test_metrics.json")).find("test_accuracy")->as_double() == acc);
+  CHECK(io::parse_json(io::read_file(dir / "ev" / "test_metrics.json")).at("test_accuracy").get<double>() == acc);
   CHECK(r.err.find("evaluating") != std::string::npos);  // progress of the evaluation on stderr
   CHECK(r.out.find("evaluating") == std::string::npos);
   r = run_flt("image eval -q -m "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data"), dir.path());
@@ -98,8 +98,8 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   INFO(r.err);
   REQUIRE(r.status == 0);
   CHECK(r.out.find("bits per character:") != std::string::npos);
-  const io::Json lm = io::Json::parse(io::read_file(dir / "lm" / "test_metrics.json"));
-  CHECK(lm.find("test_bpc")->as_double() > 0.5);
+  const nlohmann::json lm = io::parse_json(io::read_file(dir / "lm" / "test_metrics.json"));
+  CHECK(lm.at("test_bpc").get<double>() > 0.5);
   r = run_flt("seq eval --task lm --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("strings: 1000") != std::string::npos);

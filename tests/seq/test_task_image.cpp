@@ -65,8 +65,14 @@ TEST_CASE("image task: learns a separable synthetic set, outputs, determinism, e
   const io::CsvTable curve = io::read_csv(dir / "run1" / "learning_curve.csv");
   CHECK(curve.rows.size() == 3);
   CHECK(curve.header.back() == "val_accuracy");
-  const io::Json j = io::Json::parse(io::read_file(dir / "run1" / "test_metrics.json"));
-  CHECK(j.find("test_accuracy")->as_double() == Approx(r.test.accuracy));
+  const nlohmann::json j = io::parse_json(io::read_file(dir / "run1" / "test_metrics.json"));
+  CHECK(j.at("test_accuracy").get<double>() == Approx(r.test.accuracy));
+  // Counts are JSON integers; a non-integral metric stays a double.
+  CHECK(j.at("test_images").is_number_unsigned());
+  CHECK(j.at("test_images").get<std::uint64_t>() == 100);
+  CHECK(j.at("epochs").get<std::uint64_t>() == 3);
+  CHECK(j.at("test_loss").is_number_float());
+  CHECK(io::read_file(dir / "run1" / "test_metrics.json").find("\"test_images\":100,") != std::string::npos);
 
   // Confusion matrix and per-class counts agree with the accuracy.
   std::size_t diag = 0, total = 0;
