@@ -16,6 +16,7 @@
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 
 #include <GraphMol/FileParsers/FileParsers.h>
 #include <GraphMol/MolOps.h>
@@ -30,12 +31,7 @@
 namespace flt::chem::detail {
 namespace {
 
-std::string trim(std::string_view text) {
-  const auto b = text.find_first_not_of(" \t\r");
-  if (b == std::string_view::npos) return {};
-  const auto e = text.find_last_not_of(" \t\r");
-  return std::string(text.substr(b, e - b + 1));
-}
+std::string trimmed(std::string_view text) { return std::string(flt::trim(text)); }
 
 // Fixed PDB columns (1-based, inclusive) of a line; blank when the line is shorter.
 std::string column(const std::string& line, std::size_t first, std::size_t last) {
@@ -62,16 +58,16 @@ bool is_water(const std::string& residue) {
 // The serial of a MODEL line: columns 11-14, or whatever follows "MODEL" (Open Babel writes
 // "MODEL 1").
 std::string model_serial(const std::string& line) {
-  std::string serial = trim(column(line, 11, 14));
-  return serial.empty() ? trim(std::string_view(line).substr(5)) : serial;
+  std::string serial = trimmed(column(line, 11, 14));
+  return serial.empty() ? trimmed(std::string_view(line).substr(5)) : serial;
 }
 
 std::string atom_label(const std::string& line) {
   std::ostringstream label;
-  label << trim(column(line, 18, 20));
-  if (const std::string chain = trim(column(line, 22, 22)); !chain.empty()) label << ' ' << chain;
-  label << ' ' << trim(column(line, 23, 26)) << trim(column(line, 27, 27)) << ' '
-        << trim(column(line, 13, 16));
+  label << trimmed(column(line, 18, 20));
+  if (const std::string chain = trimmed(column(line, 22, 22)); !chain.empty()) label << ' ' << chain;
+  label << ' ' << trimmed(column(line, 23, 26)) << trimmed(column(line, 27, 27)) << ' '
+        << trimmed(column(line, 13, 16));
   return label.str();
 }
 
@@ -120,11 +116,11 @@ class PdbParser final : public RecordParser {
       ++line_;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       if (starts_with(line, "HEADER")) {
-        id_code_ = trim(column(line, 63, 66));
+        id_code_ = trimmed(column(line, 63, 66));
         continue;
       }
       if (starts_with(line, "TITLE ")) {
-        const std::string text = trim(column(line, 11, 80));
+        const std::string text = trimmed(column(line, 11, 80));
         title_ += (title_.empty() || title_.back() == '-' ? "" : " ") + text;
         continue;
       }
@@ -165,10 +161,10 @@ class PdbParser final : public RecordParser {
     char first_altloc = ' ';
     for (const std::string& line : lines) {
       if (!is_atom_line(line)) continue;
-      const std::string residue = trim(column(line, 18, 20));
+      const std::string residue = trimmed(column(line, 18, 20));
       const bool het = starts_with(line, "HETATM");
       const char altloc = line.size() >= 17 ? line[16] : ' ';
-      const std::string serial_text = trim(column(line, 7, 11));
+      const std::string serial_text = trimmed(column(line, 7, 11));
       long serial = 0;
       try {
         serial = serial_text.empty() ? 0 : std::stol(serial_text);
@@ -222,7 +218,7 @@ class PdbParser final : public RecordParser {
         fields.push_back(column(line, c, c + 4));
       }
       const auto dropped = [&](const std::string& f) {
-        const std::string t = trim(f);
+        const std::string t = trimmed(f);
         if (t.empty()) return false;
         try {
           return dropped_serials.count(std::stol(t)) > 0;
@@ -234,7 +230,7 @@ class PdbParser final : public RecordParser {
       std::string kept = "CONECT" + fields[0];
       std::size_t partners = 0;
       for (std::size_t i = 1; i < fields.size(); ++i) {
-        if (trim(fields[i]).empty() || dropped(fields[i])) continue;
+        if (trimmed(fields[i]).empty() || dropped(fields[i])) continue;
         kept += fields[i];
         ++partners;
       }

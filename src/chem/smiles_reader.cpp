@@ -7,6 +7,7 @@
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 
 #include <GraphMol/MolOps.h>
 #include <GraphMol/RWMol.h>
@@ -18,17 +19,7 @@
 namespace flt::chem::detail {
 namespace {
 
-std::string lower(std::string text) {
-  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return text;
-}
-
-std::string trim(const std::string& text) {
-  const auto begin = text.find_first_not_of(" \t");
-  if (begin == std::string::npos) return {};
-  const auto end = text.find_last_not_of(" \t");
-  return text.substr(begin, end - begin + 1);
-}
+std::string trimmed(std::string_view text) { return std::string(flt::trim(text)); }
 
 // One CSV row (RFC 4180: quoted fields may hold commas, doubled quotes and line breaks).
 struct CsvRow {
@@ -153,11 +144,11 @@ class SmilesParser final : public RecordParser {
                std::to_string(header_.size()),
            points, *row);
     }
-    const std::string smiles = trim(row->fields[smiles_column_]);
+    const std::string smiles = trimmed(row->fields[smiles_column_]);
     points.title = smiles;
     for (std::size_t c = 0; c < header_.size(); ++c) {
       if (c == smiles_column_) continue;
-      points.set_property(keys_[c], trim(row->fields[c]), units_[c]);
+      points.set_property(keys_[c], trimmed(row->fields[c]), units_[c]);
     }
     if (smiles.empty()) fail(at + "empty SMILES", points, *row);
 
@@ -180,7 +171,7 @@ class SmilesParser final : public RecordParser {
         std::string text = m.text;
         if (text.rfind("ERROR: ", 0) == 0) text.erase(0, 7);
         if (text.find_first_not_of(" \t") == std::string::npos) continue;
-        why += (why.empty() ? "" : "; ") + trim(text);
+        why += (why.empty() ? "" : "; ") + trimmed(text);
       }
       fail(at + "RDKit cannot parse the SMILES '" + smiles + "'" + (why.empty() ? "" : ": " + why),
            points, *row);
@@ -235,7 +226,7 @@ class SmilesParser final : public RecordParser {
     header_ = row->fields;
     std::string columns;
     for (auto& name : header_) {
-      name = trim(name);
+      name = trimmed(name);
       columns += (columns.empty() ? "" : ", ") + name;
     }
     std::optional<std::size_t> found;
@@ -257,8 +248,8 @@ class SmilesParser final : public RecordParser {
       std::string key = header_[c], unit;
       const auto open = key.rfind(" [");
       if (open != std::string::npos && key.size() > open + 3 && key.back() == ']') {
-        unit = trim(key.substr(open + 2, key.size() - open - 3));
-        key = trim(key.substr(0, open));
+        unit = trimmed(key.substr(open + 2, key.size() - open - 3));
+        key = trimmed(key.substr(0, open));
       }
       if (key.empty() && c != smiles_column_) {
         throw InputError(source_, 0, "column " + std::to_string(c + 1) + " has no name");

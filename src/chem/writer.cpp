@@ -2,6 +2,7 @@
 
 #include "chem/elements.hpp"
 #include "core/error.hpp"
+#include "core/text.hpp"
 #include "io/csv.hpp"
 
 #include <GraphMol/Conformer.h>
@@ -13,12 +14,6 @@
 #include <charconv>
 
 namespace flt::chem {
-
-std::string format_number(double value) {
-  char buffer[64];
-  auto result = std::to_chars(buffer, buffer + sizeof buffer, value);
-  return std::string(buffer, result.ptr);
-}
 
 void MoleculeWriter::close() {
   finish();
@@ -59,7 +54,7 @@ class SdfWriter final : public MoleculeWriter {
     for (const auto& pred : predictions) {
       o << ">  <" << pred.name << ">";
       if (!pred.unit.empty()) o << "  [" << pred.unit << "]";
-      o << "\n" << format_number(pred.value) << "\n\n";
+      o << "\n" << shortest_number(pred.value) << "\n\n";
     }
     o << "$$$$\n";
     ++written_;
@@ -188,7 +183,7 @@ class CsvWriter final : public MoleculeWriter {
     }
     std::ostream& o = out();
     row_start(points);
-    for (const auto& pred : predictions) o << ',' << format_number(pred.value);
+    for (const auto& pred : predictions) o << ',' << shortest_number(pred.value);
     if (error_column_) o << ',';
     o << '\n';
     ++written_;
@@ -345,14 +340,14 @@ class ExtXyzWriter final : public MoleculeWriter {
       o << ' ' << xyz_key(p.key) << '=' << xyz_value(p.value);
     }
     for (const auto& pred : predictions) {
-      o << ' ' << xyz_key(pred.name) << '=' << format_number(pred.value);
+      o << ' ' << xyz_key(pred.name) << '=' << shortest_number(pred.value);
       if (!pred.unit.empty()) o << ' ' << xyz_key(pred.name) << "_unit=" << xyz_value(pred.unit);
     }
     o << '\n';
     for (std::size_t i = 0; i < n; ++i) {
       o << element_symbol(points.atomic_numbers[i]);
       for (Index c = 0; c < 3; ++c) {
-        o << ' ' << format_number(points.positions(static_cast<Index>(i), c));
+        o << ' ' << shortest_number(points.positions(static_cast<Index>(i), c));
       }
       for (const AtomColumn* col : columns) {
         for (int k = 0; k < col->width; ++k) {
@@ -369,7 +364,7 @@ class ExtXyzWriter final : public MoleculeWriter {
           } else if (col->type == 'I') {
             o << ' ' << static_cast<long long>(col->values[at]);
           } else {
-            o << ' ' << format_number(col->values[at]);
+            o << ' ' << shortest_number(col->values[at]);
           }
         }
       }

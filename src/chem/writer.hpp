@@ -82,7 +82,4 @@ class MoleculeWriter {
 // The SD tag, CSV column and extended-XYZ key that carry the reason a record was not predicted.
 inline constexpr const char* kErrorTag = "flt_error";
 
-// Shortest text that reads back as exactly `value` ("0.1", "-40.47893", "1e-05").
-std::string format_number(double value);
-
 }  // namespace flt::chem

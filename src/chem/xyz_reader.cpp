@@ -21,6 +21,7 @@
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -31,12 +32,6 @@ namespace flt::chem::detail {
 namespace {
 
 constexpr std::size_t kReserveCap = 4096;  // never trust a count line for allocation sizes
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
-}
 
 void split_ws(std::string_view s, std::vector<std::string_view>& out) {
   out.clear();

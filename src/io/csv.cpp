@@ -1,5 +1,7 @@
 #include "io/csv.hpp"
 
+#include "core/text.hpp"
+
 #include "io/atomic_file.hpp"
 #include "io/utf8.hpp"
 
@@ -122,8 +124,7 @@ CsvTable parse_csv(std::string_view text, const std::string& source) {
 CsvTable read_csv(const std::filesystem::path& path) { return parse_csv(read_file(path), path.string()); }
 
 double parse_csv_number(std::string_view field, const CsvTable& table, std::size_t row, std::size_t column) {
-  while (!field.empty() && (field.front() == ' ' || field.front() == '\t')) field.remove_prefix(1);
-  while (!field.empty() && (field.back() == ' ' || field.back() == '\t')) field.remove_suffix(1);
+  field = trim(field);
   std::string low(field);
   for (char& c : low)
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
@@ -161,10 +162,7 @@ void write_csv_row(std::ostream& out, const std::vector<std::string>& fields) {
 }
 
 std::string csv_number(double value) {
-  if (std::isnan(value)) return "";
-  char buf[64];
-  const auto res = std::to_chars(buf, buf + sizeof buf, value);
-  return std::string(buf, res.ptr);
+  return std::isnan(value) ? std::string() : shortest_number(value);
 }
 
 }  // namespace flt::io

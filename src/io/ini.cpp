@@ -1,5 +1,7 @@
 #include "io/ini.hpp"
 
+#include "core/text.hpp"
+
 #include "io/atomic_file.hpp"
 #include "io/utf8.hpp"
 
@@ -9,19 +11,6 @@
 
 namespace flt::io {
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  return out;
-}
 
 std::string quote_for_message(std::string_view s) {
   std::string out = "'";

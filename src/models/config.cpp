@@ -1,6 +1,8 @@
 // ModelConfig validation and its key/value (INI) form. See molecule_model.hpp.
 #include "models/molecule_model.hpp"
 
+#include "core/text.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -121,25 +123,10 @@ void ModelConfig::validate() const {
 
 namespace {
 
-std::string fmt(double v) {
-  char buf[64];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest round-trip form
-  return std::string(buf, r.ptr);
-}
-
-std::vector<std::string> split(const std::string& s) {
-  // Comma-separated, each item trimmed of surrounding blanks (inner blanks kept: "cal/(mol K)").
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t comma = s.find(',', start);
-    std::string item = s.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    const auto b = item.find_first_not_of(" \t");
-    const auto e = item.find_last_not_of(" \t");
-    out.push_back(b == std::string::npos ? std::string() : item.substr(b, e - b + 1));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
+// Comma-separated, each item trimmed (inner blanks kept: "cal/(mol K)"), empty items kept.
+std::vector<std::string> trimmed_fields(const std::string& s) {
+  std::vector<std::string> out = split(s);
+  for (auto& item : out) item = std::string(trim(item));
   return out;
 }
 
@@ -190,34 +177,34 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
       {"use_charges", c.use_charges ? "true" : "false"},
       {"max_charge", std::to_string(c.max_charge)},
       {"attention", to_string(c.attention)},
-      {"cutoff", fmt(c.cutoff)},
+      {"cutoff", shortest_number(c.cutoff)},
       {"radial_nodes", std::to_string(c.radial_nodes)},
       {"vectors", c.vectors ? "true" : "false"},
       {"far_field", to_string(c.far_field)},
       {"far_nodes", std::to_string(c.far_nodes)},
-      {"far_spacing", fmt(c.far_spacing)},
+      {"far_spacing", shortest_number(c.far_spacing)},
       {"far_design", attn::to_string(c.far_design)},
       {"far_degree", std::to_string(c.far_degree)},
       {"far_directions", std::to_string(c.far_directions)},
-      {"far_init", fmt(c.far_init)},
+      {"far_init", shortest_number(c.far_init)},
       {"charge_energy", to_string(c.charge_energy)},
       {"charge_nodes", std::to_string(c.charge_nodes)},
-      {"charge_spacing", fmt(c.charge_spacing)},
+      {"charge_spacing", shortest_number(c.charge_spacing)},
       {"charge_degree", std::to_string(c.charge_degree)},
-      {"charge_init", fmt(c.charge_init)},
+      {"charge_init", shortest_number(c.charge_init)},
       {"num_features", std::to_string(c.num_features)},
       {"num_frequencies", std::to_string(c.num_frequencies)},
       {"spectrum", attn::to_string(c.spectrum)},
       {"spectrum_components", std::to_string(c.spectrum_components)},
       {"proposal", attn::to_string(c.proposal)},
-      {"proposal_scale", fmt(c.proposal_scale)},
-      {"init_sigma_min", fmt(c.init_sigma_min)},
-      {"init_sigma_max", fmt(c.init_sigma_max)},
-      {"init_beta", fmt(c.init_beta)},
-      {"kronecker_floor", fmt(c.kronecker_floor)},
+      {"proposal_scale", shortest_number(c.proposal_scale)},
+      {"init_sigma_min", shortest_number(c.init_sigma_min)},
+      {"init_sigma_max", shortest_number(c.init_sigma_max)},
+      {"init_beta", shortest_number(c.init_beta)},
+      {"kronecker_floor", shortest_number(c.kronecker_floor)},
       {"redraw_features", c.redraw_features ? "true" : "false"},
       {"exact_rbf", std::to_string(c.exact_rbf)},
-      {"exact_cutoff", fmt(c.exact_cutoff)},
+      {"exact_cutoff", shortest_number(c.exact_cutoff)},
       {"seed", std::to_string(c.seed)},
   };
 }
@@ -239,16 +226,16 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
   // Targets: names first, then units and pooling aligned with them.
   if (const auto* v = get("targets")) {
     c.targets.clear();
-    for (const auto& n : split(*v)) c.targets.push_back({n, "", true});
+    for (const auto& n : trimmed_fields(*v)) c.targets.push_back({n, "", true});
   }
   if (const auto* v = get("target_units")) {
-    const auto u = split(*v);
+    const auto u = trimmed_fields(*v);
     if (u.size() != c.targets.size())
       throw ConfigError("model configuration: target_units: need one unit per target");
     for (std::size_t i = 0; i < u.size(); ++i) c.targets[i].unit = u[i];
   }
   if (const auto* v = get("target_pooling")) {
-    const auto p = split(*v);
+    const auto p = trimmed_fields(*v);
     if (p.size() != c.targets.size())
       throw ConfigError("model configuration: target_pooling: need one of sum/mean per target");
     for (std::size_t i = 0; i < p.size(); ++i) {

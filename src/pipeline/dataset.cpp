@@ -5,6 +5,7 @@
 #include "chem/point_set.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 #include "io/data_checksum.hpp"
 #include "train/labels.hpp"
 #include "io/units.hpp"
@@ -392,11 +393,6 @@ Dataset finish_or_throw(DatasetBuilder& builder, chem::ReadSummary summary, cons
   return d;
 }
 
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
-}
 
 }  // namespace
 
@@ -497,7 +493,7 @@ Dataset load_dataset(const DatasetOptions& options) {
   if (options.inputs.empty()) throw ConfigError("no input files given");
   DatasetBuilder builder(options, load_csv(options));
   chem::ReadSummary summary = read_records(builder, options);
-  return finish_or_throw(builder, std::move(summary), join(options.inputs));
+  return finish_or_throw(builder, std::move(summary), join(options.inputs, ", "));
 }
 
 void load_coordinates(Dataset& data, DatasetOptions options, std::function<bool(std::size_t)> keep) {
@@ -507,7 +503,7 @@ void load_coordinates(Dataset& data, DatasetOptions options, std::function<bool(
   require(data.digests.size() == data.size(), "load_coordinates: the dataset has no molecule digests");
   // Only the kept coordinates are stored: the records are checked against `data` as they are read.
   DatasetBuilder builder(options, load_csv(options));
-  builder.refill(data, join(options.inputs));
+  builder.refill(data, join(options.inputs, ", "));
   read_records(builder, options);
   if (builder.added() != data.size())
     throw builder.changed_between_reads("gave " + std::to_string(builder.added()) + " good molecules, the first read " +

@@ -3,6 +3,7 @@
 
 #include "chem/elements.hpp"
 #include "chem/writer.hpp"
+#include "core/text.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -46,8 +47,8 @@ std::string describe_model(const LoadedModel& model) {
     const auto& spec = model.targets()[t];
     std::snprintf(line, sizeof line, "  %-10s %-12s %-9s %16s %16s\n", spec.name.c_str(),
                   spec.unit.c_str(), spec.extensive ? "sum" : "mean",
-                  chem::format_number(norm.mean[t]).c_str(),
-                  chem::format_number(norm.scale[t]).c_str());
+                  shortest_number(norm.mean[t]).c_str(),
+                  shortest_number(norm.scale[t]).c_str());
     o << line;
   }
   o << "  (extensive targets: prediction = sum of reference energies + atoms x mean + scale x "
@@ -66,7 +67,7 @@ std::string describe_model(const LoadedModel& model) {
       o << "  " << chem::element_symbol(z) << "(" << z << ")";
       for (std::size_t t = 0; t < model.targets().size(); ++t)
         if (model.targets()[t].extensive)
-          o << "  " << chem::format_number(norm.reference(static_cast<Index>(t), z));
+          o << "  " << shortest_number(norm.reference(static_cast<Index>(t), z));
       o << "\n";
     }
   }

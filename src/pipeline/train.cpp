@@ -7,6 +7,7 @@
 #include "core/log.hpp"
 #include "core/optim.hpp"
 #include "core/random.hpp"
+#include "core/text.hpp"
 #include "core/version.hpp"
 #include "models/force_training.hpp"
 #include "models/model_io.hpp"
@@ -56,12 +57,6 @@ std::string dashed(std::string key) {
   return key;
 }
 
-std::string join(const std::vector<std::string>& items, const char* sep = ",") {
-  std::string out;
-  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
-  return out;
-}
-
 // "name=value" list items -> map (for --units, --source-units, --pooling).
 std::map<std::string, std::string> parse_assignments(const std::vector<std::string>& items, const std::string& option) {
   std::map<std::string, std::string> out;
@@ -72,13 +67,6 @@ std::map<std::string, std::string> parse_assignments(const std::vector<std::stri
     out[item.substr(0, eq)] = item.substr(eq + 1);
   }
   return out;
-}
-
-std::string format_number(double v, int precision = 4) {
-  if (std::isnan(v)) return "nan";
-  std::ostringstream s;
-  s << std::setprecision(precision) << v;
-  return s.str();
 }
 
 double now_seconds() {

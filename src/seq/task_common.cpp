@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/optim.hpp"
+#include "core/text.hpp"
 #include "core/version.hpp"
 #include "io/atomic_file.hpp"
 #include "train/checkpoint.hpp"
@@ -39,13 +40,6 @@ double now_seconds() {
 std::string dashed(std::string key) {
   std::replace(key.begin(), key.end(), '_', '-');
   return key;
-}
-
-std::string format_number(double v, int precision = 4) {
-  if (std::isnan(v)) return "nan";
-  std::ostringstream s;
-  s << std::setprecision(precision) << v;
-  return s.str();
 }
 
 // The configuration that must not change between an interrupted run and its --resume: the

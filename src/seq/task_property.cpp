@@ -4,6 +4,7 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
 #include "io/progress.hpp"
@@ -39,26 +40,6 @@ TokenModelConfig property_model_defaults() {
   return c;
 }
 
-std::string join(const std::vector<std::string>& v) {
-  std::string out;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (i) out += ',';
-    out += v[i];
-  }
-  return out;
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    const std::size_t c = text.find(',', pos);
-    out.push_back(text.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
-    if (c == std::string::npos) break;
-    pos = c + 1;
-  }
-  return out;
-}
 
 std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
   if (limit > 0 && v.size() > limit) v.resize(limit);
@@ -331,8 +312,8 @@ PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs:
   }
   if (static_cast<Index>(vocab.size()) != model->config().vocab_size)
     throw ModelFileError(src, "vocabulary size differs from the model's vocab_size");
-  const std::vector<std::string> targets = split_list(require_metadata(meta, "task.targets", src));
-  const std::vector<std::string> elements = split_list(require_metadata(meta, "task.elements", src));
+  const std::vector<std::string> targets = split(require_metadata(meta, "task.targets", src));
+  const std::vector<std::string> elements = split(require_metadata(meta, "task.elements", src));
   TargetNormalisation norm;
   norm.elements = elements;
   norm.mean = parse_doubles(require_metadata(meta, "task.mean", src), src + " task.mean");

@@ -1,6 +1,8 @@
 // Configuration of the token model: enum names, validation, key/value strings (model files).
 #include "seq/token_model.hpp"
 
+#include "core/text.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <set>
@@ -84,13 +86,6 @@ void TokenModelConfig::validate() const {
 
 namespace {
 
-std::string fmt_double(double v) {
-  char buf[64];
-  auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  (void)ec;
-  return std::string(buf, ptr);
-}
-
 std::string join(const std::vector<Index>& v) {
   std::string s;
   for (std::size_t i = 0; i < v.size(); ++i) {
@@ -155,10 +150,10 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenMo
       {"spectrum_components", std::to_string(c.spectrum_components)},
       {"window_radii", join(c.window_radii)},
       {"proposal", attn::to_string(c.proposal)},
-      {"proposal_scale", fmt_double(c.proposal_scale)},
-      {"init_sigma_min", fmt_double(c.init_sigma_min)},
-      {"init_sigma_max", fmt_double(c.init_sigma_max)},
-      {"init_beta", fmt_double(c.init_beta)},
+      {"proposal_scale", shortest_number(c.proposal_scale)},
+      {"init_sigma_min", shortest_number(c.init_sigma_min)},
+      {"init_sigma_max", shortest_number(c.init_sigma_max)},
+      {"init_beta", shortest_number(c.init_beta)},
       {"redraw_features", c.redraw_features ? "true" : "false"},
       {"block_size", std::to_string(c.block_size)},
       {"seed", std::to_string(c.seed)},

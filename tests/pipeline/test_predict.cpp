@@ -2,6 +2,7 @@
 // files, unwritable outputs, thread counts, invariances, concurrent use.
 #include "chem/elements.hpp"
 #include "chem/writer.hpp"
+#include "core/text.hpp"
 #include "test_predict_util.hpp"
 #include "io/csv.hpp"
 
@@ -179,7 +180,7 @@ TEST_CASE("flt predict is invariant to atom permutations and translations", "[pr
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t i = index_of(k);
       xyz << chem::element_symbol(base->atomic_numbers[i]);
-      for (int c = 0; c < 3; ++c) xyz << " " << chem::format_number(position_of(i, c));
+      for (int c = 0; c < 3; ++c) xyz << " " << shortest_number(position_of(i, c));
       xyz << "\n";
     }
   };

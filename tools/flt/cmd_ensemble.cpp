@@ -1,9 +1,9 @@
 // flt ensemble: packs trained models into one ensemble file (format "flt-ensemble",
 // docs/model-format.md) that predict, eval, md, info and the library load as the members' mean.
 #include "core/error.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
-#include "flt/options_util.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "options_util.hpp"
 #include "pipeline/predict.hpp"
 
 #include <boost/program_options.hpp>

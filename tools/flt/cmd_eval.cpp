@@ -3,9 +3,9 @@
 #include "chem/reader.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
-#include "flt/options_util.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "options_util.hpp"
 #include "pipeline/dataset_progress.hpp"
 #include "io/progress.hpp"
 

@@ -4,9 +4,9 @@
 // to stdout.
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
-#include "flt/options_util.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "options_util.hpp"
 #include "seq/task_image.hpp"
 #include "io/progress.hpp"
 

@@ -1,9 +1,9 @@
 // flt info: prints a model file's metadata (format version, configuration, elements, targets with
 // units, normalisation, reference energies, parameter count, training metadata).
 #include "core/error.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
-#include "flt/options_util.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "options_util.hpp"
 #include "pipeline/info.hpp"
 
 #include <boost/program_options.hpp>

@@ -6,9 +6,10 @@
 #include "comm/communicator.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
-#include "flt/options_util.hpp"
+#include "core/text.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "options_util.hpp"
 #include "pipeline/dataset_progress.hpp"
 #include "pipeline/predict.hpp"
 #include "io/units.hpp"
@@ -162,7 +163,7 @@ void attach_atom_values(chem::PointSet& points, chem::Format format, const std::
   if (format == chem::Format::sdf) {
     std::string text;
     for (std::size_t k = 0; k < values.size(); ++k)
-      text += chem::format_number(values[k]) + ((k + 1) % static_cast<std::size_t>(width) == 0 ? "\n" : " ");
+      text += shortest_number(values[k]) + ((k + 1) % static_cast<std::size_t>(width) == 0 ? "\n" : " ");
     points.set_property(io::with_unit_suffix(name, unit), text);
   } else {
     chem::AtomColumn column;

@@ -1,9 +1,9 @@
 // flt rpe: writes a model's learned RPE functions f(distance) per block and head as CSV and an SVG
 // plot (see src/pipeline/rpe_export.hpp).
 #include "core/error.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
-#include "flt/options_util.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "options_util.hpp"
 #include "pipeline/rpe_export.hpp"
 
 #include <boost/program_options.hpp>

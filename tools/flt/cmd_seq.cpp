@@ -5,9 +5,9 @@
 // overriding; progress goes to stderr, the summary to stdout.
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
-#include "flt/options_util.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
+#include "options_util.hpp"
 #include "seq/task_lm.hpp"
 #include "seq/task_property.hpp"
 #include "io/ini.hpp"

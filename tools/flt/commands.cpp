@@ -1,4 +1,4 @@
-#include "flt/commands.hpp"
+#include "commands.hpp"
 
 #include <algorithm>
 #include <cstring>

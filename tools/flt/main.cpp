@@ -5,8 +5,8 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/version.hpp"
-#include "flt/commands.hpp"
-#include "flt/exit_codes.hpp"
+#include "commands.hpp"
+#include "exit_codes.hpp"
 
 #include <boost/program_options/errors.hpp>
 

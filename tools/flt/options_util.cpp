@@ -1,8 +1,9 @@
-#include "flt/options_util.hpp"
+#include "options_util.hpp"
 
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "flt/commands.hpp"
+#include "core/text.hpp"
+#include "commands.hpp"
 #include "io/progress.hpp"
 
 #include <fstream>
@@ -49,18 +50,6 @@ void apply_verbosity(const po::variables_map& vm) {
 }
 
 bool is_quiet(const po::variables_map& vm) { return vm.count("quiet") != 0 && vm.count("verbose") == 0; }
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const auto b = item.find_first_not_of(' ');
-    const auto e = item.find_last_not_of(' ');
-    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
-  }
-  return out;
-}
 
 io::ProgressOutput progress_output(bool quiet) {
   if (quiet) return {};

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "chem/reader.hpp"
+#include "core/text.hpp"
 #include "io/progress.hpp"
 
 #include <boost/program_options.hpp>
@@ -38,9 +39,6 @@ bool is_quiet(const boost::program_options::variables_map& vm);
 // -v/--verbose (installing the matching log sink, as apply_verbosity does; `quiet`, if given,
 // is set when -q/--quiet was seen) and returns true as soon as -h/--help is seen.
 bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args, bool* quiet = nullptr);
-
-// A comma-separated list of names ("U0, gap"), blanks around each trimmed, empty items dropped.
-std::vector<std::string> split_list(const std::string& text);
 
 // Where a subcommand's progress goes: stderr (a redrawn bar on a terminal, plain lines
 // otherwise), or nowhere with -q/--quiet. Never standard output.
