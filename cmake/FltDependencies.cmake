@@ -31,6 +31,9 @@ flt_require(ZLIB_FOUND "zlib" zlib1g-dev)
 find_package(nlohmann_json 3 QUIET)
 flt_require(nlohmann_json_FOUND "nlohmann JSON for Modern C++ (nlohmann_json 3)" nlohmann-json3-dev)
 
+find_package(LibArchive QUIET)
+flt_require(LibArchive_FOUND "libarchive" libarchive-dev)
+
 # RDKit: Debian ships neither a CMake config nor a pkg-config file.
 find_path(RDKit_INCLUDE_DIR GraphMol/GraphMol.h PATH_SUFFIXES rdkit)
 flt_require(RDKit_INCLUDE_DIR "RDKit headers (GraphMol/GraphMol.h)" librdkit-dev)

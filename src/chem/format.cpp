@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <iterator>
 #include <string>
 
 namespace flt::chem {
@@ -65,10 +66,13 @@ Format format_from_path(std::string_view path) {
   return Format::unknown;
 }
 
-bool is_tar_archive(std::string_view path) {
+bool is_archive(std::string_view path) {
   const std::string p = lower(path);
-  return ends_with(p, ".tar") || ends_with(p, ".tar.bz2") || ends_with(p, ".tbz2") ||
-         ends_with(p, ".tbz") || ends_with(p, ".tar.gz") || ends_with(p, ".tgz");
+  static constexpr std::string_view kSuffixes[] = {
+      ".tar",  ".tar.gz",  ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
+      ".tar.zst", ".tzst", ".zip", ".7z",  ".cpio"};
+  return std::any_of(std::begin(kSuffixes), std::end(kSuffixes),
+                     [&](std::string_view suffix) { return ends_with(p, suffix); });
 }
 
 }  // namespace flt::chem

@@ -24,7 +24,9 @@ std::string_view format_name(Format format);
 // Format::unknown when the extension is not one flt reads or writes.
 Format format_from_path(std::string_view path);
 
-// True for ".tar", ".tar.bz2", ".tbz2", ".tbz", ".tar.gz", ".tgz" names.
-bool is_tar_archive(std::string_view path);
+// True for the names of the archives the readers open (case-insensitive): ".tar", ".tar.gz",
+// ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".zip", ".7z",
+// ".cpio".
+bool is_archive(std::string_view path);
 
 }  // namespace flt::chem

@@ -1,20 +1,18 @@
-// MoleculeReader: walks the inputs (files, .gz files, directories, tar archives, standard input)
-// and hands each stream to the record parser of its format.
+// MoleculeReader: walks the inputs (files, .gz files, directories, archives, standard input) and
+// hands each stream to the record parser of its format.
 #include "chem/reader.hpp"
 
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "io/compressed.hpp"
 
-#include <boost/iostreams/filter/bzip2.hpp>
-#include <boost/iostreams/filter/gzip.hpp>
-#include <boost/iostreams/filtering_stream.hpp>
+#include <archive.h>
+#include <archive_entry.h>
 
 #include <algorithm>
-#include <array>
-#include <cstring>
+#include <cctype>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <streambuf>
@@ -23,7 +21,6 @@ namespace flt::chem {
 namespace {
 
 namespace fs = std::filesystem;
-namespace bio = boost::iostreams;
 
 constexpr std::size_t kFileBuffer = 1 << 16;
 
@@ -37,11 +34,13 @@ bool has_suffix(const std::string& text, std::string_view suffix) {
   return true;
 }
 
-// One readable stream (a file, an archive member, stdin) with its name and format.
+// One readable stream (a file, an archive member, stdin) with its name and format. When the
+// stream goes bad, `failure` (if set and not empty) says why: a decompression or archive error.
 struct Source {
   std::string name;
   std::istream* stream = nullptr;
   Format format = Format::unknown;
+  const std::string* failure = nullptr;
 };
 
 // An input (file, directory, archive, stream) yields its sources one after the other; a source
@@ -54,40 +53,8 @@ class Input {
   virtual std::uint64_t bytes_read() const { return 0; }
 };
 
-// Position of the next byte a file buffer hands out (what was read from disk minus what is still
-// buffered), without moving it; 0 if unknown.
-std::uint64_t buffer_position(std::filebuf* buffer) {
-  const auto pos = buffer->pubseekoff(0, std::ios_base::cur, std::ios_base::in);
-  return pos < 0 ? 0 : static_cast<std::uint64_t>(pos);
-}
-
 // Total size of the molecule files an input path stands for; nullopt for standard input.
 std::optional<std::uint64_t> input_size(const std::string& path, const ReadOptions& options);
-
-// A file, decompressed when its name ends in .gz; keeps the file and filter chain alive.
-class OpenFile {
- public:
-  explicit OpenFile(const std::string& path) : buffer_(kFileBuffer) {
-    file_.rdbuf()->pubsetbuf(buffer_.data(), static_cast<std::streamsize>(buffer_.size()));
-    file_.open(path, std::ios::binary);
-    if (!file_) throw IoError(path, std::string("cannot open: ") + std::strerror(errno));
-    if (has_suffix(path, ".gz")) {
-      filter_.push(bio::gzip_decompressor());
-      filter_.push(file_);
-      stream_ = &filter_;
-    } else {
-      stream_ = &file_;
-    }
-  }
-  std::istream& stream() { return *stream_; }
-  std::uint64_t bytes_read() { return buffer_position(file_.rdbuf()); }
-
- private:
-  std::vector<char> buffer_;
-  std::ifstream file_;
-  bio::filtering_istream filter_;
-  std::istream* stream_ = nullptr;
-};
 
 Format resolve_format(const std::string& name, const ReadOptions& options) {
   if (options.format != Format::unknown) return options.format;
@@ -102,19 +69,19 @@ class FileInput final : public Input {
       throw InvalidArgument(path_ + ": cannot tell the format from the file name; give it "
                                     "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv)");
     }
-    file_ = std::make_unique<OpenFile>(path_);
+    file_ = std::make_unique<io::InputFile>(path_);
   }
   std::optional<Source> next_source() override {
     if (done_) return std::nullopt;
     done_ = true;
-    return Source{path_, &file_->stream(), format_};
+    return Source{path_, &file_->stream(), format_, &file_->failure()};
   }
   std::uint64_t bytes_read() const override { return file_->bytes_read(); }
 
  private:
   std::string path_;
   Format format_;
-  std::unique_ptr<OpenFile> file_;
+  std::unique_ptr<io::InputFile> file_;
   bool done_ = false;
 };
 
@@ -171,8 +138,8 @@ class DirectoryInput final : public Input {
       const auto size = fs::file_size(files_[next_ - 2], ec);
       if (!ec) finished_bytes_ += size;
     }
-    file_ = std::make_unique<OpenFile>(path);
-    return Source{path, &file_->stream(), resolve_format(path, options_)};
+    file_ = std::make_unique<io::InputFile>(path);
+    return Source{path, &file_->stream(), resolve_format(path, options_), &file_->failure()};
   }
   std::uint64_t bytes_read() const override { return finished_bytes_ + (file_ ? file_->bytes_read() : 0); }
 
@@ -180,202 +147,138 @@ class DirectoryInput final : public Input {
   ReadOptions options_;
   std::vector<std::string> files_;
   std::size_t next_ = 0;
-  std::unique_ptr<OpenFile> file_;
+  std::unique_ptr<io::InputFile> file_;
   std::uint64_t finished_bytes_ = 0;
 };
 
-// Reads at most `size` bytes of an upstream stream: one tar member.
-class BoundedBuf final : public std::streambuf {
+// libarchive's message for the last error (some end in a line break), or a generic one.
+std::string archive_reason(struct archive* archive) {
+  const char* why = archive_error_string(archive);
+  std::string reason = why != nullptr ? why : "";
+  while (!reason.empty() && std::isspace(static_cast<unsigned char>(reason.back()))) reason.pop_back();
+  return reason.empty() ? "corrupt or truncated archive" : reason;
+}
+
+// A failed read of an archive member: why, and whether the archive can go on (libarchive's
+// ARCHIVE_FAILED, e.g. an encrypted member) or not (ARCHIVE_FATAL, e.g. truncated data).
+struct MemberFailure {
+  std::string reason;
+  bool fatal = false;
+};
+
+// Hands out the data of the archive's current member (archive_read_data). A read error sets the
+// istream's badbit (std::istream turns the exception into badbit) and is kept in `failure`.
+class MemberBuf final : public std::streambuf {
  public:
-  BoundedBuf(std::istream& up, std::uint64_t size) : up_(up), remaining_(size), buffer_(1 << 15) {}
-  std::uint64_t remaining() const noexcept { return remaining_; }
-  bool truncated() const noexcept { return truncated_; }
+  MemberBuf(struct archive* archive, MemberFailure* failure)
+      : archive_(archive), failure_(failure), buffer_(1 << 15) {}
 
  protected:
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
-    if (remaining_ == 0) return traits_type::eof();
-    const auto want = static_cast<std::streamsize>(
-        std::min<std::uint64_t>(remaining_, buffer_.size()));
-    up_.read(buffer_.data(), want);
-    const std::streamsize got = up_.gcount();
-    if (got <= 0) {
-      truncated_ = true;
-      remaining_ = 0;
-      return traits_type::eof();
+    if (!failure_->reason.empty()) return traits_type::eof();
+    const la_ssize_t got = archive_read_data(archive_, buffer_.data(), buffer_.size());
+    if (got < 0) {
+      failure_->reason = archive_reason(archive_);
+      failure_->fatal = got == ARCHIVE_FATAL;
+      throw std::ios_base::failure(failure_->reason);
     }
-    remaining_ -= static_cast<std::uint64_t>(got);
+    if (got == 0) return traits_type::eof();
     setg(buffer_.data(), buffer_.data(), buffer_.data() + got);
     return traits_type::to_int_type(*gptr());
   }
 
  private:
-  std::istream& up_;
-  std::uint64_t remaining_;
+  struct archive* archive_;
+  MemberFailure* failure_;
   std::vector<char> buffer_;
-  bool truncated_ = false;
 };
 
-// POSIX ustar / GNU tar archive, optionally bzip2- or gzip-compressed, read member by member
-// without extracting (so memory does not grow with the archive).
-class TarInput final : public Input {
+// An archive read member by member through libarchive without extracting (memory does not grow
+// with the archive): tar (ustar, GNU, pax), zip, 7-Zip and cpio, plain or compressed with gzip,
+// bzip2, xz or zstd (told apart by content, not by name). Regular members with a molecule-file
+// name are read in archive order; others are skipped.
+class ArchiveInput final : public Input {
  public:
-  TarInput(std::string path, const ReadOptions& options)
-      : path_(std::move(path)), options_(options), buffer_(kFileBuffer) {
-    file_.rdbuf()->pubsetbuf(buffer_.data(), static_cast<std::streamsize>(buffer_.size()));
-    file_.open(path_, std::ios::binary);
-    if (!file_) throw IoError(path_, std::string("cannot open: ") + std::strerror(errno));
-    if (has_suffix(path_, ".bz2") || has_suffix(path_, ".tbz")) {
-      in_.push(bio::bzip2_decompressor());
-    } else if (has_suffix(path_, ".gz") || has_suffix(path_, ".tgz")) {
-      in_.push(bio::gzip_decompressor());
+  ArchiveInput(std::string path, const ReadOptions& options)
+      : path_(std::move(path)), options_(options), archive_(archive_read_new()) {
+    if (archive_ == nullptr) throw IoError(path_, "libarchive: cannot allocate a reader");
+    // Only filters built into libarchive: archive_read_support_filter_all would also run external
+    // programs (lrzip, lzop, grzip) on data that looks like theirs.
+    archive_read_support_filter_gzip(archive_);
+    archive_read_support_filter_bzip2(archive_);
+    archive_read_support_filter_xz(archive_);
+    archive_read_support_filter_zstd(archive_);
+    archive_read_support_format_tar(archive_);
+    archive_read_support_format_zip(archive_);
+    archive_read_support_format_7zip(archive_);
+    archive_read_support_format_cpio(archive_);
+    archive_read_support_format_empty(archive_);
+    if (archive_read_open_filename(archive_, path_.c_str(), kFileBuffer) != ARCHIVE_OK) {
+      const std::string why = reason();
+      archive_read_free(archive_);
+      throw IoError(path_, why);
     }
-    in_.push(file_);
   }
+  ~ArchiveInput() override { archive_read_free(archive_); }
+  ArchiveInput(const ArchiveInput&) = delete;
+  ArchiveInput& operator=(const ArchiveInput&) = delete;
 
   std::optional<Source> next_source() override {
-    if (member_) {
-      if (member_buf_->truncated()) throw IoError(path_, "archive ends inside " + member_name_);
-      skip(member_buf_->remaining() + padding_);
-      member_.reset();
-      member_buf_.reset();
-    }
-    std::string long_name;
+    member_.reset();
+    member_buf_.reset();
+    // After a fatal data error libarchive cannot go on; the error was reported for the member.
+    if (done_ || failure_.fatal) return std::nullopt;
+    failure_.reason.clear();
     for (;;) {
-      std::array<char, 512> header{};
-      in_.read(header.data(), 512);
-      if (in_.gcount() == 0) return std::nullopt;
-      if (in_.gcount() != 512) throw IoError(path_, "truncated tar header");
-      if (std::all_of(header.begin(), header.end(), [](char c) { return c == 0; })) {
-        return std::nullopt;  // end-of-archive block
+      struct archive_entry* entry = nullptr;
+      const int rc = archive_read_next_header(archive_, &entry);
+      if (rc == ARCHIVE_EOF) {
+        done_ = true;
+        return std::nullopt;
       }
-      if (!checksum_ok(header)) {
-        throw IoError(path_, "not a tar archive (bad header checksum at member " +
-                                 std::to_string(members_ + 1) + ")");
+      if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
+        done_ = true;
+        throw IoError(path_, reason());
       }
-      ++members_;
-      const std::uint64_t size = parse_size(header);
-      const char type = header[156];
-      std::string name = long_name.empty() ? header_name(header) : long_name;
-      long_name.clear();
-      padding_ = (512 - size % 512) % 512;
-      if (type == 'L' || type == 'x') {
-        if (size > (1u << 20)) throw IoError(path_, "oversized tar extended header");
-        std::string data(size, '\0');
-        in_.read(data.data(), static_cast<std::streamsize>(size));
-        if (static_cast<std::uint64_t>(in_.gcount()) != size) {
-          throw IoError(path_, "truncated tar extended header");
-        }
-        skip(padding_);
-        if (type == 'L') {
-          long_name = data.substr(0, data.find('\0'));
-        } else {
-          long_name = pax_path(data);
-        }
-        continue;
-      }
-      const bool regular = type == '0' || type == '\0' || type == '7';
+      const std::string name = pathname(entry);
+      if (rc == ARCHIVE_WARN) log_debug(path_, ": ", name, ": ", reason());
+      const bool regular =
+          archive_entry_filetype(entry) == AE_IFREG && archive_entry_hardlink(entry) == nullptr;
+      if (!regular) continue;
       const std::string base = name.substr(name.find_last_of('/') + 1);
-      const Format format = regular ? resolve_format(name, options_) : Format::unknown;
-      if (!regular || base.empty() || base[0] == '.' || format == Format::unknown ||
-          format == Format::csv || has_suffix(name, ".gz")) {
-        if (regular) log_debug(path_, ": skipping member ", name);
-        skip(size + padding_);
+      const Format format = resolve_format(name, options_);
+      if (base.empty() || base[0] == '.' || format == Format::unknown || format == Format::csv ||
+          has_suffix(name, ".gz")) {
+        log_debug(path_, ": skipping member ", name);
         continue;
       }
-      member_name_ = name;
-      member_buf_ = std::make_unique<BoundedBuf>(in_, size);
+      member_buf_ = std::make_unique<MemberBuf>(archive_, &failure_);
       member_ = std::make_unique<std::istream>(member_buf_.get());
-      return Source{path_ + ":" + name, member_.get(), format};
+      return Source{path_ + ":" + name, member_.get(), format, &failure_.reason};
     }
   }
-  std::uint64_t bytes_read() const override { return buffer_position(file_.rdbuf()); }
+  // Bytes of the archive file consumed (compressed bytes when the archive is compressed).
+  std::uint64_t bytes_read() const override {
+    const la_int64_t n = archive_filter_bytes(archive_, -1);
+    return n < 0 ? 0 : static_cast<std::uint64_t>(n);
+  }
 
  private:
-  static bool checksum_ok(const std::array<char, 512>& h) {
-    std::uint64_t sum = 0;
-    for (std::size_t i = 0; i < 512; ++i) {
-      sum += (i >= 148 && i < 156) ? 32u : static_cast<unsigned char>(h[i]);
-    }
-    std::uint64_t stored = 0;
-    bool any = false;
-    for (std::size_t i = 148; i < 156; ++i) {
-      const char c = h[i];
-      if (c >= '0' && c <= '7') {
-        stored = stored * 8 + static_cast<std::uint64_t>(c - '0');
-        any = true;
-      } else if (any) {
-        break;
-      }
-    }
-    return any && stored == sum;
-  }
-  std::uint64_t parse_size(const std::array<char, 512>& h) const {
-    if (static_cast<unsigned char>(h[124]) & 0x80) {  // GNU base-256 for sizes >= 8 GiB
-      std::uint64_t v = 0;
-      for (std::size_t i = 125; i < 136; ++i) v = (v << 8) | static_cast<unsigned char>(h[i]);
-      return v;
-    }
-    std::uint64_t v = 0;
-    for (std::size_t i = 124; i < 136; ++i) {
-      const char c = h[i];
-      if (c >= '0' && c <= '7') {
-        v = v * 8 + static_cast<std::uint64_t>(c - '0');
-      } else if (c != ' ' && c != '\0') {
-        throw IoError(path_, "bad size field in tar member " + std::to_string(members_));
-      }
-    }
-    return v;
-  }
-  static std::string field(const std::array<char, 512>& h, std::size_t offset, std::size_t len) {
-    const char* begin = h.data() + offset;
-    return std::string(begin, strnlen(begin, len));
-  }
-  static std::string header_name(const std::array<char, 512>& h) {
-    std::string name = field(h, 0, 100);
-    if (std::memcmp(h.data() + 257, "ustar", 5) == 0) {
-      const std::string prefix = field(h, 345, 155);
-      if (!prefix.empty()) name = prefix + "/" + name;
-    }
-    return name;
-  }
-  static std::string pax_path(const std::string& data) {
-    // Records "<len> key=value\n".
-    std::size_t pos = 0;
-    while (pos < data.size()) {
-      const auto space = data.find(' ', pos);
-      if (space == std::string::npos) break;
-      std::size_t len = 0;
-      for (std::size_t i = pos; i < space; ++i) {
-        if (data[i] < '0' || data[i] > '9') return {};
-        len = len * 10 + static_cast<std::size_t>(data[i] - '0');
-      }
-      if (len == 0 || pos + len > data.size()) break;
-      const std::string record = data.substr(space + 1, pos + len - space - 2);
-      if (record.rfind("path=", 0) == 0) return record.substr(5);
-      pos += len;
-    }
-    return {};
-  }
-  void skip(std::uint64_t n) {
-    while (n > 0) {
-      const auto chunk = static_cast<std::streamsize>(std::min<std::uint64_t>(n, 1u << 30));
-      in_.ignore(chunk);
-      if (in_.gcount() != chunk) throw IoError(path_, "truncated tar archive");
-      n -= static_cast<std::uint64_t>(chunk);
-    }
+  std::string reason() const { return archive_reason(archive_); }
+  static std::string pathname(struct archive_entry* entry) {
+    const char* name = archive_entry_pathname(entry);
+    if (name == nullptr) name = archive_entry_pathname_utf8(entry);
+    return name != nullptr ? name : "";
   }
 
   std::string path_;
   ReadOptions options_;
-  std::vector<char> buffer_;
-  std::ifstream file_;
-  bio::filtering_istream in_;
-  std::unique_ptr<BoundedBuf> member_buf_;
+  struct archive* archive_;
+  std::unique_ptr<MemberBuf> member_buf_;
   std::unique_ptr<std::istream> member_;
-  std::string member_name_;
-  std::uint64_t padding_ = 0;
-  std::size_t members_ = 0;
+  MemberFailure failure_;
+  bool done_ = false;
 };
 
 }  // namespace
@@ -398,6 +301,8 @@ class MoleculeReader::Impl {
             return points;
           }
         } catch (const InputError& e) {
+          // A record cut short by a decompression or archive error: report that error.
+          if (stream_failure() != nullptr) fail_source("");
           if (e.record() != 0) ++seen_;
           last_rejected_ = parser_->rejected();
           if (last_rejected_.partial.record != e.record()) last_rejected_ = RejectedRecord{};
@@ -406,22 +311,19 @@ class MoleculeReader::Impl {
           if (source_.stream != nullptr && source_.stream->bad()) drop_source();
           throw;
         } catch (const IoError&) {
+          if (stream_failure() != nullptr) fail_source("");
           drop_source();
           throw;
         } catch (const Error& e) {
-          const std::string name = source_.name;
-          drop_source();
-          throw IoError(name, e.what());
+          fail_source(e.what());
         } catch (const std::exception& e) {
-          // Decompression errors (boost::iostreams) and stream failures.
-          const std::string name = source_.name;
-          drop_source();
-          throw IoError(name, std::string("read error: ") + e.what());
+          // Stream failures that reached the parser as exceptions.
+          fail_source(std::string("read error: ") + e.what());
         }
-        const bool bad = source_.stream != nullptr && source_.stream->bad();
-        const std::string name = source_.name;
+        if (source_.stream != nullptr && source_.stream->bad()) {
+          fail_source("read error (corrupt or truncated data?)");
+        }
         drop_source();
-        if (bad) throw IoError(name, "read error (corrupt or truncated data?)");
       }
       if (input_) {
         std::optional<Source> source;
@@ -467,6 +369,20 @@ class MoleculeReader::Impl {
   }
 
  private:
+  // Why the current source's stream failed, when its decompressor or archive said so.
+  const std::string* stream_failure() const {
+    if (source_.failure == nullptr || source_.failure->empty()) return nullptr;
+    return source_.failure;
+  }
+  // Drops the current source and throws an IoError naming it, with the stream's failure when
+  // there is one, else `reason`.
+  [[noreturn]] void fail_source(const std::string& reason) {
+    const std::string name = source_.name;
+    const std::string* why = stream_failure();
+    const std::string message = why != nullptr ? *why : reason;
+    drop_source();
+    throw IoError(name, message);
+  }
   void drop_source() {
     parser_.reset();
     source_ = Source{};
@@ -505,7 +421,7 @@ class MoleculeReader::Impl {
     const auto status = fs::status(path, ec);
     if (ec || !fs::exists(status)) throw IoError(path, "no such file or directory");
     if (fs::is_directory(status)) return std::make_unique<DirectoryInput>(path, options_);
-    if (is_tar_archive(path)) return std::make_unique<TarInput>(path, options_);
+    if (is_archive(path)) return std::make_unique<ArchiveInput>(path, options_);
     return std::make_unique<FileInput>(path, options_);
   }
 
@@ -554,7 +470,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::vector<std::stri
     std::error_code ec;
     const auto status = fs::status(path, ec);
     if (ec || !fs::exists(status)) throw IoError(path, "no such file or directory");
-    if (!fs::is_directory(status) && !is_tar_archive(path) &&
+    if (!fs::is_directory(status) && !is_archive(path) &&
         (options.format == Format::unknown ? format_from_path(path) : options.format) ==
             Format::unknown) {
       throw InvalidArgument(path + ": cannot tell the format from the file name; give it "

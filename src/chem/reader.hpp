@@ -1,7 +1,7 @@
 // Streaming molecule readers: SDF/MOL (V2000, V3000; through RDKit's ForwardSDMolSupplier), XYZ,
 // extended XYZ (ASE) and QM9 (original dsgdb9nsd_*.xyz and the shared subset's variant) from a
-// file, a `.gz` file, a directory of files, a `.tar` / `.tar.bz2` / `.tar.gz` archive, or standard
-// input ("-"). Memory does not depend on the input size: one record is parsed at a time.
+// file, a gzip file, a directory of files, an archive (tar, compressed tar, zip, 7-Zip, cpio; see
+// chem::is_archive), or standard input ("-"). Memory does not depend on the input size: one record is parsed at a time.
 //
 // Typical use (the trainer, `flt predict`):
 //

@@ -1,6 +1,7 @@
 #include "io/checksum.hpp"
 
-#include <array>
+#include <zlib.h>
+
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -8,18 +9,6 @@
 
 namespace flt::io {
 namespace {
-
-// Byte-wise table for the reflected polynomial 0xEDB88320 (CRC-32/ISO-HDLC).
-constexpr std::array<std::uint32_t, 256> make_crc_table() {
-  std::array<std::uint32_t, 256> table{};
-  for (std::uint32_t i = 0; i < 256; ++i) {
-    std::uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1U) ? (0xEDB88320U ^ (c >> 1)) : (c >> 1);
-    table[i] = c;
-  }
-  return table;
-}
-constexpr auto kCrcTable = make_crc_table();
 
 std::string to_hex(std::uint64_t value, int digits) {
   static constexpr char kDigits[] = "0123456789abcdef";
@@ -34,10 +23,9 @@ std::string to_hex(std::uint64_t value, int digits) {
 }  // namespace
 
 std::uint32_t crc32_update(std::uint32_t crc, const void* data, std::size_t size) noexcept {
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  std::uint32_t c = crc ^ 0xFFFFFFFFU;
-  for (std::size_t i = 0; i < size; ++i) c = kCrcTable[(c ^ bytes[i]) & 0xFFU] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFU;
+  // zlib returns its initial value (0) for a null buffer, whatever `crc` is.
+  if (size == 0) return crc;
+  return static_cast<std::uint32_t>(crc32_z(crc, static_cast<const Bytef*>(data), size));
 }
 
 std::string hex32(std::uint32_t value) { return to_hex(value, 8); }

@@ -1,6 +1,6 @@
-// Checksums implemented here (no dependency): CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320,
-// init and final xor 0xFFFFFFFF: the same value as Python's zlib.crc32 and binascii.crc32) for
-// model-file integrity, and a 64-bit FNV-1a hash for dataset fingerprints. Neither is
+// Checksums: CRC-32 (IEEE 802.3, reflected polynomial 0xEDB88320, init and final xor 0xFFFFFFFF;
+// zlib's crc32_z, the same value as Python's zlib.crc32 and binascii.crc32) for model-file
+// integrity, and a 64-bit FNV-1a hash for dataset fingerprints (implemented here). Neither is
 // cryptographic: they detect corruption and accidental mismatches, not tampering.
 #pragma once
 

@@ -1,14 +1,10 @@
 // IDX reader (see data_idx.hpp for the format and the checks).
 #include "seq/data_idx.hpp"
 
-#include "io/atomic_file.hpp"
-
-#include <zlib.h>
+#include "io/compressed.hpp"
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <limits>
 
 namespace flt::seq {
 
@@ -25,52 +21,6 @@ void append_be32(std::string& out, std::uint32_t v) {
   out.push_back(static_cast<char>((v >> 16) & 0xFF));
   out.push_back(static_cast<char>((v >> 8) & 0xFF));
   out.push_back(static_cast<char>(v & 0xFF));
-}
-
-bool is_gzip(std::string_view bytes) {
-  return bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f &&
-         static_cast<unsigned char>(bytes[1]) == 0x8b;
-}
-
-// Inflates every gzip member of `in` (RFC 1952 allows concatenated members).
-std::string gunzip(std::string_view in, const std::string& source) {
-  std::string out;
-  std::size_t pos = 0;
-  while (pos < in.size()) {
-    z_stream zs{};
-    // 16 + MAX_WBITS: gzip wrapper only (no raw deflate, no zlib header).
-    if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw InputError(source, 0, "zlib: cannot initialise inflate");
-    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data() + pos));
-    zs.avail_in = static_cast<uInt>(std::min<std::size_t>(in.size() - pos, std::numeric_limits<uInt>::max()));
-    char buffer[1 << 16];
-    int rc = Z_OK;
-    do {
-      zs.next_out = reinterpret_cast<Bytef*>(buffer);
-      zs.avail_out = sizeof buffer;
-      rc = inflate(&zs, Z_NO_FLUSH);
-      if (rc != Z_OK && rc != Z_STREAM_END) {
-        const std::string why = zs.msg ? zs.msg : (rc == Z_BUF_ERROR ? "unexpected end of data" : "error");
-        inflateEnd(&zs);
-        throw InputError(source, 0, "corrupt gzip stream (zlib: " + why + ")");
-      }
-      out.append(buffer, sizeof buffer - zs.avail_out);
-      if (rc != Z_STREAM_END && zs.avail_in == 0 && zs.avail_out != 0) {
-        inflateEnd(&zs);
-        throw InputError(source, 0, "truncated gzip stream (ends before the end of the compressed data)");
-      }
-    } while (rc != Z_STREAM_END);
-    pos += zs.total_in;
-    inflateEnd(&zs);
-    // Trailing zero padding after the last member (some tools write it) ends the stream.
-    if (pos < in.size() && !is_gzip(in.substr(pos))) {
-      bool zeros = true;
-      for (std::size_t i = pos; i < in.size(); ++i) zeros = zeros && in[i] == 0;
-      if (zeros) break;
-      throw InputError(source, 0, "trailing garbage after the gzip stream (" + std::to_string(in.size() - pos) +
-                                      " bytes at offset " + std::to_string(pos) + ")");
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -122,14 +72,8 @@ IdxArray parse_idx(std::string_view bytes, const std::string& source, int expect
   return a;
 }
 
-std::string read_maybe_gzip(const fs::path& path) {
-  std::string bytes = io::read_file(path);  // IoError when unreadable
-  if (is_gzip(bytes)) return gunzip(bytes, path.string());
-  return bytes;
-}
-
 IdxArray read_idx(const fs::path& path, int expected_dims) {
-  return parse_idx(read_maybe_gzip(path), path.string(), expected_dims);
+  return parse_idx(io::read_maybe_gzip(path), path.string(), expected_dims);
 }
 
 std::string idx_bytes(const std::vector<std::uint32_t>& dims, const std::vector<std::uint8_t>& data) {
@@ -141,23 +85,6 @@ std::string idx_bytes(const std::vector<std::uint32_t>& dims, const std::vector<
   out.push_back(static_cast<char>(dims.size()));
   for (auto d : dims) append_be32(out, d);
   out.append(reinterpret_cast<const char*>(data.data()), data.size());
-  return out;
-}
-
-std::string gzip_bytes(std::string_view bytes) {
-  z_stream zs{};
-  if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
-    throw InvalidArgument("gzip_bytes: zlib deflateInit2 failed");
-  std::string out(deflateBound(&zs, static_cast<uLong>(bytes.size())) + 64, '\0');
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(bytes.data()));
-  zs.avail_in = static_cast<uInt>(bytes.size());
-  zs.next_out = reinterpret_cast<Bytef*>(out.data());
-  zs.avail_out = static_cast<uInt>(out.size());
-  const int rc = deflate(&zs, Z_FINISH);
-  const auto written = zs.total_out;
-  deflateEnd(&zs);
-  if (rc != Z_STREAM_END) throw InvalidArgument("gzip_bytes: zlib deflate failed");
-  out.resize(written);
   return out;
 }
 

@@ -11,9 +11,10 @@
 // 0x00000801). Every header field is validated and the element count must match the file length
 // exactly (a truncated or padded file is an error), so a corrupt download cannot pass silently.
 //
-// A file is treated as gzip when it starts with the gzip magic bytes 1f 8b (whatever its name);
-// concatenated gzip members are decompressed in turn (RFC 1952). Errors are flt::InputError naming
-// the file and the reason (record 0: the file as a whole); OS failures are flt::IoError.
+// Files are read through io::read_maybe_gzip (io/compressed.hpp): gzip when they start with the
+// magic bytes 1f 8b (whatever their name), concatenated members decompressed in turn (RFC 1952).
+// Errors are flt::InputError naming the file and the reason (record 0: the file as a whole); OS
+// failures are flt::IoError.
 #pragma once
 
 #include "core/error.hpp"
@@ -47,16 +48,11 @@ struct IdxArray {
 IdxArray parse_idx(std::string_view bytes, const std::string& source, int expected_dims = 0);
 
 // Reads a file (gzip or plain, see above) and parses it. IoError if it cannot be read; InputError
-// for a corrupt gzip stream (naming zlib's reason) or a malformed IDX array.
+// for a corrupt, truncated or padded gzip stream or a malformed IDX array.
 IdxArray read_idx(const std::filesystem::path& path, int expected_dims = 0);
-
-// The bytes of a gzip (1f 8b) or plain file. Throws IoError / InputError as read_idx.
-std::string read_maybe_gzip(const std::filesystem::path& path);
 
 // Writes IDX bytes of unsigned-byte data (for tests and tools): header + data.
 std::string idx_bytes(const std::vector<std::uint32_t>& dims, const std::vector<std::uint8_t>& data);
-// gzip-compresses bytes (RFC 1952, zlib's default level).
-std::string gzip_bytes(std::string_view bytes);
 
 // An image classification set: `count` images of rows x cols grey values (0-255) and their labels.
 struct ImageSet {

@@ -3,6 +3,7 @@
 
 #include "models/molecule_model.hpp"
 #include "seq/data_idx.hpp"
+#include "io/compressed.hpp"
 #include "io/csv.hpp"
 #include "io/units.hpp"
 
@@ -244,7 +245,7 @@ std::vector<train::TargetColumn> SmilesDataset::columns() const {
 
 SmilesDataset load_qm9_smiles(const fs::path& index_csv, const std::vector<std::string>& targets, bool geometry_only) {
   if (targets.empty()) throw ConfigError("SMILES dataset: at least one target is required");
-  const io::CsvTable table = io::parse_csv(read_maybe_gzip(index_csv), index_csv.string());
+  const io::CsvTable table = io::parse_csv(io::read_maybe_gzip(index_csv), index_csv.string());
   const std::size_t c_index = table.require_column("gdb_index");
   const std::size_t c_geom = table.require_column("has_geometry");
   const std::size_t c_atoms = table.require_column("n_atoms");

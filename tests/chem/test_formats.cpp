@@ -26,9 +26,16 @@ TEST_CASE("formats from names and paths", "[chem]") {
   CHECK(format_from_name("PDB") == Format::pdb);
   CHECK(format_from_path("1abc.ent") == Format::pdb);
   CHECK_THROWS_AS(format_from_name("mmcif"), flt::InvalidArgument);
-  CHECK(is_tar_archive("dsgdb9nsd.xyz.tar.bz2"));
-  CHECK(is_tar_archive("x.tgz"));
-  CHECK_FALSE(is_tar_archive("x.sdf.gz"));
+  CHECK(is_archive("dsgdb9nsd.xyz.tar.bz2"));
+  CHECK(is_archive("x.tgz"));
+  CHECK(is_archive("x.TAR.XZ"));
+  CHECK(is_archive("x.tar.zst"));
+  CHECK(is_archive("x.zip"));
+  CHECK(is_archive("x.7z"));
+  CHECK(is_archive("x.cpio"));
+  CHECK_FALSE(is_archive("x.sdf.gz"));
+  CHECK_FALSE(is_archive("x.xz"));
+  CHECK_FALSE(is_archive("zip.sdf"));
 }
 
 TEST_CASE("element symbols", "[chem]") {

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -55,6 +56,20 @@ TEST_CASE("CRC-32 and FNV-1a match their published check values", "[train][check
   CHECK(z1.digest() == z2.digest());
   CHECK(n1.digest() == n2.digest());
   CHECK(one.digest() != z1.digest());
+}
+
+TEST_CASE("CRC-32 (zlib's crc32_z) in pieces and with empty pieces", "[train][checksum]") {
+  using namespace flt::io;
+  std::string text;
+  for (int i = 0; i < 3000; ++i) text += "line " + std::to_string(i) + "\n";
+  std::uint32_t crc = 0;
+  for (std::size_t pos = 0; pos < text.size(); pos += 777) {
+    crc = crc32_update(crc, text.data() + pos, std::min<std::size_t>(777, text.size() - pos));
+  }
+  CHECK(crc == crc32(text));
+  // zlib answers its initial value for a null buffer; an empty piece must leave the CRC alone.
+  CHECK(crc32_update(crc, nullptr, 0) == crc);
+  CHECK(crc32_update(0x12345678U, "", 0) == 0x12345678U);
 }
 
 TEST_CASE("JSON parses valid documents and dumps them canonically", "[train][json]") {

@@ -4,6 +4,7 @@
 
 #include "seq/data_idx.hpp"
 #include "io/atomic_file.hpp"
+#include "io/compressed.hpp"
 
 #include "../common/scratch_dir.hpp"
 
@@ -44,8 +45,8 @@ inline void write_synthetic_idx(const std::filesystem::path& dir, std::size_t n_
     const std::string im = idx_bytes({static_cast<std::uint32_t>(n), 8, 8}, px);
     const std::string la = idx_bytes({static_cast<std::uint32_t>(n)}, lb);
     const std::string ext = gz ? ".gz" : "";
-    io::write_file_atomic(dir / (prefix + "-images-idx3-ubyte" + ext), gz ? gzip_bytes(im) : im);
-    io::write_file_atomic(dir / (prefix + "-labels-idx1-ubyte" + ext), gz ? gzip_bytes(la) : la);
+    io::write_file_atomic(dir / (prefix + "-images-idx3-ubyte" + ext), gz ? io::gzip_bytes(im) : im);
+    io::write_file_atomic(dir / (prefix + "-labels-idx1-ubyte" + ext), gz ? io::gzip_bytes(la) : la);
   };
   std::filesystem::create_directories(dir);
   make(n_train, 1, "train");

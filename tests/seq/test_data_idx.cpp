@@ -4,6 +4,7 @@
 #include "seq/data_idx.hpp"
 #include "seq_test_util.hpp"
 #include "io/atomic_file.hpp"
+#include "io/compressed.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -72,9 +73,9 @@ TEST_CASE("IDX: gzip and plain files give the same array, round trip of idx_byte
   const std::string bytes = idx_bytes({2, 3, 2}, data);
   CHECK(bytes.size() == 4 + 12 + 12);
   io::write_file_atomic(dir / "a.idx", bytes);
-  io::write_file_atomic(dir / "a.idx.gz", gzip_bytes(bytes));
+  io::write_file_atomic(dir / "a.idx.gz", io::gzip_bytes(bytes));
   // A gzip file of two members (RFC 1952 allows concatenation).
-  io::write_file_atomic(dir / "two.gz", gzip_bytes(bytes.substr(0, 10)) + gzip_bytes(bytes.substr(10)));
+  io::write_file_atomic(dir / "two.gz", io::gzip_bytes(bytes.substr(0, 10)) + io::gzip_bytes(bytes.substr(10)));
   const IdxArray plain = read_idx(dir / "a.idx", 3);
   const IdxArray gz = read_idx(dir / "a.idx.gz", 3);
   const IdxArray two = read_idx(dir / "two.gz", 3);
@@ -86,7 +87,7 @@ TEST_CASE("IDX: gzip and plain files give the same array, round trip of idx_byte
   CHECK(plain.elements() == 12);
 
   // The real labels file decompressed equals what the reader returns.
-  const std::string real = read_maybe_gzip(fashion_dir() / "t10k-labels-idx1-ubyte.gz");
+  const std::string real = io::read_maybe_gzip(fashion_dir() / "t10k-labels-idx1-ubyte.gz");
   CHECK(real.size() == 8 + 10000);
   const IdxArray labels = parse_idx(real, "t10k-labels", 1);
   CHECK(labels.dims == std::vector<std::uint32_t>{10000});
@@ -94,8 +95,8 @@ TEST_CASE("IDX: gzip and plain files give the same array, round trip of idx_byte
 
 TEST_CASE("IDX: corrupted copies of the real files give typed errors naming file and reason", "[seq][idx]") {
   Scratch dir("idx-corrupt");
-  const std::string labels = read_maybe_gzip(fashion_dir() / "t10k-labels-idx1-ubyte.gz");
-  const std::string images = read_maybe_gzip(fashion_dir() / "t10k-images-idx3-ubyte.gz");
+  const std::string labels = io::read_maybe_gzip(fashion_dir() / "t10k-labels-idx1-ubyte.gz");
+  const std::string images = io::read_maybe_gzip(fashion_dir() / "t10k-images-idx3-ubyte.gz");
   auto write = [&](const std::string& name, const std::string& bytes) {
     io::write_file_atomic(dir / name, bytes);
     return dir / name;
@@ -143,7 +144,7 @@ TEST_CASE("IDX: corrupted copies of the real files give typed errors naming file
   expect_input_error([&] { read_idx(p); }, {"huge", "exceeds the limit"});
 
   // gzip damage: cut in the middle, and garbage after a valid stream.
-  const std::string gz = gzip_bytes(labels);
+  const std::string gz = io::gzip_bytes(labels);
   p = write("cut.gz", gz.substr(0, gz.size() / 2));
   expect_input_error([&] { read_idx(p); }, {"cut.gz", "gzip"});
   p = write("garbage.gz", gz + "garbage!");

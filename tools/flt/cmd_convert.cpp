@@ -23,11 +23,12 @@ namespace po = boost::program_options;
 const char* kUsage =
     "Usage: flt convert INPUT... -o OUTPUT [options]\n"
     "       flt convert INPUT... --stats [options]\n\n"
-    "Reads molecules from files, .gz files, directories, .tar/.tar.bz2 archives or '-' (standard\n"
-    "input, needs --format) and writes them to OUTPUT (.sdf, .csv, .xyz/.extxyz; '-' for standard\n"
-    "output, needs --out-format). Bad records are skipped and listed (exit status 3), or stop the\n"
-    "conversion with --on-error fail (exit status 1, no output written). Progress (bytes of the\n"
-    "inputs, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n\n"
+    "Reads molecules from files, .gz files, directories, archives (.tar, .tar.gz/.bz2/.xz/.zst,\n"
+    ".zip, .7z, .cpio) or '-' (standard input, needs --format) and writes them to OUTPUT (.sdf,\n"
+    ".csv, .xyz/.extxyz; '-' for standard output, needs --out-format). Bad records are skipped\n"
+    "and listed (exit status 3), or stop the conversion with --on-error fail (exit status 1, no\n"
+    "output written). Progress (bytes of the inputs, ETA) goes to stderr: a bar on a terminal,\n"
+    "plain lines otherwise, nothing with -q.\n\n"
     "Options";
 
 int run_convert(const std::vector<std::string>& args) {

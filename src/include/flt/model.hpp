@@ -118,7 +118,8 @@ struct FileOptions {
   std::size_t batch_size = 64;  // as PredictOptions::batch_size
   // "sdf", "mol", "xyz", "extxyz", "qm9" or "csv" (SMILES in Chemprop's layout, each row given a
   // generated 3-D conformer); empty = from the file name (.sdf, .sd, .mol, .xyz, .csv, also inside
-  // .gz files; directories and .tar/.tar.gz/.tar.bz2 archives for the molecule formats).
+  // .gz files; directories and archives (.tar, .tar.gz/.bz2/.xz/.zst, .zip, .7z, .cpio) for the
+  // molecule formats).
   std::string format;
   // SDF/MOL records whose hydrogens are all implicit get them added as atoms with 3-D
   // coordinates (RDKit AddHs with addCoords).

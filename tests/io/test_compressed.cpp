@@ -1,0 +1,146 @@
+// gzip files (io/compressed.hpp): told apart by content, concatenated members, and the errors for
+// truncated, corrupt and padded streams; io::crc32 against the gzip footer.
+#include "io/checksum.hpp"
+#include "io/compressed.hpp"
+
+#include "core/error.hpp"
+#include "../common/scratch_dir.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <string>
+
+using namespace flt;
+using flt::test_support::ScratchDir;
+
+namespace {
+
+void write(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+}
+
+// Text of `n` numbered lines: compresses to several buffers' worth.
+std::string lines(int n) {
+  std::string text;
+  for (int i = 0; i < n; ++i) text += "line " + std::to_string(i) + " " + std::to_string(i * 7919 % 1000) + "\n";
+  return text;
+}
+
+// The InputError message of read_maybe_gzip(path), "" if none was thrown.
+std::string input_error(const std::filesystem::path& path) {
+  try {
+    io::read_maybe_gzip(path);
+  } catch (const InputError& e) {
+    CHECK(e.file() == path.string());
+    CHECK(e.record() == 0);
+    return e.reason();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("gzip: files are told apart by content and read whole or as a stream", "[io][gzip]") {
+  ScratchDir dir("io-gzip");
+  const std::string text = lines(50000);
+  const std::string gz = io::gzip_bytes(text);
+  CHECK(io::is_gzip(gz));
+  CHECK_FALSE(io::is_gzip(text));
+  CHECK(gz.size() < text.size() / 2);
+
+  write(dir / "a.txt", text);
+  write(dir / "a.txt.gz", gz);
+  write(dir / "no-suffix", gz);         // gzip without the name
+  write(dir / "plain.gz", text);        // the name without gzip
+  write(dir / "two.gz", io::gzip_bytes(text.substr(0, 1000)) + io::gzip_bytes("") +
+                            io::gzip_bytes(text.substr(1000)));
+  write(dir / "empty", "");
+  write(dir / "one-byte", "\x1f");
+  for (const char* name : {"a.txt", "a.txt.gz", "no-suffix", "plain.gz", "two.gz"}) {
+    INFO(name);
+    CHECK(io::read_maybe_gzip(dir / name) == text);
+  }
+  CHECK(io::read_maybe_gzip(dir / "empty").empty());
+  CHECK(io::read_maybe_gzip(dir / "one-byte") == "\x1f");
+
+  io::InputFile file(dir / "no-suffix");
+  CHECK(file.gzip());
+  CHECK(file.bytes_read() == 0);
+  std::string line;
+  std::getline(file.stream(), line);
+  CHECK(line == "line 0 0");
+  CHECK(file.bytes_read() > 0);
+  std::size_t count = 1;
+  while (std::getline(file.stream(), line)) ++count;
+  CHECK(count == 50000);
+  CHECK_FALSE(file.stream().bad());
+  CHECK(file.failure().empty());
+  CHECK(file.bytes_read() == gz.size());
+
+  io::InputFile plain(dir / "plain.gz");
+  CHECK_FALSE(plain.gzip());
+  std::getline(plain.stream(), line);
+  CHECK(line == "line 0 0");
+
+  CHECK_THROWS_AS(io::InputFile(dir / "missing.gz"), IoError);
+  CHECK_THROWS_AS(io::read_maybe_gzip(dir / "missing.gz"), IoError);
+}
+
+TEST_CASE("gzip: truncated, corrupt and padded streams are errors naming the reason", "[io][gzip][errors]") {
+  ScratchDir dir("io-gzip-bad");
+  const std::string text = lines(20000);
+  const std::string gz = io::gzip_bytes(text);
+
+  write(dir / "cut", gz.substr(0, gz.size() / 2));
+  CHECK(input_error(dir / "cut") == "truncated gzip stream (ends inside the compressed data)");
+  write(dir / "cut-footer", gz.substr(0, gz.size() - 3));
+  CHECK(input_error(dir / "cut-footer") == "truncated gzip stream (ends inside the gzip footer)");
+  write(dir / "cut-header", gz.substr(0, 5));
+  CHECK(input_error(dir / "cut-header") == "corrupt gzip stream (bad gzip header)");
+
+  write(dir / "garbage", gz + "garbage!");
+  CHECK(input_error(dir / "garbage") == "trailing garbage after the gzip stream");
+  write(dir / "zeros", gz + std::string(8, '\0'));
+  CHECK(input_error(dir / "zeros") == "trailing garbage after the gzip stream");
+
+  std::string bad = gz;
+  bad[gz.size() - 8] ^= 0x01;  // CRC-32 in the footer
+  write(dir / "crc", bad);
+  CHECK(input_error(dir / "crc") == "corrupt gzip stream (CRC-32 mismatch)");
+  // Boost.Iostreams checks the footer's CRC-32 but not its length field (ISIZE); the CRC covers
+  // the data, so only a damaged ISIZE itself goes unnoticed.
+  bad = gz;
+  bad[gz.size() - 4] ^= 0x01;
+  write(dir / "length", bad);
+  CHECK(input_error(dir / "length").empty());
+  bad = gz;
+  bad[10] = static_cast<char>(0xFF);  // first deflate block header: reserved block type 3
+  write(dir / "deflate", bad);
+  CHECK(input_error(dir / "deflate") == "corrupt gzip stream (invalid deflate data)");
+  bad = gz;
+  bad[2] = 7;  // compression method other than deflate (8)
+  write(dir / "method", bad);
+  CHECK(input_error(dir / "method").find("corrupt gzip stream") == 0);
+
+  // The stream goes bad with the same reason.
+  io::InputFile file(dir / "cut");
+  std::string line;
+  std::size_t count = 0;
+  while (std::getline(file.stream(), line)) ++count;
+  CHECK(file.stream().bad());
+  CHECK(count > 1000);
+  CHECK(file.failure() == "truncated gzip stream (ends inside the compressed data)");
+}
+
+TEST_CASE("gzip: the footer holds io::crc32 of the data", "[io][gzip][checksum]") {
+  // RFC 1952: the footer's first four bytes are the CRC-32 of the data, little-endian.
+  const std::string text = lines(3000);
+  const std::string gz = io::gzip_bytes(text);
+  std::uint32_t footer = 0;
+  for (int i = 3; i >= 0; --i) {
+    footer = (footer << 8) | static_cast<unsigned char>(gz[gz.size() - 8 + static_cast<std::size_t>(i)]);
+  }
+  CHECK(footer == io::crc32(text));
+}
