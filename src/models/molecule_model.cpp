@@ -6,7 +6,6 @@
 #include "core/dual.hpp"
 #include "core/log.hpp"
 #include "attention/performer.hpp"
-#include "models/performer_attention.hpp"
 
 #include <Eigen/Geometry>
 
@@ -526,9 +525,9 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
         break;
       case AttentionKind::performer:
         if constexpr (!is_dual_v<T>) {
-          detail::performer_attention_forward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
-                                                 bc.perf_out, bc.perf_den, bc.perf_stab);
-          bc.a = bc.perf_out;
+          attn::kernel_attention_forward<T>(blk.perf_omega_t, batch.index, attn::KernelGrid{}, bc.q,
+                                            bc.k, bc.v, {}, bc.perf);
+          bc.a = bc.perf.out;
         }
         break;
       case AttentionKind::near_far: {
@@ -754,9 +753,9 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
           a = scratch.exact.out;
           break;
         case AttentionKind::performer:
-          detail::performer_attention_forward<T>(blk.perf_omega_t, batch.index, q, k, v,
-                                                 scratch.perf_out, scratch.perf_den, scratch.perf_stab);
-          a = scratch.perf_out;
+          attn::kernel_attention_forward<T>(blk.perf_omega_t, batch.index, attn::KernelGrid{}, q, k,
+                                            v, {}, scratch.perf);
+          a = scratch.perf.out;
           break;
         case AttentionKind::near_far: {
           attn::near_field_infer<T>(near_config_, neighbours, batch.coords, q, k, v, vec,
@@ -912,10 +911,11 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
                                                  &cache.radial);
         break;
       case AttentionKind::performer:
-        if constexpr (!is_dual_v<T>)
-          detail::performer_attention_backward<T>(blk.perf_omega_t, batch.index, bc.q, bc.k, bc.v,
-                                                  bc.perf_out, bc.perf_den, bc.perf_stab, da, dq, dk,
-                                                  dv);
+        if constexpr (!is_dual_v<T>) {
+          std::vector<Vec<T>> no_dmasks;
+          attn::kernel_attention_backward<T>(blk.perf_omega_t, batch.index, attn::KernelGrid{}, bc.q,
+                                             bc.k, bc.v, {}, bc.perf, da, dq, dk, dv, no_dmasks);
+        }
         break;
       case AttentionKind::near_far: {
         Mat<T> dr_block = want_dr ? Mat<T>::Zero(N, 3) : Mat<T>(0, 3);

@@ -54,6 +54,7 @@
 #include "attention/attention.hpp"
 #include "attention/exact/streaming.hpp"
 #include "attention/far_field.hpp"
+#include "attention/kernel_attention.hpp"
 #include "attention/near_field.hpp"
 #include "attention/neighbours.hpp"
 #include "models/equivariant_update.hpp"
@@ -235,8 +236,7 @@ struct BlockCache {
   Mat<T> q, k, v;                 // N x D
   attn::AttentionCache<T> flt;    // kronecker / bias
   exact::StreamingAttentionCache<T> exact;  // exact
-  Mat<T> perf_out, perf_den;      // performer: N x D output, N x H denominators
-  std::vector<double> perf_stab;  // performer: per (molecule, head) key stabiliser
+  attn::KernelAttentionCache<T> perf;  // performer: output, denominators, features
   Mat<T> a;                       // N x D attention output (input of Wo)
   LayerNormCache<T> ln2;
   MlpCache<T> mlp;                // holds the LN2 output

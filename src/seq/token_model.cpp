@@ -414,8 +414,8 @@ Mat<T> TokenModel<T>::forward(const TokenBatch& in, TokenCache<T>& cache) {
     }
   }
   // Grid of the exact masks: the longest sequence (1-D) or the patch grid (2-D).
-  KernelGrid& grid = cache.grid;
-  grid = KernelGrid{};
+  attn::KernelGrid& grid = cache.grid;
+  grid = attn::KernelGrid{};
   grid.causal = config_.causal;
   if (config_.input == InputKind::patches) {
     grid.image = true;
@@ -446,8 +446,8 @@ Mat<T> TokenModel<T>::forward(const TokenBatch& in, TokenCache<T>& cache) {
         break;
       case TokenAttention::performer:
         bc.masks.clear();
-        kernel_attention_forward<T>(blk.omega_t, sets, grid, bc.q, bc.k, bc.v, bc.masks,
-                                    bc.kernel);
+        attn::kernel_attention_forward<T>(blk.omega_t, sets, grid, bc.q, bc.k, bc.v, bc.masks,
+                                          bc.kernel);
         bc.a = bc.kernel.out;
         break;
       case TokenAttention::toeplitz: {
@@ -466,8 +466,8 @@ Mat<T> TokenModel<T>::forward(const TokenBatch& in, TokenCache<T>& cache) {
           }
         }
         if (N > 0)
-          kernel_attention_forward<T>(blk.omega_t, sets, grid, bc.q, bc.k, bc.v, bc.masks,
-                                      bc.kernel);
+          attn::kernel_attention_forward<T>(blk.omega_t, sets, grid, bc.q, bc.k, bc.v, bc.masks,
+                                            bc.kernel);
         else
           bc.kernel.out.resize(0, D);
         bc.a = bc.kernel.out;
@@ -532,15 +532,15 @@ void TokenModel<T>::backward(const TokenCache<T>& cache, ConstMatRef<T> dout) {
         break;
       case TokenAttention::performer: {
         std::vector<Vec<T>> none;
-        kernel_attention_backward<T>(blk.omega_t, sets, cache.grid, bc.q, bc.k, bc.v, bc.masks,
-                                     bc.kernel, da, dq, dk, dv, none);
+        attn::kernel_attention_backward<T>(blk.omega_t, sets, cache.grid, bc.q, bc.k, bc.v,
+                                           bc.masks, bc.kernel, da, dq, dk, dv, none);
         break;
       }
       case TokenAttention::toeplitz: {
         if (N == 0) break;
         std::vector<Vec<T>> dmasks;
-        kernel_attention_backward<T>(blk.omega_t, sets, cache.grid, bc.q, bc.k, bc.v, bc.masks,
-                                     bc.kernel, da, dq, dk, dv, dmasks);
+        attn::kernel_attention_backward<T>(blk.omega_t, sets, cache.grid, bc.q, bc.k, bc.v,
+                                           bc.masks, bc.kernel, da, dq, dk, dv, dmasks);
         // Chain through the closed-form mask: kronecker N = f; bias N = exp(beta f).
         const Mat<double> offsets = grid_offsets(cache.grid.full());
         for (Index h = 0; h < H; ++h) {

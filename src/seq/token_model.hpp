@@ -55,7 +55,7 @@
 #include "attention/attention.hpp"
 #include "attention/exact/toeplitz.hpp"
 #include "attention/spectrum.hpp"
-#include "seq/kernel_attention.hpp"
+#include "attention/kernel_attention.hpp"
 #include "io/model_file.hpp"
 
 #include <cstdint>
@@ -153,7 +153,7 @@ struct TokenBlockCache {
   Mat<T> u;                          // N x D LN1 output
   Mat<T> q, k, v;                    // N x D
   attn::AttentionCache<T> flt;       // flt kind
-  KernelAttentionCache<T> kernel;    // performer / toeplitz: features, denominators
+  attn::KernelAttentionCache<T> kernel;  // performer / toeplitz: features, denominators
   std::vector<Vec<T>> masks;         // toeplitz: per head the mask on every offset of the grid
   std::vector<Vec<double>> f;        // toeplitz: per head f on every offset (before exp for bias)
   Mat<T> a;                          // N x D attention output (input of Wo)
@@ -166,7 +166,7 @@ struct TokenCache {
   RaggedIndex sets;
   std::vector<std::int32_t> ids;     // tokens
   Mat<T> coords;                     // N x dc positions
-  KernelGrid grid;                   // performer / toeplitz: causal flag and mask layout
+  attn::KernelGrid grid;             // performer / toeplitz: causal flag and mask layout
   LinearCache<T> patch_embed;        // patches (holds the N x p*p patch matrix)
   EmbeddingCache<T> token_embed;     // tokens
   std::vector<TokenBlockCache<T>> blocks;

@@ -7,7 +7,6 @@
 #include "core/random.hpp"
 #include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
-#include "models/performer_attention.hpp"
 #include "../common/force_check.hpp"
 #include "../common/text_input.hpp"
 
@@ -270,23 +269,6 @@ TEST_CASE("molecule model: block 0 computed per atom type equals the per-atom co
     CHECK(cache.blocks[0].v == v);
     CHECK(cache.blocks[0].u.rows() == static_cast<Index>(seen.size()));
   }
-}
-
-TEST_CASE("molecule model: performer attention kernel matches its readable reference", "[models]") {
-  Rng rng(4);
-  const Index H = 2, d = 4, m = 16;
-  std::vector<Mat<double>> omega;
-  for (Index h = 0; h < H; ++h) omega.push_back(attn::draw_performer_frequencies(m, d, true, attn::FeatureNorms::chi, rng));
-  const std::vector<Index> sizes{1, 5, 3};
-  const auto sets = RaggedIndex::from_sizes(sizes);
-  Mat<double> Q(9, H * d), K(9, H * d), V(9, H * d);
-  for (auto* M : {&Q, &K, &V})
-    for (Index i = 0; i < M->size(); ++i) M->data()[i] = rng.normal();
-  Mat<double> out, den;
-  std::vector<double> stab;
-  detail::performer_attention_forward<double>(omega, sets, Q, K, V, out, den, stab);
-  const Mat<double> ref = detail::performer_attention_reference<double>(omega, sets, Q, K, V);
-  CHECK((out - ref).cwiseAbs().maxCoeff() <= 1e-12);
 }
 
 TEST_CASE("molecule model: permutation and translation invariance and rotation sensitivity", "[models]") {

@@ -8,7 +8,7 @@
 #include "core/random.hpp"
 #include "attention/attention.hpp"
 #include "attention/exact/toeplitz.hpp"
-#include "seq/kernel_attention.hpp"
+#include "attention/kernel_attention.hpp"
 #include "seq/token_model.hpp"
 
 #include <catch2/catch.hpp>
@@ -267,47 +267,12 @@ TEST_CASE("token model: performer and toeplitz attention equal the direct masked
             const auto f = model.exact_mask(static_cast<Index>(b), h, cache.grid.full());
             masks.push_back(Eigen::Map<const Vec<double>>(f.data(), static_cast<Index>(f.size())));
           }
-        const Mat<double> ref = kernel_attention_reference<double>(
+        const Mat<double> ref = attn::kernel_attention_reference<double>(
             blk.omega_t, cache.sets, cache.grid, bc.q, bc.k, bc.v, masks);
         INFO(describe(kCases[ci], s) << " block " << b);
         CHECK((bc.a - ref).cwiseAbs().maxCoeff() < 1e-10 * (1.0 + ref.cwiseAbs().maxCoeff()));
       }
     }
-}
-
-TEST_CASE("token model: one set through the kernel equals exact::toeplitz_attention_direct",
-          "[seq][token_model]") {
-  // Independent of kernel_attention_reference: features from flt::attn, mask arbitrary positive.
-  const Index n = 150, d = 4, m = 5;  // n > the causal block (64) to cross block boundaries
-  Rng rng(3);
-  Mat<double> Q(n, d), K(n, d), V(n, d);
-  for (Mat<double>* M : {&Q, &K, &V})
-    for (Index i = 0; i < M->size(); ++i) M->data()[i] = 0.5 * rng.normal();
-  std::vector<Mat<double>> omega{attn::draw_performer_frequencies(m, d, true, attn::FeatureNorms::chi, rng)};
-  for (bool causal : {false, true}) {
-    KernelGrid grid;
-    grid.max_length = n;
-    grid.causal = causal;
-    Vec<double> mask(2 * n - 1);
-    for (Index i = 0; i < mask.size(); ++i) mask(i) = std::exp(-std::abs(static_cast<double>(i - (n - 1))) / 9.0);
-    for (bool masked : {false, true}) {
-      std::vector<Vec<double>> masks;
-      if (masked) masks.push_back(mask);
-      KernelAttentionCache<double> cache;
-      kernel_attention_forward<double>(omega, RaggedIndex::single(n), grid, Q, K, V, masks, cache);
-      const double scale = std::pow(static_cast<double>(d), -0.25);
-      Mat<double> pq, pk;
-      attn::performer_features<double>(Q * scale, omega[0], true, 0.0, pq);
-      attn::performer_features<double>(K * scale, omega[0], false, 0.0, pk);
-      Vec<double> ones = Vec<double>::Ones(2 * n - 1);
-      const Vec<double>& mk = masked ? mask : ones;
-      const Mat<double> ref = exact::toeplitz_attention_direct<double>(
-          exact::ToeplitzGrid::sequence(n, causal), pq, pk, V,
-          std::span<const double>(mk.data(), static_cast<std::size_t>(mk.size())));
-      INFO("causal " << causal << " masked " << masked);
-      CHECK((cache.out - ref).cwiseAbs().maxCoeff() < 1e-10);
-    }
-  }
 }
 
 TEST_CASE("token model: causal outputs at position i ignore tokens after i", "[seq][token_model]") {

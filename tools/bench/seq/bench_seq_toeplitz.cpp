@@ -1,10 +1,10 @@
-// bench_seq_toeplitz: the issue-7 benchmark. One 1-D attention layer on a single sequence of L
-// tokens (positions 0 .. L-1), forward and backward timed separately:
+// bench_seq_toeplitz: the long-sequence benchmark. One 1-D attention layer on a single sequence of
+// L tokens (positions 0 .. L-1), forward and backward timed separately:
 //   flt-bias       FLT variant B (flt::attn::FltAttention, E12/E13), 1-D Gaussian-mixture RPE
 //   flt-kronecker  FLT variant A (E9/E10), same spectrum
 //   toeplitz       the same FAVOR+ kernel (m features) with the EXACT mask exp(beta f(n)) of the
 //                  same spectrum applied by the FFTW Toeplitz path (attention/exact/toeplitz.hpp, method
-//                  section 6) through the token model's multi-head wrapper (seq/kernel_attention)
+//                  section 6) through the multi-head Performer kernel (attention/kernel_attention)
 // Shapes: H heads, d = dv = 16 per head, m = 32 Performer features, R = 16 RPE frequencies (FLT),
 // float32, bidirectional. Backward computes dQ, dK, dV and the RPE parameter gradient (dmask for
 // toeplitz). Workload: Q, K, V ~ 0.5 N(0, 1), dLoss/dout ~ N(0, 1), seeded.
@@ -17,7 +17,7 @@
 #include "core/random.hpp"
 #include "attention/attention.hpp"
 #include "attention/spectrum.hpp"
-#include "seq/kernel_attention.hpp"
+#include "attention/kernel_attention.hpp"
 
 #include <omp.h>
 #include <sys/resource.h>
@@ -118,7 +118,7 @@ int main(int argc, char** argv) {
                                                          attn::FeatureNorms::chi, r)
                             .cast<float>());
       }
-      seq::KernelGrid grid;
+      attn::KernelGrid grid;
       grid.max_length = L;
       // The mask exp(beta f(n)) of the same initial spectrum (beta = 1), on every offset.
       const attn::Spectrum spectrum(spectrum_1d());
@@ -135,15 +135,15 @@ int main(int argc, char** argv) {
         }
         masks.push_back(mk);
       }
-      seq::KernelAttentionCache<float> cache;
+      attn::KernelAttentionCache<float> cache;
       for (int r = 0; r < reps; ++r) {
         auto t0 = std::chrono::steady_clock::now();
-        seq::kernel_attention_forward<float>(omega, sets, grid, Q, K, V, masks, cache);
+        attn::kernel_attention_forward<float>(omega, sets, grid, Q, K, V, masks, cache);
         best_f = std::min(best_f, seconds_since(t0));
         dmasks.clear();
         t0 = std::chrono::steady_clock::now();
-        seq::kernel_attention_backward<float>(omega, sets, grid, Q, K, V, masks, cache, G, dQ, dK,
-                                              dV, dmasks);
+        attn::kernel_attention_backward<float>(omega, sets, grid, Q, K, V, masks, cache, G, dQ, dK,
+                                               dV, dmasks);
         best_b = std::min(best_b, seconds_since(t0));
       }
     } else {

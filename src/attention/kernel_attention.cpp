@@ -1,7 +1,7 @@
 // N tokens, H heads, d per-head width, m Performer features, c = d + 1 extended value width.
 // Multi-head Performer attention without a mask (linear attention) or with an exact Toeplitz mask
 // (FFTW); equations in kernel_attention.hpp.
-#include "seq/kernel_attention.hpp"
+#include "attention/kernel_attention.hpp"
 
 #include "core/error.hpp"
 #include "attention/performer.hpp"
@@ -12,7 +12,7 @@
 #include <span>
 #include <string>
 
-namespace flt::seq {
+namespace flt::attn {
 
 namespace {
 
@@ -180,9 +180,9 @@ void kernel_attention_forward(const std::vector<Mat<T>>& omega, const RaggedInde
       const Mat<T> Y = K.block(r0, h * d, n, d) * scale;
       const Mat<T>& W = omega[static_cast<std::size_t>(h)];
       Mat<T> phq, phk;
-      attn::performer_features<T>(X, W, true, 0.0, phq);
-      const double stab = attn::performer_logit_max<T>(Y, W);
-      attn::performer_features<T>(Y, W, false, stab, phk);
+      performer_features<T>(X, W, true, 0.0, phq);
+      const double stab = performer_logit_max<T>(Y, W);
+      performer_features<T>(Y, W, false, stab, phk);
       cache.key_stab[static_cast<std::size_t>(p)] = stab;
       cache.phi_q.block(r0, h * m, n, m) = phq;
       cache.phi_k.block(r0, h * m, n, m) = phk;
@@ -283,8 +283,8 @@ void kernel_attention_backward(const std::vector<Mat<T>>& omega, const RaggedInd
       const Mat<T> X = Q.block(r0, h * d, n, d) * scale;
       const Mat<T> Y = K.block(r0, h * d, n, d) * scale;
       Mat<T> dX = Mat<T>::Zero(n, d), dY = Mat<T>::Zero(n, d);
-      attn::performer_backward<T>(X, W, phq, dphq, dX);
-      attn::performer_backward<T>(Y, W, phk, dphk, dY);
+      performer_backward<T>(X, W, phq, dphq, dX);
+      performer_backward<T>(Y, W, phk, dphk, dY);
       dQ.block(r0, h * d, n, d) += dX * scale;
       dK.block(r0, h * d, n, d) += dY * scale;
     } catch (...) {
@@ -342,7 +342,7 @@ Mat<T> kernel_attention_reference(const std::vector<Mat<T>>& omega, const Ragged
   return out;
 }
 
-#define FLT_SEQ_KERNEL_INSTANTIATE(T)                                                             \
+#define FLT_KERNEL_INSTANTIATE(T)                                                             \
   template void linear_attention_forward<T>(ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>, bool, \
                                             MatRef<T>);                                           \
   template void linear_attention_backward<T>(ConstMatRef<T>, ConstMatRef<T>, ConstMatRef<T>,      \
@@ -360,7 +360,7 @@ Mat<T> kernel_attention_reference(const std::vector<Mat<T>>& omega, const Ragged
                                                 const KernelGrid&, ConstMatRef<T>, ConstMatRef<T>, \
                                                 ConstMatRef<T>, const std::vector<Vec<T>>&);
 
-FLT_SEQ_KERNEL_INSTANTIATE(float)
-FLT_SEQ_KERNEL_INSTANTIATE(double)
+FLT_KERNEL_INSTANTIATE(float)
+FLT_KERNEL_INSTANTIATE(double)
 
-}  // namespace flt::seq
+}  // namespace flt::attn

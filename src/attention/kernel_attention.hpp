@@ -1,6 +1,7 @@
-// Multi-head Performer (FAVOR+) attention on a ragged batch of sequences or image grids, with no
-// positional information ("performer" kind of the token model) or with an exact RPE mask applied
-// by the FFTW Toeplitz path ("toeplitz" kind, method section 6). Internal to flt_seq.
+// Multi-head Performer (FAVOR+) attention on a ragged batch of sets (sequences, image grids or
+// molecules), with no positional information (the "performer" kind of the token model and of the
+// molecule model) or with an exact RPE mask applied by the FFTW Toeplitz path (the token model's
+// "toeplitz" kind, method section 6).
 //
 // Shapes: N tokens over all sets, H heads, d per-head width (dv = d), m features per head.
 //   Q, K, V, out: N x (H d);  omega: H of m x d (Performer frequencies);  den: N x H;
@@ -33,9 +34,10 @@
 
 #include <vector>
 
-namespace flt::seq {
+namespace flt::attn {
 
-// How the sets of a batch map onto a Toeplitz grid.
+// How the sets of a batch map onto a Toeplitz grid. Without masks only `causal` matters: the
+// default is bidirectional attention within each set (the molecule model's performer kind).
 struct KernelGrid {
   bool image = false;   // false: 1-D sequences (any length <= max_length); true: Hg x Wg grids
   Index max_length = 0; // 1-D: the longest set the masks were built for
@@ -57,6 +59,7 @@ struct KernelAttentionCache {
 };
 
 // masks: empty (no RPE) or H vectors of grid.mask_size() values (layout of exact::ToeplitzGrid).
+// Every set must have at least one row (InvalidArgument naming the set otherwise).
 template <class T>
 void kernel_attention_forward(const std::vector<Mat<T>>& omega, const RaggedIndex& sets,
                               const KernelGrid& grid, ConstMatRef<T> Q, ConstMatRef<T> K,
@@ -89,4 +92,4 @@ void linear_attention_backward(ConstMatRef<T> PhiQ, ConstMatRef<T> PhiK, ConstMa
                                ConstMatRef<T> dN, bool causal, MatRef<T> dPhiQ, MatRef<T> dPhiK,
                                MatRef<T> dVp);
 
-}  // namespace flt::seq
+}  // namespace flt::attn
