@@ -1,6 +1,6 @@
 // The 15 QM9 properties (Ramakrishnan et al., Sci. Data 1, 140022 (2014)) in the order of the
 // dsgdb9nsd_*.xyz comment line, with their units. The QM9 reader stores each as a Property with
-// this key and unit (the unit names are those of train/units.hpp, which converts them at the
+// this key and unit (the unit names are those of io/units.hpp, which converts them at the
 // training boundary, and which also holds QM9's free-atom energies for atomization energies).
 #pragma once
 

@@ -7,7 +7,7 @@
 //   then u64 label count and the f64 labels (training units; NaN for missing).
 //
 // training_data_checksum (the checksum flt train writes, "fnv1a64-mol:<16 hex digits>"): the 64-bit
-// FNV-1a (train/checksum.hpp) of each molecule's encoding alone (molecule_digest), then the FNV-1a
+// FNV-1a (io/checksum.hpp) of each molecule's encoding alone (molecule_digest), then the FNV-1a
 // of u64 count followed by those digests as u64, in the order given (the training split's order).
 // Each molecule's digest can be taken where its record is read and the coordinates dropped, so a
 // process that holds only some molecules' coordinates computes the same checksum.

@@ -2,7 +2,7 @@
 // (files, directories, .gz, tar archives, "-"), with per-molecule labels taken either from the
 // records themselves (QM9 header values, extended-XYZ comment keys, SD tags) or from a CSV file
 // keyed by record id or title, converted AT THIS BOUNDARY into each target's training unit
-// (energies in eV by default; QM9's Hartree, Bohr^3, ... understood via train/units.hpp).
+// (energies in eV by default; QM9's Hartree, Bohr^3, ... understood via io/units.hpp).
 // Missing labels are NaN (masked in losses and metrics) and counted per target.
 //
 // Shapes: S molecules, P targets; labels S x P (row-major, training units, NaN = missing).

@@ -23,7 +23,7 @@
 // keeps the coordinates of the rank's own molecules only, checking every digest against the first
 // (load_coordinates in dataset.hpp). So no rank ever holds the coordinates of the whole dataset;
 // the O(S) small values above (about a hundred bytes a molecule) stay on every rank. The data
-// checksum is combined from the digests in split order (train/data_checksum.hpp), identical on
+// checksum is combined from the digests in split order (io/data_checksum.hpp), identical on
 // every rank and for every P. The molecules of a step's chunks that live on other ranks arrive by
 // one gather of the batch's owned molecules per step (a few kB).
 #pragma once

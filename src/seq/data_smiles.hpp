@@ -80,7 +80,7 @@ std::vector<std::pair<std::string, int>> smiles_heavy_atoms(std::string_view smi
 struct SmilesTarget {
   std::string name;        // QM9 name: "U0", "gap", "mu"
   std::string unit;        // training unit: "eV", "Debye", ...
-  bool extensive = false;  // from train/units.hpp (per-element reference energies apply)
+  bool extensive = false;  // from io/units.hpp (per-element reference energies apply)
 };
 
 // The labelled SMILES of the bundled QM9 subset, in the order of the 3-D dataset (rows with
@@ -99,7 +99,7 @@ struct SmilesDataset {
   std::vector<train::TargetColumn> columns() const;
 };
 
-// Reads datasets/qm9/qm9_subset_index.csv(.gz). `targets` are QM9 names (train/units.hpp:
+// Reads datasets/qm9/qm9_subset_index.csv(.gz). `targets` are QM9 names (io/units.hpp:
 // "U0", "homo", "lumo", "gap", "mu", "alpha", "zpve", "Cv", ...); values are converted from the
 // QM9 unit of the CSV (energies in Hartree) to the training unit (energies in eV). Checks (InputError
 // naming file:line): required columns, numeric fields, duplicate gdb_index, SMILES that do not

@@ -215,7 +215,7 @@ class TokenModel {
   // kronecker, exp(beta f) for bias. Valid for kinds flt and toeplitz.
   std::vector<double> exact_mask(Index block, Index head, const exact::ToeplitzGrid& grid) const;
 
-  // Model file (.flt, train/model_file.hpp): metadata "model.kind" = "flt-token-model",
+  // Model file (.flt, io/model_file.hpp): metadata "model.kind" = "flt-token-model",
   // "model.version" = "1", "model.<key>" for every config key, "model.feature_draw", plus the
   // caller's entries (keys must not start with "model."); tensors "param.<name>" (F32 for float,
   // F64 for double) and the random features "features.block<b>.h<h>.omega|xi|pdf" (F64).

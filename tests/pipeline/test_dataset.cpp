@@ -380,7 +380,7 @@ TEST_CASE("atom-budget mini-batches: within both bounds, every molecule once in 
 TEST_CASE("The QM9 reader's property units are the training unit table's, property by property",
           "[pipeline][units]") {
   // chem stores each QM9 property with a unit name (chem/qm9.hpp); training converts with
-  // train/units.hpp. The two must agree on every key and spelling, or a label would be refused.
+  // io/units.hpp. The two must agree on every key and spelling, or a label would be refused.
   const auto& targets = io::qm9_targets();
   REQUIRE(targets.size() == chem::kQm9Properties.size());
   for (std::size_t i = 0; i < targets.size(); ++i) {

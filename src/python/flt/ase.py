@@ -21,7 +21,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from . import InvalidInput, Model, Molecule
 
-# Energy units flt writes (src/train/units.hpp), in eV; CODATA 2018 as in the C++ table:
+# Energy units flt writes (src/io/units.hpp), in eV; CODATA 2018 as in the C++ table:
 # 1 Hartree = 27.211386245988 eV; 1 kcal/mol = 4184 J/mol / (N_A e); 1 kJ/mol = 1000 J/mol / (N_A e).
 _FARADAY = 96485.33212331001  # N_A e in C/mol
 _EV_PER_UNIT = {
