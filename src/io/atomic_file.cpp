@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <unistd.h>
 
 namespace flt::io {
@@ -100,20 +101,12 @@ std::string read_file(const std::filesystem::path& path) {
   return content.str();
 }
 
-AtomicFileWriter::AtomicFileWriter(std::filesystem::path path) : path_(std::move(path)) {}
-
-void AtomicFileWriter::commit() {
-  if (committed_) throw InvalidArgument("AtomicFileWriter::commit called twice for " + path_.string());
-  write_file_atomic(path_, buffer_.view());
-  committed_ = true;
-}
-
 struct AtomicOutputFile::Temporary {
   TempFile file;
   std::ofstream stream;
 };
 
-AtomicOutputFile::AtomicOutputFile(std::string path) : path_(std::move(path)) {
+AtomicOutputFile::AtomicOutputFile(const std::filesystem::path& path) : path_(path.string()) {
   if (path_ == "-") return;
   if (path_.empty()) throw IoError(path_, "empty output path");
   temp_ = std::make_unique<Temporary>();

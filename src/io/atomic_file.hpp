@@ -5,7 +5,7 @@
 
 #include <filesystem>
 #include <memory>
-#include <sstream>
+#include <ostream>
 #include <string>
 #include <string_view>
 
@@ -18,34 +18,15 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
 // Reads a whole file into a string. Throws flt::IoError when it cannot be opened or read.
 std::string read_file(const std::filesystem::path& path);
 
-// A text/binary stream whose content replaces `path` atomically on commit(). If the object is
-// destroyed without commit() (an exception unwound past it), nothing is written and `path` is left
-// as it was. Usage: AtomicFileWriter out(path); out.stream() << ...; out.commit();
-class AtomicFileWriter {
- public:
-  explicit AtomicFileWriter(std::filesystem::path path);
-  AtomicFileWriter(const AtomicFileWriter&) = delete;
-  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
-  ~AtomicFileWriter() = default;
-
-  std::ostream& stream() noexcept { return buffer_; }
-  const std::filesystem::path& path() const noexcept { return path_; }
-  void commit();  // write_file_atomic(path, content); at most once
-
- private:
-  std::filesystem::path path_;
-  std::ostringstream buffer_;
-  bool committed_ = false;
-};
-
 // A stream whose content replaces `path` atomically on commit(), written to its temporary file as
-// it goes (for outputs too large to hold in memory): commit() flushes and checks the stream, then
-// fsyncs, renames and fsyncs the directory as write_file_atomic does. Destroyed without commit(),
-// the temporary file is removed and `path` is left as it was. The path "-" is standard output
-// (commit() only flushes). Throws flt::IoError naming `path`.
+// it goes (so memory does not grow with the output): commit() flushes and checks the stream, then
+// fsyncs, renames and fsyncs the directory as write_file_atomic does. Destroyed without commit()
+// (an exception unwound past it), the temporary file is removed and `path` is left as it was. The
+// path "-" is standard output (commit() only flushes). Throws flt::IoError naming `path`.
+// Usage: AtomicOutputFile out(path); out.stream() << ...; out.commit();
 class AtomicOutputFile {
  public:
-  explicit AtomicOutputFile(std::string path);
+  explicit AtomicOutputFile(const std::filesystem::path& path);
   AtomicOutputFile(const AtomicOutputFile&) = delete;
   AtomicOutputFile& operator=(const AtomicOutputFile&) = delete;
   ~AtomicOutputFile();

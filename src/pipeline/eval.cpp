@@ -273,7 +273,7 @@ std::string format_eval_table(const EvalResult& result) {
 }
 
 void write_eval_csv(const std::filesystem::path& path, const EvalResult& result) {
-  io::AtomicFileWriter out(path);
+  io::AtomicOutputFile out(path);
   io::write_csv_row(out.stream(), {"target", "unit", "count", "MAE", "RMSE", "R2", "max_abs_error",
                                       "rotations", "rotation_std", "rotation_std_over_MAE"});
   for (const auto& t : result.targets)

@@ -224,7 +224,7 @@ double selection_metric(const std::vector<double>& mae, const models::Normalisat
 
 void write_test_predictions(const fs::path& path, const Dataset& data, std::span<const std::size_t> indices,
                             const Mat<double>& predicted) {
-  io::AtomicFileWriter out(path);
+  io::AtomicOutputFile out(path);
   std::vector<std::string> header{"id", "title"};
   for (const auto& t : data.targets) {
     header.push_back(io::with_unit_suffix(t.name + "_true", t.unit));

@@ -73,7 +73,7 @@ std::vector<std::string> curve_header(const std::vector<std::string>& metrics) {
 }
 
 void write_curve(const fs::path& path, const std::vector<std::string>& metrics, const std::vector<CurveRow>& rows) {
-  io::AtomicFileWriter out(path);
+  io::AtomicOutputFile out(path);
   io::write_csv_row(out.stream(), curve_header(metrics));
   for (const auto& r : rows) {
     std::vector<std::string> f{std::to_string(r.epoch), std::to_string(r.step), io::csv_number(r.lr),

@@ -321,7 +321,7 @@ void write_image_evaluation(const fs::path& dir, const ImageEvaluation& e,
   write_metrics_json(dir / "test_metrics.json", numbers, {{"task", "image"}});
   const auto& names = fashion_mnist_classes();
   {
-    io::AtomicFileWriter out(dir / "test_metrics.csv");
+    io::AtomicOutputFile out(dir / "test_metrics.csv");
     io::write_csv_row(out.stream(), {"class", "name", "count", "correct", "accuracy"});
     std::size_t total = 0, correct = 0;
     for (std::size_t c = 0; c < e.per_class_count.size(); ++c) {
@@ -335,7 +335,7 @@ void write_image_evaluation(const fs::path& dir, const ImageEvaluation& e,
     out.commit();
   }
   {
-    io::AtomicFileWriter out(dir / "confusion.csv");
+    io::AtomicOutputFile out(dir / "confusion.csv");
     std::vector<std::string> header{"true\\predicted"};
     for (std::size_t c = 0; c < e.confusion.size(); ++c) header.push_back(std::to_string(c));
     io::write_csv_row(out.stream(), header);

@@ -233,7 +233,7 @@ void write_lm_evaluation(const fs::path& dir, const LmEvaluation& e, const std::
                                                       {"test_unknown_characters", static_cast<double>(e.unknown)}};
   numbers.insert(numbers.end(), extra.begin(), extra.end());
   write_metrics_json(dir / "test_metrics.json", numbers, {{"task", "lm"}});
-  io::AtomicFileWriter out(dir / "test_metrics.csv");
+  io::AtomicOutputFile out(dir / "test_metrics.csv");
   io::write_csv_row(out.stream(), {"strings", "positions", "unknown", "nll [nats/char]", "bpc [bits/char]"});
   io::write_csv_row(out.stream(), {std::to_string(e.strings), std::to_string(e.positions), std::to_string(e.unknown),
                                       io::csv_number(e.nll_nats), io::csv_number(e.bits_per_character)});

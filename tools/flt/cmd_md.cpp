@@ -85,9 +85,9 @@ int run_md(const std::vector<std::string>& args) {
 
   std::unique_ptr<chem::MoleculeWriter> writer;
   if (!trajectory.empty()) writer = chem::MoleculeWriter::open(trajectory, chem::WriteOptions{});
-  std::unique_ptr<io::AtomicFileWriter> log;
+  std::unique_ptr<io::AtomicOutputFile> log;
   if (!log_path.empty()) {
-    log = std::make_unique<io::AtomicFileWriter>(log_path);
+    log = std::make_unique<io::AtomicOutputFile>(log_path);
     log->stream() << "step,time [fs],potential_energy [eV],kinetic_energy [eV],total_energy [eV],"
                      "temperature [K]\n";
     log->stream() << std::setprecision(12);
