@@ -16,6 +16,8 @@
 #include <cmath>
 #include <span>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 using namespace flt;
@@ -280,4 +282,124 @@ TEST_CASE("kernel attention: bad inputs are rejected with the set named", "[atte
   CHECK_THROWS_AS(kernel_attention_forward<double>(three_heads, lin.sets, longer.grid, lin.Q, lin.K,
                                                    lin.V, {}, cache),
                   InvalidArgument);
+}
+
+TEST_CASE("kernel attention: at the models' settings, against the reference and 1 vs 2 threads",
+          "[attention][kernel]") {
+  // The molecule model's performer kind (8 heads of 16, 16 features) and the token model's
+  // default (4 heads of 16, 32 features); 1-D sets up to 140 tokens (three causal blocks) and
+  // 7 x 7 image grids.
+  struct Setting {
+    Index H, d, m;
+  };
+  const int saved = omp_get_max_threads();
+  for (const Setting s : {Setting{8, 16, 16}, Setting{4, 16, 32}}) {
+    std::vector<Case> settings_cases;
+    for (bool masked : {false, true})
+      for (bool causal : {false, true}) {
+        Case c;
+        c.grid.causal = causal;
+        c.sizes = {29, 140, 1, 64};
+        c.grid.max_length = 140;
+        c.masked = masked;
+        c.name = std::string(causal ? "causal" : "bidirectional") + (masked ? " masked" : " unmasked");
+        settings_cases.push_back(c);
+      }
+    Case image;
+    image.grid.image = true;
+    image.grid.height = 7;
+    image.grid.width = 7;
+    image.sizes.assign(3, 49);
+    image.masked = true;
+    image.name = "image masked";
+    settings_cases.push_back(image);
+    for (const Case& c : settings_cases) {
+      INFO(c.name << ", H " << s.H << ", d " << s.d << ", m " << s.m);
+      auto in = make_inputs<double>(c, 21, s.H, s.d, s.m);
+      const Index N = in.sets.total_rows(), HD = in.Q.cols();
+      Rng rng(22);
+      Mat<double> G(N, HD), U(N, HD);
+      for (Index i = 0; i < G.size(); ++i) G.data()[i] = rng.normal();
+      for (Index i = 0; i < U.size(); ++i) U.data()[i] = rng.normal();
+      KernelAttentionCache<double> cache;
+      kernel_attention_forward<double>(in.omega, in.sets, c.grid, in.Q, in.K, in.V, in.masks, cache);
+      const Mat<double> ref =
+          kernel_attention_reference<double>(in.omega, in.sets, c.grid, in.Q, in.K, in.V, in.masks);
+      CHECK(max_abs(cache.out - ref) <= 1e-11 * (1.0 + max_abs(ref)));
+      Mat<double> dQ = Mat<double>::Zero(N, HD), dK = dQ, dV = dQ;
+      std::vector<Vec<double>> dmasks;
+      kernel_attention_backward<double>(in.omega, in.sets, c.grid, in.Q, in.K, in.V, in.masks, cache, G, dQ,
+                                        dK, dV, dmasks);
+      // Directional derivatives of <G, reference output> along U, by central differences.
+      auto directional = [&](Mat<double>& X) {
+        const double eps = 1e-5;
+        auto loss = [&]() {
+          return (kernel_attention_reference<double>(in.omega, in.sets, c.grid, in.Q, in.K, in.V, in.masks)
+                      .array() *
+                  G.array())
+              .sum();
+        };
+        X += eps * U;
+        const double up = loss();
+        X -= 2 * eps * U;
+        const double down = loss();
+        X += eps * U;
+        return (up - down) / (2 * eps);
+      };
+      for (auto [name, X, dX] : {std::tuple{"dQ", &in.Q, &dQ}, std::tuple{"dK", &in.K, &dK},
+                                  std::tuple{"dV", &in.V, &dV}}) {
+        const double analytic = (dX->array() * U.array()).sum();
+        const double numeric = directional(*X);
+        INFO(name << ": analytic " << analytic << ", numeric " << numeric);
+        CHECK(std::abs(analytic - numeric) <= 1e-6 * (1.0 + std::abs(numeric)));
+      }
+      if (c.masked) {
+        REQUIRE(dmasks.size() == in.masks.size());
+        for (std::size_t h = 0; h < in.masks.size(); ++h) {
+          Mat<double> mask_column = in.masks[h];  // the head's mask as an (entries x 1) matrix
+          Mat<double> direction(mask_column.rows(), 1);
+          for (Index i = 0; i < direction.size(); ++i) direction.data()[i] = rng.normal();
+          const double analytic = dmasks[h].dot(direction.col(0));
+          const double eps = 1e-5;
+          auto loss = [&]() {
+            return (kernel_attention_reference<double>(in.omega, in.sets, c.grid, in.Q, in.K, in.V, in.masks)
+                        .array() *
+                    G.array())
+                .sum();
+          };
+          in.masks[h] = mask_column.col(0) + eps * direction.col(0);
+          const double up = loss();
+          in.masks[h] = mask_column.col(0) - eps * direction.col(0);
+          const double down = loss();
+          in.masks[h] = mask_column.col(0);
+          const double numeric = (up - down) / (2 * eps);
+          INFO("dmask of head " << h << ": analytic " << analytic << ", numeric " << numeric);
+          CHECK(std::abs(analytic - numeric) <= 1e-6 * (1.0 + std::abs(numeric)));
+        }
+      }
+      // Float, 1 and 2 threads: bitwise the same.
+      std::vector<Mat<float>> omega_f;
+      for (const auto& w : in.omega) omega_f.push_back(w.cast<float>());
+      std::vector<Vec<float>> masks_f;
+      for (const auto& mk : in.masks) masks_f.push_back(mk.cast<float>());
+      const Mat<float> Qf = in.Q.cast<float>(), Kf = in.K.cast<float>(), Vf = in.V.cast<float>();
+      const Mat<float> Gf = G.cast<float>();
+      auto run = [&](int threads) {
+        omp_set_num_threads(threads);
+        KernelAttentionCache<float> cf;
+        kernel_attention_forward<float>(omega_f, in.sets, c.grid, Qf, Kf, Vf, masks_f, cf);
+        Mat<float> gQ = Mat<float>::Zero(N, HD), gK = gQ, gV = gQ;
+        std::vector<Vec<float>> gm;
+        kernel_attention_backward<float>(omega_f, in.sets, c.grid, Qf, Kf, Vf, masks_f, cf, Gf, gQ, gK, gV, gm);
+        Mat<float> all(N, 4 * HD);
+        all << cf.out, gQ, gK, gV;
+        return std::pair{all, gm};
+      };
+      const auto one = run(1), two = run(2);
+      CHECK((one.first.array() == two.first.array()).all());
+      REQUIRE(one.second.size() == two.second.size());
+      for (std::size_t h = 0; h < one.second.size(); ++h) CHECK((one.second[h].array() == two.second[h].array()).all());
+    }
+  }
+  omp_set_num_threads(saved);
 }
