@@ -30,24 +30,46 @@ std::string learning_curve_svg(const std::string& target, const std::string& uni
   return line_plot_svg(series, o);
 }
 
-std::string parity_svg(const std::string& target, const std::string& unit, std::span<const double> truth,
-                       std::span<const double> predicted, const std::string& subset) {
-  require(truth.size() == predicted.size(), "parity_svg: truth and predicted differ in length");
-  const Metrics m = compute_metrics(predicted, truth);
+namespace {
+
+// The finite points of a parity plot (predicted against true) or, with `residuals`, of a residual
+// plot (predicted - true against true); the padded range of the true values (and of the
+// predictions for a parity plot, whose axes share it); the MAE and its text.
+struct Scatter {
   PlotSeries points{"", {}, {}, "#1f77b4", false, true};
-  io::PlotRange r;
+  io::PlotRange range;
+  double mae = 0;
+  std::string mae_text;
+};
+
+Scatter scatter(std::span<const double> truth, std::span<const double> predicted, bool residuals, const char* caller) {
+  require(truth.size() == predicted.size(), std::string(caller) + ": truth and predicted differ in length");
+  Scatter sc;
   for (std::size_t i = 0; i < truth.size(); ++i) {
     if (!std::isfinite(truth[i]) || !std::isfinite(predicted[i])) continue;
-    points.x.push_back(truth[i]);
-    points.y.push_back(predicted[i]);
-    r.add(truth[i]);
-    r.add(predicted[i]);
+    sc.points.x.push_back(truth[i]);
+    sc.points.y.push_back(residuals ? predicted[i] - truth[i] : predicted[i]);
+    sc.range.add(truth[i]);
+    if (!residuals) sc.range.add(predicted[i]);
   }
-  io::pad_plot_range(r, false);
+  io::pad_plot_range(sc.range, false);
+  sc.mae = compute_metrics(predicted, truth).mae;
+  char text[64];
+  std::snprintf(text, sizeof text, "%.4g", sc.mae);
+  sc.mae_text = text;
+  return sc;
+}
+
+}  // namespace
+
+std::string parity_svg(const std::string& target, const std::string& unit, std::span<const double> truth,
+                       std::span<const double> predicted, const std::string& subset) {
+  Scatter sc = scatter(truth, predicted, false, "parity_svg");
+  PlotSeries& points = sc.points;
+  const io::PlotRange& r = sc.range;
   const double margin = 0.04 * (r.hi - r.lo);
-  char mae[64];
-  std::snprintf(mae, sizeof mae, "%.4g", m.mae);
-  points.label = subset + ": n = " + std::to_string(points.x.size()) + ", MAE = " + mae + (unit.empty() ? "" : " " + unit);
+  points.label = subset + ": n = " + std::to_string(points.x.size()) + ", MAE = " + sc.mae_text +
+                 (unit.empty() ? "" : " " + unit);
   // y = x drawn across the whole (square) range, underneath the points.
   PlotSeries diagonal{"y = x", {r.lo - margin, r.hi + margin}, {r.lo - margin, r.hi + margin}, "#555555", true, false};
   PlotOptions o;
@@ -63,28 +85,18 @@ std::string parity_svg(const std::string& target, const std::string& unit, std::
 
 std::string residual_svg(const std::string& target, const std::string& unit, std::span<const double> truth,
                          std::span<const double> predicted, const std::string& subset) {
-  require(truth.size() == predicted.size(), "residual_svg: truth and predicted differ in length");
-  const Metrics m = compute_metrics(predicted, truth);
-  PlotSeries points{"", {}, {}, "#1f77b4", false, true};
-  io::PlotRange r;
-  for (std::size_t i = 0; i < truth.size(); ++i) {
-    if (!std::isfinite(truth[i]) || !std::isfinite(predicted[i])) continue;
-    points.x.push_back(truth[i]);
-    points.y.push_back(predicted[i] - truth[i]);
-    r.add(truth[i]);
-  }
-  io::pad_plot_range(r, false);
+  Scatter sc = scatter(truth, predicted, true, "residual_svg");
+  PlotSeries& points = sc.points;
+  const io::PlotRange& r = sc.range;
   const double margin = 0.04 * (r.hi - r.lo);
-  char mae[64];
-  std::snprintf(mae, sizeof mae, "%.4g", m.mae);
   const std::string u = unit.empty() ? std::string() : " " + unit;
-  points.label = subset + ": n = " + std::to_string(points.x.size()) + ", MAE = " + mae + u;
+  points.label = subset + ": n = " + std::to_string(points.x.size()) + ", MAE = " + sc.mae_text + u;
   const std::vector<double> span_x = {r.lo - margin, r.hi + margin};
   PlotSeries zero{"zero error", span_x, {0.0, 0.0}, "#555555", true, false};
   std::vector<PlotSeries> series = {zero};
-  if (std::isfinite(m.mae) && m.mae > 0) {
-    series.push_back({std::string("+-MAE (") + mae + u + ")", span_x, {m.mae, m.mae}, "#d62728", true, false});
-    series.push_back({"", span_x, {-m.mae, -m.mae}, "#d62728", true, false});
+  if (std::isfinite(sc.mae) && sc.mae > 0) {
+    series.push_back({"+-MAE (" + sc.mae_text + u + ")", span_x, {sc.mae, sc.mae}, "#d62728", true, false});
+    series.push_back({"", span_x, {-sc.mae, -sc.mae}, "#d62728", true, false});
   }
   series.push_back(points);
   PlotOptions o;
