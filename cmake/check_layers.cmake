@@ -16,11 +16,11 @@ set(allowed_chem core io)
 set(allowed_models core io attention)
 set(allowed_train core io)
 set(allowed_pipeline core io comm attention chem models train)
-set(allowed_seq core io attention models train)
+set(allowed_tasks core io attention models train)
 set(allowed_api core io attention chem models train pipeline flt)
 set(allowed_python core io attention chem models train pipeline flt)
 set(allowed_include flt)
-set(layers core io comm attention chem models train pipeline seq api python include)
+set(layers core io comm attention chem models train pipeline tasks api python include)
 
 # The folders an include can name: every src/ folder (and "flt" for the public API).
 file(GLOB entries LIST_DIRECTORIES true RELATIVE "${SOURCE_DIR}/src" "${SOURCE_DIR}/src/*")

@@ -7,7 +7,7 @@
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "options_util.hpp"
-#include "seq/task_image.hpp"
+#include "tasks/task_image.hpp"
 #include "io/progress.hpp"
 
 #include <omp.h>
@@ -52,7 +52,7 @@ io::OptionSchema eval_schema() {
 
 int run_image(const std::vector<std::string>& raw_args) {
   if (raw_args.empty() || raw_args[0] == "-h" || raw_args[0] == "--help") {
-    std::cout << kUsage << "train options:\n" << seq::image_option_schema().help() << "\neval options:\n" << eval_schema().help();
+    std::cout << kUsage << "train options:\n" << tasks::image_option_schema().help() << "\neval options:\n" << eval_schema().help();
     return raw_args.empty() ? kExitUsage : kExitOk;
   }
   const std::string action = raw_args[0];
@@ -61,20 +61,20 @@ int run_image(const std::vector<std::string>& raw_args) {
   const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args, &quiet);
   if (action == "train") {
     if (help) {
-      std::cout << kUsage << "train options:\n" << seq::image_option_schema().help();
+      std::cout << kUsage << "train options:\n" << tasks::image_option_schema().help();
       return kExitOk;
     }
-    seq::ImageTrainConfig config;
+    tasks::ImageTrainConfig config;
     try {
-      config = seq::parse_image_train_command_line(args);
+      config = tasks::parse_image_train_command_line(args);
     } catch (const ConfigError& e) {
       throw UsageError(e.what());
     }
-    seq::TaskOutput output;
+    tasks::TaskOutput output;
     output.progress = progress_output(quiet).stream;
     output.terminal = progress_output(quiet).terminal;
-    const seq::ImageTrainResult result = seq::run_image_training(config, output);
-    std::cout << seq::format_image_summary(result) << std::flush;
+    const tasks::ImageTrainResult result = tasks::run_image_training(config, output);
+    std::cout << tasks::format_image_summary(result) << std::flush;
     return kExitOk;
   }
   if (action == "eval") {
@@ -95,16 +95,16 @@ int run_image(const std::vector<std::string>& raw_args) {
     }
     if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
     EvalProgressBar progress(progress_output(quiet));
-    const seq::ImageEvaluation e =
-        seq::evaluate_image_model(o.get_string("model"), o.has("data-dir") ? o.get_string("data-dir") : std::string(), o.get_string("subset"),
+    const tasks::ImageEvaluation e =
+        tasks::evaluate_image_model(o.get_string("model"), o.has("data-dir") ? o.get_string("data-dir") : std::string(), o.get_string("subset"),
                                   static_cast<std::size_t>(o.get_int("limit")), static_cast<std::size_t>(o.get_int("batch-size")),
                                   progress.callback());
     progress.finish();
     if (o.has("out")) {
       std::filesystem::create_directories(o.get_string("out"));
-      seq::write_image_evaluation(o.get_string("out"), e);
+      tasks::write_image_evaluation(o.get_string("out"), e);
     }
-    std::cout << seq::format_image_evaluation(e) << std::flush;
+    std::cout << tasks::format_image_evaluation(e) << std::flush;
     return kExitOk;
   }
   throw UsageError("unknown action '" + action + "' (expected train or eval)");

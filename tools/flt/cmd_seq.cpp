@@ -8,8 +8,8 @@
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "options_util.hpp"
-#include "seq/task_lm.hpp"
-#include "seq/task_property.hpp"
+#include "tasks/task_lm.hpp"
+#include "tasks/task_property.hpp"
 #include "io/ini.hpp"
 #include "io/progress.hpp"
 
@@ -86,15 +86,15 @@ std::string task_of(const std::vector<std::string>& args) {
 
 int run_seq(const std::vector<std::string>& raw_args) {
   if (raw_args.empty() || raw_args[0] == "-h" || raw_args[0] == "--help") {
-    std::cout << kUsage << "train options (--task property):\n" << seq::property_option_schema().help()
-              << "\ntrain options (--task lm):\n" << seq::lm_option_schema().help() << "\neval options:\n" << eval_schema().help();
+    std::cout << kUsage << "train options (--task property):\n" << tasks::property_option_schema().help()
+              << "\ntrain options (--task lm):\n" << tasks::lm_option_schema().help() << "\neval options:\n" << eval_schema().help();
     return raw_args.empty() ? kExitUsage : kExitOk;
   }
   const std::string action = raw_args[0];
   std::vector<std::string> args;
   bool quiet = false;
   const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args, &quiet);
-  seq::TaskOutput output;
+  tasks::TaskOutput output;
   output.progress = progress_output(quiet).stream;
   output.terminal = progress_output(quiet).terminal;
   if (action == "train") {
@@ -107,34 +107,34 @@ int run_seq(const std::vector<std::string>& raw_args) {
     if (task != "property" && task != "lm") throw UsageError("--task '" + task + "' (expected property or lm)");
     if (help) {
       std::cout << kUsage << "train options (--task " << task << "):\n"
-                << (task == "lm" ? seq::lm_option_schema() : seq::property_option_schema()).help();
+                << (task == "lm" ? tasks::lm_option_schema() : tasks::property_option_schema()).help();
       return kExitOk;
     }
     if (task == "property") {
-      static const io::OptionSchema schema = seq::property_option_schema();
-      seq::PropertyTrainConfig config;
+      static const io::OptionSchema schema = tasks::property_option_schema();
+      tasks::PropertyTrainConfig config;
       try {
         std::vector<std::string> positional;
-        config = seq::property_config_from_options(seq::parse_task_command_line(schema, args, &positional));
+        config = tasks::property_config_from_options(tasks::parse_task_command_line(schema, args, &positional));
         if (!positional.empty()) throw ConfigError("unexpected argument '" + positional.front() + "'");
       } catch (const ConfigError& e) {
         throw UsageError(e.what());
       }
-      const seq::PropertyTrainResult r = seq::run_property_training(config, output);
-      std::cout << seq::format_property_summary(r) << std::flush;
+      const tasks::PropertyTrainResult r = tasks::run_property_training(config, output);
+      std::cout << tasks::format_property_summary(r) << std::flush;
       return kExitOk;
     }
-    static const io::OptionSchema schema = seq::lm_option_schema();
-    seq::LmTrainConfig config;
+    static const io::OptionSchema schema = tasks::lm_option_schema();
+    tasks::LmTrainConfig config;
     try {
       std::vector<std::string> positional;
-      config = seq::lm_config_from_options(seq::parse_task_command_line(schema, args, &positional));
+      config = tasks::lm_config_from_options(tasks::parse_task_command_line(schema, args, &positional));
       if (!positional.empty()) throw ConfigError("unexpected argument '" + positional.front() + "'");
     } catch (const ConfigError& e) {
       throw UsageError(e.what());
     }
-    const seq::LmTrainResult r = seq::run_lm_training(config, output);
-    std::cout << seq::format_lm_summary(r) << std::flush;
+    const tasks::LmTrainResult r = tasks::run_lm_training(config, output);
+    std::cout << tasks::format_lm_summary(r) << std::flush;
     return kExitOk;
   }
   if (action == "eval") {
@@ -156,24 +156,24 @@ int run_seq(const std::vector<std::string>& raw_args) {
     const auto batch = static_cast<std::size_t>(o.get_int("batch-size"));
     EvalProgressBar progress(progress_output(quiet));
     if (o.get_string("task") == "property") {
-      const seq::PropertyEvaluation e = seq::evaluate_property_model(o.get_string("model"), o.get_string("index"),
+      const tasks::PropertyEvaluation e = tasks::evaluate_property_model(o.get_string("model"), o.get_string("index"),
                                                                      o.get_string("split-file"), o.get_string("subset"), batch,
                                                                      progress.callback());
       progress.finish();
       if (o.has("out")) {
         std::filesystem::create_directories(o.get_string("out"));
-        seq::write_property_evaluation(o.get_string("out"), e);
+        tasks::write_property_evaluation(o.get_string("out"), e);
       }
-      std::cout << seq::format_property_evaluation(e) << std::flush;
+      std::cout << tasks::format_property_evaluation(e) << std::flush;
     } else {
-      const seq::LmEvaluation e = seq::evaluate_lm_model(o.get_string("model"), o.get_string("index"), o.get_string("split-file"),
+      const tasks::LmEvaluation e = tasks::evaluate_lm_model(o.get_string("model"), o.get_string("index"), o.get_string("split-file"),
                                                          o.get_string("subset"), batch, progress.callback());
       progress.finish();
       if (o.has("out")) {
         std::filesystem::create_directories(o.get_string("out"));
-        seq::write_lm_evaluation(o.get_string("out"), e);
+        tasks::write_lm_evaluation(o.get_string("out"), e);
       }
-      std::cout << seq::format_lm_evaluation(e) << std::flush;
+      std::cout << tasks::format_lm_evaluation(e) << std::flush;
     }
     return kExitOk;
   }

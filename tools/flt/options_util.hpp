@@ -45,7 +45,7 @@ bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::st
 io::ProgressOutput progress_output(bool quiet);
 
 // A progress bar for an evaluation loop ("evaluating" N examples) on `output` (silent when its
-// stream is null), as a seq::EvalProgress-style callback; finish() completes the line.
+// stream is null), as a tasks::EvalProgress-style callback; finish() completes the line.
 class EvalProgressBar {
  public:
   explicit EvalProgressBar(const io::ProgressOutput& output) : output_(output) {}

@@ -10,7 +10,7 @@
 #include "core/losses.hpp"
 #include "core/optim.hpp"
 #include "core/random.hpp"
-#include "seq/token_model.hpp"
+#include "models/token_model.hpp"
 
 #include <omp.h>
 
@@ -21,7 +21,7 @@
 #include <string>
 
 using namespace flt;
-using namespace flt::seq;
+using namespace flt::models;
 
 int main(int argc, char** argv) {
   try {

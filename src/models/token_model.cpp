@@ -2,7 +2,7 @@
 // P outputs, V vocabulary, p patch side, m Performer features, R RPE frequencies.
 // The token model: construction, forward, backward, exact masks and their gradients, model files.
 // Equations in token_model.hpp.
-#include "seq/token_model.hpp"
+#include "models/token_model.hpp"
 
 #include "core/log.hpp"
 #include "attention/performer.hpp"
@@ -11,7 +11,7 @@
 #include <cmath>
 #include <numbers>
 
-namespace flt::seq {
+namespace flt::models {
 
 namespace {
 
@@ -695,7 +695,7 @@ std::unique_ptr<TokenModel<T>> TokenModel<T>::from_model_file(
   }
   std::unique_ptr<TokenModel<T>> model;
   try {
-    model = std::make_unique<TokenModel<T>>(config_from_strings(cfg));
+    model = std::make_unique<TokenModel<T>>(token_config_from_strings(cfg));
   } catch (const ConfigError& e) {
     throw ModelFileError(src, std::string("bad configuration: ") + e.what());
   }
@@ -766,4 +766,4 @@ template class TokenModel<double>;
 template Mat<float> image_patches<float>(const TokenModelConfig&, const Mat<float>&);
 template Mat<double> image_patches<double>(const TokenModelConfig&, const Mat<float>&);
 
-}  // namespace flt::seq
+}  // namespace flt::models

@@ -1,8 +1,8 @@
 // SMILES tokenizers, vocabulary, heavy-atom composition, the QM9 SMILES index (units, order, split
 // of the 3-D model) and the target normalisation (reference energies by least squares).
 #include "core/random.hpp"
-#include "seq/data_smiles.hpp"
-#include "seq_test_util.hpp"
+#include "tasks/data_smiles.hpp"
+#include "task_test_util.hpp"
 #include "io/atomic_file.hpp"
 
 #include <catch2/catch.hpp>
@@ -11,8 +11,8 @@
 #include <map>
 
 using namespace flt;
-using namespace flt::seq;
-using flt::seq::testing::Scratch;
+using namespace flt::tasks;
+using flt::tasks::testing::Scratch;
 
 namespace {
 

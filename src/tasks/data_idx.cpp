@@ -1,12 +1,12 @@
 // IDX reader (see data_idx.hpp for the format and the checks).
-#include "seq/data_idx.hpp"
+#include "tasks/data_idx.hpp"
 
 #include "io/compressed.hpp"
 
 #include <cstdio>
 #include <cstdlib>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 namespace fs = std::filesystem;
 
@@ -140,4 +140,4 @@ const std::vector<std::string>& fashion_mnist_classes() {
   return names;
 }
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

@@ -1,4 +1,4 @@
-// Tests of the sequence/image token model (src/seq/token_model): finite-difference gradients of
+// Tests of the sequence/image token model (src/models/token_model): finite-difference gradients of
 // the whole model for every attention kind, input kind, causal/bidirectional and both heads;
 // fast attention paths against their O(L^2) references with the same random features; causality;
 // determinism (seed, threads); model-file round trip and bad inputs.
@@ -9,7 +9,7 @@
 #include "attention/attention.hpp"
 #include "attention/exact/toeplitz.hpp"
 #include "attention/kernel_attention.hpp"
-#include "seq/token_model.hpp"
+#include "models/token_model.hpp"
 
 #include <catch2/catch.hpp>
 #include <omp.h>
@@ -23,7 +23,7 @@
 #include <string>
 
 using namespace flt;
-using namespace flt::seq;
+using namespace flt::models;
 
 namespace {
 
@@ -139,7 +139,7 @@ TEST_CASE("token model: configuration strings round trip and bad values are name
   c.init_beta = 0.1;  // not exactly representable: the shortest round-trip form must survive
   std::map<std::string, std::string> kv;
   for (const auto& [k, v] : config_to_strings(c)) kv[k] = v;
-  const TokenModelConfig d = config_from_strings(kv);
+  const TokenModelConfig d = token_config_from_strings(kv);
   CHECK(config_to_strings(d) == config_to_strings(c));
   CHECK(d.window_radii == std::vector<Index>{1, 4});
   CHECK(d.init_beta == 0.1);
@@ -148,7 +148,7 @@ TEST_CASE("token model: configuration strings round trip and bad values are name
   auto expect_error = [&](const std::string& key, const std::string& value, const char* needle) {
     auto kv2 = kv;
     kv2[key] = value;
-    CHECK_THROWS_WITH(config_from_strings(kv2), Catch::Contains(needle));
+    CHECK_THROWS_WITH(token_config_from_strings(kv2), Catch::Contains(needle));
   };
   expect_error("width", "9", "width");            // not divisible by heads
   expect_error("attention", "softmax", "attention");
@@ -156,7 +156,7 @@ TEST_CASE("token model: configuration strings round trip and bad values are name
   expect_error("spectrum", "radial_shells", "spectrum");
   expect_error("window_radii", "1", "window_radii");
   kv["colour"] = "red";
-  CHECK_THROWS_WITH(config_from_strings(kv), Catch::Contains("colour"));
+  CHECK_THROWS_WITH(token_config_from_strings(kv), Catch::Contains("colour"));
   TokenModelConfig img = tiny(kCases[0], Setup::patches_pooled);
   img.causal = true;
   CHECK_THROWS_AS(img.validate(), ConfigError);

@@ -2,8 +2,8 @@
 // it learns, runs are deterministic, --resume reproduces an uninterrupted run byte for byte,
 // the time budget stops training, outputs are complete; evaluation counts agree with a manual
 // argmax.
-#include "seq/task_image.hpp"
-#include "seq_test_util.hpp"
+#include "tasks/task_image.hpp"
+#include "task_test_util.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
 #include "io/json.hpp"
@@ -13,8 +13,8 @@
 #include <filesystem>
 
 using namespace flt;
-using namespace flt::seq;
-using flt::seq::testing::Scratch;
+using namespace flt::tasks;
+using flt::tasks::testing::Scratch;
 namespace fs = std::filesystem;
 
 namespace {

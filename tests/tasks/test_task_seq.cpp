@@ -3,9 +3,9 @@
 // causal language model (bits per character equals a manual log-softmax sum, independent of the
 // batch size, and the saved model reproduces it).
 #include "core/losses.hpp"
-#include "seq/task_lm.hpp"
-#include "seq/task_property.hpp"
-#include "seq_test_util.hpp"
+#include "tasks/task_lm.hpp"
+#include "tasks/task_property.hpp"
+#include "task_test_util.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
 
@@ -16,8 +16,8 @@
 #include <numbers>
 
 using namespace flt;
-using namespace flt::seq;
-using flt::seq::testing::Scratch;
+using namespace flt::tasks;
+using flt::tasks::testing::Scratch;
 namespace fs = std::filesystem;
 
 namespace {

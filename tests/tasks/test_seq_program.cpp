@@ -1,6 +1,6 @@
 // End to end: the flt program's `image` and `seq` subcommands (tiny models, a few hundred
 // examples): train, eval, --config round trip, --resume, exit codes and messages.
-#include "seq_test_util.hpp"
+#include "task_test_util.hpp"
 #include "io/atomic_file.hpp"
 #include "io/json.hpp"
 
@@ -9,8 +9,8 @@
 #include <filesystem>
 
 using namespace flt;
-using flt::seq::testing::Scratch;
-using flt::seq::testing::run_flt;
+using flt::tasks::testing::Scratch;
+using flt::tasks::testing::run_flt;
 namespace fs = std::filesystem;
 using namespace std::string_literals;
 
@@ -33,7 +33,7 @@ const std::string kTinyModel = kTinyTokenModel + " --head-hidden 16";
 
 TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][program]") {
   Scratch dir("prog-image");
-  seq::testing::write_synthetic_idx(dir / "data", 320, 64, /*gz=*/false);
+  tasks::testing::write_synthetic_idx(dir / "data", 320, 64, /*gz=*/false);
   const std::string common = " --data-dir "s + q(dir / "data") + " --validation 64 --epochs 6 --batch-size 16 --lr 1e-2"s + kTinyModel;
   auto r = run_flt("image train --out "s + q(dir / "a") + common, dir.path());
   INFO(r.err);
@@ -92,7 +92,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
 
 TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task checks", "[seq][program]") {
   Scratch dir("prog-seq");
-  const std::string data = " --index "s + q(seq::testing::qm9_index()) + " --split-file "s + q(seq::testing::qm9_split());
+  const std::string data = " --index "s + q(tasks::testing::qm9_index()) + " --split-file "s + q(tasks::testing::qm9_split());
   auto r = run_flt("seq train --task lm --out "s + q(dir / "lm") + data + " --train-limit 200 --test-limit 100 --epochs 1"s + kTinyTokenModel,
                    dir.path());
   INFO(r.err);

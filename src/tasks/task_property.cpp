@@ -1,6 +1,6 @@
 // SMILES property-prediction task (see task_property.hpp). Shapes: S molecules per batch, N
 // tokens in all, P targets; predictions S x P (standardised inside, physical units outside).
-#include "seq/task_property.hpp"
+#include "tasks/task_property.hpp"
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -18,7 +18,7 @@
 #include <iomanip>
 #include <sstream>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 namespace fs = std::filesystem;
 using io::OptionType;
@@ -375,4 +375,4 @@ std::string format_property_summary(const PropertyTrainResult& r) {
   return out.str();
 }
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

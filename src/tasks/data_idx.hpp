@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 inline constexpr std::uint8_t kIdxUnsignedByte = 0x08;
 // Refuse files whose declared element count would not fit a sane amount of memory (4 GiB):
@@ -83,4 +83,4 @@ ImageSet load_fashion_mnist(const std::filesystem::path& dir, std::string_view s
 // The ten Fashion-MNIST class names, label order ("T-shirt/top", "Trouser", ..., "Ankle boot").
 const std::vector<std::string>& fashion_mnist_classes();
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

@@ -1,5 +1,5 @@
 // Configuration of the token model: enum names, validation, key/value strings (model files).
-#include "seq/token_model.hpp"
+#include "models/token_model.hpp"
 
 #include "core/text.hpp"
 
@@ -8,7 +8,7 @@
 #include <set>
 #include <sstream>
 
-namespace flt::seq {
+namespace flt::models {
 
 const char* to_string(InputKind kind) noexcept {
   return kind == InputKind::tokens ? "tokens" : "patches";
@@ -160,7 +160,7 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenMo
   };
 }
 
-TokenModelConfig config_from_strings(const std::map<std::string, std::string>& values) {
+TokenModelConfig token_config_from_strings(const std::map<std::string, std::string>& values) {
   TokenModelConfig c;
   for (const auto& [raw_key, v] : values) {
     std::string k = raw_key;
@@ -206,4 +206,4 @@ TokenModelConfig config_from_strings(const std::map<std::string, std::string>& v
   return c;
 }
 
-}  // namespace flt::seq
+}  // namespace flt::models

@@ -12,14 +12,14 @@
 // with the best checkpoint (selected by validation bpc).
 #pragma once
 
-#include "seq/data_smiles.hpp"
-#include "seq/task_common.hpp"
+#include "tasks/data_smiles.hpp"
+#include "tasks/task_common.hpp"
 
 #include <filesystem>
 #include <string>
 #include <vector>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 struct LmTrainConfig {
   std::filesystem::path index = "datasets/qm9/qm9_subset_index.csv.gz";
@@ -64,4 +64,4 @@ std::string format_lm_evaluation(const LmEvaluation& e);
 void write_lm_evaluation(const std::filesystem::path& dir, const LmEvaluation& e,
                          const std::vector<std::pair<std::string, double>>& extra = {});
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

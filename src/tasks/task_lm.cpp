@@ -1,6 +1,6 @@
 // SMILES character language-model task (see task_lm.hpp). Shapes: S strings per batch, N = sum
 // (L_s + 1) positions, V vocabulary; logits N x V.
-#include "seq/task_lm.hpp"
+#include "tasks/task_lm.hpp"
 
 #include "core/error.hpp"
 #include "core/losses.hpp"
@@ -15,7 +15,7 @@
 #include <numbers>
 #include <sstream>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 namespace fs = std::filesystem;
 using io::OptionType;
@@ -285,4 +285,4 @@ std::string format_lm_summary(const LmTrainResult& r) {
   return out.str();
 }
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

@@ -1,8 +1,8 @@
 // SMILES tokenizers, vocabulary, QM9 SMILES index and target normalisation (see data_smiles.hpp).
-#include "seq/data_smiles.hpp"
+#include "tasks/data_smiles.hpp"
 
 #include "models/molecule_model.hpp"
-#include "seq/data_idx.hpp"
+#include "tasks/data_idx.hpp"
 #include "io/compressed.hpp"
 #include "io/csv.hpp"
 #include "io/units.hpp"
@@ -14,7 +14,7 @@
 #include <set>
 #include <unordered_map>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 namespace fs = std::filesystem;
 
@@ -412,4 +412,4 @@ Mat<double> TargetNormalisation::denormalise(const Mat<double>& z, const Mat<dou
   return y;
 }
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

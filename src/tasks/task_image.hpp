@@ -13,15 +13,15 @@
 // per-class accuracy and the confusion matrix. Selection metric: validation error rate (1 - acc).
 #pragma once
 
-#include "seq/data_idx.hpp"
-#include "seq/task_common.hpp"
+#include "tasks/data_idx.hpp"
+#include "tasks/task_common.hpp"
 
 #include <filesystem>
 #include <ostream>
 #include <string>
 #include <vector>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 struct ImageTrainConfig {
   std::filesystem::path data_dir;       // default_fashion_mnist_dir() when empty
@@ -83,4 +83,4 @@ std::string format_image_evaluation(const ImageEvaluation& e);
 void write_image_evaluation(const std::filesystem::path& dir, const ImageEvaluation& e,
                             const std::vector<std::pair<std::string, double>>& extra = {});
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

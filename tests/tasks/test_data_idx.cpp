@@ -1,8 +1,8 @@
 // IDX reader: the real Fashion-MNIST files of the Debian package dataset-fashion-mnist, and
 // corrupted copies of them written to a scratch directory (every header check must fire with a
 // message naming the file and the reason).
-#include "seq/data_idx.hpp"
-#include "seq_test_util.hpp"
+#include "tasks/data_idx.hpp"
+#include "task_test_util.hpp"
 #include "io/atomic_file.hpp"
 #include "io/compressed.hpp"
 
@@ -12,9 +12,9 @@
 #include <string>
 
 using namespace flt;
-using namespace flt::seq;
-using flt::seq::testing::Scratch;
-using flt::seq::testing::fashion_dir;
+using namespace flt::tasks;
+using flt::tasks::testing::Scratch;
+using flt::tasks::testing::fashion_dir;
 namespace fs = std::filesystem;
 using namespace std::string_literals;
 

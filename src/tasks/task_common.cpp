@@ -1,6 +1,6 @@
 // The shared training engine of the token-model tasks (see task_common.hpp for the algorithm,
 // the time budget and the determinism/resume contract).
-#include "seq/task_common.hpp"
+#include "tasks/task_common.hpp"
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -26,7 +26,7 @@
 #include <optional>
 #include <sstream>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 namespace fs = std::filesystem;
 using io::OptionType;
@@ -409,7 +409,7 @@ bool task_owns(const std::string& key, const std::vector<std::string>& owned, co
 }  // namespace
 
 void add_model_options(io::OptionSchema& s, const TokenModelConfig& defaults, const std::vector<std::string>& owned) {
-  for (const auto& [key, value] : config_to_strings(defaults)) {
+  for (const auto& [key, value] : models::config_to_strings(defaults)) {
     if (task_owns(key, owned, defaults)) continue;
     std::string help = "model hyper-parameter " + key;
     if (key == "attention") help = "attention: flt (FLT with RPE), performer (no RPE), toeplitz (exact RPE by FFT)";
@@ -463,12 +463,12 @@ TaskRunConfig run_config_from_options(const io::ResolvedOptions& o) {
 TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const TokenModelConfig& base,
                                            const std::vector<std::string>& owned) {
   std::map<std::string, std::string> values;
-  for (const auto& [key, value] : config_to_strings(base)) {
+  for (const auto& [key, value] : models::config_to_strings(base)) {
     if (task_owns(key, owned, base)) values[key] = value;
     else values[key] = o.get_string(dashed(key));
   }
   try {
-    return config_from_strings(values);
+    return models::token_config_from_strings(values);
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("model options: ") + e.what());
   }
@@ -572,4 +572,4 @@ const std::vector<std::string>& sequence_task_owned_keys() {
   return keys;
 }
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

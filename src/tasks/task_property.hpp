@@ -15,14 +15,14 @@
 #pragma once
 
 #include "core/losses.hpp"
-#include "seq/data_smiles.hpp"
-#include "seq/task_common.hpp"
+#include "tasks/data_smiles.hpp"
+#include "tasks/task_common.hpp"
 
 #include <filesystem>
 #include <string>
 #include <vector>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 struct PropertyTrainConfig {
   std::filesystem::path index = "datasets/qm9/qm9_subset_index.csv.gz";
@@ -70,4 +70,4 @@ std::string format_property_evaluation(const PropertyEvaluation& e);
 void write_property_evaluation(const std::filesystem::path& dir, const PropertyEvaluation& e,
                                const std::vector<std::pair<std::string, double>>& extra = {});
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

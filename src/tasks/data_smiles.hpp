@@ -27,7 +27,7 @@
 #include <string_view>
 #include <vector>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 enum class Tokenization { character, atom };
 const char* to_string(Tokenization t) noexcept;
@@ -130,4 +130,4 @@ TargetNormalisation fit_target_normalisation(const SmilesDataset& data, std::spa
 // Rows of a matrix (in the given order).
 Mat<double> take_rows(const Mat<double>& m, std::span<const std::size_t> rows);
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

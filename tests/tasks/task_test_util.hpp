@@ -2,7 +2,7 @@
 // set (two classes that a model can learn in a few steps) and running the flt program.
 #pragma once
 
-#include "seq/data_idx.hpp"
+#include "tasks/data_idx.hpp"
 #include "io/atomic_file.hpp"
 #include "io/compressed.hpp"
 
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-namespace flt::seq::testing {
+namespace flt::tasks::testing {
 
 using Scratch = flt::test_support::ScratchDir;
 
@@ -61,4 +61,4 @@ inline ProgramResult run_flt(const std::string& args, const std::filesystem::pat
 }
 #endif
 
-}  // namespace flt::seq::testing
+}  // namespace flt::tasks::testing

@@ -67,7 +67,7 @@
 #include <utility>
 #include <vector>
 
-namespace flt::seq {
+namespace flt::models {
 
 enum class InputKind { tokens, patches };
 enum class TokenAttention { flt, performer, toeplitz };
@@ -130,7 +130,7 @@ struct TokenModelConfig {
 // given keys ('-' accepted for '_') and validates. Unknown key or malformed value: ConfigError.
 // window_radii is comma separated.
 std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenModelConfig& config);
-TokenModelConfig config_from_strings(const std::map<std::string, std::string>& values);
+TokenModelConfig token_config_from_strings(const std::map<std::string, std::string>& values);
 
 // One ragged batch. tokens: `ids` holds the N token ids of all sequences, `sets` the sequences.
 // patches: `pixels` holds one image per row (S x image_height*image_width, row-major pixels,
@@ -266,4 +266,4 @@ inline constexpr const char* kTokenModelVersion = "1";
 template <class T>
 Mat<T> image_patches(const TokenModelConfig& config, const Mat<float>& pixels);
 
-}  // namespace flt::seq
+}  // namespace flt::models

@@ -31,7 +31,7 @@
 #pragma once
 
 #include "core/random.hpp"
-#include "seq/token_model.hpp"
+#include "models/token_model.hpp"
 #include "io/options.hpp"
 
 #include <cstdint>
@@ -44,7 +44,16 @@
 #include <string>
 #include <vector>
 
-namespace flt::seq {
+namespace flt::tasks {
+
+// The tasks train the token model of models/token_model.hpp.
+using models::InputKind;
+using models::OutputHead;
+using models::TokenAttention;
+using models::TokenBatch;
+using models::TokenCache;
+using models::TokenModel;
+using models::TokenModelConfig;
 
 // Progress of an evaluation: called after each batch with the examples done and the total.
 using EvalProgress = std::function<void(std::size_t done, std::size_t total)>;
@@ -176,4 +185,4 @@ const std::string& require_metadata(const std::map<std::string, std::string>& me
 void write_metrics_json(const std::filesystem::path& path, const std::vector<std::pair<std::string, double>>& numbers,
                         const std::vector<std::pair<std::string, std::string>>& strings = {});
 
-}  // namespace flt::seq
+}  // namespace flt::tasks

@@ -1,6 +1,6 @@
 // Image classification task (see task_image.hpp). Shapes: S images per batch, H x W pixels,
 // C classes; pixels S x (H W), logits S x C.
-#include "seq/task_image.hpp"
+#include "tasks/task_image.hpp"
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -17,7 +17,7 @@
 #include <iomanip>
 #include <sstream>
 
-namespace flt::seq {
+namespace flt::tasks {
 
 namespace fs = std::filesystem;
 using io::OptionType;
@@ -393,4 +393,4 @@ std::string format_image_summary(const ImageTrainResult& r) {
   return out.str();
 }
 
-}  // namespace flt::seq
+}  // namespace flt::tasks
