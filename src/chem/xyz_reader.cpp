@@ -12,16 +12,16 @@
 //                  (E_PBE0_kcal_per_mol, energy_eV, U0_Hartree), else, in files that declare
 //                  Properties= (ASE extended XYZ), ASE's definitions: energy and free_energy in eV,
 //                  forces in eV/A (logged once per file as an assumption); otherwise none.
-// QM9:             comment = "gdb N" + 15 numbers (kQm9Properties order); atom lines may carry a
+// QM9:             comment = "gdb N" + 15 numbers (io::qm9_targets() order); atom lines may carry a
 //                  5th column (Mulliken charge, e); numbers may use Mathematica "*^" exponents;
 //                  after the atoms, optional trailer lines: harmonic frequencies (cm^-1), the two
 //                  SMILES (GDB-17, B3LYP-relaxed), the two InChI strings.
 #include "chem/elements.hpp"
-#include "chem/qm9.hpp"
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/text.hpp"
+#include "io/units.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -419,28 +419,30 @@ class XyzParser final : public RecordParser {
       return;
     }
     if (flavour == Flavour::qm9) {
+      // The 15 properties in file order, with their units (io/units.hpp's QM9 table).
+      const auto& qm9 = io::qm9_targets();
       std::vector<std::string_view> tokens;
       split_ws(comment, tokens);
-      if (tokens.size() < 2 + kQm9Properties.size() || tokens[0] != "gdb" ||
+      if (tokens.size() < 2 + qm9.size() || tokens[0] != "gdb" ||
           !parse_count(tokens[1])) {
         error = where + "a QM9 comment line is 'gdb N' and 15 numbers, found " + quote(comment);
         return;
       }
       points.title = "gdb " + std::string(tokens[1]);
       points.set_property("index", std::string(tokens[1]));
-      for (std::size_t k = 0; k < kQm9Properties.size(); ++k) {
+      for (std::size_t k = 0; k < qm9.size(); ++k) {
         const std::string_view text = tokens[2 + k];
         const auto value = parse_number(text);
         if (!value) {
-          error = where + "QM9 property " + std::string(kQm9Properties[k].key) +
+          error = where + "QM9 property " + std::string(qm9[k].name) +
                   " is not a number: " + quote(text);
           return;
         }
         Property p;
-        p.key = std::string(kQm9Properties[k].key);
+        p.key = std::string(qm9[k].name);
         p.value = std::string(text);
         p.number = value;
-        p.unit = std::string(kQm9Properties[k].unit);
+        p.unit = std::string(qm9[k].source_unit);
         points.properties.push_back(std::move(p));
       }
       return;

@@ -9,7 +9,7 @@
 //   1 e*Bohr (a.u. dipole) = 2.541746473 Debye
 //   1 J/(mol K)    = 1/4.184 cal/(mol K)
 //   1 cm^-1        = 29.9792458 GHz (c = 299792458 m/s)
-// This is flt's one units table: the chem readers store unit names from it (chem/qm9.hpp).
+// This is flt's one units table: the chem readers store unit names from it (the QM9 reader: qm9_targets).
 #pragma once
 
 #include "core/error.hpp"

@@ -3,7 +3,6 @@
 #include "chem/elements.hpp"
 #include "chem/format.hpp"
 #include "chem/point_set.hpp"
-#include "chem/qm9.hpp"
 #include "core/error.hpp"
 #include "core/random.hpp"
 

@@ -4,7 +4,7 @@
 #include "chem_test_util.hpp"
 #include "../common/text_input.hpp"
 
-#include "chem/qm9.hpp"
+#include "io/units.hpp"
 #include "core/error.hpp"
 
 #include <catch2/catch.hpp>
@@ -60,9 +60,10 @@ TEST_CASE("QM9 subset: all 13,023 records parse with the 15 properties", "[chem]
           ++mismatches;
           return;
         }
-        for (std::size_t k = 0; k < kQm9Properties.size(); ++k) {
+        const auto& qm9 = flt::io::qm9_targets();
+        for (std::size_t k = 0; k < qm9.size(); ++k) {
           const Property& prop = p.properties[k + 1];
-          if (prop.key != kQm9Properties[k].key || prop.unit != kQm9Properties[k].unit ||
+          if (prop.key != qm9[k].name || prop.unit != qm9[k].source_unit ||
               !prop.number) {
             ++mismatches;
           }
