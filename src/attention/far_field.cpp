@@ -647,6 +647,34 @@ Plan make_plan(const RaggedIndex& sets, const std::vector<Index>& sum_of_set) {
   return plan;
 }
 
+// Per row group t of the large sets: P_t = sum over the group's rows of Psi^T X (F x cols, double;
+// X = V in forward, dout in backward). One thread computes each P_t in row order and the caller
+// adds them in group order, so the sums are the same for any thread count.
+template <class T>
+std::vector<Mat<double>> group_feature_sums(const Geometry& g, const Plan& plan, ConstMatRef<double> coords,
+                                            const std::vector<Eigen::Vector3d>& centre, ConstMatRef<T> X) {
+  std::vector<Mat<double>> partial(plan.groups.size());
+  const auto num_groups = static_cast<Index>(plan.groups.size());
+#pragma omp parallel
+  {
+    Phases ph(g.M);
+    Mat<double> Psi, Xd;
+#pragma omp for schedule(dynamic, 1)
+    for (Index t = 0; t < num_groups; ++t) {
+      const Chunk& gr = plan.groups[static_cast<std::size_t>(t)];
+      Mat<double>& P = partial[static_cast<std::size_t>(t)];
+      P.setZero(g.F, X.cols());
+      for (Index b = gr.begin; b < gr.end; b += kRowChunk) {
+        const Index e = std::min(gr.end, b + kRowChunk);
+        feature_block(g, coords, b, e, centre[static_cast<std::size_t>(gr.set)], Psi, ph);
+        Xd = X.middleRows(b, e - b).template cast<double>();
+        P.noalias() += Psi.transpose() * Xd;
+      }
+    }
+  }
+  return partial;
+}
+
 // Sources of row i: its neighbours, plus itself when the list omits self pairs and the set uses
 // features (the feature sums contain the self pair, whose exact weight w(0) = 0 is 0).
 void near_sources(const NeighbourList& nb, Index i, bool add_self, std::vector<Index>& src) {
@@ -812,25 +840,7 @@ void far_field_forward(const FarFieldConfig& cfg, const SphericalDesign& design,
   const PairContext cx{cfg.nodes, cfg.cutoff, H, dv, K, A};
 
   // Partial sums of the large sets' row groups, then their sums in group order.
-  std::vector<Mat<double>> partial(plan.groups.size());
-  const auto num_groups = static_cast<Index>(plan.groups.size());
-#pragma omp parallel
-  {
-    Phases ph(g.M);
-    Mat<double> Psi, Vd;
-#pragma omp for schedule(dynamic, 1)
-    for (Index t = 0; t < num_groups; ++t) {
-      const Chunk& gr = plan.groups[static_cast<std::size_t>(t)];
-      Mat<double>& P = partial[static_cast<std::size_t>(t)];
-      P.setZero(g.F, Hdv);
-      for (Index b = gr.begin; b < gr.end; b += kRowChunk) {
-        const Index e = std::min(gr.end, b + kRowChunk);
-        feature_block(g, coords, b, e, cache.centre[static_cast<std::size_t>(gr.set)], Psi, ph);
-        Vd = V.middleRows(b, e - b).template cast<double>();
-        P.noalias() += Psi.transpose() * Vd;
-      }
-    }
-  }
+  std::vector<Mat<double>> partial = group_feature_sums<T>(g, plan, coords, cache.centre, V);
   std::vector<Mat<double>> scaled(static_cast<std::size_t>(S));  // S~ of the large sets
   for (const Index s : plan.large_sets) {
     Mat<double>& sum = cache.sums[static_cast<std::size_t>(cache.sum_of_set[static_cast<std::size_t>(s)])];
@@ -926,25 +936,7 @@ void far_field_backward(const FarFieldConfig& cfg, const SphericalDesign& design
   const bool want_coords = dcoords.size() > 0;
 
   // dS~ of the large sets: partials over row groups, added in group order.
-  std::vector<Mat<double>> partial(plan.groups.size());
-  const auto num_groups = static_cast<Index>(plan.groups.size());
-#pragma omp parallel
-  {
-    Phases ph(g.M);
-    Mat<double> Psi, Gd;
-#pragma omp for schedule(dynamic, 1)
-    for (Index t = 0; t < num_groups; ++t) {
-      const Chunk& gr = plan.groups[static_cast<std::size_t>(t)];
-      Mat<double>& P = partial[static_cast<std::size_t>(t)];
-      P.setZero(g.F, Hdv);
-      for (Index b = gr.begin; b < gr.end; b += kRowChunk) {
-        const Index e = std::min(gr.end, b + kRowChunk);
-        feature_block(g, coords, b, e, cache.centre[static_cast<std::size_t>(gr.set)], Psi, ph);
-        Gd = dout.middleRows(b, e - b).template cast<double>();
-        P.noalias() += Psi.transpose() * Gd;
-      }
-    }
-  }
+  std::vector<Mat<double>> partial = group_feature_sums<T>(g, plan, coords, cache.centre, dout);
   std::vector<Mat<double>> scaled(static_cast<std::size_t>(S)), dsum(static_cast<std::size_t>(S));
   Mat<double> da_total = Mat<double>::Zero(H, K);
   for (const Index s : plan.large_sets) {

@@ -159,6 +159,16 @@ Spectrum::Spectrum(SpectrumConfig config) : config_(std::move(config)) {
   }
 }
 
+double Spectrum::mixture_exponent(const Mat<double>& xi, Index k, const double* mu,
+                                  const double* lam) const noexcept {
+  double q = 0;
+  for (Index a = 0; a < config_.coord_dim; ++a) {
+    const double diff = xi(k, a) - mu[a];
+    q += diff * diff * std::exp(-clamped_log_sigma2(lam[a]));
+  }
+  return q;
+}
+
 double Spectrum::clamped_log_sigma2(double lambda) const noexcept {
   if (!std::isfinite(sigma2_max_)) return lambda;
   const double lmax = std::log(sigma2_max_);
@@ -248,11 +258,7 @@ void Spectrum::evaluate(std::span<const double> p, const Mat<double>& xi,
         case SpectrumKind::gaussian_mixture: {
           const double* mu = logw + T + t * dc;
           const double* lam = logw + T + T * dc + t * dc;
-          double q = 0;
-          for (Index a = 0; a < dc; ++a) {
-            const double diff = xi(k, a) - mu[a];
-            q += diff * diff * std::exp(-clamped_log_sigma2(lam[a]));
-          }
+          const double q = mixture_exponent(xi, k, mu, lam);
           sum += w * std::exp(-q);
           break;
         }
@@ -296,11 +302,7 @@ void Spectrum::evaluate_backward(std::span<const double> p, const Mat<double>& x
           // E17 per axis: dg/dmu = w e 2 (xi - mu)/sigma^2, dg/dlambda = w e (xi - mu)^2/sigma^2
           const double* mu = logw + T + t * dc;
           const double* lam = logw + T + T * dc + t * dc;
-          double q = 0;
-          for (Index a = 0; a < dc; ++a) {
-            const double diff = xi(k, a) - mu[a];
-            q += diff * diff * std::exp(-clamped_log_sigma2(lam[a]));
-          }
+          const double q = mixture_exponent(xi, k, mu, lam);
           const double we = w * std::exp(-q) * gk;
           dlogw[t] += we;
           for (Index a = 0; a < dc; ++a) {

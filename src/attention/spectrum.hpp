@@ -123,6 +123,8 @@ class Spectrum {
   // sigma^2 of the effective (clamped) lambda, and d sigma^2-log / d lambda (chain factor).
   double clamped_log_sigma2(double lambda) const noexcept;
   double clamped_log_sigma2_derivative(double lambda) const noexcept;
+  // q = sum_a (xi_ka - mu_a)^2 / sigma_a^2 of a gaussian_mixture component (E16's exponent).
+  double mixture_exponent(const Mat<double>& xi, Index k, const double* mu, const double* lam) const noexcept;
 
  private:
   SpectrumConfig config_;
