@@ -64,8 +64,22 @@ class Molecule:
     title: str = ""
 
 
+class _TargetNames:
+    """`names` and `units` of the `targets` list (Target), shared by PredictionTable and Model."""
+
+    targets: list
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    @property
+    def units(self) -> list[str]:
+        return [t.unit for t in self.targets]
+
+
 @dataclass
-class PredictionTable:
+class PredictionTable(_TargetNames):
     """Predictions for a batch, one row per input molecule in input order.
 
     values, stddev: float arrays (molecules x targets) in the unit of each target; NaN in the rows
@@ -92,14 +106,6 @@ class PredictionTable:
     forces_unit: Optional[str] = None
     contributions: Optional[list] = None
     contributions_stddev: Optional[list] = None
-
-    @property
-    def names(self) -> list[str]:
-        return [t.name for t in self.targets]
-
-    @property
-    def units(self) -> list[str]:
-        return [t.unit for t in self.targets]
 
     @property
     def ok(self) -> np.ndarray:
@@ -180,7 +186,7 @@ def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
         f"(atomic_numbers, coordinates) pair, not {type(obj).__name__}")
 
 
-class Model:
+class Model(_TargetNames):
     """A trained flt model, or an ensemble of models predicting the same targets."""
 
     def __init__(self, native: "_flt.Model"):
@@ -208,14 +214,6 @@ class Model:
         return str(_flt.Model.default_model_path())
 
     # -- description -------------------------------------------------------------------------
-    @property
-    def names(self) -> list[str]:
-        return [t.name for t in self.targets]
-
-    @property
-    def units(self) -> list[str]:
-        return [t.unit for t in self.targets]
-
     @property
     def elements(self) -> list[int]:
         """Atomic numbers the model accepts."""
