@@ -61,7 +61,8 @@ struct FarFieldConfig {
 // What forward keeps for backward (features are recomputed, so memory stays O(N + sets K M H dv)).
 template <class T>
 struct FarFieldCache {
-  std::vector<Mat<double>> sums;       // per set that used features: F x (H dv) sums S_n (F above)
+  std::vector<Mat<double>> sums;       // per set that used features: F x (H dv) sums S_n
+                                       // (F features: 2M per oscillating node, 1 for a zero node)
   // Per set: index into sums; or -1: complete set (exact near sums only, no features); or -2: a
   // small incomplete set (n <= min(256, 2 F H dv / (F + H dv)), e.g. QM9 molecules at H dv = 128)
   // whose estimate goes through the per-node Gram matrices Psi_n Psi_n^T of its rows, masked to

@@ -6,7 +6,7 @@
 // Shapes: L tokens (a ragged batch of sets), H heads, d query/key and dv value width per head,
 // dc coordinate dimension, K radial basis functions. Q, K: L x (H d);  V, out: L x (H dv);
 // coords: L x dc;  coeffs: H x K. Attention within each set of the RaggedIndex, all keys.
-// Per head h, rho_ij = |r_i - r_j|, s_ij = q_i.k_j / sqrt(d) (E1), u_h(rho) = sum_k a_hk phi_k(rho):
+// Per head h, rho_ij = |r_i - r_j|, s_ij = q_i.k_j / sqrt(d) (E1), u_h(rho) = sum_k a_hk phi_k(rho)
 //   mask = none:            out_i = sum_j exp(s_ij) v_j / sum_j exp(s_ij)
 //   mask = additive:        out_i = sum_j exp(s_ij + u_h(rho_ij)) v_j / sum_j (same)
 //   mask = multiplicative:  out_i = sum_j exp(s_ij) u_h(rho_ij) v_j / sum_j (same)   (E4)
