@@ -3,22 +3,14 @@
 // P = 2R (kronecker) or 1 (bias) mask-feature width, F = P (dv + 1) accumulator width,
 // B = block size (tokens per streamed block).
 //
-// One kernel serves both variants: per (set, head) the features factor as Q~_i = phi_i kron psi_i
-// (kronecker: psi = a o cs; bias: psi = [1] and the mask lives inside phi). Per block of n <= B
-// tokens the Kronecker features are formed for that block only (Xt: n x mP, row i = vec(phi_i^T
-// psi_i), index a P + k), so with Va_j = [v_j, 1] every large product is a GEMM with a long
-// inner dimension:
-//   Sa += Va^T Kt            ((dv+1) x mP: S^T and z^T of E10 together, accumulated in double;
-//                             stored transposed because that GEMM orientation measured ~1.5-2x
-//                             faster in Eigen than Kt^T Va)
-//   num = Qt Sa^T,  out_i = num_i[:dv] / num_i[dv]                                        (E10)
-// Backward (E25, E26) with Ga_i = [G_i / den_i, -(G_i . out_i) / den_i]:
-//   dQt = Ga Sa,  dSa = Ga^T Qt,  dKt = Va dSa,  dVa = Kt dSa^T
-//   and the Kronecker split per row (E26): with M_i = dQt_i viewed as m x P,
+// One kernel serves both variants: Q~_i = phi_i kron psi_i (kronecker: psi = a o cs; bias:
+// psi = [1], the mask inside phi), formed per block of n <= B tokens (Qt, Kt: n x mP). With
+// Va_j = [v_j, 1]:
+//   Sa += Va^T Kt  ((dv+1) x mP, double),  num = Qt Sa^T,  out_i = num_i[:dv] / num_i[dv]   (E10)
+// Backward (E25, E26), Ga_i = [G_i / den_i, -(G_i . out_i) / den_i]:
+//   dQt = Ga Sa,  dSa = Ga^T Qt,  dKt = Va dSa,  dVa = Kt dSa^T;  with M_i = dQt_i as m x P,
 //   dphi_i = M_i psi_i,  dpsi_i = M_i^T phi_i.
-// Per token and head this is 2 m P (dv+1) flops per GEMM pass (2 forward, 5 backward passes).
-// Causal: inter-block terms use the running Sa of earlier blocks; intra-block terms the masked
-// product A = tril((phiQ phiK^T) o (psiQ psiK^T)) (Kronecker inner products factor).
+// Block layout, causal form and cost: docs/attention.md, "FLT attention".
 #include "attention/attention.hpp"
 
 #include "core/error.hpp"

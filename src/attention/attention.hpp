@@ -2,56 +2,17 @@
 // batch: Performer features for q.k, Fourier RPE features for the learned mask f(r_i - r_j).
 //
 // Shapes (L tokens over all sets, H heads, d per head, dv value width per head, dc coordinates,
-// m Performer features, R frequencies):
-//   Q, K: L x (H d);  V: L x (H dv);  coords: L x dc;  out: L x (H dv).
-//   Head h owns columns [h d, (h+1) d) of Q and K and [h dv, (h+1) dv) of V and out.
-//   Attention only within each set of the RaggedIndex (no padding); batch.total_rows() == L.
-//
-// Variant "kronecker" (A, E9, E10): per head, feature width m * 2R,
-//   Q~_i = phi(q_i) kron psiQ(r_i),  K~_j = phi(k_j) kron psiK(r_j)
-//   out_i = Q~_i S / Q~_i . z,  S = sum_j K~_j v_j^T,  z = sum_j K~_j
-//   estimates out_i = sum_j exp(q_i.k_j/sqrt d) f(r_i-r_j) v_j / sum_j (same)     (E4)
-// Variant "bias" (B, E12, E13), clean one-sided form with a learned scale beta per head:
+// m Performer features, R frequencies): Q, K: L x (H d);  V, out: L x (H dv);  coords: L x dc.
+//   Head h owns columns [h d, (h+1) d) of Q and K and [h dv, (h+1) dv) of V and out. Attention
+//   only within each set of the RaggedIndex (no padding); batch.total_rows() == L.
+// Variant "kronecker" (A, E9, E10), estimating E4 (softmax with the multiplicative mask f):
+//   Q~_i = phi(q_i) kron psiQ(r_i),  K~_j = phi(k_j) kron psiK(r_j),  out_i = Q~_i S / Q~_i . z,
+//   S = sum_j K~_j v_j^T,  z = sum_j K~_j
+// Variant "bias" (B, E12, E13), estimating softmax_j(q_i.k_j/sqrt d + beta f(r_i - r_j)) v_j:
 //   x^_i = [q_i / d^(1/4); beta sqrt(R) c~ o cs(r_i)],  y^_j = [k_j / d^(1/4); cs(r_j) / sqrt(R)],
-//   so x^.y^ = q.k/sqrt d + beta psiQ.psiK (E8 estimate of f), with |y^ rpe part|^2 = 1 and
-//   |x^ rpe part|^2 = beta^2 mean_k c_k^2 bounded as R grows (the unbalanced form has
-//   |psiK|^2 = R, and the Performer variance exp(|x^ + y^|^2) would grow like exp(R)).
 //   out_i = sum_j phi(x^_i).phi(y^_j) v_j / sum_j phi(x^_i).phi(y^_j)
-//   estimates softmax_j(q_i.k_j/sqrt d + beta f(r_i - r_j)) v_j (additive logit bias).
-//   All features positive; Performer width D = d + 2R.
-//
-// Both variants run through one streaming kernel over blocks of `block_size` tokens: nothing of
-// size L x L or L x (m 2R) is formed; per (set, head) only (dv+1) x m 2R accumulators (double) and
-// block-sized temporaries (B x m 2R) exist. The dominant work is GEMMs on blocks (7 passes of
-// 2 m P (dv+1) flops per token and head for forward + backward, P = 2R or 1). Causal (prefix
-// sums, rows in order within each set): inter-block terms use the running accumulator,
-// intra-block terms a masked block x block product. OpenMP over (set, head) pairs; each pair is sequential, so results
-// do not depend on the thread count (parameter gradients are summed over pairs in a fixed order).
-//
-// Memory (document of what forward caches for backward): out (L x H dv) and the used denominators
-// (L x H), plus per (set, head) the key stabiliser and, bidirectional, S and z in double. Random
-// features are recomputed block by block in backward (cheap next to the GEMMs), so memory stays
-// linear in L.
-//
-// Denominators (variant A can produce den_i <= 0: the mask features are signed). For every query
-// den_i = Q~_i . z is compared with scale_i = sum_{a,k} phi_ia |psiQ_ik| |z|_ak (>= |den_i|, an
-// upper bound built from |psiK|). den_i <= 0 counts as non-positive, den_i < tiny_denominator *
-// scale_i as tiny. Policy throw_error: NumericalError naming the set, head and row. Policy
-// clamp_and_count: den_i is replaced by max(den_i, tiny_denominator * scale_i) (treated as a
-// constant in backward: no gradient flows through a clamped denominator) and counted in
-// AttentionStats. Never a silent division. Variance note (measured, see tests): variant A's
-// denominator noise grows like sqrt(L / R) f(0) while its signal is the local mass of f, so for
-// long sets with a narrow f most rows can be flagged; the statistics show it, more frequencies
-// (R) or a broader f cure it.
-//
-// Life cycle:
-//   ParameterStore<float> store;
-//   FltAttention<float> attn(config, store, "enc.0.attn");  // registers parameters
-//   store.allocate();
-//   attn.init_parameters(store);      // f(0) = 1 per head, beta = init_beta
-//   attn.draw_features(store);        // W and xi (seeded); or set_features(saved) from a model file
-//   per step: attn.begin_step(store, step); attn.forward(...); attn.backward(...);
-// forward is not thread-safe on one layer object (it updates stats()); backward is const.
+// Why the bias form is one-sided, the streaming kernel, cost, memory, the denominator policy and
+// the life cycle of a layer: docs/attention.md, "FLT attention".
 #pragma once
 
 #include "core/params.hpp"
@@ -102,7 +63,7 @@ struct AttentionConfig {
   double init_beta = 1.0;            // bias variant: initial per-head scale
   Index block_size = 0;              // tokens per streamed block (0: kDefaultBlockSize)
   DenominatorPolicy denominator_policy = DenominatorPolicy::clamp_and_count;
-  double tiny_denominator = 1e-6;    // relative threshold (see header)
+  double tiny_denominator = 1e-6;    // relative threshold (docs/attention.md, denominators)
 
   Index coord_dim() const noexcept { return spectrum.coord_dim; }
   Index features() const noexcept;     // m, default resolved
@@ -135,7 +96,7 @@ struct RandomFeatures {
   std::vector<Vec<double>> pdf;    // H of R
 };
 
-// What forward keeps for backward (see header comment).
+// What forward keeps for backward (memory: docs/attention.md, "FLT attention").
 template <class T>
 struct AttentionCache {
   Mat<T> out;                        // L x (H dv)
@@ -147,6 +108,8 @@ struct AttentionCache {
   Index rows = 0;
 };
 
+// Life cycle: construct (registers parameters), store.allocate(), init_parameters, draw_features
+// (or set_features from a model file), then per step begin_step, forward, backward.
 template <class T>
 class FltAttention {
  public:
@@ -178,8 +141,9 @@ class FltAttention {
   // Estimate weights c~_k = g(xi_k) / (R p_k) of one head at the current parameters.
   std::vector<double> head_ctilde(const ParameterStore<T>& store, Index head) const;
 
-  // out (L x H dv) = FLT attention. Fills cache; updates stats(). Throws InvalidArgument on shape
-  // mismatch, NumericalError under DenominatorPolicy::throw_error.
+  // out (L x H dv) = FLT attention. Fills cache; updates stats(), so it is not thread-safe on one
+  // layer object (backward is const). Throws InvalidArgument on shape mismatch, NumericalError
+  // under DenominatorPolicy::throw_error. Results do not depend on the thread count.
   void forward(const ParameterStore<T>& store, ConstMatRef<T> Q, ConstMatRef<T> K,
                ConstMatRef<T> V, ConstMatRef<T> coords, const RaggedIndex& batch,
                MatRef<T> out, AttentionCache<T>& cache);

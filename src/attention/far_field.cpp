@@ -1,28 +1,11 @@
+// The far field of the geometric FLT attention; the equations are in far_field.hpp.
 // N rows (ragged sets), H heads, dv value width per head, K mask nodes, M design directions,
 // F features per row (2M per oscillating node, 1 for a zero node), k neighbours per row.
-// The far field of the geometric FLT attention; the equations are in far_field.hpp.
 //
-// Work split (all double precision inside; T only at the inputs and outputs):
-//   near part   per row i, over its neighbour pairs (or all pairs of the set for the exact path):
-//               c_h(i, j) = sum_n a_hn g_n(i, j),  g_n = w(rho) b_n(rho) [- E_n(r_i - r_j)]
-//               with E_n(d) = sum_m lam_m cos(2 pi kappa_n u_m.d) = psi_n(r_i).psi_n(r_j), the
-//               near pairs' share of the feature estimate (subtracted only for sets using features).
-//   far part    S = Psi^T V over the rows of a set (F x H dv), S~ = S with row block n of head h
-//               scaled by a_hn, out += Psi S~ (two GEMMs). Small sets (QM9 molecules) instead
-//               take the Gram matrices P_n = Psi_n Psi_n^T (n x n), mask them to the far pairs and
-//               apply C_h = sum_n a_hn P_n o Far to V_h; the near part then has no estimate to
-//               subtract.
-// Backward, with G = dLoss/dout:
-//   far part    dS~ = Psi^T G;  da_hn += <S, dS~> over node n's rows and head h's columns;
-//               dS = dS~ scaled like S~;  dV += Psi dS;  dPsi = G S~^T + V dS^T, and through the
-//               phases theta = 2 pi kappa_n u_m.(r - c):  dr += 2 pi sum_nm kappa_n u_m
-//               sqrt(lam_m) (-dPsi_cos sin theta + dPsi_sin cos theta).
-//   near part   a gather over row i's own pairs only: the pair function c_h(i, j) = phi_h(r_i - r_j)
-//               is even in the difference and the neighbour list is symmetric, so row i collects
-//               dV_i += sum_j c_h(i, j) G_j,h and dr_i += sum_j (gc_h(i, j) + gc_h(j, i)) grad phi_h,
-//               gc_h(i, j) = G_i,h . v_j,h, and every gradient row has exactly one writer.
-// The set centroid c enters the phases only; the estimate depends on differences of positions
-// alone, so the (mathematically zero) gradient through c is not propagated.
+// Near part: per row, over its neighbour pairs, c_h(i, j) = sum_n a_hn g_n(i, j) (exact terms
+// minus the features' estimate). Far part: S = Psi^T V per set, out += Psi S~ (two GEMMs), or,
+// for small sets, the Gram matrices Psi_n Psi_n^T masked to the far pairs. Double inside.
+// Work split and backward formulas: docs/attention.md, "Far field".
 #include "attention/far_field.hpp"
 
 #include "core/dual.hpp"

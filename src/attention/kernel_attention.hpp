@@ -6,26 +6,12 @@
 // Shapes: N tokens over all sets, H heads, d per-head width (dv = d), m features per head.
 //   Q, K, V, out: N x (H d);  omega: H of m x d (Performer frequencies);  den: N x H;
 //   phi_q, phi_k: N x (H m) (the stabilised features, kept for backward).
-// Per set and head, X = q / d^(1/4), Y = k / d^(1/4), phi of E2 (attention/performer.hpp) with a per-row
-// query stabiliser and one key stabiliser per (set, head) (both cancel in the ratio below):
+// Per set and head, phi of E2 (attention/performer.hpp) of X = q / d^(1/4), Y = k / d^(1/4):
 //   no mask:   out_i = sum_j (phiQ_i . phiK_j) v_j / sum_j (phiQ_i . phiK_j)                (E3)
 //   mask:      out_i = sum_j (phiQ_i . phiK_j) N(pos_i - pos_j) v_j / (same without v_j)    (E4)
 //   causal:    j <= i only (sequences).
-// The no-mask form runs as linear attention with the value matrix extended by a column of ones,
-// V' = [V 1]: N' = phiQ (phiK^T V') bidirectional, or blockwise prefix sums when causal:
-//   N'_b = phiQ_b S_<b + tril(phiQ_b phiK_b^T) V'_b,   S_<b = sum_{blocks c < b} phiK_c^T V'_c
-// (S accumulated in double), out = N'[:, :d] / N'[:, d], den = N'[:, d]. Backward with
-// dN' = [G / den, -(G . out) / den]:
-//   dphiQ_b = dN'_b S_<b^T + tril(dN'_b V'_b^T) phiK_b
-//   dphiK_b = V'_b U_>b^T + tril(dN'_b V'_b^T)^T phiQ_b,  U_>b = sum_{c > b} phiQ_c^T dN'_c
-//   dV'_b   = phiK_b U_>b + tril(phiQ_b phiK_b^T)^T dN'_b
-// (bidirectional: the same with every block "earlier and later" and no tril). E27 then maps dphi
-// to dQ, dK. The masked form calls exact::toeplitz_attention_forward / _backward per (set, head);
-// a 1-D set of n tokens uses the central 2n - 1 entries of a mask built for the longest set, a 2-D
-// set must have the full grid. The mask gradient is summed over (set, head) pairs in a fixed order.
-//
-// Threads: OpenMP over (set, head) pairs, each writing only its own rows and columns; parameter
-// (mask) gradients per pair are summed serially: bitwise identical for any thread count.
+// The linear-attention form with prefix sums, backward (E27), masks per set, and threads:
+// docs/attention.md, "Kernel attention".
 #pragma once
 
 #include "core/ragged.hpp"
@@ -59,14 +45,16 @@ struct KernelAttentionCache {
 };
 
 // masks: empty (no RPE) or H vectors of grid.mask_size() values (layout of exact::ToeplitzGrid).
-// Every set must have at least one row (InvalidArgument naming the set otherwise).
+// Every set must have at least one row (InvalidArgument naming the set otherwise). Bitwise the
+// same for any thread count (OpenMP over (set, head) pairs).
 template <class T>
 void kernel_attention_forward(const std::vector<Mat<T>>& omega, const RaggedIndex& sets,
                               const KernelGrid& grid, ConstMatRef<T> Q, ConstMatRef<T> K,
                               ConstMatRef<T> V, const std::vector<Vec<T>>& masks,
                               KernelAttentionCache<T>& cache);
 
-// Accumulates dQ, dK, dV (N x H d) and, with masks, dmasks (H vectors of mask_size()).
+// Accumulates dQ, dK, dV (N x H d) and, with masks, dmasks (H vectors of mask_size()); the mask
+// gradients of the (set, head) pairs are summed in a fixed order.
 template <class T>
 void kernel_attention_backward(const std::vector<Mat<T>>& omega, const RaggedIndex& sets,
                                const KernelGrid& grid, ConstMatRef<T> Q, ConstMatRef<T> K,

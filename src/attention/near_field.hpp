@@ -2,47 +2,16 @@
 // (|r_i - r_j| < r_c), with distance-dependent filters on keys and values (continuous filters, as
 // in SchNet and TorchMD-Net's equivariant transformer) and equivariant vector messages (PaiNN).
 //
-// Shapes: N rows (atoms of a ragged batch), D = H d channels in H heads of width d, K radial
-// nodes, P pairs of the neighbour list (destination i, source j; self pairs included).
-//   q, k: N x D;  v: N x 3D = [v^s | v^a | v^b];  vec: N x 3D = [x | y | z] components of the
-//   atoms' vector features;  coords: N x 3 (Angstrom; double, or Dual for T = Dual, see
-//   core/dual.hpp: distances, envelopes and accumulations are kept in Accum<T>).
-//   Filter weights: Wk: K x D, bk: D, Wv: K x 3D, bv: 3D (D and K x D without vectors);  sink: H.
-//   Outputs: out: N x D (scalar messages), dvec: N x 3D (vector messages).
-//
-// Per pair p = (i, j), rho = |r_j - r_i|, unit vector u = (r_j - r_i) / rho (0 for the self pair):
-//   b = radial_basis(rho) (K values, radial.hpp), e = envelope(rho)
-//   F^k = act(b Wk + bk) (D),  F^v = act(b Wv + bv) (3D) = [F^s | F^a | F^b]
-//   (evaluated as the cubic Hermite interpolant of a table on G intervals of [0, r_c]; see
-//   FilterTable: per pair 4 multiply-adds per filter value instead of K)
-//   logit_h = sum_{c in h} q_ic k_jc F^k_c / sqrt(d)
-// Scalar messages, softmax over the neighbours with the envelope and a learned sink per head:
-//   m_ih = max(sink_h, max_j logit_ijh);  w_ijh = e_ij exp(logit_ijh - m_ih)
-//   den_ih = exp(sink_h - m_ih) + sum_j w_ijh
-//   out_ic = sum_j (w_ijh / den_ih) v^s_jc F^s_ijc                       (c in head h)
-// The sink is a key with logit sink_h and a zero value: with it a row can attend to (almost)
-// nothing, so the output can also be an un-normalised sum, and no denominator falls below
-// exp(sink_h - m_ih) > 0. Pairs at the cutoff get weight 0 (e = 0), smoothly.
-// Vector messages (equivariant: rotate with the coordinates):
+// Shapes: N rows, D = H d channels in H heads of width d, K radial nodes, pairs (i, j) of the list.
+//   q, k: N x D;  v: N x 3D = [v^s | v^a | v^b];  vec: N x 3D = [x | y | z];  coords: N x 3 (A);
+//   Wk: K x D, bk: D, Wv: K x 3D, bv: 3D (D and K x D without vectors);  sink: H;
+//   out: N x D (scalar messages), dvec: N x 3D (vector messages).
+// Per pair, rho = |r_j - r_i|, u = (r_j - r_i) / rho, e = envelope(rho), F = act(b(rho) W + bias):
+//   logit_h = sum_{c in h} q_ic k_jc F^k_c / sqrt(d),  w_ijh = e_ij exp(logit_ijh - m_ih)
+//   out_ic = sum_j w_ijh v^s_jc F^s_ijc / (exp(sink_h - m_ih) + sum_j w_ijh)   (c in head h)
 //   dvec_i[x] = sum_j e_ij (v^a_j o F^a_ij o vec_j[x] + v^b_j o F^b_ij u_ij[x])
-//
-// Backward (G = dLoss/dout, Gv = dLoss/ddvec; alpha = w / den):
-//   D_ih = sum_{c in h} G_ic out_ic;  dlogit_ijh = alpha_ijh (sum_{c in h} G_ic v^s_jc F^s_ijc - D_ih)
-//   dq_ic += sum_j dlogit_ijh k_jc F^k_c / sqrt d;  dk_jc += sum_i dlogit_ijh q_ic F^k_c / sqrt d
-//   dF^k_c = dlogit_h q_ic k_jc / sqrt d;  dv^s_jc += alpha G_ic F^s_c;  dF^s_c = alpha G_ic v^s_jc
-//   dsink_h += -sum_i exp(sink_h - m_ih) / den_ih D_ih
-//   vector parts by the product rule; d/d rho through b and e, d/d u through u = (r_j - r_i)/rho.
-// Backward: every gradient row has one writer. Rows closed under the neighbour relation with few
-// pairs (molecules) are done by one task that writes both ends of each pair, computing the pair's
-// filters and weights once. The rows of a large set are cut into groups done in two passes, using
-// that the neighbour relation is symmetric: destinations (dq, the filter-table gradients, the
-// destination side of dcoords), then sources (dk, dv, dvec, the source side of dcoords), with the
-// per-pair filters recomputed (nothing of size P x D is kept, so memory is O(N D) plus a row
-// chunk's pairs).
-//
-// Threads: OpenMP over tasks fixed by the neighbour list; the filter-table gradients are summed per
-// task and the partials added in task order, so results are bitwise identical for any thread
-// count.
+// The sink, the filter table, the backward formulas, its two-pass split, memory and threads:
+// docs/attention.md, "Near field".
 #pragma once
 
 #include "core/dual.hpp"
@@ -151,6 +120,7 @@ void near_field_infer(const NearFieldConfig& config, const NeighbourList& neighb
 
 // Backward: ACCUMULATES into dq, dk, dv, dvec_in (N x 3D: d/d vec), dcoords (N x 3; may be
 // empty: skipped) and grads. dout: N x D; ddvec: N x 3D (or empty).
+// Every gradient row has one writer: bitwise the same for any thread count.
 template <class T>
 void near_field_backward(const NearFieldConfig& config, const NeighbourList& neighbours,
                          ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,

@@ -1,40 +1,12 @@
 // Neighbour lists within a cutoff (see neighbours.hpp).
 //
-// Exactness. Both the fast path and the reference test a pair with the same squared distance,
-// squared_distance() below (fused multiply-adds where the target has them, spelled out so that the
-// compiler's contraction cannot differ between the two paths), and the strict test
-// sqrt(d2) < cutoff. The fast paths compare d2 <= d2_max instead, where d2_max is the largest
-// double whose correctly rounded square root is below the cutoff: the same test without a square
-// root per pair. d2 is symmetric in i and j (negation is exact), so the list is symmetric.
-//
-// Cell list (sets of more than brute_force_limit atoms). The set's bounding box is cut into cells
-// of side s >= cutoff (1 + 1e-6) + 1e-14 extent: the margin covers the rounding of the cell
-// coordinates, so two atoms the distance test accepts are never more than one cell apart on any
-// axis (clamping the last cell keeps that). Cell keys are row-major over the box grid, so the three
-// cells (x, y, z-1..z+1) are consecutive keys and their atoms one contiguous range of the
-// cell-sorted arrays: the 27 neighbour cells are 9 ranges. When the box grid has at most 4n + 64
-// cells, a counting sort and a dense table of cell starts are used; otherwise (a sparse box:
-// far-apart clusters, two atoms 1e4 Angstrom apart) only occupied cells are kept (at most n,
-// sorted keys, binary search), so a sparse set costs no more memory or time than a dense one.
-// Cells are never enlarged for sparsity, so clustered sets stay O(n k); the side only grows when
-// the grid would need more than 2^60 keys (extent / cutoff > 1e6 on all three axes). A set whose
-// extent overflows (coordinates near 1e308) is searched pair by pair.
-//
-// Parallelism. The work is cut into units fixed by the input: runs of whole small sets of about
-// kRowChunk rows, and runs of occupied cells of about kRowChunk atoms of one large set. Pass 1
-// counts the pairs of every row, a serial prefix sum gives the offsets, pass 2 writes every row's
-// sources at its offsets, and a last pass over row chunks writes the targets. In pass 2 a row's
-// hits are gathered in a per-thread scratch buffer (sized before the region) and sorted there:
-// by rank for up to 128 hits, which vectorises (std::sort above). Every row is written by exactly
-// one unit and its content is a pure function of the inputs, so the list is bitwise the same for
-// any thread count and any schedule (dynamic scheduling only balances clustered sets). Inputs
-// with under ~1e5 distance evaluations (a batch of 32 QM9 molecules: ~1e4) run on one thread.
-// Nothing inside the parallel regions allocates or throws: every argument is validated first.
-//
-// Speed (1e6 atoms uniform at 0.1 / A^3, cutoff 5 A: 5.2e7 pairs; x86-64-v3 build on the 2-core
-// development machine): about 1.0 s on one thread (plan 0.07 s, counts 0.12 s, zero-filling the
-// 416 MB of output 0.18 s, fill 0.63 s, targets 0.03 s) and 0.56 s on two. Rows are visited in
-// cell order, so the writes of a row's slice are prefetched one row ahead.
+// Both the fast paths and the reference test a pair with the same squared_distance() and the strict
+// sqrt(d2) < cutoff; the fast paths compare d2 <= d2_max instead (the largest double whose
+// correctly rounded square root is below the cutoff). Large sets use a cell list: cells of side
+// >= cutoff, keys row-major over the box grid, so the 27 neighbour cells are 9 contiguous ranges.
+// The list is built in passes over work units fixed by the input (counts, prefix sum, sources,
+// targets), each row written by one unit: bitwise the same for any thread count and schedule.
+// Cell sizing, sparse boxes, work units and measured speed: docs/attention.md, "Neighbour lists".
 #include "attention/neighbours.hpp"
 
 #include "core/error.hpp"
@@ -62,8 +34,8 @@ constexpr double kDenseCellsExtra = 64.0;
 constexpr double kMaxKeys = 0x1.0p60;
 // Rows with at most this many neighbours are sorted by rank (see sort_distinct).
 constexpr std::int64_t kRankSortMax = 128;
-// Below this many distance evaluations (about 50 us) the passes run on one thread: a parallel
-// region costs more than it saves (a batch of 32 QM9 molecules needs about 1e4).
+// Below this many distance evaluations the passes run on one thread: a parallel region costs
+// more than it saves (a batch of 32 QM9 molecules needs about 1e4).
 constexpr double kParallelWork = 1e5;
 // Rows per chunk when writing the targets.
 constexpr Index kTargetChunk = 16 * kRowChunk;

@@ -6,17 +6,9 @@
 // computed in double from the given coordinates, the same way for every path, and the test is
 // strict: a pair exactly at the cutoff is not in the list; coincident atoms (distance 0) are.
 // The list is symmetric: j is a source of row i iff i is a source of row j.
-//
-// Cost: sets of up to brute_force_limit atoms are searched pair by pair (O(n^2), fastest for
-// molecules); larger sets use a cell list (cells of side >= cutoff, so a neighbour lies in the
-// 27 cells around an atom's cell: O(n k) time for k neighbours per atom, O(n + pairs) memory; the
-// number of cells is bounded by the number of atoms, so sparse sets cost no more: a dense table
-// of at most 4n + 64 cells over the bounding box, or only the occupied cells when the box is
-// sparse). Both give exactly the list of build_neighbour_list_reference.
-//
-// Determinism: the list is a pure function of the inputs (sorted sources), whatever the thread
-// count; OpenMP over work units fixed by the input (runs of small sets, runs of cells of a large
-// set): counts first, then the fill at known offsets, each row written by one unit.
+// Sets of up to brute_force_limit atoms are searched pair by pair (O(n^2)), larger ones with a
+// cell list (O(n k) time, O(n + pairs) memory); both give exactly build_neighbour_list_reference,
+// for any thread count. Cost and the cell list: docs/attention.md, "Neighbour lists".
 #pragma once
 
 #include "core/ragged.hpp"

@@ -1,23 +1,12 @@
 // Streaming molecule readers: SDF/MOL (V2000, V3000; through RDKit's ForwardSDMolSupplier), XYZ,
 // extended XYZ (ASE) and QM9 (original dsgdb9nsd_*.xyz and the shared subset's variant) from a
 // file, a gzip file, a directory of files, an archive (tar, compressed tar, zip, 7-Zip, cpio; see
-// chem::is_archive), or standard input ("-"). Memory does not depend on the input size: one record is parsed at a time.
+// chem::is_archive), or standard input ("-"). Memory does not depend on the input size: one
+// record is parsed at a time.
 //
-// Typical use (the trainer, `flt predict`):
-//
-//   flt::chem::ReadOptions options;                // defaults: see below
-//   auto reader = flt::chem::MoleculeReader::open({"train.sdf", "more/"}, options);
-//   for (;;) {
-//     try {
-//       std::optional<flt::chem::PointSet> points = reader->next();
-//       if (!points) break;                        // end of every input
-//       use(*points);
-//     } catch (const flt::InputError& e) {         // one bad record; next() continues after it
-//       skip_or_rethrow(e);
-//     }
-//   }
-//
-// or, with the error policy applied for you: read_molecules(inputs, options, policy, callback).
+// MoleculeReader::open(inputs, options), then next() until nullopt; next() throws InputError for
+// one bad record and continues after it on the next call. read_molecules(inputs, options, policy,
+// callback) applies the error policy for you. Examples and options: docs/chem-io.md, "Public API".
 #pragma once
 
 #include "chem/conformer.hpp"

@@ -1,21 +1,13 @@
 // XYZ, extended XYZ (ASE convention) and QM9 record parsers.
 //
 // XYZ record:      N / comment line / N lines "El x y z [...]" (Angstrom).
-// Extended XYZ:    comment = key=value pairs anywhere on the line (values may be "quoted" or
-//                  {braced}; bare words are flags, True in ASE); the key
+// Extended XYZ:    comment = key=value pairs (values "quoted" or {braced}; bare words are flags);
 //                  Properties=name:type:ncols:... describes the atom columns (species:S:1 or
-//                  Z:I:1, pos:R:3, then e.g. forces:R:3). Without Properties=, species:S:1:pos:R:3.
-//                  A line with at least one key=value pair is extended XYZ (ASE's rule), so
-//                  QM7's "qm7/0001.xyz E_PBE0_kcal_per_mol=-417.031 charge=0" has labels; a bare
-//                  word before the first pair is the record's title. Units of labels: a key's
-//                  own "<key>_unit=U" (what flt writes), a unit spelled in the key's name
-//                  (E_PBE0_kcal_per_mol, energy_eV, U0_Hartree), else, in files that declare
-//                  Properties= (ASE extended XYZ), ASE's definitions: energy and free_energy in eV,
-//                  forces in eV/A (logged once per file as an assumption); otherwise none.
-// QM9:             comment = "gdb N" + 15 numbers (io::qm9_targets() order); atom lines may carry a
-//                  5th column (Mulliken charge, e); numbers may use Mathematica "*^" exponents;
-//                  after the atoms, optional trailer lines: harmonic frequencies (cm^-1), the two
-//                  SMILES (GDB-17, B3LYP-relaxed), the two InChI strings.
+//                  Z:I:1, pos:R:3, then e.g. forces:R:3); without it, species:S:1:pos:R:3. A line
+//                  with at least one key=value pair is extended XYZ (ASE's rule).
+// QM9:             comment = "gdb N" + 15 numbers (io::qm9_targets() order); an optional 5th atom
+//                  column (Mulliken charge, e) and optional trailer lines after the atoms.
+// Titles, units of labels, number syntax and the trailer: docs/chem-io.md, "Formats".
 #include "chem/elements.hpp"
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"

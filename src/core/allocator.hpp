@@ -3,9 +3,9 @@
 // Every batch allocates its activations afresh (N x D matrices of a few hundred KiB for a batch
 // of 64 QM9 molecules), and their sizes change from batch to batch. glibc serves blocks above
 // its mmap threshold with mmap and returns memory above its trim threshold to the kernel when
-// it is freed, so each batch paid for fresh zeroed pages: about a third of `flt predict`'s time
-// on the default model went to page faults (measured with perf; tools/bench/run_model_bench.sh).
-// Raising both thresholds keeps freed blocks in the heap for the next batch.
+// it is freed, so each batch paid for fresh zeroed pages (a large share of `flt predict`'s time:
+// docs/core.md, "Allocator"). Raising both thresholds keeps freed blocks in the heap for the next
+// batch.
 //
 // A library must not change process-wide state behind its caller's back, so nothing in flt calls
 // this on its own: programs call it once at start-up (the flt command and the benchmarks do).

@@ -1,22 +1,12 @@
 // Float matrix products for the Linear layers: C = [C +] A B [+ 1 bias^T] with A (M x K) and C
 // (M x N) row-major views and B (K x N) pre-packed into panels of 16 columns.
 //
-// Why not Eigen's product: Eigen packs both operands on every call. For the Linear layers of the
-// FLT models (K, N = 64..384, M = a few hundred rows per chunk) that packing is 10-20% of the
-// product, and linear_forward calls the product once per 256-row chunk, packing the weights again
-// each time. Here the weights are packed once per call and the activations are read in place: the
-// 6 x 16 micro-kernel broadcasts A(i, k) straight from the row-major rows (6 rows of K floats stay
-// in L1) and keeps the 6 x 16 block of C in 12 AVX registers. tools/bench/model/bench_gemm
-// measures both side by side.
-//
 // Summation order: C(i, j) = bias(j) + sum_k A(i, k) B(k, j), accumulated one k at a time from
 // k = 0 (fused multiply-adds), whatever M, the row range or the thread count -- so results are
 // bitwise independent of how callers cut the rows into chunks. linear_forward_reference (double
-// accumulation) is the readable reference; tests/core/test_gemm.cpp compares the two.
-//
-// The fast kernel needs AVX2 and FMA (the default x86-64-v3 build). Without them
-// kFastKernelAvailable is false and multiply() runs a plain loop with the same summation order;
-// linear_forward then keeps using Eigen.
+// accumulation) is the readable reference. The fast kernel (6 x 16 micro-kernel) needs AVX2 and
+// FMA; without them kFastKernelAvailable is false and multiply() runs a plain loop with the same
+// summation order. Why not Eigen's product: docs/core.md, "GEMM".
 #pragma once
 
 #include "core/tensor.hpp"

@@ -1,35 +1,15 @@
 // Neural-network layers as forward/backward pairs (llm.c style), templated on the scalar T
 // (explicit instantiations for float and double live in layers.cpp).
 //
-// Shapes (row-major flt::Mat<T>, one row per atom/token):
-//   N rows (atoms/tokens of a whole ragged batch), I input width, O output width, D feature width,
-//   H hidden width of an MLP, V vocabulary size of an embedding table, S number of sets (molecules).
+// Shapes (row-major flt::Mat<T>, one row per atom/token): N rows (atoms/tokens of a whole ragged
+// batch), I input width, O output width, D feature width, H hidden width of an MLP, V vocabulary
+// size of an embedding table, S number of sets (molecules).
 //
-// Conventions shared by every kernel here:
-//   * `*_forward` OVERWRITES its output; the caller sizes outputs (the kernels check shapes and
-//     throw flt::InvalidArgument on mismatch).
-//   * `*_backward` ACCUMULATES (+=) into input gradients and parameter gradients, so a tensor used
-//     twice (residual streams, shared weights) just receives both contributions. Zero gradients
-//     with ParameterStore::zero_grad() before a step.
-//   * An input-gradient argument `dx` with size() == 0 (e.g. a default-constructed Mat<T>) means
-//     "not needed" and is skipped (the first layer after the data needs no dx).
-//   * Determinism: row-parallel work uses flt::parallel_chunks (core/parallel.hpp) over chunks
-//     whose bounds depend on the sizes only; parameter gradients are reduced per fixed chunk (or
-//     per fixed column block) and added serially in chunk order. Results are bitwise identical
-//     for any OpenMP thread count.
-//
-// Layer structs (Linear, LayerNorm, Mlp, Embedding) hold ParamRefs into a flt::ParameterStore<T>.
-// Life cycle:
-//     auto fc = Linear<float>::create(store, "block0.attn.q", in, out);  // registers tensors
-//     ... create every other layer ...
-//     store.allocate();                                                  // zeroed buffers
-//     fc.init(store, rng);                                               // deterministic init
-//     LinearCache<float> cache;
-//     Mat<float> y = fc.forward(store, x, cache);
-//     store.zero_grad();
-//     fc.backward(store, cache, dy, dx);                                 // accumulates
-// Parameter names are prefix + ".weight" / ".bias" (torch naming), so per-name rules such as
-// "no weight decay for biases and norm gains" can be written against ParameterStore::infos().
+// `*_forward` OVERWRITES its output (sized by the caller; shapes checked, InvalidArgument);
+// `*_backward` ACCUMULATES (+=) into input and parameter gradients; an input gradient `dx` with
+// size() == 0 is not needed and skipped. Results are bitwise identical for any thread count.
+// Layer structs (Linear, LayerNorm, Mlp, Embedding) hold ParamRefs into a ParameterStore<T>,
+// named prefix + ".weight" / ".bias". Reasons, determinism and life cycle: docs/core.md, "Layers".
 #pragma once
 
 #include "core/params.hpp"

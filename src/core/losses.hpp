@@ -2,33 +2,14 @@
 // dpred. Templated on T (float, double instantiated in losses.cpp).
 //
 // Shapes: N rows (molecules), K targets (regression columns), C classes.
-//   regression: pred N x K, target N x K, optional mask N x K
-//   classification: logits N x C, labels N integers
-//
-// Missing labels. A regression label is MISSING when the target is NaN, or when a mask is given and
-// its entry is 0 (either makes it missing). Normalisation ("mean over present labels, per target"):
-//   n_k   = number of present labels in column k
-//   L_k   = (1/n_k) sum_{i present in column k} l(pred_ik, target_ik)     (only if n_k > 0)
-//   value = (1/K') sum_{k : n_k > 0} L_k,      K' = number of columns with n_k > 0
-// Columns without any present label contribute nothing (and get zero gradient); with no present
-// label at all the value is 0. When every label is present this equals the plain mean over all
-// N*K elements (torch reduction='mean'). The gradient is
-//   dpred_ik += scale * l'(pred_ik, target_ik) / (K' n_k)   for present (i, k), 0 otherwise.
-//
-// Per-element losses, d = pred - target:
-//   mse:   l = d^2,                                 l' = 2 d
-//   l1:    l = |d|,                                 l' = sign(d), with the subgradient 0 at d == 0
-//   huber: l = d^2/2 if |d| <= delta,               l' = d if |d| <= delta
-//          l = delta (|d| - delta/2) otherwise,     l' = delta sign(d) otherwise
-//          (torch.nn.HuberLoss; delta > 0; continuous with continuous derivative at |d| = delta)
-//
-// Softmax cross-entropy with integer labels: for a present row i with label y_i in [0, C),
-//   l_i = logsumexp(z_i) - z_{i,y_i},  logsumexp(z) = m + log sum_c exp(z_c - m), m = max_c z_c
-// (stable for any magnitude of logits; computed in double). A NEGATIVE label means missing (like
-// torch's ignore_index); labels >= C throw InvalidArgument. value = (1/n) sum_{present i} l_i with n
-// present rows (0 if none); gradient dlogits_i += scale (softmax(z_i) - onehot(y_i)) / n.
-//
-// Sums run serially in row order (deterministic; these losses are O(N K), never a bottleneck).
+//   regression: pred N x K, target N x K, optional mask N x K (NaN target or mask 0: missing)
+//   classification: logits N x C, labels N integers (negative: missing; >= C: InvalidArgument)
+// Regression, mean over present labels per target, then over the K' columns with any:
+//   value = (1/K') sum_k (1/n_k) sum_{i present in k} l(pred_ik - target_ik)
+//   l = d^2 (mse), |d| (l1), or huber: d^2/2 if |d| <= delta, else delta (|d| - delta/2)
+// Classification: value = (1/n) sum_{present i} (logsumexp(z_i) - z_{i,y_i}).
+// Sums run serially in row order (deterministic). Gradients, subgradients and the missing-label
+// cases: docs/core.md, "Losses".
 #pragma once
 
 #include "core/tensor.hpp"

@@ -2,24 +2,12 @@
 // nlohmann-json3-dev) and callers use its API; this file adds the two things the library does not
 // give.
 //
-// parse_json(): strict RFC 8259. Besides what nlohmann rejects (syntax errors, invalid UTF-8,
-// lone surrogates, NaN and Infinity, numbers beyond the range of a double), it rejects duplicate
-// object keys, arrays and objects nested more than `max_depth` deep, a byte order mark, and
-// anything after the value (nlohmann alone would stop at a NUL byte). Every failure is a
-// JsonError carrying the byte offset; no nlohmann exception leaves it. Integer literals keep their
-// exact 64-bit value (non-negative ones as number_unsigned, negative ones as number_integer), so
-// 64-bit offsets never pass through a double; other numbers (fractions, exponents, integers
-// beyond 64 bits) are doubles.
-//
-// dump_json(): the canonical text (the model-file checksum covers it): no whitespace, object keys
-// sorted by their UTF-8 bytes, strings escaped as Python's json.dumps(..., ensure_ascii=False)
-// does (\" \\ \b \f \n \r \t, other characters below U+0020 as \u00xx in lowercase hex,
-// everything else raw), integers in decimal, doubles as a text that reads back to the same value
-// (0.1, 1e-06, 1.0, -0.0, 1e+300; Grisu2, at most 17 digits and nearly always the shortest); a
-// NaN or infinite double is written as null. Python reproduces it with json.dumps(v,
-// sort_keys=True, separators=(",", ":"), ensure_ascii=False) for documents of strings, integers,
-// arrays and objects (not always for doubles: Python writes 1e15 as 1000000000000000.0). This is
-// nlohmann's dump() with its default arguments; the tests pin it byte for byte.
+// parse_json(): strict RFC 8259; beyond nlohmann's checks it rejects duplicate object keys,
+// nesting deeper than `max_depth`, a byte order mark and anything after the value. Integer
+// literals keep their exact 64-bit value; other numbers are doubles.
+// dump_json(): the canonical text (the model-file checksum covers it): nlohmann's default dump(),
+// which for strings, integers, arrays and objects equals Python's json.dumps(v, sort_keys=True,
+// separators=(",", ":"), ensure_ascii=False). Every rule: docs/model-format.md, "JSON text".
 #pragma once
 
 #include "core/error.hpp"
@@ -43,10 +31,12 @@ class JsonError : public Error {
   std::size_t offset_;
 };
 
-// Parses one JSON document (surrounding whitespace allowed, nothing else); throws JsonError.
+// Parses one JSON document (surrounding whitespace allowed, nothing else); throws JsonError, never
+// an nlohmann exception.
 nlohmann::json parse_json(std::string_view text, std::size_t max_depth = 64);
 
-// The canonical text of `value` (see above); InvalidArgument if a string is not valid UTF-8.
+// The canonical text of `value` (docs/model-format.md); InvalidArgument if a string is not valid
+// UTF-8. A NaN or infinite double is written as null.
 std::string dump_json(const nlohmann::json& value);
 
 }  // namespace flt::io

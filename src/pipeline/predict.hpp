@@ -1,40 +1,16 @@
 // Prediction with trained FLT molecule models: loading .flt model files, single models and
 // ensembles, physical units, streaming over any input the flt::chem readers handle, the bundled
 // default model. This is what `flt predict` and `flt eval` call, and what the public C++ API
-// (flt::Model::load, predict from a point set / an RDKit molecule / a file, batches,
-// thread control, the default model) wraps as a thin facade.
+// (flt::Model) wraps as a thin facade.
 //
 // Shapes: S molecules, P targets, M ensemble members. Every returned value is in the unit of its
-// target, ModelTargets()[t].unit (energies in eV for models trained by `flt train` by default),
-// coordinates are in Angstrom.
-//
-//   auto predictor = flt::pipeline::Predictor::load({"a.flt", "b.flt"});   // M = 2: an ensemble
-//   flt::pipeline::PredictOptions options;                               // batch 64, all cores
-//   auto summary = predictor.predict_inputs({"mols.sdf"}, {}, options,
-//       [](flt::chem::PointSet&& points, const flt::pipeline::MoleculePrediction& p) {
-//         // p.mean[t] in predictor.targets()[t].unit; p.stddev[t] the ensemble spread
-//       });
-//
-// Ensembles: the members must predict the same targets in the same units (checked at
-// construction). mean_t = (1/M) sum_m y_mt and stddev_t = sqrt((1/M) sum_m (y_mt - mean_t)^2)
-// (the population standard deviation of the members, the usual deep-ensemble spread; 0 for M = 1).
-//
-// Threads: a LoadedModel or Predictor is immutable after construction and every method is const
-// and safe to call from several threads at once. MoleculeModel::forward is not const (it counts
-// attention statistics for the trainer), so a LoadedModel keeps identical replicas of its network
-// and lends one exclusively to each call in flight (a mutex guards only the list of idle replicas,
-// never the computation); results do not depend on which replica a call gets. Inside one call the
-// batch runs on OpenMP threads across molecules (the model's batched kernels: rows of all
-// molecules' atoms for the dense layers, (molecule, head) pairs for attention); `threads` sets the
-// team size for the calling thread only (omp_set_num_threads is a per-thread setting), 0 = the
-// OpenMP default (all cores, or OMP_NUM_THREADS). Results are bitwise identical for any thread
-// count (the model's fixed-order reductions) and agree within float rounding across batch
-// compositions (a molecule predicted alone or inside a batch).
-//
-// Errors: a molecule the model cannot handle (an element it never saw in training, an empty
-// molecule, a non-finite coordinate, a formal charge out of range) is not guessed at: batch and
-// streaming calls report it per record (MoleculeResult::error, PredictSummary::skipped naming the
-// file, the record and the reason) and go on; single-molecule calls throw.
+// target, ModelTargets()[t].unit (energies in eV for models trained by `flt train` by default);
+// coordinates are in Angstrom. Ensembles (members with the same targets and units):
+//   mean_t = (1/M) sum_m y_mt,  stddev_t = sqrt((1/M) sum_m (y_mt - mean_t)^2)  (0 for M = 1)
+// LoadedModel and Predictor are immutable and every method is safe to call from several threads
+// at once; results are bitwise the same for any thread count. A molecule the model cannot handle
+// is reported per record by batch and streaming calls and thrown by single-molecule calls.
+// Example, replicas, threads and errors: docs/prediction.md, "Library".
 #pragma once
 
 #include "chem/point_set.hpp"
@@ -110,8 +86,8 @@ class LoadedModel {
   std::optional<std::string> unsupported_reason(const models::Molecule& molecule) const;
 
   // Predictions S x P in the targets' units. Throws InvalidArgument for a molecule the model
-  // cannot handle (naming its position in the batch, the atom and the element). `threads` as
-  // described at the top (0 = OpenMP default). With `contributions`, also the per-atom
+  // cannot handle (naming its position in the batch, the atom and the element). `threads`: the
+  // OpenMP team size for the calling thread only (0 = OpenMP default). With `contributions`, also the per-atom
   // contributions N x P of the extensive targets (MoleculeModel::atom_contributions; NaN columns
   // for intensive targets). Thread-safe.
   Mat<double> predict(const models::MoleculeBatch& batch, int threads = 0,

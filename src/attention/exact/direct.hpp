@@ -1,7 +1,6 @@
 // Readable O(L^2) references of RPE-masked softmax attention (method E1, E4), for any coordinate
-// dimension dc. Every fast attention path (FLT variants A and B, the fast exact attention, the FFTW
-// Toeplitz path) is tested against these. Deliberately simple: one pair (i, j) at a time, double
-// accumulation, no blocking, no threads.
+// dimension dc: one pair (i, j) at a time, double accumulation, no blocking, no threads. Every
+// fast attention path is tested against these (docs/attention.md, "Readable references").
 //
 // Shapes (one head): Q, K: L x d;  V: L x dv;  coords: L x dc;  result: L x dv.
 // Multi-head: Q, K: L x (H d);  V: L x (H dv); head h owns columns [h d, (h+1) d) (resp. dv).
@@ -9,11 +8,8 @@
 //   multiplicative mask (E4):  out_i = sum_j A_ij f(r_i - r_j) v_j / sum_j A_ij f(r_i - r_j)
 //   additive bias:             out_i = sum_j softmax_j(q_i.k_j/sqrt(d) + b(r_i - r_j)) v_j
 //   with A_ij = exp(q_i.k_j / sqrt(d)) (E1); f and b receive the dc-vector r_i - r_j.
-//
 // Causal: only keys j <= i (row order within the set). Ragged: attention only within each set of
-// the RaggedIndex (rows outside every set are not allowed: total_rows must equal L).
-// The multiplicative form divides by sum_j A_ij f_ij, which may vanish or change sign for a signed
-// f: a denominator that is exactly zero or not finite throws NumericalError naming the row.
+// the RaggedIndex (total_rows must equal L).
 #pragma once
 
 #include "core/ragged.hpp"
@@ -32,7 +28,8 @@ enum class MaskKind {
   additive,        // weights exp(q.k/sqrt d + b(r_i - r_j)), i.e. softmax with a logit bias
 };
 
-// E4 for one head, one set.
+// E4 for one head, one set. The denominator sum_j A_ij f_ij may vanish or change sign for a
+// signed f: one that is exactly zero or not finite throws NumericalError naming the row.
 template <class T>
 Mat<T> masked_attention_direct(ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
                                ConstMatRef<T> coords, const OffsetFunction& f, bool causal = false);

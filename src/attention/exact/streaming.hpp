@@ -1,47 +1,17 @@
 // Fast exact softmax attention with a learned radial distance mask: streaming key blocks with an
 // online softmax (flash-attention style), never storing an L x L matrix, built from GEMM-shaped
-// Eigen block products. It is the exact O(L^2) baseline of the FLT benchmark and the attention of
-// the "exact softmax attention with a learned distance bias" ablation (as in Graphormer-3D).
+// Eigen block products. The exact O(L^2) baseline of the FLT benchmark and the attention of the
+// "exact softmax attention with a learned distance bias" ablation (as in Graphormer-3D).
 //
-// Shapes: L tokens (a ragged batch of sets), H heads, d query/key width and dv value width per head,
-// dc coordinate dimension, K radial basis functions.
-//   Q, K: L x (H d);  V: L x (H dv);  coords: L x dc;  coeffs: H x K;  out: L x (H dv).
-//   Head h owns columns [h d, (h+1) d) of Q and K and [h dv, (h+1) dv) of V and out.
-//
-// Per head h, with rho_ij = |r_i - r_j| and s_ij = q_i.k_j / sqrt(d) (E1):
-//   radial function  u_h(rho) = sum_k a_hk phi_k(rho),  phi_k(rho) = exp(-(rho - mu_k)^2 / (2 w^2))
-//     (Gaussian radial-basis expansion with fixed centres mu_k and one width w; a_hk = coeffs(h, k)
-//      are learned)
+// Shapes: L tokens (a ragged batch of sets), H heads, d query/key and dv value width per head,
+// dc coordinate dimension, K radial basis functions. Q, K: L x (H d);  V, out: L x (H dv);
+// coords: L x dc;  coeffs: H x K. Attention within each set of the RaggedIndex, all keys.
+// Per head h, rho_ij = |r_i - r_j|, s_ij = q_i.k_j / sqrt(d) (E1), u_h(rho) = sum_k a_hk phi_k(rho)
 //   mask = none:            out_i = sum_j exp(s_ij) v_j / sum_j exp(s_ij)
-//   mask = additive:        out_i = sum_j exp(s_ij + u_h(rho_ij)) v_j / sum_j exp(s_ij + u_h(rho_ij))
-//   mask = multiplicative:  out_i = sum_j exp(s_ij) u_h(rho_ij) v_j / sum_j exp(s_ij) u_h(rho_ij)  (E4)
-// Attention is only within each set of the RaggedIndex; all keys of the set (bidirectional).
-//
-// Algorithm (forward): for each (set, query block) and each head, keep the running row maximum m_i
-// of the logits, the running denominator l_i = sum_j exp(logit_ij - m_i) mask_ij and the running
-// numerator; each key block rescales them by exp(m_old - m_new) (online softmax). The radial basis
-// of a (query block, key block) tile is computed once for all heads, and the per-head masks come
-// from one GEMM: U (pairs x H) = Phi (pairs x K) A^T.
-// Backward recomputes the score tiles from Q, K and the saved m_i, l_i (never L x L storage), in two
-// passes so that every gradient row has exactly one writer: pass 1 over key blocks accumulates dK,
-// dV, the key side of dcoords and per-key-block partials of dcoeffs; pass 2 over query blocks
-// accumulates dQ and the query side of dcoords. With P_ij the attention weight, G = dLoss/dout and
-// D_i = G_i . out_i:
-//   dP_ij = G_i . v_j;  dlogit_ij = P_ij (dP_ij - D_i);  dV_j = sum_i P_ij G_i;
-//   dq_i = sum_j dlogit_ij k_j / sqrt(d);  dk_j = sum_i dlogit_ij q_i / sqrt(d);
-//   additive:       du_ij = dlogit_ij
-//   multiplicative: du_ij = exp(s_ij - m_i) / l_i (dP_ij - D_i)
-//   da_hk = sum_ij du_ij phi_k(rho_ij);
-//   drho_ij = sum_h du_ij,h sum_k a_hk phi_k(rho_ij) (mu_k - rho_ij) / w^2;
-//   dr_i += drho_ij (r_i - r_j) / rho_ij,  dr_j -= the same.
-// The term of a coincident pair (rho_ij = 0, e.g. i = j) is taken as zero: for i = j the offset is
-// identically zero, so it truly does not depend on the coordinates.
-//
-// Threads: OpenMP over (set, block) tasks, heads inside a task (they share the radial basis).
-// Every output row is written by one task in a fixed order and the dcoeffs partials are summed
-// serially in block order, so results are bitwise identical for any number of threads.
-// The multiplicative mask can make a denominator non-positive (u_h is signed): such rows are
-// counted in the cache (nonpositive_denominators) and reported through the log, never hidden.
+//   mask = additive:        out_i = sum_j exp(s_ij + u_h(rho_ij)) v_j / sum_j (same)
+//   mask = multiplicative:  out_i = sum_j exp(s_ij) u_h(rho_ij) v_j / sum_j (same)   (E4)
+// The online softmax, backward's two passes and their formulas, threads and the non-positive
+// denominators of the multiplicative mask: docs/attention.md, "Streaming exact attention".
 #pragma once
 
 #include "core/ragged.hpp"
@@ -114,6 +84,8 @@ void radial_basis_table(const StreamingAttentionConfig& config, const RaggedInde
 // Forward. coords (L x dc) and coeffs (H x K) are read only when config.mask != none (pass empty
 // matrices otherwise). `table`, if given, must come from radial_basis_table with the same
 // configuration, sets and coordinates.
+// Bitwise the same for any thread count. Rows whose denominator is not positive (multiplicative
+// mask) are counted in cache.nonpositive_denominators and logged, never hidden.
 template <class T>
 void streaming_attention_forward(const StreamingAttentionConfig& config, const RaggedIndex& sets,
                                  ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
@@ -123,6 +95,7 @@ void streaming_attention_forward(const StreamingAttentionConfig& config, const R
 
 // Backward: ACCUMULATES dLoss/d{Q, K, V, coords, coeffs} given dout = dLoss/dout. dcoords and
 // dcoeffs are touched only when config.mask != none (pass empty matrices otherwise).
+// Every gradient row has one writer: bitwise the same for any thread count.
 template <class T>
 void streaming_attention_backward(const StreamingAttentionConfig& config, const RaggedIndex& sets,
                                   ConstMatRef<T> Q, ConstMatRef<T> K, ConstMatRef<T> V,
