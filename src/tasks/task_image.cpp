@@ -7,6 +7,7 @@
 #include "core/losses.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
+#include "io/data_checksum.hpp"
 #include "io/progress.hpp"
 #include "train/split.hpp"
 
@@ -116,13 +117,15 @@ class ImageTask final : public TrainableTask {
   }
 
   std::string data_fingerprint() const override {
+    // Per image: its pixels and label.
+    std::vector<std::uint64_t> digests;
     std::string bytes;
-    bytes.reserve(train_.size() * (set_.rows * set_.cols + 1));
     for (std::size_t i : train_) {
-      bytes.append(reinterpret_cast<const char*>(set_.image(i)), set_.rows * set_.cols);
+      bytes.assign(reinterpret_cast<const char*>(set_.image(i)), set_.rows * set_.cols);
       bytes.push_back(static_cast<char>(set_.labels[i]));
+      digests.push_back(example_digest(bytes));
     }
-    return fingerprint_bytes(bytes);
+    return io::training_data_checksum(digests);
   }
 
   std::map<std::string, std::string> model_metadata() const override {

@@ -6,6 +6,7 @@
 #include "core/losses.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
+#include "io/data_checksum.hpp"
 #include "io/progress.hpp"
 
 #include <omp.h>
@@ -94,12 +95,14 @@ class LmTask final : public TrainableTask {
   }
 
   std::string data_fingerprint() const override {
-    std::string bytes;
+    // Per string: its characters.
+    std::vector<std::uint64_t> digests;
     for (const auto& s : train_) {
+      std::string bytes;
       for (auto id : s) bytes += vocab_.token(id);
-      bytes += '\n';
+      digests.push_back(example_digest(bytes));
     }
-    return fingerprint_bytes(bytes);
+    return io::training_data_checksum(digests);
   }
 
   std::map<std::string, std::string> model_metadata() const override {

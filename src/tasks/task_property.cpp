@@ -7,6 +7,7 @@
 #include "core/text.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
+#include "io/data_checksum.hpp"
 #include "io/progress.hpp"
 #include "io/svg_plot.hpp"
 #include "train/report_plots.hpp"
@@ -138,13 +139,15 @@ class PropertyTask final : public TrainableTask {
   }
 
   std::string data_fingerprint() const override {
-    std::string bytes;
+    // Per molecule: its SMILES and labels.
+    std::vector<std::uint64_t> digests;
     for (std::size_t i : train_) {
-      bytes += d_.smiles[i] + "\n";
+      std::string bytes = d_.smiles[i] + "\n";
       const auto row = d_.labels.row(static_cast<Index>(i));
       for (Index t = 0; t < row.size(); ++t) bytes += io::csv_number(row(t)) + ",";
+      digests.push_back(example_digest(bytes));
     }
-    return fingerprint_bytes(bytes);
+    return io::training_data_checksum(digests);
   }
 
   std::map<std::string, std::string> model_metadata() const override {

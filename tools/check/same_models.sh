@@ -38,8 +38,14 @@ train_all() {
 train_all "$before" "$out/before" > "$out.before.log" 2>&1 || { echo "training with $before failed: $out.before.log"; exit 1; }
 train_all "$after" "$out/after" > "$out.after.log" 2>&1 || { echo "training with $after failed: $out.after.log"; exit 1; }
 status=0
-for run in qm9 plateau forces seq lm image qm9-resumed seq-resumed; do
+for run in qm9 plateau forces qm9-resumed; do
   python3 tools/check/compare_models.py "$out/before/$run/model.flt" "$out/after/$run/model.flt" || status=1
+done
+# The token-model tasks' data checksum is fnv1a64-mol (io/data_checksum.hpp) as flt train's; flt
+# binaries before the common training engine wrote crc32 there: not compared.
+for run in seq lm image seq-resumed; do
+  python3 tools/check/compare_models.py --ignore training.data_checksum "$out/before/$run/model.flt" \
+    "$out/after/$run/model.flt" || status=1
 done
 for run in qm9 seq; do
   python3 tools/check/compare_models.py "$out/after/$run/model.flt" "$out/after/$run-resumed/model.flt" || status=1
