@@ -345,6 +345,30 @@ std::vector<std::span<const std::size_t>> batch_spans(std::span<const std::size_
   return out;
 }
 
+std::vector<std::pair<std::string, double>> run_numbers(const TaskRunResult& run, std::size_t parameters,
+                                                        std::vector<std::pair<std::string, double>> extra) {
+  std::vector<std::pair<std::string, double>> out{{"epochs", static_cast<double>(run.epochs_run)},
+                                                  {"best_epoch", static_cast<double>(run.best_epoch)},
+                                                  {"steps", static_cast<double>(run.steps)},
+                                                  {"planned_steps", static_cast<double>(run.planned_steps)},
+                                                  {"training_seconds", run.seconds},
+                                                  {"parameters", static_cast<double>(parameters)}};
+  out.insert(out.end(), extra.begin(), extra.end());
+  return out;
+}
+
+std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
+  if (limit > 0 && v.size() > limit) v.resize(limit);
+  return v;
+}
+
+const std::vector<std::size_t>& subset_rows(const train::Split& split, const std::string& subset) {
+  if (subset == "train") return split.train;
+  if (subset == "validation") return split.validation;
+  if (subset == "test") return split.test;
+  throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
+}
+
 std::uint64_t example_digest(std::string_view bytes) {
   io::Fnv1a64 h;
   h.update(bytes);

@@ -34,6 +34,7 @@
 #include "models/token_model.hpp"
 #include "io/options.hpp"
 #include "train/engine.hpp"
+#include "train/split.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -183,6 +184,14 @@ io::ResolvedOptions parse_task_command_line(const io::OptionSchema& schema, cons
 
 // Contiguous batches of `order`.
 std::vector<std::span<const std::size_t>> batch_spans(std::span<const std::size_t> order, std::size_t batch_size);
+// The numbers of a run every task's test_metrics.json holds (epochs, best_epoch, steps,
+// planned_steps, training_seconds, parameters), then `extra`.
+std::vector<std::pair<std::string, double>> run_numbers(const TaskRunResult& run, std::size_t parameters,
+                                                        std::vector<std::pair<std::string, double>> extra);
+// The first `limit` entries of `v` (0: all).
+std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit);
+// The rows of subset "train", "validation" or "test" (ConfigError naming --subset otherwise).
+const std::vector<std::size_t>& subset_rows(const train::Split& split, const std::string& subset);
 // The FNV-1a digest of one training example's canonical bytes (for TrainableTask::data_fingerprint).
 std::uint64_t example_digest(std::string_view bytes);
 // Shortest round-trip text of a double / a list of doubles ("1.5,2,-3e-05") and back (InputError

@@ -146,11 +146,6 @@ class ImageTask final : public TrainableTask {
   TokenCache<float> cache_;
 };
 
-std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
-  if (limit > 0 && v.size() > limit) v.resize(limit);
-  return v;
-}
-
 }  // namespace
 
 ImageEvaluation evaluate_images(TokenModel<float>& model, const ImageSet& set, const PixelScaling& sc,
@@ -304,15 +299,9 @@ ImageTrainResult run_image_training(const ImageTrainConfig& cfg, const TaskOutpu
   for (std::size_t i = 0; i < test_idx.size(); ++i) test_idx[i] = i;
   r.test_size = test_idx.size();
   r.test = evaluate_images(model, test_set, sc, test_idx, cfg.run.eval_batch_size);
-  write_image_evaluation(r.run.run_dir, r.test,
-                         {{"validation_accuracy", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
-                          {"epochs", static_cast<double>(r.run.epochs_run)},
-                          {"best_epoch", static_cast<double>(r.run.best_epoch)},
-                          {"steps", static_cast<double>(r.run.steps)},
-                          {"planned_steps", static_cast<double>(r.run.planned_steps)},
-                          {"training_seconds", r.run.seconds},
-                          {"parameters", static_cast<double>(r.parameters)},
-                          {"train_images", static_cast<double>(r.train_size)}});
+  write_image_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
+              {{"validation_accuracy", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
+               {"train_images", static_cast<double>(r.train_size)}}));
   return r;
 }
 
