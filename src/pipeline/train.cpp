@@ -15,7 +15,7 @@
 #include "pipeline/train_distributed.hpp"
 #include "pipeline/train_plots.hpp"
 #include "io/atomic_file.hpp"
-#include "train/checkpoint.hpp"
+#include "train/engine.hpp"
 #include "io/csv.hpp"
 #include "io/data_checksum.hpp"
 #include "io/ini.hpp"
@@ -69,64 +69,17 @@ std::map<std::string, std::string> parse_assignments(const std::vector<std::stri
   return out;
 }
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 // Options added after runs became resumable, each with the value that behaves as before it existed.
 // At that value the option is left out of the fingerprint, so a run started by an flt without it
 // (whose checkpoint has no entry) resumes; any other value is compared as usual.
-const std::map<std::string, std::string>& later_options_neutral_values() {
-  static const std::map<std::string, std::string> values{{"train.batch-atoms", "0"},
+const std::vector<std::pair<std::string, std::string>>& later_options_neutral_values() {
+  static const std::vector<std::pair<std::string, std::string>> values{{"train.batch-atoms", "0"},
                                                          {"train.force-weight", "0"},
                                                          {"train.force-target", ""},
                                                          {"data.forces-column", "forces"},
-                                                         {"data.forces-unit", ""}};
+                                                         {"data.forces-unit", ""},
+                                                         {"train.time-budget", "0"}};
   return values;
-}
-
-// The configuration that must not change between an interrupted run and its --resume: the
-// resolved INI without the [run] section and without the thread count.
-std::string resume_fingerprint(const std::string& ini_text) {
-  const io::IniFile ini = io::IniFile::parse(ini_text, "config");
-  std::map<std::string, std::string> sorted;  // "section.key" -> value: independent of key order
-  for (const auto& section : ini.sections()) {
-    if (section.name == "run") continue;
-    for (const auto& e : section.entries) {
-      if (section.name == "train" && e.key == "threads") continue;
-      const std::string key = section.name + "." + e.key;
-      const auto later = later_options_neutral_values().find(key);
-      if (later != later_options_neutral_values().end() && later->second == e.value) continue;
-      sorted[key] = e.value;
-    }
-  }
-  std::string out;
-  for (const auto& [key, value] : sorted) out += key + " = " + value + "\n";
-  return out;
-}
-
-// The entries that differ between two resume fingerprints, e.g. "train.epochs = '4' (the run has '2')".
-std::string fingerprint_difference(const std::string& now, const std::string& run) {
-  const auto entries = [](const std::string& text) {
-    std::map<std::string, std::string> out;
-    std::istringstream lines(text);
-    for (std::string line; std::getline(lines, line);)
-      if (const auto eq = line.find(" = "); eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 3);
-    return out;
-  };
-  const auto a = entries(now), b = entries(run);
-  std::string diff;
-  const auto add = [&](const std::string& key) {
-    if (diff.size() > 400) return;
-    const auto x = a.find(key), y = b.find(key);
-    diff += (diff.empty() ? "" : "; ") + key + " = " + (x == a.end() ? std::string("(unset)") : "'" + x->second + "'") +
-            " (the run has " + (y == b.end() ? std::string("it unset") : "'" + y->second + "'") + ")";
-  };
-  for (const auto& [key, value] : a)
-    if (!b.contains(key) || b.at(key) != value) add(key);
-  for (const auto& [key, value] : b)
-    if (!a.contains(key)) add(key);
-  return diff.empty() ? "the stored configuration is unreadable" : diff;
 }
 
 // Predictions of the molecules at `indices` (physical units, rows in that order); `normalised`
@@ -372,6 +325,9 @@ io::OptionSchema train_option_schema() {
   s.option("plateau-patience", "train", OptionType::integer, "10", "plateau: epochs without improvement");
   s.option("clip-norm", "train", OptionType::real, "10", "clip gradients to this global norm (0: off)");
   s.option("ema-decay", "train", OptionType::real, "0.999", "exponential moving average of weights (0: off)");
+  s.option("time-budget", "train", OptionType::real, "0",
+           "stop training when its wall time reaches this many minutes (0: off; the cosine schedule "
+           "stays planned over --epochs)");
   s.option("patience", "train", OptionType::integer, "0",
            "early stopping: epochs without validation improvement (0: off)");
   s.option("loss", "train", OptionType::string, "l1", "loss on standardised targets: mse, l1, huber").choices = {
@@ -543,6 +499,8 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   if (c.ema_decay < 0 || c.ema_decay >= 1) throw ConfigError("--ema-decay must lie in [0, 1)");
   c.patience = o.get_int("patience");
   if (c.patience < 0) throw ConfigError("--patience must be >= 0 (0: off)");
+  c.time_budget_minutes = o.get_real("time-budget");
+  if (!(c.time_budget_minutes >= 0)) throw ConfigError("--time-budget must be >= 0 (0: off)");
   c.loss.kind = parse_regression_loss(o.get_string("loss"));
   c.loss.huber_delta = o.get_real("huber-delta");
   if (!(c.loss.huber_delta > 0)) throw ConfigError("--huber-delta must be > 0");
@@ -631,45 +589,6 @@ TrainConfig parse_train_command_line(const std::vector<std::string>& args) {
 
 namespace {
 
-struct RunState {
-  std::int64_t epoch = 0;  // completed epochs
-  std::int64_t step = 0;
-  std::int64_t bad_epochs = 0;
-  std::int64_t best_epoch = 0;
-  bool stopped_early = false;
-  double seconds = 0;  // wall time of earlier sessions
-};
-
-void save_state(train::Checkpoint& ck, const RunState& st, const models::MoleculeModel<float>& model,
-                const AdamW<float>& opt, const ExponentialMovingAverage<float>* ema, const ReduceLROnPlateau* plateau,
-                const std::string& fingerprint, const std::string& checksum) {
-  ck.epoch = st.epoch;
-  ck.step = st.step;
-  ck.set_array<float>("params", to_vector(model.parameters().values()));
-  ck.set_array<float>("adam_m", opt.state().m);
-  ck.set_array<float>("adam_v", opt.state().v);
-  ck.set_integer("adam_step", opt.state().step);
-  if (ema) {
-    ck.set_array<float>("ema_shadow", ema->state().shadow);
-    ck.set_integer("ema_updates", ema->state().num_updates);
-  }
-  if (plateau) {
-    const PlateauState& p = plateau->state();
-    ck.set_scalar("plateau_lr", p.lr);
-    ck.set_scalar("plateau_best", p.best);
-    ck.set_integer("plateau_bad", p.num_bad_epochs);
-    ck.set_integer("plateau_cooldown", p.cooldown_counter);
-    ck.set_integer("plateau_last_epoch", p.last_epoch);
-  }
-  ck.set_integer("bad_epochs", st.bad_epochs);
-  ck.set_integer("best_epoch", st.best_epoch);
-  ck.set_integer("stopped_early", st.stopped_early ? 1 : 0);
-  ck.set_integer("feature_draw", static_cast<std::int64_t>(model.feature_draw()));
-  ck.set_scalar("seconds", st.seconds);
-  ck.set_text("config", fingerprint);
-  ck.set_text("data_checksum", checksum);
-}
-
 void record_times(const distributed::DataParallelGradient::Times& times, TrainResult& result) {
   result.exchange_seconds = times.exchange;
   result.wait_seconds = times.wait;
@@ -677,10 +596,283 @@ void record_times(const distributed::DataParallelGradient::Times& times, TrainRe
   result.reduce_seconds = times.reduce;
 }
 
-// The weights to evaluate and ship: the EMA shadow when averaging, else the live parameters.
-std::vector<float> eval_weights(const train::Checkpoint& ck) {
-  return ck.has_array("ema_shadow") ? ck.array<float>("ema_shadow") : ck.array<float>("params");
-}
+// The molecule model, its data and split as the engine's Trainable. Positions are indices into
+// split.train. Shapes: S molecules in a batch, P targets.
+class MoleculeTrainable final : public train::Trainable {
+ public:
+  // `data` is not const: the data-parallel step exchanges molecules' coordinates between ranks.
+  MoleculeTrainable(const TrainConfig& cfg, models::MoleculeModel<float>& model, Dataset& data,
+                    const train::Split& split, std::string checksum, std::vector<int> owners,
+                    TrainResult& result, std::function<void(const std::string&)> say,
+                    const TrainOutput& output)
+      : cfg_(cfg), model_(model), data_(data), split_(split), checksum_(std::move(checksum)),
+        owners_(std::move(owners)), result_(result), say_(std::move(say)), output_(output),
+        world_(comm::world()), atoms_of_(atom_counts(data)) {
+    for (const std::size_t i : split.train) atoms_by_position_.push_back(atoms_of_[i]);
+    train_truth_ = labels_at(data, split.train);
+    val_truth_ = labels_at(data, split.validation);
+    chunk_ = cfg.gradient_chunk;
+    if (chunk_ == 0 && comm::in_mpi_job()) chunk_ = distributed::kDefaultGradientChunk;
+  }
+
+  ParameterStore<float>& parameters() override { return model_.parameters(); }
+  std::size_t train_size() const override { return split_.train.size(); }
+  std::vector<std::vector<std::size_t>> batches(std::span<const std::size_t> order, std::size_t batch_size) const override {
+    return batch_indices(order, batch_size, atoms_by_position_, cfg_.batch_atoms);
+  }
+  bool batch_count_varies() const override { return cfg_.batch_atoms > 0; }
+
+  void load_state(const train::Checkpoint& ck) override {
+    if (model_.config().redraw_features) model_.begin_step(static_cast<std::uint64_t>(ck.integer("feature_draw")));
+    // Continue with the interrupted run's gradient chunks (a run that summed whole batches
+    // continues whole-batch when serial; on several ranks it must switch to chunks).
+    const std::size_t saved =
+        ck.has_integer("gradient_chunk") ? static_cast<std::size_t>(ck.integer("gradient_chunk")) : 0;
+    if (cfg_.gradient_chunk == 0 && (saved > 0 || world_.size() == 1)) chunk_ = saved;
+    if (chunk_ != saved) {
+      const std::string before = saved ? "in chunks of " + std::to_string(saved) + " molecules" : "over whole batches";
+      say_("note: the interrupted run summed gradients " + before + "; this session uses chunks of " +
+           std::to_string(chunk_) + " molecules (the result differs in rounding from an uninterrupted run)");
+    }
+  }
+  void save_state(train::Checkpoint& ck) const override {
+    ck.set_integer("feature_draw", static_cast<std::int64_t>(model_.feature_draw()));
+    ck.set_integer("gradient_chunk", static_cast<std::int64_t>(chunk_));
+  }
+  bool accepts_stored_checksum(const std::string& stored) override {
+    if (stored.starts_with(io::kTrainingDataChecksumPrefix)) return false;
+    // A run of an flt that wrote the whole-set fingerprint: it needs every training coordinate.
+    const std::string dir = cfg_.out.string();
+    if (world_.size() > 1)
+      throw ConfigError(dir + ": the run was started by an earlier flt, whose data checksum (" + stored +
+                        ") needs every training molecule's coordinates on one rank; resume it once without mpirun "
+                        "(or with -np 1), then on any number of ranks");
+    const std::string legacy = legacy_data_fingerprint(data_, split_.train);
+    if (legacy != stored)
+      throw ConfigError(dir + ": --resume with different training data (checksum " + legacy + ", run " + stored + ")");
+    say_("note: the run's data checksum is of the earlier kind; the data match, and the checkpoints from now on carry " +
+         checksum_);
+    return true;
+  }
+  std::string data_checksum() const override { return checksum_; }
+
+  void before_training() override {
+    const int ranks = world_.size();
+    if (chunk_ > 0) {
+      parallel_.emplace(world_, chunk_, cfg_.loss);
+      const std::size_t chunks_per_batch = (cfg_.batch_size + chunk_ - 1) / chunk_;
+      say_("data-parallel: " + std::to_string(ranks) + " rank" + (ranks > 1 ? "s" : "") + " (" + world_.description() +
+           "), batches of " + std::to_string(cfg_.batch_size) + " in chunks of " + std::to_string(chunk_) + " molecules");
+      if (chunks_per_batch < static_cast<std::size_t>(ranks))
+        say_("warning: a batch has only " + std::to_string(chunks_per_batch) + " chunks for " + std::to_string(ranks) +
+             " ranks: some ranks idle; raise --batch-size or lower --gradient-chunk");
+    }
+    result_.ranks = ranks;
+    result_.communicator = world_.description();
+    result_.gradient_chunk = chunk_;
+    // Training on energies and forces (models/force_training.hpp).
+    if (cfg_.force_weight > 0) {
+      if (parallel_)
+        throw ConfigError("--force-weight: training on forces runs in one process with whole-batch gradients "
+                          "(no mpirun, --gradient-chunk 0)");
+      force_target_ = find_force_target(data_.targets, cfg_.force_target);
+      const DatasetTarget& ft = data_.targets[static_cast<std::size_t>(force_target_)];
+      force_factor_ = io::conversion_factor(io::find_unit("eV"), io::find_unit(ft.unit));
+      dual_ = std::make_unique<models::MoleculeModel<Dual>>(model_.config());
+      std::size_t with_forces = 0;
+      for (const std::size_t i : split_.train) with_forces += data_.forces[i].rows() > 0 ? 1 : 0;
+      if (with_forces == 0)
+        throw ConfigError("--force-weight > 0: no training molecule has forces in column '" + cfg_.data.forces_column +
+                          "'");
+      result_.force_target = ft.name;
+      result_.force_unit = ft.unit + "/A";
+      say_("training on energies and forces: target " + ft.name + ", force weight " + format_number(cfg_.force_weight) +
+           ", " + std::to_string(with_forces) + " of " + std::to_string(split_.train.size()) +
+           " training molecules with forces (the others: energies only)");
+    }
+  }
+
+  void begin_epoch(std::int64_t epoch) override {
+    epoch_ = epoch;
+    // Training-time predictions (physical units, before each batch's update) in split.train order.
+    train_pred_ = Mat<double>::Constant(static_cast<Index>(split_.train.size()),
+                                        static_cast<Index>(data_.num_targets()), kNaN);
+    my_train_rows_.clear();
+    model_.reset_attention_stats();
+  }
+  void begin_step(std::int64_t step) override {
+    step_ = step;
+    if (model_.config().redraw_features) model_.begin_step(static_cast<std::uint64_t>(step));
+  }
+
+  train::StepResult train_batch(std::span<const std::size_t> positions, Rng&) override {
+    std::vector<std::size_t> indices;
+    for (const std::size_t k : positions) indices.push_back(split_.train[k]);
+    LossValue lv;
+    if (parallel_) {
+      try {
+        const auto keep_prediction = [&](std::size_t i, const Mat<double>& row) {
+          const auto at = std::find(indices.begin(), indices.end(), i) - indices.begin();
+          const Index k = static_cast<Index>(positions[static_cast<std::size_t>(at)]);
+          train_pred_.row(k) = row;
+          my_train_rows_.push_back(k);
+        };
+        lv.value = parallel_->compute(model_, cache_, data_, indices, owners_, keep_prediction);
+      } catch (const NumericalError& e) {
+        throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch_) + ", step " +
+                             std::to_string(step_ + 1) + "; lower --lr or set --clip-norm");
+      }
+      result_.largest_step_atoms = std::max(result_.largest_step_atoms, parallel_->largest_chunk_atoms());
+    } else {
+      const Batch b = make_batch(data_, indices);
+      result_.largest_step_atoms = std::max(result_.largest_step_atoms, static_cast<std::size_t>(b.molecules.num_atoms()));
+      Mat<double> out_norm;
+      if (dual_) {
+        const models::EnergyForceLoss efl = models::energy_force_gradient(
+            model_, *dual_, b.molecules, model_.normalise_labels(b.molecules, b.labels), b.forces * force_factor_,
+            force_target_, cfg_.force_weight, cfg_.loss, cache_, dual_cache_);
+        lv = efl.energy;
+        lv.value = efl.value();
+        out_norm = efl.out;
+      } else {
+        const Mat<float> out = model_.forward(b.molecules, cache_);
+        const Mat<float> target = model_.normalise_labels(b.molecules, b.labels).cast<float>();
+        lv = regression_loss_forward<float>(cfg_.loss, out, target);
+        Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
+        regression_loss_backward<float>(cfg_.loss, out, target, dout);
+        model_.backward(b.molecules, cache_, dout);
+        out_norm = out.cast<double>();
+      }
+      if (std::isfinite(lv.value)) {
+        const Mat<double> phys = model_.denormalise(b.molecules, out_norm);
+        for (std::size_t k = 0; k < positions.size(); ++k)
+          train_pred_.row(static_cast<Index>(positions[k])) = phys.row(static_cast<Index>(k));
+      }
+    }
+    result_.session_molecules += indices.size();
+    if (cfg_.batch_atoms > 0 && indices.size() == 1 && atoms_of_[indices[0]] > cfg_.batch_atoms)
+      ++result_.session_batches_over_budget;
+    return {lv.value, static_cast<double>(indices.size())};
+  }
+
+  void end_epoch() override {
+    attention_ = parallel_ ? distributed::share_attention_stats(world_, model_.attention_stats()) : model_.attention_stats();
+    if (parallel_) distributed::share_rows(world_, train_pred_, my_train_rows_);
+  }
+
+  train::Validation validate() override {
+    Mat<double> val_norm, val_pred, val_targets;
+    if (parallel_) {
+      auto shared = distributed::predict_shared(world_, model_, data_, split_.validation, cfg_.eval_batch_size,
+                                                cfg_.batch_atoms);
+      val_pred = std::move(shared.physical);
+      val_norm = std::move(shared.normalised);
+      val_targets = std::move(shared.normalised_labels);
+    } else {
+      val_pred = predict_indices(model_, data_, split_.validation, cfg_.eval_batch_size, cfg_.batch_atoms, &val_norm);
+    }
+    val_force_mae_ = kNaN;
+    if (dual_ && !split_.validation.empty())
+      val_force_mae_ = force_metrics(model_, data_, split_.validation, force_target_, force_factor_,
+                                     cfg_.eval_batch_size, cfg_.batch_atoms)
+                           .mae;
+    train::Validation v;
+    if (!split_.validation.empty()) {
+      if (!parallel_)
+        val_targets = model_.normalise_labels(composition_batch(data_, split_.validation),
+                                              labels_at(data_, split_.validation));
+      v.loss = regression_loss_forward<double>(cfg_.loss, val_norm, val_targets).value;
+    }
+    const std::size_t p = data_.num_targets();
+    train_mae_ = maes(metrics_of(train_pred_, train_truth_));
+    val_mae_ = split_.validation.empty() ? std::vector<double>(p, kNaN) : maes(metrics_of(val_pred, val_truth_));
+    // Without a (labelled) validation set, select on the training MAE.
+    v.selection = selection_metric(val_mae_, model_.normalisation());
+    if (std::isnan(v.selection)) v.selection = selection_metric(train_mae_, model_.normalisation());
+    for (std::size_t t = 0; t < p; ++t) {
+      v.columns.push_back(train_mae_[t]);
+      v.columns.push_back(val_mae_[t]);
+    }
+    return v;
+  }
+  std::vector<std::string> curve_columns() const override {
+    std::vector<std::string> c;
+    for (const auto& t : data_.targets) {
+      c.push_back(io::with_unit_suffix("train_mae_" + t.name, t.unit));
+      c.push_back(io::with_unit_suffix("val_mae_" + t.name, t.unit));
+    }
+    return c;
+  }
+
+  std::string epoch_summary(const train::EpochInfo& info) const override {
+    std::string summary;
+    for (std::size_t t = 0; t < data_.num_targets(); ++t)
+      summary += (t ? ", " : "") + data_.targets[t].name + " train " + format_number(train_mae_[t]) + " val " +
+                 format_number(val_mae_[t]) + " " + data_.targets[t].unit;
+    if (dual_) summary += ", forces val " + format_number(val_force_mae_) + " " + result_.force_unit;
+    summary += "; lr " + format_number(info.lr, 3);
+    if (attention_.denominators > 0)
+      summary += "; attention min den/scale " + format_number(attention_.min_relative_denominator, 3) + ", " +
+                 std::to_string(attention_.nonpositive_denominators) + " nonpositive of " +
+                 std::to_string(attention_.denominators);
+    if (info.stopped_by_budget) summary += " (time budget reached)";
+    if (info.improved) summary += " *";
+    if (!info.eta.empty()) summary += "; " + info.eta;
+    return summary;
+  }
+
+  void after_epoch(const train::EpochInfo& info) override {
+    if (world_.rank() == 0)
+      append_attention_csv(result_.run_dir / "attention_stats.csv", info.epoch, attention_, info.epoch == 1);
+    if (!output_.on_epoch) return;
+    EpochReport report;
+    report.record.epoch = info.epoch;
+    report.record.step = info.step;
+    report.record.learning_rate = info.lr;
+    report.record.train_loss = info.train_loss;
+    report.record.val_loss = info.validation->loss;
+    report.record.seconds = info.seconds;
+    report.record.train_mae = train_mae_;
+    report.record.val_mae = val_mae_;
+    report.val_force_mae = val_force_mae_;
+    report.selection_metric = info.validation->selection;
+    report.improved = info.improved;
+    report.attention = attention_;
+    report.targets = &data_.targets;
+    output_.on_epoch(report);
+  }
+
+  const distributed::DataParallelGradient* parallel() const { return parallel_ ? &*parallel_ : nullptr; }
+  bool forces() const { return dual_ != nullptr; }
+  Index force_target() const { return force_target_; }
+  double force_factor() const { return force_factor_; }
+
+ private:
+  const TrainConfig& cfg_;
+  models::MoleculeModel<float>& model_;
+  Dataset& data_;
+  const train::Split& split_;
+  std::string checksum_;
+  std::vector<int> owners_;
+  TrainResult& result_;
+  std::function<void(const std::string&)> say_;
+  const TrainOutput& output_;
+  comm::Communicator& world_;
+  std::vector<std::size_t> atoms_of_, atoms_by_position_;
+  Mat<double> train_truth_, val_truth_, train_pred_;
+  std::vector<Index> my_train_rows_;
+  std::size_t chunk_ = 0;
+  std::optional<distributed::DataParallelGradient> parallel_;
+  std::unique_ptr<models::MoleculeModel<Dual>> dual_;
+  Index force_target_ = -1;
+  double force_factor_ = 1.0;  // eV/Angstrom (the dataset's) -> the target's unit per Angstrom
+  models::ModelCache<float> cache_;
+  models::ModelCache<Dual> dual_cache_;
+  std::int64_t epoch_ = 0, step_ = 0;
+  attn::AttentionStats attention_;
+  std::vector<double> train_mae_, val_mae_;
+  double val_force_mae_ = kNaN;
+};
 
 }  // namespace
 
@@ -777,17 +969,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   require(data.digests.size() == data.size(), "run_training: the dataset has no molecule digests");
   for (std::size_t i : split.train) train_digests.push_back(data.digests[i]);
   const std::string checksum = io::training_data_checksum(train_digests);
-  const std::string config_fingerprint = resume_fingerprint(cfg.resolved_ini);
-
-  // Mini-batches. An epoch's order is a pure function of (seed, epoch), and its batches of that
-  // order and the molecules' atom counts (identical on every rank: the atomic numbers stay
-  // everywhere), so a resumed run and every rank of a job draw the same ones.
-  const auto epoch_batches = [&](std::int64_t epoch) {
-    std::vector<std::size_t> order = split.train;
-    Rng shuffle_rng = Rng(cfg.seed ^ 0x7368756666ULL).fork(static_cast<std::uint64_t>(epoch));
-    shuffle_rng.shuffle(order);
-    return batch_indices(order, cfg.batch_size, atoms_of, cfg.batch_atoms);
-  };
+  const std::string config_fingerprint = train::resume_fingerprint(cfg.resolved_ini, later_options_neutral_values());
   if (cfg.batch_atoms > 0) {
     std::size_t largest = 0;
     std::vector<std::size_t> over;
@@ -808,137 +990,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     say(line);
   }
 
-  // 3. Optimiser, schedule, averaging.
-  ParameterStore<float>& store = model.parameters();
-  AdamW<float> opt(store.size(), AdamWConfig{0.9, 0.999, 1e-8, cfg.weight_decay});
-  opt.set_decay_mask(decay_mask_matrices_only(store));
-  // Steps: by molecule count, ceil(train / batch-size) per epoch; under an atom budget the count
-  // depends on the epoch's order, so the schedule's length is the sum over the epochs' batches
-  // and the default warm-up the first epoch's.
-  std::int64_t steps_per_epoch =
-      static_cast<std::int64_t>((split.train.size() + cfg.batch_size - 1) / cfg.batch_size);
-  std::int64_t total_steps = steps_per_epoch * cfg.epochs;
-  if (cfg.batch_atoms > 0) {
-    total_steps = 0;
-    for (std::int64_t e = 1; e <= cfg.epochs; ++e) {
-      const auto n = static_cast<std::int64_t>(epoch_batches(e).size());
-      if (e == 1) steps_per_epoch = n;
-      total_steps += n;
-    }
-  }
-  WarmupCosineSchedule cosine;
-  cosine.base_lr = cfg.lr;
-  cosine.min_lr = cfg.min_lr;
-  cosine.total_steps = total_steps;
-  cosine.warmup_steps = std::min(cosine.total_steps, cfg.warmup_steps < 0 ? steps_per_epoch : cfg.warmup_steps);
-  cosine.validate();
-  std::unique_ptr<ReduceLROnPlateau> plateau;
-  if (cfg.schedule == ScheduleKind::plateau) {
-    PlateauConfig pc;
-    pc.factor = cfg.plateau_factor;
-    pc.patience = cfg.plateau_patience;
-    pc.min_lr = cfg.min_lr;
-    plateau = std::make_unique<ReduceLROnPlateau>(cfg.lr, pc);
-  }
-  std::unique_ptr<ExponentialMovingAverage<float>> ema;
-  if (cfg.ema_decay > 0) ema = std::make_unique<ExponentialMovingAverage<float>>(store.values(), cfg.ema_decay, true);
-
-  std::vector<train::TargetColumn> columns;
-  for (const auto& t : data.targets) columns.push_back({t.name, t.unit});
-  train::LearningCurve curve(columns);
-  train::CheckpointSlots slots(dir);
-  RunState st;
-  // Gradient chunks: see TrainConfig::gradient_chunk.
-  std::size_t chunk = cfg.gradient_chunk;
-  if (chunk == 0 && comm::in_mpi_job()) chunk = distributed::kDefaultGradientChunk;
-
-  if (cfg.resume) {
-    if (!slots.has_last())
-      throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from (start the run again without --resume)");
-    const train::Checkpoint ck = slots.load_last();
-    if (ck.text("config") != config_fingerprint)
-      throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's (" +
-                        fingerprint_difference(config_fingerprint, ck.text("config")) +
-                        "; only --threads may change); resume with 'flt train --resume --out " + dir.string() +
-                        "' alone to use the run's config.ini");
-    const std::string run_checksum = ck.text("data_checksum");
-    if (!run_checksum.starts_with(io::kTrainingDataChecksumPrefix)) {
-      // A run of an flt that wrote the whole-set fingerprint: it needs every training coordinate.
-      if (sharded)
-        throw ConfigError(dir.string() + ": the run was started by an earlier flt, whose data checksum (" + run_checksum +
-                          ") needs every training molecule's coordinates on one rank; resume it once without mpirun "
-                          "(or with -np 1), then on any number of ranks");
-      const std::string legacy = legacy_data_fingerprint(data, split.train);
-      if (legacy != run_checksum)
-        throw ConfigError(dir.string() + ": --resume with different training data (checksum " + legacy + ", run " +
-                          run_checksum + ")");
-      say("note: the run's data checksum is of the earlier kind; the data match, and the checkpoints from now on carry " +
-          checksum);
-    } else if (run_checksum != checksum) {
-      throw ConfigError(dir.string() + ": --resume with different training data (checksum " + checksum + ", run " +
-                        run_checksum + ")");
-    }
-    ck.get_array<float>("params", store.values());
-    AdamWState<float> as;
-    as.step = ck.integer("adam_step");
-    as.m = ck.array<float>("adam_m");
-    as.v = ck.array<float>("adam_v");
-    opt.load_state(std::move(as));
-    if (ema) {
-      EmaState<float> es;
-      es.shadow = ck.array<float>("ema_shadow");
-      es.num_updates = ck.integer("ema_updates");
-      ema->load_state(std::move(es));
-    }
-    if (plateau) {
-      PlateauState ps;
-      ps.lr = ck.scalar("plateau_lr");
-      ps.best = ck.scalar("plateau_best");
-      ps.num_bad_epochs = ck.integer("plateau_bad");
-      ps.cooldown_counter = ck.integer("plateau_cooldown");
-      ps.last_epoch = ck.integer("plateau_last_epoch");
-      plateau->load_state(ps);
-    }
-    st.epoch = ck.epoch;
-    st.step = ck.step;
-    st.bad_epochs = ck.integer("bad_epochs");
-    st.best_epoch = ck.integer("best_epoch");
-    st.stopped_early = ck.integer("stopped_early") != 0;
-    st.seconds = ck.scalar("seconds");
-    if (mc.redraw_features) model.begin_step(static_cast<std::uint64_t>(ck.integer("feature_draw")));
-    // Continue with the interrupted run's gradient chunks (a run that summed whole batches
-    // continues whole-batch when serial; on several ranks it must switch to chunks).
-    const std::size_t saved_chunk =
-        ck.has_integer("gradient_chunk") ? static_cast<std::size_t>(ck.integer("gradient_chunk")) : 0;
-    if (cfg.gradient_chunk == 0 && (saved_chunk > 0 || ranks == 1)) chunk = saved_chunk;
-    if (chunk != saved_chunk) {
-      const std::string before =
-          saved_chunk ? "in chunks of " + std::to_string(saved_chunk) + " molecules" : "over whole batches";
-      say("note: the interrupted run summed gradients " + before + "; this session uses chunks of " +
-          std::to_string(chunk) + " molecules (the result differs in rounding from an uninterrupted run)");
-    }
-    if (fs::exists(dir / "learning_curve.csv")) {
-      curve = train::LearningCurve::read(dir / "learning_curve.csv", columns);
-      curve.truncate(st.epoch);
-    }
-    say("resuming " + dir.string() + " after epoch " + std::to_string(st.epoch) + " (step " +
-        std::to_string(st.step) + ")");
-  }
-
-  const std::size_t p = data.num_targets();
-  const Mat<double> train_truth = labels_at(data, split.train);
-  const Mat<double> val_truth = labels_at(data, split.validation);
-  const double session_start = now_seconds();
-  const std::int64_t session_first_epoch = st.epoch;
-  // Whole-run ETA from this session's pace: `fraction` of the current epoch is done.
-  const auto run_eta_text = [&](double fraction) -> std::string {
-    const double left = static_cast<double>(cfg.epochs - st.epoch) - fraction;
-    const auto eta = io::run_eta(now_seconds() - session_start,
-                                    static_cast<double>(st.epoch - session_first_epoch) + fraction, left);
-    if (!eta || left <= 0) return {};
-    return std::string("run ETA ") + (cfg.patience > 0 ? "<= " : "") + io::format_duration(*eta);
-  };
-  const double seconds_before = st.seconds;
+  // 3. The training loop (train/engine.hpp): an epoch's order is a pure function of (seed, epoch),
+  // and its batches of that order and the molecules' atom counts (identical on every rank: the
+  // atomic numbers stay everywhere), so a resumed run and every rank of a job draw the same ones.
   TrainResult result;
   result.run_dir = dir;
   result.targets = data.targets;
@@ -948,264 +1002,51 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.data_checksum = checksum;
   result.dataset_summary = data.describe();
   result.skipped_records = data.summary.skipped.size();
-
-  // Data-parallel set-up (each rank already holds only its own molecules' coordinates).
-  std::vector<int> owners;
-  std::optional<distributed::DataParallelGradient> parallel;
-  if (chunk > 0) {
-    owners = shard_owners;
-    parallel.emplace(world, chunk, cfg.loss);
-    const std::size_t chunks_per_batch = (cfg.batch_size + chunk - 1) / chunk;
-    say("data-parallel: " + std::to_string(ranks) + " rank" + (ranks > 1 ? "s" : "") + " (" + world.description() +
-        "), batches of " + std::to_string(cfg.batch_size) + " in chunks of " + std::to_string(chunk) + " molecules");
-    if (chunks_per_batch < static_cast<std::size_t>(ranks))
-      say("warning: a batch has only " + std::to_string(chunks_per_batch) + " chunks for " + std::to_string(ranks) +
-          " ranks: some ranks idle; raise --batch-size or lower --gradient-chunk");
-  }
-  result.ranks = ranks;
-  result.communicator = world.description();
-  result.gradient_chunk = chunk;
-  double step_seconds = 0;
-  std::optional<double> follower_best = slots.best_metric();  // ranks other than 0 write no slots
-
-  // Training on energies and forces (models/force_training.hpp).
-  Index force_target = -1;
-  double force_factor = 1.0;  // eV/Angstrom (the dataset's) -> the target's unit per Angstrom
-  std::unique_ptr<models::MoleculeModel<Dual>> dual;
-  if (cfg.force_weight > 0) {
-    if (parallel)
-      throw ConfigError("--force-weight: training on forces runs in one process with whole-batch gradients "
-                        "(no mpirun, --gradient-chunk 0)");
-    force_target = find_force_target(data.targets, cfg.force_target);
-    const DatasetTarget& ft = data.targets[static_cast<std::size_t>(force_target)];
-    force_factor = io::conversion_factor(io::find_unit("eV"), io::find_unit(ft.unit));
-    dual = std::make_unique<models::MoleculeModel<Dual>>(mc);
-    std::size_t with_forces = 0;
-    for (const std::size_t i : split.train) with_forces += data.forces[i].rows() > 0 ? 1 : 0;
-    if (with_forces == 0)
-      throw ConfigError("--force-weight > 0: no training molecule has forces in column '" + cfg.data.forces_column +
-                        "'");
-    result.force_target = ft.name;
-    result.force_unit = ft.unit + "/A";
-    say("training on energies and forces: target " + ft.name + ", force weight " + format_number(cfg.force_weight) +
-        ", " + std::to_string(with_forces) + " of " + std::to_string(split.train.size()) +
-        " training molecules with forces (the others: energies only)");
+  MoleculeTrainable trainable(cfg, model, data, split, checksum, shard_owners, result, say, output);
+  train::EngineConfig ec;
+  ec.epochs = cfg.epochs;
+  ec.batch_size = cfg.batch_size;
+  ec.lr = cfg.lr;
+  ec.min_lr = cfg.min_lr;
+  ec.weight_decay = cfg.weight_decay;
+  ec.schedule = cfg.schedule == ScheduleKind::plateau ? train::Schedule::plateau : train::Schedule::cosine;
+  ec.warmup_steps = cfg.warmup_steps;
+  ec.default_warmup = train::DefaultWarmup::one_epoch;
+  ec.plateau_factor = cfg.plateau_factor;
+  ec.plateau_patience = cfg.plateau_patience;
+  ec.clip_norm = cfg.clip_norm;
+  ec.ema_decay = cfg.ema_decay;
+  ec.patience = cfg.patience;
+  ec.time_budget_minutes = cfg.time_budget_minutes;
+  ec.seed = cfg.seed;
+  ec.stop_after_epoch = cfg.stop_after_epoch;
+  ec.dir = dir;
+  ec.resume = cfg.resume;
+  ec.writer = lead;
+  ec.config_fingerprint = config_fingerprint;
+  ec.progress = progress;
+  ec.terminal = output.terminal;
+  ec.on_step = output.on_step;
+  ec.barrier = [&world] { world.barrier(); };  // rank 0 has written the last epoch's checkpoints
+  const train::EngineResult run = train::Engine(ec).run(trainable);
+  const auto* parallel = trainable.parallel();
+  result.epochs_run = run.epochs_run;
+  result.best_epoch = run.best_epoch;
+  result.stopped_early = run.stopped_early;
+  result.seconds = run.seconds;
+  result.session_steps = run.session_steps;
+  result.session_train_seconds = run.session_step_seconds;
+  if (parallel) record_times(parallel->times(), result);
+  if (run.stopped_by_hook) {
+    result.stopped_by_hook = true;
+    return result;
   }
 
-  models::ModelCache<float> cache;
-  models::ModelCache<Dual> dual_cache;
-  while (st.epoch < cfg.epochs && !st.stopped_early) {
-    const std::int64_t epoch = st.epoch + 1;
-    const auto batches = epoch_batches(epoch);
-    // Training-time predictions (physical units, before each batch's update) in split.train order.
-    Mat<double> train_pred = Mat<double>::Constant(static_cast<Index>(split.train.size()), static_cast<Index>(p), kNaN);
-    std::vector<Index> position_in_train(data.size(), -1);
-    for (std::size_t k = 0; k < split.train.size(); ++k) position_in_train[split.train[k]] = static_cast<Index>(k);
-    double loss_sum = 0;
-    std::size_t loss_count = 0;
-    double lr = 0;
-    model.reset_attention_stats();
-    const double epoch_start = now_seconds();
-    std::unique_ptr<io::ProgressBar> bar;
-    if (progress && output.terminal)
-      bar = std::make_unique<io::ProgressBar>(*progress, output.terminal,
-                                                 "epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs),
-                                                 batches.size());
-    std::vector<Index> my_train_rows;  // rows of train_pred this rank computed
-    for (std::size_t bi = 0; bi < batches.size(); ++bi) {
-      const double step_start = now_seconds();
-      if (mc.redraw_features) model.begin_step(static_cast<std::uint64_t>(st.step));
-      LossValue lv;
-      if (parallel) {
-        try {
-          const auto keep_prediction = [&](std::size_t i, const Mat<double>& row) {
-            const Index k = position_in_train[i];
-            train_pred.row(k) = row;
-            my_train_rows.push_back(k);
-          };
-          lv.value = parallel->compute(model, cache, data, batches[bi], owners, keep_prediction);
-        } catch (const NumericalError& e) {
-          throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch) + ", step " +
-                               std::to_string(st.step + 1) + "; lower --lr or set --clip-norm");
-        }
-      } else {
-        const Batch b = make_batch(data, batches[bi]);
-        result.largest_step_atoms =
-            std::max(result.largest_step_atoms, static_cast<std::size_t>(b.molecules.num_atoms()));
-        store.zero_grad();
-        Mat<double> out_norm;
-        if (dual) {
-          const models::EnergyForceLoss efl = models::energy_force_gradient(
-              model, *dual, b.molecules, model.normalise_labels(b.molecules, b.labels), b.forces * force_factor,
-              force_target, cfg.force_weight, cfg.loss, cache, dual_cache);
-          lv = efl.energy;
-          lv.value = efl.value();
-          out_norm = efl.out;
-        } else {
-          const Mat<float> out = model.forward(b.molecules, cache);
-          const Mat<float> target = model.normalise_labels(b.molecules, b.labels).cast<float>();
-          lv = regression_loss_forward<float>(cfg.loss, out, target);
-          Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
-          regression_loss_backward<float>(cfg.loss, out, target, dout);
-          model.backward(b.molecules, cache, dout);
-          out_norm = out.cast<double>();
-        }
-        if (!std::isfinite(lv.value))
-          throw NumericalError("training diverged: non-finite loss (" + format_number(lv.value) + ") at epoch " +
-                               std::to_string(epoch) + ", step " + std::to_string(st.step + 1) +
-                               "; lower --lr or set --clip-norm");
-        const Mat<double> phys = model.denormalise(b.molecules, out_norm);
-        for (std::size_t k = 0; k < b.indices.size(); ++k)
-          train_pred.row(position_in_train[b.indices[k]]) = phys.row(static_cast<Index>(k));
-      }
-      const double norm = cfg.clip_norm > 0 ? clip_grad_norm(store, cfg.clip_norm) : global_grad_norm(store);
-      if (!std::isfinite(norm))
-        throw NumericalError("training diverged: non-finite gradient norm at epoch " + std::to_string(epoch) +
-                             ", step " + std::to_string(st.step + 1) + "; lower --lr or set --clip-norm");
-      lr = plateau ? plateau->lr() : cosine.lr_at(st.step);
-      opt.step(store, lr);
-      ++st.step;
-      if (ema) ema->update(store.values());
-      loss_sum += lv.value * static_cast<double>(batches[bi].size());
-      loss_count += batches[bi].size();
-      step_seconds += now_seconds() - step_start;
-      ++result.session_steps;
-      result.session_molecules += batches[bi].size();
-      if (cfg.batch_atoms > 0 && batches[bi].size() == 1 && atoms_of[batches[bi][0]] > cfg.batch_atoms)
-        ++result.session_batches_over_budget;
-      // Plain (non-terminal) output: one line per epoch (bar->finish), no per-batch lines.
-      if (bar) {
-        const std::string eta = run_eta_text(static_cast<double>(bi + 1) / static_cast<double>(batches.size()));
-        bar->update(bi + 1, "loss " + format_number(loss_sum / static_cast<double>(loss_count)) +
-                                (eta.empty() ? "" : ", " + eta));
-      }
-      if (output.on_step) output.on_step();
-    }
-    const attn::AttentionStats attention =
-        parallel ? distributed::share_attention_stats(world, model.attention_stats()) : model.attention_stats();
-    if (parallel) distributed::share_rows(world, train_pred, my_train_rows);
-
-    // Validation with the evaluation weights.
-    if (ema) ema->swap(store.values());
-    Mat<double> val_norm, val_pred, val_targets;
-    if (parallel) {
-      auto shared = distributed::predict_shared(world, model, data, split.validation, cfg.eval_batch_size,
-                                                cfg.batch_atoms);
-      val_pred = std::move(shared.physical);
-      val_norm = std::move(shared.normalised);
-      val_targets = std::move(shared.normalised_labels);
-    } else {
-      val_pred = predict_indices(model, data, split.validation, cfg.eval_batch_size, cfg.batch_atoms, &val_norm);
-    }
-    double val_force_mae = kNaN;
-    if (dual && !split.validation.empty())
-      val_force_mae = force_metrics(model, data, split.validation, force_target, force_factor, cfg.eval_batch_size,
-                                    cfg.batch_atoms)
-                          .mae;
-    if (ema) ema->swap(store.values());
-    double val_loss = kNaN;
-    if (!split.validation.empty()) {
-      if (!parallel) {
-        val_targets = model.normalise_labels(composition_batch(data, split.validation),
-                                             labels_at(data, split.validation));
-      }
-      val_loss = regression_loss_forward<double>(cfg.loss, val_norm, val_targets).value;
-    }
-    const auto train_metrics = metrics_of(train_pred, train_truth);
-    const auto val_metrics = metrics_of(val_pred, val_truth);
-    EpochReport report;
-    report.record.epoch = epoch;
-    report.record.step = st.step;
-    report.record.learning_rate = lr;
-    report.record.train_loss = loss_count ? loss_sum / static_cast<double>(loss_count) : kNaN;
-    report.record.val_loss = val_loss;
-    report.record.train_mae = maes(train_metrics);
-    report.record.val_mae = split.validation.empty() ? std::vector<double>(p, kNaN) : maes(val_metrics);
-    // Without a (labelled) validation set, select on the training MAE.
-    report.selection_metric = selection_metric(report.record.val_mae, model.normalisation());
-    if (std::isnan(report.selection_metric))
-      report.selection_metric = selection_metric(report.record.train_mae, model.normalisation());
-    report.attention = attention;
-    report.targets = &data.targets;
-    report.val_force_mae = val_force_mae;
-    st.seconds = seconds_before + (now_seconds() - session_start);
-    if (plateau && std::isfinite(report.selection_metric)) plateau->step(report.selection_metric);
-
-    st.epoch = epoch;
-    const std::optional<double> best_before = lead ? slots.best_metric() : follower_best;
-    report.improved = std::isfinite(report.selection_metric) && (!best_before || report.selection_metric < *best_before);
-    if (report.improved) {
-      st.bad_epochs = 0;
-      st.best_epoch = epoch;
-    } else {
-      ++st.bad_epochs;
-    }
-    if (cfg.patience > 0 && st.bad_epochs >= cfg.patience) st.stopped_early = true;
-    const double elapsed = st.seconds;
-    report.record.seconds = elapsed;
-    curve.append(report.record);
-    if (lead) {
-      curve.write(dir / "learning_curve.csv");
-      append_attention_csv(dir / "attention_stats.csv", epoch, attention, epoch == 1);
-    }
-
-    train::Checkpoint ck;
-    for (const auto& b : batches) ck.data_order.insert(ck.data_order.end(), b.begin(), b.end());  // the epoch's order
-    save_state(ck, st, model, opt, ema.get(), plateau.get(), config_fingerprint, checksum);
-    ck.set_integer("gradient_chunk", static_cast<std::int64_t>(chunk));
-    if (lead) {
-      if (report.improved) slots.save_if_best(ck, report.selection_metric);
-      slots.save_last(ck);
-    } else if (report.improved) {
-      follower_best = report.selection_metric;
-    }
-
-    if (progress) {
-      std::string summary;
-      for (std::size_t t = 0; t < p; ++t)
-        summary += (t ? ", " : "") + data.targets[t].name + " train " + format_number(report.record.train_mae[t]) +
-                   " val " + format_number(report.record.val_mae[t]) + " " + data.targets[t].unit;
-      if (dual)
-        summary += ", forces val " + format_number(val_force_mae) + " " + result.force_unit;
-      summary += "; lr " + format_number(lr, 3);
-      if (attention.denominators > 0)
-        summary += "; attention min den/scale " + format_number(attention.min_relative_denominator, 3) + ", " +
-                   std::to_string(attention.nonpositive_denominators) + " nonpositive of " +
-                   std::to_string(attention.denominators);
-      if (report.improved) summary += " *";
-      if (const std::string eta = run_eta_text(0.0); !eta.empty() && !st.stopped_early) summary += "; " + eta;
-      if (bar) {
-        bar->finish(summary);
-      } else {
-        *progress << "epoch " << epoch << "/" << cfg.epochs << " (" << batches.size() << " batches, "
-                  << io::format_duration(now_seconds() - epoch_start) << "): " << summary << '\n'
-                  << std::flush;
-      }
-    }
-    if (output.on_epoch) output.on_epoch(report);
-    if (st.stopped_early) say("early stopping: no validation improvement for " + std::to_string(cfg.patience) + " epochs");
-    if (cfg.stop_after_epoch > 0 && epoch == cfg.stop_after_epoch && st.epoch < cfg.epochs && !st.stopped_early) {
-      result.stopped_by_hook = true;
-      result.epochs_run = st.epoch;
-      result.best_epoch = st.best_epoch;
-      result.seconds = st.seconds;
-      result.session_train_seconds = step_seconds;
-      if (parallel) record_times(parallel->times(), result);
-      if (parallel) result.largest_step_atoms = std::max(result.largest_step_atoms, parallel->largest_chunk_atoms());
-      say("stopped after epoch " + std::to_string(epoch) + " (--stop-after-epoch); continue with --resume");
-      return result;
-    }
-  }
-
-  // 4. Final model: the best checkpoint's evaluation weights.
-  // (No best checkpoint only if no epoch had a finite metric: then the last one.)
-  world.barrier();  // rank 0 has written the last epoch's checkpoints
-  const train::Checkpoint best = fs::exists(slots.best_path()) ? slots.load_best() : slots.load_last();
-  {
-    const std::vector<float> w = eval_weights(best);
-    if (w.size() != store.size()) throw ModelFileError(best.source(), "parameter count differs from the model");
-    std::copy(w.begin(), w.end(), store.values().begin());
-  }
+  // 4. Final model: the best checkpoint's evaluation weights (in the parameters now).
+  const bool dual = trainable.forces();
+  const Index force_target = trainable.force_target();
+  const double force_factor = trainable.force_factor();
+  const std::size_t p = data.num_targets();
   const Mat<double> test_pred =
       parallel ? distributed::predict_shared(world, model, data, split.test, cfg.eval_batch_size, cfg.batch_atoms).physical
                : predict_indices(model, data, split.test, cfg.eval_batch_size, cfg.batch_atoms);
@@ -1214,13 +1055,6 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   if (dual && !split.test.empty())
     result.test_force_metrics =
         force_metrics(model, data, split.test, force_target, force_factor, cfg.eval_batch_size, cfg.batch_atoms);
-  result.epochs_run = st.epoch;
-  result.best_epoch = best.integer("best_epoch");
-  result.stopped_early = st.stopped_early;
-  result.seconds = st.seconds;
-  result.session_train_seconds = step_seconds;
-  if (parallel) record_times(parallel->times(), result);
-  if (parallel) result.largest_step_atoms = std::max(result.largest_step_atoms, parallel->largest_chunk_atoms());
   result.model_path = dir / "model.flt";
   if (!lead) return result;
 
@@ -1228,14 +1062,14 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   meta["training.data_checksum"] = checksum;
   meta["training.seed"] = std::to_string(cfg.seed);
   meta["training.code_version"] = std::string(flt::version()) + " (" + flt::git_commit() + ")";
-  meta["training.epochs"] = std::to_string(st.epoch);
+  meta["training.epochs"] = std::to_string(run.epochs_run);
   meta["training.best_epoch"] = std::to_string(result.best_epoch);
-  meta["training.steps"] = std::to_string(best.step);
+  meta["training.steps"] = std::to_string(run.best_step);
   meta["training.train_molecules"] = std::to_string(split.train.size());
   meta["training.validation_molecules"] = std::to_string(split.validation.size());
   meta["training.test_molecules"] = std::to_string(split.test.size());
   meta["training.config"] = config_fingerprint;
-  meta["training.weights"] = ema ? "ema" : "final";
+  meta["training.weights"] = run.ema ? "ema" : "final";
   for (std::size_t t = 0; t < result.test_metrics.size(); ++t) {
     meta["training.test_mae." + data.targets[t].name] = io::csv_number(result.test_metrics[t].mae);
     meta["training.test_rmse." + data.targets[t].name] = io::csv_number(result.test_metrics[t].rmse);
@@ -1248,7 +1082,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   models::save_model(result.model_path, model, meta);
 
   if (!split.test.empty()) {
-    std::vector<train::TargetColumn> metric_columns = columns;
+    std::vector<train::TargetColumn> metric_columns;
+    for (const auto& t : data.targets) metric_columns.push_back({t.name, t.unit});
     std::vector<train::Metrics> metric_rows = result.test_metrics;
     if (result.test_force_metrics) {
       metric_columns.push_back({result.force_target + "_forces", result.force_unit});
@@ -1258,12 +1093,12 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     write_test_predictions(dir / "test_predictions.csv", data, split.test, test_pred);
   }
   std::vector<double> epochs;
-  for (const auto& r : curve.records()) epochs.push_back(static_cast<double>(r.epoch));
+  for (const auto& r : run.curve) epochs.push_back(static_cast<double>(r.epoch));
   for (std::size_t t = 0; t < p; ++t) {
     std::vector<double> tr, va;
-    for (const auto& r : curve.records()) {
-      tr.push_back(r.train_mae[t]);
-      va.push_back(r.val_mae[t]);
+    for (const auto& r : run.curve) {
+      tr.push_back(r.columns[2 * t]);
+      va.push_back(r.columns[2 * t + 1]);
     }
     io::write_svg(dir / ("learning_curve_" + data.targets[t].name + ".svg"),
                      train::learning_curve_svg(data.targets[t].name, data.targets[t].unit, epochs, tr, va));

@@ -81,6 +81,7 @@ struct TrainConfig {
   double clip_norm = 10.0;            // 0: no clipping
   double ema_decay = 0.0;             // 0: no weight averaging
   std::int64_t patience = 0;          // early stopping: epochs without improvement (0: off)
+  double time_budget_minutes = 0;     // stop when the training wall time reaches it (0: off)
   RegressionLoss loss{RegressionLossKind::mse, 1.0};
   // Training on energies and forces (models/force_training.hpp): the weight w of the force term
   // (0: energies only; data.forces_column names the forces' column) and the energy target the

@@ -9,6 +9,7 @@
 #include "core/version.hpp"
 #include "io/atomic_file.hpp"
 #include "train/checkpoint.hpp"
+#include "train/engine.hpp"
 #include "io/checksum.hpp"
 #include "io/csv.hpp"
 #include "io/ini.hpp"
@@ -20,7 +21,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <iomanip>
 #include <optional>
@@ -33,77 +33,12 @@ using io::OptionType;
 
 namespace {
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 std::string dashed(std::string key) {
   std::replace(key.begin(), key.end(), '_', '-');
   return key;
 }
 
-// The configuration that must not change between an interrupted run and its --resume: the
-// resolved INI without the [run] section and the thread count.
-std::string resume_fingerprint(const std::string& ini_text) {
-  const io::IniFile ini = io::IniFile::parse(ini_text, "config");
-  std::map<std::string, std::string> sorted;
-  for (const auto& section : ini.sections()) {
-    if (section.name == "run") continue;
-    for (const auto& e : section.entries) {
-      if (section.name == "train" && e.key == "threads") continue;
-      sorted[section.name + "." + e.key] = e.value;
-    }
-  }
-  std::string out;
-  for (const auto& [key, value] : sorted) out += key + " = " + value + "\n";
-  return out;
-}
-
-// learning_curve.csv of a task run: epoch,step,lr,train_loss,val_loss,seconds,val_<metric>...
-struct CurveRow {
-  std::int64_t epoch = 0, step = 0;
-  double lr = 0, train_loss = 0, val_loss = 0, seconds = 0;
-  std::vector<double> val;
-};
-
-std::vector<std::string> curve_header(const std::vector<std::string>& metrics) {
-  std::vector<std::string> h{"epoch", "step", "lr", "train_loss", "val_loss", "seconds"};
-  for (const auto& m : metrics) h.push_back("val_" + m);
-  return h;
-}
-
-void write_curve(const fs::path& path, const std::vector<std::string>& metrics, const std::vector<CurveRow>& rows) {
-  io::AtomicOutputFile out(path);
-  io::write_csv_row(out.stream(), curve_header(metrics));
-  for (const auto& r : rows) {
-    std::vector<std::string> f{std::to_string(r.epoch), std::to_string(r.step), io::csv_number(r.lr),
-                               io::csv_number(r.train_loss), io::csv_number(r.val_loss), io::csv_number(r.seconds)};
-    for (double v : r.val) f.push_back(io::csv_number(v));
-    io::write_csv_row(out.stream(), f);
-  }
-  out.commit();
-}
-
-std::vector<CurveRow> read_curve(const fs::path& path, const std::vector<std::string>& metrics) {
-  const io::CsvTable t = io::read_csv(path);
-  if (t.header != curve_header(metrics))
-    throw io::csv_error(t.source, 1, "learning-curve columns differ from this task's (" + std::to_string(t.header.size()) + " columns)");
-  std::vector<CurveRow> rows;
-  for (std::size_t r = 0; r < t.rows.size(); ++r) {
-    CurveRow c;
-    c.epoch = static_cast<std::int64_t>(io::parse_csv_number(t.rows[r][0], t, r, 0));
-    c.step = static_cast<std::int64_t>(io::parse_csv_number(t.rows[r][1], t, r, 1));
-    c.lr = io::parse_csv_number(t.rows[r][2], t, r, 2);
-    c.train_loss = io::parse_csv_number(t.rows[r][3], t, r, 3);
-    c.val_loss = io::parse_csv_number(t.rows[r][4], t, r, 4);
-    c.seconds = io::parse_csv_number(t.rows[r][5], t, r, 5);
-    for (std::size_t m = 0; m < metrics.size(); ++m) c.val.push_back(io::parse_csv_number(t.rows[r][6 + m], t, r, 6 + m));
-    rows.push_back(std::move(c));
-  }
-  return rows;
-}
-
-void write_curve_plots(const fs::path& dir, const std::vector<std::string>& metrics, const std::vector<CurveRow>& rows) {
+void write_curve_plots(const fs::path& dir, const std::vector<std::string>& metrics, const std::vector<train::CurveRow>& rows) {
   std::vector<double> x, tl, vl;
   for (const auto& r : rows) {
     x.push_back(static_cast<double>(r.epoch));
@@ -119,7 +54,7 @@ void write_curve_plots(const fs::path& dir, const std::vector<std::string>& metr
                    io::line_plot_svg({{"train", x, tl, "#1f77b4", true, true}, {"validation", x, vl, "#d62728", true, true}}, o));
   for (std::size_t m = 0; m < metrics.size(); ++m) {
     std::vector<double> y;
-    for (const auto& r : rows) y.push_back(r.val[m]);
+    for (const auto& r : rows) y.push_back(r.columns[m]);
     io::PlotOptions om;
     om.title = "validation " + metrics[m];
     om.x_label = "epoch";
@@ -137,230 +72,124 @@ void write_curve_plots(const fs::path& dir, const std::vector<std::string>& metr
   }
 }
 
-struct RunState {
-  std::int64_t epoch = 0;  // completed epochs
-  std::int64_t step = 0;
-  std::int64_t best_epoch = 0;
-  bool stopped_by_budget = false;
-  double seconds = 0;
+// The token model and a task as the engine's Trainable.
+class TokenTrainable final : public train::Trainable {
+ public:
+  TokenTrainable(TokenModel<float>& model, TrainableTask& task) : model_(model), task_(task), metrics_(task.metric_columns()) {}
+  ParameterStore<float>& parameters() override { return model_.params(); }
+  std::size_t train_size() const override { return task_.train_size(); }
+  void begin_epoch(std::int64_t) override { model_.reset_attention_stats(); }
+  void begin_step(std::int64_t step) override {
+    if (model_.config().redraw_features) model_.begin_step(static_cast<std::uint64_t>(step));
+  }
+  train::StepResult train_batch(std::span<const std::size_t> positions, Rng& rng) override {
+    const StepResult r = task_.train_batch(model_, positions, rng);
+    return {r.loss, r.weight};
+  }
+  train::Validation validate() override {
+    const EvalResult e = task_.validate(model_);
+    train::Validation v;
+    v.loss = e.loss;
+    v.selection = e.selection;
+    v.columns = e.metrics;
+    v.columns.resize(metrics_.size(), kNaN);  // no validation examples: no metrics
+    return v;
+  }
+  std::vector<std::string> curve_columns() const override {
+    std::vector<std::string> c;
+    for (const auto& m : metrics_) c.push_back("val_" + m);
+    return c;
+  }
+  std::string data_checksum() const override { return task_.data_fingerprint(); }
+  void save_state(train::Checkpoint& ck) const override {
+    ck.set_integer("feature_draw", static_cast<std::int64_t>(model_.feature_draw()));
+  }
+  void load_state(const train::Checkpoint& ck) override {
+    if (model_.config().redraw_features) model_.begin_step(static_cast<std::uint64_t>(ck.integer("feature_draw")));
+  }
+
+ private:
+  TokenModel<float>& model_;
+  TrainableTask& task_;
+  std::vector<std::string> metrics_;
 };
 
-void save_state(train::Checkpoint& ck, const RunState& st, const TokenModel<float>& model, const AdamW<float>& opt,
-                const std::string& fingerprint, const std::string& data) {
-  ck.epoch = st.epoch;
-  ck.step = st.step;
-  const auto v = model.params().values();
-  ck.set_array<float>("params", std::vector<float>(v.begin(), v.end()));
-  ck.set_array<float>("adam_m", opt.state().m);
-  ck.set_array<float>("adam_v", opt.state().v);
-  ck.set_integer("adam_step", opt.state().step);
-  ck.set_integer("best_epoch", st.best_epoch);
-  ck.set_integer("stopped_by_budget", st.stopped_by_budget ? 1 : 0);
-  ck.set_integer("feature_draw", static_cast<std::int64_t>(model.feature_draw()));
-  ck.set_scalar("seconds", st.seconds);
-  ck.set_text("config", fingerprint);
-  ck.set_text("data_checksum", data);
-}
-
 }  // namespace
+
+const std::vector<std::pair<std::string, std::string>>& task_options_neutral_values() {
+  static const std::vector<std::pair<std::string, std::string>> values{{"train.schedule", "cosine"},
+                                                                       {"train.plateau-factor", "0.5"},
+                                                                       {"train.plateau-patience", "10"},
+                                                                       {"train.ema-decay", "0"},
+                                                                       {"train.patience", "0"}};
+  return values;
+}
 
 // ---------------------------------------------------------------------------------------------
 
 TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, TrainableTask& task, const TaskOutput& output) {
   if (cfg.out.empty()) throw ConfigError("--out: a run directory is required");
-  if (cfg.epochs < 1) throw ConfigError("--epochs must be at least 1");
-  if (cfg.batch_size < 1) throw ConfigError("--batch-size must be at least 1");
   if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
+  train::EngineConfig ec;
+  ec.epochs = cfg.epochs;
+  ec.batch_size = cfg.batch_size;
+  ec.lr = cfg.lr;
+  ec.min_lr = cfg.min_lr;
+  ec.weight_decay = cfg.weight_decay;
+  ec.schedule = cfg.schedule;
+  ec.warmup_steps = cfg.warmup_steps;
+  ec.default_warmup = train::DefaultWarmup::planned_fraction;
+  ec.plateau_factor = cfg.plateau_factor;
+  ec.plateau_patience = cfg.plateau_patience;
+  ec.clip_norm = cfg.clip_norm;
+  ec.ema_decay = cfg.ema_decay;
+  ec.patience = cfg.patience;
+  ec.time_budget_minutes = cfg.time_budget_minutes;
+  ec.seed = cfg.seed;
+  ec.stop_after_epoch = cfg.stop_after_epoch;
+  ec.resume = cfg.resume;
+  ec.config_fingerprint = train::resume_fingerprint(cfg.resolved_ini, task_options_neutral_values());
+  ec.progress = output.progress;
+  ec.terminal = output.terminal;
+  ec.dir = cfg.out;
+  train::Engine{ec};  // checks the settings before the run directory is touched
   const train::RunMode mode = cfg.resume ? train::RunMode::resume : cfg.overwrite ? train::RunMode::overwrite : train::RunMode::fresh;
-  const fs::path dir = train::prepare_run_directory(cfg.out, mode);
-  std::ostream* progress = output.progress;
-  auto say = [&](const std::string& line) {
-    log_info(line);
-    if (progress) *progress << line << '\n' << std::flush;
-  };
-  if (!cfg.resume && !cfg.resolved_ini.empty()) io::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+  ec.dir = train::prepare_run_directory(cfg.out, mode);
+  if (!cfg.resume && !cfg.resolved_ini.empty()) io::write_file_atomic(ec.dir / "config.ini", cfg.resolved_ini);
 
-  const std::size_t n = task.train_size();
-  if (n == 0) throw ConfigError("no training examples");
-  const std::vector<std::string> metrics = task.metric_columns();
-  const std::string fingerprint = resume_fingerprint(cfg.resolved_ini);
-  const std::string data = task.data_fingerprint();
-
-  ParameterStore<float>& store = model.params();
-  AdamW<float> opt(store.size(), AdamWConfig{0.9, 0.999, 1e-8, cfg.weight_decay});
-  opt.set_decay_mask(decay_mask_matrices_only(store));
-  const auto steps_per_epoch = static_cast<std::int64_t>((n + cfg.batch_size - 1) / cfg.batch_size);
-  WarmupCosineSchedule cosine;
-  cosine.base_lr = cfg.lr;
-  cosine.min_lr = cfg.min_lr;
-  cosine.total_steps = steps_per_epoch * cfg.epochs;
-  cosine.warmup_steps = std::min(cosine.total_steps, cfg.warmup_steps < 0 ? std::max<std::int64_t>(1, cosine.total_steps / 20)
-                                                                           : cfg.warmup_steps);
-  cosine.validate();
-
-  train::CheckpointSlots slots(dir);
-  RunState st;
-  std::vector<CurveRow> curve;
-  if (cfg.resume) {
-    if (!slots.has_last())
-      throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from (start the run again without --resume)");
-    const train::Checkpoint ck = slots.load_last();
-    if (ck.text("config") != fingerprint)
-      throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's "
-                                       "(only --threads and [run] options may change); use the run's config.ini");
-    if (ck.text("data_checksum") != data)
-      throw ConfigError(dir.string() + ": --resume with different training data (" + data + ", run " + ck.text("data_checksum") + ")");
-    ck.get_array<float>("params", store.values());
-    AdamWState<float> as;
-    as.step = ck.integer("adam_step");
-    as.m = ck.array<float>("adam_m");
-    as.v = ck.array<float>("adam_v");
-    opt.load_state(std::move(as));
-    st.epoch = ck.epoch;
-    st.step = ck.step;
-    st.best_epoch = ck.integer("best_epoch");
-    st.stopped_by_budget = ck.integer("stopped_by_budget") != 0;
-    st.seconds = ck.scalar("seconds");
-    if (model.config().redraw_features) model.begin_step(static_cast<std::uint64_t>(ck.integer("feature_draw")));
-    if (fs::exists(dir / "learning_curve.csv")) {
-      curve = read_curve(dir / "learning_curve.csv", metrics);
-      std::erase_if(curve, [&](const CurveRow& r) { return r.epoch > st.epoch; });
-    }
-    say("resuming " + dir.string() + " after epoch " + std::to_string(st.epoch) + " (step " + std::to_string(st.step) + ")");
-  }
-
+  TokenTrainable trainable(model, task);
+  const train::EngineResult run = train::Engine(ec).run(trainable);
   TaskRunResult result;
-  result.run_dir = dir;
+  result.run_dir = ec.dir;
   result.planned_epochs = cfg.epochs;
-  result.planned_steps = cosine.total_steps;
-  const double budget_seconds = cfg.time_budget_minutes > 0 ? cfg.time_budget_minutes * 60.0 : 0.0;
-  const double session_start = now_seconds();
-  const double seconds_before = st.seconds;
-  auto elapsed = [&] { return seconds_before + (now_seconds() - session_start); };
-  const std::int64_t session_first_epoch = st.epoch;
-  // Whole-run ETA from this session's pace (`fraction` of the current epoch done), capped by the
-  // time budget.
-  const auto run_eta_text = [&](double fraction) -> std::string {
-    const double left = static_cast<double>(cfg.epochs - st.epoch) - fraction;
-    auto eta = io::run_eta(now_seconds() - session_start, static_cast<double>(st.epoch - session_first_epoch) + fraction,
-                              left);
-    if (!eta || left <= 0) return {};
-    if (budget_seconds > 0) eta = std::min(*eta, std::max(0.0, budget_seconds - elapsed()));
-    return "run ETA " + io::format_duration(*eta);
-  };
-
-  std::vector<std::size_t> order(n);
-  while (st.epoch < cfg.epochs && !st.stopped_by_budget) {
-    const std::int64_t epoch = st.epoch + 1;
-    for (std::size_t i = 0; i < n; ++i) order[i] = i;
-    Rng(cfg.seed ^ 0x7368756666ULL).fork(static_cast<std::uint64_t>(epoch)).shuffle(order);
-    const auto batches = batch_spans(order, cfg.batch_size);
-    double loss_sum = 0, weight_sum = 0, lr = 0;
-    model.reset_attention_stats();
-    const double epoch_start = now_seconds();
-    std::unique_ptr<io::ProgressBar> bar;
-    if (progress)
-      bar = std::make_unique<io::ProgressBar>(*progress, output.terminal,
-                                                 "epoch " + std::to_string(epoch) + "/" + std::to_string(cfg.epochs),
-                                                 batches.size());
-    for (std::size_t bi = 0; bi < batches.size(); ++bi) {
-      if (model.config().redraw_features) model.begin_step(static_cast<std::uint64_t>(st.step));
-      store.zero_grad();
-      Rng step_rng = Rng(cfg.seed ^ 0x6175676d656eULL).fork(static_cast<std::uint64_t>(st.step));
-      const StepResult sr = task.train_batch(model, batches[bi], step_rng);
-      if (!std::isfinite(sr.loss))
-        throw NumericalError("training diverged: non-finite loss (" + format_number(sr.loss) + ") at epoch " +
-                             std::to_string(epoch) + ", step " + std::to_string(st.step + 1) + "; lower --lr");
-      const double norm = cfg.clip_norm > 0 ? clip_grad_norm(store, cfg.clip_norm) : global_grad_norm(store);
-      if (!std::isfinite(norm))
-        throw NumericalError("training diverged: non-finite gradient norm at epoch " + std::to_string(epoch) + ", step " +
-                             std::to_string(st.step + 1) + "; lower --lr or set --clip-norm");
-      lr = cosine.lr_at(st.step);
-      opt.step(store, lr);
-      ++st.step;
-      loss_sum += sr.loss * sr.weight;
-      weight_sum += sr.weight;
-      if (bar) {
-        const std::string eta = run_eta_text(static_cast<double>(bi + 1) / static_cast<double>(batches.size()));
-        bar->update(bi + 1, "loss " + format_number(loss_sum / weight_sum) + (eta.empty() ? "" : ", " + eta));
-      }
-      if (budget_seconds > 0 && elapsed() >= budget_seconds) {
-        st.stopped_by_budget = true;
-        break;
-      }
-    }
-    const EvalResult val = task.validate(model);
-    st.epoch = epoch;
-    st.seconds = elapsed();
-    const std::optional<double> best_before = slots.best_metric();
-    const bool improved = std::isfinite(val.selection) && (!best_before || val.selection < *best_before);
-    if (improved) st.best_epoch = epoch;
-    CurveRow row{epoch, st.step, lr, weight_sum > 0 ? loss_sum / weight_sum : kNaN, val.loss, st.seconds, val.metrics};
-    curve.push_back(row);
-    write_curve(dir / "learning_curve.csv", metrics, curve);
-
-    train::Checkpoint ck;
-    ck.data_order.assign(order.begin(), order.end());
-    save_state(ck, st, model, opt, fingerprint, data);
-    if (improved) slots.save_if_best(ck, val.selection);
-    slots.save_last(ck);
-
-    if (progress) {
-      std::string summary = "train loss " + format_number(row.train_loss) + ", val loss " + format_number(val.loss);
-      for (std::size_t m = 0; m < metrics.size() && m < val.metrics.size(); ++m)
-        summary += ", " + metrics[m] + " " + format_number(val.metrics[m]);
-      summary += "; lr " + format_number(lr, 3) + "; " + io::format_duration(now_seconds() - epoch_start);
-      if (st.stopped_by_budget) summary += " (time budget reached)";
-      if (improved) summary += " *";
-      if (const std::string eta = run_eta_text(0.0); !eta.empty() && !st.stopped_by_budget) summary += "; " + eta;
-      bar->finish(summary);
-      if (!output.terminal) *progress << std::flush;
-    }
-    if (st.stopped_by_budget)
-      say("time budget of " + format_number(cfg.time_budget_minutes) + " min reached after " + std::to_string(st.step) + " of " +
-          std::to_string(cosine.total_steps) + " planned steps");
-    if (cfg.stop_after_epoch > 0 && epoch == cfg.stop_after_epoch && st.epoch < cfg.epochs && !st.stopped_by_budget) {
-      result.stopped_by_hook = true;
-      result.epochs_run = st.epoch;
-      result.steps = st.step;
-      result.best_epoch = st.best_epoch;
-      result.seconds = st.seconds;
-      say("stopped after epoch " + std::to_string(epoch) + " (--stop-after-epoch); continue with --resume");
-      return result;
-    }
+  result.planned_steps = run.planned_steps;
+  result.epochs_run = run.epochs_run;
+  result.steps = run.steps;
+  result.best_epoch = run.best_epoch;
+  result.stopped_by_budget = run.stopped_by_budget;
+  result.stopped_early = run.stopped_early;
+  result.stopped_by_hook = run.stopped_by_hook;
+  result.seconds = run.seconds;
+  if (run.stopped_by_hook) return result;
+  if (run.best_row) {
+    result.best_validation.loss = run.best_row->val_loss;
+    result.best_validation.metrics = run.best_row->columns;
   }
-
-  // The final model: the best checkpoint's weights (the last one if no epoch had a finite metric).
-  const train::Checkpoint best = fs::exists(slots.best_path()) ? slots.load_best() : slots.load_last();
-  {
-    const std::vector<float> w = best.array<float>("params");
-    if (w.size() != store.size()) throw ModelFileError(best.source(), "parameter count differs from the model");
-    std::copy(w.begin(), w.end(), store.values().begin());
-  }
-  result.epochs_run = st.epoch;
-  result.steps = st.step;
-  result.best_epoch = best.integer("best_epoch");
-  result.stopped_by_budget = st.stopped_by_budget;
-  result.seconds = st.seconds;
-  for (const auto& r : curve)
-    if (r.epoch == result.best_epoch) {
-      result.best_validation.loss = r.val_loss;
-      result.best_validation.metrics = r.val;
-    }
 
   std::map<std::string, std::string> meta = task.model_metadata();
-  meta["training.data_checksum"] = data;
+  meta["training.data_checksum"] = task.data_fingerprint();
   meta["training.seed"] = std::to_string(cfg.seed);
   meta["training.code_version"] = std::string(flt::version()) + " (" + flt::git_commit() + ")";
-  meta["training.epochs"] = std::to_string(st.epoch);
-  meta["training.best_epoch"] = std::to_string(result.best_epoch);
-  meta["training.steps"] = std::to_string(best.step);
-  meta["training.planned_steps"] = std::to_string(cosine.total_steps);
-  meta["training.stopped_by_budget"] = st.stopped_by_budget ? "true" : "false";
-  meta["training.config"] = fingerprint;
-  result.model_path = dir / "model.flt";
+  meta["training.epochs"] = std::to_string(run.epochs_run);
+  meta["training.best_epoch"] = std::to_string(run.best_epoch);
+  meta["training.steps"] = std::to_string(run.best_step);
+  meta["training.planned_steps"] = std::to_string(run.planned_steps);
+  meta["training.stopped_by_budget"] = run.stopped_by_budget ? "true" : "false";
+  meta["training.config"] = ec.config_fingerprint;
+  if (run.ema) meta["training.weights"] = "ema";
+  result.model_path = ec.dir / "model.flt";
   model.save(result.model_path, meta);
-  write_curve_plots(dir, metrics, curve);
+  write_curve_plots(ec.dir, task.metric_columns(), run.curve);
   return result;
 }
 
@@ -375,6 +204,12 @@ void add_run_options(io::OptionSchema& s, std::int64_t epochs, std::size_t batch
   s.option("weight-decay", "train", OptionType::real, "0.05", "AdamW decoupled weight decay (matrices only)");
   s.option("warmup-steps", "train", OptionType::integer, "-1", "linear warm-up steps (-1: 5% of the planned steps)");
   s.option("clip-norm", "train", OptionType::real, "1", "clip gradients to this global norm (0: off)");
+  s.option("schedule", "train", OptionType::string, "cosine", "warmup-cosine (cosine) or reduce-on-plateau (plateau)")
+      .choices = {"cosine", "warmup-cosine", "plateau"};
+  s.option("plateau-factor", "train", OptionType::real, "0.5", "plateau: learning-rate factor");
+  s.option("plateau-patience", "train", OptionType::integer, "10", "plateau: epochs without improvement");
+  s.option("ema-decay", "train", OptionType::real, "0", "exponential moving average of weights (0: off)");
+  s.option("patience", "train", OptionType::integer, "0", "early stopping: epochs without validation improvement (0: off)");
   s.option("seed", "train", OptionType::integer, "0", "seed of initialisation, random features, shuffling and augmentation");
   s.option("threads", "train", OptionType::integer, "0", "OpenMP threads (0: all cores)");
   s.option("time-budget", "train", OptionType::real, "0",
@@ -446,6 +281,16 @@ TaskRunConfig run_config_from_options(const io::ResolvedOptions& o) {
   if (c.warmup_steps < -1) throw ConfigError("--warmup-steps must be >= 0 (or -1: 5% of the planned steps)");
   c.clip_norm = o.get_real("clip-norm");
   if (c.clip_norm < 0) throw ConfigError("--clip-norm must be >= 0 (0: off)");
+  const std::string schedule = o.get_string("schedule");
+  c.schedule = schedule == "plateau" ? train::Schedule::plateau : train::Schedule::cosine;
+  c.plateau_factor = o.get_real("plateau-factor");
+  if (!(c.plateau_factor > 0 && c.plateau_factor < 1)) throw ConfigError("--plateau-factor must lie in (0, 1)");
+  c.plateau_patience = o.get_int("plateau-patience");
+  if (c.plateau_patience < 0) throw ConfigError("--plateau-patience must be >= 0");
+  c.ema_decay = o.get_real("ema-decay");
+  if (!(c.ema_decay >= 0 && c.ema_decay < 1)) throw ConfigError("--ema-decay must lie in [0, 1)");
+  c.patience = o.get_int("patience");
+  if (c.patience < 0) throw ConfigError("--patience must be >= 0 (0: off)");
   c.seed = static_cast<std::uint64_t>(o.get_int("seed"));
   const auto threads = o.get_int("threads");
   if (threads < 0) throw ConfigError("--threads must be >= 0");
@@ -500,7 +345,35 @@ std::vector<std::span<const std::size_t>> batch_spans(std::span<const std::size_
   return out;
 }
 
-std::string fingerprint_bytes(std::string_view bytes) { return "crc32:" + io::hex32(io::crc32(bytes)); }
+std::vector<std::pair<std::string, double>> run_numbers(const TaskRunResult& run, std::size_t parameters,
+                                                        std::vector<std::pair<std::string, double>> extra) {
+  std::vector<std::pair<std::string, double>> out{{"epochs", static_cast<double>(run.epochs_run)},
+                                                  {"best_epoch", static_cast<double>(run.best_epoch)},
+                                                  {"steps", static_cast<double>(run.steps)},
+                                                  {"planned_steps", static_cast<double>(run.planned_steps)},
+                                                  {"training_seconds", run.seconds},
+                                                  {"parameters", static_cast<double>(parameters)}};
+  out.insert(out.end(), extra.begin(), extra.end());
+  return out;
+}
+
+std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
+  if (limit > 0 && v.size() > limit) v.resize(limit);
+  return v;
+}
+
+const std::vector<std::size_t>& subset_rows(const train::Split& split, const std::string& subset) {
+  if (subset == "train") return split.train;
+  if (subset == "validation") return split.validation;
+  if (subset == "test") return split.test;
+  throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
+}
+
+std::uint64_t example_digest(std::string_view bytes) {
+  io::Fnv1a64 h;
+  h.update(bytes);
+  return h.digest();
+}
 
 std::string format_doubles(std::span<const double> values) {
   std::string out;

@@ -33,6 +33,8 @@
 #include "core/random.hpp"
 #include "models/token_model.hpp"
 #include "io/options.hpp"
+#include "train/engine.hpp"
+#include "train/split.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -69,6 +71,11 @@ struct TaskRunConfig {
   double weight_decay = 0.05;
   std::int64_t warmup_steps = -1;  // -1: 5% of the planned steps (at least 1)
   double clip_norm = 1.0;          // 0: no clipping
+  train::Schedule schedule = train::Schedule::cosine;
+  double plateau_factor = 0.5;
+  std::int64_t plateau_patience = 10;
+  double ema_decay = 0;            // 0: no weight averaging
+  std::int64_t patience = 0;       // early stopping (0: off)
   std::uint64_t seed = 0;
   int threads = 0;                 // OpenMP threads (0: the OpenMP default)
   double time_budget_minutes = 0;  // 0: no budget
@@ -102,7 +109,8 @@ class TrainableTask {
   // subset) into model.params().grads() (zeroed by the caller). `rng` is this step's own stream.
   virtual StepResult train_batch(TokenModel<float>& model, std::span<const std::size_t> examples, Rng& rng) = 0;
   virtual EvalResult validate(TokenModel<float>& model) = 0;
-  // A fingerprint of the training data ("crc32:xxxxxxxx"); --resume refuses other data.
+  // The checksum of the training data: io::training_data_checksum of the examples' digests
+  // (example_digest) in training order; --resume refuses other data.
   virtual std::string data_fingerprint() const = 0;
   // Metadata stored in model.flt (keys not starting with "model."): vocabulary, normalisation...
   virtual std::map<std::string, std::string> model_metadata() const = 0;
@@ -122,6 +130,7 @@ struct TaskRunResult {
   std::int64_t planned_steps = 0;
   std::int64_t best_epoch = 0;
   bool stopped_by_budget = false;
+  bool stopped_early = false;         // early stopping (--patience)
   bool stopped_by_hook = false;
   double seconds = 0;                 // training wall time, all sessions
   EvalResult best_validation;
@@ -145,8 +154,9 @@ bool write_run_summary(std::ostream& out, const TaskRunResult& run, const std::s
 // Options shared by the subcommands (flt image, flt seq): sections [train], [model], [run].
 
 // Adds the [train] and [run] options (epochs, batch-size, lr, min-lr, weight-decay, warmup-steps,
-// clip-norm, seed, threads, time-budget, eval-batch-size; out, overwrite, resume, config,
-// stop-after-epoch) with the given defaults for epochs, batch size and lr.
+// clip-norm, schedule, plateau-factor, plateau-patience, ema-decay, patience, seed, threads,
+// time-budget, eval-batch-size; out, overwrite, resume, config, stop-after-epoch) with the given
+// defaults for epochs, batch size and lr.
 void add_run_options(io::OptionSchema& schema, std::int64_t epochs, std::size_t batch_size, double lr);
 // Adds every TokenModelConfig key as a [model] option ('_' written '-'), defaults from `defaults`,
 // except the keys in `owned` (set by the task from its data).
@@ -157,6 +167,9 @@ void add_model_options(io::OptionSchema& schema, const TokenModelConfig& default
 // model's output head does not use (head_hidden with a per-token head) are never options either.
 const std::vector<std::string>& sequence_task_owned_keys();
 TaskRunConfig run_config_from_options(const io::ResolvedOptions& options);
+// The [train] options added after task runs became resumable, at the value that behaves as
+// before they existed: left out of the resume fingerprint there (train::resume_fingerprint).
+const std::vector<std::pair<std::string, std::string>>& task_options_neutral_values();
 // The [model] options over `base` (whose owned keys are kept). ConfigError naming the option.
 TokenModelConfig model_config_from_options(const io::ResolvedOptions& options, const TokenModelConfig& base,
                                            const std::vector<std::string>& owned);
@@ -171,8 +184,16 @@ io::ResolvedOptions parse_task_command_line(const io::OptionSchema& schema, cons
 
 // Contiguous batches of `order`.
 std::vector<std::span<const std::size_t>> batch_spans(std::span<const std::size_t> order, std::size_t batch_size);
-// "crc32:xxxxxxxx" of bytes.
-std::string fingerprint_bytes(std::string_view bytes);
+// The numbers of a run every task's test_metrics.json holds (epochs, best_epoch, steps,
+// planned_steps, training_seconds, parameters), then `extra`.
+std::vector<std::pair<std::string, double>> run_numbers(const TaskRunResult& run, std::size_t parameters,
+                                                        std::vector<std::pair<std::string, double>> extra);
+// The first `limit` entries of `v` (0: all).
+std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit);
+// The rows of subset "train", "validation" or "test" (ConfigError naming --subset otherwise).
+const std::vector<std::size_t>& subset_rows(const train::Split& split, const std::string& subset);
+// The FNV-1a digest of one training example's canonical bytes (for TrainableTask::data_fingerprint).
+std::uint64_t example_digest(std::string_view bytes);
 // Shortest round-trip text of a double / a list of doubles ("1.5,2,-3e-05") and back (InputError
 // naming `what` when malformed).
 std::string format_doubles(std::span<const double> values);

@@ -7,6 +7,7 @@
 #include "core/losses.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
+#include "io/data_checksum.hpp"
 #include "io/progress.hpp"
 #include "train/split.hpp"
 
@@ -116,13 +117,15 @@ class ImageTask final : public TrainableTask {
   }
 
   std::string data_fingerprint() const override {
+    // Per image: its pixels and label.
+    std::vector<std::uint64_t> digests;
     std::string bytes;
-    bytes.reserve(train_.size() * (set_.rows * set_.cols + 1));
     for (std::size_t i : train_) {
-      bytes.append(reinterpret_cast<const char*>(set_.image(i)), set_.rows * set_.cols);
+      bytes.assign(reinterpret_cast<const char*>(set_.image(i)), set_.rows * set_.cols);
       bytes.push_back(static_cast<char>(set_.labels[i]));
+      digests.push_back(example_digest(bytes));
     }
-    return fingerprint_bytes(bytes);
+    return io::training_data_checksum(digests);
   }
 
   std::map<std::string, std::string> model_metadata() const override {
@@ -142,11 +145,6 @@ class ImageTask final : public TrainableTask {
   const ImageTrainConfig& cfg_;
   TokenCache<float> cache_;
 };
-
-std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
-  if (limit > 0 && v.size() > limit) v.resize(limit);
-  return v;
-}
 
 }  // namespace
 
@@ -301,15 +299,9 @@ ImageTrainResult run_image_training(const ImageTrainConfig& cfg, const TaskOutpu
   for (std::size_t i = 0; i < test_idx.size(); ++i) test_idx[i] = i;
   r.test_size = test_idx.size();
   r.test = evaluate_images(model, test_set, sc, test_idx, cfg.run.eval_batch_size);
-  write_image_evaluation(r.run.run_dir, r.test,
-                         {{"validation_accuracy", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
-                          {"epochs", static_cast<double>(r.run.epochs_run)},
-                          {"best_epoch", static_cast<double>(r.run.best_epoch)},
-                          {"steps", static_cast<double>(r.run.steps)},
-                          {"planned_steps", static_cast<double>(r.run.planned_steps)},
-                          {"training_seconds", r.run.seconds},
-                          {"parameters", static_cast<double>(r.parameters)},
-                          {"train_images", static_cast<double>(r.train_size)}});
+  write_image_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
+              {{"validation_accuracy", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
+               {"train_images", static_cast<double>(r.train_size)}}));
   return r;
 }
 

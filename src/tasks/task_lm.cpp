@@ -6,6 +6,7 @@
 #include "core/losses.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
+#include "io/data_checksum.hpp"
 #include "io/progress.hpp"
 
 #include <omp.h>
@@ -35,11 +36,6 @@ TokenModelConfig lm_model_defaults() {
   c.num_features = 32;
   c.num_frequencies = 16;
   return c;
-}
-
-std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
-  if (limit > 0 && v.size() > limit) v.resize(limit);
-  return v;
 }
 
 std::vector<std::vector<std::int32_t>> encode_rows(const SmilesDataset& d, const Vocabulary& vocab, std::span<const std::size_t> rows) {
@@ -94,12 +90,14 @@ class LmTask final : public TrainableTask {
   }
 
   std::string data_fingerprint() const override {
-    std::string bytes;
+    // Per string: its characters.
+    std::vector<std::uint64_t> digests;
     for (const auto& s : train_) {
+      std::string bytes;
       for (auto id : s) bytes += vocab_.token(id);
-      bytes += '\n';
+      digests.push_back(example_digest(bytes));
     }
-    return fingerprint_bytes(bytes);
+    return io::training_data_checksum(digests);
   }
 
   std::map<std::string, std::string> model_metadata() const override {
@@ -213,15 +211,9 @@ LmTrainResult run_lm_training(const LmTrainConfig& cfg, const TaskOutput& output
   if (r.run.stopped_by_hook) return r;
   r.test_size = test_rows.size();
   r.test = evaluate_lm(model, encode_rows(d, vocab, test_rows), cfg.run.eval_batch_size);
-  write_lm_evaluation(r.run.run_dir, r.test,
-                      {{"validation_bpc", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
-                       {"epochs", static_cast<double>(r.run.epochs_run)},
-                       {"best_epoch", static_cast<double>(r.run.best_epoch)},
-                       {"steps", static_cast<double>(r.run.steps)},
-                       {"planned_steps", static_cast<double>(r.run.planned_steps)},
-                       {"training_seconds", r.run.seconds},
-                       {"parameters", static_cast<double>(r.parameters)},
-                       {"train_strings", static_cast<double>(r.train_size)}});
+  write_lm_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
+              {{"validation_bpc", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
+               {"train_strings", static_cast<double>(r.train_size)}}));
   return r;
 }
 
@@ -257,11 +249,7 @@ LmEvaluation evaluate_lm_model(const fs::path& model_path, const fs::path& index
     throw ModelFileError(src, "vocabulary size differs from the model's vocab_size");
   const SmilesDataset d = load_qm9_smiles(index, {"U0"});
   const train::Split split = read_qm9_split(split_file, d);
-  const std::vector<std::size_t>* rows = nullptr;
-  if (subset == "train") rows = &split.train;
-  else if (subset == "validation") rows = &split.validation;
-  else if (subset == "test") rows = &split.test;
-  else throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
+  const std::vector<std::size_t>* rows = &subset_rows(split, subset);
   return evaluate_lm(*model, encode_rows(d, vocab, *rows), batch_size, progress);
 }
 

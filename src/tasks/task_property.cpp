@@ -7,6 +7,7 @@
 #include "core/text.hpp"
 #include "io/atomic_file.hpp"
 #include "io/csv.hpp"
+#include "io/data_checksum.hpp"
 #include "io/progress.hpp"
 #include "io/svg_plot.hpp"
 #include "train/report_plots.hpp"
@@ -40,11 +41,6 @@ TokenModelConfig property_model_defaults() {
   return c;
 }
 
-
-std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
-  if (limit > 0 && v.size() > limit) v.resize(limit);
-  return v;
-}
 
 std::vector<std::vector<std::int32_t>> encode_all(const SmilesDataset& d, const Vocabulary& vocab, Tokenization level) {
   std::vector<std::vector<std::int32_t>> out(d.size());
@@ -138,13 +134,15 @@ class PropertyTask final : public TrainableTask {
   }
 
   std::string data_fingerprint() const override {
-    std::string bytes;
+    // Per molecule: its SMILES and labels.
+    std::vector<std::uint64_t> digests;
     for (std::size_t i : train_) {
-      bytes += d_.smiles[i] + "\n";
+      std::string bytes = d_.smiles[i] + "\n";
       const auto row = d_.labels.row(static_cast<Index>(i));
       for (Index t = 0; t < row.size(); ++t) bytes += io::csv_number(row(t)) + ",";
+      digests.push_back(example_digest(bytes));
     }
-    return fingerprint_bytes(bytes);
+    return io::training_data_checksum(digests);
   }
 
   std::map<std::string, std::string> model_metadata() const override {
@@ -259,14 +257,8 @@ PropertyTrainResult run_property_training(const PropertyTrainConfig& cfg, const 
   if (r.run.stopped_by_hook) return r;
   r.test_size = test_rows.size();
   r.test = evaluate_rows(model, d, encoded, norm, cfg.loss, test_rows, cfg.run.eval_batch_size);
-  write_property_evaluation(r.run.run_dir, r.test,
-                            {{"epochs", static_cast<double>(r.run.epochs_run)},
-                             {"best_epoch", static_cast<double>(r.run.best_epoch)},
-                             {"steps", static_cast<double>(r.run.steps)},
-                             {"planned_steps", static_cast<double>(r.run.planned_steps)},
-                             {"training_seconds", r.run.seconds},
-                             {"parameters", static_cast<double>(r.parameters)},
-                             {"train_molecules", static_cast<double>(r.train_size)}});
+  write_property_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
+                                                                 {{"train_molecules", static_cast<double>(r.train_size)}}));
   return r;
 }
 
@@ -341,11 +333,7 @@ PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs:
   d.composition = comp;
   d.elements = elements;
   const train::Split split = read_qm9_split(split_file, d);
-  const std::vector<std::size_t>* rows = nullptr;
-  if (subset == "train") rows = &split.train;
-  else if (subset == "validation") rows = &split.validation;
-  else if (subset == "test") rows = &split.test;
-  else throw ConfigError("--subset '" + subset + "' (expected train, validation or test)");
+  const std::vector<std::size_t>* rows = &subset_rows(split, subset);
   const auto encoded = encode_all(d, vocab, level);
   return evaluate_rows(*model, d, encoded, norm, loss, *rows, batch_size, progress);
 }

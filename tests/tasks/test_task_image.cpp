@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <map>
 
 using namespace flt;
 using namespace flt::tasks;
@@ -157,4 +158,58 @@ TEST_CASE("image options: command line over INI file over defaults, resolved con
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--epochs", "0"}), ConfigError);
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--no-such-option", "1"}), ConfigError);
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--width", "abc"}), ConfigError);
+}
+
+TEST_CASE("image task: EMA, plateau schedule and early stopping from the options", "[seq][task][image]") {
+  Scratch dir("task-image-engine");
+  testing::write_synthetic_idx(dir / "data", 192, 40);
+  const std::vector<std::string> base{"--data-dir", (dir / "data").string(), "--validation", "64", "--patch", "4",
+                                      "--width", "16", "--heads", "2", "--blocks", "1", "--mlp-hidden", "32",
+                                      "--head-hidden", "16", "--num-features", "8", "--num-frequencies", "8",
+                                      "--threads", "1", "--batch-size", "16", "--seed", "3"};
+  const auto config = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), {"--out", (dir / out).string()});
+    args.insert(args.end(), extra.begin(), extra.end());
+    return parse_image_train_command_line(args);
+  };
+  const auto metadata = [](const fs::path& model) {
+    std::map<std::string, std::string> meta;
+    TokenModel<float>::load(model, &meta);
+    return meta;
+  };
+  // The defaults keep the features off.
+  const ImageTrainConfig plain = config("plain", {"--epochs", "2", "--lr", "1e-2"});
+  CHECK(plain.run.ema_decay == 0);
+  CHECK(plain.run.patience == 0);
+  CHECK(plain.run.schedule == train::Schedule::cosine);
+  run_image_training(plain);
+  CHECK_FALSE(metadata(dir / "plain" / "model.flt").contains("training.weights"));
+
+  // EMA: the averaged weights are the model's.
+  const ImageTrainConfig ema = config("ema", {"--epochs", "2", "--lr", "1e-2", "--ema-decay", "0.9"});
+  CHECK(ema.run.ema_decay == 0.9);
+  run_image_training(ema);
+  CHECK(metadata(dir / "ema" / "model.flt").at("training.weights") == "ema");
+  CHECK(io::read_file(dir / "ema" / "model.flt") != io::read_file(dir / "plain" / "model.flt"));
+
+  // A rate so small that the validation accuracy does not change: the metric never improves after
+  // epoch 1, so the plateau schedule lowers the rate after epoch 2 (patience 0) and early stopping
+  // (patience 2) ends the run after epoch 3 of 8.
+  const ImageTrainConfig stall = config("stall", {"--epochs", "8", "--lr", "1e-7", "--min-lr", "0", "--schedule",
+                                                  "plateau", "--plateau-patience", "0", "--plateau-factor", "0.5",
+                                                  "--patience", "2"});
+  const ImageTrainResult r = run_image_training(stall);
+  CHECK(r.run.stopped_early);
+  CHECK(r.run.epochs_run == 3);
+  CHECK(r.run.best_epoch == 1);
+  const io::CsvTable curve = io::read_csv(dir / "stall" / "learning_curve.csv");
+  REQUIRE(curve.rows.size() == 3);
+  CHECK(std::stod(curve.rows[0][2]) == 1e-7);
+  CHECK(std::stod(curve.rows[1][2]) == 1e-7);
+  CHECK(std::stod(curve.rows[2][2]) == 5e-8);
+
+  CHECK_THROWS_AS(config("bad", {"--ema-decay", "1"}), ConfigError);
+  CHECK_THROWS_AS(config("bad", {"--patience", "-1"}), ConfigError);
+  CHECK_THROWS_AS(config("bad", {"--schedule", "step"}), ConfigError);
 }

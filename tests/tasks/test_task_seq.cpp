@@ -48,8 +48,8 @@ TEST_CASE("helpers: batches, number lists, metadata lookup", "[seq][task]") {
   CHECK_THROWS_AS(parse_doubles("1,abc", "x"), InputError);
   CHECK_THROWS_AS(parse_doubles("inf", "x"), InputError);
   CHECK_THROWS_AS(require_metadata({}, "task.kind", "m.flt"), ModelFileError);
-  CHECK(fingerprint_bytes("abc") == fingerprint_bytes("abc"));
-  CHECK(fingerprint_bytes("abc") != fingerprint_bytes("abd"));
+  CHECK(example_digest("abc") == example_digest("abc"));
+  CHECK(example_digest("abc") != example_digest("abd"));
 }
 
 TEST_CASE("property task: trains on QM9 SMILES, metrics in physical units, saved model re-evaluates", "[seq][task][smiles]") {

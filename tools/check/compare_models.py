@@ -3,7 +3,8 @@
 results: the data buffers byte for byte, the tensor tables, and the metadata except the entries
 that name the code version (training.code_version) and the checksum that covers it.
 
-    tools/check/compare_models.py A.flt B.flt     exit status 0: the same model, 1: different
+    tools/check/compare_models.py [--ignore KEY]... A.flt B.flt
+                                                  exit status 0: the same model, 1: different
 """
 import json
 import struct
@@ -21,13 +22,18 @@ def load(path):
 
 
 def main():
-    if len(sys.argv) != 3:
+    args = sys.argv[1:]
+    ignored = list(IGNORED)
+    while len(args) >= 2 and args[0] == "--ignore":
+        ignored.append(args[1])
+        args = args[2:]
+    if len(args) != 2:
         sys.exit(__doc__)
-    meta_a, table_a, data_a = load(sys.argv[1])
-    meta_b, table_b, data_b = load(sys.argv[2])
-    differing = sorted(k for k in set(meta_a) | set(meta_b) if k not in IGNORED and meta_a.get(k) != meta_b.get(k))
+    meta_a, table_a, data_a = load(args[0])
+    meta_b, table_b, data_b = load(args[1])
+    differing = sorted(k for k in set(meta_a) | set(meta_b) if k not in ignored and meta_a.get(k) != meta_b.get(k))
     same = data_a == data_b and table_a == table_b and not differing
-    print(f"{sys.argv[1]} vs {sys.argv[2]}: data {'equal' if data_a == data_b else 'DIFFERENT'} "
+    print(f"{args[0]} vs {args[1]}: data {'equal' if data_a == data_b else 'DIFFERENT'} "
           f"({len(data_a)} / {len(data_b)} bytes), tensor tables {'equal' if table_a == table_b else 'DIFFERENT'} "
           f"({len(table_a)} tensors), metadata differing: {differing or 'none'}")
     sys.exit(0 if same else 1)
