@@ -80,7 +80,10 @@ std::string task_of(const std::vector<std::string>& args) {
   std::optional<std::filesystem::path> file;
   if (config) file = *config;
   else if (resume && out && std::filesystem::exists(std::filesystem::path(*out) / "config.ini")) file = std::filesystem::path(*out) / "config.ini";
-  if (file) return io::IniFile::load(*file).get_string("data", "task", "property");
+  if (file) {
+    const io::IniFile ini = io::IniFile::load(*file);
+    if (const io::IniEntry* entry = ini.find("data", "task")) return entry->value;
+  }
   return "property";
 }
 
