@@ -52,7 +52,8 @@ std::string suggestion(const OptionSchema& schema, std::string_view name) {
   const OptionSpec* best = nullptr;
   std::size_t best_d = 3;
   for (const auto& o : schema.options()) {
-    const std::size_t d = distance(o.name, name);
+    // A close spelling, or the option that the name abbreviates (abbreviations are not accepted).
+    const std::size_t d = o.name.starts_with(name) && name.size() >= 3 ? 1 : distance(o.name, name);
     if (d < best_d) {
       best_d = d;
       best = &o;
@@ -149,6 +150,12 @@ OptionSpec& OptionSchema::option(std::string name, std::string section, OptionTy
   return options_.back();
 }
 
+OptionSpec& OptionSchema::optional_option(std::string name, std::string section, OptionType type, std::string help) {
+  OptionSpec& spec = option(std::move(name), std::move(section), type, std::nullopt, std::move(help));
+  spec.optional = true;
+  return spec;
+}
+
 const OptionSpec* OptionSchema::find(std::string_view name) const {
   for (const auto& o : options_)
     if (o.name == name) return &o;
@@ -173,7 +180,7 @@ std::string OptionSchema::help() const {
     for (const auto& o : options_) {
       if (o.section != s) continue;
       std::string left = o.short_name != 0 ? std::string("  -") + o.short_name + ", --" : std::string("  --");
-      if (o.type == OptionType::boolean) left += o.name;
+      if (o.type == OptionType::boolean) left += (o.default_value == "true" ? "[no-]" : "") + o.name;
       else if (o.implicit_value) left += o.name + " [" + to_string(o.type) + "]";
       else left += o.name + " " + to_string(o.type);
       if (left.size() < 28) left.resize(28, ' ');

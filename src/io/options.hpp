@@ -54,6 +54,8 @@ class OptionSchema {
   //   schema.option("config", "", OptionType::path, std::nullopt, "INI file").persist = false;
   OptionSpec& option(std::string name, std::string section, OptionType type,
                      std::optional<std::string> default_value, std::string help);
+  // Shorthand for an option without a default that may stay unset.
+  OptionSpec& optional_option(std::string name, std::string section, OptionType type, std::string help);
   const std::vector<OptionSpec>& options() const noexcept { return options_; }
   // The option named `name` or having it as an alias.
   const OptionSpec* find(std::string_view name) const;

@@ -237,7 +237,8 @@ TEST_CASE("options: errors name the option and where it was given", "[train][opt
   // Unknown options, with a suggestion; abbreviations are not guessed.
   CHECK_THROWS_WITH(parse_command_line(schema, {"--epoch", "3"}),
                     Catch::Contains("command line: unknown option --epoch") && Catch::Contains("did you mean --epochs"));
-  CHECK_THROWS_WITH(parse_command_line(schema, {"--batch", "8"}), Catch::Contains("unknown option --batch"));
+  CHECK_THROWS_WITH(parse_command_line(schema, {"--batch", "8"}),
+                    Catch::Contains("unknown option --batch") && Catch::Contains("did you mean --batch-size"));
   CHECK_THROWS_WITH(parse_command_line(schema, {"-x"}), Catch::Contains("unknown option '-x'"));
   CHECK_THAT(resolve_error(schema, "[data]\ninput = x\n[train]\nepochs = 2\nlearning-rate = 1\nresume = true\n", {}),
              Catch::Contains("f.ini:5: unknown option 'learning-rate' in [train]") &&

@@ -29,27 +29,21 @@ const char* kUsage =
 io::OptionSchema convert_schema() {
   using io::OptionType;
   io::OptionSchema s;
-  add_common_options(s);
-  s.option("inputs", "", OptionType::list, std::nullopt, "input files, as in the arguments (which replace these)").optional = true;
-  s.option("out", "", OptionType::path, std::nullopt, "output file ('-' for standard output)").optional = true;
-  s.option("format", "", OptionType::string, std::nullopt, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)")
-      .optional = true;
-  s.option("out-format", "", OptionType::string, std::nullopt, "output format: sdf, csv, xyz, extxyz (default: from the output name)")
-      .optional = true;
+  s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
+  s.optional_option("out", "", OptionType::path, "output file ('-' for standard output)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)");
+  s.optional_option("out-format", "", OptionType::string, "output format: sdf, csv, xyz, extxyz (default: from the output name)");
   s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
   s.option("stats", "", OptionType::boolean, "false", "print per-record atom counts and labels instead of converting");
   s.option("missing-3d", "", OptionType::string, "error",
            "records without 3-D coordinates: error, generate (RDKit ETKDGv3, random-coordinate fallback), accept")
       .choices = {"error", "generate", "accept"};
   s.option("seed", "", OptionType::integer, "42", "random seed of generated conformers");
-  s.option("add-hydrogens", "", OptionType::boolean, "true",
-           "add implicit hydrogens to records that have no explicit ones (--no-add-hydrogens: do not)");
-  s.option("sanitize", "", OptionType::boolean, "true", "RDKit sanitization of SDF/MOL records (--no-sanitize: skip it)");
+  s.option("add-hydrogens", "", OptionType::boolean, "true", "add implicit hydrogens to records that have no explicit ones");
+  s.option("sanitize", "", OptionType::boolean, "true", "RDKit sanitization of SDF/MOL records");
   s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
   add_conformer_options(s);
-  s.add_spellings("inputs", 0, {"input"});
-  s.add_spellings("out", 'o', {"output"});
-  s.add_spellings("format", 'f');
+  add_common_options(s);
   return s;
 }
 

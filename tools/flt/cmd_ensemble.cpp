@@ -23,12 +23,9 @@ const char* kUsage =
 
 io::OptionSchema ensemble_schema() {
   io::OptionSchema s;
+  s.optional_option("model", "", io::OptionType::list, "model files to pack, as the arguments (which replace these)");
+  s.optional_option("out", "", io::OptionType::path, "ensemble file to write");
   add_common_options(s);
-  s.option("model", "", io::OptionType::list, std::nullopt, "model files to pack, as in the arguments (which replace these)")
-      .optional = true;
-  s.option("out", "", io::OptionType::path, std::nullopt, "ensemble file to write").optional = true;
-  s.add_spellings("model", 'm');
-  s.add_spellings("out", 'o', {"output"});
   return s;
 }
 

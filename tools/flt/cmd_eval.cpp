@@ -32,48 +32,33 @@ const char* kUsage =
 io::OptionSchema eval_schema() {
   using io::OptionType;
   io::OptionSchema s;
-  add_common_options(s);
-  s.option("model", "", OptionType::list, std::nullopt, "model file (.flt); repeat for an ensemble (default: the default model)")
-      .optional = true;
-  s.option("inputs", "", OptionType::list, std::nullopt, "input files, as in the arguments (which replace these)").optional = true;
+  s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
+  s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
   s.option("targets", "", OptionType::list, "", "targets to evaluate (default: every target of the model)");
   s.option("rotations", "", OptionType::integer, "8", "random rotations per molecule for the rotation sensitivity (0: off)");
   s.option("seed", "", OptionType::integer, "0", "seed of the random rotations");
-  s.option("out", "", OptionType::path, std::nullopt, "write the metrics table as CSV to this file").optional = true;
-  s.option("predictions", "", OptionType::path, std::nullopt, "write per-molecule predictions and labels as CSV to this file")
-      .optional = true;
-  s.option("labels", "", OptionType::path, std::nullopt, "labels from this CSV (keyed by id/title/name) instead of the records")
-      .optional = true;
+  s.optional_option("out", "", OptionType::path, "write the metrics table as CSV to this file");
+  s.optional_option("predictions", "", OptionType::path, "write per-molecule predictions and labels as CSV to this file");
+  s.optional_option("labels", "", OptionType::path, "labels from this CSV (keyed by id/title/name) instead of the records");
   s.option("label-key", "", OptionType::string, "", "key column of --labels (default: the first of id, title, name)");
-  s.option("source-units", "", OptionType::list, std::nullopt,
-           "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)")
-      .optional = true;
-  s.option("format", "", OptionType::string, std::nullopt, "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
-      .optional = true;
+  s.optional_option("source-units", "", OptionType::list,
+                    "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)");
   s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
   s.option("limit", "", OptionType::integer, "0", "evaluate at most this many molecules (0: all)");
-  s.option("split-file", "", OptionType::path, std::nullopt,
-           "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)")
-      .optional = true;
-  s.option("subset", "", OptionType::string, "test", "with --split-file: train, validation or test").choices = {
-      "train", "validation", "test"};
-  io::OptionSpec& forces = s.option("forces", "", OptionType::string, std::nullopt,
-                                    "also compare forces F = -dE/dr with the reference forces of this per-atom column "
-                                    "(alone: forces, extended XYZ forces:R:3)");
-  forces.optional = true;
-  forces.implicit_value = "forces";
-  s.option("forces-unit", "", OptionType::string, "",
-           "unit of the forces column when the input gives none, or to override it, e.g. eV/A, Hartree/Bohr");
+  s.optional_option("split-file", "", OptionType::path, "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)");
+  s.option("subset", "", OptionType::string, "test", "with --split-file: train, validation or test").choices = {"train", "validation", "test"};
+  s.optional_option("forces", "", OptionType::string,
+                    "also compare forces F = -dE/dr with the reference forces of this per-atom column (alone: forces, "
+                    "extended XYZ forces:R:3)")
+      .implicit_value = "forces";
+  s.option("forces-unit", "", OptionType::string, "", "unit of the forces column when the input gives none, or to override it, e.g. eV/A, Hartree/Bohr");
   s.option("force-target", "", OptionType::string, "", "energy target whose forces are compared (default: the first extensive energy target)");
   s.option("batch-size", "", OptionType::integer, "64", "molecules per model call");
   s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores / OMP_NUM_THREADS)");
-  s.add_spellings("model", 'm');
-  s.add_spellings("inputs", 0, {"input"});
-  s.add_spellings("targets", 't');
-  s.add_spellings("out", 'o', {"output", "csv"});
+  add_common_options(s);
+  s.add_spellings("out", 0, {"csv"});
   s.add_spellings("source-units", 0, {"source-unit"});
-  s.add_spellings("format", 'f');
-  s.add_spellings("threads", 'j');
   return s;
 }
 

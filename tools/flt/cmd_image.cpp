@@ -34,19 +34,16 @@ const char* kUsage =
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
 io::OptionSchema eval_schema() {
+  using io::OptionType;
   io::OptionSchema s;
+  s.option("model", "", OptionType::path, std::nullopt, "model file written by flt image train");
+  s.optional_option("data-dir", "", OptionType::path, "IDX directory (default: Fashion-MNIST)");
+  s.option("subset", "", OptionType::string, "test", "test or train").choices = {"test", "train"};
+  s.option("limit", "", OptionType::integer, "0", "evaluate the first n images (0: all)");
+  s.option("batch-size", "", OptionType::integer, "256", "images per batch");
+  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.optional_option("out", "", OptionType::path, "directory for test_metrics.json/.csv and confusion.csv");
   add_common_options(s);
-  s.option("model", "", io::OptionType::path, std::nullopt, "model file written by flt image train");
-  s.option("data-dir", "", io::OptionType::path, std::nullopt, "IDX directory (default: Fashion-MNIST)").optional = true;
-  s.option("subset", "", io::OptionType::string, "test", "test or train").choices = {"test", "train"};
-  s.option("limit", "", io::OptionType::integer, "0", "evaluate the first n images (0: all)");
-  s.option("batch-size", "", io::OptionType::integer, "256", "images per batch");
-  s.option("threads", "", io::OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("out", "", io::OptionType::path, std::nullopt, "directory for test_metrics.json/.csv and confusion.csv")
-      .optional = true;
-  s.add_spellings("model", 'm');
-  s.add_spellings("threads", 'j');
-  s.add_spellings("out", 'o', {"output"});
   return s;
 }
 

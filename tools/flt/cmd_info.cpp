@@ -20,9 +20,8 @@ const char* kUsage =
 
 io::OptionSchema info_schema() {
   io::OptionSchema s;
+  s.optional_option("model", "", io::OptionType::list, "model file (.flt), as the arguments; repeatable");
   add_common_options(s);
-  s.option("model", "", io::OptionType::list, std::nullopt, "model file (.flt), as the arguments; repeatable").optional = true;
-  s.add_spellings("model", 'm');
   return s;
 }
 

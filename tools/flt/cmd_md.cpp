@@ -33,13 +33,10 @@ io::OptionSchema md_schema() {
   using io::OptionType;
   const pipeline::MdOptions defaults;
   io::OptionSchema s;
-  add_common_options(s);
-  s.option("model", "", OptionType::list, std::nullopt, "model file (.flt); repeat for an ensemble (default: the default model)")
-      .optional = true;
-  s.option("input", "", OptionType::path, std::nullopt, "the molecule file to start from, as the argument (which replaces it)")
-      .optional = true;
+  s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
+  s.optional_option("input", "", OptionType::path, "the molecule file to start from, as the argument (which replaces it)");
   s.option("record", "", OptionType::integer, "1", "which record of INPUT to start from, 1-based");
-  s.option("format", "", OptionType::string, std::nullopt, "input format (default: from the file name)").optional = true;
+  s.optional_option("format", "", OptionType::string, "input format (default: from the file name)");
   s.option("steps", "", OptionType::integer, std::to_string(defaults.steps), "time steps");
   s.option("timestep", "", OptionType::real, shortest_number(defaults.timestep_fs), "time step in fs");
   s.option("temperature", "", OptionType::real, shortest_number(defaults.temperature_k), "initial temperature in K (0: start at rest)");
@@ -47,16 +44,11 @@ io::OptionSchema md_schema() {
   s.option("target", "", OptionType::string, "", "energy target whose forces drive the dynamics (default: the first energy target)");
   s.option("max-energy-change", "", OptionType::real, shortest_number(defaults.max_energy_change_per_atom),
            "stop when the total energy moves by more than this, eV per atom");
-  s.option("out", "", OptionType::path, std::nullopt, "trajectory, extended XYZ with time and energies per frame").optional = true;
+  s.optional_option("out", "", OptionType::path, "trajectory, extended XYZ with time and energies per frame");
   s.option("every", "", OptionType::integer, "10", "write every N-th step to the trajectory and the log");
-  s.option("log", "", OptionType::path, std::nullopt,
-           "CSV log: step, time [fs], potential, kinetic and total energy [eV], temperature [K]")
-      .optional = true;
+  s.optional_option("log", "", OptionType::path, "CSV log: step, time [fs], potential, kinetic and total energy [eV], temperature [K]");
   s.option("threads", "", OptionType::integer, std::to_string(defaults.threads), "OpenMP threads (0: all cores)");
-  s.add_spellings("model", 'm');
-  s.add_spellings("out", 'o', {"output"});
-  s.add_spellings("format", 'f');
-  s.add_spellings("threads", 'j');
+  add_common_options(s);
   return s;
 }
 

@@ -231,16 +231,11 @@ std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColum
 io::OptionSchema predict_schema() {
   using io::OptionType;
   io::OptionSchema s;
-  add_common_options(s);
-  s.option("model", "", OptionType::list, std::nullopt, "model file (.flt); repeat for an ensemble (default: the default model)")
-      .optional = true;
-  s.option("inputs", "", OptionType::list, std::nullopt, "input files, as in the arguments (which replace these)").optional = true;
-  s.option("out", "", OptionType::path, std::nullopt, "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format)")
-      .optional = true;
-  s.option("format", "", OptionType::string, std::nullopt, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)")
-      .optional = true;
-  s.option("out-format", "", OptionType::string, std::nullopt, "output format: sdf, csv, xyz, extxyz (default: from the output name)")
-      .optional = true;
+  s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
+  s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
+  s.optional_option("out", "", OptionType::path, "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)");
+  s.optional_option("out-format", "", OptionType::string, "output format: sdf, csv, xyz, extxyz (default: from the output name)");
   s.option("table", "", OptionType::boolean, "false", "also print the table of predictions to standard output when -o is given");
   s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
   s.option("batch-size", "", OptionType::integer, "64", "molecules per model call");
@@ -250,22 +245,16 @@ io::OptionSchema predict_schema() {
       .choices = {"error", "generate"};
   s.option("seed", "", OptionType::integer, "42", "random seed of generated conformers");
   s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
-  io::OptionSpec& forces = s.option("forces", "", OptionType::string, std::nullopt,
-                                    "also write the forces -dE/dr of this energy target (alone: the first extensive energy "
-                                    "target; needs SDF or extended-XYZ output)");
-  forces.optional = true;
-  forces.implicit_value = "";
-  io::OptionSpec& per_atom = s.option("per-atom", "", OptionType::list, std::nullopt,
-                                      "also write each atom's contribution to these extensive targets (alone: all extensive "
-                                      "targets), summing to the prediction; needs SDF or extended-XYZ output");
-  per_atom.optional = true;
-  per_atom.implicit_value = "";
+  s.optional_option("forces", "", OptionType::string,
+                    "also write the forces -dE/dr of this energy target (alone: the first extensive energy target; "
+                    "needs SDF or extended-XYZ output)")
+      .implicit_value = "";
+  s.optional_option("per-atom", "", OptionType::list,
+                    "also write each atom's contribution to these extensive targets (alone: all extensive targets), "
+                    "summing to the prediction; needs SDF or extended-XYZ output")
+      .implicit_value = "";
   add_conformer_options(s);
-  s.add_spellings("model", 'm');
-  s.add_spellings("inputs", 0, {"input"});
-  s.add_spellings("out", 'o', {"output"});
-  s.add_spellings("format", 'f');
-  s.add_spellings("threads", 'j');
+  add_common_options(s);
   return s;
 }
 

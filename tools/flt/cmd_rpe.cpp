@@ -24,16 +24,13 @@ const char* kUsage =
 io::OptionSchema rpe_schema() {
   using io::OptionType;
   io::OptionSchema s;
-  add_common_options(s);
-  s.option("model", "", OptionType::path, std::nullopt, "model file (.flt), or as the argument (default: the default model)")
-      .optional = true;
+  s.optional_option("model", "", OptionType::path, "model file (.flt), or as the argument (default: the default model)");
   s.option("out", "", OptionType::path, "-", "CSV output file ('-': standard output)");
-  s.option("plot", "", OptionType::path, std::nullopt, "SVG plot output file").optional = true;
+  s.optional_option("plot", "", OptionType::path, "SVG plot output file");
   s.option("max-distance", "", OptionType::real, "10", "largest distance in Angstrom");
   s.option("points", "", OptionType::integer, "200", "number of distances, 0 to max-distance inclusive");
   s.option("member", "", OptionType::integer, "1", "for an ensemble file: which member, 1 to M");
-  s.add_spellings("model", 'm');
-  s.add_spellings("out", 'o', {"output"});
+  add_common_options(s);
   return s;
 }
 

@@ -42,19 +42,17 @@ const char* kUsage =
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
 io::OptionSchema eval_schema() {
+  using io::OptionType;
   io::OptionSchema s;
+  s.option("task", "", OptionType::string, "property", "property or lm").choices = {"property", "lm"};
+  s.option("model", "", OptionType::path, std::nullopt, "model file written by flt seq train");
+  s.option("index", "", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index");
+  s.option("split-file", "", OptionType::path, "datasets/qm9/split.csv", "split file (subset,index,id)");
+  s.option("subset", "", OptionType::string, "test", "train, validation or test").choices = {"train", "validation", "test"};
+  s.option("batch-size", "", OptionType::integer, "256", "sequences per batch");
+  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.optional_option("out", "", OptionType::path, "directory for the test_metrics files");
   add_common_options(s);
-  s.option("task", "", io::OptionType::string, "property", "property or lm").choices = {"property", "lm"};
-  s.option("model", "", io::OptionType::path, std::nullopt, "model file written by flt seq train");
-  s.option("index", "", io::OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index");
-  s.option("split-file", "", io::OptionType::path, "datasets/qm9/split.csv", "split file (subset,index,id)");
-  s.option("subset", "", io::OptionType::string, "test", "train, validation or test").choices = {"train", "validation", "test"};
-  s.option("batch-size", "", io::OptionType::integer, "256", "sequences per batch");
-  s.option("threads", "", io::OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("out", "", io::OptionType::path, std::nullopt, "directory for the test_metrics files").optional = true;
-  s.add_spellings("model", 'm');
-  s.add_spellings("threads", 'j');
-  s.add_spellings("out", 'o', {"output"});
   return s;
 }
 

@@ -21,6 +21,14 @@ void add_common_options(io::OptionSchema& schema) {
   schema.add_spellings("help", 'h');
   schema.add_spellings("quiet", 'q');
   schema.add_spellings("verbose", 'v');
+  const struct {
+    const char* name;
+    char short_name;
+    std::vector<std::string> aliases;
+  } shared[] = {{"model", 'm', {}}, {"out", 'o', {"output"}}, {"threads", 'j', {}},
+                {"format", 'f', {}}, {"targets", 't', {}},   {"inputs", 0, {"input"}}};
+  for (const auto& s : shared)
+    if (schema.find(s.name) != nullptr) schema.add_spellings(s.name, s.short_name, s.aliases);
 }
 
 std::vector<std::string> Arguments::positional_or(std::string_view name) const {

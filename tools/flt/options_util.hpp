@@ -18,9 +18,11 @@
 
 namespace flt::cli {
 
-// Adds the options every subcommand shares, in the unnamed section: -h/--help, -q/--quiet (errors
-// only, no progress), -v/--verbose (log every step) and --config FILE (an INI file of the other
-// options, `name = value` before any [section]; the command line overrides it).
+// Completes a subcommand's schema: adds the options every subcommand has, in the unnamed section
+// (-h/--help, -q/--quiet: errors only, no progress, -v/--verbose: log every step, --config FILE:
+// an INI file of the other options, `name = value` before any [section], below the command line),
+// and the spellings shared by every subcommand to those of its options that exist: -m/--model,
+// -o/--out (also --output), -j/--threads, -f/--format, -t/--targets, --inputs (also --input).
 void add_common_options(io::OptionSchema& schema);
 
 // A subcommand's resolved options (defaults < --config file < command line) and its positional
