@@ -5,12 +5,27 @@
 #include "io/atomic_file.hpp"
 #include "io/utf8.hpp"
 
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/parsers.hpp>
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <sstream>
 
 namespace flt::io {
 namespace {
+
+namespace po = boost::program_options;
+
+// What Boost's config-file parser trims from lines, keys and values.
+constexpr std::string_view kBlanks = " \t\r";
+
+std::string_view trim_blanks(std::string_view s) {
+  const std::size_t first = s.find_first_not_of(kBlanks);
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(kBlanks) - first + 1);
+}
 
 std::string quote_for_message(std::string_view s) {
   std::string out = "'";
@@ -21,8 +36,8 @@ std::string quote_for_message(std::string_view s) {
 
 bool needs_quotes(std::string_view v) {
   if (v.empty()) return false;
-  if (v.front() == ' ' || v.front() == '\t' || v.back() == ' ' || v.back() == '\t' || v.front() == '"') return true;
-  return v.find_first_of("\n\r") != std::string_view::npos;
+  return kBlanks.find(v.front()) != std::string_view::npos || kBlanks.find(v.back()) != std::string_view::npos ||
+         v.front() == '"' || v.find_first_of("\n\r#") != std::string_view::npos;
 }
 
 std::string quote_value(std::string_view v) {
@@ -34,10 +49,53 @@ std::string quote_value(std::string_view v) {
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
+      case '#': out += "\\x23"; break;  // Boost would read '#' as the start of a comment
       default: out.push_back(c);
     }
   }
   return out + "\"";
+}
+
+// The text of a quoted value ("..." with escapes); `at` and `key` name it in errors.
+std::string unquote(std::string_view raw, const std::string& at, const std::string& key) {
+  const std::string what = at + "quoted value of key '" + key + "': ";
+  if (raw.size() < 2 || raw.back() != '"')
+    throw ConfigError(what + "no closing '\"' ('#' starts a comment; write it as \\x23)");
+  const std::string_view inner = raw.substr(1, raw.size() - 2);
+  std::string value;
+  for (std::size_t i = 0; i < inner.size(); ++i) {
+    char c = inner[i];
+    if (c == '"') throw ConfigError(what + "'\"' inside it must be written \\\"");
+    if (c == '\\') {
+      if (++i >= inner.size()) throw ConfigError(what + "dangling '\\'");
+      switch (inner[i]) {
+        case '"': c = '"'; break;
+        case '\\': c = '\\'; break;
+        case 'n': c = '\n'; break;
+        case 'r': c = '\r'; break;
+        case 't': c = '\t'; break;
+        case 'x': {
+          unsigned byte = 0;
+          const char* first = inner.data() + i + 1;
+          if (inner.size() < i + 3 || std::from_chars(first, first + 2, byte, 16).ptr != first + 2)
+            throw ConfigError(what + "\\x needs two hexadecimal digits");
+          c = static_cast<char>(byte);
+          i += 2;
+          break;
+        }
+        default: throw ConfigError(what + "unknown escape '\\" + std::string(1, inner[i]) + "'");
+      }
+    }
+    value.push_back(c);
+  }
+  if (!is_valid_utf8(value)) throw ConfigError(what + "not valid UTF-8 text");
+  return value;
+}
+
+// A section name that dump() writes and parse() reads back as the same name ("" is the unnamed one).
+bool is_valid_section_name(std::string_view name) {
+  return name.find_first_of("#\n") == std::string_view::npos && name == trim_blanks(name) && !name.ends_with('.') &&
+         is_valid_utf8(name);
 }
 
 }  // namespace
@@ -45,8 +103,7 @@ std::string quote_value(std::string_view v) {
 bool is_valid_ini_key(std::string_view key) noexcept {
   if (key.empty()) return false;
   return std::all_of(key.begin(), key.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-           c == '.';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
   });
 }
 
@@ -82,14 +139,10 @@ bool parse_bool_value(std::string_view text, const std::string& where) {
 std::vector<std::string> parse_list_value(std::string_view text, const std::string& where) {
   std::vector<std::string> items;
   if (trim(text).empty()) return items;
-  std::size_t start = 0;
-  while (true) {
-    const std::size_t comma = text.find(',', start);
-    const std::string_view item = trim(text.substr(start, comma == std::string_view::npos ? text.npos : comma - start));
+  for (const std::string& field : split(text, ',')) {
+    const std::string_view item = trim(field);
     if (item.empty()) throw ConfigError(where + ": empty item in list " + quote_for_message(text));
     items.emplace_back(item);
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
   }
   return items;
 }
@@ -98,69 +151,50 @@ IniFile IniFile::parse(std::string_view text, std::string source) {
   IniFile ini(std::move(source));
   if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
   if (!is_valid_utf8(text)) throw ConfigError(ini.source_ + ": not valid UTF-8 text");
-  IniSection* current = nullptr;
-  std::size_t line_no = 0;
-  std::size_t pos = 0;
-  while (pos <= text.size()) {
-    const std::size_t nl = text.find('\n', pos);
-    std::string_view raw = text.substr(pos, nl == std::string_view::npos ? text.npos : nl - pos);
-    pos = (nl == std::string_view::npos) ? text.size() + 1 : nl + 1;
+  const auto at = [&](std::size_t line) {
+    std::string where = ini.source_;  // built with append(): GCC 12 warns on chained operator+ here
+    if (line > 0) where.append(":").append(std::to_string(line));
+    return where.append(": ");
+  };
+  // Boost reports no line numbers: the lines of its entries (and of the first line it cannot
+  // read), counted by its rules: a comment from '#', blanks trimmed, "[name]" or "key = value".
+  std::vector<std::size_t> entry_lines;
+  std::size_t bad_line = 0, line_no = 0;
+  for (const std::string& raw : split(text, '\n')) {
     ++line_no;
-    if (!raw.empty() && raw.back() == '\r') raw.remove_suffix(1);
-    const std::string_view line = trim(raw);
-    const std::string at = ini.source_ + ":" + std::to_string(line_no) + ": ";
-    if (line.empty() || line.front() == '#' || line.front() == ';') continue;
-    if (line.front() == '[') {
-      const std::size_t close = line.find(']');
-      if (close == std::string_view::npos) throw ConfigError(at + "section header without ']'");
-      if (!trim(line.substr(close + 1)).empty()) throw ConfigError(at + "text after the section header");
-      const std::string name(trim(line.substr(1, close - 1)));
-      if (name.empty()) throw ConfigError(at + "empty section name");
-      if (const IniSection* prev = ini.section(name))
-        throw ConfigError(at + "section [" + name + "] repeated (first at line " + std::to_string(prev->line) + ")");
-      ini.sections_.push_back({name, line_no, {}});
-      current = &ini.sections_.back();
-      continue;
+    const std::string_view line = trim_blanks(std::string_view(raw).substr(0, raw.find('#')));
+    if (line.empty()) continue;
+    if (line.front() == '[' && line.back() == ']') {
+      if (trim_blanks(line.substr(1, line.size() - 2)).empty()) throw ConfigError(at(line_no) + "empty section name");
+    } else if (line.find('=') != std::string_view::npos) {
+      entry_lines.push_back(line_no);
+    } else if (bad_line == 0) {
+      bad_line = line_no;
     }
-    const std::size_t eq = line.find('=');
-    if (eq == std::string_view::npos)
-      throw ConfigError(at + "expected 'key = value', '[section]' or a comment, got " + quote_for_message(line));
-    const std::string key(trim(line.substr(0, eq)));
+  }
+  std::istringstream stream{std::string(text)};
+  std::vector<po::option> entries;
+  try {
+    entries = po::parse_config_file(stream, po::options_description(), /*allow_unregistered=*/true).options;
+  } catch (const po::error& e) {
+    if (bad_line == 0) throw ConfigError(at(0) + e.what());
+    const std::string raw = split(text, '\n')[bad_line - 1];
+    throw ConfigError(at(bad_line) + "expected 'key = value', '[section]' or a comment, got " +
+                      quote_for_message(trim_blanks(std::string_view(raw).substr(0, raw.find('#')))));
+  }
+  for (std::size_t k = 0; k < entries.size(); ++k) {
+    const std::size_t line = entry_lines.size() == entries.size() ? entry_lines[k] : 0;
+    // Boost names an entry "section.key" (its section's header, or the key as written).
+    const std::string& name = entries[k].string_key;
+    const std::size_t dot = name.rfind('.');
+    const std::string section(dot == std::string::npos ? std::string_view() : trim_blanks(std::string_view(name).substr(0, dot)));
+    const std::string key = dot == std::string::npos ? name : name.substr(dot + 1);
     if (!is_valid_ini_key(key))
-      throw ConfigError(at + "invalid key " + quote_for_message(key) + " (letters, digits, '_', '-', '.')");
-    std::string_view rawv = trim(line.substr(eq + 1));
-    std::string value;
-    if (!rawv.empty() && rawv.front() == '"') {
-      if (rawv.size() < 2 || rawv.back() != '"') throw ConfigError(at + "unterminated quoted value for key '" + key + "'");
-      const std::string_view inner = rawv.substr(1, rawv.size() - 2);
-      for (std::size_t i = 0; i < inner.size(); ++i) {
-        char c = inner[i];
-        if (c == '"') throw ConfigError(at + "unescaped '\"' inside the quoted value of key '" + key + "'");
-        if (c == '\\') {
-          if (++i >= inner.size()) throw ConfigError(at + "dangling '\\' in the quoted value of key '" + key + "'");
-          switch (inner[i]) {
-            case '"': c = '"'; break;
-            case '\\': c = '\\'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            default: throw ConfigError(at + "unknown escape '\\" + std::string(1, inner[i]) + "' in key '" + key + "'");
-          }
-        }
-        value.push_back(c);
-      }
-    } else {
-      value = std::string(rawv);
-    }
-    if (current == nullptr) {
-      ini.sections_.push_back({"", 0, {}});
-      current = &ini.sections_.back();
-    }
-    for (const IniEntry& e : current->entries)
-      if (e.key == key)
-        throw ConfigError(at + "key '" + key + "' repeated in [" + current->name + "] (first at line " +
-                          std::to_string(e.line) + ")");
-    current->entries.push_back({key, std::move(value), line_no});
+      throw ConfigError(at(line) + "invalid key " + quote_for_message(key) + " (letters, digits, '_', '-')");
+    if (!is_valid_section_name(section)) throw ConfigError(at(line) + "invalid section name " + quote_for_message(section));
+    const std::string& raw = entries[k].value.front();
+    std::string value = !raw.empty() && raw.front() == '"' ? unquote(raw, at(line), key) : raw;
+    ini.section_for_write(section).entries.push_back({key, std::move(value), line});
   }
   return ini;
 }
@@ -173,14 +207,8 @@ void IniFile::save(const std::filesystem::path& path, std::string_view header_co
 
 std::string IniFile::dump(std::string_view header_comment) const {
   std::string out;
-  std::size_t start = 0;
-  while (start < header_comment.size()) {
-    const std::size_t nl = header_comment.find('\n', start);
-    out += "# ";
-    out += header_comment.substr(start, nl == std::string_view::npos ? header_comment.npos : nl - start);
-    out += "\n";
-    start = nl == std::string_view::npos ? header_comment.size() : nl + 1;
-  }
+  if (!header_comment.empty())
+    for (const std::string& line : split(header_comment, '\n')) out += "# " + line + "\n";
   auto write_entries = [&](const IniSection& s) {
     for (const IniEntry& e : s.entries) {
       out += e.key;
@@ -216,9 +244,8 @@ const IniEntry* IniFile::find(std::string_view section_name, std::string_view ke
 IniSection& IniFile::section_for_write(const std::string& name) {
   for (IniSection& s : sections_)
     if (s.name == name) return s;
-  if (name.find_first_of("]\n\r") != std::string::npos || name != trim(name) || !is_valid_utf8(name))
-    throw InvalidArgument("invalid INI section name '" + name + "'");
-  sections_.push_back({name, 0, {}});
+  if (!is_valid_section_name(name)) throw InvalidArgument("invalid INI section name '" + name + "'");
+  sections_.push_back({name, {}});
   return sections_.back();
 }
 
@@ -232,69 +259,6 @@ void IniFile::set(const std::string& section_name, const std::string& key, std::
       return;
     }
   s.entries.push_back({key, std::move(value), 0});
-}
-
-std::string IniFile::where(std::string_view section_name, std::string_view key) const {
-  const IniEntry* e = find(section_name, key);
-  std::string w = source_;
-  if (e != nullptr && e->line > 0) {
-    w += ':';
-    w += std::to_string(e->line);
-  }
-  return w + ": key '" + std::string(key) + "' in [" + std::string(section_name) + "]";
-}
-
-const IniEntry& IniFile::require(std::string_view section_name, std::string_view key) const {
-  const IniEntry* e = find(section_name, key);
-  if (e == nullptr)
-    throw ConfigError(source_ + ": missing key '" + std::string(key) + "' in [" + std::string(section_name) + "]");
-  return *e;
-}
-
-std::string IniFile::get_string(std::string_view s, std::string_view k) const { return require(s, k).value; }
-std::string IniFile::get_string(std::string_view s, std::string_view k, std::string fallback) const {
-  const IniEntry* e = find(s, k);
-  return e ? e->value : fallback;
-}
-std::int64_t IniFile::get_int(std::string_view s, std::string_view k) const {
-  return parse_int_value(require(s, k).value, where(s, k));
-}
-std::int64_t IniFile::get_int(std::string_view s, std::string_view k, std::int64_t fallback) const {
-  return find(s, k) ? get_int(s, k) : fallback;
-}
-double IniFile::get_real(std::string_view s, std::string_view k) const {
-  return parse_real_value(require(s, k).value, where(s, k));
-}
-double IniFile::get_real(std::string_view s, std::string_view k, double fallback) const {
-  return find(s, k) ? get_real(s, k) : fallback;
-}
-bool IniFile::get_bool(std::string_view s, std::string_view k) const {
-  return parse_bool_value(require(s, k).value, where(s, k));
-}
-bool IniFile::get_bool(std::string_view s, std::string_view k, bool fallback) const {
-  return find(s, k) ? get_bool(s, k) : fallback;
-}
-std::vector<std::string> IniFile::get_list(std::string_view s, std::string_view k) const {
-  const IniEntry* e = find(s, k);
-  return e ? parse_list_value(e->value, where(s, k)) : std::vector<std::string>{};
-}
-
-std::vector<std::string> IniFile::unknown_keys(std::string_view section_name, const std::set<std::string>& known) const {
-  std::vector<std::string> out;
-  if (const IniSection* s = section(section_name))
-    for (const IniEntry& e : s->entries)
-      if (!known.contains(e.key)) out.push_back(where(section_name, e.key) + ": unknown key");
-  return out;
-}
-
-void IniFile::require_known(const std::set<std::string>& known_sections, std::string_view section_name,
-                            const std::set<std::string>& known_keys) const {
-  std::string message;
-  for (const IniSection& s : sections_)
-    if (!known_sections.contains(s.name))
-      message += "\n  " + source_ + ":" + std::to_string(s.line) + ": unknown section [" + s.name + "]";
-  for (const std::string& m : unknown_keys(section_name, known_keys)) message += "\n  " + m;
-  if (!message.empty()) throw ConfigError(source_ + ": unknown configuration entries:" + message);
 }
 
 }  // namespace flt::io

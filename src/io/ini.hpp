@@ -1,21 +1,20 @@
-// INI configuration files: sections, `key = value`, full-line comments. Used for the resolved
-// configuration of a run (written into the run directory, read back by --config).
+// INI configuration files: read by Boost.Program_options' config-file parser, written by dump()
+// in one canonical form that reads back to the same entries (the run's config.ini).
 //
-// Syntax (one construct per line; lines end in LF or CRLF; UTF-8, an initial BOM is skipped):
-//   # comment            ; comment          (only whole lines; '#' inside a value is kept)
+// Syntax (Boost's; one construct per line, LF or CRLF, UTF-8 with an optional BOM):
+//   # comment            ('#' starts a comment anywhere on a line, also after a value)
 //   [section]
-//   key = value          (key: letters, digits, '_', '-', '.'; surrounding blanks trimmed)
-//   key = "  quoted  "   (keeps blanks; escapes \" \\ \n \r \t)
-// Keys before the first [section] belong to the unnamed section "". A repeated section or a
-// repeated key within a section is an error (naming both lines), as is anything else malformed.
+//   key = value          (blanks around key and value trimmed; key: letters, digits, '_', '-')
+//   key = "  quoted  "   (ours on top: keeps blanks; escapes \" \\ \n \r \t \xHH, '#' as \x23)
+// Keys before the first [section] belong to the unnamed section "" (`section.key = value` there is
+// the key of [section], as Boost reads it). A repeated section continues the first one; a repeated
+// key is kept as a second entry (the option resolver appends list values and refuses others).
 #pragma once
 
 #include "core/error.hpp"
 
 #include <cstdint>
 #include <filesystem>
-#include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,12 +29,11 @@ struct IniEntry {
 
 struct IniSection {
   std::string name;
-  std::size_t line = 0;
   std::vector<IniEntry> entries;  // in file order
 };
 
-// Typed conversions shared by the INI getters and the option resolver. `where` prefixes the error
-// (e.g. "run.ini:12: key 'lr' in [train]"); each throws flt::ConfigError on bad input.
+// Typed conversions shared by the option resolver and other readers of user text. `where`
+// prefixes the error (e.g. "run.ini:12: option 'lr'"); each throws flt::ConfigError on bad input.
 std::int64_t parse_int_value(std::string_view text, const std::string& where);
 double parse_real_value(std::string_view text, const std::string& where);  // finite only
 bool parse_bool_value(std::string_view text, const std::string& where);    // true/false yes/no on/off 1/0
@@ -53,39 +51,19 @@ class IniFile {
   // Writes dump() atomically.
   void save(const std::filesystem::path& path, std::string_view header_comment = {}) const;
   // Canonical text: the unnamed section first (without a header), then each section in order;
-  // comments are not preserved. `header_comment` lines are written first, each prefixed "# ".
+  // comments are not kept. `header_comment` lines come first, each prefixed "# ".
   std::string dump(std::string_view header_comment = {}) const;
 
   const std::string& source() const noexcept { return source_; }
   const std::vector<IniSection>& sections() const noexcept { return sections_; }
   const IniSection* section(std::string_view name) const;
+  // The first entry `key` of `section`.
   const IniEntry* find(std::string_view section, std::string_view key) const;
-  // Inserts or replaces (keeps the position of an existing key). Validates the key syntax.
+  // Inserts or replaces the first entry (keeping its position). Throws InvalidArgument for a key
+  // or section name that the file could not hold.
   void set(const std::string& section, const std::string& key, std::string value);
 
-  // "file:line: key 'k' in [s]" (or without the line when the key is absent): for messages.
-  std::string where(std::string_view section, std::string_view key) const;
-
-  // Typed getters: the required form throws ConfigError("file: missing key 'k' in [s]") when
-  // absent; the defaulted form returns `fallback`. Malformed values throw naming file:line and key.
-  std::string get_string(std::string_view section, std::string_view key) const;
-  std::string get_string(std::string_view section, std::string_view key, std::string fallback) const;
-  std::int64_t get_int(std::string_view section, std::string_view key) const;
-  std::int64_t get_int(std::string_view section, std::string_view key, std::int64_t fallback) const;
-  double get_real(std::string_view section, std::string_view key) const;
-  double get_real(std::string_view section, std::string_view key, double fallback) const;
-  bool get_bool(std::string_view section, std::string_view key) const;
-  bool get_bool(std::string_view section, std::string_view key, bool fallback) const;
-  std::vector<std::string> get_list(std::string_view section, std::string_view key) const;
-
-  // Keys of `section` not in `known`, as "file:line: unknown key 'k' in [s]" messages.
-  std::vector<std::string> unknown_keys(std::string_view section, const std::set<std::string>& known) const;
-  // Throws ConfigError listing every unknown key (sections not in `known_sections` too).
-  void require_known(const std::set<std::string>& known_sections, std::string_view section,
-                     const std::set<std::string>& known_keys) const;
-
  private:
-  const IniEntry& require(std::string_view section, std::string_view key) const;
   IniSection& section_for_write(const std::string& name);
   std::string source_;
   std::vector<IniSection> sections_;

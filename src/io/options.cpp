@@ -1,11 +1,16 @@
 #include "io/options.hpp"
 
+#include <boost/program_options/options_description.hpp>
+#include <boost/program_options/parsers.hpp>
+#include <boost/program_options/value_semantic.hpp>
+
 #include <algorithm>
 #include <cctype>
-#include <set>
 
 namespace flt::io {
 namespace {
+
+namespace po = boost::program_options;
 
 // Throws ConfigError (message prefixed by `where`) if `value` is not a valid `spec` value.
 void validate(const OptionSpec& spec, const std::string& value, const std::string& where) {
@@ -47,13 +52,25 @@ std::string suggestion(const OptionSchema& schema, std::string_view name) {
   const OptionSpec* best = nullptr;
   std::size_t best_d = 3;
   for (const auto& o : schema.options()) {
-    const std::size_t d = distance(o.name, name);
+    // A close spelling, or the option that the name abbreviates (abbreviations are not accepted).
+    const std::size_t d = o.name.starts_with(name) && name.size() >= 3 ? 1 : distance(o.name, name);
     if (d < best_d) {
       best_d = d;
       best = &o;
     }
   }
   return best ? " (did you mean --" + best->name + "?)" : "";
+}
+
+// Where a section's keys go in an INI file, for messages.
+std::string place(const std::string& section) {
+  return section.empty() ? "before any [section]" : "in [" + section + "]";
+}
+
+// A repeated list option: "a,b" then "c" gives "a,b,c".
+void append_item(std::string& list, const std::string& item) {
+  if (item.empty()) return;
+  list += (list.empty() ? "" : ",") + item;
 }
 
 }  // namespace
@@ -74,6 +91,7 @@ OptionSchema& OptionSchema::add(OptionSpec spec) {
   if (!is_valid_ini_key(spec.name) || spec.name.rfind("no-", 0) == 0)
     throw InvalidArgument("invalid option name '" + spec.name + "'");
   if (find(spec.name)) throw InvalidArgument("duplicate option '" + spec.name + "'");
+  if (spec.type == OptionType::boolean) spec.implicit_value = "true";
   if (spec.default_value) {
     try {
       validate(spec, *spec.default_value, "default");
@@ -132,6 +150,12 @@ OptionSpec& OptionSchema::option(std::string name, std::string section, OptionTy
   return options_.back();
 }
 
+OptionSpec& OptionSchema::optional_option(std::string name, std::string section, OptionType type, std::string help) {
+  OptionSpec& spec = option(std::move(name), std::move(section), type, std::nullopt, std::move(help));
+  spec.optional = true;
+  return spec;
+}
+
 const OptionSpec* OptionSchema::find(std::string_view name) const {
   for (const auto& o : options_)
     if (o.name == name) return &o;
@@ -156,7 +180,9 @@ std::string OptionSchema::help() const {
     for (const auto& o : options_) {
       if (o.section != s) continue;
       std::string left = o.short_name != 0 ? std::string("  -") + o.short_name + ", --" : std::string("  --");
-      left += o.name + (o.type == OptionType::boolean ? "" : std::string(" ") + to_string(o.type));
+      if (o.type == OptionType::boolean) left += (o.default_value == "true" ? "[no-]" : "") + o.name;
+      else if (o.implicit_value) left += o.name + " [" + to_string(o.type) + "]";
+      else left += o.name + " " + to_string(o.type);
       if (left.size() < 28) left.resize(28, ' ');
       else left += "  ";
       out += left + o.help;
@@ -165,7 +191,9 @@ std::string OptionSchema::help() const {
         for (std::size_t i = 0; i < o.choices.size(); ++i) out += (i ? "|" : "") + o.choices[i];
         out += ")";
       }
-      if (o.default_value && !o.default_value->empty()) out += " [default: " + *o.default_value + "]";
+      // A switch that is off by default needs no note.
+      if (o.default_value && !o.default_value->empty() && !(o.type == OptionType::boolean && *o.default_value == "false"))
+        out += " [default: " + *o.default_value + "]";
       for (std::size_t i = 0; i < o.aliases.size(); ++i) out += (i ? ", --" : " (also --") + o.aliases[i];
       if (!o.aliases.empty()) out += ")";
       out += "\n";
@@ -175,72 +203,69 @@ std::string OptionSchema::help() const {
 }
 
 CommandLine parse_command_line(const OptionSchema& schema, const std::vector<std::string>& args) {
+  po::options_description described;
+  for (const auto& o : schema.options()) {
+    std::string names = o.name;  // "out,output,o": Boost reports every spelling as the first
+    for (const auto& a : o.aliases) names += "," + a;
+    if (o.short_name != 0) names += std::string(",") + o.short_name;
+    auto* value = po::value<std::string>();
+    if (o.implicit_value && o.type != OptionType::boolean) value->implicit_value(*o.implicit_value);
+    described.add_options()(names.c_str(), value);
+  }
+  // Booleans: --flag, --flag=VALUE, --no-flag and -f are read here, so that a switch never takes
+  // the next argument as its value (Boost's implicit values would).
+  const auto switches = [&schema](const std::string& token) -> std::pair<std::string, std::string> {
+    if (token.size() == 2 && token[0] == '-' && token[1] != '-') {
+      const OptionSpec* spec = schema.find_short(token[1]);
+      if (spec != nullptr && spec->type == OptionType::boolean) return {spec->name, "true"};
+      return {};
+    }
+    if (token.rfind("--", 0) != 0) return {};
+    const std::size_t eq = token.find('=');
+    const std::string name = token.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    const OptionSpec* spec = schema.find(name);
+    if (spec != nullptr && spec->type == OptionType::boolean)
+      return {spec->name, eq == std::string::npos ? "true" : token.substr(eq + 1)};
+    spec = name.rfind("no-", 0) == 0 && eq == std::string::npos ? schema.find(name.substr(3)) : nullptr;
+    if (spec != nullptr && spec->type == OptionType::boolean) return {spec->name, "false"};
+    return {};
+  };
+  std::vector<po::option> parsed;
+  try {
+    parsed = po::command_line_parser(args)
+                 .options(described)
+                 .extra_parser(switches)
+                 .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
+                 .allow_unregistered()
+                 .run()
+                 .options;
+  } catch (const po::error& e) {
+    throw ConfigError(std::string("command line: ") + e.what());
+  }
   CommandLine cl;
-  std::set<std::string> seen;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    if (a == "--") {
-      cl.positional.insert(cl.positional.end(), args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
-      break;
-    }
-    std::string name;
-    std::optional<std::string> value;
-    const OptionSpec* spec = nullptr;
-    if (a.size() >= 2 && a[0] == '-' && a[1] != '-') {
-      // A short flag: -x, -x value or -xvalue.
-      spec = schema.find_short(a[1]);
-      if (spec == nullptr) {
-        std::string known;
-        for (const auto& o : schema.options())
-          if (o.short_name != 0) known += std::string(known.empty() ? "" : ", ") + "-" + o.short_name;
-        throw ConfigError("command line: unknown option '" + a + "'" +
-                          (known.empty() ? std::string(" (options are spelled --name)") : " (short flags: " + known + ")"));
-      }
-      name = spec->name;
-      if (a.size() > 2) {
-        if (spec->type == OptionType::boolean) throw ConfigError("command line: -" + std::string(1, a[1]) + " takes no value");
-        value = a.substr(2);
-      }
-    } else if (a.size() < 3 || a.rfind("--", 0) != 0) {
-      cl.positional.push_back(a);
+  for (const po::option& o : parsed) {
+    if (o.position_key >= 0) {
+      cl.positional.push_back(o.value.front());
       continue;
+    }
+    const OptionSpec* spec = o.unregistered ? nullptr : schema.find(o.string_key);
+    if (spec == nullptr && o.string_key.size() == 2 && o.string_key[0] == '-') {
+      std::string known;
+      for (const auto& s : schema.options())
+        if (s.short_name != 0) known += std::string(known.empty() ? "" : ", ") + "-" + s.short_name;
+      throw ConfigError("command line: unknown option '" + o.original_tokens.front() + "'" +
+                        (known.empty() ? std::string(" (options are spelled --name)") : " (short flags: " + known + ")"));
+    }
+    if (spec == nullptr) throw ConfigError("command line: unknown option --" + o.string_key + suggestion(schema, o.string_key));
+    const std::string value = o.value.empty() ? spec->implicit_value.value_or("") : o.value.front();
+    auto given = std::find_if(cl.options.begin(), cl.options.end(), [&](const auto& p) { return p.first == spec->name; });
+    if (given == cl.options.end()) {
+      cl.options.emplace_back(spec->name, value);
+    } else if (spec->type == OptionType::list) {
+      append_item(given->second, value);
     } else {
-      name = a.substr(2);
-      if (const auto eq = name.find('='); eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name.resize(eq);
-      }
-      spec = schema.find(name);
-      if (spec != nullptr) name = spec->name;
+      throw ConfigError("command line: option --" + spec->name + " given more than once");
     }
-    if (spec == nullptr && name.rfind("no-", 0) == 0 && !value) {
-      const OptionSpec* neg = schema.find(name.substr(3));
-      if (neg && neg->type == OptionType::boolean) {
-        spec = neg;
-        name = neg->name;
-        value = "false";
-      }
-    }
-    if (spec == nullptr) throw ConfigError("command line: unknown option --" + name + suggestion(schema, name));
-    if (!value) {
-      if (spec->type == OptionType::boolean) {
-        value = "true";
-      } else {
-        if (i + 1 >= args.size()) throw ConfigError("command line: option --" + name + " needs a value");
-        value = args[++i];
-      }
-    }
-    if (spec->type == OptionType::list) {
-      auto it = std::find_if(cl.options.begin(), cl.options.end(), [&](const auto& p) { return p.first == name; });
-      if (it != cl.options.end()) {
-        it->second += "," + *value;
-        continue;
-      }
-    } else if (seen.contains(name)) {
-      throw ConfigError("command line: option --" + name + " given more than once");
-    }
-    seen.insert(name);
-    cl.options.emplace_back(name, *value);
   }
   return cl;
 }
@@ -260,19 +285,26 @@ ResolvedOptions resolve_options(const OptionSchema& schema, const IniFile* file,
     for (const IniSection& s : file->sections()) {
       for (const IniEntry& e : s.entries) {
         const OptionSpec* spec = schema.find(e.key);
-        const std::string at = file->source() + ":" + std::to_string(e.line);
+        const std::string at = file->source() + (e.line > 0 ? ":" + std::to_string(e.line) : std::string());
         if (spec == nullptr || !spec->persist) {
-          problems += "\n  " + at + ": unknown option '" + e.key + "' in [" + s.name + "]" +
+          problems += "\n  " + at + ": unknown option '" + e.key + "'" + (s.name.empty() ? "" : " in [" + s.name + "]") +
                       (spec ? " (only allowed on the command line)" : suggestion(schema, e.key));
           continue;
         }
         if (spec->section != s.name) {
-          problems += "\n  " + at + ": option '" + e.key + "' belongs in [" + spec->section + "], not [" + s.name + "]";
+          problems += "\n  " + at + ": option '" + e.key + "' belongs " + place(spec->section) + ", not " + place(s.name);
           continue;
         }
         validate(*spec, e.value, at);
-        r.values_[spec->name] = e.value;
-        r.sources_[spec->name] = {OptionSource::Kind::file, at};
+        const auto earlier = r.sources_.find(spec->name);
+        if (earlier == r.sources_.end() || earlier->second.kind != OptionSource::Kind::file) {
+          r.values_[spec->name] = e.value;
+          r.sources_[spec->name] = {OptionSource::Kind::file, at};
+        } else if (spec->type == OptionType::list) {
+          append_item(r.values_[spec->name], e.value);
+        } else {
+          problems += "\n  " + at + ": option '" + e.key + "' repeated (first at " + earlier->second.where + ")";
+        }
       }
     }
     if (!problems.empty()) throw ConfigError(file->source() + ": configuration errors:" + problems);

@@ -1,11 +1,12 @@
 // Options of a subcommand that come from the command line or an INI file, the command line
-// overriding the file, with defaults below both. The resolved configuration is written back as an
-// INI file that --config reads again (same values, same types). No Boost here: the library stays
-// free of Boost.Program_options; the program may use this parser directly or feed it the options
-// it parsed itself (resolve() takes name/value pairs).
+// overriding the file, with defaults below both; each value remembers where it came from. The
+// schema declares them; Boost.Program_options parses the command line and the file (io/ini.hpp).
+// The resolved configuration is written back as an INI file that --config reads again (same
+// values, same types).
 //
 // Naming: an option `batch-size` in section `train` is `--batch-size` on the command line and
-// `batch-size = 32` under `[train]` in the file. Names are unique across sections.
+// `batch-size = 32` under `[train]` in the file (options of section "" come before any [section]).
+// Names are unique across sections.
 #pragma once
 
 #include "io/ini.hpp"
@@ -37,6 +38,9 @@ struct OptionSpec {
   // keys; the resolved configuration always uses `name`.
   char short_name = 0;
   std::vector<std::string> aliases;
+  // The value of `--name` given without one, which then never takes the next argument as its
+  // value (e.g. "" for predict's --forces [TARGET]). Booleans: always "true".
+  std::optional<std::string> implicit_value;
 };
 
 class OptionSchema {
@@ -50,6 +54,8 @@ class OptionSchema {
   //   schema.option("config", "", OptionType::path, std::nullopt, "INI file").persist = false;
   OptionSpec& option(std::string name, std::string section, OptionType type,
                      std::optional<std::string> default_value, std::string help);
+  // Shorthand for an option without a default that may stay unset.
+  OptionSpec& optional_option(std::string name, std::string section, OptionType type, std::string help);
   const std::vector<OptionSpec>& options() const noexcept { return options_; }
   // The option named `name` or having it as an alias.
   const OptionSpec* find(std::string_view name) const;
@@ -64,10 +70,11 @@ class OptionSchema {
   std::vector<OptionSpec> options_;
 };
 
-// The command line split into options and positional arguments. Accepted forms: --name value,
-// --name=value, -x value, -xvalue (short flags), --flag / -x (booleans: true), --no-flag (booleans:
-// false), and "--" ending options. Aliases are reported under the option's name.
-// Unknown options, missing values and repeated non-list options throw ConfigError.
+// The command line split into options and positional arguments (Boost.Program_options' parser,
+// without guessing abbreviations). Accepted forms: --name value, --name=value, -x value, -xvalue
+// (short flags), --flag / -x (booleans: true), --flag=false, --no-flag (booleans: false), and "--"
+// ending options. Aliases are reported under the option's name. Unknown options, missing values
+// and repeated non-list options throw ConfigError naming the option.
 // A repeated list option appends (--targets U0 --targets gap == --targets U0,gap).
 struct CommandLine {
   std::vector<std::pair<std::string, std::string>> options;  // in order given
@@ -112,8 +119,9 @@ class ResolvedOptions {
 
 // Resolves: defaults, then `file` (may be null), then `command_line` (name without dashes, value).
 // The file must only hold known sections and keys of persisted options (unknown entries are
-// errors naming file:line). Every value is type-checked with a message naming its source. Options
-// with no default that are neither optional nor given are reported together.
+// errors naming file:line and key); a key repeated in the file appends for a list option and is an
+// error otherwise. Every value is type-checked with a message naming its source. Options with no
+// default that are neither optional nor given are reported together.
 // The schema must outlive the result.
 ResolvedOptions resolve_options(const OptionSchema& schema, const IniFile* file,
                                 const std::vector<std::pair<std::string, std::string>>& command_line);

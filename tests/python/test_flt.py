@@ -220,6 +220,16 @@ def test_train_from_python_with_callback_interrupt_and_resume(tmp_path, caplog):
     assert (tmp_path / "cut" / "model.flt").read_bytes() == (tmp_path / "full" / "model.flt").read_bytes()
 
 
+def test_train_boolean_and_negative_options(tmp_path):
+    # fit_reference=False reaches flt train as false (not as a switch plus an input named "false").
+    result = flt.train(QM9, out=tmp_path / "split", split_only=True, fit_reference=False, add_hydrogens=False,
+                       warmup_steps=-1, limit=20, split="10,5,rest", threads=1)
+    assert (result.train_size, result.validation_size) == (10, 5)
+    config = (tmp_path / "split" / "config.ini").read_text()
+    assert "fit-reference = false" in config and "add-hydrogens = false" in config
+    assert "warmup-steps = -1" in config
+
+
 def test_train_option_errors(tmp_path):
     with pytest.raises(flt.ConfigError, match="did you mean --width"):
         flt.train(QM9, out=tmp_path / "x", widht=3)

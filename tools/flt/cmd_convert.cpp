@@ -9,16 +9,12 @@
 #include "options_util.hpp"
 #include "pipeline/dataset_progress.hpp"
 
-#include <boost/program_options.hpp>
-
 #include <iostream>
 #include <string>
 #include <vector>
 
 namespace flt::cli {
 namespace {
-
-namespace po = boost::program_options;
 
 const char* kUsage =
     "Usage: flt convert INPUT... -o OUTPUT [options]\n"
@@ -28,69 +24,57 @@ const char* kUsage =
     ".csv, .xyz/.extxyz; '-' for standard output, needs --out-format). Bad records are skipped\n"
     "and listed (exit status 3), or stop the conversion with --on-error fail (exit status 1, no\n"
     "output written). Progress (bytes of the inputs, ETA) goes to stderr: a bar on a terminal,\n"
-    "plain lines otherwise, nothing with -q.\n\n"
-    "Options";
+    "plain lines otherwise, nothing with -q.\n";
+
+io::OptionSchema convert_schema() {
+  using io::OptionType;
+  io::OptionSchema s;
+  s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
+  s.optional_option("out", "", OptionType::path, "output file ('-' for standard output)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)");
+  s.optional_option("out-format", "", OptionType::string, "output format: sdf, csv, xyz, extxyz (default: from the output name)");
+  s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
+  s.option("stats", "", OptionType::boolean, "false", "print per-record atom counts and labels instead of converting");
+  s.option("missing-3d", "", OptionType::string, "error",
+           "records without 3-D coordinates: error, generate (RDKit ETKDGv3, random-coordinate fallback), accept")
+      .choices = {"error", "generate", "accept"};
+  s.option("seed", "", OptionType::integer, "42", "random seed of generated conformers");
+  s.option("add-hydrogens", "", OptionType::boolean, "true", "add implicit hydrogens to records that have no explicit ones");
+  s.option("sanitize", "", OptionType::boolean, "true", "RDKit sanitization of SDF/MOL records");
+  s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
+  add_conformer_options(s);
+  add_common_options(s);
+  return s;
+}
 
 int run_convert(const std::vector<std::string>& args) {
-  std::vector<std::string> inputs;
-  std::string output, in_format, out_format, on_error = "skip", missing_3d = "error";
-  std::uint32_t seed = 42;
-  double min_distance = 0.1;
-  ConformerFlags conformer;
-  po::options_description options(kUsage);
-  options.add_options()
-      ("help,h", "show this help")
-      ("out,output,o", po::value(&output), "output file ('-' for standard output); also spelled --output")
-      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
-      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)")
-      ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
-      ("on-error", po::value(&on_error), "skip (default) or fail")
-      ("stats", "print per-record atom counts and labels instead of converting")
-      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default), generate (RDKit ETKDGv3, random-coordinate fallback), accept")
-      ("seed", po::value(&seed), "random seed of generated conformers (default 42)")
-      ("no-add-hydrogens", "do not add implicit hydrogens to records that have no explicit ones")
-      ("no-sanitize", "skip RDKit sanitization of SDF/MOL records")
-      ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
-      ("quiet,q", "log errors only, no progress")
-      ("verbose,v", "log every step (hydrogens added, conformers generated)");
-  add_conformer_options(options, conformer);
-  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
-  if (vm.count("help") != 0) {
-    std::cout << options << "\n";
-    return kExitOk;
-  }
-  apply_verbosity(vm);
-  const bool stats = vm.count("stats") != 0;
+  static const io::OptionSchema schema = convert_schema();
+  const std::optional<Arguments> parsed = parse_arguments(schema, args, kUsage);
+  if (!parsed) return kExitOk;
+  const io::ResolvedOptions& o = parsed->options;
+  const std::vector<std::string> inputs = parsed->positional_or("inputs");
+  const std::string output = parsed->string_or_empty("out");
+  const bool stats = o.get_bool("stats");
+  const auto seed = o.get_int("seed");
   if (inputs.empty()) throw UsageError("no input given");
   if (stats == !output.empty()) throw UsageError("give either -o OUTPUT or --stats");
-  if (on_error != "skip" && on_error != "fail") {
-    throw UsageError("--on-error must be skip or fail, not '" + on_error + "'");
-  }
+  if (seed < 0 || seed > 0xffffffff) throw UsageError("--seed must be in 0..4294967295");
 
   chem::ReadOptions read;
-  try {
-    if (!in_format.empty()) read.format = chem::format_from_name(in_format);
-  } catch (const InvalidArgument& e) {
-    throw UsageError(e.what());
-  }
-  if (missing_3d == "error") {
-    read.missing_3d = chem::Missing3D::error;
-  } else if (missing_3d == "generate") {
-    read.missing_3d = chem::Missing3D::generate;
-  } else if (missing_3d == "accept") {
-    read.missing_3d = chem::Missing3D::accept;
-  } else {
-    throw UsageError("--missing-3d must be error, generate or accept, not '" + missing_3d + "'");
-  }
-  read.seed = seed;
-  apply_conformer_options(conformer, read);
-  read.add_hydrogens = vm.count("no-add-hydrogens") == 0;
-  read.sanitize = vm.count("no-sanitize") == 0;
-  read.min_distance = min_distance;
-  const auto policy = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  read.format = format_option(o, "format");
+  const std::string missing_3d = o.get_string("missing-3d");
+  read.missing_3d = missing_3d == "generate" ? chem::Missing3D::generate
+                    : missing_3d == "accept" ? chem::Missing3D::accept
+                                             : chem::Missing3D::error;
+  read.seed = static_cast<std::uint32_t>(seed);
+  apply_conformer_options(o, read);
+  read.add_hydrogens = o.get_bool("add-hydrogens");
+  read.sanitize = o.get_bool("sanitize");
+  read.min_distance = o.get_real("min-distance");
+  const auto policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
 
   chem::ReadSummary summary;
-  pipeline::ReadProgressBar progress(progress_output(is_quiet(vm)), stats ? "reading" : "converting");
+  pipeline::ReadProgressBar progress(progress_output(parsed->quiet), stats ? "reading" : "converting");
   if (stats) {
     read.keep_molecule = false;
     std::cout << "source\trecord\tatoms\theavy_atoms\ttitle\tlabels\n";
@@ -112,11 +96,7 @@ int run_convert(const std::vector<std::string>& args) {
     }, progress.callback());
   } else {
     chem::WriteOptions write;
-    try {
-      if (!out_format.empty()) write.format = chem::format_from_name(out_format);
-    } catch (const InvalidArgument& e) {
-      throw UsageError(e.what());
-    }
+    write.format = format_option(o, "out-format");
     if (output == "-" && write.format == chem::Format::unknown) {
       throw UsageError("writing to standard output needs --out-format");
     }

@@ -12,8 +12,6 @@
 #include <memory>
 #include "pipeline/eval.hpp"
 
-#include <boost/program_options.hpp>
-
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -22,8 +20,6 @@
 namespace flt::cli {
 namespace {
 
-namespace po = boost::program_options;
-
 const char* kUsage =
     "Usage: flt eval [-m MODEL.flt ...] INPUT... [-o METRICS.csv] [options]\n\n"
     "Evaluates a model (several --model: an ensemble mean; none: the default model) against the\n"
@@ -31,100 +27,97 @@ const char* kUsage =
     "converted into the model's units: MAE, RMSE and R^2 per target, and the rotation\n"
     "sensitivity (the standard deviation of the predictions over --rotations random rotations of\n"
     "each molecule, averaged over molecules, and its fraction of the MAE). Progress (reading,\n"
-    "evaluating, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n\n"
-    "Options";
+    "evaluating, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n";
+
+io::OptionSchema eval_schema() {
+  using io::OptionType;
+  io::OptionSchema s;
+  s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
+  s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
+  s.option("targets", "", OptionType::list, "", "targets to evaluate (default: every target of the model)");
+  s.option("rotations", "", OptionType::integer, "8", "random rotations per molecule for the rotation sensitivity (0: off)");
+  s.option("seed", "", OptionType::integer, "0", "seed of the random rotations");
+  s.optional_option("out", "", OptionType::path, "write the metrics table as CSV to this file");
+  s.optional_option("predictions", "", OptionType::path, "write per-molecule predictions and labels as CSV to this file");
+  s.optional_option("labels", "", OptionType::path, "labels from this CSV (keyed by id/title/name) instead of the records");
+  s.option("label-key", "", OptionType::string, "", "key column of --labels (default: the first of id, title, name)");
+  s.optional_option("source-units", "", OptionType::list,
+                    "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)");
+  s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
+  s.option("limit", "", OptionType::integer, "0", "evaluate at most this many molecules (0: all)");
+  s.optional_option("split-file", "", OptionType::path, "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)");
+  s.option("subset", "", OptionType::string, "test", "with --split-file: train, validation or test").choices = {"train", "validation", "test"};
+  s.optional_option("forces", "", OptionType::string,
+                    "also compare forces F = -dE/dr with the reference forces of this per-atom column (alone: forces, "
+                    "extended XYZ forces:R:3)")
+      .implicit_value = "forces";
+  s.option("forces-unit", "", OptionType::string, "", "unit of the forces column when the input gives none, or to override it, e.g. eV/A, Hartree/Bohr");
+  s.option("force-target", "", OptionType::string, "", "energy target whose forces are compared (default: the first extensive energy target)");
+  s.option("batch-size", "", OptionType::integer, "64", "molecules per model call");
+  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores / OMP_NUM_THREADS)");
+  add_common_options(s);
+  s.add_spellings("out", 0, {"csv"});
+  s.add_spellings("source-units", 0, {"source-unit"});
+  return s;
+}
 
 int run_eval(const std::vector<std::string>& args) {
-  std::vector<std::string> inputs, model_paths, source_units;
-  std::string targets, in_format, on_error = "skip", csv, predictions, labels, label_key;
-  std::string split_file, subset = "test";
-  std::string forces_column, forces_unit, force_target;
-  int rotations = 8, threads = 0;
-  std::uint64_t seed = 0;
-  std::size_t batch_size = 64, limit = 0;
-  po::options_description options(kUsage);
-  options.add_options()
-      ("help,h", "show this help")
-      ("model,m", po::value(&model_paths), "model file (.flt); repeat for an ensemble (default: the default model)")
-      ("targets,t", po::value(&targets), "comma-separated targets to evaluate (default: every target of the model)")
-      ("rotations", po::value(&rotations), "random rotations per molecule for the rotation sensitivity (default 8; 0: off)")
-      ("seed", po::value(&seed), "seed of the random rotations (default 0)")
-      ("out,output,o", po::value(&csv), "write the metrics table as CSV to this file (also spelled --output; older spelling: --csv)")
-      ("csv", po::value(&csv), "the same as --out")
-      ("predictions", po::value(&predictions), "write per-molecule predictions and labels as CSV to this file")
-      ("labels", po::value(&labels), "labels from this CSV (keyed by id/title/name) instead of the records")
-      ("label-key", po::value(&label_key), "key column of --labels (default: the first of id, title, name)")
-      ("source-units", po::value(&source_units), "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)")
-      ("source-unit", po::value(&source_units), "the same as --source-units (older spelling)")
-      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
-      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)")
-      ("on-error", po::value(&on_error), "skip (default) or fail")
-      ("limit", po::value(&limit), "evaluate at most this many molecules (default 0: all)")
-      ("split-file", po::value(&split_file), "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)")
-      ("subset", po::value(&subset), "with --split-file: train, validation or test (default test)")
-      ("forces", po::value(&forces_column)->implicit_value("forces"),
-       "also compare forces F = -dE/dr with the reference forces of this per-atom column (default column: forces, extended XYZ forces:R:3)")
-      ("forces-unit", po::value(&forces_unit), "unit of the forces column when the input gives none, or to override it, e.g. eV/A, Hartree/Bohr")
-      ("force-target", po::value(&force_target), "energy target whose forces are compared (default: the first extensive energy target)")
-      ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
-      ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
-      ("quiet,q", "log errors only, no progress")
-      ("verbose,v", "log every step");
-  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
-  if (vm.count("help") != 0) {
-    std::cout << options << "\n";
-    return kExitOk;
-  }
-  apply_verbosity(vm);
+  static const io::OptionSchema schema = eval_schema();
+  const std::optional<Arguments> parsed = parse_arguments(schema, args, kUsage);
+  if (!parsed) return kExitOk;
+  const io::ResolvedOptions& o = parsed->options;
+  const std::vector<std::string> inputs = parsed->positional_or("inputs");
+  std::vector<std::string> model_paths = o.has("model") ? o.get_list("model") : std::vector<std::string>{};
+  const auto rotations = o.get_int("rotations");
+  const auto threads = o.get_int("threads");
+  const auto batch_size = o.get_int("batch-size");
+  const auto limit = o.get_int("limit");
+  const std::string split_file = parsed->string_or_empty("split-file");
+  const std::string forces_column = parsed->string_or_empty("forces");
   if (inputs.empty()) throw UsageError("no input given");
-  if (on_error != "skip" && on_error != "fail")
-    throw UsageError("--on-error must be skip or fail, not '" + on_error + "'");
   if (rotations < 0 || rotations == 1) throw UsageError("--rotations must be 0 or at least 2");
   if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (threads < 0) throw UsageError("--threads must be >= 0");
+  if (limit < 0) throw UsageError("--limit must be >= 0");
+  if (o.get_int("seed") < 0) throw UsageError("--seed must be >= 0");
 
   pipeline::EvalOptions eval;
   eval.data.inputs = inputs;
-  try {
-    if (!in_format.empty()) eval.data.read.format = chem::format_from_name(in_format);
-  } catch (const InvalidArgument& e) {
-    throw UsageError(e.what());
-  }
+  eval.data.read.format = format_option(o, "format");
   eval.data.read.keep_molecule = false;
-  eval.data.policy = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
-  eval.data.labels_csv = labels;
-  eval.data.label_key = label_key;
-  eval.data.limit = limit;
-  for (const auto& group : source_units)
-    for (const auto& item : split_list(group)) {
+  eval.data.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  eval.data.labels_csv = parsed->string_or_empty("labels");
+  eval.data.label_key = o.get_string("label-key");
+  eval.data.limit = static_cast<std::size_t>(limit);
+  if (o.has("source-units"))
+    for (const auto& item : o.get_list("source-units")) {
       const auto eq = item.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw UsageError("--source-units needs NAME=UNIT, not '" + item + "'");
+      if (eq == std::string::npos || eq == 0) throw UsageError("--source-units needs NAME=UNIT, not '" + item + "'");
       eval.data.source_units[item.substr(0, eq)] = item.substr(eq + 1);
     }
-  eval.targets = split_list(targets);
-  eval.rotations = rotations;
-  eval.seed = seed;
-  eval.threads = threads;
-  eval.batch_size = batch_size;
-  if (subset != "train" && subset != "validation" && subset != "test")
-    throw UsageError("--subset must be train, validation or test, not '" + subset + "'");
-  if (vm.count("subset") != 0 && split_file.empty()) throw UsageError("--subset needs --split-file");
+  eval.targets = o.get_list("targets");
+  eval.rotations = static_cast<int>(rotations);
+  eval.seed = static_cast<std::uint64_t>(o.get_int("seed"));
+  eval.threads = static_cast<int>(threads);
+  eval.batch_size = static_cast<std::size_t>(batch_size);
+  if (o.source("subset").kind != io::OptionSource::Kind::default_value && split_file.empty())
+    throw UsageError("--subset needs --split-file");
   if (!split_file.empty() && limit != 0)
     throw UsageError("--limit cannot be combined with --split-file (the split indexes every record)");
   eval.split_file = split_file;
-  eval.subset = subset;
-  if (forces_column.empty() && (!forces_unit.empty() || !force_target.empty()))
+  eval.subset = o.get_string("subset");
+  if (forces_column.empty() && (!o.get_string("forces-unit").empty() || !o.get_string("force-target").empty()))
     throw UsageError("--forces-unit and --force-target need --forces");
   eval.data.forces_column = forces_column;
-  eval.data.forces_source_unit = forces_unit;
-  eval.forces_target = force_target;
+  eval.data.forces_source_unit = o.get_string("forces-unit");
+  eval.forces_target = o.get_string("force-target");
 
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   const pipeline::Predictor predictor =
       pipeline::Predictor::load(std::vector<std::filesystem::path>(model_paths.begin(), model_paths.end()));
-  const io::ProgressOutput progress = progress_output(is_quiet(vm));
-  pipeline::ReadProgressBar reading(progress, "reading", limit);
+  const io::ProgressOutput progress = progress_output(parsed->quiet);
+  pipeline::ReadProgressBar reading(progress, "reading", static_cast<std::size_t>(limit));
   eval.data.on_progress = reading.callback();
   std::unique_ptr<io::ProgressBar> evaluating;
   eval.on_progress = [&](std::size_t done, std::size_t total) {
@@ -140,8 +133,8 @@ int run_eval(const std::vector<std::string>& args) {
   reading.finish();
   if (evaluating) evaluating->finish();
   std::cout << pipeline::format_eval_table(result);
-  if (!csv.empty()) pipeline::write_eval_csv(csv, result);
-  if (!predictions.empty()) pipeline::write_eval_predictions_csv(predictions, result);
+  if (o.has("out")) pipeline::write_eval_csv(o.get_string("out"), result);
+  if (o.has("predictions")) pipeline::write_eval_predictions_csv(o.get_string("predictions"), result);
   std::cerr << "flt eval: " << result.summary.describe() << "\n";
   return result.summary.ok() ? kExitOk : kExitSkipped;
 }

@@ -34,20 +34,39 @@ const char* kUsage =
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
 io::OptionSchema eval_schema() {
+  using io::OptionType;
   io::OptionSchema s;
-  s.option("model", "eval", io::OptionType::path, std::nullopt, "model file written by flt image train");
-  s.option("data-dir", "eval", io::OptionType::path, std::nullopt, "IDX directory (default: Fashion-MNIST)").optional = true;
-  s.option("subset", "eval", io::OptionType::string, "test", "test or train").choices = {"test", "train"};
-  s.option("limit", "eval", io::OptionType::integer, "0", "evaluate the first n images (0: all)");
-  s.option("batch-size", "eval", io::OptionType::integer, "256", "images per batch");
-  s.option("threads", "eval", io::OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("out", "eval", io::OptionType::path, std::nullopt, "directory for test_metrics.json/.csv and confusion.csv")
-      .optional = true;
-  // The spellings every flt subcommand shares.
-  s.add_spellings("model", 'm');
-  s.add_spellings("threads", 'j');
-  s.add_spellings("out", 'o', {"output"});
+  s.option("model", "", OptionType::path, std::nullopt, "model file written by flt image train");
+  s.optional_option("data-dir", "", OptionType::path, "IDX directory (default: Fashion-MNIST)");
+  s.option("subset", "", OptionType::string, "test", "test or train").choices = {"test", "train"};
+  s.option("limit", "", OptionType::integer, "0", "evaluate the first n images (0: all)");
+  s.option("batch-size", "", OptionType::integer, "256", "images per batch");
+  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.optional_option("out", "", OptionType::path, "directory for test_metrics.json/.csv and confusion.csv");
+  add_common_options(s);
   return s;
+}
+
+int run_image_eval(const std::vector<std::string>& args) {
+  static const io::OptionSchema schema = eval_schema();
+  const std::optional<Arguments> parsed = parse_arguments(schema, args, kUsage, 0);
+  if (!parsed) return kExitOk;
+  const io::ResolvedOptions& o = parsed->options;
+  if (o.get_int("limit") < 0 || o.get_int("batch-size") < 1 || o.get_int("threads") < 0)
+    throw UsageError("--limit and --threads must be >= 0, --batch-size >= 1");
+  if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
+  EvalProgressBar progress(progress_output(parsed->quiet));
+  const tasks::ImageEvaluation e =
+      tasks::evaluate_image_model(o.get_string("model"), parsed->string_or_empty("data-dir"), o.get_string("subset"),
+                                static_cast<std::size_t>(o.get_int("limit")), static_cast<std::size_t>(o.get_int("batch-size")),
+                                progress.callback());
+  progress.finish();
+  if (o.has("out")) {
+    std::filesystem::create_directories(o.get_string("out"));
+    tasks::write_image_evaluation(o.get_string("out"), e);
+  }
+  std::cout << tasks::format_image_evaluation(e) << std::flush;
+  return kExitOk;
 }
 
 int run_image(const std::vector<std::string>& raw_args) {
@@ -56,9 +75,11 @@ int run_image(const std::vector<std::string>& raw_args) {
     return raw_args.empty() ? kExitUsage : kExitOk;
   }
   const std::string action = raw_args[0];
+  const std::vector<std::string> rest(raw_args.begin() + 1, raw_args.end());
+  if (action == "eval") return run_image_eval(rest);
   std::vector<std::string> args;
   bool quiet = false;
-  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args, &quiet);
+  const bool help = strip_common_flags(rest, args, &quiet);
   if (action == "train") {
     if (help) {
       std::cout << kUsage << "train options:\n" << tasks::image_option_schema().help();
@@ -75,36 +96,6 @@ int run_image(const std::vector<std::string>& raw_args) {
     output.terminal = progress_output(quiet).terminal;
     const tasks::ImageTrainResult result = tasks::run_image_training(config, output);
     std::cout << tasks::format_image_summary(result) << std::flush;
-    return kExitOk;
-  }
-  if (action == "eval") {
-    static const io::OptionSchema schema = eval_schema();
-    if (help) {
-      std::cout << kUsage << "eval options:\n" << schema.help();
-      return kExitOk;
-    }
-    io::ResolvedOptions o;
-    try {
-      const io::CommandLine cl = io::parse_command_line(schema, args);
-      if (!cl.positional.empty()) throw ConfigError("unexpected argument '" + cl.positional.front() + "'");
-      o = io::resolve_options(schema, nullptr, cl.options);
-      if (o.get_int("limit") < 0 || o.get_int("batch-size") < 1 || o.get_int("threads") < 0)
-        throw ConfigError("--limit and --threads must be >= 0, --batch-size >= 1");
-    } catch (const ConfigError& e) {
-      throw UsageError(e.what());
-    }
-    if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
-    EvalProgressBar progress(progress_output(quiet));
-    const tasks::ImageEvaluation e =
-        tasks::evaluate_image_model(o.get_string("model"), o.has("data-dir") ? o.get_string("data-dir") : std::string(), o.get_string("subset"),
-                                  static_cast<std::size_t>(o.get_int("limit")), static_cast<std::size_t>(o.get_int("batch-size")),
-                                  progress.callback());
-    progress.finish();
-    if (o.has("out")) {
-      std::filesystem::create_directories(o.get_string("out"));
-      tasks::write_image_evaluation(o.get_string("out"), e);
-    }
-    std::cout << tasks::format_image_evaluation(e) << std::flush;
     return kExitOk;
   }
   throw UsageError("unknown action '" + action + "' (expected train or eval)");

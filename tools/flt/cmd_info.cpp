@@ -6,8 +6,6 @@
 #include "options_util.hpp"
 #include "pipeline/info.hpp"
 
-#include <boost/program_options.hpp>
-
 #include <iostream>
 #include <string>
 #include <vector>
@@ -15,28 +13,24 @@
 namespace flt::cli {
 namespace {
 
-namespace po = boost::program_options;
+const char* kUsage =
+    "Usage: flt info [-m] [MODEL.flt ...]\n\n"
+    "Prints each model's metadata (every member's, for an ensemble file); without a model, the\n"
+    "default model's (and where it is).\n";
+
+io::OptionSchema info_schema() {
+  io::OptionSchema s;
+  s.optional_option("model", "", io::OptionType::list, "model file (.flt), as the arguments; repeatable");
+  add_common_options(s);
+  return s;
+}
 
 int run_info(const std::vector<std::string>& args) {
-  std::vector<std::string> models;
-  po::options_description options(
-      "Usage: flt info [-m] [MODEL.flt ...]\n\n"
-      "Prints each model's metadata (every member's, for an ensemble file); without a model, the\n"
-      "default model's (and where it is).\n\n"
-      "Options");
-  std::vector<std::string> named;
-  options.add_options()
-      ("help,h", "show this help")
-      ("model,m", po::value(&named), "model file (.flt), as a positional argument; repeatable")
-      ("quiet,q", "log errors only")
-      ("verbose,v", "log every step");
-  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&models));
-  models.insert(models.begin(), named.begin(), named.end());
-  if (vm.count("help") != 0) {
-    std::cout << options << "\n";
-    return kExitOk;
-  }
-  apply_verbosity(vm);
+  static const io::OptionSchema schema = info_schema();
+  const std::optional<Arguments> parsed = parse_arguments(schema, args, kUsage);
+  if (!parsed) return kExitOk;
+  std::vector<std::string> models = parsed->options.has("model") ? parsed->options.get_list("model") : std::vector<std::string>{};
+  models.insert(models.end(), parsed->positional.begin(), parsed->positional.end());
   if (models.empty()) models.push_back(pipeline::default_model_path().string());
   for (std::size_t i = 0; i < models.size(); ++i) {
     if (i > 0) std::cout << "\n";

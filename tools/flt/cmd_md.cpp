@@ -2,14 +2,13 @@
 #include "chem/reader.hpp"
 #include "chem/writer.hpp"
 #include "core/error.hpp"
+#include "core/text.hpp"
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "options_util.hpp"
 #include "pipeline/md.hpp"
 #include "pipeline/predict.hpp"
 #include "io/atomic_file.hpp"
-
-#include <boost/program_options.hpp>
 
 #include <cstdio>
 #include <iomanip>
@@ -20,55 +19,66 @@
 namespace flt::cli {
 namespace {
 
-namespace po = boost::program_options;
+const char* kUsage =
+    "Usage: flt md -m MODEL.flt [-m ...] INPUT [--steps N] [--timestep FS] [--temperature K]\n"
+    "              [-o TRAJECTORY.xyz] [--log LOG.csv] [options]\n\n"
+    "Runs NVE molecular dynamics (velocity Verlet) of one molecule with the forces -dE/dr of\n"
+    "a model's energy target (an ensemble's mean energy when several -m are given) and\n"
+    "reports how well the total energy is conserved: the check a conservative model must pass.\n"
+    "Initial velocities: Maxwell-Boltzmann at --temperature (seeded), no centre-of-mass motion.\n"
+    "Units: Angstrom, fs, amu, eV, K. The run stops with exit status 1 when the total energy\n"
+    "moves by more than --max-energy-change eV per atom (a model or time step that blows up).\n";
+
+io::OptionSchema md_schema() {
+  using io::OptionType;
+  const pipeline::MdOptions defaults;
+  io::OptionSchema s;
+  s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
+  s.optional_option("input", "", OptionType::path, "the molecule file to start from, as the argument (which replaces it)");
+  s.option("record", "", OptionType::integer, "1", "which record of INPUT to start from, 1-based");
+  s.optional_option("format", "", OptionType::string, "input format (default: from the file name)");
+  s.option("steps", "", OptionType::integer, std::to_string(defaults.steps), "time steps");
+  s.option("timestep", "", OptionType::real, shortest_number(defaults.timestep_fs), "time step in fs");
+  s.option("temperature", "", OptionType::real, shortest_number(defaults.temperature_k), "initial temperature in K (0: start at rest)");
+  s.option("seed", "", OptionType::integer, std::to_string(defaults.seed), "seed of the initial velocities");
+  s.option("target", "", OptionType::string, "", "energy target whose forces drive the dynamics (default: the first energy target)");
+  s.option("max-energy-change", "", OptionType::real, shortest_number(defaults.max_energy_change_per_atom),
+           "stop when the total energy moves by more than this, eV per atom");
+  s.optional_option("out", "", OptionType::path, "trajectory, extended XYZ with time and energies per frame");
+  s.option("every", "", OptionType::integer, "10", "write every N-th step to the trajectory and the log");
+  s.optional_option("log", "", OptionType::path, "CSV log: step, time [fs], potential, kinetic and total energy [eV], temperature [K]");
+  s.option("threads", "", OptionType::integer, std::to_string(defaults.threads), "OpenMP threads (0: all cores)");
+  add_common_options(s);
+  return s;
+}
 
 int run_md(const std::vector<std::string>& args) {
-  std::vector<std::string> models;
-  std::vector<std::string> inputs;
-  std::string trajectory, log_path, target, in_format;
-  std::size_t record = 1, every = 10;
-  pipeline::MdOptions md;
-  po::options_description options(
-      "Usage: flt md -m MODEL.flt [-m ...] INPUT [--steps N] [--timestep FS] [--temperature K]\n"
-      "              [-o TRAJECTORY.xyz] [--log LOG.csv] [options]\n\n"
-      "Runs NVE molecular dynamics (velocity Verlet) of one molecule with the forces -dE/dr of\n"
-      "a model's energy target (an ensemble's mean energy when several -m are given) and\n"
-      "reports how well the total energy is conserved: the check a conservative model must pass.\n"
-      "Initial velocities: Maxwell-Boltzmann at --temperature (seeded), no centre-of-mass motion.\n"
-      "Units: Angstrom, fs, amu, eV, K. The run stops with exit status 1 when the total energy\n"
-      "moves by more than --max-energy-change eV per atom (a model or time step that blows up).\n\n"
-      "Options");
-  options.add_options()
-      ("help,h", "show this help")
-      ("model,m", po::value(&models), "model file (.flt); repeat for an ensemble (default: the default model)")
-      ("record", po::value(&record), "which record of INPUT to start from, 1-based (default 1)")
-      ("format,f", po::value(&in_format), "input format (default: from the file name)")
-      ("steps", po::value(&md.steps), "time steps (default 1000)")
-      ("timestep", po::value(&md.timestep_fs), "time step in fs (default 0.5)")
-      ("temperature", po::value(&md.temperature_k), "initial temperature in K (default 300; 0: start at rest)")
-      ("seed", po::value(&md.seed), "seed of the initial velocities (default 1)")
-      ("target", po::value(&target), "energy target whose forces drive the dynamics (default: the first energy target)")
-      ("max-energy-change", po::value(&md.max_energy_change_per_atom), "stop when the total energy moves by more than this, eV per atom (default 1)")
-      ("out,output,o", po::value(&trajectory), "trajectory, extended XYZ with time and energies per frame; also spelled --output")
-      ("every", po::value(&every), "write every N-th step to the trajectory and the log (default 10)")
-      ("log", po::value(&log_path), "CSV log: step, time [fs], potential, kinetic and total energy [eV], temperature [K]")
-      ("threads,j", po::value(&md.threads), "OpenMP threads (default: all cores)")
-      ("quiet,q", "log errors only")
-      ("verbose,v", "log every step");
-  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs), 1);
-  if (vm.count("help") != 0) {
-    std::cout << options << "\n";
-    return kExitOk;
-  }
-  apply_verbosity(vm);
+  static const io::OptionSchema schema = md_schema();
+  const std::optional<Arguments> parsed = parse_arguments(schema, args, kUsage, 1);
+  if (!parsed) return kExitOk;
+  const io::ResolvedOptions& o = parsed->options;
+  std::vector<std::string> models = o.has("model") ? o.get_list("model") : std::vector<std::string>{};
+  const std::vector<std::string> inputs =
+      parsed->positional.empty() && o.has("input") ? std::vector<std::string>{o.get_string("input")} : parsed->positional;
+  const std::string trajectory = parsed->string_or_empty("out"), log_path = parsed->string_or_empty("log");
+  const auto steps = o.get_int("steps"), seed = o.get_int("seed"), threads = o.get_int("threads");
   if (inputs.empty()) throw UsageError("give the molecule file to start from");
-  if (record < 1) throw UsageError("--record is 1-based");
-  if (every < 1) throw UsageError("--every must be at least 1");
-  md.target = target;
+  if (o.get_int("record") < 1) throw UsageError("--record is 1-based");
+  if (o.get_int("every") < 1) throw UsageError("--every must be at least 1");
+  if (steps < 0 || seed < 0 || threads < 0) throw UsageError("--steps, --seed and --threads must be >= 0");
+  const auto record = static_cast<std::size_t>(o.get_int("record")), every = static_cast<std::size_t>(o.get_int("every"));
+  pipeline::MdOptions md;
+  md.steps = static_cast<decltype(md.steps)>(steps);
+  md.timestep_fs = o.get_real("timestep");
+  md.temperature_k = o.get_real("temperature");
+  md.seed = static_cast<decltype(md.seed)>(seed);
+  md.max_energy_change_per_atom = o.get_real("max-energy-change");
+  md.threads = static_cast<int>(threads);
+  md.target = o.get_string("target");
   if (models.empty()) models.push_back(pipeline::default_model_path().string());
 
   chem::ReadOptions read;
-  if (!in_format.empty()) read.format = chem::format_from_name(in_format);
+  read.format = format_option(o, "format");
   read.keep_molecule = false;
   auto reader = chem::MoleculeReader::open(inputs, read);
   std::optional<chem::PointSet> start;

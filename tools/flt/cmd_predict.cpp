@@ -14,8 +14,6 @@
 #include "pipeline/predict.hpp"
 #include "io/units.hpp"
 
-#include <boost/program_options.hpp>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -26,8 +24,6 @@
 
 namespace flt::cli {
 namespace {
-
-namespace po = boost::program_options;
 
 const char* kUsage =
     "Usage: flt predict [-m MODEL.flt ...] INPUT... [-o OUTPUT] [options]\n\n"
@@ -55,8 +51,7 @@ const char* kUsage =
     "the tag 'flt_<target>_contribution [unit]' (one value per line per atom); ensembles add\n"
     "flt_<target>_contribution_std. Intensive targets (per-molecule means) are refused.\n"
     "Progress (bytes of the inputs read and predicted, ETA) goes to stderr: a bar on a terminal,\n"
-    "plain lines otherwise, nothing with -q.\n\n"
-    "Options";
+    "plain lines otherwise, nothing with -q.\n";
 
 std::string pad(std::string s, std::size_t width) {
   if (s.size() < width) s.resize(width, ' ');
@@ -233,70 +228,62 @@ std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColum
   return values;
 }
 
+io::OptionSchema predict_schema() {
+  using io::OptionType;
+  io::OptionSchema s;
+  s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
+  s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
+  s.optional_option("out", "", OptionType::path, "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)");
+  s.optional_option("out-format", "", OptionType::string, "output format: sdf, csv, xyz, extxyz (default: from the output name)");
+  s.option("table", "", OptionType::boolean, "false", "also print the table of predictions to standard output when -o is given");
+  s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
+  s.option("batch-size", "", OptionType::integer, "64", "molecules per model call");
+  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores / OMP_NUM_THREADS)");
+  s.option("missing-3d", "", OptionType::string, "error",
+           "records without 3-D coordinates: error or generate (RDKit ETKDGv3, random-coordinate fallback)")
+      .choices = {"error", "generate"};
+  s.option("seed", "", OptionType::integer, "42", "random seed of generated conformers");
+  s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
+  s.optional_option("forces", "", OptionType::string,
+                    "also write the forces -dE/dr of this energy target (alone: the first extensive energy target; "
+                    "needs SDF or extended-XYZ output)")
+      .implicit_value = "";
+  s.optional_option("per-atom", "", OptionType::list,
+                    "also write each atom's contribution to these extensive targets (alone: all extensive targets), "
+                    "summing to the prediction; needs SDF or extended-XYZ output")
+      .implicit_value = "";
+  add_conformer_options(s);
+  add_common_options(s);
+  return s;
+}
+
 int run_predict(const std::vector<std::string>& args) {
-  std::vector<std::string> inputs, model_paths;
-  std::string output, in_format, out_format, on_error = "skip", missing_3d = "error", forces_name,
-              per_atom_names;
-  std::size_t batch_size = 64;
-  int threads = 0;
-  double min_distance = 0.1;
-  std::uint32_t seed = 42;
-  ConformerFlags conformer;
-  po::options_description options(kUsage);
-  options.add_options()
-      ("help,h", "show this help")
-      ("model,m", po::value(&model_paths), "model file (.flt); repeat for an ensemble (default: the default model)")
-      ("out,output,o", po::value(&output), "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format); also spelled --output")
-      ("config", po::value<std::string>(), "INI-style file of options, one 'name = value' per line (inputs as 'input = FILE'); the command line overrides it")
-      ("format,f", po::value(&in_format), "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)")
-      ("out-format", po::value(&out_format), "output format: sdf, csv, xyz, extxyz (default: from the output name)")
-      ("table", "also print the table of predictions to standard output when -o is given")
-      ("on-error", po::value(&on_error), "skip (default) or fail")
-      ("batch-size", po::value(&batch_size), "molecules per model call (default 64)")
-      ("threads,j", po::value(&threads), "OpenMP threads (default 0: all cores / OMP_NUM_THREADS)")
-      ("missing-3d", po::value(&missing_3d), "records without 3-D coordinates: error (default) or generate (RDKit ETKDGv3, random-coordinate fallback)")
-      ("seed", po::value(&seed), "random seed of generated conformers (default 42)")
-      ("min-distance", po::value(&min_distance), "atoms closer than this (Angstrom) make a record bad; 0 disables (default 0.1)")
-      ("forces", po::value(&forces_name)->implicit_value(""), "also write the forces -dE/dr of this energy target (default: the first extensive energy target; needs SDF or extended-XYZ output)")
-      ("per-atom", po::value(&per_atom_names)->implicit_value(""), "also write each atom's contribution to these extensive targets (comma-separated; default: all extensive targets), summing to the prediction; needs SDF or extended-XYZ output")
-      ("quiet,q", "log errors only, no progress")
-      ("verbose,v", "log every step");
-  add_conformer_options(options, conformer);
-  const po::variables_map vm = parse_arguments(args, options, "input", po::value(&inputs));
-  if (vm.count("help") != 0) {
-    std::cout << options << "\n";
-    return kExitOk;
-  }
-  apply_verbosity(vm);
+  static const io::OptionSchema schema = predict_schema();
+  const std::optional<Arguments> parsed = parse_arguments(schema, args, kUsage);
+  if (!parsed) return kExitOk;
+  const io::ResolvedOptions& o = parsed->options;
+  const std::vector<std::string> inputs = parsed->positional_or("inputs");
+  std::vector<std::string> model_paths = o.has("model") ? o.get_list("model") : std::vector<std::string>{};
+  const std::string output = parsed->string_or_empty("out");
+  const std::string on_error = o.get_string("on-error");
+  const auto batch_size = o.get_int("batch-size");
+  const auto threads = o.get_int("threads");
+  const auto seed = o.get_int("seed");
   if (inputs.empty()) throw UsageError("no input given");
-  if (on_error != "skip" && on_error != "fail")
-    throw UsageError("--on-error must be skip or fail, not '" + on_error + "'");
   if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (threads < 0) throw UsageError("--threads must be >= 0");
+  if (seed < 0 || seed > 0xffffffff) throw UsageError("--seed must be in 0..4294967295");
 
   chem::ReadOptions read;
-  try {
-    if (!in_format.empty()) read.format = chem::format_from_name(in_format);
-  } catch (const InvalidArgument& e) {
-    throw UsageError(e.what());
-  }
-  if (missing_3d == "error") {
-    read.missing_3d = chem::Missing3D::error;
-  } else if (missing_3d == "generate") {
-    read.missing_3d = chem::Missing3D::generate;
-  } else {
-    throw UsageError("--missing-3d must be error or generate, not '" + missing_3d + "'");
-  }
-  read.min_distance = min_distance;
-  read.seed = seed;
-  apply_conformer_options(conformer, read);
+  read.format = format_option(o, "format");
+  read.missing_3d = o.get_string("missing-3d") == "generate" ? chem::Missing3D::generate : chem::Missing3D::error;
+  read.min_distance = o.get_real("min-distance");
+  read.seed = static_cast<std::uint32_t>(seed);
+  apply_conformer_options(o, read);
 
   chem::WriteOptions write;
-  try {
-    if (!out_format.empty()) write.format = chem::format_from_name(out_format);
-  } catch (const InvalidArgument& e) {
-    throw UsageError(e.what());
-  }
+  write.format = format_option(o, "out-format");
   if (output == "-" && write.format == chem::Format::unknown)
     throw UsageError("writing to standard output needs --out-format");
   chem::Format format = write.format;
@@ -323,10 +310,10 @@ int run_predict(const std::vector<std::string>& args) {
   // Open the output before reading anything: an unwritable path fails at once.
   std::unique_ptr<chem::MoleculeWriter> writer;
   if (!output.empty() && lead) writer = chem::MoleculeWriter::open(output, write);
-  const bool table = lead && (output.empty() || (vm.count("table") != 0 && output != "-"));
+  const bool table = lead && (output.empty() || (o.get_bool("table") && output != "-"));
   TablePrinter printer(std::cout, columns, ensemble);
 
-  const bool want_forces = vm.count("forces") != 0;
+  const bool want_forces = o.has("forces");
   std::size_t forces_target = 0;
   std::string forces_unit;
   if (want_forces) {
@@ -334,14 +321,14 @@ int run_predict(const std::vector<std::string>& args) {
                     format != chem::Format::extxyz))
       throw UsageError("--forces writes per-atom values: give -o FILE.sdf or FILE.xyz");
     try {
-      forces_target = predictor.forces_target(forces_name);
+      forces_target = predictor.forces_target(o.get_string("forces"));
     } catch (const InvalidArgument& e) {
       throw UsageError(e.what());
     }
     forces_unit = predictor.targets()[forces_target].unit + "/A";
   }
 
-  const bool want_per_atom = vm.count("per-atom") != 0;
+  const bool want_per_atom = o.has("per-atom");
   std::vector<std::size_t> per_atom_targets;
   if (want_per_atom) {
     if (output.empty() || (format != chem::Format::sdf && format != chem::Format::xyz &&
@@ -349,7 +336,7 @@ int run_predict(const std::vector<std::string>& args) {
       throw UsageError("--per-atom writes a value per atom, which CSV and the table have no place "
                        "for: give -o FILE.sdf or FILE.xyz");
     try {
-      per_atom_targets = predictor.contribution_targets(split_list(per_atom_names));
+      per_atom_targets = predictor.contribution_targets(o.get_list("per-atom"));
     } catch (const InvalidArgument& e) {
       throw UsageError(e.what());
     }
@@ -358,12 +345,12 @@ int run_predict(const std::vector<std::string>& args) {
   pipeline::PredictOptions popts;
   if (want_forces) popts.forces_target = forces_target;
   popts.contributions = want_per_atom;
-  popts.batch_size = batch_size;
-  popts.threads = threads;
+  popts.batch_size = static_cast<std::size_t>(batch_size);
+  popts.threads = static_cast<int>(threads);
   popts.on_error = on_error == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
   popts.distribution = pipeline::distribute_batches(world);
   // Under mpirun only rank 0 shows progress.
-  io::ProgressOutput progress_to = lead ? progress_output(is_quiet(vm)) : io::ProgressOutput{};
+  io::ProgressOutput progress_to = lead ? progress_output(parsed->quiet) : io::ProgressOutput{};
   // A bar redrawn on the terminal that also shows the table would cut through its rows.
   if (table && progress_to.terminal && io::is_terminal(stdout)) progress_to = {};
   pipeline::ReadProgressBar progress(progress_to, "predicting");

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,47 +42,80 @@ const char* kUsage =
     "Exit status: 0 success, 1 error, 2 usage error.\n\n";
 
 io::OptionSchema eval_schema() {
+  using io::OptionType;
   io::OptionSchema s;
-  s.option("task", "eval", io::OptionType::string, "property", "property or lm").choices = {"property", "lm"};
-  s.option("model", "eval", io::OptionType::path, std::nullopt, "model file written by flt seq train");
-  s.option("index", "eval", io::OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index");
-  s.option("split-file", "eval", io::OptionType::path, "datasets/qm9/split.csv", "split file (subset,index,id)");
-  s.option("subset", "eval", io::OptionType::string, "test", "train, validation or test").choices = {"train", "validation", "test"};
-  s.option("batch-size", "eval", io::OptionType::integer, "256", "sequences per batch");
-  s.option("threads", "eval", io::OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("out", "eval", io::OptionType::path, std::nullopt, "directory for the test_metrics files").optional = true;
-  // The spellings every flt subcommand shares.
-  s.add_spellings("model", 'm');
-  s.add_spellings("threads", 'j');
-  s.add_spellings("out", 'o', {"output"});
+  s.option("task", "", OptionType::string, "property", "property or lm").choices = {"property", "lm"};
+  s.option("model", "", OptionType::path, std::nullopt, "model file written by flt seq train");
+  s.option("index", "", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index");
+  s.option("split-file", "", OptionType::path, "datasets/qm9/split.csv", "split file (subset,index,id)");
+  s.option("subset", "", OptionType::string, "test", "train, validation or test").choices = {"train", "validation", "test"};
+  s.option("batch-size", "", OptionType::integer, "256", "sequences per batch");
+  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores)");
+  s.optional_option("out", "", OptionType::path, "directory for the test_metrics files");
+  add_common_options(s);
   return s;
+}
+
+// The options of both tasks, to read --task, --config, --out and --resume before the task's own
+// schema reads the rest.
+const io::OptionSchema& both_tasks_schema() {
+  static const io::OptionSchema schema = [] {
+    io::OptionSchema s = tasks::property_option_schema();
+    const io::OptionSchema lm = tasks::lm_option_schema();
+    for (const io::OptionSpec& o : lm.options())
+      if (s.find(o.name) == nullptr) s.add(o);
+    return s;
+  }();
+  return schema;
 }
 
 // The task of a `train` command line: --task on the command line, else [data] task of the
 // --config file, else of RUN_DIR/config.ini on --resume, else property.
 std::string task_of(const std::vector<std::string>& args) {
-  std::optional<std::string> task, config, out;
-  bool resume = false;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    auto value = [&](const std::string& name) -> std::optional<std::string> {
-      if (args[i] == "--" + name && i + 1 < args.size()) return args[i + 1];
-      if (args[i].rfind("--" + name + "=", 0) == 0) return args[i].substr(name.size() + 3);
-      return std::nullopt;
-    };
-    if (auto v = value("task")) task = v;
-    if (auto v = value("config")) config = v;
-    if (auto v = value("out")) out = v;
-    if (auto v = value("output")) out = v;
-    if (args[i] == "-o" && i + 1 < args.size()) out = args[i + 1];
-    else if (args[i].size() > 2 && args[i].rfind("-o", 0) == 0) out = args[i].substr(2);
-    if (args[i] == "--resume" || args[i] == "--resume=true") resume = true;
-  }
-  if (task) return *task;
+  const io::CommandLine cl = io::parse_command_line(both_tasks_schema(), args);
+  const std::map<std::string, std::string> given(cl.options.begin(), cl.options.end());
+  if (given.contains("task")) return given.at("task");
   std::optional<std::filesystem::path> file;
-  if (config) file = *config;
-  else if (resume && out && std::filesystem::exists(std::filesystem::path(*out) / "config.ini")) file = std::filesystem::path(*out) / "config.ini";
-  if (file) return io::IniFile::load(*file).get_string("data", "task", "property");
+  if (given.contains("config")) file = given.at("config");
+  else if (given.contains("resume") && io::parse_bool_value(given.at("resume"), "--resume") && given.contains("out"))
+    file = std::filesystem::path(given.at("out")) / "config.ini";
+  if (file && (given.contains("config") || std::filesystem::exists(*file))) {
+    const io::IniFile ini = io::IniFile::load(*file);
+    if (const io::IniEntry* entry = ini.find("data", "task")) return entry->value;
+  }
   return "property";
+}
+
+int run_seq_eval(const std::vector<std::string>& args) {
+  static const io::OptionSchema schema = eval_schema();
+  const std::optional<Arguments> parsed = parse_arguments(schema, args, kUsage, 0);
+  if (!parsed) return kExitOk;
+  const io::ResolvedOptions& o = parsed->options;
+  if (o.get_int("batch-size") < 1 || o.get_int("threads") < 0) throw UsageError("--batch-size must be >= 1, --threads >= 0");
+  if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
+  const auto batch = static_cast<std::size_t>(o.get_int("batch-size"));
+  EvalProgressBar progress(progress_output(parsed->quiet));
+  if (o.get_string("task") == "property") {
+    const tasks::PropertyEvaluation e = tasks::evaluate_property_model(o.get_string("model"), o.get_string("index"),
+                                                                   o.get_string("split-file"), o.get_string("subset"), batch,
+                                                                   progress.callback());
+    progress.finish();
+    if (o.has("out")) {
+      std::filesystem::create_directories(o.get_string("out"));
+      tasks::write_property_evaluation(o.get_string("out"), e);
+    }
+    std::cout << tasks::format_property_evaluation(e) << std::flush;
+  } else {
+    const tasks::LmEvaluation e = tasks::evaluate_lm_model(o.get_string("model"), o.get_string("index"), o.get_string("split-file"),
+                                                       o.get_string("subset"), batch, progress.callback());
+    progress.finish();
+    if (o.has("out")) {
+      std::filesystem::create_directories(o.get_string("out"));
+      tasks::write_lm_evaluation(o.get_string("out"), e);
+    }
+    std::cout << tasks::format_lm_evaluation(e) << std::flush;
+  }
+  return kExitOk;
 }
 
 int run_seq(const std::vector<std::string>& raw_args) {
@@ -91,9 +125,11 @@ int run_seq(const std::vector<std::string>& raw_args) {
     return raw_args.empty() ? kExitUsage : kExitOk;
   }
   const std::string action = raw_args[0];
+  const std::vector<std::string> rest(raw_args.begin() + 1, raw_args.end());
+  if (action == "eval") return run_seq_eval(rest);
   std::vector<std::string> args;
   bool quiet = false;
-  const bool help = strip_common_flags(std::vector<std::string>(raw_args.begin() + 1, raw_args.end()), args, &quiet);
+  const bool help = strip_common_flags(rest, args, &quiet);
   tasks::TaskOutput output;
   output.progress = progress_output(quiet).stream;
   output.terminal = progress_output(quiet).terminal;
@@ -135,46 +171,6 @@ int run_seq(const std::vector<std::string>& raw_args) {
     }
     const tasks::LmTrainResult r = tasks::run_lm_training(config, output);
     std::cout << tasks::format_lm_summary(r) << std::flush;
-    return kExitOk;
-  }
-  if (action == "eval") {
-    static const io::OptionSchema schema = eval_schema();
-    if (help) {
-      std::cout << kUsage << "eval options:\n" << schema.help();
-      return kExitOk;
-    }
-    io::ResolvedOptions o;
-    try {
-      const io::CommandLine cl = io::parse_command_line(schema, args);
-      if (!cl.positional.empty()) throw ConfigError("unexpected argument '" + cl.positional.front() + "'");
-      o = io::resolve_options(schema, nullptr, cl.options);
-      if (o.get_int("batch-size") < 1 || o.get_int("threads") < 0) throw ConfigError("--batch-size must be >= 1, --threads >= 0");
-    } catch (const ConfigError& e) {
-      throw UsageError(e.what());
-    }
-    if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
-    const auto batch = static_cast<std::size_t>(o.get_int("batch-size"));
-    EvalProgressBar progress(progress_output(quiet));
-    if (o.get_string("task") == "property") {
-      const tasks::PropertyEvaluation e = tasks::evaluate_property_model(o.get_string("model"), o.get_string("index"),
-                                                                     o.get_string("split-file"), o.get_string("subset"), batch,
-                                                                     progress.callback());
-      progress.finish();
-      if (o.has("out")) {
-        std::filesystem::create_directories(o.get_string("out"));
-        tasks::write_property_evaluation(o.get_string("out"), e);
-      }
-      std::cout << tasks::format_property_evaluation(e) << std::flush;
-    } else {
-      const tasks::LmEvaluation e = tasks::evaluate_lm_model(o.get_string("model"), o.get_string("index"), o.get_string("split-file"),
-                                                         o.get_string("subset"), batch, progress.callback());
-      progress.finish();
-      if (o.has("out")) {
-        std::filesystem::create_directories(o.get_string("out"));
-        tasks::write_lm_evaluation(o.get_string("out"), e);
-      }
-      std::cout << tasks::format_lm_evaluation(e) << std::flush;
-    }
     return kExitOk;
   }
   throw UsageError("unknown action '" + action + "' (expected train or eval)");

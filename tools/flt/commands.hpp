@@ -5,8 +5,8 @@
 //       {"convert", "convert between molecule file formats", 20, &run_convert});
 //
 // A subcommand takes its own arguments (argv without the program and subcommand names) and returns
-// an exit code; it may throw flt::Error (exit 1) or UsageError / boost::program_options::error
-// (exit 2), which main() reports on stderr.
+// an exit code; it may throw flt::Error (exit 1) or UsageError (exit 2), which main() reports on
+// stderr.
 #pragma once
 
 #include "core/error.hpp"

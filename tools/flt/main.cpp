@@ -8,8 +8,6 @@
 #include "commands.hpp"
 #include "exit_codes.hpp"
 
-#include <boost/program_options/errors.hpp>
-
 #include <algorithm>
 #include <cstdio>
 #include <exception>
@@ -105,10 +103,6 @@ int run_program(std::vector<std::string> args) {
     try {
       return command.run(std::vector<std::string>(args.begin() + 1, args.end()));
     } catch (const UsageError& e) {
-      std::cerr << "flt " << command.name << ": " << rank_prefix() << e.what() << " (see 'flt "
-                << command.name << " --help')\n";
-      return finish_with_error(kExitUsage);
-    } catch (const boost::program_options::error& e) {
       std::cerr << "flt " << command.name << ": " << rank_prefix() << e.what() << " (see 'flt "
                 << command.name << " --help')\n";
       return finish_with_error(kExitUsage);

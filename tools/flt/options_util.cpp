@@ -2,54 +2,65 @@
 
 #include "core/error.hpp"
 #include "core/log.hpp"
-#include "core/text.hpp"
 #include "commands.hpp"
 #include "io/progress.hpp"
 
-#include <fstream>
 #include <iostream>
-#include <sstream>
 
 namespace flt::cli {
 
-namespace po = boost::program_options;
-
-po::variables_map parse_arguments(const std::vector<std::string>& args,
-                                  const po::options_description& visible,
-                                  const char* positional_name,
-                                  const po::value_semantic* positional_value, int max_positional) {
-  po::options_description hidden;
-  hidden.add_options()(positional_name, positional_value);
-  po::options_description all;
-  all.add(visible).add(hidden);
-  po::positional_options_description positional;
-  positional.add(positional_name, max_positional);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-  if (visible.find_nothrow("config", false) != nullptr && vm.count("config") != 0) {
-    const std::string path = vm["config"].as<std::string>();
-    std::ifstream file(path);
-    if (!file) throw IoError(path, "cannot open the --config file");
-    // Values already given on the command line win: store() keeps the first value of a name.
-    try {
-      po::store(po::parse_config_file(file, all), vm);
-    } catch (const po::error& e) {
-      throw po::error(path + ": " + e.what());
-    }
-  }
-  po::notify(vm);
-  return vm;
+void add_common_options(io::OptionSchema& schema) {
+  schema.option("help", "", io::OptionType::boolean, "false", "show this help").persist = false;
+  schema.option("quiet", "", io::OptionType::boolean, "false", "log errors only, no progress");
+  schema.option("verbose", "", io::OptionType::boolean, "false", "log every step");
+  io::OptionSpec& config = schema.option("config", "", io::OptionType::path, std::nullopt,
+                                         "INI file of these options, 'name = value' per line (a list option may "
+                                         "repeat its name); the command line overrides it");
+  config.optional = true;
+  config.persist = false;
+  schema.add_spellings("help", 'h');
+  schema.add_spellings("quiet", 'q');
+  schema.add_spellings("verbose", 'v');
+  const struct {
+    const char* name;
+    char short_name;
+    std::vector<std::string> aliases;
+  } shared[] = {{"model", 'm', {}}, {"out", 'o', {"output"}}, {"threads", 'j', {}},
+                {"format", 'f', {}}, {"targets", 't', {}},   {"inputs", 0, {"input"}}};
+  for (const auto& s : shared)
+    if (schema.find(s.name) != nullptr) schema.add_spellings(s.name, s.short_name, s.aliases);
 }
 
-void apply_verbosity(const po::variables_map& vm) {
-  if (vm.count("verbose") != 0) {
-    set_log_sink(stderr_log_sink(LogLevel::info));
-  } else if (vm.count("quiet") != 0) {
-    set_log_sink(stderr_log_sink(LogLevel::error));
-  }
+std::vector<std::string> Arguments::positional_or(std::string_view name) const {
+  if (!positional.empty() || !options.has(name)) return positional;
+  return options.get_list(name);
 }
 
-bool is_quiet(const po::variables_map& vm) { return vm.count("quiet") != 0 && vm.count("verbose") == 0; }
+std::string Arguments::string_or_empty(std::string_view name) const {
+  return options.has(name) ? options.get_string(name) : std::string();
+}
+
+std::optional<Arguments> parse_arguments(const io::OptionSchema& schema, const std::vector<std::string>& args,
+                                         std::string_view usage, std::size_t max_positional) {
+  Arguments a;
+  try {
+    const io::CommandLine given = io::parse_command_line(schema, args);
+    for (const auto& [name, value] : given.options)
+      if (name == "help" && io::parse_bool_value(value, "--help")) {
+        std::cout << usage << "\n" << schema.help();
+        return std::nullopt;
+      }
+    a.options = io::resolve_command_line(schema, args, &a.positional);
+  } catch (const ConfigError& e) {
+    throw UsageError(e.what());
+  }
+  if (a.positional.size() > max_positional) throw UsageError("unexpected argument '" + a.positional[max_positional] + "'");
+  const bool verbose = a.options.get_bool("verbose");
+  a.quiet = a.options.get_bool("quiet") && !verbose;
+  if (verbose) set_log_sink(stderr_log_sink(LogLevel::info));
+  else if (a.quiet) set_log_sink(stderr_log_sink(LogLevel::error));
+  return a;
+}
 
 io::ProgressOutput progress_output(bool quiet) {
   if (quiet) return {};
@@ -73,33 +84,37 @@ bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::st
   return false;
 }
 
-void add_conformer_options(po::options_description& options, ConformerFlags& flags) {
-  options.add_options()
-      ("optimize", po::value(&flags.optimize), "clean-up of generated conformers: none (default) or mmff (MMFF94)")
-      ("conformer-attempts", po::value(&flags.attempts), "ETKDG attempts per try, before and after the random-coordinate fallback (default 0: RDKit's bound, 10 x atoms)")
-      ("smiles-column", po::value(&flags.smiles_column), "CSV input: the column holding the SMILES (default: the column named smiles)")
-      ("pdb-water", po::value(&flags.pdb_water), "PDB input: waters keep, drop (default) or fail (the record is bad)")
-      ("pdb-hetero", po::value(&flags.pdb_hetero), "PDB input: other HETATM groups (ligands, ions) keep (default), drop or fail");
+void add_conformer_options(io::OptionSchema& s) {
+  s.option("optimize", "", io::OptionType::string, "none", "clean-up of generated conformers: none or mmff (MMFF94)");
+  s.option("conformer-attempts", "", io::OptionType::integer, "0",
+           "ETKDG attempts per try, before and after the random-coordinate fallback (0: RDKit's bound, 10 x atoms)");
+  s.option("smiles-column", "", io::OptionType::string, "", "CSV input: the column holding the SMILES (default: the column named smiles)");
+  s.option("pdb-water", "", io::OptionType::string, "drop", "PDB input: waters keep, drop or fail (the record is bad)").choices = {
+      "keep", "drop", "fail"};
+  s.option("pdb-hetero", "", io::OptionType::string, "keep", "PDB input: other HETATM groups (ligands, ions) keep, drop or fail")
+      .choices = {"keep", "drop", "fail"};
 }
 
-void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read) {
+void apply_conformer_options(const io::ResolvedOptions& o, chem::ReadOptions& read) {
   try {
-    read.optimize = chem::optimize_from_name(flags.optimize);
+    read.optimize = chem::optimize_from_name(o.get_string("optimize"));
   } catch (const InvalidArgument& e) {
     throw UsageError(std::string("--optimize: ") + e.what());
   }
-  if (flags.attempts < 0) throw UsageError("--conformer-attempts must be >= 0");
-  read.conformer_attempts = flags.attempts;
-  read.smiles_column = flags.smiles_column;
+  const auto attempts = o.get_int("conformer-attempts");
+  if (attempts < 0 || attempts > 1000000) throw UsageError("--conformer-attempts must be in 0..1000000");
+  read.conformer_attempts = static_cast<int>(attempts);
+  read.smiles_column = o.get_string("smiles-column");
+  read.pdb_water = chem::pdb_part_from_name(o.get_string("pdb-water"));
+  read.pdb_hetero = chem::pdb_part_from_name(o.get_string("pdb-hetero"));
+}
+
+chem::Format format_option(const io::ResolvedOptions& o, std::string_view name) {
+  if (!o.has(name)) return chem::Format::unknown;
   try {
-    read.pdb_water = chem::pdb_part_from_name(flags.pdb_water);
+    return chem::format_from_name(o.get_string(name));
   } catch (const InvalidArgument& e) {
-    throw UsageError(std::string("--pdb-water: ") + e.what());
-  }
-  try {
-    read.pdb_hetero = chem::pdb_part_from_name(flags.pdb_hetero);
-  } catch (const InvalidArgument& e) {
-    throw UsageError(std::string("--pdb-hetero: ") + e.what());
+    throw UsageError("--" + std::string(name) + ": " + e.what());
   }
 }
 

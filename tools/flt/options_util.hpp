@@ -1,42 +1,55 @@
-// Command-line parsing shared by the flt subcommands (Boost.Program_options stays in tools/).
+// Command-line handling shared by the flt subcommands: every subcommand declares its options as an
+// io::OptionSchema and reads them through io/options (Boost.Program_options underneath), so each
+// accepts --config FILE with the same INI syntax and prints the schema's help for -h/--help.
 #pragma once
 
 #include "chem/reader.hpp"
-#include "core/text.hpp"
+#include "io/options.hpp"
 #include "io/progress.hpp"
 
-#include <boost/program_options.hpp>
-
+#include <cstddef>
 #include <functional>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace flt::cli {
 
-// Parses `args` against the documented `visible` options plus one hidden option named
-// `positional_name` that receives the positional arguments (at most `max_positional`, -1: all)
-// through `positional_value` (e.g. po::value(&inputs); ownership passes to the parser).
-// If `visible` has an option "config" and it is given, that file is read too ("name = value"
-// lines, '#' comments, a repeated name for repeatable options, the positional arguments under
-// `positional_name`); the command line overrides it.
-// Throws boost::program_options::error on a bad command line (main() turns it into exit 2) and
+// Completes a subcommand's schema: adds the options every subcommand has, in the unnamed section
+// (-h/--help, -q/--quiet: errors only, no progress, -v/--verbose: log every step, --config FILE:
+// an INI file of the other options, `name = value` before any [section], below the command line),
+// and the spellings shared by every subcommand to those of its options that exist: -m/--model,
+// -o/--out (also --output), -j/--threads, -f/--format, -t/--targets, --inputs (also --input).
+void add_common_options(io::OptionSchema& schema);
+
+// A subcommand's resolved options (defaults < --config file < command line) and its positional
+// arguments.
+struct Arguments {
+  io::ResolvedOptions options;
+  std::vector<std::string> positional;
+  bool quiet = false;  // -q/--quiet without -v/--verbose: no progress either
+
+  // The positional arguments, or if there are none, the list option `name` (from the file or
+  // --name): the command line replaces the file's list.
+  std::vector<std::string> positional_or(std::string_view name) const;
+  // The option's value, or "" when it is unset.
+  std::string string_or_empty(std::string_view name) const;
+};
+
+// Parses a subcommand's arguments against `schema` (built with add_common_options) and installs
+// the log sink of -q/-v. Returns nullopt after printing `usage` and the schema's help to standard
+// output for -h/--help. Throws UsageError for a bad command line or --config file (naming the
+// option and where it was given), also for more than `max_positional` positional arguments, and
 // flt::IoError when the --config file cannot be read.
-boost::program_options::variables_map parse_arguments(
-    const std::vector<std::string>& args, const boost::program_options::options_description& visible,
-    const char* positional_name, const boost::program_options::value_semantic* positional_value,
-    int max_positional = -1);
+std::optional<Arguments> parse_arguments(const io::OptionSchema& schema, const std::vector<std::string>& args,
+                                         std::string_view usage,
+                                         std::size_t max_positional = std::numeric_limits<std::size_t>::max());
 
-// Installs the stderr log sink chosen by -v/--verbose (info) or -q/--quiet (errors only);
-// leaves the default (warnings) otherwise.
-void apply_verbosity(const boost::program_options::variables_map& vm);
-
-// True if -q/--quiet was given (progress output is then off as well).
-bool is_quiet(const boost::program_options::variables_map& vm);
-
-// For the subcommands whose options come from a io::OptionSchema rather than
-// Program_options (flt train, image, seq): copies `raw` into `args` without -q/--quiet and
-// -v/--verbose (installing the matching log sink, as apply_verbosity does; `quiet`, if given,
+// For flt train, seq train and image train, whose options the libraries parse: copies `raw` into
+// `args` without -q/--quiet and -v/--verbose (installing the matching log sink; `quiet`, if given,
 // is set when -q/--quiet was seen) and returns true as soon as -h/--help is seen.
 bool strip_common_flags(const std::vector<std::string>& raw, std::vector<std::string>& args, bool* quiet = nullptr);
 
@@ -68,17 +81,12 @@ class EvalProgressBar {
 // Conformer generation, SMILES and PDB input options shared by flt predict and flt convert:
 // --optimize none|mmff, --conformer-attempts N, --smiles-column NAME, --pdb-water and
 // --pdb-hetero keep|drop|fail.
-struct ConformerFlags {
-  std::string optimize = "none";
-  int attempts = 0;
-  std::string smiles_column;
-  // PDB input: --pdb-water, --pdb-hetero (keep|drop|fail).
-  std::string pdb_water = "drop";
-  std::string pdb_hetero = "keep";
-};
-void add_conformer_options(boost::program_options::options_description& options,
-                           ConformerFlags& flags);
-// Copies the flags into `read`; throws UsageError for a bad value.
-void apply_conformer_options(const ConformerFlags& flags, chem::ReadOptions& read);
+void add_conformer_options(io::OptionSchema& schema);
+// Copies them into `read`; throws UsageError for a bad value.
+void apply_conformer_options(const io::ResolvedOptions& options, chem::ReadOptions& read);
+
+// The option `name` (a molecule format name) as a chem::Format, Format::unknown when unset;
+// UsageError for an unknown name.
+chem::Format format_option(const io::ResolvedOptions& options, std::string_view name);
 
 }  // namespace flt::cli

@@ -385,7 +385,8 @@ def train(*inputs, config=None, callback: Optional[Callable[[dict], Any]] = None
     for key, value in options.items():
         if value is None:
             continue
-        args += ["--" + key.replace("_", "-"), _option_value(value)]
+        # One argument "--name=value": a boolean switch never takes the next argument as its value.
+        args.append("--" + key.replace("_", "-") + "=" + _option_value(value))
     args += [str(i) for i in inputs]
     raw = _flt.train(args, callback, progress)
     return TrainResult(**{**raw, "run_dir": str(raw["run_dir"]), "model_path": str(raw["model_path"])})
