@@ -16,6 +16,7 @@
 #include "pipeline/train_plots.hpp"
 #include "io/atomic_file.hpp"
 #include "train/engine.hpp"
+#include "train/engine_options.hpp"
 #include "io/csv.hpp"
 #include "io/data_checksum.hpp"
 #include "io/ini.hpp"
@@ -310,26 +311,16 @@ io::OptionSchema train_option_schema() {
       .optional = true;
   s.option("split-seed", "split", OptionType::integer, "0", "seed of the random split");
   // [train]
-  s.option("epochs", "train", OptionType::integer, "120", "training epochs");
-  s.option("batch-size", "train", OptionType::integer, "32", "molecules per mini-batch");
+  {
+    TrainConfig defaults;  // the command's defaults, which differ from the library's
+    defaults.epochs = 120;
+    defaults.weight_decay = 0.05;
+    defaults.ema_decay = 0.999;
+    train::add_engine_options(s, defaults, "molecules", train::DefaultWarmup::one_epoch);
+  }
   s.option("batch-atoms", "train", OptionType::integer, "0",
            "atom budget of a mini-batch (and of an evaluation batch): batches hold at most batch-size molecules "
            "and at most this many atoms; a larger molecule trains alone (0: no atom budget)");
-  s.option("lr", "train", OptionType::real, "0.0005", "peak learning rate (AdamW)");
-  s.option("min-lr", "train", OptionType::real, "1e-06", "final learning rate (cosine) / floor (plateau)");
-  s.option("weight-decay", "train", OptionType::real, "0.05", "AdamW decoupled weight decay (matrices only)");
-  s.option("schedule", "train", OptionType::string, "cosine", "warmup-cosine (cosine) or reduce-on-plateau (plateau)")
-      .choices = {"cosine", "warmup-cosine", "plateau"};
-  s.option("warmup-steps", "train", OptionType::integer, "-1", "linear warm-up steps (-1: one epoch)");
-  s.option("plateau-factor", "train", OptionType::real, "0.5", "plateau: learning-rate factor");
-  s.option("plateau-patience", "train", OptionType::integer, "10", "plateau: epochs without improvement");
-  s.option("clip-norm", "train", OptionType::real, "10", "clip gradients to this global norm (0: off)");
-  s.option("ema-decay", "train", OptionType::real, "0.999", "exponential moving average of weights (0: off)");
-  s.option("time-budget", "train", OptionType::real, "0",
-           "stop training when its wall time reaches this many minutes (0: off; the cosine schedule "
-           "stays planned over --epochs)");
-  s.option("patience", "train", OptionType::integer, "0",
-           "early stopping: epochs without validation improvement (0: off)");
   s.option("loss", "train", OptionType::string, "l1", "loss on standardised targets: mse, l1, huber").choices = {
       "mse", "l1", "huber"};
   s.option("huber-delta", "train", OptionType::real, "1", "huber loss threshold (standardised units)");
@@ -340,9 +331,6 @@ io::OptionSchema train_option_schema() {
            "energy target whose forces are trained (default: the first extensive energy target)");
   s.option("fit-reference", "train", OptionType::boolean, "true",
            "fit per-element reference energies by least squares (extensive targets)");
-  s.option("seed", "train", OptionType::integer, "0", "seed of initialisation, random features and shuffling");
-  s.option("threads", "train", OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("eval-batch-size", "train", OptionType::integer, "256", "molecules per batch when evaluating");
   s.option("gradient-chunk", "train", OptionType::integer, "0",
            "molecules per chunk of the exact gradient sum that makes any number of MPI ranks give the same "
            "model (0: whole batch in a plain run, 8 under mpirun)");
@@ -469,38 +457,10 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   train::parse_split_sizes(c.split);  // validates early
   c.split_seed = static_cast<std::uint64_t>(o.get_int("split-seed"));
 
-  auto positive = [&](const char* name) {
-    const auto v = o.get_int(name);
-    if (v < 1) throw ConfigError(std::string("--") + name + " must be at least 1");
-    return v;
-  };
-  c.epochs = positive("epochs");
-  c.batch_size = static_cast<std::size_t>(positive("batch-size"));
-  c.eval_batch_size = static_cast<std::size_t>(positive("eval-batch-size"));
+  train::engine_settings_from_options(o, c);
   const auto batch_atoms = o.get_int("batch-atoms");
   if (batch_atoms < 0) throw ConfigError("--batch-atoms must be >= 0 (0: no atom budget)");
   c.batch_atoms = static_cast<std::size_t>(batch_atoms);
-  c.lr = o.get_real("lr");
-  c.min_lr = o.get_real("min-lr");
-  if (!(c.lr > 0)) throw ConfigError("--lr must be > 0");
-  if (c.min_lr < 0 || c.min_lr > c.lr) throw ConfigError("--min-lr must lie in [0, lr]");
-  c.weight_decay = o.get_real("weight-decay");
-  if (c.weight_decay < 0) throw ConfigError("--weight-decay must be >= 0");
-  c.schedule = o.get_string("schedule") == "plateau" ? ScheduleKind::plateau : ScheduleKind::cosine;
-  c.warmup_steps = o.get_int("warmup-steps");
-  if (c.warmup_steps < -1) throw ConfigError("--warmup-steps must be >= 0 (or -1: one epoch)");
-  c.plateau_factor = o.get_real("plateau-factor");
-  if (!(c.plateau_factor > 0 && c.plateau_factor < 1)) throw ConfigError("--plateau-factor must lie in (0, 1)");
-  c.plateau_patience = o.get_int("plateau-patience");
-  if (c.plateau_patience < 0) throw ConfigError("--plateau-patience must be >= 0");
-  c.clip_norm = o.get_real("clip-norm");
-  if (c.clip_norm < 0) throw ConfigError("--clip-norm must be >= 0 (0: off)");
-  c.ema_decay = o.get_real("ema-decay");
-  if (c.ema_decay < 0 || c.ema_decay >= 1) throw ConfigError("--ema-decay must lie in [0, 1)");
-  c.patience = o.get_int("patience");
-  if (c.patience < 0) throw ConfigError("--patience must be >= 0 (0: off)");
-  c.time_budget_minutes = o.get_real("time-budget");
-  if (!(c.time_budget_minutes >= 0)) throw ConfigError("--time-budget must be >= 0 (0: off)");
   c.loss.kind = parse_regression_loss(o.get_string("loss"));
   c.loss.huber_delta = o.get_real("huber-delta");
   if (!(c.loss.huber_delta > 0)) throw ConfigError("--huber-delta must be > 0");
@@ -514,10 +474,6 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
     d.forces_source_unit = o.get_string("forces-unit");
     if (!d.forces_source_unit.empty()) force_unit_to_ev_per_angstrom(d.forces_source_unit);  // validates
   }
-  c.seed = static_cast<std::uint64_t>(o.get_int("seed"));
-  const auto threads = o.get_int("threads");
-  if (threads < 0) throw ConfigError("--threads must be >= 0");
-  c.threads = static_cast<int>(threads);
   const auto gradient_chunk = o.get_int("gradient-chunk");
   if (gradient_chunk < 0) throw ConfigError("--gradient-chunk must be >= 0 (0: automatic)");
   c.gradient_chunk = static_cast<std::size_t>(gradient_chunk);
@@ -1004,22 +960,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.skipped_records = data.summary.skipped.size();
   MoleculeTrainable trainable(cfg, model, data, split, checksum, shard_owners, result, say, output);
   train::EngineConfig ec;
-  ec.epochs = cfg.epochs;
-  ec.batch_size = cfg.batch_size;
-  ec.lr = cfg.lr;
-  ec.min_lr = cfg.min_lr;
-  ec.weight_decay = cfg.weight_decay;
-  ec.schedule = cfg.schedule == ScheduleKind::plateau ? train::Schedule::plateau : train::Schedule::cosine;
-  ec.warmup_steps = cfg.warmup_steps;
+  static_cast<train::EngineSettings&>(ec) = cfg;
   ec.default_warmup = train::DefaultWarmup::one_epoch;
-  ec.plateau_factor = cfg.plateau_factor;
-  ec.plateau_patience = cfg.plateau_patience;
-  ec.clip_norm = cfg.clip_norm;
-  ec.ema_decay = cfg.ema_decay;
-  ec.patience = cfg.patience;
-  ec.time_budget_minutes = cfg.time_budget_minutes;
-  ec.seed = cfg.seed;
-  ec.stop_after_epoch = cfg.stop_after_epoch;
   ec.dir = dir;
   ec.resume = cfg.resume;
   ec.writer = lead;

@@ -38,6 +38,7 @@
 #include "core/losses.hpp"
 #include "models/molecule_model.hpp"
 #include "pipeline/dataset.hpp"
+#include "train/engine.hpp"
 #include "train/metrics.hpp"
 #include "io/options.hpp"
 
@@ -52,9 +53,15 @@
 
 namespace flt::pipeline {
 
-enum class ScheduleKind { cosine, plateau };
+// The engine's settings (train/engine.hpp: epochs, batch size, learning-rate schedule, clipping,
+// EMA, early stopping, time budget, seed, threads, evaluation batch size) and what `flt train`
+// adds for molecules.
+struct TrainConfig : train::EngineSettings {
+  TrainConfig() {
+    epochs = 100;
+    lr = 5e-4;
+  }
 
-struct TrainConfig {
   // Data.
   DatasetOptions data;  // inputs, targets, units, labels CSV, error policy
 
@@ -63,25 +70,11 @@ struct TrainConfig {
   std::string split = "0.8,0.1,rest";
   std::uint64_t split_seed = 0;
 
-  // Optimisation.
-  std::int64_t epochs = 100;
-  std::size_t batch_size = 32;
   // Atom budget of a mini-batch (0: none): batches hold at most batch_size molecules AND at most
   // batch_atoms atoms (batch_indices with an atom budget), so the memory of a step is bounded
   // whatever the molecules' sizes; a molecule larger than the budget trains alone. Evaluation
   // batches (eval_batch_size molecules) obey the same budget.
   std::size_t batch_atoms = 0;
-  double lr = 5e-4;
-  double min_lr = 1e-6;
-  double weight_decay = 0.01;
-  ScheduleKind schedule = ScheduleKind::cosine;
-  std::int64_t warmup_steps = -1;     // -1: one epoch of warm-up (cosine schedule)
-  double plateau_factor = 0.5;
-  std::int64_t plateau_patience = 10;
-  double clip_norm = 10.0;            // 0: no clipping
-  double ema_decay = 0.0;             // 0: no weight averaging
-  std::int64_t patience = 0;          // early stopping: epochs without improvement (0: off)
-  double time_budget_minutes = 0;     // stop when the training wall time reaches it (0: off)
   RegressionLoss loss{RegressionLossKind::mse, 1.0};
   // Training on energies and forces (models/force_training.hpp): the weight w of the force term
   // (0: energies only; data.forces_column names the forces' column) and the energy target the
@@ -89,14 +82,11 @@ struct TrainConfig {
   double force_weight = 0;
   std::string force_target;
   bool fit_reference = true;          // per-element reference energies by least squares
-  std::uint64_t seed = 0;             // model initialisation, features, shuffling
-  int threads = 0;                    // OpenMP threads (0: the OpenMP default)
   // Molecules per gradient chunk: > 0 sums the batch gradient exactly over chunks of this size
   // (train_distributed.hpp), so any number of MPI ranks gives the same model; 0: one backward
   // pass over the whole batch in a plain run, kDefaultGradientChunk in an MPI job of any size
   // (comm::in_mpi_job), or the interrupted run's value on --resume.
   std::size_t gradient_chunk = 0;
-  std::size_t eval_batch_size = 256;
 
   models::ModelConfig model;          // targets are filled from the dataset
 
@@ -104,7 +94,6 @@ struct TrainConfig {
   std::filesystem::path out;
   bool overwrite = false;
   bool resume = false;
-  std::int64_t stop_after_epoch = 0;  // test hook: stop (as if killed) after this epoch's checkpoint
   bool split_only = false;            // write split.csv and config.ini, then return (no training)
 
   // The resolved configuration, written as config.ini (set by config_from_options).

@@ -10,6 +10,7 @@
 #include "io/atomic_file.hpp"
 #include "train/checkpoint.hpp"
 #include "train/engine.hpp"
+#include "train/engine_options.hpp"
 #include "io/checksum.hpp"
 #include "io/csv.hpp"
 #include "io/ini.hpp"
@@ -131,22 +132,8 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
   if (cfg.out.empty()) throw ConfigError("--out: a run directory is required");
   if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
   train::EngineConfig ec;
-  ec.epochs = cfg.epochs;
-  ec.batch_size = cfg.batch_size;
-  ec.lr = cfg.lr;
-  ec.min_lr = cfg.min_lr;
-  ec.weight_decay = cfg.weight_decay;
-  ec.schedule = cfg.schedule;
-  ec.warmup_steps = cfg.warmup_steps;
+  static_cast<train::EngineSettings&>(ec) = cfg;
   ec.default_warmup = train::DefaultWarmup::planned_fraction;
-  ec.plateau_factor = cfg.plateau_factor;
-  ec.plateau_patience = cfg.plateau_patience;
-  ec.clip_norm = cfg.clip_norm;
-  ec.ema_decay = cfg.ema_decay;
-  ec.patience = cfg.patience;
-  ec.time_budget_minutes = cfg.time_budget_minutes;
-  ec.seed = cfg.seed;
-  ec.stop_after_epoch = cfg.stop_after_epoch;
   ec.resume = cfg.resume;
   ec.config_fingerprint = train::resume_fingerprint(cfg.resolved_ini, task_options_neutral_values());
   ec.progress = output.progress;
@@ -197,25 +184,11 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
 // Options.
 
 void add_run_options(io::OptionSchema& s, std::int64_t epochs, std::size_t batch_size, double lr) {
-  s.option("epochs", "train", OptionType::integer, std::to_string(epochs), "training epochs (the schedule is planned over them)");
-  s.option("batch-size", "train", OptionType::integer, std::to_string(batch_size), "examples per mini-batch");
-  s.option("lr", "train", OptionType::real, io::csv_number(lr), "peak learning rate (AdamW)");
-  s.option("min-lr", "train", OptionType::real, "1e-05", "final learning rate of the cosine schedule");
-  s.option("weight-decay", "train", OptionType::real, "0.05", "AdamW decoupled weight decay (matrices only)");
-  s.option("warmup-steps", "train", OptionType::integer, "-1", "linear warm-up steps (-1: 5% of the planned steps)");
-  s.option("clip-norm", "train", OptionType::real, "1", "clip gradients to this global norm (0: off)");
-  s.option("schedule", "train", OptionType::string, "cosine", "warmup-cosine (cosine) or reduce-on-plateau (plateau)")
-      .choices = {"cosine", "warmup-cosine", "plateau"};
-  s.option("plateau-factor", "train", OptionType::real, "0.5", "plateau: learning-rate factor");
-  s.option("plateau-patience", "train", OptionType::integer, "10", "plateau: epochs without improvement");
-  s.option("ema-decay", "train", OptionType::real, "0", "exponential moving average of weights (0: off)");
-  s.option("patience", "train", OptionType::integer, "0", "early stopping: epochs without validation improvement (0: off)");
-  s.option("seed", "train", OptionType::integer, "0", "seed of initialisation, random features, shuffling and augmentation");
-  s.option("threads", "train", OptionType::integer, "0", "OpenMP threads (0: all cores)");
-  s.option("time-budget", "train", OptionType::real, "0",
-           "stop training when its wall time reaches this many minutes (0: off; the cosine schedule "
-           "stays planned over --epochs)");
-  s.option("eval-batch-size", "train", OptionType::integer, "256", "examples per batch when evaluating");
+  TaskRunConfig defaults;
+  defaults.epochs = epochs;
+  defaults.batch_size = batch_size;
+  defaults.lr = lr;
+  train::add_engine_options(s, defaults, "examples", train::DefaultWarmup::planned_fraction);
   s.option("out", "run", OptionType::path, std::nullopt, "run directory (new or empty; see --overwrite, --resume)");
   s.option("overwrite", "run", OptionType::boolean, "false", "replace an existing flt run directory").persist = false;
   s.option("resume", "run", OptionType::boolean, "false", "continue the interrupted run in --out").persist = false;
@@ -263,40 +236,7 @@ void add_model_options(io::OptionSchema& s, const TokenModelConfig& defaults, co
 
 TaskRunConfig run_config_from_options(const io::ResolvedOptions& o) {
   TaskRunConfig c;
-  auto positive = [&](const char* name) {
-    const auto v = o.get_int(name);
-    if (v < 1) throw ConfigError(std::string("--") + name + " must be at least 1");
-    return v;
-  };
-  c.epochs = positive("epochs");
-  c.batch_size = static_cast<std::size_t>(positive("batch-size"));
-  c.eval_batch_size = static_cast<std::size_t>(positive("eval-batch-size"));
-  c.lr = o.get_real("lr");
-  c.min_lr = o.get_real("min-lr");
-  if (!(c.lr > 0)) throw ConfigError("--lr must be > 0");
-  if (c.min_lr < 0 || c.min_lr > c.lr) throw ConfigError("--min-lr must lie in [0, lr]");
-  c.weight_decay = o.get_real("weight-decay");
-  if (c.weight_decay < 0) throw ConfigError("--weight-decay must be >= 0");
-  c.warmup_steps = o.get_int("warmup-steps");
-  if (c.warmup_steps < -1) throw ConfigError("--warmup-steps must be >= 0 (or -1: 5% of the planned steps)");
-  c.clip_norm = o.get_real("clip-norm");
-  if (c.clip_norm < 0) throw ConfigError("--clip-norm must be >= 0 (0: off)");
-  const std::string schedule = o.get_string("schedule");
-  c.schedule = schedule == "plateau" ? train::Schedule::plateau : train::Schedule::cosine;
-  c.plateau_factor = o.get_real("plateau-factor");
-  if (!(c.plateau_factor > 0 && c.plateau_factor < 1)) throw ConfigError("--plateau-factor must lie in (0, 1)");
-  c.plateau_patience = o.get_int("plateau-patience");
-  if (c.plateau_patience < 0) throw ConfigError("--plateau-patience must be >= 0");
-  c.ema_decay = o.get_real("ema-decay");
-  if (!(c.ema_decay >= 0 && c.ema_decay < 1)) throw ConfigError("--ema-decay must lie in [0, 1)");
-  c.patience = o.get_int("patience");
-  if (c.patience < 0) throw ConfigError("--patience must be >= 0 (0: off)");
-  c.seed = static_cast<std::uint64_t>(o.get_int("seed"));
-  const auto threads = o.get_int("threads");
-  if (threads < 0) throw ConfigError("--threads must be >= 0");
-  c.threads = static_cast<int>(threads);
-  c.time_budget_minutes = o.get_real("time-budget");
-  if (c.time_budget_minutes < 0) throw ConfigError("--time-budget must be >= 0 (0: off)");
+  train::engine_settings_from_options(o, c);
   c.out = o.get_string("out");
   c.overwrite = o.get_bool("overwrite");
   c.resume = o.get_bool("resume");

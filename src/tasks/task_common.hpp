@@ -62,27 +62,17 @@ using EvalProgress = std::function<void(std::size_t done, std::size_t total)>;
 
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-struct TaskRunConfig {
-  std::int64_t epochs = 10;
-  std::size_t batch_size = 64;
-  std::size_t eval_batch_size = 256;
-  double lr = 1e-3;
-  double min_lr = 1e-5;
-  double weight_decay = 0.05;
-  std::int64_t warmup_steps = -1;  // -1: 5% of the planned steps (at least 1)
-  double clip_norm = 1.0;          // 0: no clipping
-  train::Schedule schedule = train::Schedule::cosine;
-  double plateau_factor = 0.5;
-  std::int64_t plateau_patience = 10;
-  double ema_decay = 0;            // 0: no weight averaging
-  std::int64_t patience = 0;       // early stopping (0: off)
-  std::uint64_t seed = 0;
-  int threads = 0;                 // OpenMP threads (0: the OpenMP default)
-  double time_budget_minutes = 0;  // 0: no budget
+// The engine's settings (train/engine.hpp) with the tasks' defaults, and the run directory.
+struct TaskRunConfig : train::EngineSettings {
+  TaskRunConfig() {
+    batch_size = 64;
+    min_lr = 1e-5;
+    weight_decay = 0.05;
+    clip_norm = 1.0;
+  }
   std::filesystem::path out;
   bool overwrite = false;
   bool resume = false;
-  std::int64_t stop_after_epoch = 0;  // test hook: stop after this epoch's checkpoint (as if killed)
   std::string resolved_ini;           // config.ini text
 };
 

@@ -54,15 +54,16 @@ enum class DefaultWarmup {
   planned_fraction  // 5% of the planned steps (at least 1)
 };
 
-struct EngineConfig {
+// The hyper-parameters of a run, read from the [train] options of every trainer
+// (train/engine_options.hpp); `flt train` and the tasks' configurations extend this struct.
+struct EngineSettings {
   std::int64_t epochs = 10;
   std::size_t batch_size = 32;
   double lr = 1e-3;
   double min_lr = 1e-6;              // end of the cosine; floor of the plateau schedule
   double weight_decay = 0.01;
   Schedule schedule = Schedule::cosine;
-  std::int64_t warmup_steps = -1;    // -1: default_warmup
-  DefaultWarmup default_warmup = DefaultWarmup::one_epoch;
+  std::int64_t warmup_steps = -1;    // -1: EngineConfig::default_warmup
   double plateau_factor = 0.5;
   std::int64_t plateau_patience = 10;
   double clip_norm = 10.0;           // 0: no clipping
@@ -71,6 +72,13 @@ struct EngineConfig {
   double time_budget_minutes = 0;    // 0: no budget
   std::uint64_t seed = 0;
   std::int64_t stop_after_epoch = 0; // test hook: stop (as if killed) after this epoch's checkpoint
+  // Not the engine's own: the caller's evaluation batches and OpenMP threads (0: the default).
+  std::size_t eval_batch_size = 256;
+  int threads = 0;
+};
+
+struct EngineConfig : EngineSettings {
+  DefaultWarmup default_warmup = DefaultWarmup::one_epoch;
 
   std::filesystem::path dir;         // the run directory (prepared)
   bool resume = false;
