@@ -1,20 +1,12 @@
-// A fingerprint of a training set for model metadata and --resume ("which data was this model
-// trained on?"), independent of the host and of float formatting. Not cryptographic: it detects a
-// different or changed data set, it does not authenticate one.
+// A fingerprint of a training set for model metadata and --resume, independent of the host and
+// of float formatting; not cryptographic (it detects changed data, it does not authenticate it).
 //
-// Per molecule, a canonical little-endian encoding of its content:
-//   u64 atom count, then per atom: u64 atomic number, f64 x, y, z (Angstrom),
-//   then u64 label count and the f64 labels (training units; NaN for missing).
-//
-// training_data_checksum (the checksum flt train writes, "fnv1a64-mol:<16 hex digits>"): the 64-bit
-// FNV-1a (io/checksum.hpp) of each molecule's encoding alone (molecule_digest), then the FNV-1a
-// of u64 count followed by those digests as u64, in the order given (the training split's order).
-// Each molecule's digest can be taken where its record is read and the coordinates dropped, so a
-// process that holds only some molecules' coordinates computes the same checksum.
-//
-// DataFingerprint ("fnv1a64:<16 hex digits>"): the earlier definition, one FNV-1a over the
-// concatenated encodings followed by u64 count. flt train wrote it until the per-molecule form
-// replaced it; it remains to recognise the checkpoints of those runs.
+// Per molecule, a canonical little-endian encoding, hashed with FNV-1a (io/checksum.hpp):
+//   u64 atom count, per atom u64 Z and f64 x, y, z (Angstrom), u64 label count, f64 labels.
+// training_data_checksum ("fnv1a64-mol:<16 hex>"): FNV-1a of u64 count, then the molecules'
+// digests (molecule_digest) as u64 in the order given. DataFingerprint ("fnv1a64:<16 hex>"):
+// the earlier whole-set form, kept to recognise old checkpoints. docs/model-format.md,
+// "Data fingerprint".
 #pragma once
 
 #include "io/checksum.hpp"

@@ -1,20 +1,11 @@
-// Datasets for training and evaluation: molecules read from any input the flt::chem readers handle
-// (files, directories, .gz, tar archives, "-"), with per-molecule labels taken either from the
-// records themselves (QM9 header values, extended-XYZ comment keys, SD tags) or from a CSV file
-// keyed by record id or title, converted AT THIS BOUNDARY into each target's training unit
-// (energies in eV by default; QM9's Hartree, Bohr^3, ... understood via io/units.hpp).
-// Missing labels are NaN (masked in losses and metrics) and counted per target.
+// Datasets for training and evaluation: molecules read by the flt::chem readers (files,
+// directories, .gz, tar archives, "-") with per-molecule labels from the records or from a CSV
+// keyed by record id or title, converted here into each target's training unit (io/units.hpp).
 //
 // Shapes: S molecules, P targets; labels S x P (row-major, training units, NaN = missing).
-//
-// Record identity: `ids[s]` is the record's id: the QM9 title ("gdb 17") or the title of any other
-// record, or "<source>:<record>" when the title is empty; `titles[s]` is the title as read (possibly
-// empty); `sources[s]` is "<file>:<record>" for messages.
-//
-// Bad records (unparsable, non-finite coordinates, atoms on top of each other, no atoms, fewer
-// than min_atoms atoms, elements outside max_z, a label that is not a number) follow the error
-// policy: ErrorPolicy::skip logs a warning, lists the record in Dataset::summary and carries on;
-// ErrorPolicy::fail throws the first as flt::InputError naming file, record and reason.
+// ids[s]: the record's title, or "<source>:<record>" when it is empty; titles[s]: as read;
+// sources[s]: "<file>:<record>" for messages.
+// Labels, units, record ids and bad records: docs/training.md, "The dataset loader".
 #pragma once
 
 #include "chem/reader.hpp"
@@ -51,6 +42,10 @@ const char* to_string(MissingLabels policy) noexcept;
 struct DatasetOptions {
   std::vector<std::string> inputs;   // files, directories, archives, "-"
   chem::ReadOptions read;            // format, hydrogens, 3-D policy, min distance
+  // Bad records (unparsable, non-finite coordinates, atoms on top of each other, no atoms, fewer
+  // than min_atoms atoms, elements outside max_z, a label that is not a number): skip logs a
+  // warning, lists the record in Dataset::summary and carries on; fail throws the first as
+  // flt::InputError naming file, record and reason.
   chem::ErrorPolicy policy = chem::ErrorPolicy::skip;
 
   // Targets (may be empty: a dataset of unlabelled molecules, e.g. for prediction).

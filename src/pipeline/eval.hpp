@@ -3,20 +3,12 @@
 //
 // Shapes: S evaluated molecules, P evaluated targets, N rotations.
 //
-// Labels come from the inputs (QM9 header values, extended-XYZ keys, SD tags) or a CSV file, read
-// by load_dataset (dataset.hpp) and converted at that boundary into the unit the model predicts
-// each target in, so predictions and labels are compared in one unit. Metrics follow
-// train/metrics.hpp (NaN labels are masked).
-//
-// Rotation sensitivity of target t: for each molecule s, the population standard deviation of the
-// (ensemble-mean) prediction over N uniformly random rotations R_1..R_N about the molecule's
-// centroid c (positions r -> R_k (r - c) + c; R_k from models::random_rotation with
-// Rng(seed).fork(s), so it does not depend on batching or threads),
+// Labels are converted by load_dataset (dataset.hpp) into the unit the model predicts each
+// target in; metrics as train/metrics.hpp (NaN labels masked). Rotation sensitivity of target t,
+// R_k uniformly random rotations about the centroid drawn from Rng(seed).fork(s):
 //   sd_st = sqrt((1/N) sum_k (y_t(R_k s) - mean_k y_t(R_k s))^2),
-// then averaged over the molecules: rotation_std_t = (1/S) sum_s sd_st, in the target's unit, and
-// reported next to the MAE as the fraction rotation_std_t / MAE_t. The FLT radial RPE depends on
-// distances only, so a non-zero value measures the Monte-Carlo error of the random features
-// (the target is less than 5 % of the test MAE).
+//   rotation_std_t = (1/S) sum_s sd_st,   also reported as rotation_std_t / MAE_t.
+// What it measures and its target: docs/prediction.md, "flt eval".
 #pragma once
 
 #include "pipeline/dataset.hpp"

@@ -1,38 +1,11 @@
-// `flt train`: the training workflow on top of the dataset loader (dataset.hpp), the FLT
-// molecule model (models/molecule_model.hpp) and the training utilities (train/*.hpp).
+// `flt train`: the training workflow (run_training) on top of the dataset loader (dataset.hpp),
+// the FLT molecule model (models/molecule_model.hpp) and the training engine (train/engine.hpp):
+// read and split the data, fit the normalisation on the training subset, train, and write the
+// best checkpoint's model, test metrics, predictions and plots into the run directory.
 //
-// One run (run_training):
-//   1. read the dataset (labels in training units), split it (random with a seed, counts or
-//      fractions, or a split file) and write split.csv;
-//   2. fit the normalisation (per-element reference energies by least squares for extensive
-//      targets, mean/scale per target) on the training subset only;
-//   3. for each epoch: shuffle the training indices with Rng(seed).fork(epoch) (a pure function of
-//      seed and epoch, so a resumed run draws the same order), cut them into ragged mini-batches,
-//      and per batch: forward (the model's batched OpenMP kernels), masked loss on standardised
-//      targets, backward, global-norm clipping, AdamW with the scheduled learning rate (linear
-//      warm-up then cosine, or reduce-on-plateau per epoch), optional EMA of the weights;
-//      then validation MAE per target in physical units (with the EMA weights when enabled),
-//      learning_curve.csv, attention denominator statistics, checkpoint-last.flt and, when the
-//      selection metric improved, checkpoint-best.flt; early stopping after `patience` epochs
-//      without improvement;
-//   4. the final model is the best checkpoint's evaluation weights: model.flt, test metrics
-//      (MAE, RMSE, R^2 per target: test_metrics.csv and stdout), test_predictions.csv, parity and
-//      learning-curve SVGs, and config.ini (the resolved configuration; --config reads it back).
-//
-// Selection metric (best checkpoint, early stopping, plateau schedule): the mean over targets of
-// the validation MAE divided by the target's normalisation scale sigma_t (so targets in different
-// units weigh alike; with one target it ranks epochs exactly like its MAE).
-//
-// Determinism: with the same configuration, data and thread count the model file is bitwise
-// identical (the model's kernels use fixed-order reductions; every random draw comes from the
-// seed). With gradient_chunk > 0 (always under mpirun) the same holds for any number of MPI ranks:
-// the gradient is an exact fixed-point sum over rank-independent chunks (train_distributed.hpp);
-// rank 0 writes every file, every rank reads the inputs (on several ranks twice: the second read
-// keeps only the rank's own molecules' coordinates) and, on --resume, the same checkpoint.
-// --resume restarts from checkpoint-last.flt (parameters, AdamW moments, EMA, plateau and
-// early-stopping state, best metric, step and epoch) and reaches the same final model, bit for bit,
-// as a run that was never interrupted; only the thread count may differ from the original run
-// (then bitwise equality still holds since the kernels are thread-count independent).
+// Selection metric (best checkpoint, early stopping, plateau schedule) over the P targets:
+//   m = (1/P) sum_t MAE_val,t / sigma_t      (sigma_t: target t's normalisation scale)
+// The run step by step, determinism, --resume and MPI: docs/training.md, "One run of flt train".
 #pragma once
 
 #include "core/losses.hpp"

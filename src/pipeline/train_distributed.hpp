@@ -1,31 +1,14 @@
 // Data-parallel training over the ranks of a comm::Communicator (one rank: the same arithmetic),
 // used by run_training when the gradient is summed in chunks (TrainConfig::gradient_chunk, on
-// by default under mpirun).
+// by default under mpirun): a gradient sum independent of the rank count P, the molecules'
+// owners, and evaluation split over the ranks.
 //
-// Exact, rank-count-independent gradient sum. A global batch of B molecules (the order of the
-// epoch's shuffle, identical on every rank) is cut into K = ceil(B / c) chunks of c consecutive
-// molecules; chunk k runs on rank k mod P. Each chunk's gradient g_k (one forward and backward of
-// the chunk, the loss derivative scaled by the counts of present labels of the WHOLE batch) is a
-// function of the chunk alone, not of P. The chunks' gradients are added in 64-bit fixed point:
-//   e = the exponent of max_k,j |g_kj| (one MPI_MAX of a scalar over the ranks),
-//   q_kj = round(g_kj * 2^s), s = 62 - bits(K) - e   (so |sum_k q_kj| < 2^62: no overflow),
-//   g_j = float(sum_k q_kj * 2^-s)                    (one integer MPI_SUM of the flat gradient).
-// Integer addition is associative, so the sum is the same for every P, every reduction tree and
-// every arrival order: P = 1 and P = 4 give bit-identical models. The rounding of q is at most
-// 2^-(62-bits(K)) of the largest gradient entry per chunk (about 1e-17 relative for K < 64), far
-// below the float rounding of the chunk gradients themselves.
-//
-// Data. The load is sharded: the first read of the inputs keeps, for every good molecule, what
-// the split, the normalisation and the data checksum need (id, title, source, labels, atomic
-// numbers and a 64-bit digest of the record's atoms, coordinates and labels) and no coordinates;
-// the split then fixes the owners (training molecule at position k of the split on rank k mod P,
-// validation and test molecules by evaluation batch: batch b on rank b mod P), and a second read
-// keeps the coordinates of the rank's own molecules only, checking every digest against the first
-// (load_coordinates in dataset.hpp). So no rank ever holds the coordinates of the whole dataset;
-// the O(S) small values above (about a hundred bytes a molecule) stay on every rank. The data
-// checksum is combined from the digests in split order (io/data_checksum.hpp), identical on
-// every rank and for every P. The molecules of a step's chunks that live on other ranks arrive by
-// one gather of the batch's owned molecules per step (a few kB).
+// A global batch of B molecules is cut into K = ceil(B / c) chunks of c molecules; chunk k runs
+// on rank k mod P, and its gradient g_k depends on the chunk alone. The chunks are added in
+// 64-bit fixed point, the same sum for every P and reduction order:
+//   e = exponent of max_k,j |g_kj| (MPI_MAX),   s = 62 - bits(K) - e,
+//   q_kj = round(g_kj 2^s),   g_j = float(2^-s sum_k q_kj)   (integer MPI_SUM; |sum| < 2^62).
+// Rounding, loss scaling, sharded data: docs/training.md, "Running on a cluster".
 #pragma once
 
 #include "comm/communicator.hpp"
@@ -56,7 +39,9 @@ void add_fixed_point(std::span<const float> values, int s, std::span<std::int64_
 // out[j] = float(sums[j] * 2^-s).
 void from_fixed_point(std::span<const std::int64_t> sums, int s, std::span<float> out);
 
-// Which rank keeps which molecule (see the header comment); -1 for molecules in no subset.
+// Which rank keeps which molecule's coordinates: training molecule at position k of the split on
+// rank k mod P, validation and test molecules by evaluation batch (batch b on rank b mod P); -1
+// for molecules in no subset.
 // Evaluation batches are cut by batch_indices(subset, eval_batch_size, atom_counts, eval_atoms)
 // (eval_atoms = 0: by molecule count alone), as predict_shared cuts them.
 std::vector<int> molecule_owners(std::size_t dataset_size, std::span<const std::size_t> train,

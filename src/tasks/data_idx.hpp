@@ -1,20 +1,11 @@
-// Reader for the IDX format of MNIST and Fashion-MNIST (LeCun et al., http://yann.lecun.com/exdb/mnist/;
-// Fashion-MNIST: Xiao, Rasul, Vollgraf 2017, same layout), plain or gzip-compressed.
+// Reader for the IDX files of MNIST and Fashion-MNIST (LeCun et al.; Xiao, Rasul, Vollgraf 2017),
+// plain or gzip-compressed (io::read_maybe_gzip).
 //
-// An IDX file (all integers big-endian):
-//   bytes 0-1  zero
-//   byte  2    element type: 0x08 unsigned byte (the only one MNIST-style datasets use and the only
-//              one accepted here; 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64 are rejected)
-//   byte  3    number of dimensions d (>= 1)
-//   then d 32-bit sizes, then prod(sizes) elements, row-major, and nothing else.
-// Image files are d = 3 (count, rows, cols; magic 0x00000803), label files d = 1 (count; magic
-// 0x00000801). Every header field is validated and the element count must match the file length
-// exactly (a truncated or padded file is an error), so a corrupt download cannot pass silently.
-//
-// Files are read through io::read_maybe_gzip (io/compressed.hpp): gzip when they start with the
-// magic bytes 1f 8b (whatever their name), concatenated members decompressed in turn (RFC 1952).
-// Errors are flt::InputError naming the file and the reason (record 0: the file as a whole); OS
-// failures are flt::IoError.
+// Layout (integers big-endian): two zero bytes, element type 0x08 (unsigned byte, the only one
+// accepted), dimension count d >= 1, d u32 sizes, then prod(sizes) bytes, row-major, and nothing
+// else. Images: d = 3 (count, rows, cols; magic 0x00000803); labels: d = 1 (magic 0x00000801).
+// Errors: flt::InputError naming the file (record 0: the whole file); OS failures flt::IoError.
+// The format and every check: docs/sequence-image.md, "IDX files".
 #pragma once
 
 #include "core/error.hpp"

@@ -1,33 +1,16 @@
-// The training engine shared by the three tasks of the token model (image classification,
-// SMILES property regression, SMILES language model): the same loop, options, run directory,
-// checkpoints, resume, progress and outputs as `flt train` (src/pipeline/train.hpp), on top of
-// src/train and src/core. A task supplies its data and loss through the TrainableTask interface.
+// The token model's three tasks (image classification, SMILES property regression, SMILES
+// language model) on the training engine of `flt train` (train/engine.hpp): a task supplies its
+// data and loss through TrainableTask; also the [train], [model] and [run] options they share.
 //
 // One run (run_task):
-//   1. prepare the run directory (train/run_dir.hpp: fresh, --overwrite or --resume) and write
-//      config.ini (the resolved configuration; --config reads it back);
-//   2. AdamW (decoupled weight decay on matrices only), linear warm-up then cosine decay of the
-//      learning rate over the PLANNED steps = epochs x ceil(train_size / batch_size);
-//   3. per epoch: the training examples are shuffled by Rng(seed).fork(epoch) (a pure function of
-//      seed and epoch, so a resumed run draws the same order) and cut into mini-batches; per
-//      batch: zero gradients, task forward + loss + backward, global-norm clipping, AdamW step
-//      (each batch's random augmentation draws from Rng(seed).fork(step)); then the validation
-//      pass, learning_curve.csv, checkpoint-last.flt and, when the validation selection metric
-//      (lower is better) improved, checkpoint-best.flt;
-//   4. --time-budget MINUTES: training stops after the first step at which the training wall
-//      time (all sessions of the run) reaches the budget; that partial epoch is validated and
-//      checkpointed like a full one and the run ends. The schedule is NOT shortened: the cosine
-//      is defined over the planned steps, so a run cut by the budget stops at a higher learning
-//      rate than planned. Choose --epochs so that the planned steps fit the budget (the budget
-//      is a guard against a slower machine, not a schedule);
-//   5. the final model is the best checkpoint's weights: model.flt (with the task's metadata:
-//      vocabulary, normalisation, ...), learning-curve SVGs; the task then writes test metrics.
-//
-// Determinism: with the same configuration, data and thread count the model file is bitwise
-// identical (the model's kernels use fixed-order reductions and every random draw comes from
-// the seed). --resume continues from checkpoint-last.flt (parameters, AdamW moments, step, epoch,
-// best metric) and reaches the same final model as an uninterrupted run; it refuses a changed
-// configuration (only threads and the [run] section may change) or changed training data.
+//   1. prepare the run directory (fresh, --overwrite or --resume) and write config.ini;
+//   2. AdamW, linear warm-up then cosine decay over the planned steps
+//      = epochs x ceil(train_size / batch_size) (or reduce-on-plateau);
+//   3. per epoch: shuffled mini-batches (forward, loss, backward, clipping, AdamW), validation,
+//      learning_curve.csv, checkpoint-last.flt and, on improvement, checkpoint-best.flt;
+//   4. --time-budget: stop after the first step past the budget (the schedule is not shortened);
+//   5. model.flt: the best checkpoint's weights with the task's metadata.
+// Details, determinism and --resume: docs/sequence-image.md, "The loop".
 #pragma once
 
 #include "core/random.hpp"

@@ -2,32 +2,12 @@
 // it sees one flat parameter buffer and its gradients (core/params.hpp) and reaches the model and
 // the data only through the Trainable interface below.
 //
-// One run (Engine::run), in a run directory prepared by the caller (train/run_dir.hpp):
-//   1. AdamW (decoupled weight decay on matrices only) with the learning rate of a linear
-//      warm-up then cosine decay over the planned steps, or of reduce-on-plateau stepped once per
-//      epoch on the selection metric;
-//   2. per epoch: the positions 0..n-1 of the training examples are shuffled by
-//      Rng(seed ^ "shuff").fork(epoch) (a pure function of seed and epoch, so a resumed run draws
-//      the same order) and cut into batches (Trainable::batches); per batch: zero gradients,
-//      Trainable::train_batch (forward, loss, backward into the gradient buffer; its Rng is
-//      Rng(seed ^ "augmen").fork(step)), a check that loss and gradient norm are finite,
-//      global-norm clipping, the AdamW step, the EMA update of the weights;
-//   3. after the epoch, with the evaluation weights in the buffer (the EMA shadow when averaging):
-//      Trainable::validate; the plateau schedule, the best metric (lower is better; an epoch
-//      improves when its metric is finite and below every earlier one), early stopping after
-//      `patience` epochs without improvement; learning_curve.csv (epoch, step, lr, train_loss,
-//      val_loss, seconds, then the trainable's columns), checkpoint-last.flt and, on improvement,
-//      checkpoint-best.flt;
-//   4. --time-budget: training stops after the first step at which the training wall time (all
-//      sessions) reaches the budget; that partial epoch is validated and checkpointed like a full
-//      one and the run ends. The cosine schedule stays planned over all epochs;
-//   5. on return the buffer holds the best checkpoint's evaluation weights (the last checkpoint's
-//      when no epoch had a finite metric); the caller tests and saves the model.
-//
-// --resume continues from checkpoint-last.flt (parameters, AdamW moments, EMA, plateau and
-// early-stopping state, best metric, step, epoch, the trainable's own entries) and reaches the
-// same parameters, bit for bit, as a run that was never interrupted. It refuses a configuration
-// fingerprint or a data checksum that differs from the run's.
+// Per step: zero gradients, Trainable::train_batch, a finite check, global-norm clipping, AdamW
+// (decoupled decay on matrices only; warm-up + cosine or reduce-on-plateau), the EMA update.
+// Per epoch: Trainable::validate with the evaluation weights, learning_curve.csv, checkpoints.
+// An epoch's order is Rng(seed ^ "shuff").fork(epoch) and a step's stream
+// Rng(seed ^ "augmen").fork(step), so a resumed run reaches the same parameters bit for bit.
+// The run step by step, --time-budget and --resume: docs/training.md, "The training engine".
 #pragma once
 
 #include "core/params.hpp"

@@ -5,19 +5,8 @@
 //   flt::Prediction p = model.predict(molecule);
 //   double u0 = p.value("U0");                               // in p.unit("U0"), e.g. "eV"
 //
-// Units: every predicted value is in the unit of its target, Target::unit, as stored in the model
-// file (models trained by `flt train` use eV for energies by default; `flt info MODEL` lists
-// them). Input coordinates are in Angstrom.
-//
-// Threads: a Model's const member functions may be called from any number of threads at once on
-// the same object (each call borrows its own copy of the network's work space; results do not
-// depend on which). Within one call the molecules of a batch are spread over OpenMP threads; the
-// team size is PredictOptions::threads, else Model::threads() (set_threads), else the OpenMP
-// default (all cores, or OMP_NUM_THREADS). The thread count never changes a result beyond float
-// rounding (fixed-order reductions; in practice bitwise equal).
-//
-// Errors: functions throw flt::Error subclasses (flt/error.hpp) with the file, record and reason;
-// batch and file prediction report molecules that cannot be predicted per molecule instead.
+// Values are in their target's unit (Target::unit), coordinates in Angstrom; errors are
+// flt::Error subclasses (flt/error.hpp). Units, threads and errors: docs/cpp-api.md.
 #pragma once
 
 #include "error.hpp"
@@ -162,8 +151,13 @@ struct FLT_API FileSummary {
 };
 
 // A trained model or an ensemble of models predicting the same targets. Cheap to copy: copies
-// share the loaded, immutable network (the thread setting is per object). See the top of this
-// file for threads, units and errors.
+// share the loaded, immutable network (the thread setting is per object).
+// Threads: the const member functions may be called from any number of threads at once on the
+// same object (each call borrows its own copy of the network's work space; results do not depend
+// on which). Within one call the molecules of a batch are spread over OpenMP threads; the team
+// size is PredictOptions::threads, else threads(), else the OpenMP default (all cores, or
+// OMP_NUM_THREADS). The thread count never changes a result beyond float rounding (fixed-order
+// reductions; in practice bitwise equal).
 class FLT_API Model {
  public:
   // Loads a .flt model file (written by `flt train`), or an ensemble file (written by
