@@ -148,11 +148,7 @@ LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector
 
 io::OptionSchema lm_option_schema() {
   io::OptionSchema s;
-  s.option("task", "data", OptionType::string, "lm", "property (regression from SMILES) or lm (language model)").choices = {"property", "lm"};
-  s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
-  s.option("split-file", "data", OptionType::path, "datasets/qm9/split.csv", "fixed split of the 3-D model (subset,index,id)");
-  s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training strings (0: all)");
-  s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
+  add_smiles_data_options(s, "lm", "strings");
   add_run_options(s, 10, 32, 1e-3);
   add_model_options(s, lm_model_defaults(), sequence_task_owned_keys());
   return s;
@@ -160,14 +156,7 @@ io::OptionSchema lm_option_schema() {
 
 LmTrainConfig lm_config_from_options(const io::ResolvedOptions& o) {
   LmTrainConfig c;
-  if (o.get_string("task") != "lm") throw ConfigError("--task: this configuration is for task lm");
-  c.index = o.get_string("index");
-  c.split_file = o.get_string("split-file");
-  const auto limit = o.get_int("train-limit");
-  const auto tlimit = o.get_int("test-limit");
-  if (limit < 0 || tlimit < 0) throw ConfigError("--train-limit and --test-limit must be >= 0");
-  c.train_limit = static_cast<std::size_t>(limit);
-  c.test_limit = static_cast<std::size_t>(tlimit);
+  smiles_data_from_options(o, "lm", c);
   c.run = run_config_from_options(o);
   c.model = model_config_from_options(o, lm_model_defaults(), sequence_task_owned_keys());
   c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
@@ -178,15 +167,12 @@ LmTrainResult run_lm_training(const LmTrainConfig& cfg, const TaskOutput& output
   if (cfg.run.threads > 0) omp_set_num_threads(cfg.run.threads);
   // Labels are not used, but loading U0 keeps the reader's checks (and the molecule set) identical
   // to the property task's.
-  const SmilesDataset d = load_qm9_smiles(cfg.index, {"U0"});
-  const train::Split split = read_qm9_split(cfg.split_file, d);
-  const auto train_rows = first_n(split.train, cfg.train_limit);
-  const auto val_rows = first_n(split.validation, cfg.test_limit);
-  const auto test_rows = first_n(split.test, cfg.test_limit);
-  if (train_rows.empty()) throw ConfigError("the split leaves no training strings");
-  std::vector<std::vector<std::string>> train_tokens;
-  for (std::size_t i : train_rows) train_tokens.push_back(tokenize_smiles(d.smiles[i], Tokenization::character, d.ids[i]));
-  const Vocabulary vocab = Vocabulary::build(train_tokens);
+  const SmilesSubsets sub = load_smiles_subsets(cfg, {"U0"}, Tokenization::character, "strings");
+  const SmilesDataset& d = sub.data;
+  const auto& train_rows = sub.train;
+  const auto& val_rows = sub.validation;
+  const auto& test_rows = sub.test;
+  const Vocabulary& vocab = sub.vocabulary;
 
   TokenModelConfig mc = cfg.model;
   mc.input = InputKind::tokens;
@@ -239,14 +225,7 @@ LmEvaluation evaluate_lm_model(const fs::path& model_path, const fs::path& index
   const std::string src = model_path.string();
   if (require_metadata(meta, "task.kind", src) != "lm")
     throw ModelFileError(src, "a model of task '" + meta["task.kind"] + "', not a SMILES language model");
-  Vocabulary vocab;
-  try {
-    vocab = Vocabulary::from_text(require_metadata(meta, "task.vocabulary", src));
-  } catch (const InvalidArgument& e) {
-    throw ModelFileError(src, std::string("task.vocabulary: ") + e.what());
-  }
-  if (static_cast<Index>(vocab.size()) != model->config().vocab_size)
-    throw ModelFileError(src, "vocabulary size differs from the model's vocab_size");
+  const Vocabulary vocab = model_vocabulary(meta, src, model->config().vocab_size);
   const SmilesDataset d = load_qm9_smiles(index, {"U0"});
   const train::Split split = read_qm9_split(split_file, d);
   const std::vector<std::size_t>* rows = &subset_rows(split, subset);

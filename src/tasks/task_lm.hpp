@@ -13,6 +13,7 @@
 #pragma once
 
 #include "tasks/data_smiles.hpp"
+#include "tasks/smiles_task.hpp"
 #include "tasks/task_common.hpp"
 
 #include <filesystem>
@@ -21,11 +22,7 @@
 
 namespace flt::tasks {
 
-struct LmTrainConfig {
-  std::filesystem::path index = "datasets/qm9/qm9_subset_index.csv.gz";
-  std::filesystem::path split_file = "datasets/qm9/split.csv";
-  std::size_t train_limit = 0;
-  std::size_t test_limit = 0;
+struct LmTrainConfig : SmilesData {
   TokenModelConfig model;
   TaskRunConfig run;
 };

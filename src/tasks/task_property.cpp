@@ -182,16 +182,11 @@ class PropertyTask final : public TrainableTask {
 
 io::OptionSchema property_option_schema() {
   io::OptionSchema s;
-  s.option("task", "data", OptionType::string, "property", "property (regression from SMILES) or lm (language model)").choices = {
-      "property", "lm"};
-  s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
-  s.option("split-file", "data", OptionType::path, "datasets/qm9/split.csv", "fixed split of the 3-D model (subset,index,id)");
+  add_smiles_data_options(s, "property", "molecules");
   s.option("targets", "data", OptionType::list, "U0,homo,lumo,gap,mu,alpha,zpve,Cv", "QM9 targets (units as the 3-D model)");
   s.option("tokenization", "data", OptionType::string, "atom", "SMILES tokens: atom (regex) or character").choices = {"atom", "character"};
   s.option("fit-reference", "data", OptionType::boolean, "true", "per-element reference values for extensive targets");
   s.option("loss", "data", OptionType::string, "mse", "loss on standardised targets: mse, l1, huber").choices = {"mse", "l1", "huber"};
-  s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training molecules (0: all)");
-  s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
   add_run_options(s, 20, 32, 1e-3);
   add_model_options(s, property_model_defaults(), sequence_task_owned_keys());
   return s;
@@ -199,20 +194,12 @@ io::OptionSchema property_option_schema() {
 
 PropertyTrainConfig property_config_from_options(const io::ResolvedOptions& o) {
   PropertyTrainConfig c;
-  if (o.get_string("task") != "property") throw ConfigError("--task: this configuration is for task property");
-  c.index = o.get_string("index");
-  c.split_file = o.get_string("split-file");
+  smiles_data_from_options(o, "property", c);
   c.targets = o.get_list("targets");
   if (c.targets.empty()) throw ConfigError("--targets: at least one target is required");
   c.tokenization = parse_tokenization(o.get_string("tokenization"));
   c.fit_reference = o.get_bool("fit-reference");
   c.loss.kind = parse_regression_loss(o.get_string("loss"));
-  const auto limit = o.get_int("train-limit");
-  if (limit < 0) throw ConfigError("--train-limit must be >= 0");
-  c.train_limit = static_cast<std::size_t>(limit);
-  const auto tlimit = o.get_int("test-limit");
-  if (tlimit < 0) throw ConfigError("--test-limit must be >= 0");
-  c.test_limit = static_cast<std::size_t>(tlimit);
   c.run = run_config_from_options(o);
   c.model = model_config_from_options(o, property_model_defaults(), sequence_task_owned_keys());
   c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
@@ -221,15 +208,12 @@ PropertyTrainConfig property_config_from_options(const io::ResolvedOptions& o) {
 
 PropertyTrainResult run_property_training(const PropertyTrainConfig& cfg, const TaskOutput& output) {
   if (cfg.run.threads > 0) omp_set_num_threads(cfg.run.threads);
-  const SmilesDataset d = load_qm9_smiles(cfg.index, cfg.targets);
-  const train::Split split = read_qm9_split(cfg.split_file, d);
-  const std::vector<std::size_t> train_rows = first_n(split.train, cfg.train_limit);
-  const std::vector<std::size_t> val_rows = first_n(split.validation, cfg.test_limit);
-  const std::vector<std::size_t> test_rows = first_n(split.test, cfg.test_limit);
-  if (train_rows.empty()) throw ConfigError("the split leaves no training molecules");
-  std::vector<std::vector<std::string>> train_tokens;
-  for (std::size_t i : train_rows) train_tokens.push_back(tokenize_smiles(d.smiles[i], cfg.tokenization, d.ids[i]));
-  const Vocabulary vocab = Vocabulary::build(train_tokens);
+  const SmilesSubsets sub = load_smiles_subsets(cfg, cfg.targets, cfg.tokenization, "molecules");
+  const SmilesDataset& d = sub.data;
+  const auto& train_rows = sub.train;
+  const auto& val_rows = sub.validation;
+  const auto& test_rows = sub.test;
+  const Vocabulary& vocab = sub.vocabulary;
   const auto encoded = encode_all(d, vocab, cfg.tokenization);
   const TargetNormalisation norm = fit_target_normalisation(d, train_rows, cfg.fit_reference);
 
@@ -296,14 +280,7 @@ PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs:
   if (require_metadata(meta, "task.kind", src) != "property")
     throw ModelFileError(src, "a model of task '" + meta["task.kind"] + "', not a SMILES property model");
   const Tokenization level = parse_tokenization(require_metadata(meta, "task.tokenization", src));
-  Vocabulary vocab;
-  try {
-    vocab = Vocabulary::from_text(require_metadata(meta, "task.vocabulary", src));
-  } catch (const InvalidArgument& e) {
-    throw ModelFileError(src, std::string("task.vocabulary: ") + e.what());
-  }
-  if (static_cast<Index>(vocab.size()) != model->config().vocab_size)
-    throw ModelFileError(src, "vocabulary size differs from the model's vocab_size");
+  const Vocabulary vocab = model_vocabulary(meta, src, model->config().vocab_size);
   const std::vector<std::string> targets = split(require_metadata(meta, "task.targets", src));
   const std::vector<std::string> elements = split(require_metadata(meta, "task.elements", src));
   TargetNormalisation norm;

@@ -16,6 +16,7 @@
 
 #include "core/losses.hpp"
 #include "tasks/data_smiles.hpp"
+#include "tasks/smiles_task.hpp"
 #include "tasks/task_common.hpp"
 
 #include <filesystem>
@@ -24,15 +25,11 @@
 
 namespace flt::tasks {
 
-struct PropertyTrainConfig {
-  std::filesystem::path index = "datasets/qm9/qm9_subset_index.csv.gz";
-  std::filesystem::path split_file = "datasets/qm9/split.csv";
+struct PropertyTrainConfig : SmilesData {
   std::vector<std::string> targets = {"U0", "homo", "lumo", "gap", "mu", "alpha", "zpve", "Cv"};
   Tokenization tokenization = Tokenization::atom;
   bool fit_reference = true;
   RegressionLoss loss{RegressionLossKind::mse, 1.0};
-  std::size_t train_limit = 0;  // 0: the whole training subset; else its first n molecules
-  std::size_t test_limit = 0;   // 0: the whole validation and test subsets; else their first n
   TokenModelConfig model;
   TaskRunConfig run;
 };

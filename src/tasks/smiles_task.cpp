@@ -1,0 +1,59 @@
+#include "tasks/smiles_task.hpp"
+
+#include "core/error.hpp"
+#include "tasks/task_common.hpp"
+
+namespace flt::tasks {
+
+using io::OptionType;
+
+void add_smiles_data_options(io::OptionSchema& s, const std::string& task, const std::string& examples) {
+  s.option("task", "data", OptionType::string, task, "property (regression from SMILES) or lm (language model)").choices = {
+      "property", "lm"};
+  s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
+  s.option("split-file", "data", OptionType::path, "datasets/qm9/split.csv", "fixed split of the 3-D model (subset,index,id)");
+  s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training " + examples + " (0: all)");
+  s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
+}
+
+void smiles_data_from_options(const io::ResolvedOptions& o, const std::string& task, SmilesData& c) {
+  if (o.get_string("task") != task) throw ConfigError("--task: this configuration is for task " + task);
+  c.index = o.get_string("index");
+  c.split_file = o.get_string("split-file");
+  const auto limit = o.get_int("train-limit");
+  if (limit < 0) throw ConfigError("--train-limit must be >= 0");
+  c.train_limit = static_cast<std::size_t>(limit);
+  const auto tlimit = o.get_int("test-limit");
+  if (tlimit < 0) throw ConfigError("--test-limit must be >= 0");
+  c.test_limit = static_cast<std::size_t>(tlimit);
+}
+
+SmilesSubsets load_smiles_subsets(const SmilesData& c, const std::vector<std::string>& targets, Tokenization level,
+                                  const std::string& examples) {
+  SmilesSubsets s;
+  s.data = load_qm9_smiles(c.index, targets);
+  const train::Split split = read_qm9_split(c.split_file, s.data);
+  s.train = first_n(split.train, c.train_limit);
+  s.validation = first_n(split.validation, c.test_limit);
+  s.test = first_n(split.test, c.test_limit);
+  if (s.train.empty()) throw ConfigError("the split leaves no training " + examples);
+  std::vector<std::vector<std::string>> train_tokens;
+  for (std::size_t i : s.train) train_tokens.push_back(tokenize_smiles(s.data.smiles[i], level, s.data.ids[i]));
+  s.vocabulary = Vocabulary::build(train_tokens);
+  return s;
+}
+
+Vocabulary model_vocabulary(const std::map<std::string, std::string>& meta, const std::string& src,
+                            std::int64_t vocab_size) {
+  Vocabulary vocab;
+  try {
+    vocab = Vocabulary::from_text(require_metadata(meta, "task.vocabulary", src));
+  } catch (const InvalidArgument& e) {
+    throw ModelFileError(src, std::string("task.vocabulary: ") + e.what());
+  }
+  if (static_cast<std::int64_t>(vocab.size()) != vocab_size)
+    throw ModelFileError(src, "vocabulary size differs from the model's vocab_size");
+  return vocab;
+}
+
+}  // namespace flt::tasks
