@@ -1,7 +1,6 @@
 #include "tasks/smiles_task.hpp"
 
 #include "core/error.hpp"
-#include "tasks/task_common.hpp"
 
 namespace flt::tasks {
 
@@ -41,6 +40,18 @@ SmilesSubsets load_smiles_subsets(const SmilesData& c, const std::vector<std::st
   for (std::size_t i : s.train) train_tokens.push_back(tokenize_smiles(s.data.smiles[i], level, s.data.ids[i]));
   s.vocabulary = Vocabulary::build(train_tokens);
   return s;
+}
+
+bool train_smiles_model(const TaskRunConfig& run, TokenModel<float>& model, TrainableTask& task,
+                        const SmilesSubsets& subsets, const TaskOutput& output, SmilesTrainResult& r) {
+  r.train_size = subsets.train.size();
+  r.validation_size = subsets.validation.size();
+  r.vocabulary = subsets.vocabulary.size();
+  r.parameters = model.params().size();
+  r.run = run_task(run, model, task, output);
+  if (r.run.stopped_by_hook) return false;
+  r.test_size = subsets.test.size();
+  return true;
 }
 
 Vocabulary model_vocabulary(const std::map<std::string, std::string>& meta, const std::string& src,

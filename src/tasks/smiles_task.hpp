@@ -5,6 +5,7 @@
 
 #include "io/options.hpp"
 #include "tasks/data_smiles.hpp"
+#include "tasks/task_common.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -39,6 +40,16 @@ struct SmilesSubsets {
 };
 SmilesSubsets load_smiles_subsets(const SmilesData& config, const std::vector<std::string>& targets,
                                   Tokenization level, const std::string& examples);
+
+// The run and the counts of a SMILES task's training (the first fields of its result).
+struct SmilesTrainResult {
+  TaskRunResult run;
+  std::size_t train_size = 0, validation_size = 0, test_size = 0, vocabulary = 0, parameters = 0;
+};
+// Trains `model` on `task` (run_task) and fills `result`'s run and counts; test_size only when the
+// run went to its end. Returns false when the test hook stopped it (nothing more to do).
+bool train_smiles_model(const TaskRunConfig& run, TokenModel<float>& model, TrainableTask& task,
+                        const SmilesSubsets& subsets, const TaskOutput& output, SmilesTrainResult& result);
 
 // The vocabulary in a model file's metadata ("task.vocabulary"), checked against the model's
 // vocab_size. ModelFileError naming `source` otherwise.

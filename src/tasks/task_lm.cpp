@@ -189,13 +189,7 @@ LmTrainResult run_lm_training(const LmTrainConfig& cfg, const TaskOutput& output
                      << std::flush;
   LmTask task(encode_rows(d, vocab, train_rows), encode_rows(d, vocab, val_rows), cfg, vocab);
   LmTrainResult r;
-  r.train_size = train_rows.size();
-  r.validation_size = val_rows.size();
-  r.vocabulary = vocab.size();
-  r.parameters = model.params().size();
-  r.run = run_task(cfg.run, model, task, output);
-  if (r.run.stopped_by_hook) return r;
-  r.test_size = test_rows.size();
+  if (!train_smiles_model(cfg.run, model, task, sub, output, r)) return r;
   r.test = evaluate_lm(model, encode_rows(d, vocab, test_rows), cfg.run.eval_batch_size);
   write_lm_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
               {{"validation_bpc", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},

@@ -35,9 +35,7 @@ struct LmEvaluation {
   double bits_per_character = kNaN;
 };
 
-struct LmTrainResult {
-  TaskRunResult run;
-  std::size_t train_size = 0, validation_size = 0, test_size = 0, vocabulary = 0, parameters = 0;
+struct LmTrainResult : SmilesTrainResult {
   LmEvaluation test;
 };
 

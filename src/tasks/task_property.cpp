@@ -233,13 +233,7 @@ PropertyTrainResult run_property_training(const PropertyTrainConfig& cfg, const 
                      << std::flush;
   PropertyTask task(d, encoded, norm, train_rows, val_rows, cfg, vocab);
   PropertyTrainResult r;
-  r.train_size = train_rows.size();
-  r.validation_size = val_rows.size();
-  r.vocabulary = vocab.size();
-  r.parameters = model.params().size();
-  r.run = run_task(cfg.run, model, task, output);
-  if (r.run.stopped_by_hook) return r;
-  r.test_size = test_rows.size();
+  if (!train_smiles_model(cfg.run, model, task, sub, output, r)) return r;
   r.test = evaluate_rows(model, d, encoded, norm, cfg.loss, test_rows, cfg.run.eval_batch_size);
   write_property_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
                                                                  {{"train_molecules", static_cast<double>(r.train_size)}}));

@@ -42,9 +42,7 @@ struct PropertyEvaluation {
   double loss = kNaN;                  // on standardised targets
 };
 
-struct PropertyTrainResult {
-  TaskRunResult run;
-  std::size_t train_size = 0, validation_size = 0, test_size = 0, vocabulary = 0, parameters = 0;
+struct PropertyTrainResult : SmilesTrainResult {
   PropertyEvaluation test;
 };
 
