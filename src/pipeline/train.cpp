@@ -513,18 +513,11 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
 TrainConfig parse_train_command_line(const std::vector<std::string>& args) {
   static const io::OptionSchema schema = train_option_schema();
   const io::CommandLine cl = io::parse_command_line(schema, args);
-  std::optional<io::IniFile> file;
-  bool resume = false;
-  std::string out;
-  for (const auto& [name, value] : cl.options) {
-    if (name == "config") file = io::IniFile::load(value);
-    if (name == "resume") resume = io::parse_bool_value(value, "--resume");
-    if (name == "out") out = value;
-  }
+  bool from_run_directory = false;
+  const std::optional<io::IniFile> file = train::training_config_file(cl, &from_run_directory);
   std::vector<std::pair<std::string, std::string>> options = cl.options;
   std::vector<std::string> positional = cl.positional;
-  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini")) {
-    file = io::IniFile::load(fs::path(out) / "config.ini");
+  if (from_run_directory) {
     // The run's config.ini already lists every input of the run, positional ones included: inputs
     // given again (the original command line with --resume added) replace that list instead of
     // being appended to it.

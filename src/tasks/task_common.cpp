@@ -262,15 +262,7 @@ TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const T
 io::ResolvedOptions parse_task_command_line(const io::OptionSchema& schema, const std::vector<std::string>& args,
                                                std::vector<std::string>* positional) {
   const io::CommandLine cl = io::parse_command_line(schema, args);
-  std::optional<io::IniFile> file;
-  bool resume = false;
-  std::string out;
-  for (const auto& [name, value] : cl.options) {
-    if (name == "config") file = io::IniFile::load(value);
-    if (name == "resume") resume = io::parse_bool_value(value, "--resume");
-    if (name == "out") out = value;
-  }
-  if (!file && resume && !out.empty() && fs::exists(fs::path(out) / "config.ini")) file = io::IniFile::load(fs::path(out) / "config.ini");
+  const std::optional<io::IniFile> file = train::training_config_file(cl);
   if (positional) *positional = cl.positional;
   return io::resolve_options(schema, file ? &*file : nullptr, cl.options);
 }

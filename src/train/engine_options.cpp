@@ -4,6 +4,7 @@
 #include "core/text.hpp"
 
 #include <cstdio>
+#include <filesystem>
 #include <cstdlib>
 #include <string>
 
@@ -94,6 +95,21 @@ void engine_settings_from_options(const io::ResolvedOptions& o, EngineSettings& 
   if (!(c.time_budget_minutes >= 0)) throw ConfigError("--time-budget must be >= 0 (0: off)");
   c.seed = static_cast<std::uint64_t>(o.get_int("seed"));
   c.threads = static_cast<int>(at_least_zero("threads"));
+}
+
+std::optional<io::IniFile> training_config_file(const io::CommandLine& cl, bool* from_run_directory) {
+  std::optional<io::IniFile> file;
+  bool resume = false;
+  std::string out;
+  for (const auto& [name, value] : cl.options) {
+    if (name == "config") file = io::IniFile::load(value);
+    if (name == "resume") resume = io::parse_bool_value(value, "--resume");
+    if (name == "out") out = value;
+  }
+  const bool from_run = !file && resume && !out.empty() && std::filesystem::exists(std::filesystem::path(out) / "config.ini");
+  if (from_run) file = io::IniFile::load(std::filesystem::path(out) / "config.ini");
+  if (from_run_directory) *from_run_directory = from_run;
+  return file;
 }
 
 }  // namespace flt::train

@@ -5,6 +5,8 @@
 #include "io/options.hpp"
 #include "train/engine.hpp"
 
+#include <optional>
+
 namespace flt::train {
 
 // Adds, in this order: epochs, batch-size, lr, min-lr, weight-decay, schedule, warmup-steps,
@@ -17,5 +19,10 @@ void add_engine_options(io::OptionSchema& schema, const EngineSettings& defaults
 // Reads and checks those options into `settings` (the other fields are left as they are).
 // ConfigError naming the option when a value is out of range.
 void engine_settings_from_options(const io::ResolvedOptions& options, EngineSettings& settings);
+
+// The INI file below a training command's command line: --config FILE, or on --resume without
+// --config the run directory's config.ini (--out), so that a resumed run reads its own
+// configuration; nullopt when neither applies. `from_run_directory` says which.
+std::optional<io::IniFile> training_config_file(const io::CommandLine& command_line, bool* from_run_directory = nullptr);
 
 }  // namespace flt::train
