@@ -57,6 +57,7 @@
 #include "attention/spectrum.hpp"
 #include "attention/kernel_attention.hpp"
 #include "io/model_file.hpp"
+#include "models/encoder_block.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -146,19 +147,14 @@ struct TokenBatch {
   Index num_sets() const noexcept;              // S (images: pixels.rows())
 };
 
-// What forward keeps for backward (opaque; reuse one per batch).
+// What forward keeps for backward (opaque; reuse one per batch): the shared block's and the
+// attention kinds'.
 template <class T>
-struct TokenBlockCache {
-  LayerNormCache<T> ln1;
-  Mat<T> u;                          // N x D LN1 output
-  Mat<T> q, k, v;                    // N x D
+struct TokenBlockCache : EncoderBlockCache<T> {
   attn::AttentionCache<T> flt;       // flt kind
   attn::KernelAttentionCache<T> kernel;  // performer / toeplitz: features, denominators
   std::vector<Vec<T>> masks;         // toeplitz: per head the mask on every offset of the grid
   std::vector<Vec<double>> f;        // toeplitz: per head f on every offset (before exp for bias)
-  Mat<T> a;                          // N x D attention output (input of Wo)
-  LayerNormCache<T> ln2;
-  MlpCache<T> mlp;
 };
 
 template <class T>
@@ -227,15 +223,11 @@ class TokenModel {
   static std::unique_ptr<TokenModel> load(const std::filesystem::path& path,
                                           std::map<std::string, std::string>* metadata = nullptr);
 
-  // Internal layer handles (public for tests).
-  struct Block {
-    LayerNorm<T> ln1, ln2;
-    Linear<T> q, k, v, o;
-    Mlp<T> mlp;
+  // Internal layer handles (public for tests): the shared block (encoder_block.hpp) and the
+  // attention kinds' state.
+  struct Block : EncoderBlock<T> {
     std::unique_ptr<attn::FltAttention<T>> flt;  // flt kind
-    // performer / toeplitz: Performer frequencies per head (m x d), double and T copies.
-    std::vector<Mat<double>> omega;
-    std::vector<Mat<T>> omega_t;
+    PerformerFrequencies<T> performer;           // performer / toeplitz
     // toeplitz: spectral parameters per head and tensor, and beta (bias variant).
     std::vector<std::vector<ParamRef>> spectrum_refs;
     ParamRef beta;

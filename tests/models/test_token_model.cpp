@@ -268,7 +268,7 @@ TEST_CASE("token model: performer and toeplitz attention equal the direct masked
             masks.push_back(Eigen::Map<const Vec<double>>(f.data(), static_cast<Index>(f.size())));
           }
         const Mat<double> ref = attn::kernel_attention_reference<double>(
-            blk.omega_t, cache.sets, cache.grid, bc.q, bc.k, bc.v, masks);
+            blk.performer.omega_t, cache.sets, cache.grid, bc.q, bc.k, bc.v, masks);
         INFO(describe(kCases[ci], s) << " block " << b);
         CHECK((bc.a - ref).cwiseAbs().maxCoeff() < 1e-10 * (1.0 + ref.cwiseAbs().maxCoeff()));
       }
