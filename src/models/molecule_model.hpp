@@ -10,6 +10,9 @@
 //   x0      = E_Z[z_n] (+ E_q[q_n + max_charge] when use_charges)                     N x D
 //   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
 //            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, coords)   N x (H d)
+//            (the stages of encoder_block.hpp, shared with the token model; this model adds
+//            its attention kinds, block 0 per atom type and, with vectors, the equivariant
+//            update in place of LN2 + MLP)
 //   head:   y_n   = MLP_head(LN_out(x_n))                                                N x P
 //   pool:   out_s = sum_{n in s} y_n (extensive targets) or (1/|s|) sum_{n in s} y_n (intensive)
 //

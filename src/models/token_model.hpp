@@ -15,6 +15,8 @@
 //                       (row-major inside the patch) form u_n and x0_n = u_n We + be     N x D
 //   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
 //            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, positions)
+//            (EncoderBlock of encoder_block.hpp, shared with the molecule model, with this
+//            model's attention kinds)
 //   head pooled:    h_s = (1/|s|) sum_{n in s} x_n;  out_s = MLP_head(LN_out(h_s))      S x P
 //   head per_token: out_n = LN_out(x_n) Wlm + blm                                       N x V
 //                   (language model: out_n holds the logits of the token AFTER n; the caller
@@ -38,7 +40,7 @@
 // Causal (tokens only): every kind attends to keys j <= i within the sequence.
 //
 // Random features: per block, Performer frequencies (and for flt the RPE frequencies xi with their
-// proposal density) are drawn from Rng(seed) forks; begin_step(step) redraws them with draw index
+// proposal density) are drawn from Rng(seed) forks (block_feature_seed, encoder_block.hpp); begin_step(step) redraws them with draw index
 // `step` when config.redraw_features (needed with the "spectrum" proposal as the spectrum learns).
 // A model file stores the arrays themselves, so a loaded model reproduces outputs bit for bit.
 //
