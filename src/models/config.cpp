@@ -2,12 +2,10 @@
 #include "models/molecule_model.hpp"
 
 #include "core/text.hpp"
+#include "models/config_values.hpp"
 
-#include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <set>
-#include <sstream>
 
 namespace flt::models {
 
@@ -130,29 +128,6 @@ std::vector<std::string> trimmed_fields(const std::string& s) {
   return out;
 }
 
-template <class Int>
-Int parse_int(const std::string& key, const std::string& v) {
-  Int out{};
-  auto r = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty())
-    throw ConfigError("model configuration: " + key + ": '" + v + "' is not an integer");
-  return out;
-}
-
-double parse_double(const std::string& key, const std::string& v) {
-  double out = 0;
-  auto r = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (r.ec != std::errc() || r.ptr != v.data() + v.size() || v.empty() || !std::isfinite(out))
-    throw ConfigError("model configuration: " + key + ": '" + v + "' is not a finite number");
-  return out;
-}
-
-bool parse_bool(const std::string& key, const std::string& v) {
-  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
-  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
-  throw ConfigError("model configuration: " + key + ": '" + v + "' is not a boolean");
-}
-
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelConfig& c) {
@@ -210,14 +185,8 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
 }
 
 ModelConfig config_from_strings(const std::map<std::string, std::string>& given) {
-  // INI files spell keys with hyphens (mlp-hidden); the canonical form uses underscores.
-  std::map<std::string, std::string> values;
-  for (const auto& [key, v] : given) {
-    std::string k = key;
-    std::replace(k.begin(), k.end(), '-', '_');
-    if (!values.emplace(k, v).second)
-      throw ConfigError("model configuration: key '" + k + "' given twice (with - and _)");
-  }
+  const ConfigReader in("model configuration", given);
+  const auto& values = in.values();
   ModelConfig c;
   auto get = [&](const char* key) -> const std::string* {
     auto it = values.find(key);
@@ -231,16 +200,16 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
   if (const auto* v = get("target_units")) {
     const auto u = trimmed_fields(*v);
     if (u.size() != c.targets.size())
-      throw ConfigError("model configuration: target_units: need one unit per target");
+      in.fail("target_units: need one unit per target");
     for (std::size_t i = 0; i < u.size(); ++i) c.targets[i].unit = u[i];
   }
   if (const auto* v = get("target_pooling")) {
     const auto p = trimmed_fields(*v);
     if (p.size() != c.targets.size())
-      throw ConfigError("model configuration: target_pooling: need one of sum/mean per target");
+      in.fail("target_pooling: need one of sum/mean per target");
     for (std::size_t i = 0; i < p.size(); ++i) {
       if (p[i] != "sum" && p[i] != "mean")
-        throw ConfigError("model configuration: target_pooling: '" + p[i] + "' (sum, mean)");
+        in.fail("target_pooling: '" + p[i] + "' (sum, mean)");
       c.targets[i].extensive = p[i] == "sum";
     }
   }
@@ -254,46 +223,46 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
       "kronecker_floor", "charge_energy", "charge_nodes", "charge_spacing", "charge_degree",
       "charge_init"};
   for (const auto& [key, v] : values) {
-    if (!known.contains(key)) throw ConfigError("model configuration: unknown key '" + key + "'");
-    if (key == "width") c.width = parse_int<Index>(key, v);
-    else if (key == "heads") c.heads = parse_int<Index>(key, v);
-    else if (key == "blocks") c.blocks = parse_int<Index>(key, v);
-    else if (key == "mlp_hidden") c.mlp_hidden = parse_int<Index>(key, v);
-    else if (key == "head_hidden") c.head_hidden = parse_int<Index>(key, v);
+    if (!known.contains(key)) in.fail("unknown key '" + key + "'");
+    if (key == "width") c.width = in.index(key, v);
+    else if (key == "heads") c.heads = in.index(key, v);
+    else if (key == "blocks") c.blocks = in.index(key, v);
+    else if (key == "mlp_hidden") c.mlp_hidden = in.index(key, v);
+    else if (key == "head_hidden") c.head_hidden = in.index(key, v);
     else if (key == "activation") c.activation = parse_activation(v);
-    else if (key == "max_z") c.max_z = parse_int<int>(key, v);
-    else if (key == "use_charges") c.use_charges = parse_bool(key, v);
-    else if (key == "max_charge") c.max_charge = parse_int<int>(key, v);
+    else if (key == "max_z") c.max_z = in.integer(key, v);
+    else if (key == "use_charges") c.use_charges = in.boolean(key, v);
+    else if (key == "max_charge") c.max_charge = in.integer(key, v);
     else if (key == "attention") c.attention = attention_kind_from_string(v);
-    else if (key == "num_features") c.num_features = parse_int<Index>(key, v);
-    else if (key == "num_frequencies") c.num_frequencies = parse_int<Index>(key, v);
+    else if (key == "num_features") c.num_features = in.index(key, v);
+    else if (key == "num_frequencies") c.num_frequencies = in.index(key, v);
     else if (key == "spectrum") c.spectrum = attn::spectrum_kind_from_string(v);
-    else if (key == "spectrum_components") c.spectrum_components = parse_int<Index>(key, v);
-    else if (key == "proposal_scale") c.proposal_scale = parse_double(key, v);
-    else if (key == "init_sigma_min") c.init_sigma_min = parse_double(key, v);
-    else if (key == "init_sigma_max") c.init_sigma_max = parse_double(key, v);
-    else if (key == "init_beta") c.init_beta = parse_double(key, v);
-    else if (key == "redraw_features") c.redraw_features = parse_bool(key, v);
-    else if (key == "exact_rbf") c.exact_rbf = parse_int<Index>(key, v);
-    else if (key == "exact_cutoff") c.exact_cutoff = parse_double(key, v);
-    else if (key == "seed") c.seed = parse_int<std::uint64_t>(key, v);
-    else if (key == "cutoff") c.cutoff = parse_double(key, v);
-    else if (key == "radial_nodes") c.radial_nodes = parse_int<Index>(key, v);
-    else if (key == "vectors") c.vectors = parse_bool(key, v);
+    else if (key == "spectrum_components") c.spectrum_components = in.index(key, v);
+    else if (key == "proposal_scale") c.proposal_scale = in.number(key, v);
+    else if (key == "init_sigma_min") c.init_sigma_min = in.number(key, v);
+    else if (key == "init_sigma_max") c.init_sigma_max = in.number(key, v);
+    else if (key == "init_beta") c.init_beta = in.number(key, v);
+    else if (key == "redraw_features") c.redraw_features = in.boolean(key, v);
+    else if (key == "exact_rbf") c.exact_rbf = in.index(key, v);
+    else if (key == "exact_cutoff") c.exact_cutoff = in.number(key, v);
+    else if (key == "seed") c.seed = in.unsigned_integer(key, v);
+    else if (key == "cutoff") c.cutoff = in.number(key, v);
+    else if (key == "radial_nodes") c.radial_nodes = in.index(key, v);
+    else if (key == "vectors") c.vectors = in.boolean(key, v);
     else if (key == "far_field") c.far_field = far_field_from_string(v);
-    else if (key == "far_nodes") c.far_nodes = parse_int<Index>(key, v);
-    else if (key == "far_spacing") c.far_spacing = parse_double(key, v);
+    else if (key == "far_nodes") c.far_nodes = in.index(key, v);
+    else if (key == "far_spacing") c.far_spacing = in.number(key, v);
     else if (key == "far_design") c.far_design = attn::design_kind_from_string(v);
-    else if (key == "far_degree") c.far_degree = parse_int<Index>(key, v);
-    else if (key == "far_directions") c.far_directions = parse_int<Index>(key, v);
-    else if (key == "far_init") c.far_init = parse_double(key, v);
+    else if (key == "far_degree") c.far_degree = in.index(key, v);
+    else if (key == "far_directions") c.far_directions = in.index(key, v);
+    else if (key == "far_init") c.far_init = in.number(key, v);
     else if (key == "proposal") c.proposal = attn::proposal_kind_from_string(v);
-    else if (key == "kronecker_floor") c.kronecker_floor = parse_double(key, v);
+    else if (key == "kronecker_floor") c.kronecker_floor = in.number(key, v);
     else if (key == "charge_energy") c.charge_energy = charge_energy_from_string(v);
-    else if (key == "charge_nodes") c.charge_nodes = parse_int<Index>(key, v);
-    else if (key == "charge_spacing") c.charge_spacing = parse_double(key, v);
-    else if (key == "charge_degree") c.charge_degree = parse_int<Index>(key, v);
-    else if (key == "charge_init") c.charge_init = parse_double(key, v);
+    else if (key == "charge_nodes") c.charge_nodes = in.index(key, v);
+    else if (key == "charge_spacing") c.charge_spacing = in.number(key, v);
+    else if (key == "charge_degree") c.charge_degree = in.index(key, v);
+    else if (key == "charge_init") c.charge_init = in.number(key, v);
   }
   c.validate();
   return c;

@@ -5,7 +5,6 @@
 
 #include "core/dual.hpp"
 #include "core/log.hpp"
-#include "attention/performer.hpp"
 
 #include <Eigen/Geometry>
 
@@ -22,23 +21,10 @@ namespace flt::models {
 
 namespace {
 
-// Independent, documented seed streams derived from config.seed.
-constexpr std::uint64_t kWeightStream = 1;
-constexpr std::uint64_t kFeatureStream = 2;
-
-std::uint64_t block_feature_seed(std::uint64_t seed, Index block) {
-  return Rng(seed).fork(kFeatureStream).fork(static_cast<std::uint64_t>(block)).next_u64();
-}
-
 // The values of a matrix of any kernel scalar as doubles (a Dual's tangent is dropped).
 template <class T>
 Mat<double> values_of(ConstMatRef<T> m) {
   return m.unaryExpr([](const T& x) { return value_of(x); });
-}
-
-template <class T>
-std::span<const T> span_of(const ParameterStore<T>& store, const ParamRef& r) {
-  return store.value_span(r);
 }
 
 // Types in order of first appearance, keyed by (element, charge-embedding row).
@@ -64,9 +50,25 @@ AtomTypes find_atom_types(const std::vector<std::int32_t>& z, const std::vector<
 
 // out.row(i) = table.row(of_atom[i]).
 template <class T>
-void gather_rows(const Mat<T>& table, const std::vector<Index>& of_atom, Mat<T>& out) {
-  out.resize(static_cast<Index>(of_atom.size()), table.cols());
+void gather_rows(const Mat<T>& table, const std::vector<Index>& of_atom, MatRef<T> out) {
   for (std::size_t i = 0; i < of_atom.size(); ++i) out.row(static_cast<Index>(i)) = table.row(of_atom[i]);
+}
+
+// m (one row per type) becomes one row per atom: m.row(i) = old m.row(of_atom[i]).
+template <class T>
+void gather_rows_in_place(Mat<T>& m, const std::vector<Index>& of_atom) {
+  const Mat<T> table = std::move(m);
+  m.resize(static_cast<Index>(of_atom.size()), table.cols());
+  gather_rows<T>(table, of_atom, m);
+}
+
+// The rows of the first atom of each type (block 0's input, a function of the type only).
+template <class T>
+Mat<T> rows_of_types(const Mat<T>& x, const AtomTypes& types) {
+  Mat<T> out(static_cast<Index>(types.first_atom.size()), x.cols());
+  for (std::size_t t = 0; t < types.first_atom.size(); ++t)
+    out.row(static_cast<Index>(t)) = x.row(types.first_atom[t]);
+  return out;
 }
 
 // sums.row(t) = sum of the rows of the atoms of type t, in atom order.
@@ -142,12 +144,8 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
     const std::string p = "block" + std::to_string(b);
-    blk.ln1 = LayerNorm<T>::create(store_, p + ".ln1", D);
-    blk.q = Linear<T>::create(store_, p + ".attn.q", D, D);
-    blk.k = Linear<T>::create(store_, p + ".attn.k", D, D);
     const bool vectors = config_.attention == AttentionKind::near_far && config_.vectors;
-    blk.v = Linear<T>::create(store_, p + ".attn.v", D, vectors ? 3 * D : D);
-    blk.o = Linear<T>::create(store_, p + ".attn.o", D, D);
+    blk.add_attention_layers(store_, p, D, vectors ? 3 * D : D);
     switch (config_.attention) {
       case AttentionKind::kronecker:
       case AttentionKind::bias: {
@@ -196,8 +194,7 @@ MoleculeModel<T>::MoleculeModel(ModelConfig config) : config_(std::move(config))
       blk.update = EquivariantUpdate<T>::create(store_, p + ".update", D, config_.mlp_hidden,
                                                 config_.activation);
     } else {
-      blk.ln2 = LayerNorm<T>::create(store_, p + ".ln2", D);
-      blk.mlp = Mlp<T>::create(store_, p + ".mlp", D, config_.mlp_hidden, D, config_.activation);
+      blk.add_mlp_layers(store_, p, config_.mlp_hidden, config_.activation);
     }
   }
   ln_out_ = LayerNorm<T>::create(store_, "head.ln", D);
@@ -241,11 +238,7 @@ void MoleculeModel<T>::init_weights() {
   const Index H = config_.heads;
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
-    blk.ln1.init(store_);
-    blk.q.init(store_, rng);
-    blk.k.init(store_, rng);
-    blk.v.init(store_, rng);
-    blk.o.init(store_, rng);
+    blk.init_attention_layers(store_, rng);
     if constexpr (!is_dual_v<T>)
       if (blk.flt) blk.flt->init_parameters(store_);
     if (config_.attention == AttentionKind::exact) {
@@ -281,8 +274,7 @@ void MoleculeModel<T>::init_weights() {
     if (config_.attention == AttentionKind::near_far && config_.vectors) {
       blk.update.init(store_, rng);
     } else {
-      blk.ln2.init(store_);
-      blk.mlp.init(store_, rng);
+      blk.init_mlp_layers(store_, rng);
     }
   }
   ln_out_.init(store_);
@@ -308,17 +300,7 @@ void MoleculeModel<T>::draw_all_features(std::uint64_t draw) {
       if (blk.flt) blk.flt->draw_features(store_, draw);
     if (config_.attention == AttentionKind::near_far && config_.far_field == FarField::flt)
       blk.far_design = far_design_for_draw(b, draw);
-    if (config_.attention == AttentionKind::performer) {
-      blk.perf_omega.clear();
-      blk.perf_omega_t.clear();
-      const Rng stream = Rng(block_feature_seed(config_.seed, b)).fork(draw);
-      for (Index h = 0; h < H; ++h) {
-        Rng rng = stream.fork(static_cast<std::uint64_t>(h));
-        blk.perf_omega.push_back(
-            attn::draw_performer_frequencies(m, d, true, attn::FeatureNorms::chi, rng));
-        blk.perf_omega_t.push_back(blk.perf_omega.back().template cast<T>());
-      }
-    }
+    if (config_.attention == AttentionKind::performer) blk.performer.draw(config_.seed, b, draw, H, m, d);
   }
 }
 
@@ -476,37 +458,19 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
     cache.neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
   }
   cache.blocks.resize(blocks_.size());
-  Mat<T> tmp(N, D);
   Mat<T> vec;  // N x 3D vector features (near_far with vectors)
   if (vectors) vec = Mat<T>::Zero(N, 3 * D);
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
     Block& blk = blocks_[b];
     BlockCache<T>& bc = cache.blocks[b];
-    const Index V = blk.v.out;
-    // x += Attn(LN1(x)) Wo + bo
+    // q, k, v of LN1(x); block 0 once per atom type, then gathered (see AtomTypes).
     if (b == 0) {
-      // Block 0: LN1 and the projections once per atom type, then gathered (see AtomTypes).
-      const auto& types = cache.types;
-      Mat<T> x_types(static_cast<Index>(types.first_atom.size()), D);
-      for (std::size_t t = 0; t < types.first_atom.size(); ++t)
-        x_types.row(static_cast<Index>(t)) = x.row(types.first_atom[t]);
-      bc.u = blk.ln1.forward(store_, x_types, bc.ln1);
-      Mat<T> proj(x_types.rows(), D);
-      linear_forward<T>(bc.u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), proj);
-      gather_rows(proj, types.of_atom, bc.q);
-      linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), proj);
-      gather_rows(proj, types.of_atom, bc.k);
-      Mat<T> projv(x_types.rows(), V);
-      linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), projv);
-      gather_rows(projv, types.of_atom, bc.v);
+      blk.project(store_, rows_of_types(x, cache.types), bc);
+      gather_rows_in_place(bc.q, cache.types.of_atom);
+      gather_rows_in_place(bc.k, cache.types.of_atom);
+      gather_rows_in_place(bc.v, cache.types.of_atom);
     } else {
-      bc.u = blk.ln1.forward(store_, x, bc.ln1);
-      bc.q.resize(N, D);
-      bc.k.resize(N, D);
-      bc.v.resize(N, V);
-      linear_forward<T>(bc.u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), bc.q);
-      linear_forward<T>(bc.u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), bc.k);
-      linear_forward<T>(bc.u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), bc.v);
+      blk.project(store_, x, bc);
     }
     bc.a.resize(N, D);
     switch (config_.attention) {
@@ -525,7 +489,7 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
         break;
       case AttentionKind::performer:
         if constexpr (!is_dual_v<T>) {
-          attn::kernel_attention_forward<T>(blk.perf_omega_t, batch.index, attn::KernelGrid{}, bc.q,
+          attn::kernel_attention_forward<T>(blk.performer.omega_t, batch.index, attn::KernelGrid{}, bc.q,
                                             bc.k, bc.v, {}, bc.perf);
           bc.a = bc.perf.out;
         }
@@ -560,16 +524,13 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
         break;
       }
     }
-    linear_forward<T>(bc.a, store_.value(blk.o.weight), span_of(store_, blk.o.bias), tmp);
-    x += tmp;
+    blk.add_output(store_, bc.a, x);
     if (vectors) {
       // vec += vector messages; then the gated equivariant update of x and vec.
       vec += bc.vec_msg;
       blk.update.forward(store_, x, vec, bc.update);
     } else {
-      // x += MLP(LN2(x))
-      const Mat<T> u2 = blk.ln2.forward(store_, x, bc.ln2);
-      x += blk.mlp.forward(store_, u2, bc.mlp);
+      blk.add_mlp(store_, x, bc);
     }
   }
   const Mat<T> u = ln_out_.forward(store_, x, cache.ln_out);
@@ -717,29 +678,20 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
     for (Index b = 0; b < B; ++b) {
       const auto block_start = std::chrono::steady_clock::now();
       Block& blk = blocks_[static_cast<std::size_t>(b)];
-      const Index V = blk.v.out;
-      v.resize(N, V);
+      v.resize(N, blk.value_width());
       // q, k, v = LN1(x) W + bias; block 0 per atom type (as forward), the others by row blocks.
       if (b == 0) {
-        Mat<T> x_types(static_cast<Index>(types.first_atom.size()), D);
-        for (std::size_t t = 0; t < types.first_atom.size(); ++t)
-          x_types.row(static_cast<Index>(t)) = x.row(types.first_atom[t]);
-        const Mat<T> u = blk.ln1.forward(store_, x_types);
-        Mat<T> proj(x_types.rows(), D);
-        linear_forward<T>(u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), proj);
-        gather_rows(proj, types.of_atom, q);
-        linear_forward<T>(u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), proj);
-        gather_rows(proj, types.of_atom, k);
-        Mat<T> projv(x_types.rows(), V);
-        linear_forward<T>(u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), projv);
-        gather_rows(projv, types.of_atom, v);
+        const Index nt = static_cast<Index>(types.first_atom.size());
+        Mat<T> qt(nt, D), kt(nt, D), vt(nt, blk.value_width());
+        blk.project(store_, rows_of_types(x, types), qt, kt, vt);
+        gather_rows<T>(qt, types.of_atom, q);
+        gather_rows<T>(kt, types.of_atom, k);
+        gather_rows<T>(vt, types.of_atom, v);
       } else {
         for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
           const Index n = r1 - r0;
-          const Mat<T> u = blk.ln1.forward(store_, x.middleRows(r0, n));
-          linear_forward<T>(u, store_.value(blk.q.weight), span_of(store_, blk.q.bias), q.middleRows(r0, n));
-          linear_forward<T>(u, store_.value(blk.k.weight), span_of(store_, blk.k.bias), k.middleRows(r0, n));
-          linear_forward<T>(u, store_.value(blk.v.weight), span_of(store_, blk.v.bias), v.middleRows(r0, n));
+          blk.project(store_, x.middleRows(r0, n), q.middleRows(r0, n), k.middleRows(r0, n),
+                      v.middleRows(r0, n));
         });
       }
       switch (config_.attention) {
@@ -753,7 +705,7 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
           a = scratch.exact.out;
           break;
         case AttentionKind::performer:
-          attn::kernel_attention_forward<T>(blk.perf_omega_t, batch.index, attn::KernelGrid{}, q, k,
+          attn::kernel_attention_forward<T>(blk.performer.omega_t, batch.index, attn::KernelGrid{}, q, k,
                                             v, {}, scratch.perf);
           a = scratch.perf.out;
           break;
@@ -780,9 +732,7 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
       if (vectors) vec += vec_msg;
       for_row_blocks(N, infer_rows, [&](Index r0, Index r1) {
         const Index n = r1 - r0;
-        Mat<T> tmp(n, D);
-        linear_forward<T>(a.middleRows(r0, n), store_.value(blk.o.weight), span_of(store_, blk.o.bias), tmp);
-        x.middleRows(r0, n) += tmp;
+        blk.add_output(store_, a.middleRows(r0, n), x.middleRows(r0, n));
         if (vectors) {
           Mat<T> x_rows = x.middleRows(r0, n), vec_rows = vec.middleRows(r0, n);
           EquivariantUpdateCache<T> update_rows;
@@ -790,8 +740,7 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
           x.middleRows(r0, n) = x_rows;
           vec.middleRows(r0, n) = vec_rows;
         } else {
-          const Mat<T> u2 = blk.ln2.forward(store_, x.middleRows(r0, n));
-          x.middleRows(r0, n) += blk.mlp.forward(store_, u2);
+          blk.add_mlp(store_, x.middleRows(r0, n));
         }
       });
       if (report)
@@ -876,26 +825,21 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
   Mat<Accum<T>> dr_near = want_dr && near_far ? Mat<Accum<T>>::Zero(N, 3) : Mat<Accum<T>>(0, 3);
   Mat<T> dvec;  // dLoss/dvec after the block being processed (near_far with vectors)
   if (vectors) dvec = Mat<T>::Zero(N, 3 * D);
-  Mat<T> dq(N, D), dk(N, D), dv, da(N, D);
+  EncoderBlockGrads<T> g;
   for (std::size_t bi = blocks_.size(); bi-- > 0;) {
     const Block& blk = blocks_[bi];
     const BlockCache<T>& bc = cache.blocks[bi];
-    const Index V = blk.v.out;
     if (vectors) {
       // x_out, vec_out = update(x_mid, vec_mid): dx, dvec become dLoss/d(x_mid, vec_mid).
       blk.update.backward(store_, bc.update, dx, dvec);
     } else {
-      // x_out = x_mid + MLP(LN2(x_mid)): dx (dL/dx_out) already holds the residual path.
-      du.setZero();
-      blk.mlp.backward(store_, bc.mlp, dx, du);
-      blk.ln2.backward(store_, bc.ln2, du, dx);
+      blk.mlp_backward(store_, bc, dx, g);
     }
     // x_mid = x_in + a Wo + bo.
-    da.setZero();
-    blk.o.backward(store_, bc.a, dx, da);
-    dq.setZero();
-    dk.setZero();
-    dv.setZero(N, V);
+    blk.output_backward(store_, bc, dx, g);
+    blk.zero_attention_grads(N, g);
+    Mat<T>&dq = g.dq, &dk = g.dk, &dv = g.dv;
+    const Mat<T>& da = g.da;
     switch (config_.attention) {
       case AttentionKind::kronecker:
       case AttentionKind::bias:
@@ -913,7 +857,7 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
       case AttentionKind::performer:
         if constexpr (!is_dual_v<T>) {
           std::vector<Vec<T>> no_dmasks;
-          attn::kernel_attention_backward<T>(blk.perf_omega_t, batch.index, attn::KernelGrid{}, bc.q,
+          attn::kernel_attention_backward<T>(blk.performer.omega_t, batch.index, attn::KernelGrid{}, bc.q,
                                              bc.k, bc.v, {}, bc.perf, da, dq, dk, dv, no_dmasks);
         }
         break;
@@ -961,22 +905,14 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
       // Block 0 ran per atom type: the weight gradients u_t^T (sum of the type's dq rows) equal
       // the per-atom sums, and the input gradient of a type goes to its embedding rows once.
       const auto& types = cache.types;
-      const Index nt = static_cast<Index>(types.z.size());
-      Mat<T> du_types = Mat<T>::Zero(nt, D);
-      blk.q.backward(store_, bc.u, sum_rows_by_type<T>(dq, types), du_types);
-      blk.k.backward(store_, bc.u, sum_rows_by_type<T>(dk, types), du_types);
-      blk.v.backward(store_, bc.u, sum_rows_by_type<T>(dv, types), du_types);
-      Mat<T> dx_types = Mat<T>::Zero(nt, D);
-      blk.ln1.backward(store_, bc.ln1, du_types, dx_types);
+      Mat<T> dx_types = Mat<T>::Zero(static_cast<Index>(types.z.size()), D);
+      blk.project_backward(store_, bc, sum_rows_by_type<T>(dq, types), sum_rows_by_type<T>(dk, types),
+                           sum_rows_by_type<T>(dv, types), g.du, dx_types);
       embedding_backward<T>(types.z, dx_types, store_.grad(embed_z_.weight));
       if (config_.use_charges)
         embedding_backward<T>(types.charge_ids, dx_types, store_.grad(embed_charge_.weight));
     } else {
-      du.setZero();
-      blk.q.backward(store_, bc.u, dq, du);
-      blk.k.backward(store_, bc.u, dk, du);
-      blk.v.backward(store_, bc.u, dv, du);
-      blk.ln1.backward(store_, bc.ln1, du, dx);
+      blk.project_backward(store_, bc, dq, dk, dv, g.du, dx);
     }
   }
   // The residual path of every atom (block 0's LN1 path was added per type above).
@@ -1218,7 +1154,7 @@ std::vector<NamedArray> MoleculeModel<T>::export_arrays() const {
         out.push_back(array_of(ph + ".xi", f.xi[hs]));
         out.push_back(array_of(ph + ".pdf", std::vector<double>(f.pdf[hs].data(), f.pdf[hs].data() + f.pdf[hs].size())));
       } else if (config_.attention == AttentionKind::performer) {
-        out.push_back(array_of(ph + ".omega", blk.perf_omega[hs]));
+        out.push_back(array_of(ph + ".omega", blk.performer.omega[hs]));
       }
     }
     if (config_.attention == AttentionKind::near_far && config_.far_field == FarField::flt) {
@@ -1307,12 +1243,9 @@ void MoleculeModel<T>::import_arrays(const std::vector<NamedArray>& arrays) {
       }
       blk.flt->set_features(std::move(f));
     } else if (config_.attention == AttentionKind::performer) {
-      blk.perf_omega.clear();
-      blk.perf_omega_t.clear();
-      for (Index h = 0; h < config_.heads; ++h) {
-        blk.perf_omega.push_back(matrix_of(*given[p + std::to_string(h) + ".omega"]));
-        blk.perf_omega_t.push_back(blk.perf_omega.back().template cast<T>());
-      }
+      std::vector<Mat<double>> omega;
+      for (Index h = 0; h < config_.heads; ++h) omega.push_back(matrix_of(*given[p + std::to_string(h) + ".omega"]));
+      blk.performer.set(std::move(omega));
     } else if (config_.attention == AttentionKind::near_far && config_.far_field == FarField::flt) {
       // The design of the draw the model was saved at (directions, weights), as stored.
       const std::string pb = "features.block" + std::to_string(b);

@@ -10,6 +10,9 @@
 //   x0      = E_Z[z_n] (+ E_q[q_n + max_charge] when use_charges)                     N x D
 //   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
 //            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, coords)   N x (H d)
+//            (the stages of encoder_block.hpp, shared with the token model; this model adds
+//            its attention kinds, block 0 per atom type and, with vectors, the equivariant
+//            update in place of LN2 + MLP)
 //   head:   y_n   = MLP_head(LN_out(x_n))                                                N x P
 //   pool:   out_s = sum_{n in s} y_n (extensive targets) or (1/|s|) sum_{n in s} y_n (intensive)
 //
@@ -57,6 +60,7 @@
 #include "attention/kernel_attention.hpp"
 #include "attention/near_field.hpp"
 #include "attention/neighbours.hpp"
+#include "models/encoder_block.hpp"
 #include "models/equivariant_update.hpp"
 
 #include <array>
@@ -228,18 +232,13 @@ struct NamedArray {
   std::vector<double> values;
 };
 
-// What forward keeps for backward (opaque to callers; reuse one per batch).
+// What forward keeps for backward (opaque to callers; reuse one per batch): the shared block's
+// (u: block 0 has one row per atom type, see below) and the attention kinds'.
 template <class T>
-struct BlockCache {
-  LayerNormCache<T> ln1;
-  Mat<T> u;                       // N x D LN1 output; block 0: one row per atom type (see below)
-  Mat<T> q, k, v;                 // N x D
+struct BlockCache : EncoderBlockCache<T> {
   attn::AttentionCache<T> flt;    // kronecker / bias
   exact::StreamingAttentionCache<T> exact;  // exact
   attn::KernelAttentionCache<T> perf;  // performer: output, denominators, features
-  Mat<T> a;                       // N x D attention output (input of Wo)
-  LayerNormCache<T> ln2;
-  MlpCache<T> mlp;                // holds the LN2 output
   // near_far
   attn::NearFieldCache<T> near;
   attn::FarFieldCache<T> far;
@@ -388,14 +387,11 @@ class MoleculeModel {
   void import_arrays(const std::vector<NamedArray>& arrays);
 
   // Internal layer handles (public for tests and tools that inspect the model).
-  struct Block {
-    LayerNorm<T> ln1, ln2;
-    Linear<T> q, k, v, o;
-    Mlp<T> mlp;
+  // The shared block (encoder_block.hpp; no MLP with vectors) and the attention kinds' state.
+  struct Block : EncoderBlock<T> {
     std::unique_ptr<attn::FltAttention<T>> flt;  // kronecker / bias
     ParamRef rbf;                                // exact: H x K coefficients
-    std::vector<Mat<double>> perf_omega;         // performer: H of m x d
-    std::vector<Mat<T>> perf_omega_t;            // the same in T
+    PerformerFrequencies<T> performer;           // performer
     // near_far
     ParamRef near_wk, near_bk, near_wv, near_bv, near_sink;  // K x D, D, K x V, V, H
     ParamRef far_theta;                          // H x K_f: a_hn = exp(theta_hn)

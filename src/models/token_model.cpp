@@ -5,7 +5,6 @@
 #include "models/token_model.hpp"
 
 #include "core/log.hpp"
-#include "attention/performer.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -15,14 +14,7 @@ namespace flt::models {
 
 namespace {
 
-// Independent seed streams derived from config.seed (as in the molecule model).
-constexpr std::uint64_t kWeightStream = 1;
-constexpr std::uint64_t kFeatureStream = 2;
 constexpr double kPi = std::numbers::pi;
-
-std::uint64_t block_feature_seed(std::uint64_t seed, Index block) {
-  return Rng(seed).fork(kFeatureStream).fork(static_cast<std::uint64_t>(block)).next_u64();
-}
 
 // Window radii of the local RPE: the configured ones or the ladder 1, 3, 7, 15, ... (2^(t+1) - 1).
 std::vector<Index> resolved_radii(const TokenModelConfig& c) {
@@ -181,11 +173,7 @@ TokenModel<T>::TokenModel(TokenModelConfig config) : config_(std::move(config)) 
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
     const std::string p = "block" + std::to_string(b);
-    blk.ln1 = LayerNorm<T>::create(store_, p + ".ln1", D);
-    blk.q = Linear<T>::create(store_, p + ".attn.q", D, D);
-    blk.k = Linear<T>::create(store_, p + ".attn.k", D, D);
-    blk.v = Linear<T>::create(store_, p + ".attn.v", D, D);
-    blk.o = Linear<T>::create(store_, p + ".attn.o", D, D);
+    blk.add_attention_layers(store_, p, D, D);
     const std::string rpe = p + ".attn.rpe";
     if (config_.attention == TokenAttention::flt) {
       attn::AttentionConfig ac;
@@ -212,8 +200,7 @@ TokenModel<T>::TokenModel(TokenModelConfig config) : config_(std::move(config)) 
               store_.add(rpe + ".h" + std::to_string(h) + "." + t.name, t.rows, t.cols));
       if (config_.variant == attn::Variant::bias) blk.beta = store_.add(rpe + ".beta", H, 1);
     }
-    blk.ln2 = LayerNorm<T>::create(store_, p + ".ln2", D);
-    blk.mlp = Mlp<T>::create(store_, p + ".mlp", D, config_.mlp_hidden, D, config_.activation);
+    blk.add_mlp_layers(store_, p, config_.mlp_hidden, config_.activation);
   }
   ln_out_ = LayerNorm<T>::create(store_, "head.ln", D);
   if (config_.head == OutputHead::pooled)
@@ -235,11 +222,7 @@ void TokenModel<T>::init_weights() {
     patch_embed_.init(store_, rng);
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
-    blk.ln1.init(store_);
-    blk.q.init(store_, rng);
-    blk.k.init(store_, rng);
-    blk.v.init(store_, rng);
-    blk.o.init(store_, rng);
+    blk.init_attention_layers(store_, rng);
     if (blk.flt) blk.flt->init_parameters(store_);
     if (config_.attention == TokenAttention::toeplitz) {
       // Exactly FltAttention::init_parameters: the same spectra for the same seed.
@@ -258,8 +241,7 @@ void TokenModel<T>::init_weights() {
       if (config_.variant == attn::Variant::bias)
         store_.value(blk.beta).setConstant(static_cast<T>(config_.init_beta));
     }
-    blk.ln2.init(store_);
-    blk.mlp.init(store_, rng);
+    blk.init_mlp_layers(store_, rng);
   }
   ln_out_.init(store_);
   if (config_.head == OutputHead::pooled)
@@ -274,19 +256,10 @@ void TokenModel<T>::draw_all(std::uint64_t draw) {
   const Index H = config_.heads, d = config_.head_dim(), m = config_.num_features;
   for (Index b = 0; b < config_.blocks; ++b) {
     Block& blk = blocks_[static_cast<std::size_t>(b)];
-    if (blk.flt) {
+    if (blk.flt)
       blk.flt->draw_features(store_, draw);
-      continue;
-    }
-    blk.omega.clear();
-    blk.omega_t.clear();
-    const Rng stream = Rng(block_feature_seed(config_.seed, b)).fork(draw);
-    for (Index h = 0; h < H; ++h) {
-      Rng rng = stream.fork(static_cast<std::uint64_t>(h));
-      blk.omega.push_back(
-          attn::draw_performer_frequencies(m, d, true, attn::FeatureNorms::chi, rng));
-      blk.omega_t.push_back(blk.omega.back().template cast<T>());
-    }
+    else
+      blk.performer.draw(config_.seed, b, draw, H, m, d);
   }
 }
 
@@ -428,59 +401,48 @@ Mat<T> TokenModel<T>::forward(const TokenBatch& in, TokenCache<T>& cache) {
   if (config_.attention == TokenAttention::toeplitz && N > 0) offsets = grid_offsets(grid.full());
 
   cache.blocks.resize(blocks_.size());
-  Mat<T> tmp(N, D);
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
-    Block& blk = blocks_[b];
+    const Block& blk = blocks_[b];
     TokenBlockCache<T>& bc = cache.blocks[b];
-    bc.u = blk.ln1.forward(store_, x, bc.ln1);
-    bc.q.resize(N, D);
-    bc.k.resize(N, D);
-    bc.v.resize(N, D);
-    linear_forward<T>(bc.u, store_.value(blk.q.weight), store_.value_span(blk.q.bias), bc.q);
-    linear_forward<T>(bc.u, store_.value(blk.k.weight), store_.value_span(blk.k.bias), bc.k);
-    linear_forward<T>(bc.u, store_.value(blk.v.weight), store_.value_span(blk.v.bias), bc.v);
-    bc.a.resize(N, D);
-    switch (config_.attention) {
-      case TokenAttention::flt:
-        blk.flt->forward(store_, bc.q, bc.k, bc.v, cache.coords, sets, bc.a, bc.flt);
-        break;
-      case TokenAttention::performer:
-        bc.masks.clear();
-        attn::kernel_attention_forward<T>(blk.omega_t, sets, grid, bc.q, bc.k, bc.v, bc.masks,
-                                          bc.kernel);
-        bc.a = bc.kernel.out;
-        break;
-      case TokenAttention::toeplitz: {
-        bc.masks.assign(static_cast<std::size_t>(H), Vec<T>());
-        bc.f.assign(static_cast<std::size_t>(H), Vec<double>());
-        for (Index h = 0; h < H && N > 0; ++h) {
-          const auto p = head_params(store_, blk.spectrum_refs[static_cast<std::size_t>(h)]);
-          Vec<double>& f = bc.f[static_cast<std::size_t>(h)];
-          f.resize(offsets.rows());
-          spectrum_->mask(p, offsets, std::span<double>(f.data(), static_cast<std::size_t>(f.size())));
-          if (config_.variant == attn::Variant::bias) {
-            const double beta = static_cast<double>(store_.value(blk.beta)(h, 0));
-            bc.masks[static_cast<std::size_t>(h)] = (beta * f).array().exp().matrix().template cast<T>();
-          } else {
-            bc.masks[static_cast<std::size_t>(h)] = f.template cast<T>();
-          }
-        }
-        if (N > 0)
-          attn::kernel_attention_forward<T>(blk.omega_t, sets, grid, bc.q, bc.k, bc.v, bc.masks,
+    blk.forward(store_, x, bc, [&](ConstMatRef<T> q, ConstMatRef<T> k, ConstMatRef<T> v, Mat<T>& a) {
+      switch (config_.attention) {
+        case TokenAttention::flt:
+          blk.flt->forward(store_, q, k, v, cache.coords, sets, a, bc.flt);
+          break;
+        case TokenAttention::performer:
+          bc.masks.clear();
+          attn::kernel_attention_forward<T>(blk.performer.omega_t, sets, grid, q, k, v, bc.masks,
                                             bc.kernel);
-        else
-          bc.kernel.out.resize(0, D);
-        bc.a = bc.kernel.out;
-        if (bc.kernel.nonpositive_denominators > 0)
-          log_warning("token model block ", b, ": ", bc.kernel.nonpositive_denominators,
-                      " non-positive Toeplitz denominators (signed mask)");
-        break;
+          a = bc.kernel.out;
+          break;
+        case TokenAttention::toeplitz: {
+          bc.masks.assign(static_cast<std::size_t>(H), Vec<T>());
+          bc.f.assign(static_cast<std::size_t>(H), Vec<double>());
+          for (Index h = 0; h < H && N > 0; ++h) {
+            const auto p = head_params(store_, blk.spectrum_refs[static_cast<std::size_t>(h)]);
+            Vec<double>& f = bc.f[static_cast<std::size_t>(h)];
+            f.resize(offsets.rows());
+            spectrum_->mask(p, offsets, std::span<double>(f.data(), static_cast<std::size_t>(f.size())));
+            if (config_.variant == attn::Variant::bias) {
+              const double beta = static_cast<double>(store_.value(blk.beta)(h, 0));
+              bc.masks[static_cast<std::size_t>(h)] = (beta * f).array().exp().matrix().template cast<T>();
+            } else {
+              bc.masks[static_cast<std::size_t>(h)] = f.template cast<T>();
+            }
+          }
+          if (N > 0)
+            attn::kernel_attention_forward<T>(blk.performer.omega_t, sets, grid, q, k, v, bc.masks,
+                                              bc.kernel);
+          else
+            bc.kernel.out.resize(0, D);
+          a = bc.kernel.out;
+          if (bc.kernel.nonpositive_denominators > 0)
+            log_warning("token model block ", b, ": ", bc.kernel.nonpositive_denominators,
+                        " non-positive Toeplitz denominators (signed mask)");
+          break;
+        }
       }
-    }
-    linear_forward<T>(bc.a, store_.value(blk.o.weight), store_.value_span(blk.o.bias), tmp);
-    x += tmp;
-    const Mat<T> u2 = blk.ln2.forward(store_, x, bc.ln2);
-    x += blk.mlp.forward(store_, u2, bc.mlp);
+    });
   }
   if (config_.head == OutputHead::per_token) {
     const Mat<T> u = ln_out_.forward(store_, x, cache.ln_out);
@@ -513,68 +475,57 @@ void TokenModel<T>::backward(const TokenCache<T>& cache, ConstMatRef<T> dout) {
     segment_pool_backward<T>(Pooling::mean, sets, dpool, dx);
   }
   Mat<T> no_dr(0, config_.coord_dim());
-  Mat<T> du(N, D), dq(N, D), dk(N, D), dv(N, D), da(N, D);
+  EncoderBlockGrads<T> grads;
   for (std::size_t bi = blocks_.size(); bi-- > 0;) {
     const Block& blk = blocks_[bi];
     const TokenBlockCache<T>& bc = cache.blocks[bi];
-    du.setZero();
-    blk.mlp.backward(store_, bc.mlp, dx, du);
-    blk.ln2.backward(store_, bc.ln2, du, dx);
-    da.setZero();
-    blk.o.backward(store_, bc.a, dx, da);
-    dq.setZero();
-    dk.setZero();
-    dv.setZero();
-    switch (config_.attention) {
-      case TokenAttention::flt:
-        blk.flt->backward(store_, bc.q, bc.k, bc.v, cache.coords, sets, bc.flt, da, dq, dk, dv,
-                          no_dr);
-        break;
-      case TokenAttention::performer: {
-        std::vector<Vec<T>> none;
-        attn::kernel_attention_backward<T>(blk.omega_t, sets, cache.grid, bc.q, bc.k, bc.v,
-                                           bc.masks, bc.kernel, da, dq, dk, dv, none);
-        break;
-      }
-      case TokenAttention::toeplitz: {
-        if (N == 0) break;
-        std::vector<Vec<T>> dmasks;
-        attn::kernel_attention_backward<T>(blk.omega_t, sets, cache.grid, bc.q, bc.k, bc.v,
-                                           bc.masks, bc.kernel, da, dq, dk, dv, dmasks);
-        // Chain through the closed-form mask: kronecker N = f; bias N = exp(beta f).
-        const Mat<double> offsets = grid_offsets(cache.grid.full());
-        for (Index h = 0; h < H; ++h) {
-          const auto& refs = blk.spectrum_refs[static_cast<std::size_t>(h)];
-          const auto p = head_params(store_, refs);
-          const Vec<double> dN = dmasks[static_cast<std::size_t>(h)].template cast<double>();
-          const Vec<double>& f = bc.f[static_cast<std::size_t>(h)];
-          Vec<double> df;
-          if (config_.variant == attn::Variant::bias) {
-            const double beta = static_cast<double>(store_.value(blk.beta)(h, 0));
-            const Vec<double> M = (beta * f).array().exp().matrix();
-            const Vec<double> dNM = dN.cwiseProduct(M);
-            store_.grad(blk.beta)(h, 0) += static_cast<T>(dNM.dot(f));
-            df = beta * dNM;
-          } else {
-            df = dN;
-          }
-          std::vector<double> dp(p.size(), 0.0);
-          mask_backward(*spectrum_, p, offsets, df, dp);
-          std::size_t pos = 0;
-          for (const auto& ref : refs) {
-            auto g = store_.grad(ref);
-            for (Index r = 0; r < ref.rows; ++r)
-              for (Index c = 0; c < ref.cols; ++c) g(r, c) += static_cast<T>(dp[pos++]);
-          }
+    blk.backward(store_, bc, dx, grads, [&](ConstMatRef<T> da, Mat<T>& dq, Mat<T>& dk, Mat<T>& dv) {
+      switch (config_.attention) {
+        case TokenAttention::flt:
+          blk.flt->backward(store_, bc.q, bc.k, bc.v, cache.coords, sets, bc.flt, da, dq, dk, dv,
+                            no_dr);
+          break;
+        case TokenAttention::performer: {
+          std::vector<Vec<T>> none;
+          attn::kernel_attention_backward<T>(blk.performer.omega_t, sets, cache.grid, bc.q, bc.k,
+                                             bc.v, bc.masks, bc.kernel, da, dq, dk, dv, none);
+          break;
         }
-        break;
+        case TokenAttention::toeplitz: {
+          if (N == 0) break;
+          std::vector<Vec<T>> dmasks;
+          attn::kernel_attention_backward<T>(blk.performer.omega_t, sets, cache.grid, bc.q, bc.k,
+                                             bc.v, bc.masks, bc.kernel, da, dq, dk, dv, dmasks);
+          // Chain through the closed-form mask: kronecker N = f; bias N = exp(beta f).
+          const Mat<double> offsets = grid_offsets(cache.grid.full());
+          for (Index h = 0; h < H; ++h) {
+            const auto& refs = blk.spectrum_refs[static_cast<std::size_t>(h)];
+            const auto p = head_params(store_, refs);
+            const Vec<double> dN = dmasks[static_cast<std::size_t>(h)].template cast<double>();
+            const Vec<double>& f = bc.f[static_cast<std::size_t>(h)];
+            Vec<double> df;
+            if (config_.variant == attn::Variant::bias) {
+              const double beta = static_cast<double>(store_.value(blk.beta)(h, 0));
+              const Vec<double> M = (beta * f).array().exp().matrix();
+              const Vec<double> dNM = dN.cwiseProduct(M);
+              store_.grad(blk.beta)(h, 0) += static_cast<T>(dNM.dot(f));
+              df = beta * dNM;
+            } else {
+              df = dN;
+            }
+            std::vector<double> dp(p.size(), 0.0);
+            mask_backward(*spectrum_, p, offsets, df, dp);
+            std::size_t pos = 0;
+            for (const auto& ref : refs) {
+              auto g = store_.grad(ref);
+              for (Index r = 0; r < ref.rows; ++r)
+                for (Index c = 0; c < ref.cols; ++c) g(r, c) += static_cast<T>(dp[pos++]);
+            }
+          }
+          break;
+        }
       }
-    }
-    du.setZero();
-    blk.q.backward(store_, bc.u, dq, du);
-    blk.k.backward(store_, bc.u, dk, du);
-    blk.v.backward(store_, bc.u, dv, du);
-    blk.ln1.backward(store_, bc.ln1, du, dx);
+    });
   }
   if (config_.input == InputKind::tokens) {
     embedding_backward<T>(cache.ids, dx, store_.grad(embed_.weight));
@@ -657,7 +608,7 @@ io::ModelFile TokenModel<T>::to_model_file(
         file.set_tensor(p + "xi", matrix_tensor<double>(f.xi[hs]));
         file.set_tensor(p + "pdf", matrix_tensor<double>(Mat<double>(f.pdf[hs].transpose())));
       } else {
-        file.set_tensor(p + "omega", matrix_tensor<double>(blk.omega[hs]));
+        file.set_tensor(p + "omega", matrix_tensor<double>(blk.performer.omega[hs]));
       }
     }
   }
@@ -732,14 +683,14 @@ std::unique_ptr<TokenModel<T>> TokenModel<T>::from_model_file(
         throw ModelFileError(src, std::string("bad random features: ") + e.what());
       }
     } else {
+      std::vector<Mat<double>> omega = blk.performer.omega;
       for (Index h = 0; h < H; ++h) {
         const std::string p = "features.block" + std::to_string(b) + ".h" + std::to_string(h) + ".";
-        const auto hs = static_cast<std::size_t>(h);
-        Mat<double>& om = blk.omega[hs];
+        Mat<double>& om = omega[static_cast<std::size_t>(h)];
         om = to_mat(read_matrix(file, p + "omega", om.rows(), om.cols()), om.rows(), om.cols());
-        blk.omega_t[hs] = om.template cast<T>();
         expected += 1;
       }
+      blk.performer.set(std::move(omega));
     }
   }
   if (file.tensors().size() != expected)

@@ -15,6 +15,8 @@
 //                       (row-major inside the patch) form u_n and x0_n = u_n We + be     N x D
 //   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
 //            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, positions)
+//            (EncoderBlock of encoder_block.hpp, shared with the molecule model, with this
+//            model's attention kinds)
 //   head pooled:    h_s = (1/|s|) sum_{n in s} x_n;  out_s = MLP_head(LN_out(h_s))      S x P
 //   head per_token: out_n = LN_out(x_n) Wlm + blm                                       N x V
 //                   (language model: out_n holds the logits of the token AFTER n; the caller
@@ -38,7 +40,7 @@
 // Causal (tokens only): every kind attends to keys j <= i within the sequence.
 //
 // Random features: per block, Performer frequencies (and for flt the RPE frequencies xi with their
-// proposal density) are drawn from Rng(seed) forks; begin_step(step) redraws them with draw index
+// proposal density) are drawn from Rng(seed) forks (block_feature_seed, encoder_block.hpp); begin_step(step) redraws them with draw index
 // `step` when config.redraw_features (needed with the "spectrum" proposal as the spectrum learns).
 // A model file stores the arrays themselves, so a loaded model reproduces outputs bit for bit.
 //
@@ -57,6 +59,7 @@
 #include "attention/spectrum.hpp"
 #include "attention/kernel_attention.hpp"
 #include "io/model_file.hpp"
+#include "models/encoder_block.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -146,19 +149,14 @@ struct TokenBatch {
   Index num_sets() const noexcept;              // S (images: pixels.rows())
 };
 
-// What forward keeps for backward (opaque; reuse one per batch).
+// What forward keeps for backward (opaque; reuse one per batch): the shared block's and the
+// attention kinds'.
 template <class T>
-struct TokenBlockCache {
-  LayerNormCache<T> ln1;
-  Mat<T> u;                          // N x D LN1 output
-  Mat<T> q, k, v;                    // N x D
+struct TokenBlockCache : EncoderBlockCache<T> {
   attn::AttentionCache<T> flt;       // flt kind
   attn::KernelAttentionCache<T> kernel;  // performer / toeplitz: features, denominators
   std::vector<Vec<T>> masks;         // toeplitz: per head the mask on every offset of the grid
   std::vector<Vec<double>> f;        // toeplitz: per head f on every offset (before exp for bias)
-  Mat<T> a;                          // N x D attention output (input of Wo)
-  LayerNormCache<T> ln2;
-  MlpCache<T> mlp;
 };
 
 template <class T>
@@ -227,15 +225,11 @@ class TokenModel {
   static std::unique_ptr<TokenModel> load(const std::filesystem::path& path,
                                           std::map<std::string, std::string>* metadata = nullptr);
 
-  // Internal layer handles (public for tests).
-  struct Block {
-    LayerNorm<T> ln1, ln2;
-    Linear<T> q, k, v, o;
-    Mlp<T> mlp;
+  // Internal layer handles (public for tests): the shared block (encoder_block.hpp) and the
+  // attention kinds' state.
+  struct Block : EncoderBlock<T> {
     std::unique_ptr<attn::FltAttention<T>> flt;  // flt kind
-    // performer / toeplitz: Performer frequencies per head (m x d), double and T copies.
-    std::vector<Mat<double>> omega;
-    std::vector<Mat<T>> omega_t;
+    PerformerFrequencies<T> performer;           // performer / toeplitz
     // toeplitz: spectral parameters per head and tensor, and beta (bias variant).
     std::vector<std::vector<ParamRef>> spectrum_refs;
     ParamRef beta;

@@ -2,10 +2,9 @@
 #include "models/token_model.hpp"
 
 #include "core/text.hpp"
+#include "models/config_values.hpp"
 
-#include <charconv>
 #include <cmath>
-#include <set>
 #include <sstream>
 
 namespace flt::models {
@@ -87,41 +86,9 @@ void TokenModelConfig::validate() const {
 namespace {
 
 std::string join(const std::vector<Index>& v) {
-  std::string s;
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (i) s.push_back(',');
-    s.append(std::to_string(v[i]));
-  }
-  return s;
-}
-
-Index parse_index(const std::string& key, const std::string& value) {
-  Index v = 0;
-  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-  if (ec != std::errc() || ptr != value.data() + value.size())
-    throw ConfigError("token model configuration: " + key + ": not an integer: '" + value + "'");
-  return v;
-}
-std::uint64_t parse_u64(const std::string& key, const std::string& value) {
-  std::uint64_t v = 0;
-  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-  if (ec != std::errc() || ptr != value.data() + value.size())
-    throw ConfigError("token model configuration: " + key + ": not an unsigned integer: '" +
-                      value + "'");
-  return v;
-}
-double parse_double(const std::string& key, const std::string& value) {
-  double v = 0;
-  auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
-  if (ec != std::errc() || ptr != value.data() + value.size() || !std::isfinite(v))
-    throw ConfigError("token model configuration: " + key + ": not a finite number: '" + value +
-                      "'");
-  return v;
-}
-bool parse_bool(const std::string& key, const std::string& value) {
-  if (value == "true" || value == "1" || value == "yes") return true;
-  if (value == "false" || value == "0" || value == "no") return false;
-  throw ConfigError("token model configuration: " + key + ": not a boolean: '" + value + "'");
+  std::vector<std::string> items;
+  for (Index i : v) items.push_back(std::to_string(i));
+  return flt::join(items, ",");
 }
 
 }  // namespace
@@ -161,46 +128,44 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenMo
 }
 
 TokenModelConfig token_config_from_strings(const std::map<std::string, std::string>& values) {
+  const ConfigReader in("token model configuration", values);
   TokenModelConfig c;
-  for (const auto& [raw_key, v] : values) {
-    std::string k = raw_key;
-    for (char& ch : k)
-      if (ch == '-') ch = '_';
+  for (const auto& [k, v] : in.values()) {
     if (k == "input") c.input = input_kind_from_string(v);
-    else if (k == "vocab_size") c.vocab_size = parse_index(k, v);
-    else if (k == "image_height") c.image_height = parse_index(k, v);
-    else if (k == "image_width") c.image_width = parse_index(k, v);
-    else if (k == "patch") c.patch = parse_index(k, v);
-    else if (k == "width") c.width = parse_index(k, v);
-    else if (k == "heads") c.heads = parse_index(k, v);
-    else if (k == "blocks") c.blocks = parse_index(k, v);
-    else if (k == "mlp_hidden") c.mlp_hidden = parse_index(k, v);
-    else if (k == "head_hidden") c.head_hidden = parse_index(k, v);
+    else if (k == "vocab_size") c.vocab_size = in.index(k, v);
+    else if (k == "image_height") c.image_height = in.index(k, v);
+    else if (k == "image_width") c.image_width = in.index(k, v);
+    else if (k == "patch") c.patch = in.index(k, v);
+    else if (k == "width") c.width = in.index(k, v);
+    else if (k == "heads") c.heads = in.index(k, v);
+    else if (k == "blocks") c.blocks = in.index(k, v);
+    else if (k == "mlp_hidden") c.mlp_hidden = in.index(k, v);
+    else if (k == "head_hidden") c.head_hidden = in.index(k, v);
     else if (k == "activation") c.activation = parse_activation(v);
     else if (k == "head") c.head = output_head_from_string(v);
-    else if (k == "num_outputs") c.num_outputs = parse_index(k, v);
+    else if (k == "num_outputs") c.num_outputs = in.index(k, v);
     else if (k == "attention") c.attention = token_attention_from_string(v);
     else if (k == "variant") c.variant = attn::variant_from_string(v);
-    else if (k == "causal") c.causal = parse_bool(k, v);
-    else if (k == "num_features") c.num_features = parse_index(k, v);
-    else if (k == "num_frequencies") c.num_frequencies = parse_index(k, v);
+    else if (k == "causal") c.causal = in.boolean(k, v);
+    else if (k == "num_features") c.num_features = in.index(k, v);
+    else if (k == "num_frequencies") c.num_frequencies = in.index(k, v);
     else if (k == "spectrum") c.spectrum = attn::spectrum_kind_from_string(v);
-    else if (k == "spectrum_components") c.spectrum_components = parse_index(k, v);
+    else if (k == "spectrum_components") c.spectrum_components = in.index(k, v);
     else if (k == "window_radii") {
       c.window_radii.clear();
       std::stringstream ss(v);
       std::string item;
       while (std::getline(ss, item, ','))
-        if (!item.empty()) c.window_radii.push_back(parse_index(k, item));
+        if (!item.empty()) c.window_radii.push_back(in.index(k, item));
     } else if (k == "proposal") c.proposal = attn::proposal_kind_from_string(v);
-    else if (k == "proposal_scale") c.proposal_scale = parse_double(k, v);
-    else if (k == "init_sigma_min") c.init_sigma_min = parse_double(k, v);
-    else if (k == "init_sigma_max") c.init_sigma_max = parse_double(k, v);
-    else if (k == "init_beta") c.init_beta = parse_double(k, v);
-    else if (k == "redraw_features") c.redraw_features = parse_bool(k, v);
-    else if (k == "block_size") c.block_size = parse_index(k, v);
-    else if (k == "seed") c.seed = parse_u64(k, v);
-    else throw ConfigError("token model configuration: unknown key '" + raw_key + "'");
+    else if (k == "proposal_scale") c.proposal_scale = in.number(k, v);
+    else if (k == "init_sigma_min") c.init_sigma_min = in.number(k, v);
+    else if (k == "init_sigma_max") c.init_sigma_max = in.number(k, v);
+    else if (k == "init_beta") c.init_beta = in.number(k, v);
+    else if (k == "redraw_features") c.redraw_features = in.boolean(k, v);
+    else if (k == "block_size") c.block_size = in.index(k, v);
+    else if (k == "seed") c.seed = in.unsigned_integer(k, v);
+    else in.fail("unknown key '" + k + "'");
   }
   c.validate();
   return c;

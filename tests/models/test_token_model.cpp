@@ -155,6 +155,17 @@ TEST_CASE("token model: configuration strings round trip and bad values are name
   expect_error("patch", "x", "patch");
   expect_error("spectrum", "radial_shells", "spectrum");
   expect_error("window_radii", "1", "window_radii");
+  expect_error("causal", "maybe", "causal");
+  expect_error("seed", "-1", "seed");
+  // INI spellings: '-' for '_', booleans as on/off; a key given in both spellings is refused.
+  auto ini = kv;
+  ini.erase("redraw_features");
+  ini["redraw-features"] = "on";
+  CHECK(token_config_from_strings(ini).redraw_features);
+  ini["redraw-features"] = "off";
+  CHECK_FALSE(token_config_from_strings(ini).redraw_features);
+  ini["redraw_features"] = "off";
+  CHECK_THROWS_WITH(token_config_from_strings(ini), Catch::Contains("given twice"));
   kv["colour"] = "red";
   CHECK_THROWS_WITH(token_config_from_strings(kv), Catch::Contains("colour"));
   TokenModelConfig img = tiny(kCases[0], Setup::patches_pooled);
@@ -268,7 +279,7 @@ TEST_CASE("token model: performer and toeplitz attention equal the direct masked
             masks.push_back(Eigen::Map<const Vec<double>>(f.data(), static_cast<Index>(f.size())));
           }
         const Mat<double> ref = attn::kernel_attention_reference<double>(
-            blk.omega_t, cache.sets, cache.grid, bc.q, bc.k, bc.v, masks);
+            blk.performer.omega_t, cache.sets, cache.grid, bc.q, bc.k, bc.v, masks);
         INFO(describe(kCases[ci], s) << " block " << b);
         CHECK((bc.a - ref).cwiseAbs().maxCoeff() < 1e-10 * (1.0 + ref.cwiseAbs().maxCoeff()));
       }
