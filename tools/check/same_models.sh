@@ -18,15 +18,15 @@ cd "$(dirname "$0")/../.."
 before=$1; after=$2; out=${3:-runs/same_models}
 mkdir -p "$out"
 tiny="--width 16 --heads 2 --mlp-hidden 32 --num-features 8 --num-frequencies 8 --threads 1"
-qm9="--inputs datasets/qm9/qm9_subset.xyz.gz --targets U0,gap --split 200,40,40 --threads 1"
+qm9="--inputs datasets/qm9/qm9_subset.xyz.gz --targets U0,gap --split 200,40,40"
 seq="--task property --targets gap --train-limit 200 --test-limit 50 $tiny --blocks 1 --head-hidden 16"
 # Each training command through run: errexit does not apply inside a function called left of ||.
 run() { "$@" || { echo "failed: $*"; exit 1; }; }
 train_all() {
   bin=$1; dir=$2
   rm -rf "$dir"; mkdir -p "$dir"
-  run "$bin" train -q $qm9 --width 32 --heads 2 --blocks 2 --seed 5 --epochs 2 --out "$dir/qm9"
-  run "$bin" train -q $qm9 --width 32 --heads 2 --blocks 2 --seed 5 --epochs 12 --lr 1e-1 --schedule plateau \
+  run "$bin" train -q $qm9 --width 32 --heads 2 --blocks 2 --threads 1 --seed 5 --epochs 2 --out "$dir/qm9"
+  run "$bin" train -q $qm9 --width 32 --heads 2 --blocks 2 --threads 1 --seed 5 --epochs 12 --lr 1e-1 --schedule plateau \
     --plateau-patience 1 --plateau-factor 0.3 --ema-decay 0 --patience 3 --out "$dir/plateau"
   # Two blocks, so that the molecule model's block 0 (per atom type) and a later block both run.
   for kind in exact bias kronecker performer; do
@@ -43,7 +43,7 @@ train_all() {
     run "$bin" image train -q --validation 100 --train-limit 200 --test-limit 100 --epochs 1 $tiny --blocks 2 \
       --head-hidden 16 --attention $kind --out "$dir/image_$kind"
   done
-  run "$bin" train -q $qm9 --width 32 --heads 2 --blocks 2 --seed 5 --epochs 2 --stop-after-epoch 1 \
+  run "$bin" train -q $qm9 --width 32 --heads 2 --blocks 2 --threads 1 --seed 5 --epochs 2 --stop-after-epoch 1 \
     --out "$dir/qm9-resumed"
   run "$bin" train -q --resume --out "$dir/qm9-resumed"
   run "$bin" seq train -q $seq --epochs 2 --stop-after-epoch 1 --out "$dir/seq-resumed"
