@@ -10,13 +10,7 @@
 //   x += a Wo + bo                                                    add_output   N x D
 //   x += MLP(LN2(x))                                                  add_mlp      N x D
 //
-// forward / backward run the four steps with the model's attention as a callable; a model with
-// special cases (the molecule model: block 0 projected per atom type, the equivariant update in
-// place of LN2 + MLP, the streaming inference) composes the stages itself. Parameters are
-// registered as <prefix>.ln1, <prefix>.attn.{q,k,v,o} (add_attention_layers) and <prefix>.ln2,
-// <prefix>.mlp (add_mlp_layers), two calls so that the model registers its attention parameters
-// in between (model files list tensors in registration order). Each stage computes a row from
-// that row alone (row-chunked kernels), so stages run on any block of rows give the same values.
+// Stages, parameter names, row locality: docs/molecule-model.md, "The shared encoder block".
 #pragma once
 
 #include "core/layers.hpp"
@@ -77,8 +71,9 @@ struct EncoderBlock {
   Linear<T> q, k, v, o;
   Mlp<T> mlp;  // absent (never registered) where the model replaces LN2 + MLP
 
-  // Registration: ln1, q, k (D x D), v (D x value_width), o (D x D); then ln2 and the MLP
-  // (D -> hidden -> D).
+  // Registration: <prefix>.ln1, <prefix>.attn.{q,k (D x D), v (D x value_width), o (D x D)};
+  // then <prefix>.ln2 and <prefix>.mlp (D -> hidden -> D). Two calls so that the model registers
+  // its attention parameters in between (model files list tensors in registration order).
   void add_attention_layers(ParameterStore<T>& store, const std::string& prefix, Index width,
                             Index value_width);
   void add_mlp_layers(ParameterStore<T>& store, const std::string& prefix, Index hidden,
@@ -90,7 +85,8 @@ struct EncoderBlock {
   Index width() const noexcept { return o.out; }
   Index value_width() const noexcept { return v.out; }
 
-  // Forward stages. project: c.u, c.q, c.k, c.v of the rows of x.
+  // Forward stages; each computes a row from that row alone (row-chunked kernels), so stages run
+  // on any block of rows give the same values. project: c.u, c.q, c.k, c.v of the rows of x.
   void project(const ParameterStore<T>& store, ConstMatRef<T> x, EncoderBlockCache<T>& c) const;
   // The same without a cache (inference), into q, k, v (rows of x; v with value_width columns).
   void project(const ParameterStore<T>& store, ConstMatRef<T> x, MatRef<T> q_out, MatRef<T> k_out,

@@ -10,10 +10,7 @@
 //   [a^vv | a^sv | a^ss] = MLP([u | n])       (MLP: 2D -> F -> 3D)
 //   vec += a^vv o U                           (a^vv broadcast over the components)
 //   x   += a^sv o sum_a (U_a o W_a) + a^ss
-// Backward (G = dLoss/dx_out, Gv = dLoss/dvec_out):
-//   da^ss = G, da^sv = G o <U, W>, g = G o a^sv, da^vv = sum_a Gv_a o U_a
-//   dU_a = Gv_a o a^vv + g o W_a,  dW_a = g o U_a + dn o W_a / n
-//   dx += G + LN^T(du);  dvec += Gv + dU Wu^T + dW Wv^T;  dWu += vec^T dU;  dWv += vec^T dW.
+// The backward equations: docs/molecule-model.md, "The gated equivariant update".
 #pragma once
 
 #include "core/layers.hpp"

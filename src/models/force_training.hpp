@@ -1,23 +1,14 @@
 // Training on energies and forces: the loss of one batch and its exact gradient.
 //
 // Shapes: S molecules, N atoms, P targets; t the energy target the forces belong to (extensive).
-// With the model's normalisation (E = reference + |s| m_t + sigma_t out_t), forces in normalised
-// units are F~ = F / sigma_t = -d out_t / dr, and the loss is
-//   L = L_E(out, y~) + w / (3 N_f) sum_{i with forces} |F~_i - F~ref_i|^2
-// where L_E is the regression loss on the standardised targets (core/losses.hpp), F~ref = Fref /
-// sigma_t, N_f the atoms with reference forces, and w the force weight (dimensionless: both terms
-// are in standardised units). The force term is a mean squared error whatever L_E's kind.
-//
-// Gradient. dL/dtheta = dL_E/dout . dout/dtheta + (2 w / (3 N_f)) sum_i r_i . dF~_i/dtheta with
-// r = F~ - F~ref, and dF~_i/dtheta = -d^2 out_t / (dr_i dtheta), so the second term is the
-// directional derivative of dout_t/dtheta along u = -(2 w / (3 N_f)) r in coordinate space.
-// Two passes compute it exactly:
-//   1. the model's forward and backward with dout = e_t give out and dout_t/dr (so F~ and r, u);
-//   2. a Dual copy of the model (core/dual.hpp) runs forward with coordinate tangent u and
-//      backward with dout = e_t + eps dL_E/dout. The tangent of its parameter gradient,
-//        d/deps [ (e_t + eps g) . J(r + eps u) ] = g . J + D_u (e_t . J),   J = dout/dtheta,
-//      is dL/dtheta: both terms at once.
-// No finite differences: tests/models/test_second_derivatives.cpp checks it against them.
+// Forces in normalised units F~ = F / sigma_t = -d out_t / dr; r = F~ - F~ref over the N_f atoms
+// with reference forces; w the force weight (dimensionless); L_E from core/losses.hpp:
+//   L = L_E(out, y~) + w / (3 N_f) sum_i |r_i|^2            (the force term is always an MSE)
+//   dL/dtheta = g . J + D_u (e_t . J),  J = dout/dtheta,  g = dL_E/dout,  u = -(2 w / (3 N_f)) r
+// computed exactly in two passes: forward and backward with dout = e_t (F~, r, u), then a Dual
+// copy of the model (core/dual.hpp) with coordinate tangent u and dout = e_t + eps g, whose
+// parameter gradient's tangent is dL/dtheta.
+// Derivation and checks: docs/molecule-model.md, "Training on forces".
 #pragma once
 
 #include "core/dual.hpp"

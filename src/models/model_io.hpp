@@ -1,20 +1,11 @@
 // Saving and loading a MoleculeModel as a .flt model file: the file `flt train` writes and
-// `flt predict/eval/info/rpe` and the public API read (models/default.flt is one). Container:
-// io::ModelFile (docs/model-format.md: safetensors layout, format "flt-model", version 1,
-// CRC-32). Content (docs/training.md):
-//   metadata  "config.<key>"   every config_to_strings entry (architecture, targets with units and
-//                              pooling, attention kind, seed): the model is rebuilt from these alone
-//             "training.<key>" the caller's metadata (data checksum, seed, code version, epochs,
-//                              test MAE, ...); keys without the prefix get it
-//   tensors   every MoleculeModel::export_arrays() entry under its own name:
-//             "param.<name>"   the weights in the model's scalar type (F32 for a float model)
-//             "norm.elements"  I32 [E]; "norm.mean", "norm.scale" F64 [P];
-//             "norm.reference" F64 [P, max_z + 1] (per-element reference energies)
-//             "features.*"     F64 random features (Performer / RPE frequencies and densities)
-// Loading validates everything: the container (magic, version, checksum; read_model_file), the
-// configuration, and every array's name and shape (import_arrays); any problem is an
-// flt::ModelFileError naming the file and the reason. A file of another kind of flt model (the
-// sequence and image token models write "model.kind") is refused with a message saying so.
+// `flt predict/eval/info/rpe` and the public API read. Container: io::ModelFile
+// (docs/model-format.md: safetensors layout, format "flt-model", version 1, CRC-32). Content:
+//   metadata "config.<key>"  (config_to_strings: the model is rebuilt from these alone),
+//            "training.<key>" (the caller's metadata)
+//   tensors  MoleculeModel::export_arrays(): "param.<name>" (the model's scalar type),
+//            "norm.*" and "features.*" (F64)
+// The content in full and what loading checks: docs/molecule-model.md, "Model files".
 #pragma once
 
 #include "models/molecule_model.hpp"
@@ -54,7 +45,9 @@ template <class T>
 io::ModelFile to_model_file(const MoleculeModel<T>& model,
                                const std::map<std::string, std::string>& metadata = {});
 // `file.source()` names the file in errors. metadata (optional) receives every metadata entry of
-// the file ("config.*", "training.*" and the container's own).
+// the file ("config.*", "training.*" and the container's own). Validates the configuration and
+// every array's name and shape (import_arrays): flt::ModelFileError naming the file and the
+// reason; a token model's file ("model.kind") is refused with a message saying so.
 template <class T>
 std::unique_ptr<MoleculeModel<T>> from_model_file(const io::ModelFile& file,
                                                   std::map<std::string, std::string>* metadata = nullptr);
@@ -63,7 +56,8 @@ std::unique_ptr<MoleculeModel<T>> from_model_file(const io::ModelFile& file,
 template <class T>
 void save_model(const std::filesystem::path& path, const MoleculeModel<T>& model,
                 const std::map<std::string, std::string>& metadata = {});
-// Throws flt::IoError (unreadable) or flt::ModelFileError (anything invalid).
+// Throws flt::IoError (unreadable) or flt::ModelFileError (anything invalid: the container's
+// magic, version or checksum (read_model_file), then as from_model_file).
 std::unique_ptr<MoleculeModel<float>> load_model(const std::filesystem::path& path,
                                                  std::map<std::string, std::string>* metadata = nullptr);
 

@@ -1,51 +1,18 @@
-// The FLT molecule model: per-atom embeddings, a stack of pre-norm encoder blocks whose
-// attention is FLT attention with the rotation-invariant 3-D radial RPE (or one of the ablation
-// kinds), and a per-atom output head pooled per molecule. Documented in
-// docs/molecule-model.md.
+// The FLT molecule model: per-atom embeddings, pre-norm encoder blocks (encoder_block.hpp) whose
+// attention is one of the AttentionKinds, and a per-atom output head pooled per molecule; with
+// its configuration, batches and normalisation.
 //
-// Shapes (one ragged batch): S molecules, N atoms in all (RaggedIndex over molecules), D width,
-// H heads, d = D / H per-head query/key/value width, F hidden width of the block MLP, G hidden width
-// of the output head, P targets.
-//
-//   x0      = E_Z[z_n] (+ E_q[q_n + max_charge] when use_charges)                     N x D
-//   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
-//            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, coords)   N x (H d)
-//            (the stages of encoder_block.hpp, shared with the token model; this model adds
-//            its attention kinds, block 0 per atom type and, with vectors, the equivariant
-//            update in place of LN2 + MLP)
-//   head:   y_n   = MLP_head(LN_out(x_n))                                                N x P
-//   pool:   out_s = sum_{n in s} y_n (extensive targets) or (1/|s|) sum_{n in s} y_n (intensive)
-//
-// `out` is in normalised units. With the Normalisation of the model (per target mean m_t, scale
-// sigma_t, per-element reference energies e_t[Z]) the physical prediction of molecule s is
-//   extensive: y_st = sum_{n in s} e_t[Z_n] + |s| m_t + sigma_t out_st
-//   intensive: y_st = m_t + sigma_t out_st
-// and the training target in normalised units is the inverse of that map (normalise_labels).
-//
-// Attention kinds (AttentionKind):
-//   kronecker  FLT variant A (flt::attn, E9/E10): Performer features kron RPE features, f learned.
-//   bias       FLT variant B (E12/E13): additive learned RPE logit bias beta f(r_i - r_j).
-//   performer  Performer (FAVOR+, E2) with no positional information at all: the ablation that
-//              shows what the RPE contributes (the model then only sees composition).
-//   exact      exact softmax attention with a learned radial Gaussian-RBF logit bias
-//              u_h(|r_i - r_j|) (flt::exact streaming kernel; quadratic, Graphormer-3D style).
-// With the radial spectrum (radial_gaussian / radial_shells) the RPE depends on |r_i - r_j| only,
-// so predictions are exactly invariant to permutations and translations and invariant to
-// rotations up to the Monte-Carlo error of the random RPE frequencies (rotation_sensitivity
-// measures it); the performer and exact kinds are exactly rotation invariant.
-//
-// Units: coordinates in Angstrom; targets in whatever unit the caller uses (recorded as strings in
-// TargetSpec::unit; the trainer converts to eV for energies at its boundary).
-//
-// Molecules: a single atom is a valid molecule (it attends to itself only); an empty molecule is
-// rejected with flt::InvalidArgument (there is nothing to predict from). Atomic numbers must lie
-// in the model's element set (Normalisation::elements, fixed from the training set); anything else
-// is an flt::InvalidArgument naming the molecule, the atom and the element.
-//
-// Threads and determinism: every kernel is a batched kernel over the whole ragged batch
-// (row-chunked Linear/LayerNorm, attention over (molecule, head) pairs), each with fixed-order
-// reductions, so outputs and gradients are bitwise identical for a given seed whatever the
-// OpenMP thread count (tested: 1 vs 2 threads).
+// Shapes: S molecules, N atoms in all (RaggedIndex over molecules), D width, H heads, d = D / H,
+// F block-MLP width, G head width, P targets; coordinates in Angstrom.
+//   x0    = E_Z[z_n] (+ E_q[q_n + max_charge] when use_charges)                        N x D
+//   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;  x += MLP_b(LN2_b(x))  (pre-norm; with vectors
+//            the equivariant update, equivariant_update.hpp, replaces LN2 + MLP)       N x D
+//   head:  y_n = MLP_head(LN_out(x_n));  out_s = sum_{n in s} y_n (extensive) or mean  S x P
+//   physical: y_st = sum_{n in s} e_t[Z_n] + |s| m_t + sigma_t out_st (extensive targets),
+//             y_st = m_t + sigma_t out_st (intensive); normalise_labels inverts it
+// Kinds: near_far (exact near field, FLT far field), kronecker (FLT variant A, E9/E10), bias
+// (variant B, E12/E13), performer (FAVOR+, E2, no RPE), exact (softmax, radial logit bias).
+// The rest: docs/molecule-model.md ("Architecture" and the sections after it).
 #pragma once
 
 #include "core/dual.hpp"
@@ -195,7 +162,8 @@ struct MoleculeBatch {
   Index num_molecules() const noexcept { return index.num_sets(); }
   Index num_atoms() const noexcept { return index.total_rows(); }
   // Builds a batch; throws InvalidArgument for an empty molecule, mismatched array lengths or a
-  // non-finite coordinate (naming the molecule's position in `molecules`).
+  // non-finite coordinate (naming the molecule's position in `molecules`). A single atom is a
+  // valid molecule (it attends to itself only).
   static MoleculeBatch from(std::span<const Molecule> molecules);
   static MoleculeBatch from(std::span<const Molecule* const> molecules);
 };
@@ -299,7 +267,8 @@ class MoleculeModel {
   void set_normalisation(Normalisation norm);  // validates sizes; throws InvalidArgument
   bool supports_element(int z) const noexcept;
   // Throws InvalidArgument naming the first molecule (0-based batch position), atom and element
-  // the model cannot handle. The CLI may call it per record to skip bad records.
+  // the model cannot handle (outside Normalisation::elements, fixed from the training set). The
+  // CLI may call it per record to skip bad records.
   void check_batch(const MoleculeBatch& batch) const;
   // The reason a molecule cannot be predicted, or nullopt if it can.
   std::optional<std::string> unsupported_reason(const Molecule& molecule) const;

@@ -1,52 +1,18 @@
-// The sequence (1-D) and image (2-D) FLT model: a token or patch embedding, a stack of
-// pre-norm encoder blocks whose attention is FLT attention with a 1-D or 2-D grid RPE (or one of
-// the two baselines in the same code), and a pooled or per-token output head. Documented in
-// docs/token-model.md.
+// The sequence (1-D) and image (2-D) FLT model: a token or patch embedding, pre-norm encoder
+// blocks (encoder_block.hpp) whose attention is FLT attention with a 1-D or 2-D grid RPE or one of
+// two baselines, and a pooled or per-token output head.
 //
-// Shapes (one ragged batch): S sequences or images, N tokens in all (RaggedIndex over sets),
-// D width, H heads, d = D / H per-head width, F hidden width of the block MLP, G hidden width of
-// the pooled head, P outputs (classes or regression targets), V vocabulary size.
-//
-//   input kind tokens:  x0_n = E[id_n]                                  ids: N,  x0: N x D
-//                       token n of sequence s sits at position n - begin(s) = 0 .. L_s - 1 (dc = 1)
-//   input kind patches: image s (image_height x image_width pixels, one channel, row-major) is
-//                       cut into a (image_height/p) x (image_width/p) grid of p x p patches; patch
-//                       (y, x) is token y Wg + x at grid position (y, x) (dc = 2), its p*p pixels
-//                       (row-major inside the patch) form u_n and x0_n = u_n We + be     N x D
-//   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;   x += MLP_b(LN2_b(x))   (pre-norm)     N x D
-//            Attn(u) = attention(Q = u Wq + bq, K = u Wk + bk, V = u Wv + bv, positions)
-//            (EncoderBlock of encoder_block.hpp, shared with the molecule model, with this
-//            model's attention kinds)
-//   head pooled:    h_s = (1/|s|) sum_{n in s} x_n;  out_s = MLP_head(LN_out(h_s))      S x P
-//   head per_token: out_n = LN_out(x_n) Wlm + blm                                       N x V
-//                   (language model: out_n holds the logits of the token AFTER n; the caller
-//                    shifts the targets; with causal attention out_n depends on ids <= n only)
-//
-// Attention kinds (all share the Performer FAVOR+ features phi of E2 with m features per head):
-//   flt        FLT (flt::attn::FltAttention, method sections 2-5): the RPE mask f(pos_i - pos_j)
-//              is estimated with R random Fourier features of a learned spectrum on the 1-D or
-//              2-D grid. variant kronecker (E9/E10, multiplicative mask f) or bias (E12/E13,
-//              additive logit bias beta f). spectrum gaussian_mixture (E15/E16) or local_window
-//              (local RPE, E22: f(n) = sum_t a_t 1[|n| <= v_t]).
-//   performer  the same FAVOR+ kernel with no RPE and no positional information at all:
-//              out_i = phi(q_i) sum_j phi(k_j) v_j^T / phi(q_i) . sum_j phi(k_j)   (E3)
-//   toeplitz   the same FAVOR+ kernel with the EXACT RPE mask evaluated on the integer grid and
-//              applied in O(L log L) by the FFTW Toeplitz path (attention/exact/toeplitz.hpp, method
-//              section 6). The mask is the closed form of the SAME learned spectrum as flt:
-//              variant kronecker: N_ij = f(pos_i - pos_j); variant bias: N_ij = exp(beta f(.)),
-//              the multiplicative form of the additive bias. So flt vs toeplitz isolates the
-//              random-feature estimate of the RPE: the two differ only in how the mask is applied.
-//              The gradient reaches the spectral parameters (and beta) through the closed form f.
-// Causal (tokens only): every kind attends to keys j <= i within the sequence.
-//
-// Random features: per block, Performer frequencies (and for flt the RPE frequencies xi with their
-// proposal density) are drawn from Rng(seed) forks (block_feature_seed, encoder_block.hpp); begin_step(step) redraws them with draw index
-// `step` when config.redraw_features (needed with the "spectrum" proposal as the spectrum learns).
-// A model file stores the arrays themselves, so a loaded model reproduces outputs bit for bit.
-//
-// Threads and determinism: batched Linear/LayerNorm kernels (row chunks, fixed-order reductions)
-// and attention over (set, head) pairs with per-pair partial parameter gradients summed serially:
-// outputs and gradients are bitwise identical for a given seed whatever the OpenMP thread count.
+// Shapes: S sequences or images, N tokens in all (RaggedIndex over sets), D width, H heads,
+// d = D / H, F block-MLP width, G head width, P outputs, V vocabulary, p patch side.
+//   tokens:    x0_n = E[id_n], at position n - begin(s) (dc = 1)                      N x D
+//   patches:   x0_n = u_n We + be, u_n the p*p pixels of patch (y, x), at (y, x) (dc = 2)  N x D
+//   block b:   x += Attn_b(LN1_b(x)) Wo_b + bo_b;  x += MLP_b(LN2_b(x))  (pre-norm)   N x D
+//   pooled:    out_s = MLP_head(LN_out((1/|s|) sum_{n in s} x_n))                     S x P
+//   per_token: out_n = LN_out(x_n) Wlm + blm  (logits of the token after n)           N x V
+// Attention (FAVOR+ features phi, E2): flt (method sections 2-5: kronecker E9/E10, bias E12/E13;
+// spectra gaussian_mixture E15/E16, local_window E22), performer (no RPE, E3), toeplitz (the exact
+// mask of the same spectrum by FFTW, method section 6); causal (tokens): keys j <= i only.
+// The rest: docs/token-model.md ("Shapes and equations", "Attention kinds", "Random features").
 #pragma once
 
 #include "core/error.hpp"
@@ -199,7 +165,8 @@ class TokenModel {
   // Evaluation: forward with a private cache.
   Mat<T> predict(const TokenBatch& batch);
 
-  // Random features: redraw with draw index `step` when config.redraw_features.
+  // Random features: redraw with draw index `step` when config.redraw_features (needed with the
+  // "spectrum" proposal, as the spectrum learns).
   void begin_step(std::uint64_t step);
   std::uint64_t feature_draw() const noexcept { return draw_; }
   void redraw_features(std::uint64_t draw);  // unconditional redraw (tests, tools)

@@ -1,4 +1,4 @@
-// bench_flt: the issue-3 scaling benchmark. Forward + backward time and peak memory of one FLT
+// bench_flt: the FLT attention scaling benchmark. Forward + backward time and peak memory of one FLT
 // attention layer (flt::attn, 3-D coordinates, width 128 = 8 heads x 16, the layer's default m and
 // R) next to the streaming exact O(L^2) attention (flt::exact, additive learned radial bias) and
 // the FFTW Toeplitz path, plus this machine's FMA peak measured in the same run.

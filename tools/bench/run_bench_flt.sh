@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the issue-3 FLT attention benchmark and writes docs/benchmarks/flt_attention.md
+# Runs the FLT attention scaling benchmark (bench_flt) and writes docs/benchmarks/flt_attention.md
 # (docs/benchmarks/flt_attention_quick.md with --quick). Not part of ctest.
 #
 #   tools/bench/run_bench_flt.sh [--quick] [--exact-max TOKENS] [--timeout SECONDS]

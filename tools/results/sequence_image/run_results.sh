@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 7 results table: every task x {flt, performer, toeplitz} x 2 seeds at one fixed training
-# budget (same epochs, batch size, learning rate and model size for the three attention kinds),
+# The sequence and image results table: every task x {flt, performer, toeplitz} x 2 seeds at one
+# fixed training budget (same epochs, batch size, learning rate and model size for the three kinds),
 # plus the headline Fashion-MNIST run (FLT with 2-D RPE, at most 30 minutes of training).
 #
 #   tools/results/sequence_image/run_results.sh [FLT_BINARY] [PART...]
