@@ -54,6 +54,11 @@ bool train_smiles_model(const TaskRunConfig& run, TokenModel<float>& model, Trai
   return true;
 }
 
+bool write_smiles_run_summary(std::ostream& out, const SmilesTrainResult& r, const std::string& examples) {
+  const std::string note = std::to_string(r.parameters) + " parameters, vocabulary " + std::to_string(r.vocabulary);
+  return write_run_summary(out, r.run, note, examples, r.train_size, r.validation_size, r.test_size);
+}
+
 Vocabulary model_vocabulary(const std::map<std::string, std::string>& meta, const std::string& src,
                             std::int64_t vocab_size) {
   Vocabulary vocab;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,10 @@ struct SmilesTrainResult {
 // run went to its end. Returns false when the test hook stopped it (nothing more to do).
 bool train_smiles_model(const TaskRunConfig& run, TokenModel<float>& model, TrainableTask& task,
                         const SmilesSubsets& subsets, const TaskOutput& output, SmilesTrainResult& result);
+
+// The summary lines of a SMILES task's run (write_run_summary with the parameter and vocabulary
+// counts); false when the test hook stopped the run (nothing more to report).
+bool write_smiles_run_summary(std::ostream& out, const SmilesTrainResult& result, const std::string& examples);
 
 // The vocabulary in a model file's metadata ("task.vocabulary"), checked against the model's
 // vocab_size. ModelFileError naming `source` otherwise.

@@ -237,12 +237,7 @@ std::string format_lm_evaluation(const LmEvaluation& e) {
 
 std::string format_lm_summary(const LmTrainResult& r) {
   std::ostringstream out;
-  const std::string note =
-      std::to_string(r.parameters) + " parameters, vocabulary " + std::to_string(r.vocabulary);
-  if (!write_run_summary(out, r.run, note, "strings",
-                         r.train_size, r.validation_size, r.test_size))
-    return out.str();
-  out << "test: " << format_lm_evaluation(r.test);
+  if (write_smiles_run_summary(out, r, "strings")) out << "test: " << format_lm_evaluation(r.test);
   return out.str();
 }
 

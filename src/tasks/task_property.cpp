@@ -325,12 +325,7 @@ std::string format_property_evaluation(const PropertyEvaluation& e) {
 
 std::string format_property_summary(const PropertyTrainResult& r) {
   std::ostringstream out;
-  const std::string note =
-      std::to_string(r.parameters) + " parameters, vocabulary " + std::to_string(r.vocabulary);
-  if (!write_run_summary(out, r.run, note, "molecules",
-                         r.train_size, r.validation_size, r.test_size))
-    return out.str();
-  out << "test metrics:\n" << format_property_evaluation(r.test);
+  if (write_smiles_run_summary(out, r, "molecules")) out << "test metrics:\n" << format_property_evaluation(r.test);
   return out.str();
 }
 
