@@ -1,4 +1,5 @@
-// Helpers shared by the FLT attention tests: a layer with its parameter store, random inputs, and
+// Helpers shared by the attention tests: random normal matrices, a layer with its parameter store,
+// random inputs, and
 // a gradient checker over every parameter and input.
 #pragma once
 
@@ -13,6 +14,14 @@
 #include <vector>
 
 namespace flt::attn::testing {
+
+// Entries scale * N(0, 1), drawn in row-major order.
+inline Mat<double> random_normal_mat(Rng& rng, Index rows, Index cols, double scale = 1.0) {
+  Mat<double> m(rows, cols);
+  for (Index i = 0; i < rows; ++i)
+    for (Index j = 0; j < cols; ++j) m(i, j) = scale * rng.normal();
+  return m;
+}
 
 template <class T>
 struct Setup {

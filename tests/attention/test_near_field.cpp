@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/gradcheck.hpp"
 #include "core/random.hpp"
+#include "flt_test_util.hpp"
 
 #include <Eigen/Geometry>
 #include <catch2/catch.hpp>
@@ -22,14 +23,9 @@
 using namespace flt;
 using namespace flt::attn;
 
-namespace {
+using flt::attn::testing::random_normal_mat;
 
-Mat<double> random_mat(Rng& rng, Index rows, Index cols, double scale = 1.0) {
-  Mat<double> m(rows, cols);
-  for (Index i = 0; i < rows; ++i)
-    for (Index j = 0; j < cols; ++j) m(i, j) = scale * rng.normal();
-  return m;
-}
+namespace {
 
 struct Problem {
   NearFieldConfig config;
@@ -62,16 +58,16 @@ Problem make_problem(std::uint64_t seed, std::vector<Index> sizes, bool vectors,
   p.sets = RaggedIndex::from_sizes(sizes);
   const Index N = p.sets.total_rows(), D = p.config.width(), V = p.config.value_width();
   const Index K = p.config.nodes.count;
-  p.coords = random_mat(rng, N, 3, spread);
-  p.q = random_mat(rng, N, D);
-  p.k = random_mat(rng, N, D);
-  p.v = random_mat(rng, N, V);
-  p.vec = vectors ? random_mat(rng, N, 3 * D) : Mat<double>(0, 0);
-  p.Wk = random_mat(rng, K, D, 0.7);
-  p.bk = random_mat(rng, D, 1, 0.3);
-  p.Wv = random_mat(rng, K, V, 0.7);
-  p.bv = random_mat(rng, V, 1, 0.3);
-  p.sink = random_mat(rng, p.config.heads, 1, 0.5);
+  p.coords = random_normal_mat(rng, N, 3, spread);
+  p.q = random_normal_mat(rng, N, D);
+  p.k = random_normal_mat(rng, N, D);
+  p.v = random_normal_mat(rng, N, V);
+  p.vec = vectors ? random_normal_mat(rng, N, 3 * D) : Mat<double>(0, 0);
+  p.Wk = random_normal_mat(rng, K, D, 0.7);
+  p.bk = random_normal_mat(rng, D, 1, 0.3);
+  p.Wv = random_normal_mat(rng, K, V, 0.7);
+  p.bv = random_normal_mat(rng, V, 1, 0.3);
+  p.sink = random_normal_mat(rng, p.config.heads, 1, 0.5);
   p.rebuild_list();
   return p;
 }
@@ -135,8 +131,8 @@ double loss_of(const Problem& p, const Mat<double>& R1, const Mat<double>& R2) {
 void check_all_gradients(Problem& p) {
   Rng rng(99);
   const Index N = p.q.rows(), D = p.config.width();
-  const Mat<double> R1 = random_mat(rng, N, D);
-  const Mat<double> R2 = p.config.vectors ? random_mat(rng, N, 3 * D) : Mat<double>(0, 0);
+  const Mat<double> R1 = random_normal_mat(rng, N, D);
+  const Mat<double> R2 = p.config.vectors ? random_normal_mat(rng, N, 3 * D) : Mat<double>(0, 0);
   const Gradients g = backward(p, R1, R2);
   auto check = [&](const char* name, Mat<double>& x, const Mat<double>& analytic, bool geometry) {
     INFO("gradient of " << name);
@@ -207,8 +203,8 @@ TEST_CASE("near field: gradients of every input and weight match finite differen
 TEST_CASE("near field: the one-pass and two-pass backward agree", "[near_field]") {
   Problem p = make_problem(19, {120, 7, 60}, true, 2.2);
   Rng rng(8);
-  const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
-  const Mat<double> R2 = random_mat(rng, p.q.rows(), 3 * p.config.width());
+  const Mat<double> R1 = random_normal_mat(rng, p.q.rows(), p.config.width());
+  const Mat<double> R2 = random_normal_mat(rng, p.q.rows(), 3 * p.config.width());
   const Gradients one = backward(p, R1, R2);
   p.config.single_pass_max_pairs = 0;
   const Gradients two = backward(p, R1, R2);
@@ -283,8 +279,8 @@ TEST_CASE("near field: forward and backward bitwise equal for 1 and 2 threads", 
   Problem p = make_problem(13, {150, 3, 90}, true, 2.5);
   p.config.single_pass_max_pairs = single_pass;
   Rng rng(5);
-  const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
-  const Mat<double> R2 = random_mat(rng, p.q.rows(), 3 * p.config.width());
+  const Mat<double> R1 = random_normal_mat(rng, p.q.rows(), p.config.width());
+  const Mat<double> R2 = random_normal_mat(rng, p.q.rows(), 3 * p.config.width());
   const int saved = omp_get_max_threads();
   omp_set_num_threads(1);
   const Outputs<float> f1 = forward<float>(p);
@@ -336,8 +332,8 @@ TEST_CASE("near field: the tabulated filters are within O(h^4) of the exact filt
   config.nodes = RadialNodes::bessel(16, config.cutoff);
   const Index K = 16, D = config.width(), V = config.value_width();
   const double bound = 1.0 / std::sqrt(static_cast<double>(K));
-  Mat<double> Wk = random_mat(rng, K, D, bound), Wv = random_mat(rng, K, V, bound);
-  Mat<double> bk = random_mat(rng, D, 1, bound), bv = random_mat(rng, V, 1, bound), sink = Mat<double>::Zero(2, 1);
+  Mat<double> Wk = random_normal_mat(rng, K, D, bound), Wv = random_normal_mat(rng, K, V, bound);
+  Mat<double> bk = random_normal_mat(rng, D, 1, bound), bv = random_normal_mat(rng, V, 1, bound), sink = Mat<double>::Zero(2, 1);
   const NearFieldWeights<double> w{Wk, {bk.data(), static_cast<std::size_t>(D)}, Wv,
                                    {bv.data(), static_cast<std::size_t>(V)}, {sink.data(), 2}};
   auto worst_error = [&](Index intervals) {
@@ -383,20 +379,20 @@ Direction random_direction(const Problem& p, std::uint64_t seed, bool weights) {
   Rng rng(seed);
   Direction u;
   const Index N = p.q.rows(), D = p.config.width();
-  u.coords = random_mat(rng, N, 3);
-  u.q = random_mat(rng, N, D);
-  u.k = random_mat(rng, N, D);
-  u.v = random_mat(rng, N, p.v.cols());
-  u.vec = random_mat(rng, p.vec.rows(), p.vec.cols());
+  u.coords = random_normal_mat(rng, N, 3);
+  u.q = random_normal_mat(rng, N, D);
+  u.k = random_normal_mat(rng, N, D);
+  u.v = random_normal_mat(rng, N, p.v.cols());
+  u.vec = random_normal_mat(rng, p.vec.rows(), p.vec.cols());
   if (weights) {
-    u.Wk = random_mat(rng, p.Wk.rows(), p.Wk.cols());
-    u.bk = random_mat(rng, p.bk.rows(), 1);
-    u.Wv = random_mat(rng, p.Wv.rows(), p.Wv.cols());
-    u.bv = random_mat(rng, p.bv.rows(), 1);
-    u.sink = random_mat(rng, p.sink.rows(), 1);
+    u.Wk = random_normal_mat(rng, p.Wk.rows(), p.Wk.cols());
+    u.bk = random_normal_mat(rng, p.bk.rows(), 1);
+    u.Wv = random_normal_mat(rng, p.Wv.rows(), p.Wv.cols());
+    u.bv = random_normal_mat(rng, p.bv.rows(), 1);
+    u.sink = random_normal_mat(rng, p.sink.rows(), 1);
   }
-  u.R1 = random_mat(rng, N, D);
-  u.R2 = random_mat(rng, p.config.vectors ? N : 0, p.config.vectors ? 3 * D : 0);
+  u.R1 = random_normal_mat(rng, N, D);
+  u.R2 = random_normal_mat(rng, p.config.vectors ? N : 0, p.config.vectors ? 3 * D : 0);
   return u;
 }
 
@@ -512,8 +508,8 @@ TEST_CASE("near field: Dual forward and backward give the directional derivative
         Problem p = make_problem(5, size.sets, vectors, 1.3, size.head_dim, size.nodes);
         p.config.single_pass_max_pairs = single_pass;
         Rng rng(99);
-        const Mat<double> R1 = random_mat(rng, p.q.rows(), p.config.width());
-        const Mat<double> R2 = vectors ? random_mat(rng, p.q.rows(), 3 * p.config.width()) : Mat<double>(0, 0);
+        const Mat<double> R1 = random_normal_mat(rng, p.q.rows(), p.config.width());
+        const Mat<double> R2 = vectors ? random_normal_mat(rng, p.q.rows(), 3 * p.config.width()) : Mat<double>(0, 0);
         const Direction u = random_direction(p, 17, weight_tangents);
         const DualResult r = dual_pass(p, u, R1, R2);
 

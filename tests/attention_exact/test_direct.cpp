@@ -5,6 +5,7 @@
 
 #include "core/error.hpp"
 #include "core/random.hpp"
+#include "../attention/flt_test_util.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -14,14 +15,9 @@
 using namespace flt;
 using namespace flt::exact;
 
-namespace {
+using flt::attn::testing::random_normal_mat;
 
-Mat<double> random_mat(Rng& rng, Index rows, Index cols, double scale = 1.0) {
-  Mat<double> m(rows, cols);
-  for (Index i = 0; i < rows; ++i)
-    for (Index j = 0; j < cols; ++j) m(i, j) = scale * rng.normal();
-  return m;
-}
+namespace {
 
 // softmax(Q K^T / sqrt(d) + Bias) V with dense matrices (independent of the code under test).
 Mat<double> dense_softmax_attention(const Mat<double>& Q, const Mat<double>& K, const Mat<double>& V,
@@ -47,8 +43,8 @@ TEST_CASE("direct E4 with f = 1 and bias b = 0 equal dense softmax attention",
           "[flt_exact][direct]") {
   Rng rng(1);
   const Index L = 9, d = 4, dv = 3, dc = 3;
-  const Mat<double> Q = random_mat(rng, L, d), K = random_mat(rng, L, d), V = random_mat(rng, L, dv);
-  const Mat<double> R = random_mat(rng, L, dc);
+  const Mat<double> Q = random_normal_mat(rng, L, d), K = random_normal_mat(rng, L, d), V = random_normal_mat(rng, L, dv);
+  const Mat<double> R = random_normal_mat(rng, L, dc);
   const Mat<double> ref = dense_softmax_attention(Q, K, V, Mat<double>::Zero(L, L));
   const Mat<double> a = masked_attention_direct<double>(Q, K, V, R, [](auto) { return 1.0; });
   const Mat<double> b = biased_attention_direct<double>(Q, K, V, R, [](auto) { return 0.0; });
@@ -61,8 +57,8 @@ TEST_CASE("direct additive bias equals dense softmax with the bias matrix, any d
   Rng rng(2);
   for (Index dc : {1, 2, 3}) {
     const Index L = 8, d = 5, dv = 2;
-    const Mat<double> Q = random_mat(rng, L, d), K = random_mat(rng, L, d);
-    const Mat<double> V = random_mat(rng, L, dv), R = random_mat(rng, L, dc, 2.0);
+    const Mat<double> Q = random_normal_mat(rng, L, d), K = random_normal_mat(rng, L, d);
+    const Mat<double> V = random_normal_mat(rng, L, dv), R = random_normal_mat(rng, L, dc, 2.0);
     // A bias that is not symmetric in the offset, to catch r_i - r_j vs r_j - r_i mix-ups.
     auto bias_fn = [](std::span<const double> z) { return 0.7 * z[0] - 0.3 * z[0] * z[0]; };
     Mat<double> B(L, L);
@@ -97,7 +93,7 @@ TEST_CASE("direct causal attention equals non-causal attention on each prefix",
           "[flt_exact][direct]") {
   Rng rng(3);
   const Index L = 7, d = 3, dv = 2, dc = 1;
-  const Mat<double> Q = random_mat(rng, L, d), K = random_mat(rng, L, d), V = random_mat(rng, L, dv);
+  const Mat<double> Q = random_normal_mat(rng, L, d), K = random_normal_mat(rng, L, d), V = random_normal_mat(rng, L, dv);
   Mat<double> R(L, dc);
   for (Index i = 0; i < L; ++i) R(i, 0) = static_cast<double>(i);
   const Mat<double> causal = masked_attention_direct<double>(Q, K, V, R, gaussian_of_distance, true);
@@ -117,8 +113,8 @@ TEST_CASE("direct ragged batch equals separate calls per set, multi-head equals 
   const std::vector<Index> sizes = {3, 0, 5, 1, 4};
   const RaggedIndex sets = RaggedIndex::from_sizes(sizes);
   const Index L = sets.total_rows(), H = 2, d = 3, dv = 2, dc = 3;
-  const Mat<double> Q = random_mat(rng, L, H * d), K = random_mat(rng, L, H * d);
-  const Mat<double> V = random_mat(rng, L, H * dv), R = random_mat(rng, L, dc);
+  const Mat<double> Q = random_normal_mat(rng, L, H * d), K = random_normal_mat(rng, L, H * d);
+  const Mat<double> V = random_normal_mat(rng, L, H * dv), R = random_normal_mat(rng, L, dc);
   std::vector<OffsetFunction> fs = {gaussian_of_distance,
                                     [](std::span<const double> z) { return 1.0 + 0.5 * z[1]; }};
   for (MaskKind kind : {MaskKind::multiplicative, MaskKind::additive}) {
@@ -143,8 +139,8 @@ TEST_CASE("direct attention is translation invariant and float agrees with doubl
           "[flt_exact][direct]") {
   Rng rng(5);
   const Index L = 10, d = 4, dv = 3, dc = 3;
-  const Mat<double> Q = random_mat(rng, L, d), K = random_mat(rng, L, d), V = random_mat(rng, L, dv);
-  const Mat<double> R = random_mat(rng, L, dc);
+  const Mat<double> Q = random_normal_mat(rng, L, d), K = random_normal_mat(rng, L, d), V = random_normal_mat(rng, L, dv);
+  const Mat<double> R = random_normal_mat(rng, L, dc);
   Mat<double> shifted = R;
   shifted.rowwise() += RowVec<double>::Constant(dc, 3.0);
   const Mat<double> a = masked_attention_direct<double>(Q, K, V, R, gaussian_of_distance);
@@ -159,7 +155,7 @@ TEST_CASE("direct attention is translation invariant and float agrees with doubl
 TEST_CASE("direct E4 rejects a zero denominator and bad shapes with typed errors",
           "[flt_exact][direct]") {
   Rng rng(6);
-  const Mat<double> Q = random_mat(rng, 4, 2), V = random_mat(rng, 4, 2), R = random_mat(rng, 4, 1);
+  const Mat<double> Q = random_normal_mat(rng, 4, 2), V = random_normal_mat(rng, 4, 2), R = random_normal_mat(rng, 4, 1);
   CHECK_THROWS_AS(masked_attention_direct<double>(Q, Q, V, R, [](auto) { return 0.0; }),
                   NumericalError);
   CHECK_THROWS_AS(masked_attention_direct<double>(Q, Q, V.topRows(3), R, [](auto) { return 1.0; }),

@@ -6,6 +6,7 @@
 #include "core/gradcheck.hpp"
 #include "core/random.hpp"
 #include "attention/exact/direct.hpp"
+#include "../attention/flt_test_util.hpp"
 
 #include <catch2/catch.hpp>
 #include <omp.h>
@@ -16,14 +17,9 @@
 using namespace flt;
 using namespace flt::exact;
 
-namespace {
+using flt::attn::testing::random_normal_mat;
 
-Mat<double> random_mat(Rng& rng, Index rows, Index cols, double scale = 1.0) {
-  Mat<double> m(rows, cols);
-  for (Index i = 0; i < rows; ++i)
-    for (Index j = 0; j < cols; ++j) m(i, j) = scale * rng.normal();
-  return m;
-}
+namespace {
 
 struct Problem {
   StreamingAttentionConfig cfg;
@@ -45,11 +41,11 @@ Problem make_problem(DistanceMask mask, std::uint64_t seed, std::vector<Index> s
   const Index L = p.sets.total_rows();
   p.d = d;
   p.dv = dv;
-  p.Q = random_mat(rng, L, H * d);
-  p.K = random_mat(rng, L, H * d);
-  p.V = random_mat(rng, L, H * dv);
-  p.R = random_mat(rng, L, dc, 1.2);
-  p.A = random_mat(rng, H, p.cfg.basis.size());
+  p.Q = random_normal_mat(rng, L, H * d);
+  p.K = random_normal_mat(rng, L, H * d);
+  p.V = random_normal_mat(rng, L, H * dv);
+  p.R = random_normal_mat(rng, L, dc, 1.2);
+  p.A = random_normal_mat(rng, H, p.cfg.basis.size());
   // A positive mask keeps the multiplicative (E4) denominators away from zero.
   if (mask == DistanceMask::multiplicative) p.A = p.A.cwiseAbs().array() + 0.2;
   return p;
@@ -159,7 +155,7 @@ TEST_CASE("streaming attention gradients pass finite-difference checks in double
     Problem p = make_problem(mask, 21, {6, 5}, 2, 3, 2, 3, block ? block : 4, block ? block : 3);
     const Index L = p.sets.total_rows();
     Rng rng(99);
-    const Mat<double> G = random_mat(rng, L, p.V.cols());  // loss = sum(G o out)
+    const Mat<double> G = random_normal_mat(rng, L, p.V.cols());  // loss = sum(G o out)
     auto loss = [&] {
       return (run_forward<double>(p).out.cwiseProduct(G)).sum();
     };
@@ -221,7 +217,7 @@ TEST_CASE("streaming attention: a radial basis table gives bitwise the same forw
     REQUIRE(table.first_pair == std::vector<Index>{0, -1, 25, 26});
     REQUIRE(table.rho.size() == 25 + 1 + 64);
     Rng rng(72);
-    const Mat<float> G = random_mat(rng, L, p.V.cols()).cast<float>();
+    const Mat<float> G = random_normal_mat(rng, L, p.V.cols()).cast<float>();
     auto run = [&](const RadialBasisTable<float>* t) {
       StreamingAttentionCache<float> cache;
       streaming_attention_forward<float>(p.cfg, p.sets, Q, K, V, R, A, cache, t);
@@ -251,7 +247,7 @@ TEST_CASE("streaming attention is bitwise identical for 1 and 2 threads",
   const Problem p = make_problem(DistanceMask::additive, 41, {40, 9, 33}, 2, 4, 4, 3, block, block);
   const Index L = p.sets.total_rows();
   Rng rng(5);
-  const Mat<float> G = random_mat(rng, L, p.V.cols()).cast<float>();
+  const Mat<float> G = random_normal_mat(rng, L, p.V.cols()).cast<float>();
   auto run = [&](int threads) {
     const int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
@@ -301,7 +297,7 @@ TEST_CASE("streaming attention radial basis: recurrence and direct paths agree w
       Problem p = make_problem(DistanceMask::additive, 61, {9, 14}, 2, 3, 2, 3, 4, 6);
       p.cfg.basis = basis;
       Rng rng(62);
-      p.A = random_mat(rng, 2, basis.size());
+      p.A = random_normal_mat(rng, 2, basis.size());
       p.R *= spread;
       const Mat<double> ref = direct_reference(p);
       CHECK((run_forward<double>(p).out - ref).cwiseAbs().maxCoeff() < 1e-12);
