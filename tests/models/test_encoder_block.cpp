@@ -6,12 +6,16 @@
 #include "core/random.hpp"
 #include "attention/performer.hpp"
 #include "models/encoder_block.hpp"
+#include "models/molecule_model.hpp"
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
+
+#include <omp.h>
 
 using namespace flt;
 using namespace flt::models;
@@ -29,10 +33,10 @@ struct Fixture {
   EncoderBlock<T> block;
   ParamRef between;
 
-  explicit Fixture(Index value_width = kWidth) {
-    block.add_attention_layers(store, "block1", kWidth, value_width);
+  explicit Fixture(Index value_width = kWidth, Index width = kWidth, Index hidden = kHidden) {
+    block.add_attention_layers(store, "block1", width, value_width);
     between = store.add("block1.attn.own", 2, 3);
-    block.add_mlp_layers(store, "block1", kHidden, Activation::silu);
+    block.add_mlp_layers(store, "block1", hidden, Activation::silu);
     store.allocate();
     Rng rng(7);
     for (T& v : store.values()) v = static_cast<T>(0.5 * rng.normal());
@@ -149,6 +153,36 @@ TEST_CASE("encoder block: the inference stages on blocks of rows equal forward b
     f.block.add_mlp(f.store, y.middleRows(r0, 3));
   }
   CHECK(y == x);
+}
+
+TEST_CASE("encoder block: at the models' settings, the inference stages on row blocks equal forward bitwise",
+          "[models][encoder_block]") {
+  // Width 128 with 256 hidden units (the default model's), 1,000 rows cut into the streaming
+  // inference's blocks (MoleculeModel::infer_rows = 768, then the rest), which cross the GEMM
+  // kernels' row chunks (96 and 256 rows); 1 and 2 threads.
+  constexpr Index rows = 1000, width = 128, hidden = 256;
+  const Index block_rows = MoleculeModel<float>::infer_rows;
+  Fixture<float> f(width, width, hidden);
+  const Mat<float> x0 = random_matrix<float>(rows, width, 21);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    INFO(threads << " threads");
+    omp_set_num_threads(threads);
+    Mat<float> x = x0;
+    EncoderBlockCache<float> cache;
+    f.block.forward(f.store, x, cache, attend<float>);
+    Mat<float> y = x0;
+    for (Index r0 = 0; r0 < rows; r0 += block_rows) {
+      const Index n = std::min(block_rows, rows - r0);
+      Mat<float> q(n, width), k(n, width), v(n, width), a(n, width);
+      f.block.project(f.store, y.middleRows(r0, n), q, k, v);
+      attend<float>(q, k, v, a);
+      f.block.add_output(f.store, a, y.middleRows(r0, n));
+      f.block.add_mlp(f.store, y.middleRows(r0, n));
+    }
+    CHECK(y == x);
+  }
+  omp_set_num_threads(saved);
 }
 
 TEST_CASE("encoder block: gradients of every parameter and the input match central differences",
