@@ -119,12 +119,37 @@ def test_extra_smiles_join_the_clusters_reproducibly(tmp_path):
 def test_an_ion_pair_is_one_rigid_neutral_entry_in_contact():
     gen = load_generator()
     extras = gen.build_extras([("C[NH3+].CC(=O)[O-]", "pairs.smi:1")], lambda msg: None)
-    mol, xyz = extras[0]
+    [(mol, xyz)] = extras[0]
     assert sum(a.GetFormalCharge() for a in mol.GetAtoms()) == 0
     from rdkit import Chem
     first, second = Chem.GetMolFrags(mol)
     gap = np.linalg.norm(xyz[list(first)][:, None] - xyz[list(second)][None], axis=-1).min()
     assert gap < 2.2  # optimised with the inter-fragment terms: a hydrogen bond, not apart
+
+
+def test_separate_ions_are_placed_apart_and_every_cluster_stays_neutral():
+    gen = load_generator()
+    pairs = [("C[NH3+].CC(=O)[O-]", "pairs.smi:1"), ("NC(N)=[NH2+].[O-]C=O", "pairs.smi:2")]
+    extras = gen.build_extras(pairs, lambda msg: None, separate_ions=True)
+    from rdkit import Chem
+    # Each entry is its two ions, embedded alone: charges +1 and -1, one fragment each.
+    for bodies in extras:
+        assert sorted(Chem.GetFormalCharge(m) for m, _ in bodies) == [-1, 1]
+        assert all(len(Chem.GetMolFrags(m)) == 1 for m, _ in bodies)
+    rng = np.random.default_rng(4)
+    pool = gen.build_pool(gen.read_smiles(gen.DEFAULT_INDEX), 10, rng, lambda msg: None)
+    pick = gen.pool_picker(len(pool), len(extras), 0.5)
+    pool = pool + extras
+    for _ in range(3):
+        placed, _, _ = gen.make_cluster(pool, 150, 0.1, 2.0, rng, pick=pick)
+        charges = [Chem.GetFormalCharge(m) for m, _ in placed]
+        assert sum(charges) == 0 and charges.count(1) >= 1
+        # Every ion is a body of its own, kept at the packing's 2 A contact distance from every
+        # other body: a rigid pair would hold its ions at their 1.7 A hydrogen bond.
+        ions = [p for m, p in placed if Chem.GetFormalCharge(m) != 0]
+        gaps = [np.linalg.norm(a[:, None] - b[None], axis=-1).min()
+                for i, a in enumerate(ions) for b in ions[i + 1:]]
+        assert min(gaps) >= 2.0
 
 
 def test_a_bad_extra_smiles_stops_the_run_naming_file_and_line(tmp_path):

@@ -18,8 +18,13 @@ Extra molecules (--extra-smiles FILE: one SMILES per line, or a CSV with a smile
 pool, for chemistry QM9 lacks (sulfur, the ions of a protein's side chains; the protein fragments
 of datasets/mmff-clusters/protein_fragments.smi). A SMILES with several fragments (an ion pair such
 as "C[NH3+].CC(=O)[O-]") is one rigid entry, optimised with its inter-fragment terms on, so that
-charged species enter the clusters as neutral pairs. --extra-fraction sets the share of the drawn
-molecules that come from the extras (default: uniform over the whole pool).
+charged species enter the clusters as neutral pairs. With --separate-ions the fragments of such an
+entry are instead embedded and optimised one by one and placed as separate molecules, each with its
+own random position and orientation: a drawn entry brings all its ions, so every cluster stays
+neutral, while its charges lie as far apart as the packing puts them (the ionic benchmark,
+datasets/mmff-clusters/ion_pairs.smi: Coulomb energies between net charges reach across the
+whole cluster). --extra-fraction sets the share of the drawn entries that come from the extras
+(default: uniform over the whole pool).
 
 Reproducible: the same arguments give the same file byte for byte (RDKit 2022.09, NumPy seeded
 generator). The benchmark's two files (datasets/README.md):
@@ -76,27 +81,39 @@ def read_extra_smiles(path):
     return [(line.split()[0], f"{path}:{n}") for n, line in content]
 
 
-def build_extras(entries, log):
-    """The extra molecules with a 3-D MMFF94 geometry (centred), in file order; a SMILES that RDKit
+def embed_optimised(mol, seed, where, smi):
+    """mol with hydrogens, embedded (ETKDGv3, seed) and MMFF94-optimised with its inter-fragment
+    terms on (the ions of a pair settle into contact), as (molecule, centred coordinates)."""
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        raise ValueError(f"{where}: {smi}: no 3-D embedding (ETKDGv3)")
+    if not AllChem.MMFFHasAllMoleculeParams(mol):
+        raise ValueError(f"{where}: {smi}: MMFF94 has no parameters for some atom")
+    AllChem.MMFFOptimizeMolecule(mol, maxIters=2000, ignoreInterfragInteractions=False)
+    xyz = mol.GetConformer().GetPositions()
+    return mol, xyz - xyz.mean(axis=0)
+
+
+def build_extras(entries, log, separate_ions=False):
+    """The extra entries in file order, each a list of rigid bodies (molecule, centred MMFF94
+    coordinates): one body per SMILES, or with separate_ions one per fragment. A SMILES that RDKit
     cannot parse, embed or parametrise with MMFF94 stops the run, naming its file and line."""
     extras = []
-    params = AllChem.ETKDGv3()
     for k, (smi, where) in enumerate(entries):
         mol = Chem.MolFromSmiles(smi)
         if mol is None:
             raise ValueError(f"{where}: RDKit cannot parse the SMILES {smi!r}")
-        mol = Chem.AddHs(mol)
-        params.randomSeed = k + 1
-        if AllChem.EmbedMolecule(mol, params) != 0:
-            raise ValueError(f"{where}: {smi}: no 3-D embedding (ETKDGv3)")
-        if not AllChem.MMFFHasAllMoleculeParams(mol):
-            raise ValueError(f"{where}: {smi}: MMFF94 has no parameters for some atom")
-        # Inter-fragment terms on: the ions of a pair settle into contact.
-        AllChem.MMFFOptimizeMolecule(mol, maxIters=2000, ignoreInterfragInteractions=False)
-        xyz = mol.GetConformer().GetPositions()
-        extras.append((mol, xyz - xyz.mean(axis=0)))
-    charge = sum(Chem.GetFormalCharge(mol) for mol, _ in extras)
-    log(f"extras: {len(extras)} molecules embedded and MMFF94-optimised (formal charges sum to {charge})")
+        if separate_ions:
+            fragments = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=True)
+            extras.append([embed_optimised(f, 1000 * (k + 1) + i, where, smi)
+                           for i, f in enumerate(fragments)])
+        else:
+            extras.append([embed_optimised(mol, k + 1, where, smi)])
+    charge = sum(Chem.GetFormalCharge(mol) for bodies in extras for mol, _ in bodies)
+    log(f"extras: {len(extras)} entries ({sum(len(b) for b in extras)} molecules) embedded and "
+        f"MMFF94-optimised (formal charges sum to {charge})")
     return extras
 
 
@@ -114,7 +131,8 @@ def pool_picker(qm9_count, extra_count, extra_fraction):
 
 
 def build_pool(smiles, size, rng, log):
-    """`size` distinct QM9 molecules with a 3-D MMFF94 geometry (atoms centred at the origin)."""
+    """`size` distinct QM9 molecules with a 3-D MMFF94 geometry (atoms centred at the origin), each
+    an entry of one rigid body (molecule, coordinates)."""
     pool = []
     order = rng.permutation(len(smiles))
     params = AllChem.ETKDGv3()
@@ -132,7 +150,7 @@ def build_pool(smiles, size, rng, log):
             continue
         AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
         xyz = mol.GetConformer().GetPositions()
-        pool.append((mol, xyz - xyz.mean(axis=0)))
+        pool.append([(mol, xyz - xyz.mean(axis=0))])
     if len(pool) < size:
         sys.exit(f"mmff_clusters: only {len(pool)} of {size} molecules could be embedded")
     log(f"pool: {len(pool)} QM9 molecules embedded (ETKDGv3) and MMFF94-optimised")
@@ -168,7 +186,9 @@ def clashing_molecules(points, owner, min_distance):
 
 
 def make_cluster(pool, target_atoms, density, min_distance, rng, max_repair_sweeps=40, pick=None):
-    """Molecules drawn from the pool until about target_atoms atoms, packed in a sphere.
+    """Entries drawn from the pool until about target_atoms atoms, packed in a sphere. An entry is
+    a list of rigid bodies (one molecule, or the separate ions of an ion pair), each placed and
+    moved on its own.
 
     Random sequential insertion of rigid molecules jams far below liquid density (about 0.04
     atoms/A^3 for QM9 molecules at a 2 A contact distance), so the molecules are first inserted
@@ -182,13 +202,13 @@ def make_cluster(pool, target_atoms, density, min_distance, rng, max_repair_swee
     """
     if pick is None:
         pick = pool_picker(len(pool), 0, None)
-    chosen, n = [], 0
+    bodies, n = [], 0
     while n < target_atoms:
-        k = pick(rng)
-        chosen.append(k)
-        n += pool[k][0].GetNumAtoms()
+        for body in pool[pick(rng)]:
+            bodies.append(body)
+            n += body[0].GetNumAtoms()
     target_radius = (3.0 * n / (4.0 * math.pi * density)) ** (1.0 / 3.0)
-    local = [pool[k][1] @ random_rotation(rng).T for k in chosen]
+    local = [xyz @ random_rotation(rng).T for _, xyz in bodies]
     owner = np.concatenate([np.full(len(x), i) for i, x in enumerate(local)])
     start = np.cumsum([0] + [len(x) for x in local])
 
@@ -237,7 +257,7 @@ def make_cluster(pool, target_atoms, density, min_distance, rng, max_repair_swee
             shrink *= 0.5
     points = points_of(centres, local)
     extent = float(np.max(np.linalg.norm(points, axis=1)))
-    placed = [(pool[k][0], points[start[i]:start[i + 1]]) for i, k in enumerate(chosen)]
+    placed = [(mol, points[start[i]:start[i + 1]]) for i, (mol, _) in enumerate(bodies)]
     return placed, max(scale * radius, 1e-9), extent
 
 
@@ -293,8 +313,11 @@ def main():
                         help="extra molecules for the pool: one SMILES per line, or a CSV with a "
                              "smiles column (datasets/mmff-clusters/protein_fragments.smi)")
     parser.add_argument("--extra-fraction", type=float, default=None,
-                        help="share of the drawn molecules taken from the extras "
+                        help="share of the drawn entries taken from the extras "
                              "(default: uniform over QM9 and extra molecules)")
+    parser.add_argument("--separate-ions", action="store_true",
+                        help="place the fragments (ions) of a multi-fragment extra entry as separate "
+                             "molecules (datasets/mmff-clusters/ion_pairs.smi)")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
     if not 0 < args.min_atoms <= args.max_atoms or args.count < 1:
@@ -302,6 +325,8 @@ def main():
     if args.extra_fraction is not None and (args.extra_smiles is None or
                                             not 0.0 <= args.extra_fraction <= 1.0):
         parser.error("--extra-fraction needs --extra-smiles and a value in [0, 1]")
+    if args.separate_ions and args.extra_smiles is None:
+        parser.error("--separate-ions needs --extra-smiles")
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     RDLogger.DisableLog("rdApp.*")
 
@@ -310,7 +335,7 @@ def main():
     extras = []
     if args.extra_smiles:
         try:
-            extras = build_extras(read_extra_smiles(args.extra_smiles), log)
+            extras = build_extras(read_extra_smiles(args.extra_smiles), log, args.separate_ions)
         except (OSError, ValueError) as e:
             sys.exit(f"mmff_clusters: {e}")
     pick = pool_picker(len(pool), len(extras), args.extra_fraction)

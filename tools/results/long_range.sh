@@ -13,11 +13,14 @@
 #           4,568 atoms)
 #   tools/results/long_range.sh [--train-count 800] [--test-count 30] [--seeds "1 2"]
 #                               [--epochs 30] [--out runs/long-range] [--flt PATH]
-#                               [--variants "flt none charge exact"]
+#                               [--variants "flt none charge exact"] [--ions]
+# --ions: the ionic benchmark (default OUT runs/long-range-ionic): 15% of the drawn entries are ion
+# pairs of datasets/mmff-clusters/ion_pairs.smi placed as separate ions (--separate-ions), so the
+# clusters carry net charges whose Coulomb energies reach across the whole cluster.
 # Generated data and runs go to OUT (data files are reused when present).
 set -eu
 cd "$(dirname "$0")/../.."
-train_count=800 test_count=30 seeds="1 2" epochs=30 out=runs/long-range variants="flt none charge"
+train_count=800 test_count=30 seeds="1 2" epochs=30 out="" variants="flt none charge" ions=0
 flt=${FLT_BUILD_DIR:-build}/tools/flt
 while [ $# -gt 0 ]; do
   case $1 in
@@ -28,30 +31,41 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --flt) flt=$2; shift 2 ;;
     --variants) variants=$2; shift 2 ;;
+    --ions) ions=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 [ -x "$flt" ] || { echo "no flt program at $flt: build it first" >&2; exit 1; }
+extra=""
+if [ "$ions" = 1 ]; then
+  extra="--extra-smiles datasets/mmff-clusters/ion_pairs.smi --separate-ions --extra-fraction 0.15"
+  [ -n "$out" ] || out=runs/long-range-ionic
+fi
+[ -n "$out" ] || out=runs/long-range
 mkdir -p "$out"
 train="$out/train_${train_count}.xyz" test="$out/test_${test_count}.xyz"
+# shellcheck disable=SC2086
 [ -s "$train" ] || tools/datasets/mmff_clusters.py --out "$train" --count "$train_count" \
-  --min-atoms 50 --max-atoms 500 --seed 1 -q
+  --min-atoms 50 --max-atoms 500 --seed 1 $extra -q
+# shellcheck disable=SC2086
 [ -s "$test" ] || tools/datasets/mmff_clusters.py --out "$test" --count "$test_count" \
-  --min-atoms 500 --max-atoms 5000 --seed 2 -q
+  --min-atoms 500 --max-atoms 5000 --seed 2 $extra -q
 # Atoms per cluster, one line per record in file order.
 atoms() { awk 'skip == 0 { print $1; skip = $1 + 2 } { skip-- }' "$1"; }
 atoms "$test" > "$out/test_atoms.txt"
 atoms "$train" > "$out/train_atoms.txt"
-# MAE per atom (meV/atom) and MAE of the total (eV) of flt eval's predictions; the id column is
-# FILE:RECORD, the atom count of RECORD is line RECORD of the atoms file.
+# MAE per atom (meV/atom), MAE of the total (eV) and mean signed error per atom (meV/atom,
+# prediction - label) of flt eval's predictions; the id column is FILE:RECORD, the atom count of
+# RECORD is line RECORD of the atoms file.
 per_atom_mae() {
   awk -F, 'NR == FNR { atoms[FNR] = $1; next }
     FNR == 1 { for (i = 1; i <= NF; ++i) { if ($i ~ /_true/) t = i; if ($i ~ /_pred/) p = i } next }
-    { k = $1; sub(/.*:/, "", k); e = $p - $t; if (e < 0) e = -e; s += e / atoms[k]; tot += e; n++ }
-    END { printf "%.3f %.4f", 1000 * s / n, tot / n }' "$1" "$2"
+    { k = $1; sub(/.*:/, "", k); e = $p - $t; signed += e / atoms[k]; if (e < 0) e = -e
+      s += e / atoms[k]; tot += e; n++ }
+    END { printf "%.3f %.4f %.3f", 1000 * s / n, tot / n, 1000 * signed / n }' "$1" "$2"
 }
-echo "| variant | seed | training time [s] | validation MAE (50-500 atoms) [meV/atom] | test MAE (500-5,000 atoms) [meV/atom] | test MAE total [eV] |"
-echo "|---|---|---|---|---|---|"
+echo "| variant | seed | training time [s] | validation MAE (50-500 atoms) [meV/atom] | test MAE (500-5,000 atoms) [meV/atom] | test MAE total [eV] | test mean signed error [meV/atom] |"
+echo "|---|---|---|---|---|---|---|"
 for variant in $variants; do
   case $variant in
     flt) model_options="--far-field flt" ;;
@@ -74,6 +88,8 @@ for variant in $variants; do
       --rotations 0 --predictions "$run/val_predictions.csv" -q > /dev/null
     test_mae=$(per_atom_mae "$out/test_atoms.txt" "$run/test_predictions.csv")
     val_mae=$(per_atom_mae "$out/train_atoms.txt" "$run/val_predictions.csv")
-    echo "| $variant | $seed | $seconds | ${val_mae% *} | ${test_mae% *} | ${test_mae#* } |"
+    # shellcheck disable=SC2086
+    set -- $test_mae
+    echo "| $variant | $seed | $seconds | ${val_mae%% *} | $1 | $2 | $3 |"
   done
 done

@@ -21,6 +21,8 @@ Prints one line per cluster and the mean and standard deviation over clusters pe
 
   tools/results/long_range_share.py --file runs/long-range/test_30.xyz --seed 2 --count 6 \\
       --min-atoms 500 --max-atoms 5000
+--ions regenerates the ionic benchmark's clusters (tools/results/long_range.sh --ions: the ion
+pairs of datasets/mmff-clusters/ion_pairs.smi as separate ions, 15% of the drawn entries).
 """
 
 import argparse
@@ -94,6 +96,7 @@ def main():
     parser.add_argument("--density", type=float, default=0.1)
     parser.add_argument("--min-distance", type=float, default=2.0)
     parser.add_argument("--pool", type=int, default=400)
+    parser.add_argument("--ions", action="store_true", help="the ionic benchmark's clusters")
     args = parser.parse_args()
     RDLogger.DisableLog("rdApp.*")
     beyond = [float(r) for r in args.beyond.split(",")]
@@ -102,7 +105,12 @@ def main():
         sys.exit(f"{args.file}: only {len(labels)} records")
     rng = np.random.default_rng(args.seed)
     pool = gen.build_pool(gen.read_smiles(gen.DEFAULT_INDEX), args.pool, rng, lambda m: None)
-    pick = gen.pool_picker(len(pool), 0, None)
+    extras = []
+    if args.ions:
+        pairs = os.path.join(os.path.dirname(gen.DEFAULT_INDEX), "..", "mmff-clusters", "ion_pairs.smi")
+        extras = gen.build_extras(gen.read_extra_smiles(pairs), lambda m: None, separate_ions=True)
+    pick = gen.pool_picker(len(pool), len(extras), 0.15 if args.ions else None)
+    pool = pool + extras
     rows = []
     print("cluster,atoms,E_eV,E_ele_meV_per_atom," +
           ",".join(f"E_beyond_{r:g}A_meV_per_atom" for r in beyond) + "," +
