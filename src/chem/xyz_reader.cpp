@@ -4,7 +4,8 @@
 // Extended XYZ:    comment = key=value pairs (values "quoted" or {braced}; bare words are flags);
 //                  Properties=name:type:ncols:... describes the atom columns (species:S:1 or
 //                  Z:I:1, pos:R:3, then e.g. forces:R:3); without it, species:S:1:pos:R:3. A line
-//                  with at least one key=value pair is extended XYZ (ASE's rule).
+//                  with at least one key=value pair is extended XYZ (ASE's rule). A
+//                  formal_charges:I:1 column sets the atoms' formal charges.
 // QM9:             comment = "gdb N" + 15 numbers (io::qm9_targets() order); an optional 5th atom
 //                  column (Mulliken charge, e) and optional trailer lines after the atoms.
 // Titles, units of labels, number syntax and the trailer: docs/chem-io.md, "Formats".
@@ -17,6 +18,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <string_view>
 
@@ -24,6 +27,7 @@ namespace flt::chem::detail {
 namespace {
 
 constexpr std::size_t kReserveCap = 4096;  // never trust a count line for allocation sizes
+constexpr int kMaxFormalCharge = 16;        // beyond any atom's oxidation state: a broken column
 
 void split_ws(std::string_view s, std::vector<std::string_view>& out) {
   out.clear();
@@ -354,6 +358,20 @@ class XyzParser final : public RecordParser {
       }
     }
     points.formal_charges.assign(n, 0);
+    for (const auto& col : extra) {
+      // A formal_charges:I:1 column gives each atom its formal charge (an SDF's CHG); the column
+      // also stays among the atom columns, so writers pass it through.
+      if (col.name != "formal_charges") continue;
+      if (col.type != 'I' || col.width != 1)
+        fail("column 'formal_charges' must be declared formal_charges:I:1 (integer, one per atom)");
+      for (std::size_t i = 0; i < n; ++i) {
+        const double q = col.values[i];
+        if (std::abs(q) > static_cast<double>(kMaxFormalCharge))
+          fail("atom " + std::to_string(i + 1) + ": formal charge " + std::to_string(static_cast<long long>(q)) +
+               " outside +-" + std::to_string(kMaxFormalCharge));
+        points.formal_charges[i] = static_cast<std::int32_t>(q);
+      }
+    }
     for (auto& col : extra) points.atom_columns.push_back(std::move(col));
     if (mulliken_seen == 1) {
       AtomColumn col;

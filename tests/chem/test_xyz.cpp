@@ -158,6 +158,26 @@ TEST_CASE("XYZ: bad records are reported with file, record and reason, reading g
   CHECK(s[7].reason.find("ends after 1 of 3 atom lines") != std::string::npos);
 }
 
+TEST_CASE("extended XYZ: a formal_charges column sets the atoms' formal charges", "[chem][xyz]") {
+  const std::string text =
+      "5\nProperties=species:S:1:pos:R:3:formal_charges:I:1 energy=-1\n"
+      "N 0 0 0 1\nH 1.03 0 0 0\nH -0.34 0.97 0 0\nH -0.34 -0.49 0.84 0\nH -0.34 -0.49 -0.84 0\n"
+      "1\nProperties=species:S:1:pos:R:3:formal_charges:R:1\nH 0 0 0 1.0\n"
+      "1\nProperties=species:S:1:pos:R:3:formal_charges:I:1\nH 0 0 0 0.5\n"
+      "1\nProperties=species:S:1:pos:R:3:formal_charges:I:1\nO 0 0 0 -40\n"
+      "1\nenergy=2\nHe 0 0 0\n";
+  const auto r = read_text(text, Format::xyz);
+  REQUIRE(r.records.size() == 2);
+  CHECK(r.records[0].formal_charges == std::vector<std::int32_t>{1, 0, 0, 0, 0});
+  // The column stays among the atom columns (writers pass it through).
+  REQUIRE(r.records[0].column("formal_charges") != nullptr);
+  CHECK(r.records[1].formal_charges == std::vector<std::int32_t>{0});
+  REQUIRE(r.summary.skipped.size() == 3);
+  CHECK(r.summary.skipped[0].reason.find("formal_charges:I:1") != std::string::npos);
+  CHECK(r.summary.skipped[1].reason.find("column 'formal_charges' has a bad value '0.5'") != std::string::npos);
+  CHECK_THAT(r.summary.skipped[2].reason, Catch::EndsWith("atom 1: formal charge -40 outside +-16"));
+}
+
 TEST_CASE("XYZ: minimum distance can be switched off", "[chem][xyz]") {
   ReadOptions options;
   options.min_distance = 0.0;

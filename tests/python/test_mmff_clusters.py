@@ -58,8 +58,8 @@ def test_forces_are_minus_the_energy_gradient_and_molecules_do_not_overlap():
     xyz = np.concatenate([p for _, p in placed])
     d = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
     assert d[owner[:, None] != owner[None, :]].min() >= 2.0
-    symbols, positions, energy, forces = gen.cluster_energy(placed)
-    assert len(symbols) == len(xyz) and np.array_equal(positions, xyz)
+    symbols, positions, energy, forces, charges = gen.cluster_energy(placed)
+    assert len(symbols) == len(xyz) == len(charges) and np.array_equal(positions, xyz)
     ff, _, _, _ = gen.cluster_force_field(placed)
     flat = xyz.ravel().tolist()
     h = 1e-4
@@ -179,3 +179,25 @@ def test_extra_smiles_formats(tmp_path):
     empty.write_text("# nothing\n")
     with pytest.raises(ValueError, match="no SMILES"):
         gen.read_extra_smiles(str(empty))
+
+
+def test_formal_charges_column_holds_the_ions_charges_and_changes_nothing_else(tmp_path):
+    extras = tmp_path / "ions.smi"
+    extras.write_text("C[NH3+].CC(=O)[O-] methylammonium_acetate\n")
+    def run(path, formal):
+        args = [sys.executable, SCRIPT, "--out", str(path), "--count", "2", "--min-atoms", "40",
+                "--max-atoms", "90", "--pool", "30", "--seed", "3", "--extra-smiles", str(extras),
+                "--separate-ions", "--extra-fraction", "0.5", "-q"]
+        subprocess.run(args + (["--formal-charges"] if formal else []), check=True)
+        return path.read_bytes()
+    plain, charged = run(tmp_path / "a.xyz", False), run(tmp_path / "b.xyz", True)
+    ions = 0
+    for (comment, atoms), (plain_comment, plain_atoms) in zip(read_frames(charged), read_frames(plain)):
+        assert comment.startswith("Properties=species:S:1:pos:R:3:forces:R:3:formal_charges:I:1 ")
+        assert comment.replace(":formal_charges:I:1", "") == plain_comment
+        assert [a[:7] for a in atoms] == plain_atoms
+        charges = [int(a[7]) for a in atoms]
+        assert sum(charges) == 0
+        assert {(a[0], q) for a, q in zip(atoms, charges) if q} <= {("N", 1), ("O", -1)}
+        ions += sum(1 for q in charges if q)
+    assert ions >= 2

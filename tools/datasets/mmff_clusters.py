@@ -8,7 +8,9 @@ cubic Angstrom (0.1 is an organic liquid), with no two atoms of different molecu
 --min-distance Angstrom. The label is RDKit's MMFF94 total energy of the whole cluster with every
 inter-fragment term switched on (van der Waals and electrostatics between molecules, dielectric
 constant 1, no distance cutoff), and the forces are minus its gradient. Written as ASE extended XYZ
-(energy in eV, forces in eV/A; `Properties=species:S:1:pos:R:3:forces:R:3`).
+(energy in eV, forces in eV/A; `Properties=species:S:1:pos:R:3:forces:R:3`, and with
+--formal-charges a fourth column, `formal_charges:I:1`, each atom's formal charge as RDKit's SMILES
+parser assigns it: +1/-1 on the charged atom of an ion, 0 elsewhere).
 
 The inter-fragment electrostatics decay as 1/r between molecular dipoles' partial charges, so a
 model must see beyond a short cutoff to get a large cluster's energy right: train on small
@@ -289,11 +291,13 @@ def cluster_force_field(placed):
 
 
 def cluster_energy(placed):
-    """MMFF94 energy (eV) and forces (eV/A) of the cluster: E and F = -dE/dr."""
-    ff, _, symbols, xyz = cluster_force_field(placed)
+    """MMFF94 energy (eV) and forces (eV/A) of the cluster: E and F = -dE/dr; also each atom's
+    formal charge."""
+    ff, combined, symbols, xyz = cluster_force_field(placed)
     energy = ff.CalcEnergy() * KCAL_PER_MOL_IN_EV
     forces = -np.array(ff.CalcGrad()).reshape(-1, 3) * KCAL_PER_MOL_IN_EV
-    return symbols, xyz, energy, forces
+    charges = [a.GetFormalCharge() for a in combined.GetAtoms()]
+    return symbols, xyz, energy, forces, charges
 
 
 def main():
@@ -318,6 +322,8 @@ def main():
     parser.add_argument("--separate-ions", action="store_true",
                         help="place the fragments (ions) of a multi-fragment extra entry as separate "
                              "molecules (datasets/mmff-clusters/ion_pairs.smi)")
+    parser.add_argument("--formal-charges", action="store_true",
+                        help="add a formal_charges:I:1 column (each atom's formal charge)")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args()
     if not 0 < args.min_atoms <= args.max_atoms or args.count < 1:
@@ -351,17 +357,21 @@ def main():
                                                         math.log(args.max_atoms)))))
                 placed, radius, extent = make_cluster(pool, target, args.density,
                                                       args.min_distance, rng, pick=pick)
-                symbols, xyz, energy, forces = cluster_energy(placed)
+                symbols, xyz, energy, forces, charges = cluster_energy(placed)
                 n = len(symbols)
                 achieved = n / (4.0 / 3.0 * math.pi * radius ** 3)
                 out.write(f"{n}\n")
-                out.write("Properties=species:S:1:pos:R:3:forces:R:3 "
+                columns = "species:S:1:pos:R:3:forces:R:3"
+                if args.formal_charges:
+                    columns += ":formal_charges:I:1"
+                out.write(f"Properties={columns} "
                           f"energy={energy:.8f} cluster={c} molecules={len(placed)} "
                           f"radius={radius:.3f} extent={extent:.3f} density={achieved:.4f} seed={args.seed} "
                           'source="MMFF94 (RDKit) with inter-fragment terms, energy eV, forces eV/A"\n')
-                for s, p, f in zip(symbols, xyz, forces):
-                    out.write(f"{s} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f} "
-                              f"{f[0]:.8f} {f[1]:.8f} {f[2]:.8f}\n")
+                for s, p, f, q in zip(symbols, xyz, forces, charges):
+                    line = (f"{s} {p[0]:.6f} {p[1]:.6f} {p[2]:.6f} "
+                            f"{f[0]:.8f} {f[1]:.8f} {f[2]:.8f}")
+                    out.write(f"{line} {q}\n" if args.formal_charges else f"{line}\n")
                 if (c + 1) % max(1, args.count // 20) == 0 or c + 1 == args.count:
                     elapsed = time.time() - start
                     log(f"{c + 1}/{args.count} clusters ({n} atoms, {len(placed)} molecules, "
