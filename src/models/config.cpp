@@ -106,6 +106,8 @@ void ModelConfig::validate() const {
   if (!(charge_spacing > 0) || !std::isfinite(charge_spacing)) fail("charge_spacing", "must be > 0");
   if (charge_degree < 1 || charge_degree > 200) fail("charge_degree", "must be in [1, 200]");
   if (!(charge_init > 0) || !std::isfinite(charge_init)) fail("charge_init", "must be > 0");
+  if (charge_energy == ChargeEnergy::none && charge_formal) fail("charge_formal", "needs a charge_energy");
+  if (charge_energy == ChargeEnergy::none && charge_coulomb) fail("charge_coulomb", "needs a charge_energy");
   if (charge_energy != ChargeEnergy::none) {
     // The charge energy is an energy: one extensive target that it adds to, and the near_far
     // model's neighbour list for the pairs inside the cutoff.
@@ -167,6 +169,8 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
       {"charge_spacing", shortest_number(c.charge_spacing)},
       {"charge_degree", std::to_string(c.charge_degree)},
       {"charge_init", shortest_number(c.charge_init)},
+      {"charge_formal", c.charge_formal ? "true" : "false"},
+      {"charge_coulomb", c.charge_coulomb ? "true" : "false"},
       {"num_features", std::to_string(c.num_features)},
       {"num_frequencies", std::to_string(c.num_frequencies)},
       {"spectrum", attn::to_string(c.spectrum)},
@@ -221,7 +225,7 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
       "exact_cutoff", "seed", "cutoff", "radial_nodes", "vectors", "far_field", "far_nodes",
       "far_spacing", "far_design", "far_degree", "far_directions", "far_init", "proposal",
       "kronecker_floor", "charge_energy", "charge_nodes", "charge_spacing", "charge_degree",
-      "charge_init"};
+      "charge_init", "charge_formal", "charge_coulomb"};
   for (const auto& [key, v] : values) {
     if (!known.contains(key)) in.fail("unknown key '" + key + "'");
     if (key == "width") c.width = in.index(key, v);
@@ -263,6 +267,8 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
     else if (key == "charge_spacing") c.charge_spacing = in.number(key, v);
     else if (key == "charge_degree") c.charge_degree = in.index(key, v);
     else if (key == "charge_init") c.charge_init = in.number(key, v);
+    else if (key == "charge_formal") c.charge_formal = in.boolean(key, v);
+    else if (key == "charge_coulomb") c.charge_coulomb = in.boolean(key, v);
   }
   c.validate();
   return c;

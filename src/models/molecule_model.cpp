@@ -5,6 +5,7 @@
 
 #include "core/dual.hpp"
 #include "core/log.hpp"
+#include "io/units.hpp"
 
 #include <Eigen/Geometry>
 
@@ -91,6 +92,13 @@ void neutralise(const RaggedIndex& sets, MatRef<T> q) {
     const T mean = static_cast<T>(total / static_cast<double>(sets.size(s)));
     for (Index i = sets.begin(s); i < sets.end(s); ++i) q(i, 0) -= mean;
   }
+}
+
+// q_i += the atom's formal charge: charges are the formal charges plus a neutral correction.
+template <class T>
+void add_formal_charges(const MoleculeBatch& batch, MatRef<T> q) {
+  for (Index i = 0; i < q.rows(); ++i)
+    q(i, 0) += static_cast<T>(batch.formal_charges[static_cast<std::size_t>(i)]);
 }
 
 // y(i, 0) += q_i phi_i / 2: atom i's share of the charge energy (sums to E_q per structure).
@@ -287,7 +295,29 @@ void MoleculeModel<T>::init_weights() {
     auto theta = store_.value(charge_theta_);
     theta.setConstant(static_cast<T>(std::log(config_.charge_init)));
     theta(0, 0) = static_cast<T>(std::log(config_.charge_init / 2));
+    // The learned correction to the formal charges starts at zero (the output bias gets no
+    // gradient through the neutral projection), so the model starts with the formal charges.
+    if (config_.charge_formal) store_.value(charge_mlp_.fc2.weight).setZero();
   }
+}
+
+template <class T>
+double MoleculeModel<T>::start_charge_mask_at_coulomb() {
+  require(config_.charge_energy != ChargeEnergy::none,
+          "start_charge_mask_at_coulomb: the model has no charge energy");
+  // Coulomb's constant e^2 / (4 pi eps0) = 14.3996454784 eV A (CODATA 2018).
+  constexpr double kCoulombEvAngstrom = 14.3996454784;
+  const TargetSpec& target = config_.targets.front();
+  const io::Unit& unit = io::find_unit(target.unit);
+  if (unit.dimension != io::Dimension::energy)
+    throw ConfigError("charge_coulomb: target '" + target.name + "' is in '" + target.unit +
+                      "', not an energy unit");
+  const double k = kCoulombEvAngstrom * io::conversion_factor(io::find_unit("eV"), unit);
+  const double c = 4.0 * config_.charge_spacing * k / norm_.scale.front();
+  auto theta = store_.value(charge_theta_);
+  theta.setConstant(static_cast<T>(std::log(c)));
+  theta(0, 0) = static_cast<T>(std::log(c / 2));
+  return c;
 }
 
 template <class T>
@@ -539,6 +569,7 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
     if (config_.charge_energy != ChargeEnergy::none) {
       cache.charges = charge_mlp_.forward(store_, u, cache.charge_mlp);
       neutralise<T>(batch.index, cache.charges);
+      if (config_.charge_formal) add_formal_charges<T>(batch, cache.charges);
       cache.charge_coeffs = store_.value(charge_theta_).array().exp().matrix();
       cache.potential.resize(N, 1);
       charge_potential(batch, cache.neighbours, cache.coords_double, cache.charges,
@@ -757,6 +788,7 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
     });
     if (charges) {
       neutralise<T>(batch.index, atom_charges);
+      if (config_.charge_formal) add_formal_charges<T>(batch, atom_charges);
       const Mat<T> coeffs = store_.value(charge_theta_).array().exp().matrix();
       Mat<T> potential(N, 1);
       attn::FarFieldCache<T> far_sums;

@@ -111,6 +111,12 @@ struct ModelConfig {
                                    // holds to ~5e-4 of the mask for 2 pi kappa_max rho < ~27,
                                    // structures up to ~60 A across at the default nodes
   double charge_init = 0.01;       // initial c_n (c_0 = c/2)
+  // Charges q_i = formal charge + the learned correction made neutral per structure (so a
+  // structure keeps its net formal charge); the correction starts at zero.
+  bool charge_formal = false;
+  // The mask starts as Coulomb's law, f = k_e / (sigma rho) in the target's energy unit (sigma the
+  // target scale), set by start_charge_mask_at_coulomb once the normalisation is fitted.
+  bool charge_coulomb = false;
   // FLT kinds (kronecker, bias) and performer.
   Index num_features = 16;         // m, Performer features per head (kronecker, bias, performer)
   Index num_frequencies = 16;      // R, RPE frequencies per head (kronecker, bias)
@@ -265,6 +271,11 @@ class MoleculeModel {
 
   const Normalisation& normalisation() const noexcept { return norm_; }
   void set_normalisation(Normalisation norm);  // validates sizes; throws InvalidArgument
+  // charge_coulomb: sets the charge mask to c_n = c (n >= 1), c_0 = c / 2 with
+  // c = 4 charge_spacing k_e / sigma (k_e = 14.3996 eV A in the target's unit, sigma its scale),
+  // so that f(rho) = k_e / (sigma rho) over the mask's range: unit charges at distance rho start
+  // with their Coulomb energy. Returns c; throws ConfigError if the target's unit is not an energy.
+  double start_charge_mask_at_coulomb();
   bool supports_element(int z) const noexcept;
   // Throws InvalidArgument naming the first molecule (0-based batch position), atom and element
   // the model cannot handle (outside Normalisation::elements, fixed from the training set). The

@@ -365,6 +365,10 @@ io::OptionSchema train_option_schema() {
         {"charge_spacing", "charge_energy: spacing of the charge mask nodes (cycles/Angstrom)"},
         {"charge_degree", "charge_energy = flt: product-grid degree of the charge mask's features"},
         {"charge_init", "charge_energy: initial charge mask coefficients"},
+        {"charge_formal", "charge_energy: charges = formal charges + a learned neutral correction "
+                          "(starting at zero)"},
+        {"charge_coulomb", "charge_energy: start the charge mask at Coulomb's law in the target's "
+                           "energy unit (charge_init unused)"},
         {"num_features", "Performer random features per head (m)"},
         {"num_frequencies", "RPE random frequencies per head (R)"},
         {"spectrum", "FLT kinds: RPE spectrum radial_gaussian or radial_shells"},
@@ -912,6 +916,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   models::MoleculeModel<float> model(mc);
   model.set_normalisation(
       models::fit_normalisation(mc, composition_batch(data, split.train), labels_at(data, split.train), cfg.fit_reference));
+  if (mc.charge_coulomb) {
+    const double c = model.start_charge_mask_at_coulomb();
+    say("charge mask starts at Coulomb's law: coefficients " + format_number(c) + " (target scale " +
+        format_number(model.normalisation().scale.front()) + " " + mc.targets.front().unit + ")");
+  }
   // From the per-molecule digests taken while reading, so ranks that hold different molecules'
   // coordinates agree, for any number of ranks.
   std::vector<std::uint64_t> train_digests;

@@ -386,3 +386,115 @@ TEST_CASE("charge energy: configuration, refusals and model files", "[models][ch
   CHECK((a.array() == b.array()).all());
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("charge energy: charges from formal charges, gradients and the Coulomb start", "[models][charge]") {
+  // charge_formal: q = formal + a neutral learned correction, so each structure keeps its net
+  // formal charge (here +1, 0 and -1) and the correction starts at zero.
+  auto with_formal = [](std::vector<Molecule> mols) {
+    const std::vector<std::vector<std::int32_t>> formal = {{1, 0, 0, 0, 0, -1, 1},
+                                                           {0, 0, -1, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+                                                           {0, 0, 0, -1, 0}};
+    for (std::size_t s = 0; s < mols.size(); ++s) mols[s].formal_charges = formal[s];
+    return mols;
+  };
+  const auto mols = with_formal(random_structures({7, 12, 5}, 41, 2.0));
+  const std::vector<double> net = {1, 0, -1};
+  {
+    ModelConfig cfg = charge_config(ChargeEnergy::flt);
+    cfg.charge_formal = true;
+    MoleculeModel<double> fresh(cfg);
+    ModelCache<double> cache;
+    const auto batch = batch_of(mols);
+    fresh.forward(batch, cache);
+    for (Index i = 0; i < batch.num_atoms(); ++i)
+      CHECK(std::abs(cache.charges(i, 0) - batch.formal_charges[static_cast<std::size_t>(i)]) <= 1e-12);
+  }
+  const int saved_threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  for (ChargeEnergy charge : {ChargeEnergy::flt, ChargeEnergy::exact}) {
+    INFO("charge_energy " << to_string(charge));
+    ModelConfig cfg = charge_config(charge);
+    cfg.charge_formal = true;
+    cfg.far_field = FarField::none;
+    cfg.width = 8;
+    cfg.mlp_hidden = 8;
+    cfg.head_hidden = 4;
+    MoleculeModel<double> model(cfg);
+    Rng rng(5);
+    for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
+    MoleculeBatch batch = batch_of(mols);
+    Mat<double> w(3, 1);
+    w << 0.7, -1.3, 0.9;
+    auto loss = [&]() {
+      ModelCache<double> cache;
+      return (model.forward(batch, cache).array() * w.array()).sum();
+    };
+    ModelCache<double> cache;
+    const Mat<double> out = model.forward(batch, cache);
+    for (Index s = 0; s < batch.num_molecules(); ++s) {
+      double total = 0, correction = 0;
+      for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) {
+        total += cache.charges(i, 0);
+        correction += std::abs(cache.charges(i, 0) - batch.formal_charges[static_cast<std::size_t>(i)]);
+      }
+      CHECK(std::abs(total - net[static_cast<std::size_t>(s)]) <= 1e-12);
+      CHECK(correction > 1e-4);  // the learned part is there once the weights moved
+    }
+    CHECK((model.infer(batch).array() == out.array()).all());
+    model.parameters().zero_grad();
+    Mat<double> dr;
+    model.backward(batch, cache, w, &dr);
+    std::vector<double> analytic(model.parameters().grads().begin(), model.parameters().grads().end());
+    GradCheckOptions param_options;
+    param_options.step = 2e-6;
+    const auto gp = check_gradient(loss, model.parameters().values(), analytic, param_options);
+    INFO("parameters: worst index " << gp.worst_index << " analytic " << gp.worst_analytic << " numeric "
+                                    << gp.worst_numeric);
+    CHECK(gp.max_rel_error <= 1e-6);
+    std::vector<double> analytic_r(dr.data(), dr.data() + dr.size());
+    GradCheckOptions coord_options;
+    coord_options.step = 3e-5;
+    const auto gr = check_gradient(
+        loss, std::span<double>(batch.coords.data(), static_cast<std::size_t>(batch.coords.size())), analytic_r,
+        coord_options);
+    INFO("coordinates: worst index " << gr.worst_index << " analytic " << gr.worst_analytic << " numeric "
+                                     << gr.worst_numeric);
+    CHECK(gr.max_rel_error <= 1e-6);
+  }
+  omp_set_num_threads(saved_threads);
+
+  // charge_coulomb: a +1 and a -1 ion at distance D start with the energy -k_e / D in the target's
+  // unit (kcal/mol here: k_e = 332.0637 kcal/mol A), within the default mask's 15% ripple.
+  ModelConfig cfg;
+  cfg.targets = {{"energy", "kcal/mol", true}};
+  cfg.charge_energy = ChargeEnergy::exact;
+  cfg.far_field = FarField::none;
+  cfg.charge_formal = true;
+  cfg.charge_coulomb = true;
+  MoleculeModel<double> model(cfg);
+  Normalisation norm = model.normalisation();
+  norm.scale[0] = 3.7;
+  model.set_normalisation(norm);
+  const double c = model.start_charge_mask_at_coulomb();
+  CHECK(c == Approx(4 * cfg.charge_spacing * 332.0637 / 3.7).epsilon(1e-6));
+  for (double distance : {8.0, 15.0, 30.0, 55.0}) {
+    Molecule pair;
+    pair.atomic_numbers = {7, 8};
+    pair.positions = {{0, 0, 0}, {distance, 0, 0}};
+    pair.formal_charges = {1, -1};
+    const double energy = norm.scale[0] * charge_energy_of(model, batch_of({pair}))(0, 0);
+    const double coulomb = -332.0637 / distance;
+    INFO("D = " << distance << " A: charge energy " << energy << " kcal/mol, Coulomb " << coulomb);
+    CHECK(std::abs(energy - coulomb) <= 0.15 * std::abs(coulomb));
+  }
+  // Only for an energy target, and only with a charge energy.
+  ModelConfig dipole = cfg;
+  dipole.targets = {{"mu", "D", true}};
+  MoleculeModel<double> wrong_unit(dipole);
+  CHECK_THROWS_WITH(wrong_unit.start_charge_mask_at_coulomb(), Catch::Contains("not an energy unit"));
+  ModelConfig bad = cfg;
+  bad.charge_energy = ChargeEnergy::none;
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("charge_formal"));
+  bad.charge_formal = false;
+  CHECK_THROWS_WITH(bad.validate(), Catch::Contains("charge_coulomb"));
+}

@@ -14,17 +14,22 @@
 #   tools/results/long_range.sh [--train-count 800] [--test-count 30] [--seeds "1 2"]
 #                               [--epochs 30] [--out runs/long-range] [--flt PATH]
 #                               [--variants "flt none charge exact"] [--ions]
-#                               [--charge-init C]
+#                               [--charge-init C] [--formal-charges]
 # --ions: the ionic benchmark (default OUT runs/long-range-ionic): 15% of the drawn entries are ion
 # pairs of datasets/mmff-clusters/ion_pairs.smi placed as separate ions (--separate-ions), so the
 # clusters carry net charges whose Coulomb energies reach across the whole cluster.
 # --charge-init: the charge variant's initial mask coefficients (flt train --charge-init; default
 # the model's 0.01); 0.078 starts the mask at Coulomb's law for unit charges at the ionic data's
 # energy scale (docs/benchmarks/long_range.md).
+# --formal-charges (with --ions; default OUT runs/long-range-ions-formal): the data carry each atom's
+# formal charge (a formal_charges:I:1 column), every variant reads it through the formal-charge
+# embedding (--use-charges true), and the charge variant's charges are the formal charges plus a
+# learned neutral correction with its mask started at Coulomb's law in the target's unit
+# (--charge-formal true --charge-coulomb true).
 # Generated data and runs go to OUT (data files are reused when present).
 set -eu
 cd "$(dirname "$0")/../.."
-train_count=800 test_count=30 seeds="1 2" epochs=30 out="" variants="flt none charge" ions=0 charge_init=""
+train_count=800 test_count=30 seeds="1 2" epochs=30 out="" variants="flt none charge" ions=0 charge_init="" formal=0
 flt=${FLT_BUILD_DIR:-build}/tools/flt
 while [ $# -gt 0 ]; do
   case $1 in
@@ -37,13 +42,20 @@ while [ $# -gt 0 ]; do
     --variants) variants=$2; shift 2 ;;
     --ions) ions=1; shift ;;
     --charge-init) charge_init="--charge-init $2"; shift 2 ;;
+    --formal-charges) formal=1; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 [ -x "$flt" ] || { echo "no flt program at $flt: build it first" >&2; exit 1; }
-extra=""
+extra="" charges="" charge_extra=""
+[ "$formal" = 0 ] || [ "$ions" = 1 ] || { echo "--formal-charges needs --ions" >&2; exit 2; }
 if [ "$ions" = 1 ]; then
   extra="--extra-smiles datasets/mmff-clusters/ion_pairs.smi --separate-ions --extra-fraction 0.15"
+  if [ "$formal" = 1 ]; then
+    extra="$extra --formal-charges" charges="--use-charges true"
+    charge_extra="--charge-formal true --charge-coulomb true"
+    [ -n "$out" ] || out=runs/long-range-ions-formal
+  fi
   [ -n "$out" ] || out=runs/long-range-ionic
 fi
 [ -n "$out" ] || out=runs/long-range
@@ -75,7 +87,7 @@ for variant in $variants; do
   case $variant in
     flt) model_options="--far-field flt" ;;
     none) model_options="--far-field none" ;;
-    charge) model_options="--far-field none --charge-energy flt --charge-nodes 8 --charge-spacing 0.01 --charge-degree 32 $charge_init" ;;
+    charge) model_options="--far-field none --charge-energy flt --charge-nodes 8 --charge-spacing 0.01 --charge-degree 32 $charge_init $charge_extra" ;;
     exact) model_options="--attention exact" ;;
     *) echo "unknown variant $variant (flt, none, charge, exact)" >&2; exit 2 ;;
   esac
@@ -84,7 +96,7 @@ for variant in $variants; do
     if [ ! -f "$run/model.flt" ]; then
       # shellcheck disable=SC2086
       OMP_WAIT_POLICY=passive "$flt" train --config datasets/mmff-clusters/cluster_model.ini "$train" \
-        $model_options --seed "$seed" --epochs "$epochs" --out "$run" --overwrite -q
+        $model_options $charges --seed "$seed" --epochs "$epochs" --out "$run" --overwrite -q
     fi
     # Training time: the learning curve's seconds at the last epoch (a reused run keeps its own).
     seconds=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; ++i) if ($i == "seconds") c = i; next } { s = $c } END { printf "%.0f", s }' "$run/learning_curve.csv")
