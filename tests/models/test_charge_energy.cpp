@@ -98,6 +98,38 @@ Mat<double> charge_energy_of(MoleculeModel<T>& model, const MoleculeBatch& batch
   return with - without;
 }
 
+// Double finite-difference check of every parameter's and coordinate's gradient of the loss
+// sum_s w_s out_s (relative error <= 1e-6). A shorter parameter step than the default:
+// exp(theta) and the quadratic charge energy have third derivatives large enough that h = 1e-5
+// truncation reaches 1e-6 relative. The model's gradients stay those of the analytic pass.
+void check_gradients(MoleculeModel<double>& model, MoleculeBatch& batch, const Mat<double>& w) {
+  auto loss = [&]() {
+    ModelCache<double> cache;
+    return (model.forward(batch, cache).array() * w.array()).sum();
+  };
+  ModelCache<double> cache;
+  model.forward(batch, cache);
+  model.parameters().zero_grad();
+  Mat<double> dr;
+  model.backward(batch, cache, w, &dr);
+  std::vector<double> analytic(model.parameters().grads().begin(), model.parameters().grads().end());
+  GradCheckOptions param_options;
+  param_options.step = 2e-6;
+  const auto gp = check_gradient(loss, model.parameters().values(), analytic, param_options);
+  INFO("parameters: worst index " << gp.worst_index << " analytic " << gp.worst_analytic << " numeric "
+                                  << gp.worst_numeric);
+  CHECK(gp.max_rel_error <= 1e-6);
+  std::vector<double> analytic_r(dr.data(), dr.data() + dr.size());
+  GradCheckOptions coord_options;
+  coord_options.step = 3e-5;
+  const auto gr = check_gradient(
+      loss, std::span<double>(batch.coords.data(), static_cast<std::size_t>(batch.coords.size())), analytic_r,
+      coord_options);
+  INFO("coordinates: worst index " << gr.worst_index << " analytic " << gr.worst_analytic << " numeric "
+                                   << gr.worst_numeric);
+  CHECK(gr.max_rel_error <= 1e-6);
+}
+
 }  // namespace
 
 TEST_CASE("charge energy: double gradient check of all parameters and coordinates", "[models][charge]") {
@@ -120,10 +152,6 @@ TEST_CASE("charge energy: double gradient check of all parameters and coordinate
       MoleculeBatch batch = batch_of(mols);
       Mat<double> w(3, 1);
       w << 0.7, -1.3, 0.9;
-      auto loss = [&]() {
-        ModelCache<double> cache;
-        return (model.forward(batch, cache).array() * w.array()).sum();
-      };
       ModelCache<double> cache;
       model.forward(batch, cache);
       // The term is there: neutral charges per structure, a non-zero energy.
@@ -133,27 +161,7 @@ TEST_CASE("charge energy: double gradient check of all parameters and coordinate
         CHECK(std::abs(total) <= 1e-12);
       }
       CHECK(cache.charges.cwiseAbs().maxCoeff() > 1e-3);
-      model.parameters().zero_grad();
-      Mat<double> dr;
-      model.backward(batch, cache, w, &dr);
-      std::vector<double> analytic(model.parameters().grads().begin(), model.parameters().grads().end());
-      // A shorter step than the default: exp(theta) and the quadratic charge energy have third
-      // derivatives large enough that h = 1e-5 truncation reaches 1e-6 relative.
-      GradCheckOptions param_options;
-      param_options.step = 2e-6;
-      const auto gp = check_gradient(loss, model.parameters().values(), analytic, param_options);
-      INFO("parameters: worst index " << gp.worst_index << " analytic " << gp.worst_analytic
-                                      << " numeric " << gp.worst_numeric);
-      CHECK(gp.max_rel_error <= 1e-6);
-      std::vector<double> analytic_r(dr.data(), dr.data() + dr.size());
-      GradCheckOptions coord_options;
-      coord_options.step = 3e-5;
-      const auto gr = check_gradient(
-          loss, std::span<double>(batch.coords.data(), static_cast<std::size_t>(batch.coords.size())),
-          analytic_r, coord_options);
-      INFO("coordinates: worst index " << gr.worst_index << " analytic " << gr.worst_analytic
-                                       << " numeric " << gr.worst_numeric);
-      CHECK(gr.max_rel_error <= 1e-6);
+      check_gradients(model, batch, w);
       // The charge parameters get gradients (except the output bias: a constant shift of every
       // charge of a structure is removed by the neutrality projection).
       const auto& infos = model.parameters().infos();
@@ -425,10 +433,6 @@ TEST_CASE("charge energy: charges from formal charges, gradients and the Coulomb
     MoleculeBatch batch = batch_of(mols);
     Mat<double> w(3, 1);
     w << 0.7, -1.3, 0.9;
-    auto loss = [&]() {
-      ModelCache<double> cache;
-      return (model.forward(batch, cache).array() * w.array()).sum();
-    };
     ModelCache<double> cache;
     const Mat<double> out = model.forward(batch, cache);
     for (Index s = 0; s < batch.num_molecules(); ++s) {
@@ -441,25 +445,7 @@ TEST_CASE("charge energy: charges from formal charges, gradients and the Coulomb
       CHECK(correction > 1e-4);  // the learned part is there once the weights moved
     }
     CHECK((model.infer(batch).array() == out.array()).all());
-    model.parameters().zero_grad();
-    Mat<double> dr;
-    model.backward(batch, cache, w, &dr);
-    std::vector<double> analytic(model.parameters().grads().begin(), model.parameters().grads().end());
-    GradCheckOptions param_options;
-    param_options.step = 2e-6;
-    const auto gp = check_gradient(loss, model.parameters().values(), analytic, param_options);
-    INFO("parameters: worst index " << gp.worst_index << " analytic " << gp.worst_analytic << " numeric "
-                                    << gp.worst_numeric);
-    CHECK(gp.max_rel_error <= 1e-6);
-    std::vector<double> analytic_r(dr.data(), dr.data() + dr.size());
-    GradCheckOptions coord_options;
-    coord_options.step = 3e-5;
-    const auto gr = check_gradient(
-        loss, std::span<double>(batch.coords.data(), static_cast<std::size_t>(batch.coords.size())), analytic_r,
-        coord_options);
-    INFO("coordinates: worst index " << gr.worst_index << " analytic " << gr.worst_analytic << " numeric "
-                                     << gr.worst_numeric);
-    CHECK(gr.max_rel_error <= 1e-6);
+    check_gradients(model, batch, w);
   }
   omp_set_num_threads(saved_threads);
 
