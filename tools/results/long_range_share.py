@@ -23,15 +23,19 @@ Prints one line per cluster and the mean and standard deviation over clusters pe
       --min-atoms 500 --max-atoms 5000
 --ions regenerates the ionic benchmark's clusters (tools/results/long_range.sh --ions: the ion
 pairs of datasets/mmff-clusters/ion_pairs.smi as separate ions, 15% of the drawn entries).
+--predictions scores models' flt eval predictions of the same file on the analysed clusters: MAE
+per atom and the correlation of each cluster's signed error per atom with X_>r. A model that
+misses the long range has errors that follow X_>r; one that has it, errors that do not.
 """
 
 import argparse
+import csv
 import math
 import os
 import sys
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import RDLogger
 from rdkit.Chem import AllChem
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "datasets"))
@@ -84,6 +88,21 @@ def far_electrostatics(placed, beyond):
     return out * gen.KCAL_PER_MOL_IN_EV
 
 
+def signed_errors(path, count):
+    """Prediction - label (eV) of the first `count` records of a flt eval --predictions file
+    (columns id = FILE:RECORD, <target>_true [eV], <target>_pred [eV]), in record order."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    t = next(i for i, h in enumerate(header) if "_true" in h)
+    p = next(i for i, h in enumerate(header) if "_pred" in h)
+    by_record = {int(r[0].rsplit(":", 1)[1]): float(r[p]) - float(r[t]) for r in rows[1:]}
+    missing = [c + 1 for c in range(count) if c + 1 not in by_record]
+    if missing:
+        sys.exit(f"{path}: no prediction for record(s) {missing[:5]}")
+    return np.array([by_record[c + 1] for c in range(count)])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +116,10 @@ def main():
     parser.add_argument("--min-distance", type=float, default=2.0)
     parser.add_argument("--pool", type=int, default=400)
     parser.add_argument("--ions", action="store_true", help="the ionic benchmark's clusters")
+    parser.add_argument("--predictions", nargs="+", default=[], metavar="CSV",
+                        help="flt eval --predictions files of --file: for each, the MAE per atom "
+                             "over the analysed clusters and the correlation of the signed error "
+                             "per atom with X_>r (does the model's error follow the long range?)")
     args = parser.parse_args()
     RDLogger.DisableLog("rdApp.*")
     beyond = [float(r) for r in args.beyond.split(",")]
@@ -131,6 +154,12 @@ def main():
         rows.append(row)
         print(f"{c},{n},{e:.4f}," + ",".join(f"{x:.3f}" for x in row), flush=True)
     a = np.array(rows)
+    atoms = np.array([labels[c][0] for c in range(args.count)])
+    for path in args.predictions:
+        err = signed_errors(path, args.count) / atoms * 1000
+        corr = ", ".join(f"corr(error, X_>{r:g}A) {np.corrcoef(err, a[:, 1 + len(beyond) + k])[0, 1]:+.2f}"
+                         for k, r in enumerate(beyond))
+        print(f"# {path}: MAE {np.abs(err).mean():.3f} meV/atom, mean signed error {err.mean():+.3f}; {corr}")
     names = ["E_ele"] + [f"E_>{r:g}A" for r in beyond] + [f"X_>{r:g}A" for r in beyond]
     for j, name in enumerate(names):
         print(f"# {name}: mean {a[:, j].mean():.3f}, std {a[:, j].std():.3f}, "
