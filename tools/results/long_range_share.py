@@ -24,8 +24,9 @@ Prints one line per cluster and the mean and standard deviation over clusters pe
 --ions regenerates the ionic benchmark's clusters (tools/results/long_range.sh --ions: the ion
 pairs of datasets/mmff-clusters/ion_pairs.smi as separate ions, 15% of the drawn entries).
 --predictions scores models' flt eval predictions of the same file on the analysed clusters: MAE
-per atom and the correlation of each cluster's signed error per atom with X_>r. A model that
-misses the long range has errors that follow X_>r; one that has it, errors that do not.
+per atom and the correlation of each cluster's signed error per atom with X_>r (and with its
+size). A model that misses the long range has errors that follow X_>r; one that has it, errors
+that do not.
 """
 
 import argparse
@@ -159,7 +160,8 @@ def main():
         err = signed_errors(path, args.count) / atoms * 1000
         corr = ", ".join(f"corr(error, X_>{r:g}A) {np.corrcoef(err, a[:, 1 + len(beyond) + k])[0, 1]:+.2f}"
                          for k, r in enumerate(beyond))
-        print(f"# {path}: MAE {np.abs(err).mean():.3f} meV/atom, mean signed error {err.mean():+.3f}; {corr}")
+        print(f"# {path}: MAE {np.abs(err).mean():.3f} meV/atom, mean signed error {err.mean():+.3f}; {corr}, "
+              f"corr(error, atoms) {np.corrcoef(err, atoms)[0, 1]:+.2f}")
     names = ["E_ele"] + [f"E_>{r:g}A" for r in beyond] + [f"X_>{r:g}A" for r in beyond]
     for j, name in enumerate(names):
         print(f"# {name}: mean {a[:, j].mean():.3f}, std {a[:, j].std():.3f}, "
