@@ -290,11 +290,7 @@ void MoleculeModel<T>::init_weights() {
   if (config_.charge_energy != ChargeEnergy::none) {
     // After every other parameter, so that the rest of the model starts as without the charges.
     charge_mlp_.init(store_, rng);
-    // c_n = c for n >= 1 and c_0 = c / 2: the mask starts as a smoothed c / (4 spacing rho)
-    // (sum_{n>=1} j0(n t) = pi / (2 t) - 1/2 for 0 < t < 2 pi).
-    auto theta = store_.value(charge_theta_);
-    theta.setConstant(static_cast<T>(std::log(config_.charge_init)));
-    theta(0, 0) = static_cast<T>(std::log(config_.charge_init / 2));
+    set_charge_mask(config_.charge_init);
     // The learned correction to the formal charges starts at zero (the output bias gets no
     // gradient through the neutral projection), so the model starts with the formal charges.
     if (config_.charge_formal) store_.value(charge_mlp_.fc2.weight).setZero();
@@ -314,10 +310,17 @@ double MoleculeModel<T>::start_charge_mask_at_coulomb() {
                       "', not an energy unit");
   const double k = kCoulombEvAngstrom * io::conversion_factor(io::find_unit("eV"), unit);
   const double c = 4.0 * config_.charge_spacing * k / norm_.scale.front();
+  set_charge_mask(c);
+  return c;
+}
+
+template <class T>
+void MoleculeModel<T>::set_charge_mask(double c) {
+  // c_n = c for n >= 1 and c_0 = c / 2: the mask is a smoothed c / (4 spacing rho)
+  // (sum_{n>=1} j0(n t) = pi / (2 t) - 1/2 for 0 < t < 2 pi).
   auto theta = store_.value(charge_theta_);
   theta.setConstant(static_cast<T>(std::log(c)));
   theta(0, 0) = static_cast<T>(std::log(c / 2));
-  return c;
 }
 
 template <class T>

@@ -382,6 +382,8 @@ class MoleculeModel {
 
  private:
   void init_weights();
+  // The charge mask's coefficients: c_n = c (n >= 1), c_0 = c / 2, i.e. f ~ c / (4 charge_spacing rho).
+  void set_charge_mask(double c);
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
   void draw_all_features(std::uint64_t draw);
