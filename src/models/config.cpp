@@ -52,6 +52,20 @@ ChargeEnergy charge_energy_from_string(const std::string& name) {
   throw ConfigError("model: unknown charge_energy '" + name + "' (none, flt, exact)");
 }
 
+const char* to_string(ChargeNeutral neutral) noexcept {
+  switch (neutral) {
+    case ChargeNeutral::structure: return "structure";
+    case ChargeNeutral::fragment: return "fragment";
+  }
+  return "?";
+}
+
+ChargeNeutral charge_neutral_from_string(const std::string& name) {
+  if (name == "structure") return ChargeNeutral::structure;
+  if (name == "fragment") return ChargeNeutral::fragment;
+  throw ConfigError("model: unknown charge_neutral '" + name + "' (structure, fragment)");
+}
+
 AttentionKind attention_kind_from_string(const std::string& name) {
   if (name == "kronecker") return AttentionKind::kronecker;
   if (name == "bias") return AttentionKind::bias;
@@ -108,6 +122,11 @@ void ModelConfig::validate() const {
   if (!(charge_init > 0) || !std::isfinite(charge_init)) fail("charge_init", "must be > 0");
   if (charge_energy == ChargeEnergy::none && charge_formal) fail("charge_formal", "needs a charge_energy");
   if (charge_energy == ChargeEnergy::none && charge_coulomb) fail("charge_coulomb", "needs a charge_energy");
+  if (charge_energy == ChargeEnergy::none && charge_neutral != ChargeNeutral::structure)
+    fail("charge_neutral", "needs a charge_energy");
+  if (!(charge_bond_scale > 0 && charge_bond_scale <= 3)) fail("charge_bond_scale", "must be in (0, 3]");
+  if (charge_neutral == ChargeNeutral::fragment && max_z > 96)
+    fail("max_z", "charge_neutral = fragment knows covalent radii up to Z = 96");
   if (charge_energy != ChargeEnergy::none) {
     // The charge energy is an energy: one extensive target that it adds to, and the near_far
     // model's neighbour list for the pairs inside the cutoff.
@@ -171,6 +190,8 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
       {"charge_init", shortest_number(c.charge_init)},
       {"charge_formal", c.charge_formal ? "true" : "false"},
       {"charge_coulomb", c.charge_coulomb ? "true" : "false"},
+      {"charge_neutral", to_string(c.charge_neutral)},
+      {"charge_bond_scale", shortest_number(c.charge_bond_scale)},
       {"num_features", std::to_string(c.num_features)},
       {"num_frequencies", std::to_string(c.num_frequencies)},
       {"spectrum", attn::to_string(c.spectrum)},
@@ -225,7 +246,7 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
       "exact_cutoff", "seed", "cutoff", "radial_nodes", "vectors", "far_field", "far_nodes",
       "far_spacing", "far_design", "far_degree", "far_directions", "far_init", "proposal",
       "kronecker_floor", "charge_energy", "charge_nodes", "charge_spacing", "charge_degree",
-      "charge_init", "charge_formal", "charge_coulomb"};
+      "charge_init", "charge_formal", "charge_coulomb", "charge_neutral", "charge_bond_scale"};
   for (const auto& [key, v] : values) {
     if (!known.contains(key)) in.fail("unknown key '" + key + "'");
     if (key == "width") c.width = in.index(key, v);
@@ -269,6 +290,8 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
     else if (key == "charge_init") c.charge_init = in.number(key, v);
     else if (key == "charge_formal") c.charge_formal = in.boolean(key, v);
     else if (key == "charge_coulomb") c.charge_coulomb = in.boolean(key, v);
+    else if (key == "charge_neutral") c.charge_neutral = charge_neutral_from_string(v);
+    else if (key == "charge_bond_scale") c.charge_bond_scale = in.number(key, v);
   }
   c.validate();
   return c;

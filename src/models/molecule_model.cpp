@@ -81,17 +81,23 @@ Mat<T> sum_rows_by_type(ConstMatRef<T> per_atom, const AtomTypes& types) {
   return sums;
 }
 
-// Charges made neutral per structure, in place: q_i -= mean over the structure (the mean summed in
-// Accum<T>, in row order). The map is an orthogonal projection, so it is also its own adjoint:
-// backward applies it to dLoss/dq.
+// Charges made neutral per group (structure or fragment), in place: q_i -= mean over i's group
+// (each mean summed in Accum<T>, in row order). The map is an orthogonal projection, so it is also
+// its own adjoint: backward applies it to dLoss/dq.
 template <class T>
-void neutralise(const RaggedIndex& sets, MatRef<T> q) {
-  for (Index s = 0; s < sets.num_sets(); ++s) {
-    Accum<T> total = 0.0;
-    for (Index i = sets.begin(s); i < sets.end(s); ++i) total += static_cast<Accum<T>>(q(i, 0));
-    const T mean = static_cast<T>(total / static_cast<double>(sets.size(s)));
-    for (Index i = sets.begin(s); i < sets.end(s); ++i) q(i, 0) -= mean;
+void neutralise(const Fragments& groups, MatRef<T> q) {
+  std::vector<Accum<T>> total(static_cast<std::size_t>(groups.count), Accum<T>(0.0));
+  std::vector<Index> size(static_cast<std::size_t>(groups.count), 0);
+  for (Index i = 0; i < q.rows(); ++i) {
+    const auto g = static_cast<std::size_t>(groups.of_atom[static_cast<std::size_t>(i)]);
+    total[g] += static_cast<Accum<T>>(q(i, 0));
+    ++size[g];
   }
+  std::vector<T> mean(total.size());
+  for (std::size_t g = 0; g < total.size(); ++g)
+    mean[g] = static_cast<T>(total[g] / static_cast<double>(size[g]));
+  for (Index i = 0; i < q.rows(); ++i)
+    q(i, 0) -= mean[static_cast<std::size_t>(groups.of_atom[static_cast<std::size_t>(i)])];
 }
 
 // q_i += the atom's formal charge: charges are the formal charges plus a neutral correction.
@@ -403,6 +409,13 @@ std::string element_list(const std::vector<std::int32_t>& elements) {
 }  // namespace
 
 template <class T>
+Fragments MoleculeModel<T>::charge_groups(const MoleculeBatch& batch) const {
+  if (config_.charge_neutral == ChargeNeutral::fragment)
+    return covalent_fragments(batch.index, batch.coords, batch.atomic_numbers, config_.charge_bond_scale);
+  return set_fragments(batch.index);
+}
+
+template <class T>
 std::optional<std::string> MoleculeModel<T>::unsupported_reason(const Molecule& m) const {
   if (m.atomic_numbers.empty()) return std::string("empty molecule (no atoms)");
   if (m.positions.size() != m.atomic_numbers.size()) return std::string("atom and position counts differ");
@@ -571,7 +584,8 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   if constexpr (!is_dual_v<T>) {
     if (config_.charge_energy != ChargeEnergy::none) {
       cache.charges = charge_mlp_.forward(store_, u, cache.charge_mlp);
-      neutralise<T>(batch.index, cache.charges);
+      cache.charge_groups = charge_groups(batch);
+      neutralise<T>(cache.charge_groups, cache.charges);
       if (config_.charge_formal) add_formal_charges<T>(batch, cache.charges);
       cache.charge_coeffs = store_.value(charge_theta_).array().exp().matrix();
       cache.potential.resize(N, 1);
@@ -790,7 +804,7 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
       if (charges) atom_charges.middleRows(r0, r1 - r0) = charge_mlp_.forward(store_, u);
     });
     if (charges) {
-      neutralise<T>(batch.index, atom_charges);
+      neutralise<T>(charge_groups(batch), atom_charges);
       if (config_.charge_formal) add_formal_charges<T>(batch, atom_charges);
       const Mat<T> coeffs = store_.value(charge_theta_).array().exp().matrix();
       Mat<T> potential(N, 1);
@@ -848,7 +862,7 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
                                           dcoeffs);
       if (pass_options().parameter_gradient_values)
         store_.grad(charge_theta_).array() += dcoeffs.array() * cache.charge_coeffs.array();
-      neutralise<T>(batch.index, dq);
+      neutralise<T>(cache.charge_groups, dq);
       charge_mlp_.backward(store_, cache.charge_mlp, dq, du);
     }
   }

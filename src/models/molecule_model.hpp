@@ -29,6 +29,7 @@
 #include "attention/neighbours.hpp"
 #include "models/encoder_block.hpp"
 #include "models/equivariant_update.hpp"
+#include "models/fragments.hpp"
 
 #include <array>
 #include <cstdint>
@@ -63,6 +64,13 @@ FarField far_field_from_string(const std::string& name);  // throws ConfigError
 enum class ChargeEnergy { none, flt, exact };
 const char* to_string(ChargeEnergy charge) noexcept;
 ChargeEnergy charge_energy_from_string(const std::string& name);  // throws ConfigError
+
+// Where the learned charge correction sums to zero: over each structure, or over each covalently
+// bonded fragment (models/fragments.hpp), so every molecule of a cluster keeps its net formal
+// charge and charge cannot flow between molecules.
+enum class ChargeNeutral { structure, fragment };
+const char* to_string(ChargeNeutral neutral) noexcept;
+ChargeNeutral charge_neutral_from_string(const std::string& name);  // throws ConfigError
 
 // One predicted quantity. extensive: summed over atoms (energies, ZPVE, Cv, alpha, ...) and
 // eligible for per-element reference energies; intensive: averaged (HOMO, LUMO, gap, mu, ...).
@@ -117,6 +125,10 @@ struct ModelConfig {
   // The mask starts as Coulomb's law, f = k_e / (sigma rho) in the target's energy unit (sigma the
   // target scale), set by start_charge_mask_at_coulomb once the normalisation is fitted.
   bool charge_coulomb = false;
+  // The correction is neutral per structure or per fragment; fragments join atoms closer than
+  // charge_bond_scale times the sum of their covalent radii.
+  ChargeNeutral charge_neutral = ChargeNeutral::structure;
+  double charge_bond_scale = 1.2;
   // FLT kinds (kronecker, bias) and performer.
   Index num_features = 16;         // m, Performer features per head (kronecker, bias, performer)
   Index num_frequencies = 16;      // R, RPE frequencies per head (kronecker, bias)
@@ -250,9 +262,11 @@ struct ModelCache {
   RaggedIndex index;
   // charge_energy: the charge head (its input is the head's LN output), the neutral charges q
   // (N x 1), the potentials phi_i = sum_{j != i} w(rho_ij) f(rho_ij) q_j (N x 1), the mask
-  // coefficients c_n (1 x charge_nodes) and the far-field sums of the flt path.
+  // coefficients c_n (1 x charge_nodes), the far-field sums of the flt path and the groups over
+  // which the correction is neutral (structures or fragments).
   MlpCache<T> charge_mlp;
   Mat<T> charges, potential, charge_coeffs;
+  Fragments charge_groups;
   attn::FarFieldCache<T> charge_far;
 };
 
@@ -384,6 +398,8 @@ class MoleculeModel {
   void init_weights();
   // The charge mask's coefficients: c_n = c (n >= 1), c_0 = c / 2, i.e. f ~ c / (4 charge_spacing rho).
   void set_charge_mask(double c);
+  // The groups over which the learned charge correction is neutral (config charge_neutral).
+  Fragments charge_groups(const MoleculeBatch& batch) const;
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
   void draw_all_features(std::uint64_t draw);

@@ -369,6 +369,10 @@ io::OptionSchema train_option_schema() {
                           "(starting at zero)"},
         {"charge_coulomb", "charge_energy: start the charge mask at Coulomb's law in the target's "
                            "energy unit (charge_init unused)"},
+        {"charge_neutral", "charge_energy: the learned correction is neutral per structure or per "
+                           "covalently bonded fragment (each molecule keeps its formal charge)"},
+        {"charge_bond_scale", "charge_neutral = fragment: atoms closer than this times the sum of "
+                              "their covalent radii are bonded"},
         {"num_features", "Performer random features per head (m)"},
         {"num_frequencies", "RPE random frequencies per head (R)"},
         {"spectrum", "FLT kinds: RPE spectrum radial_gaussian or radial_shells"},

@@ -8,12 +8,15 @@
 #   none    near field only (--far-field none)
 #   charge  near field + the charge energy through the FLT far-field machinery (--far-field none
 #           --charge-energy flt: learned neutral charges, E_q = 1/2 sum q_i q_j w f(r_ij))
+#   charge_fragment  the charge variant with the learned correction neutral per covalently bonded
+#           fragment instead of per cluster (--charge-neutral fragment): each molecule keeps its
+#           net formal charge
 #   exact   exact softmax attention over all pairs of a cluster with a radial-basis bias
 #           (--attention exact; quadratic in the atoms: fits this machine up to the test set's
 #           4,568 atoms)
 #   tools/results/long_range.sh [--train-count 800] [--test-count 30] [--seeds "1 2"]
 #                               [--epochs 30] [--out runs/long-range] [--flt PATH]
-#                               [--variants "flt none charge exact"] [--ions]
+#                               [--variants "flt none charge charge_fragment exact"] [--ions]
 #                               [--charge-init C] [--formal-charges]
 # --ions: the ionic benchmark (default OUT runs/long-range-ionic): 15% of the drawn entries are ion
 # pairs of datasets/mmff-clusters/ion_pairs.smi placed as separate ions (--separate-ions), so the
@@ -88,8 +91,9 @@ for variant in $variants; do
     flt) model_options="--far-field flt" ;;
     none) model_options="--far-field none" ;;
     charge) model_options="--far-field none --charge-energy flt --charge-nodes 8 --charge-spacing 0.01 --charge-degree 32 $charge_init $charge_extra" ;;
+    charge_fragment) model_options="--far-field none --charge-energy flt --charge-nodes 8 --charge-spacing 0.01 --charge-degree 32 --charge-neutral fragment $charge_init $charge_extra" ;;
     exact) model_options="--attention exact" ;;
-    *) echo "unknown variant $variant (flt, none, charge, exact)" >&2; exit 2 ;;
+    *) echo "unknown variant $variant (flt, none, charge, charge_fragment, exact)" >&2; exit 2 ;;
   esac
   for seed in $seeds; do
     run="$out/$variant-s$seed"
