@@ -154,6 +154,22 @@ const std::vector<TemplateAtom> kAmmonium = {{7, 1, 0, 0, 0},          {1, 0, 0.
 const std::vector<TemplateAtom> kHydroxide = {{8, -1, 0, 0, 0}, {1, 0, 0.97, 0, 0}};
 const std::vector<TemplateAtom> kWater = {{8, 0, 0, 0, 0}, {1, 0, 0.76, 0.59, 0}, {1, 0, -0.76, 0.59, 0}};
 
+// A small model with formal charges and no far field (so its charge energy dominates), its
+// parameters moved off their start so that the learned correction is non-zero.
+MoleculeModel<double> moved_formal_model(ChargeEnergy charge, ChargeNeutral neutral, std::uint64_t seed) {
+  ModelConfig cfg = charge_config(charge);
+  cfg.charge_formal = true;
+  cfg.charge_neutral = neutral;
+  cfg.far_field = FarField::none;
+  cfg.width = 8;
+  cfg.mlp_hidden = 8;
+  cfg.head_hidden = 4;
+  MoleculeModel<double> model(cfg);
+  Rng rng(seed);
+  for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
+  return model;
+}
+
 }  // namespace
 
 TEST_CASE("charge energy: double gradient check of all parameters and coordinates", "[models][charge]") {
@@ -445,15 +461,7 @@ TEST_CASE("charge energy: charges from formal charges, gradients and the Coulomb
   omp_set_num_threads(1);
   for (ChargeEnergy charge : {ChargeEnergy::flt, ChargeEnergy::exact}) {
     INFO("charge_energy " << to_string(charge));
-    ModelConfig cfg = charge_config(charge);
-    cfg.charge_formal = true;
-    cfg.far_field = FarField::none;
-    cfg.width = 8;
-    cfg.mlp_hidden = 8;
-    cfg.head_hidden = 4;
-    MoleculeModel<double> model(cfg);
-    Rng rng(5);
-    for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
+    MoleculeModel<double> model = moved_formal_model(charge, ChargeNeutral::structure, 5);
     MoleculeBatch batch = batch_of(mols);
     Mat<double> w(3, 1);
     w << 0.7, -1.3, 0.9;
@@ -527,16 +535,7 @@ TEST_CASE("charge energy: the correction neutral per covalently bonded fragment"
   for (ChargeNeutral neutral : {ChargeNeutral::fragment, ChargeNeutral::structure})
     for (ChargeEnergy charge : {ChargeEnergy::flt, ChargeEnergy::exact}) {
       INFO("charge_energy " << to_string(charge) << ", charge_neutral " << to_string(neutral));
-      ModelConfig cfg = charge_config(charge);
-      cfg.charge_formal = true;
-      cfg.charge_neutral = neutral;
-      cfg.far_field = FarField::none;
-      cfg.width = 8;
-      cfg.mlp_hidden = 8;
-      cfg.head_hidden = 4;
-      MoleculeModel<double> model(cfg);
-      Rng rng(9);
-      for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
+      MoleculeModel<double> model = moved_formal_model(charge, neutral, 9);
       MoleculeBatch batch = batch_of(mols);
       ModelCache<double> cache;
       const Mat<double> out = model.forward(batch, cache);
