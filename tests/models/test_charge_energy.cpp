@@ -588,3 +588,57 @@ TEST_CASE("charge energy: the correction neutral per covalently bonded fragment"
   bad.charge_energy = ChargeEnergy::none;
   CHECK_THROWS_WITH(bad.validate(), Catch::Contains("charge_neutral"));
 }
+
+TEST_CASE("charge energy: neutral per fragment at the default model on a 720-atom ionic cluster",
+          "[models][charge]") {
+  // The settings users train with (the default model, charge energy through the FLT path at its
+  // default design, float as in training): 216 waters, ammonium and hydroxide ions on a 3.2 A grid
+  // (net charge 0, 72 ions each sign). Each molecule is one fragment and keeps its formal charge;
+  // infer equals forward; charge_bond_scale reaches the fragments (at 0.5 no atom is bonded, so
+  // each atom keeps its own formal charge).
+  Molecule cluster;
+  const std::vector<TemplateAtom>* kinds[] = {&kWater, &kAmmonium, &kHydroxide};
+  std::vector<Index> first_atom;
+  for (int k = 0; k < 216; ++k) {
+    first_atom.push_back(static_cast<Index>(cluster.atomic_numbers.size()));
+    add_molecule(cluster, {3.2 * (k % 6), 3.2 * ((k / 6) % 6), 3.2 * (k / 36)}, *kinds[k % 3]);
+  }
+  first_atom.push_back(static_cast<Index>(cluster.atomic_numbers.size()));
+  REQUIRE(first_atom.back() == 720);
+  const auto batch = batch_of({cluster});
+  for (double scale : {1.2, 0.5}) {
+    INFO("charge_bond_scale " << scale);
+    ModelConfig cfg;
+    cfg.targets = {{"energy", "eV", true}};
+    cfg.charge_energy = ChargeEnergy::flt;
+    cfg.charge_formal = true;
+    cfg.charge_neutral = ChargeNeutral::fragment;
+    cfg.charge_bond_scale = scale;
+    MoleculeModel<float> model(cfg);
+    Rng rng(3);
+    for (float& p : model.parameters().values()) p += static_cast<float>(0.05 * rng.normal());
+    ModelCache<float> cache;
+    const Mat<float> out = model.forward(batch, cache);
+    CHECK((model.infer(batch).array() == out.array()).all());
+    double worst = 0, moved = 0;
+    if (scale == 1.2) {
+      CHECK(cache.charge_groups.count == 216);
+      for (std::size_t k = 0; k + 1 < first_atom.size(); ++k) {
+        double sum = 0, formal = 0;
+        for (Index i = first_atom[k]; i < first_atom[k + 1]; ++i) {
+          sum += cache.charges(i, 0);
+          formal += batch.formal_charges[static_cast<std::size_t>(i)];
+          moved = std::max(moved, std::abs(double(cache.charges(i, 0)) - batch.formal_charges[static_cast<std::size_t>(i)]));
+        }
+        worst = std::max(worst, std::abs(sum - formal));
+      }
+      CHECK(worst <= 1e-5);  // float sums of up to 5 charges
+      CHECK(moved > 1e-3);   // the learned correction is there
+    } else {
+      CHECK(cache.charge_groups.count == 720);
+      for (Index i = 0; i < batch.num_atoms(); ++i)
+        worst = std::max(worst, std::abs(double(cache.charges(i, 0)) - batch.formal_charges[static_cast<std::size_t>(i)]));
+      CHECK(worst == 0);
+    }
+  }
+}
