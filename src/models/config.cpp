@@ -61,8 +61,8 @@ const char* to_string(ChargeNeutral neutral) noexcept {
 }
 
 ChargeNeutral charge_neutral_from_string(const std::string& name) {
-  if (name == "structure") return ChargeNeutral::structure;
-  if (name == "fragment") return ChargeNeutral::fragment;
+  for (auto k : {ChargeNeutral::structure, ChargeNeutral::fragment})
+    if (name == to_string(k)) return k;
   throw ConfigError("model: unknown charge_neutral '" + name + "' (structure, fragment)");
 }
 
