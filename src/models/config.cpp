@@ -4,6 +4,7 @@
 #include "core/text.hpp"
 #include "models/config_values.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -125,6 +126,11 @@ void ModelConfig::validate() const {
   if (charge_energy == ChargeEnergy::none && charge_neutral != ChargeNeutral::structure)
     fail("charge_neutral", "needs a charge_energy");
   if (!(charge_bond_scale > 0 && charge_bond_scale <= 3)) fail("charge_bond_scale", "must be in (0, 3]");
+  if (!(three_body_cutoff > 0) || !std::isfinite(three_body_cutoff)) fail("three_body_cutoff", "must be > 0");
+  if (three_body_radial < 1 || three_body_radial > 32) fail("three_body_radial", "must be in [1, 32]");
+  if (three_body_lmax < 0 || three_body_lmax > 12) fail("three_body_lmax", "must be in [0, 12]");
+  if (three_body && std::none_of(targets.begin(), targets.end(), [](const TargetSpec& t) { return t.extensive; }))
+    fail("three_body", "needs an extensive target (an energy summed over atoms)");
   if (charge_neutral == ChargeNeutral::fragment && max_z > 96)
     fail("max_z", "charge_neutral = fragment knows covalent radii up to Z = 96");
   if (charge_energy != ChargeEnergy::none) {
@@ -192,6 +198,10 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelCo
       {"charge_coulomb", c.charge_coulomb ? "true" : "false"},
       {"charge_neutral", to_string(c.charge_neutral)},
       {"charge_bond_scale", shortest_number(c.charge_bond_scale)},
+      {"three_body", c.three_body ? "true" : "false"},
+      {"three_body_cutoff", shortest_number(c.three_body_cutoff)},
+      {"three_body_radial", std::to_string(c.three_body_radial)},
+      {"three_body_lmax", std::to_string(c.three_body_lmax)},
       {"num_features", std::to_string(c.num_features)},
       {"num_frequencies", std::to_string(c.num_frequencies)},
       {"spectrum", attn::to_string(c.spectrum)},
@@ -246,7 +256,8 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
       "exact_cutoff", "seed", "cutoff", "radial_nodes", "vectors", "far_field", "far_nodes",
       "far_spacing", "far_design", "far_degree", "far_directions", "far_init", "proposal",
       "kronecker_floor", "charge_energy", "charge_nodes", "charge_spacing", "charge_degree",
-      "charge_init", "charge_formal", "charge_coulomb", "charge_neutral", "charge_bond_scale"};
+      "charge_init", "charge_formal", "charge_coulomb", "charge_neutral", "charge_bond_scale",
+      "three_body", "three_body_cutoff", "three_body_radial", "three_body_lmax"};
   for (const auto& [key, v] : values) {
     if (!known.contains(key)) in.fail("unknown key '" + key + "'");
     if (key == "width") c.width = in.index(key, v);
@@ -292,6 +303,10 @@ ModelConfig config_from_strings(const std::map<std::string, std::string>& given)
     else if (key == "charge_coulomb") c.charge_coulomb = in.boolean(key, v);
     else if (key == "charge_neutral") c.charge_neutral = charge_neutral_from_string(v);
     else if (key == "charge_bond_scale") c.charge_bond_scale = in.number(key, v);
+    else if (key == "three_body") c.three_body = in.boolean(key, v);
+    else if (key == "three_body_cutoff") c.three_body_cutoff = in.number(key, v);
+    else if (key == "three_body_radial") c.three_body_radial = in.index(key, v);
+    else if (key == "three_body_lmax") c.three_body_lmax = in.index(key, v);
   }
   c.validate();
   return c;

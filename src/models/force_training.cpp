@@ -42,7 +42,8 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
     model.backward(batch, cache, select, &dout_dr);
   }
   result.out = out.template cast<double>();
-  result.forces = dout_dr.template cast<double>() * -sigma;
+  // The three-body reference's forces are part of the prediction (its weights are fixed).
+  result.forces = dout_dr.template cast<double>() * -sigma - model.reference_gradient(batch, target);
 
   // Residuals r = F~ - F~ref over the atoms with reference forces; u = -(2 w / (3 N_f)) r.
   Mat<double> residual = Mat<double>::Zero(N, 3);

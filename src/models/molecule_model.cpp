@@ -381,6 +381,14 @@ void MoleculeModel<T>::set_normalisation(Normalisation norm) {
           "set_normalisation: reference energies must be P x (max_z + 1)");
   require(norm.reference.allFinite(), "set_normalisation: non-finite reference energy");
   require(!norm.elements.empty(), "set_normalisation: empty element set");
+  if (!config_.three_body) {
+    require(norm.three_body.size() == 0, "set_normalisation: three-body weights but three_body is off");
+  } else if (norm.three_body.size() != 0) {
+    const Index F = three_body_basis(config_, norm.elements).feature_count();
+    require(norm.three_body.rows() == P && norm.three_body.cols() == F,
+            "set_normalisation: three-body weights must be P x " + std::to_string(F));
+    require(norm.three_body.allFinite(), "set_normalisation: non-finite three-body weight");
+  }
   element_ok_.assign(static_cast<std::size_t>(config_.max_z + 1), 0);
   for (std::size_t i = 0; i < norm.elements.size(); ++i) {
     const int z = norm.elements[i];
@@ -975,15 +983,40 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
 }
 
 template <class T>
+ThreeBodyEnergy MoleculeModel<T>::three_body_part(const MoleculeBatch& batch, Index t, bool want_gradient) const {
+  const Index S = batch.num_molecules(), N = batch.num_atoms();
+  if (norm_.three_body.size() == 0 || !config_.targets[static_cast<std::size_t>(t)].extensive) {
+    ThreeBodyEnergy zero;
+    zero.per_structure = Vec<double>::Zero(S);
+    zero.per_atom = Vec<double>::Zero(N);
+    if (want_gradient) zero.gradient = Mat<double>::Zero(N, 3);
+    return zero;
+  }
+  require(batch.coords.rows() == N && batch.coords.cols() == 3,
+          "the three-body reference needs the batch's coordinates");
+  const Vec<double> weights = norm_.three_body.row(t).transpose();
+  return three_body_energy(three_body_basis(config_, norm_.elements), batch.index, batch.coords,
+                           batch.atomic_numbers, weights, want_gradient);
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::reference_gradient(const MoleculeBatch& batch, Index t) const {
+  require(t >= 0 && t < config_.num_targets(), "reference_gradient: target index out of range");
+  return three_body_part(batch, t, true).gradient;
+}
+
+template <class T>
 Mat<double> MoleculeModel<T>::denormalise(const MoleculeBatch& batch, const Mat<double>& z) const {
   const Index S = batch.num_molecules(), P = config_.num_targets();
   require(z.rows() == S && z.cols() == P, "denormalise: values must be S x P");
   Mat<double> y(S, P);
+  std::vector<ThreeBodyEnergy> three_body(static_cast<std::size_t>(P));
+  for (Index t = 0; t < P; ++t) three_body[static_cast<std::size_t>(t)] = three_body_part(batch, t, false);
   for (Index s = 0; s < S; ++s)
     for (Index t = 0; t < P; ++t) {
       const auto ts = static_cast<std::size_t>(t);
       if (config_.targets[ts].extensive) {
-        double ref = 0.0;
+        double ref = three_body[ts].per_structure(s);
         for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i)
           ref += norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]);
         y(s, t) = ref + static_cast<double>(batch.index.size(s)) * norm_.mean[ts] + norm_.scale[ts] * z(s, t);
@@ -1028,9 +1061,10 @@ Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
       c.col(t).setConstant(std::numeric_limits<double>::quiet_NaN());
       continue;
     }
+    const ThreeBodyEnergy three_body = three_body_part(batch, t, false);
     for (Index i = 0; i < N; ++i)
-      c(i, t) = norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]) + norm_.mean[ts] +
-                norm_.scale[ts] * value_of(y(i, t));
+      c(i, t) = norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]) + three_body.per_atom(i) +
+                norm_.mean[ts] + norm_.scale[ts] * value_of(y(i, t));
   }
   return c;
 }
@@ -1058,7 +1092,8 @@ Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, In
   store_.zero_grad();
   Mat<T> dcoords;
   backward(batch, cache, dout, &dcoords);
-  forces = values_of<T>(dcoords) * -norm_.scale[static_cast<std::size_t>(target)];
+  forces = values_of<T>(dcoords) * -norm_.scale[static_cast<std::size_t>(target)] -
+           reference_gradient(batch, target);
   if (contributions != nullptr) *contributions = atom_contributions(batch, cache);
   return denormalise(batch, values_of<T>(out));
 }
@@ -1188,6 +1223,7 @@ std::vector<NamedArray> MoleculeModel<T>::export_arrays() const {
   out.push_back(array_of("norm.mean", norm_.mean));
   out.push_back(array_of("norm.scale", norm_.scale));
   out.push_back(array_of("norm.reference", norm_.reference));
+  if (config_.three_body) out.push_back(array_of("norm.three_body", norm_.three_body));
   out.push_back(array_of("features.draw", std::vector<double>{static_cast<double>(draw_)}));
   for (Index b = 0; b < config_.blocks; ++b) {
     const Block& blk = blocks_[static_cast<std::size_t>(b)];
@@ -1238,6 +1274,10 @@ void MoleculeModel<T>::import_arrays(const std::vector<NamedArray>& arrays) {
     if (e.name == "norm.elements") {
       if (it->second->shape.size() != 1 || it->second->shape[0] == 0)
         throw InvalidArgument("model arrays: 'norm.elements' must be a non-empty vector");
+    } else if (e.name == "norm.three_body") {
+      // Its width follows norm.elements: set_normalisation checks it.
+      if (it->second->shape.size() != 2 || it->second->shape[0] != static_cast<std::size_t>(config_.num_targets()))
+        throw InvalidArgument("model arrays: 'norm.three_body' must be a matrix with one row per target");
     } else if (it->second->shape != e.shape) {
       auto str = [](const std::vector<std::size_t>& s) {
         std::string r = "[";
@@ -1263,6 +1303,7 @@ void MoleculeModel<T>::import_arrays(const std::vector<NamedArray>& arrays) {
   n.mean = given["norm.mean"]->values;
   n.scale = given["norm.scale"]->values;
   n.reference = matrix_of(*given["norm.reference"]);
+  if (config_.three_body) n.three_body = matrix_of(*given["norm.three_body"]);
   set_normalisation(std::move(n));
   for (const auto& info : store_.infos()) {
     const auto& a = *given["param." + info.name];

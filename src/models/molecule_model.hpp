@@ -8,7 +8,8 @@
 //   block b: x += Attn_b(LN1_b(x)) Wo_b + bo_b;  x += MLP_b(LN2_b(x))  (pre-norm; with vectors
 //            the equivariant update, equivariant_update.hpp, replaces LN2 + MLP)       N x D
 //   head:  y_n = MLP_head(LN_out(x_n));  out_s = sum_{n in s} y_n (extensive) or mean  S x P
-//   physical: y_st = sum_{n in s} e_t[Z_n] + |s| m_t + sigma_t out_st (extensive targets),
+//   physical: y_st = sum_{n in s} e_t[Z_n] + b_t(s) + |s| m_t + sigma_t out_st (extensive targets;
+//             b_t the optional three-body reference, three_body.hpp, zero without it),
 //             y_st = m_t + sigma_t out_st (intensive); normalise_labels inverts it
 // Kinds: near_far (exact near field, FLT far field), kronecker (FLT variant A, E9/E10), bias
 // (variant B, E12/E13), performer (FAVOR+, E2, no RPE), exact (softmax, radial logit bias).
@@ -30,6 +31,7 @@
 #include "models/encoder_block.hpp"
 #include "models/equivariant_update.hpp"
 #include "models/fragments.hpp"
+#include "models/three_body.hpp"
 
 #include <array>
 #include <cstdint>
@@ -145,6 +147,12 @@ struct ModelConfig {
   bool redraw_features = true;
   Index exact_rbf = 32;            // exact kind: radial basis functions K
   double exact_cutoff = 10.0;      // exact kind: basis centres evenly on [0, cutoff] Angstrom
+  // A linear three-body reference energy (models/three_body.hpp) for the extensive targets,
+  // fitted by ridge regression in fit_normalisation; the network learns what it leaves.
+  bool three_body = false;
+  double three_body_cutoff = 5.0;  // Angstrom
+  Index three_body_radial = 6;     // radial functions P
+  Index three_body_lmax = 4;       // Legendre degree L
   // Randomness: initial weights and every random feature derive from this seed.
   std::uint64_t seed = 0;
 
@@ -194,7 +202,14 @@ struct Normalisation {
   std::vector<double> mean;            // P: m_t (per atom for extensive targets)
   std::vector<double> scale;           // P: sigma_t > 0
   Mat<double> reference;               // P x (max_z + 1): e_t[Z] (zero rows for intensive targets)
+  // With config.three_body: P x F weights of the three-body reference over `elements` (zero rows
+  // for intensive targets); empty otherwise. Its energy b_t(s) is part of the reference:
+  //   y_st = sum_{n in s} e_t[Z_n] + b_t(s) + |s| m_t + sigma_t out_st.
+  Mat<double> three_body;
 };
+
+// The three-body basis of a configuration over an element set.
+ThreeBodyBasis three_body_basis(const ModelConfig& config, const std::vector<std::int32_t>& elements);
 
 // Least-squares per-element reference values: minimises sum_m (sum_e counts(m,e) r_e - y_m)^2.
 // counts: M x E atom counts, labels: M. Rank-deficient columns (e.g. an element that never varies
@@ -202,13 +217,18 @@ struct Normalisation {
 Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>& labels);
 
 // Fits the normalisation on a training set: the element set; for extensive targets reference
-// energies by least squares (when fit_reference), or the given `reference` (P x (max_z+1)), then
+// energies by least squares (when fit_reference), or the given `reference` (P x (max_z+1)); with
+// config.three_body the three-body weights by ridge regression on what the reference energies
+// leave (fit_ridge_loo; the batch needs its coordinates; `log`, if given, receives one line per
+// target with the chosen lambda and the leave-one-out error, and sigma_t below is then the
+// reference's leave-one-out RMSE: the spread of what it leaves on unseen structures); then
 // m_t = mean over molecules of (y - sum e[Z]) / |s| and sigma_t = std of (y - sum e[Z] - |s| m_t);
 // for intensive targets m_t, sigma_t = mean and std of y. labels: S x P, NaN = missing (skipped).
 // sigma_t below 1e-12 (constant target) becomes 1.
 Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
                                 const Mat<double>& labels, bool fit_reference = true,
-                                const std::optional<Mat<double>>& reference = std::nullopt);
+                                const std::optional<Mat<double>>& reference = std::nullopt,
+                                std::vector<std::string>* log = nullptr);
 
 // ---------------------------------------------------------------------------------------------
 // Serialisation hooks: a flat, named, double array with its shape (row-major).
@@ -352,6 +372,9 @@ class MoleculeModel {
   // Maps between physical labels (S x P, NaN kept) and normalised units for this batch.
   Mat<double> normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const;
   Mat<double> denormalise(const MoleculeBatch& batch, const Mat<double>& normalised) const;
+  // The gradient dB/dr (N x 3, target unit per Angstrom) of target t's three-body reference:
+  // zero without one. Predicted forces are -(sigma_t dout/dr + dB/dr).
+  Mat<double> reference_gradient(const MoleculeBatch& batch, Index t) const;
 
   // Random features: redraw with draw index `step` when config.redraw_features (call at each
   // optimisation step); features are a pure function of (seed, draw, parameters for the
@@ -400,6 +423,9 @@ class MoleculeModel {
   void set_charge_mask(double c);
   // The groups over which the learned charge correction is neutral (config charge_neutral).
   Fragments charge_groups(const MoleculeBatch& batch) const;
+  // The three-body reference of target t: per structure, and optionally per atom and dE/dr
+  // (physical units); zero when the model has none or t is intensive.
+  ThreeBodyEnergy three_body_part(const MoleculeBatch& batch, Index t, bool want_gradient) const;
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
   void draw_all_features(std::uint64_t draw);

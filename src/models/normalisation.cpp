@@ -5,6 +5,7 @@
 #include <Eigen/QR>
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <limits>
 
@@ -73,9 +74,18 @@ Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>&
   return r;
 }
 
+ThreeBodyBasis three_body_basis(const ModelConfig& config, const std::vector<std::int32_t>& elements) {
+  ThreeBodyBasis b;
+  b.cutoff = config.three_body_cutoff;
+  b.radial = config.three_body_radial;
+  b.lmax = config.three_body_lmax;
+  b.elements = elements;
+  return b;
+}
+
 Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
                                 const Mat<double>& labels, bool fit_reference,
-                                const std::optional<Mat<double>>& reference) {
+                                const std::optional<Mat<double>>& reference, std::vector<std::string>* log) {
   config.validate();
   const Index S = train.num_molecules(), P = config.num_targets(), V = config.max_z + 1;
   require(S > 0, "fit_normalisation: empty training set");
@@ -108,6 +118,15 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
   }
   n.mean.assign(static_cast<std::size_t>(P), 0.0);
   n.scale.assign(static_cast<std::size_t>(P), 1.0);
+  Mat<double> three_body_features_of_train;
+  if (config.three_body) {
+    if (train.coords.rows() != train.num_atoms() || train.coords.cols() != 3)
+      throw InvalidArgument("fit_normalisation: the three-body reference needs the coordinates of every "
+                            "training structure");
+    const ThreeBodyBasis basis = three_body_basis(config, n.elements);
+    three_body_features_of_train = three_body_features(basis, train.index, train.coords, train.atomic_numbers);
+    n.three_body = Mat<double>::Zero(P, basis.feature_count());
+  }
   for (Index t = 0; t < P; ++t) {
     const bool ext = config.targets[static_cast<std::size_t>(t)].extensive;
     std::vector<Index> rows;
@@ -131,15 +150,43 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
         for (Index e = 0; e < E; ++e) n.reference(t, n.elements[static_cast<std::size_t>(e)]) = ref(e);
       }
     }
+    double three_body_loo_rmse = 0.0;
+    if (ext && config.three_body) {
+      // Ridge on what the reference energies leave; its intercept goes to the per-atom mean below.
+      Mat<double> X(M, three_body_features_of_train.cols());
+      Vec<double> y(M);
+      for (Index r = 0; r < M; ++r) {
+        const Index s = rows[static_cast<std::size_t>(r)];
+        X.row(r) = three_body_features_of_train.row(s);
+        y(r) = labels(s, t);
+        for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
+          y(r) -= n.reference(t, train.atomic_numbers[static_cast<std::size_t>(i)]);
+      }
+      if (M < 3)
+        throw InvalidArgument("fit_normalisation: the three-body reference needs at least 3 labelled structures");
+      const RidgeFit fit = fit_ridge_loo(X, y);
+      n.three_body.row(t) = fit.weights.transpose();
+      three_body_loo_rmse = fit.loo_rmse;
+      if (log != nullptr) {
+        char line[256];
+        std::snprintf(line, sizeof line,
+                      "three-body reference of '%s': %lld weights, lambda %.3g, leave-one-out MAE %.6g, RMSE %.6g %s",
+                      config.targets[static_cast<std::size_t>(t)].name.c_str(), static_cast<long long>(X.cols()),
+                      fit.lambda, fit.loo_mae, fit.loo_rmse, config.targets[static_cast<std::size_t>(t)].unit.c_str());
+        log->push_back(line);
+      }
+    }
     // Residuals after the reference energies; extensive: per-atom mean, then std of the
     // molecule-level residual so the normalised target has unit variance.
     std::vector<double> res(static_cast<std::size_t>(M)), natoms(static_cast<std::size_t>(M));
     for (Index r = 0; r < M; ++r) {
       const Index s = rows[static_cast<std::size_t>(r)];
       double y = labels(s, t);
-      if (ext)
+      if (ext) {
         for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
           y -= n.reference(t, train.atomic_numbers[static_cast<std::size_t>(i)]);
+        if (config.three_body) y -= three_body_features_of_train.row(s).dot(n.three_body.row(t));
+      }
       res[static_cast<std::size_t>(r)] = y;
       natoms[static_cast<std::size_t>(r)] = ext ? static_cast<double>(train.index.size(s)) : 1.0;
     }
@@ -152,7 +199,11 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
       var += d * d;
     }
     var /= static_cast<double>(M);
-    const double sd = std::sqrt(var);
+    // With the three-body reference the scale is its leave-one-out RMSE: the spread of what it
+    // leaves on structures it was not fitted to. The in-sample spread can be ~0 when the
+    // reference has more weights than structures, and would then inflate every normalised
+    // quantity (the force residuals of force training most).
+    const double sd = ext && config.three_body ? three_body_loo_rmse : std::sqrt(var);
     n.mean[static_cast<std::size_t>(t)] = mean;
     n.scale[static_cast<std::size_t>(t)] = sd > 1e-12 ? sd : 1.0;
   }

@@ -373,6 +373,11 @@ io::OptionSchema train_option_schema() {
                            "covalently bonded fragment (each molecule keeps its formal charge)"},
         {"charge_bond_scale", "charge_neutral = fragment: atoms closer than this times the sum of "
                               "their covalent radii are bonded"},
+        {"three_body", "add a linear three-body reference (ridge fit, leave-one-out penalty) to the "
+                       "energy targets; the network learns what it leaves"},
+        {"three_body_cutoff", "three_body: cutoff of its descriptors (Angstrom)"},
+        {"three_body_radial", "three_body: radial functions per element"},
+        {"three_body_lmax", "three_body: Legendre degree of its angular functions"},
         {"num_features", "Performer random features per head (m)"},
         {"num_frequencies", "RPE random frequencies per head (R)"},
         {"spectrum", "FLT kinds: RPE spectrum radial_gaussian or radial_shells"},
@@ -736,7 +741,9 @@ class MoleculeTrainable final : public train::Trainable {
     train::Validation v;
     if (!split_.validation.empty()) {
       if (!parallel_)
-        val_targets = model_.normalise_labels(composition_batch(data_, split_.validation),
+        val_targets = model_.normalise_labels(model_.config().three_body
+                                                  ? make_batch(data_, split_.validation).molecules
+                                                  : composition_batch(data_, split_.validation),
                                               labels_at(data_, split_.validation));
       v.loss = regression_loss_forward<double>(cfg_.loss, val_norm, val_targets).value;
     }
@@ -918,8 +925,21 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   mc.targets = data.target_specs();
   mc.seed = cfg.seed;
   models::MoleculeModel<float> model(mc);
-  model.set_normalisation(
-      models::fit_normalisation(mc, composition_batch(data, split.train), labels_at(data, split.train), cfg.fit_reference));
+  if (!mc.three_body) {
+    model.set_normalisation(
+        models::fit_normalisation(mc, composition_batch(data, split.train), labels_at(data, split.train), cfg.fit_reference));
+  } else {
+    // The three-body reference is fitted on the training structures' coordinates.
+    for (const std::size_t i : split.train)
+      if (data.molecules[i].positions.size() != data.molecules[i].atomic_numbers.size())
+        throw ConfigError("three_body: the reference is fitted on every training structure's coordinates, and this "
+                          "rank does not hold them all (a sharded load); train it without sharding");
+    std::vector<std::string> lines;
+    model.set_normalisation(models::fit_normalisation(mc, make_batch(data, split.train).molecules,
+                                                      labels_at(data, split.train), cfg.fit_reference, std::nullopt,
+                                                      &lines));
+    for (const auto& line : lines) say(line);
+  }
   if (mc.charge_coulomb) {
     const double c = model.start_charge_mask_at_coulomb();
     say("charge mask starts at Coulomb's law: coefficients " + format_number(c) + " (target scale " +

@@ -1,0 +1,76 @@
+// A linear three-body reference energy: a linear model on atom-centred descriptors of body order
+// three (the atomic cluster expansion truncated at correlation order two, with Legendre angular
+// functions), fitted in closed form by ridge regression before the network is trained. The
+// network then learns what it leaves. Why it exists and what it measures:
+// docs/molecule-model.md, "Three-body reference".
+//
+// For atom i of element a, neighbours j != i within the cutoff r_c of its own structure
+// (element b_j, distance r_ij, unit vector u_ij = (r_j - r_i) / r_ij):
+//   R_p(r)  = sin(p pi r / r_c) / r * f_c(r),  f_c(r) = (1 + cos(pi r / r_c)) / 2,  p = 1..P
+//   channel of (j, p): u = b_j P + (p - 1), U = E P channels (E the model's elements)
+//   two-body:   D2_i[u]       = sum_j R_p(r_ij)
+//   three-body: D3_i[u, v, l] = sum_{j != k} R_p(r_ij) R_q(r_ik) P_l(u_ij . u_ik),  u <= v
+//               (ordered pairs (j, k) with channel u of (j, p) and v of (k, q)), l = 0..L
+// The energy of a structure: E = sum_i w_{a_i} . D_i, one weight block per centre element,
+// F = E (U + U (U + 1) / 2 (L + 1)) weights per target. Invariant under rotation, translation and
+// the exchange of atoms of one element; smooth (the envelope and its slope vanish at r_c).
+// Cost O(N k^2 P^2 L) for k neighbours per atom.
+#pragma once
+
+#include "core/ragged.hpp"
+#include "core/tensor.hpp"
+
+#include <cstdint>
+#include <vector>
+
+namespace flt::models {
+
+struct ThreeBodyBasis {
+  double cutoff = 5.0;               // r_c, Angstrom
+  Index radial = 6;                  // P radial functions
+  Index lmax = 4;                    // L, Legendre degree
+  std::vector<std::int32_t> elements;  // sorted atomic numbers (the model's element set)
+
+  Index channels() const noexcept { return static_cast<Index>(elements.size()) * radial; }
+  Index block_size() const noexcept;  // weights per centre element
+  Index feature_count() const noexcept { return static_cast<Index>(elements.size()) * block_size(); }
+  void validate() const;  // throws InvalidArgument naming the bad value
+};
+
+// Per-structure features, S x F: the descriptors D_i summed over the atoms of each structure
+// into the block of each atom's element. Throws InvalidArgument for an element outside the basis
+// (naming the structure and atom) or coordinates that are not N x 3.
+Mat<double> three_body_features(const ThreeBodyBasis& basis, const RaggedIndex& sets,
+                                ConstMatRef<double> coords, const std::vector<std::int32_t>& atomic_numbers);
+
+// The energy of every structure for one weight vector w (F): per_structure (S), optionally each
+// atom's share e_i = w_{a_i} . D_i (N) and the gradient dE/dr (N x 3, energy unit per Angstrom).
+struct ThreeBodyEnergy {
+  Vec<double> per_structure;
+  Vec<double> per_atom;
+  Mat<double> gradient;
+};
+ThreeBodyEnergy three_body_energy(const ThreeBodyBasis& basis, const RaggedIndex& sets,
+                                  ConstMatRef<double> coords, const std::vector<std::int32_t>& atomic_numbers,
+                                  const Vec<double>& weights, bool want_gradient);
+
+// Ridge regression with the regularisation chosen by exact leave-one-out error.
+// Columns are standardised by their standard deviation over the rows (constant columns get weight
+// zero) and centred, so for each candidate lambda
+//   w = argmin |X~ w - (y - mean y)|^2 + lambda M |w|^2   (M rows, X~ the standardised columns)
+// and the leave-one-out residual of row m is (y_m - yhat_m) / (1 - H_mm) with H the hat matrix,
+// from one eigendecomposition of X~ X~^T (M <= F) or X~^T X~ (M > F). The lambda of least
+// leave-one-out mean squared error wins; weights are returned for the raw columns and the
+// intercept separately (prediction = X w + intercept).
+struct RidgeFit {
+  Vec<double> weights;
+  double intercept = 0.0;
+  double lambda = 0.0;
+  double loo_mae = 0.0;
+  double loo_rmse = 0.0;
+  Vec<double> loo_residuals;  // M: y_m minus the prediction of the fit without row m
+};
+// Candidates lambda = 10^(-8 + k/2), k = 0..14 (times M as above).
+RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels);
+
+}  // namespace flt::models

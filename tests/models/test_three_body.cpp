@@ -1,0 +1,453 @@
+// The linear three-body reference (models/three_body.hpp): the descriptors against a readable
+// O(N^3) reference written from the equations, invariances, the energy gradient against central
+// differences, the ridge fit's leave-one-out error against explicit refits, and the reference
+// inside a molecule model (normalisation, forces, contributions, model arrays).
+#include "core/dual.hpp"
+#include "core/gradcheck.hpp"
+#include "core/random.hpp"
+#include "models/force_training.hpp"
+#include "models/molecule_model.hpp"
+#include "models/three_body.hpp"
+
+#include <Eigen/Cholesky>
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cmath>
+#include <numbers>
+#include <vector>
+
+using namespace flt;
+using namespace flt::models;
+
+namespace {
+
+// n atoms of elements {1, 6, 8} in a cube of side `box` Angstrom, no two closer than 0.8 A.
+Molecule random_cluster(Rng& rng, int n, double box) {
+  Molecule m;
+  while (static_cast<int>(m.atomic_numbers.size()) < n) {
+    const std::array<double, 3> r{box * rng.uniform(), box * rng.uniform(), box * rng.uniform()};
+    bool ok = true;
+    for (const auto& q : m.positions)
+      if (std::hypot(r[0] - q[0], r[1] - q[1], r[2] - q[2]) < 0.8) ok = false;
+    if (!ok) continue;
+    m.atomic_numbers.push_back(std::array<int, 3>{1, 6, 8}[rng.below(3)]);
+    m.positions.push_back(r);
+  }
+  return m;
+}
+
+ThreeBodyBasis small_basis() {
+  ThreeBodyBasis b;
+  b.cutoff = 4.0;
+  b.radial = 3;
+  b.lmax = 3;
+  b.elements = {1, 6, 8};
+  return b;
+}
+
+// The descriptors from the header's equations, every triple of every set (O(N^3)), no
+// neighbour list.
+Mat<double> reference_features(const ThreeBodyBasis& basis, const MoleculeBatch& batch) {
+  const Index P = basis.radial, L = basis.lmax, U = basis.channels(), B = basis.block_size();
+  const double rc = basis.cutoff, pi = std::numbers::pi;
+  auto element = [&](Index i) {
+    for (std::size_t e = 0; e < basis.elements.size(); ++e)
+      if (basis.elements[e] == batch.atomic_numbers[static_cast<std::size_t>(i)]) return static_cast<Index>(e);
+    return Index{-1};
+  };
+  auto R = [&](Index p, double r) {  // p = 1..P
+    return r < rc ? std::sin(static_cast<double>(p) * pi * r / rc) / r * 0.5 * (1 + std::cos(pi * r / rc)) : 0.0;
+  };
+  auto legendre = [](Index l, double c) {
+    double p0 = 1, p1 = c;
+    if (l == 0) return p0;
+    for (Index k = 1; k < l; ++k) {
+      const double p2 = ((2.0 * static_cast<double>(k) + 1) * c * p1 - static_cast<double>(k) * p0) / (static_cast<double>(k) + 1);
+      p0 = p1;
+      p1 = p2;
+    }
+    return p1;
+  };
+  Mat<double> f = Mat<double>::Zero(batch.num_molecules(), basis.feature_count());
+  for (Index s = 0; s < batch.num_molecules(); ++s)
+    for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) {
+      const Index block = element(i) * B;
+      for (Index j = batch.index.begin(s); j < batch.index.end(s); ++j) {
+        if (j == i) continue;
+        const Eigen::Vector3d dij = (batch.coords.row(j) - batch.coords.row(i)).transpose();
+        for (Index p = 1; p <= P; ++p) f(s, block + element(j) * P + p - 1) += R(p, dij.norm());
+        for (Index k = batch.index.begin(s); k < batch.index.end(s); ++k) {
+          if (k == i || k == j) continue;
+          const Eigen::Vector3d dik = (batch.coords.row(k) - batch.coords.row(i)).transpose();
+          const double c = dij.dot(dik) / (dij.norm() * dik.norm());
+          for (Index p = 1; p <= P; ++p)
+            for (Index q = 1; q <= P; ++q) {
+              const Index u = element(j) * P + p - 1, v = element(k) * P + q - 1;
+              if (u > v) continue;
+              const Index pair = u * U - u * (u - 1) / 2 + (v - u);
+              for (Index l = 0; l <= L; ++l)
+                f(s, block + U + pair * (L + 1) + l) += R(p, dij.norm()) * R(q, dik.norm()) * legendre(l, c);
+            }
+        }
+      }
+    }
+  return f;
+}
+
+MoleculeBatch batch_of(const std::vector<Molecule>& mols) { return MoleculeBatch::from(std::span<const Molecule>(mols)); }
+
+Mat<double> features_of(const ThreeBodyBasis& basis, const MoleculeBatch& b) {
+  return three_body_features(basis, b.index, b.coords, b.atomic_numbers);
+}
+
+double max_relative(const Mat<double>& a, const Mat<double>& b) {
+  return (a - b).cwiseAbs().maxCoeff() / std::max(1e-300, b.cwiseAbs().maxCoeff());
+}
+
+}  // namespace
+
+TEST_CASE("three-body descriptors equal the O(N^3) reference, with and without cells", "[three_body]") {
+  Rng rng(11);
+  const ThreeBodyBasis basis = small_basis();
+  // 12 atoms (pair by pair) and 150 atoms in a 12 A box (cell list, atoms beyond the cutoff).
+  const std::vector<Molecule> mols{random_cluster(rng, 12, 4.0), random_cluster(rng, 150, 12.0),
+                                   random_cluster(rng, 5, 3.0)};
+  const MoleculeBatch batch = batch_of(mols);
+  const Mat<double> fast = features_of(basis, batch);
+  const Mat<double> ref = reference_features(basis, batch);
+  REQUIRE(fast.cols() == 3 * (9 + 9 * 10 / 2 * 4));
+  CHECK(max_relative(fast, ref) < 1e-12);
+  CHECK(ref.cwiseAbs().maxCoeff() > 1.0);  // not vacuous: the features are populated
+}
+
+TEST_CASE("three-body descriptors are invariant under rotation, translation and same-element exchange",
+          "[three_body]") {
+  Rng rng(3);
+  const ThreeBodyBasis basis = small_basis();
+  Molecule m = random_cluster(rng, 14, 4.0);
+  const Mat<double> base = features_of(basis, batch_of({m}));
+
+  Molecule moved = m;
+  const Eigen::Matrix3d rot = random_rotation(rng);
+  for (auto& r : moved.positions) {
+    const Eigen::Vector3d v = rot * Eigen::Vector3d(r[0], r[1], r[2]) + Eigen::Vector3d(3.1, -2.0, 7.5);
+    r = {v(0), v(1), v(2)};
+  }
+  CHECK(max_relative(features_of(basis, batch_of({moved})), base) < 1e-12);
+
+  // Exchange two atoms of one element (positions and all): the same structure.
+  Index a = -1, b = -1;
+  for (std::size_t i = 0; i < m.atomic_numbers.size() && b < 0; ++i)
+    for (std::size_t j = i + 1; j < m.atomic_numbers.size(); ++j)
+      if (m.atomic_numbers[i] == m.atomic_numbers[j]) {
+        a = static_cast<Index>(i);
+        b = static_cast<Index>(j);
+        break;
+      }
+  REQUIRE(b >= 0);
+  Molecule swapped = m;
+  std::swap(swapped.positions[static_cast<std::size_t>(a)], swapped.positions[static_cast<std::size_t>(b)]);
+  CHECK(max_relative(features_of(basis, batch_of({swapped})), base) < 1e-12);
+
+  // Exchanging the positions of atoms of two elements is another structure: the features see it.
+  Index c = -1;
+  for (std::size_t i = 0; i < m.atomic_numbers.size(); ++i)
+    if (m.atomic_numbers[i] != m.atomic_numbers[static_cast<std::size_t>(a)]) c = static_cast<Index>(i);
+  Molecule other = m;
+  std::swap(other.positions[static_cast<std::size_t>(a)], other.positions[static_cast<std::size_t>(c)]);
+  CHECK(max_relative(features_of(basis, batch_of({other})), base) > 1e-3);
+}
+
+TEST_CASE("three-body energy: sums, features . weights, and the gradient against central differences",
+          "[three_body]") {
+  Rng rng(5);
+  const ThreeBodyBasis basis = small_basis();
+  // A dense cluster and one whose atoms straddle the cutoff (pairs near r_c enter smoothly).
+  const std::vector<Molecule> mols{random_cluster(rng, 10, 3.5), random_cluster(rng, 9, 6.0)};
+  const MoleculeBatch batch = batch_of(mols);
+  Vec<double> w(basis.feature_count());
+  for (Index k = 0; k < w.size(); ++k) w(k) = rng.normal();
+  const ThreeBodyEnergy e = three_body_energy(basis, batch.index, batch.coords, batch.atomic_numbers, w, true);
+  const Vec<double> from_features = features_of(basis, batch) * w;
+  for (Index s = 0; s < 2; ++s) {
+    CHECK(e.per_structure(s) == Approx(from_features(s)).epsilon(1e-12));
+    CHECK(e.per_atom.segment(batch.index.begin(s), batch.index.size(s)).sum() == Approx(e.per_structure(s)).epsilon(1e-12));
+  }
+  // dE/dr against (E(r + h) - E(r - h)) / 2h, h = 1e-5: truncation ~h^2 E''' ~ 1e-9 relative.
+  const double h = 1e-5;
+  double worst = 0.0, scale = e.gradient.cwiseAbs().maxCoeff();
+  REQUIRE(scale > 1.0);
+  for (Index i = 0; i < batch.num_atoms(); ++i)
+    for (Index x = 0; x < 3; ++x) {
+      MoleculeBatch plus = batch, minus = batch;
+      plus.coords(i, x) += h;
+      minus.coords(i, x) -= h;
+      const double ep = three_body_energy(basis, plus.index, plus.coords, plus.atomic_numbers, w, false).per_structure.sum();
+      const double em = three_body_energy(basis, minus.index, minus.coords, minus.atomic_numbers, w, false).per_structure.sum();
+      worst = std::max(worst, std::abs((ep - em) / (2 * h) - e.gradient(i, x)));
+    }
+  CHECK(worst < 1e-7 * scale);
+  // Translation: the gradient sums to zero.
+  CHECK(e.gradient.colwise().sum().cwiseAbs().maxCoeff() < 1e-10 * scale);
+}
+
+TEST_CASE("three-body: refusals name the problem", "[three_body]") {
+  ThreeBodyBasis basis = small_basis();
+  Molecule m;
+  m.atomic_numbers = {6, 16};
+  m.positions = {{0, 0, 0}, {1.5, 0, 0}};
+  const MoleculeBatch b = batch_of({m});
+  CHECK_THROWS_WITH(features_of(basis, b), Catch::Contains("atom 2: element 16"));
+  m.atomic_numbers = {6, 6};
+  m.positions = {{0, 0, 0}, {0, 0, 0}};
+  CHECK_THROWS_WITH(features_of(basis, batch_of({m})), Catch::Contains("coincide"));
+  basis.elements = {6, 1};
+  CHECK_THROWS_WITH(features_of(basis, b), Catch::Contains("sorted"));
+}
+
+TEST_CASE("ridge fit: leave-one-out error equals explicit refits, and an exact linear target is recovered",
+          "[three_body]") {
+  Rng rng(9);
+  const Index M = 40, F = 12;
+  Mat<double> X(M, F);
+  Vec<double> y(M), w_true(F);
+  for (Index k = 0; k < F; ++k) w_true(k) = rng.normal();
+  for (Index m = 0; m < M; ++m) {
+    for (Index k = 0; k < F; ++k) X(m, k) = 3.0 * rng.normal() + static_cast<double>(k);
+    y(m) = X.row(m).dot(w_true) + 4.0 + 0.5 * rng.normal();
+  }
+  X.col(5).setConstant(2.0);  // a constant column gets weight zero
+  for (const Index rows : {M, Index{8}}) {  // primal (M > F) and dual (M <= F)
+    const Mat<double> Xr = X.topRows(rows);
+    const Vec<double> yr = y.head(rows);
+    const RidgeFit fit = fit_ridge_loo(Xr, yr);
+    CHECK(fit.weights(5) == 0.0);
+    // Explicit leave-one-out at the chosen lambda: the same standardisation (over all rows),
+    // an unpenalised intercept and the penalty lambda * rows on the standardised weights.
+    Vec<double> mean = Xr.colwise().mean().transpose(), sd(F);
+    for (Index k = 0; k < F; ++k) sd(k) = std::sqrt((Xr.col(k).array() - mean(k)).square().mean());
+    double mae = 0.0;
+    for (Index out = 0; out < rows; ++out) {
+      Mat<double> A(rows - 1, F);  // intercept in column 5's place (that column is constant)
+      Vec<double> b(rows - 1);
+      for (Index m = 0, r = 0; m < rows; ++m) {
+        if (m == out) continue;
+        for (Index k = 0; k < F; ++k) A(r, k) = k == 5 ? 1.0 : (Xr(m, k) - mean(k)) / sd(k);
+        b(r++) = yr(m);
+      }
+      Mat<double> G = A.transpose() * A;
+      for (Index k = 0; k < F; ++k)
+        if (k != 5) G(k, k) += fit.lambda * static_cast<double>(rows);
+      const Vec<double> coef = G.ldlt().solve(A.transpose() * b);
+      double pred = coef(5);
+      for (Index k = 0; k < F; ++k)
+        if (k != 5) pred += coef(k) * (Xr(out, k) - mean(k)) / sd(k);
+      mae += std::abs(yr(out) - pred);
+    }
+    CHECK(fit.loo_mae == Approx(mae / static_cast<double>(rows)).epsilon(1e-9));
+  }
+  // Noise-free: the smallest lambda wins and the target is recovered.
+  for (Index m = 0; m < M; ++m) y(m) = X.row(m).dot(w_true) + 4.0;
+  const RidgeFit exact = fit_ridge_loo(X, y);
+  CHECK(exact.lambda == Approx(1e-8));
+  CHECK(((X * exact.weights).array() + exact.intercept - y.array()).abs().maxCoeff() < 1e-4);
+}
+
+namespace {
+
+ModelConfig three_body_config() {
+  ModelConfig c;
+  c.targets = {{"energy", "eV", true}};
+  c.width = 8;
+  c.heads = 2;
+  c.blocks = 1;
+  c.mlp_hidden = 16;
+  c.head_hidden = 16;
+  c.max_z = 10;
+  c.radial_nodes = 4;
+  c.far_field = FarField::none;
+  c.three_body = true;
+  c.three_body_cutoff = 4.0;
+  c.three_body_radial = 3;
+  c.three_body_lmax = 3;
+  c.seed = 4;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("three-body reference in a molecule model: fit, round trips, forces and contributions",
+          "[three_body]") {
+  Rng rng(21);
+  std::vector<Molecule> mols;
+  for (int s = 0; s < 60; ++s) mols.push_back(random_cluster(rng, 5 + static_cast<int>(rng.below(6)), 3.5));
+  const MoleculeBatch train = batch_of(mols);
+  const ModelConfig cfg = three_body_config();
+  // Labels: a fixed three-body energy plus element references (what the fit must find).
+  const ThreeBodyBasis basis = three_body_basis(cfg, {1, 6, 8});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.01 * rng.normal();
+  Mat<double> labels(60, 1);
+  const Vec<double> e_true = three_body_energy(basis, train.index, train.coords, train.atomic_numbers, w_true, false).per_structure;
+  for (Index s = 0; s < 60; ++s) {
+    labels(s, 0) = e_true(s);
+    for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
+      labels(s, 0) += train.atomic_numbers[static_cast<std::size_t>(i)] == 1 ? -0.5 : -37.0;
+  }
+  std::vector<std::string> log;
+  const Normalisation n = fit_normalisation(cfg, train, labels, true, std::nullopt, &log);
+  REQUIRE(log.size() == 1);
+  CHECK_THAT(log[0], Catch::Contains("three-body reference of 'energy'"));
+  REQUIRE(n.three_body.rows() == 1);
+  REQUIRE(n.three_body.cols() == basis.feature_count());
+
+  MoleculeModel<double> model(cfg);
+  model.set_normalisation(n);
+  // The reference carries the labels (the network is fresh and small): normalised labels are far
+  // smaller than the label spread, and denormalise inverts normalise_labels.
+  const Mat<double> z = model.normalise_labels(train, labels);
+  CHECK((model.denormalise(train, z) - labels).cwiseAbs().maxCoeff() < 1e-9);
+
+  // Forces from predict_with_forces against central differences of predict (network + reference).
+  const std::vector<Molecule> one{mols[3]};
+  const MoleculeBatch b = batch_of(one);
+  Mat<double> forces, contributions;
+  const Mat<double> e0 = model.predict_with_forces(b, 0, forces, &contributions);
+  CHECK(contributions.sum() == Approx(e0(0, 0)).epsilon(1e-12));
+  CHECK(model.predict(b)(0, 0) == Approx(e0(0, 0)).epsilon(1e-12));
+  const Mat<double> ref_grad = model.reference_gradient(b, 0);
+  REQUIRE(ref_grad.cwiseAbs().maxCoeff() > 1e-3);  // the reference's forces are in play
+  const double h = 1e-5;
+  double worst = 0.0;
+  for (Index i = 0; i < b.num_atoms(); ++i)
+    for (Index x = 0; x < 3; ++x) {
+      MoleculeBatch plus = b, minus = b;
+      plus.coords(i, x) += h;
+      minus.coords(i, x) -= h;
+      const double fd = (model.predict(plus)(0, 0) - model.predict(minus)(0, 0)) / (2 * h);
+      worst = std::max(worst, std::abs(-fd - forces(i, x)));
+    }
+  CHECK(worst < 1e-6 * forces.cwiseAbs().maxCoeff());
+
+  // Model arrays round trip; a wrong width is refused.
+  MoleculeModel<double> copy(cfg);
+  copy.import_arrays(model.export_arrays());
+  CHECK(copy.predict(b)(0, 0) == e0(0, 0));
+  auto arrays = model.export_arrays();
+  for (auto& a : arrays)
+    if (a.name == "norm.three_body") {
+      a.shape[1] -= 1;
+      a.values.resize(a.values.size() - 1);
+    }
+  MoleculeModel<double> bad(cfg);
+  CHECK_THROWS_WITH(bad.import_arrays(arrays), Catch::Contains("three-body weights must be"));
+  // The configuration keys round trip.
+  std::map<std::string, std::string> keys;
+  for (const auto& [k, v] : config_to_strings(cfg)) keys[k] = v;
+  const ModelConfig back = config_from_strings(keys);
+  CHECK(back.three_body);
+  CHECK(back.three_body_cutoff == 4.0);
+  CHECK(back.three_body_radial == 3);
+  CHECK(back.three_body_lmax == 3);
+}
+
+TEST_CASE("three-body reference learns a three-body target that composition cannot", "[three_body]") {
+  // Held-out clusters: the reference fitted on 600 clusters predicts 100 others' three-body energy
+  // (R^2 >= 0.99); without it (composition only) they are not (R^2 <= 0).
+  // One composition (C2H5O... of eight atoms, as for conformations of one molecule), so that
+  // composition alone can only predict the mean.
+  Rng rng(33);
+  std::vector<Molecule> mols;
+  for (int s = 0; s < 700; ++s) {
+    Molecule m = random_cluster(rng, 8, 3.5);
+    m.atomic_numbers = {6, 6, 8, 1, 1, 1, 1, 1};
+    mols.push_back(m);
+  }
+  const ModelConfig cfg = three_body_config();
+  const ThreeBodyBasis basis = three_body_basis(cfg, {1, 6, 8});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.01 * rng.normal();
+  const MoleculeBatch all = batch_of(mols);
+  const Vec<double> e = three_body_energy(basis, all.index, all.coords, all.atomic_numbers, w_true, false).per_structure;
+  const std::vector<Molecule> train_m(mols.begin(), mols.begin() + 600), test_m(mols.begin() + 600, mols.end());
+  Mat<double> train_labels = e.head(600);
+  const Vec<double> test_labels = e.tail(100);
+  auto r2 = [&](const ModelConfig& c) {
+    MoleculeModel<double> model(c);
+    model.set_normalisation(fit_normalisation(c, batch_of(train_m), train_labels));
+    const MoleculeBatch tb = batch_of(test_m);
+    // The normalised output of a fresh network is small; its share is removed exactly.
+    const Mat<double> pred = model.denormalise(tb, Mat<double>::Zero(100, 1));
+    const double ss_res = (pred.col(0) - test_labels).squaredNorm();
+    const double ss_tot = (test_labels.array() - test_labels.mean()).square().sum();
+    return 1.0 - ss_res / ss_tot;
+  };
+  CHECK(r2(cfg) >= 0.99);
+  ModelConfig composition = cfg;
+  composition.three_body = false;
+  CHECK(r2(composition) <= 0.0);
+}
+
+TEST_CASE("three-body reference in force training: its forces enter the loss, the gradient is exact",
+          "[three_body]") {
+  // The loss of energy_force_gradient against its definition with the forces of
+  // predict_with_forces (network + reference), and its parameter gradient against central
+  // differences of that definition.
+  Rng rng(41);
+  std::vector<Molecule> mols;
+  for (int s = 0; s < 30; ++s) mols.push_back(random_cluster(rng, 6, 3.0));
+  const ModelConfig cfg = three_body_config();
+  const MoleculeBatch train = batch_of(mols);
+  // Labels of a smooth three-body energy, so that the fitted reference's forces are of the
+  // size of real ones (random labels would give a rough fit and forces that swamp the rounding).
+  const ThreeBodyBasis basis = three_body_basis(cfg, {1, 6, 8});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.01 * rng.normal();
+  Mat<double> energies =
+      three_body_energy(basis, train.index, train.coords, train.atomic_numbers, w_true, false).per_structure;
+  for (Index s = 0; s < 30; ++s) energies(s, 0) += 0.1 * rng.normal();  // what the network would learn
+  MoleculeModel<double> model(cfg);
+  // 30 structures and 567 weights: the reference fits the training labels almost exactly, and
+  // the scale is its leave-one-out RMSE (about the label noise), not the in-sample spread (~0).
+  std::vector<std::string> log;
+  model.set_normalisation(fit_normalisation(cfg, train, energies, true, std::nullopt, &log));
+  REQUIRE(log.size() == 1);
+  const double loo_rmse = std::stod(log[0].substr(log[0].find("RMSE ") + 5));
+  CHECK(model.normalisation().scale[0] == Approx(loo_rmse).epsilon(1e-5));
+  CHECK(model.normalisation().scale[0] > 0.01);  // the in-sample spread is ~1e-10
+  for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
+  MoleculeModel<Dual> dual(cfg);
+
+  const std::vector<Molecule> two{mols[0], mols[1]};
+  const MoleculeBatch batch = batch_of(two);
+  const Index N = batch.num_atoms();
+  Mat<double> labels(2, 1);
+  labels << 0.3, -0.4;  // normalised
+  Mat<double> ref(N, 3);
+  for (Index i = 0; i < ref.size(); ++i) ref.data()[i] = 0.1 * rng.normal();
+  const double weight = 2.0, sigma = model.normalisation().scale[0];
+  const RegressionLoss loss{RegressionLossKind::mse, 1.0};
+  ModelCache<double> cache;
+  ModelCache<Dual> dual_cache;
+  const EnergyForceLoss lv = energy_force_gradient(model, dual, batch, labels, ref, 0, weight, loss, cache, dual_cache);
+  const std::vector<double> analytic(model.parameters().grads().begin(), model.parameters().grads().end());
+  REQUIRE(model.reference_gradient(batch, 0).cwiseAbs().maxCoeff() > 1e-3);
+
+  auto total_loss = [&]() {
+    Mat<double> forces;
+    model.predict_with_forces(batch, 0, forces);
+    ModelCache<double> c;
+    const Mat<double> out = model.forward(batch, c);
+    const double e = regression_loss_forward<double>(loss, out, labels).value;
+    return e + weight * ((forces - ref) / sigma).squaredNorm() / (3.0 * static_cast<double>(N));
+  };
+  Mat<double> forces;
+  model.predict_with_forces(batch, 0, forces);
+  CHECK((lv.forces - forces).cwiseAbs().maxCoeff() < 1e-10 * forces.cwiseAbs().maxCoeff());
+  CHECK(total_loss() == Approx(lv.value()).epsilon(1e-10));
+  const auto check = check_gradient(total_loss, model.parameters().values(), analytic);
+  INFO("worst parameter " << check.worst_index << ": analytic " << check.worst_analytic << ", numeric "
+                          << check.worst_numeric);
+  CHECK(check.max_rel_error <= 1e-6);
+}
