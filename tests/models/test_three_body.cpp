@@ -11,6 +11,7 @@
 
 #include <Eigen/Cholesky>
 #include <catch2/catch.hpp>
+#include <omp.h>
 
 #include <array>
 #include <cmath>
@@ -190,6 +191,28 @@ TEST_CASE("three-body energy: sums, features . weights, and the gradient against
   CHECK(worst < 1e-7 * scale);
   // Translation: the gradient sums to zero.
   CHECK(e.gradient.colwise().sum().cwiseAbs().maxCoeff() < 1e-10 * scale);
+}
+
+TEST_CASE("three-body features and energy are bitwise the same for 1 and 2 threads", "[three_body]") {
+  Rng rng(8);
+  const ThreeBodyBasis basis = small_basis();
+  std::vector<Molecule> mols;
+  for (int s = 0; s < 9; ++s) mols.push_back(random_cluster(rng, 4 + 3 * s, 5.0));
+  const MoleculeBatch batch = batch_of(mols);
+  Vec<double> w(basis.feature_count());
+  for (Index k = 0; k < w.size(); ++k) w(k) = rng.normal();
+  const int saved = omp_get_max_threads();
+  std::vector<Mat<double>> features;
+  std::vector<ThreeBodyEnergy> energies;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    features.push_back(features_of(basis, batch));
+    energies.push_back(three_body_energy(basis, batch.index, batch.coords, batch.atomic_numbers, w, true));
+  }
+  omp_set_num_threads(saved);
+  CHECK(features[0] == features[1]);
+  CHECK(energies[0].per_structure == energies[1].per_structure);
+  CHECK(energies[0].gradient == energies[1].gradient);
 }
 
 TEST_CASE("three-body: refusals name the problem", "[three_body]") {
