@@ -4,7 +4,8 @@
 # ablation), for each attention kind and seed; then a Markdown table of the test MAE (mean and
 # half the range over the seeds). Kinds: the attention kinds, and the near_far far-field
 # variants near_far (FLT far field), near_far-exact (the closed-form mask over all pairs,
-# quadratic) and near_far-none (the near field only).
+# quadratic), near_far-none (the near field only) and near_far-three_body (the default model with
+# the linear three-body reference on U0; not in the default list, name it with --kinds).
 #   tools/results/run_qm9_ablation.sh [--threads N] [--seeds "1 2"] [--kinds "performer bias ..."]
 #                                     [--epochs 10] [--flt PATH] [--out runs] [--jobs 1]
 # --jobs J trains J runs at once (each with --threads threads).
@@ -31,6 +32,7 @@ train_one() {  # kind seed
   run=$out/abl-$1-$2
   [ -f "$run/test_metrics.csv" ] && return 0
   case $1 in
+    near_far-three_body) attention="--attention near_far --three-body true" ;;
     near_far-*) attention="--attention near_far --far-field ${1#near_far-}" ;;
     *) attention="--attention $1" ;;
   esac
