@@ -1006,38 +1006,69 @@ Mat<double> MoleculeModel<T>::reference_gradient(const MoleculeBatch& batch, Ind
 }
 
 template <class T>
-Mat<double> MoleculeModel<T>::denormalise(const MoleculeBatch& batch, const Mat<double>& z) const {
+Mat<double> MoleculeModel<T>::three_body_per_structure(const MoleculeBatch& batch) const {
   const Index S = batch.num_molecules(), P = config_.num_targets();
-  require(z.rows() == S && z.cols() == P, "denormalise: values must be S x P");
-  Mat<double> y(S, P);
-  std::vector<ThreeBodyEnergy> three_body(static_cast<std::size_t>(P));
-  for (Index t = 0; t < P; ++t) three_body[static_cast<std::size_t>(t)] = three_body_part(batch, t, false);
+  if (norm_.three_body.size() == 0) return Mat<double>::Zero(S, P);
+  require(batch.coords.rows() == batch.num_atoms() && batch.coords.cols() == 3,
+          "the three-body reference needs the batch's coordinates");
+  // b_t(s) = features(s) . w_t; intensive targets have zero weight rows.
+  return three_body_features(three_body_basis(config_, norm_.elements), batch.index, batch.coords,
+                             batch.atomic_numbers) *
+         norm_.three_body.transpose();
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::label_offsets(const MoleculeBatch& batch) const {
+  const Index S = batch.num_molecules(), P = config_.num_targets();
+  Mat<double> offsets = three_body_per_structure(batch);
   for (Index s = 0; s < S; ++s)
     for (Index t = 0; t < P; ++t) {
       const auto ts = static_cast<std::size_t>(t);
       if (config_.targets[ts].extensive) {
-        double ref = three_body[ts].per_structure(s);
         for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i)
-          ref += norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]);
-        y(s, t) = ref + static_cast<double>(batch.index.size(s)) * norm_.mean[ts] + norm_.scale[ts] * z(s, t);
+          offsets(s, t) += norm_.reference(t, batch.atomic_numbers[static_cast<std::size_t>(i)]);
+        offsets(s, t) += static_cast<double>(batch.index.size(s)) * norm_.mean[ts];
       } else {
-        y(s, t) = norm_.mean[ts] + norm_.scale[ts] * z(s, t);
+        offsets(s, t) = norm_.mean[ts];
       }
     }
+  return offsets;
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::denormalise(const Mat<double>& offsets, const Mat<double>& z) const {
+  const Index P = config_.num_targets();
+  require(offsets.cols() == P && z.rows() == offsets.rows() && z.cols() == P,
+          "denormalise: offsets and values must both be S x P");
+  Mat<double> y(z.rows(), P);
+  for (Index s = 0; s < z.rows(); ++s)
+    for (Index t = 0; t < P; ++t) y(s, t) = offsets(s, t) + norm_.scale[static_cast<std::size_t>(t)] * z(s, t);
   return y;
 }
 
 template <class T>
-Mat<double> MoleculeModel<T>::normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const {
-  const Index S = batch.num_molecules(), P = config_.num_targets();
-  require(labels.rows() == S && labels.cols() == P, "normalise_labels: labels must be S x P");
+Mat<double> MoleculeModel<T>::normalise_labels(const Mat<double>& offsets, const Mat<double>& labels) const {
+  const Index P = config_.num_targets();
+  require(offsets.cols() == P && labels.rows() == offsets.rows() && labels.cols() == P,
+          "normalise_labels: offsets and labels must both be S x P");
   // The exact inverse of denormalise (NaN stays NaN: missing labels).
-  const Mat<double> zero = denormalise(batch, Mat<double>::Zero(S, P));
-  Mat<double> z(S, P);
-  for (Index s = 0; s < S; ++s)
-    for (Index t = 0; t < P; ++t)
-      z(s, t) = (labels(s, t) - zero(s, t)) / norm_.scale[static_cast<std::size_t>(t)];
+  Mat<double> z(labels.rows(), P);
+  for (Index s = 0; s < labels.rows(); ++s)
+    for (Index t = 0; t < P; ++t) z(s, t) = (labels(s, t) - offsets(s, t)) / norm_.scale[static_cast<std::size_t>(t)];
   return z;
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::denormalise(const MoleculeBatch& batch, const Mat<double>& z) const {
+  require(z.rows() == batch.num_molecules() && z.cols() == config_.num_targets(), "denormalise: values must be S x P");
+  return denormalise(label_offsets(batch), z);
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const {
+  require(labels.rows() == batch.num_molecules() && labels.cols() == config_.num_targets(),
+          "normalise_labels: labels must be S x P");
+  return normalise_labels(label_offsets(batch), labels);
 }
 
 template <class T>

@@ -372,6 +372,13 @@ class MoleculeModel {
   // Maps between physical labels (S x P, NaN kept) and normalised units for this batch.
   Mat<double> normalise_labels(const MoleculeBatch& batch, const Mat<double>& labels) const;
   Mat<double> denormalise(const MoleculeBatch& batch, const Mat<double>& normalised) const;
+  // The same maps from precomputed offsets (S x P): label_offsets(batch) is the physical value of
+  // a normalised output 0 (reference energies, the three-body reference and n_atoms m_t, or m_t),
+  // so y = offset + sigma_t z. A structure's offsets depend only on its atoms and coordinates: a
+  // trainer computes them once per structure instead of once per step.
+  Mat<double> label_offsets(const MoleculeBatch& batch) const;
+  Mat<double> normalise_labels(const Mat<double>& offsets, const Mat<double>& labels) const;
+  Mat<double> denormalise(const Mat<double>& offsets, const Mat<double>& normalised) const;
   // The gradient dB/dr (N x 3, target unit per Angstrom) of target t's three-body reference:
   // zero without one. Predicted forces are -(sigma_t dout/dr + dB/dr).
   Mat<double> reference_gradient(const MoleculeBatch& batch, Index t) const;
@@ -423,9 +430,12 @@ class MoleculeModel {
   void set_charge_mask(double c);
   // The groups over which the learned charge correction is neutral (config charge_neutral).
   Fragments charge_groups(const MoleculeBatch& batch) const;
-  // The three-body reference of target t: per structure, and optionally per atom and dE/dr
+  // The three-body reference of target t: per structure, per atom and optionally dE/dr
   // (physical units); zero when the model has none or t is intensive.
   ThreeBodyEnergy three_body_part(const MoleculeBatch& batch, Index t, bool want_gradient) const;
+  // The three-body reference of every target per structure (S x P) from one descriptor pass;
+  // zero columns for intensive targets, all zero without a reference.
+  Mat<double> three_body_per_structure(const MoleculeBatch& batch) const;
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
   void draw_all_features(std::uint64_t draw);

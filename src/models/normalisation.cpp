@@ -153,11 +153,17 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
     double three_body_loo_rmse = 0.0;
     if (ext && config.three_body) {
       // Ridge on what the reference energies leave; its intercept goes to the per-atom mean below.
-      Mat<double> X(M, three_body_features_of_train.cols());
+      // The feature rows are copied only when some labels are missing (the matrix can be GBs).
+      const bool all_rows = M == S;
+      Mat<double> subset;
+      if (!all_rows) {
+        subset.resize(M, three_body_features_of_train.cols());
+        for (Index r = 0; r < M; ++r) subset.row(r) = three_body_features_of_train.row(rows[static_cast<std::size_t>(r)]);
+      }
+      const Mat<double>& X = all_rows ? three_body_features_of_train : subset;
       Vec<double> y(M);
       for (Index r = 0; r < M; ++r) {
         const Index s = rows[static_cast<std::size_t>(r)];
-        X.row(r) = three_body_features_of_train.row(s);
         y(r) = labels(s, t);
         for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
           y(r) -= n.reference(t, train.atomic_numbers[static_cast<std::size_t>(i)]);

@@ -33,6 +33,7 @@
 #include <map>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <iomanip>
 #include <limits>
 #include <memory>
@@ -85,9 +86,11 @@ const std::vector<std::pair<std::string, std::string>>& later_options_neutral_va
 
 // Predictions of the molecules at `indices` (physical units, rows in that order); `normalised`
 // (optional) receives the normalised outputs.
+// `offsets` (optional) gives a batch's label offsets (MoleculeModel::label_offsets) from a cache.
 Mat<double> predict_indices(models::MoleculeModel<float>& model, const Dataset& data,
                             std::span<const std::size_t> indices, std::size_t batch_size,
-                            std::size_t max_atoms, Mat<double>* normalised = nullptr) {
+                            std::size_t max_atoms, Mat<double>* normalised = nullptr,
+                            const std::function<Mat<double>(const Batch&)>& offsets = {}) {
   const Index p = static_cast<Index>(data.num_targets());
   Mat<double> out(static_cast<Index>(indices.size()), p);
   if (normalised) normalised->resize(static_cast<Index>(indices.size()), p);
@@ -98,7 +101,7 @@ Mat<double> predict_indices(models::MoleculeModel<float>& model, const Dataset& 
     const std::size_t end = begin + batches[k].size();
     const Batch b = make_batch(data, indices.subspan(begin, end - begin));
     const Mat<double> norm = model.infer(b.molecules).cast<double>();
-    const Mat<double> phys = model.denormalise(b.molecules, norm);
+    const Mat<double> phys = offsets ? model.denormalise(offsets(b), norm) : model.denormalise(b.molecules, norm);
     out.middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = phys;
     if (normalised) normalised->middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = norm;
   }
@@ -573,8 +576,33 @@ class MoleculeTrainable final : public train::Trainable {
     for (const std::size_t i : split.train) atoms_by_position_.push_back(atoms_of_[i]);
     train_truth_ = labels_at(data, split.train);
     val_truth_ = labels_at(data, split.validation);
+    offsets_ = Mat<double>::Zero(static_cast<Index>(data.size()), static_cast<Index>(data.num_targets()));
+    offset_known_.assign(data.size(), 0);
     chunk_ = cfg.gradient_chunk;
     if (chunk_ == 0 && comm::in_mpi_job()) chunk_ = distributed::kDefaultGradientChunk;
+  }
+
+  // The offsets of a batch's molecules, computing those not yet known from the batch.
+  Mat<double> offsets_of(const Batch& b) {
+    const bool known = std::all_of(b.indices.begin(), b.indices.end(),
+                                   [&](std::size_t i) { return offset_known_[i] != 0; });
+    if (!known) {
+      const Mat<double> computed = model_.label_offsets(b.molecules);
+      for (std::size_t k = 0; k < b.indices.size(); ++k) {
+        offsets_.row(static_cast<Index>(b.indices[k])) = computed.row(static_cast<Index>(k));
+        offset_known_[b.indices[k]] = 1;
+      }
+    }
+    return offsets_at(b.indices);
+  }
+  // The offsets of molecules at `indices`, all known.
+  Mat<double> offsets_at(std::span<const std::size_t> indices) const {
+    Mat<double> out(static_cast<Index>(indices.size()), offsets_.cols());
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+      require(offset_known_[indices[k]] != 0, "label offsets: molecule " + std::to_string(indices[k]) + " not computed");
+      out.row(static_cast<Index>(k)) = offsets_.row(static_cast<Index>(indices[k]));
+    }
+    return out;
   }
 
   ParameterStore<float>& parameters() override { return model_.parameters(); }
@@ -688,17 +716,18 @@ class MoleculeTrainable final : public train::Trainable {
     } else {
       const Batch b = make_batch(data_, indices);
       result_.largest_step_atoms = std::max(result_.largest_step_atoms, static_cast<std::size_t>(b.molecules.num_atoms()));
+      const Mat<double> offsets = offsets_of(b);
       Mat<double> out_norm;
       if (dual_) {
         const models::EnergyForceLoss efl = models::energy_force_gradient(
-            model_, *dual_, b.molecules, model_.normalise_labels(b.molecules, b.labels), b.forces * force_factor_,
+            model_, *dual_, b.molecules, model_.normalise_labels(offsets, b.labels), b.forces * force_factor_,
             force_target_, cfg_.force_weight, cfg_.loss, cache_, dual_cache_);
         lv = efl.energy;
         lv.value = efl.value();
         out_norm = efl.out;
       } else {
         const Mat<float> out = model_.forward(b.molecules, cache_);
-        const Mat<float> target = model_.normalise_labels(b.molecules, b.labels).cast<float>();
+        const Mat<float> target = model_.normalise_labels(offsets, b.labels).cast<float>();
         lv = regression_loss_forward<float>(cfg_.loss, out, target);
         Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
         regression_loss_backward<float>(cfg_.loss, out, target, dout);
@@ -706,7 +735,7 @@ class MoleculeTrainable final : public train::Trainable {
         out_norm = out.cast<double>();
       }
       if (std::isfinite(lv.value)) {
-        const Mat<double> phys = model_.denormalise(b.molecules, out_norm);
+        const Mat<double> phys = model_.denormalise(offsets, out_norm);
         for (std::size_t k = 0; k < positions.size(); ++k)
           train_pred_.row(static_cast<Index>(positions[k])) = phys.row(static_cast<Index>(k));
       }
@@ -731,7 +760,8 @@ class MoleculeTrainable final : public train::Trainable {
       val_norm = std::move(shared.normalised);
       val_targets = std::move(shared.normalised_labels);
     } else {
-      val_pred = predict_indices(model_, data_, split_.validation, cfg_.eval_batch_size, cfg_.batch_atoms, &val_norm);
+      val_pred = predict_indices(model_, data_, split_.validation, cfg_.eval_batch_size, cfg_.batch_atoms, &val_norm,
+                                 [this](const Batch& b) { return offsets_of(b); });
     }
     val_force_mae_ = kNaN;
     if (dual_ && !split_.validation.empty())
@@ -741,10 +771,7 @@ class MoleculeTrainable final : public train::Trainable {
     train::Validation v;
     if (!split_.validation.empty()) {
       if (!parallel_)
-        val_targets = model_.normalise_labels(model_.config().three_body
-                                                  ? make_batch(data_, split_.validation).molecules
-                                                  : composition_batch(data_, split_.validation),
-                                              labels_at(data_, split_.validation));
+        val_targets = model_.normalise_labels(offsets_at(split_.validation), labels_at(data_, split_.validation));
       v.loss = regression_loss_forward<double>(cfg_.loss, val_norm, val_targets).value;
     }
     const std::size_t p = data_.num_targets();
@@ -824,6 +851,11 @@ class MoleculeTrainable final : public train::Trainable {
   comm::Communicator& world_;
   std::vector<std::size_t> atoms_of_, atoms_by_position_;
   Mat<double> train_truth_, val_truth_, train_pred_;
+  // Label offsets (MoleculeModel::label_offsets) by dataset index, each computed once: they depend
+  // only on a molecule's atoms and coordinates, and the three-body reference's share costs a
+  // descriptor pass that would otherwise repeat every step and epoch.
+  Mat<double> offsets_;
+  std::vector<unsigned char> offset_known_;
   std::vector<Index> my_train_rows_;
   std::size_t chunk_ = 0;
   std::optional<distributed::DataParallelGradient> parallel_;

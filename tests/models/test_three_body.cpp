@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cmath>
+#include <limits>
 #include <numbers>
 #include <vector>
 
@@ -120,6 +121,46 @@ TEST_CASE("three-body descriptors equal the O(N^3) reference, with and without c
   REQUIRE(fast.cols() == 3 * (9 + 9 * 10 / 2 * 4));
   CHECK(max_relative(fast, ref) < 1e-12);
   CHECK(ref.cwiseAbs().maxCoeff() > 1.0);  // not vacuous: the features are populated
+}
+
+TEST_CASE("three-body at the rMD17 recipe's basis: reference and gradient on ethanol and a 120-atom cluster",
+          "[three_body]") {
+  // The basis users train with (cutoff 5 A, 8 radial functions, Legendre degree 3) on the first
+  // rMD17 ethanol conformation (datasets/rmd17-ethanol/train.xyz, record 1) and on a cluster large
+  // enough for the cell list: descriptors against the O(N^3) reference, dE/dr against central
+  // differences.
+  ThreeBodyBasis basis;
+  basis.cutoff = 5.0;
+  basis.radial = 8;
+  basis.lmax = 3;
+  basis.elements = {1, 6, 8};
+  Molecule ethanol;
+  ethanol.atomic_numbers = {6, 6, 8, 1, 1, 1, 1, 1, 1};
+  ethanol.positions = {{0.40162460, 0.38569419, 0.07944170},   {-0.83259828, 0.63111076, -0.91769057},
+                       {0.42898823, -0.92815605, 0.69153642},  {1.38869085, 0.59405355, -0.20570216},
+                       {0.17108235, 1.11935194, 0.98236677},   {-0.52877617, 0.17079218, -1.93423021},
+                       {-1.61821698, -0.01452388, -0.50901661}, {-0.95146534, 1.69934720, -0.88271390},
+                       {-0.13627129, -0.95389655, 1.56093158}};
+  Rng rng(19);
+  const std::vector<Molecule> mols{ethanol, random_cluster(rng, 120, 10.0)};
+  const MoleculeBatch batch = batch_of(mols);
+  CHECK(max_relative(features_of(basis, batch), reference_features(basis, batch)) < 1e-12);
+  Vec<double> w(basis.feature_count());
+  for (Index k = 0; k < w.size(); ++k) w(k) = 0.01 * rng.normal();
+  const ThreeBodyEnergy e = three_body_energy(basis, batch.index, batch.coords, batch.atomic_numbers, w, true);
+  const double h = 1e-5, scale = e.gradient.cwiseAbs().maxCoeff();
+  REQUIRE(scale > 0.0);
+  double worst = 0.0;
+  for (Index i = 0; i < batch.num_atoms(); i += 7)  // every 7th atom of both structures
+    for (Index x = 0; x < 3; ++x) {
+      MoleculeBatch plus = batch, minus = batch;
+      plus.coords(i, x) += h;
+      minus.coords(i, x) -= h;
+      const double ep = three_body_energy(basis, plus.index, plus.coords, plus.atomic_numbers, w, false).per_structure.sum();
+      const double em = three_body_energy(basis, minus.index, minus.coords, minus.atomic_numbers, w, false).per_structure.sum();
+      worst = std::max(worst, std::abs((ep - em) / (2 * h) - e.gradient(i, x)));
+    }
+  CHECK(worst < 1e-7 * scale);
 }
 
 TEST_CASE("three-body descriptors are invariant under rotation, translation and same-element exchange",
@@ -325,8 +366,28 @@ TEST_CASE("three-body reference in a molecule model: fit, round trips, forces an
   REQUIRE(n.three_body.rows() == 1);
   REQUIRE(n.three_body.cols() == basis.feature_count());
 
+  // A missing label: the fit uses the other structures only (the same weights as without it).
+  {
+    Mat<double> with_gap = labels;
+    with_gap(7, 0) = std::numeric_limits<double>::quiet_NaN();
+    std::vector<Molecule> rest = mols;
+    rest.erase(rest.begin() + 7);
+    Mat<double> rest_labels(59, 1);
+    rest_labels << labels.topRows(7), labels.bottomRows(52);
+    const Normalisation gap = fit_normalisation(cfg, train, with_gap);
+    const Normalisation fewer = fit_normalisation(cfg, batch_of(rest), rest_labels);
+    CHECK(gap.three_body == fewer.three_body);
+    CHECK(gap.three_body != n.three_body);
+  }
+
   MoleculeModel<double> model(cfg);
   model.set_normalisation(n);
+  // Offsets computed once map exactly as the batch maps do.
+  const Mat<double> offsets = model.label_offsets(train);
+  Mat<double> zs(60, 1);
+  for (Index s = 0; s < 60; ++s) zs(s, 0) = rng.normal();
+  CHECK(model.denormalise(offsets, zs) == model.denormalise(train, zs));
+  CHECK(model.normalise_labels(offsets, labels) == model.normalise_labels(train, labels));
   // The reference carries the labels (the network is fresh and small): normalised labels are far
   // smaller than the label spread, and denormalise inverts normalise_labels.
   const Mat<double> z = model.normalise_labels(train, labels);

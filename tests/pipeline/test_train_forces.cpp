@@ -221,3 +221,51 @@ TEST_CASE("dataset: forces converted to eV/A from the unit given, masked when mi
   CHECK_THROWS_WITH(flt::pipeline::force_unit_to_ev_per_angstrom("Hartree"), Catch::Contains("<energy>/<length>"));
   CHECK_THROWS_WITH(flt::pipeline::force_unit_to_ev_per_angstrom("Debye/A"), Catch::Contains("energy per length"));
 }
+
+TEST_CASE("flt train --three-body: the reference is fitted, reported, and the run's validation error is the model's",
+          "[train][three_body]") {
+  // The trainer keeps each molecule's label offsets (with the three-body reference's share) once
+  // computed; flt eval, which computes them afresh, must reproduce the best epoch's validation MAE.
+  ScratchDir dir("train_three_body");
+  const fs::path input = dir / "ethanol.xyz";
+  write(input, ethanol_frames(60));
+  const auto run = run_flt(args(input, "--three-body true --three-body-radial 4 --three-body-lmax 2",
+                                dir / "tb"),
+                           dir.path());
+  INFO(run.err);
+  REQUIRE(run.status == 0);
+  CHECK_THAT(run.err, Catch::Contains("three-body reference of 'energy': 738 weights, lambda"));
+  CHECK_THAT(slurp(dir / "tb" / "config.ini"), Catch::Contains("three-body = true"));
+
+  // The smallest validation MAE of the learning curve (epoch,step,lr,train loss,val loss,seconds,
+  // train MAE,val MAE) is that of the saved model.
+  std::istringstream curve(slurp(dir / "tb" / "learning_curve.csv"));
+  std::string line;
+  std::getline(curve, line);
+  double best = 1e300;
+  while (std::getline(curve, line)) {
+    std::istringstream row(line);
+    std::string field;
+    for (int k = 0; k < 8; ++k) std::getline(row, field, ',');
+    best = std::min(best, std::stod(field));
+  }
+  const auto eval = run_flt("eval -m '" + (dir / "tb" / "model.flt").string() + "' '" + input.string() +
+                                "' --split-file '" + (dir / "tb" / "split.csv").string() +
+                                "' --subset validation --rotations 0 -q -o '" + (dir / "eval.csv").string() + "'",
+                            dir.path());
+  INFO(eval.err);
+  REQUIRE(eval.status == 0);
+  const std::string metrics = slurp(dir / "eval.csv");
+  const auto at = metrics.find("\nenergy,");
+  REQUIRE(at != std::string::npos);
+  std::istringstream row(metrics.substr(at + 1, metrics.find('\n', at + 1) - at - 1));
+  std::string field;
+  for (int k = 0; k < 4; ++k) std::getline(row, field, ',');
+  CHECK(std::stod(field) == Approx(best).epsilon(1e-6));
+
+  // The reference changes the model (its weights are in the file).
+  const auto plain = run_flt(args(input, "", dir / "plain"), dir.path());
+  INFO(plain.err);
+  REQUIRE(plain.status == 0);
+  CHECK(slurp(dir / "plain" / "model.flt") != slurp(dir / "tb" / "model.flt"));
+}
