@@ -9,9 +9,10 @@ if(FLT_SANITIZE)
   add_link_options(-fsanitize=address,undefined)
 endif()
 
-# Eigen's GEMM is faster built for AVX2 than for AVX-512 on this Zen 4 (measured, see docs/),
-# so the default target is x86-64-v3; exp/cos-heavy kernels opt into AVX-512 per source file
-# with flt_kernel_avx512(<file>...) and are dispatched at run time.
+# The default target is x86-64-v3 (AVX2, FMA): machines of this kind differ, and some have no
+# AVX-512. Kernels that gain from AVX-512 carry their own AVX-512 variant (a target attribute)
+# chosen at run time by cpuid (core/gemm.hpp; docs/core.md, "GEMM"). A whole build for AVX-512
+# (FLT_NATIVE on a Zen 5 core) measured no faster for the encoder block.
 if(FLT_NATIVE)
   set(FLT_ARCH_FLAGS -march=native)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")

@@ -4,9 +4,13 @@
 // Summation order: C(i, j) = bias(j) + sum_k A(i, k) B(k, j), accumulated one k at a time from
 // k = 0 (fused multiply-adds), whatever M, the row range or the thread count -- so results are
 // bitwise independent of how callers cut the rows into chunks. linear_forward_reference (double
-// accumulation) is the readable reference. The fast kernel (6 x 16 micro-kernel) needs AVX2 and
-// FMA; without them kFastKernelAvailable is false and multiply() runs a plain loop with the same
-// summation order. Why not Eigen's product: docs/core.md, "GEMM".
+// accumulation) is the readable reference. Kernels, chosen at run time (active_isa()): AVX-512
+// on CPUs that have it (8 x 32 micro-kernel over two panels, 12 x 16 for a last odd panel; one
+// 16-float register per row and panel), AVX2 and FMA (6 x 16, two 8-float registers per row), and
+// a plain loop. All three run the same FMA sequence per
+// element, so every kernel gives bitwise the same C: a model trains to the same bits on an AVX2 and
+// an AVX-512 machine. Without AVX2 at compile time kFastKernelAvailable is false and only the plain
+// loop exists. Why not Eigen's product: docs/core.md, "GEMM".
 #pragma once
 
 #include "core/tensor.hpp"
@@ -21,6 +25,16 @@ inline constexpr bool kFastKernelAvailable = true;
 #else
 inline constexpr bool kFastKernelAvailable = false;
 #endif
+
+// Instruction sets of the kernels, narrowest first.
+enum class Isa { portable, avx2, avx512 };
+const char* isa_name(Isa isa) noexcept;
+// The widest kernel this build and CPU run.
+Isa best_isa() noexcept;
+// The kernel multiply() uses: best_isa(), or a narrower one named by the environment variable
+// FLT_ISA (portable, avx2 or avx512; for side-by-side benchmarks). A value that names no kernel or
+// one wider than best_isa() is ignored; read once, at the first call.
+Isa active_isa() noexcept;
 
 // Columns per packed panel (two 8-float AVX registers).
 inline constexpr Index kPanelWidth = 16;
@@ -56,5 +70,9 @@ void transpose(ConstMatRef<float> in, Mat<float>& out);
 // shape mismatch.
 void multiply(ConstMatRef<float> a, const PackedMatrix& b, std::span<const float> bias, MatRef<float> c,
               bool accumulate);
+// The same with a named kernel (tests, benchmarks); throws InvalidArgument when isa is wider than
+// best_isa().
+void multiply(ConstMatRef<float> a, const PackedMatrix& b, std::span<const float> bias, MatRef<float> c,
+              bool accumulate, Isa isa);
 
 }  // namespace flt::gemm

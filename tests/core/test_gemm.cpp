@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <string>
 #include <vector>
 
 using namespace flt;
@@ -84,6 +85,51 @@ TEST_CASE("gemm: packed product matches a double triple loop on ragged shapes", 
           ++cases;
         }
   REQUIRE(cases == 8 * 6 * 6 * 2);
+}
+
+TEST_CASE("gemm: every kernel gives bitwise the same product", "[core][gemm][determinism]") {
+  // The AVX-512, AVX2 and plain kernels run the same FMA sequence per element, so a model trains to
+  // the same bits on any x86-64 machine. Ragged shapes: partial micro-kernels and panels, strides.
+  Rng rng(107);
+  std::vector<gemm::Isa> kernels;
+  for (gemm::Isa isa : {gemm::Isa::portable, gemm::Isa::avx2, gemm::Isa::avx512})
+    if (isa <= gemm::best_isa()) kernels.push_back(isa);
+  if (gemm::best_isa() != gemm::Isa::avx512)
+    WARN("this CPU has no AVX-512: the AVX-512 kernel is not compared");
+  REQUIRE(kernels.size() >= 2);
+  int compared = 0;
+  for (Index m : {1, 5, 7, 11, 12, 13, 24, 25, 61})
+    for (Index k : {0, 1, 37, 128})
+      for (Index n : {1, 15, 16, 17, 40})
+        for (bool accumulate : {false, true}) {
+          const Mat<float> a_wide = random_mat(rng, m, k + 3).cast<float>();
+          const Mat<float> b = random_mat(rng, k, n).cast<float>();
+          const Mat<float> c0 = Mat<float>(random_mat(rng, m, n + 4).cast<float>());
+          std::vector<float> bias;
+          for (Index j = 0; j < n; ++j) bias.push_back(static_cast<float>(rng.uniform(-1, 1)));
+          const auto packed = gemm::PackedMatrix::pack(b);
+          Mat<float> want = c0;
+          gemm::multiply(a_wide.middleCols(1, k), packed, bias, want.middleCols(1, n), accumulate,
+                         gemm::Isa::portable);
+          for (gemm::Isa isa : kernels) {
+            Mat<float> got = c0;
+            gemm::multiply(a_wide.middleCols(1, k), packed, bias, got.middleCols(1, n), accumulate, isa);
+            INFO(gemm::isa_name(isa) << " m=" << m << " k=" << k << " n=" << n << " accumulate=" << accumulate);
+            REQUIRE(got == want);  // bitwise, and nothing outside the view written
+            ++compared;
+          }
+        }
+  REQUIRE(compared == 9 * 4 * 5 * 2 * static_cast<int>(kernels.size()));
+}
+
+TEST_CASE("gemm: a kernel the CPU lacks is refused, FLT_ISA only narrows", "[core][gemm]") {
+  REQUIRE(gemm::active_isa() <= gemm::best_isa());
+  if (gemm::best_isa() != gemm::Isa::avx512) {
+    Mat<float> a = Mat<float>::Zero(2, 4), c(2, 3);
+    const auto packed = gemm::PackedMatrix::pack(Mat<float>::Zero(4, 3));
+    REQUIRE_THROWS_AS(gemm::multiply(a, packed, {}, c, false, gemm::Isa::avx512), InvalidArgument);
+  }
+  REQUIRE(std::string(gemm::isa_name(gemm::Isa::avx512)) == "avx512");
 }
 
 TEST_CASE("gemm: results do not depend on how the rows are cut", "[core][gemm][determinism]") {

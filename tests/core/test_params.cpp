@@ -34,16 +34,23 @@ TEST_CASE("ParameterStore rejects duplicate names and unknown lookups", "[core][
   REQUIRE_THROWS_AS(store.ref("missing"), InvalidArgument);
 }
 
-TEST_CASE("tune_allocator_for_batches: batch-sized blocks come from the heap, not from mmap", "[core][allocator]") {
+TEST_CASE("tune_allocator_for_batches: large blocks come from the heap and stay there", "[core][allocator]") {
 #if defined(__GLIBC__)
   REQUIRE(flt::tune_allocator_for_batches());
-  // A block of 16 MiB (a large batch's activations) is below the raised mmap threshold, so glibc
-  // serves it from the heap: the count of mmapped blocks does not change. With glibc's default
-  // threshold (128 KiB, rising only to the largest block freed so far) it would be mmapped.
+  // Blocks of 16 MiB (a large batch's activations) and 256 MiB (one structure of 1e5 atoms, above
+  // any mmap threshold glibc accepts) are served from the heap: the count of mmapped blocks does
+  // not change. With glibc's defaults both would be mmapped.
   const std::size_t mmapped_before = mallinfo2().hblks;
   std::vector<float> batch(std::size_t{4} << 20, 1.0f);
   CHECK(mallinfo2().hblks == mmapped_before);
   CHECK(batch.back() == 1.0f);
+  {
+    std::vector<float> structure(std::size_t{64} << 20, 1.0f);
+    CHECK(mallinfo2().hblks == mmapped_before);
+    CHECK(structure.back() == 1.0f);
+  }
+  // Freed, it stays in the heap for the next call (no trimming): the heap's size does not shrink.
+  CHECK(mallinfo2().arena >= std::size_t{256} << 20);
 #else
   CHECK_FALSE(flt::tune_allocator_for_batches());
 #endif

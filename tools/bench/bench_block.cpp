@@ -64,6 +64,7 @@
 // Block 0 of the model computes its LayerNorm and q/k/v projections once per atom type (the input
 // is the element embedding), so this "one block" is somewhat cheaper than a later block of a
 // deeper model; the near field, far field and equivariant update are the same as in any block.
+#include "core/allocator.hpp"
 #include "core/error.hpp"
 #include "core/params.hpp"
 #include "core/ragged.hpp"
@@ -340,6 +341,8 @@ double counted_gflop(const models::ModelConfig& c, Index N, Index pairs) {
 int run_one(const std::string& kind, Index N, int threads, Index width, const RunOptions& opt) {
   if (opt.max_gib > 0) flt_bench::limit_address_space_gib(opt.max_gib);
   omp_set_num_threads(threads);
+  // As the flt command does (core/allocator.hpp): freed blocks stay in the heap for the next call.
+  if (!flt::tune_allocator_for_batches()) throw std::runtime_error("mallopt refused the allocator settings");
   const auto t_start = Clock::now();
   models::MoleculeModel<float> model(block_config(kind, width));
   const double rss_base = flt_bench::current_rss_mib();
@@ -729,7 +732,7 @@ int run_all(const Options& opt) {
      << fmt(opt.max_gib, 0)
      << " GiB, available memory - 1.5 GiB), and each child runs under RLIMIT_AS at that limit\n\n";
 
-  md << "## Machine peak (FMA loop, float32 AVX2, measured in this run)\n\n"
+  md << "## Machine peak (FMA loop, " << flt_bench::peak_description() << ", measured in this run)\n\n"
      << "| threads | GFLOP/s (wall) | GFLOP per CPU-second |\n|---|---|---|\n";
   for (const auto& [t, p] : peaks) md << "| " << t << " | " << fmt(p.wall_gflops, 1) << " | " << fmt(p.cpu_gflops, 1) << " |\n";
   md << "\nCounted flops (2 per multiply-add; formulas in tools/bench/bench_block.cpp) are a lower "
@@ -923,7 +926,8 @@ int main(int argc, char** argv) {
       const double c0 = flt_bench::cpu_seconds();
       const double gflops = flt_bench::fma_peak_gflops(threads, kIters);
       const double cpu = flt_bench::cpu_seconds() - c0;
-      // fma_peak.hpp: 12 chains x 8 lanes x 2 flops per iteration and thread.
+      // fma_peak.hpp: 12 chains x 8 lanes x 2 flops per iteration and thread (AVX-512: half the
+      // iterations of 16 lanes).
       const double flops = static_cast<double>(threads) * static_cast<double>(kIters) * 12.0 * 8.0 * 2.0;
       std::cout << "RESULT threads=" << threads << " gflops=" << gflops
                 << " cpu_gflops=" << flops / cpu / 1e9 << "\n";

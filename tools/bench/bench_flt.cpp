@@ -365,7 +365,7 @@ int run_all(bool quick, const std::string& output, const std::string& command, d
      << "- GFLOP/s counts only the GEMM-shaped products (formulas in tools/bench/bench_flt.cpp) "
         "over the whole wall time: a lower bound on the kernels' rate.\n\n";
 
-  md << "## Machine peak (FMA loop, float32 AVX2, measured in this run)\n\n| threads | GFLOP/s |\n|---|---|\n";
+  md << "## Machine peak (FMA loop, " << flt_bench::peak_description() << ", measured in this run)\n\n| threads | GFLOP/s |\n|---|---|\n";
   for (auto [t, g] : peaks) md << "| " << t << " | " << fmt(g, 1) << " |\n";
 
   md << "\n## Forward + backward\n\n"

@@ -6,6 +6,7 @@
 // (linear_forward, and linear_backward for dx = dy W^T and for dW = x^T dy + db).
 // docs/benchmarks/model_throughput.md quotes it. Not part of ctest.
 //   build-bench-model/tools/bench/model/bench_gemm [repetitions]
+#include "core/gemm.hpp"
 #include "core/layers.hpp"
 #include "fma_peak.hpp"
 
@@ -64,6 +65,7 @@ int main(int argc, char** argv) {
       }
   flt_bench::fma_peak_gflops(1);  // warm-up (clock ramp)
   std::printf("\nGFLOP/s, one thread, %d repetitions each; float32 FMA peak of one thread measured in "
-              "the same run: %.1f GFLOP/s\n", reps, flt_bench::fma_peak_gflops(1));
+              "the same run (%s): %.1f GFLOP/s; kernel %s\n", reps, flt_bench::peak_description().c_str(),
+              flt_bench::fma_peak_gflops(1), flt::gemm::isa_name(flt::gemm::active_isa()));
   return 0;
 }

@@ -62,6 +62,7 @@
 #include "core/allocator.hpp"
 #include "core/losses.hpp"
 #include "core/optim.hpp"
+#include "core/gemm.hpp"
 #include "fma_peak.hpp"
 #include "attention/neighbours.hpp"
 #include "models/model_io.hpp"
@@ -418,9 +419,11 @@ int main(int argc, char** argv) {
     std::printf("{\"mode\":\"predict\",\"impl\":\"cpp\",\"threads\":%d,\"batch_size\":%d,\"molecules\":%d,"
                 "\"atoms\":%zu,\"seconds\":%.6f,\"cpu_seconds\":%.6f,\"mol_per_s\":%.3f,\"checksum\":%.6g,"
                 "\"gflops\":%.3f,\"fma_peak_gflops\":%.3f,\"peak_fraction\":%.5f,\"gflops_per_cpu_s\":%.3f,"
-                "\"fma_peak_gflops_per_cpu_s\":%.3f,\"peak_fraction_cpu\":%.5f,",
+                "\"fma_peak_gflops_per_cpu_s\":%.3f,\"peak_fraction_cpu\":%.5f,\"fma_peak_isa\":\"%s\","
+                "\"gemm_isa\":\"%s\",",
                 a.threads, a.batch_size, a.molecules, atoms, t, cpu, a.molecules / t, checksum, gflops, peak,
-                gflops / peak, gflops_cpu, peak_cpu, gflops_cpu / peak_cpu);
+                gflops / peak, gflops_cpu, peak_cpu, gflops_cpu / peak_cpu, flt_bench::peak_description().c_str(),
+                flt::gemm::isa_name(flt::gemm::active_isa()));
     print_count_json(work, a.molecules);
     std::printf("}\n");
     return 0;

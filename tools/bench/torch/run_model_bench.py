@@ -36,14 +36,14 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 PY = sys.executable
-GLIBC_TUNABLES = f"glibc.malloc.mmap_threshold={32 << 20}:glibc.malloc.trim_threshold={512 << 20}"
+GLIBC_TUNABLES = f"glibc.malloc.mmap_threshold={32 << 20}:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={(1 << 64) - 1}"
 
 
 def run_child(cmd, threads, loads):
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(threads)
-    # The glibc malloc thresholds the C++ driver sets with mallopt (src/core/allocator.hpp), so
+    # The glibc malloc settings the C++ driver sets with mallopt (src/core/allocator.hpp), so
     # that both sides run with the same allocator settings.
     env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
     loads.append(os.getloadavg()[0])
@@ -247,7 +247,9 @@ def main():
     lines.append(f"Prediction against the float32 FMA peak. The C++ forward does {flop / 1e6:.1f} MFLOP per molecule"
                  f" (2 x its multiply-adds, counted by `bench_model` from the code's loops for these batches; terms per molecule:"
                  f" {', '.join('%s %.1f' % (k, 2 * v / 1e6) for k, v in cfg['macs_terms_per_molecule'].items())} MFLOP;"
-                 f" transcendental functions and data movement not counted). The peak is measured by each C++ prediction"
+                 f" transcendental functions and data movement not counted). The peak"
+                 f" ({results[('cpp', 'predict', threads[0])][0].get('fma_peak_isa', 'float32 AVX2')} FMA loop; the C++ matrix"
+                 f" products ran the {results[('cpp', 'predict', threads[0])][0].get('gemm_isa', 'avx2')} kernel) is measured by each C++ prediction"
                  f" child right after its timed loop with the same thread count (best of 3), per wall-clock second and per"
                  f" CPU-second of the process (medians over the rounds). The PyTorch column uses"
                  f" the same count (the same model's arithmetic at PyTorch's rate).\n")
