@@ -50,8 +50,9 @@ PackedMatrix PackedMatrix::pack_transposed(ConstMatRef<float> w) {
 namespace {
 
 // Rows of A per outer block: the panels of B are reused by the block's micro-kernels (four of 6
-// rows in AVX2, three of 8 rows over two panels in AVX-512). (Sizing the block to keep rows and panel within
-// L1 at every depth -- 6 rows at K = 256 -- measured slower in bench_gemm, so the block is fixed.)
+// rows in AVX2, three of 8 rows over two panels in AVX-512). (Sizing the block to keep rows and
+// panel within L1 at every depth -- 6 rows at K = 256 -- measured slower in bench_gemm, so the
+// block is fixed.)
 constexpr Index kRowBlock = 24;
 
 using MicroKernel = void (*)(const float*, Index, const float*, Index, const float*, float*, Index,
@@ -306,7 +307,8 @@ void multiply(ConstMatRef<float> a, const PackedMatrix& b, std::span<const float
           "gemm::multiply: bias length does not match the output columns");
   if (isa > best_isa())
     throw InvalidArgument(std::string("gemm::multiply: the ") + isa_name(isa) +
-                          " kernel is not available on this CPU or build (best: " + isa_name(best_isa()) + ")");
+                          " kernel is not available on this CPU or build (best: " +
+                          isa_name(best_isa()) + ")");
   if (m == 0 || n == 0) return;
   const MicroKernel* kernels = kPlainKernels;
   Index micro_rows = kPlainRows;

@@ -511,81 +511,26 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
       cache.coords_double = batch.coords;
     cache.neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
   }
-  cache.blocks.resize(blocks_.size());
   Mat<T> vec;  // N x 3D vector features (near_far with vectors)
   if (vectors) vec = Mat<T>::Zero(N, 3 * D);
+  if (cache.recompute_blocks) {
+    require(near_far && !is_dual_v<T>,
+            "MoleculeModel::forward: block recomputation needs near_far attention in float or double");
+    cache.blocks.assign(blocks_.size(), BlockCache<T>{});  // nothing kept
+    cache.block_x.resize(blocks_.size());
+    cache.block_vec.resize(blocks_.size());
+  } else {
+    cache.blocks.resize(blocks_.size());
+    cache.block_x.clear();
+    cache.block_vec.clear();
+  }
+  BlockCache<T> scratch;  // the one block cache when recomputing
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
-    Block& blk = blocks_[b];
-    BlockCache<T>& bc = cache.blocks[b];
-    // q, k, v of LN1(x); block 0 once per atom type, then gathered (see AtomTypes).
-    if (b == 0) {
-      blk.project(store_, rows_of_types(x, cache.types), bc);
-      gather_rows_in_place(bc.q, cache.types.of_atom);
-      gather_rows_in_place(bc.k, cache.types.of_atom);
-      gather_rows_in_place(bc.v, cache.types.of_atom);
-    } else {
-      blk.project(store_, x, bc);
+    if (cache.recompute_blocks) {
+      cache.block_x[b] = x;
+      cache.block_vec[b] = vec;
     }
-    bc.a.resize(N, D);
-    switch (config_.attention) {
-      case AttentionKind::kronecker:
-      case AttentionKind::bias:
-        if constexpr (!is_dual_v<T>)
-          blk.flt->forward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.a, bc.flt);
-        break;
-      case AttentionKind::exact:
-        if constexpr (!is_dual_v<T>) {
-          exact::streaming_attention_forward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
-                                                cache.coords, store_.value(blk.rbf), bc.exact,
-                                                &cache.radial);
-          bc.a = bc.exact.out;
-        }
-        break;
-      case AttentionKind::performer:
-        if constexpr (!is_dual_v<T>) {
-          attn::kernel_attention_forward<T>(blk.performer.omega_t, batch.index, attn::KernelGrid{}, bc.q,
-                                            bc.k, bc.v, {}, bc.perf);
-          bc.a = bc.perf.out;
-        }
-        break;
-      case AttentionKind::near_far: {
-        if (vectors) {
-          bc.vec_in = vec;
-          bc.vec_msg.resize(N, 3 * D);
-        }
-        attn::near_field_forward<T>(near_config_, cache.neighbours, cache.coords_double, bc.q, bc.k,
-                                    bc.v, bc.vec_in, near_weights(blk), bc.a, bc.vec_msg, bc.near);
-        if (config_.far_field != FarField::none) {
-          bc.far_coeffs = store_.value(blk.far_theta).array().exp().matrix();
-          Mat<T> far(N, D);
-          if constexpr (is_dual_v<T>) {
-            // The same functions written out pair by pair (far_field.hpp), with tangents.
-            if (config_.far_field == FarField::flt)
-              attn::far_field_pairs_forward(far_config_, blk.far_design, batch.index, cache.neighbours,
-                                            cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far);
-            else
-              attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
-                                               bc.v.leftCols(D), bc.far_coeffs, far);
-          } else if (config_.far_field == FarField::flt)
-            attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
-                                       cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far,
-                                       bc.far);
-          else
-            attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
-                                             bc.v.leftCols(D), bc.far_coeffs, far);
-          bc.a += far;
-        }
-        break;
-      }
-    }
-    blk.add_output(store_, bc.a, x);
-    if (vectors) {
-      // vec += vector messages; then the gated equivariant update of x and vec.
-      vec += bc.vec_msg;
-      blk.update.forward(store_, x, vec, bc.update);
-    } else {
-      blk.add_mlp(store_, x, bc);
-    }
+    forward_block(b, batch, cache, x, vec, cache.recompute_blocks ? scratch : cache.blocks[b]);
   }
   const Mat<T> u = ln_out_.forward(store_, x, cache.ln_out);
   cache.y = head_.forward(store_, u, cache.head);
@@ -603,6 +548,83 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
     }
   }
   return pool(batch, cache.y);
+}
+
+template <class T>
+void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, const ModelCache<T>& cache,
+                                     Mat<T>& x, Mat<T>& vec, BlockCache<T>& bc) {
+  const Index N = batch.num_atoms(), D = config_.width;
+  const bool vectors = config_.attention == AttentionKind::near_far && config_.vectors;
+  Block& blk = blocks_[b];
+  // q, k, v of LN1(x); block 0 once per atom type, then gathered (see AtomTypes).
+  if (b == 0) {
+    blk.project(store_, rows_of_types(x, cache.types), bc);
+    gather_rows_in_place(bc.q, cache.types.of_atom);
+    gather_rows_in_place(bc.k, cache.types.of_atom);
+    gather_rows_in_place(bc.v, cache.types.of_atom);
+  } else {
+    blk.project(store_, x, bc);
+  }
+  bc.a.resize(N, D);
+  switch (config_.attention) {
+    case AttentionKind::kronecker:
+    case AttentionKind::bias:
+      if constexpr (!is_dual_v<T>)
+        blk.flt->forward(store_, bc.q, bc.k, bc.v, cache.coords, batch.index, bc.a, bc.flt);
+      break;
+    case AttentionKind::exact:
+      if constexpr (!is_dual_v<T>) {
+        exact::streaming_attention_forward<T>(exact_config_, batch.index, bc.q, bc.k, bc.v,
+                                              cache.coords, store_.value(blk.rbf), bc.exact,
+                                              &cache.radial);
+        bc.a = bc.exact.out;
+      }
+      break;
+    case AttentionKind::performer:
+      if constexpr (!is_dual_v<T>) {
+        attn::kernel_attention_forward<T>(blk.performer.omega_t, batch.index, attn::KernelGrid{}, bc.q,
+                                          bc.k, bc.v, {}, bc.perf);
+        bc.a = bc.perf.out;
+      }
+      break;
+    case AttentionKind::near_far: {
+      if (vectors) {
+        bc.vec_in = vec;
+        bc.vec_msg.resize(N, 3 * D);
+      }
+      attn::near_field_forward<T>(near_config_, cache.neighbours, cache.coords_double, bc.q, bc.k,
+                                  bc.v, bc.vec_in, near_weights(blk), bc.a, bc.vec_msg, bc.near);
+      if (config_.far_field != FarField::none) {
+        bc.far_coeffs = store_.value(blk.far_theta).array().exp().matrix();
+        Mat<T> far(N, D);
+        if constexpr (is_dual_v<T>) {
+          // The same functions written out pair by pair (far_field.hpp), with tangents.
+          if (config_.far_field == FarField::flt)
+            attn::far_field_pairs_forward(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                          cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far);
+          else
+            attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
+                                             bc.v.leftCols(D), bc.far_coeffs, far);
+        } else if (config_.far_field == FarField::flt)
+          attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                     cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far,
+                                     bc.far);
+        else
+          attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
+                                           bc.v.leftCols(D), bc.far_coeffs, far);
+        bc.a += far;
+      }
+      break;
+    }
+  }
+  blk.add_output(store_, bc.a, x);
+  if (vectors) {
+    // vec += vector messages; then the gated equivariant update of x and vec.
+    vec += bc.vec_msg;
+    blk.update.forward(store_, x, vec, bc.update);
+  } else {
+    blk.add_mlp(store_, x, bc);
+  }
 }
 
 template <class T>
@@ -883,9 +905,16 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
   Mat<T> dvec;  // dLoss/dvec after the block being processed (near_far with vectors)
   if (vectors) dvec = Mat<T>::Zero(N, 3 * D);
   EncoderBlockGrads<T> g;
+  BlockCache<T> recomputed;  // the block's cache, recomputed from its inputs (recompute_blocks)
+  require(!cache.recompute_blocks || cache.block_x.size() == blocks_.size(),
+          "MoleculeModel::backward: the cache holds no block inputs to recompute from");
   for (std::size_t bi = blocks_.size(); bi-- > 0;) {
     const Block& blk = blocks_[bi];
-    const BlockCache<T>& bc = cache.blocks[bi];
+    if (cache.recompute_blocks) {
+      Mat<T> x_in = cache.block_x[bi], vec_in = cache.block_vec[bi];
+      forward_block(bi, batch, cache, x_in, vec_in, recomputed);
+    }
+    const BlockCache<T>& bc = cache.recompute_blocks ? recomputed : cache.blocks[bi];
     if (vectors) {
       // x_out, vec_out = update(x_mid, vec_mid): dx, dvec become dLoss/d(x_mid, vec_mid).
       blk.update.backward(store_, bc.update, dx, dvec);
@@ -1117,6 +1146,9 @@ Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, In
   require(spec.extensive, "forces need an extensive (energy) target; '" + spec.name +
                               "' is a per-molecule mean");
   ModelCache<T> cache;
+  if constexpr (!is_dual_v<T>)
+    cache.recompute_blocks = config_.attention == AttentionKind::near_far && config_.blocks > 1 &&
+                             batch.num_atoms() > recompute_atoms;
   const Mat<T> out = forward(batch, cache);
   Mat<T> dout = Mat<T>::Zero(S, P);
   dout.col(target).setOnes();

@@ -276,6 +276,13 @@ struct ModelCache {
                                       // with the coordinate tangents for T = Dual)
   Mat<T> coords;                  // N x 3 in T
   std::vector<BlockCache<T>> blocks;
+  // Recomputation (set before forward; near_far, float and double): forward keeps only each
+  // block's inputs x (N x D) and vec (N x 3D) and leaves `blocks` empty; backward recomputes one
+  // block's cache at a time from them. The same kernels on the same inputs: bitwise the same
+  // gradients, for one more forward pass of the blocks, with one block's cache in memory instead of
+  // all of them (predict_with_forces on large structures).
+  bool recompute_blocks = false;
+  std::vector<Mat<T>> block_x, block_vec;
   LayerNormCache<T> ln_out;
   MlpCache<T> head;               // holds the final LN output
   Mat<T> y;                       // N x P per-atom outputs (with the charge energy's share)
@@ -357,8 +364,11 @@ class MoleculeModel {
   // pass with dE/dout = 1 (E = reference + n mean + scale out, so dE/dr = scale dout/dr). The
   // parameter gradients are overwritten (not for use inside a training step). InvalidArgument
   // for an intensive target (a per-atom mean is not an energy) or an index out of range.
+  // A batch of more than recompute_atoms atoms runs with ModelCache::recompute_blocks (a model
+  // with more than one near_far block): the same forces in less memory.
   Mat<double> predict_with_forces(const MoleculeBatch& batch, Index target, Mat<double>& forces,
                                   Mat<double>* contributions = nullptr);
+  static constexpr Index recompute_atoms = 20000;
   // Per-atom contributions (N x P, physical units) of the extensive targets from the per-atom
   // outputs y_nt of a forward pass (cache.y):
   //   c_nt = e_t[Z_n] + m_t + sigma_t y_nt,
@@ -438,6 +448,10 @@ class MoleculeModel {
   Mat<double> three_body_per_structure(const MoleculeBatch& batch) const;
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
+  // Block b of forward: x and vec (N x 3D with vectors, else empty) go in and come out updated; bc
+  // receives what backward needs. Reads cache's shared parts (types, neighbours, coordinates).
+  void forward_block(std::size_t b, const MoleculeBatch& batch, const ModelCache<T>& cache, Mat<T>& x,
+                     Mat<T>& vec, BlockCache<T>& bc);
   void draw_all_features(std::uint64_t draw);
   attn::SphericalDesign far_design_for_draw(Index block, std::uint64_t draw) const;
   attn::NearFieldWeights<T> near_weights(const Block& blk) const;

@@ -114,7 +114,8 @@ TEST_CASE("gemm: every kernel gives bitwise the same product", "[core][gemm][det
           for (gemm::Isa isa : kernels) {
             Mat<float> got = c0;
             gemm::multiply(a_wide.middleCols(1, k), packed, bias, got.middleCols(1, n), accumulate, isa);
-            INFO(gemm::isa_name(isa) << " m=" << m << " k=" << k << " n=" << n << " accumulate=" << accumulate);
+            INFO(gemm::isa_name(isa) << " m=" << m << " k=" << k << " n=" << n
+                                     << " accumulate=" << accumulate);
             REQUIRE(got == want);  // bitwise, and nothing outside the view written
             ++compared;
           }
