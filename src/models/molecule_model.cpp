@@ -1138,6 +1138,12 @@ Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch, Mat<double>* c
 }
 
 template <class T>
+bool MoleculeModel<T>::recomputes_blocks_for(const MoleculeBatch& batch) const noexcept {
+  return !is_dual_v<T> && config_.attention == AttentionKind::near_far && config_.blocks > 1 &&
+         batch.num_atoms() > recompute_atoms;
+}
+
+template <class T>
 Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, Index target,
                                                   Mat<double>& forces, Mat<double>* contributions) {
   const Index S = batch.num_molecules(), P = config_.num_targets();
@@ -1146,9 +1152,7 @@ Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, In
   require(spec.extensive, "forces need an extensive (energy) target; '" + spec.name +
                               "' is a per-molecule mean");
   ModelCache<T> cache;
-  if constexpr (!is_dual_v<T>)
-    cache.recompute_blocks = config_.attention == AttentionKind::near_far && config_.blocks > 1 &&
-                             batch.num_atoms() > recompute_atoms;
+  cache.recompute_blocks = recomputes_blocks_for(batch);
   const Mat<T> out = forward(batch, cache);
   Mat<T> dout = Mat<T>::Zero(S, P);
   dout.col(target).setOnes();

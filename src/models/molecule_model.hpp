@@ -369,6 +369,8 @@ class MoleculeModel {
   Mat<double> predict_with_forces(const MoleculeBatch& batch, Index target, Mat<double>& forces,
                                   Mat<double>* contributions = nullptr);
   static constexpr Index recompute_atoms = 20000;
+  // Whether predict_with_forces recomputes the blocks for this batch (the rule above).
+  bool recomputes_blocks_for(const MoleculeBatch& batch) const noexcept;
   // Per-atom contributions (N x P, physical units) of the extensive targets from the per-atom
   // outputs y_nt of a forward pass (cache.y):
   //   c_nt = e_t[Z_n] + m_t + sigma_t y_nt,

@@ -121,6 +121,19 @@ TEST_CASE("gemm: every kernel gives bitwise the same product", "[core][gemm][det
           }
         }
   REQUIRE(compared == 9 * 4 * 5 * 2 * static_cast<int>(kernels.size()));
+  // The model's own shapes: a training batch of 580 atom rows through the widest Linear maps
+  // (K = 256 inputs, N = 384 outputs: the value projection of width 128 with vectors).
+  const Mat<float> a = random_mat(rng, 580, 256).cast<float>();
+  const Mat<float> b = random_mat(rng, 256, 384).cast<float>();
+  const auto packed = gemm::PackedMatrix::pack(b);
+  Mat<float> want(580, 384);
+  gemm::multiply(a, packed, {}, want, false, gemm::Isa::portable);
+  for (gemm::Isa isa : kernels) {
+    Mat<float> got(580, 384);
+    gemm::multiply(a, packed, {}, got, false, isa);
+    INFO(gemm::isa_name(isa) << " at 580 x 256 x 384");
+    REQUIRE(got == want);
+  }
 }
 
 TEST_CASE("gemm: a kernel the CPU lacks is refused, FLT_ISA only narrows", "[core][gemm]") {

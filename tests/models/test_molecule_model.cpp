@@ -665,37 +665,45 @@ TEST_CASE("molecule model: recomputing the blocks in backward gives bitwise the 
   // ModelCache::recompute_blocks keeps only each block's inputs and recomputes its cache inside
   // backward: outputs, parameter gradients and coordinate gradients must be bitwise those of the
   // stored caches (three blocks, vectors, far field, a cutoff shorter than the molecules).
+  auto check = [&]<class T>(MoleculeModel<T>&& model) {
+    Rng rng(9);
+    for (T& p : model.parameters().values()) p += static_cast<T>(0.05 * rng.normal());
+    const auto mols = random_molecules({9, 14, 6}, 23);
+    const auto batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+    const Mat<T> dout = Mat<T>::Ones(3, 2);
+    ModelCache<T> stored, recomputed;
+    recomputed.recompute_blocks = true;
+    const Mat<T> y_stored = model.forward(batch, stored);
+    model.parameters().zero_grad();
+    Mat<T> dr_stored;
+    model.backward(batch, stored, dout, &dr_stored);
+    const std::vector<T> grads_stored(model.parameters().grads().begin(), model.parameters().grads().end());
+    const Mat<T> y_recomputed = model.forward(batch, recomputed);
+    for (const auto& bc : recomputed.blocks) REQUIRE(bc.q.size() == 0);  // nothing kept per block
+    REQUIRE(recomputed.block_x.size() == static_cast<std::size_t>(model.config().blocks));
+    model.parameters().zero_grad();
+    Mat<T> dr_recomputed;
+    model.backward(batch, recomputed, dout, &dr_recomputed);
+    const std::vector<T> grads_recomputed(model.parameters().grads().begin(), model.parameters().grads().end());
+    CHECK(y_recomputed == y_stored);
+    CHECK(dr_recomputed == dr_stored);
+    REQUIRE(dr_stored.cwiseAbs().maxCoeff() > 0);
+    CHECK(grads_recomputed == grads_stored);
+  };
   auto cfg = tiny_config(AttentionKind::near_far);
   cfg.blocks = 3;
   for (bool use_float : {false, true}) {
     INFO((use_float ? "float" : "double"));
-    auto check = [&]<class T>(MoleculeModel<T>&& model) {
-      Rng rng(9);
-      for (T& p : model.parameters().values()) p += static_cast<T>(0.05 * rng.normal());
-      const auto mols = random_molecules({9, 14, 6}, 23);
-      const auto batch = MoleculeBatch::from(std::span<const Molecule>(mols));
-      const Mat<T> dout = Mat<T>::Ones(3, 2);
-      ModelCache<T> stored, recomputed;
-      recomputed.recompute_blocks = true;
-      const Mat<T> y_stored = model.forward(batch, stored);
-      model.parameters().zero_grad();
-      Mat<T> dr_stored;
-      model.backward(batch, stored, dout, &dr_stored);
-      const std::vector<T> grads_stored(model.parameters().grads().begin(), model.parameters().grads().end());
-      const Mat<T> y_recomputed = model.forward(batch, recomputed);
-      for (const auto& bc : recomputed.blocks) REQUIRE(bc.q.size() == 0);  // nothing kept per block
-      REQUIRE(recomputed.block_x.size() == 3);
-      model.parameters().zero_grad();
-      Mat<T> dr_recomputed;
-      model.backward(batch, recomputed, dout, &dr_recomputed);
-      const std::vector<T> grads_recomputed(model.parameters().grads().begin(), model.parameters().grads().end());
-      CHECK(y_recomputed == y_stored);
-      CHECK(dr_recomputed == dr_stored);
-      REQUIRE(dr_stored.cwiseAbs().maxCoeff() > 0);
-      CHECK(grads_recomputed == grads_stored);
-    };
     if (use_float) check(MoleculeModel<float>(cfg));
     else check(MoleculeModel<double>(cfg));
+  }
+  {
+    // The default model's settings (width 128, 8 heads, 3 blocks, 5 A cutoff, product-grid far
+    // field), in float as users run it.
+    INFO("default configuration, float");
+    ModelConfig defaults;
+    defaults.targets = {{"E", "eV", true}, {"gap", "eV", false}};
+    check(MoleculeModel<float>(defaults));
   }
   // predict_with_forces recomputes above recompute_atoms atoms: the same forces as the stored
   // caches (a jittered lattice 2 A apart, about 6 neighbours per atom, so 20,001 atoms cost little).
@@ -715,6 +723,12 @@ TEST_CASE("molecule model: recomputing the blocks in backward gives bitwise the 
     lattice.formal_charges.push_back(0);
   }
   const auto batch = MoleculeBatch::from(std::span<const Molecule>(&lattice, 1));
+  REQUIRE(model.recomputes_blocks_for(batch));
+  Molecule smaller = lattice;
+  smaller.atomic_numbers.pop_back();
+  smaller.positions.pop_back();
+  smaller.formal_charges.pop_back();
+  CHECK_FALSE(model.recomputes_blocks_for(MoleculeBatch::from(std::span<const Molecule>(&smaller, 1))));
   Mat<double> forces;
   model.predict_with_forces(batch, 0, forces);
   ModelCache<float> cache;
