@@ -5,7 +5,12 @@
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -127,6 +132,60 @@ constexpr Index kPairsPerPiece = 512 * static_cast<Index>(sizeof(float)) / stati
 // Row groups of the forward and of large closed runs in the backward: each group is processed by
 // one thread, in order. The group size depends on the row count only (never on the threads).
 Index group_rows(Index n) { return std::max<Index>(64, (n + 31) / 32); }
+
+// sum_{c in [c0, c1)} term(c). Float and double sum in SIMD lanes (omp simd: a fixed order per
+// build, independent of the thread count); a serial chain over a head's 16 channels was the near
+// field's bottleneck. Dual sums in channel order.
+// A head of 16 channels (the default head width) gets a fixed trip count: with a run-time count
+// of 16 the compiler's vector loop is skipped for its scalar remainder loop.
+template <class S, class Term>
+S channel_sum(Index c0, Index c1, Term&& term) {
+  S s = 0;
+  if constexpr (is_dual_v<S>) {
+    for (Index c = c0; c < c1; ++c) s += term(c);
+  } else if (c1 - c0 == 16) {
+#pragma omp simd reduction(+ : s)
+    for (Index c = 0; c < 16; ++c) s += term(c0 + c);
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (Index c = c0; c < c1; ++c) s += term(c);
+  }
+  return s;
+}
+
+// sums[h] = sum_{c < d} term(h d + c) for the H heads of a row. Float heads of 16 channels (the
+// models' width) go eight heads at a time through AVX2 registers: the two halves of each head
+// added, then a transposing tree of horizontal adds leaves the eight sums in one register, where
+// a per-head reduction would end in a serial chain of scalar adds. Others through channel_sum.
+// A fixed order, the same for every thread count.
+template <class S, class Term>
+void head_sums(Index H, Index d, S* sums, Term&& term) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<S, float>) {
+    if (d == 16) {
+      Index h0 = 0;
+      for (; h0 + 8 <= H; h0 += 8) {
+        alignas(32) std::array<float, 128> x;
+        const Index c0 = h0 * 16;
+        for (Index c = 0; c < 128; ++c) x[static_cast<std::size_t>(c)] = term(c0 + c);
+        __m256 v[8];
+        for (int h = 0; h < 8; ++h)
+          v[h] = _mm256_add_ps(_mm256_load_ps(x.data() + 16 * h), _mm256_load_ps(x.data() + 16 * h + 8));
+        // hadd(a, b) per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3]
+        const __m256 a01 = _mm256_hadd_ps(v[0], v[1]), a23 = _mm256_hadd_ps(v[2], v[3]);
+        const __m256 a45 = _mm256_hadd_ps(v[4], v[5]), a67 = _mm256_hadd_ps(v[6], v[7]);
+        const __m256 b0 = _mm256_hadd_ps(a01, a23), b4 = _mm256_hadd_ps(a45, a67);
+        // b0 = [s0 s1 s2 s3 | s0' s1' s2' s3'] (low and high lanes of heads 0-3), b4 likewise
+        const __m256 low = _mm256_permute2f128_ps(b0, b4, 0x20), high = _mm256_permute2f128_ps(b0, b4, 0x31);
+        _mm256_storeu_ps(sums + h0, _mm256_add_ps(low, high));
+      }
+      for (; h0 < H; ++h0) sums[h0] = channel_sum<S>(h0 * 16, h0 * 16 + 16, term);
+      return;
+    }
+  }
+#endif
+  for (Index h = 0; h < H; ++h) sums[h] = channel_sum<S>(h * d, (h + 1) * d, term);
+}
 
 // The activation of the filters and its first two derivatives.
 struct FilterActivation {
@@ -400,9 +459,25 @@ struct PairBlock {
   std::vector<Accum<T>> rho, env, denv;  // np
   std::vector<Index> interval;            // np: table interval g
   std::vector<Accum<T>> position;         // np: t in [0, 1]
+  // The pairs in order of interval (stable): loops that read or write the table's rows g, g + 1
+  // visit them in this order, so consecutive pairs share rows in L1 instead of reading rows spread
+  // over the whole table (which outgrows L2 at width 128).
+  std::vector<Index> by_interval;         // np
+  std::vector<Index> interval_start;      // G + 1: counting-sort offsets
   Mat<Accum<T>> unit;                     // np x 3: (r_source - r_target) / rho (0 when rho = 0)
   PairMat<T> filt;                        // np x W: [F^k | F^v]
 };
+
+// b.by_interval: the pairs ordered by table interval, pairs of one interval in list order.
+template <class T>
+void sort_by_interval(Index intervals, PairBlock<T>& b) {
+  b.interval_start.assign(static_cast<std::size_t>(intervals) + 1, 0);
+  for (const Index g : b.interval) ++b.interval_start[static_cast<std::size_t>(g) + 1];
+  for (std::size_t g = 1; g < b.interval_start.size(); ++g) b.interval_start[g] += b.interval_start[g - 1];
+  b.by_interval.resize(b.interval.size());
+  for (Index p = 0; p < b.np; ++p)
+    b.by_interval[static_cast<std::size_t>(b.interval_start[static_cast<std::size_t>(b.interval[static_cast<std::size_t>(p)])]++)] = p;
+}
 
 template <class T>
 void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
@@ -441,7 +516,12 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
     locate(config, rho, g, t);
     b.interval[ps] = g;
     b.position[ps] = t;
-    const Hermite<A> hm(t);
+  }
+  sort_by_interval(config.table_intervals, b);
+  for (const Index p : b.by_interval) {
+    const auto ps = static_cast<std::size_t>(p);
+    const Index g = b.interval[ps];
+    const Hermite<A> hm(b.position[ps]);
     if constexpr (is_dual_v<T>) {
       if (table.real()) {
         // A table without tangents: value and tangent parts are real sums over the table's values.
@@ -592,11 +672,9 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
           const Index j = list.source[static_cast<std::size_t>(p0 + p)];
           const auto kj = k_rows.crow(j);
           const auto fk = row_ptr(std::as_const(b.filt), p);
-          for (Index h = 0; h < H; ++h) {
-            T s = 0;
-            for (Index c = h * d; c < (h + 1) * d; ++c) s += qi[c] * kj[c] * fk[c];
-            logit[static_cast<std::size_t>(p * H + h)] = s * scale;
-          }
+          T* lp = logit.data() + p * H;
+          head_sums<T>(H, d, lp, [&](Index c) { return qi[c] * kj[c] * fk[c]; });
+          for (Index h = 0; h < H; ++h) lp[h] *= scale;
         }
         const auto oi = out_rows.row(i);
         for (Index c = 0; c < D; ++c) oi[c] = T(0);
@@ -758,7 +836,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       PairBlock<T> b;
       PairMat<T> dfilt;
       std::vector<A> de;
-      PairMat<T> head_products(2, d);  // per head: q_i o k_j, G_i o v_j
+      PairMat<T> head_products(2, D);  // per pair: q_i o k_j, G_i o v_j
+      std::vector<T> logits(static_cast<std::size_t>(H)), value_sums(static_cast<std::size_t>(H));
       PairMat<T> pair_products(2, D);  // per pair: the gradients of the vector messages' filters
       const auto qk = row_ptr(head_products, 0), gv = row_ptr(head_products, 1);
       const auto egav = row_ptr(pair_products, 0), egbv = row_ptr(pair_products, 1);
@@ -806,20 +885,18 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const auto fs = row_ptr(std::as_const(b.filt), p) + D;
             const auto Gi = dout_rows.crow(i);
             A de_p = 0.0;
-            for (Index h = 0; h < H; ++h) {
-              // The products q_i k_j and G_i v_j are shared by the logit and the filter gradients.
-              const Index c0 = h * d;
-              T lg = 0, gx = 0;
+            // The products q_i k_j and G_i v_j are shared by the logits and the filter gradients.
 #pragma GCC ivdep
-              for (Index c = 0; c < d; ++c) {
-                qk[c] = qi[c0 + c] * kj[c0 + c];
-                gv[c] = Gi[c0 + c] * vs[c0 + c];
-              }
-              for (Index c = 0; c < d; ++c) {
-                lg += qk[c] * fk[c0 + c];
-                gx += gv[c] * fs[c0 + c];
-              }
-              lg *= scale;
+            for (Index c = 0; c < D; ++c) {
+              qk[c] = qi[c] * kj[c];
+              gv[c] = Gi[c] * vs[c];
+            }
+            head_sums<T>(H, d, logits.data(), [&](Index c) { return qk[c] * fk[c]; });
+            head_sums<T>(H, d, value_sums.data(), [&](Index c) { return gv[c] * fs[c]; });
+            for (Index h = 0; h < H; ++h) {
+              const Index c0 = h * d;
+              const T lg = scale * logits[static_cast<std::size_t>(h)];
+              const T gx = value_sums[static_cast<std::size_t>(h)];
               const T ex = exp(lg - cache.row_max(i, h)) / cache.den(i, h);
               const T alpha = e * ex;
               const T delta = gx - Dg(i, h);
@@ -845,8 +922,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                 const auto dfsp = row_ptr(dfilt, p) + D;
 #pragma GCC ivdep
                 for (Index c = 0; c < d; ++c) {
-                  dfkp[c0 + c] = dscaled * qk[c];
-                  dfsp[c0 + c] = alpha * gv[c];
+                  dfkp[c0 + c] = dscaled * qk[c0 + c];
+                  dfsp[c0 + c] = alpha * gv[c0 + c];
                 }
               }
             }
@@ -896,18 +973,25 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
                 }
               }
               A du0 = 0, du1 = 0, du2 = 0, dev = 0;
-              if (want_coords)
-                for (Index c = 0; c < D; ++c) {
-                  const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
-                  const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
-                  const T gb = gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2];
-                  const T vafa = va[c] * fa[c], vbfb = vb[c] * fb[c];
-                  dev += static_cast<A>(ga * vafa + gb * vbfb);
-                  const T t = e * vbfb;
-                  du0 += static_cast<A>(t * gx0);
-                  du1 += static_cast<A>(t * gx1);
-                  du2 += static_cast<A>(t * gx2);
+              const auto coordinate_terms = [&](Index c, A& sum_e, A& sum_u0, A& sum_u1, A& sum_u2) {
+                const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
+                const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
+                const T gb = gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2];
+                const T vafa = va[c] * fa[c], vbfb = vb[c] * fb[c];
+                sum_e += static_cast<A>(ga * vafa + gb * vbfb);
+                const T t = e * vbfb;
+                sum_u0 += static_cast<A>(t * gx0);
+                sum_u1 += static_cast<A>(t * gx1);
+                sum_u2 += static_cast<A>(t * gx2);
+              };
+              if (want_coords) {
+                if constexpr (is_dual_v<T>) {
+                  for (Index c = 0; c < D; ++c) coordinate_terms(c, dev, du0, du1, du2);
+                } else {  // lanes summed in a fixed order, as in channel_sum
+#pragma omp simd reduction(+ : dev, du0, du1, du2)
+                  for (Index c = 0; c < D; ++c) coordinate_terms(c, dev, du0, du1, du2);
                 }
+              }
               if (want_coords) {
                 de_p += dev;
                 du(p, 0) = du0;
@@ -928,7 +1012,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           // The interpolant's weights scatter each pair's filter gradient onto its two nodes:
           // value parts w x, tangent parts w' x + w x' (the rounding of Dual products).
           TablePart& part = parts[static_cast<std::size_t>(g)];
-          for (Index p = 0; p < np; ++p) {
+          for (const Index p : b.by_interval) {
             const Index gi = b.interval[static_cast<std::size_t>(p)];
             for (const Index node : {gi, gi + 1})
               if (!part.touched[static_cast<std::size_t>(node)]) {
@@ -972,7 +1056,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           }
         }
         if (!want_coords) return;
-        for (Index p = 0; p < np; ++p) {
+        for (const Index p : b.by_interval) {
           const auto pi = static_cast<std::size_t>(p0 + p);
           const Index tgt = list.target[pi], src = list.source[pi];
           const A rho = b.rho[static_cast<std::size_t>(p)];
@@ -1003,7 +1087,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const T* s1 = table.slope.row(gi + 1).data();
             const T d0 = static_cast<T>(hm.dw[0]), d1 = static_cast<T>(hm.dw[1]), d2 = static_cast<T>(hm.dw[2]),
                     d3 = static_cast<T>(hm.dw[3]);
-            for (Index c = 0; c < W; ++c) acc += df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]);
+            acc = channel_sum<T>(0, W, [&](Index c) { return df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]); });
           }
           const A drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
                          static_cast<A>(acc) / step;
