@@ -566,6 +566,7 @@ void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, 
     blk.project(store_, x, bc);
   }
   bc.a.resize(N, D);
+  Mat<T> vec_msg;  // N x 3D vector messages of the near field: added to vec, not kept for backward
   switch (config_.attention) {
     case AttentionKind::kronecker:
     case AttentionKind::bias:
@@ -590,10 +591,10 @@ void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, 
     case AttentionKind::near_far: {
       if (vectors) {
         bc.vec_in = vec;
-        bc.vec_msg.resize(N, 3 * D);
+        vec_msg.resize(N, 3 * D);
       }
       attn::near_field_forward<T>(near_config_, cache.neighbours, cache.coords_double, bc.q, bc.k,
-                                  bc.v, bc.vec_in, near_weights(blk), bc.a, bc.vec_msg, bc.near);
+                                  bc.v, bc.vec_in, near_weights(blk), bc.a, vec_msg, bc.near);
       if (config_.far_field != FarField::none) {
         bc.far_coeffs = store_.value(blk.far_theta).array().exp().matrix();
         Mat<T> far(N, D);
@@ -620,7 +621,8 @@ void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, 
   blk.add_output(store_, bc.a, x);
   if (vectors) {
     // vec += vector messages; then the gated equivariant update of x and vec.
-    vec += bc.vec_msg;
+    vec += vec_msg;
+    vec_msg.resize(0, 0);
     blk.update.forward(store_, x, vec, bc.update);
   } else {
     blk.add_mlp(store_, x, bc);

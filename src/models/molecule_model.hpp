@@ -250,7 +250,6 @@ struct BlockCache : EncoderBlockCache<T> {
   attn::FarFieldCache<T> far;
   Mat<T> far_coeffs;              // H x K_f mask coefficients a_hn = exp(theta_hn)
   Mat<T> vec_in;                  // N x 3D vector features entering the block
-  Mat<T> vec_msg;                 // N x 3D vector messages of the near field
   EquivariantUpdateCache<T> update;
 };
 
