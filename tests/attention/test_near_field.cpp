@@ -48,10 +48,10 @@ struct Problem {
 // head_dim and node_count: 16 and 16 are the settings models run at (3 and 5 keep the
 // finite-difference checks over every weight fast).
 Problem make_problem(std::uint64_t seed, std::vector<Index> sizes, bool vectors, double spread = 1.6,
-                     Index head_dim = 3, Index node_count = 5) {
+                     Index head_dim = 3, Index node_count = 5, Index heads = 2) {
   Rng rng(seed);
   Problem p;
-  p.config.heads = 2;
+  p.config.heads = heads;
   p.config.head_dim = head_dim;
   p.config.cutoff = 2.5;
   p.config.nodes = RadialNodes::bessel(node_count, p.config.cutoff);
@@ -171,16 +171,17 @@ void check_all_gradients(Problem& p) {
 TEST_CASE("near field: equal to the pair-by-pair reference, float close to double", "[near_field]") {
   // Small heads, and the settings models run at (heads of 16 channels, 16 radial nodes) with a set
   // of 150 atoms whose rows span several pieces of pairs over most of the table's intervals.
+  // 8 heads of 16: the float forward's eight-head register sums (head_sums).
   struct Size {
     std::vector<Index> sets;
-    Index head_dim, nodes;
+    Index head_dim, nodes, heads;
   };
-  const Size sizes[] = {{{1, 4, 17, 40}, 3, 5}, {{1, 4, 17, 40, 150}, 16, 16}};
+  const Size sizes[] = {{{1, 4, 17, 40}, 3, 5, 2}, {{1, 4, 17, 40, 150}, 16, 16, 2}, {{1, 4, 17, 40, 150}, 16, 16, 8}};
   for (const Size& size : sizes)
   for (bool vectors : {true, false}) {
     // Sets: one atom, a small complete set, and sets with pairs beyond the cutoff.
-    const Problem p = make_problem(3, size.sets, vectors, 1.6, size.head_dim, size.nodes);
-    INFO("vectors " << vectors << ", head_dim " << size.head_dim);
+    const Problem p = make_problem(3, size.sets, vectors, 1.6, size.head_dim, size.nodes, size.heads);
+    INFO("vectors " << vectors << ", head_dim " << size.head_dim << ", heads " << size.heads);
     Index beyond = 0;
     for (Index s = 0; s < p.sets.num_sets(); ++s) beyond += set_is_complete(p.list, p.sets, s) ? 0 : 1;
     REQUIRE(beyond >= 2);  // the cutoff matters in this test
@@ -240,6 +241,51 @@ TEST_CASE("near field: the one-pass and two-pass backward agree", "[near_field]"
     CHECK(close(one.bk, two.bk));
     CHECK(close(one.bv, two.bv));
     CHECK(close(one.sink, two.sink));
+  }
+}
+
+// The float backward (eight heads of 16 channels: head_sums' register path) against the double
+// backward, which the finite-difference checks above verify (double sums per head in lanes).
+TEST_CASE("near field: float backward close to double at the models' head layout", "[near_field]") {
+  for (const Index single_pass : {Index(16384), Index(0)}) {
+    INFO("single_pass_max_pairs " << single_pass);
+    Problem p = make_problem(23, {9, 9, 9, 60}, true, 1.6, 16, 16, 8);
+    p.config.single_pass_max_pairs = single_pass;
+    Rng rng(31);
+    const Index N = p.q.rows(), D = p.config.width(), V = p.config.value_width();
+    const Mat<double> R1 = random_normal_mat(rng, N, D), R2 = random_normal_mat(rng, N, 3 * D);
+    const Gradients exact = backward(p, R1, R2);
+    const Outputs<float> o = forward<float>(p);
+    const Mat<float> q = p.q.cast<float>(), k = p.k.cast<float>(), v = p.v.cast<float>(), vec = p.vec.cast<float>();
+    const Mat<float> Wk = p.Wk.cast<float>(), bk = p.bk.cast<float>(), Wv = p.Wv.cast<float>(),
+                     bv = p.bv.cast<float>(), sink = p.sink.cast<float>();
+    const NearFieldWeights<float> w{Wk, {bk.data(), static_cast<std::size_t>(bk.size())}, Wv,
+                                    {bv.data(), static_cast<std::size_t>(bv.size())},
+                                    {sink.data(), static_cast<std::size_t>(sink.size())}};
+    Mat<float> gq = Mat<float>::Zero(N, D), gk = Mat<float>::Zero(N, D), gv = Mat<float>::Zero(N, V),
+               gvec = Mat<float>::Zero(N, 3 * D), gr = Mat<float>::Zero(N, 3);
+    Mat<float> gWk = Mat<float>::Zero(Wk.rows(), Wk.cols()), gbk = Mat<float>::Zero(D, 1),
+               gWv = Mat<float>::Zero(Wv.rows(), Wv.cols()), gbv = Mat<float>::Zero(V, 1),
+               gsink = Mat<float>::Zero(p.config.heads, 1);
+    NearFieldGrads<float> grads{gWk, {gbk.data(), static_cast<std::size_t>(gbk.size())}, gWv,
+                                {gbv.data(), static_cast<std::size_t>(gbv.size())},
+                                {gsink.data(), static_cast<std::size_t>(gsink.size())}};
+    near_field_backward<float>(p.config, p.list, p.coords, q, k, v, vec, w, o.cache, R1.cast<float>(),
+                               R2.cast<float>(), gq, gk, gv, gvec, gr, grads);
+    auto close = [](const char* name, const Mat<float>& f, const Mat<double>& d) {
+      INFO("gradient of " << name);
+      CHECK((f.cast<double>() - d).cwiseAbs().maxCoeff() <= 1e-4 * (1 + d.cwiseAbs().maxCoeff()));
+    };
+    close("q", gq, exact.q);
+    close("k", gk, exact.k);
+    close("v", gv, exact.v);
+    close("vec", gvec, exact.vec);
+    close("coords", gr, exact.coords);
+    close("Wk", gWk, exact.Wk);
+    close("bk", gbk, exact.bk);
+    close("Wv", gWv, exact.Wv);
+    close("bv", gbv, exact.bv);
+    close("sink", gsink, exact.sink);
   }
 }
 
