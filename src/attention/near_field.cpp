@@ -134,10 +134,9 @@ constexpr Index kPairsPerPiece = 512 * static_cast<Index>(sizeof(float)) / stati
 Index group_rows(Index n) { return std::max<Index>(64, (n + 31) / 32); }
 
 // sum_{c in [c0, c1)} term(c). Float and double sum in SIMD lanes (omp simd: a fixed order per
-// build, independent of the thread count); a serial chain over a head's 16 channels was the near
-// field's bottleneck. Dual sums in channel order.
-// A head of 16 channels (the default head width) gets a fixed trip count: with a run-time count
-// of 16 the compiler's vector loop is skipped for its scalar remainder loop.
+// build, independent of the thread count) instead of a serial chain of dependent adds; Dual sums
+// in channel order. A head of 16 channels (the default head width) gets a fixed trip count: with
+// a run-time count of 16 the compiler's vector loop is skipped for its scalar remainder loop.
 template <class S, class Term>
 S channel_sum(Index c0, Index c1, Term&& term) {
   S s = 0;
