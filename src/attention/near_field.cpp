@@ -462,7 +462,7 @@ struct PairBlock {
   // visit them in this order, so consecutive pairs share rows in L1 instead of reading rows spread
   // over the whole table (which outgrows L2 at width 128).
   std::vector<Index> by_interval;         // np
-  std::vector<Index> interval_start;      // G + 1: counting-sort offsets
+  std::vector<Index> sort_offsets;        // G + 1: the counting sort's scratch
   Mat<Accum<T>> unit;                     // np x 3: (r_source - r_target) / rho (0 when rho = 0)
   PairMat<T> filt;                        // np x W: [F^k | F^v]
 };
@@ -470,12 +470,16 @@ struct PairBlock {
 // b.by_interval: the pairs ordered by table interval, pairs of one interval in list order.
 template <class T>
 void sort_by_interval(Index intervals, PairBlock<T>& b) {
-  b.interval_start.assign(static_cast<std::size_t>(intervals) + 1, 0);
-  for (const Index g : b.interval) ++b.interval_start[static_cast<std::size_t>(g) + 1];
-  for (std::size_t g = 1; g < b.interval_start.size(); ++g) b.interval_start[g] += b.interval_start[g - 1];
+  // offsets[g] = number of pairs below interval g; each pair then takes its interval's next slot.
+  std::vector<Index>& offsets = b.sort_offsets;
+  offsets.assign(static_cast<std::size_t>(intervals) + 1, 0);
+  for (const Index g : b.interval) ++offsets[static_cast<std::size_t>(g) + 1];
+  for (std::size_t g = 1; g < offsets.size(); ++g) offsets[g] += offsets[g - 1];
   b.by_interval.resize(b.interval.size());
-  for (Index p = 0; p < b.np; ++p)
-    b.by_interval[static_cast<std::size_t>(b.interval_start[static_cast<std::size_t>(b.interval[static_cast<std::size_t>(p)])]++)] = p;
+  for (Index p = 0; p < b.np; ++p) {
+    Index& slot = offsets[static_cast<std::size_t>(b.interval[static_cast<std::size_t>(p)])];
+    b.by_interval[static_cast<std::size_t>(slot++)] = p;
+  }
 }
 
 template <class T>
