@@ -4,7 +4,9 @@
 #include "core/dual.hpp"
 
 #include "core/error.hpp"
+#include "core/parallel.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace flt::models {
@@ -49,6 +51,8 @@ void EquivariantUpdate<T>::forward(const ParameterStore<T>& store, Mat<T>& x, Ma
   const Index N = x.rows(), D = dim;
   require(x.cols() == D && vec.rows() == N && vec.cols() == 3 * D,
           "EquivariantUpdate: x must be N x D and vec N x 3D");
+  cache.compact_rows = 0;
+  cache.x_in.resize(0, 0);
   cache.vec_in = vec;
   cache.U.resize(N, 3 * D);
   cache.W.resize(N, 3 * D);
@@ -61,58 +65,108 @@ void EquivariantUpdate<T>::forward(const ParameterStore<T>& store, Mat<T>& x, Ma
   cache.mlp_in.leftCols(D) = ln.forward(store, x, cache.ln);
   cache.norms.resize(N, D);
   using std::sqrt;
-  for (Index i = 0; i < N; ++i)
-    for (Index c = 0; c < D; ++c) {
-      const T w0 = cache.W(i, c), w1 = cache.W(i, D + c), w2 = cache.W(i, 2 * D + c);
-      cache.norms(i, c) = sqrt(w0 * w0 + w1 * w1 + w2 * w2 + static_cast<T>(kVectorNormEps));
-    }
+  parallel_chunks(N, kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index i = r0; i < r1; ++i)
+      for (Index c = 0; c < D; ++c) {
+        const T w0 = cache.W(i, c), w1 = cache.W(i, D + c), w2 = cache.W(i, 2 * D + c);
+        cache.norms(i, c) = sqrt(w0 * w0 + w1 * w1 + w2 * w2 + static_cast<T>(kVectorNormEps));
+      }
+  });
   cache.mlp_in.rightCols(D) = cache.norms;
   cache.gates = mlp.forward(store, cache.mlp_in, cache.mlp);
-  for (Index i = 0; i < N; ++i)
-    for (Index c = 0; c < D; ++c) {
-      const T avv = cache.gates(i, c), asv = cache.gates(i, D + c), ass = cache.gates(i, 2 * D + c);
-      T dot = 0;
-      for (Index a = 0; a < 3; ++a) {
-        dot += cache.U(i, a * D + c) * cache.W(i, a * D + c);
-        vec(i, a * D + c) += avv * cache.U(i, a * D + c);
+  parallel_chunks(N, kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index i = r0; i < r1; ++i)
+      for (Index c = 0; c < D; ++c) {
+        const T avv = cache.gates(i, c), asv = cache.gates(i, D + c), ass = cache.gates(i, 2 * D + c);
+        T dot = 0;
+        for (Index a = 0; a < 3; ++a) {
+          dot += cache.U(i, a * D + c) * cache.W(i, a * D + c);
+          vec(i, a * D + c) += avv * cache.U(i, a * D + c);
+        }
+        x(i, c) += asv * dot + ass;
       }
-      x(i, c) += asv * dot + ass;
-    }
+  });
+}
+
+template <class T>
+void EquivariantUpdate<T>::forward_compact(const ParameterStore<T>& store, Mat<T>& x, Mat<T>& vec,
+                                           EquivariantUpdateCache<T>& cache, Index rows) const {
+  const Index N = x.rows(), D = dim;
+  require(x.cols() == D && vec.rows() == N && vec.cols() == 3 * D,
+          "EquivariantUpdate: x must be N x D and vec N x 3D");
+  require(rows > 0, "EquivariantUpdate::forward_compact: rows must be positive");
+  cache = EquivariantUpdateCache<T>{};
+  cache.compact_rows = rows;
+  cache.x_in = x;
+  cache.vec_in = vec;
+  // Each block of rows through forward on copies of its rows (the kernels' own teams are
+  // inactive inside this one).
+  const Index blocks = chunk_count(N, rows);
+#pragma omp parallel for schedule(dynamic, 1) if (blocks > 1)
+  for (Index b = 0; b < blocks; ++b) {
+    const Index r0 = b * rows, n = std::min(N, r0 + rows) - r0;
+    Mat<T> x_rows = x.middleRows(r0, n), vec_rows = vec.middleRows(r0, n);
+    EquivariantUpdateCache<T> part;
+    forward(store, x_rows, vec_rows, part);
+    x.middleRows(r0, n) = x_rows;
+    vec.middleRows(r0, n) = vec_rows;
+  }
 }
 
 template <class T>
 void EquivariantUpdate<T>::backward(ParameterStore<T>& store, const EquivariantUpdateCache<T>& cache,
                                     Mat<T>& dx, Mat<T>& dvec) const {
   const Index N = dx.rows(), D = dim;
-  require(dx.cols() == D && dvec.rows() == N && dvec.cols() == 3 * D && cache.gates.rows() == N,
-          "EquivariantUpdate::backward: shapes or cache do not match");
-  Mat<T> dgates(N, 3 * D), dU(N, 3 * D), dW(N, 3 * D);
-  for (Index i = 0; i < N; ++i)
-    for (Index c = 0; c < D; ++c) {
-      const T avv = cache.gates(i, c), asv = cache.gates(i, D + c);
-      const T g = dx(i, c);
-      T dot = 0, davv = 0;
-      for (Index a = 0; a < 3; ++a) {
-        dot += cache.U(i, a * D + c) * cache.W(i, a * D + c);
-        davv += dvec(i, a * D + c) * cache.U(i, a * D + c);
-      }
-      dgates(i, c) = davv;
-      dgates(i, D + c) = g * dot;
-      dgates(i, 2 * D + c) = g;
-      const T gdot = g * asv;
-      for (Index a = 0; a < 3; ++a) {
-        dU(i, a * D + c) = dvec(i, a * D + c) * avv + gdot * cache.W(i, a * D + c);
-        dW(i, a * D + c) = gdot * cache.U(i, a * D + c);
-      }
+  require(dx.cols() == D && dvec.rows() == N && dvec.cols() == 3 * D,
+          "EquivariantUpdate::backward: dx must be N x D and dvec N x 3D");
+  if (cache.compact_rows > 0) {
+    require(cache.x_in.rows() == N && cache.vec_in.rows() == N,
+            "EquivariantUpdate::backward: the compact cache holds another number of rows");
+    const Index rows = cache.compact_rows;
+    EquivariantUpdateCache<T> part;  // the full cache of one block of rows, reused
+    for (Index r0 = 0; r0 < N; r0 += rows) {
+      const Index n = std::min(N, r0 + rows) - r0;
+      Mat<T> x_rows = cache.x_in.middleRows(r0, n), vec_rows = cache.vec_in.middleRows(r0, n);
+      forward(store, x_rows, vec_rows, part);
+      Mat<T> dx_rows = dx.middleRows(r0, n), dvec_rows = dvec.middleRows(r0, n);
+      backward(store, part, dx_rows, dvec_rows);
+      dx.middleRows(r0, n) = dx_rows;
+      dvec.middleRows(r0, n) = dvec_rows;
     }
+    return;
+  }
+  require(cache.gates.rows() == N, "EquivariantUpdate::backward: the cache holds another number of rows");
+  Mat<T> dgates(N, 3 * D), dU(N, 3 * D), dW(N, 3 * D);
+  parallel_chunks(N, kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index i = r0; i < r1; ++i)
+      for (Index c = 0; c < D; ++c) {
+        const T avv = cache.gates(i, c), asv = cache.gates(i, D + c);
+        const T g = dx(i, c);
+        T dot = 0, davv = 0;
+        for (Index a = 0; a < 3; ++a) {
+          dot += cache.U(i, a * D + c) * cache.W(i, a * D + c);
+          davv += dvec(i, a * D + c) * cache.U(i, a * D + c);
+        }
+        dgates(i, c) = davv;
+        dgates(i, D + c) = g * dot;
+        dgates(i, 2 * D + c) = g;
+        const T gdot = g * asv;
+        for (Index a = 0; a < 3; ++a) {
+          dU(i, a * D + c) = dvec(i, a * D + c) * avv + gdot * cache.W(i, a * D + c);
+          dW(i, a * D + c) = gdot * cache.U(i, a * D + c);
+        }
+      }
+  });
   Mat<T> dmlp_in = Mat<T>::Zero(N, 2 * D);
   mlp.backward(store, cache.mlp, dgates, dmlp_in);
   // Norms: dW_a += dn o W_a / n.
-  for (Index i = 0; i < N; ++i)
-    for (Index c = 0; c < D; ++c) {
-      const T s = dmlp_in(i, D + c) / cache.norms(i, c);
-      for (Index a = 0; a < 3; ++a) dW(i, a * D + c) += s * cache.W(i, a * D + c);
-    }
+  parallel_chunks(N, kRowChunk, [&](Index, Index r0, Index r1) {
+    for (Index i = r0; i < r1; ++i)
+      for (Index c = 0; c < D; ++c) {
+        const T s = dmlp_in(i, D + c) / cache.norms(i, c);
+        for (Index a = 0; a < 3; ++a) dW(i, a * D + c) += s * cache.W(i, a * D + c);
+      }
+  });
   // The identity paths: dx and dvec already hold G and Gv.
   ln.backward(store, cache.ln, dmlp_in.leftCols(D), dx);
   const auto vin = components<T>(cache.vec_in, D);

@@ -24,8 +24,13 @@ namespace flt::models {
 
 inline constexpr double kVectorNormEps = 1e-8;
 
+// Full (forward): every field but x_in. Compact (forward_compact): x_in and vec_in only, the
+// update's inputs (4D values per atom instead of 18D + 2F); backward recomputes the rest for one
+// block of compact_rows rows at a time.
 template <class T>
 struct EquivariantUpdateCache {
+  Index compact_rows = 0;  // > 0: compact
+  Mat<T> x_in;       // N x D (compact)
   LayerNormCache<T> ln;
   Mat<T> vec_in;     // N x 3D
   Mat<T> U, W;       // N x 3D
@@ -48,8 +53,17 @@ struct EquivariantUpdate {
   // Updates x and vec in place; fills the cache.
   void forward(const ParameterStore<T>& store, Mat<T>& x, Mat<T>& vec,
                EquivariantUpdateCache<T>& cache) const;
+  // The same update (bitwise the same x and vec: every row is computed from that row alone, by
+  // the same kernels) with a compact cache: the inputs only. Rows are updated in blocks of `rows`
+  // rows, the blocks shared out among the threads (a multiple of the kernels' row chunks, 96 and
+  // 256, keeps the products' rows bitwise those of forward in double too).
+  void forward_compact(const ParameterStore<T>& store, Mat<T>& x, Mat<T>& vec,
+                       EquivariantUpdateCache<T>& cache, Index rows) const;
   // On entry dx, dvec hold dLoss/d(outputs); on return dLoss/d(inputs) (the identity paths
-  // included). Accumulates parameter gradients.
+  // included). Accumulates parameter gradients. With a compact cache: the full cache of one block
+  // of rows is recomputed from the inputs, that block's backward run, and so on in row order:
+  // the same input gradients bitwise; the parameter gradients summed block by block (the same to
+  // rounding as with the full cache, and independent of the thread count).
   void backward(ParameterStore<T>& store, const EquivariantUpdateCache<T>& cache, Mat<T>& dx,
                 Mat<T>& dvec) const;
 };

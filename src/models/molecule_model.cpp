@@ -483,6 +483,8 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
   const Index N = batch.num_atoms(), D = config_.width;
   const bool near_far = config_.attention == AttentionKind::near_far;
   const bool vectors = near_far && config_.vectors;
+  require(!cache.update_rows || *cache.update_rows >= 0,
+          "MoleculeModel::forward: ModelCache::update_rows must not be negative");
   cache.index = batch.index;
   cache.z = batch.atomic_numbers;
   cache.coords = batch.coords.cast<T>();
@@ -623,7 +625,9 @@ void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, 
     // vec += vector messages; then the gated equivariant update of x and vec.
     vec += vec_msg;
     vec_msg.resize(0, 0);
-    blk.update.forward(store_, x, vec, bc.update);
+    const Index rows = cache.update_rows.value_or(N > recompute_atoms ? update_block_rows : 0);
+    if (rows > 0) blk.update.forward_compact(store_, x, vec, bc.update, rows);
+    else blk.update.forward(store_, x, vec, bc.update);
   } else {
     blk.add_mlp(store_, x, bc);
   }

@@ -282,6 +282,13 @@ struct ModelCache {
   // all of them (predict_with_forces on large structures).
   bool recompute_blocks = false;
   std::vector<Mat<T>> block_x, block_vec;
+  // The equivariant updates' caches (near_far with vectors; set before forward): rows > 0: compact
+  // (EquivariantUpdate::forward_compact: each block keeps its update's inputs only, 4D values per
+  // atom instead of 18D + 2F, and backward recomputes the update `rows` atoms at a time); 0: full;
+  // unset: compact with MoleculeModel::update_block_rows for batches of more than recompute_atoms
+  // atoms, full otherwise. The same outputs and input gradients bitwise; parameter gradients
+  // the same to rounding.
+  std::optional<Index> update_rows;
   LayerNormCache<T> ln_out;
   MlpCache<T> head;               // holds the final LN output
   Mat<T> y;                       // N x P per-atom outputs (with the charge energy's share)
@@ -368,6 +375,9 @@ class MoleculeModel {
   Mat<double> predict_with_forces(const MoleculeBatch& batch, Index target, Mat<double>& forces,
                                   Mat<double>* contributions = nullptr);
   static constexpr Index recompute_atoms = 20000;
+  // Rows per recomputed block of a compact equivariant update (ModelCache::update_rows): a
+  // multiple of infer_rows; its full cache at width 128 is about 35 MB.
+  static constexpr Index update_block_rows = 3072;
   // Whether predict_with_forces recomputes the blocks for this batch (the rule above).
   bool recomputes_blocks_for(const MoleculeBatch& batch) const noexcept;
   // Per-atom contributions (N x P, physical units) of the extensive targets from the per-atom

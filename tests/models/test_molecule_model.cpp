@@ -734,6 +734,8 @@ TEST_CASE("molecule model: recomputing the blocks in backward gives bitwise the 
   ModelCache<float> cache;
   model.forward(batch, cache);
   REQUIRE(cache.blocks[1].q.size() != 0);  // the stored path
+  // Above recompute_atoms atoms the updates' caches are compact by default.
+  CHECK(cache.blocks[1].update.compact_rows == MoleculeModel<float>::update_block_rows);
   model.parameters().zero_grad();
   Mat<float> dout = Mat<float>::Zero(1, 2), dr;
   dout(0, 0) = 1.0f;
@@ -741,6 +743,71 @@ TEST_CASE("molecule model: recomputing the blocks in backward gives bitwise the 
   const Mat<double> want = dr.cast<double>() * -model.normalisation().scale[0];
   REQUIRE(want.cwiseAbs().maxCoeff() > 0);
   CHECK(forces == want);
+}
+
+TEST_CASE("molecule model: compact equivariant updates give the same outputs and gradients",
+          "[models][forces]") {
+  // ModelCache::update_rows > 0 keeps only each update's inputs and recomputes the update in
+  // blocks of rows inside backward: outputs and coordinate gradients those of the full caches
+  // (bitwise in float, whose products compute each row alone; in double Eigen's products sum a
+  // row differently in a 7-row block than in the full batch, so there to rounding: the model's
+  // 3072-row blocks align with the double kernels' row chunks), parameter gradients to rounding
+  // (summed block by block), and bitwise the same for any thread count. Blocks of 7 rows over 29
+  // atoms: four full blocks and a partial one, a block boundary inside each molecule.
+  auto run = [&]<class T>(MoleculeModel<T>& model, Index rows, int threads, Mat<T>& y, Mat<T>& dr) {
+    const auto mols = random_molecules({9, 14, 6}, 23);
+    const auto batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    ModelCache<T> cache;
+    cache.update_rows = rows;
+    y = model.forward(batch, cache);
+    for (const auto& bc : cache.blocks) {
+      REQUIRE(bc.update.compact_rows == rows);
+      REQUIRE((bc.update.U.size() == 0) == (rows > 0));  // the compact cache keeps no U
+    }
+    model.parameters().zero_grad();
+    model.backward(batch, cache, Mat<T>::Ones(3, 2), &dr);
+    omp_set_num_threads(saved);
+    return std::vector<T>(model.parameters().grads().begin(), model.parameters().grads().end());
+  };
+  auto check = [&]<class T>(MoleculeModel<T>&& model, double tolerance) {
+    Rng rng(9);
+    for (T& p : model.parameters().values()) p += static_cast<T>(0.05 * rng.normal());
+    Mat<T> y_full, dr_full, y_compact, dr_compact, y_one, dr_one;
+    const std::vector<T> full = run(model, 0, 2, y_full, dr_full);
+    const std::vector<T> compact = run(model, 7, 2, y_compact, dr_compact);
+    const std::vector<T> one_thread = run(model, 7, 1, y_one, dr_one);
+    if constexpr (std::is_same_v<T, float>) {
+      CHECK(y_compact == y_full);
+      CHECK(dr_compact == dr_full);
+    } else {
+      CHECK((y_compact - y_full).cwiseAbs().maxCoeff() <= tolerance * y_full.cwiseAbs().maxCoeff());
+      CHECK((dr_compact - dr_full).cwiseAbs().maxCoeff() <= tolerance * dr_full.cwiseAbs().maxCoeff());
+    }
+    REQUIRE(dr_full.cwiseAbs().maxCoeff() > 0);
+    double scale = 0, worst = 0;
+    for (std::size_t i = 0; i < full.size(); ++i) {
+      scale = std::max(scale, std::abs(static_cast<double>(full[i])));
+      worst = std::max(worst, std::abs(static_cast<double>(compact[i]) - static_cast<double>(full[i])));
+    }
+    REQUIRE(scale > 0);
+    INFO("largest gradient difference " << worst << " of a largest gradient " << scale);
+    CHECK(worst <= tolerance * scale);
+    CHECK(one_thread == compact);
+    CHECK(y_one == y_compact);
+    CHECK(dr_one == dr_compact);
+  };
+  auto cfg = tiny_config(AttentionKind::near_far);
+  cfg.blocks = 3;
+  check(MoleculeModel<double>(cfg), 1e-13);
+  check(MoleculeModel<float>(cfg), 1e-5);
+  {
+    INFO("default configuration, float");
+    ModelConfig defaults;
+    defaults.targets = {{"E", "eV", true}, {"gap", "eV", false}};
+    check(MoleculeModel<float>(defaults), 1e-5);
+  }
 }
 
 TEST_CASE("molecule model: per-atom contributions sum to the prediction, carry the reference energies and are rotation invariant",
