@@ -728,7 +728,15 @@ TEST_CASE("molecule model: recomputing the blocks in backward gives bitwise the 
   smaller.atomic_numbers.pop_back();
   smaller.positions.pop_back();
   smaller.formal_charges.pop_back();
-  CHECK_FALSE(model.recomputes_blocks_for(MoleculeBatch::from(std::span<const Molecule>(&smaller, 1))));
+  const auto smaller_batch = MoleculeBatch::from(std::span<const Molecule>(&smaller, 1));
+  CHECK_FALSE(model.recomputes_blocks_for(smaller_batch));
+  {
+    // At recompute_atoms atoms the updates keep their full caches.
+    ModelCache<float> full;
+    model.forward(smaller_batch, full);
+    CHECK(full.blocks[1].update.compact_rows == 0);
+    CHECK(full.blocks[1].update.U.rows() == MoleculeModel<float>::recompute_atoms);
+  }
   Mat<double> forces;
   model.predict_with_forces(batch, 0, forces);
   ModelCache<float> cache;
