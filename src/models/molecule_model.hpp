@@ -286,8 +286,8 @@ struct ModelCache {
   // (EquivariantUpdate::forward_compact: each block keeps its update's inputs only, 4D values per
   // atom instead of 18D + 2F, and backward recomputes the update `rows` atoms at a time); 0: full;
   // unset: compact with MoleculeModel::update_block_rows for batches of more than recompute_atoms
-  // atoms, full otherwise. The same outputs and input gradients bitwise; parameter gradients
-  // the same to rounding.
+  // atoms, full otherwise. The same outputs and input gradients (bitwise in float, and in double
+  // when rows is a multiple of infer_rows); parameter gradients the same to rounding.
   std::optional<Index> update_rows;
   LayerNormCache<T> ln_out;
   MlpCache<T> head;               // holds the final LN output
