@@ -46,8 +46,8 @@ void EquivariantUpdate<T>::init(ParameterStore<T>& store, Rng& rng) const {
 }
 
 template <class T>
-void EquivariantUpdate<T>::forward(const ParameterStore<T>& store, Mat<T>& x, Mat<T>& vec,
-                                   EquivariantUpdateCache<T>& cache) const {
+void EquivariantUpdate<T>::fill_cache(const ParameterStore<T>& store, ConstMatRef<T> x,
+                                      ConstMatRef<T> vec, EquivariantUpdateCache<T>& cache) const {
   const Index N = x.rows(), D = dim;
   require(x.cols() == D && vec.rows() == N && vec.cols() == 3 * D,
           "EquivariantUpdate: x must be N x D and vec N x 3D");
@@ -74,6 +74,13 @@ void EquivariantUpdate<T>::forward(const ParameterStore<T>& store, Mat<T>& x, Ma
   });
   cache.mlp_in.rightCols(D) = cache.norms;
   cache.gates = mlp.forward(store, cache.mlp_in, cache.mlp);
+}
+
+template <class T>
+void EquivariantUpdate<T>::forward(const ParameterStore<T>& store, Mat<T>& x, Mat<T>& vec,
+                                   EquivariantUpdateCache<T>& cache) const {
+  fill_cache(store, x, vec, cache);
+  const Index N = x.rows(), D = dim;
   parallel_chunks(N, kRowChunk, [&](Index, Index r0, Index r1) {
     for (Index i = r0; i < r1; ++i)
       for (Index c = 0; c < D; ++c) {
@@ -126,8 +133,7 @@ void EquivariantUpdate<T>::backward(ParameterStore<T>& store, const EquivariantU
     EquivariantUpdateCache<T> part;  // the full cache of one block of rows, reused
     for (Index r0 = 0; r0 < N; r0 += rows) {
       const Index n = std::min(N, r0 + rows) - r0;
-      Mat<T> x_rows = cache.x_in.middleRows(r0, n), vec_rows = cache.vec_in.middleRows(r0, n);
-      forward(store, x_rows, vec_rows, part);
+      fill_cache(store, cache.x_in.middleRows(r0, n), cache.vec_in.middleRows(r0, n), part);
       Mat<T> dx_rows = dx.middleRows(r0, n), dvec_rows = dvec.middleRows(r0, n);
       backward(store, part, dx_rows, dvec_rows);
       dx.middleRows(r0, n) = dx_rows;

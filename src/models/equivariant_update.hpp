@@ -59,6 +59,10 @@ struct EquivariantUpdate {
   // 256, keeps the products' rows bitwise those of forward in double too).
   void forward_compact(const ParameterStore<T>& store, Mat<T>& x, Mat<T>& vec,
                        EquivariantUpdateCache<T>& cache, Index rows) const;
+  // The full cache of the update of x and vec (forward without changing them): what backward
+  // reads, recomputed there block by block from a compact cache.
+  void fill_cache(const ParameterStore<T>& store, ConstMatRef<T> x, ConstMatRef<T> vec,
+                  EquivariantUpdateCache<T>& cache) const;
   // On entry dx, dvec hold dLoss/d(outputs); on return dLoss/d(inputs) (the identity paths
   // included). Accumulates parameter gradients. With a compact cache: the full cache of one block
   // of rows is recomputed from the inputs, that block's backward run, and so on in row order:
