@@ -45,9 +45,10 @@
 // and one backward from dLoss/dout = 1 with parameter gradients only (timing "params"), and again
 // with coordinate gradients too (dcoords, what forces need; timing "+dR"). Time = fastest of up
 // to 10 repetitions within ~3 s (at least 2 when a second fits the budget; the first
-// repetition includes allocating the cache), as wall time and as process CPU time (user + system of all
-// threads, flt_bench::cpu_seconds): on a time-shared machine the CPU time grows only while the
-// benchmark runs, so it is the load-robust measure (idle-machine wall time ~ CPU time / threads).
+// repetition includes allocating the cache), as wall time and as process CPU time (user +
+// system of all threads, flt_bench::cpu_seconds): on a time-shared machine the CPU time grows
+// only while the benchmark runs, so it is the load-robust measure (idle-machine wall time ~ CPU
+// time / threads).
 //
 // Split (2 threads, default block and far-none; cheap and without changing src/): the child times
 // the block's kernels on the cached inputs of its own forward: attn::build_neighbour_list (on the
@@ -697,9 +698,9 @@ int run_all(const Options& opt) {
      << "- Workload: `models::MoleculeModel<float>` with blocks = 1 and otherwise the default "
         "ModelConfig (one extensive target; attention near_far: exact near field on the neighbour "
         "list within 5 A with distance filters and vector features, FLT far field (product grid "
-        "of degree 12, 4 nodes), gated equivariant update; width 128 = 8 heads x 16; a section at width 64 = "
-        "4 heads x 16 or 32 = 2 heads x 16 only where the default did not fit in this machine's "
-        "memory at 1e6 atoms) on one set of N atoms uniformly random in a cube "
+        "of degree 12, 4 nodes), gated equivariant update; width 128 = 8 heads x 16; a section "
+        "at width 64 = 4 heads x 16 or 32 = 2 heads x 16 only where the default did not fit in "
+        "this machine's memory at 1e6 atoms) on one set of N atoms uniformly random in a cube "
         "at 0.1 atoms/A^3, elements uniformly among H, C, N, O, renumbered in cell order (Morton "
         "order of 5 A cells, atoms of a cell in drawn order). Time = model.forward (embedding, "
         "neighbour list, the block, output head, sum) + model.backward from dLoss/dout = 1: "
