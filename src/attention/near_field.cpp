@@ -124,10 +124,14 @@ class PairView {
   [[no_unique_address]] std::conditional_t<is_dual_v<T>, SplitMat, char> split_{};
 };
 
-// Pairs per piece of work: the filters of a piece and their gradients (pairs x 4D values each)
-// stay in L2: 512 pairs in float, fewer for wider scalars (a Dual is four floats wide).
+// Pairs per piece of work, fewer for wider scalars (a Dual is four floats wide). Backward: the
+// filters of a piece and their gradients (pairs x 4D values each) stay in L2 and each sweep over
+// the table's gradient rows serves 512 float pairs. Forward (filters only): 128 float pairs, so
+// that the written filters stay in L2 next to the table's rows.
 template <class T>
 constexpr Index kPairsPerPiece = 512 * static_cast<Index>(sizeof(float)) / static_cast<Index>(sizeof(T));
+template <class T>
+constexpr Index kForwardPairsPerPiece = 128 * static_cast<Index>(sizeof(float)) / static_cast<Index>(sizeof(T));
 
 // Row groups of the forward and of large closed runs in the backward: each group is processed by
 // one thread, in order. The group size depends on the row count only (never on the threads).
@@ -444,12 +448,19 @@ template void lend_filter_table<double>(const FilterTable<double>&, FilterTable<
 namespace {
 
 // The rows of nodes g and g + 1 in one part of the table gradients (values, slopes).
+template <class R>
 struct NodeRows {
-  double *v0, *s0, *v1, *s1;
+  R *v0, *s0, *v1, *s1;
 };
-NodeRows node_rows(Mat<double>& value, Mat<double>& slope, Index g) {
+template <class R>
+NodeRows<R> node_rows(Mat<R>& value, Mat<R>& slope, Index g) {
   return {value.row(g).data(), slope.row(g).data(), value.row(g + 1).data(), slope.row(g + 1).data()};
 }
+
+// A float pass sums its pairs' filter gradients onto the table's nodes in float (half the memory
+// traffic of double and twice the lanes) for this many pieces, then adds those sums into the
+// task's double sums: a float sum runs over at most 16 x 512 pairs spread over the nodes.
+constexpr Index kFloatScatterPieces = 16;
 
 // Geometry and interpolated filters of the consecutive pairs [p0, p0 + np).
 template <class T>
@@ -552,15 +563,16 @@ void build_pairs(const NearFieldConfig& config, const NeighbourList& list,
   }
 }
 
-// Pieces of consecutive rows [r0, r1) of the group [g0, g1) with about kPairsPerPiece<T> pairs
-// each (how rows are grouped into pieces changes no result).
-template <class T, class F>
-void for_each_piece(const NeighbourList& list, Index g0, Index g1, F&& f) {
+// Pieces of consecutive rows [r0, r1) of the group [g0, g1) with at most max_pairs pairs each
+// (or one row). How rows are grouped into pieces changes no result of the forward; in the
+// backward it orders the sums onto the table's gradient rows.
+template <class F>
+void for_each_piece(const NeighbourList& list, Index g0, Index g1, Index max_pairs, F&& f) {
   Index r0 = g0;
   while (r0 < g1) {
     Index r1 = r0 + 1;
     while (r1 < g1 && list.offsets[static_cast<std::size_t>(r1 + 1)] -
-                              list.offsets[static_cast<std::size_t>(r0)] <= kPairsPerPiece<T>)
+                              list.offsets[static_cast<std::size_t>(r0)] <= max_pairs)
       ++r1;
     f(r0, r1);
     r0 = r1;
@@ -661,7 +673,7 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
     PairBlock<T> b;
     std::vector<T> logit, ex;
     PairMat<T> filtered(config.vectors ? 2 : 0, D);  // e (v^a o F^a), e (v^b o F^b) of a pair
-    for_each_piece<T>(list, g0, g1, [&](Index r0, Index r1) {
+    for_each_piece(list, g0, g1, kForwardPairsPerPiece<T>, [&](Index r0, Index r1) {
       const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
       const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
       build_pairs<T>(config, list, coords, table, p0, p1, b);
@@ -810,13 +822,33 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   // Per task of phase 1: d Loss / d(table values) and d Loss / d(table slopes), summed in task
   // order. A task's pairs touch few of the G + 1 nodes: only those rows are zeroed and summed.
   // The parts are real (a Dual's value and tangent apart), so the scatter runs in vectorised
-  // real arithmetic. A Dual pass that wants no parameter-gradient values and has a real table
-  // needs the tangents only: dz' = act'(z) dF' + h act''(z) s dS' (act', act'', s real).
+  // real arithmetic; a float pass sums in float for kFloatScatterPieces pieces at a time. A Dual
+  // pass that wants no parameter-gradient values and has a real table needs the tangents only:
+  // dz' = act'(z) dF' + h act''(z) s dS' (act', act'', s real).
   const bool table_values = !is_dual_v<T> || pass_options().parameter_gradient_values || !table.real();
   struct TablePart {
     Mat<double> value, slope;                  // value parts (when table_values)
     Mat<double> value_tangent, slope_tangent;  // tangent parts (Dual)
     std::vector<char> touched;                 // G + 1: nodes whose rows are zeroed and used
+    // Float passes: the sums of the pieces since the last flush, and their nodes.
+    Mat<float> pending_value, pending_slope;
+    std::vector<char> pending_touched;         // G + 1
+    std::vector<Index> pending_nodes;
+    // Adds the pending float sums into the double sums (in node order of first use) and clears them.
+    void flush() {
+      for (const Index node : pending_nodes) {
+        const auto n = static_cast<std::size_t>(node);
+        if (!touched[n]) {
+          touched[n] = 1;
+          value.row(node).setZero();
+          slope.row(node).setZero();
+        }
+        value.row(node) += pending_value.row(node).template cast<double>();
+        slope.row(node) += pending_slope.row(node).template cast<double>();
+        pending_touched[n] = 0;
+      }
+      pending_nodes.clear();
+    }
   };
   std::vector<TablePart> parts(static_cast<std::size_t>(ntasks));
   Mat<T> dsink_rows = Mat<T>::Zero(N, H);
@@ -846,7 +878,9 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       const auto egav = row_ptr(pair_products, 0), egbv = row_ptr(pair_products, 1);
       Mat<A> du;
       const bool table_side = dest_side && want_parameters;  // writes the table's gradients
-      std::vector<double> df_value;  // W: one pair's filter gradient in double (float and double T)
+      constexpr bool float_scatter = std::is_same_v<T, float>;
+      std::vector<double> df_value;  // W: one pair's filter gradient in double (double T)
+      Index pieces = 0;              // pieces done by this task
       if (table_side) {
         TablePart& part = parts[static_cast<std::size_t>(g)];
         if (table_values) {
@@ -858,10 +892,17 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           part.slope_tangent.resize(GT + 1, W);
         }
         part.touched.assign(static_cast<std::size_t>(GT + 1), 0);
-        if constexpr (!is_dual_v<T>) df_value.resize(static_cast<std::size_t>(W));
+        if constexpr (float_scatter) {
+          part.pending_value.resize(GT + 1, W);
+          part.pending_slope.resize(GT + 1, W);
+          part.pending_touched.assign(static_cast<std::size_t>(GT + 1), 0);
+          part.pending_nodes.clear();
+        } else if constexpr (!is_dual_v<T>) {
+          df_value.resize(static_cast<std::size_t>(W));
+        }
       }
       const bool need_dfilter = table_side || want_coords;
-      for_each_piece<T>(list, g0, g1, [&](Index r0, Index r1) {
+      for_each_piece(list, g0, g1, kPairsPerPiece<T>, [&](Index r0, Index r1) {
         const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
         const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
         const Index np = p1 - p0;
@@ -1015,45 +1056,71 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           // The interpolant's weights scatter each pair's filter gradient onto its two nodes:
           // value parts w x, tangent parts w' x + w x' (the rounding of Dual products).
           TablePart& part = parts[static_cast<std::size_t>(g)];
-          for (const Index p : b.by_interval) {
-            const Index gi = b.interval[static_cast<std::size_t>(p)];
-            for (const Index node : {gi, gi + 1})
-              if (!part.touched[static_cast<std::size_t>(node)]) {
-                part.touched[static_cast<std::size_t>(node)] = 1;
-                for (Mat<double>* m : {&part.value, &part.slope, &part.value_tangent, &part.slope_tangent})
-                  if (m->size() != 0) m->row(node).setZero();
-              }
-            const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
-            const double* xv;  // the pair's filter gradient (value parts)
-            if constexpr (is_dual_v<T>) {
-              xv = dfilt.value.row(p).data();
-            } else {
-              const T* df = row_ptr(dfilt, p);
-              for (Index c = 0; c < W; ++c) df_value[static_cast<std::size_t>(c)] = static_cast<double>(df[c]);
-              xv = df_value.data();
-            }
-            const double w0 = value_of(hm.w[0]), w1 = value_of(hm.w[1]), w2 = value_of(hm.w[2]),
-                         w3 = value_of(hm.w[3]);
-            if (table_values) {
-              const NodeRows r = node_rows(part.value, part.slope, gi);
+          if constexpr (float_scatter) {
+            for (const Index p : b.by_interval) {
+              const Index gi = b.interval[static_cast<std::size_t>(p)];
+              for (const Index node : {gi, gi + 1})
+                if (!part.pending_touched[static_cast<std::size_t>(node)]) {
+                  part.pending_touched[static_cast<std::size_t>(node)] = 1;
+                  part.pending_nodes.push_back(node);
+                  part.pending_value.row(node).setZero();
+                  part.pending_slope.row(node).setZero();
+                }
+              const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
+              const float w0 = static_cast<float>(hm.w[0]), w1 = static_cast<float>(hm.w[1]),
+                          w2 = static_cast<float>(hm.w[2]), w3 = static_cast<float>(hm.w[3]);
+              const float* x = row_ptr(std::as_const(dfilt), p);
+              const NodeRows<float> r = node_rows(part.pending_value, part.pending_slope, gi);
 #pragma GCC ivdep
               for (Index c = 0; c < W; ++c) {
-                r.v0[c] += w0 * xv[c];
-                r.s0[c] += w1 * xv[c];
-                r.v1[c] += w2 * xv[c];
-                r.s1[c] += w3 * xv[c];
+                r.v0[c] += w0 * x[c];
+                r.s0[c] += w1 * x[c];
+                r.v1[c] += w2 * x[c];
+                r.s1[c] += w3 * x[c];
               }
             }
-            if constexpr (is_dual_v<T>) {
-              const double* xd = dfilt.tangent.row(p).data();
-              const double t0 = hm.w[0].d, t1 = hm.w[1].d, t2 = hm.w[2].d, t3 = hm.w[3].d;
-              const NodeRows r = node_rows(part.value_tangent, part.slope_tangent, gi);
+            if (++pieces % kFloatScatterPieces == 0) part.flush();
+          } else {
+            for (const Index p : b.by_interval) {
+              const Index gi = b.interval[static_cast<std::size_t>(p)];
+              for (const Index node : {gi, gi + 1})
+                if (!part.touched[static_cast<std::size_t>(node)]) {
+                  part.touched[static_cast<std::size_t>(node)] = 1;
+                  for (Mat<double>* m : {&part.value, &part.slope, &part.value_tangent, &part.slope_tangent})
+                    if (m->size() != 0) m->row(node).setZero();
+                }
+              const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
+              const double* xv;  // the pair's filter gradient (value parts)
+              if constexpr (is_dual_v<T>) {
+                xv = dfilt.value.row(p).data();
+              } else {
+                const T* df = row_ptr(dfilt, p);
+                for (Index c = 0; c < W; ++c) df_value[static_cast<std::size_t>(c)] = static_cast<double>(df[c]);
+                xv = df_value.data();
+              }
+              const double w0 = value_of(hm.w[0]), w1 = value_of(hm.w[1]), w2 = value_of(hm.w[2]),
+                           w3 = value_of(hm.w[3]);
+              if (table_values) {
+                const NodeRows<double> r = node_rows(part.value, part.slope, gi);
 #pragma GCC ivdep
-              for (Index c = 0; c < W; ++c) {
-                r.v0[c] += std::fma(t0, xv[c], w0 * xd[c]);
-                r.s0[c] += std::fma(t1, xv[c], w1 * xd[c]);
-                r.v1[c] += std::fma(t2, xv[c], w2 * xd[c]);
-                r.s1[c] += std::fma(t3, xv[c], w3 * xd[c]);
+                for (Index c = 0; c < W; ++c) {
+                  r.v0[c] += w0 * xv[c];
+                  r.s0[c] += w1 * xv[c];
+                  r.v1[c] += w2 * xv[c];
+                  r.s1[c] += w3 * xv[c];
+                }
+              }
+              if constexpr (is_dual_v<T>) {
+                const double* xd = dfilt.tangent.row(p).data();
+                const double t0 = hm.w[0].d, t1 = hm.w[1].d, t2 = hm.w[2].d, t3 = hm.w[3].d;
+                const NodeRows<double> r = node_rows(part.value_tangent, part.slope_tangent, gi);
+#pragma GCC ivdep
+                for (Index c = 0; c < W; ++c) {
+                  r.v0[c] += std::fma(t0, xv[c], w0 * xd[c]);
+                  r.s0[c] += std::fma(t1, xv[c], w1 * xd[c]);
+                  r.v1[c] += std::fma(t2, xv[c], w2 * xd[c]);
+                  r.s1[c] += std::fma(t3, xv[c], w3 * xd[c]);
+                }
               }
             }
           }
@@ -1107,6 +1174,14 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           }
         }
       });
+      if constexpr (float_scatter) {
+        if (table_side) {
+          TablePart& part = parts[static_cast<std::size_t>(g)];
+          part.flush();
+          part.pending_value.resize(0, 0);
+          part.pending_slope.resize(0, 0);
+        }
+      }
     }
   };
   run_phase(1);

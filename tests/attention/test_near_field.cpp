@@ -122,6 +122,40 @@ Gradients backward(const Problem& p, const Mat<double>& R1, const Mat<double>& R
   return g;
 }
 
+// The same gradients from the float forward and backward.
+struct FloatGradients {
+  Mat<float> q, k, v, vec, coords, Wk, bk, Wv, bv, sink;
+};
+
+FloatGradients float_backward(const Problem& p, const Mat<double>& R1, const Mat<double>& R2,
+                              bool with_coords = true) {
+  const Outputs<float> o = forward<float>(p);
+  const Mat<float> q = p.q.cast<float>(), k = p.k.cast<float>(), v = p.v.cast<float>(), vec = p.vec.cast<float>();
+  const Mat<float> Wk = p.Wk.cast<float>(), bk = p.bk.cast<float>(), Wv = p.Wv.cast<float>(),
+                   bv = p.bv.cast<float>(), sink = p.sink.cast<float>();
+  const NearFieldWeights<float> w{Wk, {bk.data(), static_cast<std::size_t>(bk.size())}, Wv,
+                                  {bv.data(), static_cast<std::size_t>(bv.size())},
+                                  {sink.data(), static_cast<std::size_t>(sink.size())}};
+  const Index N = p.q.rows(), D = p.config.width(), V = p.config.value_width();
+  FloatGradients g;
+  g.q = Mat<float>::Zero(N, D);
+  g.k = Mat<float>::Zero(N, D);
+  g.v = Mat<float>::Zero(N, V);
+  g.vec = Mat<float>::Zero(N, 3 * D);
+  g.coords = Mat<float>::Zero(with_coords ? N : 0, 3);
+  g.Wk = Mat<float>::Zero(Wk.rows(), Wk.cols());
+  g.bk = Mat<float>::Zero(D, 1);
+  g.Wv = Mat<float>::Zero(Wv.rows(), Wv.cols());
+  g.bv = Mat<float>::Zero(V, 1);
+  g.sink = Mat<float>::Zero(p.config.heads, 1);
+  NearFieldGrads<float> grads{g.Wk, {g.bk.data(), static_cast<std::size_t>(g.bk.size())}, g.Wv,
+                              {g.bv.data(), static_cast<std::size_t>(g.bv.size())},
+                              {g.sink.data(), static_cast<std::size_t>(g.sink.size())}};
+  near_field_backward<float>(p.config, p.list, p.coords, q, k, v, vec, w, o.cache, R1.cast<float>(),
+                             R2.cast<float>(), g.q, g.k, g.v, g.vec, g.coords, grads);
+  return g;
+}
+
 double loss_of(const Problem& p, const Mat<double>& R1, const Mat<double>& R2) {
   const Outputs<double> o = forward<double>(p);
   double s = (o.out.array() * R1.array()).sum();
@@ -252,41 +286,88 @@ TEST_CASE("near field: float backward close to double at the models' head layout
     Problem p = make_problem(23, {9, 9, 9, 60}, true, 1.6, 16, 16, 8);
     p.config.single_pass_max_pairs = single_pass;
     Rng rng(31);
-    const Index N = p.q.rows(), D = p.config.width(), V = p.config.value_width();
+    const Index N = p.q.rows(), D = p.config.width();
     const Mat<double> R1 = random_normal_mat(rng, N, D), R2 = random_normal_mat(rng, N, 3 * D);
     const Gradients exact = backward(p, R1, R2);
-    const Outputs<float> o = forward<float>(p);
-    const Mat<float> q = p.q.cast<float>(), k = p.k.cast<float>(), v = p.v.cast<float>(), vec = p.vec.cast<float>();
-    const Mat<float> Wk = p.Wk.cast<float>(), bk = p.bk.cast<float>(), Wv = p.Wv.cast<float>(),
-                     bv = p.bv.cast<float>(), sink = p.sink.cast<float>();
-    const NearFieldWeights<float> w{Wk, {bk.data(), static_cast<std::size_t>(bk.size())}, Wv,
-                                    {bv.data(), static_cast<std::size_t>(bv.size())},
-                                    {sink.data(), static_cast<std::size_t>(sink.size())}};
-    Mat<float> gq = Mat<float>::Zero(N, D), gk = Mat<float>::Zero(N, D), gv = Mat<float>::Zero(N, V),
-               gvec = Mat<float>::Zero(N, 3 * D), gr = Mat<float>::Zero(N, 3);
-    Mat<float> gWk = Mat<float>::Zero(Wk.rows(), Wk.cols()), gbk = Mat<float>::Zero(D, 1),
-               gWv = Mat<float>::Zero(Wv.rows(), Wv.cols()), gbv = Mat<float>::Zero(V, 1),
-               gsink = Mat<float>::Zero(p.config.heads, 1);
-    NearFieldGrads<float> grads{gWk, {gbk.data(), static_cast<std::size_t>(gbk.size())}, gWv,
-                                {gbv.data(), static_cast<std::size_t>(gbv.size())},
-                                {gsink.data(), static_cast<std::size_t>(gsink.size())}};
-    near_field_backward<float>(p.config, p.list, p.coords, q, k, v, vec, w, o.cache, R1.cast<float>(),
-                               R2.cast<float>(), gq, gk, gv, gvec, gr, grads);
+    const FloatGradients g = float_backward(p, R1, R2);
     auto close = [](const char* name, const Mat<float>& f, const Mat<double>& d) {
       INFO("gradient of " << name);
       CHECK((f.cast<double>() - d).cwiseAbs().maxCoeff() <= 1e-4 * (1 + d.cwiseAbs().maxCoeff()));
     };
-    close("q", gq, exact.q);
-    close("k", gk, exact.k);
-    close("v", gv, exact.v);
-    close("vec", gvec, exact.vec);
-    close("coords", gr, exact.coords);
-    close("Wk", gWk, exact.Wk);
-    close("bk", gbk, exact.bk);
-    close("Wv", gWv, exact.Wv);
-    close("bv", gbv, exact.bv);
-    close("sink", gsink, exact.sink);
+    close("q", g.q, exact.q);
+    close("k", g.k, exact.k);
+    close("v", g.v, exact.v);
+    close("vec", g.vec, exact.vec);
+    close("coords", g.coords, exact.coords);
+    close("Wk", g.Wk, exact.Wk);
+    close("bk", g.bk, exact.bk);
+    close("Wv", g.Wv, exact.Wv);
+    close("bv", g.bv, exact.bv);
+    close("sink", g.sink, exact.sink);
   }
+}
+
+// A bulk system at the settings models run (liquid density, 5 A cutoff, 8 heads of 16, 16 nodes):
+// one closed run of about 400,000 pairs, backward in two passes over tasks of about 12,000
+// pairs (24 pieces), so that the float backward's table-gradient sums go through float partial
+// sums over 16 pieces, added into double sums twice per task. Its parameter gradients against the
+// double backward's, and bitwise equal for 1 and 2 threads.
+TEST_CASE("near field: float backward of a bulk system: table gradients and thread counts", "[near_field]") {
+  const Index N = 8000;
+  const double side = std::cbrt(static_cast<double>(N) / 0.1);  // 0.1 atoms per A^3
+  Rng rng(41);
+  Problem p;
+  p.config.heads = 8;
+  p.config.head_dim = 16;
+  p.config.cutoff = 5.0;
+  p.config.nodes = RadialNodes::bessel(16, p.config.cutoff);
+  p.config.vectors = true;
+  p.sets = RaggedIndex::single(N);
+  const Index D = p.config.width(), V = p.config.value_width(), K = p.config.nodes.count;
+  p.coords.resize(N, 3);
+  for (Index i = 0; i < N; ++i)
+    for (Index a = 0; a < 3; ++a) p.coords(i, a) = side * rng.uniform();
+  p.q = random_normal_mat(rng, N, D, 0.5);
+  p.k = random_normal_mat(rng, N, D, 0.5);
+  p.v = random_normal_mat(rng, N, V);
+  p.vec = random_normal_mat(rng, N, 3 * D);
+  p.Wk = random_normal_mat(rng, K, D, 0.7);
+  p.bk = random_normal_mat(rng, D, 1, 0.3);
+  p.Wv = random_normal_mat(rng, K, V, 0.7);
+  p.bv = random_normal_mat(rng, V, 1, 0.3);
+  p.sink = random_normal_mat(rng, p.config.heads, 1, 0.5);
+  p.list = build_neighbour_list(p.sets, p.coords, p.config.cutoff);
+  REQUIRE(p.list.num_pairs() > 300000);
+  const Mat<double> R1 = random_normal_mat(rng, N, D), R2 = random_normal_mat(rng, N, 3 * D);
+  const Gradients exact = backward(p, R1, R2);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const FloatGradients one = float_backward(p, R1, R2, false);
+  omp_set_num_threads(2);
+  const FloatGradients two = float_backward(p, R1, R2, false);
+  omp_set_num_threads(saved);
+  auto close = [](const char* name, const Mat<float>& f, const Mat<double>& d) {
+    INFO("gradient of " << name);
+    const double error = (f.cast<double>() - d).cwiseAbs().maxCoeff() / d.cwiseAbs().maxCoeff();
+    INFO("largest error / largest gradient " << error);
+    CHECK(error <= 2e-6);
+  };
+  close("Wk", one.Wk, exact.Wk);
+  close("bk", one.bk, exact.bk);
+  close("Wv", one.Wv, exact.Wv);
+  close("bv", one.bv, exact.bv);
+  close("k", one.k, exact.k);
+  close("v", one.v, exact.v);
+  close("vec", one.vec, exact.vec);
+  CHECK(one.Wk == two.Wk);
+  CHECK(one.bk == two.bk);
+  CHECK(one.Wv == two.Wv);
+  CHECK(one.bv == two.bv);
+  CHECK(one.q == two.q);
+  CHECK(one.k == two.k);
+  CHECK(one.v == two.v);
+  CHECK(one.vec == two.vec);
+  CHECK(one.sink == two.sink);
 }
 
 TEST_CASE("near field: scalar output invariant, vector messages equivariant under rotation", "[near_field]") {

@@ -30,9 +30,12 @@
 //             killer;
 //         --reruns K: after the sweep, the target points (default block, 2 threads, N = 1e4 and
 //             1e6, each width) are run K more times, interleaved; the tables use the fastest run.
-//   bench_block run KIND N THREADS WIDTH [--max-gib G] [--budget S] [--order cell|random] [--no-split]
+//   bench_block run KIND N THREADS WIDTH [--max-gib G] [--budget S] [--order cell|random]
+//           [--no-split | --kernels-only]
 //       one configuration; prints one "RESULT key=value ..." line (the driver passes --no-split
-//       except at 2 threads in cell order).
+//       except at 2 threads in cell order). --kernels-only: one model forward + backward (its
+//       time is one cold repetition), no +dR timing, then the split's kernels, each the fastest
+//       of up to 10 repetitions within 8 s (for work on the kernels).
 //       KIND: flt (the default block) | far-exact | far-none | exact (the old attention kind)
 //   bench_block peak THREADS   FMA-loop peak (fma_peak.hpp); prints one RESULT line
 //
@@ -194,6 +197,7 @@ struct RunOptions {
   double budget_s = 1e9;  // skip the optional timings (+dR, split) when they would not fit
   bool cell_order = true;
   bool split = true;      // time the kernels of the split
+  bool kernels_only = false;  // one model forward + backward (untimed repetitions), then the split
 };
 
 // Split of the default block's time: its kernels timed on the cached inputs of a forward; wall
@@ -201,10 +205,12 @@ struct RunOptions {
 struct Split {
   double neighbours = -1, near = -1, far = -1;
   double neighbours_cpu = -1, near_cpu = -1, far_cpu = -1;
+  double near_forward = -1, near_backward = -1, far_forward = -1, far_backward = -1;  // wall s
 };
 
+// Each kernel: the fastest of up to 10 repetitions within budget_s (at least one).
 Split time_split(models::MoleculeModel<float>& model, const models::MoleculeBatch& batch,
-                 const models::ModelCache<float>& cache) {
+                 const models::ModelCache<float>& cache, double budget_s) {
   const models::ModelConfig& cfg = model.config();
   const Index N = batch.num_atoms(), D = cfg.width;
   Split s;
@@ -264,9 +270,11 @@ Split time_split(models::MoleculeModel<float>& model, const models::MoleculeBatc
                                            bc.v, bc.vec_in, weights, near_cache, dout, ddvec, dq,
                                            dk, dv, dvec_in, no_dr, grads);
         },
-        10, 1.0);
+        10, budget_s);
     s.near = t.forward + t.backward;
     s.near_cpu = t.cpu_forward + t.cpu_backward;
+    s.near_forward = t.forward;
+    s.near_backward = t.backward;
     if (!out.allFinite() || !dq.allFinite())
       throw flt::NumericalError("bench_block: non-finite near-field output");
   }
@@ -293,9 +301,11 @@ Split time_split(models::MoleculeModel<float>& model, const models::MoleculeBatc
                                           cache.coords_double, bc.v.leftCols(D), coeffs, far_cache,
                                           dout, dvf, no_dr, dcoeffs);
         },
-        10, 1.0);
+        10, budget_s);
     s.far = t.forward + t.backward;
     s.far_cpu = t.cpu_forward + t.cpu_backward;
+    s.far_forward = t.forward;
+    s.far_backward = t.backward;
     if (!out.allFinite() || !dvf.allFinite())
       throw flt::NumericalError("bench_block: non-finite far-field output");
   } else {
@@ -367,7 +377,7 @@ int run_one(const std::string& kind, Index N, int threads, Index width, const Ru
   // fastest counts (wall and CPU time each).
   flt_bench::PairTiming t = flt_bench::time_pair(fwd, bwd, 1, 0.0);
   const double first = t.forward + t.backward;
-  if (seconds_since(t_start) + 3.0 * first < opt.budget_s) {
+  if (!opt.kernels_only && seconds_since(t_start) + 3.0 * first < opt.budget_s) {
     const flt_bench::PairTiming more = flt_bench::time_pair(fwd, bwd, 9, 3.0);
     if (more.forward + more.backward < t.forward + t.backward) {
       t.forward = more.forward;
@@ -383,7 +393,7 @@ int run_one(const std::string& kind, Index N, int threads, Index width, const Ru
   const double best = t.forward + t.backward;
   // +dR timing and the split, each only when it fits the remaining budget.
   flt_bench::PairTiming tdr{-1, -1, 0, -1, -1};
-  if (seconds_since(t_start) + 1.5 * best < opt.budget_s) {
+  if (!opt.kernels_only && seconds_since(t_start) + 1.5 * best < opt.budget_s) {
     tdr = flt_bench::time_pair(fwd, bwd_dr, 10, 1.5);
     if (!dcoords.allFinite()) throw flt::NumericalError("bench_block: non-finite coordinate gradient");
   }
@@ -391,8 +401,8 @@ int run_one(const std::string& kind, Index N, int threads, Index width, const Ru
   Split split;
   const bool near_far = model.config().attention == models::AttentionKind::near_far;
   const bool far_ok = model.config().far_field != models::FarField::exact;
-  if (opt.split && near_far && far_ok && seconds_since(t_start) + 2.0 * best < opt.budget_s)
-    split = time_split(model, batch, cache);
+  if (opt.split && near_far && far_ok && (opt.kernels_only || seconds_since(t_start) + 2.0 * best < opt.budget_s))
+    split = time_split(model, batch, cache, opt.kernels_only ? 8.0 : 1.0);
 
   const Index pairs = near_far ? cache.neighbours.num_pairs() : Index(0);
   rusage usage{};
@@ -411,6 +421,8 @@ int run_one(const std::string& kind, Index N, int threads, Index width, const Ru
             << " neighbours_s=" << split.neighbours << " near_s=" << split.near
             << " far_s=" << split.far << " neighbours_cpu_s=" << split.neighbours_cpu
             << " near_cpu_s=" << split.near_cpu << " far_cpu_s=" << split.far_cpu
+            << " near_forward_s=" << split.near_forward << " near_backward_s=" << split.near_backward
+            << " far_forward_s=" << split.far_forward << " far_backward_s=" << split.far_backward
             << " sys_share=" << sys_share << " order=" << (opt.cell_order ? "cell" : "random") << "\n";
   return 0;
 }
@@ -890,7 +902,7 @@ int usage() {
                "[--exact-timeout S] [--max-gib G] [--reruns K] [--output FILE] [--command TEXT] "
                "[--commit TEXT]\n"
                "       bench_block run KIND N THREADS WIDTH [--max-gib G] [--budget S] [--order cell|random]"
-               " [--no-split]\n"
+               " [--no-split | --kernels-only]\n"
                "           KIND: flt | far-exact | far-none | exact\n"
                "       bench_block peak THREADS\n";
   return 2;
@@ -911,6 +923,8 @@ int main(int argc, char** argv) {
           opt.budget_s = std::stod(args[++i]);
         } else if (args[i] == "--no-split") {
           opt.split = false;
+        } else if (args[i] == "--kernels-only") {
+          opt.kernels_only = true;
         } else if (args[i] == "--order" && i + 1 < args.size()) {
           const std::string o = args[++i];
           if (o != "cell" && o != "random") return usage();
