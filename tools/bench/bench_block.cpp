@@ -322,7 +322,7 @@ Split time_split(models::MoleculeModel<float>& model, const models::MoleculeBatc
 //   LayerNorm and q/k/v projections run once per atom type and are not counted.
 //   near_far: only the near field's filter interpolation per pair of the neighbour list, W = D + V
 //   filter values (V = 3D with vectors): 4W multiply-adds in forward (build_pairs), 2 x 4W in
-//   backward (filters recomputed in both passes) + 4W (scatter onto the table's nodes, in double);
+//   backward (filters recomputed in both passes) + 4W (scatter onto the table's nodes);
 //   logits, messages, their gradients and the whole far field are not counted.
 //   exact kind: flt::exact::streaming_attention_flops (Q K^T, P V, their gradients, the basis).
 double counted_gflop(const models::ModelConfig& c, Index N, Index pairs) {
