@@ -13,6 +13,9 @@
 #include "core/error.hpp"
 #include "core/parallel.hpp"
 
+#include <Eigen/LU>
+#include <Eigen/SVD>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -72,6 +75,121 @@ inline void sincos_turns(double t, double& s, double& c) noexcept {
 // The design and the nodes in the form the kernels use. Features of a row: a zero first node
 // (kappa_0 = 0: j0 = 1, so its features are the single constant 1) takes column 0; every other
 // node n takes 2M columns [sqrt(lam_m) cos theta_nm]_m, [sqrt(lam_m) sin theta_nm]_m.
+// The product grid's pair estimate in closed form. For a grid of N equally spaced azimuths
+// phi_k = 2 pi (k + 1/2) / N (N even) on polar nodes t_i with weights W_i, rotated by R, and
+// (x, y, z) = R^T d, rho^2 = x^2 + y^2, alpha the azimuth of (x, y), Jacobi-Anger gives
+//   sum_k cos(a cos(phi_k - alpha) + b) / N = cos b [J_0(a) + 2 sum_{m>=1} J_mN(a) cos(m N alpha)]
+// (the half-step offset's (-1)^m cancels i^mN), so with a_i = 2 pi kappa s_i rho, s_i = sqrt(1 - t_i^2),
+// b_i = 2 pi kappa t_i z:
+//   E(d) = sum_i W_i cos b_i [J_0(a_i) + 2 J_N(a_i) cos(N alpha)],
+// where (a/2)^N cos(N alpha) = (pi kappa s)^N Re (x + i y)^N (a polynomial: no division by rho).
+// Used where a <= 4 over the pairs it serves, so that the m >= 2 terms, (a/2)^2N / (2N)!, are below
+// 1e-18 and the series below converge to rounding: a few sincos and short series per polar node
+// instead of one sincos per direction. Equal to the direct sum to ~1e-15 (tests).
+// J_0(a) = sum_k (-q)^k / (k!)^2 and S(q) = sum_k (-q)^k N! / (k! (N + k)!) with J_N(a) =
+// (a/2)^N / N! S(q), q = (a/2)^2 <= 4: 18 and 12 terms leave truncation errors below 1e-19.
+constexpr int kJ0Terms = 18;
+constexpr int kJNTerms = 12;
+
+struct GridClosedForm {
+  bool on = false;
+  Eigen::Matrix3d frame = Eigen::Matrix3d::Identity();  // design direction = frame x canonical one
+  int N = 0;                     // azimuths per polar node
+  double rho2_max = 0.0;         // pairs farther than this take the direct sum
+  Index lanes = 0;               // (oscillating node n, polar node i), node-major
+  std::vector<Index> node;       // n of each lane
+  Eigen::ArrayXd beta, coef, turns, weight;  // (pi kappa s)^2, (pi kappa s)^N / N!, kappa t, W_i
+  // Power-series coefficients in q = (a/2)^2: J_0 and its q-derivative, S = J_N N! / (a/2)^N and
+  // its q-derivative.
+  std::array<double, kJ0Terms> j0{}, dj0{};
+  std::array<double, kJNTerms> sn{}, dsn{};
+};
+
+
+GridClosedForm grid_closed_form(const RadialNodes& nodes, const SphericalDesign& design, double rho_max,
+                                Index n0) {
+  GridClosedForm cf;
+  const Index M = design.size(), K = nodes.count;
+  if (!(rho_max > 0.0) || design.degree < 1 || n0 >= K || M < 2) return cf;
+  const SphericalDesign grid = SphericalDesign::product_grid(design.degree);
+  if (grid.size() != M) return cf;
+  // The rotation that maps the canonical grid onto the design (Kabsch), and how well it does.
+  Eigen::Matrix3d cross = Eigen::Matrix3d::Zero();
+  for (Index m = 0; m < M; ++m) cross += grid.directions.row(m).transpose() * design.directions.row(m);
+  const Eigen::JacobiSVD<Eigen::Matrix3d> svd(cross, Eigen::ComputeFullU | Eigen::ComputeFullV);
+  Eigen::Matrix3d fix = Eigen::Matrix3d::Identity();
+  fix(2, 2) = (svd.matrixV() * svd.matrixU().transpose()).determinant() < 0 ? -1.0 : 1.0;
+  const Eigen::Matrix3d R = svd.matrixV() * fix * svd.matrixU().transpose();
+  for (Index m = 0; m < M; ++m) {
+    const Eigen::Vector3d c = grid.directions.row(m).transpose();
+    if ((R * c - design.directions.row(m).transpose()).norm() > 1e-12) return cf;
+    if (std::abs(grid.weights[static_cast<std::size_t>(m)] - design.weights[static_cast<std::size_t>(m)]) > 1e-14)
+      return cf;
+  }
+  // The grid's structure: N azimuths on each polar node (product_grid's order).
+  Index N = 1;
+  while (N < M && grid.directions(N, 2) == grid.directions(0, 2)) ++N;
+  if (N % 2 != 0 || M % N != 0) return cf;
+  const Index polar = M / N;
+  double kappa_max = 0.0, s_max = 0.0;
+  for (Index n = n0; n < K; ++n) kappa_max = std::max(kappa_max, std::abs(nodes.kappa(n)));
+  for (Index i = 0; i < polar; ++i) {
+    const double t = grid.directions(i * N, 2);
+    s_max = std::max(s_max, std::sqrt(std::max(0.0, 1.0 - t * t)));
+  }
+  const double half_a = std::numbers::pi * kappa_max * s_max * rho_max;  // a_max / 2
+  if (half_a > 2.0) return cf;
+  if (half_a > 0.0 && 2.0 * static_cast<double>(N) * std::log(half_a) - std::lgamma(2.0 * N + 1.0) > std::log(1e-18))
+    return cf;
+  cf.frame = R;
+  cf.N = static_cast<int>(N);
+  cf.rho2_max = rho_max * rho_max;
+  cf.lanes = (K - n0) * polar;
+  cf.node.resize(static_cast<std::size_t>(cf.lanes));
+  cf.beta.resize(cf.lanes);
+  cf.coef.resize(cf.lanes);
+  cf.turns.resize(cf.lanes);
+  cf.weight.resize(cf.lanes);
+  for (Index n = n0; n < K; ++n)
+    for (Index i = 0; i < polar; ++i) {
+      const Index l = (n - n0) * polar + i;
+      const double t = grid.directions(i * N, 2), st = std::sqrt(std::max(0.0, 1.0 - t * t));
+      const double h = std::numbers::pi * nodes.kappa(n) * st;  // a / (2 rho)
+      double w = 0.0;
+      for (Index k = 0; k < N; ++k) w += grid.weights[static_cast<std::size_t>(i * N + k)];
+      cf.node[static_cast<std::size_t>(l)] = n;
+      cf.beta(l) = h * h;
+      // N is even: (pi kappa s)^N / N! >= 0, through logarithms (no overflow at large N)
+      cf.coef(l) = h == 0.0 ? 0.0
+                            : std::exp(static_cast<double>(N) * std::log(std::abs(h)) -
+                                       std::lgamma(static_cast<double>(N) + 1.0));
+      cf.turns(l) = nodes.kappa(n) * t;
+      cf.weight(l) = w;
+    }
+  for (int k = 0; k < kJ0Terms; ++k) {
+    const auto u = static_cast<std::size_t>(k);
+    cf.j0[u] = k == 0 ? 1.0 : -cf.j0[u - 1] / (k * static_cast<double>(k));
+    cf.dj0[u] = 0.0;
+    if (k > 0) cf.dj0[u - 1] = k * cf.j0[u];  // d/dq: the top coefficient's term moves down
+  }
+  for (int k = 0; k < kJNTerms; ++k) {
+    const auto u = static_cast<std::size_t>(k);
+    cf.sn[u] = k == 0 ? 1.0 : -cf.sn[u - 1] / (k * static_cast<double>(N + k));
+    cf.dsn[u] = 0.0;
+    if (k > 0) cf.dsn[u - 1] = k * cf.sn[u];
+  }
+  cf.on = true;
+  return cf;
+}
+
+// sum_k c[k] q^k (Horner).
+template <std::size_t Terms>
+inline double power_series(const std::array<double, Terms>& c, double q) noexcept {
+  double s = c[Terms - 1];
+  for (std::size_t k = Terms - 1; k-- > 0;) s = s * q + c[k];
+  return s;
+}
+
 struct Geometry {
   Index M = 0, K = 0, F = 0;
   Index n0 = 0;               // first oscillating node (1 after a zero node)
@@ -79,8 +197,11 @@ struct Geometry {
   bool start_is_step = false; // kappa_{n0} == spacing: one sincos per direction suffices
   double spacing = 0.0, start = 0.0;
   Eigen::ArrayXd ux, uy, uz, lam, sl, kappa;
+  GridClosedForm closed;      // on: pairs within closed.rho2_max take the closed form
 
-  Geometry(const RadialNodes& nodes, const SphericalDesign& design) {
+  // closed_form_rho > 0: the pair estimate may use the product grid's closed form for pairs up to
+  // that distance (0: always the direct sum over the directions).
+  Geometry(const RadialNodes& nodes, const SphericalDesign& design, double closed_form_rho = 0.0) {
     M = design.size();
     K = nodes.count;
     constant = nodes.first == 0.0;
@@ -97,6 +218,7 @@ struct Geometry {
     sl = lam.sqrt();
     kappa.resize(K);
     for (Index n = 0; n < K; ++n) kappa(n) = nodes.kappa(n);
+    closed = grid_closed_form(nodes, design, closed_form_rho, n0);
   }
   // First column of oscillating node n >= n0 (the zero node, if any, is column 0).
   Index offset(Index n) const noexcept { return (constant ? 1 : 0) + (n - n0) * 2 * M; }
@@ -109,6 +231,7 @@ struct Geometry {
 // Per-thread scratch of the phase recurrences (M each).
 struct Phases {
   Eigen::ArrayXd p, c, s, cs, ss, sig;
+  Eigen::ArrayXd lane_e, lane_x, lane_y, lane_z;  // the closed form's per-lane terms
   explicit Phases(Index M) : p(M), c(M), s(M), cs(M), ss(M), sig(M) {}
 
   // p_m = u_m.x; (cs, ss) = (cos, sin) of the step 2 pi spacing p_m; (c, s) of the first
@@ -173,6 +296,85 @@ void feature_block(const Geometry& g, ConstMatRef<double> coords, Index begin, I
   }
 }
 
+// pair_estimate through the grid's closed form (GridClosedForm), E (K; the oscillating nodes) and,
+// with gamma, grad (3) = d/dd sum_n gamma_n E_n. Per lane l = (n, i), T = J_0(a) + 2 J_N(a) cos(N alpha)
+// = J_0(q) + 2 c P S(q) with q = beta rho^2, c = coef, P = Re w^N, w = x + i y; E_n = sum_i W_i cos(b) T,
+//   dE/dz = -sum_i W_i sin(b) 2 pi kappa t T,
+//   dE/dx = sum_i W_i cos(b) [J_0'(q) 2 beta x + 2 c (N Re w^(N-1) S + P S'(q) 2 beta x)],
+//   dE/dy = sum_i W_i cos(b) [J_0'(q) 2 beta y + 2 c (-N Im w^(N-1) S + P S'(q) 2 beta y)],
+// and d/dd = R d/d(x, y, z). Exactly even in d (odd for the gradient), as the direct sum.
+void closed_pair_estimate(const Geometry& g, const double* d, double* E, const double* gamma,
+                          double* grad, Phases& ph) noexcept {
+  const GridClosedForm& cf = g.closed;
+  const Eigen::Matrix3d& R = cf.frame;
+  const double x = R(0, 0) * d[0] + R(1, 0) * d[1] + R(2, 0) * d[2];
+  const double y = R(0, 1) * d[0] + R(1, 1) * d[1] + R(2, 1) * d[2];
+  const double z = R(0, 2) * d[0] + R(1, 2) * d[1] + R(2, 2) * d[2];
+  const double rho2 = x * x + y * y;
+  // w^(N-1) by binary powers, then w^N
+  double pr = 1.0, pi = 0.0, br = x, bi = y;
+  for (int e = cf.N - 1; e > 0; e >>= 1) {
+    if (e & 1) {
+      const double t = pr * br - pi * bi;
+      pi = pr * bi + pi * br;
+      pr = t;
+    }
+    const double t = br * br - bi * bi;
+    bi = 2.0 * br * bi;
+    br = t;
+  }
+  const double P = pr * x - pi * y;  // Re w^N
+  const double Nd = static_cast<double>(cf.N);
+  const Index L = cf.lanes;
+  ph.lane_e.resize(L);
+  double* ve = ph.lane_e.data();
+  const double *beta = cf.beta.data(), *coef = cf.coef.data(), *turns = cf.turns.data(), *weight = cf.weight.data();
+  if (!grad) {
+#pragma omp simd
+    for (Index l = 0; l < L; ++l) {
+      const double q = beta[l] * rho2;
+      const double T = power_series(cf.j0, q) + 2.0 * coef[l] * P * power_series(cf.sn, q);
+      double sb, cb;
+      sincos_turns(turns[l] * z, sb, cb);
+      ve[l] = weight[l] * cb * T;
+    }
+  } else {
+    ph.lane_x.resize(L);
+    ph.lane_y.resize(L);
+    ph.lane_z.resize(L);
+    double *vx = ph.lane_x.data(), *vy = ph.lane_y.data(), *vz = ph.lane_z.data();
+#pragma omp simd
+    for (Index l = 0; l < L; ++l) {
+      const double q = beta[l] * rho2, b2 = 2.0 * beta[l];
+      const double j0 = power_series(cf.j0, q), dj0 = power_series(cf.dj0, q);
+      const double sn = power_series(cf.sn, q), dsn = power_series(cf.dsn, q);
+      const double T = j0 + 2.0 * coef[l] * P * sn;
+      double sb, cb;
+      sincos_turns(turns[l] * z, sb, cb);
+      const double wc = weight[l] * cb;
+      ve[l] = wc * T;
+      vz[l] = -weight[l] * sb * kTwoPi * turns[l] * T;
+      vx[l] = wc * (dj0 * b2 * x + 2.0 * coef[l] * (Nd * pr * sn + P * dsn * b2 * x));
+      vy[l] = wc * (dj0 * b2 * y + 2.0 * coef[l] * (-Nd * pi * sn + P * dsn * b2 * y));
+    }
+  }
+  // Sums over each node's polar nodes, lanes in order.
+  for (Index n = g.n0; n < g.K; ++n) E[n] = 0.0;
+  for (Index l = 0; l < L; ++l) E[cf.node[static_cast<std::size_t>(l)]] += ve[l];
+  if (grad) {
+    double gx = 0.0, gy = 0.0, gz = 0.0;
+    for (Index l = 0; l < L; ++l) {
+      const double gm = gamma[cf.node[static_cast<std::size_t>(l)]];
+      gx += gm * ph.lane_x(l);
+      gy += gm * ph.lane_y(l);
+      gz += gm * ph.lane_z(l);
+    }
+    grad[0] = R(0, 0) * gx + R(0, 1) * gy + R(0, 2) * gz;
+    grad[1] = R(1, 0) * gx + R(1, 1) * gy + R(1, 2) * gz;
+    grad[2] = R(2, 0) * gx + R(2, 1) * gy + R(2, 2) * gz;
+  }
+}
+
 // E_n(d) = psi_n(r_i).psi_n(r_j) = sum_m lam_m cos(2 pi kappa_n u_m.d), d = r_i - r_j, into E (K).
 // With gamma (K) non-null, also grad (3) = d/dd sum_n gamma_n E_n.
 void pair_estimate(const Geometry& g, const double* d, double* E, const double* gamma, double* grad,
@@ -180,6 +382,10 @@ void pair_estimate(const Geometry& g, const double* d, double* E, const double* 
   if (g.constant) E[0] = 1.0;
   if (grad) grad[0] = grad[1] = grad[2] = 0.0;
   if (g.n0 >= g.K) return;
+  if (g.closed.on && d[0] * d[0] + d[1] * d[1] + d[2] * d[2] <= g.closed.rho2_max) {
+    closed_pair_estimate(g, d, E, gamma, grad, ph);
+    return;
+  }
   ph.start(g, d);
   const Index M = g.M;
   const double* lam = g.lam.data();
@@ -808,7 +1014,7 @@ void far_field_forward(const FarFieldConfig& cfg, const SphericalDesign& design,
   require(out.rows() == N && out.cols() == Hdv, "far field forward: out must be N x (heads * value_dim)");
   validate_neighbours("far field forward", nb, sets, cfg.cutoff, false);
 
-  const Geometry g(cfg.nodes, design);
+  const Geometry g(cfg.nodes, design, cfg.cutoff);
   const Mat<double> A = coeffs.template cast<double>();
   const Index S = sets.num_sets();
   cache.centre = centroids(sets, coords);
@@ -900,7 +1106,7 @@ void far_field_backward(const FarFieldConfig& cfg, const SphericalDesign& design
   require(dcoords.size() == 0 || (dcoords.rows() == N && dcoords.cols() == 3),
           "far field backward: dcoords must be N x 3 or empty");
   require(dcoeffs.rows() == H && dcoeffs.cols() == K, "far field backward: dcoeffs must be heads x nodes");
-  const Geometry g(cfg.nodes, design);
+  const Geometry g(cfg.nodes, design, cfg.cutoff);
   require(static_cast<Index>(cache.sum_of_set.size()) == S && static_cast<Index>(cache.centre.size()) == S,
           "far field backward: the cache is not from a forward over these sets");
   for (Index s = 0; s < S; ++s) {
@@ -1093,6 +1299,12 @@ Mat<double> mask_estimate(const FarFieldConfig& cfg, const SphericalDesign& desi
   Vec<double> scale(g.F);
   for (Index f = 0; f < g.F; ++f) scale(f) = coeffs_of_head[static_cast<std::size_t>(g.node_of_column(f))];
   return Psi * scale.asDiagonal() * Psi.transpose();
+}
+
+bool far_field_closed_form(const FarFieldConfig& cfg, const SphericalDesign& design) {
+  cfg.validate();
+  validate_design(design);
+  return grid_closed_form(cfg.nodes, design, cfg.cutoff, cfg.nodes.first == 0.0 ? 1 : 0).on;
 }
 
 Mat<double> mask_exact(const FarFieldConfig& cfg, ConstMatRef<double> coords, std::span<const double> coeffs_of_head) {

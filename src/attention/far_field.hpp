@@ -116,6 +116,12 @@ void far_field_exact_backward(const FarFieldConfig& config, const RaggedIndex& s
                               ConstMatRef<T> dout, MatRef<T> dV, MatRef<T> dcoords,
                               MatRef<T> dcoeffs);
 
+// Whether the near pairs' share of the estimate takes the product grid's closed form (J_0 and
+// J_N per polar node instead of a sum over the directions; the same values to rounding): the
+// design is a rotated product grid (recognised from its directions and weights) and
+// 2 pi kappa_max rho sqrt(1 - t^2) <= 4 up to the cutoff. Otherwise the direct sum.
+bool far_field_closed_form(const FarFieldConfig& config, const SphericalDesign& design);
+
 // Diagnostics: the mask f_h(|r_i - r_j|) of one set (n x n, head h) as the features estimate it
 // (est_h of the fast path, all pairs, same centring) and exactly (without the partition's w).
 Mat<double> mask_estimate(const FarFieldConfig& config, const SphericalDesign& design,

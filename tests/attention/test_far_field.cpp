@@ -7,6 +7,7 @@
 #include "core/random.hpp"
 #include "attention/far_field.hpp"
 
+#include <Eigen/Geometry>
 #include <catch2/catch.hpp>
 
 #include <omp.h>
@@ -425,6 +426,60 @@ TEST_CASE("Rotations change the output only by the quadrature error, translation
     } else {
       CHECK(rel_diff(rot, out) > 1e-4);
       CHECK(rel_diff(out, ref) > 1e-4);
+    }
+  }
+}
+
+// The near pairs' estimate through the product grid's closed form (Jacobi-Anger: J_0 and J_N per
+// polar node) against the direct sum over the grid's directions. The same directions with
+// degree 0 (no grid recognised) take the direct sum; forward and every gradient must agree to
+// rounding. At the model's settings (degree 12: N = 14 azimuths, nodes 0.025 / A apart, 5 A
+// cutoff; a up to 2.3) and at stretched ones (degree 20, nodes 0.05 / A apart, 3 A; a up to 2.8),
+// in a random orientation (a training draw) and in the canonical one, sets large enough to use
+// the feature sums (the Gram path has no pair estimate).
+TEST_CASE("Far field: the product grid's closed-form pair estimate equals the direct sum", "[far_field]") {
+  struct Setting {
+    int degree;
+    double spacing, cutoff;
+  };
+  for (const Setting st : {Setting{12, 0.025, 5.0}, Setting{20, 0.05, 3.0}}) {
+    INFO("degree " << st.degree << ", spacing " << st.spacing << ", cutoff " << st.cutoff);
+    const Batch b = make_batch({700, 500}, {12.0, 9.0}, 77);
+    const FarFieldConfig c = make_config(2, 8, 4, 0.0, st.spacing, st.cutoff);
+    const NeighbourList nb = brute_list(b.sets, b.X, c.cutoff);
+    Rng rng(5);
+    const Mat<double> V = random_matrix(b.X.rows(), 16, rng), A = random_matrix(2, 4, rng, 0.1, 1.0);
+    const Mat<double> G = random_matrix(b.X.rows(), 16, rng);
+    Eigen::Matrix3d rotation = Eigen::Quaterniond(rng.normal(), rng.normal(), rng.normal(), rng.normal())
+                                   .normalized()
+                                   .toRotationMatrix();
+    // beyond its range (a = 2 pi kappa rho s up to 28 here) and for i.i.d. directions: the direct sum
+    REQUIRE(!far_field_closed_form(make_config(2, 8, 4, 0.0, 0.3, 5.0), SphericalDesign::product_grid(st.degree)));
+    Rng design_rng(3);
+    REQUIRE(!far_field_closed_form(c, SphericalDesign::iid(64, design_rng)));
+    for (const bool rotate : {true, false}) {
+      INFO("rotated " << rotate);
+      const SphericalDesign grid = SphericalDesign::product_grid(st.degree);
+      const SphericalDesign closed = rotate ? grid.rotated(rotation) : grid;
+      SphericalDesign direct = closed;
+      direct.degree = 0;
+      REQUIRE(far_field_closed_form(c, closed));
+      REQUIRE(!far_field_closed_form(c, direct));
+      auto run = [&](const SphericalDesign& d) {
+        FarFieldCache<double> cache;
+        Mat<double> out(V.rows(), 16), dV = Mat<double>::Zero(V.rows(), 16), dX = Mat<double>::Zero(V.rows(), 3),
+                    dA = Mat<double>::Zero(2, 4);
+        far_field_forward<double>(c, d, b.sets, nb, b.X, V, A, out, cache);
+        REQUIRE(cache.sum_of_set[0] >= 0);
+        far_field_backward<double>(c, d, b.sets, nb, b.X, V, A, cache, G, dV, dX, dA);
+        return std::vector<Mat<double>>{out, dV, dX, dA};
+      };
+      const auto x = run(closed), y = run(direct);
+      const char* names[] = {"out", "dV", "dcoords", "dcoeffs"};
+      for (std::size_t r = 0; r < x.size(); ++r) {
+        INFO(names[r] << ": largest difference / largest value " << rel_diff(x[r], y[r]));
+        CHECK(rel_diff(x[r], y[r]) < 1e-13);
+      }
     }
   }
 }
