@@ -72,9 +72,11 @@ inline void sincos_turns(double t, double& s, double& c) noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The design and the nodes in the form the kernels use. Features of a row: a zero first node
-// (kappa_0 = 0: j0 = 1, so its features are the single constant 1) takes column 0; every other
-// node n takes 2M columns [sqrt(lam_m) cos theta_nm]_m, [sqrt(lam_m) sin theta_nm]_m.
+// J_0(a) = sum_k (-q)^k / (k!)^2 and S(q) = sum_k (-q)^k N! / (k! (N + k)!) with J_N(a) =
+// (a/2)^N / N! S(q), q = (a/2)^2 <= 4: 18 and 12 terms leave truncation errors below 1e-19.
+constexpr int kJ0Terms = 18;
+constexpr int kJNTerms = 12;
+
 // The product grid's pair estimate in closed form. For a grid of N equally spaced azimuths
 // phi_k = 2 pi (k + 1/2) / N (N even) on polar nodes t_i with weights W_i, rotated by R, and
 // (x, y, z) = R^T d, rho^2 = x^2 + y^2, alpha the azimuth of (x, y), Jacobi-Anger gives
@@ -83,14 +85,9 @@ inline void sincos_turns(double t, double& s, double& c) noexcept {
 // b_i = 2 pi kappa t_i z:
 //   E(d) = sum_i W_i cos b_i [J_0(a_i) + 2 J_N(a_i) cos(N alpha)],
 // where (a/2)^N cos(N alpha) = (pi kappa s)^N Re (x + i y)^N (a polynomial: no division by rho).
-// Used where a <= 4 over the pairs it serves, so that the m >= 2 terms, (a/2)^2N / (2N)!, are below
-// 1e-18 and the series below converge to rounding: a few sincos and short series per polar node
-// instead of one sincos per direction. Equal to the direct sum to ~1e-15 (tests).
-// J_0(a) = sum_k (-q)^k / (k!)^2 and S(q) = sum_k (-q)^k N! / (k! (N + k)!) with J_N(a) =
-// (a/2)^N / N! S(q), q = (a/2)^2 <= 4: 18 and 12 terms leave truncation errors below 1e-19.
-constexpr int kJ0Terms = 18;
-constexpr int kJNTerms = 12;
-
+// Used where a <= 4 over the pairs it serves, so that the m >= 2 terms, (a/2)^2N / (2N)!, are
+// below 1e-18 and the power series (above) converge to rounding: one sincos and short series per
+// (node, polar node) instead of one sincos per direction. Equal to the direct sum to ~1e-15 (tests).
 struct GridClosedForm {
   bool on = false;
   Eigen::Matrix3d frame = Eigen::Matrix3d::Identity();  // design direction = frame x canonical one
@@ -190,6 +187,9 @@ inline double power_series(const std::array<double, Terms>& c, double q) noexcep
   return s;
 }
 
+// The design and the nodes in the form the kernels use. Features of a row: a zero first node
+// (kappa_0 = 0: j0 = 1, so its features are the single constant 1) takes column 0; every other
+// node n takes 2M columns [sqrt(lam_m) cos theta_nm]_m, [sqrt(lam_m) sin theta_nm]_m.
 struct Geometry {
   Index M = 0, K = 0, F = 0;
   Index n0 = 0;               // first oscillating node (1 after a zero node)
