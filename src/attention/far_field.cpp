@@ -1304,7 +1304,7 @@ Mat<double> mask_estimate(const FarFieldConfig& cfg, const SphericalDesign& desi
 bool far_field_closed_form(const FarFieldConfig& cfg, const SphericalDesign& design) {
   cfg.validate();
   validate_design(design);
-  return grid_closed_form(cfg.nodes, design, cfg.cutoff, cfg.nodes.first == 0.0 ? 1 : 0).on;
+  return Geometry(cfg.nodes, design, cfg.cutoff).closed.on;
 }
 
 Mat<double> mask_exact(const FarFieldConfig& cfg, ConstMatRef<double> coords, std::span<const double> coeffs_of_head) {
