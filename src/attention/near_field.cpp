@@ -579,24 +579,25 @@ void for_each_piece(const NeighbourList& list, Index g0, Index g1, Index max_pai
   }
 }
 
-// Work units of the backward. A run of rows closed under the neighbour relation (a molecule, or
-// consecutive molecules) with few pairs is done in one pass that writes both ends of every pair
-// (each pair's filters and weights computed once); the rows of a large closed run are cut into
-// groups done in two passes, destinations then sources, so that every gradient row has one
-// writer. The units depend on the list only, never on the thread count.
+// Work units of the backward, each done in one pass that writes both ends of every pair (each
+// pair's filters and weights computed once). Runs of rows closed under the neighbour relation
+// (molecules) with few pairs are gathered into one task; the rows of a large closed run are cut
+// into groups. A pair whose source lies outside its task's rows writes its source side into the
+// task's halo rows, which are added into the gradients after all tasks, in task order, so that
+// every gradient row is written by one thread at a time in a fixed order. The units depend on the
+// list only, never on the thread count.
 struct BackwardTask {
   Index begin = 0, end = 0;
-  bool closed = false;  // one pass over both ends
 };
-constexpr Index kClosedTaskRows = 64;  // rows gathered into one closed task
+constexpr Index kClosedTaskRows = 64;  // rows of small closed runs gathered into one task
 
 std::vector<BackwardTask> backward_tasks(const NeighbourList& list, Index single_pass_max_pairs) {
   const Index N = list.num_rows();
   std::vector<BackwardTask> tasks;
-  BackwardTask open{0, 0, true};
+  BackwardTask open{0, 0};
   auto flush = [&] {
     if (open.end > open.begin) tasks.push_back(open);
-    open = {open.end, open.end, true};
+    open = {open.end, open.end};
   };
   Index start = 0, reach = -1;
   for (Index r = 0; r < N; ++r) {
@@ -613,13 +614,58 @@ std::vector<BackwardTask> backward_tasks(const NeighbourList& list, Index single
     } else {
       flush();
       const Index n = r + 1 - start, G = group_rows(n);
-      for (Index g0 = start; g0 <= r; g0 += G) tasks.push_back({g0, std::min(r + 1, g0 + G), false});
-      open = {r + 1, r + 1, true};
+      for (Index g0 = start; g0 <= r; g0 += G) tasks.push_back({g0, std::min(r + 1, g0 + G)});
+      open = {r + 1, r + 1};
     }
     start = r + 1;
   }
   flush();
   return tasks;
+}
+
+// The source-side gradients (dk, dv, dvec, dr) a task writes for the sources outside its rows.
+template <class T>
+struct Halo {
+  std::vector<Index> rows;   // the sources outside the task's rows, ascending
+  std::vector<int> slot;     // per pair of the task: its source's halo row, or -1 inside the task
+  PairMat<T> dk, dv, dvec;   // rows.size() x D, V, 3D (dvec with vectors only)
+  Mat<T> dcoords;            // rows.size() x 3 (when coordinate gradients are wanted)
+};
+
+template <class T>
+void zero(Mat<T>& m, Index rows, Index cols) {
+  m.setZero(rows, cols);
+}
+void zero(SplitMat& m, Index rows, Index cols) {
+  m.value.setZero(rows, cols);
+  m.tangent.setZero(rows, cols);
+}
+
+template <class T>
+void make_halo(const NeighbourList& list, const BackwardTask& task, Index D, Index V, bool vectors,
+               bool want_coords, Halo<T>& halo) {
+  const auto p0 = static_cast<std::size_t>(list.offsets[static_cast<std::size_t>(task.begin)]);
+  const auto p1 = static_cast<std::size_t>(list.offsets[static_cast<std::size_t>(task.end)]);
+  halo.rows.clear();
+  for (std::size_t p = p0; p < p1; ++p) {
+    const Index j = list.source[p];
+    if (j < task.begin || j >= task.end) halo.rows.push_back(j);
+  }
+  std::sort(halo.rows.begin(), halo.rows.end());
+  halo.rows.erase(std::unique(halo.rows.begin(), halo.rows.end()), halo.rows.end());
+  halo.slot.resize(p1 - p0);
+  for (std::size_t p = p0; p < p1; ++p) {
+    const Index j = list.source[p];
+    halo.slot[p - p0] = j >= task.begin && j < task.end
+                            ? -1
+                            : static_cast<int>(std::lower_bound(halo.rows.begin(), halo.rows.end(), j) -
+                                               halo.rows.begin());
+  }
+  const auto nh = static_cast<Index>(halo.rows.size());
+  zero(halo.dk, nh, D);
+  zero(halo.dv, nh, V);
+  if (vectors) zero(halo.dvec, nh, 3 * D);
+  if (want_coords) halo.dcoords.setZero(nh, 3);
 }
 
 template <class T>
@@ -819,7 +865,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   const FilterTable<T>& table = cache.table;
   require(table.nodes() == GT + 1 && table.columns() == W,
           "near field backward: the cache's filter table does not match the configuration");
-  // Per task of phase 1: d Loss / d(table values) and d Loss / d(table slopes), summed in task
+  // Per task: d Loss / d(table values) and d Loss / d(table slopes), summed in task
   // order. A task's pairs touch few of the G + 1 nodes: only those rows are zeroed and summed.
   // The parts are real (a Dual's value and tangent apart), so the scatter runs in vectorised
   // real arithmetic; a float pass sums in float for kFloatScatterPieces pieces at a time. A Dual
@@ -856,18 +902,18 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       ddvec_rows(ddvec);
   PairView<T, MatRef<T>> dq_rows(dq), dk_rows(dk), dv_rows(dv), dvec_in_rows(dvec_in);
 
-  // Phase 1: closed tasks (both ends of every pair) and the destination pass of the others (rows
-  // are i); phase 2: the source pass of the others (rows are j; a pair listed as j -> i stands for
-  // its reverse i -> j, which has the same distance and the opposite direction).
-  auto run_phase = [&](int phase) {
+  // One pass per task over its rows i: the destination side of each pair i -> j (dq_i, the table,
+  // dr_i) into the gradients, its source side (dk_j, dv_j, dvec_j, dr_j) into the gradients when j
+  // is one of the task's rows, else into the task's halo.
+  std::vector<Halo<T>> halos(static_cast<std::size_t>(ntasks));
+  {
 #pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
     for (Index task = 0; task < ntasks; ++task) {
       const BackwardTask& tk = tasks[static_cast<std::size_t>(task)];
-      if (phase == 2 && tk.closed) continue;
-      const bool dest_side = phase == 1;                 // writes dq_i, the table, dr_i
-      const bool source_side = phase == 2 || tk.closed;  // writes dk_j, dv_j, dvec_j, dr_j
-      const bool reversed = phase == 2;                  // rows are sources
       const Index g = task, g0 = tk.begin, g1 = tk.end;
+      Halo<T>& halo = halos[static_cast<std::size_t>(g)];
+      make_halo(list, tk, D, V, vectors, want_coords, halo);
+      const Index task_p0 = list.offsets[static_cast<std::size_t>(g0)];
       PairBlock<T> b;
       PairMat<T> dfilt;
       std::vector<A> de;
@@ -877,7 +923,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
       const auto qk = row_ptr(head_products, 0), gv = row_ptr(head_products, 1);
       const auto egav = row_ptr(pair_products, 0), egbv = row_ptr(pair_products, 1);
       Mat<A> du;
-      const bool table_side = dest_side && want_parameters;  // writes the table's gradients
+      const bool table_side = want_parameters;  // writes the table's gradients
       constexpr bool float_scatter = std::is_same_v<T, float>;
       std::vector<double> df_value;  // W: one pair's filter gradient in double (double T)
       Index pieces = 0;              // pieces done by this task
@@ -915,12 +961,10 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
         for (Index row = r0; row < r1; ++row) {
           const Index a0 = list.offsets[static_cast<std::size_t>(row)] - p0;
           const Index a1 = list.offsets[static_cast<std::size_t>(row) + 1] - p0;
+          const Index i = row;
           for (Index p = a0; p < a1; ++p) {
-            const Index other = list.source[static_cast<std::size_t>(p0 + p)];
-            // The pair i -> j in the notation of the header.
-            const Index i = reversed ? other : row;
-            const Index j = reversed ? row : other;
-            const double sign = reversed ? -1.0 : 1.0;  // unit vector of i -> j
+            const Index j = list.source[static_cast<std::size_t>(p0 + p)];
+            const int slot = halo.slot[static_cast<std::size_t>(p0 + p - task_p0)];
             const T e = static_cast<T>(b.env[static_cast<std::size_t>(p)]);
             const auto qi = q_rows.crow(i);
             const auto kj = k_rows.crow(j);
@@ -928,6 +972,9 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const auto fk = row_ptr(std::as_const(b.filt), p);
             const auto fs = row_ptr(std::as_const(b.filt), p) + D;
             const auto Gi = dout_rows.crow(i);
+            // The source side's rows: the gradients' own, or the task's halo rows.
+            const auto dkj = slot < 0 ? dk_rows.row(j) : row_ptr(halo.dk, slot);
+            const auto dvj = slot < 0 ? dv_rows.row(j) : row_ptr(halo.dv, slot);
             A de_p = 0.0;
             // The products q_i k_j and G_i v_j are shared by the logits and the filter gradients.
 #pragma GCC ivdep
@@ -947,19 +994,13 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               const T dlogit = alpha * delta;
               const T dscaled = dlogit * scale;  // d Loss / d (q k f) of each component
               if (want_coords) de_p += static_cast<A>(ex * delta);
-              if (dest_side) {
-                const auto dqi = dq_rows.row(i);
+              const auto dqi = dq_rows.row(i);
 #pragma GCC ivdep
-                for (Index c = c0; c < c0 + d; ++c) dqi[c] += dscaled * (kj[c] * fk[c]);
-              }
-              if (source_side) {
-                const auto dkj = dk_rows.row(j);
-                const auto dvs = dv_rows.row(j);
+              for (Index c = c0; c < c0 + d; ++c) dqi[c] += dscaled * (kj[c] * fk[c]);
 #pragma GCC ivdep
-                for (Index c = c0; c < c0 + d; ++c) {
-                  dkj[c] += dscaled * (qi[c] * fk[c]);
-                  dvs[c] += alpha * (Gi[c] * fs[c]);
-                }
+              for (Index c = c0; c < c0 + d; ++c) {
+                dkj[c] += dscaled * (qi[c] * fk[c]);
+                dvj[c] += alpha * (Gi[c] * fs[c]);
               }
               if (need_dfilter) {
                 const auto dfkp = row_ptr(dfilt, p);
@@ -978,42 +1019,37 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
               const auto fb = row_ptr(std::as_const(b.filt), p) + 3 * D;
               const auto vj = vec_rows.crow(j);
               const auto Gv = ddvec_rows.crow(i);
-              const T ux[3] = {static_cast<T>(sign * b.unit(p, 0)), static_cast<T>(sign * b.unit(p, 1)),
-                               static_cast<T>(sign * b.unit(p, 2))};
-              // Rows written below only when source_side (dv, dvec_in) or need_dfilter (dfilt).
-              const auto dva = dv_rows.row(j) + D;
-              const auto dvb = dv_rows.row(j) + 2 * D;
-              const auto dvj = dvec_in_rows.row(j);
+              const T ux[3] = {static_cast<T>(b.unit(p, 0)), static_cast<T>(b.unit(p, 1)),
+                               static_cast<T>(b.unit(p, 2))};
+              const auto dva = dvj + D;
+              const auto dvb = dvj + 2 * D;
+              const auto dvecj = slot < 0 ? dvec_in_rows.row(j) : row_ptr(halo.dvec, slot);
               // The element-wise updates (rows of different matrices: no aliasing, vectorisable),
               // then the reductions that only the coordinate gradient needs.
-              if (source_side || need_dfilter) {
-                const auto ea = egav;
-                const auto eb = egbv;
+              const auto ea = egav;
+              const auto eb = egbv;
+#pragma GCC ivdep
+              for (Index c = 0; c < D; ++c) {
+                const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
+                ea[c] = e * (gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c]);
+                eb[c] = e * (gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2]);
+              }
+#pragma GCC ivdep
+              for (Index c = 0; c < D; ++c) {
+                dva[c] += ea[c] * fa[c];
+                dvb[c] += eb[c] * fb[c];
+                const T s = e * (va[c] * fa[c]);
+                dvecj[c] += s * Gv[c];
+                dvecj[D + c] += s * Gv[D + c];
+                dvecj[2 * D + c] += s * Gv[2 * D + c];
+              }
+              if (need_dfilter) {
+                const auto dfa = row_ptr(dfilt, p) + 2 * D;
+                const auto dfb = row_ptr(dfilt, p) + 3 * D;
 #pragma GCC ivdep
                 for (Index c = 0; c < D; ++c) {
-                  const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
-                  ea[c] = e * (gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c]);
-                  eb[c] = e * (gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2]);
-                }
-                if (source_side) {
-#pragma GCC ivdep
-                  for (Index c = 0; c < D; ++c) {
-                    dva[c] += ea[c] * fa[c];
-                    dvb[c] += eb[c] * fb[c];
-                    const T s = e * (va[c] * fa[c]);
-                    dvj[c] += s * Gv[c];
-                    dvj[D + c] += s * Gv[D + c];
-                    dvj[2 * D + c] += s * Gv[2 * D + c];
-                  }
-                }
-                if (need_dfilter) {
-                  const auto dfa = row_ptr(dfilt, p) + 2 * D;
-                  const auto dfb = row_ptr(dfilt, p) + 3 * D;
-#pragma GCC ivdep
-                  for (Index c = 0; c < D; ++c) {
-                    dfa[c] = ea[c] * va[c];
-                    dfb[c] = eb[c] * vb[c];
-                  }
+                  dfa[c] = ea[c] * va[c];
+                  dfb[c] = eb[c] * vb[c];
                 }
               }
               A du0 = 0, du1 = 0, du2 = 0, dev = 0;
@@ -1045,11 +1081,9 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             }
             if (want_coords) de[static_cast<std::size_t>(p)] = de_p;
           }
-          if (dest_side) {
-            for (Index h = 0; h < H; ++h)
-              dsink_rows(row, h) = -exp(w.sink[static_cast<std::size_t>(h)] - cache.row_max(row, h)) /
-                                   cache.den(row, h) * Dg(row, h);
-          }
+          for (Index h = 0; h < H; ++h)
+            dsink_rows(row, h) = -exp(w.sink[static_cast<std::size_t>(h)] - cache.row_max(row, h)) /
+                                 cache.den(row, h) * Dg(row, h);
         }
         if (!need_dfilter) return;
         if (table_side) {
@@ -1162,15 +1196,14 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           const A drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
                          static_cast<A>(acc) / step;
           // Pair i -> j: rvec = r_j - r_i, u = rvec / rho; dL/drvec = drho u + (du - (du.u) u) / rho.
-          const double sign = reversed ? -1.0 : 1.0;
-          const A u[3] = {sign * b.unit(p, 0), sign * b.unit(p, 1), sign * b.unit(p, 2)};
+          const A u[3] = {b.unit(p, 0), b.unit(p, 1), b.unit(p, 2)};
           const A dudot = du(p, 0) * u[0] + du(p, 1) * u[1] + du(p, 2) * u[2];
+          const int slot = halo.slot[static_cast<std::size_t>(p0 + p - task_p0)];
           for (Index x = 0; x < 3; ++x) {
             const A gr = drho * u[x] + (du(p, x) - dudot * u[x]) / rho;
-            // dr_i -= g (destination side, row tgt = i), dr_j += g (source side, j = src; in
-            // phase 2 the row tgt is j).
-            if (dest_side) dcoords(tgt, x) -= static_cast<T>(gr);
-            if (source_side) dcoords(reversed ? tgt : src, x) += static_cast<T>(gr);
+            // dr_i -= g (destination side, i = tgt), dr_j += g (source side, j = src).
+            dcoords(tgt, x) -= static_cast<T>(gr);
+            (slot < 0 ? dcoords(src, x) : halo.dcoords(slot, x)) += static_cast<T>(gr);
           }
         }
       });
@@ -1182,10 +1215,27 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           part.pending_slope.resize(0, 0);
         }
       }
+      halo.slot = {};
     }
-  };
-  run_phase(1);
-  run_phase(2);
+  }
+  // The halos into the gradients, task after task (a task's halo rows are distinct).
+  for (Index task = 0; task < ntasks; ++task) {
+    Halo<T>& halo = halos[static_cast<std::size_t>(task)];
+    const auto nh = static_cast<Index>(halo.rows.size());
+#pragma omp parallel for schedule(static) if (nh >= 256)
+    for (Index r = 0; r < nh; ++r) {
+      const Index j = halo.rows[static_cast<std::size_t>(r)];
+      const auto add = [](auto to, auto from, Index n) {
+        for (Index c = 0; c < n; ++c) to[c] += from[c];
+      };
+      add(dk_rows.row(j), row_ptr(std::as_const(halo.dk), r), D);
+      add(dv_rows.row(j), row_ptr(std::as_const(halo.dv), r), V);
+      if (vectors) add(dvec_in_rows.row(j), row_ptr(std::as_const(halo.dvec), r), 3 * D);
+      if (want_coords)
+        for (Index x = 0; x < 3; ++x) dcoords(j, x) += halo.dcoords(r, x);
+    }
+    halo = {};
+  }
   dq_rows.store();
   dk_rows.store();
   dv_rows.store();
@@ -1200,7 +1250,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
     dvalue.setZero(GT + 1, W);
     dslope.setZero(GT + 1, W);
     for (Index task = 0; task < ntasks; ++task) {
-      const TablePart& part = parts[static_cast<std::size_t>(task)];  // touched empty: phase 2 only
+      const TablePart& part = parts[static_cast<std::size_t>(task)];
       const Mat<double>& pv = which == 0 ? part.value : part.value_tangent;
       const Mat<double>& ps = which == 0 ? part.slope : part.slope_tangent;
       for (std::size_t node = 0; node < part.touched.size(); ++node) {

@@ -10,7 +10,7 @@
 //   logit_h = sum_{c in h} q_ic k_jc F^k_c / sqrt(d),  w_ijh = e_ij exp(logit_ijh - m_ih)
 //   out_ic = sum_j w_ijh v^s_jc F^s_ijc / (exp(sink_h - m_ih) + sum_j w_ijh)   (c in head h)
 //   dvec_i[x] = sum_j e_ij (v^a_j o F^a_ij o vec_j[x] + v^b_j o F^b_ij u_ij[x])
-// The sink, the filter table, the backward formulas, its two-pass split, memory and threads:
+// The sink, the filter table, the backward formulas, its tasks and halo rows, memory and threads:
 // docs/attention.md, "Near field".
 #pragma once
 
@@ -34,8 +34,9 @@ struct NearFieldConfig {
   Activation filter_activation = Activation::silu;  // silu or identity
   bool vectors = true;          // vector messages (v has 3D columns; otherwise D and no dvec)
   Index table_intervals = 256;  // G: the filters are cubic Hermite interpolants on G intervals
-  // Backward: closed runs of rows (molecules) with at most this many pairs in one pass, larger
-  // ones in two (0: always two passes; the results agree to rounding).
+  // Backward: closed runs of rows (molecules) with at most this many pairs are gathered into one
+  // task; larger ones are cut into row groups whose pairs with a source outside the group sum
+  // that side into halo rows (0: always cut; the results agree to rounding).
   Index single_pass_max_pairs = 16384;
 
   Index width() const noexcept { return heads * head_dim; }

@@ -234,8 +234,10 @@ TEST_CASE("near field: equal to the pair-by-pair reference, float close to doubl
 }
 
 TEST_CASE("near field: gradients of every input and weight match finite differences", "[near_field]") {
-  // Both backward schedules: molecules in one pass (the default) and the two passes of large sets.
-  // Small heads, and heads of 16 channels with 16 radial nodes (the settings models run at).
+  // Both backward schedules: molecules gathered into one task (the default), and every set cut
+  // into row groups as large sets are (a set of 70 rows: two groups, whose pairs across the cut
+  // go through the halo rows). Small heads, and heads of 16 channels with 16 radial nodes (the
+  // settings models run at).
   // Thousands of forward passes: the heap is kept, as the programs keep it, so that the filter
   // tables are not page-faulted afresh on every pass.
   tune_allocator_for_batches();
@@ -243,16 +245,19 @@ TEST_CASE("near field: gradients of every input and weight match finite differen
   for (Index single_pass : {Index(16384), Index(0)})
     for (bool vectors : {true, false}) {
       // At 16 channels (5,000 finite differences per case) one case: the vector path of the
-      // two-pass schedule, which large structures use (test below: the two schedules agree).
+      // cut schedule, which large structures use (test below: the two schedules agree).
       if (head_dim == 16 && (!vectors || single_pass != 0)) continue;
       INFO("vectors " << vectors << ", single_pass_max_pairs " << single_pass << ", head_dim " << head_dim);
-      Problem p = make_problem(5, {1, 3, 9}, vectors, 1.3, head_dim, head_dim == 16 ? 16 : 5);
+      std::vector<Index> sets{1, 3, 9};
+      if (head_dim == 3 && single_pass == 0) sets.push_back(70);
+      Problem p = make_problem(5, sets, vectors, 1.3, head_dim, head_dim == 16 ? 16 : 5);
       p.config.single_pass_max_pairs = single_pass;
       check_all_gradients(p);
     }
 }
 
-TEST_CASE("near field: the one-pass and two-pass backward agree", "[near_field]") {
+// The set of 120 rows: one task, or two row groups with halo rows (60: one group either way).
+TEST_CASE("near field: the backward of sets gathered and of sets cut into row groups agree", "[near_field]") {
   for (const Index head_dim : {Index(3), Index(16)}) {  // 16: the channels of a model's head
     INFO("head_dim " << head_dim);
     Problem p = make_problem(19, {120, 7, 60}, true, 2.2, head_dim, head_dim == 16 ? 16 : 5);
@@ -308,10 +313,11 @@ TEST_CASE("near field: float backward close to double at the models' head layout
 }
 
 // A bulk system at the settings models run (liquid density, 5 A cutoff, 8 heads of 16, 16 nodes):
-// one closed run of about 400,000 pairs, backward in two passes over tasks of about 12,000
-// pairs (24 pieces), so that the float backward's table-gradient sums go through float partial
-// sums over 16 pieces, added into double sums twice per task. Its parameter gradients against the
-// double backward's, and bitwise equal for 1 and 2 threads.
+// one closed run of about 400,000 pairs, backward over 32 row groups of about 12,000 pairs (24
+// pieces) whose pairs across the groups go through halo rows, so that the float backward's
+// table-gradient sums go through float partial sums over 16 pieces, added into double sums twice
+// per task. Its parameter gradients against the double backward's, and bitwise equal for 1 and 2
+// threads.
 TEST_CASE("near field: float backward of a bulk system: table gradients and thread counts", "[near_field]") {
   const Index N = 8000;
   const double side = std::cbrt(static_cast<double>(N) / 0.1);  // 0.1 atoms per A^3
@@ -639,6 +645,8 @@ TEST_CASE("near field: Dual forward and backward give the directional derivative
   // the value parts are the double results. Both backward schedules; with and without vectors;
   // small sets and heads, and the settings models run at (heads of 16 channels, 16 radial nodes,
   // a batch of nine-atom structures and a larger one: vectorised loops, many pieces and tasks).
+  // (Sets large enough to be cut into row groups put pairs within a step of a table node, where
+  // the interpolant's second derivative jumps: the schedules' Dual passes are compared instead.)
   struct Size {
     std::vector<Index> sets;
     Index head_dim, nodes;
@@ -705,6 +713,28 @@ TEST_CASE("near field: Dual forward and backward give the directional derivative
           CHECK(lean.grads[t].coords == r.grads[t].coords);
         }
       }
+}
+
+// The Dual backward (values and tangents, weights with and without tangents) of a set of 120 rows
+// as one task and cut into two row groups with halo rows (plus a set of 60: one group either way).
+TEST_CASE("near field: Dual backward of sets gathered and of sets cut into row groups agree", "[near_field][dual]") {
+  for (const bool weight_tangents : {false, true}) {
+    INFO("weight tangents " << weight_tangents);
+    Problem p = make_problem(19, {120, 7, 60}, true, 2.2, 16, 16);
+    Rng rng(8);
+    const Mat<double> R1 = random_normal_mat(rng, p.q.rows(), p.config.width());
+    const Mat<double> R2 = random_normal_mat(rng, p.q.rows(), 3 * p.config.width());
+    const Direction u = random_direction(p, 23, weight_tangents);
+    const DualResult gathered = dual_pass(p, u, R1, R2);
+    p.config.single_pass_max_pairs = 0;
+    const DualResult cut = dual_pass(p, u, R1, R2);
+    for (int t = 0; t < 2; ++t)
+      for_each_gradient(gathered.grads[t], cut.grads[t], [&](const char* name, const Mat<double>& a, const Mat<double>& b) {
+        INFO((t == 0 ? "value" : "tangent") << " of the gradient of " << name);
+        CHECK(relative_difference(a, b) <= 1e-12);
+        if (t == 1 && a.size() != 0) CHECK(a.cwiseAbs().maxCoeff() > 0.0);
+      });
+  }
 }
 
 TEST_CASE("near field: a Dual forward keeps a table lent by a forward over the same weights, rebuilds otherwise",
