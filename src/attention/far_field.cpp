@@ -94,6 +94,7 @@ struct GridClosedForm {
   int N = 0;                     // azimuths per polar node
   double rho2_max = 0.0;         // pairs farther than this take the direct sum
   Index lanes = 0;               // (oscillating node n, polar node i), node-major
+  Index polar = 0;               // lanes per node
   std::vector<Index> node;       // n of each lane
   Eigen::ArrayXd beta, coef, turns, weight;  // (pi kappa s)^2, (pi kappa s)^N / N!, kappa t, W_i
   // Power-series coefficients in q = (a/2)^2: J_0 and its q-derivative, S = J_N N! / (a/2)^N and
@@ -142,6 +143,7 @@ GridClosedForm grid_closed_form(const RadialNodes& nodes, const SphericalDesign&
   cf.N = static_cast<int>(N);
   cf.rho2_max = rho_max * rho_max;
   cf.lanes = (K - n0) * polar;
+  cf.polar = polar;
   cf.node.resize(static_cast<std::size_t>(cf.lanes));
   cf.beta.resize(cf.lanes);
   cf.coef.resize(cf.lanes);
@@ -358,9 +360,14 @@ void closed_pair_estimate(const Geometry& g, const double* d, double* E, const d
       vy[l] = wc * (dj0 * b2 * y + 2.0 * coef[l] * (-Nd * pi * sn + P * dsn * b2 * y));
     }
   }
-  // Sums over each node's polar nodes, lanes in order.
-  for (Index n = g.n0; n < g.K; ++n) E[n] = 0.0;
-  for (Index l = 0; l < L; ++l) E[cf.node[static_cast<std::size_t>(l)]] += ve[l];
+  // Sums over each node's polar nodes (consecutive lanes), in lane order, in a register: a
+  // scatter into E[node] would chain its adds through memory.
+  for (Index n = g.n0; n < g.K; ++n) {
+    const double* lane = ve + (n - g.n0) * cf.polar;
+    double e = 0.0;
+    for (Index i = 0; i < cf.polar; ++i) e += lane[i];
+    E[n] = e;
+  }
   if (grad) {
     double gx = 0.0, gy = 0.0, gz = 0.0;
     for (Index l = 0; l < L; ++l) {
