@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -627,7 +628,8 @@ std::vector<BackwardTask> backward_tasks(const NeighbourList& list, Index single
 template <class T>
 struct Halo {
   std::vector<Index> rows;   // the sources outside the task's rows, ascending
-  std::vector<int> slot;     // per pair of the task: its source's halo row, or -1 inside the task
+  std::vector<std::int32_t> slot;  // per pair of the task: its source's halo row, or -1 inside
+                                   // the task (halo rows are sources, which the list holds as int32)
   PairMat<T> dk, dv, dvec;   // rows.size() x D, V, 3D (dvec with vectors only)
   Mat<T> dcoords;            // rows.size() x 3 (when coordinate gradients are wanted)
 };
@@ -658,8 +660,8 @@ void make_halo(const NeighbourList& list, const BackwardTask& task, Index D, Ind
     const Index j = list.source[p];
     halo.slot[p - p0] = j >= task.begin && j < task.end
                             ? -1
-                            : static_cast<int>(std::lower_bound(halo.rows.begin(), halo.rows.end(), j) -
-                                               halo.rows.begin());
+                            : static_cast<std::int32_t>(std::lower_bound(halo.rows.begin(), halo.rows.end(), j) -
+                                                        halo.rows.begin());
   }
   const auto nh = static_cast<Index>(halo.rows.size());
   zero(halo.dk, nh, D);
@@ -906,317 +908,315 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
   // dr_i) into the gradients, its source side (dk_j, dv_j, dvec_j, dr_j) into the gradients when j
   // is one of the task's rows, else into the task's halo.
   std::vector<Halo<T>> halos(static_cast<std::size_t>(ntasks));
-  {
 #pragma omp parallel for schedule(dynamic, 1) if (ntasks > 1)
-    for (Index task = 0; task < ntasks; ++task) {
-      const BackwardTask& tk = tasks[static_cast<std::size_t>(task)];
-      const Index g = task, g0 = tk.begin, g1 = tk.end;
-      Halo<T>& halo = halos[static_cast<std::size_t>(g)];
-      make_halo(list, tk, D, V, vectors, want_coords, halo);
-      const Index task_p0 = list.offsets[static_cast<std::size_t>(g0)];
-      PairBlock<T> b;
-      PairMat<T> dfilt;
-      std::vector<A> de;
-      PairMat<T> head_products(2, D);  // per pair: q_i o k_j, G_i o v_j
-      std::vector<T> logits(static_cast<std::size_t>(H)), value_sums(static_cast<std::size_t>(H));
-      PairMat<T> pair_products(2, D);  // per pair: the gradients of the vector messages' filters
-      const auto qk = row_ptr(head_products, 0), gv = row_ptr(head_products, 1);
-      const auto egav = row_ptr(pair_products, 0), egbv = row_ptr(pair_products, 1);
-      Mat<A> du;
-      const bool table_side = want_parameters;  // writes the table's gradients
-      constexpr bool float_scatter = std::is_same_v<T, float>;
-      std::vector<double> df_value;  // W: one pair's filter gradient in double (double T)
-      Index pieces = 0;              // pieces done by this task
-      if (table_side) {
-        TablePart& part = parts[static_cast<std::size_t>(g)];
-        if (table_values) {
-          part.value.resize(GT + 1, W);
-          part.slope.resize(GT + 1, W);
-        }
-        if constexpr (is_dual_v<T>) {
-          part.value_tangent.resize(GT + 1, W);
-          part.slope_tangent.resize(GT + 1, W);
-        }
-        part.touched.assign(static_cast<std::size_t>(GT + 1), 0);
-        if constexpr (float_scatter) {
-          part.pending_value.resize(GT + 1, W);
-          part.pending_slope.resize(GT + 1, W);
-          part.pending_touched.assign(static_cast<std::size_t>(GT + 1), 0);
-          part.pending_nodes.clear();
-        } else if constexpr (!is_dual_v<T>) {
-          df_value.resize(static_cast<std::size_t>(W));
-        }
+  for (Index task = 0; task < ntasks; ++task) {
+    const BackwardTask& tk = tasks[static_cast<std::size_t>(task)];
+    const Index g = task, g0 = tk.begin, g1 = tk.end;
+    Halo<T>& halo = halos[static_cast<std::size_t>(g)];
+    make_halo(list, tk, D, V, vectors, want_coords, halo);
+    const Index task_p0 = list.offsets[static_cast<std::size_t>(g0)];
+    PairBlock<T> b;
+    PairMat<T> dfilt;
+    std::vector<A> de;
+    PairMat<T> head_products(2, D);  // per pair: q_i o k_j, G_i o v_j
+    std::vector<T> logits(static_cast<std::size_t>(H)), value_sums(static_cast<std::size_t>(H));
+    PairMat<T> pair_products(2, D);  // per pair: the gradients of the vector messages' filters
+    const auto qk = row_ptr(head_products, 0), gv = row_ptr(head_products, 1);
+    const auto egav = row_ptr(pair_products, 0), egbv = row_ptr(pair_products, 1);
+    Mat<A> du;
+    const bool table_side = want_parameters;  // writes the table's gradients
+    constexpr bool float_scatter = std::is_same_v<T, float>;
+    std::vector<double> df_value;  // W: one pair's filter gradient in double (double T)
+    Index pieces = 0;              // pieces done by this task
+    if (table_side) {
+      TablePart& part = parts[static_cast<std::size_t>(g)];
+      if (table_values) {
+        part.value.resize(GT + 1, W);
+        part.slope.resize(GT + 1, W);
       }
-      const bool need_dfilter = table_side || want_coords;
-      for_each_piece(list, g0, g1, kPairsPerPiece<T>, [&](Index r0, Index r1) {
-        const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
-        const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
-        const Index np = p1 - p0;
-        build_pairs<T>(config, list, coords, table, p0, p1, b);
-        if (need_dfilter) dfilt.resize(np, W);  // every entry is written below
-        if (want_coords) {  // d Loss / d envelope and d Loss / d unit vector, per pair
-          de.assign(static_cast<std::size_t>(np), A(0.0));
-          du.setZero(np, 3);
-        }
-        for (Index row = r0; row < r1; ++row) {
-          const Index a0 = list.offsets[static_cast<std::size_t>(row)] - p0;
-          const Index a1 = list.offsets[static_cast<std::size_t>(row) + 1] - p0;
-          const Index i = row;
-          for (Index p = a0; p < a1; ++p) {
-            const Index j = list.source[static_cast<std::size_t>(p0 + p)];
-            const int slot = halo.slot[static_cast<std::size_t>(p0 + p - task_p0)];
-            const T e = static_cast<T>(b.env[static_cast<std::size_t>(p)]);
-            const auto qi = q_rows.crow(i);
-            const auto kj = k_rows.crow(j);
-            const auto vs = v_rows.crow(j);
-            const auto fk = row_ptr(std::as_const(b.filt), p);
-            const auto fs = row_ptr(std::as_const(b.filt), p) + D;
-            const auto Gi = dout_rows.crow(i);
-            // The source side's rows: the gradients' own, or the task's halo rows.
-            const auto dkj = slot < 0 ? dk_rows.row(j) : row_ptr(halo.dk, slot);
-            const auto dvj = slot < 0 ? dv_rows.row(j) : row_ptr(halo.dv, slot);
-            A de_p = 0.0;
-            // The products q_i k_j and G_i v_j are shared by the logits and the filter gradients.
+      if constexpr (is_dual_v<T>) {
+        part.value_tangent.resize(GT + 1, W);
+        part.slope_tangent.resize(GT + 1, W);
+      }
+      part.touched.assign(static_cast<std::size_t>(GT + 1), 0);
+      if constexpr (float_scatter) {
+        part.pending_value.resize(GT + 1, W);
+        part.pending_slope.resize(GT + 1, W);
+        part.pending_touched.assign(static_cast<std::size_t>(GT + 1), 0);
+        part.pending_nodes.clear();
+      } else if constexpr (!is_dual_v<T>) {
+        df_value.resize(static_cast<std::size_t>(W));
+      }
+    }
+    const bool need_dfilter = table_side || want_coords;
+    for_each_piece(list, g0, g1, kPairsPerPiece<T>, [&](Index r0, Index r1) {
+      const Index p0 = list.offsets[static_cast<std::size_t>(r0)];
+      const Index p1 = list.offsets[static_cast<std::size_t>(r1)];
+      const Index np = p1 - p0;
+      build_pairs<T>(config, list, coords, table, p0, p1, b);
+      if (need_dfilter) dfilt.resize(np, W);  // every entry is written below
+      if (want_coords) {  // d Loss / d envelope and d Loss / d unit vector, per pair
+        de.assign(static_cast<std::size_t>(np), A(0.0));
+        du.setZero(np, 3);
+      }
+      for (Index row = r0; row < r1; ++row) {
+        const Index a0 = list.offsets[static_cast<std::size_t>(row)] - p0;
+        const Index a1 = list.offsets[static_cast<std::size_t>(row) + 1] - p0;
+        const Index i = row;
+        for (Index p = a0; p < a1; ++p) {
+          const Index j = list.source[static_cast<std::size_t>(p0 + p)];
+          const std::int32_t slot = halo.slot[static_cast<std::size_t>(p0 + p - task_p0)];
+          const T e = static_cast<T>(b.env[static_cast<std::size_t>(p)]);
+          const auto qi = q_rows.crow(i);
+          const auto kj = k_rows.crow(j);
+          const auto vs = v_rows.crow(j);
+          const auto fk = row_ptr(std::as_const(b.filt), p);
+          const auto fs = row_ptr(std::as_const(b.filt), p) + D;
+          const auto Gi = dout_rows.crow(i);
+          // The source side's rows: the gradients' own, or the task's halo rows.
+          const auto dkj = slot < 0 ? dk_rows.row(j) : row_ptr(halo.dk, slot);
+          const auto dvj = slot < 0 ? dv_rows.row(j) : row_ptr(halo.dv, slot);
+          A de_p = 0.0;
+          // The products q_i k_j and G_i v_j are shared by the logits and the filter gradients.
+#pragma GCC ivdep
+          for (Index c = 0; c < D; ++c) {
+            qk[c] = qi[c] * kj[c];
+            gv[c] = Gi[c] * vs[c];
+          }
+          head_sums<T>(H, d, logits.data(), [&](Index c) { return qk[c] * fk[c]; });
+          head_sums<T>(H, d, value_sums.data(), [&](Index c) { return gv[c] * fs[c]; });
+          for (Index h = 0; h < H; ++h) {
+            const Index c0 = h * d;
+            const T lg = scale * logits[static_cast<std::size_t>(h)];
+            const T gx = value_sums[static_cast<std::size_t>(h)];
+            const T ex = exp(lg - cache.row_max(i, h)) / cache.den(i, h);
+            const T alpha = e * ex;
+            const T delta = gx - Dg(i, h);
+            const T dlogit = alpha * delta;
+            const T dscaled = dlogit * scale;  // d Loss / d (q k f) of each component
+            if (want_coords) de_p += static_cast<A>(ex * delta);
+            const auto dqi = dq_rows.row(i);
+#pragma GCC ivdep
+            for (Index c = c0; c < c0 + d; ++c) dqi[c] += dscaled * (kj[c] * fk[c]);
+#pragma GCC ivdep
+            for (Index c = c0; c < c0 + d; ++c) {
+              dkj[c] += dscaled * (qi[c] * fk[c]);
+              dvj[c] += alpha * (Gi[c] * fs[c]);
+            }
+            if (need_dfilter) {
+              const auto dfkp = row_ptr(dfilt, p);
+              const auto dfsp = row_ptr(dfilt, p) + D;
+#pragma GCC ivdep
+              for (Index c = 0; c < d; ++c) {
+                dfkp[c0 + c] = dscaled * qk[c0 + c];
+                dfsp[c0 + c] = alpha * gv[c0 + c];
+              }
+            }
+          }
+          if (vectors) {
+            const auto va = v_rows.crow(j) + D;
+            const auto vb = v_rows.crow(j) + 2 * D;
+            const auto fa = row_ptr(std::as_const(b.filt), p) + 2 * D;
+            const auto fb = row_ptr(std::as_const(b.filt), p) + 3 * D;
+            const auto vj = vec_rows.crow(j);
+            const auto Gv = ddvec_rows.crow(i);
+            const T ux[3] = {static_cast<T>(b.unit(p, 0)), static_cast<T>(b.unit(p, 1)),
+                             static_cast<T>(b.unit(p, 2))};
+            const auto dva = dvj + D;
+            const auto dvb = dvj + 2 * D;
+            const auto dvecj = slot < 0 ? dvec_in_rows.row(j) : row_ptr(halo.dvec, slot);
+            // The element-wise updates (rows of different matrices: no aliasing, vectorisable),
+            // then the reductions that only the coordinate gradient needs.
+            const auto ea = egav;
+            const auto eb = egbv;
 #pragma GCC ivdep
             for (Index c = 0; c < D; ++c) {
-              qk[c] = qi[c] * kj[c];
-              gv[c] = Gi[c] * vs[c];
+              const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
+              ea[c] = e * (gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c]);
+              eb[c] = e * (gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2]);
             }
-            head_sums<T>(H, d, logits.data(), [&](Index c) { return qk[c] * fk[c]; });
-            head_sums<T>(H, d, value_sums.data(), [&](Index c) { return gv[c] * fs[c]; });
-            for (Index h = 0; h < H; ++h) {
-              const Index c0 = h * d;
-              const T lg = scale * logits[static_cast<std::size_t>(h)];
-              const T gx = value_sums[static_cast<std::size_t>(h)];
-              const T ex = exp(lg - cache.row_max(i, h)) / cache.den(i, h);
-              const T alpha = e * ex;
-              const T delta = gx - Dg(i, h);
-              const T dlogit = alpha * delta;
-              const T dscaled = dlogit * scale;  // d Loss / d (q k f) of each component
-              if (want_coords) de_p += static_cast<A>(ex * delta);
-              const auto dqi = dq_rows.row(i);
 #pragma GCC ivdep
-              for (Index c = c0; c < c0 + d; ++c) dqi[c] += dscaled * (kj[c] * fk[c]);
-#pragma GCC ivdep
-              for (Index c = c0; c < c0 + d; ++c) {
-                dkj[c] += dscaled * (qi[c] * fk[c]);
-                dvj[c] += alpha * (Gi[c] * fs[c]);
-              }
-              if (need_dfilter) {
-                const auto dfkp = row_ptr(dfilt, p);
-                const auto dfsp = row_ptr(dfilt, p) + D;
-#pragma GCC ivdep
-                for (Index c = 0; c < d; ++c) {
-                  dfkp[c0 + c] = dscaled * qk[c0 + c];
-                  dfsp[c0 + c] = alpha * gv[c0 + c];
-                }
-              }
+            for (Index c = 0; c < D; ++c) {
+              dva[c] += ea[c] * fa[c];
+              dvb[c] += eb[c] * fb[c];
+              const T s = e * (va[c] * fa[c]);
+              dvecj[c] += s * Gv[c];
+              dvecj[D + c] += s * Gv[D + c];
+              dvecj[2 * D + c] += s * Gv[2 * D + c];
             }
-            if (vectors) {
-              const auto va = v_rows.crow(j) + D;
-              const auto vb = v_rows.crow(j) + 2 * D;
-              const auto fa = row_ptr(std::as_const(b.filt), p) + 2 * D;
-              const auto fb = row_ptr(std::as_const(b.filt), p) + 3 * D;
-              const auto vj = vec_rows.crow(j);
-              const auto Gv = ddvec_rows.crow(i);
-              const T ux[3] = {static_cast<T>(b.unit(p, 0)), static_cast<T>(b.unit(p, 1)),
-                               static_cast<T>(b.unit(p, 2))};
-              const auto dva = dvj + D;
-              const auto dvb = dvj + 2 * D;
-              const auto dvecj = slot < 0 ? dvec_in_rows.row(j) : row_ptr(halo.dvec, slot);
-              // The element-wise updates (rows of different matrices: no aliasing, vectorisable),
-              // then the reductions that only the coordinate gradient needs.
-              const auto ea = egav;
-              const auto eb = egbv;
+            if (need_dfilter) {
+              const auto dfa = row_ptr(dfilt, p) + 2 * D;
+              const auto dfb = row_ptr(dfilt, p) + 3 * D;
 #pragma GCC ivdep
               for (Index c = 0; c < D; ++c) {
-                const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
-                ea[c] = e * (gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c]);
-                eb[c] = e * (gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2]);
+                dfa[c] = ea[c] * va[c];
+                dfb[c] = eb[c] * vb[c];
               }
-#pragma GCC ivdep
-              for (Index c = 0; c < D; ++c) {
-                dva[c] += ea[c] * fa[c];
-                dvb[c] += eb[c] * fb[c];
-                const T s = e * (va[c] * fa[c]);
-                dvecj[c] += s * Gv[c];
-                dvecj[D + c] += s * Gv[D + c];
-                dvecj[2 * D + c] += s * Gv[2 * D + c];
-              }
-              if (need_dfilter) {
-                const auto dfa = row_ptr(dfilt, p) + 2 * D;
-                const auto dfb = row_ptr(dfilt, p) + 3 * D;
-#pragma GCC ivdep
-                for (Index c = 0; c < D; ++c) {
-                  dfa[c] = ea[c] * va[c];
-                  dfb[c] = eb[c] * vb[c];
-                }
-              }
-              A du0 = 0, du1 = 0, du2 = 0, dev = 0;
-              const auto coordinate_terms = [&](Index c, A& sum_e, A& sum_u0, A& sum_u1, A& sum_u2) {
-                const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
-                const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
-                const T gb = gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2];
-                const T vafa = va[c] * fa[c], vbfb = vb[c] * fb[c];
-                sum_e += static_cast<A>(ga * vafa + gb * vbfb);
-                const T t = e * vbfb;
-                sum_u0 += static_cast<A>(t * gx0);
-                sum_u1 += static_cast<A>(t * gx1);
-                sum_u2 += static_cast<A>(t * gx2);
-              };
-              if (want_coords) {
-                if constexpr (is_dual_v<T>) {
-                  for (Index c = 0; c < D; ++c) coordinate_terms(c, dev, du0, du1, du2);
-                } else {  // lanes summed in a fixed order, as in channel_sum
+            }
+            A du0 = 0, du1 = 0, du2 = 0, dev = 0;
+            const auto coordinate_terms = [&](Index c, A& sum_e, A& sum_u0, A& sum_u1, A& sum_u2) {
+              const T gx0 = Gv[c], gx1 = Gv[D + c], gx2 = Gv[2 * D + c];
+              const T ga = gx0 * vj[c] + gx1 * vj[D + c] + gx2 * vj[2 * D + c];
+              const T gb = gx0 * ux[0] + gx1 * ux[1] + gx2 * ux[2];
+              const T vafa = va[c] * fa[c], vbfb = vb[c] * fb[c];
+              sum_e += static_cast<A>(ga * vafa + gb * vbfb);
+              const T t = e * vbfb;
+              sum_u0 += static_cast<A>(t * gx0);
+              sum_u1 += static_cast<A>(t * gx1);
+              sum_u2 += static_cast<A>(t * gx2);
+            };
+            if (want_coords) {
+              if constexpr (is_dual_v<T>) {
+                for (Index c = 0; c < D; ++c) coordinate_terms(c, dev, du0, du1, du2);
+              } else {  // lanes summed in a fixed order, as in channel_sum
 #pragma omp simd reduction(+ : dev, du0, du1, du2)
-                  for (Index c = 0; c < D; ++c) coordinate_terms(c, dev, du0, du1, du2);
-                }
-              }
-              if (want_coords) {
-                de_p += dev;
-                du(p, 0) = du0;
-                du(p, 1) = du1;
-                du(p, 2) = du2;
+                for (Index c = 0; c < D; ++c) coordinate_terms(c, dev, du0, du1, du2);
               }
             }
-            if (want_coords) de[static_cast<std::size_t>(p)] = de_p;
+            if (want_coords) {
+              de_p += dev;
+              du(p, 0) = du0;
+              du(p, 1) = du1;
+              du(p, 2) = du2;
+            }
           }
-          for (Index h = 0; h < H; ++h)
-            dsink_rows(row, h) = -exp(w.sink[static_cast<std::size_t>(h)] - cache.row_max(row, h)) /
-                                 cache.den(row, h) * Dg(row, h);
+          if (want_coords) de[static_cast<std::size_t>(p)] = de_p;
         }
-        if (!need_dfilter) return;
-        if (table_side) {
-          // The interpolant's weights scatter each pair's filter gradient onto its two nodes:
-          // value parts w x, tangent parts w' x + w x' (the rounding of Dual products).
-          TablePart& part = parts[static_cast<std::size_t>(g)];
-          if constexpr (float_scatter) {
-            for (const Index p : b.by_interval) {
-              const Index gi = b.interval[static_cast<std::size_t>(p)];
-              for (const Index node : {gi, gi + 1})
-                if (!part.pending_touched[static_cast<std::size_t>(node)]) {
-                  part.pending_touched[static_cast<std::size_t>(node)] = 1;
-                  part.pending_nodes.push_back(node);
-                  part.pending_value.row(node).setZero();
-                  part.pending_slope.row(node).setZero();
-                }
-              const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
-              const float w0 = static_cast<float>(hm.w[0]), w1 = static_cast<float>(hm.w[1]),
-                          w2 = static_cast<float>(hm.w[2]), w3 = static_cast<float>(hm.w[3]);
-              const float* x = row_ptr(std::as_const(dfilt), p);
-              const NodeRows<float> r = node_rows(part.pending_value, part.pending_slope, gi);
+        for (Index h = 0; h < H; ++h)
+          dsink_rows(row, h) = -exp(w.sink[static_cast<std::size_t>(h)] - cache.row_max(row, h)) /
+                               cache.den(row, h) * Dg(row, h);
+      }
+      if (!need_dfilter) return;
+      if (table_side) {
+        // The interpolant's weights scatter each pair's filter gradient onto its two nodes:
+        // value parts w x, tangent parts w' x + w x' (the rounding of Dual products).
+        TablePart& part = parts[static_cast<std::size_t>(g)];
+        if constexpr (float_scatter) {
+          for (const Index p : b.by_interval) {
+            const Index gi = b.interval[static_cast<std::size_t>(p)];
+            for (const Index node : {gi, gi + 1})
+              if (!part.pending_touched[static_cast<std::size_t>(node)]) {
+                part.pending_touched[static_cast<std::size_t>(node)] = 1;
+                part.pending_nodes.push_back(node);
+                part.pending_value.row(node).setZero();
+                part.pending_slope.row(node).setZero();
+              }
+            const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
+            const float w0 = static_cast<float>(hm.w[0]), w1 = static_cast<float>(hm.w[1]),
+                        w2 = static_cast<float>(hm.w[2]), w3 = static_cast<float>(hm.w[3]);
+            const float* x = row_ptr(std::as_const(dfilt), p);
+            const NodeRows<float> r = node_rows(part.pending_value, part.pending_slope, gi);
+#pragma GCC ivdep
+            for (Index c = 0; c < W; ++c) {
+              r.v0[c] += w0 * x[c];
+              r.s0[c] += w1 * x[c];
+              r.v1[c] += w2 * x[c];
+              r.s1[c] += w3 * x[c];
+            }
+          }
+          if (++pieces % kFloatScatterPieces == 0) part.flush();
+        } else {
+          for (const Index p : b.by_interval) {
+            const Index gi = b.interval[static_cast<std::size_t>(p)];
+            for (const Index node : {gi, gi + 1})
+              if (!part.touched[static_cast<std::size_t>(node)]) {
+                part.touched[static_cast<std::size_t>(node)] = 1;
+                for (Mat<double>* m : {&part.value, &part.slope, &part.value_tangent, &part.slope_tangent})
+                  if (m->size() != 0) m->row(node).setZero();
+              }
+            const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
+            const double* xv;  // the pair's filter gradient (value parts)
+            if constexpr (is_dual_v<T>) {
+              xv = dfilt.value.row(p).data();
+            } else {
+              const T* df = row_ptr(dfilt, p);
+              for (Index c = 0; c < W; ++c) df_value[static_cast<std::size_t>(c)] = static_cast<double>(df[c]);
+              xv = df_value.data();
+            }
+            const double w0 = value_of(hm.w[0]), w1 = value_of(hm.w[1]), w2 = value_of(hm.w[2]),
+                         w3 = value_of(hm.w[3]);
+            if (table_values) {
+              const NodeRows<double> r = node_rows(part.value, part.slope, gi);
 #pragma GCC ivdep
               for (Index c = 0; c < W; ++c) {
-                r.v0[c] += w0 * x[c];
-                r.s0[c] += w1 * x[c];
-                r.v1[c] += w2 * x[c];
-                r.s1[c] += w3 * x[c];
+                r.v0[c] += w0 * xv[c];
+                r.s0[c] += w1 * xv[c];
+                r.v1[c] += w2 * xv[c];
+                r.s1[c] += w3 * xv[c];
               }
             }
-            if (++pieces % kFloatScatterPieces == 0) part.flush();
-          } else {
-            for (const Index p : b.by_interval) {
-              const Index gi = b.interval[static_cast<std::size_t>(p)];
-              for (const Index node : {gi, gi + 1})
-                if (!part.touched[static_cast<std::size_t>(node)]) {
-                  part.touched[static_cast<std::size_t>(node)] = 1;
-                  for (Mat<double>* m : {&part.value, &part.slope, &part.value_tangent, &part.slope_tangent})
-                    if (m->size() != 0) m->row(node).setZero();
-                }
-              const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
-              const double* xv;  // the pair's filter gradient (value parts)
-              if constexpr (is_dual_v<T>) {
-                xv = dfilt.value.row(p).data();
-              } else {
-                const T* df = row_ptr(dfilt, p);
-                for (Index c = 0; c < W; ++c) df_value[static_cast<std::size_t>(c)] = static_cast<double>(df[c]);
-                xv = df_value.data();
-              }
-              const double w0 = value_of(hm.w[0]), w1 = value_of(hm.w[1]), w2 = value_of(hm.w[2]),
-                           w3 = value_of(hm.w[3]);
-              if (table_values) {
-                const NodeRows<double> r = node_rows(part.value, part.slope, gi);
+            if constexpr (is_dual_v<T>) {
+              const double* xd = dfilt.tangent.row(p).data();
+              const double t0 = hm.w[0].d, t1 = hm.w[1].d, t2 = hm.w[2].d, t3 = hm.w[3].d;
+              const NodeRows<double> r = node_rows(part.value_tangent, part.slope_tangent, gi);
 #pragma GCC ivdep
-                for (Index c = 0; c < W; ++c) {
-                  r.v0[c] += w0 * xv[c];
-                  r.s0[c] += w1 * xv[c];
-                  r.v1[c] += w2 * xv[c];
-                  r.s1[c] += w3 * xv[c];
-                }
-              }
-              if constexpr (is_dual_v<T>) {
-                const double* xd = dfilt.tangent.row(p).data();
-                const double t0 = hm.w[0].d, t1 = hm.w[1].d, t2 = hm.w[2].d, t3 = hm.w[3].d;
-                const NodeRows<double> r = node_rows(part.value_tangent, part.slope_tangent, gi);
-#pragma GCC ivdep
-                for (Index c = 0; c < W; ++c) {
-                  r.v0[c] += std::fma(t0, xv[c], w0 * xd[c]);
-                  r.s0[c] += std::fma(t1, xv[c], w1 * xd[c]);
-                  r.v1[c] += std::fma(t2, xv[c], w2 * xd[c]);
-                  r.s1[c] += std::fma(t3, xv[c], w3 * xd[c]);
-                }
+              for (Index c = 0; c < W; ++c) {
+                r.v0[c] += std::fma(t0, xv[c], w0 * xd[c]);
+                r.s0[c] += std::fma(t1, xv[c], w1 * xd[c]);
+                r.v1[c] += std::fma(t2, xv[c], w2 * xd[c]);
+                r.s1[c] += std::fma(t3, xv[c], w3 * xd[c]);
               }
             }
           }
-        }
-        if (!want_coords) return;
-        for (const Index p : b.by_interval) {
-          const auto pi = static_cast<std::size_t>(p0 + p);
-          const Index tgt = list.target[pi], src = list.source[pi];
-          const A rho = b.rho[static_cast<std::size_t>(p)];
-          if (tgt == src || rho <= 0) continue;  // the self pair does not depend on the coordinates
-          // d filter / d rho of the interpolant: (dw0 F_g + dw1 S_g + dw2 F_g+1 + dw3 S_g+1) / h.
-          const Index gi = b.interval[static_cast<std::size_t>(p)];
-          const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
-          const auto df = row_ptr(std::as_const(dfilt), p);
-          T acc = 0;
-          bool summed = false;
-          if constexpr (is_dual_v<T>) {
-            if (table.real()) {  // a table without tangents, as in build_pairs
-              const double* f0 = table.real_value.row(gi).data();
-              const double* s0 = table.real_slope.row(gi).data();
-              const double* f1 = table.real_value.row(gi + 1).data();
-              const double* s1 = table.real_slope.row(gi + 1).data();
-              const Dual* dw = hm.dw;
-              for (Index c = 0; c < W; ++c)
-                acc += df[c] * Dual{dw[0].v * f0[c] + dw[1].v * s0[c] + dw[2].v * f1[c] + dw[3].v * s1[c],
-                                    dw[0].d * f0[c] + dw[1].d * s0[c] + dw[2].d * f1[c] + dw[3].d * s1[c]};
-              summed = true;
-            }
-          }
-          if (!summed) {
-            const T* f0 = table.value.row(gi).data();
-            const T* s0 = table.slope.row(gi).data();
-            const T* f1 = table.value.row(gi + 1).data();
-            const T* s1 = table.slope.row(gi + 1).data();
-            const T d0 = static_cast<T>(hm.dw[0]), d1 = static_cast<T>(hm.dw[1]), d2 = static_cast<T>(hm.dw[2]),
-                    d3 = static_cast<T>(hm.dw[3]);
-            acc = channel_sum<T>(0, W, [&](Index c) { return df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]); });
-          }
-          const A drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
-                         static_cast<A>(acc) / step;
-          // Pair i -> j: rvec = r_j - r_i, u = rvec / rho; dL/drvec = drho u + (du - (du.u) u) / rho.
-          const A u[3] = {b.unit(p, 0), b.unit(p, 1), b.unit(p, 2)};
-          const A dudot = du(p, 0) * u[0] + du(p, 1) * u[1] + du(p, 2) * u[2];
-          const int slot = halo.slot[static_cast<std::size_t>(p0 + p - task_p0)];
-          for (Index x = 0; x < 3; ++x) {
-            const A gr = drho * u[x] + (du(p, x) - dudot * u[x]) / rho;
-            // dr_i -= g (destination side, i = tgt), dr_j += g (source side, j = src).
-            dcoords(tgt, x) -= static_cast<T>(gr);
-            (slot < 0 ? dcoords(src, x) : halo.dcoords(slot, x)) += static_cast<T>(gr);
-          }
-        }
-      });
-      if constexpr (float_scatter) {
-        if (table_side) {
-          TablePart& part = parts[static_cast<std::size_t>(g)];
-          part.flush();
-          part.pending_value.resize(0, 0);
-          part.pending_slope.resize(0, 0);
         }
       }
-      halo.slot = {};
+      if (!want_coords) return;
+      for (const Index p : b.by_interval) {
+        const auto pi = static_cast<std::size_t>(p0 + p);
+        const Index tgt = list.target[pi], src = list.source[pi];
+        const A rho = b.rho[static_cast<std::size_t>(p)];
+        if (tgt == src || rho <= 0) continue;  // the self pair does not depend on the coordinates
+        // d filter / d rho of the interpolant: (dw0 F_g + dw1 S_g + dw2 F_g+1 + dw3 S_g+1) / h.
+        const Index gi = b.interval[static_cast<std::size_t>(p)];
+        const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
+        const auto df = row_ptr(std::as_const(dfilt), p);
+        T acc = 0;
+        bool summed = false;
+        if constexpr (is_dual_v<T>) {
+          if (table.real()) {  // a table without tangents, as in build_pairs
+            const double* f0 = table.real_value.row(gi).data();
+            const double* s0 = table.real_slope.row(gi).data();
+            const double* f1 = table.real_value.row(gi + 1).data();
+            const double* s1 = table.real_slope.row(gi + 1).data();
+            const Dual* dw = hm.dw;
+            for (Index c = 0; c < W; ++c)
+              acc += df[c] * Dual{dw[0].v * f0[c] + dw[1].v * s0[c] + dw[2].v * f1[c] + dw[3].v * s1[c],
+                                  dw[0].d * f0[c] + dw[1].d * s0[c] + dw[2].d * f1[c] + dw[3].d * s1[c]};
+            summed = true;
+          }
+        }
+        if (!summed) {
+          const T* f0 = table.value.row(gi).data();
+          const T* s0 = table.slope.row(gi).data();
+          const T* f1 = table.value.row(gi + 1).data();
+          const T* s1 = table.slope.row(gi + 1).data();
+          const T d0 = static_cast<T>(hm.dw[0]), d1 = static_cast<T>(hm.dw[1]), d2 = static_cast<T>(hm.dw[2]),
+                  d3 = static_cast<T>(hm.dw[3]);
+          acc = channel_sum<T>(0, W, [&](Index c) { return df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]); });
+        }
+        const A drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
+                       static_cast<A>(acc) / step;
+        // Pair i -> j: rvec = r_j - r_i, u = rvec / rho; dL/drvec = drho u + (du - (du.u) u) / rho.
+        const A u[3] = {b.unit(p, 0), b.unit(p, 1), b.unit(p, 2)};
+        const A dudot = du(p, 0) * u[0] + du(p, 1) * u[1] + du(p, 2) * u[2];
+        const std::int32_t slot = halo.slot[static_cast<std::size_t>(p0 + p - task_p0)];
+        for (Index x = 0; x < 3; ++x) {
+          const A gr = drho * u[x] + (du(p, x) - dudot * u[x]) / rho;
+          // dr_i -= g (destination side, i = tgt), dr_j += g (source side, j = src).
+          dcoords(tgt, x) -= static_cast<T>(gr);
+          (slot < 0 ? dcoords(src, x) : halo.dcoords(slot, x)) += static_cast<T>(gr);
+        }
+      }
+    });
+    if constexpr (float_scatter) {
+      if (table_side) {
+        TablePart& part = parts[static_cast<std::size_t>(g)];
+        part.flush();
+        part.pending_value.resize(0, 0);
+        part.pending_slope.resize(0, 0);
+      }
     }
+    halo.slot = {};
   }
   // The halos into the gradients, task after task (a task's halo rows are distinct).
   for (Index task = 0; task < ntasks; ++task) {
