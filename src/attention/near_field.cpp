@@ -458,6 +458,19 @@ NodeRows<R> node_rows(Mat<R>& value, Mat<R>& slope, Index g) {
   return {value.row(g).data(), slope.row(g).data(), value.row(g + 1).data(), slope.row(g + 1).data()};
 }
 
+// One pair's filter gradient x (W) onto the rows of its interval's nodes through the interpolant's
+// weights: v0 += w0 x, s0 += w1 x, v1 += w2 x, s1 += w3 x.
+template <class R>
+void scatter_onto_nodes(const NodeRows<R>& r, R w0, R w1, R w2, R w3, const R* x, Index W) {
+#pragma GCC ivdep
+  for (Index c = 0; c < W; ++c) {
+    r.v0[c] += w0 * x[c];
+    r.s0[c] += w1 * x[c];
+    r.v1[c] += w2 * x[c];
+    r.s1[c] += w3 * x[c];
+  }
+}
+
 // A float pass sums its pairs' filter gradients onto the table's nodes in float (half the memory
 // traffic of double and twice the lanes) for this many pieces, then adds those sums into the
 // task's double sums: a float sum runs over at most 16 x 512 pairs spread over the nodes.
@@ -1104,15 +1117,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             const Hermite<A> hm(b.position[static_cast<std::size_t>(p)]);
             const float w0 = static_cast<float>(hm.w[0]), w1 = static_cast<float>(hm.w[1]),
                         w2 = static_cast<float>(hm.w[2]), w3 = static_cast<float>(hm.w[3]);
-            const float* x = row_ptr(std::as_const(dfilt), p);
-            const NodeRows<float> r = node_rows(part.pending_value, part.pending_slope, gi);
-#pragma GCC ivdep
-            for (Index c = 0; c < W; ++c) {
-              r.v0[c] += w0 * x[c];
-              r.s0[c] += w1 * x[c];
-              r.v1[c] += w2 * x[c];
-              r.s1[c] += w3 * x[c];
-            }
+            scatter_onto_nodes(node_rows(part.pending_value, part.pending_slope, gi), w0, w1, w2, w3,
+                               row_ptr(std::as_const(dfilt), p), W);
           }
           if (++pieces % kFloatScatterPieces == 0) part.flush();
         } else {
@@ -1135,16 +1141,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             }
             const double w0 = value_of(hm.w[0]), w1 = value_of(hm.w[1]), w2 = value_of(hm.w[2]),
                          w3 = value_of(hm.w[3]);
-            if (table_values) {
-              const NodeRows<double> r = node_rows(part.value, part.slope, gi);
-#pragma GCC ivdep
-              for (Index c = 0; c < W; ++c) {
-                r.v0[c] += w0 * xv[c];
-                r.s0[c] += w1 * xv[c];
-                r.v1[c] += w2 * xv[c];
-                r.s1[c] += w3 * xv[c];
-              }
-            }
+            if (table_values) scatter_onto_nodes(node_rows(part.value, part.slope, gi), w0, w1, w2, w3, xv, W);
             if constexpr (is_dual_v<T>) {
               const double* xd = dfilt.tangent.row(p).data();
               const double t0 = hm.w[0].d, t1 = hm.w[1].d, t2 = hm.w[2].d, t3 = hm.w[3].d;
