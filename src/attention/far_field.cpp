@@ -94,15 +94,13 @@ struct GridClosedForm {
   int N = 0;                     // azimuths per polar node
   double rho2_max = 0.0;         // pairs farther than this take the direct sum
   Index lanes = 0;               // (oscillating node n, polar node i), node-major
-  Index polar = 0;               // lanes per node
-  std::vector<Index> node;       // n of each lane
+  Index polar = 0;               // lanes per node: lane l belongs to node n0 + l / polar
   Eigen::ArrayXd beta, coef, turns, weight;  // (pi kappa s)^2, (pi kappa s)^N / N!, kappa t, W_i
   // Power-series coefficients in q = (a/2)^2: J_0 and its q-derivative, S = J_N N! / (a/2)^N and
   // its q-derivative.
   std::array<double, kJ0Terms> j0{}, dj0{};
   std::array<double, kJNTerms> sn{}, dsn{};
 };
-
 
 GridClosedForm grid_closed_form(const RadialNodes& nodes, const SphericalDesign& design, double rho_max,
                                 Index n0) {
@@ -144,7 +142,6 @@ GridClosedForm grid_closed_form(const RadialNodes& nodes, const SphericalDesign&
   cf.rho2_max = rho_max * rho_max;
   cf.lanes = (K - n0) * polar;
   cf.polar = polar;
-  cf.node.resize(static_cast<std::size_t>(cf.lanes));
   cf.beta.resize(cf.lanes);
   cf.coef.resize(cf.lanes);
   cf.turns.resize(cf.lanes);
@@ -156,7 +153,6 @@ GridClosedForm grid_closed_form(const RadialNodes& nodes, const SphericalDesign&
       const double h = std::numbers::pi * nodes.kappa(n) * st;  // a / (2 rho)
       double w = 0.0;
       for (Index k = 0; k < N; ++k) w += grid.weights[static_cast<std::size_t>(i * N + k)];
-      cf.node[static_cast<std::size_t>(l)] = n;
       cf.beta(l) = h * h;
       // N is even: (pi kappa s)^N / N! >= 0, through logarithms (no overflow at large N)
       cf.coef(l) = h == 0.0 ? 0.0
@@ -331,6 +327,7 @@ void closed_pair_estimate(const Geometry& g, const double* d, double* E, const d
   ph.lane_e.resize(L);
   double* ve = ph.lane_e.data();
   const double *beta = cf.beta.data(), *coef = cf.coef.data(), *turns = cf.turns.data(), *weight = cf.weight.data();
+  double *vx = nullptr, *vy = nullptr, *vz = nullptr;  // the gradient's lanes (with grad)
   if (!grad) {
 #pragma omp simd
     for (Index l = 0; l < L; ++l) {
@@ -344,7 +341,9 @@ void closed_pair_estimate(const Geometry& g, const double* d, double* E, const d
     ph.lane_x.resize(L);
     ph.lane_y.resize(L);
     ph.lane_z.resize(L);
-    double *vx = ph.lane_x.data(), *vy = ph.lane_y.data(), *vz = ph.lane_z.data();
+    vx = ph.lane_x.data();
+    vy = ph.lane_y.data();
+    vz = ph.lane_z.data();
 #pragma omp simd
     for (Index l = 0; l < L; ++l) {
       const double q = beta[l] * rho2, b2 = 2.0 * beta[l];
@@ -370,12 +369,12 @@ void closed_pair_estimate(const Geometry& g, const double* d, double* E, const d
   }
   if (grad) {
     double gx = 0.0, gy = 0.0, gz = 0.0;
-    for (Index l = 0; l < L; ++l) {
-      const double gm = gamma[cf.node[static_cast<std::size_t>(l)]];
-      gx += gm * ph.lane_x(l);
-      gy += gm * ph.lane_y(l);
-      gz += gm * ph.lane_z(l);
-    }
+    for (Index n = g.n0, l = 0; n < g.K; ++n)  // lanes in order
+      for (Index i = 0; i < cf.polar; ++i, ++l) {
+        gx += gamma[n] * vx[l];
+        gy += gamma[n] * vy[l];
+        gz += gamma[n] * vz[l];
+      }
     grad[0] = R(0, 0) * gx + R(0, 1) * gy + R(0, 2) * gz;
     grad[1] = R(1, 0) * gx + R(1, 1) * gy + R(1, 2) * gz;
     grad[2] = R(2, 0) * gx + R(2, 1) * gy + R(2, 2) * gz;
