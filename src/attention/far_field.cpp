@@ -571,15 +571,16 @@ void gram_backward(const Geometry& g, const Mat<double>& A, Index dv, const Mat<
 }
 
 // ---------------------------------------------------------------------------------------------
-// The pair kernel of one row: c_h(i, j) = sum_n a_hn g_n(i, j), g_n = w b_n [- E_n] over a list
-// of sources. `geometry` null: no estimate (exact path, complete sets).
+// The pair kernel: c_h(i, j) = sum_n a_hn g_n(i, j), g_n = w b_n [- E_n], over the sources of a
+// block of rows. First the pairs' geometry (pair_terms: g and, for coordinate gradients, the
+// pieces of d c / d r_i), then per row the sums over values (forward_row, backward_row).
+// `geometry` null: no estimate (exact path, complete sets).
 struct PairWork {
-  Eigen::ArrayXd b, db, E, gamma, gco, gcs;
-  Mat<double> Gm, C;
+  Eigen::ArrayXd b, db, E, gamma, own, other;
+  Mat<double> C;
   Phases ph;
-  std::vector<Index> src;
   PairWork(Index K, Index H, Index M)
-      : b(K), db(K), E(K), gamma(K), gco(H), gcs(H), ph(M) {}
+      : b(K), db(K), E(K), gamma(K), own(H), other(H), ph(M) {}
 };
 
 struct PairContext {
@@ -587,6 +588,32 @@ struct PairContext {
   double cutoff;
   Index H, dv, K;
   const Mat<double>& A;  // H x K
+};
+
+// The sources of rows [begin, end), concatenated (row i's at [first[i - begin], first[i - begin + 1]),
+// increasing), and their pairs' terms. With coordinate gradients, per pair also
+// radial = sum_n gamma_n (w' b_n + w b_n') / rho (0 at rho = 0) and grad = d/dd sum_n gamma_n E_n,
+// gamma_n = sum_h (G_i.v_j + G_j.v_i)_h a_hn the loss's derivative by g_n (both directions).
+struct PairBlock {
+  Index begin = 0, end = 0;
+  std::vector<Index> src, first;
+  Mat<double> G;               // pairs x K: g_n(i, j)
+  std::vector<double> radial;  // pairs (coordinate gradients only)
+  Mat<double> grad;            // pairs x 3 (coordinate gradients only)
+  std::vector<char> done;      // pair filled from its reverse
+  void start(Index b) {
+    begin = end = b;
+    src.clear();
+    first.assign(1, 0);
+  }
+  // Appends row `end` with sources from `sources` (increasing).
+  template <class Sources>
+  void add_row(Sources&& sources) {
+    sources(src);
+    first.push_back(static_cast<Index>(src.size()));
+    ++end;
+  }
+  Index pairs() const noexcept { return static_cast<Index>(src.size()); }
 };
 
 // Rows of sources are scattered over V and dout (random atom order): fetch them ahead of use.
@@ -597,33 +624,114 @@ inline void prefetch_row(const T* p, Index n) noexcept {
 }
 constexpr std::size_t kPrefetchAhead = 2;  // pairs
 
-// acc (H dv) += sum_j c_h(i, j) v_j,h.
+// own_h = G_i,h . v_j,h and other_h = G_j,h . v_i,h for the H heads of a pair.
 template <class T>
-void forward_row(const PairContext& cx, const Geometry* geometry, Index i, ConstMatRef<double> coords,
-                 ConstMatRef<T> V, double* acc, PairWork& w) {
-  const auto k = static_cast<Index>(w.src.size());
-  if (k == 0) return;
-  const Index K = cx.K, H = cx.H, dv = cx.dv;
-  w.Gm.resize(k, K);
-  for (Index q = 0; q < k; ++q) {
-    const Index j = w.src[static_cast<std::size_t>(q)];
-    prefetch_row(V.row(j).data(), H * dv);  // read below, after the geometry of all pairs
-    if (static_cast<std::size_t>(q) + kPrefetchAhead < w.src.size())
-      __builtin_prefetch(coords.row(w.src[static_cast<std::size_t>(q) + kPrefetchAhead]).data());
-    const double d[3] = {coords(i, 0) - coords(j, 0), coords(i, 1) - coords(j, 1), coords(i, 2) - coords(j, 2)};
-    const double rho = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
-    radial_basis(cx.nodes, rho, w.b.data(), nullptr);
-    const double wt = 1.0 - envelope(rho, cx.cutoff);
-    if (geometry) {
-      pair_estimate(*geometry, d, w.E.data(), nullptr, nullptr, w.ph);
-      w.Gm.row(q) = (wt * w.b - w.E).matrix().transpose();
+void head_products(Index H, Index dv, const T* gi, const T* vj, const T* gj, const T* vi, double* own,
+                   double* other) {
+  for (Index h = 0; h < H; ++h) {
+    const Index c0 = h * dv;
+    double o = 0.0, t = 0.0;
+    // Summed in SIMD lanes (a fixed order per build, the same for every thread count), not as
+    // two serial chains of dependent adds; a head of 16 channels with a fixed trip count, which
+    // the compiler vectorises (a run-time 16 goes to its scalar remainder loop).
+    const auto products = [&](Index c, double& a, double& b) {
+      a += static_cast<double>(gi[c]) * static_cast<double>(vj[c]);
+      b += static_cast<double>(gj[c]) * static_cast<double>(vi[c]);
+    };
+    if (dv == 16) {
+#pragma omp simd reduction(+ : o, t)
+      for (Index c = 0; c < 16; ++c) products(c0 + c, o, t);
     } else {
-      w.Gm.row(q) = (wt * w.b).matrix().transpose();
+#pragma omp simd reduction(+ : o, t)
+      for (Index c = 0; c < dv; ++c) products(c0 + c, o, t);
+    }
+    own[h] = o;
+    other[h] = t;
+  }
+}
+
+// The terms of the block's pairs. g and radial are even in d = r_i - r_j and grad odd, bitwise
+// (pair_estimate's closed form and direct sum both are), and gamma is symmetric in (i, j); so a
+// pair whose reverse (j, i) is also in the block is computed once and its reverse's slot filled
+// from it (grad negated): the same values as computing both, half the work for those pairs.
+// V and dout (for gamma) only for coordinate gradients.
+template <class T>
+void pair_terms(const PairContext& cx, const Geometry* geometry, ConstMatRef<double> coords, PairBlock& pb,
+                PairWork& w, const ConstMatRef<T>* V = nullptr, const ConstMatRef<T>* dout = nullptr) {
+  const Index K = cx.K, H = cx.H, dv = cx.dv, P = pb.pairs();
+  const bool coordinate_grads = V && dout;
+  pb.G.resize(P, K);
+  pb.done.assign(static_cast<std::size_t>(P), 0);
+  if (coordinate_grads) {
+    pb.radial.resize(static_cast<std::size_t>(P));
+    pb.grad.resize(P, 3);
+  }
+  for (Index i = pb.begin; i < pb.end; ++i) {
+    const Index q0 = pb.first[static_cast<std::size_t>(i - pb.begin)];
+    const Index q1 = pb.first[static_cast<std::size_t>(i - pb.begin) + 1];
+    for (Index q = q0; q < q1; ++q) {
+      if (pb.done[static_cast<std::size_t>(q)]) continue;
+      const Index j = pb.src[static_cast<std::size_t>(q)];
+      if (static_cast<Index>(q) + static_cast<Index>(kPrefetchAhead) < q1)
+        __builtin_prefetch(coords.row(pb.src[static_cast<std::size_t>(q) + kPrefetchAhead]).data());
+      const double d[3] = {coords(i, 0) - coords(j, 0), coords(i, 1) - coords(j, 1), coords(i, 2) - coords(j, 2)};
+      const double rho = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+      radial_basis(cx.nodes, rho, w.b.data(), coordinate_grads ? w.db.data() : nullptr);
+      const double wt = 1.0 - envelope(rho, cx.cutoff);
+      double* grad_est = coordinate_grads ? pb.grad.row(q).data() : nullptr;
+      if (coordinate_grads) {
+        head_products(H, dv, dout->row(i).data(), V->row(j).data(), dout->row(j).data(), V->row(i).data(),
+                      w.own.data(), w.other.data());
+        for (Index n = 0; n < K; ++n) {
+          double gn = 0.0;
+          for (Index h = 0; h < H; ++h) gn += (w.own(h) + w.other(h)) * cx.A(h, n);
+          w.gamma(n) = gn;
+        }
+        grad_est[0] = grad_est[1] = grad_est[2] = 0.0;
+      }
+      if (geometry) {
+        pair_estimate(*geometry, d, w.E.data(), coordinate_grads ? w.gamma.data() : nullptr, grad_est, w.ph);
+        pb.G.row(q) = (wt * w.b - w.E).matrix().transpose();
+      } else {
+        pb.G.row(q) = (wt * w.b).matrix().transpose();
+      }
+      double radial = 0.0;
+      if (coordinate_grads) {
+        if (rho > 0.0) radial = (w.gamma * (-envelope_derivative(rho, cx.cutoff) * w.b + wt * w.db)).sum() / rho;
+        pb.radial[static_cast<std::size_t>(q)] = radial;
+      }
+      // The reverse pair, when row j is in the block and lists i.
+      if (j > i && j < pb.end) {
+        const auto row_b = pb.src.begin() + pb.first[static_cast<std::size_t>(j - pb.begin)];
+        const auto row_e = pb.src.begin() + pb.first[static_cast<std::size_t>(j - pb.begin) + 1];
+        const auto it = std::lower_bound(row_b, row_e, i);
+        if (it != row_e && *it == i) {
+          const auto r = static_cast<Index>(it - pb.src.begin());
+          pb.G.row(r) = pb.G.row(q);
+          if (coordinate_grads) {
+            pb.radial[static_cast<std::size_t>(r)] = radial;
+            pb.grad.row(r) = -pb.grad.row(q);
+          }
+          pb.done[static_cast<std::size_t>(r)] = 1;
+        }
+      }
     }
   }
-  w.C.noalias() = w.Gm * cx.A.transpose();  // k x H
+}
+
+// acc (H dv) += sum_j c_h(i, j) v_j,h over row i's pairs in the block.
+template <class T>
+void forward_row(const PairContext& cx, const PairBlock& pb, Index i, ConstMatRef<T> V, double* acc, PairWork& w) {
+  const Index q0 = pb.first[static_cast<std::size_t>(i - pb.begin)];
+  const Index k = pb.first[static_cast<std::size_t>(i - pb.begin) + 1] - q0;
+  if (k == 0) return;
+  const Index H = cx.H, dv = cx.dv;
+  const Index* src = pb.src.data() + q0;
+  for (Index q = 0; q < std::min<Index>(k, kPrefetchAhead); ++q) prefetch_row(V.row(src[q]).data(), H * dv);
+  w.C.noalias() = pb.G.middleRows(q0, k) * cx.A.transpose();  // k x H
   for (Index q = 0; q < k; ++q) {
-    const T* vj = V.row(w.src[static_cast<std::size_t>(q)]).data();
+    if (q + static_cast<Index>(kPrefetchAhead) < k) prefetch_row(V.row(src[q + kPrefetchAhead]).data(), H * dv);
+    const T* vj = V.row(src[q]).data();
     for (Index h = 0; h < H; ++h) {
       const double ch = w.C(q, h);
       double* a = acc + h * dv;
@@ -634,81 +742,44 @@ void forward_row(const PairContext& cx, const Geometry* geometry, Index i, Const
 }
 
 // Gradients of the pair terms through row i's own (symmetric) pairs: dV_i (H dv) += sum_j c_h(i, j)
-// G_j,h; dr_i (3, may be null) += sum_j (gc_h(i, j) + gc_h(j, i)) d c_h(i, j) / d r_i;
-// da (H x K) += sum_j gc_h(i, j) g_n(i, j).
+// G_j,h; dr_i (3, may be null) += sum_j (gc_h(i, j) + gc_h(j, i)) d c_h(i, j) / d r_i (radial and
+// grad of pair_terms); da (H x K) += sum_j gc_h(i, j) g_n(i, j).
 template <class T>
-void backward_row(const PairContext& cx, const Geometry* geometry, Index i, ConstMatRef<double> coords,
-                  ConstMatRef<T> V, ConstMatRef<T> dout, double* dV, double* dr, Mat<double>& da,
-                  PairWork& w) {
+void backward_row(const PairContext& cx, const PairBlock& pb, Index i, ConstMatRef<double> coords, ConstMatRef<T> V,
+                  ConstMatRef<T> dout, double* dV, double* dr, Mat<double>& da, PairWork& w) {
   const Index K = cx.K, H = cx.H, dv = cx.dv;
+  const Index q0 = pb.first[static_cast<std::size_t>(i - pb.begin)];
+  const Index q1 = pb.first[static_cast<std::size_t>(i - pb.begin) + 1];
   const T* gi = dout.row(i).data();
   const T* vi = V.row(i).data();
-  for (std::size_t q = 0; q < w.src.size(); ++q) {
-    const Index j = w.src[q];
-    if (q + kPrefetchAhead < w.src.size()) {
-      const Index ahead = w.src[q + kPrefetchAhead];
+  for (Index q = q0; q < q1; ++q) {
+    const Index j = pb.src[static_cast<std::size_t>(q)];
+    if (q + static_cast<Index>(kPrefetchAhead) < q1) {
+      const Index ahead = pb.src[static_cast<std::size_t>(q) + kPrefetchAhead];
       prefetch_row(dout.row(ahead).data(), H * dv);
       prefetch_row(V.row(ahead).data(), H * dv);
-      __builtin_prefetch(coords.row(ahead).data());
     }
     const T* gj = dout.row(j).data();
-    const T* vj = V.row(j).data();
-    for (Index h = 0; h < H; ++h) {
-      const Index c0 = h * dv;
-      double own = 0.0, other = 0.0;
-      // Summed in SIMD lanes (a fixed order per build, the same for every thread count), not as
-      // two serial chains of dependent adds; a head of 16 channels with a fixed trip count, which
-      // the compiler vectorises (a run-time 16 goes to its scalar remainder loop).
-      const auto products = [&](Index c, double& o, double& t) {
-        o += static_cast<double>(gi[c]) * static_cast<double>(vj[c]);
-        t += static_cast<double>(gj[c]) * static_cast<double>(vi[c]);
-      };
-      if (dv == 16) {
-#pragma omp simd reduction(+ : own, other)
-        for (Index c = 0; c < 16; ++c) products(c0 + c, own, other);
-      } else {
-#pragma omp simd reduction(+ : own, other)
-        for (Index c = 0; c < dv; ++c) products(c0 + c, own, other);
-      }
-      w.gco(h) = own;
-      w.gcs(h) = own + other;
-    }
-    for (Index n = 0; n < K; ++n) {  // gamma_n = dLoss/dg_n (both directions of the pair)
-      double gn = 0.0;
-      for (Index h = 0; h < H; ++h) gn += w.gcs(h) * cx.A(h, n);
-      w.gamma(n) = gn;
-    }
-    const double d[3] = {coords(i, 0) - coords(j, 0), coords(i, 1) - coords(j, 1), coords(i, 2) - coords(j, 2)};
-    const double rho = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
-    radial_basis(cx.nodes, rho, w.b.data(), w.db.data());
-    const double wt = 1.0 - envelope(rho, cx.cutoff);
-    const double dwt = -envelope_derivative(rho, cx.cutoff);
-    double grad_est[3] = {0.0, 0.0, 0.0};
-    if (geometry) {
-      pair_estimate(*geometry, d, w.E.data(), dr ? w.gamma.data() : nullptr, dr ? grad_est : nullptr, w.ph);
-      w.E = wt * w.b - w.E;  // g_n
-    } else {
-      w.E = wt * w.b;
-    }
+    head_products(H, dv, gi, V.row(j).data(), gj, vi, w.own.data(), w.other.data());
+    const double* g = pb.G.row(q).data();
     for (Index h = 0; h < H; ++h) {
       double ch = 0.0;  // c_h(i, j)
       for (Index n = 0; n < K; ++n) {
-        ch += cx.A(h, n) * w.E(n);
-        da(h, n) += w.gco(h) * w.E(n);
+        ch += cx.A(h, n) * g[n];
+        da(h, n) += w.own(h) * g[n];
       }
       for (Index c = h * dv; c < (h + 1) * dv; ++c) dV[c] += ch * static_cast<double>(gj[c]);
     }
     if (dr) {
       // grad of g_n: (dw b_n + w db_n) d / rho (zero at rho = 0: even, smooth) - grad E_n
-      if (rho > 0.0) {
-        const double radial = (w.gamma * (dwt * w.b + wt * w.db)).sum() / rho;
+      const double d[3] = {coords(i, 0) - coords(j, 0), coords(i, 1) - coords(j, 1), coords(i, 2) - coords(j, 2)};
+      const double radial = pb.radial[static_cast<std::size_t>(q)];
+      if (radial != 0.0)
         for (int a = 0; a < 3; ++a) dr[a] += radial * d[a];
-      }
-      for (int a = 0; a < 3; ++a) dr[a] -= grad_est[a];
+      for (int a = 0; a < 3; ++a) dr[a] -= pb.grad(q, a);
     }
   }
 }
-
 // ---------------------------------------------------------------------------------------------
 // Validation (before any parallel region: no exception may leave one).
 
@@ -786,13 +857,33 @@ void validate_neighbours(const char* what, const NeighbourList& nb, const Ragged
       for (auto p = p0; ok && p < p1; ++p) {
         const Index j = nb.source[static_cast<std::size_t>(p)];
         ok = j >= s0 && j < s1 && (p == p0 || j > nb.source[static_cast<std::size_t>(p) - 1]);
-        if (ok && symmetric && j != i) {
-          const auto b = nb.source.begin() + nb.offsets[static_cast<std::size_t>(j)];
-          const auto e = nb.source.begin() + nb.offsets[static_cast<std::size_t>(j) + 1];
-          ok = std::binary_search(b, e, static_cast<std::int32_t>(i));
-        }
       }
       if (!ok) bad = std::min(bad, i);
+    }
+  }
+  if (symmetric && bad == N) {
+    // Symmetry in O(P): the sources below j of row j must be, in increasing order, the rows i < j
+    // that list j. Walking the rows in order with a cursor per row matches each pair (i, j), i < j,
+    // with the next unmatched source of row j; every one must be i, and none may be left over.
+    std::vector<std::int64_t> cursor(nb.offsets.begin(), nb.offsets.end() - 1);
+    for (Index i = 0; i < N && bad == N; ++i) {
+      const auto p0 = nb.offsets[static_cast<std::size_t>(i)], p1 = nb.offsets[static_cast<std::size_t>(i) + 1];
+      // Row i's sources below i must all be matched by now (the rows below i are done).
+      const std::int64_t c = cursor[static_cast<std::size_t>(i)];
+      if (c < p1 && nb.source[static_cast<std::size_t>(c)] < i) {
+        bad = i;
+        break;
+      }
+      for (auto p = p0; p < p1; ++p) {
+        const Index j = nb.source[static_cast<std::size_t>(p)];
+        if (j <= i) continue;
+        std::int64_t& next = cursor[static_cast<std::size_t>(j)];
+        if (next == nb.offsets[static_cast<std::size_t>(j) + 1] || nb.source[static_cast<std::size_t>(next)] != i) {
+          bad = i;  // (i, j) without (j, i), or row j lists a row below i that does not list j
+          break;
+        }
+        ++next;
+      }
     }
   }
   require(bad == N, w + ": the neighbour list is malformed at row " + std::to_string(bad) +
@@ -881,10 +972,9 @@ std::vector<Mat<double>> group_feature_sums(const Geometry& g, const Plan& plan,
   return partial;
 }
 
-// Sources of row i: its neighbours, plus itself when the list omits self pairs and the set uses
-// features (the feature sums contain the self pair, whose exact weight w(0) = 0 is 0).
+// Appends the sources of row i: its neighbours, plus itself when the list omits self pairs and the
+// set uses features (the feature sums contain the self pair, whose exact weight w(0) = 0 is 0).
 void near_sources(const NeighbourList& nb, Index i, bool add_self, std::vector<Index>& src) {
-  src.clear();
   const auto p0 = nb.offsets[static_cast<std::size_t>(i)], p1 = nb.offsets[static_cast<std::size_t>(i) + 1];
   bool self_done = !add_self;
   for (auto p = p0; p < p1; ++p) {
@@ -1061,6 +1151,7 @@ void far_field_forward(const FarFieldConfig& cfg, const SphericalDesign& design,
 #pragma omp parallel
   {
     PairWork w(K, H, g.M);
+    PairBlock pb;
     GramWork gw;
     Mat<double> acc, Psi, Vd, St_own;
 #pragma omp for schedule(dynamic, 1)
@@ -1071,10 +1162,12 @@ void far_field_forward(const FarFieldConfig& cfg, const SphericalDesign& design,
       const bool features = sum_index >= 0;  // near pairs: exact minus their estimate
       const Index R = task.end - task.begin;
       acc.setZero(R, Hdv);
-      for (Index i = task.begin; i < task.end; ++i) {
-        near_sources(nb, i, features && !nb.include_self, w.src);
-        forward_row<T>(cx, features ? &g : nullptr, i, coords, V, acc.row(i - task.begin).data(), w);
-      }
+      const bool add_self = features && !nb.include_self;
+      pb.start(task.begin);
+      for (Index i = task.begin; i < task.end; ++i)
+        pb.add_row([&](std::vector<Index>& src) { near_sources(nb, i, add_self, src); });
+      pair_terms<T>(cx, features ? &g : nullptr, coords, pb, w);
+      for (Index i = task.begin; i < task.end; ++i) forward_row<T>(cx, pb, i, V, acc.row(i - task.begin).data(), w);
       if (sum_index == kGramSet) {
         feature_block(g, coords, task.begin, task.end, cache.centre[su], Psi, w.ph);
         Vd = V.middleRows(task.begin, R).template cast<double>();
@@ -1100,8 +1193,11 @@ void far_field_forward(const FarFieldConfig& cfg, const SphericalDesign& design,
             acc.middleRows(b - task.begin, e - b).noalias() += Psi * St_own;
           }
         } else {
-          feature_block(g, coords, task.begin, task.end, c, Psi, w.ph);
-          acc.noalias() += Psi * scaled[su];
+          for (Index b = task.begin; b < task.end; b += kRowChunk) {
+            const Index e = std::min(task.end, b + kRowChunk);
+            feature_block(g, coords, b, e, c, Psi, w.ph);
+            acc.middleRows(b - task.begin, e - b).noalias() += Psi * scaled[su];
+          }
         }
       }
       out.middleRows(task.begin, R) = acc.template cast<T>();
@@ -1162,6 +1258,7 @@ void far_field_backward(const FarFieldConfig& cfg, const SphericalDesign& design
 #pragma omp parallel
   {
     PairWork w(K, H, g.M);
+    PairBlock pb;
     GramWork gw;
     Mat<double> dVacc, dracc, Psi, Gd, Vd, St_own, dS_own, dSt, dPsi;
 #pragma omp for schedule(dynamic, 1)
@@ -1175,11 +1272,14 @@ void far_field_backward(const FarFieldConfig& cfg, const SphericalDesign& design
       da.setZero(H, K);
       dVacc.setZero(R, Hdv);
       dracc.setZero(want_coords ? R : 0, 3);
-      for (Index i = task.begin; i < task.end; ++i) {
-        near_sources(nb, i, features && !nb.include_self, w.src);
-        backward_row<T>(cx, features ? &g : nullptr, i, coords, V, dout, dVacc.row(i - task.begin).data(),
+      const bool add_self = features && !nb.include_self;
+      pb.start(task.begin);
+      for (Index i = task.begin; i < task.end; ++i)
+        pb.add_row([&](std::vector<Index>& src) { near_sources(nb, i, add_self, src); });
+      pair_terms<T>(cx, features ? &g : nullptr, coords, pb, w, want_coords ? &V : nullptr, &dout);
+      for (Index i = task.begin; i < task.end; ++i)
+        backward_row<T>(cx, pb, i, coords, V, dout, dVacc.row(i - task.begin).data(),
                         want_coords ? dracc.row(i - task.begin).data() : nullptr, da, w);
-      }
       if (sum_index == kGramSet) {
         feature_block(g, coords, task.begin, task.end, cache.centre[su], Psi, w.ph);
         Gd = dout.middleRows(task.begin, R).template cast<double>();
@@ -1239,15 +1339,20 @@ void far_field_exact_forward(const FarFieldConfig& cfg, const RaggedIndex& sets,
 #pragma omp parallel
   {
     PairWork w(K, H, 0);
+    PairBlock pb;
     Mat<double> acc;
 #pragma omp for schedule(dynamic, 1)
     for (Index t = 0; t < num_chunks; ++t) {
       const Chunk& ch = chunks[static_cast<std::size_t>(t)];
-      w.src.clear();
-      for (Index j = sets.begin(ch.set); j < sets.end(ch.set); ++j) w.src.push_back(j);
       acc.setZero(ch.end - ch.begin, Hdv);
-      for (Index i = ch.begin; i < ch.end; ++i)
-        forward_row<T>(cx, nullptr, i, coords, V, acc.row(i - ch.begin).data(), w);
+      for (Index i = ch.begin; i < ch.end; ++i) {  // one row at a time: the set's pairs are O(n^2)
+        pb.start(i);
+        pb.add_row([&](std::vector<Index>& src) {
+          for (Index j = sets.begin(ch.set); j < sets.end(ch.set); ++j) src.push_back(j);
+        });
+        pair_terms<T>(cx, nullptr, coords, pb, w);
+        forward_row<T>(cx, pb, i, V, acc.row(i - ch.begin).data(), w);
+      }
       out.middleRows(ch.begin, ch.end - ch.begin) = acc.template cast<T>();
     }
   }
@@ -1273,20 +1378,25 @@ void far_field_exact_backward(const FarFieldConfig& cfg, const RaggedIndex& sets
 #pragma omp parallel
   {
     PairWork w(K, H, 0);
+    PairBlock pb;
     Mat<double> dVacc, dracc;
 #pragma omp for schedule(dynamic, 1)
     for (Index t = 0; t < num_chunks; ++t) {
       const Chunk& ch = chunks[static_cast<std::size_t>(t)];
-      w.src.clear();
-      for (Index j = sets.begin(ch.set); j < sets.end(ch.set); ++j) w.src.push_back(j);
       const Index R = ch.end - ch.begin;
       Mat<double>& da = da_part[static_cast<std::size_t>(t)];
       da.setZero(H, K);
       dVacc.setZero(R, Hdv);
       dracc.setZero(want_coords ? R : 0, 3);
-      for (Index i = ch.begin; i < ch.end; ++i)
-        backward_row<T>(cx, nullptr, i, coords, V, dout, dVacc.row(i - ch.begin).data(),
+      for (Index i = ch.begin; i < ch.end; ++i) {
+        pb.start(i);
+        pb.add_row([&](std::vector<Index>& src) {
+          for (Index j = sets.begin(ch.set); j < sets.end(ch.set); ++j) src.push_back(j);
+        });
+        pair_terms<T>(cx, nullptr, coords, pb, w, want_coords ? &V : nullptr, &dout);
+        backward_row<T>(cx, pb, i, coords, V, dout, dVacc.row(i - ch.begin).data(),
                         want_coords ? dracc.row(i - ch.begin).data() : nullptr, da, w);
+      }
       dV.middleRows(ch.begin, R) += dVacc.template cast<T>();
       if (want_coords) dcoords.middleRows(ch.begin, R) += dracc.template cast<T>();
     }

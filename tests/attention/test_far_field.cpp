@@ -12,6 +12,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <type_traits>
@@ -625,6 +626,37 @@ TEST_CASE("Far field rejects bad shapes, lists and configurations", "[far_field]
   far_field_forward<double>(c, d, b.sets, asym, b.X, V, A, out, cache_asym);
   Mat<double> dV = Mat<double>::Zero(N, 6), dX = Mat<double>::Zero(N, 3), dA = Mat<double>::Zero(2, 3);
   CHECK_THROWS_AS(far_field_backward<double>(c, d, b.sets, asym, b.X, V, A, cache_asym, out, dV, dX, dA), InvalidArgument);
+  // Two more asymmetries, each dropping one pair (row, source) of the big set: (i, j), j > i, kept
+  // while row j loses (j, i); and (i, j) dropped from row i where i is row j's last source below j,
+  // so that nothing after row i could notice (j, i) left unmatched but row j itself.
+  const auto drop = [](NeighbourList list, Index row, Index source) {
+    const auto b0 = list.source.begin() + list.offsets[static_cast<std::size_t>(row)];
+    const auto b1 = list.source.begin() + list.offsets[static_cast<std::size_t>(row) + 1];
+    const auto at = std::lower_bound(b0, b1, static_cast<std::int32_t>(source));
+    REQUIRE((at != b1 && *at == source));
+    const auto p = static_cast<std::size_t>(at - list.source.begin());
+    list.source.erase(list.source.begin() + static_cast<std::ptrdiff_t>(p));
+    list.target.erase(list.target.begin() + static_cast<std::ptrdiff_t>(p));
+    for (std::size_t r = static_cast<std::size_t>(row) + 1; r < list.offsets.size(); ++r) --list.offsets[r];
+    return list;
+  };
+  {
+    const Index i = 10, j = nb.source[static_cast<std::size_t>(nb.offsets[static_cast<std::size_t>(i) + 1]) - 1];
+    REQUIRE(j > i);
+    const NeighbourList kept_upper = drop(nb, j, i);
+    const Index j2 = 20;
+    Index i2 = -1;  // row j2's last source below j2
+    for (auto p = nb.offsets[static_cast<std::size_t>(j2)]; p < nb.offsets[static_cast<std::size_t>(j2) + 1]; ++p)
+      if (nb.source[static_cast<std::size_t>(p)] < j2) i2 = nb.source[static_cast<std::size_t>(p)];
+    REQUIRE(i2 >= 0);
+    const NeighbourList kept_lower = drop(nb, i2, j2);
+    for (const NeighbourList* list : {&kept_upper, &kept_lower}) {
+      FarFieldCache<double> cache_one;
+      far_field_forward<double>(c, d, b.sets, *list, b.X, V, A, out, cache_one);
+      CHECK_THROWS_AS(far_field_backward<double>(c, d, b.sets, *list, b.X, V, A, cache_one, out, dV, dX, dA),
+                      InvalidArgument);
+    }
+  }
   // backward shapes and a cache from another design
   Mat<double> dXbad = Mat<double>::Zero(N, 2), dAbad = Mat<double>::Zero(3, 3);
   CHECK_THROWS_AS(far_field_backward<double>(c, d, b.sets, nb, b.X, V, A, cache, out, dV, dXbad, dA), InvalidArgument);
