@@ -624,7 +624,7 @@ inline void prefetch_row(const T* p, Index n) noexcept {
 }
 constexpr std::size_t kPrefetchAhead = 2;  // pairs
 
-// own_h = G_i,h . v_j,h and other_h = G_j,h . v_i,h for the H heads of a pair.
+// own_h = G_i,h . v_j,h for the H heads of a pair; with `other`, also other_h = G_j,h . v_i,h.
 template <class T>
 void head_products(Index H, Index dv, const T* gi, const T* vj, const T* gj, const T* vi, double* own,
                    double* other) {
@@ -632,20 +632,27 @@ void head_products(Index H, Index dv, const T* gi, const T* vj, const T* gj, con
     const Index c0 = h * dv;
     double o = 0.0, t = 0.0;
     // Summed in SIMD lanes (a fixed order per build, the same for every thread count), not as
-    // two serial chains of dependent adds; a head of 16 channels with a fixed trip count, which
-    // the compiler vectorises (a run-time 16 goes to its scalar remainder loop).
-    const auto products = [&](Index c, double& a, double& b) {
-      a += static_cast<double>(gi[c]) * static_cast<double>(vj[c]);
-      b += static_cast<double>(gj[c]) * static_cast<double>(vi[c]);
+    // serial chains of dependent adds; a head of 16 channels with a fixed trip count, which the
+    // compiler vectorises (a run-time 16 goes to its scalar remainder loop).
+    const auto product = [](const T* a, const T* b, Index c) {
+      return static_cast<double>(a[c]) * static_cast<double>(b[c]);
     };
     if (dv == 16) {
-#pragma omp simd reduction(+ : o, t)
-      for (Index c = 0; c < 16; ++c) products(c0 + c, o, t);
+#pragma omp simd reduction(+ : o)
+      for (Index c = 0; c < 16; ++c) o += product(gi, vj, c0 + c);
     } else {
-#pragma omp simd reduction(+ : o, t)
-      for (Index c = 0; c < dv; ++c) products(c0 + c, o, t);
+#pragma omp simd reduction(+ : o)
+      for (Index c = 0; c < dv; ++c) o += product(gi, vj, c0 + c);
     }
     own[h] = o;
+    if (!other) continue;
+    if (dv == 16) {
+#pragma omp simd reduction(+ : t)
+      for (Index c = 0; c < 16; ++c) t += product(gj, vi, c0 + c);
+    } else {
+#pragma omp simd reduction(+ : t)
+      for (Index c = 0; c < dv; ++c) t += product(gj, vi, c0 + c);
+    }
     other[h] = t;
   }
 }
@@ -760,7 +767,7 @@ void backward_row(const PairContext& cx, const PairBlock& pb, Index i, ConstMatR
       prefetch_row(V.row(ahead).data(), H * dv);
     }
     const T* gj = dout.row(j).data();
-    head_products(H, dv, gi, V.row(j).data(), gj, vi, w.own.data(), w.other.data());
+    head_products(H, dv, gi, V.row(j).data(), gj, vi, w.own.data(), nullptr);
     const double* g = pb.G.row(q).data();
     for (Index h = 0; h < H; ++h) {
       double ch = 0.0;  // c_h(i, j)

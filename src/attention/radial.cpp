@@ -84,8 +84,16 @@ void radial_basis(const RadialNodes& nodes, double rho, double* values, double* 
   // rounding error grows about linearly in n: below 1e-14 for a hundred nodes).
   const double two_pi = 2.0 * std::numbers::pi;
   const double t0 = two_pi * nodes.first * rho, dt = two_pi * nodes.spacing * rho;
-  double s = std::sin(t0), c = std::cos(t0);
   const double sd = std::sin(dt), cd = std::cos(dt);
+  // The usual first nodes, 0 and the spacing, need no second sin/cos pair (the same values).
+  double s = 0.0, c = 1.0;
+  if (nodes.first == nodes.spacing) {
+    s = sd;
+    c = cd;
+  } else if (nodes.first != 0.0) {
+    s = std::sin(t0);
+    c = std::cos(t0);
+  }
   for (Index n = 0; n < nodes.count; ++n) {
     const double k = two_pi * nodes.kappa(n);  // d t_n / d rho
     const double t = k * rho;
