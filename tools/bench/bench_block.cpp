@@ -710,9 +710,14 @@ int run_all(const Options& opt) {
      << "- Workload: `models::MoleculeModel<float>` with blocks = 1 and otherwise the default "
         "ModelConfig (one extensive target; attention near_far: exact near field on the neighbour "
         "list within 5 A with distance filters and vector features, FLT far field (product grid "
-        "of degree 12, 4 nodes), gated equivariant update; width 128 = 8 heads x 16; a section "
-        "at width 64 = 4 heads x 16 or 32 = 2 heads x 16 only where the default did not fit in "
-        "this machine's memory at 1e6 atoms) on one set of N atoms uniformly random in a cube "
+        "of degree 12, 4 nodes), gated equivariant update; "
+     << (opt.widths == "auto"
+             ? "width 128 = 8 heads x 16; a section at width 64 = 4 heads x 16 or 32 = 2 heads x "
+               "16 only where the default did not fit in this machine's memory at 1e6 atoms"
+             : "one section per width of --widths " + opt.widths +
+                   ", 16 channels per head (128 = 8 heads: the default model; 32 = 2 heads: the "
+                   "rMD17 energy and force recipes)")
+     << ") on one set of N atoms uniformly random in a cube "
         "at 0.1 atoms/A^3, elements uniformly among H, C, N, O, renumbered in cell order (Morton "
         "order of 5 A cells, atoms of a cell in drawn order). Time = model.forward (embedding, "
         "neighbour list, the block, output head, sum) + model.backward from dLoss/dout = 1: "
