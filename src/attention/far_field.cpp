@@ -624,36 +624,30 @@ inline void prefetch_row(const T* p, Index n) noexcept {
 }
 constexpr std::size_t kPrefetchAhead = 2;  // pairs
 
+// a . b over one head's dv channels, in double. Summed in SIMD lanes (a fixed order per build, the
+// same for every thread count), not as a serial chain of dependent adds; a head of 16 channels
+// with a fixed trip count, which the compiler vectorises (a run-time 16 goes to its scalar
+// remainder loop).
+template <class T>
+double head_dot(const T* a, const T* b, Index dv) {
+  double s = 0.0;
+  if (dv == 16) {
+#pragma omp simd reduction(+ : s)
+    for (Index c = 0; c < 16; ++c) s += static_cast<double>(a[c]) * static_cast<double>(b[c]);
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (Index c = 0; c < dv; ++c) s += static_cast<double>(a[c]) * static_cast<double>(b[c]);
+  }
+  return s;
+}
+
 // own_h = G_i,h . v_j,h for the H heads of a pair; with `other`, also other_h = G_j,h . v_i,h.
 template <class T>
 void head_products(Index H, Index dv, const T* gi, const T* vj, const T* gj, const T* vi, double* own,
                    double* other) {
   for (Index h = 0; h < H; ++h) {
-    const Index c0 = h * dv;
-    double o = 0.0, t = 0.0;
-    // Summed in SIMD lanes (a fixed order per build, the same for every thread count), not as
-    // serial chains of dependent adds; a head of 16 channels with a fixed trip count, which the
-    // compiler vectorises (a run-time 16 goes to its scalar remainder loop).
-    const auto product = [](const T* a, const T* b, Index c) {
-      return static_cast<double>(a[c]) * static_cast<double>(b[c]);
-    };
-    if (dv == 16) {
-#pragma omp simd reduction(+ : o)
-      for (Index c = 0; c < 16; ++c) o += product(gi, vj, c0 + c);
-    } else {
-#pragma omp simd reduction(+ : o)
-      for (Index c = 0; c < dv; ++c) o += product(gi, vj, c0 + c);
-    }
-    own[h] = o;
-    if (!other) continue;
-    if (dv == 16) {
-#pragma omp simd reduction(+ : t)
-      for (Index c = 0; c < 16; ++c) t += product(gj, vi, c0 + c);
-    } else {
-#pragma omp simd reduction(+ : t)
-      for (Index c = 0; c < dv; ++c) t += product(gj, vi, c0 + c);
-    }
-    other[h] = t;
+    own[h] = head_dot(gi + h * dv, vj + h * dv, dv);
+    if (other) other[h] = head_dot(gj + h * dv, vi + h * dv, dv);
   }
 }
 
