@@ -828,69 +828,15 @@ std::vector<Chunk> row_chunks(const RaggedIndex& sets, Index chunk) {
   return out;
 }
 
-// The neighbour list must cover the batch, cover the partition's cutoff, keep its pairs within
-// sets with sorted sources, and (for backward) be symmetric.
+// The neighbour list must be well formed over the batch's sets, cover the partition's cutoff,
+// and (for backward) be symmetric.
 void validate_neighbours(const char* what, const NeighbourList& nb, const RaggedIndex& sets, double cutoff,
                          bool symmetric) {
-  const Index N = sets.total_rows();
-  const std::string w = what;
-  require(nb.num_rows() == N && !nb.offsets.empty(),
-          w + ": the neighbour list has " + std::to_string(nb.num_rows()) + " rows, the batch " + std::to_string(N));
-  require(nb.offsets.front() == 0 && nb.offsets.back() == static_cast<std::int64_t>(nb.source.size()),
-          w + ": the neighbour list's offsets do not match its pairs");
+  check_neighbour_list(nb, sets.total_rows(), &sets, symmetric, what);
   require(nb.cutoff >= cutoff,
-          w + ": the neighbour list's cutoff " + std::to_string(nb.cutoff) +
+          std::string(what) + ": the neighbour list's cutoff " + std::to_string(nb.cutoff) +
               " is below the far field's cutoff " + std::to_string(cutoff) +
               " (pairs between them would be neither exact nor estimated)");
-  for (Index i = 0; i < N; ++i)  // (no message built unless it fails)
-    if (nb.offsets[static_cast<std::size_t>(i)] > nb.offsets[static_cast<std::size_t>(i) + 1])
-      throw InvalidArgument(w + ": the neighbour list's offsets decrease at row " + std::to_string(i));
-  const std::vector<Chunk> chunks = row_chunks(sets, kRowChunk);
-  const auto num_chunks = static_cast<Index>(chunks.size());
-  Index bad = N;  // the first offending row (private copies start at the largest Index)
-#pragma omp parallel for schedule(static) reduction(min : bad)
-  for (Index t = 0; t < num_chunks; ++t) {
-    const Chunk& ch = chunks[static_cast<std::size_t>(t)];
-    const Index s0 = sets.begin(ch.set), s1 = sets.end(ch.set);
-    for (Index i = ch.begin; i < ch.end; ++i) {
-      const auto p0 = nb.offsets[static_cast<std::size_t>(i)], p1 = nb.offsets[static_cast<std::size_t>(i) + 1];
-      bool ok = true;
-      for (auto p = p0; ok && p < p1; ++p) {
-        const Index j = nb.source[static_cast<std::size_t>(p)];
-        ok = j >= s0 && j < s1 && (p == p0 || j > nb.source[static_cast<std::size_t>(p) - 1]);
-      }
-      if (!ok) bad = std::min(bad, i);
-    }
-  }
-  if (symmetric && bad == N) {
-    // Symmetry in O(P): the sources below j of row j must be, in increasing order, the rows i < j
-    // that list j. Walking the rows in order with a cursor per row matches each pair (i, j), i < j,
-    // with the next unmatched source of row j; every one must be i, and none may be left over.
-    std::vector<std::int64_t> cursor(nb.offsets.begin(), nb.offsets.end() - 1);
-    for (Index i = 0; i < N && bad == N; ++i) {
-      const auto p0 = nb.offsets[static_cast<std::size_t>(i)], p1 = nb.offsets[static_cast<std::size_t>(i) + 1];
-      // Row i's sources below i must all be matched by now (the rows below i are done).
-      const std::int64_t c = cursor[static_cast<std::size_t>(i)];
-      if (c < p1 && nb.source[static_cast<std::size_t>(c)] < i) {
-        bad = i;
-        break;
-      }
-      for (auto p = p0; p < p1; ++p) {
-        const Index j = nb.source[static_cast<std::size_t>(p)];
-        if (j <= i) continue;
-        std::int64_t& next = cursor[static_cast<std::size_t>(j)];
-        if (next == nb.offsets[static_cast<std::size_t>(j) + 1] || nb.source[static_cast<std::size_t>(next)] != i) {
-          bad = i;  // (i, j) without (j, i), or row j lists a row below i that does not list j
-          break;
-        }
-        ++next;
-      }
-    }
-  }
-  require(bad == N, w + ": the neighbour list is malformed at row " + std::to_string(bad) +
-                        (symmetric ? " (pairs must lie within the row's set, sources sorted, and the list "
-                                     "symmetric: j in N(i) iff i in N(j))"
-                                   : " (pairs must lie within the row's set, sources sorted)"));
 }
 
 std::vector<Eigen::Vector3d> centroids(const RaggedIndex& sets, ConstMatRef<double> coords) {

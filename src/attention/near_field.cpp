@@ -705,9 +705,7 @@ void check_inputs(const NearFieldConfig& config, const NeighbourList& list, Cons
   require(static_cast<Index>(w.bk.size()) == D && static_cast<Index>(w.bv.size()) == V &&
               static_cast<Index>(w.sink.size()) == config.heads,
           "near field: filter biases or sink of the wrong size");
-  require(list.num_rows() == N, "near field: the neighbour list has " +
-                                    std::to_string(list.num_rows()) + " rows, the inputs " +
-                                    std::to_string(N));
+  check_neighbour_list(list, N, nullptr, false, "near field");
   require(std::abs(list.cutoff - config.cutoff) <= 1e-12 * config.cutoff,
           "near field: the neighbour list was built for another cutoff");
 }

@@ -104,7 +104,9 @@ struct NearFieldCache {
 };
 
 // Forward. `out` (N x D) and `dvec` (N x 3D, or empty without vectors) are overwritten.
-// vec may be empty without vectors.
+// vec may be empty without vectors. The neighbour list must be built for config.cutoff and well
+// formed over the N rows (check_neighbour_list; it need not be symmetric): InvalidArgument otherwise,
+// the same in every entry point below.
 template <class T>
 void near_field_forward(const NearFieldConfig& config, const NeighbourList& neighbours,
                         ConstMatRef<Accum<T>> coords, ConstMatRef<T> q, ConstMatRef<T> k,

@@ -566,4 +566,84 @@ bool set_is_complete(const NeighbourList& list, const RaggedIndex& sets, Index s
   return true;
 }
 
+std::optional<AsymmetricPair> find_asymmetric_pair(const NeighbourList& list) {
+  // The sources below j of row j must be, in increasing order, the rows i < j that list j. Walking
+  // the rows in order with a cursor per row matches each pair (i, j), i < j, with the next
+  // unmatched source of row j; every one must be i, and none may be left over.
+  const Index N = list.num_rows();
+  std::vector<std::int64_t> cursor(list.offsets.begin(), list.offsets.end() - (N > 0 ? 1 : 0));
+  const auto src = [&](std::int64_t p) -> Index { return list.source[static_cast<std::size_t>(p)]; };
+  for (Index i = 0; i < N; ++i) {
+    const auto p0 = list.offsets[uz(i)], p1 = list.offsets[uz(i) + 1];
+    // Row i's sources below i must all be matched by now (the rows below i are done): an
+    // unmatched one was not listed back.
+    const std::int64_t c = cursor[uz(i)];
+    if (c < p1 && src(c) < i) return AsymmetricPair{i, src(c)};
+    for (auto p = p0; p < p1; ++p) {
+      const Index j = src(p);
+      if (j <= i) continue;
+      std::int64_t& next = cursor[uz(j)];
+      if (next == list.offsets[uz(j) + 1] || src(next) > i) return AsymmetricPair{i, j};  // row j skips i
+      if (src(next) < i) return AsymmetricPair{j, src(next)};  // a row below i that did not list j
+      ++next;
+    }
+  }
+  return std::nullopt;
+}
+
+void check_neighbour_list(const NeighbourList& list, Index rows, const RaggedIndex* sets, bool symmetric,
+                          const std::string& who) {
+  require(list.num_rows() == rows && !list.offsets.empty(),
+          who + ": the neighbour list has " + std::to_string(list.num_rows()) + " rows, the batch " +
+              std::to_string(rows));
+  require(sets == nullptr || sets->total_rows() == rows,
+          who + ": the sets hold " + std::to_string(sets ? sets->total_rows() : 0) + " rows, the batch " +
+              std::to_string(rows));
+  require(list.offsets.front() == 0 && list.offsets.back() == static_cast<std::int64_t>(list.source.size()) &&
+              list.target.size() == list.source.size(),
+          who + ": the neighbour list's offsets do not match its pairs");
+  for (Index i = 0; i < rows; ++i)  // (no message built unless it fails)
+    if (list.offsets[uz(i)] > list.offsets[uz(i) + 1])
+      throw InvalidArgument(who + ": the neighbour list's offsets decrease at row " + std::to_string(i) +
+                            " (row i's pairs are [offsets[i], offsets[i + 1]))");
+  // Row ranges within sets: (set begin, set end, first row, last row + 1).
+  struct Range {
+    Index set_begin, set_end, begin, end;
+  };
+  std::vector<Range> ranges;
+  const auto add_set = [&](Index b, Index e) {
+    for (Index r = b; r < e; r += kTargetChunk) ranges.push_back({b, e, r, std::min(e, r + kTargetChunk)});
+  };
+  if (sets != nullptr)
+    for (Index s = 0; s < sets->num_sets(); ++s) add_set(sets->begin(s), sets->end(s));
+  else
+    add_set(0, rows);
+  const auto num_ranges = static_cast<Index>(ranges.size());
+  Index bad = rows;  // the first offending row (private copies start at the largest Index)
+#pragma omp parallel for schedule(static) reduction(min : bad) if (list.num_pairs() > 100000)
+  for (Index t = 0; t < num_ranges; ++t) {
+    const Range& rg = ranges[uz(t)];
+    for (Index i = rg.begin; i < rg.end; ++i) {
+      const auto p0 = list.offsets[uz(i)], p1 = list.offsets[uz(i) + 1];
+      bool ok = true;
+      for (auto p = p0; ok && p < p1; ++p) {
+        const Index j = list.source[static_cast<std::size_t>(p)];
+        ok = list.target[static_cast<std::size_t>(p)] == i && j >= rg.set_begin && j < rg.set_end &&
+             (p == p0 || j > list.source[static_cast<std::size_t>(p) - 1]);
+      }
+      if (!ok) {
+        bad = std::min(bad, i);
+        break;
+      }
+    }
+  }
+  require(bad == rows, who + ": the neighbour list is malformed at row " + std::to_string(bad) +
+                           " (each pair's target must be its row, sources sorted and within the row's set)");
+  if (!symmetric) return;
+  if (const auto pair = find_asymmetric_pair(list))
+    throw InvalidArgument(who + ": the neighbour list is not symmetric: row " + std::to_string(pair->row) +
+                          " lists " + std::to_string(pair->source) + ", row " + std::to_string(pair->source) +
+                          " does not list " + std::to_string(pair->row) + " (j in N(i) must imply i in N(j))");
+}
+
 }  // namespace flt::attn

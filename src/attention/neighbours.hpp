@@ -15,6 +15,8 @@
 #include "core/tensor.hpp"
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace flt::attn {
@@ -45,5 +47,22 @@ NeighbourList build_neighbour_list_reference(const RaggedIndex& sets, ConstMatRe
 // An empty set is complete. Throws InvalidArgument for a set out of range or a list whose row
 // count is not sets.total_rows().
 bool set_is_complete(const NeighbourList& list, const RaggedIndex& sets, Index set);
+
+// Checks that list is a neighbour list of `rows` rows as this module builds them: offsets from 0
+// to the pair count, never decreasing; every pair's target its row; sources strictly increasing
+// within a row and inside the row's set (inside [0, rows) when sets is null); and, when symmetric,
+// j a source of row i iff i a source of row j. Lists built elsewhere (callers may fill the struct
+// themselves) go through this before a kernel indexes with them. Throws InvalidArgument starting
+// with who and naming the first row that breaks the contract. O(rows + pairs), parallel over rows.
+void check_neighbour_list(const NeighbourList& list, Index rows, const RaggedIndex* sets, bool symmetric,
+                          const std::string& who);
+
+// A pair that breaks symmetry: row `row` lists `source`, and row `source` does not list `row`.
+struct AsymmetricPair {
+  Index row = -1, source = -1;
+};
+// The first such pair met walking the rows in order, or nothing for a symmetric list. The list
+// must be otherwise well formed (check_neighbour_list with symmetric = false). O(rows + pairs).
+std::optional<AsymmetricPair> find_asymmetric_pair(const NeighbourList& list);
 
 }  // namespace flt::attn

@@ -471,6 +471,15 @@ TEST_CASE("near field: shape and configuration errors", "[near_field]") {
   CHECK_THROWS_AS(near_field_forward<double>(other, p.list, p.coords, p.q, p.k, p.v, p.vec, p.weights(),
                                              out, dvec, cache),
                   InvalidArgument);
+  // lists the kernels would index out of bounds or misattribute with: a source past the last row,
+  // a pair filed under another row
+  NeighbourList past_end = p.list, retargeted = p.list;
+  past_end.source.back() = 4;
+  retargeted.target.front() = 1;
+  for (const NeighbourList* list : {&past_end, &retargeted})
+    CHECK_THROWS_WITH(near_field_forward<double>(p.config, *list, p.coords, p.q, p.k, p.v, p.vec, p.weights(), out,
+                                                 dvec, cache),
+                      Catch::StartsWith("near field: the neighbour list is malformed"));
 }
 
 TEST_CASE("near field: the tabulated filters are within O(h^4) of the exact filters", "[near_field]") {

@@ -565,3 +565,80 @@ TEST_CASE("Neighbour list tests catch a wrong list", "[flt][neighbours]") {
   // and the list of a slightly larger cutoff differs
   CHECK(list_difference(build_neighbour_list(sets, X, 5.5), good) != "");
 }
+
+TEST_CASE("check_neighbour_list accepts built lists and names the first row that breaks the contract",
+          "[flt][neighbours][errors]") {
+  Rng rng(23);
+  const RaggedIndex sets = RaggedIndex::from_sizes(std::vector<Index>{80, 40, 0, 1});
+  const Mat<double> X = random_batch({80, 40, 0, 1}, 0.1, rng);
+  const NeighbourList good = build_neighbour_list(sets, X, 5.0, true, 0);
+  const Index N = sets.total_rows();
+  for (const NeighbourList* list : {&good}) {
+    CHECK_NOTHROW(check_neighbour_list(*list, N, &sets, true, "test"));
+    CHECK_NOTHROW(check_neighbour_list(*list, N, nullptr, true, "test"));
+  }
+  const NeighbourList no_self = build_neighbour_list(sets, X, 5.0, false);
+  CHECK_NOTHROW(check_neighbour_list(no_self, N, &sets, true, "test"));
+  CHECK_FALSE(find_asymmetric_pair(good).has_value());
+  // the row count and the sets' row count
+  CHECK_THROWS_WITH(check_neighbour_list(good, N + 1, nullptr, false, "who"), Catch::StartsWith("who: ") && Catch::Contains("rows"));
+  const RaggedIndex fewer = RaggedIndex::from_sizes(std::vector<Index>{80, 40});
+  CHECK_THROWS_AS(check_neighbour_list(good, N, &fewer, false, "who"), InvalidArgument);
+  const auto fails_at = [&](const NeighbourList& list, const RaggedIndex* s, bool symmetric, Index row) {
+    CHECK_THROWS_WITH(check_neighbour_list(list, N, s, symmetric, "who"),
+                      Catch::StartsWith("who: ") && Catch::Contains("row " + std::to_string(row) + " "));
+  };
+  const Index row = 10;
+  const auto first = static_cast<std::size_t>(good.offsets[static_cast<std::size_t>(row)]);
+  REQUIRE(good.offsets[row + 1] - good.offsets[row] >= 3);
+  NeighbourList decreasing = good;
+  decreasing.offsets[row + 1] = decreasing.offsets[row] - 1;
+  fails_at(decreasing, nullptr, false, row);
+  NeighbourList retargeted = good;
+  retargeted.target[first + 1] += 1;
+  fails_at(retargeted, nullptr, false, row);
+  NeighbourList unsorted = good;
+  std::swap(unsorted.source[first], unsorted.source[first + 1]);
+  fails_at(unsorted, nullptr, false, row);
+  NeighbourList out_of_range = good;
+  out_of_range.source[static_cast<std::size_t>(good.offsets[N]) - 1] = static_cast<std::int32_t>(N);
+  fails_at(out_of_range, nullptr, false, N - 1);
+  // row 79 (set 0) listing row 80 (set 1): in range, but outside its set
+  NeighbourList crossing = good;
+  crossing.source[static_cast<std::size_t>(good.offsets[80]) - 1] = 80;
+  CHECK_NOTHROW(check_neighbour_list(crossing, N, nullptr, false, "who"));
+  fails_at(crossing, &sets, false, 79);
+  // a pair dropped from one side: accepted unless symmetry is asked for, then named
+  for (std::int64_t p : {std::int64_t{150}, std::int64_t{1000}, good.num_pairs() - 5}) {
+    const Index i = good.target[static_cast<std::size_t>(p)], j = good.source[static_cast<std::size_t>(p)];
+    REQUIRE(i != j);
+    const NeighbourList dropped = drop_pair(good, p);  // row i no longer lists j
+    REQUIRE_FALSE(is_symmetric(dropped));
+    CHECK_NOTHROW(check_neighbour_list(dropped, N, &sets, false, "who"));
+    const auto pair = find_asymmetric_pair(dropped);
+    REQUIRE(pair.has_value());
+    CHECK(pair->row == j);
+    CHECK(pair->source == i);
+    CHECK_THROWS_WITH(check_neighbour_list(dropped, N, &sets, true, "who"),
+                      Catch::Contains("row " + std::to_string(j) + " lists " + std::to_string(i) + ", row " +
+                                      std::to_string(i) + " does not list " + std::to_string(j)));
+  }
+  // the cursor check agrees with the pair-by-pair helper on lists with random pairs dropped
+  for (int trial = 0; trial < 30; ++trial) {
+    NeighbourList list = good;
+    const int drops = trial % 3;  // 0: symmetric
+    for (int d = 0; d < drops; ++d)
+      list = drop_pair(list, static_cast<std::int64_t>(rng.uniform(0.0, static_cast<double>(list.num_pairs() - 1))));
+    const auto pair = find_asymmetric_pair(list);
+    CHECK(pair.has_value() == !is_symmetric(list));
+    if (pair) {  // the pair named is one that breaks symmetry
+      const auto lists = [&](Index r, Index source) {
+        const auto b = list.source.begin() + list.offsets[static_cast<std::size_t>(r)];
+        const auto e = list.source.begin() + list.offsets[static_cast<std::size_t>(r) + 1];
+        return std::binary_search(b, e, static_cast<std::int32_t>(source));
+      };
+      CHECK(lists(pair->row, pair->source));
+      CHECK_FALSE(lists(pair->source, pair->row));
+    }
+  }
+}
