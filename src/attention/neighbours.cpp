@@ -566,6 +566,53 @@ bool set_is_complete(const NeighbourList& list, const RaggedIndex& sets, Index s
   return true;
 }
 
+namespace {
+// The 21 low bits of v spread to every third bit of 63 (one axis of a Morton key).
+std::uint64_t spread_bits(std::uint64_t v) noexcept {
+  v &= 0x1fffff;
+  v = (v | v << 32) & 0x1f00000000ffffULL;
+  v = (v | v << 16) & 0x1f0000ff0000ffULL;
+  v = (v | v << 8) & 0x100f00f00f00f00fULL;
+  v = (v | v << 4) & 0x10c30c30c30c30c3ULL;
+  v = (v | v << 2) & 0x1249249249249249ULL;
+  return v;
+}
+}  // namespace
+
+std::vector<Index> cell_order(const RaggedIndex& sets, ConstMatRef<double> coords, double cell, Index min_rows) {
+  require(cell > 0 && std::isfinite(cell), "cell_order: the cell side must be positive and finite, not " + describe(cell));
+  require(coords.rows() == sets.total_rows() && coords.cols() == 3,
+          "cell_order: coords are " + std::to_string(coords.rows()) + " x " + std::to_string(coords.cols()) +
+              ", expected " + std::to_string(sets.total_rows()) + " x 3");
+  std::vector<Index> order(uz(sets.total_rows()));
+  for (Index i = 0; i < sets.total_rows(); ++i) order[uz(i)] = i;
+  constexpr double kMaxCell = 0x1fffff;  // 21 bits per axis
+  std::vector<std::uint64_t> key;
+  for (Index s = 0; s < sets.num_sets(); ++s) {
+    const Index b = sets.begin(s), n = sets.size(s);
+    if (n < std::max<Index>(min_rows, 2)) continue;
+    const auto X = coords.middleRows(b, n);
+    for (Index i = 0; i < n; ++i)
+      for (Index a = 0; a < 3; ++a)
+        require(std::isfinite(X(i, a)), "cell_order: coordinate " + std::to_string(a) + " of row " +
+                                            std::to_string(b + i) + " (set " + std::to_string(s) + ") is " +
+                                            describe(X(i, a)));
+    const Eigen::RowVector3d lo = X.colwise().minCoeff();
+    // cells of side `cell`, wider where a very extended set would need more than 2^21 per axis
+    const double side = std::max(cell, (X.colwise().maxCoeff() - lo).maxCoeff() / kMaxCell);
+    key.resize(uz(n));
+    for (Index i = 0; i < n; ++i) {
+      std::uint64_t k = 0;
+      for (Index a = 0; a < 3; ++a)
+        k |= spread_bits(static_cast<std::uint64_t>(std::min(kMaxCell, std::floor((X(i, a) - lo(a)) / side)))) << a;
+      key[uz(i)] = k;
+    }
+    const auto first = order.begin() + b;
+    std::stable_sort(first, first + n, [&](Index i, Index j) { return key[uz(i - b)] < key[uz(j - b)]; });
+  }
+  return order;
+}
+
 std::optional<AsymmetricPair> find_asymmetric_pair(const NeighbourList& list) {
   // The sources below j of row j must be, in increasing order, the rows i < j that list j. Walking
   // the rows in order with a cursor per row matches each pair (i, j), i < j, with the next

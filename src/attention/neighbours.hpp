@@ -57,6 +57,16 @@ bool set_is_complete(const NeighbourList& list, const RaggedIndex& sets, Index s
 void check_neighbour_list(const NeighbourList& list, Index rows, const RaggedIndex* sets, bool symmetric,
                           const std::string& who);
 
+// A renumbering of rows that puts atoms near in space near in memory, for kernels whose speed and
+// memory depend on it (the near field's backward gives each group of rows halo rows for its
+// sources outside the group). Each set of at least min_rows rows is cut into cells of side `cell`
+// (Angstrom) from its bounding box's lower corner, the cells taken in Morton (Z) order and the atoms
+// of a cell in their given order; smaller sets keep their order. Returns order, N rows:
+// order[new_row] = old_row, a permutation within each set. Depends on the coordinates only (not
+// on the thread count). InvalidArgument for a non-positive cell, a shape mismatch or a non-finite
+// coordinate in a set it reorders.
+std::vector<Index> cell_order(const RaggedIndex& sets, ConstMatRef<double> coords, double cell, Index min_rows);
+
 // A pair that breaks symmetry: row `row` lists `source`, and row `source` does not list `row`.
 struct AsymmetricPair {
   Index row = -1, source = -1;

@@ -1135,8 +1135,59 @@ Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
   return c;
 }
 
+namespace {
+
+// The batch with its atoms renumbered: row i of the result is row order[i] of batch.
+MoleculeBatch reordered(const MoleculeBatch& batch, const std::vector<Index>& order) {
+  MoleculeBatch out;
+  out.index = batch.index;
+  const Index N = batch.num_atoms();
+  out.coords.resize(N, 3);
+  out.atomic_numbers.resize(static_cast<std::size_t>(N));
+  out.formal_charges.resize(static_cast<std::size_t>(N));
+  for (Index i = 0; i < N; ++i) {
+    const auto from = static_cast<std::size_t>(order[static_cast<std::size_t>(i)]);
+    out.coords.row(i) = batch.coords.row(static_cast<Index>(from));
+    out.atomic_numbers[static_cast<std::size_t>(i)] = batch.atomic_numbers[from];
+    out.formal_charges[static_cast<std::size_t>(i)] = batch.formal_charges[from];
+  }
+  return out;
+}
+
+// Per-atom rows computed in `order` put back in the input's order.
+Mat<double> in_input_order(const Mat<double>& rows, const std::vector<Index>& order) {
+  Mat<double> out(rows.rows(), rows.cols());
+  for (Index i = 0; i < rows.rows(); ++i) out.row(order[static_cast<std::size_t>(i)]) = rows.row(i);
+  return out;
+}
+
+}  // namespace
+
+template <class T>
+std::optional<std::vector<Index>> MoleculeModel<T>::prediction_order(const MoleculeBatch& batch) const {
+  if (config_.attention != AttentionKind::near_far) return std::nullopt;
+  bool large = false;
+  for (Index s = 0; s < batch.num_molecules() && !large; ++s) large = batch.index.size(s) >= spatial_order_atoms;
+  if (!large) return std::nullopt;
+  std::vector<Index> order = attn::cell_order(batch.index, batch.coords, config_.cutoff, spatial_order_atoms);
+  for (std::size_t i = 0; i < order.size(); ++i)
+    if (order[i] != static_cast<Index>(i)) return order;
+  return std::nullopt;  // already in cell order
+}
+
 template <class T>
 Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch, Mat<double>* contributions) {
+  check_batch(batch);  // before reordering: errors name the input's rows
+  const auto order = prediction_order(batch);
+  if (!order) return predict_in_order(batch, contributions);
+  Mat<double> c;
+  Mat<double> out = predict_in_order(reordered(batch, *order), contributions != nullptr ? &c : nullptr);
+  if (contributions != nullptr) *contributions = in_input_order(c, *order);
+  return out;
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::predict_in_order(const MoleculeBatch& batch, Mat<double>* contributions) {
   Mat<T> per_atom;
   const Mat<T> out = infer(batch, contributions != nullptr ? &per_atom : nullptr);
   if (contributions != nullptr) *contributions = atom_contributions(batch, per_atom);
@@ -1152,6 +1203,20 @@ bool MoleculeModel<T>::recomputes_blocks_for(const MoleculeBatch& batch) const n
 template <class T>
 Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, Index target,
                                                   Mat<double>& forces, Mat<double>* contributions) {
+  check_batch(batch);  // before reordering: errors name the input's rows
+  const auto order = prediction_order(batch);
+  if (!order) return predict_with_forces_in_order(batch, target, forces, contributions);
+  Mat<double> f, c;
+  Mat<double> out =
+      predict_with_forces_in_order(reordered(batch, *order), target, f, contributions != nullptr ? &c : nullptr);
+  forces = in_input_order(f, *order);
+  if (contributions != nullptr) *contributions = in_input_order(c, *order);
+  return out;
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::predict_with_forces_in_order(const MoleculeBatch& batch, Index target,
+                                                           Mat<double>& forces, Mat<double>* contributions) {
   const Index S = batch.num_molecules(), P = config_.num_targets();
   require(target >= 0 && target < P, "predict_with_forces: target index out of range");
   const TargetSpec& spec = config_.targets[static_cast<std::size_t>(target)];

@@ -364,7 +364,14 @@ class MoleculeModel {
 
   // Physical-unit predictions (S x P) with the normalisation applied. With `contributions`, also
   // each atom's share of each extensive target (N x P, see atom_contributions).
+  // With near_far attention, predict and predict_with_forces run each structure of at least
+  // spatial_order_atoms atoms in cell order (attn::cell_order, cells of the cutoff), whatever the
+  // order it comes in, and return per-atom outputs (contributions, forces) in the input's order:
+  // in an order without locality (shuffled atoms) the near field's backward costs several times
+  // the time and memory. The result is the model's function of the input, to rounding (a sum in
+  // another order); forward, backward and infer run in the batch's own order.
   Mat<double> predict(const MoleculeBatch& batch, Mat<double>* contributions = nullptr);
+  static constexpr Index spatial_order_atoms = 512;
   // The same predictions, and the forces of the extensive target `target` (an energy):
   // F_i = -dE/dr_i (N x 3, in the target's unit per Angstrom), by one forward and one backward
   // pass with dE/dout = 1 (E = reference + n mean + scale out, so dE/dr = scale dout/dr). The
@@ -459,6 +466,12 @@ class MoleculeModel {
   Mat<double> three_body_per_structure(const MoleculeBatch& batch) const;
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
+  // The order predict runs the batch's atoms in (order[new_row] = old_row), or nothing when that
+  // is the batch's own order.
+  std::optional<std::vector<Index>> prediction_order(const MoleculeBatch& batch) const;
+  Mat<double> predict_in_order(const MoleculeBatch& batch, Mat<double>* contributions);
+  Mat<double> predict_with_forces_in_order(const MoleculeBatch& batch, Index target, Mat<double>& forces,
+                                           Mat<double>* contributions);
   // Block b of forward: x and vec (N x 3D with vectors, else empty) go in and come out updated; bc
   // receives what backward needs. Reads cache's shared parts (types, neighbours, coordinates).
   void forward_block(std::size_t b, const MoleculeBatch& batch, const ModelCache<T>& cache, Mat<T>& x,

@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -641,4 +642,58 @@ TEST_CASE("check_neighbour_list accepts built lists and names the first row that
       CHECK_FALSE(lists(pair->source, pair->row));
     }
   }
+}
+
+TEST_CASE("cell_order: Morton order of cells within each large set, small sets kept", "[flt][neighbours]") {
+  Rng rng(31);
+  const std::vector<Index> sizes{500, 3, 0, 1200};
+  const RaggedIndex sets = RaggedIndex::from_sizes(sizes);
+  const Mat<double> X = random_batch(sizes, 0.1, rng);
+  const double cell = 5.0;
+  const std::vector<Index> order = cell_order(sets, X, cell, 10);
+  REQUIRE(static_cast<Index>(order.size()) == sets.total_rows());
+  // the 3-atom set (below min_rows) keeps its order
+  for (Index i = sets.begin(1); i < sets.end(1); ++i) CHECK(order[static_cast<std::size_t>(i)] == i);
+  for (Index s : {Index{0}, Index{3}}) {
+    const Index b = sets.begin(s), n = sets.size(s);
+    // a permutation of the set's rows
+    std::vector<Index> rows(order.begin() + b, order.begin() + b + n);
+    std::sort(rows.begin(), rows.end());
+    for (Index i = 0; i < n; ++i) CHECK(rows[static_cast<std::size_t>(i)] == b + i);
+    // cells (from the set's lower corner) in Morton order: the interleaved bits of (x, y, z)
+    // compared axis by axis from the top bit down; atoms of one cell in their given order
+    const Eigen::RowVector3d lo = X.middleRows(b, n).colwise().minCoeff();
+    const auto cell_of = [&](Index row) {
+      std::array<std::uint64_t, 3> c{};
+      for (Index a = 0; a < 3; ++a) c[static_cast<std::size_t>(a)] = static_cast<std::uint64_t>(std::floor((X(row, a) - lo(a)) / cell));
+      return c;
+    };
+    const auto morton_less = [](const std::array<std::uint64_t, 3>& p, const std::array<std::uint64_t, 3>& q) {
+      for (int bit = 20; bit >= 0; --bit)
+        for (int a = 2; a >= 0; --a) {
+          const auto pb = (p[static_cast<std::size_t>(a)] >> bit) & 1, qb = (q[static_cast<std::size_t>(a)] >> bit) & 1;
+          if (pb != qb) return pb < qb;
+        }
+      return false;
+    };
+    std::size_t moved = 0;
+    for (Index i = b + 1; i < b + n; ++i) {
+      const Index prev = order[static_cast<std::size_t>(i) - 1], cur = order[static_cast<std::size_t>(i)];
+      const auto cp = cell_of(prev), cc = cell_of(cur);
+      CHECK_FALSE(morton_less(cc, cp));
+      if (cp == cc) CHECK(prev < cur);
+      moved += cur != i;
+    }
+    CHECK(moved > static_cast<std::size_t>(n / 2));  // random atoms: most move
+  }
+  // min_rows only decides which sets are reordered; errors
+  const std::vector<Index> all = cell_order(sets, X, cell, 0);
+  for (Index s : {Index{0}, Index{3}})
+    for (Index i = sets.begin(s); i < sets.end(s); ++i) CHECK(all[static_cast<std::size_t>(i)] == order[static_cast<std::size_t>(i)]);
+  CHECK_THROWS_AS(cell_order(sets, X, 0.0, 0), InvalidArgument);
+  CHECK_THROWS_AS(cell_order(sets, X.topRows(10), cell, 0), InvalidArgument);
+  Mat<double> bad = X;
+  bad(600, 2) = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH(cell_order(sets, bad, cell, 0), Catch::Contains("row 600"));
+  CHECK_NOTHROW(cell_order(sets, bad, cell, 2000));  // the set holding it is not reordered
 }

@@ -6,6 +6,7 @@
 #include "core/optim.hpp"
 #include "core/random.hpp"
 #include "models/model_io.hpp"
+#include "attention/neighbours.hpp"
 #include "models/molecule_model.hpp"
 #include "../common/force_check.hpp"
 #include "../common/text_input.hpp"
@@ -72,6 +73,22 @@ std::vector<Molecule> random_molecules(std::vector<int> sizes, std::uint64_t see
       m.formal_charges.push_back(static_cast<int>(rng.below(3)) - 1);
     }
     out.push_back(std::move(m));
+  }
+  return out;
+}
+
+// The molecule with its atoms in attn::cell_order over cells of `cell` Angstrom.
+Molecule in_cell_order(const Molecule& m, double cell) {
+  const auto n = static_cast<Index>(m.positions.size());
+  Mat<double> X(n, 3);
+  for (Index i = 0; i < n; ++i)
+    for (Index a = 0; a < 3; ++a) X(i, a) = m.positions[static_cast<std::size_t>(i)][static_cast<std::size_t>(a)];
+  const std::vector<Index> order = attn::cell_order(RaggedIndex::single(n), X, cell, 0);
+  Molecule out;
+  for (Index i : order) {
+    out.atomic_numbers.push_back(m.atomic_numbers[static_cast<std::size_t>(i)]);
+    out.positions.push_back(m.positions[static_cast<std::size_t>(i)]);
+    out.formal_charges.push_back(m.formal_charges[static_cast<std::size_t>(i)]);
   }
   return out;
 }
@@ -722,6 +739,7 @@ TEST_CASE("molecule model: recomputing the blocks in backward gives bitwise the 
                                  2.0 * static_cast<double>(i / 900) + rng.normal(0, 0.1)});
     lattice.formal_charges.push_back(0);
   }
+  lattice = in_cell_order(lattice, big_cfg.cutoff);  // the order predict_with_forces runs it in
   const auto batch = MoleculeBatch::from(std::span<const Molecule>(&lattice, 1));
   REQUIRE(model.recomputes_blocks_for(batch));
   Molecule smaller = lattice;
@@ -909,4 +927,94 @@ TEST_CASE("molecule model: per-atom contributions sum to the prediction, carry t
       }
     }
   }
+}
+
+TEST_CASE("molecule model: large structures are predicted in cell order, per-atom outputs in the input's order",
+          "[models][order]") {
+  // A jittered lattice of 600 atoms (above spatial_order_atoms) in shuffled order: predict and
+  // predict_with_forces must give bitwise what forward and backward give on the cell-ordered
+  // atoms, with forces and contributions mapped back to the input's rows; and the same values, to
+  // rounding, as the lattice in its own order.
+  auto cfg = tiny_config(AttentionKind::near_far);
+  MoleculeModel<double> model(cfg);
+  const Index n = 600;
+  REQUIRE(n >= MoleculeModel<double>::spatial_order_atoms);
+  Rng rng(5);
+  Molecule lattice;
+  for (Index i = 0; i < n; ++i) {
+    lattice.atomic_numbers.push_back(i % 3 == 0 ? 8 : (i % 3 == 1 ? 6 : 1));
+    lattice.positions.push_back({1.5 * static_cast<double>(i % 10) + rng.normal(0, 0.1),
+                                 1.5 * static_cast<double>((i / 10) % 10) + rng.normal(0, 0.1),
+                                 1.5 * static_cast<double>(i / 100) + rng.normal(0, 0.1)});
+    lattice.formal_charges.push_back(static_cast<int>(i % 3) - 1);
+  }
+  std::vector<Index> shuffle(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) shuffle[static_cast<std::size_t>(i)] = i;
+  for (Index i = n - 1; i > 0; --i)
+    std::swap(shuffle[static_cast<std::size_t>(i)], shuffle[rng.below(static_cast<std::uint64_t>(i + 1))]);
+  Molecule shuffled;  // atom i of shuffled is atom shuffle[i] of the lattice
+  for (Index i : shuffle) {
+    shuffled.atomic_numbers.push_back(lattice.atomic_numbers[static_cast<std::size_t>(i)]);
+    shuffled.positions.push_back(lattice.positions[static_cast<std::size_t>(i)]);
+    shuffled.formal_charges.push_back(lattice.formal_charges[static_cast<std::size_t>(i)]);
+  }
+  const auto batch_of = [](const Molecule& m) { return MoleculeBatch::from(std::span<const Molecule>(&m, 1)); };
+
+  Mat<double> forces, c, c_predict;
+  const Mat<double> y = model.predict_with_forces(batch_of(shuffled), 0, forces, &c);
+  const Mat<double> y_predict = model.predict(batch_of(shuffled), &c_predict);
+  CHECK(y_predict == y);
+  CHECK(c_predict.col(0) == c.col(0));
+
+  // The reference: forward and backward on the cell-ordered atoms, rows mapped back.
+  const Mat<double> X = batch_of(shuffled).coords;
+  const std::vector<Index> order = attn::cell_order(RaggedIndex::single(n), X, cfg.cutoff, 0);
+  bool moved = false;
+  for (Index i = 0; i < n; ++i) moved = moved || order[static_cast<std::size_t>(i)] != i;
+  REQUIRE(moved);
+  Molecule sorted;
+  for (Index i : order) {
+    sorted.atomic_numbers.push_back(shuffled.atomic_numbers[static_cast<std::size_t>(i)]);
+    sorted.positions.push_back(shuffled.positions[static_cast<std::size_t>(i)]);
+    sorted.formal_charges.push_back(shuffled.formal_charges[static_cast<std::size_t>(i)]);
+  }
+  const MoleculeBatch sorted_batch = batch_of(sorted);
+  ModelCache<double> cache;
+  const Mat<double> out = model.forward(sorted_batch, cache);
+  Mat<double> dout = Mat<double>::Zero(1, 2), dr;
+  dout(0, 0) = 1.0;
+  model.parameters().zero_grad();
+  model.backward(sorted_batch, cache, dout, &dr);
+  const Mat<double> f_sorted = -model.normalisation().scale[0] * dr - model.reference_gradient(sorted_batch, 0);
+  const Mat<double> c_sorted = model.atom_contributions(sorted_batch, cache);
+  CHECK(y == model.denormalise(sorted_batch, out));
+  REQUIRE(forces.rows() == n);
+  REQUIRE(c.rows() == n);
+  double fmax = 0;
+  for (Index i = 0; i < n; ++i) {
+    const Index from = order[static_cast<std::size_t>(i)];  // sorted row i is input row `from`
+    CHECK(forces.row(from) == f_sorted.row(i));
+    CHECK(c.row(from).col(0) == c_sorted.row(i).col(0));
+    fmax = std::max(fmax, f_sorted.row(i).norm());
+  }
+  REQUIRE(fmax > 0);
+
+  // The lattice in its own order gives the same values to rounding, rows matched through shuffle.
+  Mat<double> forces_lattice, c_lattice;
+  const Mat<double> y_lattice = model.predict_with_forces(batch_of(lattice), 0, forces_lattice, &c_lattice);
+  CHECK(std::abs(y_lattice(0, 0) - y(0, 0)) <= 1e-9 * std::max(1.0, std::abs(y(0, 0))));
+  CHECK(std::abs(y_lattice(0, 1) - y(0, 1)) <= 1e-9 * std::max(1.0, std::abs(y(0, 1))));
+  double worst = 0;
+  for (Index i = 0; i < n; ++i)
+    worst = std::max(worst, (forces.row(i) - forces_lattice.row(shuffle[static_cast<std::size_t>(i)])).norm());
+  CHECK(worst <= 1e-9 * fmax);
+
+  // Below spatial_order_atoms nothing is reordered: predict equals forward on the given order.
+  Molecule small = shuffled;
+  small.atomic_numbers.resize(MoleculeModel<double>::spatial_order_atoms - 1);
+  small.positions.resize(small.atomic_numbers.size());
+  small.formal_charges.resize(small.atomic_numbers.size());
+  ModelCache<double> small_cache;
+  const MoleculeBatch small_batch = batch_of(small);
+  CHECK(model.predict(small_batch) == model.denormalise(small_batch, model.forward(small_batch, small_cache)));
 }

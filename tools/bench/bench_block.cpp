@@ -41,10 +41,10 @@
 //
 // Workload: N atoms uniformly random in a cube of volume N / 0.1 A^3 (0.1 atoms per A^3, about
 // liquid water's atom density), elements uniformly among H, C, N, O (Rng seed 7), one set; the
-// atoms are renumbered in cell order (cells of side r_c = 5 A, cells in Morton/Z order, atoms of a
-// cell in their drawn order) so that neighbours are near in memory, as a caller with large
-// systems should do (far_field.hpp: random order is about 2x slower at 1e5 atoms; --order random
-// measures it). One forward (model.forward: embedding, neighbour list, block, output head, sum)
+// atoms are renumbered in cell order (attn::cell_order: cells of side r_c = 5 A in Morton/Z order,
+// atoms of a cell in their drawn order) so that neighbours are near in memory, as the model's
+// predict does for large structures (model.forward and backward, timed here, take the order given;
+// --order random measures that order). One forward (model.forward: embedding, neighbour list, block, output head, sum)
 // and one backward from dLoss/dout = 1 with parameter gradients only (timing "params"), and again
 // with coordinate gradients too (dcoords, what forces need; timing "+dR"). Time = fastest of up
 // to 10 repetitions within ~3 s (at least 2 when a second fits the budget; the first
@@ -119,18 +119,8 @@ constexpr double kDensity = 0.1;  // atoms per A^3
 // ---------------------------------------------------------------------------------------------
 // Workload.
 
-std::uint64_t spread_bits(std::uint64_t v) {  // 21 bits -> every third bit of 63
-  v &= 0x1fffff;
-  v = (v | v << 32) & 0x1f00000000ffffULL;
-  v = (v | v << 16) & 0x1f0000ff0000ffULL;
-  v = (v | v << 8) & 0x100f00f00f00f00fULL;
-  v = (v | v << 4) & 0x10c30c30c30c30c3ULL;
-  v = (v | v << 2) & 0x1249249249249249ULL;
-  return v;
-}
-
-// N atoms in a cube at kDensity, elements among H, C, N, O, in cell order (Morton order of cells
-// of side `cell`; stable, so atoms of a cell keep their drawn order) or in drawn (random) order.
+// N atoms in a cube at kDensity, elements among H, C, N, O, in cell order (attn::cell_order: Morton
+// order of cells of side `cell`, atoms of a cell in their drawn order) or in drawn (random) order.
 models::MoleculeBatch liquid_cube(Index N, double cell, bool cell_order) {
   flt::Rng rng(7);
   const double side = std::cbrt(static_cast<double>(N) / kDensity);
@@ -144,18 +134,7 @@ models::MoleculeBatch liquid_cube(Index N, double cell, bool cell_order) {
   }
   std::vector<Index> order(static_cast<std::size_t>(N));
   std::iota(order.begin(), order.end(), Index(0));
-  if (cell_order) {
-    std::vector<std::uint64_t> key(static_cast<std::size_t>(N));
-    for (Index i = 0; i < N; ++i) {
-      std::uint64_t k = 0;
-      for (Index a = 0; a < 3; ++a)
-        k |= spread_bits(static_cast<std::uint64_t>(std::floor(r(i, a) / cell))) << a;
-      key[static_cast<std::size_t>(i)] = k;
-    }
-    std::stable_sort(order.begin(), order.end(), [&](Index a, Index b) {
-      return key[static_cast<std::size_t>(a)] < key[static_cast<std::size_t>(b)];
-    });
-  }
+  if (cell_order) order = attn::cell_order(flt::RaggedIndex::single(N), r, cell, 0);
   models::MoleculeBatch batch;
   batch.index = flt::RaggedIndex::single(N);
   batch.coords.resize(N, 3);
