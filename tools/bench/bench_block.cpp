@@ -31,11 +31,12 @@
 //         --reruns K: after the sweep, the target points (default block, 2 threads, N = 1e4 and
 //             1e6, each width) are run K more times, interleaved; the tables use the fastest run.
 //   bench_block run KIND N THREADS WIDTH [--max-gib G] [--budget S] [--order cell|random]
-//           [--no-split | --kernels-only]
+//           [--cell A] [--no-split | --kernels-only]
 //       one configuration; prints one "RESULT key=value ..." line (the driver passes --no-split
 //       except at 2 threads in cell order). --kernels-only: one model forward + backward (its
 //       time is one cold repetition), no +dR timing, then the split's kernels, each the fastest
-//       of up to 10 repetitions within 8 s (for work on the kernels).
+//       of up to 10 repetitions within 8 s (for work on the kernels). --cell A: cells of A Angstrom
+//       for the cell order instead of the model's cutoff.
 //       KIND: flt (the default block) | far-exact | far-none | exact (the old attention kind)
 //   bench_block peak THREADS   FMA-loop peak (fma_peak.hpp); prints one RESULT line
 //
@@ -175,6 +176,7 @@ struct RunOptions {
   double max_gib = 0.0;   // RLIMIT_AS cap (0: none)
   double budget_s = 1e9;  // skip the optional timings (+dR, split) when they would not fit
   bool cell_order = true;
+  double cell_side = 0.0;  // side of the cells of the cell order (0: the model's cutoff), Angstrom
   bool split = true;      // time the kernels of the split
   bool kernels_only = false;  // one model forward + backward (untimed repetitions), then the split
 };
@@ -336,7 +338,7 @@ int run_one(const std::string& kind, Index N, int threads, Index width, const Ru
   const auto t_start = Clock::now();
   models::MoleculeModel<float> model(block_config(kind, width));
   const double rss_base = flt_bench::current_rss_mib();
-  const models::MoleculeBatch batch = liquid_cube(N, model.config().cutoff, opt.cell_order);
+  const models::MoleculeBatch batch = liquid_cube(N, opt.cell_side > 0 ? opt.cell_side : model.config().cutoff, opt.cell_order);
   const double rss_inputs = flt_bench::current_rss_mib();
   models::ModelCache<float> cache;
   const Mat<float> dout = Mat<float>::Ones(1, model.config().num_targets());
@@ -885,7 +887,7 @@ int usage() {
   std::cerr << "usage: bench_block all [--quick] [--widths auto|W,W...] [--timeout S] "
                "[--exact-timeout S] [--max-gib G] [--reruns K] [--output FILE] [--command TEXT] "
                "[--commit TEXT]\n"
-               "       bench_block run KIND N THREADS WIDTH [--max-gib G] [--budget S] [--order cell|random]"
+               "       bench_block run KIND N THREADS WIDTH [--max-gib G] [--budget S] [--order cell|random] [--cell A]"
                " [--no-split | --kernels-only]\n"
                "           KIND: flt | far-exact | far-none | exact\n"
                "       bench_block peak THREADS\n";
@@ -913,6 +915,9 @@ int main(int argc, char** argv) {
           const std::string o = args[++i];
           if (o != "cell" && o != "random") return usage();
           opt.cell_order = o == "cell";
+        } else if (args[i] == "--cell" && i + 1 < args.size()) {
+          opt.cell_side = std::stod(args[++i]);
+          if (!(opt.cell_side > 0)) return usage();
         } else {
           return usage();
         }
