@@ -600,6 +600,7 @@ struct PairBlock {
   Mat<double> G;               // pairs x K: g_n(i, j)
   std::vector<double> radial;  // pairs (coordinate gradients only)
   Mat<double> grad;            // pairs x 3 (coordinate gradients only)
+  Mat<double> own;             // pairs x H: G_i,h . v_j,h (coordinate gradients only, else empty)
   std::vector<char> done;      // pair filled from its reverse
   void start(Index b) {
     begin = end = b;
@@ -663,6 +664,7 @@ void pair_terms(const PairContext& cx, const Geometry* geometry, ConstMatRef<dou
   const bool coordinate_grads = V && dout;
   pb.G.resize(P, K);
   pb.done.assign(static_cast<std::size_t>(P), 0);
+  pb.own.resize(coordinate_grads ? P : 0, H);
   if (coordinate_grads) {
     pb.radial.resize(static_cast<std::size_t>(P));
     pb.grad.resize(P, 3);
@@ -673,19 +675,26 @@ void pair_terms(const PairContext& cx, const Geometry* geometry, ConstMatRef<dou
     for (Index q = q0; q < q1; ++q) {
       if (pb.done[static_cast<std::size_t>(q)]) continue;
       const Index j = pb.src[static_cast<std::size_t>(q)];
-      if (static_cast<Index>(q) + static_cast<Index>(kPrefetchAhead) < q1)
-        __builtin_prefetch(coords.row(pb.src[static_cast<std::size_t>(q) + kPrefetchAhead]).data());
+      if (static_cast<Index>(q) + static_cast<Index>(kPrefetchAhead) < q1) {
+        const Index ahead = pb.src[static_cast<std::size_t>(q) + kPrefetchAhead];
+        __builtin_prefetch(coords.row(ahead).data());
+        if (coordinate_grads) {
+          prefetch_row(dout->row(ahead).data(), H * dv);
+          prefetch_row(V->row(ahead).data(), H * dv);
+        }
+      }
       const double d[3] = {coords(i, 0) - coords(j, 0), coords(i, 1) - coords(j, 1), coords(i, 2) - coords(j, 2)};
       const double rho = std::sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
       radial_basis(cx.nodes, rho, w.b.data(), coordinate_grads ? w.db.data() : nullptr);
       const double wt = 1.0 - envelope(rho, cx.cutoff);
       double* grad_est = coordinate_grads ? pb.grad.row(q).data() : nullptr;
       if (coordinate_grads) {
-        head_products(H, dv, dout->row(i).data(), V->row(j).data(), dout->row(j).data(), V->row(i).data(),
-                      w.own.data(), w.other.data());
+        double* own = pb.own.row(q).data();
+        head_products(H, dv, dout->row(i).data(), V->row(j).data(), dout->row(j).data(), V->row(i).data(), own,
+                      w.other.data());
         for (Index n = 0; n < K; ++n) {
           double gn = 0.0;
-          for (Index h = 0; h < H; ++h) gn += (w.own(h) + w.other(h)) * cx.A(h, n);
+          for (Index h = 0; h < H; ++h) gn += (own[h] + w.other(h)) * cx.A(h, n);
           w.gamma(n) = gn;
         }
         grad_est[0] = grad_est[1] = grad_est[2] = 0.0;
@@ -712,6 +721,7 @@ void pair_terms(const PairContext& cx, const Geometry* geometry, ConstMatRef<dou
           if (coordinate_grads) {
             pb.radial[static_cast<std::size_t>(r)] = radial;
             pb.grad.row(r) = -pb.grad.row(q);
+            for (Index h = 0; h < H; ++h) pb.own(r, h) = w.other(h);  // G_j . v_i: the reverse's own
           }
           pb.done[static_cast<std::size_t>(r)] = 1;
         }
@@ -744,7 +754,8 @@ void forward_row(const PairContext& cx, const PairBlock& pb, Index i, ConstMatRe
 
 // Gradients of the pair terms through row i's own (symmetric) pairs: dV_i (H dv) += sum_j c_h(i, j)
 // G_j,h; dr_i (3, may be null) += sum_j (gc_h(i, j) + gc_h(j, i)) d c_h(i, j) / d r_i (radial and
-// grad of pair_terms); da (H x K) += sum_j gc_h(i, j) g_n(i, j).
+// grad of pair_terms); da (H x K) += sum_j gc_h(i, j) g_n(i, j), with gc_h(i, j) = G_i,h . v_j,h
+// (pair_terms' products when it computed them for coordinate gradients, else computed here).
 template <class T>
 void backward_row(const PairContext& cx, const PairBlock& pb, Index i, ConstMatRef<double> coords, ConstMatRef<T> V,
                   ConstMatRef<T> dout, double* dV, double* dr, Mat<double>& da, PairWork& w) {
@@ -753,21 +764,26 @@ void backward_row(const PairContext& cx, const PairBlock& pb, Index i, ConstMatR
   const Index q1 = pb.first[static_cast<std::size_t>(i - pb.begin) + 1];
   const T* gi = dout.row(i).data();
   const T* vi = V.row(i).data();
+  const bool stored = pb.own.rows() == pb.pairs();  // the products G_i . v_j
   for (Index q = q0; q < q1; ++q) {
     const Index j = pb.src[static_cast<std::size_t>(q)];
     if (q + static_cast<Index>(kPrefetchAhead) < q1) {
       const Index ahead = pb.src[static_cast<std::size_t>(q) + kPrefetchAhead];
       prefetch_row(dout.row(ahead).data(), H * dv);
-      prefetch_row(V.row(ahead).data(), H * dv);
+      if (!stored) prefetch_row(V.row(ahead).data(), H * dv);
     }
     const T* gj = dout.row(j).data();
-    head_products(H, dv, gi, V.row(j).data(), gj, vi, w.own.data(), nullptr);
+    const double* own = w.own.data();
+    if (stored)
+      own = pb.own.row(q).data();
+    else
+      head_products(H, dv, gi, V.row(j).data(), gj, vi, w.own.data(), nullptr);
     const double* g = pb.G.row(q).data();
     for (Index h = 0; h < H; ++h) {
       double ch = 0.0;  // c_h(i, j)
       for (Index n = 0; n < K; ++n) {
         ch += cx.A(h, n) * g[n];
-        da(h, n) += w.own(h) * g[n];
+        da(h, n) += own[h] * g[n];
       }
       for (Index c = h * dv; c < (h + 1) * dv; ++c) dV[c] += ch * static_cast<double>(gj[c]);
     }
