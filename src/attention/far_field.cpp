@@ -797,6 +797,7 @@ void backward_row(const PairContext& cx, const PairBlock& pb, Index i, ConstMatR
     }
   }
 }
+
 // ---------------------------------------------------------------------------------------------
 // Validation (before any parallel region: no exception may leave one).
 

@@ -77,13 +77,8 @@ std::vector<Molecule> random_molecules(std::vector<int> sizes, std::uint64_t see
   return out;
 }
 
-// The molecule with its atoms in attn::cell_order over cells of `cell` Angstrom.
-Molecule in_cell_order(const Molecule& m, double cell) {
-  const auto n = static_cast<Index>(m.positions.size());
-  Mat<double> X(n, 3);
-  for (Index i = 0; i < n; ++i)
-    for (Index a = 0; a < 3; ++a) X(i, a) = m.positions[static_cast<std::size_t>(i)][static_cast<std::size_t>(a)];
-  const std::vector<Index> order = attn::cell_order(RaggedIndex::single(n), X, cell, 0);
+// The molecule's atoms renumbered: atom i of the result is atom order[i] of m.
+Molecule renumbered(const Molecule& m, const std::vector<Index>& order) {
   Molecule out;
   for (Index i : order) {
     out.atomic_numbers.push_back(m.atomic_numbers[static_cast<std::size_t>(i)]);
@@ -92,6 +87,18 @@ Molecule in_cell_order(const Molecule& m, double cell) {
   }
   return out;
 }
+
+// attn::cell_order of one molecule's atoms over cells of `cell` Angstrom.
+std::vector<Index> cell_order_of(const Molecule& m, double cell) {
+  const auto n = static_cast<Index>(m.positions.size());
+  Mat<double> X(n, 3);
+  for (Index i = 0; i < n; ++i)
+    for (Index a = 0; a < 3; ++a) X(i, a) = m.positions[static_cast<std::size_t>(i)][static_cast<std::size_t>(a)];
+  return attn::cell_order(RaggedIndex::single(n), X, cell, 0);
+}
+
+// The molecule with its atoms in attn::cell_order.
+Molecule in_cell_order(const Molecule& m, double cell) { return renumbered(m, cell_order_of(m, cell)); }
 
 struct Qm9Record {
   Molecule molecule;
@@ -952,12 +959,7 @@ TEST_CASE("molecule model: large structures are predicted in cell order, per-ato
   for (Index i = 0; i < n; ++i) shuffle[static_cast<std::size_t>(i)] = i;
   for (Index i = n - 1; i > 0; --i)
     std::swap(shuffle[static_cast<std::size_t>(i)], shuffle[rng.below(static_cast<std::uint64_t>(i + 1))]);
-  Molecule shuffled;  // atom i of shuffled is atom shuffle[i] of the lattice
-  for (Index i : shuffle) {
-    shuffled.atomic_numbers.push_back(lattice.atomic_numbers[static_cast<std::size_t>(i)]);
-    shuffled.positions.push_back(lattice.positions[static_cast<std::size_t>(i)]);
-    shuffled.formal_charges.push_back(lattice.formal_charges[static_cast<std::size_t>(i)]);
-  }
+  const Molecule shuffled = renumbered(lattice, shuffle);  // atom i is atom shuffle[i] of the lattice
   const auto batch_of = [](const Molecule& m) { return MoleculeBatch::from(std::span<const Molecule>(&m, 1)); };
 
   Mat<double> forces, c, c_predict;
@@ -967,18 +969,11 @@ TEST_CASE("molecule model: large structures are predicted in cell order, per-ato
   CHECK(c_predict.col(0) == c.col(0));
 
   // The reference: forward and backward on the cell-ordered atoms, rows mapped back.
-  const Mat<double> X = batch_of(shuffled).coords;
-  const std::vector<Index> order = attn::cell_order(RaggedIndex::single(n), X, cfg.cutoff, 0);
+  const std::vector<Index> order = cell_order_of(shuffled, cfg.cutoff);
   bool moved = false;
   for (Index i = 0; i < n; ++i) moved = moved || order[static_cast<std::size_t>(i)] != i;
   REQUIRE(moved);
-  Molecule sorted;
-  for (Index i : order) {
-    sorted.atomic_numbers.push_back(shuffled.atomic_numbers[static_cast<std::size_t>(i)]);
-    sorted.positions.push_back(shuffled.positions[static_cast<std::size_t>(i)]);
-    sorted.formal_charges.push_back(shuffled.formal_charges[static_cast<std::size_t>(i)]);
-  }
-  const MoleculeBatch sorted_batch = batch_of(sorted);
+  const MoleculeBatch sorted_batch = batch_of(renumbered(shuffled, order));
   ModelCache<double> cache;
   const Mat<double> out = model.forward(sorted_batch, cache);
   Mat<double> dout = Mat<double>::Zero(1, 2), dr;
