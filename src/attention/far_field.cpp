@@ -1616,6 +1616,350 @@ void far_field_pairs_backward(const FarFieldConfig& cfg, const SphericalDesign& 
   dual_pair_sums(cfg, sets, coords, V, coeffs, terms, nullptr, &dout, &dV, &dcoords, &dcoeffs);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The fast path in dual numbers: the same sums as far_field_pairs_forward / backward, computed as
+// the fast path does (features over all pairs of an incomplete set, the near pairs' estimate
+// replaced by their exact terms), with every quantity carrying its tangent. Per feature column f
+// (node n, direction m) at x = r - centre, with theta = 2 pi kappa_n u_m.x:
+//   psi_cos = sqrt(lam_m) cos theta,  psi_sin = sqrt(lam_m) sin theta,
+//   d psi_cos / dr = -k psi_sin,  d psi_sin / dr = k psi_cos,  k = 2 pi kappa_n u_m;
+// the zero node's column is the constant 1. Per set with features, S = Psi^T V (F x H dv) and
+//   out_i,h = sum_n a_hn sum_{f in n} psi_if S_f,h + sum_{j near i or j = i} c_h(ij) v_j,h,
+//   c_h(ij) = sum_n a_hn D_n(ij),  D_n(ij) = w(rho_ij) b_n(rho_ij) - sum_{f in n} psi_if psi_jf.
+// Backward with G = Psi^T dout: dV_i,h += sum_n a_hn sum_{f in n} psi_if G_f,h, da_hn += sum_{f in n}
+// G_f,h . S_f,h, and dr_i gets sum_f R_if d psi_if / dr with R_if = sum_h a_hn(f) (dout_i,h . S_f,h
+// + v_i,h . G_f,h). The near pairs are gathered per row (the list is symmetric and D even in d):
+//   dV_i,h += sum_j c_h(ij) dout_j,h,  da_hn += sum_j gc_h(ij) D_n(ij),  gc_h(ij) = dout_i,h . v_j,h,
+//   dr_i += sum_j sum_n (sum_h (gc_h(ij) + gc_h(ji)) a_hn) dD_n(ij)/dr_i,
+// so every gradient row has one writer. Complete sets (every pair in the list) use no features.
+
+namespace {
+
+// Per feature column: its node and, for oscillating nodes, the partner column (cos <-> sin) and
+// k_f with d psi_f / dr = k_f psi_partner(f) (k_f = -2 pi kappa_n u_m for cos, + for sin).
+struct DualColumns {
+  std::vector<Index> node, partner;
+  Mat<double> slope;  // F x 3 (zero for the constant column)
+};
+
+DualColumns dual_columns(const Geometry& g) {
+  DualColumns c;
+  c.node.assign(static_cast<std::size_t>(g.F), 0);
+  c.partner.assign(static_cast<std::size_t>(g.F), 0);
+  c.slope = Mat<double>::Zero(g.F, 3);
+  for (Index n = g.n0; n < g.K; ++n)
+    for (Index m = 0; m < g.M; ++m) {
+      const Index fc = g.offset(n) + m, fs = fc + g.M;
+      const double k = kTwoPi * g.kappa(n);
+      c.node[static_cast<std::size_t>(fc)] = c.node[static_cast<std::size_t>(fs)] = n;
+      c.partner[static_cast<std::size_t>(fc)] = fs;
+      c.partner[static_cast<std::size_t>(fs)] = fc;
+      const double u[3] = {g.ux(m), g.uy(m), g.uz(m)};
+      for (int a = 0; a < 3; ++a) {
+        c.slope(fc, a) = -k * u[a];
+        c.slope(fs, a) = k * u[a];
+      }
+    }
+  return c;
+}
+
+// The columns of node n: [first, last) (a zero node: the constant column 0).
+std::pair<Index, Index> node_columns(const Geometry& g, Index n) {
+  if (n < g.n0) return {0, 1};
+  return {g.offset(n), g.offset(n) + 2 * g.M};
+}
+
+// What the dual fast path keeps per set: whether it uses features, and then its centre, the row
+// of its first atom in Psi, S = Psi^T V and (backward) G = Psi^T dout.
+struct DualSetPlan {
+  std::vector<char> features;
+  std::vector<Index> first_psi_row;  // per set; rows of feature sets are stacked in set order
+  std::vector<Eigen::Vector3d> centre;
+  std::vector<Index> set_of_row;     // per row
+  Index psi_rows = 0;
+};
+
+DualSetPlan dual_set_plan(const RaggedIndex& sets, const NeighbourList& nb, ConstMatRef<Dual> coords) {
+  DualSetPlan p;
+  const Index S = sets.num_sets();
+  p.features.assign(static_cast<std::size_t>(S), 0);
+  p.first_psi_row.assign(static_cast<std::size_t>(S), 0);
+  p.centre.assign(static_cast<std::size_t>(S), Eigen::Vector3d::Zero());
+  p.set_of_row.assign(static_cast<std::size_t>(sets.total_rows()), 0);
+  for (Index s = 0; s < S; ++s) {
+    for (Index i = sets.begin(s); i < sets.end(s); ++i) p.set_of_row[static_cast<std::size_t>(i)] = s;
+    if (sets.size(s) == 0 || set_is_complete(nb, sets, s)) continue;
+    p.features[static_cast<std::size_t>(s)] = 1;
+    p.first_psi_row[static_cast<std::size_t>(s)] = p.psi_rows;
+    p.psi_rows += sets.size(s);
+    // The estimate depends on differences only, so the centre is a constant (values).
+    Eigen::Vector3d sum = Eigen::Vector3d::Zero();
+    for (Index i = sets.begin(s); i < sets.end(s); ++i)
+      for (int a = 0; a < 3; ++a) sum(a) += coords(i, a).v;
+    p.centre[static_cast<std::size_t>(s)] = sum / static_cast<double>(sets.size(s));
+  }
+  return p;
+}
+
+// The Psi row of row i (of a feature set).
+Index psi_row(const DualSetPlan& p, const RaggedIndex& sets, Index i) {
+  const Index s = p.set_of_row[static_cast<std::size_t>(i)];
+  return p.first_psi_row[static_cast<std::size_t>(s)] + (i - sets.begin(s));
+}
+
+// Dual features of every row of the feature sets (psi_rows x F).
+Mat<Dual> dual_features(const Geometry& g, const DualSetPlan& p, const RaggedIndex& sets, ConstMatRef<Dual> coords) {
+  Mat<Dual> Psi(p.psi_rows, g.F);
+  const Index N = sets.total_rows();
+#pragma omp parallel for schedule(static)
+  for (Index i = 0; i < N; ++i) {
+    const Index s = p.set_of_row[static_cast<std::size_t>(i)];
+    if (!p.features[static_cast<std::size_t>(s)]) continue;
+    const Eigen::Vector3d& c = p.centre[static_cast<std::size_t>(s)];
+    const Dual x[3] = {coords(i, 0) - c(0), coords(i, 1) - c(1), coords(i, 2) - c(2)};
+    Dual* psi = &Psi(psi_row(p, sets, i), 0);
+    if (g.constant) psi[0] = Dual(1.0);
+    for (Index n = g.n0; n < g.K; ++n)
+      for (Index m = 0; m < g.M; ++m) {
+        const Dual turns = g.kappa(n) * (g.ux(m) * x[0] + g.uy(m) * x[1] + g.uz(m) * x[2]);
+        double sn, cs;
+        sincos_turns(turns.v, sn, cs);
+        const double sl = g.sl(m), dtheta = kTwoPi * turns.d;
+        psi[g.offset(n) + m] = {sl * cs, -sl * sn * dtheta};
+        psi[g.offset(n) + g.M + m] = {sl * sn, sl * cs * dtheta};
+      }
+  }
+  return Psi;
+}
+
+// Per feature set: Psi_s^T X_s (F x cols), each entry summed over the set's rows in order; tasks
+// of a set's column blocks, so that rows are read whole.
+std::vector<Mat<Dual>> dual_feature_sums(const Geometry& g, const DualSetPlan& p, const RaggedIndex& sets,
+                                         const Mat<Dual>& Psi, ConstMatRef<Dual> X) {
+  constexpr Index kColumns = 16;
+  std::vector<Mat<Dual>> sums(static_cast<std::size_t>(sets.num_sets()));
+  std::vector<std::pair<Index, Index>> tasks;  // (set, first column)
+  for (Index s = 0; s < sets.num_sets(); ++s)
+    if (p.features[static_cast<std::size_t>(s)]) {
+      sums[static_cast<std::size_t>(s)] = Mat<Dual>::Zero(g.F, X.cols());
+      for (Index f = 0; f < g.F; f += kColumns) tasks.emplace_back(s, f);
+    }
+  const auto T = static_cast<Index>(tasks.size());
+  const Index C = X.cols();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (Index t = 0; t < T; ++t) {
+    const auto [s, f0] = tasks[static_cast<std::size_t>(t)];
+    const Index f1 = std::min(g.F, f0 + kColumns);
+    Mat<Dual>& out = sums[static_cast<std::size_t>(s)];
+    const Index first = p.first_psi_row[static_cast<std::size_t>(s)];
+    for (Index i = sets.begin(s); i < sets.end(s); ++i) {
+      const Dual* psi = &Psi(first + i - sets.begin(s), 0);
+      const Dual* x = X.data() + i * X.outerStride();
+      for (Index f = f0; f < f1; ++f) {
+        Dual* o = &out(f, 0);
+        for (Index c = 0; c < C; ++c) o[c] += psi[f] * x[c];
+      }
+    }
+  }
+  return sums;
+}
+
+// acc (H dv) = sum_n a_hn sum_{f in n} psi_f Y_f,h: the features' estimate for one row.
+void dual_estimate_row(const Geometry& g, const FarFieldConfig& cfg, ConstMatRef<Dual> coeffs, const Dual* psi,
+                       const Mat<Dual>& Y, std::vector<Dual>& node_acc, Dual* acc) {
+  const Index Hdv = cfg.heads * cfg.value_dim;
+  node_acc.resize(static_cast<std::size_t>(Hdv));
+  for (Index n = 0; n < g.K; ++n) {
+    std::fill(node_acc.begin(), node_acc.end(), Dual(0.0));
+    const auto [f0, f1] = node_columns(g, n);
+    for (Index f = f0; f < f1; ++f) {
+      const Dual* y = &Y(f, 0);
+      for (Index x = 0; x < Hdv; ++x) node_acc[static_cast<std::size_t>(x)] += psi[f] * y[x];
+    }
+    for (Index x = 0; x < Hdv; ++x) acc[x] += coeffs(x / cfg.value_dim, n) * node_acc[static_cast<std::size_t>(x)];
+  }
+}
+
+// D_n(ij) (K) of a near pair and, with want_grad, dD_n/dr_i (K x 3): exact terms minus, for a
+// feature set, the features' estimate (psi_i, psi_j: the two rows).
+void dual_near_terms(const FarFieldConfig& cfg, const Geometry& g, const DualColumns& cols, const Dual* psi_i,
+                     const Dual* psi_j, DualPairTerms& p) {
+  exact_terms(cfg, p);
+  if (!psi_i) return;
+  for (Index n = 0; n < g.K; ++n) {
+    const auto nn = static_cast<std::size_t>(n);
+    const auto [f0, f1] = node_columns(g, n);
+    Dual est = 0.0, grad[3] = {0.0, 0.0, 0.0};
+    for (Index f = f0; f < f1; ++f) {
+      est += psi_i[f] * psi_j[f];
+      if (!p.want_grad || n < g.n0) continue;
+      const Dual t = psi_i[cols.partner[static_cast<std::size_t>(f)]] * psi_j[f];
+      for (int a = 0; a < 3; ++a) grad[a] += cols.slope(f, a) * t;
+    }
+    p.g[nn] -= est;
+    if (p.want_grad)
+      for (int a = 0; a < 3; ++a) p.grad[nn][static_cast<std::size_t>(a)] -= grad[a];
+  }
+}
+
+// The sources of row i in the dual fast path: its list, plus itself for a feature set when the
+// list omits self pairs (its estimate is in the feature sums); a complete set skips nothing.
+void dual_sources(const NeighbourList& nb, const DualSetPlan& p, Index i, std::vector<Index>& src) {
+  src.clear();
+  const bool features = p.features[static_cast<std::size_t>(p.set_of_row[static_cast<std::size_t>(i)])] != 0;
+  near_sources(nb, i, features && !nb.include_self, src);
+}
+
+}  // namespace
+
+void far_field_dual_forward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
+                            const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                            ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
+  validate_inputs<Dual, Dual>("far field forward", cfg, sets, coords, V, coeffs);
+  validate_design(design);
+  validate_neighbours("far field forward", neighbours, sets, cfg.cutoff, false);
+  require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
+          "far field forward: out must be N x (heads * value_dim)");
+  out.setZero();
+  const Geometry g(cfg.nodes, design);
+  const DualColumns cols = dual_columns(g);
+  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords);
+  const Mat<Dual> Psi = dual_features(g, plan, sets, coords);
+  const std::vector<Mat<Dual>> S = dual_feature_sums(g, plan, sets, Psi, V);
+  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+#pragma omp parallel
+  {
+    DualPairTerms p;
+    p.want_grad = false;
+    std::vector<Index> src;
+    std::vector<Dual> node_acc;
+#pragma omp for schedule(dynamic, 64)
+    for (Index i = 0; i < N; ++i) {
+      const Index s = plan.set_of_row[static_cast<std::size_t>(i)];
+      const bool features = plan.features[static_cast<std::size_t>(s)] != 0;
+      Dual* acc = &out(i, 0);
+      const Dual* psi_i = features ? &Psi(psi_row(plan, sets, i), 0) : nullptr;
+      if (features) dual_estimate_row(g, cfg, coeffs, psi_i, S[static_cast<std::size_t>(s)], node_acc, acc);
+      dual_sources(neighbours, plan, i, src);
+      for (const Index j : src) {
+        if (!features && j == i) continue;  // exact self term: w(0) = 0
+        for (int a = 0; a < 3; ++a) p.d[a] = coords(i, a) - coords(j, a);
+        dual_near_terms(cfg, g, cols, psi_i, features ? &Psi(psi_row(plan, sets, j), 0) : nullptr, p);
+        for (Index h = 0; h < H; ++h) {
+          Dual c = 0.0;
+          for (Index n = 0; n < K; ++n) c += coeffs(h, n) * p.g[static_cast<std::size_t>(n)];
+          for (Index x = h * dv; x < (h + 1) * dv; ++x) acc[x] += c * V(j, x);
+        }
+      }
+    }
+  }
+}
+
+void far_field_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
+                             const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                             ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout, MatRef<Dual> dV,
+                             MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
+  validate_inputs<Dual, Dual>("far field backward", cfg, sets, coords, V, coeffs);
+  validate_design(design);
+  validate_neighbours("far field backward", neighbours, sets, cfg.cutoff, true);
+  check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);
+  const Geometry g(cfg.nodes, design);
+  const DualColumns cols = dual_columns(g);
+  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords);
+  const Mat<Dual> Psi = dual_features(g, plan, sets, coords);
+  const std::vector<Mat<Dual>> S = dual_feature_sums(g, plan, sets, Psi, V);
+  const std::vector<Mat<Dual>> G = dual_feature_sums(g, plan, sets, Psi, dout);
+  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  const bool want_coords = dcoords.size() > 0;
+  // da_hn from the feature sums, set by set in order.
+  for (Index s = 0; s < sets.num_sets(); ++s) {
+    if (!plan.features[static_cast<std::size_t>(s)]) continue;
+    const Mat<Dual>& Ss = S[static_cast<std::size_t>(s)];
+    const Mat<Dual>& Gs = G[static_cast<std::size_t>(s)];
+    for (Index n = 0; n < K; ++n) {
+      const auto [f0, f1] = node_columns(g, n);
+      for (Index h = 0; h < H; ++h) {
+        Dual t = 0.0;
+        for (Index f = f0; f < f1; ++f)
+          for (Index x = h * dv; x < (h + 1) * dv; ++x) t += Gs(f, x) * Ss(f, x);
+        dcoeffs(h, n) += t;
+      }
+    }
+  }
+  // Rows: the features' part and the near pairs gathered. The near pairs' da parts per fixed row
+  // chunk, added in chunk order (the same for any thread count).
+  constexpr Index kChunk = 256;
+  const Index chunks = (N + kChunk - 1) / kChunk;
+  std::vector<Mat<Dual>> da_part(static_cast<std::size_t>(chunks));
+#pragma omp parallel
+  {
+    DualPairTerms p;
+    std::vector<Index> src;
+    std::vector<Dual> node_acc, gc(static_cast<std::size_t>(H)), gc_back(static_cast<std::size_t>(H));
+    std::vector<Dual> R(static_cast<std::size_t>(g.F));
+#pragma omp for schedule(dynamic, 1)
+    for (Index chunk = 0; chunk < chunks; ++chunk) {
+      Mat<Dual>& da = da_part[static_cast<std::size_t>(chunk)];
+      da = Mat<Dual>::Zero(H, K);
+      for (Index i = chunk * kChunk; i < std::min(N, (chunk + 1) * kChunk); ++i) {
+        const Index s = plan.set_of_row[static_cast<std::size_t>(i)];
+        const bool features = plan.features[static_cast<std::size_t>(s)] != 0;
+        const Dual* psi_i = features ? &Psi(psi_row(plan, sets, i), 0) : nullptr;
+        if (features) {
+          const Mat<Dual>& Ss = S[static_cast<std::size_t>(s)];
+          const Mat<Dual>& Gs = G[static_cast<std::size_t>(s)];
+          dual_estimate_row(g, cfg, coeffs, psi_i, Gs, node_acc, &dV(i, 0));
+          if (want_coords) {
+            Dual dr[3] = {0.0, 0.0, 0.0};
+            for (Index f = (g.constant ? 1 : 0); f < g.F; ++f) {
+              const Index n = cols.node[static_cast<std::size_t>(f)];
+              Dual r = 0.0;
+              for (Index h = 0; h < H; ++h) {
+                Dual t = 0.0;
+                for (Index x = h * dv; x < (h + 1) * dv; ++x) t += dout(i, x) * Ss(f, x) + V(i, x) * Gs(f, x);
+                r += coeffs(h, n) * t;
+              }
+              const Dual w = r * psi_i[cols.partner[static_cast<std::size_t>(f)]];
+              for (int a = 0; a < 3; ++a) dr[a] += cols.slope(f, a) * w;
+            }
+            for (int a = 0; a < 3; ++a) dcoords(i, a) += dr[a];
+          }
+        }
+        dual_sources(neighbours, plan, i, src);
+        Dual dr[3] = {0.0, 0.0, 0.0};
+        for (const Index j : src) {
+          if (!features && j == i) continue;
+          for (int a = 0; a < 3; ++a) p.d[a] = coords(i, a) - coords(j, a);
+          p.want_grad = want_coords && j != i;  // the self pair's d is identically 0
+          dual_near_terms(cfg, g, cols, psi_i, features ? &Psi(psi_row(plan, sets, j), 0) : nullptr, p);
+          for (Index h = 0; h < H; ++h) {
+            Dual c = 0.0, gij = 0.0, gji = 0.0;
+            for (Index n = 0; n < K; ++n) c += coeffs(h, n) * p.g[static_cast<std::size_t>(n)];
+            for (Index x = h * dv; x < (h + 1) * dv; ++x) {
+              dV(i, x) += c * dout(j, x);  // the pair (j, i): c_h(ji) = c_h(ij)
+              gij += dout(i, x) * V(j, x);
+              gji += dout(j, x) * V(i, x);
+            }
+            for (Index n = 0; n < K; ++n) da(h, n) += gij * p.g[static_cast<std::size_t>(n)];
+            gc[static_cast<std::size_t>(h)] = gij;
+            gc_back[static_cast<std::size_t>(h)] = gji;
+          }
+          if (!p.want_grad) continue;
+          for (Index n = 0; n < K; ++n) {
+            Dual w = 0.0;
+            for (Index h = 0; h < H; ++h)
+              w += (gc[static_cast<std::size_t>(h)] + gc_back[static_cast<std::size_t>(h)]) * coeffs(h, n);
+            for (int a = 0; a < 3; ++a) dr[a] += w * p.grad[static_cast<std::size_t>(n)][static_cast<std::size_t>(a)];
+          }
+        }
+        if (want_coords)
+          for (int a = 0; a < 3; ++a) dcoords(i, a) += dr[a];
+      }
+    }
+  }
+  for (const auto& part : da_part) dcoeffs += part;
+}
+
 #define FLT_FAR_FIELD_INSTANTIATE(T)                                                                      \
   template void far_field_forward<T>(const FarFieldConfig&, const SphericalDesign&, const RaggedIndex&,   \
                                      const NeighbourList&, ConstMatRef<double>, ConstMatRef<T>,           \

@@ -88,10 +88,11 @@ void far_field_backward(const FarFieldConfig& config, const SphericalDesign& des
                         const FarFieldCache<T>& cache, ConstMatRef<T> dout, MatRef<T> dV,
                         MatRef<T> dcoords, MatRef<T> dcoeffs);
 
-// T = Dual (core/dual.hpp; exact second derivatives): the fast path's function written out pair
-// by pair, O(n^2) per set: the features' estimate E30 for pairs outside the neighbour list, the
-// exact terms for the list's pairs and the self pair (the same sum as far_field_forward, to
-// rounding), every quantity with its tangent. Backward accumulates like far_field_backward.
+// T = Dual (core/dual.hpp; exact second derivatives): the readable reference of the dual fast
+// path below, the fast path's function written out pair by pair, O(n^2) per set: the features'
+// estimate E30 for pairs outside the neighbour list, the exact terms for the list's pairs and the
+// self pair (the same sum as far_field_forward, to rounding), every quantity with its tangent.
+// Backward accumulates like far_field_backward.
 void far_field_pairs_forward(const FarFieldConfig& config, const SphericalDesign& design,
                              const RaggedIndex& sets, const NeighbourList& neighbours,
                              ConstMatRef<Dual> coords, ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs,
@@ -101,6 +102,23 @@ void far_field_pairs_backward(const FarFieldConfig& config, const SphericalDesig
                               ConstMatRef<Dual> coords, ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs,
                               ConstMatRef<Dual> dout, MatRef<Dual> dV, MatRef<Dual> dcoords,
                               MatRef<Dual> dcoeffs);
+
+// T = Dual, the fast path: the same function as far_field_pairs_forward / backward (to rounding)
+// in O(n F H dv + pairs F) per set, F = the number of feature columns: features over all pairs
+// of an incomplete set (in dual numbers, with their derivatives along the coordinates' tangents),
+// the near pairs' estimate replaced by their exact terms, complete sets from the list's pairs
+// only. Memory: the features of every row (N x F duals) and per incomplete set two F x (H dv) sums.
+// Backward needs a symmetric list (it gathers each row's pairs in both directions), so that every
+// gradient row has one writer: bitwise the same results for any thread count.
+void far_field_dual_forward(const FarFieldConfig& config, const SphericalDesign& design,
+                            const RaggedIndex& sets, const NeighbourList& neighbours,
+                            ConstMatRef<Dual> coords, ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs,
+                            MatRef<Dual> out);
+void far_field_dual_backward(const FarFieldConfig& config, const SphericalDesign& design,
+                             const RaggedIndex& sets, const NeighbourList& neighbours,
+                             ConstMatRef<Dual> coords, ConstMatRef<Dual> V, ConstMatRef<Dual> coeffs,
+                             ConstMatRef<Dual> dout, MatRef<Dual> dV, MatRef<Dual> dcoords,
+                             MatRef<Dual> dcoeffs);
 
 // The O(n^2) closed form (F1) and its backward: the reference of the fast path, and the
 // "exact far field" of the ablation. dcoords may be empty here too.

@@ -601,10 +601,10 @@ void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, 
         bc.far_coeffs = store_.value(blk.far_theta).array().exp().matrix();
         Mat<T> far(N, D);
         if constexpr (is_dual_v<T>) {
-          // The same functions written out pair by pair (far_field.hpp), with tangents.
+          // The same functions in dual numbers (far_field.hpp), with tangents.
           if (config_.far_field == FarField::flt)
-            attn::far_field_pairs_forward(far_config_, blk.far_design, batch.index, cache.neighbours,
-                                          cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far);
+            attn::far_field_dual_forward(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                         cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far);
           else
             attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
                                              bc.v.leftCols(D), bc.far_coeffs, far);
@@ -960,9 +960,9 @@ void MoleculeModel<T>::backward(const MoleculeBatch& batch, const ModelCache<T>&
           auto dv_far = dv.leftCols(D);
           if constexpr (is_dual_v<T>) {
             if (config_.far_field == FarField::flt)
-              attn::far_field_pairs_backward(far_config_, blk.far_design, batch.index, cache.neighbours,
-                                             cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, da,
-                                             dv_far, dr_block, dcoeffs);
+              attn::far_field_dual_backward(far_config_, blk.far_design, batch.index, cache.neighbours,
+                                            cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, da,
+                                            dv_far, dr_block, dcoeffs);
             else
               attn::far_field_exact_backward<T>(far_config_, batch.index, cache.coords_double,
                                                 bc.v.leftCols(D), bc.far_coeffs, da, dv_far, dr_block,
