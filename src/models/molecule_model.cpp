@@ -1135,13 +1135,21 @@ Mat<double> MoleculeModel<T>::atom_contributions(const MoleculeBatch& batch,
   return c;
 }
 
-namespace {
-
-// The batch with its atoms renumbered: row i of the result is row order[i] of batch.
-MoleculeBatch reordered(const MoleculeBatch& batch, const std::vector<Index>& order) {
+MoleculeBatch reordered(const MoleculeBatch& batch, std::span<const Index> order) {
+  const Index N = batch.num_atoms();
+  require(static_cast<Index>(order.size()) == N, "reordered: the order has " + std::to_string(order.size()) +
+                                                     " rows, the batch " + std::to_string(N));
+  std::vector<char> taken(static_cast<std::size_t>(N), 0);
+  for (Index s = 0; s < batch.num_molecules(); ++s)
+    for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) {
+      const Index from = order[static_cast<std::size_t>(i)];
+      require(from >= batch.index.begin(s) && from < batch.index.end(s) && !taken[static_cast<std::size_t>(from)],
+              "reordered: row " + std::to_string(i) + " of molecule " + std::to_string(s) + " takes row " +
+                  std::to_string(from) + ", outside the molecule or taken before");
+      taken[static_cast<std::size_t>(from)] = 1;
+    }
   MoleculeBatch out;
   out.index = batch.index;
-  const Index N = batch.num_atoms();
   out.coords.resize(N, 3);
   out.atomic_numbers.resize(static_cast<std::size_t>(N));
   out.formal_charges.resize(static_cast<std::size_t>(N));
@@ -1154,6 +1162,8 @@ MoleculeBatch reordered(const MoleculeBatch& batch, const std::vector<Index>& or
   return out;
 }
 
+namespace {
+
 // Per-atom rows computed in `order` put back in the input's order.
 Mat<double> in_input_order(const Mat<double>& rows, const std::vector<Index>& order) {
   Mat<double> out(rows.rows(), rows.cols());
@@ -1164,7 +1174,7 @@ Mat<double> in_input_order(const Mat<double>& rows, const std::vector<Index>& or
 }  // namespace
 
 template <class T>
-std::optional<std::vector<Index>> MoleculeModel<T>::prediction_order(const MoleculeBatch& batch) const {
+std::optional<std::vector<Index>> MoleculeModel<T>::spatial_order(const MoleculeBatch& batch) const {
   if (config_.attention != AttentionKind::near_far) return std::nullopt;
   bool large = false;
   for (Index s = 0; s < batch.num_molecules() && !large; ++s) large = batch.index.size(s) >= spatial_order_atoms;
@@ -1178,7 +1188,7 @@ std::optional<std::vector<Index>> MoleculeModel<T>::prediction_order(const Molec
 template <class T>
 Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch, Mat<double>* contributions) {
   check_batch(batch);  // before reordering: errors name the input's rows
-  const auto order = prediction_order(batch);
+  const auto order = spatial_order(batch);
   if (!order) return predict_in_order(batch, contributions);
   Mat<double> c;
   Mat<double> out = predict_in_order(reordered(batch, *order), contributions != nullptr ? &c : nullptr);
@@ -1204,7 +1214,7 @@ template <class T>
 Mat<double> MoleculeModel<T>::predict_with_forces(const MoleculeBatch& batch, Index target,
                                                   Mat<double>& forces, Mat<double>* contributions) {
   check_batch(batch);  // before reordering: errors name the input's rows
-  const auto order = prediction_order(batch);
+  const auto order = spatial_order(batch);
   if (!order) return predict_with_forces_in_order(batch, target, forces, contributions);
   Mat<double> f, c;
   Mat<double> out =

@@ -194,6 +194,10 @@ struct MoleculeBatch {
   static MoleculeBatch from(std::span<const Molecule* const> molecules);
 };
 
+// The batch with its atoms renumbered within their molecules: row i of the result is row
+// order[i] of batch (order: a permutation of the N rows that keeps every row in its molecule).
+MoleculeBatch reordered(const MoleculeBatch& batch, std::span<const Index> order);
+
 // ---------------------------------------------------------------------------------------------
 // Normalisation and reference energies.
 
@@ -372,6 +376,10 @@ class MoleculeModel {
   // another order); forward, backward and infer run in the batch's own order.
   Mat<double> predict(const MoleculeBatch& batch, Mat<double>* contributions = nullptr);
   static constexpr Index spatial_order_atoms = 512;
+  // The order predict runs the batch's atoms in (order[new_row] = old_row: reordered(batch,
+  // order)), or nothing when that is the batch's own order. A trainer builds its batches in this
+  // order too (pipeline::make_model_batch): per structure, it depends only on that structure.
+  std::optional<std::vector<Index>> spatial_order(const MoleculeBatch& batch) const;
   // The same predictions, and the forces of the extensive target `target` (an energy):
   // F_i = -dE/dr_i (N x 3, in the target's unit per Angstrom), by one forward and one backward
   // pass with dE/dout = 1 (E = reference + n mean + scale out, so dE/dr = scale dout/dr). The
@@ -466,9 +474,6 @@ class MoleculeModel {
   Mat<double> three_body_per_structure(const MoleculeBatch& batch) const;
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
-  // The order predict runs the batch's atoms in (order[new_row] = old_row), or nothing when that
-  // is the batch's own order.
-  std::optional<std::vector<Index>> prediction_order(const MoleculeBatch& batch) const;
   Mat<double> predict_in_order(const MoleculeBatch& batch, Mat<double>* contributions);
   Mat<double> predict_with_forces_in_order(const MoleculeBatch& batch, Index target, Mat<double>& forces,
                                            Mat<double>* contributions);

@@ -573,6 +573,20 @@ Batch make_batch(const Dataset& data, std::span<const std::size_t> indices) {
   return b;
 }
 
+Batch make_model_batch(const Dataset& data, std::span<const std::size_t> indices,
+                       const models::MoleculeModel<float>& model) {
+  Batch b = make_batch(data, indices);
+  const auto order = model.spatial_order(b.molecules);
+  if (!order) return b;
+  b.molecules = models::reordered(b.molecules, *order);
+  if (b.forces.rows() != 0) {
+    Mat<double> forces(b.forces.rows(), 3);
+    for (Index i = 0; i < forces.rows(); ++i) forces.row(i) = b.forces.row((*order)[static_cast<std::size_t>(i)]);
+    b.forces = std::move(forces);
+  }
+  return b;
+}
+
 double force_unit_to_ev_per_angstrom(const std::string& unit) {
   const auto slash = unit.rfind('/');
   if (slash == std::string::npos || slash == 0 || slash + 1 == unit.size())

@@ -159,6 +159,15 @@ double force_unit_to_ev_per_angstrom(const std::string& unit);
 // The batch of `data` at `indices` (in that order).
 Batch make_batch(const Dataset& data, std::span<const std::size_t> indices);
 
+// The same batch with each structure's atoms in the order `model` runs them
+// (MoleculeModel::spatial_order: structures of spatial_order_atoms or more atoms in cell order;
+// smaller ones as given), the force labels' rows moved with their atoms. Labels are per structure
+// and the model does not depend on the atoms' numbering, so losses and parameter gradients are
+// make_batch's to rounding, in a fraction of the time and memory for large structures given in an
+// order without locality. Per-atom rows (forces, contributions) come in this batch's order.
+Batch make_model_batch(const Dataset& data, std::span<const std::size_t> indices,
+                       const models::MoleculeModel<float>& model);
+
 // Cuts `order` into consecutive mini-batches of at most batch_size indices (the last may be
 // smaller); batch_size >= 1.
 std::vector<std::vector<std::size_t>> batch_indices(std::span<const std::size_t> order,

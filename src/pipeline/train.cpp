@@ -99,7 +99,7 @@ Mat<double> predict_indices(models::MoleculeModel<float>& model, const Dataset& 
   const auto batches = batch_indices(indices, batch_size, atom_counts(data), max_atoms);
   for (std::size_t k = 0, begin = 0; k < batches.size(); begin += batches[k].size(), ++k) {
     const std::size_t end = begin + batches[k].size();
-    const Batch b = make_batch(data, indices.subspan(begin, end - begin));
+    const Batch b = make_model_batch(data, indices.subspan(begin, end - begin), model);
     const Mat<double> norm = model.infer(b.molecules).cast<double>();
     const Mat<double> phys = offsets ? model.denormalise(offsets(b), norm) : model.denormalise(b.molecules, norm);
     out.middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = phys;
@@ -142,7 +142,7 @@ train::Metrics force_metrics(models::MoleculeModel<float>& model, const Dataset&
   std::vector<double> predicted, reference;
   const auto batches = batch_indices(indices, batch_size, atom_counts(data), max_atoms);
   for (const auto& idx : batches) {
-    const Batch b = make_batch(data, idx);
+    const Batch b = make_model_batch(data, idx, model);
     Mat<double> forces;
     model.predict_with_forces(b.molecules, target, forces);
     for (Index i = 0; i < forces.rows(); ++i)
@@ -714,7 +714,7 @@ class MoleculeTrainable final : public train::Trainable {
       }
       result_.largest_step_atoms = std::max(result_.largest_step_atoms, parallel_->largest_chunk_atoms());
     } else {
-      const Batch b = make_batch(data_, indices);
+      const Batch b = make_model_batch(data_, indices, model_);
       result_.largest_step_atoms = std::max(result_.largest_step_atoms, static_cast<std::size_t>(b.molecules.num_atoms()));
       const Mat<double> offsets = offsets_of(b);
       Mat<double> out_norm;

@@ -168,7 +168,7 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
   for (std::size_t m = 0; m < mine.size(); ++m) {
     const std::size_t k = mine[m];
     const auto indices = batch.subspan(k * chunk_, std::min(chunk_, batch.size() - k * chunk_));
-    const Batch b = make_batch(data, indices);
+    const Batch b = make_model_batch(data, indices, model);
     largest_chunk_atoms_ = std::max(largest_chunk_atoms_, static_cast<std::size_t>(b.molecules.num_atoms()));
     store.zero_grad();
     const Mat<float> out = model.forward(b.molecules, cache);
@@ -247,7 +247,7 @@ SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeMode
   for (std::size_t b = 0, begin = 0; b < batches.size(); begin += batches[b].size(), ++b) {
     if (b % ranks != static_cast<std::size_t>(world.rank())) continue;
     const std::size_t end = begin + batches[b].size();
-    const Batch batch = make_batch(data, indices.subspan(begin, end - begin));
+    const Batch batch = make_model_batch(data, indices.subspan(begin, end - begin), model);
     const Mat<double> norm = model.infer(batch.molecules).cast<double>();  // no activation caches
     const auto rows = static_cast<Index>(end - begin);
     out.normalised.middleRows(static_cast<Index>(begin), rows) = norm;

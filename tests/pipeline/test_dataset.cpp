@@ -389,3 +389,90 @@ TEST_CASE("The QM9 table: file order, and every unit known to the conversion tab
     CHECK(io::is_known_unit(targets[i].training_unit));
   }
 }
+
+TEST_CASE("model batches: large structures in the model's atom order, force labels moved with their atoms",
+          "[dataset][order]") {
+  // A shuffled 600-atom jittered lattice (above spatial_order_atoms) whose force label is a
+  // function of the atom's own position, and a 3-atom molecule, in one extended-XYZ file.
+  ScratchDir dir("dataset_model_batch");
+  const Index n = 600;
+  REQUIRE(n >= models::MoleculeModel<float>::spatial_order_atoms);
+  const auto force_of = [](const double* r, int a) { return 0.01 * r[a] + 0.001 * (a + 1); };
+  Rng rng(11);
+  std::vector<std::array<double, 3>> atoms;
+  for (Index i = 0; i < n; ++i)
+    atoms.push_back({1.5 * static_cast<double>(i % 10) + rng.normal(0, 0.1),
+                     1.5 * static_cast<double>((i / 10) % 10) + rng.normal(0, 0.1),
+                     1.5 * static_cast<double>(i / 100) + rng.normal(0, 0.1)});
+  for (Index i = n - 1; i > 0; --i)
+    std::swap(atoms[static_cast<std::size_t>(i)], atoms[rng.below(static_cast<std::uint64_t>(i + 1))]);
+  std::ostringstream text;
+  text.precision(17);
+  text << n << "\nProperties=species:S:1:pos:R:3:forces:R:3 energy=-100.0 title=lattice\n";
+  for (Index i = 0; i < n; ++i) {
+    const double* r = atoms[static_cast<std::size_t>(i)].data();
+    text << (i % 3 == 0 ? "O" : i % 3 == 1 ? "C" : "H") << ' ' << r[0] << ' ' << r[1] << ' ' << r[2];
+    for (int a = 0; a < 3; ++a) text << ' ' << force_of(r, a);
+    text << '\n';
+  }
+  text << "3\nProperties=species:S:1:pos:R:3:forces:R:3 energy=-10.5 title=water\n"
+          "O 0.0 0.0 0.0 0.1 0.2 0.3\nH 0.96 0.0 0.0 0.4 0.5 0.6\nH -0.24 0.93 0.0 0.7 0.8 0.9\n";
+  write_text(dir / "structures.xyz", text.str());
+  DatasetOptions o;
+  o.inputs = {(dir / "structures.xyz").string()};
+  o.targets = {"energy"};
+  o.forces_column = "forces";
+  const Dataset d = load_dataset(o);
+  REQUIRE(d.size() == 2);
+  const std::vector<std::size_t> both{0, 1};
+
+  models::ModelConfig config;
+  config.targets = {{"energy", "eV", true}};
+  config.attention = models::AttentionKind::near_far;
+  const models::MoleculeModel<float> model(config);
+  const Batch plain = make_batch(d, both);
+  const Batch ordered = make_model_batch(d, both, model);
+  const auto order = model.spatial_order(plain.molecules);
+  REQUIRE(order.has_value());
+  CHECK_FALSE(model.spatial_order(ordered.molecules).has_value());  // already in the model's order
+  CHECK(ordered.indices == plain.indices);
+  CHECK(ordered.labels == plain.labels);
+  CHECK(ordered.molecules.index.offsets() == plain.molecules.index.offsets());
+  REQUIRE(ordered.forces.rows() == n + 3);
+  Index moved = 0;
+  for (Index i = 0; i < n + 3; ++i) {
+    const Index from = (*order)[static_cast<std::size_t>(i)];
+    if (i >= n) CHECK(from == i);  // the small molecule keeps its order
+    moved += from != i ? 1 : 0;
+    CHECK(ordered.molecules.coords.row(i) == plain.molecules.coords.row(from));
+    CHECK(ordered.molecules.atomic_numbers[static_cast<std::size_t>(i)] ==
+          plain.molecules.atomic_numbers[static_cast<std::size_t>(from)]);
+    CHECK(ordered.molecules.formal_charges[static_cast<std::size_t>(i)] ==
+          plain.molecules.formal_charges[static_cast<std::size_t>(from)]);
+    // Each atom keeps its own force label (the file's function of its position).
+    if (i < n)
+      for (int a = 0; a < 3; ++a)
+        CHECK(ordered.forces(i, a) == Approx(force_of(ordered.molecules.coords.row(i).data(), a)).margin(1e-12));
+  }
+  CHECK(moved > n / 2);
+  CHECK(ordered.forces.bottomRows(3) == plain.forces.bottomRows(3));
+
+  // Attention kinds without a neighbour list run in the batch's order: nothing moves.
+  models::ModelConfig exact = config;
+  exact.attention = models::AttentionKind::exact;
+  const models::MoleculeModel<float> exact_model(exact);
+  const Batch same = make_model_batch(d, both, exact_model);
+  CHECK(same.molecules.coords == plain.molecules.coords);
+  CHECK(same.forces == plain.forces);
+
+  // reordered refuses what is not a permutation within the molecules.
+  std::vector<Index> bad = *order;
+  bad.pop_back();
+  CHECK_THROWS_AS(models::reordered(plain.molecules, bad), InvalidArgument);
+  bad = *order;
+  std::swap(bad[0], bad[static_cast<std::size_t>(n)]);  // a row taken from the other molecule
+  CHECK_THROWS_WITH(models::reordered(plain.molecules, bad), Catch::Contains("row 0 of molecule 0"));
+  bad = *order;
+  bad[1] = bad[0];  // a row taken twice
+  CHECK_THROWS_WITH(models::reordered(plain.molecules, bad), Catch::Contains("taken before"));
+}
