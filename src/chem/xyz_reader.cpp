@@ -292,8 +292,10 @@ class XyzParser final : public RecordParser {
       col.name = c.name;
       col.type = c.type;
       col.width = c.width;
-      // Only a Properties= declaration makes a forces column: ASE's unit.
-      if (c.name == "forces" && c.type == 'R' && c.width == 3) col.unit = "eV/A";
+      // The column's own "<name>_unit=U" on the comment line (flt predict writes one per column);
+      // else, since only a Properties= declaration makes a forces column, ASE's unit.
+      if (const Property* declared = points.property(c.name + "_unit")) col.unit = declared->value;
+      else if (c.name == "forces" && c.type == 'R' && c.width == 3) col.unit = "eV/A";
       extra.push_back(std::move(col));
     }
     int mulliken_seen = -1;  // QM9: -1 unknown, 0 no 5th column, 1 a 5th column

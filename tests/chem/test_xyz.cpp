@@ -83,6 +83,21 @@ TEST_CASE("extended XYZ: Properties, key=value labels, per-atom forces", "[chem]
   CHECK(r.records[1].property("energy")->unit.empty());
 }
 
+TEST_CASE("extended XYZ: a column's unit from its <name>_unit key (what flt predict writes)", "[chem][xyz]") {
+  const std::string text =
+      "2\n"
+      "Properties=species:S:1:pos:R:3:flt_forces:R:3:forces:R:3:q:R:1 flt_forces_unit=eV/A "
+      "forces_unit=Hartree/Bohr flt_U0=-1.5 flt_U0_unit=eV\n"
+      "H 0 0 0 0.1 0.2 0.3 0.01 0.02 0.03 0.5\nH 0 0 0.74 -0.1 -0.2 -0.3 -0.01 -0.02 -0.03 -0.5\n";
+  const auto r = read_text(text, Format::xyz);
+  REQUIRE(r.records.size() == 1);
+  const PointSet& p = r.records[0];
+  CHECK(p.column("flt_forces")->unit == "eV/A");
+  CHECK(p.column("forces")->unit == "Hartree/Bohr");  // the declared unit over ASE's default
+  CHECK(p.column("q")->unit.empty());
+  CHECK(p.property("flt_U0")->unit == "eV");
+}
+
 TEST_CASE("extended XYZ: labels anywhere on the line (QM7), units from key names and <key>_unit",
           "[chem][xyz]") {
   // QM7 as the qml tutorial distributes it: the file name, then key=value pairs.
