@@ -14,7 +14,8 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
                                       const MoleculeBatch& batch, const Mat<double>& labels,
                                       const Mat<double>& reference_forces, Index target,
                                       double force_weight, const RegressionLoss& loss,
-                                      ModelCache<T>& cache, ModelCache<Dual>& dual_cache) {
+                                      ModelCache<T>& cache, ModelCache<Dual>& dual_cache,
+                                      const Mat<double>* reference_gradient) {
   const Index S = batch.num_molecules(), N = batch.num_atoms(), P = model.config().num_targets();
   require(target >= 0 && target < P, "energy_force_gradient: target index out of range");
   const TargetSpec& spec = model.config().targets[static_cast<std::size_t>(target)];
@@ -23,6 +24,8 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
   require(reference_forces.rows() == N && reference_forces.cols() == 3,
           "energy_force_gradient: reference forces must be N x 3");
   require(force_weight >= 0 && std::isfinite(force_weight), "energy_force_gradient: the force weight must be >= 0");
+  require(!reference_gradient || (reference_gradient->rows() == N && reference_gradient->cols() == 3),
+          "energy_force_gradient: the reference gradient must be N x 3");
   const double sigma = model.normalisation().scale[static_cast<std::size_t>(target)];
 
   // Pass 1: out and dout_t/dr.
@@ -43,7 +46,8 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
   }
   result.out = out.template cast<double>();
   // The three-body reference's forces are part of the prediction (its weights are fixed).
-  result.forces = dout_dr.template cast<double>() * -sigma - model.reference_gradient(batch, target);
+  result.forces = dout_dr.template cast<double>() * -sigma -
+                  (reference_gradient ? *reference_gradient : model.reference_gradient(batch, target));
 
   // Residuals r = F~ - F~ref over the atoms with reference forces; u = -(2 w / (3 N_f)) r.
   Mat<double> residual = Mat<double>::Zero(N, 3);
@@ -88,11 +92,11 @@ template EnergyForceLoss energy_force_gradient<float>(MoleculeModel<float>&, Mol
                                                       const MoleculeBatch&, const Mat<double>&,
                                                       const Mat<double>&, Index, double,
                                                       const RegressionLoss&, ModelCache<float>&,
-                                                      ModelCache<Dual>&);
+                                                      ModelCache<Dual>&, const Mat<double>*);
 template EnergyForceLoss energy_force_gradient<double>(MoleculeModel<double>&, MoleculeModel<Dual>&,
                                                        const MoleculeBatch&, const Mat<double>&,
                                                        const Mat<double>&, Index, double,
                                                        const RegressionLoss&, ModelCache<double>&,
-                                                       ModelCache<Dual>&);
+                                                       ModelCache<Dual>&, const Mat<double>*);
 
 }  // namespace flt::models

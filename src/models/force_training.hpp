@@ -33,11 +33,15 @@ struct EnergyForceLoss {
 // state is overwritten with the model's (parameters, normalisation, features). force_weight >= 0.
 // InvalidArgument for an intensive target, shapes that do not match, or a model kind the Dual path
 // does not implement. `cache` and `dual_cache` are reused between calls (their buffers).
+// `reference_gradient` (N x 3), when given, is model.reference_gradient(batch, target), which
+// depends only on the atoms (the three-body reference's weights are fixed): a trainer keeps it per
+// structure instead of a descriptor pass per step; computed here otherwise.
 template <class T>
 EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dual>& dual,
                                       const MoleculeBatch& batch, const Mat<double>& labels,
                                       const Mat<double>& reference_forces, Index target,
                                       double force_weight, const RegressionLoss& loss,
-                                      ModelCache<T>& cache, ModelCache<Dual>& dual_cache);
+                                      ModelCache<T>& cache, ModelCache<Dual>& dual_cache,
+                                      const Mat<double>* reference_gradient = nullptr);
 
 }  // namespace flt::models

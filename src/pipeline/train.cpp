@@ -578,6 +578,7 @@ class MoleculeTrainable final : public train::Trainable {
     val_truth_ = labels_at(data, split.validation);
     offsets_ = Mat<double>::Zero(static_cast<Index>(data.size()), static_cast<Index>(data.num_targets()));
     offset_known_.assign(data.size(), 0);
+    reference_gradient_.assign(data.size(), Mat<double>(0, 3));
     chunk_ = cfg.gradient_chunk;
     if (chunk_ == 0 && comm::in_mpi_job()) chunk_ = distributed::kDefaultGradientChunk;
   }
@@ -594,6 +595,28 @@ class MoleculeTrainable final : public train::Trainable {
       }
     }
     return offsets_at(b.indices);
+  }
+  // The force target's reference gradient (MoleculeModel::reference_gradient: the three-body
+  // reference's dE/dr, zero without one) of the batch's atoms, each structure's computed once
+  // (in the batch's atom order, which make_model_batch fixes per structure).
+  Mat<double> reference_gradient_of(const Batch& b) {
+    const models::MoleculeBatch& m = b.molecules;
+    if (!model_.config().three_body) return Mat<double>::Zero(m.num_atoms(), 3);
+    const bool known = std::all_of(b.indices.begin(), b.indices.end(),
+                                   [&](std::size_t i) { return reference_gradient_[i].rows() != 0; });
+    if (!known) {
+      const Mat<double> computed = model_.reference_gradient(m, force_target_);
+      for (std::size_t k = 0; k < b.indices.size(); ++k) {
+        const auto s = static_cast<Index>(k);
+        reference_gradient_[b.indices[k]] = computed.middleRows(m.index.begin(s), m.index.size(s));
+      }
+    }
+    Mat<double> out(m.num_atoms(), 3);
+    for (std::size_t k = 0; k < b.indices.size(); ++k) {
+      const auto s = static_cast<Index>(k);
+      out.middleRows(m.index.begin(s), m.index.size(s)) = reference_gradient_[b.indices[k]];
+    }
+    return out;
   }
   // The offsets of molecules at `indices`, all known.
   Mat<double> offsets_at(std::span<const std::size_t> indices) const {
@@ -719,9 +742,10 @@ class MoleculeTrainable final : public train::Trainable {
       const Mat<double> offsets = offsets_of(b);
       Mat<double> out_norm;
       if (dual_) {
+        const Mat<double> reference_gradient = reference_gradient_of(b);
         const models::EnergyForceLoss efl = models::energy_force_gradient(
             model_, *dual_, b.molecules, model_.normalise_labels(offsets, b.labels), b.forces * force_factor_,
-            force_target_, cfg_.force_weight, cfg_.loss, cache_, dual_cache_);
+            force_target_, cfg_.force_weight, cfg_.loss, cache_, dual_cache_, &reference_gradient);
         lv = efl.energy;
         lv.value = efl.value();
         out_norm = efl.out;
@@ -856,6 +880,7 @@ class MoleculeTrainable final : public train::Trainable {
   // descriptor pass that would otherwise repeat every step and epoch.
   Mat<double> offsets_;
   std::vector<unsigned char> offset_known_;
+  std::vector<Mat<double>> reference_gradient_;  // per dataset index (reference_gradient_of)
   std::vector<Index> my_train_rows_;
   std::size_t chunk_ = 0;
   std::optional<distributed::DataParallelGradient> parallel_;

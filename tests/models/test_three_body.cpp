@@ -535,4 +535,20 @@ TEST_CASE("three-body reference in force training: its forces enter the loss, th
   INFO("worst parameter " << check.worst_index << ": analytic " << check.worst_analytic << ", numeric "
                           << check.worst_numeric);
   CHECK(check.max_rel_error <= 1e-6);
+
+  // The reference gradient kept by a trainer (per structure): bitwise the same loss and gradient;
+  // it is used (a zero one changes the forces by the reference's); a wrong shape is refused.
+  const Mat<double> kept = model.reference_gradient(batch, 0);
+  const EnergyForceLoss with_kept =
+      energy_force_gradient(model, dual, batch, labels, ref, 0, weight, loss, cache, dual_cache, &kept);
+  CHECK(with_kept.value() == lv.value());
+  CHECK(with_kept.forces == lv.forces);
+  CHECK(std::equal(analytic.begin(), analytic.end(), model.parameters().grads().begin()));
+  const Mat<double> zero = Mat<double>::Zero(N, 3);
+  const EnergyForceLoss with_zero =
+      energy_force_gradient(model, dual, batch, labels, ref, 0, weight, loss, cache, dual_cache, &zero);
+  CHECK((with_zero.forces - lv.forces - kept).cwiseAbs().maxCoeff() < 1e-12);
+  const Mat<double> short_one = Mat<double>::Zero(N - 1, 3);
+  CHECK_THROWS_WITH(energy_force_gradient(model, dual, batch, labels, ref, 0, weight, loss, cache, dual_cache, &short_one),
+                    Catch::Contains("reference gradient must be N x 3"));
 }
