@@ -1552,6 +1552,27 @@ void check_dual_backward(const FarFieldConfig& cfg, Index N, ConstMatRef<Dual> d
           "far field backward: dcoeffs must be heads x nodes");
 }
 
+// The checks of a dual forward and backward with a design and a list (the pair-by-pair reference
+// and the fast path); backward's list must be symmetric where it gathers pairs per row.
+void check_dual_forward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
+                        const NeighbourList& nb, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                        ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
+  validate_inputs<Dual, Dual>("far field forward", cfg, sets, coords, V, coeffs);
+  validate_design(design);
+  validate_neighbours("far field forward", nb, sets, cfg.cutoff, false);
+  require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
+          "far field forward: out must be N x (heads * value_dim)");
+}
+void check_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
+                         const NeighbourList& nb, bool symmetric, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
+                         ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout, MatRef<Dual> dV, MatRef<Dual> dcoords,
+                         MatRef<Dual> dcoeffs) {
+  validate_inputs<Dual, Dual>("far field backward", cfg, sets, coords, V, coeffs);
+  validate_design(design);
+  validate_neighbours("far field backward", nb, sets, cfg.cutoff, symmetric);
+  check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);
+}
+
 // Whether j is the self pair or in the neighbour list of i (sources sorted per row).
 bool near_pair(const NeighbourList& nb, Index i, Index j) {
   if (i == j) return true;
@@ -1588,11 +1609,7 @@ void far_field_exact_backward<Dual>(const FarFieldConfig& cfg, const RaggedIndex
 void far_field_pairs_forward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
                              const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                              ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
-  validate_inputs<Dual, Dual>("far field forward", cfg, sets, coords, V, coeffs);
-  validate_design(design);
-  validate_neighbours("far field forward", neighbours, sets, cfg.cutoff, false);
-  require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
-          "far field forward: out must be N x (heads * value_dim)");
+  check_dual_forward(cfg, design, sets, neighbours, coords, V, coeffs, out);
   out.setZero();
   const auto terms = [&](Index i, Index j, DualPairTerms& p) {
     if (near_pair(neighbours, i, j)) exact_terms(cfg, p);
@@ -1605,10 +1622,7 @@ void far_field_pairs_backward(const FarFieldConfig& cfg, const SphericalDesign& 
                               const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                               ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout, MatRef<Dual> dV,
                               MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
-  validate_inputs<Dual, Dual>("far field backward", cfg, sets, coords, V, coeffs);
-  validate_design(design);
-  validate_neighbours("far field backward", neighbours, sets, cfg.cutoff, false);
-  check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);
+  check_dual_backward(cfg, design, sets, neighbours, false, coords, V, coeffs, dout, dV, dcoords, dcoeffs);
   const auto terms = [&](Index i, Index j, DualPairTerms& p) {
     if (near_pair(neighbours, i, j)) exact_terms(cfg, p);
     else estimate_terms(cfg, design, p);
@@ -1815,11 +1829,7 @@ void dual_sources(const NeighbourList& nb, const DualSetPlan& p, Index i, std::v
 void far_field_dual_forward(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
                             const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                             ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
-  validate_inputs<Dual, Dual>("far field forward", cfg, sets, coords, V, coeffs);
-  validate_design(design);
-  validate_neighbours("far field forward", neighbours, sets, cfg.cutoff, false);
-  require(out.rows() == sets.total_rows() && out.cols() == cfg.heads * cfg.value_dim,
-          "far field forward: out must be N x (heads * value_dim)");
+  check_dual_forward(cfg, design, sets, neighbours, coords, V, coeffs, out);
   out.setZero();
   const Geometry g(cfg.nodes, design);
   const DualColumns cols = dual_columns(g);
@@ -1859,10 +1869,7 @@ void far_field_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& d
                              const NeighbourList& neighbours, ConstMatRef<Dual> coords, ConstMatRef<Dual> V,
                              ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout, MatRef<Dual> dV,
                              MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
-  validate_inputs<Dual, Dual>("far field backward", cfg, sets, coords, V, coeffs);
-  validate_design(design);
-  validate_neighbours("far field backward", neighbours, sets, cfg.cutoff, true);
-  check_dual_backward(cfg, sets.total_rows(), dout, dV, dcoords, dcoeffs);
+  check_dual_backward(cfg, design, sets, neighbours, true, coords, V, coeffs, dout, dV, dcoords, dcoeffs);
   const Geometry g(cfg.nodes, design);
   const DualColumns cols = dual_columns(g);
   const DualSetPlan plan = dual_set_plan(sets, neighbours, coords);
