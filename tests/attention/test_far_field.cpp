@@ -756,4 +756,18 @@ TEST_CASE("Dual far field: the fast path equals the pair-by-pair reference, valu
     // complete sets: the list's pairs only, the same sums to rounding
     CHECK(rel(fast[0].topRows(12), ref[0].topRows(12), false) < 1e-13);
   }
+  // The fast backward gathers each row's pairs in both directions: an asymmetric list is refused
+  // (naming the pair), where the pair-by-pair reference, which scatters, accepts it.
+  NeighbourList asym = brute_list(b.sets, b.X, c.cutoff);
+  const Index i = 40;  // a row of the 80-atom cluster: drop its first neighbour other than itself
+  auto at = static_cast<std::size_t>(asym.offsets[static_cast<std::size_t>(i)]);
+  if (asym.source[at] == i) ++at;
+  asym.source.erase(asym.source.begin() + static_cast<std::ptrdiff_t>(at));
+  asym.target.erase(asym.target.begin() + static_cast<std::ptrdiff_t>(at));
+  for (std::size_t r = static_cast<std::size_t>(i) + 1; r < asym.offsets.size(); ++r) --asym.offsets[r];
+  Mat<Dual> out(N, C), dV = Mat<Dual>::Zero(N, C), dX = Mat<Dual>::Zero(N, 3), dA = Mat<Dual>::Zero(2, 4);
+  far_field_dual_forward(c, d, b.sets, asym, X, V, A, out);
+  CHECK_NOTHROW(far_field_pairs_backward(c, d, b.sets, asym, X, V, A, G, dV, dX, dA));
+  CHECK_THROWS_WITH(far_field_dual_backward(c, d, b.sets, asym, X, V, A, G, dV, dX, dA),
+                    Catch::Contains("does not list"));
 }
