@@ -730,7 +730,8 @@ class MoleculeTrainable final : public train::Trainable {
           train_pred_.row(k) = row;
           my_train_rows_.push_back(k);
         };
-        lv.value = parallel_->compute(model_, cache_, data_, indices, owners_, keep_prediction);
+        lv.value = parallel_->compute(model_, cache_, data_, indices, owners_, keep_prediction,
+                                      [this](const Batch& b) { return offsets_of(b); });
       } catch (const NumericalError& e) {
         throw NumericalError(std::string(e.what()) + " at epoch " + std::to_string(epoch_) + ", step " +
                              std::to_string(step_ + 1) + "; lower --lr or set --clip-norm");
@@ -779,7 +780,7 @@ class MoleculeTrainable final : public train::Trainable {
     Mat<double> val_norm, val_pred, val_targets;
     if (parallel_) {
       auto shared = distributed::predict_shared(world_, model_, data_, split_.validation, cfg_.eval_batch_size,
-                                                cfg_.batch_atoms);
+                                                cfg_.batch_atoms, [this](const Batch& b) { return offsets_of(b); });
       val_pred = std::move(shared.physical);
       val_norm = std::move(shared.normalised);
       val_targets = std::move(shared.normalised_labels);

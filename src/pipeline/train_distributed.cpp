@@ -109,7 +109,8 @@ DataParallelGradient::DataParallelGradient(comm::Communicator& world, std::size_
 double DataParallelGradient::compute(models::MoleculeModel<float>& model, models::ModelCache<float>& cache,
                                      Dataset& data, std::span<const std::size_t> batch,
                                      std::span<const int> owners,
-                                     const std::function<void(std::size_t, const Mat<double>&)>& on_prediction) {
+                                     const std::function<void(std::size_t, const Mat<double>&)>& on_prediction,
+                                     const std::function<Mat<double>(const Batch&)>& offsets) {
   const int ranks = world_.size(), rank = world_.rank();
   const std::size_t p = data.num_targets();
   const std::size_t chunks = (batch.size() + chunk_ - 1) / chunk_;
@@ -172,7 +173,8 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
     largest_chunk_atoms_ = std::max(largest_chunk_atoms_, static_cast<std::size_t>(b.molecules.num_atoms()));
     store.zero_grad();
     const Mat<float> out = model.forward(b.molecules, cache);
-    const Mat<double> target = model.normalise_labels(b.molecules, b.labels);
+    const Mat<double> offset = offsets ? offsets(b) : model.label_offsets(b.molecules);
+    const Mat<double> target = model.normalise_labels(offset, b.labels);
     Mat<float> dout = Mat<float>::Zero(out.rows(), out.cols());
     std::vector<double> loss_sum(p, 0.0);
     for (Index i = 0; i < out.rows(); ++i)
@@ -193,7 +195,7 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
       if (!std::isfinite(loss_sum[t])) local_max[1] = 1.0;
       loss_slots[k * p + t] = std::bit_cast<std::int64_t>(loss_sum[t]);
     }
-    const Mat<double> physical = model.denormalise(b.molecules, out.cast<double>());
+    const Mat<double> physical = model.denormalise(offset, out.cast<double>());
     for (std::size_t j = 0; j < indices.size(); ++j) on_prediction(indices[j], physical.row(static_cast<Index>(j)));
   }
   for (std::size_t i : borrowed) {
@@ -235,7 +237,8 @@ double DataParallelGradient::compute(models::MoleculeModel<float>& model, models
 
 SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeModel<float>& model,
                                  const Dataset& data, std::span<const std::size_t> indices,
-                                 std::size_t batch_size, std::size_t max_atoms) {
+                                 std::size_t batch_size, std::size_t max_atoms,
+                                 const std::function<Mat<double>(const Batch&)>& offsets) {
   const Index p = static_cast<Index>(data.num_targets());
   const Index n = static_cast<Index>(indices.size());
   SharedPredictions out{Mat<double>(n, p), Mat<double>(n, p), Mat<double>(n, p)};
@@ -251,9 +254,9 @@ SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeMode
     const Mat<double> norm = model.infer(batch.molecules).cast<double>();  // no activation caches
     const auto rows = static_cast<Index>(end - begin);
     out.normalised.middleRows(static_cast<Index>(begin), rows) = norm;
-    out.physical.middleRows(static_cast<Index>(begin), rows) = model.denormalise(batch.molecules, norm);
-    out.normalised_labels.middleRows(static_cast<Index>(begin), rows) =
-        model.normalise_labels(batch.molecules, batch.labels);
+    const Mat<double> offset = offsets ? offsets(batch) : model.label_offsets(batch.molecules);
+    out.physical.middleRows(static_cast<Index>(begin), rows) = model.denormalise(offset, norm);
+    out.normalised_labels.middleRows(static_cast<Index>(begin), rows) = model.normalise_labels(offset, batch.labels);
     for (std::size_t r = begin; r < end; ++r) mine.push_back(static_cast<Index>(r));
   }
   if (ranks > 1) {

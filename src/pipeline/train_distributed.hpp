@@ -58,10 +58,13 @@ class DataParallelGradient {
   // labels per target, as regression_loss_forward) of `batch`, identical on every rank, and
   // returns the loss. `owners` says which rank holds each molecule. `on_prediction(index, row)`
   // receives the predictions (physical units, 1 x P) of the molecules of this rank's chunks. Throws NumericalError on a
-  // non-finite loss or gradient (on every rank alike).
+  // non-finite loss or gradient (on every rank alike). `offsets(b)`, when given, returns the
+  // chunk's label offsets (MoleculeModel::label_offsets, e.g. kept per structure by the trainer:
+  // the three-body reference's share is a descriptor pass); computed per chunk otherwise.
   double compute(models::MoleculeModel<float>& model, models::ModelCache<float>& cache, Dataset& data,
                  std::span<const std::size_t> batch, std::span<const int> owners,
-                 const std::function<void(std::size_t, const Mat<double>&)>& on_prediction);
+                 const std::function<void(std::size_t, const Mat<double>&)>& on_prediction,
+                 const std::function<Mat<double>(const Batch&)>& offsets = {});
 
   std::size_t chunk() const noexcept { return chunk_; }
   // Wall time summed over compute() calls, by phase.
@@ -90,13 +93,14 @@ class DataParallelGradient {
 // Rows computed by the evaluation batches of `indices` (batch b on rank b mod P, like
 // predict_indices' batching: batch_size molecules and, when max_atoms > 0, at most max_atoms
 // atoms), on every rank: physical predictions, normalised outputs and the normalised labels,
-// each |indices| x P.
+// each |indices| x P. `offsets` as in DataParallelGradient::compute.
 struct SharedPredictions {
   Mat<double> physical, normalised, normalised_labels;
 };
 SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeModel<float>& model,
                                  const Dataset& data, std::span<const std::size_t> indices,
-                                 std::size_t batch_size, std::size_t max_atoms = 0);
+                                 std::size_t batch_size, std::size_t max_atoms = 0,
+                                 const std::function<Mat<double>(const Batch&)>& offsets = {});
 
 // Every rank's rows of `rows` (those listed in `mine` on each rank) on every rank.
 void share_rows(comm::Communicator& world, Mat<double>& rows, std::span<const Index> mine);
