@@ -1645,7 +1645,9 @@ void far_field_pairs_backward(const FarFieldConfig& cfg, const SphericalDesign& 
 // + v_i,h . G_f,h). The near pairs are gathered per row (the list is symmetric and D even in d):
 //   dV_i,h += sum_j c_h(ij) dout_j,h,  da_hn += sum_j gc_h(ij) D_n(ij),  gc_h(ij) = dout_i,h . v_j,h,
 //   dr_i += sum_j sum_n (sum_h (gc_h(ij) + gc_h(ji)) a_hn) dD_n(ij)/dr_i,
-// so every gradient row has one writer. Complete sets (every pair in the list) use no features.
+// so every gradient row has one writer. Complete sets (every pair in the list) use no features;
+// small incomplete sets no sums: each pair takes its exact terms (near) or psi_i . psi_j (far),
+// n^2 F instead of about 4 n F H dv operations.
 
 namespace {
 
@@ -1684,19 +1686,23 @@ std::pair<Index, Index> node_columns(const Geometry& g, Index n) {
 }
 
 // What the dual fast path keeps per set: whether it uses features, and then its centre, the row
-// of its first atom in Psi, S = Psi^T V and (backward) G = Psi^T dout.
+// of its first atom in Psi, S = Psi^T V and (backward) G = Psi^T dout. A small incomplete set
+// (at most gram_limit(F, H dv) rows, as in the float path) is `pairwise`: no sums; each of its
+// pairs takes the exact terms (in the list) or the dot product of the two feature rows.
 struct DualSetPlan {
-  std::vector<char> features;
+  std::vector<char> features, pairwise;
   std::vector<Index> first_psi_row;  // per set; rows of feature sets are stacked in set order
   std::vector<Eigen::Vector3d> centre;
   std::vector<Index> set_of_row;     // per row
   Index psi_rows = 0;
 };
 
-DualSetPlan dual_set_plan(const RaggedIndex& sets, const NeighbourList& nb, ConstMatRef<Dual> coords) {
+DualSetPlan dual_set_plan(const RaggedIndex& sets, const NeighbourList& nb, ConstMatRef<Dual> coords,
+                          Index pairwise_rows) {
   DualSetPlan p;
   const Index S = sets.num_sets();
   p.features.assign(static_cast<std::size_t>(S), 0);
+  p.pairwise.assign(static_cast<std::size_t>(S), 0);
   p.first_psi_row.assign(static_cast<std::size_t>(S), 0);
   p.centre.assign(static_cast<std::size_t>(S), Eigen::Vector3d::Zero());
   p.set_of_row.assign(static_cast<std::size_t>(sets.total_rows()), 0);
@@ -1704,6 +1710,7 @@ DualSetPlan dual_set_plan(const RaggedIndex& sets, const NeighbourList& nb, Cons
     for (Index i = sets.begin(s); i < sets.end(s); ++i) p.set_of_row[static_cast<std::size_t>(i)] = s;
     if (sets.size(s) == 0 || set_is_complete(nb, sets, s)) continue;
     p.features[static_cast<std::size_t>(s)] = 1;
+    p.pairwise[static_cast<std::size_t>(s)] = sets.size(s) <= pairwise_rows ? 1 : 0;
     p.first_psi_row[static_cast<std::size_t>(s)] = p.psi_rows;
     p.psi_rows += sets.size(s);
     // The estimate depends on differences only, so the centre is a constant (values).
@@ -1754,7 +1761,7 @@ std::vector<Mat<Dual>> dual_feature_sums(const Geometry& g, const DualSetPlan& p
   std::vector<Mat<Dual>> sums(static_cast<std::size_t>(sets.num_sets()));
   std::vector<std::pair<Index, Index>> tasks;  // (set, first column)
   for (Index s = 0; s < sets.num_sets(); ++s)
-    if (p.features[static_cast<std::size_t>(s)]) {
+    if (p.features[static_cast<std::size_t>(s)] && !p.pairwise[static_cast<std::size_t>(s)]) {
       sums[static_cast<std::size_t>(s)] = Mat<Dual>::Zero(g.F, X.cols());
       for (Index f = 0; f < g.F; f += kColumns) tasks.emplace_back(s, f);
     }
@@ -1794,11 +1801,18 @@ void dual_estimate_row(const Geometry& g, const FarFieldConfig& cfg, ConstMatRef
   }
 }
 
-// D_n(ij) (K) of a near pair and, with want_grad, dD_n/dr_i (K x 3): exact terms minus, for a
-// feature set, the features' estimate (psi_i, psi_j: the two rows).
-void dual_near_terms(const FarFieldConfig& cfg, const Geometry& g, const DualColumns& cols, const Dual* psi_i,
-                     const Dual* psi_j, DualPairTerms& p) {
-  exact_terms(cfg, p);
+// The terms g_n(ij) (K) of one pair and, with want_grad, dg_n/dr_i (K x 3): the exact terms when
+// `exact`, plus est_sign times the features' estimate sum_{f in n} psi_if psi_jf when psi_i is
+// given (-1: a near pair of a set with feature sums, whose estimate the sums hold; +1: a far pair
+// of a pairwise set; d/dr_i of the estimate is sum_f k_f psi_i,partner(f) psi_jf).
+void dual_terms(const FarFieldConfig& cfg, const Geometry& g, const DualColumns& cols, bool exact,
+                const Dual* psi_i, const Dual* psi_j, double est_sign, DualPairTerms& p) {
+  if (exact) {
+    exact_terms(cfg, p);
+  } else {
+    p.g.assign(static_cast<std::size_t>(g.K), Dual(0.0));
+    p.grad.assign(static_cast<std::size_t>(g.K), {Dual(0.0), Dual(0.0), Dual(0.0)});
+  }
   if (!psi_i) return;
   for (Index n = 0; n < g.K; ++n) {
     const auto nn = static_cast<std::size_t>(n);
@@ -1810,18 +1824,55 @@ void dual_near_terms(const FarFieldConfig& cfg, const Geometry& g, const DualCol
       const Dual t = psi_i[cols.partner[static_cast<std::size_t>(f)]] * psi_j[f];
       for (int a = 0; a < 3; ++a) grad[a] += cols.slope(f, a) * t;
     }
-    p.g[nn] -= est;
+    p.g[nn] += est_sign * est;
     if (p.want_grad)
-      for (int a = 0; a < 3; ++a) p.grad[nn][static_cast<std::size_t>(a)] -= grad[a];
+      for (int a = 0; a < 3; ++a) p.grad[nn][static_cast<std::size_t>(a)] += est_sign * grad[a];
   }
 }
 
-// The sources of row i in the dual fast path: its list, plus itself for a feature set when the
-// list omits self pairs (its estimate is in the feature sums); a complete set skips nothing.
-void dual_sources(const NeighbourList& nb, const DualSetPlan& p, Index i, std::vector<Index>& src) {
+// The pairs of row i in the dual fast path, with whether each is near (in the list, or the self
+// pair): its list, plus itself for a feature set when the list omits self pairs (its estimate is
+// in the feature sums); a pairwise set's every row; a complete set's list without the self pair
+// (w(0) = 0).
+struct DualSource {
+  Index j;
+  bool near;
+};
+void dual_sources(const NeighbourList& nb, const DualSetPlan& p, const RaggedIndex& sets, Index i,
+                  std::vector<Index>& scratch, std::vector<DualSource>& src) {
   src.clear();
-  const bool features = p.features[static_cast<std::size_t>(p.set_of_row[static_cast<std::size_t>(i)])] != 0;
-  near_sources(nb, i, features && !nb.include_self, src);
+  scratch.clear();
+  const Index s = p.set_of_row[static_cast<std::size_t>(i)];
+  const bool features = p.features[static_cast<std::size_t>(s)] != 0;
+  near_sources(nb, i, features && !nb.include_self, scratch);
+  if (!p.pairwise[static_cast<std::size_t>(s)]) {
+    for (const Index j : scratch)
+      if (features || j != i) src.push_back({j, true});
+    return;
+  }
+  std::size_t at = 0;  // scratch is sorted: walk it beside the set's rows
+  for (Index j = sets.begin(s); j < sets.end(s); ++j) {
+    const bool near = at < scratch.size() && scratch[at] == j;
+    if (near) ++at;
+    src.push_back({j, near});
+  }
+}
+
+// The terms of the pair (i, j) of dual_sources by its set's mode (psi_i null: a complete set).
+void dual_pair_terms(const FarFieldConfig& cfg, const Geometry& g, const DualColumns& cols, const DualSetPlan& plan,
+                     const Mat<Dual>& Psi, const RaggedIndex& sets, Index i, const DualSource& src, const Dual* psi_i,
+                     DualPairTerms& p) {
+  if (!psi_i) {
+    dual_terms(cfg, g, cols, true, nullptr, nullptr, 0.0, p);
+    return;
+  }
+  const Dual* psi_j = &Psi(psi_row(plan, sets, src.j), 0);
+  if (!plan.pairwise[static_cast<std::size_t>(plan.set_of_row[static_cast<std::size_t>(i)])])
+    dual_terms(cfg, g, cols, true, psi_i, psi_j, -1.0, p);  // near: exact minus the sums' estimate
+  else if (src.near)
+    dual_terms(cfg, g, cols, true, nullptr, nullptr, 0.0, p);
+  else
+    dual_terms(cfg, g, cols, false, psi_i, psi_j, 1.0, p);
 }
 
 }  // namespace
@@ -1833,28 +1884,29 @@ void far_field_dual_forward(const FarFieldConfig& cfg, const SphericalDesign& de
   out.setZero();
   const Geometry g(cfg.nodes, design);
   const DualColumns cols = dual_columns(g);
-  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords);
+  const Index H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords, gram_limit(g.F, H * dv));
   const Mat<Dual> Psi = dual_features(g, plan, sets, coords);
   const std::vector<Mat<Dual>> S = dual_feature_sums(g, plan, sets, Psi, V);
-  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  const Index N = sets.total_rows();
 #pragma omp parallel
   {
     DualPairTerms p;
     p.want_grad = false;
-    std::vector<Index> src;
+    std::vector<Index> scratch;
+    std::vector<DualSource> src;
     std::vector<Dual> node_acc;
 #pragma omp for schedule(dynamic, 64)
     for (Index i = 0; i < N; ++i) {
-      const Index s = plan.set_of_row[static_cast<std::size_t>(i)];
-      const bool features = plan.features[static_cast<std::size_t>(s)] != 0;
+      const auto s = static_cast<std::size_t>(plan.set_of_row[static_cast<std::size_t>(i)]);
       Dual* acc = &out(i, 0);
-      const Dual* psi_i = features ? &Psi(psi_row(plan, sets, i), 0) : nullptr;
-      if (features) dual_estimate_row(g, cfg, coeffs, psi_i, S[static_cast<std::size_t>(s)], node_acc, acc);
-      dual_sources(neighbours, plan, i, src);
-      for (const Index j : src) {
-        if (!features && j == i) continue;  // exact self term: w(0) = 0
+      const Dual* psi_i = plan.features[s] ? &Psi(psi_row(plan, sets, i), 0) : nullptr;
+      if (plan.features[s] && !plan.pairwise[s]) dual_estimate_row(g, cfg, coeffs, psi_i, S[s], node_acc, acc);
+      dual_sources(neighbours, plan, sets, i, scratch, src);
+      for (const DualSource& source : src) {
+        const Index j = source.j;
         for (int a = 0; a < 3; ++a) p.d[a] = coords(i, a) - coords(j, a);
-        dual_near_terms(cfg, g, cols, psi_i, features ? &Psi(psi_row(plan, sets, j), 0) : nullptr, p);
+        dual_pair_terms(cfg, g, cols, plan, Psi, sets, i, source, psi_i, p);
         for (Index h = 0; h < H; ++h) {
           Dual c = 0.0;
           for (Index n = 0; n < K; ++n) c += coeffs(h, n) * p.g[static_cast<std::size_t>(n)];
@@ -1872,15 +1924,16 @@ void far_field_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& d
   check_dual_backward(cfg, design, sets, neighbours, true, coords, V, coeffs, dout, dV, dcoords, dcoeffs);
   const Geometry g(cfg.nodes, design);
   const DualColumns cols = dual_columns(g);
-  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords);
+  const Index H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords, gram_limit(g.F, H * dv));
   const Mat<Dual> Psi = dual_features(g, plan, sets, coords);
   const std::vector<Mat<Dual>> S = dual_feature_sums(g, plan, sets, Psi, V);
   const std::vector<Mat<Dual>> G = dual_feature_sums(g, plan, sets, Psi, dout);
-  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
+  const Index N = sets.total_rows();
   const bool want_coords = dcoords.size() > 0;
   // da_hn from the feature sums, set by set in order.
   for (Index s = 0; s < sets.num_sets(); ++s) {
-    if (!plan.features[static_cast<std::size_t>(s)]) continue;
+    if (!plan.features[static_cast<std::size_t>(s)] || plan.pairwise[static_cast<std::size_t>(s)]) continue;
     const Mat<Dual>& Ss = S[static_cast<std::size_t>(s)];
     const Mat<Dual>& Gs = G[static_cast<std::size_t>(s)];
     for (Index n = 0; n < K; ++n) {
@@ -1901,7 +1954,8 @@ void far_field_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& d
 #pragma omp parallel
   {
     DualPairTerms p;
-    std::vector<Index> src;
+    std::vector<Index> scratch;
+    std::vector<DualSource> src;
     std::vector<Dual> node_acc, gc(static_cast<std::size_t>(H)), gc_back(static_cast<std::size_t>(H));
     std::vector<Dual> R(static_cast<std::size_t>(g.F));
 #pragma omp for schedule(dynamic, 1)
@@ -1912,7 +1966,7 @@ void far_field_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& d
         const Index s = plan.set_of_row[static_cast<std::size_t>(i)];
         const bool features = plan.features[static_cast<std::size_t>(s)] != 0;
         const Dual* psi_i = features ? &Psi(psi_row(plan, sets, i), 0) : nullptr;
-        if (features) {
+        if (features && !plan.pairwise[static_cast<std::size_t>(s)]) {
           const Mat<Dual>& Ss = S[static_cast<std::size_t>(s)];
           const Mat<Dual>& Gs = G[static_cast<std::size_t>(s)];
           dual_estimate_row(g, cfg, coeffs, psi_i, Gs, node_acc, &dV(i, 0));
@@ -1932,13 +1986,13 @@ void far_field_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& d
             for (int a = 0; a < 3; ++a) dcoords(i, a) += dr[a];
           }
         }
-        dual_sources(neighbours, plan, i, src);
+        dual_sources(neighbours, plan, sets, i, scratch, src);
         Dual dr[3] = {0.0, 0.0, 0.0};
-        for (const Index j : src) {
-          if (!features && j == i) continue;
+        for (const DualSource& source : src) {
+          const Index j = source.j;
           for (int a = 0; a < 3; ++a) p.d[a] = coords(i, a) - coords(j, a);
           p.want_grad = want_coords && j != i;  // the self pair's d is identically 0
-          dual_near_terms(cfg, g, cols, psi_i, features ? &Psi(psi_row(plan, sets, j), 0) : nullptr, p);
+          dual_pair_terms(cfg, g, cols, plan, Psi, sets, i, source, psi_i, p);
           for (Index h = 0; h < H; ++h) {
             Dual c = 0.0, gij = 0.0, gji = 0.0;
             for (Index n = 0; n < K; ++n) c += coeffs(h, n) * p.g[static_cast<std::size_t>(n)];

@@ -106,8 +106,9 @@ void far_field_pairs_backward(const FarFieldConfig& config, const SphericalDesig
 // T = Dual, the fast path: the same function as far_field_pairs_forward / backward (to rounding)
 // in O(n F H dv + pairs F) per set, F = the number of feature columns: features over all pairs
 // of an incomplete set (in dual numbers, with their derivatives along the coordinates' tangents),
-// the near pairs' estimate replaced by their exact terms, complete sets from the list's pairs
-// only. Memory: the features of every row (N x F duals) and per incomplete set two F x (H dv) sums.
+// the near pairs' estimate replaced by their exact terms; complete sets from the list's pairs
+// only; small incomplete sets (at most as many rows as the float path's Gram matrices take) pair
+// by pair, a far pair's estimate the dot product of its two feature rows. Memory: the features of every row (N x F duals) and per incomplete set two F x (H dv) sums.
 // Backward needs a symmetric list (it gathers each row's pairs in both directions), so that every
 // gradient row has one writer: bitwise the same results for any thread count.
 void far_field_dual_forward(const FarFieldConfig& config, const SphericalDesign& design,
