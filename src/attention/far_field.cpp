@@ -1858,6 +1858,23 @@ void dual_sources(const NeighbourList& nb, const DualSetPlan& p, const RaggedInd
   }
 }
 
+// What forward and backward both build: the layout, the plan, the features of every row of the
+// feature sets and the sums S = Psi^T V of the large ones.
+struct DualSetup {
+  Geometry g;
+  DualColumns cols;
+  DualSetPlan plan;
+  Mat<Dual> Psi;
+  std::vector<Mat<Dual>> S;
+  DualSetup(const FarFieldConfig& cfg, const SphericalDesign& design, const RaggedIndex& sets,
+            const NeighbourList& nb, ConstMatRef<Dual> coords, ConstMatRef<Dual> V)
+      : g(cfg.nodes, design),
+        cols(dual_columns(g)),
+        plan(dual_set_plan(sets, nb, coords, gram_limit(g.F, cfg.heads * cfg.value_dim))),
+        Psi(dual_features(g, plan, sets, coords)),
+        S(dual_feature_sums(g, plan, sets, Psi, V)) {}
+};
+
 // The terms of the pair (i, j) of dual_sources by its set's mode (psi_i null: a complete set).
 void dual_pair_terms(const FarFieldConfig& cfg, const Geometry& g, const DualColumns& cols, const DualSetPlan& plan,
                      const Mat<Dual>& Psi, const RaggedIndex& sets, Index i, const DualSource& src, const Dual* psi_i,
@@ -1882,13 +1899,9 @@ void far_field_dual_forward(const FarFieldConfig& cfg, const SphericalDesign& de
                             ConstMatRef<Dual> coeffs, MatRef<Dual> out) {
   check_dual_forward(cfg, design, sets, neighbours, coords, V, coeffs, out);
   out.setZero();
-  const Geometry g(cfg.nodes, design);
-  const DualColumns cols = dual_columns(g);
-  const Index H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
-  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords, gram_limit(g.F, H * dv));
-  const Mat<Dual> Psi = dual_features(g, plan, sets, coords);
-  const std::vector<Mat<Dual>> S = dual_feature_sums(g, plan, sets, Psi, V);
-  const Index N = sets.total_rows();
+  const DualSetup setup(cfg, design, sets, neighbours, coords, V);
+  const auto& [g, cols, plan, Psi, S] = setup;
+  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
 #pragma omp parallel
   {
     DualPairTerms p;
@@ -1922,14 +1935,10 @@ void far_field_dual_backward(const FarFieldConfig& cfg, const SphericalDesign& d
                              ConstMatRef<Dual> coeffs, ConstMatRef<Dual> dout, MatRef<Dual> dV,
                              MatRef<Dual> dcoords, MatRef<Dual> dcoeffs) {
   check_dual_backward(cfg, design, sets, neighbours, true, coords, V, coeffs, dout, dV, dcoords, dcoeffs);
-  const Geometry g(cfg.nodes, design);
-  const DualColumns cols = dual_columns(g);
-  const Index H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
-  const DualSetPlan plan = dual_set_plan(sets, neighbours, coords, gram_limit(g.F, H * dv));
-  const Mat<Dual> Psi = dual_features(g, plan, sets, coords);
-  const std::vector<Mat<Dual>> S = dual_feature_sums(g, plan, sets, Psi, V);
+  const DualSetup setup(cfg, design, sets, neighbours, coords, V);
+  const auto& [g, cols, plan, Psi, S] = setup;
   const std::vector<Mat<Dual>> G = dual_feature_sums(g, plan, sets, Psi, dout);
-  const Index N = sets.total_rows();
+  const Index N = sets.total_rows(), H = cfg.heads, dv = cfg.value_dim, K = cfg.nodes.count;
   const bool want_coords = dcoords.size() > 0;
   // da_hn from the feature sums, set by set in order.
   for (Index s = 0; s < sets.num_sets(); ++s) {
