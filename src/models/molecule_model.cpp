@@ -1150,15 +1150,23 @@ MoleculeBatch reordered(const MoleculeBatch& batch, std::span<const Index> order
     }
   MoleculeBatch out;
   out.index = batch.index;
-  out.coords.resize(N, 3);
+  out.coords = rows_in_order(batch.coords, order);
   out.atomic_numbers.resize(static_cast<std::size_t>(N));
   out.formal_charges.resize(static_cast<std::size_t>(N));
   for (Index i = 0; i < N; ++i) {
     const auto from = static_cast<std::size_t>(order[static_cast<std::size_t>(i)]);
-    out.coords.row(i) = batch.coords.row(static_cast<Index>(from));
     out.atomic_numbers[static_cast<std::size_t>(i)] = batch.atomic_numbers[from];
     out.formal_charges[static_cast<std::size_t>(i)] = batch.formal_charges[from];
   }
+  return out;
+}
+
+Mat<double> rows_in_order(const Mat<double>& rows, std::span<const Index> order) {
+  require(static_cast<Index>(order.size()) == rows.rows(), "rows_in_order: the order has " +
+                                                               std::to_string(order.size()) + " rows, the matrix " +
+                                                               std::to_string(rows.rows()));
+  Mat<double> out(rows.rows(), rows.cols());
+  for (Index i = 0; i < rows.rows(); ++i) out.row(i) = rows.row(order[static_cast<std::size_t>(i)]);
   return out;
 }
 

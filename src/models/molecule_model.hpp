@@ -197,6 +197,8 @@ struct MoleculeBatch {
 // The batch with its atoms renumbered within their molecules: row i of the result is row
 // order[i] of batch (order: a permutation of the N rows that keeps every row in its molecule).
 MoleculeBatch reordered(const MoleculeBatch& batch, std::span<const Index> order);
+// Per-atom rows (coordinates, force labels) in that order: row i of the result is row order[i].
+Mat<double> rows_in_order(const Mat<double>& rows, std::span<const Index> order);
 
 // ---------------------------------------------------------------------------------------------
 // Normalisation and reference energies.

@@ -579,11 +579,7 @@ Batch make_model_batch(const Dataset& data, std::span<const std::size_t> indices
   const auto order = model.spatial_order(b.molecules);
   if (!order) return b;
   b.molecules = models::reordered(b.molecules, *order);
-  if (b.forces.rows() != 0) {
-    Mat<double> forces(b.forces.rows(), 3);
-    for (Index i = 0; i < forces.rows(); ++i) forces.row(i) = b.forces.row((*order)[static_cast<std::size_t>(i)]);
-    b.forces = std::move(forces);
-  }
+  if (b.forces.rows() != 0) b.forces = models::rows_in_order(b.forces, *order);
   return b;
 }
 
