@@ -157,24 +157,57 @@ S channel_sum(Index c0, Index c1, Term&& term) {
   return s;
 }
 
-// sums[h] = sum_{c < d} term(h d + c) for the H heads of a row. Float heads of 16 channels (the
-// models' width) go eight heads at a time through AVX2 registers: the two halves of each head
-// added, then a transposing tree of horizontal adds leaves the eight sums in one register, where
-// a per-head reduction would end in a serial chain of scalar adds. Others through channel_sum.
-// A fixed order, the same for every thread count.
+// sums[h] = sum_{c < d} term(h d + c) for the H heads of a row, through channel_sum: the double and
+// Dual rows, and float rows without AVX2 or with heads of other widths than 16.
 template <class S, class Term>
 void head_sums(Index H, Index d, S* sums, Term&& term) {
+  for (Index h = 0; h < H; ++h) sums[h] = channel_sum<S>(h * d, (h + 1) * d, term);
+}
+
+#if defined(__AVX2__)
+// One float head of 16 channels: a_c b_c [c_c] in two registers of 8, added: 8 partial sums.
+template <bool Three>
+inline __m256 head16_products(const float* a, const float* b, const float* c) {
+  __m256 low = _mm256_mul_ps(_mm256_loadu_ps(a), _mm256_loadu_ps(b));
+  __m256 high = _mm256_mul_ps(_mm256_loadu_ps(a + 8), _mm256_loadu_ps(b + 8));
+  if constexpr (Three) {
+    low = _mm256_mul_ps(low, _mm256_loadu_ps(c));
+    high = _mm256_mul_ps(high, _mm256_loadu_ps(c + 8));
+  }
+  return _mm256_add_ps(low, high);
+}
+
+// The sum of a register's 8 lanes: halves added, then pairs, then the last two.
+inline float lane_sum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+#endif
+
+// sums[h] = sum_{c in head h} a_c b_c (c_c) for the H heads of a row: the logits (q o k o F^k)
+// and the value products (G o v o F^s). Float heads of 16 channels (the models' width) run in
+// AVX2 registers from the rows themselves: each head's two halves added, then eight heads at a
+// time a transposing tree of horizontal adds leaves their eight sums in one register, and the
+// heads left over are summed lane by lane. A per-channel loop through a lambda (channel_sum) ends
+// in a serial chain of 16 dependent scalar adds per head wherever the compiler does not vectorise
+// its reduction, which GCC 12 does not here. A fixed order, the same for every thread count.
+// c may be null (two factors). Others through head_sums.
+template <class S, class Row>
+void head_product_sums(Index H, Index d, S* sums, const Row& a, const Row& b, std::type_identity_t<const Row*> c) {
 #if defined(__AVX2__)
   if constexpr (std::is_same_v<S, float>) {
     if (d == 16) {
+      const float* cp = c ? *c : nullptr;
+      const auto head = [&](Index h) {
+        const Index o = h * 16;
+        return cp ? head16_products<true>(a + o, b + o, cp + o) : head16_products<false>(a + o, b + o, nullptr);
+      };
       Index h0 = 0;
       for (; h0 + 8 <= H; h0 += 8) {
-        alignas(32) std::array<float, 128> x;
-        const Index c0 = h0 * 16;
-        for (Index c = 0; c < 128; ++c) x[static_cast<std::size_t>(c)] = term(c0 + c);
         __m256 v[8];
-        for (int h = 0; h < 8; ++h)
-          v[h] = _mm256_add_ps(_mm256_load_ps(x.data() + 16 * h), _mm256_load_ps(x.data() + 16 * h + 8));
+        for (int h = 0; h < 8; ++h) v[h] = head(h0 + h);
         // hadd(a, b) per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3]
         const __m256 a01 = _mm256_hadd_ps(v[0], v[1]), a23 = _mm256_hadd_ps(v[2], v[3]);
         const __m256 a45 = _mm256_hadd_ps(v[4], v[5]), a67 = _mm256_hadd_ps(v[6], v[7]);
@@ -183,12 +216,44 @@ void head_sums(Index H, Index d, S* sums, Term&& term) {
         const __m256 low = _mm256_permute2f128_ps(b0, b4, 0x20), high = _mm256_permute2f128_ps(b0, b4, 0x31);
         _mm256_storeu_ps(sums + h0, _mm256_add_ps(low, high));
       }
-      for (; h0 < H; ++h0) sums[h0] = channel_sum<S>(h0 * 16, h0 * 16 + 16, term);
+      for (; h0 < H; ++h0) sums[h0] = lane_sum(head(h0));
       return;
     }
   }
 #endif
-  for (Index h = 0; h < H; ++h) sums[h] = channel_sum<S>(h * d, (h + 1) * d, term);
+  if (c) {
+    const Row& cc = *c;
+    head_sums<S>(H, d, sums, [&](Index k) { return a[k] * b[k] * cc[k]; });
+  } else {
+    head_sums<S>(H, d, sums, [&](Index k) { return a[k] * b[k]; });
+  }
+}
+
+// sum_c x_c (d0 f0_c + d1 s0_c + d2 f1_c + d3 s1_c): a pair's filter gradient x against the
+// derivative of its interpolant (d0..d3 the Hermite weights' derivatives, f0, s0, f1, s1 the
+// table's rows around it). Float rows of a multiple of 8 channels (4D: always at the models'
+// widths) in 8 AVX2 lanes, added at the end by lane_sum; others through channel_sum.
+template <class T, class XRow>
+T interpolant_slope_dot(Index W, const XRow& x, T d0, T d1, T d2, T d3, const T* f0, const T* s0, const T* f1,
+                        const T* s1) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (W % 8 == 0) {
+      const __m256 w0 = _mm256_set1_ps(d0), w1 = _mm256_set1_ps(d1), w2 = _mm256_set1_ps(d2),
+                   w3 = _mm256_set1_ps(d3);
+      __m256 acc = _mm256_setzero_ps();
+      for (Index c = 0; c < W; c += 8) {
+        __m256 slope = _mm256_mul_ps(w0, _mm256_loadu_ps(f0 + c));
+        slope = _mm256_fmadd_ps(w1, _mm256_loadu_ps(s0 + c), slope);
+        slope = _mm256_fmadd_ps(w2, _mm256_loadu_ps(f1 + c), slope);
+        slope = _mm256_fmadd_ps(w3, _mm256_loadu_ps(s1 + c), slope);
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + c), slope, acc);
+      }
+      return lane_sum(acc);
+    }
+  }
+#endif
+  return channel_sum<T>(0, W, [&](Index c) { return x[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]); });
 }
 
 // The activation of the filters and its first two derivatives.
@@ -747,7 +812,7 @@ void near_field_rows(const NearFieldConfig& config, const NeighbourList& list,
           const auto kj = k_rows.crow(j);
           const auto fk = row_ptr(std::as_const(b.filt), p);
           T* lp = logit.data() + p * H;
-          head_sums<T>(H, d, lp, [&](Index c) { return qi[c] * kj[c] * fk[c]; });
+          head_product_sums<T>(H, d, lp, qi, kj, &fk);
           for (Index h = 0; h < H; ++h) lp[h] *= scale;
         }
         const auto oi = out_rows.row(i);
@@ -933,6 +998,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
     std::vector<T> logits(static_cast<std::size_t>(H)), value_sums(static_cast<std::size_t>(H));
     PairMat<T> pair_products(2, D);  // per pair: the gradients of the vector messages' filters
     const auto qk = row_ptr(head_products, 0), gv = row_ptr(head_products, 1);
+    const auto qk_c = row_ptr(std::as_const(head_products), 0), gv_c = row_ptr(std::as_const(head_products), 1);
     const auto egav = row_ptr(pair_products, 0), egbv = row_ptr(pair_products, 1);
     Mat<A> du;
     const bool table_side = want_parameters;  // writes the table's gradients
@@ -994,8 +1060,8 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
             qk[c] = qi[c] * kj[c];
             gv[c] = Gi[c] * vs[c];
           }
-          head_sums<T>(H, d, logits.data(), [&](Index c) { return qk[c] * fk[c]; });
-          head_sums<T>(H, d, value_sums.data(), [&](Index c) { return gv[c] * fs[c]; });
+          head_product_sums<T>(H, d, logits.data(), qk_c, fk, nullptr);
+          head_product_sums<T>(H, d, value_sums.data(), gv_c, fs, nullptr);
           for (Index h = 0; h < H; ++h) {
             const Index c0 = h * d;
             const T lg = scale * logits[static_cast<std::size_t>(h)];
@@ -1187,7 +1253,7 @@ void near_field_backward(const NearFieldConfig& config, const NeighbourList& lis
           const T* s1 = table.slope.row(gi + 1).data();
           const T d0 = static_cast<T>(hm.dw[0]), d1 = static_cast<T>(hm.dw[1]), d2 = static_cast<T>(hm.dw[2]),
                   d3 = static_cast<T>(hm.dw[3]);
-          acc = channel_sum<T>(0, W, [&](Index c) { return df[c] * (d0 * f0[c] + d1 * s0[c] + d2 * f1[c] + d3 * s1[c]); });
+          acc = interpolant_slope_dot<T>(W, df, d0, d1, d2, d3, f0, s0, f1, s1);
         }
         const A drho = de[static_cast<std::size_t>(p)] * b.denv[static_cast<std::size_t>(p)] +
                        static_cast<A>(acc) / step;

@@ -283,12 +283,13 @@ TEST_CASE("near field: the backward of sets gathered and of sets cut into row gr
   }
 }
 
-// The float backward (eight heads of 16 channels: head_sums' register path) against the double
+// The float backward at the models' head layouts (heads of 16 channels, the head sums in AVX2
+// registers: eight heads at a time for width 128, one at a time for width 32) against the double
 // backward, which the finite-difference checks above verify (double sums per head in lanes).
 TEST_CASE("near field: float backward close to double at the models' head layout", "[near_field]") {
-  for (const Index single_pass : {Index(16384), Index(0)}) {
-    INFO("single_pass_max_pairs " << single_pass);
-    Problem p = make_problem(23, {9, 9, 9, 60}, true, 1.6, 16, 16, 8);
+  for (const auto& [heads, single_pass] : {std::pair<Index, Index>{8, 16384}, {8, 0}, {2, 16384}}) {
+    INFO("heads " << heads << ", single_pass_max_pairs " << single_pass);
+    Problem p = make_problem(23, {9, 9, 9, 60}, true, 1.6, 16, 16, heads);
     p.config.single_pass_max_pairs = single_pass;
     Rng rng(31);
     const Index N = p.q.rows(), D = p.config.width();
