@@ -1112,6 +1112,7 @@ void far_field_forward(const FarFieldConfig& cfg, const SphericalDesign& design,
   partial.clear();
 
   const auto num_tasks = static_cast<Index>(plan.tasks.size());
+  cache.pair_terms.assign(cache.keep_pair_terms ? plan.tasks.size() : 0, Mat<T>());
 #pragma omp parallel
   {
     PairWork w(K, H, g.M);
@@ -1131,6 +1132,7 @@ void far_field_forward(const FarFieldConfig& cfg, const SphericalDesign& design,
       for (Index i = task.begin; i < task.end; ++i)
         pb.add_row([&](std::vector<Index>& src) { near_sources(nb, i, add_self, src); });
       pair_terms<T>(cx, features ? &g : nullptr, coords, pb, w);
+      if (cache.keep_pair_terms) cache.pair_terms[static_cast<std::size_t>(t)] = pb.G.template cast<T>();
       for (Index i = task.begin; i < task.end; ++i) forward_row<T>(cx, pb, i, V, acc.row(i - task.begin).data(), w);
       if (sum_index == kGramSet) {
         feature_block(g, coords, task.begin, task.end, cache.centre[su], Psi, w.ph);
@@ -1218,6 +1220,20 @@ void far_field_backward(const FarFieldConfig& cfg, const SphericalDesign& design
   partial.clear();
 
   const auto num_tasks = static_cast<Index>(plan.tasks.size());
+  // The forward's pair terms, when it kept them: g_n(i, j) is all a backward without coordinate
+  // gradients needs of a pair (with them, also the estimate's gradient, computed afresh).
+  const bool kept_terms = !want_coords && !cache.pair_terms.empty();
+  if (kept_terms) {
+    require(cache.pair_terms.size() == plan.tasks.size(), "far field backward: the kept pair terms are not from this plan");
+    for (std::size_t t = 0; t < plan.tasks.size(); ++t) {
+      const Task& task = plan.tasks[t];
+      const bool add_self = cache.sum_of_set[static_cast<std::size_t>(task.set)] >= 0 && !nb.include_self;
+      const Index pairs = nb.offsets[static_cast<std::size_t>(task.end)] - nb.offsets[static_cast<std::size_t>(task.begin)] +
+                          (add_self ? task.end - task.begin : 0);
+      require(cache.pair_terms[t].rows() == pairs && cache.pair_terms[t].cols() == K,
+              "far field backward: the kept pair terms do not match the neighbour list");
+    }
+  }
   std::vector<Mat<double>> da_part(plan.tasks.size());
 #pragma omp parallel
   {
@@ -1240,7 +1256,12 @@ void far_field_backward(const FarFieldConfig& cfg, const SphericalDesign& design
       pb.start(task.begin);
       for (Index i = task.begin; i < task.end; ++i)
         pb.add_row([&](std::vector<Index>& src) { near_sources(nb, i, add_self, src); });
-      pair_terms<T>(cx, features ? &g : nullptr, coords, pb, w, want_coords ? &V : nullptr, &dout);
+      if (kept_terms) {
+        pb.G = cache.pair_terms[static_cast<std::size_t>(t)].template cast<double>();
+        pb.own.resize(0, H);
+      } else {
+        pair_terms<T>(cx, features ? &g : nullptr, coords, pb, w, want_coords ? &V : nullptr, &dout);
+      }
       for (Index i = task.begin; i < task.end; ++i)
         backward_row<T>(cx, pb, i, coords, V, dout, dVacc.row(i - task.begin).data(),
                         want_coords ? dracc.row(i - task.begin).data() : nullptr, da, w);

@@ -69,6 +69,12 @@ struct FarFieldCache {
   // the far pairs: the same estimator, fewer operations than the sums, nothing cached.
   std::vector<Index> sum_of_set;
   std::vector<Eigen::Vector3d> centre; // per set centroid
+  // Set before the forward: keep each task's near-pair terms g_n(i, j) (its pairs x K, in T), so
+  // that a backward without coordinate gradients reads them instead of computing the pairs'
+  // estimates again (memory: K values per listed pair; a backward with coordinate gradients
+  // needs more per pair and computes them all).
+  bool keep_pair_terms = false;
+  std::vector<Mat<T>> pair_terms;      // per task of the forward's plan (empty: not kept)
 };
 
 // Forward and backward give bitwise the same results for any thread count. Wrong shapes, a

@@ -608,13 +608,15 @@ void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, 
           else
             attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
                                              bc.v.leftCols(D), bc.far_coeffs, far);
-        } else if (config_.far_field == FarField::flt)
+        } else if (config_.far_field == FarField::flt) {
+          bc.far.keep_pair_terms = true;  // for a backward without coordinate gradients
           attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
                                      cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far,
                                      bc.far);
-        else
+        } else {
           attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
                                            bc.v.leftCols(D), bc.far_coeffs, far);
+        }
         bc.a += far;
       }
       break;

@@ -538,6 +538,68 @@ TEST_CASE("Far field is bitwise deterministic across thread counts", "[far_field
   }
 }
 
+TEST_CASE("Far field: a backward from the forward's kept pair terms equals one that computes them",
+          "[far_field]") {
+  // The model's far-field settings (4 nodes from 0 at 0.025 cycles/A, product grid of degree 12,
+  // cutoff 5 A, 2 heads x 16) on complete molecules, a small incomplete set (Gram matrices), a
+  // 400-atom cluster (sums) and a list without self pairs, as the model builds it.
+  std::vector<Index> sizes{9, 12, 40, 400};
+  std::vector<double> radii{1.2, 1.5, 6.0, 10.0};
+  const Batch b = make_batch(sizes, radii, 83);
+  const FarFieldConfig c = make_config(2, 16, 4, 0.0, 0.025, 5.0);
+  const SphericalDesign d = SphericalDesign::product_grid(12);
+  const NeighbourList nb = brute_list(b.sets, b.X, c.cutoff, false);
+  const Index N = b.X.rows();
+  Rng rng(29);
+  const Mat<double> V = random_matrix(N, 32, rng), A = random_matrix(2, 4, rng, 0.1, 1.0);
+  const Mat<double> G = random_matrix(N, 32, rng);
+  auto run = [&](auto tag, bool keep, bool coordinates, double scale_kept) {
+    using T = decltype(tag);
+    const Mat<T> Vt = V.cast<T>(), At = A.cast<T>(), Gt = G.cast<T>();
+    FarFieldCache<T> cache;
+    cache.keep_pair_terms = keep;
+    Mat<T> out(N, 32), dV = Mat<T>::Zero(N, 32), dA = Mat<T>::Zero(2, 4);
+    Mat<T> dX = Mat<T>::Zero(coordinates ? N : 0, 3);
+    far_field_forward<T>(c, d, b.sets, nb, b.X, Vt, At, out, cache);
+    CHECK(cache.pair_terms.empty() == !keep);
+    CHECK(cache.sum_of_set == std::vector<Index>{-1, -1, -2, 0});  // complete, Gram, sums
+    for (auto& terms : cache.pair_terms) terms *= static_cast<T>(scale_kept);
+    far_field_backward<T>(c, d, b.sets, nb, b.X, Vt, At, cache, Gt, dV, dX, dA);
+    return std::vector<Mat<double>>{dV.template cast<double>(), dA.template cast<double>(), dX.template cast<double>()};
+  };
+  // double: the kept terms are the ones the backward computes, bitwise
+  const auto computed = run(0.0, false, false, 1.0), kept = run(0.0, true, false, 1.0);
+  for (std::size_t k = 0; k < 2; ++k) {
+    INFO("double, result " << k);
+    CHECK((computed[k].array() == kept[k].array()).all());
+  }
+  // float: kept in float, the backward's pair terms rounded once
+  const auto fcomputed = run(0.0f, false, false, 1.0), fkept = run(0.0f, true, false, 1.0);
+  for (std::size_t k = 0; k < 2; ++k) {
+    INFO("float, result " << k << ": " << rel_diff(fcomputed[k], fkept[k]));
+    CHECK(rel_diff(fcomputed[k], fkept[k]) < 1e-6);
+  }
+  // the backward reads them: kept terms scaled by 1.01 move dV and da
+  const auto scaled = run(0.0, true, false, 1.01);
+  CHECK(rel_diff(computed[0], scaled[0]) > 1e-4);
+  CHECK(rel_diff(computed[1], scaled[1]) > 1e-4);
+  // with coordinate gradients they are not used: the same as without them, scaled or not
+  const auto with_dX = run(0.0, false, true, 1.0), with_dX_kept = run(0.0, true, true, 1.01);
+  for (std::size_t k = 0; k < 3; ++k) {
+    INFO("coordinate gradients, result " << k);
+    CHECK((with_dX[k].array() == with_dX_kept[k].array()).all());
+  }
+  // kept terms that do not match the list are refused
+  FarFieldCache<double> cache;
+  cache.keep_pair_terms = true;
+  Mat<double> out(N, 32), dV = Mat<double>::Zero(N, 32), dA = Mat<double>::Zero(2, 4), no_dX;
+  far_field_forward<double>(c, d, b.sets, nb, b.X, V, A, out, cache);
+  cache.pair_terms.back().conservativeResize(cache.pair_terms.back().rows() - 1, Eigen::NoChange);
+  CHECK_THROWS_AS(far_field_backward<double>(c, d, b.sets, nb, b.X, V, A, cache, G, dV, no_dX, dA), InvalidArgument);
+  cache.pair_terms.pop_back();
+  CHECK_THROWS_AS(far_field_backward<double>(c, d, b.sets, nb, b.X, V, A, cache, G, dV, no_dX, dA), InvalidArgument);
+}
+
 TEST_CASE("Every term of the fast path matters: dropping one breaks the agreement", "[far_field]") {
   const Batch b = make_batch({150}, {7.0}, 61);
   const FarFieldConfig c = make_config(2, 3, 4, 0.0, 0.015, 4.0);

@@ -270,6 +270,7 @@ Split time_split(models::MoleculeModel<float>& model, const models::MoleculeBatc
     const Mat<float> coeffs = store.value(blk.far_theta).array().exp().matrix();
     Mat<float> dcoeffs = Mat<float>::Zero(cfg.heads, cfg.far_nodes);
     attn::FarFieldCache<float> far_cache;
+    far_cache.keep_pair_terms = true;  // as the model's forward
     Mat<float> dvf(N, D);
     const auto t = flt_bench::time_pair(
         [&] {
