@@ -225,8 +225,10 @@ Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>&
 // Fits the normalisation on a training set: the element set; for extensive targets reference
 // energies by least squares (when fit_reference), or the given `reference` (P x (max_z+1)); with
 // config.three_body the three-body weights by ridge regression on what the reference energies
-// leave (fit_ridge_loo; the batch needs its coordinates; `log`, if given, receives one line per
-// target with the chosen lambda and the leave-one-out error, and sigma_t below is then the
+// leave (fit_ridge_loo; the batch needs its coordinates unless `three_body_descriptors` gives the
+// structures' descriptors, S x the feature count of training_three_body_basis(config, train), as
+// ranks that each hold some structures' coordinates compute them; `log`, if given, receives one
+// line per target with the chosen lambda and the leave-one-out error, and sigma_t below is then the
 // reference's leave-one-out RMSE: the spread of what it leaves on unseen structures); then
 // m_t = mean over molecules of (y - sum e[Z]) / |s| and sigma_t = std of (y - sum e[Z] - |s| m_t);
 // for intensive targets m_t, sigma_t = mean and std of y. labels: S x P, NaN = missing (skipped).
@@ -234,7 +236,14 @@ Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>&
 Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
                                 const Mat<double>& labels, bool fit_reference = true,
                                 const std::optional<Mat<double>>& reference = std::nullopt,
-                                std::vector<std::string>* log = nullptr);
+                                std::vector<std::string>* log = nullptr,
+                                const Mat<double>* three_body_descriptors = nullptr);
+
+// The element set fit_normalisation takes from a training set: the atomic numbers in `train`, in
+// increasing order (InvalidArgument for one outside 1..config.max_z); its coordinates are not read.
+std::vector<std::int32_t> training_elements(const ModelConfig& config, const MoleculeBatch& train);
+// The three-body reference's descriptor basis that fit_normalisation uses for this training set.
+ThreeBodyBasis training_three_body_basis(const ModelConfig& config, const MoleculeBatch& train);
 
 // ---------------------------------------------------------------------------------------------
 // Serialisation hooks: a flat, named, double array with its shape (row-major).

@@ -83,14 +83,8 @@ ThreeBodyBasis three_body_basis(const ModelConfig& config, const std::vector<std
   return b;
 }
 
-Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
-                                const Mat<double>& labels, bool fit_reference,
-                                const std::optional<Mat<double>>& reference, std::vector<std::string>* log) {
-  config.validate();
-  const Index S = train.num_molecules(), P = config.num_targets(), V = config.max_z + 1;
-  require(S > 0, "fit_normalisation: empty training set");
-  require(labels.rows() == S && labels.cols() == P, "fit_normalisation: labels must be S x P");
-  Normalisation n;
+std::vector<std::int32_t> training_elements(const ModelConfig& config, const MoleculeBatch& train) {
+  const Index V = config.max_z + 1;
   std::vector<unsigned char> seen(static_cast<std::size_t>(V), 0);
   for (std::size_t i = 0; i < train.atomic_numbers.size(); ++i) {
     const int z = train.atomic_numbers[i];
@@ -99,8 +93,26 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
                             " outside 1.." + std::to_string(config.max_z));
     seen[static_cast<std::size_t>(z)] = 1;
   }
+  std::vector<std::int32_t> elements;
   for (int z = 1; z < V; ++z)
-    if (seen[static_cast<std::size_t>(z)]) n.elements.push_back(z);
+    if (seen[static_cast<std::size_t>(z)]) elements.push_back(z);
+  return elements;
+}
+
+ThreeBodyBasis training_three_body_basis(const ModelConfig& config, const MoleculeBatch& train) {
+  return three_body_basis(config, training_elements(config, train));
+}
+
+Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
+                                const Mat<double>& labels, bool fit_reference,
+                                const std::optional<Mat<double>>& reference, std::vector<std::string>* log,
+                                const Mat<double>* three_body_descriptors) {
+  config.validate();
+  const Index S = train.num_molecules(), P = config.num_targets(), V = config.max_z + 1;
+  require(S > 0, "fit_normalisation: empty training set");
+  require(labels.rows() == S && labels.cols() == P, "fit_normalisation: labels must be S x P");
+  Normalisation n;
+  n.elements = training_elements(config, train);
   const Index E = static_cast<Index>(n.elements.size());
   std::vector<Index> column(static_cast<std::size_t>(V), -1);
   for (Index e = 0; e < E; ++e) column[static_cast<std::size_t>(n.elements[static_cast<std::size_t>(e)])] = e;
@@ -120,11 +132,20 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
   n.scale.assign(static_cast<std::size_t>(P), 1.0);
   Mat<double> three_body_features_of_train;
   if (config.three_body) {
-    if (train.coords.rows() != train.num_atoms() || train.coords.cols() != 3)
-      throw InvalidArgument("fit_normalisation: the three-body reference needs the coordinates of every "
-                            "training structure");
     const ThreeBodyBasis basis = three_body_basis(config, n.elements);
-    three_body_features_of_train = three_body_features(basis, train.index, train.coords, train.atomic_numbers);
+    if (three_body_descriptors != nullptr) {
+      if (three_body_descriptors->rows() != S || three_body_descriptors->cols() != basis.feature_count())
+        throw InvalidArgument("fit_normalisation: the given three-body descriptors are " +
+                              std::to_string(three_body_descriptors->rows()) + " x " +
+                              std::to_string(three_body_descriptors->cols()) + ", not " + std::to_string(S) +
+                              " structures x " + std::to_string(basis.feature_count()) + " features");
+      three_body_features_of_train = *three_body_descriptors;
+    } else {
+      if (train.coords.rows() != train.num_atoms() || train.coords.cols() != 3)
+        throw InvalidArgument("fit_normalisation: the three-body reference needs the coordinates of every "
+                              "training structure");
+      three_body_features_of_train = three_body_features(basis, train.index, train.coords, train.atomic_numbers);
+    }
     n.three_body = Mat<double>::Zero(P, basis.feature_count());
   }
   for (Index t = 0; t < P; ++t) {

@@ -235,6 +235,51 @@ models::MoleculeBatch composition_batch(const Dataset& data, std::span<const std
   return b;
 }
 
+// The three-body descriptors (models::three_body_features) of the training structures `train`
+// (rows in that order) under a sharded load: each rank computes the rows of the structures whose
+// coordinates it holds (owners[s] == its rank) and every rank gathers all rows. A row depends on
+// its structure alone, so the matrix is the one a single rank computes from all coordinates.
+Mat<double> gathered_three_body_descriptors(comm::Communicator& world, const Dataset& data,
+                                           std::span<const std::size_t> train, const std::vector<int>& owners,
+                                           const models::ThreeBodyBasis& basis) {
+  const Index F = basis.feature_count();
+  std::vector<std::uint64_t> positions;  // into train
+  std::vector<std::size_t> held;
+  for (std::size_t k = 0; k < train.size(); ++k)
+    if (owners[train[k]] == world.rank()) {
+      positions.push_back(k);
+      held.push_back(train[k]);
+    }
+  Mat<double> mine(0, F);
+  if (!held.empty()) {
+    const models::MoleculeBatch batch = make_batch(data, held).molecules;
+    mine = models::three_body_features(basis, batch.index, batch.coords, batch.atomic_numbers);
+  }
+  comm::ByteWriter out;
+  out.put_span<std::uint64_t>(positions);
+  out.put_span<double>(std::span<const double>(mine.data(), static_cast<std::size_t>(mine.size())));
+  const std::vector<comm::Bytes> all = world.allgather(out.bytes());
+  Mat<double> descriptors(static_cast<Index>(train.size()), F);
+  std::vector<char> filled(train.size(), 0);
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    comm::ByteReader in(all[r]);
+    const auto at = in.get_vector<std::uint64_t>();
+    const auto values = in.get_vector<double>();
+    require(values.size() == at.size() * static_cast<std::size_t>(F),
+            "three-body descriptors: rank " + std::to_string(r) + " sent a wrong number of values");
+    for (std::size_t q = 0; q < at.size(); ++q) {
+      require(at[q] < train.size() && !filled[at[q]],
+              "three-body descriptors: rank " + std::to_string(r) + " sent a structure twice or out of range");
+      filled[at[q]] = 1;
+      descriptors.row(static_cast<Index>(at[q])) =
+          Eigen::Map<const Eigen::RowVectorXd>(values.data() + q * static_cast<std::size_t>(F), F);
+    }
+  }
+  for (std::size_t k = 0; k < train.size(); ++k)
+    require(filled[k] != 0, "three-body descriptors: no rank holds training molecule " + data.ids[train[k]]);
+  return descriptors;
+}
+
 // The data checksum of runs started before the per-molecule form (io::DataFingerprint), for
 // resuming them; needs the coordinates of every training molecule.
 std::string legacy_data_fingerprint(const Dataset& data, std::span<const std::size_t> train_indices) {
@@ -986,16 +1031,22 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   if (!mc.three_body) {
     model.set_normalisation(
         models::fit_normalisation(mc, composition_batch(data, split.train), labels_at(data, split.train), cfg.fit_reference));
-  } else {
+  } else if (!sharded) {
     // The three-body reference is fitted on the training structures' coordinates.
-    for (const std::size_t i : split.train)
-      if (data.molecules[i].positions.size() != data.molecules[i].atomic_numbers.size())
-        throw ConfigError("three_body: the reference is fitted on every training structure's coordinates, and this "
-                          "rank does not hold them all (a sharded load); train it without sharding");
     std::vector<std::string> lines;
     model.set_normalisation(models::fit_normalisation(mc, make_batch(data, split.train).molecules,
                                                       labels_at(data, split.train), cfg.fit_reference, std::nullopt,
                                                       &lines));
+    for (const auto& line : lines) say(line);
+  } else {
+    // Sharded: the ranks compute the descriptors of the structures they hold, and each rank fits
+    // the reference on all of them (the same fit as one rank's).
+    const models::MoleculeBatch composition = composition_batch(data, split.train);
+    const Mat<double> descriptors = gathered_three_body_descriptors(
+        world, data, split.train, shard_owners, models::training_three_body_basis(mc, composition));
+    std::vector<std::string> lines;
+    model.set_normalisation(models::fit_normalisation(mc, composition, labels_at(data, split.train), cfg.fit_reference,
+                                                      std::nullopt, &lines, &descriptors));
     for (const auto& line : lines) say(line);
   }
   if (mc.charge_coulomb) {

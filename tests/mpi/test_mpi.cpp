@@ -163,6 +163,35 @@ TEST_CASE("mpiexec -n 2 flt train --batch-atoms: the same model as one rank", "[
   CHECK(curve_without_seconds(two / "learning_curve.csv") == curve_without_seconds(serial / "learning_curve.csv"));
 }
 
+TEST_CASE("mpiexec -n 2 flt train --three-body: the same reference and model as one rank", "[mpi][train][three-body]") {
+  // The three-body reference is fitted on every training structure's descriptors; on 2 ranks
+  // each holds half the coordinates, computes those structures' descriptors, and both gather all.
+  ScratchDir dir("mpi-three-body");
+  const fs::path serial = dir / "serial", two = dir / "two";
+  const RunResult r1 = run_flt(0, tiny_args() + " --three-body true --out " + quoted(serial), dir.path());
+  INFO(r1.err);
+  REQUIRE(r1.status == 0);
+  const RunResult r2 = run_flt(2, tiny_args() + " --three-body true --out " + quoted(two), dir.path());
+  INFO(r2.err);
+  REQUIRE(r2.status == 0);
+  CHECK_THAT(r2.err, Catch::Contains("coordinates held after loading, per rank: 128, 112 of 240 molecules"));
+  // the reference's fit (lambda and leave-one-out error per target) reported the same
+  const auto fit_lines = [](const std::string& log) {
+    std::string lines;
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);)
+      if (line.find("three-body") != std::string::npos && line.find("lambda") != std::string::npos)
+        lines += line.substr(line.find("three-body")) + "\n";
+    return lines;
+  };
+  CHECK_FALSE(fit_lines(r1.err + r1.out).empty());
+  CHECK(fit_lines(r2.err + r2.out) == fit_lines(r1.err + r1.out));
+  const std::string model = slurp(serial / "model.flt");
+  REQUIRE(!model.empty());
+  CHECK(slurp(two / "model.flt") == model);
+  CHECK(slurp(two / "test_predictions.csv") == slurp(serial / "test_predictions.csv"));
+}
+
 TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for record", "[mpi][predict]") {
   ScratchDir dir("mpi-predict");
   // The example molecules in batches of 2, so both ranks predict several batches; and 300 QM9
