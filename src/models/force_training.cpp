@@ -30,6 +30,7 @@ EnergyForceLoss energy_force_gradient(MoleculeModel<T>& model, MoleculeModel<Dua
 
   // Pass 1: out and dout_t/dr.
   EnergyForceLoss result;
+  cache.keep_far_pair_terms = false;  // its backward takes coordinate gradients
   const Mat<T> out = model.forward(batch, cache);
   const Mat<T> y = labels.cast<T>();
   result.energy = regression_loss_forward<T>(loss, out, y);

@@ -609,7 +609,7 @@ void MoleculeModel<T>::forward_block(std::size_t b, const MoleculeBatch& batch, 
             attn::far_field_exact_forward<T>(far_config_, batch.index, cache.coords_double,
                                              bc.v.leftCols(D), bc.far_coeffs, far);
         } else if (config_.far_field == FarField::flt) {
-          bc.far.keep_pair_terms = true;  // for a backward without coordinate gradients
+          bc.far.keep_pair_terms = cache.keep_far_pair_terms;
           attn::far_field_forward<T>(far_config_, blk.far_design, batch.index, cache.neighbours,
                                      cache.coords_double, bc.v.leftCols(D), bc.far_coeffs, far,
                                      bc.far);
@@ -1244,6 +1244,7 @@ Mat<double> MoleculeModel<T>::predict_with_forces_in_order(const MoleculeBatch& 
                               "' is a per-molecule mean");
   ModelCache<T> cache;
   cache.recompute_blocks = recomputes_blocks_for(batch);
+  cache.keep_far_pair_terms = false;  // the backward takes coordinate gradients
   const Mat<T> out = forward(batch, cache);
   Mat<T> dout = Mat<T>::Zero(S, P);
   dout.col(target).setOnes();

@@ -296,6 +296,11 @@ struct ModelCache {
   // gradients, for one more forward pass of the blocks, with one block's cache in memory instead of
   // all of them (predict_with_forces on large structures).
   bool recompute_blocks = false;
+  // Set before forward (near_far, float and double): the far field keeps its near-pair terms for
+  // a backward without coordinate gradients (attn::FarFieldCache::keep_pair_terms; K values per
+  // pair and block). A backward that wants coordinate gradients does not read them: the passes
+  // that take forces (predict_with_forces, energy_force_gradient) turn it off.
+  bool keep_far_pair_terms = true;
   std::vector<Mat<T>> block_x, block_vec;
   // The equivariant updates' caches (near_far with vectors; set before forward): rows > 0: compact
   // (EquivariantUpdate::forward_compact: each block keeps its update's inputs only, 4D values per

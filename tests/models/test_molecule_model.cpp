@@ -684,6 +684,39 @@ TEST_CASE("molecule model: forces are minus the gradient of the predicted energy
   }
 }
 
+TEST_CASE("molecule model: the far field's kept pair terms give the parameter gradients bitwise",
+          "[models]") {
+  // ModelCache::keep_far_pair_terms (the default): each block's far field keeps its near-pair
+  // terms and a backward without coordinate gradients reads them; off: none kept, computed again.
+  auto cfg = tiny_config(AttentionKind::near_far);
+  cfg.blocks = 2;
+  MoleculeModel<double> model(cfg);
+  Rng rng(5);
+  for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
+  const auto mols = random_molecules({9, 14, 6}, 23);
+  const auto batch = MoleculeBatch::from(std::span<const Molecule>(mols));
+  const Mat<double> dout = Mat<double>::Ones(3, 2);
+  auto gradients = [&](ModelCache<double>& cache) {
+    model.parameters().zero_grad();
+    model.backward(batch, cache, dout);
+    return std::vector<double>(model.parameters().grads().begin(), model.parameters().grads().end());
+  };
+  ModelCache<double> kept, computed;
+  computed.keep_far_pair_terms = false;
+  CHECK(model.forward(batch, kept) == model.forward(batch, computed));
+  REQUIRE(kept.blocks.size() == 2);
+  for (std::size_t b = 0; b < 2; ++b) {
+    CHECK_FALSE(kept.blocks[b].far.pair_terms.empty());
+    CHECK(computed.blocks[b].far.pair_terms.empty());
+  }
+  const std::vector<double> from_kept = gradients(kept), from_computed = gradients(computed);
+  CHECK(from_kept == from_computed);
+  // the backward reads them: kept terms scaled by 1.01 move the gradients
+  for (auto& bc : kept.blocks)
+    for (auto& terms : bc.far.pair_terms) terms *= 1.01;
+  CHECK(gradients(kept) != from_computed);
+}
+
 TEST_CASE("molecule model: recomputing the blocks in backward gives bitwise the same gradients",
           "[models][forces]") {
   // ModelCache::recompute_blocks keeps only each block's inputs and recomputes its cache inside
