@@ -237,46 +237,27 @@ models::MoleculeBatch composition_batch(const Dataset& data, std::span<const std
 
 // The three-body descriptors (models::three_body_features) of the training structures `train`
 // (rows in that order) under a sharded load: each rank computes the rows of the structures whose
-// coordinates it holds (owners[s] == its rank) and every rank gathers all rows. A row depends on
-// its structure alone, so the matrix is the one a single rank computes from all coordinates.
+// coordinates it holds (owners[s] == its rank; every training structure has one) and every rank
+// gathers all rows (distributed::share_rows: one gather, at most 2 GiB from each rank). A row
+// depends on its structure alone, so the matrix is the one a single rank computes from all
+// coordinates.
 Mat<double> gathered_three_body_descriptors(comm::Communicator& world, const Dataset& data,
                                            std::span<const std::size_t> train, const std::vector<int>& owners,
                                            const models::ThreeBodyBasis& basis) {
-  const Index F = basis.feature_count();
-  std::vector<std::uint64_t> positions;  // into train
+  std::vector<Index> mine;  // positions in train
   std::vector<std::size_t> held;
   for (std::size_t k = 0; k < train.size(); ++k)
     if (owners[train[k]] == world.rank()) {
-      positions.push_back(k);
+      mine.push_back(static_cast<Index>(k));
       held.push_back(train[k]);
     }
-  Mat<double> mine(0, F);
+  Mat<double> descriptors = Mat<double>::Zero(static_cast<Index>(train.size()), basis.feature_count());
   if (!held.empty()) {
     const models::MoleculeBatch batch = make_batch(data, held).molecules;
-    mine = models::three_body_features(basis, batch.index, batch.coords, batch.atomic_numbers);
+    const Mat<double> rows = models::three_body_features(basis, batch.index, batch.coords, batch.atomic_numbers);
+    for (std::size_t q = 0; q < mine.size(); ++q) descriptors.row(mine[q]) = rows.row(static_cast<Index>(q));
   }
-  comm::ByteWriter out;
-  out.put_span<std::uint64_t>(positions);
-  out.put_span<double>(std::span<const double>(mine.data(), static_cast<std::size_t>(mine.size())));
-  const std::vector<comm::Bytes> all = world.allgather(out.bytes());
-  Mat<double> descriptors(static_cast<Index>(train.size()), F);
-  std::vector<char> filled(train.size(), 0);
-  for (std::size_t r = 0; r < all.size(); ++r) {
-    comm::ByteReader in(all[r]);
-    const auto at = in.get_vector<std::uint64_t>();
-    const auto values = in.get_vector<double>();
-    require(values.size() == at.size() * static_cast<std::size_t>(F),
-            "three-body descriptors: rank " + std::to_string(r) + " sent a wrong number of values");
-    for (std::size_t q = 0; q < at.size(); ++q) {
-      require(at[q] < train.size() && !filled[at[q]],
-              "three-body descriptors: rank " + std::to_string(r) + " sent a structure twice or out of range");
-      filled[at[q]] = 1;
-      descriptors.row(static_cast<Index>(at[q])) =
-          Eigen::Map<const Eigen::RowVectorXd>(values.data() + q * static_cast<std::size_t>(F), F);
-    }
-  }
-  for (std::size_t k = 0; k < train.size(); ++k)
-    require(filled[k] != 0, "three-body descriptors: no rank holds training molecule " + data.ids[train[k]]);
+  distributed::share_rows(world, descriptors, mine);
   return descriptors;
 }
 
