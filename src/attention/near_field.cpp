@@ -138,10 +138,12 @@ constexpr Index kForwardPairsPerPiece = 128 * static_cast<Index>(sizeof(float)) 
 // one thread, in order. The group size depends on the row count only (never on the threads).
 Index group_rows(Index n) { return std::max<Index>(64, (n + 31) / 32); }
 
-// sum_{c in [c0, c1)} term(c). Float and double sum in SIMD lanes (omp simd: a fixed order per
-// build, independent of the thread count) instead of a serial chain of dependent adds; Dual sums
-// in channel order. A head of 16 channels (the default head width) gets a fixed trip count: with
-// a run-time count of 16 the compiler's vector loop is skipped for its scalar remainder loop.
+// sum_{c in [c0, c1)} term(c). Float and double ask for SIMD lanes (omp simd: a fixed order per
+// build, independent of the thread count) instead of a serial chain of dependent adds, which the
+// compiler grants for some terms and not others (the float kernels' hot sums therefore take
+// explicit registers: head_product_sums, interpolant_slope_dot); Dual sums in channel order. A
+// head of 16 channels gets a fixed trip count: with a run-time count of 16 the compiler's vector
+// loop is skipped for its scalar remainder loop.
 template <class S, class Term>
 S channel_sum(Index c0, Index c1, Term&& term) {
   S s = 0;
