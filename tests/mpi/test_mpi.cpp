@@ -74,18 +74,40 @@ std::string curve_without_seconds(const fs::path& path) {
   return out;
 }
 
+// `flt <tiny_args() + extra>` on one rank (plain) into DIR/serial and on 2 ranks into DIR/two;
+// both must succeed.
+struct TrainedTwice {
+  fs::path serial, two;
+  RunResult one_rank, two_ranks;
+};
+TrainedTwice train_on_one_and_two_ranks(const ScratchDir& dir, const std::string& extra) {
+  TrainedTwice t{dir / "serial", dir / "two", {}, {}};
+  t.one_rank = run_flt(0, tiny_args() + extra + " --out " + quoted(t.serial), dir.path());
+  INFO(t.one_rank.err);
+  REQUIRE(t.one_rank.status == 0);
+  t.two_ranks = run_flt(2, tiny_args() + extra + " --out " + quoted(t.two), dir.path());
+  INFO(t.two_ranks.err);
+  REQUIRE(t.two_ranks.status == 0);
+  return t;
+}
+
+// The 2-rank run's model, test predictions and learning curve (without its times) are the
+// 1-rank run's, byte for byte.
+void check_same_run(const TrainedTwice& t) {
+  const std::string model = slurp(t.serial / "model.flt");
+  REQUIRE(!model.empty());
+  CHECK(slurp(t.two / "model.flt") == model);
+  CHECK(slurp(t.two / "test_predictions.csv") == slurp(t.serial / "test_predictions.csv"));
+  CHECK(curve_without_seconds(t.two / "learning_curve.csv") == curve_without_seconds(t.serial / "learning_curve.csv"));
+}
+
 }  // namespace
 
 TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with another rank count", "[mpi][train]") {
   ScratchDir dir("mpi-train");
-  const fs::path serial = dir / "serial", two = dir / "two";
-  const RunResult r1 = run_flt(0, tiny_args() + " --out " + quoted(serial), dir.path());
-  INFO(r1.err);
-  REQUIRE(r1.status == 0);
+  const TrainedTwice t = train_on_one_and_two_ranks(dir, "");
+  const RunResult &r1 = t.one_rank, &r2 = t.two_ranks;
   CHECK_THAT(r1.out, Catch::Contains("data-parallel: 1 rank (serial), gradient chunks of 4 molecules"));
-  const RunResult r2 = run_flt(2, tiny_args() + " --out " + quoted(two), dir.path());
-  INFO(r2.err);
-  REQUIRE(r2.status == 0);
   // One summary (rank 0), naming the ranks and the time per step of the all-reduce.
   CHECK_THAT(r2.out, Catch::Contains("data-parallel: 2 ranks (MPI"));
   CHECK_THAT(r2.out, Catch::Contains("per step: all-reduce"));
@@ -96,12 +118,10 @@ TEST_CASE("mpiexec -n 2 flt train: the same model as one rank, also resumed with
   CHECK_THAT(r2.err, Catch::Contains("coordinates held after loading, per rank: 128, 112 of 240 molecules"));
   CHECK_THAT(r1.err, !Catch::Contains("coordinates held after loading"));
 
+  check_same_run(t);
+  const fs::path &serial = t.serial, &two = t.two;
   const std::string model = slurp(serial / "model.flt");
-  REQUIRE(!model.empty());
-  CHECK(slurp(two / "model.flt") == model);
-  CHECK(slurp(two / "test_predictions.csv") == slurp(serial / "test_predictions.csv"));
   CHECK(slurp(two / "split.csv") == slurp(serial / "split.csv"));
-  CHECK(curve_without_seconds(two / "learning_curve.csv") == curve_without_seconds(serial / "learning_curve.csv"));
   CHECK(slurp(two / "attention_stats.csv") == slurp(serial / "attention_stats.csv"));
   for (const char* plot : {"parity_U0.svg", "parity_gap.svg", "learning_curve_U0.svg"})
     CHECK(slurp(two / plot) == slurp(serial / plot));
@@ -148,33 +168,17 @@ TEST_CASE("mpiexec -n 2 flt train --batch-atoms: the same model as one rank", "[
   // molecule counts, cut identically on every rank from the atom counts, then into the same
   // chunks; the evaluation batches obey the budget too.
   ScratchDir dir("mpi-batch-atoms");
-  const fs::path serial = dir / "serial", two = dir / "two";
-  const RunResult r1 = run_flt(0, tiny_args() + " --batch-atoms 150 --out " + quoted(serial), dir.path());
-  INFO(r1.err);
-  REQUIRE(r1.status == 0);
-  CHECK_THAT(r1.err, Catch::Contains("batches: at most 16 molecules and 150 atoms"));
-  const RunResult r2 = run_flt(2, tiny_args() + " --batch-atoms 150 --out " + quoted(two), dir.path());
-  INFO(r2.err);
-  REQUIRE(r2.status == 0);
-  const std::string model = slurp(serial / "model.flt");
-  REQUIRE(!model.empty());
-  CHECK(slurp(two / "model.flt") == model);
-  CHECK(slurp(two / "test_predictions.csv") == slurp(serial / "test_predictions.csv"));
-  CHECK(curve_without_seconds(two / "learning_curve.csv") == curve_without_seconds(serial / "learning_curve.csv"));
+  const TrainedTwice t = train_on_one_and_two_ranks(dir, " --batch-atoms 150");
+  CHECK_THAT(t.one_rank.err, Catch::Contains("batches: at most 16 molecules and 150 atoms"));
+  check_same_run(t);
 }
 
 TEST_CASE("mpiexec -n 2 flt train --three-body: the same reference and model as one rank", "[mpi][train][three-body]") {
   // The three-body reference is fitted on every training structure's descriptors; on 2 ranks
   // each holds half the coordinates, computes those structures' descriptors, and both gather all.
   ScratchDir dir("mpi-three-body");
-  const fs::path serial = dir / "serial", two = dir / "two";
-  const RunResult r1 = run_flt(0, tiny_args() + " --three-body true --out " + quoted(serial), dir.path());
-  INFO(r1.err);
-  REQUIRE(r1.status == 0);
-  const RunResult r2 = run_flt(2, tiny_args() + " --three-body true --out " + quoted(two), dir.path());
-  INFO(r2.err);
-  REQUIRE(r2.status == 0);
-  CHECK_THAT(r2.err, Catch::Contains("coordinates held after loading, per rank: 128, 112 of 240 molecules"));
+  const TrainedTwice t = train_on_one_and_two_ranks(dir, " --three-body true");
+  CHECK_THAT(t.two_ranks.err, Catch::Contains("coordinates held after loading, per rank: 128, 112 of 240 molecules"));
   // the reference's fit (lambda and leave-one-out error per target) reported the same
   const auto fit_lines = [](const std::string& log) {
     std::string lines;
@@ -184,12 +188,9 @@ TEST_CASE("mpiexec -n 2 flt train --three-body: the same reference and model as 
         lines += line.substr(line.find("three-body")) + "\n";
     return lines;
   };
-  CHECK_FALSE(fit_lines(r1.err + r1.out).empty());
-  CHECK(fit_lines(r2.err + r2.out) == fit_lines(r1.err + r1.out));
-  const std::string model = slurp(serial / "model.flt");
-  REQUIRE(!model.empty());
-  CHECK(slurp(two / "model.flt") == model);
-  CHECK(slurp(two / "test_predictions.csv") == slurp(serial / "test_predictions.csv"));
+  CHECK_FALSE(fit_lines(t.one_rank.err + t.one_rank.out).empty());
+  CHECK(fit_lines(t.two_ranks.err + t.two_ranks.out) == fit_lines(t.one_rank.err + t.one_rank.out));
+  check_same_run(t);
 }
 
 TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for record", "[mpi][predict]") {
