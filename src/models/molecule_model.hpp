@@ -239,10 +239,8 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
                                 std::vector<std::string>* log = nullptr,
                                 const Mat<double>* three_body_descriptors = nullptr);
 
-// The element set fit_normalisation takes from a training set: the atomic numbers in `train`, in
-// increasing order (InvalidArgument for one outside 1..config.max_z); its coordinates are not read.
-std::vector<std::int32_t> training_elements(const ModelConfig& config, const MoleculeBatch& train);
-// The three-body reference's descriptor basis that fit_normalisation uses for this training set.
+// The three-body reference's descriptor basis that fit_normalisation uses for this training set:
+// its elements are the atomic numbers in `train` (its coordinates are not read).
 ThreeBodyBasis training_three_body_basis(const ModelConfig& config, const MoleculeBatch& train);
 
 // ---------------------------------------------------------------------------------------------

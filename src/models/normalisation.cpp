@@ -83,6 +83,10 @@ ThreeBodyBasis three_body_basis(const ModelConfig& config, const std::vector<std
   return b;
 }
 
+namespace {
+
+// The element set of a training set: the atomic numbers in `train`, in increasing order
+// (InvalidArgument for one outside 1..config.max_z).
 std::vector<std::int32_t> training_elements(const ModelConfig& config, const MoleculeBatch& train) {
   const Index V = config.max_z + 1;
   std::vector<unsigned char> seen(static_cast<std::size_t>(V), 0);
@@ -98,6 +102,8 @@ std::vector<std::int32_t> training_elements(const ModelConfig& config, const Mol
     if (seen[static_cast<std::size_t>(z)]) elements.push_back(z);
   return elements;
 }
+
+}  // namespace
 
 ThreeBodyBasis training_three_body_basis(const ModelConfig& config, const MoleculeBatch& train) {
   return three_body_basis(config, training_elements(config, train));
