@@ -238,7 +238,8 @@ models::MoleculeBatch composition_batch(const Dataset& data, std::span<const std
 // The three-body descriptors (models::three_body_features) of the training structures `train`
 // (rows in that order) under a sharded load: each rank computes the rows of the structures whose
 // coordinates it holds (owners[s] == its rank; every training structure has one) and every rank
-// gathers all rows (distributed::share_rows: one gather, at most 2 GiB from each rank). A row
+// gathers all rows (distributed::share_rows; the communicator cuts blocks above MPI's 2 GiB per
+// call into pieces). A row
 // depends on its structure alone, so the matrix is the one a single rank computes from all
 // coordinates.
 Mat<double> gathered_three_body_descriptors(comm::Communicator& world, const Dataset& data,

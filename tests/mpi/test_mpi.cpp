@@ -43,12 +43,18 @@ std::string launcher_flags(int ranks) {
 }
 
 // `flt <args>` on `ranks` MPI ranks (0: plain, without the launcher); a guard ends a hung job.
-RunResult run_flt(int ranks, const std::string& args, const fs::path& dir) {
+// env: "NAME=value ..." set for the launcher and the ranks it starts.
+RunResult run_flt(int ranks, const std::string& args, const fs::path& dir, const std::string& env = "") {
   if (ranks == 0) return flt::test_support::run_program(FLT_EXE, args, dir);
   return flt::test_support::run_program("timeout", "240 '" + std::string(FLT_MPIEXEC) + "' " + launcher_flags(ranks) +
                                                        " '" + FLT_EXE + "' " + args,
-                                        dir);
+                                        dir, env.empty() ? "" : "env " + env);
 }
+
+// MPI calls cut to pieces of this many bytes (odd: pieces end inside numbers and records), so that
+// every collective and message of a run travels in several pieces, as blocks above MPI's 2 GiB
+// per call do.
+const std::string kSmallMessages = "FLT_MPI_MAX_MESSAGE_BYTES=4093";
 
 std::string qm9_subset() { return std::string(FLT_SOURCE_DIR) + "/datasets/qm9/qm9_subset.xyz.gz"; }
 
@@ -80,12 +86,13 @@ struct TrainedTwice {
   fs::path serial, two;
   RunResult one_rank, two_ranks;
 };
-TrainedTwice train_on_one_and_two_ranks(const ScratchDir& dir, const std::string& extra) {
+TrainedTwice train_on_one_and_two_ranks(const ScratchDir& dir, const std::string& extra,
+                                        const std::string& two_rank_env = "") {
   TrainedTwice t{dir / "serial", dir / "two", {}, {}};
   t.one_rank = run_flt(0, tiny_args() + extra + " --out " + quoted(t.serial), dir.path());
   INFO(t.one_rank.err);
   REQUIRE(t.one_rank.status == 0);
-  t.two_ranks = run_flt(2, tiny_args() + extra + " --out " + quoted(t.two), dir.path());
+  t.two_ranks = run_flt(2, tiny_args() + extra + " --out " + quoted(t.two), dir.path(), two_rank_env);
   INFO(t.two_ranks.err);
   REQUIRE(t.two_ranks.status == 0);
   return t;
@@ -176,8 +183,9 @@ TEST_CASE("mpiexec -n 2 flt train --batch-atoms: the same model as one rank", "[
 TEST_CASE("mpiexec -n 2 flt train --three-body: the same reference and model as one rank", "[mpi][train][three-body]") {
   // The three-body reference is fitted on every training structure's descriptors; on 2 ranks
   // each holds half the coordinates, computes those structures' descriptors, and both gather all.
+  // The 2-rank run's messages travel in pieces of 4 kB (the descriptors: 2 x 4 MB).
   ScratchDir dir("mpi-three-body");
-  const TrainedTwice t = train_on_one_and_two_ranks(dir, " --three-body true");
+  const TrainedTwice t = train_on_one_and_two_ranks(dir, " --three-body true", kSmallMessages);
   CHECK_THAT(t.two_ranks.err, Catch::Contains("coordinates held after loading, per rank: 128, 112 of 240 molecules"));
   // the reference's fit (lambda and leave-one-out error per target) reported the same
   const auto fit_lines = [](const std::string& log) {
@@ -227,7 +235,9 @@ TEST_CASE("mpiexec -n 2 flt predict: the same output as one rank, record for rec
     }
   }
   const RunResult a = run_flt(0, "predict " + quoted(input) + " --batch-size 32 -o " + quoted(one), dir.path());
-  const RunResult b = run_flt(2, "predict " + quoted(input) + " --batch-size 32 -o " + quoted(two), dir.path());
+  // The 2-rank run's results travel to rank 0 in pieces of 4 kB.
+  const RunResult b =
+      run_flt(2, "predict " + quoted(input) + " --batch-size 32 -o " + quoted(two), dir.path(), kSmallMessages);
   INFO(a.err);
   INFO(b.err);
   REQUIRE(a.status == 3);  // the bad record
@@ -289,6 +299,18 @@ TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job
     CHECK(r.status != 0);
     CHECK(r.status != 124);
     CHECK_THAT(r.err, Catch::Contains("only train and predict run under mpirun"));
+  }
+  SECTION("a message limit that is not a positive count stops the job before MPI starts") {
+    for (const char* bad : {"0", "-5", "4k", "3000000000"}) {
+      const RunResult r = run_flt(2, "train '" + qm9_subset() + "'" + common + " --out " + quoted(dir / "run3"),
+                                  dir.path(), std::string("FLT_MPI_MAX_MESSAGE_BYTES=") + bad);
+      INFO(bad);
+      INFO(r.err);
+      CHECK(r.status != 0);
+      CHECK(r.status != 124);
+      CHECK_THAT(r.err, Catch::Contains("FLT_MPI_MAX_MESSAGE_BYTES must be an integer in [1, 2147483647], got '" +
+                                        std::string(bad) + "'"));
+    }
   }
   SECTION("rank 1 dies") {
     // Rank 1 is killed (SIGKILL) a second into training.
