@@ -14,6 +14,12 @@ flt_require(Eigen3_FOUND "Eigen 3" libeigen3-dev)
 find_package(OpenMP QUIET)
 flt_require(OpenMP_CXX_FOUND "OpenMP for C++" "g++ (libgomp1)")
 
+# LAPACK for dense symmetric eigendecompositions (core/linalg.hpp). Debian's alternatives make
+# liblapack.so OpenBLAS's once libopenblas-openmp-dev is installed; reference LAPACK works too,
+# more slowly.
+find_package(LAPACK QUIET)
+flt_require(LAPACK_FOUND "LAPACK" libopenblas-openmp-dev)
+
 find_package(PkgConfig QUIET)
 flt_require(PKG_CONFIG_FOUND "pkg-config" pkg-config)
 pkg_check_modules(FFTW3 QUIET IMPORTED_TARGET fftw3)

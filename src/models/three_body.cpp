@@ -3,8 +3,7 @@
 
 #include "attention/neighbours.hpp"
 #include "core/error.hpp"
-
-#include <Eigen/Eigenvalues>
+#include "core/linalg.hpp"
 
 #include <algorithm>
 #include <array>
@@ -275,12 +274,11 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
   // Primal (M > K): X^T X = Q diag(e) Q^T, Z = X Q, H_mm = 1/M + sum_k Z_mk^2 / (e_k + lambda'),
   //   w = Q diag(1 / (e + lambda')) Z^T y.
   const bool dual = M <= K;
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(dual ? Eigen::MatrixXd(X * X.transpose())
-                                                          : Eigen::MatrixXd(X.transpose() * X));
-  if (eig.info() != Eigen::Success) throw NumericalError("fit_ridge_loo: eigendecomposition failed");
-  const Eigen::VectorXd e = eig.eigenvalues().cwiseMax(0.0);
-  const Eigen::MatrixXd& V = eig.eigenvectors();
-  const Eigen::MatrixXd Z = dual ? V : Eigen::MatrixXd(X * V);
+  const Eigen::MatrixXd gram = dual ? linalg::chunked_product(X, X.transpose(), false) : linalg::chunked_product(X, X, true);
+  const linalg::SymmetricEigen eig = linalg::symmetric_eigen(gram);
+  const Eigen::VectorXd e = eig.values.cwiseMax(0.0);
+  const Eigen::MatrixXd& V = eig.vectors;
+  const Eigen::MatrixXd Z = dual ? V : linalg::chunked_product(X, V, false);
   const Eigen::MatrixXd Z2 = Z.array().square();
   const Eigen::VectorXd Zty = Z.transpose() * y;
 
