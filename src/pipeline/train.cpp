@@ -1015,6 +1015,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
         models::fit_normalisation(mc, composition_batch(data, split.train), labels_at(data, split.train), cfg.fit_reference));
   } else if (!sharded) {
     // The three-body reference is fitted on the training structures' coordinates.
+    say("fitting the three-body reference on " + std::to_string(split.train.size()) + " training structures");
     std::vector<std::string> lines;
     model.set_normalisation(models::fit_normalisation(mc, make_batch(data, split.train).molecules,
                                                       labels_at(data, split.train), cfg.fit_reference, std::nullopt,
@@ -1023,6 +1024,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   } else {
     // Sharded: the ranks compute the descriptors of the structures they hold, and each rank fits
     // the reference on all of them (the same fit as one rank's).
+    say("fitting the three-body reference on " + std::to_string(split.train.size()) + " training structures");
     const models::MoleculeBatch composition = composition_batch(data, split.train);
     const Mat<double> descriptors = gathered_three_body_descriptors(
         world, data, split.train, shard_owners, models::training_three_body_basis(mc, composition));

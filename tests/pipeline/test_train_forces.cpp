@@ -234,6 +234,10 @@ TEST_CASE("flt train --three-body: the reference is fitted, reported, and the ru
                            dir.path());
   INFO(run.err);
   REQUIRE(run.status == 0);
+  // announced before the fit (which takes about a minute for QM9), then reported
+  const auto announced = run.err.find("fitting the three-body reference on ");
+  CHECK(announced != std::string::npos);
+  CHECK(announced < run.err.find("three-body reference of 'energy'"));
   CHECK_THAT(run.err, Catch::Contains("three-body reference of 'energy': 738 weights, lambda"));
   CHECK_THAT(slurp(dir / "tb" / "config.ini"), Catch::Contains("three-body = true"));
 
