@@ -51,7 +51,11 @@ SymmetricEigen symmetric_eigen(Eigen::MatrixXd a) {
   if (a.rows() != a.cols())
     throw InvalidArgument("symmetric_eigen: the matrix is " + std::to_string(a.rows()) + " x " +
                           std::to_string(a.cols()) + ", not square");
-  if (a.rows() > INT_MAX / 2) throw InvalidArgument("symmetric_eigen: the matrix is too large for LAPACK");
+  // dsyevd's workspace, 1 + 6n + 2n^2 doubles, is counted in int (LAPACK's LP64 interface).
+  const double workspace = 1.0 + 6.0 * static_cast<double>(a.rows()) + 2.0 * static_cast<double>(a.rows()) * static_cast<double>(a.rows());
+  if (workspace > static_cast<double>(INT_MAX))
+    throw InvalidArgument("symmetric_eigen: a " + std::to_string(a.rows()) + " x " + std::to_string(a.rows()) +
+                          " matrix needs a LAPACK workspace above 2^31 entries (at most 32,766 rows)");
   if (!a.allFinite()) throw InvalidArgument("symmetric_eigen: the matrix has non-finite entries");
   SymmetricEigen out;
   const int n = static_cast<int>(a.rows());
