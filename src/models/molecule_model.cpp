@@ -1048,16 +1048,40 @@ Mat<double> MoleculeModel<T>::three_body_per_structure(const MoleculeBatch& batc
   if (norm_.three_body.size() == 0) return Mat<double>::Zero(S, P);
   require(batch.coords.rows() == batch.num_atoms() && batch.coords.cols() == 3,
           "the three-body reference needs the batch's coordinates");
+  return three_body_from_descriptors(
+      three_body_features(three_body_basis(config_, norm_.elements), batch.index, batch.coords, batch.atomic_numbers));
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::three_body_from_descriptors(const Mat<double>& descriptors) const {
+  const Index S = descriptors.rows(), P = config_.num_targets();
+  require(descriptors.cols() == norm_.three_body.cols(),
+          "three-body reference: descriptors of another basis (" + std::to_string(descriptors.cols()) + " columns, " +
+              std::to_string(norm_.three_body.cols()) + " weights)");
   // b_t(s) = features(s) . w_t; intensive targets have zero weight rows.
-  return three_body_features(three_body_basis(config_, norm_.elements), batch.index, batch.coords,
-                             batch.atomic_numbers) *
-         norm_.three_body.transpose();
+  Mat<double> out(S, P);
+  for (Index s = 0; s < S; ++s)
+    for (Index t = 0; t < P; ++t) out(s, t) = descriptors.row(s).dot(norm_.three_body.row(t));
+  return out;
 }
 
 template <class T>
 Mat<double> MoleculeModel<T>::label_offsets(const MoleculeBatch& batch) const {
+  return add_composition_offsets(batch, three_body_per_structure(batch));
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::label_offsets_from_descriptors(const MoleculeBatch& batch,
+                                                             const Mat<double>& descriptors) const {
+  require(descriptors.rows() == batch.num_molecules(), "label_offsets_from_descriptors: one descriptor row per structure");
+  if (norm_.three_body.size() == 0) return add_composition_offsets(batch, Mat<double>::Zero(batch.num_molecules(), config_.num_targets()));
+  return add_composition_offsets(batch, three_body_from_descriptors(descriptors));
+}
+
+template <class T>
+Mat<double> MoleculeModel<T>::add_composition_offsets(const MoleculeBatch& batch, Mat<double> offsets) const {
   const Index S = batch.num_molecules(), P = config_.num_targets();
-  Mat<double> offsets = three_body_per_structure(batch);
+  require(offsets.rows() == S && offsets.cols() == P, "label offsets: S x P three-body part expected");
   for (Index s = 0; s < S; ++s)
     for (Index t = 0; t < P; ++t) {
       const auto ts = static_cast<std::size_t>(t);

@@ -427,6 +427,10 @@ class MoleculeModel {
   // so y = offset + sigma_t z. A structure's offsets depend only on its atoms and coordinates: a
   // trainer computes them once per structure instead of once per step.
   Mat<double> label_offsets(const MoleculeBatch& batch) const;
+  // label_offsets(batch) from the batch's three-body descriptors (S x F, three_body_features of the
+  // model's basis, one row per structure in batch order) instead of a descriptor pass: the batch
+  // needs atomic numbers only (the training set's offsets from the fit's descriptor matrix).
+  Mat<double> label_offsets_from_descriptors(const MoleculeBatch& batch, const Mat<double>& descriptors) const;
   Mat<double> normalise_labels(const Mat<double>& offsets, const Mat<double>& labels) const;
   Mat<double> denormalise(const Mat<double>& offsets, const Mat<double>& normalised) const;
   // The gradient dB/dr (N x 3, target unit per Angstrom) of target t's three-body reference:
@@ -486,6 +490,11 @@ class MoleculeModel {
   // The three-body reference of every target per structure (S x P) from one descriptor pass;
   // zero columns for intensive targets, all zero without a reference.
   Mat<double> three_body_per_structure(const MoleculeBatch& batch) const;
+  // The same from the structures' descriptors (S x F): b_t(s) = features(s) . w_t, one dot product
+  // per entry (a fixed order, whatever S).
+  Mat<double> three_body_from_descriptors(const Mat<double>& descriptors) const;
+  // offsets (S x P, the three-body part) plus the composition part of label_offsets.
+  Mat<double> add_composition_offsets(const MoleculeBatch& batch, Mat<double> offsets) const;
   // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
   Mat<double> predict_in_order(const MoleculeBatch& batch, Mat<double>* contributions);

@@ -610,6 +610,15 @@ class MoleculeTrainable final : public train::Trainable {
     if (chunk_ == 0 && comm::in_mpi_job()) chunk_ = distributed::kDefaultGradientChunk;
   }
 
+  // Label offsets known beforehand (rows in the order of `indices`, dataset indices).
+  void set_offsets(std::span<const std::size_t> indices, const Mat<double>& offsets) {
+    require(offsets.rows() == static_cast<Index>(indices.size()) && offsets.cols() == offsets_.cols(),
+            "set_offsets: one row of offsets per structure expected");
+    for (std::size_t k = 0; k < indices.size(); ++k) {
+      offsets_.row(static_cast<Index>(indices[k])) = offsets.row(static_cast<Index>(k));
+      offset_known_[indices[k]] = 1;
+    }
+  }
   // The offsets of a batch's molecules, computing those not yet known from the batch.
   Mat<double> offsets_of(const Batch& b) {
     const bool known = std::all_of(b.indices.begin(), b.indices.end(),
@@ -1010,20 +1019,14 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   mc.targets = data.target_specs();
   mc.seed = cfg.seed;
   models::MoleculeModel<float> model(mc);
+  Mat<double> training_offsets;  // split.train x P, with the three-body reference only
   if (!mc.three_body) {
     model.set_normalisation(
         models::fit_normalisation(mc, composition_batch(data, split.train), labels_at(data, split.train), cfg.fit_reference));
-  } else if (!sharded) {
-    // The three-body reference is fitted on the training structures' coordinates.
-    say("fitting the three-body reference on " + std::to_string(split.train.size()) + " training structures");
-    std::vector<std::string> lines;
-    model.set_normalisation(models::fit_normalisation(mc, make_batch(data, split.train).molecules,
-                                                      labels_at(data, split.train), cfg.fit_reference, std::nullopt,
-                                                      &lines));
-    for (const auto& line : lines) say(line);
   } else {
-    // Sharded: the ranks compute the descriptors of the structures they hold, and each rank fits
-    // the reference on all of them (the same fit as one rank's).
+    // The three-body reference is fitted on the training structures' descriptors. Under a sharded
+    // load each rank computes those of the structures it holds and every rank gathers all (the
+    // same fit as one rank's); one rank computes them all.
     say("fitting the three-body reference on " + std::to_string(split.train.size()) + " training structures");
     const models::MoleculeBatch composition = composition_batch(data, split.train);
     const Mat<double> descriptors = gathered_three_body_descriptors(
@@ -1032,6 +1035,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     model.set_normalisation(models::fit_normalisation(mc, composition, labels_at(data, split.train), cfg.fit_reference,
                                                       std::nullopt, &lines, &descriptors));
     for (const auto& line : lines) say(line);
+    // The training structures' label offsets from the same descriptors (no second descriptor pass).
+    training_offsets = model.label_offsets_from_descriptors(composition, descriptors);
   }
   if (mc.charge_coulomb) {
     const double c = model.start_charge_mask_at_coulomb();
@@ -1078,6 +1083,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   result.dataset_summary = data.describe();
   result.skipped_records = data.summary.skipped.size();
   MoleculeTrainable trainable(cfg, model, data, split, checksum, shard_owners, result, say, output);
+  if (training_offsets.size() != 0) trainable.set_offsets(split.train, training_offsets);
   train::EngineConfig ec;
   static_cast<train::EngineSettings&>(ec) = cfg;
   ec.default_warmup = train::DefaultWarmup::one_epoch;

@@ -389,6 +389,19 @@ TEST_CASE("three-body reference in a molecule model: fit, round trips, forces an
   for (Index s = 0; s < 60; ++s) zs(s, 0) = rng.normal();
   CHECK(model.denormalise(offsets, zs) == model.denormalise(train, zs));
   CHECK(model.normalise_labels(offsets, labels) == model.normalise_labels(train, labels));
+  // The same offsets from the structures' descriptors (the trainer's, from the fit's matrix), also
+  // for a subset of the rows; the composition part needs no coordinates.
+  const Mat<double> descriptors = three_body_features(basis, train.index, train.coords, train.atomic_numbers);
+  MoleculeBatch composition = train;
+  composition.coords.resize(0, 3);
+  CHECK(model.label_offsets_from_descriptors(composition, descriptors) == offsets);
+  const MoleculeBatch first_ten = batch_of(std::vector<Molecule>(mols.begin(), mols.begin() + 10));
+  CHECK(model.label_offsets_from_descriptors(first_ten, descriptors.topRows(10)) == offsets.topRows(10));
+  CHECK(model.label_offsets(first_ten) == offsets.topRows(10));
+  CHECK_THROWS_WITH(model.label_offsets_from_descriptors(first_ten, descriptors),
+                    Catch::Contains("one descriptor row per structure"));
+  CHECK_THROWS_WITH(model.label_offsets_from_descriptors(composition, descriptors.leftCols(5)),
+                    Catch::Contains("descriptors of another basis"));
   // The reference carries the labels (the network is fresh and small): normalised labels are far
   // smaller than the label spread, and denormalise inverts normalise_labels.
   const Mat<double> z = model.normalise_labels(train, labels);

@@ -267,6 +267,37 @@ TEST_CASE("flt train --three-body: the reference is fitted, reported, and the ru
   for (int k = 0; k < 4; ++k) std::getline(row, field, ',');
   CHECK(std::stod(field) == Approx(best).epsilon(1e-6));
 
+  // The training structures' offsets come from the fit's descriptor matrix (no second descriptor
+  // pass): with weights that do not move (lr 1e-12, no EMA, no redraw), the learning curve's
+  // training MAE (predictions denormalised with those offsets) is flt eval's on the training
+  // subset (offsets computed afresh from the coordinates).
+  std::string still_args = args(input, "--three-body true --three-body-radial 4 --three-body-lmax 2 --lr 1e-12"
+                                       " --min-lr 0 --ema-decay 0 --redraw-features false",
+                                 dir / "still");
+  still_args.replace(still_args.find("--lr 1e-3 "), 10, "");  // one --lr
+  still_args.replace(still_args.find("--epochs 2"), 10, "--epochs 1");
+  const auto still = run_flt(still_args, dir.path());
+  INFO(still.err);
+  REQUIRE(still.status == 0);
+  std::istringstream still_curve(slurp(dir / "still" / "learning_curve.csv"));
+  std::getline(still_curve, line);
+  REQUIRE(std::getline(still_curve, line));
+  std::istringstream still_row(line);
+  for (int k = 0; k < 7; ++k) std::getline(still_row, field, ',');
+  const double curve_train_mae = std::stod(field);
+  const auto train_eval = run_flt("eval -m '" + (dir / "still" / "model.flt").string() + "' '" + input.string() +
+                                      "' --split-file '" + (dir / "still" / "split.csv").string() +
+                                      "' --subset train --rotations 0 -q -o '" + (dir / "train_eval.csv").string() + "'",
+                                  dir.path());
+  INFO(train_eval.err);
+  REQUIRE(train_eval.status == 0);
+  const std::string train_metrics = slurp(dir / "train_eval.csv");
+  const auto train_at = train_metrics.find("\nenergy,");
+  REQUIRE(train_at != std::string::npos);
+  std::istringstream train_row(train_metrics.substr(train_at + 1, train_metrics.find('\n', train_at + 1) - train_at - 1));
+  for (int k = 0; k < 4; ++k) std::getline(train_row, field, ',');
+  CHECK(std::stod(field) == Approx(curve_train_mae).epsilon(1e-9));
+
   // The reference changes the model (its weights are in the file).
   const auto plain = run_flt(args(input, "", dir / "plain"), dir.path());
   INFO(plain.err);
