@@ -47,6 +47,16 @@ Eigen::MatrixXd chunked_product(const Eigen::MatrixXd& a, const Eigen::MatrixXd&
   return c;
 }
 
+void multiply_rows_in_place(Eigen::MatrixXd& x, const Eigen::MatrixXd& v) {
+  if (v.rows() != v.cols() || v.rows() != x.cols())
+    throw InvalidArgument("multiply_rows_in_place: x is " + std::to_string(x.rows()) + " x " + std::to_string(x.cols()) +
+                          ", v " + std::to_string(v.rows()) + " x " + std::to_string(v.cols()) + " (square, x's columns)");
+  parallel_chunks(x.rows(), kRowChunk, [&](Index, Index r0, Index r1) {
+    const Eigen::MatrixXd rows = x.middleRows(r0, r1 - r0) * v;
+    x.middleRows(r0, r1 - r0) = rows;
+  });
+}
+
 SymmetricEigen symmetric_eigen(Eigen::MatrixXd a) {
   if (a.rows() != a.cols())
     throw InvalidArgument("symmetric_eigen: the matrix is " + std::to_string(a.rows()) + " x " +

@@ -28,6 +28,11 @@ struct SymmetricEigen {
 inline constexpr Eigen::Index kProductColumns = 256;
 Eigen::MatrixXd chunked_product(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b, bool transpose_a);
 
+// x <- x v for a square v (x: m x k, v: k x k), in fixed chunks of kRowChunk rows of x in
+// parallel (a row of the product needs only its own row of x): no second m x k matrix, and a
+// result that does not depend on the thread count.
+void multiply_rows_in_place(Eigen::MatrixXd& x, const Eigen::MatrixXd& v);
+
 // a: n x n, symmetric (only its lower triangle is read). Throws InvalidArgument for a matrix that
 // is not square or not finite, NumericalError when LAPACK does not converge.
 SymmetricEigen symmetric_eigen(Eigen::MatrixXd a);

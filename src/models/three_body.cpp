@@ -4,6 +4,7 @@
 #include "attention/neighbours.hpp"
 #include "core/error.hpp"
 #include "core/linalg.hpp"
+#include "core/parallel.hpp"
 
 #include <algorithm>
 #include <array>
@@ -274,13 +275,25 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
   // Primal (M > K): X^T X = Q diag(e) Q^T, Z = X Q, H_mm = 1/M + sum_k Z_mk^2 / (e_k + lambda'),
   //   w = Q diag(1 / (e + lambda')) Z^T y.
   const bool dual = M <= K;
-  const Eigen::MatrixXd gram = dual ? linalg::chunked_product(X, X.transpose(), false) : linalg::chunked_product(X, X, true);
-  const linalg::SymmetricEigen eig = linalg::symmetric_eigen(gram);
+  // Memory: at QM9's full size (110k x 6,096) one M x K matrix is 5.4 GB; besides the features
+  // the fit holds only X (Z overwrites it in the primal case) and K x K matrices.
+  const linalg::SymmetricEigen eig = linalg::symmetric_eigen(
+      dual ? linalg::chunked_product(X, X.transpose(), false) : linalg::chunked_product(X, X, true));
   const Eigen::VectorXd e = eig.values.cwiseMax(0.0);
   const Eigen::MatrixXd& V = eig.vectors;
-  const Eigen::MatrixXd Z = dual ? V : linalg::chunked_product(X, V, false);
-  const Eigen::MatrixXd Z2 = Z.array().square();
+  if (!dual) linalg::multiply_rows_in_place(X, V);  // X becomes Z = X Q
+  const Eigen::MatrixXd& Z = dual ? V : X;
   const Eigen::VectorXd Zty = Z.transpose() * y;
+  // h = diag(H) - 1/M = sum_k Z_mk^2 shrink_k, column by column in fixed row chunks (no M x K
+  // matrix of squares).
+  const auto leverage = [&](const Eigen::VectorXd& shrink) {
+    Eigen::VectorXd h = Eigen::VectorXd::Constant(M, 1.0 / Md);
+    parallel_chunks(M, kRowChunk, [&](Index, Index r0, Index r1) {
+      for (Index k = 0; k < Z.cols(); ++k)
+        h.segment(r0, r1 - r0).array() += Z.col(k).segment(r0, r1 - r0).array().square() * shrink(k);
+    });
+    return h;
+  };
 
   RidgeFit best;
   double best_mse = std::numeric_limits<double>::infinity();
@@ -294,7 +307,7 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
     }
     const Eigen::VectorXd yhat = dual ? Eigen::VectorXd(Z * shrink.cwiseProduct(Zty))
                                       : Eigen::VectorXd(Z * inv.cwiseProduct(Zty));
-    const Eigen::VectorXd h = (Z2 * shrink).array() + 1.0 / Md;
+    const Eigen::VectorXd h = leverage(shrink);
     double mse = 0.0, mae = 0.0;
     Vec<double> loo(M);
     for (Index m = 0; m < M; ++m) {

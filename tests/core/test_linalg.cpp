@@ -109,3 +109,22 @@ TEST_CASE("chunked_product: A^T B and A B as Eigen's product, the same bits for 
   omp_set_num_threads(saved);
   CHECK_THROWS_AS(linalg::chunked_product(a, c, true), InvalidArgument);
 }
+
+TEST_CASE("multiply_rows_in_place: x v as Eigen's product, the same bits for 1 and 2 threads", "[linalg][threads]") {
+  Rng rng(29);
+  Eigen::MatrixXd x(700, 90), v(90, 90);
+  for (Eigen::MatrixXd* m : {&x, &v})
+    for (Index k = 0; k < m->size(); ++k) m->data()[k] = rng.normal();
+  const Eigen::MatrixXd expected = x * v;
+  const int saved = omp_get_max_threads();
+  Eigen::MatrixXd one = x, two = x;
+  omp_set_num_threads(1);
+  linalg::multiply_rows_in_place(one, v);
+  omp_set_num_threads(2);
+  linalg::multiply_rows_in_place(two, v);
+  omp_set_num_threads(saved);
+  CHECK((one - expected).cwiseAbs().maxCoeff() <= 1e-12 * expected.cwiseAbs().maxCoeff());
+  CHECK(std::memcmp(one.data(), two.data(), sizeof(double) * static_cast<std::size_t>(one.size())) == 0);
+  Eigen::MatrixXd wrong(3, 4);
+  CHECK_THROWS_AS(linalg::multiply_rows_in_place(wrong, v), InvalidArgument);
+}
