@@ -222,6 +222,29 @@ TEST_CASE("dataset: forces converted to eV/A from the unit given, masked when mi
   CHECK_THROWS_WITH(flt::pipeline::force_unit_to_ev_per_angstrom("Debye/A"), Catch::Contains("energy per length"));
 }
 
+namespace {
+
+// `flt eval` of RUN's model on the `subset` (train, validation, test) of RUN's split of `input`:
+// the energy MAE it writes.
+double eval_energy_mae(const ScratchDir& dir, const fs::path& input, const fs::path& run, const std::string& subset) {
+  const fs::path out = dir / ("eval-" + subset + ".csv");
+  const auto eval = run_flt("eval -m '" + (run / "model.flt").string() + "' '" + input.string() + "' --split-file '" +
+                                (run / "split.csv").string() + "' --subset " + subset + " --rotations 0 -q -o '" +
+                                out.string() + "'",
+                            dir.path());
+  INFO(eval.err);
+  REQUIRE(eval.status == 0);
+  const std::string metrics = slurp(out);
+  const auto at = metrics.find("\nenergy,");
+  REQUIRE(at != std::string::npos);
+  std::istringstream row(metrics.substr(at + 1, metrics.find('\n', at + 1) - at - 1));
+  std::string field;
+  for (int k = 0; k < 4; ++k) std::getline(row, field, ',');
+  return std::stod(field);
+}
+
+}  // namespace
+
 TEST_CASE("flt train --three-body: the reference is fitted, reported, and the run's validation error is the model's",
           "[train][three_body]") {
   // The trainer keeps each molecule's label offsets (with the three-body reference's share) once
@@ -253,19 +276,7 @@ TEST_CASE("flt train --three-body: the reference is fitted, reported, and the ru
     for (int k = 0; k < 8; ++k) std::getline(row, field, ',');
     best = std::min(best, std::stod(field));
   }
-  const auto eval = run_flt("eval -m '" + (dir / "tb" / "model.flt").string() + "' '" + input.string() +
-                                "' --split-file '" + (dir / "tb" / "split.csv").string() +
-                                "' --subset validation --rotations 0 -q -o '" + (dir / "eval.csv").string() + "'",
-                            dir.path());
-  INFO(eval.err);
-  REQUIRE(eval.status == 0);
-  const std::string metrics = slurp(dir / "eval.csv");
-  const auto at = metrics.find("\nenergy,");
-  REQUIRE(at != std::string::npos);
-  std::istringstream row(metrics.substr(at + 1, metrics.find('\n', at + 1) - at - 1));
-  std::string field;
-  for (int k = 0; k < 4; ++k) std::getline(row, field, ',');
-  CHECK(std::stod(field) == Approx(best).epsilon(1e-6));
+  CHECK(eval_energy_mae(dir, input, dir / "tb", "validation") == Approx(best).epsilon(1e-6));
 
   // The training structures' offsets come from the fit's descriptor matrix (no second descriptor
   // pass): with weights that do not move (lr 1e-12, no EMA, no redraw), the learning curve's
@@ -283,20 +294,10 @@ TEST_CASE("flt train --three-body: the reference is fitted, reported, and the ru
   std::getline(still_curve, line);
   REQUIRE(std::getline(still_curve, line));
   std::istringstream still_row(line);
+  std::string field;
   for (int k = 0; k < 7; ++k) std::getline(still_row, field, ',');
   const double curve_train_mae = std::stod(field);
-  const auto train_eval = run_flt("eval -m '" + (dir / "still" / "model.flt").string() + "' '" + input.string() +
-                                      "' --split-file '" + (dir / "still" / "split.csv").string() +
-                                      "' --subset train --rotations 0 -q -o '" + (dir / "train_eval.csv").string() + "'",
-                                  dir.path());
-  INFO(train_eval.err);
-  REQUIRE(train_eval.status == 0);
-  const std::string train_metrics = slurp(dir / "train_eval.csv");
-  const auto train_at = train_metrics.find("\nenergy,");
-  REQUIRE(train_at != std::string::npos);
-  std::istringstream train_row(train_metrics.substr(train_at + 1, train_metrics.find('\n', train_at + 1) - train_at - 1));
-  for (int k = 0; k < 4; ++k) std::getline(train_row, field, ',');
-  CHECK(std::stod(field) == Approx(curve_train_mae).epsilon(1e-9));
+  CHECK(eval_energy_mae(dir, input, dir / "still", "train") == Approx(curve_train_mae).epsilon(1e-9));
 
   // The reference changes the model (its weights are in the file).
   const auto plain = run_flt(args(input, "", dir / "plain"), dir.path());
