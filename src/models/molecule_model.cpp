@@ -1055,6 +1055,7 @@ Mat<double> MoleculeModel<T>::three_body_per_structure(const MoleculeBatch& batc
 template <class T>
 Mat<double> MoleculeModel<T>::three_body_from_descriptors(const Mat<double>& descriptors) const {
   const Index S = descriptors.rows(), P = config_.num_targets();
+  if (norm_.three_body.size() == 0) return Mat<double>::Zero(S, P);
   require(descriptors.cols() == norm_.three_body.cols(),
           "three-body reference: descriptors of another basis (" + std::to_string(descriptors.cols()) + " columns, " +
               std::to_string(norm_.three_body.cols()) + " weights)");
@@ -1074,7 +1075,6 @@ template <class T>
 Mat<double> MoleculeModel<T>::label_offsets_from_descriptors(const MoleculeBatch& batch,
                                                              const Mat<double>& descriptors) const {
   require(descriptors.rows() == batch.num_molecules(), "label_offsets_from_descriptors: one descriptor row per structure");
-  if (norm_.three_body.size() == 0) return add_composition_offsets(batch, Mat<double>::Zero(batch.num_molecules(), config_.num_targets()));
   return add_composition_offsets(batch, three_body_from_descriptors(descriptors));
 }
 

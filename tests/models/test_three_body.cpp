@@ -319,6 +319,54 @@ TEST_CASE("ridge fit: leave-one-out error equals explicit refits, and an exact l
   CHECK(((X * exact.weights).array() + exact.intercept - y.array()).abs().maxCoeff() < 1e-4);
 }
 
+TEST_CASE("ridge fit at sizes of several row and column chunks: leave-one-out residuals from the hat "
+          "matrix, the same bits for 1 and 2 threads",
+          "[three_body][threads]") {
+  // The fit's Gram matrix, projection and leverages run in chunks of 256 columns or rows: 600 x 300
+  // (primal) and 300 x 600 (dual) cross chunk boundaries on both sides. Reference: the hat matrix
+  // H = 1 1^T / M + X (X^T X + lambda M I)^-1 X^T of the standardised X at the chosen lambda,
+  // residual_m = (y_m - (H y)_m) / (1 - H_mm).
+  Rng rng(31);
+  for (const auto& [M, F] : {std::pair<Index, Index>{600, 300}, std::pair<Index, Index>{300, 600}}) {
+    Mat<double> X(M, F);
+    Vec<double> y(M);
+    for (Index m = 0; m < M; ++m) {
+      for (Index k = 0; k < F; ++k) X(m, k) = rng.normal() + 0.01 * static_cast<double>(k);
+      y(m) = X(m, 0) - 0.5 * X(m, 7) + 0.1 * rng.normal();
+    }
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const RidgeFit one = fit_ridge_loo(X, y);
+    omp_set_num_threads(2);
+    const RidgeFit two = fit_ridge_loo(X, y);
+    omp_set_num_threads(saved);
+    CHECK(one.weights == two.weights);
+    CHECK(one.loo_residuals == two.loo_residuals);
+    CHECK(one.lambda == two.lambda);
+
+    Eigen::MatrixXd S(M, F);
+    for (Index k = 0; k < F; ++k) {
+      const double mean = X.col(k).mean();
+      const double sd = std::sqrt((X.col(k).array() - mean).square().mean());
+      S.col(k) = (X.col(k).array() - mean) / sd;
+    }
+    Eigen::MatrixXd A = S.transpose() * S;
+    A.diagonal().array() += one.lambda * static_cast<double>(M);
+    const Eigen::MatrixXd B = A.ldlt().solve(S.transpose());  // F x M
+    const Eigen::VectorXd yc = y.array() - y.mean();
+    const Eigen::VectorXd fitted = S * (B * yc);
+    double worst = 0.0, scale = 0.0;
+    for (Index m = 0; m < M; ++m) {
+      const double h = 1.0 / static_cast<double>(M) + S.row(m).dot(B.col(m));
+      const double residual = (yc(m) - fitted(m)) / (1.0 - h);
+      worst = std::max(worst, std::abs(residual - one.loo_residuals(m)));
+      scale = std::max(scale, std::abs(residual));
+    }
+    INFO("M " << M << ", F " << F << ", lambda " << one.lambda);
+    CHECK(worst <= 1e-8 * scale);
+  }
+}
+
 namespace {
 
 ModelConfig three_body_config() {
