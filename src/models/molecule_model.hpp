@@ -227,7 +227,8 @@ Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>&
 // config.three_body the three-body weights by ridge regression on what the reference energies
 // leave (fit_ridge_loo; the batch needs its coordinates unless `three_body_descriptors` gives the
 // structures' descriptors, S x the feature count of training_three_body_basis(config, train), as
-// ranks that each hold some structures' coordinates compute them; `log`, if given, receives one
+// ranks that each hold some structures' coordinates compute them; targets labelled on the same
+// structures share one fit, each the same bits as fitted alone; `log`, if given, receives one
 // line per target with the chosen lambda and the leave-one-out error, and sigma_t below is then the
 // reference's leave-one-out RMSE: the spread of what it leaves on unseen structures); then
 // m_t = mean over molecules of (y - sum e[Z]) / |s| and sigma_t = std of (y - sum e[Z] - |s| m_t);

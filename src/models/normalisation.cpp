@@ -136,7 +136,10 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
   }
   n.mean.assign(static_cast<std::size_t>(P), 0.0);
   n.scale.assign(static_cast<std::size_t>(P), 1.0);
-  Mat<double> three_body_features_of_train;
+  // The training structures' three-body descriptors: the caller's (not copied: at QM9's full size
+  // the matrix is GBs) or computed here.
+  Mat<double> computed_descriptors;
+  const Mat<double>* descriptors = nullptr;
   if (config.three_body) {
     const ThreeBodyBasis basis = three_body_basis(config, n.elements);
     if (three_body_descriptors != nullptr) {
@@ -145,70 +148,99 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
                               std::to_string(three_body_descriptors->rows()) + " x " +
                               std::to_string(three_body_descriptors->cols()) + ", not " + std::to_string(S) +
                               " structures x " + std::to_string(basis.feature_count()) + " features");
-      three_body_features_of_train = *three_body_descriptors;
+      descriptors = three_body_descriptors;
     } else {
       if (train.coords.rows() != train.num_atoms() || train.coords.cols() != 3)
         throw InvalidArgument("fit_normalisation: the three-body reference needs the coordinates of every "
                               "training structure");
-      three_body_features_of_train = three_body_features(basis, train.index, train.coords, train.atomic_numbers);
+      computed_descriptors = three_body_features(basis, train.index, train.coords, train.atomic_numbers);
+      descriptors = &computed_descriptors;
     }
     n.three_body = Mat<double>::Zero(P, basis.feature_count());
   }
+  // Per target: its labelled rows and, for extensive targets, the per-element reference energies.
+  std::vector<std::vector<Index>> rows_of(static_cast<std::size_t>(P));
   for (Index t = 0; t < P; ++t) {
     const bool ext = config.targets[static_cast<std::size_t>(t)].extensive;
-    std::vector<Index> rows;
+    std::vector<Index>& rows = rows_of[static_cast<std::size_t>(t)];
     for (Index s = 0; s < S; ++s)
       if (std::isfinite(labels(s, t))) rows.push_back(s);
     if (rows.empty())
       throw InvalidArgument("fit_normalisation: target '" + config.targets[static_cast<std::size_t>(t)].name +
                             "' has no finite label in the training set");
     const auto M = static_cast<Index>(rows.size());
-    if (ext) {
-      if (reference) {
-        n.reference.row(t) = reference->row(t);
-      } else if (fit_reference) {
-        Mat<double> C(M, E);
-        Vec<double> y(M);
-        for (Index r = 0; r < M; ++r) {
-          C.row(r) = counts.row(rows[static_cast<std::size_t>(r)]);
-          y(r) = labels(rows[static_cast<std::size_t>(r)], t);
-        }
-        const Vec<double> ref = fit_reference_energies(C, y);
-        for (Index e = 0; e < E; ++e) n.reference(t, n.elements[static_cast<std::size_t>(e)]) = ref(e);
-      }
-    }
-    double three_body_loo_rmse = 0.0;
-    if (ext && config.three_body) {
-      // Ridge on what the reference energies leave; its intercept goes to the per-atom mean below.
-      // The feature rows are copied only when some labels are missing (the matrix can be GBs).
-      const bool all_rows = M == S;
-      Mat<double> subset;
-      if (!all_rows) {
-        subset.resize(M, three_body_features_of_train.cols());
-        for (Index r = 0; r < M; ++r) subset.row(r) = three_body_features_of_train.row(rows[static_cast<std::size_t>(r)]);
-      }
-      const Mat<double>& X = all_rows ? three_body_features_of_train : subset;
+    if (!ext) continue;
+    if (reference) {
+      n.reference.row(t) = reference->row(t);
+    } else if (fit_reference) {
+      Mat<double> C(M, E);
       Vec<double> y(M);
       for (Index r = 0; r < M; ++r) {
-        const Index s = rows[static_cast<std::size_t>(r)];
-        y(r) = labels(s, t);
-        for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
-          y(r) -= n.reference(t, train.atomic_numbers[static_cast<std::size_t>(i)]);
+        C.row(r) = counts.row(rows[static_cast<std::size_t>(r)]);
+        y(r) = labels(rows[static_cast<std::size_t>(r)], t);
       }
+      const Vec<double> ref = fit_reference_energies(C, y);
+      for (Index e = 0; e < E; ++e) n.reference(t, n.elements[static_cast<std::size_t>(e)]) = ref(e);
+    }
+  }
+  // The three-body ridge fits on what the reference energies leave; a fit's intercept goes to the
+  // per-atom mean below. Extensive targets labelled on the same structures share one fit (one
+  // eigendecomposition for all of them; each target its own lambda).
+  std::vector<double> three_body_loo_rmse(static_cast<std::size_t>(P), 0.0);
+  if (config.three_body) {
+    std::vector<char> done(static_cast<std::size_t>(P), 0);
+    for (Index t0 = 0; t0 < P; ++t0) {
+      if (!config.targets[static_cast<std::size_t>(t0)].extensive || done[static_cast<std::size_t>(t0)]) continue;
+      const std::vector<Index>& rows = rows_of[static_cast<std::size_t>(t0)];
+      std::vector<Index> group;
+      for (Index t = t0; t < P; ++t)
+        if (config.targets[static_cast<std::size_t>(t)].extensive && rows_of[static_cast<std::size_t>(t)] == rows) {
+          group.push_back(t);
+          done[static_cast<std::size_t>(t)] = 1;
+        }
+      const auto M = static_cast<Index>(rows.size());
       if (M < 3)
         throw InvalidArgument("fit_normalisation: the three-body reference needs at least 3 labelled structures");
-      const RidgeFit fit = fit_ridge_loo(X, y);
-      n.three_body.row(t) = fit.weights.transpose();
-      three_body_loo_rmse = fit.loo_rmse;
-      if (log != nullptr) {
-        char line[256];
-        std::snprintf(line, sizeof line,
-                      "three-body reference of '%s': %lld weights, lambda %.3g, leave-one-out MAE %.6g, RMSE %.6g %s",
-                      config.targets[static_cast<std::size_t>(t)].name.c_str(), static_cast<long long>(X.cols()),
-                      fit.lambda, fit.loo_mae, fit.loo_rmse, config.targets[static_cast<std::size_t>(t)].unit.c_str());
-        log->push_back(line);
+      // The feature rows are copied only when some labels are missing (the matrix can be GBs).
+      Mat<double> subset;
+      if (M != S) {
+        subset.resize(M, descriptors->cols());
+        for (Index r = 0; r < M; ++r) subset.row(r) = descriptors->row(rows[static_cast<std::size_t>(r)]);
+      }
+      const Mat<double>& X = M == S ? *descriptors : subset;
+      Mat<double> y(M, static_cast<Index>(group.size()));
+      for (std::size_t g = 0; g < group.size(); ++g) {
+        const Index t = group[g];
+        for (Index r = 0; r < M; ++r) {
+          const Index s = rows[static_cast<std::size_t>(r)];
+          double v = labels(s, t);
+          for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
+            v -= n.reference(t, train.atomic_numbers[static_cast<std::size_t>(i)]);
+          y(r, static_cast<Index>(g)) = v;
+        }
+      }
+      const std::vector<RidgeFit> fits = fit_ridge_loo(X, y);
+      for (std::size_t g = 0; g < group.size(); ++g) {
+        const Index t = group[g];
+        const RidgeFit& fit = fits[g];
+        n.three_body.row(t) = fit.weights.transpose();
+        three_body_loo_rmse[static_cast<std::size_t>(t)] = fit.loo_rmse;
+        if (log != nullptr) {
+          char line[256];
+          std::snprintf(line, sizeof line,
+                        "three-body reference of '%s': %lld weights, lambda %.3g, leave-one-out MAE %.6g, RMSE %.6g %s",
+                        config.targets[static_cast<std::size_t>(t)].name.c_str(),
+                        static_cast<long long>(X.cols()), fit.lambda, fit.loo_mae, fit.loo_rmse,
+                        config.targets[static_cast<std::size_t>(t)].unit.c_str());
+          log->push_back(line);
+        }
       }
     }
+  }
+  for (Index t = 0; t < P; ++t) {
+    const bool ext = config.targets[static_cast<std::size_t>(t)].extensive;
+    const std::vector<Index>& rows = rows_of[static_cast<std::size_t>(t)];
+    const auto M = static_cast<Index>(rows.size());
     // Residuals after the reference energies; extensive: per-atom mean, then std of the
     // molecule-level residual so the normalised target has unit variance.
     std::vector<double> res(static_cast<std::size_t>(M)), natoms(static_cast<std::size_t>(M));
@@ -218,7 +250,7 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
       if (ext) {
         for (Index i = train.index.begin(s); i < train.index.end(s); ++i)
           y -= n.reference(t, train.atomic_numbers[static_cast<std::size_t>(i)]);
-        if (config.three_body) y -= three_body_features_of_train.row(s).dot(n.three_body.row(t));
+        if (config.three_body) y -= descriptors->row(s).dot(n.three_body.row(t));
       }
       res[static_cast<std::size_t>(r)] = y;
       natoms[static_cast<std::size_t>(r)] = ext ? static_cast<double>(train.index.size(s)) : 1.0;
@@ -236,7 +268,7 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
     // leaves on structures it was not fitted to. The in-sample spread can be ~0 when the
     // reference has more weights than structures, and would then inflate every normalised
     // quantity (the force residuals of force training most).
-    const double sd = ext && config.three_body ? three_body_loo_rmse : std::sqrt(var);
+    const double sd = ext && config.three_body ? three_body_loo_rmse[static_cast<std::size_t>(t)] : std::sqrt(var);
     n.mean[static_cast<std::size_t>(t)] = mean;
     n.scale[static_cast<std::size_t>(t)] = sd > 1e-12 ? sd : 1.0;
   }

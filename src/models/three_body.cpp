@@ -251,9 +251,10 @@ ThreeBodyEnergy three_body_energy(const ThreeBodyBasis& basis, const RaggedIndex
   return out;
 }
 
-RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
-  const Index M = features.rows(), F = features.cols();
-  require(M >= 3 && labels.size() == M, "fit_ridge_loo: need at least 3 rows and one label per row");
+std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<double>& labels) {
+  const Index M = features.rows(), F = features.cols(), T = labels.cols();
+  require(M >= 3 && labels.rows() == M && T >= 1,
+          "fit_ridge_loo: need at least 3 rows and one label per row (and at least one label column)");
   require(features.allFinite() && labels.allFinite(), "fit_ridge_loo: non-finite input");
   const double Md = static_cast<double>(M);
   const Vec<double> mean = features.colwise().mean().transpose();
@@ -266,14 +267,14 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
   const auto K = static_cast<Index>(kept.size());
   Eigen::MatrixXd X(M, K);
   for (Index c = 0; c < K; ++c) X.col(c) = (features.col(kept[static_cast<std::size_t>(c)]).array() - mean(kept[static_cast<std::size_t>(c)])) / sd(kept[static_cast<std::size_t>(c)]);
-  const double ybar = labels.mean();
-  const Eigen::VectorXd y = labels.array() - ybar;
 
   // Hat matrix of the centred problem: H = 1 1^T / M + X (X^T X + lambda' I)^-1 X^T, lambda' = lambda M.
   // Dual (M <= K): X X^T = V diag(e) V^T, H_mm = 1/M + sum_k V_mk^2 e_k / (e_k + lambda'),
   //   w = X^T V diag(1 / (e + lambda')) V^T y.
   // Primal (M > K): X^T X = Q diag(e) Q^T, Z = X Q, H_mm = 1/M + sum_k Z_mk^2 / (e_k + lambda'),
   //   w = Q diag(1 / (e + lambda')) Z^T y.
+  // The eigendecomposition and the leverages depend on X and lambda only, so every label column
+  // shares them; per column only Z^T y and the fitted values are its own.
   const bool dual = M <= K;
   // Memory: at QM9's full size (110k x 6,096) one M x K matrix is 5.4 GB; besides the features
   // the fit holds only X (Z overwrites it in the primal case) and K x K matrices.
@@ -283,7 +284,6 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
   const Eigen::MatrixXd& V = eig.vectors;
   if (!dual) linalg::multiply_rows_in_place(X, V);  // X becomes Z = X Q
   const Eigen::MatrixXd& Z = dual ? V : X;
-  const Eigen::VectorXd Zty = Z.transpose() * y;
   // h = diag(H) - 1/M = sum_k Z_mk^2 shrink_k, column by column in fixed row chunks (no M x K
   // matrix of squares).
   const auto leverage = [&](const Eigen::VectorXd& shrink) {
@@ -295,9 +295,20 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
     return h;
   };
 
-  RidgeFit best;
-  double best_mse = std::numeric_limits<double>::infinity();
-  Eigen::VectorXd best_coef;
+  struct Column {
+    double ybar = 0.0;
+    Eigen::VectorXd y, Zty, best_coef;
+    double best_mse = std::numeric_limits<double>::infinity();
+    RidgeFit best;
+  };
+  std::vector<Column> cols(static_cast<std::size_t>(T));
+  for (Index t = 0; t < T; ++t) {
+    Column& c = cols[static_cast<std::size_t>(t)];
+    const Eigen::VectorXd column = labels.col(t);  // contiguous: the same sums as a single vector
+    c.ybar = column.mean();
+    c.y = column.array() - c.ybar;
+    c.Zty = Z.transpose() * c.y;
+  }
   for (int k = 0; k <= 14; ++k) {
     const double lambda = std::pow(10.0, -8.0 + 0.5 * k), lp = lambda * Md;
     Eigen::VectorXd shrink(e.size()), inv(e.size());
@@ -305,38 +316,53 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
       inv(q) = 1.0 / (e(q) + lp);
       shrink(q) = dual ? e(q) * inv(q) : inv(q);
     }
-    const Eigen::VectorXd yhat = dual ? Eigen::VectorXd(Z * shrink.cwiseProduct(Zty))
-                                      : Eigen::VectorXd(Z * inv.cwiseProduct(Zty));
     const Eigen::VectorXd h = leverage(shrink);
-    double mse = 0.0, mae = 0.0;
-    Vec<double> loo(M);
-    for (Index m = 0; m < M; ++m) {
-      const double r = (y(m) - yhat(m)) / (1.0 - h(m));
-      loo(m) = r;
-      mse += r * r;
-      mae += std::abs(r);
-    }
-    mse /= Md;
-    mae /= Md;
-    if (mse < best_mse) {
-      best_mse = mse;
-      best.lambda = lambda;
-      best.loo_mae = mae;
-      best.loo_rmse = std::sqrt(mse);
-      best.loo_residuals = std::move(loo);
-      best_coef = inv.cwiseProduct(Zty);
+    for (Column& c : cols) {
+      const Eigen::VectorXd yhat = dual ? Eigen::VectorXd(Z * shrink.cwiseProduct(c.Zty))
+                                        : Eigen::VectorXd(Z * inv.cwiseProduct(c.Zty));
+      double mse = 0.0, mae = 0.0;
+      Vec<double> loo(M);
+      for (Index m = 0; m < M; ++m) {
+        const double r = (c.y(m) - yhat(m)) / (1.0 - h(m));
+        loo(m) = r;
+        mse += r * r;
+        mae += std::abs(r);
+      }
+      mse /= Md;
+      mae /= Md;
+      if (mse < c.best_mse) {
+        c.best_mse = mse;
+        c.best.lambda = lambda;
+        c.best.loo_mae = mae;
+        c.best.loo_rmse = std::sqrt(mse);
+        c.best.loo_residuals = std::move(loo);
+        c.best_coef = inv.cwiseProduct(c.Zty);
+      }
     }
   }
-  if (!std::isfinite(best_mse)) throw NumericalError("fit_ridge_loo: no finite leave-one-out error");
-  const Eigen::VectorXd w_std = dual ? Eigen::VectorXd(X.transpose() * (V * best_coef)) : Eigen::VectorXd(V * best_coef);
-  best.weights = Vec<double>::Zero(F);
-  best.intercept = ybar;
-  for (Index c = 0; c < K; ++c) {
-    const Index col = kept[static_cast<std::size_t>(c)];
-    best.weights(col) = w_std(c) / sd(col);
-    best.intercept -= best.weights(col) * mean(col);
+  std::vector<RidgeFit> fits;
+  fits.reserve(static_cast<std::size_t>(T));
+  for (Column& c : cols) {
+    if (!std::isfinite(c.best_mse)) throw NumericalError("fit_ridge_loo: no finite leave-one-out error");
+    const Eigen::VectorXd w_std =
+        dual ? Eigen::VectorXd(X.transpose() * (V * c.best_coef)) : Eigen::VectorXd(V * c.best_coef);
+    RidgeFit& best = c.best;
+    best.weights = Vec<double>::Zero(F);
+    best.intercept = c.ybar;
+    for (Index q = 0; q < K; ++q) {
+      const Index col = kept[static_cast<std::size_t>(q)];
+      best.weights(col) = w_std(q) / sd(col);
+      best.intercept -= best.weights(col) * mean(col);
+    }
+    fits.push_back(std::move(best));
   }
-  return best;
+  return fits;
+}
+
+RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
+  require(labels.size() == features.rows(), "fit_ridge_loo: need at least 3 rows and one label per row");
+  const Mat<double> column = labels;
+  return std::move(fit_ridge_loo(features, column).front());
 }
 
 }  // namespace flt::models

@@ -72,5 +72,9 @@ struct RidgeFit {
 };
 // Candidates lambda = 10^(-8 + k/2), k = 0..14 (times M as above).
 RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels);
+// One fit per column of labels (M x T) on the same rows: one eigendecomposition and one set of
+// leverages for all columns, each column choosing its own lambda; fit t is bitwise the fit of
+// labels.col(t) alone.
+std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<double>& labels);
 
 }  // namespace flt::models

@@ -367,6 +367,36 @@ TEST_CASE("ridge fit at sizes of several row and column chunks: leave-one-out re
   }
 }
 
+TEST_CASE("ridge fit of several label columns: each column bitwise its own fit, with its own lambda",
+          "[three_body]") {
+  Rng rng(13);
+  for (const auto& [M, F] : {std::pair<Index, Index>{90, 20}, std::pair<Index, Index>{15, 20}}) {
+    Mat<double> X(M, F), Y(M, 3);
+    for (Index m = 0; m < M; ++m) {
+      for (Index k = 0; k < F; ++k) X(m, k) = rng.normal() + 0.1 * static_cast<double>(k);
+      Y(m, 0) = X(m, 1) - 2.0 * X(m, 3) + 1e-3 * rng.normal();  // nearly exact: a small lambda
+      Y(m, 1) = 5.0 * rng.normal();                             // noise: a large lambda
+      Y(m, 2) = -X(m, 0) + 0.3 * rng.normal() + 7.0;
+    }
+    const std::vector<RidgeFit> fits = fit_ridge_loo(X, Y);
+    REQUIRE(fits.size() == 3);
+    for (Index t = 0; t < 3; ++t) {
+      const RidgeFit alone = fit_ridge_loo(X, Vec<double>(Y.col(t)));
+      const RidgeFit& shared = fits[static_cast<std::size_t>(t)];
+      INFO("M " << M << ", column " << t);
+      CHECK(shared.weights == alone.weights);
+      CHECK(shared.intercept == alone.intercept);
+      CHECK(shared.lambda == alone.lambda);
+      CHECK(shared.loo_residuals == alone.loo_residuals);
+      CHECK(shared.loo_rmse == alone.loo_rmse);
+    }
+    CHECK(fits[0].lambda < fits[1].lambda);
+  }
+  const Mat<double> ones = Mat<double>::Ones(10, 2), no_labels(10, 0), short_labels = Mat<double>::Ones(9, 2);
+  CHECK_THROWS_AS(fit_ridge_loo(ones, no_labels), InvalidArgument);
+  CHECK_THROWS_AS(fit_ridge_loo(ones, short_labels), InvalidArgument);
+}
+
 namespace {
 
 ModelConfig three_body_config() {
@@ -389,6 +419,42 @@ ModelConfig three_body_config() {
 }
 
 }  // namespace
+
+TEST_CASE("three-body reference of several extensive targets: the same fits as one target at a time",
+          "[three_body]") {
+  // Targets labelled on the same structures share one ridge fit (one eigendecomposition); one with
+  // a missing label is fitted on its own rows. Each must equal the single-target fit bitwise.
+  Rng rng(23);
+  std::vector<Molecule> mols;
+  for (int s = 0; s < 40; ++s) mols.push_back(random_cluster(rng, 5 + static_cast<int>(rng.below(6)), 3.5));
+  const MoleculeBatch train = batch_of(mols);
+  ModelConfig cfg = three_body_config();
+  cfg.targets = {{"a", "eV", true}, {"gap", "eV", false}, {"b", "eV", true}, {"c", "eV", true}};
+  Mat<double> labels(40, 4);
+  for (Index s = 0; s < 40; ++s) {
+    const double atoms = static_cast<double>(train.index.size(s));
+    labels(s, 0) = -3.0 * atoms + rng.normal();
+    labels(s, 1) = 0.5 * rng.normal();
+    labels(s, 2) = 2.0 * atoms + 0.1 * rng.normal();
+    labels(s, 3) = -atoms + 0.3 * rng.normal();
+  }
+  labels(11, 3) = std::numeric_limits<double>::quiet_NaN();
+  std::vector<std::string> log;
+  const Normalisation all = fit_normalisation(cfg, train, labels, true, std::nullopt, &log);
+  CHECK(log.size() == 3);
+  for (const Index t : {Index{0}, Index{2}, Index{3}}) {
+    ModelConfig one = cfg;
+    one.targets = {cfg.targets[static_cast<std::size_t>(t)]};
+    const Normalisation alone = fit_normalisation(one, train, Mat<double>(labels.col(t)));
+    INFO("target " << t);
+    CHECK(all.three_body.row(t) == alone.three_body.row(0));
+    CHECK(all.scale[static_cast<std::size_t>(t)] == alone.scale[0]);
+    CHECK(all.mean[static_cast<std::size_t>(t)] == alone.mean[0]);
+    CHECK(all.reference.row(t) == alone.reference.row(0));
+  }
+  CHECK(all.three_body.row(1).isZero());
+  CHECK(all.three_body.row(0) != all.three_body.row(2));
+}
 
 TEST_CASE("three-body reference in a molecule model: fit, round trips, forces and contributions",
           "[three_body]") {
