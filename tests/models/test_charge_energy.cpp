@@ -3,6 +3,7 @@
 // of parameters and coordinates against finite differences (double), the linear-cost path
 // against the O(N^2) closed form, bitwise determinism across thread counts, infer against
 // forward, size consistency, forces, configuration and model files.
+#include "../common/random_molecules.hpp"
 #include "core/gradcheck.hpp"
 #include "core/random.hpp"
 #include "models/model_io.hpp"
@@ -24,6 +25,7 @@
 
 using namespace flt;
 using namespace flt::models;
+using flt::test_support::random_molecules;
 
 namespace {
 
@@ -50,22 +52,6 @@ ModelConfig charge_config(ChargeEnergy charge, std::uint64_t seed = 11) {
   c.charge_init = 0.5;  // large enough that the charge energy matters in every test
   c.seed = seed;
   return c;
-}
-
-// Random H, C, N, O clouds (spread `sigma` Angstrom around the origin).
-std::vector<Molecule> random_structures(std::vector<int> sizes, std::uint64_t seed, double sigma = 1.2) {
-  Rng rng(seed);
-  const int elements[] = {1, 6, 7, 8};
-  std::vector<Molecule> out;
-  for (int n : sizes) {
-    Molecule m;
-    for (int i = 0; i < n; ++i) {
-      m.atomic_numbers.push_back(elements[rng.below(4)]);
-      m.positions.push_back({rng.normal(0, sigma), rng.normal(0, sigma), rng.normal(0, sigma)});
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
 }
 
 // Points on a jittered cubic grid of spacing 1.6 A: a liquid-like structure of n atoms, no atom
@@ -188,7 +174,7 @@ TEST_CASE("charge energy: double gradient check of all parameters and coordinate
       for (double& p : model.parameters().values()) p += 0.05 * rng.normal();
       // Structures wider than the cutoff (so the features' estimate carries far pairs) and a
       // single atom (its charge is 0 after neutralisation).
-      const auto mols = random_structures({1, 7, 12}, 21, 2.0);
+      const auto mols = random_molecules({1, 7, 12}, 21, 2.0, false);
       MoleculeBatch batch = batch_of(mols);
       Mat<double> w(3, 1);
       w << 0.7, -1.3, 0.9;
@@ -220,7 +206,7 @@ TEST_CASE("charge energy: the FLT path equals the O(N^2) closed form, values and
   // Two structures of several cutoffs (about 9 A across) and one small one; the product grid of
   // degree 40 resolves 2 pi kappa_max rho up to ~40 at kappa_max = 0.1: rho up to ~60 A.
   std::vector<Molecule> mols = {grid_structure(300, 1), grid_structure(150, 2)};
-  mols.push_back(random_structures({5}, 3).front());
+  mols.push_back(random_molecules({5}, 3, 1.2, false).front());
   const auto batch = batch_of(mols);
   ModelConfig fast_cfg = charge_config(ChargeEnergy::flt), exact_cfg = charge_config(ChargeEnergy::exact);
   fast_cfg.far_field = exact_cfg.far_field = FarField::none;
@@ -254,7 +240,7 @@ TEST_CASE("charge energy: the FLT path equals the O(N^2) closed form, values and
 TEST_CASE("charge energy: bitwise equal for 1 and 2 threads, and infer equals forward", "[models][charge]") {
   // A structure above the far field's single-chunk size (1024 rows) and two small ones.
   std::vector<Molecule> mols = {grid_structure(1500, 4)};
-  for (auto& m : random_structures({9, 14}, 5, 2.0)) mols.push_back(std::move(m));
+  for (auto& m : random_molecules({9, 14}, 5, 2.0, false)) mols.push_back(std::move(m));
   const auto batch = batch_of(mols);
   for (ChargeEnergy charge : {ChargeEnergy::flt, ChargeEnergy::exact}) {
     INFO("charge_energy " << to_string(charge));
@@ -313,7 +299,7 @@ TEST_CASE("charge energy: size consistent (two far-apart copies of a structure c
     cfg.charge_spacing = 0.005;  // 1/rho-like to 200 A
     cfg.charge_degree = 80;      // 2 pi 0.075 rho < 80 up to rho ~ 170 A
     MoleculeModel<double> model(cfg);
-    const Molecule a = random_structures({16}, 8, 1.5).front();
+    const Molecule a = random_molecules({16}, 8, 1.5, false).front();
     const Mat<double> ea = charge_energy_of(model, batch_of({a}));
     REQUIRE(std::abs(ea(0, 0)) > 1e-3);
     const double one = model.infer(batch_of({a}))(0, 0);
@@ -369,7 +355,7 @@ TEST_CASE("charge energy: forces are minus the gradient of the predicted energy"
   Normalisation norm = model.normalisation();
   norm.scale[0] = 2.5;
   model.set_normalisation(norm);
-  const std::vector<Molecule> mols = random_structures({9, 6}, 31, 2.0);
+  const std::vector<Molecule> mols = random_molecules({9, 6}, 31, 2.0, false);
   Mat<double> forces;
   const Mat<double> y = model.predict_with_forces(batch_of(mols), 0, forces);
   CHECK((y - model.predict(batch_of(mols))).cwiseAbs().maxCoeff() <= 1e-12 * (1 + y.cwiseAbs().maxCoeff()));
@@ -417,7 +403,7 @@ TEST_CASE("charge energy: configuration, refusals and model files", "[models][ch
 
   // A .flt file round trip predicts the same, bit for bit; the charge parameters are saved.
   MoleculeModel<float> model(cfg);
-  const auto mols = random_structures({7, 3, 10}, 13, 2.0);
+  const auto mols = random_molecules({7, 3, 10}, 13, 2.0, false);
   const auto batch = batch_of(mols);
   Mat<double> labels(3, 1);
   labels << -100, -40, -150;
@@ -445,7 +431,7 @@ TEST_CASE("charge energy: charges from formal charges, gradients and the Coulomb
     for (std::size_t s = 0; s < mols.size(); ++s) mols[s].formal_charges = formal[s];
     return mols;
   };
-  const auto mols = with_formal(random_structures({7, 12, 5}, 41, 2.0));
+  const auto mols = with_formal(random_molecules({7, 12, 5}, 41, 2.0, false));
   const std::vector<double> net = {1, 0, -1};
   {
     ModelConfig cfg = charge_config(ChargeEnergy::flt);

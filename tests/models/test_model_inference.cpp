@@ -2,6 +2,7 @@
 // training forward (the reference): the same predictions and per-atom outputs, bitwise, for every
 // attention kind on molecules, and for a near_far model on one structure of 5,000 atoms (more
 // than one block of MoleculeModel::infer_rows rows) at 1 and 2 threads; and its progress lines.
+#include "../common/random_molecules.hpp"
 #include "core/log.hpp"
 #include "core/random.hpp"
 #include "models/molecule_model.hpp"
@@ -15,6 +16,7 @@
 
 using namespace flt;
 using namespace flt::models;
+using flt::test_support::random_molecules;
 
 namespace {
 
@@ -41,23 +43,6 @@ ModelConfig small_config(AttentionKind kind) {
   c.far_init = 0.2;
   c.seed = 11;
   return c;
-}
-
-// Molecules of H, C, N, O in a jittered cloud of ~1.4 A spacing, with formal charges.
-std::vector<Molecule> random_molecules(const std::vector<int>& sizes, std::uint64_t seed) {
-  Rng rng(seed);
-  const int elements[] = {1, 6, 7, 8};
-  std::vector<Molecule> out;
-  for (int n : sizes) {
-    Molecule m;
-    for (int i = 0; i < n; ++i) {
-      m.atomic_numbers.push_back(elements[rng.below(4)]);
-      m.positions.push_back({rng.normal(0, 1.2), rng.normal(0, 1.2), rng.normal(0, 1.2)});
-      m.formal_charges.push_back(static_cast<int>(rng.below(3)) - 1);
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
 }
 
 // One structure of n atoms uniformly random at 0.1 atoms per A^3 (liquid density).

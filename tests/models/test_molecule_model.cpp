@@ -2,6 +2,7 @@
 // coordinates) for every attention kind, float vs double, invariances, rotation sensitivity,
 // normalisation and reference energies, element checks, determinism, serialisation hooks, and
 // an overfitting run on real QM9 molecules.
+#include "../common/random_molecules.hpp"
 #include "core/gradcheck.hpp"
 #include "core/optim.hpp"
 #include "core/random.hpp"
@@ -25,6 +26,7 @@
 
 using namespace flt;
 using namespace flt::models;
+using flt::test_support::random_molecules;
 
 namespace {
 
@@ -58,23 +60,6 @@ ModelConfig tiny_config(AttentionKind kind, std::uint64_t seed = 7) {
   c.far_init = 0.2;  // large enough that the far field matters in every test
   c.seed = seed;
   return c;
-}
-
-// Random molecules with H, C, N, O at typical distances (a jittered cloud of ~1.4 A spacing).
-std::vector<Molecule> random_molecules(std::vector<int> sizes, std::uint64_t seed) {
-  Rng rng(seed);
-  const int elements[] = {1, 6, 7, 8};
-  std::vector<Molecule> out;
-  for (int n : sizes) {
-    Molecule m;
-    for (int i = 0; i < n; ++i) {
-      m.atomic_numbers.push_back(elements[rng.below(4)]);
-      m.positions.push_back({rng.normal(0, 1.2), rng.normal(0, 1.2), rng.normal(0, 1.2)});
-      m.formal_charges.push_back(static_cast<int>(rng.below(3)) - 1);
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
 }
 
 // The molecule's atoms renumbered: atom i of the result is atom order[i] of m.
