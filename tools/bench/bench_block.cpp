@@ -697,8 +697,8 @@ int run_all(const Options& opt) {
              ? "width 128 = 8 heads x 16; a section at width 64 = 4 heads x 16 or 32 = 2 heads x "
                "16 only where the default did not fit in this machine's memory at 1e6 atoms"
              : "one section per width of --widths " + opt.widths +
-                   ", 16 channels per head (128 = 8 heads: the default model; 32 = 2 heads: the "
-                   "rMD17 energy and force recipes)")
+                   ", 16 channels per head (128 = 8 heads: the default model; 64 = 4 heads: the "
+                   "rMD17 energy-and-force recipe; 32 = 2 heads: the rMD17 energy recipe)")
      << ") on one set of N atoms uniformly random in a cube "
         "at 0.1 atoms/A^3, elements uniformly among H, C, N, O, renumbered in cell order (Morton "
         "order of 5 A cells, atoms of a cell in drawn order). Time = model.forward (embedding, "
