@@ -37,7 +37,8 @@
 //       time is one cold repetition), no +dR timing, then the split's kernels, each the fastest
 //       of up to 10 repetitions within 8 s (for work on the kernels). --cell A: cells of A Angstrom
 //       for the cell order instead of the model's cutoff.
-//       KIND: flt (the default block) | far-exact | far-none | exact (the old attention kind)
+//       KIND: flt (the default block) | flt-scalar (the same without vector features) | far-exact |
+//             far-none | exact (the old attention kind)
 //   bench_block peak THREADS   FMA-loop peak (fma_peak.hpp); prints one RESULT line
 //
 // Workload: N atoms uniformly random in a cube of volume N / 0.1 A^3 (0.1 atoms per A^3, about
@@ -156,6 +157,9 @@ models::ModelConfig block_config(const std::string& kind, Index width) {
   c.heads = width / 16;  // head width 16 as at the default 128 = 8 x 16
   if (kind == "flt") {
     c.far_field = models::FarField::flt;
+  } else if (kind == "flt-scalar") {
+    c.far_field = models::FarField::flt;
+    c.vectors = false;
   } else if (kind == "far-exact") {
     c.far_field = models::FarField::exact;
   } else if (kind == "far-none") {
@@ -163,7 +167,7 @@ models::ModelConfig block_config(const std::string& kind, Index width) {
   } else if (kind == "exact") {
     c.attention = models::AttentionKind::exact;
   } else {
-    throw flt::InvalidArgument("unknown kind '" + kind + "' (flt | far-exact | far-none | exact)");
+    throw flt::InvalidArgument("unknown kind '" + kind + "' (flt | flt-scalar | far-exact | far-none | exact)");
   }
   c.validate();
   return c;
@@ -890,7 +894,7 @@ int usage() {
                "[--commit TEXT]\n"
                "       bench_block run KIND N THREADS WIDTH [--max-gib G] [--budget S] [--order cell|random] [--cell A]"
                " [--no-split | --kernels-only]\n"
-               "           KIND: flt | far-exact | far-none | exact\n"
+               "           KIND: flt | flt-scalar | far-exact | far-none | exact\n"
                "       bench_block peak THREADS\n";
   return 2;
 }
