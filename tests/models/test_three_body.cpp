@@ -369,8 +369,10 @@ TEST_CASE("ridge fit at sizes of several row and column chunks: leave-one-out re
 
 TEST_CASE("ridge fit of several label columns: each column bitwise its own fit, with its own lambda",
           "[three_body]") {
+  // Small primal and dual shapes, and shapes that cross the fit's 256-row and 256-column chunks.
   Rng rng(13);
-  for (const auto& [M, F] : {std::pair<Index, Index>{90, 20}, std::pair<Index, Index>{15, 20}}) {
+  for (const auto& [M, F] : {std::pair<Index, Index>{90, 20}, std::pair<Index, Index>{15, 20},
+                             std::pair<Index, Index>{600, 300}, std::pair<Index, Index>{300, 600}}) {
     Mat<double> X(M, F), Y(M, 3);
     for (Index m = 0; m < M; ++m) {
       for (Index k = 0; k < F; ++k) X(m, k) = rng.normal() + 0.1 * static_cast<double>(k);
