@@ -32,8 +32,9 @@ Format format_from_name(std::string_view name) {
   if (n == "qm9") return Format::qm9;
   if (n == "pdb" || n == "ent") return Format::pdb;
   if (n == "csv") return Format::csv;
+  if (n == "smi" || n == "smiles") return Format::smi;
   throw InvalidArgument("unknown molecule format '" + std::string(name) +
-                        "' (known: sdf, mol, xyz, extxyz, qm9, pdb, csv)");
+                        "' (known: sdf, mol, xyz, extxyz, qm9, pdb, csv, smi)");
 }
 
 std::string_view format_name(Format format) {
@@ -44,6 +45,7 @@ std::string_view format_name(Format format) {
     case Format::qm9: return "qm9";
     case Format::pdb: return "pdb";
     case Format::csv: return "csv";
+    case Format::smi: return "smi";
     case Format::unknown: break;
   }
   return "unknown";
@@ -63,6 +65,7 @@ Format format_from_path(std::string_view path) {
   if (ext == "extxyz" || ext == "exyz") return Format::extxyz;
   if (ext == "pdb" || ext == "ent") return Format::pdb;
   if (ext == "csv") return Format::csv;
+  if (ext == "smi" || ext == "smiles" || ext == "ism") return Format::smi;
   return Format::unknown;
 }
 

@@ -14,9 +14,11 @@ enum class Format {
   qm9,      // QM9 dsgdb9nsd_*.xyz (15 properties in the comment line), reading only
   pdb,      // Protein Data Bank (.pdb .ent), read through RDKit; reading only
   csv,      // writing; reading: a CSV with a SMILES column (Chemprop layout), conformers generated
+  smi,      // SMILES file (.smi .smiles .ism): one molecule per line, "SMILES [title]" separated by
+            // blanks, optionally a header line naming the columns; conformers generated; reading only
 };
 
-// "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv" -> Format; throws flt::InvalidArgument otherwise.
+// "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv", "smi" (also "smiles") -> Format; throws flt::InvalidArgument otherwise.
 Format format_from_name(std::string_view name);
 std::string_view format_name(Format format);
 

@@ -67,7 +67,7 @@ class FileInput final : public Input {
       : path_(std::move(path)), format_(resolve_format(path_, options)) {
     if (format_ == Format::unknown) {
       throw InvalidArgument(path_ + ": cannot tell the format from the file name; give it "
-                                    "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv)");
+                                    "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv, smi)");
     }
     file_ = std::make_unique<io::InputFile>(path_);
   }
@@ -404,7 +404,9 @@ class MoleculeReader::Impl {
       case Format::qm9:
         return detail::make_xyz_parser(*source.stream, source.name, source.format, options_);
       case Format::pdb: return detail::make_pdb_parser(*source.stream, source.name, options_);
-      case Format::csv: return detail::make_smiles_parser(*source.stream, source.name, options_);
+      case Format::csv:
+      case Format::smi:
+        return detail::make_smiles_parser(*source.stream, source.name, source.format, options_);
       case Format::unknown: break;
     }
     throw InvalidArgument(source.name + ": unknown format");
@@ -474,7 +476,7 @@ std::unique_ptr<MoleculeReader> MoleculeReader::open(const std::vector<std::stri
         (options.format == Format::unknown ? format_from_path(path) : options.format) ==
             Format::unknown) {
       throw InvalidArgument(path + ": cannot tell the format from the file name; give it "
-                                   "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv)");
+                                   "explicitly (sdf, mol, xyz, extxyz, qm9, pdb, csv, smi)");
     }
   }
   return std::unique_ptr<MoleculeReader>(

@@ -31,8 +31,9 @@ std::unique_ptr<RecordParser> make_pdb_parser(std::istream& in, std::string sour
 // `flavour` is Format::xyz (recognise each record), Format::extxyz or Format::qm9.
 std::unique_ptr<RecordParser> make_xyz_parser(std::istream& in, std::string source,
                                               Format flavour, const ReadOptions& options);
-// CSV with a SMILES column (Chemprop's layout); conformers from chem/conformer.hpp.
-std::unique_ptr<RecordParser> make_smiles_parser(std::istream& in, std::string source,
+// `layout` Format::csv: a CSV with a SMILES column (Chemprop's layout); Format::smi: a SMILES file
+// (fields separated by blanks, header line optional). Conformers from chem/conformer.hpp.
+std::unique_ptr<RecordParser> make_smiles_parser(std::istream& in, std::string source, Format layout,
                                                  const ReadOptions& options);
 
 }  // namespace flt::chem::detail

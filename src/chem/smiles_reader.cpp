@@ -1,7 +1,12 @@
-// SMILES CSV record parser (Chemprop's layout: a header row, a SMILES column, any other columns):
-// each row becomes one record. RDKit parses the SMILES, hydrogens become atoms, and a 3-D
-// conformer is generated (chem/conformer.hpp; SMILES carry no coordinates). Every other column is
-// a property of the record (a label for training, passed through by the writers).
+// SMILES record parser for two layouts, each row one record:
+// - CSV (Chemprop's layout): a header row, a SMILES column, any other columns;
+// - SMILES files (.smi; Daylight, Open Babel, RDKit's SmilesMolSupplier and SmilesWriter): fields
+//   separated by blanks, '#' comment lines, and a header line only when one of its fields is the
+//   SMILES column's name (e.g. RDKit's "SMILES Name ..."). Without a header a line is
+//   "SMILES [title...]" (or the SMILES in the field that --smiles-column numbers).
+// RDKit parses the SMILES, hydrogens become atoms, and a 3-D conformer is generated
+// (chem/conformer.hpp; SMILES carry no coordinates). Every other named column is a property of the
+// record (a label for training, passed through by the writers).
 #include "chem/conformer.hpp"
 #include "chem/rdkit_log.hpp"
 #include "chem/record_parsers.hpp"
@@ -21,26 +26,80 @@ namespace {
 
 std::string trimmed(std::string_view text) { return std::string(flt::trim(text)); }
 
-// One CSV row (RFC 4180: quoted fields may hold commas, doubled quotes and line breaks).
+// One row: a CSV row (RFC 4180: quoted fields may hold commas, doubled quotes and line breaks) or
+// a SMILES file's line (fields separated by blanks).
 struct CsvRow {
   std::vector<std::string> fields;
+  std::vector<std::size_t> starts;  // SMILES file: each field's offset in `text` (CSV: empty)
   std::size_t line = 0;  // 1-based line where the row starts
   std::string text;      // the row as read (without the final line break)
+
+  // SMILES file: the text from field k to the end of the line, blanks inside kept ("a b").
+  std::string rest_from(std::size_t k) const {
+    return std::string(flt::trim(std::string_view(text).substr(starts[k])));
+  }
+};
+
+// Lines read as the readers do: a UTF-8 byte-order mark dropped from the first, CR-LF as LF.
+class LineReader {
+ public:
+  explicit LineReader(std::istream& in) : in_(in) {}
+  bool read_line(std::string& line) {
+    if (!std::getline(in_, line)) return false;
+    ++line_;
+    if (line_ == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return true;
+  }
+  std::size_t line() const noexcept { return line_; }
+
+ private:
+  std::istream& in_;
+  std::size_t line_ = 0;
+};
+
+// A SMILES file's rows: blank lines and lines starting with '#' skipped, fields split at runs of
+// spaces and tabs (a SMILES holds neither).
+class BlankRowReader {
+ public:
+  explicit BlankRowReader(std::istream& in) : lines_(in) {}
+  std::optional<CsvRow> next() {
+    std::string line;
+    while (lines_.read_line(line)) {
+      const auto first = line.find_first_not_of(" \t");
+      if (first == std::string::npos || line[first] == '#') continue;
+      CsvRow row;
+      row.line = lines_.line();
+      for (std::size_t i = first; i < line.size();) {
+        const std::size_t end = std::min(line.find_first_of(" \t", i), line.size());
+        row.fields.push_back(line.substr(i, end - i));
+        row.starts.push_back(i);
+        i = line.find_first_not_of(" \t", end);
+        if (i == std::string::npos) break;
+      }
+      row.text = std::move(line);
+      return row;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  LineReader lines_;
 };
 
 class CsvRowReader {
  public:
-  explicit CsvRowReader(std::istream& in) : in_(in) {}
+  explicit CsvRowReader(std::istream& in) : lines_(in) {}
 
   // The next non-blank row, or nullopt at the end. Throws InputError(source, record) for an
   // unterminated quote or text after a closing quote.
   std::optional<CsvRow> next(const std::string& source, std::size_t record) {
     for (;;) {
       std::string line;
-      if (!read_line(line)) return std::nullopt;
+      if (!lines_.read_line(line)) return std::nullopt;
       if (line.find_first_not_of(" \t") == std::string::npos) continue;
       CsvRow row;
-      row.line = line_;
+      row.line = lines_.line();
       row.text = line;
       std::string field;
       bool quoted = false, after_quote = false;
@@ -49,7 +108,7 @@ class CsvRowReader {
         if (i == line.size()) {
           if (!quoted) break;
           std::string more;
-          if (!read_line(more)) {
+          if (!lines_.read_line(more)) {
             throw InputError(source, record, "line " + std::to_string(row.line) +
                                                  ": the file ends inside a quoted field");
           }
@@ -93,21 +152,29 @@ class CsvRowReader {
   }
 
  private:
-  bool read_line(std::string& line) {
-    if (!std::getline(in_, line)) return false;
-    ++line_;
-    if (line_ == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    return true;
-  }
-  std::istream& in_;
-  std::size_t line_ = 0;
+  LineReader lines_;
 };
+
+// A positive field number ("2"), or nullopt for a column name.
+std::optional<std::size_t> field_number(const std::string& text) {
+  if (text.empty() || text.size() > 6 ||
+      !std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c) != 0; })) {
+    return std::nullopt;
+  }
+  const std::size_t n = std::stoul(text);
+  if (n == 0) return std::nullopt;
+  return n;
+}
 
 class SmilesParser final : public RecordParser {
  public:
-  SmilesParser(std::istream& in, std::string source, const ReadOptions& options)
-      : source_(std::move(source)), options_(options), rows_(in) {
+  SmilesParser(std::istream& in, std::string source, Format layout, const ReadOptions& options)
+      : source_(std::move(source)), layout_(layout), options_(options) {
+    if (layout_ == Format::smi) {
+      blank_rows_.emplace(in);
+    } else {
+      csv_rows_.emplace(in);
+    }
     route_rdkit_logs();
   }
 
@@ -116,22 +183,33 @@ class SmilesParser final : public RecordParser {
 
   std::optional<PointSet> next() override {
     if (done_) return std::nullopt;
-    if (header_.empty()) {
+    if (!started_) {
       done_ = true;  // a bad header ends the file
-      read_header();
+      start();
       done_ = false;
+      started_ = true;
     }
     std::optional<CsvRow> row;
-    try {
-      row = rows_.next(source_, record_ + 1);
-    } catch (const InputError&) {
-      done_ = true;  // an unterminated quote runs to the end of the file
-      ++record_;
-      throw;
+    if (first_row_) {
+      row = std::move(first_row_);
+      first_row_.reset();
+    } else {
+      try {
+        row = next_row(record_ + 1);
+      } catch (const InputError&) {
+        done_ = true;  // an unterminated quote runs to the end of the file
+        ++record_;
+        throw;
+      }
     }
     if (!row) {
       done_ = true;
-      if (record_ == 0) throw InputError(source_, 0, "no SMILES rows after the header");
+      if (record_ == 0) {
+        const char* what = header_.empty()            ? "no SMILES lines"
+                           : layout_ == Format::csv ? "no SMILES rows after the header"
+                                                    : "no SMILES lines after the header";
+        throw InputError(source_, 0, what);
+      }
       return std::nullopt;
     }
     ++record_;
@@ -139,16 +217,45 @@ class SmilesParser final : public RecordParser {
     points.source = source_;
     points.record = record_;
     const std::string at = "line " + std::to_string(row->line) + ": ";
-    if (row->fields.size() != header_.size()) {
-      fail(at + std::to_string(row->fields.size()) + " fields where the header has " +
-               std::to_string(header_.size()),
-           points, *row);
-    }
-    const std::string smiles = trimmed(row->fields[smiles_column_]);
-    points.title = smiles;
-    for (std::size_t c = 0; c < header_.size(); ++c) {
-      if (c == smiles_column_) continue;
-      points.set_property(keys_[c], trimmed(row->fields[c]), units_[c]);
+    std::string smiles;
+    if (!header_.empty()) {
+      // A SMILES file's last column takes the rest of a longer line: RDKit's SmilesWriter writes
+      // values with blanks unquoted ("CCO ethanol 5.1 a b" under "SMILES Name pIC50 note").
+      const bool longer = row->fields.size() > header_.size();
+      if (row->fields.size() < header_.size() || (longer && layout_ == Format::csv)) {
+        fail(at + std::to_string(row->fields.size()) + " fields where the header has " +
+                 std::to_string(header_.size()),
+             points, *row);
+      }
+      smiles = trimmed(row->fields[smiles_column_]);
+      points.title = smiles;
+      for (std::size_t c = 0; c < header_.size(); ++c) {
+        if (c == smiles_column_) continue;
+        std::string value = longer && c + 1 == header_.size() ? row->rest_from(c) : trimmed(row->fields[c]);
+        if (title_column_ && c == *title_column_) {
+          if (!value.empty()) points.title = std::move(value);
+          continue;
+        }
+        points.set_property(keys_[c], std::move(value), units_[c]);
+      }
+    } else {
+      // A SMILES file without a header: "SMILES title..." (or the SMILES in field smiles_column_
+      // + 1 and the other fields, joined by a blank, the title).
+      if (row->fields.size() <= smiles_column_) {
+        fail(at + std::to_string(row->fields.size()) + " field(s); the SMILES is field " +
+                 std::to_string(smiles_column_ + 1),
+             points, *row);
+      }
+      smiles = row->fields[smiles_column_];
+      std::string title;
+      if (smiles_column_ == 0) {
+        if (row->fields.size() > 1) title = row->rest_from(1);
+      } else {
+        for (std::size_t c = 0; c < row->fields.size(); ++c) {
+          if (c != smiles_column_) title += (title.empty() ? "" : " ") + row->fields[c];
+        }
+      }
+      points.title = title.empty() ? smiles : title;
     }
     if (smiles.empty()) fail(at + "empty SMILES", points, *row);
 
@@ -173,7 +280,13 @@ class SmilesParser final : public RecordParser {
         if (text.find_first_not_of(" \t") == std::string::npos) continue;
         why += (why.empty() ? "" : "; ") + trimmed(text);
       }
-      fail(at + "RDKit cannot parse the SMILES '" + smiles + "'" + (why.empty() ? "" : ": " + why),
+      // A headerless SMILES file read with the default column: the SMILES may be elsewhere
+      // (ZINC's "name SMILES" lines).
+      const bool other_fields = header_.empty() && options_.smiles_column.empty() && row->fields.size() > 1;
+      fail(at + "RDKit cannot parse the SMILES '" + smiles + "'" + (why.empty() ? "" : ": " + why) +
+               (other_fields ? " (field 1 of a SMILES file without a header line; "
+                               "--smiles-column N reads the SMILES from field N)"
+                             : ""),
            points, *row);
     }
     if (mol->getNumAtoms() == 0) fail(at + "the SMILES has no atoms", points, *row);
@@ -213,17 +326,54 @@ class SmilesParser final : public RecordParser {
       fail(at + *problem, points, *row);
     }
     if (options_.keep_molecule) {
-      mol->setProp(RDKit::common_properties::_Name, smiles);
+      mol->setProp(RDKit::common_properties::_Name, points.title);
       points.molecule = std::shared_ptr<const RDKit::ROMol>(mol.release());
     }
     return points;
   }
 
  private:
-  void read_header() {
-    std::optional<CsvRow> row = rows_.next(source_, 0);
-    if (!row) throw InputError(source_, 0, "empty file: no CSV header");
-    header_ = row->fields;
+  std::optional<CsvRow> next_row(std::size_t record) {
+    return blank_rows_ ? blank_rows_->next() : csv_rows_->next(source_, record);
+  }
+
+  // Reads the header: always in a CSV; in a SMILES file when a field of the first line is the
+  // SMILES column's name ("smiles" in any case, or a name given as smiles_column); otherwise that
+  // line is the first record.
+  void start() {
+    std::optional<CsvRow> row = next_row(0);
+    if (layout_ == Format::csv) {
+      if (!row) throw InputError(source_, 0, "empty file: no CSV header");
+      read_header(*row);
+      return;
+    }
+    if (!row) return;  // next() reports the empty file
+    const std::optional<std::size_t> number = field_number(options_.smiles_column);
+    const std::string wanted = options_.smiles_column.empty() || number ? "smiles" : options_.smiles_column;
+    const bool header = std::any_of(row->fields.begin(), row->fields.end(),
+                                    [&](const std::string& f) { return lower(f) == lower(wanted); });
+    if (header && !number) {
+      read_header(*row);
+      return;
+    }
+    if (header) {
+      throw InputError(source_, 0, "the first line is a header (" + row->text +
+                                       "): name the SMILES column instead of numbering it");
+    }
+    if (!options_.smiles_column.empty() && !number) {
+      throw InputError(source_, 0,
+                       "no header line naming the SMILES column '" + options_.smiles_column +
+                           "' (first line: " + row->text +
+                           "); a SMILES file without a header takes the column's number, 1 = the first");
+    }
+    smiles_column_ = number ? *number - 1 : 0;
+    first_row_ = std::move(row);
+    log_info(source_, ": SMILES file without a header: the SMILES in field ", smiles_column_ + 1,
+             ", the other fields the title");
+  }
+
+  void read_header(const CsvRow& row) {
+    header_ = row.fields;
     std::string columns;
     for (auto& name : header_) {
       name = trimmed(name);
@@ -244,11 +394,12 @@ class SmilesParser final : public RecordParser {
     }
     smiles_column_ = *found;
     for (std::size_t c = 0; c < header_.size(); ++c) {
-      // "U0 [eV]" -> key "U0", unit "eV".
+      // "U0 [eV]" -> key "U0", unit "eV"; in a SMILES file (blanks separate the columns) "U0[eV]".
       std::string key = header_[c], unit;
-      const auto open = key.rfind(" [");
-      if (open != std::string::npos && key.size() > open + 3 && key.back() == ']') {
-        unit = trimmed(key.substr(open + 2, key.size() - open - 3));
+      const auto open = layout_ == Format::csv ? key.rfind(" [") : key.rfind('[');
+      const std::size_t skip = layout_ == Format::csv ? 2 : 1;
+      if (open != std::string::npos && open > 0 && key.size() > open + skip + 1 && key.back() == ']') {
+        unit = trimmed(key.substr(open + skip, key.size() - open - skip - 1));
         key = trimmed(key.substr(0, open));
       }
       if (key.empty() && c != smiles_column_) {
@@ -260,8 +411,14 @@ class SmilesParser final : public RecordParser {
       keys_.push_back(key);
       units_.push_back(unit);
     }
+    // A SMILES file's "Name" (RDKit's SmilesWriter) or "Title" column is the title.
+    for (std::size_t c = 0; c < header_.size() && layout_ == Format::smi && !title_column_; ++c) {
+      const std::string key = lower(keys_[c]);
+      if (c != smiles_column_ && (key == "name" || key == "title")) title_column_ = c;
+    }
     log_info(source_, ": SMILES in column '", header_[smiles_column_], "'; ",
-             header_.size() - 1, " other column(s) kept as properties");
+             header_.size() - 1 - (title_column_ ? 1 : 0), " other column(s) kept as properties",
+             title_column_ ? ", column '" + header_[*title_column_] + "' the title" : std::string());
   }
 
   [[noreturn]] void fail(const std::string& reason, const PointSet& partial, const CsvRow& row) {
@@ -270,26 +427,33 @@ class SmilesParser final : public RecordParser {
     rejected_.partial.record = record_;
     rejected_.partial.title = partial.title;
     rejected_.partial.properties = partial.properties;
-    rejected_.format = Format::csv;
+    rejected_.format = layout_;
     rejected_.text = row.text;
     throw InputError(source_, record_, reason);
   }
 
   std::string source_;
+  Format layout_;
   ReadOptions options_;
-  CsvRowReader rows_;
+  std::optional<CsvRowReader> csv_rows_;
+  std::optional<BlankRowReader> blank_rows_;
+  std::optional<CsvRow> first_row_;  // a SMILES file's first line when it is not a header
   std::vector<std::string> header_, keys_, units_;
   std::size_t smiles_column_ = 0;
+  std::optional<std::size_t> title_column_;
   std::size_t record_ = 0;
-  bool done_ = false;
+  bool started_ = false, done_ = false;
   RejectedRecord rejected_;
 };
 
 }  // namespace
 
-std::unique_ptr<RecordParser> make_smiles_parser(std::istream& in, std::string source,
+std::unique_ptr<RecordParser> make_smiles_parser(std::istream& in, std::string source, Format layout,
                                                  const ReadOptions& options) {
-  return std::make_unique<SmilesParser>(in, std::move(source), options);
+  if (layout != Format::csv && layout != Format::smi) {
+    throw InvalidArgument("make_smiles_parser: the layout is csv or smi");
+  }
+  return std::make_unique<SmilesParser>(in, std::move(source), layout, options);
 }
 
 }  // namespace flt::chem::detail

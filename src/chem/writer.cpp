@@ -390,7 +390,7 @@ std::unique_ptr<MoleculeWriter> MoleculeWriter::open(const std::string& path,
     throw InvalidArgument(path + ": cannot tell the output format from the name; give it "
                                  "explicitly (sdf, xyz, extxyz, csv)");
   }
-  if (format == Format::qm9 || format == Format::pdb) {
+  if (format == Format::qm9 || format == Format::pdb || format == Format::smi) {
     throw InvalidArgument(path + ": flt reads " + std::string(format_name(format)) +
                           " files but does not write them");
   }

@@ -306,13 +306,13 @@ io::OptionSchema train_option_schema() {
            "CSV file of labels keyed by id or title (columns 'U0 [Hartree]', ...)")
       .optional = true;
   s.option("label-key", "data", OptionType::string, "", "key column of --labels (default: id, title or name)");
-  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9, pdb, csv (SMILES)").choices = {
-      "auto", "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv"};
+  s.option("format", "data", OptionType::string, "auto", "input format: auto, sdf, xyz, extxyz, qm9, pdb, csv (SMILES), smi").choices = {
+      "auto", "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv", "smi"};
   s.option("pdb-water", "data", OptionType::string, "drop", "PDB input: waters keep, drop or fail (the record is bad)").choices = {
       "keep", "drop", "fail"};
   s.option("pdb-hetero", "data", OptionType::string, "keep", "PDB input: other HETATM groups (ligands, ions) keep, drop or fail").choices = {
       "keep", "drop", "fail"};
-  s.option("smiles-column", "data", OptionType::string, "", "CSV input: the column holding the SMILES (default: the column named smiles)");
+  s.option("smiles-column", "data", OptionType::string, "", "SMILES input: the column holding the SMILES, by name (CSV, or a SMILES file with a header line) or by number in a SMILES file without one (default: the column named smiles; field 1)");
   s.option("missing-3d", "data", OptionType::string, "error",
            "records without 3-D coordinates: error or generate (RDKit ETKDGv3, random-coordinate fallback); SMILES always get one")
       .choices = {"error", "generate"};

@@ -31,7 +31,7 @@ io::OptionSchema convert_schema() {
   io::OptionSchema s;
   s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
   s.optional_option("out", "", OptionType::path, "output file ('-' for standard output)");
-  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES CSV), smi (SMILES file) (default: from each file name)");
   s.optional_option("out-format", "", OptionType::string, "output format: sdf, csv, xyz, extxyz (default: from the output name)");
   s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
   s.option("stats", "", OptionType::boolean, "false", "print per-record atom counts and labels instead of converting");

@@ -28,8 +28,8 @@ namespace {
 const char* kUsage =
     "Usage: flt predict [-m MODEL.flt ...] INPUT... [-o OUTPUT] [options]\n\n"
     "Predicts the model's targets for every molecule of the inputs (SDF/MOL, XYZ, extended XYZ,\n"
-    "QM9, CSV with a SMILES column; files, .gz, directories, tar archives, '-' for standard input\n"
-    "with --format). SMILES get a 3-D conformer from RDKit (ETKDGv3).\n"
+    "QM9, CSV with a SMILES column, SMILES files (.smi); files, .gz, directories, tar archives,\n"
+    "'-' for standard input with --format). SMILES get a 3-D conformer from RDKit (ETKDGv3).\n"
     "Several --model options form an ensemble: the mean, and the standard deviation as an\n"
     "uncertainty (<target>_std). Without --model the default model is used: $FLT_DEFAULT_MODEL,\n"
     "then <source tree>/models/default.flt, then <prefix>/share/flt/models/default.flt.\n"
@@ -234,7 +234,7 @@ io::OptionSchema predict_schema() {
   s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
   s.optional_option("inputs", "", OptionType::list, "input files, as the arguments (which replace these)");
   s.optional_option("out", "", OptionType::path, "output file: .sdf, .csv, .xyz/.extxyz, or '-' (standard output, needs --out-format)");
-  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES) (default: from each file name)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES CSV), smi (SMILES file) (default: from each file name)");
   s.optional_option("out-format", "", OptionType::string, "output format: sdf, csv, xyz, extxyz (default: from the output name)");
   s.option("table", "", OptionType::boolean, "false", "also print the table of predictions to standard output when -o is given");
   s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};

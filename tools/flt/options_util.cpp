@@ -88,7 +88,7 @@ void add_conformer_options(io::OptionSchema& s) {
   s.option("optimize", "", io::OptionType::string, "none", "clean-up of generated conformers: none or mmff (MMFF94)");
   s.option("conformer-attempts", "", io::OptionType::integer, "0",
            "ETKDG attempts per try, before and after the random-coordinate fallback (0: RDKit's bound, 10 x atoms)");
-  s.option("smiles-column", "", io::OptionType::string, "", "CSV input: the column holding the SMILES (default: the column named smiles)");
+  s.option("smiles-column", "", io::OptionType::string, "", "SMILES input: the column holding the SMILES, by name (CSV, or a SMILES file with a header line) or by number in a SMILES file without one (default: the column named smiles; field 1)");
   s.option("pdb-water", "", io::OptionType::string, "drop", "PDB input: waters keep, drop or fail (the record is bad)").choices = {
       "keep", "drop", "fail"};
   s.option("pdb-hetero", "", io::OptionType::string, "keep", "PDB input: other HETATM groups (ligands, ions) keep, drop or fail")

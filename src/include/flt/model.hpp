@@ -105,10 +105,11 @@ struct PredictOptions {
 struct FileOptions {
   int threads = 0;              // as PredictOptions::threads
   std::size_t batch_size = 64;  // as PredictOptions::batch_size
-  // "sdf", "mol", "xyz", "extxyz", "qm9" or "csv" (SMILES in Chemprop's layout, each row given a
-  // generated 3-D conformer); empty = from the file name (.sdf, .sd, .mol, .xyz, .csv, also inside
-  // .gz files; directories and archives (.tar, .tar.gz/.bz2/.xz/.zst, .zip, .7z, .cpio) for the
-  // molecule formats).
+  // "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv" (SMILES in Chemprop's layout) or "smi" (a
+  // SMILES file: "SMILES name" lines); SMILES records are given a generated 3-D conformer. Empty =
+  // from the file name (.sdf, .sd, .mol, .xyz, .pdb, .csv, .smi, also inside .gz files;
+  // directories and archives (.tar, .tar.gz/.bz2/.xz/.zst, .zip, .7z, .cpio) for the formats
+  // other than CSV).
   std::string format;
   // SDF/MOL records whose hydrogens are all implicit get them added as atoms with 3-D
   // coordinates (RDKit AddHs with addCoords).
