@@ -521,6 +521,12 @@ PdbPart pdb_part_from_name(const std::string& name) {
   throw InvalidArgument("'" + name + "' is not keep, drop or fail");
 }
 
+Periodic periodic_from_name(const std::string& name) {
+  if (name == "error") return Periodic::error;
+  if (name == "isolated") return Periodic::isolated;
+  throw InvalidArgument("'" + name + "' is not error or isolated");
+}
+
 std::string ReadSummary::describe() const {
   std::ostringstream out;
   out << "read " << read << " record" << (read == 1 ? "" : "s");

@@ -43,6 +43,18 @@ enum class PdbPart {
 // "keep", "drop", "fail" -> PdbPart; throws flt::InvalidArgument otherwise.
 PdbPart pdb_part_from_name(const std::string& name);
 
+// Extended XYZ: what to do with a periodic record (a `pbc` with a T, or a `Lattice` without `pbc`,
+// which ASE reads as periodic in all three directions). The models treat every structure as
+// isolated: no periodic images.
+enum class Periodic {
+  error,     // the record is bad (default): InputError naming pbc / Lattice and the option
+  isolated,  // read it as an isolated structure, the cell ignored (a warning once per file); the
+             // Lattice and pbc keys stay properties, so the writers pass them through
+};
+
+// "error", "isolated" -> Periodic; throws flt::InvalidArgument otherwise.
+Periodic periodic_from_name(const std::string& name);
+
 struct ReadOptions {
   // Format of every input; Format::unknown = from each file's extension (also inside directories
   // and archives). Standard input needs an explicit format. Format::xyz recognises plain,
@@ -70,6 +82,7 @@ struct ReadOptions {
   // when the structure has none).
   PdbPart pdb_water = PdbPart::drop;
   PdbPart pdb_hetero = PdbPart::keep;
+  Periodic periodic = Periodic::error;
   // Keep the RDKit molecule in PointSet::molecule (the SDF writer needs it to write bonds).
   bool keep_molecule = true;
 };

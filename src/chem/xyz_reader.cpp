@@ -507,6 +507,53 @@ class XyzParser final : public RecordParser {
     if (!has_species || !has_pos) {
       error = where + "Properties=" + spec + " lacks species:S:1 (or Z:I:1) or pos:R:3";
     }
+    check_periodic(pairs, where, error);
+  }
+
+  // ASE's reading: pbc="T T T" (T/F, True/False or 1/0; one value for all three directions), and
+  // a Lattice without pbc is periodic in all three.
+  void check_periodic(const std::vector<std::pair<std::string, std::string>>& pairs,
+                      const std::string& where, std::string& error) const {
+    const std::string* pbc = nullptr;
+    bool lattice = false;
+    for (const auto& kv : pairs) {
+      if (kv.first == "pbc") pbc = &kv.second;
+      if (kv.first == "Lattice") lattice = true;
+    }
+    std::string why;
+    if (pbc != nullptr) {
+      std::vector<std::string_view> tokens;
+      split_ws(*pbc, tokens);
+      bool periodic = false, readable = tokens.size() == 1 || tokens.size() == 3;
+      for (const auto token : tokens) {
+        const std::string t = flt::lower(token);
+        if (t == "t" || t == "true" || t == "1") {
+          periodic = true;
+        } else if (t != "f" && t != "false" && t != "0") {
+          readable = false;
+        }
+      }
+      if (!readable) {
+        if (error.empty()) error = where + "pbc=" + quote(*pbc) + " is not one or three of T/F";
+        return;
+      }
+      if (periodic) why = "periodic boundary conditions (pbc=" + quote(*pbc) + ")";
+    } else if (lattice) {
+      why = "a Lattice without pbc (periodic in all three directions, as ASE reads it)";
+    }
+    if (why.empty()) return;
+    if (options_.periodic == Periodic::isolated) {
+      if (!warned_periodic_) {
+        log_warning(source_, ": periodic records read as isolated structures (--periodic isolated): ",
+                    "the cell is ignored, atoms see no periodic images");
+        warned_periodic_ = true;
+      }
+      return;
+    }
+    if (error.empty()) {
+      error = where + why + ": flt models isolated structures, without periodic images; "
+                            "--periodic isolated reads the record as one, ignoring the cell";
+    }
   }
 
   // Units of the comment line's labels (see the head of this file): the key's own
@@ -632,6 +679,7 @@ class XyzParser final : public RecordParser {
   std::size_t record_ = 0;
   bool empty_reported_ = false;
   mutable bool ase_units_logged_ = false;
+  mutable bool warned_periodic_ = false;
 };
 
 }  // namespace

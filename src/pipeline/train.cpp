@@ -312,6 +312,8 @@ io::OptionSchema train_option_schema() {
       "keep", "drop", "fail"};
   s.option("pdb-hetero", "data", OptionType::string, "keep", "PDB input: other HETATM groups (ligands, ions) keep, drop or fail").choices = {
       "keep", "drop", "fail"};
+  s.option("periodic", "data", OptionType::string, "error", "extended XYZ records with periodic boundary conditions (a T in pbc, or a Lattice without pbc): error (the record is bad) or isolated (read as an isolated structure, the cell ignored)").choices = {
+      "error", "isolated"};
   s.option("smiles-column", "data", OptionType::string, "", "SMILES input: the column holding the SMILES, by name (CSV, or a SMILES file with a header line) or by number in a SMILES file without one (default: the column named smiles; field 1)");
   s.option("missing-3d", "data", OptionType::string, "error",
            "records without 3-D coordinates: error or generate (RDKit ETKDGv3, random-coordinate fallback); SMILES always get one")
@@ -475,6 +477,7 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   d.read.min_distance = o.get_real("min-distance");
   d.read.keep_molecule = false;
   d.read.smiles_column = o.get_string("smiles-column");
+  d.read.periodic = chem::periodic_from_name(o.get_string("periodic"));
   d.read.pdb_water = chem::pdb_part_from_name(o.get_string("pdb-water"));
   d.read.pdb_hetero = chem::pdb_part_from_name(o.get_string("pdb-hetero"));
   d.read.missing_3d = o.get_string("missing-3d") == "generate" ? chem::Missing3D::generate : chem::Missing3D::error;

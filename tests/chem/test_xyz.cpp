@@ -193,6 +193,71 @@ TEST_CASE("extended XYZ: a formal_charges column sets the atoms' formal charges"
   CHECK_THAT(r.summary.skipped[2].reason, Catch::EndsWith("atom 1: formal charge -40 outside +-16"));
 }
 
+TEST_CASE("extended XYZ: periodic records are refused unless read as isolated structures",
+          "[chem][xyz]") {
+  // As ASE writes them: a water molecule in a periodic box (ase.io.write of Atoms with pbc=True),
+  // then pbc given per direction, a Lattice without pbc (periodic in ASE's reading), an open
+  // record, and pbc spellings ASE also reads.
+  const std::string text =
+      "3\n"
+      "Lattice=\"6.0 0.0 0.0 0.0 7.526478 0.0 0.0 0.0 6.596309\" Properties=species:S:1:pos:R:3 pbc=\"T T T\"\n"
+      "O        3.00000000       3.76323900       3.59630900\n"
+      "H        3.00000000       4.52647800       3.00000000\n"
+      "H        3.00000000       3.00000000       3.00000000\n"
+      "1\n"
+      "pbc=\"F T F\" energy=-1\n"
+      "He 0 0 0\n"
+      "1\n"
+      "Lattice=\"5 0 0 0 5 0 0 0 5\" energy=-2\n"
+      "He 0 0 0\n"
+      "1\n"
+      "Lattice=\"5 0 0 0 5 0 0 0 5\" pbc=\"F F F\" energy=-3\n"
+      "He 0 0 0\n"
+      "1\n"
+      "pbc=\"False false 0\" energy=-4\n"
+      "He 0 0 0\n"
+      "1\n"
+      "pbc=T energy=-5\n"
+      "He 0 0 0\n"
+      "1\n"
+      "pbc=\"T F\" energy=-6\n"
+      "He 0 0 0\n"
+      "1\n"
+      "pbc=\"True 1 F\" energy=-7\n"
+      "He 0 0 0\n";
+  const auto r = read_text(text, Format::xyz);
+  REQUIRE(r.records.size() == 2);
+  CHECK(*r.records[0].number("energy") == -3);
+  CHECK(*r.records[1].number("energy") == -4);
+  REQUIRE(r.summary.skipped.size() == 6);
+  CHECK(r.summary.skipped[0].record == 1);
+  CHECK(r.summary.skipped[0].reason ==
+        "line 2: periodic boundary conditions (pbc='T T T'): flt models isolated structures, without "
+        "periodic images; --periodic isolated reads the record as one, ignoring the cell");
+  CHECK(r.summary.skipped[1].record == 2);
+  CHECK(r.summary.skipped[1].reason.find("pbc='F T F'") != std::string::npos);
+  CHECK(r.summary.skipped[2].record == 3);
+  CHECK(r.summary.skipped[2].reason.find("a Lattice without pbc") != std::string::npos);
+  CHECK(r.summary.skipped[3].record == 6);
+  CHECK(r.summary.skipped[4].record == 7);
+  CHECK(r.summary.skipped[4].reason == "line 22: pbc='T F' is not one or three of T/F");
+  CHECK(r.summary.skipped[5].record == 8);
+  CHECK(r.summary.skipped[5].reason.find("periodic boundary conditions (pbc='True 1 F')") == 9);
+
+  ReadOptions isolated;
+  isolated.periodic = Periodic::isolated;
+  const auto all = read_text(text, Format::xyz, isolated);
+  REQUIRE(all.records.size() == 7);
+  REQUIRE(all.summary.skipped.size() == 1);  // the unreadable pbc stays bad
+  const PointSet& water = all.records[0];
+  CHECK(water.atomic_numbers == std::vector<int>{8, 1, 1});
+  CHECK(water.positions(1, 1) == 4.526478);
+  CHECK(water.property("pbc")->value == "T T T");  // kept for the writers
+  CHECK(water.property("Lattice") != nullptr);
+  CHECK(periodic_from_name("isolated") == Periodic::isolated);
+  CHECK_THROWS_AS(periodic_from_name("wrap"), flt::InvalidArgument);
+}
+
 TEST_CASE("XYZ: minimum distance can be switched off", "[chem][xyz]") {
   ReadOptions options;
   options.min_distance = 0.0;

@@ -45,6 +45,8 @@ io::OptionSchema eval_schema() {
                     "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)");
   s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)");
   s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
+  s.option("periodic", "", OptionType::string, "error", "extended XYZ records with periodic boundary conditions (a T in pbc, or a Lattice without pbc): error (the record is bad) or isolated (read as an isolated structure, the cell ignored)").choices = {
+      "error", "isolated"};
   s.option("limit", "", OptionType::integer, "0", "evaluate at most this many molecules (0: all)");
   s.optional_option("split-file", "", OptionType::path, "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)");
   s.option("subset", "", OptionType::string, "test", "with --split-file: train, validation or test").choices = {"train", "validation", "test"};
@@ -86,6 +88,7 @@ int run_eval(const std::vector<std::string>& args) {
   eval.data.inputs = inputs;
   eval.data.read.format = format_option(o, "format");
   eval.data.read.keep_molecule = false;
+  eval.data.read.periodic = chem::periodic_from_name(o.get_string("periodic"));
   eval.data.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
   eval.data.labels_csv = parsed->string_or_empty("labels");
   eval.data.label_key = o.get_string("label-key");

@@ -37,6 +37,8 @@ io::OptionSchema md_schema() {
   s.optional_option("input", "", OptionType::path, "the molecule file to start from, as the argument (which replaces it)");
   s.option("record", "", OptionType::integer, "1", "which record of INPUT to start from, 1-based");
   s.optional_option("format", "", OptionType::string, "input format (default: from the file name)");
+  s.option("periodic", "", OptionType::string, "error", "an extended XYZ start with periodic boundary conditions (a T in pbc, or a Lattice without pbc): error or isolated (run as an isolated structure, the cell ignored)").choices = {
+      "error", "isolated"};
   s.option("steps", "", OptionType::integer, std::to_string(defaults.steps), "time steps");
   s.option("timestep", "", OptionType::real, shortest_number(defaults.timestep_fs), "time step in fs");
   s.option("temperature", "", OptionType::real, shortest_number(defaults.temperature_k), "initial temperature in K (0: start at rest)");
@@ -80,6 +82,7 @@ int run_md(const std::vector<std::string>& args) {
   chem::ReadOptions read;
   read.format = format_option(o, "format");
   read.keep_molecule = false;
+  read.periodic = chem::periodic_from_name(o.get_string("periodic"));
   auto reader = chem::MoleculeReader::open(inputs, read);
   std::optional<chem::PointSet> start;
   for (std::size_t k = 1; k <= record; ++k) {

@@ -93,6 +93,9 @@ void add_conformer_options(io::OptionSchema& s) {
       "keep", "drop", "fail"};
   s.option("pdb-hetero", "", io::OptionType::string, "keep", "PDB input: other HETATM groups (ligands, ions) keep, drop or fail")
       .choices = {"keep", "drop", "fail"};
+  s.option("periodic", "", io::OptionType::string, "error",
+           "extended XYZ records with periodic boundary conditions (a T in pbc, or a Lattice without pbc): error (the record is bad) or isolated (read as an isolated structure, the cell ignored)")
+      .choices = {"error", "isolated"};
 }
 
 void apply_conformer_options(const io::ResolvedOptions& o, chem::ReadOptions& read) {
@@ -107,6 +110,7 @@ void apply_conformer_options(const io::ResolvedOptions& o, chem::ReadOptions& re
   read.smiles_column = o.get_string("smiles-column");
   read.pdb_water = chem::pdb_part_from_name(o.get_string("pdb-water"));
   read.pdb_hetero = chem::pdb_part_from_name(o.get_string("pdb-hetero"));
+  read.periodic = chem::periodic_from_name(o.get_string("periodic"));
 }
 
 chem::Format format_option(const io::ResolvedOptions& o, std::string_view name) {

@@ -80,7 +80,7 @@ class EvalProgressBar {
 
 // Conformer generation, SMILES and PDB input options shared by flt predict and flt convert:
 // --optimize none|mmff, --conformer-attempts N, --smiles-column NAME|N, --pdb-water and
-// --pdb-hetero keep|drop|fail.
+// --pdb-hetero keep|drop|fail, --periodic error|isolated.
 void add_conformer_options(io::OptionSchema& schema);
 // Copies them into `read`; throws UsageError for a bad value.
 void apply_conformer_options(const io::ResolvedOptions& options, chem::ReadOptions& read);
