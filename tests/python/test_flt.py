@@ -172,6 +172,36 @@ def test_ase_calculator(model):
         FLTCalculator(model, target="mu")  # Debye is not an energy
 
 
+def test_ase_atoms_are_molecules_and_periodic_ones_are_marked(model, tmp_path):
+    ase = pytest.importorskip("ase")
+    import ase.io
+
+    mols = [m for m in Chem.SDMolSupplier(str(LIGANDS), removeHs=False)]
+    frames = [ase.Atoms(numbers=[a.GetAtomicNum() for a in m.GetAtoms()],
+                        positions=m.GetConformer().GetPositions()) for m in mols]
+    frames[1].info["name"] = "second"
+    boxed = frames[0].copy()
+    boxed.cell = [30, 30, 30]
+    boxed.pbc = [True, False, True]
+    table = model.predict(frames + [boxed])
+    reference = model.predict(mols)
+    np.testing.assert_array_equal(table.values[:len(mols)], reference.values)
+    assert table.titles[0] == frames[0].get_chemical_formula()
+    assert table.titles[1] == "second"
+    assert table.ok.tolist() == [True] * len(mols) + [False]
+    assert table.errors[-1].startswith("periodic boundary conditions (pbc=T F T)")
+    assert np.isnan(table.values[-1]).all()
+    # One Atoms is one molecule, not a sequence of atoms.
+    single = model.predict(frames[0], forces=True)
+    assert single.values.shape[0] == 1
+    np.testing.assert_array_equal(single.forces[0], model.predict(mols[0], forces=True).forces[0])
+    # What ASE users write: frames read back from an extended XYZ file.
+    path = tmp_path / "frames.extxyz"
+    ase.io.write(str(path), frames)
+    again = model.predict(ase.io.read(str(path), ":"))
+    np.testing.assert_allclose(again.values, reference.values, rtol=1e-12, atol=0)
+
+
 def test_readme_example_runs_verbatim():
     readme = (SOURCE / "README.md").read_text()
     begin = readme.index("<!-- python-example:begin -->")

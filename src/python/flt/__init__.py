@@ -10,8 +10,9 @@
     table.errors                                 # None, or the reason a molecule was not predicted
     table.units                                  # unit of each column, e.g. ["eV", "eV", ...]
 
-Molecules are RDKit ``Chem.Mol`` objects with a 3-D conformer, ``flt.Molecule`` (atomic numbers
-and coordinates in Angstrom), or ``(atomic_numbers, coordinates)`` pairs. The compiled module
+Molecules are RDKit ``Chem.Mol`` objects with a 3-D conformer, ASE ``Atoms`` (isolated: no periodic
+boundary conditions), ``flt.Molecule`` (atomic numbers and coordinates in Angstrom), or
+``(atomic_numbers, coordinates)`` pairs. The compiled module
 ``flt._flt`` wraps the C++ library (libflt); prediction releases the GIL and one Model may be used
 from several threads at once.
 """
@@ -160,6 +161,24 @@ def _is_rdkit_mol(obj: Any) -> bool:
     return isinstance(obj, Chem.Mol)
 
 
+def _is_ase_atoms(obj: Any) -> bool:
+    # An Atoms object exists only where ase was imported; flt does not import it.
+    import sys
+    ase = sys.modules.get("ase")
+    return ase is not None and isinstance(obj, ase.Atoms)
+
+
+def _ase_item(atoms: Any) -> tuple:
+    title = str(atoms.info.get("name", atoms.info.get("title", atoms.get_chemical_formula())))
+    if atoms.pbc.any():
+        # As flt predict does with a periodic extended-XYZ record: marked, not predicted.
+        pbc = " ".join("T" if p else "F" for p in atoms.pbc)
+        return ("invalid", f"periodic boundary conditions (pbc={pbc}): flt models isolated "
+                "structures, without periodic images; set atoms.pbc = False to predict it as one",
+                "", None, title)
+    return ("arrays", atoms.numbers, atoms.positions, None, title)
+
+
 def _rdkit_item(mol: Any, conf_id: int, add_hydrogens: bool) -> tuple:
     from rdkit import Chem
 
@@ -176,13 +195,15 @@ def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
         return ("invalid", "", "", None, "")
     if _is_rdkit_mol(obj):
         return _rdkit_item(obj, conf_id, add_hydrogens)
+    if _is_ase_atoms(obj):
+        return _ase_item(obj)
     if isinstance(obj, Molecule):
         return ("arrays", obj.atomic_numbers, obj.coordinates, obj.formal_charges, obj.title)
     if isinstance(obj, tuple) and len(obj) in (2, 3):
         charges = obj[2] if len(obj) == 3 else None
         return ("arrays", obj[0], obj[1], charges, "")
     raise TypeError(
-        "flt: a molecule must be an RDKit Chem.Mol, an flt.Molecule or an "
+        "flt: a molecule must be an RDKit Chem.Mol, an ASE Atoms, an flt.Molecule or an "
         f"(atomic_numbers, coordinates) pair, not {type(obj).__name__}")
 
 
@@ -255,9 +276,10 @@ class Model(_TargetNames):
                 forces_target: str = "", per_atom: bool = False) -> PredictionTable:
         """Predicts every target for each molecule, one row per molecule in input order.
 
-        molecules: one molecule or a sequence of them (RDKit Chem.Mol with a 3-D conformer,
-        flt.Molecule, or (atomic_numbers, coordinates) in Angstrom; None entries, as RDKit's
-        suppliers give for unreadable records, become rows with an error). conf_id selects the
+        molecules: one molecule or a sequence of them (RDKit Chem.Mol with a 3-D conformer, ASE
+        Atoms, e.g. ase.io.read(path, ":"), flt.Molecule, or (atomic_numbers, coordinates) in
+        Angstrom; None entries, as RDKit's suppliers give for unreadable records, and periodic
+        Atoms become rows with an error). conf_id selects the
         RDKit conformer (-1: the default). RDKit molecules whose hydrogens are all implicit get
         them added with coordinates when add_hydrogens is true. Molecules that cannot be
         predicted get NaN and the reason in `errors`; the others are unaffected.
@@ -266,7 +288,8 @@ class Model(_TargetNames):
         per_atom=True adds each atom's contribution to the extensive targets (`contributions`;
         no extra pass; flt.InvalidInput when the model has no extensive target).
         """
-        if molecules is None or _is_rdkit_mol(molecules) or isinstance(molecules, Molecule) or (
+        if molecules is None or _is_rdkit_mol(molecules) or _is_ase_atoms(molecules) or \
+                isinstance(molecules, Molecule) or (
                 isinstance(molecules, tuple) and len(molecules) in (2, 3)
                 and not _is_rdkit_mol(molecules[0]) and np.ndim(molecules[0]) == 1):
             molecules = [molecules]
@@ -278,7 +301,7 @@ class Model(_TargetNames):
                                        target.name if target else "", bool(per_atom))
         for k, item in enumerate(items):
             if item[0] == "invalid":
-                errors[k] = "no molecule (None: a record the RDKit supplier could not read)"
+                errors[k] = item[1] or "no molecule (None: a record the RDKit supplier could not read)"
         table = PredictionTable(self.targets, values, stddev, errors, titles)
         if target is not None:
             table.forces, table.forces_stddev = force_list, force_std
@@ -292,8 +315,8 @@ class Model(_TargetNames):
                      generate_conformers: bool = False, seed: int = 42, sanitize: bool = True,
                      min_distance: float = 0.1, threads: int = 0, batch_size: int = 64,
                      forces: bool = False, forces_target: str = "", per_atom: bool = False):
-        """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9; .gz, directories and tar
-        archives too) and predicts every record, in input order.
+        """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9, PDB, SMILES CSV or .smi;
+        .gz, directories and tar archives too) and predicts every record, in input order.
 
         With a callback: calls it with each Record as soon as its batch is predicted (memory: one
         batch) and returns (read, predicted, failed); an exception raised by the callback stops
