@@ -301,6 +301,7 @@ std::vector<Result> Model::predict(std::span<const Molecule> molecules,
   if (options.batch_size == 0) throw InvalidArgument("flt::PredictOptions: batch_size must be >= 1");
   if (options.threads < 0) throw InvalidArgument("flt::PredictOptions: threads must be >= 0");
   const int threads = options.threads > 0 ? options.threads : threads_;
+  const pipeline::ScopedThreads scoped_threads(threads);  // reading (conformers) too
   const auto forces_target = impl_->forces_target(options.forces, options.forces_target);
   const bool per_atom = impl_->per_atom(options.per_atom);
   std::vector<Result> out(molecules.size());
@@ -351,6 +352,7 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
   read.min_distance = options.min_distance;
   read.keep_molecule = false;  // only coordinates are needed here
   const int threads = options.threads > 0 ? options.threads : threads_;
+  const pipeline::ScopedThreads scoped_threads(threads);  // reading (conformers) too
   const auto forces_target = impl_->forces_target(options.forces, options.forces_target);
   const bool per_atom = impl_->per_atom(options.per_atom);
 

@@ -48,8 +48,15 @@ Optimize optimize_from_name(const std::string& name) {
 }
 
 std::optional<std::string> generate_conformer(RDKit::RWMol& mol, const ConformerOptions& options,
-                                              const std::string& context) {
+                                              const std::string& context, std::vector<ConformerNote>* notes) {
   const std::string where = context.empty() ? std::string() : context + ": ";
+  auto note = [&](LogLevel level, const std::string& text) {
+    if (notes != nullptr) {
+      notes->push_back({level, where + text});
+    } else {
+      log(level, where + text);
+    }
+  };
   detail::route_rdkit_logs();
   if (options.max_attempts < 0) throw InvalidArgument("conformer attempts must be >= 0");
   RDKit::DGeomHelpers::EmbedParameters params = RDKit::DGeomHelpers::ETKDGv3;
@@ -62,7 +69,7 @@ std::optional<std::string> generate_conformer(RDKit::RWMol& mol, const Conformer
     std::vector<detail::RdkitMessage> retry;
     conf_id = embed(mol, params, retry);
     if (conf_id >= 0) {
-      log_info(where, "ETKDGv3 needed random starting coordinates for this molecule");
+      note(LogLevel::info, "ETKDGv3 needed random starting coordinates for this molecule");
     } else {
       messages.insert(messages.end(), retry.begin(), retry.end());
     }
@@ -87,11 +94,11 @@ std::optional<std::string> generate_conformer(RDKit::RWMol& mol, const Conformer
     }
     if (result.first == -1) {
       const std::string why = error_text(mmff_messages);
-      log_warning(where, "MMFF94 clean-up not possible (no MMFF94 parameters for the molecule",
-                  why.empty() ? std::string() : ": " + why, "); the ETKDG geometry is kept");
+      note(LogLevel::warning, "MMFF94 clean-up not possible (no MMFF94 parameters for the molecule" +
+                                  (why.empty() ? std::string() : ": " + why) + "); the ETKDG geometry is kept");
     } else if (result.first == 1) {
-      log_warning(where, "MMFF94 clean-up did not converge in ", options.mmff_max_iterations,
-                  " iterations; the partly minimised geometry is kept");
+      note(LogLevel::warning, "MMFF94 clean-up did not converge in " + std::to_string(options.mmff_max_iterations) +
+                                  " iterations; the partly minimised geometry is kept");
     }
   }
   return std::nullopt;

@@ -6,9 +6,12 @@
 //   if (auto why = flt::chem::generate_conformer(mol, options)) reject(*why);
 #pragma once
 
+#include "core/log.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace RDKit {
 class RWMol;
@@ -35,12 +38,21 @@ struct ConformerOptions {
   int mmff_max_iterations = 2000;  // MMFF minimiser iterations before giving up on convergence
 };
 
+// A message of generate_conformer, kept for the caller to log (see `notes` below).
+struct ConformerNote {
+  LogLevel level;
+  std::string text;
+};
+
 // Replaces the conformers of `mol` with one generated conformer. Returns nullopt on success, or
 // why no conformer could be made (RDKit's messages when it gave any). Logs (info) when the
 // random-coordinate fallback was needed and (warning) when MMFF94 has no parameters or does not
-// converge; `context` ("file: record 7") starts those messages.
+// converge; `context` ("file: record 7") starts those messages. With `notes`, those messages are
+// appended there instead of logged (callers embedding several molecules on several threads log
+// them in record order). Thread-safe for distinct molecules.
 std::optional<std::string> generate_conformer(RDKit::RWMol& mol, const ConformerOptions& options,
-                                              const std::string& context = {});
+                                              const std::string& context = {},
+                                              std::vector<ConformerNote>* notes = nullptr);
 
 // "none" / "mmff" -> Optimize; throws flt::InvalidArgument otherwise.
 Optimize optimize_from_name(const std::string& name);

@@ -18,8 +18,11 @@
 #include <GraphMol/RWMol.h>
 #include <GraphMol/SmilesParse/SmilesParse.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cctype>
+#include <deque>
 
 namespace flt::chem::detail {
 namespace {
@@ -182,56 +185,118 @@ class SmilesParser final : public RecordParser {
   RejectedRecord rejected() const override { return rejected_; }
 
   std::optional<PointSet> next() override {
-    if (done_) return std::nullopt;
-    if (!started_) {
-      done_ = true;  // a bad header ends the file
-      start();
-      done_ = false;
-      started_ = true;
-    }
-    std::optional<CsvRow> row;
-    if (first_row_) {
-      row = std::move(first_row_);
-      first_row_.reset();
-    } else {
-      try {
-        row = next_row(record_ + 1);
-      } catch (const InputError&) {
-        done_ = true;  // an unterminated quote runs to the end of the file
-        ++record_;
-        throw;
+    if (ahead_.empty()) {
+      if (done_) return std::nullopt;
+      if (!started_) {
+        done_ = true;  // a bad header ends the file
+        start();
+        done_ = false;
+        started_ = true;
+      }
+      read_ahead();
+      if (ahead_.empty()) {
+        done_ = true;
+        if (record_ == 0) {
+          const char* what = header_.empty()            ? "no SMILES lines"
+                             : layout_ == Format::csv ? "no SMILES rows after the header"
+                                                      : "no SMILES lines after the header";
+          throw InputError(source_, 0, what);
+        }
+        return std::nullopt;
       }
     }
-    if (!row) {
-      done_ = true;
-      if (record_ == 0) {
-        const char* what = header_.empty()            ? "no SMILES lines"
-                           : layout_ == Format::csv ? "no SMILES rows after the header"
-                                                    : "no SMILES lines after the header";
-        throw InputError(source_, 0, what);
-      }
-      return std::nullopt;
+    Row row = std::move(ahead_.front());
+    ahead_.pop_front();
+    record_ = row.points.record;
+    for (const ConformerNote& note : row.notes) log(note.level, note.text);
+    if (row.error) {
+      rejected_ = RejectedRecord{};
+      rejected_.partial.source = source_;
+      rejected_.partial.record = row.points.record;
+      rejected_.partial.title = row.points.title;
+      rejected_.partial.properties = std::move(row.points.properties);
+      rejected_.format = layout_;
+      rejected_.text = std::move(row.text);
+      throw InputError(source_, row.points.record, *row.error);
     }
-    ++record_;
-    PointSet points;
-    points.source = source_;
-    points.record = record_;
-    const std::string at = "line " + std::to_string(row->line) + ": ";
+    return std::move(row.points);
+  }
+
+ private:
+  // One record between reading and returning it: parsed (serially), then given its conformer
+  // (in parallel with the other rows read ahead).
+  struct Row {
+    PointSet points;  // source, record, title, properties; atoms once embedded
+    std::string text, at, smiles;
+    std::unique_ptr<RDKit::RWMol> mol;  // with its hydrogens, until embedded
+    std::optional<std::string> error;
+    std::vector<ConformerNote> notes;  // logged in record order when the record is returned
+  };
+
+  // Reads up to a fixed number of rows per thread, parses them, and generates their conformers
+  // in parallel. Each conformer depends only on its SMILES and the seed, so the records are the
+  // same for any thread count and read-ahead.
+  void read_ahead() {
+    const int threads = omp_get_max_threads();
+    const std::size_t want = threads > 1 ? 8 * static_cast<std::size_t>(threads) : 1;
+    std::size_t next_record = record_ + ahead_.size() + 1;
+    while (ahead_.size() < want && !done_) {
+      std::optional<CsvRow> row;
+      if (first_row_) {
+        row = std::move(first_row_);
+        first_row_.reset();
+      } else {
+        try {
+          row = next_row(next_record);
+        } catch (const InputError& e) {
+          // An unterminated quote runs to the end of the file: the last record, bad.
+          Row bad;
+          bad.points.source = source_;
+          bad.points.record = next_record;
+          bad.error = e.reason();
+          ahead_.push_back(std::move(bad));
+          done_ = true;
+          break;
+        }
+      }
+      if (!row) {
+        done_ = true;
+        break;
+      }
+      ahead_.push_back(parse(std::move(*row), next_record++));
+    }
+    const auto n = static_cast<std::ptrdiff_t>(ahead_.size());
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (std::ptrdiff_t k = 0; k < n; ++k) embed(ahead_[static_cast<std::size_t>(k)]);
+  }
+
+  // Everything up to the conformer: fields, title, properties, RDKit's parse, hydrogens.
+  Row parse(CsvRow&& csv, std::size_t record) {
+    Row row;
+    row.points.source = source_;
+    row.points.record = record;
+    row.text = csv.text;
+    row.at = "line " + std::to_string(csv.line) + ": ";
+    PointSet& points = row.points;
+    const std::string& at = row.at;
+    auto bad = [&](std::string reason) {
+      row.error = at + std::move(reason);
+      return std::move(row);
+    };
     std::string smiles;
     if (!header_.empty()) {
       // A SMILES file's last column takes the rest of a longer line: RDKit's SmilesWriter writes
       // values with blanks unquoted ("CCO ethanol 5.1 a b" under "SMILES Name pIC50 note").
-      const bool longer = row->fields.size() > header_.size();
-      if (row->fields.size() < header_.size() || (longer && layout_ == Format::csv)) {
-        fail(at + std::to_string(row->fields.size()) + " fields where the header has " +
-                 std::to_string(header_.size()),
-             points, *row);
+      const bool longer = csv.fields.size() > header_.size();
+      if (csv.fields.size() < header_.size() || (longer && layout_ == Format::csv)) {
+        return bad(std::to_string(csv.fields.size()) + " fields where the header has " +
+                   std::to_string(header_.size()));
       }
-      smiles = trimmed(row->fields[smiles_column_]);
+      smiles = trimmed(csv.fields[smiles_column_]);
       points.title = smiles;
       for (std::size_t c = 0; c < header_.size(); ++c) {
         if (c == smiles_column_) continue;
-        std::string value = longer && c + 1 == header_.size() ? row->rest_from(c) : trimmed(row->fields[c]);
+        std::string value = longer && c + 1 == header_.size() ? csv.rest_from(c) : trimmed(csv.fields[c]);
         if (title_column_ && c == *title_column_) {
           if (!value.empty()) points.title = std::move(value);
           continue;
@@ -241,37 +306,35 @@ class SmilesParser final : public RecordParser {
     } else {
       // A SMILES file without a header: "SMILES title..." (or the SMILES in field smiles_column_
       // + 1 and the other fields, joined by a blank, the title).
-      if (row->fields.size() <= smiles_column_) {
-        fail(at + std::to_string(row->fields.size()) + " field(s); the SMILES is field " +
-                 std::to_string(smiles_column_ + 1),
-             points, *row);
+      if (csv.fields.size() <= smiles_column_) {
+        return bad(std::to_string(csv.fields.size()) + " field(s); the SMILES is field " +
+                   std::to_string(smiles_column_ + 1));
       }
-      smiles = row->fields[smiles_column_];
+      smiles = csv.fields[smiles_column_];
       std::string title;
       if (smiles_column_ == 0) {
-        if (row->fields.size() > 1) title = row->rest_from(1);
+        if (csv.fields.size() > 1) title = csv.rest_from(1);
       } else {
-        for (std::size_t c = 0; c < row->fields.size(); ++c) {
-          if (c != smiles_column_) title += (title.empty() ? "" : " ") + row->fields[c];
+        for (std::size_t c = 0; c < csv.fields.size(); ++c) {
+          if (c != smiles_column_) title += (title.empty() ? "" : " ") + csv.fields[c];
         }
       }
       points.title = title.empty() ? smiles : title;
     }
-    if (smiles.empty()) fail(at + "empty SMILES", points, *row);
+    if (smiles.empty()) return bad("empty SMILES");
 
     std::vector<RdkitMessage> messages;
-    std::unique_ptr<RDKit::RWMol> mol;
     {
       RdkitLogCapture capture(messages);
       try {
         RDKit::SmilesParserParams params;
         params.sanitize = options_.sanitize;
-        mol.reset(RDKit::SmilesToMol(smiles, params));
+        row.mol.reset(RDKit::SmilesToMol(smiles, params));
       } catch (const std::exception& e) {
         messages.push_back({LogLevel::error, e.what()});
       }
     }
-    if (!mol) {
+    if (!row.mol) {
       std::string why;
       for (const auto& m : messages) {
         if (m.level != LogLevel::error) continue;
@@ -282,57 +345,71 @@ class SmilesParser final : public RecordParser {
       }
       // A headerless SMILES file read with the default column: the SMILES may be elsewhere
       // (ZINC's "name SMILES" lines).
-      const bool other_fields = header_.empty() && options_.smiles_column.empty() && row->fields.size() > 1;
-      fail(at + "RDKit cannot parse the SMILES '" + smiles + "'" + (why.empty() ? "" : ": " + why) +
-               (other_fields ? " (field 1 of a SMILES file without a header line; "
-                               "--smiles-column N reads the SMILES from field N)"
-                             : ""),
-           points, *row);
+      const bool other_fields = header_.empty() && options_.smiles_column.empty() && csv.fields.size() > 1;
+      return bad("RDKit cannot parse the SMILES '" + smiles + "'" + (why.empty() ? "" : ": " + why) +
+                 (other_fields ? " (field 1 of a SMILES file without a header line; "
+                                 "--smiles-column N reads the SMILES from field N)"
+                               : ""));
     }
-    if (mol->getNumAtoms() == 0) fail(at + "the SMILES has no atoms", points, *row);
-    for (const auto* atom : mol->atoms()) {
+    if (row.mol->getNumAtoms() == 0) return bad("the SMILES has no atoms");
+    for (const auto* atom : row.mol->atoms()) {
       if (atom->getAtomicNum() < 1 || atom->getAtomicNum() > 118) {
-        fail(at + "atom " + std::to_string(atom->getIdx() + 1) + " is a dummy or query atom (" +
-                 atom->getSymbol() + "), not an element",
-             points, *row);
+        return bad("atom " + std::to_string(atom->getIdx() + 1) + " is a dummy or query atom (" +
+                   atom->getSymbol() + "), not an element");
       }
     }
-    if (!options_.sanitize) mol->updatePropertyCache(false);
+    if (!options_.sanitize) row.mol->updatePropertyCache(false);
     unsigned implicit_h = 0;
-    for (const auto* atom : mol->atoms()) implicit_h += atom->getTotalNumHs(false);
-    if (implicit_h > 0) RDKit::MolOps::addHs(*mol, false, false);
+    for (const auto* atom : row.mol->atoms()) implicit_h += atom->getTotalNumHs(false);
+    if (implicit_h > 0) RDKit::MolOps::addHs(*row.mol, false, false);
     points.hydrogens_added = static_cast<int>(implicit_h);
-    if (auto why = generate_conformer(*mol, conformer_options(options_),
-                                      source_ + ": record " + std::to_string(record_))) {
-      fail(at + "no conformer for '" + smiles + "': " + *why, points, *row);
-    }
-    points.conformer_generated = true;
-
-    const unsigned n = mol->getNumAtoms();
-    const auto& conf = mol->getConformer();
-    points.atomic_numbers.resize(n);
-    points.formal_charges.resize(n);
-    points.positions.resize(static_cast<Index>(n), 3);
-    for (unsigned i = 0; i < n; ++i) {
-      const auto* atom = mol->getAtomWithIdx(i);
-      points.atomic_numbers[i] = atom->getAtomicNum();
-      points.formal_charges[i] = atom->getFormalCharge();
-      const RDGeom::Point3D p = conf.getAtomPos(i);
-      points.positions(static_cast<Index>(i), 0) = p.x;
-      points.positions(static_cast<Index>(i), 1) = p.y;
-      points.positions(static_cast<Index>(i), 2) = p.z;
-    }
-    if (auto problem = check_geometry(points, options_.min_distance)) {
-      fail(at + *problem, points, *row);
-    }
-    if (options_.keep_molecule) {
-      mol->setProp(RDKit::common_properties::_Name, points.title);
-      points.molecule = std::shared_ptr<const RDKit::ROMol>(mol.release());
-    }
-    return points;
+    row.smiles = std::move(smiles);
+    return row;
   }
 
- private:
+  // The conformer and the atoms; runs on any thread, throws nothing.
+  void embed(Row& row) const noexcept {
+    if (row.error || !row.mol) return;
+    try {
+      PointSet& points = row.points;
+      RDKit::RWMol& mol = *row.mol;
+      if (auto why = generate_conformer(mol, conformer_options(options_),
+                                        source_ + ": record " + std::to_string(points.record), &row.notes)) {
+        row.error = row.at + "no conformer for '" + row.smiles + "': " + *why;
+        return;
+      }
+      points.conformer_generated = true;
+      const unsigned n = mol.getNumAtoms();
+      const auto& conf = mol.getConformer();
+      points.atomic_numbers.resize(n);
+      points.formal_charges.resize(n);
+      points.positions.resize(static_cast<Index>(n), 3);
+      for (unsigned i = 0; i < n; ++i) {
+        const auto* atom = mol.getAtomWithIdx(i);
+        points.atomic_numbers[i] = atom->getAtomicNum();
+        points.formal_charges[i] = atom->getFormalCharge();
+        const RDGeom::Point3D p = conf.getAtomPos(i);
+        points.positions(static_cast<Index>(i), 0) = p.x;
+        points.positions(static_cast<Index>(i), 1) = p.y;
+        points.positions(static_cast<Index>(i), 2) = p.z;
+      }
+      if (auto problem = check_geometry(points, options_.min_distance)) {
+        row.error = row.at + *problem;
+        return;
+      }
+      if (options_.keep_molecule) {
+        mol.setProp(RDKit::common_properties::_Name, points.title);
+        points.molecule = std::shared_ptr<const RDKit::ROMol>(row.mol.release());
+      }
+      row.mol.reset();
+    } catch (const std::exception& e) {
+      row.error = row.at + "conformer generation failed: " + e.what();
+    } catch (...) {
+      row.error = row.at + "conformer generation failed";
+    }
+  }
+
+
   std::optional<CsvRow> next_row(std::size_t record) {
     return blank_rows_ ? blank_rows_->next() : csv_rows_->next(source_, record);
   }
@@ -421,16 +498,6 @@ class SmilesParser final : public RecordParser {
              title_column_ ? ", column '" + header_[*title_column_] + "' the title" : std::string());
   }
 
-  [[noreturn]] void fail(const std::string& reason, const PointSet& partial, const CsvRow& row) {
-    rejected_ = RejectedRecord{};
-    rejected_.partial.source = source_;
-    rejected_.partial.record = record_;
-    rejected_.partial.title = partial.title;
-    rejected_.partial.properties = partial.properties;
-    rejected_.format = layout_;
-    rejected_.text = row.text;
-    throw InputError(source_, record_, reason);
-  }
 
   std::string source_;
   Format layout_;
@@ -438,6 +505,7 @@ class SmilesParser final : public RecordParser {
   std::optional<CsvRowReader> csv_rows_;
   std::optional<BlankRowReader> blank_rows_;
   std::optional<CsvRow> first_row_;  // a SMILES file's first line when it is not a header
+  std::deque<Row> ahead_;            // records read ahead, in order
   std::vector<std::string> header_, keys_, units_;
   std::size_t smiles_column_ = 0;
   std::optional<std::size_t> title_column_;

@@ -48,6 +48,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   require(options.rotations >= 0, "eval: the number of rotations must be >= 0");
   require(options.rotations != 1, "eval: the rotation sensitivity needs at least 2 rotations");
   require(options.batch_size >= 1, "eval: the batch size must be at least 1");
+  const ScopedThreads scoped_threads(options.threads);  // reading (conformers) too
   const auto& model_targets = predictor.targets();
 
   // Which model outputs are evaluated, in the order asked for.

@@ -12,8 +12,12 @@
 #include <GraphMol/ForceFieldHelpers/MMFF/Builder.h>
 #include <GraphMol/MolOps.h>
 #include <GraphMol/RWMol.h>
+#include <GraphMol/SmilesParse/SmilesWrite.h>
 
 #include <catch2/catch.hpp>
+#include <omp.h>
+
+#include <algorithm>
 
 #include <memory>
 #include <optional>
@@ -159,4 +163,62 @@ TEST_CASE("Conformers: option names", "[chem][conformer]") {
   CHECK(optimize_from_name("none") == Optimize::none);
   CHECK(optimize_from_name("mmff") == Optimize::mmff);
   CHECK_THROWS_AS(optimize_from_name("uff"), flt::InvalidArgument);
+}
+
+TEST_CASE("SMILES: conformers generated on several threads give the records of one thread",
+          "[chem][conformers][smiles]") {
+  // The 41 drug-like molecules as SMILES lines, with bad lines between them; one embedding
+  // attempt per try, so that some molecules need the random-coordinate retry (logged).
+  std::string text;
+  RDKit::SDMolSupplier supplier(drug_like_2d(), true, false);
+  for (int k = 0; k < 41; ++k) {
+    std::unique_ptr<RDKit::ROMol> mol(supplier.next());
+    REQUIRE(mol);
+    text += RDKit::MolToSmiles(*mol) + " nci_" + std::to_string(k + 1) + "\n";
+    if (k % 10 == 3) text += "C1CC broken_" + std::to_string(k) + "\n";
+  }
+  ReadOptions options;
+  options.conformer_attempts = 1;
+  struct Run {
+    ReadAll read;
+    std::vector<std::string> log;
+  };
+  auto run = [&](int threads) {
+    Run r;
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    auto previous = flt::set_log_sink([&](flt::LogLevel level, std::string_view message) {
+      if (level >= flt::LogLevel::info) r.log.emplace_back(message);
+    });
+    r.read = read_text(text, Format::smi, options);
+    flt::set_log_sink(previous);
+    omp_set_num_threads(saved);
+    return r;
+  };
+  const Run one = run(1);
+  REQUIRE(one.read.records.size() == 41);
+  REQUIRE(one.read.summary.skipped.size() == 4);
+  CHECK(one.read.summary.skipped[0].record == 5);
+  const auto retries = std::count_if(one.log.begin(), one.log.end(), [](const std::string& line) {
+    return line.find("random starting coordinates") != std::string::npos;
+  });
+  CHECK(retries >= 1);
+  for (const int threads : {2, 3}) {
+    INFO(threads << " threads");
+    const Run many = run(threads);
+    REQUIRE(many.read.records.size() == one.read.records.size());
+    for (std::size_t i = 0; i < one.read.records.size(); ++i) {
+      INFO("record " << one.read.records[i].record);
+      CHECK(many.read.records[i].record == one.read.records[i].record);
+      CHECK(many.read.records[i].title == one.read.records[i].title);
+      CHECK(many.read.records[i].atomic_numbers == one.read.records[i].atomic_numbers);
+      CHECK(many.read.records[i].positions == one.read.records[i].positions);  // bitwise
+    }
+    REQUIRE(many.read.summary.skipped.size() == one.read.summary.skipped.size());
+    for (std::size_t i = 0; i < one.read.summary.skipped.size(); ++i) {
+      CHECK(many.read.summary.skipped[i].record == one.read.summary.skipped[i].record);
+      CHECK(many.read.summary.skipped[i].reason == one.read.summary.skipped[i].reason);
+    }
+    CHECK(many.log == one.log);  // the same messages in record order
+  }
 }

@@ -274,6 +274,8 @@ int run_predict(const std::vector<std::string>& args) {
   if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
   if (threads < 0) throw UsageError("--threads must be >= 0");
   if (seed < 0 || seed > 0xffffffff) throw UsageError("--seed must be in 0..4294967295");
+  // The readers' conformer generation runs on these threads too.
+  const pipeline::ScopedThreads scoped_threads(static_cast<int>(threads));
 
   chem::ReadOptions read;
   read.format = format_option(o, "format");
