@@ -937,6 +937,47 @@ class MoleculeTrainable final : public train::Trainable {
 
 }  // namespace
 
+// The model knows the elements of its training molecules only: validation and test molecules
+// holding another element could not be predicted, so they leave those subsets (and split.csv),
+// named in a warning, instead of failing the run after its training.
+void leave_out_unseen_elements(const Dataset& data, train::Split& split,
+                               const std::function<void(const std::string&)>& say) {
+  std::vector<char> seen(256, 0);
+  for (const std::size_t i : split.train)
+    for (const std::int32_t z : data.molecules[i].atomic_numbers) seen[static_cast<std::size_t>(z) & 255] = 1;
+  for (auto* subset : {&split.validation, &split.test}) {
+    std::vector<std::size_t> kept, left;
+    std::vector<int> elements;
+    for (const std::size_t i : *subset) {
+      bool ok = true;
+      for (const std::int32_t z : data.molecules[i].atomic_numbers) {
+        if (seen[static_cast<std::size_t>(z) & 255]) continue;
+        ok = false;
+        if (std::find(elements.begin(), elements.end(), z) == elements.end()) elements.push_back(z);
+      }
+      (ok ? kept : left).push_back(i);
+    }
+    if (left.empty()) continue;
+    std::sort(elements.begin(), elements.end());
+    std::string line = std::to_string(left.size()) + (subset == &split.test ? " test" : " validation") +
+                       " molecule" + (left.size() == 1 ? "" : "s") + " left out: element";
+    line += elements.size() == 1 ? " Z=" : "s Z=";
+    for (std::size_t k = 0; k < elements.size(); ++k) {
+      if (k > 0) line += ',';
+      line += std::to_string(elements[k]);
+    }
+    line += " not among the training molecules' (the model could not predict them):";
+    for (std::size_t k = 0; k < left.size() && k < 5; ++k) {
+      line += k > 0 ? ", " : " ";
+      line += data.ids[left[k]];
+    }
+    if (left.size() > 5) line += ", ... (" + std::to_string(left.size() - 5) + " more)";
+    log_warning(line);
+    (void)say;
+    *subset = std::move(kept);
+  }
+}
+
 TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   if (cfg.out.empty()) throw ConfigError("--out: a run directory is required");
   if (cfg.threads > 0) omp_set_num_threads(cfg.threads);
@@ -947,8 +988,18 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   comm::Communicator& world = comm::world();
   const int ranks = world.size();
   const bool lead = world.rank() == 0;
-  const fs::path dir = lead ? train::prepare_run_directory(cfg.out, mode) : fs::path(cfg.out);
-  world.barrier();  // the directory is ready (a failure on rank 0 ends the whole job instead)
+  const fs::path dir(cfg.out);
+  // Checked now, prepared (a run it overwrites emptied) only when the run starts writing, after
+  // the inputs, the split and the normalisation: a run that fails before that leaves it untouched.
+  if (lead) train::check_run_directory(dir, mode);
+  auto start_writing = [&](const train::Split& split, const std::vector<std::string>& ids) {
+    if (lead) {
+      train::prepare_run_directory(dir, mode);
+      train::write_split_file(dir / "split.csv", split, ids);
+      if (!cfg.resume) io::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+    }
+    world.barrier();  // the directory is ready (a failure on rank 0 ends the whole job instead)
+  };
   std::ostream* progress = lead ? output.progress : nullptr;
   auto say = [&](const std::string& line) {
     log_info(line);
@@ -975,9 +1026,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     split = train::random_split(data.size(), train::parse_split_sizes(cfg.split), cfg.split_seed);
   }
   if (split.train.empty()) throw ConfigError("the split leaves no training molecules");
-  if (lead) train::write_split_file(dir / "split.csv", split, data.ids);
-  if (lead && !cfg.resume) io::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
+  leave_out_unseen_elements(data, split, say);
   if (cfg.split_only) {
+    start_writing(split, data.ids);
     TrainResult r;
     r.run_dir = dir;
     r.targets = data.targets;
@@ -1072,6 +1123,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     }
     say(line);
   }
+
+  start_writing(split, data.ids);
 
   // 3. The training loop (train/engine.hpp): an epoch's order is a pure function of (seed, epoch),
   // and its batches of that order and the molecules' atom counts (identical on every rank: the

@@ -41,7 +41,7 @@ bool is_run_directory(const fs::path& dir) {
   return fs::is_directory(dir, ec) && fs::is_regular_file(dir / kRunMarker, ec);
 }
 
-fs::path prepare_run_directory(const fs::path& dir, RunMode mode) {
+void check_run_directory(const fs::path& dir, RunMode mode) {
   std::error_code ec;
   const bool exists = fs::exists(dir, ec);
   if (ec) throw IoError(dir.string(), "cannot access: " + ec.message());
@@ -50,18 +50,26 @@ fs::path prepare_run_directory(const fs::path& dir, RunMode mode) {
     if (!exists) throw ConfigError(dir.string() + ": no such run directory to resume");
     if (!is_run_directory(dir))
       throw ConfigError(dir.string() + ": not an flt run directory (no " + kRunMarker + "), nothing to resume");
-    return dir;
+    return;
   }
-  if (!exists) {
-    fs::create_directories(dir, ec);
-    if (ec) throw IoError(dir.string(), "cannot create the run directory: " + ec.message());
-  } else if (!is_empty_dir(dir) && !holds_only_marker(dir)) {
+  if (exists && !is_empty_dir(dir) && !holds_only_marker(dir)) {
     if (mode == RunMode::fresh)
       throw ConfigError(dir.string() + ": run directory exists and is not empty (use --overwrite to replace it or "
                                        "--resume to continue it)");
     if (!is_run_directory(dir))
       throw ConfigError(dir.string() + ": not an flt run directory (no " + kRunMarker +
                         "); refusing to delete its contents");
+  }
+}
+
+fs::path prepare_run_directory(const fs::path& dir, RunMode mode) {
+  check_run_directory(dir, mode);
+  if (mode == RunMode::resume) return dir;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    fs::create_directories(dir, ec);
+    if (ec) throw IoError(dir.string(), "cannot create the run directory: " + ec.message());
+  } else if (!is_empty_dir(dir) && !holds_only_marker(dir)) {
     for (const auto& entry : fs::directory_iterator(dir)) {
       fs::remove_all(entry.path(), ec);
       if (ec) throw IoError(entry.path().string(), "cannot remove: " + ec.message());

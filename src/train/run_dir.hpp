@@ -23,6 +23,12 @@ enum class RunMode { fresh, overwrite, resume };
 // The marker is written in fresh and overwrite modes. OS failures throw flt::IoError.
 std::filesystem::path prepare_run_directory(const std::filesystem::path& dir, RunMode mode);
 
+// Refuses (the same errors) what prepare_run_directory would refuse, changing nothing: a run checks
+// its directory at once and prepares it (emptying a directory it overwrites) only when it is about
+// to start writing, after its inputs and options have been checked, so a run that fails on its
+// inputs leaves the previous run in place.
+void check_run_directory(const std::filesystem::path& dir, RunMode mode);
+
 // Creates and returns a new directory parent/<prefix>-NNN (001, 002, ...: the first number not yet
 // taken; creation is atomic, so two concurrent runs never share one), with the marker.
 std::filesystem::path new_run_directory(const std::filesystem::path& parent, std::string_view prefix = "run");

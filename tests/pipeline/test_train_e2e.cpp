@@ -343,6 +343,47 @@ TEST_CASE("flt train: bad inputs give clear errors, the rest is processed", "[tr
     CHECK_THAT(r.err, Catch::Contains("--epochs"));
     CHECK(run_flt("train " + mixed + " --targets energy --attention nonsense --out x", dir.path()).status == 2);
   }
+  SECTION("a failed --overwrite leaves the previous run in place") {
+    const std::string out = " --out '" + (dir / "run").string() + "'";
+    const auto first = run_flt("train " + mixed + " --targets energy --source-units energy=eV --split 3,1,rest" +
+                                   small + out, dir.path());
+    REQUIRE(first.status == 3);
+    const std::string model = slurp(dir / "run" / "model.flt");
+    REQUIRE(!model.empty());
+    const auto failed = run_flt("train " + mixed + " --targets enrgy --source-units enrgy=eV --overwrite" + small + out,
+                                dir.path());
+    CHECK(failed.status == 1);
+    CHECK(slurp(dir / "run" / "model.flt") == model);
+    CHECK(fs::exists(dir / "run" / "config.ini"));
+    const auto again = run_flt("train " + mixed + " --targets energy --source-units energy=eV --split 3,1,rest" +
+                                   small + " --overwrite" + out, dir.path());
+    CHECK(again.status == 3);
+  }
+  SECTION("validation and test molecules with an element the training molecules lack are left out") {
+    {
+      std::ofstream out(dir / "hf.xyz");
+      for (int k = 0; k < 6; ++k)
+        out << "2\nProperties=species:S:1:pos:R:3 energy=" << -31.0 - 0.01 * k << " title=h2_" << k
+            << "\nH 0.0 0.0 0.0\nH " << 0.70 + 0.01 * k << " 0.0 0.0\n";
+      out << "2\nProperties=species:S:1:pos:R:3 energy=-2700.0 title=hf\nH 0.0 0.0 0.0\nF 0.92 0.0 0.0\n";
+      std::ofstream split(dir / "split_hf.csv");
+      split << "subset,index,id\ntrain,0,h2_0\ntrain,1,h2_1\ntrain,2,h2_2\ntrain,3,h2_3\nvalidation,4,h2_4\n"
+               "test,5,h2_5\ntest,6,hf\n";
+    }
+    std::string hf = "'";
+    hf.append((dir / "hf.xyz").string()).append("' --split-file '").append((dir / "split_hf.csv").string());
+    const auto r = run_flt("train " + hf + "' --targets energy --source-units energy=eV" + small + " --out '" +
+                               (dir / "run").string() + "'",
+                           dir.path());
+    INFO(r.err);
+    CHECK(r.status == 0);
+    CHECK_THAT(r.err, Catch::Contains("1 test molecule left out: element Z=9 not among the training molecules'") &&
+                          Catch::Contains(": hf"));
+    CHECK(fs::exists(dir / "run" / "model.flt"));
+    const std::string written = slurp(dir / "run" / "split.csv");
+    CHECK(written.find("hf") == std::string::npos);
+    CHECK(written.find("test,5,h2_5") != std::string::npos);
+  }
   SECTION("a diverging run stops with a clear error") {
     const auto r = run_flt("train '" + qm9_subset() + "' --limit 40 --targets U0 --split 30,5,rest --lr 1e30"
                            " --clip-norm 0 --warmup-steps 0" + small + " --out '" + (dir / "run").string() + "'",
