@@ -49,6 +49,34 @@ void create_temporary(const std::string& target, const std::filesystem::path& di
   if (::fchmod(tmp.fd, 0666 & ~mask) != 0) throw IoError(target, os_reason("fchmod failed"));
 }
 
+// Where an output named `path` goes: a symbolic link is followed to the file it names (which is
+// then replaced, the link kept); a directory is refused; `special` is set for an existing file that
+// is not a regular one (a device such as /dev/null, a FIFO, a socket), which is written in place:
+// renaming a temporary over it would replace the device or pipe with a regular file.
+std::filesystem::path resolve_output(const std::string& path, bool& special) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path p(path);
+  for (int hops = 0; hops < 40 && fs::is_symlink(fs::symlink_status(p, ec)); ++hops) {
+    const fs::path next = fs::read_symlink(p, ec);
+    if (ec) throw IoError(path, "cannot read the symbolic link: " + ec.message());
+    p = next.is_absolute() ? next : p.parent_path() / next;
+  }
+  const fs::file_status st = fs::status(p, ec);
+  if (fs::is_directory(st)) throw IoError(path, "is a directory");
+  special = fs::exists(st) && !fs::is_regular_file(st);
+  return p;
+}
+
+// Writes `bytes` to an existing non-regular file (device, FIFO) as it is.
+void write_in_place(const std::string& path, const std::filesystem::path& target, std::string_view bytes) {
+  std::ofstream out(target, std::ios::binary);
+  if (!out) throw IoError(path, os_reason("cannot open for writing"));
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) throw IoError(path, "write error");
+}
+
 std::filesystem::path directory_of(const std::filesystem::path& path) {
   std::filesystem::path dir = path.parent_path();
   return dir.empty() ? std::filesystem::path(".") : dir;
@@ -74,9 +102,15 @@ void publish(const std::string& target, const std::filesystem::path& dir, TempFi
 
 }  // namespace
 
-void write_file_atomic(const std::filesystem::path& path, std::string_view bytes) {
+void write_file_atomic(const std::filesystem::path& path_given, std::string_view bytes) {
+  if (path_given.empty()) throw IoError(path_given.string(), "empty output path");
+  bool special = false;
+  const std::filesystem::path path = resolve_output(path_given.string(), special);
+  if (special) {
+    write_in_place(path_given.string(), path, bytes);
+    return;
+  }
   const std::string target = path.string();
-  if (target.empty()) throw IoError(target, "empty output path");
   const std::filesystem::path dir = directory_of(path);
   TempFile tmp;
   create_temporary(target, dir, path.filename(), tmp);
@@ -109,8 +143,15 @@ struct AtomicOutputFile::Temporary {
 AtomicOutputFile::AtomicOutputFile(const std::filesystem::path& path) : path_(path.string()) {
   if (path_ == "-") return;
   if (path_.empty()) throw IoError(path_, "empty output path");
+  bool special = false;
+  target_ = resolve_output(path_, special).string();
   temp_ = std::make_unique<Temporary>();
-  create_temporary(path_, directory_of(path_), std::filesystem::path(path_).filename(), temp_->file);
+  if (special) {
+    temp_->stream.open(target_, std::ios::binary);
+    if (!temp_->stream) throw IoError(path_, os_reason("cannot open for writing"));
+    return;
+  }
+  create_temporary(path_, directory_of(target_), std::filesystem::path(target_).filename(), temp_->file);
   temp_->stream.open(temp_->file.name, std::ios::binary | std::ios::trunc);
   if (!temp_->stream) throw IoError(path_, "cannot open the temporary file " + temp_->file.name);
 }
@@ -126,9 +167,10 @@ void AtomicOutputFile::commit() {
   if (!out) throw IoError(path_, "write error");
   if (temp_) {
     temp_->stream.close();
-    if (!temp_->stream) throw IoError(path_, "write error while closing " + temp_->file.name);
-    // The descriptor from mkstemp is open on the same file: fsync through it reaches the stream's data.
-    publish(path_, directory_of(path_), temp_->file);
+    if (!temp_->stream) throw IoError(path_, "write error while closing " + (temp_->file.name.empty() ? target_ : temp_->file.name));
+    // The descriptor from mkstemp is open on the same file: fsync through it reaches the stream's
+    // data. A device or FIFO written in place has no temporary.
+    if (!temp_->file.name.empty()) publish(target_, directory_of(target_), temp_->file);
   }
   committed_ = true;
 }

@@ -23,6 +23,9 @@ std::string read_file(const std::filesystem::path& path);
 // fsyncs, renames and fsyncs the directory as write_file_atomic does. Destroyed without commit()
 // (an exception unwound past it), the temporary file is removed and `path` is left as it was. The
 // path "-" is standard output (commit() only flushes). Throws flt::IoError naming `path`.
+// Both: a symbolic link is followed and the file it names replaced (the link stays); an existing
+// device or FIFO (e.g. /dev/null) is written in place, not replaced; a directory is refused at
+// once (before the caller does any work).
 // Usage: AtomicOutputFile out(path); out.stream() << ...; out.commit();
 class AtomicOutputFile {
  public:
@@ -38,6 +41,7 @@ class AtomicOutputFile {
  private:
   struct Temporary;
   std::string path_;
+  std::string target_;  // path_ with symbolic links followed
   std::unique_ptr<Temporary> temp_;
   bool committed_ = false;
 };

@@ -229,6 +229,21 @@ TEST_CASE("flt predict rejects corrupted and missing model files and unwritable 
   CHECK(run.status == 1);
   CHECK(run.err.find(bad_out) != std::string::npos);
   CHECK_FALSE(fs::exists(bad_out));
+  // An output that is an input (also through another spelling or a link) is refused before
+  // anything is written; the input stays as it was.
+  const std::string input_text = slurp(qm9);
+  run = run_flt("predict -m " + quoted(model) + " " + quoted(qm9) + " -o " + quoted(qm9), dir);
+  CHECK(run.status == 2);
+  CHECK(run.err.find("is also an input") != std::string::npos);
+  fs::create_symlink(qm9, dir / "link.xyz");
+  run = run_flt("predict -m " + quoted(model) + " " + quoted(qm9) + " -o " + quoted(dir / "link.xyz"), dir);
+  CHECK(run.status == 2);
+  CHECK(slurp(qm9) == input_text);
+  // A directory as the output: refused before the inputs are read.
+  fs::create_directory(dir / "adir.csv");
+  run = run_flt("predict -m " + quoted(model) + " " + quoted(qm9) + " -o " + quoted(dir / "adir.csv"), dir);
+  CHECK(run.status == 1);
+  CHECK(run.err.find("is a directory") != std::string::npos);
   // Usage errors.
   CHECK(run_flt("predict -m " + quoted(model), dir).status == 2);
   CHECK(run_flt("predict -m " + quoted(model) + " " + quoted(qm9) + " --on-error maybe", dir).status == 2);

@@ -100,6 +100,7 @@ int run_convert(const std::vector<std::string>& args) {
     if (output == "-" && write.format == chem::Format::unknown) {
       throw UsageError("writing to standard output needs --out-format");
     }
+    refuse_output_among_inputs(inputs, output);
     auto writer = chem::MoleculeWriter::open(output, write);
     summary = chem::read_molecules(inputs, read, policy,
                                    [&](chem::PointSet&& p) { writer->write(p); }, progress.callback());

@@ -311,6 +311,7 @@ int run_predict(const std::vector<std::string>& args) {
   const bool lead = world.rank() == 0;
   // Open the output before reading anything: an unwritable path fails at once.
   std::unique_ptr<chem::MoleculeWriter> writer;
+  refuse_output_among_inputs(inputs, output);
   if (!output.empty() && lead) writer = chem::MoleculeWriter::open(output, write);
   const bool table = lead && (output.empty() || (o.get_bool("table") && output != "-"));
   TablePrinter printer(std::cout, columns, ensemble);

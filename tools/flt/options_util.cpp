@@ -5,6 +5,7 @@
 #include "commands.hpp"
 #include "io/progress.hpp"
 
+#include <filesystem>
 #include <iostream>
 
 namespace flt::cli {
@@ -96,6 +97,17 @@ void add_conformer_options(io::OptionSchema& s) {
   s.option("periodic", "", io::OptionType::string, "error",
            "extended XYZ records with periodic boundary conditions (a T in pbc, or a Lattice without pbc): error (the record is bad) or isolated (read as an isolated structure, the cell ignored)")
       .choices = {"error", "isolated"};
+}
+
+void refuse_output_among_inputs(const std::vector<std::string>& inputs, const std::string& output) {
+  if (output.empty() || output == "-") return;
+  for (const std::string& input : inputs) {
+    if (input == "-") continue;
+    std::error_code ec;
+    if (std::filesystem::equivalent(input, output, ec) && !ec)
+      throw UsageError("the output " + output + " is also an input (" + input +
+                       "): writing it would replace what is being read; write to another file");
+  }
 }
 
 void apply_conformer_options(const io::ResolvedOptions& o, chem::ReadOptions& read) {

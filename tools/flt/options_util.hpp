@@ -85,6 +85,10 @@ void add_conformer_options(io::OptionSchema& schema);
 // Copies them into `read`; throws UsageError for a bad value.
 void apply_conformer_options(const io::ResolvedOptions& options, chem::ReadOptions& read);
 
+// UsageError when `output` names the same file as one of `inputs` (writing it would replace the
+// input being read); "-" and paths that do not exist yet are never the same.
+void refuse_output_among_inputs(const std::vector<std::string>& inputs, const std::string& output);
+
 // The option `name` (a molecule format name) as a chem::Format, Format::unknown when unset;
 // UsageError for an unknown name.
 chem::Format format_option(const io::ResolvedOptions& options, std::string_view name);
