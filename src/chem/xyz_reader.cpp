@@ -610,10 +610,19 @@ class XyzParser final : public RecordParser {
     }
     std::size_t t = 0;
     std::size_t e = 0;
+    // With both species:S:1 and Z:I:1 (QUIP, ASE's columns=[..., 'numbers']) the element comes
+    // from species and Z must agree with it.
+    const bool has_species =
+        std::any_of(columns.begin(), columns.end(), [](const ColumnSpec& c) { return c.name == "species"; });
+    std::optional<std::string_view> z_token;
     for (const auto& c : columns) {
       const bool is_extra = !(c.name == "species" || c.name == "pos" || c.name == "Z");
       for (int k = 0; k < c.width; ++k, ++t) {
         const std::string_view tok = tokens[t];
+        if (c.name == "Z" && has_species) {
+          z_token = tok;
+          continue;
+        }
         if (c.name == "species" || c.name == "Z") {
           if (!add_species(tok, points, error)) return;
           continue;
@@ -643,6 +652,14 @@ class XyzParser final : public RecordParser {
         }
       }
       if (is_extra) ++e;
+    }
+    if (z_token) {
+      const std::optional<double> z = parse_number(*z_token);
+      if (!z || *z != static_cast<double>(points.atomic_numbers.back())) {
+        error = "column 'Z' has " + quote(*z_token) + " where species says " +
+                std::string(element_symbol(points.atomic_numbers.back())) + " (Z=" +
+                std::to_string(points.atomic_numbers.back()) + ")";
+      }
     }
   }
 

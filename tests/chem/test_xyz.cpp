@@ -258,6 +258,26 @@ TEST_CASE("extended XYZ: periodic records are refused unless read as isolated st
   CHECK_THROWS_AS(periodic_from_name("wrap"), flt::InvalidArgument);
 }
 
+TEST_CASE("extended XYZ: species and Z columns together (QUIP, ASE with numbers)", "[chem][xyz]") {
+  const std::string text =
+      "3\nProperties=species:S:1:pos:R:3:Z:I:1\n"
+      "O 0 0 0.119 8\nH 0 0.763 -0.477 1\nH 0 -0.763 -0.477 1\n"
+      "3\nProperties=Z:I:1:pos:R:3:species:S:1\n"
+      "8 0 0 0.119 O\n1 0 0.763 -0.477 H\n6 0 -0.763 -0.477 H\n"
+      "3\nProperties=Z:I:1:pos:R:3\n"
+      "8 0 0 0.119\n1 0 0.763 -0.477\n1 0 -0.763 -0.477\n";
+  const auto r = read_text(text, Format::xyz);
+  REQUIRE(r.records.size() == 2);
+  for (const PointSet& p : r.records) {
+    CHECK(p.atomic_numbers == std::vector<int>{8, 1, 1});  // one element per atom, not two
+    CHECK(p.positions.rows() == 3);
+    CHECK(p.positions(1, 1) == 0.763);
+  }
+  REQUIRE(r.summary.skipped.size() == 1);
+  CHECK(r.summary.skipped[0].record == 2);
+  CHECK(r.summary.skipped[0].reason == "line 10: column 'Z' has '6' where species says H (Z=1)");
+}
+
 TEST_CASE("XYZ: minimum distance can be switched off", "[chem][xyz]") {
   ReadOptions options;
   options.min_distance = 0.0;
