@@ -6,7 +6,10 @@
 
 #include <GraphMol/DistGeomHelpers/Embedder.h>
 #include <GraphMol/ForceFieldHelpers/MMFF/MMFF.h>
+#include <GraphMol/MolOps.h>
 #include <GraphMol/RWMol.h>
+
+#include <algorithm>
 
 #include <vector>
 
@@ -37,6 +40,40 @@ int embed(RDKit::RWMol& mol, const RDKit::DGeomHelpers::EmbedParameters& params,
     messages.push_back({LogLevel::error, e.what()});
     return -1;
   }
+}
+
+// ETKDG embeds the fragments of a disconnected molecule (a salt, a hydrate, a mixture) one by
+// one, each about the origin, so they overlap. Lays them out along x instead, in fragment order:
+// each fragment's centroid a bounding-sphere radius plus kFragmentGap beyond the previous one's,
+// so no two atoms of different fragments are closer than kFragmentGap. Returns the fragment count.
+constexpr double kFragmentGap = 3.0;  // Angstrom
+
+int separate_fragments(RDKit::RWMol& mol, int conf_id) {
+  std::vector<int> fragment_of;
+  const auto count = static_cast<int>(RDKit::MolOps::getMolFrags(mol, fragment_of));
+  if (count < 2) return count;
+  RDKit::Conformer& conf = mol.getConformer(conf_id);
+  std::vector<RDGeom::Point3D> centre(static_cast<std::size_t>(count));
+  std::vector<int> atoms(static_cast<std::size_t>(count), 0);
+  std::vector<double> radius(static_cast<std::size_t>(count), 0.0);
+  for (unsigned i = 0; i < mol.getNumAtoms(); ++i) {
+    const auto f = static_cast<std::size_t>(fragment_of[i]);
+    centre[f] += conf.getAtomPos(i);
+    ++atoms[f];
+  }
+  for (int f = 0; f < count; ++f) centre[static_cast<std::size_t>(f)] /= atoms[static_cast<std::size_t>(f)];
+  for (unsigned i = 0; i < mol.getNumAtoms(); ++i) {
+    const auto f = static_cast<std::size_t>(fragment_of[i]);
+    radius[f] = std::max(radius[f], (conf.getAtomPos(i) - centre[f]).length());
+  }
+  std::vector<double> x(static_cast<std::size_t>(count), 0.0);
+  for (std::size_t f = 1; f < x.size(); ++f) x[f] = x[f - 1] + radius[f - 1] + kFragmentGap + radius[f];
+  for (unsigned i = 0; i < mol.getNumAtoms(); ++i) {
+    const auto f = static_cast<std::size_t>(fragment_of[i]);
+    const RDGeom::Point3D shift = RDGeom::Point3D(x[f], 0.0, 0.0) - centre[f] + centre[0];
+    conf.setAtomPos(i, conf.getAtomPos(i) + shift);
+  }
+  return count;
 }
 
 }  // namespace
@@ -79,6 +116,10 @@ std::optional<std::string> generate_conformer(RDKit::RWMol& mol, const Conformer
     return "ETKDGv3 could not embed the molecule" +
            std::string(options.random_coords_fallback ? " (also from random coordinates)" : "") +
            (why.empty() ? std::string() : ": " + why);
+  }
+  if (const int fragments = separate_fragments(mol, conf_id); fragments > 1) {
+    note(LogLevel::info, std::to_string(fragments) + " fragments embedded apart and laid out " +
+                             std::to_string(static_cast<int>(kFragmentGap)) + " A apart along x");
   }
   if (options.optimize == Optimize::mmff) {
     std::vector<detail::RdkitMessage> mmff_messages;

@@ -222,3 +222,32 @@ TEST_CASE("SMILES: conformers generated on several threads give the records of o
     CHECK(many.log == one.log);  // the same messages in record order
   }
 }
+
+TEST_CASE("SMILES: the fragments of a salt or mixture are laid out apart, not on top of each other",
+          "[chem][conformers][smiles]") {
+  std::vector<std::string> log;
+  auto previous = flt::set_log_sink([&](flt::LogLevel, std::string_view message) { log.emplace_back(message); });
+  const ReadAll r = read_text("smiles,name\nCCCCCCO.CCO,mixture\nC.C,two methanes\nCCN.[Cl-].O,three\n",
+                              Format::csv);
+  flt::set_log_sink(previous);
+  REQUIRE(r.records.size() == 3);
+  const std::vector<std::vector<int>> fragment_sizes = {{21, 9}, {5, 5}, {10, 1, 3}};
+  for (std::size_t m = 0; m < r.records.size(); ++m) {
+    const PointSet& p = r.records[m];
+    INFO(p.title);
+    // Fragments from the kept molecule (its hydrogens follow all heavy atoms).
+    REQUIRE(p.molecule);
+    std::vector<int> fragment_of;
+    const unsigned count = RDKit::MolOps::getMolFrags(*p.molecule, fragment_of);
+    REQUIRE(count == fragment_sizes[m].size());
+    double closest = 1e9;
+    for (flt::Index i = 0; i < p.positions.rows(); ++i)
+      for (flt::Index j = i + 1; j < p.positions.rows(); ++j)
+        if (fragment_of[static_cast<std::size_t>(i)] != fragment_of[static_cast<std::size_t>(j)])
+          closest = std::min(closest, (p.positions.row(i) - p.positions.row(j)).norm());
+    CHECK(closest >= 3.0);
+  }
+  CHECK(std::count_if(log.begin(), log.end(), [](const std::string& line) {
+          return line.find("fragments embedded apart") != std::string::npos;
+        }) == 3);
+}
