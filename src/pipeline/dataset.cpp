@@ -33,11 +33,47 @@ bool iequals(std::string_view a, std::string_view b) {
 }
 
 // "HOMO" -> "homo", "u0" -> "U0": the QM9 spelling of a QM9 property, any other name unchanged.
+// One-letter names alias only as QM9 spells them (A, B, C, G, H, U): a, b, c, g, h and u are
+// names users give their own labels.
 std::string canonical_target_name(const std::string& name) {
   if (io::find_qm9_target(name)) return name;
+  if (name.size() < 2) return name;
   for (const auto& t : io::qm9_targets())
     if (iequals(t.name, name)) return std::string(t.name);
   return name;
+}
+
+// Whether the key of a NAME=VALUE option (--units, --source-units, --pooling) names the target
+// listed as `raw` (canonical spelling `name`): as typed, as spelled canonically, or in any case.
+bool key_names_target(const std::string& key, const std::string& raw, const std::string& name) {
+  return key == raw || key == name || iequals(key, raw) || iequals(key, name);
+}
+
+// The value given for a target in such an option (an exact spelling wins over another case).
+std::string lookup_target(const std::map<std::string, std::string>& m, const std::string& raw,
+                          const std::string& name) {
+  for (const std::string& exact : {raw, name})
+    if (auto it = m.find(exact); it != m.end()) return it->second;
+  for (const auto& [key, value] : m)
+    if (key_names_target(key, raw, name)) return value;
+  return {};
+}
+
+// Every key of a NAME=VALUE option names a target: a misspelt one would be ignored silently.
+void check_target_keys(const std::map<std::string, std::string>& m, const char* option,
+                       const std::vector<std::string>& raw_targets) {
+  for (const auto& [key, value] : m) {
+    (void)value;
+    const bool known = std::any_of(raw_targets.begin(), raw_targets.end(), [&](const std::string& raw) {
+      return key_names_target(key, raw, canonical_target_name(raw));
+    });
+    if (!known) {
+      std::string targets;
+      for (const auto& raw : raw_targets) targets += (targets.empty() ? "" : ", ") + canonical_target_name(raw);
+      throw ConfigError(std::string(option) + " given for '" + key + "', which is not a target (targets: " +
+                        targets + ")");
+    }
+  }
 }
 
 // A property of the record named like the target (exact spelling first, then any case).
@@ -46,11 +82,6 @@ const chem::Property* find_label(const chem::PointSet& p, const std::string& nam
   for (const auto& prop : p.properties)
     if (iequals(prop.key, name)) return &prop;
   return nullptr;
-}
-
-std::string lookup(const std::map<std::string, std::string>& m, const std::string& key) {
-  auto it = m.find(key);
-  return it == m.end() ? std::string() : it->second;
 }
 
 // Resolves the per-target settings that do not depend on the data: canonical name, training unit
@@ -73,13 +104,12 @@ std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
       if (other.target.name == plan.target.name)
         throw ConfigError("target '" + plan.target.name + "' is listed twice");
     const io::TargetInfo* qm9 = io::find_qm9_target(plan.target.name);
-    std::string src = lookup(options.source_units, raw);
-    if (src.empty()) src = lookup(options.source_units, plan.target.name);
+    std::string src = lookup_target(options.source_units, raw, plan.target.name);
     plan.source_unit_given = !src.empty();
-    if (src.empty() && qm9) src = std::string(qm9->source_unit);
+    // No unit is assumed from a QM9 name: QM9 files give their units (the reader sets them), and a
+    // label "gap" in a CSV, an SD tag or an extended-XYZ key may be in any unit.
     if (!src.empty()) plan.fallback_source_unit = std::string(io::find_unit(src).name);
-    std::string unit = lookup(options.units, raw);
-    if (unit.empty()) unit = lookup(options.units, plan.target.name);
+    std::string unit = lookup_target(options.units, raw, plan.target.name);
     if (!unit.empty()) {
       plan.target.unit = std::string(io::find_unit(unit).name);
       plan.unit_fixed = true;
@@ -91,8 +121,7 @@ std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
         io::find_unit(plan.fallback_source_unit).dimension != io::find_unit(plan.target.unit).dimension)
       throw ConfigError("target '" + plan.target.name + "': unit '" + plan.target.unit +
                         "' does not match the source unit '" + plan.fallback_source_unit + "'");
-    std::string pooling = lookup(options.pooling, raw);
-    if (pooling.empty()) pooling = lookup(options.pooling, plan.target.name);
+    std::string pooling = lookup_target(options.pooling, raw, plan.target.name);
     if (pooling == "sum" || pooling == "extensive") plan.extensive = true;
     else if (pooling == "mean" || pooling == "intensive") plan.extensive = false;
     else if (!pooling.empty())
@@ -100,12 +129,9 @@ std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
                         "' is not one of sum, mean");
     plans.push_back(std::move(plan));
   }
-  for (const auto& [key, value] : options.pooling) {
-    (void)value;
-    const std::string name = canonical_target_name(key);
-    if (std::none_of(plans.begin(), plans.end(), [&](const TargetPlan& p) { return p.target.name == name; }))
-      throw ConfigError("pooling given for '" + key + "', which is not a target");
-  }
+  check_target_keys(options.pooling, "pooling", options.targets);
+  check_target_keys(options.units, "--units", options.targets);
+  check_target_keys(options.source_units, "--source-units", options.targets);
   return plans;
 }
 
@@ -370,9 +396,12 @@ std::optional<train::LabelTable> load_csv(const DatasetOptions& options) {
   if (options.targets.empty()) throw ConfigError("--labels needs --targets");
   train::LabelCsvOptions csv;
   csv.key_column = options.label_key;
-  for (const auto& t : options.targets) csv.targets.push_back(canonical_target_name(t));
-  for (const auto& [k, v] : options.source_units) csv.source_units[canonical_target_name(k)] = v;
-  for (const auto& [k, v] : options.units) csv.training_units[canonical_target_name(k)] = v;
+  for (const auto& raw : options.targets) {
+    const std::string name = canonical_target_name(raw);
+    csv.targets.push_back(name);
+    if (std::string v = lookup_target(options.source_units, raw, name); !v.empty()) csv.source_units[name] = v;
+    if (std::string v = lookup_target(options.units, raw, name); !v.empty()) csv.training_units[name] = v;
+  }
   return train::read_label_csv(options.labels_csv, csv);
 }
 

@@ -297,7 +297,7 @@ io::OptionSchema train_option_schema() {
            "training unit per target, e.g. U0=kcal/mol (default: eV for energies, else natural)")
       .optional = true;
   s.option("source-units", "data", OptionType::list, std::nullopt,
-           "unit of labels given without one, e.g. energy=eV (QM9 names default to QM9 units)")
+           "unit of labels given without one, e.g. energy=eV (never guessed; QM9 files give theirs)")
       .optional = true;
   s.option("pooling", "data", OptionType::list, std::nullopt,
            "sum (extensive) or mean (intensive) per target, e.g. dipole=mean")

@@ -101,10 +101,10 @@ LabelTable parse_label_csv(std::string_view text, const std::string& source, con
     }
     if (unit.empty()) {
       if (auto it = options.source_units.find(target); it != options.source_units.end()) unit = it->second;
-      else if (const TargetInfo* t = find_qm9_target(target)) unit = std::string(t->source_unit);
       else
         throw csv_error(source, 1, "column '" + csv.header[*found] + "' has no unit: write it as '" + target +
-                                        " [unit]' or give the unit explicitly");
+                                        " [unit]' or give it with --source-units " + target +
+                                        "=<unit> (units are never guessed)");
     }
     std::string train_unit;
     try {

@@ -159,7 +159,31 @@ TEST_CASE("extended XYZ: missing labels masked and counted, bad records skipped 
   }
   SECTION("an unknown target is an error listing the labels present") {
     o.targets = {"enrgy"};
+    o.source_units = {{"enrgy", "eV"}};
     CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("unknown target 'enrgy'") && Catch::Contains("energy"));
+  }
+  SECTION("unit and pooling keys match targets in any case; a key that names no target is an error") {
+    o.source_units = {{"ENERGY", "kcal/mol"}};
+    o.units = {{"Energy", "meV"}};
+    const Dataset upper = load_dataset(o);
+    CHECK(upper.targets[0].unit == "meV");
+    CHECK(upper.labels(0, 0) == Approx(-10.5 * 43.364104).epsilon(1e-6));  // kcal/mol -> meV
+    o.units.clear();
+    o.source_units = {{"energy", "eV"}, {"enrgy", "kcal/mol"}};  // a typo would be ignored silently
+    CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("--source-units given for 'enrgy', which is not a target"));
+    o.source_units = {{"energy", "eV"}};
+    o.units = {{"gapp", "meV"}};
+    CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("--units given for 'gapp'"));
+  }
+  SECTION("one-letter labels keep their names; QM9's one-letter names alias only as QM9 spells them") {
+    write_text(dir / "letters.xyz", "1\nProperties=species:S:1:pos:R:3 g=0.5 h=0.25 gap=0.1\nHe 0 0 0\n");
+    o.inputs = {(dir / "letters.xyz").string()};
+    o.targets = {"g", "h", "GAP"};
+    o.source_units = {{"g", "eV"}, {"h", "1"}, {"gap", "eV"}};
+    const Dataset letters = load_dataset(o);
+    CHECK(letters.target_names() == std::vector<std::string>{"g", "h", "gap"});
+    CHECK(letters.labels(0, 0) == 0.5);
+    CHECK(letters.labels(0, 1) == 0.25);
   }
 }
 

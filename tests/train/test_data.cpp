@@ -116,10 +116,13 @@ TEST_CASE("labels from CSV are keyed, unit-converted and masked", "[train][label
       "gdb 2,-56.525887,,1.6256,y\n";
   LabelCsvOptions o;
   o.targets = {"U0", "gap", "mu"};
+  // A column without a unit gets none from its (QM9) name: units are never guessed.
+  CHECK_THROWS_WITH(parse_label_csv(text, "labels.csv", o), Catch::Contains("column 'gap' has no unit"));
+  o.source_units["gap"] = "Hartree";
   const LabelTable t = parse_label_csv(text, "labels.csv", o);
   CHECK(t.key_column == "title");
   CHECK(t.units == std::vector<std::string>{"eV", "eV", "Debye"});
-  CHECK(t.source_units == std::vector<std::string>{"Hartree", "Hartree", "Debye"});  // gap: QM9 source unit
+  CHECK(t.source_units == std::vector<std::string>{"Hartree", "Hartree", "Debye"});
   const double* row = t.require("gdb 1");
   CHECK(row[0] == Approx(-40.47893 * 27.211386245988).epsilon(1e-15));
   CHECK(row[1] == Approx(0.5048 * 27.211386245988));
