@@ -1,5 +1,7 @@
 #include "chem/point_set.hpp"
 
+#include "core/text.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -157,6 +159,17 @@ std::optional<std::string> check_geometry(const PointSet& points, double min_dis
     grid.emplace(key(cx, cy, cz), i);
   }
   return std::nullopt;
+}
+
+std::pair<std::string, std::string> split_key_unit(const std::string& name) {
+  const std::size_t open = name.rfind('[');
+  if (name.empty() || name.back() != ']' || open == std::string::npos || open == 0 ||
+      name.find(']') != name.size() - 1)
+    return {name, {}};
+  std::string key = std::string(flt::trim(std::string_view(name).substr(0, open)));
+  std::string unit = std::string(flt::trim(std::string_view(name).substr(open + 1, name.size() - open - 2)));
+  if (key.empty()) return {name, {}};
+  return {std::move(key), std::move(unit)};
 }
 
 }  // namespace flt::chem

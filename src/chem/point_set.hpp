@@ -74,6 +74,11 @@ struct PointSet {
 // allowed, Mathematica exponents "1.5*^-6" accepted (QM9). nullopt for anything else.
 std::optional<double> parse_number(std::string_view text);
 
+// A column header or SD tag name "U0 [eV]" (or "U0[eV]") as key "U0" and unit "eV": flt's own
+// convention for units in names (CSV headers, SD tags). A name without a trailing "[...]", or with
+// nothing before it, is the key as it is, without a unit.
+std::pair<std::string, std::string> split_key_unit(const std::string& name);
+
 // Checks a point set's geometry: every coordinate finite, no two atoms closer than `min_distance`
 // Angstrom (0 disables). Returns the reason of the first problem found, or nullopt when fine.
 // All pairs up to 96 atoms; above, a cell grid (O(N) for molecules of any size). Atoms are named

@@ -331,7 +331,8 @@ class SdfParser final : public RecordParser {
     for (const auto& key : mol->getPropList(false, false)) {
       std::string value;
       mol->getPropIfPresent(key, value);
-      points.set_property(key, std::move(value));
+      auto [name, unit] = split_key_unit(key);  // "<U0 [eV]>", flt's own SD tags
+      points.set_property(std::move(name), std::move(value), std::move(unit));
     }
 
     for (const auto* atom : mol->atoms()) {

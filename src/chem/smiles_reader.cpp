@@ -471,14 +471,8 @@ class SmilesParser final : public RecordParser {
     }
     smiles_column_ = *found;
     for (std::size_t c = 0; c < header_.size(); ++c) {
-      // "U0 [eV]" -> key "U0", unit "eV"; in a SMILES file (blanks separate the columns) "U0[eV]".
-      std::string key = header_[c], unit;
-      const auto open = layout_ == Format::csv ? key.rfind(" [") : key.rfind('[');
-      const std::size_t skip = layout_ == Format::csv ? 2 : 1;
-      if (open != std::string::npos && open > 0 && key.size() > open + skip + 1 && key.back() == ']') {
-        unit = trimmed(key.substr(open + skip, key.size() - open - skip - 1));
-        key = trimmed(key.substr(0, open));
-      }
+      // "U0 [eV]" -> key "U0", unit "eV" (in a SMILES file, whose blanks separate the columns, "U0[eV]").
+      auto [key, unit] = split_key_unit(header_[c]);
       if (key.empty() && c != smiles_column_) {
         throw InputError(source_, 0, "column " + std::to_string(c + 1) + " has no name");
       }

@@ -22,6 +22,12 @@ void MoleculeWriter::close() {
 
 namespace {
 
+// Whether an input property is written: not when a prediction of the same name replaces it.
+bool kept(const Property& p, const std::vector<PredictedValue>& predictions) {
+  return std::none_of(predictions.begin(), predictions.end(),
+                      [&](const PredictedValue& pred) { return pred.name == p.key; });
+}
+
 // An SD data value must not contain an empty line (it ends the value) nor a line starting with
 // "$$$$" (it ends the record; RDKit can read one into a value when a record lacks the blank line
 // before its "$$$$"): such a line is written with a leading blank.
@@ -46,10 +52,10 @@ class SdfWriter final : public MoleculeWriter {
     std::ostream& o = out();
     o << mol_block(points);
     for (const auto& p : points.properties) {
-      bool replaced = false;
-      for (const auto& pred : predictions) replaced = replaced || pred.name == p.key;
-      if (replaced) continue;
-      o << ">  <" << p.key << ">\n" << sd_value(p.value) << "\n\n";
+      if (!kept(p, predictions)) continue;
+      o << ">  <" << p.key;
+      if (!p.unit.empty()) o << " [" << p.unit << "]";
+      o << ">\n" << sd_value(p.value) << "\n\n";
     }
     for (const auto& pred : predictions) {
       o << ">  <" << pred.name << ">";
@@ -323,21 +329,28 @@ class ExtXyzWriter final : public MoleculeWriter {
     const std::size_t n = points.size();
     o << n << '\n' << "Properties=species:S:1:pos:R:3";
     std::vector<const AtomColumn*> columns;
+    bool have_charges = false;
     for (const auto& c : points.atom_columns) {
       const std::size_t expected = n * static_cast<std::size_t>(c.width);
       const std::size_t have = c.type == 'S' ? c.strings.size() : c.values.size();
       if (have != expected || c.name == "species" || c.name == "pos") continue;
       o << ':' << xyz_key(c.name) << ':' << c.type << ':' << c.width;
       columns.push_back(&c);
+      have_charges = have_charges || c.name == "formal_charges";
     }
+    // Formal charges (from an SDF's CHG, a charged SMILES) as the column the reader takes them from.
+    const bool charges = !have_charges && points.formal_charges.size() == n &&
+                         std::any_of(points.formal_charges.begin(), points.formal_charges.end(),
+                                     [](std::int32_t q) { return q != 0; });
+    if (charges) o << ":formal_charges:I:1";
     if (!points.title.empty() && points.property("title") == nullptr) {
       o << " title=" << xyz_value(points.title);
     }
     for (const auto& p : points.properties) {
-      bool replaced = false;
-      for (const auto& pred : predictions) replaced = replaced || pred.name == p.key;
-      if (replaced || p.key == "Properties") continue;
+      if (!kept(p, predictions) || p.key == "Properties") continue;
       o << ' ' << xyz_key(p.key) << '=' << xyz_value(p.value);
+      if (!p.unit.empty() && points.property(p.key + "_unit") == nullptr)
+        o << ' ' << xyz_key(p.key) << "_unit=" << xyz_value(p.unit);
     }
     for (const auto& pred : predictions) {
       o << ' ' << xyz_key(pred.name) << '=' << shortest_number(pred.value);
@@ -368,6 +381,7 @@ class ExtXyzWriter final : public MoleculeWriter {
           }
         }
       }
+      if (charges) o << ' ' << points.formal_charges[i];
       o << '\n';
     }
     ++written_;

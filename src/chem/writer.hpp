@@ -51,9 +51,12 @@ class MoleculeWriter {
   // Appends one record. SDF: the record's molecule block (its RDKit molecule when it has one,
   // else atoms without bonds) with coordinates from `points.positions`, its properties as SD tags
   // in input order, then the predictions (a prediction replaces an input tag of the same name).
+  // A property with a unit is written with it: SD tag "<key [unit]>", extended-XYZ "key_unit=unit"
+  // (unless the record has that key), CSV column "key [unit]"; the readers take the unit back.
   // CSV: a row id, source, record, title, label columns, predictions; the predictions' names and
   // units must be the same for every record. Extended XYZ: Properties=species:S:1:pos:R:3 plus
-  // the record's atom columns; properties and predictions as key=value pairs.
+  // the record's atom columns (and formal_charges:I:1 when an atom is charged and the record has
+  // no such column); properties and predictions as key=value pairs.
   virtual void write(const PointSet& points, const std::vector<PredictedValue>& predictions = {}) = 0;
 
   // Appends a record that has no prediction, marked with `reason`, so that every input record

@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <fstream>
 
@@ -145,6 +147,35 @@ TEST_CASE("extended XYZ writer: round trip with labels, Mulliken column and pred
     CHECK(b.column("mulliken_charge")->values == a.column("mulliken_charge")->values);
     CHECK(*b.number("energy") == 0.1);
     CHECK(b.property("energy_unit")->value == "eV");
+    CHECK(b.property("U0")->unit == a.property("U0")->unit);  // Hartree, as U0_unit=Hartree
+    CHECK(b.property("mu")->unit == "Debye");
+  }
+}
+
+TEST_CASE("writers keep units and formal charges through SDF and extended XYZ and back",
+          "[chem][writer]") {
+  TempDir dir;
+  const ReadAll input = read_text("smiles,energy [kcal/mol],note\nC[NH3+],-100.0,a\nCC(=O)[O-],-0.5,b\n",
+                                  Format::csv);
+  REQUIRE(input.records.size() == 2);
+  for (const char* name : {"out.extxyz", "out.sdf"}) {
+    INFO(name);
+    const std::string out = dir.file(name);
+    auto writer = MoleculeWriter::open(out);
+    for (const auto& p : input.records) writer->write(p);
+    writer->close();
+    const ReadAll again = read_all({out});
+    REQUIRE(again.records.size() == 2);
+    for (std::size_t k = 0; k < 2; ++k) {
+      const PointSet& a = input.records[k];
+      const PointSet& b = again.records[k];
+      REQUIRE(b.property("energy") != nullptr);
+      CHECK(b.property("energy")->unit == "kcal/mol");
+      CHECK(*b.number("energy") == *a.number("energy"));
+      CHECK(b.property("note")->unit.empty());
+      CHECK(b.formal_charges == a.formal_charges);
+    }
+    CHECK(std::count(again.records[0].formal_charges.begin(), again.records[0].formal_charges.end(), 1) == 1);
   }
 }
 

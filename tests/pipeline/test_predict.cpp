@@ -80,19 +80,22 @@ TEST_CASE("flt predict writes annotated SDF keeping every tag and every record, 
       const chem::Property* error = w.property(chem::kErrorTag);
       REQUIRE(error != nullptr);
       CHECK(error->value.find("was not in the model's training set") != std::string::npos);
-      CHECK(w.property("flt_U0 [eV]") == nullptr);
+      CHECK(w.property("flt_U0") == nullptr);
       continue;
     }
     CHECK(w.property(chem::kErrorTag) == nullptr);
-    const auto u0 = w.number("flt_U0 [eV]");
-    const auto gap = w.number("flt_gap [eV]");
+    // The tag "flt_U0 [eV]" reads back as the property flt_U0 with its unit.
+    const auto u0 = w.number("flt_U0");
+    const auto gap = w.number("flt_gap");
+    REQUIRE(w.property("flt_U0") != nullptr);
+    CHECK(w.property("flt_U0")->unit == "eV");
     REQUIRE(u0.has_value());
     REQUIRE(gap.has_value());
     REQUIRE(direct[i].ok());
     // The program's values equal direct library calls (shortest round-trip text: exact).
     CHECK(*u0 == Approx(direct[i].prediction->mean[0]).epsilon(1e-12));
     CHECK(*gap == Approx(direct[i].prediction->mean[1]).epsilon(1e-12));
-    CHECK(w.property("flt_U0_std [eV]") == nullptr);  // a single model has no spread column
+    CHECK(w.property("flt_U0_std") == nullptr);  // a single model has no spread column
     ++i;
   }
   CHECK(i == good.size());

@@ -126,7 +126,7 @@ TEST_CASE("flt predict --per-atom: extended-XYZ column read back, SD tag, refusa
   const auto records = read_all(sdf);
   std::size_t with_values = 0;
   for (const auto& r : records) {
-    const auto* tag = r.property("flt_U0_contribution [eV]");
+    const auto* tag = r.property("flt_U0_contribution");  // tag "flt_U0_contribution [eV]"
     if (tag == nullptr) {
       CHECK(r.property("flt_error") != nullptr);
       continue;
@@ -140,8 +140,19 @@ TEST_CASE("flt predict --per-atom: extended-XYZ column read back, SD tag, refusa
       ++count;
     }
     CHECK(count == r.size());
-    CHECK(sum == Approx(property_number(r, "flt_U0 [eV]")).margin(5e-3).epsilon(0));
-    CHECK(r.property("flt_U0_contribution_std [eV]") != nullptr);
+    CHECK(r.property("flt_U0_contribution")->unit == "eV");
+    CHECK(sum == Approx(property_number(r, "flt_U0")).margin(5e-3).epsilon(0));
+    CHECK(r.property("flt_U0_contribution_std") != nullptr);
+  }
+  // That output predicted again by one model: the ensemble's spreads and per-atom values are not
+  // kept beside the new single-model values.
+  const std::string single = dir / "single.sdf";
+  REQUIRE(run_flt("predict -q -m " + quoted(a) + " " + quoted(sdf) + " -o " + quoted(single), dir).status == 3);
+  for (const auto& r : read_all(single)) {
+    CHECK(r.property("flt_U0_std") == nullptr);
+    CHECK(r.property("flt_U0_contribution") == nullptr);
+    CHECK(r.property("flt_U0_contribution_std") == nullptr);
+    if (r.property("flt_error") == nullptr) CHECK(r.property("flt_U0") != nullptr);
   }
   CHECK(with_values > 0);
 

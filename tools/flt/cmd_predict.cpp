@@ -139,6 +139,16 @@ class TablePrinter {
   std::vector<std::size_t> widths_;
 };
 
+// flt's own output predicted again: its flt_* SD tags, extended-XYZ keys, CSV columns and per-atom
+// columns (predictions, spreads, units, errors, forces, contributions) are the earlier run's; they
+// are left out, so this run's replace them instead of standing beside them (an ensemble's
+// flt_U0_std next to a single model's flt_U0, or a CSV column flt_U0 [eV]_2).
+void drop_previous_predictions(chem::PointSet& points) {
+  const auto earlier = [](const std::string& name) { return name.rfind("flt_", 0) == 0; };
+  std::erase_if(points.properties, [&](const chem::Property& p) { return earlier(p.key); });
+  std::erase_if(points.atom_columns, [&](const chem::AtomColumn& c) { return earlier(c.name); });
+}
+
 // Adds an extended-XYZ per-atom column, replacing one of the same name (a column of the input, e.g.
 // an earlier run's output being predicted again), with its unit as the "<name>_unit" key.
 void set_atom_column(chem::PointSet& points, chem::AtomColumn column) {
@@ -359,6 +369,7 @@ int run_predict(const std::vector<std::string>& args) {
   pipeline::ReadProgressBar progress(progress_to, "predicting");
   popts.on_progress = progress.callback();
   const auto summary = predictor.predict_records(inputs, read, popts, [&](pipeline::RecordOutcome&& r) {
+    drop_previous_predictions(r.points);
     if (!r.ok()) {
       if (writer) writer->write_error(r.points, r.error, r.rejected ? &*r.rejected : nullptr);
       if (table) printer.error_row(r.points, r.error);
