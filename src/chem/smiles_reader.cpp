@@ -62,7 +62,8 @@ class LineReader {
 };
 
 // A SMILES file's rows: blank lines and lines starting with '#' skipped, fields split at runs of
-// spaces and tabs (a SMILES holds neither).
+// spaces and tabs (a SMILES holds neither); when the first line holds a tab, at tabs only, so
+// that names with blanks stay one field (RDKit's SmilesWriter with delimiter '\t').
 class BlankRowReader {
  public:
   explicit BlankRowReader(std::istream& in) : lines_(in) {}
@@ -71,11 +72,14 @@ class BlankRowReader {
     while (lines_.read_line(line)) {
       const auto first = line.find_first_not_of(" \t");
       if (first == std::string::npos || line[first] == '#') continue;
+      if (!separators_) separators_ = line.find('\t') != std::string::npos ? "\t" : " \t";
       CsvRow row;
       row.line = lines_.line();
       for (std::size_t i = first; i < line.size();) {
-        const std::size_t end = std::min(line.find_first_of(" \t", i), line.size());
-        row.fields.push_back(line.substr(i, end - i));
+        std::size_t end = std::min(line.find_first_of(*separators_, i), line.size());
+        std::size_t last = end;  // a tab-separated field without its surrounding blanks
+        while (last > i && line[last - 1] == ' ') --last;
+        row.fields.push_back(line.substr(i, last - i));
         row.starts.push_back(i);
         i = line.find_first_not_of(" \t", end);
         if (i == std::string::npos) break;
@@ -88,6 +92,7 @@ class BlankRowReader {
 
  private:
   LineReader lines_;
+  std::optional<const char*> separators_;
 };
 
 class CsvRowReader {

@@ -203,6 +203,13 @@ TEST_CASE("SMILES file: a header line names the columns (RDKit's SmilesWriter la
   CHECK(r.records[1].property("y")->value == "x");
   CHECK(r.records[1].size() == 12);
 
+  // Tab-separated (RDKit's SmilesWriter with delimiter '\t'): names with blanks stay one field.
+  const ReadAll tabs = read_text("SMILES\tName\tpIC50\nCCO\tcompound 12\t5.3\nC\tmethane\t4\n", Format::smi);
+  REQUIRE(tabs.records.size() == 2);
+  CHECK(tabs.records[0].title == "compound 12");
+  CHECK(tabs.records[0].number("pIC50") == 5.3);
+  CHECK(tabs.records[1].title == "methane");
+
   // The file RDKit wrote (tests/chem/data/README.md): an empty name became the row index.
   const ReadAll written = read_all({test_data("rdkit_smiles_writer.smi")});
   REQUIRE(written.records.size() == 3);
@@ -216,11 +223,12 @@ TEST_CASE("SMILES file: a header line names the columns (RDKit's SmilesWriter la
 TEST_CASE("SMILES file: the SMILES column by number or by name, and its errors", "[chem][smiles]") {
   ReadOptions second;
   second.smiles_column = "2";
-  const ReadAll named_first = read_text("ZINC1\tCCO\nZINC2 extra\tc1ccccc1\n", Format::smi, second);
+  const ReadAll named_first = read_text("ZINC1 CCO\nZINC2 extra c1ccccc1\n", Format::smi, second);
   REQUIRE(named_first.records.size() == 1);
   CHECK(named_first.records[0].title == "ZINC1");
   CHECK(named_first.records[0].size() == 9);
-  // The SMILES is field 2 of every line: on the second line that is "extra", reported.
+  // The SMILES is field 2 of every line: on the second line that is "extra", reported. (With
+  // tabs between the fields, "ZINC2 extra" would be one field: the test above.)
   REQUIRE(named_first.summary.skipped.size() == 1);
   CHECK(named_first.summary.skipped[0].record == 2);
   CHECK(named_first.summary.skipped[0].reason.find("line 2: RDKit cannot parse the SMILES 'extra'") == 0);
