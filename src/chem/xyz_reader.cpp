@@ -581,7 +581,8 @@ class XyzParser final : public RecordParser {
         if (!ase_units_logged_) {
           ase_units_logged_ = true;
           log_warning(source_, ": ASE extended XYZ (Properties=): '", p.key,
-                   "' taken in eV and forces in eV/A, ASE's units (give --source-units to override)");
+                      "' is in eV and forces in eV/A by ASE's convention, unless --source-units gives "
+                      "the energy's unit and --forces-unit the forces'");
         }
       }
     }

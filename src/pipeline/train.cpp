@@ -1019,6 +1019,21 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   Dataset data = load_dataset(data_options);
   reading.finish();
   say(data.describe());
+  {
+    // How each target is modelled, which --pooling changes: a sum of per-atom contributions (with
+    // per-element reference energies) or a mean over the atoms.
+    std::string line = "targets:";
+    for (std::size_t t = 0; t < data.targets.size(); ++t) {
+      const DatasetTarget& target = data.targets[t];
+      line += t == 0 ? " " : "; ";
+      line += target.name;
+      line += " [";
+      line += target.unit.empty() ? "1" : target.unit;
+      line += target.source_unit.empty() || target.source_unit == target.unit ? "]" : ", read in " + target.source_unit + "]";
+      line += target.extensive ? " sum over atoms" : " mean over atoms";
+    }
+    say(line + " (--pooling NAME=sum|mean)");
+  }
   train::Split split;
   if (!cfg.split_file.empty()) {
     split = train::read_split_file(cfg.split_file, data.size(), data.ids);
