@@ -844,10 +844,15 @@ class MoleculeTrainable final : public train::Trainable {
     // Without a (labelled) validation set, select on the training MAE.
     v.selection = selection_metric(val_mae_, model_.normalisation());
     if (std::isnan(v.selection)) v.selection = selection_metric(train_mae_, model_.normalisation());
+    // Training on forces: the forces count as in the loss, W MAE_F / sigma (forces in the energy's
+    // standardised unit, weighted by --force-weight).
+    if (dual_ && std::isfinite(val_force_mae_) && std::isfinite(v.selection))
+      v.selection += cfg_.force_weight * val_force_mae_ / model_.normalisation().scale[static_cast<std::size_t>(force_target_)];
     for (std::size_t t = 0; t < p; ++t) {
       v.columns.push_back(train_mae_[t]);
       v.columns.push_back(val_mae_[t]);
     }
+    if (cfg_.force_weight > 0) v.columns.push_back(val_force_mae_);
     return v;
   }
   std::vector<std::string> curve_columns() const override {
@@ -855,6 +860,10 @@ class MoleculeTrainable final : public train::Trainable {
     for (const auto& t : data_.targets) {
       c.push_back(io::with_unit_suffix("train_mae_" + t.name, t.unit));
       c.push_back(io::with_unit_suffix("val_mae_" + t.name, t.unit));
+    }
+    if (cfg_.force_weight > 0) {  // asked before before_training() sets the force model up
+      const DatasetTarget& ft = data_.targets[static_cast<std::size_t>(find_force_target(data_.targets, cfg_.force_target))];
+      c.push_back(io::with_unit_suffix("val_force_mae_" + ft.name, ft.unit + "/A"));
     }
     return c;
   }
@@ -1224,7 +1233,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     for (const auto& t : data.targets) metric_columns.push_back({t.name, t.unit});
     std::vector<train::Metrics> metric_rows = result.test_metrics;
     if (result.test_force_metrics) {
-      metric_columns.push_back({result.force_target + "_forces", result.force_unit});
+      metric_columns.push_back({result.force_target + " forces", result.force_unit});  // as flt eval names it
       metric_rows.push_back(*result.test_force_metrics);
     }
     train::write_metrics_csv(dir / "test_metrics.csv", metric_columns, metric_rows);

@@ -98,7 +98,9 @@ TEST_CASE("flt train --force-weight: forces read and masked, force metrics repor
   CHECK_THAT(run.err, Catch::Contains("training on energies and forces: target energy, force weight 10"));
   CHECK_THAT(run.err, Catch::Contains("forces val "));
   CHECK_THAT(run.out, Catch::Contains("forces    eV/A"));
-  CHECK_THAT(slurp(dir / "ef" / "test_metrics.csv"), Catch::Contains("energy_forces"));
+  CHECK_THAT(slurp(dir / "ef" / "test_metrics.csv"), Catch::Contains("energy forces,eV/A,"));
+  // The validation force MAE per epoch, in the learning curve as in the progress lines.
+  CHECK_THAT(slurp(dir / "ef" / "learning_curve.csv"), Catch::Contains("val_force_mae_energy [eV/A]"));
   CHECK_THAT(slurp(dir / "ef" / "config.ini"), Catch::Contains("force-weight = 10"));
 
   // flt eval --forces on the test subset reproduces the run's test force metrics.
@@ -122,7 +124,7 @@ TEST_CASE("flt train --force-weight: forces read and masked, force metrics repor
       return std::stod(field);
     };
     CHECK(mae_of(metrics, "energy forces,") ==
-          Approx(mae_of(slurp(dir / "ef" / "test_metrics.csv"), "energy_forces,")).epsilon(1e-6));
+          Approx(mae_of(slurp(dir / "ef" / "test_metrics.csv"), "energy forces,")).epsilon(1e-6));
   }
   const auto no_forces = run_flt("eval -m '" + (dir / "ef" / "model.flt").string() + "' '" + input.string() +
                                      "' --forces-unit eV/A",
