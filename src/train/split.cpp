@@ -24,6 +24,18 @@ using io::write_csv_row;
 using io::write_file_atomic;
 namespace {
 
+// "<path>:<record>" (the id of a record without a title) as "<file name>:<record>"; other ids as
+// they are. Two spellings of one input path give the same reduced id.
+std::string reduced_id(const std::string& id) {
+  const std::size_t colon = id.rfind(':');
+  if (colon == std::string::npos || colon + 1 == id.size() ||
+      id.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+    return id;
+  const std::size_t slash = id.rfind('/', colon);
+  return slash == std::string::npos ? id : id.substr(slash + 1);
+}
+
+
 SubsetSize parse_subset(std::string_view item, const std::string& where) {
   if (item == "rest") return {SubsetSize::Kind::rest, 0};
   if (item.find_first_of(".eE") != std::string_view::npos) {
@@ -144,7 +156,7 @@ Split parse_split_csv(std::string_view text, const std::string& source, std::siz
   const auto id_col = csv.column("id");
   if (!index_col && !id_col) throw csv_error(source, 1, "split file needs an 'index' or an 'id' column");
   if (!index_col && ids.empty()) throw csv_error(source, 1, "split file has ids only, but the dataset has no ids");
-  std::unordered_map<std::string, std::size_t> by_id;
+  std::unordered_map<std::string, std::size_t> by_id, by_reduced_id;
   if (id_col && !ids.empty())
     for (std::size_t i = 0; i < ids.size(); ++i) by_id.emplace(ids[i], i);  // first occurrence wins
   Split split;
@@ -174,12 +186,19 @@ Split parse_split_csv(std::string_view text, const std::string& source, std::siz
     if (id_col && !ids.empty()) {
       const std::string& id = csv.rows[r][*id_col];
       if (index) {
-        if (!id.empty() && ids[*index] != id)
+        if (!id.empty() && ids[*index] != id && reduced_id(ids[*index]) != reduced_id(id))
           throw csv_error(source, line, "record " + std::to_string(*index) + " has id '" + ids[*index] +
                                              "', the split file says '" + id + "' (a split for another dataset?)");
       } else {
         auto it = by_id.find(id);
-        if (it == by_id.end()) throw csv_error(source, line, "no record with id '" + id + "'");
+        if (it == by_id.end()) {
+          // Untitled records are named "<input path>:<record>": the same file under another
+          // spelling of its path (./a.xyz, an absolute path, a copy elsewhere) is the same record.
+          if (by_reduced_id.empty())
+            for (std::size_t i = 0; i < ids.size(); ++i) by_reduced_id.emplace(reduced_id(ids[i]), i);
+          it = by_reduced_id.find(reduced_id(id));
+          if (it == by_reduced_id.end()) throw csv_error(source, line, "no record with id '" + id + "'");
+        }
         index = it->second;
       }
     }

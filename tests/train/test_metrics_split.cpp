@@ -161,6 +161,18 @@ TEST_CASE("split files round trip and are validated", "[train][split]") {
   const Split by_id = parse_split_csv("subset,id\ntrain,gdb 3\ntest,gdb 1\n", "ids.csv", 20, ids);
   CHECK(by_id.train == std::vector<std::size_t>{2});
   CHECK(by_id.test == std::vector<std::size_t>{0});
+  // Records without titles are named "<input path>:<record>": another spelling of the path (or
+  // the file copied elsewhere) names the same records; another file or record does not.
+  const std::vector<std::string> untitled = {"data/eth.xyz:1", "data/eth.xyz:2", "data/eth.xyz:3"};
+  const Split moved = parse_split_csv("subset,index,id\ntrain,0,./eth.xyz:1\ntest,2,/abs/eth.xyz:3\n"
+                                      "validation,,eth.xyz:2\n", "moved.csv", 3, untitled);
+  CHECK(moved.train == std::vector<std::size_t>{0});
+  CHECK(moved.validation == std::vector<std::size_t>{1});
+  CHECK(moved.test == std::vector<std::size_t>{2});
+  CHECK_THROWS_WITH(parse_split_csv("subset,index,id\ntrain,0,data/other.xyz:1\n", "o.csv", 3, untitled),
+                    Catch::Contains("another dataset"));
+  CHECK_THROWS_WITH(parse_split_csv("subset,index,id\ntrain,0,data/eth.xyz:2\n", "r.csv", 3, untitled),
+                    Catch::Contains("another dataset"));
   // Errors.
   CHECK_THROWS_WITH(parse_split_csv("subset,index\ntrain,20\n", "r.csv", 20), Catch::Contains("r.csv:2:") && Catch::Contains("out of range"));
   CHECK_THROWS_WITH(parse_split_csv("subset,index\ntrain,1\ntest,1\n", "o.csv", 20),
