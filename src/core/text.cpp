@@ -1,6 +1,7 @@
 #include "core/text.hpp"
 
 #include <charconv>
+#include <cstdio>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -60,6 +61,13 @@ std::string format_number(double value, int significant_digits) {
   std::ostringstream s;
   s << std::setprecision(significant_digits) << value;
   return s.str();
+}
+
+std::string format_r2(double value) {
+  if (std::isnan(value)) return "nan";
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.6f", value);
+  return buffer;
 }
 
 std::string shortest_number(double value) {

@@ -21,6 +21,9 @@ std::vector<std::string> split_list(std::string_view text, char separator = ',')
 // `value` with `significant_digits` significant digits as an ostream writes it ("%g"-like);
 // "nan" for NaN. For messages and progress lines.
 std::string format_number(double value, int significant_digits = 4);
+// A coefficient of determination in tables: six decimals, so that 0.9999993 is not printed as 1
+// and values near 0 keep a fixed width ("0.999999", "-0.000093", "nan").
+std::string format_r2(double value);
 // The shortest text that reads back to the same double (std::to_chars): "0.1", "1e-06", "nan".
 std::string shortest_number(double value);
 

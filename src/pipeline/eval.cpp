@@ -3,6 +3,7 @@
 #include "pipeline/eval.hpp"
 
 #include "core/error.hpp"
+#include "core/text.hpp"
 #include "core/log.hpp"
 #include "core/random.hpp"
 #include "io/atomic_file.hpp"
@@ -251,23 +252,23 @@ std::string format_eval_table(const EvalResult& result) {
   if (result.rotations > 0) o << "; rotation sensitivity over " << result.rotations << " random rotations";
   o << "\n";
   char line[512];
-  std::snprintf(line, sizeof line, "%-10s %-12s %7s %12s %12s %9s %14s %12s\n", "target", "unit",
+  std::snprintf(line, sizeof line, "%-10s %-12s %7s %12s %12s %10s %14s %12s\n", "target", "unit",
                 "count", "MAE", "RMSE", "R^2", "rotation std", "std/MAE");
   o << line;
   for (const auto& t : result.targets) {
     const std::string frac =
         std::isfinite(t.rotation_fraction) ? number(100.0 * t.rotation_fraction, 3) + " %" : "n/a";
-    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %12s %12s %9s %14s %12s\n", t.name.c_str(),
+    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %12s %12s %10s %14s %12s\n", t.name.c_str(),
                   t.unit.c_str(), t.metrics.count, number(t.metrics.mae).c_str(),
-                  number(t.metrics.rmse).c_str(), number(t.metrics.r2).c_str(),
+                  number(t.metrics.rmse).c_str(), format_r2(t.metrics.r2).c_str(),
                   number(t.rotation_std).c_str(), frac.c_str());
     o << line;
   }
   if (result.forces) {
     const auto& f = *result.forces;
-    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %12s %12s %9s   (per force component of %s)\n", "forces",
+    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %12s %12s %10s   (per force component of %s)\n", "forces",
                   f.unit.c_str(), f.metrics.count, number(f.metrics.mae).c_str(), number(f.metrics.rmse).c_str(),
-                  number(f.metrics.r2).c_str(), f.name.c_str());
+                  format_r2(f.metrics.r2).c_str(), f.name.c_str());
     o << line;
   }
   return o.str();

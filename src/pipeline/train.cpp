@@ -1066,6 +1066,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   }
   say("split: " + std::to_string(split.train.size()) + " train, " + std::to_string(split.validation.size()) +
       " validation, " + std::to_string(split.test.size()) + " test molecules");
+  if (const std::size_t used = split.train.size() + split.validation.size() + split.test.size(); used < data.size())
+    log_warning(std::to_string(data.size() - used) + " of " + std::to_string(data.size()) +
+                " molecules are in no subset of the split (fractions round down; 'rest' takes what is left)");
+  if (split.validation.empty())
+    log_warning("no validation molecules: the epoch kept is the one of least training MAE");
   // Atom counts come from the atomic numbers, which every rank keeps for every molecule.
   const std::vector<std::size_t> atoms_of = atom_counts(data);
   // Which rank holds which molecule's coordinates (train_distributed.hpp); one rank holds all.
@@ -1305,18 +1310,18 @@ std::string format_summary(const TrainResult& r) {
   if (!r.test_metrics.empty()) {
     out << "test metrics:\n";
     out << "  " << std::left << std::setw(10) << "target" << std::setw(14) << "unit" << std::right << std::setw(8)
-        << "n" << std::setw(14) << "MAE" << std::setw(14) << "RMSE" << std::setw(10) << "R^2" << '\n';
+        << "n" << std::setw(14) << "MAE" << std::setw(14) << "RMSE" << std::setw(12) << "R^2" << '\n';
     for (std::size_t t = 0; t < r.test_metrics.size(); ++t) {
       const auto& m = r.test_metrics[t];
       out << "  " << std::left << std::setw(10) << r.targets[t].name << std::setw(14) << r.targets[t].unit << std::right
           << std::setw(8) << m.count << std::setw(14) << format_number(m.mae, 5) << std::setw(14)
-          << format_number(m.rmse, 5) << std::setw(10) << format_number(m.r2, 4) << '\n';
+          << format_number(m.rmse, 5) << std::setw(12) << format_r2(m.r2) << '\n';
     }
     if (r.test_force_metrics) {
       const auto& m = *r.test_force_metrics;
       out << "  " << std::left << std::setw(10) << "forces" << std::setw(14) << r.force_unit << std::right
           << std::setw(8) << m.count << std::setw(14) << format_number(m.mae, 5) << std::setw(14)
-          << format_number(m.rmse, 5) << std::setw(10) << format_number(m.r2, 4)
+          << format_number(m.rmse, 5) << std::setw(12) << format_r2(m.r2)
           << "   (per component, " << r.force_target << " forces)\n";
     }
   }

@@ -1,9 +1,11 @@
 #include "train/labels.hpp"
 
+#include "core/text.hpp"
 #include "io/atomic_file.hpp"
 #include "io/units.hpp"
 
 #include <cmath>
+#include <limits>
 
 namespace flt::train {
 
@@ -127,7 +129,13 @@ LabelTable parse_label_csv(std::string_view text, const std::string& source, con
   for (std::size_t r = 0; r < csv.rows.size(); ++r) {
     std::vector<double> values(cols.size());
     for (std::size_t t = 0; t < cols.size(); ++t) {
-      const double v = parse_csv_number(csv.rows[r][cols[t]], csv, r, cols[t]);
+      // An infinite label is kept as such: the dataset skips that record ("label is not finite"),
+      // as it does for one read from a molecule file, instead of the whole table failing.
+      const std::string cell = flt::lower(flt::trim(csv.rows[r][cols[t]]));
+      const bool infinite = cell == "inf" || cell == "+inf" || cell == "-inf" || cell == "infinity" ||
+                            cell == "+infinity" || cell == "-infinity";
+      const double v = infinite ? (cell[0] == '-' ? -1.0 : 1.0) * std::numeric_limits<double>::infinity()
+                                : parse_csv_number(csv.rows[r][cols[t]], csv, r, cols[t]);
       values[t] = std::isnan(v) ? v : v * factors[t];
     }
     table.add_row(csv.rows[r][key_col], std::move(values), csv.row_lines[r]);

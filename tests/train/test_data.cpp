@@ -139,6 +139,13 @@ TEST_CASE("labels from CSV are keyed, unit-converted and masked", "[train][label
   CHECK_THROWS_WITH(parse_label_csv("id,energy\n1,2\n", "l.csv", bad), Catch::Contains("has no unit"));
   bad.source_units["energy"] = "kcal/mol";
   CHECK(parse_label_csv("id,energy\n1,2\n", "l.csv", bad).units[0] == "eV");
+  // An infinite label stays infinite (the dataset then skips that record) instead of failing the
+  // whole table; other text still does.
+  const LabelTable inf = parse_label_csv("id,energy\n1,inf\n2,-Infinity\n3,4\n", "l.csv", bad);
+  CHECK(std::isinf(inf.require("1")[0]));
+  CHECK(inf.require("2")[0] < 0);
+  CHECK(std::isinf(inf.require("2")[0]));
+  CHECK_THROWS_WITH(parse_label_csv("id,energy\n1,infinite\n", "l.csv", bad), Catch::Contains("not a number"));
   bad.targets = {"missing"};
   CHECK_THROWS_WITH(parse_label_csv("id,energy\n1,2\n", "l.csv", bad), Catch::Contains("no column for target 'missing'"));
   o.targets = {"U0"};
