@@ -5,8 +5,8 @@
 // Before RDKit sees a record, its ATOM/HETATM lines are filtered as ReadOptions asks, and every
 // choice is counted in the log: waters (HOH, WAT, DOD, H2O and common MD water names) and other
 // HETATM groups (ligands, ions, cofactors) are kept, dropped, or make the record bad; of
-// alternate locations (altLoc column) only the blank one and the first ID seen in the record are
-// kept (what most programs do with crystal structures); CONECT records that name a dropped atom
+// alternate locations (altLoc column) the blank one and the first ID seen in the record are kept
+// (what most programs do with crystal structures), and an atom without that ID keeps its own first; CONECT records that name a dropped atom
 // lose that atom. RDKit then perceives bonds (CONECT records, standard residue templates and
 // proximity) and, when the structure has no hydrogen atom at all and ReadOptions::add_hydrogens,
 // hydrogens are added with coordinates (AddHs(addCoords)). Ligands without CONECT bond orders get
@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <set>
 #include <sstream>
 #include <unordered_set>
@@ -159,7 +160,17 @@ class PdbParser final : public RecordParser {
     std::set<std::string> hetero_names;
     std::string last_water_residue;
     char first_altloc = ' ';
+    // Alternate locations: the first ID seen in the record wins; an atom that does not have that
+    // ID (a position present only in conformer B) keeps its own first one, so it is not lost.
+    // The kept lines reach RDKit with a blank altLoc column (RDKit itself keeps blank and 'A' only).
+    std::map<std::string, std::string> altlocs_of;  // atom (residue and name) -> IDs, in file order
     for (const std::string& line : lines) {
+      if (!is_atom_line(line) || line.size() < 17 || line[16] == ' ') continue;
+      if (first_altloc == ' ') first_altloc = line[16];
+      std::string& ids = altlocs_of[column(line, 13, 16) + column(line, 18, 27)];
+      if (ids.find(line[16]) == std::string::npos) ids += line[16];
+    }
+    for (std::string line : lines) {
       if (!is_atom_line(line)) continue;
       const std::string residue = trimmed(column(line, 18, 20));
       const bool het = starts_with(line, "HETATM");
@@ -191,10 +202,13 @@ class PdbParser final : public RecordParser {
         keep = options_.pdb_hetero == PdbPart::keep;
       }
       if (keep && altloc != ' ') {
-        if (first_altloc == ' ') first_altloc = altloc;
-        if (altloc != first_altloc) {
+        const std::string& ids = altlocs_of[column(line, 13, 16) + column(line, 18, 27)];
+        const char chosen = ids.find(first_altloc) != std::string::npos ? first_altloc : ids.front();
+        if (altloc != chosen) {
           keep = false;
           ++altloc_dropped;
+        } else {
+          line[16] = ' ';
         }
       }
       if (!keep) {

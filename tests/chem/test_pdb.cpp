@@ -168,3 +168,40 @@ TEST_CASE("PDB: unknown element and empty input are bad records, pdb is not an o
   TempDir dir;
   CHECK_THROWS_AS(MoleculeWriter::open(dir.file("out.pdb"), WriteOptions{}), flt::InvalidArgument);
 }
+
+TEST_CASE("PDB: alternate locations keep one position per atom, also atoms only in conformer B",
+          "[chem][pdb]") {
+  ReadOptions options;
+  options.add_hydrogens = false;
+  // CB in conformers A and B; OXT only in B.
+  const std::string a_first =
+      "ATOM      1  N   ALA A   1       0.000   1.400   0.000  1.00 10.00           N\n"
+      "ATOM      2  CA  ALA A   1       0.000   0.000   0.000  1.00 10.00           C\n"
+      "ATOM      3  C   ALA A   1       1.500   0.000   0.000  1.00 10.00           C\n"
+      "ATOM      4  O   ALA A   1       2.100   1.000   0.000  1.00 10.00           O\n"
+      "ATOM      5  CB AALA A   1      -0.700  -0.700   1.200  0.50 10.00           C\n"
+      "ATOM      6  CB BALA A   1      -0.700  -0.700  -1.200  0.50 10.00           C\n"
+      "ATOM      7  OXTBALA A   1       2.100  -1.000   0.000  0.50 10.00           O\n"
+      "END\n";
+  const auto r = read_text(a_first, Format::pdb, options);
+  REQUIRE(r.records.size() == 1);
+  const PointSet& p = r.records[0];
+  CHECK(p.size() == 6);  // N CA C O, CB of A, OXT of B (the only one it has)
+  CHECK(p.positions(4, 2) == 1.2);  // CB: conformer A, the first ID of the record
+  CHECK(p.atomic_numbers[5] == 8);
+  // B seen first: B's positions, and no mismatch with what RDKit reads.
+  const std::string b_first =
+      "ATOM      1  N   ALA A   1       0.000   1.400   0.000  1.00 10.00           N\n"
+      "ATOM      2  CA  ALA A   1       0.000   0.000   0.000  1.00 10.00           C\n"
+      "ATOM      3  C   ALA A   1       1.500   0.000   0.000  1.00 10.00           C\n"
+      "ATOM      4  O   ALA A   1       2.100   1.000   0.000  1.00 10.00           O\n"
+      "ATOM      6  CB BALA A   1      -0.700  -0.700  -1.200  0.50 10.00           C\n"
+      "ATOM      5  CB AALA A   1      -0.700  -0.700   1.200  0.50 10.00           C\n"
+      "ATOM      7  OXTBALA A   1       2.100  -1.000   0.000  0.50 10.00           O\n"
+      "END\n";
+  const auto rb = read_text(b_first, Format::pdb, options);
+  REQUIRE(rb.records.size() == 1);
+  CHECK(rb.summary.skipped.empty());
+  CHECK(rb.records[0].size() == 6);
+  CHECK(rb.records[0].positions(4, 2) == -1.2);
+}
