@@ -44,6 +44,7 @@ io::OptionSchema convert_schema() {
   s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
   add_conformer_options(s);
   add_common_options(s);
+  s.add_spellings("seed", 0, {"conformer-seed"});
   return s;
 }
 

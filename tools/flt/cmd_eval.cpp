@@ -43,10 +43,11 @@ io::OptionSchema eval_schema() {
   s.option("label-key", "", OptionType::string, "", "key column of --labels (default: the first of id, title, name)");
   s.optional_option("source-units", "", OptionType::list,
                     "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)");
-  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9 (default: from each file name)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES CSV), smi (SMILES file) (default: from each file name)");
   s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
-  s.option("periodic", "", OptionType::string, "error", "extended XYZ records with periodic boundary conditions (a T in pbc, or a Lattice without pbc): error (the record is bad) or isolated (read as an isolated structure, the cell ignored)").choices = {
-      "error", "isolated"};
+  // SMILES records get conformers as in flt train: the same settings give the training geometries.
+  s.option("conformer-seed", "", OptionType::integer, "42", "random seed of generated conformers (as flt train's --conformer-seed)");
+  add_conformer_options(s);
   s.option("limit", "", OptionType::integer, "0", "evaluate at most this many molecules (0: all)");
   s.optional_option("split-file", "", OptionType::path, "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)");
   s.option("subset", "", OptionType::string, "test", "with --split-file: train, validation or test").choices = {"train", "validation", "test"};
@@ -88,7 +89,10 @@ int run_eval(const std::vector<std::string>& args) {
   eval.data.inputs = inputs;
   eval.data.read.format = format_option(o, "format");
   eval.data.read.keep_molecule = false;
-  eval.data.read.periodic = chem::periodic_from_name(o.get_string("periodic"));
+  apply_conformer_options(o, eval.data.read);
+  const auto conformer_seed = o.get_int("conformer-seed");
+  if (conformer_seed < 0 || conformer_seed > 0xffffffff) throw UsageError("--conformer-seed must be in 0..4294967295");
+  eval.data.read.seed = static_cast<std::uint32_t>(conformer_seed);
   eval.data.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
   eval.data.labels_csv = parsed->string_or_empty("labels");
   eval.data.label_key = o.get_string("label-key");

@@ -265,6 +265,7 @@ io::OptionSchema predict_schema() {
       .implicit_value = "";
   add_conformer_options(s);
   add_common_options(s);
+  s.add_spellings("seed", 0, {"conformer-seed"});
   return s;
 }
 
