@@ -2,6 +2,7 @@
 
 #include "chem/elements.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/text.hpp"
 #include "io/csv.hpp"
 
@@ -282,9 +283,21 @@ class CsvWriter final : public MoleculeWriter {
       o << ',';
       if (p != nullptr) o << io::csv_escape(p->value);
     }
+    // The columns are fixed by the header: a label a later record adds has no place. Said once per
+    // label, so it is not lost unnoticed.
+    for (const auto& p : points.properties) {
+      if (std::find(labels_.begin(), labels_.end(), p.key) != labels_.end() ||
+          std::find(unplaced_.begin(), unplaced_.end(), p.key) != unplaced_.end())
+        continue;
+      unplaced_.push_back(p.key);
+      log_warning(out_->path(), ": ", points.source, " record ", points.record, " has the label '", p.key,
+                  "', which is not a column of this CSV (its columns are the first record's labels); "
+                  "SDF or extended-XYZ output keeps every label");
+    }
   }
 
   std::vector<std::string> labels_;
+  std::vector<std::string> unplaced_;  // labels of later records without a column (warned once)
   std::vector<std::pair<std::string, std::string>> predictions_;
   bool columns_given_ = false;
   bool error_column_ = false;
