@@ -224,17 +224,23 @@ class SdfParser final : public RecordParser {
           pending_ = std::move(lost);
         }
       }
+      const std::size_t max_before = max_record_;
       max_record_ = std::max(max_record_, std::max(after, record_));
       if (!mol) {
+        const bool blank = feed_.consumed_content_lines() == content_before;
+        if (blank && after == before) {
+          // Blank lines after the last record, or a file of blank lines only (whatever RDKit says
+          // of them): no record. An empty file is then "no molecule records in the file".
+          max_record_ = max_before;
+          log_debug(source_, ": blank lines after the last record ignored");
+          if (pending_) throw_pending();
+          continue;
+        }
         std::string reason = join_errors(messages);
         if (reason.empty()) {
-          if (feed_.consumed_content_lines() == content_before) {
-            // An empty record (blank lines before "$$$$", or a blank tail): not a molecule.
-            if (after > before) {
-              log_warning(source_, ": record ", record_, ": empty record ignored");
-            } else {
-              log_debug(source_, ": blank lines after the last record ignored");
-            }
+          if (blank) {
+            // An empty record (blank lines before "$$$$"): not a molecule.
+            log_warning(source_, ": record ", record_, ": empty record ignored");
             if (pending_) throw_pending();
             continue;
           }

@@ -160,3 +160,14 @@ TEST_CASE("SDF: unsanitizable records fail, or pass with sanitize off", "[chem][
   CHECK(lax.summary.ok());
   CHECK(lax.records.size() == 1);
 }
+
+TEST_CASE("SDF: an empty or blank file has no records, as an empty XYZ file", "[chem][sdf][errors]") {
+  for (const std::string& text : {std::string(), std::string("   \n\n"), std::string("\r\n\r\n\r\n")}) {
+    INFO("'" << text << "'");
+    const auto r = read_text(text, Format::sdf);
+    CHECK(r.records.empty());
+    REQUIRE(r.summary.skipped.size() == 1);
+    CHECK(r.summary.skipped[0].record == 0);
+    CHECK(r.summary.skipped[0].reason == "no molecule records in the file");
+  }
+}
