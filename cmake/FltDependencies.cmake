@@ -27,9 +27,8 @@ flt_require(FFTW3_FOUND "FFTW 3 (double)" libfftw3-dev)
 pkg_check_modules(FFTW3F QUIET IMPORTED_TARGET fftw3f)
 flt_require(FFTW3F_FOUND "FFTW 3 (float)" libfftw3-dev)
 
-find_package(Boost 1.74 QUIET COMPONENTS program_options iostreams)
-flt_require(Boost_FOUND "Boost.Program_options and Boost.Iostreams"
-            "libboost-program-options-dev libboost-iostreams-dev libboost-dev")
+find_package(Boost 1.74 QUIET COMPONENTS program_options)
+flt_require(Boost_FOUND "Boost.Program_options" "libboost-program-options-dev libboost-dev")
 
 find_package(ZLIB QUIET)
 flt_require(ZLIB_FOUND "zlib" zlib1g-dev)

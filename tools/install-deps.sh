@@ -4,7 +4,7 @@
 set -eu
 
 PACKAGES="g++ cmake make pkg-config git ca-certificates
-libeigen3-dev libopenblas-openmp-dev libfftw3-dev libboost-dev libboost-program-options-dev libboost-iostreams-dev
+libeigen3-dev libopenblas-openmp-dev libfftw3-dev libboost-dev libboost-program-options-dev
 zlib1g-dev libarchive-dev librdkit-dev catch2 nlohmann-json3-dev python3 python3-numpy python3-scipy
 python3-dev pybind11-dev python3-rdkit python3-pytest python3-ase
 libopenmpi-dev openmpi-bin time

@@ -56,6 +56,27 @@ class LineFeed final : public std::streambuf {
   }
   const std::string& captured() const noexcept { return captured_; }
 
+ private:
+  // Up to `space` bytes of what the upstream buffer holds (refilling it once when empty). Not
+  // istream::read: when a decompressor's refill throws after part of a read was copied, read()
+  // reports nothing of it, and those bytes (records decompressed before a bad tail) would be lost.
+  // A refill that throws sets the upstream stream's badbit, as istream does.
+  std::streamsize read_available(char* dst, std::size_t space) {
+    std::streambuf* up = up_.rdbuf();
+    if (up == nullptr || !up_.good()) return 0;
+    try {
+      if (traits_type::eq_int_type(up->sgetc(), traits_type::eof())) {
+        up_.setstate(std::ios::eofbit);
+        return 0;
+      }
+      const std::streamsize ready = std::max<std::streamsize>(1, up->in_avail());
+      return up->sgetn(dst, std::min(ready, static_cast<std::streamsize>(space)));
+    } catch (...) {
+      up_.setstate(std::ios::badbit);
+      return 0;
+    }
+  }
+
  protected:
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
@@ -82,8 +103,7 @@ class LineFeed final : public std::streambuf {
         begin_ = 0;
       }
       if (filled_ == buffer_.size()) buffer_.resize(buffer_.size() * 2);
-      up_.read(buffer_.data() + filled_, static_cast<std::streamsize>(buffer_.size() - filled_));
-      const auto got = up_.gcount();
+      const std::streamsize got = read_available(buffer_.data() + filled_, buffer_.size() - filled_);
       if (got <= 0) eof_ = true;
       filled_ += static_cast<std::size_t>(std::max<std::streamsize>(got, 0));
     }

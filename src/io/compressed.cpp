@@ -2,8 +2,6 @@
 
 #include "core/error.hpp"
 
-#include <boost/iostreams/filter/gzip.hpp>
-#include <boost/iostreams/filtering_streambuf.hpp>
 #include <zlib.h>
 
 #include <algorithm>
@@ -17,75 +15,177 @@
 namespace flt::io {
 namespace {
 
-namespace bio = boost::iostreams;
-
 constexpr std::size_t kBuffer = 1 << 16;
 
-std::string zlib_reason(int code) {
-  if (code == bio::zlib::data_error) return "corrupt gzip stream (invalid deflate data)";
-  // At the end of the input, inflate returns Z_BUF_ERROR when it still wants data.
-  if (code == bio::zlib::buf_error) return "truncated gzip stream (ends inside the compressed data)";
-  if (code == bio::zlib::mem_error) return "gzip stream: out of memory";
-  return "corrupt gzip stream (zlib error " + std::to_string(code) + ")";
-}
-
-// `produced`: bytes already decompressed. A bad header after them is the header of a following
-// member that is not there: bytes after the last member.
-std::string gzip_reason(const bio::gzip_error& e, std::uint64_t produced) {
-  switch (e.error()) {
-    case bio::gzip::zlib_error: return zlib_reason(e.zlib_error_code());
-    case bio::gzip::bad_crc: return "corrupt gzip stream (CRC-32 mismatch)";
-    case bio::gzip::bad_footer: return "truncated gzip stream (ends inside the gzip footer)";
-    case bio::gzip::bad_method: return "corrupt gzip stream (unknown compression method)";
-    case bio::gzip::bad_header:
-      return produced > 0 ? "trailing garbage after the gzip stream"
-                          : "corrupt gzip stream (bad gzip header)";
-    default: break;
-  }
-  return "corrupt gzip stream (gzip error " + std::to_string(e.error()) + ")";
-}
-
-// Decompresses `file` and remembers why decompression failed. Boost.Iostreams throws from
-// underflow; std::istream turns that into badbit and drops the exception, so the reason is kept
-// here.
+// Decompresses a gzip file (RFC 1952: members one after another, each a header, raw deflate data
+// and a footer with CRC-32 and length) with zlib, parsing headers and footers here so that every
+// byte decompressed before a problem is delivered and the problem named: a truncated or corrupt
+// member, a CRC mismatch, bytes after the last member. Zero bytes after the last member (tape or
+// block padding) end the file without error, as gzip(1) treats them. The length field (ISIZE) is
+// not checked: the CRC-32 covers the data. std::istream turns the exception that underflow throws
+// into badbit and drops it, so the reason is kept here.
 class GzipBuf final : public std::streambuf {
  public:
-  explicit GzipBuf(std::istream& file) : buffer_(kBuffer) {
-    chain_.push(bio::gzip_decompressor());
-    chain_.push(file);
+  explicit GzipBuf(std::istream& file) : file_(file), in_(kBuffer), out_(kBuffer) {
+    if (inflateInit2(&zs_, -MAX_WBITS) != Z_OK) throw IoError("gzip", "zlib inflateInit2 failed");
   }
+  ~GzipBuf() override { inflateEnd(&zs_); }
+  GzipBuf(const GzipBuf&) = delete;
+  GzipBuf& operator=(const GzipBuf&) = delete;
   const std::string& failure() const noexcept { return failure_; }
 
  protected:
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
-    if (!failure_.empty()) return traits_type::eof();
-    std::streamsize got = 0;
+    if (!failure_.empty() || done_) return traits_type::eof();
+    if (!pending_.empty()) fail(pending_);
+    std::size_t got = 0;
     try {
-      // One refill of the chain's buffer, then what it holds: an sgetn spanning several refills
-      // would lose the bytes already copied when a later refill throws.
-      if (traits_type::eq_int_type(chain_.sgetc(), traits_type::eof())) return traits_type::eof();
-      const std::streamsize ready = std::max<std::streamsize>(1, chain_.in_avail());
-      got = chain_.sgetn(buffer_.data(),
-                         std::min(ready, static_cast<std::streamsize>(buffer_.size())));
-    } catch (const bio::gzip_error& e) {
-      failure_ = gzip_reason(e, produced_);
-      throw;
-    } catch (const bio::zlib_error& e) {
-      failure_ = zlib_reason(e.error());
-      throw;
+      got = produce();
+    } catch (const Failure& f) {
+      if (produced_ == 0 && got == 0) fail(f.reason);
+      pending_ = f.reason;  // deliver what came before it first
     }
-    if (got <= 0) return traits_type::eof();
-    produced_ += static_cast<std::uint64_t>(got);
-    setg(buffer_.data(), buffer_.data(), buffer_.data() + got);
+    if (got == 0) {
+      if (!pending_.empty()) fail(pending_);
+      return traits_type::eof();
+    }
+    setg(out_.data(), out_.data(), out_.data() + got);
     return traits_type::to_int_type(*gptr());
   }
 
  private:
-  bio::filtering_streambuf<bio::input> chain_;
-  std::vector<char> buffer_;
+  struct Failure {
+    std::string reason;
+  };
+  enum class State { header, data, footer, between };
+
+  [[noreturn]] void fail(const std::string& reason) {
+    failure_ = reason;
+    throw std::ios_base::failure(reason);
+  }
+
+  // Input bytes: `have` available after a refill (false at the end of the file).
+  bool refill() {
+    if (zs_.avail_in > 0) return true;
+    file_.read(in_.data(), static_cast<std::streamsize>(in_.size()));
+    const auto n = static_cast<uInt>(file_.gcount());
+    zs_.next_in = reinterpret_cast<Bytef*>(in_.data());
+    zs_.avail_in = n;
+    return n > 0;
+  }
+  int next_byte() {
+    if (!refill()) return -1;
+    --zs_.avail_in;
+    return *zs_.next_in++;
+  }
+  int peek_byte() { return refill() ? *zs_.next_in : -1; }
+
+  // One member header (the ID bytes included); `first`: the file's first member.
+  void read_header(bool first) {
+    const auto bad = [&](const char* what) {
+      throw Failure{first ? std::string("corrupt gzip stream (") + what + ")"
+                          : std::string("trailing garbage after the gzip stream")};
+    };
+    const int id1 = next_byte(), id2 = next_byte();
+    if (id1 != 0x1f || id2 != 0x8b) bad("bad gzip header");
+    const int method = next_byte(), flags = next_byte();
+    if (method < 0 || flags < 0) bad("bad gzip header");
+    if (method != 8) bad("unknown compression method");
+    for (int k = 0; k < 6; ++k)  // MTIME, XFL, OS
+      if (next_byte() < 0) bad("bad gzip header");
+    if (flags & 4) {  // FEXTRA
+      const int lo = next_byte(), hi = next_byte();
+      if (lo < 0 || hi < 0) bad("bad gzip header");
+      for (int k = 0; k < lo + 256 * hi; ++k)
+        if (next_byte() < 0) bad("bad gzip header");
+    }
+    for (const int field : {8, 16})  // FNAME, FCOMMENT: zero-terminated
+      if (flags & field)
+        for (int c = next_byte();; c = next_byte()) {
+          if (c < 0) bad("bad gzip header");
+          if (c == 0) break;
+        }
+    if (flags & 2)  // FHCRC
+      for (int k = 0; k < 2; ++k)
+        if (next_byte() < 0) bad("bad gzip header");
+    inflateReset(&zs_);
+    crc_ = crc32(0L, Z_NULL, 0);
+    state_ = State::data;
+  }
+
+  // Fills out_ with the next decompressed bytes (0 at the end of the file).
+  std::size_t produce() {
+    for (;;) {
+      switch (state_) {
+        case State::header:
+          read_header(produced_ == 0 && members_ == 0);
+          break;
+        case State::data: {
+          if (!refill()) throw Failure{"truncated gzip stream (ends inside the compressed data)"};
+          zs_.next_out = reinterpret_cast<Bytef*>(out_.data());
+          zs_.avail_out = static_cast<uInt>(out_.size());
+          const int rc = inflate(&zs_, Z_NO_FLUSH);
+          const std::size_t got = out_.size() - zs_.avail_out;
+          crc_ = crc32(crc_, reinterpret_cast<const Bytef*>(out_.data()), static_cast<uInt>(got));
+          produced_ += got;
+          if (rc == Z_STREAM_END) {
+            state_ = State::footer;
+          } else if (rc == Z_DATA_ERROR) {
+            if (got > 0) {
+              pending_ = "corrupt gzip stream (invalid deflate data)";
+              return got;
+            }
+            throw Failure{"corrupt gzip stream (invalid deflate data)"};
+          } else if (rc == Z_MEM_ERROR) {
+            throw Failure{"gzip stream: out of memory"};
+          } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            throw Failure{"corrupt gzip stream (zlib error " + std::to_string(rc) + ")"};
+          }
+          if (got > 0) return got;
+          break;
+        }
+        case State::footer: {
+          unsigned long stored = 0;
+          for (int k = 0; k < 8; ++k) {
+            const int c = next_byte();
+            if (c < 0) throw Failure{"truncated gzip stream (ends inside the gzip footer)"};
+            if (k < 4) stored |= static_cast<unsigned long>(c) << (8 * k);
+          }
+          if (stored != crc_) throw Failure{"corrupt gzip stream (CRC-32 mismatch)"};
+          ++members_;
+          state_ = State::between;
+          break;
+        }
+        case State::between: {
+          const int c = peek_byte();
+          if (c < 0) {
+            done_ = true;
+            return 0;
+          }
+          if (c != 0) {
+            state_ = State::header;  // another member (or garbage, which its header tells)
+            break;
+          }
+          // Zero padding: fine when only zeros follow.
+          for (int z = next_byte(); z >= 0; z = next_byte())
+            if (z != 0) throw Failure{"trailing garbage after the gzip stream"};
+          done_ = true;
+          return 0;
+        }
+      }
+    }
+  }
+
+  std::istream& file_;
+  z_stream zs_{};
+  std::vector<char> in_, out_;
+  State state_ = State::header;
+  unsigned long crc_ = 0;
   std::uint64_t produced_ = 0;
-  std::string failure_;
+  std::size_t members_ = 0;
+  bool done_ = false;
+  std::string failure_, pending_;
 };
 
 const std::string kNoFailure;

@@ -1,28 +1,31 @@
-// A text input stream over a file, decompressed when its name ends in .gz (the bundled datasets
-// are gzip-compressed; the low-layer tests read them without the chem reader).
+// A text input stream over a file, decompressed when it is gzip (the bundled datasets are
+// gzip-compressed; the low-layer tests read them without the chem reader): io::InputFile's stream.
 #pragma once
 
-#include <boost/iostreams/filter/gzip.hpp>
-#include <boost/iostreams/filtering_stream.hpp>
+#include "core/error.hpp"
+#include "io/compressed.hpp"
 
-#include <fstream>
+#include <istream>
+#include <memory>
 #include <string>
 
 namespace flt::test {
 
-class TextInput : public boost::iostreams::filtering_istream {
+class TextInput : public std::istream {
  public:
-  explicit TextInput(const std::string& path) : file_(path, std::ios::binary) {
-    if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
-      push(boost::iostreams::gzip_decompressor());
+  explicit TextInput(const std::string& path) : std::istream(nullptr) {
+    try {
+      file_ = std::make_unique<io::InputFile>(path);
+      rdbuf(file_->stream().rdbuf());
+    } catch (const IoError&) {
+      setstate(std::ios::badbit);
     }
-    push(file_);
   }
-  // True when the file opened (the filter chain itself reports errors only on reading).
-  bool opened() const { return file_.is_open(); }
+  // True when the file opened.
+  bool opened() const { return file_ != nullptr; }
 
  private:
-  std::ifstream file_;
+  std::unique_ptr<io::InputFile> file_;
 };
 
 }  // namespace flt::test

@@ -102,15 +102,33 @@ TEST_CASE("gzip: truncated, corrupt and padded streams are errors naming the rea
 
   write(dir / "garbage", gz + "garbage!");
   CHECK(input_error(dir / "garbage") == "trailing garbage after the gzip stream");
-  write(dir / "zeros", gz + std::string(8, '\0'));
-  CHECK(input_error(dir / "zeros") == "trailing garbage after the gzip stream");
+  // Zero padding after the last member (tape and block padding) ends the file, as gzip(1) reads it;
+  // anything after the zeros is garbage again.
+  write(dir / "zeros", gz + std::string(512, '\0'));
+  CHECK(input_error(dir / "zeros").empty());
+  CHECK(io::read_maybe_gzip(dir / "zeros") == text);
+  write(dir / "zeros-garbage", gz + std::string(16, '\0') + "x");
+  CHECK(input_error(dir / "zeros-garbage") == "trailing garbage after the gzip stream");
+  // Two members: one stream. Everything decompressed before a problem is delivered, every line of
+  // the data, then the error.
+  write(dir / "two", gz + io::gzip_bytes("tail\n"));
+  CHECK(io::read_maybe_gzip(dir / "two") == text + "tail\n");
+  {
+    io::InputFile garbage(dir / "garbage");
+    std::string line;
+    std::size_t count = 0;
+    while (std::getline(garbage.stream(), line)) ++count;
+    CHECK(count == 20000);
+    CHECK(garbage.stream().bad());
+    CHECK(garbage.failure() == "trailing garbage after the gzip stream");
+  }
 
   std::string bad = gz;
   bad[gz.size() - 8] ^= 0x01;  // CRC-32 in the footer
   write(dir / "crc", bad);
   CHECK(input_error(dir / "crc") == "corrupt gzip stream (CRC-32 mismatch)");
-  // Boost.Iostreams checks the footer's CRC-32 but not its length field (ISIZE); the CRC covers
-  // the data, so only a damaged ISIZE itself goes unnoticed.
+  // The footer's CRC-32 is checked, not its length field (ISIZE): the CRC covers the data, so only
+  // a damaged ISIZE itself goes unnoticed.
   bad = gz;
   bad[gz.size() - 4] ^= 0x01;
   write(dir / "length", bad);

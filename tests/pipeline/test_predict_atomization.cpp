@@ -1,12 +1,11 @@
 // Atomization energies derived from total-energy predictions: which targets get one, and
 // the QM9 free-atom energies checked against QM9's own atomization columns for every molecule of
 // the bundled subset.
+#include "../common/text_input.hpp"
 #include "chem/reader.hpp"
 #include "pipeline/predict.hpp"
 #include "io/units.hpp"
 
-#include <boost/iostreams/filter/gzip.hpp>
-#include <boost/iostreams/filtering_stream.hpp>
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -24,11 +23,8 @@ namespace {
 // gdb index -> {column name -> value} for the given columns of the bundled QM9 index (csv.gz).
 std::map<long, std::map<std::string, double>> read_index(const std::vector<std::string>& wanted) {
   const std::string path = std::string(FLT_SOURCE_DIR) + "/datasets/qm9/qm9_subset_index.csv.gz";
-  std::ifstream file(path, std::ios::binary);
-  REQUIRE(file.good());
-  boost::iostreams::filtering_istream in;
-  in.push(boost::iostreams::gzip_decompressor());
-  in.push(file);
+  flt::test::TextInput in(path);
+  REQUIRE(in.opened());
   auto split = [](std::string line) {
     if (!line.empty() && line.back() == '\r') line.pop_back();  // CRLF line ends
     std::vector<std::string> cells;
