@@ -127,6 +127,8 @@ void write_file_atomic(const std::filesystem::path& path_given, std::string_view
 }
 
 std::string read_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw IoError(path.string(), "is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IoError(path.string(), os_reason("cannot open for reading"));
   std::ostringstream content;

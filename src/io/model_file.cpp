@@ -372,6 +372,14 @@ void write_model_file(const std::filesystem::path& path, const ModelFile& file) 
 }
 
 ModelFile read_model_file(const std::filesystem::path& path, std::string_view expected_format) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    const std::filesystem::path model = path / "model.flt";
+    throw IoError(path.string(), "is a directory, not a model file" +
+                                     (std::filesystem::is_regular_file(model, ec)
+                                          ? " (a run directory? its model is " + model.string() + ")"
+                                          : std::string()));
+  }
   const std::string bytes = read_file(path);
   return parse_model_file(bytes, path.string(), expected_format);
 }

@@ -257,7 +257,7 @@ EngineResult Engine::run(Trainable& task) {
   std::vector<CurveRow> curve;
   if (cfg.resume) {
     if (!slots.has_last())
-      throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from (start the run again without --resume)");
+      throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from: the run stopped before its first epoch ended (start it again with --overwrite instead of --resume)");
     const Checkpoint ck = slots.load_last();
     if (ck.text("config") != cfg.config_fingerprint)
       throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's (" +

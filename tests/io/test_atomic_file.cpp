@@ -110,4 +110,5 @@ TEST_CASE("atomic output file: links are followed, FIFOs written in place, direc
   fs::create_directory(dir / "adir.csv");
   CHECK_THROWS_WITH(AtomicOutputFile(dir / "adir.csv"), Catch::Contains("is a directory"));
   CHECK_THROWS_WITH(write_file_atomic(dir / "adir.csv", "x"), Catch::Contains("is a directory"));
+  CHECK_THROWS_WITH(read_file(dir / "adir.csv"), Catch::Contains("is a directory"));  // not ""
 }
