@@ -76,6 +76,8 @@ std::optional<double> qm9_free_atom_energy(std::string_view name, int atomic_num
 // Splits a CSV header like "U0 [Hartree]" or "gap_pred [eV]" into name and unit; no brackets gives
 // an empty unit. Throws ConfigError for an unbalanced bracket.
 std::pair<std::string, std::string> split_unit_suffix(std::string_view header);
+// A unit as tables and CSV unit columns show it: "1" for a dimensionless quantity (empty unit).
+inline std::string shown_unit(std::string_view unit) { return unit.empty() ? std::string("1") : std::string(unit); }
 // "U0 [eV]"; a dimensionless quantity (empty unit) gets "[1]", so every column states its unit.
 std::string with_unit_suffix(std::string_view name, std::string_view unit);
 

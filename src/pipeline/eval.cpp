@@ -259,7 +259,7 @@ std::string format_eval_table(const EvalResult& result) {
     const std::string frac =
         std::isfinite(t.rotation_fraction) ? number(100.0 * t.rotation_fraction, 3) + " %" : "n/a";
     std::snprintf(line, sizeof line, "%-10s %-12s %7zu %12s %12s %10s %14s %12s\n", t.name.c_str(),
-                  t.unit.c_str(), t.metrics.count, number(t.metrics.mae).c_str(),
+                  io::shown_unit(t.unit).c_str(), t.metrics.count, number(t.metrics.mae).c_str(),
                   number(t.metrics.rmse).c_str(), format_r2(t.metrics.r2).c_str(),
                   number(t.rotation_std).c_str(), frac.c_str());
     o << line;
@@ -280,7 +280,7 @@ void write_eval_csv(const std::filesystem::path& path, const EvalResult& result)
                                       "rotations", "rotation_std", "rotation_std_over_MAE"});
   for (const auto& t : result.targets)
     io::write_csv_row(out.stream(),
-                         {t.name, t.unit, std::to_string(t.metrics.count), io::csv_number(t.metrics.mae),
+                         {t.name, io::shown_unit(t.unit), std::to_string(t.metrics.count), io::csv_number(t.metrics.mae),
                           io::csv_number(t.metrics.rmse), io::csv_number(t.metrics.r2),
                           io::csv_number(t.metrics.max_abs_error), std::to_string(result.rotations),
                           io::csv_number(t.rotation_std), io::csv_number(t.rotation_fraction)});

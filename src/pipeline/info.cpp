@@ -4,6 +4,7 @@
 #include "chem/elements.hpp"
 #include "chem/writer.hpp"
 #include "core/text.hpp"
+#include "io/units.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -46,7 +47,7 @@ std::string describe_model(const LoadedModel& model) {
   for (std::size_t t = 0; t < model.targets().size(); ++t) {
     const auto& spec = model.targets()[t];
     std::snprintf(line, sizeof line, "  %-10s %-12s %-9s %16s %16s\n", spec.name.c_str(),
-                  spec.unit.c_str(), spec.extensive ? "sum" : "mean",
+                  io::shown_unit(spec.unit).c_str(), spec.extensive ? "sum" : "mean",
                   shortest_number(norm.mean[t]).c_str(),
                   shortest_number(norm.scale[t]).c_str());
     o << line;

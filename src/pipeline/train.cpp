@@ -1235,7 +1235,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
 
   if (!split.test.empty()) {
     std::vector<train::TargetColumn> metric_columns;
-    for (const auto& t : data.targets) metric_columns.push_back({t.name, t.unit});
+    for (const auto& t : data.targets) metric_columns.push_back({t.name, io::shown_unit(t.unit)});
     std::vector<train::Metrics> metric_rows = result.test_metrics;
     if (result.test_force_metrics) {
       metric_columns.push_back({result.force_target + " forces", result.force_unit});  // as flt eval names it
@@ -1313,7 +1313,7 @@ std::string format_summary(const TrainResult& r) {
         << "n" << std::setw(14) << "MAE" << std::setw(14) << "RMSE" << std::setw(12) << "R^2" << '\n';
     for (std::size_t t = 0; t < r.test_metrics.size(); ++t) {
       const auto& m = r.test_metrics[t];
-      out << "  " << std::left << std::setw(10) << r.targets[t].name << std::setw(14) << r.targets[t].unit << std::right
+      out << "  " << std::left << std::setw(10) << r.targets[t].name << std::setw(14) << io::shown_unit(r.targets[t].unit) << std::right
           << std::setw(8) << m.count << std::setw(14) << format_number(m.mae, 5) << std::setw(14)
           << format_number(m.rmse, 5) << std::setw(12) << format_r2(m.r2) << '\n';
     }
