@@ -70,7 +70,8 @@ bool iequals(std::string_view a, std::string_view b) {
   return true;
 }
 
-// Lines with '\r' stripped, a line counter and one line of look-ahead.
+// Lines with '\r' stripped (and a UTF-8 byte-order mark from the first, as Windows editors write
+// it), a line counter and one line of look-ahead.
 class LineReader {
  public:
   explicit LineReader(std::istream& in) : in_(in) {}
@@ -81,21 +82,13 @@ class LineReader {
       ++line_;
       return true;
     }
-    if (!std::getline(in_, line)) {
-      if (in_.bad()) throw Error("read error");
-      return false;
-    }
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!read(line)) return false;
     ++line_;
     return true;
   }
   const std::string* peek() {
     if (!has_peeked_) {
-      if (!std::getline(in_, peeked_)) {
-        if (in_.bad()) throw Error("read error");
-        return nullptr;
-      }
-      if (!peeked_.empty() && peeked_.back() == '\r') peeked_.pop_back();
+      if (!read(peeked_)) return nullptr;
       has_peeked_ = true;
     }
     return &peeked_;
@@ -104,8 +97,19 @@ class LineReader {
 
  private:
   std::istream& in_;
+  bool read(std::string& line) {
+    if (!std::getline(in_, line)) {
+      if (in_.bad()) throw Error("read error");
+      return false;
+    }
+    if (first_ && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+    first_ = false;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return true;
+  }
   std::string peeked_;
   bool has_peeked_ = false;
+  bool first_ = true;
   std::size_t line_ = 0;
 };
 

@@ -278,6 +278,13 @@ TEST_CASE("extended XYZ: species and Z columns together (QUIP, ASE with numbers)
   CHECK(r.summary.skipped[0].reason == "line 10: column 'Z' has '6' where species says H (Z=1)");
 }
 
+TEST_CASE("XYZ: a UTF-8 byte-order mark before the first line is not part of it", "[chem][xyz]") {
+  const auto r = read_text("\xEF\xBB\xBF" "2\r\nhydrogen\r\nH 0 0 0\r\nH 0 0 0.74\r\n", Format::xyz);
+  REQUIRE(r.records.size() == 1);
+  CHECK(r.records[0].title == "hydrogen");
+  CHECK(r.summary.ok());
+}
+
 TEST_CASE("XYZ: minimum distance can be switched off", "[chem][xyz]") {
   ReadOptions options;
   options.min_distance = 0.0;
