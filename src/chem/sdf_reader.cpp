@@ -7,6 +7,7 @@
 #include "chem/record_parsers.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 
 #include <GraphMol/FileParsers/MolSupplier.h>
 #include <GraphMol/MolOps.h>
@@ -133,11 +134,32 @@ class LineFeed final : public std::streambuf {
         }
       }
     }
+    // A data header of the CTfile format without the field's name in angle brackets ("> DT12",
+    // "> 55", "> (MOLSREGNO)", from older MDL/ISIS exports) makes RDKit's strict parser give up
+    // on the rest of the file; it reaches RDKit as ">  <DT12>", a field named by what followed
+    // the '>', with its value.
+    const std::string_view text(buffer_.data() + begin_, end_ - begin_);
+    if (current_is_delimiter_) {
+      in_data_ = false;
+    } else if (text.rfind("M  END", 0) == 0) {
+      in_data_ = true;
+    } else if (in_data_ && !text.empty() && text[0] == '>' && text.find('<') == std::string_view::npos) {
+      const std::string_view name = flt::trim(text.substr(1));
+      if (!name.empty()) {
+        rewritten_ = ">  <";
+        rewritten_ += name;
+        rewritten_ += ">\n";
+        setg(rewritten_.data(), rewritten_.data(), rewritten_.data() + rewritten_.size());
+        return traits_type::to_int_type(*gptr());
+      }
+    }
     setg(buffer_.data() + begin_, buffer_.data() + begin_, buffer_.data() + end_);
     return traits_type::to_int_type(*gptr());
   }
 
  private:
+  bool in_data_ = false;   // between "M  END" and "$$$$": the data items
+  std::string rewritten_;  // the line handed out instead of a data header without "<name>"
   std::istream& up_;
   std::vector<char> buffer_;
   std::size_t begin_ = 0, end_ = 0, filled_ = 0;

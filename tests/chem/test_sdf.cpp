@@ -171,3 +171,25 @@ TEST_CASE("SDF: an empty or blank file has no records, as an empty XYZ file", "[
     CHECK(r.summary.skipped[0].reason == "no molecule records in the file");
   }
 }
+
+TEST_CASE("SDF: data headers without <name> (older MDL exports) are read, and so is the rest of the file",
+          "[chem][sdf]") {
+  const std::string block =
+      "water\n     RDKit          3D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n"
+      "   -0.0008    0.3664   -0.0000 O   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "   -0.8123   -0.1835   -0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "    0.8131   -0.1829    0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "  1  2  1  0\n  1  3  1  0\nM  END\n";
+  const std::string text = block + "> DT12\n0.5\n\n> (MOLSREGNO)\n77\n\n$$$$\n" +  // field number, registry
+                           block + ">  <y>\n1.5\n\n$$$$\n" + block + ">  <y>  (3)\n2.5\n\n$$$$\n";
+  ReadOptions flat;
+  flat.missing_3d = Missing3D::accept;  // the water is planar
+  const auto r = read_text(text, Format::sdf, flat);
+  CHECK(r.summary.ok());
+  REQUIRE(r.records.size() == 3);  // RDKit's strict parser alone gave up after the first
+  REQUIRE(r.records[0].property("DT12") != nullptr);
+  CHECK(r.records[0].number("DT12") == 0.5);
+  CHECK(r.records[0].number("(MOLSREGNO)") == 77);
+  CHECK(r.records[1].number("y") == 1.5);
+  CHECK(r.records[2].number("y") == 2.5);
+}
