@@ -18,6 +18,31 @@
 namespace flt::pipeline {
 
 // ---------------------------------------------------------------------------------------------
+// Conformers of the training.
+
+std::optional<TrainedConformers> trained_conformers(const Predictor& predictor) {
+  std::optional<TrainedConformers> agreed;
+  for (const auto& member : predictor.members()) {
+    const auto& meta = member->metadata();
+    const auto seed = meta.find("training.conformer_seed"), optimize = meta.find("training.conformer_optimize"),
+               attempts = meta.find("training.conformer_attempts");
+    if (seed == meta.end() || optimize == meta.end() || attempts == meta.end()) return std::nullopt;
+    TrainedConformers c;
+    try {
+      c.seed = static_cast<std::uint32_t>(std::stoul(seed->second));
+      c.optimize = chem::optimize_from_name(optimize->second);
+      c.attempts = std::stoi(attempts->second);
+    } catch (const std::exception&) {
+      return std::nullopt;  // not written by flt: ignored
+    }
+    if (agreed && (agreed->seed != c.seed || agreed->optimize != c.optimize || agreed->attempts != c.attempts))
+      return std::nullopt;
+    agreed = c;
+  }
+  return agreed;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Threads.
 
 ScopedThreads::ScopedThreads(int threads) {

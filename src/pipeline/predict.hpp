@@ -347,6 +347,16 @@ std::vector<std::filesystem::path> default_model_candidates();
 std::filesystem::path default_model_path();
 
 // ---------------------------------------------------------------------------------------------
+// The conformer settings the model's training used for SMILES and 2-D records (model metadata
+// training.conformer_seed, _optimize, _attempts), when every member of the predictor has them and
+// they agree; nullopt for models trained before they were recorded or members that differ.
+struct TrainedConformers {
+  std::uint32_t seed = 42;
+  chem::Optimize optimize = chem::Optimize::none;
+  int attempts = 0;
+};
+std::optional<TrainedConformers> trained_conformers(const Predictor& predictor);
+
 // Scoped OpenMP team size for the calling thread (restored on destruction); threads <= 0 leaves
 // the setting alone.
 class ScopedThreads {

@@ -1222,6 +1222,11 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   meta["training.test_molecules"] = std::to_string(split.test.size());
   meta["training.config"] = config_fingerprint;
   meta["training.weights"] = run.ema ? "ema" : "final";
+  // How conformers of SMILES (and 2-D records) were made: flt predict and flt eval make them the
+  // same way unless told otherwise (pipeline::apply_trained_conformers).
+  meta["training.conformer_seed"] = std::to_string(cfg.data.read.seed);
+  meta["training.conformer_optimize"] = cfg.data.read.optimize == chem::Optimize::mmff ? "mmff" : "none";
+  meta["training.conformer_attempts"] = std::to_string(cfg.data.read.conformer_attempts);
   for (std::size_t t = 0; t < result.test_metrics.size(); ++t) {
     meta["training.test_mae." + data.targets[t].name] = io::csv_number(result.test_metrics[t].mae);
     meta["training.test_rmse." + data.targets[t].name] = io::csv_number(result.test_metrics[t].rmse);

@@ -4,7 +4,9 @@
 // back; a run stopped after an epoch (test hook) or killed with SIGKILL and resumed gives the same
 // model file as an uninterrupted run; bad inputs give clear errors while the rest is processed.
 #include "test_train_util.hpp"
+#include "../common/text_input.hpp"
 
+#include "core/text.hpp"
 #include "pipeline/dataset.hpp"
 #include "models/model_io.hpp"
 #include "train/checkpoint.hpp"
@@ -391,4 +393,58 @@ TEST_CASE("flt train: bad inputs give clear errors, the rest is processed", "[tr
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Catch::Contains("non-finite"));
   }
+}
+
+TEST_CASE("flt eval and predict make SMILES conformers as the model's training made them", "[train][e2e]") {
+  ScratchDir dir("smiles_conformers");
+  {
+    // 40 QM9 molecules as a SMILES file with a header naming the label and its unit.
+    flt::test::TextInput index(std::string(FLT_SOURCE_DIR) + "/datasets/qm9/qm9_subset_index.csv.gz");
+    REQUIRE(index.opened());
+    std::string line;
+    std::getline(index, line);  // gdb_index,...,mol_id,smiles,...,u0,...
+    std::ofstream out(dir / "qm9.smi");
+    out << "SMILES Name U0[Hartree]\n";
+    for (int k = 0; k < 40 && std::getline(index, line); ++k) {
+      const std::vector<std::string> cells = split(line, ',');
+      out << cells[6] << ' ' << cells[5] << ' ' << cells[17] << '\n';
+    }
+  }
+  // Arguments built with append() (GCC 12 -Wrestrict false positive on chained operator+).
+  const auto quoted = [](const fs::path& p) {
+    std::string q = "'";
+    q.append(p.string()).append("'");
+    return q;
+  };
+  std::string train_args = "train ";
+  train_args.append(quoted(dir / "qm9.smi"))
+      .append(" --targets U0 --optimize mmff --conformer-seed 7 --epochs 1 --width 32 --heads 2 --blocks 1"
+              " --mlp-hidden 32 --head-hidden 32 --split 30,5,rest --threads 1 --out ")
+      .append(quoted(dir / "run"));
+  const auto train = run_flt(train_args, dir.path());
+  INFO(train.err);
+  REQUIRE(train.status == 0);
+  const auto eval_args = [&](const std::string& extra, const std::string& out) {
+    std::string a = "eval -m ";
+    a.append(quoted(dir / "run" / "model.flt")).append(" ").append(quoted(dir / "qm9.smi"));
+    a.append(" --split-file ").append(quoted(dir / "run" / "split.csv")).append(" --rotations 0 -v ");
+    a.append(extra).append(" -o ").append(quoted(dir / out));
+    return a;
+  };
+  const auto mae = [](const std::string& text) {
+    const auto at = text.find("\nU0,");
+    REQUIRE(at != std::string::npos);
+    const std::vector<std::string> cells = split(text.substr(at + 1, text.find('\n', at + 1) - at - 1), ',');
+    return cells.at(3);
+  };
+  // No conformer options: the model's (seed 7, MMFF94) are used, so eval reproduces the run.
+  const auto eval = run_flt(eval_args("", "eval.csv"), dir.path());
+  INFO(eval.err);
+  REQUIRE(eval.status == 0);
+  CHECK_THAT(eval.err, Catch::Contains("the model's training used seed 7, mmff"));
+  CHECK(mae(slurp(dir / "eval.csv")) == mae(slurp(dir / "run" / "test_metrics.csv")));
+  // Given explicitly, another seed gives other conformers (and another MAE).
+  const auto other = run_flt(eval_args("--conformer-seed 8", "other.csv"), dir.path());
+  REQUIRE(other.status == 0);
+  CHECK(mae(slurp(dir / "other.csv")) != mae(slurp(dir / "run" / "test_metrics.csv")));
 }

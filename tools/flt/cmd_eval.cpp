@@ -123,6 +123,7 @@ int run_eval(const std::vector<std::string>& args) {
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   const pipeline::Predictor predictor =
       pipeline::Predictor::load(std::vector<std::filesystem::path>(model_paths.begin(), model_paths.end()));
+  apply_trained_conformers(predictor, o, "conformer-seed", eval.data.read);
   const io::ProgressOutput progress = progress_output(parsed->quiet);
   pipeline::ReadProgressBar reading(progress, "reading", static_cast<std::size_t>(limit));
   eval.data.on_progress = reading.callback();

@@ -311,6 +311,7 @@ int run_predict(const std::vector<std::string>& args) {
   if (model_paths.empty()) model_paths.push_back(pipeline::default_model_path().string());
   std::vector<std::filesystem::path> paths(model_paths.begin(), model_paths.end());
   const pipeline::Predictor predictor = pipeline::Predictor::load(paths);
+  apply_trained_conformers(predictor, o, "seed", read);
   const std::vector<OutputColumn> columns = output_columns(predictor);
   const bool ensemble = predictor.ensemble_size() > 1;
 

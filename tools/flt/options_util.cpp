@@ -99,6 +99,20 @@ void add_conformer_options(io::OptionSchema& s) {
       .choices = {"error", "isolated"};
 }
 
+void apply_trained_conformers(const pipeline::Predictor& predictor, const io::ResolvedOptions& o,
+                              const std::string& seed_option, chem::ReadOptions& read) {
+  const auto trained = pipeline::trained_conformers(predictor);
+  if (!trained) return;
+  const auto unset = [&](const char* name) { return o.source(name).kind == io::OptionSource::Kind::default_value; };
+  if (unset(seed_option.c_str())) read.seed = trained->seed;
+  if (unset("optimize")) read.optimize = trained->optimize;
+  if (unset("conformer-attempts")) read.conformer_attempts = trained->attempts;
+  log_info("conformers of SMILES and 2-D records: seed ", read.seed, ", clean-up ",
+           read.optimize == chem::Optimize::mmff ? "mmff" : "none", ", attempts ", read.conformer_attempts,
+           " (the model's training used seed ", trained->seed, ", ",
+           trained->optimize == chem::Optimize::mmff ? "mmff" : "none", ", ", trained->attempts, ")");
+}
+
 void refuse_output_among_inputs(const std::vector<std::string>& inputs, const std::string& output) {
   if (output.empty() || output == "-") return;
   for (const std::string& input : inputs) {

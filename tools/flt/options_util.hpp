@@ -4,6 +4,7 @@
 #pragma once
 
 #include "chem/reader.hpp"
+#include "pipeline/predict.hpp"
 #include "io/options.hpp"
 #include "io/progress.hpp"
 
@@ -84,6 +85,13 @@ class EvalProgressBar {
 void add_conformer_options(io::OptionSchema& schema);
 // Copies them into `read`; throws UsageError for a bad value.
 void apply_conformer_options(const io::ResolvedOptions& options, chem::ReadOptions& read);
+
+// Conformers of SMILES and 2-D records as the model's training made them (its recorded seed,
+// clean-up and attempts; pipeline::trained_conformers), for each of those settings the command
+// line and config leave at its default; `seed_option` names the seed option ("seed" or
+// "conformer-seed"). Logs what it took.
+void apply_trained_conformers(const pipeline::Predictor& predictor, const io::ResolvedOptions& options,
+                              const std::string& seed_option, chem::ReadOptions& read);
 
 // UsageError when `output` names the same file as one of `inputs` (writing it would replace the
 // input being read); "-" and paths that do not exist yet are never the same.
