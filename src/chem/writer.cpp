@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <unordered_set>
 
 namespace flt::chem {
 
@@ -285,11 +286,9 @@ class CsvWriter final : public MoleculeWriter {
     }
     // The columns are fixed by the header: a label a later record adds has no place. Said once per
     // label, so it is not lost unnoticed.
+    if (known_.empty()) known_.insert(labels_.begin(), labels_.end());
     for (const auto& p : points.properties) {
-      if (std::find(labels_.begin(), labels_.end(), p.key) != labels_.end() ||
-          std::find(unplaced_.begin(), unplaced_.end(), p.key) != unplaced_.end())
-        continue;
-      unplaced_.push_back(p.key);
+      if (!known_.insert(p.key).second) continue;  // a column, or warned about already
       log_warning(out_->path(), ": ", points.source, " record ", points.record, " has the label '", p.key,
                   "', which is not a column of this CSV (its columns are the first record's labels); "
                   "SDF or extended-XYZ output keeps every label");
@@ -297,7 +296,7 @@ class CsvWriter final : public MoleculeWriter {
   }
 
   std::vector<std::string> labels_;
-  std::vector<std::string> unplaced_;  // labels of later records without a column (warned once)
+  std::unordered_set<std::string> known_;  // the columns and the labels warned about (once each)
   std::vector<std::pair<std::string, std::string>> predictions_;
   bool columns_given_ = false;
   bool error_column_ = false;

@@ -5,6 +5,8 @@
 #include "chem/writer.hpp"
 #include "core/error.hpp"
 
+#include "core/log.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -353,4 +355,25 @@ TEST_CASE("CSV writer: a rejected first record does not hide the label columns",
   lonely->write_error(rejected, "unreadable");
   lonely->close();
   CHECK(slurp(only) == "id,source,record,title,flt_y [eV],error\n1,in.sdf,1,,,unreadable\n");
+}
+
+TEST_CASE("CSV writer: a later record's label without a column is warned about once",
+          "[chem][writer]") {
+  TempDir dir;
+  std::vector<std::string> log;
+  auto previous = flt::set_log_sink([&](flt::LogLevel level, std::string_view message) {
+    if (level == flt::LogLevel::warning) log.emplace_back(message);
+  });
+  auto writer = MoleculeWriter::open(dir.file("out.csv"));
+  PointSet first, later;
+  first.set_property("ID", "a");
+  later.set_property("ID", "b");
+  later.set_property("pIC50", "5.1");
+  writer->write(first);
+  writer->write(later);
+  writer->write(later);
+  writer->close();
+  flt::set_log_sink(previous);
+  REQUIRE(log.size() == 1);
+  CHECK(log[0].find("has the label 'pIC50', which is not a column") != std::string::npos);
 }
