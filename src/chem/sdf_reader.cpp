@@ -137,13 +137,16 @@ class LineFeed final : public std::streambuf {
     // A data header of the CTfile format without the field's name in angle brackets ("> DT12",
     // "> 55", "> (MOLSREGNO)", from older MDL/ISIS exports) makes RDKit's strict parser give up
     // on the rest of the file; it reaches RDKit as ">  <DT12>", a field named by what followed
-    // the '>', with its value.
+    // the '>', with its value. Only where a data item can begin (after "M  END" or after the
+    // blank line that ends the previous item): a value line such as ">10000" stays a value.
     const std::string_view text(buffer_.data() + begin_, end_ - begin_);
-    if (current_is_delimiter_) {
-      in_data_ = false;
-    } else if (text.rfind("M  END", 0) == 0) {
-      in_data_ = true;
-    } else if (in_data_ && !text.empty() && text[0] == '>' && text.find('<') == std::string_view::npos) {
+    const bool item_may_start = item_may_start_;
+    const bool ctab_end = text.rfind("M  END", 0) == 0;
+    item_may_start_ = ctab_end || (in_data_ && !current_is_content_ && !current_is_delimiter_);
+    if (current_is_delimiter_) in_data_ = false;
+    if (ctab_end) in_data_ = true;
+    if (in_data_ && item_may_start && !text.empty() && text[0] == '>' &&
+        text.find('<') == std::string_view::npos) {
       const std::string_view name = flt::trim(text.substr(1));
       if (!name.empty()) {
         rewritten_ = ">  <";
@@ -158,7 +161,8 @@ class LineFeed final : public std::streambuf {
   }
 
  private:
-  bool in_data_ = false;   // between "M  END" and "$$$$": the data items
+  bool in_data_ = false;         // between "M  END" and "$$$$": the data items
+  bool item_may_start_ = false;  // the next line may be a data header (after M  END or a blank)
   std::string rewritten_;  // the line handed out instead of a data header without "<name>"
   std::istream& up_;
   std::vector<char> buffer_;

@@ -180,8 +180,10 @@ TEST_CASE("SDF: data headers without <name> (older MDL exports) are read, and so
       "   -0.8123   -0.1835   -0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
       "    0.8131   -0.1829    0.0000 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
       "  1  2  1  0\n  1  3  1  0\nM  END\n";
+  // A value line that starts with '>' (an activity qualifier, ChEMBL's ">10000") stays a value.
   const std::string text = block + "> DT12\n0.5\n\n> (MOLSREGNO)\n77\n\n$$$$\n" +  // field number, registry
-                           block + ">  <y>\n1.5\n\n$$$$\n" + block + ">  <y>  (3)\n2.5\n\n$$$$\n";
+                           block + ">  <y>\n1.5\n\n>  <IC50>\n>10000\n>2 lines\n\n$$$$\n" + block +
+                           ">  <y>  (3)\n2.5\n\n$$$$\n";
   ReadOptions flat;
   flat.missing_3d = Missing3D::accept;  // the water is planar
   const auto r = read_text(text, Format::sdf, flat);
@@ -191,5 +193,8 @@ TEST_CASE("SDF: data headers without <name> (older MDL exports) are read, and so
   CHECK(r.records[0].number("DT12") == 0.5);
   CHECK(r.records[0].number("(MOLSREGNO)") == 77);
   CHECK(r.records[1].number("y") == 1.5);
+  REQUIRE(r.records[1].property("IC50") != nullptr);
+  CHECK(r.records[1].property("IC50")->value == ">10000\n>2 lines");
+  CHECK(r.records[1].properties.size() == 2);
   CHECK(r.records[2].number("y") == 2.5);
 }
