@@ -1,6 +1,8 @@
 #include "chem/point_set.hpp"
 
+#include "core/error.hpp"
 #include "core/text.hpp"
+#include "io/units.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -162,14 +164,15 @@ std::optional<std::string> check_geometry(const PointSet& points, double min_dis
 }
 
 std::pair<std::string, std::string> split_key_unit(const std::string& name) {
-  const std::size_t open = name.rfind('[');
-  if (name.empty() || name.back() != ']' || open == std::string::npos || open == 0 ||
-      name.find(']') != name.size() - 1)
-    return {name, {}};
-  std::string key = std::string(flt::trim(std::string_view(name).substr(0, open)));
-  std::string unit = std::string(flt::trim(std::string_view(name).substr(open + 1, name.size() - open - 2)));
-  if (key.empty()) return {name, {}};
-  return {std::move(key), std::move(unit)};
+  // io::split_unit_suffix, the parser of the label CSV headers, except that a name it cannot
+  // split (no "[unit]" at the end, brackets in the middle, nothing before the bracket) stays a
+  // key as it is: a molecule file's tag or column name is never an error.
+  try {
+    auto [key, unit] = io::split_unit_suffix(name);
+    if (!key.empty()) return {std::move(key), std::string(flt::trim(unit))};
+  } catch (const ConfigError&) {
+  }
+  return {name, {}};
 }
 
 }  // namespace flt::chem
