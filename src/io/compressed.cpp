@@ -22,8 +22,9 @@ constexpr std::size_t kBuffer = 1 << 16;
 // byte decompressed before a problem is delivered and the problem named: a truncated or corrupt
 // member, a CRC mismatch, bytes after the last member. Zero bytes after the last member (tape or
 // block padding) end the file without error, as gzip(1) treats them. The length field (ISIZE) is
-// not checked: the CRC-32 covers the data. std::istream turns the exception that underflow throws
-// into badbit and drops it, so the reason is kept here.
+// not checked: the CRC-32 covers the data. A problem ends the data (underflow returns EOF) and
+// sets the owning stream's badbit, with the reason kept here: not an exception from underflow,
+// which istream::read would turn into badbit while reporting nothing of the bytes it had copied.
 class GzipBuf final : public std::streambuf {
  public:
   explicit GzipBuf(std::istream& file) : file_(file), in_(kBuffer), out_(kBuffer) {
@@ -33,23 +34,21 @@ class GzipBuf final : public std::streambuf {
   GzipBuf(const GzipBuf&) = delete;
   GzipBuf& operator=(const GzipBuf&) = delete;
   const std::string& failure() const noexcept { return failure_; }
+  // The stream reading this buffer, whose badbit a problem sets.
+  void set_owner(std::istream* owner) noexcept { owner_ = owner; }
 
  protected:
   int_type underflow() override {
     if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
     if (!failure_.empty() || done_) return traits_type::eof();
-    if (!pending_.empty()) fail(pending_);
+    if (!pending_.empty()) return fail(pending_);  // found after the bytes delivered last
     std::size_t got = 0;
     try {
       got = produce();
     } catch (const Failure& f) {
-      if (produced_ == 0 && got == 0) fail(f.reason);
-      pending_ = f.reason;  // deliver what came before it first
+      return fail(f.reason);
     }
-    if (got == 0) {
-      if (!pending_.empty()) fail(pending_);
-      return traits_type::eof();
-    }
+    if (got == 0) return traits_type::eof();
     setg(out_.data(), out_.data(), out_.data() + got);
     return traits_type::to_int_type(*gptr());
   }
@@ -60,9 +59,10 @@ class GzipBuf final : public std::streambuf {
   };
   enum class State { header, data, footer, between };
 
-  [[noreturn]] void fail(const std::string& reason) {
+  int_type fail(const std::string& reason) {
     failure_ = reason;
-    throw std::ios_base::failure(reason);
+    if (owner_ != nullptr) owner_->setstate(std::ios::badbit);
+    return traits_type::eof();
   }
 
   // Input bytes: `have` available after a refill (false at the end of the file).
@@ -122,7 +122,10 @@ class GzipBuf final : public std::streambuf {
           read_header(produced_ == 0 && members_ == 0);
           break;
         case State::data: {
-          if (!refill()) throw Failure{"truncated gzip stream (ends inside the compressed data)"};
+          // At the end of the file zlib may still hold output of input it has read (a match cut
+          // by the full output buffer): inflate runs without input, and only a call that can make
+          // no progress means the stream was cut.
+          const bool input = refill();
           zs_.next_out = reinterpret_cast<Bytef*>(out_.data());
           zs_.avail_out = static_cast<uInt>(out_.size());
           const int rc = inflate(&zs_, Z_NO_FLUSH);
@@ -143,6 +146,7 @@ class GzipBuf final : public std::streambuf {
             throw Failure{"corrupt gzip stream (zlib error " + std::to_string(rc) + ")"};
           }
           if (got > 0) return got;
+          if (!input) throw Failure{"truncated gzip stream (ends inside the compressed data)"};
           break;
         }
         case State::footer: {
@@ -186,6 +190,7 @@ class GzipBuf final : public std::streambuf {
   std::size_t members_ = 0;
   bool done_ = false;
   std::string failure_, pending_;
+  std::istream* owner_ = nullptr;
 };
 
 const std::string kNoFailure;
@@ -220,6 +225,7 @@ InputFile::InputFile(const std::filesystem::path& path) : impl_(std::make_unique
   if (!gzip) return;
   impl_->gzip_buf = std::make_unique<GzipBuf>(impl_->file);
   impl_->gzip_stream = std::make_unique<std::istream>(impl_->gzip_buf.get());
+  impl_->gzip_buf->set_owner(impl_->gzip_stream.get());
 }
 
 InputFile::~InputFile() = default;

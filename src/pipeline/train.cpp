@@ -33,6 +33,7 @@
 #include <map>
 #include <chrono>
 #include <cmath>
+#include <set>
 #include <functional>
 #include <iomanip>
 #include <limits>
@@ -949,18 +950,17 @@ class MoleculeTrainable final : public train::Trainable {
 // The model knows the elements of its training molecules only: validation and test molecules
 // holding another element could not be predicted, so they leave those subsets (and split.csv),
 // named in a warning, instead of failing the run after its training.
-void leave_out_unseen_elements(const Dataset& data, train::Split& split,
-                               const std::function<void(const std::string&)>& say) {
-  std::vector<char> seen(256, 0);
+void leave_out_unseen_elements(const Dataset& data, train::Split& split) {
+  std::set<std::int32_t> seen;
   for (const std::size_t i : split.train)
-    for (const std::int32_t z : data.molecules[i].atomic_numbers) seen[static_cast<std::size_t>(z) & 255] = 1;
+    seen.insert(data.molecules[i].atomic_numbers.begin(), data.molecules[i].atomic_numbers.end());
   for (auto* subset : {&split.validation, &split.test}) {
     std::vector<std::size_t> kept, left;
     std::vector<int> elements;
     for (const std::size_t i : *subset) {
       bool ok = true;
       for (const std::int32_t z : data.molecules[i].atomic_numbers) {
-        if (seen[static_cast<std::size_t>(z) & 255]) continue;
+        if (seen.count(z) > 0) continue;
         ok = false;
         if (std::find(elements.begin(), elements.end(), z) == elements.end()) elements.push_back(z);
       }
@@ -982,7 +982,6 @@ void leave_out_unseen_elements(const Dataset& data, train::Split& split,
     }
     if (left.size() > 5) line += ", ... (" + std::to_string(left.size() - 5) + " more)";
     log_warning(line);
-    (void)say;
     *subset = std::move(kept);
   }
 }
@@ -1050,7 +1049,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     split = train::random_split(data.size(), train::parse_split_sizes(cfg.split), cfg.split_seed);
   }
   if (split.train.empty()) throw ConfigError("the split leaves no training molecules");
-  leave_out_unseen_elements(data, split, say);
+  leave_out_unseen_elements(data, split);
   if (cfg.split_only) {
     start_writing(split, data.ids);
     TrainResult r;

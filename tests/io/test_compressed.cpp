@@ -7,9 +7,11 @@
 #include "../common/scratch_dir.hpp"
 
 #include <catch2/catch.hpp>
+#include <zlib.h>
 
 #include <fstream>
 #include <string>
+#include <vector>
 
 using namespace flt;
 using flt::test_support::ScratchDir;
@@ -161,4 +163,42 @@ TEST_CASE("gzip: the footer holds io::crc32 of the data", "[io][gzip][checksum]"
     footer = (footer << 8) | static_cast<unsigned char>(gz[gz.size() - 8 + static_cast<std::size_t>(i)]);
   }
   CHECK(footer == io::crc32(text));
+}
+
+TEST_CASE("gzip: a stream cut inside the compressed data gives every byte before the cut",
+          "[io][gzip][errors]") {
+  // Highly compressible data: a few input bytes hold many long matches, so zlib still has output
+  // to give when the cut file has no more input.
+  std::string text = lines(2000);
+  text += std::string(3000000, 'a');
+  const std::string gz = io::gzip_bytes(text);
+  for (const std::size_t keep : {gz.size() / 2, gz.size() - 40}) {
+    INFO("kept " << keep << " of " << gz.size() << " bytes");
+    const std::string cut = gz.substr(0, keep);
+    // What zlib itself gets from those bytes (raw inflate after the 10-byte header).
+    z_stream zs{};
+    REQUIRE(inflateInit2(&zs, -MAX_WBITS) == Z_OK);
+    std::string expected(text.size(), '\0');
+    zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(cut.data()) + 10);
+    zs.avail_in = static_cast<uInt>(cut.size() - 10);
+    zs.next_out = reinterpret_cast<Bytef*>(expected.data());
+    zs.avail_out = static_cast<uInt>(expected.size());
+    inflate(&zs, Z_SYNC_FLUSH);
+    expected.resize(expected.size() - zs.avail_out);
+    inflateEnd(&zs);
+    REQUIRE(!expected.empty());
+
+    ScratchDir dir("io-gzip-cut");
+    write(dir / "cut.gz", cut);
+    io::InputFile file(dir / "cut.gz");
+    std::string got;
+    std::vector<char> chunk(1000);
+    while (file.stream()) {
+      file.stream().read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      got.append(chunk.data(), static_cast<std::size_t>(file.stream().gcount()));
+    }
+    CHECK(got.size() == expected.size());
+    CHECK(got == expected);
+    CHECK(file.failure() == "truncated gzip stream (ends inside the compressed data)");
+  }
 }
