@@ -50,7 +50,7 @@ class LineReader {
   bool read_line(std::string& line) {
     if (!std::getline(in_, line)) return false;
     ++line_;
-    if (line_ == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+    if (line_ == 1) line.erase(0, line.size() - without_utf8_bom(line).size());
     if (!line.empty() && line.back() == '\r') line.pop_back();
     return true;
   }

@@ -102,7 +102,7 @@ class LineReader {
       if (in_.bad()) throw Error("read error");
       return false;
     }
-    if (first_ && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+    if (first_) line.erase(0, line.size() - without_utf8_bom(line).size());
     first_ = false;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     return true;

@@ -63,6 +63,10 @@ std::string format_number(double value, int significant_digits) {
   return s.str();
 }
 
+std::string_view without_utf8_bom(std::string_view text) noexcept {
+  return text.substr(0, 3) == "\xEF\xBB\xBF" ? text.substr(3) : text;
+}
+
 std::string format_r2(double value) {
   if (std::isnan(value)) return "nan";
   char buffer[64];

@@ -9,6 +9,10 @@ namespace flt {
 
 // `text` without leading and trailing ASCII white space (' ', '\t', '\r', '\n', '\v', '\f').
 std::string_view trim(std::string_view text) noexcept;
+// `text` without a leading UTF-8 byte-order mark (EF BB BF), which Windows editors write at the
+// start of text files.
+std::string_view without_utf8_bom(std::string_view text) noexcept;
+
 // ASCII lower case (other bytes unchanged).
 std::string lower(std::string_view text);
 // The items separated by `separator`: join({"a", "b"}, ", ") == "a, b".

@@ -40,7 +40,7 @@ std::string CsvTable::where(std::size_t row) const {
 CsvTable parse_csv(std::string_view text, const std::string& source) {
   CsvTable table;
   table.source = source;
-  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+  text = without_utf8_bom(text);
   if (!is_valid_utf8(text)) throw csv_error(source, 0, "not valid UTF-8 text");
   std::size_t line = 1;
   std::size_t i = 0;

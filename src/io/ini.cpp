@@ -149,7 +149,7 @@ std::vector<std::string> parse_list_value(std::string_view text, const std::stri
 
 IniFile IniFile::parse(std::string_view text, std::string source) {
   IniFile ini(std::move(source));
-  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);
+  text = without_utf8_bom(text);
   if (!is_valid_utf8(text)) throw ConfigError(ini.source_ + ": not valid UTF-8 text");
   const auto at = [&](std::size_t line) {
     std::string where = ini.source_;  // built with append(): GCC 12 warns on chained operator+ here

@@ -1036,7 +1036,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       line += t == 0 ? " " : "; ";
       line += target.name;
       line += " [";
-      line += target.unit.empty() ? "1" : target.unit;
+      line += io::shown_unit(target.unit);
       line += target.source_unit.empty() || target.source_unit == target.unit ? "]" : ", read in " + target.source_unit + "]";
       line += target.extensive ? " sum over atoms" : " mean over atoms";
     }
