@@ -164,7 +164,7 @@ def test_ase_calculator(model):
     np.testing.assert_allclose(forces, model.predict(mol, forces=True).forces[0], rtol=0, atol=1e-12)
     atoms.pbc = True
     atoms.cell = [30, 30, 30]
-    with pytest.raises(flt.InvalidInput):
+    with pytest.raises(flt.InvalidInput, match="periodic boundary conditions"):
         atoms.get_potential_energy()
     with pytest.raises(flt.InvalidInput):
         FLTCalculator(model, target="gap_squared")

@@ -19,6 +19,7 @@ from several threads at once.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
@@ -163,7 +164,6 @@ def _is_rdkit_mol(obj: Any) -> bool:
 
 def _is_ase_atoms(obj: Any) -> bool:
     # An Atoms object exists only where ase was imported; flt does not import it.
-    import sys
     ase = sys.modules.get("ase")
     return ase is not None and isinstance(obj, ase.Atoms)
 

@@ -19,7 +19,7 @@ from typing import Optional, Union
 
 from ase.calculators.calculator import Calculator, all_changes
 
-from . import InvalidInput, Model, Molecule
+from . import InvalidInput, Model
 
 # Energy units flt writes (src/io/units.hpp), in eV; CODATA 2018 as in the C++ table:
 # 1 Hartree = 27.211386245988 eV; 1 kcal/mol = 4184 J/mol / (N_A e); 1 kJ/mol = 1000 J/mol / (N_A e).
@@ -65,14 +65,10 @@ class FLTCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        if self.atoms.pbc.any():
-            raise InvalidInput("flt.ase: periodic cells are not supported (flt models see an "
-                               "isolated molecule); set atoms.pbc = False")
         want_forces = "forces" in properties
-        table = self.model.predict(
-            Molecule(self.atoms.numbers, self.atoms.positions, None,
-                     self.atoms.get_chemical_formula()), threads=self.threads,
-            forces=want_forces, forces_target=self.target)
+        # Model.predict takes the Atoms as they are; a periodic one comes back as an error row.
+        table = self.model.predict(self.atoms, threads=self.threads, forces=want_forces,
+                                   forces_target=self.target)
         if table.errors[0] is not None:
             raise InvalidInput(f"flt.ase: {table.errors[0]}")
         energy = float(table.values[0, self._index]) * self._to_ev
