@@ -18,7 +18,8 @@ enum class Format {
             // blanks, optionally a header line naming the columns; conformers generated; reading only
 };
 
-// "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv", "smi" (also "smiles") -> Format; throws flt::InvalidArgument otherwise.
+// "sdf", "mol", "xyz", "extxyz", "qm9", "pdb", "csv", "smi" (also "smiles") -> Format; throws
+// flt::InvalidArgument otherwise.
 Format format_from_name(std::string_view name);
 std::string_view format_name(Format format);
 

@@ -6,10 +6,11 @@
 // choice is counted in the log: waters (HOH, WAT, DOD, H2O and common MD water names) and other
 // HETATM groups (ligands, ions, cofactors) are kept, dropped, or make the record bad; of
 // alternate locations (altLoc column) the blank one and the first ID seen in the record are kept
-// (what most programs do with crystal structures), and an atom without that ID keeps its own first; CONECT records that name a dropped atom
-// lose that atom. RDKit then perceives bonds (CONECT records, standard residue templates and
-// proximity) and, when the structure has no hydrogen atom at all and ReadOptions::add_hydrogens,
-// hydrogens are added with coordinates (AddHs(addCoords)). Ligands without CONECT bond orders get
+// (what most programs do with crystal structures), and an atom without that ID keeps its own
+// first; CONECT records that name a dropped atom lose that atom. RDKit then perceives bonds
+// (CONECT records, standard residue templates and proximity) and, when the structure has no
+// hydrogen atom at all and ReadOptions::add_hydrogens, hydrogens are added with coordinates
+// (AddHs(addCoords)). Ligands without CONECT bond orders get
 // single bonds from proximity, so their added hydrogens follow that: give such files with
 // hydrogens, or as SDF.
 #include "chem/rdkit_log.hpp"

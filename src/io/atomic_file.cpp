@@ -169,7 +169,8 @@ void AtomicOutputFile::commit() {
   if (!out) throw IoError(path_, "write error");
   if (temp_) {
     temp_->stream.close();
-    if (!temp_->stream) throw IoError(path_, "write error while closing " + (temp_->file.name.empty() ? target_ : temp_->file.name));
+    if (!temp_->stream)
+      throw IoError(path_, "write error while closing " + (temp_->file.name.empty() ? target_ : temp_->file.name));
     // The descriptor from mkstemp is open on the same file: fsync through it reaches the stream's
     // data. A device or FIFO written in place has no temporary.
     if (!temp_->file.name.empty()) publish(target_, directory_of(target_), temp_->file);

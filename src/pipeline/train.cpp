@@ -848,7 +848,8 @@ class MoleculeTrainable final : public train::Trainable {
     // Training on forces: the forces count as in the loss, W MAE_F / sigma (forces in the energy's
     // standardised unit, weighted by --force-weight).
     if (dual_ && std::isfinite(val_force_mae_) && std::isfinite(v.selection))
-      v.selection += cfg_.force_weight * val_force_mae_ / model_.normalisation().scale[static_cast<std::size_t>(force_target_)];
+      v.selection += cfg_.force_weight * val_force_mae_ /
+                     model_.normalisation().scale[static_cast<std::size_t>(force_target_)];
     for (std::size_t t = 0; t < p; ++t) {
       v.columns.push_back(train_mae_[t]);
       v.columns.push_back(val_mae_[t]);
@@ -863,7 +864,8 @@ class MoleculeTrainable final : public train::Trainable {
       c.push_back(io::with_unit_suffix("val_mae_" + t.name, t.unit));
     }
     if (cfg_.force_weight > 0) {  // asked before before_training() sets the force model up
-      const DatasetTarget& ft = data_.targets[static_cast<std::size_t>(find_force_target(data_.targets, cfg_.force_target))];
+      const auto target = find_force_target(data_.targets, cfg_.force_target);
+      const DatasetTarget& ft = data_.targets[static_cast<std::size_t>(target)];
       c.push_back(io::with_unit_suffix("val_force_mae_" + ft.name, ft.unit + "/A"));
     }
     return c;
@@ -1037,7 +1039,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
       line += target.name;
       line += " [";
       line += io::shown_unit(target.unit);
-      line += target.source_unit.empty() || target.source_unit == target.unit ? "]" : ", read in " + target.source_unit + "]";
+      if (!target.source_unit.empty() && target.source_unit != target.unit) line += ", read in " + target.source_unit;
+      line += "]";
       line += target.extensive ? " sum over atoms" : " mean over atoms";
     }
     say(line + " (--pooling NAME=sum|mean)");
