@@ -347,7 +347,18 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
   read.format = options.format.empty() ? chem::Format::unknown : chem::format_from_name(options.format);
   read.add_hydrogens = options.add_hydrogens;
   read.missing_3d = options.generate_conformers ? chem::Missing3D::generate : chem::Missing3D::error;
-  read.seed = options.seed;
+  const auto trained = pipeline::trained_conformers(impl_->predictor);
+  read.seed = options.seed.value_or(trained ? trained->seed : read.seed);
+  read.optimize = trained ? trained->optimize : read.optimize;
+  if (options.optimize) {
+    try {
+      read.optimize = chem::optimize_from_name(*options.optimize);
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument(std::string("flt::FileOptions: optimize: ") + e.what());
+    }
+  }
+  read.conformer_attempts = options.conformer_attempts.value_or(trained ? trained->attempts : read.conformer_attempts);
+  if (read.conformer_attempts < 0) throw InvalidArgument("flt::FileOptions: conformer_attempts must be >= 0");
   read.sanitize = options.sanitize;
   read.min_distance = options.min_distance;
   read.keep_molecule = false;  // only coordinates are needed here

@@ -254,8 +254,8 @@ PYBIND11_MODULE(_flt, m) {
       .def(
           "predict_file",
           [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,
-             const std::string& format, bool add_hydrogens, bool generate_conformers, unsigned seed,
-             bool sanitize, double min_distance, int threads, std::size_t batch_size, bool forces,
+             const std::string& format, bool add_hydrogens, bool generate_conformers, std::optional<unsigned> seed,
+             std::optional<std::string> optimize, std::optional<int> conformer_attempts, bool sanitize, double min_distance, int threads, std::size_t batch_size, bool forces,
              const std::string& forces_target, bool per_atom) {
             flt::FileOptions options;
             options.threads = threads;
@@ -264,6 +264,8 @@ PYBIND11_MODULE(_flt, m) {
             options.add_hydrogens = add_hydrogens;
             options.generate_conformers = generate_conformers;
             options.seed = seed;
+            options.optimize = std::move(optimize);
+            options.conformer_attempts = conformer_attempts;
             options.sanitize = sanitize;
             options.min_distance = min_distance;
             options.forces = forces;
@@ -299,7 +301,8 @@ PYBIND11_MODULE(_flt, m) {
             return py::make_tuple(summary.read, summary.predicted, summary.failed);
           },
           py::arg("path"), py::arg("sink"), py::arg("format") = "", py::arg("add_hydrogens") = true,
-          py::arg("generate_conformers") = false, py::arg("seed") = 42u, py::arg("sanitize") = true,
+          py::arg("generate_conformers") = false, py::arg("seed") = py::none(),
+          py::arg("optimize") = py::none(), py::arg("conformer_attempts") = py::none(), py::arg("sanitize") = true,
           py::arg("min_distance") = 0.1, py::arg("threads") = 0, py::arg("batch_size") = 64,
           py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false);
 }

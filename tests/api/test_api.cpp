@@ -344,6 +344,43 @@ TEST_CASE("predict_file: every record in order, errors reported, summary", "[api
   CHECK_THROWS_AS(model.predict_file(kSdf, [](const flt::RecordResult&) {}, bad), flt::InvalidArgument);
 }
 
+TEST_CASE("predict_file: SMILES conformers as the model's training made them unless set", "[api][file]") {
+  // The same weights as model1, with the metadata a run trained with --conformer-seed 7
+  // --optimize mmff writes.
+  const fs::path trained = fixture().dir / "trained_conformers.flt";
+  const std::string cmd = std::string("'") + FLT_MAKE_TEST_MODEL + "' '" + trained.string() +
+                          "' 1 kronecker training.conformer_seed=7 training.conformer_optimize=mmff"
+                          " training.conformer_attempts=0";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const fs::path smi = fixture().dir / "conformers.smi";
+  std::ofstream(smi) << "CCO ethanol\nOc1ccccc1 phenol\nCC(=O)NC N-methylacetamide\nOCC(O)CO glycerol\n";
+  const auto predict = [&](const fs::path& model_path, const flt::FileOptions& options) {
+    const flt::Model model = flt::Model::load(model_path);
+    std::vector<double> values;
+    const flt::FileSummary summary = model.predict_file(
+        smi, [&](const flt::RecordResult& r) { values.push_back(r.ok() ? r.prediction->values[0] : NAN); }, options);
+    REQUIRE(summary.predicted == 4);
+    return values;
+  };
+  flt::FileOptions as_trained;
+  as_trained.seed = 7;
+  as_trained.optimize = "mmff";
+  as_trained.conformer_attempts = 0;
+  flt::FileOptions old_defaults;
+  old_defaults.seed = 42;
+  old_defaults.optimize = "none";
+  const auto recorded = predict(trained, {});
+  CHECK(recorded == predict(fixture().model1, as_trained));       // bitwise: the same conformers
+  CHECK(predict(fixture().model1, {}) == predict(trained, old_defaults));  // no record: seed 42, none
+  CHECK(recorded != predict(fixture().model1, {}));                // other conformers
+  flt::FileOptions bad;
+  bad.optimize = "uff";
+  CHECK_THROWS_AS(predict(trained, bad), flt::InvalidArgument);
+  bad.optimize.reset();
+  bad.conformer_attempts = -1;
+  CHECK_THROWS_AS(predict(trained, bad), flt::InvalidArgument);
+}
+
 TEST_CASE("RDKit molecules predict like the same records read from the file", "[api][rdkit]") {
   const flt::Model model = flt::Model::load(fixture().model1);
   std::map<std::string, flt::Prediction> from_file;

@@ -118,6 +118,28 @@ def test_predict_file_streams_every_record_in_order(model):
         model.predict_file(QM9_EXAMPLES, stop)
 
 
+def test_predict_file_smiles_conformer_options(model, tmp_path):
+    smi = tmp_path / "few.smi"
+    smi.write_text("CCO ethanol\nOc1ccccc1 phenol\nCC(=O)NC N-methylacetamide\n")
+
+    def values(**options):
+        records = model.predict_file(smi, threads=1, **options)
+        assert all(r.ok for r in records)
+        return np.array([r.values for r in records])
+
+    # The bundled model records no training conformers: seed 42, no clean-up, like flt predict.
+    default = values()
+    np.testing.assert_array_equal(default, values(seed=42, optimize="none", conformer_attempts=0))
+    cli = cli_predictions(tmp_path, smi)
+    column = f"flt_{model.targets[0].name} [{model.targets[0].unit}]"
+    for k, row in enumerate(default):
+        assert float(cli[k + 1][column]) == pytest.approx(row[0], abs=1e-4)
+    assert not np.array_equal(default, values(seed=7))
+    assert not np.array_equal(default, values(optimize="mmff"))
+    with pytest.raises(flt.InvalidInput):
+        values(optimize="uff")
+
+
 def test_errors_are_typed(tmp_path):
     with pytest.raises(flt.IoError) as missing:
         flt.Model.load(tmp_path / "missing.flt")

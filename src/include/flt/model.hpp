@@ -115,10 +115,13 @@ struct FileOptions {
   // coordinates (RDKit AddHs with addCoords).
   bool add_hydrogens = true;
   // SDF/MOL records without 3-D coordinates: false = reported as errors; true = a conformer is
-  // generated with RDKit ETKDGv3, retried from random coordinates when that fails (seeded with
-  // `seed`, reproducible).
+  // generated with RDKit ETKDGv3, retried from random coordinates when that fails (reproducible).
   bool generate_conformers = false;
-  unsigned seed = 42;
+  // How conformers of SMILES and 2-D records are made. Unset = as the model's training made them
+  // (its training.conformer_* metadata; for models without them: seed 42, "none", 0).
+  std::optional<unsigned> seed;            // ETKDG random seed
+  std::optional<std::string> optimize;     // "none" or "mmff" (MMFF94 clean-up)
+  std::optional<int> conformer_attempts;   // ETKDG attempts per try; 0 = RDKit's bound (10 x atoms)
   // RDKit sanitization of SDF/MOL records (valence checks); false accepts e.g. 5-valent carbon.
   bool sanitize = true;
   // Records with two atoms closer than this (Angstrom) are errors; 0 disables the check.

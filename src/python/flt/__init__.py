@@ -312,7 +312,9 @@ class Model(_TargetNames):
 
     def predict_file(self, path, callback: Optional[Callable[[Record], Any]] = None, *,
                      format: str = "", add_hydrogens: bool = True,
-                     generate_conformers: bool = False, seed: int = 42, sanitize: bool = True,
+                     generate_conformers: bool = False, seed: Optional[int] = None,
+                     optimize: Optional[str] = None, conformer_attempts: Optional[int] = None,
+                     sanitize: bool = True,
                      min_distance: float = 0.1, threads: int = 0, batch_size: int = 64,
                      forces: bool = False, forces_target: str = "", per_atom: bool = False):
         """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9, PDB, SMILES CSV or .smi;
@@ -322,10 +324,15 @@ class Model(_TargetNames):
         batch) and returns (read, predicted, failed); an exception raised by the callback stops
         the run and propagates. Without: returns the list of all Records. per_atom=True fills
         each Record's `contributions` as predict(..., per_atom=True) does.
+
+        Conformers of SMILES records (and of 2-D records with generate_conformers=True) are made
+        as the model's training made them (seed, optimize "none"/"mmff", conformer_attempts)
+        unless given here.
         """
         target = self.forces_target(forces_target) if forces else None
         options = dict(format=format, add_hydrogens=add_hydrogens,
-                       generate_conformers=generate_conformers, seed=seed, sanitize=sanitize,
+                       generate_conformers=generate_conformers, seed=seed, optimize=optimize,
+                       conformer_attempts=conformer_attempts, sanitize=sanitize,
                        min_distance=min_distance, threads=threads, batch_size=batch_size,
                        forces=bool(forces), forces_target=target.name if target else "",
                        per_atom=bool(per_atom))
