@@ -1002,9 +1002,10 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   // Checked now, prepared (a run it overwrites emptied) only when the run starts writing, after
   // the inputs, the split and the normalisation: a run that fails before that leaves it untouched.
   if (lead) train::check_run_directory(dir, mode);
+  train::RunDirectoryLock run_lock;  // held from the first write to the end of the run
   auto start_writing = [&](const train::Split& split, const std::vector<std::string>& ids) {
     if (lead) {
-      train::prepare_run_directory(dir, mode);
+      run_lock = train::prepare_run_directory(dir, mode);
       train::write_split_file(dir / "split.csv", split, ids);
       if (!cfg.resume) io::write_file_atomic(dir / "config.ini", cfg.resolved_ini);
     }

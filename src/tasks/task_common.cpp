@@ -141,7 +141,8 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
   ec.dir = cfg.out;
   train::Engine{ec};  // checks the settings before the run directory is touched
   const train::RunMode mode = cfg.resume ? train::RunMode::resume : cfg.overwrite ? train::RunMode::overwrite : train::RunMode::fresh;
-  ec.dir = train::prepare_run_directory(cfg.out, mode);
+  const train::RunDirectoryLock run_lock = train::prepare_run_directory(cfg.out, mode);
+  ec.dir = run_lock.path();
   if (!cfg.resume && !cfg.resolved_ini.empty()) io::write_file_atomic(ec.dir / "config.ini", cfg.resolved_ini);
 
   TokenTrainable trainable(model, task);

@@ -1,11 +1,19 @@
 #include "train/run_dir.hpp"
 
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/version.hpp"
 #include "io/atomic_file.hpp"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <system_error>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 namespace flt::train {
 
@@ -34,14 +42,52 @@ bool holds_only_marker(const fs::path& dir) {
   return !ec;
 }
 
+ConfigError locked_by_another_run(const fs::path& dir) {
+  return ConfigError(dir.string() + ": another flt run is using this run directory (it holds its lock); wait for "
+                                    "it to finish or choose another --out");
+}
+
 }  // namespace
+
+RunDirectoryLock::RunDirectoryLock(const fs::path& dir) : dir_(dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) throw IoError(dir.string(), std::string("cannot open the run directory: ") + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    fd_ = fd;
+    return;
+  }
+  const int error = errno;
+  ::close(fd);
+  if (error == EWOULDBLOCK) throw locked_by_another_run(dir);
+  log_warning(dir.string(), ": cannot lock the run directory (", std::strerror(error),
+              "); going on unlocked: make sure no other run uses it");
+}
+
+RunDirectoryLock::~RunDirectoryLock() {
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
+}
+
+RunDirectoryLock::RunDirectoryLock(RunDirectoryLock&& other) noexcept
+    : dir_(std::move(other.dir_)), fd_(std::exchange(other.fd_, -1)) {}
+
+RunDirectoryLock& RunDirectoryLock::operator=(RunDirectoryLock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    dir_ = std::move(other.dir_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
 
 bool is_run_directory(const fs::path& dir) {
   std::error_code ec;
   return fs::is_directory(dir, ec) && fs::is_regular_file(dir / kRunMarker, ec);
 }
 
-void check_run_directory(const fs::path& dir, RunMode mode) {
+namespace {
+
+// check_run_directory without the lock probe (for the holder of the lock).
+void check_contents(const fs::path& dir, RunMode mode) {
   std::error_code ec;
   const bool exists = fs::exists(dir, ec);
   if (ec) throw IoError(dir.string(), "cannot access: " + ec.message());
@@ -62,21 +108,33 @@ void check_run_directory(const fs::path& dir, RunMode mode) {
   }
 }
 
-fs::path prepare_run_directory(const fs::path& dir, RunMode mode) {
-  check_run_directory(dir, mode);
-  if (mode == RunMode::resume) return dir;
+}  // namespace
+
+void check_run_directory(const fs::path& dir, RunMode mode) {
+  check_contents(dir, mode);
   std::error_code ec;
-  if (!fs::exists(dir, ec)) {
+  if (fs::is_directory(dir, ec)) RunDirectoryLock probe(dir);  // in use: refused now, not after the inputs are read
+}
+
+RunDirectoryLock prepare_run_directory(const fs::path& dir, RunMode mode) {
+  check_run_directory(dir, mode);
+  std::error_code ec;
+  if (mode != RunMode::resume && !fs::exists(dir, ec)) {
     fs::create_directories(dir, ec);
     if (ec) throw IoError(dir.string(), "cannot create the run directory: " + ec.message());
-  } else if (!is_empty_dir(dir) && !holds_only_marker(dir)) {
+  }
+  RunDirectoryLock lock(dir);
+  // Checked again under the lock: another run may have prepared it since the check above.
+  check_contents(dir, mode);
+  if (mode == RunMode::resume) return lock;
+  if (!is_empty_dir(dir) && !holds_only_marker(dir)) {
     for (const auto& entry : fs::directory_iterator(dir)) {
       fs::remove_all(entry.path(), ec);
       if (ec) throw IoError(entry.path().string(), "cannot remove: " + ec.message());
     }
   }
   write_marker(dir);
-  return dir;
+  return lock;
 }
 
 fs::path new_run_directory(const fs::path& parent, std::string_view prefix) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <numeric>
+#include <optional>
 
 using namespace flt::io;
 using namespace flt::train;
@@ -18,7 +19,7 @@ namespace fs = std::filesystem;
 TEST_CASE("run directories are never silently reused", "[train][run_dir]") {
   flt::test_support::ScratchDir tmp("rd");
   const fs::path run = tmp / "runs" / "a";
-  CHECK(prepare_run_directory(run, RunMode::fresh) == run);
+  CHECK(prepare_run_directory(run, RunMode::fresh).path() == run);
   CHECK(is_run_directory(run));
   // A run that stopped before writing anything (bad input) leaves only the marker: the same
   // command can be run again without --overwrite.
@@ -45,6 +46,31 @@ TEST_CASE("run directories are never silently reused", "[train][run_dir]") {
   CHECK(new_run_directory(tmp / "auto").filename() == "run-001");
   CHECK(new_run_directory(tmp / "auto").filename() == "run-002");
   CHECK(new_run_directory(tmp / "auto", "exp").filename() == "exp-001");
+}
+
+TEST_CASE("a run directory in use by another run is neither emptied nor resumed", "[train][run_dir]") {
+  flt::test_support::ScratchDir tmp("rdlock");
+  const fs::path run = tmp / "run";
+  std::optional<RunDirectoryLock> first = prepare_run_directory(run, RunMode::fresh);
+  REQUIRE(first->locked());
+  write_file_atomic(run / "model.flt", "the first run's model");
+  // flock locks belong to an open file description: a second open in this process conflicts
+  // exactly as another process's would.
+  for (RunMode mode : {RunMode::overwrite, RunMode::resume}) {
+    CHECK_THROWS_WITH(check_run_directory(run, mode), Catch::Contains("another flt run is using"));
+    CHECK_THROWS_WITH(prepare_run_directory(run, mode), Catch::Contains("another flt run is using"));
+  }
+  CHECK_THROWS_AS(RunDirectoryLock(run), flt::ConfigError);
+  CHECK(fs::exists(run / "model.flt"));
+  // Released with its holder (moved first: the moved-from object releases nothing).
+  RunDirectoryLock moved = std::move(*first);
+  first.reset();
+  CHECK_THROWS_AS(prepare_run_directory(run, RunMode::resume), flt::ConfigError);
+  moved = RunDirectoryLock();
+  CHECK_NOTHROW(check_run_directory(run, RunMode::overwrite));
+  const RunDirectoryLock second = prepare_run_directory(run, RunMode::overwrite);
+  CHECK(second.locked());
+  CHECK_FALSE(fs::exists(run / "model.flt"));
 }
 
 TEST_CASE("checkpoint round trip is bit-exact, including RNG state", "[train][checkpoint]") {
