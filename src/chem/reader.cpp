@@ -85,18 +85,19 @@ class FileInput final : public Input {
   bool done_ = false;
 };
 
+// Standard input, gzip-compressed or not.
 class StreamInput final : public Input {
  public:
   StreamInput(std::istream& in, std::string name, Format format)
-      : in_(in), name_(std::move(name)), format_(format) {}
+      : in_(in, name), name_(std::move(name)), format_(format) {}
   std::optional<Source> next_source() override {
     if (done_) return std::nullopt;
     done_ = true;
-    return Source{name_, &in_, format_};
+    return Source{name_, &in_.stream(), format_, &in_.failure()};
   }
 
  private:
-  std::istream& in_;
+  io::InputFile in_;
   std::string name_;
   Format format_;
   bool done_ = false;

@@ -205,38 +205,47 @@ bool is_gzip(std::string_view bytes) noexcept {
 struct InputFile::Impl {
   std::vector<char> buffer = std::vector<char>(kBuffer);
   std::ifstream file;
+  std::istream* source = &file;  // the file, or a stream not owned
   std::unique_ptr<GzipBuf> gzip_buf;
   std::unique_ptr<std::istream> gzip_stream;
+
+  // Reads through a gzip decompressor when the source starts with 1f 8b.
+  void detect_gzip(const std::string& name) {
+    // Look at the first two bytes without consuming them: a file buffer holds both after its
+    // first fill, and stdin's buffer puts one byte back, so no seek is needed (pipes work too).
+    auto* buf = source->rdbuf();
+    if (buf->sgetc() != 0x1f) return;
+    buf->sbumpc();
+    const bool gzip = buf->sgetc() == 0x8b;
+    if (std::streambuf::traits_type::eq_int_type(buf->sungetc(), std::streambuf::traits_type::eof()))
+      throw IoError(name, "cannot step back after reading the first byte");
+    if (!gzip) return;
+    gzip_buf = std::make_unique<GzipBuf>(*source);
+    gzip_stream = std::make_unique<std::istream>(gzip_buf.get());
+    gzip_buf->set_owner(gzip_stream.get());
+  }
 };
 
 InputFile::InputFile(const std::filesystem::path& path) : impl_(std::make_unique<Impl>()) {
-  auto* buf = impl_->file.rdbuf();
-  buf->pubsetbuf(impl_->buffer.data(), static_cast<std::streamsize>(impl_->buffer.size()));
+  impl_->file.rdbuf()->pubsetbuf(impl_->buffer.data(), static_cast<std::streamsize>(impl_->buffer.size()));
   impl_->file.open(path, std::ios::binary);
   if (!impl_->file) throw IoError(path.string(), std::string("cannot open: ") + std::strerror(errno));
-  // Look at the first two bytes without consuming them: the file buffer holds both after the
-  // first fill, so no seek is needed (pipes work too).
-  if (buf->sgetc() != 0x1f) return;
-  buf->sbumpc();
-  const bool gzip = buf->sgetc() == 0x8b;
-  if (std::streambuf::traits_type::eq_int_type(buf->sungetc(), std::streambuf::traits_type::eof())) {
-    throw IoError(path.string(), "cannot step back after reading the first byte");
-  }
-  if (!gzip) return;
-  impl_->gzip_buf = std::make_unique<GzipBuf>(impl_->file);
-  impl_->gzip_stream = std::make_unique<std::istream>(impl_->gzip_buf.get());
-  impl_->gzip_buf->set_owner(impl_->gzip_stream.get());
+  impl_->detect_gzip(path.string());
+}
+
+InputFile::InputFile(std::istream& stream, const std::string& name) : impl_(std::make_unique<Impl>()) {
+  impl_->source = &stream;
+  impl_->detect_gzip(name);
 }
 
 InputFile::~InputFile() = default;
 
-std::istream& InputFile::stream() noexcept {
-  return impl_->gzip_stream ? *impl_->gzip_stream : static_cast<std::istream&>(impl_->file);
-}
+std::istream& InputFile::stream() noexcept { return impl_->gzip_stream ? *impl_->gzip_stream : *impl_->source; }
 
 bool InputFile::gzip() const noexcept { return impl_->gzip_buf != nullptr; }
 
 std::uint64_t InputFile::bytes_read() const {
+  if (impl_->source != &impl_->file) return 0;
   // What was read from disk minus what is still buffered.
   const auto pos = impl_->file.rdbuf()->pubseekoff(0, std::ios_base::cur, std::ios_base::in);
   return pos < 0 ? 0 : static_cast<std::uint64_t>(pos);

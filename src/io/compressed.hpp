@@ -1,7 +1,7 @@
-// Files that may be gzip-compressed (RFC 1952, concatenated members allowed), decompressed through
-// Boost.Iostreams' gzip_decompressor. A file is taken as gzip when it starts with the magic bytes
-// 1f 8b, whatever its name. Trailing bytes after the last member that are not a gzip member (zero
-// padding included) are an error, as are corrupt and truncated data.
+// Files that may be gzip-compressed (RFC 1952, concatenated members allowed), decompressed with
+// zlib. A file (or standard input) is taken as gzip when it starts with the magic bytes 1f 8b,
+// whatever its name. Trailing bytes after the last member that are neither a gzip member nor zero
+// padding are an error, as are corrupt and truncated data.
 #pragma once
 
 #include <cstdint>
@@ -23,13 +23,17 @@ class InputFile {
  public:
   // IoError naming the path when the file cannot be opened.
   explicit InputFile(const std::filesystem::path& path);
+  // An open stream (standard input), not owned; it must outlive this object. `name` names it in
+  // errors.
+  InputFile(std::istream& stream, const std::string& name);
   ~InputFile();
   InputFile(const InputFile&) = delete;
   InputFile& operator=(const InputFile&) = delete;
 
   std::istream& stream() noexcept;
   bool gzip() const noexcept;
-  // Bytes of the file consumed so far (compressed bytes for gzip), for progress reports.
+  // Bytes of the file consumed so far (compressed bytes for gzip), for progress reports; 0 for
+  // a stream.
   std::uint64_t bytes_read() const;
   // Why the stream went bad; empty while it is good (and for plain-file read errors).
   const std::string& failure() const noexcept;

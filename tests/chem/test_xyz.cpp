@@ -3,6 +3,7 @@
 #include "chem_test_util.hpp"
 
 #include "core/error.hpp"
+#include "io/compressed.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -355,6 +356,39 @@ TEST_CASE("inputs: '-' reads standard input in the given format", "[chem][io]") 
   CHECK(got[0].source == "-");
   CHECK(got[0].title == "from stdin");
   CHECK(got[0].atomic_numbers == std::vector<int>{10});
+}
+
+TEST_CASE("inputs: gzip-compressed standard input is decompressed, a cut one reported", "[chem][io]") {
+  std::string frames;
+  for (int k = 0; k < 2000; ++k) frames += "2\nframe " + std::to_string(k) + "\nH 0 0 0\nH 0 0 0.74\n";
+  const std::string gz = flt::io::gzip_bytes(frames);
+  const auto read_stdin = [](const std::string& bytes) {
+    std::istringstream fake(bytes);
+    auto* saved = std::cin.rdbuf(fake.rdbuf());
+    ReadOptions options;
+    options.format = Format::xyz;
+    std::vector<PointSet> got;
+    ReadSummary summary;
+    try {
+      summary = read_molecules({"-"}, options, ErrorPolicy::skip, [&](PointSet&& p) { got.push_back(std::move(p)); });
+    } catch (...) {
+      std::cin.rdbuf(saved);
+      throw;
+    }
+    std::cin.rdbuf(saved);
+    return std::pair{got, summary};
+  };
+  const auto [whole, whole_summary] = read_stdin(gz);
+  CHECK(whole_summary.ok());
+  REQUIRE(whole.size() == 2000);
+  CHECK(whole[1999].title == "frame 1999");
+  CHECK(whole[1999].positions(1, 2) == 0.74);
+  // Cut in the middle: the frames before the cut arrive, then the stream's error.
+  const auto [cut, cut_summary] = read_stdin(gz.substr(0, gz.size() / 2));
+  CHECK(cut.size() > 100);
+  CHECK(cut.size() < 2000);
+  CHECK_FALSE(cut_summary.ok());
+  CHECK_THAT(cut_summary.describe(), Catch::Contains("truncated gzip stream"));
 }
 
 TEST_CASE("inputs: several inputs in order, a directory's files sorted by name", "[chem][io]") {
