@@ -151,6 +151,7 @@ void ProgressBar::update(std::size_t done, std::string_view status) {
   const bool print = (new_decile && (complete || now - last_draw_ >= kMinPlainGap)) || (due && last_draw_ > -1e299);
   if (print) {
     printed_done_ = done;
+    printed_status_ = last_status_;
     out_ << line(done, status, false) << '\n';
     out_.flush();
     last_decile_ = std::max(decile, last_decile_);
@@ -163,8 +164,9 @@ void ProgressBar::update(std::size_t done, std::string_view status) {
 void ProgressBar::finish(std::string_view summary) {
   if (finished_) return;
   finished_ = true;
-  // A plain log already ends with this state's line: nothing to add.
-  if (!terminal_ && summary.empty() && printed_done_ == last_done_) return;
+  // A plain log already ends with this state's line: nothing to add. (The status may have moved
+  // on after a line at 100% of the bytes: records decoded from the last buffer.)
+  if (!terminal_ && summary.empty() && printed_done_ == last_done_ && printed_status_ == last_status_) return;
   // Without a summary the final line keeps the last status (e.g. the record count).
   std::string text = line(last_done_, summary.empty() ? std::string_view(last_status_) : std::string_view(), terminal_);
   if (!summary.empty()) {

@@ -74,6 +74,7 @@ class ProgressBar {
   ProgressUnit unit_ = ProgressUnit::items;
   std::size_t printed_done_ = static_cast<std::size_t>(-1);  // plain mode: count of the last line
   std::string last_status_;
+  std::string printed_status_;  // plain mode: status of the last line
 };
 
 }  // namespace flt::io

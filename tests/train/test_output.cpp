@@ -207,6 +207,19 @@ TEST_CASE("progress: plain lines for bytes and unknown totals, no repeated final
     CHECK_THAT(s, Catch::Contains("reading  10% 200.0 kB/2.0 MB 200.0 kB/s ETA 9.0s elapsed 1.0s  12 records"));
     CHECK_THAT(s, Catch::Contains("reading 100% 2.0 MB/2.0 MB"));
   }
+  SECTION("records decoded after the 100% line: the final line gives their count") {
+    std::ostringstream out;
+    ProgressBar bar(out, false, "converting", 7900, clock, 30.0);
+    bar.set_unit(ProgressUnit::bytes);
+    now = 0.1;
+    bar.update(7900, "1 records");  // the whole file read with the first record
+    bar.update(7900, "2 records");
+    bar.update(7900, "3 records");
+    bar.finish();
+    const std::string s = out.str();
+    CHECK(count(s, "\n") == 2);
+    CHECK_THAT(s, Catch::EndsWith("3 records\n"));
+  }
   SECTION("a summary still gets its own final line") {
     std::ostringstream out;
     ProgressBar bar(out, false, "predicting", 10, clock, 30.0);
