@@ -94,7 +94,6 @@ std::optional<std::string> generate_conformer(RDKit::RWMol& mol, const Conformer
       log(level, where + text);
     }
   };
-  detail::route_rdkit_logs();
   if (options.max_attempts < 0) throw InvalidArgument("conformer attempts must be >= 0");
   RDKit::DGeomHelpers::EmbedParameters params = RDKit::DGeomHelpers::ETKDGv3;
   params.randomSeed = static_cast<int>(options.seed & 0x7fffffffU);

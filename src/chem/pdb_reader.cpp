@@ -85,9 +85,7 @@ const char* part_name(PdbPart part) {
 class PdbParser final : public RecordParser {
  public:
   PdbParser(std::istream& in, std::string source, const ReadOptions& options)
-      : in_(in), source_(std::move(source)), options_(options) {
-    route_rdkit_logs();
-  }
+      : in_(in), source_(std::move(source)), options_(options) {}
 
   std::size_t records() const noexcept override { return record_; }
 

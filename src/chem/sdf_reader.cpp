@@ -221,9 +221,7 @@ class SdfParser final : public RecordParser {
         feed_stream_(&feed_),
         // takeOwnership=false: this parser owns the stream. removeHs=false: hydrogens are atoms
         // of the point set. strictParsing=true: as SDMolSupplier (RDKit's file default).
-        supplier_(&feed_stream_, false, options.sanitize, false, true) {
-    route_rdkit_logs();
-  }
+        supplier_(&feed_stream_, false, options.sanitize, false, true) {}
 
   std::size_t records() const noexcept override { return record_; }
 

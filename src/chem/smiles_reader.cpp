@@ -183,7 +183,6 @@ class SmilesParser final : public RecordParser {
     } else {
       csv_rows_.emplace(in);
     }
-    route_rdkit_logs();
   }
 
   std::size_t records() const noexcept override { return record_; }

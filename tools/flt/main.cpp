@@ -1,5 +1,6 @@
 // flt: the command-line program. Git-style subcommands; this file only dispatches and turns
 // exceptions into exit codes (libraries throw, main decides).
+#include "chem/rdkit_log.hpp"
 #include "comm/communicator.hpp"
 #include "core/allocator.hpp"
 #include "core/error.hpp"
@@ -68,6 +69,8 @@ int main(int argc, char** argv) {
   }
   // Only rank 0 reports progress and warnings; every rank reports its errors.
   if (flt::comm::world().rank() != 0) flt::set_log_sink(flt::stderr_log_sink(flt::LogLevel::error));
+  // The program owns the process: every RDKit message goes through flt's log (its levels, -q, -v).
+  flt::chem::detail::route_rdkit_logs();
   return run_program(std::vector<std::string>(argv + 1, argv + argc));
 }
 
