@@ -276,7 +276,10 @@ Prediction Model::predict(const Molecule& molecule) const {
   if (!bad) bad = impl_->predictor.unsupported_reason(m);
   if (bad) throw InvalidArgument("flt::Model::predict: molecule" + titled(molecule.title) +
                                  " cannot be predicted: " + *bad);
-  return impl_->to_public(impl_->predictor.predict(m, threads_));
+  auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(&m, 1), threads_);
+  if (!results.front().ok())
+    throw NumericalError("flt::Model::predict: molecule" + titled(molecule.title) + ": " + results.front().error);
+  return impl_->to_public(std::move(*results.front().prediction));
 }
 
 std::string Model::forces_target(const std::string& name) const {
@@ -292,7 +295,9 @@ Prediction Model::predict_with_forces(const Molecule& molecule, const std::strin
   const auto forces_target = impl_->forces_target(true, target);
   auto results = impl_->predictor.predict_batch(std::span<const models::Molecule>(&m, 1), threads_,
                                                 forces_target);
-  if (!results.front().ok()) throw InvalidArgument(results.front().error);
+  if (!results.front().ok())
+    throw NumericalError("flt::Model::predict_with_forces: molecule" + titled(molecule.title) + ": " +
+                         results.front().error);
   return impl_->to_public(std::move(*results.front().prediction), forces_target);
 }
 

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <iomanip>
 #include <limits>
 #include <numbers>
@@ -439,6 +440,19 @@ std::optional<std::string> MoleculeModel<T>::unsupported_reason(const Molecule& 
       if (config_.use_charges && (q < -config_.max_charge || q > config_.max_charge))
         return "atom " + std::to_string(i + 1) + ": formal charge " + std::to_string(q) +
                " outside +-" + std::to_string(config_.max_charge);
+    }
+  }
+  // Finite coordinates whose squares or differences overflow, or whose spread the float network
+  // cannot resolve, would give NaN or meaningless values; no molecule spans a kilometre.
+  for (int a = 0; a < 3; ++a) {
+    const auto [lo, hi] = std::minmax_element(m.positions.begin(), m.positions.end(),
+                                              [a](const auto& p, const auto& q) { return p[a] < q[a]; });
+    if (const double span = (*hi)[a] - (*lo)[a]; span > kMaxStructureExtent) {
+      char text[160];
+      std::snprintf(text, sizeof text, "atoms %td and %td are %.3g Angstrom apart along %c: more than the %g Angstrom a structure may span (wrong units?)",
+                    lo - m.positions.begin() + 1, hi - m.positions.begin() + 1, span, static_cast<char>('x' + a),
+                    kMaxStructureExtent);
+      return std::string(text);
     }
   }
   return std::nullopt;

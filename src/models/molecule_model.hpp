@@ -322,6 +322,11 @@ struct ModelCache {
   attn::FarFieldCache<T> charge_far;
 };
 
+// The largest spread of a structure's coordinates along an axis (Angstrom) that prediction
+// accepts, far above any molecule or simulation box. Finite coordinates far beyond it (wrong
+// units, a blown-up simulation) overflow squared distances in float and give NaN.
+inline constexpr double kMaxStructureExtent = 1e6;
+
 template <class T>
 class MoleculeModel {
  public:
@@ -347,7 +352,9 @@ class MoleculeModel {
   // the model cannot handle (outside Normalisation::elements, fixed from the training set). The
   // CLI may call it per record to skip bad records.
   void check_batch(const MoleculeBatch& batch) const;
-  // The reason a molecule cannot be predicted, or nullopt if it can.
+  // The reason a molecule cannot be predicted, or nullopt if it can: no atoms, an element outside
+  // the training set, a non-finite coordinate, a charge out of range, or atoms farther apart along
+  // an axis than kMaxStructureExtent.
   std::optional<std::string> unsupported_reason(const Molecule& molecule) const;
 
   // Normalised predictions (S x P). Fills `cache` for backward. Updates attention statistics.

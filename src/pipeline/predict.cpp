@@ -316,14 +316,16 @@ std::vector<std::size_t> Predictor::contribution_targets(const std::vector<std::
 }
 
 std::optional<std::string> Predictor::unsupported_reason(const models::Molecule& molecule) const {
-  for (const auto& m : members_) {
-    auto reason = m->unsupported_reason(molecule);
-    if (reason) {
-      if (members_.size() > 1) *reason += " (model " + m->source() + ")";
-      return reason;
-    }
-  }
-  return std::nullopt;
+  std::vector<std::optional<std::string>> reasons;
+  for (const auto& m : members_) reasons.push_back(m->unsupported_reason(molecule));
+  const auto refused = std::find_if(reasons.begin(), reasons.end(), [](const auto& r) { return r.has_value(); });
+  if (refused == reasons.end()) return std::nullopt;
+  std::string reason = **refused;
+  // The member is named only where members disagree (e.g. on their elements): a reason every
+  // member gives is about the molecule.
+  if (std::any_of(reasons.begin(), reasons.end(), [&](const auto& r) { return r != *refused; }))
+    reason += " (model " + members_[static_cast<std::size_t>(refused - reasons.begin())]->source() + ")";
+  return reason;
 }
 
 void Predictor::predict_batch(const models::MoleculeBatch& batch, Mat<double>& mean,
@@ -419,6 +421,15 @@ std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Mol
       p.contributions_stddev =
           atom_values_stddev.middleRows(batch.index.begin(atoms), batch.index.size(atoms));
     }
+    // Never passed on as a result: a NaN or infinite value or force is an error of its record.
+    // (Contributions of intensive targets are NaN by definition.)
+    const bool finite = std::all_of(p.mean.begin(), p.mean.end(), [](double v) { return std::isfinite(v); }) &&
+                        (!forces_target || p.forces.allFinite());
+    if (!finite) {
+      results[where[k]].error = "the prediction is not finite (NaN or infinite values" +
+                                std::string(forces_target ? " or forces" : "") + ")";
+      continue;
+    }
     results[where[k]].prediction = std::move(p);
   }
   return results;
@@ -427,6 +438,7 @@ std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Mol
 MoleculePrediction Predictor::predict(const models::Molecule& molecule, int threads) const {
   if (auto reason = unsupported_reason(molecule)) throw InvalidArgument(*reason);
   auto results = predict_batch(std::span<const models::Molecule>(&molecule, 1), threads);
+  if (!results.front().ok()) throw NumericalError(results.front().error);
   return std::move(*results.front().prediction);
 }
 

@@ -322,6 +322,49 @@ TEST_CASE("predictor: concurrent predictions from 4 threads equal sequential one
       }
 }
 
+TEST_CASE("predictor: structures spanning more than 1e6 A and non-finite predictions are record errors", "[predict]") {
+  TempDir dir("nonfinite");
+  const auto model = LoadedModel::load(save_small_model(dir, "m.flt", 12));
+  const Predictor predictor({model});
+  std::vector<models::Molecule> molecules;
+  for (const auto& p : read_all(qm9_records(dir, 3))) molecules.push_back(to_molecule(p));
+  // Finite coordinates of an atom sent 1e20 Angstrom away (wrong units, a blown-up simulation):
+  // the float network would give NaN; an error naming the atoms instead.
+  molecules[1].positions[2][2] = 1e20;
+  const auto results = predictor.predict_batch(std::span<const models::Molecule>(molecules), 1, std::size_t{0});
+  CHECK(results[0].ok());
+  REQUIRE_FALSE(results[1].ok());
+  CHECK_THAT(results[1].error, Catch::Contains("atoms ") && Catch::Contains("1e+20 Angstrom apart along z"));
+  CHECK(results[2].ok());
+  molecules[1].positions[2][2] = 0.5e6;  // within the bound
+  CHECK(predictor.predict_batch(std::span<const models::Molecule>(molecules))[1].ok());
+  // A model whose output overflows (here: weights of 1e30, finite, so the loader takes them) gives
+  // no values, only errors.
+  auto broken = small_model(12);
+  for (float& w : broken.parameters().values()) w = 1e30f;
+  const Predictor nan_predictor({LoadedModel::from_model(broken, "overflowing weights")});
+  for (const bool forces : {false, true}) {
+    const auto nan_results = nan_predictor.predict_batch(std::span<const models::Molecule>(molecules), 1,
+                                                         forces ? std::optional<std::size_t>(0) : std::nullopt);
+    for (const auto& r : nan_results) {
+      CHECK_FALSE(r.ok());
+      CHECK_THAT(r.error, Catch::Contains("not finite"));
+    }
+  }
+  CHECK_THROWS_AS(nan_predictor.predict(molecules[0]), NumericalError);
+  // Ensembles name the member only where members disagree: an element one member lacks, not a
+  // structure every member refuses.
+  const auto with_f = LoadedModel::from_model(
+      flt::test_support::small_molecule_model(13, models::AttentionKind::kronecker, {1, 6, 7, 8, 9}), "with F");
+  const Predictor ensemble({with_f, model});
+  molecules[1].positions[2][2] = 1e20;
+  CHECK_THAT(*ensemble.unsupported_reason(molecules[1]), !Catch::Contains("(model"));
+  molecules[1].positions[2][2] = 0;
+  molecules[1].atomic_numbers[0] = 9;
+  CHECK_THAT(*ensemble.unsupported_reason(molecules[1]), Catch::Contains("Z=9") && Catch::Contains("(model m.flt") ||
+                                                             Catch::Contains("Z=9") && Catch::Contains("m.flt)"));
+}
+
 TEST_CASE("predictor: single molecules, unknown elements, ensembles of different targets", "[predict]") {
   TempDir dir("library");
   const auto model = LoadedModel::load(save_small_model(dir, "m.flt", 9));

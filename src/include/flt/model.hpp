@@ -215,11 +215,13 @@ class FLT_API Model {
   int threads() const noexcept;
 
   // Predicts one molecule, values in targets()[t].unit. Throws flt::InvalidArgument with the
-  // reason (and the title) when the molecule cannot be predicted. Thread-safe.
+  // reason (and the title) when the molecule cannot be predicted (also: atoms more than 1e6
+  // Angstrom apart along an axis), flt::NumericalError when a predicted value is not finite.
+  // Thread-safe.
   Prediction predict(const Molecule& molecule) const;
   // The same with the forces of an energy target (PredictOptions::forces_target; empty: the
-  // first extensive energy target). Throws flt::InvalidArgument as predict() does, or when the
-  // model has no such target. Thread-safe.
+  // first extensive energy target). Throws as predict() does (NumericalError also for non-finite
+  // forces), or flt::InvalidArgument when the model has no such target. Thread-safe.
   Prediction predict_with_forces(const Molecule& molecule, const std::string& target = {}) const;
   // The target whose forces PredictOptions::forces gives: `name` when it is an extensive energy
   // target, else (name empty) the first such target. flt::InvalidArgument otherwise.
