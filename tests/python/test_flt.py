@@ -60,6 +60,19 @@ def test_rdkit_molecules_match_flt_predict(model, tmp_path):
             assert abs(got - expected) <= 1e-6, (k, target.name, got - expected)  # in its unit
 
 
+def test_rdkit_molecules_with_computed_descriptors(model):
+    from rdkit.Chem import Descriptors
+    mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
+    before = model.predict(mol, threads=1)
+    for name, function in Descriptors.descList:
+        if name != "Ipc":
+            function(mol)  # caches computed properties (bit vectors among them) on the molecule
+    after = model.predict(mol, threads=1)
+    assert after.errors == [None]
+    np.testing.assert_array_equal(after.values, before.values)
+    assert after.titles == before.titles
+
+
 def test_arrays_and_conformer_choice(model):
     mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
     conf = mol.GetConformer()

@@ -183,8 +183,10 @@ def _rdkit_item(mol: Any, conf_id: int, add_hydrogens: bool) -> tuple:
     from rdkit import Chem
 
     # RDKit's own binary pickle (same RDKit release as libflt), with doubles for the coordinates
-    # and the properties (the title is "_Name"); libflt converts it as flt::to_molecule does.
-    flags = Chem.PropertyPickleOptions.AllProps | Chem.PropertyPickleOptions.CoordsAsDouble
+    # and the molecule's properties (the title is "_Name"); libflt converts it as flt::to_molecule
+    # does. Not AllProps: computed properties (descriptor caches, bit vectors) may not read back.
+    flags = (Chem.PropertyPickleOptions.MolProps | Chem.PropertyPickleOptions.PrivateProps
+             | Chem.PropertyPickleOptions.CoordsAsDouble)
     title = mol.GetProp("_Name") if mol.HasProp("_Name") else ""
     return ("rdkit", mol.ToBinary(flags), int(conf_id), bool(add_hydrogens), title)
 
