@@ -413,6 +413,7 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
       RecordResult r;
       r.file = e.file();
       r.record = e.record();
+      if (e.record() > 0) r.title = reader->last_rejected().partial.title;  // as far as it was read
       r.error = e.reason();
       pending.push_back(std::move(r));
       continue;

@@ -337,6 +337,15 @@ TEST_CASE("predict_file: every record in order, errors reported, summary", "[api
     check_close(*records[0].prediction, model.predict(water()));
     check_close(*records[1].prediction, model.predict(methane()));
   }
+  // Records that fail while being read keep the title read so far, as flt predict's outputs do.
+  const fs::path bad_records = fixture().dir / "bad_records.smi";
+  std::ofstream(bad_records) << "CCO ethanol\nC1CC(C not_a_smiles\n";
+  std::vector<flt::RecordResult> smiles_records;
+  model.predict_file(bad_records, [&](const flt::RecordResult& r) { smiles_records.push_back(r); });
+  REQUIRE(smiles_records.size() == 2);
+  CHECK(smiles_records[1].record == 2);
+  CHECK_FALSE(smiles_records[1].ok());
+  CHECK(smiles_records[1].title == "not_a_smiles");
   CHECK_THROWS_AS(model.predict_file(fixture().dir / "nothing.sdf", [](const flt::RecordResult&) {}),
                   flt::IoError);
   flt::FileOptions bad;

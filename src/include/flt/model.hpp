@@ -134,7 +134,9 @@ struct FileOptions {
 // One record of a molecule file, as handed to predict_file's callback in input order.
 struct FLT_API RecordResult {
   std::string file;         // the input file ("archive.tar:member.sdf" inside archives)
-  std::size_t record = 0;   // 1-based record number within `file`
+  // 1-based record number within `file`; 0 for a problem of the file as a whole (it could not
+  // be read, or holds no records), which `error` describes and FileSummary counts as failed.
+  std::size_t record = 0;
   std::string title;        // the record's title (SDF name line, XYZ comment, QM9 "gdb N")
   std::optional<Prediction> prediction;  // set when predicted
   std::string error;        // why not (unreadable record, unknown element, ...); empty when ok
