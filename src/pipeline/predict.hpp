@@ -336,7 +336,8 @@ inline constexpr const char* kDefaultModelEnv = "FLT_DEFAULT_MODEL";
 
 // Where the default model is looked for, in this order:
 //   1. $FLT_DEFAULT_MODEL, when set and non-empty (then it must exist: no fallback);
-//   2. <source tree>/models/default.flt (the checkout this library was built from);
+//   2. <source tree>/models/default.flt (the checkout this library was built from, only for code
+//      running from that build tree: never for an installed or copied library);
 //   3. <install data dir>/flt/models/default.flt: FLT_INSTALL_DATADIR when the build defines it
 //      (CMake: ${CMAKE_INSTALL_FULL_DATADIR}), and <prefix>/share/flt/models/default.flt with
 //      <prefix> the parent of the directory of the running program (a relocated installation).

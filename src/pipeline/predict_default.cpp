@@ -3,6 +3,8 @@
 #include "core/error.hpp"
 #include "pipeline/predict.hpp"
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -13,9 +15,28 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The source tree this library was built from (FLT_SOURCE_TREE, set by CMake).
+fs::path canonical_or_empty(const fs::path& p) {
+  std::error_code ec;
+  fs::path c = fs::weakly_canonical(p, ec);
+  return ec ? fs::path() : c;
+}
+
+// The file (program or shared library) holding this code, from the dynamic loader.
+fs::path this_module() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&canonical_or_empty), &info) == 0 || info.dli_fname == nullptr) return {};
+  return canonical_or_empty(info.dli_fname);
+}
+
+// The source tree this library was built from (FLT_SOURCE_TREE, set by CMake), when this code runs
+// from that build's tree (FLT_BUILD_TREE): an installed or copied library never reaches back into
+// a developer's checkout.
 fs::path source_tree() {
-#ifdef FLT_SOURCE_TREE
+#if defined(FLT_SOURCE_TREE) && defined(FLT_BUILD_TREE)
+  const fs::path build = canonical_or_empty(FLT_BUILD_TREE), module = this_module();
+  if (build.empty() || module.empty()) return {};
+  const auto [end, rest] = std::mismatch(build.begin(), build.end(), module.begin(), module.end());
+  if (end != build.end()) return {};
   return fs::path(FLT_SOURCE_TREE);
 #else
   return {};

@@ -188,6 +188,8 @@ class FLT_API Model {
   static std::filesystem::path default_model_path();
 
   ~Model();
+  // A moved-from Model holds no model: it may only be
+  // assigned to or destroyed (as with std::unique_ptr, using it is undefined behaviour).
   Model(const Model& other);
   Model& operator=(const Model& other);
   Model(Model&& other) noexcept;
