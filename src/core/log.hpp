@@ -3,28 +3,16 @@
 // to stderr and drops the rest; programs install their own (e.g. with verbosity flags).
 #pragma once
 
-#include <functional>
+// LogLevel, LogSink, set_log_sink, stderr_log_sink and null_log_sink are public API (libflt
+// exports them): <flt/log.hpp>. Relative path: the public headers are not on flt_core's include
+// path (src/).
+#include "../include/flt/log.hpp"
+
 #include <sstream>
 #include <string>
 #include <string_view>
 
 namespace flt {
-
-enum class LogLevel { debug = 0, info = 1, warning = 2, error = 3 };
-
-const char* to_string(LogLevel level) noexcept;
-
-using LogSink = std::function<void(LogLevel, std::string_view)>;
-
-// Installs `sink` for the whole process and returns the previous one. Thread-safe; the sink itself
-// is called under a mutex, so it need not be re-entrant.
-LogSink set_log_sink(LogSink sink);
-
-// A sink that writes "[flt level] message" lines to stderr for levels >= `min_level`.
-LogSink stderr_log_sink(LogLevel min_level = LogLevel::warning);
-
-// A sink that drops everything.
-LogSink null_log_sink();
 
 void log(LogLevel level, std::string_view message);
 

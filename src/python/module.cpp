@@ -1,6 +1,6 @@
 // flt._flt: the compiled part of the Python package `flt` (src/python/flt/__init__.py is the
 // user-facing layer). A thin pybind11 binding of the public C++ API (flt/flt.hpp, flt/rdkit.hpp)
-// (train.cpp adds training through the pipeline library), so Python sees what C++ callers see:
+// (training is flt._flt_train, train.cpp), so Python sees what C++ callers see:
 //   - Model: load / load_ensemble / load_default, targets, elements, metadata, threads, and
 //     batch prediction of molecules given as arrays or as RDKit molecules (passed as RDKit's own
 //     binary pickle, rebuilt here with the same RDKit release, then flt::to_molecule), returning
@@ -25,16 +25,73 @@
 #include <cstddef>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace py = pybind11;
 
-void register_training(py::module_& m);  // train.cpp
-
 namespace {
+
+// libflt's log messages (flt/log.hpp) go to logging.getLogger("flt"). libflt may log from threads
+// that do not hold the GIL (OpenMP workers, or the caller while the GIL is released for a
+// prediction): those messages wait here, in order, and are logged by flush_log(), which the
+// package calls when such a call returns (and predict_file at every record). Taking the GIL in the
+// sink instead could deadlock against a thread that holds it and waits for the workers.
+struct PendingLog {
+  std::mutex mutex;
+  std::vector<std::pair<flt::LogLevel, std::string>> messages;
+};
+PendingLog& pending_log() {
+  static auto* pending = new PendingLog;  // leaked: libflt may log during static destruction
+  return *pending;
+}
+
+void log_to_python(flt::LogLevel level, std::string_view message) {
+  static const int levels[] = {10, 20, 30, 40};  // logging.DEBUG ... logging.ERROR
+  try {
+    py::module_::import("logging")
+        .attr("getLogger")("flt")
+        .attr("log")(levels[static_cast<int>(level)], std::string(message));
+  } catch (const py::error_already_set&) {
+    // A broken logging configuration must not turn a prediction into an error.
+  }
+}
+
+void flush_log() {  // with the GIL
+  std::vector<std::pair<flt::LogLevel, std::string>> messages;
+  {
+    std::lock_guard lock(pending_log().mutex);
+    messages.swap(pending_log().messages);
+  }
+  for (const auto& [level, text] : messages) log_to_python(level, text);
+}
+
+// Flushes the waiting messages when a binding returns (or throws), with the GIL held again.
+struct FlushLogAtEnd {
+  FlushLogAtEnd() = default;
+  FlushLogAtEnd(const FlushLogAtEnd&) = delete;
+  FlushLogAtEnd& operator=(const FlushLogAtEnd&) = delete;
+  ~FlushLogAtEnd() {
+    try {
+      flush_log();
+    } catch (...) {  // never from a destructor
+    }
+  }
+};
+
+void python_log_sink(flt::LogLevel level, std::string_view message) {
+  if (PyGILState_Check() != 0) {
+    flush_log();  // earlier messages first
+    log_to_python(level, message);
+    return;
+  }
+  std::lock_guard lock(pending_log().mutex);
+  pending_log().messages.emplace_back(level, std::string(message));
+}
 
 // One molecule handed over from Python: arrays, or an RDKit pickle to convert here.
 struct MoleculeInput {
@@ -144,7 +201,13 @@ py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t
 PYBIND11_MODULE(_flt, m) {
   m.doc() = "Compiled core of the flt package (use `import flt`).";
   m.attr("__version__") = flt::version();
-  register_training(m);
+  flt::set_log_sink(python_log_sink);
+  // Back to stderr before the interpreter goes: nothing may call into Python after that.
+  py::module_::import("atexit").attr("register")(py::cpp_function([] {
+    flush_log();
+    flt::set_log_sink(flt::stderr_log_sink());
+  }));
+  m.def("flush_log", &flush_log, "Logs the messages libflt left while the GIL was released.");
 
   // Exceptions: the C++ hierarchy, with Python's built-in bases where they apply.
   static py::exception<flt::Error> error(m, "Error");
@@ -229,6 +292,7 @@ PYBIND11_MODULE(_flt, m) {
               }
             }
             std::vector<flt::Result> results;
+            const FlushLogAtEnd flush;
             {
               py::gil_scoped_release release;
               // Molecules that could not be converted stay in place as empty placeholders (their
@@ -274,12 +338,14 @@ PYBIND11_MODULE(_flt, m) {
             const double nan = std::numeric_limits<double>::quiet_NaN();
             const std::size_t T = model.targets().size();
             flt::FileSummary summary;
+            const FlushLogAtEnd flush;
             {
               py::gil_scoped_release release;  // re-acquired by the sink and when the block ends
               summary = model.predict_file(
                 path,
                 [&](const flt::RecordResult& r) {
                   py::gil_scoped_acquire acquire;
+                  flush_log();  // what reading the record logged, before the record
                   py::array_t<double> values(static_cast<py::ssize_t>(T));
                   py::array_t<double> stddev(static_cast<py::ssize_t>(T));
                   auto v = values.mutable_unchecked<1>();

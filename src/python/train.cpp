@@ -1,10 +1,12 @@
-// flt._flt.train: `flt train` from Python. The public C++ API (libflt) predicts only, so this part
-// of the binding links the training pipeline (flt_pipeline_train) directly, as the `flt` program
-// does, and takes the same options: the argument list of `flt train` (built by flt.train from
-// keyword arguments and a config file). Progress reaches Python through a per-epoch callback;
-// every step polls for signals, so Ctrl-C (KeyboardInterrupt) stops the run with the last
-// completed epoch's checkpoint on disk (resumable with resume=True). Library log messages go to
-// Python's logging module (logger "flt").
+// flt._flt_train.train: `flt train` from Python. The public C++ API (libflt) predicts only, so this
+// module links the training pipeline (flt_pipeline_train) statically, as the `flt` program does;
+// it is a module of its own so that flt._flt calls libflt's functions (its log sink among them)
+// and not the copies linked in here. It takes the same options as `flt train`: its argument list
+// (built by flt.train from keyword arguments and a config file). Progress reaches Python through
+// a per-epoch callback; every step polls for signals, so Ctrl-C (KeyboardInterrupt) stops the run
+// with the last completed epoch's checkpoint on disk (resumable with resume=True). Library log
+// messages go to Python's logging module (logger "flt"). Errors are flt's C++ exceptions, which
+// the translator flt._flt registers (imported first) turns into flt.ConfigError etc.
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "pipeline/train.hpp"
@@ -73,7 +75,8 @@ py::dict epoch_to_dict(const flt::pipeline::EpochReport& report) {
 
 }  // namespace
 
-void register_training(py::module_& m) {
+PYBIND11_MODULE(_flt_train, m) {
+  m.doc() = "Training part of the flt package (use flt.train).";
   m.def(
       "train",
       [](const std::vector<std::string>& args, const py::object& on_epoch, bool progress) {

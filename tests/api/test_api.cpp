@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <thread>
 #include <vector>
@@ -388,6 +389,28 @@ TEST_CASE("predict_file: SMILES conformers as the model's training made them unl
   bad.optimize.reset();
   bad.conformer_attempts = -1;
   CHECK_THROWS_AS(predict(trained, bad), flt::InvalidArgument);
+}
+
+TEST_CASE("log sink: libflt's warnings go where the program says, and nowhere else", "[api][log]") {
+  const fs::path empty = fixture().dir / "empty_directory";
+  fs::create_directories(empty);
+  std::vector<std::pair<flt::LogLevel, std::string>> messages;
+  const flt::LogSink previous = flt::set_log_sink([&](flt::LogLevel level, std::string_view text) {
+    messages.emplace_back(level, std::string(text));
+  });
+  const flt::Model model = flt::Model::load(fixture().model1);
+  const flt::FileSummary summary = model.predict_file(empty, [](const flt::RecordResult&) {});
+  CHECK(summary.read == 0);
+  REQUIRE(messages.size() == 1);
+  CHECK(messages[0].first == flt::LogLevel::warning);
+  CHECK_THAT(messages[0].second, Catch::Contains("empty_directory") && Catch::Contains("no molecule files"));
+  CHECK(std::string(flt::to_string(flt::LogLevel::warning)) == "warning");
+  // The previous sink comes back; an empty sink drops everything.
+  const flt::LogSink mine = flt::set_log_sink(flt::LogSink());
+  CHECK(mine);
+  model.predict_file(empty, [](const flt::RecordResult&) {});
+  CHECK(messages.size() == 1);
+  flt::set_log_sink(previous);
 }
 
 TEST_CASE("RDKit molecules predict like the same records read from the file", "[api][rdkit]") {

@@ -153,6 +153,15 @@ def test_predict_file_smiles_conformer_options(model, tmp_path):
         values(optimize="uff")
 
 
+def test_library_warnings_go_to_python_logging(model, tmp_path, caplog):
+    empty = tmp_path / "empty_directory"
+    empty.mkdir()
+    with caplog.at_level("WARNING", logger="flt"):
+        assert model.predict_file(empty, threads=1) == []
+    messages = [r.getMessage() for r in caplog.records if r.name == "flt"]
+    assert any("empty_directory" in m and "no molecule files" in m for m in messages), messages
+
+
 def test_errors_are_typed(tmp_path):
     with pytest.raises(flt.IoError) as missing:
         flt.Model.load(tmp_path / "missing.flt")

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "error.hpp"
+#include "log.hpp"
 #include "model.hpp"
 #include "molecule.hpp"
 #include "version.hpp"

@@ -220,17 +220,26 @@ class Model(_TargetNames):
     @classmethod
     def load(cls, path) -> "Model":
         """Loads a .flt file (flt.IoError if unreadable, flt.ModelFileError if corrupt)."""
-        return cls(_flt.Model.load(str(path)))
+        try:
+            return cls(_flt.Model.load(str(path)))
+        finally:
+            _flt.flush_log()
 
     @classmethod
     def load_ensemble(cls, paths: Iterable) -> "Model":
         """Loads several .flt files as an ensemble: mean prediction, stddev = spread."""
-        return cls(_flt.Model.load_ensemble([str(p) for p in paths]))
+        try:
+            return cls(_flt.Model.load_ensemble([str(p) for p in paths]))
+        finally:
+            _flt.flush_log()
 
     @classmethod
     def load_default(cls) -> "Model":
         """Loads the bundled default model ($FLT_DEFAULT_MODEL overrides where it is)."""
-        return cls(_flt.Model.load_default())
+        try:
+            return cls(_flt.Model.load_default())
+        finally:
+            _flt.flush_log()
 
     @staticmethod
     def default_model_path() -> str:
@@ -420,5 +429,7 @@ def train(*inputs, config=None, callback: Optional[Callable[[dict], Any]] = None
         # One argument "--name=value": a boolean switch never takes the next argument as its value.
         args.append("--" + key.replace("_", "-") + "=" + _option_value(value))
     args += [str(i) for i in inputs]
-    raw = _flt.train(args, callback, progress)
+    from . import _flt_train  # the training pipeline, loaded on first use
+
+    raw = _flt_train.train(args, callback, progress)
     return TrainResult(**{**raw, "run_dir": str(raw["run_dir"]), "model_path": str(raw["model_path"])})
