@@ -360,7 +360,9 @@ PYBIND11_MODULE(_flt, m) {
                        forces_array(r.ok() ? r.prediction->forces : std::vector<std::array<double, 3>>{},
                                     forces && r.ok()),
                        contributions_array(r.prediction, T, per_atom, false),
-                       contributions_array(r.prediction, T, per_atom, true));
+                       contributions_array(r.prediction, T, per_atom, true),
+                       forces_array(r.ok() ? r.prediction->forces_stddev : std::vector<std::array<double, 3>>{},
+                                    forces && r.ok()));
                 },
                 options);
             }

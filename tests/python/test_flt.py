@@ -162,6 +162,39 @@ def test_library_warnings_go_to_python_logging(model, tmp_path, caplog):
     assert any("empty_directory" in m and "no molecule files" in m for m in messages), messages
 
 
+def test_array_inputs_are_checked_not_truncated(model):
+    z = np.array([8, 1, 1])
+    xyz = np.array([[0, 0, 0.1173], [0, 0.7572, -0.4692], [0, -0.7572, -0.4692]])
+    table = model.predict([(z, xyz), (z + 2**32, xyz), (z + 0.5, xyz), (["O", "H", "H"], xyz),
+                           (z.astype(float), xyz), (z, xyz, [0, 0.5, 0]), (z, xyz, [0, 1, -1])],
+                          threads=1)
+    assert table.errors[1] == "atomic numbers out of range"
+    assert "integers" in table.errors[2] and "integers" in table.errors[5]
+    assert table.errors[0] is None and table.errors[3] is None and table.errors[4] is None
+    np.testing.assert_array_equal(table.values[3], table.values[0])  # element symbols
+    np.testing.assert_array_equal(table.values[4], table.values[0])  # integral floats
+    assert table.errors[6] is None
+    # A tuple of two molecules is two molecules, whatever they are.
+    assert len(model.predict(((z, xyz), (z, xyz)), threads=1)) == 2
+    assert len(model.predict((flt.Molecule(z, xyz), flt.Molecule(z, xyz)), threads=1)) == 2
+
+
+def test_models_pickle_and_paths(model, tmp_path):
+    import pickle
+    z = np.array([8, 1, 1])
+    xyz = np.array([[0, 0, 0.1173], [0, 0.7572, -0.4692], [0, -0.7572, -0.4692]])
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.ensemble_size == model.ensemble_size and copy.names == model.names
+    np.testing.assert_array_equal(copy.predict((z, xyz)).values, model.predict((z, xyz)).values)
+    with pytest.raises(TypeError):
+        flt.Model.load_ensemble(os.environ["FLT_DEFAULT_MODEL"])
+    # bytes and os.PathLike paths name the file itself.
+    assert len(model.predict_file(os.fsencode(QM9_EXAMPLES), threads=1)) == 5
+    records = model.predict_file(QM9_EXAMPLES, threads=1, forces=True)
+    assert records[0].forces_stddev.shape == records[0].forces.shape
+    assert (records[0].forces_stddev > 0).any()  # two members that disagree a little
+
+
 def test_errors_are_typed(tmp_path):
     with pytest.raises(flt.IoError) as missing:
         flt.Model.load(tmp_path / "missing.flt")

@@ -19,6 +19,7 @@ from several threads at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
@@ -119,10 +120,14 @@ class PredictionTable(_TargetNames):
         return self.values[:, self.names.index(name)]
 
     def to_pandas(self):
-        """A pandas DataFrame with columns "NAME [UNIT]" and "error" (needs pandas)."""
+        """A pandas DataFrame with columns "NAME [UNIT]", "NAME_std [UNIT]" (the ensemble spread)
+        and "error" (needs pandas)."""
         import pandas as pd  # optional dependency
 
-        data = {f"{t.name} [{t.unit}]": self.values[:, i] for i, t in enumerate(self.targets)}
+        data = {}
+        for i, t in enumerate(self.targets):
+            data[f"{t.name} [{t.unit}]"] = self.values[:, i]
+            data[f"{t.name}_std [{t.unit}]"] = self.stddev[:, i]
         frame = pd.DataFrame(data)
         if self.titles:
             frame.insert(0, "title", self.titles)
@@ -148,6 +153,7 @@ class Record:
     # units (NaN columns for intensive ones; rows sum to `values`), and the ensemble spread.
     contributions: Optional[np.ndarray] = None
     contributions_stddev: Optional[np.ndarray] = None
+    forces_stddev: Optional[np.ndarray] = None  # ensemble spread of `forces` (0 for one model)
 
     @property
     def ok(self) -> bool:
@@ -191,6 +197,70 @@ def _rdkit_item(mol: Any, conf_id: int, add_hydrogens: bool) -> tuple:
     return ("rdkit", mol.ToBinary(flags), int(conf_id), bool(add_hydrogens), title)
 
 
+class _NotIntegers(ValueError):
+    pass
+
+
+def _integers(values: Any, what: str) -> np.ndarray:
+    """values as int64, refusing what would be truncated: fractions, out of int32, booleans."""
+    a = np.asarray(values)
+    if a.dtype.kind in "US" or (a.dtype.kind == "O" and a.size and all(isinstance(v, str) for v in a.flat)):
+        if what != "atomic numbers":
+            raise _NotIntegers(f"{what} must be integers, not strings")
+        try:
+            from rdkit import Chem
+        except ImportError:
+            raise _NotIntegers("atomic numbers must be integers (element symbols need RDKit)") from None
+        table = Chem.GetPeriodicTable()
+        try:
+            return np.array([table.GetAtomicNumber(str(v)) for v in a.flat], dtype=np.int64).reshape(a.shape)
+        except RuntimeError:
+            raise _NotIntegers(f"unknown element symbol among {list(a.flat)[:10]}") from None
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            raise _NotIntegers(f"{what} must be integers (got non-integral values)")
+    elif a.dtype.kind not in "iu":
+        raise _NotIntegers(f"{what} must be integers, not {a.dtype}")
+    if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
+        raise _NotIntegers(f"{what} out of range")
+    return a.astype(np.int64)
+
+
+def _arrays_item(z: Any, xyz: Any, charges: Any, title: str) -> tuple:
+    try:
+        z = _integers(z, "atomic numbers")
+        if charges is not None:
+            charges = _integers(charges, "formal charges")
+    except _NotIntegers as e:
+        return ("invalid", str(e), "", None, title)
+    return ("arrays", z, xyz, charges, title)
+
+
+def _is_single_pair(obj: Any) -> bool:
+    """(atomic_numbers, coordinates[, charges]): one molecule, not a tuple of molecules."""
+    if not (isinstance(obj, tuple) and len(obj) in (2, 3)):
+        return False
+    first = obj[0]
+    if first is None or isinstance(first, (tuple, Molecule, str)) or _is_rdkit_mol(first) \
+            or _is_ase_atoms(first):
+        return False
+    try:
+        return np.asarray(first).ndim == 1
+    except (TypeError, ValueError):
+        return False
+
+
+def _path(path: Any) -> str:
+    """A file name given as str, bytes or os.PathLike."""
+    return os.fsdecode(os.fspath(path))
+
+
+def _model_from_files(files: list, threads: int) -> "Model":
+    model = Model.load(files[0]) if len(files) == 1 else Model.load_ensemble(files)
+    model.threads = threads
+    return model
+
+
 def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
     if obj is None:
         # What RDKit's suppliers yield for a record they could not read.
@@ -200,10 +270,10 @@ def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
     if _is_ase_atoms(obj):
         return _ase_item(obj)
     if isinstance(obj, Molecule):
-        return ("arrays", obj.atomic_numbers, obj.coordinates, obj.formal_charges, obj.title)
+        return _arrays_item(obj.atomic_numbers, obj.coordinates, obj.formal_charges, obj.title)
     if isinstance(obj, tuple) and len(obj) in (2, 3):
         charges = obj[2] if len(obj) == 3 else None
-        return ("arrays", obj[0], obj[1], charges, "")
+        return _arrays_item(obj[0], obj[1], charges, "")
     raise TypeError(
         "flt: a molecule must be an RDKit Chem.Mol, an ASE Atoms, an flt.Molecule or an "
         f"(atomic_numbers, coordinates) pair, not {type(obj).__name__}")
@@ -212,8 +282,9 @@ def _item(obj: Any, conf_id: int, add_hydrogens: bool) -> tuple:
 class Model(_TargetNames):
     """A trained flt model, or an ensemble of models predicting the same targets."""
 
-    def __init__(self, native: "_flt.Model"):
+    def __init__(self, native: "_flt.Model", sources: Optional[list] = None):
         self._native = native
+        self._sources = sources  # the files as loaded (an ensemble file once), for pickling
         self.targets = [Target(*t) for t in native.targets]
 
     # -- loading ---------------------------------------------------------------------------
@@ -221,15 +292,18 @@ class Model(_TargetNames):
     def load(cls, path) -> "Model":
         """Loads a .flt file (flt.IoError if unreadable, flt.ModelFileError if corrupt)."""
         try:
-            return cls(_flt.Model.load(str(path)))
+            return cls(_flt.Model.load(_path(path)), [_path(path)])
         finally:
             _flt.flush_log()
 
     @classmethod
     def load_ensemble(cls, paths: Iterable) -> "Model":
         """Loads several .flt files as an ensemble: mean prediction, stddev = spread."""
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError("flt: load_ensemble takes a list of model files; for one file use Model.load")
         try:
-            return cls(_flt.Model.load_ensemble([str(p) for p in paths]))
+            sources = [_path(p) for p in paths]
+            return cls(_flt.Model.load_ensemble(sources), sources)
         finally:
             _flt.flush_log()
 
@@ -237,7 +311,8 @@ class Model(_TargetNames):
     def load_default(cls) -> "Model":
         """Loads the bundled default model ($FLT_DEFAULT_MODEL overrides where it is)."""
         try:
-            return cls(_flt.Model.load_default())
+            native = _flt.Model.load_default()
+            return cls(native, [str(native.default_model_path())])
         finally:
             _flt.flush_log()
 
@@ -300,9 +375,7 @@ class Model(_TargetNames):
         no extra pass; flt.InvalidInput when the model has no extensive target).
         """
         if molecules is None or _is_rdkit_mol(molecules) or _is_ase_atoms(molecules) or \
-                isinstance(molecules, Molecule) or (
-                isinstance(molecules, tuple) and len(molecules) in (2, 3)
-                and not _is_rdkit_mol(molecules[0]) and np.ndim(molecules[0]) == 1):
+                isinstance(molecules, Molecule) or _is_single_pair(molecules):
             molecules = [molecules]
         items = [_item(m, conf_id, add_hydrogens) for m in molecules]
         titles = [item[4] for item in items]
@@ -350,14 +423,18 @@ class Model(_TargetNames):
         if callback is not None:
             def sink(*fields):
                 callback(Record(*fields))
-            return self._native.predict_file(str(path), sink, **options)
+            return self._native.predict_file(_path(path), sink, **options)
         records: list[Record] = []
 
         def collect(*fields):
             records.append(Record(*fields))
 
-        self._native.predict_file(str(path), collect, **options)
+        self._native.predict_file(_path(path), collect, **options)
         return records
+
+    def __reduce__(self):
+        # Pickled as its files (multiprocessing, joblib, DataLoader workers load them again).
+        return (_model_from_files, (self._sources or self.files, self.threads))
 
     def __repr__(self) -> str:
         members = f", {self.ensemble_size} members" if self.ensemble_size > 1 else ""
