@@ -528,19 +528,28 @@ Periodic periodic_from_name(const std::string& name) {
   throw InvalidArgument("'" + name + "' is not error or isolated");
 }
 
-std::string ReadSummary::describe() const {
+std::string ReadSummary::skipped_list() const {
   std::ostringstream out;
-  out << "read " << read << " record" << (read == 1 ? "" : "s");
-  if (skipped.empty()) return out.str();
-  out << ", skipped " << skipped.size() << ":";
   constexpr std::size_t kListed = 10;
   for (std::size_t i = 0; i < skipped.size() && i < kListed; ++i) {
     const auto& s = skipped[i];
-    out << (i == 0 ? " " : "; ") << s.file;
+    out << (i == 0 ? "" : "; ") << s.file;
     if (s.record != 0) out << " record " << s.record;
     out << ": " << s.reason;
   }
   if (skipped.size() > kListed) out << "; ... (" << skipped.size() - kListed << " more)";
+  return out.str();
+}
+
+std::string ReadSummary::describe() const {
+  const auto bad_records = static_cast<std::size_t>(
+      std::count_if(skipped.begin(), skipped.end(), [](const SkippedRecord& s) { return s.record != 0; }));
+  std::ostringstream out;
+  out << "read " << read;
+  if (bad_records > 0) out << " of " << read + bad_records;
+  out << " record" << (read + bad_records == 1 ? "" : "s");
+  if (skipped.empty()) return out.str();
+  out << ", skipped " << skipped.size() << ": " << skipped_list();
   return out.str();
 }
 

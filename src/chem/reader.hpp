@@ -165,8 +165,11 @@ struct ReadSummary {
   std::size_t read = 0;                // point sets handed to the callback
   std::vector<SkippedRecord> skipped;  // in input order
   bool ok() const noexcept { return skipped.empty(); }
-  // "read 120 records, skipped 2: a.sdf record 7: ...; b.xyz record 1: ..." (at most 10 listed).
+  // "read 120 of 122 records, skipped 2: a.sdf record 7: ...; b.xyz record 1: ..." (problems of
+  // a file as a whole, record 0, are listed but are no records).
   std::string describe() const;
+  // The skipped records and files: "a.sdf record 7: ...; b.xyz record 1: ..." (at most 10 listed).
+  std::string skipped_list() const;
 };
 
 // Reads every record of `inputs`, handing each point set to `sink`. With ErrorPolicy::skip a bad

@@ -474,8 +474,8 @@ std::string Dataset::describe() const {
   std::ostringstream out;
   out << "read " << size() << " molecule" << (size() == 1 ? "" : "s");
   if (!summary.skipped.empty()) {
-    out << "; skipped " << summary.skipped.size() << " record" << (summary.skipped.size() == 1 ? "" : "s") << " ("
-        << summary.describe() << ")";
+    out << "; skipped " << summary.skipped.size() << " record" << (summary.skipped.size() == 1 ? "" : "s") << ": "
+        << summary.skipped_list();
   }
   for (std::size_t t = 0; t < targets.size(); ++t)
     if (missing_per_target[t] > 0)

@@ -389,6 +389,11 @@ TEST_CASE("inputs: gzip-compressed standard input is decompressed, a cut one rep
   CHECK(cut.size() < 2000);
   CHECK_FALSE(cut_summary.ok());
   CHECK_THAT(cut_summary.describe(), Catch::Contains("truncated gzip stream"));
+  CHECK_THAT(cut_summary.describe(), Catch::StartsWith("read " + std::to_string(cut.size()) + " records, skipped 1: -:"));
+  // Bad records count among the records read from: "read 1 of 2 records".
+  const auto [mixed, mixed_summary] = read_stdin("1\nok\nH 0 0 0\n1\nbad\nXx 0 0 0\n");
+  CHECK(mixed.size() == 1);
+  CHECK_THAT(mixed_summary.describe(), Catch::StartsWith("read 1 of 2 records, skipped 1: - record 2: "));
 }
 
 TEST_CASE("inputs: several inputs in order, a directory's files sorted by name", "[chem][io]") {
