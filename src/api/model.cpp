@@ -366,6 +366,14 @@ FileSummary Model::predict_file(const std::filesystem::path& path,
   if (read.conformer_attempts < 0) throw InvalidArgument("flt::FileOptions: conformer_attempts must be >= 0");
   read.sanitize = options.sanitize;
   read.min_distance = options.min_distance;
+  read.smiles_column = options.smiles_column;
+  try {
+    read.periodic = chem::periodic_from_name(options.periodic);
+    read.pdb_water = chem::pdb_part_from_name(options.pdb_water);
+    read.pdb_hetero = chem::pdb_part_from_name(options.pdb_hetero);
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(std::string("flt::FileOptions: ") + e.what());
+  }
   read.keep_molecule = false;  // only coordinates are needed here
   const int threads = options.threads > 0 ? options.threads : threads_;
   const pipeline::ScopedThreads scoped_threads(threads);  // reading (conformers) too

@@ -188,7 +188,7 @@ class PdbParser final : public RecordParser {
         if (key != last_water_residue) ++water_residues;
         last_water_residue = key;
         if (options_.pdb_water == PdbPart::fail) {
-          fail("water " + atom_label(line) + ": waters are refused (--pdb-water keep|drop)");
+          fail("water " + atom_label(line) + ": waters are refused (--pdb-water keep|drop; API: pdb_water)");
         }
         keep = options_.pdb_water == PdbPart::keep;
       } else if (het) {
@@ -196,7 +196,7 @@ class PdbParser final : public RecordParser {
         hetero_names.insert(residue);
         if (options_.pdb_hetero == PdbPart::fail) {
           fail("HETATM group " + atom_label(line) +
-               ": hetero groups are refused (--pdb-hetero keep|drop)");
+               ": hetero groups are refused (--pdb-hetero keep|drop; API: pdb_hetero)");
         }
         keep = options_.pdb_hetero == PdbPart::keep;
       }

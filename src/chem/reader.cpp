@@ -416,7 +416,7 @@ class MoleculeReader::Impl {
   std::unique_ptr<Input> open_input(const std::string& path) const {
     if (path == "-") {
       if (options_.format == Format::unknown) {
-        throw InvalidArgument("standard input: give the format explicitly (e.g. --format sdf)");
+        throw InvalidArgument("standard input: give the format explicitly (e.g. --format sdf; API: format)");
       }
       return std::make_unique<StreamInput>(std::cin, "-", options_.format);
     }

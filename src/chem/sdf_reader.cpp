@@ -410,7 +410,8 @@ class SdfParser final : public RecordParser {
     }
     if (flat) {
       if (options_.missing_3d == Missing3D::error) {
-        fail("no 3-D coordinates (2-D record); generate a conformer or accept 2-D explicitly",
+        fail("no 3-D coordinates (2-D record); --missing-3d generate (API: generate_conformers) "
+             "makes a conformer",
              &points);
       }
       if (options_.missing_3d == Missing3D::generate) {

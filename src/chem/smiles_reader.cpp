@@ -352,7 +352,7 @@ class SmilesParser final : public RecordParser {
       const bool other_fields = header_.empty() && options_.smiles_column.empty() && csv.fields.size() > 1;
       return bad("RDKit cannot parse the SMILES '" + smiles + "'" + (why.empty() ? "" : ": " + why) +
                  (other_fields ? " (field 1 of a SMILES file without a header line; "
-                                 "--smiles-column N reads the SMILES from field N)"
+                                 "--smiles-column N (API: smiles_column) reads the SMILES from field N)"
                                : ""));
     }
     if (row.mol->getNumAtoms() == 0) return bad("the SMILES has no atoms");
@@ -471,7 +471,7 @@ class SmilesParser final : public RecordParser {
     if (!found) {
       throw InputError(source_, 0,
                        "no SMILES column '" + wanted + "' in the header (columns: " + columns +
-                           ")" + (options_.smiles_column.empty() ? "; choose one with --smiles-column" : ""));
+                           ")" + (options_.smiles_column.empty() ? "; choose one with --smiles-column (API: smiles_column)" : ""));
     }
     smiles_column_ = *found;
     for (std::size_t c = 0; c < header_.size(); ++c) {

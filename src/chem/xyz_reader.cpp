@@ -556,7 +556,7 @@ class XyzParser final : public RecordParser {
     }
     if (error.empty()) {
       error = where + why + ": flt models isolated structures, without periodic images; "
-                            "--periodic isolated reads the record as one, ignoring the cell";
+                            "--periodic isolated (API: periodic = isolated) reads the record as one, ignoring the cell";
     }
   }
 

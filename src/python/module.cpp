@@ -319,7 +319,9 @@ PYBIND11_MODULE(_flt, m) {
           "predict_file",
           [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,
              const std::string& format, bool add_hydrogens, bool generate_conformers, std::optional<unsigned> seed,
-             std::optional<std::string> optimize, std::optional<int> conformer_attempts, bool sanitize, double min_distance, int threads, std::size_t batch_size, bool forces,
+             std::optional<std::string> optimize, std::optional<int> conformer_attempts, bool sanitize,
+             const std::string& smiles_column, const std::string& periodic, const std::string& pdb_water,
+             const std::string& pdb_hetero, double min_distance, int threads, std::size_t batch_size, bool forces,
              const std::string& forces_target, bool per_atom) {
             flt::FileOptions options;
             options.threads = threads;
@@ -331,6 +333,10 @@ PYBIND11_MODULE(_flt, m) {
             options.optimize = std::move(optimize);
             options.conformer_attempts = conformer_attempts;
             options.sanitize = sanitize;
+            options.smiles_column = smiles_column;
+            options.periodic = periodic;
+            options.pdb_water = pdb_water;
+            options.pdb_hetero = pdb_hetero;
             options.min_distance = min_distance;
             options.forces = forces;
             options.forces_target = forces_target;
@@ -371,6 +377,8 @@ PYBIND11_MODULE(_flt, m) {
           py::arg("path"), py::arg("sink"), py::arg("format") = "", py::arg("add_hydrogens") = true,
           py::arg("generate_conformers") = false, py::arg("seed") = py::none(),
           py::arg("optimize") = py::none(), py::arg("conformer_attempts") = py::none(), py::arg("sanitize") = true,
+          py::arg("smiles_column") = "", py::arg("periodic") = "error", py::arg("pdb_water") = "drop",
+          py::arg("pdb_hetero") = "keep",
           py::arg("min_distance") = 0.1, py::arg("threads") = 0, py::arg("batch_size") = 64,
           py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false);
 }

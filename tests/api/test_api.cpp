@@ -391,6 +391,46 @@ TEST_CASE("predict_file: SMILES conformers as the model's training made them unl
   CHECK_THROWS_AS(predict(trained, bad), flt::InvalidArgument);
 }
 
+TEST_CASE("predict_file: SMILES column, periodic records and PDB parts as FileOptions", "[api][file]") {
+  const flt::Model model = flt::Model::load(fixture().model1);
+  const auto read = [&](const fs::path& path, const flt::FileOptions& options) {
+    std::vector<flt::RecordResult> records;
+    model.predict_file(path, [&](const flt::RecordResult& r) { records.push_back(r); }, options);
+    return records;
+  };
+  // ZINC's "name SMILES" lines.
+  const fs::path zinc = fixture().dir / "zinc.smi";
+  std::ofstream(zinc) << "ethanol CCO\nphenol Oc1ccccc1\n";
+  auto records = read(zinc, {});
+  REQUIRE(records.size() == 2);
+  CHECK_FALSE(records[0].ok());
+  CHECK_THAT(records[0].error, Catch::Contains("API: smiles_column"));
+  flt::FileOptions second;
+  second.smiles_column = "2";
+  records = read(zinc, second);
+  REQUIRE(records.size() == 2);
+  CHECK(records[0].ok());
+  CHECK(records[1].title == "phenol");
+  // A periodic extended-XYZ record: an error, or an isolated structure on request.
+  const fs::path cell = fixture().dir / "cell.xyz";
+  std::ofstream(cell) << "3\nLattice=\"10 0 0 0 10 0 0 0 10\" Properties=species:S:1:pos:R:3 pbc=\"T T T\"\n"
+                         "O 0 0 0.1173\nH 0 0.7572 -0.4692\nH 0 -0.7572 -0.4692\n";
+  records = read(cell, {});
+  REQUIRE(records.size() == 1);
+  CHECK_THAT(records[0].error, Catch::Contains("API: periodic = isolated"));
+  flt::FileOptions isolated;
+  isolated.periodic = "isolated";
+  records = read(cell, isolated);
+  REQUIRE(records.size() == 1);
+  CHECK(records[0].ok());
+  check_close(*records[0].prediction, model.predict(water()));
+  for (auto field : {&flt::FileOptions::periodic, &flt::FileOptions::pdb_water, &flt::FileOptions::pdb_hetero}) {
+    flt::FileOptions bad;
+    bad.*field = "sometimes";
+    CHECK_THROWS_AS(read(cell, bad), flt::InvalidArgument);
+  }
+}
+
 TEST_CASE("log sink: libflt's warnings go where the program says, and nowhere else", "[api][log]") {
   const fs::path empty = fixture().dir / "empty_directory";
   fs::create_directories(empty);

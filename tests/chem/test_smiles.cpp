@@ -304,6 +304,6 @@ TEST_CASE("SMILES file: real files from rdkit-data give the molecules of their S
   CHECK(wrong.records.empty());
   REQUIRE(wrong.summary.skipped.size() == 47);
   CHECK(wrong.summary.skipped[46].record == 47);
-  CHECK(wrong.summary.skipped[46].reason.find("--smiles-column N reads the SMILES from field N") !=
+  CHECK(wrong.summary.skipped[46].reason.find("--smiles-column N (API: smiles_column) reads the SMILES from field N") !=
         std::string::npos);
 }

@@ -234,7 +234,7 @@ TEST_CASE("extended XYZ: periodic records are refused unless read as isolated st
   CHECK(r.summary.skipped[0].record == 1);
   CHECK(r.summary.skipped[0].reason ==
         "line 2: periodic boundary conditions (pbc='T T T'): flt models isolated structures, without "
-        "periodic images; --periodic isolated reads the record as one, ignoring the cell");
+        "periodic images; --periodic isolated (API: periodic = isolated) reads the record as one, ignoring the cell");
   CHECK(r.summary.skipped[1].record == 2);
   CHECK(r.summary.skipped[1].reason.find("pbc='F T F'") != std::string::npos);
   CHECK(r.summary.skipped[2].record == 3);

@@ -195,6 +195,16 @@ def test_models_pickle_and_paths(model, tmp_path):
     assert (records[0].forces_stddev > 0).any()  # two members that disagree a little
 
 
+def test_predict_file_reader_options(model, tmp_path):
+    zinc = tmp_path / "zinc.smi"
+    zinc.write_text("ethanol CCO\nphenol Oc1ccccc1\n")
+    assert "smiles_column" in model.predict_file(zinc, threads=1)[0].error
+    records = model.predict_file(zinc, smiles_column=2, threads=1)
+    assert [r.ok for r in records] == [True, True] and records[1].title == "phenol"
+    with pytest.raises(flt.InvalidInput):
+        model.predict_file(zinc, pdb_water="sometimes")
+
+
 def test_errors_are_typed(tmp_path):
     with pytest.raises(flt.IoError) as missing:
         flt.Model.load(tmp_path / "missing.flt")

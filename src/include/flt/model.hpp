@@ -126,6 +126,16 @@ struct FileOptions {
   bool sanitize = true;
   // Records with two atoms closer than this (Angstrom) are errors; 0 disables the check.
   double min_distance = 0.1;
+  // SMILES input: the column holding the SMILES, by name (CSV, or a SMILES file with a header
+  // line) or by 1-based number in a SMILES file without one (ZINC's "name SMILES": "2"); empty =
+  // the column named "smiles" (CSV), field 1 (SMILES file).
+  std::string smiles_column;
+  // Extended XYZ records with periodic boundary conditions: "error" (the record is bad) or
+  // "isolated" (read as an isolated structure, the cell ignored).
+  std::string periodic = "error";
+  // PDB: waters and other HETATM groups (ligands, ions): "keep", "drop" or "fail".
+  std::string pdb_water = "drop";
+  std::string pdb_hetero = "keep";
   bool forces = false;          // as PredictOptions::forces
   std::string forces_target;    // as PredictOptions::forces_target
   bool per_atom = false;        // as PredictOptions::per_atom

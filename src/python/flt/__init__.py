@@ -398,7 +398,8 @@ class Model(_TargetNames):
                      format: str = "", add_hydrogens: bool = True,
                      generate_conformers: bool = False, seed: Optional[int] = None,
                      optimize: Optional[str] = None, conformer_attempts: Optional[int] = None,
-                     sanitize: bool = True,
+                     sanitize: bool = True, smiles_column: str = "", periodic: str = "error",
+                     pdb_water: str = "drop", pdb_hetero: str = "keep",
                      min_distance: float = 0.1, threads: int = 0, batch_size: int = 64,
                      forces: bool = False, forces_target: str = "", per_atom: bool = False):
         """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9, PDB, SMILES CSV or .smi;
@@ -411,12 +412,16 @@ class Model(_TargetNames):
 
         Conformers of SMILES records (and of 2-D records with generate_conformers=True) are made
         as the model's training made them (seed, optimize "none"/"mmff", conformer_attempts)
-        unless given here.
+        unless given here. smiles_column, periodic ("error"/"isolated"), pdb_water and pdb_hetero
+        ("keep"/"drop"/"fail") are flt predict's --smiles-column, --periodic, --pdb-water and
+        --pdb-hetero.
         """
         target = self.forces_target(forces_target) if forces else None
         options = dict(format=format, add_hydrogens=add_hydrogens,
                        generate_conformers=generate_conformers, seed=seed, optimize=optimize,
                        conformer_attempts=conformer_attempts, sanitize=sanitize,
+                       smiles_column=str(smiles_column), periodic=periodic, pdb_water=pdb_water,
+                       pdb_hetero=pdb_hetero,
                        min_distance=min_distance, threads=threads, batch_size=batch_size,
                        forces=bool(forces), forces_target=target.name if target else "",
                        per_atom=bool(per_atom))
