@@ -6,6 +6,7 @@
 #include "flt/version.hpp"
 
 #include "chem/format.hpp"
+#include "chem/point_set.hpp"
 #include "chem/reader.hpp"
 #include "pipeline/predict.hpp"
 
@@ -54,13 +55,23 @@ class Model::Impl {
 
   // Public molecule -> model input; the reason it is malformed otherwise (checks the public
   // struct's own invariants; the model checks elements, finiteness and charges).
-  static std::optional<std::string> convert(const Molecule& in, models::Molecule& out) {
+  // `min_distance` (Angstrom, 0: none): two atoms closer than that make the molecule unusable, as
+  // for records of files (chem::check_geometry).
+  static std::optional<std::string> convert(const Molecule& in, models::Molecule& out,
+                                            double min_distance = kDefaultMinDistance) {
     if (in.positions.size() != in.atomic_numbers.size())
       return "atom and position counts differ (" + std::to_string(in.atomic_numbers.size()) +
              " atomic numbers, " + std::to_string(in.positions.size()) + " positions)";
     if (!in.formal_charges.empty() && in.formal_charges.size() != in.atomic_numbers.size())
       return "formal_charges has " + std::to_string(in.formal_charges.size()) +
              " entries for " + std::to_string(in.atomic_numbers.size()) + " atoms";
+    if (min_distance > 0 && in.positions.size() > 1) {
+      chem::PointSet geometry;
+      geometry.positions.resize(static_cast<Index>(in.positions.size()), 3);
+      for (std::size_t i = 0; i < in.positions.size(); ++i)
+        for (int c = 0; c < 3; ++c) geometry.positions(static_cast<Index>(i), c) = in.positions[i][static_cast<std::size_t>(c)];
+      if (auto bad = chem::check_geometry(geometry, min_distance)) return bad;
+    }
     out.atomic_numbers.assign(in.atomic_numbers.begin(), in.atomic_numbers.end());
     out.positions = in.positions;
     out.formal_charges.assign(in.formal_charges.begin(), in.formal_charges.end());
@@ -305,6 +316,7 @@ std::vector<Result> Model::predict(std::span<const Molecule> molecules,
                                    const PredictOptions& options) const {
   if (options.batch_size == 0) throw InvalidArgument("flt::PredictOptions: batch_size must be >= 1");
   if (options.threads < 0) throw InvalidArgument("flt::PredictOptions: threads must be >= 0");
+  if (!(options.min_distance >= 0)) throw InvalidArgument("flt::PredictOptions: min_distance must be >= 0");
   const int threads = options.threads > 0 ? options.threads : threads_;
   const pipeline::ScopedThreads scoped_threads(threads);  // reading (conformers) too
   const auto forces_target = impl_->forces_target(options.forces, options.forces_target);
@@ -330,7 +342,7 @@ std::vector<Result> Model::predict(std::span<const Molecule> molecules,
   };
   for (std::size_t i = 0; i < molecules.size(); ++i) {
     models::Molecule m;
-    if (auto bad = Impl::convert(molecules[i], m)) {
+    if (auto bad = Impl::convert(molecules[i], m, options.min_distance)) {
       out[i].error = "molecule " + std::to_string(i) + titled(molecules[i].title) + ": " + *bad;
       continue;
     }

@@ -264,7 +264,7 @@ PYBIND11_MODULE(_flt, m) {
       .def(
           "predict_batch",
           [](const flt::Model& model, const py::list& items, int threads, std::size_t batch_size,
-             bool forces, const std::string& forces_target, bool per_atom) {
+             bool forces, const std::string& forces_target, bool per_atom, double min_distance) {
             // Convert under the GIL (numpy and bytes access), predict without it.
             std::vector<MoleculeInput> inputs(items.size());
             for (std::size_t i = 0; i < items.size(); ++i) {
@@ -307,6 +307,7 @@ PYBIND11_MODULE(_flt, m) {
               options.forces = forces;
               options.forces_target = forces_target;
               options.per_atom = per_atom;
+              options.min_distance = min_distance;
               results = model.predict(std::span<const flt::Molecule>(molecules), options);
               for (std::size_t i = 0; i < inputs.size(); ++i)
                 if (!inputs[i].molecule) results[i] = flt::Result{std::nullopt, inputs[i].error};
@@ -314,7 +315,7 @@ PYBIND11_MODULE(_flt, m) {
             return results_to_arrays(results, model.targets().size(), forces, per_atom);
           },
           py::arg("items"), py::arg("threads") = 0, py::arg("batch_size") = 64,
-          py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false)
+          py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false, py::arg("min_distance") = 0.1)
       .def(
           "predict_file",
           [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,

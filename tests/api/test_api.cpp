@@ -431,6 +431,22 @@ TEST_CASE("predict_file: SMILES column, periodic records and PDB parts as FileOp
   }
 }
 
+TEST_CASE("molecules with coincident atoms are refused as records of files are", "[api]") {
+  const flt::Model model = flt::Model::load(fixture().model1);
+  flt::Molecule collapsed = water();
+  collapsed.positions[2] = collapsed.positions[1];
+  CHECK_THROWS_WITH(model.predict(collapsed), Catch::Contains("atoms 2 and 3 are 0 Angstrom apart (closer than 0.1)"));
+  CHECK_THROWS_AS(model.predict_with_forces(collapsed), flt::InvalidArgument);
+  const std::vector<flt::Molecule> batch = {water(), collapsed};
+  auto results = model.predict(batch);
+  CHECK(results[0].ok());
+  CHECK_FALSE(results[1].ok());
+  CHECK_THAT(results[1].error, Catch::Contains("molecule 1") && Catch::Contains("closer than 0.1"));
+  flt::PredictOptions no_check;
+  no_check.min_distance = 0;
+  CHECK(model.predict(batch, no_check)[1].ok());
+}
+
 TEST_CASE("log sink: libflt's warnings go where the program says, and nowhere else", "[api][log]") {
   const fs::path empty = fixture().dir / "empty_directory";
   fs::create_directories(empty);

@@ -174,6 +174,10 @@ def test_array_inputs_are_checked_not_truncated(model):
     np.testing.assert_array_equal(table.values[3], table.values[0])  # element symbols
     np.testing.assert_array_equal(table.values[4], table.values[0])  # integral floats
     assert table.errors[6] is None
+    # Coincident atoms (a collapsed geometry) are refused as in files, unless asked not to.
+    collapsed = model.predict((z, np.zeros((3, 3))), threads=1)
+    assert "0 Angstrom apart (closer than 0.1)" in collapsed.errors[0]
+    assert model.predict((z, np.zeros((3, 3))), threads=1, min_distance=0).errors == [None]
     # A tuple of two molecules is two molecules, whatever they are.
     assert len(model.predict(((z, xyz), (z, xyz)), threads=1)) == 2
     assert len(model.predict((flt.Molecule(z, xyz), flt.Molecule(z, xyz)), threads=1)) == 2

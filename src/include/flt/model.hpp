@@ -84,6 +84,10 @@ struct FLT_API Result {
 };
 
 // Options of batch and file prediction.
+// Two atoms closer than this (Angstrom) make a molecule unusable by default (PredictOptions,
+// FileOptions): no chemistry puts nuclei that close.
+inline constexpr double kDefaultMinDistance = 0.1;
+
 struct PredictOptions {
   // OpenMP threads for this call; 0 = Model::threads() (which defaults to the OpenMP default: all
   // cores, or OMP_NUM_THREADS). Applies to the calling thread's call only.
@@ -99,6 +103,10 @@ struct PredictOptions {
   // Also give each atom's contribution to the extensive targets (Prediction::contributions; no
   // extra network pass). flt::InvalidArgument when the model has no extensive target.
   bool per_atom = false;
+  // Molecules with two atoms closer than this (Angstrom) are not predicted (a collapsed geometry,
+  // duplicated atoms), as records of files (FileOptions::min_distance); 0 disables the check.
+  // Model::predict and predict_with_forces of one molecule apply the default.
+  double min_distance = kDefaultMinDistance;
 };
 
 // Options of Model::predict_file.
@@ -125,7 +133,7 @@ struct FileOptions {
   // RDKit sanitization of SDF/MOL records (valence checks); false accepts e.g. 5-valent carbon.
   bool sanitize = true;
   // Records with two atoms closer than this (Angstrom) are errors; 0 disables the check.
-  double min_distance = 0.1;
+  double min_distance = kDefaultMinDistance;
   // SMILES input: the column holding the SMILES, by name (CSV, or a SMILES file with a header
   // line) or by 1-based number in a SMILES file without one (ZINC's "name SMILES": "2"); empty =
   // the column named "smiles" (CSV), field 1 (SMILES file).

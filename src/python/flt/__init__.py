@@ -359,7 +359,8 @@ class Model(_TargetNames):
 
     def predict(self, molecules, conf_id: int = -1, add_hydrogens: bool = True,
                 threads: int = 0, batch_size: int = 64, forces: bool = False,
-                forces_target: str = "", per_atom: bool = False) -> PredictionTable:
+                forces_target: str = "", per_atom: bool = False,
+                min_distance: float = 0.1) -> PredictionTable:
         """Predicts every target for each molecule, one row per molecule in input order.
 
         molecules: one molecule or a sequence of them (RDKit Chem.Mol with a 3-D conformer, ASE
@@ -372,7 +373,9 @@ class Model(_TargetNames):
         forces=True adds F = -dE/dr of the energy target `forces_target` (default: the first
         extensive energy target, e.g. U0 or energy) per atom; it costs one backward pass.
         per_atom=True adds each atom's contribution to the extensive targets (`contributions`;
-        no extra pass; flt.InvalidInput when the model has no extensive target).
+        no extra pass; flt.InvalidInput when the model has no extensive target). Molecules with
+        two atoms closer than min_distance Angstrom (a collapsed geometry) are error rows, as
+        records of files are; 0 turns the check off.
         """
         if molecules is None or _is_rdkit_mol(molecules) or _is_ase_atoms(molecules) or \
                 isinstance(molecules, Molecule) or _is_single_pair(molecules):
@@ -382,7 +385,8 @@ class Model(_TargetNames):
         target = self.forces_target(forces_target) if forces else None
         values, stddev, errors, force_list, force_std, contribution_list, contribution_std = \
             self._native.predict_batch(items, int(threads), int(batch_size), bool(forces),
-                                       target.name if target else "", bool(per_atom))
+                                       target.name if target else "", bool(per_atom),
+                                       float(min_distance))
         for k, item in enumerate(items):
             if item[0] == "invalid":
                 errors[k] = item[1] or "no molecule (None: a record the RDKit supplier could not read)"
