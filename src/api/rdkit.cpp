@@ -1,6 +1,6 @@
 // RDKit interoperability of the public API (include/flt/rdkit.hpp): an RDKit molecule's conformer
 // as an flt::Molecule. Hydrogen policy as the SDF reader's (src/chem/sdf_reader.cpp): implicit
-// hydrogens are made explicit with coordinates only when the molecule has no explicit ones.
+// implicit hydrogens are made explicit with coordinates (also next to explicit ones).
 #include "flt/rdkit.hpp"
 
 #include <GraphMol/Conformer.h>
@@ -39,7 +39,8 @@ Molecule to_molecule(const RDKit::ROMol& mol, int conf_id, bool add_hydrogens) {
   }
   const RDKit::ROMol* source = &mol;
   std::unique_ptr<RDKit::RWMol> with_h;
-  if (add_hydrogens && explicit_h == 0 && implicit_h > 0) {
+  // Also when some are explicit (polar hydrogens only): a partial molecule is another molecule.
+  if (add_hydrogens && implicit_h > 0) {
     with_h = std::make_unique<RDKit::RWMol>(mol);
     // explicitOnly = false, addCoords = true: the new atoms get coordinates in every conformer
     // (conformer ids are kept by the copy).

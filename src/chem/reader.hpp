@@ -60,8 +60,11 @@ struct ReadOptions {
   // and archives). Standard input needs an explicit format. Format::xyz recognises plain,
   // extended and QM9 records by their comment line; extxyz and qm9 insist on that flavour.
   Format format = Format::unknown;
-  // SDF/MOL and PDB: a record whose hydrogens are all implicit gets them as atoms with 3-D coordinates
-  // (RDKit AddHs(addCoords=true)); logged at info level. Records with explicit H are kept as given.
+  // SDF/MOL: a record with implicit hydrogens gets them as atoms with 3-D coordinates (RDKit
+  // AddHs(addCoords=true)); logged at info level, or as a warning when the record had some
+  // explicit hydrogens (polar hydrogens only, as docking tools write). Explicit ones are kept.
+  // PDB: only a structure without any hydrogen gets them (PDB files carry no bond orders or
+  // charges, so RDKit's implicit counts next to explicit hydrogens are not to be trusted).
   bool add_hydrogens = true;
   Missing3D missing_3d = Missing3D::error;
   std::uint32_t seed = 42;  // ETKDG random seed (Missing3D::generate, SMILES)

@@ -1,6 +1,6 @@
 // SDF / MOL record parser on RDKit's ForwardSDMolSupplier (V2000 and V3000, multi-record,
 // streaming). RDKit delimits the records ("$$$$"), parses and sanitizes them; this file turns each
-// molecule into a PointSet: hydrogens (explicit kept, implicit-only added with 3-D coordinates),
+// molecule into a PointSet: hydrogens (explicit kept, implicit ones added with 3-D coordinates),
 // 3-D check (error / ETKDG conformer / accept), SD tags as properties, geometry check.
 #include "chem/conformer.hpp"
 #include "chem/rdkit_log.hpp"
@@ -399,7 +399,9 @@ class SdfParser final : public RecordParser {
       if (atom->getAtomicNum() == 1) ++explicit_h;
       implicit_h += atom->getTotalNumHs(false);
     }
-    const bool add_h = options_.add_hydrogens && explicit_h == 0 && implicit_h > 0;
+    // Also when some are explicit (docking poses with polar hydrogens only): the models were
+    // trained on complete molecules, and a partial one is another molecule to them.
+    const bool add_h = options_.add_hydrogens && implicit_h > 0;
     if (!add_h && explicit_h > 0 && implicit_h > 0) {
       log_info(source_, ": record ", record_, ": ", implicit_h,
                " implicit hydrogens kept implicit (the record has explicit ones)");
@@ -435,8 +437,13 @@ class SdfParser final : public RecordParser {
     }
     if (add_h) {
       points.hydrogens_added = static_cast<int>(implicit_h);
-      log_info(source_, ": record ", record_, ": added ", implicit_h,
-               " implicit hydrogens as atoms with coordinates");
+      if (explicit_h > 0) {
+        log_warning(source_, ": record ", record_, ": hydrogens completed: added ", implicit_h,
+                    " implicit hydrogens with coordinates to the ", explicit_h, " explicit ones");
+      } else {
+        log_info(source_, ": record ", record_, ": added ", implicit_h,
+                 " implicit hydrogens as atoms with coordinates");
+      }
     }
     std::shared_ptr<const RDKit::ROMol> final_mol;
     if (rw) {

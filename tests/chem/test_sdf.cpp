@@ -1,12 +1,19 @@
-// SDF/MOL through RDKit: explicit hydrogens kept, implicit-only records get H with 3-D
+// SDF/MOL through RDKit: explicit hydrogens kept, implicit ones added with 3-D
 // coordinates, 2-D records (error / ETKDG / accept), consecutive conformers, V3000, charges, tags.
 #include "chem_test_util.hpp"
 
+#include "../common/scratch_dir.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 
 #include <GraphMol/ROMol.h>
 
 #include <catch2/catch.hpp>
+
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
 
 using namespace flt::chem;
 using namespace flt::chem::test;
@@ -63,6 +70,37 @@ TEST_CASE("SDF: implicit-only records get hydrogens with 3-D coordinates", "[che
       CHECK(d < 1.2);
     }
   }
+}
+
+TEST_CASE("SDF: records with polar hydrogens only get the others, with a warning", "[chem][sdf]") {
+  // Ethanol with its hydroxyl hydrogen only (as docking tools write poses): 9 atoms once completed.
+  const std::string block =
+      "ethanol polar H\n  test\n\n  4  3  0  0  0  0  0  0  0  0999 V2000\n"
+      "   -0.8900    0.2600    0.0500 C   0  0\n"
+      "    0.5200   -0.2500   -0.0600 C   0  0\n"
+      "    1.3300    0.8900    0.1800 O   0  0\n"
+      "    2.2400    0.6000    0.1000 H   0  0\n"
+      "  1  2  1  0\n  2  3  1  0\n  3  4  1  0\nM  END\n$$$$\n";
+  flt::test_support::ScratchDir dir("polar_h");
+  const std::string file = (dir / "polar.sdf").string();
+  std::ofstream(file) << block;
+  std::vector<std::string> warnings;
+  const flt::LogSink previous = flt::set_log_sink([&](flt::LogLevel level, std::string_view text) {
+    if (level == flt::LogLevel::warning) warnings.emplace_back(text);
+  });
+  const auto completed = read_all({file});
+  ReadOptions keep;
+  keep.add_hydrogens = false;
+  const auto as_given = read_all({file}, keep);
+  flt::set_log_sink(previous);
+  REQUIRE(completed.records.size() == 1);
+  CHECK(completed.records[0].size() == 9);
+  CHECK(completed.records[0].hydrogens_added == 5);
+  CHECK(completed.records[0].positions.row(3) == as_given.records[0].positions.row(3));  // kept
+  REQUIRE(as_given.records.size() == 1);
+  CHECK(as_given.records[0].size() == 4);
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("hydrogens completed: added 5") && Catch::Contains("1 explicit"));
 }
 
 TEST_CASE("SDF: 2-D records: error by default, ETKDG conformer on request, deterministic",

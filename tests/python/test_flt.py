@@ -73,6 +73,20 @@ def test_rdkit_molecules_with_computed_descriptors(model):
     assert after.titles == before.titles
 
 
+def test_rdkit_molecules_with_polar_hydrogens_only_are_completed(model):
+    from rdkit.Chem import AllChem
+    full = Chem.AddHs(Chem.MolFromSmiles("CCO"))
+    AllChem.EmbedMolecule(full, randomSeed=1)
+    polar = Chem.RemoveHs(full, implicitOnly=False)
+    polar = Chem.AddHs(polar, onlyOnAtoms=(2,), addCoords=True)
+    assert polar.GetNumAtoms() == 4
+    table = model.predict(polar, per_atom=True, threads=1)
+    assert table.errors == [None]
+    assert table.contributions[0].shape[0] == 9
+    kept = model.predict(polar, add_hydrogens=False, per_atom=True, threads=1)
+    assert kept.contributions[0].shape[0] == 4
+
+
 def test_arrays_and_conformer_choice(model):
     mol = Chem.SDMolSupplier(str(LIGANDS), removeHs=False)[0]
     conf = mol.GetConformer()

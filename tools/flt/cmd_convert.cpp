@@ -39,7 +39,7 @@ io::OptionSchema convert_schema() {
            "records without 3-D coordinates: error, generate (RDKit ETKDGv3, random-coordinate fallback), accept")
       .choices = {"error", "generate", "accept"};
   s.option("seed", "", OptionType::integer, "42", "random seed of generated conformers");
-  s.option("add-hydrogens", "", OptionType::boolean, "true", "add implicit hydrogens to records that have no explicit ones");
+  s.option("add-hydrogens", "", OptionType::boolean, "true", "add implicit hydrogens (with coordinates) to records that have any");
   s.option("sanitize", "", OptionType::boolean, "true", "RDKit sanitization of SDF/MOL records");
   s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
   add_conformer_options(s);

@@ -119,8 +119,8 @@ struct FileOptions {
   // directories and archives (.tar, .tar.gz/.bz2/.xz/.zst, .zip, .7z, .cpio) for the formats
   // other than CSV).
   std::string format;
-  // SDF/MOL records whose hydrogens are all implicit get them added as atoms with 3-D
-  // coordinates (RDKit AddHs with addCoords).
+  // SDF/MOL records with implicit hydrogens (all or some) and PDB structures without any hydrogen
+  // get them added as atoms with 3-D coordinates (RDKit AddHs with addCoords).
   bool add_hydrogens = true;
   // SDF/MOL records without 3-D coordinates: false = reported as errors; true = a conformer is
   // generated with RDKit ETKDGv3, retried from random coordinates when that fails (reproducible).

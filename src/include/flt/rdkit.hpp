@@ -17,10 +17,9 @@ namespace flt {
 
 // The atoms (atomic numbers, formal charges) and the coordinates of conformer `conf_id` (-1 = the
 // default conformer) of `mol` as an flt::Molecule; positions in Angstrom as RDKit stores them;
-// title = the "_Name" property when set. When every hydrogen of `mol` is implicit and
-// add_hydrogens is true, the hydrogens are added as atoms with coordinates (RDKit AddHs with
-// addCoords), as the SDF reader does; molecules with some explicit hydrogens are taken as they
-// are. Throws flt::InvalidArgument when `mol` has no atoms, no conformer or no conformer
+// title = the "_Name" property when set. When `mol` has implicit hydrogens (all, or some next to
+// explicit ones) and add_hydrogens is true, they are added as atoms with coordinates (RDKit AddHs
+// with addCoords), as the SDF reader does. Throws flt::InvalidArgument when `mol` has no atoms, no conformer or no conformer
 // `conf_id`, or a 2-D conformer.
 FLT_API Molecule to_molecule(const RDKit::ROMol& mol, int conf_id = -1, bool add_hydrogens = true);
 

@@ -367,8 +367,9 @@ class Model(_TargetNames):
         Atoms, e.g. ase.io.read(path, ":"), flt.Molecule, or (atomic_numbers, coordinates) in
         Angstrom; None entries, as RDKit's suppliers give for unreadable records, and periodic
         Atoms become rows with an error). conf_id selects the
-        RDKit conformer (-1: the default). RDKit molecules whose hydrogens are all implicit get
-        them added with coordinates when add_hydrogens is true. Molecules that cannot be
+        RDKit conformer (-1: the default). The implicit hydrogens of RDKit molecules (all, or the
+        rest of a molecule with some explicit ones) are added with coordinates when add_hydrogens
+        is true. Molecules that cannot be
         predicted get NaN and the reason in `errors`; the others are unaffected.
         forces=True adds F = -dE/dr of the energy target `forces_target` (default: the first
         extensive energy target, e.g. U0 or energy) per atom; it costs one backward pass.
