@@ -51,6 +51,9 @@ class Input {
   virtual std::optional<Source> next_source() = 0;
   // Bytes of the input's file(s) consumed so far (0 for streams).
   virtual std::uint64_t bytes_read() const { return 0; }
+  // After next_source() threw IoError: true when the input goes on with its next source (one
+  // file of a directory could not be opened), false when it is done.
+  virtual bool continues_after_error() const { return false; }
 };
 
 // Total size of the molecule files an input path stands for; nullopt for standard input.
@@ -118,7 +121,13 @@ class DirectoryInput final : public Input {
       const std::string name = entry.path().filename().string();
       if (name.empty() || name[0] == '.') continue;
       std::error_code ec2;
-      if (!entry.is_regular_file(ec2)) continue;
+      if (!entry.is_regular_file(ec2)) {
+        // A molecule file's name on a link to nothing: the user meant it to be read.
+        if (log && entry.is_symlink(ec2) && !fs::exists(entry.path(), ec2) &&
+            resolve_format(name, options) != Format::unknown)
+          log_warning(path, ": skipping ", name, ": a symbolic link to a missing file");
+        continue;
+      }
       const Format f = resolve_format(name, options);
       if (f == Format::unknown || f == Format::csv) {
         if (log) log_debug(path, ": skipping ", name, " (not a molecule file by its name)");
@@ -143,6 +152,7 @@ class DirectoryInput final : public Input {
     return Source{path, &file_->stream(), resolve_format(path, options_), &file_->failure()};
   }
   std::uint64_t bytes_read() const override { return finished_bytes_ + (file_ ? file_->bytes_read() : 0); }
+  bool continues_after_error() const override { return true; }  // next_ is past the failed file
 
  private:
   ReadOptions options_;
@@ -330,6 +340,9 @@ class MoleculeReader::Impl {
         std::optional<Source> source;
         try {
           source = input_->next_source();
+        } catch (const IoError&) {
+          if (!input_->continues_after_error()) input_.reset();
+          throw;
         } catch (...) {
           input_.reset();
           throw;

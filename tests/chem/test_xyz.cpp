@@ -3,11 +3,14 @@
 #include "chem_test_util.hpp"
 
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "io/compressed.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 
 using namespace flt::chem;
@@ -394,6 +397,32 @@ TEST_CASE("inputs: gzip-compressed standard input is decompressed, a cut one rep
   const auto [mixed, mixed_summary] = read_stdin("1\nok\nH 0 0 0\n1\nbad\nXx 0 0 0\n");
   CHECK(mixed.size() == 1);
   CHECK_THAT(mixed_summary.describe(), Catch::StartsWith("read 1 of 2 records, skipped 1: - record 2: "));
+}
+
+TEST_CASE("inputs: a directory file that cannot be opened is reported and the next one read", "[chem][io]") {
+  TempDir dir;
+  for (const char* name : {"a", "b", "c"})
+    std::ofstream(dir / (std::string(name) + ".xyz")) << "1\n" << name << "\nNe 0 0 0\n";
+  std::filesystem::create_symlink(dir / "gone.xyz", dir / "d.xyz");
+  std::vector<std::string> warnings;
+  const flt::LogSink previous = flt::set_log_sink([&](flt::LogLevel level, std::string_view text) {
+    if (level == flt::LogLevel::warning) warnings.emplace_back(text);
+  });
+  auto reader = MoleculeReader::open(dir.path().string());
+  auto first = reader->next();
+  flt::set_log_sink(previous);
+  REQUIRE(first);
+  CHECK(first->title == "a");
+  // The link to nothing is named, not skipped in silence.
+  REQUIRE(warnings.size() == 1);
+  CHECK_THAT(warnings[0], Catch::Contains("d.xyz") && Catch::Contains("symbolic link to a missing file"));
+  // b.xyz disappears after the directory was listed: its error, then c.xyz.
+  std::filesystem::remove(dir / "b.xyz");
+  CHECK_THROWS_AS(reader->next(), flt::IoError);
+  auto third = reader->next();
+  REQUIRE(third);
+  CHECK(third->title == "c");
+  CHECK_FALSE(reader->next());
 }
 
 TEST_CASE("inputs: several inputs in order, a directory's files sorted by name", "[chem][io]") {
