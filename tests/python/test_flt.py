@@ -233,6 +233,7 @@ def test_errors_are_typed(tmp_path):
         flt.Model.load(corrupt)
     assert "corrupt.flt" in str(bad.value)
     assert issubclass(flt.ModelFileError, flt.Error)
+    assert bad.type.__module__ == "flt" and bad.type.__doc__
     with pytest.raises(flt.IoError):
         flt.Model.load_default().predict_file(tmp_path / "nothing.sdf")
 

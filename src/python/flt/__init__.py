@@ -39,6 +39,19 @@ from ._flt import (  # noqa: F401  (re-exported)
 
 __version__ = _flt.__version__
 
+# Shown as flt.InvalidInput etc. in tracebacks, with what each one means.
+for _cls, _doc in (
+        (Error, "Base class of every error flt raises (file, record and reason in the message)."),
+        (InvalidInput, "A bad argument or a molecule the model cannot handle (also a ValueError)."),
+        (ConfigError, "A bad option or configuration, or no default model."),
+        (IoError, "A file that cannot be read or written (also an OSError)."),
+        (InputError, "A bad record of a molecule file (also a ValueError)."),
+        (ModelFileError, "A corrupt, truncated or unknown model file."),
+        (NumericalError, "A numerical failure that must not pass silently (also an ArithmeticError).")):
+    _cls.__module__ = "flt"
+    _cls.__doc__ = _doc
+del _cls, _doc
+
 __all__ = [
     "Model", "Molecule", "Target", "PredictionTable", "Record",
     "Error", "InvalidInput", "ConfigError", "IoError", "InputError", "ModelFileError",
