@@ -203,13 +203,26 @@ std::string join_errors(const std::vector<RdkitMessage>& messages) {
   return out;
 }
 
-bool is_flat(const RDKit::Conformer& conf) {
+// An atom whose neighbours (bonded atoms and hydrogens) cannot all lie in one plane with it in a
+// real geometry: sp3 with three or more.
+bool is_pyramidal(const RDKit::Atom& atom) {
+  return atom.getHybridization() == RDKit::Atom::SP3 && atom.getDegree() + atom.getTotalNumHs(false) >= 3;
+}
+
+// No 3-D coordinates: RDKit read the record as 2-D, or every z is 0. A record tagged 3D whose z are
+// all 0 is a planar molecule written in the xy plane (ethylene, benzene, a linear HCN) unless an
+// atom would have to be pyramidal (then it is a drawing tagged 3D); hybridisation needs a
+// sanitized molecule, so without sanitization such a record counts as flat.
+bool is_flat(const RDKit::ROMol& mol, const RDKit::Conformer& conf, bool sanitized) {
   if (conf.getNumAtoms() < 2) return false;  // one point is a valid 3-D geometry
   if (!conf.is3D()) return true;
   for (const auto& p : conf.getPositions()) {
     if (p.z != 0.0) return false;
   }
-  return true;
+  if (!sanitized) return true;
+  for (const RDKit::Atom* atom : mol.atoms())
+    if (is_pyramidal(*atom)) return true;
+  return false;
 }
 
 class SdfParser final : public RecordParser {
@@ -296,6 +309,8 @@ class SdfParser final : public RecordParser {
       ++good_;
       for (const auto& m : messages) {
         if (m.text.find("moving to the beginning of the next molecule") != std::string::npos) continue;
+        // flt decides on flat records itself (is_flat) and says so when it refuses one.
+        if (m.text.find("tagged as 3D, but all Z coords are zero") != std::string::npos) continue;
         log_at(LogLevel::warning, source_, ": record ", record_, ": RDKit: ", m.text);
       }
       return convert(std::move(mol));
@@ -391,7 +406,7 @@ class SdfParser final : public RecordParser {
              atom->getSymbol() + "), not an element", &points);
       }
     }
-    bool flat = mol->getNumConformers() == 0 || is_flat(mol->getConformer());
+    bool flat = mol->getNumConformers() == 0 || is_flat(*mol, mol->getConformer(), options_.sanitize);
     if (!options_.sanitize) mol->updatePropertyCache(false);
     unsigned explicit_h = 0;
     unsigned implicit_h = 0;

@@ -10,6 +10,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <string_view>
@@ -101,6 +102,40 @@ TEST_CASE("SDF: records with polar hydrogens only get the others, with a warning
   CHECK(as_given.records[0].size() == 4);
   REQUIRE(warnings.size() == 1);
   CHECK_THAT(warnings[0], Catch::Contains("hydrogens completed: added 5") && Catch::Contains("1 explicit"));
+}
+
+TEST_CASE("SDF: a planar molecule tagged 3D in the xy plane is 3-D, a drawing tagged 3D is not", "[chem][sdf]") {
+  // Header line 2 with "3D" in columns 21-22 (RDKit's writer).
+  const auto record = [](const std::string& title, const std::vector<std::string>& atoms,
+                         const std::vector<std::string>& bonds) {
+    std::string block = title + "\n     RDKit          3D\n\n";
+    char counts[64];
+    std::snprintf(counts, sizeof counts, "%3zu%3zu  0  0  0  0  0  0  0  0999 V2000\n", atoms.size(), bonds.size());
+    block += counts;
+    for (const auto& a : atoms) block += a + "\n";
+    for (const auto& b : bonds) block += b + "\n";
+    return block + "M  END\n$$$$\n";
+  };
+  const std::string ethylene = record(
+      "ethylene", {"    0.6650    0.0000    0.0000 C   0  0", "   -0.6650    0.0000    0.0000 C   0  0",
+                   "    1.2350    0.9250    0.0000 H   0  0", "    1.2350   -0.9250    0.0000 H   0  0",
+                   "   -1.2350    0.9250    0.0000 H   0  0", "   -1.2350   -0.9250    0.0000 H   0  0"},
+      {"  1  2  2  0", "  1  3  1  0", "  1  4  1  0", "  2  5  1  0", "  2  6  1  0"});
+  const std::string methanol_drawing = record(
+      "methanol drawn", {"    0.0000    0.0000    0.0000 C   0  0", "    1.2990    0.7500    0.0000 O   0  0"},
+      {"  1  2  1  0"});
+  flt::test_support::ScratchDir dir("planar");
+  const std::string file = (dir / "planar.sdf").string();
+  std::ofstream(file) << ethylene << methanol_drawing;
+  const auto r = read_all({file});
+  REQUIRE(r.records.size() == 1);  // ethylene
+  CHECK(r.records[0].title == "ethylene");
+  CHECK(r.records[0].size() == 6);
+  CHECK(r.records[0].coordinates_3d);
+  CHECK(r.records[0].hydrogens_added == 0);
+  REQUIRE(r.summary.skipped.size() == 1);  // methanol: sp3 carbon with four neighbours in a plane
+  CHECK(r.summary.skipped[0].record == 2);
+  CHECK_THAT(r.summary.skipped[0].reason, Catch::Contains("no 3-D coordinates"));
 }
 
 TEST_CASE("SDF: 2-D records: error by default, ETKDG conformer on request, deterministic",
