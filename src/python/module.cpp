@@ -12,6 +12,8 @@
 #include <flt/flt.hpp>
 #include <flt/rdkit.hpp>
 
+#include "python_log.hpp"
+
 #include <GraphMol/MolPickler.h>
 #include <GraphMol/ROMol.h>
 
@@ -50,24 +52,13 @@ PendingLog& pending_log() {
   return *pending;
 }
 
-void log_to_python(flt::LogLevel level, std::string_view message) {
-  static const int levels[] = {10, 20, 30, 40};  // logging.DEBUG ... logging.ERROR
-  try {
-    py::module_::import("logging")
-        .attr("getLogger")("flt")
-        .attr("log")(levels[static_cast<int>(level)], std::string(message));
-  } catch (const py::error_already_set&) {
-    // A broken logging configuration must not turn a prediction into an error.
-  }
-}
-
 void flush_log() {  // with the GIL
   std::vector<std::pair<flt::LogLevel, std::string>> messages;
   {
     std::lock_guard lock(pending_log().mutex);
     messages.swap(pending_log().messages);
   }
-  for (const auto& [level, text] : messages) log_to_python(level, text);
+  for (const auto& [level, text] : messages) flt::python::log_to_python(level, text);
 }
 
 // Flushes the waiting messages when a binding returns (or throws), with the GIL held again.
@@ -86,7 +77,7 @@ struct FlushLogAtEnd {
 void python_log_sink(flt::LogLevel level, std::string_view message) {
   if (PyGILState_Check() != 0) {
     flush_log();  // earlier messages first
-    log_to_python(level, message);
+    flt::python::log_to_python(level, message);
     return;
   }
   std::lock_guard lock(pending_log().mutex);

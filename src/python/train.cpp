@@ -10,6 +10,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "pipeline/train.hpp"
+#include "python_log.hpp"
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -31,14 +32,7 @@ class PythonLogScope {
   PythonLogScope() {
     previous_ = flt::set_log_sink([](flt::LogLevel level, std::string_view message) {
       py::gil_scoped_acquire acquire;
-      static const int levels[] = {10, 20, 30, 40};  // logging.DEBUG ... logging.ERROR
-      try {
-        py::module_::import("logging")
-            .attr("getLogger")("flt")
-            .attr("log")(levels[static_cast<int>(level)], std::string(message));
-      } catch (const py::error_already_set&) {
-        // A broken logging configuration must not abort training.
-      }
+      flt::python::log_to_python(level, message);
     });
   }
   ~PythonLogScope() { flt::set_log_sink(previous_); }
