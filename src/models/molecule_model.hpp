@@ -218,9 +218,11 @@ struct Normalisation {
 ThreeBodyBasis three_body_basis(const ModelConfig& config, const std::vector<std::int32_t>& elements);
 
 // Least-squares per-element reference values: minimises sum_m (sum_e counts(m,e) r_e - y_m)^2.
-// counts: M x E atom counts, labels: M. Rank-deficient columns (e.g. an element that never varies
-// independently) get the minimum-norm solution (complete orthogonal decomposition), in double.
-Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>& labels);
+// counts: M x E atom counts, labels: M. A rank-deficient problem (e.g. conformations of one
+// molecule, whose counts are all the same row) gets the minimum-norm solution (complete orthogonal
+// decomposition in double, singular directions below 1e-10 of the largest dropped); `rank`, when
+// given, receives the numerical rank (E when every element's value is determined).
+Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>& labels, Index* rank = nullptr);
 
 // Fits the normalisation on a training set: the element set; for extensive targets reference
 // energies by least squares (when fit_reference), or the given `reference` (P x (max_z+1)); with

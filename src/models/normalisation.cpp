@@ -2,6 +2,8 @@
 // See molecule_model.hpp for the maps between physical and normalised units.
 #include "models/molecule_model.hpp"
 
+#include "core/log.hpp"
+
 #include <Eigen/QR>
 
 #include <algorithm>
@@ -62,15 +64,21 @@ MoleculeBatch MoleculeBatch::from(std::span<const Molecule* const> molecules) {
   return build_batch(molecules.size(), [&](std::size_t s) -> const Molecule& { return *molecules[s]; });
 }
 
-Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>& labels) {
+Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>& labels, Index* rank) {
   require(counts.rows() == labels.size(), "fit_reference_energies: one label per row of counts");
   require(counts.rows() > 0 && counts.cols() > 0, "fit_reference_energies: empty problem");
   require(counts.allFinite() && labels.allFinite(), "fit_reference_energies: non-finite input");
   // min ||C r - y||_2: complete orthogonal decomposition gives the minimum-norm least-squares
-  // solution, so an element whose count is collinear with others still gets a finite value.
+  // solution, so an element whose count is collinear with others still gets a finite value. The
+  // rank threshold is relative to the largest pivot: Eigen's default (epsilon x E) takes the
+  // rounding left by the Householder steps of identical rows (about 1e-13 of the pivot for 800
+  // copies of one composition) for real directions, and solves for them with values of 1e11.
   Eigen::MatrixXd C = counts;  // column-major copy for the decomposition
-  Eigen::CompleteOrthogonalDecomposition<Eigen::MatrixXd> cod(C);
+  Eigen::CompleteOrthogonalDecomposition<Eigen::MatrixXd> cod;
+  cod.setThreshold(1e-10);
+  cod.compute(C);
   Eigen::VectorXd r = cod.solve(Eigen::VectorXd(labels));
+  if (rank != nullptr) *rank = cod.rank();
   return r;
 }
 
@@ -179,8 +187,14 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
         C.row(r) = counts.row(rows[static_cast<std::size_t>(r)]);
         y(r) = labels(rows[static_cast<std::size_t>(r)], t);
       }
-      const Vec<double> ref = fit_reference_energies(C, y);
+      Index rank = 0;
+      const Vec<double> ref = fit_reference_energies(C, y, &rank);
       for (Index e = 0; e < E; ++e) n.reference(t, n.elements[static_cast<std::size_t>(e)]) = ref(e);
+      if (rank < E)
+        log_warning("reference energies of '", config.targets[static_cast<std::size_t>(t)].name, "': the training "
+                    "molecules' compositions determine ", rank, " combination", rank == 1 ? "" : "s", " of the ", E,
+                    " elements' values (e.g. conformations of one molecule); the smallest values that fit are used, "
+                    "so energies of other compositions are extrapolations");
     }
   }
   // The three-body ridge fits on what the reference energies leave; a fit's intercept goes to the
