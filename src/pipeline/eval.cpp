@@ -162,6 +162,12 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
     te.name = ft.name + " forces";
     te.unit = ft.unit + "/A";
     result.forces = std::move(te);
+    // A forces row of no values would read as a result; as flt train does, refuse it.
+    const bool any = std::any_of(keep.begin(), keep.end(), [&](auto i) { return dataset.forces[i].rows() > 0; });
+    if (!any)
+      throw ConfigError("--forces: none of the " + std::to_string(keep.size()) +
+                        " molecules evaluated has forces in column '" + options.data.forces_column +
+                        "' (name the file's forces column: --forces NAME)");
   }
 
   if (options.on_progress) options.on_progress(0, static_cast<std::size_t>(S));

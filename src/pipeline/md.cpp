@@ -2,6 +2,7 @@
 
 #include "chem/elements.hpp"
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/random.hpp"
 #include "io/units.hpp"
 
@@ -71,7 +72,10 @@ MdSummary run_nve(const Predictor& predictor, const models::Molecule& start,
     for (int c = 0; c < 3; ++c) x(i, c) = molecule.positions[static_cast<std::size_t>(i)][static_cast<std::size_t>(c)];
   }
 
-  // Maxwell-Boltzmann velocities: each component normal with variance k_B T / m (A^2/fs^2).
+  // Maxwell-Boltzmann velocities: each component normal with variance k_B T / m (A^2/fs^2). A
+  // single atom has no motion left once its centre of mass is at rest.
+  if (options.temperature_k > 0 && n == 1)
+    log_warning("molecular dynamics: a single atom has no internal motion; it stays at rest (0 K)");
   if (options.temperature_k > 0 && n > 1) {
     Rng rng(options.seed);
     for (Index i = 0; i < n; ++i) {
@@ -119,9 +123,16 @@ MdSummary run_nve(const Predictor& predictor, const models::Molecule& start,
     frame.positions = &x;
     frame.velocities = &v;
     frame.forces = &f;
-    if (step == 0) summary.initial_total_ev = total;
+    if (step == 0) {
+      summary.initial_total_ev = total;
+      summary.initial_temperature_k = frame.temperature_k;
+    }
     const double change = std::abs(total - summary.initial_total_ev);
     if (!std::isfinite(total) || change > band) {
+      if (on_frame) {
+        frame.out_of_band = true;
+        on_frame(frame);  // the frame that shows what went wrong
+      }
       std::ostringstream why;
       why << "molecular dynamics: the total energy moved by " << change << " eV at step " << step
           << " (t = " << time << " fs), more than the allowed " << band << " eV ("

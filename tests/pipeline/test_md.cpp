@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
+
 #include <cmath>
 
 using namespace flt;
@@ -139,4 +141,24 @@ TEST_CASE("flt md: log and trajectory with units, summary on stdout", "[md][prog
   const auto missing = run_flt("md -m " + quoted(model) + " " + quoted(input) + " --record 5000", dir);
   CHECK(missing.status == 1);
   CHECK(missing.err.find("does not exist") != std::string::npos);
+
+  // A run that leaves the energy band stops with exit status 1 and keeps its frames up to and
+  // including the one that broke the band.
+  const auto blown = run_flt("md -m " + quoted(model) + " " + quoted(input) +
+                                 " --record 2 --steps 40 --timestep 0.25 --every 10 -j 1 -q --max-energy-change 1e-9"
+                                 " --log " + quoted(dir / "blown.csv") + " -o " + quoted(dir / "blown.xyz"),
+                             dir);
+  CHECK(blown.status == 1);
+  CHECK_THAT(blown.err, Catch::Contains("at step 1 "));
+  const std::string blown_log = flt::test_support::slurp(dir / "blown.csv");
+  CHECK(std::count(blown_log.begin(), blown_log.end(), '\n') == 1 + 2);  // steps 0 and 1
+  CHECK(read_all((dir / "blown.xyz").string()).size() == 2);
+
+  // One atom: no internal motion, and the summary says it stayed at 0 K.
+  std::ofstream(dir / "neon.xyz") << "1\nneon\nC 0 0 0\n";
+  const auto atom = run_flt("md -m " + quoted(model) + " " + quoted(dir / "neon.xyz") + " --steps 5 -j 1", dir);
+  INFO(atom.err);
+  CHECK(atom.status == 0);
+  CHECK_THAT(atom.out, Catch::Contains("started at 0 K"));
+  CHECK_THAT(atom.err, Catch::Contains("single atom has no internal motion"));
 }

@@ -131,6 +131,12 @@ TEST_CASE("flt train --force-weight: forces read and masked, force metrics repor
                                  dir.path());
   CHECK(no_forces.status != 0);
   CHECK_THAT(no_forces.err, Catch::Contains("need --forces"));
+  // A forces column the file does not have: an error, not a forces row of no values.
+  const auto wrong_column = run_flt("eval -m '" + (dir / "ef" / "model.flt").string() + "' '" + input.string() +
+                                        "' --rotations 0 --forces-unit eV/A --forces REF_forces",
+                                    dir.path());
+  CHECK(wrong_column.status == 1);
+  CHECK_THAT(wrong_column.err, Catch::Contains("has forces in column 'REF_forces'"));
 
   // The same configuration again: the same model, bit for bit.
   const auto again = run_flt("train --config '" + (dir / "ef" / "config.ini").string() + "' --out '" +

@@ -110,9 +110,15 @@ int run_md(const std::vector<std::string>& args) {
   chem::PointSet frame_points = *start;
   frame_points.properties.clear();
   frame_points.atom_columns.clear();
-  const pipeline::MdSummary summary =
-      pipeline::run_nve(predictor, molecule, md, [&](const pipeline::MdFrame& f) {
-        if (f.step % every != 0 && f.step != md.steps) return;
+  // Frames up to a failure are kept: the trajectory and log of a run that blew up show how.
+  const auto finish_files = [&] {
+    if (writer) writer->close();
+    if (log) log->commit();
+  };
+  pipeline::MdSummary summary;
+  try {
+    summary = pipeline::run_nve(predictor, molecule, md, [&](const pipeline::MdFrame& f) {
+        if (f.step % every != 0 && f.step != md.steps && !f.out_of_band) return;
         if (log) {
           log->stream() << f.step << ',' << f.time_fs << ',' << f.potential_ev << ','
                         << f.kinetic_ev << ',' << f.total_ev << ',' << f.temperature_k << '\n';
@@ -127,13 +133,16 @@ int run_md(const std::vector<std::string>& args) {
                                        {"temperature", f.temperature_k, "K"}});
         }
       });
-  if (writer) writer->close();
-  if (log) log->commit();
+  } catch (const Error&) {
+    finish_files();
+    throw;
+  }
+  finish_files();
   const double atoms = static_cast<double>(summary.atoms);
   std::cout << std::setprecision(6) << "NVE molecular dynamics: " << summary.atoms << " atoms, "
             << summary.steps << " steps of " << md.timestep_fs << " fs ("
             << static_cast<double>(summary.steps) * md.timestep_fs << " fs), started at "
-            << md.temperature_k << " K, mean temperature " << summary.mean_temperature_k << " K\n"
+            << summary.initial_temperature_k << " K, mean temperature " << summary.mean_temperature_k << " K\n"
             << "total energy [eV]: start " << std::setprecision(10) << summary.initial_total_ev
             << std::setprecision(4) << ", largest change " << summary.max_total_change_ev
             << " (" << 1000 * summary.max_total_change_ev / atoms << " meV/atom), std "
