@@ -11,8 +11,8 @@ void add_smiles_data_options(io::OptionSchema& s, const std::string& task, const
       "property", "lm"};
   s.option("index", "data", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index (CSV, .gz allowed)");
   s.option("split-file", "data", OptionType::path, "datasets/qm9/split.csv", "fixed split of the 3-D model (subset,index,id)");
-  s.option("train-limit", "data", OptionType::integer, "0", "train on the first n training " + examples + " (0: all)");
-  s.option("test-limit", "data", OptionType::integer, "0", "validate and test on the first n of each (0: all)");
+  s.option("train-limit", "data", OptionType::integer, "0", "train on n training " + examples + " drawn at random (fixed seed, independent of --seed; 0: all)");
+  s.option("test-limit", "data", OptionType::integer, "0", "validate and test on n of each, drawn at random as --train-limit (0: all)");
 }
 
 void smiles_data_from_options(const io::ResolvedOptions& o, const std::string& task, SmilesData& c) {
@@ -32,9 +32,12 @@ SmilesSubsets load_smiles_subsets(const SmilesData& c, const std::vector<std::st
   SmilesSubsets s;
   s.data = load_qm9_smiles(c.index, targets);
   const train::Split split = read_qm9_split(c.split_file, s.data);
-  s.train = first_n(split.train, c.train_limit);
-  s.validation = first_n(split.validation, c.test_limit);
-  s.test = first_n(split.test, c.test_limit);
+  // The split files list ids in increasing order, and QM9's first ids are its smallest molecules:
+  // a limit draws a sample (the same for every run and seed), never the first rows.
+  constexpr std::uint64_t kSubsetSeed = 0x5EED;
+  s.train = sample_n(split.train, c.train_limit, kSubsetSeed);
+  s.validation = sample_n(split.validation, c.test_limit, kSubsetSeed + 1);
+  s.test = sample_n(split.test, c.test_limit, kSubsetSeed + 2);
   if (s.train.empty()) throw ConfigError("the split leaves no training " + examples);
   std::vector<std::vector<std::string>> train_tokens;
   for (std::size_t i : s.train) train_tokens.push_back(tokenize_smiles(s.data.smiles[i], level, s.data.ids[i]));

@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iomanip>
+#include <numeric>
 #include <optional>
 #include <sstream>
 
@@ -293,6 +294,23 @@ std::vector<std::pair<std::string, double>> run_numbers(const TaskRunResult& run
 std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit) {
   if (limit > 0 && v.size() > limit) v.resize(limit);
   return v;
+}
+
+std::vector<std::size_t> sample_n(const std::vector<std::size_t>& v, std::size_t limit, std::uint64_t seed) {
+  if (limit == 0 || v.size() <= limit) return v;
+  std::vector<std::size_t> position(v.size());
+  std::iota(position.begin(), position.end(), std::size_t{0});
+  Rng rng(seed);
+  for (std::size_t k = 0; k < limit; ++k) {
+    const std::size_t j = k + static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(v.size() - k)));
+    std::swap(position[k], position[j]);
+  }
+  position.resize(limit);
+  std::sort(position.begin(), position.end());
+  std::vector<std::size_t> out;
+  out.reserve(limit);
+  for (const std::size_t p : position) out.push_back(v[p]);
+  return out;
 }
 
 const std::vector<std::size_t>& subset_rows(const train::Split& split, const std::string& subset) {

@@ -163,6 +163,10 @@ std::vector<std::pair<std::string, double>> run_numbers(const TaskRunResult& run
                                                         std::vector<std::pair<std::string, double>> extra);
 // The first `limit` entries of `v` (0: all).
 std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit);
+// `limit` entries of `v` drawn at random with `seed` (a partial Fisher-Yates shuffle), kept in
+// their order in `v` (0 or limit >= size: all). For subsets of id-ordered splits, whose first
+// rows are not a sample (QM9's first ids are its smallest molecules).
+std::vector<std::size_t> sample_n(const std::vector<std::size_t>& v, std::size_t limit, std::uint64_t seed);
 // The rows of subset "train", "validation" or "test" (ConfigError naming --subset otherwise).
 const std::vector<std::size_t>& subset_rows(const train::Split& split, const std::string& subset);
 // The FNV-1a digest of one training example's canonical bytes (for TrainableTask::data_fingerprint).

@@ -11,6 +11,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <numbers>
@@ -162,4 +163,21 @@ TEST_CASE("LM task: bits per character = manual log-softmax sum / ln 2, batch in
   CHECK(e.strings == 1000);
   CHECK(std::isfinite(e.bits_per_character));
   CHECK_THROWS_AS(evaluate_property_model(dir / "run" / "model.flt", cfg.index, cfg.split_file, "test", 64), ModelFileError);
+}
+
+TEST_CASE("subset limits draw a seeded sample in the split's order, not its first rows", "[tasks]") {
+  std::vector<std::size_t> ids(11023);
+  for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = 3 * i + 1;  // id-ordered, as split files
+  const auto a = sample_n(ids, 1000, 7), b = sample_n(ids, 1000, 7), c = sample_n(ids, 1000, 8);
+  CHECK(a == b);
+  CHECK(a != c);
+  REQUIRE(a.size() == 1000);
+  CHECK(std::is_sorted(a.begin(), a.end()));
+  CHECK(std::adjacent_find(a.begin(), a.end()) == a.end());  // distinct
+  // Spread over the whole range: a quarter of the sample in each quarter of the ids, roughly.
+  const auto in_last_quarter = std::count_if(a.begin(), a.end(), [&](std::size_t id) { return id > ids[ids.size() * 3 / 4]; });
+  CHECK(in_last_quarter > 200);
+  CHECK(in_last_quarter < 300);
+  CHECK(sample_n(ids, 0, 7) == ids);
+  CHECK(sample_n(ids, 20000, 7) == ids);
 }
