@@ -307,13 +307,13 @@ ImageTrainResult run_image_training(const ImageTrainConfig& cfg, const TaskOutpu
 
 void write_image_evaluation(const fs::path& dir, const ImageEvaluation& e,
                             const std::vector<std::pair<std::string, double>>& extra) {
-  std::vector<std::pair<std::string, double>> numbers{{"test_accuracy", e.accuracy}, {"test_loss", e.loss},
-                                                      {"test_images", static_cast<double>(e.count)}};
+  std::vector<std::pair<std::string, double>> numbers{{e.subset + "_accuracy", e.accuracy}, {e.subset + "_loss", e.loss},
+                                                      {e.subset + "_images", static_cast<double>(e.count)}};
   numbers.insert(numbers.end(), extra.begin(), extra.end());
-  write_metrics_json(dir / "test_metrics.json", numbers, {{"task", "image"}});
+  write_metrics_json(dir / (e.subset + "_metrics.json"), numbers, {{"task", "image"}, {"subset", e.subset}});
   const auto& names = fashion_mnist_classes();
   {
-    io::AtomicOutputFile out(dir / "test_metrics.csv");
+    io::AtomicOutputFile out(dir / (e.subset + "_metrics.csv"));
     io::write_csv_row(out.stream(), {"class", "name", "count", "correct", "accuracy"});
     std::size_t total = 0, correct = 0;
     for (std::size_t c = 0; c < e.per_class_count.size(); ++c) {
@@ -327,7 +327,7 @@ void write_image_evaluation(const fs::path& dir, const ImageEvaluation& e,
     out.commit();
   }
   {
-    io::AtomicOutputFile out(dir / "confusion.csv");
+    io::AtomicOutputFile out(dir / (e.subset == "test" ? std::string("confusion.csv") : e.subset + "_confusion.csv"));
     std::vector<std::string> header{"true\\predicted"};
     for (std::size_t c = 0; c < e.confusion.size(); ++c) header.push_back(std::to_string(c));
     io::write_csv_row(out.stream(), header);
@@ -357,7 +357,9 @@ ImageEvaluation evaluate_image_model(const fs::path& model_path, const fs::path&
                                                std::to_string(model->config().image_width));
   std::vector<std::size_t> idx(limit ? std::min(limit, set.count) : set.count);
   for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-  return evaluate_images(*model, set, sc, idx, batch_size, progress);
+  ImageEvaluation e = evaluate_images(*model, set, sc, idx, batch_size, progress);
+  e.subset = subset;
+  return e;
 }
 
 std::string format_image_evaluation(const ImageEvaluation& e) {

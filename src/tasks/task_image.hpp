@@ -42,6 +42,7 @@ struct ImageEvaluation {
   std::vector<std::size_t> per_class_count, per_class_correct;
   std::vector<std::vector<std::size_t>> confusion;  // [true][predicted]
   std::vector<int> predicted;                       // per evaluated image
+  std::string subset = "test";          // the split subset evaluated: names the output files and keys
 };
 
 struct ImageTrainResult {

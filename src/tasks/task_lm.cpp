@@ -198,14 +198,14 @@ LmTrainResult run_lm_training(const LmTrainConfig& cfg, const TaskOutput& output
 }
 
 void write_lm_evaluation(const fs::path& dir, const LmEvaluation& e, const std::vector<std::pair<std::string, double>>& extra) {
-  std::vector<std::pair<std::string, double>> numbers{{"test_bpc", e.bits_per_character},
-                                                      {"test_nll_nats", e.nll_nats},
-                                                      {"test_strings", static_cast<double>(e.strings)},
-                                                      {"test_positions", static_cast<double>(e.positions)},
-                                                      {"test_unknown_characters", static_cast<double>(e.unknown)}};
+  std::vector<std::pair<std::string, double>> numbers{{e.subset + "_bpc", e.bits_per_character},
+                                                      {e.subset + "_nll_nats", e.nll_nats},
+                                                      {e.subset + "_strings", static_cast<double>(e.strings)},
+                                                      {e.subset + "_positions", static_cast<double>(e.positions)},
+                                                      {e.subset + "_unknown_characters", static_cast<double>(e.unknown)}};
   numbers.insert(numbers.end(), extra.begin(), extra.end());
-  write_metrics_json(dir / "test_metrics.json", numbers, {{"task", "lm"}});
-  io::AtomicOutputFile out(dir / "test_metrics.csv");
+  write_metrics_json(dir / (e.subset + "_metrics.json"), numbers, {{"task", "lm"}, {"subset", e.subset}});
+  io::AtomicOutputFile out(dir / (e.subset + "_metrics.csv"));
   io::write_csv_row(out.stream(), {"strings", "positions", "unknown", "nll [nats/char]", "bpc [bits/char]"});
   io::write_csv_row(out.stream(), {std::to_string(e.strings), std::to_string(e.positions), std::to_string(e.unknown),
                                       io::csv_number(e.nll_nats), io::csv_number(e.bits_per_character)});
@@ -223,7 +223,9 @@ LmEvaluation evaluate_lm_model(const fs::path& model_path, const fs::path& index
   const SmilesDataset d = load_qm9_smiles(index, {"U0"});
   const train::Split split = read_qm9_split(split_file, d);
   const std::vector<std::size_t>* rows = &subset_rows(split, subset);
-  return evaluate_lm(*model, encode_rows(d, vocab, *rows), batch_size, progress);
+  LmEvaluation e = evaluate_lm(*model, encode_rows(d, vocab, *rows), batch_size, progress);
+  e.subset = subset;
+  return e;
 }
 
 std::string format_lm_evaluation(const LmEvaluation& e) {

@@ -33,6 +33,7 @@ struct LmEvaluation {
   std::size_t unknown = 0;        // characters outside the vocabulary (<unk> targets)
   double nll_nats = kNaN;         // mean -ln p per position
   double bits_per_character = kNaN;
+  std::string subset = "test";          // the split subset evaluated: names the output files and keys
 };
 
 struct LmTrainResult : SmilesTrainResult {

@@ -243,26 +243,26 @@ PropertyTrainResult run_property_training(const PropertyTrainConfig& cfg, const 
 void write_property_evaluation(const fs::path& dir, const PropertyEvaluation& e,
                                const std::vector<std::pair<std::string, double>>& extra) {
   if (e.ids.empty()) return;
-  train::write_metrics_csv(dir / "test_metrics.csv", e.targets, e.metrics);
-  train::write_predictions_csv(dir / "test_predictions.csv", "id", e.ids, e.targets,
+  train::write_metrics_csv(dir / (e.subset + "_metrics.csv"), e.targets, e.metrics);
+  train::write_predictions_csv(dir / (e.subset + "_predictions.csv"), "id", e.ids, e.targets,
                                std::span<const double>(e.predicted.data(), static_cast<std::size_t>(e.predicted.size())),
                                std::span<const double>(e.truth.data(), static_cast<std::size_t>(e.truth.size())));
-  std::vector<std::pair<std::string, double>> numbers{{"test_molecules", static_cast<double>(e.ids.size())}, {"test_loss", e.loss}};
-  std::vector<std::pair<std::string, std::string>> strings{{"task", "property"}};
+  std::vector<std::pair<std::string, double>> numbers{{e.subset + "_molecules", static_cast<double>(e.ids.size())}, {e.subset + "_loss", e.loss}};
+  std::vector<std::pair<std::string, std::string>> strings{{"task", "property"}, {"subset", e.subset}};
   for (std::size_t t = 0; t < e.targets.size(); ++t) {
-    numbers.push_back({"test_mae." + e.targets[t].name, e.metrics[t].mae});
-    numbers.push_back({"test_rmse." + e.targets[t].name, e.metrics[t].rmse});
-    numbers.push_back({"test_r2." + e.targets[t].name, e.metrics[t].r2});
+    numbers.push_back({e.subset + "_mae." + e.targets[t].name, e.metrics[t].mae});
+    numbers.push_back({e.subset + "_rmse." + e.targets[t].name, e.metrics[t].rmse});
+    numbers.push_back({e.subset + "_r2." + e.targets[t].name, e.metrics[t].r2});
     strings.push_back({"unit." + e.targets[t].name, e.targets[t].unit});
     std::vector<double> yt(e.ids.size()), yp(e.ids.size());
     for (std::size_t i = 0; i < e.ids.size(); ++i) {
       yt[i] = e.truth(static_cast<Index>(i), static_cast<Index>(t));
       yp[i] = e.predicted(static_cast<Index>(i), static_cast<Index>(t));
     }
-    io::write_svg(dir / ("parity_" + e.targets[t].name + ".svg"), train::readable_parity_svg(e.targets[t].name, e.targets[t].unit, yt, yp, nullptr, "test"));
+    io::write_svg(dir / ("parity_" + e.targets[t].name + ".svg"), train::readable_parity_svg(e.targets[t].name, e.targets[t].unit, yt, yp, nullptr, e.subset));
   }
   numbers.insert(numbers.end(), extra.begin(), extra.end());
-  write_metrics_json(dir / "test_metrics.json", numbers, strings);
+  write_metrics_json(dir / (e.subset + "_metrics.json"), numbers, strings);
 }
 
 PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs::path& index, const fs::path& split_file,
@@ -306,7 +306,9 @@ PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs:
   const train::Split split = read_qm9_split(split_file, d);
   const std::vector<std::size_t>* rows = &subset_rows(split, subset);
   const auto encoded = encode_all(d, vocab, level);
-  return evaluate_rows(*model, d, encoded, norm, loss, *rows, batch_size, progress);
+  PropertyEvaluation e = evaluate_rows(*model, d, encoded, norm, loss, *rows, batch_size, progress);
+  e.subset = subset;
+  return e;
 }
 
 std::string format_property_evaluation(const PropertyEvaluation& e) {

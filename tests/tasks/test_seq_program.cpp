@@ -114,6 +114,24 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   r = run_flt("seq eval --task property --model "s + q(dir / "p" / "model.flt") + data, dir.path());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("molecules: 1000") != std::string::npos);
+  // An evaluation never writes into a training run directory (its test results would be
+  // replaced), and its files are named by the subset evaluated.
+  const std::string run_metrics = io::read_file(dir / "p" / "test_metrics.json");
+  r = run_flt("seq eval --task property --model "s + q(dir / "p" / "model.flt") + data + " --subset train --out "s +
+                  q(dir / "p"),
+              dir.path());
+  CHECK(r.status == 2);
+  CHECK(r.err.find("is a training run directory") != std::string::npos);
+  CHECK(io::read_file(dir / "p" / "test_metrics.json") == run_metrics);
+  r = run_flt("seq eval --task property --model "s + q(dir / "p" / "model.flt") + data + " --subset validation --out "s +
+                  q(dir / "pv"),
+              dir.path());
+  REQUIRE(r.status == 0);
+  const nlohmann::json pv = io::parse_json(io::read_file(dir / "pv" / "validation_metrics.json"));
+  CHECK(pv.at("subset").get<std::string>() == "validation");
+  CHECK(pv.contains("validation_mae.gap"));
+  CHECK(std::filesystem::exists(dir / "pv" / "validation_predictions.csv"));
+  CHECK_FALSE(std::filesystem::exists(dir / "pv" / "test_metrics.json"));
   // The task is read back from the run's config.ini on --resume (nothing left to do: same model).
   const std::string before = io::read_file(dir / "p" / "model.flt");
   r = run_flt("seq train --resume --out "s + q(dir / "p"), dir.path());

@@ -62,7 +62,7 @@ int run_image_eval(const std::vector<std::string>& args) {
                                 progress.callback());
   progress.finish();
   if (o.has("out")) {
-    std::filesystem::create_directories(o.get_string("out"));
+    prepare_evaluation_directory(o.get_string("out"));
     tasks::write_image_evaluation(o.get_string("out"), e);
   }
   std::cout << tasks::format_image_evaluation(e) << std::flush;

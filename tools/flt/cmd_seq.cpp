@@ -101,7 +101,7 @@ int run_seq_eval(const std::vector<std::string>& args) {
                                                                    progress.callback());
     progress.finish();
     if (o.has("out")) {
-      std::filesystem::create_directories(o.get_string("out"));
+      prepare_evaluation_directory(o.get_string("out"));
       tasks::write_property_evaluation(o.get_string("out"), e);
     }
     std::cout << tasks::format_property_evaluation(e) << std::flush;
@@ -110,7 +110,7 @@ int run_seq_eval(const std::vector<std::string>& args) {
                                                        o.get_string("subset"), batch, progress.callback());
     progress.finish();
     if (o.has("out")) {
-      std::filesystem::create_directories(o.get_string("out"));
+      prepare_evaluation_directory(o.get_string("out"));
       tasks::write_lm_evaluation(o.get_string("out"), e);
     }
     std::cout << tasks::format_lm_evaluation(e) << std::flush;

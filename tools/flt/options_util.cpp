@@ -4,6 +4,7 @@
 #include "core/log.hpp"
 #include "commands.hpp"
 #include "io/progress.hpp"
+#include "train/run_dir.hpp"
 
 #include <filesystem>
 #include <iostream>
@@ -111,6 +112,15 @@ void apply_trained_conformers(const pipeline::Predictor& predictor, const io::Re
            read.optimize == chem::Optimize::mmff ? "mmff" : "none", ", attempts ", read.conformer_attempts,
            " (the model's training used seed ", trained->seed, ", ",
            trained->optimize == chem::Optimize::mmff ? "mmff" : "none", ", ", trained->attempts, ")");
+}
+
+void prepare_evaluation_directory(const std::string& dir) {
+  if (train::is_run_directory(dir))
+    throw UsageError("--out " + dir + " is a training run directory: the evaluation's files would replace the run's "
+                     "results; write them to another directory");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw IoError(dir, "cannot create the directory: " + ec.message());
 }
 
 void refuse_output_among_inputs(const std::vector<std::string>& inputs, const std::string& output) {

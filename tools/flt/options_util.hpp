@@ -93,6 +93,10 @@ void apply_conformer_options(const io::ResolvedOptions& options, chem::ReadOptio
 void apply_trained_conformers(const pipeline::Predictor& predictor, const io::ResolvedOptions& options,
                               const std::string& seed_option, chem::ReadOptions& read);
 
+// The directory an evaluation writes into (--out), created if missing; a training run directory
+// (its .flt-run marker) is refused (UsageError): evaluation files would replace the run's own.
+void prepare_evaluation_directory(const std::string& dir);
+
 // UsageError when `output` names the same file as one of `inputs` (writing it would replace the
 // input being read); "-" and paths that do not exist yet are never the same.
 void refuse_output_among_inputs(const std::vector<std::string>& inputs, const std::string& output);
