@@ -15,6 +15,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -69,7 +70,10 @@ PropertyEvaluation evaluate_rows(TokenModel<float>& model, const SmilesDataset& 
   PropertyEvaluation e;
   const auto P = static_cast<Index>(d.targets.size());
   e.targets = d.columns();
-  for (std::size_t r : rows) e.ids.push_back(d.ids[r]);
+  for (std::size_t r : rows) {
+    e.ids.push_back(d.ids[r]);
+    e.unknown_tokens += static_cast<std::size_t>(std::count(encoded[r].begin(), encoded[r].end(), Vocabulary::kUnk));
+  }
   const Mat<double> z = predict_rows(model, encoded, rows, batch_size, P, progress);
   const Mat<double> comp = take_rows(d.composition, rows);
   e.truth = take_rows(d.labels, rows);
@@ -247,7 +251,8 @@ void write_property_evaluation(const fs::path& dir, const PropertyEvaluation& e,
   train::write_predictions_csv(dir / (e.subset + "_predictions.csv"), "id", e.ids, e.targets,
                                std::span<const double>(e.predicted.data(), static_cast<std::size_t>(e.predicted.size())),
                                std::span<const double>(e.truth.data(), static_cast<std::size_t>(e.truth.size())));
-  std::vector<std::pair<std::string, double>> numbers{{e.subset + "_molecules", static_cast<double>(e.ids.size())}, {e.subset + "_loss", e.loss}};
+  std::vector<std::pair<std::string, double>> numbers{{e.subset + "_molecules", static_cast<double>(e.ids.size())}, {e.subset + "_loss", e.loss},
+                                                      {e.subset + "_unknown_tokens", static_cast<double>(e.unknown_tokens)}};
   std::vector<std::pair<std::string, std::string>> strings{{"task", "property"}, {"subset", e.subset}};
   for (std::size_t t = 0; t < e.targets.size(); ++t) {
     numbers.push_back({e.subset + "_mae." + e.targets[t].name, e.metrics[t].mae});
@@ -313,7 +318,9 @@ PropertyEvaluation evaluate_property_model(const fs::path& model_path, const fs:
 
 std::string format_property_evaluation(const PropertyEvaluation& e) {
   std::ostringstream out;
-  out << "molecules: " << e.ids.size() << "\n";
+  out << "molecules: " << e.ids.size();
+  if (e.unknown_tokens > 0) out << ", " << e.unknown_tokens << " SMILES tokens outside the vocabulary (read as <unk>)";
+  out << "\n";
   out << "  " << std::left << std::setw(10) << "target" << std::setw(14) << "unit" << std::right << std::setw(8) << "n"
       << std::setw(14) << "MAE" << std::setw(14) << "RMSE" << std::setw(10) << "R^2" << '\n';
   for (std::size_t t = 0; t < e.metrics.size(); ++t) {

@@ -40,6 +40,7 @@ struct PropertyEvaluation {
   Mat<double> predicted, truth;        // rows = molecules, physical units
   std::vector<train::Metrics> metrics; // per target
   double loss = kNaN;                  // on standardised targets
+  std::size_t unknown_tokens = 0;      // SMILES tokens outside the training vocabulary (read as <unk>)
   std::string subset = "test";          // the split subset evaluated: names the output files and keys
 };
 

@@ -2,6 +2,7 @@
 // examples): train, eval, --config round trip, --resume, exit codes and messages.
 #include "task_test_util.hpp"
 #include "io/atomic_file.hpp"
+#include "io/compressed.hpp"
 #include "io/json.hpp"
 
 #include <catch2/catch.hpp>
@@ -132,6 +133,22 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   CHECK(pv.contains("validation_mae.gap"));
   CHECK(std::filesystem::exists(dir / "pv" / "validation_predictions.csv"));
   CHECK_FALSE(std::filesystem::exists(dir / "pv" / "test_metrics.json"));
+  // A test molecule whose SMILES has a token the training never saw (gdb 129 as [CH3]CNC=O): read
+  // as <unk>, and counted.
+  {
+    std::string index = io::read_maybe_gzip(tasks::testing::qm9_index());
+    const auto at = index.find(",CCNC=O,");
+    REQUIRE(at != std::string::npos);
+    index.replace(at, 8, ",[CH3]CNC=O,");
+    io::write_file_atomic(dir / "unk_index.csv", index);
+  }
+  r = run_flt("seq eval --task property --model "s + q(dir / "p" / "model.flt") + " --index "s + q(dir / "unk_index.csv") +
+                  " --split-file "s + q(tasks::testing::qm9_split()) + " --out "s + q(dir / "unk"),
+              dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("SMILES tokens outside the vocabulary") != std::string::npos);
+  CHECK(io::parse_json(io::read_file(dir / "unk" / "test_metrics.json")).at("test_unknown_tokens").get<double>() >= 1);
   // The task is read back from the run's config.ini on --resume (nothing left to do: same model).
   const std::string before = io::read_file(dir / "p" / "model.flt");
   r = run_flt("seq train --resume --out "s + q(dir / "p"), dir.path());
