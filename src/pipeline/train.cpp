@@ -543,6 +543,7 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   c.resume = o.get_bool("resume");
   if (c.overwrite && c.resume) throw ConfigError("--overwrite and --resume exclude each other");
   c.stop_after_epoch = o.get_int("stop-after-epoch");
+  if (c.stop_after_epoch < 0) throw ConfigError("--stop-after-epoch must be >= 0 (0: off)");
   c.split_only = o.get_bool("split-only");
 
   // The resolved INI in schema order, with the inputs (file and positional) first in [data], so

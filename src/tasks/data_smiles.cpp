@@ -38,8 +38,9 @@ void check_printable(std::string_view s, const std::string& where) {
   for (std::size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c < 0x21 || c > 0x7e)
-      throw InvalidArgument(where + ": character " + std::to_string(c) + " at position " + std::to_string(i + 1) +
-                            " is not printable ASCII");
+      throw InvalidArgument(where + ": " + (c == 0x20 ? std::string("a space") : "character " + std::to_string(c)) +
+                            " at position " + std::to_string(i + 1) +
+                            " (a SMILES is printable ASCII without blanks)");
   }
 }
 

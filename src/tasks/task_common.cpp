@@ -244,6 +244,7 @@ TaskRunConfig run_config_from_options(const io::ResolvedOptions& o) {
   c.resume = o.get_bool("resume");
   if (c.overwrite && c.resume) throw ConfigError("--overwrite and --resume exclude each other");
   c.stop_after_epoch = o.get_int("stop-after-epoch");
+  if (c.stop_after_epoch < 0) throw ConfigError("--stop-after-epoch must be >= 0 (0: off)");
   return c;
 }
 

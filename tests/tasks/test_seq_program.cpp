@@ -104,6 +104,14 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   r = run_flt("seq eval --task lm --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("strings: 1000") != std::string::npos);
+  // Without --task: the model's own task.
+  r = run_flt("seq eval --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("strings: 1000") != std::string::npos);
+  // --stop-after-epoch takes no negative value.
+  r = run_flt("seq train --task lm --out "s + q(dir / "neg") + data + " --stop-after-epoch -1", dir.path());
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--stop-after-epoch must be >= 0") != std::string::npos);
 
   r = run_flt("seq train --task property --targets gap,mu --out "s + q(dir / "p") + data +
                   " --train-limit 200 --test-limit 100 --epochs 1 --attention performer"s + kTinyModel,

@@ -11,6 +11,7 @@
 #include "tasks/task_lm.hpp"
 #include "tasks/task_property.hpp"
 #include "io/ini.hpp"
+#include "io/model_file.hpp"
 #include "io/progress.hpp"
 
 #include <omp.h>
@@ -44,7 +45,8 @@ const char* kUsage =
 io::OptionSchema eval_schema() {
   using io::OptionType;
   io::OptionSchema s;
-  s.option("task", "", OptionType::string, "property", "property or lm").choices = {"property", "lm"};
+  s.option("task", "", OptionType::string, "property", "property or lm (default: the model's own task)").choices = {
+      "property", "lm"};
   s.option("model", "", OptionType::path, std::nullopt, "model file written by flt seq train");
   s.option("index", "", OptionType::path, "datasets/qm9/qm9_subset_index.csv.gz", "QM9 SMILES index");
   s.option("split-file", "", OptionType::path, "datasets/qm9/split.csv", "split file (subset,index,id)");
@@ -95,7 +97,13 @@ int run_seq_eval(const std::vector<std::string>& args) {
   if (o.get_int("threads") > 0) omp_set_num_threads(static_cast<int>(o.get_int("threads")));
   const auto batch = static_cast<std::size_t>(o.get_int("batch-size"));
   EvalProgressBar progress(progress_output(parsed->quiet));
-  if (o.get_string("task") == "property") {
+  // Without --task: the task the model was trained for (its task.kind).
+  std::string task = o.get_string("task");
+  if (o.source("task").kind == io::OptionSource::Kind::default_value) {
+    const io::ModelFile file = io::read_model_file(o.get_string("model"));
+    if (file.has_metadata("task.kind") && file.metadata("task.kind") == "lm") task = "lm";
+  }
+  if (task == "property") {
     const tasks::PropertyEvaluation e = tasks::evaluate_property_model(o.get_string("model"), o.get_string("index"),
                                                                    o.get_string("split-file"), o.get_string("subset"), batch,
                                                                    progress.callback());
