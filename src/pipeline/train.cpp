@@ -709,6 +709,11 @@ class MoleculeTrainable final : public train::Trainable {
     return true;
   }
   std::string data_checksum() const override { return checksum_; }
+  std::string validation_checksum() const override {
+    std::vector<std::uint64_t> digests;
+    for (const std::size_t i : split_.validation) digests.push_back(data_.digests[i]);
+    return io::training_data_checksum(digests);
+  }
 
   void before_training() override {
     const int ranks = world_.size();

@@ -103,6 +103,7 @@ class TokenTrainable final : public train::Trainable {
     return c;
   }
   std::string data_checksum() const override { return task_.data_fingerprint(); }
+  std::string validation_checksum() const override { return task_.validation_fingerprint(); }
   void save_state(train::Checkpoint& ck) const override {
     ck.set_integer("feature_draw", static_cast<std::int64_t>(model_.feature_draw()));
   }

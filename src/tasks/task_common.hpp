@@ -85,6 +85,8 @@ class TrainableTask {
   // The checksum of the training data: io::training_data_checksum of the examples' digests
   // (example_digest) in training order; --resume refuses other data.
   virtual std::string data_fingerprint() const = 0;
+  // The same of the validation examples (--resume refuses other validation data); empty: none.
+  virtual std::string validation_fingerprint() const { return {}; }
   // Metadata stored in model.flt (keys not starting with "model."): vocabulary, normalisation...
   virtual std::map<std::string, std::string> model_metadata() const = 0;
 };

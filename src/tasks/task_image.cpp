@@ -116,11 +116,14 @@ class ImageTask final : public TrainableTask {
     return r;
   }
 
-  std::string data_fingerprint() const override {
+  std::string data_fingerprint() const override { return fingerprint(train_); }
+  std::string validation_fingerprint() const override { return fingerprint(val_); }
+
+  std::string fingerprint(const std::vector<std::size_t>& rows) const {
     // Per image: its pixels and label.
     std::vector<std::uint64_t> digests;
     std::string bytes;
-    for (std::size_t i : train_) {
+    for (std::size_t i : rows) {
       bytes.assign(reinterpret_cast<const char*>(set_.image(i)), set_.rows * set_.cols);
       bytes.push_back(static_cast<char>(set_.labels[i]));
       digests.push_back(example_digest(bytes));

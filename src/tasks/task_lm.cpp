@@ -89,10 +89,14 @@ class LmTask final : public TrainableTask {
     return r;
   }
 
-  std::string data_fingerprint() const override {
+  std::string data_fingerprint() const override { return fingerprint(train_); }
+  std::string validation_fingerprint() const override { return fingerprint(val_); }
+
+  template <class Strings>
+  std::string fingerprint(const Strings& strings) const {
     // Per string: its characters.
     std::vector<std::uint64_t> digests;
-    for (const auto& s : train_) {
+    for (const auto& s : strings) {
       std::string bytes;
       for (auto id : s) bytes += vocab_.token(id);
       digests.push_back(example_digest(bytes));

@@ -137,10 +137,13 @@ class PropertyTask final : public TrainableTask {
     return r;
   }
 
-  std::string data_fingerprint() const override {
+  std::string data_fingerprint() const override { return fingerprint(train_); }
+  std::string validation_fingerprint() const override { return fingerprint(val_); }
+
+  std::string fingerprint(const std::vector<std::size_t>& rows) const {
     // Per molecule: its SMILES and labels.
     std::vector<std::uint64_t> digests;
-    for (std::size_t i : train_) {
+    for (std::size_t i : rows) {
       std::string bytes = d_.smiles[i] + "\n";
       const auto row = d_.labels.row(static_cast<Index>(i));
       for (Index t = 0; t < row.size(); ++t) bytes += io::csv_number(row(t)) + ",";

@@ -86,7 +86,8 @@ std::vector<CurveRow> read_curve(const fs::path& path, const std::vector<std::st
 
 void save_state(Checkpoint& ck, const RunState& st, std::span<const float> params, const AdamW<float>& opt,
                 const ExponentialMovingAverage<float>* ema, const ReduceLROnPlateau* plateau,
-                const std::string& fingerprint, const std::string& checksum) {
+                const std::string& fingerprint, const std::string& checksum,
+                const std::string& validation_checksum) {
   ck.epoch = st.epoch;
   ck.step = st.step;
   ck.set_array<float>("params", params);
@@ -112,6 +113,7 @@ void save_state(Checkpoint& ck, const RunState& st, std::span<const float> param
   ck.set_scalar("seconds", st.seconds);
   ck.set_text("config", fingerprint);
   ck.set_text("data_checksum", checksum);
+  if (!validation_checksum.empty()) ck.set_text("validation_checksum", validation_checksum);
 }
 
 // The weights to evaluate and ship: the EMA shadow when averaging, else the live parameters.
@@ -210,6 +212,7 @@ EngineResult Engine::run(Trainable& task) {
   if (n == 0) throw ConfigError("no training examples");
   const std::vector<std::string> columns = task.curve_columns();
   const std::string checksum = task.data_checksum();
+  const std::string validation_checksum = task.validation_checksum();
 
   // An epoch's batches: a pure function of (seed, epoch) and the trainable's cut.
   const auto epoch_batches = [&](std::int64_t epoch) {
@@ -274,6 +277,12 @@ EngineResult Engine::run(Trainable& task) {
       throw ConfigError(dir.string() + ": --resume with different training data (checksum " + checksum + ", run " +
                         stored + ")");
     }
+    // Checkpoints of earlier runs have no validation checksum: nothing to compare.
+    if (!validation_checksum.empty() && ck.has_text("validation_checksum") &&
+        ck.text("validation_checksum") != validation_checksum)
+      throw ConfigError(dir.string() + ": --resume with different validation data (checksum " + validation_checksum +
+                        ", run " + ck.text("validation_checksum") +
+                        "): the best epoch would be chosen among metrics of other molecules");
     ck.get_array<float>("params", store.values());
     AdamWState<float> as;
     as.step = ck.integer("adam_step");
@@ -398,7 +407,8 @@ EngineResult Engine::run(Trainable& task) {
 
     Checkpoint ck;
     for (const auto& b : batches) ck.data_order.insert(ck.data_order.end(), b.begin(), b.end());  // the epoch's order
-    save_state(ck, st, store.values(), opt, ema.get(), plateau.get(), cfg.config_fingerprint, checksum);
+    save_state(ck, st, store.values(), opt, ema.get(), plateau.get(), cfg.config_fingerprint, checksum,
+               validation_checksum);
     task.save_state(ck);
     if (cfg.writer) {
       write_curve(dir / "learning_curve.csv", columns, curve);

@@ -114,6 +114,9 @@ class Trainable {
   virtual std::vector<std::string> curve_columns() const = 0;
   // The checksum of the training data (io checksums); --resume refuses another one.
   virtual std::string data_checksum() const = 0;
+  // The checksum of the validation data, which the best epoch is chosen on; --resume refuses
+  // another one (the epochs' metrics would not compare). Empty: not checked.
+  virtual std::string validation_checksum() const { return {}; }
   // On --resume, a stored checksum that is not data_checksum(): whether it is an earlier kind of
   // checksum of the same data (then the run continues; default: no).
   virtual bool accepts_stored_checksum(const std::string& /*stored*/) { return false; }

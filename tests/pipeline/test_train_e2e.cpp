@@ -173,6 +173,19 @@ TEST_CASE("flt train: tiny model end to end, determinism, --config round trip, r
     REQUIRE(curve3.records().size() == 3);
     CHECK(curve3.records()[2].train_loss == curve.records()[2].train_loss);
   }
+  SECTION("--resume with other validation data is refused") {
+    const fs::path run8 = dir / "run8";
+    const auto r8 = run_flt("train " + tiny_args() + " --out '" + run8.string() + "' --stop-after-epoch 1", dir.path());
+    INFO(r8.err);
+    REQUIRE(r8.status == 0);
+    train::Checkpoint ck = train::read_checkpoint(run8 / "checkpoint-last.flt");
+    REQUIRE(ck.has_text("validation_checksum"));
+    ck.set_text("validation_checksum", "fnv1a64-mol:0123456789abcdef");  // as if a validation label changed
+    train::write_checkpoint(run8 / "checkpoint-last.flt", ck);
+    const auto other = run_flt("train --resume --out '" + run8.string() + "'", dir.path());
+    CHECK(other.status != 0);
+    CHECK_THAT(other.err, Catch::Contains("different validation data"));
+  }
   SECTION("a run whose checkpoint has the earlier data checksum resumes after the data are checked against it") {
     const fs::path run7 = dir / "run7";
     const auto r7 = run_flt("train " + tiny_args() + " --out '" + run7.string() + "' --stop-after-epoch 1", dir.path());

@@ -59,10 +59,12 @@ class LeastSquares final : public Trainable {
   }
   std::vector<std::string> curve_columns() const override { return {"val_mse"}; }
   std::string data_checksum() const override { return checksum; }
+  std::string validation_checksum() const override { return validation; }
 
   std::vector<std::vector<float>> validated;  // the weights of each validate()
   std::vector<double> script;                 // selection metrics per epoch (empty: the loss)
   std::string checksum = "fnv1a64-mol:0123456789abcdef";
+  std::string validation = "fnv1a64-mol:00000000000000aa";
 
  private:
   double residual(std::span<const float> w, std::size_t p) const {
@@ -149,6 +151,12 @@ TEST_CASE("engine: --resume refuses another configuration or other data", "[trai
     LeastSquares u;
     u.checksum = "fnv1a64-mol:fedcba9876543210";
     CHECK_THROWS_WITH(Engine(c).run(u), Catch::Contains("different training data"));
+  }
+  {
+    // Other validation data: the best epoch would compare metrics of other examples.
+    LeastSquares u;
+    u.validation = "fnv1a64-mol:00000000000000bb";
+    CHECK_THROWS_WITH(Engine(c).run(u), Catch::Contains("different validation data"));
   }
   {
     // A checksum of an earlier kind (the tasks' crc32 before the common engine): a clear error.
