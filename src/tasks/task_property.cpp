@@ -218,8 +218,33 @@ PropertyTrainResult run_property_training(const PropertyTrainConfig& cfg, const 
   const SmilesSubsets sub = load_smiles_subsets(cfg, cfg.targets, cfg.tokenization, "molecules");
   const SmilesDataset& d = sub.data;
   const auto& train_rows = sub.train;
-  const auto& val_rows = sub.validation;
-  const auto& test_rows = sub.test;
+  // Molecules with an element no training molecule has: its reference energy would be a guess (0),
+  // so, as flt train does, they leave the validation and test subsets, with a warning.
+  std::vector<char> trained_element(d.elements.size(), 0);
+  for (const std::size_t r : train_rows)
+    for (std::size_t e = 0; e < d.elements.size(); ++e)
+      if (d.composition(static_cast<Index>(r), static_cast<Index>(e)) > 0) trained_element[e] = 1;
+  const auto known_elements_only = [&](const std::vector<std::size_t>& rows, const char* subset) {
+    std::vector<std::size_t> kept;
+    std::vector<std::string> left_out;
+    for (const std::size_t r : rows) {
+      bool known = true;
+      for (std::size_t e = 0; e < d.elements.size(); ++e)
+        known = known && (trained_element[e] || d.composition(static_cast<Index>(r), static_cast<Index>(e)) == 0);
+      if (known) kept.push_back(r);
+      else left_out.push_back(d.ids[r]);
+    }
+    if (!left_out.empty()) {
+      std::string first;
+      for (std::size_t k = 0; k < left_out.size() && k < 5; ++k) first += (k ? ", " : "") + left_out[k];
+      log_warning(left_out.size(), " ", subset, " molecule", left_out.size() == 1 ? "" : "s",
+                  " left out: an element not among the training molecules' (", first,
+                  left_out.size() > 5 ? ", ..." : "", ")");
+    }
+    return kept;
+  };
+  const std::vector<std::size_t> val_rows = known_elements_only(sub.validation, "validation");
+  const std::vector<std::size_t> test_rows = known_elements_only(sub.test, "test");
   const Vocabulary& vocab = sub.vocabulary;
   const auto encoded = encode_all(d, vocab, cfg.tokenization);
   const TargetNormalisation norm = fit_target_normalisation(d, train_rows, cfg.fit_reference);

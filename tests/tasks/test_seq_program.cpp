@@ -104,6 +104,20 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   r = run_flt("seq eval --task lm --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("strings: 1000") != std::string::npos);
+  // Validation and test molecules with an element no training molecule has (O: the training set
+  // is methane and ammonia) leave their subsets with a warning, as in flt train.
+  io::write_file_atomic(dir / "tiny_split.csv", "subset,index,id\ntrain,0,gdb 1\ntrain,1,gdb 2\nvalidation,2,gdb 3\n"
+                                                  "validation,5,gdb 7\ntest,3,gdb 5\ntest,4,gdb 6\n");
+  r = run_flt("seq train --task property --targets U0 --out "s + q(dir / "tiny") + " --index "s +
+                  q(tasks::testing::qm9_index()) + " --split-file "s + q(dir / "tiny_split.csv") + " --epochs 1"s +
+                  kTinyModel,
+              dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("1 validation molecule left out: an element not among the training molecules' (gdb 3)") !=
+        std::string::npos);
+  CHECK(r.err.find("1 test molecule left out") != std::string::npos);
+  CHECK(io::read_file(dir / "tiny" / "test_predictions.csv").find("gdb 6") == std::string::npos);
   // Without --task: the model's own task.
   r = run_flt("seq eval --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
   REQUIRE(r.status == 0);
