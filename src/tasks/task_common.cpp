@@ -303,10 +303,7 @@ std::vector<std::size_t> sample_n(const std::vector<std::size_t>& v, std::size_t
   std::vector<std::size_t> position(v.size());
   std::iota(position.begin(), position.end(), std::size_t{0});
   Rng rng(seed);
-  for (std::size_t k = 0; k < limit; ++k) {
-    const std::size_t j = k + static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(v.size() - k)));
-    std::swap(position[k], position[j]);
-  }
+  rng.shuffle(position);
   position.resize(limit);
   std::sort(position.begin(), position.end());
   std::vector<std::size_t> out;

@@ -165,7 +165,7 @@ std::vector<std::pair<std::string, double>> run_numbers(const TaskRunResult& run
                                                         std::vector<std::pair<std::string, double>> extra);
 // The first `limit` entries of `v` (0: all).
 std::vector<std::size_t> first_n(std::vector<std::size_t> v, std::size_t limit);
-// `limit` entries of `v` drawn at random with `seed` (a partial Fisher-Yates shuffle), kept in
+// `limit` entries of `v` drawn at random with `seed` (Rng::shuffle of the positions), kept in
 // their order in `v` (0 or limit >= size: all). For subsets of id-ordered splits, whose first
 // rows are not a sample (QM9's first ids are its smallest molecules).
 std::vector<std::size_t> sample_n(const std::vector<std::size_t>& v, std::size_t limit, std::uint64_t seed);
