@@ -101,6 +101,13 @@ struct TokenModelConfig {
 std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenModelConfig& config);
 TokenModelConfig token_config_from_strings(const std::map<std::string, std::string>& values);
 
+// The configuration keys that change nothing for attention `kind`, so that a front end can refuse
+// them rather than accept them silently. performer has no RPE: every key of the mask (variant,
+// spectrum and its initialisation) and of FLT's random Fourier features of it (num_frequencies,
+// proposal, proposal_scale, block_size). toeplitz applies the mask exactly: FLT's Fourier-feature
+// keys num_frequencies and block_size (the proposal still bounds the spectrum's widths). flt: none.
+const std::vector<std::string>& config_keys_without_effect(TokenAttention kind);
+
 // One ragged batch. tokens: `ids` holds the N token ids of all sequences, `sets` the sequences.
 // patches: `pixels` holds one image per row (S x image_height*image_width, row-major pixels,
 // already scaled as the caller wants, e.g. to [0, 1]); `sets` is filled by the model (every image

@@ -127,6 +127,20 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenMo
   };
 }
 
+const std::vector<std::string>& config_keys_without_effect(TokenAttention kind) {
+  static const std::vector<std::string> none;
+  static const std::vector<std::string> performer = {
+      "variant",        "num_frequencies", "spectrum",   "spectrum_components", "window_radii", "proposal",
+      "proposal_scale", "init_sigma_min",  "init_sigma_max", "init_beta",      "block_size"};
+  static const std::vector<std::string> toeplitz = {"num_frequencies", "block_size"};
+  switch (kind) {
+    case TokenAttention::flt: return none;
+    case TokenAttention::performer: return performer;
+    case TokenAttention::toeplitz: return toeplitz;
+  }
+  return none;
+}
+
 TokenModelConfig token_config_from_strings(const std::map<std::string, std::string>& values) {
   const ConfigReader in("token model configuration", values);
   TokenModelConfig c;

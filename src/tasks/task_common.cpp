@@ -251,16 +251,38 @@ TaskRunConfig run_config_from_options(const io::ResolvedOptions& o) {
 
 TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const TokenModelConfig& base,
                                            const std::vector<std::string>& owned) {
-  std::map<std::string, std::string> values;
+  std::map<std::string, std::string> values, defaults;
   for (const auto& [key, value] : models::config_to_strings(base)) {
+    defaults[key] = value;
     if (task_owns(key, owned, base)) values[key] = value;
     else values[key] = o.get_string(dashed(key));
   }
+  TokenModelConfig config;
   try {
-    return models::token_config_from_strings(values);
+    config = models::token_config_from_strings(values);
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("model options: ") + e.what());
   }
+  // An option that changes nothing for the chosen attention kind is refused, as flt train refuses
+  // model options that do not apply (charge_formal without a charge_energy): a Performer run
+  // given RPE options would otherwise look like an RPE experiment. Given on the command line it is
+  // refused at any value; from a file only at a value other than the default, because a run's
+  // resolved config.ini (read back by --config and --resume) lists every option.
+  for (const std::string& key : models::config_keys_without_effect(config.attention)) {
+    if (task_owns(key, owned, base)) continue;
+    const std::string option = dashed(key);
+    const io::OptionSource& source = o.source(option);
+    const bool given = source.kind == io::OptionSource::Kind::command_line ||
+                       (source.kind == io::OptionSource::Kind::file && values.at(key) != defaults.at(key));
+    if (!given) continue;
+    const std::string why = config.attention == TokenAttention::performer
+                                ? "performer attention has no relative positional encoding"
+                                : "toeplitz applies the RPE mask exactly by FFT, without FLT's random Fourier features "
+                                  "or its streaming blocks";
+    throw ConfigError("model options: --" + option + " (" + source.where + ") has no effect with --attention " +
+                      models::to_string(config.attention) + " (" + why + "); leave it out");
+  }
+  return config;
 }
 
 io::ResolvedOptions parse_task_command_line(const io::OptionSchema& schema, const std::vector<std::string>& args,

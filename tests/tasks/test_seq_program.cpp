@@ -25,10 +25,12 @@ std::string q(const fs::path& p) {
 }
 
 // The per-token (LM) head has no hidden layer, so --head-hidden is an option of the pooled-head
-// tasks (image, property) only.
-const std::string kTinyTokenModel =
-    " --width 16 --heads 2 --blocks 1 --mlp-hidden 32 --num-features 8 --num-frequencies 8 --threads 1";
+// tasks (image, property) only; a Performer model has no RPE, so --num-frequencies is not one of
+// its options.
+const std::string kTinyEncoder = " --width 16 --heads 2 --blocks 1 --mlp-hidden 32 --num-features 8 --threads 1";
+const std::string kTinyTokenModel = kTinyEncoder + " --num-frequencies 8";
 const std::string kTinyModel = kTinyTokenModel + " --head-hidden 16";
+const std::string kTinyPerformerModel = kTinyEncoder + " --head-hidden 16 --attention performer";
 
 }  // namespace
 
@@ -127,8 +129,22 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   CHECK(r.status == 2);
   CHECK(r.err.find("--stop-after-epoch must be >= 0") != std::string::npos);
 
+  // Options that change nothing for the attention kind are usage errors naming option and kind
+  // (before any data is read); the kind without them trains.
+  r = run_flt("seq train --task property --out "s + q(dir / "p") + data + kTinyPerformerModel + " --num-frequencies 8",
+              dir.path());
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--num-frequencies (command line) has no effect with --attention performer") != std::string::npos);
+  r = run_flt("seq train --task lm --out "s + q(dir / "p") + data + " --attention performer --spectrum local_window",
+              dir.path());
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--spectrum (command line) has no effect with --attention performer") != std::string::npos);
+  r = run_flt("seq train --task lm --out "s + q(dir / "p") + data + " --attention toeplitz --num-frequencies 8", dir.path());
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--num-frequencies (command line) has no effect with --attention toeplitz") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "p"));
   r = run_flt("seq train --task property --targets gap,mu --out "s + q(dir / "p") + data +
-                  " --train-limit 200 --test-limit 100 --epochs 1 --attention performer"s + kTinyModel,
+                  " --train-limit 200 --test-limit 100 --epochs 1"s + kTinyPerformerModel,
               dir.path());
   INFO(r.err);
   REQUIRE(r.status == 0);

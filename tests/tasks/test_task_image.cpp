@@ -160,6 +160,53 @@ TEST_CASE("image options: command line over INI file over defaults, resolved con
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--width", "abc"}), ConfigError);
 }
 
+TEST_CASE("model options that change nothing for the attention kind are refused, naming option and kind", "[seq][task][image]") {
+  Scratch dir("task-image-kind-options");
+  // The ConfigError's message, or "" when the command line is accepted.
+  const auto error = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--out", (dir / "o").string()});
+    try {
+      parse_image_train_command_line(args);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const auto names = [](const std::string& message, const std::string& option, const std::string& kind) {
+    return message.find("--" + option + " ") != std::string::npos &&
+           message.find("no effect with --attention " + kind) != std::string::npos;
+  };
+  // performer has no RPE: every option of the mask and of its Fourier features, at any value
+  // given on the command line (the default value too).
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"variant", "kronecker"}, {"num-frequencies", "8"}, {"num-frequencies", "16"}, {"spectrum", "local_window"},
+           {"spectrum-components", "3"}, {"window-radii", "1,2"}, {"proposal", "gaussian"}, {"proposal-scale", "0.25"},
+           {"init-sigma-min", "0.05"}, {"init-sigma-max", "0.2"}, {"init-beta", "2"}, {"block-size", "64"}}) {
+    INFO(option << " " << value);
+    CHECK(names(error({"--attention", "performer", "--" + option, value}), option, "performer"));
+  }
+  // toeplitz applies the mask exactly: FLT's Fourier-feature count and streaming block only.
+  CHECK(names(error({"--attention", "toeplitz", "--num-frequencies", "8"}), "num-frequencies", "toeplitz"));
+  CHECK(names(error({"--attention", "toeplitz", "--block-size", "64"}), "block-size", "toeplitz"));
+  // What applies is accepted: the defaults, Performer features for every kind, the mask for
+  // toeplitz, everything for flt.
+  CHECK(error({}).empty());
+  CHECK(error({"--attention", "performer"}).empty());
+  CHECK(error({"--attention", "performer", "--num-features", "16", "--redraw-features", "true"}).empty());
+  CHECK(error({"--attention", "toeplitz", "--variant", "kronecker", "--spectrum", "local_window", "--init-beta", "2"}).empty());
+  CHECK(error({"--attention", "flt", "--num-frequencies", "8", "--block-size", "64", "--proposal", "gaussian"}).empty());
+  // In a file: refused at a value other than the default, with the file's line; a run's resolved
+  // configuration (every option listed, at the default where not set) reads back.
+  io::write_file_atomic(dir / "p.ini", "[model]\nattention = performer\nnum-frequencies = 8\n");
+  const std::string from_file = error({"--config", (dir / "p.ini").string()});
+  CHECK(names(from_file, "num-frequencies", "performer"));
+  CHECK(from_file.find("p.ini:3") != std::string::npos);
+  const ImageTrainConfig performer = parse_image_train_command_line({"--attention", "performer", "--out", (dir / "o").string()});
+  io::write_file_atomic(dir / "resolved.ini", performer.run.resolved_ini);
+  CHECK(performer.run.resolved_ini.find("num-frequencies = 16") != std::string::npos);
+  CHECK(error({"--config", (dir / "resolved.ini").string()}).empty());
+}
+
 TEST_CASE("image task: EMA, plateau schedule and early stopping from the options", "[seq][task][image]") {
   Scratch dir("task-image-engine");
   testing::write_synthetic_idx(dir / "data", 192, 40);

@@ -29,7 +29,8 @@ run() {  # run NAME ARGS...
 }
 
 # Image model: patches of 4x4 (7x7 grid), width 64, 3 blocks, 4 heads, m = 32 features.
-IMAGE_MODEL=(--patch 4 --width 64 --heads 4 --blocks 3 --mlp-hidden 128 --head-hidden 64 --num-features 32 --num-frequencies 16)
+# (--num-frequencies, R = 16 by default, is an option of the flt kind only: performer and toeplitz refuse it.)
+IMAGE_MODEL=(--patch 4 --width 64 --heads 4 --blocks 3 --mlp-hidden 128 --head-hidden 64 --num-features 32)
 for part in $PARTS; do
   case $part in
     headline)
