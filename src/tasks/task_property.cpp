@@ -64,6 +64,29 @@ Mat<double> predict_rows(TokenModel<float>& model, const std::vector<std::vector
   return out;
 }
 
+// Per target: the rows without that label (NaN, masked in the loss and the metrics).
+std::vector<std::size_t> missing_label_counts(const Mat<double>& labels, std::span<const std::size_t> rows) {
+  std::vector<std::size_t> n(static_cast<std::size_t>(labels.cols()), 0);
+  for (const std::size_t r : rows)
+    for (Index t = 0; t < labels.cols(); ++t)
+      if (std::isnan(labels(static_cast<Index>(r), t))) ++n[static_cast<std::size_t>(t)];
+  return n;
+}
+
+// "gap 3, mu 1" (the targets with missing labels), or "none". Target: anything with a `name`.
+template <class Target>
+std::string missing_label_list(const std::vector<Target>& targets, const std::vector<std::size_t>& missing) {
+  std::string out;
+  for (std::size_t t = 0; t < targets.size(); ++t) {
+    if (missing[t] == 0) continue;
+    if (!out.empty()) out += ", ";
+    out += targets[t].name;
+    out += ' ';
+    out += std::to_string(missing[t]);
+  }
+  return out.empty() ? std::string("none") : out;
+}
+
 PropertyEvaluation evaluate_rows(TokenModel<float>& model, const SmilesDataset& d, const std::vector<std::vector<std::int32_t>>& encoded,
                                  const TargetNormalisation& norm, const RegressionLoss& loss, std::span<const std::size_t> rows,
                                  std::size_t batch_size, const EvalProgress& progress = {}) {
@@ -77,6 +100,7 @@ PropertyEvaluation evaluate_rows(TokenModel<float>& model, const SmilesDataset& 
   const Mat<double> z = predict_rows(model, encoded, rows, batch_size, P, progress);
   const Mat<double> comp = take_rows(d.composition, rows);
   e.truth = take_rows(d.labels, rows);
+  e.missing_labels = missing_label_counts(d.labels, rows);
   e.predicted = norm.denormalise(z, comp);
   e.metrics = train::compute_metrics(std::span<const double>(e.predicted.data(), static_cast<std::size_t>(e.predicted.size())),
                                      std::span<const double>(e.truth.data(), static_cast<std::size_t>(e.truth.size())),
@@ -263,12 +287,32 @@ PropertyTrainResult run_property_training(const PropertyTrainConfig& cfg, const 
                      << to_string(cfg.tokenization) << " tokens; model " << to_string(mc.attention) << ", "
                      << model.params().size() << " parameters\n"
                      << std::flush;
-  PropertyTask task(d, encoded, norm, train_rows, val_rows, cfg, vocab);
   PropertyTrainResult r;
+  // Missing labels are masked, which shrinks what a target is trained and scored on: said per
+  // subset and target, as flt train says it of its data, and kept in test_metrics.json.
+  r.train_missing_labels = missing_label_counts(d.labels, train_rows);
+  r.validation_missing_labels = missing_label_counts(d.labels, val_rows);
+  const std::vector<std::size_t> test_missing = missing_label_counts(d.labels, test_rows);
+  {
+    std::ostringstream text;
+    text << "labels missing (masked in the loss and the metrics): train (" << train_rows.size() << " molecules) "
+         << missing_label_list(d.targets, r.train_missing_labels) << "; validation (" << val_rows.size() << ") "
+         << missing_label_list(d.targets, r.validation_missing_labels) << "; test (" << test_rows.size() << ") "
+         << missing_label_list(d.targets, test_missing);
+    const std::string line = text.str();
+    log_info(line);
+    if (output.progress) *output.progress << line << "\n" << std::flush;
+  }
+  PropertyTask task(d, encoded, norm, train_rows, val_rows, cfg, vocab);
   if (!train_smiles_model(cfg.run, model, task, sub, output, r)) return r;
   r.test = evaluate_rows(model, d, encoded, norm, cfg.loss, test_rows, cfg.run.eval_batch_size);
-  write_property_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
-                                                                 {{"train_molecules", static_cast<double>(r.train_size)}}));
+  std::vector<std::pair<std::string, double>> extra{{"train_molecules", static_cast<double>(r.train_size)}};
+  for (std::size_t t = 0; t < d.targets.size(); ++t) {
+    extra.emplace_back("train_missing_labels." + d.targets[t].name, static_cast<double>(r.train_missing_labels[t]));
+    extra.emplace_back("validation_missing_labels." + d.targets[t].name,
+                       static_cast<double>(r.validation_missing_labels[t]));
+  }
+  write_property_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters, extra));
   return r;
 }
 
@@ -286,6 +330,7 @@ void write_property_evaluation(const fs::path& dir, const PropertyEvaluation& e,
     numbers.push_back({e.subset + "_mae." + e.targets[t].name, e.metrics[t].mae});
     numbers.push_back({e.subset + "_rmse." + e.targets[t].name, e.metrics[t].rmse});
     numbers.push_back({e.subset + "_r2." + e.targets[t].name, e.metrics[t].r2});
+    numbers.push_back({e.subset + "_missing_labels." + e.targets[t].name, static_cast<double>(e.missing_labels.at(t))});
     strings.push_back({"unit." + e.targets[t].name, e.targets[t].unit});
     std::vector<double> yt(e.ids.size()), yp(e.ids.size());
     for (std::size_t i = 0; i < e.ids.size(); ++i) {
@@ -348,6 +393,8 @@ std::string format_property_evaluation(const PropertyEvaluation& e) {
   std::ostringstream out;
   out << "molecules: " << e.ids.size();
   if (e.unknown_tokens > 0) out << ", " << e.unknown_tokens << " SMILES tokens outside the vocabulary (read as <unk>)";
+  if (std::any_of(e.missing_labels.begin(), e.missing_labels.end(), [](std::size_t n) { return n > 0; }))
+    out << "; labels missing (masked): " << missing_label_list(e.targets, e.missing_labels);
   out << "\n";
   out << "  " << std::left << std::setw(10) << "target" << std::setw(14) << "unit" << std::right << std::setw(8) << "n"
       << std::setw(14) << "MAE" << std::setw(14) << "RMSE" << std::setw(10) << "R^2" << '\n';

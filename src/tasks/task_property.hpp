@@ -41,19 +41,24 @@ struct PropertyEvaluation {
   std::vector<train::Metrics> metrics; // per target
   double loss = kNaN;                  // on standardised targets
   std::size_t unknown_tokens = 0;      // SMILES tokens outside the training vocabulary (read as <unk>)
+  std::vector<std::size_t> missing_labels;  // per target: molecules without that label (masked)
   std::string subset = "test";          // the split subset evaluated: names the output files and keys
 };
 
 struct PropertyTrainResult : SmilesTrainResult {
   PropertyEvaluation test;
+  // Per target: training and validation molecules without that label (masked in the loss and
+  // the metrics); the test subset's are test.missing_labels.
+  std::vector<std::size_t> train_missing_labels, validation_missing_labels;
 };
 
 io::OptionSchema property_option_schema();
 PropertyTrainConfig property_config_from_options(const io::ResolvedOptions& options);
 
 // Trains, then evaluates the best model on the test subset; writes test_metrics.csv (per target:
-// count, MAE, RMSE, R^2, max error with units), test_metrics.json, test_predictions.csv and
-// parity_<t>.svg into the run directory.
+// count, MAE, RMSE, R^2, max error with units), test_metrics.json (with the missing labels of each
+// subset and target), test_predictions.csv and parity_<t>.svg into the run directory. Logs (and
+// writes to output.progress) the missing labels per subset and target.
 PropertyTrainResult run_property_training(const PropertyTrainConfig& config, const TaskOutput& output = {});
 
 // `flt seq eval --task property`: a model file written by run_property_training on the `subset`

@@ -7,7 +7,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
 
 using namespace flt;
 using flt::tasks::testing::Scratch;
@@ -208,4 +213,65 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   CHECK(r.err.find("head-hidden") != std::string::npos);
   r = run_flt("seq train --task words --out "s + q(dir / "z"), dir.path());
   CHECK(r.status == 2);
+}
+
+TEST_CASE("flt seq property: missing labels are counted per subset and target, in the log and the metrics", "[seq][program]") {
+  Scratch dir("prog-seq-missing");
+  // Thirteen molecules of the QM9 index (H, C, N, O in each subset), with labels removed: mu of
+  // two training molecules and one validation molecule, U0 of one test molecule.
+  const std::vector<std::string> keep{"1", "2", "3", "5", "6", "7", "14", "29", "40", "48", "52", "66", "76"};
+  const std::map<std::string, std::size_t> blank{{"2", 10}, {"7", 10}, {"48", 10}, {"76", 17}};  // gdb -> column
+  std::string index, split = "subset,index,id\n";
+  {
+    std::istringstream in(io::read_maybe_gzip(tasks::testing::qm9_index()));
+    std::string line;
+    std::getline(in, line);
+    REQUIRE(line.rfind("gdb_index,has_geometry,n_atoms,n_heavy,label_sources,mol_id,smiles,A,B,C,mu,", 0) == 0);
+    REQUIRE(line.find(",zpve,u0,") != std::string::npos);  // u0: column 17
+    index = line + "\n";
+    std::size_t row = 0;
+    while (std::getline(in, line)) {
+      std::vector<std::string> fields;
+      std::istringstream f(line);
+      for (std::string x; std::getline(f, x, ',');) fields.push_back(x);
+      if (std::find(keep.begin(), keep.end(), fields[0]) == keep.end()) continue;
+      if (const auto b = blank.find(fields[0]); b != blank.end()) fields[b->second].clear();
+      std::string joined;
+      for (std::size_t k = 0; k < fields.size(); ++k) {
+        if (k) joined += ',';
+        joined += fields[k];
+      }
+      index += joined + "\n";
+      const char* subset = row < 8 ? "train" : row < 11 ? "validation" : "test";
+      split += std::string(subset) + "," + std::to_string(row) + ",gdb " + fields[0] + "\n";
+      ++row;
+    }
+    REQUIRE(row == keep.size());
+  }
+  io::write_file_atomic(dir / "index.csv", index);
+  io::write_file_atomic(dir / "split.csv", split);
+  const std::string data = " --index "s + q(dir / "index.csv") + " --split-file "s + q(dir / "split.csv");
+  auto r = run_flt("seq train --task property --targets U0,mu --epochs 1 --out "s + q(dir / "run") + data + kTinyModel,
+                   dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.find("labels missing (masked in the loss and the metrics): train (8 molecules) mu 2; validation (3) mu 1; "
+                   "test (2) U0 1\n") != std::string::npos);
+  const nlohmann::json m = io::parse_json(io::read_file(dir / "run" / "test_metrics.json"));
+  CHECK(m.at("train_missing_labels.U0").get<int>() == 0);
+  CHECK(m.at("train_missing_labels.mu").get<int>() == 2);
+  CHECK(m.at("validation_missing_labels.U0").get<int>() == 0);
+  CHECK(m.at("validation_missing_labels.mu").get<int>() == 1);
+  CHECK(m.at("test_missing_labels.U0").get<int>() == 1);
+  CHECK(m.at("test_missing_labels.mu").get<int>() == 0);
+  CHECK(r.out.find("labels missing (masked): U0 1") != std::string::npos);  // the test summary
+  // An evaluation counts its subset's.
+  r = run_flt("seq eval --model "s + q(dir / "run" / "model.flt") + data + " --subset train --out "s + q(dir / "ev"),
+              dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("molecules: 8; labels missing (masked): mu 2\n") != std::string::npos);
+  const nlohmann::json e = io::parse_json(io::read_file(dir / "ev" / "train_metrics.json"));
+  CHECK(e.at("train_missing_labels.mu").get<int>() == 2);
+  CHECK(e.at("train_missing_labels.U0").get<int>() == 0);
 }
