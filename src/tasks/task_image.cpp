@@ -166,6 +166,8 @@ ImageEvaluation evaluate_images(TokenModel<float>& model, const ImageSet& set, c
   e.per_class_count.assign(C, 0);
   e.per_class_correct.assign(C, 0);
   e.confusion.assign(C, std::vector<std::size_t>(C, 0));
+  e.indices = indices;
+  e.probabilities.resize(static_cast<Index>(indices.size()), static_cast<Index>(C));
   double loss_sum = 0;
   std::size_t correct = 0;
   for (std::size_t b = 0; b < indices.size(); b += batch_size) {
@@ -181,6 +183,12 @@ ImageEvaluation evaluate_images(TokenModel<float>& model, const ImageSet& set, c
       Index best = 0;
       logits.row(static_cast<Index>(k)).maxCoeff(&best);  // first maximum on ties
       const auto y = static_cast<std::size_t>(labels[k]);
+      // Softmax in double, shifted by the row's maximum.
+      const auto row = static_cast<Index>(b + k);
+      const Vec<double> z = logits.row(static_cast<Index>(k)).cast<double>().transpose();
+      const Vec<double> p = (z.array() - z.maxCoeff()).exp().matrix();
+      e.probabilities.row(row) = (p / p.sum()).transpose();
+      e.truth.push_back(labels[k]);
       e.predicted.push_back(static_cast<int>(best));
       ++e.per_class_count[y];
       ++e.confusion[y][static_cast<std::size_t>(best)];
@@ -327,6 +335,28 @@ void write_image_evaluation(const fs::path& dir, const ImageEvaluation& e,
       correct += e.per_class_correct[c];
     }
     io::write_csv_row(out.stream(), {"all", "", std::to_string(total), std::to_string(correct), io::csv_number(e.accuracy)});
+    out.commit();
+  }
+  {
+    // One row per evaluated image, in the evaluated order: every image of the subset appears.
+    // Probabilities: the softmax of the model's logits (dimensionless), one column per class,
+    // named by the class.
+    io::AtomicOutputFile out(dir / (e.subset + "_predictions.csv"));
+    std::vector<std::string> header{"index", "true_class", "predicted_class"};
+    for (Index c = 0; c < e.probabilities.cols(); ++c) {
+      const auto u = static_cast<std::size_t>(c);
+      std::string name = "p(";
+      name += u < names.size() ? names[u] : "class " + std::to_string(c);
+      name += ')';
+      header.push_back(std::move(name));
+    }
+    io::write_csv_row(out.stream(), header);
+    for (std::size_t i = 0; i < e.indices.size(); ++i) {
+      std::vector<std::string> row{std::to_string(e.indices[i]), std::to_string(e.truth[i]), std::to_string(e.predicted[i])};
+      for (Index c = 0; c < e.probabilities.cols(); ++c)
+        row.push_back(io::csv_number(e.probabilities(static_cast<Index>(i), c)));
+      io::write_csv_row(out.stream(), row);
+    }
     out.commit();
   }
   {

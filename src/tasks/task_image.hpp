@@ -42,6 +42,9 @@ struct ImageEvaluation {
   std::vector<std::size_t> per_class_count, per_class_correct;
   std::vector<std::vector<std::size_t>> confusion;  // [true][predicted]
   std::vector<int> predicted;                       // per evaluated image
+  std::vector<std::size_t> indices;                 // per evaluated image: its 0-based index in the IDX file
+  std::vector<int> truth;                           // per evaluated image: its label
+  Mat<double> probabilities;                        // count x C: softmax of the logits
   std::string subset = "test";          // the split subset evaluated: names the output files and keys
 };
 
@@ -57,7 +60,8 @@ ImageTrainConfig image_config_from_options(const io::ResolvedOptions& options);
 ImageTrainConfig parse_image_train_command_line(const std::vector<std::string>& args);
 
 // Trains, then evaluates the best model on the test images; writes into the run directory
-// test_metrics.json, test_metrics.csv (per class), confusion.csv besides run_task's files.
+// test_metrics.json, test_metrics.csv (per class), confusion.csv and test_predictions.csv (per
+// image) besides run_task's files.
 ImageTrainResult run_image_training(const ImageTrainConfig& config, const TaskOutput& output = {});
 
 // Pixel scaling of a model file's metadata ("task.pixel_mean", "task.pixel_std").
@@ -80,7 +84,9 @@ ImageEvaluation evaluate_image_model(const std::filesystem::path& model_path, co
 
 std::string format_image_summary(const ImageTrainResult& result);
 std::string format_image_evaluation(const ImageEvaluation& e);
-// Writes test_metrics.json / test_metrics.csv / confusion.csv of an evaluation into `dir`.
+// Writes <subset>_metrics.json, <subset>_metrics.csv, the confusion matrix (confusion.csv for
+// the test subset, <subset>_confusion.csv otherwise) and <subset>_predictions.csv (one row per
+// evaluated image: index, true class, predicted class, class probabilities) into `dir`, atomically.
 void write_image_evaluation(const std::filesystem::path& dir, const ImageEvaluation& e,
                             const std::vector<std::pair<std::string, double>>& extra = {});
 

@@ -44,6 +44,14 @@ std::vector<std::vector<std::int32_t>> encode_rows(const SmilesDataset& d, const
   return out;
 }
 
+// The ids and SMILES of an evaluation's strings (rows of `d`, in the evaluated order).
+void name_strings(LmEvaluation& e, const SmilesDataset& d, std::span<const std::size_t> rows) {
+  for (const std::size_t r : rows) {
+    e.ids.push_back(d.ids[r]);
+    e.smiles.push_back(d.smiles[r]);
+  }
+}
+
 // Forward of a batch of strings: logits N x V and the flat targets.
 TokenBatch lm_batch(const std::vector<const std::vector<std::int32_t>*>& strings, std::vector<std::int32_t>& targets) {
   std::vector<std::vector<std::int32_t>> inputs(strings.size());
@@ -139,6 +147,20 @@ LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector
     const Mat<float> logits = model.predict(lm_batch(strings, targets));
     // Summed in double per batch in a fixed order: cross_entropy_forward's mean times its count.
     nll += cross_entropy_forward<float>(logits, targets).value * static_cast<double>(targets.size());
+    // Per string: -ln softmax(logits)[target] in double over its rows (its characters and the
+    // end token, consecutive in the batch).
+    Index row = 0;
+    for (const auto* s : strings) {
+      const std::size_t positions = s->size() + 1;
+      double sum = 0;
+      for (std::size_t k = 0; k < positions; ++k, ++row) {
+        const Eigen::RowVectorXd z = logits.row(row).cast<double>();
+        const double m = z.maxCoeff();
+        sum += m + std::log((z.array() - m).exp().sum()) - z(targets[static_cast<std::size_t>(row)]);
+      }
+      e.string_positions.push_back(positions);
+      e.string_nll_nats.push_back(sum);
+    }
     e.positions += targets.size();
     for (auto t : targets) e.unknown += t == Vocabulary::kUnk ? 1 : 0;
     if (progress) progress(std::min(encoded.size(), b + batch_size), encoded.size());
@@ -195,6 +217,7 @@ LmTrainResult run_lm_training(const LmTrainConfig& cfg, const TaskOutput& output
   LmTrainResult r;
   if (!train_smiles_model(cfg.run, model, task, sub, output, r)) return r;
   r.test = evaluate_lm(model, encode_rows(d, vocab, test_rows), cfg.run.eval_batch_size);
+  name_strings(r.test, d, test_rows);
   write_lm_evaluation(r.run.run_dir, r.test, run_numbers(r.run, r.parameters,
               {{"validation_bpc", r.run.best_validation.metrics.empty() ? kNaN : r.run.best_validation.metrics[0]},
                {"train_strings", static_cast<double>(r.train_size)}}));
@@ -209,10 +232,27 @@ void write_lm_evaluation(const fs::path& dir, const LmEvaluation& e, const std::
                                                       {e.subset + "_unknown_characters", static_cast<double>(e.unknown)}};
   numbers.insert(numbers.end(), extra.begin(), extra.end());
   write_metrics_json(dir / (e.subset + "_metrics.json"), numbers, {{"task", "lm"}, {"subset", e.subset}});
-  io::AtomicOutputFile out(dir / (e.subset + "_metrics.csv"));
-  io::write_csv_row(out.stream(), {"strings", "positions", "unknown", "nll [nats/char]", "bpc [bits/char]"});
-  io::write_csv_row(out.stream(), {std::to_string(e.strings), std::to_string(e.positions), std::to_string(e.unknown),
-                                      io::csv_number(e.nll_nats), io::csv_number(e.bits_per_character)});
+  {
+    io::AtomicOutputFile out(dir / (e.subset + "_metrics.csv"));
+    io::write_csv_row(out.stream(), {"strings", "positions", "unknown", "nll [nats/char]", "bpc [bits/char]"});
+    io::write_csv_row(out.stream(), {std::to_string(e.strings), std::to_string(e.positions), std::to_string(e.unknown),
+                                        io::csv_number(e.nll_nats), io::csv_number(e.bits_per_character)});
+    out.commit();
+  }
+  // One row per evaluated string, in the evaluated order: every string of the subset appears.
+  // tokens: the predicted positions (its characters and the end token); perplexity = exp(loss).
+  require(e.string_positions.size() == e.strings && e.string_nll_nats.size() == e.strings,
+          "write_lm_evaluation: one per-string entry per string");
+  const bool named = e.ids.size() == e.strings && e.smiles.size() == e.strings;
+  io::AtomicOutputFile out(dir / (e.subset + "_sequences.csv"));
+  io::write_csv_row(out.stream(), {named ? "id" : "string", "smiles", "tokens", "nll [nats]", "loss [nats/token]",
+                                   "perplexity"});
+  for (std::size_t i = 0; i < e.strings; ++i) {
+    const double loss = e.string_nll_nats[i] / static_cast<double>(e.string_positions[i]);
+    io::write_csv_row(out.stream(), {named ? e.ids[i] : std::to_string(i), named ? e.smiles[i] : std::string(),
+                                     std::to_string(e.string_positions[i]), io::csv_number(e.string_nll_nats[i]),
+                                     io::csv_number(loss), io::csv_number(std::exp(loss))});
+  }
   out.commit();
 }
 
@@ -228,6 +268,7 @@ LmEvaluation evaluate_lm_model(const fs::path& model_path, const fs::path& index
   const train::Split split = read_qm9_split(split_file, d);
   const std::vector<std::size_t>* rows = &subset_rows(split, subset);
   LmEvaluation e = evaluate_lm(*model, encode_rows(d, vocab, *rows), batch_size, progress);
+  name_strings(e, d, *rows);
   e.subset = subset;
   return e;
 }

@@ -34,6 +34,12 @@ struct LmEvaluation {
   double nll_nats = kNaN;         // mean -ln p per position
   double bits_per_character = kNaN;
   std::string subset = "test";          // the split subset evaluated: names the output files and keys
+  // Per string, in the evaluated order: predicted positions (characters + the end token) and
+  // -ln p summed over them (nats). ids and smiles: filled by the callers that know them (empty:
+  // the per-string file names strings by their position).
+  std::vector<std::size_t> string_positions;
+  std::vector<double> string_nll_nats;
+  std::vector<std::string> ids, smiles;
 };
 
 struct LmTrainResult : SmilesTrainResult {
@@ -46,7 +52,8 @@ LmTrainConfig lm_config_from_options(const io::ResolvedOptions& options);
 // Input and target ids of one string (see above).
 void lm_sequences(const std::vector<std::int32_t>& ids, std::vector<std::int32_t>& input, std::vector<std::int32_t>& target);
 
-// Evaluates bits per character of `model` on `strings` (each already tokenized and encoded).
+// Evaluates bits per character of `model` on `strings` (each already tokenized and encoded), and
+// each string's positions and summed nll.
 LmEvaluation evaluate_lm(TokenModel<float>& model, const std::vector<std::vector<std::int32_t>>& encoded, std::size_t batch_size,
                          const EvalProgress& progress = {});
 
@@ -57,6 +64,9 @@ LmEvaluation evaluate_lm_model(const std::filesystem::path& model_path, const st
 
 std::string format_lm_summary(const LmTrainResult& result);
 std::string format_lm_evaluation(const LmEvaluation& e);
+// Writes <subset>_metrics.json, <subset>_metrics.csv (aggregates) and <subset>_sequences.csv (one
+// row per evaluated string: id, SMILES, predicted positions, summed nll [nats], mean nll
+// [nats/token], perplexity) into `dir`, atomically.
 void write_lm_evaluation(const std::filesystem::path& dir, const LmEvaluation& e,
                          const std::vector<std::pair<std::string, double>>& extra = {});
 

@@ -1,8 +1,10 @@
 // End to end: the flt program's `image` and `seq` subcommands (tiny models, a few hundred
 // examples): train, eval, --config round trip, --resume, exit codes and messages.
 #include "task_test_util.hpp"
+#include "models/token_model.hpp"
 #include "io/atomic_file.hpp"
 #include "io/compressed.hpp"
+#include "io/csv.hpp"
 #include "io/json.hpp"
 
 #include <catch2/catch.hpp>
@@ -59,6 +61,7 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
               dir.path());
   REQUIRE(r.status == 0);
   CHECK(io::parse_json(io::read_file(dir / "ev" / "test_metrics.json")).at("test_accuracy").get<double>() == acc);
+  CHECK(io::read_csv(dir / "ev" / "test_predictions.csv").rows.size() == 64);  // one row per test image
   CHECK(r.err.find("evaluating") != std::string::npos);  // progress of the evaluation on stderr
   CHECK(r.out.find("evaluating") == std::string::npos);
   r = run_flt("image eval -q -m "s + q(dir / "a" / "model.flt") + " --data-dir "s + q(dir / "data"), dir.path());
@@ -108,6 +111,7 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   CHECK(r.out.find("bits per character:") != std::string::npos);
   const nlohmann::json lm = io::parse_json(io::read_file(dir / "lm" / "test_metrics.json"));
   CHECK(lm.at("test_bpc").get<double>() > 0.5);
+  CHECK(io::read_csv(dir / "lm" / "test_sequences.csv").rows.size() == 100);  // one row per test string
   r = run_flt("seq eval --task lm --model "s + q(dir / "lm" / "model.flt") + data + " --subset validation", dir.path());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("strings: 1000") != std::string::npos);

@@ -1,7 +1,7 @@
 // The image task and the shared engine on a small synthetic IDX set (8x8 images, two classes):
 // it learns, runs are deterministic, --resume reproduces an uninterrupted run byte for byte,
 // the time budget stops training, outputs are complete; evaluation counts agree with a manual
-// argmax.
+// argmax, and the per-image predictions file lists every evaluated image.
 #include "tasks/task_image.hpp"
 #include "task_test_util.hpp"
 #include "io/atomic_file.hpp"
@@ -92,6 +92,45 @@ TEST_CASE("image task: learns a separable synthetic set, outputs, determinism, e
   const ImageEvaluation again = evaluate_image_model(dir / "run1" / "model.flt", dir / "data", "test", 0, 7);
   CHECK(again.accuracy == r.test.accuracy);
   CHECK(again.predicted == r.test.predicted);
+
+  // test_predictions.csv: one row per test image, in order; class names in the header; the
+  // probabilities sum to 1, their argmax is the predicted class, and the rows give the accuracy.
+  const io::CsvTable pred = io::read_csv(dir / "run1" / "test_predictions.csv");
+  REQUIRE(pred.header.size() == 3 + 10);
+  CHECK(pred.header[0] == "index");
+  CHECK(pred.header[1] == "true_class");
+  CHECK(pred.header[2] == "predicted_class");
+  CHECK(pred.header[3] == "p(T-shirt/top)");
+  CHECK(pred.header[12] == "p(Ankle boot)");
+  REQUIRE(pred.rows.size() == 100);
+  const ImageSet test_set = load_fashion_mnist(dir / "data", "test");
+  std::size_t correct = 0;
+  for (std::size_t i = 0; i < pred.rows.size(); ++i) {
+    const auto& row = pred.rows[i];
+    CHECK(std::stoul(row[0]) == i);
+    CHECK(std::stoi(row[1]) == test_set.labels[i]);
+    CHECK(std::stoi(row[2]) == r.test.predicted[i]);
+    double sum = 0, best = -1;
+    std::size_t argmax = 0;
+    for (std::size_t c = 0; c < 10; ++c) {
+      const double p = std::stod(row[3 + c]);
+      sum += p;
+      if (p > best) {
+        best = p;
+        argmax = c;
+      }
+    }
+    CHECK(sum == Approx(1.0).epsilon(1e-12));
+    CHECK(static_cast<int>(argmax) == r.test.predicted[i]);
+    correct += row[1] == row[2] ? 1 : 0;
+  }
+  CHECK(static_cast<double>(correct) / 100.0 == Approx(r.test.accuracy));
+  // An evaluation of another subset writes its own file, every evaluated image in it.
+  const ImageEvaluation train_eval = evaluate_image_model(dir / "run1" / "model.flt", dir / "data", "train", 37, 16);
+  write_image_evaluation(dir.path(), train_eval);
+  const io::CsvTable train_pred = io::read_csv(dir / "train_predictions.csv");
+  REQUIRE(train_pred.rows.size() == 37);
+  CHECK(train_pred.rows.back()[0] == "36");
 
   // Same configuration, same thread count: a byte-identical model file.
   cfg.run.out = dir / "run2";

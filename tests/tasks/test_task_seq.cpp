@@ -115,6 +115,7 @@ TEST_CASE("LM task: bits per character = manual log-softmax sum / ln 2, batch in
   cfg.run.resolved_ini = "[data]\ntask = lm\n";
   const LmTrainResult r = run_lm_training(cfg);
   CHECK(r.test.strings == 200);
+  CHECK(io::read_csv(dir / "run" / "test_sequences.csv").rows.size() == 200);  // every test string
   // A character model beats the uniform distribution over its vocabulary.
   CHECK(r.test.bits_per_character < std::log2(static_cast<double>(r.vocabulary)) - 0.8);
   CHECK(r.test.bits_per_character > 0.5);
@@ -129,16 +130,19 @@ TEST_CASE("LM task: bits per character = manual log-softmax sum / ln 2, batch in
     strings.push_back(vocab.encode(tokenize_smiles(s, Tokenization::character)));
   double nll = 0;
   std::size_t positions = 0;
+  std::vector<double> string_nll;
   for (const auto& s : strings) {
     std::vector<std::int32_t> input, target;
     lm_sequences(s, input, target);
     const Mat<float> logits = model->predict(TokenBatch::sequences(std::vector<std::vector<std::int32_t>>{input}));
     REQUIRE(logits.rows() == static_cast<Index>(target.size()));
+    string_nll.push_back(0);
     for (Index n = 0; n < logits.rows(); ++n) {
       const Vec<double> z = logits.row(n).cast<double>().transpose();
       const double m = z.maxCoeff();
       const double lse = m + std::log((z.array() - m).exp().sum());
       nll += lse - z(target[static_cast<std::size_t>(n)]);
+      string_nll.back() += lse - z(target[static_cast<std::size_t>(n)]);
       ++positions;
     }
   }
@@ -147,6 +151,13 @@ TEST_CASE("LM task: bits per character = manual log-softmax sum / ln 2, batch in
   CHECK(one.positions == positions);
   CHECK(one.bits_per_character == Approx(nll / positions / std::numbers::ln2).epsilon(1e-5));
   CHECK(all.bits_per_character == Approx(one.bits_per_character).epsilon(1e-5));
+  // Per string (batched as a whole or one by one): its positions and summed nll.
+  REQUIRE(all.string_nll_nats.size() == strings.size());
+  for (std::size_t i = 0; i < strings.size(); ++i) {
+    CHECK(all.string_positions[i] == strings[i].size() + 1);
+    CHECK(all.string_nll_nats[i] == Approx(string_nll[i]).epsilon(1e-5));
+    CHECK(one.string_nll_nats[i] == Approx(string_nll[i]).epsilon(1e-5));
+  }
 
   // Causality: the logits of a prefix do not change when characters are appended.
   std::vector<std::int32_t> a, b, t;
@@ -162,6 +173,29 @@ TEST_CASE("LM task: bits per character = manual log-softmax sum / ln 2, batch in
   const LmEvaluation e = evaluate_lm_model(dir / "run" / "model.flt", cfg.index, cfg.split_file, "validation", 256);
   CHECK(e.strings == 1000);
   CHECK(std::isfinite(e.bits_per_character));
+  // Its per-string file lists every validation string of the split once, and the rows add up to
+  // the aggregate: summed nll over summed tokens is the mean nll per position.
+  write_lm_evaluation(dir.path(), e);
+  const io::CsvTable seqs = io::read_csv(dir / "validation_sequences.csv");
+  CHECK(seqs.header == std::vector<std::string>{"id", "smiles", "tokens", "nll [nats]", "loss [nats/token]", "perplexity"});
+  REQUIRE(seqs.rows.size() == 1000);
+  std::vector<std::string> split_ids;
+  for (const auto& row : io::read_csv(cfg.split_file).rows)
+    if (row[0] == "validation") split_ids.push_back(row[2]);
+  std::vector<std::string> file_ids;
+  double nll_sum = 0;
+  std::size_t token_sum = 0;
+  for (const auto& row : seqs.rows) {
+    file_ids.push_back(row[0]);
+    CHECK(std::stoul(row[2]) == row[1].size() + 1);
+    nll_sum += std::stod(row[3]);
+    token_sum += std::stoul(row[2]);
+    CHECK(std::stod(row[4]) == Approx(std::stod(row[3]) / std::stod(row[2])));
+    CHECK(std::stod(row[5]) == Approx(std::exp(std::stod(row[4]))));
+  }
+  CHECK(file_ids == split_ids);
+  CHECK(token_sum == e.positions);
+  CHECK(nll_sum / static_cast<double>(token_sum) == Approx(e.nll_nats).epsilon(1e-9));
   CHECK_THROWS_AS(evaluate_property_model(dir / "run" / "model.flt", cfg.index, cfg.split_file, "test", 64), ModelFileError);
 }
 
