@@ -1,5 +1,6 @@
 // End to end: the flt program's `image` and `seq` subcommands (tiny models, a few hundred
-// examples): train, eval, --config round trip, --resume, exit codes and messages.
+// examples): train, eval, --config round trip, --resume, exit codes and messages; `flt info` of their
+// models.
 #include "task_test_util.hpp"
 #include "models/token_model.hpp"
 #include "io/atomic_file.hpp"
@@ -99,6 +100,18 @@ TEST_CASE("flt image: train, eval, --config round trip, resume, errors", "[seq][
   r = run_flt("image --help", dir.path());
   CHECK(r.status == 0);
   CHECK(r.out.find("--time-budget") != std::string::npos);
+
+  // flt info on an image model: task, patch grid, pixel scaling, class names.
+  r = run_flt("info -m "s + q(dir / "a" / "model.flt"), dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("task: image") != std::string::npos);
+  CHECK(r.out.find("8x8 pixel images cut into 4x4 patches: a 2x2 grid of 4 tokens") != std::string::npos);
+  CHECK(r.out.find("2-D RPE") != std::string::npos);
+  CHECK(r.out.find("pixel scaling: x = (p / 255 - ") != std::string::npos);
+  CHECK(r.out.find("classes (10):\n  0 T-shirt/top\n") != std::string::npos);
+  CHECK(r.out.find("  9 Ankle boot\n") != std::string::npos);
+  CHECK(r.out.find("training.data_checksum = fnv1a64-mol:") != std::string::npos);
 }
 
 TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task checks", "[seq][program]") {
@@ -159,6 +172,33 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   REQUIRE(r.status == 0);
   CHECK(r.out.find("gap") != std::string::npos);
   CHECK(r.out.find("Debye") != std::string::npos);
+  // flt info describes the token models as it does molecule models: task, architecture,
+  // parameters, vocabulary, targets with units, training metadata.
+  r = run_flt("info "s + q(dir / "p" / "model.flt"), dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("format: flt-model, version 1") != std::string::npos);
+  CHECK(r.out.find("kind: flt-token-model, version 1") != std::string::npos);
+  CHECK(r.out.find("task: property") != std::string::npos);
+  CHECK(r.out.find("parameters: " + std::to_string(models::TokenModel<float>::load(dir / "p" / "model.flt")->params().size()) +
+                   "\n") != std::string::npos);
+  CHECK(r.out.find("attention: performer, bidirectional, 8 Performer features per head; no relative positional encoding") !=
+        std::string::npos);
+  CHECK(r.out.find("vocabulary (") != std::string::npos);
+  CHECK(r.out.find("atom-level tokens): <pad> <unk> <bos> <eos>") != std::string::npos);
+  CHECK(r.out.find("  gap        eV             no") != std::string::npos);
+  CHECK(r.out.find("  mu         Debye          no") != std::string::npos);
+  CHECK(r.out.find("training.seed = 0") != std::string::npos);
+  CHECK(r.out.find("training.epochs = 1") != std::string::npos);
+  r = run_flt("info "s + q(dir / "lm" / "model.flt"), dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("task: lm") != std::string::npos);
+  CHECK(r.out.find("attention: flt, causal") != std::string::npos);
+  CHECK(r.out.find("1-D RPE") != std::string::npos);
+  CHECK(r.out.find("8 random Fourier features per head") != std::string::npos);
+  CHECK(r.out.find("character-level tokens): <pad> <unk> <bos> <eos>") != std::string::npos);
+  CHECK(r.out.find("head: per token") != std::string::npos);
   r = run_flt("seq eval --task property --model "s + q(dir / "p" / "model.flt") + data, dir.path());
   REQUIRE(r.status == 0);
   CHECK(r.out.find("molecules: 1000") != std::string::npos);

@@ -1,10 +1,13 @@
 // flt info: prints a model file's metadata (format version, configuration, elements, targets with
-// units, normalisation, reference energies, parameter count, training metadata).
+// units, normalisation, reference energies, parameter count, training metadata); for a token model
+// (flt seq, flt image) its task, architecture, vocabulary or classes instead of the elements.
 #include "core/error.hpp"
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "options_util.hpp"
+#include "models/model_io.hpp"
 #include "pipeline/info.hpp"
+#include "tasks/token_model_info.hpp"
 
 #include <iostream>
 #include <string>
@@ -16,7 +19,8 @@ namespace {
 const char* kUsage =
     "Usage: flt info [-m] [MODEL.flt ...]\n\n"
     "Prints each model's metadata (every member's, for an ensemble file); without a model, the\n"
-    "default model's (and where it is).\n";
+    "default model's (and where it is). Molecule models (flt train) and the models of flt seq and\n"
+    "flt image (task, architecture, vocabulary or classes, targets and units) alike.\n";
 
 io::OptionSchema info_schema() {
   io::OptionSchema s;
@@ -34,11 +38,13 @@ int run_info(const std::vector<std::string>& args) {
   if (models.empty()) models.push_back(pipeline::default_model_path().string());
   for (std::size_t i = 0; i < models.size(); ++i) {
     if (i > 0) std::cout << "\n";
-    const auto members = pipeline::LoadedModel::load_members(models[i]);
+    // Molecule models (flt train) and token models (flt seq, flt image) share the container.
+    const std::vector<io::ModelFile> members = models::read_member_files(models[i]);
     if (members.size() > 1) std::cout << models[i] << ": an ensemble of " << members.size() << " models\n\n";
     for (std::size_t k = 0; k < members.size(); ++k) {
       if (k > 0) std::cout << "\n";
-      std::cout << pipeline::describe_model(*members[k]);
+      if (tasks::is_token_model_file(members[k])) std::cout << tasks::describe_token_model(members[k]);
+      else std::cout << pipeline::describe_model(*pipeline::LoadedModel::from_file(members[k]));
     }
   }
   return kExitOk;
