@@ -334,7 +334,7 @@ io::OptionSchema train_option_schema() {
   s.option("forces-unit", "data", OptionType::string, "",
            "unit of the forces column when the input gives none, or to override it: energy/length, e.g. eV/A, Hartree/Bohr (extended XYZ: eV/A)");
   s.option("min-atoms", "data", OptionType::integer, "1", "molecules with fewer atoms are bad records");
-  s.option("min-distance", "data", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad");
+  s.option("min-distance", "data", OptionType::real, shortest_number(chem::kDefaultMinDistance), "atoms closer than this (Angstrom) make a record bad");
   s.option("add-hydrogens", "data", OptionType::boolean, "true", "SDF: make implicit hydrogens explicit (3-D)");
   s.option("limit", "data", OptionType::integer, "0", "read at most this many molecules (0: all)");
   // [split]
