@@ -20,6 +20,11 @@
 
 namespace flt {
 
+// The public header states the readers' default without including them (the public API sees
+// only its own headers): the two must not drift apart.
+static_assert(kDefaultMinDistance == chem::kDefaultMinDistance,
+              "flt::kDefaultMinDistance must equal chem::kDefaultMinDistance (src/chem/reader.hpp)");
+
 namespace {
 
 // The first model member's element set, intersected with the others' (what every member accepts).

@@ -55,6 +55,12 @@ enum class Periodic {
 // "error", "isolated" -> Periodic; throws flt::InvalidArgument otherwise.
 Periodic periodic_from_name(const std::string& name);
 
+// Two atoms closer than this (Angstrom) make a record bad by default: no chemistry puts nuclei
+// that close. The one definition of the default: the readers', the programs' --min-distance and,
+// checked at compile time in src/api, the public flt::kDefaultMinDistance (whose header cannot
+// include this one).
+inline constexpr double kDefaultMinDistance = 0.1;
+
 struct ReadOptions {
   // Format of every input; Format::unknown = from each file's extension (also inside directories
   // and archives). Standard input needs an explicit format. Format::xyz recognises plain,
@@ -79,7 +85,7 @@ struct ReadOptions {
   // records such as 5-valent carbon.
   bool sanitize = true;
   // Two atoms closer than this (Angstrom) make the record bad; 0 disables the check.
-  double min_distance = 0.1;
+  double min_distance = kDefaultMinDistance;
   // PDB: waters are dropped and other HETATM groups kept by default; of alternate locations only
   // the blank one and the first ID in each record are read. Hydrogens: add_hydrogens above (only
   // when the structure has none).

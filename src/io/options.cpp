@@ -1,11 +1,14 @@
 #include "io/options.hpp"
 
+#include "core/error.hpp"
+
 #include <boost/program_options/options_description.hpp>
 #include <boost/program_options/parsers.hpp>
 #include <boost/program_options/value_semantic.hpp>
 
 #include <algorithm>
 #include <cctype>
+#include <system_error>
 
 namespace flt::io {
 namespace {
@@ -393,6 +396,33 @@ ResolvedOptions resolve_command_line(const OptionSchema& schema, const std::vect
   for (const auto& [name, value] : cl.options)
     if (name == config_option) file = IniFile::load(value);
   return resolve_options(schema, file ? &*file : nullptr, cl.options);
+}
+
+std::string absolute_path_value(const std::string& value) {
+  if (value.empty() || value == "-") return value;
+  std::error_code error;
+  const std::filesystem::path absolute = std::filesystem::absolute(value, error);
+  if (error) throw IoError(value, "cannot make the path absolute: " + error.message());
+  return absolute.lexically_normal().string();
+}
+
+void make_paths_absolute(IniFile& ini, const OptionSchema& schema, std::initializer_list<std::string_view> path_lists,
+                         std::initializer_list<std::string_view> keep) {
+  const auto kept = [&](const std::string& v) { return std::find(keep.begin(), keep.end(), v) != keep.end(); };
+  for (const OptionSpec& spec : schema.options()) {
+    const bool list = std::find(path_lists.begin(), path_lists.end(), spec.name) != path_lists.end();
+    if (!spec.persist || (spec.type != OptionType::path && !list)) continue;
+    const IniEntry* entry = ini.find(spec.section, spec.name);
+    if (entry == nullptr || kept(entry->value)) continue;
+    std::string value;
+    if (list) {
+      for (const std::string& item : parse_list_value(entry->value, spec.name))
+        append_item(value, kept(item) ? item : absolute_path_value(item));
+    } else {
+      value = absolute_path_value(entry->value);
+    }
+    ini.set(spec.section, spec.name, value);
+  }
 }
 
 void write_resolved_config(const std::filesystem::path& path, const ResolvedOptions& options,

@@ -134,6 +134,18 @@ ResolvedOptions resolve_command_line(const OptionSchema& schema, const std::vect
                                      std::vector<std::string>* positional = nullptr,
                                      const std::string& config_option = "config");
 
+// `value` of a path option as an absolute, lexically normal path, a relative one taken from the
+// working directory: a configuration file written with it names the same files when it is read
+// from another directory (a run directory's config.ini on --resume). "-" (standard input) stays
+// as it is. Throws IoError when the working directory cannot be determined.
+std::string absolute_path_value(const std::string& value);
+
+// Makes the values in `ini` of the schema's persisted path options, and item by item those of the
+// list options named in `path_lists`, absolute (absolute_path_value); a value in `keep` (a
+// sentinel such as "none") stays as it is.
+void make_paths_absolute(IniFile& ini, const OptionSchema& schema, std::initializer_list<std::string_view> path_lists = {},
+                         std::initializer_list<std::string_view> keep = {});
+
 // Writes the resolved configuration (to_ini()) atomically with a comment header, e.g. the run's
 // config.ini, which `--config` reads back.
 void write_resolved_config(const std::filesystem::path& path, const ResolvedOptions& options,

@@ -334,7 +334,7 @@ io::OptionSchema train_option_schema() {
   s.option("forces-unit", "data", OptionType::string, "",
            "unit of the forces column when the input gives none, or to override it: energy/length, e.g. eV/A, Hartree/Bohr (extended XYZ: eV/A)");
   s.option("min-atoms", "data", OptionType::integer, "1", "molecules with fewer atoms are bad records");
-  s.option("min-distance", "data", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad");
+  s.option("min-distance", "data", OptionType::real, shortest_number(chem::kDefaultMinDistance), "atoms closer than this (Angstrom) make a record bad");
   s.option("add-hydrogens", "data", OptionType::boolean, "true", "SDF: make implicit hydrogens explicit (3-D)");
   s.option("limit", "data", OptionType::integer, "0", "read at most this many molecules (0: all)");
   // [split]
@@ -554,7 +554,12 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   for (const auto& section : base.sections())
     for (const auto& e : section.entries)
       if (!(section.name == "data" && e.key == "inputs")) ini.set(section.name, e.key, e.value);
-  c.resolved_ini = ini.dump("flt train configuration (resolved; read it back with flt train --config FILE)");
+  const char* header = "flt train configuration (resolved; read it back with flt train --config FILE)";
+  c.resolved_ini_as_given = ini.dump(header);
+  // config.ini names its files by absolute paths: --resume (and --config RUN_DIR/config.ini) from
+  // another working directory reads the same files.
+  io::make_paths_absolute(ini, o.schema(), {"inputs"}, {"none"});
+  c.resolved_ini = ini.dump(header);
   return c;
 }
 
@@ -1142,6 +1147,9 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   for (std::size_t i : split.train) train_digests.push_back(data.digests[i]);
   const std::string checksum = io::training_data_checksum(train_digests);
   const std::string config_fingerprint = train::resume_fingerprint(cfg.resolved_ini, later_options_neutral_values());
+  const std::string config_fingerprint_as_given =
+      train::resume_fingerprint(cfg.resolved_ini_as_given.empty() ? cfg.resolved_ini : cfg.resolved_ini_as_given,
+                                later_options_neutral_values());
   if (cfg.batch_atoms > 0) {
     std::size_t largest = 0;
     std::vector<std::size_t> over;
@@ -1185,6 +1193,7 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   ec.resume = cfg.resume;
   ec.writer = lead;
   ec.config_fingerprint = config_fingerprint;
+  ec.config_fingerprint_as_given = config_fingerprint_as_given;
   ec.progress = progress;
   ec.terminal = output.terminal;
   ec.on_step = output.on_step;

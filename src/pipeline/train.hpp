@@ -69,8 +69,12 @@ struct TrainConfig : train::EngineSettings {
   bool resume = false;
   bool split_only = false;            // write split.csv and config.ini, then return (no training)
 
-  // The resolved configuration, written as config.ini (set by config_from_options).
+  // The resolved configuration, written as config.ini (set by config_from_options), with its
+  // paths absolute (io::make_paths_absolute).
   std::string resolved_ini;
+  // The same with the paths as given (relative to the working directory), the spelling that runs
+  // made before config.ini held absolute paths have in their checkpoints: --resume accepts it.
+  std::string resolved_ini_as_given;
 };
 
 // Per-epoch numbers, also passed to the observer.

@@ -192,6 +192,8 @@ py::tuple results_to_arrays(const std::vector<flt::Result>& results, std::size_t
 PYBIND11_MODULE(_flt, m) {
   m.doc() = "Compiled core of the flt package (use `import flt`).";
   m.attr("__version__") = flt::version();
+  // The default of min_distance (Angstrom), for the Python signatures.
+  m.attr("DEFAULT_MIN_DISTANCE") = flt::kDefaultMinDistance;
   flt::set_log_sink(python_log_sink);
   // Back to stderr before the interpreter goes: nothing may call into Python after that.
   py::module_::import("atexit").attr("register")(py::cpp_function([] {
@@ -306,7 +308,7 @@ PYBIND11_MODULE(_flt, m) {
             return results_to_arrays(results, model.targets().size(), forces, per_atom);
           },
           py::arg("items"), py::arg("threads") = 0, py::arg("batch_size") = 64,
-          py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false, py::arg("min_distance") = 0.1)
+          py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false, py::arg("min_distance") = flt::kDefaultMinDistance)
       .def(
           "predict_file",
           [](const flt::Model& model, const std::filesystem::path& path, const py::function& sink,
@@ -371,6 +373,6 @@ PYBIND11_MODULE(_flt, m) {
           py::arg("optimize") = py::none(), py::arg("conformer_attempts") = py::none(), py::arg("sanitize") = true,
           py::arg("smiles_column") = "", py::arg("periodic") = "error", py::arg("pdb_water") = "drop",
           py::arg("pdb_hetero") = "keep",
-          py::arg("min_distance") = 0.1, py::arg("threads") = 0, py::arg("batch_size") = 64,
+          py::arg("min_distance") = flt::kDefaultMinDistance, py::arg("threads") = 0, py::arg("batch_size") = 64,
           py::arg("forces") = false, py::arg("forces_target") = "", py::arg("per_atom") = false);
 }

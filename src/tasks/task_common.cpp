@@ -138,6 +138,8 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
   ec.default_warmup = train::DefaultWarmup::planned_fraction;
   ec.resume = cfg.resume;
   ec.config_fingerprint = train::resume_fingerprint(cfg.resolved_ini, task_options_neutral_values());
+  if (!cfg.resolved_ini_as_given.empty())
+    ec.config_fingerprint_as_given = train::resume_fingerprint(cfg.resolved_ini_as_given, task_options_neutral_values());
   ec.progress = output.progress;
   ec.terminal = output.terminal;
   ec.dir = cfg.out;
@@ -283,6 +285,13 @@ TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const T
                       models::to_string(config.attention) + " (" + why + "); leave it out");
   }
   return config;
+}
+
+void set_resolved_ini(TaskRunConfig& run, const io::ResolvedOptions& options, std::string_view header) {
+  io::IniFile ini = options.to_ini();
+  run.resolved_ini_as_given = ini.dump(header);
+  io::make_paths_absolute(ini, options.schema());
+  run.resolved_ini = ini.dump(header);
 }
 
 io::ResolvedOptions parse_task_command_line(const io::OptionSchema& schema, const std::vector<std::string>& args,

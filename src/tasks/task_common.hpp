@@ -56,7 +56,10 @@ struct TaskRunConfig : train::EngineSettings {
   std::filesystem::path out;
   bool overwrite = false;
   bool resume = false;
-  std::string resolved_ini;           // config.ini text
+  std::string resolved_ini;           // config.ini text, paths absolute (set_resolved_ini)
+  // The same with the paths as given: runs made before config.ini held absolute paths stored
+  // that spelling in their checkpoints, and --resume accepts it (empty: none).
+  std::string resolved_ini_as_given;
 };
 
 // One evaluation pass (validation or test).
@@ -142,6 +145,10 @@ void add_model_options(io::OptionSchema& schema, const TokenModelConfig& default
 // model's output head does not use (head_hidden with a per-token head) are never options either.
 const std::vector<std::string>& sequence_task_owned_keys();
 TaskRunConfig run_config_from_options(const io::ResolvedOptions& options);
+// Sets `run`'s resolved_ini (the persisted options, path options absolute, so that --resume and
+// --config RUN_DIR/config.ini read the same files from any working directory) and
+// resolved_ini_as_given, both under `header`.
+void set_resolved_ini(TaskRunConfig& run, const io::ResolvedOptions& options, std::string_view header);
 // The [train] options added after task runs became resumable, at the value that behaves as
 // before they existed: left out of the resume fingerprint there (train::resume_fingerprint).
 const std::vector<std::pair<std::string, std::string>>& task_options_neutral_values();

@@ -236,7 +236,7 @@ ImageTrainConfig image_config_from_options(const io::ResolvedOptions& o) {
   c.flip = o.get_bool("flip");
   c.run = run_config_from_options(o);
   c.model = model_config_from_options(o, image_model_defaults(), owned_keys());
-  c.run.resolved_ini = o.to_ini().dump("flt image train configuration (resolved; read it back with --config FILE)");
+  set_resolved_ini(c.run, o, "flt image train configuration (resolved; read it back with --config FILE)");
   return c;
 }
 

@@ -185,7 +185,7 @@ LmTrainConfig lm_config_from_options(const io::ResolvedOptions& o) {
   smiles_data_from_options(o, "lm", c);
   c.run = run_config_from_options(o);
   c.model = model_config_from_options(o, lm_model_defaults(), sequence_task_owned_keys());
-  c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
+  set_resolved_ini(c.run, o, "flt seq train configuration (resolved; read it back with --config FILE)");
   return c;
 }
 

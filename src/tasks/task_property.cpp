@@ -233,7 +233,7 @@ PropertyTrainConfig property_config_from_options(const io::ResolvedOptions& o) {
   c.loss.kind = parse_regression_loss(o.get_string("loss"));
   c.run = run_config_from_options(o);
   c.model = model_config_from_options(o, property_model_defaults(), sequence_task_owned_keys());
-  c.run.resolved_ini = o.to_ini().dump("flt seq train configuration (resolved; read it back with --config FILE)");
+  set_resolved_ini(c.run, o, "flt seq train configuration (resolved; read it back with --config FILE)");
   return c;
 }
 

@@ -262,7 +262,9 @@ EngineResult Engine::run(Trainable& task) {
     if (!slots.has_last())
       throw ConfigError(dir.string() + ": no checkpoint-last.flt to resume from: the run stopped before its first epoch ended (start it again with --overwrite instead of --resume)");
     const Checkpoint ck = slots.load_last();
-    if (ck.text("config") != cfg.config_fingerprint)
+    const std::string& stored_config = ck.text("config");
+    if (stored_config != cfg.config_fingerprint &&
+        (cfg.config_fingerprint_as_given.empty() || stored_config != cfg.config_fingerprint_as_given))
       throw ConfigError(dir.string() + ": --resume with a configuration that differs from the interrupted run's (" +
                         fingerprint_difference(cfg.config_fingerprint, ck.text("config")) +
                         "; only --threads and the [run] options may change); resume with --resume --out " +

@@ -64,6 +64,9 @@ struct EngineConfig : EngineSettings {
   bool resume = false;
   bool writer = true;                // writes the run directory's files (rank 0 of an MPI job)
   std::string config_fingerprint;    // --resume refuses another one (see resume_fingerprint)
+  // Also accepted on --resume: the fingerprint with the configuration's paths spelled as given,
+  // relative ones unresolved (what runs stored before paths were made absolute); empty: none.
+  std::string config_fingerprint_as_given;
   // Progress: a bar per epoch on a terminal, one line per epoch otherwise (null: silent).
   std::ostream* progress = nullptr;
   bool terminal = false;

@@ -1,13 +1,16 @@
 // NVE molecular dynamics (src/pipeline/md.hpp) with a small near_far model: velocity Verlet
 // conserves the total energy to second order in the time step, keeps the centre of mass at rest,
-// is reproducible, and stops when the energy leaves its band; flt md end to end.
+// is reproducible, and stops when the energy leaves its band; a run continued from a trajectory
+// frame repeats the uninterrupted one; flt md end to end.
 #include "chem/elements.hpp"
+#include "chem/writer.hpp"
 #include "pipeline/md.hpp"
 #include "test_predict_util.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <fstream>
+#include <sstream>
 
 #include <cmath>
 
@@ -161,4 +164,128 @@ TEST_CASE("flt md: log and trajectory with units, summary on stdout", "[md][prog
   CHECK(atom.status == 0);
   CHECK_THAT(atom.out, Catch::Contains("started at 0 K"));
   CHECK_THAT(atom.err, Catch::Contains("single atom has no internal motion"));
+}
+
+TEST_CASE("NVE: a run continued from a written trajectory frame repeats the uninterrupted run bit for bit",
+          "[md]") {
+  const Predictor predictor = near_far_predictor();
+  TempDir dir("md_continue");
+  const auto points = read_all(std::string(FLT_SOURCE_DIR) + "/datasets/rmd17-ethanol/train.xyz");
+  REQUIRE(!points.empty());
+  const chem::PointSet& start = points[0];
+  constexpr std::size_t first = 12, more = 18;
+  MdOptions straight;
+  straight.timestep_fs = 0.3;
+  straight.steps = first + more;
+  straight.temperature_k = 400;
+  straight.seed = 5;
+  straight.threads = 1;
+  Mat<double> x_end, p_end;
+  auto writer = chem::MoleculeWriter::open((dir / "frame.xyz").string());
+  run_nve(predictor, to_molecule(start), straight, [&](const MdFrame& f) {
+    // Velocities in Angstrom/fs are the momenta in ASE's unit over the masses, times ASE's fs.
+    for (Index i = 0; i < f.positions->rows(); ++i)
+      for (int c = 0; c < 3; ++c)
+        CHECK((*f.velocities)(i, c) == (*f.momenta)(i, c) / (*f.masses)[static_cast<std::size_t>(i)] * 0.09822694788464063);
+    if (f.step == first) writer->write(trajectory_record(start, f));
+    x_end = *f.positions;
+    p_end = *f.momenta;
+  });
+  writer->close();
+  const auto frames = read_all((dir / "frame.xyz").string());
+  REQUIRE(frames.size() == 1);
+  const chem::PointSet& frame = frames[0];
+  CHECK(frame.title == "step 12");
+  REQUIRE(frame.column("momenta") != nullptr);
+  CHECK(frame.column("momenta")->unit == "sqrt(amu*eV)");
+  REQUIRE(frame.column("masses") != nullptr);
+  CHECK(frame.column("masses")->unit == "amu");
+  REQUIRE(frame.column("forces") != nullptr);
+  CHECK(frame.column("forces")->unit == "eV/A");
+
+  MdOptions continued;
+  continued.timestep_fs = straight.timestep_fs;
+  continued.steps = more;
+  continued.threads = 1;
+  continue_from(frame, continued);
+  CHECK(continued.first_step == first);
+  CHECK(continued.start_time_fs == Approx(first * 0.3));
+  CHECK(continued.masses == atomic_masses(to_molecule(start)));
+  Mat<double> x_cont, p_cont;
+  std::size_t last_step = 0;
+  const MdSummary summary = run_nve(predictor, to_molecule(frame), continued, [&](const MdFrame& f) {
+    x_cont = *f.positions;
+    p_cont = *f.momenta;
+    last_step = f.step;
+  });
+  CHECK(summary.steps == more);
+  CHECK(last_step == first + more);
+  // The file holds the exact state (positions and momenta written as shortest round-trip text)
+  // and the forces follow from the positions: the same arithmetic, bit for bit.
+  CHECK(x_cont == x_end);
+  CHECK(p_cont == p_end);
+  CHECK((x_cont - points[0].positions).norm() > 1e-2);  // and the atoms moved
+
+  // A record without momenta, or with momenta in another unit, cannot be continued.
+  MdOptions options;
+  CHECK_THROWS_AS(continue_from(start, options), InputError);
+  chem::PointSet other_unit = frame;
+  for (auto& c : other_unit.atom_columns)
+    if (c.name == "momenta") c.unit = "amu*A/fs";
+  CHECK_THROWS_WITH(continue_from(other_unit, options), Catch::Contains("ASE's unit"));
+}
+
+TEST_CASE("flt md --velocities input: continuing the last frame of a trajectory gives the uninterrupted run's frames",
+          "[md][program]") {
+  TempDir dir("md_restart");
+  const std::string model = save_small_model(dir, "m.flt", 3, models::AttentionKind::near_far);
+  const std::string input = std::string(FLT_SOURCE_DIR) + "/datasets/rmd17-ethanol/train.xyz";
+  const std::string common = "md -m " + quoted(model) + " --timestep 0.25 --every 10 -j 1 -q ";
+  const auto full = run_flt(common + quoted(input) + " --record 3 --steps 40 --log " + quoted(dir / "full.csv") +
+                                " -o " + quoted(dir / "full.xyz"),
+                            dir);
+  INFO(full.out << full.err);
+  REQUIRE(full.status == 0);
+  const auto half = run_flt(common + quoted(input) + " --record 3 --steps 20 -o " + quoted(dir / "half.xyz"), dir);
+  REQUIRE(half.status == 0);
+  const auto rest = run_flt(common + quoted(dir / "half.xyz") + " --record last --velocities input --steps 20 --log " +
+                                quoted(dir / "rest.csv") + " -o " + quoted(dir / "rest.xyz"),
+                            dir);
+  INFO(rest.out << rest.err);
+  REQUIRE(rest.status == 0);
+  // Text of the trajectories' records (atom count, comment line, atom lines).
+  const auto records = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string count; std::getline(in, count);) {
+      std::string record = count + "\n", line;
+      for (int k = 0; k < std::stoi(count) + 1 && std::getline(in, line); ++k) record += line + "\n";
+      out.push_back(record);
+    }
+    return out;
+  };
+  const auto full_frames = records(flt::test_support::slurp(dir / "full.xyz"));
+  const auto rest_frames = records(flt::test_support::slurp(dir / "rest.xyz"));
+  REQUIRE(full_frames.size() == 5);  // steps 0, 10, 20, 30, 40
+  REQUIRE(rest_frames.size() == 3);  // steps 20 (the frame it starts from), 30, 40
+  for (std::size_t k = 0; k < 3; ++k) CHECK(rest_frames[k] == full_frames[2 + k]);
+  CHECK_THAT(rest_frames[2], Catch::Contains("title=\"step 40\""));
+  CHECK_THAT(rest_frames[2], Catch::Contains("momenta_unit=sqrt(amu*eV)"));
+  // The log's rows (step, time, energies, temperature) are the same numbers too.
+  const std::string full_log = flt::test_support::slurp(dir / "full.csv");
+  const std::string rest_log = flt::test_support::slurp(dir / "rest.csv");
+  const std::size_t from_step_20 = full_log.find("\n20,");
+  REQUIRE(from_step_20 != std::string::npos);
+  CHECK(rest_log.substr(rest_log.find('\n')) == full_log.substr(from_step_20));
+
+  // Velocities come from the record or from --temperature, not both; a record without momenta
+  // cannot give them.
+  const auto both = run_flt(common + quoted(dir / "half.xyz") + " --record last --velocities input --temperature 500", dir);
+  CHECK(both.status == 2);
+  CHECK_THAT(both.err, Catch::Contains("--temperature draws Maxwell-Boltzmann velocities"));
+  const auto none = run_flt(common + quoted(input) + " --velocities input --steps 1", dir);
+  CHECK(none.status != 0);
+  CHECK_THAT(none.err, Catch::Contains("no momenta to continue from"));
+  const auto bad_record = run_flt(common + quoted(input) + " --record first", dir);
+  CHECK(bad_record.status == 2);
 }

@@ -10,6 +10,7 @@
 #include "pipeline/dataset.hpp"
 #include "models/model_io.hpp"
 #include "train/checkpoint.hpp"
+#include "io/atomic_file.hpp"
 #include "io/csv.hpp"
 #include "io/data_checksum.hpp"
 #include "train/metrics.hpp"
@@ -460,4 +461,63 @@ TEST_CASE("flt eval and predict make SMILES conformers as the model's training m
   const auto other = run_flt(eval_args("--conformer-seed 8", "other.csv"), dir.path());
   REQUIRE(other.status == 0);
   CHECK(mae(slurp(dir / "other.csv")) != mae(slurp(dir / "run" / "test_metrics.csv")));
+}
+
+TEST_CASE("flt train --resume from another working directory reads the run's files, not that directory's",
+          "[train][e2e]") {
+  ScratchDir dir("resume_cwd");
+  // Two files of the same relative name: the run's, and a decoy beside the other working directory.
+  const std::string ethanol = slurp(fs::path(FLT_SOURCE_DIR) / "datasets/rmd17-ethanol/train.xyz");
+  const auto records = [&](std::size_t first, std::size_t count) {
+    std::istringstream in(ethanol);
+    std::string out, line;
+    for (std::size_t k = 0; k < (first + count) * 11 && std::getline(in, line); ++k)
+      if (k >= first * 11) out += line + "\n";
+    return out;
+  };
+  fs::create_directories(dir / "data");
+  fs::create_directories(dir / "elsewhere" / "data");
+  std::ofstream(dir / "data" / "eth.xyz") << records(0, 60);
+  std::ofstream(dir / "elsewhere" / "data" / "eth.xyz") << records(60, 60);
+  const std::string args = "train data/eth.xyz --targets energy --split 40,10,rest --epochs 2 --batch-size 8 --width 16"
+                           " --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --num-features 8 --num-frequencies 8"
+                           " --threads 1 --seed 3 -q";
+  const auto run_in = [&](const std::string& a, const fs::path& scratch, const std::string& cd) {
+    return flt::test_support::run_program(FLT_EXE, a, scratch, cd);
+  };
+  const std::string in_dir = "cd '" + dir.path().string() + "' &&";
+  const auto straight = run_in(args + " --out straight", dir.path(), in_dir);
+  INFO(straight.err);
+  REQUIRE(straight.status == 0);
+  // config.ini names the input by its absolute path.
+  const std::string absolute = (dir / "data" / "eth.xyz").string();
+  CHECK_THAT(slurp(dir / "straight" / "config.ini"), Catch::Contains("inputs = " + absolute + "\n"));
+
+  const auto stopped = run_in(args + " --out stopped --stop-after-epoch 1", dir.path(), in_dir);
+  INFO(stopped.err);
+  REQUIRE(stopped.status == 0);
+  const auto resumed = run_in("train --resume --out ../stopped -q", dir.path(),
+                               "cd '" + (dir / "elsewhere").string() + "' &&");
+  INFO(resumed.err);
+  REQUIRE(resumed.status == 0);
+  CHECK(slurp(dir / "stopped" / "model.flt") == slurp(dir / "straight" / "model.flt"));
+
+  // A run of an earlier flt, whose config.ini and checkpoint hold the path as given, still
+  // resumes from the directory it was started in.
+  const auto earlier = run_in(args + " --out earlier --stop-after-epoch 1", dir.path(), in_dir);
+  INFO(earlier.err);
+  REQUIRE(earlier.status == 0);
+  const auto relative = [&](std::string text) {
+    for (std::size_t at; (at = text.find(absolute)) != std::string::npos;) text.replace(at, absolute.size(), "data/eth.xyz");
+    return text;
+  };
+  io::write_file_atomic(dir / "earlier" / "config.ini", relative(slurp(dir / "earlier" / "config.ini")));
+  train::Checkpoint ck = train::read_checkpoint(dir / "earlier" / "checkpoint-last.flt");
+  REQUIRE(ck.text("config").find(absolute) != std::string::npos);
+  ck.set_text("config", relative(ck.text("config")));
+  train::write_checkpoint(dir / "earlier" / "checkpoint-last.flt", ck);
+  const auto old_run = run_in("train --resume --out earlier -q", dir.path(), in_dir);
+  INFO(old_run.err);
+  REQUIRE(old_run.status == 0);
+  CHECK(slurp(dir / "earlier" / "model.flt") == slurp(dir / "straight" / "model.flt"));
 }

@@ -470,3 +470,57 @@ def test_per_atom_contributions_sum_to_the_prediction_and_match_flt_predict(mode
         assert r.contributions.shape[1] == len(model.targets)
         assert abs(np.nansum(r.contributions[:, model.names.index("U0")]) - r.values[model.names.index("U0")]) <= 1e-3
     assert model.predict_file(QM9_EXAMPLES, threads=1)[0].contributions is None
+
+
+def test_md_trajectory_momenta_are_ases(tmp_path):
+    """flt md -o frames carry momenta and masses that ASE reads as its own, in its units."""
+    ase = pytest.importorskip("ase")
+    import ase.io
+    import ase.units
+
+    ethanol = SOURCE / "datasets" / "rmd17-ethanol" / "train.xyz"
+    traj, log = tmp_path / "md.xyz", tmp_path / "md.csv"
+    dt = 0.25
+    subprocess.run([FLT_EXE, "md", str(ethanol), "--steps", "6", "--timestep", str(dt), "--every", "1",
+                    "-o", str(traj), "--log", str(log), "-q", "-j", "1"], check=True)
+    frames = ase.io.read(str(traj), index=":")
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(frames) == len(rows) == 7
+    assert frames[0].info["momenta_unit"] == "sqrt(amu*eV)" and frames[0].info["masses_unit"] == "amu"
+    for atoms, row in zip(frames, rows):
+        assert atoms.info["step"] == int(row["step"])
+        # ASE's kinetic energy (sum p^2 / 2m, eV) is the one flt logged.
+        assert atoms.get_kinetic_energy() == pytest.approx(float(row["kinetic_energy [eV]"]), rel=1e-10, abs=0)
+    np.testing.assert_array_equal(frames[0].get_masses(), ase.io.read(str(ethanol), index=0).get_masses())
+    # ASE's velocities in Angstrom/fs are those flt integrated: velocity Verlet moves each atom by
+    # dt v + dt^2 F / (2 m) (F / m in Angstrom/fs^2 is eV/(Angstrom amu) times ase.units.fs^2).
+    for before, after in zip(frames, frames[1:]):
+        velocities = before.get_velocities() * ase.units.fs
+        accelerations = before.get_forces() / before.get_masses()[:, None] * ase.units.fs ** 2
+        expected = before.positions + dt * velocities + 0.5 * dt ** 2 * accelerations
+        np.testing.assert_allclose(after.positions, expected, rtol=0, atol=1e-10)
+        assert np.abs(after.positions - before.positions).max() > 1e-4
+
+
+def test_md_starts_from_ase_momenta(tmp_path):
+    """flt md --velocities input takes the momenta of an extended XYZ file written by ASE."""
+    ase = pytest.importorskip("ase")
+    import ase.io
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    first = ase.io.read(str(SOURCE / "datasets" / "rmd17-ethanol" / "train.xyz"), index=0)
+    atoms = ase.Atoms(numbers=first.numbers, positions=first.positions)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=500, rng=np.random.default_rng(3))
+    start, traj, log = tmp_path / "start.xyz", tmp_path / "md.xyz", tmp_path / "md.csv"
+    ase.io.write(str(start), atoms, format="extxyz")
+    assert "momenta:R:3" in start.read_text()
+    written = ase.io.read(str(start))  # ASE writes 8 decimals: the momenta flt reads
+    subprocess.run([FLT_EXE, "md", str(start), "--velocities", "input", "--steps", "2", "--every", "1",
+                    "-o", str(traj), "--log", str(log), "-q", "-j", "1"], check=True)
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["step"] == "0" and float(rows[0]["time [fs]"]) == 0
+    assert float(rows[0]["kinetic_energy [eV]"]) == pytest.approx(written.get_kinetic_energy(), rel=1e-10, abs=0)
+    frame = ase.io.read(str(traj), index=0)
+    np.testing.assert_array_equal(frame.get_momenta(), written.get_momenta())

@@ -193,6 +193,12 @@ TEST_CASE("image options: command line over INI file over defaults, resolved con
   io::write_file_atomic(dir / "resolved.ini", c.run.resolved_ini);
   const ImageTrainConfig d = parse_image_train_command_line({"--config", (dir / "resolved.ini").string()});
   CHECK(d.run.resolved_ini == c.run.resolved_ini);
+  // Paths are written absolute (relative ones from the working directory): a run's config.ini
+  // names the same files when --resume reads it from another directory.
+  const ImageTrainConfig relative = parse_image_train_command_line({"--out", "runs/r", "--data-dir", "data/../idx"});
+  CHECK_THAT(relative.run.resolved_ini, Catch::Contains("data-dir = " + (fs::current_path() / "idx").string() + "\n") &&
+                                            Catch::Contains("out = " + (fs::current_path() / "runs" / "r").string() + "\n"));
+  CHECK_THAT(relative.run.resolved_ini_as_given, Catch::Contains("data-dir = data/../idx\n"));
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--attention", "softmax"}), ConfigError);
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--epochs", "0"}), ConfigError);
   CHECK_THROWS_AS(parse_image_train_command_line({"--out", "x", "--no-such-option", "1"}), ConfigError);

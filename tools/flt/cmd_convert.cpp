@@ -4,6 +4,7 @@
 #include "chem/writer.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "options_util.hpp"
@@ -41,7 +42,7 @@ io::OptionSchema convert_schema() {
   s.option("seed", "", OptionType::integer, "42", "random seed of generated conformers");
   s.option("add-hydrogens", "", OptionType::boolean, "true", "add implicit hydrogens (with coordinates) to records that have any");
   s.option("sanitize", "", OptionType::boolean, "true", "RDKit sanitization of SDF/MOL records");
-  s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
+  s.option("min-distance", "", OptionType::real, shortest_number(chem::kDefaultMinDistance), "atoms closer than this (Angstrom) make a record bad; 0 disables");
   add_conformer_options(s);
   add_common_options(s);
   s.add_spellings("seed", 0, {"conformer-seed"});

@@ -10,6 +10,7 @@
 #include "pipeline/predict.hpp"
 #include "io/atomic_file.hpp"
 
+#include <cmath>
 #include <cstdio>
 #include <iomanip>
 #include <iostream>
@@ -21,11 +22,16 @@ namespace {
 
 const char* kUsage =
     "Usage: flt md -m MODEL.flt [-m ...] INPUT [--steps N] [--timestep FS] [--temperature K]\n"
-    "              [-o TRAJECTORY.xyz] [--log LOG.csv] [options]\n\n"
+    "              [-o TRAJECTORY.xyz] [--log LOG.csv] [options]\n"
+    "       flt md -m MODEL.flt TRAJECTORY.xyz --record last --velocities input [--steps N] ...\n\n"
     "Runs NVE molecular dynamics (velocity Verlet) of one molecule with the forces -dE/dr of\n"
     "a model's energy target (an ensemble's mean energy when several -m are given) and\n"
     "reports how well the total energy is conserved: the check a conservative model must pass.\n"
-    "Initial velocities: Maxwell-Boltzmann at --temperature (seeded), no centre-of-mass motion.\n"
+    "Initial velocities: Maxwell-Boltzmann at --temperature (seeded), no centre-of-mass motion;\n"
+    "or, with --velocities input, the record's momenta (a frame of an earlier run's trajectory,\n"
+    "or an extended XYZ file with momenta written by ASE), continuing its step count and time.\n"
+    "Trajectory frames carry momenta and masses as ASE reads them (momenta in sqrt(amu*eV),\n"
+    "ASE's unit: velocity in Angstrom/fs = momenta / masses * ase.units.fs) and the forces.\n"
     "Units: Angstrom, fs, amu, eV, K. The run stops with exit status 1 when the total energy\n"
     "moves by more than --max-energy-change eV per atom (a model or time step that blows up).\n";
 
@@ -35,7 +41,7 @@ io::OptionSchema md_schema() {
   io::OptionSchema s;
   s.optional_option("model", "", OptionType::list, "model file (.flt); repeat for an ensemble (default: the default model)");
   s.optional_option("input", "", OptionType::path, "the molecule file to start from, as the argument (which replaces it)");
-  s.option("record", "", OptionType::integer, "1", "which record of INPUT to start from, 1-based");
+  s.option("record", "", OptionType::string, "1", "which record of INPUT to start from, 1-based, or last");
   s.optional_option("format", "", OptionType::string, "input format (default: from the file name)");
   s.option("periodic", "", OptionType::string, "error", "an extended XYZ start with periodic boundary conditions (a T in pbc, or a Lattice without pbc): error or isolated (run as an isolated structure, the cell ignored)").choices = {
       "error", "isolated"};
@@ -43,10 +49,15 @@ io::OptionSchema md_schema() {
   s.option("timestep", "", OptionType::real, shortest_number(defaults.timestep_fs), "time step in fs");
   s.option("temperature", "", OptionType::real, shortest_number(defaults.temperature_k), "initial temperature in K (0: start at rest)");
   s.option("seed", "", OptionType::integer, std::to_string(defaults.seed), "seed of the initial velocities");
+  s.option("velocities", "", OptionType::string, "maxwell-boltzmann",
+           "initial velocities: maxwell-boltzmann (at --temperature) or input (the record's momenta column, "
+           "ASE's convention as flt md -o writes it; continues the record's step and time)")
+      .choices = {"maxwell-boltzmann", "input"};
   s.option("target", "", OptionType::string, "", "energy target whose forces drive the dynamics (default: the first energy target)");
   s.option("max-energy-change", "", OptionType::real, shortest_number(defaults.max_energy_change_per_atom),
            "stop when the total energy moves by more than this, eV per atom");
-  s.optional_option("out", "", OptionType::path, "trajectory, extended XYZ with time and energies per frame");
+  s.optional_option("out", "", OptionType::path,
+                    "trajectory, extended XYZ: positions, momenta, masses and forces, time and energies per frame");
   s.option("every", "", OptionType::integer, "10", "write every N-th step to the trajectory and the log");
   s.optional_option("log", "", OptionType::path, "CSV log: step, time [fs], potential, kinetic and total energy [eV], temperature [K]");
   s.option("threads", "", OptionType::integer, std::to_string(defaults.threads), "OpenMP threads (0: all cores)");
@@ -65,10 +76,24 @@ int run_md(const std::vector<std::string>& args) {
   const std::string trajectory = parsed->string_or_empty("out"), log_path = parsed->string_or_empty("log");
   const auto steps = o.get_int("steps"), seed = o.get_int("seed"), threads = o.get_int("threads");
   if (inputs.empty()) throw UsageError("give the molecule file to start from");
-  if (o.get_int("record") < 1) throw UsageError("--record is 1-based");
+  // --record: a 1-based number, or 0 for "last".
+  std::size_t record = 0;
+  if (o.get_string("record") != "last") {
+    const std::optional<double> number = chem::parse_number(o.get_string("record"));
+    if (!number || *number < 1 || *number != std::floor(*number) || *number > 1e15)
+      throw UsageError("--record is a 1-based record number or last, not '" + o.get_string("record") + "'");
+    record = static_cast<std::size_t>(*number);
+  }
   if (o.get_int("every") < 1) throw UsageError("--every must be at least 1");
   if (steps < 0 || seed < 0 || threads < 0) throw UsageError("--steps, --seed and --threads must be >= 0");
-  const auto record = static_cast<std::size_t>(o.get_int("record")), every = static_cast<std::size_t>(o.get_int("every"));
+  const auto every = static_cast<std::size_t>(o.get_int("every"));
+  const bool input_velocities = o.get_string("velocities") == "input";
+  if (input_velocities) {
+    for (const char* drawn : {"temperature", "seed"})
+      if (o.source(drawn).kind != io::OptionSource::Kind::default_value)
+        throw UsageError(std::string("--") + drawn + " draws Maxwell-Boltzmann velocities; --velocities input takes them "
+                         "from the record");
+  }
   pipeline::MdOptions md;
   md.steps = static_cast<decltype(md.steps)>(steps);
   md.timestep_fs = o.get_real("timestep");
@@ -85,6 +110,11 @@ int run_md(const std::vector<std::string>& args) {
   read.periodic = chem::periodic_from_name(o.get_string("periodic"));
   auto reader = chem::MoleculeReader::open(inputs, read);
   std::optional<chem::PointSet> start;
+  if (record == 0) {
+    // The last record: every record is read (a bad one throws InputError naming file and record).
+    while (auto next = reader->next()) start = std::move(next);
+    if (!start) throw InvalidArgument(inputs[0] + " has no records");
+  }
   for (std::size_t k = 1; k <= record; ++k) {
     start = reader->next();  // a bad record throws InputError naming file and record
     if (!start) {
@@ -92,6 +122,7 @@ int run_md(const std::vector<std::string>& args) {
                             std::to_string(record) + " does not exist");
     }
   }
+  if (input_velocities) pipeline::continue_from(*start, md);
   std::vector<std::filesystem::path> paths(models.begin(), models.end());
   const pipeline::Predictor predictor = pipeline::Predictor::load(paths);
   const models::Molecule molecule = pipeline::to_molecule(*start);
@@ -105,11 +136,6 @@ int run_md(const std::vector<std::string>& args) {
                      "temperature [K]\n";
     log->stream() << std::setprecision(12);
   }
-  // Frames carry the atoms and the dynamics' own values, not the start record's labels (e.g. its
-  // reference energy and forces).
-  chem::PointSet frame_points = *start;
-  frame_points.properties.clear();
-  frame_points.atom_columns.clear();
   // Frames up to a failure are kept: the trajectory and log of a run that blew up show how.
   const auto finish_files = [&] {
     if (writer) writer->close();
@@ -117,21 +143,16 @@ int run_md(const std::vector<std::string>& args) {
   };
   pipeline::MdSummary summary;
   try {
+    const std::size_t last_step = md.first_step + md.steps;
     summary = pipeline::run_nve(predictor, molecule, md, [&](const pipeline::MdFrame& f) {
-        if (f.step % every != 0 && f.step != md.steps && !f.out_of_band) return;
+        if (f.step % every != 0 && f.step != last_step && !f.out_of_band) return;
         if (log) {
           log->stream() << f.step << ',' << f.time_fs << ',' << f.potential_ev << ','
                         << f.kinetic_ev << ',' << f.total_ev << ',' << f.temperature_k << '\n';
         }
-        if (writer) {
-          frame_points.positions = *f.positions;
-          frame_points.title = "step " + std::to_string(f.step);
-          writer->write(frame_points, {{"time", f.time_fs, "fs"},
-                                       {"potential_energy", f.potential_ev, "eV"},
-                                       {"kinetic_energy", f.kinetic_ev, "eV"},
-                                       {"total_energy", f.total_ev, "eV"},
-                                       {"temperature", f.temperature_k, "K"}});
-        }
+        // Frames carry the atoms and the dynamics' own values, not the start record's labels
+        // (e.g. its reference energy and forces).
+        if (writer) writer->write(pipeline::trajectory_record(*start, f));
       });
   } catch (const Error&) {
     finish_files();

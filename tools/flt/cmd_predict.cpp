@@ -254,7 +254,7 @@ io::OptionSchema predict_schema() {
            "records without 3-D coordinates: error or generate (RDKit ETKDGv3, random-coordinate fallback)")
       .choices = {"error", "generate"};
   s.option("seed", "", OptionType::integer, "42", "random seed of generated conformers");
-  s.option("min-distance", "", OptionType::real, "0.1", "atoms closer than this (Angstrom) make a record bad; 0 disables");
+  s.option("min-distance", "", OptionType::real, shortest_number(chem::kDefaultMinDistance), "atoms closer than this (Angstrom) make a record bad; 0 disables");
   s.optional_option("forces", "", OptionType::string,
                     "also write the forces -dE/dr of this energy target (alone: the first extensive energy target; "
                     "needs SDF or extended-XYZ output)")

@@ -85,7 +85,8 @@ struct FLT_API Result {
 
 // Options of batch and file prediction.
 // Two atoms closer than this (Angstrom) make a molecule unusable by default (PredictOptions,
-// FileOptions): no chemistry puts nuclei that close.
+// FileOptions): no chemistry puts nuclei that close. The value of the file readers' default
+// (a static_assert in the library keeps the two equal).
 inline constexpr double kDefaultMinDistance = 0.1;
 
 struct PredictOptions {

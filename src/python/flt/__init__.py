@@ -373,7 +373,7 @@ class Model(_TargetNames):
     def predict(self, molecules, conf_id: int = -1, add_hydrogens: bool = True,
                 threads: int = 0, batch_size: int = 64, forces: bool = False,
                 forces_target: str = "", per_atom: bool = False,
-                min_distance: float = 0.1) -> PredictionTable:
+                min_distance: float = _flt.DEFAULT_MIN_DISTANCE) -> PredictionTable:
         """Predicts every target for each molecule, one row per molecule in input order.
 
         molecules: one molecule or a sequence of them (RDKit Chem.Mol with a 3-D conformer, ASE
@@ -418,7 +418,7 @@ class Model(_TargetNames):
                      optimize: Optional[str] = None, conformer_attempts: Optional[int] = None,
                      sanitize: bool = True, smiles_column: str = "", periodic: str = "error",
                      pdb_water: str = "drop", pdb_hetero: str = "keep",
-                     min_distance: float = 0.1, threads: int = 0, batch_size: int = 64,
+                     min_distance: float = _flt.DEFAULT_MIN_DISTANCE, threads: int = 0, batch_size: int = 64,
                      forces: bool = False, forces_target: str = "", per_atom: bool = False):
         """Streams a molecule file (SDF, MOL, XYZ, extended XYZ, QM9, PDB, SMILES CSV or .smi;
         .gz, directories and tar archives too) and predicts every record, in input order.
