@@ -406,8 +406,13 @@ std::string absolute_path_value(const std::string& value) {
   return absolute.lexically_normal().string();
 }
 
-void make_paths_absolute(IniFile& ini, const OptionSchema& schema, std::initializer_list<std::string_view> path_lists,
-                         std::initializer_list<std::string_view> keep) {
+namespace {
+
+// Replaces each persisted path option's value in `ini` (and each item of the list options named
+// in `path_lists`) by map(value), values in `keep` left as they are.
+template <class Map>
+void map_path_values(IniFile& ini, const OptionSchema& schema, std::initializer_list<std::string_view> path_lists,
+                     std::initializer_list<std::string_view> keep, const Map& map) {
   const auto kept = [&](const std::string& v) { return std::find(keep.begin(), keep.end(), v) != keep.end(); };
   for (const OptionSpec& spec : schema.options()) {
     const bool list = std::find(path_lists.begin(), path_lists.end(), spec.name) != path_lists.end();
@@ -417,12 +422,32 @@ void make_paths_absolute(IniFile& ini, const OptionSchema& schema, std::initiali
     std::string value;
     if (list) {
       for (const std::string& item : parse_list_value(entry->value, spec.name))
-        append_item(value, kept(item) ? item : absolute_path_value(item));
+        append_item(value, kept(item) ? item : map(item));
     } else {
-      value = absolute_path_value(entry->value);
+      value = map(entry->value);
     }
     ini.set(spec.section, spec.name, value);
   }
+}
+
+}  // namespace
+
+void make_paths_absolute(IniFile& ini, const OptionSchema& schema, std::initializer_list<std::string_view> path_lists,
+                         std::initializer_list<std::string_view> keep) {
+  map_path_values(ini, schema, path_lists, keep, absolute_path_value);
+}
+
+std::string file_name_value(const std::string& value) {
+  if (value.empty() || value == "-" || value == "none") return value;
+  std::filesystem::path path = std::filesystem::path(value).lexically_normal();
+  if (!path.has_filename() && path.has_parent_path()) path = path.parent_path();  // "dir/" -> "dir"
+  const std::string name = path.filename().string();
+  return name.empty() ? value : name;
+}
+
+void reduce_paths_to_file_names(IniFile& ini, const OptionSchema& schema,
+                                std::initializer_list<std::string_view> path_lists) {
+  map_path_values(ini, schema, path_lists, {}, file_name_value);
 }
 
 void write_resolved_config(const std::filesystem::path& path, const ResolvedOptions& options,

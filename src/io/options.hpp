@@ -146,6 +146,14 @@ std::string absolute_path_value(const std::string& value);
 void make_paths_absolute(IniFile& ini, const OptionSchema& schema, std::initializer_list<std::string_view> path_lists = {},
                          std::initializer_list<std::string_view> keep = {});
 
+// `value` of a path option reduced to its file (or last directory) name, "-" and "none" kept:
+// the spelling of a configuration's paths in a run's fingerprint, which names what was read
+// without depending on where it lies (the data itself is identified by its checksum).
+std::string file_name_value(const std::string& value);
+// The same selection as make_paths_absolute, each value reduced by file_name_value.
+void reduce_paths_to_file_names(IniFile& ini, const OptionSchema& schema,
+                                std::initializer_list<std::string_view> path_lists = {});
+
 // Writes the resolved configuration (to_ini()) atomically with a comment header, e.g. the run's
 // config.ini, which `--config` reads back.
 void write_resolved_config(const std::filesystem::path& path, const ResolvedOptions& options,

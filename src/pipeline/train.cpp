@@ -556,6 +556,9 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
       if (!(section.name == "data" && e.key == "inputs")) ini.set(section.name, e.key, e.value);
   const char* header = "flt train configuration (resolved; read it back with flt train --config FILE)";
   c.resolved_ini_as_given = ini.dump(header);
+  io::IniFile named = ini;
+  io::reduce_paths_to_file_names(named, o.schema(), {"inputs"});
+  c.fingerprint_ini = named.dump(header);
   // config.ini names its files by absolute paths: --resume (and --config RUN_DIR/config.ini) from
   // another working directory reads the same files.
   io::make_paths_absolute(ini, o.schema(), {"inputs"}, {"none"});
@@ -1146,7 +1149,8 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
   require(data.digests.size() == data.size(), "run_training: the dataset has no molecule digests");
   for (std::size_t i : split.train) train_digests.push_back(data.digests[i]);
   const std::string checksum = io::training_data_checksum(train_digests);
-  const std::string config_fingerprint = train::resume_fingerprint(cfg.resolved_ini, later_options_neutral_values());
+  const std::string config_fingerprint = train::resume_fingerprint(
+      cfg.fingerprint_ini.empty() ? cfg.resolved_ini : cfg.fingerprint_ini, later_options_neutral_values());
   const std::string config_fingerprint_as_given =
       train::resume_fingerprint(cfg.resolved_ini_as_given.empty() ? cfg.resolved_ini : cfg.resolved_ini_as_given,
                                 later_options_neutral_values());

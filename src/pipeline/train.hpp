@@ -75,6 +75,11 @@ struct TrainConfig : train::EngineSettings {
   // The same with the paths as given (relative to the working directory), the spelling that runs
   // made before config.ini held absolute paths have in their checkpoints: --resume accepts it.
   std::string resolved_ini_as_given;
+  // The same with every path reduced to its file name (io::reduce_paths_to_file_names): the text
+  // of the resume fingerprint and of the model's training.config metadata, so that neither
+  // depends on where the data lies (the data is compared by checksum) and the same data and
+  // configuration give the same model file from any directory.
+  std::string fingerprint_ini;
 };
 
 // Per-epoch numbers, also passed to the observer.

@@ -137,7 +137,8 @@ TaskRunResult run_task(const TaskRunConfig& cfg, TokenModel<float>& model, Train
   static_cast<train::EngineSettings&>(ec) = cfg;
   ec.default_warmup = train::DefaultWarmup::planned_fraction;
   ec.resume = cfg.resume;
-  ec.config_fingerprint = train::resume_fingerprint(cfg.resolved_ini, task_options_neutral_values());
+  ec.config_fingerprint = train::resume_fingerprint(cfg.fingerprint_ini.empty() ? cfg.resolved_ini : cfg.fingerprint_ini,
+                                                    task_options_neutral_values());
   if (!cfg.resolved_ini_as_given.empty())
     ec.config_fingerprint_as_given = train::resume_fingerprint(cfg.resolved_ini_as_given, task_options_neutral_values());
   ec.progress = output.progress;
@@ -290,6 +291,9 @@ TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const T
 void set_resolved_ini(TaskRunConfig& run, const io::ResolvedOptions& options, std::string_view header) {
   io::IniFile ini = options.to_ini();
   run.resolved_ini_as_given = ini.dump(header);
+  io::IniFile named = ini;
+  io::reduce_paths_to_file_names(named, options.schema());
+  run.fingerprint_ini = named.dump(header);
   io::make_paths_absolute(ini, options.schema());
   run.resolved_ini = ini.dump(header);
 }

@@ -60,6 +60,9 @@ struct TaskRunConfig : train::EngineSettings {
   // The same with the paths as given: runs made before config.ini held absolute paths stored
   // that spelling in their checkpoints, and --resume accepts it (empty: none).
   std::string resolved_ini_as_given;
+  // The same with every path reduced to its file name: the resume fingerprint's and the model's
+  // training.config text, independent of where the data lies (pipeline::TrainConfig's).
+  std::string fingerprint_ini;
 };
 
 // One evaluation pass (validation or test).
@@ -147,7 +150,7 @@ const std::vector<std::string>& sequence_task_owned_keys();
 TaskRunConfig run_config_from_options(const io::ResolvedOptions& options);
 // Sets `run`'s resolved_ini (the persisted options, path options absolute, so that --resume and
 // --config RUN_DIR/config.ini read the same files from any working directory) and
-// resolved_ini_as_given, both under `header`.
+// resolved_ini_as_given and fingerprint_ini, all under `header`.
 void set_resolved_ini(TaskRunConfig& run, const io::ResolvedOptions& options, std::string_view header);
 // The [train] options added after task runs became resumable, at the value that behaves as
 // before they existed: left out of the resume fingerprint there (train::resume_fingerprint).

@@ -318,3 +318,13 @@ TEST_CASE("options: short flags and aliases are other spellings of one option", 
   CHECK_THROWS_AS(schema.add(clash), flt::InvalidArgument);
   CHECK(schema.find("output-dir") == nullptr);
 }
+
+TEST_CASE("options: a path's file name, the spelling of resume fingerprints", "[train][options]") {
+  CHECK(flt::io::file_name_value("datasets/rmd17-ethanol/train.xyz") == "train.xyz");
+  CHECK(flt::io::file_name_value("/data/runs/../qm9/train.xyz") == "train.xyz");
+  CHECK(flt::io::file_name_value("./train.xyz") == "train.xyz");
+  CHECK(flt::io::file_name_value("datasets/qm9/") == "qm9");  // a directory, written with its slash
+  CHECK(flt::io::file_name_value("-") == "-");
+  CHECK(flt::io::file_name_value("none") == "none");
+  CHECK(flt::io::file_name_value("") == "");
+}
