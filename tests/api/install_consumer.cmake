@@ -7,7 +7,7 @@
 #   4. examples/consumer: configure with find_package(flt) against the prefix, build, run on
 #      tests/api/data/small.sdf with a test model (make_test_model: random-initialised, untrained)
 #   5. the README's "Using flt from C++" example, extracted verbatim from README.md, compiled with
-#      the flags of the installed flt.pc (pkg-config) and run: with FLT_DEFAULT_MODEL, then with
+#      the flags of the installed flt-rdkit.pc (pkg-config) and run: with FLT_DEFAULT_MODEL, then with
 #      the model installed under <prefix>/share/flt/models/default.flt (relocated-prefix lookup)
 # Inputs (-D): BUILD_DIR SOURCE_DIR WORK_DIR MAKE_TEST_MODEL PROJECT_VERSION CXX_COMPILER GENERATOR
 foreach(var BUILD_DIR SOURCE_DIR WORK_DIR MAKE_TEST_MODEL PROJECT_VERSION CXX_COMPILER)
@@ -102,7 +102,7 @@ if(NOT RUN_OUTPUT MATCHES "all checks passed")
   message(FATAL_ERROR "consumer did not pass its checks")
 endif()
 
-# 5. The README example, verbatim, built with pkg-config.
+# 5. The README example (flt/rdkit.hpp), verbatim, built with pkg-config flt-rdkit.
 file(READ ${SOURCE_DIR}/README.md readme)
 string(FIND "${readme}" "<!-- cpp-api-example:begin -->" begin)
 string(FIND "${readme}" "<!-- cpp-api-example:end -->" end)
@@ -118,7 +118,7 @@ if(NOT matched)
 endif()
 file(WRITE ${WORK_DIR}/readme/main.cpp "${CMAKE_MATCH_1}\n")
 set(ENV{PKG_CONFIG_PATH} ${libdir}/pkgconfig)
-run(pkg-config --cflags --libs flt)
+run(pkg-config --cflags --libs flt-rdkit)
 string(STRIP "${RUN_OUTPUT}" pc_flags)
 separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
 run(${CXX_COMPILER} -O1 -Wall -Wextra -Werror ${WORK_DIR}/readme/main.cpp -o
