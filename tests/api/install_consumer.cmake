@@ -134,8 +134,9 @@ endif()
 # package can be found. flt::flt must not need them.
 set(no_rdkit_args -DCMAKE_DISABLE_FIND_PACKAGE_RDKit=ON -DCMAKE_DISABLE_FIND_PACKAGE_Boost=ON)
 
-# 4a. The package without the component: flt::flt only, nothing searched for; with the component
-# and RDKit unfindable, a failure that says what is missing.
+# 4a. The package without the component: configures with RDKit unfindable, defines flt::flt with
+# no RDKit in its interface and searches for neither RDKit nor Boost; with the component, a
+# failure that says what is missing.
 file(WRITE ${WORK_DIR}/probe/CMakeLists.txt [=[
 cmake_minimum_required(VERSION 3.20)
 project(probe LANGUAGES NONE)
@@ -148,22 +149,9 @@ if(TARGET flt::rdkit OR DEFINED RDKit_FOUND OR DEFINED Boost_FOUND OR DEFINED RD
 endif()
 get_target_property(link flt::flt INTERFACE_LINK_LIBRARIES)
 message(STATUS "flt::flt INTERFACE_LINK_LIBRARIES: ${link}")
-find_package(flt 0.1 QUIET OPTIONAL_COMPONENTS rdkit)
-if(NOT flt_FOUND OR flt_rdkit_FOUND OR TARGET flt::rdkit)
-  message(FATAL_ERROR "OPTIONAL_COMPONENTS rdkit without RDKit: flt_FOUND=${flt_FOUND} "
-                      "flt_rdkit_FOUND=${flt_rdkit_FOUND}")
-endif()
-find_package(flt 0.1 REQUIRED COMPONENTS rdkit)
 ]=])
-run_expect_failure(${CMAKE_COMMAND} -S ${WORK_DIR}/probe -B ${WORK_DIR}/probe/build
+run(${CMAKE_COMMAND} -S ${WORK_DIR}/probe -B ${WORK_DIR}/probe/build
     -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON ${no_rdkit_args})
-if(NOT RUN_OUTPUT MATCHES "flt::flt INTERFACE_LINK_LIBRARIES")
-  message(FATAL_ERROR "find_package(flt) failed without RDKit:\n${RUN_OUTPUT}")
-endif()
-if(NOT RUN_OUTPUT MATCHES "component[ \n]+rdkit[ \n]+\\(flt::rdkit,")
-  message(FATAL_ERROR "find_package(flt COMPONENTS rdkit) without RDKit: no or another error:\n"
-                      "${RUN_OUTPUT}")
-endif()
 string(REGEX MATCH "flt::flt INTERFACE_LINK_LIBRARIES: [^\n]*" link "${RUN_OUTPUT}")
 assert_no_rdkit("the interface of flt::flt" "${link}")
 file(GLOB target_files ${libdir}/cmake/flt/fltTargets*.cmake)
@@ -171,6 +159,27 @@ foreach(f IN LISTS target_files)
   file(READ ${f} text)
   assert_no_rdkit("${f}" "${text}")
 endforeach()
+# With the component (optional, then required) and RDKit unfindable.
+file(WRITE ${WORK_DIR}/probe-rdkit/CMakeLists.txt [=[
+cmake_minimum_required(VERSION 3.20)
+project(probe_rdkit LANGUAGES NONE)
+find_package(flt 0.1 QUIET OPTIONAL_COMPONENTS rdkit)
+if(NOT flt_FOUND OR flt_rdkit_FOUND OR TARGET flt::rdkit)
+  message(FATAL_ERROR "OPTIONAL_COMPONENTS rdkit without RDKit: flt_FOUND=${flt_FOUND} "
+                      "flt_rdkit_FOUND=${flt_rdkit_FOUND}")
+endif()
+message(STATUS "OPTIONAL_COMPONENTS rdkit without RDKit: flt::flt only")
+find_package(flt 0.1 REQUIRED COMPONENTS rdkit)
+]=])
+run_expect_failure(${CMAKE_COMMAND} -S ${WORK_DIR}/probe-rdkit -B ${WORK_DIR}/probe-rdkit/build
+    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_FIND_PACKAGE_NO_PACKAGE_REGISTRY=ON ${no_rdkit_args})
+if(NOT RUN_OUTPUT MATCHES "OPTIONAL_COMPONENTS rdkit without RDKit: flt::flt only")
+  message(FATAL_ERROR "find_package(flt OPTIONAL_COMPONENTS rdkit) without RDKit:\n${RUN_OUTPUT}")
+endif()
+if(NOT RUN_OUTPUT MATCHES "component[ \n]+rdkit[ \n]+\\(flt::rdkit,")
+  message(FATAL_ERROR "find_package(flt COMPONENTS rdkit) without RDKit: no or another error:\n"
+                      "${RUN_OUTPUT}")
+endif()
 
 # 4b. examples/consumer-without-rdkit: flt::flt alone, RDKit unfindable.
 set(plain ${WORK_DIR}/consumer-without-rdkit)
