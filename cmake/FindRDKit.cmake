@@ -1,6 +1,6 @@
 # FindRDKit.cmake: finds RDKit's headers and C++ libraries where Debian's librdkit-dev puts them
 # (Debian ships neither a CMake package nor a pkg-config module for RDKit). Installed next to
-# fltConfig.cmake, which uses it through find_dependency(RDKit).
+# fltConfig.cmake, which uses it for the component rdkit (find_package(flt COMPONENTS rdkit)).
 #
 #   find_package(RDKit REQUIRED COMPONENTS GraphMol FileParsers)
 #

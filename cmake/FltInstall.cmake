@@ -1,10 +1,14 @@
-# Installation of libflt as a CMake package and a pkg-config module (included from
-# src/api/CMakeLists.txt, after flt_lib is defined). `cmake --install <build> [--prefix P]` puts:
+# Installation of libflt as a CMake package and pkg-config modules (included from
+# src/api/CMakeLists.txt, after flt_lib and flt_rdkit are defined). `cmake --install <build>
+# [--prefix P]` puts:
 #   P/include/flt/*.hpp                         the public headers (only these)
 #   P/<libdir>/libflt.so.X.Y.Z, libflt.so.X, libflt.so   the library and its SONAME/dev links
-#   P/<libdir>/cmake/flt/fltConfig.cmake, fltConfigVersion.cmake, fltTargets*.cmake,
-#                        FindRDKit.cmake        the CMake package exporting flt::flt
-#   P/<libdir>/pkgconfig/flt.pc                 pkg-config module
+#   P/<libdir>/cmake/flt/fltConfig.cmake, fltConfigVersion.cmake, fltTargets*.cmake
+#                                               the CMake package: flt::flt
+#   P/<libdir>/cmake/flt/fltRDKitTargets.cmake, FindRDKit.cmake
+#                                               its component rdkit: flt::rdkit, read only by
+#                                               find_package(flt COMPONENTS rdkit)
+#   P/<libdir>/pkgconfig/flt.pc, flt-rdkit.pc   pkg-config modules (flt-rdkit adds RDKit's flags)
 #   P/share/flt/models/default.flt             the bundled default model, when models/default.flt
 #                                               exists in the source tree at install time
 # (the flt program goes to P/bin, tools/CMakeLists.txt). Every path inside the package is relative
@@ -27,6 +31,11 @@ install(FILES ${PROJECT_SOURCE_DIR}/models/default.flt
   DESTINATION ${CMAKE_INSTALL_DATADIR}/flt/models OPTIONAL)
 
 install(EXPORT fltTargets NAMESPACE flt:: DESTINATION ${FLT_INSTALL_CMAKEDIR})
+# flt::rdkit names RDKit's imported targets, which exist only once RDKit has been found: an export
+# set of its own that fltConfig.cmake includes after finding RDKit, only when asked for.
+install(TARGETS flt_rdkit EXPORT fltRDKitTargets)
+install(EXPORT fltRDKitTargets NAMESPACE flt:: DESTINATION ${FLT_INSTALL_CMAKEDIR})
+string(REPLACE ";" " " FLT_CONFIG_RDKIT_COMPONENTS "${FLT_API_RDKIT_COMPONENTS}")
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/fltConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/fltConfig.cmake
   INSTALL_DESTINATION ${FLT_INSTALL_CMAKEDIR}
@@ -40,9 +49,11 @@ install(FILES
   ${PROJECT_SOURCE_DIR}/cmake/FindRDKit.cmake
   DESTINATION ${FLT_INSTALL_CMAKEDIR})
 
-# pkg-config: paths relative to the .pc file (${pcfiledir}), so the module works after
-# `cmake --install --prefix` anywhere. RDKit has no pkg-config module on Debian: its include
-# directory and libraries are spelled out.
+# pkg-config: paths relative to the .pc file (${pcfiledir}), so the modules work after
+# `cmake --install --prefix` anywhere. flt.pc is libflt alone (libflt.so carries its own DT_NEEDED
+# entries for RDKit, so -lflt suffices to link). flt-rdkit.pc requires flt and adds RDKit's include
+# directory and core libraries for flt/rdkit.hpp; RDKit has no pkg-config module on Debian, so they
+# are spelled out.
 set(FLT_PC_RDKIT_LIBS "")
 foreach(component IN LISTS FLT_API_RDKIT_COMPONENTS)
   string(APPEND FLT_PC_RDKIT_LIBS " -lRDKit${component}")
@@ -51,4 +62,7 @@ get_filename_component(FLT_PC_RDKIT_LIBDIR "${RDKit_GraphMol_LIBRARY}" DIRECTORY
 file(RELATIVE_PATH FLT_PC_PREFIX_FROM_PCDIR
   ${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig ${CMAKE_INSTALL_PREFIX})
 configure_file(${PROJECT_SOURCE_DIR}/cmake/flt.pc.in ${CMAKE_CURRENT_BINARY_DIR}/flt.pc @ONLY)
-install(FILES ${CMAKE_CURRENT_BINARY_DIR}/flt.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+configure_file(${PROJECT_SOURCE_DIR}/cmake/flt-rdkit.pc.in ${CMAKE_CURRENT_BINARY_DIR}/flt-rdkit.pc
+  @ONLY)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/flt.pc ${CMAKE_CURRENT_BINARY_DIR}/flt-rdkit.pc
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,6 +1,8 @@
 // RDKit interoperability: predict an RDKit molecule (one of its conformers) with an flt::Model.
-// Kept apart from flt/model.hpp so that programs which do not use RDKit need not see its headers;
-// linking flt::flt brings RDKit's include directories and libraries (fltConfig.cmake finds them).
+// Kept apart from flt/flt.hpp so that programs which do not use RDKit need neither its headers nor
+// its libraries: this header needs RDKit's include directory, which the CMake target flt::rdkit
+// (find_package(flt COMPONENTS rdkit)) or `pkg-config flt-rdkit` provides; flt::flt and flt.pc
+// do not.
 //
 //   std::unique_ptr<RDKit::ROMol> mol(RDKit::MolFileToMol("ligand.mol", true, false));
 //   flt::Prediction p = flt::predict(model, *mol);             // default conformer
@@ -11,7 +13,16 @@
 #include "model.hpp"
 #include "molecule.hpp"
 
+#if __has_include(<GraphMol/ROMol.h>)
 #include <GraphMol/ROMol.h>
+#else
+// Without RDKit's include directory the compiler would only say that GraphMol/ROMol.h is missing;
+// name the target that provides it instead, and declare ROMol so that this is the only error.
+#error "flt/rdkit.hpp needs RDKit headers: link flt::rdkit (find_package(flt COMPONENTS rdkit)) or use pkg-config flt-rdkit"
+namespace RDKit {
+class ROMol;
+}  // namespace RDKit
+#endif
 
 namespace flt {
 
