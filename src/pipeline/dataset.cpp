@@ -101,6 +101,12 @@ std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
     if (raw.empty()) throw ConfigError("empty target name in --targets");
     TargetPlan plan;
     plan.target.name = canonical_target_name(raw);
+    // Checked before anything is read: the model file could not hold the name.
+    if (const std::string why = models::target_name_problem(plan.target.name); !why.empty())
+      throw ConfigError("target '" + plan.target.name + "' " + why +
+                        ": target names are written in model files, option lists, CSV headers and extended-XYZ "
+                        "keys, where blanks, ',' and '=' separate names; rename the label in the input (an SD tag "
+                        "can carry its unit in its name: >  <E_total [kcal/mol]>)");
     for (const auto& other : plans)
       if (other.target.name == plan.target.name)
         throw ConfigError("target '" + plan.target.name + "' is listed twice");
