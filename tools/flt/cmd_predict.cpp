@@ -15,6 +15,7 @@
 #include "io/units.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -58,9 +59,13 @@ std::string pad(std::string s, std::size_t width) {
   return s;
 }
 
+// A table cell: four decimals from magnitude 1 up, six significant digits below. Total energies
+// are large numbers known to meV (QM9's U0 of -10880.0057 eV; a Pt cluster's -7048493.7540 eV):
+// six significant digits printed them to 1 eV or 10 eV. The file outputs carry every digit.
 std::string short_number(double v) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
+  if (std::isfinite(v) && std::abs(v) >= 1.0 && std::abs(v) < 1e15) std::snprintf(buf, sizeof buf, "%.4f", v);
+  else std::snprintf(buf, sizeof buf, "%.6g", v);
   return buf;
 }
 
