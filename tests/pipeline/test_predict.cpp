@@ -180,6 +180,19 @@ TEST_CASE("flt predict table on stdout, standard output CSV, 1 and 2 threads agr
     ++rows;
   }
   CHECK(rows == 30);
+
+  // Records without a title (ASE's frames) are named by their file and record; cut to the column,
+  // the name keeps its end, so the rows of one file stay apart.
+  {
+    std::ofstream frames(dir / "frames_of_an_unnamed_trajectory.xyz");
+    frames << "2\n\nH 0 0 0\nH 0.74 0 0\n2\n\nH 0 0 0\nH 0.75 0 0\n";
+  }
+  const auto untitled =
+      run_flt("predict -m " + quoted(model) + " " + quoted(dir / "frames_of_an_unnamed_trajectory.xyz"), dir);
+  INFO(untitled.err);
+  REQUIRE(untitled.status == 0);
+  CHECK_THAT(untitled.out, Catch::Contains("\n1     ...amed_trajectory.xyz:1  2 "));
+  CHECK_THAT(untitled.out, Catch::Contains("\n2     ...amed_trajectory.xyz:2  2 "));
 }
 
 TEST_CASE("flt predict is invariant to atom permutations and translations", "[predict][program]") {
