@@ -77,6 +77,17 @@ AttentionKind attention_kind_from_string(const std::string& name) {
                     "' (near_far, kronecker, bias, performer, exact)");
 }
 
+std::string target_name_problem(std::string_view name) {
+  const auto at = name.find_first_of(",= \t\n");
+  if (at == std::string_view::npos) return {};
+  switch (name[at]) {
+    case ' ': return "holds a blank";
+    case '\t': return "holds a tab";
+    case '\n': return "holds a line break";
+    default: return "holds '" + std::string(1, name[at]) + "'";
+  }
+}
+
 void ModelConfig::validate() const {
   auto fail = [](const std::string& key, const std::string& why) {
     throw ConfigError("model configuration: " + key + ": " + why);
@@ -85,8 +96,8 @@ void ModelConfig::validate() const {
   std::set<std::string> names;
   for (const auto& t : targets) {
     if (t.name.empty()) fail("targets", "empty target name");
-    if (t.name.find_first_of(",= \t\n") != std::string::npos)
-      fail("targets", "target name '" + t.name + "' contains a separator");
+    if (const std::string why = target_name_problem(t.name); !why.empty())
+      fail("targets", "target name '" + t.name + "' " + why);
     if (t.unit.find_first_of(",\n") != std::string::npos)
       fail("target_units", "unit '" + t.unit + "' contains a separator");
     if (!names.insert(t.name).second) fail("targets", "duplicate target '" + t.name + "'");

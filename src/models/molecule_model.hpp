@@ -40,6 +40,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -81,6 +82,10 @@ struct TargetSpec {
   std::string unit;     // e.g. "eV" (informational; the model never converts)
   bool extensive = true;
 };
+
+// Why `name` cannot name a target, e.g. "holds a blank" ("" when it can): model files, option
+// lists, CSV headers and extended-XYZ keys separate names with blanks, ',' and '='.
+std::string target_name_problem(std::string_view name);
 
 // Every hyper-parameter of the architecture. INI keys = the field names (config_to_strings).
 struct ModelConfig {

@@ -197,10 +197,13 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
                     "so energies of other compositions are extrapolations");
     }
   }
-  // The three-body ridge fits on what the reference energies leave; a fit's intercept goes to the
-  // per-atom mean below. Extensive targets labelled on the same structures share one fit (one
+  // The three-body ridge fits on what the reference energies leave, with an unpenalised term per
+  // atom (its column the structures' atom counts) that is the per-atom mean below: the model adds
+  // n_atoms m_t, so an intercept per structure would not be the model that is used on structures
+  // of other sizes. Extensive targets labelled on the same structures share one fit (one
   // eigendecomposition for all of them; each target its own lambda).
   std::vector<double> three_body_loo_rmse(static_cast<std::size_t>(P), 0.0);
+  std::vector<double> three_body_intercept(static_cast<std::size_t>(P), 0.0);
   if (config.three_body) {
     std::vector<char> done(static_cast<std::size_t>(P), 0);
     for (Index t0 = 0; t0 < P; ++t0) {
@@ -233,12 +236,15 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
           y(r, static_cast<Index>(g)) = v;
         }
       }
-      const std::vector<RidgeFit> fits = fit_ridge_loo(X, y);
+      Vec<double> atoms(M);
+      for (Index r = 0; r < M; ++r) atoms(r) = static_cast<double>(train.index.size(rows[static_cast<std::size_t>(r)]));
+      const std::vector<RidgeFit> fits = fit_ridge_loo(X, y, atoms);
       for (std::size_t g = 0; g < group.size(); ++g) {
         const Index t = group[g];
         const RidgeFit& fit = fits[g];
         n.three_body.row(t) = fit.weights.transpose();
         three_body_loo_rmse[static_cast<std::size_t>(t)] = fit.loo_rmse;
+        three_body_intercept[static_cast<std::size_t>(t)] = fit.intercept;
         if (log != nullptr) {
           char line[256];
           std::snprintf(line, sizeof line,
@@ -283,7 +289,9 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
     // reference has more weights than structures, and would then inflate every normalised
     // quantity (the force residuals of force training most).
     const double sd = ext && config.three_body ? three_body_loo_rmse[static_cast<std::size_t>(t)] : std::sqrt(var);
-    n.mean[static_cast<std::size_t>(t)] = mean;
+    // With the three-body reference the per-atom mean is the fit's own intercept (the same value
+    // when every structure has the same size).
+    n.mean[static_cast<std::size_t>(t)] = ext && config.three_body ? three_body_intercept[static_cast<std::size_t>(t)] : mean;
     n.scale[static_cast<std::size_t>(t)] = sd > 1e-12 ? sd : 1.0;
   }
   return n;

@@ -251,24 +251,36 @@ ThreeBodyEnergy three_body_energy(const ThreeBodyBasis& basis, const RaggedIndex
   return out;
 }
 
-std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<double>& labels) {
+std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<double>& labels,
+                                    const Vec<double>& intercept_column) {
   const Index M = features.rows(), F = features.cols(), T = labels.cols();
   require(M >= 3 && labels.rows() == M && T >= 1,
           "fit_ridge_loo: need at least 3 rows and one label per row (and at least one label column)");
   require(features.allFinite() && labels.allFinite(), "fit_ridge_loo: non-finite input");
+  require(intercept_column.size() == 0 || intercept_column.size() == M,
+          "fit_ridge_loo: the intercept column needs one value per row");
   const double Md = static_cast<double>(M);
-  const Vec<double> mean = features.colwise().mean().transpose();
+  // The unpenalised term's column u (ones: a plain intercept). Features and labels are centred by
+  // removing their projection on u, so the penalised weights never carry what u explains.
+  const Eigen::VectorXd u = intercept_column.size() == 0 ? Eigen::VectorXd::Ones(M) : Eigen::VectorXd(intercept_column);
+  const double uu = u.squaredNorm();
+  require(u.allFinite() && uu > 0.0, "fit_ridge_loo: the intercept column must be finite and not all zero");
+  const double u_rms = std::sqrt(uu / Md);
+  const Vec<double> mean = (features.transpose() * u) / uu;  // each column's coefficient on u
   Vec<double> sd(F);
   std::vector<Index> kept;
   for (Index c = 0; c < F; ++c) {
-    sd(c) = std::sqrt((features.col(c).array() - mean(c)).square().sum() / Md);
-    if (sd(c) > 1e-12 * (1.0 + std::abs(mean(c)))) kept.push_back(c);
+    sd(c) = std::sqrt((features.col(c) - mean(c) * u).squaredNorm() / Md);
+    if (sd(c) > 1e-12 * (1.0 + std::abs(mean(c)) * u_rms)) kept.push_back(c);
   }
   const auto K = static_cast<Index>(kept.size());
   Eigen::MatrixXd X(M, K);
-  for (Index c = 0; c < K; ++c) X.col(c) = (features.col(kept[static_cast<std::size_t>(c)]).array() - mean(kept[static_cast<std::size_t>(c)])) / sd(kept[static_cast<std::size_t>(c)]);
+  for (Index c = 0; c < K; ++c) {
+    const Index col = kept[static_cast<std::size_t>(c)];
+    X.col(c) = (features.col(col) - mean(col) * u) / sd(col);
+  }
 
-  // Hat matrix of the centred problem: H = 1 1^T / M + X (X^T X + lambda' I)^-1 X^T, lambda' = lambda M.
+  // Hat matrix of the centred problem: H = u u^T / u.u + X (X^T X + lambda' I)^-1 X^T, lambda' = lambda M.
   // Dual (M <= K): X X^T = V diag(e) V^T, H_mm = 1/M + sum_k V_mk^2 e_k / (e_k + lambda'),
   //   w = X^T V diag(1 / (e + lambda')) V^T y.
   // Primal (M > K): X^T X = Q diag(e) Q^T, Z = X Q, H_mm = 1/M + sum_k Z_mk^2 / (e_k + lambda'),
@@ -287,7 +299,7 @@ std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<doubl
   // h = diag(H) - 1/M = sum_k Z_mk^2 shrink_k, column by column in fixed row chunks (no M x K
   // matrix of squares).
   const auto leverage = [&](const Eigen::VectorXd& shrink) {
-    Eigen::VectorXd h = Eigen::VectorXd::Constant(M, 1.0 / Md);
+    Eigen::VectorXd h = u.array().square() / uu;
     parallel_chunks(M, kRowChunk, [&](Index, Index r0, Index r1) {
       for (Index k = 0; k < Z.cols(); ++k)
         h.segment(r0, r1 - r0).array() += Z.col(k).segment(r0, r1 - r0).array().square() * shrink(k);
@@ -305,8 +317,8 @@ std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<doubl
   for (Index t = 0; t < T; ++t) {
     Column& c = cols[static_cast<std::size_t>(t)];
     const Eigen::VectorXd column = labels.col(t);  // contiguous: the same sums as a single vector
-    c.ybar = column.mean();
-    c.y = column.array() - c.ybar;
+    c.ybar = u.dot(column) / uu;
+    c.y = column - c.ybar * u;
     c.Zty = Z.transpose() * c.y;
   }
   for (int k = 0; k <= 14; ++k) {
@@ -359,10 +371,10 @@ std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<doubl
   return fits;
 }
 
-RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels) {
+RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels, const Vec<double>& intercept_column) {
   require(labels.size() == features.rows(), "fit_ridge_loo: need at least 3 rows and one label per row");
   const Mat<double> column = labels;
-  return std::move(fit_ridge_loo(features, column).front());
+  return std::move(fit_ridge_loo(features, column, intercept_column).front());
 }
 
 }  // namespace flt::models

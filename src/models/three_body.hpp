@@ -55,13 +55,18 @@ ThreeBodyEnergy three_body_energy(const ThreeBodyBasis& basis, const RaggedIndex
                                   const Vec<double>& weights, bool want_gradient);
 
 // Ridge regression with the regularisation chosen by exact leave-one-out error.
-// Columns are standardised by their standard deviation over the rows (constant columns get weight
-// zero) and centred, so for each candidate lambda
-//   w = argmin |X~ w - (y - mean y)|^2 + lambda M |w|^2   (M rows, X~ the standardised columns)
+// The unpenalised term has the column u (`intercept_column`, M values; empty: all ones, a plain
+// intercept): prediction = X w + intercept u. The molecule model passes each structure's atom
+// count, since its intercept is the per-atom mean m_t: a constant per structure would be a
+// different model whenever structures have different sizes. Columns are centred (their projection
+// on u removed) and standardised by their remaining spread (columns that u explains get weight
+// zero), so for each candidate lambda
+//   w = argmin |X~ w - (y - ybar u)|^2 + lambda M |w|^2   (M rows, X~ the standardised columns,
+//                                                          ybar = u.y / u.u)
 // and the leave-one-out residual of row m is (y_m - yhat_m) / (1 - H_mm) with H the hat matrix,
 // from one eigendecomposition of X~ X~^T (M <= F) or X~^T X~ (M > F). The lambda of least
 // leave-one-out mean squared error wins; weights are returned for the raw columns and the
-// intercept separately (prediction = X w + intercept).
+// intercept separately.
 struct RidgeFit {
   Vec<double> weights;
   double intercept = 0.0;
@@ -71,10 +76,11 @@ struct RidgeFit {
   Vec<double> loo_residuals;  // M: y_m minus the prediction of the fit without row m
 };
 // Candidates lambda = 10^(-8 + k/2), k = 0..14 (times M as above).
-RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels);
+RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels, const Vec<double>& intercept_column = {});
 // One fit per column of labels (M x T) on the same rows: one eigendecomposition and one set of
 // leverages for all columns, each column choosing its own lambda; fit t is bitwise the fit of
 // labels.col(t) alone.
-std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<double>& labels);
+std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<double>& labels,
+                                    const Vec<double>& intercept_column = {});
 
 }  // namespace flt::models

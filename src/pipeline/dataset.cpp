@@ -11,6 +11,7 @@
 #include "io/units.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <limits>
@@ -100,6 +101,12 @@ std::vector<TargetPlan> plan_targets(const DatasetOptions& options) {
     if (raw.empty()) throw ConfigError("empty target name in --targets");
     TargetPlan plan;
     plan.target.name = canonical_target_name(raw);
+    // Checked before anything is read: the model file could not hold the name.
+    if (const std::string why = models::target_name_problem(plan.target.name); !why.empty())
+      throw ConfigError("target '" + plan.target.name + "' " + why +
+                        ": target names are written in model files, option lists, CSV headers and extended-XYZ "
+                        "keys, where blanks, ',' and '=' separate names; rename the label in the input (an SD tag "
+                        "can carry its unit in its name: >  <E_total [kcal/mol]>)");
     for (const auto& other : plans)
       if (other.target.name == plan.target.name)
         throw ConfigError("target '" + plan.target.name + "' is listed twice");
@@ -206,6 +213,8 @@ class DatasetBuilder {
     const std::string where = p.source + ": record " + std::to_string(p.record);
     std::string id = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
     std::vector<double> row(plans_.size(), kNaN);
+    // An energy label whose unit in the file --source-units replaced: (key, file's unit, given unit).
+    std::optional<std::array<std::string, 3>> energy_unit_replaced;
     if (csv_) {
       const double* values = nullptr;
       if (by_title_) values = csv_->find(p.title);
@@ -234,6 +243,11 @@ class DatasetBuilder {
                             "=<unit> (units are never guessed; 1 for a dimensionless label such as logP)");
         }
         row[t] = *prop->number * factor(t, unit);
+        if (plans_[t].source_unit_given && !prop->unit.empty() && !energy_unit_replaced) {
+          const io::Unit& file_unit = io::find_unit(prop->unit);
+          if (file_unit.dimension == io::Dimension::energy && file_unit.name != io::find_unit(unit).name)
+            energy_unit_replaced = std::array<std::string, 3>{prop->key, std::string(file_unit.name), unit};
+        }
       }
     }
     for (std::size_t t = 0; t < plans_.size(); ++t) {
@@ -263,6 +277,18 @@ class DatasetBuilder {
           throw ConfigError(where + ": the forces column '" + col->name +
                             "' has no unit; give it with --forces-unit (e.g. eV/A, Hartree/Bohr)");
         const double f = force_unit_to_ev_per_angstrom(unit);
+        // The file's energy and forces agreed on an energy unit (ASE's eV and eV/A in an ASE
+        // file), and --source-units says the energies are in another one: the forces are then
+        // suspect too (MD17 in kcal/mol and kcal/mol/A written with ASE's key names), so they are
+        // not read in the file's unit without being told.
+        if (options_.forces_source_unit.empty() && energy_unit_replaced &&
+            io::find_unit(unit.substr(0, unit.rfind('/'))).name == (*energy_unit_replaced)[1]) {
+          const auto& [label, file_unit, given] = *energy_unit_replaced;
+          throw ConfigError(where + ": --source-units reads '" + label + "' in " + given + " instead of the file's " +
+                            file_unit + ", but the forces column '" + col->name + "' would still be read in " + unit +
+                            ": give the forces' unit with --forces-unit (" + given + "/A if they are in " + given +
+                            " per Angstrom, " + unit + " to keep the file's)");
+        }
         forces.resize(static_cast<Index>(p.size()), 3);
         for (std::size_t i = 0; i < 3 * p.size(); ++i) {
           if (!std::isfinite(col->values[i]))

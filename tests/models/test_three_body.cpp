@@ -603,6 +603,41 @@ TEST_CASE("three-body reference learns a three-body target that composition cann
   CHECK(r2(composition) <= 0.0);
 }
 
+TEST_CASE("three-body reference of structures of several sizes: its intercept is per atom", "[three_body]") {
+  // Clusters of one element with 6 and 24 atoms (as a metal nanocluster data set holds Cu13 and
+  // Cu55 frames), labelled with a three-body energy plus a per-atom reference energy: what the
+  // reference represents exactly. At a normalised output of 0 (a fresh network's share removed)
+  // the model must then reproduce held-out clusters of both sizes to about the fit's
+  // leave-one-out error. A fit whose intercept is a constant per structure, handed to the model
+  // as its per-atom mean, is off on every structure by that constant times (1 - n mean(1/n)).
+  Rng rng(47);
+  std::vector<Molecule> mols;
+  for (int s = 0; s < 400; ++s) {
+    Molecule m = random_cluster(rng, s % 2 == 0 ? 6 : 24, s % 2 == 0 ? 3.0 : 4.8);
+    m.atomic_numbers.assign(m.atomic_numbers.size(), 6);
+    mols.push_back(m);
+  }
+  const ModelConfig cfg = three_body_config();
+  const ThreeBodyBasis basis = three_body_basis(cfg, {6});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.01 * rng.normal();
+  const MoleculeBatch all = batch_of(mols);
+  const Vec<double> e = three_body_energy(basis, all.index, all.coords, all.atomic_numbers, w_true, false).per_structure;
+  Mat<double> labels(400, 1);
+  for (Index s = 0; s < 400; ++s) labels(s, 0) = e(s) - 37.0 * static_cast<double>(all.index.size(s));
+  const std::vector<Molecule> train_m(mols.begin(), mols.begin() + 300), test_m(mols.begin() + 300, mols.end());
+  MoleculeModel<double> model(cfg);
+  model.set_normalisation(fit_normalisation(cfg, batch_of(train_m), labels.topRows(300)));
+  const Mat<double> pred = model.denormalise(batch_of(test_m), Mat<double>::Zero(100, 1));
+  const double error = std::sqrt((pred.col(0) - labels.bottomRows(100).col(0)).array().square().mean());
+  const double loo_rmse = model.normalisation().scale[0];
+  const Vec<double> three_body_part = e.tail(100);
+  const double spread = std::sqrt((three_body_part.array() - three_body_part.mean()).square().mean());
+  INFO("held-out RMSE " << error << ", leave-one-out RMSE " << loo_rmse << ", three-body spread " << spread);
+  CHECK(loo_rmse < 0.01 * spread);
+  CHECK(error < 3.0 * loo_rmse);
+}
+
 TEST_CASE("three-body reference in force training: its forces enter the loss, the gradient is exact",
           "[three_body]") {
   // The loss of energy_force_gradient against its definition with the forces of

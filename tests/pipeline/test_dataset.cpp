@@ -231,6 +231,37 @@ TEST_CASE("labels from a CSV keyed by title, with units in the header", "[datase
   CHECK_THROWS_WITH(load_dataset(o), Catch::Contains("no column for target 'missing_column'"));
 }
 
+TEST_CASE("a label name a model cannot hold is refused before reading, with the way out", "[dataset]") {
+  // SD tags as RDKit's SDWriter writes them: a name with blanks (common in exported data) and, the
+  // way out, the tag renamed with its unit in flt's "name [unit]" form.
+  ScratchDir dir("label_names");
+  const std::string molblock =
+      "water\n     RDKit          3D\n\n  3  2  0  0  0  0  0  0  0  0999 V2000\n"
+      "    0.0000    0.0000    0.1173 O   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "    0.0000    0.7572   -0.4692 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "    0.0000   -0.7572   -0.4692 H   0  0  0  0  0  0  0  0  0  0  0  0\n"
+      "  1  2  1  0\n  1  3  1  0\nM  END\n";
+  write_text(dir / "spaced.sdf", molblock + ">  <Total Energy (kcal/mol)>  (1) \n-47.5\n\n$$$$\n");
+  write_text(dir / "renamed.sdf", molblock + ">  <E_total [kcal/mol]>  (1) \n-47.5\n\n$$$$\n");
+  DatasetOptions o;
+  o.inputs = {(dir / "spaced.sdf").string(), (dir / "missing.sdf").string()};  // not read: refused first
+  o.targets = {"Total Energy (kcal/mol)"};
+  o.source_units = {{"Total Energy (kcal/mol)", "kcal/mol"}};
+  CHECK_THROWS_AS(load_dataset(o), ConfigError);
+  CHECK_THROWS_WITH(load_dataset(o), Catch::StartsWith("target 'Total Energy (kcal/mol)' holds a blank: ") &&
+                                         Catch::Contains("rename the label in the input") &&
+                                         Catch::Contains(">  <E_total [kcal/mol]>"));
+  o.targets = {"E,total"};
+  o.source_units.clear();
+  CHECK_THROWS_WITH(load_dataset(o), Catch::StartsWith("target 'E,total' holds ','"));
+  o.inputs = {(dir / "renamed.sdf").string()};
+  o.targets = {"E_total"};
+  const Dataset d = load_dataset(o);
+  REQUIRE(d.size() == 1);
+  CHECK(d.targets[0].source_unit == "kcal/mol");
+  CHECK(d.labels(0, 0) == Approx(-47.5 * 4184.0 / 96485.33212331001).epsilon(1e-12));
+}
+
 TEST_CASE("subsets and ragged mini-batches", "[dataset]") {
   DatasetOptions o;
   o.inputs = {qm9_subset()};

@@ -10,6 +10,8 @@
 
 #include <cmath>
 #include <set>
+#include <sstream>
+#include <string>
 #include <thread>
 
 using namespace flt;
@@ -161,6 +163,36 @@ TEST_CASE("flt predict table on stdout, standard output CSV, 1 and 2 threads agr
     CHECK(csv_value(c1, i, "flt_U0 [eV]") == Approx(csv_value(c2, i, "flt_U0 [eV]")).epsilon(1e-9));
     CHECK(csv_value(c1, i, "flt_gap [eV]") == Approx(csv_value(c2, i, "flt_gap [eV]")).epsilon(1e-9));
   }
+  // The table keeps what the prediction resolves: U0 of thousands of eV to 0.1 meV, not to six
+  // significant digits (-11234.6, a resolution of 0.1 eV, beside a model error of tens of meV).
+  std::istringstream lines(t.out);
+  std::string line;
+  std::size_t rows = 0;
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::string number, gdb, index, atoms, u0, u0_atom, gap;  // U0_atom: the atomization energy
+    if (!(fields >> number >> gdb >> index >> atoms >> u0 >> u0_atom >> gap) || number == "#") continue;
+    const std::size_t i = std::stoul(number) - 1;
+    REQUIRE(i < 30);
+    INFO(line);
+    CHECK(std::abs(std::stod(u0) - csv_value(c1, i, "flt_U0 [eV]")) <= 0.5e-4 + 1e-9);
+    CHECK(std::abs(std::stod(gap) - csv_value(c1, i, "flt_gap [eV]")) <= 0.5e-4 + 1e-9);
+    ++rows;
+  }
+  CHECK(rows == 30);
+
+  // Records without a title (ASE's frames) are named by their file and record; cut to the column,
+  // the name keeps its end, so the rows of one file stay apart.
+  {
+    std::ofstream frames(dir / "frames_of_an_unnamed_trajectory.xyz");
+    frames << "2\n\nH 0 0 0\nH 0.74 0 0\n2\n\nH 0 0 0\nH 0.75 0 0\n";
+  }
+  const auto untitled =
+      run_flt("predict -m " + quoted(model) + " " + quoted(dir / "frames_of_an_unnamed_trajectory.xyz"), dir);
+  INFO(untitled.err);
+  REQUIRE(untitled.status == 0);
+  CHECK_THAT(untitled.out, Catch::Contains("\n1     ...amed_trajectory.xyz:1  2 "));
+  CHECK_THAT(untitled.out, Catch::Contains("\n2     ...amed_trajectory.xyz:2  2 "));
 }
 
 TEST_CASE("flt predict is invariant to atom permutations and translations", "[predict][program]") {

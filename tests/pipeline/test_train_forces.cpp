@@ -230,6 +230,37 @@ TEST_CASE("dataset: forces converted to eV/A from the unit given, masked when mi
   CHECK_THROWS_WITH(flt::pipeline::force_unit_to_ev_per_angstrom("Debye/A"), Catch::Contains("energy per length"));
 }
 
+TEST_CASE("dataset: energies given another unit than the file's leave the forces' unit to be given too",
+          "[dataset][forces]") {
+  // rMD17 frames are ASE files (energy in eV, forces in eV/A by ASE's convention). A user whose
+  // ASE-written file holds kcal/mol and kcal/mol/A (MD17 as SchNetPack and TorchMD-Net use it) says
+  // so for the energy with --source-units; the forces would otherwise stay eV/A, 23 times too large.
+  ScratchDir dir("dataset_forces_units");
+  const fs::path input = dir / "ethanol.xyz";
+  write(input, ethanol_frames(3));
+  flt::pipeline::DatasetOptions options;
+  options.inputs = {input.string()};
+  options.targets = {"energy"};
+  options.forces_column = "forces";
+  options.source_units = {{"energy", "kcal/mol"}};
+  CHECK_THROWS_WITH(flt::pipeline::load_dataset(options),
+                    Catch::Contains("ethanol.xyz: record 1: --source-units reads 'energy' in kcal/mol instead of the "
+                                    "file's eV, but the forces column 'forces' would still be read in eV/A: give the "
+                                    "forces' unit with --forces-unit (kcal/mol/A"));
+  options.forces_source_unit = "kcal/mol/A";
+  const auto kcal = flt::pipeline::load_dataset(options);
+  CHECK(kcal.forces[0](0, 0) == Approx(-4.15950961 * 4184.0 / 96485.33212331001).epsilon(1e-9));
+  options.forces_source_unit = "eV/A";  // the file's unit, confirmed
+  CHECK(flt::pipeline::load_dataset(options).forces[0](0, 0) == Approx(-4.15950961));
+  // The file's own unit given again changes nothing, and energies alone need no forces' unit.
+  options.forces_source_unit.clear();
+  options.source_units = {{"energy", "eV"}};
+  CHECK(flt::pipeline::load_dataset(options).forces[0](0, 0) == Approx(-4.15950961));
+  options.source_units = {{"energy", "kcal/mol"}};
+  options.forces_column.clear();
+  CHECK_FALSE(flt::pipeline::load_dataset(options).has_forces());
+}
+
 namespace {
 
 // `flt eval` of RUN's model on the `subset` (train, validation, test) of RUN's split of `input`:

@@ -15,6 +15,7 @@
 #include "io/units.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <iostream>
@@ -58,9 +59,13 @@ std::string pad(std::string s, std::size_t width) {
   return s;
 }
 
+// A table cell: four decimals from magnitude 1 up, six significant digits below. Total energies
+// are large numbers known to meV (QM9's U0 of -10880.0057 eV; a Pt cluster's -7048493.7540 eV):
+// six significant digits printed them to 1 eV or 10 eV. The file outputs carry every digit.
 std::string short_number(double v) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
+  if (std::isfinite(v) && std::abs(v) >= 1.0 && std::abs(v) < 1e15) std::snprintf(buf, sizeof buf, "%.4f", v);
+  else std::snprintf(buf, sizeof buf, "%.6g", v);
   return buf;
 }
 
@@ -99,9 +104,7 @@ class TablePrinter {
 
   void row(const chem::PointSet& p, const pipeline::MoleculePrediction& pred) {
     if (!header_done_) header();
-    std::string name = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
-    if (name.size() > 24) name = name.substr(0, 21) + "...";
-    out_ << pad(std::to_string(++count_), 6) << pad(name, 26) << pad(std::to_string(p.size()), 6);
+    out_ << pad(std::to_string(++count_), 6) << pad(molecule_name(p), 26) << pad(std::to_string(p.size()), 6);
     for (std::size_t c = 0; c < columns_.size(); ++c) {
       std::string cell = short_number(columns_[c].mean(p, pred));
       if (ensemble_) cell += " +- " + short_number(columns_[c].stddev(pred));
@@ -113,14 +116,20 @@ class TablePrinter {
   // A record without a prediction: its place in the table and the reason.
   void error_row(const chem::PointSet& p, const std::string& reason) {
     if (!header_done_) header();
-    std::string name = p.title.empty() ? p.source + ":" + std::to_string(p.record) : p.title;
-    if (name.size() > 24) name = name.substr(0, 21) + "...";
-    out_ << pad(std::to_string(++count_), 6) << pad(name, 26)
+    out_ << pad(std::to_string(++count_), 6) << pad(molecule_name(p), 26)
          << pad(p.size() > 0 ? std::to_string(p.size()) : "-", 6) << "  not predicted: " << reason
          << "\n";
   }
 
  private:
+  // The title, or "<source>:<record>" for a record without one (ASE's frames), cut to 24
+  // characters; the latter keeps its end, the record number, which tells the rows of a file apart.
+  static std::string molecule_name(const chem::PointSet& p) {
+    if (!p.title.empty()) return p.title.size() > 24 ? p.title.substr(0, 21) + "..." : p.title;
+    const std::string name = p.source + ":" + std::to_string(p.record);
+    return name.size() > 24 ? "..." + name.substr(name.size() - 21) : name;
+  }
+
   void header() {
     header_done_ = true;
     out_ << pad("#", 6) << pad("molecule", 26) << pad("atoms", 6);
