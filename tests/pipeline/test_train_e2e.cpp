@@ -45,8 +45,8 @@ std::string tiny_args(int epochs = 3) {
   args.append(qm9_subset());
   args.append("' --limit 300 --targets U0,gap --epochs ");
   args.append(std::to_string(epochs));
-  args.append(" --batch-size 16 --width 32 --heads 4 --blocks 1 --mlp-hidden 64 --head-hidden 32"
-              " --num-features 8 --num-frequencies 8 --split 200,50,rest --lr 2e-3 --threads 1 --seed 7");
+  args.append(" --batch-size 16 --width 32 --heads 4 --blocks 1 --mlp-hidden 64 --head-hidden 32 --split 200,50,rest"
+              " --lr 2e-3 --threads 1 --seed 7");
   return args;
 }
 
@@ -310,8 +310,8 @@ TEST_CASE("flt train: bad inputs give clear errors, the rest is processed", "[tr
            "2\nProperties=species:S:1:pos:R:3 energy=-31.0 title=hydrogen\n"
            "H 0.0 0.0 0.0\nH 0.74 0.0 0.0\n";
   }
-  const std::string small = " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --num-features 4"
-                            " --num-frequencies 4 --epochs 2 --batch-size 2 --threads 1";
+  const std::string small = " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16"
+                            " --epochs 2 --batch-size 2 --threads 1";
   std::string mixed = "'";
   mixed.append((dir / "mixed.xyz").string()).append("'");
 
@@ -480,7 +480,7 @@ TEST_CASE("flt train --resume from another working directory reads the run's fil
   std::ofstream(dir / "data" / "eth.xyz") << records(0, 60);
   std::ofstream(dir / "elsewhere" / "data" / "eth.xyz") << records(60, 60);
   const std::string args = "train data/eth.xyz --targets energy --split 40,10,rest --epochs 2 --batch-size 8 --width 16"
-                           " --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --num-features 8 --num-frequencies 8"
+                           " --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16"
                            " --threads 1 --seed 3 -q";
   const auto run_in = [&](const std::string& a, const fs::path& scratch, const std::string& cd) {
     return flt::test_support::run_program(FLT_EXE, a, scratch, cd);
