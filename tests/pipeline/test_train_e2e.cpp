@@ -535,3 +535,59 @@ TEST_CASE("flt train --resume from another working directory reads the run's fil
   REQUIRE(old_run.status == 0);
   CHECK(slurp(dir / "earlier" / "model.flt") == slurp(dir / "straight" / "model.flt"));
 }
+
+TEST_CASE("flt train refuses model options without effect for its model, and accepts recipes and resumed runs",
+          "[train][e2e][options]") {
+  ScratchDir dir("train_no_effect");
+  std::string data = " --inputs '";
+  data.append(qm9_subset()).append("' --limit 40 --targets U0 --split 30,5,rest --threads 1");
+  const auto out = [&](const char* name) { return " --out '" + (dir / name).string() + "'"; };
+  const auto split_only = [&](const std::string& options, const char* name) {
+    return run_flt("train" + data + " --split-only " + options + out(name), dir.path());
+  };
+  // On the command line: refused at any value (far-degree 12 is its default), naming the option,
+  // where it was given and the kind.
+  auto r = split_only("--num-frequencies 32", "a");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--num-frequencies (command line) has no effect with --attention near_far"));
+  r = split_only("--far-field none --far-degree 12", "b");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--far-degree (command line) has no effect with --attention near_far") &&
+                        Catch::Contains("far_field = none"));
+  r = split_only("--attention exact --cutoff 4", "c");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--cutoff (command line) has no effect with --attention exact"));
+  r = split_only("--three-body-lmax 3", "d");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--three-body-lmax") && Catch::Contains("three_body = true"));
+  // Where they apply they are taken.
+  CHECK(split_only("--attention kronecker --num-frequencies 32 --kronecker-floor 0.2", "e").status == 0);
+  CHECK(split_only("--far-design iid --far-directions 32 --three-body true --three-body-lmax 3", "f").status == 0);
+  // From a file: only at a value other than the default (a resolved config.ini lists every option).
+  std::ofstream(dir / "set.ini") << "[model]\nnum-frequencies = 32\n";
+  r = run_flt("train --config '" + (dir / "set.ini").string() + "'" + data + " --split-only" + out("g"), dir.path());
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--num-frequencies (") && Catch::Contains("set.ini:2) has no effect"));
+  std::ofstream(dir / "default.ini") << "[model]\nnum-frequencies = 16\nexact-rbf = 32\n";
+  CHECK(run_flt("train --config '" + (dir / "default.ini").string() + "'" + data + " --split-only" + out("h"),
+                dir.path())
+            .status == 0);
+  // The shared recipe with another kind (tools/results/run_qm9_ablation.sh).
+  const std::string recipe = " --config '" + std::string(FLT_SOURCE_DIR) + "/datasets/qm9/default_model.ini'";
+  for (const char* kind : {"kronecker", "bias", "performer", "exact"}) {
+    r = run_flt("train" + recipe + data + " --split-file none --split-only --attention " + kind + out(kind),
+                dir.path());
+    INFO(kind << ": " << r.err);
+    CHECK(r.status == 0);
+  }
+  // A run stopped after its first epoch resumes from its config.ini, which lists every option.
+  const std::string tiny = " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --epochs 2";
+  r = run_flt("train" + data + tiny + " --far-design iid --stop-after-epoch 1" + out("run"), dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  r = run_flt("train --resume" + out("run"), dir.path());
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("resuming"));
+  CHECK(fs::exists(dir / "run" / "model.flt"));
+}
