@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <set>
 
 namespace flt::models {
@@ -155,6 +156,61 @@ void ModelConfig::validate() const {
                             "charge_energy = none for other targets");
   }
   if (!(exact_cutoff > 0) || !std::isfinite(exact_cutoff)) fail("exact_cutoff", "must be > 0");
+}
+
+std::vector<KeyWithoutEffect> config_keys_without_effect(const ModelConfig& c) {
+  std::vector<KeyWithoutEffect> out;
+  auto add = [&out](std::initializer_list<const char*> keys, const char* why) {
+    for (const char* key : keys) out.push_back({key, why});
+  };
+  const AttentionKind kind = c.attention;
+  const bool near_far = kind == AttentionKind::near_far;
+  const bool flt_kind = kind == AttentionKind::kronecker || kind == AttentionKind::bias;
+  if (!near_far)
+    add({"cutoff", "radial_nodes", "vectors", "far_field", "far_nodes", "far_spacing", "far_design", "far_degree",
+         "far_directions", "far_init", "charge_energy", "charge_nodes", "charge_spacing", "charge_degree",
+         "charge_init", "charge_formal", "charge_coulomb", "charge_neutral", "charge_bond_scale"},
+        "only attention = near_far reads it");
+  if (!flt_kind && kind != AttentionKind::performer)
+    add({"num_features"}, "only the kronecker, bias and performer kinds read it");
+  if (!flt_kind)
+    add({"num_frequencies", "spectrum", "spectrum_components", "proposal", "proposal_scale", "init_sigma_min",
+         "init_sigma_max"},
+        "only the kronecker and bias kinds have the RPE's random features");
+  if (kind != AttentionKind::bias) add({"init_beta"}, "only attention = bias reads it");
+  if (kind != AttentionKind::kronecker) add({"kronecker_floor"}, "only attention = kronecker reads it");
+  if (flt_kind && c.proposal != attn::ProposalKind::gaussian)
+    add({"proposal_scale"}, "only with proposal = gaussian");
+  if (kind != AttentionKind::exact) add({"exact_rbf", "exact_cutoff"}, "only attention = exact reads it");
+  if (kind == AttentionKind::exact) add({"redraw_features"}, "exact attention has no random features");
+  if (near_far) {
+    // Only the FLT far field draws anything at random (its rotated design); the charge energy's
+    // product grid is fixed.
+    if (c.far_field != FarField::flt) add({"redraw_features"}, "only with far_field = flt");
+    if (c.far_field == FarField::none)
+      add({"far_nodes", "far_spacing", "far_design", "far_degree", "far_directions", "far_init"},
+          "far_field = none");
+    else if (c.far_field == FarField::exact)
+      add({"far_design", "far_degree", "far_directions"}, "the exact far field needs no design: only with far_field = flt");
+    else if (c.far_design == attn::DesignKind::iid)
+      add({"far_degree"}, "only with far_design = product_grid");
+    else
+      add({"far_directions"}, "only with far_design = iid");
+    if (c.charge_energy == ChargeEnergy::none) {
+      add({"charge_nodes", "charge_spacing", "charge_degree", "charge_init", "charge_formal", "charge_coulomb",
+           "charge_neutral", "charge_bond_scale"},
+          "only with a charge_energy");
+    } else {
+      if (c.charge_energy == ChargeEnergy::exact) add({"charge_degree"}, "only with charge_energy = flt");
+      if (c.charge_coulomb) add({"charge_init"}, "charge_coulomb starts the charge mask at Coulomb's law");
+      if (c.charge_neutral != ChargeNeutral::fragment)
+        add({"charge_bond_scale"}, "only with charge_neutral = fragment");
+    }
+  }
+  if (!c.three_body)
+    add({"three_body_cutoff", "three_body_radial", "three_body_lmax"}, "only with three_body = true");
+  if (!c.use_charges) add({"max_charge"}, "only with use_charges = true");
+  return out;
 }
 
 namespace {

@@ -173,6 +173,26 @@ struct ModelConfig {
 std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelConfig& config);
 ModelConfig config_from_strings(const std::map<std::string, std::string>& values);
 
+// A configuration key (config_to_strings name) whose value changes nothing for a configuration,
+// and why: `why` names the kind or the setting that would read it ("only attention = exact
+// reads it", "only with far_design = iid").
+struct KeyWithoutEffect {
+  std::string key;
+  std::string why;
+};
+// The keys that change nothing for `config`, so that a front end can refuse them rather than
+// accept them silently: per attention kind the other kinds' keys (near_far: cutoff, radial_nodes,
+// vectors, far_*, charge_*; kronecker and bias: the random features and their RPE spectrum, with
+// init_beta of bias only, kronecker_floor of kronecker only; performer: num_features; exact:
+// exact_rbf, exact_cutoff), redraw_features where nothing is random (exact; near_far without the
+// FLT far field), and keys of a setting that is off: far_* with far_field = none, the design's
+// far_design / far_degree / far_directions with far_field = exact, far_degree with the iid design,
+// far_directions with the product grid; charge_* without a charge_energy, charge_degree with
+// charge_energy = exact, charge_init with charge_coulomb (the mask starts at Coulomb's law),
+// charge_bond_scale unless charge_neutral = fragment; proposal_scale unless proposal = gaussian;
+// three_body_* without three_body; max_charge without use_charges.
+std::vector<KeyWithoutEffect> config_keys_without_effect(const ModelConfig& config);
+
 // ---------------------------------------------------------------------------------------------
 // Input.
 

@@ -536,6 +536,26 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("model options: ") + e.what());
   }
+  // An option that changes nothing for this model is refused, as flt seq and flt image refuse
+  // theirs: a near_far run given --num-frequencies would otherwise look like it had tried them.
+  // Given on the command line it is refused at any value; from a file only at a value other than
+  // the default, because a run's resolved config.ini (read back by --config and --resume) lists
+  // every option, and shared recipe files are combined with other kinds (--attention kronecker).
+  {
+    std::map<std::string, std::string> defaults, values;
+    for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) defaults[key] = value;
+    for (const auto& [key, value] : models::config_to_strings(c.model)) values[key] = value;
+    for (const models::KeyWithoutEffect& unused : models::config_keys_without_effect(c.model)) {
+      if (is_trainer_owned_model_key(unused.key)) continue;
+      const std::string option = dashed(unused.key);
+      const io::OptionSource& source = o.source(option);
+      const bool given = source.kind == io::OptionSource::Kind::command_line ||
+                         (source.kind == io::OptionSource::Kind::file && values.at(unused.key) != defaults.at(unused.key));
+      if (!given) continue;
+      throw ConfigError("model options: --" + option + " (" + source.where + ") has no effect with --attention " +
+                        models::to_string(c.model.attention) + " (" + unused.why + "); leave it out");
+    }
+  }
   d.max_z = c.model.max_z;
 
   c.out = o.get_string("out");

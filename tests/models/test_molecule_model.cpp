@@ -21,6 +21,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -1053,4 +1054,93 @@ TEST_CASE("molecule model: large structures are predicted in cell order, per-ato
   ModelCache<double> small_cache;
   const MoleculeBatch small_batch = batch_of(small);
   CHECK(model.predict(small_batch) == model.denormalise(small_batch, model.forward(small_batch, small_cache)));
+}
+
+namespace {
+
+std::set<std::string> keys_without_effect(const ModelConfig& c) {
+  std::set<std::string> out;
+  for (const auto& k : config_keys_without_effect(c)) {
+    CHECK_FALSE(k.why.empty());
+    out.insert(k.key);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("molecule model: the configuration keys without effect for each kind and setting", "[models][config]") {
+  std::set<std::string> all;
+  for (const auto& [key, value] : config_to_strings(ModelConfig{})) all.insert(key);
+  ModelConfig c;  // near_far, FLT far field on the product grid, no charge energy or three-body
+  std::set<std::string> none = keys_without_effect(c);
+  for (const auto& key : none) CHECK(all.contains(key));  // config_to_strings names only
+  for (const char* key : {"num_features", "num_frequencies", "spectrum", "proposal", "proposal_scale",
+                          "init_sigma_min", "init_beta", "kronecker_floor", "exact_rbf", "exact_cutoff",
+                          "far_directions", "charge_nodes", "charge_formal", "charge_bond_scale",
+                          "three_body_cutoff", "three_body_lmax", "max_charge"})
+    CHECK(none.contains(key));
+  for (const char* key : {"width", "attention", "cutoff", "radial_nodes", "vectors", "far_field", "far_nodes",
+                          "far_design", "far_degree", "far_init", "charge_energy", "three_body", "redraw_features",
+                          "use_charges", "seed", "targets"})
+    CHECK_FALSE(none.contains(key));
+
+  SECTION("near_far settings") {
+    c.far_design = attn::DesignKind::iid;
+    CHECK(keys_without_effect(c).contains("far_degree"));
+    CHECK_FALSE(keys_without_effect(c).contains("far_directions"));
+    c.far_field = FarField::exact;
+    CHECK(keys_without_effect(c).contains("far_directions"));
+    CHECK(keys_without_effect(c).contains("redraw_features"));
+    CHECK_FALSE(keys_without_effect(c).contains("far_init"));
+    c.far_field = FarField::none;
+    for (const char* key : {"far_nodes", "far_spacing", "far_init", "far_design", "redraw_features"})
+      CHECK(keys_without_effect(c).contains(key));
+    c.charge_energy = ChargeEnergy::exact;
+    c.targets = {{"E", "eV", true}};
+    std::set<std::string> charged = keys_without_effect(c);
+    CHECK(charged.contains("charge_degree"));
+    CHECK(charged.contains("charge_bond_scale"));
+    CHECK_FALSE(charged.contains("charge_nodes"));
+    CHECK_FALSE(charged.contains("charge_init"));
+    c.charge_coulomb = true;
+    c.charge_neutral = ChargeNeutral::fragment;
+    charged = keys_without_effect(c);
+    CHECK(charged.contains("charge_init"));
+    CHECK_FALSE(charged.contains("charge_bond_scale"));
+    c.three_body = true;
+    c.use_charges = true;
+    CHECK_FALSE(keys_without_effect(c).contains("three_body_lmax"));
+    CHECK_FALSE(keys_without_effect(c).contains("max_charge"));
+  }
+  SECTION("kronecker and bias") {
+    c.attention = AttentionKind::kronecker;
+    std::set<std::string> k = keys_without_effect(c);
+    for (const char* key : {"cutoff", "radial_nodes", "vectors", "far_field", "far_degree", "charge_energy",
+                            "init_beta", "proposal_scale", "exact_rbf"})
+      CHECK(k.contains(key));
+    for (const char* key : {"num_features", "num_frequencies", "spectrum", "spectrum_components", "proposal",
+                            "init_sigma_min", "init_sigma_max", "kronecker_floor", "redraw_features"})
+      CHECK_FALSE(k.contains(key));
+    c.attention = AttentionKind::bias;
+    c.proposal = attn::ProposalKind::gaussian;
+    k = keys_without_effect(c);
+    CHECK(k.contains("kronecker_floor"));
+    CHECK_FALSE(k.contains("init_beta"));
+    CHECK_FALSE(k.contains("proposal_scale"));
+  }
+  SECTION("performer and exact") {
+    c.attention = AttentionKind::performer;
+    std::set<std::string> p = keys_without_effect(c);
+    CHECK_FALSE(p.contains("num_features"));
+    CHECK_FALSE(p.contains("redraw_features"));
+    for (const char* key : {"num_frequencies", "spectrum", "init_beta", "kronecker_floor", "cutoff", "exact_rbf"})
+      CHECK(p.contains(key));
+    c.attention = AttentionKind::exact;
+    p = keys_without_effect(c);
+    CHECK_FALSE(p.contains("exact_rbf"));
+    CHECK_FALSE(p.contains("exact_cutoff"));
+    for (const char* key : {"num_features", "num_frequencies", "redraw_features", "cutoff", "far_nodes"})
+      CHECK(p.contains(key));
+  }
 }

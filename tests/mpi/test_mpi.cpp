@@ -65,7 +65,7 @@ std::string tiny_args() {
   std::string args = "train '";
   args.append(qm9_subset());
   args.append("' --limit 240 --targets U0,gap --epochs 3 --batch-size 16 --gradient-chunk 4 --width 32 --heads 4"
-              " --blocks 1 --mlp-hidden 32 --head-hidden 32 --num-features 8 --num-frequencies 8"
+              " --blocks 1 --mlp-hidden 32 --head-hidden 32"
               " --split 160,40,rest --eval-batch-size 16 --lr 2e-3 --threads 1 --seed 5");
   return args;
 }
@@ -264,7 +264,7 @@ TEST_CASE("mpiexec: a rank that cannot read its input or dies ends the whole job
   const std::string flt = std::string("'") + FLT_EXE + "'";
   // Thousands of epochs: the job must end by the fault, long before training would.
   const std::string common = " --limit 60 --targets U0 --epochs 5000 --batch-size 8 --width 16 --heads 2 --blocks 1"
-                             " --mlp-hidden 16 --head-hidden 16 --num-features 4 --num-frequencies 4 --threads 1";
+                             " --mlp-hidden 16 --head-hidden 16 --threads 1";
   SECTION("rank 1 cannot read its input") {
     // Rank 1 is given a file that does not exist; rank 0 the real data.
     const std::string script = "if [ \"$OMPI_COMM_WORLD_RANK$PMI_RANK\" = 1 ]; then exec " + flt + " train " +

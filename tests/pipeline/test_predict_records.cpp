@@ -111,8 +111,8 @@ TEST_CASE("SMILES CSV end to end: train a tiny model, predict, convert, bad SMIL
   const fs::path run_dir = dir / "run";
   auto run = run_flt("train " + quoted(data) +
                          " --targets U0 --source-units U0=Hartree --epochs 3 --batch-size 8 --width 32"
-                         " --heads 4 --blocks 1 --mlp-hidden 64 --head-hidden 32 --num-features 8"
-                         " --num-frequencies 8 --split 30,5,rest --lr 2e-3 --threads 1 --seed 7 --out " +
+                         " --heads 4 --blocks 1 --mlp-hidden 64 --head-hidden 32"
+                         " --split 30,5,rest --lr 2e-3 --threads 1 --seed 7 --out " +
                          quoted(run_dir.string()),
                      dir);
   INFO(run.err);
@@ -198,8 +198,8 @@ TEST_CASE("flt train --missing-3d generate trains on a 2-D SD file", "[predict][
   const std::string data = std::string(FLT_SOURCE_DIR) + "/tests/chem/data/drug_like_2d.sdf";
   // CLOGP is dimensionless; training needs a unit, and any will do for this test of the option.
   const std::string args = " --targets CLOGP --source-units CLOGP=eV --epochs 1 --batch-size 8"
-                           " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16"
-                           " --num-features 4 --num-frequencies 4 --split 30,5,rest --threads 1"
+                           " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --split 30,5,rest"
+                           " --threads 1"
                            " --conformer-attempts 1 --optimize mmff";
   // Without it every record is 2-D: nothing to train on.
   auto run = run_flt("train " + quoted(data) + args + " --out " + quoted((dir / "flat").string()), dir);

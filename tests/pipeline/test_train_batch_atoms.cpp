@@ -22,7 +22,7 @@ std::string args(const std::string& extra, const fs::path& out) {
   std::string a = "train '";
   a.append(FLT_SOURCE_DIR);
   a.append("/datasets/qm9/qm9_subset.xyz.gz' --limit 120 --targets U0 --epochs 2 --width 16 --heads 2 --blocks 1"
-           " --mlp-hidden 16 --head-hidden 16 --num-features 8 --num-frequencies 8 --split 80,20,rest --threads 1"
+           " --mlp-hidden 16 --head-hidden 16 --split 80,20,rest --threads 1"
            " --seed 3 ");
   a.append(extra);
   a.append(" --out '");

@@ -45,8 +45,8 @@ std::string tiny_args(int epochs = 3) {
   args.append(qm9_subset());
   args.append("' --limit 300 --targets U0,gap --epochs ");
   args.append(std::to_string(epochs));
-  args.append(" --batch-size 16 --width 32 --heads 4 --blocks 1 --mlp-hidden 64 --head-hidden 32"
-              " --num-features 8 --num-frequencies 8 --split 200,50,rest --lr 2e-3 --threads 1 --seed 7");
+  args.append(" --batch-size 16 --width 32 --heads 4 --blocks 1 --mlp-hidden 64 --head-hidden 32 --split 200,50,rest"
+              " --lr 2e-3 --threads 1 --seed 7");
   return args;
 }
 
@@ -310,8 +310,8 @@ TEST_CASE("flt train: bad inputs give clear errors, the rest is processed", "[tr
            "2\nProperties=species:S:1:pos:R:3 energy=-31.0 title=hydrogen\n"
            "H 0.0 0.0 0.0\nH 0.74 0.0 0.0\n";
   }
-  const std::string small = " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --num-features 4"
-                            " --num-frequencies 4 --epochs 2 --batch-size 2 --threads 1";
+  const std::string small = " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16"
+                            " --epochs 2 --batch-size 2 --threads 1";
   std::string mixed = "'";
   mixed.append((dir / "mixed.xyz").string()).append("'");
 
@@ -480,7 +480,7 @@ TEST_CASE("flt train --resume from another working directory reads the run's fil
   std::ofstream(dir / "data" / "eth.xyz") << records(0, 60);
   std::ofstream(dir / "elsewhere" / "data" / "eth.xyz") << records(60, 60);
   const std::string args = "train data/eth.xyz --targets energy --split 40,10,rest --epochs 2 --batch-size 8 --width 16"
-                           " --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --num-features 8 --num-frequencies 8"
+                           " --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16"
                            " --threads 1 --seed 3 -q";
   const auto run_in = [&](const std::string& a, const fs::path& scratch, const std::string& cd) {
     return flt::test_support::run_program(FLT_EXE, a, scratch, cd);
@@ -534,4 +534,60 @@ TEST_CASE("flt train --resume from another working directory reads the run's fil
   INFO(old_run.err);
   REQUIRE(old_run.status == 0);
   CHECK(slurp(dir / "earlier" / "model.flt") == slurp(dir / "straight" / "model.flt"));
+}
+
+TEST_CASE("flt train refuses model options without effect for its model, and accepts recipes and resumed runs",
+          "[train][e2e][options]") {
+  ScratchDir dir("train_no_effect");
+  std::string data = " --inputs '";
+  data.append(qm9_subset()).append("' --limit 40 --targets U0 --split 30,5,rest --threads 1");
+  const auto out = [&](const char* name) { return " --out '" + (dir / name).string() + "'"; };
+  const auto split_only = [&](const std::string& options, const char* name) {
+    return run_flt("train" + data + " --split-only " + options + out(name), dir.path());
+  };
+  // On the command line: refused at any value (far-degree 12 is its default), naming the option,
+  // where it was given and the kind.
+  auto r = split_only("--num-frequencies 32", "a");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--num-frequencies (command line) has no effect with --attention near_far"));
+  r = split_only("--far-field none --far-degree 12", "b");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--far-degree (command line) has no effect with --attention near_far") &&
+                        Catch::Contains("far_field = none"));
+  r = split_only("--attention exact --cutoff 4", "c");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--cutoff (command line) has no effect with --attention exact"));
+  r = split_only("--three-body-lmax 3", "d");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--three-body-lmax") && Catch::Contains("three_body = true"));
+  // Where they apply they are taken.
+  CHECK(split_only("--attention kronecker --num-frequencies 32 --kronecker-floor 0.2", "e").status == 0);
+  CHECK(split_only("--far-design iid --far-directions 32 --three-body true --three-body-lmax 3", "f").status == 0);
+  // From a file: only at a value other than the default (a resolved config.ini lists every option).
+  std::ofstream(dir / "set.ini") << "[model]\nnum-frequencies = 32\n";
+  r = run_flt("train --config '" + (dir / "set.ini").string() + "'" + data + " --split-only" + out("g"), dir.path());
+  CHECK(r.status == 2);
+  CHECK_THAT(r.err, Catch::Contains("--num-frequencies (") && Catch::Contains("set.ini:2) has no effect"));
+  std::ofstream(dir / "default.ini") << "[model]\nnum-frequencies = 16\nexact-rbf = 32\n";
+  CHECK(run_flt("train --config '" + (dir / "default.ini").string() + "'" + data + " --split-only" + out("h"),
+                dir.path())
+            .status == 0);
+  // The shared recipe with another kind (tools/results/run_qm9_ablation.sh).
+  const std::string recipe = " --config '" + std::string(FLT_SOURCE_DIR) + "/datasets/qm9/default_model.ini'";
+  for (const char* kind : {"kronecker", "bias", "performer", "exact"}) {
+    r = run_flt("train" + recipe + data + " --split-file none --split-only --attention " + kind + out(kind),
+                dir.path());
+    INFO(kind << ": " << r.err);
+    CHECK(r.status == 0);
+  }
+  // A run stopped after its first epoch resumes from its config.ini, which lists every option.
+  const std::string tiny = " --width 16 --heads 2 --blocks 1 --mlp-hidden 16 --head-hidden 16 --epochs 2";
+  r = run_flt("train" + data + tiny + " --far-design iid --stop-after-epoch 1" + out("run"), dir.path());
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  r = run_flt("train --resume" + out("run"), dir.path());
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.err, Catch::Contains("resuming"));
+  CHECK(fs::exists(dir / "run" / "model.flt"));
 }

@@ -369,6 +369,9 @@ def test_train_boolean_and_negative_options(tmp_path):
 def test_train_option_errors(tmp_path):
     with pytest.raises(flt.ConfigError, match="did you mean --width"):
         flt.train(QM9, out=tmp_path / "x", widht=3)
+    # The same refusal of a model option without effect as flt train's (the default near_far model).
+    with pytest.raises(flt.ConfigError, match="--num-frequencies \\(command line\\) has no effect with --attention near_far"):
+        flt.train(QM9, out=tmp_path / "x", num_frequencies=32, **TINY)
     flt.train(QM9, out=tmp_path / "run", **TINY)
     with pytest.raises(flt.ConfigError, match="use --overwrite"):
         flt.train(QM9, out=tmp_path / "run", **TINY)  # an existing run is never silently reused

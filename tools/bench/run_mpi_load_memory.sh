@@ -48,7 +48,7 @@ if [[ "$copies" -gt 1 ]]; then
   input="$work/input.xyz.gz"
 fi
 args=(train "$input" --targets U0 --split 64,64,rest --epochs 1 --batch-size 32 --gradient-chunk 8
-      --width 8 --heads 2 --blocks 1 --mlp-hidden 8 --head-hidden 8 --num-features 4 --num-frequencies 4
+      --width 8 --heads 2 --blocks 1 --mlp-hidden 8 --head-hidden 8
       --eval-batch-size 256 --threads 1 --seed 1)
 
 table="| ranks | rank | peak RSS [MiB] | coordinates held after loading [molecules] | wall time [s] |

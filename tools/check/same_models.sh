@@ -18,8 +18,10 @@ cd "$(dirname "$0")/../.."
 before=$1; after=$2; out=${3:-runs/same_models}
 mkdir -p "$out"
 # --num-frequencies (FLT's RPE features) is refused by flt image/seq for the toeplitz and performer
-# kinds, which have no use for it.
-tiny_encoder="--width 16 --heads 2 --mlp-hidden 32 --num-features 8 --threads 1"
+# kinds, which have no use for it, and by flt train for performer and exact (exact has no random
+# features at all: --num-features is refused too).
+tiny_base="--width 16 --heads 2 --mlp-hidden 32 --threads 1"
+tiny_encoder="$tiny_base --num-features 8"
 tiny="$tiny_encoder --num-frequencies 8"
 qm9="--inputs datasets/qm9/qm9_subset.xyz.gz --targets U0,gap --split 200,40,40"
 seq="--task property --targets gap --train-limit 200 --test-limit 50 $tiny --blocks 1 --head-hidden 16"
@@ -33,7 +35,12 @@ train_all() {
     --plateau-patience 1 --plateau-factor 0.3 --ema-decay 0 --patience 3 --out "$dir/plateau"
   # Two blocks, so that the molecule model's block 0 (per atom type) and a later block both run.
   for kind in exact bias kronecker performer; do
-    run "$bin" train -q $qm9 --epochs 1 $tiny --blocks 2 --head-hidden 16 --attention $kind --seed 3 \
+    case $kind in
+      exact) model=$tiny_base ;;
+      performer) model=$tiny_encoder ;;
+      *) model=$tiny ;;
+    esac
+    run "$bin" train -q $qm9 --epochs 1 $model --blocks 2 --head-hidden 16 --attention $kind --seed 3 \
       --out "$dir/qm9_$kind"
   done
   run "$bin" train -q --config datasets/rmd17-ethanol/energy_force_model.ini --split 48,16,16 --epochs 2 --threads 1 \

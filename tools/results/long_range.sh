@@ -22,8 +22,8 @@
 # pairs of datasets/mmff-clusters/ion_pairs.smi placed as separate ions (--separate-ions), so the
 # clusters carry net charges whose Coulomb energies reach across the whole cluster.
 # --charge-init: the charge variant's initial mask coefficients (flt train --charge-init; default
-# the model's 0.01); 0.078 starts the mask at Coulomb's law for unit charges at the ionic data's
-# energy scale (docs/benchmarks/long_range.md).
+# the model's 0.01; not with --formal-charges); 0.078 starts the mask at Coulomb's law for unit
+# charges at the ionic data's energy scale (docs/benchmarks/long_range.md).
 # --formal-charges (with --ions; default OUT runs/long-range-ions-formal): the data carry each atom's
 # formal charge (a formal_charges:I:1 column), every variant reads it through the formal-charge
 # embedding (--use-charges true), and the charge variant's charges are the formal charges plus a
@@ -52,6 +52,9 @@ done
 [ -x "$flt" ] || { echo "no flt program at $flt: build it first" >&2; exit 1; }
 extra="" charges="" charge_extra=""
 [ "$formal" = 0 ] || [ "$ions" = 1 ] || { echo "--formal-charges needs --ions" >&2; exit 2; }
+# With --formal-charges the mask starts at Coulomb's law (--charge-coulomb), so flt train refuses
+# --charge-init there as an option without effect: say so before any data is generated.
+[ "$formal" = 0 ] || [ -z "$charge_init" ] || { echo "--charge-init has no effect with --formal-charges (the mask starts at Coulomb's law)" >&2; exit 2; }
 if [ "$ions" = 1 ]; then
   extra="--extra-smiles datasets/mmff-clusters/ion_pairs.smi --separate-ions --extra-fraction 0.15"
   if [ "$formal" = 1 ]; then
