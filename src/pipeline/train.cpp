@@ -536,11 +536,12 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("model options: ") + e.what());
   }
-  // An option that changes nothing for this model is refused, as flt seq and flt image refuse
-  // theirs: a near_far run given --num-frequencies would otherwise look like it had tried them.
-  // Given on the command line it is refused at any value; from a file only at a value other than
-  // the default, because a run's resolved config.ini (read back by --config and --resume) lists
-  // every option, and shared recipe files are combined with other kinds (--attention kronecker).
+  // An option that changes nothing for this model, as flt seq and flt image treat theirs: a
+  // near_far run given --num-frequencies would otherwise look like it had tried them. Given on the
+  // command line it is refused (at any value); from a file, at a value other than the default, it
+  // is a warning: shared recipe files are combined with other settings on the command line
+  // (--attention kronecker, --three-body false), and a run's resolved config.ini (read back by
+  // --config and --resume) lists every option.
   {
     std::map<std::string, std::string> defaults, values;
     for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) defaults[key] = value;
@@ -549,11 +550,14 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
       if (is_trainer_owned_model_key(unused.key)) continue;
       const std::string option = dashed(unused.key);
       const io::OptionSource& source = o.source(option);
-      const bool given = source.kind == io::OptionSource::Kind::command_line ||
-                         (source.kind == io::OptionSource::Kind::file && values.at(unused.key) != defaults.at(unused.key));
-      if (!given) continue;
-      throw ConfigError("model options: --" + option + " (" + source.where + ") has no effect with --attention " +
-                        models::to_string(c.model.attention) + " (" + unused.why + "); leave it out");
+      const bool command_line = source.kind == io::OptionSource::Kind::command_line;
+      if (!command_line &&
+          !(source.kind == io::OptionSource::Kind::file && values.at(unused.key) != defaults.at(unused.key)))
+        continue;
+      const std::string message = "model options: --" + option + " (" + source.where + ") has no effect with --attention " +
+                                  models::to_string(c.model.attention) + " (" + unused.why + ")";
+      if (command_line) throw ConfigError(message + "; leave it out");
+      log_warning(message + "; ignored");
     }
   }
   d.max_z = c.model.max_z;

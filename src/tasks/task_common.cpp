@@ -266,24 +266,26 @@ TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const T
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("model options: ") + e.what());
   }
-  // An option that changes nothing for the chosen attention kind is refused, as flt train refuses
-  // model options that do not apply (charge_formal without a charge_energy): a Performer run
-  // given RPE options would otherwise look like an RPE experiment. Given on the command line it is
-  // refused at any value; from a file only at a value other than the default, because a run's
-  // resolved config.ini (read back by --config and --resume) lists every option.
+  // An option that changes nothing for the chosen attention kind: a Performer run given RPE
+  // options would otherwise look like an RPE experiment. Given on the command line it is refused
+  // (at any value); from a file, at a value other than the default, it is a warning: a recipe
+  // file is combined with another kind on the command line, and a run's resolved config.ini
+  // (read back by --config and --resume) lists every option.
   for (const std::string& key : models::config_keys_without_effect(config.attention)) {
     if (task_owns(key, owned, base)) continue;
     const std::string option = dashed(key);
     const io::OptionSource& source = o.source(option);
-    const bool given = source.kind == io::OptionSource::Kind::command_line ||
-                       (source.kind == io::OptionSource::Kind::file && values.at(key) != defaults.at(key));
-    if (!given) continue;
+    const bool command_line = source.kind == io::OptionSource::Kind::command_line;
+    if (!command_line && !(source.kind == io::OptionSource::Kind::file && values.at(key) != defaults.at(key)))
+      continue;
     const std::string why = config.attention == TokenAttention::performer
                                 ? "performer attention has no relative positional encoding"
                                 : "toeplitz applies the RPE mask exactly by FFT, without FLT's random Fourier features "
                                   "or its streaming blocks";
-    throw ConfigError("model options: --" + option + " (" + source.where + ") has no effect with --attention " +
-                      models::to_string(config.attention) + " (" + why + "); leave it out");
+    const std::string message = "model options: --" + option + " (" + source.where + ") has no effect with --attention " +
+                                models::to_string(config.attention) + " (" + why + ")";
+    if (command_line) throw ConfigError(message + "; leave it out");
+    log_warning(message + "; ignored");
   }
   return config;
 }

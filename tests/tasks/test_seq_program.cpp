@@ -165,6 +165,15 @@ TEST_CASE("flt seq: property and lm train and eval on the QM9 SMILES, task check
   CHECK(r.status == 2);
   CHECK(r.err.find("--num-frequencies (command line) has no effect with --attention toeplitz") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "p"));
+  // From a --config file (a recipe combined with another kind): a warning, and the run goes on.
+  std::ofstream(dir / "rpe.ini") << "[model]\nnum-frequencies = 8\n";
+  r = run_flt("seq train --task property --targets gap --config "s + q(dir / "rpe.ini") + " --out " + q(dir / "pf") +
+                  data + " --train-limit 50 --test-limit 20 --epochs 1" + kTinyPerformerModel,
+              dir.path());
+  INFO(r.err);
+  CHECK(r.status == 0);
+  CHECK(r.err.find("rpe.ini:2) has no effect with --attention performer") != std::string::npos);
+  CHECK(r.err.find("ignored") != std::string::npos);
   r = run_flt("seq train --task property --targets gap,mu --out "s + q(dir / "p") + data +
                   " --train-limit 200 --test-limit 100 --epochs 1"s + kTinyPerformerModel,
               dir.path());
