@@ -123,12 +123,19 @@ CsvTable parse_csv(std::string_view text, const std::string& source) {
 
 CsvTable read_csv(const std::filesystem::path& path) { return parse_csv(read_file(path), path.string()); }
 
-double parse_csv_number(std::string_view field, const CsvTable& table, std::size_t row, std::size_t column) {
-  field = trim(field);
-  std::string low(field);
+bool is_missing_value_text(std::string_view text) noexcept {
+  text = trim(text);
+  if (text.size() > 5) return false;
+  std::string low(text);
   for (char& c : low)
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  if (low.empty() || low == "na" || low == "nan") return std::numeric_limits<double>::quiet_NaN();
+  return low.empty() || low == "na" || low == "n/a" || low == "#n/a" || low == "<na>" || low == "nan" ||
+         low == "-nan" || low == "none" || low == "null";
+}
+
+double parse_csv_number(std::string_view field, const CsvTable& table, std::size_t row, std::size_t column) {
+  field = trim(field);
+  if (is_missing_value_text(field)) return std::numeric_limits<double>::quiet_NaN();
   const char* first = field.data();
   if (field.front() == '+') ++first;
   double v = 0;

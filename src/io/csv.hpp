@@ -40,9 +40,14 @@ struct CsvTable {
 CsvTable parse_csv(std::string_view text, const std::string& source);
 CsvTable read_csv(const std::filesystem::path& path);  // IoError if unreadable
 
-// A numeric field: empty, "NA", "NaN", "nan" (any case) give NaN (a missing value); otherwise the
-// whole field must be a number (leading/trailing blanks allowed). Throws InputError naming
-// source:line and the column.
+// Whether a label's text marks a missing value: empty (after trimming blanks) or, in any case,
+// NA, N/A, #N/A, <NA>, NaN, -NaN, None, NULL: the spellings pandas reads as missing by default,
+// which spreadsheets and RDKit-written SD files carry.
+bool is_missing_value_text(std::string_view text) noexcept;
+
+// A numeric field: a missing value (is_missing_value_text) gives NaN; otherwise the whole field
+// must be a number (leading/trailing blanks allowed). Throws InputError naming source:line and
+// the column.
 double parse_csv_number(std::string_view field, const CsvTable& table, std::size_t row, std::size_t column);
 
 // Quotes a field when it holds a comma, quote, CR, LF or leading/trailing blank.

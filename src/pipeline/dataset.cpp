@@ -6,6 +6,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/text.hpp"
+#include "io/csv.hpp"
 #include "io/data_checksum.hpp"
 #include "train/labels.hpp"
 #include "io/units.hpp"
@@ -229,7 +230,7 @@ class DatasetBuilder {
         const chem::Property* prop = find_label(p, plans_[t].target.name);
         if (!prop) continue;
         if (!prop->number) {
-          if (is_missing_text(prop->value)) continue;
+          if (io::is_missing_value_text(prop->value)) continue;
           return "label '" + prop->key + "' = '" + prop->value + "' is not a number";
         }
         // --source-units, else the unit the file gives (or the reader's convention), else QM9's.
@@ -383,10 +384,6 @@ class DatasetBuilder {
   }
 
  private:
-  static bool is_missing_text(std::string_view v) {
-    return v.empty() || iequals(v, "na") || iequals(v, "nan") || iequals(v, "none");
-  }
-
   // Factor from `unit` to the target's training unit; fixes the training unit on first use.
   double factor(std::size_t t, const std::string& unit) {
     TargetPlan& plan = plans_[t];

@@ -260,6 +260,19 @@ TEST_CASE("a label name a model cannot hold is refused before reading, with the 
   REQUIRE(d.size() == 1);
   CHECK(d.targets[0].source_unit == "kcal/mol");
   CHECK(d.labels(0, 0) == Approx(-47.5 * 4184.0 / 96485.33212331001).epsilon(1e-12));
+  // A tag of "N/A" (as spreadsheets and pandas write a missing value) is a missing label, masked
+  // and counted; a word that is not a number stays an error of its record.
+  write_text(dir / "na.sdf", molblock + ">  <E_total [kcal/mol]>  (1) \nN/A\n\n$$$$\n" + molblock +
+                                 ">  <E_total [kcal/mol]>  (2) \n-47.5\n\n$$$$\n" + molblock +
+                                 ">  <E_total [kcal/mol]>  (3) \nunknown\n\n$$$$\n");
+  o.inputs = {(dir / "na.sdf").string()};
+  const Dataset na = load_dataset(o);
+  REQUIRE(na.size() == 2);
+  CHECK(std::isnan(na.labels(0, 0)));
+  CHECK(na.missing_per_target == std::vector<std::size_t>{1});
+  REQUIRE(na.summary.skipped.size() == 1);
+  CHECK(na.summary.skipped[0].record == 3);
+  CHECK_THAT(na.summary.skipped[0].reason, Catch::Contains("'unknown' is not a number"));
 }
 
 TEST_CASE("subsets and ragged mini-batches", "[dataset]") {

@@ -30,6 +30,17 @@ TEST_CASE("CSV reader handles quotes, CRLF, embedded newlines and blank lines", 
   CHECK(std::isnan(parse_csv_number(t.rows[2][2], t, 2, 2)));
   CHECK(parse_csv_number(t.rows[3][2], t, 3, 2) == -1.5e-3);
   CHECK_THROWS_WITH(parse_csv_number("12abc", t, 0, 2), Catch::Contains("labels.csv:2:") && Catch::Contains("column 'U0'"));
+  // Missing values as pandas reads them by default; anything else that is not a number is an error.
+  for (const char* missing : {"", "  ", "NA", "na", "N/A", "n/a", "#N/A", "<NA>", "NaN", "-nan", "None", "NULL", "null"}) {
+    INFO(missing);
+    CHECK(flt::io::is_missing_value_text(missing));
+    CHECK(std::isnan(parse_csv_number(missing, t, 0, 2)));
+  }
+  for (const char* value : {"N/A N/A", "missing", "-", "?", "0", "nanx", "nulls"}) {
+    INFO(value);
+    CHECK_FALSE(flt::io::is_missing_value_text(value));
+  }
+  CHECK_THROWS_WITH(parse_csv_number("?", t, 0, 2), Catch::Contains("'?' is not a number"));
   CHECK(t.where(2) == "labels.csv:6");
   CHECK_THROWS_WITH(t.require_column("gap"), Catch::Contains("no column 'gap' (columns: id, title, U0)"));
   // Writer round trip.
