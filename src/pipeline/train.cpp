@@ -537,28 +537,17 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
     throw ConfigError(std::string("model options: ") + e.what());
   }
   // An option that changes nothing for this model, as flt seq and flt image treat theirs: a
-  // near_far run given --num-frequencies would otherwise look like it had tried them. Given on the
-  // command line it is refused (at any value); from a file, at a value other than the default, it
-  // is a warning: shared recipe files are combined with other settings on the command line
-  // (--attention kronecker, --three-body false), and a run's resolved config.ini (read back by
-  // --config and --resume) lists every option.
+  // near_far run given --num-frequencies would otherwise look like it had tried them.
   {
     std::map<std::string, std::string> defaults, values;
     for (const auto& [key, value] : models::config_to_strings(models::ModelConfig{})) defaults[key] = value;
     for (const auto& [key, value] : models::config_to_strings(c.model)) values[key] = value;
+    std::vector<train::OptionWithoutEffect> idle;
     for (const models::KeyWithoutEffect& unused : models::config_keys_without_effect(c.model)) {
       if (is_trainer_owned_model_key(unused.key)) continue;
-      const std::string option = dashed(unused.key);
-      const io::OptionSource& source = o.source(option);
-      const bool command_line = source.kind == io::OptionSource::Kind::command_line;
-      if (!command_line &&
-          !(source.kind == io::OptionSource::Kind::file && values.at(unused.key) != defaults.at(unused.key)))
-        continue;
-      const std::string message = "model options: --" + option + " (" + source.where + ") has no effect with --attention " +
-                                  models::to_string(c.model.attention) + " (" + unused.why + ")";
-      if (command_line) throw ConfigError(message + "; leave it out");
-      log_warning(message + "; ignored");
+      idle.push_back({dashed(unused.key), unused.why, values.at(unused.key) == defaults.at(unused.key)});
     }
+    train::check_options_without_effect(o, idle, "--attention " + std::string(models::to_string(c.model.attention)));
   }
   d.max_z = c.model.max_z;
 

@@ -267,26 +267,17 @@ TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const T
     throw ConfigError(std::string("model options: ") + e.what());
   }
   // An option that changes nothing for the chosen attention kind: a Performer run given RPE
-  // options would otherwise look like an RPE experiment. Given on the command line it is refused
-  // (at any value); from a file, at a value other than the default, it is a warning: a recipe
-  // file is combined with another kind on the command line, and a run's resolved config.ini
-  // (read back by --config and --resume) lists every option.
+  // options would otherwise look like an RPE experiment.
+  const std::string why = config.attention == TokenAttention::performer
+                              ? "performer attention has no relative positional encoding"
+                              : "toeplitz applies the RPE mask exactly by FFT, without FLT's random Fourier features "
+                                "or its streaming blocks";
+  std::vector<train::OptionWithoutEffect> idle;
   for (const std::string& key : models::config_keys_without_effect(config.attention)) {
     if (task_owns(key, owned, base)) continue;
-    const std::string option = dashed(key);
-    const io::OptionSource& source = o.source(option);
-    const bool command_line = source.kind == io::OptionSource::Kind::command_line;
-    if (!command_line && !(source.kind == io::OptionSource::Kind::file && values.at(key) != defaults.at(key)))
-      continue;
-    const std::string why = config.attention == TokenAttention::performer
-                                ? "performer attention has no relative positional encoding"
-                                : "toeplitz applies the RPE mask exactly by FFT, without FLT's random Fourier features "
-                                  "or its streaming blocks";
-    const std::string message = "model options: --" + option + " (" + source.where + ") has no effect with --attention " +
-                                models::to_string(config.attention) + " (" + why + ")";
-    if (command_line) throw ConfigError(message + "; leave it out");
-    log_warning(message + "; ignored");
+    idle.push_back({dashed(key), why, values.at(key) == defaults.at(key)});
   }
+  train::check_options_without_effect(o, idle, "--attention " + std::string(models::to_string(config.attention)));
   return config;
 }
 

@@ -1,6 +1,7 @@
 #include "train/engine_options.hpp"
 
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "core/text.hpp"
 
 #include <cstdio>
@@ -110,6 +111,21 @@ std::optional<io::IniFile> training_config_file(const io::CommandLine& cl, bool*
   if (from_run) file = io::IniFile::load(std::filesystem::path(out) / "config.ini");
   if (from_run_directory) *from_run_directory = from_run;
   return file;
+}
+
+void check_options_without_effect(const io::ResolvedOptions& options, const std::vector<OptionWithoutEffect>& idle,
+                                  const std::string& setting) {
+  for (const OptionWithoutEffect& entry : idle) {
+    const io::OptionSource& source = options.source(entry.option);
+    const bool command_line = source.kind == io::OptionSource::Kind::command_line;
+    const bool file_non_default = source.kind == io::OptionSource::Kind::file && !entry.at_default;
+    if (!command_line && !file_non_default) continue;
+    std::string message = "model options: --";
+    message += entry.option;
+    message += " (" + source.where + ") has no effect with " + setting + " (" + entry.why + ")";
+    if (command_line) throw ConfigError(message + "; leave it out");
+    log_warning(message + "; ignored");
+  }
 }
 
 }  // namespace flt::train
