@@ -241,6 +241,11 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
     }
     auto& te = result.targets[static_cast<std::size_t>(k)];
     te.metrics = train::compute_metrics(pred, truth);
+    if (result.ensemble_size > 1) {
+      std::vector<double> sd(static_cast<std::size_t>(S));
+      for (Index s = 0; s < S; ++s) sd[static_cast<std::size_t>(s)] = result.stddev(s, k);
+      te.uncertainty = train::compute_uncertainty_metrics(pred, truth, sd);
+    }
     if (N > 0) {
       double acc = 0;  // fixed order: molecules in input order
       for (Index s = 0; s < S; ++s) acc += result.rotation_sd(s, k);
@@ -277,25 +282,70 @@ std::string format_eval_table(const EvalResult& result) {
                   format_r2(f.metrics.r2).c_str(), f.name.c_str());
     o << line;
   }
+  if (result.ensemble_size < 2) return o.str();
+  // A single model has no spread: the second table is an ensemble's only.
+  o << "\nuncertainty: the spread (population std) of the " << result.ensemble_size
+    << " members against the errors of the mean\n";
+  std::snprintf(line, sizeof line, "%-10s %-12s %7s %6s %9s %9s %9s %9s %9s %9s %9s\n", "target", "unit", "count",
+                "std=0", "Spearman", "<=1 std", "<=2 std", "NLL", "miscal.", "ENCE", "s");
+  o << line;
+  const auto percent = [](double v) { return std::isfinite(v) ? number(100.0 * v, 3) + " %" : std::string("n/a"); };
+  for (const auto& t : result.targets) {
+    if (!t.uncertainty) continue;
+    const auto& u = *t.uncertainty;
+    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %6zu %9s %9s %9s %9s %9s %9s %9s\n", t.name.c_str(),
+                  io::shown_unit(t.unit).c_str(), u.count, u.zero_std, number(u.spearman, 3).c_str(),
+                  percent(u.within_1std).c_str(), percent(u.within_2std).c_str(), number(u.nll, 4).c_str(),
+                  number(u.miscalibration_area, 3).c_str(), number(u.ence, 3).c_str(), number(u.std_scale, 3).c_str());
+    o << line;
+  }
+  o << "Spearman: rank correlation of |error| and std; <=k std: fraction of |error| within k std\n"
+       "(Gaussian: 68.3 %, 95.4 %); NLL: Gaussian negative log-likelihood per molecule, nats, errors\n"
+       "in the target's unit; miscal.: miscalibration area over the levels 0.01..0.99; ENCE over\n"
+       "min(100, count) bins by std; s = sqrt(mean (error/std)^2), the factor that would calibrate\n"
+       "the std on these data (not applied). docs/prediction.md, \"Uncertainty of an ensemble\"\n";
+  for (const auto& t : result.targets)
+    if (t.uncertainty && t.uncertainty->zero_std > 0)
+      o << t.name << ": " << t.uncertainty->zero_std << " of " << t.uncertainty->labelled
+        << " labelled molecules have std = 0 (the members agree exactly) and are left out of its uncertainty "
+           "metrics\n";
   return o.str();
 }
 
 void write_eval_csv(const std::filesystem::path& path, const EvalResult& result) {
   io::AtomicOutputFile out(path);
-  io::write_csv_row(out.stream(), {"target", "unit", "count", "MAE", "RMSE", "R2", "max_abs_error",
-                                      "rotations", "rotation_std", "rotation_std_over_MAE"});
-  for (const auto& t : result.targets)
-    io::write_csv_row(out.stream(),
-                         {t.name, io::shown_unit(t.unit), std::to_string(t.metrics.count), io::csv_number(t.metrics.mae),
-                          io::csv_number(t.metrics.rmse), io::csv_number(t.metrics.r2),
-                          io::csv_number(t.metrics.max_abs_error), std::to_string(result.rotations),
-                          io::csv_number(t.rotation_std), io::csv_number(t.rotation_fraction)});
+  // The uncertainty columns follow the existing ones, for ensembles only, so a single model's
+  // file is what it always was.
+  const bool ensemble = result.ensemble_size > 1;
+  std::vector<std::string> header = {"target", "unit", "count", "MAE", "RMSE", "R2", "max_abs_error",
+                                     "rotations", "rotation_std", "rotation_std_over_MAE"};
+  if (ensemble)
+    header.insert(header.end(), {"uncertainty_count", "zero_std_count", "spearman_abs_error_std",
+                                 "within_1std [fraction]", "within_2std [fraction]", "NLL [nats per record in unit]",
+                                 "miscalibration_area", "ENCE", "std_scale"});
+  io::write_csv_row(out.stream(), header);
+  for (const auto& t : result.targets) {
+    std::vector<std::string> row = {t.name, io::shown_unit(t.unit), std::to_string(t.metrics.count),
+                                    io::csv_number(t.metrics.mae), io::csv_number(t.metrics.rmse),
+                                    io::csv_number(t.metrics.r2), io::csv_number(t.metrics.max_abs_error),
+                                    std::to_string(result.rotations), io::csv_number(t.rotation_std),
+                                    io::csv_number(t.rotation_fraction)};
+    if (ensemble) {
+      const train::UncertaintyMetrics u = t.uncertainty.value_or(train::UncertaintyMetrics{});
+      row.insert(row.end(), {std::to_string(u.count), std::to_string(u.zero_std), io::csv_number(u.spearman),
+                             io::csv_number(u.within_1std), io::csv_number(u.within_2std), io::csv_number(u.nll),
+                             io::csv_number(u.miscalibration_area), io::csv_number(u.ence),
+                             io::csv_number(u.std_scale)});
+    }
+    io::write_csv_row(out.stream(), row);
+  }
   if (result.forces) {
     const auto& f = *result.forces;
-    io::write_csv_row(out.stream(),
-                         {f.name, f.unit, std::to_string(f.metrics.count), io::csv_number(f.metrics.mae),
-                          io::csv_number(f.metrics.rmse), io::csv_number(f.metrics.r2),
-                          io::csv_number(f.metrics.max_abs_error), "0", "", ""});
+    std::vector<std::string> row = {f.name, f.unit, std::to_string(f.metrics.count), io::csv_number(f.metrics.mae),
+                                    io::csv_number(f.metrics.rmse), io::csv_number(f.metrics.r2),
+                                    io::csv_number(f.metrics.max_abs_error), "0", "", ""};
+    if (ensemble) row.resize(header.size());
+    io::write_csv_row(out.stream(), row);
   }
   out.commit();
 }

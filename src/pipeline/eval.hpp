@@ -9,11 +9,15 @@
 //   sd_st = sqrt((1/N) sum_k (y_t(R_k s) - mean_k y_t(R_k s))^2),
 //   rotation_std_t = (1/S) sum_s sd_st,   also reported as rotation_std_t / MAE_t.
 // What it measures and its target: docs/prediction.md, "flt eval".
+// For an ensemble (M >= 2 members) also the calibration of the spread against the errors, per
+// target over the labelled molecules (train/uncertainty.hpp: Spearman, coverage, Gaussian NLL,
+// miscalibration area, ENCE, variance-scaling factor; molecules with std 0 counted and left out).
 #pragma once
 
 #include "pipeline/dataset.hpp"
 #include "pipeline/predict.hpp"
 #include "train/metrics.hpp"
+#include "train/uncertainty.hpp"
 
 #include <cstdint>
 #include <filesystem>
@@ -57,6 +61,8 @@ struct TargetEvaluation {
   train::Metrics metrics;      // MAE, RMSE, R^2, max |error| over molecules with a label
   double rotation_std = std::numeric_limits<double>::quiet_NaN();       // target's unit
   double rotation_fraction = std::numeric_limits<double>::quiet_NaN();  // rotation_std / MAE
+  // Ensembles only: how well the members' spread (stddev) describes the errors.
+  std::optional<train::UncertaintyMetrics> uncertainty;
 };
 
 struct EvalResult {
@@ -83,11 +89,14 @@ struct EvalResult {
 EvalResult evaluate(const Predictor& predictor, const EvalOptions& options);
 
 // The metrics table as text (one line per target: count, MAE, RMSE, R^2, rotation std and its
-// fraction of the MAE, with units).
+// fraction of the MAE, with units); for an ensemble a second table, the uncertainty metrics.
 std::string format_eval_table(const EvalResult& result);
 
 // CSV: target,unit,count,MAE,RMSE,R2,max_abs_error,rotations,rotation_std,rotation_std_over_MAE
-// (written atomically; NaN as an empty field).
+// (written atomically; NaN as an empty field); for an ensemble followed by the uncertainty
+// columns uncertainty_count,zero_std_count,spearman_abs_error_std,within_1std [fraction],
+// within_2std [fraction],NLL [nats per record in unit],miscalibration_area,ENCE,std_scale
+// (empty in the forces row).
 void write_eval_csv(const std::filesystem::path& path, const EvalResult& result);
 
 // Per-molecule CSV: id,<t>_true [unit],<t>_pred [unit][,<t>_std [unit]] (train/metrics.hpp),

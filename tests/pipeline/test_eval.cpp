@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <numbers>
 
 using namespace flt;
 using namespace flt::pipeline;
@@ -164,4 +165,74 @@ TEST_CASE("eval: --split-file evaluates one subset, and a split of other data is
                                " --rotations 0 --subset test",
                            dir);
   CHECK(run.status == 2);
+}
+
+TEST_CASE("flt eval: an ensemble's uncertainty table and CSV columns; a single model's output unchanged",
+          "[eval][program][uncertainty]") {
+  TempDir dir("eval-uncertainty");
+  const std::string a = save_small_model(dir, "a.flt", 21), b = save_small_model(dir, "b.flt", 22);
+  const std::string qm9 = qm9_records(dir, 20);
+  const std::string csv = dir / "metrics.csv", preds = dir / "predictions.csv";
+  const auto run = run_flt("eval -m " + quoted(a) + " -m " + quoted(b) + " " + quoted(qm9) +
+                               " --rotations 0 --csv " + quoted(csv) + " --predictions " + quoted(preds),
+                           dir);
+  INFO(run.out << run.err);
+  REQUIRE(run.status == 0);
+  CHECK(run.out.find("uncertainty: the spread (population std) of the 2 members") != std::string::npos);
+  CHECK(run.out.find("Spearman") != std::string::npos);
+
+  // The CSV's uncertainty columns, recomputed from the per-molecule predictions, labels and stds.
+  const auto per_molecule = io::read_csv(preds);
+  const auto table = io::read_csv(csv);
+  REQUIRE(table.rows.size() == 2);
+  CHECK(table.header[9] == "rotation_std_over_MAE");  // the existing columns stay where they were
+  const auto col = [&](std::size_t r, const char* name) { return std::stod(table.rows[r][table.require_column(name)]); };
+  const std::vector<std::string> names = {"U0", "gap"};
+  for (std::size_t r = 0; r < 2; ++r) {
+    const auto value = [&](std::size_t row, const std::string& column) {
+      return std::stod(per_molecule.rows[row][per_molecule.require_column(names[r] + column + " [eV]")]);
+    };
+    std::vector<double> abs_error, sd;
+    double in1 = 0, in2 = 0, z2 = 0, nll = 0;
+    for (std::size_t i = 0; i < per_molecule.rows.size(); ++i) {
+      const double e = value(i, "_pred") - value(i, "_true"), s = value(i, "_std");
+      REQUIRE(s > 0);
+      abs_error.push_back(std::abs(e));
+      sd.push_back(s);
+      in1 += std::abs(e) <= s;
+      in2 += std::abs(e) <= 2 * s;
+      z2 += e * e / (s * s);
+      nll += 0.5 * std::log(2 * std::numbers::pi * s * s) + 0.5 * e * e / (s * s);
+    }
+    INFO(names[r]);
+    CHECK(table.rows[r][0] == names[r]);
+    CHECK(col(r, "uncertainty_count") == 20);
+    CHECK(col(r, "zero_std_count") == 0);
+    CHECK(col(r, "within_1std [fraction]") == Approx(in1 / 20).epsilon(1e-12));
+    CHECK(col(r, "within_2std [fraction]") == Approx(in2 / 20).epsilon(1e-12));
+    CHECK(col(r, "std_scale") == Approx(std::sqrt(z2 / 20)).epsilon(1e-9));
+    CHECK(col(r, "NLL [nats per record in unit]") == Approx(nll / 20).epsilon(1e-9));
+    CHECK(col(r, "spearman_abs_error_std") == Approx(train::spearman_correlation(abs_error, sd)).epsilon(1e-12));
+    CHECK(col(r, "miscalibration_area") >= 0);
+    CHECK(col(r, "ENCE") >= 0);
+  }
+
+  // Two identical members: every std is 0, counted and named, nothing measured.
+  const auto same = run_flt("eval -m " + quoted(a) + " -m " + quoted(a) + " " + quoted(qm9) +
+                                " --rotations 0 --csv " + quoted(csv),
+                            dir);
+  REQUIRE(same.status == 0);
+  CHECK(same.out.find("U0: 20 of 20 labelled molecules have std = 0") != std::string::npos);
+  const auto zero = io::read_csv(csv);
+  CHECK(zero.rows[0][zero.require_column("zero_std_count")] == "20");
+  CHECK(zero.rows[0][zero.require_column("uncertainty_count")] == "0");
+  CHECK(zero.rows[0][zero.require_column("std_scale")].empty());
+
+  // One model: no second table, and the CSV has exactly the columns it always had.
+  const auto single = run_flt("eval -m " + quoted(a) + " " + quoted(qm9) + " --rotations 0 --csv " + quoted(csv), dir);
+  REQUIRE(single.status == 0);
+  CHECK(single.out.find("uncertainty") == std::string::npos);
+  const std::string text = slurp(csv);
+  CHECK(text.substr(0, text.find('\n')) ==
+        "target,unit,count,MAE,RMSE,R2,max_abs_error,rotations,rotation_std,rotation_std_over_MAE");
 }

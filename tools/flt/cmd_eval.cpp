@@ -1,5 +1,6 @@
 // flt eval: metrics (MAE, RMSE, R^2 per target, physical units) of a model or an ensemble against
-// the labels of the inputs, and the rotation sensitivity next to the MAE. See docs/prediction.md.
+// the labels of the inputs, and the rotation sensitivity next to the MAE; for an ensemble the
+// calibration of its spread. See docs/prediction.md.
 #include "chem/reader.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -26,7 +27,10 @@ const char* kUsage =
     "labels of the inputs (QM9 header values, extended-XYZ keys, SD tags) or of --labels CSV,\n"
     "converted into the model's units: MAE, RMSE and R^2 per target, and the rotation\n"
     "sensitivity (the standard deviation of the predictions over --rotations random rotations of\n"
-    "each molecule, averaged over molecules, and its fraction of the MAE). Progress (reading,\n"
+    "each molecule, averaged over molecules, and its fraction of the MAE). For an ensemble also\n"
+    "how well the members' spread describes the errors: Spearman rank correlation of |error| and\n"
+    "std, fractions within 1 and 2 std, Gaussian NLL, miscalibration area, ENCE and the factor s\n"
+    "that would calibrate the std (a second table; extra columns in --out). Progress (reading,\n"
     "evaluating, ETA) goes to stderr: a bar on a terminal, plain lines otherwise, nothing with -q.\n";
 
 io::OptionSchema eval_schema() {
