@@ -182,3 +182,22 @@ TEST_CASE("uncertainty: errors twice as wide as sigma give s -> 2 and the expect
   CHECK(m.ence == Approx(factor - 1.0).margin(0.05));
   CHECK(m.nll == Approx(0.5 * std::log(2 * std::numbers::pi) + d.mean_log_sigma + 0.5 * factor * factor).margin(0.03));
 }
+
+TEST_CASE("uncertainty: an ideal two-member ensemble is not calibrated: Cauchy coverage 50 % / 70.5 %",
+          "[train][uncertainty]") {
+  // Two members y1, y2 = truth + N(0, 1), independent: mean error (y1 + y2) / 2 and population
+  // std |y1 - y2| / 2 are independent and error / std is a standard Cauchy variable, so
+  // P(|z| <= 1) = 1/2, P(|z| <= 2) = (2/pi) atan 2 = 0.7048, and mean z^2 has no finite value.
+  flt::Rng rng(5);
+  std::vector<double> p, y, s;
+  for (std::size_t i = 0; i < 100000; ++i) {
+    const double truth = rng.normal(0.0, 5.0), a = truth + rng.normal(), b = truth + rng.normal();
+    y.push_back(truth);
+    p.push_back(0.5 * (a + b));
+    s.push_back(0.5 * std::fabs(a - b));
+  }
+  const UncertaintyMetrics m = compute_uncertainty_metrics(p, y, s);
+  CHECK(m.within_1std == Approx(0.5).margin(0.005));
+  CHECK(m.within_2std == Approx(2.0 / std::numbers::pi * std::atan(2.0)).margin(0.005));
+  CHECK(m.std_scale > 5.0);
+}
