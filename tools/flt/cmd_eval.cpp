@@ -152,7 +152,7 @@ int run_eval(const std::vector<std::string>& args) {
 }
 
 const bool registered = register_command(
-    {"eval", "evaluate a model against labels: MAE, RMSE, R^2 and rotation sensitivity", 45,
+    {"eval", "evaluate against labels: MAE, RMSE, R^2, rotation sensitivity, ensemble uncertainty", 45,
      &run_eval});
 
 }  // namespace
