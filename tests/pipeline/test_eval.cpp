@@ -167,7 +167,7 @@ TEST_CASE("eval: --split-file evaluates one subset, and a split of other data is
   CHECK(run.status == 2);
 }
 
-TEST_CASE("flt eval: an ensemble's uncertainty table and CSV columns; a single model's output unchanged",
+TEST_CASE("flt eval: an ensemble's uncertainty table and CSV columns, and a single model's output unchanged",
           "[eval][program][uncertainty]") {
   TempDir dir("eval-uncertainty");
   const std::string a = save_small_model(dir, "a.flt", 21), b = save_small_model(dir, "b.flt", 22);
