@@ -4,6 +4,7 @@
 #   2. the installed files: public headers only, libflt.so with SONAME libflt.so.MAJOR, the full
 #      version and DT_NEEDED entries for RDKit, fltConfig*.cmake, FindRDKit.cmake, flt.pc, the flt
 #      program (fltRDKitTargets.cmake and flt-rdkit.pc are used in steps 5 and 6)
+#      and RUNPATHs (bin/flt, libflt, the Python modules) naming no system directory
 #   3. libflt exports the public API only (nm -D: no internal namespaces, no Eigen)
 #   4. without RDKit: RDKit (and Boost) cannot be found (CMAKE_DISABLE_FIND_PACKAGE_RDKit/Boost),
 #      and still
@@ -102,6 +103,21 @@ endif()
 if(NOT RUN_OUTPUT MATCHES "NEEDED[^\n]*\\[libRDKitGraphMol\\.so")
   message(FATAL_ERROR "libflt has no DT_NEEDED entry for libRDKitGraphMol:\n${RUN_OUTPUT}")
 endif()
+
+# RUNPATHs: $ORIGIN-relative ones and third-party directories outside the system's only (a build
+# against Debian's RDKit: none but the Python module's $ORIGIN one); never a system directory.
+file(GLOB python_modules ${prefix}/lib/python*/*-packages/flt/*.so)
+foreach(binary ${prefix}/bin/flt ${libdir}/libflt.so.${PROJECT_VERSION} ${python_modules})
+  run(readelf -d ${binary})
+  if(RUN_OUTPUT MATCHES "\\((RPATH|RUNPATH)\\)[^\n]*\\[([^]\n]*)\\]")
+    string(REPLACE ":" ";" entries "${CMAKE_MATCH_2}")
+    foreach(entry IN LISTS entries)
+      if(entry STREQUAL "" OR entry MATCHES "^(/usr)?/lib(32|64|x32)?(/|$)")
+        message(FATAL_ERROR "${binary}: RUNPATH entry '${entry}' (a system or empty directory):\n${RUN_OUTPUT}")
+      endif()
+    endforeach()
+  endif()
+endforeach()
 
 # 3. Exported symbols: the public API only.
 run(nm -DC --defined-only ${libdir}/libflt.so.${PROJECT_VERSION})
