@@ -62,6 +62,11 @@ if(NOT TARGET RDKit::RDKit)
     INTERFACE_LINK_LIBRARIES "${FLT_RDKIT_TARGETS};Boost::headers")
 endif()
 
+# The libraries whose directories the installed binaries' RUNPATHs name when they lie outside the
+# system's library directories (cmake/FltInstallRpath.cmake; MPI's are added where it is found).
+set(FLT_RPATH_DEPENDENCIES ${FLT_RDKIT_TARGETS} Boost::program_options LibArchive::LibArchive ZLIB::ZLIB
+    PkgConfig::FFTW3 PkgConfig::FFTW3F OpenMP::OpenMP_CXX ${LAPACK_LIBRARIES})
+
 if(FLT_BUILD_TESTS)
   find_package(Catch2 2 QUIET)
   flt_require(Catch2_FOUND "Catch2 v2" catch2)

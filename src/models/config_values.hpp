@@ -11,6 +11,14 @@
 
 namespace flt::models {
 
+// A configuration key (config_to_strings name) whose value changes nothing for a configuration,
+// and why: `why` names the kind or the setting that would read it ("only attention = exact
+// reads it", "only with far_design = iid"). Both models' config_keys_without_effect return them.
+struct KeyWithoutEffect {
+  std::string key;
+  std::string why;
+};
+
 class ConfigReader {
  public:
   // Keys with '-' are spelled with '_' (INI files write mlp-hidden for mlp_hidden); a key given in

@@ -28,6 +28,7 @@
 #include "attention/kernel_attention.hpp"
 #include "attention/near_field.hpp"
 #include "attention/neighbours.hpp"
+#include "models/config_values.hpp"
 #include "models/encoder_block.hpp"
 #include "models/equivariant_update.hpp"
 #include "models/fragments.hpp"
@@ -173,13 +174,6 @@ struct ModelConfig {
 std::vector<std::pair<std::string, std::string>> config_to_strings(const ModelConfig& config);
 ModelConfig config_from_strings(const std::map<std::string, std::string>& values);
 
-// A configuration key (config_to_strings name) whose value changes nothing for a configuration,
-// and why: `why` names the kind or the setting that would read it ("only attention = exact
-// reads it", "only with far_design = iid").
-struct KeyWithoutEffect {
-  std::string key;
-  std::string why;
-};
 // The keys that change nothing for `config`, so that a front end can refuse them rather than
 // accept them silently: per attention kind the other kinds' keys (near_far: cutoff, radial_nodes,
 // vectors, far_*, charge_*; kronecker and bias: the random features and their RPE spectrum, with

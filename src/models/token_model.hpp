@@ -25,6 +25,7 @@
 #include "attention/spectrum.hpp"
 #include "attention/kernel_attention.hpp"
 #include "io/model_file.hpp"
+#include "models/config_values.hpp"
 #include "models/encoder_block.hpp"
 
 #include <cstdint>
@@ -101,12 +102,17 @@ struct TokenModelConfig {
 std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenModelConfig& config);
 TokenModelConfig token_config_from_strings(const std::map<std::string, std::string>& values);
 
-// The configuration keys that change nothing for attention `kind`, so that a front end can refuse
+// The configuration keys that change nothing for `config`, and why, so that a front end can refuse
 // them rather than accept them silently. performer has no RPE: every key of the mask (variant,
 // spectrum and its initialisation) and of FLT's random Fourier features of it (num_frequencies,
 // proposal, proposal_scale, block_size). toeplitz applies the mask exactly: FLT's Fourier-feature
-// keys num_frequencies and block_size (the proposal still bounds the spectrum's widths). flt: none.
-const std::vector<std::string>& config_keys_without_effect(TokenAttention kind);
+// keys num_frequencies and block_size (the proposal still bounds the gaussian_mixture widths).
+// flt and toeplitz, per setting: init_beta unless variant = bias; window_radii unless spectrum =
+// local_window; with local_window (always the uniform_box proposal, its windows start equal)
+// proposal, proposal_scale, init_sigma_min and init_sigma_max; proposal_scale unless proposal =
+// gaussian. The input's and head's keys: vocab_size with patches; image_height, image_width and
+// patch with tokens; head_hidden and num_outputs with the per_token head.
+std::vector<KeyWithoutEffect> config_keys_without_effect(const TokenModelConfig& config);
 
 // One ragged batch. tokens: `ids` holds the N token ids of all sequences, `sets` the sequences.
 // patches: `pixels` holds one image per row (S x image_height*image_width, row-major pixels,

@@ -127,18 +127,38 @@ std::vector<std::pair<std::string, std::string>> config_to_strings(const TokenMo
   };
 }
 
-const std::vector<std::string>& config_keys_without_effect(TokenAttention kind) {
-  static const std::vector<std::string> none;
-  static const std::vector<std::string> performer = {
-      "variant",        "num_frequencies", "spectrum",   "spectrum_components", "window_radii", "proposal",
-      "proposal_scale", "init_sigma_min",  "init_sigma_max", "init_beta",      "block_size"};
-  static const std::vector<std::string> toeplitz = {"num_frequencies", "block_size"};
-  switch (kind) {
-    case TokenAttention::flt: return none;
-    case TokenAttention::performer: return performer;
-    case TokenAttention::toeplitz: return toeplitz;
+std::vector<KeyWithoutEffect> config_keys_without_effect(const TokenModelConfig& c) {
+  std::vector<KeyWithoutEffect> out;
+  auto add = [&out](std::initializer_list<const char*> keys, const char* why) {
+    for (const char* key : keys) out.push_back({key, why});
+  };
+  if (c.attention == TokenAttention::performer) {
+    add({"variant", "num_frequencies", "spectrum", "spectrum_components", "window_radii", "proposal",
+         "proposal_scale", "init_sigma_min", "init_sigma_max", "init_beta", "block_size"},
+        "performer attention has no relative positional encoding");
+  } else {
+    if (c.attention == TokenAttention::toeplitz)
+      add({"num_frequencies", "block_size"},
+          "toeplitz applies the RPE mask exactly by FFT, without FLT's random Fourier features or its "
+          "streaming blocks");
+    if (c.variant != attn::Variant::bias) add({"init_beta"}, "only with variant = bias");
+    if (c.spectrum == attn::SpectrumKind::local_window) {
+      // The local window is sampled on the aliasing box whatever the proposal, and starts with
+      // equal window weights: no gaussian proposal, no sigma ladder.
+      add({"proposal", "proposal_scale"}, "spectrum = local_window always uses the uniform_box proposal");
+      add({"init_sigma_min", "init_sigma_max"}, "only with spectrum = gaussian_mixture");
+    } else {
+      add({"window_radii"}, "only with spectrum = local_window");
+      if (c.proposal != attn::ProposalKind::gaussian) add({"proposal_scale"}, "only with proposal = gaussian");
+    }
   }
-  return none;
+  if (c.input == InputKind::tokens)
+    add({"image_height", "image_width", "patch"}, "only with input = patches");
+  else
+    add({"vocab_size"}, "only with input = tokens");
+  if (c.head == OutputHead::per_token)
+    add({"head_hidden", "num_outputs"}, "the per_token head is one linear layer onto the vocabulary");
+  return out;
 }
 
 TokenModelConfig token_config_from_strings(const std::map<std::string, std::string>& values) {

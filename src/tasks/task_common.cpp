@@ -266,16 +266,12 @@ TokenModelConfig model_config_from_options(const io::ResolvedOptions& o, const T
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("model options: ") + e.what());
   }
-  // An option that changes nothing for the chosen attention kind: a Performer run given RPE
-  // options would otherwise look like an RPE experiment.
-  const std::string why = config.attention == TokenAttention::performer
-                              ? "performer attention has no relative positional encoding"
-                              : "toeplitz applies the RPE mask exactly by FFT, without FLT's random Fourier features "
-                                "or its streaming blocks";
+  // An option that changes nothing for the chosen attention kind, spectrum, variant or proposal: a
+  // Performer run given RPE options would otherwise look like an RPE experiment.
   std::vector<train::OptionWithoutEffect> idle;
-  for (const std::string& key : models::config_keys_without_effect(config.attention)) {
-    if (task_owns(key, owned, base)) continue;
-    idle.push_back({dashed(key), why, values.at(key) == defaults.at(key)});
+  for (const models::KeyWithoutEffect& unused : models::config_keys_without_effect(config)) {
+    if (task_owns(unused.key, owned, base)) continue;
+    idle.push_back({dashed(unused.key), unused.why, values.at(unused.key) == defaults.at(unused.key)});
   }
   train::check_options_without_effect(o, idle, "--attention " + std::string(models::to_string(config.attention)));
   return config;

@@ -4,6 +4,7 @@
 #   2. the installed files: public headers only, libflt.so with SONAME libflt.so.MAJOR, the full
 #      version and DT_NEEDED entries for RDKit, fltConfig*.cmake, FindRDKit.cmake, flt.pc, the flt
 #      program (fltRDKitTargets.cmake and flt-rdkit.pc are used in steps 5 and 6)
+#      and RUNPATHs (bin/flt, libflt, the Python modules) naming no system directory
 #   3. libflt exports the public API only (nm -D: no internal namespaces, no Eigen)
 #   4. without RDKit: RDKit (and Boost) cannot be found (CMAKE_DISABLE_FIND_PACKAGE_RDKit/Boost),
 #      and still
@@ -12,13 +13,16 @@
 #      b. examples/consumer-without-rdkit (flt::flt) configures, builds (its compile and link
 #         commands hold neither RDKit's include directory nor an RDKit library), needs no RDKit
 #         library itself (readelf: only libflt's own DT_NEEDED entries bring RDKit) and runs
-#      c. the same program built with the flags of `pkg-config flt` (no RDKit in them) runs
+#      c. the same program built with -std=c++20 and the flags of `pkg-config flt` (no RDKit, no
+#         -std in them) runs; with -std=c++23 before those flags the standard stays C++23, with
+#         -std=c++17 the headers stop at an #error saying that they need C++20
 #      d. including <flt/rdkit.hpp> with only those flags stops with a message naming flt::rdkit
 #   5. with RDKit: examples/consumer: find_package(flt COMPONENTS rdkit) against the prefix,
 #      flt::rdkit, build, run on tests/api/data/small.sdf with a test model (make_test_model:
 #      random-initialised, untrained)
 #   6. the README's "Using flt from C++" example (flt/rdkit.hpp), extracted verbatim from
-#      README.md, compiled with the flags of the installed flt-rdkit.pc (pkg-config) and run: with
+#      README.md, compiled with -std=c++20 and the flags of the installed flt-rdkit.pc
+#      (pkg-config) and run: with
 #      FLT_DEFAULT_MODEL, then with the model installed under <prefix>/share/flt/models/default.flt
 #      (relocated-prefix lookup)
 # Inputs (-D): BUILD_DIR SOURCE_DIR WORK_DIR MAKE_TEST_MODEL PROJECT_VERSION CXX_COMPILER
@@ -102,6 +106,21 @@ endif()
 if(NOT RUN_OUTPUT MATCHES "NEEDED[^\n]*\\[libRDKitGraphMol\\.so")
   message(FATAL_ERROR "libflt has no DT_NEEDED entry for libRDKitGraphMol:\n${RUN_OUTPUT}")
 endif()
+
+# RUNPATHs: $ORIGIN-relative ones and third-party directories outside the system's only (a build
+# against Debian's RDKit: none but the Python module's $ORIGIN one); never a system directory.
+file(GLOB python_modules ${prefix}/lib/python*/*-packages/flt/*.so)
+foreach(binary ${prefix}/bin/flt ${libdir}/libflt.so.${PROJECT_VERSION} ${python_modules})
+  run(readelf -d ${binary})
+  if(RUN_OUTPUT MATCHES "\\((RPATH|RUNPATH)\\)[^\n]*\\[([^]\n]*)\\]")
+    string(REPLACE ":" ";" entries "${CMAKE_MATCH_2}")
+    foreach(entry IN LISTS entries)
+      if(entry STREQUAL "" OR entry MATCHES "^(/usr)?/lib(32|64|x32)?(/|$)")
+        message(FATAL_ERROR "${binary}: RUNPATH entry '${entry}' (a system or empty directory):\n${RUN_OUTPUT}")
+      endif()
+    endforeach()
+  endif()
+endforeach()
 
 # 3. Exported symbols: the public API only.
 run(nm -DC --defined-only ${libdir}/libflt.so.${PROJECT_VERSION})
@@ -217,9 +236,22 @@ message(STATUS "pkg-config --cflags --libs flt: ${pc_flags}")
 assert_no_rdkit("pkg-config --cflags --libs flt" "${pc_flags}")
 separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
 file(MAKE_DIRECTORY ${WORK_DIR}/pc-plain)
-run(${CXX_COMPILER} -O1 -Wall -Wextra -Werror
+run(${CXX_COMPILER} -std=c++20 -O1 -Wall -Wextra -Werror
     ${SOURCE_DIR}/examples/consumer-without-rdkit/main.cpp -o ${WORK_DIR}/pc-plain/example
     ${pc_flags})
+# A program's later standard stays its own (the flags of pkg-config after it, as usual), and an
+# earlier one stops at an #error that says what the headers need.
+file(WRITE ${WORK_DIR}/pc-plain/std.cpp
+     "#include <flt/flt.hpp>\nstatic_assert(__cplusplus > 202002L, \"not C++23\");\nint main() {}\n")
+run(${CXX_COMPILER} -std=c++23 -fsyntax-only ${WORK_DIR}/pc-plain/std.cpp ${pc_flags})
+run_expect_failure(${CXX_COMPILER} -std=c++17 -fsyntax-only ${WORK_DIR}/pc-plain/std.cpp ${pc_flags})
+if(NOT RUN_OUTPUT MATCHES "#error[^\n]*need C\\+\\+20")
+  message(FATAL_ERROR "flt/flt.hpp with -std=c++17: no #error saying that C++20 is needed:\n${RUN_OUTPUT}")
+endif()
+if(pc_flags MATCHES "-std=")
+  message(FATAL_ERROR "pkg-config --cflags flt sets the language standard, which is the program's "
+                      "choice: ${pc_flags}")
+endif()
 set(ENV{LD_LIBRARY_PATH} ${libdir})
 run(${WORK_DIR}/pc-plain/example ${sdf} ${model})
 if(NOT RUN_OUTPUT MATCHES "all checks passed")
@@ -229,7 +261,7 @@ unset(ENV{LD_LIBRARY_PATH})
 
 # 4d. flt/rdkit.hpp without RDKit's flags: a message that names the target to use.
 file(WRITE ${WORK_DIR}/pc-plain/rdkit_without_rdkit.cpp "#include <flt/rdkit.hpp>\nint main() {}\n")
-run_expect_failure(${CXX_COMPILER} -fsyntax-only ${WORK_DIR}/pc-plain/rdkit_without_rdkit.cpp
+run_expect_failure(${CXX_COMPILER} -std=c++20 -fsyntax-only ${WORK_DIR}/pc-plain/rdkit_without_rdkit.cpp
     ${pc_flags})
 if(NOT RUN_OUTPUT MATCHES "#error[^\n]*flt::rdkit")
   message(FATAL_ERROR "flt/rdkit.hpp without RDKit: the error does not name flt::rdkit:\n"
@@ -265,7 +297,7 @@ file(WRITE ${WORK_DIR}/readme/main.cpp "${CMAKE_MATCH_1}\n")
 run(pkg-config --cflags --libs flt-rdkit)
 string(STRIP "${RUN_OUTPUT}" pc_flags)
 separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
-run(${CXX_COMPILER} -O1 -Wall -Wextra -Werror ${WORK_DIR}/readme/main.cpp -o
+run(${CXX_COMPILER} -std=c++20 -O1 -Wall -Wextra -Werror ${WORK_DIR}/readme/main.cpp -o
     ${WORK_DIR}/readme/example ${pc_flags} -lRDKitFileParsers)
 set(ENV{LD_LIBRARY_PATH} ${libdir})
 set(ENV{FLT_DEFAULT_MODEL} ${model})

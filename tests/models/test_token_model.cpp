@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 
@@ -174,6 +175,97 @@ TEST_CASE("token model: configuration strings round trip and bad values are name
   img.causal = false;
   img.patch = 4;  // does not divide 6
   CHECK_THROWS_AS(img.validate(), ConfigError);
+}
+
+namespace {
+
+std::set<std::string> keys_without_effect(const TokenModelConfig& c) {
+  std::set<std::string> out;
+  for (const auto& k : config_keys_without_effect(c)) {
+    CHECK_FALSE(k.why.empty());
+    CHECK(out.insert(k.key).second);  // each key once
+  }
+  return out;
+}
+
+// A valid value of `key` other than `current` (tiny()'s configurations: 2 spectrum components,
+// init sigmas 0.1..0.4).
+std::string other_value(const std::string& key, const std::string& current) {
+  static const std::map<std::string, std::pair<std::string, std::string>> values{
+      {"variant", {"bias", "kronecker"}},        {"num_frequencies", {"4", "9"}},
+      {"spectrum", {"gaussian_mixture", "local_window"}}, {"spectrum_components", {"3", "1"}},
+      {"window_radii", {"0,5", "2,3"}},          {"proposal", {"gaussian", "uniform_box"}},
+      {"proposal_scale", {"0.25", "0.3"}},       {"init_sigma_min", {"0.05", "0.07"}},
+      {"init_sigma_max", {"0.2", "0.9"}},        {"init_beta", {"2", "3"}},
+      {"block_size", {"2", "3"}},                {"image_height", {"8", "10"}},
+      {"image_width", {"8", "10"}},              {"patch", {"1", "3"}},
+      {"vocab_size", {"9", "11"}},               {"head_hidden", {"5", "9"}},
+      {"num_outputs", {"2", "5"}}};
+  const auto it = values.find(key);
+  REQUIRE(it != values.end());
+  return it->second.first != current ? it->second.first : it->second.second;
+}
+
+}  // namespace
+
+TEST_CASE("token model: the configuration keys without effect for each kind and setting", "[seq][token_model]") {
+  std::set<std::string> all;
+  for (const auto& [key, value] : config_to_strings(TokenModelConfig{})) all.insert(key);
+  const std::set<std::string> rpe = {"variant", "num_frequencies", "spectrum", "spectrum_components", "window_radii",
+                                     "proposal", "proposal_scale", "init_sigma_min", "init_sigma_max", "init_beta",
+                                     "block_size"};
+  // The defaults: flt, bias, gaussian_mixture sampled from the spectrum, tokens, pooled head.
+  TokenModelConfig c;
+  CHECK(keys_without_effect(c) == std::set<std::string>{"window_radii", "proposal_scale", "image_height",
+                                                        "image_width", "patch"});
+  c.proposal = attn::ProposalKind::gaussian;
+  c.variant = attn::Variant::kronecker;
+  CHECK(keys_without_effect(c) == std::set<std::string>{"window_radii", "init_beta", "image_height", "image_width",
+                                                        "patch"});
+  c.spectrum = attn::SpectrumKind::local_window;
+  CHECK(keys_without_effect(c) == std::set<std::string>{"proposal", "proposal_scale", "init_sigma_min",
+                                                        "init_sigma_max", "init_beta", "image_height",
+                                                        "image_width", "patch"});
+  c.attention = TokenAttention::toeplitz;
+  c.input = InputKind::patches;
+  c.head = OutputHead::pooled;
+  CHECK(keys_without_effect(c) == std::set<std::string>{"num_frequencies", "block_size", "proposal",
+                                                        "proposal_scale", "init_sigma_min", "init_sigma_max",
+                                                        "init_beta", "vocab_size"});
+  c.attention = TokenAttention::performer;
+  std::set<std::string> performer = rpe;
+  performer.insert("vocab_size");
+  CHECK(keys_without_effect(c) == performer);
+  c.input = InputKind::tokens;
+  c.head = OutputHead::per_token;
+  for (const auto& key : keys_without_effect(c)) CHECK(all.contains(key));  // config_to_strings names only
+  CHECK(keys_without_effect(c).contains("head_hidden"));
+  CHECK(keys_without_effect(c).contains("num_outputs"));
+
+  // The lists are true: changing any listed key leaves the initial parameters and the outputs
+  // bit for bit the same, for every kind and setting of the tests here (and the gaussian proposal).
+  std::vector<Case> cases(std::begin(kCases), std::end(kCases));
+  cases.push_back({"flt-kron-local", TokenAttention::flt, attn::Variant::kronecker, attn::SpectrumKind::local_window});
+  for (bool gaussian : {false, true})
+    for (const Case& k : cases)
+      for (Setup setup : {Setup::tokens_pooled, Setup::tokens_bidir_lm, Setup::patches_pooled}) {
+        TokenModelConfig base = tiny(k, setup);
+        if (gaussian) base.proposal = attn::ProposalKind::gaussian;
+        const TokenBatch batch = make_batch(base, 5);
+        TokenModel<double> reference(base);
+        const Mat<double> expected = reference.predict(batch);
+        const std::vector<double> params(reference.params().values().begin(), reference.params().values().end());
+        for (const auto& [key, why] : config_keys_without_effect(base)) {
+          std::map<std::string, std::string> kv;
+          for (const auto& [name, value] : config_to_strings(base)) kv[name] = value;
+          kv[key] = other_value(key, kv[key]);
+          INFO(describe(k, setup) << (gaussian ? " gaussian proposal: " : ": ") << key << " = " << kv[key]);
+          TokenModel<double> changed(token_config_from_strings(kv));
+          const std::vector<double> changed_params(changed.params().values().begin(), changed.params().values().end());
+          CHECK(changed_params == params);
+          CHECK(changed.predict(batch) == expected);
+        }
+      }
 }
 
 TEST_CASE("token model: finite-difference gradients of every parameter, all kinds and inputs",

@@ -366,6 +366,26 @@ def test_train_boolean_and_negative_options(tmp_path):
     assert "warmup-steps = -1" in config
 
 
+def test_train_per_target_options_as_dicts_or_strings(tmp_path):
+    # units, source_units and pooling (NAME=VALUE lists on the command line) take a dict or a string.
+    ethanol = SOURCE / "datasets" / "rmd17-ethanol" / "train.xyz"
+    common = dict(targets=["energy"], split_only=True, limit=20, split="10,5,rest", threads=1)
+    flt.train(ethanol, out=tmp_path / "dict", units={"energy": "kcal/mol"}, source_units={"energy": "kcal/mol"},
+              pooling={"energy": "sum"}, **common)
+    flt.train(ethanol, out=tmp_path / "str", units="energy=kcal/mol", source_units="energy=kcal/mol",
+              pooling="energy=sum", **common)
+    for run in ("dict", "str"):
+        config = (tmp_path / run / "config.ini").read_text()
+        assert "\nunits = energy=kcal/mol\n" in config and "\nsource-units = energy=kcal/mol\n" in config
+        assert "\npooling = energy=sum\n" in config
+    with pytest.raises(flt.ConfigError, match="--source-units given for 'U0', which is not a target"):
+        flt.train(ethanol, out=tmp_path / "x", source_units={"U0": "eV"}, **common)
+    with pytest.raises(flt.ConfigError, match="--targets: a dict is accepted only by"):
+        flt.train(ethanol, out=tmp_path / "x", targets={"energy": "eV"}, split_only=True)
+    with pytest.raises(flt.ConfigError, match="--units: .*a name must be"):
+        flt.train(ethanol, out=tmp_path / "x", units={"energy,forces": "eV"}, **common)
+
+
 def test_train_option_errors(tmp_path):
     with pytest.raises(flt.ConfigError, match="did you mean --width"):
         flt.train(QM9, out=tmp_path / "x", widht=3)

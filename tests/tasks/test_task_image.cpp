@@ -238,7 +238,8 @@ TEST_CASE("model options that change nothing for the attention kind are refused 
   CHECK(error({}).empty());
   CHECK(error({"--attention", "performer"}).empty());
   CHECK(error({"--attention", "performer", "--num-features", "16", "--redraw-features", "true"}).empty());
-  CHECK(error({"--attention", "toeplitz", "--variant", "kronecker", "--spectrum", "local_window", "--init-beta", "2"}).empty());
+  CHECK(error({"--attention", "toeplitz", "--variant", "kronecker", "--spectrum", "local_window", "--window-radii", "1,2"}).empty());
+  CHECK(error({"--attention", "toeplitz", "--init-beta", "2", "--proposal", "gaussian", "--proposal-scale", "0.3"}).empty());
   CHECK(error({"--attention", "flt", "--num-frequencies", "8", "--block-size", "64", "--proposal", "gaussian"}).empty());
   // In a file: accepted (a warning, which the seq program test reads), also at a value other than
   // the default; a run's resolved configuration (every option listed, at the default where not
@@ -249,6 +250,51 @@ TEST_CASE("model options that change nothing for the attention kind are refused 
   io::write_file_atomic(dir / "resolved.ini", performer.run.resolved_ini);
   CHECK(performer.run.resolved_ini.find("num-frequencies = 16") != std::string::npos);
   CHECK(error({"--config", (dir / "resolved.ini").string()}).empty());
+}
+
+TEST_CASE("model options that change nothing for the spectrum, variant or proposal are refused on the command line", "[seq][task][image]") {
+  Scratch dir("task-image-setting-options");
+  const auto error = [&](std::vector<std::string> args) {
+    args.insert(args.end(), {"--out", (dir / "o").string()});
+    try {
+      parse_image_train_command_line(args);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const auto refused = [&](std::vector<std::string> args, const std::string& option, const std::string& why) {
+    const std::string message = error(std::move(args));
+    INFO(message);
+    return message.find("--" + option + " (command line) has no effect with --attention ") != std::string::npos &&
+           message.find("(" + why + "); leave it out") != std::string::npos;
+  };
+  // Window radii with the gaussian_mixture spectrum (the default), for flt and toeplitz alike.
+  CHECK(refused({"--window-radii", "1,3"}, "window-radii", "only with spectrum = local_window"));
+  CHECK(refused({"--attention", "toeplitz", "--spectrum", "gaussian_mixture", "--window-radii", "1,3"}, "window-radii",
+                "only with spectrum = local_window"));
+  // local_window: always the uniform_box proposal, no sigma ladder.
+  for (const auto& [option, value] : std::vector<std::pair<std::string, std::string>>{
+           {"proposal", "gaussian"}, {"proposal-scale", "0.3"}, {"init-sigma-min", "0.05"}, {"init-sigma-max", "0.2"}}) {
+    INFO(option);
+    CHECK(error({"--spectrum", "local_window", "--" + option, value}).find("--" + option + " (command line) has no effect") !=
+          std::string::npos);
+  }
+  // init_beta belongs to the bias variant; proposal_scale to the gaussian proposal.
+  CHECK(refused({"--variant", "kronecker", "--init-beta", "2"}, "init-beta", "only with variant = bias"));
+  CHECK(refused({"--attention", "toeplitz", "--variant", "kronecker", "--init-beta", "2"}, "init-beta",
+                "only with variant = bias"));
+  CHECK(refused({"--proposal-scale", "0.3"}, "proposal-scale", "only with proposal = gaussian"));
+  CHECK(refused({"--proposal", "uniform_box", "--proposal-scale", "0.3"}, "proposal-scale", "only with proposal = gaussian"));
+  // Where they apply they are accepted.
+  CHECK(error({"--spectrum", "local_window", "--window-radii", "1,3"}).empty());
+  CHECK(error({"--variant", "bias", "--init-beta", "2", "--proposal", "gaussian", "--proposal-scale", "0.3",
+               "--init-sigma-min", "0.05", "--init-sigma-max", "0.2"})
+            .empty());
+  // From a file at a value other than the default: accepted (a warning); the spectrum the file's
+  // keys belong to can then be chosen on the command line.
+  io::write_file_atomic(dir / "window.ini", "[model]\nspectrum = local_window\nwindow-radii = 1,3\n");
+  CHECK(error({"--config", (dir / "window.ini").string(), "--spectrum", "gaussian_mixture"}).empty());
 }
 
 TEST_CASE("image task: EMA, plateau schedule and early stopping from the options", "[seq][task][image]") {

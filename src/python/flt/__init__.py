@@ -489,7 +489,26 @@ class TrainResult:
         return Model.load(self.model_path)
 
 
-def _option_value(value: Any) -> str:
+# Options of flt train whose value is a list of NAME=VALUE items (per target): a dict gives them
+# too ({"energy": "kcal/mol"}), as does the command line's string ("energy=kcal/mol").
+_ASSIGNMENT_OPTIONS = ("units", "source_units", "pooling")
+
+
+def _option_value(key: str, value: Any) -> str:
+    if isinstance(value, dict):
+        option = "--" + key.replace("_", "-")
+        if key not in _ASSIGNMENT_OPTIONS:
+            raise ConfigError(f"{option}: a dict is accepted only by "
+                              + ", ".join(o + "=" for o in _ASSIGNMENT_OPTIONS))
+        items = []
+        for name, item in value.items():
+            name, item = str(name), str(item)
+            # The command line's list has no quoting: a ',' or '=' here would split the item.
+            if not name or "," in name or "=" in name or "," in item:
+                raise ConfigError(f"{option}: {{{name!r}: {item!r}}}: a name must be non-empty "
+                                  "without ',' or '=', a value without ','")
+            items.append(name + "=" + item)
+        return ",".join(items)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
@@ -508,7 +527,9 @@ def train(*inputs, config=None, callback: Optional[Callable[[dict], Any]] = None
 
     inputs: molecule files (as the positional arguments of `flt train`). config: an INI file
     (`--config`); keyword options override it, written with underscores (batch_size=16 for
-    --batch-size; lists as Python lists, booleans as True/False); `flt train --help` lists them.
+    --batch-size; lists as Python lists, booleans as True/False; the per-target options units,
+    source_units and pooling as dicts, {"U0": "kcal/mol"}, or as "U0=kcal/mol"); `flt train --help`
+    lists them.
     Without config, the defaults are the default model's recipe. callback(epoch) is called after
     every epoch with a dict (epoch, step, lr, train_loss, val_loss, seconds, improved, train_mae,
     val_mae and units per target). progress=True also prints flt's progress lines to stderr.
@@ -527,7 +548,7 @@ def train(*inputs, config=None, callback: Optional[Callable[[dict], Any]] = None
         if value is None:
             continue
         # One argument "--name=value": a boolean switch never takes the next argument as its value.
-        args.append("--" + key.replace("_", "-") + "=" + _option_value(value))
+        args.append("--" + key.replace("_", "-") + "=" + _option_value(key, value))
     args += [str(i) for i in inputs]
     from . import _flt_train  # the training pipeline, loaded on first use
 
