@@ -166,7 +166,7 @@ TEST_CASE("flt md: log and trajectory with units, summary on stdout", "[md][prog
   CHECK_THAT(atom.err, Catch::Contains("single atom has no internal motion"));
 }
 
-TEST_CASE("flt md --record: bad records before the start record are passed over; a bad start record names file and record",
+TEST_CASE("flt md --record: bad records before the start record are passed over and a bad start record names file and record",
           "[md][program]") {
   TempDir dir("md_records");
   const std::string model = save_small_model(dir, "m.flt", 3, models::AttentionKind::near_far);
