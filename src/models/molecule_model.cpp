@@ -526,6 +526,7 @@ Mat<T> MoleculeModel<T>::forward(const MoleculeBatch& batch, ModelCache<T>& cach
     else
       cache.coords_double = batch.coords;
     cache.neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
+    check_density(batch, cache.neighbours);
   }
   Mat<T> vec;  // N x 3D vector features (near_far with vectors)
   if (vectors) vec = Mat<T>::Zero(N, 3 * D);
@@ -686,6 +687,28 @@ void MoleculeModel<T>::charge_potential(const MoleculeBatch& batch,
 }
 
 template <class T>
+void MoleculeModel<T>::check_density(const MoleculeBatch& batch, const attn::NeighbourList& neighbours) const {
+  if (density_warned_) return;
+  // Pairs per atom (self included) within the cutoff, as atoms per A^3 of the cutoff sphere. A
+  // structure smaller than the bound in atoms cannot exceed it, so molecules never pay the count.
+  const double sphere = 4.0 / 3.0 * std::numbers::pi * config_.cutoff * config_.cutoff * config_.cutoff;
+  const double bound = max_atom_density * sphere;
+  for (Index s = 0; s < batch.num_molecules(); ++s) {
+    const Index n = batch.index.size(s);
+    if (static_cast<double>(n) <= bound) continue;
+    const auto begin = static_cast<std::size_t>(batch.index.begin(s));
+    const auto pairs = neighbours.offsets[begin + static_cast<std::size_t>(n)] - neighbours.offsets[begin];
+    const double per_atom = static_cast<double>(pairs) / static_cast<double>(n);
+    if (per_atom <= bound) continue;
+    log_warning("a structure of ", n, " atoms has ", std::setprecision(4), per_atom,
+                " neighbours per atom within ", config_.cutoff, " A, an atom density of at least ", per_atom / sphere,
+                " per A^3 (liquid water 0.1, diamond 0.18): are its coordinates in nm rather than Angstrom?");
+    density_warned_ = true;
+    return;
+  }
+}
+
+template <class T>
 Mat<T> MoleculeModel<T>::pool(const MoleculeBatch& batch, const Mat<T>& y) const {
   // Per-target pooling: sum (extensive) or mean (intensive), rows summed in order in double.
   const Index S = batch.num_molecules(), P = config_.num_targets();
@@ -756,6 +779,7 @@ Mat<T> MoleculeModel<T>::infer(const MoleculeBatch& batch, Mat<T>* per_atom) {
     attn::NeighbourList neighbours;
     if (near_far) {
       neighbours = attn::build_neighbour_list(batch.index, batch.coords, config_.cutoff);
+      check_density(batch, neighbours);
       if (report)
         log_info("predicting ", N, " atoms: neighbour list of ", neighbours.num_pairs(), " pairs (",
                  std::setprecision(3), static_cast<double>(neighbours.num_pairs()) / static_cast<double>(N),

@@ -403,6 +403,11 @@ class MoleculeModel {
   // threads.
   static constexpr Index infer_rows = 768;
   static constexpr Index progress_atoms = 10000;
+  // near_far: a structure whose atoms have more neighbours within the cutoff than
+  // max_atom_density atoms per A^3 give (3x diamond's 0.18; liquid water 0.1) is logged (a
+  // warning, once per model): coordinates in nm rather than Angstrom pass the minimum-distance
+  // check when no bond is shorter than 1 A, and cost ~1000x the pairs.
+  static constexpr double max_atom_density = 0.5;
   // Accumulates parameter gradients into parameters().grads() from dout = dLoss/dout (S x P);
   // if dcoords is non-null it is resized to N x 3 and receives dLoss/dcoords (Angstrom^-1 units of
   // the loss) -- with dout = 1 for an energy target this is dE/dr, i.e. minus the forces.
@@ -534,6 +539,8 @@ class MoleculeModel {
   void forward_block(std::size_t b, const MoleculeBatch& batch, const ModelCache<T>& cache, Mat<T>& x,
                      Mat<T>& vec, BlockCache<T>& bc);
   void draw_all_features(std::uint64_t draw);
+  // Logs the first structure of the batch denser than max_atom_density (once per model).
+  void check_density(const MoleculeBatch& batch, const attn::NeighbourList& neighbours) const;
   attn::SphericalDesign far_design_for_draw(Index block, std::uint64_t draw) const;
   attn::NearFieldWeights<T> near_weights(const Block& blk) const;
   // charge_energy: phi = the masked pair sum of the neutral charges q over each structure (flt or
@@ -554,6 +561,7 @@ class MoleculeModel {
   attn::FarFieldConfig charge_config_;
   attn::SphericalDesign charge_design_;
   mutable bool charge_range_warned_ = false;  // a structure wider than the design resolves was logged
+  mutable bool density_warned_ = false;       // a structure denser than max_atom_density was logged
   exact::StreamingAttentionConfig exact_config_;
   attn::NearFieldConfig near_config_;
   attn::FarFieldConfig far_config_;

@@ -170,3 +170,45 @@ TEST_CASE("molecule model inference: a progress line per block for large structu
   CHECK(blocks[0].find("predicting 10000 atoms: block 1 of 2 in ") == 0);
   CHECK(blocks[1].find("predicting 10000 atoms: block 2 of 2 in ") == 0);
 }
+
+TEST_CASE("molecule model: a structure denser than matter is logged once (coordinates in nm?)",
+          "[models][inference]") {
+  auto captured = std::make_shared<CapturedLog>();
+  const LogSink previous = set_log_sink([captured](LogLevel level, std::string_view message) {
+    if (level != LogLevel::warning) return;
+    std::lock_guard<std::mutex> lock(captured->mutex);
+    captured->lines.emplace_back(message);
+  });
+  ModelConfig config = small_config(AttentionKind::near_far);
+  config.use_charges = false;
+  config.cutoff = 5.0;  // the default: bound 0.5 x 4/3 pi 5^3 = 262 neighbours per atom
+  auto strip = [](std::vector<Molecule> ms) {
+    for (auto& m : ms) m.formal_charges.clear();
+    return ms;
+  };
+  // Molecules and a 2,000-atom structure at liquid water's density (0.1 per A^3): no warning.
+  MoleculeModel<float> model(config);
+  const std::vector<Molecule> molecules = strip(random_molecules({20, 30}, 8));
+  model.infer(MoleculeBatch::from(std::span<const Molecule>(molecules)));
+  const std::vector<Molecule> liquid = strip({random_structure(2000, 3)});
+  model.infer(MoleculeBatch::from(std::span<const Molecule>(liquid)));
+  const std::size_t normal = captured->lines.size();
+  // 400 atoms of that density with the coordinates divided by 10 (Angstrom read as nm): once.
+  std::vector<Molecule> dense = strip({random_structure(400, 4)});
+  for (auto& p : dense[0].positions)
+    for (double& c : p) c *= 0.1;
+  const auto dense_batch = MoleculeBatch::from(std::span<const Molecule>(dense));
+  model.infer(dense_batch);
+  model.infer(dense_batch);
+  const std::size_t after_infer = captured->lines.size();
+  // The training forward checks too (a fresh model: the warning is once per model).
+  MoleculeModel<float> fresh(config);
+  ModelCache<float> cache;
+  fresh.forward(dense_batch, cache);
+  set_log_sink(previous);
+  CHECK(normal == 0);
+  REQUIRE(after_infer == 1);
+  CHECK_THAT(captured->lines[0], Catch::StartsWith("a structure of 400 atoms has 400 neighbours per atom within 5 A"));
+  CHECK_THAT(captured->lines[0], Catch::Contains("are its coordinates in nm rather than Angstrom?"));
+  CHECK(captured->lines.size() == 2);
+}

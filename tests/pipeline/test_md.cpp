@@ -166,6 +166,35 @@ TEST_CASE("flt md: log and trajectory with units, summary on stdout", "[md][prog
   CHECK_THAT(atom.err, Catch::Contains("single atom has no internal motion"));
 }
 
+TEST_CASE("flt md --record: bad records before the start record are passed over and a bad start record names file and record",
+          "[md][program]") {
+  TempDir dir("md_records");
+  const std::string model = save_small_model(dir, "m.flt", 3, models::AttentionKind::near_far);
+  // Record 1: two atoms 0.05 A apart (the reader rejects it); 2: a water; 3: sulfur, which the
+  // model never saw; 4: a non-finite coordinate.
+  std::ofstream(dir / "frames.xyz") << "2\ntoo close\nO 0 0 0\nH 0.05 0 0\n"
+                                       "3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+                                       "3\nsulfur\nS 0 0 0\nH 1.34 0 0\nH -0.34 1.30 0\n"
+                                       "3\nnan\nO 0 0 0\nH 0.96 nan 0\nH -0.24 0.93 0\n";
+  const std::string common = "md -m " + quoted(model) + " " + quoted(dir / "frames.xyz") + " --steps 5 -j 1 --record ";
+  const auto water = run_flt(common + "2", dir);
+  INFO(water.out << water.err);
+  CHECK(water.status == 0);
+  CHECK_THAT(water.out, Catch::Contains("NVE molecular dynamics: 3 atoms"));
+  const auto close = run_flt(common + "1", dir);
+  CHECK(close.status == 1);
+  CHECK_THAT(close.err, Catch::Contains("frames.xyz: record 1: atoms 1 and 2 are 0.05 Angstrom apart"));
+  const auto sulfur = run_flt(common + "3", dir);
+  CHECK(sulfur.status == 1);
+  CHECK_THAT(sulfur.err, Catch::Contains("frames.xyz: record 3: the model cannot predict this molecule: atom 1: element Z=16"));
+  const auto last = run_flt(common + "last", dir);
+  CHECK(last.status == 1);
+  CHECK_THAT(last.err, Catch::Contains("frames.xyz: record 4: atom 2 has a non-finite coordinate"));
+  const auto beyond = run_flt(common + "5", dir);
+  CHECK(beyond.status == 1);
+  CHECK_THAT(beyond.err, Catch::Contains("has 4 records; --record 5 does not exist"));
+}
+
 TEST_CASE("NVE: a run continued from a written trajectory frame repeats the uninterrupted run bit for bit",
           "[md]") {
   const Predictor predictor = near_far_predictor();

@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <iomanip>
 #include <iostream>
 #include <string>
@@ -109,23 +110,37 @@ int run_md(const std::vector<std::string>& args) {
   read.keep_molecule = false;
   read.periodic = chem::periodic_from_name(o.get_string("periodic"));
   auto reader = chem::MoleculeReader::open(inputs, read);
+  // Only the start record is used: a bad record before it (atoms too close, a non-finite
+  // coordinate, a parse error) is passed over, so one bad frame of a trajectory does not keep
+  // the others from starting a run; a bad start record is the error, naming file and record.
   std::optional<chem::PointSet> start;
-  if (record == 0) {
-    // The last record: every record is read (a bad one throws InputError naming file and record).
-    while (auto next = reader->next()) start = std::move(next);
-    if (!start) throw InvalidArgument(inputs[0] + " has no records");
-  }
-  for (std::size_t k = 1; k <= record; ++k) {
-    start = reader->next();  // a bad record throws InputError naming file and record
-    if (!start) {
-      throw InvalidArgument(inputs[0] + " has " + std::to_string(k - 1) + " records; --record " +
-                            std::to_string(record) + " does not exist");
+  std::size_t passed = 0;  // records read, good or bad
+  std::exception_ptr bad_start;
+  while (record == 0 || passed < record) {
+    try {
+      auto next = reader->next();
+      if (!next) break;
+      start = std::move(next);
+      bad_start = nullptr;
+    } catch (const InputError&) {
+      start.reset();
+      bad_start = std::current_exception();
     }
+    ++passed;
   }
+  if (record != 0 && passed < record) {
+    throw InvalidArgument(inputs[0] + " has " + std::to_string(passed) + " records; --record " +
+                          std::to_string(record) + " does not exist");
+  }
+  if (bad_start) std::rethrow_exception(bad_start);
+  if (!start) throw InvalidArgument(inputs[0] + " has no records");
   if (input_velocities) pipeline::continue_from(*start, md);
   std::vector<std::filesystem::path> paths(models.begin(), models.end());
   const pipeline::Predictor predictor = pipeline::Predictor::load(paths);
   const models::Molecule molecule = pipeline::to_molecule(*start);
+  if (auto reason = predictor.unsupported_reason(molecule)) {
+    throw InputError(start->source, start->record, "the model cannot predict this molecule: " + *reason);
+  }
 
   std::unique_ptr<chem::MoleculeWriter> writer;
   if (!trajectory.empty()) writer = chem::MoleculeWriter::open(trajectory, chem::WriteOptions{});
