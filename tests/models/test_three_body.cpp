@@ -889,3 +889,80 @@ TEST_CASE("three-body ridge fit with force rows: bitwise the same for 1 and 2 th
   CHECK(fits[0].force_loo_rmse > 0.005);
   CHECK(fits[0].force_loo_rmse < 0.05);
 }
+
+TEST_CASE("three-body ridge fit with force rows: leave-one-structure-out residuals equal explicit refits",
+          "[three_body]") {
+  // For each structure g, the fit at the chosen lambda on the other structures' energy and force
+  // rows (same column spreads, penalty lambda M, an unpenalised per-atom intercept), solved from
+  // its normal equations, predicts g's energy and forces: its residuals are the fit's
+  // leave-one-structure-out residuals.
+  Rng rng(67);
+  const ModelConfig cfg = three_body_config();
+  const ThreeBodyBasis basis = three_body_basis(cfg, {6});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.05 * rng.normal();
+  const Index M = 12;
+  ForceData d = carbon_clusters(rng, static_cast<int>(M), basis, w_true);
+  for (Index s = 0; s < M; ++s) d.energies(s, 0) += 0.02 * rng.normal();
+  for (Index i = 0; i < d.forces.size(); ++i) d.forces.data()[i] += 0.02 * rng.normal();
+  const MoleculeBatch b = batch_of(d.mols);
+  const Mat<double> X = features_of(basis, b);
+  const Mat<double> J = three_body_feature_jacobian(basis, b.index, b.coords, b.atomic_numbers);
+  const Index F = X.cols();
+  Vec<double> atoms(M);
+  for (Index s = 0; s < M; ++s) atoms(s) = static_cast<double>(b.index.size(s));
+  ForceRows fr;
+  fr.basis = &basis;
+  fr.sets = &b.index;
+  fr.coords = &b.coords;
+  fr.atomic_numbers = &b.atomic_numbers;
+  fr.forces = &d.forces;
+  for (Index s = 0; s < M; ++s) fr.structures.push_back(s);
+  fr.weight = 0.3;
+  const Vec<double> y = d.energies.col(0);
+  const RidgeFit fit = fit_ridge_loo_with_forces(X, y, atoms, fr);
+
+  // The column spreads: energy rows centred on the atom counts, force rows sqrt(c) J.
+  const double c = fr.weight, uu = atoms.squaredNorm();
+  Eigen::VectorXd sd(F);
+  for (Index col = 0; col < F; ++col) {
+    const Eigen::VectorXd centred = X.col(col) - (atoms.dot(X.col(col)) / uu) * atoms;
+    sd(col) = std::sqrt((centred.squaredNorm() + c * J.col(col).squaredNorm()) / static_cast<double>(M));
+    REQUIRE(sd(col) > 1e-6);
+  }
+  double force_sq = 0.0;
+  for (Index g = 0; g < M; ++g) {
+    // Unknowns: F standardised weights and the intercept; normal equations of the other rows.
+    Eigen::MatrixXd A = Eigen::MatrixXd::Zero(F + 1, F + 1);
+    Eigen::VectorXd rhs = Eigen::VectorXd::Zero(F + 1);
+    const auto add_row = [&](const Eigen::VectorXd& row, double label) {
+      A += row * row.transpose();
+      rhs += row * label;
+    };
+    for (Index s = 0; s < M; ++s) {
+      if (s == g) continue;
+      Eigen::VectorXd row(F + 1);
+      row.head(F) = X.row(s).transpose().cwiseQuotient(sd);
+      row(F) = atoms(s);
+      add_row(row, y(s));
+      for (Index i = b.index.begin(s); i < b.index.end(s); ++i)
+        for (Index x = 0; x < 3; ++x) {
+          row.head(F) = std::sqrt(c) * J.row(3 * i + x).transpose().cwiseQuotient(sd);
+          row(F) = 0.0;
+          add_row(row, -std::sqrt(c) * d.forces(i, x));
+        }
+    }
+    A.diagonal().head(F).array() += fit.lambda * static_cast<double>(M);
+    const Eigen::VectorXd sol = A.ldlt().solve(rhs);
+    const Eigen::VectorXd w = sol.head(F).cwiseQuotient(sd);
+    const double energy_residual = y(g) - X.row(g).dot(w) - atoms(g) * sol(F);
+    CHECK(fit.loo_residuals(g) == Approx(energy_residual).epsilon(1e-6).margin(1e-9));
+    for (Index i = b.index.begin(g); i < b.index.end(g); ++i)
+      for (Index x = 0; x < 3; ++x) {
+        const double r = d.forces(i, x) + J.row(3 * i + x).dot(w);
+        force_sq += r * r;
+      }
+  }
+  const double explicit_rmse = std::sqrt(force_sq / static_cast<double>(3 * b.num_atoms()));
+  CHECK(fit.force_loo_rmse == Approx(explicit_rmse).epsilon(1e-6));
+}
