@@ -255,11 +255,25 @@ Vec<double> fit_reference_energies(const Mat<double>& counts, const Vec<double>&
 // m_t = mean over molecules of (y - sum e[Z]) / |s| and sigma_t = std of (y - sum e[Z] - |s| m_t);
 // for intensive targets m_t, sigma_t = mean and std of y. labels: S x P, NaN = missing (skipped).
 // sigma_t below 1e-12 (constant target) becomes 1.
+//
+// With `forces` (training on forces, weight w > 0) the three-body reference of the forces' target
+// is fitted to its energies and forces together (fit_ridge_loo_with_forces), each force component
+// weighted as the training loss weighs it against one structure's energy: L = L_E + w/(3 N_f)
+// sum |r|^2 with L_E a mean over the S labelled structures and the P targets, so c = w P S /
+// (3 N_f) (force_training.hpp; both terms in units of sigma_t, which therefore drops out). Without
+// force labels on its structures the fit is the energies-only one.
+struct ReferenceForces {
+  const MoleculeBatch* batch = nullptr;  // `train` with its coordinates (same structures and order)
+  const Mat<double>* forces = nullptr;   // N x 3, the target's unit per Angstrom; NaN rows: none
+  Index target = 0;                      // the extensive target the forces belong to
+  double weight = 0.0;                   // the training loss's force weight w
+};
 Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
                                 const Mat<double>& labels, bool fit_reference = true,
                                 const std::optional<Mat<double>>& reference = std::nullopt,
                                 std::vector<std::string>* log = nullptr,
-                                const Mat<double>* three_body_descriptors = nullptr);
+                                const Mat<double>* three_body_descriptors = nullptr,
+                                const ReferenceForces* forces = nullptr);
 
 // The three-body reference's descriptor basis that fit_normalisation uses for this training set:
 // its elements are the atomic numbers in `train` (its coordinates are not read).

@@ -120,7 +120,7 @@ ThreeBodyBasis training_three_body_basis(const ModelConfig& config, const Molecu
 Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& train,
                                 const Mat<double>& labels, bool fit_reference,
                                 const std::optional<Mat<double>>& reference, std::vector<std::string>* log,
-                                const Mat<double>* three_body_descriptors) {
+                                const Mat<double>* three_body_descriptors, const ReferenceForces* forces) {
   config.validate();
   const Index S = train.num_molecules(), P = config.num_targets(), V = config.max_z + 1;
   require(S > 0, "fit_normalisation: empty training set");
@@ -204,6 +204,21 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
   // eigendecomposition for all of them; each target its own lambda).
   std::vector<double> three_body_loo_rmse(static_cast<std::size_t>(P), 0.0);
   std::vector<double> three_body_intercept(static_cast<std::size_t>(P), 0.0);
+  // The target whose reference is fitted to forces too (fitted on its own), or -1.
+  Index force_target = -1;
+  if (config.three_body && forces != nullptr && forces->weight > 0) {
+    require(std::isfinite(forces->weight), "fit_normalisation: the force weight must be finite");
+    require(forces->target >= 0 && forces->target < P && config.targets[static_cast<std::size_t>(forces->target)].extensive,
+            "fit_normalisation: forces belong to an extensive target");
+    require(forces->batch != nullptr && forces->forces != nullptr, "fit_normalisation: forces need their batch");
+    const MoleculeBatch& fb = *forces->batch;
+    if (fb.num_molecules() != S || fb.index.offsets() != train.index.offsets() ||
+        fb.atomic_numbers != train.atomic_numbers || fb.coords.rows() != fb.num_atoms() ||
+        fb.coords.cols() != 3 || forces->forces->rows() != fb.num_atoms() || forces->forces->cols() != 3)
+      throw InvalidArgument("fit_normalisation: the force labels' batch must be the training structures with their "
+                            "coordinates and N x 3 forces");
+    force_target = forces->target;
+  }
   if (config.three_body) {
     std::vector<char> done(static_cast<std::size_t>(P), 0);
     for (Index t0 = 0; t0 < P; ++t0) {
@@ -211,7 +226,8 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
       const std::vector<Index>& rows = rows_of[static_cast<std::size_t>(t0)];
       std::vector<Index> group;
       for (Index t = t0; t < P; ++t)
-        if (config.targets[static_cast<std::size_t>(t)].extensive && rows_of[static_cast<std::size_t>(t)] == rows) {
+        if (config.targets[static_cast<std::size_t>(t)].extensive && rows_of[static_cast<std::size_t>(t)] == rows &&
+            (t == t0 || (t != force_target && t0 != force_target))) {
           group.push_back(t);
           done[static_cast<std::size_t>(t)] = 1;
         }
@@ -238,7 +254,27 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
       }
       Vec<double> atoms(M);
       for (Index r = 0; r < M; ++r) atoms(r) = static_cast<double>(train.index.size(rows[static_cast<std::size_t>(r)]));
-      const std::vector<RidgeFit> fits = fit_ridge_loo(X, y, atoms);
+      // The forces' target: energies and forces together when its structures have force labels.
+      Index force_atoms = 0;
+      if (group.front() == force_target)
+        for (const Index s : rows)
+          for (Index i = forces->batch->index.begin(s); i < forces->batch->index.end(s); ++i)
+            force_atoms += forces->forces->row(i).allFinite() ? 1 : 0;
+      std::vector<RidgeFit> fits;
+      if (force_atoms > 0) {
+        const ThreeBodyBasis basis = three_body_basis(config, n.elements);
+        ForceRows fr;
+        fr.basis = &basis;
+        fr.sets = &forces->batch->index;
+        fr.coords = &forces->batch->coords;
+        fr.atomic_numbers = &forces->batch->atomic_numbers;
+        fr.forces = forces->forces;
+        fr.structures = rows;
+        fr.weight = forces->weight * static_cast<double>(P) * static_cast<double>(M) / (3.0 * static_cast<double>(force_atoms));
+        fits.push_back(fit_ridge_loo_with_forces(X, Vec<double>(y.col(0)), atoms, fr));
+      } else {
+        fits = fit_ridge_loo(X, y, atoms);
+      }
       for (std::size_t g = 0; g < group.size(); ++g) {
         const Index t = group[g];
         const RidgeFit& fit = fits[g];
@@ -246,13 +282,24 @@ Normalisation fit_normalisation(const ModelConfig& config, const MoleculeBatch& 
         three_body_loo_rmse[static_cast<std::size_t>(t)] = fit.loo_rmse;
         three_body_intercept[static_cast<std::size_t>(t)] = fit.intercept;
         if (log != nullptr) {
-          char line[256];
+          const std::string& unit = config.targets[static_cast<std::size_t>(t)].unit;
+          char line[512];
           std::snprintf(line, sizeof line,
                         "three-body reference of '%s': %lld weights, lambda %.3g, leave-one-out MAE %.6g, RMSE %.6g %s",
                         config.targets[static_cast<std::size_t>(t)].name.c_str(),
-                        static_cast<long long>(X.cols()), fit.lambda, fit.loo_mae, fit.loo_rmse,
-                        config.targets[static_cast<std::size_t>(t)].unit.c_str());
-          log->push_back(line);
+                        static_cast<long long>(X.cols()), fit.lambda, fit.loo_mae, fit.loo_rmse, unit.c_str());
+          std::string text = line;
+          if (fit.force_components > 0) {
+            std::snprintf(line, sizeof line,
+                          "; fitted to energies and %lld force components (leave-one-structure-out), forces MAE "
+                          "%.6g, RMSE %.6g %s/A",
+                          static_cast<long long>(fit.force_components), fit.force_loo_mae, fit.force_loo_rmse,
+                          unit.c_str());
+            text += line;
+          } else if (group.front() == force_target) {
+            text += "; fitted to energies only (no force labels on its structures)";
+          }
+          log->push_back(text);
         }
       }
     }

@@ -6,6 +6,8 @@
 #include "core/linalg.hpp"
 #include "core/parallel.hpp"
 
+#include <Eigen/Cholesky>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -139,7 +141,82 @@ double dot3(const std::array<double, 3>& a, const std::array<double, 3>& b) {
   return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
 }
 
+// dX_s/dr of structure s into `jac` (3 n_s x F, zeroed here): row 3 a + x is the derivative of
+// the structure's feature row with respect to coordinate x of its atom a (a = 0..n_s - 1).
+void structure_jacobian(const Environment& env, const ThreeBodyBasis& basis, const RaggedIndex& sets, Index s,
+                        Mat<double>& jac, std::vector<Neighbour>& nb, std::vector<double>& pl,
+                        std::vector<double>& dpl) {
+  const Index P = basis.radial, L = basis.lmax, U = basis.channels(), B = basis.block_size();
+  const Index first = sets.begin(s);
+  jac.setZero(3 * sets.size(s), basis.feature_count());
+  for (Index i = first; i < sets.end(s); ++i) {
+    env.gather(i, nb);
+    const Index block = env.element(i) * B, ri = 3 * (i - first);
+    // Two-body: dR_p(r_ij)/dr_j = R'_p u_ij, the opposite for the centre i.
+    for (const Neighbour& j : nb) {
+      const Index rj = 3 * (j.row - first);
+      for (Index p = 0; p < P; ++p) {
+        const Index col = block + j.base + p;
+        for (Index x = 0; x < 3; ++x) {
+          const double g = j.slope[static_cast<std::size_t>(p)] * j.u[static_cast<std::size_t>(x)];
+          jac(rj + x, col) += g;
+          jac(ri + x, col) -= g;
+        }
+      }
+    }
+    for (const Neighbour& j : nb)
+      for (const Neighbour& k : nb) {
+        if (&j == &k) continue;
+        const double c = dot3(j.u, k.u);
+        legendre(c, L, pl, dpl);
+        const Index rj = 3 * (j.row - first), rk = 3 * (k.row - first);
+        // dc/dr_j = (u_k - c u_j) / r_j, dc/dr_k = (u_j - c u_k) / r_k, dc/dr_i = -(both).
+        std::array<double, 3> dcj{}, dck{};
+        for (std::size_t x = 0; x < 3; ++x) {
+          dcj[x] = (k.u[x] - c * j.u[x]) / j.r;
+          dck[x] = (j.u[x] - c * k.u[x]) / k.r;
+        }
+        for (Index p = 0; p < P; ++p)
+          for (Index q = 0; q < P; ++q) {
+            const Index u = j.base + p, v = k.base + q;
+            if (u > v) continue;
+            const auto ps = static_cast<std::size_t>(p), qs = static_cast<std::size_t>(q);
+            const double rr = j.radial[ps] * k.radial[qs], sr = j.slope[ps] * k.radial[qs],
+                         rs = j.radial[ps] * k.slope[qs];
+            const Index at = block + U + pair_index(u, v, U) * (L + 1);
+            for (Index l = 0; l <= L; ++l) {
+              const auto ls = static_cast<std::size_t>(l);
+              const double a = sr * pl[ls], b = rs * pl[ls], d = rr * dpl[ls];
+              for (Index x = 0; x < 3; ++x) {
+                const auto xs = static_cast<std::size_t>(x);
+                const double gj = a * j.u[xs] + d * dcj[xs], gk = b * k.u[xs] + d * dck[xs];
+                jac(rj + x, at + l) += gj;
+                jac(rk + x, at + l) += gk;
+                jac(ri + x, at + l) -= gj + gk;
+              }
+            }
+          }
+      }
+  }
+}
+
 }  // namespace
+
+Mat<double> three_body_feature_jacobian(const ThreeBodyBasis& basis, const RaggedIndex& sets,
+                                        ConstMatRef<double> coords, const std::vector<std::int32_t>& atomic_numbers) {
+  const Environment env(basis, sets, coords, atomic_numbers);
+  const Index S = sets.num_sets();
+  Mat<double> out = Mat<double>::Zero(3 * sets.total_rows(), basis.feature_count());
+#pragma omp parallel for schedule(dynamic)
+  for (Index s = 0; s < S; ++s) {
+    std::vector<Neighbour> nb;
+    std::vector<double> pl, dpl;
+    Mat<double> jac;
+    structure_jacobian(env, basis, sets, s, jac, nb, pl, dpl);
+    out.middleRows(3 * sets.begin(s), jac.rows()) = jac;
+  }
+  return out;
+}
 
 Mat<double> three_body_features(const ThreeBodyBasis& basis, const RaggedIndex& sets,
                                 ConstMatRef<double> coords, const std::vector<std::int32_t>& atomic_numbers) {
@@ -375,6 +452,198 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels, c
   require(labels.size() == features.rows(), "fit_ridge_loo: need at least 3 rows and one label per row");
   const Mat<double> column = labels;
   return std::move(fit_ridge_loo(features, column, intercept_column).front());
+}
+
+RidgeFit fit_ridge_loo_with_forces(const Mat<double>& features, const Vec<double>& labels,
+                                   const Vec<double>& intercept_column, const ForceRows& fr) {
+  require(fr.basis && fr.sets && fr.coords && fr.atomic_numbers && fr.forces,
+          "fit_ridge_loo_with_forces: the force rows need a basis, a batch and its forces");
+  const ThreeBodyBasis& basis = *fr.basis;
+  const RaggedIndex& sets = *fr.sets;
+  const Mat<double>& force = *fr.forces;
+  const Index M = features.rows(), F = features.cols();
+  require(M >= 3 && labels.size() == M && intercept_column.size() == M && static_cast<Index>(fr.structures.size()) == M,
+          "fit_ridge_loo_with_forces: need at least 3 rows, each with a label, an intercept value and a structure");
+  require(F == basis.feature_count(), "fit_ridge_loo_with_forces: one feature column per basis feature");
+  require(force.rows() == sets.total_rows() && force.cols() == 3, "fit_ridge_loo_with_forces: forces must be N x 3");
+  require(fr.weight > 0 && std::isfinite(fr.weight), "fit_ridge_loo_with_forces: the force weight must be > 0");
+  require(features.allFinite() && labels.allFinite() && intercept_column.allFinite(),
+          "fit_ridge_loo_with_forces: non-finite input");
+  const Environment env(basis, sets, *fr.coords, *fr.atomic_numbers);
+  const auto structure = [&](Index m) { return fr.structures[static_cast<std::size_t>(m)]; };
+  const auto labelled = [&](Index i) { return force.row(i).allFinite(); };
+
+  // Force rows per fit row; chunks of whole structures of up to kChunkRows rows (memory: one chunk's
+  // rows x F), their bounds fixed by the data alone.
+  constexpr Index kChunkRows = 2048;
+  std::vector<Index> rows_of(static_cast<std::size_t>(M), 0), chunks{0};
+  Index force_rows = 0, in_chunk = 0;
+  for (Index m = 0; m < M; ++m) {
+    const Index s = structure(m);
+    require(s >= 0 && s < sets.num_sets(), "fit_ridge_loo_with_forces: structure index out of range");
+    Index n = 0;
+    for (Index i = sets.begin(s); i < sets.end(s); ++i) n += labelled(i) ? 3 : 0;
+    rows_of[static_cast<std::size_t>(m)] = n;
+    if (in_chunk > 0 && in_chunk + n > kChunkRows) {
+      chunks.push_back(m);
+      in_chunk = 0;
+    }
+    in_chunk += n;
+    force_rows += n;
+  }
+  chunks.push_back(M);
+  if (force_rows == 0) throw InvalidArgument("fit_ridge_loo_with_forces: no structure of the fit has force labels");
+  const double c = fr.weight, root_c = std::sqrt(c);
+  // The weighted force rows sqrt(c) dX/dr of the fit rows [m0, m1) and their labels -sqrt(c) F
+  // (the gradient of the energy); offsets[m - m0]: the first row of fit row m.
+  const auto chunk_rows = [&](Index m0, Index m1, Eigen::MatrixXd& rows, Eigen::VectorXd& target,
+                              std::vector<Index>& offsets) {
+    offsets.assign(static_cast<std::size_t>(m1 - m0 + 1), 0);
+    for (Index m = m0; m < m1; ++m)
+      offsets[static_cast<std::size_t>(m - m0 + 1)] = offsets[static_cast<std::size_t>(m - m0)] + rows_of[static_cast<std::size_t>(m)];
+    rows.resize(offsets.back(), F);
+    target.resize(offsets.back());
+#pragma omp parallel for schedule(dynamic)
+    for (Index m = m0; m < m1; ++m) {
+      std::vector<Neighbour> nb;
+      std::vector<double> pl, dpl;
+      Mat<double> jac;
+      const Index s = structure(m);
+      structure_jacobian(env, basis, sets, s, jac, nb, pl, dpl);
+      Index r = offsets[static_cast<std::size_t>(m - m0)];
+      for (Index a = 0; a < sets.size(s); ++a) {
+        const Index i = sets.begin(s) + a;
+        if (!labelled(i)) continue;
+        for (Index x = 0; x < 3; ++x, ++r) {
+          rows.row(r) = root_c * jac.row(3 * a + x);
+          target(r) = -root_c * force(i, x);
+        }
+      }
+    }
+  };
+
+  // Pass 1: the force rows' normal equations, chunk after chunk.
+  Eigen::MatrixXd gram_f = Eigen::MatrixXd::Zero(F, F);
+  Eigen::VectorXd rhs_f = Eigen::VectorXd::Zero(F);
+  {
+    Eigen::MatrixXd rows;
+    Eigen::VectorXd target;
+    std::vector<Index> offsets;
+    for (std::size_t k = 0; k + 1 < chunks.size(); ++k) {
+      chunk_rows(chunks[k], chunks[k + 1], rows, target, offsets);
+      gram_f += linalg::chunked_product(rows, rows, true);
+      rhs_f.noalias() += rows.transpose() * target;
+    }
+  }
+
+  // Centring on the intercept column (zero on force rows: the forces do not see it) and the
+  // columns' spreads over energy and weighted force rows, as fit_ridge_loo does for energies.
+  const double Md = static_cast<double>(M);
+  const Eigen::VectorXd u = intercept_column;
+  const double uu = u.squaredNorm();
+  require(uu > 0.0, "fit_ridge_loo_with_forces: the intercept column must not be all zero");
+  const double u_rms = std::sqrt(uu / Md);
+  const Vec<double> mean = (features.transpose() * u) / uu;
+  Vec<double> sd(F);
+  std::vector<Index> kept;
+  for (Index col = 0; col < F; ++col) {
+    sd(col) = std::sqrt(((features.col(col) - mean(col) * u).squaredNorm() + gram_f(col, col)) / Md);
+    if (sd(col) > 1e-12 * (1.0 + std::abs(mean(col)) * u_rms)) kept.push_back(col);
+  }
+  const auto K = static_cast<Index>(kept.size());
+  const auto kept_at = [&](Index q) { return kept[static_cast<std::size_t>(q)]; };
+  Eigen::MatrixXd X(M, K);
+  for (Index q = 0; q < K; ++q) X.col(q) = (features.col(kept_at(q)) - mean(kept_at(q)) * u) / sd(kept_at(q));
+  const double ybar = u.dot(Eigen::VectorXd(labels)) / uu;
+  const Eigen::VectorXd y = Eigen::VectorXd(labels) - ybar * u;
+  Eigen::MatrixXd gram = linalg::chunked_product(X, X, true);
+  Eigen::VectorXd rhs = X.transpose() * y;
+  for (Index a = 0; a < K; ++a) {
+    rhs(a) += rhs_f(kept_at(a)) / sd(kept_at(a));
+    for (Index b = 0; b < K; ++b) gram(a, b) += gram_f(kept_at(a), kept_at(b)) / (sd(kept_at(a)) * sd(kept_at(b)));
+  }
+  gram_f.resize(0, 0);
+  const linalg::SymmetricEigen eig = linalg::symmetric_eigen(std::move(gram));
+  const Eigen::VectorXd e = eig.values.cwiseMax(0.0);
+  const Eigen::MatrixXd& Q = eig.vectors;
+  const Eigen::VectorXd Qtb = Q.transpose() * rhs;
+  constexpr int kLambdas = 15;
+  std::vector<double> lambdas(kLambdas);
+  Eigen::MatrixXd inv(K, kLambdas);  // column k: 1 / (e + lambda_k M)
+  for (int k = 0; k < kLambdas; ++k) {
+    lambdas[static_cast<std::size_t>(k)] = std::pow(10.0, -8.0 + 0.5 * k);
+    for (Index q = 0; q < K; ++q) inv(q, k) = 1.0 / (e(q) + lambdas[static_cast<std::size_t>(k)] * Md);
+  }
+
+  // Pass 2: each structure's rows A_g (its energy row and force rows) left out together: with
+  // Z_g = A_g Q, H_gg = u_g u_g^T / u.u + Z_g diag(inv) Z_g^T and r_g = (I - H_gg)^-1 (y_g - Z_g coef).
+  Eigen::MatrixXd energy_res(M, kLambdas), force_sq(M, kLambdas), force_abs(M, kLambdas);
+  {
+    Eigen::MatrixXd rows;
+    Eigen::VectorXd target;
+    std::vector<Index> offsets;
+    for (std::size_t k = 0; k + 1 < chunks.size(); ++k) {
+      const Index m0 = chunks[k], m1 = chunks[k + 1];
+      chunk_rows(m0, m1, rows, target, offsets);
+#pragma omp parallel for schedule(dynamic)
+      for (Index m = m0; m < m1; ++m) {
+        const Index first = offsets[static_cast<std::size_t>(m - m0)], nf = rows_of[static_cast<std::size_t>(m)];
+        Eigen::MatrixXd A(1 + nf, K);
+        A.row(0) = X.row(m);
+        for (Index r = 0; r < nf; ++r)
+          for (Index q = 0; q < K; ++q) A(1 + r, q) = rows(first + r, kept_at(q)) / sd(kept_at(q));
+        Eigen::VectorXd yg(1 + nf);
+        yg(0) = y(m);
+        yg.tail(nf) = target.segment(first, nf);
+        const Eigen::MatrixXd Z = A * Q;
+        for (int l = 0; l < kLambdas; ++l) {
+          const Eigen::VectorXd resid = yg - Z * inv.col(l).cwiseProduct(Qtb);
+          Eigen::MatrixXd I_H = -(Z * inv.col(l).asDiagonal()) * Z.transpose();
+          I_H.diagonal().array() += 1.0;
+          I_H(0, 0) -= u(m) * u(m) / uu;
+          const Eigen::VectorXd r = I_H.ldlt().solve(resid);
+          energy_res(m, l) = r(0);
+          force_sq(m, l) = r.tail(nf).squaredNorm() / c;
+          force_abs(m, l) = r.tail(nf).cwiseAbs().sum() / root_c;
+        }
+      }
+    }
+  }
+  // The objective's leave-one-structure-out value per lambda, summed in row order.
+  int best = -1;
+  double best_score = std::numeric_limits<double>::infinity();
+  for (int l = 0; l < kLambdas; ++l) {
+    double score = 0.0;
+    for (Index m = 0; m < M; ++m) score += energy_res(m, l) * energy_res(m, l) + c * force_sq(m, l);
+    if (score < best_score) {  // NaN never wins
+      best_score = score;
+      best = l;
+    }
+  }
+  if (best < 0) throw NumericalError("fit_ridge_loo_with_forces: no finite leave-one-out error");
+  RidgeFit fit;
+  fit.lambda = lambdas[static_cast<std::size_t>(best)];
+  fit.loo_residuals = energy_res.col(best);
+  double mse = 0.0, mae = 0.0, fsq = 0.0, fabs_sum = 0.0;
+  for (Index m = 0; m < M; ++m) {
+    mse += energy_res(m, best) * energy_res(m, best);
+    mae += std::abs(energy_res(m, best));
+    fsq += force_sq(m, best);
+    fabs_sum += force_abs(m, best);
+  }
+  fit.loo_rmse = std::sqrt(mse / Md);
+  fit.loo_mae = mae / Md;
+  fit.force_components = force_rows;
+  fit.force_loo_rmse = std::sqrt(fsq / static_cast<double>(force_rows));
+  fit.force_loo_mae = fabs_sum / static_cast<double>(force_rows);
+  const Eigen::VectorXd w_std = Q * inv.col(best).cwiseProduct(Qtb);
+  fit.weights = Vec<double>::Zero(F);
+  fit.intercept = ybar;
+  for (Index q = 0; q < K; ++q) {
+    fit.weights(kept_at(q)) = w_std(q) / sd(kept_at(q));
+    fit.intercept -= fit.weights(kept_at(q)) * mean(kept_at(q));
+  }
+  return fit;
 }
 
 }  // namespace flt::models

@@ -54,6 +54,13 @@ ThreeBodyEnergy three_body_energy(const ThreeBodyBasis& basis, const RaggedIndex
                                   ConstMatRef<double> coords, const std::vector<std::int32_t>& atomic_numbers,
                                   const Vec<double>& weights, bool want_gradient);
 
+// dX/dr: row 3 i + x (i an atom of the batch, x = 0..2) holds the derivative of the feature row of
+// atom i's structure with respect to coordinate x of atom i (3N x F, feature unit per Angstrom),
+// so the forces of weights w are -(dX/dr) w. Dense: for tests and small batches (the force fit
+// below computes one structure at a time).
+Mat<double> three_body_feature_jacobian(const ThreeBodyBasis& basis, const RaggedIndex& sets,
+                                        ConstMatRef<double> coords, const std::vector<std::int32_t>& atomic_numbers);
+
 // Ridge regression with the regularisation chosen by exact leave-one-out error.
 // The unpenalised term has the column u (`intercept_column`, M values; empty: all ones, a plain
 // intercept): prediction = X w + intercept u. The molecule model passes each structure's atom
@@ -74,6 +81,11 @@ struct RidgeFit {
   double loo_mae = 0.0;
   double loo_rmse = 0.0;
   Vec<double> loo_residuals;  // M: y_m minus the prediction of the fit without row m
+  // With force rows (fit_ridge_loo_with_forces): the leave-one-structure-out errors of its force
+  // components (the labels' unit), and how many there are.
+  double force_loo_mae = 0.0;
+  double force_loo_rmse = 0.0;
+  Index force_components = 0;
 };
 // Candidates lambda = 10^(-8 + k/2), k = 0..14 (times M as above).
 RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels, const Vec<double>& intercept_column = {});
@@ -82,5 +94,34 @@ RidgeFit fit_ridge_loo(const Mat<double>& features, const Vec<double>& labels, c
 // labels.col(t) alone.
 std::vector<RidgeFit> fit_ridge_loo(const Mat<double>& features, const Mat<double>& labels,
                                     const Vec<double>& intercept_column = {});
+
+
+// Force labels of the structures of a ridge fit: the batch (sets, coordinates, atomic numbers) of
+// `basis`, its N x 3 forces (the label's unit per Angstrom; a row with a NaN: no label), the batch
+// structure of each fit row (M) and the weight of one force component's squared residual relative
+// to one structure's energy.
+struct ForceRows {
+  const ThreeBodyBasis* basis = nullptr;
+  const RaggedIndex* sets = nullptr;
+  const Mat<double>* coords = nullptr;
+  const std::vector<std::int32_t>* atomic_numbers = nullptr;
+  const Mat<double>* forces = nullptr;
+  std::vector<Index> structures;
+  double weight = 0.0;
+};
+
+// The ridge fit above with each structure's force components as rows beside its energy: with
+// J_s = dX_s/dr (three_body_feature_jacobian) and c = `forces.weight`,
+//   min  sum_m (y_m - x_m w - u_m b)^2 + c sum_{force components} (F - (-J w))^2 + lambda M |D w|^2
+// (b unpenalised, D the columns' spreads over energy and weighted force rows together). The
+// normal equations are summed over structures in chunks of a fixed order (memory F x F, never the
+// 3N x F Jacobian; bitwise the same for any thread count), the F x F Gram matrix decomposed once,
+// and lambda chosen by exact leave-one-STRUCTURE-out error: each structure's energy and force rows
+// are left out together (r_g = (I - H_gg)^-1 (y_g - yhat_g), a second pass over the Jacobians),
+// scored as the objective's weighted sum. loo_residuals, loo_mae and loo_rmse are the energies'
+// (y's unit), force_loo_* the forces'. Cost: O(R F^2 + F^3 + S m^2 F) for R force rows and m rows
+// per structure. InvalidArgument when no fit row has a force label.
+RidgeFit fit_ridge_loo_with_forces(const Mat<double>& features, const Vec<double>& labels,
+                                   const Vec<double>& intercept_column, const ForceRows& forces);
 
 }  // namespace flt::models

@@ -1144,9 +1144,23 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     const models::MoleculeBatch composition = composition_batch(data, split.train);
     const Mat<double> descriptors = gathered_three_body_descriptors(
         world, data, split.train, shard_owners, models::training_three_body_basis(mc, composition));
+    // Training on forces (one process: the trainer refuses them under MPI) fits the reference of
+    // the forces' target to energies and forces, weighted as the loss weighs them.
+    Batch with_forces;
+    models::ReferenceForces reference_forces;
+    if (cfg.force_weight > 0 && world.size() == 1 && data.has_forces()) {
+      with_forces = make_batch(data, split.train);
+      reference_forces.target = find_force_target(data.targets, cfg.force_target);
+      with_forces.forces *= io::conversion_factor(
+          io::find_unit("eV"), io::find_unit(data.targets[static_cast<std::size_t>(reference_forces.target)].unit));
+      reference_forces.batch = &with_forces.molecules;
+      reference_forces.forces = &with_forces.forces;
+      reference_forces.weight = cfg.force_weight;
+    }
     std::vector<std::string> lines;
     model.set_normalisation(models::fit_normalisation(mc, composition, labels_at(data, split.train), cfg.fit_reference,
-                                                      std::nullopt, &lines, &descriptors));
+                                                      std::nullopt, &lines, &descriptors,
+                                                      reference_forces.batch ? &reference_forces : nullptr));
     for (const auto& line : lines) say(line);
     // The training structures' label offsets from the same descriptors (no second descriptor pass).
     training_offsets = model.label_offsets_from_descriptors(composition, descriptors);

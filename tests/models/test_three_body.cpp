@@ -716,3 +716,253 @@ TEST_CASE("three-body reference in force training: its forces enter the loss, th
   CHECK_THROWS_WITH(energy_force_gradient(model, dual, batch, labels, ref, 0, weight, loss, cache, dual_cache, &short_one),
                     Catch::Contains("reference gradient must be N x 3"));
 }
+
+TEST_CASE("three-body feature Jacobian: central differences of the features, and -J w the energy's gradient",
+          "[three_body]") {
+  Rng rng(53);
+  const ThreeBodyBasis basis = small_basis();
+  // A dense cluster and one whose atoms straddle the cutoff.
+  const std::vector<Molecule> mols{random_cluster(rng, 8, 3.5), random_cluster(rng, 7, 6.0)};
+  const MoleculeBatch batch = batch_of(mols);
+  const Mat<double> jac = three_body_feature_jacobian(basis, batch.index, batch.coords, batch.atomic_numbers);
+  REQUIRE(jac.rows() == 3 * batch.num_atoms());
+  REQUIRE(jac.cols() == basis.feature_count());
+  const double scale = jac.cwiseAbs().maxCoeff();
+  REQUIRE(scale > 1.0);
+  // (X(r + h e_ix) - X(r - h e_ix)) / 2h against row 3 i + x, h = 1e-5, in double.
+  const double h = 1e-5;
+  double worst = 0.0;
+  for (Index i = 0; i < batch.num_atoms(); ++i) {
+    const Index s = i < batch.index.end(0) ? 0 : 1;
+    for (Index x = 0; x < 3; ++x) {
+      MoleculeBatch plus = batch, minus = batch;
+      plus.coords(i, x) += h;
+      minus.coords(i, x) -= h;
+      const Mat<double> d = (features_of(basis, plus) - features_of(basis, minus)) / (2 * h);
+      worst = std::max(worst, (d.row(s) - jac.row(3 * i + x)).cwiseAbs().maxCoeff());
+      // The other structure's row does not move.
+      CHECK(d.row(1 - s).cwiseAbs().maxCoeff() == 0.0);
+    }
+  }
+  INFO("worst difference " << worst << " of " << scale);
+  CHECK(worst < 1e-7 * scale);
+  // J w is the gradient of three_body_energy for any weights.
+  Vec<double> w(basis.feature_count());
+  for (Index k = 0; k < w.size(); ++k) w(k) = rng.normal();
+  const ThreeBodyEnergy e = three_body_energy(basis, batch.index, batch.coords, batch.atomic_numbers, w, true);
+  const Vec<double> jw = jac * w;
+  for (Index i = 0; i < batch.num_atoms(); ++i)
+    for (Index x = 0; x < 3; ++x) CHECK(jw(3 * i + x) == Approx(e.gradient(i, x)).margin(1e-10 * scale));
+  // Bitwise the same for 1 and 2 threads.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const Mat<double> one = three_body_feature_jacobian(basis, batch.index, batch.coords, batch.atomic_numbers);
+  omp_set_num_threads(2);
+  const Mat<double> two = three_body_feature_jacobian(basis, batch.index, batch.coords, batch.atomic_numbers);
+  omp_set_num_threads(saved);
+  CHECK(one == two);
+}
+
+namespace {
+
+// Clusters of carbon with 5 and 9 atoms, labelled with a three-body energy of weights w_true plus
+// 37 per atom, and that energy's forces (-dE/dr): a target the reference represents exactly.
+struct ForceData {
+  std::vector<Molecule> mols;
+  Mat<double> energies;  // S x 1
+  Mat<double> forces;    // N x 3
+};
+ForceData carbon_clusters(Rng& rng, int count, const ThreeBodyBasis& basis, const Vec<double>& w_true) {
+  ForceData d;
+  for (int s = 0; s < count; ++s) {
+    Molecule m = random_cluster(rng, s % 2 == 0 ? 5 : 9, s % 2 == 0 ? 2.8 : 3.6);
+    m.atomic_numbers.assign(m.atomic_numbers.size(), 6);
+    d.mols.push_back(m);
+  }
+  const MoleculeBatch b = batch_of(d.mols);
+  const ThreeBodyEnergy e = three_body_energy(basis, b.index, b.coords, b.atomic_numbers, w_true, true);
+  d.energies.resize(count, 1);
+  for (Index s = 0; s < count; ++s) d.energies(s, 0) = e.per_structure(s) - 37.0 * static_cast<double>(b.index.size(s));
+  d.forces = -e.gradient;
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("three-body reference fitted to energies and forces: the forces pin what the energies leave",
+          "[three_body]") {
+  // 16 training structures and 27 weights (radial 3, lmax 3, one element): the
+  // energies alone leave directions of w free, the 16 x 3 x 5..9 force components pin them. With
+  // force labels the fitted reference must reproduce held-out forces and energies; fitted to the
+  // energies only it cannot.
+  Rng rng(59);
+  const ModelConfig cfg = three_body_config();
+  const ThreeBodyBasis basis = three_body_basis(cfg, {6});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.05 * rng.normal();
+  const ForceData train = carbon_clusters(rng, 16, basis, w_true), test = carbon_clusters(rng, 20, basis, w_true);
+  const MoleculeBatch train_batch = batch_of(train.mols), test_batch = batch_of(test.mols);
+  REQUIRE(basis.feature_count() > 16);
+
+  const auto held_out_errors = [&](const Normalisation& n) {
+    MoleculeModel<double> model(cfg);
+    model.set_normalisation(n);
+    const Mat<double> pred_forces = -model.reference_gradient(test_batch, 0);
+    const Mat<double> energies = model.denormalise(test_batch, Mat<double>::Zero(20, 1));
+    return std::array<double, 2>{std::sqrt((pred_forces - test.forces).array().square().mean()),
+                                 std::sqrt((energies - test.energies).array().square().mean())};
+  };
+  const double force_rms = std::sqrt(test.forces.array().square().mean());
+  Vec<double> three_body_part(20);  // the energies less 37 per atom
+  for (Index s = 0; s < 20; ++s) three_body_part(s) = test.energies(s, 0) + 37.0 * static_cast<double>(test_batch.index.size(s));
+  const double energy_spread = std::sqrt((three_body_part.array() - three_body_part.mean()).square().mean());
+  REQUIRE(force_rms > 0.1);
+
+  std::vector<std::string> log;
+  ReferenceForces rf;
+  rf.batch = &train_batch;
+  rf.forces = &train.forces;
+  rf.target = 0;
+  rf.weight = 1.0;
+  const Normalisation with = fit_normalisation(cfg, train_batch, train.energies, true, std::nullopt, &log, nullptr, &rf);
+  const Normalisation without = fit_normalisation(cfg, train_batch, train.energies);
+  const auto e_with = held_out_errors(with), e_without = held_out_errors(without);
+  INFO("force RMS " << force_rms << ", energy spread " << energy_spread << "; held-out force RMSE " << e_with[0]
+                    << " (energies only " << e_without[0] << "), energy RMSE " << e_with[1] << " (energies only "
+                    << e_without[1] << ")");
+  CHECK(e_with[0] < 1e-3 * force_rms);
+  CHECK(e_with[1] < 1e-3 * energy_spread);
+  CHECK(e_without[0] > 0.05 * force_rms);
+  REQUIRE(log.size() == 1);
+  CHECK_THAT(log[0], Catch::Contains("force components (leave-one-structure-out)"));
+
+  // Without a force label on any training structure (or at weight 0) the fit is the
+  // energies-only one, bit for bit.
+  const Mat<double> none = Mat<double>::Constant(train_batch.num_atoms(), 3, std::numeric_limits<double>::quiet_NaN());
+  ReferenceForces unlabelled = rf;
+  unlabelled.forces = &none;
+  CHECK(fit_normalisation(cfg, train_batch, train.energies, true, std::nullopt, nullptr, nullptr, &unlabelled).three_body ==
+        without.three_body);
+  ReferenceForces weightless = rf;
+  weightless.weight = 0.0;
+  CHECK(fit_normalisation(cfg, train_batch, train.energies, true, std::nullopt, nullptr, nullptr, &weightless).three_body ==
+        without.three_body);
+}
+
+TEST_CASE("three-body ridge fit with force rows: bitwise the same for 1 and 2 threads",
+          "[three_body]") {
+  Rng rng(61);
+  const ModelConfig cfg = three_body_config();
+  const ThreeBodyBasis basis = three_body_basis(cfg, {6});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.05 * rng.normal();
+  ForceData d = carbon_clusters(rng, 30, basis, w_true);
+  for (Index s = 0; s < 30; ++s) d.energies(s, 0) += 0.01 * rng.normal();  // noise: lambda > its least
+  for (Index i = 0; i < d.forces.size(); ++i) d.forces.data()[i] += 0.01 * rng.normal();
+  d.forces.row(3).setConstant(std::numeric_limits<double>::quiet_NaN());  // an atom without a label
+  const MoleculeBatch b = batch_of(d.mols);
+  const Mat<double> X = features_of(basis, b);
+  Vec<double> atoms(30);
+  for (Index s = 0; s < 30; ++s) atoms(s) = static_cast<double>(b.index.size(s));
+  ForceRows fr;
+  fr.basis = &basis;
+  fr.sets = &b.index;
+  fr.coords = &b.coords;
+  fr.atomic_numbers = &b.atomic_numbers;
+  fr.forces = &d.forces;
+  for (Index s = 0; s < 30; ++s) fr.structures.push_back(s);
+  fr.weight = 0.3;
+  const int saved = omp_get_max_threads();
+  std::vector<RidgeFit> fits;
+  for (int threads : {1, 2}) {
+    omp_set_num_threads(threads);
+    fits.push_back(fit_ridge_loo_with_forces(X, Vec<double>(d.energies.col(0)), atoms, fr));
+  }
+  omp_set_num_threads(saved);
+  CHECK(fits[0].weights == fits[1].weights);
+  CHECK(fits[0].intercept == fits[1].intercept);
+  CHECK(fits[0].loo_residuals == fits[1].loo_residuals);
+  CHECK(fits[0].force_loo_rmse == fits[1].force_loo_rmse);
+  CHECK(fits[0].force_components == 3 * (b.num_atoms() - 1));
+  CHECK(fits[0].lambda > 1e-8);
+  // The leave-one-structure-out errors are about the noise, not the fit's in-sample residuals.
+  CHECK(fits[0].force_loo_rmse > 0.005);
+  CHECK(fits[0].force_loo_rmse < 0.05);
+}
+
+TEST_CASE("three-body ridge fit with force rows: leave-one-structure-out residuals equal explicit refits",
+          "[three_body]") {
+  // For each structure g, the fit at the chosen lambda on the other structures' energy and force
+  // rows (same column spreads, penalty lambda M, an unpenalised per-atom intercept), solved from
+  // its normal equations, predicts g's energy and forces: its residuals are the fit's
+  // leave-one-structure-out residuals.
+  Rng rng(67);
+  const ModelConfig cfg = three_body_config();
+  const ThreeBodyBasis basis = three_body_basis(cfg, {6});
+  Vec<double> w_true(basis.feature_count());
+  for (Index k = 0; k < w_true.size(); ++k) w_true(k) = 0.05 * rng.normal();
+  const Index M = 12;
+  ForceData d = carbon_clusters(rng, static_cast<int>(M), basis, w_true);
+  for (Index s = 0; s < M; ++s) d.energies(s, 0) += 0.02 * rng.normal();
+  for (Index i = 0; i < d.forces.size(); ++i) d.forces.data()[i] += 0.02 * rng.normal();
+  const MoleculeBatch b = batch_of(d.mols);
+  const Mat<double> X = features_of(basis, b);
+  const Mat<double> J = three_body_feature_jacobian(basis, b.index, b.coords, b.atomic_numbers);
+  const Index F = X.cols();
+  Vec<double> atoms(M);
+  for (Index s = 0; s < M; ++s) atoms(s) = static_cast<double>(b.index.size(s));
+  ForceRows fr;
+  fr.basis = &basis;
+  fr.sets = &b.index;
+  fr.coords = &b.coords;
+  fr.atomic_numbers = &b.atomic_numbers;
+  fr.forces = &d.forces;
+  for (Index s = 0; s < M; ++s) fr.structures.push_back(s);
+  fr.weight = 0.3;
+  const Vec<double> y = d.energies.col(0);
+  const RidgeFit fit = fit_ridge_loo_with_forces(X, y, atoms, fr);
+
+  // The column spreads: energy rows centred on the atom counts, force rows sqrt(c) J.
+  const double c = fr.weight, uu = atoms.squaredNorm();
+  Eigen::VectorXd sd(F);
+  for (Index col = 0; col < F; ++col) {
+    const Eigen::VectorXd centred = X.col(col) - (atoms.dot(X.col(col)) / uu) * atoms;
+    sd(col) = std::sqrt((centred.squaredNorm() + c * J.col(col).squaredNorm()) / static_cast<double>(M));
+    REQUIRE(sd(col) > 1e-6);
+  }
+  double force_sq = 0.0;
+  for (Index g = 0; g < M; ++g) {
+    // Unknowns: F standardised weights and the intercept; normal equations of the other rows.
+    Eigen::MatrixXd A = Eigen::MatrixXd::Zero(F + 1, F + 1);
+    Eigen::VectorXd rhs = Eigen::VectorXd::Zero(F + 1);
+    const auto add_row = [&](const Eigen::VectorXd& row, double label) {
+      A += row * row.transpose();
+      rhs += row * label;
+    };
+    for (Index s = 0; s < M; ++s) {
+      if (s == g) continue;
+      Eigen::VectorXd row(F + 1);
+      row.head(F) = X.row(s).transpose().cwiseQuotient(sd);
+      row(F) = atoms(s);
+      add_row(row, y(s));
+      for (Index i = b.index.begin(s); i < b.index.end(s); ++i)
+        for (Index x = 0; x < 3; ++x) {
+          row.head(F) = std::sqrt(c) * J.row(3 * i + x).transpose().cwiseQuotient(sd);
+          row(F) = 0.0;
+          add_row(row, -std::sqrt(c) * d.forces(i, x));
+        }
+    }
+    A.diagonal().head(F).array() += fit.lambda * static_cast<double>(M);
+    const Eigen::VectorXd sol = A.ldlt().solve(rhs);
+    const Eigen::VectorXd w = sol.head(F).cwiseQuotient(sd);
+    const double energy_residual = y(g) - X.row(g).dot(w) - atoms(g) * sol(F);
+    CHECK(fit.loo_residuals(g) == Approx(energy_residual).epsilon(1e-6).margin(1e-9));
+    for (Index i = b.index.begin(g); i < b.index.end(g); ++i)
+      for (Index x = 0; x < 3; ++x) {
+        const double r = d.forces(i, x) + J.row(3 * i + x).dot(w);
+        force_sq += r * r;
+      }
+  }
+  const double explicit_rmse = std::sqrt(force_sq / static_cast<double>(3 * b.num_atoms()));
+  CHECK(fit.force_loo_rmse == Approx(explicit_rmse).epsilon(1e-6));
+}

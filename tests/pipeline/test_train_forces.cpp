@@ -347,3 +347,34 @@ TEST_CASE("flt train --three-body: the reference is fitted, reported, and the ru
   REQUIRE(plain.status == 0);
   CHECK(slurp(dir / "plain" / "model.flt") != slurp(dir / "tb" / "model.flt"));
 }
+
+TEST_CASE("flt train --three-body --force-weight: the reference is fitted to energies and forces",
+          "[train][three_body][forces]") {
+  // Training on forces fits the reference to the training structures' force components as well
+  // (those of frames with forces), and says so; a run on energies alone fits energies only.
+  ScratchDir dir("train_three_body_forces");
+  auto frames = ethanol_frames(60);
+  for (std::size_t i = 0; i < 60; i += 6) frames[i] = without_forces(frames[i]);  // 10 frames without forces
+  const fs::path input = dir / "ethanol.xyz";
+  write(input, frames);
+  const std::string basis = "--three-body true --three-body-radial 4 --three-body-lmax 2";
+  const auto forces = run_flt(args(input, basis + " --force-weight 1", dir / "forces"), dir.path());
+  INFO(forces.err);
+  REQUIRE(forces.status == 0);
+  const auto line = forces.err.find("three-body reference of 'energy': 738 weights");
+  REQUIRE(line != std::string::npos);
+  const std::string reported = forces.err.substr(line, forces.err.find('\n', line) - line);
+  CHECK_THAT(reported, Catch::Contains("; fitted to energies and ") &&
+                           Catch::Contains(" force components (leave-one-structure-out), forces MAE ") &&
+                           Catch::EndsWith("eV/A"));
+  // 3 x 9 components for each of the training frames that have forces.
+  const auto count = std::stoll(reported.substr(reported.find("energies and ") + 13));
+  CHECK(count % 27 == 0);
+  CHECK(count > 0);
+  CHECK(count < 27 * 40);
+  const auto energies = run_flt(args(input, basis, dir / "energies"), dir.path());
+  INFO(energies.err);
+  REQUIRE(energies.status == 0);
+  CHECK_THAT(energies.err, Catch::Contains("three-body reference of 'energy': 738 weights") &&
+                               !Catch::Contains("force components"));
+}
