@@ -122,6 +122,18 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
   REQUIRE(r.has_value());
   CHECK(r->records == 10);
   CHECK(r->factors[0] == evaluate(plain, plain_eval(ten)).targets[0].uncertainty->std_scale);
+
+  // With a split file and no --subset, the validation subset (not eval's default, test) is fitted.
+  const std::string split = dir / "split.csv", fromsplit = dir / "split.flt";
+  std::ofstream(split) << "subset,index\ntest,0\ntest,1\nvalidation,2\nvalidation,3\nvalidation,4\n";
+  REQUIRE(run_flt("ensemble " + quoted(a) + " " + quoted(b) + " -o " + quoted(fromsplit) + " --calibrate " + quoted(qm9) +
+                      " --split-file " + quoted(split),
+                  dir)
+              .status == 0);
+  const auto v = Predictor::load({fromsplit}).calibration();
+  REQUIRE(v.has_value());
+  CHECK(v->subset == "validation");
+  CHECK(v->records == 3);
 }
 
 TEST_CASE("calibration: uncalibrated ensembles and their outputs are unchanged byte for byte",

@@ -26,7 +26,7 @@ const char* kUsage =
     "the same targets in the same units.\n\n"
     "--calibrate DATA fits per target the factor s = sqrt(mean (error/std)^2) of the members'\n"
     "spread on the labelled records of DATA (read as flt eval reads them: --labels, --source-units,\n"
-    "--split-file and --subset, e.g. the validation subset) and stores it in the file: predict,\n"
+    "--split-file and --subset, whose default here is validation) and stores it in the file: predict,\n"
     "eval and the library then report the calibrated std (std times s; columns *_std_calibrated).\n"
     "One ensemble file alone is recalibrated; without --calibrate a file's calibration is dropped.\n";
 
@@ -63,6 +63,8 @@ int run_ensemble(const std::vector<std::string>& args) {
   refuse_output_among_inputs(data, output);
   pipeline::EvalOptions eval;
   apply_labelled_data_options(*parsed, data, eval);
+  // flt eval's default subset is test; a factor fitted there would flatter every later test score.
+  if (o.source("subset").kind == io::OptionSource::Kind::default_value) eval.subset = "validation";
   eval.rotations = 0;
   const pipeline::Predictor predictor = pipeline::Predictor::load(paths).uncalibrated();
   if (predictor.ensemble_size() < 2)
