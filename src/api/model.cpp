@@ -260,6 +260,11 @@ const std::vector<Target>& Model::targets() const noexcept { return *impl_->targ
 const std::vector<int>& Model::elements() const noexcept { return impl_->elements; }
 std::size_t Model::ensemble_size() const noexcept { return impl_->predictor.ensemble_size(); }
 
+std::vector<double> Model::std_calibration() const {
+  const auto& c = impl_->predictor.calibration();
+  return c ? c->factors : std::vector<double>{};
+}
+
 std::vector<std::filesystem::path> Model::files() const {
   std::vector<std::filesystem::path> out;
   for (const auto& m : impl_->predictor.members()) out.push_back(m->file().empty() ? std::filesystem::path(m->source()) : m->file());

@@ -3,7 +3,11 @@
 
 #include "core/error.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -107,6 +111,8 @@ std::unique_ptr<MoleculeModel<float>> load_model(const std::filesystem::path& pa
 namespace {
 
 constexpr const char* kMembersKey = "ensemble.members";
+constexpr const char* kCalibrationPrefix = "calibration.";
+constexpr const char* kFactorPrefix = "calibration.factor.";
 
 std::string member_prefix(std::size_t k) { return "member." + std::to_string(k) + "."; }
 
@@ -167,7 +173,7 @@ std::vector<io::ModelFile> member_files(const io::ModelFile& file) {
   for (std::size_t k = 0; k < members; ++k)
     out[k].set_source(source + " [member " + std::to_string(k + 1) + " of " + count + "]");
   for (const auto& [key, value] : file.all_metadata()) {
-    if (key == kMembersKey) continue;
+    if (key == kMembersKey || starts_with(key, kCalibrationPrefix)) continue;
     const auto parsed = split_member_key(key, members);
     if (!parsed) throw ModelFileError(source, "metadata entry '" + key + "' belongs to no ensemble member");
     out[parsed->first - 1].set_metadata(parsed->second, value);
@@ -192,6 +198,86 @@ std::vector<io::ModelFile> member_files(io::ModelFile&& file) {
 
 std::vector<io::ModelFile> read_member_files(const std::filesystem::path& path) {
   return member_files(io::read_model_file(path, {}));
+}
+
+void set_calibration(io::ModelFile& ensemble, const EnsembleCalibration& calibration) {
+  if (ensemble.format() != kEnsembleFileFormat)
+    throw InvalidArgument(ensemble.source() + ": only an ensemble file holds a calibration");
+  if (calibration.targets.empty() || calibration.targets.size() != calibration.factors.size())
+    throw InvalidArgument("a calibration needs one factor per target");
+  for (std::size_t t = 0; t < calibration.factors.size(); ++t)
+    if (!std::isfinite(calibration.factors[t]) || calibration.factors[t] <= 0.0)
+      throw InvalidArgument("calibration factor of " + calibration.targets[t] + " is not finite and > 0");
+  ensemble.set_metadata("calibration.version", std::to_string(kCalibrationVersion));
+  ensemble.set_metadata("calibration.method", "zscaling");
+  for (std::size_t t = 0; t < calibration.targets.size(); ++t) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.17g", calibration.factors[t]);
+    ensemble.set_metadata(kFactorPrefix + calibration.targets[t], buf);
+  }
+  ensemble.set_metadata("calibration.data", calibration.data);
+  ensemble.set_metadata("calibration.subset", calibration.subset);
+  ensemble.set_metadata("calibration.records", std::to_string(calibration.records));
+}
+
+std::optional<EnsembleCalibration> read_calibration(const io::ModelFile& file,
+                                                    const std::vector<std::string>& target_order) {
+  const auto& meta = file.all_metadata();
+  const bool any = std::any_of(meta.begin(), meta.end(), [](const auto& kv) { return starts_with(kv.first, kCalibrationPrefix); });
+  if (!any) return std::nullopt;
+  const std::string& source = file.source();
+  const auto get = [&](const char* key) -> const std::string& {
+    if (!file.has_metadata(key)) throw ModelFileError(source, std::string("calibration without '") + key + "'");
+    return file.metadata(key);
+  };
+  if (get("calibration.version") != std::to_string(kCalibrationVersion))
+    throw ModelFileError(source, "calibration version '" + file.metadata("calibration.version") +
+                                     "' is not one this program reads (" + std::to_string(kCalibrationVersion) + ")");
+  if (get("calibration.method") != "zscaling")
+    throw ModelFileError(source, "calibration method '" + file.metadata("calibration.method") + "' is unknown (zscaling)");
+  EnsembleCalibration c;
+  c.data = get("calibration.data");
+  c.subset = get("calibration.subset");
+  const std::string& records = get("calibration.records");
+  if (records.empty() || records.size() > 18 || records.find_first_not_of("0123456789") != std::string::npos)
+    throw ModelFileError(source, "calibration record count '" + records + "' is not a whole number");
+  c.records = std::stoull(records);
+  std::map<std::string, double> factors;
+  for (const auto& [key, value] : meta) {
+    if (!starts_with(key, kCalibrationPrefix)) continue;
+    if (!starts_with(key, kFactorPrefix)) {
+      if (key != "calibration.version" && key != "calibration.method" && key != "calibration.data" &&
+          key != "calibration.subset" && key != "calibration.records")
+        throw ModelFileError(source, "unknown calibration entry '" + key + "'");
+      continue;
+    }
+    const std::string target = key.substr(std::char_traits<char>::length(kFactorPrefix));
+    char* end = nullptr;
+    const double v = value.empty() ? 0.0 : std::strtod(value.c_str(), &end);
+    if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(v) || v <= 0.0)
+      throw ModelFileError(source, "calibration factor of " + target + " '" + value + "' is not a number > 0");
+    factors[target] = v;
+  }
+  if (factors.empty()) throw ModelFileError(source, "calibration without a factor");
+  std::vector<std::string> order = target_order;
+  if (order.empty() && file.has_metadata("member.1.config.targets")) {
+    // The members' target order (a comma-separated list, as config_to_strings writes it).
+    std::string list = file.metadata("member.1.config.targets") + ",";
+    for (std::size_t start = 0, comma; (comma = list.find(',', start)) != std::string::npos; start = comma + 1)
+      order.push_back(list.substr(start, comma - start));
+  }
+  if (order.empty())
+    for (const auto& [name, v] : factors) order.push_back(name);
+  for (const std::string& name : order) {
+    const auto it = factors.find(name);
+    if (it == factors.end()) throw ModelFileError(source, "calibration has no factor for target " + name);
+    c.targets.push_back(name);
+    c.factors.push_back(it->second);
+    factors.erase(it);
+  }
+  if (!factors.empty())
+    throw ModelFileError(source, "calibration factor for " + factors.begin()->first + ", which the members do not predict");
+  return c;
 }
 
 template io::ModelFile to_model_file<float>(const MoleculeModel<float>&, const std::map<std::string, std::string>&);

@@ -40,6 +40,32 @@ std::vector<io::ModelFile> member_files(io::ModelFile&& file);  // moves a model
 // read_model_file accepting either format, then member_files. IoError / ModelFileError.
 std::vector<io::ModelFile> read_member_files(const std::filesystem::path& path);
 
+// Calibration of an ensemble's spread (Chemprop's z-scaling), optional in an ensemble file: per
+// target t a factor s_t > 0 by which the members' standard deviation is multiplied, fitted as
+// s_t = sqrt(mean (e/std)^2) on labelled data (train/uncertainty.hpp, std_scale). Metadata (not a
+// member's): "calibration.version" (kCalibrationVersion), "calibration.method" ("zscaling"),
+// "calibration.factor.<target>" (%.17g: exact round trip), "calibration.data" (file names of the
+// data), "calibration.subset" (of a split file, "" for every record), "calibration.records"
+// (molecules evaluated). docs/model-format.md, "Ensemble files".
+inline constexpr int kCalibrationVersion = 1;
+struct EnsembleCalibration {
+  std::vector<std::string> targets;  // names, in the members' target order
+  std::vector<double> factors;       // one per target, dimensionless, finite and > 0
+  std::string data;                  // e.g. "qm9.xyz.gz" (file names, ", "-joined)
+  std::string subset;                // "validation", or "" for every record of the data
+  std::size_t records = 0;
+  friend bool operator==(const EnsembleCalibration&, const EnsembleCalibration&) = default;
+};
+// Stores `calibration` in an ensemble file (InvalidArgument for another format, a factor that is
+// not finite and > 0, or no targets).
+void set_calibration(io::ModelFile& ensemble, const EnsembleCalibration& calibration);
+// The calibration of an ensemble file, or nullopt when it has none (files written before it
+// existed). ModelFileError naming the file for an unknown version or method, or a malformed entry.
+// Factors come in `target_order` when given, else in the first member's target order
+// ("member.1.config.targets"); a target without a factor, or a factor of no target, is an error.
+std::optional<EnsembleCalibration> read_calibration(const io::ModelFile& file,
+                                                    const std::vector<std::string>& target_order = {});
+
 // In memory. metadata: the caller's entries, stored as "training.<key>".
 template <class T>
 io::ModelFile to_model_file(const MoleculeModel<T>& model,

@@ -11,6 +11,7 @@
 #include "train/split.hpp"
 #include "io/units.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -105,6 +106,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   EvalResult result;
   result.rotations = options.rotations;
   result.ensemble_size = predictor.ensemble_size();
+  result.calibration = predictor.calibration();
   result.summary = dataset.summary;
   for (std::size_t k = 0; k < columns.size(); ++k) {
     TargetEvaluation te;
@@ -153,7 +155,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   // Forces of an energy target against the reference forces (eV/Angstrom in the dataset).
   std::optional<std::size_t> force_column;
   double force_factor = 1.0;
-  std::vector<double> force_pred, force_true;
+  std::vector<double> force_pred, force_true, force_sd;
   if (!options.data.forces_column.empty()) {
     force_column = predictor.forces_target(options.forces_target);
     const models::TargetSpec& ft = model_targets[*force_column];
@@ -187,6 +189,7 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
           for (Index a = 0; a < 3; ++a) {
             force_pred.push_back(forces(first + i, a));
             force_true.push_back(ref(i, a) * force_factor);
+            force_sd.push_back(forces_sd(first + i, a));
           }
       }
     } else {
@@ -232,7 +235,12 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
     if (options.on_progress) options.on_progress(static_cast<std::size_t>(end), static_cast<std::size_t>(S));
   }
 
-  if (result.forces) result.forces->metrics = train::compute_metrics(force_pred, force_true);
+  if (result.forces) {
+    result.forces->metrics = train::compute_metrics(force_pred, force_true);
+    // Per force component: the members' spread of that component against its error.
+    if (result.ensemble_size > 1)
+      result.forces->uncertainty = train::compute_uncertainty_metrics(force_pred, force_true, force_sd);
+  }
   for (Index k = 0; k < P; ++k) {
     std::vector<double> pred(static_cast<std::size_t>(S)), truth(static_cast<std::size_t>(S));
     for (Index s = 0; s < S; ++s) {
@@ -254,6 +262,40 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
     }
   }
   return result;
+}
+
+models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOptions options) {
+  if (predictor.ensemble_size() < 2)
+    throw InvalidArgument("a single model cannot be calibrated: it has no spread (give an ensemble of at least two models)");
+  options.rotations = 0;
+  options.targets.clear();  // every target: the factors travel with the ensemble
+  const EvalResult result = evaluate(predictor.uncalibrated(), options);
+  std::string data;
+  for (const auto& input : options.data.inputs) {
+    const std::string name = std::filesystem::path(input).filename().string();
+    data += (data.empty() ? "" : ", ") + (name.empty() ? input : name);
+  }
+  std::string where = data;
+  if (!options.split_file.empty()) where += " (" + options.subset + " subset of " + options.split_file + ")";
+  models::EnsembleCalibration c;
+  c.data = data;
+  c.subset = options.split_file.empty() ? std::string() : options.subset;
+  c.records = result.ids.size();
+  for (const auto& t : result.targets) {
+    const train::UncertaintyMetrics& u = *t.uncertainty;
+    if (u.labelled == 0)
+      throw InputError(where, 0, "no record has a label of " + t.name + " to calibrate its std on (of " +
+                                     std::to_string(result.ids.size()) + " evaluated)");
+    if (u.count == 0)
+      throw InputError(where, 0, "all " + std::to_string(u.labelled) + " labelled records of " + t.name +
+                                     " have std = 0 (the members agree exactly): no factor can be fitted");
+    if (!std::isfinite(u.std_scale) || u.std_scale <= 0.0)
+      throw InputError(where, 0, "the factor of " + t.name + " is not finite and > 0 (" + number(u.std_scale) +
+                                     "): a prediction or std is not finite, or every error is 0");
+    c.targets.push_back(t.name);
+    c.factors.push_back(u.std_scale);
+  }
+  return c;
 }
 
 std::string format_eval_table(const EvalResult& result) {
@@ -284,17 +326,30 @@ std::string format_eval_table(const EvalResult& result) {
   }
   if (result.ensemble_size < 2) return o.str();
   // A single model has no spread: the second table is an ensemble's only.
-  o << "\nuncertainty: the spread (population std) of the " << result.ensemble_size
-    << " members against the errors of the mean\n";
+  if (result.calibration) {
+    const auto& c = *result.calibration;
+    o << "\nuncertainty: the calibrated std (the spread, population std, of the " << result.ensemble_size
+      << " members times the ensemble file's z-scaling factor, fitted on " << c.data
+      << (c.subset.empty() ? std::string() : ", subset " + c.subset) << ", " << c.records
+      << " molecules) against the errors of the mean; forces: the plain spread\n";
+  } else {
+    o << "\nuncertainty: the spread (population std) of the " << result.ensemble_size
+      << " members against the errors of the mean\n";
+  }
   std::snprintf(line, sizeof line, "%-10s %-12s %7s %6s %9s %9s %9s %9s %9s %9s %9s\n", "target", "unit", "count",
                 "std=0", "Spearman", "<=1 std", "<=2 std", "NLL", "miscal.", "ENCE", "s");
   o << line;
   const auto percent = [](double v) { return std::isfinite(v) ? number(100.0 * v, 3) + " %" : std::string("n/a"); };
-  for (const auto& t : result.targets) {
+  std::vector<const TargetEvaluation*> rows;
+  for (const auto& t : result.targets) rows.push_back(&t);
+  if (result.forces) rows.push_back(&*result.forces);
+  for (const TargetEvaluation* row : rows) {
+    const auto& t = *row;
     if (!t.uncertainty) continue;
     const auto& u = *t.uncertainty;
-    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %6zu %9s %9s %9s %9s %9s %9s %9s\n", t.name.c_str(),
-                  io::shown_unit(t.unit).c_str(), u.count, u.zero_std, number(u.spearman, 3).c_str(),
+    const bool force_row = &t == (result.forces ? &*result.forces : nullptr);
+    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %6zu %9s %9s %9s %9s %9s %9s %9s\n",
+                  force_row ? "forces" : t.name.c_str(), force_row ? t.unit.c_str() : io::shown_unit(t.unit).c_str(), u.count, u.zero_std, number(u.spearman, 3).c_str(),
                   percent(u.within_1std).c_str(), percent(u.within_2std).c_str(), number(u.nll, 4).c_str(),
                   number(u.miscalibration_area, 3).c_str(), number(u.ence, 3).c_str(), number(u.std_scale, 3).c_str());
     o << line;
@@ -304,10 +359,19 @@ std::string format_eval_table(const EvalResult& result) {
        "in the target's unit; miscal.: miscalibration area over the levels 0.01..0.99; ENCE over\n"
        "min(100, count) bins by std; s = sqrt(mean (error/std)^2), the factor that would calibrate\n"
        "the std on these data (not applied). docs/prediction.md, \"Uncertainty of an ensemble\"\n";
-  for (const auto& t : result.targets)
-    if (t.uncertainty && t.uncertainty->zero_std > 0)
-      o << t.name << ": " << t.uncertainty->zero_std << " of " << t.uncertainty->labelled
-        << " labelled molecules have std = 0 (the members agree exactly) and are left out of its uncertainty "
+  if (result.forces && result.forces->uncertainty)
+    o << "forces: per force component (count: components), the members' spread of each component\n";
+  if (result.calibration) {
+    o << "calibration factors (z-scaling, in the scored std):";
+    for (std::size_t t = 0; t < result.calibration->targets.size(); ++t)
+      o << (t == 0 ? " " : ", ") << result.calibration->targets[t] << " " << number(result.calibration->factors[t], 4);
+    o << "\n";
+  }
+  for (const TargetEvaluation* row : rows)
+    if (row->uncertainty && row->uncertainty->zero_std > 0)
+      o << row->name << ": " << row->uncertainty->zero_std << " of " << row->uncertainty->labelled
+        << (row == (result.forces ? &*result.forces : nullptr) ? " labelled components have" : " labelled molecules have")
+        << " std = 0 (the members agree exactly) and are left out of its uncertainty "
            "metrics\n";
   return o.str();
 }
@@ -323,7 +387,15 @@ void write_eval_csv(const std::filesystem::path& path, const EvalResult& result)
     header.insert(header.end(), {"uncertainty_count", "zero_std_count", "spearman_abs_error_std",
                                  "within_1std [fraction]", "within_2std [fraction]", "NLL [nats per record in unit]",
                                  "miscalibration_area", "ENCE", "std_scale"});
+  // Only a calibrated ensemble's file has the column: every other file stays what it was.
+  if (ensemble && result.calibration) header.push_back("calibration_factor");
   io::write_csv_row(out.stream(), header);
+  const auto uncertainty_cells = [](const train::UncertaintyMetrics& u) {
+    return std::vector<std::string>{std::to_string(u.count), std::to_string(u.zero_std), io::csv_number(u.spearman),
+                                    io::csv_number(u.within_1std), io::csv_number(u.within_2std), io::csv_number(u.nll),
+                                    io::csv_number(u.miscalibration_area), io::csv_number(u.ence),
+                                    io::csv_number(u.std_scale)};
+  };
   for (const auto& t : result.targets) {
     std::vector<std::string> row = {t.name, io::shown_unit(t.unit), std::to_string(t.metrics.count),
                                     io::csv_number(t.metrics.mae), io::csv_number(t.metrics.rmse),
@@ -331,11 +403,14 @@ void write_eval_csv(const std::filesystem::path& path, const EvalResult& result)
                                     std::to_string(result.rotations), io::csv_number(t.rotation_std),
                                     io::csv_number(t.rotation_fraction)};
     if (ensemble) {
-      const train::UncertaintyMetrics u = t.uncertainty.value_or(train::UncertaintyMetrics{});
-      row.insert(row.end(), {std::to_string(u.count), std::to_string(u.zero_std), io::csv_number(u.spearman),
-                             io::csv_number(u.within_1std), io::csv_number(u.within_2std), io::csv_number(u.nll),
-                             io::csv_number(u.miscalibration_area), io::csv_number(u.ence),
-                             io::csv_number(u.std_scale)});
+      const auto cells = uncertainty_cells(t.uncertainty.value_or(train::UncertaintyMetrics{}));
+      row.insert(row.end(), cells.begin(), cells.end());
+      if (result.calibration) {
+        // The targets evaluated are a selection of the model's, in their own order.
+        const auto& c = *result.calibration;
+        const auto it = std::find(c.targets.begin(), c.targets.end(), t.name);
+        row.push_back(it == c.targets.end() ? "" : io::csv_number(c.factors[static_cast<std::size_t>(it - c.targets.begin())]));
+      }
     }
     io::write_csv_row(out.stream(), row);
   }
@@ -344,7 +419,11 @@ void write_eval_csv(const std::filesystem::path& path, const EvalResult& result)
     std::vector<std::string> row = {f.name, f.unit, std::to_string(f.metrics.count), io::csv_number(f.metrics.mae),
                                     io::csv_number(f.metrics.rmse), io::csv_number(f.metrics.r2),
                                     io::csv_number(f.metrics.max_abs_error), "0", "", ""};
-    if (ensemble) row.resize(header.size());
+    if (ensemble) {
+      const auto cells = uncertainty_cells(f.uncertainty.value_or(train::UncertaintyMetrics{}));
+      row.insert(row.end(), cells.begin(), cells.end());
+      if (result.calibration) row.push_back("1");  // forces: the plain spread
+    }
     io::write_csv_row(out.stream(), row);
   }
   out.commit();
@@ -365,7 +444,8 @@ void write_eval_predictions_csv(const std::filesystem::path& path, const EvalRes
     }
   train::write_predictions_csv(path, "id", result.ids, columns, pred, truth,
                                result.ensemble_size > 1 ? std::span<const double>(sd)
-                                                        : std::span<const double>());
+                                                        : std::span<const double>(),
+                               result.calibration ? "_std_calibrated" : "_std");
 }
 
 }  // namespace flt::pipeline

@@ -77,6 +77,10 @@ struct EvalResult {
   Mat<double> rotation_sd;                // S x P per-molecule rotation std (0 x P when N = 0)
   int rotations = 0;
   std::size_t ensemble_size = 1;
+  // The calibration of the ensemble file (Predictor::calibration): stddev, and the uncertainty
+  // metrics, are then of the calibrated std (the spread times each target's factor); nullopt:
+  // the members' plain spread. Forces are never calibrated.
+  std::optional<models::EnsembleCalibration> calibration;
   // Records read, and skipped: unreadable, without a required label (per the dataset policy) or
   // that the model cannot handle (unknown element), with file, record and reason.
   chem::ReadSummary summary;
@@ -88,6 +92,15 @@ struct EvalResult {
 // molecules ...") when nothing is left to evaluate.
 EvalResult evaluate(const Predictor& predictor, const EvalOptions& options);
 
+// Z-scaling calibration of an ensemble (Chemprop's zscaling): evaluates the members' plain spread
+// (predictor.uncalibrated(), no rotations) on the labelled records of `options` (read exactly as
+// evaluate reads them, split and subset included) and fits per target the factor
+// s_t = sqrt(mean (e/std)^2) over the labelled records with std > 0 (UncertaintyMetrics::std_scale).
+// data / subset / records describe the data in the calibration. InvalidArgument for a single
+// model; InputError naming the data and the target when a target has no labelled record, when
+// every labelled record has std = 0, or when a prediction or std is not finite.
+models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOptions options);
+
 // The metrics table as text (one line per target: count, MAE, RMSE, R^2, rotation std and its
 // fraction of the MAE, with units); for an ensemble a second table, the uncertainty metrics.
 std::string format_eval_table(const EvalResult& result);
@@ -96,11 +109,12 @@ std::string format_eval_table(const EvalResult& result);
 // (written atomically; NaN as an empty field); for an ensemble followed by the uncertainty
 // columns uncertainty_count,zero_std_count,spearman_abs_error_std,within_1std [fraction],
 // within_2std [fraction],NLL [nats per record in unit],miscalibration_area,ENCE,std_scale
-// (empty in the forces row).
+// (in the forces row those of the force components' spread), and for a calibrated ensemble
+// calibration_factor (the factor the scored std carries; 1 in the forces row).
 void write_eval_csv(const std::filesystem::path& path, const EvalResult& result);
 
 // Per-molecule CSV: id,<t>_true [unit],<t>_pred [unit][,<t>_std [unit]] (train/metrics.hpp),
-// the std columns for ensembles.
+// the std columns for ensembles, named <t>_std_calibrated [unit] for a calibrated ensemble.
 void write_eval_predictions_csv(const std::filesystem::path& path, const EvalResult& result);
 
 }  // namespace flt::pipeline

@@ -192,7 +192,8 @@ std::vector<double> LoadedModel::rpe_function(Index block, Index head,
 
 std::vector<models::NamedArray> LoadedModel::arrays() const { return arrays_; }
 
-std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out) {
+std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out,
+                          const std::optional<models::EnsembleCalibration>& calibration) {
   std::vector<io::ModelFile> files;
   std::vector<std::shared_ptr<const LoadedModel>> members;
   for (const auto& path : inputs)
@@ -200,8 +201,9 @@ std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, cons
       members.push_back(LoadedModel::from_file(file));
       files.push_back(std::move(file));
     }
-  const io::ModelFile ensemble = models::to_ensemble_file(files);  // refuses fewer than two
-  const Predictor check(std::move(members));                           // refuses differing targets
+  io::ModelFile ensemble = models::to_ensemble_file(files);  // refuses fewer than two
+  const Predictor check(std::move(members), calibration);       // refuses differing targets
+  if (calibration) models::set_calibration(ensemble, *calibration);
   io::write_model_file(out, ensemble);
   return files.size();
 }
@@ -223,8 +225,9 @@ models::Molecule to_molecule(const chem::PointSet& points) {
 // ---------------------------------------------------------------------------------------------
 // Predictor.
 
-Predictor::Predictor(std::vector<std::shared_ptr<const LoadedModel>> members)
-    : members_(std::move(members)) {
+Predictor::Predictor(std::vector<std::shared_ptr<const LoadedModel>> members,
+                     std::optional<models::EnsembleCalibration> calibration)
+    : members_(std::move(members)), calibration_(std::move(calibration)) {
   require(!members_.empty(), "Predictor: no model given");
   for (const auto& m : members_) require(m != nullptr, "Predictor: null model");
   const auto& first = members_.front()->targets();
@@ -245,14 +248,44 @@ Predictor::Predictor(std::vector<std::shared_ptr<const LoadedModel>> members)
                             members_[k]->source() + " has " + list(other));
     }
   }
+  if (!calibration_) return;
+  if (members_.size() < 2)
+    throw InvalidArgument("a single model cannot be calibrated: it has no spread (calibrate an ensemble of at least two)");
+  bool same = calibration_->targets.size() == first.size() && calibration_->factors.size() == first.size();
+  for (std::size_t t = 0; same && t < first.size(); ++t) same = calibration_->targets[t] == first[t].name;
+  if (!same) throw InvalidArgument("the calibration's targets are not the ensemble's");
+  for (const double f : calibration_->factors)
+    if (!std::isfinite(f) || f <= 0.0) throw InvalidArgument("calibration factors must be finite and > 0");
 }
 
 Predictor Predictor::load(const std::vector<std::filesystem::path>& paths) {
   std::vector<std::shared_ptr<const LoadedModel>> members;
+  std::optional<models::EnsembleCalibration> calibration;
   members.reserve(paths.size());
-  for (const auto& p : paths)
-    for (auto& member : LoadedModel::load_members(p)) members.push_back(std::move(member));
-  return Predictor(std::move(members));
+  for (const auto& p : paths) {
+    // IoError and ModelFileError pass through, naming the file.
+    io::ModelFile file = io::read_model_file(p, {});
+    const bool calibrated = models::read_calibration(file).has_value();  // validates the entries
+    // The calibration entries alone, read again below in the members' target order.
+    io::ModelFile entries(file.format());
+    entries.set_source(file.source());
+    if (calibrated)
+      for (const auto& [key, value] : file.all_metadata())
+        if (key.rfind("calibration.", 0) == 0) entries.set_metadata(key, value);
+    const std::size_t first = members.size();
+    for (const io::ModelFile& member : models::member_files(std::move(file)))
+      members.push_back(LoadedModel::from_member_file(member, p));
+    if (!calibrated) continue;
+    if (paths.size() > 1) {
+      log_warning(p.string(), ": its calibration was fitted for its own members alone; with other models the "
+                              "uncalibrated spread is used");
+      continue;
+    }
+    std::vector<std::string> order;  // a factor per target, none extra
+    for (const auto& t : members[first]->targets()) order.push_back(t.name);
+    calibration = models::read_calibration(entries, order);
+  }
+  return Predictor(std::move(members), std::move(calibration));
 }
 
 const std::vector<models::TargetSpec>& Predictor::targets() const noexcept {
@@ -379,6 +412,8 @@ void Predictor::predict_batch(const models::MoleculeBatch& batch, Mat<double>& m
     for (const auto& ym : y) stddev.array() += (ym - mean).array().square();
     stddev = (stddev / M).array().sqrt().matrix();
   }
+  if (calibration_)
+    for (Index t = 0; t < P; ++t) stddev.col(t) *= calibration_->factors[static_cast<std::size_t>(t)];
 }
 
 std::vector<MoleculeResult> Predictor::predict_batch(std::span<const models::Molecule> molecules,

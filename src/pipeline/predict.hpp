@@ -16,6 +16,7 @@
 #include "chem/point_set.hpp"
 #include "chem/reader.hpp"
 #include "core/tensor.hpp"
+#include "models/model_io.hpp"
 #include "models/molecule_model.hpp"
 
 #include <cstddef>
@@ -109,6 +110,7 @@ class LoadedModel {
   std::vector<models::NamedArray> arrays() const;
 
  private:
+  friend class Predictor;  // loads an ensemble file's members and its calibration from one read
   LoadedModel() = default;
   static std::shared_ptr<LoadedModel> from_member_file(const io::ModelFile& file, std::filesystem::path path);
   void init(models::ModelConfig config, std::vector<models::NamedArray> arrays,
@@ -135,7 +137,10 @@ class LoadedModel {
 // atomically), after loading every member and checking that they predict the same targets
 // (Predictor's rule). Returns the number of members. IoError / ModelFileError naming the file,
 // InvalidArgument for fewer than two models or differing targets.
-std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out);
+// With `calibration`, the ensemble file carries it (models::set_calibration; its targets must be
+// the members'). Repacking a calibrated ensemble file without one drops its calibration.
+std::size_t save_ensemble(const std::vector<std::filesystem::path>& inputs, const std::filesystem::path& out,
+                          const std::optional<models::EnsembleCalibration>& calibration = std::nullopt);
 
 // The point set as the model's plain input (atomic numbers, positions in Angstrom, charges).
 models::Molecule to_molecule(const chem::PointSet& points);
@@ -234,10 +239,20 @@ class Predictor {
  public:
   // Throws InvalidArgument when `members` is empty or the members' targets (names, units,
   // pooling) differ.
-  explicit Predictor(std::vector<std::shared_ptr<const LoadedModel>> members);
+  // With `calibration` (an ensemble's z-scaling factors, models::EnsembleCalibration), every
+  // target's stddev is the members' spread multiplied by its factor; InvalidArgument for a single
+  // model or factors of other targets. The spread of forces and contributions is not scaled.
+  explicit Predictor(std::vector<std::shared_ptr<const LoadedModel>> members,
+                     std::optional<models::EnsembleCalibration> calibration = std::nullopt);
   // LoadedModel::load_members for each path (errors name the file): an ensemble file contributes
-  // all its members.
+  // all its members. A calibrated ensemble file given alone keeps its calibration; given with
+  // other models its factors (fitted for its own members) are not used, with a warning.
   static Predictor load(const std::vector<std::filesystem::path>& paths);
+
+  // The calibration applied to stddev, or nullopt (the members' plain spread).
+  const std::optional<models::EnsembleCalibration>& calibration() const noexcept { return calibration_; }
+  // The same members without calibration.
+  Predictor uncalibrated() const { return Predictor(members_); }
 
   std::size_t ensemble_size() const noexcept { return members_.size(); }
   const std::vector<std::shared_ptr<const LoadedModel>>& members() const noexcept {
@@ -308,6 +323,7 @@ class Predictor {
 
  private:
   std::vector<std::shared_ptr<const LoadedModel>> members_;
+  std::optional<models::EnsembleCalibration> calibration_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -147,7 +147,7 @@ LearningCurve LearningCurve::read(const std::filesystem::path& path, std::vector
 void write_predictions_csv(const std::filesystem::path& path, const std::string& key_header,
                            const std::vector<std::string>& keys, const std::vector<TargetColumn>& targets,
                            std::span<const double> predicted, std::span<const double> truth,
-                           std::span<const double> stddev) {
+                           std::span<const double> stddev, const std::string& std_suffix) {
   const std::size_t n = keys.size(), t = targets.size();
   require(predicted.size() == n * t, "write_predictions_csv: predicted must be keys x targets");
   require(truth.empty() || truth.size() == n * t, "write_predictions_csv: truth must be keys x targets");
@@ -157,7 +157,7 @@ void write_predictions_csv(const std::filesystem::path& path, const std::string&
   for (const auto& c : targets) {
     if (!truth.empty()) h.push_back(with_unit_suffix(c.name + "_true", c.unit));
     h.push_back(with_unit_suffix(c.name + "_pred", c.unit));
-    if (!stddev.empty()) h.push_back(with_unit_suffix(c.name + "_std", c.unit));
+    if (!stddev.empty()) h.push_back(with_unit_suffix(c.name + std_suffix, c.unit));
   }
   write_csv_row(out, h);
   for (std::size_t i = 0; i < n; ++i) {

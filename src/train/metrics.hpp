@@ -67,7 +67,7 @@ class LearningCurve {
 void write_predictions_csv(const std::filesystem::path& path, const std::string& key_header,
                            const std::vector<std::string>& keys, const std::vector<TargetColumn>& targets,
                            std::span<const double> predicted, std::span<const double> truth = {},
-                           std::span<const double> stddev = {});
+                           std::span<const double> stddev = {}, const std::string& std_suffix = "_std");
 
 // metrics.csv: target,unit,count,MAE,RMSE,R2,max_abs_error.
 void write_metrics_csv(const std::filesystem::path& path, const std::vector<TargetColumn>& targets,

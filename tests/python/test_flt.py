@@ -547,3 +547,18 @@ def test_md_starts_from_ase_momenta(tmp_path):
     assert float(rows[0]["kinetic_energy [eV]"]) == pytest.approx(written.get_kinetic_energy(), rel=1e-10, abs=0)
     frame = ase.io.read(str(traj), index=0)
     np.testing.assert_array_equal(frame.get_momenta(), written.get_momenta())
+
+
+def test_calibrated_ensemble_reports_the_scaled_std(model, tmp_path):
+    """An ensemble file calibrated by flt ensemble --calibrate: stddev is the spread times its factor."""
+    calibrated = tmp_path / "calibrated.flt"
+    subprocess.run([FLT_EXE, "ensemble", os.environ["FLT_DEFAULT_MODEL"], "-o", str(calibrated),
+                    "--calibrate", str(QM9_EXAMPLES), "-q", "-j", "1"], check=True)
+    assert model.std_calibration == []
+    scaled = flt.Model.load(str(calibrated))
+    factors = scaled.std_calibration
+    assert len(factors) == len(model.targets) and all(f > 0 and f != 1 for f in factors)
+    mols = list(Chem.SDMolSupplier(str(LIGANDS), removeHs=False))
+    plain, calibrated_table = model.predict(mols, threads=1), scaled.predict(mols, threads=1)
+    np.testing.assert_array_equal(calibrated_table.values, plain.values)
+    np.testing.assert_array_equal(calibrated_table.stddev, plain.stddev * np.array(factors))

@@ -4,7 +4,11 @@
 #include "commands.hpp"
 #include "exit_codes.hpp"
 #include "options_util.hpp"
+#include "pipeline/dataset_progress.hpp"
+#include "pipeline/eval.hpp"
 #include "pipeline/predict.hpp"
+
+#include <cstdio>
 
 #include <filesystem>
 #include <iostream>
@@ -15,16 +19,24 @@ namespace flt::cli {
 namespace {
 
 const char* kUsage =
-    "Usage: flt ensemble MODEL.flt MODEL.flt [...] -o ENSEMBLE.flt\n\n"
+    "Usage: flt ensemble MODEL.flt MODEL.flt [...] -o ENSEMBLE.flt [--calibrate DATA [options]]\n\n"
     "Packs trained models (ensemble files among them are flattened) into one ensemble file. Every\n"
     "command that takes a model loads it as the members' mean, with their spread as the\n"
     "uncertainty, exactly as it loads the same files given one by one. The members must predict\n"
-    "the same targets in the same units.\n";
+    "the same targets in the same units.\n\n"
+    "--calibrate DATA fits per target the factor s = sqrt(mean (error/std)^2) of the members'\n"
+    "spread on the labelled records of DATA (read as flt eval reads them: --labels, --source-units,\n"
+    "--split-file and --subset, whose default here is validation) and stores it in the file: predict,\n"
+    "eval and the library then report the calibrated std (std times s; columns *_std_calibrated).\n"
+    "One ensemble file alone is recalibrated; without --calibrate a file's calibration is dropped.\n";
 
 io::OptionSchema ensemble_schema() {
   io::OptionSchema s;
   s.optional_option("model", "", io::OptionType::list, "model files to pack, as the arguments (which replace these)");
   s.optional_option("out", "", io::OptionType::path, "ensemble file to write");
+  s.optional_option("calibrate", "", io::OptionType::list,
+                    "fit z-scaling factors of the std on the labelled records of these files (e.g. a validation split)");
+  add_labelled_data_options(s);
   add_common_options(s);
   return s;
 }
@@ -38,8 +50,44 @@ int run_ensemble(const std::vector<std::string>& args) {
   if (output.empty()) throw UsageError("give the ensemble file to write with -o");
   if (inputs.empty()) throw UsageError("give the model files to pack");
   const std::vector<std::filesystem::path> paths(inputs.begin(), inputs.end());
-  const std::size_t members = pipeline::save_ensemble(paths, output);
-  if (!parsed->quiet) std::cerr << "flt ensemble: wrote " << output << " (" << members << " models)\n";
+  const io::ResolvedOptions& o = parsed->options;
+  if (!o.has("calibrate")) {
+    for (const auto& name : {"labels", "source-units", "split-file", "format"})
+      if (o.has(name)) throw UsageError(std::string("--") + name + " needs --calibrate");
+    const std::size_t members = pipeline::save_ensemble(paths, output);
+    if (!parsed->quiet) std::cerr << "flt ensemble: wrote " << output << " (" << members << " models)\n";
+    return kExitOk;
+  }
+  const std::vector<std::string> data = o.get_list("calibrate");
+  if (data.empty()) throw UsageError("--calibrate needs the labelled data to fit on");
+  refuse_output_among_inputs(data, output);
+  pipeline::EvalOptions eval;
+  apply_labelled_data_options(*parsed, data, eval);
+  // flt eval's default subset is test; a factor fitted there would flatter every later test score.
+  if (o.source("subset").kind == io::OptionSource::Kind::default_value) eval.subset = "validation";
+  eval.rotations = 0;
+  const pipeline::Predictor predictor = pipeline::Predictor::load(paths).uncalibrated();
+  if (predictor.ensemble_size() < 2)
+    throw UsageError("--calibrate: a single model cannot be calibrated (it has no spread); give two models or more");
+  apply_trained_conformers(predictor, o, "conformer-seed", eval.data.read);
+  const io::ProgressOutput progress = progress_output(parsed->quiet);
+  pipeline::ReadProgressBar reading(progress, "reading", 0);
+  eval.data.on_progress = reading.callback();
+  eval.on_progress = [&](std::size_t, std::size_t) { reading.finish(); };
+  const models::EnsembleCalibration calibration = pipeline::fit_calibration(predictor, eval);
+  reading.finish();
+  const std::size_t members = pipeline::save_ensemble(paths, output, calibration);
+  if (!parsed->quiet) {
+    std::cerr << "flt ensemble: wrote " << output << " (" << members << " models), std calibrated on "
+              << calibration.records << " molecules of " << calibration.data
+              << (calibration.subset.empty() ? std::string() : " (" + calibration.subset + " subset)") << ":";
+    for (std::size_t t = 0; t < calibration.targets.size(); ++t) {
+      char factor[64];
+      std::snprintf(factor, sizeof factor, "%.4g", calibration.factors[t]);
+      std::cerr << (t == 0 ? " " : ", ") << calibration.targets[t] << " x " << factor;
+    }
+    std::cerr << "\n";
+  }
   return kExitOk;
 }
 

@@ -43,26 +43,14 @@ io::OptionSchema eval_schema() {
   s.option("seed", "", OptionType::integer, "0", "seed of the random rotations");
   s.optional_option("out", "", OptionType::path, "write the metrics table as CSV to this file");
   s.optional_option("predictions", "", OptionType::path, "write per-molecule predictions and labels as CSV to this file");
-  s.optional_option("labels", "", OptionType::path, "labels from this CSV (keyed by id/title/name) instead of the records");
-  s.option("label-key", "", OptionType::string, "", "key column of --labels (default: the first of id, title, name)");
-  s.optional_option("source-units", "", OptionType::list,
-                    "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)");
-  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES CSV), smi (SMILES file) (default: from each file name)");
-  s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
-  // SMILES records get conformers as in flt train: the same settings give the training geometries.
-  s.option("conformer-seed", "", OptionType::integer, "42", "random seed of generated conformers (as flt train's --conformer-seed)");
-  add_conformer_options(s);
+  add_labelled_data_options(s);
   s.option("limit", "", OptionType::integer, "0", "evaluate at most this many molecules (0: all)");
-  s.optional_option("split-file", "", OptionType::path, "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)");
-  s.option("subset", "", OptionType::string, "test", "with --split-file: train, validation or test").choices = {"train", "validation", "test"};
   s.optional_option("forces", "", OptionType::string,
                     "also compare forces F = -dE/dr with the reference forces of this per-atom column (alone: forces, "
                     "extended XYZ forces:R:3)")
       .implicit_value = "forces";
   s.option("forces-unit", "", OptionType::string, "", "unit of the forces column when the input gives none, or to override it, e.g. eV/A, Hartree/Bohr");
   s.option("force-target", "", OptionType::string, "", "energy target whose forces are compared (default: the first extensive energy target)");
-  s.option("batch-size", "", OptionType::integer, "64", "molecules per model call");
-  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores / OMP_NUM_THREADS)");
   add_common_options(s);
   s.add_spellings("out", 0, {"csv"});
   s.add_spellings("source-units", 0, {"source-unit"});
@@ -77,47 +65,22 @@ int run_eval(const std::vector<std::string>& args) {
   const std::vector<std::string> inputs = parsed->positional_or("inputs");
   std::vector<std::string> model_paths = o.has("model") ? o.get_list("model") : std::vector<std::string>{};
   const auto rotations = o.get_int("rotations");
-  const auto threads = o.get_int("threads");
-  const auto batch_size = o.get_int("batch-size");
   const auto limit = o.get_int("limit");
   const std::string split_file = parsed->string_or_empty("split-file");
   const std::string forces_column = parsed->string_or_empty("forces");
   if (inputs.empty()) throw UsageError("no input given");
   if (rotations < 0 || rotations == 1) throw UsageError("--rotations must be 0 or at least 2");
-  if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
-  if (threads < 0) throw UsageError("--threads must be >= 0");
   if (limit < 0) throw UsageError("--limit must be >= 0");
   if (o.get_int("seed") < 0) throw UsageError("--seed must be >= 0");
 
   pipeline::EvalOptions eval;
-  eval.data.inputs = inputs;
-  eval.data.read.format = format_option(o, "format");
-  eval.data.read.keep_molecule = false;
-  apply_conformer_options(o, eval.data.read);
-  const auto conformer_seed = o.get_int("conformer-seed");
-  if (conformer_seed < 0 || conformer_seed > 0xffffffff) throw UsageError("--conformer-seed must be in 0..4294967295");
-  eval.data.read.seed = static_cast<std::uint32_t>(conformer_seed);
-  eval.data.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
-  eval.data.labels_csv = parsed->string_or_empty("labels");
-  eval.data.label_key = o.get_string("label-key");
+  apply_labelled_data_options(*parsed, inputs, eval);
   eval.data.limit = static_cast<std::size_t>(limit);
-  if (o.has("source-units"))
-    for (const auto& item : o.get_list("source-units")) {
-      const auto eq = item.find('=');
-      if (eq == std::string::npos || eq == 0) throw UsageError("--source-units needs NAME=UNIT, not '" + item + "'");
-      eval.data.source_units[item.substr(0, eq)] = item.substr(eq + 1);
-    }
   eval.targets = o.get_list("targets");
   eval.rotations = static_cast<int>(rotations);
   eval.seed = static_cast<std::uint64_t>(o.get_int("seed"));
-  eval.threads = static_cast<int>(threads);
-  eval.batch_size = static_cast<std::size_t>(batch_size);
-  if (o.source("subset").kind != io::OptionSource::Kind::default_value && split_file.empty())
-    throw UsageError("--subset needs --split-file");
   if (!split_file.empty() && limit != 0)
     throw UsageError("--limit cannot be combined with --split-file (the split indexes every record)");
-  eval.split_file = split_file;
-  eval.subset = o.get_string("subset");
   if (forces_column.empty() && (!o.get_string("forces-unit").empty() || !o.get_string("force-target").empty()))
     throw UsageError("--forces-unit and --force-target need --forces");
   eval.data.forces_column = forces_column;

@@ -9,6 +9,7 @@
 #include "pipeline/info.hpp"
 #include "tasks/token_model_info.hpp"
 
+#include <cstdio>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -39,8 +40,21 @@ int run_info(const std::vector<std::string>& args) {
   for (std::size_t i = 0; i < models.size(); ++i) {
     if (i > 0) std::cout << "\n";
     // Molecule models (flt train) and token models (flt seq, flt image) share the container.
-    const std::vector<io::ModelFile> members = models::read_member_files(models[i]);
-    if (members.size() > 1) std::cout << models[i] << ": an ensemble of " << members.size() << " models\n\n";
+    io::ModelFile file = io::read_model_file(models[i], {});
+    const std::optional<models::EnsembleCalibration> calibration = models::read_calibration(file);
+    const std::vector<io::ModelFile> members = models::member_files(std::move(file));
+    if (members.size() > 1) std::cout << models[i] << ": an ensemble of " << members.size() << " models\n";
+    if (calibration) {
+      std::cout << "calibrated std (z-scaling) on " << calibration->records << " molecules of " << calibration->data
+                << (calibration->subset.empty() ? std::string() : ", subset " + calibration->subset) << "; factors:";
+      for (std::size_t t = 0; t < calibration->targets.size(); ++t) {
+        char factor[64];
+        std::snprintf(factor, sizeof factor, "%.6g", calibration->factors[t]);
+        std::cout << (t == 0 ? " " : ", ") << calibration->targets[t] << " " << factor;
+      }
+      std::cout << "\n";
+    }
+    if (members.size() > 1) std::cout << "\n";
     for (std::size_t k = 0; k < members.size(); ++k) {
       if (k > 0) std::cout << "\n";
       if (tasks::is_token_model_file(members[k])) std::cout << tasks::describe_token_model(members[k]);

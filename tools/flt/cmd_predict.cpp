@@ -32,7 +32,8 @@ const char* kUsage =
     "QM9, CSV with a SMILES column, SMILES files (.smi); files, .gz, directories, tar archives,\n"
     "'-' for standard input with --format). SMILES get a 3-D conformer from RDKit (ETKDGv3).\n"
     "Several --model options form an ensemble: the mean, and the standard deviation as an\n"
-    "uncertainty (<target>_std). Without --model the default model is used: $FLT_DEFAULT_MODEL,\n"
+    "uncertainty (<target>_std; <target>_std_calibrated for an ensemble file calibrated by flt\n"
+    "ensemble --calibrate: the spread times its factor). Without --model the default model is used: $FLT_DEFAULT_MODEL,\n"
     "then <source tree>/models/default.flt, then <prefix>/share/flt/models/default.flt.\n"
     "OUTPUT .sdf keeps every input record with its tags and adds one tag per prediction,\n"
     "'flt_<target> [unit]'; .csv writes id, source, record, title, the input's label columns,\n"
@@ -227,7 +228,7 @@ void attach_contributions(chem::PointSet& points, const pipeline::MoleculePredic
 // is part of the tag / header), name and unit apart for extended XYZ. Without a prediction the
 // values are 0 (used for the column names only).
 std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColumn>& columns,
-                                                   chem::Format format, bool ensemble,
+                                                   chem::Format format, bool ensemble, bool calibrated,
                                                    const chem::PointSet& points,
                                                    const pipeline::MoleculePrediction* p) {
   std::vector<chem::PredictedValue> values;
@@ -235,13 +236,15 @@ std::vector<chem::PredictedValue> predicted_values(const std::vector<OutputColum
     const std::string name = "flt_" + column.name;
     const double mean = p != nullptr ? column.mean(points, *p) : 0.0;
     const double stddev = p != nullptr ? column.stddev(*p) : 0.0;
+    // A calibrated std has its own name: a script reading flt_U0_std never gets it unawares.
+    const std::string std_name = name + (calibrated ? "_std_calibrated" : "_std");
     if (format == chem::Format::sdf || format == chem::Format::csv) {
       // The unit is part of the SD tag name / CSV header ("[1]" for a dimensionless target).
       values.push_back({io::with_unit_suffix(name, column.unit), mean, ""});
-      if (ensemble) values.push_back({io::with_unit_suffix(name + "_std", column.unit), stddev, ""});
+      if (ensemble) values.push_back({io::with_unit_suffix(std_name, column.unit), stddev, ""});
     } else {
       values.push_back({name, mean, column.unit});
-      if (ensemble) values.push_back({name + "_std", stddev, column.unit});
+      if (ensemble) values.push_back({std_name, stddev, column.unit});
     }
   }
   return values;
@@ -323,10 +326,11 @@ int run_predict(const std::vector<std::string>& args) {
   apply_trained_conformers(predictor, o, "seed", read);
   const std::vector<OutputColumn> columns = output_columns(predictor);
   const bool ensemble = predictor.ensemble_size() > 1;
+  const bool calibrated = predictor.calibration().has_value();
 
   // CSV: every record gets a row, those without a prediction an empty one with the reason.
   write.error_column = true;
-  write.prediction_columns = predicted_values(columns, format, ensemble, chem::PointSet{}, nullptr);
+  write.prediction_columns = predicted_values(columns, format, ensemble, calibrated, chem::PointSet{}, nullptr);
   // Under mpirun rank 0 writes everything; the other ranks only predict their batches.
   comm::Communicator& world = comm::world();
   const bool lead = world.rank() == 0;
@@ -391,7 +395,7 @@ int run_predict(const std::vector<std::string>& args) {
       if (want_forces) attach_forces(r.points, p, format, forces_unit, ensemble);
       if (want_per_atom)
         attach_contributions(r.points, p, format, predictor.targets(), per_atom_targets, ensemble);
-      writer->write(r.points, predicted_values(columns, format, ensemble, r.points, &p));
+      writer->write(r.points, predicted_values(columns, format, ensemble, calibrated, r.points, &p));
     }
     if (table) printer.row(r.points, p);
   });

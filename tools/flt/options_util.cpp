@@ -158,4 +158,53 @@ chem::Format format_option(const io::ResolvedOptions& o, std::string_view name) 
   }
 }
 
+void add_labelled_data_options(io::OptionSchema& s) {
+  using io::OptionType;
+  s.optional_option("labels", "", OptionType::path, "labels from this CSV (keyed by id/title/name) instead of the records");
+  s.option("label-key", "", OptionType::string, "", "key column of --labels (default: the first of id, title, name)");
+  s.optional_option("source-units", "", OptionType::list,
+                    "NAME=UNIT[,NAME=UNIT...]: unit of labels given without one, as in flt train (repeatable)");
+  s.optional_option("format", "", OptionType::string, "input format: sdf, mol, xyz, extxyz, qm9, pdb, csv (SMILES CSV), smi (SMILES file) (default: from each file name)");
+  s.option("on-error", "", OptionType::string, "skip", "skip or fail").choices = {"skip", "fail"};
+  // SMILES records get conformers as in flt train: the same settings give the training geometries.
+  s.option("conformer-seed", "", OptionType::integer, "42", "random seed of generated conformers (as flt train's --conformer-seed)");
+  add_conformer_options(s);
+  s.optional_option("split-file", "", OptionType::path, "evaluate one subset of this split CSV (subset,index,id; e.g. datasets/qm9/split.csv)");
+  s.option("subset", "", OptionType::string, "test", "with --split-file: train, validation or test").choices = {"train", "validation", "test"};
+  s.option("batch-size", "", OptionType::integer, "64", "molecules per model call");
+  s.option("threads", "", OptionType::integer, "0", "OpenMP threads (0: all cores / OMP_NUM_THREADS)");
+}
+
+void apply_labelled_data_options(const Arguments& parsed, const std::vector<std::string>& inputs,
+                                 pipeline::EvalOptions& eval) {
+  const io::ResolvedOptions& o = parsed.options;
+  const auto threads = o.get_int("threads");
+  const auto batch_size = o.get_int("batch-size");
+  if (batch_size < 1) throw UsageError("--batch-size must be at least 1");
+  if (threads < 0) throw UsageError("--threads must be >= 0");
+  eval.data.inputs = inputs;
+  eval.data.read.format = format_option(o, "format");
+  eval.data.read.keep_molecule = false;
+  apply_conformer_options(o, eval.data.read);
+  const auto conformer_seed = o.get_int("conformer-seed");
+  if (conformer_seed < 0 || conformer_seed > 0xffffffff) throw UsageError("--conformer-seed must be in 0..4294967295");
+  eval.data.read.seed = static_cast<std::uint32_t>(conformer_seed);
+  eval.data.policy = o.get_string("on-error") == "fail" ? chem::ErrorPolicy::fail : chem::ErrorPolicy::skip;
+  eval.data.labels_csv = parsed.string_or_empty("labels");
+  eval.data.label_key = o.get_string("label-key");
+  if (o.has("source-units"))
+    for (const auto& item : o.get_list("source-units")) {
+      const auto eq = item.find('=');
+      if (eq == std::string::npos || eq == 0) throw UsageError("--source-units needs NAME=UNIT, not '" + item + "'");
+      eval.data.source_units[item.substr(0, eq)] = item.substr(eq + 1);
+    }
+  eval.threads = static_cast<int>(threads);
+  eval.batch_size = static_cast<std::size_t>(batch_size);
+  const std::string split_file = parsed.string_or_empty("split-file");
+  if (o.source("subset").kind != io::OptionSource::Kind::default_value && split_file.empty())
+    throw UsageError("--subset needs --split-file");
+  eval.split_file = split_file;
+  eval.subset = o.get_string("subset");
+}
+
 }  // namespace flt::cli

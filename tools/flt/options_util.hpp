@@ -4,6 +4,7 @@
 #pragma once
 
 #include "chem/reader.hpp"
+#include "pipeline/eval.hpp"
 #include "pipeline/predict.hpp"
 #include "io/options.hpp"
 #include "io/progress.hpp"
@@ -104,5 +105,15 @@ void refuse_output_among_inputs(const std::vector<std::string>& inputs, const st
 // The option `name` (a molecule format name) as a chem::Format, Format::unknown when unset;
 // UsageError for an unknown name.
 chem::Format format_option(const io::ResolvedOptions& options, std::string_view name);
+
+// How flt eval reads labelled data: --format, --on-error, --labels, --label-key, --source-units,
+// --conformer-seed and the conformer options, --split-file, --subset, --batch-size, --threads.
+// flt ensemble --calibrate takes the same, so labels, units, splits and bad records behave
+// identically there.
+void add_labelled_data_options(io::OptionSchema& schema);
+// Fills `eval` from them for `inputs` (its data, split, batch size and threads); UsageError for a
+// bad value. Call apply_trained_conformers once the model is loaded.
+void apply_labelled_data_options(const Arguments& parsed, const std::vector<std::string>& inputs,
+                                 pipeline::EvalOptions& eval);
 
 }  // namespace flt::cli

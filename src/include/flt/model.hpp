@@ -39,7 +39,9 @@ struct FLT_API Prediction {
   // mean of the members' predictions.
   std::vector<double> values;
   // stddev[t] is the ensemble spread for target t, in the same unit: the population standard
-  // deviation sqrt((1/M) sum_m (y_m - mean)^2) over the M members; 0 for a single model.
+  // deviation sqrt((1/M) sum_m (y_m - mean)^2) over the M members; 0 for a single model. For an
+  // ensemble file calibrated by `flt ensemble --calibrate`, that spread times the target's factor
+  // (Model::std_calibration).
   std::vector<double> stddev;
   // The model's targets (shared by every prediction of one model; never null for predictions
   // returned by flt).
@@ -220,6 +222,9 @@ class FLT_API Model {
   const std::vector<int>& elements() const noexcept;
   // Number of ensemble members (1 for a single model).
   std::size_t ensemble_size() const noexcept;
+  // Per target, the z-scaling factor Prediction::stddev carries (an ensemble file calibrated by
+  // `flt ensemble --calibrate`, loaded alone); empty when stddev is the members' plain spread.
+  std::vector<double> std_calibration() const;
   // The file each member was loaded from, in member order (an ensemble file once per member).
   std::vector<std::filesystem::path> files() const;
   // The first member's metadata as stored in its file: format version, training data checksum,

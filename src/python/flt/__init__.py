@@ -344,6 +344,12 @@ class Model(_TargetNames):
         return self._native.ensemble_size
 
     @property
+    def std_calibration(self) -> list[float]:
+        """Per target, the z-scaling factor that ``stddev`` carries (an ensemble file calibrated
+        by ``flt ensemble --calibrate``); ``[]`` when stddev is the members' plain spread."""
+        return list(self._native.std_calibration)
+
+    @property
     def files(self) -> list[str]:
         return [str(f) for f in self._native.files]
 
