@@ -79,6 +79,7 @@ const std::vector<std::pair<std::string, std::string>>& later_options_neutral_va
   static const std::vector<std::pair<std::string, std::string>> values{{"train.batch-atoms", "0"},
                                                          {"train.force-weight", "0"},
                                                          {"train.force-target", ""},
+                                                         {"train.three-body-fit", "energies"},
                                                          {"data.forces-column", "forces"},
                                                          {"data.forces-unit", ""},
                                                          {"train.time-budget", "0"}};
@@ -364,6 +365,10 @@ io::OptionSchema train_option_schema() {
            "energy target whose forces are trained (default: the first extensive energy target)");
   s.option("fit-reference", "train", OptionType::boolean, "true",
            "fit per-element reference energies by least squares (extensive targets)");
+  s.option("three-body-fit", "train", OptionType::string, "energies",
+           "what the three-body reference of the forces' target is fitted to when training on forces: energies, "
+           "or energies and forces weighted as the loss weighs them (needs --three-body true and --force-weight > 0)")
+      .choices = {"energies", "forces"};
   s.option("gradient-chunk", "train", OptionType::integer, "0",
            "molecules per chunk of the exact gradient sum that makes any number of MPI ranks give the same "
            "model (0: whole batch in a plain run, 8 under mpirun)");
@@ -512,6 +517,7 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
   c.loss.huber_delta = o.get_real("huber-delta");
   if (!(c.loss.huber_delta > 0)) throw ConfigError("--huber-delta must be > 0");
   c.fit_reference = o.get_bool("fit-reference");
+  c.three_body_force_fit = o.get_string("three-body-fit") == "forces";
   c.force_weight = o.get_real("force-weight");
   if (!(c.force_weight >= 0) || !std::isfinite(c.force_weight)) throw ConfigError("--force-weight must be >= 0");
   c.force_target = o.get_string("force-target");
@@ -549,6 +555,10 @@ TrainConfig config_from_options(const io::ResolvedOptions& o, const std::vector<
     }
     train::check_options_without_effect(o, idle, "--attention " + std::string(models::to_string(c.model.attention)));
   }
+  if (c.three_body_force_fit && !(c.model.three_body && c.force_weight > 0))
+    throw ConfigError("--three-body-fit forces (" + o.source("three-body-fit").where +
+                      ") needs --three-body true and --force-weight > 0: it fits the three-body reference to the forces "
+                      "the run trains on");
   d.max_z = c.model.max_z;
 
   c.out = o.get_string("out");
@@ -1144,11 +1154,12 @@ TrainResult run_training(const TrainConfig& cfg, const TrainOutput& output) {
     const models::MoleculeBatch composition = composition_batch(data, split.train);
     const Mat<double> descriptors = gathered_three_body_descriptors(
         world, data, split.train, shard_owners, models::training_three_body_basis(mc, composition));
-    // Training on forces (one process: the trainer refuses them under MPI) fits the reference of
-    // the forces' target to energies and forces, weighted as the loss weighs them.
+    // With --three-body-fit forces, training on forces (one process: the trainer refuses them under
+    // MPI) fits the reference of the forces' target to energies and forces, weighted as the loss
+    // weighs them. Not the default: on rMD17 ethanol the network then stalls (docs/training.md).
     Batch with_forces;
     models::ReferenceForces reference_forces;
-    if (cfg.force_weight > 0 && world.size() == 1 && data.has_forces()) {
+    if (cfg.three_body_force_fit && world.size() == 1 && data.has_forces()) {
       with_forces = make_batch(data, split.train);
       reference_forces.target = find_force_target(data.targets, cfg.force_target);
       with_forces.forces *= io::conversion_factor(

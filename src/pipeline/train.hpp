@@ -55,6 +55,9 @@ struct TrainConfig : train::EngineSettings {
   double force_weight = 0;
   std::string force_target;
   bool fit_reference = true;          // per-element reference energies by least squares
+  // Fit the three-body reference of the forces' target to energies and forces (force training
+  // only); false: to energies alone.
+  bool three_body_force_fit = false;
   // Molecules per gradient chunk: > 0 sums the batch gradient exactly over chunks of this size
   // (train_distributed.hpp), so any number of MPI ranks gives the same model; 0: one backward
   // pass over the whole batch in a plain run, kDefaultGradientChunk in an MPI job of any size

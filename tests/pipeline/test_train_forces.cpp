@@ -348,17 +348,18 @@ TEST_CASE("flt train --three-body: the reference is fitted, reported, and the ru
   CHECK(slurp(dir / "plain" / "model.flt") != slurp(dir / "tb" / "model.flt"));
 }
 
-TEST_CASE("flt train --three-body --force-weight: the reference is fitted to energies and forces",
+TEST_CASE("flt train --three-body --force-weight --three-body-fit forces: the reference is fitted to energies and forces",
           "[train][three_body][forces]") {
-  // Training on forces fits the reference to the training structures' force components as well
-  // (those of frames with forces), and says so; a run on energies alone fits energies only.
+  // With --three-body-fit forces, training on forces fits the reference to the training
+  // structures' force components as well (those of frames with forces), and says so; a run on
+  // energies alone fits energies only.
   ScratchDir dir("train_three_body_forces");
   auto frames = ethanol_frames(60);
   for (std::size_t i = 0; i < 60; i += 6) frames[i] = without_forces(frames[i]);  // 10 frames without forces
   const fs::path input = dir / "ethanol.xyz";
   write(input, frames);
   const std::string basis = "--three-body true --three-body-radial 4 --three-body-lmax 2";
-  const auto forces = run_flt(args(input, basis + " --force-weight 1", dir / "forces"), dir.path());
+  const auto forces = run_flt(args(input, basis + " --force-weight 1 --three-body-fit forces", dir / "forces"), dir.path());
   INFO(forces.err);
   REQUIRE(forces.status == 0);
   const auto line = forces.err.find("three-body reference of 'energy': 738 weights");
@@ -377,4 +378,14 @@ TEST_CASE("flt train --three-body --force-weight: the reference is fitted to ene
   REQUIRE(energies.status == 0);
   CHECK_THAT(energies.err, Catch::Contains("three-body reference of 'energy': 738 weights") &&
                                !Catch::Contains("force components"));
+  // Training on forces without --three-body-fit forces keeps the energies-only fit (the default),
+  // and the option is refused where it cannot apply.
+  const auto default_fit = run_flt(args(input, basis + " --force-weight 1", dir / "default_fit"), dir.path());
+  INFO(default_fit.err);
+  REQUIRE(default_fit.status == 0);
+  CHECK_THAT(default_fit.err, Catch::Contains("three-body reference of 'energy': 738 weights") &&
+                                  !Catch::Contains("force components"));
+  const auto refused = run_flt(args(input, basis + " --three-body-fit forces", dir / "refused"), dir.path());
+  CHECK(refused.status == 2);
+  CHECK_THAT(refused.err, Catch::Contains("--three-body-fit forces (command line) needs --three-body true and --force-weight > 0"));
 }
