@@ -336,8 +336,8 @@ std::string format_eval_table(const EvalResult& result) {
     o << "\nuncertainty: the spread (population std) of the " << result.ensemble_size
       << " members against the errors of the mean\n";
   }
-  std::snprintf(line, sizeof line, "%-10s %-12s %7s %6s %9s %9s %9s %9s %9s %9s %9s\n", "target", "unit", "count",
-                "std=0", "Spearman", "<=1 std", "<=2 std", "NLL", "miscal.", "ENCE", "s");
+  std::snprintf(line, sizeof line, "%-10s %-12s %7s %6s %9s %9s %9s %9s %9s %9s %9s %9s\n", "target", "unit", "count",
+                "std=0", "Spearman", "<=1 std", "<=2 std", "NLL", "miscal.", "ENCE", "s", "q");
   o << line;
   const auto percent = [](double v) { return std::isfinite(v) ? number(100.0 * v, 3) + " %" : std::string("n/a"); };
   std::vector<const TargetEvaluation*> rows;
@@ -348,17 +348,19 @@ std::string format_eval_table(const EvalResult& result) {
     if (!t.uncertainty) continue;
     const auto& u = *t.uncertainty;
     const bool force_row = &t == (result.forces ? &*result.forces : nullptr);
-    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %6zu %9s %9s %9s %9s %9s %9s %9s\n",
+    std::snprintf(line, sizeof line, "%-10s %-12s %7zu %6zu %9s %9s %9s %9s %9s %9s %9s %9s\n",
                   force_row ? "forces" : t.name.c_str(), force_row ? t.unit.c_str() : io::shown_unit(t.unit).c_str(), u.count, u.zero_std, number(u.spearman, 3).c_str(),
                   percent(u.within_1std).c_str(), percent(u.within_2std).c_str(), number(u.nll, 4).c_str(),
-                  number(u.miscalibration_area, 3).c_str(), number(u.ence, 3).c_str(), number(u.std_scale, 3).c_str());
+                  number(u.miscalibration_area, 3).c_str(), number(u.ence, 3).c_str(), number(u.std_scale, 3).c_str(),
+                  number(u.std_coverage_scale, 3).c_str());
     o << line;
   }
   o << "Spearman: rank correlation of |error| and std; <=k std: fraction of |error| within k std\n"
        "(Gaussian: 68.3 %, 95.4 %); NLL: Gaussian negative log-likelihood per molecule, nats, errors\n"
        "in the target's unit; miscal.: miscalibration area over the levels 0.01..0.99; ENCE over\n"
-       "min(100, count) bins by std; s = sqrt(mean (error/std)^2), the factor that would calibrate\n"
-       "the std on these data (not applied). docs/prediction.md, \"Uncertainty of an ensemble\"\n";
+       "min(100, count) bins by std; s = sqrt(mean (error/std)^2) and q = the 68.27 % quantile of\n"
+       "|error|/std, the factors that would calibrate the std on these data by z-scaling and by\n"
+       "coverage (not applied). docs/prediction.md, \"Uncertainty of an ensemble\"\n";
   if (result.forces && result.forces->uncertainty)
     o << "forces: per force component (count: components), the members' spread of each component\n";
   if (result.calibration) {
@@ -386,7 +388,7 @@ void write_eval_csv(const std::filesystem::path& path, const EvalResult& result)
   if (ensemble)
     header.insert(header.end(), {"uncertainty_count", "zero_std_count", "spearman_abs_error_std",
                                  "within_1std [fraction]", "within_2std [fraction]", "NLL [nats per record in unit]",
-                                 "miscalibration_area", "ENCE", "std_scale"});
+                                 "miscalibration_area", "ENCE", "std_scale", "std_coverage_scale"});
   // Only a calibrated ensemble's file has the column: every other file stays what it was.
   if (ensemble && result.calibration) header.push_back("calibration_factor");
   io::write_csv_row(out.stream(), header);
@@ -394,7 +396,7 @@ void write_eval_csv(const std::filesystem::path& path, const EvalResult& result)
     return std::vector<std::string>{std::to_string(u.count), std::to_string(u.zero_std), io::csv_number(u.spearman),
                                     io::csv_number(u.within_1std), io::csv_number(u.within_2std), io::csv_number(u.nll),
                                     io::csv_number(u.miscalibration_area), io::csv_number(u.ence),
-                                    io::csv_number(u.std_scale)};
+                                    io::csv_number(u.std_scale), io::csv_number(u.std_coverage_scale)};
   };
   for (const auto& t : result.targets) {
     std::vector<std::string> row = {t.name, io::shown_unit(t.unit), std::to_string(t.metrics.count),

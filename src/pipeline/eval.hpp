@@ -108,8 +108,8 @@ std::string format_eval_table(const EvalResult& result);
 // CSV: target,unit,count,MAE,RMSE,R2,max_abs_error,rotations,rotation_std,rotation_std_over_MAE
 // (written atomically; NaN as an empty field); for an ensemble followed by the uncertainty
 // columns uncertainty_count,zero_std_count,spearman_abs_error_std,within_1std [fraction],
-// within_2std [fraction],NLL [nats per record in unit],miscalibration_area,ENCE,std_scale
-// (in the forces row those of the force components' spread), and for a calibrated ensemble
+// within_2std [fraction],NLL [nats per record in unit],miscalibration_area,ENCE,std_scale,
+// std_coverage_scale (in the forces row those of the force components' spread), and for a calibrated ensemble
 // calibration_factor (the factor the scored std carries; 1 in the forces row).
 void write_eval_csv(const std::filesystem::path& path, const EvalResult& result);
 

@@ -65,6 +65,17 @@ double central_gaussian_quantile(double p) {
   return 0.5 * (lo + hi);
 }
 
+double linear_quantile(std::vector<double> values, double p) {
+  require(!values.empty(), "linear_quantile: no values");
+  require(p >= 0.0 && p <= 1.0, "linear_quantile: p must be in [0, 1]");
+  for (const double v : values) require(!std::isnan(v), "linear_quantile: a value is NaN");
+  std::sort(values.begin(), values.end());
+  const double h = static_cast<double>(values.size() - 1) * p;
+  const std::size_t lo = static_cast<std::size_t>(std::floor(h));
+  if (lo + 1 >= values.size()) return values.back();
+  return values[lo] + (h - static_cast<double>(lo)) * (values[lo + 1] - values[lo]);
+}
+
 UncertaintyMetrics compute_uncertainty_metrics(std::span<const double> predicted, std::span<const double> truth,
                                                std::span<const double> stddev) {
   require(predicted.size() == truth.size() && stddev.size() == truth.size(),
@@ -109,6 +120,9 @@ UncertaintyMetrics compute_uncertainty_metrics(std::span<const double> predicted
   m.within_2std = static_cast<double>(in2) / dn;
   m.nll = nll / dn;
   m.std_scale = std::sqrt(z2 / dn);
+  std::vector<double> abs_z(n);
+  for (std::size_t i = 0; i < n; ++i) abs_z[i] = abs_error[i] / sigma[i];
+  m.std_coverage_scale = linear_quantile(std::move(abs_z), kOneStdCoverage);
 
   double area = 0;
   for (int j = 1; j <= 99; ++j) {

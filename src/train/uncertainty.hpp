@@ -21,6 +21,12 @@
 //   std_scale s       sqrt((1/n') sum (e_i / sigma_i)^2): the factor by which sigma would have to
 //                     be multiplied to make mean (e/(s sigma))^2 = 1 on these data (reported,
 //                     not applied)
+//   std_coverage_     q = Q_p(|e_i| / sigma_i), p = 0.682689492 (P(|Z| <= 1) of a Gaussian): the
+//     scale q         factor by which sigma would have to be multiplied for a fraction p of these
+//                     records to lie within 1 std (reported, not applied); robust where one record
+//                     dominates sum (e/sigma)^2. Q_p is numpy's default ("linear") quantile:
+//                     sorted values v_0 <= .. <= v_{n'-1}, position h = (n'-1) p,
+//                     Q_p = v_floor(h) + (h - floor(h)) (v_floor(h)+1 - v_floor(h))
 // With n' == 0 every metric is NaN. A labelled record whose prediction or sigma is not finite (or
 // sigma < 0) makes every metric NaN: a broken model must not look calibrated.
 #pragma once
@@ -44,12 +50,18 @@ struct UncertaintyMetrics {
   double miscalibration_area = kNaN;
   double ence = kNaN;
   double std_scale = kNaN;    // s = sqrt(mean (e/sigma)^2), dimensionless
+  double std_coverage_scale = kNaN;  // q = Q_0.6827(|e|/sigma), dimensionless
 };
 
 // Average ranks (1-based) of `values`; tied values share the mean of the ranks they span.
 std::vector<double> average_ranks(std::span<const double> values);
 // Spearman's rank correlation with average ranks for ties; NaN if n < 2 or either is constant.
 double spearman_correlation(std::span<const double> a, std::span<const double> b);
+// P(|Z| <= 1) for a standard normal Z, erf(1/sqrt 2): the coverage std_coverage_scale aims at.
+inline constexpr double kOneStdCoverage = 0.682689492;
+// numpy.quantile(values, p) with its default method "linear" (definition above); 0 <= p <= 1,
+// values non-empty and free of NaN (InvalidArgument otherwise).
+double linear_quantile(std::vector<double> values, double p);
 // z with P(|Z| <= z) = p for a standard normal Z, 0 < p < 1 (sqrt(2) erfinv(p)).
 double central_gaussian_quantile(double p);
 

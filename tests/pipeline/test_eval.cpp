@@ -192,7 +192,7 @@ TEST_CASE("flt eval: an ensemble's uncertainty table and CSV columns, and a sing
     const auto value = [&](std::size_t row, const std::string& column) {
       return std::stod(per_molecule.rows[row][per_molecule.require_column(names[r] + column + " [eV]")]);
     };
-    std::vector<double> abs_error, sd;
+    std::vector<double> abs_error, sd, abs_z;
     double in1 = 0, in2 = 0, z2 = 0, nll = 0;
     for (std::size_t i = 0; i < per_molecule.rows.size(); ++i) {
       const double e = value(i, "_pred") - value(i, "_true"), s = value(i, "_std");
@@ -202,6 +202,7 @@ TEST_CASE("flt eval: an ensemble's uncertainty table and CSV columns, and a sing
       in1 += std::abs(e) <= s;
       in2 += std::abs(e) <= 2 * s;
       z2 += e * e / (s * s);
+      abs_z.push_back(std::abs(e) / s);
       nll += 0.5 * std::log(2 * std::numbers::pi * s * s) + 0.5 * e * e / (s * s);
     }
     INFO(names[r]);
@@ -211,6 +212,9 @@ TEST_CASE("flt eval: an ensemble's uncertainty table and CSV columns, and a sing
     CHECK(col(r, "within_1std [fraction]") == Approx(in1 / 20).epsilon(1e-12));
     CHECK(col(r, "within_2std [fraction]") == Approx(in2 / 20).epsilon(1e-12));
     CHECK(col(r, "std_scale") == Approx(std::sqrt(z2 / 20)).epsilon(1e-9));
+    // The new column follows std_scale (the CSV's numbers are rounded: a loose tolerance).
+    CHECK(table.require_column("std_coverage_scale") == table.require_column("std_scale") + 1);
+    CHECK(col(r, "std_coverage_scale") == Approx(train::linear_quantile(abs_z, 0.682689492)).epsilon(1e-9));
     CHECK(col(r, "NLL [nats per record in unit]") == Approx(nll / 20).epsilon(1e-9));
     CHECK(col(r, "spearman_abs_error_std") == Approx(train::spearman_correlation(abs_error, sd)).epsilon(1e-12));
     CHECK(col(r, "miscalibration_area") >= 0);
@@ -227,6 +231,7 @@ TEST_CASE("flt eval: an ensemble's uncertainty table and CSV columns, and a sing
   CHECK(zero.rows[0][zero.require_column("zero_std_count")] == "20");
   CHECK(zero.rows[0][zero.require_column("uncertainty_count")] == "0");
   CHECK(zero.rows[0][zero.require_column("std_scale")].empty());
+  CHECK(zero.rows[0][zero.require_column("std_coverage_scale")].empty());
 
   // One model: no second table, and the CSV has exactly the columns it always had.
   const auto single = run_flt("eval -m " + quoted(a) + " " + quoted(qm9) + " --rotations 0 --csv " + quoted(csv), dir);

@@ -65,6 +65,44 @@ TEST_CASE("uncertainty: every metric on a hand-computed example, std = 0 and unl
   CHECK(m.ence == Approx(2.0 / 3.0).epsilon(1e-14));
 }
 
+TEST_CASE("uncertainty: linear_quantile is numpy.quantile's default (linear) rule", "[train][uncertainty]") {
+  const double p = kOneStdCoverage;
+  // Expected values from numpy.quantile(v, 0.682689492) (numpy 1.24).
+  CHECK(linear_quantile({1.5}, p) == 1.5);                                      // n = 1
+  CHECK(linear_quantile({3, 1}, p) == Approx(2.365378984).epsilon(1e-14));      // n = 2, 1 + 0.6827 * 2
+  CHECK(linear_quantile({0.5, 4.0, 0.1, 1.0, 0.2}, p) == Approx(0.865378984).epsilon(1e-14));  // h = 2.73
+  CHECK(linear_quantile({2, 7, 2, 2}, p) == Approx(2.24034238).epsilon(1e-14));  // ties: h = 2.048
+  CHECK(linear_quantile({1, 1, 1}, p) == 1.0);
+  CHECK(linear_quantile({3, 1, 2}, 0.0) == 1.0);
+  CHECK(linear_quantile({3, 1, 2}, 1.0) == 3.0);
+  CHECK(linear_quantile({3, 1, 2}, 0.5) == 2.0);
+  CHECK_THROWS(linear_quantile({}, p));
+  CHECK_THROWS(linear_quantile({1, kNaN}, p));
+
+  // In the metrics: |e|/sigma over the records with sigma > 0 only. |z| = (1, 2, 0); the record
+  // with sigma = 0 (|e| = 0.5) and the unlabelled one are left out: Q(0, 1, 2) = 1 + 0.6827.
+  const std::vector<double> pr = {1, 0, 2, 0.5, 3}, y = {0, 1, 2, 0, kNaN}, s = {1, 0.5, 2, 0, 1};
+  CHECK(compute_uncertainty_metrics(pr, y, s).std_coverage_scale == Approx(1.365378984).epsilon(1e-14));
+  // One record: |z| = 1.5; all std = 0 or a broken prediction: NaN.
+  CHECK(compute_uncertainty_metrics(std::vector<double>{1}, std::vector<double>{4}, std::vector<double>{2})
+            .std_coverage_scale == 1.5);
+  CHECK(std::isnan(compute_uncertainty_metrics(std::vector<double>{1, 2}, std::vector<double>{0, 0},
+                                               std::vector<double>{0, 0})
+                       .std_coverage_scale));
+  CHECK(std::isnan(compute_uncertainty_metrics(std::vector<double>{1, kNaN}, std::vector<double>{0, 0},
+                                               std::vector<double>{1, 1})
+                       .std_coverage_scale));
+  // Scaling sigma by q puts a fraction of about p (to 1/n) within 1 std.
+  std::vector<double> e, one, scaled;
+  for (int i = 0; i < 50; ++i) {
+    e.push_back(std::pow(1.13, i) * (i % 2 ? 1 : -1));
+    one.push_back(1.0 + 0.1 * (i % 7));
+  }
+  const double q = compute_uncertainty_metrics(e, std::vector<double>(50, 0.0), one).std_coverage_scale;
+  for (const double sigma : one) scaled.push_back(q * sigma);
+  CHECK(compute_uncertainty_metrics(e, std::vector<double>(50, 0.0), scaled).within_1std == Approx(p).margin(1.0 / 50));
+}
+
 TEST_CASE("uncertainty: ENCE bins as numpy.array_split over the records sorted by sigma", "[train][uncertainty]") {
   // 101 records: 100 bins, the first holding the two smallest sigmas. Bin 0: sigma 1 and 1
   // (RMV 1), errors 0 and 2 (RMSE sqrt 2); every other bin: |e| = sigma (contributes 0).
