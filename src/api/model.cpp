@@ -265,6 +265,11 @@ std::vector<double> Model::std_calibration() const {
   return c ? c->factors : std::vector<double>{};
 }
 
+std::string Model::std_calibration_method() const {
+  const auto& c = impl_->predictor.calibration();
+  return c ? c->method : std::string();
+}
+
 std::vector<std::filesystem::path> Model::files() const {
   std::vector<std::filesystem::path> out;
   for (const auto& m : impl_->predictor.members()) out.push_back(m->file().empty() ? std::filesystem::path(m->source()) : m->file());

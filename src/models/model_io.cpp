@@ -208,8 +208,10 @@ void set_calibration(io::ModelFile& ensemble, const EnsembleCalibration& calibra
   for (std::size_t t = 0; t < calibration.factors.size(); ++t)
     if (!std::isfinite(calibration.factors[t]) || calibration.factors[t] <= 0.0)
       throw InvalidArgument("calibration factor of " + calibration.targets[t] + " is not finite and > 0");
+  if (calibration.method != kCalibrationCoverage && calibration.method != kCalibrationZScaling)
+    throw InvalidArgument("calibration method '" + calibration.method + "' is unknown (coverage or zscaling)");
   ensemble.set_metadata("calibration.version", std::to_string(kCalibrationVersion));
-  ensemble.set_metadata("calibration.method", "zscaling");
+  ensemble.set_metadata("calibration.method", calibration.method);
   for (std::size_t t = 0; t < calibration.targets.size(); ++t) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "%.17g", calibration.factors[t]);
@@ -233,9 +235,11 @@ std::optional<EnsembleCalibration> read_calibration(const io::ModelFile& file,
   if (get("calibration.version") != std::to_string(kCalibrationVersion))
     throw ModelFileError(source, "calibration version '" + file.metadata("calibration.version") +
                                      "' is not one this program reads (" + std::to_string(kCalibrationVersion) + ")");
-  if (get("calibration.method") != "zscaling")
-    throw ModelFileError(source, "calibration method '" + file.metadata("calibration.method") + "' is unknown (zscaling)");
+  const std::string& method = get("calibration.method");
+  if (method != kCalibrationCoverage && method != kCalibrationZScaling)
+    throw ModelFileError(source, "calibration method '" + method + "' is unknown (coverage or zscaling)");
   EnsembleCalibration c;
+  c.method = method;
   c.data = get("calibration.data");
   c.subset = get("calibration.subset");
   const std::string& records = get("calibration.records");

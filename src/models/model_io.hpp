@@ -40,13 +40,17 @@ std::vector<io::ModelFile> member_files(io::ModelFile&& file);  // moves a model
 // read_model_file accepting either format, then member_files. IoError / ModelFileError.
 std::vector<io::ModelFile> read_member_files(const std::filesystem::path& path);
 
-// Calibration of an ensemble's spread (Chemprop's z-scaling), optional in an ensemble file: per
-// target t a factor s_t > 0 by which the members' standard deviation is multiplied, fitted as
-// s_t = sqrt(mean (e/std)^2) on labelled data (train/uncertainty.hpp, std_scale). Metadata (not a
-// member's): "calibration.version" (kCalibrationVersion), "calibration.method" ("zscaling"),
-// "calibration.factor.<target>" (%.17g: exact round trip), "calibration.data" (file names of the
-// data), "calibration.subset" (of a split file, "" for every record), "calibration.records"
-// (molecules evaluated). docs/model-format.md, "Ensemble files".
+// Calibration of an ensemble's spread, optional in an ensemble file: per target t a factor
+// s_t > 0 by which the members' standard deviation is multiplied, fitted on labelled data by one of
+// two methods (train/uncertainty.hpp): "coverage", the 68.27 % quantile of |e|/std
+// (std_coverage_scale: 68.27 % of those records within 1 calibrated std; robust to a few records
+// with huge e/std), or "zscaling", Chemprop's s_t = sqrt(mean (e/std)^2) (std_scale). Metadata
+// (not a member's): "calibration.version" (kCalibrationVersion), "calibration.method" ("coverage"
+// or "zscaling"), "calibration.factor.<target>" (%.17g: exact round trip), "calibration.data" (file
+// names of the data), "calibration.subset" (of a split file, "" for every record),
+// "calibration.records" (molecules evaluated). docs/model-format.md, "Ensemble files".
+inline constexpr const char* kCalibrationCoverage = "coverage";
+inline constexpr const char* kCalibrationZScaling = "zscaling";
 inline constexpr int kCalibrationVersion = 1;
 struct EnsembleCalibration {
   std::vector<std::string> targets;  // names, in the members' target order
@@ -54,10 +58,11 @@ struct EnsembleCalibration {
   std::string data;                  // e.g. "qm9.xyz.gz" (file names, ", "-joined)
   std::string subset;                // "validation", or "" for every record of the data
   std::size_t records = 0;
+  std::string method = kCalibrationCoverage;  // how the factors were fitted: "coverage" or "zscaling"
   friend bool operator==(const EnsembleCalibration&, const EnsembleCalibration&) = default;
 };
 // Stores `calibration` in an ensemble file (InvalidArgument for another format, a factor that is
-// not finite and > 0, or no targets).
+// not finite and > 0, an unknown method, or no targets).
 void set_calibration(io::ModelFile& ensemble, const EnsembleCalibration& calibration);
 // The calibration of an ensemble file, or nullopt when it has none (files written before it
 // existed). ModelFileError naming the file for an unknown version or method, or a malformed entry.

@@ -264,9 +264,12 @@ EvalResult evaluate(const Predictor& predictor, const EvalOptions& options) {
   return result;
 }
 
-models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOptions options) {
+models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOptions options, const std::string& method) {
   if (predictor.ensemble_size() < 2)
     throw InvalidArgument("a single model cannot be calibrated: it has no spread (give an ensemble of at least two models)");
+  const bool coverage = method == models::kCalibrationCoverage;
+  if (!coverage && method != models::kCalibrationZScaling)
+    throw InvalidArgument("calibration method '" + method + "' is unknown (coverage or zscaling)");
   options.rotations = 0;
   options.targets.clear();  // every target: the factors travel with the ensemble
   const EvalResult result = evaluate(predictor.uncalibrated(), options);
@@ -281,6 +284,7 @@ models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOpti
   c.data = data;
   c.subset = options.split_file.empty() ? std::string() : options.subset;
   c.records = result.ids.size();
+  c.method = method;
   for (const auto& t : result.targets) {
     const train::UncertaintyMetrics& u = *t.uncertainty;
     if (u.labelled == 0)
@@ -289,11 +293,13 @@ models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOpti
     if (u.count == 0)
       throw InputError(where, 0, "all " + std::to_string(u.labelled) + " labelled records of " + t.name +
                                      " have std = 0 (the members agree exactly): no factor can be fitted");
-    if (!std::isfinite(u.std_scale) || u.std_scale <= 0.0)
-      throw InputError(where, 0, "the factor of " + t.name + " is not finite and > 0 (" + number(u.std_scale) +
-                                     "): a prediction or std is not finite, or every error is 0");
+    const double factor = coverage ? u.std_coverage_scale : u.std_scale;
+    if (!std::isfinite(factor) || factor <= 0.0)
+      throw InputError(where, 0, "the " + method + " factor of " + t.name + " is not finite and > 0 (" + number(factor) +
+                                     (coverage ? "): a prediction or std is not finite, or most errors are 0"
+                                               : "): a prediction or std is not finite, or every error is 0"));
     c.targets.push_back(t.name);
-    c.factors.push_back(u.std_scale);
+    c.factors.push_back(factor);
   }
   return c;
 }
@@ -329,7 +335,7 @@ std::string format_eval_table(const EvalResult& result) {
   if (result.calibration) {
     const auto& c = *result.calibration;
     o << "\nuncertainty: the calibrated std (the spread, population std, of the " << result.ensemble_size
-      << " members times the ensemble file's z-scaling factor, fitted on " << c.data
+      << " members times the ensemble file's factor, method " << c.method << ", fitted on " << c.data
       << (c.subset.empty() ? std::string() : ", subset " + c.subset) << ", " << c.records
       << " molecules) against the errors of the mean; forces: the plain spread\n";
   } else {
@@ -364,7 +370,7 @@ std::string format_eval_table(const EvalResult& result) {
   if (result.forces && result.forces->uncertainty)
     o << "forces: per force component (count: components), the members' spread of each component\n";
   if (result.calibration) {
-    o << "calibration factors (z-scaling, in the scored std):";
+    o << "calibration factors (" << result.calibration->method << ", in the scored std):";
     for (std::size_t t = 0; t < result.calibration->targets.size(); ++t)
       o << (t == 0 ? " " : ", ") << result.calibration->targets[t] << " " << number(result.calibration->factors[t], 4);
     o << "\n";

@@ -92,14 +92,17 @@ struct EvalResult {
 // molecules ...") when nothing is left to evaluate.
 EvalResult evaluate(const Predictor& predictor, const EvalOptions& options);
 
-// Z-scaling calibration of an ensemble (Chemprop's zscaling): evaluates the members' plain spread
-// (predictor.uncalibrated(), no rotations) on the labelled records of `options` (read exactly as
-// evaluate reads them, split and subset included) and fits per target the factor
-// s_t = sqrt(mean (e/std)^2) over the labelled records with std > 0 (UncertaintyMetrics::std_scale).
-// data / subset / records describe the data in the calibration. InvalidArgument for a single
-// model; InputError naming the data and the target when a target has no labelled record, when
-// every labelled record has std = 0, or when a prediction or std is not finite.
-models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOptions options);
+// Calibration of an ensemble: evaluates the members' plain spread (predictor.uncalibrated(), no
+// rotations) on the labelled records of `options` (read exactly as evaluate reads them, split and
+// subset included) and fits per target, over the labelled records with std > 0, the factor of
+// `method` (models::EnsembleCalibration): "coverage", q_t = the 68.27 % quantile of |e|/std
+// (UncertaintyMetrics::std_coverage_scale), or "zscaling", s_t = sqrt(mean (e/std)^2)
+// (UncertaintyMetrics::std_scale). data / subset / records describe the data in the calibration.
+// InvalidArgument for a single model or an unknown method; InputError naming the data and the
+// target when a target has no labelled record, when every labelled record has std = 0, or when a
+// prediction or std is not finite (or the factor is 0: more than 68 % of the errors are 0).
+models::EnsembleCalibration fit_calibration(const Predictor& predictor, EvalOptions options,
+                                            const std::string& method = models::kCalibrationCoverage);
 
 // The metrics table as text (one line per target: count, MAE, RMSE, R^2, rotation std and its
 // fraction of the MAE, with units); for an ensemble a second table, the uncertainty metrics.

@@ -250,6 +250,8 @@ PYBIND11_MODULE(_flt, m) {
       .def_property_readonly("ensemble_size", &flt::Model::ensemble_size)
       .def_property_readonly("std_calibration", &flt::Model::std_calibration,
                              "per target, the factor stddev carries (a calibrated ensemble file); [] otherwise")
+      .def_property_readonly("std_calibration_method", &flt::Model::std_calibration_method,
+                             "how those factors were fitted: 'coverage' or 'zscaling'; '' otherwise")
       .def_property_readonly("files", &flt::Model::files)
       .def_property_readonly("parameter_count", &flt::Model::parameter_count)
       .def("metadata", &flt::Model::metadata)

@@ -1,4 +1,4 @@
-// Z-scaling calibration of an ensemble's std (`flt ensemble --calibrate`): the fitted factors, the
+// Calibration of an ensemble's std (`flt ensemble --calibrate`, methods coverage and zscaling): the fitted factors, the
 // ensemble file's optional calibration entries, the calibrated std of predict / eval / info, the
 // uncalibrated outputs left as they were, refused calibration sets; and flt eval --forces scoring
 // the members' spread of the force components.
@@ -33,7 +33,7 @@ std::string first_line(const std::string& text) { return text.substr(0, text.fin
 
 }  // namespace
 
-TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and multiply predict's std exactly",
+TEST_CASE("calibration: factors are std_coverage_scale of the data by default, stored exactly, and multiply predict's std exactly",
           "[calibration][ensemble][program]") {
   TempDir dir("calibration");
   const std::string a = save_small_model(dir, "a.flt", 31), b = save_small_model(dir, "b.flt", 32);
@@ -43,9 +43,10 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
                            dir);
   INFO(run.out << run.err);
   REQUIRE(run.status == 0);
-  CHECK(run.err.find("std calibrated on 20 molecules of qm9.xyz") != std::string::npos);
+  CHECK(run.err.find("std calibrated on 20 molecules of qm9.xyz, method coverage:") != std::string::npos);
 
-  // The factors are eval's std_scale of the members' plain spread on the same data, to the bit.
+  // The factors are eval's std_coverage_scale (the 68.27 % quantile of |e|/std) of the members'
+  // plain spread on the same data, to the bit.
   const Predictor plain = Predictor::load({a, b});
   const EvalResult before = evaluate(plain, plain_eval(qm9));
   const Predictor calibrated = Predictor::load({cal});
@@ -55,9 +56,11 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
   for (std::size_t t = 0; t < 2; ++t) {
     INFO(c.targets[t]);
     REQUIRE(before.targets[t].uncertainty->count == 20);
-    CHECK(c.factors[t] == before.targets[t].uncertainty->std_scale);
+    CHECK(c.factors[t] == before.targets[t].uncertainty->std_coverage_scale);
+    CHECK(c.factors[t] != before.targets[t].uncertainty->std_scale);
     CHECK(c.factors[t] != 1.0);
   }
+  CHECK(c.method == "coverage");
   CHECK(c.data == "qm9.xyz");
   CHECK(c.subset.empty());
   CHECK(c.records == 20);
@@ -65,6 +68,7 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
   // The stored entries round trip through the file, and repacking drops them.
   const io::ModelFile file = io::read_model_file(cal, models::kEnsembleFileFormat);
   CHECK(file.metadata("calibration.version") == "1");
+  CHECK(file.metadata("calibration.method") == "coverage");
   CHECK(models::read_calibration(file, {"U0", "gap"}) == c);
   const std::string repacked = dir / "repacked.flt", packed = dir / "packed.flt";
   REQUIRE(save_ensemble({cal}, repacked) == 2);
@@ -95,7 +99,8 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
     CHECK(std::stod(table.rows[i][table.require_column("flt_U0_std_calibrated [eV]")]) ==
           Approx(y[i].prediction->stddev[0]).epsilon(1e-14));
 
-  // flt eval scores the calibrated std and says so: on the calibration data itself s is 1.
+  // flt eval scores the calibrated std and says so: on the calibration data itself q is 1 and
+  // 68.27 % of the records (to 1/n) lie within 1 std.
   const std::string metrics = dir / "metrics.csv", preds = dir / "preds.csv";
   const auto eval = run_flt("eval -m " + quoted(cal) + " " + quoted(qm9) + " --rotations 0 --csv " + quoted(metrics) +
                                 " --predictions " + quoted(preds),
@@ -103,9 +108,12 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
   INFO(eval.out << eval.err);
   REQUIRE(eval.status == 0);
   CHECK(eval.out.find("uncertainty: the calibrated std") != std::string::npos);
+  CHECK(eval.out.find("factor, method coverage, fitted on qm9.xyz") != std::string::npos);
+  CHECK(eval.out.find("calibration factors (coverage, in the scored std)") != std::string::npos);
   const auto m = io::read_csv(metrics);
   for (std::size_t t = 0; t < 2; ++t) {
-    CHECK(std::stod(m.rows[t][m.require_column("std_scale")]) == Approx(1.0).epsilon(1e-12));
+    CHECK(std::stod(m.rows[t][m.require_column("std_coverage_scale")]) == Approx(1.0).epsilon(1e-12));
+    CHECK(std::stod(m.rows[t][m.require_column("within_1std [fraction]")]) == Approx(0.682689492).margin(1.0 / 20));
     CHECK(std::stod(m.rows[t][m.require_column("calibration_factor")]) == Approx(c.factors[t]).epsilon(1e-15));
   }
   CHECK(first_line(slurp(preds)).find("U0_std_calibrated [eV]") != std::string::npos);
@@ -113,7 +121,7 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
   // flt info says what it was calibrated on.
   const auto info = run_flt("info " + quoted(cal), dir);
   REQUIRE(info.status == 0);
-  CHECK(info.out.find("calibrated std (z-scaling) on 20 molecules of qm9.xyz; factors: U0 ") != std::string::npos);
+  CHECK(info.out.find("calibrated std (coverage) on 20 molecules of qm9.xyz; factors: U0 ") != std::string::npos);
 
   // An existing ensemble file is recalibrated (here on the first 10 records): new factors.
   const std::string ten = qm9_records(dir, 10, "ten.xyz"), recal = dir / "recal.flt";
@@ -121,7 +129,7 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
   const auto r = Predictor::load({recal}).calibration();
   REQUIRE(r.has_value());
   CHECK(r->records == 10);
-  CHECK(r->factors[0] == evaluate(plain, plain_eval(ten)).targets[0].uncertainty->std_scale);
+  CHECK(r->factors[0] == evaluate(plain, plain_eval(ten)).targets[0].uncertainty->std_coverage_scale);
 
   // With a split file and no --subset, the validation subset (not eval's default, test) is fitted.
   const std::string split = dir / "split.csv", fromsplit = dir / "split.flt";
@@ -134,6 +142,54 @@ TEST_CASE("calibration: factors are std_scale of the data, stored exactly, and m
   REQUIRE(v.has_value());
   CHECK(v->subset == "validation");
   CHECK(v->records == 3);
+}
+
+TEST_CASE("calibration: --calibration-method zscaling fits std_scale and says so everywhere",
+          "[calibration][ensemble][program]") {
+  TempDir dir("calibration-zscaling");
+  const std::string a = save_small_model(dir, "a.flt", 31), b = save_small_model(dir, "b.flt", 32);
+  const std::string qm9 = qm9_records(dir, 20);
+  const std::string cal = dir / "z.flt";
+  const auto run = run_flt("ensemble " + quoted(a) + " " + quoted(b) + " -o " + quoted(cal) + " --calibrate " + quoted(qm9) +
+                               " --calibration-method zscaling",
+                           dir);
+  INFO(run.out << run.err);
+  REQUIRE(run.status == 0);
+  CHECK(run.err.find("method zscaling:") != std::string::npos);
+  const EvalResult before = evaluate(Predictor::load({a, b}), plain_eval(qm9));
+  const auto c = Predictor::load({cal}).calibration();
+  REQUIRE(c.has_value());
+  CHECK(c->method == "zscaling");
+  for (std::size_t t = 0; t < 2; ++t) CHECK(c->factors[t] == before.targets[t].uncertainty->std_scale);
+  const io::ModelFile file = io::read_model_file(cal, models::kEnsembleFileFormat);
+  CHECK(file.metadata("calibration.method") == "zscaling");
+  CHECK(models::read_calibration(file, {"U0", "gap"}) == *c);
+  // The library call takes the method too; the default is coverage.
+  CHECK(fit_calibration(Predictor::load({a, b}), plain_eval(qm9), "zscaling") == *c);
+  CHECK(fit_calibration(Predictor::load({a, b}), plain_eval(qm9)).method == "coverage");
+  CHECK_THROWS_AS(fit_calibration(Predictor::load({a, b}), plain_eval(qm9), "median"), InvalidArgument);
+
+  // On the calibration data itself s is 1; eval and info name the method.
+  const std::string metrics = dir / "metrics.csv";
+  const auto eval = run_flt("eval -m " + quoted(cal) + " " + quoted(qm9) + " --rotations 0 --csv " + quoted(metrics), dir);
+  REQUIRE(eval.status == 0);
+  CHECK(eval.out.find("factor, method zscaling, fitted on qm9.xyz") != std::string::npos);
+  const auto m = io::read_csv(metrics);
+  for (std::size_t t = 0; t < 2; ++t)
+    CHECK(std::stod(m.rows[t][m.require_column("std_scale")]) == Approx(1.0).epsilon(1e-12));
+  const auto info = run_flt("info " + quoted(cal), dir);
+  CHECK(info.out.find("calibrated std (zscaling) on 20 molecules of qm9.xyz; factors: U0 ") != std::string::npos);
+
+  // The option is checked: an unknown method, or one without --calibrate, is a usage error.
+  const auto bad = run_flt("ensemble " + quoted(a) + " " + quoted(b) + " -o " + quoted(dir / "x.flt") + " --calibrate " +
+                               quoted(qm9) + " --calibration-method median",
+                           dir);
+  CHECK(bad.status != 0);
+  CHECK(bad.err.find("median") != std::string::npos);
+  const auto alone =
+      run_flt("ensemble " + quoted(a) + " " + quoted(b) + " -o " + quoted(dir / "y.flt") + " --calibration-method zscaling", dir);
+  CHECK(alone.status != 0);
+  CHECK(alone.err.find("--calibration-method needs --calibrate") != std::string::npos);
 }
 
 TEST_CASE("calibration: uncalibrated ensembles and their outputs are unchanged byte for byte",
@@ -226,6 +282,24 @@ TEST_CASE("calibration: a single model, unlabelled data, all std 0 and malformed
   CHECK_THAT(variant("neg.flt", "calibration.factor.gap", "-1"), Catch::Contains("factor of gap '-1'"));
   CHECK_THAT(variant("extra.flt", "calibration.factor.mu", "2"), Catch::Contains("factor for mu"));
   CHECK(variant("fine.flt", "calibration.data", "other.xyz").empty());
+  // Both methods load; another is refused as a ModelFileError naming the file.
+  CHECK(variant("zscaling.flt", "calibration.method", "zscaling").empty());
+  CHECK(variant("coverage.flt", "calibration.method", "coverage").empty());
+  CHECK_THAT(variant("median.flt", "calibration.method", "median"),
+             Catch::Contains("median.flt") && Catch::Contains("calibration method 'median' is unknown"));
+  io::ModelFile unknown = good;
+  models::set_calibration(unknown, {{"U0", "gap"}, {2.0, 3.0}, "qm9.xyz", "", 6});
+  unknown.set_metadata("calibration.method", "median");
+  CHECK_THROWS_AS(models::read_calibration(unknown), ModelFileError);
+  // A calibration keeps its method through set / read; an unknown one is not written.
+  for (const char* method : {"coverage", "zscaling"}) {
+    io::ModelFile f = good;
+    const models::EnsembleCalibration c{{"U0", "gap"}, {2.0, 3.0}, "qm9.xyz", "", 6, method};
+    models::set_calibration(f, c);
+    CHECK(models::read_calibration(f, {"U0", "gap"}) == c);
+  }
+  io::ModelFile g = good;
+  CHECK_THROWS_AS(models::set_calibration(g, {{"U0", "gap"}, {2.0, 3.0}, "qm9.xyz", "", 6, "median"}), InvalidArgument);
 }
 
 TEST_CASE("flt eval --forces with an ensemble: uncertainty metrics of the force components",

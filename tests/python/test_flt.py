@@ -550,7 +550,8 @@ def test_md_starts_from_ase_momenta(tmp_path):
 
 
 def test_calibrated_ensemble_reports_the_scaled_std(model, tmp_path):
-    """An ensemble file calibrated by flt ensemble --calibrate: stddev is the spread times its factor."""
+    """An ensemble file calibrated by flt ensemble --calibrate: stddev is the spread times its factor,
+    fitted by the method it names."""
     calibrated = tmp_path / "calibrated.flt"
     subprocess.run([FLT_EXE, "ensemble", os.environ["FLT_DEFAULT_MODEL"], "-o", str(calibrated),
                     "--calibrate", str(QM9_EXAMPLES), "-q", "-j", "1"], check=True)
@@ -562,3 +563,13 @@ def test_calibrated_ensemble_reports_the_scaled_std(model, tmp_path):
     plain, calibrated_table = model.predict(mols, threads=1), scaled.predict(mols, threads=1)
     np.testing.assert_array_equal(calibrated_table.values, plain.values)
     np.testing.assert_array_equal(calibrated_table.stddev, plain.stddev * np.array(factors))
+    # The default method is coverage; zscaling is asked for and named as such.
+    assert model.std_calibration_method == ""
+    assert scaled.std_calibration_method == "coverage"
+    zscaled = tmp_path / "zscaled.flt"
+    subprocess.run([FLT_EXE, "ensemble", os.environ["FLT_DEFAULT_MODEL"], "-o", str(zscaled),
+                    "--calibrate", str(QM9_EXAMPLES), "--calibration-method", "zscaling", "-q", "-j", "1"],
+                   check=True)
+    z = flt.Model.load(str(zscaled))
+    assert z.std_calibration_method == "zscaling"
+    assert z.std_calibration != factors

@@ -24,10 +24,13 @@ const char* kUsage =
     "command that takes a model loads it as the members' mean, with their spread as the\n"
     "uncertainty, exactly as it loads the same files given one by one. The members must predict\n"
     "the same targets in the same units.\n\n"
-    "--calibrate DATA fits per target the factor s = sqrt(mean (error/std)^2) of the members'\n"
-    "spread on the labelled records of DATA (read as flt eval reads them: --labels, --source-units,\n"
-    "--split-file and --subset, whose default here is validation) and stores it in the file: predict,\n"
-    "eval and the library then report the calibrated std (std times s; columns *_std_calibrated).\n"
+    "--calibrate DATA fits per target a factor of the members' spread on the labelled records of\n"
+    "DATA (read as flt eval reads them: --labels, --source-units, --split-file and --subset, whose\n"
+    "default here is validation) and stores it in the file: predict, eval and the library then\n"
+    "report the calibrated std (std times the factor; columns *_std_calibrated). The factor, by\n"
+    "--calibration-method: coverage (default), the 68.27 % quantile of |error|/std, so that 68.27 %\n"
+    "of those records lie within 1 calibrated std; zscaling, s = sqrt(mean (error/std)^2)\n"
+    "(Chemprop's), which one record with a huge error/std can dominate.\n"
     "One ensemble file alone is recalibrated; without --calibrate a file's calibration is dropped.\n";
 
 io::OptionSchema ensemble_schema() {
@@ -35,7 +38,11 @@ io::OptionSchema ensemble_schema() {
   s.optional_option("model", "", io::OptionType::list, "model files to pack, as the arguments (which replace these)");
   s.optional_option("out", "", io::OptionType::path, "ensemble file to write");
   s.optional_option("calibrate", "", io::OptionType::list,
-                    "fit z-scaling factors of the std on the labelled records of these files (e.g. a validation split)");
+                    "fit calibration factors of the std on the labelled records of these files (e.g. a validation split)");
+  s.optional_option("calibration-method", "", io::OptionType::string,
+                    "with --calibrate: coverage (the 68.27 % quantile of |error|/std; the default) or "
+                    "zscaling (sqrt(mean (error/std)^2))")
+      .choices = {"coverage", "zscaling"};
   add_labelled_data_options(s);
   add_common_options(s);
   return s;
@@ -52,7 +59,7 @@ int run_ensemble(const std::vector<std::string>& args) {
   const std::vector<std::filesystem::path> paths(inputs.begin(), inputs.end());
   const io::ResolvedOptions& o = parsed->options;
   if (!o.has("calibrate")) {
-    for (const auto& name : {"labels", "source-units", "split-file", "format"})
+    for (const auto& name : {"labels", "source-units", "split-file", "format", "calibration-method"})
       if (o.has(name)) throw UsageError(std::string("--") + name + " needs --calibrate");
     const std::size_t members = pipeline::save_ensemble(paths, output);
     if (!parsed->quiet) std::cerr << "flt ensemble: wrote " << output << " (" << members << " models)\n";
@@ -74,13 +81,15 @@ int run_ensemble(const std::vector<std::string>& args) {
   pipeline::ReadProgressBar reading(progress, "reading", 0);
   eval.data.on_progress = reading.callback();
   eval.on_progress = [&](std::size_t, std::size_t) { reading.finish(); };
-  const models::EnsembleCalibration calibration = pipeline::fit_calibration(predictor, eval);
+  const models::EnsembleCalibration calibration = pipeline::fit_calibration(
+      predictor, eval, o.has("calibration-method") ? o.get_string("calibration-method") : models::kCalibrationCoverage);
   reading.finish();
   const std::size_t members = pipeline::save_ensemble(paths, output, calibration);
   if (!parsed->quiet) {
     std::cerr << "flt ensemble: wrote " << output << " (" << members << " models), std calibrated on "
               << calibration.records << " molecules of " << calibration.data
-              << (calibration.subset.empty() ? std::string() : " (" + calibration.subset + " subset)") << ":";
+              << (calibration.subset.empty() ? std::string() : " (" + calibration.subset + " subset)") << ", method "
+              << calibration.method << ":";
     for (std::size_t t = 0; t < calibration.targets.size(); ++t) {
       char factor[64];
       std::snprintf(factor, sizeof factor, "%.4g", calibration.factors[t]);

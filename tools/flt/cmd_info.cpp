@@ -45,7 +45,7 @@ int run_info(const std::vector<std::string>& args) {
     const std::vector<io::ModelFile> members = models::member_files(std::move(file));
     if (members.size() > 1) std::cout << models[i] << ": an ensemble of " << members.size() << " models\n";
     if (calibration) {
-      std::cout << "calibrated std (z-scaling) on " << calibration->records << " molecules of " << calibration->data
+      std::cout << "calibrated std (" << calibration->method << ") on " << calibration->records << " molecules of " << calibration->data
                 << (calibration->subset.empty() ? std::string() : ", subset " + calibration->subset) << "; factors:";
       for (std::size_t t = 0; t < calibration->targets.size(); ++t) {
         char factor[64];

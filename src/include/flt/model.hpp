@@ -222,9 +222,11 @@ class FLT_API Model {
   const std::vector<int>& elements() const noexcept;
   // Number of ensemble members (1 for a single model).
   std::size_t ensemble_size() const noexcept;
-  // Per target, the z-scaling factor Prediction::stddev carries (an ensemble file calibrated by
+  // Per target, the calibration factor Prediction::stddev carries (an ensemble file calibrated by
   // `flt ensemble --calibrate`, loaded alone); empty when stddev is the members' plain spread.
   std::vector<double> std_calibration() const;
+  // How those factors were fitted: "coverage" or "zscaling"; empty when there are none.
+  std::string std_calibration_method() const;
   // The file each member was loaded from, in member order (an ensemble file once per member).
   std::vector<std::filesystem::path> files() const;
   // The first member's metadata as stored in its file: format version, training data checksum,

@@ -345,9 +345,15 @@ class Model(_TargetNames):
 
     @property
     def std_calibration(self) -> list[float]:
-        """Per target, the z-scaling factor that ``stddev`` carries (an ensemble file calibrated
+        """Per target, the calibration factor that ``stddev`` carries (an ensemble file calibrated
         by ``flt ensemble --calibrate``); ``[]`` when stddev is the members' plain spread."""
         return list(self._native.std_calibration)
+
+    @property
+    def std_calibration_method(self) -> str:
+        """How ``std_calibration`` was fitted: ``"coverage"`` (68.27 % quantile of |error|/std) or
+        ``"zscaling"`` (sqrt(mean (error/std)^2)); ``""`` when there is no calibration."""
+        return self._native.std_calibration_method
 
     @property
     def files(self) -> list[str]:
