@@ -709,19 +709,37 @@ void MoleculeModel<T>::check_density(const MoleculeBatch& batch, const attn::Nei
 }
 
 template <class T>
-Mat<T> MoleculeModel<T>::pool(const MoleculeBatch& batch, const Mat<T>& y) const {
+Mat<Accum<T>> MoleculeModel<T>::pooled_sums(const MoleculeBatch& batch, const Mat<T>& y) const {
   // Per-target pooling: sum (extensive) or mean (intensive), rows summed in order in double.
   const Index S = batch.num_molecules(), P = config_.num_targets();
-  Mat<T> out(S, P);
+  Mat<Accum<T>> out(S, P);
   for (Index s = 0; s < S; ++s)
     for (Index t = 0; t < P; ++t) {
       Accum<T> acc = 0.0;
       for (Index i = batch.index.begin(s); i < batch.index.end(s); ++i) acc += static_cast<Accum<T>>(y(i, t));
       if (!config_.targets[static_cast<std::size_t>(t)].extensive)
         acc /= static_cast<double>(batch.index.size(s));
-      out(s, t) = static_cast<T>(acc);
+      out(s, t) = acc;
     }
   return out;
+}
+
+template <class T>
+Mat<T> MoleculeModel<T>::pool(const MoleculeBatch& batch, const Mat<T>& y) const {
+  const Mat<Accum<T>> sums = pooled_sums(batch, y);
+  Mat<T> out(sums.rows(), sums.cols());
+  for (Index s = 0; s < sums.rows(); ++s)
+    for (Index t = 0; t < sums.cols(); ++t) out(s, t) = static_cast<T>(sums(s, t));
+  return out;
+}
+
+template <class T>
+Mat<Accum<T>> MoleculeModel<T>::infer_accumulated(const MoleculeBatch& batch, Mat<T>* per_atom) {
+  Mat<T> y;
+  infer(batch, &y);
+  Mat<Accum<T>> sums = pooled_sums(batch, y);
+  if (per_atom != nullptr) *per_atom = std::move(y);
+  return sums;
 }
 
 namespace {
@@ -1271,9 +1289,9 @@ Mat<double> MoleculeModel<T>::predict(const MoleculeBatch& batch, Mat<double>* c
 template <class T>
 Mat<double> MoleculeModel<T>::predict_in_order(const MoleculeBatch& batch, Mat<double>* contributions) {
   Mat<T> per_atom;
-  const Mat<T> out = infer(batch, contributions != nullptr ? &per_atom : nullptr);
+  const Mat<Accum<T>> sums = infer_accumulated(batch, &per_atom);
   if (contributions != nullptr) *contributions = atom_contributions(batch, per_atom);
-  return denormalise(batch, values_of<T>(out));
+  return denormalise(batch, values_of<Accum<T>>(sums));
 }
 
 template <class T>
@@ -1307,7 +1325,7 @@ Mat<double> MoleculeModel<T>::predict_with_forces_in_order(const MoleculeBatch& 
   ModelCache<T> cache;
   cache.recompute_blocks = recomputes_blocks_for(batch);
   cache.keep_far_pair_terms = false;  // the backward takes coordinate gradients
-  const Mat<T> out = forward(batch, cache);
+  forward(batch, cache);
   Mat<T> dout = Mat<T>::Zero(S, P);
   dout.col(target).setOnes();
   store_.zero_grad();
@@ -1316,7 +1334,7 @@ Mat<double> MoleculeModel<T>::predict_with_forces_in_order(const MoleculeBatch& 
   forces = values_of<T>(dcoords) * -norm_.scale[static_cast<std::size_t>(target)] -
            reference_gradient(batch, target);
   if (contributions != nullptr) *contributions = atom_contributions(batch, cache);
-  return denormalise(batch, values_of<T>(out));
+  return denormalise(batch, values_of<Accum<T>>(pooled_sums(batch, cache.y)));
 }
 
 template <class T>

@@ -412,6 +412,11 @@ class MoleculeModel {
   // atom_contributions. A structure of at least progress_atoms atoms logs (info) the neighbour
   // list and each block as it finishes, with its time.
   Mat<T> infer(const MoleculeBatch& batch, Mat<T>* per_atom = nullptr);
+  // infer's outputs with the pooled sums kept at Accum<T> (double for a float model), as predict
+  // denormalises them and training's evaluations score them: a float output rounds the sum over
+  // a structure's atoms to float (an extensive target of 1e5 atoms, ~1e5 in normalised units, to
+  // ~1e-2 of a unit), which quantises large structures' energies.
+  Mat<Accum<T>> infer_accumulated(const MoleculeBatch& batch, Mat<T>* per_atom = nullptr);
   // A multiple of the kernels' row chunks (96 and 256 rows), so that in double too (Eigen's
   // products) every row sees the same chunk as in forward; the blocks are shared out among the
   // threads.
@@ -460,8 +465,8 @@ class MoleculeModel {
   // Per-atom contributions (N x P, physical units) of the extensive targets from the per-atom
   // outputs y_nt of a forward pass (cache.y):
   //   c_nt = e_t[Z_n] + m_t + sigma_t y_nt,
-  // so sum_{n in s} c_nt is the prediction of molecule s (to rounding: the pooled sum is taken
-  // in double and rounded to T once). The reference energy of an element goes to the atoms of
+  // so sum_{n in s} c_nt is the prediction of molecule s (to double rounding: predict keeps the
+  // pooled sum in double). The reference energy of an element goes to the atoms of
   // that element, the per-atom mean m_t to every atom equally. Columns of intensive targets are
   // NaN: a per-molecule mean has no additive per-atom decomposition.
   Mat<double> atom_contributions(const MoleculeBatch& batch, const ModelCache<T>& cache) const;
@@ -543,7 +548,9 @@ class MoleculeModel {
   Mat<double> three_body_from_descriptors(const Mat<double>& descriptors) const;
   // offsets (S x P, the three-body part) plus the composition part of label_offsets.
   Mat<double> add_composition_offsets(const MoleculeBatch& batch, Mat<double> offsets) const;
-  // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer).
+  // Per-target pooling of the per-atom outputs y (N x P) into S x P (forward and infer): the
+  // sums in Accum<T>, and those rounded to T.
+  Mat<Accum<T>> pooled_sums(const MoleculeBatch& batch, const Mat<T>& y) const;
   Mat<T> pool(const MoleculeBatch& batch, const Mat<T>& y) const;
   Mat<double> predict_in_order(const MoleculeBatch& batch, Mat<double>* contributions);
   Mat<double> predict_with_forces_in_order(const MoleculeBatch& batch, Index target, Mat<double>& forces,

@@ -102,7 +102,7 @@ Mat<double> predict_indices(models::MoleculeModel<float>& model, const Dataset& 
   for (std::size_t k = 0, begin = 0; k < batches.size(); begin += batches[k].size(), ++k) {
     const std::size_t end = begin + batches[k].size();
     const Batch b = make_model_batch(data, indices.subspan(begin, end - begin), model);
-    const Mat<double> norm = model.infer(b.molecules).cast<double>();
+    const Mat<double> norm = model.infer_accumulated(b.molecules);
     const Mat<double> phys = offsets ? model.denormalise(offsets(b), norm) : model.denormalise(b.molecules, norm);
     out.middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = phys;
     if (normalised) normalised->middleRows(static_cast<Index>(begin), static_cast<Index>(end - begin)) = norm;

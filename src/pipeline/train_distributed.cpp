@@ -251,7 +251,7 @@ SharedPredictions predict_shared(comm::Communicator& world, models::MoleculeMode
     if (b % ranks != static_cast<std::size_t>(world.rank())) continue;
     const std::size_t end = begin + batches[b].size();
     const Batch batch = make_model_batch(data, indices.subspan(begin, end - begin), model);
-    const Mat<double> norm = model.infer(batch.molecules).cast<double>();  // no activation caches
+    const Mat<double> norm = model.infer_accumulated(batch.molecules);  // no activation caches
     const auto rows = static_cast<Index>(end - begin);
     out.normalised.middleRows(static_cast<Index>(begin), rows) = norm;
     const Mat<double> offset = offsets ? offsets(batch) : model.label_offsets(batch.molecules);

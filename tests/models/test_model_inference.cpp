@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <omp.h>
 
+#include <cmath>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -141,6 +142,36 @@ TEST_CASE("molecule model inference: a 5,000-atom structure, bitwise equal to fo
   near_only.far_field = FarField::none;
   MoleculeModel<float> near_model(near_only);
   CHECK((near_model.infer(batch).array() != reference.array()).any());
+}
+
+TEST_CASE("molecule model: predict keeps a large structure's pooled sum in double",
+          "[models][inference]") {
+  // A float model's per-atom outputs summed over 3,000 atoms: rounded to float, the sum (and the
+  // energy of a large structure) moves in steps of its float spacing; predict and infer_accumulated
+  // keep the double sum, which the atom contributions add up to.
+  ModelConfig config = small_config(AttentionKind::near_far);
+  config.cutoff = 5.0;
+  config.use_charges = false;
+  const Molecule structure = random_structure(3000, 7);
+  const auto batch = MoleculeBatch::from(std::span<const Molecule>(&structure, 1));
+  MoleculeModel<float> model(config);
+  Mat<float> per_atom;
+  const Mat<double> sums = model.infer_accumulated(batch, &per_atom);
+  const Mat<float> rounded = model.infer(batch);
+  double expected = 0.0;
+  for (Index i = 0; i < per_atom.rows(); ++i) expected += static_cast<double>(per_atom(i, 0));
+  CHECK(sums(0, 0) == expected);
+  CHECK(static_cast<double>(rounded(0, 0)) == static_cast<double>(static_cast<float>(expected)));
+  Mat<double> contributions;
+  const Mat<double> predicted = model.predict(batch, &contributions);
+  double total = 0.0, magnitude = 0.0;
+  for (Index i = 0; i < contributions.rows(); ++i) {
+    total += contributions(i, 0);
+    magnitude += std::abs(contributions(i, 0));
+  }
+  INFO("predicted " << predicted(0, 0) << ", contributions " << total << ", float spacing of the sum "
+                    << std::nextafter(static_cast<float>(expected), 1e30f) - static_cast<float>(expected));
+  CHECK(std::abs(predicted(0, 0) - total) <= 1e-12 * magnitude);
 }
 
 TEST_CASE("molecule model inference: a progress line per block for large structures only",

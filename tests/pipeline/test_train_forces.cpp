@@ -339,7 +339,9 @@ TEST_CASE("flt train --three-body: the reference is fitted, reported, and the ru
   std::string field;
   for (int k = 0; k < 7; ++k) std::getline(still_row, field, ',');
   const double curve_train_mae = std::stod(field);
-  CHECK(eval_energy_mae(dir, input, dir / "still", "train") == Approx(curve_train_mae).epsilon(1e-9));
+  // (The curve's training MAE comes from the training forward's float outputs, eval's from the
+  // pooled sums kept in double: they agree to the float rounding of a structure's sum.)
+  CHECK(eval_energy_mae(dir, input, dir / "still", "train") == Approx(curve_train_mae).epsilon(1e-7));
 
   // The reference changes the model (its weights are in the file).
   const auto plain = run_flt(args(input, "", dir / "plain"), dir.path());
