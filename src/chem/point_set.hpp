@@ -27,6 +27,7 @@ struct Property {
   std::string value;             // exactly as in the input (trimmed of surrounding blanks)
   std::optional<double> number;  // the value parsed as a number when the whole value is one
   std::string unit;              // e.g. "Hartree" for QM9 U0; empty when the input gives none
+  bool unit_by_convention = false;  // `unit` is the format's convention (ASE's eV), not the file's word
 };
 
 // A per-atom column beyond species and positions (extended XYZ `forces:R:3`, QM9 Mulliken

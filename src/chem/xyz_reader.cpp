@@ -581,12 +581,12 @@ class XyzParser final : public RecordParser {
         }
       }
       if (p.unit.empty() && ase_file && (p.key == "energy" || p.key == "free_energy")) {
+        // The caller, which knows whether the user gave the unit, warns when it reads the label.
         p.unit = "eV";
+        p.unit_by_convention = true;
         if (!ase_units_logged_) {
           ase_units_logged_ = true;
-          log_warning(source_, ": ASE extended XYZ (Properties=): '", p.key,
-                      "' is in eV and forces in eV/A by ASE's convention, unless --source-units gives "
-                      "the energy's unit and --forces-unit the forces'");
+          log_info(source_, ": ASE extended XYZ (Properties=): '", p.key, "' read in eV and forces in eV/A by ASE's convention");
         }
       }
     }

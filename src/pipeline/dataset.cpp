@@ -243,6 +243,13 @@ class DatasetBuilder {
                             "' has no unit; give it with --source-units " + plans_[t].target.name +
                             "=<unit> (units are never guessed; 1 for a dimensionless label such as logP)");
         }
+        if (prop->unit_by_convention && !plans_[t].source_unit_given && !convention_warned_) {
+          convention_warned_ = true;
+          log_warning(where, ": label '", prop->key, "' has no unit in the file and is read in ", prop->unit,
+                      " by ASE's convention (forces in ", prop->unit,
+                      "/A); if the file holds another unit, give it with --source-units ", plans_[t].target.name,
+                      "=<unit> and --forces-unit");
+        }
         row[t] = *prop->number * factor(t, unit);
         if (plans_[t].source_unit_given && !prop->unit.empty() && !energy_unit_replaced) {
           const io::Unit& file_unit = io::find_unit(prop->unit);
@@ -409,6 +416,7 @@ class DatasetBuilder {
   std::vector<std::uint64_t> digests_;
   std::vector<Mat<double>> forces_;
   std::size_t forces_missing_ = 0;
+  bool convention_warned_ = false;  // a label read in its format's conventional unit was reported
   std::size_t added_ = 0;  // good molecules so far
   Dataset* refill_ = nullptr;
   std::string inputs_;

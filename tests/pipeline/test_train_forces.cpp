@@ -264,6 +264,26 @@ TEST_CASE("dataset: energies given another unit than the file's leave the forces
   CHECK_FALSE(flt::pipeline::load_dataset(options).has_forces());
 }
 
+TEST_CASE("flt train: an ASE file's energy read in eV by convention is a warning only when no unit was given",
+          "[dataset][forces]") {
+  // The reader marks the label's unit as ASE's convention; the dataset, which knows whether
+  // --source-units named the target, warns once when it relies on it.
+  ScratchDir dir("dataset_ase_convention");
+  const fs::path input = dir / "ethanol.xyz";
+  write(input, ethanol_frames(60));
+  const auto plain = run_flt(args(input, "--split-only", dir / "plain"), dir.path());
+  REQUIRE(plain.status == 0);
+  CHECK_THAT(plain.err, Catch::Contains("ethanol.xyz: record 1: label 'energy' has no unit in the file and is read in "
+                                        "eV by ASE's convention (forces in eV/A); if the file holds another unit, give "
+                                        "it with --source-units energy=<unit> and --forces-unit"));
+  const auto given = run_flt(args(input, "--split-only --source-units energy=eV", dir / "given"), dir.path());
+  REQUIRE(given.status == 0);
+  CHECK_THAT(given.err, !Catch::Contains("convention"));
+  const auto other = run_flt(args(input, "--split-only --source-units energy=kcal/mol", dir / "other"), dir.path());
+  REQUIRE(other.status == 0);  // no forces read: the forces' unit is not needed
+  CHECK_THAT(other.err, !Catch::Contains("convention"));
+}
+
 namespace {
 
 // `flt eval` of RUN's model on the `subset` (train, validation, test) of RUN's split of `input`:
