@@ -362,10 +362,12 @@ class DatasetBuilder {
     if (!molecules_.empty() && options_.missing == MissingLabels::mask)
       for (std::size_t t = 0; t < plans_.size(); ++t)
         if (missing_[t] == molecules_.size()) {
-          std::string known;
+          std::string known, inputs;
           for (const auto& k : seen_keys_) known += (known.empty() ? "" : ", ") + k;
+          for (std::size_t i = 0; i < options_.inputs.size() && i < 3; ++i) inputs += (i ? ", " : "") + options_.inputs[i];
+          if (options_.inputs.size() > 3) inputs += " and " + std::to_string(options_.inputs.size() - 3) + " more";
           throw ConfigError("unknown target '" + plans_[t].target.name + "': none of the " +
-                            std::to_string(molecules_.size()) + " molecules has a label of that name" +
+                            std::to_string(molecules_.size()) + " molecules of " + inputs + " has a label of that name" +
                             (csv_ ? std::string(" in ") + csv_->source
                                   : std::string(" (labels in the input: ") + (known.empty() ? "none" : known) + ")"));
         }

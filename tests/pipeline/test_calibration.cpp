@@ -244,7 +244,7 @@ TEST_CASE("calibration: a single model, unlabelled data, all std 0 and malformed
       run_flt("ensemble " + quoted(a) + " " + quoted(b) + " -o " + quoted(dir / "u.flt") + " --calibrate " + quoted(bare), dir);
   INFO(unlabelled.err);
   CHECK(unlabelled.status != 0);
-  CHECK(unlabelled.err.find("none of the 2 molecules has a label") != std::string::npos);
+  CHECK(unlabelled.err.find("none of the 2 molecules of " + bare + " has a label") != std::string::npos);
   CHECK_FALSE(fs::exists(dir / "u.flt"));
   // Labels, but none in the subset calibrated on: the data, the subset and the target are named.
   const std::string some = dir / "some.extxyz", split = dir / "split.csv";
