@@ -239,9 +239,10 @@ class Predictor {
  public:
   // Throws InvalidArgument when `members` is empty or the members' targets (names, units,
   // pooling) differ.
-  // With `calibration` (an ensemble's z-scaling factors, models::EnsembleCalibration), every
-  // target's stddev is the members' spread multiplied by its factor; InvalidArgument for a single
-  // model or factors of other targets. The spread of forces and contributions is not scaled.
+  // With `calibration` (an ensemble's factors, fitted by coverage or z-scaling:
+  // models::EnsembleCalibration), every target's stddev is the members' spread multiplied by its
+  // factor; InvalidArgument for a single model or factors of other targets. The spread of forces
+  // and contributions is not scaled.
   explicit Predictor(std::vector<std::shared_ptr<const LoadedModel>> members,
                      std::optional<models::EnsembleCalibration> calibration = std::nullopt);
   // LoadedModel::load_members for each path (errors name the file): an ensemble file contributes
