@@ -265,25 +265,17 @@ Predictor Predictor::load(const std::vector<std::filesystem::path>& paths) {
   for (const auto& p : paths) {
     // IoError and ModelFileError pass through, naming the file.
     io::ModelFile file = io::read_model_file(p, {});
-    const bool calibrated = models::read_calibration(file).has_value();  // validates the entries
-    // The calibration entries alone, read again below in the members' target order.
-    io::ModelFile entries(file.format());
-    entries.set_source(file.source());
-    if (calibrated)
-      for (const auto& [key, value] : file.all_metadata())
-        if (key.rfind("calibration.", 0) == 0) entries.set_metadata(key, value);
-    const std::size_t first = members.size();
+    // In the first member's target order; the constructor checks it against the members'.
+    std::optional<models::EnsembleCalibration> file_calibration = models::read_calibration(file);
     for (const io::ModelFile& member : models::member_files(std::move(file)))
       members.push_back(LoadedModel::from_member_file(member, p));
-    if (!calibrated) continue;
+    if (!file_calibration) continue;
     if (paths.size() > 1) {
       log_warning(p.string(), ": its calibration was fitted for its own members alone; with other models the "
                               "uncalibrated spread is used");
       continue;
     }
-    std::vector<std::string> order;  // a factor per target, none extra
-    for (const auto& t : members[first]->targets()) order.push_back(t.name);
-    calibration = models::read_calibration(entries, order);
+    calibration = std::move(file_calibration);
   }
   return Predictor(std::move(members), std::move(calibration));
 }
